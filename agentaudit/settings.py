@@ -1,0 +1,56 @@
+"""Settings for every agentaudit deployable, read once from `AGENTAUDIT_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EVENTS_TOPIC = "agentaudit.events.v1"
+DLQ_TOPIC = "agentaudit.dlq.v1"
+ALERTS_TOPIC = "agentaudit.alerts.v1"
+CONTROL_TOPIC = "agentaudit.control.v1"
+
+
+class Settings(BaseSettings):
+    """One frozen settings object; build it once at the edge and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTAUDIT_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    data_dir: Path = Field(
+        default=Path("./.agentaudit"),
+        description="Holds the embedded chDB store, the SDK spool and local runtime files.",
+    )
+    clickhouse_url: str | None = Field(
+        default=None,
+        description="ClickHouse server URL (http[s]://user:password@host:port/). Unset = embedded chDB.",
+    )
+    events_topic: str = EVENTS_TOPIC
+    dlq_topic: str = DLQ_TOPIC
+    partitions: int = Field(default=6, ge=1, le=1024, description="Partitions for created topics.")
+    consumer_group: str = "agentaudit-sink"
+    sink_batch_size: int = Field(default=20_000, ge=1, description="Rows per insert, at most.")
+    sink_flush_interval_ms: int = Field(default=250, ge=1, description="Longest a row waits to be inserted.")
+    dedup_window: int = Field(
+        default=200_000,
+        ge=0,
+        description="Recent event_ids per worker remembered to drop re-sent events (SDK retries).",
+    )
+
+    @property
+    def store_dir(self) -> Path:
+        """The chDB data directory (embedded mode)."""
+        return self.data_dir / "chdb"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where the SDK spools events while the broker is unreachable."""
+        return self.data_dir / "spool"
+
+    @property
+    def embedded(self) -> bool:
+        return self.clickhouse_url is None

@@ -1,0 +1,91 @@
+"""The envelope every agentaudit event carries, and the validated id types it is built from.
+
+Caps are part of the contract: a producer that exceeds them gets its event dead-lettered
+with the reason, never truncated silently.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = 1
+
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTE_KEY = 64
+MAX_ATTRIBUTE_VALUE = 256
+
+TenantId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+"""Lower-case slug; it is the Kafka key, the first column of every sort key, the scope of access."""
+Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")]
+"""Identifier for agents, models, tools, rules: printable, no spaces, at most 128 chars."""
+OpaqueId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+"""Caller-chosen id (user, session, run): printable ASCII, no spaces, at most 128 chars."""
+Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+"""Short human-readable text (an action, a resource, a reason)."""
+TraceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+SpanId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+EventId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"),
+]
+"""UUIDv7 in canonical lower-case text form: time-ordered, made by the SDK, the idempotency key."""
+
+AttributeValue = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE)] | int | float | bool
+
+
+def _utc(value: datetime) -> datetime:
+    """Reject naive timestamps (their zone is a guess) and normalise the rest to UTC."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp must carry a timezone (UTC recommended)")
+    return value.astimezone(timezone.utc)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+def _check_attributes(value: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
+    if len(value) > MAX_ATTRIBUTES:
+        raise ValueError(f"at most {MAX_ATTRIBUTES} attributes, got {len(value)}")
+    for key in value:
+        if not key or len(key) > MAX_ATTRIBUTE_KEY:
+            raise ValueError(f"attribute keys must be 1..{MAX_ATTRIBUTE_KEY} chars: {key[:80]!r}")
+    return value
+
+
+Attributes = Annotated[dict[str, AttributeValue], AfterValidator(_check_attributes)]
+
+
+class StrictModel(BaseModel):
+    """Base of every contract model: strict types, unknown fields rejected, immutable."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Sdk(StrictModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    version: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+
+
+class Envelope(StrictModel):
+    """Fields common to every event type. `type` and `payload` are added by each event model."""
+
+    event_id: EventId
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
+    occurred_at: UtcDatetime
+    sdk: Sdk
+    tenant_id: TenantId
+    user_id: OpaqueId | None = None
+    agent_id: Slug
+    agent_version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    deployment: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")] = "prod"
+    variant: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    session_id: OpaqueId | None = None
+    run_id: OpaqueId | None = None
+    trace_id: TraceId
+    span_id: SpanId
+    parent_span_id: SpanId | None = None
+    attributes: Attributes = Field(default_factory=dict)

@@ -1,0 +1,124 @@
+"""Event models: envelope + typed payload, one class per `type`, joined in a discriminated union.
+
+`parse_event` is the single entry point the sink uses on wire bytes; `TraceEvent` is the
+union type producers build.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, TypeAdapter
+
+from schemas.envelope import Envelope
+from schemas.payloads import (
+    ApprovalDecided,
+    ApprovalRequested,
+    ErrorInfo,
+    EvalResult,
+    GuardrailTriggered,
+    LlmCall,
+    PolicyDecision,
+    RunFinished,
+    RunStarted,
+    ToolCall,
+)
+
+MAX_EVENT_BYTES = 256 * 1024
+"""Largest wire message the sink accepts; larger ones are dead-lettered as `oversized`."""
+
+
+class RunStartedEvent(Envelope):
+    type: Literal["run_started"] = "run_started"
+    payload: RunStarted
+
+
+class RunFinishedEvent(Envelope):
+    type: Literal["run_finished"] = "run_finished"
+    payload: RunFinished
+
+
+class LlmCallEvent(Envelope):
+    type: Literal["llm_call"] = "llm_call"
+    payload: LlmCall
+
+
+class ToolCallEvent(Envelope):
+    type: Literal["tool_call"] = "tool_call"
+    payload: ToolCall
+
+
+class PolicyDecisionEvent(Envelope):
+    type: Literal["policy_decision"] = "policy_decision"
+    payload: PolicyDecision
+
+
+class ApprovalRequestedEvent(Envelope):
+    type: Literal["approval_requested"] = "approval_requested"
+    payload: ApprovalRequested
+
+
+class ApprovalDecidedEvent(Envelope):
+    type: Literal["approval_decided"] = "approval_decided"
+    payload: ApprovalDecided
+
+
+class GuardrailTriggeredEvent(Envelope):
+    type: Literal["guardrail_triggered"] = "guardrail_triggered"
+    payload: GuardrailTriggered
+
+
+class EvalResultEvent(Envelope):
+    type: Literal["eval_result"] = "eval_result"
+    payload: EvalResult
+
+
+class ErrorEvent(Envelope):
+    type: Literal["error"] = "error"
+    payload: ErrorInfo
+
+
+TraceEvent = Annotated[
+    Union[
+        RunStartedEvent,
+        RunFinishedEvent,
+        LlmCallEvent,
+        ToolCallEvent,
+        PolicyDecisionEvent,
+        ApprovalRequestedEvent,
+        ApprovalDecidedEvent,
+        GuardrailTriggeredEvent,
+        EvalResultEvent,
+        ErrorEvent,
+    ],
+    Field(discriminator="type"),
+]
+
+EVENT_CLASSES: dict[str, type[Envelope]] = {
+    cls.model_fields["type"].default: cls
+    for cls in (
+        RunStartedEvent,
+        RunFinishedEvent,
+        LlmCallEvent,
+        ToolCallEvent,
+        PolicyDecisionEvent,
+        ApprovalRequestedEvent,
+        ApprovalDecidedEvent,
+        GuardrailTriggeredEvent,
+        EvalResultEvent,
+        ErrorEvent,
+    )
+}
+"""Event type name → model class."""
+
+EVENT_ADAPTER: TypeAdapter[TraceEvent] = TypeAdapter(TraceEvent)
+
+
+def parse_event(data: bytes | str) -> Envelope:
+    """Validate wire JSON into its event model; raises `pydantic.ValidationError` when invalid."""
+    return EVENT_ADAPTER.validate_json(data)  # type: ignore[return-value]
+
+
+def event_from_dict(data: dict) -> Envelope:
+    """Validate a Python mapping (as the SDK builds it) into its event model."""
+    return EVENT_ADAPTER.validate_python(data)  # type: ignore[return-value]

@@ -1,0 +1,193 @@
+"""Payload models, one per event type. Names follow OpenTelemetry GenAI attributes where one exists."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, model_validator
+
+from schemas.envelope import Label, OpaqueId, Sha256Hex, Slug, StrictModel
+
+MAX_CONTENT_CHARS = 32_768
+MAX_MESSAGE_CHARS = 2_048
+
+Content = Annotated[str, StringConstraints(max_length=MAX_CONTENT_CHARS)]
+Millis = Annotated[float, Field(ge=0, le=86_400_000)]
+Tokens = Annotated[int, Field(ge=0, le=100_000_000)]
+
+
+class StopReason(StrEnum):
+    COMPLETED = "completed"
+    MAX_STEPS = "max_steps"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    BREAKER_OPEN = "breaker_open"
+    POLICY_DENIED = "policy_denied"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+
+
+class CallStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+
+
+class SideEffect(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    EXTERNAL = "external"
+
+
+class Decision(StrEnum):
+    ALLOW = "ALLOW"
+    DENY = "DENY"
+    REQUIRE_APPROVAL = "REQUIRE_APPROVAL"
+    ALLOW_WITH_CONSTRAINTS = "ALLOW_WITH_CONSTRAINTS"
+
+
+class Risk(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class ApprovalOutcome(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class Guardrail(StrEnum):
+    PROMPT_INJECTION = "prompt_injection"
+    PII = "pii"
+    TOKEN_FLOOD = "token_flood"
+    OUTPUT_POLICY = "output_policy"
+
+
+class GuardrailAction(StrEnum):
+    BLOCK = "block"
+    REDACT = "redact"
+    FLAG = "flag"
+
+
+class ContentHandling(StrEnum):
+    """What happened to prompt/response text before it left the agent's process."""
+
+    PLAIN = "plain"
+    REDACTED = "redacted"
+    ENCRYPTED = "encrypted"
+
+
+class RunStarted(StrictModel):
+    goal_hash: Sha256Hex | None = None
+    max_steps: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+
+class RunFinished(StrictModel):
+    stop_reason: StopReason
+    steps: Annotated[int, Field(ge=0, le=1_000_000)]
+    duration_ms: Millis
+
+
+class Usage(StrictModel):
+    """Token usage with OpenTelemetry semantics, the same for every provider.
+
+    `input_tokens` counts *all* prompt tokens, including those read from and written to the
+    provider's cache; `output_tokens` counts all generated tokens including reasoning.
+    The cache and reasoning counts are subsets. Provider responses differ here (Anthropic
+    reports cache reads and writes *outside* its input count), so normalise with
+    `producers.usage` helpers rather than copying fields by name.
+    """
+
+    input_tokens: Tokens
+    output_tokens: Tokens
+    cached_input_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    reasoning_tokens: Tokens = 0
+
+    @model_validator(mode="after")
+    def _subsets_fit(self) -> "Usage":
+        if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
+            raise ValueError(
+                "cached_input_tokens + cache_write_tokens exceed input_tokens; "
+                "input_tokens must include cached and cache-write tokens"
+            )
+        if self.reasoning_tokens > self.output_tokens:
+            raise ValueError("reasoning_tokens exceed output_tokens; output_tokens must include them")
+        return self
+
+
+class LlmContent(StrictModel):
+    handling: ContentHandling
+    prompt: Content | None = None
+    response: Content | None = None
+
+
+class LlmCall(StrictModel):
+    provider: Slug
+    request_model: Slug
+    response_model: Slug | None = None
+    usage: Usage
+    latency_ms: Millis
+    ttft_ms: Millis | None = None
+    finish_reason: Annotated[str, StringConstraints(max_length=64)] | None = None
+    status: CallStatus = CallStatus.OK
+    error_type: Slug | None = None
+    provider_cost_usd: Annotated[float, Field(ge=0, le=1_000_000)] | None = None
+    content: LlmContent | None = None
+
+
+class ToolCall(StrictModel):
+    tool: Slug
+    action: Label
+    args_hash: Sha256Hex
+    side_effect: SideEffect
+    idempotency_key: OpaqueId | None = None
+    status: CallStatus = CallStatus.OK
+    latency_ms: Millis
+    error_type: Slug | None = None
+
+
+class PolicyDecision(StrictModel):
+    rule_id: Slug
+    decision: Decision
+    action: Label
+    resource: Label
+    policy_hash: Sha256Hex
+    reason: Label | None = None
+
+
+class ApprovalRequested(StrictModel):
+    approval_id: OpaqueId
+    action: Label
+    risk: Risk
+
+
+class ApprovalDecided(StrictModel):
+    approval_id: OpaqueId
+    approver_id: OpaqueId
+    outcome: ApprovalOutcome
+    latency_ms: Millis
+
+
+class GuardrailTriggered(StrictModel):
+    guardrail: Guardrail
+    action: GuardrailAction
+    score: Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class EvalResult(StrictModel):
+    gold_set_id: Slug
+    case_id: OpaqueId
+    metric: Slug
+    score: float
+    passed: bool
+    evaluator: Slug
+
+
+class ErrorInfo(StrictModel):
+    component: Slug
+    error_type: Slug
+    message: Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)] | None = None
