@@ -1,0 +1,52 @@
+"""`agentaudit bench`: figures and ratios measured side by side in one run on one local broker."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from agentaudit.bench.measure import measure_bare_consumer, measure_end_to_end, measure_sdk, measure_sink
+from agentaudit.broker import LocalBroker, ensure_topics
+from agentaudit.settings import Settings
+
+TARGETS = {"emit_p50": 10.0, "emit_p99": 100.0, "sink": 50_000.0, "e2e_p99": 1000.0}
+
+
+def run_bench(*, events: int, e2e_rate: float, e2e_seconds: float, console: Console) -> None:
+    from agentaudit.store import open_store
+    from agentaudit.store.migrations import migrate
+
+    with tempfile.TemporaryDirectory(prefix="agentaudit-bench-") as tmp, LocalBroker() as broker:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, data_dir=Path(tmp))
+        asyncio.run(ensure_topics(settings))
+        console.print(f"[dim]broker {broker.bootstrap}, {events} events, store in {tmp}[/dim]")
+        with console.status("SDK emit + produce…"):
+            sdk = measure_sdk(settings, events)
+        with console.status("bare aiokafka consumer…"):
+            bare = asyncio.run(measure_bare_consumer(settings, events))
+        with open_store(settings, own=True) as store:
+            migrate(store)
+            with console.status("sink into chDB…"):
+                sink = asyncio.run(measure_sink(settings, store, events))
+            with console.status(f"end to end at {e2e_rate:.0f} events/s for {e2e_seconds:.0f}s…"):
+                e2e = asyncio.run(measure_end_to_end(settings, store, e2e_rate, e2e_seconds))
+
+    table = Table("measure", "value", "target", "met", title="agentaudit bench (one run, one local broker)")
+
+    def row(name: str, value: str, target: str, met: bool | None) -> None:
+        table.add_row(name, value, target, "" if met is None else ("yes" if met else "[red]no[/red]"))
+
+    row("SDK emit() on the caller's path, p50", f"{sdk.emit_p50_us:.1f} µs", "≤ 10 µs", sdk.emit_p50_us <= TARGETS["emit_p50"])
+    row("SDK emit() on the caller's path, p99", f"{sdk.emit_p99_us:.1f} µs", "≤ 100 µs", sdk.emit_p99_us <= TARGETS["emit_p99"])
+    row("SDK produce throughput (emit → broker ack)", f"{sdk.produce_rate:,.0f} events/s", "", None)
+    row("SDK events dropped or invalid", str(sdk.dropped), "0", sdk.dropped == 0)
+    row("bare aiokafka consumer read rate", f"{bare:,.0f} msgs/s", "", None)
+    row("sink into chDB (validate, price, chain, insert, commit)", f"{sink:,.0f} events/s", "≥ 50,000", sink >= TARGETS["sink"])
+    row("sink ÷ bare consumer", f"{sink / bare:.2f}", "", None)
+    row(f"end to end emit → queryable p50 at {e2e_rate:.0f}/s", f"{e2e.p50_ms:.0f} ms", "", None)
+    row(f"end to end emit → queryable p99 at {e2e_rate:.0f}/s", f"{e2e.p99_ms:.0f} ms", "≤ 1,000 ms", e2e.p99_ms <= TARGETS["e2e_p99"])
+    console.print(table)

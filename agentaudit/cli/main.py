@@ -1,0 +1,124 @@
+"""The `agentaudit` command line. Commands are thin: they parse options and call library code."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+
+from agentaudit.errors import UserError
+from agentaudit.settings import Settings
+
+app = typer.Typer(
+    help="Audit and monitoring pipeline for AI agents: local broker, sink, trail queries, demo, bench.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _settings(**overrides: object) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1.")] = 9092,
+    partitions: Annotated[int, typer.Option(help="Partitions per pipeline topic.")] = 6,
+) -> None:
+    """Run the local Kafka-protocol broker (Tansu, in memory) until Ctrl-C."""
+    from agentaudit.services import serve_broker
+
+    serve_broker(port, partitions, console)
+
+
+@app.command()
+def worker() -> None:
+    """Consume events into the store (exactly once) until Ctrl-C; owns the embedded store."""
+    from agentaudit.cli.runtime import run_until_signal
+    from agentaudit.services import serve_worker
+
+    run_until_signal(lambda stop: serve_worker(_settings(), stop, console))
+
+
+@app.command()
+def migrate(
+    down: Annotated[int, typer.Option(help="Roll back this many migrations instead.")] = 0,
+    status: Annotated[bool, typer.Option("--status", help="Only show what is applied.")] = False,
+) -> None:
+    """Apply (or roll back) the ClickHouse migrations."""
+    from agentaudit.services import run_migrations
+
+    run_migrations(_settings(), down=down, status_only=status, console=console)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="The SQL statement to run.")],
+    format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+) -> None:
+    """Run SQL against the trail (through the worker while one runs, directly otherwise)."""
+    from agentaudit.services import run_query
+
+    run_query(_settings(), sql, format.value, console)
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds the simulated fleet runs.")] = 20.0,
+    tenants: Annotated[int, typer.Option(min=1, max=50, help="Simulated tenants (at least 5 recommended).")] = 5,
+    rate: Annotated[float, typer.Option(help="Target events per second from the fleet.")] = 300.0,
+    seed: Annotated[int, typer.Option(help="Random seed of the simulation.")] = 7,
+) -> None:
+    """Local broker + sink + a simulated multi-tenant agent fleet, then a summary from ClickHouse."""
+    from agentaudit.demo.run import run_demo
+
+    run_demo(_settings(), duration=duration, tenants=tenants, rate=rate, seed=seed, console=console)
+
+
+@app.command()
+def bench(
+    events: Annotated[int, typer.Option(help="Events for the throughput measurements.")] = 200_000,
+    e2e_rate: Annotated[float, typer.Option(help="Events/s for the end-to-end latency run.")] = 2000.0,
+    e2e_seconds: Annotated[float, typer.Option(help="Length of the end-to-end run.")] = 10.0,
+) -> None:
+    """Measure SDK, broker, sink and end-to-end figures side by side in one run."""
+    from agentaudit.bench.run import run_bench
+
+    run_bench(events=events, e2e_rate=e2e_rate, e2e_seconds=e2e_seconds, console=console)
+
+
+def main() -> None:
+    """Console-script entry point: user errors are one line and a non-zero exit, never a traceback."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt, asyncio.CancelledError):
+        err_console.print("interrupted")
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

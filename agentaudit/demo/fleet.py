@@ -1,0 +1,158 @@
+"""A simulated multi-tenant agent fleet that drives the real SDK with realistic traffic and faults.
+
+Every tenant runs a few agents; each simulated run calls LLMs across providers (with prompt
+caching), calls tools (some fail), passes policy checks (some DENY, some REQUIRE_APPROVAL and
+then an approval), and finishes with a stop reason. Three agents misbehave on purpose:
+one loops on the same tool call, one floods tokens, one tenant bursts its spend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from producers import Client
+
+TENANT_NAMES = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka", "tyrell", "cyberdyne"]
+
+MODELS: list[tuple[str, str, str]] = [
+    # provider, request model, model actually served
+    ("openai", "gpt-5-mini", "gpt-5-mini-2025-08-07"),
+    ("openai", "gpt-4.1", "gpt-4.1-2025-04-14"),
+    ("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929"),
+    ("anthropic", "claude-haiku-4-5", "claude-haiku-4-5-20251001"),
+    ("google", "gemini-2.5-flash", "gemini-2.5-flash"),
+    ("mistral", "mistral-small", "mistral-small-2506"),
+]
+TOOLS = [("web_search", "read"), ("crm_lookup", "read"), ("send_email", "external"),
+         ("update_ticket", "write"), ("run_sql", "read"), ("refund_payment", "write")]  # fmt: skip
+AGENTS = ["support-bot", "research-agent", "code-assistant", "billing-agent"]
+LOOPING = ("globex", "research-agent")
+FLOODING = ("initech", "code-assistant")
+BURSTING_TENANT = "umbrella"
+POLICY_HASH = hashlib.sha256(b"policy-bundle-2026-11").hexdigest()
+
+
+def tenant_names(n: int) -> list[str]:
+    return [TENANT_NAMES[i] if i < len(TENANT_NAMES) else f"tenant-{i + 1}" for i in range(n)]
+
+
+@dataclass
+class FleetStats:
+    runs: int = 0
+    events: int = 0
+    by_fault: dict[str, int] = field(default_factory=dict)
+
+
+class Fleet:
+    """Emits one simulated agent run per `run_once` call through `client`."""
+
+    def __init__(self, client: Client, tenants: int, seed: int) -> None:
+        self.client = client
+        self.rng = random.Random(seed)
+        self.tenants = tenant_names(tenants)
+        self.stats = FleetStats()
+
+    def run_once(self, progress: float) -> int:
+        """One run of a random agent; `progress` (0..1) places the spend burst mid-demo."""
+        rng = self.rng
+        tenant = rng.choice(self.tenants)
+        agent = rng.choice(AGENTS)
+        before = self.stats.events
+        with self.client.bind(tenant_id=tenant, agent_id=agent, agent_version=f"1.{AGENTS.index(agent)}.0",
+                              user_id=f"user-{rng.randint(1, 40)}", variant=rng.choice(["a", "b"]),
+                              session_id=f"s-{rng.getrandbits(40):x}"):  # fmt: skip
+            with self.client.run(goal=f"{agent} task {rng.randint(1, 10_000)}", max_steps=40) as run:
+                self._count(1)
+                if (tenant, agent) == LOOPING:
+                    self._loop(run)
+                else:
+                    self._normal_run(tenant, agent, run, progress)
+                self._count(1)
+        self.stats.runs += 1
+        return self.stats.events - before
+
+    def _count(self, n: int, fault: str | None = None) -> None:
+        self.stats.events += n
+        if fault:
+            self.stats.by_fault[fault] = self.stats.by_fault.get(fault, 0) + n
+
+    def _normal_run(self, tenant: str, agent: str, run: Any, progress: float) -> None:
+        rng = self.rng
+        for _ in range(rng.randint(1, 4)):
+            fault = None
+            if (tenant, agent) == FLOODING:
+                fault = "token_flood"
+            elif tenant == BURSTING_TENANT and 0.4 <= progress <= 0.6:
+                fault = "spend_burst"
+            self._llm_call(fault)
+            if rng.random() < 0.7:
+                self._tool_call(rng.choice(TOOLS))
+            if rng.random() < 0.3:
+                self._policy(run)
+        if rng.random() < 0.1:
+            self.client.eval_result("support-gold-v3", f"case-{rng.randint(1, 200)}", "faithfulness",
+                                    round(rng.betavariate(8, 2), 4), rng.random() < 0.85, "llm-judge")  # fmt: skip
+            self._count(1)
+        if rng.random() < 0.03:
+            self.client.guardrail_triggered("prompt_injection", "block", round(rng.uniform(0.7, 1.0), 3))
+            self._count(1)
+
+    def _llm_call(self, fault: str | None) -> None:
+        rng = self.rng
+        provider, model, served = rng.choice(MODELS)
+        if fault == "spend_burst":
+            provider, model, served = "anthropic", "claude-opus-4-1", "claude-opus-4-1-20250805"
+        prompt = rng.randint(800, 12_000) if fault != "spend_burst" else rng.randint(80_000, 150_000)
+        cached = int(prompt * rng.choice([0.0, 0.5, 0.8])) if provider != "mistral" else 0
+        cache_write = int((prompt - cached) * 0.3) if provider == "anthropic" and rng.random() < 0.3 else 0
+        output = rng.randint(60_000, 120_000) if fault == "token_flood" else rng.randint(50, 1_500)
+        reasoning = int(output * 0.4) if model.startswith(("gpt-5", "gemini-2.5")) else 0
+        failed = rng.random() < 0.02
+        self.client.emit("llm_call", {
+            "provider": provider, "request_model": model, "response_model": served,
+            "usage": {"input_tokens": prompt, "output_tokens": output, "cached_input_tokens": cached,
+                      "cache_write_tokens": cache_write, "reasoning_tokens": reasoning},
+            "latency_ms": round(rng.lognormvariate(6.5, 0.5), 1),
+            "ttft_ms": round(rng.lognormvariate(5.5, 0.4), 1),
+            "finish_reason": "error" if failed else ("length" if fault == "token_flood" else "stop"),
+            "status": "error" if failed else "ok",
+            **({"error_type": "rate_limited"} if failed else {}),
+        })  # fmt: skip
+        self._count(1, fault)
+
+    def _tool_call(self, tool: tuple[str, str], args_hash: str | None = None) -> None:
+        rng = self.rng
+        failed = rng.random() < 0.08
+        self.client.emit("tool_call", {
+            "tool": tool[0], "action": f"{tool[0]}.invoke",
+            "args_hash": args_hash or hashlib.sha256(rng.randbytes(16)).hexdigest(),
+            "side_effect": tool[1], "status": "error" if failed else "ok",
+            "latency_ms": round(rng.lognormvariate(4.5, 0.8), 1),
+            **({"error_type": rng.choice(["timeout", "http_500", "permission_denied"])} if failed else {}),
+        })  # fmt: skip
+        self._count(1)
+
+    def _policy(self, run: Any) -> None:
+        rng = self.rng
+        decision = rng.choices(["ALLOW", "DENY", "REQUIRE_APPROVAL"], weights=[80, 8, 12])[0]
+        self.client.policy_decision("refunds-over-100", decision, "refund_payment", "order/123",
+                                    POLICY_HASH, reason=None if decision == "ALLOW" else "amount over limit")  # fmt: skip
+        self._count(1)
+        if decision == "REQUIRE_APPROVAL":
+            approval = f"apr-{rng.getrandbits(32):x}"
+            self.client.approval_requested(approval, "refund_payment", rng.choice(["medium", "high"]))
+            outcome = rng.choices(["approved", "rejected", "expired"], weights=[75, 20, 5])[0]
+            self.client.approval_decided(approval, f"approver-{rng.randint(1, 5)}", outcome,
+                                         round(rng.lognormvariate(10, 1), 1))  # fmt: skip
+            self._count(2)
+
+    def _loop(self, run: Any) -> None:
+        """The stuck agent: the same search with the same arguments, over and over."""
+        same = hashlib.sha256(b"web_search:latest news on the same thing").hexdigest()
+        for _ in range(25):
+            self._tool_call(("web_search", "read"), args_hash=same)
+            self.stats.by_fault["tool_loop"] = self.stats.by_fault.get("tool_loop", 0) + 1
+        run.stop_reason = "max_steps"

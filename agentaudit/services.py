@@ -1,0 +1,83 @@
+"""What the long-running and one-shot CLI commands do, as plain functions the tests call too."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+
+from rich.console import Console
+
+from agentaudit.broker import LocalBroker, ensure_topics
+from agentaudit.errors import StoreUnavailable
+from agentaudit.settings import Settings
+
+log = logging.getLogger("agentaudit")
+
+
+def serve_broker(port: int, partitions: int, console: Console) -> None:
+    """Run the local broker in the foreground until SIGINT/SIGTERM."""
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    with LocalBroker(port=port) as local:
+        settings = Settings(kafka_bootstrap=local.bootstrap, partitions=partitions)
+        created = asyncio.run(ensure_topics(settings))
+        console.print(f"broker ready: [bold]{local.bootstrap}[/bold]  (topics created: {', '.join(created) or 'none'})")
+        console.print(f"export AGENTAUDIT_KAFKA_BOOTSTRAP={local.bootstrap}   # Ctrl-C stops; nothing is kept")
+        while not stopped.wait(0.5):
+            if not local.running:
+                raise StoreUnavailable("the broker process exited unexpectedly")
+    console.print("broker stopped")
+
+
+async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console) -> None:
+    """Own the store, apply migrations, sink events until `stop` is set."""
+    from agentaudit.sink.worker import run_worker
+    from agentaudit.store import open_store
+    from agentaudit.store.migrations import migrate
+
+    await ensure_topics(settings)
+    with open_store(settings, own=True) as store:
+        applied = migrate(store)
+        if applied:
+            console.print(f"migrations applied: {', '.join(applied)}")
+        console.print(
+            f"worker consuming {settings.events_topic} from {settings.kafka_bootstrap} into "
+            f"{'chDB at ' + str(settings.store_dir) if settings.embedded else 'ClickHouse server'}; Ctrl-C stops"
+        )
+        worker = await run_worker(settings, store, stop)
+        c = worker.processor.counters
+        console.print(
+            f"worker stopped: {c.accepted} events, {c.dead_lettered} dead letters, "
+            f"{c.duplicates} duplicates dropped, {worker.flushes} flushes"
+        )
+
+
+def run_migrations(settings: Settings, *, down: int, status_only: bool, console: Console) -> None:
+    from agentaudit.store import open_store
+    from agentaudit.store.migrations import migrate, rollback, status
+
+    with open_store(settings) as store:
+        if status_only:
+            for line in status(store):
+                console.print(line)
+            return
+        names = rollback(store, down) if down else migrate(store)
+        verb = "rolled back" if down else "applied"
+        console.print(f"{verb}: {', '.join(names)}" if names else "nothing to do: the schema is current")
+
+
+def run_query(settings: Settings, sql: str, fmt: str, console: Console) -> None:
+    from agentaudit.cli.output import render
+    from agentaudit.store import open_store, store_exists
+
+    if settings.embedded and not store_exists(settings):
+        raise StoreUnavailable(
+            f"no store at {settings.store_dir}: run `agentaudit demo` or `agentaudit migrate` first, "
+            "or set AGENTAUDIT_DATA_DIR / AGENTAUDIT_CLICKHOUSE_URL"
+        )
+    with open_store(settings) as store:
+        result = store.query(sql)
+        render(list(result.column_names), list(result.result_rows), fmt, console)

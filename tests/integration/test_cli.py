@@ -1,0 +1,87 @@
+"""The CLI as a user runs it: the demo end to end, queries, and one-line errors for mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentaudit.broker import free_port
+from agentaudit.demo.malformed import MALFORMED
+
+pytestmark = pytest.mark.integration
+
+
+def cli(*args: str, data_dir: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "AGENTAUDIT_DATA_DIR": str(data_dir), "COLUMNS": "200", **env}
+    return subprocess.run([sys.executable, "-m", "agentaudit.cli.main", *args], env=full_env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def rows(result: subprocess.CompletedProcess[str]) -> list[dict]:
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_demo_end_to_end_then_query(tmp_path: Path) -> None:
+    demo = cli("demo", "--duration", "6", "--tenants", "5", "--rate", "400", data_dir=tmp_path)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    for heading in ("Events per tenant and type", "Spend per tenant and model", "Dead letters", "Hash chains"):
+        assert heading in demo.stdout
+
+    tenants = rows(cli("query", "SELECT tenant_id, count() AS n, max(chain_seq) AS last FROM agentaudit.events "
+                       "GROUP BY tenant_id ORDER BY tenant_id", "--format", "json", data_dir=tmp_path))  # fmt: skip
+    assert [t["tenant_id"] for t in tenants] == ["acme", "globex", "hooli", "initech", "umbrella"]
+    assert all(int(t["n"]) == int(t["last"]) for t in tenants)
+
+    kinds = {r["type"] for r in rows(cli("query", "SELECT DISTINCT type FROM agentaudit.events", "-f", "json", data_dir=tmp_path))}
+    assert {"run_started", "run_finished", "llm_call", "tool_call", "policy_decision",
+            "approval_requested", "approval_decided"} <= kinds  # fmt: skip
+
+    decisions = {r["decision"] for r in rows(cli("query", "SELECT DISTINCT decision FROM agentaudit.events "
+                                                 "WHERE type = 'policy_decision'", "-f", "json", data_dir=tmp_path))}  # fmt: skip
+    assert {"DENY", "REQUIRE_APPROVAL"} <= decisions
+
+    faults = rows(cli("query", """
+        SELECT
+          (SELECT max(c) FROM (SELECT run_id, args_hash, count() AS c FROM (
+              SELECT run_id, JSONExtractString(payload, 'payload', 'args_hash') AS args_hash
+              FROM agentaudit.events WHERE type = 'tool_call') GROUP BY run_id, args_hash)) AS max_loop,
+          (SELECT max(output_tokens) FROM agentaudit.events WHERE agent_id = 'code-assistant' AND tenant_id = 'initech') AS flood,
+          (SELECT countIf(cached_input_tokens > 0) FROM agentaudit.events WHERE type = 'llm_call') AS cached,
+          (SELECT count() FROM agentaudit.events WHERE request_model = 'claude-opus-4-1') AS burst
+        """, "-f", "json", data_dir=tmp_path))[0]  # fmt: skip
+    assert int(faults["max_loop"]) >= 20 and int(faults["flood"]) >= 60_000
+    assert int(faults["cached"]) > 0 and int(faults["burst"]) > 0
+
+    dead = rows(cli("query", "SELECT reason, count() AS n FROM agentaudit.dead_letters GROUP BY reason",
+                    "-f", "json", data_dir=tmp_path))  # fmt: skip
+    assert sum(int(d["n"]) for d in dead) == len(MALFORMED)
+
+    csv_out = cli("query", "SELECT 1 AS one", "--format", "csv", data_dir=tmp_path)
+    assert csv_out.stdout == "one\n1\n"
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], code: int, hint: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert hint in result.stderr
+
+
+def test_query_without_a_store_says_what_to_do(tmp_path: Path) -> None:
+    _one_line_error(cli("query", "SELECT 1", data_dir=tmp_path / "empty"), 4, "agentaudit demo")
+
+
+def test_bad_sql_is_one_line_with_exit_code(tmp_path: Path) -> None:
+    assert cli("migrate", data_dir=tmp_path).returncode == 0
+    _one_line_error(cli("query", "SELEC count() FROM agentaudit.events", data_dir=tmp_path), 5, "Syntax error")
+    _one_line_error(cli("query", "SELECT nope FROM agentaudit.events", data_dir=tmp_path), 5, "nope")
+
+
+def test_worker_with_unreachable_broker_says_what_to_do(tmp_path: Path) -> None:
+    result = cli("worker", data_dir=tmp_path, timeout=60, AGENTAUDIT_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}")
+    _one_line_error(result, 3, "agentaudit broker")

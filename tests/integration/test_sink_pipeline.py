@@ -1,0 +1,87 @@
+"""SDK → real broker → sink → chDB: every event stored once, invalid input dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from agentaudit.broker import ensure_topics
+from agentaudit.demo.malformed import MALFORMED
+from agentaudit.settings import Settings
+from agentaudit.store import open_store
+from agentaudit.store.migrations import migrate
+from tests.factories import event_dict, wire
+from tests.integration.helpers import assert_chains_valid, produce_raw, scalar, sink_until
+
+pytestmark = pytest.mark.integration
+
+
+def _emit_fleet(settings: Settings, n: int) -> int:
+    from producers import Client
+
+    client = Client.from_settings(settings, agent_id="support-bot", agent_version="1.0.0")
+    for i in range(n):
+        with client.bind(tenant_id=f"tenant-{i % 5}"):
+            with client.tool_call("crm_lookup", "lookup", {"id": i}):
+                pass
+    assert client.flush(30)
+    sent = client.stats.sent
+    client.shutdown(5)
+    return sent
+
+
+async def test_sdk_events_and_malformed_messages_land_exactly(settings: Settings) -> None:
+    await ensure_topics(settings)
+    sent = await asyncio.to_thread(_emit_fleet, settings, 600)
+    assert sent == 600
+    await produce_raw(settings, [(k, v) for k, v, _ in MALFORMED])
+    total = sent + len(MALFORMED)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        await sink_until(settings, store, lambda w: w.processor.counters.accepted + w.processor.counters.dead_lettered >= total)
+        assert scalar(store, "SELECT count() FROM agentaudit.events") == sent
+        assert scalar(store, "SELECT uniqExact(event_id) FROM agentaudit.events") == sent
+        assert assert_chains_valid(store) == sent
+        reasons = store.query(
+            "SELECT reason, count() FROM agentaudit.dead_letters GROUP BY reason ORDER BY reason"
+        ).result_rows
+        expected: dict[str, int] = {}
+        for _k, _v, reason in MALFORMED:
+            expected[reason] = expected.get(reason, 0) + 1
+        assert dict(reasons) == expected
+        originals = {r[0] for r in store.query("SELECT original FROM agentaudit.dead_letters").result_rows}
+        assert {v for _k, v, _r in MALFORMED} == {o if isinstance(o, bytes) else o.encode() for o in originals}
+
+    # The dead-letter topic carries the same messages with the reason in a header.
+    consumer = AIOKafkaConsumer(settings.dlq_topic, bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", group_id=None, max_partition_fetch_bytes=4 << 20)  # fmt: skip
+    await consumer.start()
+    try:
+        got: list[str] = []
+        while len(got) < len(MALFORMED):
+            records = await consumer.getmany(timeout_ms=5000)
+            assert records, "dead-letter topic is missing messages"
+            got += [dict(m.headers)["reason"].decode() for batch in records.values() for m in batch]
+        assert sorted(got) == sorted(r for _k, _v, r in MALFORMED)
+    finally:
+        await consumer.stop()
+
+
+async def test_the_same_event_delivered_twice_is_stored_once(settings: Settings) -> None:
+    await ensure_topics(settings)
+    docs = [event_dict(tenant="acme") for _ in range(20)]
+    # Every event sent twice, as an SDK retry would: two messages, one event_id.
+    await produce_raw(settings, [(b"acme", wire(d)) for d in docs] + [(b"acme", wire(d)) for d in docs])
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        worker = await sink_until(settings, store, lambda w: w.processor.counters.accepted + w.processor.counters.duplicates >= 40)
+        assert worker.processor.counters.duplicates == 20
+        assert scalar(store, "SELECT count() FROM agentaudit.events") == 20
+        assert_chains_valid(store)
+    # A new sink on the same store recovers the ids and drops a third copy.
+    await produce_raw(settings, [(b"acme", wire(docs[0]))])
+    with open_store(settings, own=True) as store:
+        worker = await sink_until(settings, store, lambda w: w.processor.counters.duplicates >= 1)
+        assert scalar(store, "SELECT count() FROM agentaudit.events") == 20

@@ -1,0 +1,65 @@
+"""The sink's routing decisions, without Kafka or ClickHouse."""
+
+from datetime import datetime, timezone
+
+from agentaudit.sink.processor import SinkProcessor
+from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, EVENT_COLUMNS, Source
+from schemas.pricing import load_pricing
+from tests.factories import event_dict, wire
+
+FIXED = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+
+
+def processor() -> SinkProcessor:
+    return SinkProcessor(load_pricing(), dedup_capacity=1000, clock=lambda: FIXED)
+
+
+def src(offset: int, partition: int = 0) -> Source:
+    return Source("events", partition, offset, 1_700_000_000_000, b"acme")
+
+
+def test_rows_match_columns_and_chain_advances() -> None:
+    p = processor()
+    p.add(src(0), wire(event_dict(kind="llm_call")))
+    p.add(src(1), wire(event_dict()))
+    batch = p.take()
+    assert len(batch.events) == 2 and all(len(r) == len(EVENT_COLUMNS) for r in batch.events)
+    seq = EVENT_COLUMNS.index("chain_seq")
+    assert [r[seq] for r in batch.events] == [1, 2]
+    cost = batch.events[0][EVENT_COLUMNS.index("cost_usd")]
+    assert cost > 0
+    assert batch.ranges == {0: (0, 1)}
+
+
+def test_invalid_goes_to_dead_letters_and_dlq_with_reason() -> None:
+    p = processor()
+    p.add(src(5), b"{oops")
+    batch = p.take()
+    assert not batch.events and len(batch.dead_letters) == 1
+    row = dict(zip(DEAD_LETTER_COLUMNS, batch.dead_letters[0]))
+    assert row["reason"] == "invalid_json" and row["original"] == b"{oops" and row["kafka_offset"] == 5
+    assert dict(batch.dlq[0].headers)["reason"] == b"invalid_json"
+
+
+def test_resent_event_is_stored_once() -> None:
+    p = processor()
+    doc = event_dict()
+    p.add(src(0), wire(doc))
+    p.add(src(1), wire(doc))
+    assert len(p.take().events) == 1
+    assert p.counters.duplicates == 1
+
+
+def test_watermarks_skip_what_the_store_holds_per_table() -> None:
+    p = processor()
+    p.recover({0: 10}, {0: 3}, {"acme": (7, "e" * 64)}, [])
+    assert p.resume_offset(0) == 11 and p.resume_offset(1) == 0
+    p.add(src(9), wire(event_dict()))  # stored already
+    p.add(src(3), b"junk")  # dead letter stored already
+    p.add(src(4), b"junk")  # dead letter not stored yet
+    p.add(src(11), wire(event_dict()))
+    batch = p.take()
+    assert len(batch.dead_letters) == 1 and len(batch.events) == 1
+    assert batch.events[0][EVENT_COLUMNS.index("chain_seq")] == 8
+    p.stored(batch)
+    assert p.event_watermark[0] == 11 and p.dead_letter_watermark[0] == 4
