@@ -3,13 +3,16 @@
 Canonical form = UTF-8 JSON of the validated model with keys sorted at every level, no
 insignificant whitespace, absent optional fields omitted (so adding an optional field in a
 later schema version does not change the bytes of earlier events), timestamps in UTC with
-microseconds (`2026-11-21T10:00:00.123456Z`). This is the JCS (RFC 8785) shape, so an
-auditor can re-derive it in any language.
+microseconds (`2026-11-21T10:00:00.123456Z`). This is the JCS (RFC 8785) shape except for
+numbers: floats keep Python's shortest round-trip form (`12.0`, where JCS writes `12`). The
+chain covers the stored bytes, so verifying needs only SHA-256 over `payload`; re-deriving
+the bytes from the fields needs this module's rules.
 """
 
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 
 import orjson
 from pydantic import BaseModel
@@ -18,11 +21,23 @@ GENESIS_HASH = "0" * 64
 """`prev_hash` of the first event in a tenant's chain."""
 
 
+def _timestamp(value: object) -> str:
+    # orjson drops the fraction when microsecond == 0 ("…:00Z"), which breaks the documented
+    # fixed-width form; every datetime is routed here instead (OPT_PASSTHROUGH_DATETIME).
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise TypeError("naive datetime in canonical form; validate the event first")
+        utc = value.astimezone(UTC).replace(tzinfo=None)
+        return utc.isoformat(timespec="microseconds") + "Z"
+    raise TypeError(f"type {type(value).__name__} has no canonical form")
+
+
 def canonical_bytes(event: BaseModel) -> bytes:
     """Serialise a validated event to its canonical bytes."""
     return orjson.dumps(
         event.model_dump(mode="python", exclude_none=True),
-        option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z,
+        default=_timestamp,
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME,
     )
 
 

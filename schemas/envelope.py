@@ -62,7 +62,9 @@ Attributes = Annotated[dict[str, AttributeValue], AfterValidator(_check_attribut
 class StrictModel(BaseModel):
     """Base of every contract model: strict types, unknown fields rejected, immutable."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    # allow_inf_nan=False: NaN/Infinity are not JSON; accepted, they would be written to the
+    # canonical bytes as null, which no longer validate and lose the value from the trail.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Sdk(StrictModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, Strict, StringConstraints, model_validator
 
 from schemas.envelope import Label, OpaqueId, Sha256Hex, Slug, StrictModel
 
@@ -80,13 +80,19 @@ class ContentHandling(StrEnum):
     ENCRYPTED = "encrypted"
 
 
+# Enum fields accept their string value in Python mode as they already do in JSON mode: the
+# SDK builds events from plain dicts, and strict mode alone would demand enum instances there.
+# Only the enum's own values are accepted, so this loosens nothing else.
+_BY_VALUE = Strict(False)
+
+
 class RunStarted(StrictModel):
     goal_hash: Sha256Hex | None = None
     max_steps: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
 
 
 class RunFinished(StrictModel):
-    stop_reason: StopReason
+    stop_reason: Annotated[StopReason, _BY_VALUE]
     steps: Annotated[int, Field(ge=0, le=1_000_000)]
     duration_ms: Millis
 
@@ -120,7 +126,7 @@ class Usage(StrictModel):
 
 
 class LlmContent(StrictModel):
-    handling: ContentHandling
+    handling: Annotated[ContentHandling, _BY_VALUE]
     prompt: Content | None = None
     response: Content | None = None
 
@@ -133,7 +139,7 @@ class LlmCall(StrictModel):
     latency_ms: Millis
     ttft_ms: Millis | None = None
     finish_reason: Annotated[str, StringConstraints(max_length=64)] | None = None
-    status: CallStatus = CallStatus.OK
+    status: Annotated[CallStatus, _BY_VALUE] = CallStatus.OK
     error_type: Slug | None = None
     provider_cost_usd: Annotated[float, Field(ge=0, le=1_000_000)] | None = None
     content: LlmContent | None = None
@@ -143,16 +149,16 @@ class ToolCall(StrictModel):
     tool: Slug
     action: Label
     args_hash: Sha256Hex
-    side_effect: SideEffect
+    side_effect: Annotated[SideEffect, _BY_VALUE]
     idempotency_key: OpaqueId | None = None
-    status: CallStatus = CallStatus.OK
+    status: Annotated[CallStatus, _BY_VALUE] = CallStatus.OK
     latency_ms: Millis
     error_type: Slug | None = None
 
 
 class PolicyDecision(StrictModel):
     rule_id: Slug
-    decision: Decision
+    decision: Annotated[Decision, _BY_VALUE]
     action: Label
     resource: Label
     policy_hash: Sha256Hex
@@ -162,19 +168,19 @@ class PolicyDecision(StrictModel):
 class ApprovalRequested(StrictModel):
     approval_id: OpaqueId
     action: Label
-    risk: Risk
+    risk: Annotated[Risk, _BY_VALUE]
 
 
 class ApprovalDecided(StrictModel):
     approval_id: OpaqueId
     approver_id: OpaqueId
-    outcome: ApprovalOutcome
+    outcome: Annotated[ApprovalOutcome, _BY_VALUE]
     latency_ms: Millis
 
 
 class GuardrailTriggered(StrictModel):
-    guardrail: Guardrail
-    action: GuardrailAction
+    guardrail: Annotated[Guardrail, _BY_VALUE]
+    action: Annotated[GuardrailAction, _BY_VALUE]
     score: Annotated[float, Field(ge=0.0, le=1.0)]
 
 

@@ -22,7 +22,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "run_id", "trace_id", "span_id", "parent_span_id", "status", "error_type", "provider",
     "request_model", "response_model", "input_tokens", "output_tokens", "cached_input_tokens",
     "cache_write_tokens", "reasoning_tokens", "latency_ms", "tool", "decision", "stop_reason",
-    "provider_cost_usd", "cost_usd", "pricing_version", "payload", "kafka_topic", "kafka_partition",
+    "provider_cost_usd", "cost_usd", "priced", "pricing_version", "payload", "kafka_topic", "kafka_partition",
     "kafka_offset", "chain_seq", "prev_hash", "row_hash",
 )  # fmt: skip
 
@@ -47,7 +47,8 @@ class Source:
 
 def _typed_fields(event: Envelope, pricing: PricingTable) -> tuple[Any, ...]:
     """(status, error_type, provider, request_model, response_model, 5 token counts, latency_ms,
-    tool, decision, stop_reason, provider_cost_usd, cost_usd, pricing_version) for one event."""
+    tool, decision, stop_reason, provider_cost_usd, cost_usd, priced, pricing_version) for one event.
+    Events that carry no usage cost nothing and count as priced."""
     p: Any = event.payload  # type: ignore[attr-defined]
     kind = event.type  # type: ignore[attr-defined]
     if kind == "llm_call":
@@ -56,7 +57,7 @@ def _typed_fields(event: Envelope, pricing: PricingTable) -> tuple[Any, ...]:
         provider_cost = None if p.provider_cost_usd is None else Decimal(repr(p.provider_cost_usd))
         return (p.status.value, p.error_type or "", p.provider, p.request_model, p.response_model or "",
                 u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_write_tokens,
-                u.reasoning_tokens, p.latency_ms, "", "", "", provider_cost, cost.usd,
+                u.reasoning_tokens, p.latency_ms, "", "", "", provider_cost, cost.usd, cost.priced,
                 cost.pricing_version)  # fmt: skip
     status = error_type = tool = decision = stop_reason = ""
     latency = 0.0
@@ -73,7 +74,7 @@ def _typed_fields(event: Envelope, pricing: PricingTable) -> tuple[Any, ...]:
     elif kind == "error":
         error_type = p.error_type
     return (status, error_type, "", "", "", 0, 0, 0, 0, 0, latency, tool, decision, stop_reason,
-            None, _ZERO, "")  # fmt: skip
+            None, _ZERO, True, "")  # fmt: skip
 
 
 def event_row(

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS agentaudit.events
     stop_reason         LowCardinality(String),
     provider_cost_usd   Nullable(Decimal(18, 9)),
     cost_usd            Decimal(18, 9),
+    priced              Bool,                   -- false: model not in the pricing table, cost_usd is 0 until re-priced
     pricing_version     LowCardinality(String),
     payload             String CODEC(ZSTD(3)),
     kafka_topic         LowCardinality(String),
