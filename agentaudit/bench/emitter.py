@@ -30,7 +30,7 @@ def main() -> None:
             time.sleep(delay)  # pacing to a fixed rate
         with client.bind(tenant_id=tenant):
             client.emit(kind, payload)
-    client.flush(30)
+    client.flush(30, delivered=True)
     client.shutdown(10)
     print(client.stats.sent, flush=True)
 

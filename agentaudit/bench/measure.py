@@ -50,7 +50,7 @@ def measure_sdk(settings: Settings, n: int) -> SdkFigures:
             t0 = clock()
             client.emit(kind, payload)
             latencies[i] = (clock() - t0) / 1000
-    if not client.flush(120):
+    if not client.flush(120, delivered=True):
         raise RuntimeError("SDK did not deliver the benchmark events within 120s")
     elapsed = time.perf_counter() - started
     stats = client.stats

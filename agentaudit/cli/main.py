@@ -8,7 +8,6 @@ import sys
 from enum import StrEnum
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 
@@ -106,18 +105,13 @@ def main() -> None:
     """Console-script entry point: user errors are one line and a non-zero exit, never a traceback."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        app()  # standalone: typer reports usage errors itself (exit 2)
     except UserError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.UsageError as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt, asyncio.CancelledError):
+    except (KeyboardInterrupt, asyncio.CancelledError):
         err_console.print("interrupted")
         sys.exit(130)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

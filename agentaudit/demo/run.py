@@ -66,7 +66,7 @@ async def _demo(settings: Settings, store: Store, duration: float, tenants: int,
         await asyncio.wait_for(worker.ready.wait(), 30)
         malformed = await _produce_malformed(settings)
         await _drive(fleet, duration, rate, console)
-        if not await client.aflush(30):
+        if not await client.aflush(30, delivered=True):
             raise UserError("the SDK could not deliver the fleet's events within 30s; is the broker healthy?")
         expected = client.stats.sent + malformed
         await _drain(worker, expected, console)

@@ -25,6 +25,11 @@ def _watermarks(store: Store, table: str, topic_column: str, topic: str, partiti
     return {int(p): int(o) for p, o in result.result_rows}
 
 
+def _text(value: str | bytes) -> str:
+    """FixedString columns come back as bytes."""
+    return value.decode("ascii") if isinstance(value, bytes) else value
+
+
 def recover(store: Store, topic: str, partitions: list[int], recent_limit: int) -> Recovered:
     """Highest stored offset per partition and table, every tenant's chain head, recent event ids."""
     heads = store.query(
@@ -42,6 +47,6 @@ def recover(store: Store, topic: str, partitions: list[int], recent_limit: int) 
     return Recovered(
         event_watermark=_watermarks(store, "events", "kafka_topic", topic, partitions),
         dead_letter_watermark=_watermarks(store, "dead_letters", "source_topic", topic, partitions),
-        heads={str(t): (int(seq), str(h)) for t, seq, h in heads.result_rows},
+        heads={str(t): (int(seq), _text(h)) for t, seq, h in heads.result_rows},
         recent_ids=recent,
     )

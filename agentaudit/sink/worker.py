@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,9 +39,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await self.worker.flush()
+        self.worker._positions.clear()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.worker.recover(list(assigned))
+        self.worker.recover(list(assigned))
 
 
 class SinkWorker:
@@ -65,22 +67,32 @@ class SinkWorker:
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.flushes = 0
+        # Next offset to process per assigned partition, from the store at assignment time.
+        self._positions: dict[TopicPartition, int] = {}
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def recover(self, assigned: list[TopicPartition]) -> None:
-        """Read watermarks, chain heads and recent ids from the store; seek every partition."""
+    def recover(self, assigned: list[TopicPartition]) -> None:
+        """Read watermarks, chain heads and recent ids from the store; seek every partition.
+
+        Deliberately synchronous: aiokafka starts fetching from the committed offsets as soon
+        as partitions are assigned, and a seek issued after records were delivered stalls the
+        group consumer (seen with aiokafka 0.14). With no await between the assignment and
+        the seek, nothing is fetched from the wrong position. It blocks the loop only during a
+        rebalance, for a few store queries.
+        """
         assert self.consumer is not None
         parts = sorted(tp.partition for tp in assigned if tp.topic == self.settings.events_topic)
-        state = await self._store_call(
+        state = self._blocking_store_call(
             recover, self.store, self.settings.events_topic, parts, self.settings.dedup_window
         )
         self.processor.recover(
             state.event_watermark, state.dead_letter_watermark, state.heads, state.recent_ids
         )
-        for tp in assigned:
-            self.consumer.seek(tp, self.processor.resume_offset(tp.partition))
+        self._positions = {tp: self.processor.resume_offset(tp.partition) for tp in assigned}
+        for tp, offset in self._positions.items():
+            self.consumer.seek(tp, offset)
         log.info("assigned partitions %s; resuming at %s", parts,
                  {p: self.processor.resume_offset(p) for p in parts})
         self.ready.set()
@@ -118,8 +130,15 @@ class SinkWorker:
             room = max(1, self.settings.sink_batch_size - batch.rows)
             records = await self.consumer.getmany(timeout_ms=wait_ms, max_records=room)
             for tp, messages in records.items():
+                expected = self._positions.get(tp)
+                if expected is None or messages[0].offset < expected:
+                    # Not ours any more, or fetched from Kafka's committed position before the
+                    # store-based seek: the store's watermarks decide, these are dropped.
+                    log.info("dropping %d records of %s fetched before recovery", len(messages), tp)
+                    continue
                 for m in messages:
                     self.processor.add(Source(tp.topic, tp.partition, m.offset, m.timestamp, m.key), m.value)
+                self._positions[tp] = messages[-1].offset + 1
             if not self.processor.batch.ranges:
                 continue
             self.crash.hit("mid_batch")
@@ -178,6 +197,17 @@ class SinkWorker:
                 log.warning("store unavailable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(MAX_BACKOFF_S, delay * 2) * (0.8 + 0.4 * random.random())
+
+    def _blocking_store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`_store_call` for the rebalance callback, which must not yield to the loop."""
+        delay = 0.1
+        while True:
+            try:
+                return fn(*args)
+            except StoreUnavailable as exc:
+                log.warning("store unavailable during recovery (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(MAX_BACKOFF_S, delay * 2)
 
     async def _commit(self, batch: Batch) -> None:
         assert self.consumer is not None

@@ -26,7 +26,7 @@ def _emit_fleet(settings: Settings, n: int) -> int:
         with client.bind(tenant_id=f"tenant-{i % 5}"):
             with client.tool_call("crm_lookup", "lookup", {"id": i}):
                 pass
-    assert client.flush(30)
+    assert client.flush(30, delivered=True)
     sent = client.stats.sent
     client.shutdown(5)
     return sent
@@ -80,8 +80,10 @@ async def test_the_same_event_delivered_twice_is_stored_once(settings: Settings)
         assert worker.processor.counters.duplicates == 20
         assert scalar(store, "SELECT count() FROM agentaudit.events") == 20
         assert_chains_valid(store)
-    # A new sink on the same store recovers the ids and drops a third copy.
+    # A new sink on the same store, in a new consumer group (positions come from the store,
+    # not from Kafka), recovers the ids and drops a third copy.
     await produce_raw(settings, [(b"acme", wire(docs[0]))])
+    settings = settings.model_copy(update={"consumer_group": settings.consumer_group + "-b"})
     with open_store(settings, own=True) as store:
         worker = await sink_until(settings, store, lambda w: w.processor.counters.duplicates >= 1)
         assert scalar(store, "SELECT count() FROM agentaudit.events") == 20

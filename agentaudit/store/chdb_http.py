@@ -1,0 +1,260 @@
+"""The subset of ClickHouse's HTTP interface that clickhouse-connect uses, served from chDB.
+
+The process that owns the embedded store runs this on 127.0.0.1 so every other reader goes
+through the one client path used against a real server. Requests are answered the way a
+server answers them: `Ok.` on `/ping`, results in the requested format with the
+`X-ClickHouse-*` headers the client reads, and errors as `Code: N. DB::Exception: ...` with
+`X-ClickHouse-Exception-Code`, so clickhouse-connect raises `DatabaseError` with the code.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from agentaudit.store.chdb_engine import TRAILING_FORMAT_RE, ChdbEngine, EngineError, Outcome
+from agentaudit.store.client import USER_ERROR_CODES
+from agentaudit.store.http_body import Body, param_text, parse_form, parse_query_string
+
+log = logging.getLogger(__name__)
+
+DISPLAY_NAME = "agentaudit-embedded"
+AUTHENTICATION_FAILED = 516
+
+# URL parameters that steer the HTTP layer rather than the query; a server consumes them
+# itself, and chDB would reject them as unknown settings.
+_TRANSPORT = frozenset({
+    "query", "database", "default_format", "query_id", "session_id", "session_timeout",
+    "session_check", "compress", "decompress", "buffer_size", "wait_end_of_query",
+    "client_protocol_version", "quota_key", "role", "user", "password",
+    "send_progress_in_http_headers", "http_headers_progress_interval_ms",
+    "enable_http_compression", "cancel_http_readonly_queries_on_client_close",
+})  # fmt: skip
+
+# `INSERT INTO t (cols) [SETTINGS ...] FORMAT F` then the data, which starts after spaces and
+# at most one newline (ClickHouse's rule, so binary data starting with whitespace is kept).
+_INSERT_RE = re.compile(
+    rb"\A\s*(INSERT\s+INTO\s.*?)\sFORMAT\s+(\w+)[ \t\f]*\r?\n?", re.IGNORECASE | re.DOTALL
+)
+_NOT_DATA_RE = re.compile(rb"\b(VALUES|SELECT|WITH)\b", re.IGNORECASE)
+# Literals, quoted names, comments and heredocs, where a `;` does not end a statement. Where
+# this is cruder than ClickHouse's lexer (nested comments), it errs towards "several".
+_OPAQUE_RE = re.compile(
+    rb"""'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|`(?:[^`\\]|\\.|``)*`"""
+    rb"""|--[^\n]*|\#[ !][^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$""",
+    re.DOTALL,
+)
+SYNTAX_ERROR = 62
+_HEAD_LIMIT = 1 << 18  # an INSERT statement longer than this is not a data insert
+
+_CONTENT_TYPES = {
+    "Native": "application/octet-stream",
+    "RowBinary": "application/octet-stream",
+    "JSON": "application/json; charset=UTF-8",
+    "JSONEachRow": "application/x-ndjson; charset=UTF-8",
+}
+# HTTP status per ClickHouse error code, as the server's exceptionCodeToHTTPStatus does.
+_STATUS = {516: 401, 194: 401, 497: 403, 164: 403, 60: 404, 81: 404, 46: 404, 48: 501}
+
+
+def split_insert(head: bytes) -> tuple[str, str, int] | None:
+    """(statement without FORMAT, format, offset where the data starts) for a data INSERT.
+
+    None for anything else, including `INSERT ... VALUES` and `INSERT ... SELECT`, which
+    chDB runs as ordinary statements.
+    """
+    match = _INSERT_RE.match(head)
+    if match is None or _NOT_DATA_RE.search(match.group(1)):
+        return None
+    return match.group(1).decode(), match.group(2).decode(), match.end()
+
+
+def several_statements(sql: bytes) -> bool:
+    """Whether `sql` holds more than one statement. A server's HTTP interface refuses those;
+    chDB would run them all (even after an EXPLAIN), so the server must refuse them too."""
+    return re.search(rb";\s*\S", _OPAQUE_RE.sub(b" ", sql)) is not None
+
+
+def _refuse_several(sql: bytes) -> None:
+    if several_statements(sql):
+        raise EngineError(
+            SYNTAX_ERROR,
+            "Code: 62. DB::Exception: Syntax error (Multi-statements are not allowed): send one "
+            "statement per request. (SYNTAX_ERROR)",
+        )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: clickhouse-connect pools connections
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
+    # Bounds how long a stalled client can hold the session (an insert reads its body under
+    # the lock) and closes idle keep-alive connections; clients reconnect transparently.
+    timeout = 120
+    server: ChdbHttpServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def _serve(self, head: bool = False) -> None:
+        url = urlsplit(self.path)
+        body = Body(self.rfile, self.headers)
+        params = parse_query_string(url.query)
+        if url.path == "/ping" or (url.path == "/" and "query" not in params and body.done):
+            self._reply(200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8"}, head=head)
+            return
+        if url.path != "/":
+            body.drain()
+            self._reply(
+                404, f"There is no handle {url.path}\n".encode(), {"Content-Type": "text/plain"}
+            )
+            return
+        query_id = params.get("query_id", b"").decode(errors="replace") or str(uuid.uuid4())
+        try:
+            if not self._authorized(params):
+                raise EngineError(
+                    AUTHENTICATION_FAILED,
+                    "Code: 516. DB::Exception: Authentication failed: the embedded store wants the "
+                    "token from store.endpoint.json as the password. (AUTHENTICATION_FAILED)",
+                )
+            fmt, outcome = self._execute(body, params)
+        except OSError:  # the client went away mid-request: nobody to answer
+            self.close_connection = True
+            return
+        except Exception as exc:  # answered like a server would, never a dropped connection
+            error = exc if isinstance(exc, EngineError) else EngineError.wrap(exc)
+            if not isinstance(exc, EngineError):
+                log.exception("embedded store request failed")
+            self._fail(body, error, query_id)
+            return
+        headers = {
+            "Content-Type": _CONTENT_TYPES.get(fmt, "text/plain; charset=UTF-8"),
+            "X-ClickHouse-Query-Id": query_id,
+            "X-ClickHouse-Summary": json.dumps(outcome.summary),
+        }
+        if outcome.body:  # a statement with a result set
+            headers["X-ClickHouse-Format"] = fmt
+        self._reply(200, outcome.body, headers)
+
+    def _fail(self, body: Body, error: EngineError, query_id: str) -> None:
+        try:
+            body.drain()  # the client may still be sending; it must read our answer first
+        except (OSError, ValueError):
+            self.close_connection = True  # an unreadable body: the connection cannot be reused
+        status = _STATUS.get(error.code, 400 if error.code in USER_ERROR_CODES else 500)
+        headers = {"Content-Type": "text/plain; charset=UTF-8",
+                   "X-ClickHouse-Exception-Code": str(error.code), "X-ClickHouse-Query-Id": query_id}  # fmt: skip
+        self._reply(status, f"{error.message}\n".encode(), headers)
+
+    def _authorized(self, params: dict[str, bytes]) -> bool:
+        """The token as password: basic auth, X-ClickHouse-Key, `password=`, or a bearer token."""
+        supplied = self.headers.get("X-ClickHouse-Key") or params.get("password", b"").decode(
+            errors="replace"
+        )
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            try:
+                supplied = base64.b64decode(auth[6:]).decode(errors="replace").partition(":")[2]
+            except ValueError:
+                return False
+        elif auth.startswith("Bearer "):
+            supplied = auth[7:]
+        return hmac.compare_digest(supplied.encode(), self.server.token.encode())
+
+    def _execute(self, body: Body, params: dict[str, bytes]) -> tuple[str, Outcome]:
+        engine = self.server.engine
+        database = params.get("database", b"").decode() or "default"
+        default_fmt = params.get("default_format", b"").decode() or "TabSeparated"
+        settings = {
+            k: v.decode()
+            for k, v in params.items()
+            if k not in _TRANSPORT and not k.startswith("param_")
+        }
+        chunks = body.chunks()
+        if body.content_type.startswith("multipart/form-data"):
+            params = {**params, **parse_form(body.content_type, body.read_all())}
+            chunks = iter(())
+        prefix = params["query"] + b"\n" if "query" in params else b""
+        head = prefix
+        for chunk in chunks:  # gather enough of the body to see where the statement ends
+            head = head + chunk if head else chunk
+            if len(head) >= _HEAD_LIMIT or _INSERT_RE.match(head):
+                break
+        insert = split_insert(head)
+        if insert is not None:
+            statement, fmt, offset = insert
+            _refuse_several(statement.encode())
+
+            def data() -> Iterator[bytes]:
+                if offset < len(head):
+                    yield head[offset:]
+                yield from chunks
+
+            return fmt, engine.insert(statement, fmt, data(), database, settings)
+        sql = head + b"".join(chunks)
+        _refuse_several(sql)
+        trailing = TRAILING_FORMAT_RE.search(sql)
+        fmt = trailing.group(1).decode() if trailing else default_fmt
+        query_params = {k[6:]: param_text(v) for k, v in params.items() if k.startswith("param_")}
+        return fmt, engine.query(sql, fmt, query_params, database, settings)
+
+    def _reply(
+        self, status: int, body: bytes | memoryview, headers: dict[str, str], head: bool = False
+    ) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("X-ClickHouse-Server-Display-Name", DISPLAY_NAME)
+        self.send_header("X-ClickHouse-Timezone", self.server.engine.timezone)
+        self.send_header("Content-Length", str(memoryview(body).nbytes))
+        self.end_headers()
+        if not head and body:
+            self.wfile.write(body)
+
+
+class ChdbHttpServer(ThreadingHTTPServer):
+    """Serves `engine` on 127.0.0.1:`port` (0 = any free port) to callers presenting `token`."""
+
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, engine: ChdbEngine, token: str, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.engine = engine
+        self.token = token
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> ChdbHttpServer:
+        """Serve from a daemon thread; returns self."""
+        self._thread = threading.Thread(target=self.serve_forever, name="chdb-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop accepting requests and wait for the serving loop to end (the engine stays open)."""
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join()
+            self._thread = None
+        self.server_close()

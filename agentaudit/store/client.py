@@ -1,0 +1,255 @@
+"""`ClickHouseStore`: the `Store` protocol on clickhouse-connect, for a server or the embedded store.
+
+Errors are classified by ClickHouse error code only (the message text is for people):
+mistakes in the SQL or the data become `BadQuery`, anything that retrying or fixing the
+connection settings can cure becomes `StoreUnavailable`, and the rest propagate unchanged.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+from urllib.parse import unquote, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import (
+    DatabaseError,
+    DataError,
+    OperationalError,
+    ProgrammingError,
+)
+from clickhouse_connect.driver.httputil import default_pool_manager
+
+from agentaudit.errors import BadQuery, StoreUnavailable
+from agentaudit.store.protocol import QueryResult
+
+T = TypeVar("T")
+
+# Caused by the statement or its data: syntax, unknown names, types, bad values or parameters.
+USER_ERROR_CODES = frozenset({
+    6,    # CANNOT_PARSE_TEXT
+    10,   # NOT_FOUND_COLUMN_IN_BLOCK
+    16,   # NO_SUCH_COLUMN_IN_TABLE
+    27,   # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    36,   # BAD_ARGUMENTS
+    38,   # CANNOT_PARSE_DATE
+    41,   # CANNOT_PARSE_DATETIME
+    42,   # NUMBER_OF_ARGUMENTS_DOESNT_MATCH
+    43,   # ILLEGAL_TYPE_OF_ARGUMENT
+    44,   # ILLEGAL_COLUMN
+    46,   # UNKNOWN_FUNCTION
+    47,   # UNKNOWN_IDENTIFIER
+    53,   # TYPE_MISMATCH
+    60,   # UNKNOWN_TABLE
+    62,   # SYNTAX_ERROR
+    69,   # ARGUMENT_OUT_OF_BOUND
+    70,   # CANNOT_CONVERT_TYPE
+    72,   # CANNOT_PARSE_NUMBER
+    81,   # UNKNOWN_DATABASE
+    115,  # UNKNOWN_SETTING
+    117,  # INCORRECT_DATA
+    164,  # READONLY
+    179,  # MULTIPLE_EXPRESSIONS_FOR_ALIAS
+    184,  # ILLEGAL_AGGREGATION
+    190,  # SIZES_OF_ARRAYS_DONT_MATCH
+    215,  # NOT_AN_AGGREGATE
+    352,  # AMBIGUOUS_COLUMN_NAME
+    386,  # NO_COMMON_TYPE
+    407,  # DECIMAL_OVERFLOW
+    456,  # UNKNOWN_QUERY_PARAMETER
+    457,  # BAD_QUERY_PARAMETER
+    497,  # ACCESS_DENIED
+})  # fmt: skip
+
+# The store is down, overloaded or refuses our credentials: retry later or fix the URL.
+UNAVAILABLE_CODES = frozenset({
+    159,  # TIMEOUT_EXCEEDED
+    194,  # REQUIRED_PASSWORD
+    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    209,  # SOCKET_TIMEOUT
+    210,  # NETWORK_ERROR
+    241,  # MEMORY_LIMIT_EXCEEDED
+    242,  # TABLE_IS_READ_ONLY
+    252,  # TOO_MANY_PARTS
+    319,  # UNKNOWN_STATUS_OF_INSERT
+    394,  # QUERY_WAS_CANCELLED
+    425,  # SYSTEM_ERROR
+    516,  # AUTHENTICATION_FAILED
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to reach ClickHouse over HTTP."""
+
+    host: str
+    port: int
+    username: str
+    password: str
+    database: str | None
+    secure: bool
+    compress: bool = True
+    direct: bool = False  # loopback: ignore HTTP(S)_PROXY from the environment
+
+    @classmethod
+    def from_url(cls, url: str) -> Endpoint:
+        """Parse `http[s]://user:password@host:port/database` (user, password, database optional)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise StoreUnavailable(
+                f"invalid ClickHouse URL {url!r}: set AGENTAUDIT_CLICKHOUSE_URL to "
+                "http[s]://user:password@host:port/database"
+            )
+        secure = parts.scheme == "https"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (8443 if secure else 8123),
+            username=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            database=unquote(parts.path.strip("/")) or None,
+            secure=secure,
+        )
+
+    def describe(self) -> str:
+        return f"{'https' if self.secure else 'http'}://{self.host}:{self.port}"
+
+
+def _message(exc: Exception) -> str:
+    """The server's own sentence from a clickhouse-connect error, on one line (display only)."""
+    text = " ".join(str(exc).split())
+    _, found, rest = text.partition("DB::Exception: ")
+    return (rest if found else text).rstrip(". ")
+
+
+def classify(exc: Exception, where: str) -> Exception:
+    """Map a clickhouse-connect error to the agentaudit error to raise (by code, never text)."""
+    code = getattr(exc, "code", None)
+    if code in USER_ERROR_CODES:
+        return BadQuery(
+            f"ClickHouse rejected the statement (code {code}): {_message(exc)}; fix it and retry"
+        )
+    if code in UNAVAILABLE_CODES:
+        return StoreUnavailable(
+            f"ClickHouse at {where} refused the request (code {code}): {_message(exc)}; "
+            "check AGENTAUDIT_CLICKHOUSE_URL or retry when the store is healthy"
+        )
+    if isinstance(exc, OperationalError) and code is None:  # transport: refused, reset, timeout
+        return StoreUnavailable(
+            f"cannot reach ClickHouse at {where} ({_message(exc)}); start it (or the agentaudit "
+            "worker that owns the embedded store) and retry"
+        )
+    if isinstance(exc, (ProgrammingError, DataError)) and code is None:
+        # Refused before sending: an unknown column, a value that does not fit its type.
+        return BadQuery(f"invalid statement or data: {_message(exc)}; fix it and retry")
+    return exc
+
+
+def _check_uuids(
+    names: Sequence[str], types: Sequence[Any], columns: Sequence[Sequence[Any]]
+) -> None:
+    """Refuse UUID columns clickhouse-connect would mangle: it picks the encoder from the first
+    value and writes all zeros, silently, for a type it does not know (e.g. `uuid_utils.UUID`)."""
+    for name, ch_type, values in zip(names, types, columns, strict=True):
+        if ch_type.base_type == "UUID":
+            kinds = {type(v) for v in values if v is not None}
+            if not (kinds <= {uuid.UUID} or kinds <= {str}):
+                found = ", ".join(sorted(f"{k.__module__}.{k.__name__}" for k in kinds))
+                raise BadQuery(
+                    f"column {name}: UUID values must be all uuid.UUID or all str, got {found}; "
+                    "convert them with str()"
+                )
+
+
+class ClickHouseStore:
+    """`Store` over clickhouse-connect's HTTP client (thread-safe: no HTTP session is used)."""
+
+    def __init__(
+        self, endpoint: Endpoint, *, connect_timeout: float = 10, timeout: float = 300
+    ) -> None:
+        self._where = endpoint.describe()
+        with self._errors():
+            self._client = clickhouse_connect.get_client(
+                host=endpoint.host,
+                port=endpoint.port,
+                username=endpoint.username,
+                password=endpoint.password,
+                database=endpoint.database,
+                secure=endpoint.secure,
+                compress=endpoint.compress,
+                # Sessions serialise a client's queries server-side and make concurrent calls
+                # from worker threads fail; agentaudit keeps no session state.
+                autogenerate_session_id=False,
+                # A pool passed in is used as is; otherwise the client would route through
+                # HTTP_PROXY when set, which cannot reach our 127.0.0.1 endpoint.
+                pool_mgr=default_pool_manager() if endpoint.direct else None,
+                connect_timeout=connect_timeout,
+                send_receive_timeout=timeout,
+                show_clickhouse_errors="scrub",  # keeps passwords and URLs out of messages
+                tz_mode="schema",  # DateTime64(6, 'UTC') columns come back timezone-aware
+            )
+
+    @classmethod
+    def from_url(cls, url: str) -> ClickHouseStore:
+        return cls(Endpoint.from_url(url))
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except DatabaseError as exc:
+            mapped = classify(exc, self._where)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self._errors():
+            return fn(*args, **kwargs)
+
+    def query(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        column_formats: dict[str, str] | None = None,
+    ) -> QueryResult:
+        """Run a SELECT-like statement; `{name:Type}` placeholders bound server-side.
+
+        String columns come back as `str`, and clickhouse-connect turns invalid UTF-8 into
+        a hex string; pass `column_formats={"payload": "bytes"}` to get such a column as bytes.
+        """
+        result = self._call(
+            self._client.query, sql, parameters=parameters, column_formats=column_formats
+        )
+        # clickhouse-connect's QueryResult has the protocol's members as read-only properties.
+        return cast(QueryResult, result)
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        """Run DDL or a statement with a small result (a scalar, a row, or a summary)."""
+        return self._call(self._client.command, sql, parameters=parameters)
+
+    def insert(
+        self,
+        table: str,
+        columns: Sequence[Sequence[Any]],
+        column_names: Sequence[str],
+        *,
+        dedup_token: str | None = None,
+    ) -> None:
+        """Insert column-oriented data as one INSERT; `dedup_token` lets a server drop a retry."""
+        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        with self._errors():
+            context = self._client.create_insert_context(
+                table, list(column_names), data=columns, column_oriented=True, settings=settings
+            )
+            _check_uuids(context.column_names, context.column_types, columns)
+            self._client.data_insert(context)
+
+    def ping(self) -> bool:
+        return bool(self._client.ping())
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,176 @@
+"""Owning the embedded chDB store: open it, serve it on 127.0.0.1, publish where it is.
+
+chDB lets one process open a data directory. The owner publishes
+`data_dir/store.endpoint.json` ({url, token, pid}, mode 0600) while its HTTP server runs;
+every other process reads that file and connects with clickhouse-connect like to a server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import http.client
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+
+from agentaudit.errors import StoreUnavailable
+from agentaudit.settings import Settings
+from agentaudit.store.chdb_engine import ChdbEngine, EngineError
+from agentaudit.store.chdb_http import ChdbHttpServer
+from agentaudit.store.client import Endpoint
+
+ENDPOINT_FILE = "store.endpoint.json"
+
+
+@dataclass(frozen=True)
+class Published:
+    """What the owner writes to the endpoint file."""
+
+    url: str
+    token: str
+    pid: int
+
+    def endpoint(self) -> Endpoint:
+        """How clickhouse-connect reaches it: the token is the password; no compression on loopback."""
+        host, _, port = self.url.removeprefix("http://").partition(":")
+        return Endpoint(
+            host, int(port), "default", self.token, None, secure=False, compress=False, direct=True
+        )
+
+
+def endpoint_path(settings: Settings) -> Path:
+    return settings.data_dir / ENDPOINT_FILE
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM  # exists, but belongs to someone else
+    return True
+
+
+def _pings(url: str) -> bool:
+    """A direct GET /ping (http.client: no proxy from the environment gets in the way)."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=2)
+    try:
+        conn.request("GET", "/ping")
+        response = conn.getresponse()
+        return response.status == 200 and response.read() == b"Ok.\n"
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def read_live_endpoint(settings: Settings) -> Published | None:
+    """The published endpoint if its process is alive and answers; None if absent or stale."""
+    try:
+        published = Published(**json.loads(endpoint_path(settings).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if not _pid_alive(published.pid) or not _pings(published.url):
+        return None
+    return published
+
+
+def directory_locked(store_dir: Path) -> bool:
+    """True while some process has the chDB directory open (ClickHouse flocks `status`).
+
+    Checked before opening because chDB reports a locked directory only as a generic
+    BAD_ARGUMENTS error (code 36, the real cause goes to stderr).
+    """
+    try:
+        fd = os.open(store_dir / "status", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops our probe lock too
+    return False
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Atomically replace `path` with `text`, readable by this user only (it holds a token)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class EmbeddedOwner:
+    """Opens the chDB store of `settings`, serves it over HTTP and publishes the endpoint."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.published: Published | None = None
+        self._engine: ChdbEngine | None = None
+        self._server: ChdbHttpServer | None = None
+
+    def open(self) -> Published:
+        """Become the owner; StoreUnavailable if the directory is held by another process."""
+        store_dir = self.settings.store_dir
+        store_dir.mkdir(parents=True, exist_ok=True)
+        if directory_locked(store_dir):
+            raise StoreUnavailable(
+                f"the embedded store {store_dir} is open in another process that publishes no "
+                f"endpoint; stop that process (or wait for it) and retry"
+            )
+        try:
+            self._engine = ChdbEngine(store_dir)
+        except EngineError as exc:
+            raise StoreUnavailable(
+                f"cannot open the embedded store {store_dir} ({exc.message}); chDB opens one data "
+                "directory per process: close the other store first"
+            ) from None
+        try:
+            self._server = ChdbHttpServer(self._engine, secrets.token_urlsafe(32)).start()
+            self.published = Published(self._server.url, self._server.token, os.getpid())
+            _write_private(endpoint_path(self.settings), json.dumps(asdict(self.published)))
+        except BaseException:
+            self.close()
+            raise
+        return self.published
+
+    def close(self) -> None:
+        """Unpublish, stop serving, close chDB (releasing the directory). Idempotent."""
+        if self.published is not None:
+            path = endpoint_path(self.settings)
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(path.read_text()).get("token") == self.published.token:
+                    path.unlink()
+            self.published = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def __enter__(self) -> Published:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,134 @@
+"""Request-side HTTP plumbing for the embedded store server: URL parameters, body, forms.
+
+Kept apart from the handler so the protocol logic there reads as ClickHouse semantics, not
+byte shuffling. Bodies are streamed chunk by chunk so a large INSERT never sits in memory
+twice; clickhouse-connect sends inserts with `Transfer-Encoding: chunked`.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import zlib
+from collections.abc import Callable, Iterator
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import lz4.frame
+
+from agentaudit.store.chdb_engine import EngineError
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:  # clickhouse-connect depends on the backport below 3.14
+    from backports import zstd
+
+_LINE_LIMIT = 65_536
+_DECODERS: dict[str, Callable[[], Any]] = {
+    "lz4": lz4.frame.LZ4FrameDecompressor,
+    "zstd": zstd.ZstdDecompressor,
+    "gzip": lambda: zlib.decompressobj(wbits=31),
+    "deflate": zlib.decompressobj,
+}
+UNKNOWN_COMPRESSION_METHOD = 89
+
+
+def parse_query_string(query: str) -> dict[str, bytes]:
+    """URL parameters as raw bytes (last one wins): SQL and parameter values may be any bytes."""
+    params: dict[str, bytes] = {}
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        params[unquote_to_bytes(name.replace("+", " ")).decode(errors="replace")] = (
+            unquote_to_bytes(value.replace("+", " "))
+        )
+    return params
+
+
+def param_text(value: bytes) -> str:
+    """A `param_x` value for chDB, which wants `str`: escaped-format text, where ClickHouse
+    reads `\\xNN` as one byte, so invalid UTF-8 survives as its escape."""
+    return value.decode("utf-8", errors="backslashreplace")
+
+
+class Body:
+    """The request body as an iterator of decoded chunks, readable once, drainable after errors."""
+
+    def __init__(self, rfile: io.BufferedIOBase, headers: Any) -> None:
+        self._rfile = rfile
+        self._chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        self._remaining = int(headers.get("Content-Length") or 0)
+        self._encoding = headers.get("Content-Encoding", "identity").strip().lower()
+        self.content_type: str = headers.get("Content-Type", "")
+        self.done = not self._chunked and self._remaining == 0
+
+    def _raw(self) -> Iterator[bytes]:
+        if not self._chunked:
+            while self._remaining > 0:
+                data = self._rfile.read(min(self._remaining, 1 << 24))
+                if not data:
+                    raise ConnectionError("client closed the connection mid-body")
+                self._remaining -= len(data)
+                yield data
+            self.done = True
+            return
+        while True:
+            size = int(self._rfile.readline(_LINE_LIMIT).split(b";", 1)[0], 16)
+            if size == 0:  # last chunk, then optional trailers up to a blank line
+                while self._rfile.readline(_LINE_LIMIT) not in (b"\r\n", b"\n", b""):
+                    pass
+                self.done = True
+                return
+            data = self._rfile.read(size)
+            self._rfile.readline(_LINE_LIMIT)  # the CRLF after each chunk
+            yield data
+
+    def chunks(self) -> Iterator[bytes]:
+        """Decoded body chunks (Content-Encoding lz4, zstd, gzip, deflate or none)."""
+        if self._encoding in ("", "identity"):
+            yield from self._raw()
+            return
+        make = _DECODERS.get(self._encoding)
+        if make is None:
+            raise EngineError(
+                UNKNOWN_COMPRESSION_METHOD,
+                f"Code: 89. DB::Exception: Unknown Content-Encoding {self._encoding!r}; send lz4, "
+                "zstd, gzip, deflate or none. (UNKNOWN_COMPRESSION_METHOD)",
+            )
+        decoder = make()
+        for raw in self._raw():
+            while (
+                raw
+            ):  # clients may send one compressed frame per block: start a new one at each end
+                if decoder.eof:
+                    decoder = make()
+                out = decoder.decompress(raw)
+                if out:
+                    yield out
+                raw = decoder.unused_data if decoder.eof else b""
+
+    def read_all(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def drain(self) -> None:
+        """Consume what the client is still sending so the response reaches it intact."""
+        if not self.done:
+            for _ in self._raw():
+                pass
+
+
+def parse_form(content_type: str, body: bytes) -> dict[str, bytes]:
+    """Fields of a multipart/form-data body (clickhouse-connect sends long parameters this way)."""
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+    )
+    fields: dict[str, bytes] = {}
+    for part in message.iter_parts():  # type: ignore[attr-defined]
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            payload = part.get_payload(decode=True)
+            fields[str(name)] = payload if isinstance(payload, bytes) else b""
+    return fields

@@ -1,0 +1,237 @@
+"""The client surface shared by the real client, the no-op default and the global proxy.
+
+`BaseClient` implements the helpers once on top of three primitives (`emit`, `emit_event`,
+`clock`); subclasses decide what emitting means. Every method here is safe from sync code
+(the real client's background thread does the I/O) and from async code (nothing blocks).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from producers.clock import SYSTEM_CLOCK, Clock
+from producers.context import Binding
+from producers.scopes import LlmCallScope, RunScope, ToolCallScope
+from producers.stats import ClientStats
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+
+class BaseClient(ABC):
+    """Helpers for the common event shapes, context binding, and the lifecycle contract."""
+
+    clock: Clock = SYSTEM_CLOCK
+
+    # -- primitives -------------------------------------------------------------------------
+
+    @abstractmethod
+    def emit(self, type: str, payload: Mapping[str, Any], **envelope: Any) -> None:
+        """Queue one event of `type`; never blocks, never raises. `envelope` overrides bound fields."""
+
+    @abstractmethod
+    def emit_event(self, event: BaseModel) -> None:
+        """Queue an already-built event model (it still goes through redaction and validation)."""
+
+    @abstractmethod
+    def flush(self, timeout: float | None = None, *, delivered: bool = False) -> bool:
+        """Block until everything emitted before the call is acknowledged by the broker or
+        spooled (`delivered=True`: acknowledged, spool replay included); False on timeout."""
+
+    @abstractmethod
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush, stop the background thread and close the transport; idempotent."""
+
+    @abstractmethod
+    async def aflush(self, timeout: float | None = None, *, delivered: bool = False) -> bool:
+        """`flush` for async agents: awaits without blocking the event loop."""
+
+    @abstractmethod
+    async def ashutdown(self, timeout: float | None = None) -> bool:
+        """`shutdown` for async agents: awaits without blocking the event loop."""
+
+    @property
+    @abstractmethod
+    def stats(self) -> ClientStats:
+        """Snapshot of the pipeline counters."""
+
+    @property
+    @abstractmethod
+    def recent_errors(self) -> list[Exception]:
+        """The latest validation errors (a small ring buffer), newest last."""
+
+    # -- context ----------------------------------------------------------------------------
+
+    def bind(
+        self,
+        *,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        agent_version: str | None = None,
+        deployment: str | None = None,
+        variant: str | None = None,
+        session_id: str | None = None,
+        run_id: str | None = None,
+        attributes: Mapping[str, str | int | float | bool] | None = None,
+    ) -> Binding:
+        """Bind envelope fields for everything emitted inside `with`/`async with`; nested binds
+        merge (attributes key by key), `None` leaves a field as it is, exit restores."""
+        return Binding(
+            {
+                "tenant_id": tenant_id,
+                "user_id": user_id,
+                "agent_id": agent_id,
+                "agent_version": agent_version,
+                "deployment": deployment,
+                "variant": variant,
+                "session_id": session_id,
+                "run_id": run_id,
+                "attributes": attributes,
+            }
+        )
+
+    # -- scopes -----------------------------------------------------------------------------
+
+    def run(
+        self, goal: str | None = None, max_steps: int | None = None, run_id: str | None = None
+    ) -> RunScope:
+        """`with client.run(goal) as run:` — run_started/run_finished around one agent run."""
+        return RunScope(self, goal, max_steps, run_id)
+
+    def llm_call(
+        self, provider: str, request_model: str, *, content_prompt: str | None = None
+    ) -> LlmCallScope:
+        """`with client.llm_call("openai", "gpt-4o") as call: ...; call.record(usage)`."""
+        return LlmCallScope(self, provider, request_model, content_prompt)
+
+    def tool_call(
+        self,
+        tool: str,
+        action: str,
+        args: Any,
+        side_effect: str = "read",
+        idempotency_key: str | None = None,
+    ) -> ToolCallScope:
+        """`with client.tool_call("github", "create_issue", args, side_effect="write"):`."""
+        return ToolCallScope(self, tool, action, args, side_effect, idempotency_key)
+
+    # -- point events -----------------------------------------------------------------------
+
+    def policy_decision(
+        self,
+        rule_id: str,
+        decision: str,
+        action: str,
+        resource: str,
+        policy_hash: str,
+        reason: str | None = None,
+        **envelope: Any,
+    ) -> None:
+        """Emit `policy_decision` (decision ∈ ALLOW, DENY, REQUIRE_APPROVAL, ALLOW_WITH_CONSTRAINTS)."""
+        payload = {
+            "rule_id": rule_id,
+            "decision": decision,
+            "action": action,
+            "resource": resource,
+            "policy_hash": policy_hash,
+            "reason": reason,
+        }
+        self.emit("policy_decision", payload, **envelope)
+
+    def approval_requested(self, approval_id: str, action: str, risk: str, **envelope: Any) -> None:
+        """Emit `approval_requested` (risk ∈ low, medium, high, critical)."""
+        self.emit(
+            "approval_requested",
+            {"approval_id": approval_id, "action": action, "risk": risk},
+            **envelope,
+        )
+
+    def approval_decided(
+        self, approval_id: str, approver_id: str, outcome: str, latency_ms: float, **envelope: Any
+    ) -> None:
+        """Emit `approval_decided` (outcome ∈ approved, rejected, expired)."""
+        payload = {
+            "approval_id": approval_id,
+            "approver_id": approver_id,
+            "outcome": outcome,
+            "latency_ms": latency_ms,
+        }
+        self.emit("approval_decided", payload, **envelope)
+
+    def guardrail_triggered(
+        self, guardrail: str, action: str, score: float, **envelope: Any
+    ) -> None:
+        """Emit `guardrail_triggered` (guardrail ∈ prompt_injection, pii, token_flood, output_policy)."""
+        self.emit(
+            "guardrail_triggered",
+            {"guardrail": guardrail, "action": action, "score": score},
+            **envelope,
+        )
+
+    def eval_result(
+        self,
+        gold_set_id: str,
+        case_id: str,
+        metric: str,
+        score: float,
+        passed: bool,
+        evaluator: str,
+        **envelope: Any,
+    ) -> None:
+        """Emit `eval_result` for one gold-set case."""
+        payload = {
+            "gold_set_id": gold_set_id,
+            "case_id": case_id,
+            "metric": metric,
+            "score": score,
+            "passed": passed,
+            "evaluator": evaluator,
+        }
+        self.emit("eval_result", payload, **envelope)
+
+    def error(
+        self, component: str, error_type: str, message: str | None = None, **envelope: Any
+    ) -> None:
+        """Emit `error`; the message is redacted before it leaves the process."""
+        self.emit(
+            "error",
+            {"component": component, "error_type": error_type, "message": message},
+            **envelope,
+        )
+
+
+class NoOpClient(BaseClient):
+    """Does nothing: what `get_client()` delegates to until `configure()` installs a real client.
+
+    Scopes and binds still work (they only touch the contextvar), so instrumented code behaves
+    the same with or without a configured pipeline.
+    """
+
+    def emit(self, type: str, payload: Mapping[str, Any], **envelope: Any) -> None:
+        return None
+
+    def emit_event(self, event: BaseModel) -> None:
+        return None
+
+    def flush(self, timeout: float | None = None, *, delivered: bool = False) -> bool:
+        return True
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        return True
+
+    async def aflush(self, timeout: float | None = None, *, delivered: bool = False) -> bool:
+        return True
+
+    async def ashutdown(self, timeout: float | None = None) -> bool:
+        return True
+
+    @property
+    def stats(self) -> ClientStats:
+        return ClientStats()
+
+    @property
+    def recent_errors(self) -> list[Exception]:
+        return []

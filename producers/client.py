@@ -1,0 +1,261 @@
+"""The real client: `emit` on the agent's side, a background thread for everything else.
+
+Works the same from sync and async code ("sync facade"): `emit` and the helpers only touch
+a contextvar and append to a deque, so they never block an event loop; the background
+thread does validation, redaction, batching, I/O and retries. Sync agents call `flush()` /
+`shutdown()`; async agents await `aflush()` / `ashutdown()`, which wait on the same futures
+without blocking their loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from uuid_utils import uuid7
+
+from producers.api import BaseClient
+from producers.backoff import Backoff
+from producers.clock import SYSTEM_CLOCK, Clock
+from producers.context import CURRENT
+from producers.outbox import Outbox
+from producers.pipeline import STEP_TYPES, EventEncoder
+from producers.spool_memory import MemorySpool, SpoolBackend
+from producers.stats import ClientStats, Counters, WarnLimiter
+from producers.transport import Transport
+from producers.worker import Worker
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from agentaudit.settings import Settings
+
+logger = logging.getLogger("agentaudit.producers")
+
+
+class Client(BaseClient):
+    """Audit event client modelled on OpenTelemetry's BatchProcessor.
+
+    `transport`: where batches go (`KafkaTransport`, or `InMemoryTransport` in tests).
+    Envelope defaults (`tenant_id`, `agent_id`, …) apply unless bound or overridden per call.
+    `redact`: PII/secret redaction of content fields before events leave the process.
+    `max_queue`: events waiting for the background thread; beyond it `emit` drops and counts.
+    `batch_size` / `linger_ms`: a batch goes out when full or after at most `linger_ms`.
+    `spool`: where batches wait while the broker is unreachable: a disk `Spool` (survives
+    restarts) or, by default, a bounded `MemorySpool`. `clock` stamps `occurred_at` and
+    measures latencies. `reconnect_backoff`: (first, max) seconds between reconnect attempts.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        tenant_id: str | None = None,
+        agent_id: str | None = None,
+        agent_version: str = "0.0.0",
+        deployment: str = "prod",
+        variant: str | None = None,
+        user_id: str | None = None,
+        redact: bool = True,
+        max_queue: int = 100_000,
+        batch_size: int = 512,
+        linger_ms: float = 100.0,
+        spool: SpoolBackend | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        reconnect_backoff: tuple[float, float] = (0.5, 30.0),
+        connect_timeout_s: float = 30.0,
+        max_recent_errors: int = 32,
+        atexit_timeout_s: float = 5.0,
+    ) -> None:
+        if max_queue < 1 or batch_size < 1 or linger_ms <= 0:
+            raise ValueError("max_queue and batch_size must be >= 1 and linger_ms > 0")
+        self.clock = clock
+        self._wall_ns = clock.time_ns
+        self._max_queue = max_queue
+        self._batch_size = batch_size
+        self._closed = False
+        self._counters = Counters()
+        self._errors: deque[Exception] = deque(maxlen=max_recent_errors)
+        self._spool: SpoolBackend = spool if spool is not None else MemorySpool()
+        self._warn = WarnLimiter(logger)
+        defaults = {
+            "tenant_id": tenant_id,
+            "agent_id": agent_id,
+            "agent_version": agent_version,
+            "deployment": deployment,
+            "variant": variant,
+            "user_id": user_id,
+        }
+        outbox = Outbox(
+            transport=transport,
+            spool=self._spool,
+            counters=self._counters,
+            batch_size=batch_size,
+            backoff=Backoff(*reconnect_backoff),
+            connect_timeout_s=connect_timeout_s,
+        )
+        self._worker = Worker(
+            outbox=outbox,
+            encoder=EventEncoder(defaults, redact=redact),
+            counters=self._counters,
+            errors=self._errors,
+            batch_size=batch_size,
+            linger_s=linger_ms / 1000.0,
+        )
+        self._queue = self._worker.queue
+        self._shutdown_lock = threading.Lock()
+        self._stop: concurrent.futures.Future[bool] | None = None
+        self._atexit_timeout_s = atexit_timeout_s
+        self._worker.thread.start()
+        atexit.register(self._atexit)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options: Any) -> Client:
+        """A client producing to `settings.kafka_bootstrap` / `settings.events_topic`, spooling
+        to a slot under `settings.spool_dir`; `options` are the constructor's keyword arguments."""
+        from producers.kafka import KafkaTransport
+        from producers.spool import Spool
+
+        transport = KafkaTransport(settings.kafka_bootstrap, settings.events_topic)
+        spool: SpoolBackend | None = None
+        try:
+            spool = Spool.claim(settings.spool_dir)
+        except OSError as exc:  # read-only disk, all slots taken: degrade to memory, say so
+            logger.warning(
+                "agentaudit: no disk spool under %s (%s); buffering in memory",
+                settings.spool_dir,
+                exc,
+            )
+        return cls(transport, spool=spool, **options)
+
+    # -- the agent's side: tiny, never blocks, never raises -----------------------------------
+
+    def emit(self, type: str, payload: Mapping[str, Any], **envelope: Any) -> None:
+        """Queue one event. Stamps event_id (UUIDv7) and occurred_at now and captures the bound
+        context; everything else happens on the background thread. The client takes ownership
+        of `payload`: do not mutate it afterwards. Invalid events are counted, not raised."""
+        try:
+            bound = CURRENT.get()
+            if bound.run is not None and type in STEP_TYPES:
+                bound.run.steps += 1
+            self._enqueue((type, payload, bound, envelope, uuid7(), self._wall_ns()))
+        except Exception as exc:  # noqa: BLE001 - e.g. a broken injected clock: never the agent's problem
+            self._warn.warn("agentaudit: emit failed: %r", exc)
+
+    def emit_event(self, event: BaseModel) -> None:
+        """Queue an already-built event model (its own envelope is kept as is)."""
+        try:
+            self._enqueue(event)
+        except Exception as exc:  # noqa: BLE001 - emit_event never raises into the agent
+            self._warn.warn("agentaudit: emit_event failed: %r", exc)
+
+    def _enqueue(self, item: Any) -> None:
+        queue = self._queue
+        if self._closed or len(queue) >= self._max_queue:
+            self._counters.drop_on_emit(self._closed)
+            return
+        queue.append(item)
+        if len(queue) >= self._batch_size and not self._worker.wake_pending:
+            self._worker.wake()  # a full batch waits: don't make it wait for the linger timer
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None, *, delivered: bool = False) -> bool:
+        """Block until every event emitted before this call was acknowledged by the broker or
+        written to the spool (or counted as invalid/dropped); False on timeout.
+
+        `delivered=True` also waits for the spool to replay them: True only once the broker
+        has acknowledged everything emitted before the call."""
+        if threading.current_thread() is self._worker.thread:
+            return False  # would wait on itself
+        try:
+            return self._worker.request_flush(delivered).result(timeout)
+        except concurrent.futures.TimeoutError:
+            return False
+
+    async def aflush(self, timeout: float | None = None, *, delivered: bool = False) -> bool:
+        """`flush` for async agents: awaits the same future without blocking the event loop."""
+        return await _await(self._worker.request_flush(delivered), timeout)
+
+    def _begin_shutdown(self, timeout: float | None) -> concurrent.futures.Future[bool]:
+        with self._shutdown_lock:
+            if self._stop is None:
+                self._closed = True
+                deadline = None if timeout is None else time.monotonic() + timeout
+                self._stop = self._worker.request_stop(deadline)
+                atexit.unregister(self._atexit)
+            return self._stop
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush, try a last spool replay, close transport and spool, stop the thread.
+        Idempotent; True if nothing was lost (everything sent or left in a disk spool)."""
+        try:
+            ok = self._begin_shutdown(timeout).result(timeout)
+        except concurrent.futures.TimeoutError:
+            return False
+        self._worker.thread.join(timeout)
+        return ok
+
+    async def ashutdown(self, timeout: float | None = None) -> bool:
+        """`shutdown` for async agents, without blocking the event loop."""
+        ok = await _await(self._begin_shutdown(timeout), timeout)
+        await asyncio.to_thread(self._worker.thread.join, timeout)
+        return ok
+
+    def _atexit(self) -> None:
+        self.shutdown(self._atexit_timeout_s)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.shutdown()
+
+    # -- observability -----------------------------------------------------------------------
+
+    @property
+    def stats(self) -> ClientStats:
+        c = self._counters
+        depth = max(0, len(self._queue) - self._worker.markers)
+        return ClientStats(
+            enqueued=c.dequeued + depth,
+            sent=c.sent,
+            spooled=c.spooled,
+            replayed=c.replayed,
+            dropped_queue_full=c.dropped_queue_full,
+            dropped_spool_full=c.dropped_spool_full,
+            dropped_closed=c.dropped_closed,
+            dropped_at_shutdown=c.dropped_at_shutdown,
+            invalid=c.invalid,
+            queue_depth=depth,
+            spool_depth=len(self._spool),
+            spool_torn=self._spool.torn,
+        )
+
+    @property
+    def recent_errors(self) -> list[Exception]:
+        return list(self._errors)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the background thread currently has a working transport."""
+        return self._worker.outbox.connected
+
+
+async def _await(future: concurrent.futures.Future[bool], timeout: float | None) -> bool:
+    try:
+        async with asyncio.timeout(timeout):
+            # shield: a caller's timeout must not cancel the shared future other waiters use
+            return await asyncio.shield(asyncio.wrap_future(future))
+    except TimeoutError:
+        return False

@@ -1,0 +1,171 @@
+"""Kafka transport on aiokafka; aiokafka is imported on first `start()`, never at import time.
+
+Defaults suit an audit stream: `acks="all"`, lz4 compression, a short producer linger (the
+client already batches). Idempotence is off by default because the local Tansu broker
+rejects InitProducerId; production clusters may turn it on. Any failure maps to
+`TransportUnavailable`: the client spools the batch and, on its next reconnect, `start()`
+builds a fresh producer.
+
+Ordering under failures, without idempotence: per partition aiokafka has one request in
+flight and retries a failed batch before the next one, so what reaches the broker is always
+a prefix of what we sent — unless a batch *expires* (its TTL is `request_timeout_ms`) while
+a later one still gets through, which would leave a gap. Hence `send_timeout_s` must be
+shorter than that TTL, and a producer that failed is aborted (its sender task cancelled)
+before the batch is spooled: nothing it held can land after the replayed copies. Records
+of the failed batch that did land are sent again on replay; the sink drops them by event_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from producers.transport import TransportUnavailable
+
+logger = logging.getLogger("agentaudit.producers")
+
+
+class KafkaTransport:
+    """Produces each (key, value) record to `topic`; key = tenant_id keeps a tenant's events
+    in one partition, in order."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        acks: str | int = "all",
+        compression: str | None = "lz4",
+        enable_idempotence: bool = False,
+        linger_ms: int = 5,
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: int = 200,
+        connect_timeout_s: float = 10.0,
+        send_timeout_s: float = 20.0,
+        close_timeout_s: float = 5.0,
+        client_id: str = "agentaudit-sdk",
+        **producer_options: Any,
+    ) -> None:
+        if acks not in (0, 1, -1, "all"):
+            raise ValueError(f"acks must be 0, 1, -1 or 'all', not {acks!r}")
+        if compression not in (None, "gzip", "snappy", "lz4", "zstd"):
+            raise ValueError(f"unsupported compression {compression!r}")
+        if send_timeout_s >= request_timeout_ms / 1000:
+            raise ValueError(
+                "send_timeout_s must be shorter than request_timeout_ms (the batch TTL)"
+            )
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "client_id": client_id,
+            "acks": acks,
+            "compression_type": compression,
+            "enable_idempotence": enable_idempotence,
+            "linger_ms": linger_ms,
+            "request_timeout_ms": request_timeout_ms,
+            "retry_backoff_ms": retry_backoff_ms,
+            **producer_options,
+        }
+        self._connect_timeout_s = connect_timeout_s
+        self._send_timeout_s = send_timeout_s
+        self._close_timeout_s = close_timeout_s
+        self._producer: Any = None
+        self._warned_codec = False
+
+    async def start(self) -> None:
+        """(Re)create the producer and connect within `connect_timeout_s`."""
+        from aiokafka import AIOKafkaProducer  # lazy: keeps `import producers` cheap
+
+        await self.close()
+        producer = AIOKafkaProducer(**self._producer_options())
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await producer.start()
+        except Exception as exc:
+            await self._stop(producer)
+            raise TransportUnavailable(
+                f"cannot connect to Kafka at {self.bootstrap}: {exc!r}"
+            ) from exc
+        self._producer = producer
+
+    def _producer_options(self) -> dict[str, Any]:
+        from aiokafka import codec
+
+        options = dict(self._options)
+        compression = options["compression_type"]
+        # aiokafka 0.14 compresses through cramjam (the `aiokafka[lz4]` extra), not the `lz4`
+        # package: without it, send uncompressed rather than never connect at all.
+        if compression and not getattr(codec, f"has_{compression}")():
+            if not self._warned_codec:
+                logger.warning(
+                    "agentaudit: %s codec unavailable (pip install 'aiokafka[%s]'); "
+                    "producing uncompressed",
+                    compression,
+                    compression,
+                )
+                self._warned_codec = True
+            options["compression_type"] = None
+        return options
+
+    async def send_batch(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Send every record, then wait for all acknowledgements, within `send_timeout_s`."""
+        producer = self._producer
+        if producer is None:
+            raise TransportUnavailable("Kafka producer not started")
+        loop = asyncio.get_running_loop()
+        # aiokafka retries without end while a dead leader's address is still known; bound it.
+        deadline = loop.time() + self._send_timeout_s
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            async with asyncio.timeout_at(deadline):
+                # send() only appends to the accumulator; the futures resolve on the broker's
+                # acks, so the whole batch is in flight at once.
+                for key, value in records:
+                    futures.append(await producer.send(self.topic, value=value, key=key))
+            done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+        except Exception as exc:
+            await self._abort(futures, exc)
+            raise TransportUnavailable(f"Kafka send failed: {exc!r}") from exc
+        failures = [
+            exc for exc in (f.exception() for f in done if not f.cancelled()) if exc is not None
+        ]
+        if pending or failures:
+            reason = (
+                failures[0] if failures else TimeoutError(f"no ack within {self._send_timeout_s}s")
+            )
+            await self._abort(futures, reason)
+            raise TransportUnavailable(
+                f"{len(pending) + len(failures)} of {len(records)} records not acknowledged: {reason!r}"
+            ) from reason
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await self._stop(producer)
+
+    async def _abort(self, futures: list[asyncio.Future[Any]], reason: BaseException) -> None:
+        """Kill the producer so that none of the records it still holds reaches the broker
+        after the client has spooled them (see the module docstring)."""
+        producer, self._producer = self._producer, None
+        for future in futures:  # retrieve their errors: no "exception never retrieved" noise
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        # aiokafka has no abort(): cancel its sender task (private attribute, pinned version)
+        # so no new request leaves, then close its connections. Its pending futures are left
+        # unresolved on purpose (stop() would wait to flush them). If the internals ever
+        # change, fall back to a plain bounded stop().
+        try:
+            async with asyncio.timeout(self._close_timeout_s):
+                await producer._sender.close()
+                await producer.client.close()
+                producer._closed = True  # what stop() would set; silences "Unclosed" on GC
+        except Exception:  # noqa: BLE001 - any surprise in the internals: fall back to stop()
+            await self._stop(producer)
+
+    async def _stop(self, producer: Any) -> None:
+        # stop() flushes what is pending; bound it, since the broker may be the thing that is gone.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._close_timeout_s):
+                await producer.stop()

@@ -1,0 +1,163 @@
+"""Delivery of encoded batches: straight to the transport when possible, through the spool
+otherwise, always in emit order.
+
+While the broker is unreachable, or while the spool still holds older records, batches are
+appended to the spool; once connected, the spool is replayed before newer batches go out
+directly. Reconnects follow capped exponential backoff. Runs on the worker's event loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Future, InvalidStateError
+
+from producers.backoff import Backoff
+from producers.pipeline import WireRecord
+from producers.spool_memory import SpoolBackend
+from producers.stats import Counters, WarnLimiter
+from producers.transport import Transport
+
+logger = logging.getLogger("agentaudit.producers")
+
+SEND_TIMEOUT_S = 120.0
+"""Safety net over the transport's own timeouts: a hung send is treated as a failure."""
+
+
+def resolve(future: Future[bool], value: bool) -> None:
+    """Set a flush/stop future's result unless a waiter already gave up on it."""
+    try:
+        future.set_result(value)
+    except InvalidStateError:
+        pass
+
+
+class Outbox:
+    """The transport, the spool and the connection state between them."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        spool: SpoolBackend,
+        counters: Counters,
+        batch_size: int,
+        backoff: Backoff,
+        connect_timeout_s: float,
+    ) -> None:
+        self.transport, self.spool, self._counters = transport, spool, counters
+        self._batch_size, self._backoff = batch_size, backoff
+        self._connect_timeout_s = connect_timeout_s
+        self.connected = False
+        self.next_attempt = 0.0  # loop time of the next reconnect attempt
+        # Records ever appended to / acknowledged from the spool (a previous process's
+        # leftovers count as appended): a delivered-flush waits until acked reaches its mark.
+        self._appended = len(spool)
+        self._acked = 0
+        self._awaiting: list[tuple[int, Future[bool]]] = []
+        self._warn_broker = WarnLimiter(logger)
+        self._warn_drop = WarnLimiter(logger)
+
+    async def connect_if_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.connected or loop.time() < self.next_attempt:
+            return
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await self.transport.start()
+        except Exception as exc:  # noqa: BLE001 - whatever the reason, the broker is unusable now
+            self._failed("broker unavailable", exc)
+            return
+        self.connected = True
+        self._backoff.reset()
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.connected = False
+        delay = self._backoff.next_delay()
+        self.next_attempt = asyncio.get_running_loop().time() + delay
+        self._warn_broker.warn(
+            "agentaudit: %s (%r); events go to the spool, retrying in %.1fs", what, exc, delay
+        )
+
+    async def ship(self, batch: list[WireRecord]) -> None:
+        """Send `batch`, or append it to the spool if that is needed to keep the order."""
+        if self.connected and not len(self.spool) and await self._send(batch):
+            self._counters.sent += len(batch)
+            return
+        try:
+            kept = self.spool.append(batch)
+        except OSError as exc:
+            logger.error("agentaudit: spool write failed: %s", exc)
+            kept = 0
+        self._counters.spooled += kept
+        self._appended += kept
+        if kept < len(batch):
+            self._counters.dropped_spool_full += len(batch) - kept
+            self._warn_drop.warn(
+                "agentaudit: spool full, dropped %d events (stats.dropped_spool_full)",
+                len(batch) - kept,
+            )
+
+    async def _send(self, batch: list[WireRecord]) -> bool:
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await self.transport.send_batch(batch)
+        except Exception as exc:  # noqa: BLE001 - spool rather than lose, whatever the error
+            self._failed("send failed", exc)
+            return False
+        return True
+
+    def when_replayed(self, future: Future[bool]) -> None:
+        """Resolve `future` once everything spooled so far has been replayed."""
+        if self._acked >= self._appended:
+            resolve(future, True)
+        else:
+            self._awaiting.append((self._appended, future))
+
+    async def replay(self, max_batches: int | None) -> bool:
+        """Send up to `max_batches` spool batches (None: all); True if any went out."""
+        sent = 0
+        while self.connected and len(self.spool) and (max_batches is None or sent < max_batches):
+            batch = self.spool.read(self._batch_size)
+            if not batch or not await self._send(batch):
+                break
+            self.spool.ack(len(batch))
+            self._counters.replayed += len(batch)
+            self._counters.sent += len(batch)
+            self._acked += len(batch)
+            sent += 1
+        if sent and self._awaiting:
+            waiting, self._awaiting = self._awaiting, []
+            for mark, future in waiting:
+                if self._acked >= mark:
+                    resolve(future, True)
+                else:
+                    self._awaiting.append((mark, future))
+        return sent > 0
+
+    async def close(self, deadline: float | None) -> bool:
+        """Last reconnect/replay before `deadline` (loop time), then close transport and
+        spool. True if nothing is lost: all delivered, or left in a durable spool."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.connect_if_due()
+                await self.replay(None)
+        except TimeoutError:
+            pass
+        for _, future in self._awaiting:
+            resolve(future, False)
+        leftovers = len(self.spool)
+        if leftovers and not self.spool.durable:
+            self._counters.dropped_at_shutdown += leftovers
+            logger.error("agentaudit: %d events lost at shutdown (broker unreachable)", leftovers)
+        elif leftovers:
+            logger.warning("agentaudit: %d events left in the spool for the next start", leftovers)
+        remaining = 5.0 if deadline is None else deadline - loop.time()
+        try:
+            async with asyncio.timeout(max(remaining, 1.0)):
+                await self.transport.close()
+        except Exception as exc:  # noqa: BLE001 - shutdown goes on: the spool must still close
+            logger.warning("agentaudit: transport close failed: %r", exc)
+        self.spool.close()
+        return leftovers == 0 or self.spool.durable

@@ -1,0 +1,123 @@
+"""What the background thread does to each queued record: build the event dict from the
+record and the bound context, redact content fields, validate against the contract and
+serialise to wire bytes. Pure functions plus one small class; no I/O, no threads.
+
+Validation goes through the wire form (`parse_event` on JSON), the exact path the sink takes:
+the contract models are strict, and strict Python-mode validation rejects plain strings for
+enum fields ("completed" for `StopReason`), which is how agents naturally write them.
+Redaction runs before validation so the size caps are checked on the text that actually
+leaves the process, and validation errors never echo unredacted input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import uuid_utils
+from pydantic import BaseModel
+
+from agentaudit import __version__
+from producers.clock import utc_from_ns
+from producers.context import Bound, new_span_id, new_trace_id
+from producers.redaction import redact
+from schemas.events import MAX_EVENT_BYTES, parse_event
+
+SDK_INFO = {"name": "agentaudit-python", "version": __version__}
+STEP_TYPES = frozenset({"llm_call", "tool_call"})
+"""Event types counted as steps of the enclosing run."""
+
+Record = tuple[str, Mapping[str, Any], Bound, dict[str, Any], uuid_utils.UUID, int]
+"""What `emit` queues: (type, payload, bound context, envelope overrides, event id, epoch ns)."""
+WireRecord = tuple[bytes, bytes]
+"""(Kafka key = tenant_id UTF-8, value = event JSON)."""
+
+
+class InvalidEvent(ValueError):
+    """An event the SDK refuses to send (the reason is the message)."""
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _redact_str(value: Any) -> tuple[Any, bool]:
+    if not isinstance(value, str):
+        return value, False
+    result = redact(value)
+    return result.text, result.changed
+
+
+def redact_event(data: dict[str, Any]) -> dict[str, Any]:
+    """Redact llm_call prompt/response, error message and string attributes in `data`.
+
+    Copy-on-write below the top level: the payload dicts may be the caller's own objects.
+    Encrypted content is left alone (redacting ciphertext only corrupts it).
+    """
+    payload = data.get("payload")
+    if isinstance(payload, BaseModel):
+        payload = payload.model_dump()
+    kind = data.get("type")
+    if kind == "llm_call" and isinstance(payload, Mapping):
+        content = payload.get("content")
+        if isinstance(content, BaseModel):
+            content = content.model_dump()
+        if isinstance(content, Mapping) and content.get("handling") != "encrypted":
+            new = dict(content)
+            changed = False
+            for key in ("prompt", "response"):
+                new[key], hit = _redact_str(new.get(key))
+                changed |= hit
+            if changed:
+                new["handling"] = "redacted"
+                data["payload"] = {**payload, "content": new}
+    elif kind == "error" and isinstance(payload, Mapping):
+        message, hit = _redact_str(payload.get("message"))
+        if hit:
+            data["payload"] = {**payload, "message": message}
+    attributes = data.get("attributes")
+    if isinstance(attributes, Mapping):
+        data["attributes"] = {key: _redact_str(value)[0] for key, value in attributes.items()}
+    return data
+
+
+class EventEncoder:
+    """Record → (key, wire bytes), or an exception (ValidationError, InvalidEvent, TypeError)."""
+
+    def __init__(self, defaults: Mapping[str, Any], *, redact: bool = True) -> None:
+        self._defaults = {key: value for key, value in defaults.items() if value is not None}
+        self._defaults["sdk"] = SDK_INFO
+        self._redact = redact
+
+    def event_dict(self, record: Record) -> dict[str, Any]:
+        """Client defaults < bound context < per-call overrides; ids and trace filled in."""
+        kind, payload, bound, envelope, event_id, ns = record
+        data = {**self._defaults, **bound.fields, **envelope}
+        if "attributes" in envelope and "attributes" in bound.fields:
+            data["attributes"] = {**bound.fields["attributes"], **envelope["attributes"]}
+        data["event_id"] = str(event_id)
+        data["occurred_at"] = utc_from_ns(ns)
+        data["type"] = kind
+        data["payload"] = payload
+        # A point event is a leaf span under the enclosing one; scopes pass their own ids.
+        data["trace_id"] = envelope.get("trace_id") or bound.trace_id or new_trace_id()
+        data["span_id"] = envelope.get("span_id") or new_span_id()
+        if "parent_span_id" not in envelope:
+            data["parent_span_id"] = bound.span_id
+        return data
+
+    def encode(self, item: Record | BaseModel) -> WireRecord:
+        data = item.model_dump() if isinstance(item, BaseModel) else self.event_dict(item)
+        if self._redact:
+            data = redact_event(data)
+        event = parse_event(orjson.dumps(data, default=_json_default))
+        wire = event.model_dump_json(exclude_none=True).encode()
+        if len(wire) > MAX_EVENT_BYTES:
+            raise InvalidEvent(
+                f"{data.get('type')} event {data.get('event_id')} is {len(wire)} bytes, "
+                f"over MAX_EVENT_BYTES={MAX_EVENT_BYTES}"
+            )
+        return event.tenant_id.encode(), wire  # type: ignore[attr-defined]

@@ -1,0 +1,266 @@
+"""Bounded on-disk FIFO for events the broker could not take, replayed in order on reconnect.
+
+Layout: a directory holding numbered segment files (`000000000001.seg`, …, see
+`spool_format` for the record format), a `cursor` file (segment and byte offset of the
+oldest unacknowledged record) and a `.lock` file: one process owns a spool directory at a
+time (`flock`); `Spool.claim` gives each process on a host its own slot under a base dir.
+
+Durability (fsync policy, `fsync=`):
+- "rotate" (default): every appended batch is written and flushed to the OS, so it survives
+  a crash of the process; segments are fsynced when they are rotated and at `close()`
+  (shutdown). A power loss or kernel crash may lose the tail of the segment being written.
+- "always": additionally fsync after every appended batch (survives power loss; costs a
+  disk flush per batch, which is acceptable only because the spool is used while the broker
+  is down).
+Acknowledged records are never rewritten: the cursor moves on (written without fsync — a
+stale cursor only replays records again, which the sink drops by event_id) and a segment
+file is deleted once all its records are acknowledged. After a restart the spool never
+appends to old segments; a torn tail there is skipped and counted in `torn`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections import deque
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from producers.spool_format import (
+    SpoolLocked,
+    WireRecord,
+    encode_record,
+    fsync_dir,
+    iter_records,
+    lock_directory,
+    read_cursor,
+    scan,
+    write_cursor,
+)
+
+logger = logging.getLogger("agentaudit.producers")
+
+FsyncPolicy = Literal["rotate", "always"]
+__all__ = ["FsyncPolicy", "Spool", "SpoolLocked"]
+
+
+class _Segment:
+    __slots__ = ("count", "end", "path", "read_count", "read_offset", "seq")
+
+    def __init__(self, seq: int, path: Path, end: int = 0, count: int = 0) -> None:
+        self.seq, self.path, self.end, self.count = seq, path, end, count
+        self.read_offset = 0
+        self.read_count = 0
+
+
+class Spool:
+    """Disk-backed `SpoolBackend`: bounded by `max_bytes` of segment files, survives restarts.
+
+    Used from the client's background thread only (not thread-safe by itself).
+    """
+
+    durable = True
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_bytes: int = 256 * 1024 * 1024,
+        segment_bytes: int = 16 * 1024 * 1024,
+        fsync: FsyncPolicy = "rotate",
+    ) -> None:
+        if fsync not in ("rotate", "always"):
+            raise ValueError(f"fsync must be 'rotate' or 'always', not {fsync!r}")
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.segment_bytes = max(1, min(segment_bytes, max_bytes))
+        self.fsync: FsyncPolicy = fsync
+        self.torn = 0
+        self.bytes_used = 0
+        self._pending = 0
+        self._segments: deque[_Segment] = deque()
+        self._writer: BinaryIO | None = None
+        self._reader: tuple[_Segment, BinaryIO] | None = None
+        self._peeked: list[tuple[_Segment, int]] = []
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = lock_directory(self.directory)
+        self._load()
+
+    @classmethod
+    def claim(
+        cls, base_dir: str | os.PathLike[str], *, slots: int = 16, **options: object
+    ) -> Spool:
+        """Open the first free `slot-NN` directory under `base_dir`, trying slots that hold
+        leftover segments first so a restarted process replays what a previous one left."""
+        base = Path(base_dir)
+        base.mkdir(parents=True, exist_ok=True)
+        candidates = sorted(
+            (base / f"slot-{i:02d}" for i in range(slots)),
+            key=lambda path: not any(path.glob("*.seg")),
+        )
+        for path in candidates:
+            try:
+                return cls(path, **options)  # type: ignore[arg-type]
+            except SpoolLocked:
+                continue
+        raise SpoolLocked(f"all {slots} spool slots under {base} are in use by other processes")
+
+    def _load(self) -> None:
+        cursor_seq, cursor_offset = read_cursor(self.directory)
+        paths = sorted(self.directory.glob("*.seg"), key=lambda p: int(p.stem))
+        for path in paths:
+            seq = int(path.stem)
+            with path.open("rb") as file:
+                ends, size = scan(file)
+            segment = _Segment(seq, path, ends[-1] if ends else 0, len(ends))
+            if segment.end < size:
+                self.torn += 1
+                logger.warning(
+                    "agentaudit spool: torn or corrupt tail in %s after %d records "
+                    "(%d bytes skipped)",
+                    path,
+                    len(ends),
+                    size - segment.end,
+                )
+            if seq == cursor_seq and cursor_offset in ends:
+                segment.read_offset = cursor_offset
+                segment.read_count = ends.index(cursor_offset) + 1
+            if seq < cursor_seq or segment.read_count == segment.count:
+                path.unlink()  # fully acknowledged before the restart
+                continue
+            self._segments.append(segment)
+            self.bytes_used += size
+            self._pending += segment.count - segment.read_count
+        self._next_seq = (int(paths[-1].stem) + 1) if paths else 1
+
+    def __len__(self) -> int:
+        return self._pending
+
+    def append(self, records: list[WireRecord]) -> int:
+        buffer, count, kept = bytearray(), 0, 0
+        for key, value in records:
+            data = encode_record(key, value)
+            if self.bytes_used + len(buffer) + len(data) > self.max_bytes:
+                break
+            current = self._segments[-1].end + len(buffer) if self._writer is not None else 0
+            if self._writer is None or (current and current + len(data) > self.segment_bytes):
+                self._write(buffer, count)
+                buffer, count = bytearray(), 0
+                self._rotate()
+            buffer += data
+            count += 1
+            kept += 1
+        self._write(buffer, count)
+        return kept
+
+    def _write(self, buffer: bytearray, count: int) -> None:
+        if not count or self._writer is None:
+            return
+        segment = self._segments[-1]
+        try:
+            self._writer.write(buffer)
+            self._writer.flush()  # in the OS page cache: survives a crash of this process
+            if self.fsync == "always":
+                os.fsync(self._writer.fileno())
+        except OSError:
+            # Disk full or I/O error: cut the partial write off so the segment stays readable,
+            # and start a new segment next time.
+            writer, self._writer = self._writer, None
+            with contextlib.suppress(OSError):
+                writer.truncate(segment.end)
+            with contextlib.suppress(OSError):
+                writer.close()
+            raise
+        segment.end += len(buffer)
+        segment.count += count
+        self.bytes_used += len(buffer)
+        self._pending += count
+
+    def _rotate(self) -> None:
+        self._close_writer()
+        segment = _Segment(self._next_seq, self.directory / f"{self._next_seq:012d}.seg")
+        self._next_seq += 1
+        self._writer = segment.path.open("ab")
+        self._segments.append(segment)
+        fsync_dir(self.directory)  # the new file's directory entry
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+            os.fsync(self._writer.fileno())
+            self._writer.close()
+            self._writer = None
+
+    def read(self, max_records: int) -> list[WireRecord]:
+        out: list[WireRecord] = []
+        self._peeked = []
+        for segment in self._segments:
+            if len(out) >= max_records:
+                break
+            reader, reached = self._open_reader(segment), segment.read_offset
+            for record, reached in iter_records(reader, segment.read_offset, segment.end):
+                out.append(record)
+                self._peeked.append((segment, reached))
+                if len(out) >= max_records:
+                    break
+            else:
+                if reached < segment.end:  # corrupted on disk since it was written or scanned
+                    self._truncate(segment, reached)
+        return out
+
+    def _truncate(self, segment: _Segment, offset: int) -> None:
+        self.torn += 1
+        readable = sum(1 for seg, _ in self._peeked if seg is segment)
+        lost = segment.count - segment.read_count - readable
+        logger.warning("agentaudit spool: %d records unreadable in %s", lost, segment.path)
+        segment.end, segment.count = offset, segment.count - lost
+        self._pending -= lost
+        if segment is self._segments[-1]:
+            self._close_writer()  # never append after a corrupt region
+
+    def _open_reader(self, segment: _Segment) -> BinaryIO:
+        if self._reader is None or self._reader[0] is not segment:
+            self._close_reader()
+            self._reader = (segment, segment.path.open("rb"))
+        return self._reader[1]
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader[1].close()
+            self._reader = None
+
+    def ack(self, count: int) -> None:
+        for segment, offset in self._peeked[:count]:
+            segment.read_offset = offset
+            segment.read_count += 1
+            self._pending -= 1
+        self._peeked = []
+        while self._segments and self._segments[0].read_count >= self._segments[0].count:
+            segment = self._segments[0]
+            if segment is self._segments[-1] and self._writer is not None:
+                if segment.end == 0:
+                    break  # fresh writer segment, nothing to delete
+                self._close_writer()
+            if self._reader is not None and self._reader[0] is segment:
+                self._close_reader()
+            self.bytes_used -= segment.path.stat().st_size
+            segment.path.unlink()
+            self._segments.popleft()
+        self._write_cursor()
+
+    def _write_cursor(self) -> None:
+        head = self._segments[0] if self._segments else None
+        try:
+            write_cursor(self.directory, head.seq if head else 0, head.read_offset if head else 0)
+        except OSError as exc:  # a stale cursor only means replaying acknowledged records again
+            logger.warning("agentaudit spool: cannot write cursor: %s", exc)
+
+    def close(self) -> None:
+        """fsync the segment being written and release the directory lock; idempotent."""
+        self._close_writer()
+        self._close_reader()
+        if self._lock_fd is not None:
+            fsync_dir(self.directory)
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
