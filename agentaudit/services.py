@@ -34,7 +34,7 @@ def serve_broker(port: int, partitions: int, console: Console) -> None:
 
 async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console) -> None:
     """Own the store, apply migrations, sink events until `stop` is set."""
-    from agentaudit.sink.worker import run_worker
+    from agentaudit.sink.worker import check_log_matches_store, run_worker
     from agentaudit.store import open_store
     from agentaudit.store.migrations import migrate
 
@@ -43,6 +43,7 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
         applied = migrate(store)
         if applied:
             console.print(f"migrations applied: {', '.join(applied)}")
+        await check_log_matches_store(settings, store)
         console.print(
             f"worker consuming {settings.events_topic} from {settings.kafka_bootstrap} into "
             f"{'chDB at ' + str(settings.store_dir) if settings.embedded else 'ClickHouse server'}; Ctrl-C stops"

@@ -30,9 +30,11 @@ def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, 
         settings = settings.model_copy(update={"kafka_bootstrap": local.bootstrap})
         console.print(f"local broker on {local.bootstrap}; store at {settings.store_dir}")
         with open_store(settings, own=True) as store:
-            applied = migrate(store)
-            if applied:
-                console.print(f"migrations applied: {', '.join(applied)}")
+            # The demo's broker is in memory and starts at offset 0; an earlier trail's
+            # offsets would mark the new events as already stored. Start from an empty trail.
+            store.command("DROP DATABASE IF EXISTS agentaudit SYNC")
+            migrate(store)
+            console.print("fresh trail: schema migrated")
             asyncio.run(_demo(settings, store, duration, tenants, rate, seed, console))
             print_summary(store, console)
     console.print(

@@ -220,6 +220,33 @@ class SinkWorker:
             log.info("offset commit skipped (%s); the store holds the truth", exc)
 
 
+async def check_log_matches_store(settings: Settings, store: Store) -> None:
+    """Refuse to sink a topic whose log is behind what the store already holds.
+
+    Stored offsets are only meaningful for the log they came from. If the store holds offset
+    N for a partition whose log now ends at or below N, the topic was recreated or the broker
+    lost its data (the local broker keeps nothing across restarts); sinking would silently
+    skip new events as "already stored".
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(settings.events_topic) or set()
+        tps = [TopicPartition(settings.events_topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(tps) if tps else {}
+    finally:
+        await consumer.stop()
+    state = await asyncio.to_thread(recover, store, settings.events_topic, [tp.partition for tp in tps], 0)
+    for tp, end in ends.items():
+        stored = max(state.event_watermark.get(tp.partition, -1), state.dead_letter_watermark.get(tp.partition, -1))
+        if stored >= end:
+            raise UserError(
+                f"the store holds {tp.topic}[{tp.partition}] up to offset {stored} but the broker's log "
+                f"ends at {end}: the topic was recreated or the broker lost its data (the local broker "
+                "keeps nothing across restarts). Use a new store (AGENTAUDIT_DATA_DIR) for this log"
+            )
+
+
 async def run_worker(settings: Settings, store: Store, stop: asyncio.Event | None = None) -> SinkWorker:
     """Run a SinkWorker until `stop` is set (or forever); used by the CLI and the demo."""
     worker = SinkWorker(settings, store)

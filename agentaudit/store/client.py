@@ -121,7 +121,11 @@ def _message(exc: Exception) -> str:
     """The server's own sentence from a clickhouse-connect error, on one line (display only)."""
     text = " ".join(str(exc).split())
     _, found, rest = text.partition("DB::Exception: ")
-    return (rest if found else text).rstrip(". ")
+    text = rest if found else text
+    # The parser lists every token it could have accepted: noise on a terminal, dropped.
+    text = text.split(". Expected one of:")[0].split(" Expected one of:")[0]
+    # clickhouse-connect appends its own output format to the statement it sends.
+    return text.replace(" FORMAT Native", "").rstrip(". ")
 
 
 def classify(exc: Exception, where: str) -> Exception:
