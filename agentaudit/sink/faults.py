@@ -1,7 +1,8 @@
 """Crash points for fault-injection tests: the sink dies (like `kill -9`) at a named window.
 
 Set `AGENTAUDIT_SINK_CRASH=<point>:<n>` to exit abruptly the n-th time the sink reaches
-`<point>`. Points: `mid_batch` (messages consumed, nothing inserted), `before_insert`,
+`<point>`. Points: `mid_batch` (the n-th batch has started: messages consumed, none of
+them inserted), `before_insert`,
 `between_inserts` (dead letters stored, events not), `after_insert` (stored, offsets not
 committed). Unset in production: `hit` is then a dictionary lookup.
 """

@@ -128,6 +128,7 @@ class SinkWorker:
             age = loop.time() - batch.started if batch.ranges else 0.0
             wait_ms = max(1, int((interval - age) * 1000)) if batch.ranges else int(interval * 1000)
             room = max(1, self.settings.sink_batch_size - batch.rows)
+            was_empty = not batch.ranges
             records = await self.consumer.getmany(timeout_ms=wait_ms, max_records=room)
             for tp, messages in records.items():
                 expected = self._positions.get(tp)
@@ -141,7 +142,8 @@ class SinkWorker:
                 self._positions[tp] = messages[-1].offset + 1
             if not self.processor.batch.ranges:
                 continue
-            self.crash.hit("mid_batch")
+            if was_empty:
+                self.crash.hit("mid_batch")  # once per batch: "mid_batch:3" dies inside the 3rd batch
             full = self.processor.batch.rows >= self.settings.sink_batch_size
             if full or loop.time() - self.processor.batch.started >= interval:
                 await self.flush()
@@ -220,31 +222,45 @@ class SinkWorker:
             log.info("offset commit skipped (%s); the store holds the truth", exc)
 
 
-async def check_log_matches_store(settings: Settings, store: Store) -> None:
-    """Refuse to sink a topic whose log is behind what the store already holds.
+async def check_log_matches_store(settings: Settings, store: Store, timeout: float = 10.0) -> None:
+    """Refuse to sink a topic whose log is not the one the store's offsets came from.
 
-    Stored offsets are only meaningful for the log they came from. If the store holds offset
-    N for a partition whose log now ends at or below N, the topic was recreated or the broker
-    lost its data (the local broker keeps nothing across restarts); sinking would silently
-    skip new events as "already stored".
+    For each partition, the message at the highest stored `events` offset must be there in
+    Kafka and carry the same `event_id`. Otherwise the topic was recreated or the broker
+    lost its data (the local broker keeps nothing across restarts), and sinking would
+    silently skip new events as "already stored". (End offsets cannot be used: the local
+    broker under-reports them.)
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    rows = await asyncio.to_thread(
+        lambda: store.query(
+            "SELECT kafka_partition, kafka_offset, toString(event_id) FROM agentaudit.events "
+            "WHERE kafka_topic = {topic:String} ORDER BY kafka_offset DESC LIMIT 1 BY kafka_partition",
+            {"topic": settings.events_topic},
+        ).result_rows
+    )
+    if not rows:
+        return
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="none", max_poll_records=1)  # fmt: skip
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(settings.events_topic) or set()
-        tps = [TopicPartition(settings.events_topic, p) for p in sorted(partitions)]
-        ends = await consumer.end_offsets(tps) if tps else {}
+        for partition, offset, event_id in rows:
+            tp = TopicPartition(settings.events_topic, int(partition))
+            consumer.assign([tp])
+            consumer.seek(tp, int(offset))
+            try:
+                found = await consumer.getmany(tp, timeout_ms=int(timeout * 1000), max_records=1)
+            except KafkaError:
+                found = {}
+            messages = found.get(tp, [])
+            if not messages or messages[0].offset != offset or event_id.encode() not in (messages[0].value or b""):
+                raise UserError(
+                    f"the store's {tp.topic}[{tp.partition}] offset {offset} (event {event_id}) is not in "
+                    "the broker's log: the topic was recreated or the broker lost its data (the local "
+                    "broker keeps nothing across restarts). Use a new store (AGENTAUDIT_DATA_DIR) for this log"
+                )
     finally:
         await consumer.stop()
-    state = await asyncio.to_thread(recover, store, settings.events_topic, [tp.partition for tp in tps], 0)
-    for tp, end in ends.items():
-        stored = max(state.event_watermark.get(tp.partition, -1), state.dead_letter_watermark.get(tp.partition, -1))
-        if stored >= end:
-            raise UserError(
-                f"the store holds {tp.topic}[{tp.partition}] up to offset {stored} but the broker's log "
-                f"ends at {end}: the topic was recreated or the broker lost its data (the local broker "
-                "keeps nothing across restarts). Use a new store (AGENTAUDIT_DATA_DIR) for this log"
-            )
 
 
 async def run_worker(settings: Settings, store: Store, stop: asyncio.Event | None = None) -> SinkWorker:
