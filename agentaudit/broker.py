@@ -61,7 +61,7 @@ class LocalBroker:
         except TansuBinaryNotFound as exc:
             raise UserError(f"no local broker binary: {exc}") from None
         url = f"tcp://{self.host}:{self.port}"
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
         self._proc = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
@@ -70,6 +70,8 @@ class LocalBroker:
             stdin=subprocess.DEVNULL,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         )
+        if log is not subprocess.DEVNULL:
+            log.close()  # the child has its own copy of the descriptor
         deadline = time.monotonic() + timeout
         while not _port_open(self.host, self.port):
             if self._proc.poll() is not None:
@@ -96,7 +98,7 @@ class LocalBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def __enter__(self) -> "LocalBroker":
+    def __enter__(self) -> LocalBroker:
         self.start()
         return self
 
@@ -124,7 +126,7 @@ async def ensure_topics(settings: Settings, timeout: float = 15.0) -> list[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout)
-    except (KafkaConnectionError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, KafkaConnectionError, OSError):
         await admin.close()
         raise BrokerUnreachable(
             f"cannot reach Kafka at {settings.kafka_bootstrap}: start one with `agentaudit broker` "

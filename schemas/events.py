@@ -6,7 +6,7 @@ union type producers build.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
 
@@ -79,18 +79,7 @@ class ErrorEvent(Envelope):
 
 
 TraceEvent = Annotated[
-    Union[
-        RunStartedEvent,
-        RunFinishedEvent,
-        LlmCallEvent,
-        ToolCallEvent,
-        PolicyDecisionEvent,
-        ApprovalRequestedEvent,
-        ApprovalDecidedEvent,
-        GuardrailTriggeredEvent,
-        EvalResultEvent,
-        ErrorEvent,
-    ],
+    RunStartedEvent | RunFinishedEvent | LlmCallEvent | ToolCallEvent | PolicyDecisionEvent | ApprovalRequestedEvent | ApprovalDecidedEvent | GuardrailTriggeredEvent | EvalResultEvent | ErrorEvent,
     Field(discriminator="type"),
 ]
 

@@ -114,7 +114,7 @@ class Usage(StrictModel):
     reasoning_tokens: Tokens = 0
 
     @model_validator(mode="after")
-    def _subsets_fit(self) -> "Usage":
+    def _subsets_fit(self) -> Usage:
         if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
             raise ValueError(
                 "cached_input_tokens + cache_write_tokens exceed input_tokens; "

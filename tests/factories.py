@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -21,7 +21,7 @@ def event_dict(tenant: str = "acme", kind: str = "tool_call", **payload_changes:
     return {
         "event_id": str(uuid_utils.uuid7()),
         "type": kind,
-        "occurred_at": datetime.now(timezone.utc).isoformat(),
+        "occurred_at": datetime.now(UTC).isoformat(),
         "sdk": {"name": "tests", "version": "0"},
         "tenant_id": tenant,
         "agent_id": "support-bot",

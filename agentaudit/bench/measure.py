@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer
 
@@ -105,7 +105,7 @@ async def measure_end_to_end(settings: Settings, store: Store, rate: float, seco
     latencies: list[float] = []
 
     def on_flush(batch: Batch) -> None:
-        acked = datetime.now(timezone.utc)
+        acked = datetime.now(UTC)
         latencies.extend((acked - row[_OCCURRED_AT]).total_seconds() * 1000 for row in batch.events)
 
     worker = SinkWorker(settings, store, on_flush=on_flush)

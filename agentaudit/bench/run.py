@@ -9,7 +9,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from agentaudit.bench.measure import measure_bare_consumer, measure_end_to_end, measure_sdk, measure_sink
+from agentaudit.bench.measure import (
+    measure_bare_consumer,
+    measure_end_to_end,
+    measure_sdk,
+    measure_sink,
+)
 from agentaudit.broker import LocalBroker, ensure_topics
 from agentaudit.settings import Settings
 

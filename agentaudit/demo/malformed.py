@@ -6,7 +6,7 @@ import orjson
 
 from schemas.events import MAX_EVENT_BYTES
 
-_VALID_SHAPE = {
+_VALID_SHAPE: dict[str, object] = {
     "event_id": "01937a3e-7c9e-7d4a-9b2f-3f7a2c9e1d00", "type": "tool_call",
     "occurred_at": "2026-11-21T10:00:00.000000Z", "sdk": {"name": "handmade", "version": "0"},
     "tenant_id": "acme", "agent_id": "support-bot", "agent_version": "1.0.0",
@@ -17,7 +17,7 @@ _VALID_SHAPE = {
 
 
 def _variant(**changes: object) -> bytes:
-    doc = dict(_VALID_SHAPE)
+    doc: dict[str, object] = dict(_VALID_SHAPE)
     for key, value in changes.items():
         if value is None:
             doc.pop(key, None)

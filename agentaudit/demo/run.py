@@ -112,5 +112,5 @@ async def _drain(worker: SinkWorker, expected: int, console: Console) -> None:
         flushed.clear()
         try:
             await asyncio.wait_for(flushed.wait(), 1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             continue

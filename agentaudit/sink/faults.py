@@ -27,7 +27,7 @@ class CrashPlan:
             self.point, self.remaining = point, int(count or 1)
 
     @classmethod
-    def from_env(cls) -> "CrashPlan":
+    def from_env(cls) -> CrashPlan:
         return cls(os.environ.get("AGENTAUDIT_SINK_CRASH"))
 
     def hit(self, point: str) -> None:

@@ -34,7 +34,7 @@ MAX_BACKOFF_S = 5.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, worker: "SinkWorker") -> None:
+    def __init__(self, worker: SinkWorker) -> None:
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
@@ -269,7 +269,7 @@ async def run_worker(settings: Settings, store: Store, stop: asyncio.Event | Non
     task = asyncio.create_task(worker.run())
     if stop is not None:
         waiter = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         worker.stop()
         waiter.cancel()
     try:

@@ -42,7 +42,7 @@ async def sink_until(settings: Settings, store: Store, done: Callable[[SinkWorke
             flushed.clear()
             try:
                 await asyncio.wait_for(flushed.wait(), min(remaining, 1.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
     finally:
         worker.stop()

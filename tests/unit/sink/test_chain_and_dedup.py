@@ -30,4 +30,4 @@ def test_recent_ids_detects_duplicates_within_capacity_and_forgets_oldest() -> N
     assert recent.add("c")  # evicts "a"
     assert "a" not in recent and len(recent) == 2
     recent.reset(["x", "y", "z"])
-    assert list(sorted(recent._ids)) == ["y", "z"]
+    assert sorted(recent._ids) == ["y", "z"]

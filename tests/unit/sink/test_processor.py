@@ -1,13 +1,13 @@
 """The sink's routing decisions, without Kafka or ClickHouse."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, EVENT_COLUMNS, Source
 from schemas.pricing import load_pricing
 from tests.factories import event_dict, wire
 
-FIXED = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+FIXED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 def processor() -> SinkProcessor:
