@@ -70,7 +70,7 @@ class LocalBroker:
             stdin=subprocess.DEVNULL,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         )
-        if log is not subprocess.DEVNULL:
+        if not isinstance(log, int):
             log.close()  # the child has its own copy of the descriptor
         deadline = time.monotonic() + timeout
         while not _port_open(self.host, self.port):
