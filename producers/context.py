@@ -28,6 +28,18 @@ BINDABLE_FIELDS = (
 """Envelope fields a `bind()` may set; `attributes` is bound separately and merged key by key."""
 
 
+class AsyncFromSync:
+    """`async with` support for a context manager whose enter/exit never block."""
+
+    async def __aenter__(self) -> Self:
+        return self.__enter__()  # type: ignore[attr-defined,no-any-return]
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(et, exc, tb)  # type: ignore[attr-defined]
+
+
 class RunState:
     """Mutable per-run counter shared by everything emitted inside one `client.run(...)`."""
 
@@ -92,7 +104,7 @@ def restore(token: Token[Bound], previous: Bound) -> None:
         CURRENT.set(previous)
 
 
-class Binding:
+class Binding(AsyncFromSync):
     """What `client.bind(...)` returns: binds on enter, restores on exit; `with` or `async with`."""
 
     __slots__ = ("_fields", "_previous", "_token")
@@ -114,10 +126,3 @@ class Binding:
             restore(self._token, self._previous)
             self._token = None
 
-    async def __aenter__(self) -> Self:
-        return self.__enter__()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.__exit__(et, exc, tb)

@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 import uuid_utils
 
 from producers.clock import Clock
-from producers.context import CURRENT, EMPTY, Bound, RunState, new_span_id, new_trace_id, restore
+from producers.context import (
+    CURRENT,
+    EMPTY,
+    AsyncFromSync,
+    Bound,
+    RunState,
+    new_span_id,
+    new_trace_id,
+    restore,
+)
 from producers.fields import args_hash, error_type_of, sha256_hex
 
 if TYPE_CHECKING:
@@ -38,7 +47,7 @@ class Emitter(Protocol):
     def emit(self, type: str, payload: Mapping[str, Any], **envelope: Any) -> None: ...
 
 
-class _Scope:
+class _Scope(AsyncFromSync):
     """Span bookkeeping shared by every scope."""
 
     def __init__(self, client: Emitter) -> None:
@@ -89,13 +98,6 @@ class _Scope:
                 restore(self._token, self._parent)
                 self._token = None
 
-    async def __aenter__(self) -> Self:
-        return self.__enter__()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.__exit__(et, exc, tb)
 
 
 class _CallScope(_Scope):

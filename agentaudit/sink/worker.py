@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +25,7 @@ from agentaudit.sink.processor import Batch, SinkProcessor
 from agentaudit.sink.recovery import recover
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, EVENT_COLUMNS, Source
 from agentaudit.store.protocol import Store
+from producers.backoff import Backoff
 from schemas.pricing import load_pricing
 
 log = logging.getLogger("agentaudit.sink")
@@ -191,25 +191,25 @@ class SinkWorker:
         Never gives up on its own: losing a batch is worse than stalling (consumer lag alerts).
         Errors that retrying cannot fix (bad SQL, schema mismatch) propagate and stop the worker.
         """
-        delay = 0.1
+        backoff = Backoff(0.1, MAX_BACKOFF_S)
         while True:
             try:
                 return await asyncio.to_thread(fn, *args, **kwargs)
             except StoreUnavailable as exc:
+                delay = backoff.next_delay()
                 log.warning("store unavailable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(MAX_BACKOFF_S, delay * 2) * (0.8 + 0.4 * random.random())
 
     def _blocking_store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`_store_call` for the rebalance callback, which must not yield to the loop."""
-        delay = 0.1
+        backoff = Backoff(0.1, MAX_BACKOFF_S)
         while True:
             try:
                 return fn(*args)
             except StoreUnavailable as exc:
+                delay = backoff.next_delay()
                 log.warning("store unavailable during recovery (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
-                delay = min(MAX_BACKOFF_S, delay * 2)
 
     async def _commit(self, batch: Batch) -> None:
         assert self.consumer is not None
