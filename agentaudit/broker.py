@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from agentaudit.errors import BrokerUnreachable, UserError
-from agentaudit.settings import ALERTS_TOPIC, CONTROL_TOPIC, Settings
+from agentaudit.settings import Settings
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -113,8 +113,9 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
     return {
         settings.events_topic: {},
         settings.dlq_topic: {},
-        ALERTS_TOPIC: {},
-        CONTROL_TOPIC: {"cleanup.policy": "compact"},
+        settings.alerts_topic: {},
+        settings.control_topic: {"cleanup.policy": "compact"},
+        settings.budgets_topic: {"cleanup.policy": "compact"},
     }
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from agentaudit.broker import LocalBroker, ensure_topics
 from agentaudit.errors import StoreUnavailable
 from agentaudit.settings import Settings
+from agentaudit.sink.pool import ChildCounters
 
 log = logging.getLogger("agentaudit")
 
@@ -45,15 +46,34 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
             console.print(f"migrations applied: {', '.join(applied)}")
         await check_log_matches_store(settings, store)
         console.print(
-            f"worker consuming {settings.events_topic} from {settings.kafka_bootstrap} into "
+            f"worker ({settings.sink_processes} sink process{'es' if settings.sink_processes > 1 else ''}) consuming {settings.events_topic} from {settings.kafka_bootstrap} into "
             f"{'chDB at ' + str(settings.store_dir) if settings.embedded else 'ClickHouse server'}; Ctrl-C stops"
         )
-        worker = await run_worker(settings, store, stop)
-        c = worker.processor.counters
+        if settings.sink_processes > 1:
+            c = await _run_sink_processes(settings, stop)
+            flushes = c.flushes
+        else:
+            worker = await run_worker(settings, store, stop)
+            c, flushes = worker.processor.counters, worker.flushes  # type: ignore[assignment]
         console.print(
             f"worker stopped: {c.accepted} events, {c.dead_lettered} dead letters, "
-            f"{c.duplicates} duplicates dropped, {worker.flushes} flushes"
+            f"{c.duplicates} duplicates dropped, {flushes} flushes"
         )
+
+
+async def _run_sink_processes(settings: Settings, stop: asyncio.Event) -> ChildCounters:
+    """The sink as `settings.sink_processes` processes served by this one's store."""
+    from agentaudit.sink.pool import SinkProcesses
+
+    async with SinkProcesses(settings, settings.sink_processes) as pool:
+        stopped = asyncio.create_task(stop.wait())
+        exited = asyncio.create_task(pool.all_exited.wait())
+        await asyncio.wait({stopped, exited}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        exited.cancel()
+    if not stop.is_set():
+        raise StoreUnavailable("every sink process exited; see their messages above, fix the cause and restart")
+    return pool.totals()
 
 
 def run_migrations(settings: Settings, *, down: int, status_only: bool, console: Console) -> None:

@@ -11,6 +11,7 @@ EVENTS_TOPIC = "agentaudit.events.v1"
 DLQ_TOPIC = "agentaudit.dlq.v1"
 ALERTS_TOPIC = "agentaudit.alerts.v1"
 CONTROL_TOPIC = "agentaudit.control.v1"
+BUDGETS_TOPIC = "agentaudit.budgets.v1"
 
 
 class Settings(BaseSettings):
@@ -31,15 +32,32 @@ class Settings(BaseSettings):
     )
     events_topic: str = EVENTS_TOPIC
     dlq_topic: str = DLQ_TOPIC
+    alerts_topic: str = ALERTS_TOPIC
+    control_topic: str = Field(default=CONTROL_TOPIC, description="Compacted: block/unblock per scope.")
+    budgets_topic: str = Field(default=BUDGETS_TOPIC, description="Compacted: budget definitions by name.")
     partitions: int = Field(default=6, ge=1, le=1024, description="Partitions for created topics.")
     consumer_group: str = "agentaudit-sink"
     sink_batch_size: int = Field(default=20_000, ge=1, description="Rows per insert, at most.")
     sink_flush_interval_ms: int = Field(default=250, ge=1, description="Longest a row waits to be inserted.")
+    sink_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Sink processes the worker runs (they share the partitions); up to one per core.",
+    )
     dedup_window: int = Field(
         default=200_000,
         ge=0,
         description="Recent event_ids per worker remembered to drop re-sent events (SDK retries).",
     )
+
+    def to_env(self) -> dict[str, str]:
+        """`AGENTAUDIT_*` variables that rebuild these settings in a child process."""
+        return {
+            f"AGENTAUDIT_{name.upper()}": str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
 
     @property
     def store_dir(self) -> Path:

@@ -11,7 +11,6 @@ transactions (the local broker has no idempotent producer).
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -116,10 +115,10 @@ class ControlMessage(StrictModel):
     action: ControlAction
     reason: ControlReason
     message: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
-    runbook: str | None = None
+    runbook: Annotated[str, StringConstraints(pattern=r"^runbooks/[A-Z][A-Za-z0-9]+\.md$")] | None = None
     issued_at: UtcDatetime
     issued_by: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    until: datetime | None = None
+    until: UtcDatetime | None = None
     """When a block lifts by itself (a budget's window end); None = until unblocked."""
 
 

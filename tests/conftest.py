@@ -33,6 +33,9 @@ def settings(broker: LocalBroker, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         events_topic=f"test-{tag}.events",
         dlq_topic=f"test-{tag}.dlq",
+        alerts_topic=f"test-{tag}.alerts",
+        control_topic=f"test-{tag}.control",
+        budgets_topic=f"test-{tag}.budgets",
         consumer_group=f"sink-{tag}",
         partitions=3,
         sink_flush_interval_ms=100,
@@ -41,14 +44,4 @@ def settings(broker: LocalBroker, tmp_path: Path) -> Settings:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process (the CLI) the same settings."""
-    return {
-        **os.environ,
-        "AGENTAUDIT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "AGENTAUDIT_DATA_DIR": str(settings.data_dir),
-        "AGENTAUDIT_EVENTS_TOPIC": settings.events_topic,
-        "AGENTAUDIT_DLQ_TOPIC": settings.dlq_topic,
-        "AGENTAUDIT_CONSUMER_GROUP": settings.consumer_group,
-        "AGENTAUDIT_PARTITIONS": str(settings.partitions),
-        "AGENTAUDIT_SINK_FLUSH_INTERVAL_MS": str(settings.sink_flush_interval_ms),
-        "AGENTAUDIT_SINK_BATCH_SIZE": str(settings.sink_batch_size),
-    }
+    return {**os.environ, **settings.to_env()}

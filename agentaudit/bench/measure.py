@@ -16,11 +16,8 @@ from aiokafka import AIOKafkaConsumer
 from agentaudit.bench.workload import payloads
 from agentaudit.settings import Settings
 from agentaudit.sink.processor import Batch
-from agentaudit.sink.rows import EVENT_COLUMNS
 from agentaudit.sink.worker import SinkWorker
 from agentaudit.store.protocol import Store
-
-_OCCURRED_AT = EVENT_COLUMNS.index("occurred_at")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -93,6 +90,22 @@ async def measure_sink(settings: Settings, store: Store, n: int) -> float:
     return worker.processor.counters.accepted / elapsed
 
 
+async def measure_sink_processes(settings: Settings, n: int, processes: int) -> float:
+    """Rows/s of `processes` sink processes sharing the partitions, from the moment the first
+    of them has partitions until all `n` are inserted (the rebalance as the others join is
+    included). The store must be served by this process."""
+    from agentaudit.sink.pool import SinkProcesses
+
+    done = asyncio.Event()
+    pool = SinkProcesses(settings, processes, on_progress=lambda: done.set() if pool.accepted >= n else None)
+    async with pool:
+        await asyncio.wait_for(pool.first_ready.wait(), 120)
+        started = time.perf_counter()
+        await asyncio.wait_for(done.wait(), 600)
+        elapsed = time.perf_counter() - started
+    return pool.accepted / elapsed
+
+
 @dataclass
 class EndToEnd:
     p50_ms: float
@@ -106,7 +119,7 @@ async def measure_end_to_end(settings: Settings, store: Store, rate: float, seco
 
     def on_flush(batch: Batch) -> None:
         acked = datetime.now(UTC)
-        latencies.extend((acked - row[_OCCURRED_AT]).total_seconds() * 1000 for row in batch.events)
+        latencies.extend((acked - occurred).total_seconds() * 1000 for occurred in batch.occurred_at)
 
     worker = SinkWorker(settings, store, on_flush=on_flush)
     task = asyncio.create_task(worker.run())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from enum import StrEnum
 from typing import Annotated
@@ -46,12 +47,20 @@ def broker(
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    sink_processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Sink processes sharing the partitions [env AGENTAUDIT_SINK_PROCESSES; default 1]."),
+    ] = None,
+) -> None:
     """Consume events into the store (exactly once) until Ctrl-C; owns the embedded store."""
     from agentaudit.cli.runtime import run_until_signal
     from agentaudit.services import serve_worker
 
-    run_until_signal(lambda stop: serve_worker(_settings(), stop, console))
+    settings = _settings()
+    if sink_processes is not None:
+        settings = settings.model_copy(update={"sink_processes": sink_processes})
+    run_until_signal(lambda stop: serve_worker(settings, stop, console))
 
 
 @app.command()
@@ -94,11 +103,15 @@ def bench(
     events: Annotated[int, typer.Option(help="Events for the throughput measurements.")] = 200_000,
     e2e_rate: Annotated[float, typer.Option(help="Events/s for the end-to-end latency run.")] = 2000.0,
     e2e_seconds: Annotated[float, typer.Option(help="Length of the end-to-end run.")] = 10.0,
+    sink_processes: Annotated[
+        int, typer.Option(min=1, help="Sink processes for the multi-process sink run (default: cores).")
+    ] = os.cpu_count() or 2,
 ) -> None:
     """Measure SDK, broker, sink and end-to-end figures side by side in one run."""
     from agentaudit.bench.run import run_bench
 
-    run_bench(events=events, e2e_rate=e2e_rate, e2e_seconds=e2e_seconds, console=console)
+    run_bench(events=events, e2e_rate=e2e_rate, e2e_seconds=e2e_seconds,
+              sink_processes=sink_processes, console=console)  # fmt: skip
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import orjson
 from agentaudit.sink.chain import ChainHeads
 from agentaudit.sink.decode import Accepted, decode
 from agentaudit.sink.dedup import RecentIds
-from agentaudit.sink.rows import Source, dead_letter_row, event_row
+from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
 from schemas.pricing import PricingTable
 
 Clock = Callable[[], datetime]
@@ -42,6 +42,8 @@ class DlqRecord:
 @dataclass
 class Batch:
     events: list[tuple[Any, ...]] = field(default_factory=list)
+    occurred_at: list[datetime] = field(default_factory=list)
+    """`occurred_at` of each row in `events`, same order (end-to-end latency measurement)."""
     dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
     dlq: list[DlqRecord] = field(default_factory=list)
     # partition → (first offset, last offset) seen in this batch, stored or skipped
@@ -92,7 +94,7 @@ class SinkProcessor:
     """Per-worker sink state: chains, recent ids, per-table watermarks, the pending batch."""
 
     def __init__(self, pricing: PricingTable, dedup_capacity: int, clock: Clock = utc_now) -> None:
-        self.pricing = pricing
+        self.cost = EventCost(pricing)
         self.clock = clock
         self.chains = ChainHeads()
         self.recent = RecentIds(dedup_capacity)
@@ -158,9 +160,8 @@ class SinkProcessor:
             self.counters.duplicates += 1
             return
         link = self.chains.append(event.tenant_id, verdict.canonical)
-        self.batch.events.append(
-            event_row(event, verdict.canonical, link, source, self.clock(), self.pricing)
-        )
+        self.batch.events.append(event_row(verdict.canonical, self.cost(event), link, source))
+        self.batch.occurred_at.append(event.occurred_at)
         self.batch.event_high[source.partition] = source.offset
         self.counters.accepted += 1
 

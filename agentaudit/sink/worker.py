@@ -23,7 +23,7 @@ from agentaudit.settings import Settings
 from agentaudit.sink.faults import CrashPlan
 from agentaudit.sink.processor import Batch, SinkProcessor
 from agentaudit.sink.recovery import recover
-from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, EVENT_COLUMNS, Source
+from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
 from agentaudit.store.protocol import Store
 from producers.backoff import Backoff
 from schemas.pricing import load_pricing
@@ -163,7 +163,7 @@ class SinkWorker:
                                    batch.dedup_token(topic, "dead_letters"))
             self.crash.hit("between_inserts")
             if batch.events:
-                await self._insert("agentaudit.events", EVENT_COLUMNS, batch.events,
+                await self._insert(INGEST_TABLE, INGEST_COLUMNS, batch.events,
                                    batch.dedup_token(topic, "events"))
             self.processor.stored(batch)
             self.crash.hit("after_insert")

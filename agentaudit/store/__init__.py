@@ -27,15 +27,26 @@ _POLL_S = 0.05
 
 
 @contextmanager
-def open_store(settings: Settings, *, own: bool = False) -> Iterator[ClickHouseStore]:
+def open_store(
+    settings: Settings, *, own: bool = False, attach: bool = False
+) -> Iterator[ClickHouseStore]:
     """A connected `Store` (a `ClickHouseStore`) for the context's duration.
 
     `own=True` is for the one process meant to own the embedded store (the worker, the demo):
     it raises StoreUnavailable, naming the owner's pid, instead of connecting to an owner.
+    `attach=True` is the opposite, for helpers of an owner (sink processes): it connects to
+    the running owner and raises StoreUnavailable when there is none, never owning the store.
     """
     if not settings.embedded:
         assert settings.clickhouse_url is not None
         with _closing(ClickHouseStore.from_url(settings.clickhouse_url)) as store:
+            yield store
+        return
+    if attach:
+        live = read_live_endpoint(settings)
+        if live is None:
+            raise StoreUnavailable(f"no process serves the embedded store {settings.store_dir}")
+        with _closing(ClickHouseStore(live.endpoint(), connect_timeout=3)) as store:
             yield store
         return
     owner = EmbeddedOwner(settings)

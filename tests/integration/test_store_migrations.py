@@ -32,9 +32,13 @@ def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
 
 @pytest.fixture
 def migrations_dir(tmp_path: Path) -> Path:
-    """A private copy of the shipped migrations plus one with several statements."""
+    """A private copy of the first two shipped migrations plus one with several statements
+    (later shipped migrations are left out so these tests do not change with each one)."""
     target = tmp_path / "migrations"
-    shutil.copytree(Path(str(default_directory())), target)
+    shutil.copytree(
+        Path(str(default_directory())), target,
+        ignore=lambda _d, names: [n for n in names if not n.startswith(("0001_", "0002_"))],
+    )  # fmt: skip
     (target / "0003_create_scratch.up.sql").write_text(
         "-- two statements in one file\n"
         "CREATE TABLE IF NOT EXISTS agentaudit.scratch (a UInt8) ENGINE = MergeTree ORDER BY a;\n"

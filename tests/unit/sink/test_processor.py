@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 
 from agentaudit.sink.processor import SinkProcessor
-from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, EVENT_COLUMNS, Source
+from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, Source
 from schemas.pricing import load_pricing
 from tests.factories import event_dict, wire
 
@@ -23,10 +23,10 @@ def test_rows_match_columns_and_chain_advances() -> None:
     p.add(src(0), wire(event_dict(kind="llm_call")))
     p.add(src(1), wire(event_dict()))
     batch = p.take()
-    assert len(batch.events) == 2 and all(len(r) == len(EVENT_COLUMNS) for r in batch.events)
-    seq = EVENT_COLUMNS.index("chain_seq")
+    assert len(batch.events) == 2 and all(len(r) == len(INGEST_COLUMNS) for r in batch.events)
+    seq = INGEST_COLUMNS.index("chain_seq")
     assert [r[seq] for r in batch.events] == [1, 2]
-    cost = batch.events[0][EVENT_COLUMNS.index("cost_usd")]
+    cost = batch.events[0][INGEST_COLUMNS.index("cost_usd")]
     assert cost > 0
     assert batch.ranges == {0: (0, 1)}
 
@@ -60,6 +60,6 @@ def test_watermarks_skip_what_the_store_holds_per_table() -> None:
     p.add(src(11), wire(event_dict()))
     batch = p.take()
     assert len(batch.dead_letters) == 1 and len(batch.events) == 1
-    assert batch.events[0][EVENT_COLUMNS.index("chain_seq")] == 8
+    assert batch.events[0][INGEST_COLUMNS.index("chain_seq")] == 8
     p.stored(batch)
     assert p.event_watermark[0] == 11 and p.dead_letter_watermark[0] == 4

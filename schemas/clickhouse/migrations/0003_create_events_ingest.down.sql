@@ -1,0 +1,2 @@
+DROP VIEW IF EXISTS agentaudit.events_ingest_mv;
+DROP TABLE IF EXISTS agentaudit.events_ingest;
