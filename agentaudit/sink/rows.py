@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from agentaudit.sink.chain import Link
 from schemas.envelope import Envelope
-from schemas.pricing import Cost, PricingTable
+from schemas.pricing import PricingTable
 from schemas.pricing.model import ZERO_USD
 
 INGEST_TABLE = "agentaudit.events_ingest"
@@ -41,25 +42,35 @@ class Source:
     key: bytes | None
 
 
+Priced = tuple[Decimal, bool, str]
+"""(cost_usd, priced, pricing_version) of one event."""
+
+
 class EventCost:
-    """The pipeline's cost of an event: `llm_call`s are priced; other events cost nothing."""
+    """The pipeline's cost of an event: `llm_call`s are priced; other events cost nothing.
+
+    An `llm_call` of a model the table does not know costs 0 with `priced` False: reported as
+    unpriced, never as free.
+    """
 
     def __init__(self, pricing: PricingTable) -> None:
         self.pricing = pricing
-        self._free = Cost(usd=ZERO_USD, pricing_version="", priced=True)
+        self._free: Priced = (ZERO_USD, True, "")
+        self._unpriced: Priced = (ZERO_USD, False, pricing.version)
 
-    def __call__(self, event: Envelope) -> Cost:
+    def __call__(self, event: Envelope) -> Priced:
         if event.type != "llm_call":  # type: ignore[attr-defined]
             return self._free
         p: Any = event.payload  # type: ignore[attr-defined]
-        return self.pricing.cost(p.provider, p.response_model or p.request_model, p.usage)
+        usd = self.pricing.total(p.provider, p.response_model or p.request_model, p.usage)
+        return self._unpriced if usd is None else (usd, True, self.pricing.version)
 
 
-def event_row(canonical: bytes, cost: Cost, link: Link, source: Source) -> tuple[Any, ...]:
+def event_row(canonical: bytes, cost: Priced, link: Link, source: Source) -> tuple[Any, ...]:
     """One `events_ingest` row, in `INGEST_COLUMNS` order."""
     return (
-        canonical, cost.usd, cost.priced, cost.pricing_version, source.topic, source.partition,
-        source.offset, link.seq, link.prev_hash, link.row_hash,
+        canonical, *cost, source.topic, source.partition, source.offset, link.seq,
+        link.prev_hash, link.row_hash,
     )  # fmt: skip
 
 

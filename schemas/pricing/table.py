@@ -8,6 +8,7 @@ snapshots) happens once per distinct name and is memoised.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 
 from schemas.payloads import Usage
 from schemas.pricing.model import DECIMAL_CONTEXT, ZERO_USD, Cost, ModelPrice, quantize_usd
@@ -106,25 +107,7 @@ class PricingTable:
         row = self.resolve(provider, model)
         if row is None:
             return self._unpriced
-        # Context methods, not operators: the ambient (thread-local) context may have been
-        # changed by the host application; results must not depend on it.
-        mul = DECIMAL_CONTEXT.multiply
-        add = DECIMAL_CONTEXT.add
-        cached = usage.cached_input_tokens
-        written = usage.cache_write_tokens
-        fresh = usage.input_tokens - cached - written
-        input_usd = mul(row.input_rate, fresh)
-        cached_usd = mul(row.cached_input_rate, cached) if cached else ZERO_USD
-        write_usd = mul(row.cache_write_rate, written) if written else ZERO_USD
-        output_usd = mul(row.output_rate, usage.output_tokens)
-        total = add(add(input_usd, cached_usd), add(write_usd, output_usd))
-        if not row.nano_exact:
-            # Exact sum first, then round once; parts are rounded on their own.
-            total = quantize_usd(total)
-            input_usd = quantize_usd(input_usd)
-            cached_usd = quantize_usd(cached_usd)
-            write_usd = quantize_usd(write_usd)
-            output_usd = quantize_usd(output_usd)
+        total, input_usd, cached_usd, write_usd, output_usd = _price(row, usage)
         return Cost(
             usd=total,
             pricing_version=self.version,
@@ -135,3 +118,29 @@ class PricingTable:
             cache_write_usd=write_usd,
             output_usd=output_usd,
         )
+
+    def total(self, provider: str, model: str, usage: Usage) -> Decimal | None:
+        """`cost(...).usd` without the breakdown, or None when unpriced: the sink's hot path."""
+        row = self.resolve(provider, model)
+        return None if row is None else _price(row, usage)[0]
+
+
+def _price(row: ModelPrice, usage: Usage) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
+    """(total, input, cached input, cache write, output) USD of one call at `row`'s prices."""
+    # Context methods, not operators: the ambient (thread-local) context may have been
+    # changed by the host application; results must not depend on it.
+    mul = DECIMAL_CONTEXT.multiply
+    add = DECIMAL_CONTEXT.add
+    cached = usage.cached_input_tokens
+    written = usage.cache_write_tokens
+    fresh = usage.input_tokens - cached - written
+    input_usd = mul(row.input_rate, fresh)
+    cached_usd = mul(row.cached_input_rate, cached) if cached else ZERO_USD
+    write_usd = mul(row.cache_write_rate, written) if written else ZERO_USD
+    output_usd = mul(row.output_rate, usage.output_tokens)
+    total = add(add(input_usd, cached_usd), add(write_usd, output_usd))
+    if not row.nano_exact:
+        # Exact sum first, then round once; parts are rounded on their own.
+        return (quantize_usd(total), quantize_usd(input_usd), quantize_usd(cached_usd),
+                quantize_usd(write_usd), quantize_usd(output_usd))  # fmt: skip
+    return total, input_usd, cached_usd, write_usd, output_usd
