@@ -19,6 +19,9 @@ The same client serves sync code (`with`, `flush`, `shutdown`) and async code (`
 background thread with its own event loop does the rest. Importing this package is cheap:
 the client, transports, spool and the event contract load on first use, aiokafka only when
 a `KafkaTransport` starts.
+
+Kill switch: the helpers refuse blocked work by raising `Blocked` (and, for an llm call with
+a size estimate over a request budget, `RequestBudgetExceeded`); both are `AgentAuditError`.
 """
 
 from __future__ import annotations
@@ -27,19 +30,27 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from producers.api import BaseClient, NoOpClient
+from producers.errors import AgentAuditError, Blocked, RequestBudgetExceeded
 from producers.registry import configure, get_client
 from producers.stats import ClientStats
 
 if TYPE_CHECKING:
     from producers.client import Client
+    from producers.control import ControlState
     from producers.kafka import KafkaTransport
+    from producers.killswitch import ControlStats, KillSwitch
     from producers.redaction import RedactionResult, redact
+    from producers.request_budget import RequestEstimate
     from producers.spool import Spool
     from producers.spool_memory import MemorySpool
     from producers.transport import InMemoryTransport, Transport, TransportUnavailable
 
 _LAZY = {
     "Client": "producers.client",
+    "ControlState": "producers.control",
+    "ControlStats": "producers.killswitch",
+    "KillSwitch": "producers.killswitch",
+    "RequestEstimate": "producers.request_budget",
     "KafkaTransport": "producers.kafka",
     "InMemoryTransport": "producers.transport",
     "Transport": "producers.transport",
@@ -62,14 +73,21 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AgentAuditError",
     "BaseClient",
+    "Blocked",
     "Client",
     "ClientStats",
+    "ControlState",
+    "ControlStats",
     "InMemoryTransport",
     "KafkaTransport",
+    "KillSwitch",
     "MemorySpool",
     "NoOpClient",
     "RedactionResult",
+    "RequestBudgetExceeded",
+    "RequestEstimate",
     "Spool",
     "Transport",
     "TransportUnavailable",

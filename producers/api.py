@@ -19,6 +19,8 @@ from producers.stats import ClientStats
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from producers.request_budget import RequestEstimate
+
 
 class BaseClient(ABC):
     """Helpers for the common event shapes, context binding, and the lifecycle contract."""
@@ -62,6 +64,27 @@ class BaseClient(ABC):
     def recent_errors(self) -> list[Exception]:
         """The latest validation errors (a small ring buffer), newest last."""
 
+    # -- kill switch ------------------------------------------------------------------------
+
+    def check(self, tool: str | None = None) -> None:
+        """Raise `producers.Blocked` if the kill switch blocks work (or calls to `tool`) in the
+        bound context. The helpers call it before the work starts; no-op without a pipeline."""
+
+    def check_request(
+        self,
+        provider: str,
+        model: str,
+        *,
+        input_tokens: int,
+        max_output_tokens: int,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> RequestEstimate | None:
+        """Raise `producers.RequestBudgetExceeded` if one LLM call's worst case (prompt plus
+        `max_output_tokens`) exceeds a `request` budget of the bound tenant. Returns the
+        estimate, or None when no request budget applies (always, without a pipeline)."""
+        return None
+
     # -- context ----------------------------------------------------------------------------
 
     def bind(
@@ -98,14 +121,35 @@ class BaseClient(ABC):
     def run(
         self, goal: str | None = None, max_steps: int | None = None, run_id: str | None = None
     ) -> RunScope:
-        """`with client.run(goal) as run:` — run_started/run_finished around one agent run."""
+        """`with client.run(goal) as run:` — run_started/run_finished around one agent run.
+
+        A blocked scope refuses the run: `run_finished` follows `run_started` at once with the
+        block's stop reason and `Blocked` is raised; a `Blocked` or `RequestBudgetExceeded`
+        escaping the run sets `stop_reason` budget_exhausted / breaker_open / cancelled."""
         return RunScope(self, goal, max_steps, run_id)
 
     def llm_call(
-        self, provider: str, request_model: str, *, content_prompt: str | None = None
+        self,
+        provider: str,
+        request_model: str,
+        *,
+        content_prompt: str | None = None,
+        input_tokens: int | None = None,
+        max_output_tokens: int | None = None,
     ) -> LlmCallScope:
-        """`with client.llm_call("openai", "gpt-4o") as call: ...; call.record(usage)`."""
-        return LlmCallScope(self, provider, request_model, content_prompt)
+        """`with client.llm_call("openai", "gpt-4o") as call: ...; call.record(usage)`.
+
+        Entering raises `Blocked` in a blocked scope; given both `input_tokens` (estimated
+        prompt size) and `max_output_tokens`, it also enforces the tenant's request budgets
+        (`check_request`) before the call."""
+        estimate = None
+        if input_tokens is not None and max_output_tokens is not None:
+            estimate = (input_tokens, max_output_tokens)
+        elif input_tokens is not None or max_output_tokens is not None:
+            raise TypeError(
+                "llm_call: the worst case needs both input_tokens and max_output_tokens"
+            )
+        return LlmCallScope(self, provider, request_model, content_prompt, estimate)
 
     def tool_call(
         self,
@@ -115,7 +159,8 @@ class BaseClient(ABC):
         side_effect: str = "read",
         idempotency_key: str | None = None,
     ) -> ToolCallScope:
-        """`with client.tool_call("github", "create_issue", args, side_effect="write"):`."""
+        """`with client.tool_call("github", "create_issue", args, side_effect="write"):`;
+        entering raises `Blocked` if the agent, or calls to this tool, are blocked."""
         return ToolCallScope(self, tool, action, args, side_effect, idempotency_key)
 
     # -- point events -----------------------------------------------------------------------

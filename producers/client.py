@@ -26,6 +26,8 @@ from producers.api import BaseClient
 from producers.backoff import Backoff
 from producers.clock import SYSTEM_CLOCK, Clock
 from producers.context import CURRENT
+from producers.kafka import KafkaTransport
+from producers.killswitch import KillSwitch
 from producers.outbox import Outbox
 from producers.pipeline import STEP_TYPES, EventEncoder
 from producers.spool_memory import MemorySpool, SpoolBackend
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from agentaudit.settings import Settings
+    from producers.request_budget import RequestEstimate
+    from schemas.pricing import PricingTable
 
 logger = logging.getLogger("agentaudit.producers")
 
@@ -52,6 +56,13 @@ class Client(BaseClient):
     `spool`: where batches wait while the broker is unreachable: a disk `Spool` (survives
     restarts) or, by default, a bounded `MemorySpool`. `clock` stamps `occurred_at` and
     measures latencies. `reconnect_backoff`: (first, max) seconds between reconnect attempts.
+
+    Kill switch (`client.control`): with a `KafkaTransport` and `kill_switch=True`, a
+    background listener follows `control_topic` and `budgets_topic` (defaults: the pipeline's
+    `agentaudit.control.v1` and `agentaudit.budgets.v1`); `check()`, `check_request()` and the
+    helpers then refuse blocked work with `Blocked` / `RequestBudgetExceeded`. With another
+    transport, feed it with `client.control.apply(...)`. `pricing`: the table request
+    ceilings are priced with (default: the latest shipped one, loaded on first use).
     """
 
     def __init__(
@@ -74,6 +85,10 @@ class Client(BaseClient):
         connect_timeout_s: float = 30.0,
         max_recent_errors: int = 32,
         atexit_timeout_s: float = 5.0,
+        kill_switch: bool = True,
+        control_topic: str | None = None,
+        budgets_topic: str | None = None,
+        pricing: PricingTable | None = None,
     ) -> None:
         if max_queue < 1 or batch_size < 1 or linger_ms <= 0:
             raise ValueError("max_queue and batch_size must be >= 1 and linger_ms > 0")
@@ -86,7 +101,8 @@ class Client(BaseClient):
         self._errors: deque[Exception] = deque(maxlen=max_recent_errors)
         self._spool: SpoolBackend = spool if spool is not None else MemorySpool()
         self._warn = WarnLimiter(logger)
-        defaults = {
+        self.control = KillSwitch(enabled=kill_switch, clock=clock, pricing=pricing)
+        self._defaults = defaults = {
             "tenant_id": tenant_id,
             "agent_id": agent_id,
             "agent_version": agent_version,
@@ -114,14 +130,18 @@ class Client(BaseClient):
         self._shutdown_lock = threading.Lock()
         self._stop: concurrent.futures.Future[bool] | None = None
         self._atexit_timeout_s = atexit_timeout_s
+        if kill_switch and isinstance(transport, KafkaTransport):
+            self._listen(transport, control_topic, budgets_topic, reconnect_backoff)
+        else:
+            self.control.ready.set()  # nothing to catch up with
         self._worker.thread.start()
         atexit.register(self._atexit)
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> Client:
         """A client producing to `settings.kafka_bootstrap` / `settings.events_topic`, spooling
-        to a slot under `settings.spool_dir`; `options` are the constructor's keyword arguments."""
-        from producers.kafka import KafkaTransport
+        to a slot under `settings.spool_dir`, its kill switch following the control and budgets
+        topics there; `options` are the constructor's keyword arguments."""
         from producers.spool import Spool
 
         transport = KafkaTransport(settings.kafka_bootstrap, settings.events_topic)
@@ -134,7 +154,73 @@ class Client(BaseClient):
                 settings.spool_dir,
                 exc,
             )
+        options.setdefault("control_topic", settings.control_topic)
+        options.setdefault("budgets_topic", settings.budgets_topic)
         return cls(transport, spool=spool, **options)
+
+    def _listen(
+        self,
+        transport: KafkaTransport,
+        control_topic: str | None,
+        budgets_topic: str | None,
+        backoff: tuple[float, float],
+    ) -> None:
+        from agentaudit.settings import BUDGETS_TOPIC, CONTROL_TOPIC
+        from producers.control_listener import ControlListener
+
+        listener = ControlListener(
+            transport.bootstrap,
+            self.control,
+            control_topic=control_topic or CONTROL_TOPIC,
+            budgets_topic=budgets_topic or BUDGETS_TOPIC,
+            backoff=Backoff(*backoff),
+        )
+        transport.add_companion(listener.run)  # runs on the background loop, stops at shutdown
+
+    # -- the kill switch: raises into the agent on purpose ------------------------------------
+
+    def _who(self) -> tuple[str | None, str | None, str | None]:
+        fields = CURRENT.get().fields
+        d = self._defaults
+        return (
+            fields.get("tenant_id") or d["tenant_id"],
+            fields.get("user_id") or d["user_id"],
+            fields.get("agent_id") or d["agent_id"],
+        )
+
+    def check(self, tool: str | None = None) -> None:
+        """Raise `Blocked` if the kill switch blocks work (or calls to `tool`) for the bound
+        tenant, user and agent. Cheap when nothing is blocked; the helpers call it for you."""
+        control = self.control
+        if not control.enabled or not control.state.any_blocks:
+            return
+        tenant, user, agent = self._who()
+        control.check(tenant, user, agent, tool)
+
+    def check_request(
+        self,
+        provider: str,
+        model: str,
+        *,
+        input_tokens: int,
+        max_output_tokens: int,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> RequestEstimate | None:
+        """Raise `RequestBudgetExceeded` if this LLM call's worst case (the prompt plus
+        `max_output_tokens`, priced by the pipeline's table) exceeds a `request` budget of the
+        bound tenant; returns the estimate, or None when no request budget applies."""
+        tenant, user, _ = self._who()
+        return self.control.check_request(
+            tenant,
+            user,
+            provider,
+            model,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output_tokens,
+            cached_input_tokens=cached_input_tokens,
+            cache_write_tokens=cache_write_tokens,
+        )
 
     # -- the agent's side: tiny, never blocks, never raises -----------------------------------
 

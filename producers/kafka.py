@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from producers.transport import TransportUnavailable
@@ -74,12 +75,25 @@ class KafkaTransport:
         self._close_timeout_s = close_timeout_s
         self._producer: Any = None
         self._warned_codec = False
+        self._companion_factories: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._companions: list[asyncio.Task[None]] = []
+
+    def add_companion(self, factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `factory()` as a task on the client's background loop for the transport's
+        lifetime: created by the first `start()` (whether or not it connects), cancelled and
+        awaited by `close()`. The SDK's kill-switch listener rides on this, because the
+        client drives its transport on that loop and closes it exactly once, at shutdown."""
+        self._companion_factories.append(factory)
 
     async def start(self) -> None:
         """(Re)create the producer and connect within `connect_timeout_s`."""
         from aiokafka import AIOKafkaProducer  # lazy: keeps `import producers` cheap
 
-        await self.close()
+        if len(self._companions) < len(self._companion_factories):
+            loop = asyncio.get_running_loop()
+            for factory in self._companion_factories[len(self._companions) :]:
+                self._companions.append(loop.create_task(factory()))
+        await self._close_producer()
         producer = AIOKafkaProducer(**self._producer_options())
         try:
             async with asyncio.timeout(self._connect_timeout_s):
@@ -142,6 +156,17 @@ class KafkaTransport:
             ) from reason
 
     async def close(self) -> None:
+        """Stop the companions and the producer (the client calls this once, at shutdown)."""
+        companions, self._companions = self._companions, []
+        self._companion_factories.clear()
+        for task in companions:
+            task.cancel()
+        if companions:
+            # bounded: a companion's own cleanup (closing a consumer) must not hang shutdown
+            await asyncio.wait(companions, timeout=self._close_timeout_s)
+        await self._close_producer()
+
+    async def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
             await self._stop(producer)

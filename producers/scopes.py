@@ -5,13 +5,19 @@ opens a span in the bound context (so events emitted inside become its children)
 its duration on the client's monotonic clock and emits its event on exit. An exception from
 the agent's own code is recorded and always re-raised; a failure inside the SDK is logged
 and never reaches the agent.
+
+The kill switch is the one thing that raises on purpose: llm and tool call scopes ask the
+client before the work starts (`check`, and `check_request` when the llm call came with a
+size estimate) and raise `Blocked` / `RequestBudgetExceeded` from `__enter__`, before a
+span opens, so a refused call emits no event. A run refused at its start is recorded as a
+run that stopped at once (`run_started` then `run_finished` with the block's stop reason).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -29,6 +35,7 @@ from producers.context import (
     new_trace_id,
     restore,
 )
+from producers.errors import AgentAuditError
 from producers.fields import args_hash, error_type_of, sha256_hex
 
 if TYPE_CHECKING:
@@ -46,6 +53,12 @@ class Emitter(Protocol):
 
     def emit(self, type: str, payload: Mapping[str, Any], **envelope: Any) -> None: ...
 
+    def check(self, tool: str | None = None) -> None: ...
+
+    def check_request(
+        self, provider: str, model: str, *, input_tokens: int, max_output_tokens: int
+    ) -> Any: ...
+
 
 class _Scope(AsyncFromSync):
     """Span bookkeeping shared by every scope."""
@@ -61,6 +74,9 @@ class _Scope(AsyncFromSync):
     def _context(self, parent: Bound) -> Bound:
         return parent.child_span(self.span_id, self.trace_id)
 
+    def _admit(self) -> None:
+        """Hook: raise to refuse the work before anything is opened or emitted."""
+
     def _started(self) -> None:
         """Hook: emit a start event (runs inside the new context)."""
 
@@ -74,7 +90,16 @@ class _Scope(AsyncFromSync):
             "parent_span_id": self._parent.span_id,
         }
 
+    def _refuse_if_blocked(self, admit: Callable[[], None]) -> None:
+        try:
+            admit()
+        except AgentAuditError:
+            raise  # the kill switch: the one exception the SDK means to raise
+        except Exception:  # a bug in the check must not stop the agent
+            logger.exception("agentaudit: kill-switch check failed in %s", type(self).__name__)
+
     def __enter__(self) -> Self:
+        self._refuse_if_blocked(self._admit)
         parent = CURRENT.get()
         self._parent = parent
         self.trace_id = parent.trace_id or new_trace_id()
@@ -97,7 +122,6 @@ class _Scope(AsyncFromSync):
             if self._token is not None:
                 restore(self._token, self._parent)
                 self._token = None
-
 
 
 class _CallScope(_Scope):
@@ -150,6 +174,16 @@ class RunScope(_Scope):
         bound = parent.with_fields({"run_id": self.run_id})
         return bound.child_span(self.span_id, self.trace_id, self._state)
 
+    def __enter__(self) -> Self:
+        super().__enter__()
+        try:
+            self._refuse_if_blocked(self._client.check)
+        except AgentAuditError as refused:
+            # record the refused run (started, stopped at once, with the block's reason)
+            self.__exit__(type(refused), refused, refused.__traceback__)
+            raise
+        return self
+
     def _started(self) -> None:
         goal_hash = None if self._goal is None else sha256_hex(self._goal.encode("utf-8"))
         payload = {"goal_hash": goal_hash, "max_steps": self._max_steps}
@@ -164,6 +198,14 @@ class RunScope(_Scope):
 def _stop_reason_for(exc: BaseException | None) -> str:
     if exc is None:
         return "completed"
+    if isinstance(exc, BaseExceptionGroup):  # a TaskGroup's: the kill switch explains the rest
+        refused: BaseException | None = exc.subgroup(AgentAuditError)
+        while isinstance(refused, BaseExceptionGroup):
+            refused = refused.exceptions[0]
+        if refused is not None:
+            exc = refused
+    if isinstance(exc, AgentAuditError):
+        return exc.stop_reason
     asyncio = sys.modules.get(
         "asyncio"
     )  # not imported → the exception cannot be its CancelledError
@@ -181,12 +223,29 @@ class LlmCallScope(_CallScope):
     on exit with the measured latency (usage defaults to zero tokens if never recorded)."""
 
     def __init__(
-        self, client: Emitter, provider: str, request_model: str, content_prompt: str | None
+        self,
+        client: Emitter,
+        provider: str,
+        request_model: str,
+        content_prompt: str | None,
+        estimate: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(client)
         self._payload: dict[str, Any] = {"provider": provider, "request_model": request_model}
         self._prompt = content_prompt
         self._response: str | None = None
+        self._estimate = estimate
+
+    def _admit(self) -> None:
+        self._client.check()
+        if self._estimate is not None:
+            input_tokens, max_output_tokens = self._estimate
+            self._client.check_request(
+                self._payload["provider"],
+                self._payload["request_model"],
+                input_tokens=input_tokens,
+                max_output_tokens=max_output_tokens,
+            )
 
     def record(
         self,
@@ -245,6 +304,9 @@ class ToolCallScope(_CallScope):
             "side_effect": side_effect,
             "idempotency_key": idempotency_key,
         }
+
+    def _admit(self) -> None:
+        self._client.check(self._payload["tool"])
 
     def _finished(self, exc: BaseException | None, elapsed_ms: float) -> None:
         payload = {**self._payload, "latency_ms": elapsed_ms, **self._status(exc)}

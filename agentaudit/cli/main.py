@@ -6,12 +6,14 @@ import asyncio
 import logging
 import os
 import sys
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from agentaudit.cli import blocks, budgets
+from agentaudit.cli.output import OutputFormat
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 
@@ -23,12 +25,6 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-
-
-class OutputFormat(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
 
 
 def _settings(**overrides: object) -> Settings:
@@ -114,13 +110,20 @@ def bench(
               sink_processes=sink_processes, console=console)  # fmt: skip
 
 
+# operator control plane: budgets and manual blocks (issue #3)
+app.add_typer(budgets.app, name="budgets")
+app.command("block")(blocks.block)
+app.command("unblock")(blocks.unblock)
+app.command("blocks")(blocks.list_blocks)
+
+
 def main() -> None:
     """Console-script entry point: user errors are one line and a non-zero exit, never a traceback."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()  # standalone: typer reports usage errors itself (exit 2)
     except UserError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, asyncio.CancelledError):
         err_console.print("interrupted")

@@ -5,11 +5,33 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 
 import orjson
 from rich.console import Console
 from rich.table import Table
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def render_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], keep: Sequence[str], noun: str,
+    console: Console,
+) -> None:
+    """A rich table whose `keep` columns never wrap or get cut (what a reader scans for:
+    names, scopes); the others wrap. (`render` wraps every column alike.)"""
+    table = Table(header_style="bold")
+    for column in columns:
+        table.add_column(column, no_wrap=column in keep)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+    console.print(f"[dim]{len(rows)} {noun}{'s' if len(rows) != 1 else ''}[/dim]")
 
 
 def _json_default(value: Any) -> Any:

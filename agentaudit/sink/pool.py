@@ -22,6 +22,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 import orjson
 
@@ -88,7 +89,7 @@ class SinkProcesses:
                 setattr(total, name, getattr(total, name) + getattr(child.counters, name))
         return total
 
-    async def __aenter__(self) -> SinkProcesses:
+    async def __aenter__(self) -> Self:
         env = {**os.environ, **self.settings.to_env(), **self.extra_env}
         for index in range(self.count):
             proc = await asyncio.create_subprocess_exec(

@@ -1,0 +1,250 @@
+"""Publish and read the two compacted topics operators steer the pipeline with.
+
+- `settings.budgets_topic`: key = budget name, value = `Budget` JSON, empty value = removed.
+- `settings.control_topic`: key = `Scope.key`, value = `ControlMessage` JSON. Operators
+  publish UNBLOCK messages rather than tombstones so that the stream jobs and the store see
+  the event (who lifted what, when).
+
+Reads assign every partition with no consumer group, read from the beginning and stop at
+the end. "The end" is judged per partition from the high watermark that fetch responses
+carry (as `producers/control_listener.py` does), not from `end_offsets()`: the local broker
+under-reports end offsets when records were produced in batches. The latest record per key
+is the state (what compaction would keep). Used by the CLI, the demo and the tests; aiokafka
+is imported only when a function runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from agentaudit.broker import ensure_topics
+from agentaudit.errors import BrokerUnreachable, UserError
+from agentaudit.settings import Settings
+from schemas.budgets import Budget
+from schemas.records import ControlAction, ControlMessage, ControlReason, Scope, record_id
+
+log = logging.getLogger("agentaudit.control_plane")
+
+MANUAL_RUNBOOK = "runbooks/ManualBlock.md"
+DEFAULT_TIMEOUT_S = 15.0
+_FETCH_WAIT_MS = 100  # an empty fetch returns after this; it bounds the time to notice the end
+
+T = TypeVar("T")
+
+
+class BudgetNotFound(UserError):
+    """`remove_budget` of a name that is not on the budgets topic."""
+
+
+def _unreachable(settings: Settings) -> BrokerUnreachable:
+    return BrokerUnreachable(
+        f"cannot reach Kafka at {settings.kafka_bootstrap}: start one with `agentaudit broker` "
+        "or set AGENTAUDIT_KAFKA_BOOTSTRAP"
+    )
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+async def _produce(
+    settings: Settings, topic: str, records: Sequence[tuple[str, bytes | None]], timeout: float
+) -> None:
+    """Send every (key, value) in order and wait for all acknowledgements."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    await ensure_topics(settings, timeout)  # a fresh broker: create them compacted, not by default
+    # No idempotence: the local broker rejects it, and a re-sent budget or control record is
+    # harmless (the latest value per key is the state either way).
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id="agentaudit-cli",
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=5,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            await producer.start()
+    except (TimeoutError, KafkaError, OSError):
+        await _quietly_stop(producer)
+        raise _unreachable(settings) from None
+    try:
+        async with asyncio.timeout(timeout):
+            pending = [await producer.send(topic, value, key=key.encode()) for key, value in records]
+            await asyncio.gather(*pending)
+    except (TimeoutError, KafkaError) as exc:
+        raise UserError(
+            f"publishing to {topic} on {settings.kafka_bootstrap} failed: {exc!r}; "
+            "nothing is certain to be published, run the command again"
+        ) from None
+    finally:
+        await _quietly_stop(producer)
+
+
+async def _quietly_stop(client: Any) -> None:
+    # The error that matters is the caller's; a failing close must not replace it.
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(5):
+            await client.stop()
+
+
+async def publish_budgets(
+    settings: Settings, budgets: Iterable[Budget], *, timeout: float = DEFAULT_TIMEOUT_S
+) -> None:
+    """Add or replace each budget on the budgets topic (key = name)."""
+    records = [(b.name, b.model_dump_json().encode()) for b in budgets]
+    if records:
+        await _produce(settings, settings.budgets_topic, records, timeout)
+
+
+async def remove_budget(
+    settings: Settings, name: str, *, timeout: float = DEFAULT_TIMEOUT_S
+) -> Budget:
+    """Publish a tombstone for `name`; returns the budget removed. `BudgetNotFound` if the
+    topic holds no budget of that name."""
+    current = await read_budgets(settings, timeout=timeout)
+    if name not in current:
+        known = ", ".join(sorted(current)) or "none"
+        raise BudgetNotFound(f"no budget named {name!r} (budgets: {known}); see `agentaudit budgets list`")
+    await _produce(settings, settings.budgets_topic, [(name, None)], timeout)
+    return current[name]
+
+
+async def publish_control(
+    settings: Settings, msg: ControlMessage, *, timeout: float = DEFAULT_TIMEOUT_S
+) -> None:
+    """Publish one control message on the control topic, keyed by its scope."""
+    await _produce(
+        settings, settings.control_topic, [(msg.scope.key, msg.model_dump_json().encode())], timeout
+    )
+
+
+def manual_control(
+    scope: Scope,
+    action: ControlAction,
+    *,
+    issued_by: str,
+    now: datetime,
+    message: str | None = None,
+    until: datetime | None = None,
+) -> ControlMessage:
+    """An operator's BLOCK or UNBLOCK of `scope` (reason `manual`, runbook ManualBlock)."""
+    verb = "blocked" if action is ControlAction.BLOCK else "unblocked"
+    return ControlMessage(
+        control_id=record_id("manual", scope.key, action.value, now.isoformat(), issued_by),
+        scope=scope,
+        action=action,
+        reason=ControlReason.MANUAL,
+        message=message or f"{verb} by {issued_by}",
+        runbook=MANUAL_RUNBOOK,
+        issued_at=now,
+        issued_by=issued_by,
+        until=until if action is ControlAction.BLOCK else None,
+    )
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+async def _read_latest(
+    settings: Settings, topic: str, timeout: float, consumer_options: dict[str, Any]
+) -> dict[str, bytes]:
+    """Key → latest non-empty value of `topic`, read from the beginning to its end; keys
+    whose latest record is a tombstone are absent. A missing topic reads as empty."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id="agentaudit-cli",
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=_FETCH_WAIT_MS,
+        **consumer_options,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            await consumer.start()
+            await consumer.topics()  # one metadata round trip for the partition list
+    except (TimeoutError, KafkaError, OSError):
+        await _quietly_stop(consumer)
+        raise _unreachable(settings) from None
+    latest: dict[str, bytes | None] = {}
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        async with asyncio.timeout(timeout):
+            while True:
+                batches = await consumer.getmany(timeout_ms=_FETCH_WAIT_MS)
+                for messages in batches.values():
+                    for m in messages:
+                        if m.key is None:
+                            log.warning("skipped a record without a key on %s at offset %d", topic, m.offset)
+                            continue
+                        latest[m.key.decode("utf-8", "replace")] = m.value
+                if await _at_end(consumer, tps):
+                    break
+    except TimeoutError:
+        raise UserError(
+            f"could not read {topic} to its end within {timeout:.0f}s from {settings.kafka_bootstrap}"
+        ) from None
+    finally:
+        await _quietly_stop(consumer)
+    return {k: v for k, v in latest.items() if v}
+
+
+async def _at_end(consumer: Any, tps: Sequence[Any]) -> bool:
+    for tp in tps:
+        highwater = consumer.highwater(tp)  # from the latest fetch response; None before one
+        if highwater is None or await consumer.position(tp) < highwater:
+            return False
+    return True
+
+
+def _decode(values: dict[str, bytes], parse: Callable[[bytes], T], topic: str) -> dict[str, T]:
+    decoded: dict[str, T] = {}
+    for key in sorted(values):
+        try:
+            decoded[key] = parse(values[key])
+        except ValidationError as exc:  # someone else's bad record must not hide the rest
+            log.warning("skipped key %r on %s: not valid (%d errors)", key, topic, exc.error_count())
+    return decoded
+
+
+async def read_budgets(
+    settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_S, **consumer_options: Any
+) -> dict[str, Budget]:
+    """The current budgets, name → `Budget`, sorted by name. `consumer_options` go to
+    aiokafka's consumer (e.g. a small `max_partition_fetch_bytes` in tests)."""
+    values = await _read_latest(settings, settings.budgets_topic, timeout, consumer_options)
+    return _decode(values, Budget.model_validate_json, settings.budgets_topic)
+
+
+async def read_controls(
+    settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_S, **consumer_options: Any
+) -> dict[str, ControlMessage]:
+    """The latest control message (block or unblock) per scope key, sorted by key."""
+    values = await _read_latest(settings, settings.control_topic, timeout, consumer_options)
+    return _decode(values, ControlMessage.model_validate_json, settings.control_topic)
+
+
+def active_blocks(controls: dict[str, ControlMessage], now: datetime) -> list[ControlMessage]:
+    """The BLOCK messages in force at `now` (no `until`, or `until` later), sorted by key."""
+    return [
+        msg
+        for _, msg in sorted(controls.items())
+        if msg.action is ControlAction.BLOCK and (msg.until is None or msg.until > now)
+    ]

@@ -1,0 +1,279 @@
+"""`ControlState`: the SDK's view of the kill switch, built from two compacted topics.
+
+- `agentaudit.control.v1`: key = `Scope.key`, value = `ControlMessage` JSON. The latest
+  record per key is the scope's state; an empty value (tombstone) means no state.
+- `agentaudit.budgets.v1`: key = budget name, value = `Budget` JSON, empty = removed. The
+  SDK keeps only `request` budgets (a ceiling on one LLM call, enforced before the call).
+
+Pure: no I/O, no clock (time is passed in). Read on every llm/tool call from any agent
+thread, written rarely from the listener's thread, so it is copy-on-write: a writer builds
+new index dicts under a lock and swaps them in; readers take no lock and always see a
+consistent snapshot. A block lookup touches the blocks of the work's tenant and the global
+ones only, so it costs a few dict reads however many tenants are blocked.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from schemas.budgets import Budget, BudgetScope
+from schemas.records import ControlAction, ControlMessage
+
+logger = logging.getLogger("agentaudit.producers")
+
+GLOBAL = "*"
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+Listener = Callable[[], object]
+
+
+class InvalidRecord(ValueError):
+    """A record on a control or budgets topic that does not decode; it is skipped and counted."""
+
+
+def decode_control(value: bytes) -> ControlMessage:
+    """A control record's value → `ControlMessage`; `InvalidRecord` if it is not one."""
+    try:
+        return ControlMessage.model_validate_json(value)
+    except ValidationError as exc:
+        raise InvalidRecord(f"invalid control message: {exc.error_count()} errors") from exc
+
+
+def decode_budget(value: bytes) -> Budget:
+    """A budgets record's value → `Budget`; `InvalidRecord` if it is not one."""
+    try:
+        return Budget.model_validate_json(value)
+    except ValidationError as exc:
+        raise InvalidRecord(f"invalid budget: {exc.error_count()} errors") from exc
+
+
+def _aware(value: datetime) -> datetime:
+    # `ControlMessage.until` is a plain datetime in the contract: a naive one is read as UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _with(
+    index: Mapping[str, Mapping[_K, _V]], outer: str, key: _K, value: _V | None
+) -> dict[str, Mapping[_K, _V]]:
+    """A copy of a two-level index with one entry set (value) or removed (None)."""
+    inner = dict(index.get(outer, {}))
+    if value is None:
+        inner.pop(key, None)
+    else:
+        inner[key] = value
+    new = dict(index)
+    if inner:
+        new[outer] = inner
+    else:
+        new.pop(outer, None)
+    return new
+
+
+class ControlState:
+    """Blocked scopes and request budgets, as of the records applied so far.
+
+    `version` increases on every applied record; `wait_for` and `subscribe` let a caller
+    react to changes without polling. A block whose `until` has passed is inactive: time,
+    not a record, lifts it, so `blocked()` takes `now`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._entries: dict[str, ControlMessage] = {}
+        # tenant (or "*") → scope key → BLOCK message with an aware `until` (COW, see module doc)
+        self._blocks: dict[str, Mapping[str, ControlMessage]] = {}
+        self._budget_tenant: dict[str, str] = {}  # request budget name → its tenant
+        # tenant → budget name → request budget (COW)
+        self._request_budgets: dict[str, Mapping[str, Budget]] = {}
+        self._listeners: list[Listener] = []
+        self.version = 0
+
+    # -- reads (any thread, no lock) ---------------------------------------------------------
+
+    @property
+    def any_blocks(self) -> bool:
+        """True if some scope is blocked (expired blocks included): the hot-path shortcut."""
+        return bool(self._blocks)
+
+    def may_block(self, tenant_id: str | None) -> bool:
+        """False when no block (active or expired) is held for this tenant or globally: lets
+        a caller skip reading the clock, the costly part of a check."""
+        blocks = self._blocks
+        return bool(blocks) and ((tenant_id or "") in blocks or GLOBAL in blocks)
+
+    def blocked(
+        self,
+        tenant_id: str | None,
+        user_id: str | None,
+        agent_id: str | None,
+        tool: str | None,
+        now: datetime,
+    ) -> ControlMessage | None:
+        """The active block covering work by (tenant, user, agent, tool) at `now` (aware
+        UTC), or None.
+
+        With several, the one that lifts last (no `until` = never), so that its `until` is
+        an honest earliest time to retry; ties go to the smallest scope key.
+        """
+        blocks = self._blocks
+        if not blocks:
+            return None
+        tenant = tenant_id or ""
+        best: ControlMessage | None = None
+        for group in (blocks.get(tenant), blocks.get(GLOBAL)):
+            if not group:
+                continue
+            for msg in group.values():
+                until = msg.until
+                if until is not None and until <= now:
+                    continue
+                if not msg.scope.covers(tenant, user_id, agent_id, tool):
+                    continue
+                if best is None or _lifts_later(msg, best):
+                    best = msg
+        return best
+
+    def active_blocks(self, now: datetime) -> list[ControlMessage]:
+        """Every block in force at `now`, sorted by scope key."""
+        found = [m for group in self._blocks.values() for m in group.values()
+                 if m.until is None or m.until > now]  # fmt: skip
+        return sorted(found, key=lambda m: m.scope.key)
+
+    def get(self, key: str) -> ControlMessage | None:
+        """The latest message (block or unblock) for a scope key, or None (no state)."""
+        return self._entries.get(key)
+
+    def request_budgets(self, tenant_id: str, user_id: str | None = None) -> list[Budget]:
+        """The `request` budgets that apply to one call by (tenant, user), sorted by name. A
+        budget with a `user_id` other than "*" applies to that user only."""
+        budgets = self._request_budgets.get(tenant_id)
+        if not budgets:
+            return []
+        return [b for name, b in sorted(budgets.items())
+                if b.user_id in (None, "*") or b.user_id == user_id]  # fmt: skip
+
+    @property
+    def any_request_budgets(self) -> bool:
+        return bool(self._request_budgets)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def apply(self, msg: ControlMessage, key: str | None = None) -> None:
+        """Make `msg` the state of its scope (`key` defaults to `msg.scope.key`; the listener
+        passes the record key, which is what compaction keeps one value per)."""
+        key = key or msg.scope.key
+        if msg.until is not None and msg.until.tzinfo is None:
+            msg = msg.model_copy(update={"until": _aware(msg.until)})
+        with self._lock:
+            previous = self._entries.get(key)
+            self._entries[key] = msg
+            blocks = self._blocks
+            if previous is not None and previous.scope.tenant_id != msg.scope.tenant_id:
+                # a record key reused for another tenant's scope: odd, but stay exact
+                blocks = _with(blocks, previous.scope.tenant_id, key, None)
+            blocking = msg if msg.action is ControlAction.BLOCK else None
+            self._blocks = _with(blocks, msg.scope.tenant_id, key, blocking)
+            self._bump()
+        self._notify()
+
+    def remove(self, key: str) -> None:
+        """A tombstone: the scope has no state (not blocked)."""
+        with self._lock:
+            previous = self._entries.pop(key, None)
+            if previous is not None:
+                self._blocks = _with(self._blocks, previous.scope.tenant_id, key, None)
+            self._bump()
+        self._notify()
+
+    def apply_budget(self, budget: Budget, name: str | None = None) -> None:
+        """Add or replace a budget (`name` defaults to `budget.name`); only request budgets
+        are kept, so a budget that changed scope under the same name stops applying here."""
+        name = name or budget.name
+        with self._lock:
+            self._drop_budget(name)
+            if budget.scope is BudgetScope.REQUEST and budget.tenant_id is not None:
+                self._budget_tenant[name] = budget.tenant_id
+                self._request_budgets = _with(self._request_budgets, budget.tenant_id, name, budget)
+            self._bump()
+        self._notify()
+
+    def remove_budget(self, name: str) -> None:
+        with self._lock:
+            self._drop_budget(name)
+            self._bump()
+        self._notify()
+
+    def apply_control_record(self, key: bytes | None, value: bytes | None) -> None:
+        """One record of the control topic; `InvalidRecord` if it does not decode."""
+        if not value:
+            if key:
+                self.remove(key.decode("utf-8", "replace"))
+            return
+        msg = decode_control(value)
+        self.apply(msg, key.decode("utf-8", "replace") if key else None)
+
+    def apply_budget_record(self, key: bytes | None, value: bytes | None) -> None:
+        """One record of the budgets topic; `InvalidRecord` if it does not decode."""
+        if not value:
+            if key:
+                self.remove_budget(key.decode("utf-8", "replace"))
+            return
+        budget = decode_budget(value)
+        self.apply_budget(budget, key.decode("utf-8", "replace") if key else None)
+
+    def _drop_budget(self, name: str) -> None:
+        tenant = self._budget_tenant.pop(name, None)
+        if tenant is not None:
+            self._request_budgets = _with(self._request_budgets, tenant, name, None)
+
+    # -- change notification ----------------------------------------------------------------
+
+    def _bump(self) -> None:  # holds the lock
+        self.version += 1
+        self._changed.notify_all()
+
+    def _notify(self) -> None:
+        for listener in self._listeners:  # replaced, never mutated: safe to iterate
+            try:
+                listener()
+            except Exception:  # a subscriber's bug must not stop the state from updating
+                logger.exception("agentaudit: control state subscriber failed")
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener()` after every change, on the writer's thread (keep it short, e.g.
+        `loop.call_soon_threadsafe(event.set)`); returns a function that unsubscribes."""
+        with self._lock:
+            self._listeners = [*self._listeners, listener]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners = [cb for cb in self._listeners if cb is not listener]
+
+        return unsubscribe
+
+    def wake_waiters(self) -> None:
+        """Re-run the `wait_for` predicates without a change (e.g. a listener status moved)."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Block until `predicate()` is true, re-checking after each change; False on timeout.
+        `predicate` runs under the state's lock: it may read the state, not write it."""
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
+
+def _lifts_later(msg: ControlMessage, than: ControlMessage) -> bool:
+    if msg.until != than.until:
+        if msg.until is None or than.until is None:
+            return msg.until is None
+        return msg.until > than.until
+    return msg.scope.key < than.scope.key

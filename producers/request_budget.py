@@ -1,0 +1,74 @@
+"""The per-request ceiling, SDK side: the worst case of one LLM call, in tokens and USD.
+
+Pure (no I/O, no clock). The comparison with `request` budgets is the stream jobs' own
+`stream_jobs.spend.budgets.check_request`, so the SDK and the pipeline cannot disagree on
+what a ceiling means; this module prices what goes into it.
+
+Worst case: the prompt as estimated by the caller plus `max_output_tokens` generated, priced
+with the same table and the same rules as the pipeline (`schemas.pricing`). Input tokens
+count as uncached unless the caller says how many will be read from or written to the
+provider's cache (OpenTelemetry semantics: both are subsets of `input_tokens`).
+
+A model missing from the pricing table cannot be held to a cost ceiling: its estimate has
+`cost_usd=None` and only `max_tokens` limits apply to it (the pipeline reports such calls as
+unpriced too; add the model to the table to cap it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from schemas.payloads import Usage
+from schemas.pricing import PricingTable
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEstimate:
+    """Worst-case size and price of one LLM call."""
+
+    provider: str
+    model: str
+    input_tokens: int
+    max_output_tokens: int
+    tokens: int
+    """input + max output tokens."""
+    cost_usd: Decimal | None
+    """Worst-case USD, or None when the pricing table does not price the model."""
+    pricing_version: str
+
+
+def estimate_request(
+    pricing: PricingTable,
+    provider: str,
+    model: str,
+    *,
+    input_tokens: int,
+    max_output_tokens: int,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> RequestEstimate:
+    """Worst-case tokens and cost; `ValueError` for negative counts or cache counts that do
+    not fit in `input_tokens`."""
+    counts = (input_tokens, max_output_tokens, cached_input_tokens, cache_write_tokens)
+    if any(n < 0 for n in counts):
+        raise ValueError("token counts must be >= 0")
+    if cached_input_tokens + cache_write_tokens > input_tokens:
+        raise ValueError("cached_input_tokens + cache_write_tokens must not exceed input_tokens")
+    usage = Usage.model_construct(  # validated above; skip pydantic on the agent's hot path
+        input_tokens=input_tokens,
+        output_tokens=max_output_tokens,
+        cached_input_tokens=cached_input_tokens,
+        cache_write_tokens=cache_write_tokens,
+        reasoning_tokens=0,
+    )
+    cost = pricing.cost(provider, model, usage)
+    return RequestEstimate(
+        provider=provider,
+        model=model,
+        input_tokens=input_tokens,
+        max_output_tokens=max_output_tokens,
+        tokens=input_tokens + max_output_tokens,
+        cost_usd=cost.usd if cost.priced else None,
+        pricing_version=cost.pricing_version,
+    )

@@ -1,0 +1,185 @@
+"""The SDK's kill switch against the real broker: control records in, refusals out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from agentaudit.bench.killswitch_measure import propagation_samples
+from agentaudit.broker import LocalBroker, ensure_topics, free_port
+from agentaudit.settings import Settings
+from producers import Blocked, Client, RequestBudgetExceeded
+from schemas.records import ControlReason
+from tests.unit.producers.test_control import control, request_budget, unblock
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 20.0  # upper bound for one record to reach the SDK; a pass takes well under a second
+
+
+def topics_of(settings: Settings) -> tuple[str, str]:
+    return f"{settings.events_topic}.control", f"{settings.events_topic}.budgets"
+
+
+async def create_topics(settings: Settings) -> None:
+    await ensure_topics(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        compacted = {"cleanup.policy": "compact"}
+        await admin.create_topics(
+            [NewTopic(name, 3, 1, topic_configs=compacted) for name in topics_of(settings)]
+        )
+    finally:
+        await admin.close()
+
+
+async def publish(settings: Settings, topic: str, records: list[tuple[str, bytes | None]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+def make_client(settings: Settings) -> Client:
+    control_topic, budgets_topic = topics_of(settings)
+    return Client.from_settings(
+        settings,
+        tenant_id="acme",
+        agent_id="support-bot",
+        control_topic=control_topic,
+        budgets_topic=budgets_topic,
+        reconnect_backoff=(0.05, 0.5),
+    )
+
+
+@pytest.fixture
+def ks_settings(settings: Settings) -> Iterator[Settings]:
+    asyncio.run(create_topics(settings))
+    yield settings
+
+
+def test_block_refuses_and_unblock_restores(ks_settings: Settings) -> None:
+    control_topic, budgets_topic = topics_of(ks_settings)
+    client = make_client(ks_settings)
+    try:
+        assert client.control.wait_ready(WAIT_S), client.control.stats
+        with client.tool_call("crm", "lookup", {}):
+            pass
+        block = control("acme", agent_id="support-bot", reason=ControlReason.BREAKER_OPEN)
+        asyncio.run(
+            publish(
+                ks_settings, control_topic, [(block.scope.key, block.model_dump_json().encode())]
+            )
+        )
+        assert client.control.wait_for(
+            lambda: client.control.blocked("acme", None, "support-bot") is not None, WAIT_S
+        )
+        with pytest.raises(Blocked) as refused, client.tool_call("crm", "lookup", {}):
+            raise AssertionError("the body must not run")
+        assert refused.value.reason == "breaker_open" and refused.value.scope == block.scope.key
+
+        lift = unblock("acme", agent_id="support-bot")
+        asyncio.run(
+            publish(ks_settings, control_topic, [(lift.scope.key, lift.model_dump_json().encode())])
+        )
+        assert client.control.wait_for(
+            lambda: client.control.blocked("acme", None, "support-bot") is None, WAIT_S
+        )
+        with client.tool_call("crm", "lookup", {}):
+            pass
+
+        budget = request_budget("per-call", max_tokens=1_000)
+        asyncio.run(
+            publish(ks_settings, budgets_topic, [(budget.name, budget.model_dump_json().encode())])
+        )
+        assert client.control.wait_for(
+            lambda: bool(client.control.state.request_budgets("acme")), WAIT_S
+        )
+        with pytest.raises(RequestBudgetExceeded):
+            client.check_request("openai", "gpt-5", input_tokens=900, max_output_tokens=200)
+        asyncio.run(publish(ks_settings, budgets_topic, [(budget.name, None)]))  # tombstone
+        assert client.control.wait_for(
+            lambda: not client.control.state.request_budgets("acme"), WAIT_S
+        )
+        assert (
+            client.check_request("openai", "gpt-5", input_tokens=900, max_output_tokens=200) is None
+        )
+
+        stats = client.control.stats
+        assert stats.connected and stats.records == 4 and stats.invalid == 0 and stats.refused == 1
+    finally:
+        client.shutdown(10)
+    assert not client.control.stats.listening
+
+
+def test_a_block_already_on_the_topic_is_enforced_once_ready(ks_settings: Settings) -> None:
+    control_topic, _ = topics_of(ks_settings)
+    old = control("acme", reason=ControlReason.BUDGET_EXHAUSTED)
+    garbage = b'{"not": "a control message"}'
+    other = control("globex")
+    asyncio.run(
+        publish(ks_settings, control_topic, [
+            ("tenant=initech", control("initech").model_dump_json().encode()),
+            ("tenant=initech", None),  # tombstoned later: not blocked
+            ("junk", garbage),
+            (other.scope.key, other.model_dump_json().encode()),
+            (old.scope.key, old.model_dump_json().encode()),
+        ])
+    )  # fmt: skip
+    client = make_client(ks_settings)
+    try:
+        assert client.control.wait_ready(WAIT_S), client.control.stats
+        with pytest.raises(Blocked) as refused:
+            client.check()  # no waiting for a change: the state was loaded before ready
+        assert refused.value.reason == "budget_exhausted"
+        with client.bind(tenant_id="initech"):
+            client.check()
+        assert client.control.stats.invalid == 1  # skipped and counted, the listener went on
+    finally:
+        client.shutdown(10)
+
+
+def test_listener_survives_a_broker_that_is_down_at_start(settings: Settings) -> None:
+    port = free_port()
+    settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{port}"})
+    control_topic, _ = topics_of(settings)
+    client = make_client(settings)
+    try:
+        assert client.control.wait_for(lambda: client.control.counters.errors >= 1, WAIT_S)
+        assert not client.control.ready.is_set()
+        client.error("agent", "Boom")  # emitting still works (spooled)
+        with client.tool_call("crm", "lookup", {}):  # fail open until the state is known
+            pass
+        assert client.flush(WAIT_S) and client.stats.spooled == 2
+        with LocalBroker(port=port):
+            asyncio.run(create_topics(settings))
+            block = control("acme")
+            asyncio.run(
+                publish(
+                    settings, control_topic, [(block.scope.key, block.model_dump_json().encode())]
+                )
+            )
+            assert client.control.wait_ready(WAIT_S), client.control.stats
+            assert client.control.wait_for(
+                lambda: client.control.blocked("acme") is not None, WAIT_S
+            )
+            with pytest.raises(Blocked):
+                client.check()
+            assert client.flush(WAIT_S, delivered=True) and client.stats.sent == 2
+            assert client.shutdown(10)  # before the broker goes: it lingers on open connections
+    finally:
+        client.shutdown(5)
+
+
+def test_propagation_measurement_runs(broker: LocalBroker) -> None:
+    samples = asyncio.run(propagation_samples(broker.bootstrap, 3))
+    assert len(samples.block_ms) == len(samples.unblock_ms) == 3
+    assert all(0 < ms < WAIT_S * 1000 for ms in samples.block_ms + samples.unblock_ms)
