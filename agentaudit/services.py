@@ -49,15 +49,24 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
             f"worker ({settings.sink_processes} sink process{'es' if settings.sink_processes > 1 else ''}) consuming {settings.events_topic} from {settings.kafka_bootstrap} into "
             f"{'chDB at ' + str(settings.store_dir) if settings.embedded else 'ClickHouse server'}; Ctrl-C stops"
         )
-        if settings.sink_processes > 1:
-            c = await _run_sink_processes(settings, stop)
-            flushes = c.flushes
-        else:
-            worker = await run_worker(settings, store, stop)
-            c, flushes = worker.processor.counters, worker.flushes  # type: ignore[assignment]
+        from agentaudit.records.sink import run_record_sink
+
+        # Alerts, control messages, transitions and drift scores land beside the events.
+        records = asyncio.create_task(run_record_sink(settings, store, stop))
+        try:
+            if settings.sink_processes > 1:
+                c = await _run_sink_processes(settings, stop)
+                flushes = c.flushes
+            else:
+                worker = await run_worker(settings, store, stop)
+                c, flushes = worker.processor.counters, worker.flushes  # type: ignore[assignment]
+        finally:
+            stop.set()
+            record_sink = await records
         console.print(
             f"worker stopped: {c.accepted} events, {c.dead_lettered} dead letters, "
-            f"{c.duplicates} duplicates dropped, {flushes} flushes"
+            f"{c.duplicates} duplicates dropped, {flushes} flushes; "
+            f"{sum(record_sink.processor.counters.stored.values())} pipeline records stored"
         )
 
 

@@ -1,0 +1,106 @@
+"""Turn one message of the alerts or control topic into a record, a dead letter, or nothing.
+
+Pure and deterministic, like `agentaudit.sink.decode`: the same bytes always give the same
+verdict, which replay after a crash relies on (a replayed message must land in the same
+table). The record kind is the `record` field (a pydantic discriminated union over the
+models of `schemas/records.py`). Reasons reuse the event sink's codes, classified from
+pydantic's error type codes and locations, never from message text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import orjson
+from pydantic import Field, TypeAdapter, ValidationError
+
+from agentaudit.records.rows import Record
+from agentaudit.sink.decode import Reason, Rejected
+from schemas.events import MAX_EVENT_BYTES
+from schemas.records import Alert, BreakerTransition, ControlMessage, DriftScore
+
+MAX_RECORD_BYTES = MAX_EVENT_BYTES
+_ADAPTER: TypeAdapter[Record] = TypeAdapter(
+    Annotated[
+        Alert | ControlMessage | BreakerTransition | DriftScore, Field(discriminator="record")
+    ]
+)
+_TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
+_ID_FIELDS = ("alert_id", "control_id", "transition_id", "score_id")
+_DETAIL_LIMIT = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    record: Record
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """An empty value: a compacted topic's deletion marker, not a record and not an error."""
+
+
+TOMBSTONE = Tombstone()
+
+
+def _tenant_error(loc: tuple[int | str, ...]) -> bool:
+    # ('drift_score', 'tenant_id') or ('alert', 'scope', 'tenant_id', <union branch>)
+    return loc[1:2] == ("tenant_id",) or loc[1:3] == ("scope", "tenant_id")
+
+
+def _classify(exc: ValidationError) -> Reason:
+    errors = exc.errors(include_url=False, include_input=False)
+    kinds = {e["type"] for e in errors}
+    if "json_invalid" in kinds or any(e["type"] == "dict_type" and not e["loc"] for e in errors):
+        return Reason.INVALID_JSON  # not JSON, or JSON that is not an object
+    if kinds & _TAG_ERRORS:
+        return Reason.UNKNOWN_TYPE  # no `record` field, or one this sink does not know
+    tenant = [e for e in errors if _tenant_error(e["loc"])]
+    if tenant:
+        return Reason.MISSING_TENANT if tenant[0]["type"] == "missing" else Reason.INVALID_TENANT
+    return Reason.SCHEMA_VIOLATION
+
+
+def _detail(exc: ValidationError) -> str:
+    parts = [
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']} [{e['type']}]"
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+    return "; ".join(parts)[:_DETAIL_LIMIT]
+
+
+def decode_record(value: bytes | None) -> Parsed | Rejected | Tombstone:
+    """Validate one message value; never raises."""
+    if not value:
+        return TOMBSTONE
+    if len(value) > MAX_RECORD_BYTES:
+        return Rejected(Reason.OVERSIZED, f"{len(value)} bytes > limit {MAX_RECORD_BYTES}")
+    try:
+        record = _ADAPTER.validate_json(value)
+    except ValidationError as exc:
+        return Rejected(_classify(exc), _detail(exc))
+    return Parsed(record, value)
+
+
+def hints(value: bytes | None, key: bytes | None) -> tuple[str, str]:
+    """Best-effort tenant and record id of a rejected message, for its dead-letter row."""
+    # Control messages are keyed by `Scope.key` ("tenant=acme/agent=x"), alerts by tenant.
+    tenant = (key or b"").decode("utf-8", "replace").removeprefix("tenant=").split("/")[0][:64]
+    try:
+        doc: Any = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return tenant, ""
+    if not isinstance(doc, dict):
+        return tenant, ""
+    scope = doc.get("scope")
+    for candidate in (
+        doc.get("tenant_id"),
+        scope.get("tenant_id") if isinstance(scope, dict) else None,
+    ):
+        if isinstance(candidate, str):
+            tenant = candidate[:64]
+            break
+    ids = [doc[f] for f in _ID_FIELDS if isinstance(doc.get(f), str)]
+    return tenant, (ids[0][:64] if ids else "")

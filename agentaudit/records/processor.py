@@ -1,0 +1,172 @@
+"""The record sink's decisions, free of Kafka and ClickHouse I/O: what each message becomes.
+
+`RecordProcessor.add` routes one message of the alerts or control topic into the pending
+batch: a row for its record table, a dead letter, or nothing (a tombstone, a message the
+store already holds, a record id already stored). `take` hands the batch to the sink, which
+inserts it and then calls `stored`.
+
+Exactly once, as in the event sink, by offsets stored in the rows, with one difference: a
+partition feeds several tables. So there are two kinds of position:
+
+- per table and (topic, partition), the highest offset the table holds: a message is
+  skipped for its table when its offset is at or below it (rows of one table are stored in
+  offset order, so that is exact, whatever happened to the other tables);
+- per (topic, partition), the last offset of the last *complete* flush (the
+  `record_sink_offsets` table): where to resume reading.
+
+Record ids are deterministic, so a job that replays after its own crash re-publishes the
+same record as a new message; a window of recent ids per kind, recovered from the store,
+drops those.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from agentaudit.records.decode import Parsed, Tombstone, decode_record, hints
+from agentaudit.records.rows import RECORD_TABLES, Record
+from agentaudit.sink.dedup import RecentIds
+from agentaudit.sink.processor import DlqRecord
+from agentaudit.sink.rows import Source, dead_letter_row
+
+DEAD_LETTERS_TABLE = "agentaudit.dead_letters"
+TopicPartitionKey = tuple[str, int]
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class RecordBatch:
+    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    """Table → rows, each in that table's column order."""
+    dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
+    dlq: list[DlqRecord] = field(default_factory=list)
+    ranges: dict[TopicPartitionKey, tuple[int, int]] = field(default_factory=dict)
+    """(topic, partition) → first and last offset seen in this batch, stored or skipped."""
+    high: dict[str, dict[TopicPartitionKey, int]] = field(default_factory=dict)
+    """Table → (topic, partition) → highest offset this batch adds to the table."""
+    started: float = 0.0
+
+    @property
+    def row_count(self) -> int:
+        return len(self.dead_letters) + sum(len(r) for r in self.rows.values())
+
+    def dedup_token(self, table: str) -> str:
+        """`insert_deduplication_token` for a server: the table and the source ranges."""
+        spans = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(self.ranges.items()))
+        return f"{table}|{spans}"
+
+    def offsets_rows(self) -> list[tuple[str, int, int]]:
+        """The `record_sink_offsets` rows of this batch: the last offset per partition."""
+        return [(t, p, last) for (t, p), (_first, last) in sorted(self.ranges.items())]
+
+
+@dataclass
+class RecordCounters:
+    stored: dict[str, int] = field(default_factory=dict)
+    """Record kind → rows added (before the insert is acknowledged)."""
+    dead_lettered: int = 0
+    duplicates: int = 0
+    already_stored: int = 0
+    tombstones: int = 0
+
+    @property
+    def handled(self) -> int:
+        """Messages seen since start, whatever became of them."""
+        return (sum(self.stored.values()) + self.dead_lettered + self.duplicates
+                + self.already_stored + self.tombstones)  # fmt: skip
+
+
+class RecordProcessor:
+    """Per-sink state: per-table watermarks, resume positions, recent ids, the pending batch."""
+
+    def __init__(self, dedup_capacity: int, clock: Clock = utc_now) -> None:
+        self.clock = clock
+        self.dedup_capacity = dedup_capacity
+        self.recent = {kind: RecentIds(dedup_capacity) for kind in RECORD_TABLES}
+        self.watermarks: dict[str, dict[TopicPartitionKey, int]] = {}
+        self.progress: dict[TopicPartitionKey, int] = {}
+        self.counters = RecordCounters()
+        self.batch = RecordBatch()
+
+    def recover(
+        self,
+        watermarks: dict[str, dict[TopicPartitionKey, int]],
+        progress: dict[TopicPartitionKey, int],
+        recent_ids: dict[str, list[str]],
+    ) -> None:
+        """Load what the store holds (see `recovery.recover_records`); the batch must be empty."""
+        self.watermarks = {table: dict(marks) for table, marks in watermarks.items()}
+        self.progress = dict(progress)
+        for kind, window in self.recent.items():
+            window.reset(recent_ids.get(kind, []))
+
+    def resume_offset(self, topic: str, partition: int) -> int:
+        """Where to read a partition from: after the last complete flush, else the log start."""
+        return self.progress.get((topic, partition), -1) + 1
+
+    def _held(self, table: str, source: Source) -> bool:
+        return source.offset <= self.watermarks.get(table, {}).get(
+            (source.topic, source.partition), -1
+        )
+
+    def add(self, source: Source, value: bytes | None) -> None:
+        """Route one consumed message into the pending batch."""
+        batch = self.batch
+        if not batch.ranges:
+            batch.started = time.monotonic()
+        tp = (source.topic, source.partition)
+        first, _ = batch.ranges.get(tp, (source.offset, source.offset))
+        batch.ranges[tp] = (first, source.offset)
+        verdict = decode_record(value)
+        if isinstance(verdict, Tombstone):
+            self.counters.tombstones += 1
+        elif isinstance(verdict, Parsed):
+            self._add_record(source, verdict.record, verdict.raw)
+        elif self._held(DEAD_LETTERS_TABLE, source):
+            self.counters.already_stored += 1
+        else:
+            tenant, record_id = hints(value, source.key)
+            reason = verdict.reason.value
+            batch.dead_letters.append(dead_letter_row(
+                source, reason, verdict.detail, value, self.clock(), tenant, record_id
+            ))  # fmt: skip
+            batch.dlq.append(DlqRecord(source.key, value or b"", [
+                ("reason", reason.encode()),
+                ("detail", verdict.detail[:512].encode()),
+                ("source", f"{source.topic}:{source.partition}:{source.offset}".encode()),
+            ]))  # fmt: skip
+            batch.high.setdefault(DEAD_LETTERS_TABLE, {})[tp] = source.offset
+            self.counters.dead_lettered += 1
+
+    def _add_record(self, source: Source, record: Record, raw: bytes) -> None:
+        table = RECORD_TABLES[record.record]
+        if self._held(table.table, source):
+            self.counters.already_stored += 1
+            return
+        if not self.recent[table.record].add(getattr(record, table.id_column)):
+            self.counters.duplicates += 1
+            return
+        self.batch.rows.setdefault(table.table, []).append(table.row(record, raw, source))
+        self.batch.high.setdefault(table.table, {})[(source.topic, source.partition)] = (
+            source.offset
+        )
+        self.counters.stored[table.record] = self.counters.stored.get(table.record, 0) + 1
+
+    def take(self) -> RecordBatch:
+        """Hand over the pending batch and start a new one."""
+        batch, self.batch = self.batch, RecordBatch()
+        return batch
+
+    def stored(self, batch: RecordBatch) -> None:
+        """Advance the watermarks and positions once every insert of the batch is acknowledged."""
+        for table, marks in batch.high.items():
+            self.watermarks.setdefault(table, {}).update(marks)
+        self.progress.update({(t, p): last for t, p, last in batch.offsets_rows()})

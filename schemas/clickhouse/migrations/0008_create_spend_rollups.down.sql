@@ -1,0 +1,2 @@
+DROP VIEW IF EXISTS agentaudit.spend_hourly_mv;
+DROP TABLE IF EXISTS agentaudit.spend_hourly;

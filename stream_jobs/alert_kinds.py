@@ -1,0 +1,35 @@
+"""Every alert kind the stream jobs can fire, in one place: kind → what it means in one line.
+
+An `Alert.kind` names its runbook, `runbooks/<Kind>.md`. `tests/integration/test_runbooks.py`
+checks both directions against this registry (every kind has a runbook, every runbook is a
+kind or one of `NON_ALERT_RUNBOOKS`) and that it matches the kinds the jobs' code contains.
+A job that adds a kind adds it here and writes its runbook in the same change.
+"""
+
+from __future__ import annotations
+
+ALERT_KINDS: dict[str, str] = {
+    # spend + budgets (stream_jobs/spend)
+    "BudgetThresholdCrossed": "A budget's soft threshold (e.g. 80%) was crossed in its window.",
+    "BudgetExhausted": "A hard budget hit its limit; the scope is blocked until the window ends.",
+    # circuit breaker (stream_jobs/breaker)
+    "BreakerOpen": "An agent's or agent+tool's circuit breaker opened; its calls are refused.",
+    # anomaly (stream_jobs/anomaly), one kind per minute series
+    "SpendAnomaly": "Spend per minute left its usual range.",
+    "CallVolumeAnomaly": "LLM + tool calls per minute rose or fell far outside the usual range.",
+    "TokensPerCallAnomaly": "Tokens per LLM call moved far from the usual level.",
+    "ErrorRateAnomaly": "The share of failed operations rose far above the usual level.",
+    "DenyRateSpike": "The share of DENY policy decisions rose far above the usual level.",
+    "GuardrailSpike": "Guardrail triggers per minute rose far above the usual count.",
+    "LatencyAnomaly": "p95 LLM call latency rose far above the usual level.",
+    "ApprovalLatencyAnomaly": "Median human approval latency rose far above the usual level.",
+    # drift (stream_jobs/drift)
+    "EvalDrift": "Gold-set eval scores drifted from the pinned reference.",
+    "BehaviourDrift": "An agent's tool mix, tokens per call or latency drifted from its past.",
+    "ModelVersionChanged": "An LLM call was served by another model than the pinned one.",
+}
+
+NON_ALERT_RUNBOOKS: dict[str, str] = {
+    "ManualBlock": "An operator blocked a scope by hand (`agentaudit block`).",
+}
+"""Runbooks that no alert fires but that records link to (a control message's `runbook`)."""

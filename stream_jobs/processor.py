@@ -1,0 +1,115 @@
+"""All per-worker stream-job state behind one faust-free object the topology drives.
+
+`StreamJobs.process(partition, items, now)` decodes a batch of one partition's messages with
+the sink's own contract (`schemas.events.parse_event`) and cost (`EventCost`, the same
+pricing code), feeds the spend/budget and breaker jobs, and returns the records to publish.
+Invalid messages are skipped and counted: the sink dead-letters them, so the jobs see
+exactly the events the trail holds. State keys and their partitions come from the jobs
+(`dirty_states`), so the topology writes each changelog value where it belongs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from agentaudit.sink.rows import EventCost
+from schemas.budgets import Budget
+from schemas.events import MAX_EVENT_BYTES, parse_event
+from schemas.pricing import PricingTable
+from schemas.records import Alert, BreakerTransition, ControlMessage
+from stream_jobs.breaker.board import BreakerBoard
+from stream_jobs.breaker.config import BreakerConfig
+from stream_jobs.spend.job import SpendJob
+
+Record = Alert | ControlMessage | BreakerTransition
+
+
+@dataclass
+class JobCounters:
+    events: int = 0
+    invalid: int = 0
+    records: int = 0
+
+
+@dataclass(frozen=True)
+class StateWrite:
+    """One table value to write: `job` names the table, `partition` its changelog partition."""
+
+    job: str
+    key: str
+    partition: int | None
+    value: dict[str, Any] | None
+
+
+class StreamJobs:
+    """Spend + budgets and circuit breakers for the partitions this worker owns."""
+
+    def __init__(
+        self,
+        pricing: PricingTable,
+        budgets: Iterable[Budget] = (),
+        breaker_config: BreakerConfig | None = None,
+        *,
+        issued_by: str = "agentaudit.stream_jobs",
+    ) -> None:
+        self.cost = EventCost(pricing)
+        self.spend = SpendJob(budgets, issued_by=issued_by)
+        self.breakers = BreakerBoard(breaker_config, issued_by=issued_by)
+        self.counters = JobCounters()
+
+    def process(self, partition: int, items: Iterable[tuple[int, bytes | None]], now: datetime) -> list[Record]:
+        """Apply one partition's messages (offset, value) in order; the records they cause."""
+        out: list[Record] = []
+        spend, breakers, cost, counters = self.spend, self.breakers, self.cost, self.counters
+        for offset, value in items:
+            if value is None or len(value) > MAX_EVENT_BYTES:
+                counters.invalid += 1
+                continue
+            try:
+                event = parse_event(value)
+            except ValidationError:
+                counters.invalid += 1
+                continue
+            counters.events += 1
+            usd = cost(event)[0]
+            found = spend.observe(event, usd, partition, offset, now)
+            if found:
+                out += found
+            found = breakers.observe(event, usd, partition, offset, now)
+            if found:
+                out += found
+        counters.records += len(out)
+        return out
+
+    def tick(self, now: datetime) -> list[Record]:
+        """Timer work: budget window resets, breaker cooldowns (open → half_open)."""
+        out: list[Record] = [*self.spend.tick(now), *self.breakers.tick(now)]
+        self.counters.records += len(out)
+        return out
+
+    def set_budget(self, budget: Budget, now: datetime) -> list[Record]:
+        return self.spend.set_budget(budget, now)
+
+    def remove_budget(self, name: str, now: datetime) -> list[Record]:
+        return self.spend.remove_budget(name, now)
+
+    def dirty_states(self) -> list[StateWrite]:
+        """Table values changed since the last call. Write them after publishing the records
+        of the same batch: a crash in between replays the batch and re-publishes the same ids."""
+        writes = [StateWrite("spend", k, self.spend.partition_of(k), self.spend.to_state(k))
+                  for k in sorted(self.spend.pop_dirty())]  # fmt: skip
+        writes += [StateWrite("breakers", k, self.breakers.partition_of(k), self.breakers.to_state(k))
+                   for k in sorted(self.breakers.pop_dirty())]  # fmt: skip
+        return writes
+
+    def restore(self, job: str, key: str, value: dict[str, Any]) -> None:
+        """Load one recovered table value (after a restart or a rebalance)."""
+        if job == "spend":
+            self.spend.from_state(key, value)
+        else:
+            self.breakers.from_state(key, value)

@@ -1,0 +1,197 @@
+"""The record sink's routing and exactly-once decisions, without Kafka or ClickHouse."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from agentaudit.records.decode import MAX_RECORD_BYTES
+from agentaudit.records.processor import DEAD_LETTERS_TABLE, RecordBatch, RecordProcessor
+from agentaudit.records.rows import ALERTS, DRIFT_SCORES, RECORD_TABLES
+from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, Source
+from tests.unit.records.factories import alert, control, drift, transition, wire
+
+FIXED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+def processor() -> RecordProcessor:
+    return RecordProcessor(dedup_capacity=1000, clock=lambda: FIXED)
+
+
+def src(
+    offset: int, topic: str = "alerts", partition: int = 0, key: bytes | None = b"acme"
+) -> Source:
+    return Source(topic, partition, offset, 1_700_000_000_000, key)
+
+
+def test_each_record_goes_to_its_table() -> None:
+    p = processor()
+    for offset, record in enumerate([alert(), transition(), drift()]):
+        p.add(src(offset), wire(record))
+    p.add(src(0, "control"), wire(control()))
+    batch = p.take()
+    assert {t: len(rows) for t, rows in batch.rows.items()} == {
+        "agentaudit.alerts": 1,
+        "agentaudit.breaker_transitions": 1,
+        "agentaudit.drift_scores": 1,
+        "agentaudit.control": 1,
+    }
+    assert batch.ranges == {("alerts", 0): (0, 2), ("control", 0): (0, 0)}
+    assert p.counters.stored == {
+        "alert": 1,
+        "breaker_transition": 1,
+        "drift_score": 1,
+        "control": 1,
+    }
+    assert batch.offsets_rows() == [("alerts", 0, 2), ("control", 0, 0)]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{oops", "invalid_json"),
+        (b"[1, 2]", "invalid_json"),
+        (b'{"hello": "world"}', "unknown_type"),
+        (orjson.dumps({**orjson.loads(wire(alert())), "record": "spend_window"}), "unknown_type"),
+        (
+            orjson.dumps({**orjson.loads(wire(drift())), "tenant_id": "Not A Slug"}),
+            "invalid_tenant",
+        ),
+        (
+            orjson.dumps(
+                {k: v for k, v in orjson.loads(wire(drift())).items() if k != "tenant_id"}
+            ),
+            "missing_tenant",
+        ),
+        (
+            orjson.dumps({**orjson.loads(wire(alert())), "scope": {"tenant_id": "bad tenant"}}),
+            "invalid_tenant",
+        ),
+        (
+            orjson.dumps({**orjson.loads(wire(alert())), "severity": "apocalyptic"}),
+            "schema_violation",
+        ),
+        (b'{"record": "alert", "pad": "' + b"x" * MAX_RECORD_BYTES + b'"}', "oversized"),
+    ],
+)
+def test_junk_is_dead_lettered_with_a_reason_code(value: bytes, reason: str) -> None:
+    p = processor()
+    p.add(src(7, key=b"tenant=acme/agent=bot"), value)
+    batch = p.take()
+    assert not batch.rows and len(batch.dead_letters) == 1
+    row = dict(zip(DEAD_LETTER_COLUMNS, batch.dead_letters[0], strict=True))
+    assert (row["reason"], row["original"], row["kafka_offset"], row["source_topic"]) == (
+        reason,
+        value,
+        7,
+        "alerts",
+    )
+    assert row["tenant_id"] in ("acme", "Not A Slug", "bad tenant")
+    assert dict(batch.dlq[0].headers)["reason"] == reason.encode()
+    assert batch.high == {DEAD_LETTERS_TABLE: {("alerts", 0): 7}}
+
+
+def test_dead_letter_names_the_record_id_it_carried() -> None:
+    doc = {**orjson.loads(wire(alert())), "severity": "apocalyptic"}
+    p = processor()
+    p.add(src(0), orjson.dumps(doc))
+    row = dict(zip(DEAD_LETTER_COLUMNS, p.take().dead_letters[0], strict=True))
+    assert row["event_id"] == doc["alert_id"] and row["tenant_id"] == "acme"
+
+
+@pytest.mark.parametrize("value", [None, b""])
+def test_tombstones_are_skipped_not_dead_lettered(value: bytes | None) -> None:
+    p = processor()
+    p.add(src(4, "control"), value)
+    batch = p.take()
+    assert not batch.rows and not batch.dead_letters and p.counters.tombstones == 1
+    assert batch.offsets_rows() == [("control", 0, 4)]  # still a position to resume after
+
+
+def test_a_republished_record_is_stored_once_even_from_another_partition() -> None:
+    p = processor()
+    p.add(src(0), wire(alert(1)))
+    p.add(src(0, partition=1), wire(alert(1, observed=99.0)))  # a replaying job: same id
+    assert len(p.take().rows[ALERTS.table]) == 1 and p.counters.duplicates == 1
+
+
+def test_recovered_ids_drop_records_stored_before_the_restart() -> None:
+    p = processor()
+    p.recover({}, {}, {"alert": [alert(1).alert_id], "drift_score": [drift(2).score_id]})
+    p.add(src(0), wire(alert(1)))
+    p.add(src(1), wire(drift(2)))
+    p.add(src(2), wire(drift(3)))
+    assert [r[0] for r in p.take().rows[DRIFT_SCORES.table]] == [drift(3).score_id]
+    assert p.counters.duplicates == 2
+
+
+def test_resume_after_the_last_complete_flush() -> None:
+    p = processor()
+    p.recover({ALERTS.table: {("alerts", 0): 50}}, {("alerts", 0): 40}, {})
+    assert p.resume_offset("alerts", 0) == 41
+    assert p.resume_offset("alerts", 1) == 0 and p.resume_offset("control", 0) == 0
+
+
+def _store_state(
+    tables: dict[str, list[tuple[Any, ...]]],
+) -> tuple[dict[str, dict[tuple[str, int], int]], dict[str, list[str]]]:
+    """What `recover_records` would read from a store holding `tables` (no offsets rows)."""
+    marks: dict[str, dict[tuple[str, int], int]] = {}
+    recent: dict[str, list[str]] = {}
+    for spec in RECORD_TABLES.values():
+        for row in tables.get(spec.table, []):
+            got = dict(zip(spec.columns, row, strict=True))
+            tp = (got["kafka_topic"], got["kafka_partition"])
+            marks.setdefault(spec.table, {})[tp] = max(
+                marks.get(spec.table, {}).get(tp, -1), got["kafka_offset"]
+            )
+            recent.setdefault(spec.record, []).append(got[spec.id_column])
+    return marks, recent
+
+
+def test_a_crash_between_two_table_inserts_replays_into_exactly_the_missing_rows() -> None:
+    """Alerts inserted, drift scores not, offsets row not: a restart stores each record once."""
+    messages = [wire(r) for r in (drift(0), alert(0), drift(1), alert(1), transition(0), drift(2))]
+    first = processor()
+    for offset, value in enumerate(messages):
+        first.add(src(offset), value)
+    crashed: RecordBatch = first.take()
+    store = {ALERTS.table: crashed.rows[ALERTS.table]}  # only the first insert landed
+
+    marks, recent = _store_state(store)
+    second = processor()
+    second.recover(marks, {}, recent)
+    start = second.resume_offset("alerts", 0)
+    assert start == 0  # no complete flush recorded: replay the partition
+    for offset in range(start, len(messages)):
+        second.add(src(offset), messages[offset])
+    replay = second.take()
+    for table, rows in replay.rows.items():
+        store.setdefault(table, []).extend(rows)
+    ids = {t: sorted(r[0] for r in rows) for t, rows in store.items()}
+    assert ids == {
+        ALERTS.table: sorted([alert(0).alert_id, alert(1).alert_id]),
+        DRIFT_SCORES.table: sorted([drift(i).score_id for i in range(3)]),
+        "agentaudit.breaker_transitions": [transition(0).transition_id],
+    }
+    assert second.counters.already_stored == 2 and second.counters.duplicates == 0
+
+
+def test_stored_advances_watermarks_and_positions() -> None:
+    p = processor()
+    p.add(src(3), wire(alert()))
+    p.add(src(4), b"junk")
+    p.add(src(9, "control", 2), b"")
+    batch = p.take()
+    p.stored(batch)
+    assert p.watermarks == {
+        ALERTS.table: {("alerts", 0): 3},
+        DEAD_LETTERS_TABLE: {("alerts", 0): 4},
+    }
+    assert p.resume_offset("alerts", 0) == 5 and p.resume_offset("control", 2) == 10
+    p.add(src(3), wire(alert(5)))  # at or below the alerts watermark: held already
+    p.add(src(4), b"junk")
+    assert p.counters.already_stored == 2 and not p.take().rows
