@@ -155,19 +155,38 @@ class AnomalyMonitor:
             if last is not None and target - last > 24 * 60 and not self.series[key].open:
                 del self.series[key]
 
-    def to_state(self) -> dict[str, Any]:
-        """JSON-serialisable state (for a faust table value)."""
+    @property
+    def profiles_hour(self) -> int | None:
+        """Minute index of the last hour folded into the profiles: when it changes, the
+        profiles changed (persist `profiles_state()` then, if kept apart)."""
+        closed = self.series[_TENANT].closed_until
+        return None if closed is None else (closed + 1) // 60 * 60 - 60
+
+    def profiles_state(self) -> dict[str, Any]:
+        """The hourly profiles of every series: ~90 % of the state, changing once an hour."""
+        return {k: s.profiles_state() for k, s in self.series.items()}
+
+    def to_state(self, profiles: bool = True) -> dict[str, Any]:
+        """JSON-serialisable state (for a faust table value).
+
+        `profiles=False` leaves out the weekly/daily profiles so a table written every
+        batch stays small (a few kB a series); store `profiles_state()` apart, at least once
+        per hour, and pass it back to `from_state`.
+        """
         return {
             "v": STATE_VERSION,
             "tenant": self.tenant_id,
             "offsets": self.guard.to_state(),
             "watermark": None if self._watermark is None else self._watermark.isoformat(),
             "counters": [self.late_events, self.dropped_events, self.untracked_agent_events],
-            "series": {k: s.to_state() for k, s in self.series.items()},
+            "series": {k: s.to_state(profiles) for k, s in self.series.items()},
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], config: AnomalyConfig) -> AnomalyMonitor:
+    def from_state(
+        cls, state: dict[str, Any], config: AnomalyConfig, profiles: dict[str, Any] | None = None
+    ) -> AnomalyMonitor:
+        """Restore; `profiles` (from `profiles_state`) when they were stored apart."""
         if state.get("v") != STATE_VERSION:
             raise ValueError(f"anomaly state version {state.get('v')!r}, expected {STATE_VERSION}")
         m = cls(state["tenant"], config)
@@ -176,4 +195,7 @@ class AnomalyMonitor:
         m._watermark = None if wm is None else datetime.fromisoformat(wm)
         m.late_events, m.dropped_events, m.untracked_agent_events = state["counters"]
         m.series = {k: SeriesTracker.from_state(s, config) for k, s in state["series"].items()}
+        for key, saved in (profiles or {}).items():
+            if key in m.series:
+                m.series[key].load_profiles(saved)
         return m

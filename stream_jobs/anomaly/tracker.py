@@ -145,7 +145,16 @@ class SeriesTracker:
             return 0.0
         return float(inverse(np.full(N_METRICS, np.median(row)))[INDEX[Metric.CALLS]])
 
-    def to_state(self) -> dict[str, Any]:
+    def profiles_state(self) -> dict[str, Any]:
+        """The weekly and daily profiles (the bulk of the state; they change once an hour)."""
+        return {"seasonal": self.seasonal.to_state(), "daily": self.daily.to_state()}
+
+    def load_profiles(self, state: dict[str, Any]) -> None:
+        self.seasonal = SeasonalProfile.from_state(state["seasonal"], N_METRICS)
+        self.daily = SeasonalProfile.from_state(state["daily"], N_METRICS)
+
+    def to_state(self, profiles: bool = True) -> dict[str, Any]:
+        """JSON state; `profiles=False` leaves out the hourly profiles (see `profiles_state`)."""
         return {
             "open": [[m, a.to_state()] for m, a in self.open.items()],
             "closed_until": self.closed_until,
@@ -155,8 +164,7 @@ class SeriesTracker:
             "ewma": _floats(self.ewma),
             "trailing": None if self.trailing is None else [_floats(a) for a in self.trailing],
             "pools": [[i, start, acc.to_state()] for i, (start, acc) in self.pools.items()],
-            "seasonal": self.seasonal.to_state(),
-            "daily": self.daily.to_state(),
+            **(self.profiles_state() if profiles else {}),
             "cooldown": dict(self.cooldown),
         }
 
@@ -171,8 +179,8 @@ class SeriesTracker:
         rows = state["trailing"]
         t.trailing = None if rows is None else Baseline(*(np.array(r, dtype=float) for r in rows))
         t.pools = {int(i): (int(s), MinuteAcc.from_state(a)) for i, s, a in state["pools"]}
-        t.seasonal = SeasonalProfile.from_state(state["seasonal"], N_METRICS)
-        t.daily = SeasonalProfile.from_state(state["daily"], N_METRICS)
+        if "seasonal" in state:
+            t.load_profiles(state)
         t.cooldown = {str(k): int(v) for k, v in state["cooldown"].items()}
         return t
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 
 from schemas.records import Alert, record_id
 from stream_jobs.anomaly import AnomalyConfig, AnomalyMonitor, Metric, MinuteAcc
@@ -125,14 +126,22 @@ def test_late_events_are_counted_not_applied_and_replays_are_skipped() -> None:
     assert monitor.watermark == at
 
 
-def test_restored_state_makes_the_same_decisions_as_an_uninterrupted_run() -> None:
+@pytest.mark.parametrize("apart", [False, True])
+def test_restored_state_makes_the_same_decisions_as_an_uninterrupted_run(apart: bool) -> None:
     config = AnomalyConfig()
     make_a, make_b = steady(7, spikes((250, 330))), steady(7, spikes((250, 330)))
-    straight = feed(AnomalyMonitor("acme", config), range(400), make_a)
+    straight = feed(AnomalyMonitor("acme", config), range(1900), make_a)
     first = AnomalyMonitor("acme", config)
-    alerts = feed(first, range(207), make_b)
-    restored = AnomalyMonitor.from_state(json.loads(json.dumps(first.to_state())), config)
-    alerts += feed(restored, range(207, 400), make_b)
+    alerts = feed(first, range(1507), make_b)
+    if apart:  # hot state every batch, hourly profiles in their own table
+        assert first.profiles_hour == START + 1440
+        hot = json.loads(json.dumps(first.to_state(profiles=False)))
+        assert "seasonal" not in hot["series"][""]
+        profiles = json.loads(json.dumps(first.profiles_state()))
+        restored = AnomalyMonitor.from_state(hot, config, profiles)
+    else:
+        restored = AnomalyMonitor.from_state(json.loads(json.dumps(first.to_state())), config)
+    alerts += feed(restored, range(1507, 1900), make_b)
     assert len(straight) >= 2
     assert [a.model_dump() for a in alerts] == [a.model_dump() for a in straight]
 
