@@ -53,6 +53,7 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
 
         # Alerts, control messages, transitions and drift scores land beside the events.
         records = asyncio.create_task(run_record_sink(settings, store, stop))
+        jobs = asyncio.create_task(run_stream_jobs(settings, stop)) if settings.stream_jobs else None
         try:
             if settings.sink_processes > 1:
                 c = await _run_sink_processes(settings, stop)
@@ -63,11 +64,20 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
         finally:
             stop.set()
             record_sink = await records
+            if jobs is not None:
+                await jobs
         console.print(
             f"worker stopped: {c.accepted} events, {c.dead_lettered} dead letters, "
             f"{c.duplicates} duplicates dropped, {flushes} flushes; "
             f"{sum(record_sink.processor.counters.stored.values())} pipeline records stored"
         )
+
+
+async def run_stream_jobs(settings: Settings, stop: asyncio.Event) -> None:
+    """The faust stream jobs (spend, budgets, breakers) in this event loop until `stop`."""
+    from stream_jobs.app import StreamJobsApp
+
+    await StreamJobsApp(settings).run(stop)
 
 
 async def _run_sink_processes(settings: Settings, stop: asyncio.Event) -> ChildCounters:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         le=64,
         description="Sink processes the worker runs (they share the partitions); up to one per core.",
     )
+    stream_jobs: bool = Field(
+        default=True, description="Run the faust stream jobs (spend, budgets, breakers) in the worker."
+    )
     dedup_window: int = Field(
         default=200_000,
         ge=0,

@@ -77,12 +77,12 @@ class StreamJobs:
                 continue
             counters.events += 1
             usd = cost(event)[0]
-            found = spend.observe(event, usd, partition, offset, now)
-            if found:
-                out += found
-            found = breakers.observe(event, usd, partition, offset, now)
-            if found:
-                out += found
+            spent = spend.observe(event, usd, partition, offset, now)
+            if spent:
+                out += spent
+            tripped = breakers.observe(event, usd, partition, offset, now)
+            if tripped:
+                out += tripped
         counters.records += len(out)
         return out
 
@@ -93,10 +93,10 @@ class StreamJobs:
         return out
 
     def set_budget(self, budget: Budget, now: datetime) -> list[Record]:
-        return self.spend.set_budget(budget, now)
+        return list(self.spend.set_budget(budget, now))
 
     def remove_budget(self, name: str, now: datetime) -> list[Record]:
-        return self.spend.remove_budget(name, now)
+        return list(self.spend.remove_budget(name, now))
 
     def dirty_states(self) -> list[StateWrite]:
         """Table values changed since the last call. Write them after publishing the records

@@ -48,15 +48,40 @@ def worker(
         int | None,
         typer.Option(min=1, help="Sink processes sharing the partitions [env AGENTAUDIT_SINK_PROCESSES; default 1]."),
     ] = None,
+    stream_jobs: Annotated[
+        bool, typer.Option(help="Also run the stream jobs (spend, budgets, breakers) [env AGENTAUDIT_STREAM_JOBS].")
+    ] = True,
 ) -> None:
-    """Consume events into the store (exactly once) until Ctrl-C; owns the embedded store."""
+    """Sink events and pipeline records into the store (exactly once) and run the stream jobs,
+    until Ctrl-C; owns the embedded store."""
     from agentaudit.cli.runtime import run_until_signal
     from agentaudit.services import serve_worker
 
     settings = _settings()
+    updates: dict[str, object] = {"stream_jobs": settings.stream_jobs and stream_jobs}
     if sink_processes is not None:
-        settings = settings.model_copy(update={"sink_processes": sink_processes})
+        updates["sink_processes"] = sink_processes
+    settings = settings.model_copy(update=updates)
     run_until_signal(lambda stop: serve_worker(settings, stop, console))
+
+
+@app.command()
+def jobs() -> None:
+    """Run only the stream jobs (a faust worker: spend, budgets, breakers) until Ctrl-C.
+    Start several to share the partitions; no store is needed."""
+    from agentaudit.broker import ensure_topics
+    from agentaudit.cli.runtime import run_until_signal
+    from agentaudit.services import run_stream_jobs
+
+    settings = _settings()
+
+    async def serve(stop: asyncio.Event) -> None:
+        await ensure_topics(settings)
+        console.print(f"stream jobs consuming {settings.events_topic} from {settings.kafka_bootstrap}; Ctrl-C stops")
+        await run_stream_jobs(settings, stop)
+        console.print("stream jobs stopped")
+
+    run_until_signal(serve)
 
 
 @app.command()

@@ -1,0 +1,189 @@
+"""The faust app "agentaudit": the stream jobs' topology, declared in one place.
+
+    events topic ──► agent `jobs` (batches per partition) ──► StreamJobs (pure logic)
+                                                              │ records
+                     alerts topic ◄── alerts, transitions ────┤
+                     control topic ◄── block / unblock ───────┘ (key = scope)
+                     tables `spend`, `breakers` ◄── state per tenant (changelog = recovery)
+    budgets topic ──► task `follow_budgets` (every worker reads all of it)
+    timer `tick` (1 s) ──► window resets, breaker cooldowns
+
+Per batch: records are published and acknowledged first, then the changed state is written
+to the tables' changelogs, then the batch's offsets are acknowledged (committed by faust
+later). A crash anywhere replays the batch; the jobs skip offsets their recovered state
+already applied and re-publish any record with the same id, which the record sink stores
+once. That is "exactly once" for spend and alerts without transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from agentaudit.settings import Settings
+from producers.backoff import Backoff
+from schemas.budgets import Budget
+from schemas.pricing import load_pricing
+from schemas.records import ControlMessage
+from stream_jobs.breaker.config import BreakerConfig
+from stream_jobs.processor import Record, StreamJobs
+from stream_jobs.runtime import make_app
+
+log = logging.getLogger("agentaudit.stream_jobs")
+
+BATCH_MAX = 2000
+BATCH_WITHIN_S = 0.1
+TICK_INTERVAL_S = 1.0
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def record_key(record: Record) -> bytes:
+    """Control messages are keyed by scope (the compacted topic keeps the latest per scope);
+    alerts and transitions by tenant, so one tenant's records stay in order."""
+    if isinstance(record, ControlMessage):
+        return record.scope.key.encode()
+    return record.scope.tenant_id.encode()
+
+
+class StreamJobsApp:
+    """Builds the faust app around a `StreamJobs`; `app` is what a worker runs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        breaker_config: BreakerConfig | None = None,
+        clock: Clock = utc_now,
+        app_id: str = "agentaudit",
+        **faust_overrides: Any,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.jobs = StreamJobs(load_pricing(), breaker_config=breaker_config)
+        self.budgets_seen = asyncio.Event()
+        app = self.app = make_app(settings, app_id=app_id, **faust_overrides)
+        self.events = app.topic(settings.events_topic, key_serializer="raw", value_serializer="raw")
+        self.alerts = app.topic(settings.alerts_topic, key_serializer="raw", value_serializer="raw")
+        self.control = app.topic(settings.control_topic, key_serializer="raw", value_serializer="raw")
+        self.tables = {
+            name: app.Table(name, partitions=settings.partitions)  # keys and values as JSON
+            for name in ("spend", "breakers")
+        }
+        for name, table in self.tables.items():
+            table.on_recover(self._restorer(name))
+        app.agent(self.events, name="jobs")(self._consume)
+        app.timer(TICK_INTERVAL_S)(self._tick)
+        app.task(self._follow_budgets)
+
+    # -- the agent ------------------------------------------------------------------------
+
+    async def _consume(self, stream: Any) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            partition = events[0].message.partition
+            records = self.jobs.process(
+                partition, ((e.message.offset, e.value) for e in events), self.clock()
+            )
+            await self._publish(records)
+            await self._write_state()
+
+    async def run(self, stop: asyncio.Event, *, timeout: float = 120.0) -> None:
+        """Run the app's worker services in this event loop until `stop` is set."""
+        from stream_jobs.runtime import running
+
+        async with running(self.app, timeout=timeout):
+            await stop.wait()
+
+    async def _tick(self) -> None:
+        await self._publish(self.jobs.tick(self.clock()))
+        await self._write_state()
+
+    async def _publish(self, records: list[Record]) -> None:
+        """Send and wait for the broker's acknowledgement of every record."""
+        if not records:
+            return
+        pending = []
+        for record in records:
+            topic = self.control if isinstance(record, ControlMessage) else self.alerts
+            pending.append(await topic.send(key=record_key(record), value=record.model_dump_json().encode()))
+        await asyncio.gather(*pending)
+
+    async def _write_state(self) -> None:
+        writes = self.jobs.dirty_states()
+        if not writes:
+            return
+        for write in writes:
+            table = self.tables[write.job]
+            key = write.key
+            if write.value is None:
+                table.data.pop(key, None)
+            else:
+                table.data[key] = write.value
+            partition = write.partition if write.partition is not None else 0
+            await table.send_changelog(partition, key, write.value)
+        await self.app.producer.flush()
+
+    def _restorer(self, name: str) -> Callable[[], Any]:
+        async def restore() -> None:
+            table = self.tables[name]
+            for key, value in list(table.data.items()):
+                if value is not None:
+                    self.jobs.restore(name, key, value)
+            log.info("restored %d %s states", len(table.data), name)
+
+        return restore
+
+    # -- budgets: every worker follows the whole compacted topic -----------------------------
+
+    async def _follow_budgets(self) -> None:
+        backoff = Backoff(0.5, 10.0)
+        while True:
+            try:
+                await self._read_budgets()
+            except KafkaError as exc:
+                delay = backoff.next_delay()
+                log.warning("budgets topic unreadable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _read_budgets(self) -> None:
+        topic = self.settings.budgets_topic
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            await consumer.topics()  # one metadata round trip for the partition list
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            if not tps:
+                raise KafkaError(f"topic {topic} does not exist yet")
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while True:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for message in records:
+                        await self._publish(self._apply_budget(message.key, message.value))
+                self.budgets_seen.set()
+                await self._write_state()
+        finally:
+            await consumer.stop()
+
+    def _apply_budget(self, key: bytes | None, value: bytes | None) -> list[Record]:
+        now = self.clock()
+        if not value:
+            return self.jobs.remove_budget((key or b"").decode(), now) if key else []
+        try:
+            budget = Budget.model_validate_json(value)
+        except (ValidationError, orjson.JSONDecodeError) as exc:
+            log.warning("skipping an invalid budget record %r: %s", key, exc)
+            return []
+        return self.jobs.set_budget(budget, now)
