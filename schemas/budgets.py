@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, Strict, StringConstraints, field_validator, model_validator
 
 from schemas.envelope import OpaqueId, StrictModel, TenantId
 
@@ -47,10 +47,10 @@ class Budget(StrictModel):
     """One budget. Validation says what is wrong in terms of the YAML file."""
 
     name: BudgetName
-    scope: BudgetScope
+    scope: Annotated[BudgetScope, Strict(False)]  # "tenant" as well as BudgetScope.TENANT
     tenant_id: TenantId | None = None
     user_id: OpaqueId | Literal["*"] | None = None
-    window: WindowKind | None = None
+    window: Annotated[WindowKind, Strict(False)] | None = None
     limit_usd: float | None = Field(default=None, gt=0)
     max_cost_usd: float | None = Field(default=None, gt=0)
     max_tokens: int | None = Field(default=None, gt=0)
