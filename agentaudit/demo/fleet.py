@@ -4,6 +4,10 @@ Every tenant runs a few agents; each simulated run calls LLMs across providers (
 caching), calls tools (some fail), passes policy checks (some DENY, some REQUIRE_APPROVAL and
 then an approval), and finishes with a stop reason. Three agents misbehave on purpose:
 one loops on the same tool call, one floods tokens, one tenant bursts its spend.
+
+Like a real agent, the fleet asks the SDK before each call (`client.check`,
+`client.check_request`): once the stream jobs block a scope (budget exhausted, breaker open)
+or a call is over a request ceiling, the SDK refuses and the run ends with that stop reason.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from producers import Client
+from producers import AgentAuditError, Client
 
 TENANT_NAMES = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka", "tyrell", "cyberdyne"]
 
@@ -44,6 +48,8 @@ class FleetStats:
     runs: int = 0
     events: int = 0
     by_fault: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
+    """Runs the SDK stopped, by reason (budget_exhausted, breaker_open, request budget)."""
 
 
 class Fleet:
@@ -64,13 +70,18 @@ class Fleet:
         with self.client.bind(tenant_id=tenant, agent_id=agent, agent_version=f"1.{AGENTS.index(agent)}.0",
                               user_id=f"user-{rng.randint(1, 40)}", variant=rng.choice(["a", "b"]),
                               session_id=f"s-{rng.getrandbits(40):x}"):  # fmt: skip
-            with self.client.run(goal=f"{agent} task {rng.randint(1, 10_000)}", max_steps=40) as run:
-                self._count(1)
-                if (tenant, agent) == LOOPING:
-                    self._loop(run)
-                else:
-                    self._normal_run(tenant, agent, run, progress)
-                self._count(1)
+            try:
+                with self.client.run(goal=f"{agent} task {rng.randint(1, 10_000)}", max_steps=40) as run:
+                    self._count(1)
+                    if (tenant, agent) == LOOPING:
+                        self._loop(run)
+                    else:
+                        self._normal_run(tenant, agent, run, progress)
+            except AgentAuditError as refused:  # the kill switch or a request ceiling
+                reason = getattr(refused, "reason", None) or type(refused).__name__
+                self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
+            finally:
+                self._count(1)  # run_finished
         self.stats.runs += 1
         return self.stats.events - before
 
@@ -106,9 +117,13 @@ class Fleet:
         if fault == "spend_burst":
             provider, model, served = "anthropic", "claude-opus-4-1", "claude-opus-4-1-20250805"
         prompt = rng.randint(800, 12_000) if fault != "spend_burst" else rng.randint(80_000, 150_000)
+        # The flooding agent asks for huge outputs; initech's request ceiling refuses the largest.
+        max_output = rng.choice([64_000, 128_000]) if fault == "token_flood" else 4_000
+        self.client.check()
+        self.client.check_request(provider, model, input_tokens=prompt, max_output_tokens=max_output)
         cached = int(prompt * rng.choice([0.0, 0.5, 0.8])) if provider != "mistral" else 0
         cache_write = int((prompt - cached) * 0.3) if provider == "anthropic" and rng.random() < 0.3 else 0
-        output = rng.randint(60_000, 120_000) if fault == "token_flood" else rng.randint(50, 1_500)
+        output = rng.randint(60_000, max_output) if fault == "token_flood" else rng.randint(50, 1_500)
         reasoning = int(output * 0.4) if model.startswith(("gpt-5", "gemini-2.5")) else 0
         failed = rng.random() < 0.02
         self.client.emit("llm_call", {
@@ -125,6 +140,7 @@ class Fleet:
 
     def _tool_call(self, tool: tuple[str, str], args_hash: str | None = None) -> None:
         rng = self.rng
+        self.client.check(tool[0])
         failed = rng.random() < 0.08
         self.client.emit("tool_call", {
             "tool": tool[0], "action": f"{tool[0]}.invoke",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from agentaudit.broker import LocalBroker, ensure_topics
+from agentaudit.demo.budgets import DEMO_BUDGETS
 from agentaudit.demo.fleet import Fleet
 from agentaudit.demo.malformed import MALFORMED
 from agentaudit.demo.summary import print_summary
@@ -57,29 +59,56 @@ async def _produce_malformed(settings: Settings) -> int:
 
 async def _demo(settings: Settings, store: Store, duration: float, tenants: int, rate: float,
                 seed: int, console: Console) -> None:  # fmt: skip
+    from agentaudit.control_plane import publish_budgets
+    from agentaudit.records.sink import RecordSink
     from producers import Client
+    from stream_jobs.app import StreamJobsApp
+    from stream_jobs.runtime import running
 
     await ensure_topics(settings)
+    await publish_budgets(settings, DEMO_BUDGETS)
     worker = SinkWorker(settings, store)
-    sink = asyncio.create_task(worker.run())
+    records = RecordSink(settings, store)
+    jobs = StreamJobsApp(settings)
+    sinks = [asyncio.create_task(worker.run()), asyncio.create_task(records.run())]
     client = Client.from_settings(settings, agent_version="1.0.0", deployment="demo")
     fleet = Fleet(client, tenants, seed)
     try:
-        await asyncio.wait_for(worker.ready.wait(), 30)
-        malformed = await _produce_malformed(settings)
-        await _drive(fleet, duration, rate, console)
-        if not await client.aflush(30, delivered=True):
-            raise UserError("the SDK could not deliver the fleet's events within 30s; is the broker healthy?")
-        expected = client.stats.sent + malformed
-        await _drain(worker, expected, console)
+        with console.status("starting the sink and the stream jobs…"):
+            async with running(jobs.app, timeout=90):
+                await asyncio.wait_for(worker.ready.wait(), 30)
+                await asyncio.wait_for(jobs.budgets_seen.wait(), 30)
+                await asyncio.to_thread(client.control.wait_ready, 15)
+                console.print(f"budgets published: {', '.join(b.name for b in DEMO_BUDGETS)}")
+                malformed = await _produce_malformed(settings)
+                await _drive(fleet, duration, rate, console)
+                if not await client.aflush(30, delivered=True):
+                    raise UserError("the SDK could not deliver the fleet's events within 30s; is the broker healthy?")
+                expected = client.stats.sent + malformed
+                await _drain(worker, expected, console)
+                await _wait(lambda: jobs.jobs.counters.events + jobs.jobs.counters.invalid >= expected,
+                            "the stream jobs to see every event")  # fmt: skip
+                await _wait(lambda: records.processor.counters.handled >= jobs.jobs.counters.records
+                            and not records.processor.batch.ranges, "the record sink to store every alert")  # fmt: skip
         console.print(
             f"fleet: {fleet.stats.runs} runs, {fleet.stats.events} events emitted "
-            f"(faults: {fleet.stats.by_fault}); SDK: {client.stats}"
+            f"(faults: {fleet.stats.by_fault}; runs the SDK stopped: {fleet.stats.refused or 'none'}); "
+            f"SDK: {client.stats}"
         )
     finally:
         await client.ashutdown(10)
         worker.stop()
-        await sink
+        records.stop()
+        await asyncio.gather(*sinks)
+
+
+async def _wait(condition: Callable[[], bool], what: str) -> None:
+    """Poll an in-process counter the pipeline updates, up to the drain timeout."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise UserError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 async def _drive(fleet: Fleet, duration: float, rate: float, console: Console) -> None:

@@ -30,8 +30,10 @@ def rows(result: subprocess.CompletedProcess[str]) -> list[dict]:
 def test_demo_end_to_end_then_query(tmp_path: Path) -> None:
     demo = cli("demo", "--duration", "6", "--tenants", "5", "--rate", "400", data_dir=tmp_path)
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    for heading in ("Events per tenant and type", "Spend per tenant and model", "Dead letters", "Hash chains"):
+    for heading in ("Events per tenant and type", "Spend per tenant and model", "Dead letters", "Hash chains",
+                    "Alerts", "Circuit breakers", "Kill switch", "Budgets: spend in the current window"):
         assert heading in demo.stdout
+    assert "runs the SDK stopped" in demo.stdout
 
     tenants = rows(cli("query", "SELECT tenant_id, count() AS n, max(chain_seq) AS last FROM agentaudit.events "
                        "GROUP BY tenant_id ORDER BY tenant_id", "--format", "json", data_dir=tmp_path))  # fmt: skip
@@ -57,6 +59,15 @@ def test_demo_end_to_end_then_query(tmp_path: Path) -> None:
         """, "-f", "json", data_dir=tmp_path))[0]  # fmt: skip
     assert int(faults["max_loop"]) >= 20 and int(faults["flood"]) >= 60_000
     assert int(faults["cached"]) > 0 and int(faults["burst"]) > 0
+
+    # The looping agent trips its breaker: a transition, a BreakerOpen alert and a block are stored.
+    trips = rows(cli("query", "SELECT tenant_id, agent_id, tool, signal FROM agentaudit.breaker_transitions "
+                     "WHERE to_state = 'open' AND signal = 'loop'", "-f", "json", data_dir=tmp_path))  # fmt: skip
+    assert {(t["tenant_id"], t["agent_id"], t["tool"]) for t in trips} == {("globex", "research-agent", "web_search")}
+    blocks = rows(cli("query", "SELECT count() AS n FROM agentaudit.control WHERE action = 'block' "
+                      "AND scope_key = 'tenant=globex/agent=research-agent/tool=web_search'", "-f", "json",
+                      data_dir=tmp_path))  # fmt: skip
+    assert int(blocks[0]["n"]) == 1
 
     dead = rows(cli("query", "SELECT reason, count() AS n FROM agentaudit.dead_letters GROUP BY reason",
                     "-f", "json", data_dir=tmp_path))  # fmt: skip
