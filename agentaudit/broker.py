@@ -116,6 +116,8 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
         settings.alerts_topic: {},
         settings.control_topic: {"cleanup.policy": "compact"},
         settings.budgets_topic: {"cleanup.policy": "compact"},
+        settings.goldsets_topic: {"cleanup.policy": "compact"},
+        settings.pins_topic: {"cleanup.policy": "compact"},
     }
 
 

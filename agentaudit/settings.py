@@ -12,6 +12,8 @@ DLQ_TOPIC = "agentaudit.dlq.v1"
 ALERTS_TOPIC = "agentaudit.alerts.v1"
 CONTROL_TOPIC = "agentaudit.control.v1"
 BUDGETS_TOPIC = "agentaudit.budgets.v1"
+GOLDSETS_TOPIC = "agentaudit.goldsets.v1"
+PINS_TOPIC = "agentaudit.pins.v1"
 
 
 class Settings(BaseSettings):
@@ -35,6 +37,8 @@ class Settings(BaseSettings):
     alerts_topic: str = ALERTS_TOPIC
     control_topic: str = Field(default=CONTROL_TOPIC, description="Compacted: block/unblock per scope.")
     budgets_topic: str = Field(default=BUDGETS_TOPIC, description="Compacted: budget definitions by name.")
+    goldsets_topic: str = Field(default=GOLDSETS_TOPIC, description="Compacted: registered gold sets by id@version.")
+    pins_topic: str = Field(default=PINS_TOPIC, description="Compacted: pinned reference distributions for drift.")
     partitions: int = Field(default=6, ge=1, le=1024, description="Partitions for created topics.")
     consumer_group: str = "agentaudit-sink"
     sink_batch_size: int = Field(default=20_000, ge=1, description="Rows per insert, at most.")

@@ -36,6 +36,8 @@ def settings(broker: LocalBroker, tmp_path: Path) -> Settings:
         alerts_topic=f"test-{tag}.alerts",
         control_topic=f"test-{tag}.control",
         budgets_topic=f"test-{tag}.budgets",
+        goldsets_topic=f"test-{tag}.goldsets",
+        pins_topic=f"test-{tag}.pins",
         consumer_group=f"sink-{tag}",
         partitions=3,
         sink_flush_interval_ms=100,
