@@ -2,11 +2,16 @@
 
     events topic ──► agent `jobs` (batches per partition) ──► StreamJobs (pure logic)
                                                               │ records
-                     alerts topic ◄── alerts, transitions ────┤
+                     alerts topic ◄── alerts, transitions, drift scores (key = tenant)
                      control topic ◄── block / unblock ───────┘ (key = scope)
-                     tables `spend`, `breakers` ◄── state per tenant (changelog = recovery)
-    budgets topic ──► task `follow_budgets` (every worker reads all of it)
-    timer `tick` (1 s) ──► window resets, breaker cooldowns
+                     tables `spend`, `breakers`, `anomaly`, `drift` ◄── state per tenant
+                                                             (changelog = recovery)
+    budgets topic ──► follower task (every worker reads all of it) ──► budgets
+    pins topic ─────► follower task (every worker reads all of it) ──► drift pins
+    timer `tick` (1 s) ──► window resets, breaker cooldowns, idle partitions' minutes close
+
+The agent waits (at most `PINS_WAIT_S`) for the pins topic to be read to its end before its
+first batch: eval results that arrive before their pin is known are not compared.
 
 Per batch: records are published and acknowledged first, then the changed state is written
 to the tables' changelogs, then the batch's offsets are acknowledged (committed by faust
@@ -28,12 +33,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from agentaudit.control_plane import _at_end
+from agentaudit.goldsets_plane import PinRecord
 from agentaudit.settings import Settings
 from producers.backoff import Backoff
 from schemas.budgets import Budget
 from schemas.pricing import load_pricing
-from schemas.records import ControlMessage
+from schemas.records import ControlMessage, DriftScore
+from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.breaker.config import BreakerConfig
+from stream_jobs.drift.config import DriftConfig
 from stream_jobs.processor import Record, StreamJobs
 from stream_jobs.runtime import make_app
 
@@ -42,7 +51,11 @@ log = logging.getLogger("agentaudit.stream_jobs")
 BATCH_MAX = 2000
 BATCH_WITHIN_S = 0.1
 TICK_INTERVAL_S = 1.0
+PINS_WAIT_S = 15.0
+TABLES = ("spend", "breakers", "anomaly", "drift")
+RAW_TABLES = ("anomaly", "drift")
 Clock = Callable[[], datetime]
+Apply = Callable[[bytes | None, bytes | None], list[Record]]
 
 
 def utc_now() -> datetime:
@@ -51,9 +64,11 @@ def utc_now() -> datetime:
 
 def record_key(record: Record) -> bytes:
     """Control messages are keyed by scope (the compacted topic keeps the latest per scope);
-    alerts and transitions by tenant, so one tenant's records stay in order."""
+    alerts, transitions and drift scores by tenant, so one tenant's records stay in order."""
     if isinstance(record, ControlMessage):
         return record.scope.key.encode()
+    if isinstance(record, DriftScore):
+        return record.tenant_id.encode()
     return record.scope.tenant_id.encode()
 
 
@@ -65,32 +80,49 @@ class StreamJobsApp:
         settings: Settings,
         *,
         breaker_config: BreakerConfig | None = None,
+        anomaly_config: AnomalyConfig | None = None,
+        drift_config: DriftConfig | None = None,
         clock: Clock = utc_now,
         app_id: str = "agentaudit",
         **faust_overrides: Any,
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.jobs = StreamJobs(load_pricing(), breaker_config=breaker_config)
+        self.jobs = StreamJobs(load_pricing(), breaker_config=breaker_config,
+                               anomaly_config=anomaly_config, drift_config=drift_config)
         self.budgets_seen = asyncio.Event()
+        """Set once the budgets topic was read to its end (as `pins_seen` for the pins topic)."""
+        self.pins_seen = asyncio.Event()
         app = self.app = make_app(settings, app_id=app_id, **faust_overrides)
         self.events = app.topic(settings.events_topic, key_serializer="raw", value_serializer="raw")
         self.alerts = app.topic(settings.alerts_topic, key_serializer="raw", value_serializer="raw")
         self.control = app.topic(settings.control_topic, key_serializer="raw", value_serializer="raw")
+        # Keys and values as JSON; anomaly/drift values come encoded (see stream_jobs.detection).
         self.tables = {
-            name: app.Table(name, partitions=settings.partitions)  # keys and values as JSON
-            for name in ("spend", "breakers")
-        }
+            name: app.Table(name, partitions=settings.partitions,
+                            value_type=bytes if name in RAW_TABLES else None)
+            for name in TABLES
+        }  # fmt: skip
         for name, table in self.tables.items():
             table.on_recover(self._restorer(name))
         app.agent(self.events, name="jobs")(self._consume)
         app.timer(TICK_INTERVAL_S)(self._tick)
         app.task(self._follow_budgets)
+        app.task(self._follow_pins)
+        app.on_partitions_revoked.connect(self._on_revoked)
 
     # -- the agent ------------------------------------------------------------------------
 
     async def _consume(self, stream: Any) -> None:
+        waited = False
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            if not waited:  # once: a pin must be known before its eval results are counted
+                waited = True
+                try:
+                    await asyncio.wait_for(self.pins_seen.wait(), PINS_WAIT_S)
+                except TimeoutError:
+                    log.warning("pins topic not read within %.0fs; eval drift may miss results "
+                                "until it is", PINS_WAIT_S)  # fmt: skip
             partition = events[0].message.partition
             records = self.jobs.process(
                 partition, ((e.message.offset, e.value) for e in events), self.clock()
@@ -140,29 +172,49 @@ class StreamJobsApp:
             for key, value in list(table.data.items()):
                 if value is not None:
                     self.jobs.restore(name, key, value)
+            # The memory store keeps keys written at run time after their partition is gone.
+            self.jobs.retain_partitions(self._assigned())
             log.info("restored %d %s states", len(table.data), name)
 
         return restore
 
-    # -- budgets: every worker follows the whole compacted topic -----------------------------
+    def _assigned(self) -> set[int]:
+        topic = self.settings.events_topic
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+
+    def _on_revoked(self, _app: Any, /, *args: Any, signal: Any = None, **_: Any) -> None:
+        topic, revoked = self.settings.events_topic, args[0] if args else ()
+        self.jobs.forget_partitions({tp.partition for tp in revoked if tp.topic == topic})
+
+    # -- budgets and pins: every worker follows each whole compacted topic ----------------
 
     async def _follow_budgets(self) -> None:
+        await self._follow(self.settings.budgets_topic, self._apply_budget, self.budgets_seen)
+
+    async def _follow_pins(self) -> None:
+        await self._follow(self.settings.pins_topic, self._apply_pin, self.pins_seen)
+
+    async def _follow(self, topic: str, apply: Apply, seen: asyncio.Event) -> None:
+        """Read `topic` from the beginning and keep following it; `seen` is set once the
+        end is reached. Retries with backoff while the broker or the topic is missing."""
         backoff = Backoff(0.5, 10.0)
         while True:
             try:
-                await self._read_budgets()
+                await self._read_topic(topic, apply, seen)
             except KafkaError as exc:
                 delay = backoff.next_delay()
-                log.warning("budgets topic unreadable (%s); retrying in %.1fs", exc, delay)
+                log.warning("%s unreadable (%s); retrying in %.1fs", topic, exc, delay)
                 await asyncio.sleep(delay)
 
-    async def _read_budgets(self) -> None:
-        topic = self.settings.budgets_topic
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+    async def _read_topic(self, topic: str, apply: Apply, seen: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False
+        )
         await consumer.start()
         try:
             await consumer.topics()  # one metadata round trip for the partition list
-            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            parts = sorted(consumer.partitions_for_topic(topic) or ())
+            tps = [TopicPartition(topic, p) for p in parts]
             if not tps:
                 raise KafkaError(f"topic {topic} does not exist yet")
             consumer.assign(tps)
@@ -171,8 +223,9 @@ class StreamJobsApp:
                 batches = await consumer.getmany(timeout_ms=500)
                 for records in batches.values():
                     for message in records:
-                        await self._publish(self._apply_budget(message.key, message.value))
-                self.budgets_seen.set()
+                        await self._publish(apply(message.key, message.value))
+                if not seen.is_set() and await _at_end(consumer, tps):
+                    seen.set()
                 await self._write_state()
         finally:
             await consumer.stop()
@@ -187,3 +240,14 @@ class StreamJobsApp:
             log.warning("skipping an invalid budget record %r: %s", key, exc)
             return []
         return self.jobs.set_budget(budget, now)
+
+    def _apply_pin(self, key: bytes | None, value: bytes | None) -> list[Record]:
+        if not value:
+            log.info("ignoring a tombstone for pin %r: a pin is replaced by pinning again", key)
+            return []
+        try:
+            record = PinRecord.decode(value)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("skipping an invalid pin record %r: %r", key, exc)
+            return []
+        return self.jobs.set_pin(record.pin, record.models)

@@ -2,7 +2,8 @@
 
 `StreamJobs.process(partition, items, now)` decodes a batch of one partition's messages with
 the sink's own contract (`schemas.events.parse_event`) and cost (`EventCost`, the same
-pricing code), feeds the spend/budget and breaker jobs, and returns the records to publish.
+pricing code), feeds the spend/budget, breaker, anomaly and drift jobs (`DetectionJob`), and
+returns the records to publish.
 Invalid messages are skipped and counted: the sink dead-letters them, so the jobs see
 exactly the events the trail holds. State keys and their partitions come from the jobs
 (`dirty_states`), so the topology writes each changelog value where it belongs.
@@ -21,12 +22,17 @@ from agentaudit.sink.rows import EventCost
 from schemas.budgets import Budget
 from schemas.events import MAX_EVENT_BYTES, parse_event
 from schemas.pricing import PricingTable
-from schemas.records import Alert, BreakerTransition, ControlMessage
+from schemas.records import Alert, BreakerTransition, ControlMessage, DriftScore
+from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.breaker.board import BreakerBoard
 from stream_jobs.breaker.config import BreakerConfig
+from stream_jobs.checkpoint import ANOMALY, DRIFT
+from stream_jobs.detection import DetectionJob, ModelPin
+from stream_jobs.drift.config import DriftConfig
+from stream_jobs.drift.pins import Pin
 from stream_jobs.spend.job import SpendJob
 
-Record = Alert | ControlMessage | BreakerTransition
+Record = Alert | ControlMessage | BreakerTransition | DriftScore
 
 
 @dataclass
@@ -43,11 +49,12 @@ class StateWrite:
     job: str
     key: str
     partition: int | None
-    value: dict[str, Any] | None
+    value: dict[str, Any] | bytes | None
+    """A dict (JSON tables: spend, breakers) or encoded JSON (raw tables: anomaly, drift)."""
 
 
 class StreamJobs:
-    """Spend + budgets and circuit breakers for the partitions this worker owns."""
+    """Spend + budgets, circuit breakers, anomaly and drift for the partitions this worker owns."""
 
     def __init__(
         self,
@@ -56,16 +63,21 @@ class StreamJobs:
         breaker_config: BreakerConfig | None = None,
         *,
         issued_by: str = "agentaudit.stream_jobs",
+        anomaly_config: AnomalyConfig | None = None,
+        drift_config: DriftConfig | None = None,
     ) -> None:
         self.cost = EventCost(pricing)
         self.spend = SpendJob(budgets, issued_by=issued_by)
         self.breakers = BreakerBoard(breaker_config, issued_by=issued_by)
+        self.detection = DetectionJob(anomaly_config, drift_config)
         self.counters = JobCounters()
 
     def process(self, partition: int, items: Iterable[tuple[int, bytes | None]], now: datetime) -> list[Record]:
         """Apply one partition's messages (offset, value) in order; the records they cause."""
         out: list[Record] = []
         spend, breakers, cost, counters = self.spend, self.breakers, self.cost, self.counters
+        detection = self.detection
+        detection.begin_batch(partition, now)
         for offset, value in items:
             if value is None or len(value) > MAX_EVENT_BYTES:
                 counters.invalid += 1
@@ -83,12 +95,17 @@ class StreamJobs:
             tripped = breakers.observe(event, usd, partition, offset, now)
             if tripped:
                 out += tripped
+            detected = detection.observe(event, usd, partition, offset)
+            if detected:
+                out += detected
         counters.records += len(out)
         return out
 
     def tick(self, now: datetime) -> list[Record]:
-        """Timer work: budget window resets, breaker cooldowns (open → half_open)."""
-        out: list[Record] = [*self.spend.tick(now), *self.breakers.tick(now)]
+        """Timer work: budget window resets, breaker cooldowns (open → half_open), minutes and
+        windows of idle partitions closing by the clock (anomaly, drift)."""
+        out: list[Record] = [*self.spend.tick(now), *self.breakers.tick(now),
+                             *self.detection.tick(now)]  # fmt: skip
         self.counters.records += len(out)
         return out
 
@@ -98,6 +115,11 @@ class StreamJobs:
     def remove_budget(self, name: str, now: datetime) -> list[Record]:
         return list(self.spend.remove_budget(name, now))
 
+    def set_pin(self, pin: Pin, models: Iterable[ModelPin] = ()) -> list[Record]:
+        """A gold-set pin from the pins topic (and the served models it approves)."""
+        self.detection.set_pin(pin, models)
+        return []
+
     def dirty_states(self) -> list[StateWrite]:
         """Table values changed since the last call. Write them after publishing the records
         of the same batch: a crash in between replays the batch and re-publishes the same ids."""
@@ -105,11 +127,23 @@ class StreamJobs:
                   for k in sorted(self.spend.pop_dirty())]  # fmt: skip
         writes += [StateWrite("breakers", k, self.breakers.partition_of(k), self.breakers.to_state(k))
                    for k in sorted(self.breakers.pop_dirty())]  # fmt: skip
+        writes += [StateWrite(*write) for write in self.detection.dirty_states()]
         return writes
 
-    def restore(self, job: str, key: str, value: dict[str, Any]) -> None:
+    def restore(self, job: str, key: str, value: Any) -> None:
         """Load one recovered table value (after a restart or a rebalance)."""
         if job == "spend":
             self.spend.from_state(key, value)
+        elif job in (ANOMALY, DRIFT):
+            self.detection.restore(job, key, value)
         else:
             self.breakers.from_state(key, value)
+
+    def retain_partitions(self, assigned: set[int]) -> None:
+        """After a rebalance: keep only the anomaly/drift tenants of `assigned` partitions."""
+        self.detection.retain_partitions(assigned)
+
+    def forget_partitions(self, revoked: set[int]) -> None:
+        """Partitions were revoked: stop closing their tenants' minutes (state stays in the
+        tables; it is recovered by whichever worker is assigned them)."""
+        self.detection.forget_partitions(revoked)

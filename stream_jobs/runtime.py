@@ -1,42 +1,47 @@
-"""The faust app the stream jobs run in: tuned settings, four small subclasses, a runner.
+"""The faust app the stream jobs run in: tuned settings, contained subclasses, a runner.
 
-Why stock faust was slow here (measured on the 2-core box against the local broker, 100k
-messages in 6 partitions; `agentaudit.bench.faust_measure` repeats the figures):
+Why stock faust was slow (2-core box, local broker, 100–200k events in 6 partitions):
 
-1. **It waited.** When the agent falls behind, the conductor pauses partitions whose buffer
-   is above 80 %. The fetch loop then either sleeps a fixed second when every partition is
-   paused (`Consumer._wait_next_records`), or long-polls the partitions still active for
-   its fixed 1 s timeout (`Consumer._drain_messages` → `getmany(timeout=1.0)`), and a
-   partition resumed meanwhile is not looked at until that poll returns. Traced: a no-op
-   agent with `broker_max_poll_records=1000` made 1.0 s empty polls back to back while
-   resumed partitions held data: about 5k msgs/s at 20 % CPU with the event loop idle 80 %
-   of the time (the issue's "4k/s at ~30 % CPU").
-2. **It spent ~100 µs of Python per message.** cProfile of a no-op agent: each message
-   cost three event-loop turns and four new tasks, because the drain loop delivers every
-   message through `Service.wait_first(callback, suspend_flow.wait())` (four tasks plus
-   `asyncio.wait`); the stream iterator turns the loop once more per event; the `Monitor`
-   sensor books five counters per message and the serializer registry looks settings up
-   twice per message.
+1. **It waited.** Agents that fall behind get their partitions paused by buffer pressure;
+   the fetch loop then sleeps a fixed 1 s when all are paused, polls the others with a
+   fixed 1 s timeout (a partition resumed meanwhile waits it out), and faust hard-codes
+   `fetch_max_wait_ms=1500` while aiokafka keeps one fetch in flight per broker, so a fetch
+   naming only idle partitions (the assignor topic, a partition no key hashes to) held
+   back every busy one for 1.5 s. Traced: back-to-back empty 1.0 s polls and 1.5 s empty
+   fetches; ~5k events/s, 20 % CPU, event loop idle 80 % (the issue's "4k/s at ~30 %").
+2. **~100 µs of CPU per event** (no-op agent, cProfile): the drain loop delivers each
+   message via `Service.wait_first(callback, suspend_flow.wait())` (four tasks and an
+   `asyncio.wait`), the stream turns the event loop once per event, the serializer
+   registry and `create_event` read faust's slow settings per message, the `Monitor`
+   books five counters per message.
 
-What fixes it, all contained in this module:
+Fixes, all below: `FastConsumer` (inline delivery, falling back to `wait_first` only when
+delivery suspends; 50 ms polls; wake on resume), `TunedConsumerThread` (100 ms fetch
+long-poll), `BatchingStream.take`/`take_events` (bulk drain of the agent buffer, one list
+per partition with its event current so `table[k] = v` goes to the co-partitioned
+changelog, ack when the body asks for the next list), `RawSchema`, `LeanMonitor`,
+`AuditApp.create_event`, faust's opt-in `cython_optimizations`. `agentaudit.bench.
+faust_measure`, 200k events, other helpers busy on the same cores (load average 4–8):
 
-- `FastConsumer`: runs the delivery callback inline and falls back to faust's
-  `wait_first` only if the callback actually suspends (buffer full, flow stopped); polls
-  with a 50 ms timeout; wakes on a partition resume instead of sleeping a second.
-- `BatchingStream.take`: drains the agent's buffer in bulk (no loop turn per event), yields
-  one list per source partition with that partition's event current (so `table[k] = v` in
-  the body lands in the co-partitioned changelog partition, once per key per batch), and
-  acks a batch only when the body asks for the next one. Stock `take` acks in a `finally`,
-  i.e. also when the body is cancelled mid-batch; with a commit following, those events
-  are lost (at-most-once). Here an interrupted batch is left unacked and redelivered.
-- `LeanMonitor` keeps only what faust's own livelock check reads; `raw` value serializer;
-  faust's opt-in `cython_optimizations` for plain `async for` agents.
-- Start-up: the local broker answers the first JoinGroup after half the session timeout
-  (60 s default → 30 s); `broker_session_timeout=6` (Kafka's minimum) cuts that to 3 s,
-  and `PromptTableManager` drops a fixed 1 s sleep.
-- Tansu under-reports ListOffsets (it answers last batch's base offset + 1), which faust
-  table recovery uses as the changelog end; `TrueEndConsumerThread` takes the larger of
-  that and the high watermark of a fetch (a Kafka broker agrees with both).
+    stage                                   CPU/event    events/s      ÷ bare aiokafka
+    a  stock faust, no-op `async for`       71–108 µs    4.7–13.5k     0.02–0.035
+    b  tuned, no-op `async for`             26–36 µs     16–34k        0.07–0.11
+    c  `take` + orjson + dict work          22–33 µs     13–42k        0.06–0.16
+    d  c + table write once per key/batch   25–41 µs     15–34k        0.07–0.14
+    e  c + `parse_event` (pydantic)         28–41 µs     11–34k        0.05–0.09
+
+Defects found, and the workaround here:
+- faust: `Consumer.on_partitions_revoked` forgets acked offsets before it commits them, so
+  every rebalance replayed the events since the last periodic commit → commit first.
+- faust: `Stream.take` acks a batch in `finally`, also when the body was cancelled or
+  raised, and the following commit loses it → `BatchingStream` acks finished batches only.
+- Tansu: ListOffsets answers the last batch's base offset + 1; table recovery stopped short
+  (a restarted table read 34 of 40) → the changelog end is also probed with a fetch.
+- Tansu numbers the first group generation 0 and aiokafka sends LeaveGroup only for > 0: a
+  stopped member stayed until its session expired (stock restart: ready after 109 s) →
+  leave explicitly. Tansu answers a group's first join after half the session timeout
+  (stock 60 s → 31 s to ready) → `broker_session_timeout=6`; plus no 1 s table sleep.
+  Ready: stock 31 s (restart 109 s) → 3.0 s (restart 3.0 s); 1.0 s with a 2 s session.
 """
 
 from __future__ import annotations
@@ -135,9 +140,9 @@ class TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             probe.assign(wanted)
             for tp in wanted:
                 probe.seek(tp, listed[tp] - 1)
-            deadline = time.monotonic() + 5.0
-            while any(probe.highwater(tp) is None for tp in wanted) and time.monotonic() < deadline:
-                await probe.getmany(*wanted, timeout_ms=200, max_records=1)
+            async with asyncio.timeout(5.0):
+                while any(probe.highwater(tp) is None for tp in wanted):
+                    await probe.getmany(*wanted, timeout_ms=200, max_records=1)
             return {tp: probe.highwater(tp) for tp in wanted}
         finally:
             await probe.stop()
@@ -185,13 +190,20 @@ class FastConsumer(faust_aiokafka.Consumer):
 
     def on_buffer_drop(self, tp: TP) -> None:
         super().on_buffer_drop(tp)
+        self._wake()
+
+    def resume_partitions(self, tps: Any) -> None:
+        super().resume_partitions(tps)
+        self._wake()
+
+    def _wake(self) -> None:
         if self._resumed is not None:
             self._resumed.set()
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, set[TP] | None]:
         if not self.flow_active or self.app.client_only or self._get_active_partitions():
             return await super()._wait_next_records(timeout)
-        # Every partition is paused by buffer pressure: wait for one to resume, not 1 s.
+        # Every partition is paused (buffer pressure, rebalance): wait for one to resume, not 1 s.
         self._resumed = self._resumed or asyncio.Event()
         self._resumed.clear()
         with contextlib.suppress(TimeoutError):
@@ -249,32 +261,23 @@ class FastTransport(faust_aiokafka.Transport):
     Consumer = FastConsumer
 
 
+def _ignore(*_: Any, **__: Any) -> None:
+    """A sensor hook that books nothing."""
+
+
 class LeanMonitor(Monitor):
     """Skips per-message bookkeeping; keeps `stream_inbound_time` for the livelock check."""
 
-    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
-        pass
+    on_message_in = on_stream_event_out = on_message_out = track_tp_end_offset = _ignore  # type: ignore[assignment]
 
     def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: EventT) -> None:
         self.stream_inbound_time[tp] = time.monotonic()
 
-    def on_stream_event_out(self, tp: TP, offset: int, stream: Any, event: EventT, state: Any = None) -> None:
-        pass
-
-    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
-        pass
-
-    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
-        pass
-
 
 class RawSchema(faust.Schema):
-    """Key and value as the bytes on the wire, without faust's serializer registry.
-
-    The registry costs two settings look-ups and two codec calls per message (a quarter of
-    the per-event time of a batching agent, cProfile). For source topics only: tables and
-    topics faust itself writes keep their own schemas.
-    """
+    """Key and value as the bytes on the wire, without faust's serializer registry (two
+    settings look-ups and two codec calls per message: a quarter of a batching agent's time,
+    cProfile). For source topics: tables and topics faust writes keep their own schemas."""
 
     def loads_key(self, app: faust.App, message: Message, **_: Any) -> Any:  # type: ignore[override]
         return message.key
@@ -411,6 +414,14 @@ class BatchingStream(faust.Stream):
 class AuditApp(faust.App):
     """`faust.App` on `FastTransport`; creates its data directory's parents on first start."""
 
+    _event_class: Any = None
+
+    def create_event(self, key: Any, value: Any, headers: Any, message: Message) -> EventT:
+        """faust's, without a settings look-up per message (faust's settings are slow to read)."""
+        if self._event_class is None:
+            self._event_class = self.conf.Event
+        return cast(EventT, self._event_class(self, key, value, headers, message))
+
     def _new_transport(self) -> FastTransport:
         return FastTransport(self.conf.broker_consumer, self)
 
@@ -422,25 +433,26 @@ class AuditApp(faust.App):
 def make_app(settings: Settings, *, app_id: str = "agentaudit", **overrides: Any) -> faust.App:
     """The stream-jobs app with the tuned settings; `overrides` are faust settings.
 
-    Non-default settings and why (figures: module docstring and faust_measure):
+    Non-default settings, why, and the measured effect (CPU per event from ablation runs of
+    `faust_measure` stages b/c at load average 7–8, so ±3 µs is noise):
 
-    - `store="memory://"`: tables live in memory and are rebuilt from their changelog.
-    - `value_serializer="raw"`: topics deliver bytes; jobs decode with orjson/pydantic
-      themselves. Tables must name their own `value_serializer` (e.g. "json").
+    - `store="memory://"`: tables live in memory, rebuilt from their changelog on start.
+    - `value_serializer="raw"`: topics deliver bytes, jobs decode them (orjson, pydantic).
+      Tables must name their own serializers (e.g. a `faust.Schema` with JSON values).
     - `processing_guarantee="at_least_once"`: no transactions, so no idempotent producer
       (the local broker rejects InitProducerId).
-    - `topic_partitions=settings.partitions`, `table_standby_replicas=0` (a standby doubles
-      changelog reads; a restarted worker recovers from the changelog anyway).
-    - `web_enabled=False`: no HTTP server (and no port to collide on).
-    - `broker_session_timeout=6.0`, `broker_heartbeat_interval=1.0`: the smallest session a
-      Kafka broker accepts by default; the local broker waits half of it before answering
-      the first join (30 s with faust's 60 s default).
-    - `broker_max_poll_records=1000`, `stream_buffer_maxsize=8192`: one poll fits in the
-      buffer's headroom, so delivery rarely blocks; with no limit one poll returned ~80k
-      records and every put beyond 4096 blocked.
-    - `cython_optimizations=True`: faust's opt-in fast path for `async for` agents.
-    - `Monitor`, `Stream`, `TableManager`: the lean subclasses above.
-    - `datadir=settings.data_dir / "faust"`: not the current directory.
+    - `topic_partitions=settings.partitions`; `table_standby_replicas=0`: a standby reads
+      every changelog twice over; a restarted worker recovers from the changelog anyway.
+    - `web_enabled=False`: no HTTP server, no port to collide on.
+    - `broker_session_timeout=6.0` (Kafka's default minimum), heartbeat 1 s: ready in 3.0 s
+      instead of 31 s (the local broker answers a first join after half the session).
+    - `broker_max_poll_records=1000`, `stream_buffer_maxsize=8192`: a poll fits in the
+      buffer's headroom, so delivery rarely blocks (stock None/4096: b +4–6 µs; c: noise).
+    - `cython_optimizations=True`: faust's opt-in queue fast path (stock no-op agent 5.9k →
+      10.1k/s, one run; within noise once the rest is tuned).
+    - `Monitor=LeanMonitor` (stock: b +6–9 µs, c +2 µs), `Stream=BatchingStream` (stock
+      `take`: c +8 µs and 10–14k/s), `TableManager=PromptTableManager` (−1 s start-up).
+    - `datadir=settings.data_dir / "faust"`, not the current directory.
     """
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",") if host.strip()]
     conf: dict[str, Any] = {

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from agentaudit.bench.jobs_measure import measure_budget_propagation, measure_stream_jobs
 from agentaudit.bench.measure import (
     measure_bare_consumer,
     measure_end_to_end,
@@ -19,12 +20,13 @@ from agentaudit.bench.measure import (
 from agentaudit.broker import LocalBroker, ensure_topics
 from agentaudit.settings import Settings
 
-TARGETS = {"emit_p50": 10.0, "emit_p99": 100.0, "sink": 50_000.0, "e2e_p99": 1000.0}
+TARGETS = {"emit_p50": 10.0, "emit_p99": 100.0, "sink": 50_000.0, "e2e_p99": 1000.0, "jobs": 20_000.0}
 
 
 def run_bench(
-    *, events: int, e2e_rate: float, e2e_seconds: float, sink_processes: int, console: Console
-) -> None:
+    *, events: int, e2e_rate: float, e2e_seconds: float, sink_processes: int, console: Console,
+    budget_rounds: int = 20, budget_rate: float = 1000.0,
+) -> None:  # fmt: skip
     from agentaudit.store import open_store
     from agentaudit.store.migrations import migrate
 
@@ -36,6 +38,10 @@ def run_bench(
             sdk = measure_sdk(settings, events)
         with console.status("bare aiokafka consumer…"):
             bare = asyncio.run(measure_bare_consumer(settings, events))
+        with console.status("stream jobs (spend, budgets, breakers)…"):
+            jobs = asyncio.run(measure_stream_jobs(settings, events))
+        with console.status(f"budget crossings, {budget_rounds} rounds at {budget_rate:.0f} events/s…"):
+            budget = asyncio.run(measure_budget_propagation(settings, budget_rounds, budget_rate))
         with open_store(settings, own=True) as store:
             migrate(store)
             with console.status("sink into chDB…"):
@@ -59,6 +65,19 @@ def run_bench(
     row("SDK produce throughput (emit → broker ack)", f"{sdk.produce_rate:,.0f} events/s", "", None)
     row("SDK events dropped or invalid", str(sdk.dropped), "0", sdk.dropped == 0)
     row("bare aiokafka consumer read rate", f"{bare:,.0f} msgs/s", "", None)
+    row("stream jobs (spend, budgets, breakers)", f"{jobs.rate:,.0f} events/s", "≥ 20,000",
+        jobs.rate >= TARGETS["jobs"])
+    row("stream jobs ÷ bare consumer", f"{jobs.rate / bare:.2f}", "", None)
+    row("stream jobs CPU per event (whole process)",
+        f"{jobs.cpu_us_per_event:.0f} µs ({jobs.cores:.2f} cores busy)", "", None)
+    at = (f"{len(budget.rounds)} rounds at {budget.load_rate:,.0f} events/s, "
+          f"the tenant's llm calls {budget.tenant_rate:,.0f}/s")
+    row(f"budget crossed → SDK refuses, p50/p99 ({at})",
+        f"{budget.delay_ms(0.5):.0f} ms / {budget.delay_ms(0.99):.0f} ms", "", None)
+    worst, mean = budget.max_overshoot_usd, budget.mean_overshoot_usd
+    row(f"overshoot after the hard limit, max (mean); limit ${budget.limit_usd:.2f}",
+        f"${worst:.3f} = {budget.percent_of_limit(worst):.0f}% "
+        f"(${mean:.3f} = {budget.percent_of_limit(mean):.0f}%)", "", None)
     row("sink into chDB, 1 process (validate, price, chain, insert, commit)", f"{sink:,.0f} events/s", "", None)
     row("sink ÷ bare consumer, 1 process", f"{sink / bare:.2f}", "", None)
     row(f"sink into chDB, {sink_processes} processes", f"{sink_pool:,.0f} events/s", "≥ 50,000",

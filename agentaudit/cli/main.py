@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from agentaudit.cli import blocks, budgets
+from agentaudit.cli import blocks, budgets, goldsets
 from agentaudit.cli.output import OutputFormat
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
@@ -127,12 +127,19 @@ def bench(
     sink_processes: Annotated[
         int, typer.Option(min=1, help="Sink processes for the multi-process sink run (default: cores).")
     ] = os.cpu_count() or 2,
+    budget_rounds: Annotated[
+        int, typer.Option(min=1, help="Budget crossings timed (a fresh tenant each).")
+    ] = 20,
+    budget_rate: Annotated[
+        float, typer.Option(min=1, help="Events/s (all tenants) during the budget crossings.")
+    ] = 1000.0,
 ) -> None:
-    """Measure SDK, broker, sink and end-to-end figures side by side in one run."""
+    """Measure SDK, broker, sink, stream-job and end-to-end figures side by side in one run."""
     from agentaudit.bench.run import run_bench
 
     run_bench(events=events, e2e_rate=e2e_rate, e2e_seconds=e2e_seconds,
-              sink_processes=sink_processes, console=console)  # fmt: skip
+              sink_processes=sink_processes, console=console, budget_rounds=budget_rounds,
+              budget_rate=budget_rate)  # fmt: skip
 
 
 # operator control plane: budgets and manual blocks (issue #3)
@@ -140,6 +147,8 @@ app.add_typer(budgets.app, name="budgets")
 app.command("block")(blocks.block)
 app.command("unblock")(blocks.unblock)
 app.command("blocks")(blocks.list_blocks)
+# gold sets and pins for eval drift (issue #4)
+app.add_typer(goldsets.app, name="goldsets")
 
 
 def main() -> None:
