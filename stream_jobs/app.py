@@ -13,18 +13,21 @@
 The agent waits (at most `PINS_WAIT_S`) for the pins topic to be read to its end before its
 first batch: eval results that arrive before their pin is known are not compared.
 
-Per batch: records are published and acknowledged first, then the changed state is written
-to the tables' changelogs, then the batch's offsets are acknowledged (committed by faust
-later). A crash anywhere replays the batch; the jobs skip offsets their recovered state
-already applied and re-publish any record with the same id, which the record sink stores
-once. That is "exactly once" for spend and alerts without transactions.
+Per batch: records are published and acknowledged, then the batch's offsets are acked.
+State is checkpointed on commit: faust's consumer commits inside `commit_guard`, which
+writes every changed state to the tables' changelogs first, with no batch running, so each
+committed offset is covered by written state. A crash replays from the last commit; the jobs
+skip offsets their recovered state already applied and re-publish records with the same
+ids, which the record sink stores once. That is "exactly once" for spend and alerts
+without transactions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,11 +47,19 @@ from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.breaker.config import BreakerConfig
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.processor import Record, StreamJobs
-from stream_jobs.runtime import make_app
+from stream_jobs.runtime import make_app, source_topic
 
 log = logging.getLogger("agentaudit.stream_jobs")
 
-BATCH_MAX = 2000
+BATCH_MAX = 10_000
+# Bigger fetches, polls and buffer than `make_app`'s: the jobs' per-batch work (publishing,
+# the partition bookkeeping) amortises over more events. Measured with the bench's jobs
+# run, 100k events, four A/B pairs on the loaded 2-core box: 10.8–13.0k → 13.4–15.9k/s.
+THROUGHPUT_SETTINGS: dict[str, Any] = {
+    "consumer_max_fetch_size": 8 << 20,
+    "broker_max_poll_records": 5000,
+    "stream_buffer_maxsize": 32768,
+}
 BATCH_WITHIN_S = 0.1
 TICK_INTERVAL_S = 1.0
 PINS_WAIT_S = 15.0
@@ -93,8 +104,10 @@ class StreamJobsApp:
         self.budgets_seen = asyncio.Event()
         """Set once the budgets topic was read to its end (as `pins_seen` for the pins topic)."""
         self.pins_seen = asyncio.Event()
-        app = self.app = make_app(settings, app_id=app_id, **faust_overrides)
-        self.events = app.topic(settings.events_topic, key_serializer="raw", value_serializer="raw")
+        self._lock = asyncio.Lock()  # one of: a batch, a tick, a budget/pin update, a commit
+        app = self.app = make_app(settings, app_id=app_id, **{**THROUGHPUT_SETTINGS, **faust_overrides})
+        app.commit_guard = self.commit_guard  # type: ignore[attr-defined]  # see runtime.FastConsumer
+        self.events = source_topic(app, settings.events_topic)
         self.alerts = app.topic(settings.alerts_topic, key_serializer="raw", value_serializer="raw")
         self.control = app.topic(settings.control_topic, key_serializer="raw", value_serializer="raw")
         # Keys and values as JSON; anomaly/drift values come encoded (see stream_jobs.detection).
@@ -124,11 +137,11 @@ class StreamJobsApp:
                     log.warning("pins topic not read within %.0fs; eval drift may miss results "
                                 "until it is", PINS_WAIT_S)  # fmt: skip
             partition = events[0].message.partition
-            records = self.jobs.process(
-                partition, ((e.message.offset, e.value) for e in events), self.clock()
-            )
-            await self._publish(records)
-            await self._write_state()
+            async with self._lock:
+                records = self.jobs.process(
+                    partition, ((e.message.offset, e.value) for e in events), self.clock()
+                )
+                await self._publish(records)
 
     async def run(self, stop: asyncio.Event, *, timeout: float = 120.0) -> None:
         """Run the app's worker services in this event loop until `stop` is set."""
@@ -138,8 +151,19 @@ class StreamJobsApp:
             await stop.wait()
 
     async def _tick(self) -> None:
-        await self._publish(self.jobs.tick(self.clock()))
-        await self._write_state()
+        async with self._lock:
+            await self._publish(self.jobs.tick(self.clock()))
+
+    @contextlib.asynccontextmanager
+    async def commit_guard(self) -> AsyncIterator[None]:
+        """Held by the faust consumer around every offset commit (periodic, on rebalance, on
+        stop): no batch is processed meanwhile, and the changed state is written first, so
+        every committed offset is covered by written state. Writing state here rather than
+        per batch is what keeps the jobs' cost per event low (a tenant's state is written
+        once per commit interval, not once per batch)."""
+        async with self._lock:
+            await self._write_state()
+            yield
 
     async def _publish(self, records: list[Record]) -> None:
         """Send and wait for the broker's acknowledgement of every record."""
@@ -223,10 +247,10 @@ class StreamJobsApp:
                 batches = await consumer.getmany(timeout_ms=500)
                 for records in batches.values():
                     for message in records:
-                        await self._publish(apply(message.key, message.value))
+                        async with self._lock:  # state changes; written at the next commit
+                            await self._publish(apply(message.key, message.value))
                 if not seen.is_set() and await _at_end(consumer, tps):
                     seen.set()
-                await self._write_state()
         finally:
             await consumer.stop()
 

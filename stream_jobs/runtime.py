@@ -7,28 +7,28 @@ Why stock faust was slow (2-core box, local broker, 100–200k events in 6 parti
    fixed 1 s timeout (a partition resumed meanwhile waits it out), and faust hard-codes
    `fetch_max_wait_ms=1500` while aiokafka keeps one fetch in flight per broker, so a fetch
    naming only idle partitions (the assignor topic, a partition no key hashes to) held
-   back every busy one for 1.5 s. Traced: back-to-back empty 1.0 s polls and 1.5 s empty
-   fetches; ~5k events/s, 20 % CPU, event loop idle 80 % (the issue's "4k/s at ~30 %").
+   back every busy one for 1.5 s. Traced (polls capped at 1000 records): back-to-back
+   empty 1.0 s polls and 1.5 s empty fetches; ~5k events/s at 20 % CPU, event loop idle
+   80 % (the issue's "4k/s at ~30 %"). Uncapped, one poll returned ~80k records and the
+   conductor blocked on the full buffer instead, which hid the waits behind cost 2.
 2. **~100 µs of CPU per event** (no-op agent, cProfile): the drain loop delivers each
    message via `Service.wait_first(callback, suspend_flow.wait())` (four tasks and an
    `asyncio.wait`), the stream turns the event loop once per event, the serializer
    registry and `create_event` read faust's slow settings per message, the `Monitor`
    books five counters per message.
 
-Fixes, all below: `FastConsumer` (inline delivery, falling back to `wait_first` only when
-delivery suspends; 50 ms polls; wake on resume), `TunedConsumerThread` (100 ms fetch
-long-poll), `BatchingStream.take`/`take_events` (bulk drain of the agent buffer, one list
-per partition with its event current so `table[k] = v` goes to the co-partitioned
-changelog, ack when the body asks for the next list), `RawSchema`, `LeanMonitor`,
-`AuditApp.create_event`, faust's opt-in `cython_optimizations`. `agentaudit.bench.
-faust_measure`, 200k events, other helpers busy on the same cores (load average 4–8):
+Fixes (below): `FastConsumer` (inline delivery, 50 ms polls, wake on resume),
+`TunedConsumerThread` (100 ms fetch long-poll), `BatchingStream.take`/`take_events` (bulk
+drain, one list per partition, ack after the body), `RawSchema`, `LeanMonitor`,
+`AuditApp.create_event`, `cython_optimizations`. `agentaudit.bench.faust_measure`, 200k
+events, 5 runs with other helpers busy on the same cores (load average 4–5.5):
 
-    stage                                   CPU/event    events/s      ÷ bare aiokafka
-    a  stock faust, no-op `async for`       71–108 µs    4.7–13.5k     0.02–0.035
-    b  tuned, no-op `async for`             26–36 µs     16–34k        0.07–0.11
-    c  `take` + orjson + dict work          22–33 µs     13–42k        0.06–0.16
-    d  c + table write once per key/batch   25–41 µs     15–34k        0.07–0.14
-    e  c + `parse_event` (pydantic)         28–41 µs     11–34k        0.05–0.09
+    stage                                   CPU/event    events/s      ÷ bare (162–407k/s)
+    a  stock faust, no-op `async for`       71–103 µs    4.7–13.5k     0.02–0.035
+    b  tuned, no-op `async for`             26–31 µs     23–35k        0.07–0.14
+    c  `take` + orjson + dict work          22–25 µs     36–42k        0.10–0.22
+    d  c + table write once per key/batch   24–36 µs     23–38k        0.07–0.14
+    e  c + `parse_event` (pydantic)         28–37 µs     18–34k        0.07–0.11
 
 Defects found, and the workaround here:
 - faust: `Consumer.on_partitions_revoked` forgets acked offsets before it commits them, so
@@ -86,17 +86,14 @@ class _Resumed:
         pending = self.first
         while True:  # what `yield from coro` does, after the first step was taken outside
             try:
-                sent = yield pending
-            except BaseException as exc:  # noqa: BLE001 (cancellation goes into the coroutine)
                 try:
+                    sent = yield pending
+                except BaseException as exc:  # noqa: BLE001 (cancellation goes into the coroutine)
                     pending = self.coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
+                else:
                     pending = self.coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
+            except StopIteration as stop:
+                return stop.value
 
 
 class TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -130,10 +127,11 @@ class TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     async def _fetched_highwaters(self, wanted: list[TP], listed: dict[TP, int]) -> dict[TP, int | None]:
         """High watermarks from one fetch at each partition's listed end − 1."""
-        transport = cast(faust_aiokafka.Transport, self.transport)
+        transport, conf = cast(faust_aiokafka.Transport, self.transport), self.app.conf
         probe = AIOKafkaConsumer(
             bootstrap_servers=faust_aiokafka.server_list(transport.url, transport.default_port),
             enable_auto_commit=False, fetch_max_wait_ms=100,
+            **faust_aiokafka.credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
         )  # fmt: skip
         await probe.start()
         try:
@@ -149,12 +147,9 @@ class TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 def _leave_group_of(coordinator: Any) -> Callable[[], Awaitable[None]]:
-    """aiokafka's leave-on-close, also for generation 0.
-
-    aiokafka sends LeaveGroup only when `generation > 0` (Kafka numbers generations from 1);
-    the local broker starts at 0, so a stopped first-generation member stayed in the group
-    and the next member's join waited out its session (restart ready in join + session).
-    """
+    """aiokafka's leave-on-close, also for generation 0: aiokafka leaves only when
+    `generation > 0` (Kafka counts from 1); the local broker counts from 0, so a stopped
+    first-generation member stayed in the group and the next join waited out its session."""
     original = coordinator._maybe_leave_group
 
     async def leave() -> None:
@@ -187,6 +182,16 @@ class FastConsumer(faust_aiokafka.Consumer):
         if revoked and not self.app.should_stop:
             await self.commit(revoked)
         await super().on_partitions_revoked(revoked)
+
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        """Commit inside the app's `commit_guard` (when it has one): the stream jobs write
+        their state there, so every committed offset is covered by state already written
+        (checkpoint on commit, instead of a state write per batch)."""
+        guard = getattr(self.app, "commit_guard", None)
+        if guard is None:
+            return bool(await super().force_commit(topics, start_new_transaction))
+        async with guard():
+            return bool(await super().force_commit(topics, start_new_transaction))
 
     def on_buffer_drop(self, tp: TP) -> None:
         super().on_buffer_drop(tp)
@@ -325,15 +330,15 @@ class BatchingStream(faust.Stream):
         unacknowledged: the committed offset stays before them and they are delivered
         again after the partition is next assigned).
         """
-        batches = self._batches(max_, within, values=True)
-        self._active_agens.add(batches)  # so Stream.on_stop closes it, as faust does for take
-        return batches
+        return self._tracked(self._batches(max_, within, values=True))
 
     def take_events(self, max_: int, within: Seconds) -> AsyncGenerator[list[Any], None]:
         """`take`, but lists of faust events: `event.message.partition`/`.offset` and
         `event.value` (what replay-safe jobs need to skip what they already applied)."""
-        batches = self._batches(max_, within, values=False)
-        self._active_agens.add(batches)
+        return self._tracked(self._batches(max_, within, values=False))
+
+    def _tracked(self, batches: AsyncGenerator[list[Any], None]) -> AsyncGenerator[list[Any], None]:
+        self._active_agens.add(batches)  # so Stream.on_stop closes it, as faust does for take
         return batches
 
     async def _batches(
