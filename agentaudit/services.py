@@ -35,6 +35,7 @@ def serve_broker(port: int, partitions: int, console: Console) -> None:
 
 async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console) -> None:
     """Own the store, apply migrations, sink events until `stop` is set."""
+    from agentaudit.gc_tuning import tune_gc
     from agentaudit.sink.worker import check_log_matches_store, run_worker
     from agentaudit.store import open_store
     from agentaudit.store.migrations import migrate
@@ -45,6 +46,7 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
         if applied:
             console.print(f"migrations applied: {', '.join(applied)}")
         await check_log_matches_store(settings, store)
+        tune_gc()
         console.print(
             f"worker ({settings.sink_processes} sink process{'es' if settings.sink_processes > 1 else ''}) consuming {settings.events_topic} from {settings.kafka_bootstrap} into "
             f"{'chDB at ' + str(settings.store_dir) if settings.embedded else 'ClickHouse server'}; Ctrl-C stops"
@@ -75,9 +77,12 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
 
 async def run_stream_jobs(settings: Settings, stop: asyncio.Event) -> None:
     """The faust stream jobs (spend, budgets, breakers) in this event loop until `stop`."""
+    from agentaudit.gc_tuning import tune_gc
     from stream_jobs.app import StreamJobsApp
 
-    await StreamJobsApp(settings).run(stop)
+    jobs = StreamJobsApp(settings)
+    tune_gc()
+    await jobs.run(stop)
 
 
 async def _run_sink_processes(settings: Settings, stop: asyncio.Event) -> ChildCounters:

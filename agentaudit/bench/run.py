@@ -18,6 +18,7 @@ from agentaudit.bench.measure import (
     measure_sink_processes,
 )
 from agentaudit.broker import LocalBroker, ensure_topics
+from agentaudit.gc_tuning import tune_gc
 from agentaudit.settings import Settings
 
 TARGETS = {"emit_p50": 10.0, "emit_p99": 100.0, "sink": 50_000.0, "e2e_p99": 1000.0, "jobs": 20_000.0}
@@ -36,6 +37,9 @@ def run_bench(
         console.print(f"[dim]broker {broker.bootstrap}, {events} events, store in {tmp}[/dim]")
         with console.status("SDK emit + produce…"):
             sdk = measure_sdk(settings, events)
+        # The SDK ran with the agent's default GC; the rest measures pipeline processes, which
+        # tune the collector at start (agentaudit.gc_tuning), as the worker and jobs do.
+        tune_gc()
         with console.status("bare aiokafka consumer…"):
             bare = asyncio.run(measure_bare_consumer(settings, events))
         with console.status("stream jobs (spend, budgets, breakers)…"):

@@ -14,6 +14,7 @@ import sys
 
 import orjson
 
+from agentaudit.gc_tuning import tune_gc
 from agentaudit.settings import Settings
 from agentaudit.sink.processor import Batch
 from agentaudit.sink.worker import SinkWorker
@@ -41,6 +42,7 @@ async def _main() -> None:
                     flushes=worker.flushes)  # fmt: skip
 
         worker = SinkWorker(settings, store, on_flush=progress)
+        tune_gc()
         task = asyncio.create_task(worker.run())
         ready = asyncio.create_task(worker.ready.wait())
         waiter = asyncio.create_task(stop.wait())
