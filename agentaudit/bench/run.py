@@ -26,7 +26,7 @@ TARGETS = {"emit_p50": 10.0, "emit_p99": 100.0, "sink": 50_000.0, "e2e_p99": 100
 
 def run_bench(
     *, events: int, e2e_rate: float, e2e_seconds: float, sink_processes: int, console: Console,
-    budget_rounds: int = 20, budget_rate: float = 1000.0,
+    budget_rounds: int = 20, budget_rate: float = 1000.0, quality_size: str = "full",
 ) -> None:  # fmt: skip
     from agentaudit.store import open_store
     from agentaudit.store.migrations import migrate
@@ -90,3 +90,10 @@ def run_bench(
     row(f"end to end emit → queryable p50 at {e2e_rate:.0f}/s", f"{e2e.p50_ms:.0f} ms", "", None)
     row(f"end to end emit → queryable p99 at {e2e_rate:.0f}/s", f"{e2e.p99_ms:.0f} ms", "≤ 1,000 ms", e2e.p99_ms <= TARGETS["e2e_p99"])
     console.print(table)
+    if quality_size != "none":
+        from agentaudit.bench.quality import print_quality
+        from stream_jobs.scenarios.bench import quality_report
+
+        with console.status(f"detector quality on the labelled scenarios ({quality_size})…"):
+            report = quality_report(quality_size)  # type: ignore[arg-type]
+        print_quality(report, console)

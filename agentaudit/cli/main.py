@@ -133,13 +133,16 @@ def bench(
     budget_rate: Annotated[
         float, typer.Option(min=1, help="Events/s (all tenants) during the budget crossings.")
     ] = 1000.0,
+    quality: Annotated[
+        str, typer.Option(help="Detector-quality scenarios: full, test (smaller, faster) or none.")
+    ] = "full",
 ) -> None:
     """Measure SDK, broker, sink, stream-job and end-to-end figures side by side in one run."""
     from agentaudit.bench.run import run_bench
 
     run_bench(events=events, e2e_rate=e2e_rate, e2e_seconds=e2e_seconds,
               sink_processes=sink_processes, console=console, budget_rounds=budget_rounds,
-              budget_rate=budget_rate)  # fmt: skip
+              budget_rate=budget_rate, quality_size=quality)  # fmt: skip
 
 
 # operator control plane: budgets and manual blocks (issue #3)
