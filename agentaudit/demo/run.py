@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from agentaudit.broker import LocalBroker, ensure_topics
 from agentaudit.demo.budgets import DEMO_BUDGETS
 from agentaudit.demo.fleet import Fleet
+from agentaudit.demo.history import backfill, describe
 from agentaudit.demo.malformed import MALFORMED
 from agentaudit.demo.summary import print_summary
 from agentaudit.errors import UserError
@@ -81,10 +82,13 @@ async def _demo(settings: Settings, store: Store, duration: float, tenants: int,
                 await asyncio.to_thread(client.control.wait_ready, 15)
                 console.print(f"budgets published: {', '.join(b.name for b in DEMO_BUDGETS)}")
                 malformed = await _produce_malformed(settings)
+                with console.status("backfilling the fleet's past (anomaly and drift scenarios)…"):
+                    past = await backfill(settings, store, jobs, tenants, seed)
+                console.print(f"history: {past} past events produced ({describe(tenants)})")
                 await _drive(fleet, duration, rate, console)
                 if not await client.aflush(30, delivered=True):
                     raise UserError("the SDK could not deliver the fleet's events within 30s; is the broker healthy?")
-                expected = client.stats.sent + malformed
+                expected = client.stats.sent + malformed + past
                 await _drain(worker, expected, console)
                 await _wait(lambda: jobs.jobs.counters.events + jobs.jobs.counters.invalid >= expected,
                             "the stream jobs to see every event")  # fmt: skip

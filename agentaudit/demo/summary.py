@@ -28,6 +28,13 @@ SUMMARY_QUERIES: list[tuple[str, str]] = [
      "SELECT tenant_id, kind, severity, count() AS alerts, uniqExact(scope_key) AS scopes, "
      "min(fired_at) AS first_fired FROM agentaudit.alerts "
      "GROUP BY tenant_id, kind, severity ORDER BY tenant_id, kind"),
+    (("Drift scores: every gold-set score, and the behaviour scores that drifted "
+      "(the rest are in agentaudit.drift_scores)"),
+     ("SELECT tenant_id, subject, agent_version, test, round(statistic, 3) AS statistic, "
+     "round(p_value, 4) AS p_value, drifted, reference_n, current_n, window_start "
+     "FROM (SELECT * FROM agentaudit.drift_scores ORDER BY score_id LIMIT 1 BY score_id) "
+     "WHERE drifted OR startsWith(subject, 'goldset:') "
+     "ORDER BY tenant_id, subject, window_start, agent_version, test")),
     ("Circuit breakers (every transition)",
      "SELECT tenant_id, agent_id, tool, from_state || ' → ' || to_state AS transition, signal, "
      "round(observed, 2) AS observed, threshold FROM agentaudit.breaker_transitions ORDER BY at"),

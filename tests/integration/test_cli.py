@@ -31,7 +31,8 @@ def test_demo_end_to_end_then_query(tmp_path: Path) -> None:
     demo = cli("demo", "--duration", "6", "--tenants", "5", "--rate", "400", data_dir=tmp_path)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     for heading in ("Events per tenant and type", "Spend per tenant and model", "Dead letters", "Hash chains",
-                    "Alerts", "Circuit breakers", "Kill switch", "Budgets: spend in the current window"):
+                    "Alerts", "Drift scores", "Circuit breakers", "Kill switch",
+                    "Budgets: spend in the current window"):
         assert heading in demo.stdout
     assert "runs the SDK stopped" in demo.stdout
 
@@ -68,6 +69,20 @@ def test_demo_end_to_end_then_query(tmp_path: Path) -> None:
                       "AND scope_key = 'tenant=globex/agent=research-agent/tool=web_search'", "-f", "json",
                       data_dir=tmp_path))  # fmt: skip
     assert int(blocks[0]["n"]) == 1
+
+    # The backfilled history (agentaudit.demo.history) makes every anomaly kind and the drift
+    # kinds fire, each for the tenant its scenario targets.
+    fired = {(a["tenant_id"], a["kind"]) for a in rows(cli(
+        "query", "SELECT DISTINCT tenant_id, kind FROM agentaudit.alerts", "-f", "json", data_dir=tmp_path))}
+    assert {("acme", "CallVolumeAnomaly"), ("acme", "GuardrailSpike"), ("globex", "LatencyAnomaly"),
+            ("globex", "TokensPerCallAnomaly"), ("initech", "ErrorRateAnomaly"),
+            ("initech", "ModelVersionChanged"), ("umbrella", "SpendAnomaly"),
+            ("umbrella", "ApprovalLatencyAnomaly"), ("hooli", "DenyRateSpike"),
+            ("hooli", "EvalDrift")} <= fired, fired  # fmt: skip
+    drift = rows(cli("query", "SELECT DISTINCT agent_version, test FROM agentaudit.drift_scores "
+                     "WHERE tenant_id = 'hooli' AND subject = 'goldset:demo-gold/correctness' AND drifted",
+                     "-f", "json", data_dir=tmp_path))  # fmt: skip
+    assert {(d["agent_version"], d["test"]) for d in drift} == {("1.1.0", "chi2"), ("1.1.0", "ks")}
 
     dead = rows(cli("query", "SELECT reason, count() AS n FROM agentaudit.dead_letters GROUP BY reason",
                     "-f", "json", data_dir=tmp_path))  # fmt: skip
