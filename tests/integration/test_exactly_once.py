@@ -43,6 +43,7 @@ def _messages() -> list[tuple[bytes | None, bytes]]:
 def _worker(settings: Settings, crash: str | None) -> subprocess.Popen[bytes]:
     env = settings_env(settings)
     env["AGENTAUDIT_SINK_BATCH_SIZE"] = str(BATCH)
+    env["AGENTAUDIT_STREAM_JOBS"] = "false"  # the sink alone is under test; the jobs have their own fault tests
     if crash:
         env["AGENTAUDIT_SINK_CRASH"] = crash
     return subprocess.Popen([sys.executable, "-m", "agentaudit.cli.main", "worker"], env=env,
