@@ -38,7 +38,7 @@ from typing import Any
 import faust
 import orjson
 import uuid_utils
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agentaudit.bench.workload import payloads
@@ -111,24 +111,10 @@ async def produce(settings: Settings, topic: str, messages: list[tuple[bytes, by
 
 
 async def measure_bare(settings: Settings, topic: str, n: int) -> float:
-    """Messages/s of a bare aiokafka group consumer (same options as `agentaudit bench`)."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap, group_id=f"bare-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=settings.sink_batch_size,
-        fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20,
-    )  # fmt: skip
-    await consumer.start()
-    try:
-        seen, started = 0, 0.0
-        while seen < n:
-            polled = time.perf_counter()
-            records = await consumer.getmany(timeout_ms=1000)
-            if records and not started:
-                started = polled  # from the poll that brought the first records
-            seen += sum(len(batch) for batch in records.values())
-        return n / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
+    """Messages/s of a bare aiokafka group consumer (the same measurement `agentaudit bench` makes)."""
+    from agentaudit.bench.measure import measure_bare_consumer
+
+    return await measure_bare_consumer(settings, n, topic)
 
 
 class _Progress:

@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -56,11 +57,13 @@ def measure_sdk(settings: Settings, n: int) -> SdkFigures:
                       stats.dropped_queue_full + stats.dropped_spool_full + stats.invalid)  # fmt: skip
 
 
-async def measure_bare_consumer(settings: Settings, n: int) -> float:
-    """Read rate (messages/s) of a bare aiokafka group consumer over the same topic."""
+async def measure_bare_consumer(settings: Settings, n: int, topic: str | None = None) -> float:
+    """Read rate (messages/s) of a bare aiokafka group consumer over `topic` (default: the
+    events topic), from the poll that brought the first records until `n` were read."""
     consumer = AIOKafkaConsumer(
-        settings.events_topic, bootstrap_servers=settings.kafka_bootstrap, group_id="bench-bare-consumer",
-        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=settings.sink_batch_size,
+        topic or settings.events_topic, bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"bench-bare-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
+        auto_offset_reset="earliest", max_poll_records=settings.sink_batch_size,
         fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20,
     )  # fmt: skip
     await consumer.start()

@@ -23,11 +23,11 @@ from agentaudit.errors import UserError
 from agentaudit.records.logcheck import check_record_log_matches_store
 from agentaudit.records.processor import DEAD_LETTERS_TABLE, RecordBatch, RecordProcessor
 from agentaudit.records.recovery import recover_records
-from agentaudit.records.retry import blocking_store_call, store_call
 from agentaudit.records.rows import OFFSETS_COLUMNS, OFFSETS_TABLE, RECORD_TABLES
 from agentaudit.settings import Settings
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, Source
 from agentaudit.store.protocol import Store
+from agentaudit.store.retry import blocking_store_call, store_call
 
 log = logging.getLogger("agentaudit.records")
 

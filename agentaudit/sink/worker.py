@@ -11,26 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from agentaudit.errors import StoreUnavailable, UserError
+from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from agentaudit.sink.faults import CrashPlan
 from agentaudit.sink.processor import Batch, SinkProcessor
 from agentaudit.sink.recovery import recover
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
 from agentaudit.store.protocol import Store
-from producers.backoff import Backoff
+from agentaudit.store.retry import blocking_store_call, store_call
 from schemas.pricing import load_pricing
 
 log = logging.getLogger("agentaudit.sink")
-
-MAX_BACKOFF_S = 5.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -84,8 +81,8 @@ class SinkWorker:
         """
         assert self.consumer is not None
         parts = sorted(tp.partition for tp in assigned if tp.topic == self.settings.events_topic)
-        state = self._blocking_store_call(
-            recover, self.store, self.settings.events_topic, parts, self.settings.dedup_window
+        state = blocking_store_call(
+            log, recover, self.store, self.settings.events_topic, parts, self.settings.dedup_window
         )
         self.processor.recover(
             state.event_watermark, state.dead_letter_watermark, state.heads, state.recent_ids
@@ -183,33 +180,7 @@ class SinkWorker:
 
     async def _insert(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], token: str) -> None:
         data = [list(col) for col in zip(*rows)]
-        await self._store_call(self.store.insert, table, data, columns, dedup_token=token)
-
-    async def _store_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a blocking store call off the event loop; retry while the store is unreachable.
-
-        Never gives up on its own: losing a batch is worse than stalling (consumer lag alerts).
-        Errors that retrying cannot fix (bad SQL, schema mismatch) propagate and stop the worker.
-        """
-        backoff = Backoff(0.1, MAX_BACKOFF_S)
-        while True:
-            try:
-                return await asyncio.to_thread(fn, *args, **kwargs)
-            except StoreUnavailable as exc:
-                delay = backoff.next_delay()
-                log.warning("store unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-
-    def _blocking_store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """`_store_call` for the rebalance callback, which must not yield to the loop."""
-        backoff = Backoff(0.1, MAX_BACKOFF_S)
-        while True:
-            try:
-                return fn(*args)
-            except StoreUnavailable as exc:
-                delay = backoff.next_delay()
-                log.warning("store unavailable during recovery (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
+        await store_call(log, self.store.insert, table, data, columns, dedup_token=token)
 
     async def _commit(self, batch: Batch) -> None:
         assert self.consumer is not None

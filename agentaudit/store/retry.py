@@ -1,9 +1,8 @@
 """Store calls that wait out an unreachable store instead of losing a batch.
 
-The same policy as the event sink's `SinkWorker._store_call` / `_blocking_store_call`
-(`producers.backoff.Backoff`, 0.1 s doubling to 5 s, never giving up: a stalled sink shows as
-consumer lag, a dropped batch shows nowhere). Errors retrying cannot fix (bad SQL, a schema
-mismatch) propagate. Kept as functions so both sinks can share them.
+One policy for both sinks (events and records): `producers.backoff.Backoff`, 0.1 s doubling to
+5 s, never giving up: a stalled sink shows as consumer lag, a dropped batch shows nowhere.
+Errors retrying cannot fix (bad SQL, a schema mismatch) propagate and stop the worker.
 """
 
 from __future__ import annotations
