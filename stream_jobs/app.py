@@ -180,14 +180,12 @@ class StreamJobsApp:
         if not writes:
             return
         for write in writes:
-            table = self.tables[write.job]
-            key = write.key
             if write.value is None:
-                table.data.pop(key, None)
-            else:
-                table.data[key] = write.value
+                continue  # nothing held for this key: never tombstone state another worker owns
+            table = self.tables[write.job]
+            table.data[write.key] = write.value
             partition = write.partition if write.partition is not None else 0
-            await table.send_changelog(partition, key, write.value)
+            await table.send_changelog(partition, write.key, write.value)
         await self.app.producer.flush()
 
     def _restorer(self, name: str) -> Callable[[], Any]:

@@ -11,7 +11,7 @@ exactly the events the trail holds. State keys and their partitions come from th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -123,10 +123,12 @@ class StreamJobs:
     def dirty_states(self) -> list[StateWrite]:
         """Table values changed since the last call. Write them after publishing the records
         of the same batch: a crash in between replays the batch and re-publishes the same ids."""
-        writes = [StateWrite("spend", k, self.spend.partition_of(k), self.spend.to_state(k))
-                  for k in sorted(self.spend.pop_dirty())]  # fmt: skip
-        writes += [StateWrite("breakers", k, self.breakers.partition_of(k), self.breakers.to_state(k))
-                   for k in sorted(self.breakers.pop_dirty())]  # fmt: skip
+        # Only keys this worker holds (a known partition): a forgotten tenant marked dirty by a
+        # budget change must not be written as an empty or partial value.
+        writes = [StateWrite("spend", k, p, self.spend.to_state(k))
+                  for k in sorted(self.spend.pop_dirty()) if (p := self.spend.partition_of(k)) is not None]  # fmt: skip
+        writes += [StateWrite("breakers", k, p, self.breakers.to_state(k))
+                   for k in sorted(self.breakers.pop_dirty()) if (p := self.breakers.partition_of(k)) is not None]  # fmt: skip
         writes += [StateWrite(*write) for write in self.detection.dirty_states()]
         return writes
 
@@ -140,10 +142,24 @@ class StreamJobs:
             self.breakers.from_state(key, value)
 
     def retain_partitions(self, assigned: set[int]) -> None:
-        """After a rebalance: keep only the anomaly/drift tenants of `assigned` partitions."""
+        """After a rebalance: keep only the tenants of `assigned` partitions in memory."""
         self.detection.retain_partitions(assigned)
+        self._drop_tenants(lambda p: p not in assigned)
 
     def forget_partitions(self, revoked: set[int]) -> None:
-        """Partitions were revoked: stop closing their tenants' minutes (state stays in the
-        tables; it is recovered by whichever worker is assigned them)."""
+        """Partitions were revoked: drop their tenants from memory (state stays in the tables;
+        whichever worker is assigned them recovers it). A worker must never write state of a
+        tenant it no longer owns: a budget change would otherwise write its stale copy over the
+        new owner's changelog value."""
         self.detection.forget_partitions(revoked)
+        self._drop_tenants(lambda p: p in revoked)
+
+    def _drop_tenants(self, gone: Callable[[int], bool]) -> None:
+        for tenant in self.spend.tracker.tenants():
+            partition = self.spend.partition_of(tenant)
+            if partition is not None and gone(partition):
+                self.spend.forget(tenant)
+        for tenant in self.breakers.tenants():
+            partition = self.breakers.partition_of(tenant)
+            if partition is not None and gone(partition):
+                self.breakers.forget(tenant)

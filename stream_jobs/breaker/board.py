@@ -289,6 +289,9 @@ class BreakerBoard:
         st = self._tenants.get(tenant_id)
         return None if st is None or st.partition < 0 else st.partition
 
+    def tenants(self) -> list[str]:
+        return list(self._tenants)
+
     def forget(self, tenant_id: str) -> None:
         """Drop a tenant from memory (its partition was revoked; the table keeps its state)."""
         self._tenants.pop(tenant_id, None)
