@@ -17,7 +17,13 @@ Why stock faust was slow (2-core box, local broker, 100–200k events in 6 parti
    registry and `create_event` read faust's slow settings per message, the `Monitor`
    books five counters per message.
 
-Fixes (below): `FastConsumer` (inline delivery, 50 ms polls, wake on resume),
+3. **Even tuned, ~25 µs per record** stayed in faust's per-record delivery: a Message, the
+   conductor's flow-control and producer-buffer checks, an Event, a queue hop, tracking
+   and an ack per record (stage c below), about 7× what aiokafka itself costs.
+
+Fixes (below): `FastConsumer` (inline delivery, 50 ms polls, wake on resume, and batched
+topics: `source_topic(batched=True)` delivers one `BatchMessage` per partition and poll,
+acked as one offset range, so faust's commits, gaps and rebalances still apply),
 `TunedConsumerThread` (100 ms fetch long-poll), `BatchingStream.take`/`take_events` (bulk
 drain, one list per partition, ack after the body), `RawSchema`, `LeanMonitor`,
 `AuditApp.create_event`, `cython_optimizations`. `agentaudit.bench.faust_measure`, 200k
@@ -30,11 +36,21 @@ events, 5 runs with other helpers busy on the same cores (load average 4–5.5):
     d  c + table write once per key/batch   24–36 µs     23–38k        0.07–0.14
     e  c + `parse_event` (pydantic)         28–37 µs     18–34k        0.07–0.11
 
+Batched delivery, one run, load average ~2 (bare consumer 373k/s):
+
+    stage                                   CPU/event    events/s      ÷ bare
+    c  `take` + orjson + dict work          26 µs        28.1k         0.075
+    f  c on a batched topic                 4.6 µs       140k          0.37
+    e  c + `parse_event`                    40 µs        21.9k         0.059
+    g  f + `parse_event`                    9.8 µs       74.6k         0.20
+
 Defects found, and the workaround here:
 - faust: `Consumer.on_partitions_revoked` forgets acked offsets before it commits them, so
   every rebalance replayed the events since the last periodic commit → commit first.
 - faust: `Stream.take` acks a batch in `finally`, also when the body was cancelled or
   raised, and the following commit loses it → `BatchingStream` acks finished batches only.
+- faust: with nothing committed yet (or committed 0), a failed batch at the head of a
+  partition was committed over once a later batch was acked → `FastConsumer._new_offset`.
 - Tansu: ListOffsets answers the last batch's base offset + 1; table recovery stopped short
   (a restarted table read 34 of 40) → the changelog end is also probed with a fetch.
 - Tansu numbers the first group generation 0 and aiokafka sends LeaveGroup only for > 0: a
@@ -62,7 +78,9 @@ from faust.tables.manager import TableManager
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT, Message
+from faust.types.tuples import ConsumerMessage, ack_lock
 from mode import Seconds, want_seconds
+from mode.utils.futures import notify
 
 from agentaudit.settings import Settings
 
@@ -164,10 +182,37 @@ def _leave_group_of(coordinator: Any) -> Callable[[], Awaitable[None]]:
     return leave
 
 
+class BatchMessage(ConsumerMessage):
+    """All records one poll brought for one partition of a batched topic, as one faust message.
+
+    `value` is the list of `(offset, value bytes)` in offset order; `offset` is the last
+    record's offset and `first_offset` the first's. Acking it acks every offset from
+    `first_offset` to `offset` (`FastConsumer.ack`), so faust's commits, gaps, rebalances and
+    generation checks work unchanged; only the per-record Event, queue hop and ack are gone.
+    """
+
+    __slots__ = ("first_offset",)
+
+    first_offset: int
+
+    @classmethod
+    def of(cls, tp: TP, records: list[Any], generation_id: int | None) -> BatchMessage:
+        last = records[-1]
+        message = cls(
+            tp.topic, tp.partition, last.offset, (last.timestamp or 0) / 1000.0,
+            last.timestamp_type, None, None, [(r.offset, r.value) for r in records],  # type: ignore[arg-type]
+            None, 0, 0, tp, generation_id=generation_id,
+        )  # fmt: skip
+        message.first_offset = records[0].offset
+        return message
+
+
 class FastConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer without per-message tasks and without the fixed waits."""
 
     _resumed: asyncio.Event | None = None
+    _delivered_from: dict[TP, int] | None = None
+    """Per partition, the first offset delivered since it was assigned or sought."""
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return TunedConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -192,6 +237,76 @@ class FastConsumer(faust_aiokafka.Consumer):
             return bool(await super().force_commit(topics, start_new_transaction))
         async with guard():
             return bool(await super().force_commit(topics, start_new_transaction))
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # type: ignore[override]
+        """faust's `getmany`, but records of the app's batched topics come as one
+        `BatchMessage` per partition and poll (faust wraps each record in a Message that then
+        takes ~20 µs of Event, queue and ack work per record on this box)."""
+        batched: frozenset[str] = getattr(self.app, "batched_topics", frozenset())
+        if not batched:
+            async for item in super().getmany(timeout):
+                yield item
+            return
+        records, active = await self._wait_next_records(timeout)
+        generation_id = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+        if not self.flow_active:  # as faust: back to the committed offsets
+            try:
+                await self.perform_seek()
+            except Exception as exc:  # noqa: BLE001 (faust logs and carries on, too)
+                self.log.warning("exception performing seek when flow not active %r", exc)
+            return
+        to_message = self._to_message
+        for tp, tp_records in records.items():
+            if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                break
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                continue
+            if tp.topic not in batched:
+                for record in tp_records:
+                    yield tp, to_message(tp, record)
+                continue
+            read_from = self._read_offset[tp]  # faust delivers offset >= its read offset
+            fresh = tp_records if read_from is None else [r for r in tp_records if r.offset >= read_from]
+            if fresh:
+                yield tp, BatchMessage.of(tp, fresh, generation_id)
+
+    def ack(self, message: Message) -> bool:
+        """faust's `ack`; a `BatchMessage` acks its whole offset range at once."""
+        if not isinstance(message, BatchMessage):
+            return bool(super().ack(message))
+        with ack_lock:
+            if message.acked or not self.app.topics.acks_enabled_for(message.topic):
+                return False
+            message.acked = True
+            tp = message.tp
+            committed = self._committed_offset[tp]
+            first = message.first_offset if committed is None else max(message.first_offset, committed)
+            offsets = [o for o in range(first, message.offset + 1) if o not in self._acked_index[tp]]
+            self._unacked_messages.discard(message)
+            try:
+                if offsets:
+                    self._acked_index[tp].update(offsets)
+                    self._acked[tp].extend(offsets)
+                    self._n_acked += len(offsets)
+                    return True
+                return False
+            finally:
+                notify(self._waiting_for_ack)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """faust's, but never past an unacked offset at the head of a partition.
+
+        faust checks the head of the acked offsets only against a committed offset that is
+        truthy: with nothing committed yet (a new group) or committed 0, a batch that failed
+        at the head was committed over as soon as a later one was acked (its events lost to
+        the group). The head is then the first offset delivered since assignment."""
+        acked, head = self._acked[tp], (self._delivered_from or {}).get(tp)
+        head_unacked = head is not None and bool(acked) and min(acked) > head
+        if head_unacked and not self._committed_offset[tp] and not self._gap[tp].overlaps_point(head):
+            return None
+        return cast(int | None, super()._new_offset(tp))
 
     def on_buffer_drop(self, tp: TP) -> None:
         super().on_buffer_drop(tp)
@@ -221,6 +336,7 @@ class FastConsumer(faust_aiokafka.Consumer):
         consumer_stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
         get_read_offset, set_read_offset = self._read_offset.__getitem__, self._read_offset.__setitem__
         commit_every = self._commit_every
+        delivered_from = self._delivered_from = self._delivered_from or {}
         acks_enabled_for = self.app.topics.acks_enabled_for
         since_yield = 0
         stopped_errors: tuple[type[BaseException], ...] = (*self.consumer_stopped_errors, asyncio.CancelledError)
@@ -239,8 +355,13 @@ class FastConsumer(faust_aiokafka.Consumer):
                     offset, r_offset = message.offset, get_read_offset(tp)
                     if r_offset is not None and offset < r_offset:
                         continue  # already delivered
-                    if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
-                        await self._add_gap(tp, r_offset + 1, offset)
+                    first = message.first_offset if isinstance(message, BatchMessage) else offset  # changed
+                    if r_offset is None:  # changed: the head `_new_offset` must not commit past
+                        delivered_from[tp] = first
+                    if r_offset and first - r_offset > 1 and acks_enabled_for(message.topic):
+                        # changed: the gap ends before `first` (faust's includes the message's
+                        # own offset, which then appears twice among the acked offsets)
+                        await self._add_gap(tp, r_offset + 1, first - 1)
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
@@ -291,8 +412,15 @@ class RawSchema(faust.Schema):
         return message.value
 
 
-def source_topic(app: faust.App, name: str, **options: Any) -> faust.TopicT:
-    """A topic whose events are the raw message bytes (`RawSchema`)."""
+def source_topic(app: faust.App, name: str, *, batched: bool = False, **options: Any) -> faust.TopicT:
+    """A topic whose events are the raw message bytes (`RawSchema`).
+
+    `batched`: each event is a whole poll's records of one partition (a `BatchMessage`:
+    `event.value` is the list of `(offset, value bytes)`), for agents that work per batch
+    anyway. Needs an app from `make_app`; its `stream_buffer_maxsize` then counts batches.
+    """
+    if batched:
+        app.batched_topics = frozenset({*getattr(app, "batched_topics", ()), name})  # type: ignore[attr-defined]
     return app.topic(name, schema=RawSchema(), **options)
 
 

@@ -12,7 +12,10 @@ them with each of:
 - `c_take`: `stream.take(1000, within=0.25)` on raw bytes, `orjson.loads` per event and a
   few dict operations per event (the stream-jobs batching pattern);
 - `d_table`: `c_take` plus a faust Table with changelog, updated once per key per batch;
-- `e_parse`: `c_take` plus `schemas.events.parse_event` (pydantic) per event.
+- `e_parse`: `c_take` plus `schemas.events.parse_event` (pydantic) per event;
+- `f_batched`: `c_take` on a batched source topic (`source_topic(batched=True)`: one faust
+  event per partition and poll, which is how the stream jobs read);
+- `g_batched_parse`: `f_batched` plus `parse_event` per event.
 
 A rate counts from the first event an agent sees to the `n`-th (start-up is reported apart
 as `ready_s`: `app.start()` until faust calls the worker ready). Stock faust start-up is
@@ -46,8 +49,11 @@ from agentaudit.settings import Settings
 from schemas.events import parse_event
 from stream_jobs.runtime import make_app, running, source_topic
 
-STAGES = ("a_default", "b_tuned", "c_take", "d_table", "e_parse")
+STAGES = ("a_default", "b_tuned", "c_take", "d_table", "e_parse", "f_batched", "g_batched_parse")
+BATCHED_STAGES = ("f_batched", "g_batched_parse")
 TAKE_MAX, TAKE_WITHIN = 1000, 0.25
+TAKE_POLLS = 16
+"""Batched stages: polled batches per `take` (each holds up to `broker_max_poll_records`)."""
 QUICK_START: dict[str, Any] = {"broker_session_timeout": 2.0, "broker_heartbeat_interval": 0.5}
 """Start-up only: the local broker answers the first join after half the session timeout."""
 
@@ -155,7 +161,8 @@ def _stage_app(
                         datadir=data_dir / app_id, **QUICK_START)  # fmt: skip
     else:
         app = make_app(settings, app_id=app_id, **{**QUICK_START, **overrides})
-    source = app.topic(topic) if stage == "a_default" else source_topic(app, topic)
+    batched = stage in BATCHED_STAGES
+    source = app.topic(topic) if stage == "a_default" else source_topic(app, topic, batched=batched)
 
     if stage in ("a_default", "b_tuned"):
         @app.agent(source)
@@ -165,7 +172,7 @@ def _stage_app(
 
         return app
 
-    decode: Callable[[bytes], Any] = parse_event if stage == "e_parse" else orjson.loads
+    decode: Callable[[bytes], Any] = parse_event if stage.endswith("parse") else orjson.loads
     table = None
     if stage == "d_table":
         schema: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
@@ -173,7 +180,9 @@ def _stage_app(
 
     @app.agent(source)
     async def batches(stream: Any) -> None:
-        async for values in stream.take(TAKE_MAX, within=TAKE_WITHIN):
+        async for values in stream.take(TAKE_POLLS if batched else TAKE_MAX, within=TAKE_WITHIN):
+            if batched:
+                values = [value for poll in values for _offset, value in poll]
             totals = _batch_work(values, decode)
             if table is not None:
                 for key, count in totals.items():  # once per key per batch

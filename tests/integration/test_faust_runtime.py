@@ -2,7 +2,9 @@
 
 Tables come back from their changelog after a restart, batches are committed only once
 processed (a crashed batch is delivered again, nothing is lost), and two app instances in
-one process share the partitions of a consumer group.
+one process share the partitions of a consumer group. The commit and rebalance tests run
+with per-record delivery and with batched delivery (`source_topic(batched=True)`: one
+`BatchMessage` per partition and poll, acked as a whole offset range).
 """
 
 from __future__ import annotations
@@ -115,6 +117,14 @@ async def test_table_is_recovered_from_its_changelog_after_restart(settings: Set
     assert all(v.startswith(b"sentinel") for v in second.values), "offsets were not committed"
 
 
+def received(values: list[Any], batched: bool) -> list[bytes]:
+    """The message values a `take` list holds: batched delivery nests (offset, value) lists."""
+    return [value for poll in values for _offset, value in poll] if batched else values
+
+
+BATCHED = pytest.mark.parametrize("batched", [False, True], ids=["per-record", "batched"])
+
+
 class Crash:
     """Makes the first batch holding b"poison" raise mid-batch (a bug escaping the body)."""
 
@@ -129,19 +139,21 @@ class Crash:
             raise RuntimeError("simulated crash in the middle of a batch")
 
 
-def crashing_app(settings: Settings, app_id: str, seen: Seen, crash: Crash) -> faust.App:
+def crashing_app(settings: Settings, app_id: str, seen: Seen, crash: Crash, batched: bool) -> faust.App:
     app = make_app(settings, app_id=app_id, **QUICK)
 
-    @app.agent(source_topic(app, settings.events_topic))
+    @app.agent(source_topic(app, settings.events_topic, batched=batched))
     async def work(stream: Any) -> None:
         async for values in stream.take(10, within=0.1):
+            values = received(values, batched)
             crash.maybe_raise(values)
             seen.add(values)
 
     return app
 
 
-async def test_offsets_are_committed_only_for_processed_batches(settings: Settings) -> None:
+@BATCHED
+async def test_offsets_are_committed_only_for_processed_batches(settings: Settings, batched: bool) -> None:
     await ensure_topics(settings)
     parts = settings.partitions
     events = [(i % parts, b"k", f"event-{i}".encode()) for i in range(90)]
@@ -150,11 +162,11 @@ async def test_offsets_are_committed_only_for_processed_batches(settings: Settin
     app_id = f"acks-{uuid.uuid4().hex[:8]}"
 
     first, crash = Seen(), Crash()
-    async with running(crashing_app(settings, app_id, first, crash)):
+    async with running(crashing_app(settings, app_id, first, crash, batched)):
         await asyncio.wait_for(crash.happened.wait(), 30)
         await first.until(await sentinels(settings, "first"))  # faust restarted the agent
     second = Seen()
-    async with running(crashing_app(settings, app_id, second, Crash(armed=False))):
+    async with running(crashing_app(settings, app_id, second, Crash(armed=False), batched)):
         await second.until(await sentinels(settings, "second"))
 
     assert b"poison" in crash.batch
@@ -172,12 +184,13 @@ async def test_offsets_are_committed_only_for_processed_batches(settings: Settin
     assert committed > 0, "nothing was committed"
 
 
-def sharing_app(settings: Settings, app_id: str, seen: Seen, both: Seen) -> faust.App:
+def sharing_app(settings: Settings, app_id: str, seen: Seen, both: Seen, batched: bool) -> faust.App:
     app = make_app(settings, app_id=app_id, **QUICK)
 
-    @app.agent(source_topic(app, settings.events_topic))
+    @app.agent(source_topic(app, settings.events_topic, batched=batched))
     async def work(stream: Any) -> None:
         async for values in stream.take(20, within=0.1):
+            values = received(values, batched)
             seen.add(values)
             both.add(values)
 
@@ -188,12 +201,14 @@ def owned(app: faust.App, topic: str) -> set[int]:
     return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
 
 
-async def test_two_instances_in_one_process_share_the_partitions(settings: Settings) -> None:
+@BATCHED
+async def test_two_instances_in_one_process_share_the_partitions(settings: Settings, batched: bool) -> None:
     await ensure_topics(settings)
     topic, everything = settings.events_topic, set(range(settings.partitions))
     app_id = f"shared-{uuid.uuid4().hex[:8]}"
     seen_a, seen_b, both = Seen(), Seen(), Seen()
-    app_a, app_b = sharing_app(settings, app_id, seen_a, both), sharing_app(settings, app_id, seen_b, both)
+    app_a = sharing_app(settings, app_id, seen_a, both, batched)
+    app_b = sharing_app(settings, app_id, seen_b, both, batched)
     async with running(app_a):
         assert owned(app_a, topic) == everything
         async with running(app_b):
