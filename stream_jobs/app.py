@@ -63,7 +63,9 @@ THROUGHPUT_SETTINGS: dict[str, Any] = {
     "broker_max_poll_records": 5000,
     "stream_buffer_maxsize": 64,
 }
-BATCH_WITHIN_S = 0.1
+BATCH_WITHIN_S = 0.02
+"""How long the agent waits for more polled batches; each already holds a whole poll (A/B on
+the bench's jobs run, 100k events, two pairs: 0.1 s 18.0k/13.7k → 0.02 s 20.2k/23.4k per s)."""
 TICK_INTERVAL_S = 1.0
 PINS_WAIT_S = 15.0
 TABLES = ("spend", "breakers", "anomaly", "drift")

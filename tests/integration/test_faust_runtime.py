@@ -227,3 +227,19 @@ async def test_two_instances_in_one_process_share_the_partitions(settings: Setti
     handled = seen_a.values + seen_b.values
     assert len(handled) == len(set(handled)), "events handled twice across the rebalance"
 
+
+
+async def test_stopping_with_the_broker_gone_is_bounded(tmp_path: Any) -> None:
+    """faust's own stop waits forever on a broker that went away (final commit, group leave);
+    `running` abandons it after `stop_timeout`, so a worker can be stopped during an outage."""
+    from agentaudit.broker import LocalBroker
+
+    with LocalBroker() as broker:
+        own = Settings(kafka_bootstrap=broker.bootstrap, data_dir=tmp_path)
+        await ensure_topics(own)
+        app = sharing_app(own, f"outage-{uuid.uuid4().hex[:8]}", Seen(), Seen(), batched=True)
+        async with asyncio.timeout(60):  # stock faust: still stopping after minutes
+            async with running(app, stop_timeout=3.0):
+                broker.stop()
+                await asyncio.sleep(1.0)  # let the consumer notice: its fetches now fail
+    assert app.should_stop
