@@ -46,8 +46,10 @@ from schemas.records import ControlMessage, DriftScore
 from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.breaker.config import BreakerConfig
 from stream_jobs.drift.config import DriftConfig
+from stream_jobs.drift.pins import parse_pin_key
 from stream_jobs.processor import Record, StreamJobs
 from stream_jobs.runtime import make_app, source_topic
+from stream_jobs.spend.delivery import Hole
 
 log = logging.getLogger("agentaudit.stream_jobs")
 
@@ -143,10 +145,28 @@ class StreamJobsApp:
                                 "until it is", PINS_WAIT_S)  # fmt: skip
             partition = events[0].message.partition
             async with self._lock:  # each event: one poll's (offset, value) list, same partition
+                hole = self.jobs.fence.admit(partition, events[0].value[0][0])
+                if hole is not None:  # not applied; delivered again after the seek
+                    await self._rewind(events[0].message.tp, hole)
+                    continue
                 records = self.jobs.process(
                     partition, (item for e in events for item in e.value), self.clock()
                 )
                 await self._publish(records)
+
+    async def _rewind(self, tp: Any, hole: Hole) -> None:
+        """A batch past a hole (see `stream_jobs.spend.delivery`): seek back to the offset the
+        partition must continue from; skip the batches fetched before the seek."""
+        if hole.gap:
+            log.error("partition %d: offsets before %d were never delivered after seeking back "
+                      "(a gap in the log: retention or transaction markers); their events are "
+                      "not in spend or alerts; continuing from %d",
+                      hole.partition, hole.expected, hole.expected)  # fmt: skip
+        elif hole.seek:
+            log.warning("partition %d delivered from offset %d, expected %d: seeking back",
+                        hole.partition, hole.first, hole.expected)  # fmt: skip
+        if hole.seek:
+            await self.app.consumer.seek(tp, hole.expected)
 
     async def run(self, stop: asyncio.Event, *, timeout: float = 120.0) -> None:
         """Run the app's worker services in this event loop until `stop` is set."""
@@ -269,9 +289,13 @@ class StreamJobsApp:
         return self.jobs.set_budget(budget, now)
 
     def _apply_pin(self, key: bytes | None, value: bytes | None) -> list[Record]:
-        if not value:
-            log.info("ignoring a tombstone for pin %r: a pin is replaced by pinning again", key)
-            return []
+        if not value:  # `agentaudit goldsets unpin`: that metric is no longer compared
+            try:
+                tenant, gold_set, metric = parse_pin_key((key or b"").decode())
+            except (UnicodeDecodeError, ValueError) as exc:
+                log.warning("skipping a pin tombstone with an unreadable key %r: %s", key, exc)
+                return []
+            return self.jobs.remove_pin(tenant, gold_set, metric)
         try:
             record = PinRecord.decode(value)
         except (ValueError, KeyError, TypeError) as exc:

@@ -30,7 +30,9 @@ from stream_jobs.checkpoint import ANOMALY, DRIFT
 from stream_jobs.detection import DetectionJob, ModelPin
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.pins import Pin
+from stream_jobs.spend.delivery import DeliveryFence
 from stream_jobs.spend.job import SpendJob
+from stream_jobs.spend.readout import applied_position
 
 Record = Alert | ControlMessage | BreakerTransition | DriftScore
 
@@ -71,6 +73,8 @@ class StreamJobs:
         self.breakers = BreakerBoard(breaker_config, issued_by=issued_by)
         self.detection = DetectionJob(anomaly_config, drift_config)
         self.counters = JobCounters()
+        self.fence = DeliveryFence()
+        """Ask `fence.admit` before `process`: a batch past a hole must not be applied."""
 
     def process(self, partition: int, items: Iterable[tuple[int, bytes | None]], now: datetime) -> list[Record]:
         """Apply one partition's messages (offset, value) in order; the records they cause."""
@@ -78,6 +82,7 @@ class StreamJobs:
         spend, breakers, cost, counters = self.spend, self.breakers, self.cost, self.counters
         detection = self.detection
         detection.begin_batch(partition, now)
+        offset = -1
         for offset, value in items:
             if value is None or len(value) > MAX_EVENT_BYTES:
                 counters.invalid += 1
@@ -98,6 +103,8 @@ class StreamJobs:
             detected = detection.observe(event, usd, partition, offset)
             if detected:
                 out += detected
+        if offset >= 0:
+            self.fence.applied(partition, offset)
         counters.records += len(out)
         return out
 
@@ -120,6 +127,12 @@ class StreamJobs:
         self.detection.set_pin(pin, models)
         return []
 
+    def remove_pin(self, tenant_id: str, gold_set_id: str, metric: str) -> list[Record]:
+        """A pin's tombstone: results of that gold set metric are no longer compared (the
+        served-model pins it set stay in force)."""
+        self.detection.pins.unpin(tenant_id, gold_set_id, metric)
+        return []
+
     def dirty_states(self) -> list[StateWrite]:
         """Table values changed since the last call. Write them after publishing the records
         of the same batch: a crash in between replays the batch and re-publishes the same ids."""
@@ -136,6 +149,9 @@ class StreamJobs:
         """Load one recovered table value (after a restart or a rebalance)."""
         if job == "spend":
             self.spend.from_state(key, value)
+            applied = applied_position(value)
+            if applied is not None:
+                self.fence.seed(*applied)
         elif job in (ANOMALY, DRIFT):
             self.detection.restore(job, key, value)
         else:
@@ -145,6 +161,7 @@ class StreamJobs:
         """After a rebalance: keep only the tenants of `assigned` partitions in memory."""
         self.detection.retain_partitions(assigned)
         self._drop_tenants(lambda p: p not in assigned)
+        self.fence.retain(assigned)
 
     def forget_partitions(self, revoked: set[int]) -> None:
         """Partitions were revoked: drop their tenants from memory (state stays in the tables;

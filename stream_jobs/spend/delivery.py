@@ -1,0 +1,116 @@
+"""The replay guard's precondition: a partition's events reach the jobs without a hole.
+
+The ledger skips an event at or below its tenant's last applied offset: that is how a batch
+replayed after a crash or a rebalance is applied once. It is only right if the events before
+an applied one were applied too. After a rebalance the faust consumer broke that: it took a
+partition's records from aiokafka (which moves the fetch position past them) while its flow
+was stopped and dropped them; its seek back to the committed offset failed mid-rebalance
+(`IllegalStateError: No current assignment`), so it next delivered the records *after* the
+dropped ones, and only then, after recovery's own seek, the whole range again. Traced in the
+two-workers fault test: offsets 481–499 applied, then 250–499 delivered and skipped as
+replays; 231 events of each kept partition lost, their budget thresholds never crossed.
+
+`DeliveryFence` keeps, per partition, the last offset the jobs applied. A batch starting past
+it + 1 is a hole: the caller seeks the partition back to the expected offset and skips the
+batch; later batches that still start past that offset (fetched from the old position before
+the seek) are skipped too, until the rewound delivery arrives. A skipped batch is delivered
+again after the seek, so it may be acknowledged.
+
+Which offsets count: after a rebalance, the restored states seed the fence (`seed`: the
+highest offset any tenant of the partition applied); a partition this worker kept through the
+rebalance also keeps what it applied itself. A partition not assigned any more is forgotten
+(`retain`).
+
+A real gap in the log (retention deleted offsets the jobs had not read; transaction markers)
+is never delivered, however often the partition seeks back: after `GIVE_UP_AFTER` skipped
+batches in one hole the fence takes it for such a gap, declares the missing offsets lost,
+and the partition continues from the lowest offset delivered since (`Hole.gap`; the agent
+logs it as an error). Stale batches fetched before a seek number at most the stream buffer
+(64) plus a fetch, so a race is always repaired before that bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["GIVE_UP_AFTER", "DeliveryFence", "Hole"]
+
+GIVE_UP_AFTER = 200
+"""Batches skipped in one hole before it is taken for a real gap in the log."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hole:
+    """A batch that starts past the expected offset: skip it (do not apply it)."""
+
+    partition: int
+    expected: int
+    """The offset the partition's delivery must continue from: seek there."""
+    first: int
+    """The offset the skipped batch starts at."""
+    seek: bool
+    """True for the first batch of this hole: seek back now. False: a seek to `expected` is
+    already under way and this batch was fetched before it."""
+    gap: bool = False
+    """The hole is a real gap in the log: offsets before `expected` are lost; seek there."""
+
+
+@dataclass(slots=True)
+class _Rewind:
+    expected: int
+    lowest_first: int
+    """The lowest first offset of the batches skipped since the seek back."""
+    skipped: int = 1
+
+
+class DeliveryFence:
+    """Per partition, the last applied offset, and the rewind point of a hole being repaired."""
+
+    def __init__(self, give_up_after: int = GIVE_UP_AFTER) -> None:
+        self._last: dict[int, int] = {}
+        self._rewinding: dict[int, _Rewind] = {}
+        self._give_up_after = give_up_after
+
+    def admit(self, partition: int, first_offset: int) -> Hole | None:
+        """None: apply the batch that starts at `first_offset`. A `Hole`: skip it."""
+        last = self._last.get(partition)
+        if last is None or first_offset <= last + 1:
+            rewind = self._rewinding.get(partition)
+            if rewind is not None and first_offset <= rewind.expected:
+                del self._rewinding[partition]  # the rewound delivery has arrived
+            return None
+        expected = last + 1
+        rewind = self._rewinding.get(partition)
+        if rewind is None or rewind.expected != expected:
+            self._rewinding[partition] = _Rewind(expected, first_offset)
+            return Hole(partition, expected, first_offset, seek=True)
+        rewind.skipped += 1
+        rewind.lowest_first = min(rewind.lowest_first, first_offset)
+        if rewind.skipped <= self._give_up_after:
+            return Hole(partition, expected, first_offset, seek=False)
+        # A real gap: continue from the lowest offset the log delivered since the seek.
+        resume = rewind.lowest_first
+        del self._rewinding[partition]
+        self._last[partition] = resume - 1
+        return Hole(partition, resume, first_offset, seek=True, gap=True)
+
+    def applied(self, partition: int, last_offset: int) -> None:
+        """A batch of `partition` up to `last_offset` was applied (replayed ones included)."""
+        if last_offset > self._last.get(partition, -1):
+            self._last[partition] = last_offset
+
+    def seed(self, partition: int, offset: int) -> None:
+        """A restored state has applied `partition` up to `offset`."""
+        self.applied(partition, offset)
+
+    def retain(self, assigned: Iterable[int]) -> None:
+        """After a rebalance: forget the partitions not assigned any more (another worker
+        may apply them meanwhile, so what this one applied says nothing when they return)."""
+        keep = set(assigned)
+        for table in (self._last, self._rewinding):
+            for partition in [p for p in table if p not in keep]:
+                del table[partition]
+
+    def last_applied(self, partition: int) -> int | None:
+        return self._last.get(partition)
