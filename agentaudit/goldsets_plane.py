@@ -8,7 +8,8 @@
   `{"pin": Pin.to_state(), "models": [[agent_id, request_model, response_model], ...]}`: the
   reference scores of the approved agent_version/model, and the served model the approved
   run's LLM calls reported (what `ModelVersionChanged` compares with). The stream jobs
-  follow this topic; the latest pin per key is current.
+  follow this topic; the latest pin per key is current, and a tombstone (`unpin`) removes
+  it.
 
 The reference of a pin is every `eval_result` event stored for the tenant, gold set, metric
 and agent_version (re-runs of a case all count), read from `agentaudit.events.payload`.
@@ -31,7 +32,7 @@ from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
 from stream_jobs.drift.goldsets import GoldSet, GoldSetError, GoldSetRegistry, GoldSetVersion
-from stream_jobs.drift.pins import Pin, make_pin
+from stream_jobs.drift.pins import Pin, make_pin, pin_key
 
 log = logging.getLogger("agentaudit.goldsets")
 
@@ -57,6 +58,10 @@ class NoReference(UserError):
     """The store holds no eval results to build a pin from."""
 
 
+class PinNotFound(UserError):
+    """No current pin for that tenant, gold set and metric on the pins topic."""
+
+
 @dataclass(frozen=True)
 class PinRecord:
     pin: Pin
@@ -64,7 +69,7 @@ class PinRecord:
 
     @property
     def key(self) -> str:
-        return f"{self.pin.tenant_id}|{self.pin.gold_set_id}|{self.pin.metric}"
+        return pin_key(self.pin.tenant_id, self.pin.gold_set_id, self.pin.metric)
 
     def encode(self) -> bytes:
         doc = {"pin": self.pin.to_state(), "models": [list(m) for m in self.models]}
@@ -176,6 +181,32 @@ async def read_pins(
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("skipped pin record %r: %r", key, exc)
     return pins
+
+
+async def unpin(
+    settings: Settings,
+    tenant_id: str,
+    gold_set_id: str,
+    metric: str,
+    *,
+    dry_run: bool = False,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> PinRecord:
+    """Remove the current pin of (tenant, gold set, metric): a tombstone on the pins topic,
+    which the stream jobs honour (that metric is no longer compared) and compaction turns
+    into no record at all. Returns the pin removed; PinNotFound (naming the pins there
+    are) when there is none. `dry_run` checks and returns without publishing."""
+    key = pin_key(tenant_id, gold_set_id, metric)
+    pins = await read_pins(settings, timeout=timeout)
+    record = pins.get(key)
+    if record is None:
+        known = ", ".join(sorted(pins)) or "none"
+        raise PinNotFound(
+            f"no pin {key} on {settings.pins_topic} (pins: {known}); see `agentaudit goldsets pins`"
+        )
+    if not dry_run:
+        await _produce(settings, settings.pins_topic, [(key, None)], timeout)
+    return record
 
 
 _RESULTS_SQL = """

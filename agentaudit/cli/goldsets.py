@@ -1,9 +1,10 @@
-"""`agentaudit goldsets add|list|pin|pins`: versioned gold sets and the pins drift compares with.
+"""`agentaudit goldsets add|list|pin|unpin|pins`: versioned gold sets and the pins drift uses.
 
 `add` validates a JSONL file (`stream_jobs.drift.goldsets`) and registers its version on the
 gold sets topic; `pin` builds the reference of an approved agent_version/model from the
 `eval_result` events in the store and publishes it on the pins topic, which the stream jobs
-follow. Problems are one line and a non-zero exit (`UserError` subclasses).
+follow; `unpin` removes a pin (a tombstone on that topic). Problems are one line and a
+non-zero exit (`UserError` subclasses).
 """
 
 from __future__ import annotations
@@ -129,6 +130,32 @@ def pin(
         f"pinned {record.key} (gold set #{gold_set.number}) on {settings.pins_topic}",
         highlight=False,
     )
+
+
+@app.command("unpin")
+def unpin(
+    tenant: Annotated[str, typer.Option(help="Tenant of the pin.")],
+    goldset: Annotated[str, typer.Option(help="Gold set id.")],
+    metric: Annotated[str, typer.Option(help="Eval metric.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the pin that would be removed; publish nothing.")
+    ] = False,
+) -> None:
+    """Remove a pin: that gold set metric's eval results are no longer tested for drift.
+
+    Publishes a tombstone for the pin's key on the pins topic; the stream jobs drop the pin
+    when they read it. Served-model pins it set stay in force for ModelVersionChanged.
+    Pin again (`goldsets pin`) to resume drift testing."""
+    from agentaudit import goldsets_plane
+
+    settings = Settings()
+    record = run(goldsets_plane.unpin(settings, tenant, goldset, metric, dry_run=dry_run))
+    row = goldsets_plane.describe_pin(record)
+    render_table(list(row), [list(row.values())], ("tenant", "gold_set", "metric"), "pin", console)
+    if dry_run:
+        console.print("nothing published (--dry-run)")
+        return
+    console.print(f"unpinned {record.key} on {settings.pins_topic}", highlight=False)
 
 
 @app.command("pins")

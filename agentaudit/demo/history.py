@@ -14,7 +14,11 @@ demo tenants, with one injected fault per alert kind in its last half hour:
 - tenant 3 (umbrella): two minutes on claude-opus-4-1 → SpendAnomaly; approvals ×10 slower
   for 15 minutes → ApprovalLatencyAnomaly;
 - tenant 4 (hooli): DENY share 80 % for ten minutes → DenyRateSpike; a gold set run of
-  agent_version 1.1.0 passing 50 % against 1.0.0's pinned 90 % → EvalDrift.
+  agent_version 1.1.0 passing 50 % against 1.0.0's pinned 90 % → EvalDrift;
+- tenant 1 (globex) also runs `triage-agent`, two tool calls a minute from three drift
+  windows before the degraded run's window on (the behaviour reference needs three): from
+  that window on, its mix turns from lookups and searches to refunds and e-mails →
+  BehaviourDrift (tool mix, chi-square) when the window closes.
 
 Every fault's minutes close in event time within the backfill itself (the partition
 watermark passes them), so what fires does not depend on the live fleet or the wall clock.
@@ -49,6 +53,10 @@ CASES = [f"case-{i:03d}" for i in range(60)]
 MODEL, SERVED = "gpt-5-mini", "gpt-5-mini-2025-08-07"
 OLD_SNAPSHOT = "gpt-5-mini-2025-06-12"
 WAIT_S = 60.0
+DRIFT_TENANT_INDEX, DRIFT_AGENT, DRIFT_AGENT_VERSION = 1, "triage-agent", "2.0.0"
+BEFORE_MIX = ("crm_lookup",) * 5 + ("web_search",) * 3 + ("update_ticket",) * 2
+AFTER_MIX = ("refund_payment",) * 5 + ("send_email",) * 3 + ("crm_lookup",) * 2
+"""The drifting agent's tool mix before and during the degraded run's window."""
 Message = tuple[bytes, bytes]
 
 
@@ -97,15 +105,16 @@ class _Gen:
             **({"error_type": "rate_limited"} if failed else {}),
         })  # fmt: skip
 
-    def tool(self, tenant: str, at: datetime, error: float = 0.03) -> None:
+    def tool(self, tenant: str, at: datetime, error: float = 0.03, name: str | None = None,
+             agent: str | None = None, version: str | None = None) -> None:  # fmt: skip
         r, failed = self.rng, self.rng.random() < error
-        name, side_effect = r.choice(TOOLS)
+        name, side_effect = r.choice(TOOLS) if name is None else (name, dict(TOOLS)[name])
         self.emit(tenant, "tool_call", at, {
             "tool": name, "action": f"{name}.invoke", "args_hash": r.randbytes(32).hex(),
             "side_effect": side_effect, "status": "error" if failed else "ok",
             "latency_ms": round(r.uniform(40, 80), 1),
             **({"error_type": "timeout"} if failed else {}),
-        })  # fmt: skip
+        }, agent=agent, version=version)  # fmt: skip
 
     def policy(self, tenant: str, at: datetime, deny: float = 0.05) -> None:
         decision = "DENY" if self.rng.random() < deny else "ALLOW"
@@ -150,6 +159,18 @@ def eval_window(end: datetime) -> datetime:
     return (end - timedelta(minutes=65)).replace(minute=0, second=0, microsecond=0)
 
 
+def _tool_mix_shift(g: _Gen, tenant: str, split: datetime, end: datetime) -> None:
+    """`DRIFT_AGENT`'s two tool calls a minute from three windows before `split` to `end`;
+    from `split` on in `AFTER_MIX` (see the module doc)."""
+    t = split - timedelta(hours=3)
+    while t < end:
+        for _ in range(2):
+            name = g.rng.choice(AFTER_MIX if t >= split else BEFORE_MIX)
+            g.tool(tenant, t + timedelta(seconds=g.rng.uniform(0, 59.9)), name=name,
+                   agent=DRIFT_AGENT, version=DRIFT_AGENT_VERSION)  # fmt: skip
+        t += timedelta(minutes=1)
+
+
 def build_history(tenants: int, end: datetime, seed: int) -> History:
     """The backfill of the first `min(tenants, 5)` demo tenants, minutes ending at `end`."""
     g = _Gen(seed)
@@ -179,6 +200,8 @@ def build_history(tenants: int, end: datetime, seed: int) -> History:
                 g.guardrail(tenant, at())
     history = History()
     split = eval_window(end)
+    if DRIFT_TENANT_INDEX in idx:
+        _tool_mix_shift(g, idx[DRIFT_TENANT_INDEX], split, end)
     eval_tenant = idx.get(EVAL_TENANT_INDEX)
     if eval_tenant is not None:
         # The approved 1.0.0 passes 90 % (twice over) an hour before 1.1.0 passes 50 %.
@@ -249,4 +272,3 @@ def describe(tenants: int) -> str:
     """One line for the console: which tenants carry which injected faults."""
     names = tenant_names(min(tenants, MAX_TENANTS))
     return f"{MINUTES} minutes of history for {', '.join(names)}, faults in the last half hour"
-

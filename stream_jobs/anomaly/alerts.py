@@ -7,6 +7,7 @@ one copy.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from schemas.records import Alert, Scope, Severity, record_id
@@ -54,6 +55,8 @@ def fmt(metric: Metric, value: float) -> str:
 
 
 def _how(f: Finding, trailing_minutes: int, seasonal_weeks: int) -> str:
+    if f.detector == "window":
+        return f"against such windows over the trailing {trailing_minutes} minutes"
     if f.detector == "ewma":
         return (
             f"its smoothed level has moved away from the trailing {trailing_minutes}-minute median"
@@ -63,7 +66,14 @@ def _how(f: Finding, trailing_minutes: int, seasonal_weeks: int) -> str:
     return f"against the trailing {trailing_minutes}-minute median"
 
 
-def message(scope: Scope, f: Finding, minute: int, trailing_minutes: int, weeks: int) -> str:
+def message(
+    scope: Scope,
+    f: Finding,
+    minute: int,
+    trailing_minutes: int,
+    weeks: int,
+    window_minutes: int = 5,
+) -> str:
     """One sentence an on-call engineer can act on."""
     metric = METRICS[f.metric]
     who = f"Tenant {scope.tenant_id}" if scope.agent_id is None else (
@@ -73,6 +83,8 @@ def message(scope: Scope, f: Finding, minute: int, trailing_minutes: int, weeks:
     word = "rose" if f.observed >= f.baseline else "fell"
     if f.detector == "ewma":
         what = f"on average over the minutes up to {when}"
+    elif f.detector == "window":
+        what = f"over the {window_minutes} minutes up to the one from {when} (per minute)"
     else:
         what = f"in the minute from {when}"
     return (
@@ -90,10 +102,17 @@ def build_alert(
     support: int,
     trailing_minutes: int,
     seasonal_weeks: int,
+    window_minutes: int = 5,
 ) -> Alert:
     """The Alert record of one finding in one minute."""
     kind = KIND_OF[METRICS[f.metric]]
     start = minute_start(minute)
+    details: dict[str, str | int | float | bool] = {
+        "metric": METRICS[f.metric].value, "detector": f.detector, "threshold": f.threshold,
+        "support": support,
+    }  # fmt: skip
+    if not math.isnan(f.minute_value):  # a sparse minute pooled forward has no value of its own
+        details["minute_value"] = round(f.minute_value, 6)
     return Alert(
         alert_id=record_id(kind, scope.key, minute),
         kind=kind,
@@ -105,10 +124,8 @@ def build_alert(
         observed=f.observed,
         baseline=f.baseline,
         score=round(f.score, 3),
-        message=message(scope, f, minute, trailing_minutes, seasonal_weeks),
+        message=message(scope, f, minute, trailing_minutes, seasonal_weeks, window_minutes),
         runbook=Alert.runbook_for(kind),
         fired_at=fired_at,
-        details={"metric": METRICS[f.metric].value, "detector": f.detector,
-                 "threshold": f.threshold, "minute_value": round(f.minute_value, 6),
-                 "support": support},
-    )  # fmt: skip
+        details=details,
+    )

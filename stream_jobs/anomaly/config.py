@@ -13,6 +13,7 @@ reads the same shape from YAML/JSON:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,7 +24,7 @@ import numpy as np
 from stream_jobs.anomaly.series import COUNT_METRICS, LOG_METRICS, METRICS, RATE_METRICS, Metric
 
 Direction = Literal["up", "down", "both"]
-DETECTORS = ("mad", "ewma", "seasonal")
+DETECTORS = ("mad", "ewma", "seasonal", "window")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class MetricConfig:
     """EWMA level vs trailing median, in σ of the EWMA."""
     seasonal_threshold: float = 6.0
     """Minute value vs the same hour of week in past weeks."""
+    window_threshold: float = 5.0
+    """The last `window_minutes` pooled vs the trailing median/MAD of such windows."""
     seasonal_gate: float = 3.0
     """Once seasonal history exists, mad/ewma alerts also need this seasonal score (same sign)."""
     daily_gate: float = 2.0
@@ -52,6 +55,10 @@ class MetricConfig:
     """Minutes with fewer observations are pooled into the next minute (rates, quantiles)."""
     min_points: int = 20
     """Values the trailing window needs before its baseline is trusted (fewer when pooled)."""
+    baseline_lag_minutes: int = 0
+    """The trailing baselines leave out this many newest minutes. For sparse metrics (a value
+    every few minutes) a level shift would otherwise pull its own short baseline along
+    before the EWMA has seen enough values; lagged, it is judged against the level before."""
     critical_factor: float = 2.0
     """Severity is critical when the score reaches this multiple of the threshold."""
     cooldown_minutes: int = 60
@@ -59,14 +66,22 @@ class MetricConfig:
 
 
 DEFAULT_METRICS: dict[Metric, MetricConfig] = {
-    Metric.SPEND: MetricConfig(min_abs_change=0.05, rel_floor=0.10),
-    Metric.CALLS: MetricConfig(direction="both", min_abs_change=10),
+    Metric.SPEND: MetricConfig(min_abs_change=0.05, rel_floor=0.10, window_threshold=4.0),
+    Metric.CALLS: MetricConfig(direction="both", min_abs_change=3),
     Metric.TOKENS_PER_CALL: MetricConfig(direction="both", min_rel_change=0.3, min_support=5),
     Metric.ERROR_RATE: MetricConfig(min_abs_change=0.05, min_support=20),
     Metric.DENY_RATE: MetricConfig(min_abs_change=0.05, min_support=10),
     Metric.GUARDRAIL_TRIGGERS: MetricConfig(min_abs_change=5, min_rel_change=1.0),
-    Metric.LATENCY_P95: MetricConfig(min_rel_change=0.3, min_support=20),
-    Metric.APPROVAL_LATENCY: MetricConfig(min_support=5, min_points=10, rel_floor=0.10),
+    Metric.LATENCY_P95: MetricConfig(
+        min_rel_change=0.3, min_support=20, window_threshold=6.5, baseline_lag_minutes=30
+    ),
+    Metric.APPROVAL_LATENCY: MetricConfig(
+        min_support=5,
+        min_points=10,
+        rel_floor=0.10,
+        window_threshold=math.inf,
+        baseline_lag_minutes=30,
+    ),
 }
 
 
@@ -79,6 +94,7 @@ class Thresholds:
     """+1 up, −1 down, 0 both."""
     mad: np.ndarray
     ewma: np.ndarray
+    window: np.ndarray
     seasonal: np.ndarray
     gate: np.ndarray
     daily_gate: np.ndarray
@@ -89,6 +105,8 @@ class Thresholds:
     min_points: np.ndarray
     critical_factor: np.ndarray
     cooldown: np.ndarray
+    lag: np.ndarray
+    """Baseline lag per metric, minutes (ints)."""
     count_mask: np.ndarray
     rate_mask: np.ndarray
     pooled: tuple[int, ...]
@@ -104,13 +122,14 @@ class Thresholds:
         return cls(
             enabled=np.array([c.enabled for c in configs]),
             sign=np.array([signs[c.direction] for c in configs]),
-            mad=arr("mad_threshold"), ewma=arr("ewma_threshold"),
+            mad=arr("mad_threshold"), ewma=arr("ewma_threshold"), window=arr("window_threshold"),
             seasonal=arr("seasonal_threshold"), gate=arr("seasonal_gate"),
             daily_gate=arr("daily_gate"),
             min_abs=arr("min_abs_change"), min_rel=arr("min_rel_change"),
             log_floor=np.where(log_mask, np.log1p(arr("rel_floor")), 0.0),
             min_support=arr("min_support"), min_points=arr("min_points"),
             critical_factor=arr("critical_factor"), cooldown=arr("cooldown_minutes"),
+            lag=np.array([c.baseline_lag_minutes for c in configs]),
             count_mask=np.array([m in COUNT_METRICS for m in METRICS]),
             rate_mask=np.array([m in RATE_METRICS for m in METRICS]),
             pooled=tuple(i for i, c in enumerate(configs) if c.min_support > 0),
@@ -129,6 +148,10 @@ class AnomalyConfig:
     """The trailing baseline is recomputed every this many minutes (it moves slowly; numpy
     per minute is the cost that matters at many tenants)."""
     ewma_alpha: float = 0.2
+    window_minutes: int = 5
+    """Span of the `window` detector: the last minutes pooled into one value (sums of counts,
+    pooled rates, the quantile of the merged latencies), so a low-volume series is judged on
+    enough observations; evaluated every minute."""
     seasonal_weeks: int = 3
     """Past weeks remembered per hour of week."""
     seasonal_min_weeks: int = 2
@@ -163,6 +186,13 @@ class AnomalyConfig:
     @cached_property
     def _threshold_cache(self) -> dict[str, Thresholds]:
         return {}
+
+    @cached_property
+    def max_baseline_lag(self) -> int:
+        """The longest baseline lag of any metric and tenant (sizes the trailing rings)."""
+        lags = [self.metric(m, t).baseline_lag_minutes
+                for m in METRICS for t in ("", *self.tenant_overrides)]  # fmt: skip
+        return max(lags)
 
     def with_detectors(self, *names: str) -> AnomalyConfig:
         """A copy using only the named detectors (quality runs measure each one alone)."""

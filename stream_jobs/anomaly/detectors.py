@@ -83,14 +83,16 @@ def floored_scale(
     rate_mask: np.ndarray,
     count_mask: np.ndarray,
     log_floor: np.ndarray,
+    count_floor: float = 1.0,
 ) -> np.ndarray:
     """`spread` raised to what sampling alone explains at this minute's support.
 
-    Counts are on Anscombe's scale (Poisson variance 1); rates get the binomial standard
-    error at `support`; log-scale metrics get `log_floor` (log(1 + relative floor)).
+    Counts are on Anscombe's scale (Poisson variance 1; `1/√k` for the mean of `k` minutes);
+    rates get the binomial standard error at `support`; log-scale metrics get `log_floor`
+    (log(1 + relative floor)).
     """
     out = np.fmax(spread, log_floor)
-    out = np.where(count_mask, np.fmax(out, 1.0), out)
+    out = np.where(count_mask, np.fmax(out, count_floor), out)
     n = np.maximum(support, 1.0)
     p = np.clip(np.fmax(level, 0.0), 0.5 / n, 1.0 - 0.5 / n)
     return np.where(rate_mask, np.fmax(out, np.sqrt(p * (1.0 - p) / n)), out)

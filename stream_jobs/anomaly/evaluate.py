@@ -7,7 +7,12 @@ reported in raw units. The rules, per metric:
 - `mad` fires when the minute's robust z against the trailing baseline passes its threshold;
 - `ewma` fires when the smoothed level's z (σ shrunk by √(α/(2−α))) passes its threshold;
 - `seasonal` fires when the minute's z against the same hour of past weeks passes its own;
-- once an hour of week has enough history, `mad` and `ewma` also need the seasonal score to
+- `window` fires when the last `window_minutes` pooled into one value (counts summed, rates
+  and quantiles over the pooled observations) pass their threshold against the trailing
+  median/MAD of such windows: a low-volume tenant's minute rests on a handful of calls,
+  five minutes of it on enough to see a short spike; its noise floors follow the pooled
+  support (binomial) and the number of minutes (Poisson: 1/√k on Anscombe's scale);
+- once an hour of week has enough history, `mad`, `ewma` and `window` also need the seasonal score to
   agree in sign and pass `seasonal_gate`: a Monday 09:00 ramp that happens every week is
   not an anomaly even though it is one against the last hour; until then the same hour of
   the last three days gates instead (a level seen at this hour on any of them is not an
@@ -33,7 +38,8 @@ from stream_jobs.anomaly.detectors import (
     robust_z,
     smoothed_scale,
 )
-from stream_jobs.anomaly.series import inverse
+from stream_jobs.anomaly.series import inverse, transform
+from stream_jobs.anomaly.window import WindowView
 
 
 class Finding(NamedTuple):
@@ -73,6 +79,8 @@ def decide(
     th: Thresholds,
     detectors: frozenset[str],
     daily: tuple[np.ndarray, np.ndarray] | None = None,
+    window: WindowView | None = None,
+    window_minutes: int = 5,
 ) -> list[Finding]:
     """Findings for one minute.
 
@@ -81,32 +89,46 @@ def decide(
     `daily` — levels and spreads `(days, M)` of this hour on each of the last days — stands in
     for `seasonal` in the gate while the weekly profile has no value: an alert needs the
     minute to be unusual against *every* recent day (Monday 08:00 matches last Friday even
-    though the weekend was quiet). It never fires alerts itself.
+    though the weekend was quiet). It never fires alerts itself. `window` feeds the `window`
+    detector (absent: it does not run).
     """
     level, spread = level_and_spread(trailing, th.rate_mask)
     floors = (support, th.rate_mask, th.count_mask, th.log_floor)
     t_scale = floored_scale(level, spread, *floors)
+    # (name, z, observed, baseline, threshold): observed and baseline in raw units.
     runs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    base = inverse(level)
     if "mad" in detectors:
-        runs.append(("mad", robust_z(tx, level, t_scale), tx, level, th.mad))
+        runs.append(("mad", robust_z(tx, level, t_scale), x, base, th.mad))
     if "ewma" in detectors:
-        runs.append(("ewma", robust_z(ewma, level, t_scale * ewma_factor), ewma, level, th.ewma))
-    # Gate scores: the minute (for mad) and the EWMA level (for ewma) against the same hour
-    # in past weeks, or past days while the weekly profile is still empty.
+        z_ewma = robust_z(ewma, level, t_scale * ewma_factor)
+        runs.append(("ewma", z_ewma, inverse(ewma), base, th.ewma))
+    fresh = {"mad": ~np.isnan(tx), "ewma": ~np.isnan(tx), "seasonal": ~np.isnan(tx)}
+    wtx = np.full_like(tx, np.nan) if window is None else transform(window.observed)
+    if "window" in detectors and window is not None:
+        runs.append(("window", window.z, window.observed, window.baseline, th.window))
+        fresh["window"] = ~np.isnan(window.z)
+    # Gate scores: the minute (for mad), the EWMA level (for ewma) and the window against the
+    # same hour in past weeks, or past days while the weekly profile is still empty.
     nan = np.full_like(tx, np.nan)
-    gates = {"mad": nan, "ewma": nan}
+    gates = {"mad": nan, "ewma": nan, "window": nan}
     if seasonal is not None:
         scale = floored_scale(seasonal.center, seasonal.scale, *floors)
         smooth = floored_scale(seasonal.center, smoothed_scale(seasonal, ewma_factor), *floors)
         z_min = robust_z(tx, seasonal.center, scale)
         gates = {"mad": z_min, "ewma": robust_z(ewma, seasonal.center, smooth)}
+        if window is not None:
+            w_smooth = smoothed_scale(seasonal, 1.0 / np.sqrt(window_minutes))
+            w_gate_scale = floored_scale(seasonal.center, w_smooth, *floors)
+            gates["window"] = robust_z(wtx, seasonal.center, w_gate_scale)
         if "seasonal" in detectors:
-            runs.append(("seasonal", z_min, tx, seasonal.center, th.seasonal))
+            runs.append(("seasonal", z_min, x, inverse(seasonal.center), th.seasonal))
     elif daily is not None:
         levels, spreads = daily
         scale = floored_scale(levels, spreads, *floors)
         gates = {"mad": _closest(robust_z(tx, levels, scale)),
-                 "ewma": _closest(robust_z(ewma, levels, scale))}  # fmt: skip
+                 "ewma": _closest(robust_z(ewma, levels, scale)),
+                 "window": _closest(robust_z(wtx, levels, scale))}  # fmt: skip
     use_gate = "seasonal" in detectors
     gate = th.gate if seasonal is not None else th.daily_gate
 
@@ -115,15 +137,14 @@ def decide(
         return []  # the usual minute: no detector is past its threshold anywhere
     best_ratio = np.zeros_like(tx)
     best: dict[int, Finding] = {}
-    for (name, z, t_level, t_center, k), e in zip(runs, exceeds, strict=True):
-        observed, baseline = inverse(t_level), inverse(t_center)
+    for (name, z, observed, baseline, k), e in zip(runs, exceeds, strict=True):
         dev = np.abs(observed - baseline)
         fires = (
             th.enabled
             & (e >= k)
             & (dev >= th.min_abs)
             & (dev >= th.min_rel * np.abs(baseline))
-            & ~np.isnan(tx)  # a pooled minute has no new data: the EWMA did not move
+            & fresh[name]  # a pooled minute has no new data: the EWMA did not move
         )
         if name != "seasonal" and use_gate:
             g = gates[name]

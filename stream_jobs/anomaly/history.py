@@ -53,6 +53,14 @@ class Ring:
         idx = (np.arange(self.pos - k, self.pos)) % width
         return self.values[:, idx]
 
+    def before(self, k: int, skip: int) -> np.ndarray:
+        """`k` columns ending `skip` columns before the newest (`k + skip` ≤ width), oldest
+        first: a baseline that the last `skip` minutes cannot pull along yet."""
+        if skip == 0:
+            return self.recent(k)
+        idx = (np.arange(self.pos - skip - k, self.pos - skip)) % self.values.shape[1]
+        return self.values[:, idx]
+
     def to_state(self) -> dict[str, Any]:
         return {"values": _encode(self.values), "pos": self.pos, "filled": self.filled}
 

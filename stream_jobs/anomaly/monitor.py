@@ -135,7 +135,7 @@ class AnomalyMonitor:
                 scope = Scope(tenant_id=self.tenant_id, agent_id=key or None)
                 fired[f"{kind}/{key}"] = build_alert(
                     scope, f, minute, now, int(support[f.metric]), cfg.trailing_minutes,
-                    cfg.seasonal_weeks,
+                    cfg.seasonal_weeks, cfg.window_minutes,
                 )  # fmt: skip
         out: list[Alert] = []
         for name, alert in fired.items():

@@ -41,6 +41,8 @@ RATE_METRICS = frozenset({Metric.ERROR_RATE, Metric.DENY_RATE})
 LOG_METRICS = frozenset(set(Metric) - COUNT_METRICS - RATE_METRICS)
 """Positive and right-skewed (spend, tokens, latencies): judged on a log scale."""
 _COUNT = np.array([m in COUNT_METRICS for m in Metric])
+_SUMMED = np.array([m in COUNT_METRICS or m is Metric.SPEND for m in Metric])
+"""Metrics that are sums over a minute: a window reports them per minute (sum / minutes)."""
 _LOG = np.array([m in LOG_METRICS for m in Metric])
 LOG_EPSILON = 1e-6
 """Added before the log, so a zero-spend minute is a finite (very low) value."""
@@ -156,3 +158,66 @@ class MinuteAcc:
         acc.latency = LogHistogram.from_state(state[9])
         acc.approval_latency = LogHistogram.from_state(state[10])
         return acc
+
+
+WINDOW_QUANTILE_MAX_SUPPORT = 300
+"""A window's latency quantiles are computed only below this many pooled values: above it
+the minutes themselves are well supported, and merging big histograms every minute would
+cost more than the rest of the close."""
+
+
+class RollingWindow:
+    """The last `size` closed minutes pooled into one accumulator, for the `window` detector.
+
+    Rates and quantiles come from the pooled counts and merged histograms (five sparse
+    minutes make one well-supported value); sums (spend, calls, triggers) are reported per
+    minute, so they compare with minute values and per-minute thresholds.
+    """
+
+    __slots__ = ("minutes", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.minutes: list[MinuteAcc] = []
+
+    def push(self, acc: MinuteAcc) -> None:
+        """Add a closed minute (kept by reference: it must not change afterwards)."""
+        self.minutes.append(acc)
+        if len(self.minutes) > self.size:
+            del self.minutes[0]
+
+    def vector(self, quantiles: tuple[str, ...] = ("latency", "approval_latency")
+               ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Values (sums per minute) and supports of the pooled minutes, in `METRICS` order;
+        only the histograms named in `quantiles` are merged (the others are NaN)."""
+        pooled = MinuteAcc()
+        for a in self.minutes:
+            pooled.n_llm += a.n_llm
+            pooled.n_tool += a.n_tool
+            pooled.n_failed += a.n_failed
+            pooled.n_error_events += a.n_error_events
+            pooled.tokens += a.tokens
+            pooled.spend += a.spend
+            pooled.n_policy += a.n_policy
+            pooled.n_deny += a.n_deny
+            pooled.n_guardrail += a.n_guardrail
+        for name in quantiles:
+            hists = [getattr(a, name) for a in self.minutes]
+            if sum(h.n for h in hists) <= WINDOW_QUANTILE_MAX_SUPPORT:
+                merged = getattr(pooled, name)
+                for h in hists:
+                    merged.merge(h)
+        values, supports = pooled.vector()
+        x = np.array(values)
+        x[_SUMMED] /= max(len(self.minutes), 1)
+        return x, np.array(supports, dtype=float)
+
+    def to_state(self) -> list[Any]:
+        return [a.to_state() for a in self.minutes]
+
+    @classmethod
+    def from_state(cls, state: list[Any], size: int) -> RollingWindow:
+        out = cls(size)
+        for a in state:
+            out.push(MinuteAcc.from_state(a))
+        return out

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from stream_jobs.anomaly import window as win
 from stream_jobs.anomaly.config import AnomalyConfig, Thresholds
 from stream_jobs.anomaly.detectors import (
     Baseline,
@@ -20,8 +21,19 @@ from stream_jobs.anomaly.detectors import (
 )
 from stream_jobs.anomaly.evaluate import Finding, decide
 from stream_jobs.anomaly.history import Ring, SeasonalProfile
-from stream_jobs.anomaly.series import INDEX, N_METRICS, Metric, MinuteAcc, inverse, transform
+from stream_jobs.anomaly.series import (
+    INDEX,
+    N_METRICS,
+    Metric,
+    MinuteAcc,
+    RollingWindow,
+    inverse,
+    transform,
+)
 
+_QUANTILES = (("latency", Metric.LATENCY_P95), ("approval_latency", Metric.APPROVAL_LATENCY))
+"""Histogram field of a window → the metric it feeds (merged only if that metric's window
+detector can fire)."""
 DAILY_CYCLES = 3
 MAX_OPEN_MINUTES = 240
 """Open (not yet closed) minutes kept per series; events beyond are counted and dropped."""
@@ -36,11 +48,17 @@ class SeriesTracker:
         """Last closed minute; events at or before it are late."""
         self.first_minute: int | None = None
         self.last_event_minute: int | None = None
-        self.ring = Ring(N_METRICS, max(config.trailing_minutes, 60))
+        width = config.trailing_minutes + config.max_baseline_lag
+        self.ring = Ring(N_METRICS, max(width, 60))
         self.ewma = np.full(N_METRICS, np.nan)
         self.trailing: Baseline | None = None
         """Trailing baseline, recomputed every `baseline_refresh_minutes` (kept in the state,
         so a restored tracker decides exactly as the original would have)."""
+        self.recent = RollingWindow(config.window_minutes)
+        """The last `window_minutes` closed minutes as they were (the `window` detector)."""
+        self.window_ring = Ring(N_METRICS, width)
+        """Past window values (detector scale), the `window` detector's baseline."""
+        self.window_trailing: Baseline | None = None
         self.pools: dict[int, tuple[int, MinuteAcc]] = {}
         """metric index → (minute the pool started, pooled sums) for sparse metrics."""
         self.seasonal = SeasonalProfile(N_METRICS, config.seasonal_weeks)
@@ -117,9 +135,11 @@ class SeriesTracker:
         acc = self.open.pop(minute, None) or MinuteAcc()
         x, sup = self.values(acc, minute, th, config.max_pool_minutes)
         tx = transform(x)
+        wx, wsup, ws = self._window(acc, config, th)
         if self.trailing is None or minute % config.baseline_refresh_minutes == 0:
-            t = robust_baseline(self.ring.recent(config.trailing_minutes))
-            self.trailing = Baseline(*(np.where(t.n < th.min_points, np.nan, a) for a in t))
+            self.trailing, self.window_trailing = _baselines(
+                (self.ring, self.window_ring), config.trailing_minutes, th
+            )
         trailing = self.trailing
         seasonal = self.seasonal.baseline(minute, config.seasonal_min_weeks)
         daily = None if seasonal is not None else self.daily.cells(minute)
@@ -127,15 +147,34 @@ class SeriesTracker:
         findings: list[Finding] = []
         assert self.first_minute is not None
         if minute - self.first_minute >= config.warmup_minutes:
+            assert self.window_trailing is not None
+            view = win.score(ws, wx, wsup, self.window_trailing, len(self.recent.minutes),
+                             th.count_mask, th.rate_mask, th.log_floor)  # fmt: skip
             findings = decide(tx, x, sup, trailing, self.ewma, ewma_scale_factor(config.ewma_alpha),
-                              seasonal, th, config.detectors, daily)  # fmt: skip
+                              seasonal, th, config.detectors, daily, view,
+                              config.window_minutes)  # fmt: skip
         self.ring.push(tx)
+        self.window_ring.push(ws)
         self.closed_until = minute
         if minute % 60 == 59 and minute - self.first_minute >= 59:
             level, spread = hourly_summary(self.ring.recent(60), th.rate_mask)
             self.seasonal.record_hour(minute - 59, level, spread)
             self.daily.record_hour(minute - 59, level, spread)
         return findings, sup
+
+    def _window(
+        self, acc: MinuteAcc, config: AnomalyConfig, th: Thresholds
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The last `window_minutes` (this one included) pooled: raw values (sums per minute,
+        NaN below `min_support`), supports, and the values on the window scale. Per minute,
+        not per event: a few merges."""
+        self.recent.push(acc)
+        wanted = np.isfinite(th.window) & th.enabled
+        quantiles = tuple(name for name, metric in _QUANTILES if wanted[INDEX[metric]])
+        wx, support = self.recent.vector(quantiles)
+        wx[support < th.min_support] = np.nan
+        k = len(self.recent.minutes)
+        return wx, support, win.stabilise(wx, support, k, th.count_mask, th.rate_mask)
 
     def median_calls(self, config: AnomalyConfig) -> float:
         """Trailing median of call volume (decides whether an agent series may alert)."""
@@ -164,6 +203,9 @@ class SeriesTracker:
             "ewma": _floats(self.ewma),
             "trailing": None if self.trailing is None else [_floats(a) for a in self.trailing],
             "pools": [[i, start, acc.to_state()] for i, (start, acc) in self.pools.items()],
+            "recent": self.recent.to_state(),
+            "window_ring": self.window_ring.to_state(),
+            "window_trailing": _baseline_state(self.window_trailing),
             **(self.profiles_state() if profiles else {}),
             "cooldown": dict(self.cooldown),
         }
@@ -179,10 +221,39 @@ class SeriesTracker:
         rows = state["trailing"]
         t.trailing = None if rows is None else Baseline(*(np.array(r, dtype=float) for r in rows))
         t.pools = {int(i): (int(s), MinuteAcc.from_state(a)) for i, s, a in state["pools"]}
+        # States written before the window detector existed lack these: it starts empty.
+        t.recent = RollingWindow.from_state(state.get("recent", []), config.window_minutes)
+        if "window_ring" in state:
+            t.window_ring = Ring.from_state(state["window_ring"])
+        rows = state.get("window_trailing")
+        t.window_trailing = None if rows is None else Baseline(
+            *(np.array(r, dtype=float) for r in rows))  # fmt: skip
         if "seasonal" in state:
             t.load_profiles(state)
         t.cooldown = {str(k): int(v) for k, v in state["cooldown"].items()}
         return t
+
+
+def _baselines(rings: tuple[Ring, ...], minutes: int, th: Thresholds) -> list[Baseline]:
+    """Median/MAD per metric of each ring over `minutes` columns ending each metric's lag
+    before the newest; rows with fewer than `min_points` values NaN. One numpy pass for all
+    rings (the close is per series and minute: numpy's per-call cost is what counts)."""
+    rows = np.arange(len(th.lag))[:, None]
+    blocks = []
+    for ring in rings:
+        width = ring.values.shape[1]
+        lag = np.minimum(th.lag, width - minutes)[:, None]
+        idx = (ring.pos - lag - minutes + np.arange(minutes)[None, :]) % width
+        blocks.append(ring.values[rows, idx])
+    b = robust_baseline(np.vstack(blocks))
+    too_few = np.tile(th.min_points, len(rings))
+    b = Baseline(*(np.where(b.n < too_few, np.nan, a) for a in b))
+    m = len(th.lag)
+    return [Baseline(*(a[i * m : (i + 1) * m] for a in b)) for i in range(len(rings))]
+
+
+def _baseline_state(b: Baseline | None) -> list[list[float | None]] | None:
+    return None if b is None else [_floats(a) for a in b]
 
 
 def _floats(a: np.ndarray) -> list[float | None]:

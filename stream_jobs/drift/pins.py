@@ -3,7 +3,9 @@
 `agentaudit goldsets pin` reads the `eval_result` events of one run of the approved
 agent_version/model on a gold set (from ClickHouse) and calls `make_pin`; the worker
 compares later windows with the pin. One pin is current per (tenant, gold set, metric);
-re-pinning (a new approved version) replaces it and keeps the old one in the history.
+re-pinning (a new approved version) replaces it and keeps the old one in the history;
+unpinning (`agentaudit goldsets unpin`, a tombstone on the pins topic) removes it, so that
+gold set metric is no longer compared until it is pinned again.
 """
 
 from __future__ import annotations
@@ -106,6 +108,23 @@ def make_pin(
                model, tuple(scores), passed, gold_set.case_ids, pinned_at)  # fmt: skip
 
 
+PIN_KEY_SEPARATOR = "|"
+"""Cannot occur in tenant, gold set or metric ids (all slugs)."""
+
+
+def pin_key(tenant_id: str, gold_set_id: str, metric: str) -> str:
+    """`<tenant>|<gold set>|<metric>`: the pins topic's record key."""
+    return PIN_KEY_SEPARATOR.join((tenant_id, gold_set_id, metric))
+
+
+def parse_pin_key(key: str) -> tuple[str, str, str]:
+    """(tenant, gold set, metric) of a pins topic key; ValueError for anything else."""
+    parts = key.split(PIN_KEY_SEPARATOR)
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"not a pin key (tenant|gold set|metric): {key!r}")
+    return parts[0], parts[1], parts[2]
+
+
 class PinRegistry:
     """Current pin per (tenant, gold set, metric), plus the history of replaced pins."""
 
@@ -120,6 +139,14 @@ class PinRegistry:
         if old is not None:
             self.history.append(old)
         self._current[key] = pin
+        return old
+
+    def unpin(self, tenant_id: str, gold_set_id: str, metric: str) -> Pin | None:
+        """Remove the current pin (kept in the history); returns it, None if there was none.
+        Results of that gold set metric are no longer compared until it is pinned again."""
+        old = self._current.pop((tenant_id, gold_set_id, metric), None)
+        if old is not None:
+            self.history.append(old)
         return old
 
     def current(self, tenant_id: str, gold_set_id: str, metric: str) -> Pin | None:

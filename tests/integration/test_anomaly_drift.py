@@ -4,6 +4,7 @@
 - a degraded agent version raises EvalDrift against the pin `agentaudit goldsets pin` built
   from the stored eval results of the approved version, and the drift scores land in
   ClickHouse;
+- `goldsets unpin` removes a pin from the pins topic (a tombstone);
 - a model switch raises ModelVersionChanged once, however many calls follow, also across a
   restart of the jobs worker.
 
@@ -26,12 +27,14 @@ from typing import Any
 import pytest
 
 from agentaudit.broker import ensure_topics
+from agentaudit.goldsets_plane import PinRecord, publish_pin, read_goldsets, resolve_version
 from agentaudit.records.sink import RecordSink
 from agentaudit.settings import Settings
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from stream_jobs.anomaly import ANOMALY_KINDS
 from stream_jobs.app import StreamJobsApp
+from stream_jobs.drift.pins import make_pin
 from stream_jobs.runtime import running
 from tests.conftest import settings_env
 from tests.factories import event_dict, wire
@@ -111,9 +114,9 @@ async def test_a_spend_spike_raises_one_spend_anomaly_for_that_tenant_only(
     jobs = jobs_app(settings, clock)
     async with running(jobs.app, timeout=90):
         await process(jobs, settings, [m for _, m in history])
-        clock.at = end + timedelta(
-            minutes=10
-        )  # the partitions fall idle: the clock closes the rest
+        # The partitions fall idle: the clock closes the rest. Two minutes, not more: ten
+        # silent minutes are a real drop in call volume, which the detectors rightly report.
+        clock.at = end + timedelta(minutes=2)
         await idle_closed(jobs, clock.at)
     alerts = [
         r for r in await read_records(settings, settings.alerts_topic) if r["record"] == "alert"
@@ -211,6 +214,8 @@ async def test_b_a_degraded_agent_version_raises_eval_drift_against_its_pin(
             async with running(jobs.app, timeout=90):
                 await until(jobs.pins_seen.is_set, 30, "the pins topic read")
                 assert jobs.jobs.detection.pins.current(tenant, "support-gold", "correctness")
+                # the jobs read the topic from the start: the reference first, by the real clock
+                await until(lambda: jobs.jobs.counters.events >= len(reference), 60, "reference read")
                 await process(jobs, settings, degraded)
                 clock.at = datetime.now(UTC) + timedelta(minutes=1)  # idle: the windows close
                 await idle_closed(jobs, clock.at)
@@ -262,6 +267,25 @@ async def test_goldsets_add_is_idempotent_and_mistakes_are_one_line_errors(
     error = one_line_error(settings, "goldsets", "pin", "--tenant", "acme", "--goldset", "nope",
                            "--metric", "m", "--agent-version", "1", "--model", "x")  # fmt: skip
     assert "no gold set 'nope'" in error, error
+    # A pin on the topic (published as `goldsets pin` would), then unpinned with a tombstone.
+    version = resolve_version(await read_goldsets(settings), "refunds", None)
+    pin = make_pin("acme", version, "m", "1.0.0", "x", [("r-1", 1.0, True), ("r-2", 0.5, False)],
+                   datetime.now(UTC))  # fmt: skip
+    await publish_pin(settings, PinRecord(pin))
+    target = ("--tenant", "acme", "--goldset", "refunds", "--metric", "m")
+    wrong = one_line_error(settings, "goldsets", "unpin", "--tenant", "acme", "--goldset",
+                           "refunds", "--metric", "other")  # fmt: skip
+    assert "no pin acme|refunds|other" in wrong and "(pins: acme|refunds|m)" in wrong, wrong
+    jobs = jobs_app(settings, FakeClock())
+    pinned = lambda: jobs.jobs.detection.pins.current("acme", "refunds", "m")
+    async with running(jobs.app, timeout=90):
+        await until(jobs.pins_seen.is_set, 30, "the pins topic read")
+        assert pinned() is not None
+        assert "unpinned acme|refunds|m" in cli(settings, "goldsets", "unpin", *target)
+        await until(lambda: pinned() is None, 30, "the jobs honour the unpin")
+    assert "acme" not in cli(settings, "goldsets", "pins", "-f", "json")
+    error = one_line_error(settings, "goldsets", "unpin", *target)
+    assert "no pin acme|refunds|m" in error and "pins: none" in error, error
 
 
 async def test_c_a_model_switch_raises_model_version_changed_once_also_across_a_restart(
