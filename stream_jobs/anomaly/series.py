@@ -113,6 +113,12 @@ class MinuteAcc:
 
     def merge(self, other: MinuteAcc) -> None:
         """Add another accumulator (pooling of sparse minutes, agent → tenant roll-ups)."""
+        self.merge_counts(other)
+        self.latency.merge(other.latency)
+        self.approval_latency.merge(other.approval_latency)
+
+    def merge_counts(self, other: MinuteAcc) -> None:
+        """Add another accumulator's counts and sums, not its latency histograms."""
         self.n_llm += other.n_llm
         self.n_tool += other.n_tool
         self.n_failed += other.n_failed
@@ -122,8 +128,6 @@ class MinuteAcc:
         self.n_policy += other.n_policy
         self.n_deny += other.n_deny
         self.n_guardrail += other.n_guardrail
-        self.latency.merge(other.latency)
-        self.approval_latency.merge(other.approval_latency)
 
     def vector(self) -> tuple[list[float], list[int]]:
         """All metric values (NaN where undefined) and their supports, in `METRICS` order."""
@@ -192,15 +196,7 @@ class RollingWindow:
         only the histograms named in `quantiles` are merged (the others are NaN)."""
         pooled = MinuteAcc()
         for a in self.minutes:
-            pooled.n_llm += a.n_llm
-            pooled.n_tool += a.n_tool
-            pooled.n_failed += a.n_failed
-            pooled.n_error_events += a.n_error_events
-            pooled.tokens += a.tokens
-            pooled.spend += a.spend
-            pooled.n_policy += a.n_policy
-            pooled.n_deny += a.n_deny
-            pooled.n_guardrail += a.n_guardrail
+            pooled.merge_counts(a)
         for name in quantiles:
             hists = [getattr(a, name) for a in self.minutes]
             if sum(h.n for h in hists) <= WINDOW_QUANTILE_MAX_SUPPORT:
