@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from agentaudit.errors import BrokerUnreachable, UserError
 from agentaudit.settings import Settings
@@ -98,7 +99,7 @@ class LocalBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def __enter__(self) -> LocalBroker:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -145,8 +145,10 @@ class DriftScore(StrictModel):
     record: Literal["drift_score"] = "drift_score"
     score_id: RecordId
     tenant_id: TenantId
+    agent_id: Slug | Literal[""] = ""
+    """The agent whose results or behaviour were tested; "" when the score is not per agent."""
     subject: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    """What drifted: `goldset:<id>/<metric>` or `behaviour:tool_mix`, `behaviour:tokens_per_call`, …"""
+    """What drifted: `goldset:<id>/<metric>` or `behaviour:<agent>/tool_mix`, `…/tokens_per_call`, …"""
     agent_version: str = ""
     model: str = ""
     test: Literal["ks", "psi", "chi2", "binomial", "fisher"]

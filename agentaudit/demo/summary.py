@@ -13,37 +13,37 @@ from agentaudit.store.protocol import Store
 
 SUMMARY_QUERIES: list[tuple[str, str]] = [
     ("Events per tenant and type",
-     "SELECT tenant_id, type, count() AS events FROM agentaudit.events "
-     "GROUP BY tenant_id, type ORDER BY tenant_id, events DESC"),
+     ("SELECT tenant_id, type, count() AS events FROM agentaudit.events "
+     "GROUP BY tenant_id, type ORDER BY tenant_id, events DESC")),
     ("Spend per tenant and model (USD, computed from the pricing table)",
-     "SELECT tenant_id, provider, request_model AS model, count() AS calls, "
+     ("SELECT tenant_id, provider, request_model AS model, count() AS calls, "
      "sum(input_tokens) AS input_tok, sum(cached_input_tokens) AS cached_tok, "
      "sum(output_tokens) AS output_tok, round(sum(cost_usd), 4) AS cost_usd "
      "FROM agentaudit.events WHERE type = 'llm_call' "
-     "GROUP BY tenant_id, provider, model ORDER BY tenant_id, cost_usd DESC"),
+     "GROUP BY tenant_id, provider, model ORDER BY tenant_id, cost_usd DESC")),
     ("Dead letters",
-     "SELECT reason, count() AS messages, any(left(detail, 70)) AS example "
-     "FROM agentaudit.dead_letters GROUP BY reason ORDER BY messages DESC"),
+     ("SELECT reason, count() AS messages, any(left(detail, 70)) AS example "
+     "FROM agentaudit.dead_letters GROUP BY reason ORDER BY messages DESC")),
     ("Alerts (deduplicated by id; runbooks/<kind>.md says what to do)",
-     "SELECT tenant_id, kind, severity, count() AS alerts, uniqExact(scope_key) AS scopes, "
+     ("SELECT tenant_id, kind, severity, count() AS alerts, uniqExact(scope_key) AS scopes, "
      "min(fired_at) AS first_fired FROM agentaudit.alerts "
-     "GROUP BY tenant_id, kind, severity ORDER BY tenant_id, kind"),
+     "GROUP BY tenant_id, kind, severity ORDER BY tenant_id, kind")),
     (("Drift scores: every gold-set score, and the behaviour scores that drifted "
       "(the rest are in agentaudit.drift_scores)"),
-     ("SELECT tenant_id, subject, agent_version, test, round(statistic, 3) AS statistic, "
+     ("SELECT tenant_id, agent_id, subject, agent_version, test, round(statistic, 3) AS statistic, "
      "round(p_value, 4) AS p_value, drifted, reference_n, current_n, window_start "
      "FROM (SELECT * FROM agentaudit.drift_scores ORDER BY score_id LIMIT 1 BY score_id) "
      "WHERE drifted OR startsWith(subject, 'goldset:') "
-     "ORDER BY tenant_id, subject, window_start, agent_version, test")),
+     "ORDER BY tenant_id, agent_id, subject, window_start, agent_version, test")),
     ("Circuit breakers (every transition)",
-     "SELECT tenant_id, agent_id, tool, from_state || ' → ' || to_state AS transition, signal, "
-     "round(observed, 2) AS observed, threshold FROM agentaudit.breaker_transitions ORDER BY at"),
+     ("SELECT tenant_id, agent_id, tool, from_state || ' → ' || to_state AS transition, signal, "
+     "round(observed, 2) AS observed, threshold FROM agentaudit.breaker_transitions ORDER BY at")),
     ("Kill switch: control messages (the SDK refuses blocked scopes)",
-     "SELECT scope_key AS scope, action, reason, toString(until) AS until FROM agentaudit.control "
-     "ORDER BY issued_at"),
+     ("SELECT scope_key AS scope, action, reason, toString(until) AS until FROM agentaudit.control "
+     "ORDER BY issued_at")),
     ("Hash chains (gap-free when rows = last_seq)",
-     "SELECT tenant_id, count() AS rows, min(chain_seq) AS first_seq, max(chain_seq) AS last_seq, "
-     "uniqExact(event_id) AS unique_ids FROM agentaudit.events GROUP BY tenant_id ORDER BY tenant_id"),
+     ("SELECT tenant_id, count() AS rows, min(chain_seq) AS first_seq, max(chain_seq) AS last_seq, "
+     "uniqExact(event_id) AS unique_ids FROM agentaudit.events GROUP BY tenant_id ORDER BY tenant_id")),
 ]
 
 

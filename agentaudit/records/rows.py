@@ -3,7 +3,7 @@
 One `RecordTable` per record kind: its table, its columns in insert order, its id column and
 the function that builds a row. These names are the single source of truth for the record
 sink's inserts and its recovery queries; the DDL lives in `schemas/clickhouse/migrations`
-(0004-0007, 0009). Every row ends with the Kafka source (`kafka_topic`, `kafka_partition`,
+(0004-0007, 0009; 0010 adds drift_scores.agent_id). Every row ends with the Kafka source (`kafka_topic`, `kafka_partition`,
 `kafka_offset`), which is what makes the sink exactly once; `ingested_at` is left to the
 column's DEFAULT (the server's insert time).
 """
@@ -85,9 +85,9 @@ def _transition(t: BreakerTransition, raw: bytes, source: Source) -> tuple[Any, 
 
 def _drift(d: DriftScore, raw: bytes, source: Source) -> tuple[Any, ...]:
     return (
-        d.score_id, d.tenant_id, d.subject, d.agent_version, d.model, d.test, d.statistic,
-        d.p_value, d.reference_n, d.current_n, d.drifted, d.window_start, d.window_end, raw,
-        *_source(source),
+        d.score_id, d.tenant_id, d.agent_id, d.subject, d.agent_version, d.model, d.test,
+        d.statistic, d.p_value, d.reference_n, d.current_n, d.drifted, d.window_start,
+        d.window_end, raw, *_source(source),
     )  # fmt: skip
 
 
@@ -112,9 +112,9 @@ BREAKER_TRANSITIONS = RecordTable(
 )  # fmt: skip
 DRIFT_SCORES = RecordTable(
     "drift_score", "agentaudit.drift_scores",
-    ("score_id", "tenant_id", "subject", "agent_version", "model", "test", "statistic",
-     "p_value", "reference_n", "current_n", "drifted", "window_start", "window_end", "record",
-     *SOURCE_COLUMNS),
+    ("score_id", "tenant_id", "agent_id", "subject", "agent_version", "model", "test",
+     "statistic", "p_value", "reference_n", "current_n", "drifted", "window_start",
+     "window_end", "record", *SOURCE_COLUMNS),
     "score_id", _drift,
 )  # fmt: skip
 

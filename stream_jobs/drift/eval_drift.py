@@ -1,6 +1,6 @@
 """Eval drift: each window's `eval_result` scores against the pinned reference.
 
-Per window and (gold set, metric, agent_version) the job keeps the scores and the pass
+Per window and (gold set, metric, agent_version, agent) the job keeps the scores and the pass
 count of results whose case belongs to the pinned gold set version. At window close it
 runs two tests against the pin: the score distribution (`stattests.numeric_drift`: KS,
 chi-square for ≤ 5 distinct values, PSI for a reference over 1000) and the pass rate
@@ -60,8 +60,9 @@ class EvalOutcome:
         return self.sample.passed / self.sample.n
 
 
-GroupKey = tuple[int, str, str, str]
-"""(window, gold_set_id, metric, agent_version)."""
+GroupKey = tuple[int, str, str, str, str]
+"""(window, gold_set_id, metric, agent_version, agent_id): two agents of a tenant may share a
+version number, and their results must not be tested (nor attributed) as one."""
 
 
 class EvalWindows:
@@ -88,7 +89,7 @@ class EvalWindows:
             return
         if not math.isfinite(p.score):
             return
-        key = (window, p.gold_set_id, p.metric, event.agent_version)
+        key = (window, p.gold_set_id, p.metric, event.agent_version, event.agent_id)
         sample = self.groups.get(key)
         if sample is None:
             sample = self.groups[key] = EvalSample(event.agent_id)
@@ -104,7 +105,7 @@ class EvalWindows:
         out: list[EvalOutcome] = []
         for key in sorted(k for k in self.groups if k[0] == window):
             sample = self.groups.pop(key)
-            _, gold_set_id, metric, agent_version = key
+            _, gold_set_id, metric, agent_version, _agent = key
             pin = pins.current(tenant_id, gold_set_id, metric)
             if pin is None:
                 continue
@@ -126,7 +127,10 @@ class EvalWindows:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> EvalWindows:
         w = cls()
-        w.groups = {(int(k[0]), str(k[1]), str(k[2]), str(k[3])): EvalSample.from_state(s)
-                    for k, s in state["groups"]}  # fmt: skip
+        for k, s in state["groups"]:
+            sample = EvalSample.from_state(s)
+            # State written before the agent joined the key (4 parts): the sample names it.
+            agent = str(k[4]) if len(k) > 4 else sample.agent_id
+            w.groups[(int(k[0]), str(k[1]), str(k[2]), str(k[3]), agent)] = sample
         w.unpinned, w.unknown_cases, w.too_small = state["counters"]
         return w

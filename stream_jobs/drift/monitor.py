@@ -117,7 +117,7 @@ class DriftMonitor:
         for e in self.evals.close(window, tenant, self.pins, cfg):
             model = self.models.last_served.get(e.agent_id, "")
             scores.extend(eval_scores(tenant, e, model, window, size))
-            key = f"eval/{e.gold_set_id}/{e.metric}/{e.agent_version}"
+            key = f"eval/{e.agent_id}/{e.gold_set_id}/{e.metric}/{e.agent_version}"
             if e.drifted and start_minute >= self.cooldown.get(key, start_minute):
                 self.cooldown[key] = start_minute + cfg.eval_cooldown_minutes
                 alerts.append(eval_alert(tenant, e, model, window, size, now))
@@ -128,7 +128,7 @@ class DriftMonitor:
                 self.models.last_served.get(agent_id, ""),
             )
             for o in outcomes:
-                scores.append(drift_score(tenant, o.subject, version, model, o.result,
+                scores.append(drift_score(tenant, agent_id, o.subject, version, model, o.result,
                                           o.reference_n, o.current_n, window, size))  # fmt: skip
             drifted = [o for o in outcomes if o.result.drifted]
             key = f"behaviour/{agent_id}"

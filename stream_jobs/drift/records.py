@@ -1,7 +1,7 @@
 """Drift outcomes → `DriftScore` records and `EvalDrift` / `BehaviourDrift` alerts.
 
-Ids are deterministic (`record_id` of tenant, subject, version, test and window), so a
-replay after a crash re-emits the same records.
+Ids are deterministic (`record_id` of tenant, agent, subject, version, test and window; see
+`score_id`), so a replay after a crash re-emits the same records.
 """
 
 from __future__ import annotations
@@ -32,8 +32,20 @@ def _describe(r: TestResult) -> str:
     return f"{r.test} statistic {r.statistic:.3g}, p = {r.p_value:.2g} (α {r.threshold})"
 
 
+def score_id(
+    tenant_id: str, agent_id: str, subject: str, agent_version: str, test: str, start: datetime
+) -> str:
+    """The score's id: tenant, agent (when the score is per agent), subject, version, test and
+    window start. Only these, so a replay re-emits the same id and the store keeps one copy;
+    the agent is in it because two agents of a tenant may share a version and a gold set."""
+    agent = (agent_id,) if agent_id else ()
+    return record_id("drift_score", tenant_id, *agent, subject, agent_version, test,
+                     start.isoformat())  # fmt: skip
+
+
 def drift_score(
     tenant_id: str,
+    agent_id: str,
     subject: str,
     agent_version: str,
     model: str,
@@ -45,11 +57,10 @@ def drift_score(
 ) -> DriftScore:
     start = minute_start(window * size)
     return DriftScore(
-        score_id=record_id("drift_score", tenant_id, subject, agent_version, r.test,
-                           start.isoformat()),
-        tenant_id=tenant_id, subject=subject, agent_version=agent_version, model=model,
-        test=r.test, statistic=r.statistic, p_value=r.p_value, reference_n=reference_n,
-        current_n=current_n, drifted=r.drifted, window_start=start,
+        score_id=score_id(tenant_id, agent_id, subject, agent_version, r.test, start),
+        tenant_id=tenant_id, agent_id=agent_id, subject=subject, agent_version=agent_version,
+        model=model, test=r.test, statistic=r.statistic, p_value=r.p_value,
+        reference_n=reference_n, current_n=current_n, drifted=r.drifted, window_start=start,
         window_end=minute_start((window + 1) * size),
     )  # fmt: skip
 
@@ -59,11 +70,10 @@ def eval_scores(
 ) -> list[DriftScore]:
     subject = f"goldset:{o.gold_set_id}/{o.metric}"
     return [
-        drift_score(
-            tenant_id, subject, o.agent_version, model, r, o.pin.n, o.sample.n, window, size
-        )
+        drift_score(tenant_id, o.agent_id, subject, o.agent_version, model, r, o.pin.n,
+                    o.sample.n, window, size)
         for r in (o.scores_test, o.pass_test)
-    ]
+    ]  # fmt: skip
 
 
 def eval_alert(

@@ -226,7 +226,7 @@ async def test_b_a_degraded_agent_version_raises_eval_drift_against_its_pin(
             records.stop()
             await sink_task
         scores = store.query(
-            "SELECT agent_version, test, drifted, reference_n, current_n "
+            "SELECT agent_id, agent_version, test, drifted, reference_n, current_n "
             "FROM agentaudit.drift_scores WHERE tenant_id = {t:String} "
             "AND subject = 'goldset:support-gold/correctness' ORDER BY window_start, test",
             {"t": tenant}).result_rows  # fmt: skip
@@ -234,8 +234,10 @@ async def test_b_a_degraded_agent_version_raises_eval_drift_against_its_pin(
                              "WHERE tenant_id = {t:String}", {"t": tenant}).result_rows  # fmt: skip
     # The approved version measured against its own pin does not drift; 1.1.0 does on both tests.
     assert [tuple(r) for r in scores] == [
-        ("1.0.0", "chi2", False, 120, 120), ("1.0.0", "ks", False, 120, 120),
-        ("1.1.0", "chi2", True, 120, 60), ("1.1.0", "ks", True, 120, 60),
+        ("support-bot", "1.0.0", "chi2", False, 120, 120),
+        ("support-bot", "1.0.0", "ks", False, 120, 120),
+        ("support-bot", "1.1.0", "chi2", True, 120, 60),
+        ("support-bot", "1.1.0", "ks", True, 120, 60),
     ]  # fmt: skip
     assert [(k, a) for k, a, _, _ in alerts] == [("EvalDrift", "support-bot")], alerts
     assert (alerts[0][2], alerts[0][3]) == (0.5, 0.9)

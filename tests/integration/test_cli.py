@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def cli(*args: str, data_dir: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "AGENTAUDIT_DATA_DIR": str(data_dir), "COLUMNS": "200", **env}
     return subprocess.run([sys.executable, "-m", "agentaudit.cli.main", *args], env=full_env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
 
 
 def rows(result: subprocess.CompletedProcess[str]) -> list[dict]:

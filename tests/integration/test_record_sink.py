@@ -137,6 +137,9 @@ async def test_records_land_once_each_junk_dead_lettered_and_restart_duplicates_
             "agentaudit.control": (2, 2),
         }
         assert ids_per_table(store) == expected
+        # Drift scores keep their agent (the column migration 0010 adds).
+        agents = store.query("SELECT DISTINCT agent_id FROM agentaudit.drift_scores").result_rows
+        assert agents == [("support-bot",)]
         # The first copy of a re-published record is the one kept.
         assert (
             scalar(

@@ -23,9 +23,8 @@ def _emit_fleet(settings: Settings, n: int) -> int:
 
     client = Client.from_settings(settings, agent_id="support-bot", agent_version="1.0.0")
     for i in range(n):
-        with client.bind(tenant_id=f"tenant-{i % 5}"):
-            with client.tool_call("crm_lookup", "lookup", {"id": i}):
-                pass
+        with client.bind(tenant_id=f"tenant-{i % 5}"), client.tool_call("crm_lookup", "lookup", {"id": i}):
+            pass
     assert client.flush(30, delivered=True)
     sent = client.stats.sent
     client.shutdown(5)

@@ -44,6 +44,5 @@ async def test_two_sink_processes_store_every_event_once(settings: Settings) -> 
 def test_a_sink_process_needs_a_running_store_owner(settings: Settings) -> None:
     from agentaudit.errors import StoreUnavailable
 
-    with pytest.raises(StoreUnavailable, match="no process serves"):
-        with open_store(settings, attach=True):
-            pass
+    with pytest.raises(StoreUnavailable, match="no process serves"), open_store(settings, attach=True):
+        pass

@@ -85,9 +85,8 @@ async def test_a_looping_agent_trips_its_breaker_and_the_sdk_refuses_the_next_to
                     client.control.wait_for, lambda: client.control.blocked("loopy", None, "support-bot", "crm_lookup") is not None, 30
                 )  # fmt: skip
                 assert refused, f"no block arrived; jobs counters {jobs.jobs.counters}"
-                with pytest.raises(Blocked) as caught:
-                    with client.tool_call("crm_lookup", "lookup", {"customer": 42}):
-                        pytest.fail("the blocked tool call ran")
+                with pytest.raises(Blocked) as caught, client.tool_call("crm_lookup", "lookup", {"customer": 42}):
+                    pytest.fail("the blocked tool call ran")
                 with client.tool_call("kb_search", "search", {"q": "refund"}):
                     pass  # only the looping tool is blocked, not the agent
         except Blocked:

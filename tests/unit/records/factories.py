@@ -89,11 +89,17 @@ def transition(
 
 
 def drift(
-    n: int = 0, *, tenant: str = "acme", at: datetime = AT, p_value: float | None = 0.001
+    n: int = 0,
+    *,
+    tenant: str = "acme",
+    at: datetime = AT,
+    p_value: float | None = 0.001,
+    agent_id: str = "support-bot",
 ) -> DriftScore:
     return DriftScore(
         score_id=record_id("drift", tenant, n),
         tenant_id=tenant,
+        agent_id=agent_id,
         subject="goldset:faq/accuracy",
         agent_version="1.0.0",
         model="gpt-5-mini",

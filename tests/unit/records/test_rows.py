@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
@@ -94,24 +95,53 @@ def test_transition_and_drift_rows() -> None:
         True,
         180,
     )
+    assert (got["tenant_id"], got["agent_id"], got["subject"]) == (
+        "acme",
+        "support-bot",
+        "goldset:faq/accuracy",
+    )
+    # Not per agent: the column holds '' (its DEFAULT), never NULL.
+    _, row = record_row(drift(agent_id=""), b"{}", SRC)
+    assert dict(zip(DRIFT_SCORES.columns, row, strict=True))["agent_id"] == ""
+
+
+ADD_COLUMN = re.compile(r"^\s*ADD COLUMN (?:IF NOT EXISTS )?`?(\w+)`? (.+?)(?: AFTER \w+)?$")
+DROP_COLUMN = re.compile(r"^\s*DROP COLUMN (?:IF EXISTS )?`?(\w+)`?$")
+
+
+def declared_columns(name: str) -> dict[str, str]:
+    """Column → type (and DEFAULT) of `agentaudit.<name>` after every up migration: its
+    CREATE TABLE, then the ALTER TABLE … ADD / DROP COLUMN of later migrations in order."""
+    declared: dict[str, str] = {}
+    for m in discover(Path(str(default_directory()))):
+        for s in statements(m.up):
+            if s.startswith(f"CREATE TABLE IF NOT EXISTS agentaudit.{name}\n"):
+                body = s.split("\n(\n", 1)[1].split("\n)\n", 1)[0]  # the column list
+                for line in body.splitlines():
+                    parts = line.strip().rstrip(",").split(None, 1)
+                    if len(parts) == 2 and parts[0] != "INDEX":
+                        declared[parts[0].strip("`")] = parts[1]
+            elif s.startswith(f"ALTER TABLE agentaudit.{name}\n"):
+                for clause in s.split("\n", 1)[1].split(",\n"):
+                    if added := ADD_COLUMN.match(clause):
+                        declared[added[1]] = added[2]
+                    elif dropped := DROP_COLUMN.match(clause):
+                        declared.pop(dropped[1], None)
+                    else:
+                        raise AssertionError(f"{m.name}: clause this test cannot read: {clause}")
+    assert declared, f"no CREATE TABLE for agentaudit.{name} in the migrations"
+    return declared
+
+
+def test_drift_scores_agent_column_is_added_with_an_empty_default() -> None:
+    # Rows stored before migration 0010 read as '' (not per agent), like the model's default.
+    assert declared_columns("drift_scores")["agent_id"] == "LowCardinality(String) DEFAULT ''"
 
 
 @pytest.mark.parametrize("table", list(RECORD_TABLES.values()), ids=lambda t: t.record)
 def test_columns_are_the_table_columns_in_the_migrations(table: RecordTable) -> None:
     """Every inserted column is in the DDL; every DDL column without a DEFAULT is inserted."""
-    name = table.table.split(".")[1]
-    ddl = next(
-        s
-        for m in discover(Path(str(default_directory())))
-        for s in statements(m.up)
-        if s.startswith(f"CREATE TABLE IF NOT EXISTS agentaudit.{name}\n")
-    )
-    declared = {}
-    body = ddl.split("\n(\n", 1)[1].split("\n)\n", 1)[0]  # the column list
-    for line in body.splitlines():
-        parts = line.strip().split(None, 1)
-        if len(parts) == 2 and parts[0] != "INDEX":
-            declared[parts[0].strip("`")] = parts[1]
+    declared = declared_columns(table.table.split(".")[1])
     inserted = set(table.columns)
     assert inserted <= set(declared)
     assert set(declared) - inserted == {"ingested_at"} and "DEFAULT" in declared["ingested_at"]

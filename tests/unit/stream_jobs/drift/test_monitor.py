@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from schemas.records import Severity, record_id
+from schemas.records import DriftScore, Severity, record_id
 from stream_jobs.drift import (
     DriftConfig,
     DriftMonitor,
@@ -17,7 +18,10 @@ from stream_jobs.drift import (
     make_pin,
     parse_goldset,
 )
+from stream_jobs.drift.eval_drift import EvalWindows
 from stream_jobs.drift.monitor import DriftOutput
+from stream_jobs.drift.records import drift_score
+from stream_jobs.drift.stattests import TestResult as Result
 from stream_jobs.scenarios.drift_suite import behaviour_trial
 from stream_jobs.scenarios.events import make_event
 
@@ -70,8 +74,9 @@ def test_eval_drift_scores_every_window_and_alerts_on_the_drop() -> None:
         200,
     )
     assert s.window_start == T0 + timedelta(hours=1) and s.window_end == T0 + timedelta(hours=2)
+    assert s.agent_id == "support-bot"
     assert s.score_id == record_id(
-        "drift_score", "acme", s.subject, "1.1.0", s.test, s.window_start.isoformat()
+        "drift_score", "acme", "support-bot", s.subject, "1.1.0", s.test, s.window_start.isoformat()
     )
     [alert] = outs[1].alerts
     assert alert.kind == "EvalDrift" and alert.severity is Severity.CRITICAL
@@ -196,3 +201,77 @@ def test_calls_without_response_model_are_not_compared_and_far_future_is_dropped
     future = make_event(rng, "tool_call", T0 + timedelta(days=30))
     monitor.observe(future, 0, 3)
     assert monitor.dropped_events == 1 and len(monitor.behaviour["support-bot"].open) == 1
+
+
+def test_two_agents_sharing_a_version_get_their_own_eval_scores_ids_and_alerts() -> None:
+    rng = np.random.default_rng(9)
+    monitor = DriftMonitor("acme", DriftConfig(), _pins())
+    # Same tenant, gold set, metric, agent_version (1.1.0) and window; billing-bot passes
+    # fewer cases, so merged results would show neither agent's rate.
+    events = [e.model_copy(update={"agent_id": agent})
+              for agent, passing in (("support-bot", 120), ("billing-bot", 100))
+              for e in _run_events(rng, 0, passing)]  # fmt: skip
+    for offset, event in enumerate(events):
+        monitor.observe(event, 0, offset)
+    out = _close(monitor, 0)
+    assert sorted((s.agent_id, s.test, s.current_n) for s in out.scores) == [
+        ("billing-bot", "chi2", 200), ("billing-bot", "ks", 200),
+        ("support-bot", "chi2", 200), ("support-bot", "ks", 200),
+    ]  # fmt: skip
+    assert len({s.score_id for s in out.scores}) == 4
+    assert {s.subject for s in out.scores} == {"goldset:support-gold/helpfulness"}
+    # Each agent alerts with its own pass rate; one agent's cooldown does not mute the other.
+    assert sorted((a.scope.agent_id, a.observed) for a in out.alerts) == [
+        ("billing-bot", 0.5), ("support-bot", 0.6)
+    ]  # fmt: skip
+
+
+def _as_agent(event: Any, agent: str) -> Any:
+    """The same simulated event, from another agent."""
+    return SimpleNamespace(**{**vars(event), "agent_id": agent})
+
+
+def test_two_agents_sharing_a_version_drifting_in_one_window_keep_distinct_scores() -> None:
+    trial = behaviour_trial(2, seed=10, change="tool_mix", calls=300, before=8, after=2)
+    # A second agent of the same tenant, same agent_version, doing exactly the same.
+    events = [x for e in trial.events for x in (e, _as_agent(e, "billing-bot"))]
+    outs = _feed(DriftMonitor(trial.tenant_id, DriftConfig(), PinRegistry()), events)
+    drifted = outs[8].scores
+    assert {(s.agent_id, s.agent_version) for s in drifted} == {
+        ("support-bot", "1.1.0"), ("billing-bot", "1.1.0")
+    }  # fmt: skip
+    assert len(drifted) == 6 and len({s.score_id for s in drifted}) == 6
+    for s in drifted:
+        assert s.subject.startswith(f"behaviour:{s.agent_id}/")
+    by_agent = {s.agent_id for s in drifted if s.subject.endswith("tool_mix") and s.drifted}
+    assert by_agent == {"support-bot", "billing-bot"}
+    assert sorted(a.scope.agent_id or "" for a in outs[8].alerts if a.kind == "BehaviourDrift") == [
+        "billing-bot", "support-bot"
+    ]  # fmt: skip
+
+
+def test_score_ids_are_deterministic_and_name_the_agent_only_when_there_is_one() -> None:
+    r = Result("ks", 0.4, 0.001, True, 0.01)
+    window = int(T0.timestamp()) // 3600  # the hour starting at T0
+
+    def score(agent: str) -> DriftScore:
+        return drift_score("acme", agent, "goldset:g/m", "1.0", "", r, 10, 40, window, 60)
+
+    start = T0.isoformat()
+    assert score("a").window_start == T0 and score("a").agent_id == "a"
+    assert score("a").score_id == score("a").score_id != score("b").score_id
+    assert score("a").score_id == record_id(
+        "drift_score", "acme", "a", "goldset:g/m", "1.0", "ks", start
+    )
+    # Not per agent: agent_id '' and the id scores had before the agent column existed.
+    assert score("").agent_id == ""
+    assert score("").score_id == record_id("drift_score", "acme", "goldset:g/m", "1.0", "ks", start)
+
+
+def test_eval_state_from_before_the_agent_key_restores_under_the_samples_agent() -> None:
+    old = {"groups": [[[5, "support-gold", "helpfulness", "1.1.0"],
+                       ["billing-bot", [0.5, 0.7], 2, 1]]], "counters": [0, 0, 0]}  # fmt: skip
+    w = EvalWindows.from_state(old)
+    assert list(w.groups) == [(5, "support-gold", "helpfulness", "1.1.0", "billing-bot")]
+    again = EvalWindows.from_state(json.loads(json.dumps(w.to_state())))
+    assert again.groups == w.groups

@@ -32,7 +32,7 @@ def test_tenant_totals_are_the_sums_per_window_of_each_kind() -> None:
         job.observe(llm(at, tenant="acme"), cost, 2, offset, NOW)
         for kind in WindowKind:
             expected[window_at(at, Calendar(kind)).label] += cost
-    job.observe(llm(times[0], tenant="globex"), Decimal("9"), 1, 0, NOW)  # another tenant's key
+    job.observe(llm(times[0], tenant="globex"), Decimal(9), 1, 0, NOW)  # another tenant's key
     job.observe(tool(times[-1], tenant="acme"), Decimal(0), 2, 9, NOW)  # no spend, offset moves
 
     state = _persisted(job, "acme")
@@ -48,7 +48,7 @@ def test_windows_of_another_timezone_are_kept_apart() -> None:
                            limit_usd=100, timezone="Asia/Tokyo")])  # fmt: skip
     at = utc(2026, 11, 21, 20)  # 05:00 on the 22nd in Tokyo
     job.observe(llm(at, tenant="acme"), Decimal("1.5"), 0, 0, NOW)
-    job.observe(llm(utc(2026, 11, 21, 21), tenant="acme"), Decimal("2"), 0, 1, NOW)
+    job.observe(llm(utc(2026, 11, 21, 21), tenant="acme"), Decimal(2), 0, 1, NOW)
     state = _persisted(job, "acme")
     assert tenant_totals(state)["day:2026-11-21"] == Decimal("3.5")
     assert tenant_totals(state, timezone="Asia/Tokyo") == {"day:2026-11-22": Decimal("3.5")}

@@ -1,0 +1,1 @@
+ALTER TABLE agentaudit.drift_scores DROP COLUMN IF EXISTS agent_id;
