@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -21,8 +22,14 @@ from agentaudit.sink.worker import SinkWorker
 
 
 def _report(**fields: object) -> None:
-    sys.stdout.buffer.write(orjson.dumps(fields) + b"\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.buffer.write(orjson.dumps(fields) + b"\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The parent is gone (it owned the store this process inserts through): stop as on
+        # SIGTERM, quietly; whatever was not committed is replayed by the next sink.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
+        signal.raise_signal(signal.SIGTERM)
 
 
 async def _main() -> None:
@@ -57,8 +64,20 @@ async def _main() -> None:
         progress(Batch())
 
 
+def _stop_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent dies (it serves the store this process
+    inserts through), instead of idling on as an orphan member of the consumer group."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="sink[%(process)d] %(message)s")
+    _stop_with_parent()
     asyncio.run(_main())
 
 

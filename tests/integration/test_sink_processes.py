@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sys
+from pathlib import Path
 
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from agentaudit.broker import ensure_topics
+from agentaudit.errors import StoreUnavailable
 from agentaudit.settings import Settings
 from agentaudit.sink.pool import SinkProcesses
 from agentaudit.store import open_store
@@ -46,3 +52,54 @@ def test_a_sink_process_needs_a_running_store_owner(settings: Settings) -> None:
 
     with pytest.raises(StoreUnavailable, match="no process serves"), open_store(settings, attach=True):
         pass
+
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state, ppid, …); None when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _children_of(pid: int) -> set[int]:
+    return {int(e) for e in os.listdir("/proc") if e.isdigit() and (f := _stat(int(e))) and int(f[1]) == pid}
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
+async def test_sink_processes_stop_when_their_store_owner_dies(settings: Settings) -> None:
+    """A worker killed with SIGKILL cannot stop its sink processes; they must not linger as
+    orphans in the consumer group (they insert through the dead worker's store)."""
+    await ensure_topics(settings)
+    env = {**os.environ, **settings.to_env(), "AGENTAUDIT_SINK_PROCESSES": "2"}
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agentaudit.cli.main", "worker", "--no-stream-jobs", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        docs = [event_dict(tenant=f"tenant-{i % 20}") for i in range(200)]
+        await produce_raw(settings, [(d["tenant_id"].encode(), wire(d)) for d in docs])
+        async with asyncio.timeout(120):  # both children consumed: they are up and idle now
+            while True:
+                # not served yet, or served before its migrations ran
+                with contextlib.suppress(StoreUnavailable, DatabaseError), open_store(settings, attach=True) as store:
+                    if scalar(store, "SELECT count() FROM agentaudit.events") == len(docs):
+                        break
+                await asyncio.sleep(0.5)
+        children = _children_of(worker.pid)
+        assert len(children) == 2, children
+        worker.kill()
+        await worker.wait()
+        async with asyncio.timeout(30):  # before the fix: still there after minutes
+            while any(_alive(c) for c in children):
+                await asyncio.sleep(0.2)
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
