@@ -30,11 +30,14 @@ SUMMARY_QUERIES: list[tuple[str, str]] = [
      "GROUP BY tenant_id, kind, severity ORDER BY tenant_id, kind")),
     (("Drift scores: every gold-set score, and the behaviour scores that drifted "
       "(the rest are in agentaudit.drift_scores)"),
-     ("SELECT tenant_id, agent_id, subject, agent_version, test, round(statistic, 3) AS statistic, "
-     "round(p_value, 4) AS p_value, drifted, reference_n, current_n, window_start "
+     # Few, short columns: the table has to stay readable in an 80-column terminal.
+     ("SELECT tenant_id AS tenant, agent_id AS agent, subject, agent_version AS version, "
+     "concat(test, ' ', toString(round(statistic, 2)), ' p=', toString(round(p_value, 4))) AS test, "
+     "drifted, concat(toString(reference_n), '/', toString(current_n)) AS `ref/cur`, "
+     "formatDateTime(window_start, '%H:%i') AS window "
      "FROM (SELECT * FROM agentaudit.drift_scores ORDER BY score_id LIMIT 1 BY score_id) "
      "WHERE drifted OR startsWith(subject, 'goldset:') "
-     "ORDER BY tenant_id, agent_id, subject, window_start, agent_version, test")),
+     "ORDER BY tenant, agent, subject, window_start, version, test")),
     ("Circuit breakers (every transition)",
      ("SELECT tenant_id, agent_id, tool, from_state || ' → ' || to_state AS transition, signal, "
      "round(observed, 2) AS observed, threshold FROM agentaudit.breaker_transitions ORDER BY at")),
