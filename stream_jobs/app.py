@@ -45,11 +45,11 @@ from schemas.pricing import load_pricing
 from schemas.records import ControlMessage, DriftScore
 from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.breaker.config import BreakerConfig
+from stream_jobs.delivery import Hole
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.pins import parse_pin_key
 from stream_jobs.processor import Record, StreamJobs
 from stream_jobs.runtime import make_app, source_topic
-from stream_jobs.spend.delivery import Hole
 
 log = logging.getLogger("agentaudit.stream_jobs")
 
@@ -155,7 +155,7 @@ class StreamJobsApp:
                 await self._publish(records)
 
     async def _rewind(self, tp: Any, hole: Hole) -> None:
-        """A batch past a hole (see `stream_jobs.spend.delivery`): seek back to the offset the
+        """A batch past a hole (see `stream_jobs.delivery`): seek back to the offset the
         partition must continue from; skip the batches fetched before the seek."""
         if hole.gap:
             log.error("partition %d: offsets before %d were never delivered after seeking back "

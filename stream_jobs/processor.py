@@ -27,10 +27,10 @@ from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.breaker.board import BreakerBoard
 from stream_jobs.breaker.config import BreakerConfig
 from stream_jobs.checkpoint import ANOMALY, DRIFT
+from stream_jobs.delivery import DeliveryFence
 from stream_jobs.detection import DetectionJob, ModelPin
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.pins import Pin
-from stream_jobs.spend.delivery import DeliveryFence
 from stream_jobs.spend.job import SpendJob
 from stream_jobs.spend.readout import applied_position
 

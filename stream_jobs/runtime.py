@@ -211,8 +211,11 @@ class FastConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer without per-message tasks and without the fixed waits."""
 
     _resumed: asyncio.Event | None = None
-    _delivered_from: dict[TP, int] | None = None
-    """Per partition, the first offset delivered since it was assigned or sought."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._delivered_from: dict[TP, int] = {}
+        """Per partition, the first offset delivered since it was assigned or sought."""
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return TunedConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -302,7 +305,7 @@ class FastConsumer(faust_aiokafka.Consumer):
         truthy: with nothing committed yet (a new group) or committed 0, a batch that failed
         at the head was committed over as soon as a later one was acked (its events lost to
         the group). The head is then the first offset delivered since assignment."""
-        acked, head = self._acked[tp], (self._delivered_from or {}).get(tp)
+        acked, head = self._acked[tp], self._delivered_from.get(tp)
         head_unacked = head is not None and bool(acked) and min(acked) > head
         if head_unacked and not self._committed_offset[tp] and not self._gap[tp].overlaps_point(head):
             return None
@@ -336,7 +339,7 @@ class FastConsumer(faust_aiokafka.Consumer):
         consumer_stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
         get_read_offset, set_read_offset = self._read_offset.__getitem__, self._read_offset.__setitem__
         commit_every = self._commit_every
-        delivered_from = self._delivered_from = self._delivered_from or {}
+        delivered_from = self._delivered_from
         acks_enabled_for = self.app.topics.acks_enabled_for
         since_yield = 0
         stopped_errors: tuple[type[BaseException], ...] = (*self.consumer_stopped_errors, asyncio.CancelledError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -16,12 +16,15 @@ from agentaudit.store.protocol import Store
 from schemas.canonical import GENESIS_HASH
 
 
-async def produce_raw(settings: Settings, messages: list[tuple[bytes | None, bytes]]) -> None:
+async def produce_raw(
+    settings: Settings, messages: Sequence[tuple[bytes | None, bytes | None]], topic: str | None = None
+) -> None:
+    """Write (key, value) pairs in order to `topic` (default: the events topic)."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=2 << 20)
     await producer.start()
     try:
         for key, value in messages:
-            await producer.send(settings.events_topic, value, key=key)
+            await producer.send(topic or settings.events_topic, value, key=key)
         await producer.flush()
     finally:
         await producer.stop()

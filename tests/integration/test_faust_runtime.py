@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -139,15 +140,19 @@ class Crash:
             raise RuntimeError("simulated crash in the middle of a batch")
 
 
-def crashing_app(settings: Settings, app_id: str, seen: Seen, crash: Crash, batched: bool) -> faust.App:
+def taking_app(
+    settings: Settings, app_id: str, batched: bool, take: int, *handlers: Callable[[list[bytes]], None]
+) -> faust.App:
+    """An agent taking lists of up to `take` (events or polled batches) and passing the values
+    to each handler in turn; a handler that raises crashes the batch."""
     app = make_app(settings, app_id=app_id, **QUICK)
 
     @app.agent(source_topic(app, settings.events_topic, batched=batched))
     async def work(stream: Any) -> None:
-        async for values in stream.take(10, within=0.1):
+        async for values in stream.take(take, within=0.1):
             values = received(values, batched)
-            crash.maybe_raise(values)
-            seen.add(values)
+            for handle in handlers:
+                handle(values)
 
     return app
 
@@ -166,13 +171,13 @@ async def test_offsets_are_committed_only_for_processed_batches(settings: Settin
     app_id = f"acks-{uuid.uuid4().hex[:8]}"
 
     first, crash = Seen(), Crash()
-    async with running(crashing_app(settings, app_id, first, crash, batched)):
+    async with running(taking_app(settings, app_id, batched, 10, crash.maybe_raise, first.add)):
         await first.until({v for _, _, v in before})
         await send(settings, after)
         await asyncio.wait_for(crash.happened.wait(), 30)
         await first.until(await sentinels(settings, "first"))  # faust restarted the agent
     second = Seen()
-    async with running(crashing_app(settings, app_id, second, Crash(armed=False), batched)):
+    async with running(taking_app(settings, app_id, batched, 10, second.add)):
         await second.until(await sentinels(settings, "second"))
 
     assert b"poison" in crash.batch
@@ -190,19 +195,6 @@ async def test_offsets_are_committed_only_for_processed_batches(settings: Settin
     assert committed > 0, "nothing was committed"
 
 
-def sharing_app(settings: Settings, app_id: str, seen: Seen, both: Seen, batched: bool) -> faust.App:
-    app = make_app(settings, app_id=app_id, **QUICK)
-
-    @app.agent(source_topic(app, settings.events_topic, batched=batched))
-    async def work(stream: Any) -> None:
-        async for values in stream.take(20, within=0.1):
-            values = received(values, batched)
-            seen.add(values)
-            both.add(values)
-
-    return app
-
-
 def owned(app: faust.App, topic: str) -> set[int]:
     return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
 
@@ -213,8 +205,8 @@ async def test_two_instances_in_one_process_share_the_partitions(settings: Setti
     topic, everything = settings.events_topic, set(range(settings.partitions))
     app_id = f"shared-{uuid.uuid4().hex[:8]}"
     seen_a, seen_b, both = Seen(), Seen(), Seen()
-    app_a = sharing_app(settings, app_id, seen_a, both, batched)
-    app_b = sharing_app(settings, app_id, seen_b, both, batched)
+    app_a = taking_app(settings, app_id, batched, 20, seen_a.add, both.add)
+    app_b = taking_app(settings, app_id, batched, 20, seen_b.add, both.add)
     async with running(app_a):
         assert owned(app_a, topic) == everything
         async with running(app_b):
@@ -243,9 +235,8 @@ async def test_stopping_with_the_broker_gone_is_bounded(tmp_path: Any) -> None:
     with LocalBroker() as broker:
         own = Settings(kafka_bootstrap=broker.bootstrap, data_dir=tmp_path)
         await ensure_topics(own)
-        app = sharing_app(own, f"outage-{uuid.uuid4().hex[:8]}", Seen(), Seen(), batched=True)
+        app = taking_app(own, f"outage-{uuid.uuid4().hex[:8]}", True, 20)
         async with asyncio.timeout(60):  # stock faust: still stopping after minutes
             async with running(app, stop_timeout=3.0):
                 broker.stop()
-                await asyncio.sleep(1.0)  # let the consumer notice: its fetches now fail
     assert app.should_stop

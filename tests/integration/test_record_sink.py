@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from agentaudit.broker import ensure_topics
 from agentaudit.errors import UserError
@@ -38,17 +37,6 @@ Message = tuple[bytes | None, bytes | None]
 
 class Crash(Exception):
     """Stands in for the process dying at a flush window."""
-
-
-async def produce(settings: Settings, topic: str, messages: list[Message]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        for key, value in messages:
-            await producer.send(topic, value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def records_until(
@@ -121,8 +109,8 @@ async def test_records_land_once_each_junk_dead_lettered_and_restart_duplicates_
         (b"tenant=acme/agent=old-bot", None),  # a tombstone: skipped, not junk
         (blocked.scope.key.encode(), wire(blocked)),
     ]
-    await produce(settings, settings.alerts_topic, on_alerts)
-    await produce(settings, settings.control_topic, on_control)
+    await produce_raw(settings, on_alerts, topic=settings.alerts_topic)
+    await produce_raw(settings, on_control, topic=settings.control_topic)
 
     with open_store(settings, own=True) as store:
         migrate(store)
@@ -179,7 +167,7 @@ async def test_records_land_once_each_junk_dead_lettered_and_restart_duplicates_
             (b"acme", wire(drift(0))),
             (b"acme", wire(transition(7))),
         ]
-        await produce(settings, settings.alerts_topic, later)
+        await produce_raw(settings, later, topic=settings.alerts_topic)
         again = await records_until(settings, store, handled(len(later)))
         assert again.processor.counters.duplicates == 1
         assert again.processor.counters.already_stored == 0  # resumed after the last flush
@@ -209,7 +197,7 @@ async def test_a_crash_between_table_inserts_then_restart_stores_each_record_onc
     records = [alert(0), drift(0), transition(0), alert(1), drift(1), transition(1)]
     messages: list[Message] = [(b"acme", wire(r)) for r in records]
     messages.append((b"acme", b"junk"))
-    await produce(settings, settings.alerts_topic, messages)
+    await produce_raw(settings, messages, topic=settings.alerts_topic)
     hits: list[str] = []
 
     def crash_after_first_record_table(point: str) -> None:

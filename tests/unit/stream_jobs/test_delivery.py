@@ -14,8 +14,8 @@ from decimal import Decimal
 from schemas.events import parse_event
 from schemas.pricing import load_pricing
 from schemas.records import Alert
+from stream_jobs.delivery import DeliveryFence, Hole
 from stream_jobs.processor import Record, StreamJobs
-from stream_jobs.spend.delivery import DeliveryFence, Hole
 from stream_jobs.spend.readout import tenant_totals
 from tests.factories import event_dict, wire
 from tests.unit.stream_jobs.spend.factory import budget, utc
