@@ -11,6 +11,7 @@ exactly the events the trail holds. State keys and their partitions come from th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,7 @@ from stream_jobs.spend.job import SpendJob
 from stream_jobs.spend.readout import applied_position
 
 Record = Alert | ControlMessage | BreakerTransition | DriftScore
+log = logging.getLogger("agentaudit.stream_jobs")
 
 
 @dataclass
@@ -42,6 +44,8 @@ class JobCounters:
     events: int = 0
     invalid: int = 0
     records: int = 0
+    failed: int = 0
+    """Valid events a job raised on: logged with their offset and skipped (never a stall)."""
 
 
 @dataclass(frozen=True)
@@ -93,16 +97,21 @@ class StreamJobs:
                 counters.invalid += 1
                 continue
             counters.events += 1
-            usd = cost(event)[0]
-            spent = spend.observe(event, usd, partition, offset, now)
-            if spent:
-                out += spent
-            tripped = breakers.observe(event, usd, partition, offset, now)
-            if tripped:
-                out += tripped
-            detected = detection.observe(event, usd, partition, offset)
-            if detected:
-                out += detected
+            try:
+                usd = cost(event)[0]
+                spent = spend.observe(event, usd, partition, offset, now)
+                if spent:
+                    out += spent
+                tripped = breakers.observe(event, usd, partition, offset, now)
+                if tripped:
+                    out += tripped
+                detected = detection.observe(event, usd, partition, offset)
+                if detected:
+                    out += detected
+            except Exception:  # one event must not stop the partition (or the worker)
+                counters.failed += 1
+                log.exception("stream jobs skipped event at %d:%d (tenant %s)", partition,
+                              offset, event.tenant_id)  # fmt: skip
         if offset >= 0:
             self.fence.applied(partition, offset)
         counters.records += len(out)

@@ -160,8 +160,12 @@ class AnomalyConfig:
     """A minute closes this long after it ends (late events within it still count)."""
     max_pool_minutes: int = 60
     """Sparse-metric pools older than this are dropped unevaluated."""
-    max_catch_up_minutes: int = 7 * 24 * 60
-    """A series silent for longer than this restarts cold instead of replaying empty minutes."""
+    max_catch_up_minutes: int = 24 * 60
+    """A silence longer than this, met at once (the worker was down, the clock jumped, an
+    event dated long ago), is skipped: the series restarts cold instead of closing every
+    empty minute. It bounds the work of one catch-up to this many closes per series. A
+    running worker closes silent minutes as they pass, so everyday silences are still
+    walked minute by minute (a drop to zero is seen)."""
     agent_min_calls_per_minute: float = 5.0
     """Agent-level series alert only when the agent's trailing median calls/min reaches this."""
     max_agents: int = 20

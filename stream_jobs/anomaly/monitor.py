@@ -91,7 +91,8 @@ class AnomalyMonitor:
 
         For simulators and for warming a new deployment from ClickHouse per-minute rollups
         (skipping the cold start). False when the minute is already closed. `acc` may be
-        kept as the minute's accumulator: do not reuse it.
+        kept as the minute's accumulator: do not reuse it. Also False when the minute lies
+        more than `MAX_OPEN_MINUTES` past the last closed one: close up to it first.
         """
         target = self.series[_TENANT].acc_for(minute, fresh=acc)
         if target is None:
@@ -101,20 +102,39 @@ class AnomalyMonitor:
         return True
 
     def close_until(self, now: datetime) -> list[Alert]:
-        """Close every minute that ended at least `grace_minutes` before `now`; new alerts."""
+        """Close every minute that ended at least `grace_minutes` before `now`; new alerts.
+
+        The work is bounded by the data, never by the time gap: minutes are closed one by one
+        only up to the next minute holding data, and a silence longer than
+        `max_catch_up_minutes` is skipped (the series restart cold) instead of walked. So an
+        event dated years ago, or a clock that jumps a month, costs at most
+        `max_catch_up_minutes` closes per series, not one close per minute of the gap.
+        """
         target = minute_of(now) - 1 - self.config.grace_minutes
         alerts: list[Alert] = []
         tenant = self.series[_TENANT]
-        for series in self.series.values():
-            closed = series.closed_until
-            if closed is not None and target - closed > self.config.max_catch_up_minutes:
-                series.restart(self.config)
-        if tenant.closed_until is None:
-            return alerts
-        for minute in range(tenant.closed_until + 1, target + 1):
-            alerts.extend(self._close_minute(minute, now))
+        while tenant.closed_until is not None and tenant.closed_until < target:
+            closed = tenant.closed_until
+            data = self._next_open_minute(closed)
+            quiet_until = target if data is None or data > target else data - 1
+            if quiet_until - closed > self.config.max_catch_up_minutes:
+                self._skip_silence(quiet_until)
+                continue
+            for minute in range(closed + 1, min(target, quiet_until + 1) + 1):
+                alerts.extend(self._close_minute(minute, now))
         self._evict_idle_agents(target)
         return alerts
+
+    def _next_open_minute(self, after: int) -> int | None:
+        """The earliest minute after `after` that holds data in any series."""
+        return min((m for s in self.series.values() for m in s.open if m > after), default=None)
+
+    def _skip_silence(self, quiet_until: int) -> None:
+        """Restart every series silent through `quiet_until`: each resumes at its next open
+        minute (or at its next event), cold, keeping seasonal profiles and cooldowns."""
+        for series in self.series.values():
+            if series.closed_until is not None and series.closed_until < quiet_until:
+                series.restart(self.config)
 
     def _close_minute(self, minute: int, now: datetime) -> list[Alert]:
         cfg, th = self.config, self.config.thresholds(self.tenant_id)

@@ -36,7 +36,8 @@ _QUANTILES = (("latency", Metric.LATENCY_P95), ("approval_latency", Metric.APPRO
 detector can fire)."""
 DAILY_CYCLES = 3
 MAX_OPEN_MINUTES = 240
-"""Open (not yet closed) minutes kept per series; events beyond are counted and dropped."""
+"""Open (not yet closed) minutes kept per series, and how far past the last closed minute
+one may lie; events beyond are counted and dropped."""
 
 
 class SeriesTracker:
@@ -80,6 +81,8 @@ class SeriesTracker:
             return None
         if len(self.open) >= MAX_OPEN_MINUTES:
             return None
+        if self.closed_until is not None and minute - self.closed_until > MAX_OPEN_MINUTES:
+            return None  # far ahead of the series' clock: bounded span, bounded catch-up
         acc = self.open[minute] = fresh or MinuteAcc()
         if self.first_minute is None:
             self.first_minute, self.closed_until = minute, minute - 1

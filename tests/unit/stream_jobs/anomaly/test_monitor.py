@@ -21,6 +21,7 @@ from stream_jobs.scenarios.events import make_event
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 START = minute_of(T0)
 GRACE = AnomalyConfig().grace_minutes
+RNG = np.random.default_rng(0)
 
 
 def steady(seed: int, calls: Callable[[int], float] = lambda m: 60.0) -> Callable[[int], MinuteAcc]:
@@ -205,8 +206,57 @@ def test_a_week_of_silence_restarts_cold_but_keeps_the_new_minute() -> None:
     monitor = AnomalyMonitor("acme", AnomalyConfig())
     feed(monitor, range(10), steady(10))
     back = START + 8 * 24 * 60
-    monitor.ingest_minute(back, steady(11)(0))
+    monitor.close_until(minute_start(back))  # the partition's clock reaches `back` first
+    assert monitor.ingest_minute(back, steady(11)(0))
     assert monitor.close_until(minute_start(back + 1 + GRACE)) == []
     tracker = monitor.series[""]
     assert tracker.first_minute == back and tracker.closed_until == back
     assert tracker.ring.filled == 1  # the old trailing history is gone: cold start again
+
+
+def _counting_closes(monitor: AnomalyMonitor) -> list[int]:
+    """Record every minute the monitor closes (the unit of its catch-up work)."""
+    closed: list[int] = []
+    original = monitor._close_minute
+
+    def close(minute: int, now: datetime) -> list[Alert]:
+        closed.append(minute)
+        return original(minute, now)
+
+    monitor._close_minute = close  # type: ignore[method-assign]
+    return closed
+
+
+@pytest.mark.parametrize("gap", [timedelta(days=25), timedelta(days=365 * 20)])
+def test_catching_up_is_bounded_by_the_data_not_by_the_gap(gap: timedelta) -> None:
+    """A clock that jumps a month (or an event dated in year 1 followed by one of today)
+    must not close every minute in between: that stalled the jobs for minutes (a month of
+    minutes took 57 s in one tick)."""
+    config = AnomalyConfig()
+    monitor = AnomalyMonitor("acme", config)
+    old = T0 - gap
+    monitor.observe(make_event(RNG, "llm_call", old), 0.0, 0, 1)
+    closes = _counting_closes(monitor)
+    monitor.close_until(T0)
+    monitor.observe(make_event(RNG, "llm_call", T0), 0.0, 0, 2)
+    monitor.close_until(T0 + timedelta(minutes=5 + GRACE))
+    assert len(closes) <= config.max_catch_up_minutes + 10
+    assert closes[0] == minute_of(old)  # the old minute itself was closed, not dropped
+    assert monitor.series[""].closed_until == minute_of(T0) + 4
+
+
+def test_a_silence_within_the_catch_up_bound_is_still_closed_minute_by_minute() -> None:
+    """A drop to zero must be seen: silences shorter than the bound are walked."""
+    monitor = AnomalyMonitor("acme", AnomalyConfig())
+    feed(monitor, range(10), steady(12))
+    closes = _counting_closes(monitor)
+    monitor.close_until(minute_start(START + 10 + 90 + 1 + GRACE))
+    assert closes == list(range(START + 10, START + 101))
+
+
+def test_an_event_far_ahead_of_the_series_clock_is_dropped_and_counted() -> None:
+    monitor = AnomalyMonitor("acme", AnomalyConfig())
+    feed(monitor, range(10), steady(13))
+    monitor.observe(make_event(RNG, "llm_call", minute_start(START + 10_000)), 0.0, 0, 99)
+    assert monitor.dropped_events == 1
+    assert all(m < START + 1_000 for m in monitor.series[""].open)
