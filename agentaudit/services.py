@@ -36,6 +36,7 @@ def serve_broker(port: int, partitions: int, console: Console) -> None:
 async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console) -> None:
     """Own the store, apply migrations, sink events until `stop` is set."""
     from agentaudit.gc_tuning import tune_gc
+    from agentaudit.jobs_process import JobsProcess
     from agentaudit.sink.worker import check_log_matches_store, run_worker
     from agentaudit.store import open_store
     from agentaudit.store.migrations import migrate
@@ -55,7 +56,8 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
 
         # Alerts, control messages, transitions and drift scores land beside the events.
         records = asyncio.create_task(run_record_sink(settings, store, stop))
-        jobs = asyncio.create_task(run_stream_jobs(settings, stop)) if settings.stream_jobs else None
+        # The jobs run in their own process: storing never waits for analysis.
+        jobs = asyncio.create_task(JobsProcess(settings).run(stop)) if settings.stream_jobs else None
         try:
             if settings.sink_processes > 1:
                 c = await _run_sink_processes(settings, stop)

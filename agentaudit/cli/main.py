@@ -71,8 +71,10 @@ def jobs() -> None:
     Start several to share the partitions; no store is needed."""
     from agentaudit.broker import ensure_topics
     from agentaudit.cli.runtime import run_until_signal
+    from agentaudit.lifeline import follow_parent
     from agentaudit.services import run_stream_jobs
 
+    follow_parent()  # started by a worker: end with it
     settings = _settings()
 
     async def serve(stop: asyncio.Event) -> None:
@@ -112,11 +114,17 @@ def demo(
     tenants: Annotated[int, typer.Option(min=1, max=50, help="Simulated tenants (at least 5 recommended).")] = 5,
     rate: Annotated[float, typer.Option(help="Target events per second from the fleet.")] = 300.0,
     seed: Annotated[int, typer.Option(help="Random seed of the simulation.")] = 7,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Drop an existing trail in the store without asking.")
+    ] = False,
 ) -> None:
-    """Local broker + sink + a simulated multi-tenant agent fleet, then a summary from ClickHouse."""
+    """Local broker + sink + a simulated multi-tenant agent fleet, then a summary from ClickHouse.
+    Starts from an empty trail: an existing one is dropped only with --reset (or when you
+    confirm at a terminal)."""
     from agentaudit.demo.run import run_demo
 
-    run_demo(_settings(), duration=duration, tenants=tenants, rate=rate, seed=seed, console=console)
+    run_demo(_settings(), duration=duration, tenants=tenants, rate=rate, seed=seed,
+             console=console, reset=reset)  # fmt: skip
 
 
 @app.command()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.prompt import Confirm
 
 from agentaudit.broker import LocalBroker, ensure_topics
 from agentaudit.demo.budgets import DEMO_BUDGETS
@@ -24,8 +26,38 @@ from agentaudit.store.protocol import Store
 DRAIN_TIMEOUT_S = 60.0
 
 
-def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, seed: int, console: Console) -> None:
-    """Start a local broker, own the store, sink a simulated fleet's events, print a summary."""
+def _existing_trail(store: Store) -> int:
+    """Events in the store's trail (0 when there is no trail yet)."""
+    tables = store.query(
+        "SELECT count() FROM system.tables WHERE database = 'agentaudit' AND name = 'events'"
+    ).result_rows[0][0]
+    if not tables:
+        return 0
+    return int(store.query("SELECT count() FROM agentaudit.events").result_rows[0][0])
+
+
+def _confirm_reset(store: Store, settings: Settings, reset: bool, console: Console) -> None:
+    """The demo starts from an empty trail; never drop someone's trail without being told to."""
+    events = _existing_trail(store)
+    if not events or reset:
+        return
+    where = str(settings.store_dir) if settings.embedded else "the ClickHouse server"
+    interactive = sys.stdin.isatty() and console.is_terminal
+    if interactive and Confirm.ask(f"{where} holds a trail of {events} events; the demo starts "
+                                   "from an empty trail. Drop it?", console=console, default=False):  # fmt: skip
+        return
+    raise UserError(
+        f"{where} holds a trail of {events} events and the demo starts from an empty one: pass "
+        "--reset to drop it, or set AGENTAUDIT_DATA_DIR to another directory"
+    )
+
+
+def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, seed: int,
+             console: Console, reset: bool = False) -> None:  # fmt: skip
+    """Start a local broker, own the store, sink a simulated fleet's events, print a summary.
+
+    An existing trail is dropped only with `reset` (or when the user confirms at a terminal).
+    """
     from agentaudit.store import open_store
     from agentaudit.store.migrations import migrate
 
@@ -35,6 +67,7 @@ def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, 
         with open_store(settings, own=True) as store:
             # The demo's broker is in memory and starts at offset 0; an earlier trail's
             # offsets would mark the new events as already stored. Start from an empty trail.
+            _confirm_reset(store, settings, reset, console)
             store.command("DROP DATABASE IF EXISTS agentaudit SYNC")
             migrate(store)
             console.print("fresh trail: schema migrated")

@@ -91,6 +91,11 @@ def test_demo_end_to_end_then_query(tmp_path: Path) -> None:
     csv_out = cli("query", "SELECT 1 AS one", "--format", "csv", data_dir=tmp_path)
     assert csv_out.stdout == "one\n1\n"
 
+    # A second demo must not drop this trail unasked (not a terminal here: it refuses).
+    stored = rows(cli("query", "SELECT count() AS n FROM agentaudit.events", "-f", "json", data_dir=tmp_path))
+    _one_line_error(cli("demo", "--duration", "1", data_dir=tmp_path), 2, "--reset")
+    assert rows(cli("query", "SELECT count() AS n FROM agentaudit.events", "-f", "json", data_dir=tmp_path)) == stored
+
 
 def _one_line_error(result: subprocess.CompletedProcess[str], code: int, hint: str) -> None:
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)

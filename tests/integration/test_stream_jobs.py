@@ -76,7 +76,7 @@ async def test_a_looping_agent_trips_its_breaker_and_the_sdk_refuses_the_next_to
     async with running(jobs.app, timeout=90):
         client = await asyncio.to_thread(sdk_client, settings, "loopy")
         try:
-            with client.run(goal="answer a ticket"):
+            with pytest.raises(Blocked) as left, client.run(goal="answer a ticket"):
                 for _ in range(8):  # the same tool and arguments over and over: a loop
                     with client.tool_call("crm_lookup", "lookup", {"customer": 42}):
                         pass
@@ -89,10 +89,15 @@ async def test_a_looping_agent_trips_its_breaker_and_the_sdk_refuses_the_next_to
                     pytest.fail("the blocked tool call ran")
                 with client.tool_call("kb_search", "search", {"q": "refund"}):
                     pass  # only the looping tool is blocked, not the agent
-        except Blocked:
-            pass  # leaving the run records stop_reason breaker_open
+                with client.tool_call("crm_lookup", "lookup", {"customer": 42}):
+                    pytest.fail("the blocked tool call ran")  # this Blocked leaves the run
+            assert await asyncio.to_thread(client.flush, 15, delivered=True)
         finally:
             await asyncio.to_thread(client.shutdown, 10)
+    assert left.value.reason == "breaker_open"
+    events = await read_records(settings, settings.events_topic)
+    finished = [e for e in events if e["type"] == "run_finished"]
+    assert [e["payload"]["stop_reason"] for e in finished] == ["breaker_open"]
     err = caught.value
     assert err.reason == "breaker_open" and err.runbook == "runbooks/BreakerOpen.md"
     assert "tool=crm_lookup" in err.scope
