@@ -117,6 +117,7 @@ def run_migrations(settings: Settings, *, down: int, status_only: bool, console:
 
 
 def run_query(settings: Settings, sql: str, fmt: str, console: Console) -> None:
+    from agentaudit.sqlguard import run_readonly
     from agentaudit.cli.output import render
     from agentaudit.store import open_store, store_exists
 
@@ -126,5 +127,6 @@ def run_query(settings: Settings, sql: str, fmt: str, console: Console) -> None:
             "or set AGENTAUDIT_DATA_DIR / AGENTAUDIT_CLICKHOUSE_URL"
         )
     with open_store(settings) as store:
-        result = store.query(sql)
+        # Read-only: checked by ClickHouse's parser, then run with readonly=1 and limits.
+        result = run_readonly(store, sql)
         render(list(result.column_names), list(result.result_rows), fmt, console)

@@ -102,7 +102,8 @@ def query(
     sql: Annotated[str, typer.Argument(help="The SQL statement to run.")],
     format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
 ) -> None:
-    """Run SQL against the trail (through the worker while one runs, directly otherwise)."""
+    """Run a read-only statement against the trail (SELECT, DESCRIBE, SHOW TABLES, EXISTS),
+    through the worker while one runs, directly otherwise; anything else exits with 5."""
     from agentaudit.services import run_query
 
     run_query(_settings(), sql, format.value, console)
