@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     stream_jobs: bool = Field(
         default=True, description="Run the faust stream jobs (spend, budgets, breakers) in the worker."
     )
+    max_clock_skew_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="How far an event's occurred_at may be after its Kafka record's timestamp; "
+        "later events are dead letters (occurred_at_in_future). Past dates are backfill, accepted.",
+    )
     dedup_window: int = Field(
         default=200_000,
         ge=0,

@@ -9,7 +9,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 SCHEMA_VERSION = 1
 
@@ -34,7 +41,31 @@ EventId = Annotated[
 ]
 """UUIDv7 in canonical lower-case text form: time-ordered, made by the SDK, the idempotency key."""
 
-AttributeValue = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE)] | int | float | bool
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+"""Numbers in attributes lie in the signed 64-bit range: what orjson writes and ClickHouse reads.
+
+An integer outside it would pass validation and then fail canonicalisation (orjson raises on
+it), so it is a `schema_violation`. Floats share the range, so that one rule covers every
+number (an independent JSON Schema validator counts `1e20` as an integer).
+"""
+AttributeNumber = Field(ge=INT64_MIN, le=INT64_MAX)
+
+
+def _not_an_int(value: object) -> object:
+    # Strict floats still take JSON integers: without this, 2**63 + 1 (out of the int range)
+    # would be kept as an inexact float instead of being rejected.
+    if isinstance(value, int):
+        raise ValueError("integer outside the signed 64-bit range")  # noqa: TRY004 - pydantic wants ValueError
+    return value
+
+
+AttributeValue = (
+    Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE)]
+    | Annotated[int, AttributeNumber]
+    | Annotated[float, AttributeNumber, BeforeValidator(_not_an_int)]
+    | bool
+)
 
 
 def _utc(value: datetime) -> datetime:
@@ -45,6 +76,43 @@ def _utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+OCCURRED_AT_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+OCCURRED_AT_END = datetime(2200, 1, 1, tzinfo=UTC)
+"""`occurred_at` lies in [OCCURRED_AT_MIN, OCCURRED_AT_END): inside ClickHouse's DateTime64
+range (1900–2299) with a margin for any UTC offset, and far from Python's year 1 and 9999."""
+OCCURRED_AT_PATTERN = r"^2[01][0-9]{2}-"
+"""The JSON Schema's form of the range: the year as written is 2000–2199."""
+OCCURRED_AT_DESCRIPTION = (
+    "When the event happened: an RFC 3339 date-time with an explicit offset (UTC recommended). "
+    "The year as written is 2000-2199 and the instant, in UTC, is from 2000-01-01T00:00:00Z up "
+    "to (not including) 2200-01-01T00:00:00Z; the sink also dead-letters an event more than "
+    "AGENTAUDIT_MAX_CLOCK_SKEW_S (900 s) after its Kafka record's timestamp "
+    "(occurred_at_in_future). Any age in the past within the range is accepted (backfill)."
+)
+
+
+def _occurred_at(value: datetime) -> datetime:
+    """The contract's time range, checked before the UTC conversion, which overflows near
+    years 1 and 9999 (an OverflowError would escape validation)."""
+    if not OCCURRED_AT_MIN.year <= value.year < OCCURRED_AT_END.year:
+        raise ValueError(
+            f"occurred_at year {value.year} outside {OCCURRED_AT_MIN.year}-{OCCURRED_AT_END.year - 1}"
+        )
+    value = _utc(value)
+    if not OCCURRED_AT_MIN <= value < OCCURRED_AT_END:
+        raise ValueError(
+            f"occurred_at {value.isoformat()} outside [{OCCURRED_AT_MIN.isoformat()}, "
+            f"{OCCURRED_AT_END.isoformat()})"
+        )
+    return value
+
+
+OccurredAt = Annotated[
+    datetime,
+    AfterValidator(_occurred_at),
+    Field(description=OCCURRED_AT_DESCRIPTION, json_schema_extra={"pattern": OCCURRED_AT_PATTERN}),
+]
 
 
 def _check_attributes(value: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
@@ -77,7 +145,7 @@ class Envelope(StrictModel):
 
     event_id: EventId
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
-    occurred_at: UtcDatetime
+    occurred_at: OccurredAt
     sdk: Sdk
     tenant_id: TenantId
     user_id: OpaqueId | None = None

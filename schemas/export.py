@@ -31,7 +31,9 @@ def _mirror_validator_rules(schema: dict[str, Any]) -> None:
       because each class gives it a default for Python constructors.
     * `attributes` is capped in count and key length by an AfterValidator.
     Not expressible here, checked by the sink only: cached_input_tokens + cache_write_tokens
-    <= input_tokens and reasoning_tokens <= output_tokens in `Usage`; UTC normalisation.
+    <= input_tokens and reasoning_tokens <= output_tokens in `Usage`; UTC normalisation;
+    `occurred_at`'s range as an instant (the `pattern` checks the year as written, so the
+    two differ only within a UTC offset of 2000-01-01 and 2200-01-01); no duplicate keys.
     """
     defs = schema["$defs"]
     for ref in schema["discriminator"]["mapping"].values():

@@ -1,21 +1,25 @@
 """Turn one Kafka message into an accepted event or a dead letter with a reason code.
 
-Pure and deterministic: the same bytes always give the same verdict, which the
-exactly-once recovery relies on (a replayed message must land in the same table).
-Reasons are classified from pydantic's error *type codes* and locations, never from
-message text.
+Pure and deterministic: the same bytes (and the same record timestamp) always give the
+same verdict, which the exactly-once recovery relies on (a replayed message must land in the
+same table). Reasons are classified from pydantic's error *type codes* and locations, never
+from message text. `decode` never raises: an exception nobody foresaw becomes a dead letter
+(`unencodable`) rather than a crash loop on the same message.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from schemas.canonical import canonical_bytes
 from schemas.envelope import Envelope
 from schemas.events import MAX_EVENT_BYTES, parse_event
+from schemas.json_keys import duplicate_key
 
 
 class Reason(StrEnum):
@@ -25,6 +29,9 @@ class Reason(StrEnum):
     MISSING_TENANT = "missing_tenant"
     INVALID_TENANT = "invalid_tenant"
     SCHEMA_VIOLATION = "schema_violation"
+    DUPLICATE_KEY = "duplicate_key"
+    OCCURRED_AT_IN_FUTURE = "occurred_at_in_future"
+    UNENCODABLE = "unencodable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +73,57 @@ def _detail(exc: ValidationError) -> str:
     return "; ".join(parts)[:_DETAIL_LIMIT]
 
 
-def decode(value: bytes | None) -> Accepted | Rejected:
-    """Validate wire bytes; never raises."""
+def _not_json_number(value: bytes) -> str | None:
+    """Why `value` is not JSON when it uses NaN/Infinity literals, which the parser under
+    pydantic reads as floats (a finite-number error would call them schema violations)."""
+    if b"NaN" not in value and b"Infinity" not in value:
+        return None
+    try:
+        from_json(value, allow_inf_nan=False)
+    except ValueError as exc:
+        return f"<root>: {exc} (NaN and Infinity are not JSON)"
+    return None
+
+
+def _decode(value: bytes, not_after_ms: float | None) -> Accepted | Rejected:
+    try:
+        event = parse_event(value)
+    except ValidationError as exc:
+        reason = _classify(exc)
+        if reason is not Reason.INVALID_JSON:
+            not_json = _not_json_number(value)
+            if not_json:
+                return Rejected(Reason.INVALID_JSON, not_json[:_DETAIL_LIMIT])
+        return Rejected(reason, _detail(exc))
+    repeated = duplicate_key(value, event)
+    if repeated is not None:
+        return Rejected(Reason.DUPLICATE_KEY, f"{repeated[:200]}: key appears more than once")
+    if not_after_ms is not None and event.occurred_at.timestamp() * 1000 > not_after_ms:
+        return Rejected(
+            Reason.OCCURRED_AT_IN_FUTURE,
+            f"occurred_at: {event.occurred_at.isoformat()} is after the latest accepted "
+            f"time {_iso_ms(not_after_ms)} (Kafka record timestamp + allowed clock skew)",
+        )
+    return Accepted(event, canonical_bytes(event))
+
+
+def _iso_ms(ms: float) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def decode(value: bytes | None, not_after_ms: float | None = None) -> Accepted | Rejected:
+    """Validate wire bytes; never raises.
+
+    `not_after_ms`: the latest `occurred_at` accepted, in ms since the epoch (the Kafka
+    record's timestamp plus the allowed clock skew); None skips that check.
+    """
     if value is None:
         return Rejected(Reason.INVALID_JSON, "message has no value (tombstone)")
     if len(value) > MAX_EVENT_BYTES:
         return Rejected(Reason.OVERSIZED, f"{len(value)} bytes > limit {MAX_EVENT_BYTES}")
     try:
-        event = parse_event(value)
-    except ValidationError as exc:
-        return Rejected(_classify(exc), _detail(exc))
-    return Accepted(event, canonical_bytes(event))
+        return _decode(value, not_after_ms)
+    except MemoryError:
+        raise  # not a property of the message: a replay may succeed
+    except Exception as exc:  # noqa: BLE001 - the point: no input may crash-loop the sink
+        return Rejected(Reason.UNENCODABLE, f"{type(exc).__name__}: {exc}"[:_DETAIL_LIMIT])

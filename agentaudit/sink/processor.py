@@ -18,9 +18,11 @@ from typing import Any
 import orjson
 
 from agentaudit.sink.chain import ChainHeads
+from agentaudit.sink.deadletter import keep
 from agentaudit.sink.decode import Accepted, decode
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
+from schemas.events import MAX_EVENT_BYTES
 from schemas.pricing import PricingTable
 
 Clock = Callable[[], datetime]
@@ -72,12 +74,17 @@ class SinkCounters:
     dead_lettered: int = 0
     duplicates: int = 0
     already_stored: int = 0
+    dlq_unsent: int = 0
+    """Dead letters the DLQ topic refused even cut down (their table rows are stored)."""
+
 
 
 def _hints(value: bytes | None, key: bytes | None) -> tuple[str, str]:
     """Best-effort tenant and event id of a rejected message, for the dead-letter row."""
-    tenant = (key or b"").decode("utf-8", "replace")[:64]
+    tenant = (key or b"")[:256].decode("utf-8", "replace")[:64]
     event_id = ""
+    if value is not None and len(value) > MAX_EVENT_BYTES:
+        return tenant, event_id  # not parsed: megabytes of JSON on the consumer's loop
     try:
         doc = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
@@ -93,8 +100,16 @@ def _hints(value: bytes | None, key: bytes | None) -> tuple[str, str]:
 class SinkProcessor:
     """Per-worker sink state: chains, recent ids, per-table watermarks, the pending batch."""
 
-    def __init__(self, pricing: PricingTable, dedup_capacity: int, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        pricing: PricingTable,
+        dedup_capacity: int,
+        clock: Clock = utc_now,
+        max_clock_skew_s: float = 900.0,
+    ) -> None:
         self.cost = EventCost(pricing)
+        # `occurred_at` may be this far after its Kafka record's timestamp (AGENTAUDIT_MAX_CLOCK_SKEW_S).
+        self.max_skew_ms = max_clock_skew_s * 1000
         self.clock = clock
         self.chains = ChainHeads()
         self.recent = RecentIds(dedup_capacity)
@@ -132,7 +147,10 @@ class SinkProcessor:
             batch.started = time.monotonic()
         first, _ = batch.ranges.get(source.partition, (source.offset, source.offset))
         batch.ranges[source.partition] = (first, source.offset)
-        verdict = decode(value)
+        # Judged against the record's timestamp, never the wall clock: a replay decides the same.
+        # Kafka's "no timestamp" is -1; some clients leave 0: neither is a time to judge by.
+        not_after = source.timestamp_ms + self.max_skew_ms if source.timestamp_ms > 0 else None
+        verdict = decode(value, not_after)
         if isinstance(verdict, Accepted):
             self._add_event(source, verdict)
             return
@@ -140,13 +158,18 @@ class SinkProcessor:
             self.counters.already_stored += 1
             return
         tenant, event_id = _hints(value, source.key)
+        # An oversized message keeps a prefix, its size and hash: a whole 10 MB message would
+        # not fit the DLQ topic (and the table gains nothing from it).
+        kept, extra, note = keep(value or b"")
+        detail = verdict.detail + note
         batch.dead_letters.append(
-            dead_letter_row(source, verdict.reason.value, verdict.detail, value, self.clock(), tenant, event_id)
+            dead_letter_row(source, verdict.reason.value, detail, kept, self.clock(), tenant, event_id)
         )
-        batch.dlq.append(DlqRecord(source.key, value or b"", [
+        batch.dlq.append(DlqRecord(source.key, kept, [
             ("reason", verdict.reason.value.encode()),
             ("detail", verdict.detail[:512].encode()),
             ("source", f"{source.topic}:{source.partition}:{source.offset}".encode()),
+            *extra,
         ]))  # fmt: skip
         batch.dead_letter_high[source.partition] = source.offset
         self.counters.dead_lettered += 1

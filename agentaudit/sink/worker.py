@@ -19,8 +19,9 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
+from agentaudit.sink.deadletter import shrink
 from agentaudit.sink.faults import CrashPlan
-from agentaudit.sink.processor import Batch, SinkProcessor
+from agentaudit.sink.processor import Batch, DlqRecord, SinkProcessor
 from agentaudit.sink.recovery import recover
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
 from agentaudit.store.protocol import Store
@@ -57,7 +58,9 @@ class SinkWorker:
         self.store = store
         self.crash = crash_plan or CrashPlan.from_env()
         self.on_flush = on_flush
-        self.processor = SinkProcessor(load_pricing(), settings.dedup_window)
+        self.processor = SinkProcessor(
+            load_pricing(), settings.dedup_window, max_clock_skew_s=settings.max_clock_skew_s
+        )
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._flush_lock = asyncio.Lock()
@@ -170,13 +173,31 @@ class SinkWorker:
                 self.on_flush(batch)
 
     async def _send_dead_letters(self, batch: Batch) -> None:
-        """At least once to the DLQ topic; the `dead_letters` table is the exact record."""
+        """At least once to the DLQ topic; the `dead_letters` table is the exact record.
+
+        A record the producer or broker refuses (too large, or any Kafka error) is sent again
+        cut to a stub (`deadletter.shrink`); one refused even so is logged and counted
+        (`counters.dlq_unsent`), never fatal: the batch's table rows are inserted either way.
+        """
         assert self.producer is not None
-        futures = [
-            await self.producer.send(self.settings.dlq_topic, r.value, key=r.key, headers=r.headers)
-            for r in batch.dlq
-        ]
-        await asyncio.gather(*futures)
+        producer, topic = self.producer, self.settings.dlq_topic
+
+        async def deliver(record: DlqRecord) -> None:
+            key, value, headers = record.key, record.value, record.headers
+            for last in (False, True):
+                try:
+                    await (await producer.send(topic, value, key=key, headers=headers))
+                    return
+                except KafkaError as exc:
+                    if last:
+                        self.processor.counters.dlq_unsent += 1
+                        log.error("dead letter %s not sent to %s even cut down (%r); its "
+                                  "dead_letters row is stored", dict(headers).get("source"), topic, exc)
+                        return
+                    log.warning("dead letter refused by %s (%r); sending it cut down", topic, exc)
+                    key, value, headers = shrink(key, value, headers)
+
+        await asyncio.gather(*(deliver(r) for r in batch.dlq))
 
     async def _insert(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], token: str) -> None:
         data = [list(col) for col in zip(*rows)]

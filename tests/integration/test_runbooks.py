@@ -366,8 +366,9 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseSt
     with open_store(Settings(data_dir=tmp_path_factory.mktemp("runbooks"))) as store:
         assert len(migrate(store)) == len(discover())
         sink = SinkProcessor(load_pricing(), dedup_capacity=10_000)
+        stamp = int(now.timestamp() * 1000)  # the record timestamp: not before the events
         for offset, doc in enumerate(_fleet(now)):
-            sink.add(Source("events", 0, offset, 1_700_000_000_000, b"acme"), orjson.dumps(doc))
+            sink.add(Source("events", 0, offset, stamp, b"acme"), orjson.dumps(doc))
         sink.add(
             Source("events", 0, 100_000, 1_700_000_000_000, b"acme"),
             b'{"tenant_id": "acme", "oops"',

@@ -1,5 +1,6 @@
 """The sink's routing decisions, without Kafka or ClickHouse."""
 
+import time
 from datetime import UTC, datetime
 
 from agentaudit.sink.processor import SinkProcessor
@@ -15,7 +16,9 @@ def processor() -> SinkProcessor:
 
 
 def src(offset: int, partition: int = 0) -> Source:
-    return Source("events", partition, offset, 1_700_000_000_000, b"acme")
+    # Recorded when the factories' events happen (now): an earlier record timestamp would
+    # make them `occurred_at_in_future` dead letters.
+    return Source("events", partition, offset, int(time.time() * 1000), b"acme")
 
 
 def test_rows_match_columns_and_chain_advances() -> None:
