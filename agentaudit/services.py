@@ -117,8 +117,8 @@ def run_migrations(settings: Settings, *, down: int, status_only: bool, console:
 
 
 def run_query(settings: Settings, sql: str, fmt: str, console: Console) -> None:
-    from agentaudit.sqlguard import run_readonly
     from agentaudit.cli.output import render
+    from agentaudit.sqlguard import run_readonly
     from agentaudit.store import open_store, store_exists
 
     if settings.embedded and not store_exists(settings):
