@@ -8,6 +8,7 @@ restoring the session afterwards, so clients cannot leak state into each other.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -34,6 +35,12 @@ _USE_RE = re.compile(rb"\s*USE\s", re.IGNORECASE)
 _SET_RE = re.compile(rb"\s*SET\s", re.IGNORECASE)
 _SELECT_RE = re.compile(rb"\s*(SELECT|WITH)\b", re.IGNORECASE)
 TRAILING_FORMAT_RE = re.compile(rb"\bFORMAT\s+(\w+)\s*;?\s*\Z", re.IGNORECASE)
+# Errors raised in this process (not received from remote servers), to detect insert failures
+# that chDB's streaming insert does not report (see `ChdbEngine._raise_swallowed`).
+_ERRORS_SQL = (
+    "SELECT code, value, name, last_error_message, query_id != '' "
+    "FROM system.errors WHERE NOT remote"
+)
 
 
 class EngineError(Exception):
@@ -67,8 +74,11 @@ class Outcome:
 class ChdbEngine:
     """A chDB session on `path`, safe to call from many threads."""
 
-    def __init__(self, path: Path) -> None:
-        """Open the session; EngineError if chDB refuses (e.g. another directory is open here)."""
+    def __init__(self, path: Path, session_settings: Mapping[str, str] | None = None) -> None:
+        """Open the session; EngineError if chDB refuses (e.g. another directory is open here).
+
+        `session_settings` become the session's own values: what a call does not ask for.
+        """
         self._lock = threading.Lock()
         self._database: str | None = None  # None: unknown, `USE` before the next call
         self._restore: dict[str, str] = {}
@@ -78,6 +88,8 @@ class ChdbEngine:
         except CHDB_ERRORS as exc:
             raise EngineError.wrap(exc) from None
         try:
+            for name, value in (session_settings or {}).items():
+                self._session.query(f"SET {_ident(name)} = {_literal(value)}", "TabSeparated")
             self._values = self._current_settings()
             version_tz = self._session.query("SELECT version(), timezone()", "TabSeparated").bytes()
         except CHDB_ERRORS as exc:
@@ -159,6 +171,7 @@ class ChdbEngine:
         """Stream `chunks` of `fmt`-encoded data into `statement` (an INSERT without FORMAT)."""
         start = time.perf_counter_ns()
         with self._scope(database, settings):
+            before = self._error_counts()
             try:
                 inserter = self._session.send_insert(statement, fmt)
             except CHDB_ERRORS as exc:
@@ -172,6 +185,7 @@ class ChdbEngine:
                 if isinstance(exc, CHDB_ERRORS):
                     raise EngineError.wrap(exc) from None
                 raise
+            self._raise_swallowed(before)
         return Outcome(
             b"",
             {
@@ -181,6 +195,44 @@ class ChdbEngine:
                 "written_bytes": str(done.bytes_written),
                 "elapsed_ns": str(time.perf_counter_ns() - start),
             },
+        )
+
+    def _error_counts(self) -> dict[int, tuple[int, str, str, bool]]:
+        """code → (times raised, name, last message, last raised by a query), `system.errors`."""
+        try:
+            result = self._session.query(_ERRORS_SQL, "JSONCompactEachRow")
+        except CHDB_ERRORS as exc:
+            raise EngineError.wrap(exc) from None
+        counts: dict[int, tuple[int, str, str, bool]] = {}
+        for line in result.bytes().splitlines():
+            # Messages may quote the data (any bytes); ClickHouse does not re-encode them.
+            code, value, name, message, in_query = json.loads(line.decode("utf-8", "replace"))
+            counts[int(code)] = (int(value), name, message, bool(in_query))
+        return counts
+
+    def _raise_swallowed(self, before: Mapping[int, tuple[int, str, str, bool]]) -> None:
+        """Raise the error an insert hit after chDB's `finish()` reported success.
+
+        chDB 4.4's streaming insert drops exceptions thrown while the parsed blocks are
+        written (a materialized view that throws, a CHECK constraint, error 252 "too many
+        partitions"): nothing is stored, yet it returns rows_written. Every DB::Exception
+        counts itself in `system.errors`, and this session runs one call at a time under
+        `_lock`, so a count that grew during the insert, last raised by a query (background
+        merges run without one), is the insert's own failure.
+        """
+        grown = [
+            (code, name, message)
+            for code, (value, name, message, in_query) in sorted(self._error_counts().items())
+            if in_query and value > before.get(code, (0, "", "", False))[0]
+        ]
+        if not grown:
+            return
+        code, name, message = grown[0]
+        others = f" (and {len(grown) - 1} more error(s))" if len(grown) > 1 else ""
+        raise EngineError(
+            code,
+            f"Code: {code}. DB::Exception: {message.rstrip('. ')} (the insert failed although "
+            f"chDB reported it done){others}. ({name})",
         )
 
     @contextmanager

@@ -7,6 +7,9 @@ connection settings can cure becomes `StoreUnavailable`, and the rest propagate 
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -81,6 +84,15 @@ UNAVAILABLE_CODES = frozenset({
 })  # fmt: skip
 
 
+# Settings of every insert. `max_partitions_per_insert_block` (default 100) refuses, with
+# error 252, a block that touches more partitions: the trail's tables are partitioned by month,
+# so one tenant backfilling a few years in one batch hits it. Splitting such a batch by month
+# would break the sink's exactly-once rule (it stores contiguous offset ranges, in order), so
+# the limit is lifted on purpose: the contract bounds `occurred_at` to 2000..2199 (2,400
+# months), and our tables' partition keys are fixed by the migrations.
+INSERT_SETTINGS: dict[str, str] = {"max_partitions_per_insert_block": "0"}
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where and how to reach ClickHouse over HTTP."""
@@ -117,6 +129,47 @@ class Endpoint:
         return f"{'https' if self.secure else 'http'}://{self.host}:{self.port}"
 
 
+class _InStoreCall(threading.local):
+    depth = 0
+
+
+_in_store_call = _InStoreCall()
+
+
+class _TransportNoise(logging.Filter):
+    """Drop the HTTP libraries' log records about a failed request while a store call runs.
+
+    clickhouse-connect logs the whole urllib3 traceback ("Unexpected Http Driver Exception")
+    and urllib3 a "Retrying ..." line before the call raises; the call's error reaches the
+    caller as StoreUnavailable with the cause, so these ~60 lines only bury it (CLI output,
+    and the worker's log on every retry). Records of other urllib3 users are kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _in_store_call.depth == 0
+
+
+for _name in ("clickhouse_connect.driver._backend.http_sync", "urllib3.connectionpool"):
+    logging.getLogger(_name).addFilter(_TransportNoise())
+
+
+def _transport_cause(exc: BaseException) -> str | None:
+    """The operating system's reason for a failed connection ("Connection refused"), if any.
+
+    Only the errno text: urllib3's own messages name the URL, which is not ours to print.
+    """
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        seen.add(id(found))
+        if isinstance(found, TimeoutError) or type(found).__name__.endswith("TimeoutError"):
+            return "timed out"
+        if isinstance(found, OSError) and found.errno is not None:
+            return (found.strerror or os.strerror(found.errno)).lower()
+        found = found.__cause__ or found.__context__
+    return None
+
+
 def _message(exc: Exception) -> str:
     """The server's own sentence from a clickhouse-connect error, on one line (display only)."""
     text = " ".join(str(exc).split())
@@ -142,8 +195,9 @@ def classify(exc: Exception, where: str) -> Exception:
         )
     if isinstance(exc, OperationalError) and code is None:  # transport: refused, reset, timeout
         return StoreUnavailable(
-            f"cannot reach ClickHouse at {where} ({_message(exc)}); start it (or the agentaudit "
-            "worker that owns the embedded store) and retry"
+            f"cannot reach ClickHouse at {where} ({_transport_cause(exc) or _message(exc)}); "
+            "start it (or the agentaudit worker that owns the embedded store), or fix "
+            "AGENTAUDIT_CLICKHOUSE_URL, and retry"
         )
     if isinstance(exc, (ProgrammingError, DataError)) and code is None:
         # Refused before sending: an unknown column, a value that does not fit its type.
@@ -201,6 +255,7 @@ class ClickHouseStore:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
+        _in_store_call.depth += 1
         try:
             yield
         except DatabaseError as exc:
@@ -208,6 +263,8 @@ class ClickHouseStore:
             if mapped is exc:
                 raise
             raise mapped from exc
+        finally:
+            _in_store_call.depth -= 1
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self._errors():
@@ -244,7 +301,9 @@ class ClickHouseStore:
         dedup_token: str | None = None,
     ) -> None:
         """Insert column-oriented data as one INSERT; `dedup_token` lets a server drop a retry."""
-        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        settings = INSERT_SETTINGS | (
+            {"insert_deduplication_token": dedup_token} if dedup_token else {}
+        )
         with self._errors():
             context = self._client.create_insert_context(
                 table, list(column_names), data=columns, column_oriented=True, settings=settings

@@ -23,7 +23,7 @@ from agentaudit.errors import StoreUnavailable
 from agentaudit.settings import Settings
 from agentaudit.store.chdb_engine import ChdbEngine, EngineError
 from agentaudit.store.chdb_http import ChdbHttpServer
-from agentaudit.store.client import Endpoint
+from agentaudit.store.client import INSERT_SETTINGS, Endpoint
 
 ENDPOINT_FILE = "store.endpoint.json"
 
@@ -134,7 +134,9 @@ class EmbeddedOwner:
                 f"endpoint; stop that process (or wait for it) and retry"
             )
         try:
-            self._engine = ChdbEngine(store_dir)
+            # The session starts with the insert settings every client sends, so the engine
+            # need not change and restore them around each insert.
+            self._engine = ChdbEngine(store_dir, session_settings=INSERT_SETTINGS)
         except EngineError as exc:
             raise StoreUnavailable(
                 f"cannot open the embedded store {store_dir} ({exc.message}); chDB opens one data "
