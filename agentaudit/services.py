@@ -37,7 +37,7 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
     """Own the store, apply migrations, sink events until `stop` is set."""
     from agentaudit.gc_tuning import tune_gc
     from agentaudit.jobs_process import JobsProcess
-    from agentaudit.sink.worker import check_log_matches_store, run_worker
+    from agentaudit.sink.worker import run_worker
     from agentaudit.store import open_store
     from agentaudit.store.migrations import migrate
 
@@ -46,7 +46,6 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
         applied = migrate(store)
         if applied:
             console.print(f"migrations applied: {', '.join(applied)}")
-        await check_log_matches_store(settings, store)
         tune_gc()
         console.print(
             f"worker ({settings.sink_processes} sink process{'es' if settings.sink_processes > 1 else ''}) consuming {settings.events_topic} from {settings.kafka_bootstrap} into "

@@ -1,7 +1,16 @@
-"""Per-tenant hash chains: gap-free `chain_seq` and `row_hash = SHA-256(prev_hash ‖ canonical)`.
+"""Hash chains: gap-free `chain_seq` and `row_hash = SHA-256(prev_hash ‖ canonical)`.
 
-Events are keyed by tenant, so one consumer owns a tenant's chain at a time; on start and
-rebalance its head is recovered from the store (`ChainHeads.load`).
+A chain is (tenant_id, source partition) of the events topic. Why not one chain per tenant:
+a chain needs exactly one sequencer, and the only thing Kafka guarantees one owner at a
+time is a partition (a consumer group assigns each partition to one member). Keys are the
+producers' business: librdkafka's default partitioner (CRC32) and aiokafka's (murmur2) put
+the same tenant key on different partitions, null keys are spread round-robin, and a key
+may disagree with the body's `tenant_id`. A per-tenant chain extended by two sink processes
+then forks (duplicate `chain_seq`, broken links). Per (tenant, partition) it cannot: a tenant
+whose events arrive on several partitions has several chains, each gap-free and verifiable
+on its own (`ORDER BY tenant_id, kafka_partition, chain_seq`). A chain continues across log
+epochs of its partition (`agentaudit.sink.logguard`). Heads are recovered per assigned
+partition on every assignment (`agentaudit.sink.recovery`).
 """
 
 from __future__ import annotations
@@ -9,6 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas.canonical import GENESIS_HASH, chain_hash
+
+ChainKey = tuple[str, int]
+"""(tenant_id, kafka_partition)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,21 +31,22 @@ class Link:
 
 
 class ChainHeads:
-    """The latest (seq, hash) of every tenant chain this worker extends."""
+    """The latest (seq, hash) of every chain this worker extends."""
 
     def __init__(self) -> None:
-        self._heads: dict[str, tuple[int, str]] = {}
+        self._heads: dict[ChainKey, tuple[int, str]] = {}
 
-    def load(self, heads: dict[str, tuple[int, str]]) -> None:
+    def load(self, heads: dict[ChainKey, tuple[int, str]]) -> None:
         """Replace the known heads with those recovered from the store."""
         self._heads = dict(heads)
 
-    def append(self, tenant_id: str, canonical: bytes) -> Link:
-        """Extend the tenant's chain by one row and return its link."""
-        seq, prev = self._heads.get(tenant_id, (0, GENESIS_HASH))
+    def append(self, tenant_id: str, partition: int, canonical: bytes) -> Link:
+        """Extend the (tenant, partition) chain by one row and return its link."""
+        key = (tenant_id, partition)
+        seq, prev = self._heads.get(key, (0, GENESIS_HASH))
         link = Link(seq + 1, prev, chain_hash(prev, canonical))
-        self._heads[tenant_id] = (link.seq, link.row_hash)
+        self._heads[key] = (link.seq, link.row_hash)
         return link
 
-    def head(self, tenant_id: str) -> tuple[int, str]:
-        return self._heads.get(tenant_id, (0, GENESIS_HASH))
+    def head(self, tenant_id: str, partition: int) -> tuple[int, str]:
+        return self._heads.get((tenant_id, partition), (0, GENESIS_HASH))

@@ -50,6 +50,8 @@ class Batch:
     dlq: list[DlqRecord] = field(default_factory=list)
     # partition → (first offset, last offset) seen in this batch, stored or skipped
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # partition → its log epoch (stamped by `take`; a batch never spans two epochs of one partition)
+    epochs: dict[int, int] = field(default_factory=dict)
     event_high: dict[int, int] = field(default_factory=dict)
     dead_letter_high: dict[int, int] = field(default_factory=dict)
     started: float = 0.0
@@ -64,7 +66,9 @@ class Batch:
 
     def dedup_token(self, topic: str, table: str) -> str:
         """`insert_deduplication_token` for a server: the source ranges this batch covers."""
-        spans = ",".join(f"{p}:{a}-{b}" for p, (a, b) in sorted(self.ranges.items()))
+        # The epoch is in the token: a new log reuses offsets, and a server would drop its
+        # first batches as duplicates of the old log's.
+        spans = ",".join(f"{p}@{self.epochs.get(p, 0)}:{a}-{b}" for p, (a, b) in sorted(self.ranges.items()))
         return f"{table}|{topic}|{spans}"
 
 
@@ -76,7 +80,6 @@ class SinkCounters:
     already_stored: int = 0
     dlq_unsent: int = 0
     """Dead letters the DLQ topic refused even cut down (their table rows are stored)."""
-
 
 
 def _hints(value: bytes | None, key: bytes | None) -> tuple[str, str]:
@@ -115,6 +118,8 @@ class SinkProcessor:
         self.recent = RecentIds(dedup_capacity)
         self.event_watermark: dict[int, int] = {}
         self.dead_letter_watermark: dict[int, int] = {}
+        self.epochs: dict[int, int] = {}
+        """partition → its current log epoch (`agentaudit.sink.logguard`); 0 when absent."""
         self.counters = SinkCounters()
         self.batch = Batch()
 
@@ -122,14 +127,28 @@ class SinkProcessor:
         self,
         event_watermark: dict[int, int],
         dead_letter_watermark: dict[int, int],
-        heads: dict[str, tuple[int, str]],
+        heads: dict[tuple[str, int], tuple[int, str]],
         recent_ids: list[str],
+        epochs: dict[int, int] | None = None,
     ) -> None:
-        """Load what the store holds; call with an empty pending batch."""
+        """Load what the store holds of the assigned partitions' current log epochs (the
+        watermarks are that epoch's); call with an empty pending batch."""
         self.event_watermark = dict(event_watermark)
         self.dead_letter_watermark = dict(dead_letter_watermark)
+        self.epochs = dict(epochs or {})
         self.chains.load(heads)
         self.recent.reset(recent_ids)
+
+    def new_epoch(self, partition: int) -> int:
+        """The partition's log was replaced: its offsets start again, the store holds nothing
+        of the new log. Chains continue; event-id dedup keeps re-sent events out. Call with
+        nothing of `partition` pending. Returns the new epoch."""
+        assert partition not in self.batch.ranges, "flush before starting a new epoch"
+        epoch = self.epochs.get(partition, 0) + 1
+        self.epochs[partition] = epoch
+        self.event_watermark.pop(partition, None)
+        self.dead_letter_watermark.pop(partition, None)
+        return epoch
 
     def resume_offset(self, partition: int) -> int:
         """Where to read a partition from after recovery.
@@ -182,7 +201,7 @@ class SinkProcessor:
         if not self.recent.add(event.event_id):
             self.counters.duplicates += 1
             return
-        link = self.chains.append(event.tenant_id, verdict.canonical)
+        link = self.chains.append(event.tenant_id, source.partition, verdict.canonical)
         self.batch.events.append(event_row(verdict.canonical, self.cost(event), link, source))
         self.batch.occurred_at.append(event.occurred_at)
         self.batch.event_high[source.partition] = source.offset
@@ -191,6 +210,7 @@ class SinkProcessor:
     def take(self) -> Batch:
         """Hand over the pending batch and start a new one."""
         batch, self.batch = self.batch, Batch()
+        batch.epochs = {p: self.epochs.get(p, 0) for p in batch.ranges}
         return batch
 
     def stored(self, batch: Batch) -> None:

@@ -1,28 +1,42 @@
-"""What the sink reads back from the store on start and on every rebalance."""
+"""What the sink reads back from the store on start and on every rebalance.
+
+Per assigned partition: its current log epoch (the highest `log_epoch` stored), each table's
+highest offset in that epoch (the exactly-once watermarks) and the stored row at the
+highest offset, the anchor that proves the log now in Kafka is the one these offsets came
+from (`agentaudit.sink.logguard`). Chain heads per (tenant, partition) of the assigned
+partitions only, and the partitions' most recent event ids.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from agentaudit.sink.logguard import Anchor
 from agentaudit.store.protocol import Store
+
+ANCHOR_PREFIX_BYTES = 256
+"""How much of a dead letter's original bytes identifies it as the anchor."""
+
+
+@dataclass(frozen=True)
+class PartitionLog:
+    """What the store holds of one partition's current log epoch."""
+
+    epoch: int
+    event_watermark: int
+    """Highest offset stored in `events` in this epoch; -1 when none."""
+    dead_letter_watermark: int
+    anchor: Anchor | None
+    """The stored row at the highest offset of this epoch; None when nothing is stored."""
 
 
 @dataclass(frozen=True)
 class Recovered:
-    event_watermark: dict[int, int]
-    dead_letter_watermark: dict[int, int]
-    heads: dict[str, tuple[int, str]]
+    logs: dict[int, PartitionLog]
+    heads: dict[tuple[str, int], tuple[int, str]]
+    """(tenant_id, partition) → (chain_seq, row_hash) of that chain's last row."""
     recent_ids: list[str]
-
-
-def _watermarks(store: Store, table: str, topic_column: str, topic: str, partitions: list[int]) -> dict[int, int]:
-    result = store.query(
-        f"SELECT kafka_partition, max(kafka_offset) FROM agentaudit.{table} "
-        f"WHERE {topic_column} = {{topic:String}} AND has({{parts:Array(UInt32)}}, kafka_partition) "
-        "GROUP BY kafka_partition",
-        {"topic": topic, "parts": partitions},
-    )
-    return {int(p): int(o) for p, o in result.result_rows}
 
 
 def _text(value: str | bytes) -> str:
@@ -30,13 +44,59 @@ def _text(value: str | bytes) -> str:
     return value.decode("ascii") if isinstance(value, bytes) else value
 
 
+def _latest_epochs(store: Store, sql: str, topic: str, partitions: list[int]) -> dict[int, tuple[Any, ...]]:
+    """partition → (epoch, max offset, anchor fields…) of the partition's highest epoch."""
+    rows = store.query(sql, {"topic": topic, "parts": partitions}).result_rows
+    return {int(r[0]): tuple(r[1:]) for r in rows}
+
+
+_EVENTS_SQL = (
+    "SELECT kafka_partition, log_epoch, max(kafka_offset), argMax(toString(event_id), kafka_offset) "
+    "FROM agentaudit.events "
+    "WHERE kafka_topic = {topic:String} AND has({parts:Array(UInt32)}, kafka_partition) "
+    "GROUP BY kafka_partition, log_epoch ORDER BY log_epoch DESC LIMIT 1 BY kafka_partition"
+)
+_DEAD_LETTERS_SQL = (
+    "SELECT kafka_partition, log_epoch, max(kafka_offset), "
+    "argMax(toUnixTimestamp64Milli(kafka_timestamp), kafka_offset), "
+    f"argMax(substring(original, 1, {ANCHOR_PREFIX_BYTES}), kafka_offset) "
+    "FROM agentaudit.dead_letters "
+    "WHERE source_topic = {topic:String} AND has({parts:Array(UInt32)}, kafka_partition) "
+    "GROUP BY kafka_partition, log_epoch ORDER BY log_epoch DESC LIMIT 1 BY kafka_partition"
+)
+
+
+def _partition_log(events: tuple[Any, ...] | None, dead: tuple[Any, ...] | None) -> PartitionLog:
+    epoch = max(int(t[0]) for t in (events, dead) if t is not None)
+    events = events if events is not None and int(events[0]) == epoch else None
+    dead = dead if dead is not None and int(dead[0]) == epoch else None
+    event_wm = int(events[1]) if events else -1
+    dead_wm = int(dead[1]) if dead else -1
+    if events and event_wm >= dead_wm:
+        return PartitionLog(epoch, event_wm, dead_wm, Anchor(event_wm, event_id=str(events[2])))
+    assert dead is not None
+    original = dead[3] if isinstance(dead[3], bytes) else str(dead[3]).encode()
+    anchor = Anchor(dead_wm, timestamp_ms=int(dead[2]), value_prefix=original)
+    return PartitionLog(epoch, event_wm, dead_wm, anchor)
+
+
 def recover(store: Store, topic: str, partitions: list[int], recent_limit: int) -> Recovered:
-    """Highest stored offset per partition and table, every tenant's chain head, recent event ids."""
+    """Log epochs, watermarks and anchors, chain heads and recent ids of `partitions`."""
+    if not partitions:
+        return Recovered({}, {}, [])
+    events = _latest_epochs(store, _EVENTS_SQL, topic, partitions)
+    dead = _latest_epochs(store, _DEAD_LETTERS_SQL, topic, partitions)
+    logs = {p: _partition_log(events.get(p), dead.get(p)) for p in set(events) | set(dead)}
+    # A chain is (tenant, partition): one partition has one owner at a time, so one sequencer.
     heads = store.query(
-        "SELECT tenant_id, max(chain_seq), argMax(row_hash, chain_seq) FROM agentaudit.events GROUP BY tenant_id"
-    )
+        "SELECT tenant_id, kafka_partition, max(chain_seq), argMax(row_hash, chain_seq) "
+        "FROM agentaudit.events "
+        "WHERE kafka_topic = {topic:String} AND has({parts:Array(UInt32)}, kafka_partition) "
+        "GROUP BY tenant_id, kafka_partition",
+        {"topic": topic, "parts": partitions},
+    ).result_rows
     recent: list[str] = []
-    if recent_limit > 0 and partitions:
+    if recent_limit > 0:
         rows = store.query(
             "SELECT toString(event_id) FROM agentaudit.events "
             "WHERE kafka_topic = {topic:String} AND has({parts:Array(UInt32)}, kafka_partition) "
@@ -45,8 +105,7 @@ def recover(store: Store, topic: str, partitions: list[int], recent_limit: int) 
         ).result_rows
         recent = [r[0] for r in reversed(rows)]
     return Recovered(
-        event_watermark=_watermarks(store, "events", "kafka_topic", topic, partitions),
-        dead_letter_watermark=_watermarks(store, "dead_letters", "source_topic", topic, partitions),
-        heads={str(t): (int(seq), _text(h)) for t, seq, h in heads.result_rows},
+        logs=logs,
+        heads={(str(t), int(p)): (int(seq), _text(h)) for t, p, seq, h in heads},
         recent_ids=recent,
     )

@@ -22,11 +22,11 @@ from schemas.pricing.model import ZERO_USD
 INGEST_TABLE = "agentaudit.events_ingest"
 INGEST_COLUMNS: tuple[str, ...] = (
     "payload", "cost_usd", "priced", "pricing_version", "kafka_topic", "kafka_partition",
-    "kafka_offset", "chain_seq", "prev_hash", "row_hash",
+    "kafka_offset", "log_epoch", "chain_seq", "prev_hash", "row_hash",
 )  # fmt: skip
 
 DEAD_LETTER_COLUMNS: tuple[str, ...] = (
-    "received_at", "source_topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
+    "received_at", "source_topic", "kafka_partition", "kafka_offset", "log_epoch", "kafka_timestamp",
     "kafka_key", "reason", "detail", "tenant_id", "event_id", "original",
 )  # fmt: skip
 
@@ -40,6 +40,8 @@ class Source:
     offset: int
     timestamp_ms: int
     key: bytes | None
+    log_epoch: int = 0
+    """Which log of the partition (+1 each time the sink found it replaced, migration 0011)."""
 
 
 Priced = tuple[Decimal, bool, str]
@@ -69,7 +71,7 @@ class EventCost:
 def event_row(canonical: bytes, cost: Priced, link: Link, source: Source) -> tuple[Any, ...]:
     """One `events_ingest` row, in `INGEST_COLUMNS` order."""
     return (
-        canonical, *cost, source.topic, source.partition, source.offset, link.seq,
+        canonical, *cost, source.topic, source.partition, source.offset, source.log_epoch, link.seq,
         link.prev_hash, link.row_hash,
     )  # fmt: skip
 
@@ -80,7 +82,7 @@ def dead_letter_row(
 ) -> tuple[Any, ...]:
     """One `dead_letters` row, in `DEAD_LETTER_COLUMNS` order."""
     return (
-        received_at, source.topic, source.partition, source.offset,
+        received_at, source.topic, source.partition, source.offset, source.log_epoch,
         datetime.fromtimestamp(source.timestamp_ms / 1000, tz=received_at.tzinfo),
         source.key or b"", reason, detail, tenant_hint, event_id_hint, original or b"",
     )

@@ -3,7 +3,10 @@
 Loop: consume → `SinkProcessor.add` → flush on size or interval. Flush order is what makes
 it exactly once: dead-letter topic, `dead_letters` insert, `events` insert, watermarks,
 and only then the Kafka offset commit. On every assignment the positions come from the
-store, not from Kafka's committed offsets, so a crash at any point replays into skips.
+store, not from Kafka's committed offsets, so a crash at any point replays into skips; and on
+every assignment, and whenever offsets go backwards or out of range, the log is checked to
+be the one the store's offsets came from (`agentaudit.sink.logguard`), so a replaced log
+(topic recreated, broker that kept nothing) becomes a new log epoch instead of silent skips.
 Why not a faust agent: see README "Why the sink is not a faust agent".
 """
 
@@ -11,21 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, OffsetOutOfRangeError
 
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from agentaudit.sink.deadletter import shrink
 from agentaudit.sink.faults import CrashPlan
+from agentaudit.sink.logguard import Decision, LogGuard
 from agentaudit.sink.processor import Batch, DlqRecord, SinkProcessor
 from agentaudit.sink.recovery import recover
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
 from agentaudit.store.protocol import Store
-from agentaudit.store.retry import blocking_store_call, store_call
+from agentaudit.store.retry import StopRequested, blocking_store_call, store_call
 from schemas.pricing import load_pricing
 
 log = logging.getLogger("agentaudit.sink")
@@ -37,14 +41,19 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await self.worker.flush()
-        self.worker._positions.clear()
+        self.worker.guard.clear()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.worker.recover(list(assigned))
 
 
 class SinkWorker:
-    """Consumes the events topic into the store until `stop()`."""
+    """Consumes the events topic into the store until `stop()`.
+
+    `abandoned` says the store is gone for good (a sink process whose store owner died): it
+    is asked while a store call is retried where the loop is blocked (recovery), and stops
+    the worker instead of retrying forever.
+    """
 
     def __init__(
         self,
@@ -53,9 +62,11 @@ class SinkWorker:
         *,
         crash_plan: CrashPlan | None = None,
         on_flush: Callable[[Batch], None] | None = None,
+        abandoned: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.abandoned = abandoned
         self.crash = crash_plan or CrashPlan.from_env()
         self.on_flush = on_flush
         self.processor = SinkProcessor(
@@ -67,11 +78,18 @@ class SinkWorker:
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.flushes = 0
-        # Next offset to process per assigned partition, from the store at assignment time.
-        self._positions: dict[TopicPartition, int] = {}
+        self.guard = LogGuard()
+        """Where each assigned partition is read, and whether its log is still the same one."""
+        self._assignments = 0
+        """+1 on every recovery: what was fetched before an await may be stale after it."""
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _give_up(self) -> bool:
+        if self.abandoned is not None and self.abandoned():
+            self._stopping.set()
+        return self._stopping.is_set()
 
     def recover(self, assigned: list[TopicPartition]) -> None:
         """Read watermarks, chain heads and recent ids from the store; seek every partition.
@@ -83,18 +101,26 @@ class SinkWorker:
         rebalance, for a few store queries.
         """
         assert self.consumer is not None
-        parts = sorted(tp.partition for tp in assigned if tp.topic == self.settings.events_topic)
+        topic = self.settings.events_topic
+        parts = sorted(tp.partition for tp in assigned if tp.topic == topic)
         state = blocking_store_call(
-            log, recover, self.store, self.settings.events_topic, parts, self.settings.dedup_window
+            log, recover, self.store, topic, parts, self.settings.dedup_window, give_up=self._give_up
         )
+        logs = state.logs
         self.processor.recover(
-            state.event_watermark, state.dead_letter_watermark, state.heads, state.recent_ids
-        )
-        self._positions = {tp: self.processor.resume_offset(tp.partition) for tp in assigned}
-        for tp, offset in self._positions.items():
-            self.consumer.seek(tp, offset)
-        log.info("assigned partitions %s; resuming at %s", parts,
-                 {p: self.processor.resume_offset(p) for p in parts})
+            {p: lg.event_watermark for p, lg in logs.items() if lg.event_watermark >= 0},
+            {p: lg.dead_letter_watermark for p, lg in logs.items() if lg.dead_letter_watermark >= 0},
+            state.heads, state.recent_ids, {p: lg.epoch for p, lg in logs.items()},
+        )  # fmt: skip
+        self.guard.clear()
+        self._assignments += 1
+        for p in parts:
+            anchor = logs[p].anchor if p in logs else None
+            # One message early when the store holds some of this epoch: the anchor must be
+            # the first message fetched, or the log is not the one these offsets came from.
+            self.consumer.seek(TopicPartition(topic, p), self.guard.assign(p, self.processor.resume_offset(p), anchor))
+        log.info("assigned partitions %s; resuming at %s (log epochs %s)", parts,
+                 {p: self.processor.resume_offset(p) for p in parts}, self.processor.epochs)  # fmt: skip
         self.ready.set()
 
     async def run(self) -> None:
@@ -105,7 +131,9 @@ class SinkWorker:
         )
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap, group_id=s.consumer_group,
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            # "none": an offset out of range is raised to `_consume`, never reset silently
+            # (that is how a replaced, shorter log shows; `agentaudit.sink.logguard`).
+            enable_auto_commit=False, auto_offset_reset="none",
             max_poll_records=s.sink_batch_size, fetch_max_bytes=64 << 20,
             max_partition_fetch_bytes=16 << 20,
         )  # fmt: skip
@@ -115,6 +143,10 @@ class SinkWorker:
             self.consumer.subscribe([s.events_topic], listener=_Rebalance(self))
             await self._consume()
             await self.flush()
+        except StopRequested as exc:
+            # Stopping with the store unreachable: what was not stored was not committed
+            # either; whoever owns these partitions next reads it again.
+            log.warning("sink stopped before the store took its last batch: %s", exc)
         finally:
             await self.consumer.stop()
             await self.producer.stop()
@@ -129,17 +161,17 @@ class SinkWorker:
             wait_ms = max(1, int((interval - age) * 1000)) if batch.ranges else int(interval * 1000)
             room = max(1, self.settings.sink_batch_size - batch.rows)
             was_empty = not batch.ranges
-            records = await self.consumer.getmany(timeout_ms=wait_ms, max_records=room)
+            try:
+                records = await self.consumer.getmany(timeout_ms=wait_ms, max_records=room)
+            except OffsetOutOfRangeError as exc:
+                await self._out_of_range(exc.args[0])
+                continue
+            assignments = self._assignments
             for tp, messages in records.items():
-                expected = self._positions.get(tp)
-                if expected is None or messages[0].offset < expected:
-                    # Not ours any more, or fetched from Kafka's committed position before the
-                    # store-based seek: the store's watermarks decide, these are dropped.
-                    log.info("dropping %d records of %s fetched before recovery", len(messages), tp)
-                    continue
-                for m in messages:
-                    self.processor.add(Source(tp.topic, tp.partition, m.offset, m.timestamp, m.key), m.value)
-                self._positions[tp] = messages[-1].offset + 1
+                if self._assignments != assignments:
+                    break  # a rebalance during a reset's flush: the rest was fetched before it
+                await self._apply(tp, self.guard.check(tp.partition, messages))
+            await self._check_high_watermarks()
             if not self.processor.batch.ranges:
                 continue
             if was_empty:
@@ -147,6 +179,62 @@ class SinkWorker:
             full = self.processor.batch.rows >= self.settings.sink_batch_size
             if full or loop.time() - self.processor.batch.started >= interval:
                 await self.flush()
+
+    async def _apply(self, tp: TopicPartition, decision: Decision) -> None:
+        """Process a chunk the log guard passed, or act on what it found."""
+        assert self.consumer is not None
+        if decision.note is not None:
+            log.error("%s[%d]: %s", tp.topic, tp.partition, decision.note)
+        if decision.reset is not None:
+            await self._new_epoch(tp, decision.reset)
+            return
+        self._process(tp, decision.records)
+        if decision.seek is not None:
+            self.consumer.seek(tp, decision.seek)
+
+    def _process(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
+        add, topic, partition = self.processor.add, tp.topic, tp.partition
+        epoch = self.processor.epochs.get(partition, 0)
+        for m in messages:
+            add(Source(topic, partition, m.offset, m.timestamp, m.key, epoch), m.value)
+
+    async def _check_high_watermarks(self) -> None:
+        """A position above the partition's high watermark is out of range, also when the
+        broker does not say so (the local broker answers such fetches with nothing)."""
+        assert self.consumer is not None
+        beyond = {}
+        for tp in self.consumer.assignment():
+            high, at = self.consumer.highwater(tp), self.guard.waiting_at(tp.partition)
+            if high is not None and at is not None and high < at:
+                beyond[tp] = at
+        if beyond:
+            await self._out_of_range(beyond)
+
+    async def _out_of_range(self, positions: dict[TopicPartition, int]) -> None:
+        assert self.consumer is not None
+        assignments = self._assignments
+        starts = await self.consumer.beginning_offsets(list(positions))
+        for tp, offset in positions.items():
+            if self._assignments != assignments:
+                return  # reassigned meanwhile: recovery sought every partition again
+            await self._apply(tp, self.guard.out_of_range(tp.partition, offset, starts[tp]))
+
+    async def _new_epoch(self, tp: TopicPartition, reason: str) -> None:
+        """The partition's log was replaced: store what was read of the old one, then read
+        the new one from its start as a new log epoch."""
+        assert self.consumer is not None
+        assignments = self._assignments
+        await self.flush()
+        if self._assignments != assignments:
+            return  # reassigned during the flush: recovery checks the log again
+        epoch = self.processor.new_epoch(tp.partition)
+        log.error(
+            "log of %s[%d] was replaced (%s; topic recreated, or a broker that kept nothing): "
+            "reading it again from its start as log epoch %d; events the store holds are dropped "
+            "by event id", tp.topic, tp.partition, reason, epoch,
+        )  # fmt: skip
+        self.guard.restarted(tp.partition)
+        await self.consumer.seek_to_beginning(tp)
 
     async def flush(self) -> None:
         """Insert the pending batch, then commit its offsets. Serialised with rebalances."""
@@ -201,7 +289,7 @@ class SinkWorker:
 
     async def _insert(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], token: str) -> None:
         data = [list(col) for col in zip(*rows)]
-        await store_call(log, self.store.insert, table, data, columns, dedup_token=token)
+        await store_call(log, self.store.insert, table, data, columns, dedup_token=token, stop=self._stopping)
 
     async def _commit(self, batch: Batch) -> None:
         assert self.consumer is not None
@@ -212,47 +300,6 @@ class SinkWorker:
         except (CommitFailedError, KafkaError) as exc:
             # Harmless: positions are recovered from the store, the commit only reports progress.
             log.info("offset commit skipped (%s); the store holds the truth", exc)
-
-
-async def check_log_matches_store(settings: Settings, store: Store, timeout: float = 10.0) -> None:
-    """Refuse to sink a topic whose log is not the one the store's offsets came from.
-
-    For each partition, the message at the highest stored `events` offset must be there in
-    Kafka and carry the same `event_id`. Otherwise the topic was recreated or the broker
-    lost its data (the local broker keeps nothing across restarts), and sinking would
-    silently skip new events as "already stored". (End offsets cannot be used: the local
-    broker under-reports them.)
-    """
-    rows = await asyncio.to_thread(
-        lambda: store.query(
-            "SELECT kafka_partition, kafka_offset, toString(event_id) FROM agentaudit.events "
-            "WHERE kafka_topic = {topic:String} ORDER BY kafka_offset DESC LIMIT 1 BY kafka_partition",
-            {"topic": settings.events_topic},
-        ).result_rows
-    )
-    if not rows:
-        return
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="none", max_poll_records=1)  # fmt: skip
-    await consumer.start()
-    try:
-        for partition, offset, event_id in rows:
-            tp = TopicPartition(settings.events_topic, int(partition))
-            consumer.assign([tp])
-            consumer.seek(tp, int(offset))
-            try:
-                found = await consumer.getmany(tp, timeout_ms=int(timeout * 1000), max_records=1)
-            except KafkaError:
-                found = {}
-            messages = found.get(tp, [])
-            if not messages or messages[0].offset != offset or event_id.encode() not in (messages[0].value or b""):
-                raise UserError(
-                    f"the store's {tp.topic}[{tp.partition}] offset {offset} (event {event_id}) is not in "
-                    "the broker's log: the topic was recreated or the broker lost its data (the local "
-                    "broker keeps nothing across restarts). Use a new store (AGENTAUDIT_DATA_DIR) for this log"
-                )
-    finally:
-        await consumer.stop()
 
 
 async def run_worker(settings: Settings, store: Store, stop: asyncio.Event | None = None) -> SinkWorker:

@@ -58,22 +58,25 @@ def scalar(store: Store, sql: str, params: dict[str, Any] | None = None) -> Any:
 
 
 def assert_chains_valid(store: Store) -> int:
-    """Every tenant's chain: seq 1..n without gaps, each prev_hash = previous row_hash,
-    each row_hash = SHA-256(prev_hash ‖ payload). Returns the number of rows checked."""
+    """Every chain, (tenant, topic, partition): seq 1..n without gaps or repeats, each
+    prev_hash = previous row_hash, each row_hash = SHA-256(prev_hash ‖ payload), offsets
+    increasing in chain order within a log epoch. Returns the number of rows checked."""
     rows = store.query(
-        "SELECT tenant_id, chain_seq, prev_hash, row_hash, payload FROM agentaudit.events "
-        "ORDER BY tenant_id, chain_seq"
+        "SELECT tenant_id, kafka_topic, kafka_partition, chain_seq, prev_hash, row_hash, payload, "
+        "log_epoch, kafka_offset FROM agentaudit.events "
+        "ORDER BY tenant_id, kafka_topic, kafka_partition, chain_seq"
     ).result_rows
-    tenant, expected_seq, prev = None, 0, GENESIS_HASH
-    for t, seq, prev_hash, row_hash, payload in rows:
-        if t != tenant:
-            tenant, expected_seq, prev = t, 0, GENESIS_HASH
+    chain, expected_seq, prev, source = None, 0, GENESIS_HASH, (-1, -1)
+    for t, topic, part, seq, prev_hash, row_hash, payload, epoch, offset in rows:
+        if (t, topic, part) != chain:
+            chain, expected_seq, prev, source = (t, topic, part), 0, GENESIS_HASH, (-1, -1)
         expected_seq += 1
         payload = payload if isinstance(payload, bytes) else payload.encode()
         prev_hash = prev_hash.decode() if isinstance(prev_hash, bytes) else prev_hash
         row_hash = row_hash.decode() if isinstance(row_hash, bytes) else row_hash
-        assert seq == expected_seq, f"{t}: gap or repeat at seq {seq}, expected {expected_seq}"
-        assert prev_hash == prev, f"{t}: broken link at seq {seq}"
-        assert row_hash == hashlib.sha256(prev.encode() + payload).hexdigest(), f"{t}: bad hash at {seq}"
-        prev = row_hash
+        assert seq == expected_seq, f"{chain}: gap or repeat at seq {seq}, expected {expected_seq}"
+        assert prev_hash == prev, f"{chain}: broken link at seq {seq}"
+        assert row_hash == hashlib.sha256(prev.encode() + payload).hexdigest(), f"{chain}: bad hash at {seq}"
+        assert (epoch, offset) > source, f"{chain}: seq {seq} at {(epoch, offset)} is not after {source}"
+        prev, source = row_hash, (epoch, offset)
     return len(rows)

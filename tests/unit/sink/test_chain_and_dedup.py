@@ -5,12 +5,14 @@ from agentaudit.sink.dedup import RecentIds
 from schemas.canonical import GENESIS_HASH
 
 
-def test_chain_is_gap_free_per_tenant_and_links_hashes() -> None:
+def test_chain_is_gap_free_per_tenant_and_partition_and_links_hashes() -> None:
     heads = ChainHeads()
-    a1 = heads.append("acme", b"one")
-    b1 = heads.append("globex", b"x")
-    a2 = heads.append("acme", b"two")
-    assert (a1.seq, a2.seq, b1.seq) == (1, 2, 1)
+    a1 = heads.append("acme", 0, b"one")
+    b1 = heads.append("globex", 0, b"x")
+    a2 = heads.append("acme", 0, b"two")
+    other = heads.append("acme", 3, b"elsewhere")  # the same tenant on another partition: its own chain
+    assert (a1.seq, a2.seq, b1.seq, other.seq) == (1, 2, 1, 1)
+    assert other.prev_hash == GENESIS_HASH and heads.head("acme", 0) == (2, a2.row_hash)
     assert a1.prev_hash == GENESIS_HASH
     assert a1.row_hash == hashlib.sha256(GENESIS_HASH.encode() + b"one").hexdigest()
     assert a2.prev_hash == a1.row_hash
@@ -18,9 +20,10 @@ def test_chain_is_gap_free_per_tenant_and_links_hashes() -> None:
 
 def test_chain_continues_from_recovered_head() -> None:
     heads = ChainHeads()
-    heads.load({"acme": (41, "f" * 64)})
-    link = heads.append("acme", b"next")
+    heads.load({("acme", 2): (41, "f" * 64)})
+    link = heads.append("acme", 2, b"next")
     assert link.seq == 42 and link.prev_hash == "f" * 64
+    assert heads.append("acme", 1, b"first").seq == 1
 
 
 def test_recent_ids_detects_duplicates_within_capacity_and_forgets_oldest() -> None:

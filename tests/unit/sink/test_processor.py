@@ -55,7 +55,7 @@ def test_resent_event_is_stored_once() -> None:
 
 def test_watermarks_skip_what_the_store_holds_per_table() -> None:
     p = processor()
-    p.recover({0: 10}, {0: 3}, {"acme": (7, "e" * 64)}, [])
+    p.recover({0: 10}, {0: 3}, {("acme", 0): (7, "e" * 64), ("acme", 1): (40, "f" * 64)}, [])
     assert p.resume_offset(0) == 11 and p.resume_offset(1) == 0
     p.add(src(9), wire(event_dict()))  # stored already
     p.add(src(3), b"junk")  # dead letter stored already
