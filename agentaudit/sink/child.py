@@ -1,8 +1,14 @@
-"""Entry point of one sink process started by `SinkProcesses` (`python -m agentaudit.sink.child`).
+"""Entry point of one sink process started by `SinkProcesses`
+(`python -m agentaudit.sink.child PARENT_PID`).
 
 Settings come from the `AGENTAUDIT_*` environment the parent sets. Reports go to stdout as
 JSON lines (see `agentaudit.sink.pool`); logs go to stderr. SIGTERM flushes, commits and
 exits 0.
+
+The parent owns the store this process inserts through. When it dies (SIGKILL included),
+this process stops promptly, also in the middle of retrying an insert or a recovery: an
+orphan would otherwise stay in the consumer group, holding partitions and retrying a dead
+endpoint forever, and every restarted worker would ingest nothing from them (issue 9 F).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ def _report(**fields: object) -> None:
         signal.raise_signal(signal.SIGTERM)
 
 
-async def _main() -> None:
+async def _main(parent_pid: int) -> None:
     from agentaudit.store import open_store
 
     settings = Settings()
@@ -48,7 +54,9 @@ async def _main() -> None:
             _report(accepted=c.accepted, dead_lettered=c.dead_lettered, duplicates=c.duplicates,
                     flushes=worker.flushes)  # fmt: skip
 
-        worker = SinkWorker(settings, store, on_flush=progress)
+        # Reparented: the store's owner is gone for good. Asked where the loop is blocked
+        # (recovery); elsewhere the parent-death SIGTERM stops the worker.
+        worker = SinkWorker(settings, store, on_flush=progress, abandoned=lambda: os.getppid() != parent_pid)
         tune_gc()
         task = asyncio.create_task(worker.run())
         ready = asyncio.create_task(worker.ready.wait())
@@ -64,21 +72,24 @@ async def _main() -> None:
         progress(Batch())
 
 
-def _stop_with_parent() -> None:
+def _stop_with_parent(parent_pid: int) -> None:
     """Linux: SIGTERM this process when its parent dies (it serves the store this process
     inserts through), instead of idling on as an orphan member of the consumer group."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
+    if sys.platform.startswith("linux"):
+        import ctypes
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # died before the signal was armed: it will never come
+        sys.stderr.write(f"sink[{os.getpid()}] the worker that started this sink process is gone\n")
+        sys.exit(0)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="sink[%(process)d] %(message)s")
-    _stop_with_parent()
-    asyncio.run(_main())
+    parent_pid = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
+    _stop_with_parent(parent_pid)
+    asyncio.run(_main(parent_pid))
 
 
 if __name__ == "__main__":

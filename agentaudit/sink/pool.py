@@ -93,7 +93,8 @@ class SinkProcesses:
         env = {**os.environ, **self.settings.to_env(), **self.extra_env}
         for index in range(self.count):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "agentaudit.sink.child", env=env, stdout=asyncio.subprocess.PIPE
+                sys.executable, "-m", "agentaudit.sink.child", str(os.getpid()), env=env,
+                stdout=asyncio.subprocess.PIPE,
             )
             child = _Child(index, proc)
             child.reader = asyncio.create_task(self._read(child))

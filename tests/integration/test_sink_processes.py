@@ -103,3 +103,78 @@ async def test_sink_processes_stop_when_their_store_owner_dies(settings: Setting
         if worker.returncode is None:
             worker.kill()
             await worker.wait()
+
+
+def _inserts_waiting_on(port: int) -> int:
+    """Server-side sockets of `port` holding request bytes nobody has read (IPv4)."""
+    waiting = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        rx_queue = int(fields[4].split(":")[1], 16)
+        if local_port == port and fields[3] == "01" and rx_queue > 0:  # 01: ESTABLISHED
+            waiting += 1
+    return waiting
+
+
+async def _start_worker(settings: Settings, sink_processes: int) -> asyncio.subprocess.Process:
+    env = {**os.environ, **settings.to_env(), "AGENTAUDIT_SINK_PROCESSES": str(sink_processes)}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agentaudit.cli.main", "worker", "--no-stream-jobs", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def _wait_stored(settings: Settings, n: int, timeout: float) -> None:
+    last, deadline = None, asyncio.get_running_loop().time() + timeout
+    while last != n:
+        assert asyncio.get_running_loop().time() < deadline, f"{last} of {n} events stored after {timeout}s"
+        # not served yet, or served before its migrations ran
+        with contextlib.suppress(StoreUnavailable, DatabaseError), open_store(settings, attach=True) as store:
+            last = scalar(store, "SELECT count() FROM agentaudit.events")
+        await asyncio.sleep(0.5)  # polling another process's progress
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal, /proc")
+async def test_sink_processes_killed_mid_insert_exit_and_a_restarted_worker_ingests_everything(
+    settings: Settings,
+) -> None:
+    """Issue 9 F: the worker SIGKILLed while its sink processes wait on an insert; they
+    retried the dead endpoint forever, holding their partitions, and every restarted
+    worker ingested nothing from those partitions."""
+    import json
+    import signal
+
+    await ensure_topics(settings)
+    first = [event_dict(tenant=f"tenant-{i % 20}") for i in range(200)]
+    more = [event_dict(tenant=f"tenant-{i % 20}") for i in range(300)]
+    worker = await _start_worker(settings, 2)
+    restarted: asyncio.subprocess.Process | None = None
+    try:
+        await produce_raw(settings, [(d["tenant_id"].encode(), wire(d)) for d in first])
+        await _wait_stored(settings, len(first), 120)
+        children = _children_of(worker.pid)
+        assert len(children) == 2, children
+        port = int(json.loads((settings.data_dir / "store.endpoint.json").read_text())["url"].rsplit(":", 1)[1].strip("/"))
+        # The store endpoint stops answering: both sink processes' next inserts wait on it.
+        worker.send_signal(signal.SIGSTOP)
+        await produce_raw(settings, [(d["tenant_id"].encode(), wire(d)) for d in more])
+        async with asyncio.timeout(60):
+            while _inserts_waiting_on(port) < 2:
+                await asyncio.sleep(0.1)  # polling the kernel's socket table
+        worker.kill()  # the endpoint is gone for good, mid-insert
+        await worker.wait()
+        async with asyncio.timeout(30):  # before the fix: still retrying after minutes
+            while alive := [c for c in children if _alive(c)]:
+                await asyncio.sleep(0.2)
+        assert not alive
+        restarted = await _start_worker(settings, 2)
+        await _wait_stored(settings, len(first) + len(more), 120)
+    finally:
+        for proc in (worker, restarted):
+            if proc is not None and proc.returncode is None:
+                proc.terminate()  # the restarted worker stops its sink processes itself
+                await proc.wait()
+    with open_store(settings) as store:
+        assert scalar(store, "SELECT uniqExact(event_id) FROM agentaudit.events") == len(first) + len(more)
+        assert assert_chains_valid(store) == len(first) + len(more)
