@@ -107,7 +107,8 @@ class StreamJobsApp:
         self.settings = settings
         self.clock = clock
         self.jobs = StreamJobs(load_pricing(), breaker_config=breaker_config,
-                               anomaly_config=anomaly_config, drift_config=drift_config)
+                               anomaly_config=anomaly_config, drift_config=drift_config,
+                               max_clock_skew_s=settings.max_clock_skew_s)  # fmt: skip
         self.budgets_seen = asyncio.Event()
         """Set once the budgets topic was read to its end (as `pins_seen` for the pins topic)."""
         self.pins_seen = asyncio.Event()
@@ -144,7 +145,7 @@ class StreamJobsApp:
                     log.warning("pins topic not read within %.0fs; eval drift may miss results "
                                 "until it is", PINS_WAIT_S)  # fmt: skip
             partition = events[0].message.partition
-            async with self._lock:  # each event: one poll's (offset, value) list, same partition
+            async with self._lock:  # each event: one poll's (offset, value, ms) list, same partition
                 hole = self.jobs.fence.admit(partition, events[0].value[0][0])
                 if hole is not None:  # not applied; delivered again after the seek
                     await self._rewind(events[0].message.tp, hole)

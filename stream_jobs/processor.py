@@ -1,7 +1,7 @@
 """All per-worker stream-job state behind one faust-free object the topology drives.
 
 `StreamJobs.process(partition, items, now)` decodes a batch of one partition's messages with
-the sink's own contract (`schemas.events.parse_event`) and cost (`EventCost`, the same
+the sink's own verdict (`agentaudit.sink.decode.validate`) and cost (`EventCost`, the same
 pricing code), feeds the spend/budget, breaker, anomaly and drift jobs (`DetectionJob`), and
 returns the records to publish.
 Invalid messages are skipped and counted: the sink dead-letters them, so the jobs see
@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
+from agentaudit.sink.decode import Rejected, not_after, validate
 from agentaudit.sink.rows import EventCost
 from schemas.budgets import Budget
-from schemas.events import MAX_EVENT_BYTES, parse_event
 from schemas.pricing import PricingTable
 from schemas.records import Alert, BreakerTransition, ControlMessage, DriftScore
 from stream_jobs.anomaly.config import AnomalyConfig
@@ -71,8 +69,10 @@ class StreamJobs:
         issued_by: str = "agentaudit.stream_jobs",
         anomaly_config: AnomalyConfig | None = None,
         drift_config: DriftConfig | None = None,
+        max_clock_skew_s: float = 900.0,
     ) -> None:
         self.cost = EventCost(pricing)
+        self.max_skew_ms = max_clock_skew_s * 1000
         self.spend = SpendJob(budgets, issued_by=issued_by)
         self.breakers = BreakerBoard(breaker_config, issued_by=issued_by)
         self.detection = DetectionJob(anomaly_config, drift_config)
@@ -80,20 +80,22 @@ class StreamJobs:
         self.fence = DeliveryFence()
         """Ask `fence.admit` before `process`: a batch past a hole must not be applied."""
 
-    def process(self, partition: int, items: Iterable[tuple[int, bytes | None]], now: datetime) -> list[Record]:
-        """Apply one partition's messages (offset, value) in order; the records they cause."""
+    def process(self, partition: int, items: Iterable[tuple[Any, ...]], now: datetime) -> list[Record]:
+        """Apply one partition's messages in order; the records they cause. Items are
+        `(offset, value)` or `(offset, value, timestamp_ms)` (Kafka's record timestamp, for
+        the sink's clock-skew rule)."""
         out: list[Record] = []
         spend, breakers, cost, counters = self.spend, self.breakers, self.cost, self.counters
         detection = self.detection
         detection.begin_batch(partition, now)
         offset = -1
-        for offset, value in items:
-            if value is None or len(value) > MAX_EVENT_BYTES:
-                counters.invalid += 1
-                continue
-            try:
-                event = parse_event(value)
-            except ValidationError:
+        skew = self.max_skew_ms
+        for item in items:
+            offset, value = item[0], item[1]
+            # The sink's own verdict (duplicate keys, clock skew against the record's
+            # timestamp included): the jobs count exactly the events the trail holds.
+            event = validate(value, not_after(item[2], skew) if len(item) > 2 else None)
+            if type(event) is Rejected:
                 counters.invalid += 1
                 continue
             counters.events += 1

@@ -185,7 +185,7 @@ def _leave_group_of(coordinator: Any) -> Callable[[], Awaitable[None]]:
 class BatchMessage(ConsumerMessage):
     """All records one poll brought for one partition of a batched topic, as one faust message.
 
-    `value` is the list of `(offset, value bytes)` in offset order; `offset` is the last
+    `value` is the list of `(offset, value bytes, timestamp ms)` in offset order; `offset` is the last
     record's offset and `first_offset` the first's. Acking it acks every offset from
     `first_offset` to `offset` (`FastConsumer.ack`), so faust's commits, gaps, rebalances and
     generation checks work unchanged; only the per-record Event, queue hop and ack are gone.
@@ -200,7 +200,7 @@ class BatchMessage(ConsumerMessage):
         last = records[-1]
         message = cls(
             tp.topic, tp.partition, last.offset, (last.timestamp or 0) / 1000.0,
-            last.timestamp_type, None, None, [(r.offset, r.value) for r in records],  # type: ignore[arg-type]
+            last.timestamp_type, None, None, [(r.offset, r.value, r.timestamp) for r in records],  # type: ignore[arg-type]
             None, 0, 0, tp, generation_id=generation_id,
         )  # fmt: skip
         message.first_offset = records[0].offset
@@ -419,7 +419,7 @@ def source_topic(app: faust.App, name: str, *, batched: bool = False, **options:
     """A topic whose events are the raw message bytes (`RawSchema`).
 
     `batched`: each event is a whole poll's records of one partition (a `BatchMessage`:
-    `event.value` is the list of `(offset, value bytes)`), for agents that work per batch
+    `event.value` is the list of `(offset, value bytes, timestamp ms)`), for agents that work per batch
     anyway. Needs an app from `make_app`; its `stream_buffer_maxsize` then counts batches.
     """
     if batched:

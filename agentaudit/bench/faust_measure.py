@@ -182,7 +182,7 @@ def _stage_app(
     async def batches(stream: Any) -> None:
         async for values in stream.take(TAKE_POLLS if batched else TAKE_MAX, within=TAKE_WITHIN):
             if batched:
-                values = [value for poll in values for _offset, value in poll]
+                values = [item[1] for poll in values for item in poll]
             totals = _batch_work(values, decode)
             if table is not None:
                 for key, count in totals.items():  # once per key per batch

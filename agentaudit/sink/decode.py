@@ -85,7 +85,7 @@ def _not_json_number(value: bytes) -> str | None:
     return None
 
 
-def _decode(value: bytes, not_after_ms: float | None) -> Accepted | Rejected:
+def _validate(value: bytes, not_after_ms: float | None) -> Envelope | Rejected:
     try:
         event = parse_event(value)
     except ValidationError as exc:
@@ -104,26 +104,46 @@ def _decode(value: bytes, not_after_ms: float | None) -> Accepted | Rejected:
             f"occurred_at: {event.occurred_at.isoformat()} is after the latest accepted "
             f"time {_iso_ms(not_after_ms)} (Kafka record timestamp + allowed clock skew)",
         )
-    return Accepted(event, canonical_bytes(event))
+    return event
 
 
 def _iso_ms(ms: float) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
-def decode(value: bytes | None, not_after_ms: float | None = None) -> Accepted | Rejected:
-    """Validate wire bytes; never raises.
+def not_after(timestamp_ms: int | None, max_skew_ms: float) -> float | None:
+    """The latest `occurred_at` accepted for a record with this Kafka timestamp (ms), or
+    None when the record carries none (-1; some clients leave 0): then skew is not checked."""
+    return timestamp_ms + max_skew_ms if timestamp_ms is not None and timestamp_ms > 0 else None
+
+
+def validate(value: bytes | None, not_after_ms: float | None = None) -> Envelope | Rejected:
+    """The contract's verdict on wire bytes: the event, or why it is a dead letter; never raises.
 
     `not_after_ms`: the latest `occurred_at` accepted, in ms since the epoch (the Kafka
-    record's timestamp plus the allowed clock skew); None skips that check.
+    record's timestamp plus the allowed clock skew); None skips that check. The stream jobs
+    call this too, so they see exactly the events the trail holds.
     """
     if value is None:
         return Rejected(Reason.INVALID_JSON, "message has no value (tombstone)")
     if len(value) > MAX_EVENT_BYTES:
         return Rejected(Reason.OVERSIZED, f"{len(value)} bytes > limit {MAX_EVENT_BYTES}")
     try:
-        return _decode(value, not_after_ms)
+        return _validate(value, not_after_ms)
     except MemoryError:
         raise  # not a property of the message: a replay may succeed
     except Exception as exc:  # noqa: BLE001 - the point: no input may crash-loop the sink
+        return Rejected(Reason.UNENCODABLE, f"{type(exc).__name__}: {exc}"[:_DETAIL_LIMIT])
+
+
+def decode(value: bytes | None, not_after_ms: float | None = None) -> Accepted | Rejected:
+    """`validate`, and the canonical bytes of an accepted event; never raises."""
+    verdict = validate(value, not_after_ms)
+    if isinstance(verdict, Rejected):
+        return verdict
+    try:
+        return Accepted(verdict, canonical_bytes(verdict))
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - valid but not storable: a dead letter, not a crash
         return Rejected(Reason.UNENCODABLE, f"{type(exc).__name__}: {exc}"[:_DETAIL_LIMIT])

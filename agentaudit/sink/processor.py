@@ -19,7 +19,7 @@ import orjson
 
 from agentaudit.sink.chain import ChainHeads
 from agentaudit.sink.deadletter import keep
-from agentaudit.sink.decode import Accepted, decode
+from agentaudit.sink.decode import Accepted, decode, not_after
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
 from schemas.events import MAX_EVENT_BYTES
@@ -168,8 +168,7 @@ class SinkProcessor:
         batch.ranges[source.partition] = (first, source.offset)
         # Judged against the record's timestamp, never the wall clock: a replay decides the same.
         # Kafka's "no timestamp" is -1; some clients leave 0: neither is a time to judge by.
-        not_after = source.timestamp_ms + self.max_skew_ms if source.timestamp_ms > 0 else None
-        verdict = decode(value, not_after)
+        verdict = decode(value, not_after(source.timestamp_ms, self.max_skew_ms))
         if isinstance(verdict, Accepted):
             self._add_event(source, verdict)
             return

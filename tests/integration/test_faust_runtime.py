@@ -119,8 +119,8 @@ async def test_table_is_recovered_from_its_changelog_after_restart(settings: Set
 
 
 def received(values: list[Any], batched: bool) -> list[bytes]:
-    """The message values a `take` list holds: batched delivery nests (offset, value) lists."""
-    return [value for poll in values for _offset, value in poll] if batched else values
+    """The message values a `take` list holds: batched delivery nests (offset, value, ms) lists."""
+    return [item[1] for poll in values for item in poll] if batched else values
 
 
 BATCHED = pytest.mark.parametrize("batched", [False, True], ids=["per-record", "batched"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -35,3 +35,16 @@ def test_an_event_a_job_raises_on_is_counted_and_the_batch_goes_on(monkeypatch: 
     assert jobs.counters.events == 3
     assert {"acme", "globex"} <= set(jobs.spend.tracker.tenants())
     assert jobs.fence.admit(0, 4) is None  # the partition moves on past the failed event
+
+
+def test_the_jobs_skip_exactly_what_the_sink_dead_letters() -> None:
+    """Duplicate keys and a clock ahead of the record's timestamp: the sink dead-letters
+    them, so spend and alerts must not count them either."""
+    jobs = StreamJobs(load_pricing(), max_clock_skew_s=900)
+    ms = int(NOW.timestamp() * 1000)
+    smuggled = _event("acme")[:-1] + b',"tenant_id":"globex"}'
+    ahead = event_dict("acme", "llm_call")
+    ahead["occurred_at"] = (NOW + timedelta(hours=1)).isoformat()
+    jobs.process(0, [(1, smuggled, ms), (2, wire(ahead), ms), (3, _event("acme"), ms)], NOW)
+    assert (jobs.counters.events, jobs.counters.invalid) == (1, 2)
+    assert set(jobs.spend.tracker.tenants()) == {"acme"}
