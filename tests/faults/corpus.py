@@ -103,30 +103,32 @@ def cases() -> list[Case]:
     def attr(value: Any) -> bytes:
         return orjson.dumps(_doc(attributes={"v": value}))
 
-    ok = orjson.dumps(_doc())
+    def ok() -> bytes:  # a fresh event_id each time: the sink drops repeated ids as re-sends
+        return orjson.dumps(_doc())
+
     # encodings
-    add("enc", "latin1_byte_in_string", ok.replace(b'"1.0.0"', b'"1.0.0\xe9"'), ij)
-    add("enc", "truncated_utf8_sequence", ok.replace(b'"1.0.0"', b'"1.0.0\xc3("'), ij)
-    add("enc", "overlong_utf8_slash", ok.replace(b'"1.0.0"', b'"1.0.0\xc0\xaf"'), ij)
-    add("enc", "utf8_encoded_surrogate_cesu", ok.replace(b'"1.0.0"', b'"1.0.0\xed\xa0\x80"'), ij)
-    add("enc", "utf8_bom_prefix", b"\xef\xbb\xbf" + ok, ij)
-    add("enc", "utf16_le", ok.decode().encode("utf-16-le"), ij)
-    add("enc", "utf16_be_with_bom", ok.decode().encode("utf-16"), ij)
-    add("enc", "utf32", ok.decode().encode("utf-32"), ij)
+    add("enc", "latin1_byte_in_string", ok().replace(b'"1.0.0"', b'"1.0.0\xe9"'), ij)
+    add("enc", "truncated_utf8_sequence", ok().replace(b'"1.0.0"', b'"1.0.0\xc3("'), ij)
+    add("enc", "overlong_utf8_slash", ok().replace(b'"1.0.0"', b'"1.0.0\xc0\xaf"'), ij)
+    add("enc", "utf8_encoded_surrogate_cesu", ok().replace(b'"1.0.0"', b'"1.0.0\xed\xa0\x80"'), ij)
+    add("enc", "utf8_bom_prefix", b"\xef\xbb\xbf" + ok(), ij)
+    add("enc", "utf16_le", ok().decode().encode("utf-16-le"), ij)
+    add("enc", "utf16_be_with_bom", ok().decode().encode("utf-16"), ij)
+    add("enc", "utf32", ok().decode().encode("utf-32"), ij)
     # A lone surrogate is valid JSON text but not Unicode: it cannot be written as UTF-8
     # canonical bytes, so it can never be chained.
-    add("enc", "lone_high_surrogate_escape", ok.replace(b'"1.0.0"', b'"1.0.0\\ud800"'),
+    add("enc", "lone_high_surrogate_escape", ok().replace(b'"1.0.0"', b'"1.0.0\\ud800"'),
         frozenset(["unencodable", "schema_violation", "invalid_json"]))  # fmt: skip
     add("enc", "lone_low_surrogate_escape_in_attribute", attr(_HOLE).replace(b'"' + _HOLE.encode() + b'"', b'"\\udc00x"'),
         frozenset(["unencodable", "schema_violation", "invalid_json"]))  # fmt: skip
-    add("enc", "surrogate_pair_escape_emoji", ok.replace(b'"1.0.0"', b'"1.0.0\\ud83d\\ude00"'), s)
-    add("enc", "raw_nul_in_string", ok.replace(b'"1.0.0"', b'"1.0\x000"'), ij)
+    add("enc", "surrogate_pair_escape_emoji", ok().replace(b'"1.0.0"', b'"1.0.0\\ud83d\\ude00"'), s)
+    add("enc", "raw_nul_in_string", ok().replace(b'"1.0.0"', b'"1.0\x000"'), ij)
     add("enc", "escaped_nul_in_label", orjson.dumps(_with("payload.action", "look\u0000up")), s)
-    add("enc", "nul_after_document", ok + b"\x00", ij)
-    add("enc", "raw_control_char_in_string", ok.replace(b'"1.0.0"', b'"1.0\x07.0"'), ij)
+    add("enc", "nul_after_document", ok() + b"\x00", ij)
+    add("enc", "raw_control_char_in_string", ok().replace(b'"1.0.0"', b'"1.0\x07.0"'), ij)
     add("enc", "multibyte_utf8_text", orjson.dumps(_with("payload.action", "検索 🔍 ñ")), s)
-    add("enc", "escaped_solidus_and_unicode", ok.replace(b'"1.0.0"', b'"1\\/0\\u002e0"'), s)
-    add("enc", "trailing_newline", ok + b"\r\n", s)
+    add("enc", "escaped_solidus_and_unicode", ok().replace(b'"1.0.0"', b'"1\\/0\\u002e0"'), s)
+    add("enc", "trailing_newline", ok() + b"\r\n", s)
     # sizes
     add("size", "empty_value", b"", ij)
     add("size", "whitespace_only", b" \n\t ", ij)
@@ -217,14 +219,14 @@ def cases() -> list[Case]:
     add("key", "duplicate_key_in_attributes", _dup(b'"attributes":{', b'"team":"b"'), dk)
     add("key", "duplicate_key_in_sdk", _dup(b'"sdk":{', b'"name":"evil"'), dk)
     add("key", "same_value_twice", _dup(b"{", b'"tenant_id":"poison"'), dk)
-    add("key", "null_kafka_key", ok, s, key=None)
+    add("key", "null_kafka_key", ok(), s, key=None)
     add("key", "binary_kafka_key", orjson.dumps(_doc()), s, key=b"\xff\x00\xfe")
     add("key", "empty_kafka_key", orjson.dumps(_doc()), s, key=b"")
     add("key", "key_names_other_tenant", orjson.dumps(_doc()), s, key=b"steady-0")
     add("key", "tombstone", None, ij)
-    add("key", "tombstone_null_key", None, ij, key=None)
+    add("key", "tombstone_empty_key", None, ij, key=b"")  # (no client sends null key and value)
     # types
-    add("type", "top_level_array", b"[" + ok + b"]", ij)
+    add("type", "top_level_array", b"[" + ok() + b"]", ij)
     add("type", "top_level_string", b'"hello"', ij)
     add("type", "top_level_number", b"42", ij)
     add("type", "top_level_null", b"null", ij)
@@ -240,10 +242,10 @@ def cases() -> list[Case]:
     add("type", "extra_top_level_field", orjson.dumps(_doc(extra=1)), sv)
     add("type", "extra_payload_field", orjson.dumps(_with("payload.extra", 1)), sv)
     add("type", "sdk_missing", orjson.dumps(_without("sdk")), sv)
-    add("type", "json_with_comment", ok[:-1] + b"/* c */}", ij)
-    add("type", "single_quotes", ok.replace(b'"', b"'"), ij)
-    add("type", "trailing_comma", ok[:-1] + b",}", ij)
-    add("type", "two_documents", ok + ok, ij)
+    add("type", "json_with_comment", ok()[:-1] + b"/* c */}", ij)
+    add("type", "single_quotes", ok().replace(b'"', b"'"), ij)
+    add("type", "trailing_comma", ok()[:-1] + b",}", ij)
+    add("type", "two_documents", ok() + ok(), ij)
     add("type", "valid_llm_call", orjson.dumps(_doc("llm_call")), s)
     add("type", "valid_unknown_model_priced_zero", orjson.dumps(_with("payload.request_model", "no-such-model-9", "llm_call")), s)
     names = [c.name for c in out]
