@@ -44,9 +44,10 @@ SUMMARY_QUERIES: list[tuple[str, str]] = [
     ("Kill switch: control messages (the SDK refuses blocked scopes)",
      ("SELECT scope_key AS scope, action, reason, toString(until) AS until FROM agentaudit.control "
      "ORDER BY issued_at")),
-    ("Hash chains (gap-free when rows = last_seq)",
-     ("SELECT tenant_id, count() AS rows, min(chain_seq) AS first_seq, max(chain_seq) AS last_seq, "
-     "uniqExact(event_id) AS unique_ids FROM agentaudit.events GROUP BY tenant_id ORDER BY tenant_id")),
+    ("Hash chains, one per tenant and partition (gap-free when rows = sum_last_seq)",
+     ("SELECT tenant_id, sum(n) AS rows, count() AS chains, sum(last) AS sum_last_seq FROM ("
+     "SELECT tenant_id, kafka_partition, count() AS n, max(chain_seq) AS last FROM agentaudit.events "
+     "GROUP BY tenant_id, kafka_partition) GROUP BY tenant_id ORDER BY tenant_id")),
 ]
 
 
