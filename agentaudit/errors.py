@@ -19,3 +19,10 @@ class StoreUnavailable(UserError):
 
 class BadQuery(UserError):
     exit_code = 5
+
+
+class StoreRefused(UserError):
+    """The store answered a write with an engine error retrying cannot fix; nothing of that
+    batch was committed, so it is read again once the cause is fixed."""
+
+    exit_code = 6

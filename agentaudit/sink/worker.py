@@ -19,8 +19,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError, OffsetOutOfRangeError
+from clickhouse_connect.driver.exceptions import DatabaseError
 
-from agentaudit.errors import UserError
+from agentaudit.errors import StoreRefused, UserError
 from agentaudit.settings import Settings
 from agentaudit.sink.deadletter import shrink
 from agentaudit.sink.faults import CrashPlan
@@ -315,4 +316,9 @@ async def run_worker(settings: Settings, store: Store, stop: asyncio.Event | Non
         await task
     except KafkaError as exc:
         raise UserError(f"Kafka error in the sink: {exc}; check AGENTAUDIT_KAFKA_BOOTSTRAP") from None
+    except DatabaseError as exc:
+        raise StoreRefused(
+            f"the store refused a batch of events ({' '.join(str(exc).split())[:500]}); nothing "
+            "of it was committed: fix the cause (README, Reliability) and restart the worker"
+        ) from None
     return worker

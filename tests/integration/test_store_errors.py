@@ -8,6 +8,7 @@ partitions. These tests use the real engine, the real HTTP path and the real sin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -187,3 +188,24 @@ def test_cli_with_an_unreachable_clickhouse_prints_one_line_without_the_password
     assert "cannot reach ClickHouse" in lines[0] and "connection refused" in lines[0]
     assert "AGENTAUDIT_CLICKHOUSE_URL" in lines[0]
     assert "s3cret-pw" not in result.stderr + result.stdout
+
+
+async def test_the_worker_stops_on_an_engine_error_with_one_line_and_exit_6(settings: Settings) -> None:
+    """What an operator sees when the store refuses a batch: one line and its own exit code,
+    not a traceback (and not the exit code of an unreachable store)."""
+    await ensure_topics(settings)
+    docs = [event_dict(tenant="poison") for _ in range(3)]
+    await produce_raw(settings, [(d["tenant_id"].encode(), wire(d)) for d in docs])
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        store.command("ALTER TABLE agentaudit.events ADD CONSTRAINT no_poison CHECK tenant_id != 'poison'")
+    env = {**os.environ, **settings.to_env(), "COLUMNS": "200"}
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "agentaudit.cli.main", "worker", "--no-stream-jobs"],
+        env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert result.returncode == 6, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr
+    assert "store refused a batch" in result.stderr.strip().splitlines()[-1]
+    with open_store(settings) as store:
+        assert scalar(store, "SELECT count() FROM agentaudit.events") == 0
