@@ -30,6 +30,21 @@ async def produce_raw(
         await producer.stop()
 
 
+async def produce_placed(
+    settings: Settings, messages: Sequence[tuple[int | None, bytes | None, bytes | None]], **options: Any
+) -> None:
+    """Write (partition, key, value) triples in order to the events topic; partition None
+    leaves it to the producer's partitioner."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **options)
+    await producer.start()
+    try:
+        for partition, key, value in messages:
+            await producer.send(settings.events_topic, value, key=key, partition=partition)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
 async def sink_until(settings: Settings, store: Store, done: Callable[[SinkWorker], bool], timeout: float = 60) -> SinkWorker:
     """Run an in-process sink until `done(worker)` holds after a flush; fail after `timeout`."""
     flushed = asyncio.Event()

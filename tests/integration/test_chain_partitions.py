@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from agentaudit.broker import ensure_topics
 from agentaudit.settings import Settings
@@ -19,7 +18,7 @@ from agentaudit.sink.pool import SinkProcesses
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from tests.factories import event_dict, wire
-from tests.integration.helpers import assert_chains_valid, scalar
+from tests.integration.helpers import assert_chains_valid, produce_placed, scalar
 
 pytestmark = pytest.mark.integration
 
@@ -46,17 +45,6 @@ def _messages(partitions: int) -> list[tuple[int | None, bytes | None, bytes]]:
     return out
 
 
-async def _produce(settings: Settings, messages: list[tuple[int | None, bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        for partition, key, value in messages:
-            await producer.send(settings.events_topic, value, key=key, partition=partition)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 async def test_tenants_on_every_partition_and_key_kind_verify_with_two_sink_processes(settings: Settings) -> None:
     await ensure_topics(settings)
     messages = _messages(settings.partitions)
@@ -67,7 +55,7 @@ async def test_tenants_on_every_partition_and_key_kind_verify_with_two_sink_proc
         pool = SinkProcesses(settings, 2, on_progress=lambda: done.set() if pool.accepted >= n else None)
         async with pool:
             await pool.wait_ready(90)
-            await _produce(settings, messages)
+            await produce_placed(settings, messages)
             await asyncio.wait_for(done.wait(), 120)
         assert [c.counters.accepted > 0 for c in pool.children] == [True, True], "both shared the work"
         spread = scalar(store, "SELECT min(p) FROM (SELECT tenant_id, uniqExact(kafka_partition) AS p "

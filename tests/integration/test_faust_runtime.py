@@ -18,12 +18,12 @@ from typing import Any
 import faust
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from agentaudit.broker import ensure_topics
 from agentaudit.settings import Settings
 from stream_jobs.runtime import make_app, running, source_topic
 from tests.factories import event_dict, wire
+from tests.integration.helpers import produce_placed
 
 pytestmark = pytest.mark.integration
 
@@ -50,22 +50,10 @@ class Seen:
                 await self._changed.wait()
 
 
-async def send(settings: Settings, messages: list[tuple[int, bytes, bytes]]) -> None:
-    """Write (partition, key, value) triples in order."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        for partition, key, value in messages:
-            await producer.send(settings.events_topic, value, key=key, partition=partition)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 async def sentinels(settings: Settings, tag: str) -> set[bytes]:
     """One marker per partition: once all are seen, everything before them was delivered."""
     values = {p: f"sentinel-{tag}-{p}".encode() for p in range(settings.partitions)}
-    await send(settings, [(p, b"sentinel", v) for p, v in values.items()])
+    await produce_placed(settings, [(p, b"sentinel", v) for p, v in values.items()])
     return set(values.values())
 
 
@@ -99,7 +87,7 @@ async def test_table_is_recovered_from_its_changelog_after_restart(settings: Set
     # each tenant in one partition, as the SDK keys them; 40 events each
     events = [(i % settings.partitions, t.encode(), wire(event_dict(tenant=t)))
               for i, t in enumerate(TENANTS) for _ in range(40)]  # fmt: skip
-    await send(settings, events)
+    await produce_placed(settings, events)
     app_id = f"tables-{uuid.uuid4().hex[:8]}"
 
     first = Seen()
@@ -167,13 +155,13 @@ async def test_offsets_are_committed_only_for_processed_batches(settings: Settin
     # whole partition, and the batches after a crashed one in the same `take` are released
     # unacknowledged, so with everything sent at once nothing might be committable at all.
     before, after = events[:45], events[45:]
-    await send(settings, before)
+    await produce_placed(settings, before)
     app_id = f"acks-{uuid.uuid4().hex[:8]}"
 
     first, crash = Seen(), Crash()
     async with running(taking_app(settings, app_id, batched, 10, crash.maybe_raise, first.add)):
         await first.until({v for _, _, v in before})
-        await send(settings, after)
+        await produce_placed(settings, after)
         await asyncio.wait_for(crash.happened.wait(), 30)
         await first.until(await sentinels(settings, "first"))  # faust restarted the agent
     second = Seen()
@@ -214,12 +202,12 @@ async def test_two_instances_in_one_process_share_the_partitions(settings: Setti
             assert owned(app_a, topic) | owned(app_b, topic) == everything
             assert not owned(app_a, topic) & owned(app_b, topic)
             batch1 = [(i % settings.partitions, b"k", f"one-{i}".encode()) for i in range(60)]
-            await send(settings, batch1)
+            await produce_placed(settings, batch1)
             await both.until({v for _, _, v in batch1} | await sentinels(settings, "shared"))
             assert seen_a.values and seen_b.values
         # B left the group: A takes every partition over, from B's committed offsets
         batch2 = [(i % settings.partitions, b"k", f"two-{i}".encode()) for i in range(30)]
-        await send(settings, batch2)
+        await produce_placed(settings, batch2)
         await seen_a.until({v for _, _, v in batch2} | await sentinels(settings, "alone"))
         assert owned(app_a, topic) == everything
     handled = seen_a.values + seen_b.values

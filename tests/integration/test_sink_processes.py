@@ -19,6 +19,7 @@ from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from tests.factories import event_dict, wire
 from tests.integration.helpers import assert_chains_valid, produce_raw, scalar
+from tests.integration.procs import alive, children_of
 
 pytestmark = pytest.mark.integration
 
@@ -55,23 +56,6 @@ def test_a_sink_process_needs_a_running_store_owner(settings: Settings) -> None:
 
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state, ppid, …); None when gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def _children_of(pid: int) -> set[int]:
-    return {int(e) for e in os.listdir("/proc") if e.isdigit() and (f := _stat(int(e))) and int(f[1]) == pid}
-
-
-def _alive(pid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
 async def test_sink_processes_stop_when_their_store_owner_dies(settings: Settings) -> None:
     """A worker killed with SIGKILL cannot stop its sink processes; they must not linger as
@@ -92,12 +76,12 @@ async def test_sink_processes_stop_when_their_store_owner_dies(settings: Setting
                     if scalar(store, "SELECT count() FROM agentaudit.events") == len(docs):
                         break
                 await asyncio.sleep(0.5)
-        children = _children_of(worker.pid)
+        children = children_of(worker.pid)
         assert len(children) == 2, children
         worker.kill()
         await worker.wait()
         async with asyncio.timeout(30):  # before the fix: still there after minutes
-            while any(_alive(c) for c in children):
+            while any(alive(c) for c in children):
                 await asyncio.sleep(0.2)
     finally:
         if worker.returncode is None:
@@ -153,7 +137,7 @@ async def test_sink_processes_killed_mid_insert_exit_and_a_restarted_worker_inge
     try:
         await produce_raw(settings, [(d["tenant_id"].encode(), wire(d)) for d in first])
         await _wait_stored(settings, len(first), 120)
-        children = _children_of(worker.pid)
+        children = children_of(worker.pid)
         assert len(children) == 2, children
         port = int(json.loads((settings.data_dir / "store.endpoint.json").read_text())["url"].rsplit(":", 1)[1].strip("/"))
         # The store endpoint stops answering: both sink processes' next inserts wait on it.
@@ -165,9 +149,9 @@ async def test_sink_processes_killed_mid_insert_exit_and_a_restarted_worker_inge
         worker.kill()  # the endpoint is gone for good, mid-insert
         await worker.wait()
         async with asyncio.timeout(30):  # before the fix: still retrying after minutes
-            while alive := [c for c in children if _alive(c)]:
+            while left := [c for c in children if alive(c)]:
                 await asyncio.sleep(0.2)
-        assert not alive
+        assert not left
         restarted = await _start_worker(settings, 2)
         await _wait_stored(settings, len(first) + len(more), 120)
     finally:
