@@ -95,7 +95,7 @@ class StreamJobs:
             # The sink's own verdict (duplicate keys, clock skew against the record's
             # timestamp included): the jobs count exactly the events the trail holds.
             event = validate(value, not_after(item[2], skew) if len(item) > 2 else None)
-            if type(event) is Rejected:
+            if isinstance(event, Rejected):
                 counters.invalid += 1
                 continue
             counters.events += 1
