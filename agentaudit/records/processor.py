@@ -14,9 +14,13 @@ partition feeds several tables. So there are two kinds of position:
 - per (topic, partition), the last offset of the last *complete* flush (the
   `record_sink_offsets` table): where to resume reading.
 
+Both are per log epoch (migration 0012): when the sink finds a partition's log replaced
+(topic recreated, a broker that kept nothing), `new_epoch` forgets the partition's positions
+and its new log is read from its start.
+
 Record ids are deterministic, so a job that replays after its own crash re-publishes the
 same record as a new message; a window of recent ids per kind, recovered from the store,
-drops those.
+drops those (and the records of a replaced log that the store already holds).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 from agentaudit.records.decode import Parsed, Tombstone, decode_record, hints
 from agentaudit.records.rows import RECORD_TABLES, Record
+from agentaudit.sink.deadletter import keep
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.processor import DlqRecord
 from agentaudit.sink.rows import Source, dead_letter_row
@@ -52,6 +57,8 @@ class RecordBatch:
     """(topic, partition) → first and last offset seen in this batch, stored or skipped."""
     high: dict[str, dict[TopicPartitionKey, int]] = field(default_factory=dict)
     """Table → (topic, partition) → highest offset this batch adds to the table."""
+    epochs: dict[TopicPartitionKey, int] = field(default_factory=dict)
+    """(topic, partition) → its log epoch (stamped by `take`; one epoch per partition a batch)."""
     started: float = 0.0
 
     @property
@@ -60,12 +67,20 @@ class RecordBatch:
 
     def dedup_token(self, table: str) -> str:
         """`insert_deduplication_token` for a server: the table and the source ranges."""
-        spans = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(self.ranges.items()))
+        # The epoch is in the token: a new log reuses offsets (as in the event sink's token).
+        spans = ",".join(
+            f"{t}:{p}@{self.epochs.get((t, p), 0)}:{a}-{b}"
+            for (t, p), (a, b) in sorted(self.ranges.items())
+        )
         return f"{table}|{spans}"
 
     def offsets_rows(self) -> list[tuple[str, int, int]]:
-        """The `record_sink_offsets` rows of this batch: the last offset per partition."""
+        """(topic, partition, last offset) of every partition this batch covers."""
         return [(t, p, last) for (t, p), (_first, last) in sorted(self.ranges.items())]
+
+    def offsets_table_rows(self) -> list[tuple[str, int, int, int]]:
+        """The `record_sink_offsets` rows of this batch, in `OFFSETS_COLUMNS` order."""
+        return [(t, p, last, self.epochs.get((t, p), 0)) for t, p, last in self.offsets_rows()]
 
 
 @dataclass
@@ -76,6 +91,8 @@ class RecordCounters:
     duplicates: int = 0
     already_stored: int = 0
     tombstones: int = 0
+    dlq_unsent: int = 0
+    """Dead letters the DLQ topic refused even cut down (their table rows are stored)."""
 
     @property
     def handled(self) -> int:
@@ -93,6 +110,8 @@ class RecordProcessor:
         self.recent = {kind: RecentIds(dedup_capacity) for kind in RECORD_TABLES}
         self.watermarks: dict[str, dict[TopicPartitionKey, int]] = {}
         self.progress: dict[TopicPartitionKey, int] = {}
+        self.epochs: dict[TopicPartitionKey, int] = {}
+        """(topic, partition) → its current log epoch; 0 when absent."""
         self.counters = RecordCounters()
         self.batch = RecordBatch()
 
@@ -101,12 +120,27 @@ class RecordProcessor:
         watermarks: dict[str, dict[TopicPartitionKey, int]],
         progress: dict[TopicPartitionKey, int],
         recent_ids: dict[str, list[str]],
+        epochs: dict[TopicPartitionKey, int] | None = None,
     ) -> None:
-        """Load what the store holds (see `recovery.recover_records`); the batch must be empty."""
+        """Load what the store holds of each partition's current log epoch (the watermarks and
+        positions are that epoch's; see `recovery.recover_records`); the batch must be empty."""
         self.watermarks = {table: dict(marks) for table, marks in watermarks.items()}
         self.progress = dict(progress)
+        self.epochs = dict(epochs or {})
         for kind, window in self.recent.items():
             window.reset(recent_ids.get(kind, []))
+
+    def new_epoch(self, tp: TopicPartitionKey) -> int:
+        """The partition's log was replaced: its offsets start again and the store holds
+        nothing of the new log; recent ids keep re-published records out. Call with nothing
+        of `tp` pending. Returns the new epoch."""
+        assert tp not in self.batch.ranges, "flush before starting a new epoch"
+        epoch = self.epochs.get(tp, 0) + 1
+        self.epochs[tp] = epoch
+        for marks in self.watermarks.values():
+            marks.pop(tp, None)
+        self.progress.pop(tp, None)
+        return epoch
 
     def resume_offset(self, topic: str, partition: int) -> int:
         """Where to read a partition from: after the last complete flush, else the log start."""
@@ -135,13 +169,16 @@ class RecordProcessor:
         else:
             tenant, record_id = hints(value, source.key)
             reason = verdict.reason.value
+            # An oversized message keeps a prefix, its size and hash (as in the event sink).
+            kept, extra, note = keep(value or b"")
             batch.dead_letters.append(dead_letter_row(
-                source, reason, verdict.detail, value, self.clock(), tenant, record_id
+                source, reason, verdict.detail + note, kept, self.clock(), tenant, record_id
             ))  # fmt: skip
-            batch.dlq.append(DlqRecord(source.key, value or b"", [
+            batch.dlq.append(DlqRecord(source.key, kept, [
                 ("reason", reason.encode()),
                 ("detail", verdict.detail[:512].encode()),
                 ("source", f"{source.topic}:{source.partition}:{source.offset}".encode()),
+                *extra,
             ]))  # fmt: skip
             batch.high.setdefault(DEAD_LETTERS_TABLE, {})[tp] = source.offset
             self.counters.dead_lettered += 1
@@ -163,6 +200,7 @@ class RecordProcessor:
     def take(self) -> RecordBatch:
         """Hand over the pending batch and start a new one."""
         batch, self.batch = self.batch, RecordBatch()
+        batch.epochs = {tp: self.epochs.get(tp, 0) for tp in batch.ranges}
         return batch
 
     def stored(self, batch: RecordBatch) -> None:

@@ -3,8 +3,8 @@
 One `RecordTable` per record kind: its table, its columns in insert order, its id column and
 the function that builds a row. These names are the single source of truth for the record
 sink's inserts and its recovery queries; the DDL lives in `schemas/clickhouse/migrations`
-(0004-0007, 0009; 0010 adds drift_scores.agent_id). Every row ends with the Kafka source (`kafka_topic`, `kafka_partition`,
-`kafka_offset`), which is what makes the sink exactly once; `ingested_at` is left to the
+(0004-0007, 0009; 0010 adds drift_scores.agent_id; 0012 log_epoch). Every row ends with the Kafka source
+(`kafka_topic`, `kafka_partition`, `kafka_offset`, `log_epoch`), which is what makes the sink exactly once; `ingested_at` is left to the
 column's DEFAULT (the server's insert time).
 """
 
@@ -22,11 +22,13 @@ from schemas.records import Alert, BreakerTransition, ControlMessage, DriftScore
 Record = Alert | ControlMessage | BreakerTransition | DriftScore
 RowBuilder = Callable[[Any, bytes, Source], tuple[Any, ...]]
 
-SOURCE_COLUMNS: tuple[str, ...] = ("kafka_topic", "kafka_partition", "kafka_offset")
+SOURCE_COLUMNS: tuple[str, ...] = ("kafka_topic", "kafka_partition", "kafka_offset", "log_epoch")
+"""`log_epoch`: which log of the partition (migration 0012, as 0011 for events)."""
 
 OFFSETS_TABLE = "agentaudit.record_sink_offsets"
-OFFSETS_COLUMNS: tuple[str, ...] = ("kafka_topic", "kafka_partition", "kafka_offset")
-"""One row per partition per completed flush: the last offset fully stored (migration 0009)."""
+OFFSETS_COLUMNS: tuple[str, ...] = ("kafka_topic", "kafka_partition", "kafka_offset", "log_epoch")
+"""One row per partition per completed flush: the last offset fully stored (migrations 0009,
+0012)."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,8 @@ class RecordTable:
         return self.build(model, raw, source)
 
 
-def _source(source: Source) -> tuple[str, int, int]:
-    return source.topic, source.partition, source.offset
+def _source(source: Source) -> tuple[str, int, int, int]:
+    return source.topic, source.partition, source.offset, source.log_epoch
 
 
 def _scope(scope: Scope) -> tuple[str, str, str, str, str]:

@@ -1,0 +1,367 @@
+"""One consumer-group sink into the store: what the event sink and the record sink share.
+
+`PartitionSink` is a plain aiokafka consumer group member that lands its topics in the store
+exactly once. Subclasses say which topics, how to recover from the store, what a message
+becomes and what a flush inserts (`agentaudit.sink.worker.SinkWorker` for events,
+`agentaudit.records.sink.RecordSink` for alerts and control records). The steps:
+
+1. Assignment (`recover`): where each partition stands is read from the store, never from
+   Kafka's committed offsets (its log epoch, per-table watermarks, the anchor), and every
+   partition is sought there, synchronously (why: `recover`). A crash at any point replays
+   into skips.
+2. Consume (`_consume`): `getmany` until the batch is full or the flush interval is over;
+   every chunk passes the partition's log guard first (`agentaudit.sink.logguard`): a
+   replaced log (topic recreated, a broker that kept nothing) found on assignment, when
+   offsets go backwards, or when the position is beyond the log's end, becomes a new log
+   epoch instead of silent skips.
+3. Flush (`flush`), in this order: the dead-letter topic (a record it refuses is sent cut
+   down, `deadletter.shrink`, never fatal), the subclass's inserts (each through
+   `store_call`, which stops retrying when the sink stops), the in-memory watermarks, and
+   only then the Kafka offset commit (which only reports progress).
+Why not a faust agent: see README "Why the sink is not a faust agent".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError, OffsetOutOfRangeError
+
+from agentaudit.settings import Settings
+from agentaudit.sink.deadletter import shrink
+from agentaudit.sink.logguard import Anchor, Decision, LogGuard
+from agentaudit.sink.processor import DlqRecord
+from agentaudit.store.protocol import Store
+from agentaudit.store.retry import StopRequested, blocking_store_call, store_call
+
+B = TypeVar("B")
+"""The subclass's batch type."""
+Start = tuple[int, Anchor | None]
+"""Where a partition resumes after recovery, and the stored message proving its log (if any)."""
+Fault = Callable[[str], None]
+"""Called at `mid_batch`, `before_insert`, `between_inserts`, `after_insert` (fault tests)."""
+
+
+def no_fault(_point: str) -> None:
+    """The production `Fault`: nothing happens."""
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, sink: PartitionSink[Any]) -> None:
+        self.sink = sink
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.sink.flush()
+        for guard in self.sink.guards.values():
+            guard.clear()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.sink.recover(list(assigned))
+
+
+class PartitionSink(ABC, Generic[B]):
+    """Consumes `topics` into the store until `stop()`.
+
+    `abandoned` says the store is gone for good (a sink process whose store owner died): it
+    is asked while a store call is retried where the loop is blocked (recovery), and stops
+    the sink instead of retrying forever.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        topics: list[str],
+        group_id: str,
+        log: logging.Logger,
+        fault: Fault = no_fault,
+        on_flush: Callable[[B], None] | None = None,
+        abandoned: Callable[[], bool] | None = None,
+        consumer_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.topics = topics
+        self.group_id = group_id
+        self.log = log
+        self.fault = fault
+        self.on_flush = on_flush
+        self.abandoned = abandoned
+        self.consumer_options = consumer_options or {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self._flush_lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.flushes = 0
+        self.guards = {topic: LogGuard() for topic in topics}
+        """Per topic: where each assigned partition is read, and whether its log is the same."""
+        self._assignments = 0
+        """+1 on every recovery: what was fetched before an await may be stale after it."""
+
+    # -- what a subclass provides -------------------------------------------------------------
+
+    @abstractmethod
+    def _read_store(self, assigned: list[TopicPartition]) -> Any:
+        """Blocking store queries for `recover` (retried while the store is unreachable)."""
+
+    @abstractmethod
+    def _restore(self, state: Any, assigned: list[TopicPartition]) -> dict[TopicPartition, Start]:
+        """Load what `_read_store` returned into the processor; where each partition starts."""
+
+    @abstractmethod
+    def _epoch(self, tp: TopicPartition) -> int:
+        """The partition's current log epoch."""
+
+    @abstractmethod
+    def _begin_epoch(self, tp: TopicPartition) -> int:
+        """The partition's log was replaced (nothing of it is pending): start epoch +1."""
+
+    @abstractmethod
+    def _process(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
+        """Add consumed messages of one partition, in offset order, to the pending batch."""
+
+    @abstractmethod
+    def _pending(self) -> tuple[int, float] | None:
+        """(rows, monotonic start) of the pending batch; None when it covers no message."""
+
+    @abstractmethod
+    def _take(self) -> B | None:
+        """Hand over the pending batch (None when it covers no message)."""
+
+    @abstractmethod
+    def _dead_letters_out(self, batch: B) -> list[DlqRecord]:
+        """The batch's records for the dead-letter topic."""
+
+    @abstractmethod
+    async def _write(self, batch: B) -> None:
+        """Every insert of the batch, in order, through `_insert`."""
+
+    @abstractmethod
+    def _stored(self, batch: B) -> None:
+        """The batch's inserts were acknowledged: advance the watermarks."""
+
+    @abstractmethod
+    def _offsets(self, batch: B) -> dict[TopicPartition, int]:
+        """The Kafka offsets to commit once the batch is stored (last offset + 1)."""
+
+    @abstractmethod
+    def _dlq_unsent(self) -> None:
+        """Count a dead letter the DLQ topic refused even cut down."""
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _give_up(self) -> bool:
+        if self.abandoned is not None and self.abandoned():
+            self._stopping.set()
+        return self._stopping.is_set()
+
+    def recover(self, assigned: list[TopicPartition]) -> None:
+        """Read where each partition stands from the store; seek every partition.
+
+        Deliberately synchronous: aiokafka starts fetching from the committed offsets as soon
+        as partitions are assigned, and a seek issued after records were delivered stalls the
+        group consumer (seen with aiokafka 0.14). With no await between the assignment and
+        the seek, nothing is fetched from the wrong position. It blocks the loop only during a
+        rebalance, for a few store queries.
+        """
+        assert self.consumer is not None
+        ours = sorted((tp for tp in assigned if tp.topic in self.guards), key=lambda tp: (tp.topic, tp.partition))
+        state = blocking_store_call(self.log, self._read_store, ours, give_up=self._give_up)
+        starts = self._restore(state, ours)
+        for guard in self.guards.values():
+            guard.clear()
+        self._assignments += 1
+        for tp in ours:
+            resume, anchor = starts.get(tp, (0, None))
+            # One message early when the store holds some of this epoch: the anchor must be
+            # the first message fetched, or the log is not the one these offsets came from.
+            self.consumer.seek(tp, self.guards[tp.topic].assign(tp.partition, resume, anchor))
+        self.log.info("assigned %s; resuming at %s (log epochs %s)",
+                      [f"{tp.topic}[{tp.partition}]" for tp in ours],
+                      {f"{tp.topic}[{tp.partition}]": starts.get(tp, (0, None))[0] for tp in ours},
+                      {f"{tp.topic}[{tp.partition}]": self._epoch(tp) for tp in ours})  # fmt: skip
+        self.ready.set()
+
+    async def run(self) -> None:
+        """Consume until `stop()`; flushes and commits what it holds before returning."""
+        s = self.settings
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap, acks="all", compression_type="lz4", linger_ms=5
+        )
+        options: dict[str, Any] = {
+            "bootstrap_servers": s.kafka_bootstrap, "group_id": self.group_id,
+            # "none": an offset out of range is raised to `_consume`, never reset silently
+            # (that is how a replaced, shorter log shows; `agentaudit.sink.logguard`).
+            "enable_auto_commit": False, "auto_offset_reset": "none",
+            "max_poll_records": s.sink_batch_size, "fetch_max_bytes": 64 << 20,
+            "max_partition_fetch_bytes": 16 << 20, **self.consumer_options,
+        }  # fmt: skip
+        self.consumer = AIOKafkaConsumer(**options)
+        await self.producer.start()
+        try:
+            await self.consumer.start()
+            self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+            await self._consume()
+            await self.flush()
+        except StopRequested as exc:
+            # Stopping with the store unreachable: what was not stored was not committed
+            # either; whoever owns these partitions next reads it again.
+            self.log.warning("sink stopped before the store took its last batch: %s", exc)
+        finally:
+            await self.consumer.stop()
+            await self.producer.stop()
+
+    # -- consuming ----------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        assert self.consumer is not None
+        interval = self.settings.sink_flush_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            pending = self._pending()
+            if pending is None:
+                wait_ms, room = int(interval * 1000), self.settings.sink_batch_size
+            else:
+                wait_ms = max(1, int((interval - (loop.time() - pending[1])) * 1000))
+                room = max(1, self.settings.sink_batch_size - pending[0])
+            try:
+                records = await self.consumer.getmany(timeout_ms=wait_ms, max_records=room)
+            except OffsetOutOfRangeError as exc:
+                await self._out_of_range(exc.args[0])
+                continue
+            assignments = self._assignments
+            for tp, messages in records.items():
+                if self._assignments != assignments:
+                    break  # a rebalance during a reset's flush: the rest was fetched before it
+                await self._apply(tp, self.guards[tp.topic].check(tp.partition, messages))
+            await self._check_high_watermarks()
+            now = self._pending()
+            if now is None:
+                continue
+            if pending is None:
+                self.fault("mid_batch")  # once per batch: "mid_batch:3" dies inside the 3rd batch
+            if now[0] >= self.settings.sink_batch_size or loop.time() - now[1] >= interval:
+                await self.flush()
+
+    async def _apply(self, tp: TopicPartition, decision: Decision) -> None:
+        """Process a chunk the log guard passed, or act on what it found."""
+        assert self.consumer is not None
+        if decision.note is not None:
+            self.log.error("%s[%d]: %s", tp.topic, tp.partition, decision.note)
+        if decision.reset is not None:
+            await self._new_epoch(tp, decision.reset)
+            return
+        if decision.records:
+            self._process(tp, decision.records)
+        if decision.seek is not None:
+            self.consumer.seek(tp, decision.seek)
+
+    async def _check_high_watermarks(self) -> None:
+        """A position above the partition's high watermark is out of range, also when the
+        broker does not say so (the local broker answers such fetches with nothing)."""
+        assert self.consumer is not None
+        beyond = {}
+        for tp in self.consumer.assignment():
+            guard = self.guards.get(tp.topic)
+            high = self.consumer.highwater(tp)
+            at = guard.waiting_at(tp.partition) if guard is not None else None
+            if high is not None and at is not None and high < at:
+                beyond[tp] = at
+        if beyond:
+            await self._out_of_range(beyond)
+
+    async def _out_of_range(self, positions: dict[TopicPartition, int]) -> None:
+        assert self.consumer is not None
+        assignments = self._assignments
+        starts = await self.consumer.beginning_offsets(list(positions))
+        for tp, offset in positions.items():
+            if self._assignments != assignments:
+                return  # reassigned meanwhile: recovery sought every partition again
+            await self._apply(tp, self.guards[tp.topic].out_of_range(tp.partition, offset, starts[tp]))
+
+    async def _new_epoch(self, tp: TopicPartition, reason: str) -> None:
+        """The partition's log was replaced: store what was read of the old one, then read
+        the new one from its start as a new log epoch."""
+        assert self.consumer is not None
+        assignments = self._assignments
+        await self.flush()
+        if self._assignments != assignments:
+            return  # reassigned during the flush: recovery checks the log again
+        epoch = self._begin_epoch(tp)
+        self.log.error(
+            "log of %s[%d] was replaced (%s; topic recreated, or a broker that kept nothing): "
+            "reading it again from its start as log epoch %d; what the store holds is dropped "
+            "by id", tp.topic, tp.partition, reason, epoch,
+        )  # fmt: skip
+        self.guards[tp.topic].restarted(tp.partition)
+        await self.consumer.seek_to_beginning(tp)
+
+    # -- flushing -----------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Insert the pending batch, then commit its offsets. Serialised with rebalances."""
+        async with self._flush_lock:
+            batch = self._take()
+            if batch is None:
+                return
+            self.fault("before_insert")
+            dlq = self._dead_letters_out(batch)
+            if dlq:
+                await self._send_dead_letters(dlq)
+            await self._write(batch)
+            self._stored(batch)
+            self.fault("after_insert")
+            await self._commit(self._offsets(batch))
+            self.flushes += 1
+            if self.on_flush:
+                self.on_flush(batch)
+
+    async def _send_dead_letters(self, records: list[DlqRecord]) -> None:
+        """At least once to the DLQ topic; the `dead_letters` table is the exact record.
+
+        A record the producer or broker refuses (too large, or any Kafka error) is sent again
+        cut to a stub (`deadletter.shrink`); one refused even so is logged and counted
+        (`_dlq_unsent`), never fatal: the batch's table rows are inserted either way.
+        """
+        assert self.producer is not None
+        producer, topic = self.producer, self.settings.dlq_topic
+
+        async def deliver(record: DlqRecord) -> None:
+            key, value, headers = record.key, record.value, record.headers
+            for last in (False, True):
+                try:
+                    await (await producer.send(topic, value, key=key, headers=headers))
+                    return
+                except KafkaError as exc:
+                    if last:
+                        self._dlq_unsent()
+                        self.log.error("dead letter %s not sent to %s even cut down (%r); its "
+                                       "dead_letters row is stored", dict(headers).get("source"), topic, exc)  # fmt: skip
+                        return
+                    self.log.warning("dead letter refused by %s (%r); sending it cut down", topic, exc)
+                    key, value, headers = shrink(key, value, headers)
+
+        await asyncio.gather(*(deliver(r) for r in records))
+
+    async def _insert(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], token: str) -> None:
+        """One insert of row tuples; retried while the store is unreachable, until `stop()`."""
+        data = [list(col) for col in zip(*rows)]
+        await store_call(self.log, self.store.insert, table, data, columns, dedup_token=token, stop=self._stopping)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self.consumer is not None
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Harmless: positions are recovered from the store, the commit only reports progress.
+            self.log.info("offset commit skipped (%s); the store holds the truth", exc)
