@@ -108,7 +108,8 @@ class StreamJobsApp:
         self.clock = clock
         self.jobs = StreamJobs(load_pricing(), breaker_config=breaker_config,
                                anomaly_config=anomaly_config, drift_config=drift_config,
-                               max_clock_skew_s=settings.max_clock_skew_s)  # fmt: skip
+                               max_clock_skew_s=settings.max_clock_skew_s,
+                               dedup_window=settings.dedup_window)  # fmt: skip
         self.budgets_seen = asyncio.Event()
         """Set once the budgets topic was read to its end (as `pins_seen` for the pins topic)."""
         self.pins_seen = asyncio.Event()

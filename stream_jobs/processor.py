@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from agentaudit.sink.decode import Rejected, not_after, validate
+from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost
 from schemas.budgets import Budget
 from schemas.pricing import PricingTable
@@ -44,6 +45,14 @@ class JobCounters:
     records: int = 0
     failed: int = 0
     """Valid events a job raised on: logged with their offset and skipped (never a stall)."""
+    duplicates: int = 0
+    """Re-sent events (an `event_id` seen recently): the sink stores them once, so the jobs
+    count them once."""
+
+    @property
+    def handled(self) -> int:
+        """Messages taken in any way (applied, invalid or duplicate): progress through a topic."""
+        return self.events + self.invalid + self.duplicates
 
 
 @dataclass(frozen=True)
@@ -70,9 +79,13 @@ class StreamJobs:
         anomaly_config: AnomalyConfig | None = None,
         drift_config: DriftConfig | None = None,
         max_clock_skew_s: float = 900.0,
+        dedup_window: int = 200_000,
     ) -> None:
         self.cost = EventCost(pricing)
         self.max_skew_ms = max_clock_skew_s * 1000
+        self.recent = RecentIds(dedup_window)
+        """Recent event ids: an SDK retry is a new message with the same id (in memory: a
+        duplicate straddling a restart or a rebalance can still count twice)."""
         self.spend = SpendJob(budgets, issued_by=issued_by)
         self.breakers = BreakerBoard(breaker_config, issued_by=issued_by)
         self.detection = DetectionJob(anomaly_config, drift_config)
@@ -89,7 +102,7 @@ class StreamJobs:
         detection = self.detection
         detection.begin_batch(partition, now)
         offset = -1
-        skew = self.max_skew_ms
+        skew, recent_add = self.max_skew_ms, self.recent.add
         for item in items:
             offset, value = item[0], item[1]
             # The sink's own verdict (duplicate keys, clock skew against the record's
@@ -97,6 +110,9 @@ class StreamJobs:
             event = validate(value, not_after(item[2], skew) if len(item) > 2 else None)
             if isinstance(event, Rejected):
                 counters.invalid += 1
+                continue
+            if not recent_add(event.event_id):
+                counters.duplicates += 1
                 continue
             counters.events += 1
             try:

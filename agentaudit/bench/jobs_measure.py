@@ -73,7 +73,7 @@ async def measure_stream_jobs(
 
     def seen() -> int:
         counters = jobs.jobs.counters
-        return counters.events + counters.invalid
+        return counters.handled
 
     started = time.perf_counter()
     async with running(jobs.app, timeout=READY_TIMEOUT_S):

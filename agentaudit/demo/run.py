@@ -123,7 +123,7 @@ async def _demo(settings: Settings, store: Store, duration: float, tenants: int,
                     raise UserError("the SDK could not deliver the fleet's events within 30s; is the broker healthy?")
                 expected = client.stats.sent + malformed + past
                 await _drain(worker, expected, console)
-                await _wait(lambda: jobs.jobs.counters.events + jobs.jobs.counters.invalid >= expected,
+                await _wait(lambda: jobs.jobs.counters.handled >= expected,
                             "the stream jobs to see every event")  # fmt: skip
                 await _wait(lambda: records.processor.counters.handled >= jobs.jobs.counters.records
                             and not records.processor.batch.ranges, "the record sink to store every alert")  # fmt: skip

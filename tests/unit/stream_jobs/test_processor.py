@@ -48,3 +48,15 @@ def test_the_jobs_skip_exactly_what_the_sink_dead_letters() -> None:
     jobs.process(0, [(1, smuggled, ms), (2, wire(ahead), ms), (3, _event("acme"), ms)], NOW)
     assert (jobs.counters.events, jobs.counters.invalid) == (1, 2)
     assert set(jobs.spend.tracker.tenants()) == {"acme"}
+
+
+def test_a_re_sent_event_counts_once_in_spend_as_it_is_stored_once() -> None:
+    """An SDK retry is a new message with the same event id: the sink stores it once, so
+    spend must not count it twice (counters agree with the store)."""
+    jobs = StreamJobs(load_pricing())
+    once = StreamJobs(load_pricing())
+    event = _event("acme")
+    jobs.process(0, [(1, event), (2, event)], NOW)
+    once.process(0, [(1, event)], NOW)
+    assert (jobs.counters.events, jobs.counters.duplicates, jobs.counters.handled) == (1, 1, 2)
+    assert jobs.spend.to_state("acme") == once.spend.to_state("acme")
