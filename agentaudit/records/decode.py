@@ -87,7 +87,8 @@ def decode_record(value: bytes | None) -> Parsed | Rejected | Tombstone:
 def hints(value: bytes | None, key: bytes | None) -> tuple[str, str]:
     """Best-effort tenant and record id of a rejected message, for its dead-letter row."""
     # Control messages are keyed by `Scope.key` ("tenant=acme/agent=x"), alerts by tenant.
-    tenant = (key or b"")[:256].decode("utf-8", "replace").removeprefix("tenant=").split("/")[0][:64]
+    tenant = (key or b"")[:256].decode("utf-8", "replace").removeprefix("tenant=")
+    tenant = tenant.split("/")[0][:64]
     if value is not None and len(value) > MAX_RECORD_BYTES:
         return tenant, ""  # not parsed: megabytes of JSON on the consumer's loop
     try:

@@ -59,13 +59,16 @@ class RecordSink(PartitionSink[RecordBatch]):
     def _read_store(self, assigned: list[TopicPartition]) -> RecordRecovery:
         return recover_records(self.store, self.topics, self.settings.dedup_window)
 
-    def _restore(self, state: RecordRecovery, assigned: list[TopicPartition]) -> dict[TopicPartition, Start]:
+    def _restore(
+        self, state: RecordRecovery, assigned: list[TopicPartition]
+    ) -> dict[TopicPartition, Start]:
         p = self.processor
         p.recover(state.watermarks, state.progress, state.recent_ids, state.epochs)
-        return {
-            tp: (p.resume_offset(tp.topic, tp.partition), state.anchors.get((tp.topic, tp.partition)))
-            for tp in assigned
-        }
+        starts: dict[TopicPartition, Start] = {}
+        for tp in assigned:
+            key = (tp.topic, tp.partition)
+            starts[tp] = (p.resume_offset(*key), state.anchors.get(key))
+        return starts
 
     def _epoch(self, tp: TopicPartition) -> int:
         return self.processor.epochs.get((tp.topic, tp.partition), 0)

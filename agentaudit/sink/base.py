@@ -175,7 +175,8 @@ class PartitionSink(ABC, Generic[B]):
         rebalance, for a few store queries.
         """
         assert self.consumer is not None
-        ours = sorted((tp for tp in assigned if tp.topic in self.guards), key=lambda tp: (tp.topic, tp.partition))
+        ours = [tp for tp in assigned if tp.topic in self.guards]
+        ours.sort(key=lambda tp: (tp.topic, tp.partition))
         state = blocking_store_call(self.log, self._read_store, ours, give_up=self._give_up)
         starts = self._restore(state, ours)
         for guard in self.guards.values():
@@ -287,7 +288,8 @@ class PartitionSink(ABC, Generic[B]):
         for tp, offset in positions.items():
             if self._assignments != assignments:
                 return  # reassigned meanwhile: recovery sought every partition again
-            await self._apply(tp, self.guards[tp.topic].out_of_range(tp.partition, offset, starts[tp]))
+            guard = self.guards[tp.topic]
+            await self._apply(tp, guard.out_of_range(tp.partition, offset, starts[tp]))
 
     async def _new_epoch(self, tp: TopicPartition, reason: str) -> None:
         """The partition's log was replaced: store what was read of the old one, then read
@@ -345,18 +347,25 @@ class PartitionSink(ABC, Generic[B]):
                 except KafkaError as exc:
                     if last:
                         self._dlq_unsent()
-                        self.log.error("dead letter %s not sent to %s even cut down (%r); its "
-                                       "dead_letters row is stored", dict(headers).get("source"), topic, exc)  # fmt: skip
+                        self.log.error(
+                            "dead letter %s not sent to %s even cut down (%r); its dead_letters "
+                            "row is stored", dict(headers).get("source"), topic, exc,
+                        )  # fmt: skip
                         return
-                    self.log.warning("dead letter refused by %s (%r); sending it cut down", topic, exc)
+                    self.log.warning(
+                        "dead letter refused by %s (%r); sending it cut down", topic, exc
+                    )
                     key, value, headers = shrink(key, value, headers)
 
         await asyncio.gather(*(deliver(r) for r in records))
 
-    async def _insert(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], token: str) -> None:
+    async def _insert(
+        self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], token: str
+    ) -> None:
         """One insert of row tuples; retried while the store is unreachable, until `stop()`."""
         data = [list(col) for col in zip(*rows)]
-        await store_call(self.log, self.store.insert, table, data, columns, dedup_token=token, stop=self._stopping)
+        insert, stop = self.store.insert, self._stopping
+        await store_call(self.log, insert, table, data, columns, dedup_token=token, stop=stop)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         assert self.consumer is not None

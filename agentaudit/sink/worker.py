@@ -67,16 +67,21 @@ class SinkWorker(PartitionSink[Batch]):
         parts = [tp.partition for tp in assigned]
         return recover(self.store, self.settings.events_topic, parts, self.settings.dedup_window)
 
-    def _restore(self, state: Recovered, assigned: list[TopicPartition]) -> dict[TopicPartition, Start]:
+    def _restore(
+        self, state: Recovered, assigned: list[TopicPartition]
+    ) -> dict[TopicPartition, Start]:
         logs = state.logs
         self.processor.recover(
             {p: lg.event_watermark for p, lg in logs.items() if lg.event_watermark >= 0},
-            {p: lg.dead_letter_watermark for p, lg in logs.items() if lg.dead_letter_watermark >= 0},
+            {p: lg.dead_letter_watermark for p, lg in logs.items()
+             if lg.dead_letter_watermark >= 0},
             state.heads, state.recent_ids, {p: lg.epoch for p, lg in logs.items()},
         )  # fmt: skip
         resume = self.processor.resume_offset
-        return {tp: (resume(tp.partition), logs[tp.partition].anchor if tp.partition in logs else None)
-                for tp in assigned}  # fmt: skip
+        return {
+            tp: (resume(tp.partition), logs[tp.partition].anchor if tp.partition in logs else None)
+            for tp in assigned
+        }
 
     def _epoch(self, tp: TopicPartition) -> int:
         return self.processor.epochs.get(tp.partition, 0)

@@ -75,7 +75,8 @@ async def test_broker_restarted_under_a_running_record_sink_stores_every_new_rec
         task = asyncio.create_task(sink.run())
 
         def stored() -> tuple[tuple[int, int], tuple[int, int]]:
-            return counts(store, ALERTS.table, ALERTS.id_column), counts(store, CONTROL.table, CONTROL.id_column)
+            return (counts(store, ALERTS.table, ALERTS.id_column),
+                    counts(store, CONTROL.table, CONTROL.id_column))  # fmt: skip
 
         try:
             await produce_both(s, before_a, before_c)
@@ -108,11 +109,13 @@ async def test_record_sink_restarted_after_a_log_reset_starts_and_stores_new_rec
         after = alerts(range(200, 205)) + alerts(range(19, 20))  # 5 new, 1 re-published
         await produce_raw(s, after, topic=s.alerts_topic)
 
+        def alerts_stored() -> int:
+            return int(scalar(store, f"SELECT count() FROM {ALERTS.table}"))
+
         stop = asyncio.Event()
         running = asyncio.create_task(run_record_sink(s, store, stop))
         try:
-            await wait_for(lambda: running.done() or scalar(store, f"SELECT count() FROM {ALERTS.table}") == 25,
-                           90, lambda: scalar(store, f"SELECT count() FROM {ALERTS.table}"))  # fmt: skip
+            await wait_for(lambda: running.done() or alerts_stored() == 25, 90, alerts_stored)
         finally:
             stop.set()
             sink = await running
@@ -133,7 +136,10 @@ async def test_records_the_dead_letter_topic_refuses_are_dead_letters_and_the_si
         (b"k" * 1_500_000, b"{oops"),  # a 1.5 MB key: refused whole, sent cut down
         (b"acme", wire(alert(1))),
     ]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=16 << 20)
+    # A producer that can write what the broker accepts, unlike the jobs'.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, max_request_size=16 << 20
+    )
     await producer.start()
     try:
         for key, value in messages:

@@ -195,3 +195,33 @@ def test_stored_advances_watermarks_and_positions() -> None:
     p.add(src(3), wire(alert(5)))  # at or below the alerts watermark: held already
     p.add(src(4), b"junk")
     assert p.counters.already_stored == 2 and not p.take().rows
+
+
+def test_a_new_log_epoch_forgets_the_partitions_positions_and_drops_stored_ids() -> None:
+    """After a log reset the new log's offsets restart below the old watermarks: nothing of
+    the partition is skipped by offset any more, records already stored are dropped by id."""
+    p = processor()
+    p.recover({ALERTS.table: {("alerts", 0): 50, ("alerts", 1): 7}}, {("alerts", 0): 50}, {})
+    assert p.new_epoch(("alerts", 0)) == 1
+    assert p.resume_offset("alerts", 0) == 0
+    p.add(Source("alerts", 0, 3, 1_700_000_000_000, b"acme", 1), wire(alert(1)))
+    p.add(Source("alerts", 0, 4, 1_700_000_000_000, b"acme", 1), wire(alert(1)))  # replayed
+    p.add(Source("alerts", 1, 7, 1_700_000_000_000, b"acme", 0), wire(alert(2)))  # other part
+    batch = p.take()
+    (row,) = batch.rows[ALERTS.table]
+    assert dict(zip(ALERTS.columns, row, strict=True))["log_epoch"] == 1
+    assert (p.counters.duplicates, p.counters.already_stored) == (1, 1)
+    assert batch.offsets_table_rows() == [("alerts", 0, 4, 1), ("alerts", 1, 7, 0)]
+    assert "alerts:0@1:3-4" in batch.dedup_token(ALERTS.table)
+
+
+def test_an_oversized_dead_letter_keeps_a_prefix_its_size_and_hash() -> None:
+    p = processor()
+    big = b'{"record": "alert", "pad": "' + b"x" * (2 * MAX_RECORD_BYTES) + b'"}'
+    p.add(src(0), big)
+    batch = p.take()
+    row = dict(zip(DEAD_LETTER_COLUMNS, batch.dead_letters[0], strict=True))
+    headers = dict(batch.dlq[0].headers)
+    assert len(row["original"]) == len(batch.dlq[0].value) < len(big)
+    assert f"original {len(big)} bytes" in row["detail"]
+    assert int(headers["original_size"]) == len(big)
