@@ -16,7 +16,7 @@ import orjson
 from pydantic import Field, TypeAdapter, ValidationError
 
 from agentaudit.records.rows import Record
-from agentaudit.sink.decode import Reason, Rejected
+from agentaudit.sink.decode import Reason, Rejected, _detail  # one wording for both sinks
 from schemas.events import MAX_EVENT_BYTES
 from schemas.records import Alert, BreakerTransition, ControlMessage, DriftScore
 
@@ -28,7 +28,6 @@ _ADAPTER: TypeAdapter[Record] = TypeAdapter(
 )
 _TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
 _ID_FIELDS = ("alert_id", "control_id", "transition_id", "score_id")
-_DETAIL_LIMIT = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +60,6 @@ def _classify(exc: ValidationError) -> Reason:
     if tenant:
         return Reason.MISSING_TENANT if tenant[0]["type"] == "missing" else Reason.INVALID_TENANT
     return Reason.SCHEMA_VIOLATION
-
-
-def _detail(exc: ValidationError) -> str:
-    parts = [
-        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']} [{e['type']}]"
-        for e in exc.errors(include_url=False, include_input=False)
-    ]
-    return "; ".join(parts)[:_DETAIL_LIMIT]
 
 
 def decode_record(value: bytes | None) -> Parsed | Rejected | Tombstone:
