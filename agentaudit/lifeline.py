@@ -2,9 +2,9 @@
 
 A worker starts helper processes (the stream jobs, sink processes); if the worker is
 SIGKILLed, helpers left running keep their consumer-group memberships and stall every
-restarted worker. The parent passes its pid in `AGENTAUDIT_PARENT_PID`; the child asks Linux
-for a SIGTERM when that parent dies (the parent-death signal), and exits at once if the
-parent is already gone (it may die between the fork and the request).
+restarted worker. The parent passes its pid (in `AGENTAUDIT_PARENT_PID`, or on the command line); the child asks
+Linux for a signal when that parent dies (the parent-death signal), and takes it at once if
+the parent is already gone (it may die between the fork and the request).
 """
 
 from __future__ import annotations
@@ -21,17 +21,18 @@ def child_env(env: dict[str, str]) -> dict[str, str]:
     return {**env, PARENT_ENV: str(os.getpid())}
 
 
-def follow_parent() -> None:
-    """In a helper: SIGTERM this process when the parent named in the environment dies.
+def follow_parent(parent_pid: int | None = None, sig: int = signal.SIGTERM) -> None:
+    """In a helper: get `sig` when the parent dies (`parent_pid`, else the one named in the
+    environment); `sig` at once if it is already gone.
 
-    A no-op when started by hand (no `AGENTAUDIT_PARENT_PID`) or off Linux.
+    A no-op when started by hand (no parent named) or off Linux.
     """
-    expected = os.environ.get(PARENT_ENV)
+    expected = parent_pid or int(os.environ.get(PARENT_ENV) or 0)
     if not expected or not sys.platform.startswith("linux"):
         return
     import ctypes
 
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() != int(expected):  # the parent died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, sig)
+    if os.getppid() != expected:  # the parent died before the request took effect
+        os.kill(os.getpid(), sig)

@@ -165,7 +165,8 @@ app.add_typer(goldsets.app, name="goldsets")
 
 def main() -> None:
     """Console-script entry point: user errors are one line and a non-zero exit, never a traceback."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("AGENTAUDIT_LOG_LEVEL", "WARNING").upper()  # DEBUG, INFO, WARNING, ERROR
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app()  # standalone: typer reports usage errors itself (exit 2)
     except UserError as exc:

@@ -6,9 +6,9 @@ JSON lines (see `agentaudit.sink.pool`); logs go to stderr. SIGTERM flushes, com
 exits 0.
 
 The parent owns the store this process inserts through. When it dies (SIGKILL included),
-this process stops promptly, also in the middle of retrying an insert or a recovery: an
-orphan would otherwise stay in the consumer group, holding partitions and retrying a dead
-endpoint forever, and every restarted worker would ingest nothing from them (issue 9 F).
+this process is killed too (the parent-death signal), also in the middle of retrying an
+insert or a recovery: an orphan would otherwise stay in the consumer group, holding
+partitions and retrying a dead endpoint, and restarted workers would ingest nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import sys
 import orjson
 
 from agentaudit.gc_tuning import tune_gc
+from agentaudit.lifeline import follow_parent
 from agentaudit.settings import Settings
 from agentaudit.sink.processor import Batch
 from agentaudit.sink.worker import SinkWorker
@@ -72,23 +73,17 @@ async def _main(parent_pid: int) -> None:
         progress(Batch())
 
 
-def _stop_with_parent(parent_pid: int) -> None:
-    """Linux: SIGTERM this process when its parent dies (it serves the store this process
-    inserts through), instead of idling on as an orphan member of the consumer group."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() != parent_pid:  # died before the signal was armed: it will never come
-        sys.stderr.write(f"sink[{os.getpid()}] the worker that started this sink process is gone\n")
-        sys.exit(0)
-
-
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="sink[%(process)d] %(message)s")
+    level = os.environ.get("AGENTAUDIT_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=level, stream=sys.stderr, format="sink[%(process)d] %(levelname)s %(name)s: %(message)s")
     parent_pid = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
-    _stop_with_parent(parent_pid)
+    # SIGKILL, not SIGTERM: with its store owner gone nothing this process holds can be
+    # stored, and a graceful stop kept it in the consumer group (a stop waits for its flush,
+    # and a recovery blocked on the dead store does not see the signal): measured, orphans
+    # rejoined generation after generation and restarted workers stored nothing for over a
+    # minute. Killed, its membership expires after the session timeout, and what it had not
+    # committed is read again by the partitions' next owner.
+    follow_parent(parent_pid, signal.SIGKILL)
     asyncio.run(_main(parent_pid))
 
 
