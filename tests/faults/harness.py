@@ -25,6 +25,7 @@ from agentaudit.settings import Settings
 from agentaudit.store import open_store
 from agentaudit.store.embedded import read_live_endpoint
 from tests.integration.helpers import assert_chains_valid
+from tests.integration.procs import alive, children_of, cmdline
 
 T = TypeVar("T")
 POLL_S = 0.2
@@ -172,24 +173,6 @@ def wait_served(worker: WorkerProcess, timeout: float = 90) -> float:
 # -- processes -------------------------------------------------------------------------------
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state, ppid, …); None when gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def alive(pid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] != "Z"
-
-
-def children_of(pid: int) -> set[int]:
-    return {int(e) for e in os.listdir("/proc")
-            if e.isdigit() and (f := _stat(int(e))) and int(f[1]) == pid}  # fmt: skip
-
-
 def sink_children_of_group(consumer_group: str) -> set[int]:
     """Live `agentaudit.sink.child` processes of this test's consumer group (other engineers'
     tests run on the same machine; their sink processes are not ours to judge)."""
@@ -198,10 +181,9 @@ def sink_children_of_group(consumer_group: str) -> set[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
+        if "agentaudit.sink.child" not in cmdline(int(entry)):
+            continue
         try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            if b"agentaudit.sink.child" not in cmdline:
-                continue
             environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
