@@ -34,6 +34,7 @@ from typing import Any
 from agentaudit.records.decode import Parsed, Tombstone, decode_record, hints
 from agentaudit.records.rows import RECORD_TABLES, Record
 from agentaudit.sink.deadletter import keep
+from agentaudit.sink.decode import Reason, Rejected
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.processor import DlqRecord
 from agentaudit.sink.rows import Source, dead_letter_row
@@ -160,10 +161,16 @@ class RecordProcessor:
         first, _ = batch.ranges.get(tp, (source.offset, source.offset))
         batch.ranges[tp] = (first, source.offset)
         verdict = decode_record(value)
+        if isinstance(verdict, Parsed):
+            try:
+                row = self._row(source, verdict.record, verdict.raw)
+            except Exception as exc:  # noqa: BLE001 - valid but not storable: a dead letter, never a crash loop
+                verdict = Rejected(Reason.UNENCODABLE, f"{type(exc).__name__}: {exc}"[:2000])
+            else:
+                self._add_row(source, verdict.record, row)
+                return
         if isinstance(verdict, Tombstone):
             self.counters.tombstones += 1
-        elif isinstance(verdict, Parsed):
-            self._add_record(source, verdict.record, verdict.raw)
         elif self._held(DEAD_LETTERS_TABLE, source):
             self.counters.already_stored += 1
         else:
@@ -183,7 +190,11 @@ class RecordProcessor:
             batch.high.setdefault(DEAD_LETTERS_TABLE, {})[tp] = source.offset
             self.counters.dead_lettered += 1
 
-    def _add_record(self, source: Source, record: Record, raw: bytes) -> None:
+    @staticmethod
+    def _row(source: Source, record: Record, raw: bytes) -> tuple[Any, ...]:
+        return RECORD_TABLES[record.record].row(record, raw, source)
+
+    def _add_row(self, source: Source, record: Record, row: tuple[Any, ...]) -> None:
         table = RECORD_TABLES[record.record]
         if self._held(table.table, source):
             self.counters.already_stored += 1
@@ -191,7 +202,7 @@ class RecordProcessor:
         if not self.recent[table.record].add(getattr(record, table.id_column)):
             self.counters.duplicates += 1
             return
-        self.batch.rows.setdefault(table.table, []).append(table.row(record, raw, source))
+        self.batch.rows.setdefault(table.table, []).append(row)
         self.batch.high.setdefault(table.table, {})[(source.topic, source.partition)] = (
             source.offset
         )

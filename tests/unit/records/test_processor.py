@@ -225,3 +225,17 @@ def test_an_oversized_dead_letter_keeps_a_prefix_its_size_and_hash() -> None:
     assert len(row["original"]) == len(batch.dlq[0].value) < len(big)
     assert f"original {len(big)} bytes" in row["detail"]
     assert int(headers["original_size"]) == len(big)
+
+
+def test_a_valid_record_that_cannot_be_stored_is_a_dead_letter_not_a_crash() -> None:
+    """An alert whose `details` holds an integer beyond 64 bits passed validation and then
+    crashed the row's encoding: the record sink would crash-loop on that message."""
+    doc = orjson.loads(wire(alert()))
+    del doc["details"]
+    raw = orjson.dumps(doc)[:-1] + b',"details":{"n":18446744073709551616}}'
+    p = processor()
+    p.add(src(3), raw)
+    p.add(src(4), wire(alert(tenant="globex")))
+    batch = p.take()
+    assert [r[DEAD_LETTER_COLUMNS.index("reason")] for r in batch.dead_letters] == ["unencodable"]
+    assert len(batch.rows[ALERTS.table]) == 1
