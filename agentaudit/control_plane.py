@@ -5,12 +5,9 @@
   publish UNBLOCK messages rather than tombstones so that the stream jobs and the store see
   the event (who lifted what, when).
 
-Reads assign every partition with no consumer group, read from the beginning and stop at
-the end. "The end" is judged per partition from the high watermark that fetch responses
-carry (as `producers/control_listener.py` does), not from `end_offsets()`: the local broker
-under-reports end offsets when records were produced in batches. The latest record per key
-is the state (what compaction would keep). Used by the CLI, the demo and the tests; aiokafka
-is imported only when a function runs.
+Reads go through `producers.compacted.read_latest` (the one compacted-topic reader): every
+partition from the beginning to its end, the latest record per key is the state. Used by
+the CLI, the demo and the tests; aiokafka is imported only when a function runs.
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ from pydantic import ValidationError
 from agentaudit.broker import ensure_topics
 from agentaudit.errors import BrokerUnreachable, UserError
 from agentaudit.settings import Settings
+from producers.compacted import EndNotReached, Unreachable, read_latest
 from schemas.budgets import Budget
 from schemas.records import ControlAction, ControlMessage, ControlReason, Scope, record_id
 
@@ -34,7 +32,6 @@ log = logging.getLogger("agentaudit.control_plane")
 
 MANUAL_RUNBOOK = "runbooks/ManualBlock.md"
 DEFAULT_TIMEOUT_S = 15.0
-_FETCH_WAIT_MS = 100  # an empty fetch returns after this; it bounds the time to notice the end
 
 T = TypeVar("T")
 
@@ -159,59 +156,14 @@ async def _read_latest(
 ) -> dict[str, bytes]:
     """Key → latest non-empty value of `topic`, read from the beginning to its end; keys
     whose latest record is a tombstone are absent. A missing topic reads as empty."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.errors import KafkaError
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id="agentaudit-cli",
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=_FETCH_WAIT_MS,
-        **consumer_options,
-    )
     try:
-        async with asyncio.timeout(timeout):
-            await consumer.start()
-            await consumer.topics()  # one metadata round trip for the partition list
-    except (TimeoutError, KafkaError, OSError):
-        await _quietly_stop(consumer)
+        latest = await read_latest(settings.kafka_bootstrap, topic, timeout_s=timeout,
+                                   client_id="agentaudit-cli", **consumer_options)  # fmt: skip
+    except Unreachable:
         raise _unreachable(settings) from None
-    latest: dict[str, bytes | None] = {}
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return {}
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        async with asyncio.timeout(timeout):
-            while True:
-                batches = await consumer.getmany(timeout_ms=_FETCH_WAIT_MS)
-                for messages in batches.values():
-                    for m in messages:
-                        if m.key is None:
-                            log.warning("skipped a record without a key on %s at offset %d", topic, m.offset)
-                            continue
-                        latest[m.key.decode("utf-8", "replace")] = m.value
-                if await _at_end(consumer, tps):
-                    break
-    except TimeoutError:
-        raise UserError(
-            f"could not read {topic} to its end within {timeout:.0f}s from {settings.kafka_bootstrap}"
-        ) from None
-    finally:
-        await _quietly_stop(consumer)
-    return {k: v for k, v in latest.items() if v}
-
-
-async def _at_end(consumer: Any, tps: Sequence[Any]) -> bool:
-    for tp in tps:
-        highwater = consumer.highwater(tp)  # from the latest fetch response; None before one
-        if highwater is None or await consumer.position(tp) < highwater:
-            return False
-    return True
+    except EndNotReached as exc:
+        raise UserError(str(exc)) from None
+    return {key.decode("utf-8", "replace"): value for key, value in latest.items()}
 
 
 def _decode(values: dict[str, bytes], parse: Callable[[bytes], T], topic: str) -> dict[str, T]:

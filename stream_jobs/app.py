@@ -32,14 +32,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from agentaudit.control_plane import _at_end
 from agentaudit.goldsets_plane import PinRecord
 from agentaudit.settings import Settings
 from producers.backoff import Backoff
+from producers.compacted import CompactedReader, CompactedReadError
 from schemas.budgets import Budget
 from schemas.pricing import load_pricing
 from schemas.records import ControlMessage, DriftScore
@@ -70,6 +69,8 @@ BATCH_WITHIN_S = 0.02
 the bench's jobs run, 100k events, two pairs: 0.1 s 18.0k/13.7k → 0.02 s 20.2k/23.4k per s)."""
 TICK_INTERVAL_S = 1.0
 PINS_WAIT_S = 15.0
+FOLLOW_CONNECT_TIMEOUT_S = 30.0
+"""Bound on connecting a budget/pin follower; past it, the follower retries with backoff."""
 TABLES = ("spend", "breakers", "anomaly", "drift")
 RAW_TABLES = ("anomaly", "drift")
 Clock = Callable[[], datetime]
@@ -245,39 +246,26 @@ class StreamJobsApp:
 
     async def _follow(self, topic: str, apply: Apply, seen: asyncio.Event) -> None:
         """Read `topic` from the beginning and keep following it; `seen` is set once the
-        end is reached. Retries with backoff while the broker or the topic is missing."""
+        end is reached. Retries with backoff while the broker or the topic is missing,
+        resuming from the offsets already applied."""
+
+        async def on_record(_topic: str, key: bytes | None, value: bytes | None) -> None:
+            async with self._lock:  # state changes; written at the next commit
+                await self._publish(apply(key, value))
+
+        reader = CompactedReader(self.settings.kafka_bootstrap, [topic], client_id="agentaudit-jobs",
+                                 fetch_max_wait_ms=500, require_topics=True)  # fmt: skip
         backoff = Backoff(0.5, 10.0)
         while True:
             try:
-                await self._read_topic(topic, apply, seen)
-            except KafkaError as exc:
+                await reader.open(FOLLOW_CONNECT_TIMEOUT_S)
+                await reader.follow(on_record, seen.set)
+            except (KafkaError, CompactedReadError) as exc:
                 delay = backoff.next_delay()
                 log.warning("%s unreadable (%s); retrying in %.1fs", topic, exc, delay)
                 await asyncio.sleep(delay)
-
-    async def _read_topic(self, topic: str, apply: Apply, seen: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            await consumer.topics()  # one metadata round trip for the partition list
-            parts = sorted(consumer.partitions_for_topic(topic) or ())
-            tps = [TopicPartition(topic, p) for p in parts]
-            if not tps:
-                raise KafkaError(f"topic {topic} does not exist yet")
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            while True:
-                batches = await consumer.getmany(timeout_ms=500)
-                for records in batches.values():
-                    for message in records:
-                        async with self._lock:  # state changes; written at the next commit
-                            await self._publish(apply(message.key, message.value))
-                if not seen.is_set() and await _at_end(consumer, tps):
-                    seen.set()
-        finally:
-            await consumer.stop()
+            finally:
+                await reader.close()
 
     def _apply_budget(self, key: bytes | None, value: bytes | None) -> list[Record]:
         now = self.clock()

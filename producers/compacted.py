@@ -1,0 +1,229 @@
+"""The one reader of compacted topics: from the beginning to the end, then (optionally) follow.
+
+An aiokafka consumer with no group assigns every partition of its topics and reads them from
+the beginning: the latest record per key is the state (what compaction keeps), a record with
+an empty value (a tombstone) deletes its key. Used by the SDK's kill-switch listener
+(`producers.control_listener`), the CLI (`agentaudit.control_plane`, `agentaudit.goldsets_plane`)
+and the stream jobs' budget and pin followers (`stream_jobs.app`).
+
+"The end" is judged per partition from the high watermark that fetch responses carry, not
+from `end_offsets()`: the local broker under-reports end offsets when records were produced
+in batches. A reader keeps its positions across `open`/`close`, so a new session after a
+lost broker resumes where the last one stopped instead of replaying the topic.
+
+Every wait is bounded: `open` and `read_to_end` take a timeout and raise `Unreachable` or
+`EndNotReached` (both `CompactedReadError`) with the bootstrap, topics and timeout in the
+message. aiokafka is imported when a reader opens, never at `import producers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from producers.backoff import Backoff
+
+logger = logging.getLogger("agentaudit.producers")
+
+FETCH_MAX_WAIT_MS = 100
+"""How long the broker may hold an empty fetch. It bounds the time to notice the end and the
+propagation delay on brokers that do not answer a long poll early when records arrive."""
+CATCH_UP_POLL_MS = 50
+"""Poll wait until the end is reached: empty partitions report their watermark per fetch."""
+FOLLOW_POLL_MS = 1000
+"""Poll wait once caught up: `getmany` returns as soon as records arrive."""
+
+OnRecord = Callable[[str, bytes | None, bytes | None], Awaitable[None]]
+"""Called once per record read, in offset order per partition: (topic, key, value)."""
+
+
+class CompactedReadError(Exception):
+    """A compacted topic could not be read as asked."""
+
+
+class Unreachable(CompactedReadError):
+    """The broker could not be reached (or the topics listed) within the timeout."""
+
+
+class EndNotReached(CompactedReadError):
+    """The topics were not read to their end within the timeout."""
+
+
+class TopicMissing(CompactedReadError):
+    """A topic the reader requires does not exist (yet)."""
+
+
+class CompactedReader:
+    """Reads every partition of `topics` on `bootstrap` from the beginning; see the module.
+
+    `require_topics`: a missing topic raises `TopicMissing` at `open`; otherwise it counts as
+    empty and its appearance is checked on a backoff while following. `consumer_options` go
+    to aiokafka's consumer (e.g. a small `max_partition_fetch_bytes` in tests)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        *,
+        client_id: str,
+        fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+        require_topics: bool = False,
+        close_timeout_s: float = 5.0,
+        **consumer_options: Any,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topics = tuple(topics)
+        self.caught_up = False
+        """Set (for good) once every partition was read to its end."""
+        self._require = require_topics
+        self._close_timeout_s = close_timeout_s
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "client_id": client_id,
+            "group_id": None,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "fetch_max_wait_ms": fetch_max_wait_ms,
+            **consumer_options,
+        }
+        self._consumer: Any = None
+        self._positions: dict[Any, int] = {}  # TopicPartition → next offset to read
+        self._missing: set[str] = set(self.topics)
+        self._topic_backoff = Backoff(1.0, 30.0)
+        self._next_topic_check = 0.0
+
+    async def open(self, timeout_s: float) -> None:
+        """Connect and assign every partition of the topics that exist, resuming where a
+        previous session stopped, else from the beginning. `Unreachable` after `timeout_s`."""
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.errors import KafkaError
+
+        await self.close()
+        self._consumer = AIOKafkaConsumer(**self._options)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._consumer.start()
+                await self._assign()
+        except (TimeoutError, KafkaError, OSError) as exc:
+            await self.close()
+            raise Unreachable(
+                f"cannot read {', '.join(self.topics)} from Kafka at {self.bootstrap} "
+                f"within {timeout_s:g}s: {exc!r}"
+            ) from exc
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Stop the consumer (if open); never raises, whatever state the connection is in."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        try:
+            async with asyncio.timeout(self._close_timeout_s):
+                await consumer.stop()
+        except BaseException:  # noqa: BLE001 - see below; the caller's own error goes on
+            # aiokafka 0.14: with the broker gone, Fetcher.close() re-raises a cancelled
+            # internal task's CancelledError before the client is closed, which would leak
+            # the client's metadata task and sockets. Close the client ourselves (private
+            # attribute, pinned version; without it, nothing worse than the leak happens).
+            with contextlib.suppress(BaseException):
+                async with asyncio.timeout(self._close_timeout_s):
+                    await consumer._client.close()
+
+    async def read_to_end(self, on_record: OnRecord, timeout_s: float) -> None:
+        """Read until every assigned partition is at its end; `EndNotReached` after
+        `timeout_s`. Missing topics count as empty."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not await self._at_end():
+                    await self._poll(on_record, CATCH_UP_POLL_MS)
+        except TimeoutError:
+            raise EndNotReached(
+                f"could not read {', '.join(self.topics)} to its end within {timeout_s:.0f}s "
+                f"from {self.bootstrap}"
+            ) from None
+        self.caught_up = True
+
+    async def follow(
+        self, on_record: OnRecord, on_caught_up: Callable[[], None] | None = None
+    ) -> None:
+        """Read forever (returns only when cancelled or on a broker error); `on_caught_up`
+        is called once in the reader's life, when the end is first reached."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.caught_up and await self._at_end():
+                self.caught_up = True
+                logger.debug("agentaudit: read %s to its end", self.topics)
+                if on_caught_up is not None:
+                    on_caught_up()
+            await self._poll(on_record, FOLLOW_POLL_MS if self.caught_up else CATCH_UP_POLL_MS)
+            if self._missing and loop.time() >= self._next_topic_check:
+                await self._assign()  # a topic appeared since? pick it up
+
+    async def _poll(self, on_record: OnRecord, timeout_ms: int) -> None:
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms)
+        for tp, messages in batches.items():
+            for message in messages:
+                self._positions[tp] = message.offset + 1
+                await on_record(tp.topic, message.key, message.value)
+
+    async def _at_end(self) -> bool:
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)  # from the latest fetch; None before one
+            if highwater is None or await self._consumer.position(tp) < highwater:
+                return False
+        return True
+
+    async def _assign(self) -> None:
+        from aiokafka import TopicPartition
+
+        consumer = self._consumer
+        if self._missing:
+            await consumer.topics()  # one metadata round trip, only while a topic is missing
+        tps = []
+        for topic in self.topics:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions:
+                self._missing.discard(topic)
+                tps += [TopicPartition(topic, p) for p in sorted(partitions)]
+            else:
+                self._missing.add(topic)
+        if self._missing and self._require:
+            raise TopicMissing(f"topic {', '.join(sorted(self._missing))} does not exist yet")
+        consumer.assign(tps)
+        fresh = [tp for tp in tps if tp not in self._positions]
+        for tp in tps:
+            if tp in self._positions:
+                consumer.seek(tp, self._positions[tp])
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)
+        self._next_topic_check = asyncio.get_running_loop().time() + self._topic_backoff.next_delay()
+
+
+async def read_latest(
+    bootstrap: str, topic: str, *, timeout_s: float, client_id: str, **consumer_options: Any
+) -> dict[bytes, bytes]:
+    """Key → latest non-empty value of `topic`, read from the beginning to its end once; keys
+    whose latest record is a tombstone are absent, keyless records are skipped (logged). A
+    missing topic reads as empty. `Unreachable` / `EndNotReached` past `timeout_s` (each)."""
+    latest: dict[bytes, bytes] = {}
+
+    async def keep(_topic: str, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            logger.warning("skipped a record without a key on %s", topic)
+        elif value:
+            latest[key] = value
+        else:
+            latest.pop(key, None)
+
+    reader = CompactedReader(bootstrap, [topic], client_id=client_id, **consumer_options)
+    await reader.open(timeout_s)
+    try:
+        await reader.read_to_end(keep, timeout_s)
+    finally:
+        await reader.close()
+    return latest
