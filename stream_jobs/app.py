@@ -116,7 +116,7 @@ class StreamJobsApp:
         self.pins_seen = asyncio.Event()
         self._lock = asyncio.Lock()  # one of: a batch, a tick, a budget/pin update, a commit
         app = self.app = make_app(settings, app_id=app_id, **{**THROUGHPUT_SETTINGS, **faust_overrides})
-        app.commit_guard = self.commit_guard  # type: ignore[attr-defined]  # see runtime.FastConsumer
+        app.commit_guard = self.commit_guard  # see runtime.AuditApp.commit_guard
         self.events = source_topic(app, settings.events_topic, batched=True)
         self.alerts = app.topic(settings.alerts_topic, key_serializer="raw", value_serializer="raw")
         self.control = app.topic(settings.control_topic, key_serializer="raw", value_serializer="raw")
