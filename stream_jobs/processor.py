@@ -103,6 +103,8 @@ class StreamJobs:
         detection.begin_batch(partition, now)
         offset = -1
         skew, recent_add = self.max_skew_ms, self.recent.add
+        applied = self.fence.last_applied(partition)
+        applied = -1 if applied is None else applied
         for item in items:
             offset, value = item[0], item[1]
             # The sink's own verdict (duplicate keys, clock skew against the record's
@@ -111,7 +113,9 @@ class StreamJobs:
             if isinstance(event, Rejected):
                 counters.invalid += 1
                 continue
-            if not recent_add(event.event_id):
+            # Re-delivered offsets are the replay guards' business (they keep their own
+            # count); only a new message carrying a known id is a re-sent event.
+            if not recent_add(event.event_id) and offset > applied:
                 counters.duplicates += 1
                 continue
             counters.events += 1
