@@ -38,8 +38,9 @@ from stream_jobs.drift.pins import make_pin
 from stream_jobs.runtime import running
 from tests.conftest import settings_env
 from tests.factories import event_dict, wire
+from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_raw, scalar, sink_until
-from tests.integration.test_stream_jobs import FakeClock, read_records, until
+from tests.integration.test_stream_jobs import FakeClock, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +78,8 @@ def jobs_app(settings: Settings, clock: FakeClock) -> StreamJobsApp:
 async def process(jobs: StreamJobsApp, settings: Settings, messages: list[Message]) -> None:
     sent = jobs.jobs.counters.events
     await produce_raw(settings, messages)
-    await until(lambda: jobs.jobs.counters.events >= sent + len(messages), 60, "events processed")
+    await poll_until(lambda: jobs.jobs.counters.events >= sent + len(messages), 60,
+                     "events processed")  # fmt: skip
 
 
 async def idle_closed(jobs: StreamJobsApp, now: datetime) -> None:
@@ -85,7 +87,7 @@ async def idle_closed(jobs: StreamJobsApp, now: datetime) -> None:
     detection, minute = jobs.jobs.detection, int(now.timestamp() // 60)
     parts = detection.partition_minute
     closed = lambda: all(parts.get(p, -1) >= minute for p in detection.by_partition)
-    await until(closed, 30, "idle partitions closed")
+    await poll_until(closed, 30, "idle partitions closed")
 
 
 async def test_a_spend_spike_raises_one_spend_anomaly_for_that_tenant_only(
@@ -212,16 +214,17 @@ async def test_b_a_degraded_agent_version_raises_eval_drift_against_its_pin(
         sink_task = asyncio.create_task(records.run())
         try:
             async with running(jobs.app, timeout=90):
-                await until(jobs.pins_seen.is_set, 30, "the pins topic read")
+                await poll_until(jobs.pins_seen.is_set, 30, "the pins topic read")
                 assert jobs.jobs.detection.pins.current(tenant, "support-gold", "correctness")
                 # the jobs read the topic from the start: the reference first, by the real clock
-                await until(lambda: jobs.jobs.counters.events >= len(reference), 60, "reference read")
+                await poll_until(lambda: jobs.jobs.counters.events >= len(reference), 60,
+                                 "reference read")  # fmt: skip
                 await process(jobs, settings, degraded)
                 clock.at = datetime.now(UTC) + timedelta(minutes=1)  # idle: the windows close
                 await idle_closed(jobs, clock.at)
-                await until(lambda: scalar(store, "SELECT count() FROM agentaudit.drift_scores "
-                                           "WHERE tenant_id = {t:String}", {"t": tenant}) >= 4,
-                            30, "drift scores stored")  # fmt: skip
+                sql = "SELECT count() FROM agentaudit.drift_scores WHERE tenant_id = {t:String}"
+                await poll_until(lambda: scalar(store, sql, {"t": tenant}) >= 4, 30,
+                                 "drift scores stored")  # fmt: skip
         finally:
             records.stop()
             await sink_task
@@ -281,10 +284,10 @@ async def test_goldsets_add_is_idempotent_and_mistakes_are_one_line_errors(
     jobs = jobs_app(settings, FakeClock())
     pinned = lambda: jobs.jobs.detection.pins.current("acme", "refunds", "m")
     async with running(jobs.app, timeout=90):
-        await until(jobs.pins_seen.is_set, 30, "the pins topic read")
+        await poll_until(jobs.pins_seen.is_set, 30, "the pins topic read")
         assert pinned() is not None
         assert "unpinned acme|refunds|m" in cli(settings, "goldsets", "unpin", *target)
-        await until(lambda: pinned() is None, 30, "the jobs honour the unpin")
+        await poll_until(lambda: pinned() is None, 30, "the jobs honour the unpin")
     assert "acme" not in cli(settings, "goldsets", "pins", "-f", "json")
     error = one_line_error(settings, "goldsets", "unpin", *target)
     assert "no pin acme|refunds|m" in error and "pins: none" in error, error
@@ -309,7 +312,7 @@ async def test_c_a_model_switch_raises_model_version_changed_once_also_across_a_
     # A new worker recovers the state from the changelog (and may replay uncommitted events).
     jobs = jobs_app(settings, clock)
     async with running(jobs.app, timeout=90):
-        await until(lambda: tenant in jobs.jobs.detection.tenants, 30, "the state recovered")
+        await poll_until(lambda: tenant in jobs.jobs.detection.tenants, 30, "the state recovered")
         await process(jobs, settings, calls(60, 40, SERVED_B) + calls(100, 5, SERVED_A))
         models = jobs.jobs.detection.tenants[tenant].drift.models
         assert models.pinned_model("support-bot", "gpt-5-mini") == SERVED_A

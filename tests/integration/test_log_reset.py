@@ -8,7 +8,6 @@ broker so it can restart it on the same port while a sink is connected.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
@@ -21,6 +20,7 @@ from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from agentaudit.store.protocol import Store
 from tests.factories import event_dict, wire
+from tests.helpers_wait import poll_until
 from tests.integration.helpers import assert_chains_valid, scalar, sink_until
 
 pytestmark = pytest.mark.integration
@@ -71,10 +71,8 @@ def count(store: Store) -> int:
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float, what: Callable[[], object]) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not reached in {timeout}s: {what()}"
-        await asyncio.sleep(0.2)  # polling the store another task writes
+    # polling the store another task writes
+    await poll_until(condition, timeout, "the store", interval=0.2, detail=lambda: repr(what()))
 
 
 def assert_exactly(store: Store, sent: int) -> None:

@@ -18,6 +18,7 @@ from agentaudit.sink.pool import SinkProcesses
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from tests.factories import event_dict, wire
+from tests.helpers_wait import poll_until
 from tests.integration.helpers import assert_chains_valid, produce_raw, scalar
 from tests.integration.procs import alive, children_of
 
@@ -110,13 +111,17 @@ async def _start_worker(settings: Settings, sink_processes: int) -> asyncio.subp
 
 
 async def _wait_stored(settings: Settings, n: int, timeout: float) -> None:
-    last, deadline = None, asyncio.get_running_loop().time() + timeout
-    while last != n:
-        assert asyncio.get_running_loop().time() < deadline, f"{last} of {n} events stored after {timeout}s"
+    last: list[object] = [None]
+
+    def stored() -> bool:
         # not served yet, or served before its migrations ran
         with contextlib.suppress(StoreUnavailable, DatabaseError), open_store(settings, attach=True) as store:
-            last = scalar(store, "SELECT count() FROM agentaudit.events")
-        await asyncio.sleep(0.5)  # polling another process's progress
+            last[0] = scalar(store, "SELECT count() FROM agentaudit.events")
+        return last[0] == n
+
+    # polling another process's progress
+    await poll_until(stored, timeout, f"{n} events stored", interval=0.5,
+                     detail=lambda: f"{last[0]} stored")  # fmt: skip
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal, /proc")

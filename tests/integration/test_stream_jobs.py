@@ -5,8 +5,6 @@ once per threshold, blocks at 100 % and is unblocked when the window ends."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +19,7 @@ from schemas.budgets import Budget
 from stream_jobs.app import StreamJobsApp
 from stream_jobs.runtime import running
 from tests.factories import event_dict, wire
+from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_raw
 
 pytestmark = pytest.mark.integration
@@ -48,14 +47,6 @@ async def read_records(settings: Settings, topic: str) -> list[dict[str, Any]]:
         return found
     finally:
         await consumer.stop()
-
-
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait for an in-process condition the jobs update (not a timed sleep standing in for one)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def sdk_client(settings: Settings, tenant: str) -> Any:
@@ -123,10 +114,11 @@ async def test_budget_alerts_once_per_threshold_blocks_at_the_limit_and_unblocks
     async def send(count: int) -> None:
         sent = jobs.jobs.counters.events
         await produce_raw(settings, [(tenant.encode(), wire(event_dict(tenant, kind="llm_call"))) for _ in range(count)])
-        await until(lambda: jobs.jobs.counters.events >= sent + count, 30, f"{count} events processed")
+        await poll_until(lambda: jobs.jobs.counters.events >= sent + count, 30,
+                         f"{count} events processed")  # fmt: skip
 
     async with running(jobs.app, timeout=90):
-        await until(jobs.budgets_seen.is_set, 30, "the budgets topic read")
+        await poll_until(jobs.budgets_seen.is_set, 30, "the budgets topic read")
         client = await asyncio.to_thread(sdk_client, settings, tenant)
         try:
             await send(4)  # 40 %: nothing yet

@@ -26,7 +26,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -56,6 +55,7 @@ from stream_jobs.spend.readout import applied_position, spend_cells
 from stream_jobs.spend.windows import Calendar, window_at
 from tests.conftest import settings_env
 from tests.factories import event_dict, wire
+from tests.helpers_wait import poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -323,14 +323,13 @@ async def _until(
 ) -> None:
     """Poll other processes' progress (nothing to await across processes); on timeout, say
     what is missing (`check.status`, if any) and show the workers' output."""
-    deadline = time.monotonic() + 45
-    while not await check():
-        for w in workers:
-            w.alive()
-        if time.monotonic() > deadline:
-            logs = "\n".join(w.output()[-3000:] for w in workers)
-            raise AssertionError(f"timed out: {what}: {getattr(check, 'status', '')}\n{logs}")
-        await asyncio.sleep(0.2)
+
+    def detail() -> str:
+        logs = "\n".join(w.output()[-3000:] for w in workers)
+        return f"{getattr(check, 'status', '')}\n{logs}"
+
+    await poll_until(check, 45, what, interval=0.2, detail=detail,
+                     check=lambda: [w.alive() for w in workers])  # fmt: skip
 
 
 class _Done:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ from agentaudit.settings import Settings
 from agentaudit.store import open_store
 from schemas.budgets import Budget
 from tests.factories import event_dict, wire
+from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_raw, scalar
 from tests.integration.procs import alive, children_of, cmdline
 
@@ -33,10 +35,7 @@ pytestmark = [
 ]
 
 
-async def _until(condition: object, timeout: float, what: str) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0.2)
+_until = functools.partial(poll_until, interval=0.2)  # each poll asks another process
 
 
 def _count(settings: Settings, sql: str = "SELECT count() FROM agentaudit.events") -> int:
