@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from producers.clock import SYSTEM_CLOCK, Clock
+from producers.clock import SYSTEM_CLOCK, TimeSource
 from producers.context import Binding
 from producers.scopes import LlmCallScope, RunScope, ToolCallScope
 from producers.stats import ClientStats
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class BaseClient(ABC):
     """Helpers for the common event shapes, context binding, and the lifecycle contract."""
 
-    clock: Clock = SYSTEM_CLOCK
+    clock: TimeSource = SYSTEM_CLOCK
 
     # -- primitives -------------------------------------------------------------------------
 

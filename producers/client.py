@@ -24,7 +24,7 @@ from uuid_utils import uuid7
 
 from producers.api import BaseClient
 from producers.backoff import Backoff
-from producers.clock import SYSTEM_CLOCK, Clock
+from producers.clock import SYSTEM_CLOCK, TimeSource
 from producers.context import CURRENT
 from producers.kafka import KafkaTransport
 from producers.killswitch import KillSwitch
@@ -80,7 +80,7 @@ class Client(BaseClient):
         batch_size: int = 512,
         linger_ms: float = 100.0,
         spool: SpoolBackend | None = None,
-        clock: Clock = SYSTEM_CLOCK,
+        clock: TimeSource = SYSTEM_CLOCK,
         reconnect_backoff: tuple[float, float] = (0.5, 30.0),
         connect_timeout_s: float = 30.0,
         max_recent_errors: int = 32,

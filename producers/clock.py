@@ -1,6 +1,10 @@
-"""Injectable time sources for the SDK.
+"""The two kinds of injectable clock, named for what they return.
 
-Event timestamps (`occurred_at`) come from `time_ns()` (wall clock, UTC epoch) and every
+- `TimeSource` (the SDK's): wall-clock epoch nanoseconds and a monotonic reading.
+- `UtcNow` (the sink's, the record sink's, the migrations' and the stream jobs'): a
+  callable returning "now" as an aware UTC `datetime`; `utc_now` is the real one.
+
+In the SDK, event timestamps (`occurred_at`) come from `time_ns()` (wall clock, UTC epoch) and every
 duration (`latency_ms`, `duration_ms`) from `monotonic()`, so a wall-clock step (NTP) never
 yields a negative latency. Tests pass a fake clock to get exact, sleep-free figures.
 """
@@ -8,14 +12,16 @@ yields a negative latency. Tests pass a fake clock to get exact, sleep-free figu
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class Clock(Protocol):
-    """What the client needs from a clock."""
+class TimeSource(Protocol):
+    """What the SDK client needs from a clock: wall time for timestamps, monotonic time for
+    durations."""
 
     def time_ns(self) -> int:
         """Wall-clock nanoseconds since the Unix epoch."""
@@ -34,6 +40,14 @@ class SystemClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+UtcNow = Callable[[], datetime]
+"""A clock that returns the current time as an aware UTC datetime (tests pass a fixed one)."""
+
+
+def utc_now() -> datetime:
+    """The real `UtcNow`: the wall clock, in UTC."""
+    return datetime.now(UTC)
 
 
 def utc_from_ns(ns: int) -> datetime:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from producers.clock import SYSTEM_CLOCK, Clock, utc_from_ns
+from producers.clock import SYSTEM_CLOCK, TimeSource, utc_from_ns
 from producers.control import ControlState
 from producers.errors import Blocked, RequestBudgetExceeded
 from producers.request_budget import RequestEstimate, estimate_request
@@ -82,7 +82,7 @@ class KillSwitch:
         self,
         *,
         enabled: bool = True,
-        clock: Clock = SYSTEM_CLOCK,
+        clock: TimeSource = SYSTEM_CLOCK,
         pricing: PricingTable | None = None,
     ) -> None:
         self.enabled = enabled

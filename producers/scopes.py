@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import uuid_utils
 
-from producers.clock import Clock
+from producers.clock import TimeSource
 from producers.context import (
     CURRENT,
     EMPTY,
@@ -49,7 +49,7 @@ _ZERO_USAGE = {"input_tokens": 0, "output_tokens": 0}
 class Emitter(Protocol):
     """The part of a client a scope needs."""
 
-    clock: Clock
+    clock: TimeSource
 
     def emit(self, type: str, payload: Mapping[str, Any], **envelope: Any) -> None: ...
 

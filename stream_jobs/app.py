@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -38,6 +37,7 @@ from pydantic import ValidationError
 from agentaudit.goldsets_plane import PinRecord
 from agentaudit.settings import Settings
 from producers.backoff import Backoff
+from producers.clock import UtcNow, utc_now
 from producers.compacted import CompactedReader, CompactedReadError
 from schemas.budgets import Budget
 from schemas.pricing import load_pricing
@@ -73,12 +73,7 @@ FOLLOW_CONNECT_TIMEOUT_S = 30.0
 """Bound on connecting a budget/pin follower; past it, the follower retries with backoff."""
 TABLES = ("spend", "breakers", "anomaly", "drift")
 RAW_TABLES = ("anomaly", "drift")
-Clock = Callable[[], datetime]
 Apply = Callable[[bytes | None, bytes | None], list[Record]]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def record_key(record: Record) -> bytes:
@@ -101,7 +96,7 @@ class StreamJobsApp:
         breaker_config: BreakerConfig | None = None,
         anomaly_config: AnomalyConfig | None = None,
         drift_config: DriftConfig | None = None,
-        clock: Clock = utc_now,
+        clock: UtcNow = utc_now,
         app_id: str = "agentaudit",
         **faust_overrides: Any,
     ) -> None:

@@ -26,9 +26,7 @@ drops those (and the records of a replaced log that the store already holds).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from agentaudit.records.decode import Parsed, Tombstone, decode_record, hints
@@ -38,14 +36,10 @@ from agentaudit.sink.decode import Reason, Rejected
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.processor import DlqRecord
 from agentaudit.sink.rows import Source, dead_letter_row
+from producers.clock import UtcNow, utc_now
 
 DEAD_LETTERS_TABLE = "agentaudit.dead_letters"
 TopicPartitionKey = tuple[str, int]
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -105,7 +99,7 @@ class RecordCounters:
 class RecordProcessor:
     """Per-sink state: per-table watermarks, resume positions, recent ids, the pending batch."""
 
-    def __init__(self, dedup_capacity: int, clock: Clock = utc_now) -> None:
+    def __init__(self, dedup_capacity: int, clock: UtcNow = utc_now) -> None:
         self.clock = clock
         self.dedup_capacity = dedup_capacity
         self.recent = {kind: RecentIds(dedup_capacity) for kind in RECORD_TABLES}

@@ -10,9 +10,8 @@ holds for the partition, which is what makes replays after a crash exactly-once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -22,14 +21,9 @@ from agentaudit.sink.deadletter import keep
 from agentaudit.sink.decode import Accepted, decode, not_after
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
+from producers.clock import UtcNow, utc_now
 from schemas.events import MAX_EVENT_BYTES
 from schemas.pricing import PricingTable
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -107,7 +101,7 @@ class SinkProcessor:
         self,
         pricing: PricingTable,
         dedup_capacity: int,
-        clock: Clock = utc_now,
+        clock: UtcNow = utc_now,
         max_clock_skew_s: float = 900.0,
     ) -> None:
         self.cost = EventCost(pricing)

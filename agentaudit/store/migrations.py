@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from agentaudit.errors import UserError
 from agentaudit.store.protocol import Store
+from producers.clock import UtcNow, utc_now
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$")
 _BOOTSTRAP = (
@@ -30,7 +30,6 @@ _BOOTSTRAP = (
     ),
 )
 _COLUMNS = ("version", "name", "checksum", "applied_at")
-Clock = Callable[[], datetime]
 
 
 class MigrationError(UserError):
@@ -138,7 +137,7 @@ def _checked(
 
 def migrate(
     store: Store, target: int | None = None, *, directory: Traversable | Path | None = None,
-    clock: Clock | None = None,
+    clock: UtcNow = utc_now,
 ) -> list[str]:  # fmt: skip
     """Apply pending migrations up to `target` (default: all); returns the names applied."""
     known, done = _checked(store, directory)
@@ -152,7 +151,7 @@ def migrate(
             continue
         for sql in statements(migration.up):
             store.command(sql)
-        at = (clock or _utc_now)()
+        at = clock()
         store.insert("agentaudit.schema_migrations",
                      [[migration.version], [migration.name], [migration.checksum], [at]], _COLUMNS)  # fmt: skip
         applied.append(migration.name)
@@ -194,7 +193,3 @@ def status(store: Store, *, directory: Traversable | Path | None = None) -> list
         name = migration.name if migration else row[0] if row else str(version)
         result.append(MigrationStatus(version, name, state, row[2] if row else None))
     return result
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
