@@ -55,6 +55,9 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
 
         # Alerts, control messages, transitions and drift scores land beside the events.
         records = asyncio.create_task(run_record_sink(settings, store, stop))
+        # A record sink that ends before `stop` failed: stop the worker so its error is
+        # reported, instead of events flowing on while alerts silently stop being stored.
+        records.add_done_callback(lambda _task: stop.set())
         # The jobs run in their own process: storing never waits for analysis.
         jobs = asyncio.create_task(JobsProcess(settings).run(stop)) if settings.stream_jobs else None
         try:

@@ -17,14 +17,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
-from agentaudit.errors import UserError
 from agentaudit.records.processor import DEAD_LETTERS_TABLE, RecordBatch, RecordProcessor
 from agentaudit.records.recovery import RecordRecovery, recover_records
 from agentaudit.records.rows import OFFSETS_COLUMNS, OFFSETS_TABLE, RECORD_TABLES
 from agentaudit.settings import Settings
-from agentaudit.sink.base import Fault, PartitionSink, Start, no_fault
+from agentaudit.sink.base import Fault, PartitionSink, Start, no_fault, run_sink
 from agentaudit.sink.processor import DlqRecord
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, Source
 from agentaudit.store.protocol import Store
@@ -118,15 +116,5 @@ class RecordSink(PartitionSink[RecordBatch]):
 async def run_record_sink(settings: Settings, store: Store, stop: asyncio.Event) -> RecordSink:
     """Run a RecordSink until `stop` is set; used by the worker."""
     sink = RecordSink(settings, store)
-    task = asyncio.create_task(sink.run())
-    waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    sink.stop()
-    waiter.cancel()
-    try:
-        await task
-    except KafkaError as exc:
-        raise UserError(
-            f"Kafka error in the record sink: {exc}; check AGENTAUDIT_KAFKA_BOOTSTRAP"
-        ) from None
+    await run_sink(sink, stop, "pipeline records")
     return sink

@@ -31,7 +31,9 @@ from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError, OffsetOutOfRangeError
+from clickhouse_connect.driver.exceptions import DatabaseError
 
+from agentaudit.errors import StoreRefused, UserError
 from agentaudit.settings import Settings
 from agentaudit.sink.deadletter import shrink
 from agentaudit.sink.logguard import Anchor, Decision, LogGuard
@@ -374,3 +376,26 @@ class PartitionSink(ABC, Generic[B]):
         except (CommitFailedError, KafkaError) as exc:
             # Harmless: positions are recovered from the store, the commit only reports progress.
             self.log.info("offset commit skipped (%s); the store holds the truth", exc)
+
+
+async def run_sink(sink: PartitionSink[Any], stop: asyncio.Event | None, what: str) -> None:
+    """Run `sink` until `stop` is set (or forever); its errors as one line a user can act on.
+
+    `what` names what the sink stores, for the messages ("events", "pipeline records").
+    """
+    task = asyncio.create_task(sink.run())
+    if stop is not None:
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        sink.stop()
+        waiter.cancel()
+    try:
+        await task
+    except KafkaError as exc:
+        raise UserError(f"Kafka error in the sink of {what}: {exc}; check "
+                        "AGENTAUDIT_KAFKA_BOOTSTRAP") from None  # fmt: skip
+    except DatabaseError as exc:
+        raise StoreRefused(
+            f"the store refused a batch of {what} ({' '.join(str(exc).split())[:500]}); nothing "
+            "of it was committed: fix the cause (README, Reliability) and restart the worker"
+        ) from None

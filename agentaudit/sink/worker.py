@@ -21,12 +21,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
-from clickhouse_connect.driver.exceptions import DatabaseError
 
-from agentaudit.errors import StoreRefused, UserError
 from agentaudit.settings import Settings
-from agentaudit.sink.base import PartitionSink, Start
+from agentaudit.sink.base import PartitionSink, Start, run_sink
 from agentaudit.sink.faults import CrashPlan
 from agentaudit.sink.processor import Batch, DlqRecord, SinkProcessor
 from agentaudit.sink.recovery import Recovered, recover
@@ -130,19 +127,5 @@ class SinkWorker(PartitionSink[Batch]):
 async def run_worker(settings: Settings, store: Store, stop: asyncio.Event | None = None) -> SinkWorker:
     """Run a SinkWorker until `stop` is set (or forever); used by the CLI and the demo."""
     worker = SinkWorker(settings, store)
-    task = asyncio.create_task(worker.run())
-    if stop is not None:
-        waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        worker.stop()
-        waiter.cancel()
-    try:
-        await task
-    except KafkaError as exc:
-        raise UserError(f"Kafka error in the sink: {exc}; check AGENTAUDIT_KAFKA_BOOTSTRAP") from None
-    except DatabaseError as exc:
-        raise StoreRefused(
-            f"the store refused a batch of events ({' '.join(str(exc).split())[:500]}); nothing "
-            "of it was committed: fix the cause (README, Reliability) and restart the worker"
-        ) from None
+    await run_sink(worker, stop, "events")
     return worker

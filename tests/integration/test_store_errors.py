@@ -209,3 +209,24 @@ async def test_the_worker_stops_on_an_engine_error_with_one_line_and_exit_6(sett
     assert "store refused a batch" in result.stderr.strip().splitlines()[-1]
     with open_store(settings) as store:
         assert scalar(store, "SELECT count() FROM agentaudit.events") == 0
+
+
+async def test_a_record_sink_the_store_refuses_stops_the_worker_with_one_line(settings: Settings) -> None:
+    """The record sink ran as a task nobody watched: had the store refused its batch, events
+    would have flowed on while alerts silently stopped being stored."""
+    from tests.unit.records.factories import alert
+    from tests.unit.records.factories import wire as record_wire
+
+    await ensure_topics(settings)
+    await produce_raw(settings, [(b"acme", record_wire(alert()))], topic=settings.alerts_topic)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        store.command("ALTER TABLE agentaudit.alerts ADD CONSTRAINT none_allowed CHECK kind = ''")
+    env = {**os.environ, **settings.to_env(), "COLUMNS": "200"}
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "agentaudit.cli.main", "worker", "--no-stream-jobs"],
+        env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert result.returncode == 6, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr
+    assert "store refused a batch of pipeline records" in result.stderr.strip().splitlines()[-1]
