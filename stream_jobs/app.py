@@ -164,7 +164,14 @@ class StreamJobsApp:
             log.warning("partition %d delivered from offset %d, expected %d: seeking back",
                         hole.partition, hole.first, hole.expected)  # fmt: skip
         if hole.seek:
-            await self.app.consumer.seek(tp, hole.expected)
+            # In the consumer's own thread (`seek_wait`): faust's `seek` calls aiokafka from
+            # this loop's thread, racing its fetcher (seen: the Fetcher service crashed with
+            # KeyError in `fetched_records`, the partition stalled, and the stop hung).
+            try:
+                await self.app.consumer.seek_wait({tp: hole.expected})
+            except (KafkaError, TimeoutError) as exc:  # revoked meanwhile: nothing to rewind
+                log.warning("partition %d: seeking back to %d failed (%r); the fence asks "
+                            "again on the next batch", hole.partition, hole.expected, exc)  # fmt: skip
 
     async def run(self, stop: asyncio.Event, *, timeout: float = 120.0) -> None:
         """Run the app's worker services in this event loop until `stop` is set."""

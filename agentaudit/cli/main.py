@@ -84,6 +84,24 @@ def jobs() -> None:
         console.print("stream jobs stopped")
 
     run_until_signal(serve)
+    _exit_past_abandoned_threads()
+
+
+def _exit_past_abandoned_threads() -> None:
+    """Exit now if threads are still running: a faust stop abandoned after its bound (see
+    `stream_jobs.runtime.runner`) leaves its consumer thread behind, and the interpreter
+    would wait for it forever on exit (seen: SIGTERM answered, process still there)."""
+    import threading
+
+    stuck = [t.name for t in threading.enumerate()
+             if t is not threading.main_thread() and t.is_alive() and not t.daemon]  # fmt: skip
+    if not stuck:
+        return
+    logging.getLogger("agentaudit").warning("exiting past threads left running: %s", ", ".join(stuck))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @app.command()

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from clickhouse_connect.driver.exceptions import DatabaseError
 
+from agentaudit.errors import BadQuery, StoreUnavailable
 from agentaudit.settings import Settings
 from agentaudit.sink.worker import SinkWorker
+from agentaudit.store import open_store
 from agentaudit.store.protocol import Store
 from schemas.canonical import GENESIS_HASH
 
@@ -66,6 +70,14 @@ async def sink_until(settings: Settings, store: Store, done: Callable[[SinkWorke
         worker.stop()
         await task
     return worker
+
+
+def served_scalar(settings: Settings, sql: str) -> Any | None:
+    """`sql`'s one value through the process that owns the store; None while it is not
+    served yet, or served before its migrations ran (the worker starts serving first)."""
+    with contextlib.suppress(StoreUnavailable, BadQuery, DatabaseError), open_store(settings, attach=True) as store:
+        return scalar(store, sql)
+    return None
 
 
 def scalar(store: Store, sql: str, params: dict[str, Any] | None = None) -> Any:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 from pathlib import Path
 
 import pytest
-from clickhouse_connect.driver.exceptions import DatabaseError
 
 from agentaudit.broker import ensure_topics
 from agentaudit.errors import StoreUnavailable
@@ -19,7 +17,7 @@ from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from tests.factories import event_dict, wire
 from tests.helpers_wait import poll_until
-from tests.integration.helpers import assert_chains_valid, produce_raw, scalar
+from tests.integration.helpers import assert_chains_valid, produce_raw, scalar, served_scalar
 from tests.integration.procs import alive, children_of
 
 pytestmark = pytest.mark.integration
@@ -50,7 +48,6 @@ async def test_two_sink_processes_store_every_event_once(settings: Settings) -> 
 
 
 def test_a_sink_process_needs_a_running_store_owner(settings: Settings) -> None:
-    from agentaudit.errors import StoreUnavailable
 
     with pytest.raises(StoreUnavailable, match="no process serves"), open_store(settings, attach=True):
         pass
@@ -71,12 +68,8 @@ async def test_sink_processes_stop_when_their_store_owner_dies(settings: Setting
         docs = [event_dict(tenant=f"tenant-{i % 20}") for i in range(200)]
         await produce_raw(settings, [(d["tenant_id"].encode(), wire(d)) for d in docs])
         async with asyncio.timeout(120):  # both children consumed: they are up and idle now
-            while True:
-                # not served yet, or served before its migrations ran
-                with contextlib.suppress(StoreUnavailable, DatabaseError), open_store(settings, attach=True) as store:
-                    if scalar(store, "SELECT count() FROM agentaudit.events") == len(docs):
-                        break
-                await asyncio.sleep(0.5)
+            while served_scalar(settings, "SELECT count() FROM agentaudit.events") != len(docs):
+                await asyncio.sleep(0.5)  # polling another process's progress
         children = children_of(worker.pid)
         assert len(children) == 2, children
         worker.kill()
@@ -114,9 +107,7 @@ async def _wait_stored(settings: Settings, n: int, timeout: float) -> None:
     last: list[object] = [None]
 
     def stored() -> bool:
-        # not served yet, or served before its migrations ran
-        with contextlib.suppress(StoreUnavailable, DatabaseError), open_store(settings, attach=True) as store:
-            last[0] = scalar(store, "SELECT count() FROM agentaudit.events")
+        last[0] = served_scalar(settings, "SELECT count() FROM agentaudit.events")
         return last[0] == n
 
     # polling another process's progress

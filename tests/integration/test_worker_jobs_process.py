@@ -16,17 +16,14 @@ import sys
 from collections.abc import AsyncIterator
 
 import pytest
-from clickhouse_connect.driver.exceptions import DatabaseError
 
 from agentaudit.broker import ensure_topics
 from agentaudit.control_plane import publish_budgets
-from agentaudit.errors import StoreUnavailable
 from agentaudit.settings import Settings
-from agentaudit.store import open_store
 from schemas.budgets import Budget
 from tests.factories import event_dict, wire
 from tests.helpers_wait import poll_until
-from tests.integration.helpers import produce_raw, scalar
+from tests.integration.helpers import produce_raw, served_scalar
 from tests.integration.procs import alive, children_of, cmdline
 
 pytestmark = [
@@ -39,9 +36,8 @@ _until = functools.partial(poll_until, interval=0.2)  # each poll asks another p
 
 
 def _count(settings: Settings, sql: str = "SELECT count() FROM agentaudit.events") -> int:
-    with contextlib.suppress(StoreUnavailable, DatabaseError), open_store(settings, attach=True) as store:
-        return int(scalar(store, sql))
-    return -1
+    value = served_scalar(settings, sql)
+    return -1 if value is None else int(value)
 
 
 _EXHAUSTED = "SELECT count() FROM agentaudit.alerts WHERE kind = 'BudgetExhausted'"
