@@ -196,17 +196,10 @@ async def test_the_worker_stops_on_an_engine_error_with_one_line_and_exit_6(sett
     await ensure_topics(settings)
     docs = [event_dict(tenant="poison") for _ in range(3)]
     await produce_raw(settings, [(d["tenant_id"].encode(), wire(d)) for d in docs])
-    with open_store(settings, own=True) as store:
-        migrate(store)
-        store.command("ALTER TABLE agentaudit.events ADD CONSTRAINT no_poison CHECK tenant_id != 'poison'")
-    env = {**os.environ, **settings.to_env(), "COLUMNS": "200"}
-    result = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "agentaudit.cli.main", "worker", "--no-stream-jobs"],
-        env=env, capture_output=True, text=True, timeout=180, check=False,
+    await _worker_refused_by_the_store(
+        settings, "ALTER TABLE agentaudit.events ADD CONSTRAINT no_poison CHECK tenant_id != 'poison'",
+        "store refused a batch of events",
     )  # fmt: skip
-    assert result.returncode == 6, (result.returncode, result.stderr[-3000:])
-    assert "Traceback" not in result.stderr
-    assert "store refused a batch" in result.stderr.strip().splitlines()[-1]
     with open_store(settings) as store:
         assert scalar(store, "SELECT count() FROM agentaudit.events") == 0
 
@@ -219,9 +212,18 @@ async def test_a_record_sink_the_store_refuses_stops_the_worker_with_one_line(se
 
     await ensure_topics(settings)
     await produce_raw(settings, [(b"acme", record_wire(alert()))], topic=settings.alerts_topic)
+    await _worker_refused_by_the_store(
+        settings, "ALTER TABLE agentaudit.alerts ADD CONSTRAINT none_allowed CHECK kind = ''",
+        "store refused a batch of pipeline records",
+    )  # fmt: skip
+
+
+async def _worker_refused_by_the_store(settings: Settings, constraint: str, says: str) -> None:
+    """Migrate, add `constraint` (the store will refuse the batch), run `agentaudit worker`:
+    it must end with exit 6 and one line that `says` so, no traceback."""
     with open_store(settings, own=True) as store:
         migrate(store)
-        store.command("ALTER TABLE agentaudit.alerts ADD CONSTRAINT none_allowed CHECK kind = ''")
+        store.command(constraint)
     env = {**os.environ, **settings.to_env(), "COLUMNS": "200"}
     result = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "agentaudit.cli.main", "worker", "--no-stream-jobs"],
@@ -229,4 +231,4 @@ async def test_a_record_sink_the_store_refuses_stops_the_worker_with_one_line(se
     )  # fmt: skip
     assert result.returncode == 6, (result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr
-    assert "store refused a batch of pipeline records" in result.stderr.strip().splitlines()[-1]
+    assert says in result.stderr.strip().splitlines()[-1]
