@@ -156,8 +156,12 @@ class RecordProcessor:
         batch.ranges[tp] = (first, source.offset)
         verdict = decode_record(value)
         if isinstance(verdict, Parsed):
+            table = RECORD_TABLES[verdict.record.record]
+            if self._held(table.table, source):  # a replay: no row to build
+                self.counters.already_stored += 1
+                return
             try:
-                row = self._row(source, verdict.record, verdict.raw)
+                row = table.row(verdict.record, verdict.raw, source)
             except Exception as exc:  # noqa: BLE001 - valid but not storable: a dead letter, never a crash loop
                 verdict = Rejected(Reason.UNENCODABLE, f"{type(exc).__name__}: {exc}"[:2000])
             else:
@@ -184,15 +188,8 @@ class RecordProcessor:
             batch.high.setdefault(DEAD_LETTERS_TABLE, {})[tp] = source.offset
             self.counters.dead_lettered += 1
 
-    @staticmethod
-    def _row(source: Source, record: Record, raw: bytes) -> tuple[Any, ...]:
-        return RECORD_TABLES[record.record].row(record, raw, source)
-
     def _add_row(self, source: Source, record: Record, row: tuple[Any, ...]) -> None:
         table = RECORD_TABLES[record.record]
-        if self._held(table.table, source):
-            self.counters.already_stored += 1
-            return
         if not self.recent[table.record].add(getattr(record, table.id_column)):
             self.counters.duplicates += 1
             return

@@ -315,7 +315,12 @@ class JobsProcess:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(30) == 0, self.output()
+        try:
+            code = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill()  # never leave a worker behind a failed test
+            raise AssertionError(f"did not stop within 30 s after SIGTERM:\n{self.output()}") from None
+        assert code == 0, self.output()
 
 
 async def _until(
