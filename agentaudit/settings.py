@@ -58,6 +58,25 @@ class Settings(BaseSettings):
         description="How far an event's occurred_at may be after its Kafka record's timestamp; "
         "later events are dead letters (occurred_at_in_future). Past dates are backfill, accepted.",
     )
+    deployment: str = Field(
+        default="localhost",
+        description="Names this installation in checkpoint origins: <deployment>/agentaudit/<tenant>/p<partition> "
+        "(a schema-less URL, need not be reachable).",
+    )
+    key_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".config" / "agentaudit" / "keys",
+        description="The checkpoint signing key (0600) and the public-key history; outside the data dir.",
+    )
+    checkpoint_dir: Path | None = Field(
+        default=None,
+        description="Append-only directory the signed checkpoints are written to (besides the store); "
+        "default <data_dir>/checkpoints. Point it somewhere the store's owner cannot rewrite.",
+    )
+    checkpoint_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Every chain's checkpoint is signed this often, also when unchanged; 0 = unsigned trail.",
+    )
     dedup_window: int = Field(
         default=200_000,
         ge=0,
@@ -76,6 +95,11 @@ class Settings(BaseSettings):
     def store_dir(self) -> Path:
         """The chDB data directory (embedded mode)."""
         return self.data_dir / "chdb"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Where signed checkpoints are appended outside the store."""
+        return self.checkpoint_dir or self.data_dir / "checkpoints"
 
     @property
     def spool_dir(self) -> Path:

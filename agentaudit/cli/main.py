@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from agentaudit.cli import blocks, budgets, goldsets
+from agentaudit.cli import blocks, budgets, goldsets, keys, trail
 from agentaudit.cli.output import OutputFormat
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
@@ -179,6 +179,9 @@ app.command("unblock")(blocks.unblock)
 app.command("blocks")(blocks.list_blocks)
 # gold sets and pins for eval drift (issue #4)
 app.add_typer(goldsets.app, name="goldsets")
+# the verifiable trail: signing keys, verify, export, receipts (issue #10)
+app.add_typer(keys.app, name="keys")
+trail.register(app)
 
 
 def main() -> None:

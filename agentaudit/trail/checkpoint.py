@@ -29,8 +29,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agentaudit.trail.merkle import HASH_SIZE
-from agentaudit.trail.note import Note, NoteError, Signer, Verifier, open_note, sign
+from .merkle import HASH_SIZE
+from .note import Note, NoteError, Signer, Verifier, open_note, sign
 
 _SIZE = re.compile(r"0|[1-9][0-9]*")
 _MAX_SIZE = (1 << 64) - 1

@@ -1,0 +1,9 @@
+"""`agentaudit verify`, `export` and `prove`: checking the signed trail (issue 10)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the trail-checking commands to the top-level `app`."""
