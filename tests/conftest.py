@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,11 +11,17 @@ from pathlib import Path
 import pytest
 
 from agentaudit.broker import LocalBroker
+from agentaudit.keyring import init_keys
 from agentaudit.settings import Settings
 
 # Tests must not inherit an operator's environment (a production bootstrap, a real data dir).
 for _name in [n for n in os.environ if n.startswith("AGENTAUDIT_")]:
     del os.environ[_name]
+
+# Workers sign their chains' checkpoints and refuse to start without a key: one key per test
+# process, in a temporary directory (never the user's ~/.config), inherited by child processes.
+os.environ["AGENTAUDIT_KEY_DIR"] = str(Path(tempfile.mkdtemp(prefix="agentaudit-test-")) / "keys")
+init_keys(Path(os.environ["AGENTAUDIT_KEY_DIR"]))
 
 
 @pytest.fixture(scope="session")

@@ -59,6 +59,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await self.sink.flush()
+        await self.sink._periodic(final=True)
         for guard in self.sink.guards.values():
             guard.clear()
 
@@ -157,6 +158,10 @@ class PartitionSink(ABC, Generic[B]):
     def _dlq_unsent(self) -> None:
         """Count a dead letter the DLQ topic refused even cut down."""
 
+    async def _periodic(self, *, final: bool) -> None:
+        """Called after every poll, and with `final` once all is stored before partitions are
+        given up (revoke, stop). The event sink signs its chains' checkpoints here."""
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -216,6 +221,7 @@ class PartitionSink(ABC, Generic[B]):
             self.consumer.subscribe(self.topics, listener=_Rebalance(self))
             await self._consume()
             await self.flush()
+            await self._periodic(final=True)
         except StopRequested as exc:
             # Stopping with the store unreachable: what was not stored was not committed
             # either; whoever owns these partitions next reads it again.
@@ -248,6 +254,7 @@ class PartitionSink(ABC, Generic[B]):
                     break  # a rebalance during a reset's flush: the rest was fetched before it
                 await self._apply(tp, self.guards[tp.topic].check(tp.partition, messages))
             await self._check_high_watermarks()
+            await self._periodic(final=False)
             now = self._pending()
             if now is None:
                 continue

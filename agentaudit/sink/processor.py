@@ -21,6 +21,8 @@ from agentaudit.sink.deadletter import keep
 from agentaudit.sink.decode import Accepted, decode, not_after
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
+from agentaudit.trail.leaf import encode_leaf
+from agentaudit.trail.merkle import leaf_hash
 from producers.clock import UtcNow, utc_now
 from schemas.events import MAX_EVENT_BYTES
 from schemas.pricing import PricingTable
@@ -40,6 +42,9 @@ class Batch:
     events: list[tuple[Any, ...]] = field(default_factory=list)
     occurred_at: list[datetime] = field(default_factory=list)
     """`occurred_at` of each row in `events`, same order (end-to-end latency measurement)."""
+    leaves: list[tuple[str, int, bytes]] = field(default_factory=list)
+    """(tenant_id, partition, leaf hash) of each row in `events`, same order: the chains' Merkle
+    trees grow by these once the store has taken the batch."""
     dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
     dlq: list[DlqRecord] = field(default_factory=list)
     # partition → (first offset, last offset) seen in this batch, stored or skipped
@@ -194,8 +199,12 @@ class SinkProcessor:
         if not self.recent.add(event.event_id):
             self.counters.duplicates += 1
             return
-        link = self.chains.append(event.tenant_id, source.partition, verdict.canonical)
-        self.batch.events.append(event_row(verdict.canonical, self.cost(event), link, source))
+        tenant, canonical = event.tenant_id, verdict.canonical
+        link = self.chains.append(tenant, source.partition, canonical)
+        cost = self.cost(event)
+        leaf = leaf_hash(encode_leaf(tenant, source.partition, link.seq, *cost, canonical))
+        self.batch.events.append(event_row(canonical, cost, link, source, leaf))
+        self.batch.leaves.append((tenant, source.partition, leaf))
         self.batch.occurred_at.append(event.occurred_at)
         self.batch.event_high[source.partition] = source.offset
         self.counters.accepted += 1

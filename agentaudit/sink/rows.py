@@ -22,7 +22,7 @@ from schemas.pricing.model import ZERO_USD
 INGEST_TABLE = "agentaudit.events_ingest"
 INGEST_COLUMNS: tuple[str, ...] = (
     "payload", "cost_usd", "priced", "pricing_version", "kafka_topic", "kafka_partition",
-    "kafka_offset", "log_epoch", "chain_seq", "prev_hash", "row_hash",
+    "kafka_offset", "log_epoch", "chain_seq", "prev_hash", "row_hash", "leaf_hash",
 )  # fmt: skip
 
 DEAD_LETTER_COLUMNS: tuple[str, ...] = (
@@ -68,11 +68,13 @@ class EventCost:
         return self._unpriced if usd is None else (usd, True, self.pricing.version)
 
 
-def event_row(canonical: bytes, cost: Priced, link: Link, source: Source) -> tuple[Any, ...]:
+def event_row(
+    canonical: bytes, cost: Priced, link: Link, source: Source, leaf_hash: bytes
+) -> tuple[Any, ...]:
     """One `events_ingest` row, in `INGEST_COLUMNS` order."""
     return (
         canonical, *cost, source.topic, source.partition, source.offset, source.log_epoch, link.seq,
-        link.prev_hash, link.row_hash,
+        link.prev_hash, link.row_hash, leaf_hash.hex(),
     )  # fmt: skip
 
 

@@ -28,6 +28,8 @@ from agentaudit.sink.faults import CrashPlan
 from agentaudit.sink.processor import Batch, DlqRecord, SinkProcessor
 from agentaudit.sink.recovery import Recovered, recover
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
+from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE, TrailSigning
+from agentaudit.sink.trees import ChainTrees
 from agentaudit.store.protocol import Store
 from schemas.pricing import load_pricing
 
@@ -59,14 +61,21 @@ class SinkWorker(PartitionSink[Batch]):
         self.processor = SinkProcessor(
             load_pricing(), settings.dedup_window, max_clock_skew_s=settings.max_clock_skew_s
         )
+        self.trees = ChainTrees()
+        self.trail = TrailSigning.from_settings(settings)
+        self.checkpoints_signed = 0
 
-    def _read_store(self, assigned: list[TopicPartition]) -> Recovered:
-        parts = [tp.partition for tp in assigned]
-        return recover(self.store, self.settings.events_topic, parts, self.settings.dedup_window)
+    def _read_store(self, assigned: list[TopicPartition]) -> tuple[Recovered, ChainTrees]:
+        parts, topic = [tp.partition for tp in assigned], self.settings.events_topic
+        state = recover(self.store, topic, parts, self.settings.dedup_window)
+        trees = self.trail.rebuild(self.store, topic, parts, state.heads) if self.trail else ChainTrees()
+        return state, trees
 
     def _restore(
-        self, state: Recovered, assigned: list[TopicPartition]
+        self, read: tuple[Recovered, ChainTrees], assigned: list[TopicPartition]
     ) -> dict[TopicPartition, Start]:
+        state, trees = read
+        self.trees.load(trees)
         logs = state.logs
         self.processor.recover(
             {p: lg.event_watermark for p, lg in logs.items() if lg.event_watermark >= 0},
@@ -115,6 +124,17 @@ class SinkWorker(PartitionSink[Batch]):
 
     def _stored(self, batch: Batch) -> None:
         self.processor.stored(batch)
+        self.trees.extend(batch.leaves)
+
+    async def _periodic(self, *, final: bool) -> None:
+        trail = self.trail
+        if trail is None or not (final or trail.due()):
+            return
+        signed = trail.sign(self.trees, handoff=final)
+        if signed:
+            token = f"checkpoints|{signed[0].signed_at.isoformat()}|{signed[0].tenant_id}/{signed[0].partition}"
+            await self._insert(CHECKPOINT_TABLE, CHECKPOINT_COLUMNS, [c.row for c in signed], token)
+            self.checkpoints_signed += len(signed)
 
     def _offsets(self, batch: Batch) -> dict[TopicPartition, int]:
         topic = self.settings.events_topic

@@ -1,0 +1,195 @@
+"""Each chain's Merkle tree as the sink extends it, and how it is rebuilt on assignment.
+
+The sink is the one sequencer of the chains of the partitions it owns, so it is also the one
+that knows exactly which rows are the trail: its trees grow only by the leaf hashes of rows
+the store has acknowledged (`Batch.leaves`, after the insert), never by what the store
+happens to hold later. A row someone appends to the store directly is therefore in no
+signed checkpoint; the verifier reports it as an extra row once a later checkpoint was
+signed without it.
+
+On every assignment the trees of the assigned partitions are rebuilt from the store: the
+newest checkpoint row's frontier (taken only if it reproduces that row's root), then the
+leaf hashes stored after it. Before the sink signs anything more for a chain, what it rebuilt
+is checked against the chain's newest checkpoint kept *outside* the store (the anchor): the
+store must still hold at least that many rows and reproduce that root. A chain that fails is
+never signed again by this sink (a log must not sign a checkpoint inconsistent with one it
+signed before; C2SP tlog-checkpoint): it is logged as an error and counted, and the verifier
+shows what is wrong with it. Events keep being stored either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from agentaudit.anchors import Anchor
+from agentaudit.store.protocol import Store
+from agentaudit.trail.checkpoint import Checkpoint, CheckpointError, open_checkpoint, origin_for
+from agentaudit.trail.leaf import encode_leaf
+from agentaudit.trail.merkle import CompactTree, leaf_hash
+from agentaudit.trail.note import NoteError, Verifier
+
+log = logging.getLogger("agentaudit.sink")
+
+ChainKey = tuple[str, int]
+"""(tenant_id, kafka_partition)."""
+
+
+@dataclass
+class ChainTrees:
+    """The compact Merkle tree of every chain this sink extends, and the chains it must not sign."""
+
+    trees: dict[ChainKey, CompactTree] = field(default_factory=dict)
+    unsigned: dict[ChainKey, str] = field(default_factory=dict)
+    """Chains whose store disagrees with their anchored checkpoints → the reason."""
+    ended: set[ChainKey] = field(default_factory=set)
+    """Chains closed by an end checkpoint (tenant off-boarded): not signed again."""
+
+    def load(self, other: ChainTrees) -> None:
+        """Replace everything with what was rebuilt for a new assignment."""
+        self.trees, self.unsigned, self.ended = other.trees, other.unsigned, other.ended
+
+    def extend(self, leaves: Iterable[tuple[str, int, bytes]]) -> None:
+        """Append the leaf hashes of rows the store has taken, in chain order."""
+        trees = self.trees
+        for tenant_id, partition, h in leaves:
+            tree = trees.get((tenant_id, partition))
+            if tree is None:
+                tree = trees[(tenant_id, partition)] = CompactTree()
+            tree.append_hash(h)
+
+
+def row_leaf_hash(
+    stored: str | bytes, tenant_id: str, partition: int, seq: int, payload: str | bytes,
+    cost: Decimal, priced: bool, pricing_version: str,
+) -> bytes:
+    """A stored row's leaf hash: its `leaf_hash` column, or computed from the row when empty
+    (rows stored before migration 0013 hold zero bytes there)."""
+    text = stored.decode("ascii", "replace") if isinstance(stored, bytes) else stored
+    if text.strip("\x00"):
+        return bytes.fromhex(text)
+    body = payload.encode() if isinstance(payload, str) else payload
+    return leaf_hash(encode_leaf(tenant_id, partition, seq, cost, priced, pricing_version, body))
+
+
+_LATEST_SQL = (
+    "SELECT tenant_id, kafka_partition, argMax(tree_size, (tree_size, signed_at)), "
+    "argMax(root_hash, (tree_size, signed_at)), argMax(frontier, (tree_size, signed_at)), max(is_end) "
+    "FROM agentaudit.checkpoints WHERE has({parts:Array(UInt32)}, kafka_partition) "
+    "GROUP BY tenant_id, kafka_partition"
+)
+# Leaves after each chain's resume point (`transform`: the chain's start size, 0 if unlisted).
+_LEAVES_SQL = (
+    "SELECT tenant_id, kafka_partition, chain_seq, leaf_hash, "
+    "if(empty(leaf_hash), payload, ''), cost_usd, priced, pricing_version "
+    "FROM agentaudit.events "
+    "WHERE kafka_topic = {topic:String} AND has({parts:Array(UInt32)}, kafka_partition) "
+    "AND chain_seq > transform(concat(tenant_id, '/', toString(kafka_partition)), "
+    "{keys:Array(String)}, {sizes:Array(UInt64)}, toUInt64(0)) "
+    "ORDER BY tenant_id, kafka_partition, chain_seq"
+)
+
+
+def _text(v: str | bytes) -> str:
+    return v.decode("ascii", "replace") if isinstance(v, bytes) else v
+
+
+def _resume_point(size: int, root_hex: str, frontier: Sequence[str]) -> CompactTree | None:
+    """The checkpoint row's tree state, if its frontier reproduces its root."""
+    try:
+        tree = CompactTree(size, [bytes.fromhex(_text(h)) for h in frontier])
+    except ValueError:
+        return None
+    return tree if tree.root().hex() == _text(root_hex) else None
+
+
+def anchored(
+    anchor: Anchor, verifiers: Callable[[str], list[Verifier]], deployment: str, key: ChainKey
+) -> Checkpoint | None:
+    """The chain's newest checkpoint outside the store that one of our keys signed."""
+    origin = origin_for(deployment, *key)
+    newest = anchor.latest(*key)
+    notes = [newest] if newest is not None else []
+    for note in notes + list(reversed(anchor.notes(*key)[:-1])):
+        try:
+            return open_checkpoint(note, verifiers(origin), origin)[0]
+        except (NoteError, CheckpointError):
+            log.error("chain %s/p%s: a checkpoint note outside the store does not verify; "
+                      "skipped (agentaudit verify reports it)", *key)  # fmt: skip
+    return None
+
+
+def rebuild(
+    store: Store,
+    topic: str,
+    partitions: list[int],
+    heads: dict[ChainKey, tuple[int, str]],
+    anchor: Anchor,
+    verifiers: Callable[[str], list[Verifier]],
+    deployment: str,
+) -> ChainTrees:
+    """The trees of every chain of `partitions`, checked against their anchored checkpoints."""
+    out = ChainTrees()
+    if not partitions:
+        return out
+    latest = {
+        (str(t), int(p)): (int(size), _text(root), list(frontier), bool(end))
+        for t, p, size, root, frontier, end in store.query(_LATEST_SQL, {"parts": partitions}).result_rows
+    }
+    starts: dict[ChainKey, CompactTree] = {}
+    checks: dict[ChainKey, Checkpoint] = {}
+    for key in heads:
+        cp = anchored(anchor, verifiers, deployment, key)
+        if cp is not None:
+            checks[key] = cp
+            if any(line == "end" for line in cp.extensions):
+                out.ended.add(key)
+        row = latest.get(key)
+        tree = _resume_point(*row[:3]) if row else None
+        if row and row[3]:
+            out.ended.add(key)
+        # Resume from the table's state only when the anchored root can still be checked from
+        # it: the anchored checkpoint is that very state, or newer (its root is recomputed from
+        # the leaves after). Otherwise the chain is rebuilt from its first leaf.
+        if tree is None or tree.size > heads[key][0]:
+            continue
+        if cp is None or cp.size > tree.size or (cp.size == tree.size and cp.root_hash == tree.root()):
+            starts[key] = tree
+    keys = sorted(starts)
+    params: dict[str, Any] = {
+        "topic": topic, "parts": partitions,
+        "keys": [f"{t}/{p}" for t, p in keys], "sizes": [starts[k].size for k in keys],
+    }  # fmt: skip
+    trees = {key: starts.get(key) or CompactTree() for key in heads}
+    for t, p, seq, stored, payload, cost, priced, version in store.query(_LEAVES_SQL, params).result_rows:
+        key = (str(t), int(p))
+        tree = trees.get(key)
+        if tree is None or key in out.unsigned:
+            continue
+        if int(seq) != tree.size + 1:
+            out.unsigned[key] = f"chain_seq {seq} follows {tree.size}: a gap or a duplicate in the store"
+            continue
+        cp = checks.get(key)
+        tree.append_hash(row_leaf_hash(stored, key[0], key[1], int(seq), payload, cost, priced, str(version)))
+        if cp is not None and tree.size == cp.size and tree.root() != cp.root_hash:
+            out.unsigned[key] = f"the store's first {cp.size} rows do not reproduce the anchored root"
+    for key, tree in trees.items():
+        cp = checks.get(key)
+        if key in out.unsigned:
+            pass
+        elif cp is not None and tree.size < cp.size:
+            out.unsigned[key] = (f"the store holds {tree.size} rows, the anchored checkpoint "
+                                 f"signed {cp.size}: rows lost or the store rolled back")  # fmt: skip
+        elif cp is not None and "handoff" in cp.extensions and tree.size > cp.size:
+            out.unsigned[key] = (f"{tree.size - cp.size} rows follow the handoff checkpoint at "
+                                 f"{cp.size}: no sink wrote them")  # fmt: skip
+        elif tree.size != heads[key][0]:
+            out.unsigned[key] = f"rebuilt {tree.size} leaves, the chain's head is {heads[key][0]}"
+    for key, why in out.unsigned.items():
+        log.error("chain %s/p%s will not be signed: %s. Run `agentaudit verify --tenant %s`; "
+                  "runbooks/trail-unsigned.md", key[0], key[1], why, key[0])  # fmt: skip
+    out.trees = trees
+    return out

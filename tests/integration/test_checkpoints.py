@@ -1,0 +1,196 @@
+"""The sink signs every chain's checkpoint and anchors it outside the store (issue 10).
+
+Real broker, real chDB, the real key ring. Each test checks the signed notes against the
+rows the store holds, recomputing every leaf from the row's content (not the stored
+`leaf_hash`), so a sink that signed the wrong tree fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from decimal import Decimal
+
+import pytest
+
+from agentaudit.anchors import DirectoryAnchor
+from agentaudit.broker import ensure_topics
+from agentaudit.keyring import KeyRing
+from agentaudit.settings import Settings
+from agentaudit.sink.worker import SinkWorker
+from agentaudit.store import open_store
+from agentaudit.store.migrations import migrate
+from agentaudit.store.protocol import Store
+from agentaudit.trail.checkpoint import Checkpoint, open_checkpoint, origin_for
+from agentaudit.trail.leaf import encode_leaf
+from agentaudit.trail.merkle import leaf_hash, root_from_leaf_hashes
+from tests.factories import event_dict, wire
+from tests.integration.helpers import produce_raw, scalar, sink_until
+
+pytestmark = pytest.mark.integration
+
+TENANTS = ("cp-a", "cp-b")
+
+
+def _signed(settings: Settings) -> Settings:
+    return settings.model_copy(update={"checkpoint_interval_s": 0.2})
+
+
+def _leaves(store: Store) -> dict[tuple[str, int], list[bytes]]:
+    """Every chain's leaf hashes recomputed from the rows' content, in chain order."""
+    rows = store.query(
+        "SELECT tenant_id, kafka_partition, chain_seq, cost_usd, priced, pricing_version, payload, "
+        "leaf_hash FROM agentaudit.events ORDER BY tenant_id, kafka_partition, chain_seq"
+    ).result_rows
+    out: dict[tuple[str, int], list[bytes]] = {}
+    for t, p, seq, cost, priced, version, payload, stored in rows:
+        body = payload if isinstance(payload, bytes) else payload.encode()
+        h = leaf_hash(encode_leaf(t, p, seq, Decimal(cost), bool(priced), version, body))
+        stored = stored.decode() if isinstance(stored, bytes) else stored
+        assert stored == h.hex(), f"stored leaf_hash of {t}/p{p} #{seq} is not the row's leaf"
+        chain = out.setdefault((t, p), [])
+        assert seq == len(chain) + 1
+        chain.append(h)
+    return out
+
+
+def _anchored(settings: Settings, key: tuple[str, int]) -> list[Checkpoint]:
+    ring = KeyRing.load(settings.key_dir)
+    origin = origin_for(settings.deployment, *key)
+    notes = DirectoryAnchor(settings.checkpoints_dir).notes(*key)
+    return [open_checkpoint(n, ring.verifiers(origin), origin)[0] for n in notes]
+
+
+def assert_signed(settings: Settings, store: Store) -> dict[tuple[str, int], list[Checkpoint]]:
+    """Every chain's anchored checkpoints verify, each root is the root of the rows' first
+    `size` leaves, the newest covers every row, and the table holds the same notes."""
+    leaves = _leaves(store)
+    assert leaves, "no rows"
+    out = {}
+    for key, hashes in leaves.items():
+        cps = _anchored(settings, key)
+        assert cps, f"chain {key} has no anchored checkpoint"
+        for cp in cps:
+            assert cp.size <= len(hashes)
+            assert cp.root_hash == root_from_leaf_hashes(hashes[: cp.size]), f"{key} @ {cp.size}"
+            assert any(e.startswith("time ") for e in cp.extensions)
+        assert cps[-1].size == len(hashes), f"{key}: newest checkpoint does not cover every row"
+        table = store.query(
+            "SELECT note FROM agentaudit.checkpoints WHERE tenant_id = {t:String} "
+            "AND kafka_partition = {p:UInt32} ORDER BY signed_at",
+            {"t": key[0], "p": key[1]},
+        ).result_rows
+        anchored = DirectoryAnchor(settings.checkpoints_dir).notes(*key)
+        assert sorted(r[0] for r in table) == sorted(anchored), f"{key}: table and anchor differ"
+        out[key] = cps
+    return out
+
+
+def _events(n: int, offset: int = 0) -> list[tuple[bytes, bytes]]:
+    return [(TENANTS[i % 2].encode(), wire(event_dict(tenant=TENANTS[i % 2], kind="llm_call")))
+            for i in range(offset, offset + n)]  # fmt: skip
+
+
+async def _sink(settings: Settings, store: Store, total: int) -> SinkWorker:
+    return await sink_until(settings, store, lambda w: w.processor.counters.accepted >= total)
+
+
+async def test_every_chain_is_signed_anchored_and_grows_consistently(settings: Settings) -> None:
+    settings = _signed(settings)
+    await ensure_topics(settings)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        await produce_raw(settings, _events(200))
+        first = await _sink(settings, store, 200)
+        assert first.checkpoints_signed >= 2
+        before = assert_signed(settings, store)
+        assert all("handoff" in cps[-1].extensions for cps in before.values()), "stop signs a handoff"
+        # A second sink (a restart) resumes the trees from the store and the anchor.
+        await produce_raw(settings, _events(100, 200))
+        await _sink(settings, store, 100)
+        after = assert_signed(settings, store)
+        for key, cps in after.items():
+            sizes = [c.size for c in cps]
+            assert sizes == sorted(sizes), f"{key}: a checkpoint signed a smaller tree later"
+            assert cps[-1].size > before[key][-1].size
+        total = scalar(store, "SELECT count() FROM agentaudit.events")
+        assert total == 300 == sum(c[-1].size for c in after.values())
+
+
+async def test_unchanged_chains_are_signed_again_each_interval(settings: Settings) -> None:
+    settings = _signed(settings)
+    await ensure_topics(settings)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        await produce_raw(settings, _events(10))
+        worker = SinkWorker(settings, store)
+        task = asyncio.create_task(worker.run())
+        try:
+            async def ticks() -> None:
+                while worker.checkpoints_signed < 10 or worker.processor.counters.accepted < 10:
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(ticks(), 60)
+        finally:
+            worker.stop()
+            await task
+        for key, cps in assert_signed(settings, store).items():
+            assert len(cps) >= 3 and len({c.size for c in cps[-3:]}) == 1, f"{key}: not re-signed"
+
+
+async def test_a_store_behind_its_anchored_checkpoints_is_never_signed_again(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _signed(settings)
+    await ensure_topics(settings)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        await produce_raw(settings, _events(40))
+        await _sink(settings, store, 40)
+        signed = assert_signed(settings, store)
+        (tenant, part), cps = sorted(signed.items())[0]
+        size = cps[-1].size
+        # Tail rows deleted behind the sink's back (or a store restored from an old copy).
+        store.command(
+            "ALTER TABLE agentaudit.events DELETE WHERE tenant_id = {t:String} AND "
+            "kafka_partition = {p:UInt32} AND chain_seq > {s:UInt64} SETTINGS mutations_sync = 2",
+            {"t": tenant, "p": part, "s": size - 3},
+        )
+        caplog.set_level(logging.ERROR, logger="agentaudit.sink")
+        await produce_raw(settings, _events(40, 40))
+        await _sink(settings, store, 40)
+        assert _anchored(settings, (tenant, part))[-1].size == size, "the shortened chain was signed"
+        assert any("will not be signed" in r.getMessage() and tenant in r.getMessage()
+                   for r in caplog.records)  # fmt: skip
+        others = [k for k in signed if k != (tenant, part)]
+        assert others and all(_anchored(settings, k)[-1].size > signed[k][-1].size for k in others)
+
+
+async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings) -> None:
+    settings = _signed(settings)
+    await ensure_topics(settings)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        await produce_raw(settings, _events(20))
+        await _sink(settings, store, 20)
+        (tenant, part), cps = sorted(assert_signed(settings, store).items())[0]
+        # A forged row with every hash recomputed, inserted straight into the store.
+        last = store.query(
+            "SELECT chain_seq, row_hash, payload FROM agentaudit.events WHERE tenant_id = {t:String} "
+            "AND kafka_partition = {p:UInt32} ORDER BY chain_seq DESC LIMIT 1", {"t": tenant, "p": part}
+        ).result_rows[0]
+        forged = wire(event_dict(tenant=tenant, kind="tool_call"))
+        from schemas.canonical import chain_hash
+
+        prev = last[1].decode() if isinstance(last[1], bytes) else last[1]
+        seq = int(last[0]) + 1
+        lh = leaf_hash(encode_leaf(tenant, part, seq, Decimal(0), True, "", forged)).hex()
+        store.insert("agentaudit.events_ingest",
+                     [[forged], [Decimal(0)], [True], [""], [settings.events_topic], [part], [10**9],
+                      [0], [seq], [prev], [chain_hash(prev, forged)], [lh]],
+                     ("payload", "cost_usd", "priced", "pricing_version", "kafka_topic",
+                      "kafka_partition", "kafka_offset", "log_epoch", "chain_seq", "prev_hash",
+                      "row_hash", "leaf_hash"))  # fmt: skip
+        await produce_raw(settings, _events(20, 20))
+        await _sink(settings, store, 20)
+        assert all(c.size <= cps[-1].size for c in _anchored(settings, (tenant, part)))
