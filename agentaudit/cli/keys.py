@@ -59,7 +59,7 @@ def init(key_dir: KeyDirOption = None) -> None:
 @app.command("rotate")
 def rotate(key_dir: KeyDirOption = None) -> None:
     """Make a new current key. The old private key is deleted; its public key stays listed
-    (retired) so the checkpoints it signed still verify. Restart running workers."""
+    (retired) so the checkpoints it signed still verify."""
     from agentaudit.keyring import rotate_keys
 
     ring = rotate_keys(_key_dir(key_dir))
