@@ -41,6 +41,10 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
     from agentaudit.store import open_store
     from agentaudit.store.migrations import migrate
 
+    if settings.checkpoint_interval_s > 0:
+        from agentaudit.keyring import KeyRing
+
+        KeyRing.load(settings.key_dir)  # no key: say so before anything starts (KeyMissing)
     await ensure_topics(settings)
     with open_store(settings, own=True) as store:
         applied = migrate(store)
@@ -51,6 +55,9 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
             f"worker ({settings.sink_processes} sink process{'es' if settings.sink_processes > 1 else ''}) consuming {settings.events_topic} from {settings.kafka_bootstrap} into "
             f"{'chDB at ' + str(settings.store_dir) if settings.embedded else 'ClickHouse server'}; Ctrl-C stops"
         )
+        if settings.checkpoint_interval_s > 0:
+            console.print(f"signing every chain's checkpoint every {settings.checkpoint_interval_s:g} s; "
+                          f"anchored in {settings.checkpoints_dir}")  # fmt: skip
         from agentaudit.records.sink import run_record_sink
 
         # Alerts, control messages, transitions and drift scores land beside the events.

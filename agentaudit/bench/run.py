@@ -28,11 +28,14 @@ def run_bench(
     *, events: int, e2e_rate: float, e2e_seconds: float, sink_processes: int, console: Console,
     budget_rounds: int = 20, budget_rate: float = 1000.0, quality_size: str = "full",
 ) -> None:  # fmt: skip
+    from agentaudit.keyring import init_keys
     from agentaudit.store import open_store
     from agentaudit.store.migrations import migrate
 
     with tempfile.TemporaryDirectory(prefix="agentaudit-bench-") as tmp, LocalBroker() as broker:
-        settings = Settings(kafka_bootstrap=broker.bootstrap, data_dir=Path(tmp))
+        # The sink signs its chains as in production: a throwaway key of the bench's own.
+        settings = Settings(kafka_bootstrap=broker.bootstrap, data_dir=Path(tmp), key_dir=Path(tmp) / "keys")
+        init_keys(settings.key_dir)
         asyncio.run(ensure_topics(settings))
         console.print(f"[dim]broker {broker.bootstrap}, {events} events, store in {tmp}[/dim]")
         with console.status("SDK emit + produce…"):

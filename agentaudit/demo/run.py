@@ -52,6 +52,42 @@ def _confirm_reset(store: Store, settings: Settings, reset: bool, console: Conso
     )
 
 
+DEMO_CHECKPOINT_INTERVAL_S = 5.0
+
+
+def _demo_signing(settings: Settings, console: Console) -> Settings:
+    """The demo signs its trail: a key is created on first use (where `agentaudit keys`
+    keeps it), and checkpoints are signed every few seconds so the run shows several."""
+    from agentaudit.keyring import KeyMissing, KeyRing, init_keys
+
+    if settings.checkpoint_interval_s <= 0:
+        return settings
+    try:
+        KeyRing.load(settings.key_dir)
+    except KeyMissing:
+        ring = init_keys(settings.key_dir)
+        console.print(f"signing key {ring.current.fingerprint} created in {settings.key_dir} "
+                      "(`agentaudit keys public` shows it)")  # fmt: skip
+    interval = min(settings.checkpoint_interval_s, DEMO_CHECKPOINT_INTERVAL_S)
+    return settings.model_copy(update={"checkpoint_interval_s": interval})
+
+
+def _set_aside_checkpoints(settings: Settings, console: Console) -> None:
+    """A dropped trail's anchored checkpoints would make every new chain look rolled back:
+    the demo moves them aside (never deletes them), and only from its default directory."""
+    anchors = settings.checkpoints_dir
+    if not anchors.exists() or not any(anchors.iterdir()):
+        return
+    if settings.checkpoint_dir is not None:
+        raise UserError(
+            f"{anchors} (AGENTAUDIT_CHECKPOINT_DIR) holds checkpoints of an earlier trail; the demo "
+            "starts a new one: point AGENTAUDIT_CHECKPOINT_DIR at an empty directory"
+        )
+    aside = anchors.with_name(f"{anchors.name}-before-{time.strftime('%Y%m%dT%H%M%S')}")
+    anchors.rename(aside)
+    console.print(f"the earlier trail's checkpoints moved to {aside}")
+
+
 def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, seed: int,
              console: Console, reset: bool = False) -> None:  # fmt: skip
     """Start a local broker, own the store, sink a simulated fleet's events, print a summary.
@@ -61,6 +97,7 @@ def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, 
     from agentaudit.store import open_store
     from agentaudit.store.migrations import migrate
 
+    settings = _demo_signing(settings, console)
     with LocalBroker(log_path=None) as local:
         settings = settings.model_copy(update={"kafka_bootstrap": local.bootstrap})
         console.print(f"local broker on {local.bootstrap}; store at {settings.store_dir}")
@@ -68,11 +105,14 @@ def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, 
             # The demo's broker is in memory and starts at offset 0; an earlier trail's
             # offsets would mark the new events as already stored. Start from an empty trail.
             _confirm_reset(store, settings, reset, console)
+            _set_aside_checkpoints(settings, console)
             store.command("DROP DATABASE IF EXISTS agentaudit SYNC")
             migrate(store)
             console.print("fresh trail: schema migrated")
-            asyncio.run(_demo(settings, store, duration, tenants, rate, seed, console))
+            signed = asyncio.run(_demo(settings, store, duration, tenants, rate, seed, console))
             print_summary(store, console)
+            console.print(f"checkpoints: {signed} signed (every {settings.checkpoint_interval_s:g} s "
+                          f"per chain), anchored in {settings.checkpoints_dir}")  # fmt: skip
     console.print(
         f"\nThe store stays in {settings.store_dir}. Try:\n"
         "  agentaudit query \"SELECT tenant_id, round(sum(cost_usd), 2) AS usd FROM agentaudit.events "
@@ -92,7 +132,8 @@ async def _produce_malformed(settings: Settings) -> int:
 
 
 async def _demo(settings: Settings, store: Store, duration: float, tenants: int, rate: float,
-                seed: int, console: Console) -> None:  # fmt: skip
+                seed: int, console: Console) -> int:  # fmt: skip
+    """Run the fleet through the pipeline; returns the number of checkpoints signed."""
     from agentaudit.control_plane import publish_budgets
     from agentaudit.records.sink import RecordSink
     from producers import Client
@@ -137,6 +178,7 @@ async def _demo(settings: Settings, store: Store, duration: float, tenants: int,
         worker.stop()
         records.stop()
         await asyncio.gather(*sinks)
+    return worker.checkpoints_signed
 
 
 async def _wait(condition: Callable[[], bool], what: str) -> None:
