@@ -1,0 +1,480 @@
+"""Verify one chain's rows against its signed checkpoints (``agentaudit verify``'s core).
+
+Pure and shippable: the standard library, ``cryptography`` and this package only, so the very
+same code runs in ``agentaudit verify`` and in an auditor's export bundle (``verify.py``).
+
+Input. A chain (tenant, partition) with its origin; the deployment's public keys
+(:class:`~.pubkeys.PublicKeys`); every signed checkpoint note found for the chain, each tagged
+with where it was found (``store`` table, ``anchor`` directory, ``export`` bundle) and
+optionally the tree frontier stored with it; then the rows, streamed in ``chain_seq`` order
+(:data:`Row` tuples). Memory is O(log n) for a clean chain (one :class:`~.merkle.CompactTree`)
+plus O(problems found).
+
+Verdicts and their exact meaning: :mod:`.verdicts`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
+
+from .checkpoint import CheckpointError, open_checkpoint
+from .leaf import LeafError, encode_leaf
+from .merkle import CompactTree
+from .note import NoteError
+from .pubkeys import PublicKeys
+from .verdicts import (
+    DERIVED,
+    EXTRA,
+    GENESIS,
+    INCONSISTENT,
+    MISSING,
+    NOT_FOUND,
+    PENDING,
+    REORDERED,
+    ROW_HASH,
+    SIGNATURE,
+    VALID,
+    ChainReport,
+    Found,
+    Held,
+    Line,
+    Row,
+    Segment,
+    in_use,
+    iso,
+    seqs,
+)  # fmt: skip
+
+_REORDER_NEAR = 4  # positions either side of a disturbance tried for a moved row
+_sha256 = hashlib.sha256
+
+
+class ChainAudit:
+    """Verify one chain: build with its checkpoints, then :meth:`run` over its rows."""
+
+    def __init__(
+        self,
+        origin: str,
+        tenant_id: str,
+        partition: int,
+        keys: PublicKeys,
+        found: Iterable[Found],
+        *,
+        sources: frozenset[str] = frozenset(),
+        started_at: float | None = None,
+        start_size: int = 0,
+        start_frontier: Sequence[bytes] = (),
+        start_prev_hash: str | None = None,
+    ) -> None:
+        """``sources``: the sources that were read (``not found`` needs two); ``started_at``:
+        unix time the reading began (later notes may be in one source only); ``start_*``: the
+        tree and chain link before the first row given (an export of a later part)."""
+        self.origin, self.tenant, self.partition = origin, tenant_id, partition
+        self.sources, self.started_at = sources, started_at
+        self.start_size, self.start_frontier = start_size, tuple(start_frontier)
+        self.start_prev = GENESIS if start_size == 0 else start_prev_hash
+        merged: dict[str, Held] = {}
+        for f in found:
+            c = merged.get(f.note)
+            if c is None:
+                merged[f.note] = Held(f.note, f.sources, f.frontier)
+            else:
+                c.sources |= f.sources
+                c.frontier = c.frontier or f.frontier
+        self.cps = list(merged.values())
+        verifiers = keys.verifiers(origin)
+        for c in self.cps:
+            self._open(c, keys, verifiers)
+        self._time_rules()
+
+    def _open(self, c: Held, keys: PublicKeys, verifiers: list) -> None:  # type: ignore[type-arg]
+        try:
+            cp, note = open_checkpoint(c.note, verifiers, self.origin)
+        except (NoteError, CheckpointError) as e:
+            c.error = str(e)
+            return
+        times = [x[5:] for x in cp.extensions if x.startswith("time ")]
+        if len(times) != 1 or not times[0].isdigit():
+            c.error = "no single 'time <unix seconds>' line"
+            return
+        c.cp, c.time, c.end = cp, int(times[0]), "end" in cp.extensions
+        c.key = keys.key_for(self.origin, note.verified[0].key_id)
+        if c.key is not None and not in_use(c.key, c.time):
+            # A key signs only while it is current: a retired (perhaps leaked) key's later
+            # signature, or one dated before the key existed, is not the log's.
+            c.error = f"signed at {iso(c.time)}, outside the key's use ({c.key.describe()})"
+            c.cp = None
+            return
+        late = self.started_at is not None and c.time + 1 > self.started_at
+        if len(self.sources) > 1 and not late:
+            c.missing_from = tuple(sorted(self.sources - c.sources))
+
+    def _time_rules(self) -> None:
+        """Sizes never shrink with time and nothing grows after an end (rows not needed)."""
+        good = sorted((c for c in self.cps if c.cp), key=lambda c: (c.time, c.cp.size))  # type: ignore[union-attr]
+        top, end_at = -1, None
+        for c in good:
+            assert c.cp is not None
+            if end_at is not None and c.cp.size > end_at:
+                c.inconsistent = f"size {c.cp.size} signed after the chain's end at size {end_at}"
+            elif c.cp.size < top:
+                c.inconsistent = f"size {c.cp.size} signed after size {top}"
+            top = max(top, c.cp.size)
+            if c.end and end_at is None:
+                end_at = c.cp.size
+
+    # ---- the row pass -------------------------------------------------------------------
+
+    def run(
+        self, rows: Iterable[Row], progress: Callable[[int], None] | None = None
+    ) -> ChainReport:
+        """Stream ``rows`` (``chain_seq`` order) through the tree; the report."""
+        live = [c for c in self.cps if c.cp is not None and not c.inconsistent]
+        self._at: dict[int, list[Held]] = {}
+        for c in live:
+            assert c.cp is not None
+            if c.cp.size >= self.start_size:
+                self._at.setdefault(c.cp.size, []).append(c)
+        sizes = self._sizes = sorted(self._at)
+        self._segs = [Segment(self.start_size + 1 if i == 0 else sizes[i - 1] + 1, s)
+                      for i, s in enumerate(sizes)]  # fmt: skip
+        self._segs.append(Segment((sizes[-1] if sizes else self.start_size) + 1, None))
+        # Rows after the last checkpoint that existed when it was signed, or after an end.
+        self._end = min((c.cp.size for c in live if c.end), default=None)  # type: ignore[union-attr]
+        self._last_time = max((c.time or 0 for c in live), default=None)
+        self._si = 0
+        self._tree: CompactTree | None = CompactTree(self.start_size, self.start_frontier)
+        self._resumed: CompactTree | None = None
+        self._pos = self.start_size
+        self._anomalies: dict[int, Row] = {}
+        self._breaks: dict[int, str] = {}  # seq -> row_hash the link expected (of seq - 1)
+        self._link_only: set[int] = set()
+        self._link_rows: dict[int, Row] = {}
+        self._reach()
+        self._walk(rows, progress)
+        self._finish_tail()
+        self._classify_reordered()
+        return self._report()
+
+    def _seg(self) -> Segment:
+        return self._segs[self._si]
+
+    def _segment_of(self, seq: int) -> Segment:
+        return self._segs[bisect_left(self._sizes, seq)]
+
+    def _reach(self) -> None:
+        """At each checkpoint size equal to the position: check its roots, move to the next
+        range, and decide which tree continues (the continuous one, or one resumed from this
+        checkpoint's frontier once the continuous tree failed)."""
+        while self._si < len(self._sizes) and self._sizes[self._si] == self._pos:
+            size = self._pos
+            cps = self._at[size]
+            tree, resumed = self._tree, self._resumed
+            root = tree.root() if tree is not None else None
+            rroot = resumed.root() if resumed is not None else None
+            seg = self._seg()
+            for c in cps:
+                assert c.cp is not None
+                c.rows_root = None if root is None else root == c.cp.root_hash
+                c.resumed_root = None if rroot is None else rroot == c.cp.root_hash
+            seg.root_ok = any(c.rows_root or c.resumed_root for c in cps)
+            seg.unverifiable = root is None and rroot is None
+            if any(c.rows_root for c in cps):
+                self._resumed = None
+            else:
+                self._resumed = self._resume_from(cps) or (resumed if seg.root_ok else None)
+            self._si += 1
+
+    def _resume_from(self, cps: list[Held]) -> CompactTree | None:
+        for c in cps:
+            if c.frontier is None or c.cp is None:
+                continue
+            try:
+                t = CompactTree(c.cp.size, c.frontier)
+            except ValueError:
+                continue
+            if t.root() == c.cp.root_hash:
+                return t
+        return None
+
+    def _skip_to(self, seq: int) -> None:
+        """Rows ``pos+1 .. seq-1`` are missing: record them range by range; no tree survives."""
+        self._tree = self._resumed = None
+        while self._pos < seq - 1:
+            seg = self._seg()
+            hi = seq - 1 if seg.hi is None else min(seg.hi, seq - 1)
+            seg.missing += (self._pos + 1, hi)
+            self._pos = hi
+            self._reach()
+
+    def _walk(self, rows: Iterable[Row], progress: Callable[[int], None] | None) -> None:
+        tenant, part = self.tenant, self.partition
+        sha, enc = _sha256, encode_leaf
+        held: tuple[Row, bytes, bool] | None = None  # the row whose append waits (duplicates)
+        prev = self.start_prev  # row_hash of the last appended row (None: unknown)
+        n = 0
+        for r in rows:
+            n += 1
+            if progress is not None and not n & 0xFFFF:
+                progress(n)
+            seq = r[0]
+            if held is not None:
+                if seq == held[0][0]:
+                    held = self._duplicate(held, r, prev)
+                    continue
+                prev = self._append(held)
+                held = None
+            if seq <= self._pos:  # below a chain_seq already appended: out of order input
+                if r[9]:
+                    self._segment_of(seq).duplicate(seq)
+                continue
+            if seq > self._pos + 1:
+                self._skip_to(seq)
+                prev = None
+            stored = r[7]
+            if r[9]:
+                try:
+                    lh = sha(b"\x00" + enc(tenant, part, seq, r[2], r[3], r[4], r[1])).digest()
+                    ok = not stored or stored == lh.hex()
+                except LeafError:
+                    lh, ok = _sha256(b"").digest(), False
+                ok = ok and sha(r[5].encode("ascii") + r[1]).hexdigest() == r[6]
+                if prev is not None and r[5] != prev:
+                    self._breaks[seq] = prev
+                    if ok:
+                        self._link_only.add(seq)
+                        self._link_rows[seq] = r
+                if not ok:
+                    self._anomalies[seq] = r
+                held = (r, lh, ok and seq not in self._link_only)
+            else:
+                lh = (
+                    bytes.fromhex(stored)
+                    if stored
+                    else sha(b"\x00" + enc(tenant, part, seq, r[2], r[3], r[4], r[1])).digest()
+                )
+                held = (r, lh, True)
+        if held is not None:
+            self._append(held)
+        if progress is not None:
+            progress(n)
+
+    def _duplicate(
+        self, held: tuple[Row, bytes, bool], r: Row, prev: str | None
+    ) -> tuple[Row, bytes, bool]:
+        """Two rows with one chain_seq: keep the one that checks (the first if both or
+        neither do); the other is an extra row."""
+        seq = r[0]
+        lh = bytes.fromhex(self._leaf_hex(r, seq) or "00" * 32)
+        ok = (not r[7] or r[7] == lh.hex()) and _sha256(
+            r[5].encode("ascii") + r[1]
+        ).hexdigest() == r[6]
+        ok = ok and (prev is None or r[5] == prev)
+        seg = self._segment_of(seq)
+        if ok and not held[2]:
+            self._anomalies.pop(seq, None)
+            self._breaks.pop(seq, None)
+            self._link_only.discard(seq)
+            if held[0][9]:
+                seg.duplicate(seq)
+            return (r, lh, True)
+        if r[9]:
+            seg.duplicate(seq)
+        return held
+
+    def _append(self, held: tuple[Row, bytes, bool]) -> str:
+        r, lh, _ok = held
+        seg = self._seg()
+        if r[9]:
+            seg.seen += 1
+            if r[10]:
+                seg.derived.setdefault(r[10], []).append(r[0])
+                seg.bad.add(r[0])
+            if seg.hi is None and (self._end is not None or (
+                self._last_time is not None and r[8] < self._last_time
+            )):  # fmt: skip
+                seg.flag(EXTRA, r[0])
+        if self._tree is not None:
+            self._tree.append_hash(lh)
+        if self._resumed is not None:
+            self._resumed.append_hash(lh)
+        self._pos = r[0]
+        self._reach()
+        return r[6]
+
+    def _finish_tail(self) -> None:
+        """Checkpoints larger than the rows: the missing tail."""
+        while self._si < len(self._sizes):
+            seg = self._seg()
+            assert seg.hi is not None
+            if self._pos < seg.hi:
+                seg.missing += (self._pos + 1, seg.hi)
+            self._tree = self._resumed = None
+            self._pos = seg.hi
+            self._reach()
+
+    def _classify_reordered(self) -> None:
+        """Judge the disturbed rows (a check failed, or the link to the previous row broke).
+
+        Each row's place in *link order* is found by following ``prev_hash`` back to a row
+        that sits where it should (or genesis); a row whose link-order place differs from
+        its ``chain_seq`` (and whose stored leaf, if any, is its leaf at that place) is
+        ``reordered``; a row whose leaf fits another place near a disturbance is too. A
+        row whose only fault is a broken link to a moved predecessor is innocent; other
+        faults are ``row hash``.
+        """
+        disturbed = {**{s: self._link_rows[s] for s in self._link_only}, **self._anomalies}
+        by_hash = {r[6]: (s, r[5]) for s, r in disturbed.items()}
+        # row_hash -> place in link order; a link break names its predecessor's hash, whose
+        # place is its seq unless that row is disturbed itself (then its links decide).
+        placed = {h: s - 1 for s, h in self._breaks.items() if h not in by_hash}
+        placed[GENESIS] = 0
+
+        def link_place(h: str) -> int | None:
+            path: list[str] = []
+            while h not in placed and h in by_hash and len(path) <= len(by_hash):
+                path.append(h)
+                h = by_hash[h][1]
+            base = placed.get(h)
+            for x in reversed(path):
+                base = None if base is None else base + 1
+                placed[x] = base  # type: ignore[assignment]
+            return base
+
+        near: set[int] = set()
+        for s in (*self._anomalies, *self._breaks):
+            near.update(range(max(s - _REORDER_NEAR, 1), s + _REORDER_NEAR + 1))
+        near.update(disturbed)
+        for seq, r in sorted(disturbed.items()):
+            verdict: str | None = ROW_HASH
+            if _sha256(r[5].encode("ascii") + r[1]).hexdigest() == r[6]:
+                lp = link_place(r[5])
+                place = None if lp is None else lp + 1
+                if place is not None and place != seq:
+                    if not r[7] or self._leaf_hex(r, place) == r[7]:
+                        verdict = REORDERED
+                elif r[7] and any(t != seq and self._leaf_hex(r, t) == r[7] for t in sorted(near)):
+                    verdict = REORDERED
+                elif place == seq and seq in self._link_only:
+                    verdict = None  # its predecessor moved, not this row
+            if verdict is not None:
+                self._segment_of(seq).flag(verdict, seq)
+
+    def _leaf_hex(self, r: Row, seq: int) -> str:
+        try:
+            leaf = encode_leaf(self.tenant, self.partition, seq, r[2], r[3], r[4], r[1])
+        except LeafError:
+            return ""
+        return _sha256(b"\x00" + leaf).hexdigest()
+
+    # ---- verdicts -----------------------------------------------------------------------
+
+    def _report(self) -> ChainReport:
+        rep = ChainReport(self.origin)
+        self._same_size_rules()
+        # A forked head: a root the rows cannot reproduce while a later one they do; the
+        # rows before a reproduced root are covered by it.
+        later_ok = False
+        for seg in reversed(self._segs[:-1]):
+            assert seg.hi is not None
+            cps = self._at[seg.hi]
+            if later_ok:
+                for c in cps:
+                    if c.rows_root is False and not c.inconsistent:
+                        c.inconsistent = "the rows reproduce a later checkpoint but not this root"
+                seg.root_ok = seg.root_ok or not seg.missing
+            later_ok = later_ok or any(c.rows_root for c in cps)
+        by_size: dict[int, list[Held]] = {}
+        for c in self.cps:
+            by_size.setdefault(c.cp.size if c.cp else -1, []).append(c)
+        seg_at = {s.hi: s for s in self._segs if s.hi is not None}
+        for size in sorted(set(by_size) | set(seg_at)):
+            for c in sorted(by_size.get(size, ()), key=lambda c: (c.time or 0, c.note)):
+                self._checkpoint_line(rep, c)
+            if size in seg_at:
+                self._segment_lines(rep, seg_at[size])
+        self._tail_lines(rep, self._segs[-1])
+        return rep
+
+    def _same_size_rules(self) -> None:
+        for size in self._sizes:
+            cps = [c for c in self._at[size] if not c.inconsistent]
+            if len({c.cp.root_hash for c in cps}) < 2:  # type: ignore[union-attr]
+                continue
+            good = [c for c in cps if c.rows_root or c.resumed_root]
+            ref = good[0] if good else min(cps, key=lambda c: c.time or 0)
+            for c in cps:
+                if c.cp.root_hash != ref.cp.root_hash:  # type: ignore[union-attr]
+                    c.inconsistent = f"size {size} was also signed with another root"
+
+    def _checkpoint_line(self, rep: ChainReport, c: Held) -> None:
+        where = "+".join(sorted(c.sources))
+        if c.cp is None or c.time is None:
+            line = Line("checkpoint", f"Checkpoint {self.origin} [{where}]", SIGNATURE, c.error)
+        else:
+            key = c.key.describe() if c.key else "key ?"
+            end = " end" if c.end else ""
+            text = (f"Checkpoint {self.origin} size {c.cp.size} time {iso(c.time)}{end} "
+                    f"{key} [{where}]")  # fmt: skip
+            if c.inconsistent:
+                line = Line("checkpoint", text, INCONSISTENT, c.inconsistent)
+            elif c.missing_from:
+                line = Line("checkpoint", text, NOT_FOUND, f"not in {', '.join(c.missing_from)}")
+            else:
+                line = Line("checkpoint", text, VALID)
+        rep.lines.append(line)
+        rep.checkpoints += 1
+        rep.checkpoints_valid += line.verdict == VALID
+
+    def _problems(self, seg: Segment, text: str) -> list[Line]:
+        out: list[Line] = []
+        if seg.missing:
+            spans = [
+                f"{a}-{b}" if a != b else str(a)
+                for a, b in zip(seg.missing[::2], seg.missing[1::2])
+            ]
+            out.append(Line("rows", text, MISSING, "seq " + ", ".join(spans)))
+        for verdict in (ROW_HASH, REORDERED, EXTRA):
+            if verdict in seg.issues:
+                out.append(Line("rows", text, verdict, seqs(seg.issues[verdict])))
+        for cols, at in sorted(seg.derived.items()):
+            out.append(Line("rows", text, f"{DERIVED}: {cols}", seqs(at)))
+        return out
+
+    def _segment_lines(self, rep: ChainReport, seg: Segment) -> None:
+        assert seg.hi is not None
+        missing = sum(b - a + 1 for a, b in zip(seg.missing[::2], seg.missing[1::2]))
+        if not seg.seen and not missing and not seg.issues and not seg.derived:
+            return
+        text = f"Rows {self.origin} {seg.lo}-{seg.hi}"
+        lines = self._problems(seg, text)
+        bad = len(seg.bad)
+        if not seg.root_ok and (seg.missing or seg.unverifiable):
+            bad = seg.seen  # no root proves the rows that are there
+        if not seg.root_ok and seg.seen:
+            if seg.unverifiable and not seg.missing:
+                detail = "cannot be checked against its checkpoint: earlier rows are missing"
+                lines.insert(0, Line("rows", text, MISSING, detail))
+                bad = seg.seen
+            elif not lines:
+                detail = "the rows do not reproduce the checkpoint's root"
+                lines.append(Line("rows", text, ROW_HASH, detail))
+                bad = seg.seen
+        rep.lines.extend(lines or [Line("rows", text, VALID)])
+        rep.rows += seg.seen + missing + seg.dups
+        rep.rows_valid += seg.seen - min(bad, seg.seen)
+
+    def _tail_lines(self, rep: ChainReport, seg: Segment) -> None:
+        """Rows after the last checkpoint: problems, else pending (not counted as rows)."""
+        if not seg.seen and not seg.issues:
+            return
+        text = f"Rows {self.origin} {seg.lo}-{self._pos}"
+        rep.lines.extend(self._problems(seg, text))
+        bad = len(seg.bad)
+        pending = seg.seen - bad
+        if pending > 0:
+            rep.lines.append(Line("rows", text, PENDING, f"{pending} rows"))
+        rep.rows += bad + seg.dups
+        rep.pending += pending

@@ -1,0 +1,188 @@
+"""Verdicts of the chain verifier (:mod:`.audit`): names, lines, per-chain reports, summary.
+
+Pure and shippable like the rest of the package.
+
+Verdicts, one line per checkpoint and per row range between consecutive checkpoint sizes, in
+the manner of ``aws cloudtrail validate-logs`` (tab before the verdict):
+
+Checkpoint lines
+  ``valid``; ``INVALID: signature`` (malformed, unknown key, bad signature, other chain's
+  origin); ``INVALID: inconsistent with previous checkpoint`` (another checkpoint of the same
+  size has a different root that the rows reproduce, or neither reproduces and it was signed
+  later; a smaller size signed after a larger one; a larger size signed after an ``end``; a
+  root the rows cannot reproduce while a LATER checkpoint's root they do reproduce: a forked
+  head); ``not found`` (found in one source but not the other, when both were read; a note
+  signed within a second of the verifier starting is exempt: the signer anchors, then stores).
+
+Row range lines (``Rows <origin> <first>-<last>``)
+  ``valid`` (the rows reproduce the range's checkpoint root and every row checks);
+  ``INVALID: row hash`` (a row's recomputed leaf differs from its stored ``leaf_hash``, its
+  ``row_hash`` is not SHA-256(prev_hash ‖ payload), its ``prev_hash`` is not the previous row's
+  ``row_hash``, or the range's root differs from the checkpoint's with no row to blame);
+  ``missing rows`` (a gap in ``chain_seq``, or fewer rows than a checkpoint's size); ``extra
+  rows`` (a duplicate ``chain_seq``; a row after the last checkpoint whose ``ingested_at`` is
+  before that checkpoint's latest ``time``; any row after an ``end``); ``reordered`` (the row's
+  stored leaf hash is its leaf at another position near a disturbance, or, with no stored leaf
+  hash, its ``prev_hash`` is the ``row_hash`` of a row elsewhere); ``derived value disagrees:
+  <columns>`` (supplied by the caller: store mode re-derives typed columns and cost); ``pending
+  (not yet checkpointed)`` (rows after the last checkpoint ingested after it: not invalid).
+
+A range with several kinds of problem gets one line per kind. A row counts once; rows a range's
+root failure leaves unexplained all count invalid. Once a range fails, later ranges are checked
+from the failing checkpoint's stored frontier when it reproduces that checkpoint's signed root
+(a frontier is never trusted otherwise); without one they cannot be checked after a gap and are
+reported as ``missing rows``. Summary: ``N/M checkpoints valid, K/L rows valid`` (L counts rows
+read in scope plus missing positions, pending rows apart).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from .checkpoint import Checkpoint
+from .pubkeys import PublicKey
+
+VALID = "valid"
+SIGNATURE = "INVALID: signature"
+INCONSISTENT = "INVALID: inconsistent with previous checkpoint"
+NOT_FOUND = "not found"
+ROW_HASH = "INVALID: row hash"
+MISSING = "missing rows"
+EXTRA = "extra rows"
+REORDERED = "reordered"
+DERIVED = "derived value disagrees"
+PENDING = "pending (not yet checkpointed)"
+#: Verdicts that make ``agentaudit verify`` exit 1.
+FAILING = frozenset(
+    {SIGNATURE, INCONSISTENT, NOT_FOUND, ROW_HASH, MISSING, EXTRA, REORDERED, DERIVED}
+)
+
+Row = tuple[int, bytes, Decimal, bool, str, str, str, str, float, bool, str]
+"""One stored row: (chain_seq, payload, cost_usd, priced, pricing_version, prev_hash, row_hash,
+leaf_hash (hex; '' if not stored), ingested_at (unix s), checked (in the reported range: leaf
+recomputed and verdicts given; else the stored leaf hash only feeds the tree), derived (columns
+whose stored value disagrees with the payload, comma-separated; '' if none or not checked))."""
+
+GENESIS = "0" * 64
+SAMPLES = 8  # seqs named per verdict line
+SLACK = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A checkpoint note as found: its text, where (``store``/``anchor``/``export``), frontier."""
+
+    note: str
+    sources: frozenset[str]
+    frontier: tuple[bytes, ...] | None = None
+
+
+@dataclass
+class Held:
+    """A checkpoint note under verification: what it says and what was found about it."""
+
+    note: str
+    sources: frozenset[str]
+    frontier: tuple[bytes, ...] | None
+    cp: Checkpoint | None = None
+    key: PublicKey | None = None
+    time: int | None = None
+    end: bool = False
+    error: str = ""
+    inconsistent: str = ""
+    missing_from: tuple[str, ...] = ()
+    rows_root: bool | None = None  # the continuous tree reproduces the root
+    resumed_root: bool | None = None  # the tree resumed from an earlier frontier does
+
+
+@dataclass(frozen=True)
+class Line:
+    """One verdict line: ``text`` then a tab and ``verdict`` (with its detail)."""
+
+    kind: str  # "checkpoint" | "rows"
+    text: str
+    verdict: str
+    detail: str = ""
+
+    @property
+    def failing(self) -> bool:
+        return self.verdict in FAILING or self.verdict.startswith(DERIVED)
+
+    def render(self) -> str:
+        return f"{self.text}\t{self.verdict}{f' ({self.detail})' if self.detail else ''}"
+
+
+@dataclass
+class ChainReport:
+    """A chain's verdict lines and counts."""
+
+    origin: str
+    lines: list[Line] = field(default_factory=list)
+    checkpoints: int = 0
+    checkpoints_valid: int = 0
+    rows: int = 0
+    rows_valid: int = 0
+    pending: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not any(line.failing for line in self.lines)
+
+
+@dataclass
+class Segment:
+    lo: int  # first chain_seq of the range
+    hi: int | None  # last (= checkpoint size); None: after the last checkpoint
+    seen: int = 0  # rows in scope
+    missing: list[int] = field(default_factory=list)  # [first, last, first, last, ...]
+    issues: dict[str, list[int]] = field(default_factory=dict)  # verdict -> seqs
+    derived: dict[str, list[int]] = field(default_factory=dict)  # columns -> seqs
+    bad: set[int] = field(default_factory=set)
+    dups: int = 0
+    root_ok: bool = False
+    unverifiable: bool = False  # no tree to check the root with (after a gap)
+
+    def duplicate(self, seq: int) -> None:
+        """A row beside the one kept at ``seq``: extra, and counted as one more (bad) row."""
+        self.issues.setdefault(EXTRA, []).append(seq)
+        self.dups += 1
+
+    def flag(self, verdict: str, seq: int) -> None:
+        self.issues.setdefault(verdict, []).append(seq)
+        self.bad.add(seq)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def in_use(key: PublicKey, t: int) -> bool:
+    """Whether ``key`` was current at unix second ``t`` (``time`` lines are whole seconds,
+    truncated: a second of slack each side)."""
+    when = datetime.fromtimestamp(t, UTC)
+    return key.created_at - SLACK <= when and (
+        key.retired_at is None or when < key.retired_at + SLACK
+    )
+
+
+def seqs(seqs: Sequence[int]) -> str:
+    s = sorted(set(seqs))
+    shown = ", ".join(map(str, s[:SAMPLES]))
+    return f"seq {shown}{f', … {len(s)} in all' if len(s) > SAMPLES else ''}"
+
+
+def summary(reports: Iterable[ChainReport]) -> tuple[str, bool]:
+    """``N/M checkpoints valid, K/L rows valid[, P rows pending]`` and whether all is valid."""
+    reps = list(reports)
+    n = sum(r.checkpoints_valid for r in reps)
+    m = sum(r.checkpoints for r in reps)
+    k = sum(r.rows_valid for r in reps)
+    rows = sum(r.rows for r in reps)
+    pending = sum(r.pending for r in reps)
+    text = f"{n}/{m} checkpoints valid, {k}/{rows} rows valid"
+    if pending:
+        text += f", {pending} rows pending"
+    return text, all(r.ok for r in reps)
