@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from agentaudit.anchors import Anchor, DirectoryAnchor
-from agentaudit.keyring import KeyRing
+from agentaudit.keyring import PUBLIC_KEYS_FILE, KeyRing
 from agentaudit.settings import Settings
 from agentaudit.sink.trees import ChainKey, ChainTrees, rebuild
 from agentaudit.store.protocol import Store
@@ -30,6 +31,15 @@ from agentaudit.trail.note import Signer, Verifier
 from producers.clock import UtcNow, utc_now
 
 log = logging.getLogger("agentaudit.sink")
+
+
+def _stamp(key_dir: Path) -> tuple[int, int] | None:
+    """(mtime, inode) of the public-key file: a rotation replaces it."""
+    try:
+        st = (key_dir / PUBLIC_KEYS_FILE).stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_ino
 
 CHECKPOINT_TABLE = "agentaudit.checkpoints"
 CHECKPOINT_COLUMNS: tuple[str, ...] = (
@@ -105,6 +115,9 @@ class TrailSigning:
         self.clock = clock
         self.monotonic = monotonic
         self._last = monotonic()
+        self.key_dir: Path | None = None
+        """Where the key ring is re-read from after a rotation (None: keep `signer`)."""
+        self._key_stamp: tuple[int, int] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrailSigning | None:
@@ -114,8 +127,25 @@ class TrailSigning:
                         "trail is chained but not signed")  # fmt: skip
             return None
         ring = KeyRing.load(settings.key_dir)
-        return cls(ring.signer, ring.verifiers, settings.deployment,
-                   DirectoryAnchor(settings.checkpoints_dir), settings.checkpoint_interval_s)  # fmt: skip
+        signing = cls(ring.signer, ring.verifiers, settings.deployment,
+                      DirectoryAnchor(settings.checkpoints_dir), settings.checkpoint_interval_s)  # fmt: skip
+        signing.key_dir = settings.key_dir
+        signing._key_stamp = _stamp(settings.key_dir)
+        return signing
+
+    def _follow_rotation(self) -> None:
+        """After `agentaudit keys rotate` a running sink signs with the new key from its next
+        checkpoint on: the public-key file changed, the ring is read again."""
+        if self.key_dir is None:
+            return
+        stamp = _stamp(self.key_dir)
+        if stamp == self._key_stamp:
+            return
+        ring = KeyRing.load(self.key_dir)
+        self.chains = ChainSigner(ring.signer, self.deployment)
+        self.verifiers = ring.verifiers
+        self._key_stamp = stamp
+        log.info("signing key changed: now %s", ring.current.fingerprint)
 
     def due(self) -> bool:
         return self.monotonic() - self._last >= self.interval_s
@@ -132,6 +162,7 @@ class TrailSigning:
         silently accepted. `handoff`: the sink is giving its chains up (revoke, stop) with
         everything stored, so no row may follow in the store until a sink signs again."""
         self._last = self.monotonic()
+        self._follow_rotation()
         signed = self.chains.sign(trees, self.clock(), handoff=handoff)
         if signed:
             self.anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in signed)

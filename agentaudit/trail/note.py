@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -61,6 +62,19 @@ def valid_key_name(name: str) -> bool:
     return bool(name) and "+" not in name and not any(c.isspace() for c in name)
 
 
+@functools.lru_cache(maxsize=8)
+def _private(seed: bytes) -> Ed25519PrivateKey:
+    # Building the key object from the seed costs more than a signature: a sink signs every
+    # chain's checkpoint each interval with one key (10k chains: 1.75 s → see README bench).
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _public_of(seed: bytes) -> bytes:
+    return _raw_public(_private(seed).public_key())
+
+
+@functools.lru_cache(maxsize=1 << 17)
 def key_id(name: str, sig_type: int, public_key: bytes) -> int:
     """``SHA-256(name || 0x0A || type || public key)[:4]`` as a big-endian uint32."""
     digest = hashlib.sha256(name.encode() + b"\n" + bytes([sig_type]) + public_key).digest()
@@ -179,7 +193,7 @@ class Signer:
     @property
     def public_key(self) -> bytes:
         """The 32-byte Ed25519 public key."""
-        return _raw_public(Ed25519PrivateKey.from_private_bytes(self.seed).public_key())
+        return _public_of(self.seed)
 
     @property
     def key_id(self) -> int:
@@ -192,7 +206,7 @@ class Signer:
 
     def signature_line(self, text: str) -> str:
         """``— <name> base64(key ID || Ed25519(text))`` plus newline, for note text ``text``."""
-        sig = Ed25519PrivateKey.from_private_bytes(self.seed).sign(text.encode("utf-8"))
+        sig = _private(self.seed).sign(text.encode("utf-8"))
         return f"{_SIG_PREFIX}{self.name} {_b64(self.key_id.to_bytes(4, 'big') + sig)}\n"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -148,7 +149,7 @@ async def test_a_store_behind_its_anchored_checkpoints_is_never_signed_again(
         await produce_raw(settings, _events(40))
         await _sink(settings, store, 40)
         signed = assert_signed(settings, store)
-        (tenant, part), cps = sorted(signed.items())[0]
+        (tenant, part), cps = min(signed.items())
         size = cps[-1].size
         # Tail rows deleted behind the sink's back (or a store restored from an old copy).
         store.command(
@@ -173,7 +174,7 @@ async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings
         migrate(store)
         await produce_raw(settings, _events(20))
         await _sink(settings, store, 20)
-        (tenant, part), cps = sorted(assert_signed(settings, store).items())[0]
+        (tenant, part), cps = min(assert_signed(settings, store).items())
         # A forged row with every hash recomputed, inserted straight into the store.
         last = store.query(
             "SELECT chain_seq, row_hash, payload FROM agentaudit.events WHERE tenant_id = {t:String} "
@@ -194,3 +195,37 @@ async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings
         await produce_raw(settings, _events(20, 20))
         await _sink(settings, store, 20)
         assert all(c.size <= cps[-1].size for c in _anchored(settings, (tenant, part)))
+
+
+async def test_a_running_sink_signs_with_the_new_key_after_a_rotation(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from agentaudit.keyring import init_keys, rotate_keys
+    from agentaudit.trail.note import open_note
+
+    settings = _signed(settings).model_copy(update={"key_dir": tmp_path / "own-keys"})
+    old = init_keys(settings.key_dir)
+    await ensure_topics(settings)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        await produce_raw(settings, _events(10))
+        worker = SinkWorker(settings, store)
+        task = asyncio.create_task(worker.run())
+        try:
+            async def signed_at_least(n: int) -> None:
+                while worker.checkpoints_signed < n or worker.processor.counters.accepted < 10:
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(signed_at_least(4), 60)
+            new = rotate_keys(settings.key_dir)
+            await asyncio.wait_for(signed_at_least(worker.checkpoints_signed + 4), 60)
+        finally:
+            worker.stop()
+            await task
+        signed = assert_signed(settings, store)  # old and new checkpoints verify with the history
+        key = min(signed)
+        origin = origin_for(settings.deployment, *key)
+        notes = DirectoryAnchor(settings.checkpoints_dir).notes(*key)
+        by = [open_note(n, new.verifiers(origin)).verified[0].key_id for n in notes]
+        ids = {old.current.key_id(origin), new.current.key_id(origin)}
+        assert set(by) == ids and by[-1] == new.current.key_id(origin)
