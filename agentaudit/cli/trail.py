@@ -7,3 +7,6 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the trail-checking commands to the top-level `app`."""
+    from agentaudit.cli import receipts
+
+    app.command("prove")(receipts.prove)
