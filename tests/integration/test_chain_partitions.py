@@ -19,6 +19,7 @@ from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from tests.factories import event_dict, wire
 from tests.integration.helpers import assert_chains_valid, produce_placed, scalar
+from tests.integration.helpers_trail import assert_signed
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +66,5 @@ async def test_tenants_on_every_partition_and_key_kind_verify_with_two_sink_proc
         assert scalar(store, "SELECT uniqExact(event_id) FROM agentaudit.events") == n
         assert scalar(store, "SELECT uniqExact(tenant_id, kafka_partition, chain_seq) FROM agentaudit.events") == n
         assert assert_chains_valid(store) == n
+        # Both processes signed their chains; every row is in a checkpoint anchored outside.
+        assert sum(cps[-1].size for cps in assert_signed(settings, store).values()) == n

@@ -16,17 +16,17 @@ import pytest
 
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.broker import ensure_topics
-from agentaudit.keyring import KeyRing
 from agentaudit.settings import Settings
 from agentaudit.sink.worker import SinkWorker
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from agentaudit.store.protocol import Store
-from agentaudit.trail.checkpoint import Checkpoint, open_checkpoint, origin_for
+from agentaudit.trail.checkpoint import origin_for
 from agentaudit.trail.leaf import encode_leaf
-from agentaudit.trail.merkle import leaf_hash, root_from_leaf_hashes
+from agentaudit.trail.merkle import leaf_hash
 from tests.factories import event_dict, wire
 from tests.integration.helpers import produce_raw, scalar, sink_until
+from tests.integration.helpers_trail import anchored_checkpoints, assert_signed
 
 pytestmark = pytest.mark.integration
 
@@ -35,56 +35,6 @@ TENANTS = ("cp-a", "cp-b")
 
 def _signed(settings: Settings) -> Settings:
     return settings.model_copy(update={"checkpoint_interval_s": 0.2})
-
-
-def _leaves(store: Store) -> dict[tuple[str, int], list[bytes]]:
-    """Every chain's leaf hashes recomputed from the rows' content, in chain order."""
-    rows = store.query(
-        "SELECT tenant_id, kafka_partition, chain_seq, cost_usd, priced, pricing_version, payload, "
-        "leaf_hash FROM agentaudit.events ORDER BY tenant_id, kafka_partition, chain_seq"
-    ).result_rows
-    out: dict[tuple[str, int], list[bytes]] = {}
-    for t, p, seq, cost, priced, version, payload, stored in rows:
-        body = payload if isinstance(payload, bytes) else payload.encode()
-        h = leaf_hash(encode_leaf(t, p, seq, Decimal(cost), bool(priced), version, body))
-        stored = stored.decode() if isinstance(stored, bytes) else stored
-        assert stored == h.hex(), f"stored leaf_hash of {t}/p{p} #{seq} is not the row's leaf"
-        chain = out.setdefault((t, p), [])
-        assert seq == len(chain) + 1
-        chain.append(h)
-    return out
-
-
-def _anchored(settings: Settings, key: tuple[str, int]) -> list[Checkpoint]:
-    ring = KeyRing.load(settings.key_dir)
-    origin = origin_for(settings.deployment, *key)
-    notes = DirectoryAnchor(settings.checkpoints_dir).notes(*key)
-    return [open_checkpoint(n, ring.verifiers(origin), origin)[0] for n in notes]
-
-
-def assert_signed(settings: Settings, store: Store) -> dict[tuple[str, int], list[Checkpoint]]:
-    """Every chain's anchored checkpoints verify, each root is the root of the rows' first
-    `size` leaves, the newest covers every row, and the table holds the same notes."""
-    leaves = _leaves(store)
-    assert leaves, "no rows"
-    out = {}
-    for key, hashes in leaves.items():
-        cps = _anchored(settings, key)
-        assert cps, f"chain {key} has no anchored checkpoint"
-        for cp in cps:
-            assert cp.size <= len(hashes)
-            assert cp.root_hash == root_from_leaf_hashes(hashes[: cp.size]), f"{key} @ {cp.size}"
-            assert any(e.startswith("time ") for e in cp.extensions)
-        assert cps[-1].size == len(hashes), f"{key}: newest checkpoint does not cover every row"
-        table = store.query(
-            "SELECT note FROM agentaudit.checkpoints WHERE tenant_id = {t:String} "
-            "AND kafka_partition = {p:UInt32} ORDER BY signed_at",
-            {"t": key[0], "p": key[1]},
-        ).result_rows
-        anchored = DirectoryAnchor(settings.checkpoints_dir).notes(*key)
-        assert sorted(r[0] for r in table) == sorted(anchored), f"{key}: table and anchor differ"
-        out[key] = cps
-    return out
 
 
 def _events(n: int, offset: int = 0) -> list[tuple[bytes, bytes]]:
@@ -160,11 +110,11 @@ async def test_a_store_behind_its_anchored_checkpoints_is_never_signed_again(
         caplog.set_level(logging.ERROR, logger="agentaudit.sink")
         await produce_raw(settings, _events(40, 40))
         await _sink(settings, store, 40)
-        assert _anchored(settings, (tenant, part))[-1].size == size, "the shortened chain was signed"
+        assert anchored_checkpoints(settings, (tenant, part))[-1].size == size, "the shortened chain was signed"
         assert any("will not be signed" in r.getMessage() and tenant in r.getMessage()
                    for r in caplog.records)  # fmt: skip
         others = [k for k in signed if k != (tenant, part)]
-        assert others and all(_anchored(settings, k)[-1].size > signed[k][-1].size for k in others)
+        assert others and all(anchored_checkpoints(settings, k)[-1].size > signed[k][-1].size for k in others)
 
 
 async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings) -> None:
@@ -194,7 +144,7 @@ async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings
                       "row_hash", "leaf_hash"))  # fmt: skip
         await produce_raw(settings, _events(20, 20))
         await _sink(settings, store, 20)
-        assert all(c.size <= cps[-1].size for c in _anchored(settings, (tenant, part)))
+        assert all(c.size <= cps[-1].size for c in anchored_checkpoints(settings, (tenant, part)))
 
 
 async def test_a_running_sink_signs_with_the_new_key_after_a_rotation(

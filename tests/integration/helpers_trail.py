@@ -1,0 +1,63 @@
+"""Checks of a signed trail shared by the integration tests (issue 10)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from agentaudit.anchors import DirectoryAnchor
+from agentaudit.keyring import KeyRing
+from agentaudit.settings import Settings
+from agentaudit.store.protocol import Store
+from agentaudit.trail.checkpoint import Checkpoint, open_checkpoint, origin_for
+from agentaudit.trail.leaf import encode_leaf
+from agentaudit.trail.merkle import leaf_hash, root_from_leaf_hashes
+
+
+def recomputed_leaves(store: Store) -> dict[tuple[str, int], list[bytes]]:
+    """Every chain's leaf hashes recomputed from the rows' content, in chain order."""
+    rows = store.query(
+        "SELECT tenant_id, kafka_partition, chain_seq, cost_usd, priced, pricing_version, payload, "
+        "leaf_hash FROM agentaudit.events ORDER BY tenant_id, kafka_partition, chain_seq"
+    ).result_rows
+    out: dict[tuple[str, int], list[bytes]] = {}
+    for t, p, seq, cost, priced, version, payload, stored in rows:
+        body = payload if isinstance(payload, bytes) else payload.encode()
+        h = leaf_hash(encode_leaf(t, p, seq, Decimal(cost), bool(priced), version, body))
+        stored = stored.decode() if isinstance(stored, bytes) else stored
+        assert stored == h.hex(), f"stored leaf_hash of {t}/p{p} #{seq} is not the row's leaf"
+        chain = out.setdefault((t, p), [])
+        assert seq == len(chain) + 1
+        chain.append(h)
+    return out
+
+
+def anchored_checkpoints(settings: Settings, key: tuple[str, int]) -> list[Checkpoint]:
+    ring = KeyRing.load(settings.key_dir)
+    origin = origin_for(settings.deployment, *key)
+    notes = DirectoryAnchor(settings.checkpoints_dir).notes(*key)
+    return [open_checkpoint(n, ring.verifiers(origin), origin)[0] for n in notes]
+
+
+def assert_signed(settings: Settings, store: Store) -> dict[tuple[str, int], list[Checkpoint]]:
+    """Every chain's anchored checkpoints verify, each root is the root of the rows' first
+    `size` leaves, the newest covers every row, and the table holds the same notes."""
+    leaves = recomputed_leaves(store)
+    assert leaves, "no rows"
+    out = {}
+    for key, hashes in leaves.items():
+        cps = anchored_checkpoints(settings, key)
+        assert cps, f"chain {key} has no anchored checkpoint"
+        for cp in cps:
+            assert cp.size <= len(hashes)
+            assert cp.root_hash == root_from_leaf_hashes(hashes[: cp.size]), f"{key} @ {cp.size}"
+            assert any(e.startswith("time ") for e in cp.extensions)
+        assert cps[-1].size == len(hashes), f"{key}: newest checkpoint does not cover every row"
+        table = store.query(
+            "SELECT note FROM agentaudit.checkpoints WHERE tenant_id = {t:String} "
+            "AND kafka_partition = {p:UInt32} ORDER BY signed_at",
+            {"t": key[0], "p": key[1]},
+        ).result_rows
+        anchored = DirectoryAnchor(settings.checkpoints_dir).notes(*key)
+        assert sorted(r[0] for r in table) == sorted(anchored), f"{key}: table and anchor differ"
+        out[key] = cps
+    return out
