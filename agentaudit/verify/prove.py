@@ -58,7 +58,7 @@ _NOTES_SQL = (
     "SELECT note, tree_size FROM agentaudit.checkpoints "
     "WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32} "
     "AND tree_size >= {lo:UInt64} AND tree_size <= {hi:UInt64} "
-    "ORDER BY tree_size DESC, signed_at DESC"
+    "ORDER BY tree_size DESC, signed_at DESC LIMIT {limit:UInt32}"
 )
 _LEAVES_SQL = (
     "SELECT chain_seq, leaf_hash, if(empty(leaf_hash), payload, ''), cost_usd, priced, "
@@ -95,7 +95,8 @@ def _chain_notes(
         size = _size_of(note)
         if size is not None and lo <= size <= hi:
             found.append((size, 0, note))
-    rows = store.query(_NOTES_SQL, {"t": tenant, "p": partition, "lo": lo, "hi": hi}).result_rows
+    params = {"t": tenant, "p": partition, "lo": lo, "hi": hi, "limit": _MAX_CANDIDATES}
+    rows = store.query(_NOTES_SQL, params).result_rows
     found.extend((int(size), 1, str(note)) for note, size in rows)
     seen: set[str] = set()
     out: list[str] = []
