@@ -145,6 +145,7 @@ class ChainAudit:
         self._end = min((c.cp.size for c in live if c.end), default=None)  # type: ignore[union-attr]
         self._last_time = max((c.time or 0 for c in live), default=None)
         self._si = 0
+        self._next = sizes[0] if sizes else -1
         self._tree: CompactTree | None = CompactTree(self.start_size, self.start_frontier)
         self._resumed: CompactTree | None = None
         self._pos = self.start_size
@@ -186,6 +187,7 @@ class ChainAudit:
             else:
                 self._resumed = self._resume_from(cps) or (resumed if seg.root_ok else None)
             self._si += 1
+        self._next = self._sizes[self._si] if self._si < len(self._sizes) else -1
 
     def _resume_from(self, cps: list[Held]) -> CompactTree | None:
         for c in cps:
@@ -210,9 +212,13 @@ class ChainAudit:
             self._reach()
 
     def _walk(self, rows: Iterable[Row], progress: Callable[[int], None] | None) -> None:
+        # The hot loop (~1M rows in a few seconds): locals only; the pending row `held` is
+        # appended to the tree when the next seq shows it has no duplicate.
         tenant, part = self.tenant, self.partition
         sha, enc = _sha256, encode_leaf
-        held: tuple[Row, bytes, bool] | None = None  # the row whose append waits (duplicates)
+        anomalies, breaks, link_only = self._anomalies, self._breaks, self._link_only
+        held: Row | None = None
+        held_lh, held_ok = b"", True
         prev = self.start_prev  # row_hash of the last appended row (None: unknown)
         n = 0
         for r in rows:
@@ -221,10 +227,10 @@ class ChainAudit:
                 progress(n)
             seq = r[0]
             if held is not None:
-                if seq == held[0][0]:
-                    held = self._duplicate(held, r, prev)
+                if seq == held[0]:
+                    held, held_lh, held_ok = self._duplicate(held, held_lh, held_ok, r, prev)
                     continue
-                prev = self._append(held)
+                prev = self._append(held, held_lh)
                 held = None
             if seq <= self._pos:  # below a chain_seq already appended: out of order input
                 if r[9]:
@@ -236,33 +242,33 @@ class ChainAudit:
             stored = r[7]
             if r[9]:
                 try:
-                    lh = sha(b"\x00" + enc(tenant, part, seq, r[2], r[3], r[4], r[1])).digest()
-                    ok = not stored or stored == lh.hex()
+                    held_lh = sha(b"\x00" + enc(tenant, part, seq, r[2], r[3], r[4], r[1])).digest()
+                    ok = not stored or stored == held_lh.hex()
                 except LeafError:
-                    lh, ok = _sha256(b"").digest(), False
+                    held_lh, ok = _sha256(b"").digest(), False
                 ok = ok and sha(r[5].encode("ascii") + r[1]).hexdigest() == r[6]
-                if prev is not None and r[5] != prev:
-                    self._breaks[seq] = prev
+                linked = prev is None or r[5] == prev
+                if not linked:
+                    breaks[seq] = prev  # type: ignore[assignment]
                     if ok:
-                        self._link_only.add(seq)
+                        link_only.add(seq)
                         self._link_rows[seq] = r
                 if not ok:
-                    self._anomalies[seq] = r
-                held = (r, lh, ok and seq not in self._link_only)
+                    anomalies[seq] = r
+                held_ok = ok and linked
             else:
-                lh = (
-                    bytes.fromhex(stored)
-                    if stored
-                    else sha(b"\x00" + enc(tenant, part, seq, r[2], r[3], r[4], r[1])).digest()
-                )
-                held = (r, lh, True)
+                held_lh = bytes.fromhex(stored) if stored else sha(
+                    b"\x00" + enc(tenant, part, seq, r[2], r[3], r[4], r[1])
+                ).digest()
+                held_ok = True
+            held = r
         if held is not None:
-            self._append(held)
+            self._append(held, held_lh)
         if progress is not None:
             progress(n)
 
     def _duplicate(
-        self, held: tuple[Row, bytes, bool], r: Row, prev: str | None
+        self, held: Row, held_lh: bytes, held_ok: bool, r: Row, prev: str | None
     ) -> tuple[Row, bytes, bool]:
         """Two rows with one chain_seq: keep the one that checks (the first if both or
         neither do); the other is an extra row."""
@@ -273,20 +279,19 @@ class ChainAudit:
         ).hexdigest() == r[6]
         ok = ok and (prev is None or r[5] == prev)
         seg = self._segment_of(seq)
-        if ok and not held[2]:
+        if ok and not held_ok:
             self._anomalies.pop(seq, None)
             self._breaks.pop(seq, None)
             self._link_only.discard(seq)
-            if held[0][9]:
+            if held[9]:
                 seg.duplicate(seq)
-            return (r, lh, True)
+            return r, lh, True
         if r[9]:
             seg.duplicate(seq)
-        return held
+        return held, held_lh, held_ok
 
-    def _append(self, held: tuple[Row, bytes, bool]) -> str:
-        r, lh, _ok = held
-        seg = self._seg()
+    def _append(self, r: Row, lh: bytes) -> str:
+        seg = self._segs[self._si]
         if r[9]:
             seg.seen += 1
             if r[10]:
@@ -301,7 +306,8 @@ class ChainAudit:
         if self._resumed is not None:
             self._resumed.append_hash(lh)
         self._pos = r[0]
-        self._reach()
+        if self._pos == self._next:
+            self._reach()
         return r[6]
 
     def _finish_tail(self) -> None:

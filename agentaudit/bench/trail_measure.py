@@ -1,0 +1,131 @@
+"""Verify throughput for `agentaudit bench` (issue 10): rows/s and CPU µs per row of the chain
+verifier (`agentaudit.trail.audit`), on synthetic signed chains.
+
+The rows are made first (leaf and chain hashes of every row, a checkpoint signed every
+`every` rows), then fed to `ChainAudit.run` chunk by chunk as the store reader does; the time
+spent building each chunk's row tuples is taken out of the figure, so it is the verifier's own
+cost: recompute each leaf (leaf v1 + SHA-256), check the chain link, extend the compact tree,
+check every checkpoint. `measure_store_read` times the other half, reading the same columns
+from a store, for comparison.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from agentaudit.trail.audit import ChainAudit
+from agentaudit.trail.checkpoint import Checkpoint, origin_for, sign_checkpoint
+from agentaudit.trail.leaf import encode_leaf
+from agentaudit.trail.merkle import CompactTree
+from agentaudit.trail.note import Signer
+from agentaudit.trail.pubkeys import PublicKeys
+from agentaudit.trail.verdicts import Found, Row
+
+# A typical llm_call's canonical payload (~480 bytes), numbered per row.
+_PAYLOAD = (
+    b'{"agent_id":"support-bot","agent_version":"1.4.2","deployment":"prod","event_id":'
+    b'"%08d-0000-4000-8000-000000000000","occurred_at":"2031-05-06T10:00:00.123456Z","payload"'
+    b':{"latency_ms":812.5,"provider":"openai","request_model":"gpt-4o-mini","response_model":'
+    b'"gpt-4o-mini","status":"ok","usage":{"input_tokens":1200,"output_tokens":310}},'
+    b'"run_id":"run-%d","schema_version":1,"sdk":{"name":"agentaudit-python","version":"0.9.0"},'
+    b'"session_id":"s-1","span_id":"00f067aa0ba902b7","tenant_id":"%s","trace_id":'
+    b'"4bf92f3577b34da6a3ce929d0e0e4736","type":"llm_call","user_id":"u-%d"}'
+)
+_COST = Decimal("0.000366000")
+_VERSION = "2031-05-01"
+_CHUNK = 20_000
+
+
+@dataclass(frozen=True)
+class VerifyFigures:
+    rows: int
+    chains: int
+    checkpoints: int
+    wall_s: float
+    cpu_s: float
+    valid: bool
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def cpu_us_per_row(self) -> float:
+        return self.cpu_s * 1e6 / self.rows if self.rows else 0.0
+
+
+class _Chain:
+    """One synthetic chain: leaf and row hashes of every row, and its signed checkpoints."""
+
+    def __init__(self, tenant: str, partition: int, n: int, every: int, signer: Signer) -> None:
+        self.tenant, self.partition, self.n = tenant, partition, n
+        self.origin = origin_for("bench.example", tenant, partition)
+        self.leaf: list[bytes] = []
+        self.row: list[bytes] = []
+        named = signer.renamed(self.origin)
+        tree, prev, notes = CompactTree(), "0" * 64, []
+        for seq in range(1, n + 1):
+            payload = self.payload(seq)
+            lh = hashlib.sha256(
+                b"\x00" + encode_leaf(tenant, partition, seq, _COST, True, _VERSION, payload)
+            ).digest()
+            rh = hashlib.sha256(prev.encode("ascii") + payload).digest()
+            prev = rh.hex()
+            self.leaf.append(lh)
+            self.row.append(rh)
+            tree.append_hash(lh)
+            if seq % every == 0 or seq == n:
+                cp = Checkpoint(self.origin, seq, tree.root(), (f"time {2_000_000_000 + seq}",))
+                notes.append(sign_checkpoint(cp, [named]))
+        self.notes = notes
+
+    def payload(self, seq: int) -> bytes:
+        return _PAYLOAD % (seq, seq // 50, self.tenant.encode(), seq % 1000)
+
+    def chunks(self, spent: list[float]) -> Iterator[Row]:
+        """The rows, built a chunk at a time; building time is added to ``spent[0]``."""
+        for lo in range(1, self.n + 1, _CHUNK):
+            t0 = time.process_time()
+            chunk: list[Row] = []
+            prev = "0" * 64 if lo == 1 else self.row[lo - 2].hex()
+            for seq in range(lo, min(lo + _CHUNK, self.n + 1)):
+                rh = self.row[seq - 1].hex()
+                ingested = 2_000_000_000.0 + seq
+                chunk.append((seq, self.payload(seq), _COST, True, _VERSION, prev, rh,
+                              self.leaf[seq - 1].hex(), ingested, True, ""))  # fmt: skip
+                prev = rh
+            spent[0] += time.process_time() - t0
+            yield from chunk
+
+
+def measure_verify(rows: int = 1_000_000, chains: int = 4, every: int = 10_000) -> VerifyFigures:
+    """Verify ``rows`` synthetic rows spread over ``chains`` chains (a checkpoint every
+    ``every`` rows); CPU and wall time of the verifier alone."""
+    signer = Signer("bench", bytes(range(32)))
+    keys = PublicKeys.first(signer.public_key, datetime(2030, 1, 1, tzinfo=UTC))
+    made = [_Chain(f"t{i}", i, rows // chains, every, signer) for i in range(chains)]
+    spent = [0.0]
+    wall = cpu = 0.0
+    ok = True
+    for c in made:
+        found = [Found(n, frozenset({"store"})) for n in c.notes]
+        w0, c0, s0 = time.perf_counter(), time.process_time(), spent[0]
+        report = ChainAudit(c.origin, c.tenant, c.partition, keys, found).run(c.chunks(spent))
+        building = spent[0] - s0
+        wall += time.perf_counter() - w0 - building
+        cpu += time.process_time() - c0 - building
+        ok = ok and report.ok and report.rows_valid == c.n
+    n = sum(c.n for c in made)
+    return VerifyFigures(n, chains, sum(len(c.notes) for c in made), wall, cpu, ok)
+
+
+if __name__ == "__main__":  # pragma: no cover (python -m agentaudit.bench.trail_measure)
+    f = measure_verify()
+    print(f"{f.rows} rows, {f.chains} chains, {f.checkpoints} checkpoints: "
+          f"{f.wall_s:.2f} s wall, {f.rows_per_s:,.0f} rows/s, {f.cpu_us_per_row:.2f} µs CPU/row, "
+          f"valid={f.valid}")  # fmt: skip
