@@ -139,3 +139,14 @@ def run_query(settings: Settings, sql: str, fmt: str, console: Console) -> None:
         # Read-only: checked by ClickHouse's parser, then run with readonly=1 and limits.
         result = run_readonly(store, sql)
         render(list(result.column_names), list(result.result_rows), fmt, console)
+
+
+def run_end_trail(settings: Settings, tenant_id: str, console: Console) -> None:
+    """Sign an end checkpoint for each of the tenant's chains (the tenant is off-boarded)."""
+    from agentaudit.store import open_store
+    from agentaudit.trail_end import end_tenant
+
+    with open_store(settings) as store:
+        for e in end_tenant(settings, store, tenant_id):
+            console.print(f"{e.chain[0]}/p{e.chain[1]}: ended at {e.size} rows (signed, anchored in "
+                          f"{settings.checkpoints_dir})")  # fmt: skip

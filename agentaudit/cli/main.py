@@ -172,6 +172,17 @@ def bench(
               budget_rate=budget_rate, quality_size=quality)  # fmt: skip
 
 
+@app.command("end-trail")
+def end_trail(
+    tenant: Annotated[str, typer.Option("--tenant", help="The off-boarded tenant.")],
+) -> None:
+    """Sign an end marker for every chain of TENANT: its trail ends here, on purpose. Rows
+    that arrive later are stored and reported by `agentaudit verify` as extra rows."""
+    from agentaudit.services import run_end_trail
+
+    run_end_trail(_settings(), tenant, console)
+
+
 # operator control plane: budgets and manual blocks (issue #3)
 app.add_typer(budgets.app, name="budgets")
 app.command("block")(blocks.block)

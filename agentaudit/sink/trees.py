@@ -62,6 +62,18 @@ class ChainTrees:
             tree.append_hash(h)
 
 
+def ended_chains(store: Store, trees: ChainTrees) -> set[ChainKey]:
+    """The chains of `trees` that an end checkpoint closed (in the store's table)."""
+    parts = sorted({p for _, p in trees.trees})
+    if not parts:
+        return set()
+    rows = store.query(
+        "SELECT DISTINCT tenant_id, kafka_partition FROM agentaudit.checkpoints "
+        "WHERE is_end AND has({parts:Array(UInt32)}, kafka_partition)", {"parts": parts}
+    ).result_rows
+    return {(str(t), int(p)) for t, p in rows} & trees.trees.keys()
+
+
 def row_leaf_hash(
     stored: str | bytes, tenant_id: str, partition: int, seq: int, payload: str | bytes,
     cost: Decimal, priced: bool, pricing_version: str,

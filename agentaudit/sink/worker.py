@@ -29,8 +29,9 @@ from agentaudit.sink.processor import Batch, DlqRecord, SinkProcessor
 from agentaudit.sink.recovery import Recovered, recover
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
 from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE, TrailSigning
-from agentaudit.sink.trees import ChainTrees
+from agentaudit.sink.trees import ChainTrees, ended_chains
 from agentaudit.store.protocol import Store
+from agentaudit.store.retry import store_call
 from schemas.pricing import load_pricing
 
 log = logging.getLogger("agentaudit.sink")
@@ -130,6 +131,9 @@ class SinkWorker(PartitionSink[Batch]):
         trail = self.trail
         if trail is None or not (final or trail.due()):
             return
+        if not final:  # chains ended meanwhile (`agentaudit end-trail`) are not signed again
+            self.trees.ended |= await store_call(log, ended_chains, self.store, self.trees,
+                                                 stop=self._stopping)  # fmt: skip
         signed = trail.sign(self.trees, handoff=final)
         if signed:
             token = f"checkpoints|{signed[0].signed_at.isoformat()}|{signed[0].tenant_id}/{signed[0].partition}"

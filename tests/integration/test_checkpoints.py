@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -179,3 +180,49 @@ async def test_a_running_sink_signs_with_the_new_key_after_a_rotation(
         by = [open_note(n, new.verifiers(origin)).verified[0].key_id for n in notes]
         ids = {old.current.key_id(origin), new.current.key_id(origin)}
         assert set(by) == ids and by[-1] == new.current.key_id(origin)
+
+
+async def test_an_ended_tenant_is_not_signed_again_while_the_sink_runs(settings: Settings) -> None:
+    from agentaudit.trail_end import end_tenant
+
+    settings = _signed(settings)
+    await ensure_topics(settings)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        await produce_raw(settings, _events(20))
+        worker = SinkWorker(settings, store)
+        task = asyncio.create_task(worker.run())
+
+        async def until(cond: Callable[[], bool]) -> None:
+            while not cond():
+                await asyncio.sleep(0.05)
+
+        try:
+            await asyncio.wait_for(until(lambda: worker.processor.counters.accepted >= 20
+                                         and worker.checkpoints_signed >= 4), 60)  # fmt: skip
+            ended = await asyncio.to_thread(end_tenant, settings, store, "cp-a")
+            assert ended and all(e.size > 0 for e in ended)
+            # The sink learns of the end at its next tick; events still arriving are stored.
+            seen = worker.checkpoints_signed
+            await asyncio.wait_for(until(lambda: worker.checkpoints_signed >= seen + 4), 60)
+            await produce_raw(settings, _events(20, 20))
+            await asyncio.wait_for(until(lambda: worker.processor.counters.accepted >= 40), 60)
+        finally:
+            worker.stop()
+            await task
+        for e in ended:
+            cps = anchored_checkpoints(settings, e.chain)
+            at = next(i for i, c in enumerate(cps) if "end" in c.extensions)
+            assert cps[at].size == e.size
+            assert all(c.size == e.size for c in cps[at:]), "a chain was signed past its end"
+            rows = scalar(store, "SELECT count() FROM agentaudit.events WHERE tenant_id = 'cp-a' "
+                                 f"AND kafka_partition = {e.chain[1]}")  # fmt: skip
+            assert rows > e.size, "events after the end are stored, not dropped"
+        other = [(k, n) for k, n in assert_signed_keys(store) if k[0] == "cp-b"]
+        assert other and all(anchored_checkpoints(settings, k)[-1].size == n for k, n in other)
+
+
+def assert_signed_keys(store: Store) -> list[tuple[tuple[str, int], int]]:
+    rows = store.query("SELECT tenant_id, kafka_partition, count() FROM agentaudit.events "
+                       "GROUP BY tenant_id, kafka_partition").result_rows  # fmt: skip
+    return [((str(t), int(p)), int(n)) for t, p, n in rows]
