@@ -21,10 +21,11 @@ Row range lines (``Rows <origin> <first>-<last>``)
   ``row_hash``, or the range's root differs from the checkpoint's with no row to blame);
   ``missing rows`` (a gap in ``chain_seq``, or fewer rows than a checkpoint's size); ``extra
   rows`` (a duplicate ``chain_seq``; a row after the last checkpoint whose ``ingested_at`` is
-  before that checkpoint's latest ``time``; any row after an ``end``); ``reordered`` (the row's
-  stored leaf hash is its leaf at another position near a disturbance, or, with no stored leaf
-  hash, its ``prev_hash`` is the ``row_hash`` of a row elsewhere); ``derived value disagrees:
-  <columns>`` (supplied by the caller: store mode re-derives typed columns and cost); ``pending
+  before that checkpoint's latest ``time``; any row after an ``end``); ``reordered`` (following
+  ``prev_hash`` links puts the row at another position, and its stored leaf hash, if any, is
+  its leaf there; or its stored leaf hash is its leaf at another position near a
+  disturbance); ``derived value disagrees: <columns>`` (supplied by the caller: store mode
+  re-derives typed columns and cost); ``pending
   (not yet checkpointed)`` (rows after the last checkpoint ingested after it: not invalid).
 
 A range with several kinds of problem gets one line per kind. A row counts once; rows a range's
