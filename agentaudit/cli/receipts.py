@@ -45,6 +45,7 @@ def prove(
     `agentaudit verify --proof FILE`. Exits 1 when no signed checkpoint covers it yet."""
     from agentaudit.store import open_store, store_exists
     from agentaudit.verify import prove as pv
+    from agentaudit.verify.run import public_keys
 
     settings = Settings()
     if consistency:
@@ -52,7 +53,7 @@ def prove(
             raise UserError("--consistency needs --tenant, --partition and --old (no EVENT_ID)")
     elif event_id is None or tenant is not None or partition is not None or old is not None:
         raise UserError("give an EVENT_ID, or --consistency with --tenant, --partition, --old")
-    keys = pv.public_keys(settings)
+    keys = public_keys(settings)
     if settings.embedded and not store_exists(settings):
         raise StoreUnavailable(f"no store at {settings.store_dir}: nothing to prove")
     with open_store(settings) as store:
@@ -73,3 +74,17 @@ def prove(
     for line in lines:
         console.print(escape(line), highlight=False, soft_wrap=True)
     console.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
+
+
+def verify_receipt(path: Path, keys_file: Path | None) -> None:
+    """`agentaudit verify --proof FILE`: one verdict line (and details), a summary line,
+    exit 1 unless the receipt is valid. Needs only the public-key file, no store."""
+    from agentaudit.verify.prove import verify_proof_file
+    from agentaudit.verify.run import public_keys
+
+    ok, lines = verify_proof_file(path, public_keys(Settings(), keys_file))
+    for line in lines:
+        console.print(escape(line), highlight=False, soft_wrap=True)
+    console.print(f"{int(ok)}/1 receipts valid", highlight=False)
+    if not ok:
+        raise typer.Exit(1)

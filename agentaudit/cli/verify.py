@@ -59,11 +59,22 @@ def verify(
         Path | None, typer.Option("--export", help="Verify an export bundle directory instead.")
     ] = None,
     keys_file: KeysOption = None,
+    proof: Annotated[
+        Path | None,
+        typer.Option("--proof", help="Check only this receipt (from `agentaudit prove`)."),
+    ] = None,
 ) -> None:
     """Check the trail against its signed checkpoints: one line per checkpoint and per row
     range (valid, INVALID: ..., missing rows, extra rows, reordered, derived value disagrees,
     not found, pending), then `N/M checkpoints valid, K/L rows valid`. Exit 1 if anything is
-    invalid."""
+    invalid. With --proof, only that receipt is checked, against the public keys alone."""
+    if proof is not None:
+        from agentaudit.cli.receipts import verify_receipt
+
+        if export is not None or store_mode or tenant or start or end:
+            raise UserError("--proof checks a receipt alone: no --store, --export, --tenant, ...")
+        verify_receipt(proof, keys_file)
+        return
     from agentaudit.trail.bundle import BundleError, verify_bundle
     from agentaudit.trail.verdicts import summary
 

@@ -23,7 +23,6 @@ from typing import Any
 
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.errors import UserError
-from agentaudit.keyring import PUBLIC_KEYS_FILE, load_public_keys
 from agentaudit.settings import Settings
 from agentaudit.sink.trees import row_leaf_hash
 from agentaudit.store.protocol import Store
@@ -78,11 +77,6 @@ class Proved:
     event_id: str
     receipt: Receipt
     text: str
-
-
-def public_keys(settings: Settings) -> PublicKeys:
-    """The deployment's public-key history (``key_dir/public-keys.json``)."""
-    return load_public_keys(settings.key_dir / PUBLIC_KEYS_FILE)
 
 
 def _chain_notes(
@@ -287,7 +281,6 @@ __all__ = [
     "head_lines",
     "prove_consistency",
     "prove_event",
-    "public_keys",
     "receipt_lines",
     "verify_proof_file",
     "write_receipt",

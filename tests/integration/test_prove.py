@@ -29,9 +29,9 @@ from agentaudit.verify.prove import (
     NotProvable,
     _chain_notes,
     prove_event,
-    public_keys,
     verify_proof_file,
 )
+from agentaudit.verify.run import public_keys
 from tests.conftest import settings_env
 from tests.factories import event_dict, wire
 from tests.integration.helpers import produce_raw, sink_until
@@ -136,6 +136,17 @@ async def test_prove_and_verify_a_receipt(settings: Settings, tmp_path: Path) ->
         assert receipt.head.checkpoint.size >= 2
         ok, lines = verify_proof_file(path, keys)
         assert ok and lines[0] == f"Receipt for event {eid}: valid", lines
+        checked = _cli(settings, "verify", "--proof", str(path), cwd=tmp_path)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert f"Receipt for event {eid}: valid" in checked.stdout
+        assert "1/1 receipts valid" in checked.stdout
+        flipped = tmp_path / "flipped.tlog-proof"
+        flipped.write_text(_flip_extra(text))
+        refused = _cli(settings, "verify", "--proof", str(flipped), cwd=tmp_path)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert (
+            "INVALID: inclusion proof" in refused.stdout and "0/1 receipts valid" in refused.stdout
+        )
         for bad_text, verdict in (
             (_flip_extra(text), "INVALID: inclusion proof"),
             (text.replace("index 1\n", "index 2\n"), "INVALID: index"),
@@ -160,5 +171,6 @@ async def test_prove_and_verify_a_receipt(settings: Settings, tmp_path: Path) ->
         cons = _cli(settings, "prove", "--consistency", "--tenant", TENANTS[0], "--partition",
                     str(part), "--old", str(size), "--out", str(out), cwd=tmp_path)  # fmt: skip
         assert cons.returncode == 0, cons.stdout + cons.stderr
-        ok, lines = verify_proof_file(out, keys)
-        assert ok and lines[0].endswith(f"size {size} -> {newest}: valid"), lines
+        checked = _cli(settings, "verify", "--proof", str(out), cwd=tmp_path)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert f"size {size} -> {newest}: valid" in checked.stdout
