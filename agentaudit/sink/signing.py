@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agentaudit.anchors import Anchor, DirectoryAnchor
+from agentaudit.errors import UserError
 from agentaudit.keyring import PUBLIC_KEYS_FILE, KeyRing
 from agentaudit.settings import Settings
 from agentaudit.sink.trees import ChainKey, ChainTrees, rebuild
@@ -165,5 +166,12 @@ class TrailSigning:
         self._follow_rotation()
         signed = self.chains.sign(trees, self.clock(), handoff=handoff)
         if signed:
-            self.anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in signed)
+            try:
+                self.anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in signed)
+            except OSError as exc:
+                raise UserError(
+                    f"cannot write checkpoints outside the store ({exc}); the sink stops rather "
+                    "than leave the trail unanchored: fix AGENTAUDIT_CHECKPOINT_DIR and restart "
+                    "(nothing unstored was committed)"
+                ) from None
         return signed

@@ -28,7 +28,7 @@ from agentaudit.sink.faults import CrashPlan
 from agentaudit.sink.processor import Batch, DlqRecord, SinkProcessor
 from agentaudit.sink.recovery import Recovered, recover
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
-from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE, TrailSigning
+from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE, Signed, TrailSigning
 from agentaudit.sink.trees import ChainTrees, ended_chains
 from agentaudit.store.protocol import Store
 from agentaudit.store.retry import store_call
@@ -65,18 +65,25 @@ class SinkWorker(PartitionSink[Batch]):
         self.trees = ChainTrees()
         self.trail = TrailSigning.from_settings(settings)
         self.checkpoints_signed = 0
+        self._unstored_checkpoints: list[Signed] = []
+        """Signed (and anchored) on assignment, in a callback that cannot await the table's insert."""
 
     def _read_store(self, assigned: list[TopicPartition]) -> tuple[Recovered, ChainTrees]:
         parts, topic = [tp.partition for tp in assigned], self.settings.events_topic
         state = recover(self.store, topic, parts, self.settings.dedup_window)
-        trees = self.trail.rebuild(self.store, topic, parts, state.heads) if self.trail else ChainTrees()
-        return state, trees
+        if self.trail is None:
+            return state, ChainTrees()
+        return state, self.trail.rebuild(self.store, topic, parts, state.heads)
 
     def _restore(
         self, read: tuple[Recovered, ChainTrees], assigned: list[TopicPartition]
     ) -> dict[TopicPartition, Start]:
         state, trees = read
         self.trees.load(trees)
+        if self.trail is not None:
+            # Take the chains over with a checkpoint before storing anything: so a row found
+            # after a handoff checkpoint with none after it was written by no sink.
+            self._unstored_checkpoints += self.trail.sign(self.trees)
         logs = state.logs
         self.processor.recover(
             {p: lg.event_watermark for p, lg in logs.items() if lg.event_watermark >= 0},
@@ -129,14 +136,17 @@ class SinkWorker(PartitionSink[Batch]):
 
     async def _periodic(self, *, final: bool) -> None:
         trail = self.trail
-        if trail is None or not (final or trail.due()):
+        if trail is None:
             return
-        if not final:  # chains ended meanwhile (`agentaudit end-trail`) are not signed again
-            self.trees.ended |= await store_call(log, ended_chains, self.store, self.trees,
-                                                 stop=self._stopping)  # fmt: skip
-        signed = trail.sign(self.trees, handoff=final)
+        signed, self._unstored_checkpoints = self._unstored_checkpoints, []
+        if final or trail.due():
+            if not final:  # chains ended meanwhile (`agentaudit end-trail`) are not signed again
+                self.trees.ended |= await store_call(log, ended_chains, self.store, self.trees,
+                                                     stop=self._stopping)  # fmt: skip
+            signed += trail.sign(self.trees, handoff=final)
         if signed:
-            token = f"checkpoints|{signed[0].signed_at.isoformat()}|{signed[0].tenant_id}/{signed[0].partition}"
+            first = signed[0]
+            token = f"checkpoints|{first.signed_at.isoformat()}|{first.tenant_id}/{first.partition}|{len(signed)}"
             await self._insert(CHECKPOINT_TABLE, CHECKPOINT_COLUMNS, [c.row for c in signed], token)
             self.checkpoints_signed += len(signed)
 

@@ -100,6 +100,7 @@ class ChainAudit:
             c.error = "no single 'time <unix seconds>' line"
             return
         c.cp, c.time, c.end = cp, int(times[0]), "end" in cp.extensions
+        c.handoff = "handoff" in cp.extensions
         c.key = keys.key_for(self.origin, note.verified[0].key_id)
         if c.key is not None and not in_use(c.key, c.time):
             # A key signs only while it is current: a retired (perhaps leaked) key's later
@@ -144,6 +145,10 @@ class ChainAudit:
         # Rows after the last checkpoint that existed when it was signed, or after an end.
         self._end = min((c.cp.size for c in live if c.end), default=None)  # type: ignore[union-attr]
         self._last_time = max((c.time or 0 for c in live), default=None)
+        # The newest checkpoint is a handoff: every row a sink stored is in it, and a sink
+        # that takes the chain over signs before it stores: a row after it is no sink's.
+        newest = max(live, key=lambda c: (c.time or 0, c.cp.size if c.cp else 0), default=None)
+        self._sealed = newest is not None and newest.handoff
         self._si = 0
         self._next = sizes[0] if sizes else -1
         self._tree: CompactTree | None = CompactTree(self.start_size, self.start_frontier)
@@ -297,7 +302,7 @@ class ChainAudit:
             if r[10]:
                 seg.derived.setdefault(r[10], []).append(r[0])
                 seg.bad.add(r[0])
-            if seg.hi is None and (self._end is not None or (
+            if seg.hi is None and (self._end is not None or self._sealed or (
                 self._last_time is not None and r[8] < self._last_time
             )):  # fmt: skip
                 seg.flag(EXTRA, r[0])

@@ -21,7 +21,8 @@ Row range lines (``Rows <origin> <first>-<last>``)
   ``row_hash``, or the range's root differs from the checkpoint's with no row to blame);
   ``missing rows`` (a gap in ``chain_seq``, or fewer rows than a checkpoint's size); ``extra
   rows`` (a duplicate ``chain_seq``; a row after the last checkpoint whose ``ingested_at`` is
-  before that checkpoint's latest ``time``; any row after an ``end``); ``reordered`` (following
+  before that checkpoint's latest ``time``; any row after an ``end``, or after the newest
+  checkpoint when that one is a ``handoff``); ``reordered`` (following
   ``prev_hash`` links puts the row at another position, and its stored leaf hash, if any, is
   its leaf there; or its stored leaf hash is its leaf at another position near a
   disturbance); ``derived value disagrees: <columns>`` (supplied by the caller: store mode
@@ -92,6 +93,9 @@ class Held:
     key: PublicKey | None = None
     time: int | None = None
     end: bool = False
+    handoff: bool = False
+    """Signed by a sink giving the chain up after its last insert: no row may follow it
+    until a later checkpoint (a sink taking a chain over signs one before it stores)."""
     error: str = ""
     inconsistent: str = ""
     missing_from: tuple[str, ...] = ()

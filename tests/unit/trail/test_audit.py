@@ -53,9 +53,10 @@ def tree_of(rows: list[a.Row], size: int) -> CompactTree:
 
 def note(
     rows: list[a.Row], size: int, *, t: int | None = None, end: bool = False,
-    root: bytes | None = None, signer: Signer = KEY, origin: str = ORIGIN,
+    root: bytes | None = None, signer: Signer = KEY, origin: str = ORIGIN, handoff: bool = False,
 ) -> str:  # fmt: skip
     ext = (f"time {BASE + size if t is None else t}",) + (("end",) if end else ())
+    ext += ("handoff",) if handoff else ()
     cp = Checkpoint(origin, size, root or tree_of(rows, size).root(), ext)
     return sign_checkpoint(cp, [signer.renamed(origin)])
 
@@ -327,6 +328,17 @@ def test_forged_row_appended_before_the_last_checkpoint_was_signed_is_extra() ->
     rep = Run([*rows, forged], [note(rows, 5, t=BASE + 30)]).report()
     assert ("6-6", a.EXTRA, "seq 6") in verdicts(rep)
     assert not rep.ok and summary(rep) == (1, 1, 5, 6, 0)
+
+
+def test_rows_after_a_newest_handoff_checkpoint_are_extra_even_if_ingested_later() -> None:
+    # A sink signs `handoff` after its last insert, and one taking the chain over signs before
+    # it stores: a row after a newest handoff was written by no sink, whatever its ingested_at.
+    rows = make_rows(5)
+    later = (*rows[4][:8], BASE + 10_000.0, *rows[4][9:])
+    rep = Run([*rows[:4], later], [note(rows, 4, handoff=True)]).report()
+    assert ("5-5", a.EXTRA, "seq 5") in verdicts(rep) and not rep.ok
+    taken_over = Run([*rows[:4], later], [note(rows, 4, handoff=True), note(rows, 4, t=BASE + 20)])
+    assert verdicts(taken_over.report())[-1] == ("5-5", a.PENDING, "1 rows")
 
 
 def test_rows_after_an_end_checkpoint_are_extra() -> None:
