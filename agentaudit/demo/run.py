@@ -88,6 +88,21 @@ def _set_aside_checkpoints(settings: Settings, console: Console) -> None:
     console.print(f"the earlier trail's checkpoints moved to {aside}")
 
 
+def _verify(settings: Settings, store: Store, console: Console) -> None:
+    """The demo ends as an auditor would: `agentaudit verify` over the whole trail."""
+    from agentaudit.trail.verdicts import VALID, summary
+    from agentaudit.verify.run import public_keys, verify_store
+
+    with console.status("agentaudit verify: every chain against its signed checkpoints…"):
+        reports = verify_store(settings, store, public_keys(settings))
+    for line in (ln for rep in reports for ln in rep.lines if ln.verdict != VALID):
+        console.print(line.render(), highlight=False, soft_wrap=True, markup=False)
+    text, ok = summary(reports)
+    console.print(f"agentaudit verify: {text} ({len(reports)} chains)", highlight=False)
+    if not ok:
+        raise UserError("the demo's own trail does not verify (lines above): please report this")
+
+
 def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, seed: int,
              console: Console, reset: bool = False) -> None:  # fmt: skip
     """Start a local broker, own the store, sink a simulated fleet's events, print a summary.
@@ -113,10 +128,14 @@ def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, 
             print_summary(store, console)
             console.print(f"checkpoints: {signed} signed (every {settings.checkpoint_interval_s:g} s "
                           f"per chain), anchored in {settings.checkpoints_dir}")  # fmt: skip
+            if settings.checkpoint_interval_s > 0:
+                _verify(settings, store, console)
     console.print(
         f"\nThe store stays in {settings.store_dir}. Try:\n"
         "  agentaudit query \"SELECT tenant_id, round(sum(cost_usd), 2) AS usd FROM agentaudit.events "
-        "GROUP BY tenant_id ORDER BY usd DESC\""
+        "GROUP BY tenant_id ORDER BY usd DESC\"\n"
+        "  agentaudit verify --tenant acme          # the trail against its signed checkpoints\n"
+        "  agentaudit export --tenant acme OUT/     # for an auditor: python3 OUT/verify.py"
     )
 
 
