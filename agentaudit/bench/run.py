@@ -17,11 +17,26 @@ from agentaudit.bench.measure import (
     measure_sink,
     measure_sink_processes,
 )
+from agentaudit.bench.trail_measure import (
+    measure_checkpoint_cost,
+    measure_store_verify,
+    measure_verify,
+)
 from agentaudit.broker import LocalBroker, ensure_topics
 from agentaudit.gc_tuning import tune_gc
 from agentaudit.settings import Settings
+from agentaudit.store.protocol import Store
 
-TARGETS = {"emit_p50": 10.0, "emit_p99": 100.0, "sink": 50_000.0, "e2e_p99": 1000.0, "jobs": 20_000.0}
+TARGETS = {"emit_p50": 10.0, "emit_p99": 100.0, "sink": 50_000.0, "e2e_p99": 1000.0, "jobs": 20_000.0,
+           "verify_1m_s": 10.0}
+
+
+def _fresh_trail(store: Store, settings: Settings, tmp: Path, name: str, **changes: object) -> Settings:
+    """An empty trail for the next measurement, with its own anchor directory: the previous
+    run's checkpoints would make every chain look rolled back."""
+    for table in ("events", "dead_letters", "checkpoints"):
+        store.command(f"TRUNCATE TABLE agentaudit.{table}")
+    return settings.model_copy(update={"checkpoint_dir": tmp / f"checkpoints-{name}", **changes})
 
 
 def run_bench(
@@ -54,13 +69,17 @@ def run_bench(
             with console.status("sink into chDB…"):
                 sink = asyncio.run(measure_sink(settings, store, events))
             # Same events again, now split over processes: empty trail, fresh consumer group.
-            store.command("TRUNCATE TABLE agentaudit.events")
-            store.command("TRUNCATE TABLE agentaudit.dead_letters")
-            pool_settings = settings.model_copy(update={"consumer_group": "bench-sink-processes"})
+            pool_settings = _fresh_trail(store, settings, Path(tmp), "pool", consumer_group="bench-sink-processes")
             with console.status(f"sink into chDB, {sink_processes} processes…"):
                 sink_pool = asyncio.run(measure_sink_processes(pool_settings, events, sink_processes))
+            with console.status(f"agentaudit verify over the {events:,} signed events…"):
+                verified = measure_store_verify(pool_settings, store)
+            e2e_settings = _fresh_trail(store, settings, Path(tmp), "e2e")
             with console.status(f"end to end at {e2e_rate:.0f} events/s for {e2e_seconds:.0f}s…"):
-                e2e = asyncio.run(measure_end_to_end(settings, store, e2e_rate, e2e_seconds))
+                e2e = asyncio.run(measure_end_to_end(e2e_settings, store, e2e_rate, e2e_seconds))
+        with console.status("verifier core on 1M synthetic rows; checkpoints of 10k chains…"):
+            core = measure_verify(1_000_000)
+            cps = measure_checkpoint_cost(10_000, Path(tmp) / "checkpoint-cost")
 
     table = Table("measure", "value", "target", "met", title="agentaudit bench (one run, one local broker)")
 
@@ -92,6 +111,16 @@ def run_bench(
     row(f"sink ÷ bare consumer, {sink_processes} processes", f"{sink_pool / bare:.2f}", "", None)
     row(f"end to end emit → queryable p50 at {e2e_rate:.0f}/s", f"{e2e.p50_ms:.0f} ms", "", None)
     row(f"end to end emit → queryable p99 at {e2e_rate:.0f}/s", f"{e2e.p99_ms:.0f} ms", "≤ 1,000 ms", e2e.p99_ms <= TARGETS["e2e_p99"])
+    per_m = 1e6 / verified.rows_per_s if verified.rows_per_s else float("inf")
+    row(f"agentaudit verify from the store ({verified.rows:,} rows, {verified.chains} chains; "
+        "typed columns, costs, leaves, roots)",
+        f"{verified.rows_per_s:,.0f} rows/s = 1M in {per_m:.1f} s; {verified.cpu_us_per_row:.1f} µs CPU/row"
+        f"{'' if verified.valid else ' [red]INVALID[/red]'}", "1M rows ≤ 10 s", per_m <= TARGETS["verify_1m_s"])
+    row("verifier core, 1M rows (leaves, links, tree, 100 checkpoints)",
+        f"{core.wall_s:.1f} s; {core.cpu_us_per_row:.1f} µs CPU/row", "≤ 10 s", core.wall_s <= TARGETS["verify_1m_s"])
+    row(f"checkpoints per interval, {cps.chains:,} chains (sign + anchor)",
+        f"{cps.sign_cpu_s + cps.anchor_cpu_s:.2f} s CPU ({cps.sign_cpu_s:.2f} sign, {cps.anchor_cpu_s:.2f} anchor)",
+        "", None)
     console.print(table)
     if quality_size != "none":
         from agentaudit.bench.quality import print_quality

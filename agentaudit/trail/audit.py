@@ -20,7 +20,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 
 from .checkpoint import CheckpointError, open_checkpoint
-from .leaf import LeafError, encode_leaf
+from .leaf import ChainLeaves, LeafError, encode_leaf
 from .merkle import CompactTree
 from .note import NoteError
 from .pubkeys import PublicKeys
@@ -220,7 +220,7 @@ class ChainAudit:
         # The hot loop (~1M rows in a few seconds): locals only; the pending row `held` is
         # appended to the tree when the next seq shows it has no duplicate.
         tenant, part = self.tenant, self.partition
-        sha, enc = _sha256, encode_leaf
+        sha, leaf = _sha256, ChainLeaves(tenant, part).hash
         anomalies, breaks, link_only = self._anomalies, self._breaks, self._link_only
         held: Row | None = None
         held_lh, held_ok = b"", True
@@ -247,7 +247,7 @@ class ChainAudit:
             stored = r[7]
             if r[9]:
                 try:
-                    held_lh = sha(b"\x00" + enc(tenant, part, seq, r[2], r[3], r[4], r[1])).digest()
+                    held_lh = leaf(seq, r[2], r[3], r[4], r[1])
                     ok = not stored or stored == held_lh.hex()
                 except LeafError:
                     held_lh, ok = _sha256(b"").digest(), False
@@ -262,9 +262,7 @@ class ChainAudit:
                     anomalies[seq] = r
                 held_ok = ok and linked
             else:
-                held_lh = bytes.fromhex(stored) if stored else sha(
-                    b"\x00" + enc(tenant, part, seq, r[2], r[3], r[4], r[1])
-                ).digest()
+                held_lh = bytes.fromhex(stored) if stored else leaf(seq, r[2], r[3], r[4], r[1])
                 held_ok = True
             held = r
         if held is not None:

@@ -1,0 +1,45 @@
+"""The trail measurements of `agentaudit bench` at a tiny size (real broker, chDB, sink)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentaudit.anchors import DirectoryAnchor
+from agentaudit.bench.trail_measure import (
+    measure_checkpoint_cost,
+    measure_store_verify,
+    measure_verify,
+)
+from agentaudit.broker import ensure_topics
+from agentaudit.settings import Settings
+from agentaudit.store import open_store
+from agentaudit.store.migrations import migrate
+from tests.factories import event_dict, wire
+from tests.integration.helpers import produce_raw, sink_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_checkpoint_cost_signs_and_anchors_every_chain(tmp_path: Path) -> None:
+    figures = measure_checkpoint_cost(30, tmp_path)
+    assert figures.chains == 30 and figures.sign_cpu_s > 0
+    assert len(DirectoryAnchor(tmp_path).chains()) == 30
+
+
+def test_verifier_core_figures_come_from_a_valid_run() -> None:
+    figures = measure_verify(2_000, chains=2, every=300)
+    assert figures.valid and figures.rows == 2_000 and figures.checkpoints == 2 * 4
+
+
+async def test_store_verify_reads_every_signed_row(settings: Settings) -> None:
+    settings = settings.model_copy(update={"checkpoint_interval_s": 0.2})
+    await ensure_topics(settings)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        await produce_raw(settings, [(b"b-1", wire(event_dict(tenant="b-1", kind="llm_call")))] * 1
+                          + [(b"b-2", wire(event_dict(tenant="b-2"))) for _ in range(30)])  # fmt: skip
+        await sink_until(settings, store, lambda w: w.processor.counters.accepted >= 31)
+        figures = measure_store_verify(settings, store)
+    assert figures.valid and figures.rows == 31 and figures.chains == 2
