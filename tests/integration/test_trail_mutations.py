@@ -12,14 +12,13 @@ the right verdict for the right chain and row range, and every other chain still
 
 from __future__ import annotations
 
-import asyncio
+import os
 import re
-import shutil
+import subprocess
+import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -28,19 +27,19 @@ from typing import Any
 import pytest
 
 from agentaudit.anchors import DirectoryAnchor
-from agentaudit.broker import LocalBroker, ensure_topics
+from agentaudit.broker import LocalBroker
+from agentaudit.keyring import KeyRing
 from agentaudit.settings import Settings
-from agentaudit.sink.worker import SinkWorker
 from agentaudit.store import open_store
-from agentaudit.store.migrations import migrate
 from agentaudit.store.protocol import Store
-from agentaudit.trail.checkpoint import Checkpoint, origin_for, sign_checkpoint
+from agentaudit.trail.checkpoint import Checkpoint, sign_checkpoint
 from agentaudit.trail.leaf import encode_leaf
 from agentaudit.trail.merkle import leaf_hash
 from agentaudit.trail.note import Signer
 from agentaudit.trail.verdicts import (
     DERIVED,
     EXTRA,
+    INCONSISTENT,
     MISSING,
     NOT_FOUND,
     REORDERED,
@@ -49,131 +48,33 @@ from agentaudit.trail.verdicts import (
     VALID,
 )  # fmt: skip
 from schemas.canonical import chain_hash
+from tests.conftest import settings_env
 from tests.factories import event_dict, wire
-from tests.integration.helpers import produce_raw, scalar
-from tests.integration.verdict_lines import Verified, run_verify
+from tests.integration.helpers import scalar
+from tests.integration.signed_trail import (
+    BATCH,
+    CHAIN_ROWS,
+    PHASE1,
+    Chain,
+    Trail,
+    build_trail,
+    copy_trail,
+)  # fmt: skip
+from tests.integration.verdict_lines import Verified, run_lines, run_verify
 from tests.integration.verdict_lines import assert_caught as caught
 
 pytestmark = pytest.mark.integration
 
-TENANTS = ("mut-a", "mut-b", "mut-c")
-BATCH = 120  # events per batch, spread evenly over the tenants
-PHASE1, PHASE2 = 3, 2  # batches before and after the early copy of the store
-CHAIN_ROWS = BATCH * (PHASE1 + PHASE2) // len(TENANTS)
-KNOWN = (DERIVED, SIGNATURE, NOT_FOUND, ROW_HASH, MISSING, EXTRA, REORDERED, VALID, "INVALID",
-         "pending")  # fmt: skip
-Chain = tuple[str, int]
-
-
-# --- the signed store, built once ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Trail:
-    """The module's signed store: its settings, the early copy, its chains (first tenant first)."""
-
-    settings: Settings
-    early: Path  # data dir copied after phase 1
-    chains: tuple[Chain, ...]
-
-    def origin(self, chain: Chain) -> str:
-        return origin_for(self.settings.deployment, *chain)
-
-
-def _events(first: int, n: int) -> list[tuple[bytes, bytes]]:
-    out = []
-    for i in range(first, first + n):
-        tenant = TENANTS[i % len(TENANTS)]
-        doc = event_dict(tenant=tenant, kind="llm_call" if (i // len(TENANTS)) % 2 else "tool_call")
-        doc["user_id"] = f"user-{i % 7}"
-        out.append((tenant.encode(), wire(doc)))
-    return out
-
-
-async def _sink_batches(settings: Settings, store: Store, first: int, batches: int) -> None:
-    """One sink over `batches` batches produced one after another, each accepted and then
-    covered by a signed checkpoint of every chain before the next (so the chains have
-    checkpoints of several sizes); stopped cleanly (a handoff checkpoint)."""
-    worker = SinkWorker(settings, store)
-    task = asyncio.create_task(worker.run())
-
-    def accepted() -> int:
-        return worker.processor.counters.accepted
-
-    def signed() -> int:
-        return worker.checkpoints_signed
-
-    async def until(count: Callable[[], int], at_least: int) -> None:
-        deadline = time.monotonic() + 60
-        while count() < at_least:
-            if task.done():
-                task.result()
-            assert time.monotonic() < deadline, f"{count.__name__}: {worker.processor.counters}"
-            await asyncio.sleep(0.02)
-
-    try:
-        for b in range(batches):
-            await produce_raw(settings, _events(first + b * BATCH, BATCH))
-            await until(accepted, (b + 1) * BATCH)
-            # Two more signing rounds: the second began after every row was stored.
-            await until(signed, signed() + 2 * len(TENANTS))
-    finally:
-        worker.stop()
-        await task
-
 
 @pytest.fixture(scope="module")
 def trail(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Trail:
-    base = tmp_path_factory.mktemp("signed-trail")
-    tag = uuid.uuid4().hex[:10]
-    settings = Settings(
-        kafka_bootstrap=broker.bootstrap,
-        data_dir=base / "data",
-        checkpoint_dir=base / "anchors",
-        events_topic=f"test-{tag}.events",
-        dlq_topic=f"test-{tag}.dlq",
-        alerts_topic=f"test-{tag}.alerts",
-        control_topic=f"test-{tag}.control",
-        budgets_topic=f"test-{tag}.budgets",
-        goldsets_topic=f"test-{tag}.goldsets",
-        pins_topic=f"test-{tag}.pins",
-        consumer_group=f"sink-{tag}",
-        partitions=3,
-        sink_flush_interval_ms=100,
-        checkpoint_interval_s=0.2,
-    )
-
-    async def build() -> tuple[Chain, ...]:
-        await ensure_topics(settings)
-        with open_store(settings, own=True) as store:
-            migrate(store)
-            await _sink_batches(settings, store, 0, PHASE1)
-        shutil.copytree(settings.data_dir, base / "early", symlinks=True)
-        with open_store(settings, own=True) as store:
-            await _sink_batches(settings, store, PHASE1 * BATCH, PHASE2)
-            rows = store.query(
-                "SELECT tenant_id, kafka_partition, count(), max(chain_seq) FROM agentaudit.events "
-                "GROUP BY tenant_id, kafka_partition ORDER BY tenant_id"
-            ).result_rows
-        assert [(r[0], r[2], r[3]) for r in rows] == [(t, CHAIN_ROWS, CHAIN_ROWS) for t in TENANTS]
-        return tuple((r[0], int(r[1])) for r in rows)
-
-    return Trail(settings, base / "early", asyncio.run(build()))
+    return build_trail(broker, tmp_path_factory.mktemp("signed-trail"))
 
 
 @pytest.fixture
 def copy(trail: Trail, tmp_path: Path) -> Settings:
     """Settings of a private copy of the signed store and its anchor directory."""
-    return _copy(trail, trail.settings.data_dir, tmp_path)
-
-
-def _copy(trail: Trail, data: Path, tmp_path: Path) -> Settings:
-    # chDB's metadata and data directories are relative symlinks into store/: kept as links.
-    shutil.copytree(data, tmp_path / "data", symlinks=True)
-    shutil.copytree(trail.settings.checkpoints_dir, tmp_path / "anchors")
-    return trail.settings.model_copy(
-        update={"data_dir": tmp_path / "data", "checkpoint_dir": tmp_path / "anchors"}
-    )
+    return copy_trail(trail, trail.settings.data_dir, tmp_path)
 
 
 @contextmanager
@@ -326,24 +227,50 @@ def test_derived_cost_changed(trail: Trail, copy: Settings) -> None:
                for v in result.failing(trail.origin(chain))), str(result)  # fmt: skip
 
 
+def _zero_cost_with_leaf_hash(store: Store, chain: Chain) -> int:
+    """Set an llm_call's cost to 0 and recompute its stored leaf hash (a careful attacker)."""
+    tenant, part = chain
+    seq = _seq_of(store, chain, "llm_call", CHAIN_ROWS // 3)
+    row = _row(store, chain, seq)
+    payload = _text(row["payload"]).encode()
+    leaf = leaf_hash(encode_leaf(tenant, part, seq, Decimal(0), bool(row["priced"]),
+                                 str(row["pricing_version"]), payload)).hex()  # fmt: skip
+    _alter(store, "ALTER TABLE agentaudit.events UPDATE cost_usd = 0, leaf_hash = "
+           f"'{leaf}' WHERE {_where(chain)} AND chain_seq = {seq}")  # fmt: skip
+    assert _text(_row(store, chain, seq)["leaf_hash"]) == leaf
+    return seq
+
+
 def test_derived_cost_changed_with_the_leaf_hash_recomputed(trail: Trail, copy: Settings) -> None:
     """The attacker also recomputes the row's stored leaf hash: only the signed root (and the
     payload's own price) can tell."""
     chain = trail.chains[1]
-    tenant, part = chain
     with _store(copy) as store:
-        seq = _seq_of(store, chain, "llm_call", CHAIN_ROWS // 3)
-        row = _row(store, chain, seq)
-        payload = _text(row["payload"]).encode()
-        leaf = leaf_hash(encode_leaf(tenant, part, seq, Decimal(0), bool(row["priced"]),
-                                     str(row["pricing_version"]), payload)).hex()  # fmt: skip
-        _alter(store, "ALTER TABLE agentaudit.events UPDATE cost_usd = 0, leaf_hash = "
-               f"'{leaf}' WHERE {_where(chain)} AND chain_seq = {seq}")  # fmt: skip
-        assert _text(_row(store, chain, seq)["leaf_hash"]) == leaf
+        seq = _zero_cost_with_leaf_hash(store, chain)
     result = _verify(copy)
     assert_caught(result, trail, chain, [], {ROW_HASH, DERIVED})
     assert any((v.is_(ROW_HASH) or v.is_(DERIVED)) and v.covers(seq)
                for v in result.failing(trail.origin(chain))), str(result)  # fmt: skip
+
+
+def test_an_auditors_export_catches_a_cost_changed_with_its_leaf_hash(
+    trail: Trail, copy: Settings, tmp_path: Path
+) -> None:
+    """The same mutation, exported for an auditor: the bundle's own verifier (Python and
+    `cryptography` only, run outside the repository) has no pricing table, only the signed
+    roots, and the rows no longer reproduce them."""
+    chain = trail.chains[1]
+    with _store(copy) as store:
+        seq = _zero_cost_with_leaf_hash(store, chain)
+    out = tmp_path / "bundle"
+    env = {**settings_env(copy), "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-m", "agentaudit.cli.main", "export", str(out),
+                           "--tenant", chain[0]], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = run_lines([sys.executable, str(out / "verify.py")], {"PATH": os.environ["PATH"]},
+                       cwd=tmp_path)  # fmt: skip
+    caught(result, trail.origin(chain), [(ROW_HASH, seq)], {ROW_HASH})
 
 
 def test_typed_column_user_id_changed(trail: Trail, copy: Settings) -> None:
@@ -462,10 +389,23 @@ def test_fork_signed_with_another_key(trail: Trail, copy: Settings) -> None:
     assert_caught(_verify(copy), trail, chain, [(SIGNATURE, None)], {SIGNATURE, NOT_FOUND})
 
 
+def test_fork_signed_with_the_deployments_own_key(trail: Trail, copy: Settings) -> None:
+    """A key holder signs another root at a size already signed (a forked history) and
+    anchors it: the rows reproduce the earlier root, so the fork is inconsistent."""
+    chain = trail.chains[2]
+    origin = trail.origin(chain)
+    signer = KeyRing.load(copy.key_dir).signer.renamed(origin)
+    fork = sign_checkpoint(
+        Checkpoint(origin, CHAIN_ROWS, b"\x07" * 32, (f"time {int(time.time())}",)), [signer]
+    )
+    DirectoryAnchor(copy.checkpoints_dir).append([(chain[0], chain[1], fork, datetime.now(UTC))])
+    assert_caught(_verify(copy), trail, chain, [(INCONSISTENT, None)], {INCONSISTENT, NOT_FOUND})
+
+
 def test_whole_store_rolled_back_to_an_earlier_copy(trail: Trail, tmp_path: Path) -> None:
     """The store is restored from the copy taken after phase 1; the anchor directory outside it
     still holds the later checkpoints."""
-    rolled = _copy(trail, trail.early, tmp_path)
+    rolled = copy_trail(trail, trail.early, tmp_path)
     with _store(rolled) as store:
         assert scalar(store, "SELECT count() FROM agentaudit.events") == PHASE1 * BATCH
     result = _verify(rolled)

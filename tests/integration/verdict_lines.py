@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from agentaudit.settings import Settings
 from agentaudit.trail.verdicts import (
@@ -101,8 +102,13 @@ def parse_line(line: str) -> Verdict | None:
 def run_verify(settings: Settings, *args: str) -> Verified:
     """`agentaudit verify` on the settings' store and anchor directory, as a user runs it."""
     env = {**settings_env(settings), "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-m", "agentaudit.cli.main", "verify", *args], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    return run_lines([sys.executable, "-m", "agentaudit.cli.main", "verify", *args], env)
+
+
+def run_lines(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> Verified:
+    """Run a verifier (the CLI, or an export bundle's own `verify.py`) and read its lines."""
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
     assert "Traceback" not in done.stderr, done.stderr
     lines = [v for v in map(parse_line, done.stdout.splitlines()) if v is not None]
     return Verified(done.returncode, lines, done.stdout + done.stderr)
