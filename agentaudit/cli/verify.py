@@ -44,8 +44,11 @@ def _window(start: datetime | None, end: datetime | None):  # type: ignore[no-un
 
 
 def _print(lines: list[str]) -> None:
+    # Plain stdout, not the rich console: it would expand the tab between a line's subject
+    # and its verdict, which scripts split on (`cut -f2`).
     for line in lines:
-        console.print(escape(line), highlight=False, soft_wrap=True)
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def verify(

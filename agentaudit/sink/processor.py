@@ -21,8 +21,7 @@ from agentaudit.sink.deadletter import keep
 from agentaudit.sink.decode import Accepted, decode, not_after
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
-from agentaudit.trail.leaf import encode_leaf
-from agentaudit.trail.merkle import leaf_hash
+from agentaudit.trail.leaf import ChainLeaves
 from producers.clock import UtcNow, utc_now
 from schemas.events import MAX_EVENT_BYTES
 from schemas.pricing import PricingTable
@@ -114,6 +113,8 @@ class SinkProcessor:
         self.max_skew_ms = max_clock_skew_s * 1000
         self.clock = clock
         self.chains = ChainHeads()
+        self._leaves: dict[tuple[str, int], ChainLeaves] = {}
+        """Per chain, its leaf hasher (the chain's fixed leaf prefix hashed once)."""
         self.recent = RecentIds(dedup_capacity)
         self.event_watermark: dict[int, int] = {}
         self.dead_letter_watermark: dict[int, int] = {}
@@ -202,7 +203,10 @@ class SinkProcessor:
         tenant, canonical = event.tenant_id, verdict.canonical
         link = self.chains.append(tenant, source.partition, canonical)
         cost = self.cost(event)
-        leaf = leaf_hash(encode_leaf(tenant, source.partition, link.seq, *cost, canonical))
+        leaves = self._leaves.get((tenant, source.partition))
+        if leaves is None:
+            leaves = self._leaves[(tenant, source.partition)] = ChainLeaves(tenant, source.partition)
+        leaf = leaves.hash(link.seq, *cost, canonical)
         self.batch.events.append(event_row(canonical, cost, link, source, leaf))
         self.batch.leaves.append((tenant, source.partition, leaf))
         self.batch.occurred_at.append(event.occurred_at)

@@ -76,7 +76,11 @@ class ChainAudit:
         self.start_size, self.start_frontier = start_size, tuple(start_frontier)
         self.start_prev = GENESIS if start_size == 0 else start_prev_hash
         merged: dict[str, Held] = {}
-        for f in found:
+        self._order: dict[str, int] = {}
+        """Each note's last place in `found`: sources list notes in signing order (the anchor
+        last), which breaks ties between notes signed in the same second."""
+        for i, f in enumerate(found):
+            self._order[f.note] = i
             c = merged.get(f.note)
             if c is None:
                 merged[f.note] = Held(f.note, f.sources, f.frontier)
@@ -147,7 +151,7 @@ class ChainAudit:
         self._last_time = max((c.time or 0 for c in live), default=None)
         # The newest checkpoint is a handoff: every row a sink stored is in it, and a sink
         # that takes the chain over signs before it stores: a row after it is no sink's.
-        newest = max(live, key=lambda c: (c.time or 0, c.cp.size if c.cp else 0), default=None)
+        newest = max(live, key=lambda c: (c.time or 0, self._order[c.note]), default=None)
         self._sealed = newest is not None and newest.handoff
         self._si = 0
         self._next = sizes[0] if sizes else -1
@@ -467,7 +471,9 @@ class ChainAudit:
                 detail = "cannot be checked against its checkpoint: earlier rows are missing"
                 lines.insert(0, Line("rows", text, MISSING, detail))
                 bad = seg.seen
-            elif not lines:
+            elif not any(ln.verdict in (ROW_HASH, MISSING, EXTRA, REORDERED) for ln in lines):
+                # e.g. a cost changed with its leaf hash recomputed: the derived-value line
+                # names the column, this one says the signed root does not hold either.
                 detail = "the rows do not reproduce the checkpoint's root"
                 lines.append(Line("rows", text, ROW_HASH, detail))
                 bad = seg.seen

@@ -83,7 +83,7 @@ class Verified:
 
 
 _LINE = re.compile(
-    r"(?P<text>(?:Checkpoint|Rows) .*?)(?:\t|\s+)(?P<verdict>(?:"
+    r"(?P<text>(?:Checkpoint|Rows) .*?)\t(?P<verdict>(?:"
     + "|".join(map(re.escape, KNOWN))
     + r")(?:[: (].*)?)"
 )
@@ -91,7 +91,7 @@ _LINE = re.compile(
 
 def parse_line(line: str) -> Verdict | None:
     """A verdict line, or None for any other output (the summary, progress). The verdict
-    follows a tab, or spaces where the console expanded the tab."""
+    follows a tab (what scripts split on)."""
     m = _LINE.fullmatch(line.rstrip())
     if m is None:
         assert not line.startswith(("Checkpoint ", "Rows ")), f"unknown verdict: {line!r}"

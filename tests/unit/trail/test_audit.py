@@ -341,6 +341,17 @@ def test_rows_after_a_newest_handoff_checkpoint_are_extra_even_if_ingested_later
     assert verdicts(taken_over.report())[-1] == ("5-5", a.PENDING, "1 rows")
 
 
+def test_a_handoff_signed_in_the_same_second_as_the_tick_before_it_still_seals() -> None:
+    # The sink's last tick and its handoff share size and second: the order they were
+    # signed in (the order the sources list them) decides which is the newest.
+    rows = make_rows(5)
+    later = (*rows[4][:8], BASE + 10_000.0, *rows[4][9:])
+    notes = [note(rows, 4, t=BASE + 9), note(rows, 4, t=BASE + 9, handoff=True)]
+    assert ("5-5", a.EXTRA, "seq 5") in verdicts(Run([*rows[:4], later], notes).report())
+    takeover = [*notes, note(rows, 4, t=BASE + 9)]  # a sink took it over, same second
+    assert verdicts(Run([*rows[:4], later], takeover).report())[-1][1] == a.PENDING
+
+
 def test_rows_after_an_end_checkpoint_are_extra() -> None:
     rows = make_rows(6)
     later = tuple((*r[:8], BASE + 10_000.0, *r[9:]) for r in rows[4:])

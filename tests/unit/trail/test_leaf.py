@@ -145,3 +145,24 @@ def test_encode_cost_per_row_is_small() -> None:
         leaf_hash(lf.encode_leaf("acme", 3, i + 1, Decimal("0.001250000"), True, "v", PAYLOAD))
     per_row_us = (time.process_time() - t0) / n * 1e6
     assert per_row_us < 50, per_row_us
+
+
+@pytest.mark.parametrize("seq", [1, 2, 255, 1 << 40, (1 << 64) - 1])
+@pytest.mark.parametrize("version", ["", "2026-11-01", "vé"])
+def test_chain_leaves_hash_is_the_leaf_hash_of_encode_leaf(seq: int, version: str) -> None:
+    chain = lf.ChainLeaves("acme-1", 7)
+    for cost, priced, payload in ((Decimal("0.001250000"), True, PAYLOAD), (Decimal(0), False, b"")):
+        expected = leaf_hash(lf.encode_leaf("acme-1", 7, seq, cost, priced, version, payload))
+        assert chain.hash(seq, cost, priced, version, payload) == expected
+        assert chain.hash(seq, cost, priced, version, payload) == expected  # cached version
+
+
+def test_chain_leaves_refuse_what_encode_leaf_refuses() -> None:
+    with pytest.raises(lf.LeafError):
+        lf.ChainLeaves("acme", 1 << 32)
+    chain = lf.ChainLeaves("acme", 0)
+    for seq in (0, 1 << 64):
+        with pytest.raises(lf.LeafError):
+            chain.hash(seq, Decimal(0), True, "", b"{}")
+    with pytest.raises(lf.LeafError):
+        chain.hash(1, Decimal("0.0000000001"), True, "", b"{}")
