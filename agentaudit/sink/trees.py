@@ -202,6 +202,6 @@ def rebuild(
             out.unsigned[key] = f"rebuilt {tree.size} leaves, the chain's head is {heads[key][0]}"
     for key, why in out.unsigned.items():
         log.error("chain %s/p%s will not be signed: %s. Run `agentaudit verify --tenant %s`; "
-                  "runbooks/trail-unsigned.md", key[0], key[1], why, key[0])  # fmt: skip
+                  "runbooks/TrailUnsigned.md", key[0], key[1], why, key[0])  # fmt: skip
     out.trees = trees
     return out
