@@ -31,24 +31,22 @@ def broker() -> Iterator[LocalBroker]:
         yield local
 
 
+def isolated_settings(bootstrap: str, base: Path, **changes: object) -> Settings:
+    """Settings whose topics, consumer group and data dir (under `base`) no other test uses."""
+    tag = uuid.uuid4().hex[:10]
+    fields: dict[str, object] = {
+        "kafka_bootstrap": bootstrap, "data_dir": base / "data",
+        **{f"{name}_topic": f"test-{tag}.{name}"
+           for name in ("events", "dlq", "alerts", "control", "budgets", "goldsets", "pins")},
+        "consumer_group": f"sink-{tag}", "partitions": 3, "sink_flush_interval_ms": 100,
+    }  # fmt: skip
+    return Settings(**{**fields, **changes})  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def settings(broker: LocalBroker, tmp_path: Path) -> Settings:
     """Settings with topics, consumer group and data dir of this test only."""
-    tag = uuid.uuid4().hex[:10]
-    return Settings(
-        kafka_bootstrap=broker.bootstrap,
-        data_dir=tmp_path / "data",
-        events_topic=f"test-{tag}.events",
-        dlq_topic=f"test-{tag}.dlq",
-        alerts_topic=f"test-{tag}.alerts",
-        control_topic=f"test-{tag}.control",
-        budgets_topic=f"test-{tag}.budgets",
-        goldsets_topic=f"test-{tag}.goldsets",
-        pins_topic=f"test-{tag}.pins",
-        consumer_group=f"sink-{tag}",
-        partitions=3,
-        sink_flush_interval_ms=100,
-    )
+    return isolated_settings(broker.bootstrap, tmp_path)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -137,24 +137,7 @@ if __name__ == "__main__":  # pragma: no cover (python -m agentaudit.bench.trail
           f"valid={f.valid}")  # fmt: skip
 
 
-@dataclass(frozen=True)
-class StoreVerifyFigures:
-    rows: int
-    chains: int
-    wall_s: float
-    cpu_s: float
-    valid: bool
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows / self.wall_s if self.wall_s else 0.0
-
-    @property
-    def cpu_us_per_row(self) -> float:
-        return self.cpu_s * 1e6 / self.rows if self.rows else 0.0
-
-
-def measure_store_verify(settings: Settings, store: Store) -> StoreVerifyFigures:
+def measure_store_verify(settings: Settings, store: Store) -> VerifyFigures:
     """`agentaudit verify` over a store the sink signed: read, typed columns re-derived, costs
     re-priced, every leaf and root recomputed. CPU of this process, which runs chDB too."""
     from agentaudit.verify.run import public_keys, verify_store
@@ -163,7 +146,8 @@ def measure_store_verify(settings: Settings, store: Store) -> StoreVerifyFigures
     reports = verify_store(settings, store, public_keys(settings))
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     rows = sum(r.rows + r.pending for r in reports)
-    return StoreVerifyFigures(rows, len(reports), wall, cpu, all(r.ok for r in reports))
+    checkpoints = sum(r.checkpoints for r in reports)
+    return VerifyFigures(rows, len(reports), checkpoints, wall, cpu, all(r.ok for r in reports))
 
 
 @dataclass(frozen=True)

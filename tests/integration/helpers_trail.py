@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.keyring import KeyRing
 from agentaudit.settings import Settings
+from agentaudit.sink.worker import SinkWorker
 from agentaudit.store.protocol import Store
 from agentaudit.trail.checkpoint import Checkpoint, open_checkpoint, origin_for
 from agentaudit.trail.leaf import encode_leaf
 from agentaudit.trail.merkle import leaf_hash, root_from_leaf_hashes
+from tests.helpers_wait import poll_until
 
 
 def recomputed_leaves(store: Store) -> dict[tuple[str, int], list[bytes]]:
@@ -61,3 +66,40 @@ def assert_signed(settings: Settings, store: Store) -> dict[tuple[str, int], lis
         assert sorted(r[0] for r in table) == sorted(anchored), f"{key}: table and anchor differ"
         out[key] = cps
     return out
+
+
+class RunningSink:
+    """An in-process sink running in the background; `wait` polls its counters."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.worker = SinkWorker(settings, store)
+        self.task = asyncio.create_task(self.worker.run())
+
+    @property
+    def accepted(self) -> int:
+        return self.worker.processor.counters.accepted
+
+    @property
+    def signed(self) -> int:
+        return self.worker.checkpoints_signed
+
+    async def wait(self, accepted: int = 0, signed: int = 0, timeout: float = 60) -> None:
+        """Until at least `accepted` events are stored and `signed` checkpoints signed."""
+        await poll_until(lambda: self.accepted >= accepted and self.signed >= signed, timeout,
+                         f"{accepted} events stored and {signed} checkpoints signed",
+                         check=lambda: self.task.result() if self.task.done() else None,
+                         detail=lambda: f"{self.worker.processor.counters}, {self.signed} signed")  # fmt: skip
+
+    async def stop(self) -> None:
+        self.worker.stop()
+        await self.task
+
+
+@contextlib.asynccontextmanager
+async def running_sink(settings: Settings, store: Store) -> AsyncIterator[RunningSink]:
+    """A sink that runs for the `async with` block and stops cleanly (a handoff) after it."""
+    sink = RunningSink(settings, store)
+    try:
+        yield sink
+    finally:
+        await sink.stop()

@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from agentaudit.broker import LocalBroker, ensure_topics
 from agentaudit.settings import Settings
-from agentaudit.sink.worker import SinkWorker
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from agentaudit.store.protocol import Store
 from agentaudit.trail.checkpoint import origin_for
+from tests.conftest import isolated_settings
 from tests.factories import event_dict, wire
 from tests.integration.helpers import produce_raw
+from tests.integration.helpers_trail import running_sink
 
 TENANTS = ("mut-a", "mut-b", "mut-c")
 BATCH = 120  # events per batch, spread evenly over the tenants
@@ -61,53 +59,18 @@ async def _sink_batches(settings: Settings, store: Store, first: int, batches: i
     """One sink over `batches` batches produced one after another, each accepted and then
     covered by a signed checkpoint of every chain before the next (so the chains have
     checkpoints of several sizes); stopped cleanly (a handoff checkpoint)."""
-    worker = SinkWorker(settings, store)
-    task = asyncio.create_task(worker.run())
-
-    def accepted() -> int:
-        return worker.processor.counters.accepted
-
-    def signed() -> int:
-        return worker.checkpoints_signed
-
-    async def until(count: Callable[[], int], at_least: int) -> None:
-        deadline = time.monotonic() + 60
-        while count() < at_least:
-            if task.done():
-                task.result()
-            assert time.monotonic() < deadline, f"{count.__name__}: {worker.processor.counters}"
-            await asyncio.sleep(0.02)
-
-    try:
+    async with running_sink(settings, store) as sink:
         for b in range(batches):
             await produce_raw(settings, _events(first + b * BATCH, BATCH))
-            await until(accepted, (b + 1) * BATCH)
+            await sink.wait(accepted=(b + 1) * BATCH)
             # Two more signing rounds: the second began after every row was stored.
-            await until(signed, signed() + 2 * len(TENANTS))
-    finally:
-        worker.stop()
-        await task
+            await sink.wait(signed=sink.signed + 2 * len(TENANTS))
 
 
 def build_trail(broker: LocalBroker, base: Path) -> Trail:
     """Sink PHASE1 batches, copy the store (`early`), sink PHASE2 more; all in `base`."""
-    tag = uuid.uuid4().hex[:10]
-    settings = Settings(
-        kafka_bootstrap=broker.bootstrap,
-        data_dir=base / "data",
-        checkpoint_dir=base / "anchors",
-        events_topic=f"test-{tag}.events",
-        dlq_topic=f"test-{tag}.dlq",
-        alerts_topic=f"test-{tag}.alerts",
-        control_topic=f"test-{tag}.control",
-        budgets_topic=f"test-{tag}.budgets",
-        goldsets_topic=f"test-{tag}.goldsets",
-        pins_topic=f"test-{tag}.pins",
-        consumer_group=f"sink-{tag}",
-        partitions=3,
-        sink_flush_interval_ms=100,
-        checkpoint_interval_s=0.2,
-    )
+    settings = isolated_settings(broker.bootstrap, base, checkpoint_dir=base / "anchors",
+                                 checkpoint_interval_s=0.2)  # fmt: skip
 
     async def build() -> tuple[Chain, ...]:
         await ensure_topics(settings)

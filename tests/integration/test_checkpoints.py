@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from agentaudit.trail.leaf import encode_leaf
 from agentaudit.trail.merkle import leaf_hash
 from tests.factories import event_dict, wire
 from tests.integration.helpers import produce_raw, scalar, sink_until
-from tests.integration.helpers_trail import anchored_checkpoints, assert_signed
+from tests.integration.helpers_trail import anchored_checkpoints, assert_signed, running_sink
 
 pytestmark = pytest.mark.integration
 
@@ -75,17 +74,8 @@ async def test_unchanged_chains_are_signed_again_each_interval(settings: Setting
     with open_store(settings, own=True) as store:
         migrate(store)
         await produce_raw(settings, _events(10))
-        worker = SinkWorker(settings, store)
-        task = asyncio.create_task(worker.run())
-        try:
-            async def ticks() -> None:
-                while worker.checkpoints_signed < 10 or worker.processor.counters.accepted < 10:
-                    await asyncio.sleep(0.05)
-
-            await asyncio.wait_for(ticks(), 60)
-        finally:
-            worker.stop()
-            await task
+        async with running_sink(settings, store) as sink:
+            await sink.wait(accepted=10, signed=10)
         for key, cps in assert_signed(settings, store).items():
             assert len(cps) >= 3 and len({c.size for c in cps[-3:]}) == 1, f"{key}: not re-signed"
 
@@ -160,19 +150,10 @@ async def test_a_running_sink_signs_with_the_new_key_after_a_rotation(
     with open_store(settings, own=True) as store:
         migrate(store)
         await produce_raw(settings, _events(10))
-        worker = SinkWorker(settings, store)
-        task = asyncio.create_task(worker.run())
-        try:
-            async def signed_at_least(n: int) -> None:
-                while worker.checkpoints_signed < n or worker.processor.counters.accepted < 10:
-                    await asyncio.sleep(0.05)
-
-            await asyncio.wait_for(signed_at_least(4), 60)
+        async with running_sink(settings, store) as sink:
+            await sink.wait(accepted=10, signed=4)
             new = rotate_keys(settings.key_dir)
-            await asyncio.wait_for(signed_at_least(worker.checkpoints_signed + 4), 60)
-        finally:
-            worker.stop()
-            await task
+            await sink.wait(signed=sink.signed + 4)
         signed = assert_signed(settings, store)  # old and new checkpoints verify with the history
         key = min(signed)
         origin = origin_for(settings.deployment, *key)
@@ -190,26 +171,14 @@ async def test_an_ended_tenant_is_not_signed_again_while_the_sink_runs(settings:
     with open_store(settings, own=True) as store:
         migrate(store)
         await produce_raw(settings, _events(20))
-        worker = SinkWorker(settings, store)
-        task = asyncio.create_task(worker.run())
-
-        async def until(cond: Callable[[], bool]) -> None:
-            while not cond():
-                await asyncio.sleep(0.05)
-
-        try:
-            await asyncio.wait_for(until(lambda: worker.processor.counters.accepted >= 20
-                                         and worker.checkpoints_signed >= 4), 60)  # fmt: skip
+        async with running_sink(settings, store) as sink:
+            await sink.wait(accepted=20, signed=4)
             ended = await asyncio.to_thread(end_tenant, settings, store, "cp-a")
             assert ended and all(e.size > 0 for e in ended)
             # The sink learns of the end at its next tick; events still arriving are stored.
-            seen = worker.checkpoints_signed
-            await asyncio.wait_for(until(lambda: worker.checkpoints_signed >= seen + 4), 60)
+            await sink.wait(signed=sink.signed + 4)
             await produce_raw(settings, _events(20, 20))
-            await asyncio.wait_for(until(lambda: worker.processor.counters.accepted >= 40), 60)
-        finally:
-            worker.stop()
-            await task
+            await sink.wait(accepted=40)
         for e in ended:
             cps = anchored_checkpoints(settings, e.chain)
             at = next(i for i, c in enumerate(cps) if "end" in c.extensions)
