@@ -177,3 +177,59 @@ def measure_checkpoint_cost(chains: int, anchor_dir: Path) -> CheckpointFigures:
     anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in signed)
     c2 = time.process_time()
     return CheckpointFigures(chains, c1 - c0, c2 - c1, time.perf_counter() - w0)
+
+
+# A realistic llm_call (priced with the shipped table), numbered per row: the typed columns
+# re-derived from it and its re-priced cost agree with what is stored.
+_STORE_PAYLOAD = (
+    '{"agent_id":"support-bot","agent_version":"1.4.2","deployment":"prod","event_id":'
+    '"0190c1f2-0000-7000-8000-%012d","occurred_at":"2026-11-06T10:00:00.123456Z","payload":'
+    '{"latency_ms":812.5,"provider":"openai","request_model":"gpt-4o-mini","response_model":'
+    '"gpt-4o-mini","status":"ok","usage":{"input_tokens":%d,"output_tokens":310}},'
+    '"run_id":"run-%d","schema_version":1,"sdk":{"name":"agentaudit-python","version":"0.9.0"},'
+    '"session_id":"s-1","span_id":"00f067aa0ba902b7","tenant_id":"%s","trace_id":'
+    '"4bf92f3577b34da6a3ce929d0e0e4736","type":"llm_call","user_id":"u-%d"}'
+)
+
+
+def build_signed_store(
+    settings: Settings, store: Store, rows: int, chains: int, every: int = 10_000
+) -> int:
+    """Fill an empty trail with `rows` rows over `chains` chains exactly as the sink stores
+    them (chain link, leaf hash, priced cost, through the ingest view), with a checkpoint of
+    every chain signed every `every` rows into the table and the anchor directory. Returns
+    the number of checkpoints signed."""
+    from agentaudit.keyring import KeyRing
+    from agentaudit.sink.chain import ChainHeads, Link
+    from agentaudit.sink.rows import INGEST_COLUMNS, INGEST_TABLE, EventCost, Source, event_row
+    from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE
+    from agentaudit.trail.leaf import ChainLeaves
+    from schemas.payloads import Usage
+    from schemas.pricing import load_pricing
+
+    price = EventCost(load_pricing())
+    signer = ChainSigner(KeyRing.load(settings.key_dir).signer, settings.deployment)
+    anchor = DirectoryAnchor(settings.checkpoints_dir)
+    heads, trees, signed = ChainHeads(), ChainTrees(), 0
+    keys = [(f"bench-{i}", i % settings.partitions) for i in range(chains)]
+    leaves = {k: ChainLeaves(*k) for k in keys}
+    per_chain = rows // chains
+    for lo in range(0, per_chain, every):
+        batch: list[tuple[object, ...]] = []
+        for tenant, part in keys:
+            for n in range(lo, min(lo + every, per_chain)):
+                tokens = 1000 + n % 977
+                body = (_STORE_PAYLOAD % (n, tokens, n // 50, tenant, n % 1000)).encode()
+                cost = price.llm_call("openai", "gpt-4o-mini",
+                                      Usage.model_construct(input_tokens=tokens, output_tokens=310,
+                                                            cached_input_tokens=0, cache_write_tokens=0))  # fmt: skip
+                link: Link = heads.append(tenant, part, body)
+                leaf = leaves[(tenant, part)].hash(link.seq, *cost, body)
+                batch.append(event_row(body, cost, link, Source(settings.events_topic, part, n, 0, None), leaf))
+                trees.extend([(tenant, part, leaf)])
+        store.insert(INGEST_TABLE, [list(c) for c in zip(*batch)], INGEST_COLUMNS)
+        made = signer.sign(trees, datetime.now(UTC))
+        anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in made)
+        store.insert(CHECKPOINT_TABLE, [list(c) for c in zip(*(c.row for c in made))], CHECKPOINT_COLUMNS)
+        signed += len(made)
+    return signed

@@ -16,6 +16,7 @@ from typing import Any
 
 from agentaudit.sink.chain import Link
 from schemas.envelope import Envelope
+from schemas.payloads import Usage
 from schemas.pricing import PricingTable
 from schemas.pricing.model import ZERO_USD
 
@@ -64,7 +65,11 @@ class EventCost:
         if event.type != "llm_call":  # type: ignore[attr-defined]
             return self._free
         p: Any = event.payload  # type: ignore[attr-defined]
-        usd = self.pricing.total(p.provider, p.response_model or p.request_model, p.usage)
+        return self.llm_call(p.provider, p.response_model or p.request_model, p.usage)
+
+    def llm_call(self, provider: str, model: str, usage: Usage) -> Priced:
+        """The cost of one `llm_call` of `model` (the response's model, else the request's)."""
+        usd = self.pricing.total(provider, model, usage)
         return self._unpriced if usd is None else (usd, True, self.pricing.version)
 
 

@@ -157,6 +157,8 @@ class ChainAudit:
         self._next = sizes[0] if sizes else -1
         self._tree: CompactTree | None = CompactTree(self.start_size, self.start_frontier)
         self._resumed: CompactTree | None = None
+        self._pending: list[bytes] = []
+        """Leaf hashes appended since the trees were last brought up to `_pos`."""
         self._pos = self.start_size
         self._anomalies: dict[int, Row] = {}
         self._breaks: dict[int, str] = {}  # seq -> row_hash the link expected (of seq - 1)
@@ -178,6 +180,7 @@ class ChainAudit:
         """At each checkpoint size equal to the position: check its roots, move to the next
         range, and decide which tree continues (the continuous one, or one resumed from this
         checkpoint's frontier once the continuous tree failed)."""
+        self._flush()
         while self._si < len(self._sizes) and self._sizes[self._si] == self._pos:
             size = self._pos
             cps = self._at[size]
@@ -197,6 +200,14 @@ class ChainAudit:
                 self._resumed = self._resume_from(cps) or (resumed if seg.root_ok else None)
             self._si += 1
         self._next = self._sizes[self._si] if self._si < len(self._sizes) else -1
+
+    def _flush(self) -> None:
+        """Bring the trees up to `_pos` with the pending leaf hashes."""
+        if self._pending:
+            for tree in (self._tree, self._resumed):
+                if tree is not None:
+                    tree.extend(self._pending)
+            self._pending.clear()
 
     def _resume_from(self, cps: list[Held]) -> CompactTree | None:
         for c in cps:
@@ -308,10 +319,7 @@ class ChainAudit:
                 self._last_time is not None and r[8] < self._last_time
             )):  # fmt: skip
                 seg.flag(EXTRA, r[0])
-        if self._tree is not None:
-            self._tree.append_hash(lh)
-        if self._resumed is not None:
-            self._resumed.append_hash(lh)
+        self._pending.append(lh)  # into the trees in blocks (`_flush`): twice as fast
         self._pos = r[0]
         if self._pos == self._next:
             self._reach()

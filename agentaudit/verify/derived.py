@@ -3,42 +3,57 @@
 Typed columns. `agentaudit.events`' typed columns are what its materialized view derived from
 the payload at insert time. Rather than restate that SQL here (two copies drift), the check
 reads the view's own query (``as_select`` of ``agentaudit.events_ingest_mv`` in
-``system.tables``), replaces its ``FROM agentaudit.events_ingest`` by a subquery over the stored
-rows being checked, and joins the result back to the stored rows on the columns the view passes
-through (chain_seq, kafka_offset, log_epoch, row_hash); every column but ``ingested_at`` (the
-insert time) is compared, NULL-safely. A ``user_id`` changed with ``ALTER TABLE … UPDATE`` shows
-up as ``user_id``.
+``system.tables``) and runs it over the stored rows themselves (``FROM agentaudit.events AS
+src``), beside each stored column (``src.<column>``, which a select alias cannot shadow): every
+column but ``ingested_at`` (the insert time) is compared, NULL-safely, in ClickHouse, and only
+rows that disagree come back. One query per verify run, not per chain: its cost is the JSON
+parse of the payloads, spread over the server's threads. A ``user_id`` changed with ``ALTER
+TABLE … UPDATE`` shows up as ``user_id``.
 
-Cost. Each ``llm_call`` is re-priced from its payload with the row's own ``pricing_version``
-(`schemas.pricing.load_pricing`, the sink's `EventCost`); any other event costs 0, priced, with
-no version. A disagreement names ``cost_usd``, ``priced`` and/or ``pricing_version``.
+Cost. Each ``llm_call`` is re-priced with the row's own ``pricing_version``
+(`schemas.pricing.load_pricing`, the sink's `EventCost`) from its typed columns (provider,
+models, token counts): the query above has just shown those equal what the payload says, so no
+payload is parsed in Python. Any other event costs 0, priced, with no version. A disagreement
+names ``cost_usd``, ``priced`` and/or ``pricing_version``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 from agentaudit.errors import StoreUnavailable
-from agentaudit.sink.rows import INGEST_COLUMNS, EventCost
+from agentaudit.sink.rows import EventCost, Priced
 from agentaudit.sqlguard import Limits
 from agentaudit.store.protocol import Store
-from schemas.events import parse_event
+from schemas.payloads import Usage
 from schemas.pricing import load_pricing
 
 _VIEW_FROM = "FROM agentaudit.events_ingest"
-_KEYS = ("chain_seq", "kafka_offset", "log_epoch", "row_hash")
 _SKIP = {"ingested_at"}
-_FENCE = Limits(max_seconds=300.0, max_rows=1_000_000).clause()
-_FREE = (Decimal(0), True, "")
+_KEYS = "src.tenant_id, src.kafka_partition, src.chain_seq, src.kafka_offset, src.log_epoch"
+_FENCE = Limits(max_seconds=600.0, max_rows=1_000_000).clause()
+_FREE: Priced = (Decimal(0), True, "")
+PRICING_COLUMNS = ("type", "provider", "request_model", "response_model", "input_tokens",
+                   "output_tokens", "cached_input_tokens", "cache_write_tokens")  # fmt: skip
+"""The typed columns a row is re-priced from (read with the row by `agentaudit.verify.store`)."""
+
+class _Tokens(NamedTuple):
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+
+
+RowKey = tuple[str, int, int, int, int]
+"""(tenant_id, kafka_partition, chain_seq, kafka_offset, log_epoch) of a stored row."""
 
 
 class DerivedCheck:
-    """Built once per run from the store's schema; :meth:`check` runs per chunk of rows."""
+    """Typed columns that disagree with the payload (one query, at construction) and costs
+    that disagree with the pricing (:meth:`cost`, per row)."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, store: Store, tenant: str = "") -> None:
         rows = store.query(
             "SELECT as_select FROM system.tables "
             "WHERE database = 'agentaudit' AND name = 'events_ingest_mv'"
@@ -49,62 +64,51 @@ class DerivedCheck:
             raise StoreUnavailable("cannot read the query of agentaudit.events_ingest_mv to "
                                    "re-derive typed columns; is the store migrated?")  # fmt: skip
         cols = store.query(
-            "SELECT name, type FROM system.columns "
+            "SELECT name FROM system.columns "
             "WHERE database = 'agentaudit' AND table = 'events' ORDER BY position"
         ).result_rows
-        ingest = ", ".join(c for c in (*INGEST_COLUMNS, "leaf_hash") if c in {n for n, _ in cols})
-        where = ("tenant_id = {tenant:String} AND kafka_partition = {partition:UInt32} "
-                 "AND chain_seq > {after:UInt64} AND chain_seq <= {last:UInt64}")  # fmt: skip
-        derived = (view[:at] + f"FROM (SELECT {ingest} FROM agentaudit.events WHERE {where})"
-                   + view[at + len(_VIEW_FROM):])  # fmt: skip
-        flags = ", ".join(
-            f"if(isNotDistinctFrom(d.{n}, s.{n}), '', '{n}')" for n, _ in cols if n not in _SKIP
+        compared = [str(n) for (n,) in cols if n not in _SKIP]
+        stored = ", ".join(f"src.{n} AS `__stored_{n}`" for n in compared)
+        keys = ", ".join(f"{k} AS `__key_{i}`" for i, k in enumerate(_KEYS.split(", ")))
+        derived = (
+            f"{view[:at].rstrip()}, {stored}, {keys} FROM agentaudit.events AS src "
+            "WHERE ({tenant:String} = '' OR src.tenant_id = {tenant:String})"
+            f"{view[at + len(_VIEW_FROM):]}"
         )
-        on = " AND ".join(f"d.{k} = s.{k}" for k in _KEYS)
-        self.columns = [n for n, _ in cols if n not in _SKIP]
-        self.sql = (
-            f"SELECT s.chain_seq, s.kafka_offset, s.log_epoch, "
-            f"arrayStringConcat(arrayFilter(x -> x != '', [{flags}]), ',') AS cols "
-            f"FROM ({derived}) AS d INNER JOIN "
-            f"(SELECT * FROM agentaudit.events WHERE {where}) AS s ON {on} "
-            f"WHERE cols != '' {_FENCE}"
+        flags = ", ".join(f"if(isNotDistinctFrom({n}, `__stored_{n}`), '', '{n}')" for n in compared)
+        sql = (
+            "SELECT `__key_0`, `__key_1`, `__key_2`, `__key_3`, `__key_4`, "
+            f"arrayStringConcat(arrayFilter(x -> x != '', [{flags}]), ',') AS disagree "
+            f"FROM ({derived}) WHERE disagree != '' {_FENCE}"
         )
+        self.columns = compared
+        self.typed: dict[RowKey, str] = {
+            (str(t), int(p), int(seq), int(off), int(ep)): str(names)
+            for t, p, seq, off, ep, names in store.query(sql, {"tenant": tenant}).result_rows
+        }
         self._costs: dict[str, EventCost | None] = {}
 
-    def check(
-        self, tenant: str, partition: int, after: int, chunk: Sequence[Sequence[Any]]
-    ) -> dict[tuple[int, int, int], str]:
-        """(chain_seq, kafka_offset, log_epoch) → comma-separated disagreeing columns, for the
-        rows of ``chunk`` (store rows as read by `agentaudit.verify.store`)."""
-        params = {"tenant": tenant, "partition": partition, "after": after,
-                  "last": int(chunk[-1][0])}  # fmt: skip
-        out: dict[tuple[int, int, int], str] = {
-            (int(seq), int(off), int(ep)): str(cols)
-            for seq, off, ep, cols in self.store.query(self.sql, params).result_rows
-        }
-        for seq, checked, body, cost, priced, version, *_, off, ep in chunk:
-            if not checked:
-                continue
-            bad = self._cost(body, Decimal(cost), bool(priced), str(version))
-            if bad:
-                key = (int(seq), int(off), int(ep))
-                out[key] = ",".join(x for x in (out.get(key, ""), bad) if x)
-        return out
+    def disagreeing(self, key: RowKey, cost: Decimal, priced: bool, version: str,
+                    pricing: tuple[Any, ...]) -> str:  # fmt: skip
+        """Comma-separated names of the row's stored values that disagree with its payload:
+        typed columns, and cost re-priced from `pricing` (the `PRICING_COLUMNS` values)."""
+        names = [self.typed.get(key, ""), self._cost(cost, priced, version, pricing)]
+        return ",".join(n for n in names if n)
 
-    def _cost(self, payload: bytes, cost: Decimal, priced: bool, version: str) -> str:
+    def _cost(self, cost: Decimal, priced: bool, version: str, pricing: tuple[Any, ...]) -> str:
+        type_, provider, request_model, response_model, inp, out, cached, written = pricing
         expected = _FREE
-        # Only an llm_call is priced; the substring test spares parsing every other event.
-        if b'"llm_call"' in payload:
-            try:
-                event = parse_event(payload)
-            except ValueError:
-                event = None  # the leaf check reports a payload that no longer parses
-            if event is not None and event.type == "llm_call":  # type: ignore[attr-defined]
-                pricing = self._pricing(version)
-                if pricing is None:
-                    return "pricing_version"
-                expected = pricing(event)
+        if type_ == "llm_call":
+            table = self._pricing(version)
+            if table is None:
+                return "pricing_version"
+            # The pricing reads these four attributes only: a pydantic model per row would
+            # cost more than the pricing itself.
+            usage = cast(Usage, _Tokens(int(inp), int(out), int(cached), int(written)))
+            expected = table.llm_call(str(provider), str(response_model or request_model), usage)
         got = (cost, priced, version)
+        if got == expected:
+            return ""
         names = ("cost_usd", "priced", "pricing_version")
         return ",".join(n for n, a, b in zip(names, got, expected, strict=True) if a != b)
 

@@ -64,7 +64,7 @@ def verify_store(
     """Verify every chain (of ``tenant``) in the store against both checkpoint sources."""
     started = clock()
     anchor = DirectoryAnchor(settings.checkpoints_dir)
-    check = DerivedCheck(store) if derived else None
+    check = DerivedCheck(store, tenant) if derived else None
     reports = []
     for t, p in source.chains(store, anchor, tenant):
         origin = origin_for(settings.deployment, t, p)

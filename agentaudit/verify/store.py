@@ -22,7 +22,7 @@ from agentaudit.anchors import DirectoryAnchor
 from agentaudit.sqlguard import Limits
 from agentaudit.store.protocol import Store
 from agentaudit.trail.verdicts import Found, Row
-from agentaudit.verify.derived import DerivedCheck
+from agentaudit.verify.derived import PRICING_COLUMNS, DerivedCheck
 
 CHUNK = 50_000
 _FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -50,7 +50,8 @@ SELECT chain_seq,
          AS checked,
        if(checked OR empty(leaf_hash), payload, '') AS body, cost_usd, priced, pricing_version,
        prev_hash, row_hash, if(empty(leaf_hash), '', leaf_hash) AS leaf,
-       toUnixTimestamp64Micro(ingested_at) AS ingested_us, kafka_offset, log_epoch
+       toUnixTimestamp64Micro(ingested_at) AS ingested_us, kafka_offset, log_epoch,
+       {", ".join(PRICING_COLUMNS)}
 FROM agentaudit.events
 WHERE tenant_id = {{tenant:String}} AND kafka_partition = {{partition:UInt32}}
   AND chain_seq > {{after:UInt64}}
@@ -109,16 +110,18 @@ def rows(
                               "hi": window.end}  # fmt: skip
     while True:
         params["after"] = after
-        result = store.query(_ROWS_SQL, params, column_formats={"body": "bytes"})  # type: ignore[call-arg]
+        # FixedString hashes decoded to str by the driver (cheaper than per value here).
+        formats = {"body": "bytes", "prev_hash": "string", "row_hash": "string", "leaf": "string"}
+        result = store.query(_ROWS_SQL, params, column_formats=formats)  # type: ignore[call-arg]
         chunk = result.result_rows
         if not chunk:
             return
-        disagree: dict[tuple[int, int, int], str] = {}
-        if derived is not None and any(r[1] for r in chunk):
-            disagree = derived.check(tenant, partition, after, chunk)
-        for seq, checked, body, cost, priced, version, prev, row_hash, leaf, ing, off, ep in chunk:
-            d = disagree.get((seq, off, ep), "") if checked else ""
-            leaf_hex = _text(leaf).strip("\x00")
-            yield (int(seq), body, Decimal(cost), bool(priced), str(version), _text(prev),
-                   _text(row_hash), leaf_hex, ing / 1e6, bool(checked), d)  # fmt: skip
+        for seq, checked, body, cost, priced, version, prev, row_hash, leaf, ing, off, ep, *pricing in chunk:
+            cost, priced, version = Decimal(cost), bool(priced), str(version)
+            d = ""
+            if checked and derived is not None:
+                key = (tenant, partition, int(seq), int(off), int(ep))
+                d = derived.disagreeing(key, cost, priced, version, tuple(pricing))
+            yield (int(seq), body, cost, priced, version, _text(prev),
+                   _text(row_hash), _text(leaf).strip("\x00"), ing / 1e6, bool(checked), d)  # fmt: skip
         after = int(chunk[-1][0])

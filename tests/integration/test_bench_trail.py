@@ -8,6 +8,7 @@ import pytest
 
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.bench.trail_measure import (
+    build_signed_store,
     measure_checkpoint_cost,
     measure_store_verify,
     measure_verify,
@@ -43,3 +44,15 @@ async def test_store_verify_reads_every_signed_row(settings: Settings) -> None:
         await sink_until(settings, store, lambda w: w.processor.counters.accepted >= 31)
         figures = measure_store_verify(settings, store)
     assert figures.valid and figures.rows == 31 and figures.chains == 2
+
+
+def test_a_built_signed_store_verifies_valid(tmp_path: Path) -> None:
+    from agentaudit.keyring import init_keys
+
+    settings = Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys", partitions=3)
+    init_keys(settings.key_dir)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        signed = build_signed_store(settings, store, 600, 3, every=100)
+        figures = measure_store_verify(settings, store)
+    assert signed == 3 * 2 and figures.valid and figures.rows == 600 and figures.chains == 3

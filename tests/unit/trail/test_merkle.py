@@ -256,3 +256,16 @@ def _recursive_root_iter(leaves: list[bytes]) -> bytes:
     for leaf in leaves:
         tree.append_leaf(leaf)
     return tree.root()
+
+
+@pytest.mark.parametrize("start", [0, 1, 2, 3, 5, 8, 13, 64, 100])
+@pytest.mark.parametrize("batch", [0, 1, 2, 3, 7, 8, 9, 31, 64, 100, 257])
+def test_extend_equals_appending_each_hash(start: int, batch: int) -> None:
+    hashes = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(start + batch)]
+    one, many = m.CompactTree(), m.CompactTree()
+    for h in hashes:
+        one.append_hash(h)
+    many.extend(hashes[:start])
+    many.extend(hashes[start:])
+    assert many.state() == one.state() and many.root() == one.root()
+    assert many.root() == m.root_from_leaf_hashes(hashes)
