@@ -21,30 +21,22 @@ from collections.abc import Callable, Iterable, Sequence
 
 from .checkpoint import CheckpointError, open_checkpoint
 from .leaf import ChainLeaves, LeafError, encode_leaf
+from .lines import checkpoint_line, segment_lines, tail_lines
 from .merkle import CompactTree
 from .note import NoteError
 from .pubkeys import PublicKeys
 from .verdicts import (
-    DERIVED,
     EXTRA,
     GENESIS,
-    INCONSISTENT,
-    MISSING,
-    NOT_FOUND,
-    PENDING,
     REORDERED,
     ROW_HASH,
-    SIGNATURE,
-    VALID,
     ChainReport,
     Found,
     Held,
-    Line,
     Row,
     Segment,
     in_use,
     iso,
-    seqs,
 )  # fmt: skip
 
 _REORDER_NEAR = 4  # positions either side of a disturbance tried for a moved row
@@ -413,10 +405,10 @@ class ChainAudit:
         seg_at = {s.hi: s for s in self._segs if s.hi is not None}
         for size in sorted(set(by_size) | set(seg_at)):
             for c in sorted(by_size.get(size, ()), key=lambda c: (c.time or 0, c.note)):
-                self._checkpoint_line(rep, c)
+                checkpoint_line(rep, c, self.origin)
             if size in seg_at:
-                self._segment_lines(rep, seg_at[size])
-        self._tail_lines(rep, self._segs[-1])
+                segment_lines(rep, seg_at[size], self.origin)
+        tail_lines(rep, self._segs[-1], self.origin, self._pos)
         return rep
 
     def _same_size_rules(self) -> None:
@@ -429,75 +421,3 @@ class ChainAudit:
             for c in cps:
                 if c.cp.root_hash != ref.cp.root_hash:  # type: ignore[union-attr]
                     c.inconsistent = f"size {size} was also signed with another root"
-
-    def _checkpoint_line(self, rep: ChainReport, c: Held) -> None:
-        where = "+".join(sorted(c.sources))
-        if c.cp is None or c.time is None:
-            line = Line("checkpoint", f"Checkpoint {self.origin} [{where}]", SIGNATURE, c.error)
-        else:
-            key = c.key.describe() if c.key else "key ?"
-            end = " end" if c.end else ""
-            text = (f"Checkpoint {self.origin} size {c.cp.size} time {iso(c.time)}{end} "
-                    f"{key} [{where}]")  # fmt: skip
-            if c.inconsistent:
-                line = Line("checkpoint", text, INCONSISTENT, c.inconsistent)
-            elif c.missing_from:
-                line = Line("checkpoint", text, NOT_FOUND, f"not in {', '.join(c.missing_from)}")
-            else:
-                line = Line("checkpoint", text, VALID)
-        rep.lines.append(line)
-        rep.checkpoints += 1
-        rep.checkpoints_valid += line.verdict == VALID
-
-    def _problems(self, seg: Segment, text: str) -> list[Line]:
-        out: list[Line] = []
-        if seg.missing:
-            spans = [
-                f"{a}-{b}" if a != b else str(a)
-                for a, b in zip(seg.missing[::2], seg.missing[1::2])
-            ]
-            out.append(Line("rows", text, MISSING, "seq " + ", ".join(spans)))
-        for verdict in (ROW_HASH, REORDERED, EXTRA):
-            if verdict in seg.issues:
-                out.append(Line("rows", text, verdict, seqs(seg.issues[verdict])))
-        for cols, at in sorted(seg.derived.items()):
-            out.append(Line("rows", text, f"{DERIVED}: {cols}", seqs(at)))
-        return out
-
-    def _segment_lines(self, rep: ChainReport, seg: Segment) -> None:
-        assert seg.hi is not None
-        missing = sum(b - a + 1 for a, b in zip(seg.missing[::2], seg.missing[1::2]))
-        if not seg.seen and not missing and not seg.issues and not seg.derived:
-            return
-        text = f"Rows {self.origin} {seg.lo}-{seg.hi}"
-        lines = self._problems(seg, text)
-        bad = len(seg.bad)
-        if not seg.root_ok and (seg.missing or seg.unverifiable):
-            bad = seg.seen  # no root proves the rows that are there
-        if not seg.root_ok and seg.seen:
-            if seg.unverifiable and not seg.missing:
-                detail = "cannot be checked against its checkpoint: earlier rows are missing"
-                lines.insert(0, Line("rows", text, MISSING, detail))
-                bad = seg.seen
-            elif not any(ln.verdict in (ROW_HASH, MISSING, EXTRA, REORDERED) for ln in lines):
-                # e.g. a cost changed with its leaf hash recomputed: the derived-value line
-                # names the column, this one says the signed root does not hold either.
-                detail = "the rows do not reproduce the checkpoint's root"
-                lines.append(Line("rows", text, ROW_HASH, detail))
-                bad = seg.seen
-        rep.lines.extend(lines or [Line("rows", text, VALID)])
-        rep.rows += seg.seen + missing + seg.dups
-        rep.rows_valid += seg.seen - min(bad, seg.seen)
-
-    def _tail_lines(self, rep: ChainReport, seg: Segment) -> None:
-        """Rows after the last checkpoint: problems, else pending (not counted as rows)."""
-        if not seg.seen and not seg.issues:
-            return
-        text = f"Rows {self.origin} {seg.lo}-{self._pos}"
-        rep.lines.extend(self._problems(seg, text))
-        bad = len(seg.bad)
-        pending = seg.seen - bad
-        if pending > 0:
-            rep.lines.append(Line("rows", text, PENDING, f"{pending} rows"))
-        rep.rows += bad + seg.dups
-        rep.pending += pending

@@ -34,8 +34,8 @@ EVERYTHING = Window()
 Progress = Callable[[str, int], None]
 """(chain origin, rows read so far in it)."""
 # The modules an export bundle needs (trail/), copied verbatim.
-_SHIPPED = ("__init__", "merkle", "leaf", "note", "checkpoint", "pubkeys", "verdicts", "audit",
-            "bundle")  # fmt: skip
+_SHIPPED = ("__init__", "merkle", "leaf", "note", "checkpoint", "pubkeys", "verdicts", "lines",
+            "audit", "bundle")  # fmt: skip
 _VERIFY_PY = '''#!/usr/bin/env python3
 """Verify this agentaudit export: python3 verify.py (needs only the `cryptography` package)."""
 import os, sys  # noqa: E401

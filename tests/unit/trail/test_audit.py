@@ -15,6 +15,7 @@ from decimal import Decimal
 import pytest
 
 from agentaudit.trail import audit as a
+from agentaudit.trail import verdicts as vd
 from agentaudit.trail.checkpoint import Checkpoint, sign_checkpoint
 from agentaudit.trail.leaf import encode_leaf
 from agentaudit.trail.merkle import CompactTree, leaf_hash
@@ -31,8 +32,8 @@ ORIGIN = f"audit.example/agentaudit/{TENANT}/p{PART}"
 BOTH = frozenset({"store", "anchor"})
 
 
-def make_rows(n: int, tenant: str = TENANT, part: int = PART, start: int = 1) -> list[a.Row]:
-    out: list[a.Row] = []
+def make_rows(n: int, tenant: str = TENANT, part: int = PART, start: int = 1) -> list[vd.Row]:
+    out: list[vd.Row] = []
     prev = GENESIS_HASH
     for i in range(start, n + 1):
         payload = b'{"n":%d,"tenant_id":"%s"}' % (i, tenant.encode())
@@ -44,7 +45,7 @@ def make_rows(n: int, tenant: str = TENANT, part: int = PART, start: int = 1) ->
     return out
 
 
-def tree_of(rows: list[a.Row], size: int) -> CompactTree:
+def tree_of(rows: list[vd.Row], size: int) -> CompactTree:
     t = CompactTree()
     for r in rows[:size]:
         t.append_hash(bytes.fromhex(r[7]))
@@ -52,7 +53,7 @@ def tree_of(rows: list[a.Row], size: int) -> CompactTree:
 
 
 def note(
-    rows: list[a.Row], size: int, *, t: int | None = None, end: bool = False,
+    rows: list[vd.Row], size: int, *, t: int | None = None, end: bool = False,
     root: bytes | None = None, signer: Signer = KEY, origin: str = ORIGIN, handoff: bool = False,
 ) -> str:  # fmt: skip
     ext = (f"time {BASE + size if t is None else t}",) + (("end",) if end else ())
@@ -63,13 +64,13 @@ def note(
 
 @dataclass
 class Run:
-    rows: list[a.Row]
+    rows: list[vd.Row]
     notes: list[str]
     sources: list[frozenset[str]] = field(default_factory=list)
     frontiers: bool = False
     started_at: float | None = None
 
-    def report(self, keys: PublicKeys = KEYS, **kw: object) -> a.ChainReport:
+    def report(self, keys: PublicKeys = KEYS, **kw: object) -> vd.ChainReport:
         found = []
         for i, n in enumerate(self.notes):
             src = self.sources[i] if i < len(self.sources) else BOTH
@@ -77,7 +78,7 @@ class Run:
             if self.frontiers:
                 size = int(n.split("\n")[1])
                 fr = tree_of(self.rows_orig, size).state()[1]
-            found.append(a.Found(n, src, fr))
+            found.append(vd.Found(n, src, fr))
         audit = a.ChainAudit(
             ORIGIN, TENANT, PART, keys, found, sources=BOTH, started_at=self.started_at, **kw
         )  # type: ignore[arg-type]
@@ -87,7 +88,7 @@ class Run:
         self.rows_orig = list(self.rows)
 
 
-def verdicts(rep: a.ChainReport) -> list[tuple[str, str, str]]:
+def verdicts(rep: vd.ChainReport) -> list[tuple[str, str, str]]:
     """(range or size, verdict, detail) per line, without the key description."""
     out = []
     for line in rep.lines:
@@ -97,11 +98,11 @@ def verdicts(rep: a.ChainReport) -> list[tuple[str, str, str]]:
     return out
 
 
-def summary(rep: a.ChainReport) -> tuple[int, int, int, int, int]:
+def summary(rep: vd.ChainReport) -> tuple[int, int, int, int, int]:
     return rep.checkpoints_valid, rep.checkpoints, rep.rows_valid, rep.rows, rep.pending
 
 
-def relink(rows: list[a.Row], frm: int) -> None:
+def relink(rows: list[vd.Row], frm: int) -> None:
     """What a forger does after changing row ``frm``'s payload: recompute its leaf and every
     later row's chain link, so leaf_hash and prev/row hashes all check (0-based index)."""
     prev = rows[frm - 1][6] if frm else GENESIS_HASH
@@ -122,7 +123,7 @@ def test_clean_chain_every_edge_size_is_valid(n: int) -> None:
     sizes = sorted({0, 1, n // 2, n})
     rep = Run(rows, [note(rows, s) for s in sizes]).report()
     assert rep.ok
-    assert all(v == a.VALID for _, v, _ in verdicts(rep))
+    assert all(v == vd.VALID for _, v, _ in verdicts(rep))
     assert summary(rep) == (len(sizes), len(sizes), n, n, 0)
 
 
@@ -148,7 +149,7 @@ def test_resigned_unchanged_checkpoints_are_each_valid() -> None:
 def test_rows_after_the_last_checkpoint_newer_than_it_are_pending() -> None:
     rows = make_rows(6)
     rep = Run(rows, [note(rows, 4, t=BASE + 4)]).report()
-    assert verdicts(rep)[-1] == ("5-6", a.PENDING, "2 rows")
+    assert verdicts(rep)[-1] == ("5-6", vd.PENDING, "2 rows")
     assert rep.ok and summary(rep) == (1, 1, 4, 4, 2)
 
 
@@ -170,7 +171,7 @@ def test_a_key_signing_outside_its_time_of_use_is_a_signature_failure() -> None:
     # The retired key signs after the rotation (a leaked key), the new one before it existed.
     notes = [note(rows, 5, signer=KEY), note(rows, 1, signer=new), note(rows, 6, signer=new)]
     rep = Run(rows, notes).report(keys)
-    bad = [d for _, v, d in verdicts(rep) if v == a.SIGNATURE]
+    bad = [d for _, v, d in verdicts(rep) if v == vd.SIGNATURE]
     assert len(bad) == 2 and all("outside the key's use" in d for d in bad)
 
 
@@ -182,7 +183,7 @@ def test_signature_invalid_when_the_note_is_edited_or_signed_by_another_key() ->
     edited = note(rows, 4).replace("\n4\n", "\n3\n", 1)
     stranger = note(rows, 2, signer=Signer("x", bytes(32)))
     rep = Run(rows, [edited, stranger, note(rows, 4)]).report()
-    sig = [d for _, v, d in verdicts(rep) if v == a.SIGNATURE]
+    sig = [d for _, v, d in verdicts(rep) if v == vd.SIGNATURE]
     assert len(sig) == 2 and "invalid signature" in sig[0] + sig[1]
     assert not rep.ok and summary(rep)[:2] == (1, 3)
 
@@ -191,29 +192,29 @@ def test_another_chains_checkpoint_is_a_signature_failure() -> None:
     rows = make_rows(2)
     other = note(rows, 2, origin="audit.example/agentaudit/other/p3")
     rep = Run(rows, [other, note(rows, 2)]).report()
-    assert [v for _, v, _ in verdicts(rep)].count(a.SIGNATURE) == 1
+    assert [v for _, v, _ in verdicts(rep)].count(vd.SIGNATURE) == 1
 
 
 def test_same_size_other_root_is_inconsistent() -> None:
     rows = make_rows(4)
     fork = note(rows, 4, t=BASE + 20, root=bytes(32))
     rep = Run(rows, [note(rows, 4), fork]).report()
-    assert ("size 4", a.INCONSISTENT, "size 4 was also signed with another root") in verdicts(rep)
-    assert ("1-4", a.VALID, "") in verdicts(rep)  # the rows reproduce the other one
+    assert ("size 4", vd.INCONSISTENT, "size 4 was also signed with another root") in verdicts(rep)
+    assert ("1-4", vd.VALID, "") in verdicts(rep)  # the rows reproduce the other one
 
 
 def test_smaller_size_signed_later_is_inconsistent() -> None:
     rows = make_rows(6)
     rep = Run(rows, [note(rows, 6, t=BASE + 10), note(rows, 4, t=BASE + 11)]).report()
-    assert ("size 4", a.INCONSISTENT, "size 4 signed after size 6") in verdicts(rep)
+    assert ("size 4", vd.INCONSISTENT, "size 4 signed after size 6") in verdicts(rep)
 
 
 def test_root_rows_cannot_reproduce_while_a_later_one_they_do_is_a_forked_head() -> None:
     rows = make_rows(6)
     rep = Run(rows, [note(rows, 3, root=b"\x01" * 32), note(rows, 6)]).report()
     v = verdicts(rep)
-    assert v[0][:2] == ("size 3", a.INCONSISTENT)
-    assert ("1-3", a.VALID, "") in v and ("4-6", a.VALID, "") in v
+    assert v[0][:2] == ("size 3", vd.INCONSISTENT)
+    assert ("1-3", vd.VALID, "") in v and ("4-6", vd.VALID, "") in v
     assert summary(rep) == (1, 2, 6, 6, 0)
 
 
@@ -221,8 +222,8 @@ def test_checkpoint_in_one_source_only_is_not_found() -> None:
     rows = make_rows(4)
     run = Run(rows, [note(rows, 2), note(rows, 4)], [frozenset({"store"}), frozenset({"anchor"})])
     v = verdicts(run.report())
-    assert ("size 2", a.NOT_FOUND, "not in anchor") in v
-    assert ("size 4", a.NOT_FOUND, "not in store") in v
+    assert ("size 2", vd.NOT_FOUND, "not in anchor") in v
+    assert ("size 4", vd.NOT_FOUND, "not in store") in v
 
 
 def test_a_note_signed_as_the_verifier_started_may_be_in_one_source_only() -> None:
@@ -239,7 +240,7 @@ def test_payload_edited_in_place_is_a_row_hash_failure_at_that_row() -> None:
     r = rows[4]
     rows[4] = (r[0], r[1].replace(b"5", b"7"), *r[2:])
     rep = Run(rows, [note(rows, 4), note(rows, 8)]).report()
-    assert ("5-8", a.ROW_HASH, "seq 5") in verdicts(rep)
+    assert ("5-8", vd.ROW_HASH, "seq 5") in verdicts(rep)
     assert summary(rep) == (2, 2, 7, 8, 0)
 
 
@@ -250,8 +251,8 @@ def test_payload_edited_with_every_hash_recomputed_fails_the_range_root() -> Non
     relink(rows, 5)
     rep = Run(rows, [note(rows[:0] + make_rows(8), 4), note(make_rows(8), 8)]).report()
     v = verdicts(rep)
-    assert ("1-4", a.VALID, "") in v
-    assert ("5-8", a.ROW_HASH, "the rows do not reproduce the checkpoint's root") in v
+    assert ("1-4", vd.VALID, "") in v
+    assert ("5-8", vd.ROW_HASH, "the rows do not reproduce the checkpoint's root") in v
     assert summary(rep) == (2, 2, 4, 8, 0)
 
 
@@ -260,7 +261,7 @@ def test_changed_cost_with_stale_leaf_hash_is_a_row_hash_failure() -> None:
     r = rows[0]
     rows[0] = (r[0], r[1], Decimal(0), *r[3:])
     rep = Run(rows, [note(make_rows(4), 4)]).report()
-    assert ("1-4", a.ROW_HASH, "seq 1") in verdicts(rep)
+    assert ("1-4", vd.ROW_HASH, "seq 1") in verdicts(rep)
 
 
 def test_broken_link_blames_the_row_after_the_rewritten_one() -> None:
@@ -271,7 +272,7 @@ def test_broken_link_blames_the_row_after_the_rewritten_one() -> None:
     relink(rows, 2)  # row 3's leaf and row hash recomputed ...
     rows = rows[:3] + fixed[3:]  # ... but row 4 still links to the old row 3
     rep = Run(rows, [note(fixed, 6)]).report()
-    assert verdicts(rep)[1:] == [("1-6", a.ROW_HASH, "seq 4")]
+    assert verdicts(rep)[1:] == [("1-6", vd.ROW_HASH, "seq 4")]
 
 
 def test_middle_row_deleted_is_missing_and_later_ranges_unverifiable_without_frontier() -> None:
@@ -279,10 +280,10 @@ def test_middle_row_deleted_is_missing_and_later_ranges_unverifiable_without_fro
     rows = full[:4] + full[5:]
     rep = Run(rows, [note(full, 3), note(full, 6), note(full, 9)]).report()
     v = verdicts(rep)
-    assert ("1-3", a.VALID, "") in v
-    assert ("4-6", a.MISSING, "seq 5") in v
+    assert ("1-3", vd.VALID, "") in v
+    assert ("4-6", vd.MISSING, "seq 5") in v
     assert (
-        "7-9", a.MISSING, "cannot be checked against its checkpoint: earlier rows are missing"
+        "7-9", vd.MISSING, "cannot be checked against its checkpoint: earlier rows are missing"
     ) in v  # fmt: skip
     assert summary(rep) == (3, 3, 3, 9, 0)
 
@@ -292,21 +293,21 @@ def test_a_verified_frontier_lets_later_ranges_be_checked_after_a_gap() -> None:
     run = Run(full[:4] + full[5:], [note(full, 3), note(full, 6), note(full, 9)], frontiers=True)
     run.rows_orig = full
     v = verdicts(run.report())
-    assert ("4-6", a.MISSING, "seq 5") in v and ("7-9", a.VALID, "") in v
+    assert ("4-6", vd.MISSING, "seq 5") in v and ("7-9", vd.VALID, "") in v
 
 
 def test_a_frontier_that_does_not_reproduce_its_root_is_not_used() -> None:
     full = make_rows(9)
     run = Run(full[:4] + full[5:], [note(full, 3), note(full, 6), note(full, 9)], frontiers=True)
     run.rows_orig = make_rows(9, tenant="other")  # wrong frontiers
-    assert ("7-9", a.VALID, "") not in verdicts(run.report())
+    assert ("7-9", vd.VALID, "") not in verdicts(run.report())
 
 
 def test_tail_deleted_or_store_rolled_back_is_missing_rows() -> None:
     full = make_rows(10)
     rep = Run(full[:7], [note(full, 5), note(full, 10)]).report()
     v = verdicts(rep)
-    assert ("1-5", a.VALID, "") in v and ("6-10", a.MISSING, "seq 8-10") in v
+    assert ("1-5", vd.VALID, "") in v and ("6-10", vd.MISSING, "seq 8-10") in v
     assert summary(rep) == (2, 2, 5, 10, 0)  # rows 6-7 are there but no root proves them
 
 
@@ -316,7 +317,7 @@ def test_duplicate_chain_seq_is_an_extra_row_and_the_linking_one_is_kept() -> No
     for dup in ([*rows[:2], forged, *rows[2:]], [*rows[:3], forged, *rows[3:]]):
         rep = Run(dup, [note(rows, 5)]).report()
         assert verdicts(rep) == [
-            ("size 5", a.VALID, ""), ("1-5", a.EXTRA, "seq 3")
+            ("size 5", vd.VALID, ""), ("1-5", vd.EXTRA, "seq 3")
         ], dup  # fmt: skip
         assert summary(rep) == (1, 1, 5, 6, 0)
 
@@ -326,7 +327,7 @@ def test_forged_row_appended_before_the_last_checkpoint_was_signed_is_extra() ->
     nxt = make_rows(6)[5]
     forged = (*nxt[:8], float(BASE + 2), True, "")  # backdated ingested_at
     rep = Run([*rows, forged], [note(rows, 5, t=BASE + 30)]).report()
-    assert ("6-6", a.EXTRA, "seq 6") in verdicts(rep)
+    assert ("6-6", vd.EXTRA, "seq 6") in verdicts(rep)
     assert not rep.ok and summary(rep) == (1, 1, 5, 6, 0)
 
 
@@ -336,9 +337,9 @@ def test_rows_after_a_newest_handoff_checkpoint_are_extra_even_if_ingested_later
     rows = make_rows(5)
     later = (*rows[4][:8], BASE + 10_000.0, *rows[4][9:])
     rep = Run([*rows[:4], later], [note(rows, 4, handoff=True)]).report()
-    assert ("5-5", a.EXTRA, "seq 5") in verdicts(rep) and not rep.ok
+    assert ("5-5", vd.EXTRA, "seq 5") in verdicts(rep) and not rep.ok
     taken_over = Run([*rows[:4], later], [note(rows, 4, handoff=True), note(rows, 4, t=BASE + 20)])
-    assert verdicts(taken_over.report())[-1] == ("5-5", a.PENDING, "1 rows")
+    assert verdicts(taken_over.report())[-1] == ("5-5", vd.PENDING, "1 rows")
 
 
 def test_a_handoff_signed_in_the_same_second_as_the_tick_before_it_still_seals() -> None:
@@ -347,28 +348,28 @@ def test_a_handoff_signed_in_the_same_second_as_the_tick_before_it_still_seals()
     rows = make_rows(5)
     later = (*rows[4][:8], BASE + 10_000.0, *rows[4][9:])
     notes = [note(rows, 4, t=BASE + 9), note(rows, 4, t=BASE + 9, handoff=True)]
-    assert ("5-5", a.EXTRA, "seq 5") in verdicts(Run([*rows[:4], later], notes).report())
+    assert ("5-5", vd.EXTRA, "seq 5") in verdicts(Run([*rows[:4], later], notes).report())
     takeover = [*notes, note(rows, 4, t=BASE + 9)]  # a sink took it over, same second
-    assert verdicts(Run([*rows[:4], later], takeover).report())[-1][1] == a.PENDING
+    assert verdicts(Run([*rows[:4], later], takeover).report())[-1][1] == vd.PENDING
 
 
 def test_rows_after_an_end_checkpoint_are_extra() -> None:
     rows = make_rows(6)
     later = tuple((*r[:8], BASE + 10_000.0, *r[9:]) for r in rows[4:])
     rep = Run([*rows[:4], *later], [note(rows, 4, end=True)]).report()
-    assert ("5-6", a.EXTRA, "seq 5, 6") in verdicts(rep)
+    assert ("5-6", vd.EXTRA, "seq 5, 6") in verdicts(rep)
     assert "end" in rep.lines[0].text
 
 
 def test_growth_after_an_end_is_inconsistent() -> None:
     rows = make_rows(6)
     rep = Run(rows, [note(rows, 4, end=True), note(rows, 6, t=BASE + 100)]).report()
-    assert ("size 6", a.INCONSISTENT, "size 6 signed after the chain's end at size 4") in verdicts(
+    assert ("size 6", vd.INCONSISTENT, "size 6 signed after the chain's end at size 4") in verdicts(
         rep
     )
 
 
-def _swap(rows: list[a.Row], i: int, j: int) -> list[a.Row]:
+def _swap(rows: list[vd.Row], i: int, j: int) -> list[vd.Row]:
     out = list(rows)
     ri, rj = out[i], out[j]
     out[i], out[j] = (ri[0], *rj[1:]), (rj[0], *ri[1:])
@@ -379,7 +380,7 @@ def _swap(rows: list[a.Row], i: int, j: int) -> list[a.Row]:
 def test_rows_swapped_are_reordered_not_row_hash(i: int, j: int) -> None:
     rows = make_rows(16)
     rep = Run(_swap(rows, i, j), [note(rows, 16)]).report()
-    assert verdicts(rep)[1:] == [("1-16", a.REORDERED, f"seq {i + 1}, {j + 1}")]
+    assert verdicts(rep)[1:] == [("1-16", vd.REORDERED, f"seq {i + 1}, {j + 1}")]
     assert summary(rep) == (1, 1, 14, 16, 0)
 
 
@@ -387,7 +388,7 @@ def test_reordered_without_stored_leaf_hashes_uses_the_chain_links() -> None:
     rows = [(*r[:7], "", *r[8:]) for r in make_rows(8)]  # rows stored before migration 0013
     swapped = _swap(rows, 2, 3)
     rep = Run(swapped, [note(make_rows(8), 8)]).report()
-    assert ("1-8", a.REORDERED, "seq 3, 4") in verdicts(rep)
+    assert ("1-8", vd.REORDERED, "seq 3, 4") in verdicts(rep)
 
 
 def test_derived_value_disagreement_is_reported_per_column() -> None:
@@ -396,8 +397,8 @@ def test_derived_value_disagreement_is_reported_per_column() -> None:
     rows[2] = (*rows[2][:10], "cost_usd")
     rep = Run(rows, [note(rows, 4)]).report()
     v = verdicts(rep)
-    assert ("1-4", f"{a.DERIVED}: cost_usd", "seq 3") in v
-    assert ("1-4", f"{a.DERIVED}: user_id", "seq 2") in v
+    assert ("1-4", f"{vd.DERIVED}: cost_usd", "seq 3") in v
+    assert ("1-4", f"{vd.DERIVED}: user_id", "seq 2") in v
     assert not rep.ok and summary(rep)[2:4] == (2, 4)
 
 
@@ -411,7 +412,7 @@ def test_rows_outside_the_range_feed_the_tree_from_their_stored_leaf_only() -> N
     rows[1] = (r[0], b"garbage", *r[2:9], False, "")
     rows = [(*r[:9], False, "") if r[0] <= 4 else r for r in rows]
     rep = Run(rows, [note(rows, 4), note(rows, 8)]).report()
-    assert verdicts(rep)[-1] == ("5-8", a.VALID, "")
+    assert verdicts(rep)[-1] == ("5-8", vd.VALID, "")
     assert summary(rep)[2:] == (4, 4, 0)
 
 
