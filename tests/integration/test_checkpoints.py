@@ -8,7 +8,9 @@ rows the store holds, recomputing every leaf from the row's content (not the sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -37,6 +39,15 @@ def _signed(settings: Settings) -> Settings:
     return settings.model_copy(update={"checkpoint_interval_s": 0.2})
 
 
+@contextlib.asynccontextmanager
+async def _migrated(settings: Settings) -> AsyncIterator[Store]:
+    """The settings' topics, and their store migrated and owned here."""
+    await ensure_topics(settings)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        yield store
+
+
 def _events(n: int, offset: int = 0) -> list[tuple[bytes, bytes]]:
     return [(TENANTS[i % 2].encode(), wire(event_dict(tenant=TENANTS[i % 2], kind="llm_call")))
             for i in range(offset, offset + n)]  # fmt: skip
@@ -48,9 +59,7 @@ async def _sink(settings: Settings, store: Store, total: int) -> SinkWorker:
 
 async def test_every_chain_is_signed_anchored_and_grows_consistently(settings: Settings) -> None:
     settings = _signed(settings)
-    await ensure_topics(settings)
-    with open_store(settings, own=True) as store:
-        migrate(store)
+    async with _migrated(settings) as store:
         await produce_raw(settings, _events(200))
         first = await _sink(settings, store, 200)
         assert first.checkpoints_signed >= 2
@@ -70,9 +79,7 @@ async def test_every_chain_is_signed_anchored_and_grows_consistently(settings: S
 
 async def test_unchanged_chains_are_signed_again_each_interval(settings: Settings) -> None:
     settings = _signed(settings)
-    await ensure_topics(settings)
-    with open_store(settings, own=True) as store:
-        migrate(store)
+    async with _migrated(settings) as store:
         await produce_raw(settings, _events(10))
         async with running_sink(settings, store) as sink:
             await sink.wait(accepted=10, signed=10)
@@ -84,9 +91,7 @@ async def test_a_store_behind_its_anchored_checkpoints_is_never_signed_again(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = _signed(settings)
-    await ensure_topics(settings)
-    with open_store(settings, own=True) as store:
-        migrate(store)
+    async with _migrated(settings) as store:
         await produce_raw(settings, _events(40))
         await _sink(settings, store, 40)
         signed = assert_signed(settings, store)
@@ -110,9 +115,7 @@ async def test_a_store_behind_its_anchored_checkpoints_is_never_signed_again(
 
 async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings) -> None:
     settings = _signed(settings)
-    await ensure_topics(settings)
-    with open_store(settings, own=True) as store:
-        migrate(store)
+    async with _migrated(settings) as store:
         await produce_raw(settings, _events(20))
         await _sink(settings, store, 20)
         (tenant, part), cps = min(assert_signed(settings, store).items())
@@ -167,9 +170,7 @@ async def test_an_ended_tenant_is_not_signed_again_while_the_sink_runs(settings:
     from agentaudit.trail_end import end_tenant
 
     settings = _signed(settings)
-    await ensure_topics(settings)
-    with open_store(settings, own=True) as store:
-        migrate(store)
+    async with _migrated(settings) as store:
         await produce_raw(settings, _events(20))
         async with running_sink(settings, store) as sink:
             await sink.wait(accepted=20, signed=4)
