@@ -251,14 +251,22 @@ class ChainAudit:
             if seq > self._pos + 1:
                 self._skip_to(seq)
                 prev = None
-            stored = r[7]
-            if r[9]:
+            stored, body = r[7], r[1]
+            if r[9] and body is None:  # checked by the store's engine (see `Row`)
+                held_lh = bytes.fromhex(stored)
+                linked = prev is None or r[5] == prev
+                if not linked:
+                    breaks[seq] = prev  # type: ignore[assignment]
+                    link_only.add(seq)
+                    self._link_rows[seq] = r
+                held_ok = linked
+            elif r[9] and body is not None:
                 try:
-                    held_lh = leaf(seq, r[2], r[3], r[4], r[1])
+                    held_lh = leaf(seq, r[2], r[3], r[4], body)
                     ok = not stored or stored == held_lh.hex()
                 except LeafError:
                     held_lh, ok = _sha256(b"").digest(), False
-                ok = ok and sha(r[5].encode("ascii") + r[1]).hexdigest() == r[6]
+                ok = ok and sha(r[5].encode("ascii") + body).hexdigest() == r[6]
                 linked = prev is None or r[5] == prev
                 if not linked:
                     breaks[seq] = prev  # type: ignore[assignment]
@@ -269,7 +277,7 @@ class ChainAudit:
                     anomalies[seq] = r
                 held_ok = ok and linked
             else:
-                held_lh = bytes.fromhex(stored) if stored else leaf(seq, r[2], r[3], r[4], r[1])
+                held_lh = bytes.fromhex(stored) if stored else leaf(seq, r[2], r[3], r[4], body or b"")
                 held_ok = True
             held = r
         if held is not None:
@@ -284,9 +292,7 @@ class ChainAudit:
         neither do); the other is an extra row."""
         seq = r[0]
         lh = bytes.fromhex(self._leaf_hex(r, seq) or "00" * 32)
-        ok = (not r[7] or r[7] == lh.hex()) and _sha256(
-            r[5].encode("ascii") + r[1]
-        ).hexdigest() == r[6]
+        ok = (not r[7] or r[7] == lh.hex()) and self._row_hash_ok(r)
         ok = ok and (prev is None or r[5] == prev)
         seg = self._segment_of(seq)
         if ok and not held_ok:
@@ -362,7 +368,7 @@ class ChainAudit:
         near.update(disturbed)
         for seq, r in sorted(disturbed.items()):
             verdict: str | None = ROW_HASH
-            if _sha256(r[5].encode("ascii") + r[1]).hexdigest() == r[6]:
+            if self._row_hash_ok(r):
                 lp = link_place(r[5])
                 place = None if lp is None else lp + 1
                 if place is not None and place != seq:
@@ -375,7 +381,15 @@ class ChainAudit:
             if verdict is not None:
                 self._segment_of(seq).flag(verdict, seq)
 
+    @staticmethod
+    def _row_hash_ok(r: Row) -> bool:
+        """The row's row_hash is SHA-256(prev_hash ‖ payload); a row the store's engine
+        checked (payload None) passed exactly that check there."""
+        return r[1] is None or _sha256(r[5].encode("ascii") + r[1]).hexdigest() == r[6]
+
     def _leaf_hex(self, r: Row, seq: int) -> str:
+        if r[1] is None:  # the engine checked it at its own place only
+            return r[7] if seq == r[0] else ""
         try:
             leaf = encode_leaf(self.tenant, self.partition, seq, r[2], r[3], r[4], r[1])
         except LeafError:

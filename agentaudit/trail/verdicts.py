@@ -62,11 +62,15 @@ FAILING = frozenset(
     {SIGNATURE, INCONSISTENT, NOT_FOUND, ROW_HASH, MISSING, EXTRA, REORDERED, DERIVED}
 )
 
-Row = tuple[int, bytes, Decimal, bool, str, str, str, str, float, bool, str]
+Row = tuple[int, bytes | None, Decimal, bool, str, str, str, str, float, bool, str]
 """One stored row: (chain_seq, payload, cost_usd, priced, pricing_version, prev_hash, row_hash,
 leaf_hash (hex; '' if not stored), ingested_at (unix s), checked (in the reported range: leaf
 recomputed and verdicts given; else the stored leaf hash only feeds the tree), derived (columns
-whose stored value disagrees with the payload, comma-separated; '' if none or not checked))."""
+whose stored value disagrees with the payload, comma-separated; '' if none or not checked)).
+A checked row's payload is None when the store's engine already recomputed its leaf and row
+hash from its bytes, found both equal to the stored ones and the row linked to the one before
+(store mode, `agentaudit.verify.store`): its stored leaf hash feeds the tree, whose roots the
+signed checkpoints still check."""
 
 GENESIS = "0" * 64
 SAMPLES = 8  # seqs named per verdict line

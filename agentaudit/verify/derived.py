@@ -34,6 +34,7 @@ _SKIP = {"ingested_at"}
 _KEYS = "src.tenant_id, src.kafka_partition, src.chain_seq, src.kafka_offset, src.log_epoch"
 _FENCE = Limits(max_seconds=600.0, max_rows=1_000_000).clause()
 _FREE: Priced = (Decimal(0), True, "")
+_MEMO = 200_000  # remembered pricing verdicts, at most (~40 MB)
 PRICING_COLUMNS = ("type", "provider", "request_model", "response_model", "input_tokens",
                    "output_tokens", "cached_input_tokens", "cache_write_tokens")  # fmt: skip
 """The typed columns a row is re-priced from (read with the row by `agentaudit.verify.store`)."""
@@ -87,13 +88,23 @@ class DerivedCheck:
             for t, p, seq, off, ep, names in store.query(sql, {"tenant": tenant}).result_rows
         }
         self._costs: dict[str, EventCost | None] = {}
+        self._seen: dict[tuple[Any, ...], str] = {}
+        """Verdicts of (cost, priced, version, pricing columns) already priced: agents repeat
+        the same calls (prompt templates, fixed outputs), pricing them again is the costliest
+        part of a row's check."""
 
     def disagreeing(self, key: RowKey, cost: Decimal, priced: bool, version: str,
                     pricing: tuple[Any, ...]) -> str:  # fmt: skip
         """Comma-separated names of the row's stored values that disagree with its payload:
         typed columns, and cost re-priced from `pricing` (the `PRICING_COLUMNS` values)."""
-        names = [self.typed.get(key, ""), self._cost(cost, priced, version, pricing)]
-        return ",".join(n for n in names if n)
+        typed = self.typed.get(key, "") if self.typed else ""
+        memo = (cost, priced, version, pricing)
+        bad = self._seen.get(memo)
+        if bad is None:
+            bad = self._cost(cost, priced, version, pricing)
+            if len(self._seen) < _MEMO:
+                self._seen[memo] = bad
+        return f"{typed},{bad}" if typed and bad else typed or bad
 
     def _cost(self, cost: Decimal, priced: bool, version: str, pricing: tuple[Any, ...]) -> str:
         type_, provider, request_model, response_model, inp, out, cached, written = pricing

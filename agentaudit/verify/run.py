@@ -206,4 +206,5 @@ def _leaf_of(t: str, p: int, r: Row) -> bytes:
 
     if r[7]:
         return bytes.fromhex(r[7])
+    assert r[1] is not None, "a row without a stored leaf hash always comes with its payload"
     return leaf_hash(encode_leaf(t, p, r[0], r[2], r[3], r[4], r[1]))

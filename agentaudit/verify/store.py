@@ -4,15 +4,15 @@ Every statement here is a fixed SELECT run with ``readonly = 1`` (the same fence
 `agentaudit query`, `agentaudit.sqlguard.Limits`), through `open_store(settings)`: the worker
 serves the store while it runs, and the verifier reads it alongside.
 
-Rows come in ``chain_seq`` order, ``CHUNK`` at a time by keyset (``chain_seq > last ... LIMIT n
-WITH TIES``, so duplicates of one seq never straddle two chunks). A ``--from/--to`` window on
+Rows come in ``chain_seq`` order, by ranges of ``CHUNK`` sequence numbers (duplicates of one
+seq fall in one range; a range past a gap is just short). A ``--from/--to`` window on
 ``occurred_at`` marks rows *checked*; the others still feed the tree from their stored
 ``leaf_hash`` (their payload is not even fetched unless the leaf hash is empty).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,6 +21,7 @@ from typing import Any
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.sqlguard import Limits
 from agentaudit.store.protocol import Store
+from agentaudit.trail.leaf import LEAF_VERSION
 from agentaudit.trail.verdicts import Found, Row
 from agentaudit.verify.derived import PRICING_COLUMNS, DerivedCheck
 
@@ -44,18 +45,58 @@ WHERE tenant_id = {{tenant:String}} AND kafka_partition = {{partition:UInt32}}
 ORDER BY tree_size, signed_at
 {_FENCE}"""
 
+def _field(x: str) -> str:
+    """SQL of leaf v1's ``field(x)``: uint32 big-endian length, then the bytes."""
+    return f"concat(reverse(reinterpretAsFixedString(toUInt32(length({x})))), {x})"
+
+
+# The row's leaf v1 (agentaudit/trail/leaf.py) built by ClickHouse from the stored columns.
+_LEAF_SQL = (
+    f"concat(char(0), {_field(repr(LEAF_VERSION.decode()))}, {_field('tenant_id')}, "
+    "reverse(reinterpretAsFixedString(toUInt32(4))), "
+    "reverse(reinterpretAsFixedString(toUInt32(kafka_partition))), "
+    "reverse(reinterpretAsFixedString(toUInt32(8))), "
+    "reverse(reinterpretAsFixedString(toUInt64(chain_seq))), "
+    f"{_field('toDecimalString(cost_usd, 9)')}, {_field('if(priced, char(1), char(0))')}, "
+    f"{_field('toString(pricing_version)')}, {_field('payload')})"
+)
+
+# `engine_ok`: ClickHouse recomputed the row's leaf and row hash from its stored bytes and
+# both equal the stored ones, the row links to the one before it, and no other row has its
+# chain_seq. Such a row's payload is not sent (the verifier uses its leaf hash, the tree and
+# the signed roots still check it); every other row comes whole and is judged in Python.
 _ROWS_SQL = f"""
 SELECT chain_seq,
        occurred_at >= {{lo:DateTime64(6, 'UTC')}} AND occurred_at < {{hi:DateTime64(6, 'UTC')}}
          AS checked,
-       if(checked OR empty(leaf_hash), payload, '') AS body, cost_usd, priced, pricing_version,
+       NOT empty(leaf_hash)
+         AND lower(hex(SHA256({_LEAF_SQL}))) = leaf_hash
+         AND lower(hex(SHA256(concat(prev_hash, payload)))) = row_hash
+         AND toString(prev_hash) = lagInFrame(toString(row_hash), 1, '') OVER w
+         AND chain_seq = lagInFrame(chain_seq, 1, 0) OVER w + 1
+         AND chain_seq != leadInFrame(chain_seq, 1, 0) OVER w
+         AS engine_ok,
+       if((checked AND NOT engine_ok) OR empty(leaf_hash), payload, '') AS body,
+       cost_usd, priced, pricing_version,
        prev_hash, row_hash, if(empty(leaf_hash), '', leaf_hash) AS leaf,
        toUnixTimestamp64Micro(ingested_at) AS ingested_us, kafka_offset, log_epoch,
        {", ".join(PRICING_COLUMNS)}
 FROM agentaudit.events
 WHERE tenant_id = {{tenant:String}} AND kafka_partition = {{partition:UInt32}}
+  AND chain_seq > {{after:UInt64}} AND chain_seq <= {{after:UInt64}} + {CHUNK}
+WINDOW w AS (ORDER BY chain_seq ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING)
+ORDER BY chain_seq
+{_FENCE}"""
+# The chunks are ranges of chain_seq, not "the next CHUNK rows": a LIMIT after ORDER BY would
+# have the engine hash every remaining row of the chain for each chunk.
+_LAST_SEQ_SQL = f"""
+SELECT max(chain_seq) FROM agentaudit.events
+WHERE tenant_id = {{tenant:String}} AND kafka_partition = {{partition:UInt32}}
+{_FENCE}"""
+_NEXT_SEQ_SQL = f"""
+SELECT min(chain_seq) FROM agentaudit.events
+WHERE tenant_id = {{tenant:String}} AND kafka_partition = {{partition:UInt32}}
   AND chain_seq > {{after:UInt64}}
-ORDER BY chain_seq LIMIT {CHUNK} WITH TIES
 {_FENCE}"""
 
 
@@ -105,23 +146,38 @@ def rows(
 ) -> Iterator[Row]:
     """The chain's rows in ``chain_seq`` order as :data:`Row` tuples, chunk by chunk; with
     ``derived``, each checked row names the stored values that disagree with its payload."""
-    after = 0
     params: dict[str, Any] = {"tenant": tenant, "partition": partition, "lo": window.start,
                               "hi": window.end}  # fmt: skip
-    while True:
-        params["after"] = after
-        # FixedString hashes decoded to str by the driver (cheaper than per value here).
-        formats = {"body": "bytes", "prev_hash": "string", "row_hash": "string", "leaf": "string"}
-        result = store.query(_ROWS_SQL, params, column_formats=formats)  # type: ignore[call-arg]
-        chunk = result.result_rows
-        if not chunk:
-            return
-        for seq, checked, body, cost, priced, version, prev, row_hash, leaf, ing, off, ep, *pricing in chunk:
-            cost, priced, version = Decimal(cost), bool(priced), str(version)
-            d = ""
-            if checked and derived is not None:
-                key = (tenant, partition, int(seq), int(off), int(ep))
-                d = derived.disagreeing(key, cost, priced, version, tuple(pricing))
-            yield (int(seq), body, cost, priced, version, _text(prev),
-                   _text(row_hash), _text(leaf).strip("\x00"), ing / 1e6, bool(checked), d)  # fmt: skip
-        after = int(chunk[-1][0])
+    # FixedString hashes decoded to str by the driver (cheaper than per value here).
+    formats = {"body": "bytes", "prev_hash": "string", "row_hash": "string", "leaf": "string"}
+
+    def fetch(after: int) -> Sequence[Sequence[Any]]:
+        result = store.query(_ROWS_SQL, {**params, "after": after}, column_formats=formats)  # type: ignore[call-arg]
+        return result.result_rows
+
+    last = int(store.query(_LAST_SEQ_SQL, params).result_rows[0][0] or 0)
+    after = 0
+    while after < last:
+        chunk = fetch(after)
+        if not chunk:  # a gap wider than a range (or a forged row far ahead): skip to it
+            after = int(store.query(_NEXT_SEQ_SQL, {**params, "after": after}).result_rows[0][0]) - 1
+            continue
+        yield from _rows_of(chunk, tenant, partition, derived)
+        after += CHUNK
+
+
+def _rows_of(
+    chunk: Sequence[Sequence[Any]], tenant: str, partition: int, derived: DerivedCheck | None
+) -> Iterator[Row]:
+    for seq, checked, engine_ok, body, cost, priced, version, prev, row_hash, leaf, ing, off, ep, *pricing in chunk:
+        cost, priced, version = Decimal(cost), bool(priced), str(version)
+        d = ""
+        if checked and derived is not None:
+            key = (tenant, partition, int(seq), int(off), int(ep))
+            d = derived.disagreeing(key, cost, priced, version, tuple(pricing))
+        payload = None if checked and engine_ok else body
+        # The driver gives the hashes as str (`formats`); the prefix test spares a strip.
+        leaf = leaf if isinstance(leaf, str) and leaf[:1] != "\x00" else _text(leaf).strip("\x00")
+        yield (int(seq), payload, cost, priced, version, prev if isinstance(prev, str) else _text(prev),
+               row_hash if isinstance(row_hash, str) else _text(row_hash), leaf, ing / 1e6,
+               bool(checked), d)  # fmt: skip
