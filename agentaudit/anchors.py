@@ -23,7 +23,7 @@ from typing import Protocol
 
 import orjson
 
-ChainKey = tuple[str, int]
+from agentaudit.sink.chain import ChainKey
 
 
 class Anchor(Protocol):

@@ -32,15 +32,16 @@ from agentaudit.trail.note import Signer
 from agentaudit.trail.pubkeys import PublicKeys
 from agentaudit.trail.verdicts import Found, Row
 
-# A typical llm_call's canonical payload (~480 bytes), numbered per row.
+# A realistic llm_call (priced with the shipped table), numbered per row: the typed columns
+# re-derived from it and its re-priced cost agree with what is stored.
 _PAYLOAD = (
-    b'{"agent_id":"support-bot","agent_version":"1.4.2","deployment":"prod","event_id":'
-    b'"%08d-0000-4000-8000-000000000000","occurred_at":"2031-05-06T10:00:00.123456Z","payload"'
-    b':{"latency_ms":812.5,"provider":"openai","request_model":"gpt-4o-mini","response_model":'
-    b'"gpt-4o-mini","status":"ok","usage":{"input_tokens":1200,"output_tokens":310}},'
-    b'"run_id":"run-%d","schema_version":1,"sdk":{"name":"agentaudit-python","version":"0.9.0"},'
-    b'"session_id":"s-1","span_id":"00f067aa0ba902b7","tenant_id":"%s","trace_id":'
-    b'"4bf92f3577b34da6a3ce929d0e0e4736","type":"llm_call","user_id":"u-%d"}'
+    '{"agent_id":"support-bot","agent_version":"1.4.2","deployment":"prod","event_id":'
+    '"0190c1f2-0000-7000-8000-%012d","occurred_at":"2026-11-06T10:00:00.123456Z","payload":'
+    '{"latency_ms":812.5,"provider":"openai","request_model":"gpt-4o-mini","response_model":'
+    '"gpt-4o-mini","status":"ok","usage":{"input_tokens":%d,"output_tokens":310}},'
+    '"run_id":"run-%d","schema_version":1,"sdk":{"name":"agentaudit-python","version":"0.9.0"},'
+    '"session_id":"s-1","span_id":"00f067aa0ba902b7","tenant_id":"%s","trace_id":'
+    '"4bf92f3577b34da6a3ce929d0e0e4736","type":"llm_call","user_id":"u-%d"}'
 )
 _COST = Decimal("0.000366000")
 _VERSION = "2031-05-01"
@@ -91,7 +92,7 @@ class _Chain:
         self.notes = notes
 
     def payload(self, seq: int) -> bytes:
-        return _PAYLOAD % (seq, seq // 50, self.tenant.encode(), seq % 1000)
+        return (_PAYLOAD % (seq, 1000 + seq % 977, seq // 50, self.tenant, seq % 1000)).encode()
 
     def chunks(self, spent: list[float]) -> Iterator[Row]:
         """The rows, built a chunk at a time; building time is added to ``spent[0]``."""
@@ -179,19 +180,6 @@ def measure_checkpoint_cost(chains: int, anchor_dir: Path) -> CheckpointFigures:
     return CheckpointFigures(chains, c1 - c0, c2 - c1, time.perf_counter() - w0)
 
 
-# A realistic llm_call (priced with the shipped table), numbered per row: the typed columns
-# re-derived from it and its re-priced cost agree with what is stored.
-_STORE_PAYLOAD = (
-    '{"agent_id":"support-bot","agent_version":"1.4.2","deployment":"prod","event_id":'
-    '"0190c1f2-0000-7000-8000-%012d","occurred_at":"2026-11-06T10:00:00.123456Z","payload":'
-    '{"latency_ms":812.5,"provider":"openai","request_model":"gpt-4o-mini","response_model":'
-    '"gpt-4o-mini","status":"ok","usage":{"input_tokens":%d,"output_tokens":310}},'
-    '"run_id":"run-%d","schema_version":1,"sdk":{"name":"agentaudit-python","version":"0.9.0"},'
-    '"session_id":"s-1","span_id":"00f067aa0ba902b7","tenant_id":"%s","trace_id":'
-    '"4bf92f3577b34da6a3ce929d0e0e4736","type":"llm_call","user_id":"u-%d"}'
-)
-
-
 def build_signed_store(
     settings: Settings, store: Store, rows: int, chains: int, every: int = 10_000
 ) -> int:
@@ -219,7 +207,7 @@ def build_signed_store(
         for tenant, part in keys:
             for n in range(lo, min(lo + every, per_chain)):
                 tokens = 1000 + n % 977
-                body = (_STORE_PAYLOAD % (n, tokens, n // 50, tenant, n % 1000)).encode()
+                body = (_PAYLOAD % (n, tokens, n // 50, tenant, n % 1000)).encode()
                 cost = price.llm_call("openai", "gpt-4o-mini",
                                       Usage.model_construct(input_tokens=tokens, output_tokens=310,
                                                             cached_input_tokens=0, cache_write_tokens=0))  # fmt: skip

@@ -14,6 +14,7 @@ from typing import Any
 
 from agentaudit.sink.logguard import Anchor
 from agentaudit.store.protocol import Store
+from agentaudit.store.protocol import column_text as _text
 
 ANCHOR_PREFIX_BYTES = 256
 """How much of a dead letter's original bytes identifies it as the anchor."""
@@ -37,11 +38,6 @@ class Recovered:
     heads: dict[tuple[str, int], tuple[int, str]]
     """(tenant_id, partition) → (chain_seq, row_hash) of that chain's last row."""
     recent_ids: list[str]
-
-
-def _text(value: str | bytes) -> str:
-    """FixedString columns come back as bytes."""
-    return value.decode("ascii") if isinstance(value, bytes) else value
 
 
 def _latest_epochs(store: Store, sql: str, topic: str, partitions: list[int]) -> dict[int, tuple[Any, ...]]:

@@ -75,11 +75,11 @@ class ChainSigner:
         return named.name, named
 
     def sign(self, trees: ChainTrees, at: datetime, *, handoff: bool = False,
-             end: frozenset[ChainKey] = frozenset(), only: set[ChainKey] | None = None) -> list[Signed]:
-        """A checkpoint of every signable chain (or of `only`) at `at`; `end` ones are final."""
+             end: frozenset[ChainKey] = frozenset()) -> list[Signed]:
+        """A checkpoint of every signable chain at `at`; `end` ones are final."""
         stamp = (f"time {int(at.timestamp())}", "handoff") if handoff else (f"time {int(at.timestamp())}",)
         out: list[Signed] = []
-        for key in sorted(trees.trees if only is None else only & trees.trees.keys()):
+        for key in sorted(trees.trees):
             if key in trees.unsigned or key in trees.ended:
                 continue
             tree = trees.trees[key]
@@ -107,7 +107,9 @@ class TrailSigning:
         interval_s: float,
         clock: UtcNow = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        key_dir: Path | None = None,
     ) -> None:
+        """`key_dir`: where the key ring is re-read from after a rotation (None: keep `signer`)."""
         self.chains = ChainSigner(signer, deployment)
         self.verifiers = verifiers
         self.deployment = deployment
@@ -116,9 +118,8 @@ class TrailSigning:
         self.clock = clock
         self.monotonic = monotonic
         self._last = monotonic()
-        self.key_dir: Path | None = None
-        """Where the key ring is re-read from after a rotation (None: keep `signer`)."""
-        self._key_stamp: tuple[int, int] | None = None
+        self.key_dir = key_dir
+        self._key_stamp = None if key_dir is None else _stamp(key_dir)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrailSigning | None:
@@ -128,11 +129,9 @@ class TrailSigning:
                         "trail is chained but not signed")  # fmt: skip
             return None
         ring = KeyRing.load(settings.key_dir)
-        signing = cls(ring.signer, ring.verifiers, settings.deployment,
-                      DirectoryAnchor(settings.checkpoints_dir), settings.checkpoint_interval_s)  # fmt: skip
-        signing.key_dir = settings.key_dir
-        signing._key_stamp = _stamp(settings.key_dir)
-        return signing
+        return cls(ring.signer, ring.verifiers, settings.deployment,
+                   DirectoryAnchor(settings.checkpoints_dir), settings.checkpoint_interval_s,
+                   key_dir=settings.key_dir)  # fmt: skip
 
     def _follow_rotation(self) -> None:
         """After `agentaudit keys rotate` a running sink signs with the new key from its next

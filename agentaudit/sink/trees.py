@@ -20,13 +20,15 @@ shows what is wrong with it. Events keep being stored either way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from agentaudit.anchors import Anchor
+from agentaudit.sink.chain import ChainKey
 from agentaudit.store.protocol import Store
+from agentaudit.store.protocol import column_text as _text
 from agentaudit.trail.checkpoint import Checkpoint, CheckpointError, open_checkpoint, origin_for
 from agentaudit.trail.leaf import encode_leaf
 from agentaudit.trail.merkle import CompactTree, leaf_hash
@@ -34,8 +36,6 @@ from agentaudit.trail.note import NoteError, Verifier
 
 log = logging.getLogger("agentaudit.sink")
 
-ChainKey = tuple[str, int]
-"""(tenant_id, kafka_partition)."""
 
 
 @dataclass
@@ -83,7 +83,7 @@ def row_leaf_hash(
 ) -> bytes:
     """A stored row's leaf hash: its `leaf_hash` column, or computed from the row when empty
     (rows stored before migration 0013 hold zero bytes there)."""
-    text = stored.decode("ascii", "replace") if isinstance(stored, bytes) else stored
+    text = _text(stored)
     if text.strip("\x00"):
         return bytes.fromhex(text)
     body = payload.encode() if isinstance(payload, str) else payload
@@ -108,10 +108,6 @@ _LEAVES_SQL = (
 )
 
 
-def _text(v: str | bytes) -> str:
-    return v.decode("ascii", "replace") if isinstance(v, bytes) else v
-
-
 def _resume_point(size: int, root_hex: str, frontier: Sequence[str]) -> CompactTree | None:
     """The checkpoint row's tree state, if its frontier reproduces its root."""
     try:
@@ -126,9 +122,17 @@ def anchored(
 ) -> Checkpoint | None:
     """The chain's newest checkpoint outside the store that one of our keys signed."""
     origin = origin_for(deployment, *key)
-    newest = anchor.latest(*key)
-    notes = [newest] if newest is not None else []
-    for note in notes + list(reversed(anchor.notes(*key)[:-1])):
+
+    def newest_first() -> Iterator[str]:
+        newest = anchor.latest(*key)
+        if newest is None:
+            return
+        yield newest
+        # Older notes are read only when the newest does not verify (rare): one file read
+        # per chain on every assignment otherwise.
+        yield from reversed(anchor.notes(*key)[:-1])
+
+    for note in newest_first():
         try:
             return open_checkpoint(note, verifiers(origin), origin)[0]
         except (NoteError, CheckpointError):

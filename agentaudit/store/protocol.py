@@ -6,6 +6,11 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 
+def column_text(value: Any) -> str:
+    """A String or FixedString value as text: the driver returns FixedString (hashes) as bytes."""
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
 class QueryResult(Protocol):
     column_names: Sequence[str]
     result_rows: list[Sequence[Any]]

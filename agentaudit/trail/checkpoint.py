@@ -23,14 +23,12 @@ verifier any auditor derives from the one published public key.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .merkle import HASH_SIZE
-from .note import Note, NoteError, Signer, Verifier, open_note, sign
+from .note import Note, NoteError, Signer, Verifier, b64, open_note, sign, strict_b64decode
 
 _SIZE = re.compile(r"0|[1-9][0-9]*")
 _MAX_SIZE = (1 << 64) - 1
@@ -66,7 +64,7 @@ class Checkpoint:
 
     def body(self) -> str:
         """The note text of this checkpoint (ends with a newline)."""
-        root = base64.b64encode(self.root_hash).decode("ascii")
+        root = b64(self.root_hash)
         return "".join(f"{line}\n" for line in (self.origin, self.size, root, *self.extensions))
 
     @classmethod
@@ -81,12 +79,19 @@ class Checkpoint:
         if not _SIZE.fullmatch(size) or int(size) > _MAX_SIZE:
             raise CheckpointError(f"bad tree size {size!r}")
         try:
-            raw = base64.b64decode(root.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError):
-            raise CheckpointError("root hash is not base64") from None
-        if base64.b64encode(raw).decode("ascii") != root:
-            raise CheckpointError("root hash is not canonical base64")
+            raw = strict_b64decode(root)
+        except ValueError as e:
+            raise CheckpointError(f"root hash: {e}") from None
         return cls(origin, int(size), raw, tuple(ext))
+
+
+def note_size(note: str) -> int | None:
+    """The tree size a signed checkpoint note states (its signature not checked), or None if
+    its body does not parse: for choosing among notes before opening them."""
+    try:
+        return Checkpoint.parse(note.partition("\n\n")[0] + "\n").size
+    except CheckpointError:
+        return None
 
 
 def origin_for(deployment: str, tenant_id: str, partition: int) -> str:

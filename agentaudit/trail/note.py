@@ -81,21 +81,34 @@ def key_id(name: str, sig_type: int, public_key: bytes) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def _b64decode(s: str) -> bytes:
-    """Strict standard base64: alphabet, padding and canonical trailing bits."""
+def strict_b64decode(s: str) -> bytes:
+    """Strict standard base64: alphabet, padding and canonical trailing bits; ValueError else.
+
+    The one decoder of every base64 field of the trail's formats (notes, checkpoints,
+    receipts, public keys)."""
     try:
         raw = base64.b64decode(s.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as e:
-        raise NoteError(f"bad base64: {e}") from None
+        raise ValueError(f"bad base64: {e}") from None
     # b64decode ignores non-zero bits after the last full byte; two encodings of one value
-    # would let a note be altered without changing what it verifies as.
-    if base64.b64encode(raw).decode("ascii") != s:
-        raise NoteError("non-canonical base64")
+    # would let a text be altered without changing what it verifies as.
+    if b64(raw) != s:
+        raise ValueError("non-canonical base64")
     return raw
 
 
-def _b64(b: bytes) -> str:
+def b64(b: bytes) -> str:
+    """Standard base64 text of ``b``."""
     return base64.b64encode(b).decode("ascii")
+
+
+def _b64decode(s: str) -> bytes:
+    try:
+        return strict_b64decode(s)
+    except ValueError as e:
+        raise NoteError(str(e)) from None
+
+
 
 
 def _raw_public(key: Ed25519PublicKey) -> bytes:
@@ -138,7 +151,7 @@ class Verifier:
 
     def vkey(self) -> str:
         """The verifier key string."""
-        return f"{self.name}+{self.key_id:08x}+{_b64(bytes([SIG_TYPE_ED25519]) + self.public_key)}"
+        return f"{self.name}+{self.key_id:08x}+{b64(bytes([SIG_TYPE_ED25519]) + self.public_key)}"
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """Whether ``signature`` (without the key ID) is this key's signature of ``message``."""
@@ -184,7 +197,7 @@ class Signer:
     def skey(self) -> str:
         """The private key string (secret: store with mode 0600, never log)."""
         raw = bytes([SIG_TYPE_ED25519]) + self.seed
-        return f"PRIVATE+KEY+{self.name}+{self.key_id:08x}+{_b64(raw)}"
+        return f"PRIVATE+KEY+{self.name}+{self.key_id:08x}+{b64(raw)}"
 
     def renamed(self, name: str) -> Signer:
         """The same key pair under another name (hence another key ID)."""
@@ -207,7 +220,7 @@ class Signer:
     def signature_line(self, text: str) -> str:
         """``— <name> base64(key ID || Ed25519(text))`` plus newline, for note text ``text``."""
         sig = _private(self.seed).sign(text.encode("utf-8"))
-        return f"{_SIG_PREFIX}{self.name} {_b64(self.key_id.to_bytes(4, 'big') + sig)}\n"
+        return f"{_SIG_PREFIX}{self.name} {b64(self.key_id.to_bytes(4, 'big') + sig)}\n"
 
 
 @dataclass(frozen=True)

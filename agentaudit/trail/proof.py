@@ -42,8 +42,6 @@ so this module ships in the export bundle.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -61,7 +59,7 @@ from .merkle import (
     root_from_inclusion_proof,
     verify_consistency,
 )
-from .note import MalformedNoteError, NoteError, Verifier
+from .note import MalformedNoteError, NoteError, Verifier, b64, strict_b64decode
 
 PROOF_HEADER = "c2sp.org/tlog-proof@v1"
 CONSISTENCY_HEADER = "agentaudit.consistency.v1"
@@ -88,19 +86,13 @@ class ReceiptError(ValueError):
         self.detail = detail
 
 
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode("ascii")
 
 
 def _unb64(s: str, what: str) -> bytes:
-    """Strict standard base64 (canonical: one encoding per value)."""
     try:
-        raw = base64.b64decode(s.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise ReceiptError("malformed", f"{what} is not base64") from None
-    if _b64(raw) != s:
-        raise ReceiptError("malformed", f"{what} is not canonical base64")
-    return raw
+        return strict_b64decode(s)
+    except ValueError as e:
+        raise ReceiptError("malformed", f"{what}: {e}") from None
 
 
 def _hash_lines(lines: Sequence[str]) -> tuple[bytes, ...]:
@@ -138,9 +130,9 @@ class TlogProof:
         """The proof file's text."""
         lines = [PROOF_HEADER]
         if self.extra is not None:
-            lines.append(f"extra {_b64(self.extra)}")
+            lines.append(f"extra {b64(self.extra)}")
         lines.append(f"index {self.index}")
-        lines.extend(_b64(h) for h in self.path)
+        lines.extend(b64(h) for h in self.path)
         return "\n".join(lines) + "\n\n" + self.checkpoint
 
     @classmethod
@@ -181,7 +173,7 @@ class ConsistencyProof:
 
     def format(self) -> str:
         """The proof file's text (see the module docstring)."""
-        lines = [CONSISTENCY_HEADER, *(_b64(h) for h in self.path)]
+        lines = [CONSISTENCY_HEADER, *(b64(h) for h in self.path)]
         return "\n".join(lines) + "\n\n" + self.old + "\n" + self.new
 
     @classmethod

@@ -25,15 +25,13 @@ fingerprint does not match its key was garbled or edited, and parsing says so.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .note import SIG_TYPE_ED25519, Verifier, key_id
+from .note import SIG_TYPE_ED25519, Verifier, b64, key_id, strict_b64decode
 
 FORMAT = "agentaudit-public-keys/v1"
 ALGORITHM = "ed25519"
@@ -125,7 +123,7 @@ class PublicKeys:
             "keys": [
                 {
                     "fingerprint": k.fingerprint,
-                    "public_key": base64.b64encode(k.public_key).decode("ascii"),
+                    "public_key": b64(k.public_key),
                     "created_at": _iso(k.created_at),
                     "retired_at": _iso(k.retired_at) if k.retired_at else None,
                 }
@@ -156,10 +154,10 @@ def _parse_key(i: int, entry: object) -> PublicKey:
         raise PublicKeysError(f"key #{i}: needs exactly the fields {sorted(_FIELDS)}")
     raw = entry["public_key"]
     try:
-        public_key = base64.b64decode(raw, validate=True) if isinstance(raw, str) else b""
-    except binascii.Error:
+        public_key = strict_b64decode(raw) if isinstance(raw, str) else b""
+    except ValueError:
         public_key = b""
-    if len(public_key) != 32 or base64.b64encode(public_key).decode("ascii") != raw:
+    if len(public_key) != 32:
         raise PublicKeysError(f"key #{i}: public_key is not the base64 of 32 bytes")
     key = PublicKey(
         public_key,

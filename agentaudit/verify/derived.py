@@ -34,7 +34,7 @@ _SKIP = {"ingested_at"}
 _KEYS = "src.tenant_id, src.kafka_partition, src.chain_seq, src.kafka_offset, src.log_epoch"
 _FENCE = Limits(max_seconds=600.0, max_rows=1_000_000).clause()
 _FREE: Priced = (Decimal(0), True, "")
-_MEMO = 200_000  # remembered pricing verdicts, at most (~40 MB)
+_MEMO = 200_000  # remembered pricing verdicts, at most
 PRICING_COLUMNS = ("type", "provider", "request_model", "response_model", "input_tokens",
                    "output_tokens", "cached_input_tokens", "cache_write_tokens")  # fmt: skip
 """The typed columns a row is re-priced from (read with the row by `agentaudit.verify.store`)."""
@@ -82,7 +82,6 @@ class DerivedCheck:
             f"arrayStringConcat(arrayFilter(x -> x != '', [{flags}]), ',') AS disagree "
             f"FROM ({derived}) WHERE disagree != '' {_FENCE}"
         )
-        self.columns = compared
         self.typed: dict[RowKey, str] = {
             (str(t), int(p), int(seq), int(off), int(ep)): str(names)
             for t, p, seq, off, ep, names in store.query(sql, {"tenant": tenant}).result_rows

@@ -26,7 +26,7 @@ from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from agentaudit.sink.trees import row_leaf_hash
 from agentaudit.store.protocol import Store
-from agentaudit.trail.checkpoint import Checkpoint, CheckpointError
+from agentaudit.trail.checkpoint import note_size
 from agentaudit.trail.leaf import encode_leaf
 from agentaudit.trail.merkle import ProofError
 from agentaudit.trail.proof import (
@@ -86,7 +86,7 @@ def _chain_notes(
     from the anchor directory and the store (notes found in both are tried once)."""
     found: list[tuple[int, int, str]] = []  # (size, source rank, note)
     for note in reversed(DirectoryAnchor(settings.checkpoints_dir).notes(tenant, partition)):
-        size = _size_of(note)
+        size = note_size(note)
         if size is not None and lo <= size <= hi:
             found.append((size, 0, note))
     params = {"t": tenant, "p": partition, "lo": lo, "hi": hi, "limit": _MAX_CANDIDATES}
@@ -100,13 +100,6 @@ def _chain_notes(
             seen.add(note)
             out.append(note)
     return out[:_MAX_CANDIDATES]
-
-
-def _size_of(note: str) -> int | None:
-    try:
-        return Checkpoint.parse(note.partition("\n\n")[0] + "\n").size
-    except CheckpointError:
-        return None  # a garbled note: `agentaudit verify` reports it; it cannot prove anything
 
 
 def _leaf_hashes(
@@ -159,10 +152,10 @@ def prove_event(store: Store, settings: Settings, event_id: str, keys: PublicKey
             f"event {event_id} (chain {tenant}/p{partition}, seq {seq}) is not yet covered by a "
             "signed checkpoint: wait for the next one (AGENTAUDIT_CHECKPOINT_INTERVAL_S) and retry"
         )
-    hashes = _leaf_hashes(store, settings, tenant, partition, _size_of(notes[0]) or 0)
+    hashes = _leaf_hashes(store, settings, tenant, partition, note_size(notes[0]) or 0)
     why = _Reasons()
     for note in notes:
-        size = _size_of(note) or 0
+        size = note_size(note) or 0
         if size > len(hashes):
             why.add(f"the store holds {len(hashes)} rows of a checkpoint of size {size}")
             continue
@@ -200,10 +193,10 @@ def prove_consistency(
     if not olds or not news:
         which = old if not olds else new
         raise NotProvable(f"chain {tenant}/p{partition} has no signed checkpoint of size {which}")
-    newest = _size_of(news[0]) or 0
+    newest = note_size(news[0]) or 0
     if new is not None and newest != new:
         raise NotProvable(f"chain {tenant}/p{partition} has no signed checkpoint of size {new}")
-    news = [n for n in news if _size_of(n) == newest]
+    news = [n for n in news if note_size(n) == newest]
     hashes = _leaf_hashes(store, settings, tenant, partition, newest)
     why = _Reasons()
     if len(hashes) < newest:

@@ -20,9 +20,10 @@ from agentaudit.anchors import DirectoryAnchor
 from agentaudit.keyring import PUBLIC_KEYS_FILE, load_public_keys
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
+from agentaudit.store.protocol import column_text as _text
 from agentaudit.trail import bundle
 from agentaudit.trail.audit import ChainAudit
-from agentaudit.trail.checkpoint import Checkpoint, CheckpointError, origin_for
+from agentaudit.trail.checkpoint import note_size, origin_for
 from agentaudit.trail.merkle import CompactTree
 from agentaudit.trail.pubkeys import PublicKeys
 from agentaudit.trail.verdicts import ChainReport, Found, Row
@@ -74,17 +75,6 @@ def verify_store(
         tick = None if progress is None else (lambda n, o=origin: progress(o, n))
         reports.append(audit.run(source.rows(store, t, p, window, check), tick))
     return reports
-
-
-def _size(note: str) -> int | None:
-    try:
-        return Checkpoint.parse(note.partition("\n\n")[0] + "\n").size
-    except CheckpointError:
-        return None
-
-
-def _text(v: Any) -> str:
-    return v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)
 
 
 def _plain(v: Any) -> Any:
@@ -153,7 +143,7 @@ def export_bundle(
         if t != tenant:
             continue
         found = source.checkpoints(store, anchor, t, p)
-        sizes = sorted({s for f in found if (s := _size(f.note)) is not None})
+        sizes = sorted({s for f in found if (s := note_size(f.note)) is not None})
         # The first and last rows in the window, widened to the next checkpoint's size so the
         # last range can be checked; the leaves before the first make the start frontier.
         tree, first, last, prev = CompactTree(), 0, 0, "0" * 64
@@ -201,10 +191,7 @@ def export_bundle(
 
 
 def _leaf_of(t: str, p: int, r: Row) -> bytes:
-    from agentaudit.trail.leaf import encode_leaf
-    from agentaudit.trail.merkle import leaf_hash
+    from agentaudit.sink.trees import row_leaf_hash
 
-    if r[7]:
-        return bytes.fromhex(r[7])
-    assert r[1] is not None, "a row without a stored leaf hash always comes with its payload"
-    return leaf_hash(encode_leaf(t, p, r[0], r[2], r[3], r[4], r[1]))
+    # A row without a stored leaf hash always comes with its payload (`verify.store`).
+    return row_leaf_hash(r[7], t, p, r[0], r[1] or b"", r[2], r[3], r[4])

@@ -21,6 +21,7 @@ from typing import Any
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.sqlguard import Limits
 from agentaudit.store.protocol import Store
+from agentaudit.store.protocol import column_text as _text
 from agentaudit.trail.leaf import LEAF_VERSION
 from agentaudit.trail.verdicts import Found, Row
 from agentaudit.verify.derived import PRICING_COLUMNS, DerivedCheck
@@ -110,10 +111,6 @@ class Window:
     @property
     def everything(self) -> bool:
         return self.start == _FAR_PAST and self.end == _FAR_FUTURE
-
-
-def _text(v: Any) -> str:
-    return v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)
 
 
 def chains(store: Store, anchor: DirectoryAnchor, tenant: str = "") -> list[tuple[str, int]]:
