@@ -27,12 +27,12 @@ import fcntl
 import logging
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from agentaudit.errors import UserError
+from agentaudit.files import fsync_dir, write_atomic
 from agentaudit.trail.note import NoteError, Signer, Verifier
 from agentaudit.trail.pubkeys import PublicKey, PublicKeys, PublicKeysError
 from producers.clock import UtcNow, utc_now
@@ -208,36 +208,10 @@ def _read_private(path: Path) -> Signer | None:
 
 def _install(key_dir: Path, signer: Signer, public: PublicKeys) -> None:
     """Pending private key, then the public history, then the private key in place."""
-    _write_atomic(key_dir / PENDING_KEY_FILE, (signer.skey() + "\n").encode("ascii"), 0o600)
-    _write_atomic(key_dir / PUBLIC_KEYS_FILE, public.dumps().encode("utf-8"), 0o644)
+    write_atomic(key_dir / PENDING_KEY_FILE, (signer.skey() + "\n").encode("ascii"), 0o600)
+    write_atomic(key_dir / PUBLIC_KEYS_FILE, public.dumps().encode("utf-8"), 0o644)
     os.replace(key_dir / PENDING_KEY_FILE, key_dir / PRIVATE_KEY_FILE)
-    _fsync_dir(key_dir)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    # mkstemp creates the file 0600 (O_EXCL): the secret is never readable by others, and a
-    # reader sees the old file or the whole new one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(key_dir)
 
 
 def _ensure_private_dir(key_dir: Path) -> None:

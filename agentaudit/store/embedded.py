@@ -14,12 +14,12 @@ import http.client
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
 from agentaudit.errors import StoreUnavailable
+from agentaudit.files import write_atomic
 from agentaudit.settings import Settings
 from agentaudit.store.chdb_engine import ChdbEngine, EngineError
 from agentaudit.store.chdb_http import ChdbHttpServer
@@ -102,17 +102,7 @@ def directory_locked(store_dir: Path) -> bool:
 
 def _write_private(path: Path, text: str) -> None:
     """Atomically replace `path` with `text`, readable by this user only (it holds a token)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, text.encode(), 0o600)
 
 
 class EmbeddedOwner:

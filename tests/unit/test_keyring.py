@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from agentaudit import files
 from agentaudit import keyring as kr
 from agentaudit.errors import UserError
 from agentaudit.trail.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -84,7 +85,7 @@ def test_the_private_key_is_never_readable_by_others_even_briefly(
         seen.append((f"{Path(src).name} -> {Path(dst).name}", stat.S_IMODE(os.stat(src).st_mode)))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(kr.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)  # the keys are written by agentaudit.files
     monkeypatch.setattr(kr.os, "fchmod", fchmod)
     monkeypatch.setattr(kr.os, "replace", replace)
     kr.init_keys(key_dir, clock=lambda: T0)
