@@ -261,8 +261,9 @@ class ChainAudit:
                     self._link_rows[seq] = r
                 held_ok = linked
             elif r[9] and body is not None:
+                # A row whose leaf is recomputed here always comes with its cost (`Row`).
                 try:
-                    held_lh = leaf(seq, r[2], r[3], r[4], body)
+                    held_lh = leaf(seq, r[2], r[3], r[4], body)  # type: ignore[arg-type]
                     ok = not stored or stored == held_lh.hex()
                 except LeafError:
                     held_lh, ok = _sha256(b"").digest(), False
@@ -277,7 +278,7 @@ class ChainAudit:
                     anomalies[seq] = r
                 held_ok = ok and linked
             else:
-                held_lh = bytes.fromhex(stored) if stored else leaf(seq, r[2], r[3], r[4], body or b"")
+                held_lh = bytes.fromhex(stored) if stored else leaf(seq, r[2], r[3], r[4], body or b"")  # type: ignore[arg-type]
                 held_ok = True
             held = r
         if held is not None:
@@ -388,7 +389,7 @@ class ChainAudit:
         return r[1] is None or _sha256(r[5].encode("ascii") + r[1]).hexdigest() == r[6]
 
     def _leaf_hex(self, r: Row, seq: int) -> str:
-        if r[1] is None:  # the engine checked it at its own place only
+        if r[1] is None or r[2] is None:  # the engine checked it at its own place only
             return r[7] if seq == r[0] else ""
         try:
             leaf = encode_leaf(self.tenant, self.partition, seq, r[2], r[3], r[4], r[1])

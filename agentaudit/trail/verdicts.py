@@ -62,7 +62,7 @@ FAILING = frozenset(
     {SIGNATURE, INCONSISTENT, NOT_FOUND, ROW_HASH, MISSING, EXTRA, REORDERED, DERIVED}
 )
 
-Row = tuple[int, bytes | None, Decimal, bool, str, str, str, str, float, bool, str]
+Row = tuple[int, bytes | None, Decimal | None, bool, str, str, str, str, float, bool, str]
 """One stored row: (chain_seq, payload, cost_usd, priced, pricing_version, prev_hash, row_hash,
 leaf_hash (hex; '' if not stored), ingested_at (unix s), checked (in the reported range: leaf
 recomputed and verdicts given; else the stored leaf hash only feeds the tree), derived (columns
@@ -70,7 +70,9 @@ whose stored value disagrees with the payload, comma-separated; '' if none or no
 A checked row's payload is None when the store's engine already recomputed its leaf and row
 hash from its bytes, found both equal to the stored ones and the row linked to the one before
 (store mode, `agentaudit.verify.store`): its stored leaf hash feeds the tree, whose roots the
-signed checkpoints still check."""
+signed checkpoints still check. ``cost_usd`` is None whenever the verifier does not recompute
+the row's leaf (payload None, or an unchecked row with a stored leaf hash): store mode does not
+send it then."""
 
 GENESIS = "0" * 64
 SAMPLES = 8  # seqs named per verdict line

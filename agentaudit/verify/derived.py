@@ -1,24 +1,32 @@
 """Store mode's check of derived values: typed columns and cost against the payload.
 
+Both checks run once per verify run, over the rows in the reported window (of one tenant, or
+all), and only rows that disagree come back: a clean store costs one typed-column query and a
+``GROUP BY`` of the pricing inputs, and no Python per row. (Per chain or per chunk would cost
+more: the typed query alone takes ~0.1 s to plan.)
+
 Typed columns. `agentaudit.events`' typed columns are what its materialized view derived from
 the payload at insert time. Rather than restate that SQL here (two copies drift), the check
 reads the view's own query (``as_select`` of ``agentaudit.events_ingest_mv`` in
 ``system.tables``) and runs it over the stored rows themselves (``FROM agentaudit.events AS
 src``), beside each stored column (``src.<column>``, which a select alias cannot shadow): every
-column but ``ingested_at`` (the insert time) is compared, NULL-safely, in ClickHouse, and only
-rows that disagree come back. One query per verify run, not per chain: its cost is the JSON
-parse of the payloads, spread over the server's threads. A ``user_id`` changed with ``ALTER
-TABLE … UPDATE`` shows up as ``user_id``.
+column but ``ingested_at`` (the insert time) is compared, NULL-safely, in ClickHouse. A
+``user_id`` changed with ``ALTER TABLE … UPDATE`` shows up as ``user_id``.
 
 Cost. Each ``llm_call`` is re-priced with the row's own ``pricing_version``
 (`schemas.pricing.load_pricing`, the sink's `EventCost`) from its typed columns (provider,
-models, token counts): the query above has just shown those equal what the payload says, so no
-payload is parsed in Python. Any other event costs 0, priced, with no version. A disagreement
+models, token counts): the query above shows whether those equal what the payload says, so no
+payload is parsed in Python. Agents repeat the same calls, so the engine groups the range's rows
+by (stored cost, priced, version, pricing columns) and each distinct combination is priced once
+(and remembered across ranges); only the rows of a combination that disagrees are fetched, by
+the combination's hash, and each is re-priced on its own values (a hash collision only fetches
+a row that then prices fine). Any other event costs 0, priced, with no version. A disagreement
 names ``cost_usd``, ``priced`` and/or ``pricing_version``.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple, cast
 
@@ -31,13 +39,44 @@ from schemas.pricing import load_pricing
 
 _VIEW_FROM = "FROM agentaudit.events_ingest"
 _SKIP = {"ingested_at"}
-_KEYS = "src.tenant_id, src.kafka_partition, src.chain_seq, src.kafka_offset, src.log_epoch"
 _FENCE = Limits(max_seconds=600.0, max_rows=1_000_000).clause()
 _FREE: Priced = (Decimal(0), True, "")
 _MEMO = 200_000  # remembered pricing verdicts, at most
-PRICING_COLUMNS = ("type", "provider", "request_model", "response_model", "input_tokens",
-                   "output_tokens", "cached_input_tokens", "cache_write_tokens")  # fmt: skip
-"""The typed columns a row is re-priced from (read with the row by `agentaudit.verify.store`)."""
+_PRICED_BY = ("cost_usd", "priced", "pricing_version", "type", "provider", "request_model",
+              "response_model", "input_tokens", "output_tokens", "cached_input_tokens",
+              "cache_write_tokens")  # fmt: skip
+"""A row's stored cost and the typed columns it is re-priced from."""
+_COMBO = f"sipHash64({', '.join(_PRICED_BY)})"
+
+
+_PAGE = 100_000  # pricing combinations per read
+
+
+def _rows_in(t: str = "") -> str:
+    """The rows of the tenant (or all) in the window; columns of table alias ``t``."""
+    return (
+        f"({{tenant:String}} = '' OR {t}tenant_id = {{tenant:String}}) "
+        f"AND {t}occurred_at >= {{lo:DateTime64(6, 'UTC')}} "
+        f"AND {t}occurred_at < {{hi:DateTime64(6, 'UTC')}}"
+    )
+
+
+# Pages of distinct combinations by hash (memory stays bounded when every call is distinct);
+# WITH TIES keeps combinations whose hashes collide on one page.
+_COMBOS_SQL = f"""
+SELECT {", ".join(_PRICED_BY)}, h FROM (
+  SELECT {", ".join(_PRICED_BY)}, {_COMBO} AS h FROM agentaudit.events WHERE {_rows_in()}
+) WHERE {{first:Bool}} OR h > {{after:UInt64}}
+GROUP BY {", ".join(_PRICED_BY)}, h ORDER BY h LIMIT {_PAGE} WITH TIES {_FENCE}"""
+_COMBO_ROWS_SQL = f"""
+SELECT tenant_id, kafka_partition, chain_seq, kafka_offset, log_epoch, {", ".join(_PRICED_BY)}
+FROM agentaudit.events WHERE {_rows_in()} AND {_COMBO} IN {{combos:Array(UInt64)}} {_FENCE}"""
+
+RowKey = tuple[int, int, int]
+"""(chain_seq, kafka_offset, log_epoch) of a stored row within its chain."""
+Flags = dict[RowKey, str]
+"""Rows of one chain whose stored values disagree with their payload: column names."""
+
 
 class _Tokens(NamedTuple):
     input_tokens: int
@@ -46,15 +85,11 @@ class _Tokens(NamedTuple):
     cache_write_tokens: int
 
 
-RowKey = tuple[str, int, int, int, int]
-"""(tenant_id, kafka_partition, chain_seq, kafka_offset, log_epoch) of a stored row."""
-
-
 class DerivedCheck:
-    """Typed columns that disagree with the payload (one query, at construction) and costs
-    that disagree with the pricing (:meth:`cost`, per row)."""
+    """Stored values that disagree with the payload in the window, per chain (:meth:`of`),
+    found at construction."""
 
-    def __init__(self, store: Store, tenant: str = "") -> None:
+    def __init__(self, store: Store, tenant: str, lo: datetime, hi: datetime) -> None:
         rows = store.query(
             "SELECT as_select FROM system.tables "
             "WHERE database = 'agentaudit' AND name = 'events_ingest_mv'"
@@ -70,40 +105,59 @@ class DerivedCheck:
         ).result_rows
         compared = [str(n) for (n,) in cols if n not in _SKIP]
         stored = ", ".join(f"src.{n} AS `__stored_{n}`" for n in compared)
-        keys = ", ".join(f"{k} AS `__key_{i}`" for i, k in enumerate(_KEYS.split(", ")))
+        keys = ("src.tenant_id AS `__t`, src.kafka_partition AS `__p`, src.chain_seq AS `__seq`, "
+                "src.kafka_offset AS `__off`, src.log_epoch AS `__ep`")  # fmt: skip
         derived = (
             f"{view[:at].rstrip()}, {stored}, {keys} FROM agentaudit.events AS src "
-            "WHERE ({tenant:String} = '' OR src.tenant_id = {tenant:String})"
-            f"{view[at + len(_VIEW_FROM):]}"
+            f"WHERE {_rows_in('src.')}{view[at + len(_VIEW_FROM):]}"
         )
         flags = ", ".join(f"if(isNotDistinctFrom({n}, `__stored_{n}`), '', '{n}')" for n in compared)
-        sql = (
-            "SELECT `__key_0`, `__key_1`, `__key_2`, `__key_3`, `__key_4`, "
+        typed = (
+            "SELECT `__t`, `__p`, `__seq`, `__off`, `__ep`, "
             f"arrayStringConcat(arrayFilter(x -> x != '', [{flags}]), ',') AS disagree "
             f"FROM ({derived}) WHERE disagree != '' {_FENCE}"
         )
-        self.typed: dict[RowKey, str] = {
-            (str(t), int(p), int(seq), int(off), int(ep)): str(names)
-            for t, p, seq, off, ep, names in store.query(sql, {"tenant": tenant}).result_rows
-        }
         self._costs: dict[str, EventCost | None] = {}
         self._seen: dict[tuple[Any, ...], str] = {}
-        """Verdicts of (cost, priced, version, pricing columns) already priced: agents repeat
-        the same calls (prompt templates, fixed outputs), pricing them again is the costliest
-        part of a row's check."""
+        """Verdicts of (cost, priced, version, pricing columns) already priced."""
+        self._flags: dict[tuple[str, int], Flags] = {}
+        params = {"tenant": tenant, "lo": lo, "hi": hi}
+        for t, p, seq, off, ep, names in store.query(typed, params).result_rows:
+            self._flag(str(t), int(p), (int(seq), int(off), int(ep)), str(names))
+        bad = self._bad_combos(store, params)
+        for start in range(0, len(bad), _PAGE):
+            found = store.query(_COMBO_ROWS_SQL, {**params, "combos": bad[start : start + _PAGE]})
+            for t, p, seq, off, ep, *combo in found.result_rows:
+                names = self._verdict(tuple(combo))  # re-priced: the hash may have collided
+                if names:
+                    self._flag(str(t), int(p), (int(seq), int(off), int(ep)), names)
 
-    def disagreeing(self, key: RowKey, cost: Decimal, priced: bool, version: str,
-                    pricing: tuple[Any, ...]) -> str:  # fmt: skip
-        """Comma-separated names of the row's stored values that disagree with its payload:
-        typed columns, and cost re-priced from `pricing` (the `PRICING_COLUMNS` values)."""
-        typed = self.typed.get(key, "") if self.typed else ""
-        memo = (cost, priced, version, pricing)
-        bad = self._seen.get(memo)
+    def of(self, tenant: str, partition: int) -> Flags:
+        """The chain's rows whose stored values disagree with their payload."""
+        return self._flags.get((tenant, partition), {})
+
+    def _flag(self, tenant: str, partition: int, key: RowKey, names: str) -> None:
+        chain = self._flags.setdefault((tenant, partition), {})
+        chain[key] = f"{chain[key]},{names}" if key in chain else names
+
+    def _bad_combos(self, store: Store, params: dict[str, Any]) -> list[int]:
+        """Hashes of the (cost, pricing inputs) combinations that price differently."""
+        bad: list[int] = []
+        first, after = True, 0
+        while True:
+            page = store.query(_COMBOS_SQL, {**params, "first": first, "after": after}).result_rows
+            bad += [int(h) for *combo, h in page if self._verdict(tuple(combo))]
+            if len(page) < _PAGE:
+                return bad
+            first, after = False, int(page[-1][-1])
+
+    def _verdict(self, combo: tuple[Any, ...]) -> str:
+        bad = self._seen.get(combo)
         if bad is None:
-            bad = self._cost(cost, priced, version, pricing)
+            bad = self._cost(Decimal(combo[0]), bool(combo[1]), str(combo[2]), combo[3:])
             if len(self._seen) < _MEMO:
-                self._seen[memo] = bad
-        return f"{typed},{bad}" if typed and bad else typed or bad
+                self._seen[combo] = bad
+        return bad
 
     def _cost(self, cost: Decimal, priced: bool, version: str, pricing: tuple[Any, ...]) -> str:
         type_, provider, request_model, response_model, inp, out, cached, written = pricing

@@ -65,7 +65,7 @@ def verify_store(
     """Verify every chain (of ``tenant``) in the store against both checkpoint sources."""
     started = clock()
     anchor = DirectoryAnchor(settings.checkpoints_dir)
-    check = DerivedCheck(store, tenant) if derived else None
+    check = DerivedCheck(store, tenant, window.start, window.end) if derived else None
     reports = []
     for t, p in source.chains(store, anchor, tenant):
         origin = origin_for(settings.deployment, t, p)
@@ -193,5 +193,5 @@ def export_bundle(
 def _leaf_of(t: str, p: int, r: Row) -> bytes:
     from agentaudit.sink.trees import row_leaf_hash
 
-    # A row without a stored leaf hash always comes with its payload (`verify.store`).
-    return row_leaf_hash(r[7], t, p, r[0], r[1] or b"", r[2], r[3], r[4])
+    # A row without a stored leaf hash always comes with its payload and cost (`verify.store`).
+    return row_leaf_hash(r[7], t, p, r[0], r[1] or b"", r[2], r[3], r[4])  # type: ignore[arg-type]

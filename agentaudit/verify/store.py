@@ -12,10 +12,13 @@ seq fall in one range; a range past a gap is just short). A ``--from/--to`` wind
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import compress, repeat
 from typing import Any
 
 from agentaudit.anchors import DirectoryAnchor
@@ -24,7 +27,7 @@ from agentaudit.store.protocol import Store
 from agentaudit.store.protocol import column_text as _text
 from agentaudit.trail.leaf import LEAF_VERSION
 from agentaudit.trail.verdicts import Found, Row
-from agentaudit.verify.derived import PRICING_COLUMNS, DerivedCheck
+from agentaudit.verify.derived import DerivedCheck, RowKey
 
 CHUNK = 50_000
 _FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -64,11 +67,13 @@ _LEAF_SQL = (
 
 # `engine_ok`: ClickHouse recomputed the row's leaf and row hash from its stored bytes and
 # both equal the stored ones, the row links to the one before it, and no other row has its
-# chain_seq. Such a row's payload is not sent (the verifier uses its leaf hash, the tree and
-# the signed roots still check it); every other row comes whole and is judged in Python.
+# chain_seq. Such a row is sent without payload and cost (the verifier uses its leaf hash; the
+# tree and the signed roots still check it); every other checked row comes whole and is judged
+# in Python. Columns are typed as the verifier's `Row` wants them (bool, str, float), so a
+# chunk becomes rows by one `zip`, not a conversion per value.
 _ROWS_SQL = f"""
 SELECT chain_seq,
-       occurred_at >= {{lo:DateTime64(6, 'UTC')}} AND occurred_at < {{hi:DateTime64(6, 'UTC')}}
+       toBool(occurred_at >= {{lo:DateTime64(6, 'UTC')}} AND occurred_at < {{hi:DateTime64(6, 'UTC')}})
          AS checked,
        NOT empty(leaf_hash)
          AND lower(hex(SHA256({_LEAF_SQL}))) = leaf_hash
@@ -77,11 +82,12 @@ SELECT chain_seq,
          AND chain_seq = lagInFrame(chain_seq, 1, 0) OVER w + 1
          AND chain_seq != leadInFrame(chain_seq, 1, 0) OVER w
          AS engine_ok,
-       if((checked AND NOT engine_ok) OR empty(leaf_hash), payload, '') AS body,
-       cost_usd, priced, pricing_version,
-       prev_hash, row_hash, if(empty(leaf_hash), '', leaf_hash) AS leaf,
-       toUnixTimestamp64Micro(ingested_at) AS ingested_us, kafka_offset, log_epoch,
-       {", ".join(PRICING_COLUMNS)}
+       (checked AND NOT engine_ok) OR empty(leaf_hash) AS whole,
+       if(checked AND engine_ok, NULL, if(whole, payload, '')) AS body,
+       if(whole, toDecimalString(cost_usd, 9), '') AS cost,
+       priced, toString(pricing_version), toString(prev_hash), toString(row_hash),
+       if(empty(leaf_hash), '', toString(leaf_hash)) AS leaf,
+       toUnixTimestamp64Micro(ingested_at) / 1e6, kafka_offset, log_epoch
 FROM agentaudit.events
 WHERE tenant_id = {{tenant:String}} AND kafka_partition = {{partition:UInt32}}
   AND chain_seq > {{after:UInt64}} AND chain_seq <= {{after:UInt64}} + {CHUNK}
@@ -142,39 +148,53 @@ def rows(
     store: Store, tenant: str, partition: int, window: Window, derived: DerivedCheck | None
 ) -> Iterator[Row]:
     """The chain's rows in ``chain_seq`` order as :data:`Row` tuples, chunk by chunk; with
-    ``derived``, each checked row names the stored values that disagree with its payload."""
+    ``derived``, each checked row names the stored values that disagree with its payload.
+
+    The next chunk is read (by a thread) while the caller verifies this one: the engine's
+    hashing and the verifier's tree then share the two cores instead of taking turns."""
     params: dict[str, Any] = {"tenant": tenant, "partition": partition, "lo": window.start,
                               "hi": window.end}  # fmt: skip
-    # FixedString hashes decoded to str by the driver (cheaper than per value here).
-    formats = {"body": "bytes", "prev_hash": "string", "row_hash": "string", "leaf": "string"}
 
-    def fetch(after: int) -> Sequence[Sequence[Any]]:
-        result = store.query(_ROWS_SQL, {**params, "after": after}, column_formats=formats)  # type: ignore[call-arg]
-        return result.result_rows
+    flags = derived.of(tenant, partition) if derived is not None else {}
+    flagged = sorted(flags)
+
+    def fetch(after: int) -> list[Row]:
+        result = store.query(_ROWS_SQL, {**params, "after": after}, column_formats={"body": "bytes"})  # type: ignore[call-arg]
+        columns = result.result_columns
+        if not columns or not columns[0]:
+            return []
+        # The flagged rows of this range (the row keys sort by chain_seq first).
+        lo, hi = bisect_left(flagged, (after + 1,)), bisect_left(flagged, (after + CHUNK + 1,))
+        return _chunk_rows(columns, {k: flags[k] for k in flagged[lo:hi]})
 
     last = int(store.query(_LAST_SEQ_SQL, params).result_rows[0][0] or 0)
-    after = 0
-    while after < last:
-        chunk = fetch(after)
-        if not chunk:  # a gap wider than a range (or a forged row far ahead): skip to it
-            after = int(store.query(_NEXT_SEQ_SQL, {**params, "after": after}).result_rows[0][0]) - 1
-            continue
-        yield from _rows_of(chunk, tenant, partition, derived)
-        after += CHUNK
+    with ThreadPoolExecutor(1, thread_name_prefix="verify-read") as reader:
+        after = 0
+        ahead = reader.submit(fetch, after) if after < last else None
+        while ahead is not None:
+            chunk = ahead.result()
+            if not chunk:  # a gap wider than a range (or a forged row far ahead): skip to it
+                after = int(store.query(_NEXT_SEQ_SQL, {**params, "after": after}).result_rows[0][0]) - 1
+                ahead = reader.submit(fetch, after)
+                continue
+            after += CHUNK
+            ahead = reader.submit(fetch, after) if after < last else None
+            yield from chunk
 
 
-def _rows_of(
-    chunk: Sequence[Sequence[Any]], tenant: str, partition: int, derived: DerivedCheck | None
-) -> Iterator[Row]:
-    for seq, checked, engine_ok, body, cost, priced, version, prev, row_hash, leaf, ing, off, ep, *pricing in chunk:
-        cost, priced, version = Decimal(cost), bool(priced), str(version)
-        d = ""
-        if checked and derived is not None:
-            key = (tenant, partition, int(seq), int(off), int(ep))
-            d = derived.disagreeing(key, cost, priced, version, tuple(pricing))
-        payload = None if checked and engine_ok else body
-        # The driver gives the hashes as str (`formats`); the prefix test spares a strip.
-        leaf = leaf if isinstance(leaf, str) and leaf[:1] != "\x00" else _text(leaf).strip("\x00")
-        yield (int(seq), payload, cost, priced, version, prev if isinstance(prev, str) else _text(prev),
-               row_hash if isinstance(row_hash, str) else _text(row_hash), leaf, ing / 1e6,
-               bool(checked), d)  # fmt: skip
+def _chunk_rows(columns: Sequence[Sequence[Any]], flags: dict[RowKey, str]) -> list[Row]:
+    """One chunk's columns as `Row` tuples; rows sent whole get their cost as a `Decimal`."""
+    seq, checked, _, _, body, cost, priced, version, prev, row_hash, leaf, ingested, off, ep = columns
+    n = len(seq)
+    out: list[Row] = list(zip(seq, body, repeat(None, n), priced, version, prev, row_hash, leaf,
+                              ingested, checked, repeat("", n)))  # fmt: skip
+    for i in compress(range(n), cost):
+        r = out[i]
+        out[i] = (r[0], r[1], Decimal(cost[i]), *r[3:])
+    for (s, o, e), names in flags.items():
+        i = bisect_left(seq, s)
+        while i < n and seq[i] == s:
+            if off[i] == o and ep[i] == e:
+                out[i] = (*out[i][:10], names)
+            i += 1
+    return out
