@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .checkpoint import CheckpointError, open_checkpoint
 from .leaf import ChainLeaves, LeafError, encode_leaf
@@ -34,6 +34,7 @@ from .verdicts import (
     Found,
     Held,
     Row,
+    Run,
     Segment,
     in_use,
     iso,
@@ -125,9 +126,15 @@ class ChainAudit:
     # ---- the row pass -------------------------------------------------------------------
 
     def run(
-        self, rows: Iterable[Row], progress: Callable[[int], None] | None = None
+        self,
+        rows: Iterable[Row | Run],
+        progress: Callable[[int], None] | None = None,
+        derived: Callable[[], Mapping[int, str]] | None = None,
     ) -> ChainReport:
-        """Stream ``rows`` (``chain_seq`` order) through the tree; the report."""
+        """Stream ``rows`` (``chain_seq`` order; rows or runs of them) through the tree; the
+        report. ``derived``, called once the rows are read: chain_seq -> columns whose stored
+        value disagrees with the payload, for checked rows (as a row's own ``derived`` field;
+        store mode finds them in a query that runs while the rows are read)."""
         live = [c for c in self.cps if c.cp is not None and not c.inconsistent]
         self._at: dict[int, list[Held]] = {}
         for c in live:
@@ -158,6 +165,9 @@ class ChainAudit:
         self._link_rows: dict[int, Row] = {}
         self._reach()
         self._walk(rows, progress)
+        for seq, names in sorted((derived() if derived is not None else {}).items()):
+            if seq <= self._pos:  # (a row stored after its chain was read is not judged)
+                self._derived(seq, names)
         self._finish_tail()
         self._classify_reordered()
         return self._report()
@@ -223,7 +233,7 @@ class ChainAudit:
             self._pos = hi
             self._reach()
 
-    def _walk(self, rows: Iterable[Row], progress: Callable[[int], None] | None) -> None:
+    def _walk(self, rows: Iterable[Row | Run], progress: Callable[[int], None] | None) -> None:
         # The hot loop (~1M rows in a few seconds): locals only; the pending row `held` is
         # appended to the tree when the next seq shows it has no duplicate.
         tenant, part = self.tenant, self.partition
@@ -234,6 +244,16 @@ class ChainAudit:
         prev = self.start_prev  # row_hash of the last appended row (None: unknown)
         n = 0
         for r in rows:
+            if isinstance(r, Run):
+                if held is not None:
+                    self._append(held, held_lh)
+                    held = None
+                if progress is not None and (n + len(r.leaves)) >> 16 != n >> 16:
+                    progress(n + len(r.leaves))
+                n += len(r.leaves)
+                self._append_run(r)
+                prev = r.row_hash
+                continue
             n += 1
             if progress is not None and not n & 0xFFFF:
                 progress(n)
@@ -312,8 +332,7 @@ class ChainAudit:
         if r[9]:
             seg.seen += 1
             if r[10]:
-                seg.derived.setdefault(r[10], []).append(r[0])
-                seg.bad.add(r[0])
+                self._derived(r[0], r[10])
             if seg.hi is None and (self._end is not None or self._sealed or (
                 self._last_time is not None and r[8] < self._last_time
             )):  # fmt: skip
@@ -323,6 +342,32 @@ class ChainAudit:
         if self._pos == self._next:
             self._reach()
         return r[6]
+
+    def _append_run(self, run: Run) -> None:
+        """`_append` for each row of ``run``, a block at a time (a block ends at a checkpoint)."""
+        if run.first != self._pos + 1:
+            raise ValueError(f"a run from seq {run.first} does not follow seq {self._pos}")
+        leaves, ingested, n, i = run.leaves, run.ingested, len(run.leaves), 0
+        while i < n:
+            seg = self._segs[self._si]
+            stop = n if self._next < 0 else min(n, i + self._next - self._pos)
+            seg.seen += stop - i
+            if seg.hi is None:
+                sealed = self._end is not None or self._sealed
+                last_time = self._last_time
+                for k in range(i, stop):
+                    if sealed or (last_time is not None and ingested[k] < last_time):
+                        seg.flag(EXTRA, run.first + k)
+            self._pending.extend(leaves[i:stop])
+            self._pos += stop - i
+            i = stop
+            if self._pos == self._next:
+                self._reach()
+
+    def _derived(self, seq: int, names: str) -> None:
+        seg = self._segment_of(seq)
+        seg.derived.setdefault(names, []).append(seq)
+        seg.bad.add(seq)
 
     def _finish_tail(self) -> None:
         """Checkpoints larger than the rows: the missing tail."""

@@ -43,6 +43,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from .checkpoint import Checkpoint
 from .pubkeys import PublicKey
@@ -73,6 +74,28 @@ hash from its bytes, found both equal to the stored ones and the row linked to t
 signed checkpoints still check. ``cost_usd`` is None whenever the verifier does not recompute
 the row's leaf (payload None, or an unchecked row with a stored leaf hash): store mode does not
 send it then."""
+
+
+
+class Run(NamedTuple):
+    """Consecutive rows the store's engine checked, in one piece (store mode): each recomputed
+    to its stored leaf and row hash there, linked to the row before it, with no other row at
+    its ``chain_seq``. It follows a :data:`Row` the engine checked the same way (the run's
+    first link is to that row), so only what the tree and the tail rules need is sent."""
+
+    first: int
+    """chain_seq of the first row; the others follow one by one."""
+    leaves: list[bytes]
+    """Each row's stored leaf hash (raw)."""
+    ingested: Sequence[float]
+    """Each row's ingested_at (unix s): rows after the last checkpoint are judged by it."""
+    row_hash: str
+    """The last row's row_hash (the next row links to it)."""
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.leaves) - 1
+
 
 GENESIS = "0" * 64
 SAMPLES = 8  # seqs named per verdict line

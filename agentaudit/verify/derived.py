@@ -62,20 +62,19 @@ def _rows_in(t: str = "") -> str:
 
 
 # Pages of distinct combinations by hash (memory stays bounded when every call is distinct);
+# the hash is of the group's key, so the engine computes it per combination, not per row;
 # WITH TIES keeps combinations whose hashes collide on one page.
 _COMBOS_SQL = f"""
-SELECT {", ".join(_PRICED_BY)}, h FROM (
-  SELECT {", ".join(_PRICED_BY)}, {_COMBO} AS h FROM agentaudit.events WHERE {_rows_in()}
-) WHERE {{first:Bool}} OR h > {{after:UInt64}}
-GROUP BY {", ".join(_PRICED_BY)}, h ORDER BY h LIMIT {_PAGE} WITH TIES {_FENCE}"""
+SELECT {", ".join(_PRICED_BY)}, {_COMBO} AS h FROM agentaudit.events WHERE {_rows_in()}
+GROUP BY {", ".join(_PRICED_BY)} HAVING {{first:Bool}} OR h > {{after:UInt64}}
+ORDER BY h LIMIT {{page:UInt32}} WITH TIES {_FENCE}"""
 _COMBO_ROWS_SQL = f"""
-SELECT tenant_id, kafka_partition, chain_seq, kafka_offset, log_epoch, {", ".join(_PRICED_BY)}
+SELECT tenant_id, kafka_partition, chain_seq, {", ".join(_PRICED_BY)}
 FROM agentaudit.events WHERE {_rows_in()} AND {_COMBO} IN {{combos:Array(UInt64)}} {_FENCE}"""
 
-RowKey = tuple[int, int, int]
-"""(chain_seq, kafka_offset, log_epoch) of a stored row within its chain."""
-Flags = dict[RowKey, str]
-"""Rows of one chain whose stored values disagree with their payload: column names."""
+Flags = dict[int, str]
+"""Rows of one chain whose stored values disagree with their payload: chain_seq -> column
+names (two rows at one chain_seq, one of them an extra row, share an entry)."""
 
 
 class _Tokens(NamedTuple):
@@ -87,9 +86,11 @@ class _Tokens(NamedTuple):
 
 class DerivedCheck:
     """Stored values that disagree with the payload in the window, per chain (:meth:`of`),
-    found at construction."""
+    found at construction (`agentaudit verify` builds it in a thread while rows are read)."""
 
-    def __init__(self, store: Store, tenant: str, lo: datetime, hi: datetime) -> None:
+    def __init__(
+        self, store: Store, tenant: str, lo: datetime, hi: datetime, *, page: int = _PAGE
+    ) -> None:
         rows = store.query(
             "SELECT as_select FROM system.tables "
             "WHERE database = 'agentaudit' AND name = 'events_ingest_mv'"
@@ -105,15 +106,14 @@ class DerivedCheck:
         ).result_rows
         compared = [str(n) for (n,) in cols if n not in _SKIP]
         stored = ", ".join(f"src.{n} AS `__stored_{n}`" for n in compared)
-        keys = ("src.tenant_id AS `__t`, src.kafka_partition AS `__p`, src.chain_seq AS `__seq`, "
-                "src.kafka_offset AS `__off`, src.log_epoch AS `__ep`")  # fmt: skip
+        keys = "src.tenant_id AS `__t`, src.kafka_partition AS `__p`, src.chain_seq AS `__seq`"
         derived = (
             f"{view[:at].rstrip()}, {stored}, {keys} FROM agentaudit.events AS src "
             f"WHERE {_rows_in('src.')}{view[at + len(_VIEW_FROM):]}"
         )
         flags = ", ".join(f"if(isNotDistinctFrom({n}, `__stored_{n}`), '', '{n}')" for n in compared)
         typed = (
-            "SELECT `__t`, `__p`, `__seq`, `__off`, `__ep`, "
+            "SELECT `__t`, `__p`, `__seq`, "
             f"arrayStringConcat(arrayFilter(x -> x != '', [{flags}]), ',') AS disagree "
             f"FROM ({derived}) WHERE disagree != '' {_FENCE}"
         )
@@ -122,34 +122,37 @@ class DerivedCheck:
         """Verdicts of (cost, priced, version, pricing columns) already priced."""
         self._flags: dict[tuple[str, int], Flags] = {}
         params = {"tenant": tenant, "lo": lo, "hi": hi}
-        for t, p, seq, off, ep, names in store.query(typed, params).result_rows:
-            self._flag(str(t), int(p), (int(seq), int(off), int(ep)), str(names))
-        bad = self._bad_combos(store, params)
-        for start in range(0, len(bad), _PAGE):
-            found = store.query(_COMBO_ROWS_SQL, {**params, "combos": bad[start : start + _PAGE]})
-            for t, p, seq, off, ep, *combo in found.result_rows:
+        for t, p, seq, names in store.query(typed, params).result_rows:
+            self._flag(str(t), int(p), int(seq), str(names))
+        bad = self._bad_combos(store, params, page)
+        for start in range(0, len(bad), page):
+            found = store.query(_COMBO_ROWS_SQL, {**params, "combos": bad[start : start + page]})
+            for t, p, seq, *combo in found.result_rows:
                 names = self._verdict(tuple(combo))  # re-priced: the hash may have collided
                 if names:
-                    self._flag(str(t), int(p), (int(seq), int(off), int(ep)), names)
+                    self._flag(str(t), int(p), int(seq), names)
 
     def of(self, tenant: str, partition: int) -> Flags:
         """The chain's rows whose stored values disagree with their payload."""
         return self._flags.get((tenant, partition), {})
 
-    def _flag(self, tenant: str, partition: int, key: RowKey, names: str) -> None:
+    def _flag(self, tenant: str, partition: int, seq: int, names: str) -> None:
         chain = self._flags.setdefault((tenant, partition), {})
-        chain[key] = f"{chain[key]},{names}" if key in chain else names
+        if seq in chain:  # the names of both checks, or of two rows at one chain_seq
+            names = ",".join(dict.fromkeys(chain[seq].split(",") + names.split(",")))
+        chain[seq] = names
 
-    def _bad_combos(self, store: Store, params: dict[str, Any]) -> list[int]:
+    def _bad_combos(self, store: Store, params: dict[str, Any], page: int) -> list[int]:
         """Hashes of the (cost, pricing inputs) combinations that price differently."""
         bad: list[int] = []
         first, after = True, 0
         while True:
-            page = store.query(_COMBOS_SQL, {**params, "first": first, "after": after}).result_rows
-            bad += [int(h) for *combo, h in page if self._verdict(tuple(combo))]
-            if len(page) < _PAGE:
+            got = store.query(_COMBOS_SQL, {**params, "first": first, "after": after,
+                                             "page": page}).result_rows  # fmt: skip
+            bad += [int(h) for *combo, h in got if self._verdict(tuple(combo))]
+            if len(got) < page:
                 return bad
-            first, after = False, int(page[-1][-1])
+            first, after = False, int(got[-1][-1])
 
     def _verdict(self, combo: tuple[Any, ...]) -> str:
         bad = self._seen.get(combo)

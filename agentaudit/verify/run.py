@@ -3,7 +3,9 @@
 Order of reads, on purpose: the verifier's start time, then each chain's checkpoints (table,
 then anchor directory: the signer anchors first, so a note in the table is always already in
 the anchor), then its rows. A checkpoint signed during the run covers rows that are already
-stored; rows stored after the last checkpoint are pending.
+stored; rows stored after the last checkpoint are pending. The derived-value check
+(`DerivedCheck`) reads the window once, beside the chains' rows; a row it finds that was stored
+after its chain was read is not judged.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from agentaudit.trail.audit import ChainAudit
 from agentaudit.trail.checkpoint import note_size, origin_for
 from agentaudit.trail.merkle import CompactTree
 from agentaudit.trail.pubkeys import PublicKeys
-from agentaudit.trail.verdicts import ChainReport, Found, Row
+from agentaudit.trail.verdicts import ChainReport, Found, Row, Run
 from agentaudit.verify import store as source
 from agentaudit.verify.derived import DerivedCheck
 from agentaudit.verify.store import Window
@@ -65,15 +68,19 @@ def verify_store(
     """Verify every chain (of ``tenant``) in the store against both checkpoint sources."""
     started = clock()
     anchor = DirectoryAnchor(settings.checkpoints_dir)
-    check = DerivedCheck(store, tenant, window.start, window.end) if derived else None
     reports = []
-    for t, p in source.chains(store, anchor, tenant):
-        origin = origin_for(settings.deployment, t, p)
-        found = source.checkpoints(store, anchor, t, p)
-        audit = ChainAudit(origin, t, p, keys, found, sources=frozenset({"store", "anchor"}),
-                           started_at=started)  # fmt: skip
-        tick = None if progress is None else (lambda n, o=origin: progress(o, n))
-        reports.append(audit.run(source.rows(store, t, p, window, check), tick))
+    # The derived-value check reads every row in the window once; it runs beside the chains'
+    # rows (whose verdicts take it in at the end of each chain), not before them.
+    with ThreadPoolExecutor(1, thread_name_prefix="verify-derived") as pool:
+        check = pool.submit(DerivedCheck, store, tenant, window.start, window.end) if derived else None
+        for t, p in source.chains(store, anchor, tenant):
+            origin = origin_for(settings.deployment, t, p)
+            found = source.checkpoints(store, anchor, t, p)
+            audit = ChainAudit(origin, t, p, keys, found, sources=frozenset({"store", "anchor"}),
+                               started_at=started)  # fmt: skip
+            tick = None if progress is None else (lambda n, o=origin: progress(o, n))
+            flags = None if check is None else (lambda c=check, t=t, p=p: c.result().of(t, p))
+            reports.append(audit.run(source.rows(store, t, p, window), tick, flags))
     return reports
 
 
@@ -148,7 +155,10 @@ def export_bundle(
         # last range can be checked; the leaves before the first make the start frontier.
         tree, first, last, prev = CompactTree(), 0, 0, "0" * 64
         start_prev = prev
-        for r in source.rows(store, t, p, window, None):
+        for r in source.rows(store, t, p, window):
+            if isinstance(r, Run):  # checked rows, in the window
+                last = r.last
+                continue
             if r[9]:
                 first = first or r[0]
                 last = r[0]

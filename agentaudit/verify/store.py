@@ -7,18 +7,18 @@ serves the store while it runs, and the verifier reads it alongside.
 Rows come in ``chain_seq`` order, by ranges of ``CHUNK`` sequence numbers (duplicates of one
 seq fall in one range; a range past a gap is just short). A ``--from/--to`` window on
 ``occurred_at`` marks rows *checked*; the others still feed the tree from their stored
-``leaf_hash`` (their payload is not even fetched unless the leaf hash is empty).
+``leaf_hash`` (their payload is not even fetched unless the leaf hash is empty). The engine
+checks each row's hashes and link; a block of rows that pass comes as one row and a `Run`,
+without payloads; the rest come whole for the verifier to judge (`_ROWS_SQL`).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from itertools import compress, repeat
 from typing import Any
 
 from agentaudit.anchors import DirectoryAnchor
@@ -26,8 +26,7 @@ from agentaudit.sqlguard import Limits
 from agentaudit.store.protocol import Store
 from agentaudit.store.protocol import column_text as _text
 from agentaudit.trail.leaf import LEAF_VERSION
-from agentaudit.trail.verdicts import Found, Row
-from agentaudit.verify.derived import DerivedCheck, RowKey
+from agentaudit.trail.verdicts import Found, Row, Run
 
 CHUNK = 50_000
 _FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -69,8 +68,10 @@ _LEAF_SQL = (
 # both equal the stored ones, the row links to the one before it, and no other row has its
 # chain_seq. Such a row is sent without payload and cost (the verifier uses its leaf hash; the
 # tree and the signed roots still check it); every other checked row comes whole and is judged
-# in Python. Columns are typed as the verifier's `Row` wants them (bool, str, float), so a
-# chunk becomes rows by one `zip`, not a conversion per value.
+# in Python. A block of such rows becomes one `Row` and a `Run` (`_chunk_rows`). Columns are
+# typed as the verifier wants them (bool, str, float), so a chunk becomes rows by slicing, not
+# by a conversion per value. (Not sending the hashes of rows inside a block needs a second
+# window over `engine_ok`: measured, it cost more than it saved.)
 _ROWS_SQL = f"""
 SELECT chain_seq,
        toBool(occurred_at >= {{lo:DateTime64(6, 'UTC')}} AND occurred_at < {{hi:DateTime64(6, 'UTC')}})
@@ -85,9 +86,9 @@ SELECT chain_seq,
        (checked AND NOT engine_ok) OR empty(leaf_hash) AS whole,
        if(checked AND engine_ok, NULL, if(whole, payload, '')) AS body,
        if(whole, toDecimalString(cost_usd, 9), '') AS cost,
-       priced, toString(pricing_version), toString(prev_hash), toString(row_hash),
+       priced, toString(pricing_version) AS version, toString(prev_hash), toString(row_hash),
        if(empty(leaf_hash), '', toString(leaf_hash)) AS leaf,
-       toUnixTimestamp64Micro(ingested_at) / 1e6, kafka_offset, log_epoch
+       toUnixTimestamp64Micro(ingested_at) / 1e6 AS ingested
 FROM agentaudit.events
 WHERE tenant_id = {{tenant:String}} AND kafka_partition = {{partition:UInt32}}
   AND chain_seq > {{after:UInt64}} AND chain_seq <= {{after:UInt64}} + {CHUNK}
@@ -144,28 +145,19 @@ def _frontier(hexes: Any) -> tuple[bytes, ...] | None:
         return None  # a garbled frontier is just not used (it is never trusted anyway)
 
 
-def rows(
-    store: Store, tenant: str, partition: int, window: Window, derived: DerivedCheck | None
-) -> Iterator[Row]:
-    """The chain's rows in ``chain_seq`` order as :data:`Row` tuples, chunk by chunk; with
-    ``derived``, each checked row names the stored values that disagree with its payload.
+def rows(store: Store, tenant: str, partition: int, window: Window) -> Iterator[Row | Run]:
+    """The chain's rows in ``chain_seq`` order as :data:`Row` tuples and :class:`Run` blocks
+    of them, chunk by chunk.
 
     The next chunk is read (by a thread) while the caller verifies this one: the engine's
     hashing and the verifier's tree then share the two cores instead of taking turns."""
     params: dict[str, Any] = {"tenant": tenant, "partition": partition, "lo": window.start,
                               "hi": window.end}  # fmt: skip
 
-    flags = derived.of(tenant, partition) if derived is not None else {}
-    flagged = sorted(flags)
-
-    def fetch(after: int) -> list[Row]:
+    def fetch(after: int) -> list[Row | Run]:
         result = store.query(_ROWS_SQL, {**params, "after": after}, column_formats={"body": "bytes"})  # type: ignore[call-arg]
         columns = result.result_columns
-        if not columns or not columns[0]:
-            return []
-        # The flagged rows of this range (the row keys sort by chain_seq first).
-        lo, hi = bisect_left(flagged, (after + 1,)), bisect_left(flagged, (after + CHUNK + 1,))
-        return _chunk_rows(columns, {k: flags[k] for k in flagged[lo:hi]})
+        return _chunk_rows(columns) if columns and columns[0] else []
 
     last = int(store.query(_LAST_SEQ_SQL, params).result_rows[0][0] or 0)
     with ThreadPoolExecutor(1, thread_name_prefix="verify-read") as reader:
@@ -182,19 +174,26 @@ def rows(
             yield from chunk
 
 
-def _chunk_rows(columns: Sequence[Sequence[Any]], flags: dict[RowKey, str]) -> list[Row]:
-    """One chunk's columns as `Row` tuples; rows sent whole get their cost as a `Decimal`."""
-    seq, checked, _, _, body, cost, priced, version, prev, row_hash, leaf, ingested, off, ep = columns
-    n = len(seq)
-    out: list[Row] = list(zip(seq, body, repeat(None, n), priced, version, prev, row_hash, leaf,
-                              ingested, checked, repeat("", n)))  # fmt: skip
-    for i in compress(range(n), cost):
-        r = out[i]
-        out[i] = (r[0], r[1], Decimal(cost[i]), *r[3:])
-    for (s, o, e), names in flags.items():
-        i = bisect_left(seq, s)
-        while i < n and seq[i] == s:
-            if off[i] == o and ep[i] == e:
-                out[i] = (*out[i][:10], names)
-            i += 1
+def _chunk_rows(columns: Sequence[Sequence[Any]]) -> list[Row | Run]:
+    """One chunk's columns (`_ROWS_SQL`) as `Row` tuples, each block of rows the engine
+    checked as its first row and a `Run` of the rest."""
+    seq, checked, _, _, body, cost, priced, version, prev, row_hash, leaf, ingested = columns
+
+    def row(i: int) -> Row:
+        c = cost[i]
+        return (seq[i], body[i], Decimal(c) if c else None, priced[i], version[i], prev[i],
+                row_hash[i], leaf[i], ingested[i], checked[i], "")  # fmt: skip
+
+    out: list[Row | Run] = []
+    start, n = 0, len(seq)  # start: first row of the current block of engine-checked rows
+    for i in [*(i for i, b in enumerate(body) if b is not None), n]:
+        if i > start:
+            out.append(row(start))
+        if i - start > 1:
+            raw = bytes.fromhex("".join(leaf[start + 1 : i]))
+            leaves = [raw[k : k + 32] for k in range(0, len(raw), 32)]
+            out.append(Run(seq[start + 1], leaves, ingested[start + 1 : i], row_hash[i - 1]))
+        if i < n:
+            out.append(row(i))
+        start = i + 1
     return out

@@ -425,3 +425,65 @@ def test_a_later_part_verifies_from_a_start_size_and_frontier() -> None:
     assert rep.ok and summary(rep) == (3, 3, 7, 7, 0)
     bad = run.report(start_size=5, start_frontier=tree_of(make_rows(5, "x"), 5).state()[1])
     assert not bad.ok
+
+
+# ---- store mode's shapes: runs of engine-checked rows, derived values found late --------------
+
+
+def engine_checked(rows: list[vd.Row]) -> list[vd.Row | vd.Run]:
+    """Rows as store mode sends a block its engine checked: the first as a row without payload
+    or cost, the others as one run."""
+    head = (rows[0][0], None, None, *rows[0][3:])
+    rest = rows[1:]
+    if not rest:
+        return [head]
+    leaves = [bytes.fromhex(r[7]) for r in rest]
+    return [head, vd.Run(rest[0][0], leaves, [r[8] for r in rest], rest[-1][6])]
+
+
+def rendered(rep: vd.ChainReport) -> tuple[list[str], tuple[int, ...]]:
+    return [line.render() for line in rep.lines], summary(rep)
+
+
+@pytest.mark.parametrize(("n", "sizes"), [(1, [1]), (2, [1, 2]), (9, [4, 8]), (17, [1, 2, 3, 16]),
+                                          (17, [5]), (8, [])])  # fmt: skip
+@pytest.mark.parametrize("tail", ["pending", "extra", "handoff", "end"])
+def test_runs_of_engine_checked_rows_report_exactly_what_their_rows_do(
+    n: int, sizes: list[int], tail: str
+) -> None:
+    rows = make_rows(n)
+    notes = [note(rows, s) for s in sizes]
+    if sizes and tail != "pending":
+        last = sizes[-1]
+        notes[-1] = note(rows, last, t=BASE + n + 100 if tail == "extra" else None,
+                         handoff=tail == "handoff", end=tail == "end")  # fmt: skip
+    expected = rendered(Run(rows, notes).report())
+    assert rendered(Run(engine_checked(rows), notes).report()) == expected  # type: ignore[arg-type]
+    # Split where a tampered row comes whole between two blocks, as the store sends it.
+    if n >= 5:
+        bad = rows[2]
+        tampered = (bad[0], b'{"n":-1}', *bad[2:])
+        mixed = [*rows[:2], tampered, *rows[3:]]
+        expected = rendered(Run(mixed, notes).report())
+        split = [*engine_checked(rows[:2]), tampered, *engine_checked(rows[3:])]
+        assert rendered(Run(split, notes).report()) == expected  # type: ignore[arg-type]
+        assert vd.ROW_HASH in " ".join(expected[0]) or not sizes
+
+
+def test_a_run_must_follow_the_row_before_it() -> None:
+    rows = make_rows(6)
+    blocks = engine_checked(rows)
+    with pytest.raises(ValueError, match="does not follow"):
+        Run([blocks[1]], [note(rows, 6)]).report()  # type: ignore[list-item]
+
+
+def test_derived_values_found_after_the_rows_are_read_are_reported_like_a_rows_own() -> None:
+    rows = make_rows(6)
+    own = list(rows)
+    own[1] = (*own[1][:10], "user_id")
+    own[4] = (*own[4][:10], "cost_usd,priced")
+    expected = rendered(Run(own, [note(rows, 4)]).report())
+    found = {2: "user_id", 5: "cost_usd,priced", 7: "user_id"}  # seq 7: stored after the read
+    audit = a.ChainAudit(ORIGIN, TENANT, PART, KEYS, [vd.Found(note(rows, 4), BOTH)], sources=BOTH)
+    assert rendered(audit.run(engine_checked(rows), derived=lambda: found)) == expected
+    assert f"{vd.DERIVED}: user_id" in " ".join(expected[0])
