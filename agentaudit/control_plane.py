@@ -50,7 +50,7 @@ def _unreachable(settings: Settings) -> BrokerUnreachable:
 # -- writing --------------------------------------------------------------------------------
 
 
-async def _produce(
+async def produce(
     settings: Settings, topic: str, records: Sequence[tuple[str, bytes | None]], timeout: float
 ) -> None:
     """Send every (key, value) in order and wait for all acknowledgements."""
@@ -99,7 +99,7 @@ async def publish_budgets(
     """Add or replace each budget on the budgets topic (key = name)."""
     records = [(b.name, b.model_dump_json().encode()) for b in budgets]
     if records:
-        await _produce(settings, settings.budgets_topic, records, timeout)
+        await produce(settings, settings.budgets_topic, records, timeout)
 
 
 async def remove_budget(
@@ -111,7 +111,7 @@ async def remove_budget(
     if name not in current:
         known = ", ".join(sorted(current)) or "none"
         raise BudgetNotFound(f"no budget named {name!r} (budgets: {known}); see `agentaudit budgets list`")
-    await _produce(settings, settings.budgets_topic, [(name, None)], timeout)
+    await produce(settings, settings.budgets_topic, [(name, None)], timeout)
     return current[name]
 
 
@@ -119,7 +119,7 @@ async def publish_control(
     settings: Settings, msg: ControlMessage, *, timeout: float = DEFAULT_TIMEOUT_S
 ) -> None:
     """Publish one control message on the control topic, keyed by its scope."""
-    await _produce(
+    await produce(
         settings, settings.control_topic, [(msg.scope.key, msg.model_dump_json().encode())], timeout
     )
 

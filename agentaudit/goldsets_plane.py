@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from agentaudit.control_plane import DEFAULT_TIMEOUT_S, _produce, _read_latest
+from agentaudit.control_plane import DEFAULT_TIMEOUT_S, produce, _read_latest
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
@@ -134,7 +134,7 @@ async def add_goldset(
     entry, new = registry.add(gold_set, now)
     if new:
         record = encode_goldset(entry, source)
-        await _produce(settings, settings.goldsets_topic,
+        await produce(settings, settings.goldsets_topic,
                        [(f"{entry.gold_set_id}@{entry.version}", record)], timeout)  # fmt: skip
     return entry, new
 
@@ -166,7 +166,7 @@ def resolve_version(
 async def publish_pin(
     settings: Settings, record: PinRecord, *, timeout: float = DEFAULT_TIMEOUT_S
 ) -> None:
-    await _produce(settings, settings.pins_topic, [(record.key, record.encode())], timeout)
+    await produce(settings, settings.pins_topic, [(record.key, record.encode())], timeout)
 
 
 async def read_pins(
@@ -205,7 +205,7 @@ async def unpin(
             f"no pin {key} on {settings.pins_topic} (pins: {known}); see `agentaudit goldsets pins`"
         )
     if not dry_run:
-        await _produce(settings, settings.pins_topic, [(key, None)], timeout)
+        await produce(settings, settings.pins_topic, [(key, None)], timeout)
     return record
 
 

@@ -1,0 +1,80 @@
+"""Events the pipeline writes about itself into the trail: who read it, policy changes, erasures.
+
+They are ordinary trace events (validated by the same models, keyed by tenant on the events
+topic), so the sink chains, signs and stores them like any agent's event and `agentaudit
+verify` covers them. The agent fields say who wrote them: ``agent_id`` ``agentaudit``, the
+acting person or auditor as ``user_id``.
+
+`publish` returns only once the broker acknowledged every event; it raises otherwise. Callers
+that must not act unrecorded (an auditor's query, an erasure) publish first and act after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from uuid_utils import uuid7
+
+from agentaudit import __version__
+from agentaudit.settings import Settings
+from producers.clock import UtcNow, utc_now
+from schemas.events import parse_event
+
+AGENT_ID = "agentaudit"
+"""``agent_id`` of every event the pipeline writes about itself."""
+
+
+def system_event(
+    type_: str,
+    tenant_id: str,
+    payload: Mapping[str, Any],
+    *,
+    user_id: str | None = None,
+    now: UtcNow = utc_now,
+) -> dict[str, Any]:
+    """One validated event (as its JSON document) written by agentaudit itself.
+
+    Raises `pydantic.ValidationError` when the payload breaks the contract: a bug of the caller,
+    not input to dead-letter."""
+    at: datetime = now()
+    doc: dict[str, Any] = {
+        "event_id": str(uuid7()),
+        "type": type_,
+        "occurred_at": at.isoformat().replace("+00:00", "Z"),
+        "sdk": {"name": "agentaudit", "version": __version__},
+        "tenant_id": tenant_id,
+        "agent_id": AGENT_ID,
+        "agent_version": __version__,
+        "trace_id": secrets.token_hex(16),
+        "span_id": secrets.token_hex(8),
+        "payload": dict(payload),
+    }
+    if user_id is not None:
+        doc["user_id"] = user_id
+    parse_event(orjson.dumps(doc))
+    return doc
+
+
+def publish(settings: Settings, events: Sequence[dict[str, Any]], timeout: float = 15.0) -> None:
+    """Send ``events`` to the events topic (key: tenant) and wait for every acknowledgement.
+
+    Raises `BrokerUnreachable` or `UserError` (nothing is certain to be published then)."""
+    from agentaudit.control_plane import produce
+
+    records = [(str(e["tenant_id"]), orjson.dumps(e)) for e in events]
+    asyncio.run(produce(settings, settings.events_topic, records, timeout))
+
+
+async def apublish(
+    settings: Settings, events: Sequence[dict[str, Any]], timeout: float = 15.0
+) -> None:
+    """`publish` for callers already inside an event loop."""
+    from agentaudit.control_plane import produce
+
+    records = [(str(e["tenant_id"]), orjson.dumps(e)) for e in events]
+    await produce(settings, settings.events_topic, records, timeout)
