@@ -14,6 +14,7 @@ from schemas.envelope import Envelope
 from schemas.payloads import (
     ApprovalDecided,
     ApprovalRequested,
+    AuditorQuery,
     ErrorInfo,
     EvalResult,
     GuardrailTriggered,
@@ -78,8 +79,13 @@ class ErrorEvent(Envelope):
     payload: ErrorInfo
 
 
+class AuditorQueryEvent(Envelope):
+    type: Literal["auditor_query"] = "auditor_query"
+    payload: AuditorQuery
+
+
 TraceEvent = Annotated[
-    RunStartedEvent | RunFinishedEvent | LlmCallEvent | ToolCallEvent | PolicyDecisionEvent | ApprovalRequestedEvent | ApprovalDecidedEvent | GuardrailTriggeredEvent | EvalResultEvent | ErrorEvent,
+    RunStartedEvent | RunFinishedEvent | LlmCallEvent | ToolCallEvent | PolicyDecisionEvent | ApprovalRequestedEvent | ApprovalDecidedEvent | GuardrailTriggeredEvent | EvalResultEvent | ErrorEvent | AuditorQueryEvent,
     Field(discriminator="type"),
 ]
 
@@ -96,6 +102,7 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
         GuardrailTriggeredEvent,
         EvalResultEvent,
         ErrorEvent,
+        AuditorQueryEvent,
     )
 }
 """Event type name → model class."""

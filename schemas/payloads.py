@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, Strict, StringConstraints, model_validator
 
-from schemas.envelope import Label, OpaqueId, Sha256Hex, Slug, StrictModel
+from schemas.envelope import Label, OpaqueId, Sha256Hex, Slug, StrictModel, TenantId
 
 MAX_CONTENT_CHARS = 32_768
 MAX_MESSAGE_CHARS = 2_048
@@ -197,3 +197,37 @@ class ErrorInfo(StrictModel):
     component: Slug
     error_type: Slug
     message: Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)] | None = None
+
+
+MAX_STATEMENT_CHARS = 8_192
+
+
+class AuditorChannel(StrEnum):
+    CLI = "cli"
+    HTTP = "http"
+
+
+class AuditorVerdict(StrEnum):
+    ALLOWED = "allowed"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+class AuditorQuery(StrictModel):
+    """One statement an auditor sent (issue 11): recorded before its result or refusal returns.
+
+    `statement` is the text as judged, capped at MAX_STATEMENT_CHARS (`truncated` then true);
+    `statement_sha256` is of the whole text. Counters are the engine's query summary."""
+
+    auditor: Slug
+    tenants: Annotated[list[TenantId], Field(min_length=1, max_length=1_000)]
+    channel: Annotated[AuditorChannel, _BY_VALUE]
+    statement: Annotated[str, StringConstraints(max_length=MAX_STATEMENT_CHARS)]
+    statement_sha256: Sha256Hex
+    truncated: bool
+    verdict: Annotated[AuditorVerdict, _BY_VALUE]
+    reason: Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)]
+    result_rows: Annotated[int, Field(ge=0)]
+    read_rows: Annotated[int, Field(ge=0)]
+    read_bytes: Annotated[int, Field(ge=0)]
+    duration_ms: Millis

@@ -60,6 +60,20 @@ PAYLOADS: dict[str, dict[str, Any]] = {
         "evaluator": "llm-judge",
     },
     "error": {"component": "retriever", "error_type": "timeout"},
+    "auditor_query": {
+        "auditor": "kim",
+        "tenants": ["acme"],
+        "channel": "cli",
+        "statement": "SELECT count() FROM agentaudit.events",
+        "statement_sha256": SHA,
+        "truncated": False,
+        "verdict": "allowed",
+        "reason": "allowed",
+        "result_rows": 1,
+        "read_rows": 10,
+        "read_bytes": 80,
+        "duration_ms": 3.5,
+    },
 }
 """Minimal valid payload per event type: required fields only."""
 
