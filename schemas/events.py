@@ -18,8 +18,11 @@ from schemas.payloads import (
     ErrorInfo,
     EvalResult,
     GuardrailTriggered,
+    LegalHoldChanged,
     LlmCall,
     PolicyDecision,
+    RetentionApplied,
+    RetentionChanged,
     RunFinished,
     RunStarted,
     ToolCall,
@@ -84,8 +87,23 @@ class AuditorQueryEvent(Envelope):
     payload: AuditorQuery
 
 
+class RetentionChangedEvent(Envelope):
+    type: Literal["retention_changed"] = "retention_changed"
+    payload: RetentionChanged
+
+
+class LegalHoldChangedEvent(Envelope):
+    type: Literal["legal_hold_changed"] = "legal_hold_changed"
+    payload: LegalHoldChanged
+
+
+class RetentionAppliedEvent(Envelope):
+    type: Literal["retention_applied"] = "retention_applied"
+    payload: RetentionApplied
+
+
 TraceEvent = Annotated[
-    RunStartedEvent | RunFinishedEvent | LlmCallEvent | ToolCallEvent | PolicyDecisionEvent | ApprovalRequestedEvent | ApprovalDecidedEvent | GuardrailTriggeredEvent | EvalResultEvent | ErrorEvent | AuditorQueryEvent,
+    RunStartedEvent | RunFinishedEvent | LlmCallEvent | ToolCallEvent | PolicyDecisionEvent | ApprovalRequestedEvent | ApprovalDecidedEvent | GuardrailTriggeredEvent | EvalResultEvent | ErrorEvent | AuditorQueryEvent | RetentionChangedEvent | LegalHoldChangedEvent | RetentionAppliedEvent,
     Field(discriminator="type"),
 ]
 
@@ -103,6 +121,9 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
         EvalResultEvent,
         ErrorEvent,
         AuditorQueryEvent,
+        RetentionChangedEvent,
+        LegalHoldChangedEvent,
+        RetentionAppliedEvent,
     )
 }
 """Event type name → model class."""

@@ -231,3 +231,45 @@ class AuditorQuery(StrictModel):
     read_rows: Annotated[int, Field(ge=0)]
     read_bytes: Annotated[int, Field(ge=0)]
     duration_ms: Millis
+
+
+class RetentionChanged(StrictModel):
+    """A tenant's retention policy was set (issue 11): rows older than `days` may be cut, as a
+    prefix of each chain (`agentaudit.retention`); `days` None = keep forever (the default)."""
+
+    days: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    previous_days: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    reason: Label
+
+
+class HoldAction(StrEnum):
+    ADD = "add"
+    RM = "rm"
+
+
+class LegalHoldChanged(StrictModel):
+    """A legal hold on a whole tenant (`subject` None) or one subject (`user_id`) was placed or
+    lifted (issue 11): while it holds, retention cuts nothing of it."""
+
+    action: Annotated[HoldAction, _BY_VALUE]
+    subject: OpaqueId | None = None
+    reason: Label
+
+
+class RetentionHorizon(StrictModel):
+    """One chain's horizon: rows with chain_seq <= `horizon` may be gone. `floor`: the first
+    chain_seq of a held subject's rows in the chain (the horizon stays below it), if any."""
+
+    partition: Annotated[int, Field(ge=0, le=1_000_000)]
+    horizon: Annotated[int, Field(ge=0)]
+    floor: Annotated[int, Field(ge=1)] | None = None
+
+
+class RetentionApplied(StrictModel):
+    """Retention is about to cut each listed chain's prefix up to its horizon (published before
+    the delete): the policy in force (`days`) and the subject holds it respected (a tenant hold
+    cuts nothing: no such event) (issue 11)."""
+
+    days: Annotated[int, Field(ge=1, le=100_000)]
+    held_subjects: Annotated[list[OpaqueId], Field(max_length=10_000)]
+    chains: Annotated[list[RetentionHorizon], Field(min_length=1, max_length=1_024)]

@@ -74,6 +74,13 @@ PAYLOADS: dict[str, dict[str, Any]] = {
         "read_bytes": 80,
         "duration_ms": 3.5,
     },
+    "retention_changed": {"reason": "contract"},
+    "legal_hold_changed": {"action": "add", "reason": "case 42"},
+    "retention_applied": {
+        "days": 30,
+        "held_subjects": [],
+        "chains": [{"partition": 0, "horizon": 0}],
+    },
 }
 """Minimal valid payload per event type: required fields only."""
 
