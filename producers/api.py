@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from producers.action_scope import ActionScope
 from producers.clock import SYSTEM_CLOCK, TimeSource
 from producers.context import Binding
 from producers.scopes import LlmCallScope, RunScope, ToolCallScope
@@ -162,6 +163,22 @@ class BaseClient(ABC):
         """`with client.tool_call("github", "create_issue", args, side_effect="write"):`;
         entering raises `Blocked` if the agent, or calls to this tool, are blocked."""
         return ToolCallScope(self, tool, action, args, side_effect, idempotency_key)
+
+    def action(
+        self,
+        tool: str,
+        action: str,
+        args: Any,
+        *,
+        resource: str | None = None,
+        side_effect: str = "read",
+        idempotency_key: str | None = None,
+    ) -> ActionScope:
+        """`with client.action("payments", "refund", args, side_effect="write") as act:` — one
+        action's decision (`act.decide`), approval (`act.request_approval`,
+        `act.approval_decided`) and execution (`with act.execute():`) linked by one span;
+        `resource` defaults to `tool`. See `producers.action_scope`."""
+        return ActionScope(self, tool, action, args, resource, side_effect, idempotency_key)
 
     # -- point events -----------------------------------------------------------------------
 

@@ -77,6 +77,10 @@ class _Scope(AsyncFromSync):
     def _admit(self) -> None:
         """Hook: raise to refuse the work before anything is opened or emitted."""
 
+    def _new_span_id(self) -> str:
+        """Hook: the span this scope opens (an action's execution reuses the action's)."""
+        return new_span_id()
+
     def _started(self) -> None:
         """Hook: emit a start event (runs inside the new context)."""
 
@@ -103,7 +107,7 @@ class _Scope(AsyncFromSync):
         parent = CURRENT.get()
         self._parent = parent
         self.trace_id = parent.trace_id or new_trace_id()
-        self.span_id = new_span_id()
+        self.span_id = self._new_span_id()
         self._token = CURRENT.set(self._context(parent))
         self._t0 = self._client.clock.monotonic()
         self._started()
