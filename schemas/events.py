@@ -25,6 +25,7 @@ from schemas.payloads import (
     RetentionChanged,
     RunFinished,
     RunStarted,
+    SubjectErased,
     ToolCall,
 )
 
@@ -102,8 +103,13 @@ class RetentionAppliedEvent(Envelope):
     payload: RetentionApplied
 
 
+class SubjectErasedEvent(Envelope):
+    type: Literal["subject_erased"] = "subject_erased"
+    payload: SubjectErased
+
+
 TraceEvent = Annotated[
-    RunStartedEvent | RunFinishedEvent | LlmCallEvent | ToolCallEvent | PolicyDecisionEvent | ApprovalRequestedEvent | ApprovalDecidedEvent | GuardrailTriggeredEvent | EvalResultEvent | ErrorEvent | AuditorQueryEvent | RetentionChangedEvent | LegalHoldChangedEvent | RetentionAppliedEvent,
+    RunStartedEvent | RunFinishedEvent | LlmCallEvent | ToolCallEvent | PolicyDecisionEvent | ApprovalRequestedEvent | ApprovalDecidedEvent | GuardrailTriggeredEvent | EvalResultEvent | ErrorEvent | AuditorQueryEvent | RetentionChangedEvent | LegalHoldChangedEvent | RetentionAppliedEvent | SubjectErasedEvent,
     Field(discriminator="type"),
 ]
 
@@ -124,6 +130,7 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
         RetentionChangedEvent,
         LegalHoldChangedEvent,
         RetentionAppliedEvent,
+        SubjectErasedEvent,
     )
 }
 """Event type name → model class."""

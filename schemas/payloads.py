@@ -273,3 +273,17 @@ class RetentionApplied(StrictModel):
     days: Annotated[int, Field(ge=1, le=100_000)]
     held_subjects: Annotated[list[OpaqueId], Field(max_length=10_000)]
     chains: Annotated[list[RetentionHorizon], Field(min_length=1, max_length=1_024)]
+
+
+KeyId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+"""A subject data key's id (`agentaudit.subjects`): 16 hex digits, random, never reused."""
+
+
+class SubjectErased(StrictModel):
+    """A data subject's content keys were destroyed (crypto-shredding, issue 11). Written by
+    `agentaudit erase` BEFORE the keys are destroyed; the acting operator is the `user_id`.
+    `subject` absent: the tenant's unattributed content (events without a `user_id`)."""
+
+    subject: OpaqueId | None = None
+    reason: Label
+    key_ids: Annotated[list[KeyId], Field(max_length=4_096)]

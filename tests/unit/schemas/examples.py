@@ -81,6 +81,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
         "held_subjects": [],
         "chains": [{"partition": 0, "horizon": 0}],
     },
+    "subject_erased": {"reason": "GDPR art. 17 request 7", "key_ids": []},
 }
 """Minimal valid payload per event type: required fields only."""
 
