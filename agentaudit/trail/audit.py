@@ -31,11 +31,13 @@ from .verdicts import (
     REORDERED,
     ROW_HASH,
     ChainReport,
+    Expiry,
     Found,
     Held,
     Row,
     Run,
     Segment,
+    expiry_horizon,
     in_use,
     iso,
 )  # fmt: skip
@@ -60,10 +62,13 @@ class ChainAudit:
         start_size: int = 0,
         start_frontier: Sequence[bytes] = (),
         start_prev_hash: str | None = None,
+        expiry: Sequence[Expiry] = (),
     ) -> None:
         """``sources``: the sources that were read (``not found`` needs two); ``started_at``:
         unix time the reading began (later notes may be in one source only); ``start_*``: the
-        tree and chain link before the first row given (an export of a later part)."""
+        tree and chain link before the first row given (an export of a later part);
+        ``expiry``: retention sweeps' claims about this chain (``expired by policy``)."""
+        self.expiry = tuple(expiry)
         self.origin, self.tenant, self.partition = origin, tenant_id, partition
         self.sources, self.started_at = sources, started_at
         self.start_size, self.start_frontier = start_size, tuple(start_frontier)
@@ -158,7 +163,10 @@ class ChainAudit:
         self._resumed: CompactTree | None = None
         self._pending: list[bytes] = []
         """Leaf hashes appended since the trees were last brought up to `_pos`."""
-        self._pos = self.start_size
+        self._pos = self._gone_to = self.start_size  # _gone_to: the absent prefix so far
+        self._expired_to, self._why = expiry_horizon(
+            self.expiry, self._at, self.start_size, lambda h: self._resume_from(self._at[h]) is not None
+        )
         self._anomalies: dict[int, Row] = {}
         self._breaks: dict[int, str] = {}  # seq -> row_hash the link expected (of seq - 1)
         self._link_only: set[int] = set()
@@ -229,7 +237,7 @@ class ChainAudit:
         while self._pos < seq - 1:
             seg = self._seg()
             hi = seq - 1 if seg.hi is None else min(seg.hi, seq - 1)
-            seg.missing += (self._pos + 1, hi)
+            self._gone(seg, self._pos + 1, hi)
             self._pos = hi
             self._reach()
 
@@ -375,10 +383,19 @@ class ChainAudit:
             seg = self._seg()
             assert seg.hi is not None
             if self._pos < seg.hi:
-                seg.missing += (self._pos + 1, seg.hi)
+                self._gone(seg, self._pos + 1, seg.hi)
             self._tree = self._resumed = None
             self._pos = seg.hi
             self._reach()
+
+    def _gone(self, seg: Segment, a: int, b: int) -> None:
+        """Rows a..b are absent: expired as far as they extend the absent prefix to the horizon."""
+        if a == self._gone_to + 1 and a <= self._expired_to:
+            self._gone_to = e = min(b, self._expired_to)
+            seg.expired += (a, e)
+            a = e + 1
+        if a <= b:
+            seg.missing += (a, b)
 
     def _classify_reordered(self) -> None:
         """Judge the disturbed rows (a check failed, or the link to the previous row broke).
@@ -467,7 +484,7 @@ class ChainAudit:
             for c in sorted(by_size.get(size, ()), key=lambda c: (c.time or 0, c.note)):
                 checkpoint_line(rep, c, self.origin)
             if size in seg_at:
-                segment_lines(rep, seg_at[size], self.origin)
+                segment_lines(rep, seg_at[size], self.origin, self._why)
         tail_lines(rep, self._segs[-1], self.origin, self._pos)
         return rep
 

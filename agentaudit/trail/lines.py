@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .verdicts import (
     DERIVED,
+    EXPIRED,
     EXTRA,
     INCONSISTENT,
     MISSING,
@@ -63,14 +64,19 @@ def problems(seg: Segment, text: str) -> list[Line]:
         out.append(Line("rows", text, f"{DERIVED}: {cols}", seqs(at)))
     return out
 
-def segment_lines(rep: ChainReport, seg: Segment, origin: str) -> None:
-    """The lines of the rows up to a checkpoint, and their counts."""
+def segment_lines(rep: ChainReport, seg: Segment, origin: str, why: str = "") -> None:
+    """The lines of the rows up to a checkpoint, and their counts (``why``: the retention that
+    explains rows expired by policy)."""
     assert seg.hi is not None
     missing = sum(b - a + 1 for a, b in zip(seg.missing[::2], seg.missing[1::2]))
-    if not seg.seen and not missing and not seg.issues and not seg.derived:
+    if not seg.seen and not missing and not seg.issues and not seg.derived and not seg.expired:
         return
     text = f"Rows {origin} {seg.lo}-{seg.hi}"
     lines = problems(seg, text)
+    if seg.expired:  # rows gone by policy are neither rows read nor missing
+        a, b = seg.expired
+        rep.expired += b - a + 1
+        lines.insert(0, Line("rows", text, EXPIRED, f"seq {a}-{b}; {why}"))
     bad = len(seg.bad)
     if not seg.root_ok and (seg.missing or seg.unverifiable):
         bad = seg.seen  # no root proves the rows that are there

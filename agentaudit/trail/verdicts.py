@@ -27,7 +27,13 @@ Row range lines (``Rows <origin> <first>-<last>``)
   its leaf there; or its stored leaf hash is its leaf at another position near a
   disturbance); ``derived value disagrees: <columns>`` (supplied by the caller: store mode
   re-derives typed columns and cost); ``pending
-  (not yet checkpointed)`` (rows after the last checkpoint ingested after it: not invalid).
+  (not yet checkpointed)`` (rows after the last checkpoint ingested after it: not invalid);
+  ``expired by policy`` (not invalid: the chain's first rows, ``chain_seq`` 1 to a horizon H,
+  are gone and an :class:`Expiry` in the trail explains it: a ``retention_applied`` event of
+  the tenant names H for the chain, H is the size of a valid checkpoint whose ``time`` is at
+  least the policy's days before the event, H is below the first row of every held subject,
+  and a frontier stored with that checkpoint reproduces its signed root, so the rows after H
+  are still checked. Rows gone beyond H, or with no such event, stay ``missing rows``).
 
 A range with several kinds of problem gets one line per kind. A row counts once; rows a range's
 root failure leaves unexplained all count invalid. Once a range fails, later ranges are checked
@@ -39,7 +45,7 @@ read in scope plus missing positions, pending rows apart).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -58,6 +64,7 @@ EXTRA = "extra rows"
 REORDERED = "reordered"
 DERIVED = "derived value disagrees"
 PENDING = "pending (not yet checkpointed)"
+EXPIRED = "expired by policy"
 #: Verdicts that make ``agentaudit verify`` exit 1.
 FAILING = frozenset(
     {SIGNATURE, INCONSISTENT, NOT_FOUND, ROW_HASH, MISSING, EXTRA, REORDERED, DERIVED}
@@ -97,6 +104,20 @@ class Run(NamedTuple):
         return self.first + len(self.leaves) - 1
 
 
+class Expiry(NamedTuple):
+    """A retention sweep's claim about one chain, from a ``retention_applied`` event in the
+    trail: rows ``chain_seq <= horizon`` may be gone (`ChainAudit` checks the claim)."""
+
+    horizon: int
+    days: int
+    """The retention in force: the horizon's checkpoint must be at least this old."""
+    at: float
+    """When the sweep was recorded (the event's occurred_at, unix s)."""
+    floor: int | None = None
+    """The first row of a held subject in the chain: the horizon must stay below it."""
+
+
+DAY = 86_400
 GENESIS = "0" * 64
 SAMPLES = 8  # seqs named per verdict line
 SLACK = timedelta(seconds=1)
@@ -160,6 +181,7 @@ class ChainReport:
     rows: int = 0
     rows_valid: int = 0
     pending: int = 0
+    expired: int = 0
 
     @property
     def ok(self) -> bool:
@@ -172,6 +194,7 @@ class Segment:
     hi: int | None  # last (= checkpoint size); None: after the last checkpoint
     seen: int = 0  # rows in scope
     missing: list[int] = field(default_factory=list)  # [first, last, first, last, ...]
+    expired: list[int] = field(default_factory=list)  # [first, last]: gone by policy
     issues: dict[str, list[int]] = field(default_factory=dict)  # verdict -> seqs
     derived: dict[str, list[int]] = field(default_factory=dict)  # columns -> seqs
     bad: set[int] = field(default_factory=set)
@@ -202,6 +225,26 @@ def in_use(key: PublicKey, t: int) -> bool:
     )
 
 
+def expiry_horizon(
+    claims: Iterable[Expiry],
+    at: Mapping[int, Sequence[Held]],
+    start: int,
+    resumable: Callable[[int], bool],
+) -> tuple[int, str]:
+    """The largest horizon the claims justify (``start`` if none) and why (see ``EXPIRED``).
+
+    ``at``: the valid checkpoints by size; ``resumable(h)``: a frontier stored with a
+    checkpoint of size h reproduces its root (the rows after h can still be checked)."""
+    best, why = start, ""
+    for e in claims:
+        h = e.horizon
+        if h <= best or h not in at or e.days < 1 or (e.floor is not None and h >= e.floor):
+            continue
+        if any(c.time is not None and c.time + e.days * DAY <= e.at for c in at[h]) and resumable(h):
+            best, why = h, f"retention {e.days} days, applied {iso(e.at)}"
+    return best, why
+
+
 def seqs(seqs: Sequence[int]) -> str:
     s = sorted(set(seqs))
     shown = ", ".join(map(str, s[:SAMPLES]))
@@ -209,7 +252,8 @@ def seqs(seqs: Sequence[int]) -> str:
 
 
 def summary(reports: Iterable[ChainReport]) -> tuple[str, bool]:
-    """``N/M checkpoints valid, K/L rows valid[, P rows pending]`` and whether all is valid."""
+    """``N/M checkpoints valid, K/L rows valid[, P rows pending][, E rows expired by policy]``
+    and whether all is valid."""
     reps = list(reports)
     n = sum(r.checkpoints_valid for r in reps)
     m = sum(r.checkpoints for r in reps)
@@ -219,4 +263,7 @@ def summary(reports: Iterable[ChainReport]) -> tuple[str, bool]:
     text = f"{n}/{m} checkpoints valid, {k}/{rows} rows valid"
     if pending:
         text += f", {pending} rows pending"
+    expired = sum(r.expired for r in reps)
+    if expired:
+        text += f", {expired} rows {EXPIRED}"
     return text, all(r.ok for r in reps)
