@@ -77,6 +77,19 @@ class Settings(BaseSettings):
         ge=0,
         description="Every chain's checkpoint is signed this often, also when unchanged; 0 = unsigned trail.",
     )
+    content_encryption: bool = Field(
+        default=True,
+        description="The sink encrypts personal content (prompts, responses, error messages, "
+        "attribute values) per subject before it is chained and stored (README, Erasure).",
+    )
+    subject_key_dir: Path | None = Field(
+        default=None,
+        description="Per-subject data keys, wrapped by the key-encryption key; default <key_dir>/subjects.",
+    )
+    subject_kek_file: Path | None = Field(
+        default=None,
+        description="The key-encryption key (0600) wrapping the subject keys; default <key_dir>/subject-kek.",
+    )
     dedup_window: int = Field(
         default=200_000,
         ge=0,
@@ -100,6 +113,16 @@ class Settings(BaseSettings):
     def checkpoints_dir(self) -> Path:
         """Where signed checkpoints are appended outside the store."""
         return self.checkpoint_dir or self.data_dir / "checkpoints"
+
+    @property
+    def subject_keys_dir(self) -> Path:
+        """Where the wrapped per-subject data keys live (README, Erasure)."""
+        return self.subject_key_dir or self.key_dir / "subjects"
+
+    @property
+    def subject_kek_path(self) -> Path:
+        """The key-encryption key that wraps every subject key."""
+        return self.subject_kek_file or self.key_dir / "subject-kek"
 
     @property
     def spool_dir(self) -> Path:

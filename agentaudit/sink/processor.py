@@ -10,6 +10,7 @@ holds for the partition, which is what makes replays after a crash exactly-once.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
 from agentaudit.trail.leaf import ChainLeaves
 from producers.clock import UtcNow, utc_now
+from schemas.envelope import Envelope
 from schemas.events import MAX_EVENT_BYTES
 from schemas.pricing import PricingTable
 
@@ -107,8 +109,12 @@ class SinkProcessor:
         dedup_capacity: int,
         clock: UtcNow = utc_now,
         max_clock_skew_s: float = 900.0,
+        seal: Callable[[Envelope, bytes], bytes] | None = None,
     ) -> None:
         self.cost = EventCost(pricing)
+        # Encrypts an event's personal content before it is chained (agentaudit.subjects.seal);
+        # raises when the key store is down: the event is then neither stored nor committed.
+        self.seal = seal
         # `occurred_at` may be this far after its Kafka record's timestamp (AGENTAUDIT_MAX_CLOCK_SKEW_S).
         self.max_skew_ms = max_clock_skew_s * 1000
         self.clock = clock
@@ -196,11 +202,14 @@ class SinkProcessor:
         if source.offset <= self.event_watermark.get(source.partition, -1):
             self.counters.already_stored += 1
             return
-        event = verdict.event
+        event, canonical = verdict.event, verdict.canonical
+        if self.seal is not None:
+            # Before the id is remembered: a failed seal must not make a replay a "duplicate".
+            canonical = self.seal(event, canonical)
         if not self.recent.add(event.event_id):
             self.counters.duplicates += 1
             return
-        tenant, canonical = event.tenant_id, verdict.canonical
+        tenant = event.tenant_id
         link = self.chains.append(tenant, source.partition, canonical)
         cost = self.cost(event)
         leaves = self._leaves.get((tenant, source.partition))

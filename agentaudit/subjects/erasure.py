@@ -1,0 +1,66 @@
+"""`agentaudit erase` and `agentaudit reveal`: the library side.
+
+Erasure publishes `subject_erased` FIRST (acknowledged by the broker, so the sink chains and
+signs it like any event) and destroys the subject's keys only after: there is no erasure the
+trail does not record. If the publish fails nothing is destroyed; if the destruction fails
+after it, the command fails loudly and running it again finishes the job (a second event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentaudit.errors import UserError
+from agentaudit.settings import Settings
+from agentaudit.store.protocol import Store
+from agentaudit.subjects.keystore import SubjectKeyStore
+from agentaudit.subjects.seal import Opened, open_event
+from agentaudit.system_events import publish, system_event
+
+Publish = Callable[[Settings, Sequence[dict[str, Any]]], None]
+
+
+@dataclass(frozen=True)
+class Erased:
+    """What `erase_subject` did: the recording event and the keys destroyed after it."""
+
+    event_id: str
+    destroyed: list[str]
+
+
+def erase_subject(
+    settings: Settings,
+    tenant: str,
+    subject: str | None,
+    reason: str,
+    operator: str,
+    *,
+    send: Publish = publish,
+) -> Erased:
+    """Record the erasure of `subject` (None: the tenant's unattributed content) in the trail,
+    then destroy its keys. Raises `KeyStoreUnavailable` before publishing when the key store
+    cannot be read, `BrokerUnreachable`/`UserError` when the event is not acknowledged."""
+    keys = SubjectKeyStore.from_settings(settings)
+    keys.check()
+    payload: dict[str, Any] = {"reason": reason, "key_ids": keys.kids(tenant, subject)}
+    if subject is not None:
+        payload["subject"] = subject
+    try:
+        event = system_event("subject_erased", tenant, payload, user_id=operator)
+    except ValueError as exc:  # pydantic's ValidationError: a tenant, subject or reason out of contract
+        raise UserError(f"cannot record this erasure: {' '.join(str(exc).split())[:300]}") from None
+    send(settings, [event])
+    return Erased(str(event["event_id"]), keys.destroy(tenant, subject))
+
+
+def reveal_event(settings: Settings, store: Store, event_id: str) -> Opened:
+    """The stored event `event_id` with its sealed content opened where the key exists."""
+    rows = store.query(
+        "SELECT payload FROM agentaudit.events WHERE event_id = toUUIDOrZero({id:String}) LIMIT 1",
+        {"id": event_id},
+    ).result_rows
+    if not rows:
+        raise UserError(f"no event {event_id} in the store")
+    return open_event(rows[0][0], SubjectKeyStore.from_settings(settings))

@@ -1,0 +1,220 @@
+"""Per-subject data keys on disk, wrapped by one key-encryption key (crypto-shredding).
+
+Layout (README, "Erasure"), outside the data directory like the signing key:
+
+- the key-encryption key (KEK), ``Settings.subject_kek_path`` (default
+  ``<key_dir>/subject-kek``): 32 random bytes, mode 0600. Created on first use only when no
+  wrapped key exists yet; a missing KEK beside existing wrapped keys is an outage, never a
+  reason to make a new one (that would orphan every subject's content).
+- the wrapped data keys, ``Settings.subject_keys_dir`` (default ``<key_dir>/subjects``):
+  ``<tenant>/<subject dir>/<kid>.key``, each ``nonce(12) || AES-GCM(KEK, data key)`` with the
+  tenant, subject and kid as associated data, so a key file copied to another subject does
+  not open. A subject may hold several keys (two sink processes creating one at once, or a
+  new key after an erasure); each ciphertext names its kid.
+
+Erasure (`destroy`) renames the subject's directory away, unlinks every key file and fsyncs:
+afterwards no key of the subject exists here. Copies elsewhere (backups, snapshots) are the
+operator's to expire. Every failure to read or write here is `KeyStoreUnavailable`: the sink
+stops on it (exit 7) instead of storing plaintext or dropping the event.
+Key bytes are never logged, printed or part of a repr.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from agentaudit.errors import UserError
+from agentaudit.files import fsync_dir, write_atomic
+from agentaudit.settings import Settings
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+KID_BYTES = 8
+UNATTRIBUTED_DIR = "_tenant"
+"""The subject directory of a tenant's events without a `user_id` (the tenant's own key)."""
+_WRAP_AAD = b"agentaudit.subject-key.v1\x00"
+
+
+class KeyStoreUnavailable(UserError):
+    """The subject key store cannot be read or written: nothing may be stored in plaintext,
+    so the sink stops with this (nothing of the batch committed) until it is back."""
+
+    exit_code = 7
+
+
+def subject_dir(subject: str | None) -> str:
+    """A subject's directory name: base64url of the user id (any printable ASCII, '/' too)."""
+    if subject is None:
+        return UNATTRIBUTED_DIR
+    return "s-" + base64.urlsafe_b64encode(subject.encode()).decode("ascii").rstrip("=")
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """One subject data key: its id (in every ciphertext) and the AEAD it opens with."""
+
+    kid: str
+    aead: AESGCM = field(repr=False)
+
+
+class SubjectKeyStore:
+    """Wrapped per-(tenant, subject) data keys in a directory, under one KEK file."""
+
+    def __init__(self, keys_dir: Path, kek_path: Path) -> None:
+        self.keys_dir = keys_dir
+        self.kek_path = kek_path
+        self._kek: AESGCM | None = None
+
+    def __repr__(self) -> str:
+        return f"SubjectKeyStore({str(self.keys_dir)!r}, kek={str(self.kek_path)!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SubjectKeyStore:
+        return cls(settings.subject_keys_dir, settings.subject_kek_path)
+
+    # -- the key-encryption key ---------------------------------------------------------------
+
+    def check(self) -> None:
+        """Load (or, on an empty store, create) the KEK now: an outage shows at start."""
+        self._wrapper()
+
+    def _wrapper(self) -> AESGCM:
+        if self._kek is None:
+            try:
+                self._kek = AESGCM(self._load_or_create_kek())
+            except OSError as exc:
+                raise self._down(f"cannot read or create the key-encryption key {self.kek_path}", exc) from None
+        return self._kek
+
+    def _load_or_create_kek(self) -> bytes:
+        try:
+            return self._read_kek()
+        except FileNotFoundError:
+            pass
+        if self._any_wrapped_key():
+            raise KeyStoreUnavailable(
+                f"the key-encryption key {self.kek_path} is missing but {self.keys_dir} holds "
+                "wrapped subject keys: restore it from its backup (a new one would make every "
+                "subject's content unreadable); nothing was stored"
+            )
+        self.kek_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.kek_path.with_name(f".{self.kek_path.name}.{secrets.token_hex(4)}.new")
+        write_atomic(tmp, secrets.token_bytes(KEY_BYTES))
+        try:
+            # link() fails if the KEK exists: two sink processes starting at once keep one KEK
+            # (a replaced KEK would orphan the keys the other already wrapped).
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, self.kek_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(self.kek_path.parent)
+        return self._read_kek()
+
+    def _read_kek(self) -> bytes:
+        with open(self.kek_path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise KeyStoreUnavailable(
+                    f"the key-encryption key {self.kek_path} is readable by others "
+                    f"(mode {stat.S_IMODE(mode):o}): chmod 600 it"
+                )
+            data = f.read(KEY_BYTES + 1)
+        if len(data) != KEY_BYTES:
+            raise KeyStoreUnavailable(f"the key-encryption key {self.kek_path} is not {KEY_BYTES} bytes")
+        return data
+
+    def _any_wrapped_key(self) -> bool:
+        try:
+            return any(p.suffix == ".key" for p in self.keys_dir.glob("*/*/*.key"))
+        except OSError as exc:
+            raise self._down(f"cannot list {self.keys_dir}", exc) from None
+
+    def _down(self, what: str, exc: OSError) -> KeyStoreUnavailable:
+        return KeyStoreUnavailable(f"subject key store unavailable: {what} ({exc.strerror or exc}); "
+                                   "nothing was stored in plaintext or committed")  # fmt: skip
+
+    # -- data keys ----------------------------------------------------------------------------
+
+    def _dir(self, tenant: str, subject: str | None) -> Path:
+        return self.keys_dir / tenant / subject_dir(subject)
+
+    @staticmethod
+    def _aad(tenant: str, subject: str | None, kid: str) -> bytes:
+        return _WRAP_AAD + f"{tenant}\x00{subject_dir(subject)}\x00{kid}".encode()
+
+    def kids(self, tenant: str, subject: str | None) -> list[str]:
+        """The ids of the subject's keys that exist (sorted)."""
+        try:
+            return sorted(p.stem for p in self._dir(tenant, subject).glob("*.key"))
+        except OSError as exc:
+            raise self._down(f"cannot list the keys of a subject of {tenant}", exc) from None
+
+    def current(self, tenant: str, subject: str | None) -> DataKey:
+        """A key of the subject to encrypt with: an existing one, else a new one."""
+        kids = self.kids(tenant, subject)
+        if kids:
+            key = self.get(tenant, subject, kids[-1])
+            if key is not None:
+                return key
+        return self.create(tenant, subject)
+
+    def create(self, tenant: str, subject: str | None) -> DataKey:
+        """A new key for the subject, wrapped and on disk before it is used."""
+        kek = self._wrapper()
+        kid, dek = secrets.token_hex(KID_BYTES), secrets.token_bytes(KEY_BYTES)
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        wrapped = nonce + kek.encrypt(nonce, dek, self._aad(tenant, subject, kid))
+        where = self._dir(tenant, subject)
+        try:
+            where.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomic(where / f"{kid}.key", wrapped)
+        except OSError as exc:
+            raise self._down(f"cannot write a subject key of {tenant} in {self.keys_dir}", exc) from None
+        return DataKey(kid, AESGCM(dek))
+
+    def get(self, tenant: str, subject: str | None, kid: str) -> DataKey | None:
+        """The subject's key `kid`, or None when it does not exist (destroyed: erased)."""
+        if len(kid) != 2 * KID_BYTES or not all(c in "0123456789abcdef" for c in kid):
+            return None
+        kek = self._wrapper()
+        try:
+            wrapped = (self._dir(tenant, subject) / f"{kid}.key").read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._down(f"cannot read a subject key of {tenant}", exc) from None
+        try:
+            dek = kek.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], self._aad(tenant, subject, kid))
+        except InvalidTag:
+            raise KeyStoreUnavailable(
+                f"a subject key of {tenant} ({kid}) does not open with the key-encryption key "
+                f"{self.kek_path}: wrong KEK or a key file moved or altered"
+            ) from None
+        return DataKey(kid, AESGCM(dek))
+
+    def destroy(self, tenant: str, subject: str | None) -> list[str]:
+        """Delete every key of the subject; returns their ids. Idempotent."""
+        where = self._dir(tenant, subject)
+        doomed = where.with_name(f".erased-{secrets.token_hex(6)}")
+        try:
+            try:
+                os.rename(where, doomed)  # atomic: a key created from now on is a new subject dir
+            except FileNotFoundError:
+                return []
+            kids = sorted(p.stem for p in doomed.glob("*.key"))
+            for p in doomed.iterdir():
+                p.unlink()
+            doomed.rmdir()
+            fsync_dir(where.parent)
+        except OSError as exc:
+            raise self._down(f"cannot destroy the keys of a subject of {tenant} in {where.parent}", exc) from None
+        return kids

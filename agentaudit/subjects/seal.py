@@ -1,0 +1,178 @@
+"""Sealing personal content in an event's canonical bytes with its subject's key, and opening it.
+
+Which fields (README, "Erasure"): every value of the envelope's `attributes`, `llm_call`'s
+`payload.content.prompt` and `payload.content.response`, `error`'s `payload.message`. The
+subject is the event's `user_id`; events without one use the tenant's own key (subject
+None). Each sealed value becomes, in place::
+
+    {"enc": "aes-256-gcm", "kid": "<16 hex>", "n": "<base64 nonce>", "ct": "<base64 ciphertext+tag>"}
+
+The plaintext is the value's JSON text (so an attribute keeps its type: string, number, bool);
+the associated data binds `agentaudit.seal.v1`, the tenant, the event id and the field's path
+(`attributes.<key>`, `payload.content.prompt`, …), so a sealed value moved to another field,
+event or tenant does not open. The sink seals BEFORE the event is chained, so the leaf (v1)
+and the row hash commit to the ciphertext: destroying the key erases the content and every
+checkpoint and proof still verifies. Keys and envelopes stay readable (the typed columns of
+`events` are derived from them); `tool_call` carries only `args_hash`, no arguments.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidTag
+
+from agentaudit.settings import Settings
+from agentaudit.subjects.keystore import NONCE_BYTES, DataKey, SubjectKeyStore
+from schemas.envelope import Envelope
+
+ALGORITHM = "aes-256-gcm"
+SEALED_KEYS = frozenset({"enc", "kid", "n", "ct"})
+_AAD = b"agentaudit.seal.v1\x00"
+_CONTENT_PATHS = (("payload", "content", "prompt"), ("payload", "content", "response"))
+_MESSAGE_PATH = (("payload", "message"),)
+
+Path_ = tuple[str, ...]
+
+
+def _aad(tenant: str, event_id: str, path: Path_) -> bytes:
+    return _AAD + f"{tenant}\x00{event_id}\x00{'.'.join(path)}".encode()
+
+
+def sealed_paths(event: Envelope) -> list[Path_]:
+    """The paths of `event`'s personal content that are present (empty: nothing to seal)."""
+    kind = event.type  # type: ignore[attr-defined]
+    paths: list[Path_] = [("attributes", k) for k in event.attributes]
+    p: Any = event.payload  # type: ignore[attr-defined]
+    if kind == "llm_call" and p.content is not None:
+        paths += [path for path in _CONTENT_PATHS if getattr(p.content, path[-1]) is not None]
+    elif kind == "error" and p.message is not None:
+        paths += _MESSAGE_PATH
+    return paths
+
+
+def is_sealed(value: Any) -> bool:
+    """Whether a payload value is the sealed form (no contract field holds an object there)."""
+    return isinstance(value, dict) and value.keys() == SEALED_KEYS and value.get("enc") == ALGORITHM
+
+
+class Sealer:
+    """The sink's hook: seals an accepted event's content before it is chained.
+
+    Keeps each (tenant, subject)'s current key in memory (loading or creating it costs file
+    I/O). A `subject_erased` event drops the subject's key from memory and makes the next
+    event of that subject use a NEW key: content after the erasure never lands under the
+    destroyed key (`agentaudit erase` publishes that event first and destroys the keys after).
+    """
+
+    def __init__(self, keys: SubjectKeyStore) -> None:
+        self.keys = keys
+        self._current: dict[tuple[str, str | None], DataKey] = {}
+        self._renew: set[tuple[str, str | None]] = set()
+        self.sealed_events = 0
+
+    def __call__(self, event: Envelope, canonical: bytes) -> bytes:
+        """`canonical` with its personal content sealed (the same bytes when there is none).
+        Raises `KeyStoreUnavailable` when the subject's key cannot be had."""
+        if event.type == "subject_erased":  # type: ignore[attr-defined]
+            self.forget(event.tenant_id, event.payload.subject)  # type: ignore[attr-defined]
+            return canonical
+        paths = sealed_paths(event)
+        if not paths:
+            return canonical
+        tenant, event_id = event.tenant_id, event.event_id
+        key = self._key(tenant, event.user_id)
+        doc = orjson.loads(canonical)  # loads/dumps keeps the canonical form (both orjson, sorted)
+        for path in paths:
+            parent = doc
+            for name in path[:-1]:
+                parent = parent[name]
+            parent[path[-1]] = seal_value(key, parent[path[-1]], _aad(tenant, event_id, path))
+        self.sealed_events += 1
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+    def _key(self, tenant: str, subject: str | None) -> DataKey:
+        at = (tenant, subject)
+        key = self._current.get(at)
+        if key is None:
+            if at in self._renew:
+                key = self.keys.create(tenant, subject)
+                self._renew.discard(at)
+            else:
+                key = self.keys.current(tenant, subject)
+            self._current[at] = key
+        return key
+
+    def forget(self, tenant: str, subject: str | None) -> None:
+        """The subject was erased: its next content gets a new key."""
+        self._current.pop((tenant, subject), None)
+        self._renew.add((tenant, subject))
+
+
+def content_sealer(settings: Settings) -> Sealer | None:
+    """The sink's sealer (its key store checked now: an outage shows at start), or None when
+    `AGENTAUDIT_CONTENT_ENCRYPTION` is off."""
+    if not settings.content_encryption:
+        return None
+    keys = SubjectKeyStore.from_settings(settings)
+    keys.check()
+    return Sealer(keys)
+
+
+def seal_value(key: DataKey, value: Any, aad: bytes) -> dict[str, str]:
+    """The sealed form of one JSON value."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    ct = key.aead.encrypt(nonce, orjson.dumps(value), aad)
+    return {"enc": ALGORITHM, "kid": key.kid, "n": base64.b64encode(nonce).decode("ascii"),
+            "ct": base64.b64encode(ct).decode("ascii")}  # fmt: skip
+
+
+@dataclass
+class Opened:
+    """An event document with its sealed values opened where their key still exists."""
+
+    doc: dict[str, Any]
+    opened: list[str] = field(default_factory=list)
+    erased: list[str] = field(default_factory=list)
+    """Paths whose key was destroyed: the value is replaced by {"erased": true, "kid": …}."""
+    tampered: list[str] = field(default_factory=list)
+    """Paths whose ciphertext does not open with its key (altered, or moved between fields)."""
+
+
+def _walk(node: Any, path: Path_) -> Iterator[tuple[Path_, dict[str, Any], str]]:
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if is_sealed(value):
+                yield (*path, name), node, name
+            else:
+                yield from _walk(value, (*path, name))
+
+
+def open_event(payload: bytes | str, keys: SubjectKeyStore) -> Opened:
+    """Open every sealed value of a stored canonical payload with the key store."""
+    doc = orjson.loads(payload)
+    tenant, event_id, subject = doc["tenant_id"], doc["event_id"], doc.get("user_id")
+    out = Opened(doc)
+    for path, parent, name in list(_walk(doc, ())):
+        sealed, where = parent[name], ".".join(path)
+        key = keys.get(tenant, subject, sealed["kid"])
+        if key is None:
+            parent[name] = {"erased": True, "kid": sealed["kid"]}
+            out.erased.append(where)
+            continue
+        try:
+            plain = key.aead.decrypt(base64.b64decode(sealed["n"], validate=True),
+                                     base64.b64decode(sealed["ct"], validate=True),
+                                     _aad(tenant, event_id, path))  # fmt: skip
+        except (InvalidTag, binascii.Error, ValueError):
+            out.tampered.append(where)
+            continue
+        parent[name] = orjson.loads(plain)
+        out.opened.append(where)
+    return out

@@ -1,0 +1,98 @@
+"""The subject key store: wrapped keys under one KEK, destroyed for good, outages loud."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from agentaudit.subjects.keystore import KeyStoreUnavailable, SubjectKeyStore, subject_dir
+
+
+def store(tmp_path: Path) -> SubjectKeyStore:
+    return SubjectKeyStore(tmp_path / "subjects", tmp_path / "kek")
+
+
+def test_keys_are_wrapped_private_and_reloaded_by_kid(tmp_path: Path) -> None:
+    keys = store(tmp_path)
+    made = keys.create("acme", "u-1")
+    assert stat.S_IMODE((tmp_path / "kek").stat().st_mode) == 0o600
+    wrapped = tmp_path / "subjects" / "acme" / subject_dir("u-1") / f"{made.kid}.key"
+    assert stat.S_IMODE(wrapped.stat().st_mode) == 0o600
+    again = SubjectKeyStore(tmp_path / "subjects", tmp_path / "kek").get("acme", "u-1", made.kid)
+    assert again is not None
+    nonce = b"\0" * 12
+    assert again.aead.decrypt(nonce, made.aead.encrypt(nonce, b"x", None), None) == b"x"
+    assert keys.current("acme", "u-1").kid == made.kid
+    assert keys.kids("acme", "u-1") == [made.kid]
+    assert "key" not in repr(made).replace("kid", "")  # the key bytes never show
+
+
+def test_subjects_with_any_printable_id_get_their_own_directory(tmp_path: Path) -> None:
+    keys = store(tmp_path)
+    kids = {s: keys.create("acme", s).kid for s in ("../x", "a/b", "u-1", None)}
+    for s, kid in kids.items():
+        assert keys.kids("acme", s) == [kid]
+    assert sorted(p.name for p in (tmp_path / "subjects" / "acme").iterdir()) == sorted(
+        subject_dir(s) for s in kids
+    )
+
+
+def test_destroy_removes_every_key_of_the_subject_only(tmp_path: Path) -> None:
+    keys = store(tmp_path)
+    first, second = keys.create("acme", "u-1"), keys.create("acme", "u-1")
+    other = keys.create("acme", "u-2")
+    assert keys.destroy("acme", "u-1") == sorted([first.kid, second.kid])
+    assert keys.get("acme", "u-1", first.kid) is None and keys.kids("acme", "u-1") == []
+    assert keys.get("acme", "u-2", other.kid) is not None
+    assert keys.destroy("acme", "u-1") == []  # idempotent
+    assert [p.name for p in (tmp_path / "subjects" / "acme").iterdir()] == [subject_dir("u-2")]
+    assert keys.current("acme", "u-1").kid not in (first.kid, second.kid)  # a new key after
+
+
+def test_a_key_file_moved_to_another_subject_does_not_open(tmp_path: Path) -> None:
+    keys = store(tmp_path)
+    made = keys.create("acme", "u-1")
+    keys.create("acme", "u-2")
+    src = tmp_path / "subjects" / "acme" / subject_dir("u-1") / f"{made.kid}.key"
+    os.replace(src, tmp_path / "subjects" / "acme" / subject_dir("u-2") / src.name)
+    with pytest.raises(KeyStoreUnavailable, match="does not open"):
+        keys.get("acme", "u-2", made.kid)
+
+
+def test_a_missing_kek_beside_wrapped_keys_is_an_outage_never_a_new_kek(tmp_path: Path) -> None:
+    store(tmp_path).create("acme", "u-1")
+    (tmp_path / "kek").unlink()
+    with pytest.raises(KeyStoreUnavailable, match="missing"):
+        store(tmp_path).check()
+    assert not (tmp_path / "kek").exists()
+
+
+def test_a_kek_readable_by_others_or_a_wrong_kek_is_refused(tmp_path: Path) -> None:
+    made = store(tmp_path).create("acme", "u-1")
+    (tmp_path / "kek").chmod(0o644)
+    with pytest.raises(KeyStoreUnavailable, match="readable by others"):
+        store(tmp_path).check()
+    (tmp_path / "kek").unlink()
+    (tmp_path / "kek").write_bytes(os.urandom(32))
+    (tmp_path / "kek").chmod(0o600)
+    with pytest.raises(KeyStoreUnavailable, match="does not open"):
+        store(tmp_path).get("acme", "u-1", made.kid)
+
+
+def test_an_unwritable_key_directory_is_an_outage(tmp_path: Path) -> None:
+    keys = store(tmp_path)
+    keys.check()
+    (tmp_path / "subjects").write_bytes(b"not a directory")
+    with pytest.raises(KeyStoreUnavailable, match="unavailable"):
+        keys.create("acme", "u-1")
+
+
+def test_a_second_store_finds_the_kek_and_keeps_it(tmp_path: Path) -> None:
+    a, b = store(tmp_path), store(tmp_path)
+    a.check()
+    made = a.create("acme", "u-1")
+    b.check()
+    assert b.get("acme", "u-1", made.kid) is not None
