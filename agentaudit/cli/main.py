@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from agentaudit.cli import blocks, budgets, erase, goldsets, keys, trail
+from agentaudit.cli import actions, blocks, budgets, erase, goldsets, keys, trail
 from agentaudit.cli.output import OutputFormat
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
@@ -193,6 +193,8 @@ app.add_typer(goldsets.app, name="goldsets")
 # the verifiable trail: signing keys, verify, export, receipts (issue #10)
 app.add_typer(keys.app, name="keys")
 trail.register(app)
+# the action trail: decision, approval, execution per action (issue #11, part C)
+app.command("trail")(actions.trail)
 # erasure by crypto-shredding: erase, reveal (issue #11, part E)
 erase.register(app)
 

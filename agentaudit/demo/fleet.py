@@ -1,9 +1,12 @@
 """A simulated multi-tenant agent fleet that drives the real SDK with realistic traffic and faults.
 
 Every tenant runs a few agents; each simulated run calls LLMs across providers (with prompt
-caching), calls tools (some fail), passes policy checks (some DENY, some REQUIRE_APPROVAL and
-then an approval), and finishes with a stop reason. Three agents misbehave on purpose:
-one loops on the same tool call, one floods tokens, one tenant bursts its spend.
+caching) and takes actions through `client.action` (a policy decision — some DENY, some
+REQUIRE_APPROVAL and then an approval — and, when allowed, the tool's execution; some fail),
+and finishes with a stop reason. Agents misbehave on purpose: one loops on the same tool
+call, one floods tokens, one tenant bursts its spend, and acme's billing-agent breaks the
+action rules in its first runs (`ROGUE`: each flag of the action trail, `INJECTIONS_PER_FLAG`
+times, recorded in `FleetStats.injected` so a test can find every one).
 
 Like a real agent, the fleet asks the SDK before each call (`client.check`,
 `client.check_request`): once the stream jobs block a scope (budget exhausted, breaker open)
@@ -37,6 +40,12 @@ LOOPING = ("globex", "research-agent")
 FLOODING = ("initech", "code-assistant")
 BURSTING_TENANT = "umbrella"
 POLICY_HASH = hashlib.sha256(b"policy-bundle-2026-11").hexdigest()
+ROGUE = ("acme", "billing-agent")
+"""Its first runs each take one action that breaks a rule of the action trail, on purpose:
+executes with no policy decision, writes although approval was required and never given, and
+executes although the decision was DENY (README, "The action trail")."""
+ROGUE_CASES = ("no_decision", "write_without_approval", "executed_after_deny")
+INJECTIONS_PER_FLAG = 3
 
 
 def tenant_names(n: int) -> list[str]:
@@ -50,6 +59,8 @@ class FleetStats:
     by_fault: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     """Runs the SDK stopped, by reason (budget_exhausted, breaker_open, request budget)."""
+    injected: dict[str, str] = field(default_factory=dict)
+    """Action id → the action-trail flag the rogue agent broke there on purpose."""
 
 
 class Fleet:
@@ -76,6 +87,7 @@ class Fleet:
                     if (tenant, agent) == LOOPING:
                         self._loop(run)
                     else:
+                        self._rogue_action(tenant, agent)
                         self._normal_run(tenant, agent, run, progress)
             except AgentAuditError as refused:  # the kill switch or a request ceiling
                 reason = getattr(refused, "reason", None) or type(refused).__name__
@@ -100,9 +112,7 @@ class Fleet:
                 fault = "spend_burst"
             self._llm_call(fault)
             if rng.random() < 0.7:
-                self._tool_call(rng.choice(TOOLS))
-            if rng.random() < 0.3:
-                self._policy(run)
+                self._action(rng.choice(TOOLS))
         if rng.random() < 0.1:
             self.client.eval_result("support-gold-v3", f"case-{rng.randint(1, 200)}", "faithfulness",
                                     round(rng.betavariate(8, 2), 4), rng.random() < 0.85, "llm-judge")  # fmt: skip
@@ -138,37 +148,64 @@ class Fleet:
         })  # fmt: skip
         self._count(1, fault)
 
-    def _tool_call(self, tool: tuple[str, str], args_hash: str | None = None) -> None:
+    def _action(
+        self, tool: tuple[str, str], args: Any = None, broken: str | None = None,
+        decision: str | None = None,
+    ) -> None:
+        """One action through `client.action`: the policy decides; REQUIRE_APPROVAL asks a human;
+        the tool runs only when allowed — unless `broken` names the rule to break on purpose."""
         rng = self.rng
-        self.client.check(tool[0])
-        failed = rng.random() < 0.08
-        self.client.emit("tool_call", {
-            "tool": tool[0], "action": f"{tool[0]}.invoke",
-            "args_hash": args_hash or hashlib.sha256(rng.randbytes(16)).hexdigest(),
-            "side_effect": tool[1], "status": "error" if failed else "ok",
-            "latency_ms": round(rng.lognormvariate(4.5, 0.8), 1),
-            **({"error_type": rng.choice(["timeout", "http_500", "permission_denied"])} if failed else {}),
-        })  # fmt: skip
-        self._count(1)
+        name, side_effect = tool
+        args = {"request": rng.getrandbits(64)} if args is None else args
+        with self.client.action(name, f"{name}.invoke", args, resource=f"{name}/{rng.randint(1, 500)}",
+                                side_effect=side_effect) as act:  # fmt: skip
+            run_it = self._govern(act, broken, decision)
+            if run_it:
+                with act.execute() as call:  # the kill switch may refuse it here
+                    if rng.random() < 0.08:
+                        call.fail(rng.choice(["timeout", "http_500", "permission_denied"]))
+                self._count(1)
+        if broken is not None:
+            self.stats.injected[act.action_id] = broken
 
-    def _policy(self, run: Any) -> None:
+    def _govern(self, act: Any, broken: str | None, decision: str | None) -> bool:
+        """Record the decision (and approval) for `act`; True when the tool should run."""
         rng = self.rng
-        decision = rng.choices(["ALLOW", "DENY", "REQUIRE_APPROVAL"], weights=[80, 8, 12])[0]
-        self.client.policy_decision("refunds-over-100", decision, "refund_payment", "order/123",
-                                    POLICY_HASH, reason=None if decision == "ALLOW" else "amount over limit")  # fmt: skip
+        if broken == "no_decision":
+            return True
+        if broken == "executed_after_deny":
+            decision = "DENY"
+        elif broken == "write_without_approval":
+            decision = "REQUIRE_APPROVAL"
+        elif decision is None:
+            decision = rng.choices(["ALLOW", "DENY", "REQUIRE_APPROVAL"], weights=[80, 8, 12])[0]
+        act.decide("tools-policy", decision, POLICY_HASH,
+                   reason=None if decision == "ALLOW" else "outside the agent's mandate")  # fmt: skip
         self._count(1)
-        if decision == "REQUIRE_APPROVAL":
-            approval = f"apr-{rng.getrandbits(32):x}"
-            self.client.approval_requested(approval, "refund_payment", rng.choice(["medium", "high"]))
-            outcome = rng.choices(["approved", "rejected", "expired"], weights=[75, 20, 5])[0]
-            self.client.approval_decided(approval, f"approver-{rng.randint(1, 5)}", outcome,
-                                         round(rng.lognormvariate(10, 1), 1))  # fmt: skip
-            self._count(2)
+        if decision != "REQUIRE_APPROVAL":
+            return decision == "ALLOW" or broken == "executed_after_deny"
+        act.request_approval(f"apr-{rng.getrandbits(32):x}", rng.choice(["medium", "high"]))
+        self._count(1)
+        if broken == "write_without_approval":
+            return True  # runs without waiting for the answer, which never comes
+        outcome = rng.choices(["approved", "rejected", "expired"], weights=[75, 20, 5])[0]
+        act.approval_decided(f"approver-{rng.randint(1, 5)}", outcome, round(rng.lognormvariate(10, 1), 1))
+        self._count(1)
+        return outcome == "approved"
+
+    def _rogue_action(self, tenant: str, agent: str) -> None:
+        """ROGUE's first runs: one rule-breaking action each, the cases in turn."""
+        done = len(self.stats.injected)
+        if (tenant, agent) != ROGUE or done >= len(ROGUE_CASES) * INJECTIONS_PER_FLAG:
+            return
+        broken = ROGUE_CASES[done % len(ROGUE_CASES)]
+        self._action(("refund_payment", "write"), broken=broken)
+        self.stats.by_fault[broken] = self.stats.by_fault.get(broken, 0) + 1
 
     def _loop(self, run: Any) -> None:
         """The stuck agent: the same search with the same arguments, over and over."""
-        same = hashlib.sha256(b"web_search:latest news on the same thing").hexdigest()
+        same = {"q": "latest news on the same thing"}  # the same args_hash every time
         for _ in range(25):
-            self._tool_call(("web_search", "read"), args_hash=same)
+            self._action(("web_search", "read"), args=same, decision="ALLOW")
             self.stats.by_fault["tool_loop"] = self.stats.by_fault.get("tool_loop", 0) + 1
         run.stop_reason = "max_steps"

@@ -73,14 +73,15 @@ def verify_store(
     # rows (whose verdicts take it in at the end of each chain), not before them.
     with ThreadPoolExecutor(1, thread_name_prefix="verify-derived") as pool:
         check = pool.submit(DerivedCheck, store, tenant, window.start, window.end) if derived else None
-        for t, p in source.chains(store, anchor, tenant):
+        chains = source.chains(store, anchor, tenant)
+        for chain, found, rows in source.read_chains(store, anchor, chains, window):
+            t, p = chain.tenant, chain.partition
             origin = origin_for(settings.deployment, t, p)
-            found = source.checkpoints(store, anchor, t, p)
             audit = ChainAudit(origin, t, p, keys, found, sources=frozenset({"store", "anchor"}),
                                started_at=started)  # fmt: skip
             tick = None if progress is None else (lambda n, o=origin: progress(o, n))
             flags = None if check is None else (lambda c=check, t=t, p=p: c.result().of(t, p))
-            reports.append(audit.run(source.rows(store, t, p, window), tick, flags))
+            reports.append(audit.run(rows, tick, flags))
     return reports
 
 
@@ -146,7 +147,8 @@ def export_bundle(
     (out / "verify.py").write_text(_VERIFY_PY)
     shutil.copyfile(keys_file, out / bundle.PUBLIC_KEYS)
     chains = []
-    for t, p in source.chains(store, anchor, tenant):
+    for chain in source.chains(store, anchor, tenant):
+        t, p = chain.tenant, chain.partition
         if t != tenant:
             continue
         found = source.checkpoints(store, anchor, t, p)

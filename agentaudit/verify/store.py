@@ -14,8 +14,8 @@ without payloads; the rest come whole for the verifier to judge (`_ROWS_SQL`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,17 +35,19 @@ _FAR_FUTURE = datetime(2299, 12, 31, tzinfo=UTC)
 _FENCE = Limits(max_seconds=300.0, max_rows=10 * CHUNK).clause()
 
 _CHAINS_SQL = f"""
-SELECT tenant_id, kafka_partition FROM agentaudit.events
-WHERE ({{tenant:String}} = '' OR tenant_id = {{tenant:String}}) GROUP BY tenant_id, kafka_partition
-UNION DISTINCT
-SELECT tenant_id, kafka_partition FROM agentaudit.checkpoints
-WHERE ({{tenant:String}} = '' OR tenant_id = {{tenant:String}}) GROUP BY tenant_id, kafka_partition
+SELECT tenant_id, kafka_partition, max(last) FROM (
+  SELECT tenant_id, kafka_partition, max(chain_seq) AS last FROM agentaudit.events
+  WHERE ({{tenant:String}} = '' OR tenant_id = {{tenant:String}}) GROUP BY tenant_id, kafka_partition
+  UNION ALL
+  SELECT tenant_id, kafka_partition, toUInt64(0) FROM agentaudit.checkpoints
+  WHERE ({{tenant:String}} = '' OR tenant_id = {{tenant:String}}) GROUP BY tenant_id, kafka_partition
+) GROUP BY tenant_id, kafka_partition
 {_FENCE}"""
 
 _CHECKPOINTS_SQL = f"""
-SELECT note, frontier FROM agentaudit.checkpoints
-WHERE tenant_id = {{tenant:String}} AND kafka_partition = {{partition:UInt32}}
-ORDER BY tree_size, signed_at
+SELECT tenant_id, kafka_partition, note, frontier FROM agentaudit.checkpoints
+WHERE (tenant_id, kafka_partition) IN {{chains:Array(Tuple(String, UInt32))}}
+ORDER BY tenant_id, kafka_partition, tree_size, signed_at
 {_FENCE}"""
 
 def _field(x: str) -> str:
@@ -72,8 +74,13 @@ _LEAF_SQL = (
 # typed as the verifier wants them (bool, str, float), so a chunk becomes rows by slicing, not
 # by a conversion per value. (Not sending the hashes of rows inside a block needs a second
 # window over `engine_ok`: measured, it cost more than it saved.)
-_ROWS_SQL = f"""
-SELECT chain_seq,
+
+
+def _rows_sql(where: str, chain: str) -> str:
+    """Rows matching ``where``, with `engine_ok` judged within each chain (``chain``: the
+    window's PARTITION BY, empty for one chain), in chain and ``chain_seq`` order."""
+    return f"""
+SELECT tenant_id, kafka_partition, chain_seq,
        toBool(occurred_at >= {{lo:DateTime64(6, 'UTC')}} AND occurred_at < {{hi:DateTime64(6, 'UTC')}})
          AS checked,
        NOT empty(leaf_hash)
@@ -90,11 +97,22 @@ SELECT chain_seq,
        if(empty(leaf_hash), '', toString(leaf_hash)) AS leaf,
        toUnixTimestamp64Micro(ingested_at) / 1e6 AS ingested
 FROM agentaudit.events
-WHERE tenant_id = {{tenant:String}} AND kafka_partition = {{partition:UInt32}}
-  AND chain_seq > {{after:UInt64}} AND chain_seq <= {{after:UInt64}} + {CHUNK}
-WINDOW w AS (ORDER BY chain_seq ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING)
-ORDER BY chain_seq
+WHERE {where}
+WINDOW w AS ({chain} ORDER BY chain_seq ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING)
+ORDER BY tenant_id, kafka_partition, chain_seq
 {_FENCE}"""
+
+
+_ROWS_SQL = _rows_sql(
+    "tenant_id = {tenant:String} AND kafka_partition = {partition:UInt32} "
+    f"AND chain_seq > {{after:UInt64}} AND chain_seq <= {{after:UInt64}} + {CHUNK}", ""
+)
+# Small chains (every row within the first chunk), several per query: per-query costs (~10 ms
+# each) dominate a chain of a few thousand rows.
+_SMALL_ROWS_SQL = _rows_sql(
+    "(tenant_id, kafka_partition) IN {chains:Array(Tuple(String, UInt32))} "
+    f"AND chain_seq > 0 AND chain_seq <= {CHUNK}", "PARTITION BY tenant_id, kafka_partition"
+)
 # The chunks are ranges of chain_seq, not "the next CHUNK rows": a LIMIT after ORDER BY would
 # have the engine hash every remaining row of the chain for each chunk.
 _LAST_SEQ_SQL = f"""
@@ -120,21 +138,103 @@ class Window:
         return self.start == _FAR_PAST and self.end == _FAR_FUTURE
 
 
-def chains(store: Store, anchor: DirectoryAnchor, tenant: str = "") -> list[tuple[str, int]]:
+@dataclass(frozen=True)
+class Chain:
+    """A chain to verify: ``last_seq`` is its highest stored chain_seq (0: no rows)."""
+
+    tenant: str
+    partition: int
+    last_seq: int = 0
+
+
+def chains(store: Store, anchor: DirectoryAnchor, tenant: str = "") -> list[Chain]:
     """Every chain with rows or checkpoints in the store, or notes in the anchor dir."""
-    found = {(str(t), int(p)) for t, p in store.query(_CHAINS_SQL, {"tenant": tenant}).result_rows}
-    found |= {c for c in anchor.chains() if not tenant or c[0] == tenant}
-    return sorted(found)
+    found = {(str(t), int(p)): int(last or 0)
+             for t, p, last in store.query(_CHAINS_SQL, {"tenant": tenant}).result_rows}  # fmt: skip
+    for c in anchor.chains():
+        if not tenant or c[0] == tenant:
+            found.setdefault(c, 0)
+    return [Chain(t, p, last) for (t, p), last in sorted(found.items())]
 
 
 def checkpoints(store: Store, anchor: DirectoryAnchor, tenant: str, partition: int) -> list[Found]:
     """The chain's notes from the table (with frontiers) and from the anchor directory."""
-    params = {"tenant": tenant, "partition": partition}
-    out = [
-        Found(_text(note), frozenset({"store"}), _frontier(frontier))
-        for note, frontier in store.query(_CHECKPOINTS_SQL, params).result_rows
-    ]
-    out += [Found(n, frozenset({"anchor"})) for n in anchor.notes(tenant, partition)]
+    return _checkpoints(store, anchor, [Chain(tenant, partition)])[(tenant, partition)]
+
+
+def _checkpoints(
+    store: Store, anchor: DirectoryAnchor, batch: Sequence[Chain]
+) -> dict[tuple[str, int], list[Found]]:
+    keys = [(c.tenant, c.partition) for c in batch]
+    out: dict[tuple[str, int], list[Found]] = {k: [] for k in keys}
+    for t, p, note, frontier in store.query(_CHECKPOINTS_SQL, {"chains": keys}).result_rows:
+        out[(str(t), int(p))].append(Found(_text(note), frozenset({"store"}), _frontier(frontier)))
+    for t, p in keys:
+        out[(t, p)] += [Found(n, frozenset({"anchor"})) for n in anchor.notes(t, p)]
+    return out
+
+
+Chained = tuple[Chain, list[Found], Iterable[Row | Run]]
+"""A chain, its checkpoints (both sources), its rows (`rows`)."""
+
+
+def read_chains(
+    store: Store, anchor: DirectoryAnchor, all_chains: Sequence[Chain], window: Window
+) -> Iterator[Chained]:
+    """Each chain with its checkpoints and rows, in order. A chain's checkpoints are read
+    before its rows, so a checkpoint signed meanwhile covers only rows already stored (never
+    rows the verifier did not read). Small chains are read together, up to a chunk's worth of
+    rows per query, the next batch while the caller verifies this one; a larger chain is
+    read chunk by chunk (`rows`)."""
+    units: list[list[Chain]] = []
+    for c in all_chains:
+        small = c.last_seq <= CHUNK
+        last = units[-1] if units else None
+        if small and last and last[0].last_seq <= CHUNK and (
+            sum(x.last_seq for x in last) + c.last_seq <= CHUNK
+        ):
+            last.append(c)
+        else:
+            units.append([c])
+    with ThreadPoolExecutor(1, thread_name_prefix="verify-batch") as reader:
+        ahead: Future[list[Chained]] | None = None
+        for i, unit in enumerate(units):
+            if unit[0].last_seq > CHUNK:
+                c = unit[0]
+                found = checkpoints(store, anchor, c.tenant, c.partition)
+                yield c, found, rows(store, c.tenant, c.partition, window, c.last_seq)
+                continue
+            batch = ahead.result() if ahead is not None else _read_small(store, anchor, unit, window)
+            nxt = units[i + 1] if i + 1 < len(units) else None
+            ahead = None
+            if nxt is not None and nxt[0].last_seq <= CHUNK:
+                ahead = reader.submit(_read_small, store, anchor, nxt, window)
+            yield from batch
+
+
+def _read_small(
+    store: Store, anchor: DirectoryAnchor, batch: Sequence[Chain], window: Window
+) -> list[Chained]:
+    """Checkpoints, then rows, of chains whose rows all lie within the first chunk."""
+    found = _checkpoints(store, anchor, batch)
+    keys = [(c.tenant, c.partition) for c in batch if c.last_seq]
+    columns: Sequence[Sequence[Any]] = []
+    if keys:
+        params = {"chains": keys, "lo": window.start, "hi": window.end}
+        columns = store.query(_SMALL_ROWS_SQL, params, column_formats={"body": "bytes"}).result_columns  # type: ignore[call-arg]
+    spans: dict[tuple[str, int], tuple[int, int]] = {}
+    if columns and columns[0]:
+        tenants, parts = columns[0], columns[1]
+        start = 0
+        for i in range(1, len(tenants) + 1):
+            if i == len(tenants) or tenants[i] != tenants[start] or parts[i] != parts[start]:
+                spans[(str(tenants[start]), int(parts[start]))] = (start, i)
+                start = i
+    out: list[Chained] = []
+    for c in batch:
+        a, b = spans.get((c.tenant, c.partition), (0, 0))
+        chunk = _chunk_rows([col[a:b] for col in columns[2:]]) if b > a else []
+        out.append((c, found[(c.tenant, c.partition)], chunk))
     return out
 
 
@@ -145,7 +245,9 @@ def _frontier(hexes: Any) -> tuple[bytes, ...] | None:
         return None  # a garbled frontier is just not used (it is never trusted anyway)
 
 
-def rows(store: Store, tenant: str, partition: int, window: Window) -> Iterator[Row | Run]:
+def rows(
+    store: Store, tenant: str, partition: int, window: Window, last_seq: int | None = None
+) -> Iterator[Row | Run]:
     """The chain's rows in ``chain_seq`` order as :data:`Row` tuples and :class:`Run` blocks
     of them, chunk by chunk.
 
@@ -157,9 +259,11 @@ def rows(store: Store, tenant: str, partition: int, window: Window) -> Iterator[
     def fetch(after: int) -> list[Row | Run]:
         result = store.query(_ROWS_SQL, {**params, "after": after}, column_formats={"body": "bytes"})  # type: ignore[call-arg]
         columns = result.result_columns
-        return _chunk_rows(columns) if columns and columns[0] else []
+        return _chunk_rows(columns[2:]) if columns and columns[0] else []
 
-    last = int(store.query(_LAST_SEQ_SQL, params).result_rows[0][0] or 0)
+    last = last_seq
+    if last is None:
+        last = int(store.query(_LAST_SEQ_SQL, params).result_rows[0][0] or 0)
     with ThreadPoolExecutor(1, thread_name_prefix="verify-read") as reader:
         after = 0
         ahead = reader.submit(fetch, after) if after < last else None
