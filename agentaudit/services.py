@@ -125,7 +125,11 @@ def run_migrations(settings: Settings, *, down: int, status_only: bool, console:
         console.print(f"{verb}: {', '.join(names)}" if names else "nothing to do: the schema is current")
 
 
-def run_query(settings: Settings, sql: str, fmt: str, console: Console) -> None:
+def run_query(
+    settings: Settings, sql: str, fmt: str, console: Console, *, auditor: tuple[str, str] | None = None
+) -> None:
+    """Run a read-only statement; as `auditor` (name, token): scoped to its tenants and recorded
+    in the access log before the result is shown (agentaudit/auditors/gate.py)."""
     from agentaudit.cli.output import render
     from agentaudit.sqlguard import run_readonly
     from agentaudit.store import open_store, store_exists
@@ -136,8 +140,13 @@ def run_query(settings: Settings, sql: str, fmt: str, console: Console) -> None:
             "or set AGENTAUDIT_DATA_DIR / AGENTAUDIT_CLICKHOUSE_URL"
         )
     with open_store(settings) as store:
-        # Read-only: checked by ClickHouse's parser, then run with readonly=1 and limits.
-        result = run_readonly(store, sql)
+        if auditor is not None:
+            from agentaudit.auditors.gate import run_cli
+
+            result = run_cli(settings, store, *auditor, sql)
+        else:
+            # Read-only: checked by ClickHouse's parser, then run with readonly=1 and limits.
+            result = run_readonly(store, sql)
         render(list(result.column_names), list(result.result_rows), fmt, console)
 
 

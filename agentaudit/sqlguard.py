@@ -83,6 +83,9 @@ class Policy:
     # Unqualified names are CTEs or tables of the connection's database: not visible in the
     # dump (a WithElement prints no name), so a policy can only allow or refuse them all.
     unqualified_tables: bool = True
+    # When set, every node of the tree must be of one of these kinds (fail closed: a construct
+    # the policy's author did not think of is refused, not judged by rules that miss it).
+    node_kinds: frozenset[str] | None = None
 
 
 # Scalar functions that read files, other servers, dictionaries (whose source may be another
@@ -125,10 +128,13 @@ class Limits:
     max_rows: int = 1_000_000
     max_memory_bytes: int = 4 << 30
 
-    def clause(self) -> str:
+    def clause(self, first: str = "") -> str:
+        """The SETTINGS clause; `first` (settings text) goes before `readonly`, which locks
+        every setting after it."""
         # Overflow modes are explicit: a server profile set to `break` would truncate silently.
+        lead = f"{first}, " if first else ""
         return (
-            f"SETTINGS readonly = 1, max_execution_time = {self.max_seconds:g}, "
+            f"SETTINGS {lead}readonly = 1, max_execution_time = {self.max_seconds:g}, "
             f"timeout_overflow_mode = 'throw', max_result_rows = {int(self.max_rows)}, "
             f"result_overflow_mode = 'throw', max_memory_usage = {int(self.max_memory_bytes)}"
         )
@@ -228,6 +234,9 @@ def _judge_root(root: _Node, policy: Policy) -> None:
 
 
 def _judge_node(node: _Node, policy: Policy) -> None:
+    if policy.node_kinds is not None and node.kind not in policy.node_kinds:
+        raise _Refused(f"{_KIND_SQL.get(node.kind, node.kind)} is not allowed in {policy.name}; "
+                       "it reads SELECT statements over its tables only")  # fmt: skip
     if node.kind == "Set":
         raise _Refused(_settings_message(policy))
     if node.kind == "TableIdentifier":
@@ -308,22 +317,26 @@ def run_readonly(
     verdict = check(store, sql, policy)
     if not verdict.allowed:
         raise BadQuery(verdict.reason)
-    if verdict.kind == SELECT:
-        # A wrapping SELECT takes the settings for the whole statement; appended to a UNION
-        # whose last part is parenthesised they would not reach every part.
-        fenced = f"SELECT * FROM (\n{verdict.statement}\n) {limits.clause()}"
-    else:
-        fenced = f"{verdict.statement} {limits.clause()}"
     try:
-        return store.query(fenced)
+        return store.query(fence(verdict, limits))
     except Exception as exc:
-        stopped = _stopped_by_limit(exc, limits, policy)
+        stopped = stopped_by_limit(exc, limits, policy)
         if stopped is None:
             raise
         raise stopped from exc
 
 
-def _stopped_by_limit(exc: Exception, limits: Limits, policy: Policy) -> BadQuery | None:
+def fence(verdict: Verdict, limits: Limits, first: str = "") -> str:
+    """The allowed statement of `verdict` as it runs: read-only within `limits`, with the
+    settings text `first` (e.g. the auditor's `additional_table_filters`) before `readonly`."""
+    if verdict.kind == SELECT:
+        # A wrapping SELECT takes the settings for the whole statement; appended to a UNION
+        # whose last part is parenthesised they would not reach every part.
+        return f"SELECT * FROM (\n{verdict.statement}\n) {limits.clause(first)}"
+    return f"{verdict.statement} {limits.clause(first)}"
+
+
+def stopped_by_limit(exc: Exception, limits: Limits, policy: Policy) -> BadQuery | None:
     """BadQuery naming the limit the statement ran into, or None for any other error. The store
     client maps some of these codes to StoreUnavailable and leaves others unclassified."""
     code = getattr(exc.__cause__ if isinstance(exc, (BadQuery, StoreUnavailable)) else exc,

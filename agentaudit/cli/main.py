@@ -6,13 +6,14 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from agentaudit.cli import actions, blocks, budgets, erase, goldsets, keys, trail
+from agentaudit.cli import actions, auditors, blocks, budgets, erase, goldsets, keys, trail
 from agentaudit.cli.output import OutputFormat
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
@@ -119,12 +120,25 @@ def migrate(
 def query(
     sql: Annotated[str, typer.Argument(help="The SQL statement to run.")],
     format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+    as_auditor: Annotated[
+        str | None,
+        typer.Option("--as", help="Run as this auditor: one SELECT, scoped to its tenants, recorded. "
+                     "Token from AGENTAUDIT_AUDITOR_TOKEN or --token-file."),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the auditor's token (with --as).")
+    ] = None,
 ) -> None:
     """Run a read-only statement against the trail (SELECT, DESCRIBE, SHOW TABLES, EXISTS),
     through the worker while one runs, directly otherwise; anything else exits with 5."""
     from agentaudit.services import run_query
 
-    run_query(_settings(), sql, format.value, console)
+    auditor = None
+    if as_auditor is not None:
+        from agentaudit.cli.auditors import auditor_token
+
+        auditor = (as_auditor, auditor_token(token_file))
+    run_query(_settings(), sql, format.value, console, auditor=auditor)
 
 
 @app.command()
@@ -192,6 +206,8 @@ app.command("blocks")(blocks.list_blocks)
 app.add_typer(goldsets.app, name="goldsets")
 # the verifiable trail: signing keys, verify, export, receipts (issue #10)
 app.add_typer(keys.app, name="keys")
+# auditors: scoped, recorded read access (issue #11)
+app.add_typer(auditors.app, name="auditors")
 trail.register(app)
 # the action trail: decision, approval, execution per action (issue #11, part C)
 app.command("trail")(actions.trail)

@@ -16,10 +16,11 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from agentaudit.errors import UserError
 from agentaudit.store.chdb_engine import TRAILING_FORMAT_RE, ChdbEngine, EngineError, Outcome
 from agentaudit.store.client import USER_ERROR_CODES
 from agentaudit.store.http_body import Body, param_text, parse_form, parse_query_string
@@ -53,6 +54,10 @@ _OPAQUE_RE = re.compile(
     re.DOTALL,
 )
 SYNTAX_ERROR = 62
+_USER_ERROR = 497  # ACCESS_DENIED: a refused auditor statement, an unrecorded one
+_NAMES = {AUTHENTICATION_FAILED: "AUTHENTICATION_FAILED", _USER_ERROR: "ACCESS_DENIED"}
+# (user, password, statement without FORMAT, format) -> the answer; raises UserError to refuse.
+AuditorRoute = Callable[[str, str, bytes, str], Outcome]
 _HEAD_LIMIT = 1 << 18  # an INSERT statement longer than this is not a data insert
 
 _CONTENT_TYPES = {
@@ -127,13 +132,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         query_id = params.get("query_id", b"").decode(errors="replace") or str(uuid.uuid4())
         try:
-            if not self._authorized(params):
+            user, password = self._credentials(params)
+            if self.server.auditors is not None and user and not self._authorized(params):
+                # Auditor credentials: the auditor path, never the raw engine.
+                fmt, outcome = self._audited(user, password, body, params)
+            elif not self._authorized(params):
                 raise EngineError(
                     AUTHENTICATION_FAILED,
                     "Code: 516. DB::Exception: Authentication failed: the embedded store wants the "
                     "token from store.endpoint.json as the password. (AUTHENTICATION_FAILED)",
                 )
-            fmt, outcome = self._execute(body, params)
+            else:
+                fmt, outcome = self._execute(body, params)
         except OSError:  # the client went away mid-request: nobody to answer
             self.close_connection = True
             return
@@ -161,6 +171,47 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"Content-Type": "text/plain; charset=UTF-8",
                    "X-ClickHouse-Exception-Code": str(error.code), "X-ClickHouse-Query-Id": query_id}  # fmt: skip
         self._reply(status, f"{error.message}\n".encode(), headers)
+
+    def _credentials(self, params: dict[str, bytes]) -> tuple[str, str]:
+        """(user, password) from basic auth, X-ClickHouse-User/Key or `user=`/`password=`."""
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            try:
+                text = base64.b64decode(auth[6:]).decode(errors="replace")
+            except ValueError:
+                return "", ""
+            user, _, password = text.partition(":")
+        else:
+            user = self.headers.get("X-ClickHouse-User") or params.get("user", b"").decode(
+                errors="replace"
+            )
+            password = self.headers.get("X-ClickHouse-Key") or params.get(
+                "password", b""
+            ).decode(errors="replace")
+        # `default` (or no user) is the operator, who authenticates with the endpoint's token.
+        return ("", "") if user == "default" else (user, password)
+
+    def _audited(
+        self, user: str, password: str, body: Body, params: dict[str, bytes]
+    ) -> tuple[str, Outcome]:
+        """An auditor's request: the whole body is one statement, judged by the route."""
+        assert self.server.auditors is not None
+        if body.content_type.startswith("multipart/form-data"):
+            params = {**params, **parse_form(body.content_type, body.read_all())}
+        # Several statements are refused by the route's parser check, and recorded.
+        sql = (params["query"] + b"\n" if "query" in params else b"") + body.read_all()
+        trailing = TRAILING_FORMAT_RE.search(sql)
+        fmt = params.get("default_format", b"").decode() or "TabSeparated"
+        if trailing:
+            fmt, sql = trailing.group(1).decode(), sql[: trailing.start()]
+        try:
+            return fmt, self.server.auditors(user, password, sql, fmt)
+        except EngineError:
+            raise
+        except UserError as exc:  # refused, unauthenticated, unrecorded: the auditor's answer
+            code = getattr(exc, "clickhouse_code", _USER_ERROR)
+            name = _NAMES.get(code, "ACCESS_DENIED")
+            raise EngineError(code, f"Code: {code}. DB::Exception: {exc}. ({name})") from None
 
     def _authorized(self, params: dict[str, bytes]) -> bool:
         """The token as password: basic auth, X-ClickHouse-Key, `password=`, or a bearer token."""
@@ -238,6 +289,8 @@ class ChdbHttpServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), _Handler)
         self.engine = engine
         self.token = token
+        # Requests with other credentials go here (agentaudit/auditors/http.py); None: refused.
+        self.auditors: AuditorRoute | None = None
         self._thread: threading.Thread | None = None
 
     @property

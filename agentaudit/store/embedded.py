@@ -133,7 +133,14 @@ class EmbeddedOwner:
                 "directory per process: close the other store first"
             ) from None
         try:
-            self._server = ChdbHttpServer(self._engine, secrets.token_urlsafe(32)).start()
+            self._server = ChdbHttpServer(self._engine, secrets.token_urlsafe(32))
+            from agentaudit.auditors.http import AuditorRoute
+
+            # Requests with an auditor's name and token: scoped, recorded (issue 11).
+            self._server.auditors = AuditorRoute.for_endpoint(
+                self.settings, self._engine, self._server.url, self._server.token
+            )
+            self._server.start()
             self.published = Published(self._server.url, self._server.token, os.getpid())
             _write_private(endpoint_path(self.settings), json.dumps(asdict(self.published)))
         except BaseException:

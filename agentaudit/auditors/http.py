@@ -1,0 +1,105 @@
+"""The auditor route of the embedded store's HTTP endpoint.
+
+An auditor points any ClickHouse HTTP client at the endpoint with user = auditor name and
+password = token. `chdb_http` hands such requests here (never to the raw engine): the
+statement goes through `AuditorGate` (channel `http`), which checks, scopes and records it
+through an operator connection to the same endpoint, and the allowed, fenced statement runs on
+the engine in the format the client asked for. clickhouse-connect's connection handshake
+(server version and time zone, the settings list, the protocol probe) is answered without
+touching the trail and is not recorded; it reports every setting read-only, so the client
+sends none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentaudit.auditors.gate import AuditorGate, Counts, Fenced
+from agentaudit.auditors.registry import authenticate
+from agentaudit.settings import Settings
+from agentaudit.store.chdb_engine import ChdbEngine, Outcome
+from agentaudit.store.client import ClickHouseStore
+from agentaudit.store.protocol import Store
+
+DATABASE = "default"  # auditors' statements run here whatever the client asks (explained once)
+HANDSHAKE = {
+    "SELECT version(), timezone()": "SELECT version(), timezone()",
+    "SELECT name, value, readonly FROM system.settings LIMIT 10000":
+        "SELECT name, value, 1 AS readonly FROM system.settings LIMIT 10000",
+    "SELECT 1 AS check": "SELECT 1 AS check",
+}  # fmt: skip
+
+
+class AuditorRoute:
+    """Answers auditor requests for the server whose operator endpoint is `endpoint`."""
+
+    def __init__(self, settings: Settings, engine: ChdbEngine, store: Store) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = store  # an operator connection to this same endpoint (loopback)
+
+    @classmethod
+    def for_endpoint(
+        cls, settings: Settings, engine: ChdbEngine, url: str, token: str
+    ) -> AuditorRoute:
+        """The route of the server at `url` (the store connection opens on first use)."""
+        from agentaudit.store.embedded import Published
+
+        host_port = url.removeprefix("http://")
+        published = Published(f"http://{host_port}", token, 0)
+        return cls(settings, engine, _LazyStore(published))
+
+    def __call__(self, user: str, password: str, sql: bytes, fmt: str) -> Outcome:
+        """The auditor's answer: AuthenticationFailed, BadQuery, AccessLogUnavailable or the
+        run's error propagate (the server turns them into ClickHouse-style errors)."""
+        text = sql.decode("utf-8", "replace").strip().rstrip(";").strip()
+        for asked, answered in HANDSHAKE.items():
+            if (
+                text == asked
+                or text == f"{asked}\n FORMAT {fmt}"
+                or text == f"{asked} FORMAT {fmt}"
+            ):
+                return self.engine.query(answered.encode(), fmt, {}, DATABASE, {})
+        auditor = authenticate(self.store, user, password)
+
+        def execute(fenced: Fenced) -> tuple[Outcome, Counts]:
+            outcome = self.engine.query(fenced.text.encode(), fmt, {}, DATABASE, {})
+            # chDB reports no result row count, and the client's format (Native) is not
+            # parsed here: a second run, equally scoped and fenced, counts the rows.
+            rows = int(self.store.query(fenced.count_text).result_rows[0][0])
+            summary = outcome.summary
+            return outcome, Counts(rows, int(summary.get("read_rows", 0)),
+                                   int(summary.get("read_bytes", 0)))  # fmt: skip
+
+        gate: AuditorGate[Outcome] = AuditorGate(self.settings, self.store)
+        return gate.run(auditor, text, "http", execute)
+
+
+class _LazyStore:
+    """A ClickHouseStore to the endpoint, connected on first use (the server must be serving)."""
+
+    def __init__(self, published: Any) -> None:
+        self._published = published
+        self._store: ClickHouseStore | None = None
+
+    def _get(self) -> ClickHouseStore:
+        if self._store is None:
+            self._store = ClickHouseStore(self._published.endpoint(), connect_timeout=3)
+        return self._store
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        return self._get().query(sql, parameters)
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        return self._get().command(sql, parameters)
+
+    def insert(self, *args: Any, **kwargs: Any) -> None:
+        self._get().insert(*args, **kwargs)
+
+    def ping(self) -> bool:
+        return self._get().ping()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None

@@ -1,0 +1,2 @@
+DROP VIEW IF EXISTS agentaudit.auditor_queries;
+DROP TABLE IF EXISTS agentaudit.auditors;
