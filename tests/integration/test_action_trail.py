@@ -110,11 +110,19 @@ async def test_demo_fleet_trail_finds_every_injected_case_and_flags_nothing_else
         rogue = by_id[next(iter(injected))]
         runs = {"rogue": rogue["run_id"], "action": next(a for a in actions if not a["flagged"])}
 
-    # the command line, against the same store (now opened by the CLI itself)
-    env = settings_env(settings) | {"COLUMNS": "200"}
-    cli = [sys.executable, "-m", "agentaudit.cli.main", "trail"]
-    done = subprocess.run([*cli, "--run", runs["rogue"], "--flagged", "--format", "json"], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    _check_cli(settings_env(settings) | {"COLUMNS": "200"}, injected, by_id, runs)
+
+
+def _check_cli(
+    env: dict[str, str], injected: dict[str, str], by_id: dict[str, dict[str, Any]], runs: dict[str, Any]
+) -> None:
+    """The command line, against the same store (now opened by the CLI itself)."""
+
+    def trail(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "agentaudit.cli.main", "trail", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    done = trail("--run", runs["rogue"], "--flagged", "--format", "json")
     assert done.returncode == 1, done.stderr  # flagged actions found
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert {line["action_id"] for line in lines} == {
@@ -122,10 +130,8 @@ async def test_demo_fleet_trail_finds_every_injected_case_and_flags_nothing_else
     }
     assert all(any(line[flag] for flag in FLAGS) for line in lines)
     clean = runs["action"]
-    done = subprocess.run([*cli, "--action", clean["action_id"]], env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = trail("--action", clean["action_id"])
     assert done.returncode == 0, done.stderr
     assert f"action {clean['action_id']}" in done.stdout and "1 action, 0 flagged" in done.stdout
-    done = subprocess.run([*cli, "--run", "r", "--tenant", "acme"], env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = trail("--run", "r", "--tenant", "acme")
     assert done.returncode == 2 and "exactly one of" in done.stderr
