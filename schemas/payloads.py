@@ -256,23 +256,29 @@ class LegalHoldChanged(StrictModel):
     reason: Label
 
 
-class RetentionHorizon(StrictModel):
-    """One chain's horizon: rows with chain_seq <= `horizon` may be gone. `floor`: the first
-    chain_seq of a held subject's rows in the chain (the horizon stays below it), if any."""
-
-    partition: Annotated[int, Field(ge=0, le=1_000_000)]
-    horizon: Annotated[int, Field(ge=0)]
-    floor: Annotated[int, Field(ge=1)] | None = None
-
-
 class RetentionApplied(StrictModel):
-    """Retention is about to cut each listed chain's prefix up to its horizon (published before
-    the delete): the policy in force (`days`) and the subject holds it respected (a tenant hold
-    cuts nothing: no such event) (issue 11)."""
+    """Retention is about to cut chains' prefixes (published before the delete; issue 11): the
+    policy in force (`days`), the subject holds it respected (a tenant hold cuts nothing: no
+    such event), and per chain of the tenant with a horizon (parallel lists, one entry per
+    chain; every such chain is listed, so the newest event restates them all): its
+    `partitions`, `horizons` (rows with chain_seq <= horizon may be gone), `horizon_days` (the
+    retention the horizon was cut under) and `floors` (the first chain_seq of a held subject's
+    rows in the chain, the horizon stays below it; 0 = none). Lists of numbers, not of objects:
+    the sink's duplicate-key check counts nested objects, not objects inside lists."""
 
     days: Annotated[int, Field(ge=1, le=100_000)]
     held_subjects: Annotated[list[OpaqueId], Field(max_length=10_000)]
-    chains: Annotated[list[RetentionHorizon], Field(min_length=1, max_length=1_024)]
+    partitions: Annotated[list[Annotated[int, Field(ge=0, le=1_000_000)]], Field(min_length=1, max_length=1_024)]
+    horizons: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=1_024)]
+    horizon_days: Annotated[list[Annotated[int, Field(ge=1, le=100_000)]], Field(min_length=1, max_length=1_024)]
+    floors: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=1_024)]
+
+    @model_validator(mode="after")
+    def _one_entry_per_chain(self) -> RetentionApplied:
+        n = len(self.partitions)
+        if not len(self.horizons) == len(self.horizon_days) == len(self.floors) == n:
+            raise ValueError("partitions, horizons, horizon_days and floors differ in length")
+        return self
 
 
 KeyId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]

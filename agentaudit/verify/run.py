@@ -21,6 +21,7 @@ from typing import Any
 
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.keyring import PUBLIC_KEYS_FILE, load_public_keys
+from agentaudit.retention.evidence import expiries, start_tree
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
 from agentaudit.store.protocol import column_text as _text
@@ -67,6 +68,7 @@ def verify_store(
 ) -> list[ChainReport]:
     """Verify every chain (of ``tenant``) in the store against both checkpoint sources."""
     started = clock()
+    claims = expiries(store, tenant)  # retention sweeps' claims (`expired by policy`)
     anchor = DirectoryAnchor(settings.checkpoints_dir)
     reports = []
     # The derived-value check reads every row in the window once; it runs beside the chains'
@@ -78,7 +80,7 @@ def verify_store(
             t, p = chain.tenant, chain.partition
             origin = origin_for(settings.deployment, t, p)
             audit = ChainAudit(origin, t, p, keys, found, sources=frozenset({"store", "anchor"}),
-                               started_at=started)  # fmt: skip
+                               started_at=started, expiry=claims.get((t, p), ()))  # fmt: skip
             tick = None if progress is None else (lambda n, o=origin: progress(o, n))
             flags = None if check is None else (lambda c=check, t=t, p=p: c.result().of(t, p))
             reports.append(audit.run(rows, tick, flags))
@@ -161,6 +163,8 @@ def export_bundle(
             if isinstance(r, Run):  # checked rows, in the window
                 last = r.last
                 continue
+            if tree.size == 0 and r[0] > 1:  # after an expired prefix: its stored frontier
+                tree, start_prev = start_tree(found, r[0] - 1) or tree, r[5]
             if r[9]:
                 first = first or r[0]
                 last = r[0]

@@ -79,7 +79,10 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "retention_applied": {
         "days": 30,
         "held_subjects": [],
-        "chains": [{"partition": 0, "horizon": 0}],
+        "partitions": [0],
+        "horizons": [0],
+        "horizon_days": [30],
+        "floors": [0],
     },
     "subject_erased": {"reason": "GDPR art. 17 request 7", "key_ids": []},
 }

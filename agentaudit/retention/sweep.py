@@ -1,0 +1,162 @@
+"""Retention enforcement: cut a prefix of each chain, never arbitrary rows.
+
+Per chain (tenant, partition) of a tenant with a retention of D days and no tenant hold, the
+horizon H is the largest size of a checkpoint that (1) is in the anchor directory and verifies
+with the deployment's public keys, (2) was signed at least D days before now, (3) has a stored
+frontier that reproduces its root (the tree, and so verification, resumes there), (4) is
+below the chain's last row (the chain's head and the sink's recovery stay in the store) and
+(5) below the first row of every held subject in the chain. Before cutting, the stored leaf
+hashes of the rows to go must reproduce H's signed root (a prefix that does not verify is
+evidence: it is never deleted). Then a `retention_applied` event naming every horizon of the
+tenant is published (acknowledged, or nothing is deleted), the rows with chain_seq <= H are
+deleted, and one `retention_log` row per cut chain is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from agentaudit.anchors import DirectoryAnchor
+from agentaudit.retention.policy import Policy, Publish, log_rows, policies
+from agentaudit.settings import Settings
+from agentaudit.store.protocol import Store
+from agentaudit.store.protocol import column_text as _text
+from agentaudit.system_events import publish, system_event
+from agentaudit.trail.checkpoint import CheckpointError, open_checkpoint, origin_for
+from agentaudit.trail.merkle import CompactTree
+from agentaudit.trail.note import NoteError
+from agentaudit.trail.pubkeys import PublicKeys
+from producers.clock import UtcNow, utc_now
+
+log = logging.getLogger(__name__)
+
+_CHAINS_SQL = """
+SELECT kafka_partition, min(chain_seq), max(chain_seq) FROM agentaudit.events
+WHERE tenant_id = {t:String} GROUP BY kafka_partition ORDER BY kafka_partition"""
+_FLOOR_SQL = """
+SELECT min(chain_seq) FROM agentaudit.events
+WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32} AND has({subjects:Array(String)}, user_id)"""
+_CHECKPOINTS_SQL = """
+SELECT tree_size, note, frontier FROM agentaudit.checkpoints
+WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32}
+  AND tree_size >= {lo:UInt64} AND tree_size < {hi:UInt64}
+ORDER BY tree_size DESC"""
+_LEAVES_SQL = """
+SELECT chain_seq, leaf_hash FROM agentaudit.events
+WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32}
+  AND chain_seq > {lo:UInt64} AND chain_seq <= {hi:UInt64}
+ORDER BY chain_seq"""
+_PRIOR_SQL = """
+SELECT kafka_partition, argMax(horizon, changed_at), argMax(days, changed_at)
+FROM agentaudit.retention_log WHERE tenant_id = {t:String} AND kind = 'applied'
+GROUP BY kafka_partition"""
+_DELETE_SQL = """
+ALTER TABLE agentaudit.events DELETE
+WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32} AND chain_seq <= {h:UInt64}
+SETTINGS mutations_sync = 2"""
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A chain's horizon after a sweep: rows chain_seq <= ``horizon`` gone."""
+
+    tenant_id: str
+    partition: int
+    horizon: int
+    previous: int
+    days: int
+    floor: int | None = None
+
+
+def sweep(
+    settings: Settings, store: Store, keys: PublicKeys, *, tenant: str = "",
+    now: UtcNow = utc_now, publish_: Publish = publish,
+) -> list[Cut]:  # fmt: skip
+    """Apply every tenant's retention (or ``tenant``'s) once; the chains cut."""
+    anchor = DirectoryAnchor(settings.checkpoints_dir)
+    cuts: list[Cut] = []
+    for t, pol in sorted(policies(store, tenant).items()):
+        if pol.days is not None and not pol.tenant_hold:
+            cuts += _sweep_tenant(settings, store, keys, anchor, pol, now(), publish_)
+    return cuts
+
+
+def _sweep_tenant(settings: Settings, store: Store, keys: PublicKeys, anchor: DirectoryAnchor,
+                  pol: Policy, at: datetime, publish_: Publish) -> list[Cut]:  # fmt: skip
+    t, days = pol.tenant_id, pol.days
+    assert days is not None
+    cutoff = (at - timedelta(days=days)).timestamp()
+    prior = {int(p): (int(h), int(d)) for p, h, d in store.query(_PRIOR_SQL, {"t": t}).result_rows}
+    planned: list[Cut] = []
+    for part, first, last in store.query(_CHAINS_SQL, {"t": t}).result_rows:
+        part, h0 = int(part), int(first) - 1
+        floor = None
+        if pol.held_subjects:
+            f = store.query(_FLOOR_SQL, {"t": t, "p": part, "subjects": pol.held_subjects}).result_rows
+            floor = int(f[0][0]) if f and f[0][0] else None
+        hi = min(int(last), floor or int(last))
+        h = _horizon(settings, store, keys, anchor, t, part, h0, hi, cutoff)
+        if h > h0:
+            planned.append(Cut(t, part, h, h0, days, floor))
+        elif part in prior and prior[part][0] > 0:  # restated: the newest event lists all
+            planned.append(Cut(t, part, prior[part][0], prior[part][0], prior[part][1], floor))
+    new = [c for c in planned if c.horizon > c.previous]
+    if not new:
+        return []
+    payload = {"days": days, "held_subjects": pol.held_subjects,
+               "partitions": [c.partition for c in planned], "horizons": [c.horizon for c in planned],
+               "horizon_days": [c.days for c in planned], "floors": [c.floor or 0 for c in planned]}  # fmt: skip
+    event = system_event("retention_applied", t, payload, user_id="retention", now=lambda: at)
+    publish_(settings, [event])  # recorded first: nothing is deleted unrecorded
+    for c in new:
+        store.command(_DELETE_SQL, {"t": t, "p": c.partition, "h": c.horizon})
+    log_rows(store, [{"changed_at": at, "tenant_id": t, "kind": "applied", "days": c.days,
+                      "kafka_partition": c.partition, "horizon": c.horizon, "actor": "retention",
+                      "reason": f"retention {c.days} days", "event_id": event["event_id"]}
+                     for c in new])  # fmt: skip
+    return new
+
+
+def _horizon(settings: Settings, store: Store, keys: PublicKeys, anchor: DirectoryAnchor,
+             t: str, p: int, h0: int, below: int, cutoff: float) -> int:  # fmt: skip
+    """The chain's new horizon (``h0`` when nothing may be cut): see the module docstring."""
+    origin = origin_for(settings.deployment, t, p)
+    anchored = set(anchor.notes(t, p))
+    params = {"t": t, "p": p, "lo": h0, "hi": below}
+    rows = store.query(_CHECKPOINTS_SQL, params).result_rows
+    start: CompactTree | None = CompactTree() if h0 == 0 else None
+    best: tuple[int, bytes] | None = None
+    for size, note, frontier in rows:
+        note, size = _text(note), int(size)
+        if note not in anchored:
+            continue
+        try:
+            cp, _ = open_checkpoint(note, keys.verifiers(origin), origin)
+            tree = CompactTree(size, [bytes.fromhex(_text(h)) for h in frontier])
+        except (NoteError, CheckpointError, ValueError):
+            continue
+        if tree.root() != cp.root_hash:
+            continue
+        if size == h0:
+            start = tree
+            continue
+        times = [int(x[5:]) for x in cp.extensions if x.startswith("time ") and x[5:].isdigit()]
+        if best is None and times and times[0] <= cutoff:
+            best = (size, cp.root_hash)
+    if best is None or start is None:
+        return h0
+    size, root = best
+    leaves = store.query(_LEAVES_SQL, {**params, "hi": size}).result_rows
+    seqs = [int(s) for s, _ in leaves]
+    if seqs != list(range(h0 + 1, size + 1)) or any(not _text(lh).strip("\x00") for _, lh in leaves):
+        log.error("retention: %s/p%s rows %s-%s are not all there with leaf hashes; not cut",
+                  t, p, h0 + 1, size)  # fmt: skip
+        return h0
+    start.extend([bytes.fromhex(_text(lh)) for _, lh in leaves])
+    if start.root() != root:
+        log.error("retention: %s/p%s rows %s-%s do not reproduce the signed root at %s; not cut "
+                  "(run agentaudit verify)", t, p, h0 + 1, size, size)  # fmt: skip
+        return h0
+    return size
