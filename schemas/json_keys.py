@@ -40,8 +40,8 @@ def _escaped_quote_keys(raw: bytes) -> int:
 
 
 def _holds_keys(annotation: Any) -> bool:
-    """Whether a field's values can be JSON objects (every field of this contract that can
-    holds only models or dicts, besides None)."""
+    """Whether a field's values can be JSON objects: models, dicts, or lists of them (besides
+    None)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return True
     if annotation is dict or get_origin(annotation) is dict:
@@ -75,6 +75,8 @@ def model_key_count(model: BaseModel) -> int:
             value = getattr(model, name)
             if type(value) is dict:
                 count += len(value)
+            elif type(value) is list:  # a list of models (or of dicts)
+                count += sum(len(v) if type(v) is dict else model_key_count(v) for v in value)
             elif value is not None:  # a model, by `_holds_keys`
                 count += (
                     len(value.__pydantic_fields_set__)
