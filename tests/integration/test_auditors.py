@@ -23,8 +23,10 @@ from tests.conftest import settings_env
 pytestmark = pytest.mark.integration
 
 
-def cli(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([".venv/bin/agentaudit", *args], capture_output=True, text=True, timeout=120,
+def cli(
+    settings: Settings, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([".venv/bin/agentaudit", *args], capture_output=True, text=True, timeout=120, check=False,
                           env={**settings_env(settings), **(env or {})})  # fmt: skip
 
 
@@ -52,7 +54,9 @@ def test_add_query_as_list_rm_through_the_cli(settings: Settings) -> None:
     revoked = cli(settings, "query", "--as", "kim", "SELECT 1", env=env)
     assert revoked.returncode == 2 and "authentication failed" in revoked.stderr
     with open_store(settings) as store:  # the registry is a history: added, then removed
-        rows = store.query("SELECT action, token_sha256 FROM agentaudit.auditors ORDER BY seq").result_rows
+        rows = store.query(
+            "SELECT action, token_sha256 FROM agentaudit.auditors ORDER BY seq"
+        ).result_rows
     assert [r[0] for r in rows] == ["added", "removed"]
     assert token not in str(rows) and column_text(rows[0][1]) == registry.token_sha256(token)
 
