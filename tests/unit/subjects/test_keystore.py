@@ -96,3 +96,31 @@ def test_a_second_store_finds_the_kek_and_keeps_it(tmp_path: Path) -> None:
     made = a.create("acme", "u-1")
     b.check()
     assert b.get("acme", "u-1", made.kid) is not None
+
+
+def test_erase_publishes_first_and_destroys_after_never_before(tmp_path: Path) -> None:
+    from agentaudit.errors import BrokerUnreachable
+    from agentaudit.settings import Settings
+    from agentaudit.subjects.erasure import erase_subject
+
+    settings = Settings(subject_key_dir=tmp_path / "subjects", subject_kek_file=tmp_path / "kek")
+    keys = SubjectKeyStore.from_settings(settings)
+    kid = keys.create("acme", "u-1").kid
+    sent: list[dict] = []
+
+    def refused(_s: Settings, _events: object) -> None:
+        raise BrokerUnreachable("no broker")
+
+    with pytest.raises(BrokerUnreachable):
+        erase_subject(settings, "acme", "u-1", "request 7", "dpo", send=refused)
+    assert keys.kids("acme", "u-1") == [kid]  # not recorded: nothing destroyed
+
+    def recorded(_s: Settings, events: list[dict]) -> None:
+        assert keys.kids("acme", "u-1") == [kid]  # the keys still exist while it is published
+        sent.extend(events)
+
+    done = erase_subject(settings, "acme", "u-1", "request 7", "dpo", send=recorded)
+    assert done.destroyed == [kid] and keys.kids("acme", "u-1") == []
+    (event,) = sent
+    assert event["type"] == "subject_erased" and event["user_id"] == "dpo"
+    assert event["payload"] == {"subject": "u-1", "reason": "request 7", "key_ids": [kid]}
