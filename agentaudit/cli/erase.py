@@ -47,11 +47,18 @@ def erase(
     """Destroy a subject's content keys: their prompts, responses, error messages and attribute
     values become unreadable for good; every checkpoint and proof still verifies. A
     `subject_erased` event is published (acknowledged) first, the keys are destroyed after."""
+    from agentaudit.store import open_store, store_exists
     from agentaudit.subjects.erasure import erase_subject
+    from agentaudit.subjects.keystore import SubjectKeyStore
 
     if (subject is None) == (not unattributed):
         raise UserError("give exactly one of --subject S and --unattributed")
-    done = erase_subject(Settings(), tenant, subject, reason, _operator(by))
+    settings = Settings()
+    SubjectKeyStore.from_settings(settings).check()  # an outage says so before anything else
+    if settings.embedded and not store_exists(settings):
+        raise StoreUnavailable(f"no store at {settings.store_dir}: legal holds cannot be checked")
+    with open_store(settings) as store:  # legal holds live there (`agentaudit hold`)
+        done = erase_subject(settings, tenant, subject, reason, _operator(by), store=store)
     who = f"subject {subject}" if subject is not None else "unattributed content"
     keys = ", ".join(done.destroyed) or "none existed"
     console.print(f"erased {who} of {tenant}: recorded as event {done.event_id}; keys destroyed: "

@@ -30,6 +30,26 @@ class Erased:
     destroyed: list[str]
 
 
+class UnderLegalHold(UserError):
+    """The subject (or the whole tenant) is under a legal hold: erasure waits for its lift."""
+
+
+def legal_hold(store: Store, tenant: str, subject: str | None) -> str | None:
+    """Why `subject` (None: the unattributed content) of `tenant` may not be erased now, or
+    None. A hold keeps data a legal claim needs; erasure does not apply to it (GDPR Art.
+    17(3)(e)), so it waits until the hold is lifted (`agentaudit hold rm`)."""
+    from agentaudit.retention.policy import policies
+
+    policy = policies(store, tenant).get(tenant)
+    if policy is None:
+        return None
+    if policy.tenant_hold:
+        return f"tenant {tenant} is under legal hold"
+    if subject is not None and subject in policy.held_subjects:
+        return f"subject {subject} of {tenant} is under legal hold"
+    return None
+
+
 def erase_subject(
     settings: Settings,
     tenant: str,
@@ -37,13 +57,19 @@ def erase_subject(
     reason: str,
     operator: str,
     *,
+    store: Store | None = None,
     send: Publish = publish,
 ) -> Erased:
     """Record the erasure of `subject` (None: the tenant's unattributed content) in the trail,
     then destroy its keys. Raises `KeyStoreUnavailable` before publishing when the key store
-    cannot be read, `BrokerUnreachable`/`UserError` when the event is not acknowledged."""
+    cannot be read, `UnderLegalHold` when ``store`` holds a legal hold on it,
+    `BrokerUnreachable`/`UserError` when the event is not acknowledged."""
     keys = SubjectKeyStore.from_settings(settings)
     keys.check()
+    held = legal_hold(store, tenant, subject) if store is not None else None
+    if held is not None:
+        raise UnderLegalHold(f"not erased: {held}; a hold keeps what a legal claim needs, so "
+                             "erasure waits until it is lifted (`agentaudit hold rm`)")  # fmt: skip
     payload: dict[str, Any] = {"reason": reason, "key_ids": keys.kids(tenant, subject)}
     if subject is not None:
         payload["subject"] = subject

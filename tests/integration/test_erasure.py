@@ -8,6 +8,7 @@ A key store outage stops the sink without storing plaintext or losing an event.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -159,3 +160,25 @@ def test_erase_refuses_before_publishing_when_the_key_store_is_down(settings: Se
     assert result.returncode == 7, result.stderr
     assert "missing" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert len(keys.kids("ks", "u-1")) == 1
+
+
+async def test_erase_waits_while_a_legal_hold_keeps_the_subject(settings: Settings, tmp_path: Path) -> None:
+    from agentaudit.retention.policy import set_hold
+
+    settings = isolated_keys(settings, tmp_path)
+    await ensure_topics(settings)
+    keys = SubjectKeyStore.from_settings(settings)
+    keys.create("lh", "u-1")
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        await asyncio.to_thread(set_hold, settings, store, "lh", "u-1", True, "case 12", "legal")
+        held = cli(settings, "erase", "--tenant", "lh", "--subject", "u-1", "--reason", "request 9")
+        assert held.returncode != 0 and "legal hold" in held.stderr, held.stderr
+        assert len(keys.kids("lh", "u-1")) == 1, "nothing destroyed under a hold"
+        await asyncio.to_thread(set_hold, settings, store, "lh", "u-1", False, "case closed", "legal")
+        done = cli(settings, "erase", "--tenant", "lh", "--subject", "u-1", "--reason", "request 9")
+        assert done.returncode == 0, done.stderr
+        assert keys.kids("lh", "u-1") == []
+        await sink_until(settings, store, lambda w: w.processor.counters.accepted >= 3)
+        kinds = store.query("SELECT type FROM agentaudit.events WHERE tenant_id = 'lh' ORDER BY chain_seq").result_rows
+    assert [k for (k,) in kinds] == ["legal_hold_changed", "legal_hold_changed", "subject_erased"]
