@@ -13,7 +13,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from agentaudit.cli import actions, auditors, blocks, budgets, erase, goldsets, keys, trail
+from agentaudit.cli import (
+    actions,
+    auditors,
+    blocks,
+    budgets,
+    erase,
+    goldsets,
+    keys,
+    retention,
+    trail,
+)
 from agentaudit.cli.output import OutputFormat
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
@@ -213,6 +223,8 @@ trail.register(app)
 app.command("trail")(actions.trail)
 # erasure by crypto-shredding: erase, reveal (issue #11, part E)
 erase.register(app)
+# retention and legal hold: retention set|show|apply, hold add|rm (issue #11, part D)
+retention.register(app)
 
 
 def main() -> None:

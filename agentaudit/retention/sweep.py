@@ -15,8 +15,9 @@ deleted, and one `retention_log` row per cut chain is written.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.retention.policy import Policy, Publish, log_rows, policies
@@ -48,10 +49,12 @@ SELECT chain_seq, leaf_hash FROM agentaudit.events
 WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32}
   AND chain_seq > {lo:UInt64} AND chain_seq <= {hi:UInt64}
 ORDER BY chain_seq"""
-_PRIOR_SQL = """
-SELECT kafka_partition, argMax(horizon, changed_at), argMax(days, changed_at)
-FROM agentaudit.retention_log WHERE tenant_id = {t:String} AND kind = 'applied'
-GROUP BY kafka_partition"""
+_LAST_CUTS_SQL = """
+SELECT tenant_id, kafka_partition, argMax(horizon, changed_at), argMax(days, changed_at),
+       max(changed_at)
+FROM agentaudit.retention_log
+WHERE kind = 'applied' AND ({t:String} = '' OR tenant_id = {t:String})
+GROUP BY tenant_id, kafka_partition ORDER BY tenant_id, kafka_partition"""
 _DELETE_SQL = """
 ALTER TABLE agentaudit.events DELETE
 WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32} AND chain_seq <= {h:UInt64}
@@ -70,25 +73,81 @@ class Cut:
     floor: int | None = None
 
 
+@dataclass(frozen=True)
+class Kept:
+    """What a sweep left in place and why: a chain (rows chain_seq <= ``horizon`` already
+    gone), or with ``partition`` None a whole tenant."""
+
+    tenant_id: str
+    partition: int | None
+    horizon: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class LastCut:
+    """A chain's newest horizon in `agentaudit.retention_log`."""
+
+    tenant_id: str
+    partition: int
+    horizon: int
+    days: int
+    at: datetime
+
+
+@dataclass
+class SweepReport:
+    """One sweep: the chains cut, and what it kept and why."""
+
+    cuts: list[Cut] = field(default_factory=list)
+    kept: list[Kept] = field(default_factory=list)
+
+
+def last_cuts(store: Store, tenant: str = "") -> dict[tuple[str, int], LastCut]:
+    """Every chain's newest cut (or ``tenant``'s chains'), by (tenant, partition)."""
+    rows = store.query(_LAST_CUTS_SQL, {"t": tenant}).result_rows
+    return {(str(t), int(p)): LastCut(str(t), int(p), int(h), int(d), at)
+            for t, p, h, d, at in rows}  # fmt: skip
+
+
 def sweep(
     settings: Settings, store: Store, keys: PublicKeys, *, tenant: str = "",
     now: UtcNow = utc_now, publish_: Publish = publish,
 ) -> list[Cut]:  # fmt: skip
     """Apply every tenant's retention (or ``tenant``'s) once; the chains cut."""
+    return sweep_report(settings, store, keys, tenant=tenant, now=now, publish_=publish_).cuts
+
+
+def sweep_report(
+    settings: Settings, store: Store, keys: PublicKeys, *, tenant: str = "",
+    now: UtcNow = utc_now, publish_: Publish = publish,
+    stopping: Callable[[], bool] = lambda: False,
+) -> SweepReport:  # fmt: skip
+    """`sweep`, also saying what was kept and why. ``stopping()`` is asked before each tenant:
+    once true, no further tenant is swept (a worker shutting down)."""
     anchor = DirectoryAnchor(settings.checkpoints_dir)
-    cuts: list[Cut] = []
-    for t, pol in sorted(policies(store, tenant).items()):
-        if pol.days is not None and not pol.tenant_hold:
-            cuts += _sweep_tenant(settings, store, keys, anchor, pol, now(), publish_)
-    return cuts
+    report = SweepReport()
+    found = policies(store, tenant)
+    if tenant and tenant not in found:
+        report.kept.append(Kept(tenant, None, 0, "no retention policy: kept forever"))
+    for _, pol in sorted(found.items()):
+        if stopping():
+            break
+        if pol.tenant_hold:
+            report.kept.append(Kept(pol.tenant_id, None, 0, "legal hold on the tenant"))
+        elif pol.days is None:
+            report.kept.append(Kept(pol.tenant_id, None, 0, "retention: forever"))
+        else:
+            _sweep_tenant(settings, store, keys, anchor, pol, now(), publish_, report)
+    return report
 
 
 def _sweep_tenant(settings: Settings, store: Store, keys: PublicKeys, anchor: DirectoryAnchor,
-                  pol: Policy, at: datetime, publish_: Publish) -> list[Cut]:  # fmt: skip
+                  pol: Policy, at: datetime, publish_: Publish, report: SweepReport) -> None:  # fmt: skip
     t, days = pol.tenant_id, pol.days
     assert days is not None
     cutoff = (at - timedelta(days=days)).timestamp()
-    prior = {int(p): (int(h), int(d)) for p, h, d in store.query(_PRIOR_SQL, {"t": t}).result_rows}
+    prior = {p: (c.horizon, c.days) for (_, p), c in last_cuts(store, t).items()}
     planned: list[Cut] = []
     for part, first, last in store.query(_CHAINS_SQL, {"t": t}).result_rows:
         part, h0 = int(part), int(first) - 1
@@ -97,14 +156,18 @@ def _sweep_tenant(settings: Settings, store: Store, keys: PublicKeys, anchor: Di
             f = store.query(_FLOOR_SQL, {"t": t, "p": part, "subjects": pol.held_subjects}).result_rows
             floor = int(f[0][0]) if f and f[0][0] else None
         hi = min(int(last), floor or int(last))
-        h = _horizon(settings, store, keys, anchor, t, part, h0, hi, cutoff)
+        h, why = _horizon(settings, store, keys, anchor, t, part, h0, hi, cutoff, days)
         if h > h0:
             planned.append(Cut(t, part, h, h0, days, floor))
-        elif part in prior and prior[part][0] > 0:  # restated: the newest event lists all
+            continue
+        if floor is not None and floor < int(last):
+            why += f" (held subjects' first row is #{floor})"
+        report.kept.append(Kept(t, part, h0, why))
+        if part in prior and prior[part][0] > 0:  # restated: the newest event lists all
             planned.append(Cut(t, part, prior[part][0], prior[part][0], prior[part][1], floor))
     new = [c for c in planned if c.horizon > c.previous]
     if not new:
-        return []
+        return
     payload = {"days": days, "held_subjects": pol.held_subjects,
                "partitions": [c.partition for c in planned], "horizons": [c.horizon for c in planned],
                "horizon_days": [c.days for c in planned], "floors": [c.floor or 0 for c in planned]}  # fmt: skip
@@ -116,18 +179,19 @@ def _sweep_tenant(settings: Settings, store: Store, keys: PublicKeys, anchor: Di
                       "kafka_partition": c.partition, "horizon": c.horizon, "actor": "retention",
                       "reason": f"retention {c.days} days", "event_id": event["event_id"]}
                      for c in new])  # fmt: skip
-    return new
+    report.cuts += new
 
 
 def _horizon(settings: Settings, store: Store, keys: PublicKeys, anchor: DirectoryAnchor,
-             t: str, p: int, h0: int, below: int, cutoff: float) -> int:  # fmt: skip
-    """The chain's new horizon (``h0`` when nothing may be cut): see the module docstring."""
+             t: str, p: int, h0: int, below: int, cutoff: float, days: int) -> tuple[int, str]:  # fmt: skip
+    """The chain's new horizon, or ``h0`` and why nothing may be cut: see the module docstring."""
     origin = origin_for(settings.deployment, t, p)
     anchored = set(anchor.notes(t, p))
     params = {"t": t, "p": p, "lo": h0, "hi": below}
     rows = store.query(_CHECKPOINTS_SQL, params).result_rows
     start: CompactTree | None = CompactTree() if h0 == 0 else None
     best: tuple[int, bytes] | None = None
+    young: float | None = None  # the oldest verifying checkpoint's time, when all are too young
     for size, note, frontier in rows:
         note, size = _text(note), int(size)
         if note not in anchored:
@@ -145,18 +209,25 @@ def _horizon(settings: Settings, store: Store, keys: PublicKeys, anchor: Directo
         times = [int(x[5:]) for x in cp.extensions if x.startswith("time ") and x[5:].isdigit()]
         if best is None and times and times[0] <= cutoff:
             best = (size, cp.root_hash)
-    if best is None or start is None:
-        return h0
+        elif best is None and times:
+            young = times[0] if young is None else min(young, times[0])
+    if start is None:
+        return h0, f"no stored frontier reproduces the signed root at #{h0} (run agentaudit verify)"
+    if best is None and young is not None:
+        signed = datetime.fromtimestamp(young, UTC).isoformat(timespec="seconds")
+        return h0, f"no checkpoint below #{below} signed {days} days ago yet (oldest: {signed})"
+    if best is None:
+        return h0, f"no anchored checkpoint that verifies between #{h0 + 1} and #{below - 1}"
     size, root = best
     leaves = store.query(_LEAVES_SQL, {**params, "hi": size}).result_rows
     seqs = [int(s) for s, _ in leaves]
     if seqs != list(range(h0 + 1, size + 1)) or any(not _text(lh).strip("\x00") for _, lh in leaves):
         log.error("retention: %s/p%s rows %s-%s are not all there with leaf hashes; not cut",
                   t, p, h0 + 1, size)  # fmt: skip
-        return h0
+        return h0, f"rows #{h0 + 1}-#{size} are not all stored with leaf hashes (run agentaudit verify)"
     start.extend([bytes.fromhex(_text(lh)) for _, lh in leaves])
     if start.root() != root:
         log.error("retention: %s/p%s rows %s-%s do not reproduce the signed root at %s; not cut "
                   "(run agentaudit verify)", t, p, h0 + 1, size, size)  # fmt: skip
-        return h0
-    return size
+        return h0, f"rows #{h0 + 1}-#{size} do not reproduce the signed root (run agentaudit verify)"
+    return size, ""
