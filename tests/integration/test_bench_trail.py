@@ -80,25 +80,3 @@ def test_a_forged_row_far_ahead_is_reached_without_walking_the_gap(tmp_path: Pat
     lines = [ln.render() for rep in reports for ln in rep.lines]
     assert f"Rows localhost/agentaudit/bench-0/p0 101-{far}\tmissing rows (seq 101-{far - 1})" in lines
 
-
-def test_costs_are_checked_across_pages_of_pricing_combinations(tmp_path: Path) -> None:
-    """The cost check groups rows by their pricing inputs and reads the groups in pages; a
-    mispriced row on any page is found, on its own seq, whatever the page size."""
-    from agentaudit.keyring import init_keys
-    from agentaudit.verify.derived import DerivedCheck
-    from agentaudit.verify.run import EVERYTHING
-
-    settings = Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys", partitions=3)
-    init_keys(settings.key_dir)
-    with open_store(settings, own=True) as store:
-        migrate(store)
-        build_signed_store(settings, store, 300, 1, every=100)  # 300 distinct token counts
-        distinct = store.query("SELECT uniqExact(input_tokens) FROM agentaudit.events").result_rows
-        assert distinct[0][0] == 300
-        clean = DerivedCheck(store, "", EVERYTHING.start, EVERYTHING.end, page=7)
-        assert clean.of("bench-0", 0) == {}
-        store.command("ALTER TABLE agentaudit.events UPDATE cost_usd = cost_usd + 1 "
-                      "WHERE chain_seq IN (3, 250) SETTINGS mutations_sync = 2")  # fmt: skip
-        for page in (1, 7, 100_000):
-            check = DerivedCheck(store, "", EVERYTHING.start, EVERYTHING.end, page=page)
-            assert check.of("bench-0", 0) == {3: "cost_usd", 250: "cost_usd"}, page
