@@ -204,9 +204,9 @@ def build_signed_store(
     per_chain = rows // chains
     for lo in range(0, per_chain, every):
         batch: list[tuple[object, ...]] = []
-        for tenant, part in keys:
+        for i, (tenant, part) in enumerate(keys):
             for n in range(lo, min(lo + every, per_chain)):
-                tokens = 1000 + n % 977
+                tokens = 1000 + n + i * per_chain  # every row's usage differs, as in real traffic
                 body = (_PAYLOAD % (n, tokens, n // 50, tenant, n % 1000)).encode()
                 cost = price.llm_call("openai", "gpt-4o-mini",
                                       Usage.model_construct(input_tokens=tokens, output_tokens=310,
