@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -13,6 +14,10 @@ from agentaudit.broker import LocalBroker, ensure_topics
 from agentaudit.errors import StoreUnavailable
 from agentaudit.settings import Settings
 from agentaudit.sink.pool import ChildCounters
+
+if TYPE_CHECKING:
+    from agentaudit.retention.periodic import SweepClock
+    from agentaudit.store.protocol import Store
 
 log = logging.getLogger("agentaudit")
 
@@ -33,8 +38,11 @@ def serve_broker(port: int, partitions: int, console: Console) -> None:
     console.print("broker stopped")
 
 
-async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console) -> None:
-    """Own the store, apply migrations, sink events until `stop` is set."""
+async def serve_worker(
+    settings: Settings, stop: asyncio.Event, console: Console, *, sweep_clock: SweepClock | None = None
+) -> None:
+    """Own the store, apply migrations, sink events until `stop` is set; apply retention every
+    `retention_sweep_interval_s` (at `sweep_clock`'s times; tests inject one)."""
     from agentaudit.gc_tuning import tune_gc
     from agentaudit.jobs_process import JobsProcess
     from agentaudit.sink.worker import run_worker
@@ -67,6 +75,7 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
         records.add_done_callback(lambda _task: stop.set())
         # The jobs run in their own process: storing never waits for analysis.
         jobs = asyncio.create_task(JobsProcess(settings).run(stop)) if settings.stream_jobs else None
+        sweeps = _start_sweeps(settings, store, stop, sweep_clock, console)
         try:
             if settings.sink_processes > 1:
                 c = await _run_sink_processes(settings, stop)
@@ -79,11 +88,25 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, console: Console
             record_sink = await records
             if jobs is not None:
                 await jobs
+            if sweeps is not None:
+                await sweeps  # a sweep under way finishes its tenant before the store closes
         console.print(
             f"worker stopped: {c.accepted} events, {c.dead_lettered} dead letters, "
             f"{c.duplicates} duplicates dropped, {flushes} flushes; "
             f"{sum(record_sink.processor.counters.stored.values())} pipeline records stored"
         )
+
+
+def _start_sweeps(
+    settings: Settings, store: Store, stop: asyncio.Event, clock: SweepClock | None, console: Console
+) -> asyncio.Task[None] | None:
+    """The retention sweeps as a task beside the sink (in a thread each, on this store)."""
+    if settings.retention_sweep_interval_s <= 0 or settings.checkpoint_interval_s <= 0:
+        return None  # off; or an unsigned trail, which no sweep can cut (it needs checkpoints)
+    from agentaudit.retention.periodic import Sweeper
+
+    console.print(f"applying retention every {settings.retention_sweep_interval_s:g} s")
+    return asyncio.create_task(Sweeper(settings, store, clock).run(stop))
 
 
 async def run_stream_jobs(settings: Settings, stop: asyncio.Event) -> None:

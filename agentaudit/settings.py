@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         default=None,
         description="The key-encryption key (0600) wrapping the subject keys; default <key_dir>/subject-kek.",
     )
+    retention_sweep_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="The worker applies every tenant's retention this often (README, Retention "
+        "and legal hold); 0 = never (run `agentaudit retention apply` instead).",
+    )
     dedup_window: int = Field(
         default=200_000,
         ge=0,
