@@ -29,6 +29,7 @@ from agentaudit.trail.checkpoint import CheckpointError, open_checkpoint, origin
 from agentaudit.trail.merkle import CompactTree
 from agentaudit.trail.note import NoteError
 from agentaudit.trail.pubkeys import PublicKeys
+from agentaudit.trail.verdicts import in_use
 from producers.clock import UtcNow, utc_now
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,7 @@ def _horizon(settings: Settings, store: Store, keys: PublicKeys, anchor: Directo
     anchored = set(anchor.notes(t, p))
     params = {"t": t, "p": p, "lo": h0, "hi": below}
     rows = store.query(_CHECKPOINTS_SQL, params).result_rows
+    verifiers = keys.verifiers(origin)
     start: CompactTree | None = CompactTree() if h0 == 0 else None
     best: tuple[int, bytes] | None = None
     young: float | None = None  # the oldest verifying checkpoint's time, when all are too young
@@ -197,19 +199,23 @@ def _horizon(settings: Settings, store: Store, keys: PublicKeys, anchor: Directo
         if note not in anchored:
             continue
         try:
-            cp, _ = open_checkpoint(note, keys.verifiers(origin), origin)
+            cp, opened = open_checkpoint(note, verifiers, origin)
             tree = CompactTree(size, [bytes.fromhex(_text(h)) for h in frontier])
         except (NoteError, CheckpointError, ValueError):
             continue
-        if tree.root() != cp.root_hash:
+        stamps = [x[5:] for x in cp.extensions if x.startswith("time ")]
+        times = [int(x) for x in stamps if x.isdigit()]
+        key = keys.key_for(origin, opened.verified[0].key_id)
+        # What verify rejects is no horizon: one time line, signed while its key was in use.
+        if tree.root() != cp.root_hash or len(stamps) != 1 or len(times) != 1 or key is None \
+                or not in_use(key, times[0]):  # fmt: skip
             continue
         if size == h0:
             start = tree
             continue
-        times = [int(x[5:]) for x in cp.extensions if x.startswith("time ") and x[5:].isdigit()]
-        if best is None and times and times[0] <= cutoff:
+        if best is None and times[0] <= cutoff:
             best = (size, cp.root_hash)
-        elif best is None and times:
+        elif best is None:
             young = times[0] if young is None else min(young, times[0])
     if start is None:
         return h0, f"no stored frontier reproduces the signed root at #{h0} (run agentaudit verify)"

@@ -165,3 +165,31 @@ def test_a_change_the_broker_cannot_record_is_not_made(settings: Settings) -> No
         assert len(lines) == 1 and "cannot reach Kafka" in lines[0], lines
     with open_store(settings) as store:
         assert scalar(store, "SELECT count() FROM agentaudit.retention_log") == 0
+
+
+async def test_no_cut_at_a_checkpoint_verify_would_reject(settings: Settings, tmp_path: Path) -> None:
+    # The key is made now, the first checkpoints say they were signed 40 days ago: outside the
+    # key's use, so verify calls them INVALID. A cut there would leave rows verify reports
+    # missing; the sweep keeps the chain instead.
+    init_keys(tmp_path / "keys")
+    settings = settings.model_copy(update={"checkpoint_interval_s": 0.2, "key_dir": tmp_path / "keys"})
+    await ensure_topics(settings)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        async with running_sink(settings, store) as sink:
+            trail = sink.worker.trail
+            assert trail is not None
+            trail.clock = lambda: utc_now() - timedelta(days=40)
+            for b in range(2):
+                await produce_raw(settings, _batch())
+                await sink.wait(accepted=(b + 1) * PER_BATCH * len(TENANTS))
+                await sink.wait(signed=sink.signed + 2 * len(TENANTS))
+            trail.clock = utc_now
+            _ok(await _cli(settings, "retention", "set", "--tenant", "rc-a", "--days", "30",
+                           "--reason", "contract"))  # fmt: skip
+            await sink.wait(accepted=2 * PER_BATCH * len(TENANTS) + 1)
+            await sink.wait(signed=sink.signed + 2 * len(TENANTS))
+            (kept,) = _json(await _cli(settings, "retention", "apply", "-f", "json"))
+        assert kept["outcome"] == "kept" and kept["rows"] == "all kept", kept
+        assert kept["reason"].startswith("no checkpoint below #41 signed 30 days ago yet")
+        assert scalar(store, "SELECT min(chain_seq) FROM agentaudit.events WHERE tenant_id = 'rc-a'") == 1
