@@ -129,10 +129,15 @@ def _tenants() -> list[str]:
 
 
 TENANTS = _tenants()
-CLOCK_SHIFT = (at := datetime.now(UTC)).replace(hour=12, minute=0, second=0, microsecond=0) - at
-"""The workers' clock (and the expectations') is shifted to noon UTC, so neither the events'
-two minutes nor the run straddle midnight: the daily budgets' windows are the same in every
-run (near midnight, thresholds fall in two windows, or a window ends before it is raised)."""
+_AT = datetime.now(UTC)
+_NOON = _AT.replace(hour=12, minute=0, second=0, microsecond=0)
+CLOCK_SHIFT = (_NOON if _NOON <= _AT else _NOON - timedelta(days=1)) - _AT
+"""The workers' clock (and the expectations') is shifted back to the last noon UTC, so neither
+the events' two minutes nor the run straddle midnight: the daily budgets' windows are the same
+in every run (near midnight, thresholds fall in two windows, or a window ends before it is
+raised). Never forward: the jobs judge events with the sink's verdict, which refuses an event
+dated ahead of its record's (real) timestamp, so a forward shift dropped every event between
+midnight and noon."""
 
 
 def _now() -> datetime:
