@@ -227,7 +227,9 @@ def _fleet(now: datetime) -> list[dict[str, Any]]:
             doc = _event(rng, "llm_call", at, **common)
             doc["payload"].update(
                 request_model=("gpt-5-mini", "gpt-5", "unknown-model")[call],
-                response_model=("gpt-5-mini-2026-08-07" if step % 4 == 0 else None),
+                # Not in the newest burst: its unknown-model call must stay unpriced, the one
+                # "today" always holds (`_fixture_now`).
+                response_model=("gpt-5-mini-2026-08-07" if step % 4 == 1 else None),
                 status="error" if call == 2 and step % 3 == 0 else "ok",
                 ttft_ms=120.0 + call,
                 usage={
@@ -359,10 +361,22 @@ def _insert(
     store.insert(table, [list(c) for c in zip(*rows)], columns)
 
 
+def _fixture_now(real: datetime) -> datetime:
+    """The fixture's "now": the real one, but never within 2 s after midnight nor 2 min before
+    it (moved just past midnight, ahead by at most 2 min: within the sink's clock skew), so
+    queries over "today" find the newest burst whenever, within the module, they run."""
+    midnight = real.replace(hour=0, minute=0, second=0, microsecond=0)
+    if real - midnight < timedelta(seconds=2):
+        return midnight + timedelta(seconds=2)
+    if midnight + timedelta(days=1) - real < timedelta(minutes=2):
+        return midnight + timedelta(days=1, seconds=2)
+    return real
+
+
 @pytest.fixture(scope="module")
 def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]:
     """A migrated store holding a fleet's events, a dead letter and records of every kind."""
-    now = datetime.now(UTC)
+    now = _fixture_now(datetime.now(UTC))
     with open_store(Settings(data_dir=tmp_path_factory.mktemp("runbooks"))) as store:
         assert len(migrate(store)) == len(discover())
         sink = SinkProcessor(load_pricing(), dedup_capacity=10_000)
@@ -399,3 +413,11 @@ def test_runbook_query_runs_as_written(
     the fixture lacks, extend `_fleet` / `_records`."""
     result = populated.query(sql)
     assert result.result_rows, f"runbooks/{runbook}.md query {n} found no rows in the fixture"
+
+
+def test_the_fixture_keeps_its_newest_burst_inside_today_near_midnight() -> None:
+    day = datetime(2031, 5, 6, tzinfo=UTC)
+    assert _fixture_now(day + timedelta(seconds=0.5)) == day + timedelta(seconds=2)
+    assert _fixture_now(day + timedelta(hours=23, minutes=59)) == day + timedelta(days=1, seconds=2)
+    noon = day + timedelta(hours=12)
+    assert _fixture_now(noon) == noon
