@@ -21,7 +21,6 @@ from agentaudit.cli.budgets import run
 from agentaudit.cli.output import OutputFormat, render, render_table
 from agentaudit.errors import StoreUnavailable, UserError
 from agentaudit.settings import Settings
-from stream_jobs.drift.goldsets import GoldSetError, load_goldset
 
 app = typer.Typer(
     help="Gold sets and pins: eval cases by version, and the approved reference scores eval "
@@ -44,6 +43,10 @@ def add(
 ) -> None:
     """Register a version of a gold set (its content hash); the same content again is a no-op."""
     from agentaudit import goldsets_plane
+
+    # Here, not at the top: the drift package pulls in scipy (~1.8 s), which every other
+    # command would pay at start.
+    from stream_jobs.drift.goldsets import GoldSetError, load_goldset
 
     try:
         gold_set = load_goldset(file, gold_set_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -20,9 +20,11 @@ from rich.console import Console
 from agentaudit.cli.erase import _operator
 from agentaudit.cli.output import OutputFormat, render
 from agentaudit.errors import StoreUnavailable, UserError
-from agentaudit.retention.policy import Policy
-from agentaudit.retention.sweep import SweepReport
 from agentaudit.settings import Settings
+
+if TYPE_CHECKING:  # the store client (~0.5 s) is imported by the commands that use it
+    from agentaudit.retention.policy import Policy
+    from agentaudit.retention.sweep import SweepReport
 
 app = typer.Typer(
     help="Retention: how long each tenant's trail is kept; the sweep that applies it.",
@@ -107,7 +109,7 @@ def show(
 ) -> None:
     """Each tenant's retention, holds and last cut per chain (tenants never changed keep
     everything and are not listed unless asked for with --tenant)."""
-    from agentaudit.retention.policy import policies
+    from agentaudit.retention.policy import Policy, policies
     from agentaudit.retention.sweep import last_cuts
     from agentaudit.store import open_store
 
