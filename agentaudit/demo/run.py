@@ -135,7 +135,9 @@ def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, 
         "  agentaudit query \"SELECT tenant_id, round(sum(cost_usd), 2) AS usd FROM agentaudit.events "
         "GROUP BY tenant_id ORDER BY usd DESC\"\n"
         "  agentaudit verify --tenant acme          # the trail against its signed checkpoints\n"
-        "  agentaudit export --tenant acme OUT/     # for an auditor: python3 OUT/verify.py"
+        "  agentaudit export --tenant acme OUT/     # for an auditor: python3 OUT/verify.py\n"
+        "  agentaudit trail --tenant acme --flagged # actions that broke a rule (billing-agent's)\n"
+        "  agentaudit auditors add ext-audit --tenant acme   # then: agentaudit query --as ext-audit …"
     )
 
 
