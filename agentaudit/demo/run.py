@@ -136,8 +136,7 @@ def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, 
         "GROUP BY tenant_id ORDER BY usd DESC\"\n"
         "  agentaudit verify --tenant acme          # the trail against its signed checkpoints\n"
         "  agentaudit export --tenant acme OUT/     # for an auditor: python3 OUT/verify.py\n"
-        "  agentaudit trail --tenant acme --flagged # actions that broke a rule (billing-agent's)\n"
-        "  agentaudit auditors add ext-audit --tenant acme   # then: agentaudit query --as ext-audit …"
+        "  agentaudit trail --tenant acme --flagged # actions without a decision, an approval, or after a DENY"
     )
 
 
