@@ -7,7 +7,6 @@ generated access-control DDL (`agentaudit.auditors.ddl`).
 
 from __future__ import annotations
 
-import getpass
 import os
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from agentaudit.cli.actor import os_user
 from agentaudit.cli.output import render_table
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
@@ -40,13 +40,6 @@ def auditor_token(token_file: Path | None) -> str:
     return token
 
 
-def _operator() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return ""
-
-
 @app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="Auditor name (a-z, 0-9, _), its user name too.")],
@@ -59,7 +52,7 @@ def add(
 
     settings = Settings()
     with open_store(settings) as store:
-        auditor, token = registry.add(store, name, tenant, by_user=_operator())
+        auditor, token = registry.add(store, name, tenant, by_user=os_user(""))
         if not settings.embedded:
             ddl.apply(store, ddl.create_statements(auditor, readable_tables(store)))
     console.print(
@@ -90,7 +83,7 @@ def rm(name: Annotated[str, typer.Argument(help="The auditor to revoke.")]) -> N
 
     settings = Settings()
     with open_store(settings) as store:
-        auditor = registry.remove(store, name, by_user=_operator())
+        auditor = registry.remove(store, name, by_user=os_user(""))
         if not settings.embedded:
             ddl.apply(store, ddl.drop_statements(auditor, readable_tables(store)))
     console.print(f"auditor {auditor.name} removed", highlight=False)

@@ -9,7 +9,6 @@ on `tenant=acme/agent=bot`; the command says which blocks still hold.
 
 from __future__ import annotations
 
-import getpass
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from agentaudit.cli.actor import os_user
 from agentaudit.cli.budgets import run
 from agentaudit.cli.output import OutputFormat, render_table
 from agentaudit.errors import UserError
@@ -91,11 +91,7 @@ def scope_from_options(tenant: str, user: str | None, agent: str | None, tool: s
 
 def operator() -> str:
     """`cli:<os user>`: who issued a control message, as the trail records it."""
-    try:
-        who = getpass.getuser()
-    except (OSError, KeyError):  # no login name (e.g. a container with an unknown uid)
-        who = "unknown"
-    return f"cli:{who}"[:128]
+    return f"cli:{os_user('unknown')}"[:128]
 
 
 def _options_of(scope: Scope) -> str:

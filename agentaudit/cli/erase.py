@@ -6,7 +6,6 @@ here prints a key: only key ids.
 
 from __future__ import annotations
 
-import getpass
 import sys
 from typing import Annotated
 
@@ -14,20 +13,12 @@ import orjson
 import typer
 from rich.console import Console
 
+from agentaudit.cli.actor import acting
 from agentaudit.errors import StoreUnavailable, UserError
 from agentaudit.settings import Settings
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _operator(by: str | None) -> str:
-    if by:
-        return by
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "operator"
 
 
 def erase(
@@ -58,7 +49,7 @@ def erase(
     if settings.embedded and not store_exists(settings):
         raise StoreUnavailable(f"no store at {settings.store_dir}: legal holds cannot be checked")
     with open_store(settings) as store:  # legal holds live there (`agentaudit hold`)
-        done = erase_subject(settings, tenant, subject, reason, _operator(by), store=store)
+        done = erase_subject(settings, tenant, subject, reason, acting(by), store=store)
     who = f"subject {subject}" if subject is not None else "unattributed content"
     keys = ", ".join(done.destroyed) or "none existed"
     console.print(f"erased {who} of {tenant}: recorded as event {done.event_id}; keys destroyed: "

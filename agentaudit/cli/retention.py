@@ -17,7 +17,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from agentaudit.cli.erase import _operator
+from agentaudit.cli.actor import acting
 from agentaudit.cli.output import OutputFormat, render
 from agentaudit.errors import StoreUnavailable, UserError
 from agentaudit.settings import Settings
@@ -98,7 +98,7 @@ def set_(
         raise UserError("give exactly one of --days N and --forever")
     settings = _settings()
     with open_store(settings) as store, _valid_input():
-        pol = set_retention(settings, store, tenant, days, reason, _operator(by))
+        pol = set_retention(settings, store, tenant, days, reason, acting(by))
     console.print(f"{_state(pol)} (recorded in the tenant's trail)", highlight=False, soft_wrap=True)
 
 
@@ -166,7 +166,7 @@ def _hold(tenant: str, subject: str | None, placed: bool, reason: str, by: str |
 
     settings = _settings()
     with open_store(settings) as store, _valid_input():
-        pol = set_hold(settings, store, tenant, subject, placed, reason, _operator(by))
+        pol = set_hold(settings, store, tenant, subject, placed, reason, acting(by))
     who = f"subject {subject} of {tenant}" if subject else f"tenant {tenant}"
     console.print(f"legal hold {'placed on' if placed else 'lifted from'} {who} (recorded in the "
                   f"tenant's trail); now {_state(pol)}", highlight=False, soft_wrap=True)  # fmt: skip
