@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from agentaudit.control_plane import DEFAULT_TIMEOUT_S, produce, _read_latest
+from agentaudit.control_plane import DEFAULT_TIMEOUT_S, _read_latest, produce
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
