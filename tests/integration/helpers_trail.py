@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from pathlib import Path
 
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.keyring import KeyRing
@@ -103,3 +104,19 @@ async def running_sink(settings: Settings, store: Store) -> AsyncIterator[Runnin
         yield sink
     finally:
         await sink.stop()
+
+
+@contextlib.contextmanager
+def built_store(tmp_path: Path, rows: int, chains: int, every: int) -> Iterator[tuple[Settings, Store]]:
+    """A fresh owned store with a signing key and `build_signed_store`'s trail in it."""
+    from agentaudit.bench.trail_measure import build_signed_store
+    from agentaudit.keyring import init_keys
+    from agentaudit.store import open_store
+    from agentaudit.store.migrations import migrate
+
+    settings = Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys", partitions=3)
+    init_keys(settings.key_dir)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        build_signed_store(settings, store, rows, chains, every=every)
+        yield settings, store

@@ -62,15 +62,11 @@ def test_a_forged_row_far_ahead_is_reached_without_walking_the_gap(tmp_path: Pat
     """Rows are read by ranges of chain_seq: a row at seq 10^12 must not cost 2·10^7 queries."""
     from decimal import Decimal
 
-    from agentaudit.keyring import init_keys
     from agentaudit.sink.rows import INGEST_COLUMNS, INGEST_TABLE
     from agentaudit.verify.run import public_keys, verify_store
+    from tests.integration.helpers_trail import built_store
 
-    settings = Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys", partitions=3)
-    init_keys(settings.key_dir)
-    with open_store(settings, own=True) as store:
-        migrate(store)
-        build_signed_store(settings, store, 100, 1, every=100)
+    with built_store(tmp_path, 100, 1, every=100) as (settings, store):
         far = 10**12
         payload = b'{"event_id":"0190c1f2-0000-7000-8000-000000000001","occurred_at":"2026-11-06T10:00:00Z","tenant_id":"bench-0","type":"tool_call"}'
         row = [payload, Decimal(0), True, "", settings.events_topic, 0, far, 0, far, "0" * 64,

@@ -9,18 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from agentaudit.bench.trail_measure import build_signed_store
-from agentaudit.keyring import init_keys
 from agentaudit.settings import Settings
 from agentaudit.sink.rows import EventCost
 from agentaudit.store import open_store
-from agentaudit.store.migrations import migrate
 from agentaudit.store.protocol import Store
 from agentaudit.verify.costs import ATTO_SQL, EXPECTED_NANOS_SQL, Mode, Repricer
 from agentaudit.verify.derived import DerivedCheck
 from agentaudit.verify.run import EVERYTHING
 from schemas.payloads import Usage
 from schemas.pricing import available_versions, load_pricing
+from tests.integration.helpers_trail import built_store
 
 pytestmark = pytest.mark.integration
 
@@ -71,11 +69,7 @@ def _flags(store: Store) -> dict[int, str]:
 
 
 def test_a_changed_cost_is_found_among_rows_whose_usages_all_differ(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys", partitions=3)
-    init_keys(settings.key_dir)
-    with open_store(settings, own=True) as store:
-        migrate(store)
-        build_signed_store(settings, store, 300, 1, every=100)
+    with built_store(tmp_path, 300, 1, every=100) as (_, store):
         distinct = store.query("SELECT uniqExact(input_tokens) FROM agentaudit.events").result_rows
         assert distinct[0][0] == 300
         assert _flags(store) == {}
@@ -91,11 +85,7 @@ def test_every_row_of_a_group_without_a_rule_is_judged_in_python(tmp_path: Path)
     """A group the engine has no rule for (here: every group) still has each row re-priced."""
     from agentaudit.verify import costs
 
-    settings = Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys", partitions=3)
-    init_keys(settings.key_dir)
-    with open_store(settings, own=True) as store:
-        migrate(store)
-        build_signed_store(settings, store, 50, 1, every=50)
+    with built_store(tmp_path, 50, 1, every=50) as (_, store):
         store.command("ALTER TABLE agentaudit.events UPDATE cost_usd = cost_usd * 2 "
                       "WHERE chain_seq = 7 SETTINGS mutations_sync = 2")  # fmt: skip
         params = {"tenant": "", "lo": EVERYTHING.start, "hi": EVERYTHING.end}
