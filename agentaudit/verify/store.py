@@ -187,15 +187,17 @@ def read_chains(
     rows per query, the next batch while the caller verifies this one; a larger chain is
     read chunk by chunk (`rows`)."""
     units: list[list[Chain]] = []
+    rows_in_last = 0  # rows of the last unit so far (a running sum: 10k tiny chains share one)
     for c in all_chains:
-        small = c.last_seq <= CHUNK
         last = units[-1] if units else None
-        if small and last and last[0].last_seq <= CHUNK and (
-            sum(x.last_seq for x in last) + c.last_seq <= CHUNK
+        if c.last_seq <= CHUNK and last and last[0].last_seq <= CHUNK and (
+            rows_in_last + c.last_seq <= CHUNK
         ):
             last.append(c)
+            rows_in_last += c.last_seq
         else:
             units.append([c])
+            rows_in_last = c.last_seq
     with ThreadPoolExecutor(1, thread_name_prefix="verify-batch") as reader:
         ahead: Future[list[Chained]] | None = None
         for i, unit in enumerate(units):
