@@ -52,3 +52,21 @@ def settings(broker: LocalBroker, tmp_path: Path) -> Settings:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process (the CLI) the same settings."""
     return {**os.environ, **settings.to_env()}
+
+
+@pytest.fixture(scope="session")
+def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir holding a store the demo populated (5 tenants, 6 s at 400 events/s, with its
+    backfilled history, alerts, drift and breakers): for tests that look at what a person
+    would see (dashboards' queries, the report). Built once per test process; read it with
+    `Settings(data_dir=...)` and `open_store`, never write to it."""
+    import subprocess
+    import sys
+
+    data_dir = tmp_path_factory.mktemp("demo") / "data"
+    env = {**os.environ, "AGENTAUDIT_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    args = ["demo", "--duration", "6", "--tenants", "5", "--rate", "400"]
+    done = subprocess.run([sys.executable, "-m", "agentaudit.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return data_dir
