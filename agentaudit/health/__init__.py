@@ -1,0 +1,1 @@
+"""Pipeline health: status, metrics and liveness of the jobs (issue 12)."""
