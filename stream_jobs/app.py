@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError
+from faust.types import TP
 from pydantic import ValidationError
 
 from agentaudit.goldsets_plane import PinRecord
@@ -47,6 +48,7 @@ from stream_jobs.breaker.config import BreakerConfig
 from stream_jobs.delivery import Hole
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.pins import parse_pin_key
+from stream_jobs.heartbeat import HeartbeatPublisher
 from stream_jobs.processor import Record, StreamJobs
 from stream_jobs.runtime import make_app, source_topic
 
@@ -125,6 +127,7 @@ class StreamJobsApp:
             table.on_recover(self._restorer(name))
         app.agent(self.events, name="jobs")(self._consume)
         app.timer(TICK_INTERVAL_S)(self._tick)
+        self.heartbeat = HeartbeatPublisher(settings.jobs_heartbeat_interval_s, clock=clock)
         app.task(self._follow_budgets)
         app.task(self._follow_pins)
         app.on_partitions_revoked.connect(self._on_revoked)
@@ -164,14 +167,19 @@ class StreamJobsApp:
             log.warning("partition %d delivered from offset %d, expected %d: seeking back",
                         hole.partition, hole.first, hole.expected)  # fmt: skip
         if hole.seek:
-            # In the consumer's own thread (`seek_wait`): faust's `seek` calls aiokafka from
-            # this loop's thread, racing its fetcher (seen: the Fetcher service crashed with
-            # KeyError in `fetched_records`, the partition stalled, and the stop hung).
-            try:
-                await self.app.consumer.seek_wait({tp: hole.expected})
-            except (KafkaError, TimeoutError) as exc:  # revoked meanwhile: nothing to rewind
-                log.warning("partition %d: seeking back to %d failed (%r); the fence asks "
-                            "again on the next batch", hole.partition, hole.expected, exc)  # fmt: skip
+            await self._seek_back(tp, hole)
+
+    async def _seek_back(self, tp: Any, hole: Hole) -> None:
+        """Seek `tp` back to `hole.expected`; a failed seek is asked for again by the fence."""
+        # In the consumer's own thread (`seek_wait`): faust's `seek` calls aiokafka from
+        # this loop's thread, racing its fetcher (seen: the Fetcher service crashed with
+        # KeyError in `fetched_records`, the partition stalled, and the stop hung).
+        try:
+            await self.app.consumer.seek_wait({tp: hole.expected})
+        except (KafkaError, TimeoutError) as exc:  # revoked meanwhile: nothing to rewind
+            self.jobs.fence.seek_failed(hole.partition)
+            log.warning("partition %d: seeking back to %d failed (%r); the fence asks "
+                        "again on the next batch", hole.partition, hole.expected, exc)  # fmt: skip
 
     async def run(self, stop: asyncio.Event, *, timeout: float = 120.0) -> None:
         """Run the app's worker services in this event loop until `stop` is set."""
@@ -183,6 +191,13 @@ class StreamJobsApp:
     async def _tick(self) -> None:
         async with self._lock:
             await self._publish(self.jobs.tick(self.clock()))
+            # Under the processing lock, so a stuck batch or commit stops the beats (see
+            # stream_jobs/heartbeat.py: why a beat proves the jobs are processing).
+            await self.heartbeat.maybe_beat(self.control)
+            for hole in self.jobs.fence.overdue():
+                log.warning("partition %d: nothing delivered from offset %d since seeking back; "
+                            "seeking again", hole.partition, hole.expected)  # fmt: skip
+                await self._seek_back(TP(self.settings.events_topic, hole.partition), hole)
 
     @contextlib.asynccontextmanager
     async def commit_guard(self) -> AsyncIterator[None]:

@@ -161,3 +161,36 @@ def test_a_real_gap_in_the_log_is_accepted_after_the_bound_instead_of_stalling()
     assert fence.admit(0, 150) is None  # the delivery from the resume point is applied
     fence.applied(0, 199)
     assert fence.last_applied(0) == 199
+
+
+def test_a_lost_seek_is_asked_for_again_after_a_buffers_worth_of_stale_batches() -> None:
+    # More stale batches than a stream buffer and a fetch can hold from before a seek: the
+    # seek did not take (the two-workers fault test stalled so), so the fence asks again.
+    fence = DeliveryFence(give_up_after=10, reseek_every=3)
+    fence.applied(0, 99)
+    assert fence.admit(0, 150) == Hole(0, 100, 150, seek=True)
+    assert fence.admit(0, 160) == Hole(0, 100, 160, seek=False)
+    assert fence.admit(0, 170) == Hole(0, 100, 170, seek=True), "the 3rd skipped batch re-seeks"
+    assert fence.admit(0, 180) == Hole(0, 100, 180, seek=False)
+    assert fence.admit(0, 100) is None  # the rewound delivery arrives
+
+
+def test_a_failed_seek_is_asked_for_again_on_the_next_batch() -> None:
+    fence = DeliveryFence()
+    fence.applied(2, 49)
+    assert fence.admit(2, 80) == Hole(2, 50, 80, seek=True)
+    fence.seek_failed(2)
+    assert fence.admit(2, 90) == Hole(2, 50, 90, seek=True)
+
+
+def test_a_seek_with_nothing_delivered_after_it_is_asked_for_again_every_few_ticks() -> None:
+    # The seek back was overridden (faust sought to the committed offsets, past the hole) and
+    # the partition's newest batches were skipped: nothing more comes to re-ask, only ticks.
+    fence = DeliveryFence(overdue_ticks=3)
+    fence.applied(5, 249)
+    assert fence.admit(5, 282) == Hole(5, 250, 282, seek=True)
+    assert fence.overdue() == [] and fence.overdue() == []
+    assert fence.overdue() == [Hole(5, 250, 282, seek=True)], "the 3rd tick seeks again"
+    assert fence.overdue() == []
+    assert fence.admit(5, 250) is None
+    assert [fence.overdue() for _ in range(4)] == [[]] * 4, "repaired: nothing to ask"
