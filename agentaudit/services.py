@@ -76,6 +76,13 @@ async def serve_worker(
         # The jobs run in their own process: storing never waits for analysis.
         jobs = asyncio.create_task(JobsProcess(settings).run(stop)) if settings.stream_jobs else None
         sweeps = _start_sweeps(settings, store, stop, sweep_clock, console)
+        # Alert delivery (issue 12, H2) when a routing file is set: it never raises and never
+        # stops the sink (a failure is logged and counted, then retried).
+        notifier = None
+        if settings.alert_routes is not None:
+            from agentaudit.notify.service import deliver_in_worker
+
+            notifier = asyncio.create_task(deliver_in_worker(settings, stop))
         try:
             if settings.sink_processes > 1:
                 c = await _run_sink_processes(settings, stop)
@@ -90,6 +97,8 @@ async def serve_worker(
                 await jobs
             if sweeps is not None:
                 await sweeps  # a sweep under way finishes its tenant before the store closes
+            if notifier is not None:
+                await notifier
         console.print(
             f"worker stopped: {c.accepted} events, {c.dead_lettered} dead letters, "
             f"{c.duplicates} duplicates dropped, {flushes} flushes; "

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Recent event_ids per worker remembered to drop re-sent events (SDK retries).",
     )
+    # issue 12, H2 (alert delivery, agentaudit/notify): the routing file the worker delivers with
+    alert_routes: Path | None = Field(
+        default=None,
+        description="Routing file (YAML) for alert delivery; set, the worker also delivers the "
+        "alerts topic to its receivers (README, Alert delivery). Unset = no delivery in the worker.",
+    )
 
     def to_env(self) -> dict[str, str]:
         """`AGENTAUDIT_*` variables that rebuild these settings in a child process."""

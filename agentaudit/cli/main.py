@@ -21,6 +21,7 @@ from agentaudit.cli import (
     erase,
     goldsets,
     keys,
+    notify,
     retention,
     trail,
 )
@@ -225,6 +226,8 @@ app.command("trail")(actions.trail)
 erase.register(app)
 # retention and legal hold: retention set|show|apply, hold add|rm (issue #11, part D)
 retention.register(app)
+# alert delivery: agentaudit notify --routes FILE (issue 12, H2)
+notify.register(app)
 
 
 def main() -> None:

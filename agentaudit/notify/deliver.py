@@ -1,0 +1,155 @@
+"""One alert to one receiver: attempts until it is acknowledged (2xx) or refused for good.
+
+Pure of Kafka: `Deliverer.deliver` takes a decoded `Alert` and answers `Delivered` or
+`DeadLettered`, or raises `Stopped` when `stop` is set while it waits to retry (nothing is
+committed then; the alert is posted again by whoever reads it next, with the same key).
+Transient failures (5xx, 408, 429, no connection, a timeout) are retried for as long as it
+takes: an alert is never dropped because a receiver was down. The HTTP client and the
+sleeper are injected, so the retry schedule is tested without a network or a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from agentaudit.notify import metrics
+from agentaudit.notify.backoff import (
+    BackoffPolicy,
+    Sleeper,
+    is_permanent,
+    is_success,
+    retry_after,
+    sleep_unless_stopped,
+)
+from agentaudit.notify.payloads import request_body
+from agentaudit.notify.redact import Redactor, display_url
+from agentaudit.notify.routes import ReceiverConfig, Routes
+from schemas.records import Alert
+
+log = logging.getLogger("agentaudit.notify")
+
+DETAIL_BYTES = 300
+"""What is kept of a refusing receiver's answer body (it says why; it may be long)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer, as far as delivery cares."""
+
+    status: int
+    retry_after: str | None = None
+    body: str = ""
+
+
+class TransportError(Exception):
+    """No HTTP answer: refused, reset, timed out, DNS. Always transient."""
+
+
+class Transport(Protocol):
+    async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer:
+        """POST `body`; an `Answer` for any HTTP status, `TransportError` for no answer."""
+        ...
+
+
+class HttpTransport:
+    """aiohttp, one session per receiver; no redirects followed (see `is_permanent`)."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        try:
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as resp:  # fmt: skip
+                text = (await resp.content.read(DETAIL_BYTES)).decode("utf-8", "replace")
+                return Answer(resp.status, resp.headers.get("Retry-After"), text)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    reason: str
+    """`http_<status>`: the counter's label and the dead-letter record's reason."""
+    detail: str
+    """Redacted: the receiver's answer, cut to DETAIL_BYTES."""
+    attempts: int
+
+
+class Stopped(Exception):
+    """`stop` was set while an alert waited to be retried; it was not delivered."""
+
+
+class Deliverer:
+    """Posts alerts to one receiver with retries, back-off and jitter."""
+
+    def __init__(
+        self,
+        receiver: ReceiverConfig,
+        routes: Routes,
+        transport: Transport,
+        *,
+        sleeper: Sleeper = sleep_unless_stopped,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.receiver = receiver
+        self.name = receiver.name
+        self.url = receiver.resolved_url()
+        secret_headers = {k: v.get_secret_value() for k, v in receiver.headers.items()}
+        self.redact = Redactor(self.url, list(secret_headers.values()))
+        self.where = display_url(self.url)
+        self.headers = {"Content-Type": "application/json", **secret_headers}
+        self.runbook_base = routes.runbook_base_url
+        self.transport = transport
+        self.sleeper = sleeper
+        self.backoff = BackoffPolicy(routes.backoff, rng)
+
+    async def deliver(self, alert: Alert, stop: asyncio.Event) -> Delivered | DeadLettered:
+        """Post until 2xx (`Delivered`) or a permanent refusal (`DeadLettered`); `Stopped` if
+        `stop` is set while waiting to retry."""
+        body = request_body(alert, self.receiver, self.runbook_base)
+        # The alert id is the idempotency key: a receiver that keeps it drops our resend
+        # after a crash between its 2xx and our offset commit.
+        headers = {**self.headers, "Idempotency-Key": alert.alert_id}
+        attempt = 0
+        while True:
+            attempt += 1
+            after: float | None = None
+            try:
+                answer = await self.transport.post(self.url, body, headers, self.receiver.timeout_s)
+            except TransportError as exc:
+                why = self.redact(str(exc))
+            else:
+                if is_success(answer.status):
+                    return Delivered(attempt)
+                if is_permanent(answer.status):
+                    return DeadLettered(f"http_{answer.status}", self.redact(answer.body), attempt)
+                why, after = f"HTTP {answer.status}", retry_after(answer.retry_after)
+            metrics.count(self.name, "retried")
+            delay = self.backoff.delay(attempt - 1, after)
+            # WARNING once, then every 10th: a receiver down for an hour must not flood the log.
+            level = logging.WARNING if attempt == 1 or attempt % 10 == 0 else logging.DEBUG
+            log.log(level, "receiver %s (%s): alert %s attempt %d failed (%s); retrying in %.1fs",
+                    self.name, self.where, alert.alert_id, attempt, why, delay)  # fmt: skip
+            if await self.sleeper(delay, stop):
+                raise Stopped(alert.alert_id)

@@ -1,0 +1,269 @@
+"""One receiver's consumer: the alerts topic in its own consumer group, delivered in order,
+offsets committed only for alerts the receiver acknowledged or that were dead-lettered.
+
+Why a group per receiver: each has its own committed position, so a receiver that is down
+holds back only its own group (its alerts wait, in order, retried with back-off) and never
+another receiver's deliveries.
+
+The committed offset is the delivery record. Each message is handled in order: not an alert
+(transitions, drift scores share the topic) or not routed here → skipped; an alert id this
+receiver already handled → dropped as a duplicate (the stream jobs re-publish an alert with
+the same id after a crash); otherwise posted until 2xx (`Deliverer`), or dead-lettered (the
+dead-letter topic, acknowledged, before the commit) on a permanent refusal. Then the offset
+is committed. On every assignment the group's last committed offset is read and the
+`dedup_window` messages before it are re-read only to learn their alert ids, so a duplicate
+is recognised across restarts too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from pydantic import ValidationError
+
+from agentaudit.notify import metrics
+from agentaudit.notify.backoff import Sleeper, sleep_unless_stopped
+from agentaudit.notify.deliver import (
+    DeadLettered,
+    Deliverer,
+    HttpTransport,
+    Stopped,
+    Transport,
+)
+from agentaudit.notify.routes import ReceiverConfig, Routes
+from agentaudit.settings import Settings
+from agentaudit.sink.dedup import RecentIds
+from schemas.records import Alert
+
+log = logging.getLogger("agentaudit.notify")
+
+Clock = Callable[[], datetime]
+Fault = Callable[[str], None]
+"""Called at `after_ack` (the receiver answered 2xx, nothing committed yet); tests raise."""
+
+DLQ_REASON = b"alert_refused"
+GROUP_OPTIONS: dict[str, Any] = {
+    # Kafka's minimum session: the local broker answers the first JoinGroup in ~3 s, not 30.
+    "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
+    # A receiver may be down for long while one alert is retried between polls: do not let
+    # the group evict this member for that (it would only rejoin and take the same partitions).
+    "max_poll_interval_ms": 24 * 3600 * 1000,
+}  # fmt: skip
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def no_fault(_point: str) -> None:
+    """The production `Fault`: nothing happens."""
+
+
+def parse_alert(value: bytes | None) -> Alert | None:
+    """The alert in a message of the alerts topic; None for any other record or bad bytes
+    (the record sink dead-letters those; delivery has nothing to send)."""
+    if not value or b'"alert"' not in value:
+        return None  # transitions, drift scores: no pydantic parse for what is not an alert
+    try:
+        return Alert.model_validate_json(value)
+    except ValidationError:
+        return None
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: ReceiverLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.loop.commit()
+        for tp in revoked:
+            self.loop.replay_until.pop(tp, None)
+            self.loop.next.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.loop.recover(list(assigned))
+
+
+class ReceiverLoop:
+    """Delivers the alerts topic to one receiver until `stop`; `run` may be called again
+    after it failed (the supervisor does), keeping the ids it remembers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        routes: Routes,
+        receiver: ReceiverConfig,
+        *,
+        transport: Transport | None = None,
+        sleeper: Sleeper = sleep_unless_stopped,
+        rng: random.Random | None = None,
+        clock: Clock = utc_now,
+        consumer_options: dict[str, Any] | None = None,
+        fault: Fault = no_fault,
+    ) -> None:
+        self.settings = settings
+        self.routes = routes
+        self.name = receiver.name
+        self.group_id = f"{settings.consumer_group}-notify-{receiver.name}"
+        self.transport = transport
+        self.deliverer = Deliverer(receiver, routes, transport or HttpTransport(),
+                                   sleeper=sleeper, rng=rng)  # fmt: skip
+        self.clock = clock
+        self.consumer_options = {**GROUP_OPTIONS, **(consumer_options or {})}
+        self.fault = fault
+        self.recent = RecentIds(routes.dedup_window)
+        self.replay_until: dict[TopicPartition, int] = {}
+        """Per partition: offsets below this were handled before (the group's committed offset)."""
+        self.next: dict[TopicPartition, int] = {}
+        """Per partition: the next offset to handle (what a commit stores)."""
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.handled: dict[str, int] = {}
+        """Outcome → count in this process (what the Prometheus counter also got)."""
+        self.assigned = asyncio.Event()
+
+    # -- Kafka ---------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume and deliver until `stop`; raises what it cannot handle (the supervisor logs
+        it and calls `run` again)."""
+        s = self.settings
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest", **self.consumer_options,
+        )  # fmt: skip
+        self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+        try:
+            await self.producer.start()
+            await self.consumer.start()
+            self.consumer.subscribe([s.alerts_topic], listener=_Listener(self))
+            while not stop.is_set():
+                fetched = await self.consumer.getmany(timeout_ms=200, max_records=500)
+                for tp, messages in fetched.items():
+                    for message in messages:
+                        await self._handle(tp, message.offset, message.key, message.value, stop)
+                    await self.commit()
+                self._gauge()
+        except Stopped:
+            pass  # stop set while an alert waited to be retried: it stays uncommitted
+        finally:
+            try:
+                await self.commit()  # what was handled; never what was not
+            finally:
+                await self.consumer.stop()
+                await self.producer.stop()
+                if self.transport is None:
+                    await self.deliverer.transport.close()  # type: ignore[attr-defined]
+                self.replay_until.clear()
+                self.next.clear()
+
+    async def recover(self, assigned: list[TopicPartition]) -> None:
+        """On assignment: re-read up to `dedup_window` already handled messages per partition
+        (below the committed offset) to learn their alert ids."""
+        assert self.consumer is not None
+        window = self.routes.dedup_window
+        for tp in assigned:
+            committed = await self.consumer.committed(tp)
+            if committed is None or window <= 0:
+                continue  # a new group reads from the earliest offset (auto_offset_reset)
+            begin = (await self.consumer.beginning_offsets([tp]))[tp]
+            start = max(begin, committed - window)
+            if start < committed:
+                self.replay_until[tp] = committed
+                self.consumer.seek(tp, start)
+        self.assigned.set()
+
+    async def commit(self) -> None:
+        """Commit the offsets of what was handled since the last commit."""
+        if not self._uncommitted or self.consumer is None:
+            return
+        offsets, self._uncommitted = self._uncommitted, {}
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partition: its new owner starts at the last commit and
+            # may post these alerts again (same idempotency key).
+            log.warning("receiver %s: commit of %s failed (%s); the next owner may resend",
+                        self.name, offsets, type(exc).__name__)  # fmt: skip
+
+    # -- per message ---------------------------------------------------------------------------
+
+    async def _handle(self, tp: TopicPartition, offset: int, key: bytes | None,
+                      value: bytes | None, stop: asyncio.Event) -> None:  # fmt: skip
+        if offset < self.replay_until.get(tp, -1):
+            alert = parse_alert(value)
+            if alert is not None:
+                self.recent.add(alert.alert_id)  # handled before this start: remember only
+            return
+        alert = parse_alert(value)
+        outcome = self._triage(alert)
+        if outcome is None:
+            assert alert is not None
+            self._gauge(tp, offset)
+            result = await self.deliverer.deliver(alert, stop)
+            self.fault("after_ack")
+            if isinstance(result, DeadLettered):
+                await self._dead_letter(tp, offset, key, value, alert, result)
+                outcome = "dead_lettered"
+            else:
+                outcome = "delivered"
+            self.recent.add(alert.alert_id)
+        self._count(outcome)
+        self.next[tp] = self._uncommitted[tp] = offset + 1
+        if outcome in ("delivered", "dead_lettered"):
+            await self.commit()  # at once: the smaller the window, the fewer resends
+
+    def _triage(self, alert: Alert | None) -> str | None:
+        """Why this message is not posted, or None: it is."""
+        if alert is None:
+            return "not_alert"
+        if alert.alert_id in self.recent:
+            return "duplicate"
+        if self.name not in self.routes.receivers_for(alert):
+            return "skipped"
+        age = self.routes.max_alert_age_s
+        if age > 0 and alert.fired_at < self.clock() - timedelta(seconds=age):
+            return "expired"
+        return None
+
+    async def _dead_letter(self, tp: TopicPartition, offset: int, key: bytes | None,
+                           value: bytes | None, alert: Alert, result: DeadLettered) -> None:  # fmt: skip
+        """The refused alert on the dead-letter topic, acknowledged before its offset is
+        committed (a crash in between posts it once more; it is refused again)."""
+        assert self.producer is not None
+        detail = f"receiver {self.name}: {result.reason}: {result.detail}"[:512]
+        await self.producer.send_and_wait(self.settings.dlq_topic, value, key=key, headers=[
+            ("reason", DLQ_REASON), ("refusal", result.reason.encode()),
+            ("receiver", self.name.encode()), ("detail", detail.encode()),
+            ("source", f"{tp.topic}:{tp.partition}:{offset}".encode()),
+        ])  # fmt: skip
+        metrics.DEAD_LETTERS.labels(receiver=self.name, reason=result.reason).inc()
+        log.error("receiver %s (%s) refused alert %s (%s, tenant %s) for good: %s %s; "
+                  "dead-lettered to %s", self.name, self.deliverer.where, alert.alert_id,
+                  alert.kind, alert.scope.tenant_id, result.reason, result.detail,
+                  self.settings.dlq_topic)  # fmt: skip
+
+    def _count(self, outcome: str) -> None:
+        self.handled[outcome] = self.handled.get(outcome, 0) + 1
+        if outcome != "not_alert":
+            metrics.count(self.name, outcome)
+
+    def _gauge(self, at: TopicPartition | None = None, offset: int = 0) -> None:
+        """Pending = the group's lag as of the last fetch (the message in hand included)."""
+        if self.consumer is None:
+            return
+        pending = 0
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            position = offset if tp == at else self.next.get(tp)
+            if high is not None and position is not None:
+                pending += max(0, high - position)
+        metrics.PENDING.labels(receiver=self.name).set(pending)

@@ -1,0 +1,103 @@
+"""Retries, back-off with jitter, permanent refusals, redaction: with an injected sleeper and
+random source, no network and no clock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import pytest
+
+from agentaudit.notify.backoff import BackoffPolicy, is_permanent, retry_after
+from agentaudit.notify.deliver import Answer, DeadLettered, Delivered, Deliverer, Stopped
+from agentaudit.notify.routes import Backoff, parse_routes
+from tests.unit.notify.alerts import make_alert
+from tests.unit.notify.fakes import RecordingSleeper, ScriptedTransport, refused
+
+TOKEN = "T0SECRET/B0SECRET/xoxbSecretToken123"
+ROUTES = parse_routes(f"""
+receivers:
+  - name: slack
+    type: slack
+    url: "https://hooks.slack.example/services/{TOKEN}"
+    headers: {{Authorization: "Bearer sekrit-bearer-token"}}
+routes: [{{receiver: slack}}]
+backoff: {{base_s: 1, factor: 2, cap_s: 10}}
+""")
+
+
+def _deliverer(transport: ScriptedTransport, sleeper: RecordingSleeper) -> Deliverer:
+    return Deliverer(ROUTES.receiver("slack"), ROUTES, transport, sleeper=sleeper,
+                     rng=random.Random(7))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"),
+    [(200, False), (204, False), (301, True), (400, True), (401, True), (403, True),
+     (404, True), (408, False), (410, True), (422, True), (429, False), (500, False),
+     (502, False), (503, False)],
+)  # fmt: skip
+def test_permanent_or_transient(status: int, permanent: bool) -> None:
+    assert is_permanent(status) is permanent
+
+
+def test_backoff_grows_to_the_cap_with_jitter_in_the_upper_half() -> None:
+    policy = BackoffPolicy(Backoff(base_s=1, factor=2, cap_s=10), random.Random(1))
+    delays = [policy.delay(n) for n in range(8)]
+    planned = [1, 2, 4, 8, 10, 10, 10, 10]
+    assert all(p / 2 <= d <= p for d, p in zip(delays, planned, strict=True)), delays
+    assert len(set(delays)) == len(delays)  # jittered, not a fixed schedule
+    # Retry-After is honoured (up to the cap) when it asks for longer.
+    assert policy.delay(0, after=5.0) == 5.0
+    assert policy.delay(0, after=600.0) == 10.0
+    assert retry_after("7") == 7.0 and retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+
+
+async def test_transient_failures_are_retried_until_acknowledged() -> None:
+    transport = ScriptedTransport([refused(), Answer(503), Answer(429, retry_after="3"),
+                                   Answer(408), Answer(500), Answer(200)])  # fmt: skip
+    sleeper = RecordingSleeper()
+    result = await _deliverer(transport, sleeper).deliver(make_alert(), asyncio.Event())
+    assert result == Delivered(attempts=6)
+    assert len(sleeper.delays) == 5
+    assert 0.5 <= sleeper.delays[0] <= 1 and 1 <= sleeper.delays[1] <= 2
+    assert sleeper.delays[2] >= 3  # Retry-After
+    # Every attempt is the same request with the same idempotency key.
+    keys = {headers["Idempotency-Key"] for _, _, headers in transport.requests}
+    bodies = {body for _, body, _ in transport.requests}
+    assert keys == {make_alert().alert_id} and len(bodies) == 1
+
+
+async def test_permanent_refusal_is_a_dead_letter_with_its_reason() -> None:
+    transport = ScriptedTransport([Answer(503), Answer(404, body="no_service")])
+    sleeper = RecordingSleeper()
+    result = await _deliverer(transport, sleeper).deliver(make_alert(), asyncio.Event())
+    assert result == DeadLettered("http_404", "no_service", attempts=2)
+    assert len(sleeper.delays) == 1
+
+
+async def test_stop_while_waiting_to_retry() -> None:
+    transport = ScriptedTransport([Answer(500)])
+    sleeper = RecordingSleeper(stop_after=3)
+    with pytest.raises(Stopped):
+        await _deliverer(transport, sleeper).deliver(make_alert(), asyncio.Event())
+    assert len(transport.requests) == 3
+
+
+async def test_secrets_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"https://hooks.slack.example/services/{TOKEN}"
+    transport = ScriptedTransport([
+        refused(f"ClientConnectorError: Cannot connect to {url} (sekrit-bearer-token)"),
+        Answer(400, body=f"invalid_token for /services/{TOKEN}"),
+    ])  # fmt: skip
+    with caplog.at_level(logging.DEBUG, logger="agentaudit.notify"):
+        result = await _deliverer(transport, RecordingSleeper()).deliver(make_alert(), asyncio.Event())
+    assert isinstance(result, DeadLettered)
+    logged = caplog.text
+    assert "hooks.slack.example" in logged and "[redacted]" in logged
+    for secret in (TOKEN, "sekrit-bearer-token", "xoxbSecretToken123"):
+        assert secret not in logged and secret not in result.detail
+    # The request did carry them.
+    assert transport.requests[0][0] == url
+    assert transport.requests[0][2]["Authorization"] == "Bearer sekrit-bearer-token"

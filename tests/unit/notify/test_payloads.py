@@ -1,0 +1,57 @@
+"""What each receiver type is sent."""
+
+from __future__ import annotations
+
+import orjson
+
+from agentaudit.notify.payloads import request_body
+from agentaudit.notify.routes import parse_routes
+from tests.unit.notify.alerts import make_alert
+
+ROUTES = parse_routes("""
+receivers:
+  - {name: hook, type: webhook, url: "http://h:1/x"}
+  - {name: slack, type: slack, url: "https://hooks.example/services/T/B/C"}
+  - {name: am, type: alertmanager, url: "http://h:9093", resolve_after_s: 7200}
+routes: [{receiver: hook}]
+runbook_base_url: "https://git.example/agentaudit/blob/main/"
+""")
+
+
+def _body(name: str) -> object:
+    return orjson.loads(request_body(make_alert(), ROUTES.receiver(name), ROUTES.runbook_base_url))
+
+
+def test_webhook_carries_the_alert_and_its_key() -> None:
+    alert = make_alert()
+    body = _body("hook")
+    assert isinstance(body, dict)
+    assert body["idempotency_key"] == alert.alert_id
+    assert body["alert"] == orjson.loads(alert.model_dump_json())
+    assert body["runbook_url"] == "https://git.example/agentaudit/blob/main/runbooks/BudgetExceeded.md"
+
+
+def test_alertmanager_v2_postable_alert() -> None:
+    alert = make_alert()
+    body = _body("am")
+    assert isinstance(body, list) and len(body) == 1
+    (am,) = body
+    assert am["labels"] == {"alertname": "BudgetExceeded", "tenant": "acme", "severity": "critical",
+                            "scope": "tenant=acme/agent=support-bot", "alert_id": alert.alert_id}  # fmt: skip
+    assert am["annotations"]["summary"] == alert.message
+    assert am["annotations"]["runbook_url"].endswith("runbooks/BudgetExceeded.md")
+    assert am["startsAt"] == "2026-03-01T12:00:00.000Z"
+    assert am["endsAt"] == "2026-03-01T14:00:00.000Z"  # fired_at + resolve_after_s
+    assert set(am) == {"labels", "annotations", "startsAt", "endsAt"}
+
+
+def test_slack_text_and_blocks() -> None:
+    body = _body("slack")
+    assert isinstance(body, dict)
+    assert body["text"].startswith("[CRITICAL] BudgetExceeded · acme: acme spent")
+    types = [b["type"] for b in body["blocks"]]
+    assert types == ["header", "section", "section", "context"]
+    assert len(body["blocks"][0]["text"]["text"]) <= 150
+    context = body["blocks"][3]["elements"][0]["text"]
+    assert "<https://git.example/agentaudit/blob/main/runbooks/BudgetExceeded.md|runbook>" in context
+    assert make_alert().alert_id in context

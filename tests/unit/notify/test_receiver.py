@@ -1,0 +1,109 @@
+"""One receiver's handling of the topic's messages, without Kafka: dedup by alert id, routing,
+expiry by an injected clock, the dead-letter path, and the crash window after a 2xx."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+
+from agentaudit.notify.deliver import Answer
+from agentaudit.notify.receiver import ReceiverLoop
+from agentaudit.notify.routes import parse_routes
+from agentaudit.settings import Settings
+from schemas.records import Severity
+from tests.unit.notify.alerts import T0, make_alert
+from tests.unit.notify.fakes import RecordingSleeper, ScriptedTransport
+
+ROUTES = parse_routes("""
+receivers:
+  - {name: hook, type: webhook, url: "http://127.0.0.1:1/hook"}
+  - {name: other, type: webhook, url: "http://127.0.0.1:2/hook"}
+routes:
+  - {match: {severity: [critical]}, receiver: hook}
+  - {receiver: other}
+max_alert_age_s: 3600
+dedup_window: 100
+""")
+TP = TopicPartition("alerts", 0)
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any, Any, list[tuple[str, bytes]]]] = []
+
+    async def send_and_wait(self, topic: str, value: Any, key: Any = None,
+                            headers: list[tuple[str, bytes]] | None = None) -> None:  # fmt: skip
+        self.sent.append((topic, value, key, headers or []))
+
+
+def _loop(transport: ScriptedTransport, **kw: Any) -> ReceiverLoop:
+    settings = Settings(alerts_topic="alerts", dlq_topic="dlq")
+    loop = ReceiverLoop(settings, ROUTES, ROUTES.receiver("hook"), transport=transport,
+                        sleeper=RecordingSleeper(), rng=random.Random(0),
+                        clock=lambda: T0 + timedelta(minutes=5), **kw)  # fmt: skip
+    loop.producer = FakeProducer()  # type: ignore[assignment]
+    return loop
+
+
+async def _feed(loop: ReceiverLoop, values: list[bytes]) -> None:
+    for offset, value in enumerate(values):
+        await loop._handle(TP, offset, b"acme", value, asyncio.Event())
+
+
+async def test_dedup_routing_and_expiry() -> None:
+    transport = ScriptedTransport([Answer(200)])
+    loop = _loop(transport)
+    a, b = make_alert(1), make_alert(2)
+    old = make_alert(3, fired_at=T0 - timedelta(hours=2))
+    warning = make_alert(4, severity=Severity.WARNING)
+    transition = b'{"record":"breaker_transition","transition_id":"x"}'
+    await _feed(loop, [v.model_dump_json().encode() for v in (a, b, a, old, warning)] + [transition])
+    assert [r[2]["Idempotency-Key"] for r in transport.requests] == [a.alert_id, b.alert_id]
+    assert loop.handled == {"delivered": 2, "duplicate": 1, "expired": 1, "skipped": 1,
+                            "not_alert": 1}  # fmt: skip
+    assert loop.next[TP] == 6  # every message handled: all of them committed
+
+
+async def test_ids_seen_before_the_committed_offset_are_remembered_not_sent() -> None:
+    """After a restart the messages below the group's committed offset are re-read only to
+    learn their ids: an alert the jobs re-published later is not posted again."""
+    transport = ScriptedTransport([Answer(200)])
+    loop = _loop(transport)
+    a, b = make_alert(1), make_alert(2)
+    loop.replay_until[TP] = 2  # offsets 0 and 1 were handled before this start
+    await _feed(loop, [a.model_dump_json().encode(), b.model_dump_json().encode(),
+                       a.model_dump_json().encode(), make_alert(5).model_dump_json().encode()])  # fmt: skip
+    assert [r[2]["Idempotency-Key"] for r in transport.requests] == [make_alert(5).alert_id]
+    assert loop.handled == {"duplicate": 1, "delivered": 1}
+
+
+async def test_permanent_refusal_goes_to_the_dead_letter_topic_with_reason() -> None:
+    transport = ScriptedTransport([Answer(422, body="unknown field")])
+    loop = _loop(transport)
+    await _feed(loop, [make_alert(1).model_dump_json().encode()])
+    assert loop.handled == {"dead_lettered": 1}
+    assert loop.next[TP] == 1  # handled: its offset is committed
+    (topic, value, key, headers), = loop.producer.sent  # type: ignore[union-attr]
+    h = dict(headers)
+    assert topic == "dlq" and key == b"acme" and value == make_alert(1).model_dump_json().encode()
+    assert h["reason"] == b"alert_refused" and h["refusal"] == b"http_422"
+    assert h["receiver"] == b"hook" and b"unknown field" in h["detail"]
+    assert h["source"] == b"alerts:0:0"
+
+
+async def test_a_crash_after_the_2xx_leaves_the_offset_uncommitted() -> None:
+    def crash(point: str) -> None:
+        if point == "after_ack":
+            raise RuntimeError("killed between the receiver's 2xx and our commit")
+
+    transport = ScriptedTransport([Answer(200)])
+    loop = _loop(transport, fault=crash)
+    with pytest.raises(RuntimeError):
+        await _feed(loop, [make_alert(1).model_dump_json().encode()])
+    assert TP not in loop.next and not loop._uncommitted  # not committed: posted again on restart
+    assert make_alert(1).alert_id not in loop.recent

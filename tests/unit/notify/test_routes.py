@@ -1,0 +1,106 @@
+"""The routing file: validation, first-match and continue semantics, secrets kept out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentaudit.errors import UserError
+from agentaudit.notify.routes import load_routes, parse_routes
+from schemas.records import Severity
+from tests.unit.notify.alerts import make_alert
+
+TOKEN = "T0SECRET/B0SECRET/xoxbSecretToken123"
+
+ROUTES = f"""
+receivers:
+  - {{name: slack-oncall, type: slack, url: "https://hooks.slack.example/services/{TOKEN}"}}
+  - {{name: am, type: alertmanager, url: "http://127.0.0.1:9093"}}
+  - {{name: audit-hook, type: webhook, url: "http://127.0.0.1:8080/hook"}}
+routes:
+  - match: {{tenant: [acme], severity: [critical]}}
+    receiver: slack-oncall
+    continue: true
+  - match: {{kind: [BudgetExceeded, BreakerOpen]}}
+    receiver: am
+  - match: {{tenant: [globex]}}
+    receiver: audit-hook
+  - receiver: am
+"""
+
+
+def test_first_match_stops_unless_continue() -> None:
+    routes = parse_routes(ROUTES)
+    # acme critical: slack (continue) then am by kind; the walk stops at am.
+    assert routes.receivers_for(make_alert()) == ["slack-oncall", "am"]
+    # acme warning of another kind: slack does not match; am is the catch-all.
+    warn = make_alert(kind="SpendAnomaly", severity=Severity.WARNING)
+    assert routes.receivers_for(warn) == ["am"]
+    # globex BudgetExceeded: the kind route matches first and stops before the tenant route.
+    assert routes.receivers_for(make_alert(tenant="globex")) == ["am"]
+    assert routes.receivers_for(make_alert(tenant="globex", kind="DenyRateSpike")) == ["audit-hook"]
+
+
+def test_no_route_no_receiver_and_each_receiver_once() -> None:
+    routes = parse_routes("""
+receivers: [{name: a, type: webhook, url: "http://h:1/x"}]
+routes:
+  - {match: {tenant: [acme]}, receiver: a, continue: true}
+  - {match: {severity: [critical]}, receiver: a}
+""")
+    assert routes.receivers_for(make_alert()) == ["a"]
+    assert routes.receivers_for(make_alert(tenant="initech", severity=Severity.INFO)) == []
+
+
+@pytest.mark.parametrize(
+    ("doc", "says"),
+    [
+        ("receivers: [{name: a, type: webhook, url: 'http://h/x'}]\nroutes: [{receiver: b}]",
+         "unknown receivers: b"),
+        ("receivers: [{name: a, type: webhook, url: 'http://h/x'}, {name: a, type: slack, "
+         "url: 'http://h/y'}]\nroutes: [{receiver: a}]", "unique: a"),
+        ("receivers: [{name: a, type: pager, url: 'http://h/x'}]\nroutes: [{receiver: a}]",
+         "receivers.0.type"),
+        ("receivers: [{name: a, type: webhook}]\nroutes: [{receiver: a}]", "exactly one of url"),
+        ("receivers: [{name: a, type: webhook, url: 'http://h/x', colour: red}]\n"
+         "routes: [{receiver: a}]", "receivers.0.colour"),
+        ("receivers: [{name: a, type: webhook, url: 'http://h/x'}]\n"
+         "routes: [{receiver: a, match: {severity: [loud]}}]", "routes.0.match.severity.0"),
+        ("receivers: [\n", "not valid YAML at line"),
+    ],
+)
+def test_invalid_files_say_where(doc: str, says: str) -> None:
+    with pytest.raises(UserError, match=says.replace(".", r"\.")):
+        parse_routes(doc)
+
+
+def test_errors_never_show_a_secret(tmp_path: Path) -> None:
+    # A bad field next to the token, and a token in a URL that is not http(s).
+    bad = ROUTES.replace("type: slack", "type: slack, timeout_s: -1")
+    with pytest.raises(UserError) as caught:
+        parse_routes(bad)
+    assert "timeout_s" in str(caught.value) and TOKEN not in str(caught.value)
+    path = tmp_path / "routes.yaml"
+    path.write_text(ROUTES.replace("https://hooks", "ftp://hooks"))
+    with pytest.raises(UserError) as caught:
+        load_routes(path)
+    assert "slack-oncall" in str(caught.value) and TOKEN not in str(caught.value)
+    # The parsed model never shows it either (SecretStr).
+    assert TOKEN not in repr(parse_routes(ROUTES))
+
+
+def test_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text("receivers: [{name: s, type: slack, url_env: TEST_SLACK_URL}]\n"
+                    "routes: [{receiver: s}]\n")  # fmt: skip
+    monkeypatch.delenv("TEST_SLACK_URL", raising=False)
+    with pytest.raises(UserError, match="TEST_SLACK_URL is not set"):
+        load_routes(path)
+    monkeypatch.setenv("TEST_SLACK_URL", f"https://hooks.slack.example/services/{TOKEN}")
+    assert load_routes(path).receiver("s").resolved_url().endswith(TOKEN)
+
+
+def test_alertmanager_url_gets_the_v2_path() -> None:
+    am = parse_routes(ROUTES).receiver("am")
+    assert am.resolved_url() == "http://127.0.0.1:9093/api/v2/alerts"
