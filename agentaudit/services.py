@@ -6,7 +6,8 @@ import asyncio
 import logging
 import signal
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -66,10 +67,14 @@ async def serve_worker(
         if settings.checkpoint_interval_s > 0:
             console.print(f"signing every chain's checkpoint every {settings.checkpoint_interval_s:g} s; "
                           f"anchored in {settings.checkpoints_dir}")  # fmt: skip
+        # /metrics (issue 12, H3; AGENTAUDIT_METRICS_PORT, 0 = off): counts every sink's flushes.
+        from agentaudit.health.metrics import start_worker_metrics
         from agentaudit.records.sink import run_record_sink
 
+        metrics = start_worker_metrics(settings, store, stop)
+        watch = metrics.metrics.watch if metrics is not None else None
         # Alerts, control messages, transitions and drift scores land beside the events.
-        records = asyncio.create_task(run_record_sink(settings, store, stop))
+        records = asyncio.create_task(run_record_sink(settings, store, stop, watch=watch))
         # A record sink that ends before `stop` failed: stop the worker so its error is
         # reported, instead of events flowing on while alerts silently stop being stored.
         records.add_done_callback(lambda _task: stop.set())
@@ -85,10 +90,12 @@ async def serve_worker(
             notifier = asyncio.create_task(deliver_in_worker(settings, stop))
         try:
             if settings.sink_processes > 1:
-                c = await _run_sink_processes(settings, stop)
+                c = await _run_sink_processes(
+                    settings, stop, metrics.metrics.observe_report if metrics is not None else None
+                )
                 flushes = c.flushes
             else:
-                worker = await run_worker(settings, store, stop)
+                worker = await run_worker(settings, store, stop, watch=watch)
                 c, flushes = worker.processor.counters, worker.flushes  # type: ignore[assignment]
         finally:
             stop.set()
@@ -97,6 +104,8 @@ async def serve_worker(
                 await jobs
             if sweeps is not None:
                 await sweeps  # a sweep under way finishes its tenant before the store closes
+            if metrics is not None:
+                await metrics.close()
             if notifier is not None:
                 await notifier
         console.print(
@@ -128,11 +137,14 @@ async def run_stream_jobs(settings: Settings, stop: asyncio.Event) -> None:
     await jobs.run(stop)
 
 
-async def _run_sink_processes(settings: Settings, stop: asyncio.Event) -> ChildCounters:
-    """The sink as `settings.sink_processes` processes served by this one's store."""
+async def _run_sink_processes(
+    settings: Settings, stop: asyncio.Event, on_report: Callable[[dict[str, Any]], None] | None = None
+) -> ChildCounters:
+    """The sink as `settings.sink_processes` processes served by this one's store; `on_report`
+    sees their report lines (the worker's metrics)."""
     from agentaudit.sink.pool import SinkProcesses
 
-    async with SinkProcesses(settings, settings.sink_processes) as pool:
+    async with SinkProcesses(settings, settings.sink_processes, on_report=on_report) as pool:
         stopped = asyncio.create_task(stop.wait())
         exited = asyncio.create_task(pool.all_exited.wait())
         await asyncio.wait({stopped, exited}, return_when=asyncio.FIRST_COMPLETED)

@@ -101,6 +101,31 @@ class Settings(BaseSettings):
         ge=0,
         description="Recent event_ids per worker remembered to drop re-sent events (SDK retries).",
     )
+    # -- issue 12 H3 (health): `agentaudit status`, the worker's /metrics, query's warning --
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="The worker serves Prometheus /metrics here; 0 = off."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address /metrics binds to.")
+    metrics_refresh_s: float = Field(
+        default=5.0, gt=0, description="How often the worker re-reads lag and store figures for /metrics."
+    )
+    health_max_lag: int = Field(
+        default=10_000, ge=0, description="Consumer lag (messages, any partition) above which status is degraded."
+    )
+    health_max_insert_age_s: float = Field(
+        default=120.0, gt=0,
+        description="With lag on the events topic, no insert for this long means the writer is down.",
+    )  # fmt: skip
+    health_max_dead_letter_ratio: float = Field(
+        default=0.05, ge=0, le=1,
+        description="Share of dead letters among the last 5 minutes' rows above which status is degraded.",
+    )  # fmt: skip
+    health_max_heartbeat_age_s: float = Field(
+        default=60.0, gt=0, description="Stream-jobs heartbeat older than this: degraded."
+    )
+    health_max_checkpoint_age_s: float = Field(
+        default=300.0, gt=0, description="A chain whose newest checkpoint is older than this: degraded."
+    )
     # issue 12, H2 (alert delivery, agentaudit/notify): the routing file the worker delivers with
     alert_routes: Path | None = Field(
         default=None,

@@ -23,6 +23,7 @@ from agentaudit.cli import (
     keys,
     notify,
     retention,
+    status,
     trail,
 )
 from agentaudit.cli.output import OutputFormat
@@ -226,6 +227,8 @@ app.command("trail")(actions.trail)
 erase.register(app)
 # retention and legal hold: retention set|show|apply, hold add|rm (issue #11, part D)
 retention.register(app)
+# pipeline health: status (issue #12, health)
+status.register(app)
 # alert delivery: agentaudit notify --routes FILE (issue 12, H2)
 notify.register(app)
 

@@ -113,8 +113,14 @@ class RecordSink(PartitionSink[RecordBatch]):
         self.processor.counters.dlq_unsent += 1
 
 
-async def run_record_sink(settings: Settings, store: Store, stop: asyncio.Event) -> RecordSink:
-    """Run a RecordSink until `stop` is set; used by the worker."""
+async def run_record_sink(
+    settings: Settings, store: Store, stop: asyncio.Event,
+    *, watch: Callable[[RecordSink], None] | None = None,
+) -> RecordSink:
+    """Run a RecordSink until `stop` is set; used by the worker. `watch` sees the sink
+    before it starts (the worker's metrics set its `on_flush`)."""
     sink = RecordSink(settings, store)
+    if watch is not None:
+        watch(sink)
     await run_sink(sink, stop, "pipeline records")
     return sink

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -107,6 +108,11 @@ class PartitionSink(ABC, Generic[B]):
         """Per topic: where each assigned partition is read, and whether its log is the same."""
         self._assignments = 0
         """+1 on every recovery: what was fetched before an await may be stale after it."""
+        self._processing_s = 0.0
+        """Time in `_process` since the last flush (the pending batch's `process` stage)."""
+        self.last_stages: dict[str, float] = {}
+        """Seconds per stage of the last flush (`process`, `dead_letter_topic`, `insert`,
+        `commit`), set before `on_flush` is called; timed per batch, never per event."""
 
     # -- what a subclass provides -------------------------------------------------------------
 
@@ -272,7 +278,9 @@ class PartitionSink(ABC, Generic[B]):
             await self._new_epoch(tp, decision.reset)
             return
         if decision.records:
+            started = time.perf_counter()  # per chunk of a poll, not per message
             self._process(tp, decision.records)
+            self._processing_s += time.perf_counter() - started
         if decision.seek is not None:
             self.consumer.seek(tp, decision.seek)
 
@@ -326,13 +334,19 @@ class PartitionSink(ABC, Generic[B]):
             if batch is None:
                 return
             self.fault("before_insert")
+            t0 = time.perf_counter()
             dlq = self._dead_letters_out(batch)
             if dlq:
                 await self._send_dead_letters(dlq)
+            t1 = time.perf_counter()
             await self._write(batch)
             self._stored(batch)
+            t2 = time.perf_counter()
             self.fault("after_insert")
             await self._commit(self._offsets(batch))
+            self.last_stages = {"process": self._processing_s, "dead_letter_topic": t1 - t0,
+                                "insert": t2 - t1, "commit": time.perf_counter() - t2}  # fmt: skip
+            self._processing_s = 0.0
             self.flushes += 1
             if self.on_flush:
                 self.on_flush(batch)

@@ -22,6 +22,7 @@ import sys
 import orjson
 
 from agentaudit.gc_tuning import tune_gc
+from agentaudit.health.flushes import figures_of, to_report
 from agentaudit.lifeline import follow_parent
 from agentaudit.settings import Settings
 from agentaudit.sink.processor import Batch
@@ -50,10 +51,12 @@ async def _main(parent_pid: int) -> None:
     with open_store(settings, attach=True) as store:
         worker: SinkWorker
 
-        def progress(_batch: Batch) -> None:
+        def progress(batch: Batch | None) -> None:
             c = worker.processor.counters
+            # A flush's line also says what it stored and its stages (the worker's /metrics).
+            stored = {} if batch is None else to_report(figures_of(batch, worker.last_stages))
             _report(accepted=c.accepted, dead_lettered=c.dead_lettered, duplicates=c.duplicates,
-                    flushes=worker.flushes)  # fmt: skip
+                    flushes=worker.flushes, **stored)  # fmt: skip
 
         # Reparented: the store's owner is gone for good. Asked where the loop is blocked
         # (recovery); elsewhere the parent-death SIGTERM stops the worker.
@@ -70,7 +73,7 @@ async def _main(parent_pid: int) -> None:
         worker.stop()
         waiter.cancel()
         await task
-        progress(Batch())
+        progress(None)
 
 
 def main() -> None:

@@ -9,8 +9,9 @@ as a lone worker does. Each child reaches the store like any other client: the o
 process's HTTP endpoint in embedded mode, the server otherwise.
 
 Children talk to the parent over stdout, one JSON object per line: `{"ready": true}` once
-partitions are assigned, `{"accepted": n, "dead_lettered": n, "flushes": n}` after each
-flush, and a last counters line on exit.
+partitions are assigned, `{"accepted": n, "dead_lettered": n, "flushes": n, ...}` after each
+flush (with what that flush stored and its stage timings, `agentaudit.health.flushes`), and a
+last counters line on exit.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
 
 import orjson
 
@@ -65,6 +66,7 @@ class SinkProcesses:
         *,
         extra_env: dict[str, str] | None = None,
         on_progress: Callable[[], None] | None = None,
+        on_report: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         if count < 1:
             raise ValueError("at least one sink process")
@@ -72,6 +74,8 @@ class SinkProcesses:
         self.count = count
         self.extra_env = extra_env or {}
         self.on_progress = on_progress
+        self.on_report = on_report
+        """Sees every report line (flush figures for the worker's metrics, `agentaudit.health`)."""
         self.children: list[_Child] = []
         self.first_ready = asyncio.Event()
         """Set when any child has partitions: from then on events are being sunk."""
@@ -136,6 +140,8 @@ class SinkProcesses:
             for name in ("accepted", "dead_lettered", "duplicates", "flushes"):
                 if name in report:
                     setattr(child.counters, name, int(report[name]))
+            if self.on_report is not None:
+                self.on_report(report)
             if "flushes" in report and self.on_progress is not None:
                 self.on_progress()
         code = await child.proc.wait()

@@ -160,8 +160,14 @@ class SinkWorker(PartitionSink[Batch]):
         self.processor.counters.dlq_unsent += 1
 
 
-async def run_worker(settings: Settings, store: Store, stop: asyncio.Event | None = None) -> SinkWorker:
-    """Run a SinkWorker until `stop` is set (or forever); used by the CLI and the demo."""
+async def run_worker(
+    settings: Settings, store: Store, stop: asyncio.Event | None = None,
+    *, watch: Callable[[SinkWorker], None] | None = None,
+) -> SinkWorker:
+    """Run a SinkWorker until `stop` is set (or forever); used by the CLI and the demo.
+    `watch` sees the worker before it starts (the worker's metrics set its `on_flush`)."""
     worker = SinkWorker(settings, store)
+    if watch is not None:
+        watch(worker)
     await run_sink(worker, stop, "events")
     return worker
