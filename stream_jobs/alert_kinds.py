@@ -34,3 +34,12 @@ NON_ALERT_RUNBOOKS: dict[str, str] = {
     "TrailUnsigned": "A sink refused to sign a chain whose store disagrees with its anchored checkpoints.",
 }
 """Runbooks that no alert fires but that records link to (a control message's `runbook`)."""
+
+PIPELINE_ALERTS: dict[str, str] = {
+    "ConsumerLag": "A sink's consumer group is far behind the newest offsets of its topic.",
+    "DeadLetterRate": "Messages are being refused into dead letters at a sustained rate.",
+    "StreamJobsSilent": "The stream jobs' heartbeat stopped: budgets, breakers, alerts stopped.",
+    "CheckpointsStale": "A chain's newest signed checkpoint is older than a few signing intervals.",
+}
+"""Alerts on the pipeline itself, fired by Grafana rules (dashboards/alerts.py), not by the jobs:
+same runbook convention, `runbooks/<Kind>.md`."""

@@ -18,10 +18,12 @@ from agentaudit.cli import (
     auditors,
     blocks,
     budgets,
+    dashboards,
     erase,
     goldsets,
     keys,
     notify,
+    report,
     retention,
     status,
     trail,
@@ -227,10 +229,14 @@ app.command("trail")(actions.trail)
 erase.register(app)
 # retention and legal hold: retention set|show|apply, hold add|rm (issue #11, part D)
 retention.register(app)
-# pipeline health: status (issue #12, health)
-status.register(app)
+# Grafana dashboards and alert rules as code: dashboards build|push (issue #12, H1)
+app.add_typer(dashboards.app, name="dashboards")
 # alert delivery: agentaudit notify --routes FILE (issue 12, H2)
 notify.register(app)
+# pipeline health: status (issue #12, health)
+status.register(app)
+# the on-call report: one self-contained HTML file (issue 12, H5)
+app.command("report")(report.report)
 
 
 def main() -> None:
