@@ -149,7 +149,7 @@ class Deliverer:
             delay = self.backoff.delay(attempt - 1, after)
             # WARNING once, then every 10th: a receiver down for an hour must not flood the log.
             level = logging.WARNING if attempt == 1 or attempt % 10 == 0 else logging.DEBUG
-            log.log(level, "receiver %s (%s): alert %s attempt %d failed (%s); retrying in %.1fs",
+            log.log(level, "receiver %s (%s): alert %s attempt %d failed (%s); retrying in %.2fs",
                     self.name, self.where, alert.alert_id, attempt, why, delay)  # fmt: skip
             if await self.sleeper(delay, stop):
                 raise Stopped(alert.alert_id)

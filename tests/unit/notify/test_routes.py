@@ -58,15 +58,15 @@ routes:
     [
         ("receivers: [{name: a, type: webhook, url: 'http://h/x'}]\nroutes: [{receiver: b}]",
          "unknown receivers: b"),
-        ("receivers: [{name: a, type: webhook, url: 'http://h/x'}, {name: a, type: slack, "
-         "url: 'http://h/y'}]\nroutes: [{receiver: a}]", "unique: a"),
+        (("receivers: [{name: a, type: webhook, url: 'http://h/x'}, {name: a, type: slack, "
+         "url: 'http://h/y'}]\nroutes: [{receiver: a}]"), "unique: a"),
         ("receivers: [{name: a, type: pager, url: 'http://h/x'}]\nroutes: [{receiver: a}]",
          "receivers.0.type"),
         ("receivers: [{name: a, type: webhook}]\nroutes: [{receiver: a}]", "exactly one of url"),
-        ("receivers: [{name: a, type: webhook, url: 'http://h/x', colour: red}]\n"
-         "routes: [{receiver: a}]", "receivers.0.colour"),
-        ("receivers: [{name: a, type: webhook, url: 'http://h/x'}]\n"
-         "routes: [{receiver: a, match: {severity: [loud]}}]", "routes.0.match.severity.0"),
+        (("receivers: [{name: a, type: webhook, url: 'http://h/x', colour: red}]\n"
+         "routes: [{receiver: a}]"), "receivers.0.colour"),
+        (("receivers: [{name: a, type: webhook, url: 'http://h/x'}]\n"
+         "routes: [{receiver: a, match: {severity: [loud]}}]"), "routes.0.match.severity.0"),
         ("receivers: [\n", "not valid YAML at line"),
     ],
 )
