@@ -23,6 +23,7 @@ from agentaudit.cli import (
     goldsets,
     keys,
     notify,
+    report,
     retention,
     status,
     trail,
@@ -234,6 +235,8 @@ app.add_typer(dashboards.app, name="dashboards")
 notify.register(app)
 # pipeline health: status (issue #12, health)
 status.register(app)
+# the on-call report: one self-contained HTML file (issue 12, H5)
+app.command("report")(report.report)
 
 
 def main() -> None:
