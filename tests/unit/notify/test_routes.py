@@ -104,3 +104,15 @@ def test_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_alertmanager_url_gets_the_v2_path() -> None:
     am = parse_routes(ROUTES).receiver("am")
     assert am.resolved_url() == "http://127.0.0.1:9093/api/v2/alerts"
+
+
+def test_the_readme_example_is_a_valid_routing_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    example = readme.split("# routes.yaml: receivers, then routes", 1)[1].split("\n", 1)[1]
+    example = example.split("```", 1)[0]
+    monkeypatch.setenv("SLACK_ONCALL_WEBHOOK", f"https://hooks.slack.example/services/{TOKEN}")
+    routes = parse_routes(example)
+    for receiver in routes.receivers:
+        receiver.resolved_url()
+    assert routes.receivers_for(make_alert()) == ["oncall-slack", "audit-hook"]
+    assert routes.receivers_for(make_alert(tenant="globex", severity=Severity.INFO)) == ["alertmanager"]
