@@ -183,6 +183,9 @@ def run_query(
             f"no store at {settings.store_dir}: run `agentaudit demo` or `agentaudit migrate` first, "
             "or set AGENTAUDIT_DATA_DIR / AGENTAUDIT_CLICKHOUSE_URL"
         )
+    from agentaudit.health.status import store_owner
+
+    owner = store_owner(settings)  # before opening: an unowned store's reader becomes its owner
     with open_store(settings) as store:
         if auditor is not None:
             from agentaudit.auditors.gate import run_cli
@@ -192,6 +195,20 @@ def run_query(
             # Read-only: checked by ClickHouse's parser, then run with readonly=1 and limits.
             result = run_readonly(store, sql)
         render(list(result.column_names), list(result.result_rows), fmt, console)
+        _warn_if_stale(settings, store, owner)
+
+
+def _warn_if_stale(settings: Settings, store: Store, owner: str | None) -> None:
+    """One line on stderr, after the result and never in it, when the store's writer is down
+    or behind (issue 12, H3: an answer from stale data is never silent)."""
+    import sys
+
+    from agentaudit.health.warn import staleness_warning
+    from producers.clock import utc_now
+
+    warning = staleness_warning(settings, store, utc_now(), owner)
+    if warning is not None:
+        sys.stderr.write(f"warning: {warning}\n")
 
 
 def run_end_trail(settings: Settings, tenant_id: str, console: Console) -> None:

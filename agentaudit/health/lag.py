@@ -18,7 +18,10 @@ any broker, so one small fetch per partition at the reported end fixes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -146,6 +149,18 @@ class LagReader:
                 ends[tp] = max(ends[tp], high)
         consumer.assign([])
         return ends
+
+
+@contextlib.contextmanager
+def quiet_kafka_logs() -> Iterator[None]:
+    """aiokafka logs a refused connection at ERROR: the warning is the one line said."""
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 async def read_lag(settings: Settings, timeout_s: float = 10.0) -> list[Lag]:

@@ -19,7 +19,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from agentaudit.errors import BrokerUnreachable, StoreUnavailable
 from agentaudit.health.figures import StoreFigures, store_figures
-from agentaudit.health.lag import Lag, read_lag
+from agentaudit.health.lag import Lag, quiet_kafka_logs, read_lag
 from agentaudit.settings import Settings
 
 HEALTHY, DEGRADED = 0, 1
@@ -190,11 +190,12 @@ def gather(settings: Settings, now: datetime, *, broker_timeout_s: float = 5.0) 
     """Read the broker and the store; each one's failure is recorded, not raised."""
     from agentaudit.store import open_store, store_exists
 
-    seen = Observed(now, store_owner(settings))
-    try:
-        seen.lags = asyncio.run(read_lag(settings, broker_timeout_s))
-    except BrokerUnreachable as exc:
-        seen.broker_error = str(exc)
+    seen = Observed(now, store_owner(settings))  # before opening: a reader may become the owner
+    with quiet_kafka_logs():
+        try:
+            seen.lags = asyncio.run(read_lag(settings, broker_timeout_s))
+        except BrokerUnreachable as exc:
+            seen.broker_error = str(exc)
     try:
         if settings.embedded and not store_exists(settings):
             raise StoreUnavailable(f"no store at {settings.store_dir} (AGENTAUDIT_DATA_DIR)")
