@@ -33,7 +33,7 @@ RunbookBase = Annotated[
 ]
 
 
-class GrafanaUnreachable(UserError):
+class GrafanaRefused(UserError):
     """Grafana refused or failed a request; the message names it."""
 
     exit_code = 3
@@ -120,7 +120,7 @@ def push(
             runbook_base_url=runbook_base_url,
         )  # fmt: skip
     except GrafanaException as exc:
-        raise GrafanaUnreachable(f"Grafana at {url}: {exc}") from exc
+        raise GrafanaRefused(f"Grafana at {url}: {exc.status_code} {exc}") from exc
     for change in changes:
         console.print(f"{change.action:9} {change.kind} {change.uid}", highlight=False)
     done = sum(c.action != "unchanged" for c in changes)
