@@ -88,6 +88,14 @@ async def serve_worker(
             from agentaudit.notify.service import deliver_in_worker
 
             notifier = asyncio.create_task(deliver_in_worker(settings, stop))
+        # OTLP/HTTP ingest (issue 13, H7) when AGENTAUDIT_OTLP_PORT is set; one that cannot
+        # serve (port taken) stops the worker, so its error is reported, not swallowed.
+        otlp = None
+        if settings.otlp_port:
+            from agentaudit.otlp.server import serve_otlp
+
+            otlp = asyncio.create_task(serve_otlp(settings, stop))
+            otlp.add_done_callback(lambda _task: stop.set())
         try:
             if settings.sink_processes > 1:
                 c = await _run_sink_processes(
@@ -108,6 +116,8 @@ async def serve_worker(
                 await metrics.close()
             if notifier is not None:
                 await notifier
+            if otlp is not None:
+                await otlp
         console.print(
             f"worker stopped: {c.accepted} events, {c.dead_lettered} dead letters, "
             f"{c.duplicates} duplicates dropped, {flushes} flushes; "

@@ -133,6 +133,27 @@ class Settings(BaseSettings):
         "alerts topic to its receivers (README, Alert delivery). Unset = no delivery in the worker.",
     )
 
+    # -- issue 13 H7 (otlp): the OTLP/HTTP receiver (agentaudit/otlp, README OpenTelemetry) --
+    otlp_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="The worker also serves OTLP/HTTP (/v1/traces, /v1/logs) here; 0 = off.",
+    )  # fmt: skip
+    otlp_host: str = Field(default="127.0.0.1", description="Address the OTLP receiver binds to.")
+    otlp_keys_file: Path | None = Field(
+        default=None,
+        description="API keys of the OTLP receiver (SHA-256 → tenant); default <key_dir>/otlp-keys.json.",
+    )
+    otlp_max_body_bytes: int = Field(
+        default=16 << 20, ge=1024, description="Largest OTLP request body, compressed or not (413 above)."
+    )
+    otlp_send_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="How long a request waits for the broker's acknowledgements before answering 503.",
+    )  # fmt: skip
+    otlp_max_inflight: int = Field(
+        default=64, ge=1, description="Requests handled at once; more are answered 429 (retry later)."
+    )
+
     def to_env(self) -> dict[str, str]:
         """`AGENTAUDIT_*` variables that rebuild these settings in a child process."""
         return {

@@ -23,6 +23,7 @@ from agentaudit.cli import (
     goldsets,
     keys,
     notify,
+    otlp,
     report,
     retention,
     status,
@@ -235,6 +236,8 @@ app.add_typer(dashboards.app, name="dashboards")
 notify.register(app)
 # pipeline health: status (issue #12, health)
 status.register(app)
+# OTLP/HTTP ingest: agentaudit otlp [--port], otlp add-key (issue 13, H7)
+otlp.register(app)
 # the on-call report: one self-contained HTML file (issue 12, H5)
 app.command("report")(report.report)
 

@@ -1,0 +1,154 @@
+"""Request bodies to OTLP request messages: protobuf or OTLP/JSON, gzip or not.
+
+OTLP/JSON is not protobuf's canonical JSON: trace and span ids are **hex** strings, where
+protobuf's JSON mapping expects base64 for `bytes` fields. Hex text is also valid base64, so
+`json_format.Parse` accepts a spec body without error and decodes a 16-byte trace id into 24
+wrong bytes. `_hex_ids` rewrites the id fields to base64 before the generic parse; everything
+else (lowerCamelCase names, enums as integers or names, 64-bit integers as strings) is what
+`json_format` already accepts. Unknown fields are ignored, as the OTLP spec asks of receivers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from typing import Any, TypeVar
+
+import orjson
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+M = TypeVar("M", bound=Message)
+
+
+class BadRequest(ValueError):
+    """The body cannot be decoded: answered 400, which exporters do not retry."""
+
+
+class TooLarge(ValueError):
+    """The body (or what it inflates to) is over the limit: answered 413."""
+
+
+class UnsupportedMediaType(ValueError):
+    """Neither protobuf nor JSON: answered 415."""
+
+
+def media_type(content_type: str | None) -> str:
+    """`PROTOBUF` or `JSON` from a Content-Type header (parameters ignored); 415 otherwise."""
+    base = (content_type or "").split(";", 1)[0].strip().lower()
+    if base in (PROTOBUF, JSON):
+        return base
+    raise UnsupportedMediaType(f"Content-Type {content_type!r}: use {PROTOBUF} or {JSON}")
+
+
+def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body without its Content-Encoding (identity or gzip), at most `limit` bytes."""
+    enc = (encoding or "identity").strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc != "gzip":
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r}: use gzip or none")
+    # Bounded inflation: a small gzip bomb must not become gigabytes in memory.
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"gzip body does not inflate: {exc}") from None
+    if len(out) > limit:
+        raise TooLarge(f"gzip body inflates to more than {limit} bytes")
+    if not inflater.eof:
+        raise BadRequest("gzip body is truncated")
+    return out
+
+
+def _b64_of_hex(obj: dict[str, Any], field: str, size: int) -> None:
+    text = obj.get(field)
+    if text is None or text == "":
+        return
+    if not isinstance(text, str):
+        raise BadRequest(f"{field} must be a hex string, got {type(text).__name__}")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise BadRequest(f"{field} {text[:40]!r} is not hex (OTLP/JSON ids are hex, not base64)") from None
+    if len(raw) != size:
+        raise BadRequest(f"{field} {text[:40]!r} is {len(raw)} bytes, not {size}")
+    obj[field] = base64.b64encode(raw).decode()
+
+
+def _each(obj: Any, key: str) -> list[Any]:
+    items = obj.get(key) if isinstance(obj, dict) else None
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise BadRequest(f"{key} must be a list")
+    return items
+
+
+def _hex_ids(doc: Any, signal: str) -> None:
+    """Rewrite OTLP/JSON hex ids in place to the base64 `json_format` expects."""
+    if not isinstance(doc, dict):
+        raise BadRequest("the JSON body must be an object")
+    if signal == "traces":
+        for rs in _each(doc, "resourceSpans"):
+            for ss in _each(rs, "scopeSpans"):
+                for span in _each(ss, "spans"):
+                    if not isinstance(span, dict):
+                        raise BadRequest("a span must be an object")
+                    _b64_of_hex(span, "traceId", 16)
+                    _b64_of_hex(span, "spanId", 8)
+                    _b64_of_hex(span, "parentSpanId", 8)
+                    for link in _each(span, "links"):
+                        if isinstance(link, dict):
+                            _b64_of_hex(link, "traceId", 16)
+                            _b64_of_hex(link, "spanId", 8)
+    else:
+        for rl in _each(doc, "resourceLogs"):
+            for sl in _each(rl, "scopeLogs"):
+                for rec in _each(sl, "logRecords"):
+                    if not isinstance(rec, dict):
+                        raise BadRequest("a log record must be an object")
+                    _b64_of_hex(rec, "traceId", 16)
+                    _b64_of_hex(rec, "spanId", 8)
+
+
+def _parse(message: M, body: bytes, media: str, signal: str) -> M:
+    if media == PROTOBUF:
+        try:
+            message.ParseFromString(body)
+        except (DecodeError, RecursionError) as exc:
+            raise BadRequest(f"protobuf body does not decode: {exc}") from None
+        return message
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"JSON body does not parse: {exc}") from None
+    _hex_ids(doc, signal)
+    try:
+        json_format.ParseDict(doc, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, binascii.Error, RecursionError, ValueError, TypeError) as exc:
+        raise BadRequest(f"JSON body is not OTLP: {str(exc)[:500]}") from None
+    return message
+
+
+def traces(body: bytes, media: str) -> ExportTraceServiceRequest:
+    """An `ExportTraceServiceRequest` from an inflated body; BadRequest when it is not one."""
+    return _parse(ExportTraceServiceRequest(), body, media, "traces")
+
+
+def logs(body: bytes, media: str) -> ExportLogsServiceRequest:
+    """An `ExportLogsServiceRequest` from an inflated body; BadRequest when it is not one."""
+    return _parse(ExportLogsServiceRequest(), body, media, "logs")
+
+
+def encode(message: Message, media: str) -> bytes:
+    """A response message in the request's encoding (OTLP answers in kind)."""
+    if media == PROTOBUF:
+        return message.SerializeToString()
+    return json_format.MessageToJson(message, indent=None).encode()

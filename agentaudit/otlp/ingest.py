@@ -1,0 +1,142 @@
+"""One decoded OTLP request to the records it sends: events (events topic) and dead letters.
+
+Every event document is judged by the sink's own contract check (`agentaudit.sink.decode.
+validate`, the bytes the sink will read): an event the sink would dead-letter is dead-lettered
+here, with the sink's reason, and counted as rejected in the response's `partial_success`, so
+the exporter's user learns of it. A span that maps to nothing is a dead letter too
+(`unknown_type`): its record on the DLQ topic is the span as OTLP/JSON (hex ids) with its
+resource and scope, under the same headers the sink writes (`reason`, `detail`, `source`).
+Pure: no I/O, the same request always gives the same records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from agentaudit.otlp import attrs as A
+from agentaudit.otlp.evals import eval_result
+from agentaudit.otlp.genai import Origin, Unmapped, map_span, origin
+from agentaudit.sink.deadletter import keep
+from agentaudit.sink.decode import Rejected, validate
+
+Headers = list[tuple[str, bytes]]
+MAX_MESSAGES = 5
+"""Distinct dead-letter reasons quoted in the response's error message."""
+
+
+@dataclass
+class Outcome:
+    """What a request gives: records to send and how many of its items were rejected."""
+
+    events: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """(key, value) for the events topic: key = tenant."""
+    dead_letters: list[tuple[bytes, bytes, Headers]] = field(default_factory=list)
+    """(key, value, headers) for the dead-letter topic."""
+    items: int = 0
+    rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def message(self) -> str:
+        """The partial-success message: counts per reason and where the records went."""
+        if not self.rejected:
+            return ""
+        parts = [f"{n} {reason}" for reason, n in sorted(self.reasons.items())[:MAX_MESSAGES]]
+        return f"{self.rejected} of {self.items} dead-lettered ({', '.join(parts)})"
+
+
+def _otlp_json(msg: Message, ids: tuple[str, ...]) -> dict[str, Any]:
+    """A span or log record as OTLP/JSON: hex ids, not protobuf JSON's base64."""
+    doc = json_format.MessageToDict(msg)
+    for name in ids:
+        raw = getattr(msg, name)
+        if raw:
+            doc[_camel(name)] = raw.hex()
+    return doc
+
+
+def _jsonable(value: object) -> object:
+    """bytes attribute values (hex) in a dead letter's JSON."""
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(type(value).__name__)
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(p.title() for p in rest)
+
+
+class _Collector:
+    def __init__(self, tenant: str, source: str) -> None:
+        self.key = tenant.encode()
+        self.source = source.encode()
+        self.out = Outcome()
+
+    def dead(self, reason: str, detail: str, value: bytes) -> None:
+        kept, extra, note = keep(value)
+        self.out.dead_letters.append((self.key, kept, [
+            ("reason", reason.encode()), ("detail", (detail + note)[:512].encode()),
+            ("source", self.source), *extra,
+        ]))  # fmt: skip
+        self.out.reasons[reason] = self.out.reasons.get(reason, 0) + 1
+
+    def unmapped(self, why: Unmapped, item: Message, ids: tuple[str, ...], ctx: dict[str, Any]) -> None:
+        value = orjson.dumps({**ctx, "item": _otlp_json(item, ids)}, default=_jsonable)
+        self.dead(why.reason, why.detail, value)
+        self.out.rejected += 1
+
+    def events(self, docs: list[dict[str, Any]]) -> None:
+        bad = False
+        for doc in docs:
+            value = orjson.dumps(doc)
+            verdict = validate(value)
+            if isinstance(verdict, Rejected):
+                self.dead(verdict.reason.value, verdict.detail, value)
+                bad = True
+            else:
+                self.out.events.append((self.key, value))
+        self.out.rejected += bad
+
+
+def traces(tenant: str, request: ExportTraceServiceRequest, source: str = "otlp:/v1/traces") -> Outcome:
+    """The records of a trace export request for `tenant` (from its API key)."""
+    c = _Collector(tenant, source)
+    for rs in request.resource_spans:
+        resource = A.to_dict(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            o: Origin = origin(tenant, resource, ss.scope.name, ss.scope.version)
+            for span in ss.spans:
+                c.out.items += 1
+                mapped = map_span(o, span)
+                if isinstance(mapped, Unmapped):
+                    ctx = {"resource": resource, "scope": ss.scope.name}
+                    c.unmapped(mapped, span, ("trace_id", "span_id", "parent_span_id"), ctx)
+                else:
+                    c.events(mapped)
+    return c.out
+
+
+def logs(tenant: str, request: ExportLogsServiceRequest, source: str = "otlp:/v1/logs") -> Outcome:
+    """The records of a logs export request: `gen_ai.evaluation.result` events become
+    `eval_result`s; other records are dead letters."""
+    c = _Collector(tenant, source)
+    for rl in request.resource_logs:
+        resource = A.to_dict(rl.resource.attributes)
+        for sl in rl.scope_logs:
+            o = origin(tenant, resource, sl.scope.name, sl.scope.version)
+            for rec in sl.log_records:
+                c.out.items += 1
+                mapped = eval_result(o, rec)
+                if isinstance(mapped, Unmapped):
+                    ctx = {"resource": resource, "scope": sl.scope.name}
+                    c.unmapped(mapped, rec, ("trace_id", "span_id"), ctx)
+                else:
+                    c.events([mapped])
+    return c.out

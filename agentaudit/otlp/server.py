@@ -1,0 +1,243 @@
+"""The OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/logs` on aiohttp.
+
+Answers as OTLP exporters expect (OTLP spec, "OTLP/HTTP Response"):
+
+| status | when | exporter |
+| --- | --- | --- |
+| 200 + `Export*ServiceResponse` | every record acknowledged by Kafka; `partial_success` counts what was dead-lettered | done |
+| 400 | body does not decode | drops the batch |
+| 401 / 403 | no or unknown API key / revoked key | drops the batch |
+| 413 | body over `AGENTAUDIT_OTLP_MAX_BODY_BYTES` (also after gzip inflation) | drops |
+| 415 | neither protobuf nor JSON, or an encoding other than gzip | drops |
+| 429 + Retry-After | more than `AGENTAUDIT_OTLP_MAX_INFLIGHT` requests at once | retries |
+| 503 + Retry-After | the broker did not acknowledge in `AGENTAUDIT_OTLP_SEND_TIMEOUT_S` | retries |
+
+200 is only sent after the broker acknowledged every record of the request (acks=all), the
+dead letters included: a crash before that loses nothing the exporter was told is stored.
+A retried batch after a 503 is harmless: event ids are deterministic and the sink drops the
+copies. Error bodies are a `google.rpc.Status` (code, message) in the request's encoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from agentaudit.otlp import decode, ingest
+from agentaudit.otlp.keys import Forbidden, KeyTable, Unauthorized, keys_path, presented_key
+from agentaudit.settings import Settings
+
+log = logging.getLogger("agentaudit.otlp")
+
+RETRY_AFTER_BUSY_S = 1
+RETRY_AFTER_BROKER_S = 5
+
+
+def _status_body(code: int, message: str, media: str) -> bytes:
+    """A `google.rpc.Status` (code 1, message 2) without a googleapis dependency."""
+    if media == decode.JSON:
+        import orjson
+
+        return orjson.dumps({"code": code, "message": message})
+    text = message.encode()
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            b, n = n & 0x7F, n >> 7
+            out.append(b | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    return b"\x08" + varint(code) + b"\x12" + varint(len(text)) + text
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not take the request's records in time."""
+
+
+class Sender:
+    """One Kafka producer for the receiver, started on first use and again after a failure."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _get(self) -> Any:
+        from aiokafka import AIOKafkaProducer
+
+        async with self._lock:
+            if self._producer is None:
+                # No idempotence: the local broker refuses it; a duplicate is dropped by event id.
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.settings.kafka_bootstrap, client_id="agentaudit-otlp",
+                    acks="all", enable_idempotence=False, linger_ms=5,
+                    request_timeout_ms=int(self.settings.otlp_send_timeout_s * 1000),
+                )  # fmt: skip
+                try:
+                    await producer.start()
+                except BaseException:
+                    await _quietly_stop(producer)
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def send(self, outcome: ingest.Outcome) -> None:
+        """Every record of `outcome` acknowledged, or BrokerUnavailable."""
+        from aiokafka.errors import KafkaError
+
+        s = self.settings
+        try:
+            async with asyncio.timeout(s.otlp_send_timeout_s):
+                producer = await self._get()
+                pending = [await producer.send(s.events_topic, v, key=k) for k, v in outcome.events]
+                pending += [await producer.send(s.dlq_topic, v, key=k, headers=h)
+                            for k, v, h in outcome.dead_letters]  # fmt: skip
+                await asyncio.gather(*pending)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            await self.reset()  # a fresh producer next time: the old one may hold a dead connection
+            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from None
+
+    async def reset(self) -> None:
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await _quietly_stop(producer)
+
+
+async def _quietly_stop(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(5):
+            await client.stop()
+
+
+class Receiver:
+    """The receiver's state: keys, producer, counters; `app` is its aiohttp application."""
+
+    def __init__(self, settings: Settings, keys: KeyTable | None = None) -> None:
+        self.settings = settings
+        self.keys = keys if keys is not None else KeyTable(keys_path(settings))
+        self.sender = Sender(settings)
+        self._inflight = 0
+        self.counters = {"requests": 0, "items": 0, "events": 0, "dead_letters": 0,
+                         "refused": 0, "unavailable": 0}  # fmt: skip
+        self.app = web.Application(client_max_size=settings.otlp_max_body_bytes)
+        self.app.router.add_post("/v1/traces", self._traces)
+        self.app.router.add_post("/v1/logs", self._logs)
+
+    async def _traces(self, request: web.Request) -> web.Response:
+        return await self._export(request, decode.traces, ingest.traces, self._trace_response)
+
+    async def _logs(self, request: web.Request) -> web.Response:
+        return await self._export(request, decode.logs, ingest.logs, self._logs_response)
+
+    @staticmethod
+    def _trace_response(out: ingest.Outcome) -> Any:
+        resp = ExportTraceServiceResponse()
+        if out.rejected:
+            resp.partial_success.rejected_spans = out.rejected
+            resp.partial_success.error_message = out.message()
+        return resp
+
+    @staticmethod
+    def _logs_response(out: ingest.Outcome) -> Any:
+        resp = ExportLogsServiceResponse()
+        if out.rejected:
+            resp.partial_success.rejected_log_records = out.rejected
+            resp.partial_success.error_message = out.message()
+        return resp
+
+    def _error(self, status: int, message: str, media: str, retry_after: int | None = None) -> web.Response:
+        self.counters["refused"] += 1
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return web.Response(status=status, body=_status_body(status, message, media),
+                            content_type=media, headers=headers)  # fmt: skip
+
+    async def _export(self, request: web.Request, parse: Callable[[bytes, str], Any],
+                      mapping: Callable[..., ingest.Outcome], respond: Callable[[ingest.Outcome], Any],
+                      ) -> web.Response:  # fmt: skip
+        self.counters["requests"] += 1
+        try:
+            media = decode.media_type(request.headers.get("Content-Type"))
+        except decode.UnsupportedMediaType as exc:
+            return self._error(415, str(exc), decode.JSON)
+        try:
+            self.keys.reload()
+            tenant = self.keys.tenant(presented_key(request.headers.get("Authorization"),
+                                                    request.headers.get("x-api-key")))  # fmt: skip
+        except Unauthorized as exc:
+            return self._error(401, str(exc), media)
+        except Forbidden as exc:
+            return self._error(403, str(exc), media)
+        limit = self.settings.otlp_max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return self._error(413, f"body of {request.content_length} bytes > {limit}", media)
+        if self._inflight >= self.settings.otlp_max_inflight:
+            return self._error(429, "receiver busy", media, RETRY_AFTER_BUSY_S)
+        self._inflight += 1
+        try:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return self._error(413, f"body over {limit} bytes", media)
+            try:
+                message = parse(decode.inflate(body, request.headers.get("Content-Encoding"), limit), media)
+            except decode.TooLarge as exc:
+                return self._error(413, str(exc), media)
+            except decode.UnsupportedMediaType as exc:
+                return self._error(415, str(exc), media)
+            except decode.BadRequest as exc:
+                return self._error(400, str(exc), media)
+            out = mapping(tenant, message)
+            try:
+                await self.sender.send(out)
+            except BrokerUnavailable as exc:
+                self.counters["unavailable"] += 1
+                log.warning("OTLP export for %s not acknowledged by the broker: %s", tenant, exc)
+                return self._error(503, "broker unavailable, retry later", media, RETRY_AFTER_BROKER_S)
+        finally:
+            self._inflight -= 1
+        self.counters["items"] += out.items
+        self.counters["events"] += len(out.events)
+        self.counters["dead_letters"] += len(out.dead_letters)
+        if out.rejected:
+            log.warning("OTLP export for %s: %s", tenant, out.message())
+        return web.Response(status=200, body=decode.encode(respond(out), media), content_type=media)
+
+    async def close(self) -> None:
+        await self.sender.reset()
+
+
+async def serve_otlp(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    port: int | None = None,
+    keys: KeyTable | None = None,
+    on_ready: Callable[[Receiver, int], None] | None = None,
+) -> Receiver:
+    """Serve the receiver on `settings.otlp_host`:`port` (default `settings.otlp_port`) until
+    `stop` is set; returns it (its counters) once closed."""
+    receiver = Receiver(settings, keys)
+    runner = web.AppRunner(receiver.app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.otlp_host, settings.otlp_port if port is None else port)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else (port or settings.otlp_port)
+        log.info("OTLP/HTTP receiver on %s:%s (%d keys)", settings.otlp_host, bound, len(receiver.keys))
+        if on_ready is not None:
+            on_ready(receiver, bound)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await receiver.close()
+    return receiver

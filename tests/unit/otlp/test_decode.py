@@ -1,0 +1,85 @@
+"""Request bodies: protobuf, the spec's OTLP/JSON (hex ids), gzip, and what is refused."""
+
+from __future__ import annotations
+
+import gzip
+
+import orjson
+import pytest
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from agentaudit.otlp import decode
+from tests.unit.otlp.spans import chat, request
+
+
+def spec_json(req: ExportTraceServiceRequest) -> dict:
+    """The OTLP/JSON form: protobuf JSON with hex ids (what collectors and JS exporters send)."""
+    doc = json_format.MessageToDict(req)
+    for rs in doc["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for span in ss["spans"]:
+                for f in ("traceId", "spanId", "parentSpanId"):
+                    if f in span:
+                        span[f] = __import__("base64").b64decode(span[f]).hex()
+    return doc
+
+
+def test_spec_json_hex_ids_decode_to_the_original_bytes() -> None:
+    req = request(("agent", {"gen_ai.operation.name": "invoke_agent"}, [chat(input_tokens=5)]))
+    body = orjson.dumps(spec_json(req))
+    got = decode.traces(body, decode.JSON)
+    want = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    spans = [s for rs in got.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert [(s.trace_id, s.span_id, s.parent_span_id) for s in spans] == [
+        (s.trace_id, s.span_id, s.parent_span_id) for s in want
+    ]
+    assert all(len(s.trace_id) == 16 and len(s.span_id) == 8 for s in spans)
+    # The gotcha this guards against: protobuf's own JSON parser takes hex as base64, silently.
+    naive = json_format.Parse(body, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+    assert len(naive.resource_spans[0].scope_spans[0].spans[0].trace_id) == 24
+
+
+def test_json_enums_as_names_or_numbers_and_int64_as_strings() -> None:
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
+        "name": "chat", "kind": "SPAN_KIND_CLIENT", "startTimeUnixNano": "1700000000000000000",
+        "endTimeUnixNano": 1700000000500000000, "status": {"code": 2},
+        "attributes": [{"key": "gen_ai.usage.input_tokens", "value": {"intValue": "42"}}],
+    }]}]}]}  # fmt: skip
+    span = decode.traces(orjson.dumps(doc), decode.JSON).resource_spans[0].scope_spans[0].spans[0]
+    assert span.kind == 3 and span.status.code == 2
+    assert span.start_time_unix_nano == 1700000000000000000
+    assert span.attributes[0].value.int_value == 42
+
+
+@pytest.mark.parametrize("bad_id", ["zz" * 16, "AAAAAAAAAAAAAAAAAAAAAA==", "ab" * 15])
+def test_ids_that_are_not_hex_of_the_right_size_are_a_bad_request(bad_id: str) -> None:
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": bad_id, "spanId": "b7ad6b7169203331"}]}]}]}
+    with pytest.raises(decode.BadRequest):
+        decode.traces(orjson.dumps(doc), decode.JSON)
+
+
+def test_gzip_inflates_within_the_limit_and_a_bomb_is_too_large() -> None:
+    body = request(chat(input_tokens=5)).SerializeToString()
+    assert decode.inflate(gzip.compress(body), "gzip", 1 << 20) == body
+    with pytest.raises(decode.TooLarge):
+        decode.inflate(gzip.compress(b"\0" * (2 << 20)), "gzip", 1 << 20)
+    with pytest.raises(decode.BadRequest):
+        decode.inflate(b"not gzip", "gzip", 1 << 20)
+    with pytest.raises(decode.BadRequest):
+        decode.inflate(gzip.compress(body)[:-12], "gzip", 1 << 20)
+    with pytest.raises(decode.UnsupportedMediaType):
+        decode.inflate(body, "br", 1 << 20)
+
+
+def test_undecodable_bodies_and_media_types() -> None:
+    with pytest.raises(decode.BadRequest):
+        decode.traces(b"\xff\xff\xff\xff", decode.PROTOBUF)
+    with pytest.raises(decode.BadRequest):
+        decode.traces(b"{not json", decode.JSON)
+    with pytest.raises(decode.BadRequest):
+        decode.traces(b'{"resourceSpans": 3}', decode.JSON)
+    assert decode.media_type("application/json; charset=utf-8") == decode.JSON
+    with pytest.raises(decode.UnsupportedMediaType):
+        decode.media_type("text/plain")
