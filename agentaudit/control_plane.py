@@ -26,7 +26,14 @@ from agentaudit.errors import BrokerUnreachable, UserError
 from agentaudit.settings import Settings
 from producers.compacted import EndNotReached, Unreachable, read_latest
 from schemas.budgets import Budget
-from schemas.records import ControlAction, ControlMessage, ControlReason, Scope, record_id
+from schemas.records import (
+    HEARTBEAT_KEY_PREFIX,
+    ControlAction,
+    ControlMessage,
+    ControlReason,
+    Scope,
+    record_id,
+)
 
 log = logging.getLogger("agentaudit.control_plane")
 
@@ -190,6 +197,8 @@ async def read_controls(
 ) -> dict[str, ControlMessage]:
     """The latest control message (block or unblock) per scope key, sorted by key."""
     values = await _read_latest(settings, settings.control_topic, timeout, consumer_options)
+    # The jobs' heartbeats share the topic (issue 12): no scope, not an invalid control message.
+    values = {k: v for k, v in values.items() if not k.startswith(HEARTBEAT_KEY_PREFIX)}
     return _decode(values, ControlMessage.model_validate_json, settings.control_topic)
 
 

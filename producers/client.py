@@ -63,6 +63,12 @@ class Client(BaseClient):
     helpers then refuse blocked work with `Blocked` / `RequestBudgetExceeded`. With another
     transport, feed it with `client.control.apply(...)`. `pricing`: the table request
     ceilings are priced with (default: the latest shipped one, loaded on first use).
+
+    Blindness (`client.control.staleness_s`, README "When the kill switch is blind"): the view
+    counts as stale `stale_after_s` after the stream jobs' newest heartbeat (default: three of
+    their intervals, 15 s); going stale and recovering are counted and logged once each.
+    `fail_closed_after_s`: refuse work (`Blocked`, reason `kill_switch_blind`) while the view
+    is older than this: seconds for every tenant, or a tenant → seconds map (others fail open).
     """
 
     def __init__(
@@ -89,6 +95,8 @@ class Client(BaseClient):
         control_topic: str | None = None,
         budgets_topic: str | None = None,
         pricing: PricingTable | None = None,
+        stale_after_s: float | None = None,
+        fail_closed_after_s: float | Mapping[str, float] | None = None,
     ) -> None:
         if max_queue < 1 or batch_size < 1 or linger_ms <= 0:
             raise ValueError("max_queue and batch_size must be >= 1 and linger_ms > 0")
@@ -101,7 +109,9 @@ class Client(BaseClient):
         self._errors: deque[Exception] = deque(maxlen=max_recent_errors)
         self._spool: SpoolBackend = spool if spool is not None else MemorySpool()
         self._warn = WarnLimiter(logger)
-        self.control = KillSwitch(enabled=kill_switch, clock=clock, pricing=pricing)
+        self.control = KillSwitch(enabled=kill_switch, clock=clock, pricing=pricing,
+                                  stale_after_s=stale_after_s,
+                                  fail_closed_after_s=fail_closed_after_s)  # fmt: skip
         self._defaults = defaults = {
             "tenant_id": tenant_id,
             "agent_id": agent_id,
@@ -188,10 +198,15 @@ class Client(BaseClient):
             fields.get("agent_id") or d["agent_id"],
         )
 
+    def _tenant(self) -> str | None:
+        return CURRENT.get().fields.get("tenant_id") or self._defaults["tenant_id"]
+
     def check(self, tool: str | None = None) -> None:
         """Raise `Blocked` if the kill switch blocks work (or calls to `tool`) for the bound
         tenant, user and agent. Cheap when nothing is blocked; the helpers call it for you."""
         control = self.control
+        if control.fail_closed:  # a tenant chose fail-closed: a clock read and a compare
+            control.blind.check(self._tenant)
         if not control.enabled or not control.state.any_blocks:
             return
         tenant, user, agent = self._who()

@@ -2,6 +2,8 @@
 
 - `agentaudit.control.v1`: key = `Scope.key`, value = `ControlMessage` JSON. The latest
   record per key is the scope's state; an empty value (tombstone) means no state.
+  Keys `heartbeat/<source>` carry a `Heartbeat` instead (the jobs' liveness): kept apart,
+  never a scope, never a block, never an invalid record (`producers/blind.py` reads them).
 - `agentaudit.budgets.v1`: key = budget name, value = `Budget` JSON, empty = removed. The
   SDK keeps only `request` budgets (a ceiling on one LLM call, enforced before the call).
 
@@ -23,11 +25,12 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from schemas.budgets import Budget, BudgetScope
-from schemas.records import ControlAction, ControlMessage
+from schemas.records import HEARTBEAT_KEY_PREFIX, ControlAction, ControlMessage, Heartbeat
 
 logger = logging.getLogger("agentaudit.producers")
 
 GLOBAL = "*"
+_HEARTBEAT_KEY = HEARTBEAT_KEY_PREFIX.encode()
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
@@ -44,6 +47,14 @@ def decode_control(value: bytes) -> ControlMessage:
         return ControlMessage.model_validate_json(value)
     except ValidationError as exc:
         raise InvalidRecord(f"invalid control message: {exc.error_count()} errors") from exc
+
+
+def decode_heartbeat(value: bytes) -> Heartbeat:
+    """A heartbeat record's value → `Heartbeat`; `InvalidRecord` if it is not one."""
+    try:
+        return Heartbeat.model_validate_json(value)
+    except ValidationError as exc:
+        raise InvalidRecord(f"invalid heartbeat: {exc.error_count()} errors") from exc
 
 
 def decode_budget(value: bytes) -> Budget:
@@ -94,6 +105,7 @@ class ControlState:
         # tenant → budget name → request budget (COW)
         self._request_budgets: dict[str, Mapping[str, Budget]] = {}
         self._listeners: list[Listener] = []
+        self._heartbeats: dict[str, Heartbeat] = {}  # source → newest beat (replaced, COW)
         self.version = 0
 
     # -- reads (any thread, no lock) ---------------------------------------------------------
@@ -147,6 +159,10 @@ class ControlState:
                  if m.until is None or m.until > now]  # fmt: skip
         return sorted(found, key=lambda m: m.scope.key)
 
+    def heartbeat(self, source: str = "stream_jobs") -> Heartbeat | None:
+        """The newest heartbeat read from `source`, or None before any."""
+        return self._heartbeats.get(source)
+
     def get(self, key: str) -> ControlMessage | None:
         """The latest message (block or unblock) for a scope key, or None (no state)."""
         return self._entries.get(key)
@@ -184,6 +200,16 @@ class ControlState:
             self._bump()
         self._notify()
 
+    def apply_heartbeat(self, beat: Heartbeat) -> None:
+        """A job's heartbeat; an older one than held (two workers, a replay) is ignored."""
+        with self._lock:
+            held = self._heartbeats.get(beat.source)
+            if held is not None and held.at >= beat.at:
+                return
+            self._heartbeats = {**self._heartbeats, beat.source: beat}
+            self._bump()
+        self._notify()
+
     def remove(self, key: str) -> None:
         """A tombstone: the scope has no state (not blocked)."""
         with self._lock:
@@ -213,6 +239,10 @@ class ControlState:
 
     def apply_control_record(self, key: bytes | None, value: bytes | None) -> None:
         """One record of the control topic; `InvalidRecord` if it does not decode."""
+        if key is not None and key.startswith(_HEARTBEAT_KEY):
+            if value:  # a heartbeat's tombstone forgets nothing: the last beat stays the last
+                self.apply_heartbeat(decode_heartbeat(value))
+            return
         if not value:
             if key:
                 self.remove(key.decode("utf-8", "replace"))

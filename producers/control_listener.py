@@ -8,6 +8,10 @@ broker is unreachable the state stays as last read, the error is counted in
 resuming from the offsets it had reached. A topic that does not exist yet counts as empty;
 its appearance is checked on a backoff until it does.
 
+Beside it, a watchdog looks once a second whether the view went stale (no stream-jobs
+heartbeat lately, `producers/blind.py`), so going blind is counted and logged even while the
+agent does no work and nothing arrives.
+
 aiokafka is imported when the listener runs, never at `import producers`.
 """
 
@@ -24,6 +28,10 @@ from producers.killswitch import KillSwitch
 from producers.stats import WarnLimiter
 
 logger = logging.getLogger("agentaudit.producers")
+
+WATCH_INTERVAL_S = 1.0
+"""How often the watchdog looks at the view's staleness (logging latency, not enforcement:
+fail-closed compares on every check)."""
 
 
 class ControlListener:
@@ -61,6 +69,7 @@ class ControlListener:
     async def run(self) -> None:
         """Read forever; returns only when cancelled (the client's shutdown)."""
         self.switch.listening = True
+        watchdog = asyncio.create_task(self._watch())
         try:
             while True:
                 try:
@@ -71,8 +80,17 @@ class ControlListener:
                     self._failed(exc)
                 await asyncio.sleep(self._backoff.next_delay())
         finally:
+            watchdog.cancel()
             self.switch.listening = False
             self.switch.counters.connected = False
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            try:
+                self.switch.blind.observe()
+            except Exception:  # a logging failure must not end the watch
+                logger.exception("agentaudit: kill-switch staleness watch failed")
 
     def _failed(self, exc: BaseException) -> None:
         counters = self.switch.counters

@@ -19,6 +19,8 @@ STOP_REASON_BY_CONTROL_REASON = {
     # contract's stop reasons, "cancelled" says what happened. Unknown or unblock-type
     # reasons on a block (a producer bug) fall back to it too.
     "manual": "cancelled",
+    # The tenant's own policy (fail-closed while the kill switch is blind) refused the work.
+    "kill_switch_blind": "policy_denied",
 }
 
 _WHAT_TO_DO = {
@@ -35,7 +37,15 @@ _WHAT_TO_DO = {
         "retry after {when}."
     ),
     "manual": "An operator blocked this scope: stop and contact on-call before retrying.",
+    "kill_switch_blind": (
+        "No block can reach this process while the stream jobs' heartbeat is missing, and "
+        "this tenant chose to fail closed: retry once the view is fresh again "
+        "(client.control.staleness_s); on-call restarts the stream jobs."
+    ),
 }
+
+
+_UNTIL = {"kill_switch_blind": "while the kill switch is blind"}
 
 
 def stop_reason_for(control_reason: str) -> str:
@@ -64,7 +74,8 @@ class Blocked(AgentAuditError):
     """The kill switch: work in this scope is refused until the block lifts.
 
     Attributes: `scope` (the blocked scope's key, e.g. `tenant=acme/agent=support-bot`),
-    `reason` (budget_exhausted, breaker_open, breaker_half_open, manual), `message` (why,
+    `reason` (budget_exhausted, breaker_open, breaker_half_open, manual, kill_switch_blind:
+    a fail-closed tenant while the SDK cannot see the pipeline), `message` (why,
     from the stream job or operator), `runbook` (path of the on-call runbook, or None),
     `until` (when the block lifts by itself, or None), `control_id`, `issued_by`,
     `issued_at`, `tool` (the tool whose call was refused, if any) and `stop_reason`.
@@ -99,7 +110,8 @@ class Blocked(AgentAuditError):
 
     def _render(self) -> str:
         what = f"calls to tool {self.tool!r}" if self.tool else "work"
-        lifts = f"until {_iso(self.until)}" if self.until else "until unblocked"
+        until_unset = _UNTIL.get(self.reason, "until unblocked")
+        lifts = f"until {_iso(self.until)}" if self.until else until_unset
         when = _iso(self.until) if self.until else "the scope is unblocked"
         todo = _WHAT_TO_DO.get(self.reason, _WHAT_TO_DO["manual"]).format(when=when)
         runbook = f"Runbook: {self.runbook}." if self.runbook else "No runbook was given."

@@ -8,6 +8,9 @@ blocked, `check` costs two attribute reads.
 Until the listener has caught up with the control topic at start-up, checks pass (fail
 open): the SDK must not stop an agent because the broker is slow or down. Agents that must
 not start work before the kill switch is known call `wait_ready(timeout)` first.
+
+`blind` (`producers/blind.py`) knows how stale the view is (the stream jobs' heartbeat) and,
+for tenants that chose it, refuses work while the view is too old (fail-closed).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from producers.blind import BlindWatch, FailClosed
 from producers.clock import SYSTEM_CLOCK, TimeSource, utc_from_ns
 from producers.control import ControlState
 from producers.errors import Blocked, RequestBudgetExceeded
@@ -27,7 +31,7 @@ from producers.request_budget import RequestEstimate, estimate_request
 from producers.stats import WarnLimiter
 from schemas.budgets import Budget
 from schemas.pricing import PricingTable, load_pricing
-from schemas.records import ControlMessage
+from schemas.records import ControlMessage, Heartbeat
 
 if TYPE_CHECKING:
     from stream_jobs.spend.budgets import RequestViolation
@@ -73,6 +77,14 @@ class ControlStats:
     unpriced: int
     blocked_scopes: int
     last_error: str | None = field(default=None)
+    staleness_s: float | None = None
+    """Seconds since the newest stream-jobs heartbeat was sent; None before any."""
+    stale: bool = False
+    """Whether the view was stale when last observed (see `producers/blind.py`)."""
+    stale_episodes: int = 0
+    """Times the view went stale (each logged once, as is each recovery)."""
+    blind_refused: int = 0
+    """`Blocked` raised because a fail-closed tenant's view was too old."""
 
 
 class KillSwitch:
@@ -84,9 +96,15 @@ class KillSwitch:
         enabled: bool = True,
         clock: TimeSource = SYSTEM_CLOCK,
         pricing: PricingTable | None = None,
+        stale_after_s: float | None = None,
+        fail_closed_after_s: FailClosed = None,
     ) -> None:
         self.enabled = enabled
         self.state = ControlState()
+        self.blind = BlindWatch(self.state, clock, stale_after_s=stale_after_s,
+                                fail_closed_after_s=fail_closed_after_s)  # fmt: skip
+        self.fail_closed = enabled and self.blind.fail_closed
+        """True when some tenant refuses work while the view is stale (off: one read)."""
         self.counters = ControlCounters()
         self.ready = threading.Event()
         """Set once the control and budgets topics have been read to their end (at once
@@ -113,7 +131,17 @@ class KillSwitch:
     def remove_budget(self, name: str) -> None:
         self.state.remove_budget(name)
 
+    def apply_heartbeat(self, beat: Heartbeat) -> None:
+        """Apply a stream-jobs heartbeat as if read from the control topic."""
+        self.state.apply_heartbeat(beat)
+
     # -- checks (agent threads) -------------------------------------------------------------
+
+    @property
+    def staleness_s(self) -> float | None:
+        """Seconds since the newest stream-jobs heartbeat was sent (how stale the view of the
+        kill switch is); None before any heartbeat."""
+        return self.blind.staleness_s()
 
     def blocked(
         self,
@@ -135,7 +163,10 @@ class KillSwitch:
         agent_id: str | None = None,
         tool: str | None = None,
     ) -> None:
-        """Raise `Blocked` if a block covers this work now."""
+        """Raise `Blocked` if a block covers this work now, or if the tenant fails closed and
+        the view is too old."""
+        if self.fail_closed:
+            self.blind.check(lambda: tenant_id)
         if not self.enabled or not self.state.any_blocks:
             return
         msg = self.blocked(tenant_id, user_id, agent_id, tool)
@@ -246,6 +277,10 @@ class KillSwitch:
             unpriced=c.unpriced,
             blocked_scopes=len(self.state.active_blocks(now)),
             last_error=c.last_error,
+            staleness_s=self.blind.staleness_s(),
+            stale=self.blind.stale,
+            stale_episodes=self.blind.counters.stale,
+            blind_refused=self.blind.counters.refused,
         )
 
 

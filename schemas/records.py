@@ -2,7 +2,8 @@
 
 Alerts go to `agentaudit.alerts.v1`, control messages (the kill switch) to the compacted
 `agentaudit.control.v1` keyed by `Scope.key`, breaker transitions and drift scores to the
-alerts topic as their own record kinds. All land in ClickHouse. Ids are deterministic
+alerts topic as their own record kinds, the jobs' heartbeats to the control topic under
+`heartbeat/<source>` (no scope: see `Heartbeat`). All land in ClickHouse. Ids are deterministic
 (`record_id`) so a job that replays after a crash re-publishes the *same* record and the
 store keeps one copy: that is how "fires exactly once" survives restarts without
 transactions (the local broker has no idempotent producer).
@@ -11,6 +12,7 @@ transactions (the local broker has no idempotent producer).
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -159,3 +161,40 @@ class DriftScore(StrictModel):
     drifted: bool
     window_start: UtcDatetime
     window_end: UtcDatetime
+
+
+HEARTBEAT_KEY_PREFIX = "heartbeat/"
+"""Control-topic keys of heartbeats: `heartbeat/<source>`; a scope key starts `tenant=`."""
+
+
+class Heartbeat(StrictModel):
+    """A job's proof of life, on the compacted control topic under `heartbeat/<source>`.
+
+    Published from the job's processing loop every `interval_s` (so a job that is alive but
+    stuck stops beating); the latest per source is what compaction keeps. Not a scope: it
+    blocks nothing, and the SDK reads it only to know how stale its view of the kill switch
+    is. Stored in `agentaudit.heartbeats` (migration 0017), in no hash chain.
+    """
+
+    record: Literal["heartbeat"] = "heartbeat"
+    heartbeat_id: RecordId
+    source: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    at: UtcDatetime
+    seq: int = Field(ge=0)
+    """Beats of this worker since it started (0 first): a gap or a reset says it restarted."""
+    worker: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    """Who beat: `host:pid`."""
+    interval_s: float = Field(gt=0)
+    """How often this worker beats: readers judge staleness against it."""
+
+    @property
+    def key(self) -> str:
+        return HEARTBEAT_KEY_PREFIX + self.source
+
+    @classmethod
+    def make(cls, source: str, at: datetime, seq: int, worker: str, interval_s: float) -> Heartbeat:
+        """A heartbeat with its deterministic id (source, worker, seq, at)."""
+        return cls(
+            heartbeat_id=record_id("heartbeat", source, worker, seq, at.isoformat()),
+            source=source, at=at, seq=seq, worker=worker, interval_s=interval_s,
+        )  # fmt: skip

@@ -18,16 +18,24 @@ from pydantic import Field, TypeAdapter, ValidationError
 from agentaudit.records.rows import Record
 from agentaudit.sink.decode import Reason, Rejected, _detail  # one wording for both sinks
 from schemas.events import MAX_EVENT_BYTES
-from schemas.records import Alert, BreakerTransition, ControlMessage, DriftScore
+from schemas.records import (
+    HEARTBEAT_KEY_PREFIX,
+    Alert,
+    BreakerTransition,
+    ControlMessage,
+    DriftScore,
+    Heartbeat,
+)
 
 MAX_RECORD_BYTES = MAX_EVENT_BYTES
 _ADAPTER: TypeAdapter[Record] = TypeAdapter(
     Annotated[
-        Alert | ControlMessage | BreakerTransition | DriftScore, Field(discriminator="record")
+        Alert | ControlMessage | BreakerTransition | DriftScore | Heartbeat,
+        Field(discriminator="record"),
     ]
 )
 _TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
-_ID_FIELDS = ("alert_id", "control_id", "transition_id", "score_id")
+_ID_FIELDS = ("alert_id", "control_id", "transition_id", "score_id", "heartbeat_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +85,10 @@ def decode_record(value: bytes | None) -> Parsed | Rejected | Tombstone:
 
 def hints(value: bytes | None, key: bytes | None) -> tuple[str, str]:
     """Best-effort tenant and record id of a rejected message, for its dead-letter row."""
-    # Control messages are keyed by `Scope.key` ("tenant=acme/agent=x"), alerts by tenant.
-    tenant = (key or b"")[:256].decode("utf-8", "replace").removeprefix("tenant=")
+    # Control messages are keyed by `Scope.key` ("tenant=acme/agent=x"), alerts by tenant;
+    # a heartbeat's key ("heartbeat/stream_jobs") names no tenant.
+    text = (key or b"")[:256].decode("utf-8", "replace")
+    tenant = "" if text.startswith(HEARTBEAT_KEY_PREFIX) else text.removeprefix("tenant=")
     tenant = tenant.split("/")[0][:64]
     if value is not None and len(value) > MAX_RECORD_BYTES:
         return tenant, ""  # not parsed: megabytes of JSON on the consumer's loop

@@ -1,9 +1,9 @@
-"""Map pipeline records (alerts, control, breaker transitions, drift scores) to table rows.
+"""Map pipeline records (alerts, control, breaker transitions, drift scores, heartbeats) to rows.
 
 One `RecordTable` per record kind: its table, its columns in insert order, its id column and
 the function that builds a row. These names are the single source of truth for the record
 sink's inserts and its recovery queries; the DDL lives in `schemas/clickhouse/migrations`
-(0004-0007, 0009; 0010 adds drift_scores.agent_id; 0012 log_epoch). Every row ends with the
+(0004-0007, 0009; 0010 adds drift_scores.agent_id; 0012 log_epoch; 0017 heartbeats). Every row ends with the
 Kafka source (`kafka_topic`, `kafka_partition`, `kafka_offset`, `log_epoch`), which is what
 makes the sink exactly once; `ingested_at` is left to the
 column's DEFAULT (the server's insert time).
@@ -18,9 +18,16 @@ from typing import Any
 import orjson
 
 from agentaudit.sink.rows import Source
-from schemas.records import Alert, BreakerTransition, ControlMessage, DriftScore, Scope
+from schemas.records import (
+    Alert,
+    BreakerTransition,
+    ControlMessage,
+    DriftScore,
+    Heartbeat,
+    Scope,
+)
 
-Record = Alert | ControlMessage | BreakerTransition | DriftScore
+Record = Alert | ControlMessage | BreakerTransition | DriftScore | Heartbeat
 RowBuilder = Callable[[Any, bytes, Source], tuple[Any, ...]]
 
 SOURCE_COLUMNS: tuple[str, ...] = ("kafka_topic", "kafka_partition", "kafka_offset", "log_epoch")
@@ -36,7 +43,7 @@ OFFSETS_COLUMNS: tuple[str, ...] = ("kafka_topic", "kafka_partition", "kafka_off
 class RecordTable:
     """Where one record kind lands and how its rows are built."""
 
-    record: str  # the `record` field value: alert, control, breaker_transition, drift_score
+    record: str  # the `record` field: alert, control, breaker_transition, drift_score, heartbeat
     table: str
     columns: tuple[str, ...]
     id_column: str
@@ -94,6 +101,10 @@ def _drift(d: DriftScore, raw: bytes, source: Source) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def _heartbeat(h: Heartbeat, raw: bytes, source: Source) -> tuple[Any, ...]:
+    return (h.heartbeat_id, h.source, h.at, h.seq, h.worker, h.interval_s, raw, *_source(source))
+
+
 ALERTS = RecordTable(
     "alert", "agentaudit.alerts",
     ("alert_id", "kind", "severity", "tenant_id", "scope_key", "user_id", "agent_id", "tool",
@@ -121,8 +132,16 @@ DRIFT_SCORES = RecordTable(
     "score_id", _drift,
 )  # fmt: skip
 
+HEARTBEATS = RecordTable(
+    "heartbeat", "agentaudit.heartbeats",
+    ("heartbeat_id", "source", "at", "seq", "worker", "interval_s", "record", *SOURCE_COLUMNS),
+    "heartbeat_id", _heartbeat,
+)  # fmt: skip
+"""A job's liveness (control topic, key `heartbeat/<source>`): its own table, never a control
+row (it is no scope) and never a dead letter (migration 0017)."""
+
 RECORD_TABLES: dict[str, RecordTable] = {
-    t.record: t for t in (ALERTS, CONTROL, BREAKER_TRANSITIONS, DRIFT_SCORES)
+    t.record: t for t in (ALERTS, CONTROL, BREAKER_TRANSITIONS, DRIFT_SCORES, HEARTBEATS)
 }
 """Record kind → table, in the order a flush inserts them."""
 

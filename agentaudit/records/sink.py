@@ -1,5 +1,5 @@
-"""The record sink: lands the stream jobs' alerts, breaker transitions, drift scores and the
-control topic's block/unblock messages in ClickHouse, exactly once.
+"""The record sink: lands the stream jobs' alerts, breaker transitions, drift scores and
+heartbeats and the control topic's block/unblock messages in ClickHouse, exactly once.
 
 A `PartitionSink` (`agentaudit.sink.base`: consume, log guard and log epochs, ordered flush,
 dead-letter topic, commit) over the alerts and control topics, group

@@ -148,5 +148,7 @@ async def test_budget_alerts_once_per_threshold_blocks_at_the_limit_and_unblocks
     fired = sorted((a["kind"], a["details"].get("threshold")) for a in alerts)
     assert fired == [("BudgetExhausted", None), ("BudgetThresholdCrossed", 0.5), ("BudgetThresholdCrossed", 0.8)]
     assert len({a["alert_id"] for a in alerts}) == len(alerts) == 3
-    controls = [(c["action"], c["reason"]) for c in await read_records(settings, settings.control_topic)]
+    on_control = await read_records(settings, settings.control_topic)
+    assert any(c["record"] == "heartbeat" for c in on_control), "the jobs beat (issue 12)"
+    controls = [(c["action"], c["reason"]) for c in on_control if c["record"] == "control"]
     assert controls == [("block", "budget_exhausted"), ("unblock", "window_reset")]
