@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     health_max_checkpoint_age_s: float = Field(
         default=300.0, gt=0, description="A chain whose newest checkpoint is older than this: degraded."
     )
+    # -- issue 12 H4 (blind): the stream jobs' heartbeat on the control topic --
+    jobs_heartbeat_interval_s: float = Field(
+        default=5.0, gt=0,
+        description="The stream jobs publish a heartbeat (key heartbeat/stream_jobs) this often.",
+    )  # fmt: skip
     # issue 12, H2 (alert delivery, agentaudit/notify): the routing file the worker delivers with
     alert_routes: Path | None = Field(
         default=None,
