@@ -227,7 +227,9 @@ async def serve_otlp(
     """Serve the receiver on `settings.otlp_host`:`port` (default `settings.otlp_port`) until
     `stop` is set; returns it (its counters) once closed."""
     receiver = Receiver(settings, keys)
-    runner = web.AppRunner(receiver.app, access_log=None)
+    # auto_decompress off: gzip is inflated by `decode.inflate`, bounded by the body limit
+    # (aiohttp's own inflation would hand over a gzip bomb's output before any check).
+    runner = web.AppRunner(receiver.app, access_log=None, auto_decompress=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.otlp_host, settings.otlp_port if port is None else port)

@@ -46,6 +46,6 @@ def request(*tree: Spec, **kw: Any) -> ExportTraceServiceRequest:
 
 def chat(model: str = "gpt-4o-mini", **usage: int) -> Spec:
     a: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
-                         "gen_ai.request.model": model, "gen_ai.response.model": model + "-2024"}
+                         "gen_ai.request.model": model, "gen_ai.response.model": model + "-2024-07-18"}
     a.update({f"gen_ai.usage.{k}": v for k, v in usage.items()})
     return (f"chat {model}", a)

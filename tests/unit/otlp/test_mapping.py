@@ -38,7 +38,7 @@ def test_openai_usage_includes_cache_and_anthropic_style_counts_are_added() -> N
                             reverse=True)  # fmt: skip
     assert openai["payload"]["usage"] == {"input_tokens": 1000, "output_tokens": 50,
         "cached_input_tokens": 400, "cache_write_tokens": 0, "reasoning_tokens": 0}  # fmt: skip
-    assert openai["payload"]["response_model"] == "gpt-4o-mini-2024"
+    assert openai["payload"]["response_model"] == "gpt-4o-mini-2024-07-18"
     assert claude["payload"]["provider"] == "anthropic"  # from the older gen_ai.system
     assert claude["payload"]["usage"]["input_tokens"] == 2 + 47105 + 1076
     assert claude["payload"]["usage"]["cached_input_tokens"] == 47105
