@@ -27,6 +27,7 @@ from agentaudit.store.migrations import migrate
 from producers import Blocked, Client
 from schemas.records import Heartbeat
 from tests.conftest import settings_env
+from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_raw, scalar
 from tests.integration.test_record_sink import records_until
 from tests.unit.records.factories import control, wire
@@ -56,11 +57,8 @@ def stop_jobs(proc: subprocess.Popen[bytes]) -> None:
 
 
 def wait_until(what: str, done: Callable[[], bool], deadline: float) -> None:
-    """Poll `done` until it holds; fail at `deadline` (monotonic). The waits are short polls
-    of a condition, never a sleep standing in for one."""
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+    """`poll_until` (10 ms polls of the condition) until `deadline` (monotonic)."""
+    asyncio.run(poll_until(done, max(0.0, deadline - time.monotonic()), what, interval=0.01))
 
 
 @pytest.fixture
@@ -157,12 +155,13 @@ def test_heartbeats_land_in_their_table_once_not_in_control_nor_as_dead_letters(
     messages = [(b.key.encode(), b.model_dump_json().encode()) for b in beats]
     messages.insert(2, (block.scope.key.encode(), wire(block)))
     messages.append(messages[0])  # a re-published beat: stored once
-    messages.append((beats[0].key.encode(), None))  # a tombstone: nothing
     asyncio.run(produce_raw(hb_settings, messages, hb_settings.control_topic))
     # `agentaudit blocks` reads the topic too: the heartbeat is no scope and no bad record.
     caplog.set_level(logging.WARNING, "agentaudit.control_plane")
     assert list(asyncio.run(read_controls(hb_settings))) == [block.scope.key]
     assert caplog.records == []
+    messages.append((beats[0].key.encode(), None))  # a tombstone: nothing
+    asyncio.run(produce_raw(hb_settings, messages[-1:], hb_settings.control_topic))
 
     with open_store(hb_settings, own=True) as store:
         migrate(store)
