@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Recent event_ids per worker remembered to drop re-sent events (SDK retries).",
     )
+    # issue 12, H2 (alert delivery, agentaudit/notify): the routing file the worker delivers with
+    alert_routes: Path | None = Field(
+        default=None,
+        description="Routing file (YAML) for alert delivery; set, the worker also delivers the "
+        "alerts topic to its receivers (README, Alert delivery). Unset = no delivery in the worker.",
+    )
     # -- issue 12 H3 (health): `agentaudit status`, the worker's /metrics, query's warning --
     metrics_port: int = Field(
         default=0, ge=0, le=65535, description="The worker serves Prometheus /metrics here; 0 = off."
@@ -131,13 +137,12 @@ class Settings(BaseSettings):
         default=5.0, gt=0,
         description="The stream jobs publish a heartbeat (key heartbeat/stream_jobs) this often.",
     )  # fmt: skip
-    # issue 12, H2 (alert delivery, agentaudit/notify): the routing file the worker delivers with
-    alert_routes: Path | None = Field(
+    # -- issue 13 H6 (prices): the price-override file (schemas/pricing, README Prices) --
+    price_overrides: Path | None = Field(
         default=None,
-        description="Routing file (YAML) for alert delivery; set, the worker also delivers the "
-        "alerts topic to its receivers (README, Alert delivery). Unset = no delivery in the worker.",
+        description="Price-override file (YAML: aliases, per-tenant rates); its digest joins "
+        "every row's pricing version. Unset = base prices only.",
     )
-
     # -- issue 13 H7 (otlp): the OTLP/HTTP receiver (agentaudit/otlp, README OpenTelemetry) --
     otlp_port: int = Field(
         default=0, ge=0, le=65535,

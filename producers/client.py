@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from agentaudit.settings import Settings
     from producers.request_budget import RequestEstimate
-    from schemas.pricing import PricingTable
+    from schemas.pricing import Pricing
 
 logger = logging.getLogger("agentaudit.producers")
 
@@ -94,7 +94,7 @@ class Client(BaseClient):
         kill_switch: bool = True,
         control_topic: str | None = None,
         budgets_topic: str | None = None,
-        pricing: PricingTable | None = None,
+        pricing: Pricing | None = None,
         stale_after_s: float | None = None,
         fail_closed_after_s: float | Mapping[str, float] | None = None,
     ) -> None:

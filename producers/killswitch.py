@@ -30,7 +30,7 @@ from producers.errors import Blocked, RequestBudgetExceeded
 from producers.request_budget import RequestEstimate, estimate_request
 from producers.stats import WarnLimiter
 from schemas.budgets import Budget
-from schemas.pricing import PricingTable, load_pricing
+from schemas.pricing import Pricing, current_pricing
 from schemas.records import ControlMessage, Heartbeat
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class KillSwitch:
         *,
         enabled: bool = True,
         clock: TimeSource = SYSTEM_CLOCK,
-        pricing: PricingTable | None = None,
+        pricing: Pricing | None = None,
         stale_after_s: float | None = None,
         fail_closed_after_s: FailClosed = None,
     ) -> None:
@@ -204,7 +204,9 @@ class KillSwitch:
         if not budgets:
             return None
         if self._pricing is None:
-            self._pricing = load_pricing()  # once per client; the table is cached per process
+            # The pipeline's current pricing (overrides from $AGENTAUDIT_PRICE_OVERRIDES), loaded
+            # once per process on first use: most clients have no request budgets.
+            self._pricing = current_pricing()
         estimate = estimate_request(
             self._pricing,
             provider,
@@ -213,6 +215,8 @@ class KillSwitch:
             max_output_tokens=max_output_tokens,
             cached_input_tokens=cached_input_tokens,
             cache_write_tokens=cache_write_tokens,
+            tenant=tenant_id,
+            at=utc_from_ns(self._clock.time_ns()),
         )
         if estimate.cost_usd is None and any(b.max_cost_usd is not None for b in budgets):
             self.counters.unpriced += 1

@@ -17,10 +17,11 @@ unpriced too; add the model to the table to cap it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from schemas.payloads import Usage
-from schemas.pricing import PricingTable
+from schemas.pricing import Pricing
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,7 @@ class RequestEstimate:
 
 
 def estimate_request(
-    pricing: PricingTable,
+    pricing: Pricing,
     provider: str,
     model: str,
     *,
@@ -47,9 +48,12 @@ def estimate_request(
     max_output_tokens: int,
     cached_input_tokens: int = 0,
     cache_write_tokens: int = 0,
+    tenant: str = "",
+    at: datetime | None = None,
 ) -> RequestEstimate:
     """Worst-case tokens and cost; `ValueError` for negative counts or cache counts that do
-    not fit in `input_tokens`."""
+    not fit in `input_tokens`. Priced as the pipeline will price it: `tenant`'s overrides,
+    the price in force `at` (the call's time; None: now)."""
     counts = (input_tokens, max_output_tokens, cached_input_tokens, cache_write_tokens)
     if any(n < 0 for n in counts):
         raise ValueError("token counts must be >= 0")
@@ -62,7 +66,7 @@ def estimate_request(
         cache_write_tokens=cache_write_tokens,
         reasoning_tokens=0,
     )
-    cost = pricing.cost(provider, model, usage)
+    cost = pricing.cost(provider, model, usage, at=at or datetime.now(UTC), tenant=tenant)
     return RequestEstimate(
         provider=provider,
         model=model,

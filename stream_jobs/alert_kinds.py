@@ -12,6 +12,7 @@ ALERT_KINDS: dict[str, str] = {
     # spend + budgets (stream_jobs/spend)
     "BudgetThresholdCrossed": "A budget's soft threshold (e.g. 80%) was crossed in its window.",
     "BudgetExhausted": "A hard budget hit its limit; the scope is blocked until the window ends.",
+    "UnpricedModel": "LLM calls of a model no price source knows: stored at cost 0, unpriced.",
     # circuit breaker (stream_jobs/breaker)
     "BreakerOpen": "An agent's or agent+tool's circuit breaker opened; its calls are refused.",
     # anomaly (stream_jobs/anomaly), one kind per minute series

@@ -41,7 +41,7 @@ from producers.backoff import Backoff
 from producers.clock import UtcNow, utc_now
 from producers.compacted import CompactedReader, CompactedReadError
 from schemas.budgets import Budget
-from schemas.pricing import load_pricing
+from schemas.pricing import current_pricing
 from schemas.records import ControlMessage, DriftScore
 from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.breaker.config import BreakerConfig
@@ -104,7 +104,8 @@ class StreamJobsApp:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.jobs = StreamJobs(load_pricing(), breaker_config=breaker_config,
+        pricing = current_pricing(settings.price_overrides or "", settings.data_dir)
+        self.jobs = StreamJobs(pricing, breaker_config=breaker_config,
                                anomaly_config=anomaly_config, drift_config=drift_config,
                                max_clock_skew_s=settings.max_clock_skew_s,
                                dedup_window=settings.dedup_window)  # fmt: skip

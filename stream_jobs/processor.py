@@ -21,7 +21,7 @@ from agentaudit.sink.decode import Rejected, not_after, validate
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost
 from schemas.budgets import Budget
-from schemas.pricing import PricingTable
+from schemas.pricing import Pricing
 from schemas.records import Alert, BreakerTransition, ControlMessage, DriftScore
 from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.breaker.board import BreakerBoard
@@ -33,6 +33,7 @@ from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.pins import Pin
 from stream_jobs.spend.job import SpendJob
 from stream_jobs.spend.readout import applied_position
+from stream_jobs.spend.unpriced import UnpricedModels
 
 Record = Alert | ControlMessage | BreakerTransition | DriftScore
 log = logging.getLogger("agentaudit.stream_jobs")
@@ -71,7 +72,7 @@ class StreamJobs:
 
     def __init__(
         self,
-        pricing: PricingTable,
+        pricing: Pricing,
         budgets: Iterable[Budget] = (),
         breaker_config: BreakerConfig | None = None,
         *,
@@ -90,6 +91,8 @@ class StreamJobs:
         self.breakers = BreakerBoard(breaker_config, issued_by=issued_by)
         self.detection = DetectionJob(anomaly_config, drift_config)
         self.counters = JobCounters()
+        self.unpriced = UnpricedModels()
+        """`llm_call`s no price source knows, per (provider, model); `UnpricedModel` once each."""
         self.fence = DeliveryFence()
         """Ask `fence.admit` before `process`: a batch past a hole must not be applied."""
 
@@ -120,7 +123,11 @@ class StreamJobs:
                 continue
             counters.events += 1
             try:
-                usd = cost(event)[0]
+                usd, priced, version = cost(event)
+                if not priced:  # issue 13 H6: counted per model, alerted once per model
+                    unpriced = self.unpriced.observe(event, version, now)
+                    if unpriced is not None:
+                        out.append(unpriced)
                 spent = spend.observe(event, usd, partition, offset, now)
                 if spent:
                     out += spent

@@ -193,9 +193,10 @@ def build_signed_store(
     from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE
     from agentaudit.trail.leaf import ChainLeaves
     from schemas.payloads import Usage
-    from schemas.pricing import load_pricing
+    from schemas.pricing import current_pricing
 
-    price = EventCost(load_pricing())
+    price = EventCost(current_pricing(""))  # the sink's pricing (no override file)
+    at = datetime(2026, 11, 6, 10, 0, 0, 123456, tzinfo=UTC)  # the payload's occurred_at
     signer = ChainSigner(KeyRing.load(settings.key_dir).signer, settings.deployment)
     anchor = DirectoryAnchor(settings.checkpoints_dir)
     heads, trees, signed = ChainHeads(), ChainTrees(), 0
@@ -210,7 +211,8 @@ def build_signed_store(
                 body = (_PAYLOAD % (n, tokens, n // 50, tenant, n % 1000)).encode()
                 cost = price.llm_call("openai", "gpt-4o-mini",
                                       Usage.model_construct(input_tokens=tokens, output_tokens=310,
-                                                            cached_input_tokens=0, cache_write_tokens=0))  # fmt: skip
+                                                            cached_input_tokens=0, cache_write_tokens=0),
+                                      at=at, tenant=tenant)  # fmt: skip
                 link: Link = heads.append(tenant, part, body)
                 leaf = leaves[(tenant, part)].hash(link.seq, *cost, body)
                 batch.append(event_row(body, cost, link, Source(settings.events_topic, part, n, 0, None), leaf))

@@ -25,6 +25,7 @@ from agentaudit.cli import (
     notify,
     otlp,
     report,
+    reprice,
     retention,
     status,
     trail,
@@ -236,10 +237,12 @@ app.add_typer(dashboards.app, name="dashboards")
 notify.register(app)
 # pipeline health: status (issue #12, health)
 status.register(app)
-# OTLP/HTTP ingest: agentaudit otlp [--port], otlp add-key (issue 13, H7)
-otlp.register(app)
 # the on-call report: one self-contained HTML file (issue 12, H5)
 app.command("report")(report.report)
+# OTLP/HTTP ingest: agentaudit otlp [--port], otlp add-key (issue 13, H7)
+otlp.register(app)
+# history under another pricing version: agentaudit reprice (issue 13, H6)
+reprice.register(app)
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from agentaudit.trail.leaf import ChainLeaves
 from producers.clock import UtcNow, utc_now
 from schemas.envelope import Envelope
 from schemas.events import MAX_EVENT_BYTES
-from schemas.pricing import PricingTable
+from schemas.pricing import Pricing
 
 
 @dataclass
@@ -105,7 +105,7 @@ class SinkProcessor:
 
     def __init__(
         self,
-        pricing: PricingTable,
+        pricing: Pricing,
         dedup_capacity: int,
         clock: UtcNow = utc_now,
         max_clock_skew_s: float = 900.0,

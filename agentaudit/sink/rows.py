@@ -17,7 +17,7 @@ from typing import Any
 from agentaudit.sink.chain import Link
 from schemas.envelope import Envelope
 from schemas.payloads import Usage
-from schemas.pricing import PricingTable
+from schemas.pricing import Pricing
 from schemas.pricing.model import ZERO_USD
 
 INGEST_TABLE = "agentaudit.events_ingest"
@@ -56,7 +56,7 @@ class EventCost:
     unpriced, never as free.
     """
 
-    def __init__(self, pricing: PricingTable) -> None:
+    def __init__(self, pricing: Pricing) -> None:
         self.pricing = pricing
         self._free: Priced = (ZERO_USD, True, "")
         self._unpriced: Priced = (ZERO_USD, False, pricing.version)
@@ -65,11 +65,16 @@ class EventCost:
         if event.type != "llm_call":  # type: ignore[attr-defined]
             return self._free
         p: Any = event.payload  # type: ignore[attr-defined]
-        return self.llm_call(p.provider, p.response_model or p.request_model, p.usage)
+        return self.llm_call(p.provider, p.response_model or p.request_model, p.usage,
+                             at=event.occurred_at, tenant=event.tenant_id)  # fmt: skip
 
-    def llm_call(self, provider: str, model: str, usage: Usage) -> Priced:
-        """The cost of one `llm_call` of `model` (the response's model, else the request's)."""
-        usd = self.pricing.total(provider, model, usage)
+    def llm_call(
+        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        tenant: str = "",
+    ) -> Priced:
+        """The cost of one `llm_call` of `model` (the response's model, else the request's)
+        by `tenant` at `at` (its `occurred_at`: the price then in force)."""
+        usd = self.pricing.total(provider, model, usage, at=at, tenant=tenant)
         return self._unpriced if usd is None else (usd, True, self.pricing.version)
 
 

@@ -33,7 +33,7 @@ from agentaudit.sink.trees import ChainTrees, ended_chains
 from agentaudit.store.protocol import Store
 from agentaudit.store.retry import store_call
 from agentaudit.subjects.seal import content_sealer
-from schemas.pricing import load_pricing
+from schemas.pricing import current_pricing
 
 log = logging.getLogger("agentaudit.sink")
 
@@ -61,7 +61,8 @@ class SinkWorker(PartitionSink[Batch]):
             log=log, fault=self.crash.hit, on_flush=on_flush, abandoned=abandoned,
         )  # fmt: skip
         self.processor = SinkProcessor(
-            load_pricing(), settings.dedup_window, max_clock_skew_s=settings.max_clock_skew_s,
+            current_pricing(settings.price_overrides or "", settings.data_dir),
+            settings.dedup_window, max_clock_skew_s=settings.max_clock_skew_s,
             seal=content_sealer(settings),
         )
         self.trees = ChainTrees()

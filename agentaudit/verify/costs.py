@@ -1,19 +1,24 @@
 """Store mode's cost check: every row's stored cost against its re-pricing.
 
-Python decides (`Repricer`: the sink's own `EventCost` with the row's ``pricing_version``,
-from its typed columns), but it sees only the rows the engine cannot clear. The engine
-clears a row when its stored ``(cost_usd, priced, pricing_version)`` equals what its group's
-rule gives, groups being (pricing version, type, provider, model): few, resolved in Python
-against the pricing table, passed to the one query as arrays (`CANDIDATES_SQL`):
+Python decides (`Repricer`: the sink's own `EventCost` under the row's ``pricing_version``, at
+its ``occurred_at``, for its tenant, from its typed columns), but it sees only the rows the
+engine cannot clear. The engine clears a row when its stored ``(cost_usd, priced,
+pricing_version)`` equals what its group's rule gives, groups being (pricing version, type,
+provider, model, tenant if the version's override file names it): few, resolved in Python
+against the pricing, passed to the one query as arrays (`CANDIDATES_SQL`):
 
 - not an ``llm_call``: free — cost 0, priced, no version;
-- an ``llm_call`` of a model the table does not know: cost 0, not priced;
-- an ``llm_call`` of a known model: the table's per-token rates as whole atto-dollars
-  (10^-18 USD), ``Σ rate × tokens`` in 128-bit integers, rounded half to even to nano-dollars
-  — `schemas.pricing.table._price`'s arithmetic, exactly (tests/integration/test_costs.py
-  compares the two over every model of every pricing version);
-- anything else (an unknown pricing version, a rate finer than an atto-dollar): no rule, every
-  row goes to Python.
+- an ``llm_call`` of a model the pricing does not know: cost 0, not priced;
+- an ``llm_call`` of a known model: per-token rates as whole atto-dollars (10^-18 USD),
+  ``Σ rate × tokens`` in 128-bit integers, rounded half to even to nano-dollars —
+  `schemas.pricing.table._price`'s arithmetic, exactly. A rule holds two price epochs (the
+  price before and from a switch instant: a price change inside the group's rows) and, per
+  epoch, one long-context tier (the whole call at the tier's rates when ``input_tokens`` >
+  its start): 16 rates per group (tests/integration/test_costs.py compares the engine with
+  the pricing over every model of every hand-kept table and of the genai_prices snapshot);
+- anything else (an unknown pricing version, a rate finer than an atto-dollar, more than two
+  price epochs in the window, more than one tier, time-of-day prices): no rule, every row goes
+  to Python.
 
 So a clean store costs one pass over typed columns in the engine, however many distinct
 usages it holds, and a row the engine's arithmetic got wrong can only be a false alarm that
@@ -23,24 +28,32 @@ which the equivalence test rules out.
 
 from __future__ import annotations
 
+import bisect
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import IntEnum
+from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from agentaudit.sink.rows import EventCost, Priced
 from agentaudit.sqlguard import Limits
 from agentaudit.store.protocol import Store
 from schemas.payloads import Usage
-from schemas.pricing import load_pricing
+from schemas.pricing import PriceSource, pricing_for_version
+from schemas.pricing.model import ModelPrice
 
 _FENCE = Limits(max_seconds=600.0, max_rows=1_000_000).clause()
 _FREE: Priced = (Decimal(0), True, "")
 _MEMO = 200_000  # remembered pricing verdicts, at most
 PRICED_BY = ("cost_usd", "priced", "pricing_version", "type", "provider", "request_model",
              "response_model", "input_tokens", "output_tokens", "cached_input_tokens",
-             "cache_write_tokens")  # fmt: skip
+             "cache_write_tokens", "occurred_at", "tenant_id")  # fmt: skip
 """A row's stored cost and the typed columns it is re-priced from."""
 _ATTO = 18  # rates in whole 10^-18 USD per token
+NEVER = 2**62
+"""A switch instant (µs) or tier start (tokens) that is never reached."""
+RATES = 16
+"""Rates per rule: [epoch 0|1][tier 0|1][input, cached input, cache write, output]."""
 
 
 class Mode(IntEnum):
@@ -52,8 +65,10 @@ class Mode(IntEnum):
     PRICED = 3
 
 
-_GROUP = ("(toString(pricing_version), toString(type), toString(provider), "
-          "toString(if(response_model = '', request_model, response_model)))")  # fmt: skip
+_MODEL = "toString(if(response_model = '', request_model, response_model))"
+_TENANT = "if(has({ovt:Array(String)}, tenant_id), tenant_id, '')"
+_GROUP = (f"(toString(pricing_version), toString(type), toString(provider), {_MODEL}, "
+          f"{_TENANT})")  # fmt: skip
 
 EXPECTED_NANOS_SQL = """(
   intDiv(atto, 1000000000)
@@ -62,14 +77,21 @@ EXPECTED_NANOS_SQL = """(
 )"""
 """Nano-dollars of ``atto`` (an Int128 sum, never negative for valid usage), half to even."""
 
-ATTO_SQL = """(
-  toInt128({r_in:Array(Int64)}[g])
-    * (toInt128(input_tokens) - toInt128(cached_input_tokens) - toInt128(cache_write_tokens))
-  + toInt128({r_cached:Array(Int64)}[g]) * toInt128(cached_input_tokens)
-  + toInt128({r_write:Array(Int64)}[g]) * toInt128(cache_write_tokens)
-  + toInt128({r_out:Array(Int64)}[g]) * toInt128(output_tokens)
+RATE_INDEX_SQL = """(
+  1 + 8 * (toUnixTimestamp64Micro(occurred_at) >= {sw:Array(Int64)}[g])
+    + 4 * (toInt64(input_tokens) > if(toUnixTimestamp64Micro(occurred_at) >= {sw:Array(Int64)}[g],
+                                      {ts1:Array(Int64)}[g], {ts0:Array(Int64)}[g]))
 )"""
-"""Σ rate × tokens in atto-dollars for the row's group ``g`` (`_price`'s sum)."""
+"""Where the row's four rates start in its group's 16 (`RATES`): epoch, then tier."""
+
+ATTO_SQL = """(
+  toInt128({r:Array(Array(Int64))}[g][k])
+    * (toInt128(input_tokens) - toInt128(cached_input_tokens) - toInt128(cache_write_tokens))
+  + toInt128({r:Array(Array(Int64))}[g][k + 1]) * toInt128(cached_input_tokens)
+  + toInt128({r:Array(Array(Int64))}[g][k + 2]) * toInt128(cache_write_tokens)
+  + toInt128({r:Array(Array(Int64))}[g][k + 3]) * toInt128(output_tokens)
+)"""
+"""Σ rate × tokens in atto-dollars for the row's group ``g`` and rate index ``k`` (`_price`)."""
 
 
 def rows_in(t: str = "") -> str:
@@ -81,10 +103,15 @@ def rows_in(t: str = "") -> str:
     )
 
 
-_GROUPS_SQL = f"SELECT DISTINCT {_GROUP} FROM agentaudit.events WHERE {rows_in()} {_FENCE}"
+_GROUPS_SQL = (
+    f"SELECT toString(pricing_version), toString(type), toString(provider), {_MODEL}, "
+    "tenant_id, min(occurred_at), max(occurred_at) FROM agentaudit.events "
+    f"WHERE {rows_in()} GROUP BY 1, 2, 3, 4, 5 {_FENCE}"
+)
 
 CANDIDATES_SQL = f"""
-WITH indexOf({{groups:Array(Tuple(String, String, String, String))}}, {_GROUP}) AS g,
+WITH indexOf({{groups:Array(Tuple(String, String, String, String, String))}}, {_GROUP}) AS g,
+     {RATE_INDEX_SQL} AS k,
      {ATTO_SQL} AS atto
 SELECT tenant_id, kafka_partition, chain_seq, {", ".join(PRICED_BY)}
 FROM agentaudit.events
@@ -98,24 +125,45 @@ WHERE {rows_in()} AND NOT multiIf(
 {_FENCE}"""
 """Rows whose stored cost the engine cannot clear, with what Python re-prices them from."""
 
+Group = tuple[str, str, str, str, str]
+
+
+class Rule(NamedTuple):
+    """One group's rule: `Mode`, switch instant (µs), tier start per epoch, 16 rates."""
+
+    mode: Mode
+    switch_us: int = NEVER
+    tiers: tuple[int, int] = (NEVER, NEVER)
+    rates: tuple[int, ...] = (0,) * RATES
+
 
 class Rules(NamedTuple):
-    """Per group (`_GROUP`): its key, `Mode` and atto-dollar rates (the query's arrays)."""
+    """Per group (`_GROUP`): its key and rule, as the query's arrays."""
 
-    groups: list[tuple[str, str, str, str]]
+    groups: list[Group]
     modes: list[int]
-    r_in: list[int]
-    r_cached: list[int]
-    r_write: list[int]
-    r_out: list[int]
+    sw: list[int]
+    ts0: list[int]
+    ts1: list[int]
+    r: list[list[int]]
+    ovt: list[str]
 
     def params(self) -> dict[str, Any]:
         return dict(self._asdict())
+
+    @classmethod
+    def none(cls) -> Rules:
+        """No rules: every row goes to Python."""
+        return cls([], [], [], [], [], [], [])
 
 
 def _atto(rate: Decimal) -> int | None:
     scaled = rate.scaleb(_ATTO)
     return int(scaled) if scaled == scaled.to_integral_value() and scaled < 2**63 else None
+
+
+def _us(moment: datetime) -> int:
+    return int((moment - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 10**6
 
 
 class _Tokens(NamedTuple):
@@ -125,11 +173,25 @@ class _Tokens(NamedTuple):
     cache_write_tokens: int
 
 
+def _epoch_rates(row: ModelPrice) -> tuple[int, list[int]] | None:
+    """(tier start, 8 atto rates: flat then tier) of one epoch's row, or None (no rule)."""
+    if len(row.tiers) > 1:
+        return None
+    start, tier = row.tiers[0] if row.tiers else (NEVER, row)
+    rates = [_atto(r) for p in (row, tier) for r in (p.input_rate, p.cached_input_rate,
+                                                     p.cache_write_rate, p.output_rate)]  # fmt: skip
+    if any(r is None for r in rates):
+        return None
+    return start, cast(list[int], rates)
+
+
 class Repricer:
     """The sink's pricing of one row from its stored typed columns (`PRICED_BY` values): the
-    names of the stored values that disagree, '' when none do."""
+    names of the stored values that disagree, '' when none do. `data_dir` holds the archived
+    override files that pricing versions name."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path | None = None) -> None:
+        self._data_dir = data_dir
         self._costs: dict[str, EventCost | None] = {}
         self._seen: dict[tuple[Any, ...], str] = {}
 
@@ -143,37 +205,77 @@ class Repricer:
         return bad
 
     def rules(self, store: Store, params: dict[str, Any]) -> Rules:
-        """The rule of every group in the window (`Mode`, rates)."""
-        out = Rules([], [], [], [], [], [])
-        for (key,) in store.query(_GROUPS_SQL, params).result_rows:
-            version, type_, provider, model = (str(k) for k in key)
-            mode, rates = self.rule(version, type_, provider, model)
-            out.groups.append((version, type_, provider, model))
-            out.modes.append(mode)
-            for array, rate in zip((out.r_in, out.r_cached, out.r_write, out.r_out), rates, strict=True):
-                array.append(rate)
+        """The rule of every group in the window."""
+        rows = store.query(_GROUPS_SQL, params).result_rows
+        named: set[str] = set()
+        for version in {str(r[0]) for r in rows}:
+            cost = self._pricing(version)
+            if cost is not None and isinstance(cost.pricing, PriceSource):
+                named |= cost.pricing.overrides.tenants
+        spans: dict[Group, tuple[datetime, datetime]] = {}
+        for version, type_, provider, model, tenant, lo, hi in rows:
+            key = (str(version), str(type_), str(provider), str(model),
+                   str(tenant) if tenant in named else "")  # fmt: skip
+            was = spans.get(key)
+            spans[key] = (lo, hi) if was is None else (min(was[0], lo), max(was[1], hi))
+        out = Rules.none()
+        out.ovt.extend(sorted(named))
+        for key, (lo, hi) in spans.items():
+            rule = self.rule(*key, lo=lo, hi=hi)
+            out.groups.append(key)
+            out.modes.append(rule.mode)
+            out.sw.append(rule.switch_us)
+            out.ts0.append(rule.tiers[0])
+            out.ts1.append(rule.tiers[1])
+            out.r.append(list(rule.rates))
         return out
 
-    def rule(self, version: str, type_: str, provider: str, model: str) -> tuple[Mode, tuple[int, ...]]:
-        """How the engine judges one group's rows: its `Mode` and atto-dollar rates (input,
-        cached input, cache write, output)."""
-        none = (0, 0, 0, 0)
+    def rule(
+        self, version: str, type_: str, provider: str, model: str, tenant: str = "",
+        lo: datetime | None = None, hi: datetime | None = None,
+    ) -> Rule:
+        """How the engine judges one group's rows whose `occurred_at` lie in [lo, hi]."""
         if type_ != "llm_call":
-            return Mode.FREE, none
+            return Rule(Mode.FREE)
         cost = self._pricing(version)
         if cost is None or cost.pricing.version != version:
-            return Mode.IN_PYTHON, none
-        row = cost.pricing.resolve(provider, model)
-        if row is None:
-            return Mode.UNPRICED, none
-        rates = tuple(_atto(r) for r in (row.input_rate, row.cached_input_rate,
-                                         row.cache_write_rate, row.output_rate))  # fmt: skip
-        if any(r is None for r in rates):
-            return Mode.IN_PYTHON, none
-        return Mode.PRICED, cast(tuple[int, ...], rates)
+            return Rule(Mode.IN_PYTHON)
+        window, switch = self._window(cost, provider, model, tenant, lo, hi)
+        if window is None:
+            return Rule(Mode.IN_PYTHON)
+        if not window or all(row is None for row in window):
+            return Rule(Mode.UNPRICED)
+        epochs = [None if row is None else _epoch_rates(row) for row in window]
+        if len(epochs) > 2 or any(e is None for e in epochs):
+            return Rule(Mode.IN_PYTHON)
+        first, last = cast(tuple[int, list[int]], epochs[0]), cast(tuple[int, list[int]], epochs[-1])
+        return Rule(Mode.PRICED, _us(switch) if switch else NEVER, (first[0], last[0]),
+                    tuple(first[1] + last[1]))  # fmt: skip
+
+    @staticmethod
+    def _window(
+        cost: EventCost, provider: str, model: str, tenant: str, lo: datetime | None,
+        hi: datetime | None,
+    ) -> tuple[list[ModelPrice | None] | None, datetime | None]:
+        """The price rows in force over [lo, hi] and the instant the second one starts;
+        (None, None) when no rule can hold them (time-of-day prices)."""
+        pricing = cost.pricing
+        if not isinstance(pricing, PriceSource):  # a hand-kept table: one price per model
+            return [pricing.resolve(provider, model)], None
+        found = pricing.epochs(provider, model, tenant)
+        if found is None:
+            return [], None
+        if found.info is not None:
+            return None, None
+        bounds = found.bounds
+        first = bisect.bisect_right(bounds, _aware(lo)) - 1 if lo else 0
+        last = bisect.bisect_right(bounds, _aware(hi)) - 1 if hi else len(bounds) - 1
+        rows = list(found.rows[first : last + 1])
+        return rows, bounds[first + 1] if len(rows) > 1 else None
 
     def _cost(self, cost: Decimal, priced: bool, version: str, pricing: tuple[Any, ...]) -> str:
-        type_, provider, request_model, response_model, inp, out, cached, written = pricing
+        (type_, provider, request_model, response_model, inp, out, cached, written,
+         occurred_at, tenant) = pricing  # fmt: skip
         expected = _FREE
         if type_ == "llm_call":
             table = self._pricing(version)
@@ -182,7 +284,8 @@ class Repricer:
             # The pricing reads these four attributes only: a pydantic model per row would
             # cost more than the pricing itself.
             usage = cast(Usage, _Tokens(int(inp), int(out), int(cached), int(written)))
-            expected = table.llm_call(str(provider), str(response_model or request_model), usage)
+            expected = table.llm_call(str(provider), str(response_model or request_model), usage,
+                                      at=_aware(occurred_at), tenant=str(tenant))  # fmt: skip
         got = (cost, priced, version)
         if got == expected:
             return ""
@@ -192,16 +295,23 @@ class Repricer:
     def _pricing(self, version: str) -> EventCost | None:
         if version not in self._costs:
             try:
-                self._costs[version] = EventCost(load_pricing(version)) if version else None
+                found = pricing_for_version(version, self._data_dir) if version else None
+                self._costs[version] = EventCost(found) if found is not None else None
             except (LookupError, ValueError):
                 self._costs[version] = None
         return self._costs[version]
 
 
-def disagreeing(store: Store, params: dict[str, Any]) -> list[tuple[str, int, int, str]]:
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def disagreeing(
+    store: Store, params: dict[str, Any], data_dir: Path | None = None
+) -> list[tuple[str, int, int, str]]:
     """(tenant, partition, chain_seq, names) of every row in the window whose stored cost,
     priced flag or pricing version disagrees with its re-pricing."""
-    repricer = Repricer()
+    repricer = Repricer(data_dir)
     rules = repricer.rules(store, params)
     found = store.query(CANDIDATES_SQL, {**params, **rules.params()}).result_rows
     out = []

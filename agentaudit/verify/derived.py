@@ -23,6 +23,7 @@ disagreement names ``cost_usd``, ``priced`` and/or ``pricing_version``.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from agentaudit.errors import StoreUnavailable
 from agentaudit.sqlguard import Limits
@@ -43,7 +44,9 @@ class DerivedCheck:
     """Stored values that disagree with the payload in the window, per chain (:meth:`of`),
     found at construction (`agentaudit verify` builds it in a thread while rows are read)."""
 
-    def __init__(self, store: Store, tenant: str, lo: datetime, hi: datetime) -> None:
+    def __init__(
+        self, store: Store, tenant: str, lo: datetime, hi: datetime, data_dir: Path | None = None
+    ) -> None:
         rows = store.query(
             "SELECT as_select FROM system.tables "
             "WHERE database = 'agentaudit' AND name = 'events_ingest_mv'"
@@ -74,7 +77,7 @@ class DerivedCheck:
         params = {"tenant": tenant, "lo": lo, "hi": hi}
         for t, p, seq, names in store.query(typed, params).result_rows:
             self._flag(str(t), int(p), int(seq), str(names))
-        for t, p, seq, names in costs.disagreeing(store, params):
+        for t, p, seq, names in costs.disagreeing(store, params, data_dir):
             self._flag(t, p, seq, names)
 
     def of(self, tenant: str, partition: int) -> Flags:

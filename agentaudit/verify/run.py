@@ -74,7 +74,8 @@ def verify_store(
     # The derived-value check reads every row in the window once; it runs beside the chains'
     # rows (whose verdicts take it in at the end of each chain), not before them.
     with ThreadPoolExecutor(1, thread_name_prefix="verify-derived") as pool:
-        check = pool.submit(DerivedCheck, store, tenant, window.start, window.end) if derived else None
+        check = pool.submit(DerivedCheck, store, tenant, window.start, window.end,
+                            settings.data_dir) if derived else None
         chains = source.chains(store, anchor, tenant)
         for chain, found, rows in source.read_chains(store, anchor, chains, window):
             t, p = chain.tenant, chain.partition

@@ -1,4 +1,8 @@
-"""Versioned LLM price tables and the cost function the pipeline applies to every `llm_call`.
+"""Versioned LLM prices and the cost function the pipeline applies to every `llm_call`.
+
+Current prices: `current_pricing()` (`source.py`: the override file, the pinned genai_prices
+snapshot at the call's `occurred_at`, our own rows; its version names all three). The
+hand-kept tables below stay loadable by version for the rows they priced.
 
 Cost is computed here, never trusted from the caller. Each table is a YAML file named after
 its version (`2026-11-01.yaml`, with `version: "2026-11-01"` inside) shipped as package data;
@@ -18,18 +22,28 @@ from importlib import resources
 
 from schemas.pricing.loader import VERSION_RE, PricingError, parse_pricing
 from schemas.pricing.model import USD_PLACES, Cost, ModelPrice
+from schemas.pricing.source import (
+    PriceSource,
+    Pricing,
+    current_pricing,
+    pricing_for_version,
+)
 from schemas.pricing.table import PricingTable, normalise_model_name
 
 __all__ = [
     "USD_PLACES",
     "Cost",
     "ModelPrice",
+    "PriceSource",
+    "Pricing",
     "PricingError",
     "PricingTable",
     "available_versions",
+    "current_pricing",
     "load_pricing",
     "normalise_model_name",
     "parse_pricing",
+    "pricing_for_version",
 ]
 
 

@@ -41,6 +41,10 @@ class ModelPrice:
     cache_write: Decimal
     output: Decimal
     note: str | None = None
+    tiers: tuple[tuple[int, ModelPrice], ...] = ()
+    """Long-context tiers, lowest start first: (start, the row in force when the call's
+    `input_tokens` > start). A cliff, as providers bill it: the whole call at the tier's rates,
+    every kind (genai_prices' `TieredPrices`). Empty for a flat price."""
     # Per-token rates. When every rate is a whole number of nano-dollars (any price with at
     # most 3 decimals per 1M tokens), they are stored with exponent -9: rate x int and sums
     # then come out exactly quantized and `cost()` skips five quantize calls.

@@ -8,6 +8,7 @@ snapshots) happens once per distinct name and is memoised.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 
 from schemas.payloads import Usage
@@ -69,8 +70,11 @@ class PricingTable:
         unique = {id(r): r for names in self._rows.values() for r in names.values()}
         return sorted(unique.values(), key=lambda r: (r.provider, r.model))
 
-    def resolve(self, provider: str, model: str) -> ModelPrice | None:
-        """The price row for a provider's model name, or None when the table has none."""
+    def resolve(
+        self, provider: str, model: str, *, at: datetime | None = None, tenant: str = ""
+    ) -> ModelPrice | None:
+        """The price row for a provider's model name, or None when the table has none. A
+        hand-kept table has one price per model: `at` and `tenant` do not change it."""
         key = (provider, model)
         row = self._memo.get(key, _MISSING)
         if row is _MISSING:
@@ -98,31 +102,54 @@ class PricingTable:
             cut = name.rfind("-", 0, cut)
         return None
 
-    def cost(self, provider: str, model: str, usage: Usage) -> Cost:
+    def cost(
+        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        tenant: str = "",
+    ) -> Cost:
         """Price one call. Never raises for an unknown provider or model: returns `priced=False`.
 
         Uncached input = input - cached_input - cache_write tokens (Usage guarantees >= 0);
         each kind at its own rate; output (reasoning included) at the output rate.
         """
         row = self.resolve(provider, model)
-        if row is None:
-            return self._unpriced
-        total, input_usd, cached_usd, write_usd, output_usd = _price(row, usage)
-        return Cost(
-            usd=total,
-            pricing_version=self.version,
-            priced=True,
-            priced_as=row.model,
-            input_usd=input_usd,
-            cached_input_usd=cached_usd,
-            cache_write_usd=write_usd,
-            output_usd=output_usd,
-        )
+        return self._unpriced if row is None else row_cost(row, usage, self.version)
 
-    def total(self, provider: str, model: str, usage: Usage) -> Decimal | None:
+    def total(
+        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        tenant: str = "",
+    ) -> Decimal | None:
         """`cost(...).usd` without the breakdown, or None when unpriced: the sink's hot path."""
         row = self.resolve(provider, model)
         return None if row is None else _price(row, usage)[0]
+
+
+def row_cost(row: ModelPrice, usage: Usage, version: str) -> Cost:
+    """The `Cost` of one call at `row`'s prices, with its breakdown."""
+    total, input_usd, cached_usd, write_usd, output_usd = _price(row, usage)
+    return Cost(
+        usd=total,
+        pricing_version=version,
+        priced=True,
+        priced_as=row.model,
+        input_usd=input_usd,
+        cached_input_usd=cached_usd,
+        cache_write_usd=write_usd,
+        output_usd=output_usd,
+    )
+
+
+def price_total(row: ModelPrice, usage: Usage) -> Decimal:
+    """`row_cost(...).usd` without the breakdown: the hot path."""
+    return _price(row, usage)[0]
+
+
+def tier_row(row: ModelPrice, input_tokens: int) -> ModelPrice:
+    """The row in force for a call of `input_tokens` (all input, cached included): the highest
+    tier whose start it exceeds, else `row` itself."""
+    for start, tier in reversed(row.tiers):
+        if input_tokens > start:
+            return tier
+    return row
 
 
 def _price(row: ModelPrice, usage: Usage) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
@@ -131,6 +158,8 @@ def _price(row: ModelPrice, usage: Usage) -> tuple[Decimal, Decimal, Decimal, De
     # changed by the host application; results must not depend on it.
     mul = DECIMAL_CONTEXT.multiply
     add = DECIMAL_CONTEXT.add
+    if row.tiers:
+        row = tier_row(row, usage.input_tokens)
     cached = usage.cached_input_tokens
     written = usage.cache_write_tokens
     fresh = usage.input_tokens - cached - written

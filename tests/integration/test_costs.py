@@ -13,7 +13,7 @@ from agentaudit.settings import Settings
 from agentaudit.sink.rows import EventCost
 from agentaudit.store import open_store
 from agentaudit.store.protocol import Store
-from agentaudit.verify.costs import ATTO_SQL, EXPECTED_NANOS_SQL, Mode, Repricer
+from agentaudit.verify.costs import ATTO_SQL, EXPECTED_NANOS_SQL, RATE_INDEX_SQL, Mode, Repricer
 from agentaudit.verify.derived import DerivedCheck
 from agentaudit.verify.run import EVERYTHING
 from schemas.payloads import Usage
@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 _NANOS_SQL = f"""
 SELECT {EXPECTED_NANOS_SQL} FROM (
   SELECT 1 AS g, u.1 AS input_tokens, u.2 AS output_tokens, u.3 AS cached_input_tokens,
-         u.4 AS cache_write_tokens, {ATTO_SQL} AS atto
+         u.4 AS cache_write_tokens, toDateTime64('2026-11-06 10:00:00', 6, 'UTC') AS occurred_at,
+         {RATE_INDEX_SQL} AS k, {ATTO_SQL} AS atto
   FROM (SELECT arrayJoin({{usages:Array(Tuple(UInt64, UInt64, UInt64, UInt64))}}) AS u)
 )"""
 
@@ -50,11 +51,11 @@ def test_the_engines_cost_is_the_pricing_tables_for_every_model(tmp_path: Path) 
             cost = EventCost(load_pricing(version))
             repricer = Repricer()
             for row in cost.pricing.models():
-                mode, rates = repricer.rule(version, "llm_call", row.provider, row.model)
-                if mode is not Mode.PRICED:
+                rule = repricer.rule(version, "llm_call", row.provider, row.model)
+                if rule.mode is not Mode.PRICED:
                     continue  # judged in Python (rates finer than an atto-dollar)
-                params = {"usages": usages, "r_in": [rates[0]], "r_cached": [rates[1]],
-                          "r_write": [rates[2]], "r_out": [rates[3]]}  # fmt: skip
+                params = {"usages": usages, "sw": [rule.switch_us], "ts0": [rule.tiers[0]],
+                          "ts1": [rule.tiers[1]], "r": [list(rule.rates)]}  # fmt: skip
                 got = [int(n) for (n,) in store.query(_NANOS_SQL, params).result_rows]
                 want = [int(cost.llm_call(row.provider, row.model, Usage.model_construct(
                     input_tokens=i, output_tokens=o, cached_input_tokens=c, cache_write_tokens=w,
@@ -89,7 +90,7 @@ def test_every_row_of_a_group_without_a_rule_is_judged_in_python(tmp_path: Path)
         store.command("ALTER TABLE agentaudit.events UPDATE cost_usd = cost_usd * 2 "
                       "WHERE chain_seq = 7 SETTINGS mutations_sync = 2")  # fmt: skip
         params = {"tenant": "", "lo": EVERYTHING.start, "hi": EVERYTHING.end}
-        no_rules = costs.Rules([], [], [], [], [], [])
+        no_rules = costs.Rules.none()
         found = store.query(costs.CANDIDATES_SQL, {**params, **no_rules.params()}).result_rows
         assert len(found) == 50  # every row is a candidate
         judged = [(int(r[2]), Repricer().verdict(tuple(r[3:]))) for r in found]

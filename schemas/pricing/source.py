@@ -1,0 +1,192 @@
+"""Current prices: the one pricing the sink, the stream jobs and the SDK's request ceiling call.
+
+A call is priced by, in order: the override file (the tenant's own entry, then one for every
+tenant: an alias such as an Azure deployment name priced as a model, or negotiated rates),
+the pinned genai_prices snapshot (the price in force at the call's `occurred_at`, tiers and
+cache prices included), our own rows (`own-rows.yaml`: only models the snapshot lacks), and
+otherwise *unpriced* (cost 0, `priced` false: counted and alerted, never reported as free).
+
+The pricing version stored on each row names all of it, so any row can be re-priced exactly:
+
+    genai-prices-0.2.5@2026-11-19+own-2026-12-07               no override file
+    genai-prices-0.2.5@2026-11-19+own-2026-12-07+ovr-3f2a9c1b7e00   with overrides (digest)
+
+Hand-kept tables (`2026-11-01`) stay loadable by their version for rows they priced.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from datetime import date, datetime
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+from schemas.payloads import Usage
+from schemas.pricing.genai import GenaiSource, ModelEpochs, genai_source, snapshot_version
+from schemas.pricing.loader import VERSION_RE, PricingError, parse_pricing
+from schemas.pricing.model import ZERO_USD, Cost, ModelPrice
+from schemas.pricing.overrides import Overrides, archived_overrides, load_overrides
+from schemas.pricing.table import PricingTable, price_total, row_cost
+
+OVERRIDES_ENV = "AGENTAUDIT_PRICE_OVERRIDES"
+"""The override file's path, read by `current_pricing()` where no settings exist (the SDK)."""
+SOURCE_PREFIX = "genai-prices-"
+
+
+class Pricing(Protocol):
+    """What every price list offers: a hand-kept table or the current `PriceSource`."""
+
+    version: str
+
+    def resolve(
+        self, provider: str, model: str, *, at: datetime | None = None, tenant: str = ""
+    ) -> ModelPrice | None: ...
+
+    def cost(
+        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        tenant: str = "",
+    ) -> Cost: ...
+
+    def total(
+        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        tenant: str = "",
+    ) -> Decimal | None: ...
+
+
+@functools.cache
+def own_rows() -> PricingTable:
+    """Our own rows (`own-rows.yaml`): models the snapshot does not price."""
+    text = resources.files("schemas.pricing").joinpath("own-rows.yaml").read_text("utf-8")
+    return parse_pricing(text, source="own-rows.yaml")
+
+
+class PriceSource:
+    """Overrides → genai_prices snapshot at `at` → own rows → unpriced. Immutable; resolution
+    is memoised per (tenant with overrides of its own or '', provider, model)."""
+
+    __slots__ = ("_genai", "_memo", "_own", "_unpriced", "overrides", "version")
+
+    def __init__(
+        self, overrides: Overrides | None = None, *, own: PricingTable | None = None,
+        genai: GenaiSource | None = None,
+    ) -> None:
+        self.overrides = overrides or Overrides()
+        self._own = own if own is not None else own_rows()
+        self._genai = genai if genai is not None else genai_source()
+        ovr = f"+ovr-{self.overrides.digest}" if self.overrides.digest else ""
+        self.version = f"{snapshot_version()}+own-{self._own.version}{ovr}"
+        self._memo: dict[tuple[str, str, str], ModelEpochs | None] = {}
+        self._unpriced = Cost(usd=ZERO_USD, pricing_version=self.version, priced=False)
+        for entry in self.overrides.entries.values():
+            if entry.price_as and self._base(*entry.price_as) is None:
+                raise PricingError(
+                    f"override {entry.tenant or '*'}/{entry.provider}/{entry.model}: price_as "
+                    f"{'/'.join(entry.price_as)} is not a priced model"
+                )
+
+    def __repr__(self) -> str:
+        return f"PriceSource(version={self.version!r})"
+
+    def epochs(self, provider: str, model: str, tenant: str = "") -> ModelEpochs | None:
+        """The model's prices over time for this tenant, or None when nothing prices it."""
+        key = (tenant if tenant in self.overrides.tenants else "", provider, model)
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        found = self._find(*key)
+        if len(self._memo) >= 4096:
+            self._memo.clear()
+        self._memo[key] = found
+        return found
+
+    def _find(self, tenant: str, provider: str, model: str) -> ModelEpochs | None:
+        entry = self.overrides.find(tenant, provider, model)
+        if entry is not None:
+            if entry.row is not None:
+                return ModelEpochs((date.min,), (entry.row,))
+            assert entry.price_as is not None
+            return self._base(*entry.price_as)
+        return self._base(provider, model)
+
+    def _base(self, provider: str, model: str) -> ModelEpochs | None:
+        found = self._genai.lookup(provider, model)
+        if found is not None:
+            return found
+        row = self._own.resolve(provider, model)
+        return None if row is None else ModelEpochs((date.min,), (row,))
+
+    def resolve(
+        self, provider: str, model: str, *, at: datetime | None = None, tenant: str = ""
+    ) -> ModelPrice | None:
+        """The price row in force at `at` (None: now), or None when unpriced."""
+        found = self.epochs(provider, model, tenant)
+        return None if found is None else found.at(at)  # type: ignore[no-any-return]
+
+    def cost(
+        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        tenant: str = "",
+    ) -> Cost:
+        """Price one call with its breakdown; never raises for an unknown model."""
+        row = self.resolve(provider, model, at=at, tenant=tenant)
+        return self._unpriced if row is None else row_cost(row, usage, self.version)
+
+    def total(
+        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        tenant: str = "",
+    ) -> Decimal | None:
+        """`cost(...).usd`, or None when unpriced: the sink's hot path."""
+        row = self.resolve(provider, model, at=at, tenant=tenant)
+        return None if row is None else price_total(row, usage)
+
+
+def archive_dir(data_dir: Path) -> Path:
+    """Where loaded override files are kept by digest, for verify and reprice."""
+    return data_dir / "pricing" / "overrides"
+
+
+@functools.cache
+def _current(path: str, archive: str) -> PriceSource:
+    return PriceSource(load_overrides(path or None, Path(archive) if archive else None))
+
+
+def current_pricing(overrides_file: str | Path | None = None, data_dir: Path | None = None) -> PriceSource:
+    """The current pricing, loaded once per process and override file. `overrides_file`
+    None: `$AGENTAUDIT_PRICE_OVERRIDES` (unset: no overrides). With `data_dir` the file is
+    archived under its digest (`archive_dir`)."""
+    path = os.environ.get(OVERRIDES_ENV, "") if overrides_file is None else str(overrides_file)
+    return _current(path, str(archive_dir(data_dir)) if data_dir is not None and path else "")
+
+
+def pricing_for_version(version: str, data_dir: Path | None = None) -> Pricing:
+    """The pricing that wrote `version` on a row: a hand-kept table by its date, or the
+    snapshot + own rows + the archived override file it names. LookupError when this
+    installation cannot reproduce it (another genai_prices pin, an override file not kept)."""
+    if VERSION_RE.match(version):
+        from schemas.pricing import load_pricing
+
+        return load_pricing(version)
+    return _for_version(version, str(data_dir) if data_dir is not None else "")
+
+
+@functools.cache
+def _for_version(version: str, data_dir: str) -> PriceSource:
+    base, *parts = version.split("+")
+    if base != snapshot_version():
+        raise LookupError(f"pricing {version!r}: this installation has {snapshot_version()}")
+    own = own_rows()
+    fields = dict(p.split("-", 1) for p in parts if "-" in p)
+    if len(fields) != len(parts) or set(fields) - {"own", "ovr"} or fields.get("own") != own.version:
+        raise LookupError(f"pricing {version!r}: not a version this installation writes")
+    overrides = Overrides()
+    if "ovr" in fields:
+        if not data_dir:
+            raise LookupError(f"pricing {version!r} names an override file; no data dir given")
+        overrides = archived_overrides(fields["ovr"], archive_dir(Path(data_dir)))
+    source = PriceSource(overrides, own=own)
+    if source.version != version:
+        raise LookupError(f"pricing {version!r} rebuilt as {source.version!r}")
+    return source
