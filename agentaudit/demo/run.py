@@ -17,7 +17,7 @@ from agentaudit.demo.budgets import DEMO_BUDGETS
 from agentaudit.demo.fleet import Fleet
 from agentaudit.demo.history import backfill, describe
 from agentaudit.demo.malformed import MALFORMED
-from agentaudit.demo.summary import print_summary
+from agentaudit.demo.summary import print_summary, write_report
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from agentaudit.sink.worker import SinkWorker
@@ -111,6 +111,7 @@ def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, 
     """
     from agentaudit.store import open_store
     from agentaudit.store.migrations import migrate
+    from producers.clock import utc_now
 
     settings = _demo_signing(settings, console)
     with LocalBroker(log_path=None) as local:
@@ -130,13 +131,14 @@ def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, 
                           f"per chain), anchored in {settings.checkpoints_dir}")  # fmt: skip
             if settings.checkpoint_interval_s > 0:
                 _verify(settings, store, console)
+            report = write_report(settings, store, utc_now())
+    console.print(f"\nreport: {report}  (charts and tables; open it in a browser, works offline)",
+                  highlight=False, soft_wrap=True)  # fmt: skip
     console.print(
-        f"\nThe store stays in {settings.store_dir}. Try:\n"
-        "  agentaudit query \"SELECT tenant_id, round(sum(cost_usd), 2) AS usd FROM agentaudit.events "
-        "GROUP BY tenant_id ORDER BY usd DESC\"\n"
-        "  agentaudit verify --tenant acme          # the trail against its signed checkpoints\n"
-        "  agentaudit export --tenant acme OUT/     # for an auditor: python3 OUT/verify.py\n"
-        "  agentaudit trail --tenant acme --flagged # actions without a decision, an approval, or after a DENY"
+        f"The store stays in {settings.store_dir}. Try:\n"
+        "  agentaudit report --tenant umbrella --out umbrella.html  # one tenant's report\n"
+        "  agentaudit trail --tenant acme --flagged # actions without a decision, an approval, or after a DENY",
+        highlight=False, soft_wrap=True,
     )
 
 
