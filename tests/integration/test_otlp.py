@@ -41,6 +41,7 @@ USAGE = {"prompt_tokens": 1200, "completion_tokens": 80, "total_tokens": 1280,
          "prompt_tokens_details": {"cached_tokens": 1000}}  # fmt: skip
 # gpt-4o-mini per 1M tokens: input 0.15, cached input 0.075, output 0.60 (hand calculation).
 COST = (Decimal(200) * Decimal("0.15") + Decimal(1000) * Decimal("0.075") + Decimal(80) * Decimal("0.60")) / 10**6
+UNCACHED_COST = (Decimal(1200) * Decimal("0.15") + Decimal(80) * Decimal("0.60")) / 10**6
 
 
 def _text(value: str | bytes) -> str:
@@ -92,23 +93,6 @@ async def fake_openai() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         await runner.cleanup()
-
-
-def _instrumentation_unusable() -> str | None:
-    """Why opentelemetry-instrumentation-openai-v2 cannot run here, or None.
-
-    2.4b0 imports `httpx` (undeclared; openai 3.x depends on `httpx2` instead) and calls
-    `TelemetryHandler.start_inference` and `opentelemetry.util.genai.instruments`, which the
-    installed opentelemetry-util-genai 1.3b0 (it allows any >=0.4b0) no longer has."""
-    import importlib.util
-
-    if importlib.util.find_spec("httpx") is None:
-        return "httpx is not installed (openai-v2 2.4b0 imports it; openai 3.x brings httpx2)"
-    from opentelemetry.util.genai.handler import TelemetryHandler
-
-    if not hasattr(TelemetryHandler, "start_inference"):
-        return "the installed opentelemetry-util-genai lacks the API openai-v2 2.4b0 calls"
-    return None
 
 
 def _agent_run_spans() -> list[ReadableSpan]:
@@ -273,9 +257,9 @@ async def test_evaluation_log_events_land_as_eval_results(settings: Settings, tm
 async def test_openai_v2_instrumentation_spans_land_with_usage_and_cost(
     settings: Settings, tmp_path: Path
 ) -> None:
-    why = _instrumentation_unusable()
-    if why:
-        pytest.skip(why)
+    # openai-v2 2.4b0 puts no cache attribute on chat spans although the response reports
+    # 1000 cached tokens (checked: the span has only gen_ai.usage.input/output_tokens), so
+    # what lands is what the span says: 1200 input tokens at the full input price.
     await ensure_topics(settings)
     async with fake_openai() as base_url:
         spans = await asyncio.to_thread(_instrumented_agent_run, base_url)
@@ -286,4 +270,4 @@ async def test_openai_v2_instrumentation_spans_land_with_usage_and_cost(
         await sink_until(settings, store, lambda w: w.processor.counters.accepted >= 1)
         row = store.query("SELECT request_model, input_tokens, cached_input_tokens, output_tokens, "
                           "cost_usd FROM agentaudit.events WHERE type = 'llm_call'").result_rows  # fmt: skip
-        assert [(m, i, c, o, Decimal(usd)) for m, i, c, o, usd in row] == [("gpt-4o-mini", 1200, 1000, 80, COST)]
+        assert [(m, i, c, o, Decimal(usd)) for m, i, c, o, usd in row] == [("gpt-4o-mini", 1200, 0, 80, UNCACHED_COST)]
