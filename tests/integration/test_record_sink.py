@@ -120,6 +120,7 @@ async def test_records_land_once_each_junk_dead_lettered_and_restart_duplicates_
             "agentaudit.breaker_transitions": (3, 3),
             "agentaudit.drift_scores": (3, 3),
             "agentaudit.control": (2, 2),
+            "agentaudit.heartbeats": (0, 0),  # the jobs' beats: tests/integration/test_heartbeat.py
         }
         assert ids_per_table(store) == expected
         # Drift scores keep their agent (the column migration 0010 adds).
@@ -211,6 +212,7 @@ async def test_a_crash_between_table_inserts_then_restart_stores_each_record_onc
             "agentaudit.breaker_transitions": (2, 2),
             "agentaudit.drift_scores": (2, 2),
             "agentaudit.control": (0, 0),
+            "agentaudit.heartbeats": (0, 0),
         }
         assert scalar(store, "SELECT count() FROM agentaudit.dead_letters") == 1
 
