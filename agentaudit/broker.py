@@ -7,7 +7,6 @@ at a real cluster; `ensure_topics` works against both.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
@@ -18,6 +17,7 @@ from typing import Self
 
 from agentaudit.errors import BrokerUnreachable, UserError
 from agentaudit.settings import Settings
+from producers.kafka_config import KafkaSetupError, admin, start
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -38,9 +38,21 @@ def _port_open(host: str, port: int) -> bool:
 class LocalBroker:
     """Runs Tansu on 127.0.0.1 as a child process; use as a context manager or start()/stop()."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        log_path: Path | None = None,
+        *,
+        advertised_port: int | None = None,
+        authentication: bool = False,
+    ):
+        """`advertised_port`: the port clients are told to connect to (a TLS proxy in front,
+        in tests); default `port`. `authentication`: clients must authenticate (SASL SCRAM)."""
         self.host = host
         self.port = port or free_port(host)
+        self.advertised_port = advertised_port or self.port
+        self.authentication = authentication
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -62,10 +74,11 @@ class LocalBroker:
         except TansuBinaryNotFound as exc:
             raise UserError(f"no local broker binary: {exc}") from None
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
         self._proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
+             "--storage-engine", "memory://tansu/", *(["--authentication"] if self.authentication else [])],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -122,31 +135,41 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
+def broker_unreachable(settings: Settings, cause: BaseException | None = None) -> BrokerUnreachable:
+    """The CLI's error for a broker it cannot use: what the TLS handshake or SASL said when
+    that was the cause (`KafkaSetupError`, also as an exception's `__cause__`), else where
+    the broker was looked for."""
+    setup = cause if isinstance(cause, KafkaSetupError) else getattr(cause, "__cause__", None)
+    if isinstance(setup, KafkaSetupError) and setup.kind != "unreachable":
+        return BrokerUnreachable(str(setup))
+    return BrokerUnreachable(
+        f"cannot reach Kafka at {settings.kafka_bootstrap}: start one with `agentaudit broker` "
+        "or set AGENTAUDIT_KAFKA_BOOTSTRAP"
+    )
+
+
 async def ensure_topics(settings: Settings, timeout: float = 15.0) -> list[str]:
     """Create the pipeline topics that do not exist yet; returns the names created."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+    from aiokafka.admin import NewTopic
+    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout * 1000))
+    connection = settings.kafka_connection()
+    client = admin(connection, request_timeout_ms=int(timeout * 1000))
     try:
-        await asyncio.wait_for(admin.start(), timeout)
-    except (TimeoutError, KafkaConnectionError, OSError):
-        await admin.close()
-        raise BrokerUnreachable(
-            f"cannot reach Kafka at {settings.kafka_bootstrap}: start one with `agentaudit broker` "
-            "or set AGENTAUDIT_KAFKA_BOOTSTRAP"
-        ) from None
+        await start(client, connection, timeout)
+    except KafkaSetupError as exc:
+        raise broker_unreachable(settings, exc) from None
     try:
-        existing = set(await admin.list_topics())
+        existing = set(await client.list_topics())
         wanted = {name: cfg for name, cfg in pipeline_topics(settings).items() if name not in existing}
         if wanted:
             new = [NewTopic(name, settings.partitions, 1, topic_configs=cfg) for name, cfg in wanted.items()]
             try:
-                await admin.create_topics(new)
+                await client.create_topics(new)
             except TopicAlreadyExistsError:
                 pass  # another process created them between our list and create
             except KafkaError as exc:
                 raise UserError(f"could not create topics {sorted(wanted)}: {exc}") from None
         return sorted(wanted)
     finally:
-        await admin.close()
+        await client.close()

@@ -21,10 +21,12 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from agentaudit.broker import ensure_topics
-from agentaudit.errors import BrokerUnreachable, UserError
+from agentaudit.broker import broker_unreachable, ensure_topics
+from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from producers.compacted import EndNotReached, Unreachable, read_latest
+from producers.kafka_config import KafkaSetupError, start
+from producers.kafka_config import producer as kafka_producer
 from schemas.budgets import Budget
 from schemas.records import (
     HEARTBEAT_KEY_PREFIX,
@@ -47,13 +49,6 @@ class BudgetNotFound(UserError):
     """`remove_budget` of a name that is not on the budgets topic."""
 
 
-def _unreachable(settings: Settings) -> BrokerUnreachable:
-    return BrokerUnreachable(
-        f"cannot reach Kafka at {settings.kafka_bootstrap}: start one with `agentaudit broker` "
-        "or set AGENTAUDIT_KAFKA_BOOTSTRAP"
-    )
-
-
 # -- writing --------------------------------------------------------------------------------
 
 
@@ -61,25 +56,19 @@ async def produce(
     settings: Settings, topic: str, records: Sequence[tuple[str, bytes | None]], timeout: float
 ) -> None:
     """Send every (key, value) in order and wait for all acknowledgements."""
-    from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
     await ensure_topics(settings, timeout)  # a fresh broker: create them compacted, not by default
     # No idempotence: the local broker rejects it, and a re-sent budget or control record is
     # harmless (the latest value per key is the state either way).
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id="agentaudit-cli",
-        acks="all",
-        enable_idempotence=False,
-        linger_ms=5,
+    connection = settings.kafka_connection()
+    producer = kafka_producer(
+        connection, client_id="agentaudit-cli", acks="all", enable_idempotence=False, linger_ms=5
     )
     try:
-        async with asyncio.timeout(timeout):
-            await producer.start()
-    except (TimeoutError, KafkaError, OSError):
-        await _quietly_stop(producer)
-        raise _unreachable(settings) from None
+        await start(producer, connection, timeout)
+    except KafkaSetupError as exc:
+        raise broker_unreachable(settings, exc) from None
     try:
         async with asyncio.timeout(timeout):
             pending = [await producer.send(topic, value, key=key.encode()) for key, value in records]
@@ -164,10 +153,10 @@ async def _read_latest(
     """Key → latest non-empty value of `topic`, read from the beginning to its end; keys
     whose latest record is a tombstone are absent. A missing topic reads as empty."""
     try:
-        latest = await read_latest(settings.kafka_bootstrap, topic, timeout_s=timeout,
+        latest = await read_latest(settings.kafka_connection(), topic, timeout_s=timeout,
                                    client_id="agentaudit-cli", **consumer_options)  # fmt: skip
-    except Unreachable:
-        raise _unreachable(settings) from None
+    except Unreachable as exc:
+        raise broker_unreachable(settings, exc) from None
     except EndNotReached as exc:
         raise UserError(str(exc)) from None
     return {key.decode("utf-8", "replace"): value for key, value in latest.items()}

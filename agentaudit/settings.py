@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from producers.kafka_config import KafkaConnection, SaslMechanism, SecurityProtocol
 
 EVENTS_TOPIC = "agentaudit.events.v1"
 DLQ_TOPIC = "agentaudit.dlq.v1"
@@ -164,10 +166,50 @@ class Settings(BaseSettings):
         default=64, ge=1, description="Requests handled at once; more are answered 429 (retry later)."
     )
 
+    # -- issue 13 H8 (kafka): how every Kafka client connects (producers/kafka_config.py,
+    # README "Managed Kafka: TLS and SASL"); `kafka_connection()` builds the one object from them --
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols)."
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="Never logged.")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle (PEM) for the brokers' certificates; unset = system CAs."
+    )
+    kafka_ssl_certfile: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="Client certificate's key.")
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, description="Never logged.")
+    kafka_ssl_check_hostname: bool = True
+    kafka_client_id: str | None = Field(
+        default=None, description="Overrides every component's Kafka client id."
+    )
+
+    def kafka_connection(self) -> KafkaConnection:
+        """The connection every producer, consumer and admin client is built from."""
+        return KafkaConnection(
+            bootstrap=self.kafka_bootstrap,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username,
+            password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_key_password=self.kafka_ssl_key_password,
+            ssl_check_hostname=self.kafka_ssl_check_hostname,
+            client_id=self.kafka_client_id,
+        )
+
     def to_env(self) -> dict[str, str]:
-        """`AGENTAUDIT_*` variables that rebuild these settings in a child process."""
+        """`AGENTAUDIT_*` variables that rebuild these settings in a child process (secrets
+        in the clear: the child needs them)."""
         return {
-            f"AGENTAUDIT_{name.upper()}": str(value)
+            f"AGENTAUDIT_{name.upper()}": (
+                value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            )
             for name, value in self.model_dump().items()
             if value is not None
         }

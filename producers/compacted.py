@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from producers.backoff import Backoff
+from producers.kafka_config import KafkaConnection, KafkaSetupError, as_connection, consumer, start
 
 logger = logging.getLogger("agentaudit.producers")
 
@@ -65,7 +66,7 @@ class CompactedReader:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: str | KafkaConnection,
         topics: Sequence[str],
         *,
         client_id: str,
@@ -74,14 +75,14 @@ class CompactedReader:
         close_timeout_s: float = 5.0,
         **consumer_options: Any,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.connection = as_connection(bootstrap)
+        self.bootstrap = self.connection.bootstrap
         self.topics = tuple(topics)
         self.caught_up = False
         """Set (for good) once every partition was read to its end."""
         self._require = require_topics
         self._close_timeout_s = close_timeout_s
         self._options: dict[str, Any] = {
-            "bootstrap_servers": bootstrap,
             "client_id": client_id,
             "group_id": None,
             "enable_auto_commit": False,
@@ -98,24 +99,31 @@ class CompactedReader:
     async def open(self, timeout_s: float) -> None:
         """Connect and assign every partition of the topics that exist, resuming where a
         previous session stopped, else from the beginning. `Unreachable` after `timeout_s`."""
-        from aiokafka import AIOKafkaConsumer
         from aiokafka.errors import KafkaError
 
         await self.close()
-        self._consumer = AIOKafkaConsumer(**self._options)
+        self._consumer = consumer(self.connection, **self._options)
         try:
             async with asyncio.timeout(timeout_s):
-                await self._consumer.start()
+                await start(self._consumer, self.connection, timeout_s)
                 await self._assign()
+        except KafkaSetupError as exc:
+            await self.close()
+            if exc.kind != "unreachable":  # a refused TLS handshake or login: say so
+                raise Unreachable(f"cannot read {', '.join(self.topics)}: {exc}") from exc
+            raise self._unreachable(timeout_s, exc.__cause__ or exc) from exc
         except (TimeoutError, KafkaError, OSError) as exc:
             await self.close()
-            raise Unreachable(
-                f"cannot read {', '.join(self.topics)} from Kafka at {self.bootstrap} "
-                f"within {timeout_s:g}s: {exc!r}"
-            ) from exc
+            raise self._unreachable(timeout_s, exc) from exc
         except BaseException:
             await self.close()
             raise
+
+    def _unreachable(self, timeout_s: float, exc: BaseException) -> Unreachable:
+        return Unreachable(
+            f"cannot read {', '.join(self.topics)} from Kafka at {self.bootstrap} "
+            f"within {timeout_s:g}s: {exc!r}"
+        )
 
     async def close(self) -> None:
         """Stop the consumer (if open); never raises, whatever state the connection is in."""
@@ -205,7 +213,8 @@ class CompactedReader:
 
 
 async def read_latest(
-    bootstrap: str, topic: str, *, timeout_s: float, client_id: str, **consumer_options: Any
+    bootstrap: str | KafkaConnection, topic: str, *, timeout_s: float, client_id: str,
+    **consumer_options: Any,
 ) -> dict[bytes, bytes]:
     """Key → latest non-empty value of `topic`, read from the beginning to its end once; keys
     whose latest record is a tombstone are absent, keyless records are skipped (logged). A

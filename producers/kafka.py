@@ -23,6 +23,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from producers.kafka_config import KafkaConnection, KafkaSetupError, as_connection, start
+from producers.kafka_config import producer as new_producer
 from producers.transport import TransportUnavailable
 
 logger = logging.getLogger("agentaudit.producers")
@@ -30,11 +32,12 @@ logger = logging.getLogger("agentaudit.producers")
 
 class KafkaTransport:
     """Produces each (key, value) record to `topic`; key = tenant_id keeps a tenant's events
-    in one partition, in order."""
+    in one partition, in order. `bootstrap`: a `KafkaConnection` (TLS, SASL; e.g.
+    `KafkaConnection.from_env()`) or a bootstrap string (plaintext)."""
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: str | KafkaConnection,
         topic: str,
         *,
         acks: str | int = "all",
@@ -57,10 +60,10 @@ class KafkaTransport:
             raise ValueError(
                 "send_timeout_s must be shorter than request_timeout_ms (the batch TTL)"
             )
-        self.bootstrap = bootstrap
+        self.connection = as_connection(bootstrap)
+        self.bootstrap = self.connection.bootstrap
         self.topic = topic
         self._options: dict[str, Any] = {
-            "bootstrap_servers": bootstrap,
             "client_id": client_id,
             "acks": acks,
             "compression_type": compression,
@@ -87,22 +90,16 @@ class KafkaTransport:
 
     async def start(self) -> None:
         """(Re)create the producer and connect within `connect_timeout_s`."""
-        from aiokafka import AIOKafkaProducer  # lazy: keeps `import producers` cheap
-
         if len(self._companions) < len(self._companion_factories):
             loop = asyncio.get_running_loop()
             for factory in self._companion_factories[len(self._companions) :]:
                 self._companions.append(loop.create_task(factory()))
         await self._close_producer()
-        producer = AIOKafkaProducer(**self._producer_options())
+        producer = new_producer(self.connection, **self._producer_options())
         try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                await producer.start()
-        except Exception as exc:
-            await self._stop(producer)
-            raise TransportUnavailable(
-                f"cannot connect to Kafka at {self.bootstrap}: {exc!r}"
-            ) from exc
+            await start(producer, self.connection, self._connect_timeout_s)
+        except KafkaSetupError as exc:  # says which: TLS, credentials, or nothing answering
+            raise TransportUnavailable(str(exc)) from exc
         self._producer = producer
 
     def _producer_options(self) -> dict[str, Any]:

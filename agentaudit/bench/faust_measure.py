@@ -41,11 +41,11 @@ from typing import Any
 import faust
 import orjson
 import uuid_utils
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from agentaudit.bench.workload import payloads
 from agentaudit.settings import Settings
+from producers import kafka_config
 from schemas.events import parse_event
 from stream_jobs.runtime import make_app, running, source_topic
 
@@ -99,14 +99,15 @@ def wire_events(n: int) -> list[tuple[bytes, bytes]]:
 
 async def produce(settings: Settings, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
     """Create `topic` with `settings.partitions` partitions and write `messages` (acks=1, lz4)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    connection = settings.kafka_connection()
+    admin = kafka_config.admin(connection)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, settings.partitions, 1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, compression_type="lz4",
-                                max_batch_size=256 << 10, linger_ms=20, max_request_size=4 << 20)  # fmt: skip
+    producer = kafka_config.producer(connection, acks=1, compression_type="lz4",
+                                     max_batch_size=256 << 10, linger_ms=20, max_request_size=4 << 20)  # fmt: skip
     await producer.start()
     try:
         for key, value in messages:

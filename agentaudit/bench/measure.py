@@ -12,13 +12,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer
-
 from agentaudit.bench.workload import payloads
 from agentaudit.settings import Settings
 from agentaudit.sink.processor import Batch
 from agentaudit.sink.worker import SinkWorker
 from agentaudit.store.protocol import Store
+from producers import kafka_config
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -60,8 +59,8 @@ def measure_sdk(settings: Settings, n: int) -> SdkFigures:
 async def measure_bare_consumer(settings: Settings, n: int, topic: str | None = None) -> float:
     """Read rate (messages/s) of a bare aiokafka group consumer over `topic` (default: the
     events topic), from the poll that brought the first records until `n` were read."""
-    consumer = AIOKafkaConsumer(
-        topic or settings.events_topic, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = kafka_config.consumer(
+        settings.kafka_connection(), topic or settings.events_topic,
         group_id=f"bench-bare-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
         auto_offset_reset="earliest", max_poll_records=settings.sink_batch_size,
         fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20,

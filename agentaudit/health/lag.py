@@ -26,10 +26,11 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 
 from agentaudit.errors import BrokerUnreachable
 from agentaudit.settings import Settings
+from producers import kafka_config
 
 JOBS_GROUP = "agentaudit"
 """The stream jobs' consumer group: faust uses the app id (`StreamJobsApp(app_id=...)`)."""
@@ -72,16 +73,19 @@ class LagReader:
     async def start(self) -> None:
         """Connect; BrokerUnreachable when the broker does not answer within the timeout."""
         s, ms = self.settings, int(self.timeout_s * 1000)
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=ms)
+        connection = s.kafka_connection()
+        self._admin = kafka_config.admin(connection, request_timeout_ms=ms)
         # max_partition_fetch_bytes=1: a fetch returns at most one record batch per partition.
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=ms,
-                                          enable_auto_commit=False, max_partition_fetch_bytes=1,
-                                          fetch_max_wait_ms=100)  # fmt: skip
+        self._consumer = kafka_config.consumer(connection, request_timeout_ms=ms,
+                                               enable_auto_commit=False, max_partition_fetch_bytes=1,
+                                               fetch_max_wait_ms=100)  # fmt: skip
         try:
-            await asyncio.wait_for(self._admin.start(), self.timeout_s)
-            await asyncio.wait_for(self._consumer.start(), self.timeout_s)
-        except (TimeoutError, KafkaConnectionError, OSError):
+            await kafka_config.start(self._admin, connection, self.timeout_s)
+            await kafka_config.start(self._consumer, connection, self.timeout_s)
+        except kafka_config.KafkaSetupError as exc:
             await self.close()
+            if exc.kind != "unreachable":  # TLS or credentials: say what the broker said
+                raise BrokerUnreachable(str(exc)) from None
             raise BrokerUnreachable(
                 f"cannot reach Kafka at {s.kafka_bootstrap}: is it up? (AGENTAUDIT_KAFKA_BOOTSTRAP)"
             ) from None

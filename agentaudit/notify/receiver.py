@@ -40,6 +40,7 @@ from agentaudit.notify.deliver import (
 from agentaudit.notify.routes import ReceiverConfig, Routes
 from agentaudit.settings import Settings
 from agentaudit.sink.dedup import RecentIds
+from producers import kafka_config
 from schemas.records import Alert
 
 log = logging.getLogger("agentaudit.notify")
@@ -136,11 +137,12 @@ class ReceiverLoop:
         """Consume and deliver until `stop`; raises what it cannot handle (the supervisor logs
         it and calls `run` again)."""
         s = self.settings
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id,
+        connection = s.kafka_connection()
+        self.consumer = kafka_config.consumer(
+            connection, group_id=self.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest", **self.consumer_options,
         )  # fmt: skip
-        self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+        self.producer = kafka_config.producer(connection, acks="all")
         try:
             await self.producer.start()
             await self.consumer.start()

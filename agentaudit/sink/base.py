@@ -41,11 +41,14 @@ from agentaudit.sink.logguard import Anchor, Decision, LogGuard
 from agentaudit.sink.processor import DlqRecord
 from agentaudit.store.protocol import Store
 from agentaudit.store.retry import StopRequested, blocking_store_call, store_call
+from producers import kafka_config
 
 B = TypeVar("B")
 """The subclass's batch type."""
 Start = tuple[int, Anchor | None]
 """Where a partition resumes after recovery, and the stored message proving its log (if any)."""
+START_TIMEOUT_S = 60.0
+"""Longest a Kafka client of the sink may take to connect (bootstrap, TLS, SASL)."""
 Fault = Callable[[str], None]
 """Called at `mid_batch`, `before_insert`, `between_inserts`, `after_insert` (fault tests)."""
 
@@ -209,21 +212,23 @@ class PartitionSink(ABC, Generic[B]):
     async def run(self) -> None:
         """Consume until `stop()`; flushes and commits what it holds before returning."""
         s = self.settings
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap, acks="all", compression_type="lz4", linger_ms=5
+        connection = s.kafka_connection()
+        self.producer = kafka_config.producer(
+            connection, acks="all", compression_type="lz4", linger_ms=5
         )
         options: dict[str, Any] = {
-            "bootstrap_servers": s.kafka_bootstrap, "group_id": self.group_id,
+            "group_id": self.group_id,
             # "none": an offset out of range is raised to `_consume`, never reset silently
             # (that is how a replaced, shorter log shows; `agentaudit.sink.logguard`).
             "enable_auto_commit": False, "auto_offset_reset": "none",
             "max_poll_records": s.sink_batch_size, "fetch_max_bytes": 64 << 20,
             "max_partition_fetch_bytes": 16 << 20, **self.consumer_options,
         }  # fmt: skip
-        self.consumer = AIOKafkaConsumer(**options)
-        await self.producer.start()
+        self.consumer = kafka_config.consumer(connection, **options)
+        # bounded, and a refused TLS handshake or login is named (aiokafka only logs it)
+        await kafka_config.start(self.producer, connection, START_TIMEOUT_S)
         try:
-            await self.consumer.start()
+            await kafka_config.start(self.consumer, connection, START_TIMEOUT_S)
             self.consumer.subscribe(self.topics, listener=_Rebalance(self))
             await self._consume()
             await self.flush()

@@ -24,6 +24,7 @@ from faust.tables.manager import TableManager
 from faust.types import TP, EventT, Message
 
 from agentaudit.settings import Settings
+from producers.kafka_config import KafkaConnection
 from stream_jobs.runtime.consumer import FastTransport
 from stream_jobs.runtime.stream import BatchingStream, RawSchema
 
@@ -99,11 +100,10 @@ def make_app(settings: Settings, *, app_id: str = "agentaudit", **overrides: Any
     - `Monitor=LeanMonitor` (stock: b +6–9 µs, c +2 µs), `Stream=BatchingStream` (stock
       `take`: c +8 µs and 10–14k/s), `TableManager=PromptTableManager` (−1 s start-up).
     - `datadir=settings.data_dir / "faust"`, not the current directory.
+    - the broker, TLS and SASL from `settings.kafka_connection()` (`faust_broker_settings`).
     """
-    hosts = settings.kafka_bootstrap.split(",")
-    brokers = [f"kafka://{host.strip()}" for host in hosts if host.strip()]
     conf: dict[str, Any] = {
-        "broker": brokers,
+        **faust_broker_settings(settings.kafka_connection()),
         "store": "memory://",
         "value_serializer": "raw",
         "processing_guarantee": "at_least_once",
@@ -122,6 +122,31 @@ def make_app(settings: Settings, *, app_id: str = "agentaudit", **overrides: Any
     }
     conf.update(overrides)
     return AuditApp(app_id, **conf)
+
+
+def faust_broker_settings(connection: KafkaConnection) -> dict[str, Any]:
+    """faust's `broker` list and `broker_credentials` for `connection`: SSL → an
+    `SSLCredentials` with the connection's TLS context; SASL_* → `SASLCredentials`
+    (mechanism, username, password; the TLS context too for SASL_SSL, which is how faust
+    tells SASL_SSL from SASL_PLAINTEXT); a configured client id → `broker_client_id`."""
+    hosts = connection.bootstrap.split(",")
+    settings: dict[str, Any] = {
+        "broker": [f"kafka://{host.strip()}" for host in hosts if host.strip()]
+    }
+    context = connection.ssl_context()
+    if connection.uses_sasl:
+        assert connection.password is not None  # KafkaConnection's validator guarantees it
+        settings["broker_credentials"] = faust.SASLCredentials(
+            username=connection.username,
+            password=connection.password.get_secret_value(),
+            mechanism=connection.sasl_mechanism,
+            ssl_context=context,
+        )
+    elif context is not None:
+        settings["broker_credentials"] = faust.SSLCredentials(context)
+    if connection.client_id:
+        settings["broker_client_id"] = connection.client_id
+    return settings
 
 
 def source_topic(
