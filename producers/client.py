@@ -154,7 +154,7 @@ class Client(BaseClient):
         topics there; `options` are the constructor's keyword arguments."""
         from producers.spool import Spool
 
-        transport = KafkaTransport(settings.kafka_bootstrap, settings.events_topic)
+        transport = KafkaTransport(settings.kafka_connection(), settings.events_topic)
         spool: SpoolBackend | None = None
         try:
             spool = Spool.claim(settings.spool_dir)
@@ -179,7 +179,7 @@ class Client(BaseClient):
         from producers.control_listener import ControlListener
 
         listener = ControlListener(
-            transport.bootstrap,
+            transport.connection,
             self.control,
             control_topic=control_topic or CONTROL_TOPIC,
             budgets_topic=budgets_topic or BUDGETS_TOPIC,

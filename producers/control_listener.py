@@ -24,6 +24,7 @@ from typing import Any
 from producers.backoff import Backoff
 from producers.compacted import FETCH_MAX_WAIT_MS, CompactedReader
 from producers.control import InvalidRecord
+from producers.kafka_config import KafkaConnection, as_connection
 from producers.killswitch import KillSwitch
 from producers.stats import WarnLimiter
 
@@ -39,7 +40,7 @@ class ControlListener:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: str | KafkaConnection,
         switch: KillSwitch,
         *,
         control_topic: str,
@@ -51,7 +52,7 @@ class ControlListener:
         client_id: str = "agentaudit-sdk-control",
         **consumer_options: Any,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.bootstrap = as_connection(bootstrap).bootstrap
         self.switch = switch
         self.topics = (control_topic, budgets_topic)
         self._apply = {

@@ -38,12 +38,12 @@ from typing import Any
 
 import orjson
 import uuid_utils
-from aiokafka import AIOKafkaProducer
 
 from agentaudit.demo.fleet import AGENTS, POLICY_HASH, TOOLS, tenant_names
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
+from producers import kafka_config
 
 MINUTES = 240
 """Past the detectors' 180-minute cold start, with an hour of baseline to judge against."""
@@ -215,7 +215,7 @@ def build_history(tenants: int, end: datetime, seed: int) -> History:
 
 
 async def _produce(settings: Settings, messages: list[tuple[datetime, Message]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20)
+    producer = kafka_config.producer(settings.kafka_connection(), linger_ms=20)
     await producer.start()
     try:
         for _, (key, value) in messages:

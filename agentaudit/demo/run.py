@@ -7,7 +7,6 @@ import sys
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.prompt import Confirm
@@ -22,6 +21,7 @@ from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from agentaudit.sink.worker import SinkWorker
 from agentaudit.store.protocol import Store
+from producers import kafka_config
 
 DRAIN_TIMEOUT_S = 60.0
 
@@ -143,7 +143,7 @@ def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, 
 
 
 async def _produce_malformed(settings: Settings) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=2 << 20)
+    producer = kafka_config.producer(settings.kafka_connection(), max_request_size=2 << 20)
     await producer.start()
     try:
         for key, value, _reason in MALFORMED:

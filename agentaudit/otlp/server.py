@@ -72,13 +72,13 @@ class Sender:
         self._lock = asyncio.Lock()
 
     async def _get(self) -> Any:
-        from aiokafka import AIOKafkaProducer
+        from producers.kafka_config import producer as kafka_producer
 
         async with self._lock:
             if self._producer is None:
                 # No idempotence: the local broker refuses it; a duplicate is dropped by event id.
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self.settings.kafka_bootstrap, client_id="agentaudit-otlp",
+                producer = kafka_producer(
+                    self.settings.kafka_connection(), client_id="agentaudit-otlp",
                     acks="all", enable_idempotence=False, linger_ms=5,
                     request_timeout_ms=int(self.settings.otlp_send_timeout_s * 1000),
                 )  # fmt: skip
