@@ -6,6 +6,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -54,12 +55,21 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **settings.to_env()}
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    """What `agentaudit demo` left: its data dir (the store, `report.html`) and its output."""
+
+    data_dir: Path
+    stdout: str
+    stderr: str
+
+
 @pytest.fixture(scope="session")
-def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir holding a store the demo populated (5 tenants, 6 s at 400 events/s, with its
-    backfilled history, alerts, drift and breakers): for tests that look at what a person
-    would see (dashboards' queries, the report). Built once per test process; read it with
-    `Settings(data_dir=...)` and `open_store`, never write to it."""
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """`agentaudit demo` run once per test process (5 tenants, 6 s at 400 events/s, with its
+    backfilled history, alerts, drift, breakers and report), for the tests that look at what a
+    person would see: the demo's own output, dashboards' queries, the report. Read its store
+    with `Settings(data_dir=...)` and `open_store`, or the CLI; never write to it."""
     import subprocess
     import sys
 
@@ -69,4 +79,10 @@ def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = subprocess.run([sys.executable, "-m", "agentaudit.cli.main", *args], env=env,
                           capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    return data_dir
+    return DemoRun(data_dir, done.stdout, done.stderr)
+
+
+@pytest.fixture(scope="session")
+def demo_data_dir(demo_run: DemoRun) -> Path:
+    """The data dir of `demo_run`."""
+    return demo_run.data_dir

@@ -12,6 +12,7 @@ import pytest
 
 from agentaudit.broker import free_port
 from agentaudit.demo.malformed import MALFORMED
+from tests.conftest import DemoRun
 
 pytestmark = pytest.mark.integration
 
@@ -27,9 +28,10 @@ def rows(result: subprocess.CompletedProcess[str]) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
-def test_demo_end_to_end_then_query(tmp_path: Path) -> None:
-    demo = cli("demo", "--duration", "6", "--tenants", "5", "--rate", "400", data_dir=tmp_path)
-    assert demo.returncode == 0, demo.stdout + demo.stderr
+def test_demo_end_to_end_then_query(demo_run: DemoRun) -> None:
+    # The demo itself runs once per test process (the `demo_run` fixture), shared with the
+    # dashboards' and the report's tests.
+    demo, tmp_path = demo_run, demo_run.data_dir
     # A short summary; the charts and tables are in the report it writes next to the store.
     for line in ("events stored: ", f"dead letters: {len(MALFORMED)} (", "alerts: ", "breaker trips: ",
                  "agentaudit verify: ", "agentaudit report --tenant"):  # fmt: skip
