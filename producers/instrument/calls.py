@@ -78,13 +78,18 @@ def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
 
 
 def _text_chars(value: Any) -> int:
-    if isinstance(value, str):
+    kind = type(value)  # exact types first: an ABC isinstance check costs ~1 µs per value
+    if kind is str:
         return len(value)
-    if isinstance(value, Mapping):
-        return sum(_text_chars(v) for k, v in value.items() if k not in _SKIPPED_KEYS)
-    if isinstance(value, (list, tuple)):
-        return sum(_text_chars(v) for v in value)
-    return 0
+    if kind is dict or (kind is not list and isinstance(value, Mapping)):
+        n = 0
+        for key, item in value.items():
+            if key not in _SKIPPED_KEYS:
+                n += len(item) if type(item) is str else _text_chars(item)
+        return n
+    if kind is list or kind is tuple:
+        return sum(len(v) if type(v) is str else _text_chars(v) for v in value)
+    return len(value) if isinstance(value, str) else 0
 
 
 class Recorder:
