@@ -90,6 +90,22 @@ def build() -> Dashboard:
                 ),
             ),
             sql_panel(
+                "table",
+                "Unpriced LLM calls per model",
+                "LLM calls whose model no price covers (cost_usd 0, priced = false): their "
+                "spend is missing above until a price or an override is added and the range "
+                "re-priced (`agentaudit reprice`). Each model also fires UnpricedModel once. "
+                "Empty is good.",
+                Sql(
+                    "SELECT provider, if(response_model != '', response_model, request_model) "
+                    "AS model, count() AS calls, sum(input_tokens) AS input_tokens, "
+                    "sum(output_tokens) AS output_tokens FROM agentaudit.events "
+                    "WHERE type = 'llm_call' AND NOT priced AND $__timeFilter(occurred_at) "
+                    f"AND {TENANT} GROUP BY provider, model ORDER BY calls DESC LIMIT 50"
+                ),
+                width=24,
+            ),
+            sql_panel(
                 "timeseries",
                 "Tokens and calls per model",
                 "LLM calls per hour and model, from the rollup.",
