@@ -162,7 +162,9 @@ def test_report_is_deterministic_and_filters_by_tenant(demo_data_dir: Path) -> N
         empty = build_report(store, since=now - timedelta(days=30), until=now - timedelta(days=29),
                              **kwargs)  # type: ignore[arg-type]  # fmt: skip
     assert "tenant umbrella" in umbrella and "globex" not in umbrella and "acme-daily" not in umbrella
-    assert "umbrella-daily" in umbrella and "BreakerOpen" in umbrella
+    # umbrella's backfilled history fires SpendAnomaly in every demo run (whether its live
+    # burst also trips a breaker depends on timing).
+    assert "umbrella-daily" in umbrella and "SpendAnomaly" in umbrella
     assert 'class="mark"' not in empty.split("budget-burn")[0]  # a month ago: nothing to draw
     assert empty.count("No data: nothing in this time range") >= 5
     assert isinstance(now, datetime)
