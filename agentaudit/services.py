@@ -67,7 +67,7 @@ async def serve_worker(
         if settings.checkpoint_interval_s > 0:
             console.print(f"signing every chain's checkpoint every {settings.checkpoint_interval_s:g} s; "
                           f"anchored in {settings.checkpoints_dir}")  # fmt: skip
-        # /metrics (issue 12, H3; AGENTAUDIT_METRICS_PORT, 0 = off): counts every sink's flushes.
+        # /metrics (AGENTAUDIT_METRICS_PORT, 0 = off): counts every sink's flushes.
         from agentaudit.health.metrics import start_worker_metrics
         from agentaudit.records.sink import run_record_sink
 
@@ -81,14 +81,14 @@ async def serve_worker(
         # The jobs run in their own process: storing never waits for analysis.
         jobs = asyncio.create_task(JobsProcess(settings).run(stop)) if settings.stream_jobs else None
         sweeps = _start_sweeps(settings, store, stop, sweep_clock, console)
-        # Alert delivery (issue 12, H2) when a routing file is set: it never raises and never
+        # Alert delivery when a routing file is set: it never raises and never
         # stops the sink (a failure is logged and counted, then retried).
         notifier = None
         if settings.alert_routes is not None:
             from agentaudit.notify.service import deliver_in_worker
 
             notifier = asyncio.create_task(deliver_in_worker(settings, stop))
-        # OTLP/HTTP ingest (issue 13, H7) when AGENTAUDIT_OTLP_PORT is set; one that cannot
+        # OTLP/HTTP ingest when AGENTAUDIT_OTLP_PORT is set; one that cannot
         # serve (port taken) stops the worker, so its error is reported, not swallowed.
         otlp = None
         if settings.otlp_port:
@@ -210,7 +210,7 @@ def run_query(
 
 def _warn_if_stale(settings: Settings, store: Store, owner: str | None) -> None:
     """One line on stderr, after the result and never in it, when the store's writer is down
-    or behind (issue 12, H3: an answer from stale data is never silent)."""
+    or behind (an answer from stale data is never silent)."""
     import sys
 
     from agentaudit.health.warn import staleness_warning

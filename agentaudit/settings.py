@@ -103,13 +103,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Recent event_ids per worker remembered to drop re-sent events (SDK retries).",
     )
-    # issue 12, H2 (alert delivery, agentaudit/notify): the routing file the worker delivers with
+    # alert delivery, agentaudit/notify: the routing file the worker delivers with
     alert_routes: Path | None = Field(
         default=None,
         description="Routing file (YAML) for alert delivery; set, the worker also delivers the "
         "alerts topic to its receivers (README, Alert delivery). Unset = no delivery in the worker.",
     )
-    # -- issue 12 H3 (health): `agentaudit status`, the worker's /metrics, query's warning --
+    # -- health: `agentaudit status`, the worker's /metrics, query's warning --
     metrics_port: int = Field(
         default=0, ge=0, le=65535, description="The worker serves Prometheus /metrics here; 0 = off."
     )
@@ -134,18 +134,18 @@ class Settings(BaseSettings):
     health_max_checkpoint_age_s: float = Field(
         default=300.0, gt=0, description="A chain whose newest checkpoint is older than this: degraded."
     )
-    # -- issue 12 H4 (blind): the stream jobs' heartbeat on the control topic --
+    # -- the kill switch knowing it is blind: the stream jobs' heartbeat on the control topic --
     jobs_heartbeat_interval_s: float = Field(
         default=5.0, gt=0,
         description="The stream jobs publish a heartbeat (key heartbeat/stream_jobs) this often.",
     )  # fmt: skip
-    # -- issue 13 H6 (prices): the price-override file (schemas/pricing, README Prices) --
+    # -- prices: the price-override file (schemas/pricing, README Prices) --
     price_overrides: Path | None = Field(
         default=None,
         description="Price-override file (YAML: aliases, per-tenant rates); its digest joins "
         "every row's pricing version. Unset = base prices only.",
     )
-    # -- issue 13 H7 (otlp): the OTLP/HTTP receiver (agentaudit/otlp, README OpenTelemetry) --
+    # -- otlp: the OTLP/HTTP receiver (agentaudit/otlp, README OpenTelemetry) --
     otlp_port: int = Field(
         default=0, ge=0, le=65535,
         description="The worker also serves OTLP/HTTP (/v1/traces, /v1/logs) here; 0 = off.",
@@ -166,7 +166,7 @@ class Settings(BaseSettings):
         default=64, ge=1, description="Requests handled at once; more are answered 429 (retry later)."
     )
 
-    # -- issue 13 H8 (kafka): how every Kafka client connects (producers/kafka_config.py,
+    # -- kafka: how every Kafka client connects (producers/kafka_config.py,
     # README "Managed Kafka: TLS and SASL"); `kafka_connection()` builds the one object from them --
     kafka_security_protocol: SecurityProtocol = Field(
         default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."

@@ -9,7 +9,7 @@ from dashboards.query import Format
 
 UID = "agentaudit-pipeline"
 
-# Prometheus metrics of the worker's /metrics endpoint (README "On-call", issue 12 H3).
+# Prometheus metrics of the worker's /metrics endpoint (README "On-call").
 CONSUMER_LAG = "sum by (group, topic) (agentaudit_consumer_lag)"
 STAGE_P95 = (
     "histogram_quantile(0.95, sum by (le, stage) "

@@ -124,7 +124,7 @@ class StreamJobs:
             counters.events += 1
             try:
                 usd, priced, version = cost(event)
-                if not priced:  # issue 13 H6: counted per model, alerted once per model
+                if not priced:  # counted per model, alerted once per model
                     unpriced = self.unpriced.observe(event, version, now)
                     if unpriced is not None:
                         out.append(unpriced)

@@ -231,17 +231,17 @@ app.command("trail")(actions.trail)
 erase.register(app)
 # retention and legal hold: retention set|show|apply, hold add|rm (issue #11, part D)
 retention.register(app)
-# Grafana dashboards and alert rules as code: dashboards build|push (issue #12, H1)
+# Grafana dashboards and alert rules as code: dashboards build|push
 app.add_typer(dashboards.app, name="dashboards")
-# alert delivery: agentaudit notify --routes FILE (issue 12, H2)
+# alert delivery: agentaudit notify --routes FILE
 notify.register(app)
 # pipeline health: status (issue #12, health)
 status.register(app)
-# the on-call report: one self-contained HTML file (issue 12, H5)
+# the on-call report: one self-contained HTML file
 app.command("report")(report.report)
-# OTLP/HTTP ingest: agentaudit otlp [--port], otlp add-key (issue 13, H7)
+# OTLP/HTTP ingest: agentaudit otlp [--port], otlp add-key
 otlp.register(app)
-# history under another pricing version: agentaudit reprice (issue 13, H6)
+# history under another pricing version: agentaudit reprice
 reprice.register(app)
 
 

@@ -1,4 +1,4 @@
-"""`agentaudit reprice`: history under another pricing version, as a new result (issue 13 H6).
+"""`agentaudit reprice`: history under another pricing version, as a new result.
 
 Imports of the store client and the price data happen when the command runs: the CLI's start
 stays light.

@@ -1,4 +1,4 @@
-"""OTLP/HTTP ingest (issue 13, H7): OpenTelemetry GenAI spans and evaluation events in, our
+"""OTLP/HTTP ingest: OpenTelemetry GenAI spans and evaluation events in, our
 trace events out, onto the events topic (the sink prices, chains and stores them as any event).
 
 `decode` turns a request body (protobuf or OTLP/JSON, gzip or not) into the collector's
