@@ -18,8 +18,7 @@ from typing import Any
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from agentaudit.otlp import attrs as A
-from agentaudit.otlp.genai import Origin, Unmapped
-from agentaudit.otlp.ids import event_id
+from agentaudit.otlp.genai import Origin, Unmapped, base_event
 
 EVAL_EVENT = "gen_ai.evaluation.result"
 PASS_WORDS = frozenset({"pass", "passed", "true", "yes", "correct", "relevant", "good", "ok"})
@@ -77,26 +76,15 @@ def eval_result(o: Origin, rec: LogRecord) -> dict[str, Any] | Unmapped:
         return Unmapped("schema_violation", f"gen_ai.evaluation.score.value {score!r} is not a number")
     at = rec.time_unix_nano or rec.observed_time_unix_nano
     trace, span = ids
-    doc: dict[str, Any] = {
-        # Several evaluations of one span differ by metric: each is its own event.
-        "event_id": event_id(o.tenant_id, trace, span, f"eval_result|{metric}", at // 1_000_000),
-        "type": "eval_result",
-        "occurred_at": A.iso(at),
-        "sdk": {"name": o.sdk_name, "version": o.sdk_version},
-        "tenant_id": o.tenant_id,
-        "agent_id": o.agent_id,
-        "agent_version": o.agent_version,
-        "run_id": trace,
-        "trace_id": trace,
-        "span_id": span,
-        "payload": {
-            "gold_set_id": A.slug(str(a.get("agentaudit.gold_set.id") or "otlp"), "otlp"),
-            "case_id": str(a.get("gen_ai.response.id") or span),
-            "metric": A.slug(str(metric), "metric"),
-            "score": float(score),
-            "passed": passed,
-            "evaluator": A.slug(o.sdk_name, "otlp"),
-        },
+    # Several evaluations of one span differ by metric: each is its own event.
+    doc = base_event(o, trace, span, "eval_result", at, f"eval_result|{metric}")
+    doc["payload"] = {
+        "gold_set_id": A.slug(str(a.get("agentaudit.gold_set.id") or "otlp"), "otlp"),
+        "case_id": str(a.get("gen_ai.response.id") or span),
+        "metric": A.slug(str(metric), "metric"),
+        "score": float(score),
+        "passed": passed,
+        "evaluator": A.slug(o.sdk_name, "otlp"),
     }
     if o.deployment:
         doc["deployment"] = o.deployment

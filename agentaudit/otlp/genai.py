@@ -85,10 +85,11 @@ def operation(a: dict[str, Any]) -> str | None:
     return None
 
 
-def _envelope(o: Origin, span: Span, a: dict[str, Any], type_: str, at_ns: int) -> dict[str, Any]:
-    trace, sid = span.trace_id.hex(), span.span_id.hex()
-    doc: dict[str, Any] = {
-        "event_id": event_id(o.tenant_id, trace, sid, type_, at_ns // 1_000_000),
+def base_event(o: Origin, trace: str, span_id: str, type_: str, at_ns: int, id_key: str) -> dict[str, Any]:
+    """The fields every event from OTLP carries: its deterministic id (from the tenant,
+    trace, span and `id_key`), type, time, origin and ids; the run is the trace."""
+    return {
+        "event_id": event_id(o.tenant_id, trace, span_id, id_key, at_ns // 1_000_000),
         "type": type_,
         "occurred_at": A.iso(at_ns),
         "sdk": {"name": o.sdk_name, "version": o.sdk_version},
@@ -97,8 +98,13 @@ def _envelope(o: Origin, span: Span, a: dict[str, Any], type_: str, at_ns: int) 
         "agent_version": o.agent_version,
         "run_id": trace,
         "trace_id": trace,
-        "span_id": sid,
+        "span_id": span_id,
     }
+
+
+def _envelope(o: Origin, span: Span, a: dict[str, Any], type_: str, at_ns: int) -> dict[str, Any]:
+    trace, sid = span.trace_id.hex(), span.span_id.hex()
+    doc = base_event(o, trace, sid, type_, at_ns, type_)
     if span.parent_span_id:
         doc["parent_span_id"] = span.parent_span_id.hex()
     if o.deployment:
