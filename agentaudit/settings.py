@@ -5,40 +5,38 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from producers.kafka_config import KafkaConnection, SaslMechanism, SecurityProtocol
+# The SDK's part (broker, TLS/SASL, its topics) lives in the SDK; re-exported here.
+from producers.kafka_config import KafkaConnection
+from producers.settings import BUDGETS_TOPIC, CONTROL_TOPIC, EVENTS_TOPIC, SdkSettings
 
-EVENTS_TOPIC = "agentaudit.events.v1"
 DLQ_TOPIC = "agentaudit.dlq.v1"
 ALERTS_TOPIC = "agentaudit.alerts.v1"
-CONTROL_TOPIC = "agentaudit.control.v1"
-BUDGETS_TOPIC = "agentaudit.budgets.v1"
 GOLDSETS_TOPIC = "agentaudit.goldsets.v1"
 PINS_TOPIC = "agentaudit.pins.v1"
 
+__all__ = [
+    "ALERTS_TOPIC", "BUDGETS_TOPIC", "CONTROL_TOPIC", "DLQ_TOPIC", "EVENTS_TOPIC", "GOLDSETS_TOPIC",
+    "PINS_TOPIC", "KafkaConnection", "Settings",
+]
 
-class Settings(BaseSettings):
-    """One frozen settings object; build it once at the edge and pass it down."""
+
+class Settings(SdkSettings):
+    """One frozen settings object; build it once at the edge and pass it down.
+
+    The SDK's own settings (broker, TLS/SASL, topics it reads and writes, data dir) are
+    inherited from `producers.settings.SdkSettings`: the same `AGENTAUDIT_*` variables.
+    """
 
     model_config = SettingsConfigDict(env_prefix="AGENTAUDIT_", frozen=True, extra="ignore")
 
-    kafka_bootstrap: str = Field(
-        default="127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
-    )
-    data_dir: Path = Field(
-        default=Path("./.agentaudit"),
-        description="Holds the embedded chDB store, the SDK spool and local runtime files.",
-    )
     clickhouse_url: str | None = Field(
         default=None,
         description="ClickHouse server URL (http[s]://user:password@host:port/). Unset = embedded chDB.",
     )
-    events_topic: str = EVENTS_TOPIC
     dlq_topic: str = DLQ_TOPIC
     alerts_topic: str = ALERTS_TOPIC
-    control_topic: str = Field(default=CONTROL_TOPIC, description="Compacted: block/unblock per scope.")
-    budgets_topic: str = Field(default=BUDGETS_TOPIC, description="Compacted: budget definitions by name.")
     goldsets_topic: str = Field(default=GOLDSETS_TOPIC, description="Compacted: registered gold sets by id@version.")
     pins_topic: str = Field(default=PINS_TOPIC, description="Compacted: pinned reference distributions for drift.")
     partitions: int = Field(default=6, ge=1, le=1024, description="Partitions for created topics.")
@@ -166,43 +164,6 @@ class Settings(BaseSettings):
         default=64, ge=1, description="Requests handled at once; more are answered 429 (retry later)."
     )
 
-    # -- kafka: how every Kafka client connects (producers/kafka_config.py,
-    # README "Managed Kafka: TLS and SASL"); `kafka_connection()` builds the one object from them --
-    kafka_security_protocol: SecurityProtocol = Field(
-        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
-    )
-    kafka_sasl_mechanism: SaslMechanism | None = Field(
-        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols)."
-    )
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = Field(default=None, description="Never logged.")
-    kafka_ssl_cafile: Path | None = Field(
-        default=None, description="CA bundle (PEM) for the brokers' certificates; unset = system CAs."
-    )
-    kafka_ssl_certfile: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
-    kafka_ssl_keyfile: Path | None = Field(default=None, description="Client certificate's key.")
-    kafka_ssl_key_password: SecretStr | None = Field(default=None, description="Never logged.")
-    kafka_ssl_check_hostname: bool = True
-    kafka_client_id: str | None = Field(
-        default=None, description="Overrides every component's Kafka client id."
-    )
-
-    def kafka_connection(self) -> KafkaConnection:
-        """The connection every producer, consumer and admin client is built from."""
-        return KafkaConnection(
-            bootstrap=self.kafka_bootstrap,
-            security_protocol=self.kafka_security_protocol,
-            sasl_mechanism=self.kafka_sasl_mechanism,
-            username=self.kafka_sasl_username,
-            password=self.kafka_sasl_password,
-            ssl_cafile=self.kafka_ssl_cafile,
-            ssl_certfile=self.kafka_ssl_certfile,
-            ssl_keyfile=self.kafka_ssl_keyfile,
-            ssl_key_password=self.kafka_ssl_key_password,
-            ssl_check_hostname=self.kafka_ssl_check_hostname,
-            client_id=self.kafka_client_id,
-        )
-
     def to_env(self) -> dict[str, str]:
         """`AGENTAUDIT_*` variables that rebuild these settings in a child process (secrets
         in the clear: the child needs them)."""
@@ -233,11 +194,6 @@ class Settings(BaseSettings):
     def subject_kek_path(self) -> Path:
         """The key-encryption key that wraps every subject key."""
         return self.subject_kek_file or self.key_dir / "subject-kek"
-
-    @property
-    def spool_dir(self) -> Path:
-        """Where the SDK spools events while the broker is unreachable."""
-        return self.data_dir / "spool"
 
     @property
     def embedded(self) -> bool:

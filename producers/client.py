@@ -38,8 +38,8 @@ from producers.worker import Worker
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from agentaudit.settings import Settings
     from producers.request_budget import RequestEstimate
+    from producers.settings import SdkSettings
     from schemas.pricing import Pricing
 
 logger = logging.getLogger("agentaudit.producers")
@@ -148,7 +148,7 @@ class Client(BaseClient):
         atexit.register(self._atexit)
 
     @classmethod
-    def from_settings(cls, settings: Settings, **options: Any) -> Client:
+    def from_settings(cls, settings: SdkSettings, **options: Any) -> Client:
         """A client producing to `settings.kafka_bootstrap` / `settings.events_topic`, spooling
         to a slot under `settings.spool_dir`, its kill switch following the control and budgets
         topics there; `options` are the constructor's keyword arguments."""
@@ -175,8 +175,8 @@ class Client(BaseClient):
         budgets_topic: str | None,
         backoff: tuple[float, float],
     ) -> None:
-        from agentaudit.settings import BUDGETS_TOPIC, CONTROL_TOPIC
         from producers.control_listener import ControlListener
+        from producers.settings import BUDGETS_TOPIC, CONTROL_TOPIC
 
         listener = ControlListener(
             transport.connection,

@@ -34,7 +34,7 @@ from schemas.pricing import Pricing, current_pricing
 from schemas.records import ControlMessage, Heartbeat
 
 if TYPE_CHECKING:
-    from stream_jobs.spend.budgets import RequestViolation
+    from schemas.request_ceiling import RequestViolation
 
 logger = logging.getLogger("agentaudit.producers")
 
@@ -229,7 +229,7 @@ class KillSwitch:
             )
         # The pipeline's own comparison (loaded on first use: most clients have no request
         # budgets). An unpriced call (cost None) counts as 0 USD: only max_tokens can stop it.
-        from stream_jobs.spend.budgets import check_request
+        from schemas.request_ceiling import check_request
 
         violation = check_request(
             budgets,

@@ -18,10 +18,10 @@ import orjson
 import uuid_utils
 from pydantic import BaseModel
 
-from agentaudit import __version__
 from producers.clock import utc_from_ns
 from producers.context import Bound, new_span_id, new_trace_id
 from producers.redaction import redact
+from producers.version import __version__
 from schemas.events import MAX_EVENT_BYTES, parse_event
 
 SDK_INFO = {"name": "agentaudit-python", "version": __version__}

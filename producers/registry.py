@@ -17,7 +17,7 @@ from producers.stats import ClientStats
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from agentaudit.settings import Settings
+    from producers.settings import SdkSettings
 
 
 class ProxyClient(BaseClient):
@@ -75,18 +75,18 @@ def get_client() -> BaseClient:
 
 
 def configure(
-    client: BaseClient | None = None, *, settings: Settings | None = None, **options: Any
+    client: BaseClient | None = None, *, settings: SdkSettings | None = None, **options: Any
 ) -> BaseClient:
-    """Install `client`, or build one with `Client.from_settings(settings or Settings(), **options)`.
+    """Install `client`, or build one with `Client.from_settings(settings or SdkSettings(), **options)`.
 
     Returns the installed client. A previously installed client is not shut down here (it may
     still be in use); it flushes at exit. `configure(NoOpClient())` turns emitting off again.
     """
     if client is None:
-        from agentaudit.settings import Settings
         from producers.client import Client
+        from producers.settings import SdkSettings
 
-        client = Client.from_settings(settings or Settings(), **options)
+        client = Client.from_settings(settings or SdkSettings(), **options)
     elif settings is not None or options:
         raise TypeError("pass either a client or settings/options, not both")
     _PROXY.delegate = client

@@ -1,7 +1,7 @@
 """The per-request ceiling, SDK side: the worst case of one LLM call, in tokens and USD.
 
-Pure (no I/O, no clock). The comparison with `request` budgets is the stream jobs' own
-`stream_jobs.spend.budgets.check_request`, so the SDK and the pipeline cannot disagree on
+Pure (no I/O, no clock). The comparison with `request` budgets is the pipeline's own
+`schemas.request_ceiling.check_request`, so the SDK and the pipeline cannot disagree on
 what a ceiling means; this module prices what goes into it.
 
 Worst case: the prompt as estimated by the caller plus `max_output_tokens` generated, priced
