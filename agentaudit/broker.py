@@ -17,7 +17,7 @@ from typing import Self
 
 from agentaudit.errors import BrokerUnreachable, UserError
 from agentaudit.settings import Settings
-from producers.kafka_config import KafkaSetupError, admin, start
+from agentaudit_sdk.kafka_config import KafkaSetupError, admin, start
 
 
 def free_port(host: str = "127.0.0.1") -> int:

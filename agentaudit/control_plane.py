@@ -5,7 +5,7 @@
   publish UNBLOCK messages rather than tombstones so that the stream jobs and the store see
   the event (who lifted what, when).
 
-Reads go through `producers.compacted.read_latest` (the one compacted-topic reader): every
+Reads go through `agentaudit_sdk.compacted.read_latest` (the one compacted-topic reader): every
 partition from the beginning to its end, the latest record per key is the state. Used by
 the CLI, the demo and the tests; aiokafka is imported only when a function runs.
 """
@@ -24,11 +24,8 @@ from pydantic import ValidationError
 from agentaudit.broker import broker_unreachable, ensure_topics
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
-from producers.compacted import EndNotReached, Unreachable, read_latest
-from producers.kafka_config import KafkaSetupError, start
-from producers.kafka_config import producer as kafka_producer
-from schemas.budgets import Budget
-from schemas.records import (
+from agentaudit_schemas.budgets import Budget
+from agentaudit_schemas.records import (
     HEARTBEAT_KEY_PREFIX,
     ControlAction,
     ControlMessage,
@@ -36,6 +33,9 @@ from schemas.records import (
     Scope,
     record_id,
 )
+from agentaudit_sdk.compacted import EndNotReached, Unreachable, read_latest
+from agentaudit_sdk.kafka_config import KafkaSetupError, start
+from agentaudit_sdk.kafka_config import producer as kafka_producer
 
 log = logging.getLogger("agentaudit.control_plane")
 

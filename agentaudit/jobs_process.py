@@ -18,7 +18,7 @@ import sys
 
 from agentaudit.lifeline import child_env
 from agentaudit.settings import Settings
-from producers.backoff import Backoff
+from agentaudit_sdk.backoff import Backoff
 
 log = logging.getLogger("agentaudit.jobs")
 

@@ -35,7 +35,7 @@ from agentaudit.errors import UserError
 from agentaudit.files import fsync_dir, write_atomic
 from agentaudit.trail.note import NoteError, Signer, Verifier
 from agentaudit.trail.pubkeys import PublicKey, PublicKeys, PublicKeysError
-from producers.clock import UtcNow, utc_now
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 PRIVATE_KEY_FILE = "signing-key"
 PENDING_KEY_FILE = "signing-key.next"

@@ -17,9 +17,9 @@ from typing import Any, cast
 
 from agentaudit.sink.rows import EventCost
 from agentaudit.store.protocol import Store
-from schemas.payloads import Usage
-from schemas.pricing import Pricing
-from schemas.records import record_id
+from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.pricing import Pricing
+from agentaudit_schemas.records import record_id
 
 TABLE = "agentaudit.repriced"
 COLUMNS = (

@@ -214,7 +214,7 @@ def _warn_if_stale(settings: Settings, store: Store, owner: str | None) -> None:
     import sys
 
     from agentaudit.health.warn import staleness_warning
-    from producers.clock import utc_now
+    from agentaudit_sdk.clock import utc_now
 
     warning = staleness_warning(settings, store, utc_now(), owner)
     if warning is not None:

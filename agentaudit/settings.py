@@ -8,8 +8,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 # The SDK's part (broker, TLS/SASL, its topics) lives in the SDK; re-exported here.
-from producers.kafka_config import KafkaConnection
-from producers.settings import BUDGETS_TOPIC, CONTROL_TOPIC, EVENTS_TOPIC, SdkSettings
+from agentaudit_sdk.kafka_config import KafkaConnection
+from agentaudit_sdk.settings import BUDGETS_TOPIC, CONTROL_TOPIC, EVENTS_TOPIC, SdkSettings
 
 DLQ_TOPIC = "agentaudit.dlq.v1"
 ALERTS_TOPIC = "agentaudit.alerts.v1"
@@ -26,7 +26,7 @@ class Settings(SdkSettings):
     """One frozen settings object; build it once at the edge and pass it down.
 
     The SDK's own settings (broker, TLS/SASL, topics it reads and writes, data dir) are
-    inherited from `producers.settings.SdkSettings`: the same `AGENTAUDIT_*` variables.
+    inherited from `agentaudit_sdk.settings.SdkSettings`: the same `AGENTAUDIT_*` variables.
     """
 
     model_config = SettingsConfigDict(env_prefix="AGENTAUDIT_", frozen=True, extra="ignore")

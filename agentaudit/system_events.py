@@ -22,8 +22,8 @@ from uuid_utils import uuid7
 
 from agentaudit import __version__
 from agentaudit.settings import Settings
-from producers.clock import UtcNow, utc_now
-from schemas.events import parse_event
+from agentaudit_schemas.events import parse_event
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 AGENT_ID = "agentaudit"
 """``agent_id`` of every event the pipeline writes about itself."""

@@ -22,7 +22,7 @@ from agentaudit.settings import Settings
 from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE, ChainSigner
 from agentaudit.sink.trees import ChainKey, rebuild
 from agentaudit.store.protocol import Store
-from producers.clock import UtcNow, utc_now
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """agentaudit producer SDK: instrument an agent, emit audit events, never block it.
 
-    import producers
+    import agentaudit_sdk
 
-    audit = producers.get_client()          # no-op until configured: safe at import time
-    producers.configure(tenant_id="acme", agent_id="support-bot")   # from AGENTAUDIT_* settings
+    audit = agentaudit_sdk.get_client()          # no-op until configured: safe at import time
+    agentaudit_sdk.configure(tenant_id="acme", agent_id="support-bot")   # from AGENTAUDIT_* settings
 
     with audit.bind(user_id="u-42", session_id="s-1"):
         with audit.run(goal="answer the ticket") as run:
@@ -29,44 +29,44 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from producers.api import BaseClient, NoOpClient
-from producers.errors import AgentAuditError, Blocked, RequestBudgetExceeded
-from producers.registry import configure, get_client
-from producers.stats import ClientStats
+from agentaudit_sdk.api import BaseClient, NoOpClient
+from agentaudit_sdk.errors import AgentAuditError, Blocked, RequestBudgetExceeded
+from agentaudit_sdk.registry import configure, get_client
+from agentaudit_sdk.stats import ClientStats
 
 if TYPE_CHECKING:
-    from producers.client import Client
-    from producers.control import ControlState
-    from producers.kafka import KafkaTransport
-    from producers.killswitch import ControlStats, KillSwitch
-    from producers.redaction import RedactionResult, redact
-    from producers.request_budget import RequestEstimate
-    from producers.spool import Spool
-    from producers.spool_memory import MemorySpool
-    from producers.transport import InMemoryTransport, Transport, TransportUnavailable
+    from agentaudit_sdk.client import Client
+    from agentaudit_sdk.control import ControlState
+    from agentaudit_sdk.kafka import KafkaTransport
+    from agentaudit_sdk.killswitch import ControlStats, KillSwitch
+    from agentaudit_sdk.redaction import RedactionResult, redact
+    from agentaudit_sdk.request_budget import RequestEstimate
+    from agentaudit_sdk.spool import Spool
+    from agentaudit_sdk.spool_memory import MemorySpool
+    from agentaudit_sdk.transport import InMemoryTransport, Transport, TransportUnavailable
 
 _LAZY = {
-    "Client": "producers.client",
-    "ControlState": "producers.control",
-    "ControlStats": "producers.killswitch",
-    "KillSwitch": "producers.killswitch",
-    "RequestEstimate": "producers.request_budget",
-    "KafkaTransport": "producers.kafka",
-    "InMemoryTransport": "producers.transport",
-    "Transport": "producers.transport",
-    "TransportUnavailable": "producers.transport",
-    "Spool": "producers.spool",
-    "MemorySpool": "producers.spool_memory",
-    "redact": "producers.redaction",
-    "RedactionResult": "producers.redaction",
+    "Client": "agentaudit_sdk.client",
+    "ControlState": "agentaudit_sdk.control",
+    "ControlStats": "agentaudit_sdk.killswitch",
+    "KillSwitch": "agentaudit_sdk.killswitch",
+    "RequestEstimate": "agentaudit_sdk.request_budget",
+    "KafkaTransport": "agentaudit_sdk.kafka",
+    "InMemoryTransport": "agentaudit_sdk.transport",
+    "Transport": "agentaudit_sdk.transport",
+    "TransportUnavailable": "agentaudit_sdk.transport",
+    "Spool": "agentaudit_sdk.spool",
+    "MemorySpool": "agentaudit_sdk.spool_memory",
+    "redact": "agentaudit_sdk.redaction",
+    "RedactionResult": "agentaudit_sdk.redaction",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """Load heavy parts on first access (PEP 562) so `import producers` stays cheap."""
+    """Load heavy parts on first access (PEP 562) so `import agentaudit_sdk` stays cheap."""
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'producers' has no attribute {name!r}")
+        raise AttributeError(f"module 'agentaudit_sdk' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

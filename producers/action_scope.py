@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from producers.scopes import Emitter, ToolCallScope, _Scope
+from agentaudit_sdk.scopes import Emitter, ToolCallScope, _Scope
 
 if TYPE_CHECKING:
-    from producers.context import Bound
+    from agentaudit_sdk.context import Bound
 
 
 class ActionScope(_Scope):

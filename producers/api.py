@@ -11,16 +11,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from producers.action_scope import ActionScope
-from producers.clock import SYSTEM_CLOCK, TimeSource
-from producers.context import Binding
-from producers.scopes import LlmCallScope, RunScope, ToolCallScope
-from producers.stats import ClientStats
+from agentaudit_sdk.action_scope import ActionScope
+from agentaudit_sdk.clock import SYSTEM_CLOCK, TimeSource
+from agentaudit_sdk.context import Binding
+from agentaudit_sdk.scopes import LlmCallScope, RunScope, ToolCallScope
+from agentaudit_sdk.stats import ClientStats
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from producers.request_budget import RequestEstimate
+    from agentaudit_sdk.request_budget import RequestEstimate
 
 
 class BaseClient(ABC):
@@ -68,7 +68,7 @@ class BaseClient(ABC):
     # -- kill switch ------------------------------------------------------------------------
 
     def check(self, tool: str | None = None) -> None:
-        """Raise `producers.Blocked` if the kill switch blocks work (or calls to `tool`) in the
+        """Raise `agentaudit_sdk.Blocked` if the kill switch blocks work (or calls to `tool`) in the
         bound context. The helpers call it before the work starts; no-op without a pipeline."""
 
     def check_request(
@@ -81,7 +81,7 @@ class BaseClient(ABC):
         cached_input_tokens: int = 0,
         cache_write_tokens: int = 0,
     ) -> RequestEstimate | None:
-        """Raise `producers.RequestBudgetExceeded` if one LLM call's worst case (prompt plus
+        """Raise `agentaudit_sdk.RequestBudgetExceeded` if one LLM call's worst case (prompt plus
         `max_output_tokens`) exceeds a `request` budget of the bound tenant. Returns the
         estimate, or None when no request budget applies (always, without a pipeline)."""
         return None
@@ -177,7 +177,7 @@ class BaseClient(ABC):
         """`with client.action("payments", "refund", args, side_effect="write") as act:` — one
         action's decision (`act.decide`), approval (`act.request_approval`,
         `act.approval_decided`) and execution (`with act.execute():`) linked by one span;
-        `resource` defaults to `tool`. See `producers.action_scope`."""
+        `resource` defaults to `tool`. See `agentaudit_sdk.action_scope`."""
         return ActionScope(self, tool, action, args, resource, side_effect, idempotency_key)
 
     # -- point events -----------------------------------------------------------------------

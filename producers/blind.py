@@ -27,9 +27,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from producers.clock import TimeSource, utc_from_ns
-from producers.control import ControlState
-from producers.errors import Blocked
+from agentaudit_sdk.clock import TimeSource, utc_from_ns
+from agentaudit_sdk.control import ControlState
+from agentaudit_sdk.errors import Blocked
 
 logger = logging.getLogger("agentaudit.producers")
 

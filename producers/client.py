@@ -22,25 +22,25 @@ from typing import TYPE_CHECKING, Any, Self
 
 from uuid_utils import uuid7
 
-from producers.api import BaseClient
-from producers.backoff import Backoff
-from producers.clock import SYSTEM_CLOCK, TimeSource
-from producers.context import CURRENT
-from producers.kafka import KafkaTransport
-from producers.killswitch import KillSwitch
-from producers.outbox import Outbox
-from producers.pipeline import STEP_TYPES, EventEncoder
-from producers.spool_memory import MemorySpool, SpoolBackend
-from producers.stats import ClientStats, Counters, WarnLimiter
-from producers.transport import Transport
-from producers.worker import Worker
+from agentaudit_sdk.api import BaseClient
+from agentaudit_sdk.backoff import Backoff
+from agentaudit_sdk.clock import SYSTEM_CLOCK, TimeSource
+from agentaudit_sdk.context import CURRENT
+from agentaudit_sdk.kafka import KafkaTransport
+from agentaudit_sdk.killswitch import KillSwitch
+from agentaudit_sdk.outbox import Outbox
+from agentaudit_sdk.pipeline import STEP_TYPES, EventEncoder
+from agentaudit_sdk.spool_memory import MemorySpool, SpoolBackend
+from agentaudit_sdk.stats import ClientStats, Counters, WarnLimiter
+from agentaudit_sdk.transport import Transport
+from agentaudit_sdk.worker import Worker
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from producers.request_budget import RequestEstimate
-    from producers.settings import SdkSettings
-    from schemas.pricing import Pricing
+    from agentaudit_schemas.pricing import Pricing
+    from agentaudit_sdk.request_budget import RequestEstimate
+    from agentaudit_sdk.settings import SdkSettings
 
 logger = logging.getLogger("agentaudit.producers")
 
@@ -152,7 +152,7 @@ class Client(BaseClient):
         """A client producing to `settings.kafka_bootstrap` / `settings.events_topic`, spooling
         to a slot under `settings.spool_dir`, its kill switch following the control and budgets
         topics there; `options` are the constructor's keyword arguments."""
-        from producers.spool import Spool
+        from agentaudit_sdk.spool import Spool
 
         transport = KafkaTransport(settings.kafka_connection(), settings.events_topic)
         spool: SpoolBackend | None = None
@@ -175,8 +175,8 @@ class Client(BaseClient):
         budgets_topic: str | None,
         backoff: tuple[float, float],
     ) -> None:
-        from producers.control_listener import ControlListener
-        from producers.settings import BUDGETS_TOPIC, CONTROL_TOPIC
+        from agentaudit_sdk.control_listener import ControlListener
+        from agentaudit_sdk.settings import BUDGETS_TOPIC, CONTROL_TOPIC
 
         listener = ControlListener(
             transport.connection,

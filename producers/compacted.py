@@ -3,7 +3,7 @@
 An aiokafka consumer with no group assigns every partition of its topics and reads them from
 the beginning: the latest record per key is the state (what compaction keeps), a record with
 an empty value (a tombstone) deletes its key. Used by the SDK's kill-switch listener
-(`producers.control_listener`), the CLI (`agentaudit.control_plane`, `agentaudit.goldsets_plane`)
+(`agentaudit_sdk.control_listener`), the CLI (`agentaudit.control_plane`, `agentaudit.goldsets_plane`)
 and the stream jobs' budget and pin followers (`stream_jobs.app`).
 
 "The end" is judged per partition from the high watermark that fetch responses carry, not
@@ -13,7 +13,7 @@ lost broker resumes where the last one stopped instead of replaying the topic.
 
 Every wait is bounded: `open` and `read_to_end` take a timeout and raise `Unreachable` or
 `EndNotReached` (both `CompactedReadError`) with the bootstrap, topics and timeout in the
-message. aiokafka is imported when a reader opens, never at `import producers`.
+message. aiokafka is imported when a reader opens, never at `import agentaudit_sdk`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,14 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from producers.backoff import Backoff
-from producers.kafka_config import KafkaConnection, KafkaSetupError, as_connection, consumer, start
+from agentaudit_sdk.backoff import Backoff
+from agentaudit_sdk.kafka_config import (
+    KafkaConnection,
+    KafkaSetupError,
+    as_connection,
+    consumer,
+    start,
+)
 
 logger = logging.getLogger("agentaudit.producers")
 

@@ -24,8 +24,13 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from schemas.budgets import Budget, BudgetScope
-from schemas.records import HEARTBEAT_KEY_PREFIX, ControlAction, ControlMessage, Heartbeat
+from agentaudit_schemas.budgets import Budget, BudgetScope
+from agentaudit_schemas.records import (
+    HEARTBEAT_KEY_PREFIX,
+    ControlAction,
+    ControlMessage,
+    Heartbeat,
+)
 
 logger = logging.getLogger("agentaudit.producers")
 

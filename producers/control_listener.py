@@ -1,6 +1,6 @@
 """Background reader of the control and budgets topics, on the client's own event loop.
 
-A `CompactedReader` (see `producers.compacted`) reads both compacted topics from the
+A `CompactedReader` (see `agentaudit_sdk.compacted`) reads both compacted topics from the
 beginning (the latest record per key is the state) and then follows them for as long as the
 client lives. The listener never raises into the client and never blocks the agent: if the
 broker is unreachable the state stays as last read, the error is counted in
@@ -12,7 +12,7 @@ Beside it, a watchdog looks once a second whether the view went stale (no stream
 heartbeat lately, `producers/blind.py`), so going blind is counted and logged even while the
 agent does no work and nothing arrives.
 
-aiokafka is imported when the listener runs, never at `import producers`.
+aiokafka is imported when the listener runs, never at `import agentaudit_sdk`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import asyncio
 import logging
 from typing import Any
 
-from producers.backoff import Backoff
-from producers.compacted import FETCH_MAX_WAIT_MS, CompactedReader
-from producers.control import InvalidRecord
-from producers.kafka_config import KafkaConnection, as_connection
-from producers.killswitch import KillSwitch
-from producers.stats import WarnLimiter
+from agentaudit_sdk.backoff import Backoff
+from agentaudit_sdk.compacted import FETCH_MAX_WAIT_MS, CompactedReader
+from agentaudit_sdk.control import InvalidRecord
+from agentaudit_sdk.kafka_config import KafkaConnection, as_connection
+from agentaudit_sdk.killswitch import KillSwitch
+from agentaudit_sdk.stats import WarnLimiter
 
 logger = logging.getLogger("agentaudit.producers")
 

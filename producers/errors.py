@@ -3,7 +3,7 @@
 Everything else the SDK does is silent towards the agent (counted in `client.stats`, logged);
 these are the exceptions. Agents handle them by class or by `code`, never by message text.
 Each carries the `stop_reason` that a `client.run(...)` scope records when the error ends
-the run. Standard library only: `producers.scopes` imports this module at `import producers`.
+the run. Standard library only: `agentaudit_sdk.scopes` imports this module at `import agentaudit_sdk`.
 """
 
 from __future__ import annotations

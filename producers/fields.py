@@ -27,7 +27,7 @@ def sha256_hex(data: bytes) -> str:
 def args_hash(args: Any) -> str:
     """sha256 hex of the canonical JSON of tool arguments (sorted keys); values orjson cannot
     serialise natively are hashed through `str()` so hashing never fails."""
-    import orjson  # here, not at module level: keeps `import producers` cheap
+    import orjson  # here, not at module level: keeps `import agentaudit_sdk` cheap
 
     try:
         canonical = orjson.dumps(

@@ -23,9 +23,9 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from producers.kafka_config import KafkaConnection, KafkaSetupError, as_connection, start
-from producers.kafka_config import producer as new_producer
-from producers.transport import TransportUnavailable
+from agentaudit_sdk.kafka_config import KafkaConnection, KafkaSetupError, as_connection, start
+from agentaudit_sdk.kafka_config import producer as new_producer
+from agentaudit_sdk.transport import TransportUnavailable
 
 logger = logging.getLogger("agentaudit.producers")
 

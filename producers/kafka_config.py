@@ -11,7 +11,7 @@ does not vouch for, credentials the broker refused, nothing listening) instead o
 Secrets are `SecretStr`: never in `repr`, `str` or logs; they leave the object only in the
 options handed to aiokafka. `KafkaConnection.from_env()` reads the same `AGENTAUDIT_KAFKA_*`
 variables as the server's settings, so an agent's SDK is configured like the worker.
-aiokafka is imported when a client is built, never at import time (keeps `import producers`
+aiokafka is imported when a client is built, never at import time (keeps `import agentaudit_sdk`
 cheap); this module needs nothing of the server.
 """
 

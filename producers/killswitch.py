@@ -23,18 +23,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from producers.blind import BlindWatch, FailClosed
-from producers.clock import SYSTEM_CLOCK, TimeSource, utc_from_ns
-from producers.control import ControlState
-from producers.errors import Blocked, RequestBudgetExceeded
-from producers.request_budget import RequestEstimate, estimate_request
-from producers.stats import WarnLimiter
-from schemas.budgets import Budget
-from schemas.pricing import Pricing, current_pricing
-from schemas.records import ControlMessage, Heartbeat
+from agentaudit_schemas.budgets import Budget
+from agentaudit_schemas.pricing import Pricing, current_pricing
+from agentaudit_schemas.records import ControlMessage, Heartbeat
+from agentaudit_sdk.blind import BlindWatch, FailClosed
+from agentaudit_sdk.clock import SYSTEM_CLOCK, TimeSource, utc_from_ns
+from agentaudit_sdk.control import ControlState
+from agentaudit_sdk.errors import Blocked, RequestBudgetExceeded
+from agentaudit_sdk.request_budget import RequestEstimate, estimate_request
+from agentaudit_sdk.stats import WarnLimiter
 
 if TYPE_CHECKING:
-    from schemas.request_ceiling import RequestViolation
+    from agentaudit_schemas.request_ceiling import RequestViolation
 
 logger = logging.getLogger("agentaudit.producers")
 
@@ -229,7 +229,7 @@ class KillSwitch:
             )
         # The pipeline's own comparison (loaded on first use: most clients have no request
         # budgets). An unpriced call (cost None) counts as 0 USD: only max_tokens can stop it.
-        from schemas.request_ceiling import check_request
+        from agentaudit_schemas.request_ceiling import check_request
 
         violation = check_request(
             budgets,

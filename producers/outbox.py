@@ -12,11 +12,11 @@ import asyncio
 import logging
 from concurrent.futures import Future, InvalidStateError
 
-from producers.backoff import Backoff
-from producers.pipeline import WireRecord
-from producers.spool_memory import SpoolBackend
-from producers.stats import Counters, WarnLimiter
-from producers.transport import Transport
+from agentaudit_sdk.backoff import Backoff
+from agentaudit_sdk.pipeline import WireRecord
+from agentaudit_sdk.spool_memory import SpoolBackend
+from agentaudit_sdk.stats import Counters, WarnLimiter
+from agentaudit_sdk.transport import Transport
 
 logger = logging.getLogger("agentaudit.producers")
 

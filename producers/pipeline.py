@@ -18,11 +18,11 @@ import orjson
 import uuid_utils
 from pydantic import BaseModel
 
-from producers.clock import utc_from_ns
-from producers.context import Bound, new_span_id, new_trace_id
-from producers.redaction import redact
-from producers.version import __version__
-from schemas.events import MAX_EVENT_BYTES, parse_event
+from agentaudit_schemas.events import MAX_EVENT_BYTES, parse_event
+from agentaudit_sdk.clock import utc_from_ns
+from agentaudit_sdk.context import Bound, new_span_id, new_trace_id
+from agentaudit_sdk.redaction import redact
+from agentaudit_sdk.version import __version__
 
 SDK_INFO = {"name": "agentaudit-python", "version": __version__}
 STEP_TYPES = frozenset({"llm_call", "tool_call"})

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from producers.api import BaseClient, NoOpClient
-from producers.stats import ClientStats
+from agentaudit_sdk.api import BaseClient, NoOpClient
+from agentaudit_sdk.stats import ClientStats
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from producers.settings import SdkSettings
+    from agentaudit_sdk.settings import SdkSettings
 
 
 class ProxyClient(BaseClient):
@@ -83,8 +83,8 @@ def configure(
     still be in use); it flushes at exit. `configure(NoOpClient())` turns emitting off again.
     """
     if client is None:
-        from producers.client import Client
-        from producers.settings import SdkSettings
+        from agentaudit_sdk.client import Client
+        from agentaudit_sdk.settings import SdkSettings
 
         client = Client.from_settings(settings or SdkSettings(), **options)
     elif settings is not None or options:

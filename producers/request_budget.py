@@ -1,11 +1,11 @@
 """The per-request ceiling, SDK side: the worst case of one LLM call, in tokens and USD.
 
 Pure (no I/O, no clock). The comparison with `request` budgets is the pipeline's own
-`schemas.request_ceiling.check_request`, so the SDK and the pipeline cannot disagree on
+`agentaudit_schemas.request_ceiling.check_request`, so the SDK and the pipeline cannot disagree on
 what a ceiling means; this module prices what goes into it.
 
 Worst case: the prompt as estimated by the caller plus `max_output_tokens` generated, priced
-with the same table and the same rules as the pipeline (`schemas.pricing`). Input tokens
+with the same table and the same rules as the pipeline (`agentaudit_schemas.pricing`). Input tokens
 count as uncached unless the caller says how many will be read from or written to the
 provider's cache (OpenTelemetry semantics: both are subsets of `input_tokens`).
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from schemas.payloads import Usage
-from schemas.pricing import Pricing
+from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.pricing import Pricing
 
 
 @dataclass(frozen=True, slots=True)

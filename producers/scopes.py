@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import uuid_utils
 
-from producers.clock import TimeSource
-from producers.context import (
+from agentaudit_sdk.clock import TimeSource
+from agentaudit_sdk.context import (
     CURRENT,
     EMPTY,
     AsyncFromSync,
@@ -35,11 +35,11 @@ from producers.context import (
     new_trace_id,
     restore,
 )
-from producers.errors import AgentAuditError
-from producers.fields import args_hash, error_type_of, sha256_hex
+from agentaudit_sdk.errors import AgentAuditError
+from agentaudit_sdk.fields import args_hash, error_type_of, sha256_hex
 
 if TYPE_CHECKING:
-    from schemas.payloads import Usage
+    from agentaudit_schemas.payloads import Usage
 
 logger = logging.getLogger("agentaudit.producers")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from producers.kafka_config import KafkaConnection, SaslMechanism, SecurityProtocol
+from agentaudit_sdk.kafka_config import KafkaConnection, SaslMechanism, SecurityProtocol
 
 EVENTS_TOPIC = "agentaudit.events.v1"
 CONTROL_TOPIC = "agentaudit.control.v1"

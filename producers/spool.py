@@ -27,7 +27,7 @@ from collections import deque
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from producers.spool_format import (
+from agentaudit_sdk.spool_format import (
     SpoolLocked,
     WireRecord,
     encode_record,

@@ -1,4 +1,4 @@
-"""Normalise each provider's token-usage report into `schemas.payloads.Usage`.
+"""Normalise each provider's token-usage report into `agentaudit_schemas.payloads.Usage`.
 
 `Usage` has OpenTelemetry semantics: `input_tokens` counts every prompt token, cached reads
 and cache writes included, and `output_tokens` counts every generated token, reasoning
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from schemas.payloads import Usage
+from agentaudit_schemas.payloads import Usage
 
 __all__ = ["usage_from_anthropic", "usage_from_gemini", "usage_from_mistral", "usage_from_openai"]
 

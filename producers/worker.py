@@ -16,9 +16,9 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
-from producers.outbox import Outbox, resolve
-from producers.pipeline import EventEncoder, WireRecord
-from producers.stats import Counters, WarnLimiter
+from agentaudit_sdk.outbox import Outbox, resolve
+from agentaudit_sdk.pipeline import EventEncoder, WireRecord
+from agentaudit_sdk.stats import Counters, WarnLimiter
 
 logger = logging.getLogger("agentaudit.producers")
 

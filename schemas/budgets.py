@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import Field, Strict, StringConstraints, field_validator, model_validator
 
-from schemas.envelope import OpaqueId, StrictModel, TenantId
+from agentaudit_schemas.envelope import OpaqueId, StrictModel, TenantId
 
 BudgetName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 DEFAULT_THRESHOLDS = (0.5, 0.8, 1.0)

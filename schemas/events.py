@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
 
-from schemas.envelope import Envelope
-from schemas.payloads import (
+from agentaudit_schemas.envelope import Envelope
+from agentaudit_schemas.payloads import (
     ApprovalDecided,
     ApprovalRequested,
     AuditorQuery,

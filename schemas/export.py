@@ -1,7 +1,7 @@
 """Export the event contract as a versioned JSON Schema, and check the committed copy is current.
 
-    python -m schemas.export           # (re)write schemas/jsonschema/trace-event.v1.json
-    python -m schemas.export --check   # exit 1 if the committed file differs from the models
+    python -m agentaudit_schemas.export           # (re)write schemas/jsonschema/trace-event.v1.json
+    python -m agentaudit_schemas.export --check   # exit 1 if the committed file differs from the models
 
 The output is deterministic (sorted keys, two-space indent, UTF-8, trailing newline), so the
 committed file changes exactly when the contract does and a stale copy fails CI.
@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from schemas.envelope import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTES, SCHEMA_VERSION
-from schemas.events import EVENT_ADAPTER
+from agentaudit_schemas.envelope import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTES, SCHEMA_VERSION
+from agentaudit_schemas.events import EVENT_ADAPTER
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID = f"urn:agentaudit:schema:trace-event:v{SCHEMA_VERSION}"
@@ -55,7 +55,7 @@ def trace_event_schema() -> dict[str, Any]:
         "title": "agentaudit trace event",
         "description": (
             "One event an agent emits to agentaudit.events.v1: the common envelope plus a "
-            "payload selected by `type`. Generated from schemas.events; do not edit by hand."
+            "payload selected by `type`. Generated from agentaudit_schemas.events; do not edit by hand."
         ),
         "version": SCHEMA_VERSION,
         **schema,
@@ -70,7 +70,7 @@ def render(schema: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(
-        prog="python -m schemas.export", description=__doc__.split("\n")[0]
+        prog="python -m agentaudit_schemas.export", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if the committed file is stale"
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         if current != text:
             state = "missing" if current is None else "stale"
-            print(f"{args.out} is {state}; run: python -m schemas.export", file=sys.stderr)
+            print(f"{args.out} is {state}; run: python -m agentaudit_schemas.export", file=sys.stderr)
             return 1
         print(f"{args.out} is current")
         return 0

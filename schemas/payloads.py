@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, Strict, StringConstraints, model_validator
 
-from schemas.envelope import Label, OpaqueId, Sha256Hex, Slug, StrictModel, TenantId
+from agentaudit_schemas.envelope import Label, OpaqueId, Sha256Hex, Slug, StrictModel, TenantId
 
 MAX_CONTENT_CHARS = 32_768
 MAX_MESSAGE_CHARS = 2_048
@@ -104,7 +104,7 @@ class Usage(StrictModel):
     provider's cache; `output_tokens` counts all generated tokens including reasoning.
     The cache and reasoning counts are subsets. Provider responses differ here (Anthropic
     reports cache reads and writes *outside* its input count), so normalise with
-    `producers.usage` helpers rather than copying fields by name.
+    `agentaudit_sdk.usage` helpers rather than copying fields by name.
     """
 
     input_tokens: Tokens

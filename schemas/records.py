@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from schemas.envelope import OpaqueId, Slug, StrictModel, TenantId, UtcDatetime
+from agentaudit_schemas.envelope import OpaqueId, Slug, StrictModel, TenantId, UtcDatetime
 
 Scalar = str | int | float | bool
 RecordId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from schemas.budgets import Budget, BudgetScope
-from schemas.money import usd_to_nano
+from agentaudit_schemas.budgets import Budget, BudgetScope
+from agentaudit_schemas.money import usd_to_nano
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,12 +37,12 @@ from pydantic import ValidationError
 
 from agentaudit.goldsets_plane import PinRecord
 from agentaudit.settings import Settings
-from producers.backoff import Backoff
-from producers.clock import UtcNow, utc_now
-from producers.compacted import CompactedReader, CompactedReadError
-from schemas.budgets import Budget
-from schemas.pricing import current_pricing
-from schemas.records import ControlMessage, DriftScore
+from agentaudit_schemas.budgets import Budget
+from agentaudit_schemas.pricing import current_pricing
+from agentaudit_schemas.records import ControlMessage, DriftScore
+from agentaudit_sdk.backoff import Backoff
+from agentaudit_sdk.clock import UtcNow, utc_now
+from agentaudit_sdk.compacted import CompactedReader, CompactedReadError
 from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.breaker.config import BreakerConfig
 from stream_jobs.delivery import Hole

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 import yaml
 
-from schemas.records import Alert, DriftScore
+from agentaudit_schemas.records import Alert, DriftScore
 from stream_jobs import checkpoint as cp
 from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.anomaly.monitor import AnomalyMonitor

@@ -34,8 +34,8 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from producers.clock import UtcNow, utc_now
-from schemas.records import Heartbeat
+from agentaudit_schemas.records import Heartbeat
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 log = logging.getLogger("agentaudit.stream_jobs")
 

@@ -20,9 +20,9 @@ from typing import Any
 from agentaudit.sink.decode import Rejected, not_after, validate
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost
-from schemas.budgets import Budget
-from schemas.pricing import Pricing
-from schemas.records import Alert, BreakerTransition, ControlMessage, DriftScore
+from agentaudit_schemas.budgets import Budget
+from agentaudit_schemas.pricing import Pricing
+from agentaudit_schemas.records import Alert, BreakerTransition, ControlMessage, DriftScore
 from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.breaker.board import BreakerBoard
 from stream_jobs.breaker.config import BreakerConfig

@@ -29,8 +29,8 @@ from agentaudit.settings import Settings
 from agentaudit.sqlguard import Limits, Verdict, check, fence, stopped_by_limit
 from agentaudit.store.protocol import Store
 from agentaudit.system_events import publish, system_event
-from producers.clock import UtcNow, utc_now
-from schemas.payloads import MAX_MESSAGE_CHARS, MAX_STATEMENT_CHARS
+from agentaudit_schemas.payloads import MAX_MESSAGE_CHARS, MAX_STATEMENT_CHARS
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from agentaudit.errors import UserError
 from agentaudit.store.protocol import Store, column_text
-from producers.clock import UtcNow, utc_now
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 TABLE = "agentaudit.auditors"
 TOKEN_BYTES = 32

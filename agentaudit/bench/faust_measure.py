@@ -12,7 +12,7 @@ them with each of:
 - `c_take`: `stream.take(1000, within=0.25)` on raw bytes, `orjson.loads` per event and a
   few dict operations per event (the stream-jobs batching pattern);
 - `d_table`: `c_take` plus a faust Table with changelog, updated once per key per batch;
-- `e_parse`: `c_take` plus `schemas.events.parse_event` (pydantic) per event;
+- `e_parse`: `c_take` plus `agentaudit_schemas.events.parse_event` (pydantic) per event;
 - `f_batched`: `c_take` on a batched source topic (`source_topic(batched=True)`: one faust
   event per partition and poll, which is how the stream jobs read);
 - `g_batched_parse`: `f_batched` plus `parse_event` per event.
@@ -45,8 +45,8 @@ from aiokafka.admin import NewTopic
 
 from agentaudit.bench.workload import payloads
 from agentaudit.settings import Settings
-from producers import kafka_config
-from schemas.events import parse_event
+from agentaudit_schemas.events import parse_event
+from agentaudit_sdk import kafka_config
 from stream_jobs.runtime import make_app, running, source_topic
 
 STAGES = ("a_default", "b_tuned", "c_take", "d_table", "e_parse", "f_batched", "g_batched_parse")

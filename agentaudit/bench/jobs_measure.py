@@ -32,9 +32,9 @@ from typing import Any
 from agentaudit.bench.measure import percentile
 from agentaudit.bench.workload import payloads
 from agentaudit.settings import Settings
-from schemas.budgets import Budget, BudgetScope, WindowKind
-from schemas.payloads import Usage
-from schemas.pricing import PricingTable, load_pricing
+from agentaudit_schemas.budgets import Budget, BudgetScope, WindowKind
+from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.pricing import PricingTable, load_pricing
 from stream_jobs.breaker.config import BreakerConfig
 from stream_jobs.spend.types import NANO_PER_USD, usd_to_nano
 
@@ -163,7 +163,7 @@ class _RefusalWatcher:
         self.tenant = tenant
 
     def __call__(self) -> None:
-        from producers import Blocked
+        from agentaudit_sdk import Blocked
 
         tenant = self.tenant
         if tenant is None or self.seen.is_set():
@@ -198,7 +198,7 @@ def _round(client: Any, clock: _StampClock, watcher: _RefusalWatcher, tenant: st
            calls: Iterator[tuple[dict[str, Any], int]],
            background: Iterator[tuple[str, str, dict[str, Any]]]) -> BudgetRound:  # fmt: skip
     """One round on the calling (agent) thread: pace until `check()` refuses the tenant."""
-    from producers import Blocked
+    from agentaudit_sdk import Blocked
 
     watcher.arm(tenant)
     spent, crossed_ns, crossed_at, refused_ns = 0, 0, -1, 0
@@ -256,7 +256,7 @@ async def measure_budget_propagation(
     budgeted tenant's llm calls; its limit is set so that it is crossed after ~`lead_s`."""
     from agentaudit.broker import ensure_topics
     from agentaudit.control_plane import publish_budgets
-    from producers import Client
+    from agentaudit_sdk import Client
     from stream_jobs.app import StreamJobsApp
     from stream_jobs.runtime import running
 

@@ -20,7 +20,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from schemas.records import ControlAction, ControlMessage, ControlReason, Scope, record_id
+from agentaudit_schemas.records import (
+    ControlAction,
+    ControlMessage,
+    ControlReason,
+    Scope,
+    record_id,
+)
 
 BENCH_TENANT = "bench-killswitch"
 BENCH_AGENT = "bench-agent"
@@ -79,8 +85,8 @@ async def propagation_samples(
     """Run `n` block/unblock rounds; raises TimeoutError if one does not arrive in `timeout_s`."""
     from aiokafka import AIOKafkaProducer
 
-    from producers import Blocked, Client
-    from producers.kafka import KafkaTransport
+    from agentaudit_sdk import Blocked, Client
+    from agentaudit_sdk.kafka import KafkaTransport
 
     tag = uuid.uuid4().hex[:10]
     if control_topic is None:

@@ -17,7 +17,7 @@ from agentaudit.settings import Settings
 from agentaudit.sink.processor import Batch
 from agentaudit.sink.worker import SinkWorker
 from agentaudit.store.protocol import Store
-from producers import kafka_config
+from agentaudit_sdk import kafka_config
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -35,7 +35,7 @@ class SdkFigures:
 
 def measure_sdk(settings: Settings, n: int) -> SdkFigures:
     """Emit `n` events through the real Kafka transport; time each emit() and the whole delivery."""
-    from producers import Client
+    from agentaudit_sdk import Client
 
     client = Client.from_settings(settings, agent_id="bench-agent", agent_version="1.0.0", max_queue=n + 1)
     work = payloads(n)

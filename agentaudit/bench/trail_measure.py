@@ -192,8 +192,8 @@ def build_signed_store(
     from agentaudit.sink.rows import INGEST_COLUMNS, INGEST_TABLE, EventCost, Source, event_row
     from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE
     from agentaudit.trail.leaf import ChainLeaves
-    from schemas.payloads import Usage
-    from schemas.pricing import current_pricing
+    from agentaudit_schemas.payloads import Usage
+    from agentaudit_schemas.pricing import current_pricing
 
     price = EventCost(current_pricing(""))  # the sink's pricing (no override file)
     at = datetime(2026, 11, 6, 10, 0, 0, 123456, tzinfo=UTC)  # the payload's occurred_at

@@ -23,7 +23,7 @@ from agentaudit.cli.budgets import run
 from agentaudit.cli.output import OutputFormat, render_table
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
-from schemas.records import ControlAction, ControlMessage, Scope
+from agentaudit_schemas.records import ControlAction, ControlMessage, Scope
 
 console = Console()
 MAX_REASON = 1000  # ControlMessage.message

@@ -20,7 +20,7 @@ from rich.console import Console
 from agentaudit.cli.output import OutputFormat, render_table
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
-from schemas.budgets import Budget, BudgetScope, WindowKind, load_budget_file
+from agentaudit_schemas.budgets import Budget, BudgetScope, WindowKind, load_budget_file
 
 app = typer.Typer(
     help="Budgets: spend limits per request, user, tenant or globally (see README 'Budgets').",

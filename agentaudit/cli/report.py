@@ -13,7 +13,7 @@ from rich.console import Console
 from agentaudit.cli.actions import _when
 from agentaudit.errors import StoreUnavailable, UserError
 from agentaudit.settings import Settings
-from schemas.budgets import Budget
+from agentaudit_schemas.budgets import Budget
 
 console = Console()
 BUDGETS_TIMEOUT_S = 5.0
@@ -47,7 +47,7 @@ def report(
 ) -> None:
     """Write one self-contained HTML report (no network needed to view it): spend over time and
     by model, budget burn, alerts, breaker trips, drift scores, dead letters. Times in UTC."""
-    from producers.clock import utc_now
+    from agentaudit_sdk.clock import utc_now
 
     settings = Settings()
     html = render_report(settings, now=utc_now(), since=_when(since, "--since"),

@@ -39,8 +39,8 @@ def reprice(
     from agentaudit.reprice import reprice as run
     from agentaudit.settings import Settings
     from agentaudit.store import open_store
-    from producers.clock import utc_now
-    from schemas.pricing import PricingError, current_pricing, pricing_for_version
+    from agentaudit_schemas.pricing import PricingError, current_pricing, pricing_for_version
+    from agentaudit_sdk.clock import utc_now
 
     lo, hi = _when(start, "--from"), _when(end, "--to")
     if hi <= lo:

@@ -33,7 +33,7 @@ def status(
 
     from agentaudit.health.status import gather, judge, to_json, to_text
     from agentaudit.settings import Settings
-    from producers.clock import utc_now
+    from agentaudit_sdk.clock import utc_now
 
     overrides = {
         "health_max_lag": max_lag, "health_max_insert_age_s": max_insert_age,

@@ -8,7 +8,7 @@ ceiling in the SDK; a global monthly budget watches the whole fleet.
 
 from __future__ import annotations
 
-from schemas.budgets import Budget, BudgetScope, WindowKind
+from agentaudit_schemas.budgets import Budget, BudgetScope, WindowKind
 
 DEMO_BUDGETS: list[Budget] = [
     Budget(name="umbrella-daily", scope=BudgetScope.TENANT, tenant_id="umbrella", window=WindowKind.DAY, limit_usd=15.0),

@@ -43,7 +43,7 @@ from agentaudit.demo.fleet import AGENTS, POLICY_HASH, TOOLS, tenant_names
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
-from producers import kafka_config
+from agentaudit_sdk import kafka_config
 
 MINUTES = 240
 """Past the detectors' 180-minute cold start, with an hour of baseline to judge against."""

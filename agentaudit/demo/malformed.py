@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from schemas.events import MAX_EVENT_BYTES
+from agentaudit_schemas.events import MAX_EVENT_BYTES
 
 _VALID_SHAPE: dict[str, object] = {
     "event_id": "01937a3e-7c9e-7d4a-9b2f-3f7a2c9e1d00", "type": "tool_call",

@@ -21,7 +21,7 @@ from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from agentaudit.sink.worker import SinkWorker
 from agentaudit.store.protocol import Store
-from producers import kafka_config
+from agentaudit_sdk import kafka_config
 
 DRAIN_TIMEOUT_S = 60.0
 
@@ -111,7 +111,7 @@ def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, 
     """
     from agentaudit.store import open_store
     from agentaudit.store.migrations import migrate
-    from producers.clock import utc_now
+    from agentaudit_sdk.clock import utc_now
 
     settings = _demo_signing(settings, console)
     with LocalBroker(log_path=None) as local:
@@ -158,7 +158,7 @@ async def _demo(settings: Settings, store: Store, duration: float, tenants: int,
     """Run the fleet through the pipeline; returns the number of checkpoints signed."""
     from agentaudit.control_plane import publish_budgets
     from agentaudit.records.sink import RecordSink
-    from producers import Client
+    from agentaudit_sdk import Client
     from stream_jobs.app import StreamJobsApp
     from stream_jobs.runtime import running
 

@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 
 from agentaudit.errors import BrokerUnreachable
 from agentaudit.settings import Settings
-from producers import kafka_config
+from agentaudit_sdk import kafka_config
 
 JOBS_GROUP = "agentaudit"
 """The stream jobs' consumer group: faust uses the app id (`StreamJobsApp(app_id=...)`)."""

@@ -36,7 +36,7 @@ from agentaudit.health.flushes import FlushFigures, figures_of, from_report
 from agentaudit.health.lag import Lag, LagReader
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
-from producers.clock import UtcNow, utc_now
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 log = logging.getLogger("agentaudit.health")
 

@@ -30,7 +30,7 @@ from agentaudit.notify.backoff import (
 from agentaudit.notify.payloads import request_body
 from agentaudit.notify.redact import Redactor, display_url
 from agentaudit.notify.routes import ReceiverConfig, Routes
-from schemas.records import Alert
+from agentaudit_schemas.records import Alert
 
 log = logging.getLogger("agentaudit.notify")
 

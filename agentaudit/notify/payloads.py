@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from agentaudit.notify.routes import ReceiverConfig
-from schemas.records import Alert
+from agentaudit_schemas.records import Alert
 
 SLACK_TEXT_MAX = 3000
 """Slack's limit for a section's text (and what we keep of the fallback `text`)."""

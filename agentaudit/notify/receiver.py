@@ -40,8 +40,8 @@ from agentaudit.notify.deliver import (
 from agentaudit.notify.routes import ReceiverConfig, Routes
 from agentaudit.settings import Settings
 from agentaudit.sink.dedup import RecentIds
-from producers import kafka_config
-from schemas.records import Alert
+from agentaudit_schemas.records import Alert
+from agentaudit_sdk import kafka_config
 
 log = logging.getLogger("agentaudit.notify")
 

@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from agentaudit.errors import UserError
-from schemas.records import Alert, Severity
+from agentaudit_schemas.records import Alert, Severity
 
 ReceiverName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 ReceiverType = Literal["webhook", "slack", "alertmanager"]

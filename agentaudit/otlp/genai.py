@@ -29,7 +29,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from agentaudit.otlp import attrs as A
 from agentaudit.otlp.ids import event_id
-from schemas.payloads import MAX_CONTENT_CHARS
+from agentaudit_schemas.payloads import MAX_CONTENT_CHARS
 
 INFERENCE = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
 TOOL = "execute_tool"

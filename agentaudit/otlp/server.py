@@ -72,7 +72,7 @@ class Sender:
         self._lock = asyncio.Lock()
 
     async def _get(self) -> Any:
-        from producers.kafka_config import producer as kafka_producer
+        from agentaudit_sdk.kafka_config import producer as kafka_producer
 
         async with self._lock:
             if self._producer is None:

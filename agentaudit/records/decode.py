@@ -17,8 +17,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from agentaudit.records.rows import Record
 from agentaudit.sink.decode import Reason, Rejected, _detail  # one wording for both sinks
-from schemas.events import MAX_EVENT_BYTES
-from schemas.records import (
+from agentaudit_schemas.events import MAX_EVENT_BYTES
+from agentaudit_schemas.records import (
     HEARTBEAT_KEY_PREFIX,
     Alert,
     BreakerTransition,

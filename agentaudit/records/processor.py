@@ -36,7 +36,7 @@ from agentaudit.sink.decode import Reason, Rejected
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.processor import DlqRecord
 from agentaudit.sink.rows import Source, dead_letter_row
-from producers.clock import UtcNow, utc_now
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 DEAD_LETTERS_TABLE = "agentaudit.dead_letters"
 TopicPartitionKey = tuple[str, int]

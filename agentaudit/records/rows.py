@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from agentaudit.sink.rows import Source
-from schemas.records import (
+from agentaudit_schemas.records import (
     Alert,
     BreakerTransition,
     ControlMessage,

@@ -14,7 +14,7 @@ from agentaudit.report.burn import burn
 from agentaudit.report.data import Range, first_event, read
 from agentaudit.report.page import render
 from agentaudit.store.protocol import Store
-from schemas.budgets import Budget
+from agentaudit_schemas.budgets import Budget
 
 __all__ = ["DEFAULT_SPAN", "build_report", "report_range"]
 

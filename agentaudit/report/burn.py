@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agentaudit.store.protocol import Store
-from schemas.budgets import Budget, BudgetScope
+from agentaudit_schemas.budgets import Budget, BudgetScope
 from stream_jobs.spend.windows import Calendar, window_at
 
 TOP_USERS = 3

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from agentaudit.retention.sweep import SweepReport, sweep_report
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
-from producers.clock import UtcNow, utc_now
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
 from agentaudit.system_events import publish, system_event
-from producers.clock import UtcNow, utc_now
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 Publish = Callable[[Settings, list[dict[str, Any]]], None]
 

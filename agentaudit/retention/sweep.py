@@ -30,7 +30,7 @@ from agentaudit.trail.merkle import CompactTree
 from agentaudit.trail.note import NoteError
 from agentaudit.trail.pubkeys import PublicKeys
 from agentaudit.trail.verdicts import in_use
-from producers.clock import UtcNow, utc_now
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from agentaudit.sink.logguard import Anchor, Decision, LogGuard
 from agentaudit.sink.processor import DlqRecord
 from agentaudit.store.protocol import Store
 from agentaudit.store.retry import StopRequested, blocking_store_call, store_call
-from producers import kafka_config
+from agentaudit_sdk import kafka_config
 
 B = TypeVar("B")
 """The subclass's batch type."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.canonical import GENESIS_HASH, chain_hash
+from agentaudit_schemas.canonical import GENESIS_HASH, chain_hash
 
 ChainKey = tuple[str, int]
 """(tenant_id, kafka_partition)."""

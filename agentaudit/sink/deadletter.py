@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from schemas.events import MAX_EVENT_BYTES
+from agentaudit_schemas.events import MAX_EVENT_BYTES
 
 WHOLE_BYTES = 2 * MAX_EVENT_BYTES
 """Rejected messages up to this size are kept whole: well inside the DLQ producer's 1 MiB."""

@@ -16,10 +16,10 @@ from enum import StrEnum
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from schemas.canonical import canonical_bytes
-from schemas.envelope import Envelope
-from schemas.events import MAX_EVENT_BYTES, parse_event
-from schemas.json_keys import duplicate_key
+from agentaudit_schemas.canonical import canonical_bytes
+from agentaudit_schemas.envelope import Envelope
+from agentaudit_schemas.events import MAX_EVENT_BYTES, parse_event
+from agentaudit_schemas.json_keys import duplicate_key
 
 
 class Reason(StrEnum):

@@ -23,10 +23,10 @@ from agentaudit.sink.decode import Accepted, decode, not_after
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
 from agentaudit.trail.leaf import ChainLeaves
-from producers.clock import UtcNow, utc_now
-from schemas.envelope import Envelope
-from schemas.events import MAX_EVENT_BYTES
-from schemas.pricing import Pricing
+from agentaudit_schemas.envelope import Envelope
+from agentaudit_schemas.events import MAX_EVENT_BYTES
+from agentaudit_schemas.pricing import Pricing
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 
 @dataclass

@@ -15,10 +15,10 @@ from decimal import Decimal
 from typing import Any
 
 from agentaudit.sink.chain import Link
-from schemas.envelope import Envelope
-from schemas.payloads import Usage
-from schemas.pricing import Pricing
-from schemas.pricing.model import ZERO_USD
+from agentaudit_schemas.envelope import Envelope
+from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.pricing import Pricing
+from agentaudit_schemas.pricing.model import ZERO_USD
 
 INGEST_TABLE = "agentaudit.events_ingest"
 INGEST_COLUMNS: tuple[str, ...] = (

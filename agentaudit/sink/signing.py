@@ -29,7 +29,7 @@ from agentaudit.sink.trees import ChainKey, ChainTrees, rebuild
 from agentaudit.store.protocol import Store
 from agentaudit.trail.checkpoint import Checkpoint, origin_for, sign_checkpoint
 from agentaudit.trail.note import Signer, Verifier
-from producers.clock import UtcNow, utc_now
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 log = logging.getLogger("agentaudit.sink")
 

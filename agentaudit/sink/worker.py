@@ -33,7 +33,7 @@ from agentaudit.sink.trees import ChainTrees, ended_chains
 from agentaudit.store.protocol import Store
 from agentaudit.store.retry import store_call
 from agentaudit.subjects.seal import content_sealer
-from schemas.pricing import current_pricing
+from agentaudit_schemas.pricing import current_pricing
 
 log = logging.getLogger("agentaudit.sink")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agentaudit.errors import UserError
 from agentaudit.store.protocol import Store
-from producers.clock import UtcNow, utc_now
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$")
 _BOOTSTRAP = (
@@ -60,14 +60,14 @@ class MigrationStatus:
 def default_directory() -> Traversable | Path:
     """The packaged migrations (`schemas/clickhouse/migrations`)."""
     try:
-        return importlib.resources.files("schemas") / "clickhouse" / "migrations"
+        return importlib.resources.files("agentaudit_schemas") / "clickhouse" / "migrations"
     except NotADirectoryError:
         # An editable install made while `schemas` had no __init__.py imports it as a namespace
         # package, which importlib.resources cannot read; its plain path still works.
-        import schemas
+        import agentaudit_schemas
 
         return (
-            Path(next(p for p in schemas.__path__ if Path(p).is_dir()))
+            Path(next(p for p in agentaudit_schemas.__path__ if Path(p).is_dir()))
             / "clickhouse"
             / "migrations"
         )

@@ -1,6 +1,6 @@
 """Store calls that wait out an unreachable store instead of losing a batch.
 
-One policy for both sinks (events and records): `producers.backoff.Backoff`, 0.1 s doubling to
+One policy for both sinks (events and records): `agentaudit_sdk.backoff.Backoff`, 0.1 s doubling to
 5 s, never giving up on its own: a stalled sink shows as consumer lag, a dropped batch shows
 nowhere. But the caller can give up: a stopping worker, or a sink process whose store owner
 died (its endpoint is gone for good), must not retry forever as an orphan member of the
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentaudit.errors import StoreUnavailable
-from producers.backoff import Backoff
+from agentaudit_sdk.backoff import Backoff
 
 MAX_BACKOFF_S = 5.0
 GIVE_UP_POLL_S = 0.2

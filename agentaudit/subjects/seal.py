@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidTag
 
 from agentaudit.settings import Settings
 from agentaudit.subjects.keystore import NONCE_BYTES, DataKey, SubjectKeyStore
-from schemas.envelope import Envelope
+from agentaudit_schemas.envelope import Envelope
 
 ALGORITHM = "aes-256-gcm"
 SEALED_KEYS = frozenset({"enc", "kid", "n", "ct"})

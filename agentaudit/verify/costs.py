@@ -11,7 +11,7 @@ against the pricing, passed to the one query as arrays (`CANDIDATES_SQL`):
 - an ``llm_call`` of a model the pricing does not know: cost 0, not priced;
 - an ``llm_call`` of a known model: per-token rates as whole atto-dollars (10^-18 USD),
   ``Σ rate × tokens`` in 128-bit integers, rounded half to even to nano-dollars —
-  `schemas.pricing.table._price`'s arithmetic, exactly. A rule holds two price epochs (the
+  `agentaudit_schemas.pricing.table._price`'s arithmetic, exactly. A rule holds two price epochs (the
   price before and from a switch instant: a price change inside the group's rows) and, per
   epoch, one long-context tier (the whole call at the tier's rates when ``input_tokens`` >
   its start): 16 rates per group (tests/integration/test_costs.py compares the engine with
@@ -38,9 +38,9 @@ from typing import Any, NamedTuple, cast
 from agentaudit.sink.rows import EventCost, Priced
 from agentaudit.sqlguard import Limits
 from agentaudit.store.protocol import Store
-from schemas.payloads import Usage
-from schemas.pricing import PriceSource, pricing_for_version
-from schemas.pricing.model import ModelPrice
+from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.pricing import PriceSource, pricing_for_version
+from agentaudit_schemas.pricing.model import ModelPrice
 
 _FENCE = Limits(max_seconds=600.0, max_rows=1_000_000).clause()
 _FREE: Priced = (Decimal(0), True, "")

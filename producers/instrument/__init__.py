@@ -7,7 +7,7 @@ an audited `llm_call`, under the kill switch and the tenant's request ceilings.
 Recorded: OpenAI Chat Completions and Responses (`create`, `parse`, `stream`, `create(stream=
 True)`, `with_raw_response`), Anthropic Messages (`create`, `stream`, `parse`, also
 `client.beta.messages`), sync and async clients. Each call emits `llm_call` with usage in
-our contract's terms (`producers.usage`: input includes cache reads and writes), the request
+our contract's terms (`agentaudit_sdk.usage`: input includes cache reads and writes), the request
 and the served model, latency, time to first token for streams, finish reason, and
 `status=error` with the exception's type when the provider call fails (the exception is
 re-raised unchanged). Before the request, the call goes through `client.llm_call(...)`: a
@@ -27,17 +27,17 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from producers.instrument.calls import (
+from agentaudit_sdk.instrument.calls import (
     Api,
     Recorder,
     estimate_prompt_tokens,
     wrap_apost,
     wrap_post,
 )
-from producers.instrument.providers import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
+from agentaudit_sdk.instrument.providers import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
 
 if TYPE_CHECKING:
-    from producers.api import BaseClient
+    from agentaudit_sdk.api import BaseClient
 
 __all__ = ["estimate_prompt_tokens", "instrument", "wrap_anthropic", "wrap_openai"]
 
@@ -58,7 +58,7 @@ def instrument(
     """Instrument an `openai` (`OpenAI`, `AsyncOpenAI`, Azure) or `anthropic` (`Anthropic`,
     `AsyncAnthropic`) client in place and return it.
 
-    `audit`: the agentaudit client to emit to (default: `producers.get_client()`, the process
+    `audit`: the agentaudit client to emit to (default: `agentaudit_sdk.get_client()`, the process
     client `configure()` installs). `provider`: the `provider` recorded and priced (default
     "openai" / "anthropic"). `stream_usage`: ask streamed Chat Completions for usage
     (`stream_options.include_usage`) when the caller did not, hiding the extra usage chunk
@@ -126,7 +126,7 @@ def _recorder(
     estimate: Callable[[Mapping[str, Any]], int] | None,
 ) -> Recorder:
     if audit is None:
-        from producers.registry import get_client
+        from agentaudit_sdk.registry import get_client
 
         audit = get_client()
     return Recorder(audit, provider, bind, stream_usage=stream_usage, estimate=estimate)

@@ -23,11 +23,11 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextvars import Context, copy_context
 from typing import TYPE_CHECKING, Any, Protocol
 
-from producers.stats import WarnLimiter
+from agentaudit_sdk.stats import WarnLimiter
 
 if TYPE_CHECKING:
-    from producers.api import BaseClient
-    from producers.scopes import LlmCallScope
+    from agentaudit_sdk.api import BaseClient
+    from agentaudit_sdk.scopes import LlmCallScope
 
 logger = logging.getLogger("agentaudit.producers")
 _warn = WarnLimiter(logger)

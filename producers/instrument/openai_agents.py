@@ -2,7 +2,7 @@
 LLM calls as our events.
 
     from agents import add_trace_processor
-    from producers.instrument.openai_agents import AgentAuditProcessor
+    from agentaudit_sdk.instrument.openai_agents import AgentAuditProcessor
 
     add_trace_processor(AgentAuditProcessor(audit))
 
@@ -34,12 +34,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from producers.errors import AgentAuditError
-from producers.fields import args_hash
-from producers.usage import usage_from_openai
+from agentaudit_sdk.errors import AgentAuditError
+from agentaudit_sdk.fields import args_hash
+from agentaudit_sdk.usage import usage_from_openai
 
 if TYPE_CHECKING:
-    from producers.api import BaseClient
+    from agentaudit_sdk.api import BaseClient
 
 logger = logging.getLogger("agentaudit.producers")
 
@@ -52,7 +52,7 @@ def _hex(agents_id: str | None, width: int) -> str | None:
         return None
     digits = agents_id.rpartition("_")[2].lower()
     if len(digits) < width or any(c not in "0123456789abcdef" for c in digits):
-        from producers.fields import sha256_hex
+        from agentaudit_sdk.fields import sha256_hex
 
         digits = sha256_hex(agents_id.encode())  # not the SDK's own format: still stable
     return digits[:width]
@@ -76,7 +76,7 @@ class _Run:
 
 class AgentAuditProcessor:
     """Records agents traces as runs, tool calls and LLM calls on `audit` (default: the
-    process client, `producers.get_client()`)."""
+    process client, `agentaudit_sdk.get_client()`)."""
 
     def __init__(
         self,
@@ -88,7 +88,7 @@ class AgentAuditProcessor:
         default_side_effect: str = "external",
     ) -> None:
         if audit is None:
-            from producers.registry import get_client
+            from agentaudit_sdk.registry import get_client
 
             audit = get_client()
         self.audit = audit

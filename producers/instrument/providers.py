@@ -1,7 +1,7 @@
 """The three endpoints the drop-in wrappers record: what each request caps, what each answer
 and each stream item says about usage, served model, finish reason and time to first token.
 
-Usage is normalised by `producers.usage` (OpenAI counts cache reads inside its prompt count,
+Usage is normalised by `agentaudit_sdk.usage` (OpenAI counts cache reads inside its prompt count,
 Anthropic reports cache reads and writes beside `input_tokens`), so a wrapped call records
 exactly what `call.record(usage_from_...(response.usage))` would. Provider SDK objects are
 read by attribute only: nothing here imports `openai` or `anthropic`.
@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from producers.usage import usage_from_anthropic, usage_from_openai
+from agentaudit_sdk.usage import usage_from_anthropic, usage_from_openai
 
 if TYPE_CHECKING:
-    from producers.instrument.calls import Call
-    from producers.scopes import LlmCallScope
+    from agentaudit_sdk.instrument.calls import Call
+    from agentaudit_sdk.scopes import LlmCallScope
 
 _NO_USAGE = {"input_tokens": 0, "output_tokens": 0}
 

@@ -20,15 +20,15 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
-from schemas.pricing.loader import VERSION_RE, PricingError, parse_pricing
-from schemas.pricing.model import USD_PLACES, Cost, ModelPrice
-from schemas.pricing.source import (
+from agentaudit_schemas.pricing.loader import VERSION_RE, PricingError, parse_pricing
+from agentaudit_schemas.pricing.model import USD_PLACES, Cost, ModelPrice
+from agentaudit_schemas.pricing.source import (
     PriceSource,
     Pricing,
     current_pricing,
     pricing_for_version,
 )
-from schemas.pricing.table import PricingTable, normalise_model_name
+from agentaudit_schemas.pricing.table import PricingTable, normalise_model_name
 
 __all__ = [
     "USD_PLACES",
@@ -71,7 +71,7 @@ def load_pricing(version: str | None = None) -> PricingTable:
 def _latest() -> str:
     versions = available_versions()
     if not versions:
-        raise LookupError("no pricing tables are shipped in schemas.pricing")
+        raise LookupError("no pricing tables are shipped in agentaudit_schemas.pricing")
     return versions[-1]
 
 

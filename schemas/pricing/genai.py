@@ -31,7 +31,7 @@ from decimal import Decimal
 from importlib.metadata import version as _dist_version
 from typing import Any
 
-from schemas.pricing.table import normalise_model_name
+from agentaudit_schemas.pricing.table import normalise_model_name
 
 GENAI_PRICES_VERSION = _dist_version("genai-prices")
 
@@ -77,7 +77,7 @@ def snapshot_version() -> str:
 
 def _row_of(provider: str, model: str, price: Any) -> Any:
     """Our `ModelPrice` for one genai_prices `ModelPrice`, or None when tokens cannot price it."""
-    from schemas.pricing.model import ModelPrice
+    from agentaudit_schemas.pricing.model import ModelPrice
 
     keys = {k for k, v in vars(price).items() if v is not None and not k.startswith("_")}
     if keys & _UNPRICEABLE or "input_mtok" not in keys:

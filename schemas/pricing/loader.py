@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from schemas.pricing.model import ModelPrice
-from schemas.pricing.table import PricingTable
+from agentaudit_schemas.pricing.model import ModelPrice
+from agentaudit_schemas.pricing.table import PricingTable
 
 VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _PRICE_KEYS = ("input", "cached_input", "cache_write", "output")

@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
-from schemas.pricing.loader import PricingError, _row
-from schemas.pricing.model import ModelPrice
-from schemas.pricing.table import normalise_model_name
+from agentaudit_schemas.pricing.loader import PricingError, _row
+from agentaudit_schemas.pricing.model import ModelPrice
+from agentaudit_schemas.pricing.table import normalise_model_name
 
 _ENTRY_KEYS = frozenset({"tenant", "provider", "model", "price_as", "rates", "note"})
 HASH_CHARS = 12
@@ -81,7 +81,7 @@ class Overrides:
 
 
 def _snapshot_rest(full: str, base: str) -> bool:
-    from schemas.pricing.table import _is_snapshot_suffix
+    from agentaudit_schemas.pricing.table import _is_snapshot_suffix
 
     return _is_snapshot_suffix(full[len(base) + 1 :])
 

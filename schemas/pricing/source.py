@@ -24,12 +24,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
-from schemas.payloads import Usage
-from schemas.pricing.genai import GenaiSource, ModelEpochs, genai_source, snapshot_version
-from schemas.pricing.loader import VERSION_RE, PricingError, parse_pricing
-from schemas.pricing.model import ZERO_USD, Cost, ModelPrice
-from schemas.pricing.overrides import Overrides, archived_overrides, load_overrides
-from schemas.pricing.table import PricingTable, price_total, row_cost
+from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.pricing.genai import (
+    GenaiSource,
+    ModelEpochs,
+    genai_source,
+    snapshot_version,
+)
+from agentaudit_schemas.pricing.loader import VERSION_RE, PricingError, parse_pricing
+from agentaudit_schemas.pricing.model import ZERO_USD, Cost, ModelPrice
+from agentaudit_schemas.pricing.overrides import Overrides, archived_overrides, load_overrides
+from agentaudit_schemas.pricing.table import PricingTable, price_total, row_cost
 
 OVERRIDES_ENV = "AGENTAUDIT_PRICE_OVERRIDES"
 """The override file's path, read by `current_pricing()` where no settings exist (the SDK)."""
@@ -59,7 +64,7 @@ class Pricing(Protocol):
 @functools.cache
 def own_rows() -> PricingTable:
     """Our own rows (`own-rows.yaml`): models the snapshot does not price."""
-    text = resources.files("schemas.pricing").joinpath("own-rows.yaml").read_text("utf-8")
+    text = resources.files("agentaudit_schemas.pricing").joinpath("own-rows.yaml").read_text("utf-8")
     return parse_pricing(text, source="own-rows.yaml")
 
 
@@ -166,7 +171,7 @@ def pricing_for_version(version: str, data_dir: Path | None = None) -> Pricing:
     snapshot + own rows + the archived override file it names. LookupError when this
     installation cannot reproduce it (another genai_prices pin, an override file not kept)."""
     if VERSION_RE.match(version):
-        from schemas.pricing import load_pricing
+        from agentaudit_schemas.pricing import load_pricing
 
         return load_pricing(version)
     return _for_version(version, str(data_dir) if data_dir is not None else "")

@@ -11,8 +11,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 
-from schemas.payloads import Usage
-from schemas.pricing.model import DECIMAL_CONTEXT, ZERO_USD, Cost, ModelPrice, quantize_usd
+from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.pricing.model import (
+    DECIMAL_CONTEXT,
+    ZERO_USD,
+    Cost,
+    ModelPrice,
+    quantize_usd,
+)
 
 # Bounds memory when callers send many distinct (possibly junk) model names: on overflow the
 # memo is dropped and rebuilt, which costs one slow lookup per name, never correctness.
@@ -45,7 +51,7 @@ def normalise_model_name(model: str) -> str:
 
 
 class PricingTable:
-    """One immutable version of the price list. Build it with `schemas.pricing.load_pricing`."""
+    """One immutable version of the price list. Build it with `agentaudit_schemas.pricing.load_pricing`."""
 
     __slots__ = ("_memo", "_provider_aliases", "_rows", "_unpriced", "version")
 

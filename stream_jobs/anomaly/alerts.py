@@ -1,4 +1,4 @@
-"""Anomaly findings → `schemas.records.Alert`: kind, deterministic id, a readable sentence.
+"""Anomaly findings → `agentaudit_schemas.records.Alert`: kind, deterministic id, a readable sentence.
 
 One alert kind per metric, each with `runbooks/<Kind>.md`. The id is derived from kind,
 scope and minute only, so a replay after a crash re-emits the same id and the store keeps
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from schemas.records import Alert, Scope, Severity, record_id
+from agentaudit_schemas.records import Alert, Scope, Severity, record_id
 from stream_jobs.anomaly.evaluate import Finding
 from stream_jobs.anomaly.series import METRICS, Metric
 from stream_jobs.anomaly.timebase import minute_label, minute_start

@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from schemas.records import Alert, Scope
+from agentaudit_schemas.records import Alert, Scope
 from stream_jobs.anomaly.alerts import KIND_OF, build_alert
 from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.anomaly.replay import OffsetGuard

@@ -86,7 +86,7 @@ class MinuteAcc:
         the p95 of five values is just their maximum."""
 
     def add(self, event: Any, cost_usd: float) -> None:
-        """Count one decoded event (a `schemas.events` model) with its computed cost."""
+        """Count one decoded event (a `agentaudit_schemas.events` model) with its computed cost."""
         self.spend += cost_usd
         kind = event.type
         if kind == "llm_call":

@@ -24,9 +24,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from schemas.envelope import Envelope
-from schemas.payloads import CallStatus
-from schemas.records import Alert, BreakerState, BreakerTransition, ControlMessage, Scope
+from agentaudit_schemas.envelope import Envelope
+from agentaudit_schemas.payloads import CallStatus
+from agentaudit_schemas.records import Alert, BreakerState, BreakerTransition, ControlMessage, Scope
 from stream_jobs.breaker.config import BreakerConfig, BreakerThresholds
 from stream_jobs.breaker.messages import transition_records
 from stream_jobs.breaker.signals import (

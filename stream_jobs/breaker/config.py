@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from schemas.envelope import TenantId
+from agentaudit_schemas.envelope import TenantId
 
 
 class BreakerThresholds(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from schemas.records import (
+from agentaudit_schemas.records import (
     Alert,
     BreakerState,
     BreakerTransition,

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.records import BreakerState
+from agentaudit_schemas.records import BreakerState
 from stream_jobs.breaker.config import BreakerThresholds
 from stream_jobs.breaker.signals import Trip
 

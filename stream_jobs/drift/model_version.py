@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.records import Alert, Scope, Severity, record_id
+from agentaudit_schemas.records import Alert, Scope, Severity, record_id
 from stream_jobs.anomaly.timebase import minute_label, minute_of, minute_start
 
 KIND = "ModelVersionChanged"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from schemas.records import Alert, DriftScore
+from agentaudit_schemas.records import Alert, DriftScore
 from stream_jobs.anomaly.replay import OffsetGuard
 from stream_jobs.anomaly.timebase import minute_of
 from stream_jobs.drift.behaviour import AgentBehaviour

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.records import record_id
+from agentaudit_schemas.records import record_id
 from stream_jobs.drift.goldsets import MIN_PIN_COVERAGE, GoldSetError, GoldSetVersion
 
 

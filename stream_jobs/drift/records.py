@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from schemas.records import Alert, DriftScore, Scope, Severity, record_id
+from agentaudit_schemas.records import Alert, DriftScore, Scope, Severity, record_id
 from stream_jobs.anomaly.timebase import minute_start, window_label
 from stream_jobs.drift.behaviour import BehaviourOutcome
 from stream_jobs.drift.eval_drift import EvalOutcome

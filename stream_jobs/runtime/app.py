@@ -24,7 +24,7 @@ from faust.tables.manager import TableManager
 from faust.types import TP, EventT, Message
 
 from agentaudit.settings import Settings
-from producers.kafka_config import KafkaConnection
+from agentaudit_sdk.kafka_config import KafkaConnection
 from stream_jobs.runtime.consumer import FastTransport
 from stream_jobs.runtime.stream import BatchingStream, RawSchema
 

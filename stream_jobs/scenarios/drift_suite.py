@@ -2,7 +2,7 @@
 
 Events are light stand-ins with the attributes the drift monitor reads (`type`,
 `occurred_at`, `tenant_id`, `agent_id`, `agent_version`, `payload…`), so hundreds of
-thousands of them cost little; `events.py` builds real `schemas.events` models for the
+thousands of them cost little; `events.py` builds real `agentaudit_schemas.events` models for the
 end-to-end tests.
 
 - Eval: a gold set whose cases have their own difficulty (the same cases are hard in every

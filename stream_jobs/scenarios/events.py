@@ -1,4 +1,4 @@
-"""Real, validated `schemas.events` models for end-to-end checks and per-event timings.
+"""Real, validated `agentaudit_schemas.events` models for end-to-end checks and per-event timings.
 
 Built like the SDK builds them (JSON through `parse_event`), so the anomaly and drift
 monitors see exactly what the worker decodes.
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from schemas.envelope import Envelope
-from schemas.events import parse_event
+from agentaudit_schemas.envelope import Envelope
+from agentaudit_schemas.events import parse_event
 
 _ARGS = hashlib.sha256(b"args").hexdigest()
 _POLICY = hashlib.sha256(b"policy").hexdigest()

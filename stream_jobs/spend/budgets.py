@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.budgets import Budget, BudgetScope, WindowKind
-from schemas.records import Alert, ControlMessage, Scope
+from agentaudit_schemas.budgets import Budget, BudgetScope, WindowKind
+from agentaudit_schemas.records import Alert, ControlMessage, Scope
 from stream_jobs.spend.messages import Messages
 from stream_jobs.spend.request import RequestViolation, check_request
 from stream_jobs.spend.types import NANO_PER_USD, SpendUpdate, usd_to_nano

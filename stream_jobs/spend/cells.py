@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.budgets import WindowKind
+from agentaudit_schemas.budgets import WindowKind
 from stream_jobs.spend.windows import Calendar, Window, epoch_us, from_epoch_us
 
 _FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.budgets import WindowKind
+from agentaudit_schemas.budgets import WindowKind
 from stream_jobs.spend.types import SpendUpdate
 from stream_jobs.spend.windows import Calendar, CalendarCache, Window, epoch_us, from_epoch_us
 

@@ -30,8 +30,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from schemas.budgets import Budget, BudgetScope
-from schemas.envelope import Envelope
+from agentaudit_schemas.budgets import Budget, BudgetScope
+from agentaudit_schemas.envelope import Envelope
 from stream_jobs.spend.budgets import BudgetEvaluator, Record, budget_calendar
 from stream_jobs.spend.global_spend import GlobalPartial, GlobalSpendCombiner
 from stream_jobs.spend.ledger import DEFAULT_ROLLUP_CALENDARS, SpendTracker, SpendWindow

@@ -33,8 +33,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from schemas.budgets import WindowKind
-from schemas.envelope import Envelope
+from agentaudit_schemas.budgets import WindowKind
+from agentaudit_schemas.envelope import Envelope
 from stream_jobs.spend.cells import Open, TenantLedger, dump_tenant, load_tenant
 from stream_jobs.spend.global_spend import PartitionSpend
 from stream_jobs.spend.types import SpendUpdate, SpendWindow, nano_to_usd, usd_to_nano

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from schemas.budgets import Budget, WindowKind
-from schemas.records import (
+from agentaudit_schemas.budgets import Budget, WindowKind
+from agentaudit_schemas.records import (
     Alert,
     ControlAction,
     ControlMessage,

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 # Moved to the contract (the SDK's request ceiling needs them); re-exported here.
-from schemas.money import NANO_PER_USD, nano_to_usd, usd_to_nano
+from agentaudit_schemas.money import NANO_PER_USD, nano_to_usd, usd_to_nano
 from stream_jobs.spend.windows import Window
 
 __all__ = ["NANO_PER_USD", "SpendUpdate", "SpendWindow", "nano_to_usd", "usd_to_nano"]

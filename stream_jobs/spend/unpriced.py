@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from schemas.records import Alert, Scope, Severity, record_id
+from agentaudit_schemas.records import Alert, Scope, Severity, record_id
 
 KIND = "UnpricedModel"
 MAX_MODELS = 10_000

@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from schemas.budgets import WindowKind
+from agentaudit_schemas.budgets import WindowKind
 
 _HOUR = timedelta(hours=1)
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from agentaudit.broker import LocalBroker, ensure_topics, free_port
-from producers import Client
-from producers.kafka import KafkaTransport
+from agentaudit_sdk import Client
+from agentaudit_sdk.kafka import KafkaTransport
 from tests.factories import event_dict, wire
 from tests.faults.conftest import FULL, fault_settings
 from tests.faults.harness import WorkerProcess, query, verify_trail, wait_served, wait_until

@@ -17,7 +17,7 @@ from agentaudit.settings import Settings
 from agentaudit.sink.worker import SinkWorker
 from agentaudit.store import open_store
 from agentaudit.store.protocol import Store
-from schemas.canonical import GENESIS_HASH
+from agentaudit_schemas.canonical import GENESIS_HASH
 
 
 async def produce_raw(

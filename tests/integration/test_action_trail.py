@@ -45,7 +45,7 @@ class SteppingClock:
 
 
 def _drive_fleet(settings: Settings) -> tuple[FleetStats, int]:
-    from producers import Client
+    from agentaudit_sdk import Client
 
     client = Client.from_settings(settings, clock=SteppingClock())
     fleet = Fleet(client, tenants=2, seed=11)  # acme (the rogue's tenant) and globex (the loop)

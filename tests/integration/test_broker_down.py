@@ -29,7 +29,7 @@ async def _read_all(settings: Settings, n: int) -> list[bytes]:
 
 
 def test_events_emitted_while_broker_down_all_arrive_in_order(settings: Settings) -> None:
-    from producers import Client
+    from agentaudit_sdk import Client
 
     port = free_port()
     settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{port}", "partitions": 1})

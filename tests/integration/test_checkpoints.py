@@ -125,7 +125,7 @@ async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings
             "AND kafka_partition = {p:UInt32} ORDER BY chain_seq DESC LIMIT 1", {"t": tenant, "p": part}
         ).result_rows[0]
         forged = wire(event_dict(tenant=tenant, kind="tool_call"))
-        from schemas.canonical import chain_hash
+        from agentaudit_schemas.canonical import chain_hash
 
         prev = last[1].decode() if isinstance(last[1], bytes) else last[1]
         seq = int(last[0]) + 1

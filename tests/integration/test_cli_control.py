@@ -15,8 +15,8 @@ import pytest
 from agentaudit import control_plane
 from agentaudit.broker import ensure_topics, free_port
 from agentaudit.settings import Settings
-from producers import Blocked, Client, RequestBudgetExceeded
-from schemas.records import ControlAction, ControlReason
+from agentaudit_schemas.records import ControlAction, ControlReason
+from agentaudit_sdk import Blocked, Client, RequestBudgetExceeded
 from tests.conftest import settings_env
 
 pytestmark = pytest.mark.integration
@@ -189,7 +189,7 @@ def test_reads_reach_the_end_of_a_topic_larger_than_one_fetch(topics: Settings) 
     # Produced in batches (the local broker's end offsets then under-report) and read 16 KiB
     # per partition fetch: the read must go on until the fetches' high watermarks, not stop
     # at the first answer.
-    from schemas.budgets import Budget, BudgetScope, WindowKind
+    from agentaudit_schemas.budgets import Budget, BudgetScope, WindowKind
 
     def budget(i: int, limit: float) -> Budget:
         return Budget(name=f"b{i:04d}", scope=BudgetScope.TENANT, tenant_id=f"t{i}",

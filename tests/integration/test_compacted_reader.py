@@ -1,4 +1,4 @@
-"""The one compacted-topic reader (`producers.compacted`) on the real local broker."""
+"""The one compacted-topic reader (`agentaudit_sdk.compacted`) on the real local broker."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from agentaudit.broker import ensure_topics
 from agentaudit.settings import Settings
-from producers.compacted import CompactedReader, TopicMissing, Unreachable, read_latest
+from agentaudit_sdk.compacted import CompactedReader, TopicMissing, Unreachable, read_latest
 from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_raw
 

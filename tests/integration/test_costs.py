@@ -16,8 +16,8 @@ from agentaudit.store.protocol import Store
 from agentaudit.verify.costs import ATTO_SQL, EXPECTED_NANOS_SQL, RATE_INDEX_SQL, Mode, Repricer
 from agentaudit.verify.derived import DerivedCheck
 from agentaudit.verify.run import EVERYTHING
-from schemas.payloads import Usage
-from schemas.pricing import available_versions, load_pricing
+from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.pricing import available_versions, load_pricing
 from tests.integration.helpers_trail import built_store
 
 pytestmark = pytest.mark.integration
@@ -98,7 +98,7 @@ def test_every_row_of_a_group_without_a_rule_is_judged_in_python(tmp_path: Path)
 
 
 def test_the_engine_rounds_to_nano_dollars_half_to_even_like_the_pricing(tmp_path: Path) -> None:
-    from schemas.pricing.model import quantize_usd
+    from agentaudit_schemas.pricing.model import quantize_usd
 
     attos = [0, 1, 499_999_999, 500_000_000, 500_000_001, 1_500_000_000, 2_500_000_000,
              112_500_000_000, 113_500_000_000, 10**27 + 500_000_000, 10**27 + 1_500_000_000]  # fmt: skip

@@ -24,8 +24,8 @@ from agentaudit.health.heartbeat import last_heartbeat
 from agentaudit.settings import Settings
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
-from producers import Blocked, Client
-from schemas.records import Heartbeat
+from agentaudit_schemas.records import Heartbeat
+from agentaudit_sdk import Blocked, Client
 from tests.conftest import settings_env
 from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_raw, scalar

@@ -13,8 +13,8 @@ from agentaudit.broker import ensure_topics
 from agentaudit.settings import Settings
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
-from producers import Client
-from producers.instrument import instrument
+from agentaudit_sdk import Client
+from agentaudit_sdk.instrument import instrument
 from tests.fake_llm import FakeLLM
 from tests.integration.helpers import assert_chains_valid, sink_until
 

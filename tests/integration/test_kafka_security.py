@@ -28,9 +28,9 @@ from agentaudit.errors import BrokerUnreachable
 from agentaudit.settings import Settings
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
-from producers import Client
-from producers.kafka import KafkaTransport
-from producers.kafka_config import KafkaConnection, KafkaSetupError, producer, start
+from agentaudit_sdk import Client
+from agentaudit_sdk.kafka import KafkaTransport
+from agentaudit_sdk.kafka_config import KafkaConnection, KafkaSetupError, producer, start
 from stream_jobs.runtime import make_app, running, source_topic
 from tests.conftest import isolated_settings
 from tests.factories import event_dict

@@ -12,8 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from agentaudit.bench.killswitch_measure import propagation_samples
 from agentaudit.broker import LocalBroker, ensure_topics, free_port
 from agentaudit.settings import Settings
-from producers import Blocked, Client, RequestBudgetExceeded
-from schemas.records import ControlReason
+from agentaudit_schemas.records import ControlReason
+from agentaudit_sdk import Blocked, Client, RequestBudgetExceeded
 from tests.unit.producers.test_control import control, request_budget, unblock
 
 pytestmark = pytest.mark.integration

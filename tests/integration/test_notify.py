@@ -33,7 +33,7 @@ from agentaudit.broker import ensure_topics, free_port
 from agentaudit.notify.routes import parse_routes
 from agentaudit.notify.service import Notifier
 from agentaudit.settings import Settings
-from schemas.records import Alert, Severity
+from agentaudit_schemas.records import Alert, Severity
 from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_raw
 from tests.unit.notify.alerts import make_alert

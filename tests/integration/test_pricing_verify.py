@@ -19,9 +19,9 @@ from agentaudit.store import ClickHouseStore, open_store
 from agentaudit.store.migrations import migrate
 from agentaudit.verify import costs
 from agentaudit.verify.run import EVERYTHING
-from schemas.payloads import Usage
-from schemas.pricing import PriceSource, current_pricing
-from schemas.pricing.genai import genai_source
+from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.pricing import PriceSource, current_pricing
+from agentaudit_schemas.pricing.genai import genai_source
 from tests.factories import event_dict
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from agentaudit.sink.worker import SinkWorker
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from agentaudit.store.protocol import Store
-from schemas.records import ControlAction
+from agentaudit_schemas.records import ControlAction
 from tests.factories import event_dict
 from tests.factories import wire as event_wire
 from tests.integration.helpers import produce_raw, scalar, sink_until

@@ -16,8 +16,8 @@ from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import INGEST_COLUMNS, INGEST_TABLE, Source
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
-from schemas.pricing import PriceSource, current_pricing, load_pricing
-from schemas.pricing.overrides import parse_overrides
+from agentaudit_schemas.pricing import PriceSource, current_pricing, load_pricing
+from agentaudit_schemas.pricing.overrides import parse_overrides
 from tests.factories import event_dict
 
 pytestmark = pytest.mark.integration

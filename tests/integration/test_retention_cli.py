@@ -30,7 +30,7 @@ from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from agentaudit.trail.verdicts import EXPIRED, summary
 from agentaudit.verify.run import public_keys, verify_store
-from producers.clock import utc_now
+from agentaudit_sdk.clock import utc_now
 from tests.conftest import settings_env
 from tests.factories import event_dict, wire
 from tests.integration.helpers import produce_raw, scalar

@@ -31,8 +31,8 @@ from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
 from agentaudit.store import ClickHouseStore, open_store
 from agentaudit.store.migrations import discover, migrate
-from schemas.pricing import load_pricing
-from schemas.records import (
+from agentaudit_schemas.pricing import load_pricing
+from agentaudit_schemas.records import (
     Alert,
     BreakerState,
     BreakerTransition,

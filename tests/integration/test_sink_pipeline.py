@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def _emit_fleet(settings: Settings, n: int) -> int:
-    from producers import Client
+    from agentaudit_sdk import Client
 
     client = Client.from_settings(settings, agent_id="support-bot", agent_version="1.0.0")
     for i in range(n):

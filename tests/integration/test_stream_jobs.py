@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer
 from agentaudit.broker import ensure_topics
 from agentaudit.control_plane import publish_budgets
 from agentaudit.settings import Settings
-from schemas.budgets import Budget
+from agentaudit_schemas.budgets import Budget
 from stream_jobs.app import StreamJobsApp
 from stream_jobs.runtime import running
 from tests.factories import event_dict, wire
@@ -50,7 +50,7 @@ async def read_records(settings: Settings, topic: str) -> list[dict[str, Any]]:
 
 
 def sdk_client(settings: Settings, tenant: str) -> Any:
-    from producers import Client
+    from agentaudit_sdk import Client
 
     client = Client.from_settings(settings, tenant_id=tenant, agent_id="support-bot", agent_version="1.0.0")
     assert client.control.wait_ready(15), "the SDK did not read the control topic"
@@ -60,7 +60,7 @@ def sdk_client(settings: Settings, tenant: str) -> Any:
 async def test_a_looping_agent_trips_its_breaker_and_the_sdk_refuses_the_next_tool_call(
     settings: Settings,
 ) -> None:
-    from producers import Blocked
+    from agentaudit_sdk import Blocked
 
     await ensure_topics(settings)
     jobs = StreamJobsApp(settings, app_id=f"jobs-{settings.consumer_group}")
@@ -101,7 +101,7 @@ async def test_a_looping_agent_trips_its_breaker_and_the_sdk_refuses_the_next_to
 async def test_budget_alerts_once_per_threshold_blocks_at_the_limit_and_unblocks_next_window(
     settings: Settings,
 ) -> None:
-    from producers import Blocked
+    from agentaudit_sdk import Blocked
 
     await ensure_topics(settings)
     tenant, per_call = "acme-budget", 0.00047  # tests.factories' llm_call costs $0.00047

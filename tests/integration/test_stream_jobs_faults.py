@@ -6,7 +6,7 @@ second; one hard limit, one per-user budget). The outcome must equal one uninter
 in-process run of the pure `StreamJobs`: the record sink (alerts + control topics → chDB)
 stores one row per record id, exactly the expected ids; the latest state per tenant on
 `<app_id>-spend-changelog` (what a worker recovers from) holds exactly the events' cost sum
-(priced with `schemas.pricing`) and count per window, dimension and key; and no tenant's
+(priced with `agentaudit_schemas.pricing`) and count per window, dimension and key; and no tenant's
 state on the changelog ever goes back to an older source position.
 
 A topic may legitimately carry a record twice: records are published before the batch's
@@ -47,10 +47,10 @@ from agentaudit.settings import Settings
 from agentaudit.sink.faults import CRASH_EXIT_CODE
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
-from schemas.budgets import Budget, BudgetScope, WindowKind
-from schemas.events import parse_event
-from schemas.pricing import PricingTable, load_pricing
-from schemas.records import Alert, BreakerTransition, ControlMessage
+from agentaudit_schemas.budgets import Budget, BudgetScope, WindowKind
+from agentaudit_schemas.events import parse_event
+from agentaudit_schemas.pricing import PricingTable, load_pricing
+from agentaudit_schemas.records import Alert, BreakerTransition, ControlMessage
 from stream_jobs.processor import Record, StreamJobs
 from stream_jobs.spend.readout import applied_position, spend_cells
 from stream_jobs.spend.windows import Calendar, window_at

@@ -47,7 +47,7 @@ from agentaudit.trail.verdicts import (
     SIGNATURE,
     VALID,
 )  # fmt: skip
-from schemas.canonical import chain_hash
+from agentaudit_schemas.canonical import chain_hash
 from tests.conftest import settings_env
 from tests.factories import event_dict, wire
 from tests.integration.helpers import scalar

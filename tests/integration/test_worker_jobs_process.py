@@ -20,7 +20,7 @@ import pytest
 from agentaudit.broker import ensure_topics
 from agentaudit.control_plane import publish_budgets
 from agentaudit.settings import Settings
-from schemas.budgets import Budget
+from agentaudit_schemas.budgets import Budget
 from tests.factories import event_dict, wire
 from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_raw, served_scalar

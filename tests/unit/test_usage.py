@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from producers.usage import (
+from agentaudit_schemas.payloads import Usage
+from agentaudit_sdk.usage import (
     usage_from_anthropic,
     usage_from_gemini,
     usage_from_mistral,
     usage_from_openai,
 )
-from schemas.payloads import Usage
 
 
 def _obj(value: Any) -> Any:

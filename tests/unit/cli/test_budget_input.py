@@ -21,8 +21,8 @@ from agentaudit.cli.budgets import (
 )
 from agentaudit.control_plane import MANUAL_RUNBOOK, active_blocks, manual_control
 from agentaudit.errors import UserError
-from schemas.budgets import BudgetScope, WindowKind
-from schemas.records import ControlAction, ControlReason, Scope
+from agentaudit_schemas.budgets import BudgetScope, WindowKind
+from agentaudit_schemas.records import ControlAction, ControlReason, Scope
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

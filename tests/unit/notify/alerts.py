@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from schemas.records import Alert, Scope, Severity, record_id
+from agentaudit_schemas.records import Alert, Scope, Severity, record_id
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ from agentaudit.notify.deliver import Answer
 from agentaudit.notify.receiver import ReceiverLoop
 from agentaudit.notify.routes import parse_routes
 from agentaudit.settings import Settings
-from schemas.records import Severity
+from agentaudit_schemas.records import Severity
 from tests.unit.notify.alerts import T0, make_alert
 from tests.unit.notify.fakes import RecordingSleeper, ScriptedTransport
 

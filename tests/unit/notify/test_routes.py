@@ -8,7 +8,7 @@ import pytest
 
 from agentaudit.errors import UserError
 from agentaudit.notify.routes import load_routes, parse_routes
-from schemas.records import Severity
+from agentaudit_schemas.records import Severity
 from tests.unit.notify.alerts import make_alert
 
 TOKEN = "T0SECRET/B0SECRET/xoxbSecretToken123"

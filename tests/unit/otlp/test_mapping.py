@@ -8,7 +8,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from agentaudit.otlp import ingest
 from agentaudit.otlp.keys import Forbidden, KeyTable, Unauthorized, add_key, presented_key
-from schemas.events import parse_event
+from agentaudit_schemas.events import parse_event
 from tests.unit.otlp.spans import chat, request
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import genai_prices
 import pytest
 
-from producers.usage import usage_from_anthropic, usage_from_openai
-from schemas.payloads import Usage
-from schemas.pricing import PriceSource, current_pricing
-from schemas.pricing.genai import SNAPSHOT_DATES, genai_source, snapshot_version
+from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.pricing import PriceSource, current_pricing
+from agentaudit_schemas.pricing.genai import SNAPSHOT_DATES, genai_source, snapshot_version
+from agentaudit_sdk.usage import usage_from_anthropic, usage_from_openai
 from tests.unit.test_usage import ANTHROPIC, OPENAI_CHAT
 
 M = 10**6

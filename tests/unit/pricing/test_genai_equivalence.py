@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import genai_prices
 from genai_prices.data import providers
 
-from schemas.payloads import Usage
-from schemas.pricing.genai import _epochs
-from schemas.pricing.model import quantize_usd
-from schemas.pricing.table import price_total
+from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.pricing.genai import _epochs
+from agentaudit_schemas.pricing.model import quantize_usd
+from agentaudit_schemas.pricing.table import price_total
 
 
 def _usages(tier_starts: set[int]) -> list[Usage]:

@@ -9,10 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from schemas.payloads import Usage
-from schemas.pricing import PriceSource, PricingError, current_pricing, pricing_for_version
-from schemas.pricing.overrides import digest_of, parse_overrides
-from schemas.pricing.source import archive_dir
+from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.pricing import (
+    PriceSource,
+    PricingError,
+    current_pricing,
+    pricing_for_version,
+)
+from agentaudit_schemas.pricing.overrides import digest_of, parse_overrides
+from agentaudit_schemas.pricing.source import archive_dir
 
 AT = datetime(2026, 11, 20, tzinfo=UTC)
 U = Usage(input_tokens=10_000, output_tokens=1_000, cached_input_tokens=4_000)

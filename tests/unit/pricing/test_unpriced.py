@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from agentaudit.sink.rows import EventCost
-from schemas.events import parse_event
-from schemas.pricing import current_pricing
-from schemas.records import Alert
+from agentaudit_schemas.events import parse_event
+from agentaudit_schemas.pricing import current_pricing
+from agentaudit_schemas.records import Alert
 from stream_jobs.alert_kinds import ALERT_KINDS
 from stream_jobs.processor import StreamJobs
 from tests.factories import event_dict, wire

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from producers import Client, InMemoryTransport
-from producers.registry import reset
+from agentaudit_sdk import Client, InMemoryTransport
+from agentaudit_sdk.registry import reset
 
 FAST_BACKOFF = (0.005, 0.02)
 

@@ -13,8 +13,8 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from producers import Client, InMemoryTransport
-from producers.instrument import instrument
+from agentaudit_sdk import Client, InMemoryTransport
+from agentaudit_sdk.instrument import instrument
 from tests.fake_llm import CHAT_USAGE
 
 N = 20_000
@@ -89,7 +89,7 @@ def main() -> None:
 
 def hand_written_us(audit: Client) -> float:
     """The same record made by hand (README quick start), for comparison."""
-    from producers.usage import usage_from_openai
+    from agentaudit_sdk.usage import usage_from_openai
 
     t0 = time.thread_time()
     for _ in range(N):

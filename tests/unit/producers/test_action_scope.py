@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from producers import Blocked, Client, InMemoryTransport
-from producers.fields import args_hash
-from schemas.events import parse_event
+from agentaudit_schemas.events import parse_event
+from agentaudit_sdk import Blocked, Client, InMemoryTransport
+from agentaudit_sdk.fields import args_hash
 
 from .conftest import FakeClock
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from producers.backoff import Backoff
-from producers.kafka import KafkaTransport
+from agentaudit_sdk.backoff import Backoff
+from agentaudit_sdk.kafka import KafkaTransport
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter_and_resets() -> None:

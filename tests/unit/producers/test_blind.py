@@ -11,11 +11,11 @@ from datetime import timedelta
 
 import pytest
 
-from producers import Blocked, Client, InMemoryTransport
-from producers.clock import utc_from_ns
-from producers.control_listener import ControlListener
-from producers.killswitch import KillSwitch
-from schemas.records import Heartbeat
+from agentaudit_schemas.records import Heartbeat
+from agentaudit_sdk import Blocked, Client, InMemoryTransport
+from agentaudit_sdk.clock import utc_from_ns
+from agentaudit_sdk.control_listener import ControlListener
+from agentaudit_sdk.killswitch import KillSwitch
 
 from .conftest import FakeClock
 from .test_control import control

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from producers import Client, InMemoryTransport
-from producers.pipeline import InvalidEvent
+from agentaudit_sdk import Client, InMemoryTransport
+from agentaudit_sdk.pipeline import InvalidEvent
 
 from .conftest import by_type
 
@@ -161,9 +161,9 @@ def test_redaction_can_be_turned_off(make_client: Any, transport: InMemoryTransp
 
 
 def test_emit_event_accepts_a_built_model(client: Client, transport: InMemoryTransport) -> None:
-    from schemas.envelope import Sdk
-    from schemas.events import ErrorEvent
-    from schemas.payloads import ErrorInfo
+    from agentaudit_schemas.envelope import Sdk
+    from agentaudit_schemas.events import ErrorEvent
+    from agentaudit_schemas.payloads import ErrorInfo
 
     event = ErrorEvent(
         event_id="018f0000-0000-7000-8000-000000000001",

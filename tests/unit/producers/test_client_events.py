@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from producers import Client, InMemoryTransport
-from schemas.events import parse_event
-from schemas.payloads import Usage
+from agentaudit_schemas.events import parse_event
+from agentaudit_schemas.payloads import Usage
+from agentaudit_sdk import Client, InMemoryTransport
 
 from .conftest import FakeClock, by_type
 

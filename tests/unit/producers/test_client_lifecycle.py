@@ -9,9 +9,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import producers
-from producers import Client, InMemoryTransport, NoOpClient
-from producers.transport import TransportUnavailable
+import agentaudit_sdk
+from agentaudit_sdk import Client, InMemoryTransport, NoOpClient
+from agentaudit_sdk.transport import TransportUnavailable
 
 
 class GatedTransport(InMemoryTransport):
@@ -140,28 +140,28 @@ def test_unavailable_transport_start_is_retried(make_client: Any) -> None:
 
 
 def test_noop_default_client_and_configure(transport: InMemoryTransport) -> None:
-    audit = producers.get_client()  # as an agent module would, before anything is configured
+    audit = agentaudit_sdk.get_client()  # as an agent module would, before anything is configured
     with audit.bind(tenant_id="acme", agent_id="bot"), audit.run(goal="g") as run:
         with audit.llm_call("openai", "gpt-4o") as call:
             call.record({"input_tokens": 1, "output_tokens": 1})
         audit.error("c", "E")
     assert audit.flush(1) and audit.stats.enqueued == 0 and run.run_id
-    real = producers.configure(Client(transport, tenant_id="acme", agent_id="bot"))
+    real = agentaudit_sdk.configure(Client(transport, tenant_id="acme", agent_id="bot"))
     try:
         audit.error("c", "E")  # the same proxy now forwards to the real client
         assert audit.flush(10) and len(transport.records) == 1
-        assert audit.stats.sent == 1 and producers.get_client() is audit
+        assert audit.stats.sent == 1 and agentaudit_sdk.get_client() is audit
     finally:
         assert real.shutdown(10)
-    producers.configure(NoOpClient())
+    agentaudit_sdk.configure(NoOpClient())
     audit.error("c", "E")
     assert len(transport.records) == 1
 
 
 def test_configure_from_settings_uses_kafka_and_a_disk_spool(tmp_path: Path) -> None:
     from agentaudit.settings import Settings
-    from producers.kafka import KafkaTransport
-    from producers.spool import Spool
+    from agentaudit_sdk.kafka import KafkaTransport
+    from agentaudit_sdk.spool import Spool
 
     settings = Settings(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path)
     client = Client.from_settings(settings, tenant_id="acme", agent_id="bot", connect_timeout_s=2)
@@ -176,7 +176,7 @@ def test_configure_from_settings_uses_kafka_and_a_disk_spool(tmp_path: Path) -> 
 
 
 def test_kafka_transport_unreachable_raises_unavailable_quickly() -> None:
-    from producers.kafka import KafkaTransport
+    from agentaudit_sdk.kafka import KafkaTransport
 
     transport = KafkaTransport("127.0.0.1:1", "t", connect_timeout_s=5)
 
@@ -192,7 +192,7 @@ def test_kafka_transport_unreachable_raises_unavailable_quickly() -> None:
 
 def test_importing_producers_does_not_import_aiokafka_or_the_contract() -> None:
     code = (
-        "import sys, producers; print('aiokafka' in sys.modules, 'schemas.events' in sys.modules)"
+        "import sys, producers; print('aiokafka' in sys.modules, 'agentaudit_schemas.events' in sys.modules)"
     )
     root = Path(__file__).resolve().parents[3]
     out = subprocess.run(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from producers import Client, InMemoryTransport
-from producers.spool import Spool
-from producers.spool_memory import MemorySpool
+from agentaudit_sdk import Client, InMemoryTransport
+from agentaudit_sdk.spool import Spool
+from agentaudit_sdk.spool_memory import MemorySpool
 
 
 def emit_range(client: Client, start: int, stop: int, tenant: str = "acme") -> None:

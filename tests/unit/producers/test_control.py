@@ -9,11 +9,17 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from producers.control import ControlState, InvalidRecord
-from producers.request_budget import estimate_request
-from schemas.budgets import Budget, BudgetScope, WindowKind
-from schemas.pricing import load_pricing
-from schemas.records import ControlAction, ControlMessage, ControlReason, Scope, record_id
+from agentaudit_schemas.budgets import Budget, BudgetScope, WindowKind
+from agentaudit_schemas.pricing import load_pricing
+from agentaudit_schemas.records import (
+    ControlAction,
+    ControlMessage,
+    ControlReason,
+    Scope,
+    record_id,
+)
+from agentaudit_sdk.control import ControlState, InvalidRecord
+from agentaudit_sdk.request_budget import estimate_request
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -239,7 +245,7 @@ PRICING = load_pricing()
 
 
 def test_estimate_prices_prompt_plus_max_output_like_the_pipeline() -> None:
-    from schemas.payloads import Usage
+    from agentaudit_schemas.payloads import Usage
 
     est = estimate_request(
         PRICING, "openai", "gpt-5-mini", input_tokens=10_000, max_output_tokens=2_000

@@ -12,8 +12,8 @@ import anthropic
 import openai
 import pytest
 
-from producers import Blocked, Client, InMemoryTransport, RequestBudgetExceeded
-from producers.instrument import estimate_prompt_tokens, instrument
+from agentaudit_sdk import Blocked, Client, InMemoryTransport, RequestBudgetExceeded
+from agentaudit_sdk.instrument import estimate_prompt_tokens, instrument
 from tests.fake_llm import FakeLLM
 
 from .conftest import FakeClock

@@ -14,8 +14,8 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import ValidationError
 
 from agentaudit.settings import Settings
-from producers.kafka import KafkaTransport
-from producers.kafka_config import (
+from agentaudit_sdk.kafka import KafkaTransport
+from agentaudit_sdk.kafka_config import (
     KafkaConnection,
     admin,
     client_options,

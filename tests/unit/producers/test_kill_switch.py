@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from producers import (
+from agentaudit_schemas.records import ControlReason
+from agentaudit_sdk import (
     AgentAuditError,
     Blocked,
     Client,
@@ -19,9 +20,8 @@ from producers import (
     NoOpClient,
     RequestBudgetExceeded,
 )
-from producers.clock import utc_from_ns
-from producers.kafka import KafkaTransport
-from schemas.records import ControlReason
+from agentaudit_sdk.clock import utc_from_ns
+from agentaudit_sdk.kafka import KafkaTransport
 
 from .conftest import FakeClock, by_type
 from .test_control import control, request_budget, unblock

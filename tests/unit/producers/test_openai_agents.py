@@ -11,9 +11,9 @@ import agents  # openai-agents, a pinned test dependency
 import openai
 import pytest
 
-from producers import Blocked, Client, InMemoryTransport
-from producers.instrument import instrument
-from producers.instrument.openai_agents import AgentAuditProcessor
+from agentaudit_sdk import Blocked, Client, InMemoryTransport
+from agentaudit_sdk.instrument import instrument
+from agentaudit_sdk.instrument.openai_agents import AgentAuditProcessor
 from tests.fake_llm import FakeLLM
 
 from .test_control import control
@@ -74,7 +74,7 @@ def test_a_run_with_a_tool_becomes_run_tool_and_llm_events(
     tool = events[2]["payload"]
     assert (tool["tool"], tool["action"], tool["side_effect"], tool["status"]) == (
         "get_weather", "get_weather", "read", "ok")  # fmt: skip
-    from producers.fields import args_hash
+    from agentaudit_sdk.fields import args_hash
 
     assert tool["args_hash"] == args_hash({"city": "Paris"})
     for llm in (events[1]["payload"], events[3]["payload"]):

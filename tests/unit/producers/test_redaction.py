@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producers.redaction import CARD, CLASSES, EMAIL, PHONE, SECRET, luhn_valid, redact
+from agentaudit_sdk.redaction import CARD, CLASSES, EMAIL, PHONE, SECRET, luhn_valid, redact
 
 GH_TOKEN = "ghp_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5"
 JWT = (

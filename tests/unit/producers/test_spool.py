@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from producers.spool import Spool, SpoolLocked
-from producers.spool_format import encode_record
-from producers.spool_memory import MemorySpool
+from agentaudit_sdk.spool import Spool, SpoolLocked
+from agentaudit_sdk.spool_format import encode_record
+from agentaudit_sdk.spool_memory import MemorySpool
 
 
 def recs(start: int, stop: int) -> list[tuple[bytes, bytes]]:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
 
-from schemas.records import (
+from agentaudit_schemas.records import (
     Alert,
     BreakerState,
     BreakerTransition,

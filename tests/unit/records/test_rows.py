@@ -20,7 +20,7 @@ from agentaudit.records.rows import (
 )
 from agentaudit.sink.rows import Source
 from agentaudit.store.migrations import default_directory, discover, statements
-from schemas.records import Scope
+from agentaudit_schemas.records import Scope
 from tests.unit.records.factories import AT, alert, control, drift, transition, wire
 
 SRC = Source("alerts", 2, 17, 1_700_000_000_000, b"acme")

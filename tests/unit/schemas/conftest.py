@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.pricing import PricingTable, load_pricing
+from agentaudit_schemas.pricing import PricingTable, load_pricing
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas.canonical import GENESIS_HASH, canonical_bytes, chain_hash
-from schemas.events import EVENT_CLASSES, event_from_dict, parse_event
+from agentaudit_schemas.canonical import GENESIS_HASH, canonical_bytes, chain_hash
+from agentaudit_schemas.events import EVENT_CLASSES, event_from_dict, parse_event
 from tests.unit.schemas.examples import event
 
 GOLDEN_EVENT = event("run_finished", occurred_at="2026-11-21T11:00:00+01:00")

@@ -10,10 +10,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
-from schemas import export
-from schemas.envelope import INT64_MAX, INT64_MIN
-from schemas.events import parse_event
-from schemas.json_keys import first_duplicate_key, key_token_bound, model_key_count
+from agentaudit_schemas import export
+from agentaudit_schemas.envelope import INT64_MAX, INT64_MIN
+from agentaudit_schemas.events import parse_event
+from agentaudit_schemas.json_keys import first_duplicate_key, key_token_bound, model_key_count
 from tests.unit.schemas.examples import event
 
 VALIDATOR = Draft202012Validator(json.loads(export.SCHEMA_PATH.read_text(encoding="utf-8")))

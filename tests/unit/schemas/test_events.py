@@ -10,10 +10,10 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from schemas.canonical import canonical_bytes
-from schemas.envelope import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES
-from schemas.events import EVENT_CLASSES, event_from_dict, parse_event
-from schemas.payloads import MAX_CONTENT_CHARS, StopReason
+from agentaudit_schemas.canonical import canonical_bytes
+from agentaudit_schemas.envelope import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES
+from agentaudit_schemas.events import EVENT_CLASSES, event_from_dict, parse_event
+from agentaudit_schemas.payloads import MAX_CONTENT_CHARS, StopReason
 from tests.unit.schemas.examples import PAYLOADS, event
 
 ALL_TYPES = sorted(EVENT_CLASSES)

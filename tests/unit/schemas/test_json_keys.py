@@ -1,11 +1,11 @@
-"""The duplicate-key check's count of keys (schemas.json_keys) on nested shapes."""
+"""The duplicate-key check's count of keys (agentaudit_schemas.json_keys) on nested shapes."""
 
 from __future__ import annotations
 
 import orjson
 from pydantic import BaseModel
 
-from schemas.json_keys import duplicate_key, model_key_count
+from agentaudit_schemas.json_keys import duplicate_key, model_key_count
 
 
 class _Leaf(BaseModel):

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from schemas import export
-from schemas.envelope import MAX_ATTRIBUTES, SCHEMA_VERSION
-from schemas.events import EVENT_CLASSES
+from agentaudit_schemas import export
+from agentaudit_schemas.envelope import MAX_ATTRIBUTES, SCHEMA_VERSION
+from agentaudit_schemas.events import EVENT_CLASSES
 
 
 def test_committed_schema_is_current() -> None:
     committed = export.SCHEMA_PATH.read_text(encoding="utf-8")
     assert committed == export.render(export.trace_event_schema()), (
-        "schemas/jsonschema is stale: run `python -m schemas.export`"
+        "schemas/jsonschema is stale: run `python -m agentaudit_schemas.export`"
     )
 
 

@@ -12,17 +12,17 @@ from decimal import Decimal as D
 
 import pytest
 
-from producers.usage import (
+from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.pricing import (
+    Cost,
+    PricingTable,
+    parse_pricing,
+)
+from agentaudit_sdk.usage import (
     usage_from_anthropic,
     usage_from_gemini,
     usage_from_mistral,
     usage_from_openai,
-)
-from schemas.payloads import Usage
-from schemas.pricing import (
-    Cost,
-    PricingTable,
-    parse_pricing,
 )
 from tests.unit.test_usage import ANTHROPIC, GEMINI, OPENAI_CHAT, OPENAI_RESPONSES
 

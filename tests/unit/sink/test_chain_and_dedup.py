@@ -2,7 +2,7 @@ import hashlib
 
 from agentaudit.sink.chain import ChainHeads
 from agentaudit.sink.dedup import RecentIds
-from schemas.canonical import GENESIS_HASH
+from agentaudit_schemas.canonical import GENESIS_HASH
 
 
 def test_chain_is_gap_free_per_tenant_and_partition_and_links_hashes() -> None:

@@ -11,8 +11,8 @@ import orjson
 from agentaudit.sink.deadletter import KEEP_BYTES, STUB_BYTES, WHOLE_BYTES, keep, shrink
 from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, Source
-from schemas.events import MAX_EVENT_BYTES
-from schemas.pricing import load_pricing
+from agentaudit_schemas.events import MAX_EVENT_BYTES
+from agentaudit_schemas.pricing import load_pricing
 from tests.factories import event_dict
 
 FIXED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

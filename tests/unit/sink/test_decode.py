@@ -6,8 +6,8 @@ import pytest
 import agentaudit.sink.decode as decode_module
 from agentaudit.demo.malformed import MALFORMED
 from agentaudit.sink.decode import Accepted, Reason, Rejected, decode
-from schemas.envelope import INT64_MAX, INT64_MIN
-from schemas.events import MAX_EVENT_BYTES
+from agentaudit_schemas.envelope import INT64_MAX, INT64_MIN
+from agentaudit_schemas.events import MAX_EVENT_BYTES
 from tests.factories import event_dict, wire
 
 
@@ -144,7 +144,7 @@ def test_a_duplicate_hidden_among_string_values_that_look_like_keys() -> None:
 
 def test_sdk_events_take_the_cheap_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ordinary events never need the exact (slow) duplicate walk."""
-    from schemas import json_keys
+    from agentaudit_schemas import json_keys
 
     def never(raw: bytes) -> None:
         raise AssertionError("slow path taken for an ordinary event")

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from agentaudit.sink.logguard import Anchor, LogGuard
 from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import INGEST_COLUMNS, Source
-from schemas.pricing import load_pricing
+from agentaudit_schemas.pricing import load_pricing
 from tests.factories import event_dict, wire
 
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, Source
-from schemas.pricing import load_pricing
+from agentaudit_schemas.pricing import load_pricing
 from tests.factories import event_dict, wire
 
 FIXED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from schemas.events import parse_event
-from schemas.pricing import load_pricing
-from schemas.records import Alert
+from agentaudit_schemas.events import parse_event
+from agentaudit_schemas.pricing import load_pricing
+from agentaudit_schemas.records import Alert
 from stream_jobs.delivery import DeliveryFence, Hole
 from stream_jobs.processor import Record, StreamJobs
 from stream_jobs.spend.readout import tenant_totals

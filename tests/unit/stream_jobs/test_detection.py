@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from schemas.pricing import load_pricing
-from schemas.records import Alert, Severity
+from agentaudit_schemas.pricing import load_pricing
+from agentaudit_schemas.records import Alert, Severity
 from stream_jobs.anomaly import Metric
 from stream_jobs.detection import DetectionJob, load_detection_config
 from stream_jobs.drift import GoldSetRegistry, make_pin, parse_goldset

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from schemas.pricing import load_pricing
+from agentaudit_schemas.pricing import load_pricing
 from stream_jobs.processor import StreamJobs
 from tests.factories import event_dict, wire
 

@@ -16,7 +16,7 @@ from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import INGEST_COLUMNS, Source
 from agentaudit.subjects.keystore import KeyStoreUnavailable, SubjectKeyStore
 from agentaudit.subjects.seal import Sealer, is_sealed, open_event
-from schemas.pricing import load_pricing
+from agentaudit_schemas.pricing import load_pricing
 from tests.factories import event_dict, wire
 
 PROMPT, RESPONSE, MESSAGE = "my card is 4111 and I live at 1 Elm St", "noted, Ann", "Ann's row failed"

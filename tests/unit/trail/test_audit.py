@@ -1,6 +1,6 @@
 """The chain verifier (agentaudit.trail.audit): one test per verdict, edge sizes, resumption.
 
-Chains are built here from first principles (schemas.canonical.chain_hash, leaf v1, our
+Chains are built here from first principles (agentaudit_schemas.canonical.chain_hash, leaf v1, our
 CompactTree whose roots are checked against pymerkle in test_merkle) and signed with a key
 made for the test; every mutation is applied to the rows or notes the way a store owner or a
 forger could, and the verdict lines are compared whole.
@@ -21,7 +21,7 @@ from agentaudit.trail.leaf import encode_leaf
 from agentaudit.trail.merkle import CompactTree, leaf_hash
 from agentaudit.trail.note import Signer
 from agentaudit.trail.pubkeys import PublicKeys
-from schemas.canonical import GENESIS_HASH, chain_hash
+from agentaudit_schemas.canonical import GENESIS_HASH, chain_hash
 
 T0 = datetime(2031, 5, 6, tzinfo=UTC)
 BASE = int(T0.timestamp()) + 1000  # rows are ingested at BASE + seq

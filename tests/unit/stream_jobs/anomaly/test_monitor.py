@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from schemas.records import Alert, record_id
+from agentaudit_schemas.records import Alert, record_id
 from stream_jobs.anomaly import AnomalyConfig, AnomalyMonitor, Metric, MinuteAcc
 from stream_jobs.anomaly.timebase import minute_label, minute_of, minute_start
 from stream_jobs.scenarios.events import make_event

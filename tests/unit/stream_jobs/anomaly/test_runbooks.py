@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.records import Alert
+from agentaudit_schemas.records import Alert
 from stream_jobs.anomaly import ANOMALY_KINDS
 from stream_jobs.drift import DRIFT_KINDS
 

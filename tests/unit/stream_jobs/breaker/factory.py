@@ -6,8 +6,8 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.envelope import Envelope
-from schemas.events import parse_event
+from agentaudit_schemas.envelope import Envelope
+from agentaudit_schemas.events import parse_event
 from stream_jobs.breaker.config import BreakerConfig
 from tests.factories import event_dict, wire
 

@@ -6,8 +6,8 @@ import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from schemas.envelope import Envelope
-from schemas.records import (
+from agentaudit_schemas.envelope import Envelope
+from agentaudit_schemas.records import (
     Alert,
     BreakerState,
     BreakerTransition,

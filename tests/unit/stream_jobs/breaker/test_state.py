@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from schemas.records import BreakerState
+from agentaudit_schemas.records import BreakerState
 from stream_jobs.breaker.config import BreakerThresholds
 from stream_jobs.breaker.signals import Trip
 from stream_jobs.breaker.state import Breaker

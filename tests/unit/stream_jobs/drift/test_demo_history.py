@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from agentaudit.demo.history import DRIFT_AGENT, build_history
-from schemas.events import parse_event
+from agentaudit_schemas.events import parse_event
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.monitor import DriftMonitor
 from stream_jobs.drift.pins import PinRegistry

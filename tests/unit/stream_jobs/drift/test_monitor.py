@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.records import DriftScore, Severity, record_id
+from agentaudit_schemas.records import DriftScore, Severity, record_id
 from stream_jobs.drift import (
     DriftConfig,
     DriftMonitor,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.budgets import Budget
-from schemas.envelope import Envelope
-from schemas.events import parse_event
+from agentaudit_schemas.budgets import Budget
+from agentaudit_schemas.envelope import Envelope
+from agentaudit_schemas.events import parse_event
 from tests.factories import event_dict, wire
 
 

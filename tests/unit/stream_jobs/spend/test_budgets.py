@@ -6,8 +6,8 @@ import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from schemas.budgets import Budget
-from schemas.records import Alert, ControlAction, ControlMessage, ControlReason, Severity
+from agentaudit_schemas.budgets import Budget
+from agentaudit_schemas.records import Alert, ControlAction, ControlMessage, ControlReason, Severity
 from stream_jobs.spend.budgets import BudgetEvaluator
 from stream_jobs.spend.job import SpendJob
 from tests.unit.stream_jobs.spend.factory import budget, llm, utc

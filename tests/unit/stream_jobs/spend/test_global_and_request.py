@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from schemas.budgets import Budget
-from schemas.records import Alert, ControlMessage
+from agentaudit_schemas.budgets import Budget
+from agentaudit_schemas.records import Alert, ControlMessage
 from stream_jobs.spend.budgets import check_request
 from stream_jobs.spend.global_spend import GlobalPartial, combine_partials
 from stream_jobs.spend.job import GlobalBudgetJob, SpendJob

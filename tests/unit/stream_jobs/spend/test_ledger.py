@@ -8,7 +8,7 @@ from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal
 
-from schemas.budgets import WindowKind
+from agentaudit_schemas.budgets import WindowKind
 from stream_jobs.spend.ledger import SpendTracker
 from stream_jobs.spend.types import SpendWindow, nano_to_usd, usd_to_nano
 from stream_jobs.spend.windows import Calendar, window_at

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from schemas.budgets import WindowKind
+from agentaudit_schemas.budgets import WindowKind
 from stream_jobs.spend.job import SpendJob
 from stream_jobs.spend.readout import applied_position, spend_cells, tenant_totals
 from stream_jobs.spend.windows import Calendar, window_at

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from schemas.budgets import WindowKind
+from agentaudit_schemas.budgets import WindowKind
 from stream_jobs.spend.windows import Calendar, CalendarCache, epoch_us, from_epoch_us, window_at
 
 HOUR, DAY, MONTH = WindowKind.HOUR, WindowKind.DAY, WindowKind.MONTH
