@@ -33,6 +33,7 @@ from agentaudit_sdk.api import BaseClient, NoOpClient
 from agentaudit_sdk.errors import AgentAuditError, Blocked, RequestBudgetExceeded
 from agentaudit_sdk.registry import configure, get_client
 from agentaudit_sdk.stats import ClientStats
+from agentaudit_sdk.version import __version__
 
 if TYPE_CHECKING:
     from agentaudit_sdk.client import Client
@@ -91,6 +92,7 @@ __all__ = [
     "Spool",
     "Transport",
     "TransportUnavailable",
+    "__version__",
     "configure",
     "get_client",
     "redact",
