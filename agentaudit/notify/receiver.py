@@ -18,6 +18,7 @@ is recognised across restarts too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -83,6 +84,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.loop = loop
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.loop.assigned.clear()  # until `recover` has run for the next assignment
         await self.loop.commit()
         for tp in revoked:
             self.loop.replay_until.pop(tp, None)
@@ -148,6 +150,14 @@ class ReceiverLoop:
             await self.consumer.start()
             self.consumer.subscribe([s.alerts_topic], listener=_Listener(self))
             while not stop.is_set():
+                # Nothing is handled before the assignment's replay has learned the ids
+                # already delivered and sought back: aiokafka may fetch from the committed
+                # offset meanwhile (its awaits before the listener, and ours in `recover`),
+                # and a re-published alert fetched then was posted again (seen under load).
+                if not self.assigned.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.assigned.wait(), 0.2)
+                    continue
                 fetched = await self.consumer.getmany(timeout_ms=200, max_records=500)
                 for tp, messages in fetched.items():
                     for message in messages:
