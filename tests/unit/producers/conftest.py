@@ -9,6 +9,7 @@ import pytest
 
 from agentaudit_sdk import Client, InMemoryTransport
 from agentaudit_sdk.registry import reset
+from tests.fake_llm import FakeLLM
 
 FAST_BACKOFF = (0.005, 0.02)
 
@@ -64,6 +65,13 @@ def client(
     make_client: Callable[..., Client], transport: InMemoryTransport, clock: FakeClock
 ) -> Client:
     return make_client(transport, clock=clock)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeLLM]:
+    """A local server speaking the OpenAI and Anthropic APIs (the drop-in wrappers' tests)."""
+    with FakeLLM() as fake:
+        yield fake
 
 
 @pytest.fixture(autouse=True)

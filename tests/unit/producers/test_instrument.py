@@ -5,7 +5,7 @@ an in-memory transport."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -35,12 +35,6 @@ class TickingClock(FakeClock):
     def monotonic(self) -> float:
         self.mono += 0.01
         return self.mono
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -22,12 +22,6 @@ RESPONSES_USAGE = {"input_tokens": 900, "output_tokens": 40, "cached_input_token
                    "cache_write_tokens": 0, "reasoning_tokens": 8}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
-
-
 @pytest.fixture
 def audit(make_client: Callable[..., Client], transport: InMemoryTransport) -> Client:
     return make_client(transport)
