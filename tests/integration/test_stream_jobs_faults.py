@@ -437,7 +437,7 @@ def _six(settings: Settings) -> tuple[Settings, str]:
 
 _OPEN_STALL = pytest.mark.skipif(
     os.environ.get("FAULT_MATRIX") != "full",
-    reason="open intermittent stall (1 of ~11 runs on 2026-12-07, in CI under load): after the "
+    reason="open intermittent stall (1 of 13 runs on 2026-12-07, in CI under load): after the "
     "restart one partition's second half was not applied within 45 s, with no hole logged; "
     "`./run faults` runs it (README Reliability)",
 )
