@@ -145,8 +145,8 @@ def query(settings: Settings, sql: str, params: dict[str, Any] | None = None) ->
     except (StoreUnavailable, ClickHouseError, OSError):
         return None
     except BadQuery as exc:
-        if "UNKNOWN_TABLE" in str(exc):
-            return None  # served before its migrations ran
+        if "UNKNOWN_TABLE" in str(exc) or "UNKNOWN_DATABASE" in str(exc):
+            return None  # served before its migrations ran (the first creates the database)
         raise
 
 
