@@ -77,8 +77,17 @@ class LocalBroker:
         advertised = f"tcp://{self.host}:{self.advertised_port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
         self._proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
-             "--storage-engine", "memory://tansu/", *(["--authentication"] if self.authentication else [])],
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                advertised,
+                "--storage-engine",
+                "memory://tansu/",
+                *(["--authentication"] if self.authentication else []),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -92,7 +101,9 @@ class LocalBroker:
                 raise UserError(f"the local broker exited with code {self._proc.returncode}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise UserError(f"the local broker did not listen on {self.bootstrap} within {timeout:.0f}s")
+                raise UserError(
+                    f"the local broker did not listen on {self.bootstrap} within {timeout:.0f}s"
+                )
             time.sleep(0.05)  # polling a child process's port: nothing to wait on instead
         return self.bootstrap
 
@@ -117,7 +128,10 @@ class LocalBroker:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -161,9 +175,14 @@ async def ensure_topics(settings: Settings, timeout: float = 15.0) -> list[str]:
         raise broker_unreachable(settings, exc) from None
     try:
         existing = set(await client.list_topics())
-        wanted = {name: cfg for name, cfg in pipeline_topics(settings).items() if name not in existing}
+        wanted = {
+            name: cfg for name, cfg in pipeline_topics(settings).items() if name not in existing
+        }
         if wanted:
-            new = [NewTopic(name, settings.partitions, 1, topic_configs=cfg) for name, cfg in wanted.items()]
+            new = [
+                NewTopic(name, settings.partitions, 1, topic_configs=cfg)
+                for name, cfg in wanted.items()
+            ]
             try:
                 await client.create_topics(new)
             except TopicAlreadyExistsError:

@@ -71,7 +71,9 @@ async def produce(
         raise broker_unreachable(settings, exc) from None
     try:
         async with asyncio.timeout(timeout):
-            pending = [await producer.send(topic, value, key=key.encode()) for key, value in records]
+            pending = [
+                await producer.send(topic, value, key=key.encode()) for key, value in records
+            ]
             await asyncio.gather(*pending)
     except (TimeoutError, KafkaError) as exc:
         raise UserError(
@@ -106,7 +108,9 @@ async def remove_budget(
     current = await read_budgets(settings, timeout=timeout)
     if name not in current:
         known = ", ".join(sorted(current)) or "none"
-        raise BudgetNotFound(f"no budget named {name!r} (budgets: {known}); see `agentaudit budgets list`")
+        raise BudgetNotFound(
+            f"no budget named {name!r} (budgets: {known}); see `agentaudit budgets list`"
+        )
     await produce(settings, settings.budgets_topic, [(name, None)], timeout)
     return current[name]
 
@@ -153,8 +157,13 @@ async def _read_latest(
     """Key → latest non-empty value of `topic`, read from the beginning to its end; keys
     whose latest record is a tombstone are absent. A missing topic reads as empty."""
     try:
-        latest = await read_latest(settings.kafka_connection(), topic, timeout_s=timeout,
-                                   client_id="agentaudit-cli", **consumer_options)  # fmt: skip
+        latest = await read_latest(
+            settings.kafka_connection(),
+            topic,
+            timeout_s=timeout,
+            client_id="agentaudit-cli",
+            **consumer_options,
+        )
     except Unreachable as exc:
         raise broker_unreachable(settings, exc) from None
     except EndNotReached as exc:
@@ -168,7 +177,9 @@ def _decode(values: dict[str, bytes], parse: Callable[[bytes], T], topic: str) -
         try:
             decoded[key] = parse(values[key])
         except ValidationError as exc:  # someone else's bad record must not hide the rest
-            log.warning("skipped key %r on %s: not valid (%d errors)", key, topic, exc.error_count())
+            log.warning(
+                "skipped key %r on %s: not valid (%d errors)", key, topic, exc.error_count()
+            )
     return decoded
 
 

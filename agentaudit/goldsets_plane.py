@@ -87,15 +87,26 @@ def _checked(value: bytes, what: str) -> bytes:
     if len(value) > MAX_RECORD_BYTES:
         raise GoldSetRejected(
             f"the {what} record is {len(value):,} bytes, over the {MAX_RECORD_BYTES:,} a topic "
-            "record may hold; split the gold set into smaller sets", "too_large")  # fmt: skip
+            "record may hold; split the gold set into smaller sets",
+            "too_large",
+        )
     return value
 
 
 def encode_goldset(v: GoldSetVersion, source: str) -> bytes:
-    return _checked(orjson.dumps({
-        "gold_set_id": v.gold_set_id, "version": v.version, "number": v.number,
-        "case_ids": sorted(v.case_ids), "added_at": v.added_at.isoformat(), "source": source,
-    }), "gold set")  # fmt: skip
+    return _checked(
+        orjson.dumps(
+            {
+                "gold_set_id": v.gold_set_id,
+                "version": v.version,
+                "number": v.number,
+                "case_ids": sorted(v.case_ids),
+                "added_at": v.added_at.isoformat(),
+                "source": source,
+            }
+        ),
+        "gold set",
+    )
 
 
 # -- gold sets ------------------------------------------------------------------------------
@@ -110,9 +121,13 @@ async def read_goldsets(
     for key, value in values.items():
         try:
             d = orjson.loads(value)
-            rows.append((str(d["gold_set_id"]), int(d["number"]),
-                         [str(d["version"]), int(d["number"]), list(d["case_ids"]),
-                          str(d["added_at"])]))  # fmt: skip
+            rows.append(
+                (
+                    str(d["gold_set_id"]),
+                    int(d["number"]),
+                    [str(d["version"]), int(d["number"]), list(d["case_ids"]), str(d["added_at"])],
+                )
+            )
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("skipped gold set record %r: %r", key, exc)
     state: dict[str, list[Any]] = {}
@@ -134,8 +149,12 @@ async def add_goldset(
     entry, new = registry.add(gold_set, now)
     if new:
         record = encode_goldset(entry, source)
-        await produce(settings, settings.goldsets_topic,
-                       [(f"{entry.gold_set_id}@{entry.version}", record)], timeout)  # fmt: skip
+        await produce(
+            settings,
+            settings.goldsets_topic,
+            [(f"{entry.gold_set_id}@{entry.version}", record)],
+            timeout,
+        )
     return entry, new
 
 
@@ -147,7 +166,8 @@ def resolve_version(
     if latest is None:
         raise GoldSetNotFound(
             f"no gold set {gold_set_id!r} is registered; add it with `agentaudit goldsets add "
-            f"FILE.jsonl --id {gold_set_id}` (see `agentaudit goldsets list`)")  # fmt: skip
+            f"FILE.jsonl --id {gold_set_id}` (see `agentaudit goldsets list`)"
+        )
     if version is None:
         return latest
     for v, number, *_ in registry.to_state()[gold_set_id]:
@@ -157,7 +177,8 @@ def resolve_version(
                 return found
     raise GoldSetNotFound(
         f"gold set {gold_set_id!r} has no version {version!r}; its latest is #{latest.number} "
-        f"{latest.version} (see `agentaudit goldsets list`)")  # fmt: skip
+        f"{latest.version} (see `agentaudit goldsets list`)"
+    )
 
 
 # -- pins -----------------------------------------------------------------------------------
@@ -250,8 +271,12 @@ def build_pin(
     """The pin of `agent_version` on `model` from the stored eval results, and notes for the
     operator (e.g. no LLM call reported being served `model`). Raises NoReference,
     GoldSetRejected (make_pin's checks: unknown case, bad score, coverage under 80 %)."""
-    params = {"tenant": tenant_id, "agent_version": agent_version,
-              "gold_set": gold_set.gold_set_id, "metric": metric}  # fmt: skip
+    params = {
+        "tenant": tenant_id,
+        "agent_version": agent_version,
+        "gold_set": gold_set.gold_set_id,
+        "metric": metric,
+    }
     rows = store.query(_RESULTS_SQL, {**params, "limit": MAX_REFERENCE_RESULTS + 1}).result_rows
     if not rows:
         others = store.query(_VERSIONS_SQL, params).result_rows
@@ -260,7 +285,8 @@ def build_pin(
             f"no eval_result events of tenant {tenant_id!r} for gold set "
             f"{gold_set.gold_set_id!r}, metric {metric!r} and agent_version {agent_version!r} "
             f"in the store (agent versions with results: {known}); run the gold set against "
-            "that version first")  # fmt: skip
+            "that version first"
+        )
     if len(rows) > MAX_REFERENCE_RESULTS:
         raise GoldSetRejected(
             f"more than {MAX_REFERENCE_RESULTS:,} results to pin; the "
@@ -268,8 +294,15 @@ def build_pin(
             "too_many_results",
         )
     try:
-        pin = make_pin(tenant_id, gold_set, metric, agent_version, model,
-                       ((str(c), float(s), bool(p)) for c, s, p, _ in rows), now)  # fmt: skip
+        pin = make_pin(
+            tenant_id,
+            gold_set,
+            metric,
+            agent_version,
+            model,
+            ((str(c), float(s), bool(p)) for c, s, p, _ in rows),
+            now,
+        )
     except GoldSetError as exc:
         raise GoldSetRejected(str(exc), exc.code) from None
     agents = sorted({str(a) for *_, a in rows})
@@ -281,22 +314,40 @@ def build_pin(
         notes.append(
             f"no LLM call of {', '.join(agents)} {agent_version} reported being served {model!r}"
             f" (served: {', '.join(seen) or 'none reported'}); ModelVersionChanged keeps "
-            "comparing with the first model each agent is served")  # fmt: skip
+            "comparing with the first model each agent is served"
+        )
     return PinRecord(pin, models), notes
 
 
-PIN_COLUMNS = ("tenant", "gold_set", "version", "metric", "agent_version", "model", "results",
-               "pass_rate", "served_models", "pinned_at")  # fmt: skip
+PIN_COLUMNS = (
+    "tenant",
+    "gold_set",
+    "version",
+    "metric",
+    "agent_version",
+    "model",
+    "results",
+    "pass_rate",
+    "served_models",
+    "pinned_at",
+)
 
 
 def describe_pin(record: PinRecord) -> dict[str, Any]:
     """One row for `goldsets pins` and the output of `goldsets pin`."""
     p = record.pin
-    return {"tenant": p.tenant_id, "gold_set": p.gold_set_id, "version": p.gold_set_version,
-            "metric": p.metric, "agent_version": p.agent_version, "model": p.model,
-            "results": p.n, "pass_rate": round(p.pass_rate, 4),
-            "served_models": "; ".join(f"{a}: {r} → {s}" for a, r, s in record.models),
-            "pinned_at": p.pinned_at.isoformat(timespec="seconds")}  # fmt: skip
+    return {
+        "tenant": p.tenant_id,
+        "gold_set": p.gold_set_id,
+        "version": p.gold_set_version,
+        "metric": p.metric,
+        "agent_version": p.agent_version,
+        "model": p.model,
+        "results": p.n,
+        "pass_rate": round(p.pass_rate, 4),
+        "served_models": "; ".join(f"{a}: {r} → {s}" for a, r, s in record.models),
+        "pinned_at": p.pinned_at.isoformat(timespec="seconds"),
+    }
 
 
 def versions_rows(registry: GoldSetRegistry) -> list[Sequence[Any]]:

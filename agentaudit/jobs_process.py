@@ -42,9 +42,13 @@ class JobsProcess:
         env = child_env({**os.environ, **self.settings.to_env()})
         while not stop.is_set():
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "agentaudit.cli.main", "jobs", env=env,
+                sys.executable,
+                "-m",
+                "agentaudit.cli.main",
+                "jobs",
+                env=env,
                 stdout=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
+            )
             self.starts += 1
             self.pid = proc.pid
             started = asyncio.get_running_loop().time()
@@ -60,8 +64,12 @@ class JobsProcess:
             if asyncio.get_running_loop().time() - started >= HEALTHY_RUN_S:
                 self.backoff.reset()
             delay = self.backoff.next_delay()
-            log.error("the stream jobs process exited with code %s; restarting it in %.1fs "
-                      "(the sink is not affected)", proc.returncode, delay)  # fmt: skip
+            log.error(
+                "the stream jobs process exited with code %s; restarting it in %.1fs "
+                "(the sink is not affected)",
+                proc.returncode,
+                delay,
+            )
             try:
                 await asyncio.wait_for(stop.wait(), delay)
             except TimeoutError:

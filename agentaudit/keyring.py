@@ -97,8 +97,10 @@ class KeyRing:
         public_path = key_dir / PUBLIC_KEYS_FILE
         if not public_path.exists():
             if (key_dir / PRIVATE_KEY_FILE).exists():
-                raise KeyFileError(f"{key_dir / PRIVATE_KEY_FILE} exists but {public_path} does "
-                                   "not: restore the public-key file")  # fmt: skip
+                raise KeyFileError(
+                    f"{key_dir / PRIVATE_KEY_FILE} exists but {public_path} does "
+                    "not: restore the public-key file"
+                )
             raise KeyMissing(
                 f"no signing key in {key_dir}: create one with `agentaudit keys init` "
                 "(or set AGENTAUDIT_KEY_DIR to the directory that holds it)"
@@ -161,16 +163,22 @@ def rotate_keys(key_dir: Path, clock: UtcNow = utc_now) -> KeyRing:
                 f"cannot rotate at {now.isoformat()}: {e} (is the clock right?)"
             ) from None
         _install(key_dir, signer, public)
-    log.info("rotated signing key: %s retired, %s current", old.current.fingerprint,
-             public.current.fingerprint)  # fmt: skip
+    log.info(
+        "rotated signing key: %s retired, %s current",
+        old.current.fingerprint,
+        public.current.fingerprint,
+    )
     return KeyRing(key_dir, signer, public)
 
 
 def _private_key_of(key_dir: Path, current: PublicKey) -> Signer:
     """The private key of ``current``: ``signing-key``, or ``signing-key.next`` after a
     rotation that stopped between publishing the key and renaming it."""
-    found = [s for s in map(_read_private, (key_dir / PRIVATE_KEY_FILE, key_dir / PENDING_KEY_FILE))
-             if s is not None]  # fmt: skip
+    found = [
+        s
+        for s in map(_read_private, (key_dir / PRIVATE_KEY_FILE, key_dir / PENDING_KEY_FILE))
+        if s is not None
+    ]
     for signer in found:
         if signer.public_key == current.public_key:
             return signer
@@ -196,8 +204,10 @@ def _read_private(path: Path) -> Signer | None:
         mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
         # As ssh does: a key others could read may have been copied; refuse rather than sign.
         if mode & 0o077:
-            raise KeyFileError(f"{path} is accessible by others (mode {mode:04o}): "
-                               f"`chmod 600 {path}`, and rotate if it may have been copied")  # fmt: skip
+            raise KeyFileError(
+                f"{path} is accessible by others (mode {mode:04o}): "
+                f"`chmod 600 {path}`, and rotate if it may have been copied"
+            )
         data = f.read()
     try:
         return Signer.parse(data.decode("ascii").strip())

@@ -23,10 +23,22 @@ from agentaudit_schemas.records import record_id
 
 TABLE = "agentaudit.repriced"
 COLUMNS = (
-    "run_id", "repriced_at", "pricing_version", "event_id", "tenant_id", "occurred_at",
-    "provider", "model", "input_tokens", "output_tokens", "original_cost_usd",
-    "original_priced", "original_pricing_version", "cost_usd", "priced",
-)  # fmt: skip
+    "run_id",
+    "repriced_at",
+    "pricing_version",
+    "event_id",
+    "tenant_id",
+    "occurred_at",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "original_cost_usd",
+    "original_priced",
+    "original_pricing_version",
+    "cost_usd",
+    "priced",
+)
 PAGE = 50_000
 
 _ROWS_SQL = """
@@ -69,27 +81,69 @@ class _Tokens:
 
 
 def reprice(
-    store: Store, pricing: Pricing, lo: datetime, hi: datetime, *, tenant: str = "",
+    store: Store,
+    pricing: Pricing,
+    lo: datetime,
+    hi: datetime,
+    *,
+    tenant: str = "",
     now: Callable[[], datetime],
 ) -> RepriceResult:
     """Re-price the window's `llm_call`s under `pricing` into `agentaudit.repriced`."""
     started = now()
-    result = RepriceResult(record_id("reprice", pricing.version, tenant, lo, hi, started)[:16],
-                           pricing.version)  # fmt: skip
+    result = RepriceResult(
+        record_id("reprice", pricing.version, tenant, lo, hi, started)[:16], pricing.version
+    )
     cost = EventCost(pricing)
     after: tuple[str, str] = ("", "00000000-0000-0000-0000-000000000000")
     while True:
-        params = {"tenant": tenant, "lo": lo, "hi": hi, "after_t": after[0],
-                  "after_e": after[1], "page": PAGE}  # fmt: skip
+        params = {
+            "tenant": tenant,
+            "lo": lo,
+            "hi": hi,
+            "after_t": after[0],
+            "after_e": after[1],
+            "page": PAGE,
+        }
         rows = store.query(_ROWS_SQL, params).result_rows
         if not rows:
             return result
         out: list[tuple[Any, ...]] = []
-        for event_id, t, at, provider, model, inp, outp, cached, written, was, was_priced, ver in rows:
+        for (
+            event_id,
+            t,
+            at,
+            provider,
+            model,
+            inp,
+            outp,
+            cached,
+            written,
+            was,
+            was_priced,
+            ver,
+        ) in rows:
             usage = cast(Usage, _Tokens(int(inp), int(outp), int(cached), int(written)))
             usd, priced, _ = cost.llm_call(str(provider), str(model), usage, at=at, tenant=str(t))
-            out.append((result.run_id, started, pricing.version, event_id, t, at, provider, model,
-                        inp, outp, was, was_priced, ver, usd, priced))  # fmt: skip
+            out.append(
+                (
+                    result.run_id,
+                    started,
+                    pricing.version,
+                    event_id,
+                    t,
+                    at,
+                    provider,
+                    model,
+                    inp,
+                    outp,
+                    was,
+                    was_priced,
+                    ver,
+                    usd,
+                    priced,
+                )
+            )
             result.rows += 1
             result.usd_before += Decimal(was)
             result.usd_after += usd

@@ -31,8 +31,12 @@ def serve_broker(port: int, partitions: int, console: Console) -> None:
     with LocalBroker(port=port) as local:
         settings = Settings(kafka_bootstrap=local.bootstrap, partitions=partitions)
         created = asyncio.run(ensure_topics(settings))
-        console.print(f"broker ready: [bold]{local.bootstrap}[/bold]  (topics created: {', '.join(created) or 'none'})")
-        console.print(f"export AGENTAUDIT_KAFKA_BOOTSTRAP={local.bootstrap}   # Ctrl-C stops; nothing is kept")
+        console.print(
+            f"broker ready: [bold]{local.bootstrap}[/bold]  (topics created: {', '.join(created) or 'none'})"
+        )
+        console.print(
+            f"export AGENTAUDIT_KAFKA_BOOTSTRAP={local.bootstrap}   # Ctrl-C stops; nothing is kept"
+        )
         while not stopped.wait(0.5):
             if not local.running:
                 raise StoreUnavailable("the broker process exited unexpectedly")
@@ -40,7 +44,11 @@ def serve_broker(port: int, partitions: int, console: Console) -> None:
 
 
 async def serve_worker(
-    settings: Settings, stop: asyncio.Event, console: Console, *, sweep_clock: SweepClock | None = None
+    settings: Settings,
+    stop: asyncio.Event,
+    console: Console,
+    *,
+    sweep_clock: SweepClock | None = None,
 ) -> None:
     """Own the store, apply migrations, sink events until `stop` is set; apply retention every
     `retention_sweep_interval_s` (at `sweep_clock`'s times; tests inject one)."""
@@ -65,8 +73,10 @@ async def serve_worker(
             f"{'chDB at ' + str(settings.store_dir) if settings.embedded else 'ClickHouse server'}; Ctrl-C stops"
         )
         if settings.checkpoint_interval_s > 0:
-            console.print(f"signing every chain's checkpoint every {settings.checkpoint_interval_s:g} s; "
-                          f"anchored in {settings.checkpoints_dir}")  # fmt: skip
+            console.print(
+                f"signing every chain's checkpoint every {settings.checkpoint_interval_s:g} s; "
+                f"anchored in {settings.checkpoints_dir}"
+            )
         # /metrics (AGENTAUDIT_METRICS_PORT, 0 = off): counts every sink's flushes.
         from agentaudit.health.metrics import start_worker_metrics
         from agentaudit.records.sink import run_record_sink
@@ -79,7 +89,9 @@ async def serve_worker(
         # reported, instead of events flowing on while alerts silently stop being stored.
         records.add_done_callback(lambda _task: stop.set())
         # The jobs run in their own process: storing never waits for analysis.
-        jobs = asyncio.create_task(JobsProcess(settings).run(stop)) if settings.stream_jobs else None
+        jobs = (
+            asyncio.create_task(JobsProcess(settings).run(stop)) if settings.stream_jobs else None
+        )
         sweeps = _start_sweeps(settings, store, stop, sweep_clock, console)
         # Alert delivery when a routing file is set: it never raises and never
         # stops the sink (a failure is logged and counted, then retried).
@@ -126,7 +138,11 @@ async def serve_worker(
 
 
 def _start_sweeps(
-    settings: Settings, store: Store, stop: asyncio.Event, clock: SweepClock | None, console: Console
+    settings: Settings,
+    store: Store,
+    stop: asyncio.Event,
+    clock: SweepClock | None,
+    console: Console,
 ) -> asyncio.Task[None] | None:
     """The retention sweeps as a task beside the sink (in a thread each, on this store)."""
     if settings.retention_sweep_interval_s <= 0 or settings.checkpoint_interval_s <= 0:
@@ -148,7 +164,9 @@ async def run_stream_jobs(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def _run_sink_processes(
-    settings: Settings, stop: asyncio.Event, on_report: Callable[[dict[str, Any]], None] | None = None
+    settings: Settings,
+    stop: asyncio.Event,
+    on_report: Callable[[dict[str, Any]], None] | None = None,
 ) -> ChildCounters:
     """The sink as `settings.sink_processes` processes served by this one's store; `on_report`
     sees their report lines (the worker's metrics)."""
@@ -161,7 +179,9 @@ async def _run_sink_processes(
         stopped.cancel()
         exited.cancel()
     if not stop.is_set():
-        raise StoreUnavailable("every sink process exited; see their messages above, fix the cause and restart")
+        raise StoreUnavailable(
+            "every sink process exited; see their messages above, fix the cause and restart"
+        )
     return pool.totals()
 
 
@@ -176,11 +196,18 @@ def run_migrations(settings: Settings, *, down: int, status_only: bool, console:
             return
         names = rollback(store, down) if down else migrate(store)
         verb = "rolled back" if down else "applied"
-        console.print(f"{verb}: {', '.join(names)}" if names else "nothing to do: the schema is current")
+        console.print(
+            f"{verb}: {', '.join(names)}" if names else "nothing to do: the schema is current"
+        )
 
 
 def run_query(
-    settings: Settings, sql: str, fmt: str, console: Console, *, auditor: tuple[str, str] | None = None
+    settings: Settings,
+    sql: str,
+    fmt: str,
+    console: Console,
+    *,
+    auditor: tuple[str, str] | None = None,
 ) -> None:
     """Run a read-only statement; as `auditor` (name, token): scoped to its tenants and recorded
     in the access log before the result is shown (agentaudit/auditors/gate.py)."""
@@ -228,5 +255,7 @@ def run_end_trail(settings: Settings, tenant_id: str, console: Console) -> None:
 
     with open_store(settings) as store:
         for e in end_tenant(settings, store, tenant_id):
-            console.print(f"{e.chain[0]}/p{e.chain[1]}: ended at {e.size} rows (signed, anchored in "
-                          f"{settings.checkpoints_dir})")  # fmt: skip
+            console.print(
+                f"{e.chain[0]}/p{e.chain[1]}: ended at {e.size} rows (signed, anchored in "
+                f"{settings.checkpoints_dir})"
+            )

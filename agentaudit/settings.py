@@ -17,8 +17,15 @@ GOLDSETS_TOPIC = "agentaudit.goldsets.v1"
 PINS_TOPIC = "agentaudit.pins.v1"
 
 __all__ = [
-    "ALERTS_TOPIC", "BUDGETS_TOPIC", "CONTROL_TOPIC", "DLQ_TOPIC", "EVENTS_TOPIC", "GOLDSETS_TOPIC",
-    "PINS_TOPIC", "KafkaConnection", "Settings",
+    "ALERTS_TOPIC",
+    "BUDGETS_TOPIC",
+    "CONTROL_TOPIC",
+    "DLQ_TOPIC",
+    "EVENTS_TOPIC",
+    "GOLDSETS_TOPIC",
+    "PINS_TOPIC",
+    "KafkaConnection",
+    "Settings",
 ]
 
 
@@ -37,12 +44,18 @@ class Settings(SdkSettings):
     )
     dlq_topic: str = DLQ_TOPIC
     alerts_topic: str = ALERTS_TOPIC
-    goldsets_topic: str = Field(default=GOLDSETS_TOPIC, description="Compacted: registered gold sets by id@version.")
-    pins_topic: str = Field(default=PINS_TOPIC, description="Compacted: pinned reference distributions for drift.")
+    goldsets_topic: str = Field(
+        default=GOLDSETS_TOPIC, description="Compacted: registered gold sets by id@version."
+    )
+    pins_topic: str = Field(
+        default=PINS_TOPIC, description="Compacted: pinned reference distributions for drift."
+    )
     partitions: int = Field(default=6, ge=1, le=1024, description="Partitions for created topics.")
     consumer_group: str = "agentaudit-sink"
     sink_batch_size: int = Field(default=20_000, ge=1, description="Rows per insert, at most.")
-    sink_flush_interval_ms: int = Field(default=250, ge=1, description="Longest a row waits to be inserted.")
+    sink_flush_interval_ms: int = Field(
+        default=250, ge=1, description="Longest a row waits to be inserted."
+    )
     sink_processes: int = Field(
         default=1,
         ge=1,
@@ -50,7 +63,8 @@ class Settings(SdkSettings):
         description="Sink processes the worker runs (they share the partitions); up to one per core.",
     )
     stream_jobs: bool = Field(
-        default=True, description="Run the faust stream jobs (spend, budgets, breakers) in the worker."
+        default=True,
+        description="Run the faust stream jobs (spend, budgets, breakers) in the worker.",
     )
     max_clock_skew_s: float = Field(
         default=900.0,
@@ -109,34 +123,47 @@ class Settings(SdkSettings):
     )
     # -- health: `agentaudit status`, the worker's /metrics, query's warning --
     metrics_port: int = Field(
-        default=0, ge=0, le=65535, description="The worker serves Prometheus /metrics here; 0 = off."
+        default=0,
+        ge=0,
+        le=65535,
+        description="The worker serves Prometheus /metrics here; 0 = off.",
     )
     metrics_host: str = Field(default="127.0.0.1", description="Address /metrics binds to.")
     metrics_refresh_s: float = Field(
-        default=5.0, gt=0, description="How often the worker re-reads lag and store figures for /metrics."
+        default=5.0,
+        gt=0,
+        description="How often the worker re-reads lag and store figures for /metrics.",
     )
     health_max_lag: int = Field(
-        default=10_000, ge=0, description="Consumer lag (messages, any partition) above which status is degraded."
+        default=10_000,
+        ge=0,
+        description="Consumer lag (messages, any partition) above which status is degraded.",
     )
     health_max_insert_age_s: float = Field(
-        default=120.0, gt=0,
+        default=120.0,
+        gt=0,
         description="With lag on the events topic, no insert for this long means the writer is down.",
-    )  # fmt: skip
+    )
     health_max_dead_letter_ratio: float = Field(
-        default=0.05, ge=0, le=1,
+        default=0.05,
+        ge=0,
+        le=1,
         description="Share of dead letters among the last 5 minutes' rows above which status is degraded.",
-    )  # fmt: skip
+    )
     health_max_heartbeat_age_s: float = Field(
         default=60.0, gt=0, description="Stream-jobs heartbeat older than this: degraded."
     )
     health_max_checkpoint_age_s: float = Field(
-        default=300.0, gt=0, description="A chain whose newest checkpoint is older than this: degraded."
+        default=300.0,
+        gt=0,
+        description="A chain whose newest checkpoint is older than this: degraded.",
     )
     # -- the kill switch knowing it is blind: the stream jobs' heartbeat on the control topic --
     jobs_heartbeat_interval_s: float = Field(
-        default=5.0, gt=0,
+        default=5.0,
+        gt=0,
         description="The stream jobs publish a heartbeat (key heartbeat/stream_jobs) this often.",
-    )  # fmt: skip
+    )
     # -- prices: the price-override file (schemas/pricing, README Prices) --
     price_overrides: Path | None = Field(
         default=None,
@@ -145,23 +172,30 @@ class Settings(SdkSettings):
     )
     # -- otlp: the OTLP/HTTP receiver (agentaudit/otlp, README OpenTelemetry) --
     otlp_port: int = Field(
-        default=0, ge=0, le=65535,
+        default=0,
+        ge=0,
+        le=65535,
         description="The worker also serves OTLP/HTTP (/v1/traces, /v1/logs) here; 0 = off.",
-    )  # fmt: skip
+    )
     otlp_host: str = Field(default="127.0.0.1", description="Address the OTLP receiver binds to.")
     otlp_keys_file: Path | None = Field(
         default=None,
         description="API keys of the OTLP receiver (SHA-256 → tenant); default <key_dir>/otlp-keys.json.",
     )
     otlp_max_body_bytes: int = Field(
-        default=16 << 20, ge=1024, description="Largest OTLP request body, compressed or not (413 above)."
+        default=16 << 20,
+        ge=1024,
+        description="Largest OTLP request body, compressed or not (413 above).",
     )
     otlp_send_timeout_s: float = Field(
-        default=10.0, gt=0,
+        default=10.0,
+        gt=0,
         description="How long a request waits for the broker's acknowledgements before answering 503.",
-    )  # fmt: skip
+    )
     otlp_max_inflight: int = Field(
-        default=64, ge=1, description="Requests handled at once; more are answered 429 (retry later)."
+        default=64,
+        ge=1,
+        description="Requests handled at once; more are answered 429 (retry later).",
     )
 
     def to_env(self) -> dict[str, str]:

@@ -42,29 +42,66 @@ EXISTS = "ExistsTableQuery"
 
 # How the statement kinds of the dump read in SQL, for messages.
 _KIND_SQL = {
-    "InsertQuery": "INSERT", "AlterQuery": "ALTER", "DeleteQuery": "DELETE",
-    "UpdateQuery": "UPDATE", "TruncateQuery": "TRUNCATE", "DropQuery": "DROP",
-    "CreateQuery": "CREATE", "Rename": "RENAME/EXCHANGE", "OptimizeQuery": "OPTIMIZE",
-    "SYSTEM": "SYSTEM", "Set": "SET", "UseQuery": "USE", "KillQueryQuery": "KILL",
-    "GrantQuery": "GRANT/REVOKE", "DetachQuery": "DETACH", "UndropQuery": "UNDROP",
-    "CheckQuery": "CHECK", "Explain": "EXPLAIN", "BackupQuery": "BACKUP/RESTORE",
-    "ShowProcesslistQuery": "SHOW PROCESSLIST", "ShowCreateTableQuery": "SHOW CREATE",
-    "WatchQuery": "WATCH", "ShowColumns": "SHOW COLUMNS",
-}  # fmt: skip
-_WRITES = frozenset({
-    "InsertQuery", "AlterQuery", "DeleteQuery", "UpdateQuery", "TruncateQuery", "DropQuery",
-    "CreateQuery", "Rename", "OptimizeQuery", "SYSTEM", "KillQueryQuery", "GrantQuery",
-    "DetachQuery", "UndropQuery", "BackupQuery",
-})  # fmt: skip
+    "InsertQuery": "INSERT",
+    "AlterQuery": "ALTER",
+    "DeleteQuery": "DELETE",
+    "UpdateQuery": "UPDATE",
+    "TruncateQuery": "TRUNCATE",
+    "DropQuery": "DROP",
+    "CreateQuery": "CREATE",
+    "Rename": "RENAME/EXCHANGE",
+    "OptimizeQuery": "OPTIMIZE",
+    "SYSTEM": "SYSTEM",
+    "Set": "SET",
+    "UseQuery": "USE",
+    "KillQueryQuery": "KILL",
+    "GrantQuery": "GRANT/REVOKE",
+    "DetachQuery": "DETACH",
+    "UndropQuery": "UNDROP",
+    "CheckQuery": "CHECK",
+    "Explain": "EXPLAIN",
+    "BackupQuery": "BACKUP/RESTORE",
+    "ShowProcesslistQuery": "SHOW PROCESSLIST",
+    "ShowCreateTableQuery": "SHOW CREATE",
+    "WatchQuery": "WATCH",
+    "ShowColumns": "SHOW COLUMNS",
+}
+_WRITES = frozenset(
+    {
+        "InsertQuery",
+        "AlterQuery",
+        "DeleteQuery",
+        "UpdateQuery",
+        "TruncateQuery",
+        "DropQuery",
+        "CreateQuery",
+        "Rename",
+        "OptimizeQuery",
+        "SYSTEM",
+        "KillQueryQuery",
+        "GrantQuery",
+        "DetachQuery",
+        "UndropQuery",
+        "BackupQuery",
+    }
+)
 _WRITE_HINT = (
     "the trail is append-only and only the sink writes it; `agentaudit migrate` changes the "
     "schema, `agentaudit budgets` and `agentaudit block` change the controls"
 )
 # Functions whose right-hand argument may name a table (`x IN db.t`).
-_IN_FUNCTIONS = frozenset({
-    "in", "notin", "globalin", "globalnotin", "nullin", "notnullin", "globalnullin",
-    "globalnotnullin",
-})  # fmt: skip
+_IN_FUNCTIONS = frozenset(
+    {
+        "in",
+        "notin",
+        "globalin",
+        "globalnotin",
+        "nullin",
+        "notnullin",
+        "globalnullin",
+        "globalnotnullin",
+    }
+)
 _CHILDREN_RE = re.compile(r" \(children (\d+)\)$")
 _PLAIN_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?")
 
@@ -90,10 +127,17 @@ class Policy:
 
 # Scalar functions that read files, other servers, dictionaries (whose source may be another
 # server) or other tables by name, or echo the request's credentials.
-_REACHING_OUT = frozenset({
-    "file", "hascolumnintable", "catboostevaluate", "modelevaluate", "getclienthttpheader",
-    "currentrequesturl", "generateserialid",
-})  # fmt: skip
+_REACHING_OUT = frozenset(
+    {
+        "file",
+        "hascolumnintable",
+        "catboostevaluate",
+        "modelevaluate",
+        "getclienthttpheader",
+        "currentrequesturl",
+        "generateserialid",
+    }
+)
 
 OPERATOR = Policy(
     name="agentaudit query",
@@ -175,8 +219,13 @@ def judge(lines: Sequence[str], statement: str, policy: Policy = OPERATOR) -> Ve
     """The verdict on an `EXPLAIN AST` dump (one line per element of `lines`)."""
     root = _tree(lines)
     if root is None:
-        return Verdict(False, f"refused: the parser's answer could not be verified; "
-                       f"{policy.name} runs only statements it can check", statement, "")  # fmt: skip
+        return Verdict(
+            False,
+            f"refused: the parser's answer could not be verified; "
+            f"{policy.name} runs only statements it can check",
+            statement,
+            "",
+        )
     try:
         _judge_root(root, policy)
         _judge_following(lines, policy)
@@ -223,8 +272,10 @@ def _judge_root(root: _Node, policy: Policy) -> None:
         if child.kind == "Set":
             raise _Refused(_settings_message(policy))
         if child.kind == "Literal":
-            raise _Refused(f"INTO OUTFILE is not allowed in {policy.name}; redirect the output "
-                           "instead (--format csv > file)")  # fmt: skip
+            raise _Refused(
+                f"INTO OUTFILE is not allowed in {policy.name}; redirect the output "
+                "instead (--format csv > file)"
+            )
         if root.kind in (SHOW, EXISTS) and child.kind == "Identifier":
             continue  # database and table names (and the client's FORMAT Native)
         if child.kind == "Identifier" and child.text != "Native":
@@ -235,8 +286,10 @@ def _judge_root(root: _Node, policy: Policy) -> None:
 
 def _judge_node(node: _Node, policy: Policy) -> None:
     if policy.node_kinds is not None and node.kind not in policy.node_kinds:
-        raise _Refused(f"{_KIND_SQL.get(node.kind, node.kind)} is not allowed in {policy.name}; "
-                       "it reads SELECT statements over its tables only")  # fmt: skip
+        raise _Refused(
+            f"{_KIND_SQL.get(node.kind, node.kind)} is not allowed in {policy.name}; "
+            "it reads SELECT statements over its tables only"
+        )
     if node.kind == "Set":
         raise _Refused(_settings_message(policy))
     if node.kind == "TableIdentifier":
@@ -246,8 +299,10 @@ def _judge_node(node: _Node, policy: Policy) -> None:
         lowered = name.lower()
         prefixes = policy.denied_function_prefixes
         if lowered in policy.denied_functions or lowered.startswith(prefixes):
-            raise _Refused(f"function {name}() is not allowed in {policy.name}: it reads outside "
-                           "the trail (files, dictionaries, other tables or servers)")  # fmt: skip
+            raise _Refused(
+                f"function {name}() is not allowed in {policy.name}: it reads outside "
+                "the trail (files, dictionaries, other tables or servers)"
+            )
         if lowered in _IN_FUNCTIONS and node.children and len(node.children[0].children) == 2:
             right = node.children[0].children[1]
             if right.kind == "Identifier":  # `x IN db.t` reads a table
@@ -263,17 +318,21 @@ def _judge_following(lines: Sequence[str], policy: Policy) -> None:
         kind, _, text = following.strip().partition(" ")
         if kind not in ("TableIdentifier", "Subquery"):
             name = text.split(" ", 1)[0] if kind == "Function" else kind
-            raise _Refused(f"table function {name}() is not allowed in {policy.name}: table "
-                           "functions reach files, URLs, other servers or other tables; read "
-                           "the agentaudit tables")  # fmt: skip
+            raise _Refused(
+                f"table function {name}() is not allowed in {policy.name}: table "
+                "functions reach files, URLs, other servers or other tables; read "
+                "the agentaudit tables"
+            )
 
 
 def _judge_table(text: str, policy: Policy) -> None:
     match = _PLAIN_NAME_RE.match(text)
     rest = text[match.end() :] if match else text
     if match is None or (rest and not rest.startswith(" (")):
-        raise _Refused(f"the table name {text.split(' (')[0]!r} is not a plain name; "
-                       f"{policy.name} reads {_scope(policy)}")  # fmt: skip
+        raise _Refused(
+            f"the table name {text.split(' (')[0]!r} is not a plain name; "
+            f"{policy.name} reads {_scope(policy)}"
+        )
     name = match.group(0)
     database, dot, _ = name.partition(".")
     if not dot:
@@ -339,8 +398,9 @@ def fence(verdict: Verdict, limits: Limits, first: str = "") -> str:
 def stopped_by_limit(exc: Exception, limits: Limits, policy: Policy) -> BadQuery | None:
     """BadQuery naming the limit the statement ran into, or None for any other error. The store
     client maps some of these codes to StoreUnavailable and leaves others unclassified."""
-    code = getattr(exc.__cause__ if isinstance(exc, (BadQuery, StoreUnavailable)) else exc,
-                   "code", None)  # fmt: skip
+    code = getattr(
+        exc.__cause__ if isinstance(exc, (BadQuery, StoreUnavailable)) else exc, "code", None
+    )
     if code not in _LIMIT_CODES:
         return None
     why = _LIMIT_CODES[code].format(

@@ -31,7 +31,9 @@ class Ended:
     size: int
 
 
-def end_tenant(settings: Settings, store: Store, tenant_id: str, clock: UtcNow = utc_now) -> list[Ended]:
+def end_tenant(
+    settings: Settings, store: Store, tenant_id: str, clock: UtcNow = utc_now
+) -> list[Ended]:
     """Sign an end checkpoint for every chain of `tenant_id`; UserError if one cannot be."""
     ring = KeyRing.load(settings.key_dir)
     anchor = DirectoryAnchor(settings.checkpoints_dir)
@@ -43,15 +45,26 @@ def end_tenant(settings: Settings, store: Store, tenant_id: str, clock: UtcNow =
     heads = {(tenant_id, int(p)): (int(seq), "") for p, seq in rows}
     if not heads:
         raise UserError(f"tenant {tenant_id!r} has no rows in the trail: nothing to end")
-    trees = rebuild(store, settings.events_topic, sorted({p for _, p in heads}), heads, anchor,
-                    ring.verifiers, settings.deployment)  # fmt: skip
+    trees = rebuild(
+        store,
+        settings.events_topic,
+        sorted({p for _, p in heads}),
+        heads,
+        anchor,
+        ring.verifiers,
+        settings.deployment,
+    )
     trees.trees = {k: t for k, t in trees.trees.items() if k in heads}
     if bad := {k: why for k, why in trees.unsigned.items() if k in heads}:
         detail = "; ".join(f"p{p}: {why}" for (_, p), why in sorted(bad.items()))
         raise UserError(f"not ended: {detail}. Run `agentaudit verify --tenant {tenant_id}`")
     already = trees.ended & heads.keys()
     trees.ended -= already  # ending again re-states the end at the current size
-    signed = ChainSigner(ring.signer, settings.deployment).sign(trees, clock(), end=frozenset(heads))
+    signed = ChainSigner(ring.signer, settings.deployment).sign(
+        trees, clock(), end=frozenset(heads)
+    )
     anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in signed)
-    store.insert(CHECKPOINT_TABLE, [list(col) for col in zip(*(c.row for c in signed))], CHECKPOINT_COLUMNS)
+    store.insert(
+        CHECKPOINT_TABLE, [list(col) for col in zip(*(c.row for c in signed))], CHECKPOINT_COLUMNS
+    )
     return [Ended((c.tenant_id, c.partition), c.row[3]) for c in signed]

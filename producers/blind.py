@@ -149,9 +149,13 @@ class BlindWatch:
             else:
                 self.counters.recovered += 1
         if stale:
-            logger.warning("agentaudit: kill switch blind: %s; blocks published since may not be "
-                           "seen (threshold %.1fs)%s", self._describe(now), threshold,
-                           self._policy())  # fmt: skip
+            logger.warning(
+                "agentaudit: kill switch blind: %s; blocks published since may not be "
+                "seen (threshold %.1fs)%s",
+                self._describe(now),
+                threshold,
+                self._policy(),
+            )
         else:
             logger.warning("agentaudit: kill switch sees again: %s", self._describe(now))
         return stale
@@ -161,8 +165,10 @@ class BlindWatch:
         age_s = max(0, now_ns - self._seen_ns) / 1e9
         if beat is None:
             return f"no {self.source} heartbeat in the {age_s:.1f}s since the client started"
-        return (f"last {self.source} heartbeat {age_s:.1f}s ago (at {beat.at.isoformat()}, "
-                f"from {beat.worker}, seq {beat.seq})")  # fmt: skip
+        return (
+            f"last {self.source} heartbeat {age_s:.1f}s ago (at {beat.at.isoformat()}, "
+            f"from {beat.worker}, seq {beat.seq})"
+        )
 
     def _policy(self) -> str:
         if self._all_ns is not None:

@@ -109,9 +109,13 @@ class Client(BaseClient):
         self._errors: deque[Exception] = deque(maxlen=max_recent_errors)
         self._spool: SpoolBackend = spool if spool is not None else MemorySpool()
         self._warn = WarnLimiter(logger)
-        self.control = KillSwitch(enabled=kill_switch, clock=clock, pricing=pricing,
-                                  stale_after_s=stale_after_s,
-                                  fail_closed_after_s=fail_closed_after_s)  # fmt: skip
+        self.control = KillSwitch(
+            enabled=kill_switch,
+            clock=clock,
+            pricing=pricing,
+            stale_after_s=stale_after_s,
+            fail_closed_after_s=fail_closed_after_s,
+        )
         self._defaults = defaults = {
             "tenant_id": tenant_id,
             "agent_id": agent_id,

@@ -215,11 +215,17 @@ class CompactedReader:
                 consumer.seek(tp, self._positions[tp])
         if fresh:
             await consumer.seek_to_beginning(*fresh)
-        self._next_topic_check = asyncio.get_running_loop().time() + self._topic_backoff.next_delay()
+        self._next_topic_check = (
+            asyncio.get_running_loop().time() + self._topic_backoff.next_delay()
+        )
 
 
 async def read_latest(
-    bootstrap: str | KafkaConnection, topic: str, *, timeout_s: float, client_id: str,
+    bootstrap: str | KafkaConnection,
+    topic: str,
+    *,
+    timeout_s: float,
+    client_id: str,
     **consumer_options: Any,
 ) -> dict[bytes, bytes]:
     """Key → latest non-empty value of `topic`, read from the beginning to its end once; keys

@@ -125,4 +125,3 @@ class Binding(AsyncFromSync):
         if self._token is not None:
             restore(self._token, self._previous)
             self._token = None
-

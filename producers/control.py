@@ -160,8 +160,12 @@ class ControlState:
 
     def active_blocks(self, now: datetime) -> list[ControlMessage]:
         """Every block in force at `now`, sorted by scope key."""
-        found = [m for group in self._blocks.values() for m in group.values()
-                 if m.until is None or m.until > now]  # fmt: skip
+        found = [
+            m
+            for group in self._blocks.values()
+            for m in group.values()
+            if m.until is None or m.until > now
+        ]
         return sorted(found, key=lambda m: m.scope.key)
 
     def heartbeat(self, source: str = "stream_jobs") -> Heartbeat | None:
@@ -178,8 +182,11 @@ class ControlState:
         budgets = self._request_budgets.get(tenant_id)
         if not budgets:
             return []
-        return [b for name, b in sorted(budgets.items())
-                if b.user_id in (None, "*") or b.user_id == user_id]  # fmt: skip
+        return [
+            b
+            for name, b in sorted(budgets.items())
+            if b.user_id in (None, "*") or b.user_id == user_id
+        ]
 
     @property
     def any_request_budgets(self) -> bool:

@@ -62,9 +62,13 @@ class ControlListener:
         self._backoff = backoff or Backoff(0.5, 30.0)
         self._connect_timeout_s = connect_timeout_s
         self._reader = CompactedReader(
-            bootstrap, self.topics, client_id=client_id, fetch_max_wait_ms=fetch_max_wait_ms,
-            close_timeout_s=close_timeout_s, **consumer_options,
-        )  # fmt: skip
+            bootstrap,
+            self.topics,
+            client_id=client_id,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            close_timeout_s=close_timeout_s,
+            **consumer_options,
+        )
         self._warn = WarnLimiter(logger)
 
     async def run(self) -> None:

@@ -122,8 +122,17 @@ class Blocked(AgentAuditError):
         )
 
     def _fields(self) -> dict[str, Any]:
-        names = ("scope", "reason", "message", "runbook", "until", "control_id", "issued_by",
-                 "issued_at", "tool")  # fmt: skip
+        names = (
+            "scope",
+            "reason",
+            "message",
+            "runbook",
+            "until",
+            "control_id",
+            "issued_by",
+            "issued_at",
+            "tool",
+        )
         return {name: getattr(self, name) for name in names}
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -175,8 +184,17 @@ class RequestBudgetExceeded(AgentAuditError):
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        names = ("budget", "tenant_id", "limit_kind", "limit", "estimate", "provider", "model",
-                 "input_tokens", "max_output_tokens")  # fmt: skip
+        names = (
+            "budget",
+            "tenant_id",
+            "limit_kind",
+            "limit",
+            "estimate",
+            "provider",
+            "model",
+            "input_tokens",
+            "max_output_tokens",
+        )
         return (_rebuild, (type(self), {name: getattr(self, name) for name in names}))
 
 

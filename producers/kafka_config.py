@@ -85,10 +85,14 @@ class KafkaConnection(BaseModel):
         # A setting that the protocol would silently ignore is a misconfiguration: say so.
         if self.uses_sasl:
             missing = [
-                env for env, value in (("SASL_MECHANISM", self.sasl_mechanism),
-                                       ("SASL_USERNAME", self.username),
-                                       ("SASL_PASSWORD", self.password)) if not value
-            ]  # fmt: skip
+                env
+                for env, value in (
+                    ("SASL_MECHANISM", self.sasl_mechanism),
+                    ("SASL_USERNAME", self.username),
+                    ("SASL_PASSWORD", self.password),
+                )
+                if not value
+            ]
             if missing:
                 names = ", ".join(ENV_PREFIX + m for m in missing)
                 raise ValueError(f"{self.security_protocol} needs {names}")
@@ -116,7 +120,9 @@ class KafkaConnection(BaseModel):
         return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> KafkaConnection:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> KafkaConnection:
         """From `AGENTAUDIT_KAFKA_*` variables (the names the server's settings use)."""
         env = os.environ if environ is None else environ
         fields: dict[str, Any] = {
@@ -269,7 +275,9 @@ async def tls_problem(connection: KafkaConnection, timeout_s: float = 3.0) -> st
     # blocking sockets in a thread: asyncio's SSL transport reports a TLS alert received
     # after the handshake as a plain end of stream, losing the reason
     with_cert = connection.ssl_certfile is not None
-    return await asyncio.to_thread(_handshake, host.strip("[]"), int(port), context, timeout_s, with_cert)
+    return await asyncio.to_thread(
+        _handshake, host.strip("[]"), int(port), context, timeout_s, with_cert
+    )
 
 
 def _handshake(
@@ -288,8 +296,9 @@ def _handshake(
                 # an alert (some TLS stacks send none) refused the client's certificate.
                 return "the broker closed the connection right after the handshake " + (
                     "(is the client certificate signed by a CA the broker trusts?)"
-                    if with_cert else "(it probably requires a client certificate)"
-                )  # fmt: skip
+                    if with_cert
+                    else "(it probably requires a client certificate)"
+                )
     except ssl.SSLError as exc:
         return str(exc.reason or exc)
     except (OSError, ValueError):

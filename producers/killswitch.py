@@ -101,8 +101,9 @@ class KillSwitch:
     ) -> None:
         self.enabled = enabled
         self.state = ControlState()
-        self.blind = BlindWatch(self.state, clock, stale_after_s=stale_after_s,
-                                fail_closed_after_s=fail_closed_after_s)  # fmt: skip
+        self.blind = BlindWatch(
+            self.state, clock, stale_after_s=stale_after_s, fail_closed_after_s=fail_closed_after_s
+        )
         self.fail_closed = enabled and self.blind.fail_closed
         """True when some tenant refuses work while the view is stale (off: one read)."""
         self.counters = ControlCounters()

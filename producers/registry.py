@@ -37,13 +37,23 @@ class ProxyClient(BaseClient):
         self.delegate.check(tool)
 
     def check_request(
-        self, provider: str, model: str, *, input_tokens: int, max_output_tokens: int,
-        cached_input_tokens: int = 0, cache_write_tokens: int = 0,
+        self,
+        provider: str,
+        model: str,
+        *,
+        input_tokens: int,
+        max_output_tokens: int,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> Any:
         return self.delegate.check_request(
-            provider, model, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
-            cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens,
-        )  # fmt: skip
+            provider,
+            model,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output_tokens,
+            cached_input_tokens=cached_input_tokens,
+            cache_write_tokens=cache_write_tokens,
+        )
 
     def flush(self, timeout: float | None = None, *, delivered: bool = False) -> bool:
         return self.delegate.flush(timeout, delivered=delivered)

@@ -31,8 +31,12 @@ class SdkSettings(BaseSettings):
         description="Holds the embedded chDB store, the SDK spool and local runtime files.",
     )
     events_topic: str = EVENTS_TOPIC
-    control_topic: str = Field(default=CONTROL_TOPIC, description="Compacted: block/unblock per scope.")
-    budgets_topic: str = Field(default=BUDGETS_TOPIC, description="Compacted: budget definitions by name.")
+    control_topic: str = Field(
+        default=CONTROL_TOPIC, description="Compacted: block/unblock per scope."
+    )
+    budgets_topic: str = Field(
+        default=BUDGETS_TOPIC, description="Compacted: budget definitions by name."
+    )
 
     # -- kafka: how every Kafka client connects (producers/kafka_config.py,
     # README "Managed Kafka: TLS and SASL"); `kafka_connection()` builds the one object from them --
@@ -45,9 +49,12 @@ class SdkSettings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = Field(default=None, description="Never logged.")
     kafka_ssl_cafile: Path | None = Field(
-        default=None, description="CA bundle (PEM) for the brokers' certificates; unset = system CAs."
+        default=None,
+        description="CA bundle (PEM) for the brokers' certificates; unset = system CAs.",
     )
-    kafka_ssl_certfile: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate (mutual TLS)."
+    )
     kafka_ssl_keyfile: Path | None = Field(default=None, description="Client certificate's key.")
     kafka_ssl_key_password: SecretStr | None = Field(default=None, description="Never logged.")
     kafka_ssl_check_hostname: bool = True

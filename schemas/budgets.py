@@ -62,7 +62,9 @@ class Budget(StrictModel):
     @classmethod
     def _thresholds(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if not value or any(not 0 < t <= 1 for t in value):
-            raise ValueError("thresholds are fractions of the limit in (0, 1], e.g. [0.5, 0.8, 1.0]")
+            raise ValueError(
+                "thresholds are fractions of the limit in (0, 1], e.g. [0.5, 0.8, 1.0]"
+            )
         return tuple(sorted(set(value)))
 
     @field_validator("timezone")
@@ -71,7 +73,9 @@ class Budget(StrictModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r}; use an IANA name like Europe/Berlin") from None
+            raise ValueError(
+                f"unknown timezone {value!r}; use an IANA name like Europe/Berlin"
+            ) from None
         return value
 
     @model_validator(mode="after")

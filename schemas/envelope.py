@@ -28,7 +28,9 @@ TenantId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$"
 """Lower-case slug; it is the Kafka key, the first column of every sort key, the scope of access."""
 Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")]
 """Identifier for agents, models, tools, rules: printable, no spaces, at most 128 chars."""
-OpaqueId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+OpaqueId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+]
 """Caller-chosen id (user, session, run): printable ASCII, no spaces, at most 128 chars."""
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 """Short human-readable text (an action, a resource, a reason)."""
@@ -37,7 +39,9 @@ SpanId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 EventId = Annotated[
     str,
-    StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"),
+    StringConstraints(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+    ),
 ]
 """UUIDv7 in canonical lower-case text form: time-ordered, made by the SDK, the idempotency key."""
 

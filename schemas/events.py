@@ -109,7 +109,21 @@ class SubjectErasedEvent(Envelope):
 
 
 TraceEvent = Annotated[
-    RunStartedEvent | RunFinishedEvent | LlmCallEvent | ToolCallEvent | PolicyDecisionEvent | ApprovalRequestedEvent | ApprovalDecidedEvent | GuardrailTriggeredEvent | EvalResultEvent | ErrorEvent | AuditorQueryEvent | RetentionChangedEvent | LegalHoldChangedEvent | RetentionAppliedEvent | SubjectErasedEvent,
+    RunStartedEvent
+    | RunFinishedEvent
+    | LlmCallEvent
+    | ToolCallEvent
+    | PolicyDecisionEvent
+    | ApprovalRequestedEvent
+    | ApprovalDecidedEvent
+    | GuardrailTriggeredEvent
+    | EvalResultEvent
+    | ErrorEvent
+    | AuditorQueryEvent
+    | RetentionChangedEvent
+    | LegalHoldChangedEvent
+    | RetentionAppliedEvent
+    | SubjectErasedEvent,
     Field(discriminator="type"),
 ]
 

@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         if current != text:
             state = "missing" if current is None else "stale"
-            print(f"{args.out} is {state}; run: python -m agentaudit_schemas.export", file=sys.stderr)
+            print(
+                f"{args.out} is {state}; run: python -m agentaudit_schemas.export", file=sys.stderr
+            )
             return 1
         print(f"{args.out} is current")
         return 0

@@ -121,7 +121,9 @@ class Usage(StrictModel):
                 "input_tokens must include cached and cache-write tokens"
             )
         if self.reasoning_tokens > self.output_tokens:
-            raise ValueError("reasoning_tokens exceed output_tokens; output_tokens must include them")
+            raise ValueError(
+                "reasoning_tokens exceed output_tokens; output_tokens must include them"
+            )
         return self
 
 
@@ -268,9 +270,13 @@ class RetentionApplied(StrictModel):
 
     days: Annotated[int, Field(ge=1, le=100_000)]
     held_subjects: Annotated[list[OpaqueId], Field(max_length=10_000)]
-    partitions: Annotated[list[Annotated[int, Field(ge=0, le=1_000_000)]], Field(min_length=1, max_length=1_024)]
+    partitions: Annotated[
+        list[Annotated[int, Field(ge=0, le=1_000_000)]], Field(min_length=1, max_length=1_024)
+    ]
     horizons: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=1_024)]
-    horizon_days: Annotated[list[Annotated[int, Field(ge=1, le=100_000)]], Field(min_length=1, max_length=1_024)]
+    horizon_days: Annotated[
+        list[Annotated[int, Field(ge=1, le=100_000)]], Field(min_length=1, max_length=1_024)
+    ]
     floors: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=1_024)]
 
     @model_validator(mode="after")

@@ -58,7 +58,9 @@ class Scope(StrictModel):
             parts.append(f"tool={self.tool}")
         return "/".join(parts)
 
-    def covers(self, tenant_id: str, user_id: str | None, agent_id: str | None, tool: str | None) -> bool:
+    def covers(
+        self, tenant_id: str, user_id: str | None, agent_id: str | None, tool: str | None
+    ) -> bool:
         """True when work by (tenant, user, agent, tool) falls inside this scope."""
         return (
             self.tenant_id in ("*", tenant_id)
@@ -117,7 +119,9 @@ class ControlMessage(StrictModel):
     action: ControlAction
     reason: ControlReason
     message: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
-    runbook: Annotated[str, StringConstraints(pattern=r"^runbooks/[A-Z][A-Za-z0-9]+\.md$")] | None = None
+    runbook: (
+        Annotated[str, StringConstraints(pattern=r"^runbooks/[A-Z][A-Za-z0-9]+\.md$")] | None
+    ) = None
     issued_at: UtcDatetime
     issued_by: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     until: UtcDatetime | None = None
@@ -196,5 +200,9 @@ class Heartbeat(StrictModel):
         """A heartbeat with its deterministic id (source, worker, seq, at)."""
         return cls(
             heartbeat_id=record_id("heartbeat", source, worker, seq, at.isoformat()),
-            source=source, at=at, seq=seq, worker=worker, interval_s=interval_s,
-        )  # fmt: skip
+            source=source,
+            at=at,
+            seq=seq,
+            worker=worker,
+            interval_s=interval_s,
+        )

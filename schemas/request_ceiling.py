@@ -29,16 +29,24 @@ class RequestViolation:
     @property
     def message(self) -> str:
         if self.metric == "tokens":
-            return (f"request needs {self.observed:,.0f} tokens, over the {self.limit:,.0f}-token "
-                    f"ceiling of budget {self.budget!r}")  # fmt: skip
-        return (f"request costs ${self.observed:,.6f}, over the ${self.limit:,.6f} ceiling of "
-                f"budget {self.budget!r}")  # fmt: skip
+            return (
+                f"request needs {self.observed:,.0f} tokens, over the {self.limit:,.0f}-token "
+                f"ceiling of budget {self.budget!r}"
+            )
+        return (
+            f"request costs ${self.observed:,.6f}, over the ${self.limit:,.6f} ceiling of "
+            f"budget {self.budget!r}"
+        )
 
 
 def check_request(
-    budgets: Iterable[Budget], tenant_id: str, *, tokens: int, cost_usd: float | Decimal,
+    budgets: Iterable[Budget],
+    tenant_id: str,
+    *,
+    tokens: int,
+    cost_usd: float | Decimal,
     user_id: str | None = None,
-) -> RequestViolation | None:  # fmt: skip
+) -> RequestViolation | None:
     """The first `request` budget (by name) of `tenant_id` that the request exceeds, or None.
 
     A budget naming a `user_id` applies to that user only (`*`: every user). Tokens are

@@ -105,25 +105,36 @@ class StreamJobsApp:
         self.settings = settings
         self.clock = clock
         pricing = current_pricing(settings.price_overrides or "", settings.data_dir)
-        self.jobs = StreamJobs(pricing, breaker_config=breaker_config,
-                               anomaly_config=anomaly_config, drift_config=drift_config,
-                               max_clock_skew_s=settings.max_clock_skew_s,
-                               dedup_window=settings.dedup_window)  # fmt: skip
+        self.jobs = StreamJobs(
+            pricing,
+            breaker_config=breaker_config,
+            anomaly_config=anomaly_config,
+            drift_config=drift_config,
+            max_clock_skew_s=settings.max_clock_skew_s,
+            dedup_window=settings.dedup_window,
+        )
         self.budgets_seen = asyncio.Event()
         """Set once the budgets topic was read to its end (as `pins_seen` for the pins topic)."""
         self.pins_seen = asyncio.Event()
         self._lock = asyncio.Lock()  # one of: a batch, a tick, a budget/pin update, a commit
-        app = self.app = make_app(settings, app_id=app_id, **{**THROUGHPUT_SETTINGS, **faust_overrides})
+        app = self.app = make_app(
+            settings, app_id=app_id, **{**THROUGHPUT_SETTINGS, **faust_overrides}
+        )
         app.commit_guard = self.commit_guard  # see runtime.AuditApp.commit_guard
         self.events = source_topic(app, settings.events_topic, batched=True)
         self.alerts = app.topic(settings.alerts_topic, key_serializer="raw", value_serializer="raw")
-        self.control = app.topic(settings.control_topic, key_serializer="raw", value_serializer="raw")
+        self.control = app.topic(
+            settings.control_topic, key_serializer="raw", value_serializer="raw"
+        )
         # Keys and values as JSON; anomaly/drift values come encoded (see stream_jobs.detection).
         self.tables = {
-            name: app.Table(name, partitions=settings.partitions,
-                            value_type=bytes if name in RAW_TABLES else None)
+            name: app.Table(
+                name,
+                partitions=settings.partitions,
+                value_type=bytes if name in RAW_TABLES else None,
+            )
             for name in TABLES
-        }  # fmt: skip
+        }
         for name, table in self.tables.items():
             table.on_recover(self._restorer(name))
         app.agent(self.events, name="jobs")(self._consume)
@@ -143,10 +154,14 @@ class StreamJobsApp:
                 try:
                     await asyncio.wait_for(self.pins_seen.wait(), PINS_WAIT_S)
                 except TimeoutError:
-                    log.warning("pins topic not read within %.0fs; eval drift may miss results "
-                                "until it is", PINS_WAIT_S)  # fmt: skip
+                    log.warning(
+                        "pins topic not read within %.0fs; eval drift may miss results until it is",
+                        PINS_WAIT_S,
+                    )
             partition = events[0].message.partition
-            async with self._lock:  # each event: one poll's (offset, value, ms) list, same partition
+            async with (
+                self._lock
+            ):  # each event: one poll's (offset, value, ms) list, same partition
                 hole = self.jobs.fence.admit(partition, events[0].value[0][0])
                 if hole is not None:  # not applied; delivered again after the seek
                     await self._rewind(events[0].message.tp, hole)
@@ -160,13 +175,21 @@ class StreamJobsApp:
         """A batch past a hole (see `stream_jobs.delivery`): seek back to the offset the
         partition must continue from; skip the batches fetched before the seek."""
         if hole.gap:
-            log.error("partition %d: offsets before %d were never delivered after seeking back "
-                      "(a gap in the log: retention or transaction markers); their events are "
-                      "not in spend or alerts; continuing from %d",
-                      hole.partition, hole.expected, hole.expected)  # fmt: skip
+            log.error(
+                "partition %d: offsets before %d were never delivered after seeking back "
+                "(a gap in the log: retention or transaction markers); their events are "
+                "not in spend or alerts; continuing from %d",
+                hole.partition,
+                hole.expected,
+                hole.expected,
+            )
         elif hole.seek:
-            log.warning("partition %d delivered from offset %d, expected %d: seeking back",
-                        hole.partition, hole.first, hole.expected)  # fmt: skip
+            log.warning(
+                "partition %d delivered from offset %d, expected %d: seeking back",
+                hole.partition,
+                hole.first,
+                hole.expected,
+            )
         if hole.seek:
             await self._seek_back(tp, hole)
 
@@ -179,8 +202,13 @@ class StreamJobsApp:
             await self.app.consumer.seek_wait({tp: hole.expected})
         except (KafkaError, TimeoutError) as exc:  # revoked meanwhile: nothing to rewind
             self.jobs.fence.seek_failed(hole.partition)
-            log.warning("partition %d: seeking back to %d failed (%r); the fence asks "
-                        "again on the next batch", hole.partition, hole.expected, exc)  # fmt: skip
+            log.warning(
+                "partition %d: seeking back to %d failed (%r); the fence asks "
+                "again on the next batch",
+                hole.partition,
+                hole.expected,
+                exc,
+            )
 
     async def run(self, stop: asyncio.Event, *, timeout: float = 120.0) -> None:
         """Run the app's worker services in this event loop until `stop` is set."""
@@ -196,8 +224,12 @@ class StreamJobsApp:
             # stream_jobs/heartbeat.py: why a beat proves the jobs are processing).
             await self.heartbeat.maybe_beat(self.control)
             for hole in self.jobs.fence.overdue():
-                log.warning("partition %d: nothing delivered from offset %d since seeking back; "
-                            "seeking again", hole.partition, hole.expected)  # fmt: skip
+                log.warning(
+                    "partition %d: nothing delivered from offset %d since seeking back; "
+                    "seeking again",
+                    hole.partition,
+                    hole.expected,
+                )
                 await self._seek_back(TP(self.settings.events_topic, hole.partition), hole)
 
     @contextlib.asynccontextmanager
@@ -218,7 +250,9 @@ class StreamJobsApp:
         pending = []
         for record in records:
             topic = self.control if isinstance(record, ControlMessage) else self.alerts
-            pending.append(await topic.send(key=record_key(record), value=record.model_dump_json().encode()))
+            pending.append(
+                await topic.send(key=record_key(record), value=record.model_dump_json().encode())
+            )
         await asyncio.gather(*pending)
 
     async def _write_state(self) -> None:
@@ -271,8 +305,13 @@ class StreamJobsApp:
             async with self._lock:  # state changes; written at the next commit
                 await self._publish(apply(key, value))
 
-        reader = CompactedReader(self.settings.kafka_bootstrap, [topic], client_id="agentaudit-jobs",
-                                 fetch_max_wait_ms=500, require_topics=True)  # fmt: skip
+        reader = CompactedReader(
+            self.settings.kafka_bootstrap,
+            [topic],
+            client_id="agentaudit-jobs",
+            fetch_max_wait_ms=500,
+            require_topics=True,
+        )
         backoff = Backoff(0.5, 10.0)
         while True:
             try:

@@ -68,8 +68,9 @@ def anomaly_writes(tenant_id: str, partition: int, m: AnomalyMonitor, book: Book
     p, writes = partition, []
     if m.profiles_hour != book.profiles_hour:  # hourly; before the snapshot that needs it
         book.profiles_hour = m.profiles_hour
-        writes.append((ANOMALY, f"{tenant_id}|{PROFILES}", p,
-                       encode({"p": p, "state": m.profiles_state()})))  # fmt: skip
+        writes.append(
+            (ANOMALY, f"{tenant_id}|{PROFILES}", p, encode({"p": p, "state": m.profiles_state()}))
+        )
     shape = anomaly_shape(m)
     if shape != book.shape[ANOMALY]:
         book.shape[ANOMALY], book.seq[ANOMALY] = shape, book.seq[ANOMALY] + 1
@@ -144,14 +145,25 @@ def anomaly_live(m: AnomalyMonitor, cache: MinuteCache | None = None) -> dict[st
         open_ = []
         for minute, acc in s.open.items():
             # Every event `MinuteAcc.add` counts moves one of these (or costs something).
-            mark = (acc.n_llm, acc.n_tool, acc.n_policy, acc.n_guardrail, acc.n_error_events,
-                    acc.approval_latency.n, acc.spend)  # fmt: skip
+            mark = (
+                acc.n_llm,
+                acc.n_tool,
+                acc.n_policy,
+                acc.n_guardrail,
+                acc.n_error_events,
+                acc.approval_latency.n,
+                acc.spend,
+            )
             hit = cache.get((key, minute)) if cache is not None else None
             encoded = hit[1] if hit is not None and hit[0] == mark else acc.to_state()
             seen[(key, minute)] = (mark, encoded)
             open_.append([minute, encoded])
-        series[key] = {"open": open_, "closed_until": s.closed_until, "first": s.first_minute,
-                       "last_event": s.last_event_minute}  # fmt: skip
+        series[key] = {
+            "open": open_,
+            "closed_until": s.closed_until,
+            "first": s.first_minute,
+            "last_event": s.last_event_minute,
+        }
     if cache is not None:
         cache.clear()
         cache.update(seen)
@@ -198,7 +210,7 @@ def drift_live(m: DriftMonitor) -> dict[str, Any]:
         "versions": m.versions,
         "counters": [m.late_events, m.untracked_agent_events, m.dropped_events],
         "open": {a: [[w, s.to_state()] for w, s in b.open.items()] for a, b in m.behaviour.items()},
-    }  # fmt: skip
+    }
 
 
 def merge_drift(snapshot: dict[str, Any], live: dict[str, Any]) -> dict[str, Any] | None:

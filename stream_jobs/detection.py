@@ -62,8 +62,10 @@ def load_detection_config(path: Path) -> tuple[AnomalyConfig, DriftConfig]:
     unknown = set(doc) - {ANOMALY, DRIFT}
     if unknown:
         raise ValueError(f"{path}: unknown sections {sorted(unknown)}; known: anomaly, drift")
-    return (AnomalyConfig.from_mapping(doc.get(ANOMALY) or {}),
-            DriftConfig.from_mapping(doc.get(DRIFT) or {}))  # fmt: skip
+    return (
+        AnomalyConfig.from_mapping(doc.get(ANOMALY) or {}),
+        DriftConfig.from_mapping(doc.get(DRIFT) or {}),
+    )
 
 
 @dataclass
@@ -160,8 +162,11 @@ class DetectionJob:
     def _tenant(self, tenant_id: str, partition: int) -> _Tenant:
         t = self.tenants.get(tenant_id)
         if t is None:
-            t = _Tenant(partition, AnomalyMonitor(tenant_id, self.anomaly_config),
-                        DriftMonitor(tenant_id, self.drift_config, self.pins))  # fmt: skip
+            t = _Tenant(
+                partition,
+                AnomalyMonitor(tenant_id, self.anomaly_config),
+                DriftMonitor(tenant_id, self.drift_config, self.pins),
+            )
             self.tenants[tenant_id] = t
             self._apply_model_pins(tenant_id, t)
         else:  # the tenant moved partitions (repartitioning): its state follows it

@@ -96,7 +96,9 @@ class StreamJobs:
         self.fence = DeliveryFence()
         """Ask `fence.admit` before `process`: a batch past a hole must not be applied."""
 
-    def process(self, partition: int, items: Iterable[tuple[Any, ...]], now: datetime) -> list[Record]:
+    def process(
+        self, partition: int, items: Iterable[tuple[Any, ...]], now: datetime
+    ) -> list[Record]:
         """Apply one partition's messages in order; the records they cause. Items are
         `(offset, value)` or `(offset, value, timestamp_ms)` (Kafka's record timestamp, for
         the sink's clock-skew rule)."""
@@ -139,8 +141,12 @@ class StreamJobs:
                     out += detected
             except Exception:  # one event must not stop the partition (or the worker)
                 counters.failed += 1
-                log.exception("stream jobs skipped event at %d:%d (tenant %s)", partition,
-                              offset, event.tenant_id)  # fmt: skip
+                log.exception(
+                    "stream jobs skipped event at %d:%d (tenant %s)",
+                    partition,
+                    offset,
+                    event.tenant_id,
+                )
         if offset >= 0:
             self.fence.applied(partition, offset)
         counters.records += len(out)
@@ -149,8 +155,11 @@ class StreamJobs:
     def tick(self, now: datetime) -> list[Record]:
         """Timer work: budget window resets, breaker cooldowns (open → half_open), minutes and
         windows of idle partitions closing by the clock (anomaly, drift)."""
-        out: list[Record] = [*self.spend.tick(now), *self.breakers.tick(now),
-                             *self.detection.tick(now)]  # fmt: skip
+        out: list[Record] = [
+            *self.spend.tick(now),
+            *self.breakers.tick(now),
+            *self.detection.tick(now),
+        ]
         self.counters.records += len(out)
         return out
 
@@ -176,10 +185,16 @@ class StreamJobs:
         of the same batch: a crash in between replays the batch and re-publishes the same ids."""
         # Only keys this worker holds (a known partition): a forgotten tenant marked dirty by a
         # budget change must not be written as an empty or partial value.
-        writes = [StateWrite("spend", k, p, self.spend.to_state(k))
-                  for k in sorted(self.spend.pop_dirty()) if (p := self.spend.partition_of(k)) is not None]  # fmt: skip
-        writes += [StateWrite("breakers", k, p, self.breakers.to_state(k))
-                   for k in sorted(self.breakers.pop_dirty()) if (p := self.breakers.partition_of(k)) is not None]  # fmt: skip
+        writes = [
+            StateWrite("spend", k, p, self.spend.to_state(k))
+            for k in sorted(self.spend.pop_dirty())
+            if (p := self.spend.partition_of(k)) is not None
+        ]
+        writes += [
+            StateWrite("breakers", k, p, self.breakers.to_state(k))
+            for k in sorted(self.breakers.pop_dirty())
+            if (p := self.breakers.partition_of(k)) is not None
+        ]
         writes += [StateWrite(*write) for write in self.detection.dirty_states()]
         return writes
 

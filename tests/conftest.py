@@ -36,11 +36,16 @@ def isolated_settings(bootstrap: str, base: Path, **changes: object) -> Settings
     """Settings whose topics, consumer group and data dir (under `base`) no other test uses."""
     tag = uuid.uuid4().hex[:10]
     fields: dict[str, object] = {
-        "kafka_bootstrap": bootstrap, "data_dir": base / "data",
-        **{f"{name}_topic": f"test-{tag}.{name}"
-           for name in ("events", "dlq", "alerts", "control", "budgets", "goldsets", "pins")},
-        "consumer_group": f"sink-{tag}", "partitions": 3, "sink_flush_interval_ms": 100,
-    }  # fmt: skip
+        "kafka_bootstrap": bootstrap,
+        "data_dir": base / "data",
+        **{
+            f"{name}_topic": f"test-{tag}.{name}"
+            for name in ("events", "dlq", "alerts", "control", "budgets", "goldsets", "pins")
+        },
+        "consumer_group": f"sink-{tag}",
+        "partitions": 3,
+        "sink_flush_interval_ms": 100,
+    }
     return Settings(**{**fields, **changes})  # type: ignore[arg-type]
 
 
@@ -76,8 +81,14 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     data_dir = tmp_path_factory.mktemp("demo") / "data"
     env = {**os.environ, "AGENTAUDIT_DATA_DIR": str(data_dir), "COLUMNS": "200"}
     args = ["demo", "--duration", "6", "--tenants", "5", "--rate", "400"]
-    done = subprocess.run([sys.executable, "-m", "agentaudit.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "agentaudit.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return DemoRun(data_dir, done.stdout, done.stderr)
 

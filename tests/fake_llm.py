@@ -23,19 +23,25 @@ SERVED = {"gpt-5-mini": "gpt-5-mini-2025-08-07", "claude-sonnet-4-5": "claude-so
 
 # OpenAI counts cached tokens inside prompt/input tokens; Anthropic reports them beside.
 CHAT_USAGE = {
-    "prompt_tokens": 1200, "completion_tokens": 50, "total_tokens": 1250,
+    "prompt_tokens": 1200,
+    "completion_tokens": 50,
+    "total_tokens": 1250,
     "prompt_tokens_details": {"cached_tokens": 1000},
     "completion_tokens_details": {"reasoning_tokens": 10},
-}  # fmt: skip
+}
 RESPONSES_USAGE = {
-    "input_tokens": 900, "output_tokens": 40, "total_tokens": 940,
+    "input_tokens": 900,
+    "output_tokens": 40,
+    "total_tokens": 940,
     "input_tokens_details": {"cached_tokens": 512},
     "output_tokens_details": {"reasoning_tokens": 8},
-}  # fmt: skip
+}
 ANTHROPIC_USAGE = {
-    "input_tokens": 100, "output_tokens": 60,
-    "cache_read_input_tokens": 2000, "cache_creation_input_tokens": 500,
-}  # fmt: skip
+    "input_tokens": 100,
+    "output_tokens": 60,
+    "cache_read_input_tokens": 2000,
+    "cache_creation_input_tokens": 500,
+}
 
 
 class FakeLLM:
@@ -154,68 +160,149 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _responses(self, body: dict[str, Any], served: str) -> None:
         items = body.get("input") if isinstance(body.get("input"), list) else []
-        answered = any(isinstance(i, dict) and i.get("type") == "function_call_output"
-                       for i in items)  # fmt: skip
+        answered = any(
+            isinstance(i, dict) and i.get("type") == "function_call_output" for i in items
+        )
         tools = [t.get("name") for t in body.get("tools") or [] if isinstance(t, dict)]
         if "get_weather" in tools and not answered:
-            output: list[dict[str, Any]] = [{
-                "type": "function_call", "id": "fc_1", "call_id": "call_1",
-                "name": "get_weather", "arguments": '{"city": "Paris"}', "status": "completed",
-            }]  # fmt: skip
+            output: list[dict[str, Any]] = [
+                {
+                    "type": "function_call",
+                    "id": "fc_1",
+                    "call_id": "call_1",
+                    "name": "get_weather",
+                    "arguments": '{"city": "Paris"}',
+                    "status": "completed",
+                }
+            ]
         else:
             text = {"type": "output_text", "text": "Sunny in Paris.", "annotations": []}
-            output = [{"type": "message", "id": "msg_1", "role": "assistant",
-                       "status": "completed", "content": [text]}]  # fmt: skip
+            output = [
+                {
+                    "type": "message",
+                    "id": "msg_1",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [text],
+                }
+            ]
         response = {
-            "id": "resp_1", "object": "response", "created_at": 1767225600, "model": served,
-            "status": "completed", "output": output, "usage": RESPONSES_USAGE,
-            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-            "incomplete_details": None, "error": None,
-        }  # fmt: skip
+            "id": "resp_1",
+            "object": "response",
+            "created_at": 1767225600,
+            "model": served,
+            "status": "completed",
+            "output": output,
+            "usage": RESPONSES_USAGE,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "incomplete_details": None,
+            "error": None,
+        }
         if not body.get("stream"):
             return self._json(200, response)
         created = {**response, "status": "in_progress", "output": [], "usage": None}
-        self._sse([
-            ("response.created", {"type": "response.created", "response": created,
-                                  "sequence_number": 0}),
-            ("response.output_item.added", {"type": "response.output_item.added",
-                                            "output_index": 0, "sequence_number": 1,
-                                            "item": {**output[0], "status": "in_progress",
-                                                     "content": []}}),
-            ("response.content_part.added", {"type": "response.content_part.added",
-                                             "item_id": "msg_1", "output_index": 0,
-                                             "content_index": 0, "sequence_number": 1,
-                                             "part": {"type": "output_text", "text": "",
-                                                      "annotations": []}}),
-            ("response.output_text.delta", {"type": "response.output_text.delta",
-                                            "item_id": "msg_1", "output_index": 0,
-                                            "content_index": 0, "delta": "Sunny",
-                                            "sequence_number": 1, "logprobs": []}),
-            ("response.completed", {"type": "response.completed", "response": response,
-                                    "sequence_number": 2}),
-        ])  # fmt: skip
+        self._sse(
+            [
+                (
+                    "response.created",
+                    {"type": "response.created", "response": created, "sequence_number": 0},
+                ),
+                (
+                    "response.output_item.added",
+                    {
+                        "type": "response.output_item.added",
+                        "output_index": 0,
+                        "sequence_number": 1,
+                        "item": {**output[0], "status": "in_progress", "content": []},
+                    },
+                ),
+                (
+                    "response.content_part.added",
+                    {
+                        "type": "response.content_part.added",
+                        "item_id": "msg_1",
+                        "output_index": 0,
+                        "content_index": 0,
+                        "sequence_number": 1,
+                        "part": {"type": "output_text", "text": "", "annotations": []},
+                    },
+                ),
+                (
+                    "response.output_text.delta",
+                    {
+                        "type": "response.output_text.delta",
+                        "item_id": "msg_1",
+                        "output_index": 0,
+                        "content_index": 0,
+                        "delta": "Sunny",
+                        "sequence_number": 1,
+                        "logprobs": [],
+                    },
+                ),
+                (
+                    "response.completed",
+                    {"type": "response.completed", "response": response, "sequence_number": 2},
+                ),
+            ]
+        )
 
     # -- Anthropic Messages --------------------------------------------------------------
 
     def _messages(self, body: dict[str, Any], served: str) -> None:
-        message = {"id": "msg_1", "type": "message", "role": "assistant", "model": served,
-                   "stop_sequence": None}  # fmt: skip
+        message = {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": served,
+            "stop_sequence": None,
+        }
         if not body.get("stream"):
             text = [{"type": "text", "text": "Hello there."}]
             doc = {**message, "content": text, "stop_reason": "end_turn", "usage": ANTHROPIC_USAGE}
             return self._json(200, doc)
         start_usage = {**ANTHROPIC_USAGE, "output_tokens": 1}
-        self._sse([
-            ("message_start", {"type": "message_start", "message": {
-                **message, "content": [], "stop_reason": None, "usage": start_usage}}),
-            ("content_block_start", {"type": "content_block_start", "index": 0,
-                                     "content_block": {"type": "text", "text": ""}}),
-            ("ping", {"type": "ping"}),
-            ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                     "delta": {"type": "text_delta", "text": "Hello there."}}),
-            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            ("message_delta", {"type": "message_delta",
-                               "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                               "usage": {"output_tokens": ANTHROPIC_USAGE["output_tokens"]}}),
-            ("message_stop", {"type": "message_stop"}),
-        ])  # fmt: skip
+        self._sse(
+            [
+                (
+                    "message_start",
+                    {
+                        "type": "message_start",
+                        "message": {
+                            **message,
+                            "content": [],
+                            "stop_reason": None,
+                            "usage": start_usage,
+                        },
+                    },
+                ),
+                (
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                ),
+                ("ping", {"type": "ping"}),
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": "Hello there."},
+                    },
+                ),
+                ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                (
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                        "usage": {"output_tokens": ANTHROPIC_USAGE["output_tokens"]},
+                    },
+                ),
+                ("message_stop", {"type": "message_stop"}),
+            ]
+        )

@@ -138,8 +138,12 @@ class AuditorGate(Generic[T]):
         # A SELECT without FROM reads system.one (one row, one zero): nothing to scope.
         outside = sorted(set(read) - tables - {"system.one"})
         if outside:
-            return replace(judged, allowed=False, reason=f"refused: table {outside[0]} is "
-                           "outside what auditors read (agentaudit tables with a tenant_id)")  # fmt: skip
+            return replace(
+                judged,
+                allowed=False,
+                reason=f"refused: table {outside[0]} is "
+                "outside what auditors read (agentaudit tables with a tenant_id)",
+            )
         return judged
 
     def _record(self, auditor: Auditor, channel: str, record: Record) -> None:
@@ -172,8 +176,10 @@ def access_events(
         "read_bytes": record.counts.read_bytes,
         "duration_ms": min(round(record.duration_ms, 3), 86_400_000.0),
     }
-    return [system_event("auditor_query", tenant, payload, user_id=auditor.name, now=now)
-            for tenant in auditor.tenants]  # fmt: skip
+    return [
+        system_event("auditor_query", tenant, payload, user_id=auditor.name, now=now)
+        for tenant in auditor.tenants
+    ]
 
 
 def run_cli(settings: Settings, store: Store, name: str, token: str, sql: str) -> Any:

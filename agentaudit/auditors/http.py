@@ -24,10 +24,9 @@ from agentaudit.store.protocol import Store
 DATABASE = "default"  # auditors' statements run here whatever the client asks (explained once)
 HANDSHAKE = {
     "SELECT version(), timezone()": "SELECT version(), timezone()",
-    "SELECT name, value, readonly FROM system.settings LIMIT 10000":
-        "SELECT name, value, 1 AS readonly FROM system.settings LIMIT 10000",
+    "SELECT name, value, readonly FROM system.settings LIMIT 10000": "SELECT name, value, 1 AS readonly FROM system.settings LIMIT 10000",
     "SELECT 1 AS check": "SELECT 1 AS check",
-}  # fmt: skip
+}
 
 
 class AuditorRoute:
@@ -68,8 +67,9 @@ class AuditorRoute:
             # parsed here: a second run, equally scoped and fenced, counts the rows.
             rows = int(self.store.query(fenced.count_text).result_rows[0][0])
             summary = outcome.summary
-            return outcome, Counts(rows, int(summary.get("read_rows", 0)),
-                                   int(summary.get("read_bytes", 0)))  # fmt: skip
+            return outcome, Counts(
+                rows, int(summary.get("read_rows", 0)), int(summary.get("read_bytes", 0))
+            )
 
         gate: AuditorGate[Outcome] = AuditorGate(self.settings, self.store)
         return gate.run(auditor, text, "http", execute)

@@ -77,8 +77,9 @@ FROM {TABLE} {{where}} GROUP BY name ORDER BY name
 def _states(store: Store, name: str | None) -> list[tuple[str, str, tuple[str, ...], str, int]]:
     where = "WHERE name = {name:String}" if name is not None else ""
     rows = store.query(_STATE_SQL.format(where=where), {"name": name} if name else None)
-    return [(str(r[0]), str(r[1]), tuple(r[2]), column_text(r[3]), int(r[4]))
-            for r in rows.result_rows]  # fmt: skip
+    return [
+        (str(r[0]), str(r[1]), tuple(r[2]), column_text(r[3]), int(r[4])) for r in rows.result_rows
+    ]
 
 
 def active(store: Store) -> list[Auditor]:
@@ -108,8 +109,16 @@ def authenticate(store: Store, name: str, token: str) -> Auditor:
     return auditor
 
 
-def _append(store: Store, name: str, seq: int, action: str, tenants: Sequence[str], sha: str,
-            by_user: str, at: datetime) -> None:  # fmt: skip
+def _append(
+    store: Store,
+    name: str,
+    seq: int,
+    action: str,
+    tenants: Sequence[str],
+    sha: str,
+    by_user: str,
+    at: datetime,
+) -> None:
     store.insert(
         TABLE,
         [[name], [seq], [action], [list(tenants)], [sha], [at], [by_user]],

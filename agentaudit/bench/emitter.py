@@ -14,12 +14,22 @@ from agentaudit.settings import Settings
 
 
 def main() -> None:
-    bootstrap, topic, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+    bootstrap, topic, rate, seconds = (
+        sys.argv[1],
+        sys.argv[2],
+        float(sys.argv[3]),
+        float(sys.argv[4]),
+    )
     from agentaudit_sdk import Client
 
     client = Client.from_settings(
-        Settings(kafka_bootstrap=bootstrap, events_topic=topic, data_dir=Settings().data_dir / "bench-emitter"),
-        agent_id="bench-agent", agent_version="1.0.0",
+        Settings(
+            kafka_bootstrap=bootstrap,
+            events_topic=topic,
+            data_dir=Settings().data_dir / "bench-emitter",
+        ),
+        agent_id="bench-agent",
+        agent_version="1.0.0",
     )
     work = payloads(int(rate * seconds))
     started = time.monotonic()

@@ -89,10 +89,17 @@ def wire_events(n: int) -> list[tuple[bytes, bytes]]:
     out = []
     for tenant, kind, payload in payloads(n):
         doc = {
-            "event_id": str(uuid_utils.uuid7()), "type": kind, "occurred_at": now,
-            "sdk": {"name": "bench", "version": "0"}, "tenant_id": tenant, "agent_id": "bench-agent",
-            "agent_version": "1.0.0", "trace_id": "ab" * 16, "span_id": "cd" * 8, "payload": payload,
-        }  # fmt: skip
+            "event_id": str(uuid_utils.uuid7()),
+            "type": kind,
+            "occurred_at": now,
+            "sdk": {"name": "bench", "version": "0"},
+            "tenant_id": tenant,
+            "agent_id": "bench-agent",
+            "agent_version": "1.0.0",
+            "trace_id": "ab" * 16,
+            "span_id": "cd" * 8,
+            "payload": payload,
+        }
         out.append((tenant.encode(), orjson.dumps(doc)))
     return out
 
@@ -106,8 +113,14 @@ async def produce(settings: Settings, topic: str, messages: list[tuple[bytes, by
         await admin.create_topics([NewTopic(topic, settings.partitions, 1)])
     finally:
         await admin.close()
-    producer = kafka_config.producer(connection, acks=1, compression_type="lz4",
-                                     max_batch_size=256 << 10, linger_ms=20, max_request_size=4 << 20)  # fmt: skip
+    producer = kafka_config.producer(
+        connection,
+        acks=1,
+        compression_type="lz4",
+        max_batch_size=256 << 10,
+        linger_ms=20,
+        max_request_size=4 << 20,
+    )
     await producer.start()
     try:
         for key, value in messages:
@@ -154,18 +167,29 @@ def _batch_work(values: list[bytes], decode: Callable[[bytes], Any]) -> dict[str
 
 
 def _stage_app(
-    stage: str, settings: Settings, topic: str, progress: _Progress, data_dir: Path, overrides: dict[str, Any]
+    stage: str,
+    settings: Settings,
+    topic: str,
+    progress: _Progress,
+    data_dir: Path,
+    overrides: dict[str, Any],
 ) -> faust.App:
     app_id = f"fm-{stage}-{uuid.uuid4().hex[:8]}"
     if stage == "a_default":
-        app = faust.App(app_id, broker=f"kafka://{settings.kafka_bootstrap}", web_enabled=False,
-                        datadir=data_dir / app_id, **QUICK_START)  # fmt: skip
+        app = faust.App(
+            app_id,
+            broker=f"kafka://{settings.kafka_bootstrap}",
+            web_enabled=False,
+            datadir=data_dir / app_id,
+            **QUICK_START,
+        )
     else:
         app = make_app(settings, app_id=app_id, **{**QUICK_START, **overrides})
     batched = stage in BATCHED_STAGES
     source = app.topic(topic) if stage == "a_default" else source_topic(app, topic, batched=batched)
 
     if stage in ("a_default", "b_tuned"):
+
         @app.agent(source)
         async def noop(stream: Any) -> None:
             async for _ in stream:
@@ -176,7 +200,9 @@ def _stage_app(
     decode: Callable[[bytes], Any] = parse_event if stage.endswith("parse") else orjson.loads
     table = None
     if stage == "d_table":
-        schema: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+        schema: faust.Schema = faust.Schema(
+            key_type=str, key_serializer="raw", value_serializer="json"
+        )
         table = app.Table("spend", default=int, schema=schema)
 
     @app.agent(source)
@@ -208,7 +234,9 @@ async def measure_stage(
     return StageFigures(rate=progress.seen / wall, cpu=cpu / wall, ready_s=ready)
 
 
-async def measure_faust_stages(settings: Settings, n: int, stages: tuple[str, ...] = STAGES) -> FaustStages:
+async def measure_faust_stages(
+    settings: Settings, n: int, stages: tuple[str, ...] = STAGES
+) -> FaustStages:
     """Produce `n` events to a fresh topic, then read them with the bare consumer and each stage."""
     topic = f"faust-bench-{uuid.uuid4().hex[:8]}"
     await produce(settings, topic, wire_events(n))
@@ -228,8 +256,12 @@ async def measure_ready(settings: Settings, data_dir: Path, *, stock: bool) -> f
     """
     app_id = f"fm-ready-{uuid.uuid4().hex[:8]}"
     if stock:
-        app = faust.App(app_id, broker=f"kafka://{settings.kafka_bootstrap}", web_enabled=False,
-                        datadir=data_dir / app_id)  # fmt: skip
+        app = faust.App(
+            app_id,
+            broker=f"kafka://{settings.kafka_bootstrap}",
+            web_enabled=False,
+            datadir=data_dir / app_id,
+        )
     else:
         app = make_app(settings, app_id=app_id)
     app.Table("ready", default=int)

@@ -194,9 +194,15 @@ def _tenant_calls(seed: int, pricing: PricingTable) -> Iterator[tuple[dict[str, 
         yield p, usd_to_nano(usd)
 
 
-def _round(client: Any, clock: _StampClock, watcher: _RefusalWatcher, tenant: str, plan: _Plan,
-           calls: Iterator[tuple[dict[str, Any], int]],
-           background: Iterator[tuple[str, str, dict[str, Any]]]) -> BudgetRound:  # fmt: skip
+def _round(
+    client: Any,
+    clock: _StampClock,
+    watcher: _RefusalWatcher,
+    tenant: str,
+    plan: _Plan,
+    calls: Iterator[tuple[dict[str, Any], int]],
+    background: Iterator[tuple[str, str, dict[str, Any]]],
+) -> BudgetRound:
     """One round on the calling (agent) thread: pace until `check()` refuses the tenant."""
     from agentaudit_sdk import Blocked
 
@@ -249,9 +255,14 @@ def _isolated(settings: Settings) -> Settings:
 
 
 async def measure_budget_propagation(
-    settings: Settings, rounds: int, load_rate: float, *, tenant_share: float = 0.2,
-    lead_s: float = 1.0, round_timeout_s: float = 30.0,
-) -> BudgetPropagation:  # fmt: skip
+    settings: Settings,
+    rounds: int,
+    load_rate: float,
+    *,
+    tenant_share: float = 0.2,
+    lead_s: float = 1.0,
+    round_timeout_s: float = 30.0,
+) -> BudgetPropagation:
     """`rounds` budget crossings at `load_rate` events/s in total, `tenant_share` of them the
     budgeted tenant's llm calls; its limit is set so that it is crossed after ~`lead_s`."""
     from agentaudit.broker import ensure_topics
@@ -271,11 +282,19 @@ async def measure_budget_propagation(
     mean_nano = sum(cost for _, cost in sample) / len(sample)
     limit_usd = round(max(1.0, tenant_rate * lead_s) * mean_nano / NANO_PER_USD, 4)
     tenants = [BUDGET_TENANT.format(i) for i in range(rounds)]
-    await publish_budgets(settings, [
-        Budget(name=t, scope=BudgetScope.TENANT, tenant_id=t, window=WindowKind.MONTH,
-               limit_usd=limit_usd)
-        for t in tenants
-    ])  # fmt: skip
+    await publish_budgets(
+        settings,
+        [
+            Budget(
+                name=t,
+                scope=BudgetScope.TENANT,
+                tenant_id=t,
+                window=WindowKind.MONTH,
+                limit_usd=limit_usd,
+            )
+            for t in tenants
+        ],
+    )
     # A budgeted tenant calls at a rate the default token-flood breaker would stop within
     # seconds; switch its rate signals off so that the budget is what stops it.
     quiet = {"tokens_per_min": None, "cost_per_min_usd": None}
@@ -300,9 +319,11 @@ async def measure_budget_propagation(
                 await asyncio.sleep(0.02)  # set-up only, not timed
             for i, tenant in enumerate(tenants):
                 calls = _tenant_calls(100 + i, pricing)
-                results.append(await asyncio.to_thread(
-                    _round, client, clock, watcher, tenant, plan, calls, background
-                ))  # fmt: skip
+                results.append(
+                    await asyncio.to_thread(
+                        _round, client, clock, watcher, tenant, plan, calls, background
+                    )
+                )
     finally:
         unsubscribe()
         await client.ashutdown(10)

@@ -125,8 +125,10 @@ async def propagation_samples(
         blocks: list[float] = []
         unblocks: list[float] = []
         for round_no in range(n):
-            for action, want, out in ((ControlAction.BLOCK, True, blocks),
-                                      (ControlAction.UNBLOCK, False, unblocks)):  # fmt: skip
+            for action, want, out in (
+                (ControlAction.BLOCK, True, blocks),
+                (ControlAction.UNBLOCK, False, unblocks),
+            ):
                 value = _control(action, round_no).model_dump_json().encode()
                 changed.clear()
                 t0 = time.perf_counter()

@@ -37,7 +37,9 @@ def measure_sdk(settings: Settings, n: int) -> SdkFigures:
     """Emit `n` events through the real Kafka transport; time each emit() and the whole delivery."""
     from agentaudit_sdk import Client
 
-    client = Client.from_settings(settings, agent_id="bench-agent", agent_version="1.0.0", max_queue=n + 1)
+    client = Client.from_settings(
+        settings, agent_id="bench-agent", agent_version="1.0.0", max_queue=n + 1
+    )
     work = payloads(n)
     latencies = [0.0] * n
     clock = time.perf_counter_ns
@@ -52,19 +54,27 @@ def measure_sdk(settings: Settings, n: int) -> SdkFigures:
     elapsed = time.perf_counter() - started
     stats = client.stats
     client.shutdown(10)
-    return SdkFigures(percentile(latencies, 0.5), percentile(latencies, 0.99), stats.sent / elapsed,
-                      stats.dropped_queue_full + stats.dropped_spool_full + stats.invalid)  # fmt: skip
+    return SdkFigures(
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+        stats.sent / elapsed,
+        stats.dropped_queue_full + stats.dropped_spool_full + stats.invalid,
+    )
 
 
 async def measure_bare_consumer(settings: Settings, n: int, topic: str | None = None) -> float:
     """Read rate (messages/s) of a bare aiokafka group consumer over `topic` (default: the
     events topic), from the poll that brought the first records until `n` were read."""
     consumer = kafka_config.consumer(
-        settings.kafka_connection(), topic or settings.events_topic,
-        group_id=f"bench-bare-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
-        auto_offset_reset="earliest", max_poll_records=settings.sink_batch_size,
-        fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20,
-    )  # fmt: skip
+        settings.kafka_connection(),
+        topic or settings.events_topic,
+        group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.sink_batch_size,
+        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=16 << 20,
+    )
     await consumer.start()
     try:
         seen, started = 0, 0.0
@@ -82,7 +92,11 @@ async def measure_bare_consumer(settings: Settings, n: int, topic: str | None = 
 async def measure_sink(settings: Settings, store: Store, n: int) -> float:
     """Rows/s the sink stores, from its first poll after recovery until all `n` are inserted."""
     done = asyncio.Event()
-    worker = SinkWorker(settings, store, on_flush=lambda _b: done.set() if worker.processor.counters.accepted >= n else None)
+    worker = SinkWorker(
+        settings,
+        store,
+        on_flush=lambda _b: done.set() if worker.processor.counters.accepted >= n else None,
+    )
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.ready.wait(), 60)
     started = time.perf_counter()
@@ -100,7 +114,9 @@ async def measure_sink_processes(settings: Settings, n: int, processes: int) -> 
     from agentaudit.sink.pool import SinkProcesses
 
     done = asyncio.Event()
-    pool = SinkProcesses(settings, processes, on_progress=lambda: done.set() if pool.accepted >= n else None)
+    pool = SinkProcesses(
+        settings, processes, on_progress=lambda: done.set() if pool.accepted >= n else None
+    )
     async with pool:
         await asyncio.wait_for(pool.first_ready.wait(), 120)
         started = time.perf_counter()
@@ -116,22 +132,33 @@ class EndToEnd:
     events: int
 
 
-async def measure_end_to_end(settings: Settings, store: Store, rate: float, seconds: float) -> EndToEnd:
+async def measure_end_to_end(
+    settings: Settings, store: Store, rate: float, seconds: float
+) -> EndToEnd:
     """Emit at `rate` from another process; latency = insert acknowledged − occurred_at, per event."""
     latencies: list[float] = []
 
     def on_flush(batch: Batch) -> None:
         acked = datetime.now(UTC)
-        latencies.extend((acked - occurred).total_seconds() * 1000 for occurred in batch.occurred_at)
+        latencies.extend(
+            (acked - occurred).total_seconds() * 1000 for occurred in batch.occurred_at
+        )
 
     worker = SinkWorker(settings, store, on_flush=on_flush)
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.ready.wait(), 60)
     env = {**os.environ, "AGENTAUDIT_DATA_DIR": str(settings.data_dir / "emitter")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agentaudit.bench.emitter", settings.kafka_bootstrap, settings.events_topic,
-        str(rate), str(seconds), env=env, stdout=subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "agentaudit.bench.emitter",
+        settings.kafka_bootstrap,
+        settings.events_topic,
+        str(rate),
+        str(seconds),
+        env=env,
+        stdout=subprocess.PIPE,
+    )
     out, _ = await proc.communicate()
     sent = int(out.decode().strip().splitlines()[-1])
     deadline = time.monotonic() + 60

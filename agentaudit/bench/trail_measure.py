@@ -103,8 +103,21 @@ class _Chain:
             for seq in range(lo, min(lo + _CHUNK, self.n + 1)):
                 rh = self.row[seq - 1].hex()
                 ingested = 2_000_000_000.0 + seq
-                chunk.append((seq, self.payload(seq), _COST, True, _VERSION, prev, rh,
-                              self.leaf[seq - 1].hex(), ingested, True, ""))  # fmt: skip
+                chunk.append(
+                    (
+                        seq,
+                        self.payload(seq),
+                        _COST,
+                        True,
+                        _VERSION,
+                        prev,
+                        rh,
+                        self.leaf[seq - 1].hex(),
+                        ingested,
+                        True,
+                        "",
+                    )
+                )
                 prev = rh
             spent[0] += time.process_time() - t0
             yield from chunk
@@ -133,9 +146,11 @@ def measure_verify(rows: int = 1_000_000, chains: int = 4, every: int = 10_000) 
 
 if __name__ == "__main__":  # pragma: no cover (python -m agentaudit.bench.trail_measure)
     f = measure_verify()
-    print(f"{f.rows} rows, {f.chains} chains, {f.checkpoints} checkpoints: "
-          f"{f.wall_s:.2f} s wall, {f.rows_per_s:,.0f} rows/s, {f.cpu_us_per_row:.2f} µs CPU/row, "
-          f"valid={f.valid}")  # fmt: skip
+    print(
+        f"{f.rows} rows, {f.chains} chains, {f.checkpoints} checkpoints: "
+        f"{f.wall_s:.2f} s wall, {f.rows_per_s:,.0f} rows/s, {f.cpu_us_per_row:.2f} µs CPU/row, "
+        f"valid={f.valid}"
+    )
 
 
 def measure_store_verify(settings: Settings, store: Store) -> VerifyFigures:
@@ -209,17 +224,31 @@ def build_signed_store(
             for n in range(lo, min(lo + every, per_chain)):
                 tokens = 1000 + n + i * per_chain  # every row's usage differs, as in real traffic
                 body = (_PAYLOAD % (n, tokens, n // 50, tenant, n % 1000)).encode()
-                cost = price.llm_call("openai", "gpt-4o-mini",
-                                      Usage.model_construct(input_tokens=tokens, output_tokens=310,
-                                                            cached_input_tokens=0, cache_write_tokens=0),
-                                      at=at, tenant=tenant)  # fmt: skip
+                cost = price.llm_call(
+                    "openai",
+                    "gpt-4o-mini",
+                    Usage.model_construct(
+                        input_tokens=tokens,
+                        output_tokens=310,
+                        cached_input_tokens=0,
+                        cache_write_tokens=0,
+                    ),
+                    at=at,
+                    tenant=tenant,
+                )
                 link: Link = heads.append(tenant, part, body)
                 leaf = leaves[(tenant, part)].hash(link.seq, *cost, body)
-                batch.append(event_row(body, cost, link, Source(settings.events_topic, part, n, 0, None), leaf))
+                batch.append(
+                    event_row(
+                        body, cost, link, Source(settings.events_topic, part, n, 0, None), leaf
+                    )
+                )
                 trees.extend([(tenant, part, leaf)])
         store.insert(INGEST_TABLE, [list(c) for c in zip(*batch)], INGEST_COLUMNS)
         made = signer.sign(trees, datetime.now(UTC))
         anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in made)
-        store.insert(CHECKPOINT_TABLE, [list(c) for c in zip(*(c.row for c in made))], CHECKPOINT_COLUMNS)
+        store.insert(
+            CHECKPOINT_TABLE, [list(c) for c in zip(*(c.row for c in made))], CHECKPOINT_COLUMNS
+        )
         signed += len(made)
     return signed

@@ -21,20 +21,50 @@ def payloads(n: int, seed: int = 1) -> list[tuple[str, str, dict[str, Any]]]:
         roll = rng.random()
         if roll < 0.6:
             prompt = rng.randint(500, 8000)
-            out.append((tenant, "llm_call", {
-                "provider": "openai", "request_model": "gpt-5-mini", "response_model": "gpt-5-mini-2025-08-07",
-                "usage": {"input_tokens": prompt, "output_tokens": rng.randint(50, 900),
-                          "cached_input_tokens": prompt // 2},
-                "latency_ms": 640.0, "finish_reason": "stop",
-            }))  # fmt: skip
+            out.append(
+                (
+                    tenant,
+                    "llm_call",
+                    {
+                        "provider": "openai",
+                        "request_model": "gpt-5-mini",
+                        "response_model": "gpt-5-mini-2025-08-07",
+                        "usage": {
+                            "input_tokens": prompt,
+                            "output_tokens": rng.randint(50, 900),
+                            "cached_input_tokens": prompt // 2,
+                        },
+                        "latency_ms": 640.0,
+                        "finish_reason": "stop",
+                    },
+                )
+            )
         elif roll < 0.9:
-            out.append((tenant, "tool_call", {
-                "tool": "crm_lookup", "action": "lookup", "args_hash": args, "side_effect": "read",
-                "latency_ms": 12.5,
-            }))  # fmt: skip
+            out.append(
+                (
+                    tenant,
+                    "tool_call",
+                    {
+                        "tool": "crm_lookup",
+                        "action": "lookup",
+                        "args_hash": args,
+                        "side_effect": "read",
+                        "latency_ms": 12.5,
+                    },
+                )
+            )
         else:
-            out.append((tenant, "policy_decision", {
-                "rule_id": "refunds", "decision": "ALLOW", "action": "refund", "resource": "order/1",
-                "policy_hash": args,
-            }))  # fmt: skip
+            out.append(
+                (
+                    tenant,
+                    "policy_decision",
+                    {
+                        "rule_id": "refunds",
+                        "decision": "ALLOW",
+                        "action": "refund",
+                        "resource": "order/1",
+                        "policy_hash": args,
+                    },
+                )
+            )
     return out

@@ -47,24 +47,36 @@ def _block(action: dict[str, Any], console: Console) -> None:
         title += "  " + " ".join(f"[bold red]{flag.upper()}[/bold red]" for flag in flags)
     console.print(title)
     what = a["tool"] or "(not executed)"
-    console.print(f"  requested  {what} {a['action']} on {a['resource'] or '-'}  "
-                  f"args {a['args_hash'][:16] or '-'}  side effect {a['side_effect'] or '-'}")  # fmt: skip
+    console.print(
+        f"  requested  {what} {a['action']} on {a['resource'] or '-'}  "
+        f"args {a['args_hash'][:16] or '-'}  side effect {a['side_effect'] or '-'}"
+    )
     if action["decisions"]:
         more = f" (last of {action['decisions']})" if action["decisions"] > 1 else ""
-        console.print(f"  decision   {a['decision']}{more} by rule {a['rule_id']}: "
-                      f"{a['reason'] or '(no reason)'}  policy {a['policy_hash'][:16]}")  # fmt: skip
+        console.print(
+            f"  decision   {a['decision']}{more} by rule {a['rule_id']}: "
+            f"{a['reason'] or '(no reason)'}  policy {a['policy_hash'][:16]}"
+        )
     else:
-        console.print("  decision   [red]none[/red]" if action["executions"] else "  decision   none")
+        console.print(
+            "  decision   [red]none[/red]" if action["executions"] else "  decision   none"
+        )
     if action["approval_id"]:
         outcome = a["approval_outcome"] or "[yellow]unanswered[/yellow]"
-        by = f" by {a['approver_id']} after {_ms(action['approval_latency_ms'])}" if a["approver_id"] else ""
+        by = (
+            f" by {a['approver_id']} after {_ms(action['approval_latency_ms'])}"
+            if a["approver_id"]
+            else ""
+        )
         console.print(f"  approval   {a['approval_id']} ({a['approval_risk']}): {outcome}{by}")
     if action["executions"]:
         retried = f" (last of {action['executions']})" if action["executions"] > 1 else ""
         error = f" {a['exec_error']}" if a["exec_error"] else ""
         key = f"  idempotency key {a['idempotency_key']}" if a["idempotency_key"] else ""
-        console.print(f"  execution  {a['exec_status']}{error}{retried} in "
-                      f"{_ms(action['exec_latency_ms'])}{key}")  # fmt: skip
+        console.print(
+            f"  execution  {a['exec_status']}{error}{retried} in "
+            f"{_ms(action['exec_latency_ms'])}{key}"
+        )
     else:
         console.print("  execution  not executed")
     console.print(f"  run        {a['stop_reason'] or '(not finished)'}")
@@ -75,7 +87,8 @@ def trail(
     action: Annotated[str | None, typer.Option("--action", help="One action, by its id.")] = None,
     tenant: Annotated[str | None, typer.Option("--tenant", help="A tenant's actions.")] = None,
     since: Annotated[
-        str | None, typer.Option("--from", help="With --tenant: requested at or after (ISO 8601, UTC).")
+        str | None,
+        typer.Option("--from", help="With --tenant: requested at or after (ISO 8601, UTC)."),
     ] = None,
     until: Annotated[
         str | None, typer.Option("--to", help="With --tenant: requested before (ISO 8601, UTC).")
@@ -94,8 +107,14 @@ def trail(
     from agentaudit.settings import Settings
     from agentaudit.store import open_store, store_exists
 
-    query = TrailQuery(run=run, action=action, tenant=tenant, since=_when(since, "--from"),
-                       until=_when(until, "--to"), flagged=flagged)  # fmt: skip
+    query = TrailQuery(
+        run=run,
+        action=action,
+        tenant=tenant,
+        since=_when(since, "--from"),
+        until=_when(until, "--to"),
+        flagged=flagged,
+    )
     query.check()
     settings = Settings()
     if settings.embedded and not store_exists(settings):
@@ -109,7 +128,9 @@ def trail(
             _block(item, console)
             console.print()
         n_flagged = sum(1 for a in actions if a["flagged"])
-        console.print(f"[dim]{len(actions)} action{'s' if len(actions) != 1 else ''}, "
-                      f"{n_flagged} flagged[/dim]")  # fmt: skip
+        console.print(
+            f"[dim]{len(actions)} action{'s' if len(actions) != 1 else ''}, "
+            f"{n_flagged} flagged[/dim]"
+        )
     if flagged and actions:
         raise typer.Exit(1)

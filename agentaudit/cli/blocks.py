@@ -67,7 +67,9 @@ def parse_until(until: str | None, for_: str | None, now: datetime) -> datetime 
     try:
         at = datetime.fromisoformat(until.strip())
     except ValueError:
-        raise UserError(f"--until: {until!r} is not an ISO 8601 time, e.g. 2026-11-21T18:00Z") from None
+        raise UserError(
+            f"--until: {until!r} is not an ISO 8601 time, e.g. 2026-11-21T18:00Z"
+        ) from None
     if at.tzinfo is None or at.utcoffset() is None:
         raise UserError(f"--until: {until!r} has no timezone; add one, e.g. Z or +01:00")
     at = at.astimezone(UTC)
@@ -85,7 +87,9 @@ def scope_from_options(tenant: str, user: str | None, agent: str | None, tool: s
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else ""
             option = _OPTION.get(field, field or "scope")
-            lines.append(f"{option}: {error['input']!r} is not valid: {_ID_RULES.get(field, error['msg'])}")
+            lines.append(
+                f"{option}: {error['input']!r} is not valid: {_ID_RULES.get(field, error['msg'])}"
+            )
         raise UserError("; ".join(dict.fromkeys(lines))) from None  # one line, no repeats
 
 
@@ -95,7 +99,9 @@ def operator() -> str:
 
 
 def _options_of(scope: Scope) -> str:
-    parts = [f"--tenant '{scope.tenant_id}'" if scope.tenant_id == "*" else f"--tenant {scope.tenant_id}"]
+    parts = [
+        f"--tenant '{scope.tenant_id}'" if scope.tenant_id == "*" else f"--tenant {scope.tenant_id}"
+    ]
     for field, option in list(_OPTION.items())[1:]:
         if (value := getattr(scope, field)) is not None:
             parts.append(f"{option} {value}")
@@ -120,7 +126,9 @@ def _overlaps(a: Scope, b: Scope) -> bool:
 
 # -- commands -------------------------------------------------------------------------------
 
-Tenant = Annotated[str, typer.Option(help="Tenant id, or '*' for every tenant.", show_default=False)]
+Tenant = Annotated[
+    str, typer.Option(help="Tenant id, or '*' for every tenant.", show_default=False)
+]
 User = Annotated[str | None, typer.Option(help="Only this user's work.")]
 Agent = Annotated[str | None, typer.Option(help="Only this agent.")]
 Tool = Annotated[str | None, typer.Option(help="Only calls of this tool.")]
@@ -131,9 +139,15 @@ def block(
     agent: Agent = None,
     tool: Tool = None,
     user: User = None,
-    reason: Annotated[str | None, typer.Option(help="Why; agents see it in the Blocked error.")] = None,
-    until: Annotated[str | None, typer.Option(help="Lift at this ISO 8601 time (with a zone).")] = None,
-    for_: Annotated[str | None, typer.Option("--for", help="Lift after this long, e.g. 30m, 2h.")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Why; agents see it in the Blocked error.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Lift at this ISO 8601 time (with a zone).")
+    ] = None,
+    for_: Annotated[
+        str | None, typer.Option("--for", help="Lift after this long, e.g. 30m, 2h.")
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm a block of every tenant.")] = False,
 ) -> None:
     """Block a scope: the SDK refuses its LLM and tool calls and runs (the kill switch)."""
@@ -174,12 +188,16 @@ def unblock(tenant: Tenant, agent: Agent = None, tool: Tool = None, user: User =
     console.print(f"unblocked [bold]{scope.key}[/bold]{was}")
     others = [b.scope.key for b in active if b.scope.key != scope.key and _overlaps(b.scope, scope)]
     if others:
-        console.print(f"still blocked: {', '.join(others)} (see `agentaudit blocks`)", highlight=False)
+        console.print(
+            f"still blocked: {', '.join(others)} (see `agentaudit blocks`)", highlight=False
+        )
 
 
 def list_blocks(
     tenant: Annotated[str | None, typer.Option(help="Only blocks covering this tenant.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every scope's latest state, lifted too.")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every scope's latest state, lifted too.")
+    ] = False,
     format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
 ) -> None:
     """Show the blocks in force (latest control message per scope)."""
@@ -194,10 +212,17 @@ def list_blocks(
     columns = ["scope", "action", "reason", "until", "issued_at", "issued_by", "message"]
     at = _short_time if format is OutputFormat.table else _iso_time
     rows: list[Sequence[Any]] = [
-        [m.scope.key, m.action.value, m.reason.value, at(m.until), at(m.issued_at), m.issued_by,
-         m.message]
+        [
+            m.scope.key,
+            m.action.value,
+            m.reason.value,
+            at(m.until),
+            at(m.issued_at),
+            m.issued_by,
+            m.message,
+        ]
         for m in shown
-    ]  # fmt: skip
+    ]
     if format is OutputFormat.table:
         render_table(columns, rows, ("scope", "action"), "scope", console)
     else:

@@ -47,8 +47,19 @@ OPTION_OF_FIELD = {
     "hard_limit": "--hard-limit/--no-hard-limit",
     "timezone": "--timezone",
 }
-COLUMNS = ["name", "scope", "tenant_id", "user_id", "window", "limit_usd", "max_cost_usd",
-           "max_tokens", "thresholds", "hard_limit", "timezone"]  # fmt: skip
+COLUMNS = [
+    "name",
+    "scope",
+    "tenant_id",
+    "user_id",
+    "window",
+    "limit_usd",
+    "max_cost_usd",
+    "max_tokens",
+    "thresholds",
+    "hard_limit",
+    "timezone",
+]
 
 
 # -- validation (pure) ----------------------------------------------------------------------
@@ -103,8 +114,10 @@ def problems(exc: ValidationError, doc: Any, *, options: bool = False) -> list[s
         messages = lines.setdefault((where, field), [])
         if text not in messages:
             messages.append(text)
-    return [f"{where}: {field + ': ' if field else ''}{' or '.join(msgs)}"
-            for (where, field), msgs in lines.items()]  # fmt: skip
+    return [
+        f"{where}: {field + ': ' if field else ''}{' or '.join(msgs)}"
+        for (where, field), msgs in lines.items()
+    ]
 
 
 def _which(doc: Any, index: int) -> str:
@@ -125,7 +138,9 @@ def budgets_from_file(path: Path) -> list[Budget]:
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-        raise InvalidBudget(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+        raise InvalidBudget(
+            f"{path}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}"
+        ) from None
     except ValidationError as exc:
         doc = yaml.safe_load(path.read_text())  # again, for the names of the budgets at fault
         raise InvalidBudget("\n".join(f"{path}: {line}" for line in problems(exc, doc))) from None
@@ -165,8 +180,10 @@ TABLE_COLUMNS = ["name", "scope", "tenant", "user", "limit", "thresholds", "hard
 def limit_text(b: Budget) -> str:
     """`50 USD/day`, or for a request budget `0.5 USD, 50000 tokens/call`."""
     if b.scope is BudgetScope.REQUEST:
-        parts = [f"{b.max_cost_usd:g} USD" if b.max_cost_usd is not None else "",
-                 f"{b.max_tokens} tokens" if b.max_tokens is not None else ""]  # fmt: skip
+        parts = [
+            f"{b.max_cost_usd:g} USD" if b.max_cost_usd is not None else "",
+            f"{b.max_tokens} tokens" if b.max_tokens is not None else "",
+        ]
         return ", ".join(p for p in parts if p) + "/call"
     return f"{b.limit_usd:g} USD/{b.window.value if b.window else '?'}"
 
@@ -178,10 +195,18 @@ def rows_of(budgets: list[Budget], fmt: str) -> tuple[list[str], list[Sequence[A
     if fmt == "table":
         for b in budgets:
             windowed = b.scope is not BudgetScope.REQUEST
-            rows.append([b.name, b.scope.value, b.tenant_id, b.user_id, limit_text(b),
-                         ",".join(f"{t:g}" for t in b.thresholds) if windowed else None,
-                         ("yes" if b.hard_limit else "no") if windowed else None,
-                         b.timezone if windowed else None])  # fmt: skip
+            rows.append(
+                [
+                    b.name,
+                    b.scope.value,
+                    b.tenant_id,
+                    b.user_id,
+                    limit_text(b),
+                    ",".join(f"{t:g}" for t in b.thresholds) if windowed else None,
+                    ("yes" if b.hard_limit else "no") if windowed else None,
+                    b.timezone if windowed else None,
+                ]
+            )
         return TABLE_COLUMNS, rows
     for b in budgets:
         doc = b.model_dump(mode="json")
@@ -213,7 +238,6 @@ def run(work: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(work)
 
 
-
 @app.command("set")
 def set_budgets(
     source: Annotated[
@@ -225,13 +249,19 @@ def set_budgets(
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Budget name (instead of NAME).")] = None,
-    scope: Annotated[BudgetScope | None, typer.Option(help="Define one budget with options.")] = None,
+    scope: Annotated[
+        BudgetScope | None, typer.Option(help="Define one budget with options.")
+    ] = None,
     tenant: Annotated[str | None, typer.Option(help="tenant_id (user, tenant, request).")] = None,
     user: Annotated[str | None, typer.Option(help='user_id, or "*" for each user.')] = None,
     window: Annotated[WindowKind | None, typer.Option(help="Calendar window.")] = None,
     limit_usd: Annotated[float | None, typer.Option(help="Spend limit per window, USD.")] = None,
-    max_cost_usd: Annotated[float | None, typer.Option(help="Request budgets: USD per call.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Request budgets: tokens per call.")] = None,
+    max_cost_usd: Annotated[
+        float | None, typer.Option(help="Request budgets: USD per call.")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Request budgets: tokens per call.")
+    ] = None,
     thresholds: Annotated[
         str | None, typer.Option(help="Soft thresholds, e.g. 0.5,0.8,1 or 50%,80%,100%.")
     ] = None,
@@ -240,7 +270,9 @@ def set_budgets(
         typer.Option("--hard-limit/--no-hard-limit", help="Block at 100% (default) or only alert."),
     ] = None,
     timezone: Annotated[str | None, typer.Option(help="IANA zone of the windows [UTC].")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only; publish nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate only; publish nothing.")
+    ] = False,
 ) -> None:
     """Add or replace budgets from a YAML file, or one budget given by options.
 
@@ -248,9 +280,17 @@ def set_budgets(
     """
     from agentaudit import control_plane
 
-    given = {"tenant_id": tenant, "user_id": user, "window": window, "limit_usd": limit_usd,
-             "max_cost_usd": max_cost_usd, "max_tokens": max_tokens, "thresholds": thresholds,
-             "hard_limit": hard_limit, "timezone": timezone}  # fmt: skip
+    given = {
+        "tenant_id": tenant,
+        "user_id": user,
+        "window": window,
+        "limit_usd": limit_usd,
+        "max_cost_usd": max_cost_usd,
+        "max_tokens": max_tokens,
+        "thresholds": thresholds,
+        "hard_limit": hard_limit,
+        "timezone": timezone,
+    }
     if scope is not None:
         if name is not None and source is not None and name != source:
             raise UserError(f"two names given: {source!r} and --name {name!r}; give one")
@@ -263,7 +303,9 @@ def set_budgets(
         if stray:
             raise UserError(f"{', '.join(stray)}: options set one budget; add --scope and a NAME")
         if source is None:
-            raise UserError("give a budgets YAML file, or one budget: `budgets set NAME --scope ...`")
+            raise UserError(
+                "give a budgets YAML file, or one budget: `budgets set NAME --scope ...`"
+            )
         budgets = budgets_from_file(Path(source))
     settings = Settings()
     if dry_run:
@@ -277,15 +319,19 @@ def set_budgets(
         return before
 
     before = run(publish())
-    changes = ["new" if b.name not in before else "same" if before[b.name] == b else "changed"
-               for b in budgets]  # fmt: skip
+    changes = [
+        "new" if b.name not in before else "same" if before[b.name] == b else "changed"
+        for b in budgets
+    ]
     _render(budgets, "table", changes)
     console.print(f"published {len(budgets)} budget(s) to {settings.budgets_topic}")
 
 
 @app.command("list")
 def list_budgets(
-    tenant: Annotated[str | None, typer.Option(help="Only this tenant's budgets (and global ones).")] = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="Only this tenant's budgets (and global ones).")
+    ] = None,
     format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
 ) -> None:
     """Show the current budgets (the latest definition per name)."""
@@ -304,4 +350,6 @@ def remove(name: Annotated[str, typer.Argument(help="The budget to remove.")]) -
 
     settings = Settings()
     removed = run(control_plane.remove_budget(settings, name))
-    console.print(f"removed budget {removed.name!r} ({removed.scope.value}) from {settings.budgets_topic}")
+    console.print(
+        f"removed budget {removed.name!r} ({removed.scope.value}) from {settings.budgets_topic}"
+    )

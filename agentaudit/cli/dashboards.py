@@ -116,9 +116,11 @@ def push(
     api = GrafanaApi.from_url(url, credential=credential)
     try:
         changes = do_push(
-            api, folder_title=folder, datasource_overrides=overrides,
+            api,
+            folder_title=folder,
+            datasource_overrides=overrides,
             runbook_base_url=runbook_base_url,
-        )  # fmt: skip
+        )
     except GrafanaException as exc:
         raise GrafanaRefused(f"Grafana at {url}: {exc.status_code} {exc}") from exc
     for change in changes:

@@ -23,16 +23,22 @@ err_console = Console(stderr=True)
 
 def erase(
     tenant: Annotated[str, typer.Option("--tenant", help="The subject's tenant.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the trail), e.g. the request's reference.")],
+    reason: Annotated[
+        str,
+        typer.Option("--reason", help="Why (recorded in the trail), e.g. the request's reference."),
+    ],
     subject: Annotated[
         str | None, typer.Option("--subject", help="The data subject: the events' user_id.")
     ] = None,
     unattributed: Annotated[
         bool,
-        typer.Option("--unattributed", help="Erase the tenant's content of events without a user_id instead."),
+        typer.Option(
+            "--unattributed", help="Erase the tenant's content of events without a user_id instead."
+        ),
     ] = False,
     by: Annotated[
-        str | None, typer.Option("--by", help="Who erases (the event's user_id) [default: the OS user].")
+        str | None,
+        typer.Option("--by", help="Who erases (the event's user_id) [default: the OS user]."),
     ] = None,
 ) -> None:
     """Destroy a subject's content keys: their prompts, responses, error messages and attribute
@@ -52,8 +58,11 @@ def erase(
         done = erase_subject(settings, tenant, subject, reason, acting(by), store=store)
     who = f"subject {subject}" if subject is not None else "unattributed content"
     keys = ", ".join(done.destroyed) or "none existed"
-    console.print(f"erased {who} of {tenant}: recorded as event {done.event_id}; keys destroyed: "
-                  f"{keys}", highlight=False, soft_wrap=True)  # fmt: skip
+    console.print(
+        f"erased {who} of {tenant}: recorded as event {done.event_id}; keys destroyed: {keys}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def reveal(
@@ -69,11 +78,17 @@ def reveal(
         raise StoreUnavailable(f"no store at {settings.store_dir}")
     with open_store(settings) as store:
         opened = reveal_event(settings, store, event)
-    sys.stdout.write(orjson.dumps(opened.doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
+    sys.stdout.write(
+        orjson.dumps(opened.doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+    )
     if opened.erased:
-        err_console.print(f"erased (key destroyed): {', '.join(opened.erased)}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"erased (key destroyed): {', '.join(opened.erased)}", highlight=False, soft_wrap=True
+        )
     if opened.tampered:
-        raise UserError(f"sealed values that do not open with their key: {', '.join(opened.tampered)}")
+        raise UserError(
+            f"sealed values that do not open with their key: {', '.join(opened.tampered)}"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -61,8 +61,9 @@ def add(
         console.print(f"valid: {name}; nothing published (--dry-run)", highlight=False)
         return
     settings = Settings()
-    entry, new = run(goldsets_plane.add_goldset(
-        settings, gold_set, source=file.name, now=datetime.now(UTC)))  # fmt: skip
+    entry, new = run(
+        goldsets_plane.add_goldset(settings, gold_set, source=file.name, now=datetime.now(UTC))
+    )
     verb = f"registered as #{entry.number}" if new else f"already registered as #{entry.number}"
     console.print(f"{name} {verb} on {settings.goldsets_topic}", highlight=False)
 
@@ -118,9 +119,14 @@ def pin(
         )
     with open_store(settings) as store:
         record, notes = goldsets_plane.build_pin(
-            store, gold_set, tenant_id=tenant, metric=metric, agent_version=agent_version,
-            model=model, now=datetime.now(UTC),
-        )  # fmt: skip
+            store,
+            gold_set,
+            tenant_id=tenant,
+            metric=metric,
+            agent_version=agent_version,
+            model=model,
+            now=datetime.now(UTC),
+        )
     row = goldsets_plane.describe_pin(record)
     render_table(list(row), [list(row.values())], ("tenant", "gold_set", "metric"), "pin", console)
     for note in notes:

@@ -51,9 +51,13 @@ def init(key_dir: KeyDirOption = None) -> None:
     from agentaudit.keyring import PUBLIC_KEYS_FILE, init_keys
 
     ring = init_keys(_key_dir(key_dir))
-    console.print(f"created signing key {ring.current.fingerprint} in {ring.key_dir}; "
-                  f"give auditors {ring.key_dir / PUBLIC_KEYS_FILE} "
-                  "(or `agentaudit keys public --out FILE`)", highlight=False, soft_wrap=True)  # fmt: skip
+    console.print(
+        f"created signing key {ring.current.fingerprint} in {ring.key_dir}; "
+        f"give auditors {ring.key_dir / PUBLIC_KEYS_FILE} "
+        "(or `agentaudit keys public --out FILE`)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("rotate")
@@ -64,8 +68,12 @@ def rotate(key_dir: KeyDirOption = None) -> None:
 
     ring = rotate_keys(_key_dir(key_dir))
     old = ring.public_keys[-2]
-    console.print(f"rotated: key {ring.current.fingerprint} is current; {old.fingerprint} retired "
-                  f"at {_time(old.retired_at)}", highlight=False, soft_wrap=True)  # fmt: skip
+    console.print(
+        f"rotated: key {ring.current.fingerprint} is current; {old.fingerprint} retired "
+        f"at {_time(old.retired_at)}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("public")

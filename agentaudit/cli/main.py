@@ -63,10 +63,16 @@ def broker(
 def worker(
     sink_processes: Annotated[
         int | None,
-        typer.Option(min=1, help="Sink processes sharing the partitions [env AGENTAUDIT_SINK_PROCESSES; default 1]."),
+        typer.Option(
+            min=1,
+            help="Sink processes sharing the partitions [env AGENTAUDIT_SINK_PROCESSES; default 1].",
+        ),
     ] = None,
     stream_jobs: Annotated[
-        bool, typer.Option(help="Also run the stream jobs (spend, budgets, breakers) [env AGENTAUDIT_STREAM_JOBS].")
+        bool,
+        typer.Option(
+            help="Also run the stream jobs (spend, budgets, breakers) [env AGENTAUDIT_STREAM_JOBS]."
+        ),
     ] = True,
 ) -> None:
     """Sink events and pipeline records into the store (exactly once) and run the stream jobs,
@@ -96,7 +102,9 @@ def jobs() -> None:
 
     async def serve(stop: asyncio.Event) -> None:
         await ensure_topics(settings)
-        console.print(f"stream jobs consuming {settings.events_topic} from {settings.kafka_bootstrap}; Ctrl-C stops")
+        console.print(
+            f"stream jobs consuming {settings.events_topic} from {settings.kafka_bootstrap}; Ctrl-C stops"
+        )
         await run_stream_jobs(settings, stop)
         console.print("stream jobs stopped")
 
@@ -110,11 +118,16 @@ def _exit_past_abandoned_threads() -> None:
     would wait for it forever on exit (seen: SIGTERM answered, process still there)."""
     import threading
 
-    stuck = [t.name for t in threading.enumerate()
-             if t is not threading.main_thread() and t.is_alive() and not t.daemon]  # fmt: skip
+    stuck = [
+        t.name
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and t.is_alive() and not t.daemon
+    ]
     if not stuck:
         return
-    logging.getLogger("agentaudit").warning("exiting past threads left running: %s", ", ".join(stuck))
+    logging.getLogger("agentaudit").warning(
+        "exiting past threads left running: %s", ", ".join(stuck)
+    )
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -138,8 +151,11 @@ def query(
     format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
     as_auditor: Annotated[
         str | None,
-        typer.Option("--as", help="Run as this auditor: one SELECT, scoped to its tenants, recorded. "
-                     "Token from AGENTAUDIT_AUDITOR_TOKEN or --token-file."),
+        typer.Option(
+            "--as",
+            help="Run as this auditor: one SELECT, scoped to its tenants, recorded. "
+            "Token from AGENTAUDIT_AUDITOR_TOKEN or --token-file.",
+        ),
     ] = None,
     token_file: Annotated[
         Path | None, typer.Option(help="File holding the auditor's token (with --as).")
@@ -160,7 +176,9 @@ def query(
 @app.command()
 def demo(
     duration: Annotated[float, typer.Option(help="Seconds the simulated fleet runs.")] = 20.0,
-    tenants: Annotated[int, typer.Option(min=1, max=50, help="Simulated tenants (at least 5 recommended).")] = 5,
+    tenants: Annotated[
+        int, typer.Option(min=1, max=50, help="Simulated tenants (at least 5 recommended).")
+    ] = 5,
     rate: Annotated[float, typer.Option(help="Target events per second from the fleet.")] = 300.0,
     seed: Annotated[int, typer.Option(help="Random seed of the simulation.")] = 7,
     reset: Annotated[
@@ -172,17 +190,27 @@ def demo(
     confirm at a terminal)."""
     from agentaudit.demo.run import run_demo
 
-    run_demo(_settings(), duration=duration, tenants=tenants, rate=rate, seed=seed,
-             console=console, reset=reset)  # fmt: skip
+    run_demo(
+        _settings(),
+        duration=duration,
+        tenants=tenants,
+        rate=rate,
+        seed=seed,
+        console=console,
+        reset=reset,
+    )
 
 
 @app.command()
 def bench(
     events: Annotated[int, typer.Option(help="Events for the throughput measurements.")] = 200_000,
-    e2e_rate: Annotated[float, typer.Option(help="Events/s for the end-to-end latency run.")] = 2000.0,
+    e2e_rate: Annotated[
+        float, typer.Option(help="Events/s for the end-to-end latency run.")
+    ] = 2000.0,
     e2e_seconds: Annotated[float, typer.Option(help="Length of the end-to-end run.")] = 10.0,
     sink_processes: Annotated[
-        int, typer.Option(min=1, help="Sink processes for the multi-process sink run (default: cores).")
+        int,
+        typer.Option(min=1, help="Sink processes for the multi-process sink run (default: cores)."),
     ] = os.cpu_count() or 2,
     budget_rounds: Annotated[
         int, typer.Option(min=1, help="Budget crossings timed (a fresh tenant each).")
@@ -197,9 +225,16 @@ def bench(
     """Measure SDK, broker, sink, stream-job and end-to-end figures side by side in one run."""
     from agentaudit.bench.run import run_bench
 
-    run_bench(events=events, e2e_rate=e2e_rate, e2e_seconds=e2e_seconds,
-              sink_processes=sink_processes, console=console, budget_rounds=budget_rounds,
-              budget_rate=budget_rate, quality_size=quality)  # fmt: skip
+    run_bench(
+        events=events,
+        e2e_rate=e2e_rate,
+        e2e_seconds=e2e_seconds,
+        sink_processes=sink_processes,
+        console=console,
+        budget_rounds=budget_rounds,
+        budget_rate=budget_rate,
+        quality_size=quality,
+    )
 
 
 @app.command("end-trail")
@@ -252,7 +287,9 @@ def main() -> None:
     try:
         app()  # standalone: typer reports usage errors itself (exit 2)
     except UserError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, asyncio.CancelledError):
         err_console.print("interrupted")

@@ -15,7 +15,9 @@ console = Console()
 def notify(
     routes: Annotated[
         Path,
-        typer.Option("--routes", help="Routing file (YAML): receivers and routes (README, Alert delivery)."),
+        typer.Option(
+            "--routes", help="Routing file (YAML): receivers and routes (README, Alert delivery)."
+        ),
     ],
 ) -> None:
     """Deliver alerts to webhooks, Slack and Alertmanager until Ctrl-C, each receiver exactly
@@ -32,7 +34,9 @@ def notify(
     async def serve(stop: asyncio.Event) -> None:
         await ensure_topics(settings)
         names = ", ".join(r.name for r in table.receivers)
-        console.print(f"delivering {settings.alerts_topic} from {settings.kafka_bootstrap} to {names}; Ctrl-C stops")
+        console.print(
+            f"delivering {settings.alerts_topic} from {settings.kafka_bootstrap} to {names}; Ctrl-C stops"
+        )
         await Notifier(settings, table).run(stop)
         console.print("notify stopped")
 

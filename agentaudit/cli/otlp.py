@@ -18,8 +18,12 @@ app = typer.Typer(help="OTLP/HTTP ingest of OpenTelemetry GenAI spans (README, O
 @app.callback(invoke_without_command=True)
 def otlp(
     ctx: typer.Context,
-    port: Annotated[int | None, typer.Option(help="TCP port (env AGENTAUDIT_OTLP_PORT; default 4318).")] = None,
-    host: Annotated[str | None, typer.Option(help="Bind address (env AGENTAUDIT_OTLP_HOST; default 127.0.0.1).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="TCP port (env AGENTAUDIT_OTLP_PORT; default 4318).")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (env AGENTAUDIT_OTLP_HOST; default 127.0.0.1).")
+    ] = None,
 ) -> None:
     """Serve POST /v1/traces and /v1/logs until Ctrl-C: GenAI spans become events on the
     events topic, the tenant taken from the request's API key."""
@@ -38,20 +42,26 @@ def otlp(
     settings = settings.model_copy(update=overrides)
     keys = KeyTable(keys_path(settings))  # a malformed file: exit 2 now, with why
     if not len(keys):
-        console.print(f"[yellow]no API keys in {keys_path(settings)}: every request gets 401; "
-                      "add one with `agentaudit otlp add-key --tenant T`[/yellow]")  # fmt: skip
+        console.print(
+            f"[yellow]no API keys in {keys_path(settings)}: every request gets 401; "
+            "add one with `agentaudit otlp add-key --tenant T`[/yellow]"
+        )
 
     async def serve(stop: asyncio.Event) -> None:
         await ensure_topics(settings)
 
         def ready(_receiver: object, bound: int) -> None:
-            console.print(f"OTLP/HTTP on http://{settings.otlp_host}:{bound} (/v1/traces, /v1/logs) "
-                          f"to {settings.events_topic} at {settings.kafka_bootstrap}; Ctrl-C stops")  # fmt: skip
+            console.print(
+                f"OTLP/HTTP on http://{settings.otlp_host}:{bound} (/v1/traces, /v1/logs) "
+                f"to {settings.events_topic} at {settings.kafka_bootstrap}; Ctrl-C stops"
+            )
 
         receiver = await serve_otlp(settings, stop, keys=keys, on_ready=ready)
         c = receiver.counters
-        console.print(f"otlp stopped: {c['requests']} requests, {c['items']} spans/records, "
-                      f"{c['events']} events, {c['dead_letters']} dead letters, {c['refused']} refused")  # fmt: skip
+        console.print(
+            f"otlp stopped: {c['requests']} requests, {c['items']} spans/records, "
+            f"{c['events']} events, {c['dead_letters']} dead letters, {c['refused']} refused"
+        )
 
     run_until_signal(serve)
 

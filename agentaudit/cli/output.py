@@ -20,7 +20,10 @@ class OutputFormat(StrEnum):
 
 
 def render_table(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], keep: Sequence[str], noun: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    keep: Sequence[str],
+    noun: str,
     console: Console,
 ) -> None:
     """A rich table whose `keep` columns never wrap or get cut (what a reader scans for:
@@ -54,7 +57,10 @@ def render(columns: Sequence[str], rows: list[Sequence[Any]], fmt: str, console:
         console.file.write(buf.getvalue())
     elif fmt == "json":
         for row in rows:
-            doc = {c: (v.decode("utf-8", "replace") if isinstance(v, bytes) else v) for c, v in zip(columns, row)}
+            doc = {
+                c: (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
+                for c, v in zip(columns, row)
+            }
             console.file.write(orjson.dumps(doc, default=_json_default).decode() + "\n")
     else:
         table = Table(*columns, header_style="bold")

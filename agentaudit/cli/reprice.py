@@ -27,10 +27,24 @@ def _when(value: str, option: str) -> datetime:
 
 
 def reprice(
-    start: Annotated[str, typer.Option("--from", help="First occurred_at (ISO 8601, UTC if no zone).")],
+    start: Annotated[
+        str, typer.Option("--from", help="First occurred_at (ISO 8601, UTC if no zone).")
+    ],
     end: Annotated[str, typer.Option("--to", help="End of the window, exclusive.")],
-    pricing: Annotated[str | None, typer.Option("--pricing", help="A pricing version rows carry (default: the current pricing with --overrides or AGENTAUDIT_PRICE_OVERRIDES).")] = None,
-    overrides: Annotated[Path | None, typer.Option("--overrides", help="Price-override file for the current pricing (instead of AGENTAUDIT_PRICE_OVERRIDES).")] = None,
+    pricing: Annotated[
+        str | None,
+        typer.Option(
+            "--pricing",
+            help="A pricing version rows carry (default: the current pricing with --overrides or AGENTAUDIT_PRICE_OVERRIDES).",
+        ),
+    ] = None,
+    overrides: Annotated[
+        Path | None,
+        typer.Option(
+            "--overrides",
+            help="Price-override file for the current pricing (instead of AGENTAUDIT_PRICE_OVERRIDES).",
+        ),
+    ] = None,
     tenant: Annotated[str, typer.Option("--tenant", help="Only this tenant.")] = "",
 ) -> None:
     """Re-price the window's LLM calls under a pricing version into agentaudit.repriced (a new
@@ -64,7 +78,9 @@ def reprice(
         f"  after  ${result.usd_after:,.9f} ({result.unpriced_after:,} unpriced, "
         f"{result.unpriced_tokens_after:,} tokens without a price)\n"
         f"  rows: SELECT * FROM agentaudit.repriced WHERE run_id = '{result.run_id}'",
-        highlight=False, soft_wrap=True, markup=False,
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
     )
 
 

@@ -31,7 +31,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 hold_app = typer.Typer(
-    help="Legal holds: exempt a tenant, or one subject's rows, from retention.", no_args_is_help=True
+    help="Legal holds: exempt a tenant, or one subject's rows, from retention.",
+    no_args_is_help=True,
 )
 console = Console()
 
@@ -41,8 +42,13 @@ ByOption = Annotated[
 ]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f")]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (recorded in the trail).")]
-_OPTIONS = {"tenant_id": "--tenant", "reason": "--reason", "user_id": "--by", "subject": "--subject",
-            "days": "--days"}  # fmt: skip
+_OPTIONS = {
+    "tenant_id": "--tenant",
+    "reason": "--reason",
+    "user_id": "--by",
+    "subject": "--subject",
+    "days": "--days",
+}
 
 
 @contextmanager
@@ -86,7 +92,9 @@ def set_(
     days: Annotated[
         int | None, typer.Option("--days", min=1, help="Keep the tenant's rows this many days.")
     ] = None,
-    forever: Annotated[bool, typer.Option("--forever", help="Keep everything (the default).")] = False,
+    forever: Annotated[
+        bool, typer.Option("--forever", help="Keep everything (the default).")
+    ] = False,
     by: ByOption = None,
 ) -> None:
     """Set a tenant's retention: rows older than N days are deleted by the sweep, a prefix of
@@ -99,7 +107,9 @@ def set_(
     settings = _settings()
     with open_store(settings) as store, _valid_input():
         pol = set_retention(settings, store, tenant, days, reason, acting(by))
-    console.print(f"{_state(pol)} (recorded in the tenant's trail)", highlight=False, soft_wrap=True)
+    console.print(
+        f"{_state(pol)} (recorded in the tenant's trail)", highlight=False, soft_wrap=True
+    )
 
 
 @app.command("show")
@@ -118,13 +128,23 @@ def show(
         cuts = last_cuts(store, tenant or "")
     if tenant and tenant not in found:
         found[tenant] = Policy(tenant)
-    columns = ["tenant", "retention", "changed_at", "tenant_hold", "held_subjects", "partition",
-               "horizon", "cut_at"]  # fmt: skip
+    columns = [
+        "tenant",
+        "retention",
+        "changed_at",
+        "tenant_hold",
+        "held_subjects",
+        "partition",
+        "horizon",
+        "cut_at",
+    ]
     rows: list[Sequence[Any]] = []
     for t, pol in sorted(found.items()):
         head = [t, _days(pol.days), pol.changed_at, pol.tenant_hold, ", ".join(pol.held_subjects)]
         chains = [c for (ct, _), c in sorted(cuts.items()) if ct == t]
-        rows += [[*head, c.partition, c.horizon, c.at] for c in chains] or [[*head, None, None, None]]
+        rows += [[*head, c.partition, c.horizon, c.at] for c in chains] or [
+            [*head, None, None, None]
+        ]
     render(columns, rows, format.value, console)
 
 
@@ -143,17 +163,26 @@ def apply(
     keys = public_keys(settings)
     with open_store(settings) as store, _valid_input():
         report = sweep_report(settings, store, keys, tenant=tenant or "")
-    render(["tenant", "partition", "outcome", "rows", "reason"], apply_rows(report), format.value,
-           console)  # fmt: skip
+    render(
+        ["tenant", "partition", "outcome", "rows", "reason"],
+        apply_rows(report),
+        format.value,
+        console,
+    )
 
 
 def apply_rows(report: SweepReport) -> list[Sequence[Any]]:
     """One row per chain cut or kept, and per tenant kept whole, in (tenant, partition) order."""
     rows: list[Sequence[Any]] = [
-        [c.tenant_id, c.partition, "cut", f"#{c.previous + 1}-#{c.horizon} deleted",
-         f"retention {_days(c.days)}: up to a checkpoint signed that long ago"]
+        [
+            c.tenant_id,
+            c.partition,
+            "cut",
+            f"#{c.previous + 1}-#{c.horizon} deleted",
+            f"retention {_days(c.days)}: up to a checkpoint signed that long ago",
+        ]
         for c in report.cuts
-    ]  # fmt: skip
+    ]
     for k in report.kept:
         kept = "all kept" if k.horizon == 0 else f"kept from #{k.horizon + 1}"
         rows.append([k.tenant_id, k.partition, "kept", kept, k.reason])
@@ -168,8 +197,12 @@ def _hold(tenant: str, subject: str | None, placed: bool, reason: str, by: str |
     with open_store(settings) as store, _valid_input():
         pol = set_hold(settings, store, tenant, subject, placed, reason, acting(by))
     who = f"subject {subject} of {tenant}" if subject else f"tenant {tenant}"
-    console.print(f"legal hold {'placed on' if placed else 'lifted from'} {who} (recorded in the "
-                  f"tenant's trail); now {_state(pol)}", highlight=False, soft_wrap=True)  # fmt: skip
+    console.print(
+        f"legal hold {'placed on' if placed else 'lifted from'} {who} (recorded in the "
+        f"tenant's trail); now {_state(pol)}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 SubjectOption = Annotated[

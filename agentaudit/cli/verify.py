@@ -83,8 +83,9 @@ def verify(
 
     if export is not None and (store_mode or tenant or start or end):
         raise UserError("--export verifies a bundle whole: no --store, --tenant, --from, --to")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err,
-                  transient=True) as bar:  # fmt: skip
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True
+    ) as bar:
         task = bar.add_task("verifying", total=None)
 
         def tick(origin: str, n: int) -> None:
@@ -143,7 +144,10 @@ def export(
         raise UserError(str(e)) from None
     n = len(manifest["chains"])
     script = escape(str(out / "verify.py"))
-    console.print(f"wrote {escape(str(out))}: {n} chain(s) of tenant {escape(tenant)}; "
-                  f"verify with: python3 {script}", highlight=False)  # fmt: skip
+    console.print(
+        f"wrote {escape(str(out))}: {n} chain(s) of tenant {escape(tenant)}; "
+        f"verify with: python3 {script}",
+        highlight=False,
+    )
     if not n:
         print(f"no rows of tenant {tenant} in that window", file=sys.stderr)

@@ -11,10 +11,38 @@ from __future__ import annotations
 from agentaudit_schemas.budgets import Budget, BudgetScope, WindowKind
 
 DEMO_BUDGETS: list[Budget] = [
-    Budget(name="umbrella-daily", scope=BudgetScope.TENANT, tenant_id="umbrella", window=WindowKind.DAY, limit_usd=15.0),
-    Budget(name="acme-daily", scope=BudgetScope.TENANT, tenant_id="acme", window=WindowKind.DAY, limit_usd=2.0, hard_limit=False),
-    Budget(name="hooli-per-user", scope=BudgetScope.USER, tenant_id="hooli", user_id="*", window=WindowKind.DAY, limit_usd=0.25,
-           hard_limit=False),
-    Budget(name="initech-per-call", scope=BudgetScope.REQUEST, tenant_id="initech", max_tokens=100_000),
-    Budget(name="fleet-monthly", scope=BudgetScope.GLOBAL, window=WindowKind.MONTH, limit_usd=1_000.0, hard_limit=False),
-]  # fmt: skip
+    Budget(
+        name="umbrella-daily",
+        scope=BudgetScope.TENANT,
+        tenant_id="umbrella",
+        window=WindowKind.DAY,
+        limit_usd=15.0,
+    ),
+    Budget(
+        name="acme-daily",
+        scope=BudgetScope.TENANT,
+        tenant_id="acme",
+        window=WindowKind.DAY,
+        limit_usd=2.0,
+        hard_limit=False,
+    ),
+    Budget(
+        name="hooli-per-user",
+        scope=BudgetScope.USER,
+        tenant_id="hooli",
+        user_id="*",
+        window=WindowKind.DAY,
+        limit_usd=0.25,
+        hard_limit=False,
+    ),
+    Budget(
+        name="initech-per-call", scope=BudgetScope.REQUEST, tenant_id="initech", max_tokens=100_000
+    ),
+    Budget(
+        name="fleet-monthly",
+        scope=BudgetScope.GLOBAL,
+        window=WindowKind.MONTH,
+        limit_usd=1_000.0,
+        hard_limit=False,
+    ),
+]

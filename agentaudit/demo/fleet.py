@@ -22,7 +22,18 @@ from typing import Any
 
 from agentaudit_sdk import AgentAuditError, Client
 
-TENANT_NAMES = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka", "tyrell", "cyberdyne"]
+TENANT_NAMES = [
+    "acme",
+    "globex",
+    "initech",
+    "umbrella",
+    "hooli",
+    "stark",
+    "wayne",
+    "wonka",
+    "tyrell",
+    "cyberdyne",
+]
 
 MODELS: list[tuple[str, str, str]] = [
     # provider, request model, model actually served
@@ -33,8 +44,14 @@ MODELS: list[tuple[str, str, str]] = [
     ("google", "gemini-2.5-flash", "gemini-2.5-flash"),
     ("mistral", "mistral-small", "mistral-small-2506"),
 ]
-TOOLS = [("web_search", "read"), ("crm_lookup", "read"), ("send_email", "external"),
-         ("update_ticket", "write"), ("run_sql", "read"), ("refund_payment", "write")]  # fmt: skip
+TOOLS = [
+    ("web_search", "read"),
+    ("crm_lookup", "read"),
+    ("send_email", "external"),
+    ("update_ticket", "write"),
+    ("run_sql", "read"),
+    ("refund_payment", "write"),
+]
 AGENTS = ["support-bot", "research-agent", "code-assistant", "billing-agent"]
 LOOPING = ("globex", "research-agent")
 FLOODING = ("initech", "code-assistant")
@@ -78,11 +95,18 @@ class Fleet:
         tenant = rng.choice(self.tenants)
         agent = rng.choice(AGENTS)
         before = self.stats.events
-        with self.client.bind(tenant_id=tenant, agent_id=agent, agent_version=f"1.{AGENTS.index(agent)}.0",
-                              user_id=f"user-{rng.randint(1, 40)}", variant=rng.choice(["a", "b"]),
-                              session_id=f"s-{rng.getrandbits(40):x}"):  # fmt: skip
+        with self.client.bind(
+            tenant_id=tenant,
+            agent_id=agent,
+            agent_version=f"1.{AGENTS.index(agent)}.0",
+            user_id=f"user-{rng.randint(1, 40)}",
+            variant=rng.choice(["a", "b"]),
+            session_id=f"s-{rng.getrandbits(40):x}",
+        ):
             try:
-                with self.client.run(goal=f"{agent} task {rng.randint(1, 10_000)}", max_steps=40) as run:
+                with self.client.run(
+                    goal=f"{agent} task {rng.randint(1, 10_000)}", max_steps=40
+                ) as run:
                     self._count(1)
                     if (tenant, agent) == LOOPING:
                         self._loop(run)
@@ -114,11 +138,19 @@ class Fleet:
             if rng.random() < 0.7:
                 self._action(rng.choice(TOOLS))
         if rng.random() < 0.1:
-            self.client.eval_result("support-gold-v3", f"case-{rng.randint(1, 200)}", "faithfulness",
-                                    round(rng.betavariate(8, 2), 4), rng.random() < 0.85, "llm-judge")  # fmt: skip
+            self.client.eval_result(
+                "support-gold-v3",
+                f"case-{rng.randint(1, 200)}",
+                "faithfulness",
+                round(rng.betavariate(8, 2), 4),
+                rng.random() < 0.85,
+                "llm-judge",
+            )
             self._count(1)
         if rng.random() < 0.03:
-            self.client.guardrail_triggered("prompt_injection", "block", round(rng.uniform(0.7, 1.0), 3))
+            self.client.guardrail_triggered(
+                "prompt_injection", "block", round(rng.uniform(0.7, 1.0), 3)
+            )
             self._count(1)
 
     def _llm_call(self, fault: str | None) -> None:
@@ -126,30 +158,53 @@ class Fleet:
         provider, model, served = rng.choice(MODELS)
         if fault == "spend_burst":
             provider, model, served = "anthropic", "claude-opus-4-1", "claude-opus-4-1-20250805"
-        prompt = rng.randint(800, 12_000) if fault != "spend_burst" else rng.randint(80_000, 150_000)
+        prompt = (
+            rng.randint(800, 12_000) if fault != "spend_burst" else rng.randint(80_000, 150_000)
+        )
         # The flooding agent asks for huge outputs; initech's request ceiling refuses the largest.
         max_output = rng.choice([64_000, 128_000]) if fault == "token_flood" else 4_000
         self.client.check()
-        self.client.check_request(provider, model, input_tokens=prompt, max_output_tokens=max_output)
+        self.client.check_request(
+            provider, model, input_tokens=prompt, max_output_tokens=max_output
+        )
         cached = int(prompt * rng.choice([0.0, 0.5, 0.8])) if provider != "mistral" else 0
-        cache_write = int((prompt - cached) * 0.3) if provider == "anthropic" and rng.random() < 0.3 else 0
-        output = rng.randint(60_000, max_output) if fault == "token_flood" else rng.randint(50, 1_500)
+        cache_write = (
+            int((prompt - cached) * 0.3) if provider == "anthropic" and rng.random() < 0.3 else 0
+        )
+        output = (
+            rng.randint(60_000, max_output) if fault == "token_flood" else rng.randint(50, 1_500)
+        )
         reasoning = int(output * 0.4) if model.startswith(("gpt-5", "gemini-2.5")) else 0
         failed = rng.random() < 0.02
-        self.client.emit("llm_call", {
-            "provider": provider, "request_model": model, "response_model": served,
-            "usage": {"input_tokens": prompt, "output_tokens": output, "cached_input_tokens": cached,
-                      "cache_write_tokens": cache_write, "reasoning_tokens": reasoning},
-            "latency_ms": round(rng.lognormvariate(6.5, 0.5), 1),
-            "ttft_ms": round(rng.lognormvariate(5.5, 0.4), 1),
-            "finish_reason": "error" if failed else ("length" if fault == "token_flood" else "stop"),
-            "status": "error" if failed else "ok",
-            **({"error_type": "rate_limited"} if failed else {}),
-        })  # fmt: skip
+        self.client.emit(
+            "llm_call",
+            {
+                "provider": provider,
+                "request_model": model,
+                "response_model": served,
+                "usage": {
+                    "input_tokens": prompt,
+                    "output_tokens": output,
+                    "cached_input_tokens": cached,
+                    "cache_write_tokens": cache_write,
+                    "reasoning_tokens": reasoning,
+                },
+                "latency_ms": round(rng.lognormvariate(6.5, 0.5), 1),
+                "ttft_ms": round(rng.lognormvariate(5.5, 0.4), 1),
+                "finish_reason": "error"
+                if failed
+                else ("length" if fault == "token_flood" else "stop"),
+                "status": "error" if failed else "ok",
+                **({"error_type": "rate_limited"} if failed else {}),
+            },
+        )
         self._count(1, fault)
 
     def _action(
-        self, tool: tuple[str, str], args: Any = None, broken: str | None = None,
+        self,
+        tool: tuple[str, str],
+        args: Any = None,
+        broken: str | None = None,
         decision: str | None = None,
     ) -> None:
         """One action through `client.action`: the policy decides; REQUIRE_APPROVAL asks a human;
@@ -157,8 +212,13 @@ class Fleet:
         rng = self.rng
         name, side_effect = tool
         args = {"request": rng.getrandbits(64)} if args is None else args
-        with self.client.action(name, f"{name}.invoke", args, resource=f"{name}/{rng.randint(1, 500)}",
-                                side_effect=side_effect) as act:  # fmt: skip
+        with self.client.action(
+            name,
+            f"{name}.invoke",
+            args,
+            resource=f"{name}/{rng.randint(1, 500)}",
+            side_effect=side_effect,
+        ) as act:
             run_it = self._govern(act, broken, decision)
             if run_it:
                 with act.execute() as call:  # the kill switch may refuse it here
@@ -179,8 +239,12 @@ class Fleet:
             decision = "REQUIRE_APPROVAL"
         elif decision is None:
             decision = rng.choices(["ALLOW", "DENY", "REQUIRE_APPROVAL"], weights=[80, 8, 12])[0]
-        act.decide("tools-policy", decision, POLICY_HASH,
-                   reason=None if decision == "ALLOW" else "outside the agent's mandate")  # fmt: skip
+        act.decide(
+            "tools-policy",
+            decision,
+            POLICY_HASH,
+            reason=None if decision == "ALLOW" else "outside the agent's mandate",
+        )
         self._count(1)
         if decision != "REQUIRE_APPROVAL":
             return decision == "ALLOW" or broken == "executed_after_deny"
@@ -189,7 +253,9 @@ class Fleet:
         if broken == "write_without_approval":
             return True  # runs without waiting for the answer, which never comes
         outcome = rng.choices(["approved", "rejected", "expired"], weights=[75, 20, 5])[0]
-        act.approval_decided(f"approver-{rng.randint(1, 5)}", outcome, round(rng.lognormvariate(10, 1), 1))
+        act.approval_decided(
+            f"approver-{rng.randint(1, 5)}", outcome, round(rng.lognormvariate(10, 1), 1)
+        )
         self._count(1)
         return outcome == "approved"
 

@@ -80,76 +80,155 @@ class _Gen:
         self.rng = random.Random(seed)
         self.out: list[tuple[datetime, Message]] = []
 
-    def emit(self, tenant: str, kind: str, at: datetime, payload: dict[str, Any],
-             agent: str | None = None, version: str | None = None) -> None:  # fmt: skip
+    def emit(
+        self,
+        tenant: str,
+        kind: str,
+        at: datetime,
+        payload: dict[str, Any],
+        agent: str | None = None,
+        version: str | None = None,
+    ) -> None:
         agent = agent or self.rng.choice(AGENTS)
         doc = {
-            "event_id": str(uuid_utils.uuid7()), "type": kind, "occurred_at": at.isoformat(),
-            "sdk": {"name": "agentaudit-demo-history", "version": "1"}, "tenant_id": tenant,
-            "agent_id": agent, "agent_version": version or f"1.{AGENTS.index(agent)}.0",
-            "deployment": "demo", "trace_id": self.rng.randbytes(16).hex(),
-            "span_id": self.rng.randbytes(8).hex(), "payload": payload,
-        }  # fmt: skip
+            "event_id": str(uuid_utils.uuid7()),
+            "type": kind,
+            "occurred_at": at.isoformat(),
+            "sdk": {"name": "agentaudit-demo-history", "version": "1"},
+            "tenant_id": tenant,
+            "agent_id": agent,
+            "agent_version": version or f"1.{AGENTS.index(agent)}.0",
+            "deployment": "demo",
+            "trace_id": self.rng.randbytes(16).hex(),
+            "span_id": self.rng.randbytes(8).hex(),
+            "payload": payload,
+        }
         self.out.append((at, (tenant.encode(), orjson.dumps(doc))))
 
-    def llm(self, tenant: str, at: datetime, *, error: float = 0.03, latency: float = 1.0,
-            tokens: float = 1.0, model: tuple[str, str] = (MODEL, SERVED)) -> None:  # fmt: skip
+    def llm(
+        self,
+        tenant: str,
+        at: datetime,
+        *,
+        error: float = 0.03,
+        latency: float = 1.0,
+        tokens: float = 1.0,
+        model: tuple[str, str] = (MODEL, SERVED),
+    ) -> None:
         r, failed = self.rng, self.rng.random() < error
         provider = "anthropic" if model[0].startswith("claude") else "openai"
-        self.emit(tenant, "llm_call", at, {
-            "provider": provider, "request_model": model[0], "response_model": model[1],
-            "usage": {"input_tokens": int(r.randint(1800, 2200) * tokens),
-                      "output_tokens": int(r.randint(150, 250) * tokens)},
-            "latency_ms": round(r.uniform(700, 1000) * latency, 1),
-            "status": "error" if failed else "ok",
-            **({"error_type": "rate_limited"} if failed else {}),
-        })  # fmt: skip
+        self.emit(
+            tenant,
+            "llm_call",
+            at,
+            {
+                "provider": provider,
+                "request_model": model[0],
+                "response_model": model[1],
+                "usage": {
+                    "input_tokens": int(r.randint(1800, 2200) * tokens),
+                    "output_tokens": int(r.randint(150, 250) * tokens),
+                },
+                "latency_ms": round(r.uniform(700, 1000) * latency, 1),
+                "status": "error" if failed else "ok",
+                **({"error_type": "rate_limited"} if failed else {}),
+            },
+        )
 
-    def tool(self, tenant: str, at: datetime, error: float = 0.03, name: str | None = None,
-             agent: str | None = None, version: str | None = None) -> None:  # fmt: skip
+    def tool(
+        self,
+        tenant: str,
+        at: datetime,
+        error: float = 0.03,
+        name: str | None = None,
+        agent: str | None = None,
+        version: str | None = None,
+    ) -> None:
         r, failed = self.rng, self.rng.random() < error
         name, side_effect = r.choice(TOOLS) if name is None else (name, dict(TOOLS)[name])
-        self.emit(tenant, "tool_call", at, {
-            "tool": name, "action": f"{name}.invoke", "args_hash": r.randbytes(32).hex(),
-            "side_effect": side_effect, "status": "error" if failed else "ok",
-            "latency_ms": round(r.uniform(40, 80), 1),
-            **({"error_type": "timeout"} if failed else {}),
-        }, agent=agent, version=version)  # fmt: skip
+        self.emit(
+            tenant,
+            "tool_call",
+            at,
+            {
+                "tool": name,
+                "action": f"{name}.invoke",
+                "args_hash": r.randbytes(32).hex(),
+                "side_effect": side_effect,
+                "status": "error" if failed else "ok",
+                "latency_ms": round(r.uniform(40, 80), 1),
+                **({"error_type": "timeout"} if failed else {}),
+            },
+            agent=agent,
+            version=version,
+        )
 
     def policy(self, tenant: str, at: datetime, deny: float = 0.05) -> None:
         decision = "DENY" if self.rng.random() < deny else "ALLOW"
-        self.emit(tenant, "policy_decision", at, {
-            "rule_id": "refunds-over-100", "decision": decision, "action": "refund_payment",
-            "resource": "order/123", "policy_hash": POLICY_HASH,
-            **({"reason": "amount over limit"} if decision == "DENY" else {}),
-        })  # fmt: skip
+        self.emit(
+            tenant,
+            "policy_decision",
+            at,
+            {
+                "rule_id": "refunds-over-100",
+                "decision": decision,
+                "action": "refund_payment",
+                "resource": "order/123",
+                "policy_hash": POLICY_HASH,
+                **({"reason": "amount over limit"} if decision == "DENY" else {}),
+            },
+        )
 
     def approval(self, tenant: str, at: datetime, slow: float = 1.0) -> None:
         r = self.rng
-        self.emit(tenant, "approval_decided", at, {
-            "approval_id": f"apr-{r.getrandbits(32):x}",
-            "approver_id": f"approver-{r.randint(1, 5)}",
-            "outcome": "approved", "latency_ms": round(r.lognormvariate(10, 0.3) * slow, 1),
-        })  # fmt: skip
+        self.emit(
+            tenant,
+            "approval_decided",
+            at,
+            {
+                "approval_id": f"apr-{r.getrandbits(32):x}",
+                "approver_id": f"approver-{r.randint(1, 5)}",
+                "outcome": "approved",
+                "latency_ms": round(r.lognormvariate(10, 0.3) * slow, 1),
+            },
+        )
 
     def guardrail(self, tenant: str, at: datetime) -> None:
-        self.emit(tenant, "guardrail_triggered", at, {
-            "guardrail": "prompt_injection", "action": "block",
-            "score": round(self.rng.uniform(0.7, 1), 3),
-        })  # fmt: skip
+        self.emit(
+            tenant,
+            "guardrail_triggered",
+            at,
+            {
+                "guardrail": "prompt_injection",
+                "action": "block",
+                "score": round(self.rng.uniform(0.7, 1), 3),
+            },
+        )
 
-    def eval_run(self, tenant: str, start: datetime, version: str, runs: int,
-                 fail_every: int) -> None:  # fmt: skip
+    def eval_run(
+        self, tenant: str, start: datetime, version: str, runs: int, fail_every: int
+    ) -> None:
         """`runs` passes over the gold set 20 s apart; case i fails when i % fail_every == 0."""
         at = start
         for run in range(runs):
             for i, case in enumerate(CASES):
                 passed = i % fail_every != 0
                 score = (0.8 if passed else 0.25) + 0.003 * (i % 30) + 0.001 * run
-                self.emit(tenant, "eval_result", at, {
-                    "gold_set_id": GOLD_SET, "case_id": case, "metric": METRIC,
-                    "score": round(score, 4), "passed": passed, "evaluator": "llm-judge",
-                }, agent="support-bot", version=version)  # fmt: skip
+                self.emit(
+                    tenant,
+                    "eval_result",
+                    at,
+                    {
+                        "gold_set_id": GOLD_SET,
+                        "case_id": case,
+                        "metric": METRIC,
+                        "score": round(score, 4),
+                        "passed": passed,
+                        "evaluator": "llm-judge",
+                    },
+                    agent="support-bot",
+                    version=version,
+                )
                 at += timedelta(seconds=20)
 
 
@@ -166,8 +245,13 @@ def _tool_mix_shift(g: _Gen, tenant: str, split: datetime, end: datetime) -> Non
     while t < end:
         for _ in range(2):
             name = g.rng.choice(AFTER_MIX if t >= split else BEFORE_MIX)
-            g.tool(tenant, t + timedelta(seconds=g.rng.uniform(0, 59.9)), name=name,
-                   agent=DRIFT_AGENT, version=DRIFT_AGENT_VERSION)  # fmt: skip
+            g.tool(
+                tenant,
+                t + timedelta(seconds=g.rng.uniform(0, 59.9)),
+                name=name,
+                agent=DRIFT_AGENT,
+                version=DRIFT_AGENT_VERSION,
+            )
         t += timedelta(minutes=1)
 
 
@@ -234,8 +318,14 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.2)  # polls a chDB count too: keep it light next to the sink
 
 
-async def backfill(settings: Settings, store: Store, jobs: Any, tenants: int, seed: int,
-                   now: datetime | None = None) -> int:  # fmt: skip
+async def backfill(
+    settings: Settings,
+    store: Store,
+    jobs: Any,
+    tenants: int,
+    seed: int,
+    now: datetime | None = None,
+) -> int:
     """Produce the history (see module doc); returns how many events were produced.
 
     Phase 1: every event before the degraded run's window, including the approved run;
@@ -251,19 +341,31 @@ async def backfill(settings: Settings, store: Store, jobs: Any, tenants: int, se
     tenant = history.eval_tenant
     if tenant is not None:
         await _produce(settings, history.before_pin)
-        sql = ("SELECT count() FROM agentaudit.events WHERE tenant_id = {t:String} "
-               "AND type = 'eval_result' AND agent_version = '1.0.0'")  # fmt: skip
+        sql = (
+            "SELECT count() FROM agentaudit.events WHERE tenant_id = {t:String} "
+            "AND type = 'eval_result' AND agent_version = '1.0.0'"
+        )
         need = 2 * len(CASES)
-        await _until(lambda: int(store.query(sql, {"t": tenant}).result_rows[0][0]) >= need,
-                     "the approved gold set run to be stored")  # fmt: skip
+        await _until(
+            lambda: int(store.query(sql, {"t": tenant}).result_rows[0][0]) >= need,
+            "the approved gold set run to be stored",
+        )
         text = "".join(f'{{"case_id": "{c}", "input": "question {c}"}}\n' for c in CASES)
         gold, _ = await add_goldset(settings, parse_goldset(GOLD_SET, text), source="demo", now=now)
-        record, _notes = build_pin(store, gold, tenant_id=tenant, metric=METRIC,
-                                   agent_version="1.0.0", model=SERVED, now=now)  # fmt: skip
+        record, _notes = build_pin(
+            store,
+            gold,
+            tenant_id=tenant,
+            metric=METRIC,
+            agent_version="1.0.0",
+            model=SERVED,
+            now=now,
+        )
         await publish_pin(settings, record)
         pins = jobs.jobs.detection.pins
-        await _until(lambda: pins.current(tenant, GOLD_SET, METRIC) is not None,
-                     "the jobs to read the pin")  # fmt: skip
+        await _until(
+            lambda: pins.current(tenant, GOLD_SET, METRIC) is not None, "the jobs to read the pin"
+        )
     await _produce(settings, history.after_pin)
     return len(history)
 

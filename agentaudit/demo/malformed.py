@@ -7,13 +7,23 @@ import orjson
 from agentaudit_schemas.events import MAX_EVENT_BYTES
 
 _VALID_SHAPE: dict[str, object] = {
-    "event_id": "01937a3e-7c9e-7d4a-9b2f-3f7a2c9e1d00", "type": "tool_call",
-    "occurred_at": "2026-11-21T10:00:00.000000Z", "sdk": {"name": "handmade", "version": "0"},
-    "tenant_id": "acme", "agent_id": "support-bot", "agent_version": "1.0.0",
-    "trace_id": "0" * 32, "span_id": "0" * 16,
-    "payload": {"tool": "crm_lookup", "action": "lookup", "args_hash": "a" * 64,
-                "side_effect": "read", "latency_ms": 3.0},
-}  # fmt: skip
+    "event_id": "01937a3e-7c9e-7d4a-9b2f-3f7a2c9e1d00",
+    "type": "tool_call",
+    "occurred_at": "2026-11-21T10:00:00.000000Z",
+    "sdk": {"name": "handmade", "version": "0"},
+    "tenant_id": "acme",
+    "agent_id": "support-bot",
+    "agent_version": "1.0.0",
+    "trace_id": "0" * 32,
+    "span_id": "0" * 16,
+    "payload": {
+        "tool": "crm_lookup",
+        "action": "lookup",
+        "args_hash": "a" * 64,
+        "side_effect": "read",
+        "latency_ms": 3.0,
+    },
+}
 
 
 def _variant(**changes: object) -> bytes:

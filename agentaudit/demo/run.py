@@ -43,8 +43,11 @@ def _confirm_reset(store: Store, settings: Settings, reset: bool, console: Conso
         return
     where = str(settings.store_dir) if settings.embedded else "the ClickHouse server"
     interactive = sys.stdin.isatty() and console.is_terminal
-    if interactive and Confirm.ask(f"{where} holds a trail of {events} events; the demo starts "
-                                   "from an empty trail. Drop it?", console=console, default=False):  # fmt: skip
+    if interactive and Confirm.ask(
+        f"{where} holds a trail of {events} events; the demo starts from an empty trail. Drop it?",
+        console=console,
+        default=False,
+    ):
         return
     raise UserError(
         f"{where} holds a trail of {events} events and the demo starts from an empty one: pass "
@@ -66,8 +69,10 @@ def _demo_signing(settings: Settings, console: Console) -> Settings:
         KeyRing.load(settings.key_dir)
     except KeyMissing:
         ring = init_keys(settings.key_dir)
-        console.print(f"signing key {ring.current.fingerprint} created in {settings.key_dir} "
-                      "(`agentaudit keys public` shows it)")  # fmt: skip
+        console.print(
+            f"signing key {ring.current.fingerprint} created in {settings.key_dir} "
+            "(`agentaudit keys public` shows it)"
+        )
     interval = min(settings.checkpoint_interval_s, DEMO_CHECKPOINT_INTERVAL_S)
     return settings.model_copy(update={"checkpoint_interval_s": interval})
 
@@ -103,8 +108,16 @@ def _verify(settings: Settings, store: Store, console: Console) -> None:
         raise UserError("the demo's own trail does not verify (lines above): please report this")
 
 
-def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, seed: int,
-             console: Console, reset: bool = False) -> None:  # fmt: skip
+def run_demo(
+    settings: Settings,
+    *,
+    duration: float,
+    tenants: int,
+    rate: float,
+    seed: int,
+    console: Console,
+    reset: bool = False,
+) -> None:
     """Start a local broker, own the store, sink a simulated fleet's events, print a summary.
 
     An existing trail is dropped only with `reset` (or when the user confirms at a terminal).
@@ -127,18 +140,24 @@ def run_demo(settings: Settings, *, duration: float, tenants: int, rate: float, 
             console.print("fresh trail: schema migrated")
             signed = asyncio.run(_demo(settings, store, duration, tenants, rate, seed, console))
             print_summary(store, console)
-            console.print(f"checkpoints: {signed} signed (every {settings.checkpoint_interval_s:g} s "
-                          f"per chain), anchored in {settings.checkpoints_dir}")  # fmt: skip
+            console.print(
+                f"checkpoints: {signed} signed (every {settings.checkpoint_interval_s:g} s "
+                f"per chain), anchored in {settings.checkpoints_dir}"
+            )
             if settings.checkpoint_interval_s > 0:
                 _verify(settings, store, console)
             report = write_report(settings, store, utc_now())
-    console.print(f"\nreport: {report}  (charts and tables; open it in a browser, works offline)",
-                  highlight=False, soft_wrap=True)  # fmt: skip
+    console.print(
+        f"\nreport: {report}  (charts and tables; open it in a browser, works offline)",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(
         f"The store stays in {settings.store_dir}. Try:\n"
         "  agentaudit report --tenant umbrella --out umbrella.html  # one tenant's report\n"
         "  agentaudit trail --tenant acme --flagged # actions without a decision, an approval, or after a DENY",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -153,8 +172,15 @@ async def _produce_malformed(settings: Settings) -> int:
     return len(MALFORMED)
 
 
-async def _demo(settings: Settings, store: Store, duration: float, tenants: int, rate: float,
-                seed: int, console: Console) -> int:  # fmt: skip
+async def _demo(
+    settings: Settings,
+    store: Store,
+    duration: float,
+    tenants: int,
+    rate: float,
+    seed: int,
+    console: Console,
+) -> int:
     """Run the fleet through the pipeline; returns the number of checkpoints signed."""
     from agentaudit.control_plane import publish_budgets
     from agentaudit.records.sink import RecordSink
@@ -183,13 +209,22 @@ async def _demo(settings: Settings, store: Store, duration: float, tenants: int,
                 console.print(f"history: {past} past events produced ({describe(tenants)})")
                 await _drive(fleet, duration, rate, console)
                 if not await client.aflush(30, delivered=True):
-                    raise UserError("the SDK could not deliver the fleet's events within 30s; is the broker healthy?")
+                    raise UserError(
+                        "the SDK could not deliver the fleet's events within 30s; is the broker healthy?"
+                    )
                 expected = client.stats.sent + malformed + past
                 await _drain(worker, expected, console)
-                await _wait(lambda: jobs.jobs.counters.handled >= expected,
-                            "the stream jobs to see every event")  # fmt: skip
-                await _wait(lambda: records.processor.counters.handled >= jobs.jobs.counters.records
-                            and not records.processor.batch.ranges, "the record sink to store every alert")  # fmt: skip
+                await _wait(
+                    lambda: jobs.jobs.counters.handled >= expected,
+                    "the stream jobs to see every event",
+                )
+                await _wait(
+                    lambda: (
+                        records.processor.counters.handled >= jobs.jobs.counters.records
+                        and not records.processor.batch.ranges
+                    ),
+                    "the record sink to store every alert",
+                )
         console.print(
             f"fleet: {fleet.stats.runs} runs, {fleet.stats.events} events emitted "
             f"(faults: {fleet.stats.by_fault}; runs the SDK stopped: {fleet.stats.refused or 'none'}); "
@@ -215,7 +250,12 @@ async def _wait(condition: Callable[[], bool], what: str) -> None:
 async def _drive(fleet: Fleet, duration: float, rate: float, console: Console) -> None:
     """Run the fleet at about `rate` events/s for `duration` seconds, with a progress bar."""
     started = time.monotonic()
-    columns = (TextColumn("fleet"), BarColumn(), TextColumn("{task.fields[events]} events"), TimeRemainingColumn())
+    columns = (
+        TextColumn("fleet"),
+        BarColumn(),
+        TextColumn("{task.fields[events]} events"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("fleet", total=duration, events=0)
         while (elapsed := time.monotonic() - started) < duration:
@@ -225,7 +265,9 @@ async def _drive(fleet: Fleet, duration: float, rate: float, console: Console) -
                 await asyncio.sleep(ahead)  # pacing to the target rate, not waiting for a result
             else:
                 await asyncio.sleep(0)  # let the sink run between runs
-            progress.update(task, completed=min(duration, time.monotonic() - started), events=fleet.stats.events)
+            progress.update(
+                task, completed=min(duration, time.monotonic() - started), events=fleet.stats.events
+            )
 
 
 async def _drain(worker: SinkWorker, expected: int, console: Console) -> None:
@@ -235,10 +277,15 @@ async def _drain(worker: SinkWorker, expected: int, console: Console) -> None:
     worker.on_flush = lambda _batch: flushed.set()
     while True:
         c = worker.processor.counters
-        if c.accepted + c.dead_lettered + c.duplicates + c.already_stored >= expected and not worker.processor.batch.ranges:
+        if (
+            c.accepted + c.dead_lettered + c.duplicates + c.already_stored >= expected
+            and not worker.processor.batch.ranges
+        ):
             return
         if time.monotonic() > deadline:
-            raise UserError(f"the sink stored {c.accepted + c.dead_lettered} of {expected} messages in time")
+            raise UserError(
+                f"the sink stored {c.accepted + c.dead_lettered} of {expected} messages in time"
+            )
         flushed.clear()
         try:
             await asyncio.wait_for(flushed.wait(), 1.0)

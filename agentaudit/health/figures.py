@@ -131,6 +131,8 @@ def checkpoints(store: Store) -> Checkpoints:
 def store_figures(store: Store, now: datetime, *, signed: bool) -> StoreFigures:
     """Every store figure at `now`; `signed`: whether checkpoints are expected at all."""
     return StoreFigures(
-        inserts(store, now), dead_letter_rates(store, now), heartbeat(store),
+        inserts(store, now),
+        dead_letter_rates(store, now),
+        heartbeat(store),
         checkpoints(store) if signed else None,
-    )  # fmt: skip
+    )

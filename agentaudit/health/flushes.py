@@ -35,8 +35,11 @@ def figures_of(batch: Any, stages: dict[str, float]) -> FlushFigures:
 
 def to_report(figures: FlushFigures) -> dict[str, Any]:
     """JSON fields for a sink process's report line."""
-    return {"stored": figures.events, "dead_letters_by_reason": figures.dead_letters,
-            "stages": figures.stages}  # fmt: skip
+    return {
+        "stored": figures.events,
+        "dead_letters_by_reason": figures.dead_letters,
+        "stages": figures.stages,
+    }
 
 
 def from_report(report: dict[str, Any]) -> FlushFigures | None:

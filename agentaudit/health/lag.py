@@ -76,9 +76,13 @@ class LagReader:
         connection = s.kafka_connection()
         self._admin = kafka_config.admin(connection, request_timeout_ms=ms)
         # max_partition_fetch_bytes=1: a fetch returns at most one record batch per partition.
-        self._consumer = kafka_config.consumer(connection, request_timeout_ms=ms,
-                                               enable_auto_commit=False, max_partition_fetch_bytes=1,
-                                               fetch_max_wait_ms=100)  # fmt: skip
+        self._consumer = kafka_config.consumer(
+            connection,
+            request_timeout_ms=ms,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=1,
+            fetch_max_wait_ms=100,
+        )
         try:
             await kafka_config.start(self._admin, connection, self.timeout_s)
             await kafka_config.start(self._consumer, connection, self.timeout_s)
@@ -130,7 +134,9 @@ class LagReader:
                 meta = committed.get(tp)
                 done = meta.offset if meta is not None and meta.offset >= 0 else None
                 base = done if done is not None else starts[tp]
-                lags.append(Lag(group, tp.topic, tp.partition, ends[tp], done, max(0, ends[tp] - base)))
+                lags.append(
+                    Lag(group, tp.topic, tp.partition, ends[tp], done, max(0, ends[tp] - base))
+                )
         return lags
 
     async def _ends(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:

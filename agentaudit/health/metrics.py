@@ -40,8 +40,24 @@ from agentaudit_sdk.clock import UtcNow, utc_now
 
 log = logging.getLogger("agentaudit.health")
 
-STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # fmt: skip
+STAGE_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 class WorkerMetrics(Collector):
@@ -53,17 +69,23 @@ class WorkerMetrics(Collector):
         self.clock = clock
         self.registry = CollectorRegistry(auto_describe=False)
         self.events_stored = Counter(
-            "agentaudit_events_stored", "Events the store acknowledged since the worker started.",
+            "agentaudit_events_stored",
+            "Events the store acknowledged since the worker started.",
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.dead_letters = Counter(
-            "agentaudit_dead_letters", "Dead letters the store acknowledged since the worker started.",
-            ["reason"], registry=self.registry,
-        )  # fmt: skip
+            "agentaudit_dead_letters",
+            "Dead letters the store acknowledged since the worker started.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.stage_seconds = Histogram(
-            "agentaudit_sink_stage_seconds", "Seconds per sink flush stage (per batch).",
-            ["stage"], buckets=STAGE_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "agentaudit_sink_stage_seconds",
+            "Seconds per sink flush stage (per batch).",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(self)
         self.lags: list[Lag] | None = None
         self.figures: StoreFigures | None = None
@@ -127,8 +149,11 @@ class WorkerMetrics(Collector):
     # -- Collector ------------------------------------------------------------------------
 
     def collect(self) -> Iterable[Metric]:
-        lag = GaugeMetricFamily("agentaudit_consumer_lag", "Messages not yet committed by the group.",
-                                labels=["group", "topic", "partition"])  # fmt: skip
+        lag = GaugeMetricFamily(
+            "agentaudit_consumer_lag",
+            "Messages not yet committed by the group.",
+            labels=["group", "topic", "partition"],
+        )
         for x in self.lags or []:
             lag.add_metric([x.group, x.topic, str(x.partition)], x.lag)
         yield lag
@@ -136,18 +161,26 @@ class WorkerMetrics(Collector):
         if figures is None:
             return
         if figures.inserts.last is not None:
-            yield GaugeMetricFamily("agentaudit_last_insert_timestamp_seconds",
-                                    "Newest ingested_at in agentaudit.events (unix s).",
-                                    value=figures.inserts.last.timestamp())  # fmt: skip
+            yield GaugeMetricFamily(
+                "agentaudit_last_insert_timestamp_seconds",
+                "Newest ingested_at in agentaudit.events (unix s).",
+                value=figures.inserts.last.timestamp(),
+            )
         if figures.heartbeat.last is not None:
-            yield _age("agentaudit_stream_jobs_heartbeat_age_seconds",
-                       "Seconds since the stream jobs' last stored heartbeat.", now, figures.heartbeat.last)  # fmt: skip
+            yield _age(
+                "agentaudit_stream_jobs_heartbeat_age_seconds",
+                "Seconds since the stream jobs' last stored heartbeat.",
+                now,
+                figures.heartbeat.last,
+            )
         cp = figures.checkpoints
         if cp is not None and cp.stalest is not None:
             # A chain never signed has no age: +Inf, so a `> N` rule fires.
             help_ = "Age of the stalest chain's newest checkpoint (s)."
             if cp.stalest_at is None:
-                yield GaugeMetricFamily("agentaudit_checkpoint_age_seconds", help_, value=float("inf"))
+                yield GaugeMetricFamily(
+                    "agentaudit_checkpoint_age_seconds", help_, value=float("inf")
+                )
             else:
                 yield _age("agentaudit_checkpoint_age_seconds", help_, now, cp.stalest_at)
 
@@ -177,7 +210,9 @@ class MetricsServer:
         self._httpd: Any = None
 
     def start(self) -> MetricsServer:
-        self._httpd, _thread = start_http_server(self.port, self.host, _Served(self.metrics.registry))
+        self._httpd, _thread = start_http_server(
+            self.port, self.host, _Served(self.metrics.registry)
+        )
         self.port = self._httpd.server_port
         return self
 
@@ -191,7 +226,9 @@ class MetricsServer:
 class RunningMetrics:
     """The worker's metrics while it runs: the endpoint and the refresh task (`close` ends both)."""
 
-    def __init__(self, metrics: WorkerMetrics, server: MetricsServer, task: asyncio.Task[None]) -> None:
+    def __init__(
+        self, metrics: WorkerMetrics, server: MetricsServer, task: asyncio.Task[None]
+    ) -> None:
         self.metrics, self.server, self.task = metrics, server, task
 
     async def close(self) -> None:

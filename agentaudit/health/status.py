@@ -81,7 +81,11 @@ def _age(now: datetime, then: datetime) -> float:
 
 def sink_lag(lags: list[Lag], settings: Settings) -> int:
     """Messages on the events topic the event sink has not committed yet."""
-    return sum(x.lag for x in lags if x.group == settings.consumer_group and x.topic == settings.events_topic)
+    return sum(
+        x.lag
+        for x in lags
+        if x.group == settings.consumer_group and x.topic == settings.events_topic
+    )
 
 
 def writer_check(settings: Settings, seen: Observed) -> Check:
@@ -94,11 +98,17 @@ def writer_check(settings: Settings, seen: Observed) -> Check:
     limit = settings.health_max_insert_age_s
     since = "never" if last is None else f"{_age(seen.now, last):.1f} s ago"
     if waiting and seen.owner is None:
-        return Check("writer", State.degraded,
-                     f"down: no worker serves the store and {waiting} events wait on the topic")  # fmt: skip
+        return Check(
+            "writer",
+            State.degraded,
+            f"down: no worker serves the store and {waiting} events wait on the topic",
+        )
     if waiting and (last is None or _age(seen.now, last) > limit):
-        return Check("writer", State.degraded,
-                     f"down: {waiting} events wait, last insert {since} (max {limit:g} s)")  # fmt: skip
+        return Check(
+            "writer",
+            State.degraded,
+            f"down: {waiting} events wait, last insert {since} (max {limit:g} s)",
+        )
     who = seen.owner or "no worker serves the store"
     return Check("writer", State.ok, f"{who}; last insert {since}; {waiting} events wait")
 
@@ -121,8 +131,11 @@ def _dead_letter_check(settings: Settings, figures: StoreFigures) -> Check:
     reasons = ", ".join(f"{d.reason} {d.last_5m}/{d.last_1h}" for d in figures.dead_letters)
     detail = f"5 min {five} ({ratio:.1%} of rows), 1 h {hour}" + (f"; {reasons}" if reasons else "")
     bad = ratio > settings.health_max_dead_letter_ratio
-    return Check("dead letters", State.degraded if bad else State.ok,
-                 detail + f" (max {settings.health_max_dead_letter_ratio:.1%})")  # fmt: skip
+    return Check(
+        "dead letters",
+        State.degraded if bad else State.ok,
+        detail + f" (max {settings.health_max_dead_letter_ratio:.1%})",
+    )
 
 
 def _heartbeat_check(settings: Settings, now: datetime, figures: StoreFigures) -> Check:
@@ -148,8 +161,11 @@ def _checkpoint_check(settings: Settings, now: datetime, figures: StoreFigures) 
         return Check("checkpoints", State.degraded, f"{chain} never signed ({cp.chains} chains)")
     age = _age(now, cp.stalest_at)
     state = State.degraded if age > limit else State.ok
-    return Check("checkpoints", state,
-                 f"stalest {chain} signed {age:.1f} s ago ({cp.chains} chains, max {limit:g} s)")  # fmt: skip
+    return Check(
+        "checkpoints",
+        state,
+        f"stalest {chain} signed {age:.1f} s ago ({cp.chains} chains, max {limit:g} s)",
+    )
 
 
 def judge(settings: Settings, seen: Observed) -> Report:
@@ -162,17 +178,27 @@ def judge(settings: Settings, seen: Observed) -> Report:
     if seen.store_error is not None:
         checks.append(Check("store", State.error, seen.store_error))
     else:
-        checks.append(Check("store", State.ok, "embedded chDB" if settings.embedded else "ClickHouse server"))
+        checks.append(
+            Check("store", State.ok, "embedded chDB" if settings.embedded else "ClickHouse server")
+        )
     checks.append(writer_check(settings, seen))
-    checks.append(_lag_check(settings, seen.lags) if seen.lags is not None
-                  else Check("lag", State.unknown, "broker unreachable"))  # fmt: skip
+    checks.append(
+        _lag_check(settings, seen.lags)
+        if seen.lags is not None
+        else Check("lag", State.unknown, "broker unreachable")
+    )
     figures = seen.figures
     if figures is None:
-        checks += [Check(n, State.unknown, "store unavailable")
-                   for n in ("dead letters", "heartbeat", "checkpoints")]  # fmt: skip
+        checks += [
+            Check(n, State.unknown, "store unavailable")
+            for n in ("dead letters", "heartbeat", "checkpoints")
+        ]
     else:
-        checks += [_dead_letter_check(settings, figures), _heartbeat_check(settings, seen.now, figures),
-                   _checkpoint_check(settings, seen.now, figures)]  # fmt: skip
+        checks += [
+            _dead_letter_check(settings, figures),
+            _heartbeat_check(settings, seen.now, figures),
+            _checkpoint_check(settings, seen.now, figures),
+        ]
     return Report(seen.now, checks, seen)
 
 
@@ -222,13 +248,19 @@ def to_json(report: Report) -> dict[str, Any]:
         return value
 
     figures = asdict(seen.figures) if seen.figures is not None else None
-    return clean({
-        "status": report.verdict, "exit_code": report.exit_code, "now": report.now,
-        "checks": [{"name": c.name, "state": c.state.value, "detail": c.detail} for c in report.checks],
-        "owner": seen.owner,
-        "lag": [asdict(x) for x in seen.lags] if seen.lags is not None else None,
-        "store": figures,
-    })  # fmt: skip
+    return clean(
+        {
+            "status": report.verdict,
+            "exit_code": report.exit_code,
+            "now": report.now,
+            "checks": [
+                {"name": c.name, "state": c.state.value, "detail": c.detail} for c in report.checks
+            ],
+            "owner": seen.owner,
+            "lag": [asdict(x) for x in seen.lags] if seen.lags is not None else None,
+            "store": figures,
+        }
+    )
 
 
 def to_text(report: Report) -> list[str]:

@@ -33,12 +33,16 @@ def judge_staleness(settings: Settings, seen: Observed) -> str | None:
     behind = [x for x in seen.lags or [] if x.lag > settings.health_max_lag]
     if behind:
         worst = max(behind, key=lambda x: x.lag)
-        return (f"the pipeline is behind: {worst.group} lags {worst.lag} messages on "
-                f"{worst.topic}[{worst.partition}] (max {settings.health_max_lag}); this answer may be stale")  # fmt: skip
+        return (
+            f"the pipeline is behind: {worst.group} lags {worst.lag} messages on "
+            f"{worst.topic}[{worst.partition}] (max {settings.health_max_lag}); this answer may be stale"
+        )
     return None
 
 
-def staleness_warning(settings: Settings, store: Store, now: datetime, owner: str | None) -> str | None:
+def staleness_warning(
+    settings: Settings, store: Store, now: datetime, owner: str | None
+) -> str | None:
     """Read lag and the last insert, then judge; None when the store is current. `owner`:
     `store_owner(settings)` read *before* the store was opened (opening an unowned embedded
     store makes the reader its owner)."""

@@ -68,9 +68,12 @@ class HttpTransport:
             self._session = aiohttp.ClientSession()
         try:
             async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False,
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as resp:  # fmt: skip
+            ) as resp:
                 text = (await resp.content.read(DETAIL_BYTES)).decode("utf-8", "replace")
                 return Answer(resp.status, resp.headers.get("Retry-After"), text)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -149,7 +152,15 @@ class Deliverer:
             delay = self.backoff.delay(attempt - 1, after)
             # WARNING once, then every 10th: a receiver down for an hour must not flood the log.
             level = logging.WARNING if attempt == 1 or attempt % 10 == 0 else logging.DEBUG
-            log.log(level, "receiver %s (%s): alert %s attempt %d failed (%s); retrying in %.2fs",
-                    self.name, self.where, alert.alert_id, attempt, why, delay)  # fmt: skip
+            log.log(
+                level,
+                "receiver %s (%s): alert %s attempt %d failed (%s); retrying in %.2fs",
+                self.name,
+                self.where,
+                alert.alert_id,
+                attempt,
+                why,
+                delay,
+            )
             if await self.sleeper(delay, stop):
                 raise Stopped(alert.alert_id)

@@ -73,7 +73,9 @@ def slack_body(alert: Alert, base: str) -> dict[str, Any]:
             },
             {
                 "type": "context",
-                "elements": [{"type": "mrkdwn", "text": f"{runbook} · alert id `{alert.alert_id}`"}],
+                "elements": [
+                    {"type": "mrkdwn", "text": f"{runbook} · alert id `{alert.alert_id}`"}
+                ],
             },
         ],
     }
@@ -101,8 +103,14 @@ def alertmanager_body(alert: Alert, resolve_after_s: float, base: str) -> list[d
         "runbook_url": runbook_url(alert, base),
     }
     ends = alert.fired_at + timedelta(seconds=resolve_after_s)
-    return [{"labels": labels, "annotations": annotations,
-             "startsAt": _ts(alert.fired_at), "endsAt": _ts(ends)}]  # fmt: skip
+    return [
+        {
+            "labels": labels,
+            "annotations": annotations,
+            "startsAt": _ts(alert.fired_at),
+            "endsAt": _ts(ends),
+        }
+    ]
 
 
 def request_body(alert: Alert, receiver: ReceiverConfig, runbook_base: str) -> bytes:

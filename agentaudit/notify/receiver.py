@@ -53,11 +53,12 @@ Fault = Callable[[str], None]
 DLQ_REASON = b"alert_refused"
 GROUP_OPTIONS: dict[str, Any] = {
     # Kafka's minimum session: the local broker answers the first JoinGroup in ~3 s, not 30.
-    "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 1000,
     # A receiver may be down for long while one alert is retried between polls: do not let
     # the group evict this member for that (it would only rejoin and take the same partitions).
     "max_poll_interval_ms": 24 * 3600 * 1000,
-}  # fmt: skip
+}
 
 
 def utc_now() -> datetime:
@@ -116,8 +117,9 @@ class ReceiverLoop:
         self.name = receiver.name
         self.group_id = f"{settings.consumer_group}-notify-{receiver.name}"
         self.transport = transport
-        self.deliverer = Deliverer(receiver, routes, transport or HttpTransport(),
-                                   sleeper=sleeper, rng=rng)  # fmt: skip
+        self.deliverer = Deliverer(
+            receiver, routes, transport or HttpTransport(), sleeper=sleeper, rng=rng
+        )
         self.clock = clock
         self.consumer_options = {**GROUP_OPTIONS, **(consumer_options or {})}
         self.fault = fault
@@ -141,9 +143,12 @@ class ReceiverLoop:
         s = self.settings
         connection = s.kafka_connection()
         self.consumer = kafka_config.consumer(
-            connection, group_id=self.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest", **self.consumer_options,
-        )  # fmt: skip
+            connection,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **self.consumer_options,
+        )
         self.producer = kafka_config.producer(connection, acks="all")
         try:
             await self.producer.start()
@@ -203,13 +208,23 @@ class ReceiverLoop:
         except (CommitFailedError, KafkaError) as exc:
             # A rebalance took the partition: its new owner starts at the last commit and
             # may post these alerts again (same idempotency key).
-            log.warning("receiver %s: commit of %s failed (%s); the next owner may resend",
-                        self.name, offsets, type(exc).__name__)  # fmt: skip
+            log.warning(
+                "receiver %s: commit of %s failed (%s); the next owner may resend",
+                self.name,
+                offsets,
+                type(exc).__name__,
+            )
 
     # -- per message ---------------------------------------------------------------------------
 
-    async def _handle(self, tp: TopicPartition, offset: int, key: bytes | None,
-                      value: bytes | None, stop: asyncio.Event) -> None:  # fmt: skip
+    async def _handle(
+        self,
+        tp: TopicPartition,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        stop: asyncio.Event,
+    ) -> None:
         if offset < self.replay_until.get(tp, -1):
             alert = parse_alert(value)
             if alert is not None:
@@ -246,22 +261,44 @@ class ReceiverLoop:
             return "expired"
         return None
 
-    async def _dead_letter(self, tp: TopicPartition, offset: int, key: bytes | None,
-                           value: bytes | None, alert: Alert, result: DeadLettered) -> None:  # fmt: skip
+    async def _dead_letter(
+        self,
+        tp: TopicPartition,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        alert: Alert,
+        result: DeadLettered,
+    ) -> None:
         """The refused alert on the dead-letter topic, acknowledged before its offset is
         committed (a crash in between posts it once more; it is refused again)."""
         assert self.producer is not None
         detail = f"receiver {self.name}: {result.reason}: {result.detail}"[:512]
-        await self.producer.send_and_wait(self.settings.dlq_topic, value, key=key, headers=[
-            ("reason", DLQ_REASON), ("refusal", result.reason.encode()),
-            ("receiver", self.name.encode()), ("detail", detail.encode()),
-            ("source", f"{tp.topic}:{tp.partition}:{offset}".encode()),
-        ])  # fmt: skip
+        await self.producer.send_and_wait(
+            self.settings.dlq_topic,
+            value,
+            key=key,
+            headers=[
+                ("reason", DLQ_REASON),
+                ("refusal", result.reason.encode()),
+                ("receiver", self.name.encode()),
+                ("detail", detail.encode()),
+                ("source", f"{tp.topic}:{tp.partition}:{offset}".encode()),
+            ],
+        )
         metrics.DEAD_LETTERS.labels(receiver=self.name, reason=result.reason).inc()
-        log.error("receiver %s (%s) refused alert %s (%s, tenant %s) for good: %s %s; "
-                  "dead-lettered to %s", self.name, self.deliverer.where, alert.alert_id,
-                  alert.kind, alert.scope.tenant_id, result.reason, result.detail,
-                  self.settings.dlq_topic)  # fmt: skip
+        log.error(
+            "receiver %s (%s) refused alert %s (%s, tenant %s) for good: %s %s; "
+            "dead-lettered to %s",
+            self.name,
+            self.deliverer.where,
+            alert.alert_id,
+            alert.kind,
+            alert.scope.tenant_id,
+            result.reason,
+            result.detail,
+            self.settings.dlq_topic,
+        )
 
     def _count(self, outcome: str) -> None:
         self.handled[outcome] = self.handled.get(outcome, 0) + 1

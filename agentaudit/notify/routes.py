@@ -71,7 +71,9 @@ class ReceiverConfig(_Model):
             assert self.url_env is not None
             url = os.environ.get(self.url_env, "")
             if not url:
-                raise UserError(f"receiver {self.name}: environment variable {self.url_env} is not set")
+                raise UserError(
+                    f"receiver {self.name}: environment variable {self.url_env} is not set"
+                )
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UserError(f"receiver {self.name}: its URL must be http(s)://host[:port]/…")

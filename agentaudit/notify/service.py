@@ -49,11 +49,19 @@ class Notifier:
         self.sleeper = sleeper
         self.rng = rng
         self.loops = {
-            r.name: ReceiverLoop(settings, routes, r, transport=transport(r.name), sleeper=sleeper,
-                                 rng=rng, clock=clock, consumer_options=consumer_options,
-                                 fault=fault)
+            r.name: ReceiverLoop(
+                settings,
+                routes,
+                r,
+                transport=transport(r.name),
+                sleeper=sleeper,
+                rng=rng,
+                clock=clock,
+                consumer_options=consumer_options,
+                fault=fault,
+            )
             for r in routes.receivers
-        }  # fmt: skip
+        }
 
     async def run(self, stop: asyncio.Event) -> None:
         """Every receiver in its own task; returns when `stop` is set and all have stopped."""
@@ -70,8 +78,13 @@ class Notifier:
                 failures += 1
                 metrics.count(loop.name, "failed")
                 delay = backoff.delay(failures - 1)
-                log.error("receiver %s: delivery failed (%s: %s); restarting in %.1fs",
-                          loop.name, type(exc).__name__, loop.deliverer.redact(str(exc)), delay)  # fmt: skip
+                log.error(
+                    "receiver %s: delivery failed (%s: %s); restarting in %.1fs",
+                    loop.name,
+                    type(exc).__name__,
+                    loop.deliverer.redact(str(exc)),
+                    delay,
+                )
                 if await self.sleeper(delay, stop):
                     return
 
@@ -86,8 +99,11 @@ async def deliver_in_worker(
     while not stop.is_set():
         try:
             routes = load_routes(settings.alert_routes)
-            log.info("delivering %s to %s", settings.alerts_topic,
-                     ", ".join(r.name for r in routes.receivers))  # fmt: skip
+            log.info(
+                "delivering %s to %s",
+                settings.alerts_topic,
+                ", ".join(r.name for r in routes.receivers),
+            )
             await Notifier(settings, routes, sleeper=sleeper).run(stop)
             return
         except Exception as exc:  # noqa: BLE001 (the sink must go on, whatever this was)

@@ -39,7 +39,9 @@ def slug(text: str, default: str) -> str:
 def iso(ns: int) -> str:
     """Nanoseconds since the epoch as RFC 3339 UTC with microseconds (the contract's form)."""
     # Integer seconds plus integer microseconds: a float of ns/1e9 loses the last microsecond.
-    at = datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(microsecond=ns // 1000 % 1_000_000)
+    at = datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(
+        microsecond=ns // 1000 % 1_000_000
+    )
     return at.isoformat().replace("+00:00", "Z")
 
 

@@ -76,7 +76,9 @@ def _b64_of_hex(obj: dict[str, Any], field: str, size: int) -> None:
     try:
         raw = bytes.fromhex(text)
     except ValueError:
-        raise BadRequest(f"{field} {text[:40]!r} is not hex (OTLP/JSON ids are hex, not base64)") from None
+        raise BadRequest(
+            f"{field} {text[:40]!r} is not hex (OTLP/JSON ids are hex, not base64)"
+        ) from None
     if len(raw) != size:
         raise BadRequest(f"{field} {text[:40]!r} is {len(raw)} bytes, not {size}")
     obj[field] = base64.b64encode(raw).decode()

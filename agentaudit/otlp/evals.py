@@ -56,24 +56,33 @@ def eval_result(o: Origin, rec: LogRecord) -> dict[str, Any] | Unmapped:
     a = A.to_dict(rec.attributes)
     name = rec.event_name or a.get("event.name")
     if name != EVAL_EVENT:
-        return Unmapped("unknown_type", f"log record {str(name or '(no event name)')[:80]!r} "
-                                        f"is not a {EVAL_EVENT} event")  # fmt: skip
+        return Unmapped(
+            "unknown_type",
+            f"log record {str(name or '(no event name)')[:80]!r} is not a {EVAL_EVENT} event",
+        )
     metric = a.get("gen_ai.evaluation.name")
     if not metric:
         return Unmapped("schema_violation", "evaluation without gen_ai.evaluation.name")
     passed = _passed(a)
     if passed is None:
-        return Unmapped("schema_violation", "cannot tell whether the evaluation passed: "
-                        "gen_ai.evaluation.score.label is no pass/fail word and "
-                        "agentaudit.evaluation.passed is not set")  # fmt: skip
+        return Unmapped(
+            "schema_violation",
+            "cannot tell whether the evaluation passed: "
+            "gen_ai.evaluation.score.label is no pass/fail word and "
+            "agentaudit.evaluation.passed is not set",
+        )
     ids = _ids(rec, a)
     if ids is None:
-        return Unmapped("schema_violation", "evaluation with neither trace/span ids nor gen_ai.response.id")
+        return Unmapped(
+            "schema_violation", "evaluation with neither trace/span ids nor gen_ai.response.id"
+        )
     score = a.get("gen_ai.evaluation.score.value")
     if score is None:
         score = 1.0 if passed else 0.0
     elif isinstance(score, bool) or not isinstance(score, int | float):
-        return Unmapped("schema_violation", f"gen_ai.evaluation.score.value {score!r} is not a number")
+        return Unmapped(
+            "schema_violation", f"gen_ai.evaluation.score.value {score!r} is not a number"
+        )
     at = rec.time_unix_nano or rec.observed_time_unix_nano
     trace, span = ids
     # Several evaluations of one span differ by metric: each is its own event.

@@ -34,8 +34,15 @@ from agentaudit_schemas.payloads import MAX_CONTENT_CHARS
 INFERENCE = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
 TOOL = "execute_tool"
 AGENT = "invoke_agent"
-_PASSED_ON = frozenset({"gen_ai.agent.name", "gen_ai.agent.version", "gen_ai.response.id",
-                        "gen_ai.conversation.id", "gen_ai.operation.name"})  # fmt: skip
+_PASSED_ON = frozenset(
+    {
+        "gen_ai.agent.name",
+        "gen_ai.agent.version",
+        "gen_ai.response.id",
+        "gen_ai.conversation.id",
+        "gen_ai.operation.name",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +92,9 @@ def operation(a: dict[str, Any]) -> str | None:
     return None
 
 
-def base_event(o: Origin, trace: str, span_id: str, type_: str, at_ns: int, id_key: str) -> dict[str, Any]:
+def base_event(
+    o: Origin, trace: str, span_id: str, type_: str, at_ns: int, id_key: str
+) -> dict[str, Any]:
     """The fields every event from OTLP carries: its deterministic id (from the tenant,
     trace, span and `id_key`), type, time, origin and ids; the run is the trace."""
     return {
@@ -155,17 +164,31 @@ def usage(a: dict[str, Any]) -> dict[str, int]:
     """
     inp = A.count(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens") or 0
     out = A.count(a, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens") or 0
-    read = A.count(a, "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens") or 0
-    write = A.count(a, "gen_ai.usage.cache_creation.input_tokens",
-                    "gen_ai.usage.cache_creation_input_tokens") or 0  # fmt: skip
+    read = (
+        A.count(a, "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens")
+        or 0
+    )
+    write = (
+        A.count(
+            a,
+            "gen_ai.usage.cache_creation.input_tokens",
+            "gen_ai.usage.cache_creation_input_tokens",
+        )
+        or 0
+    )
     reasoning = A.count(a, "gen_ai.usage.reasoning.output_tokens") or 0
     if read + write > inp:
         inp += read + write
     # Reasoning is part of output by the conventions; an output below it cannot be that.
     if reasoning > out:
         out += reasoning
-    return {"input_tokens": inp, "output_tokens": out, "cached_input_tokens": read,
-            "cache_write_tokens": write, "reasoning_tokens": reasoning}  # fmt: skip
+    return {
+        "input_tokens": inp,
+        "output_tokens": out,
+        "cached_input_tokens": read,
+        "cache_write_tokens": write,
+        "reasoning_tokens": reasoning,
+    }
 
 
 def _content(a: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -267,6 +290,9 @@ def map_span(o: Origin, span: Span) -> list[dict[str, Any]] | Unmapped:
     if op == AGENT:
         return run_events(o, span, a)
     if op is None:
-        return Unmapped("unknown_type", f"span {span.name[:100]!r} is not a GenAI span "
-                                        "(no gen_ai.operation.name, model or tool)")  # fmt: skip
+        return Unmapped(
+            "unknown_type",
+            f"span {span.name[:100]!r} is not a GenAI span "
+            "(no gen_ai.operation.name, model or tool)",
+        )
     return Unmapped("unknown_type", f"gen_ai.operation.name {str(op)[:64]!r} maps to no event type")

@@ -21,6 +21,12 @@ def event_id(tenant: str, trace_id: str, span_id: str, kind: str, at_ms: int) ->
     digest = hashlib.sha256(f"{tenant}|{trace_id}|{span_id}|{kind}".encode()).digest()
     rand = int.from_bytes(digest[:10], "big")
     ms = min(max(at_ms, 0), _MS_MAX)
-    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    value = (
+        (ms << 80)
+        | (0x7 << 76)
+        | ((rand >> 62) & 0xFFF) << 64
+        | (0b10 << 62)
+        | (rand & ((1 << 62) - 1))
+    )
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

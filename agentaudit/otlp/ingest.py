@@ -81,13 +81,23 @@ class _Collector:
 
     def dead(self, reason: str, detail: str, value: bytes) -> None:
         kept, extra, note = keep(value)
-        self.out.dead_letters.append((self.key, kept, [
-            ("reason", reason.encode()), ("detail", (detail + note)[:512].encode()),
-            ("source", self.source), *extra,
-        ]))  # fmt: skip
+        self.out.dead_letters.append(
+            (
+                self.key,
+                kept,
+                [
+                    ("reason", reason.encode()),
+                    ("detail", (detail + note)[:512].encode()),
+                    ("source", self.source),
+                    *extra,
+                ],
+            )
+        )
         self.out.reasons[reason] = self.out.reasons.get(reason, 0) + 1
 
-    def unmapped(self, why: Unmapped, item: Message, ids: tuple[str, ...], ctx: dict[str, Any]) -> None:
+    def unmapped(
+        self, why: Unmapped, item: Message, ids: tuple[str, ...], ctx: dict[str, Any]
+    ) -> None:
         value = orjson.dumps({**ctx, "item": _otlp_json(item, ids)}, default=_jsonable)
         self.dead(why.reason, why.detail, value)
         self.out.rejected += 1
@@ -105,7 +115,9 @@ class _Collector:
         self.out.rejected += bad
 
 
-def traces(tenant: str, request: ExportTraceServiceRequest, source: str = "otlp:/v1/traces") -> Outcome:
+def traces(
+    tenant: str, request: ExportTraceServiceRequest, source: str = "otlp:/v1/traces"
+) -> Outcome:
     """The records of a trace export request for `tenant` (from its API key)."""
     c = _Collector(tenant, source)
     for rs in request.resource_spans:

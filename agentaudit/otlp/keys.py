@@ -81,7 +81,9 @@ def _entries(doc: Any, path: Path) -> dict[str, KeyEntry]:
             raise UserError(f"{path}: keys[{i}].sha256 must be 64 lowercase hex digits")
         if not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
             raise UserError(f"{path}: keys[{i}].tenant_id {tenant!r} is not a tenant id")
-        out[sha] = KeyEntry(sha, tenant, str(item.get("name", "")), bool(item.get("revoked", False)))
+        out[sha] = KeyEntry(
+            sha, tenant, str(item.get("name", "")), bool(item.get("revoked", False))
+        )
     return out
 
 
@@ -127,13 +129,17 @@ class KeyTable:
 def add_key(path: Path, tenant: str, name: str = "") -> str:
     """Create a key for `tenant`, store its hash in the file (0600), return the key (shown once)."""
     if not TENANT_RE.fullmatch(tenant):
-        raise UserError(f"tenant {tenant!r}: use 1-63 of a-z, 0-9 and -, starting with a letter or digit")
+        raise UserError(
+            f"tenant {tenant!r}: use 1-63 of a-z, 0-9 and -, starting with a letter or digit"
+        )
     doc: dict[str, Any] = {"keys": []}
     if path.exists():
         doc = orjson.loads(path.read_bytes())
         _entries(doc, path)  # refuse to append to a file that would not load
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    doc["keys"].append({"sha256": key_sha256(key), "tenant_id": tenant, "name": name, "revoked": False})
+    doc["keys"].append(
+        {"sha256": key_sha256(key), "tenant_id": tenant, "name": name, "revoked": False}
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

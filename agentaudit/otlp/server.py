@@ -78,10 +78,13 @@ class Sender:
             if self._producer is None:
                 # No idempotence: the local broker refuses it; a duplicate is dropped by event id.
                 producer = kafka_producer(
-                    self.settings.kafka_connection(), client_id="agentaudit-otlp",
-                    acks="all", enable_idempotence=False, linger_ms=5,
+                    self.settings.kafka_connection(),
+                    client_id="agentaudit-otlp",
+                    acks="all",
+                    enable_idempotence=False,
+                    linger_ms=5,
                     request_timeout_ms=int(self.settings.otlp_send_timeout_s * 1000),
-                )  # fmt: skip
+                )
                 try:
                     await producer.start()
                 except BaseException:
@@ -99,8 +102,10 @@ class Sender:
             async with asyncio.timeout(s.otlp_send_timeout_s):
                 producer = await self._get()
                 pending = [await producer.send(s.events_topic, v, key=k) for k, v in outcome.events]
-                pending += [await producer.send(s.dlq_topic, v, key=k, headers=h)
-                            for k, v, h in outcome.dead_letters]  # fmt: skip
+                pending += [
+                    await producer.send(s.dlq_topic, v, key=k, headers=h)
+                    for k, v, h in outcome.dead_letters
+                ]
                 await asyncio.gather(*pending)
         except (TimeoutError, KafkaError, OSError) as exc:
             await self.reset()  # a fresh producer next time: the old one may hold a dead connection
@@ -127,8 +132,14 @@ class Receiver:
         self.keys = keys if keys is not None else KeyTable(keys_path(settings))
         self.sender = Sender(settings)
         self._inflight = 0
-        self.counters = {"requests": 0, "items": 0, "events": 0, "dead_letters": 0,
-                         "refused": 0, "unavailable": 0}  # fmt: skip
+        self.counters = {
+            "requests": 0,
+            "items": 0,
+            "events": 0,
+            "dead_letters": 0,
+            "refused": 0,
+            "unavailable": 0,
+        }
         self.app = web.Application(client_max_size=settings.otlp_max_body_bytes)
         self.app.router.add_post("/v1/traces", self._traces)
         self.app.router.add_post("/v1/logs", self._logs)
@@ -155,15 +166,25 @@ class Receiver:
             resp.partial_success.error_message = out.message()
         return resp
 
-    def _error(self, status: int, message: str, media: str, retry_after: int | None = None) -> web.Response:
+    def _error(
+        self, status: int, message: str, media: str, retry_after: int | None = None
+    ) -> web.Response:
         self.counters["refused"] += 1
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-        return web.Response(status=status, body=_status_body(status, message, media),
-                            content_type=media, headers=headers)  # fmt: skip
+        return web.Response(
+            status=status,
+            body=_status_body(status, message, media),
+            content_type=media,
+            headers=headers,
+        )
 
-    async def _export(self, request: web.Request, parse: Callable[[bytes, str], Any],
-                      mapping: Callable[..., ingest.Outcome], respond: Callable[[ingest.Outcome], Any],
-                      ) -> web.Response:  # fmt: skip
+    async def _export(
+        self,
+        request: web.Request,
+        parse: Callable[[bytes, str], Any],
+        mapping: Callable[..., ingest.Outcome],
+        respond: Callable[[ingest.Outcome], Any],
+    ) -> web.Response:
         self.counters["requests"] += 1
         try:
             media = decode.media_type(request.headers.get("Content-Type"))
@@ -171,8 +192,11 @@ class Receiver:
             return self._error(415, str(exc), decode.JSON)
         try:
             self.keys.reload()
-            tenant = self.keys.tenant(presented_key(request.headers.get("Authorization"),
-                                                    request.headers.get("x-api-key")))  # fmt: skip
+            tenant = self.keys.tenant(
+                presented_key(
+                    request.headers.get("Authorization"), request.headers.get("x-api-key")
+                )
+            )
         except Unauthorized as exc:
             return self._error(401, str(exc), media)
         except Forbidden as exc:
@@ -189,7 +213,9 @@ class Receiver:
             except web.HTTPRequestEntityTooLarge:
                 return self._error(413, f"body over {limit} bytes", media)
             try:
-                message = parse(decode.inflate(body, request.headers.get("Content-Encoding"), limit), media)
+                message = parse(
+                    decode.inflate(body, request.headers.get("Content-Encoding"), limit), media
+                )
             except decode.TooLarge as exc:
                 return self._error(413, str(exc), media)
             except decode.UnsupportedMediaType as exc:
@@ -202,7 +228,9 @@ class Receiver:
             except BrokerUnavailable as exc:
                 self.counters["unavailable"] += 1
                 log.warning("OTLP export for %s not acknowledged by the broker: %s", tenant, exc)
-                return self._error(503, "broker unavailable, retry later", media, RETRY_AFTER_BROKER_S)
+                return self._error(
+                    503, "broker unavailable, retry later", media, RETRY_AFTER_BROKER_S
+                )
         finally:
             self._inflight -= 1
         self.counters["items"] += out.items
@@ -235,7 +263,9 @@ async def serve_otlp(
         site = web.TCPSite(runner, settings.otlp_host, settings.otlp_port if port is None else port)
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else (port or settings.otlp_port)
-        log.info("OTLP/HTTP receiver on %s:%s (%d keys)", settings.otlp_host, bound, len(receiver.keys))
+        log.info(
+            "OTLP/HTTP receiver on %s:%s (%d keys)", settings.otlp_host, bound, len(receiver.keys)
+        )
         if on_ready is not None:
             on_ready(receiver, bound)
         await stop.wait()

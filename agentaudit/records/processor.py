@@ -92,8 +92,13 @@ class RecordCounters:
     @property
     def handled(self) -> int:
         """Messages seen since start, whatever became of them."""
-        return (sum(self.stored.values()) + self.dead_lettered + self.duplicates
-                + self.already_stored + self.tombstones)  # fmt: skip
+        return (
+            sum(self.stored.values())
+            + self.dead_lettered
+            + self.duplicates
+            + self.already_stored
+            + self.tombstones
+        )
 
 
 class RecordProcessor:
@@ -176,15 +181,23 @@ class RecordProcessor:
             reason = verdict.reason.value
             # An oversized message keeps a prefix, its size and hash (as in the event sink).
             kept, extra, note = keep(value or b"")
-            batch.dead_letters.append(dead_letter_row(
-                source, reason, verdict.detail + note, kept, self.clock(), tenant, record_id
-            ))  # fmt: skip
-            batch.dlq.append(DlqRecord(source.key, kept, [
-                ("reason", reason.encode()),
-                ("detail", verdict.detail[:512].encode()),
-                ("source", f"{source.topic}:{source.partition}:{source.offset}".encode()),
-                *extra,
-            ]))  # fmt: skip
+            batch.dead_letters.append(
+                dead_letter_row(
+                    source, reason, verdict.detail + note, kept, self.clock(), tenant, record_id
+                )
+            )
+            batch.dlq.append(
+                DlqRecord(
+                    source.key,
+                    kept,
+                    [
+                        ("reason", reason.encode()),
+                        ("detail", verdict.detail[:512].encode()),
+                        ("source", f"{source.topic}:{source.partition}:{source.offset}".encode()),
+                        *extra,
+                    ],
+                )
+            )
             batch.high.setdefault(DEAD_LETTERS_TABLE, {})[tp] = source.offset
             self.counters.dead_lettered += 1
 

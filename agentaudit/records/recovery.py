@@ -47,11 +47,16 @@ def _positions_sql() -> str:
         for t in RECORD_TABLES.values()
     ]
     sources += [
-        (DEAD_LETTERS_TABLE, DEAD_LETTERS_TABLE, "source_topic", "''",
-         "toInt64(toUnixTimestamp64Milli(kafka_timestamp))",
-         f"toString(substring(original, 1, {ANCHOR_PREFIX_BYTES}))"),
+        (
+            DEAD_LETTERS_TABLE,
+            DEAD_LETTERS_TABLE,
+            "source_topic",
+            "''",
+            "toInt64(toUnixTimestamp64Milli(kafka_timestamp))",
+            f"toString(substring(original, 1, {ANCHOR_PREFIX_BYTES}))",
+        ),
         (_PROGRESS, OFFSETS_TABLE, "kafka_topic", "''", "toInt64(0)", "''"),
-    ]  # fmt: skip
+    ]
     return "\nUNION ALL\n".join(
         f"SELECT '{label}' AS tbl, toString({topic}) AS topic, kafka_partition, log_epoch, "
         f"max(kafka_offset), argMax({rid}, kafka_offset), argMax({ts}, kafka_offset), "

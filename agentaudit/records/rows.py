@@ -71,34 +71,89 @@ def details_json(details: dict[str, Any]) -> str:
 def _alert(a: Alert, raw: bytes, source: Source) -> tuple[Any, ...]:
     tenant, key, user, agent, tool = _scope(a.scope)
     return (
-        a.alert_id, a.kind, a.severity.value, tenant, key, user, agent, tool, a.window,
-        a.window_start, a.window_end, a.observed, a.limit, a.baseline, a.score, a.message,
-        a.runbook, a.fired_at, details_json(a.details), raw, *_source(source),
-    )  # fmt: skip
+        a.alert_id,
+        a.kind,
+        a.severity.value,
+        tenant,
+        key,
+        user,
+        agent,
+        tool,
+        a.window,
+        a.window_start,
+        a.window_end,
+        a.observed,
+        a.limit,
+        a.baseline,
+        a.score,
+        a.message,
+        a.runbook,
+        a.fired_at,
+        details_json(a.details),
+        raw,
+        *_source(source),
+    )
 
 
 def _control(c: ControlMessage, raw: bytes, source: Source) -> tuple[Any, ...]:
     tenant, key, user, agent, tool = _scope(c.scope)
     return (
-        c.control_id, key, tenant, user, agent, tool, c.action.value, c.reason.value, c.message,
-        c.runbook or "", c.issued_at, c.issued_by, c.until, raw, *_source(source),
-    )  # fmt: skip
+        c.control_id,
+        key,
+        tenant,
+        user,
+        agent,
+        tool,
+        c.action.value,
+        c.reason.value,
+        c.message,
+        c.runbook or "",
+        c.issued_at,
+        c.issued_by,
+        c.until,
+        raw,
+        *_source(source),
+    )
 
 
 def _transition(t: BreakerTransition, raw: bytes, source: Source) -> tuple[Any, ...]:
     tenant, key, _user, agent, tool = _scope(t.scope)
     return (
-        t.transition_id, key, tenant, agent, tool, t.from_state.value, t.to_state.value,
-        t.signal, t.observed, t.threshold, t.at, raw, *_source(source),
-    )  # fmt: skip
+        t.transition_id,
+        key,
+        tenant,
+        agent,
+        tool,
+        t.from_state.value,
+        t.to_state.value,
+        t.signal,
+        t.observed,
+        t.threshold,
+        t.at,
+        raw,
+        *_source(source),
+    )
 
 
 def _drift(d: DriftScore, raw: bytes, source: Source) -> tuple[Any, ...]:
     return (
-        d.score_id, d.tenant_id, d.agent_id, d.subject, d.agent_version, d.model, d.test,
-        d.statistic, d.p_value, d.reference_n, d.current_n, d.drifted, d.window_start,
-        d.window_end, raw, *_source(source),
-    )  # fmt: skip
+        d.score_id,
+        d.tenant_id,
+        d.agent_id,
+        d.subject,
+        d.agent_version,
+        d.model,
+        d.test,
+        d.statistic,
+        d.p_value,
+        d.reference_n,
+        d.current_n,
+        d.drifted,
+        d.window_start,
+        d.window_end,
+        raw,
+        *_source(source),
+    )
 
 
 def _heartbeat(h: Heartbeat, raw: bytes, source: Source) -> tuple[Any, ...]:
@@ -106,37 +161,110 @@ def _heartbeat(h: Heartbeat, raw: bytes, source: Source) -> tuple[Any, ...]:
 
 
 ALERTS = RecordTable(
-    "alert", "agentaudit.alerts",
-    ("alert_id", "kind", "severity", "tenant_id", "scope_key", "user_id", "agent_id", "tool",
-     "window", "window_start", "window_end", "observed", "limit", "baseline", "score",
-     "message", "runbook", "fired_at", "details", "record", *SOURCE_COLUMNS),
-    "alert_id", _alert,
-)  # fmt: skip
+    "alert",
+    "agentaudit.alerts",
+    (
+        "alert_id",
+        "kind",
+        "severity",
+        "tenant_id",
+        "scope_key",
+        "user_id",
+        "agent_id",
+        "tool",
+        "window",
+        "window_start",
+        "window_end",
+        "observed",
+        "limit",
+        "baseline",
+        "score",
+        "message",
+        "runbook",
+        "fired_at",
+        "details",
+        "record",
+        *SOURCE_COLUMNS,
+    ),
+    "alert_id",
+    _alert,
+)
 CONTROL = RecordTable(
-    "control", "agentaudit.control",
-    ("control_id", "scope_key", "tenant_id", "user_id", "agent_id", "tool", "action", "reason",
-     "message", "runbook", "issued_at", "issued_by", "until", "record", *SOURCE_COLUMNS),
-    "control_id", _control,
-)  # fmt: skip
+    "control",
+    "agentaudit.control",
+    (
+        "control_id",
+        "scope_key",
+        "tenant_id",
+        "user_id",
+        "agent_id",
+        "tool",
+        "action",
+        "reason",
+        "message",
+        "runbook",
+        "issued_at",
+        "issued_by",
+        "until",
+        "record",
+        *SOURCE_COLUMNS,
+    ),
+    "control_id",
+    _control,
+)
 BREAKER_TRANSITIONS = RecordTable(
-    "breaker_transition", "agentaudit.breaker_transitions",
-    ("transition_id", "scope_key", "tenant_id", "agent_id", "tool", "from_state", "to_state",
-     "signal", "observed", "threshold", "at", "record", *SOURCE_COLUMNS),
-    "transition_id", _transition,
-)  # fmt: skip
+    "breaker_transition",
+    "agentaudit.breaker_transitions",
+    (
+        "transition_id",
+        "scope_key",
+        "tenant_id",
+        "agent_id",
+        "tool",
+        "from_state",
+        "to_state",
+        "signal",
+        "observed",
+        "threshold",
+        "at",
+        "record",
+        *SOURCE_COLUMNS,
+    ),
+    "transition_id",
+    _transition,
+)
 DRIFT_SCORES = RecordTable(
-    "drift_score", "agentaudit.drift_scores",
-    ("score_id", "tenant_id", "agent_id", "subject", "agent_version", "model", "test",
-     "statistic", "p_value", "reference_n", "current_n", "drifted", "window_start",
-     "window_end", "record", *SOURCE_COLUMNS),
-    "score_id", _drift,
-)  # fmt: skip
+    "drift_score",
+    "agentaudit.drift_scores",
+    (
+        "score_id",
+        "tenant_id",
+        "agent_id",
+        "subject",
+        "agent_version",
+        "model",
+        "test",
+        "statistic",
+        "p_value",
+        "reference_n",
+        "current_n",
+        "drifted",
+        "window_start",
+        "window_end",
+        "record",
+        *SOURCE_COLUMNS,
+    ),
+    "score_id",
+    _drift,
+)
 
 HEARTBEATS = RecordTable(
-    "heartbeat", "agentaudit.heartbeats",
+    "heartbeat",
+    "agentaudit.heartbeats",
     ("heartbeat_id", "source", "at", "seq", "worker", "interval_s", "record", *SOURCE_COLUMNS),
-    "heartbeat_id", _heartbeat,
-)  # fmt: skip
+    "heartbeat_id",
+    _heartbeat,
+)
 """A job's liveness (control topic, key `heartbeat/<source>`): its own table, never a control
 row (it is no scope) and never a dead letter (migration 0017)."""
 

@@ -48,10 +48,16 @@ class RecordSink(PartitionSink[RecordBatch]):
         abandoned: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(
-            settings, store, topics=[settings.alerts_topic, settings.control_topic],
-            group_id=settings.consumer_group + "-records", log=log, fault=fault,
-            on_flush=on_flush, abandoned=abandoned, consumer_options=consumer_options,
-        )  # fmt: skip
+            settings,
+            store,
+            topics=[settings.alerts_topic, settings.control_topic],
+            group_id=settings.consumer_group + "-records",
+            log=log,
+            fault=fault,
+            on_flush=on_flush,
+            abandoned=abandoned,
+            consumer_options=consumer_options,
+        )
         self.processor = RecordProcessor(settings.dedup_window)
 
     def _read_store(self, assigned: list[TopicPartition]) -> RecordRecovery:
@@ -92,16 +98,24 @@ class RecordSink(PartitionSink[RecordBatch]):
 
     async def _write(self, batch: RecordBatch) -> None:
         if batch.dead_letters:
-            await self._insert(DEAD_LETTERS_TABLE, DEAD_LETTER_COLUMNS, batch.dead_letters,
-                               batch.dedup_token(DEAD_LETTERS_TABLE))  # fmt: skip
+            await self._insert(
+                DEAD_LETTERS_TABLE,
+                DEAD_LETTER_COLUMNS,
+                batch.dead_letters,
+                batch.dedup_token(DEAD_LETTERS_TABLE),
+            )
         for table in RECORD_TABLES.values():
             rows = batch.rows.get(table.table)
             if rows:
                 self.fault("between_inserts")
                 await self._insert(table.table, table.columns, rows, batch.dedup_token(table.table))
         # Only once every table holds its rows: where to resume (migration 0009).
-        await self._insert(OFFSETS_TABLE, OFFSETS_COLUMNS, batch.offsets_table_rows(),
-                           batch.dedup_token(OFFSETS_TABLE))  # fmt: skip
+        await self._insert(
+            OFFSETS_TABLE,
+            OFFSETS_COLUMNS,
+            batch.offsets_table_rows(),
+            batch.dedup_token(OFFSETS_TABLE),
+        )
 
     def _stored(self, batch: RecordBatch) -> None:
         self.processor.stored(batch)
@@ -114,8 +128,11 @@ class RecordSink(PartitionSink[RecordBatch]):
 
 
 async def run_record_sink(
-    settings: Settings, store: Store, stop: asyncio.Event,
-    *, watch: Callable[[RecordSink], None] | None = None,
+    settings: Settings,
+    store: Store,
+    stop: asyncio.Event,
+    *,
+    watch: Callable[[RecordSink], None] | None = None,
 ) -> RecordSink:
     """Run a RecordSink until `stop` is set; used by the worker. `watch` sees the sink
     before it starts (the worker's metrics set its `on_flush`)."""

@@ -21,8 +21,9 @@ __all__ = ["DEFAULT_SPAN", "build_report", "report_range"]
 DEFAULT_SPAN = timedelta(hours=24)
 
 
-def report_range(store: Store, now: datetime, since: datetime | None, until: datetime | None,
-                 tenant: str | None) -> Range:  # fmt: skip
+def report_range(
+    store: Store, now: datetime, since: datetime | None, until: datetime | None, tenant: str | None
+) -> Range:
     """The range a report covers: until `until` (default `now`), from `since` (default 24 h
     before, moved forward to the hour of the first stored event when that is later, so a
     young store is not drawn as a day of nothing). Raises ValueError for an empty range."""
@@ -35,14 +36,22 @@ def report_range(store: Store, now: datetime, since: datetime | None, until: dat
     else:
         start = since.astimezone(UTC)
     if start >= end:
-        raise ValueError(f"the report's range is empty: since {start.isoformat()} is not before "
-                         f"until {end.isoformat()}")  # fmt: skip
+        raise ValueError(
+            f"the report's range is empty: since {start.isoformat()} is not before "
+            f"until {end.isoformat()}"
+        )
     return Range(start, end, tenant)
 
 
 def build_report(
-    store: Store, *, now: datetime, store_name: str, budgets: Sequence[Budget] | None,
-    budgets_note: str = "", since: datetime | None = None, until: datetime | None = None,
+    store: Store,
+    *,
+    now: datetime,
+    store_name: str,
+    budgets: Sequence[Budget] | None,
+    budgets_note: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
     tenant: str | None = None,
 ) -> str:
     """The report's HTML. `budgets` None means they could not be read (`budgets_note` says

@@ -51,7 +51,12 @@ def _ceil_hour(at: datetime) -> datetime:
 
 
 def spend_between(
-    store: Store, start: datetime, end: datetime, where: str, params: dict[str, Any], key: str,
+    store: Store,
+    start: datetime,
+    end: datetime,
+    where: str,
+    params: dict[str, Any],
+    key: str,
     limit: int,
 ) -> list[tuple[str, float]]:
     """(key, USD) of spend in [start, end), highest first: rollup for whole hours, events for
@@ -70,12 +75,14 @@ def spend_between(
         f"     OR (occurred_at >= {{b:DateTime64(6, 'UTC')}} AND occurred_at < {{end:DateTime64(6, 'UTC')}}))"
         f"{cond} GROUP BY k"
         f") GROUP BY k ORDER BY usd DESC, k LIMIT {int(limit)}"
-    )  # fmt: skip
+    )
     rows = store.query(sql, {**params, "a": a, "b": b, "start": start, "end": end}).result_rows
     return [(str(k), float(usd)) for k, usd in rows]
 
 
-def burn(store: Store, budgets: Sequence[Budget], until: datetime, tenant: str | None) -> list[Burn]:
+def burn(
+    store: Store, budgets: Sequence[Budget], until: datetime, tenant: str | None
+) -> list[Burn]:
     """The burn of every windowed budget (request ceilings have none) in the window holding
     the instant just before `until`; with `tenant`, only that tenant's budgets. A per-user
     budget ("*") shows its `TOP_USERS` highest-spending users."""
@@ -102,6 +109,8 @@ def burn(store: Store, budgets: Sequence[Budget], until: datetime, tenant: str |
             spent = rows[0][1] if rows else 0.0
             label = {BudgetScope.GLOBAL: "all tenants", BudgetScope.TENANT: f"tenant {b.tenant_id}"}
             scopes = [(label.get(b.scope, f"user {b.user_id} of {b.tenant_id}"), spent)]
-        out += [Burn(b.name, s, w.label, usd, b.limit_usd, b.hard_limit, tuple(b.thresholds))
-                for s, usd in scopes]  # fmt: skip
+        out += [
+            Burn(b.name, s, w.label, usd, b.limit_usd, b.hard_limit, tuple(b.thresholds))
+            for s, usd in scopes
+        ]
     return out

@@ -38,8 +38,10 @@ class Range:
 
     def where(self, column: str) -> str:
         """`column` within the range (and the tenant, if any), as a bound-parameter filter."""
-        cond = (f"{column} >= {{since:DateTime64(6, 'UTC')}} "
-                f"AND {column} < {{until:DateTime64(6, 'UTC')}}")  # fmt: skip
+        cond = (
+            f"{column} >= {{since:DateTime64(6, 'UTC')}} "
+            f"AND {column} < {{until:DateTime64(6, 'UTC')}}"
+        )
         return cond + (" AND tenant_id = {tenant:String}" if self.tenant else "")
 
     @property
@@ -81,8 +83,10 @@ def _utc(at: datetime) -> datetime:
 def first_event(store: Store, tenant: str | None) -> datetime | None:
     """When the first stored event (of `tenant`) happened; None for an empty trail."""
     where = "WHERE tenant_id = {tenant:String}" if tenant else ""
-    rows = store.query(f"SELECT count(), min(occurred_at) FROM agentaudit.events {where}",
-                       {"tenant": tenant} if tenant else {}).result_rows  # fmt: skip
+    rows = store.query(
+        f"SELECT count(), min(occurred_at) FROM agentaudit.events {where}",
+        {"tenant": tenant} if tenant else {},
+    ).result_rows
     return _utc(rows[0][1]) if rows and rows[0][0] else None
 
 
@@ -92,44 +96,72 @@ def read(store: Store, rng: Range, store_name: str, now: datetime) -> ReportData
     p = rng.params()
     data.totals = _totals(store, rng, p)
     _spend(store, rng, p, data)
-    data.models = [(str(m), float(u), int(n)) for m, u, n in store.query(
-        "SELECT if(response_model != '', response_model, request_model) AS model, "
-        "toFloat64(sum(cost_usd)) AS usd, count() AS calls FROM agentaudit.events "
-        f"WHERE type = 'llm_call' AND {rng.where('occurred_at')} "
-        f"GROUP BY model ORDER BY usd DESC, model LIMIT {MAX_MODELS}", p).result_rows]  # fmt: skip
+    data.models = [
+        (str(m), float(u), int(n))
+        for m, u, n in store.query(
+            "SELECT if(response_model != '', response_model, request_model) AS model, "
+            "toFloat64(sum(cost_usd)) AS usd, count() AS calls FROM agentaudit.events "
+            f"WHERE type = 'llm_call' AND {rng.where('occurred_at')} "
+            f"GROUP BY model ORDER BY usd DESC, model LIMIT {MAX_MODELS}",
+            p,
+        ).result_rows
+    ]
     # An alert is placed at the end of the window it judged, or when it fired if that was
     # earlier (a budget's window ends tomorrow): when the condition was seen, in event time.
-    data.alerts = _dicts(store, (
-        "SELECT alert_id, kind, severity, tenant_id, scope_key, least(fired_at, window_end) AS at, "
-        "fired_at, message, runbook FROM agentaudit.alerts "
-        f"WHERE {rng.where('least(fired_at, window_end)')} "
-        "ORDER BY at, alert_id LIMIT 1 BY alert_id"), p)  # fmt: skip
-    data.breakers = _dicts(store, (
-        "SELECT at, tenant_id, agent_id, tool, from_state, to_state, signal, observed, threshold "
-        f"FROM agentaudit.breaker_transitions WHERE {rng.where('at')} "
-        "ORDER BY at, transition_id LIMIT 1 BY transition_id"), p)  # fmt: skip
-    data.drift = _dicts(store, (
-        "SELECT tenant_id, agent_id, subject, agent_version, model, test, statistic, p_value, "
-        "reference_n, current_n, drifted, window_start, window_end FROM ("
-        " SELECT * FROM agentaudit.drift_scores "
-        f" WHERE {rng.where('window_end')} ORDER BY score_id LIMIT 1 BY score_id) "
-        # the latest window of each test; then drifted first, most significant first
-        "ORDER BY window_end DESC, score_id LIMIT 1 BY tenant_id, agent_id, subject, agent_version, model, test"
-    ), p)  # fmt: skip
+    data.alerts = _dicts(
+        store,
+        (
+            "SELECT alert_id, kind, severity, tenant_id, scope_key, least(fired_at, window_end) AS at, "
+            "fired_at, message, runbook FROM agentaudit.alerts "
+            f"WHERE {rng.where('least(fired_at, window_end)')} "
+            "ORDER BY at, alert_id LIMIT 1 BY alert_id"
+        ),
+        p,
+    )
+    data.breakers = _dicts(
+        store,
+        (
+            "SELECT at, tenant_id, agent_id, tool, from_state, to_state, signal, observed, threshold "
+            f"FROM agentaudit.breaker_transitions WHERE {rng.where('at')} "
+            "ORDER BY at, transition_id LIMIT 1 BY transition_id"
+        ),
+        p,
+    )
+    data.drift = _dicts(
+        store,
+        (
+            "SELECT tenant_id, agent_id, subject, agent_version, model, test, statistic, p_value, "
+            "reference_n, current_n, drifted, window_start, window_end FROM ("
+            " SELECT * FROM agentaudit.drift_scores "
+            f" WHERE {rng.where('window_end')} ORDER BY score_id LIMIT 1 BY score_id) "
+            # the latest window of each test; then drifted first, most significant first
+            "ORDER BY window_end DESC, score_id LIMIT 1 BY tenant_id, agent_id, subject, agent_version, model, test"
+        ),
+        p,
+    )
     data.drift.sort(key=_drift_order)
     data.drift = data.drift[:MAX_DRIFT]
-    data.dead_letters = [(str(r), int(n), str(d)) for r, n, d in store.query(
-        "SELECT reason, count() AS n, min(left(detail, 120)) AS example FROM agentaudit.dead_letters "
-        f"WHERE {rng.where('received_at')} GROUP BY reason ORDER BY n DESC, reason", p).result_rows]  # fmt: skip
-    data.blocks = _dicts(store, (
-        "SELECT scope_key, argMax(action, (issued_at, control_id)) AS action, "
-        "argMax(reason, (issued_at, control_id)) AS reason, "
-        "argMax(until, (issued_at, control_id)) AS block_until, max(issued_at) AS last_issued "
-        "FROM agentaudit.control WHERE issued_at < {until:DateTime64(6, 'UTC')}"
-        + (" AND tenant_id = {tenant:String}" if rng.tenant else "")
-        + " GROUP BY scope_key HAVING action = 'block' "
-        "AND (isNull(block_until) OR block_until > {until:DateTime64(6, 'UTC')}) ORDER BY scope_key"
-    ), p)  # fmt: skip
+    data.dead_letters = [
+        (str(r), int(n), str(d))
+        for r, n, d in store.query(
+            "SELECT reason, count() AS n, min(left(detail, 120)) AS example FROM agentaudit.dead_letters "
+            f"WHERE {rng.where('received_at')} GROUP BY reason ORDER BY n DESC, reason",
+            p,
+        ).result_rows
+    ]
+    data.blocks = _dicts(
+        store,
+        (
+            "SELECT scope_key, argMax(action, (issued_at, control_id)) AS action, "
+            "argMax(reason, (issued_at, control_id)) AS reason, "
+            "argMax(until, (issued_at, control_id)) AS block_until, max(issued_at) AS last_issued "
+            "FROM agentaudit.control WHERE issued_at < {until:DateTime64(6, 'UTC')}"
+            + (" AND tenant_id = {tenant:String}" if rng.tenant else "")
+            + " GROUP BY scope_key HAVING action = 'block' "
+            "AND (isNull(block_until) OR block_until > {until:DateTime64(6, 'UTC')}) ORDER BY scope_key"
+        ),
+        p,
+    )
     for row in data.alerts + data.breakers:
         row["at"] = _utc(row["at"])
     return data
@@ -137,18 +169,34 @@ def read(store: Store, rng: Range, store_name: str, now: datetime) -> ReportData
 
 def _drift_order(row: dict[str, Any]) -> tuple[Any, ...]:
     p = row["p_value"]
-    return (not row["drifted"], 1.0 if p is None else float(p), -float(row["statistic"]),
-            row["tenant_id"], row["agent_id"], row["subject"], row["agent_version"], row["test"])  # fmt: skip
+    return (
+        not row["drifted"],
+        1.0 if p is None else float(p),
+        -float(row["statistic"]),
+        row["tenant_id"],
+        row["agent_id"],
+        row["subject"],
+        row["agent_version"],
+        row["test"],
+    )
 
 
 def _totals(store: Store, rng: Range, p: dict[str, Any]) -> dict[str, float]:
     events, usd, tenants, llm = store.query(
         "SELECT count(), toFloat64(sum(cost_usd)), uniqExact(tenant_id), countIf(type = 'llm_call') "
-        f"FROM agentaudit.events WHERE {rng.where('occurred_at')}", p).result_rows[0]  # fmt: skip
-    dead = store.query(f"SELECT count() FROM agentaudit.dead_letters WHERE {rng.where('received_at')}",
-                       p).result_rows[0][0]  # fmt: skip
-    return {"events": int(events), "spend_usd": float(usd or 0), "tenants": int(tenants),
-            "llm_calls": int(llm), "dead_letters": int(dead)}  # fmt: skip
+        f"FROM agentaudit.events WHERE {rng.where('occurred_at')}",
+        p,
+    ).result_rows[0]
+    dead = store.query(
+        f"SELECT count() FROM agentaudit.dead_letters WHERE {rng.where('received_at')}", p
+    ).result_rows[0][0]
+    return {
+        "events": int(events),
+        "spend_usd": float(usd or 0),
+        "tenants": int(tenants),
+        "llm_calls": int(llm),
+        "dead_letters": int(dead),
+    }
 
 
 def _spend(store: Store, rng: Range, p: dict[str, Any], data: ReportData) -> None:
@@ -159,7 +207,9 @@ def _spend(store: Store, rng: Range, p: dict[str, Any], data: ReportData) -> Non
     rows = store.query(
         f"SELECT toStartOfInterval(occurred_at, INTERVAL {step_s} SECOND) AS t, {by} AS s, "
         f"toFloat64(sum(cost_usd)) AS usd FROM agentaudit.events WHERE cost_usd > 0 AND "
-        f"{rng.where('occurred_at')} GROUP BY t, s ORDER BY t, s", p).result_rows  # fmt: skip
+        f"{rng.where('occurred_at')} GROUP BY t, s ORDER BY t, s",
+        p,
+    ).result_rows
     per_series: dict[str, float] = {}
     for _t, s, usd in rows:
         per_series[str(s)] = per_series.get(str(s), 0.0) + float(usd)

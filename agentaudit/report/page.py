@@ -56,8 +56,12 @@ code{font-size:12px}
 """
 
 
-def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[str] = (),
-           classes: dict[str, str] | None = None) -> str:  # fmt: skip
+def _table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    numeric: Sequence[str] = (),
+    classes: dict[str, str] | None = None,
+) -> str:
     """An HTML table; every cell escaped. `classes` maps a column to a cell-class prefix
     (the cell's value is appended, e.g. sev-critical)."""
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
@@ -70,17 +74,28 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Seque
                 klass = "time"
             if classes and c in classes:
                 klass = f"{classes[c]}{v}"
-            cells.append(f'<td class="{esc(klass)}">{esc("" if v is None else v)}</td>' if klass
-                         else f"<td>{esc('' if v is None else v)}</td>")  # fmt: skip
+            cells.append(
+                f'<td class="{esc(klass)}">{esc("" if v is None else v)}</td>'
+                if klass
+                else f"<td>{esc('' if v is None else v)}</td>"
+            )
         body.append("<tr>" + "".join(cells) + "</tr>")
-    more = (f'<p class="what">{len(rows) - MAX_TABLE_ROWS} more rows not shown: query the store '
-            "with <code>agentaudit query</code>.</p>") if len(rows) > MAX_TABLE_ROWS else ""  # fmt: skip
+    more = (
+        (
+            f'<p class="what">{len(rows) - MAX_TABLE_ROWS} more rows not shown: query the store '
+            "with <code>agentaudit query</code>.</p>"
+        )
+        if len(rows) > MAX_TABLE_ROWS
+        else ""
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
 
 
 def _section(sid: str, title: str, what: str, chart: str, extra: str = "") -> str:
-    return (f'<section id="{sid}" class="report-chart"><h2>{esc(title)}</h2>'
-            f'<p class="what">{esc(what)}</p>{chart}{extra}</section>')  # fmt: skip
+    return (
+        f'<section id="{sid}" class="report-chart"><h2>{esc(title)}</h2>'
+        f'<p class="what">{esc(what)}</p>{chart}{extra}</section>'
+    )
 
 
 def _usd(value: float) -> str:
@@ -99,28 +114,43 @@ def _tiles(d: ReportData) -> str:
         (f"{len(d.blocks):,}", "blocks in force at the end", len(d.blocks) > 0),
         (f"{t['dead_letters']:,}", "dead letters", t["dead_letters"] > 0),
     ]
-    return '<div class="tiles">' + "".join(
-        f'<div class="tile{" bad" if bad else ""}"><b>{esc(v)}</b><span>{esc(label)}</span></div>'
-        for v, label, bad in tiles) + "</div>"  # fmt: skip
+    return (
+        '<div class="tiles">'
+        + "".join(
+            f'<div class="tile{" bad" if bad else ""}"><b>{esc(v)}</b><span>{esc(label)}</span></div>'
+            for v, label, bad in tiles
+        )
+        + "</div>"
+    )
 
 
 def _spend_sections(d: ReportData) -> list[str]:
     r = d.range
     by = "agent" if r.tenant else "tenant"
-    over_time = svg.stacked_time_bars(r.since, r.until, r.step, d.spend_buckets, d.series, "$",
-                                      "spend over time")  # fmt: skip
+    over_time = svg.stacked_time_bars(
+        r.since, r.until, r.step, d.spend_buckets, d.series, "$", "spend over time"
+    )
     step_min = int(r.step.total_seconds() // 60)
     step = f"{step_min} min" if step_min < 60 else f"{step_min // 60} h"
-    models = svg.hbars([(m, usd, f"{_usd(usd)} · {n:,} calls") for m, usd, n in d.models], "$",
-                       "spend by model")  # fmt: skip
+    models = svg.hbars(
+        [(m, usd, f"{_usd(usd)} · {n:,} calls") for m, usd, n in d.models], "$", "spend by model"
+    )
     return [
-        _section("spend-over-time", "Spend over time",
-                 f"USD per {step} (event time, UTC), stacked by {by}; priced by the sink from the "
-                 "pricing table.", over_time),
-        _section("spend-by-model", "Spend by model",
-                 "USD per served model (the requested one when the provider named none), "
-                 f"top {len(d.models)}.", models),
-    ]  # fmt: skip
+        _section(
+            "spend-over-time",
+            "Spend over time",
+            f"USD per {step} (event time, UTC), stacked by {by}; priced by the sink from the "
+            "pricing table.",
+            over_time,
+        ),
+        _section(
+            "spend-by-model",
+            "Spend by model",
+            "USD per served model (the requested one when the provider named none), "
+            f"top {len(d.models)}.",
+            models,
+        ),
+    ]
 
 
 def _burn_colour(used: float) -> str:
@@ -128,41 +158,91 @@ def _burn_colour(used: float) -> str:
 
 
 def _budget_section(d: ReportData) -> str:
-    what = ("Spend in the window that holds the report's end, as a share of the limit; dashed "
-            "lines are the alert thresholds. Budgets from " + (d.budgets_note or "the budgets topic") + ".")
+    what = (
+        "Spend in the window that holds the report's end, as a share of the limit; dashed "
+        "lines are the alert thresholds. Budgets from "
+        + (d.budgets_note or "the budgets topic")
+        + "."
+    )
     if d.burns is None:
-        return _section("budget-burn", "Budget burn", what, svg.no_data(
-            "the budgets are not known (" + d.budgets_note + "); pass --budgets FILE.yaml"))
+        return _section(
+            "budget-burn",
+            "Budget burn",
+            what,
+            svg.no_data(
+                "the budgets are not known (" + d.budgets_note + "); pass --budgets FILE.yaml"
+            ),
+        )
     burns = d.burns
-    items = [(f"{b.budget} · {b.scope}", b.used * 100, f"{b.used:.0%} of {_usd(b.limit)}") for b in burns]
+    items = [
+        (f"{b.budget} · {b.scope}", b.used * 100, f"{b.used:.0%} of {_usd(b.limit)}") for b in burns
+    ]
     thresholds = sorted({t for b in burns for t in b.thresholds})
     marks = [(t * 100, f"{t:.0%}") for t in thresholds]
     chart = svg.hbars(items, "%", "budget burn", marks, lambda i, _v: _burn_colour(burns[i].used))
     if not burns:
-        chart = svg.no_data("no windowed budget" + (f" for tenant {d.range.tenant}" if d.range.tenant else ""))
-    rows = [(b.budget, b.scope, b.window, _usd(b.spent), _usd(b.limit),
-             "hard (blocks at 100%)" if b.hard else "soft (alerts only)", f"{b.used:.0%}") for b in burns]  # fmt: skip
-    table = _table(["budget", "scope", "window", "spent", "limit", "limit kind", "used"], rows,
-                   ["spent", "limit", "used"]) if burns else ""  # fmt: skip
+        chart = svg.no_data(
+            "no windowed budget" + (f" for tenant {d.range.tenant}" if d.range.tenant else "")
+        )
+    rows = [
+        (
+            b.budget,
+            b.scope,
+            b.window,
+            _usd(b.spent),
+            _usd(b.limit),
+            "hard (blocks at 100%)" if b.hard else "soft (alerts only)",
+            f"{b.used:.0%}",
+        )
+        for b in burns
+    ]
+    table = (
+        _table(
+            ["budget", "scope", "window", "spent", "limit", "limit kind", "used"],
+            rows,
+            ["spent", "limit", "used"],
+        )
+        if burns
+        else ""
+    )
     return _section("budget-burn", "Budget burn", what, chart, table)
 
 
 def _alert_section(d: ReportData) -> str:
     r = d.range
-    points = [svg.Point(a["at"], a["kind"], a["severity"],
-                        f"{a['kind']} ({a['severity']}) {a['scope_key']} at {stamp(a['at'])}: {a['message']}")
-              for a in d.alerts]  # fmt: skip
-    keys = {s: c for s, c in svg.SEVERITY_COLOURS.items() if any(a["severity"] == s for a in d.alerts)}
+    points = [
+        svg.Point(
+            a["at"],
+            a["kind"],
+            a["severity"],
+            f"{a['kind']} ({a['severity']}) {a['scope_key']} at {stamp(a['at'])}: {a['message']}",
+        )
+        for a in d.alerts
+    ]
+    keys = {
+        s: c for s, c in svg.SEVERITY_COLOURS.items() if any(a["severity"] == s for a in d.alerts)
+    }
     chart = svg.lanes(r.since, r.until, points, keys, "alert timeline")
     latest = sorted(d.alerts, key=lambda a: (a["at"], a["alert_id"]), reverse=True)
-    rows = [(short(a["at"]), a["severity"], a["kind"], a["scope_key"], a["message"]) for a in latest]
-    table = _table(["at (UTC)", "severity", "kind", "scope", "message"], rows,
-                   classes={"severity": "sev-"}) if rows else ""  # fmt: skip
-    return _section("alert-timeline", "Alert timeline",
-                    "One lane per alert kind; the table lists the newest first, and "
-                    "runbooks/<kind>.md says what to do. An alert is placed at the end of the "
-                    "window it judged (event time), or when it fired if that was earlier.",
-                    chart, f"<details open><summary>{len(rows)} alerts</summary>{table}</details>" if rows else "")  # fmt: skip
+    rows = [
+        (short(a["at"]), a["severity"], a["kind"], a["scope_key"], a["message"]) for a in latest
+    ]
+    table = (
+        _table(
+            ["at (UTC)", "severity", "kind", "scope", "message"], rows, classes={"severity": "sev-"}
+        )
+        if rows
+        else ""
+    )
+    return _section(
+        "alert-timeline",
+        "Alert timeline",
+        "One lane per alert kind; the table lists the newest first, and "
+        "runbooks/<kind>.md says what to do. An alert is placed at the end of the "
+        "window it judged (event time), or when it fired if that was earlier.",
+        chart,
+        f"<details open><summary>{len(rows)} alerts</summary>{table}</details>" if rows else "",
+    )
 
 
 STATE_COLOURS = {"open": "#d62728", "half_open": "#f0a202", "closed": "#59a14f"}
@@ -170,27 +250,63 @@ STATE_COLOURS = {"open": "#d62728", "half_open": "#f0a202", "closed": "#59a14f"}
 
 def _breaker_section(d: ReportData) -> str:
     r = d.range
+
     def scope(b: dict[str, Any]) -> str:
         return " · ".join(x for x in (b["tenant_id"], b["agent_id"], b["tool"]) if x)
-    points = [svg.Point(b["at"], scope(b), b["to_state"],
-                        f"{scope(b)}: {b['from_state']} → {b['to_state']} ({b['signal']} "
-                        f"{b['observed']:.4g} / {b['threshold']:.4g}) at {stamp(b['at'])}")
-              for b in d.breakers]  # fmt: skip
+
+    points = [
+        svg.Point(
+            b["at"],
+            scope(b),
+            b["to_state"],
+            f"{scope(b)}: {b['from_state']} → {b['to_state']} ({b['signal']} "
+            f"{b['observed']:.4g} / {b['threshold']:.4g}) at {stamp(b['at'])}",
+        )
+        for b in d.breakers
+    ]
     keys = {s: c for s, c in STATE_COLOURS.items() if any(b["to_state"] == s for b in d.breakers)}
     chart = svg.lanes(r.since, r.until, points, keys, "breaker transitions")
-    rows = [(short(b["at"]), scope(b), f"{b['from_state']} → {b['to_state']}", b["signal"],
-             f"{b['observed']:.4g}", f"{b['threshold']:.4g}") for b in d.breakers]  # fmt: skip
-    table = _table(["at (UTC)", "scope", "transition", "signal", "observed", "threshold"], rows,
-                   ["observed", "threshold"]) if rows else ""  # fmt: skip
+    rows = [
+        (
+            short(b["at"]),
+            scope(b),
+            f"{b['from_state']} → {b['to_state']}",
+            b["signal"],
+            f"{b['observed']:.4g}",
+            f"{b['threshold']:.4g}",
+        )
+        for b in d.breakers
+    ]
+    table = (
+        _table(
+            ["at (UTC)", "scope", "transition", "signal", "observed", "threshold"],
+            rows,
+            ["observed", "threshold"],
+        )
+        if rows
+        else ""
+    )
     blocks = ""
     if d.blocks:
-        brows = [(b["scope_key"], b["reason"], "until unblocked" if b["block_until"] is None
-                  else stamp(b["block_until"]), stamp(b["last_issued"])) for b in d.blocks]  # fmt: skip
-        blocks = ("<h3>Blocks in force at the report's end</h3>"
-                  + _table(["scope", "reason", "until", "since"], brows))  # fmt: skip
-    return _section("breaker-trips", "Circuit breakers",
-                    "Every breaker transition, one lane per scope (tenant · agent · tool); red = "
-                    "tripped open.", chart, table + blocks)  # fmt: skip
+        brows = [
+            (
+                b["scope_key"],
+                b["reason"],
+                "until unblocked" if b["block_until"] is None else stamp(b["block_until"]),
+                stamp(b["last_issued"]),
+            )
+            for b in d.blocks
+        ]
+        blocks = "<h3>Blocks in force at the report's end</h3>" + _table(
+            ["scope", "reason", "until", "since"], brows
+        )
+    return _section(
+        "breaker-trips",
+        "Circuit breakers",
+        "Every breaker transition, one lane per scope (tenant · agent · tool); red = tripped open.",
+        chart,
+        table + blocks,
+    )
 
 
 P_FLOOR = 1e-12  # p-values below this are drawn at the chart's edge (-log10 = 12)
@@ -198,25 +314,76 @@ P_FLOOR = 1e-12  # p-values below this are drawn at the chart's edge (-log10 = 1
 
 def _drift_section(d: ReportData) -> str:
     scored = [s for s in d.drift if s["p_value"] is not None]
+
     def label(s: dict[str, Any]) -> str:
         version = f"@{s['agent_version']}" if s["agent_version"] else ""
         # "behaviour:<agent>/tool_mix" names the agent again: keep what follows it
-        what = s["subject"].split("/", 1)[-1] if s["subject"].startswith("behaviour:") else s["subject"]
+        what = (
+            s["subject"].split("/", 1)[-1]
+            if s["subject"].startswith("behaviour:")
+            else s["subject"]
+        )
         return f"{s['tenant_id']} · {s['agent_id'] or '-'}{version} · {what} {s['test']}"
-    items = [(label(s), -math.log10(max(float(s["p_value"]), P_FLOOR)),
-              f"p={float(s['p_value']):.2g}{' drifted' if s['drifted'] else ''}") for s in scored]  # fmt: skip
-    chart = svg.hbars(items, "", "drift scores", [(2.0, "p = 0.01")],
-                      lambda i, _v: "#d62728" if scored[i]["drifted"] else "#4e79a7")  # fmt: skip
-    rows = [(s["tenant_id"], s["agent_id"], s["subject"], s["agent_version"], s["test"],
-             f"{float(s['statistic']):.3g}", "" if s["p_value"] is None else f"{float(s['p_value']):.2g}",
-             "yes" if s["drifted"] else "no", f"{s['reference_n']}/{s['current_n']}",
-             stamp(s["window_end"])) for s in d.drift]  # fmt: skip
-    table = _table(["tenant", "agent", "subject", "version", "test", "statistic", "p", "drifted",
-                    "ref/cur", "window end"], rows, ["statistic", "p"]) if rows else ""  # fmt: skip
-    return _section("drift-scores", "Drift scores",
-                    "The latest window of each drift test: −log10 p (longer = stronger evidence of "
-                    "drift; red = drifted, judged at α 0.01). PSI scores have no p and are in the "
-                    "table only.", chart, table)  # fmt: skip
+
+    items = [
+        (
+            label(s),
+            -math.log10(max(float(s["p_value"]), P_FLOOR)),
+            f"p={float(s['p_value']):.2g}{' drifted' if s['drifted'] else ''}",
+        )
+        for s in scored
+    ]
+    chart = svg.hbars(
+        items,
+        "",
+        "drift scores",
+        [(2.0, "p = 0.01")],
+        lambda i, _v: "#d62728" if scored[i]["drifted"] else "#4e79a7",
+    )
+    rows = [
+        (
+            s["tenant_id"],
+            s["agent_id"],
+            s["subject"],
+            s["agent_version"],
+            s["test"],
+            f"{float(s['statistic']):.3g}",
+            "" if s["p_value"] is None else f"{float(s['p_value']):.2g}",
+            "yes" if s["drifted"] else "no",
+            f"{s['reference_n']}/{s['current_n']}",
+            stamp(s["window_end"]),
+        )
+        for s in d.drift
+    ]
+    table = (
+        _table(
+            [
+                "tenant",
+                "agent",
+                "subject",
+                "version",
+                "test",
+                "statistic",
+                "p",
+                "drifted",
+                "ref/cur",
+                "window end",
+            ],
+            rows,
+            ["statistic", "p"],
+        )
+        if rows
+        else ""
+    )
+    return _section(
+        "drift-scores",
+        "Drift scores",
+        "The latest window of each drift test: −log10 p (longer = stronger evidence of "
+        "drift; red = drifted, judged at α 0.01). PSI scores have no p and are in the "
+        "table only.",
+        chart,
+        table,
+    )
 
 
 def _dead_letter_section(d: ReportData) -> str:
@@ -224,9 +391,14 @@ def _dead_letter_section(d: ReportData) -> str:
     chart = svg.hbars(items, "", "dead letters by reason", fill=lambda _i, _v: "#e15759")
     rows = [(reason, f"{n:,}", example) for reason, n, example in d.dead_letters]
     table = _table(["reason", "messages", "example"], rows, ["messages"]) if rows else ""
-    return _section("dead-letters", "Dead letters by reason",
-                    "Messages the sink could not accept (received time, UTC); the originals are in "
-                    "agentaudit.dead_letters.", chart, table)  # fmt: skip
+    return _section(
+        "dead-letters",
+        "Dead letters by reason",
+        "Messages the sink could not accept (received time, UTC); the originals are in "
+        "agentaudit.dead_letters.",
+        chart,
+        table,
+    )
 
 
 def render(d: ReportData) -> str:
@@ -234,17 +406,24 @@ def render(d: ReportData) -> str:
     r = d.range
     scope = f"tenant {r.tenant}" if r.tenant else "all tenants"
     title = f"agentaudit report · {scope} · {stamp(r.since)} – {stamp(r.until)}"
-    sections = [*_spend_sections(d), _budget_section(d), _alert_section(d), _breaker_section(d),
-                _drift_section(d), _dead_letter_section(d)]  # fmt: skip
+    sections = [
+        *_spend_sections(d),
+        _budget_section(d),
+        _alert_section(d),
+        _breaker_section(d),
+        _drift_section(d),
+        _dead_letter_section(d),
+    ]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f"<header><h1>agentaudit report · {esc(scope)}</h1><div class=\"meta\">"
+        f'<header><h1>agentaudit report · {esc(scope)}</h1><div class="meta">'
         f"{esc(stamp(r.since))} – {esc(stamp(r.until))} (all times UTC) · store {esc(d.store)} · "
         f"generated {esc(stamp(d.generated_at))}</div></header><main>"
-        + _tiles(d) + "".join(sections)
+        + _tiles(d)
+        + "".join(sections)
         + "<footer>One self-contained file: no scripts, nothing fetched. Hover a mark for its "
         "figures. Made by <code>agentaudit report</code>.</footer></main></body></html>\n"
     )

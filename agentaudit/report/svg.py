@@ -19,8 +19,18 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 
 WIDTH = 880
-PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948",
-           "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]  # fmt: skip
+PALETTE = [
+    "#4e79a7",
+    "#f28e2b",
+    "#59a14f",
+    "#e15759",
+    "#76b7b2",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+]
 SEVERITY_COLOURS = {"critical": "#d62728", "warning": "#f0a202", "info": "#4e79a7"}
 OTHER = "other"
 
@@ -85,8 +95,11 @@ class Scale:
         return self.r0 + (value - self.d0) * (self.r1 - self.r0) / (self.d1 - self.d0)
 
 
-_TIME_STEPS = [timedelta(minutes=m) for m in (1, 2, 5, 10, 15, 30)] + [
-    timedelta(hours=h) for h in (1, 2, 3, 6, 12)] + [timedelta(days=d) for d in (1, 2, 7, 14, 30)]  # fmt: skip
+_TIME_STEPS = (
+    [timedelta(minutes=m) for m in (1, 2, 5, 10, 15, 30)]
+    + [timedelta(hours=h) for h in (1, 2, 3, 6, 12)]
+    + [timedelta(days=d) for d in (1, 2, 7, 14, 30)]
+)
 
 
 def time_ticks(start: datetime, end: datetime, max_ticks: int = 8) -> list[datetime]:
@@ -135,9 +148,10 @@ def no_data(reason: str) -> str:
 
 
 def _svg(height: int, body: list[str], label: str) -> str:
-    return (f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" width="100%" role="img" '
-            f'aria-label="{esc(label)}" xmlns="http://www.w3.org/2000/svg">'
-            + "".join(body) + "</svg>")  # fmt: skip
+    return (
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" width="100%" role="img" '
+        f'aria-label="{esc(label)}" xmlns="http://www.w3.org/2000/svg">' + "".join(body) + "</svg>"
+    )
 
 
 def _text(x: float, y: float, text: str, anchor: str = "start", cls: str = "") -> str:
@@ -147,8 +161,10 @@ def _text(x: float, y: float, text: str, anchor: str = "start", cls: str = "") -
 
 def legend(names: Sequence[str], colours: Sequence[str]) -> str:
     """An HTML legend (wraps by itself, unlike SVG text)."""
-    items = "".join(f'<span class="key"><i style="background:{c}"></i>{esc(n)}</span>'
-                    for n, c in zip(names, colours, strict=True))  # fmt: skip
+    items = "".join(
+        f'<span class="key"><i style="background:{c}"></i>{esc(n)}</span>'
+        for n, c in zip(names, colours, strict=True)
+    )
     return f'<div class="legend">{items}</div>'
 
 
@@ -176,8 +192,13 @@ def _time_axis(start: datetime, end: datetime, x: Scale, y0: float) -> list[str]
 
 
 def stacked_time_bars(
-    start: datetime, end: datetime, step: timedelta, buckets: dict[datetime, dict[str, float]],
-    series: Sequence[str], unit: str = "", title: str = "",
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    buckets: dict[datetime, dict[str, float]],
+    series: Sequence[str],
+    unit: str = "",
+    title: str = "",
 ) -> str:
     """Vertical bars per time bucket `[t, t + step)`, stacked by series (in `series` order,
     which also picks the colours), over the whole range [start, end]."""
@@ -198,17 +219,22 @@ def stacked_time_bars(
                 continue
             y_top, y_bottom = y(base + value), y(base)
             tip = f"{name}: {format_number(value, unit)} in {stamp(t)} + {_span_text(step)}"
-            body.append(f'<rect class="mark" x="{x(_ts(t)):.1f}" y="{y_top:.1f}" width="{width:.1f}" '
-                        f'height="{max(0.5, y_bottom - y_top):.1f}" fill="{colour(i)}">'
-                        f"<title>{esc(tip)}</title></rect>")  # fmt: skip
+            body.append(
+                f'<rect class="mark" x="{x(_ts(t)):.1f}" y="{y_top:.1f}" width="{width:.1f}" '
+                f'height="{max(0.5, y_bottom - y_top):.1f}" fill="{colour(i)}">'
+                f"<title>{esc(tip)}</title></rect>"
+            )
             base += value
     body += _time_axis(start, end, x, bottom)
     return _svg(height, body, title) + legend(series, [colour(i) for i in range(len(series))])
 
 
 def hbars(
-    items: Sequence[tuple[str, float, str]], unit: str = "", title: str = "",
-    marks: Sequence[tuple[float, str]] = (), fill: Callable[[int, float], str] | None = None,
+    items: Sequence[tuple[str, float, str]],
+    unit: str = "",
+    title: str = "",
+    marks: Sequence[tuple[float, str]] = (),
+    fill: Callable[[int, float], str] | None = None,
 ) -> str:
     """Horizontal bars, one per (label, value, note), in the given order; `marks` are
     vertical reference lines (value, label), e.g. a budget's thresholds; `fill` picks a bar's
@@ -232,9 +258,15 @@ def hbars(
         w = max(1.0, x(value) - left) if value > 0 else 0.0
         c = fill(i, value) if fill else colour(0)
         tip = f"{label}: {format_number(value, unit)}" + (f" ({note})" if note else "")
-        body.append(f'<rect class="mark" x="{left}" y="{py + 4}" width="{w:.1f}" height="{row - 8}" '
-                    f'fill="{c}"><title>{esc(tip)}</title></rect>')  # fmt: skip
-        body.append(_text(left + w + 6, py + row / 2 + 4, note or format_number(value, unit), "start", "value"))
+        body.append(
+            f'<rect class="mark" x="{left}" y="{py + 4}" width="{w:.1f}" height="{row - 8}" '
+            f'fill="{c}"><title>{esc(tip)}</title></rect>'
+        )
+        body.append(
+            _text(
+                left + w + 6, py + row / 2 + 4, note or format_number(value, unit), "start", "value"
+            )
+        )
     for value, label in marks:
         px = x(value)
         body.append(f'<line class="ref" x1="{px:.1f}" x2="{px:.1f}" y1="{top - 4}" y2="{bottom}"/>')
@@ -253,7 +285,11 @@ class Point:
 
 
 def lanes(
-    start: datetime, end: datetime, points: Sequence[Point], keys: dict[str, str], title: str = "",
+    start: datetime,
+    end: datetime,
+    points: Sequence[Point],
+    keys: dict[str, str],
+    title: str = "",
 ) -> str:
     """A timeline: one horizontal lane per distinct `Point.lane` (in first-seen order), a dot
     per point coloured by `keys[point.key]`. Points outside [start, end] are not drawn."""
@@ -271,8 +307,10 @@ def lanes(
         body.append(_text(left - 8, py + 4, _clip(name, 46), "end", "label"))
     for p in shown:
         py = top + names.index(p.lane) * row + row / 2
-        body.append(f'<circle class="mark" cx="{x(_ts(p.at)):.1f}" cy="{py:.1f}" r="5" '
-                    f'fill="{keys.get(p.key, PALETTE[-1])}"><title>{esc(p.tip)}</title></circle>')  # fmt: skip
+        body.append(
+            f'<circle class="mark" cx="{x(_ts(p.at)):.1f}" cy="{py:.1f}" r="5" '
+            f'fill="{keys.get(p.key, PALETTE[-1])}"><title>{esc(p.tip)}</title></circle>'
+        )
     body += _time_axis(start, end, x, bottom)
     return _svg(bottom + 40, body, title) + legend(list(keys), list(keys.values()))
 

@@ -32,8 +32,9 @@ def expiries(store: Store, tenant: str = "") -> dict[tuple[str, int], list[Expir
         doc = orjson.loads(payload)
         at = datetime.fromisoformat(doc["occurred_at"]).timestamp()
         d = doc["payload"]
-        for p, h, days, floor in zip(d["partitions"], d["horizons"], d["horizon_days"], d["floors"],
-                                     strict=True):  # fmt: skip
+        for p, h, days, floor in zip(
+            d["partitions"], d["horizons"], d["horizon_days"], d["floors"], strict=True
+        ):
             claim = Expiry(int(h), int(days), at, int(floor) or None)
             out.setdefault((doc["tenant_id"], int(p)), []).append(claim)
     return out

@@ -55,8 +55,14 @@ class Sweeper:
                 log.exception("retention sweep failed; it runs again in %g s", interval)
             else:
                 for c in report.cuts:
-                    log.warning("retention: %s/p%s rows #%s-#%s deleted (%s days)",
-                                c.tenant_id, c.partition, c.previous + 1, c.horizon, c.days)  # fmt: skip
+                    log.warning(
+                        "retention: %s/p%s rows #%s-#%s deleted (%s days)",
+                        c.tenant_id,
+                        c.partition,
+                        c.previous + 1,
+                        c.horizon,
+                        c.days,
+                    )
             self.sweeps += 1
             await self._wait(interval, stop)
 
@@ -65,8 +71,9 @@ class Sweeper:
 
         # Read each time: a rotated key's public history is picked up without a restart.
         keys = public_keys(self.settings)
-        return sweep_report(self.settings, self.store, keys, now=self.clock.now,
-                            stopping=stop.is_set)  # fmt: skip
+        return sweep_report(
+            self.settings, self.store, keys, now=self.clock.now, stopping=stop.is_set
+        )
 
     async def _wait(self, interval: float, stop: asyncio.Event) -> None:
         """Until the next interval or `stop`, whichever comes first."""

@@ -20,8 +20,19 @@ from agentaudit_sdk.clock import UtcNow, utc_now
 
 Publish = Callable[[Settings, list[dict[str, Any]]], None]
 
-_COLUMNS = ["changed_at", "tenant_id", "kind", "subject", "days", "active", "kafka_partition",
-            "horizon", "reason", "actor", "event_id"]  # fmt: skip
+_COLUMNS = [
+    "changed_at",
+    "tenant_id",
+    "kind",
+    "subject",
+    "days",
+    "active",
+    "kafka_partition",
+    "horizon",
+    "reason",
+    "actor",
+    "event_id",
+]
 _STATE_SQL = """
 SELECT tenant_id, kind, subject,
        argMax(days, changed_at), argMax(active, changed_at), max(changed_at)
@@ -46,7 +57,9 @@ class Policy:
 def policies(store: Store, tenant: str = "") -> dict[str, Policy]:
     """Every tenant's current policy that was ever changed (or ``tenant``'s)."""
     out: dict[str, Policy] = {}
-    for t, kind, subject, days, active, at in store.query(_STATE_SQL, {"tenant": tenant}).result_rows:
+    for t, kind, subject, days, active, at in store.query(
+        _STATE_SQL, {"tenant": tenant}
+    ).result_rows:
         p = out.setdefault(str(t), Policy(str(t)))
         p.changed_at = at if p.changed_at is None else max(p.changed_at, at)
         if kind == "retention":
@@ -60,50 +73,112 @@ def policies(store: Store, tenant: str = "") -> dict[str, Policy]:
 
 def log_rows(store: Store, rows: list[dict[str, Any]]) -> None:
     """Append rows to `agentaudit.retention_log` (columns not given are their defaults)."""
-    blank = {"subject": "", "days": None, "active": False, "kafka_partition": 0, "horizon": 0,
-             "reason": "", "actor": ""}  # fmt: skip
+    blank = {
+        "subject": "",
+        "days": None,
+        "active": False,
+        "kafka_partition": 0,
+        "horizon": 0,
+        "reason": "",
+        "actor": "",
+    }
     full = [{**blank, **r} for r in rows]
     store.insert("agentaudit.retention_log", [[r[c] for r in full] for c in _COLUMNS], _COLUMNS)
 
 
-def _record(settings: Settings, store: Store, event: dict[str, Any], row: dict[str, Any],
-            publish_: Publish, now: datetime) -> None:  # fmt: skip
+def _record(
+    settings: Settings,
+    store: Store,
+    event: dict[str, Any],
+    row: dict[str, Any],
+    publish_: Publish,
+    now: datetime,
+) -> None:
     publish_(settings, [event])  # the trail first: no change happens unrecorded
-    log_rows(store, [{**row, "changed_at": now, "tenant_id": event["tenant_id"],
-                      "event_id": event["event_id"]}])  # fmt: skip
+    log_rows(
+        store,
+        [
+            {
+                **row,
+                "changed_at": now,
+                "tenant_id": event["tenant_id"],
+                "event_id": event["event_id"],
+            }
+        ],
+    )
 
 
 def set_retention(
-    settings: Settings, store: Store, tenant: str, days: int | None, reason: str, actor: str,
-    *, now: UtcNow = utc_now, publish_: Publish = publish,
-) -> Policy:  # fmt: skip
+    settings: Settings,
+    store: Store,
+    tenant: str,
+    days: int | None,
+    reason: str,
+    actor: str,
+    *,
+    now: UtcNow = utc_now,
+    publish_: Publish = publish,
+) -> Policy:
     """Keep ``tenant``'s rows ``days`` days (None: forever); the policy after the change."""
     if days is not None and days < 1:
         raise UserError("retention is at least 1 day (or forever)")
     before = policies(store, tenant).get(tenant, Policy(tenant))
     at = now()
     payload = {"days": days, "previous_days": before.days, "reason": reason}
-    event = system_event("retention_changed", tenant, {k: v for k, v in payload.items() if v is not None},
-                         user_id=actor, now=lambda: at)  # fmt: skip
-    _record(settings, store, event, {"kind": "retention", "days": days, "reason": reason,
-                                     "actor": actor}, publish_, at)  # fmt: skip
+    event = system_event(
+        "retention_changed",
+        tenant,
+        {k: v for k, v in payload.items() if v is not None},
+        user_id=actor,
+        now=lambda: at,
+    )
+    _record(
+        settings,
+        store,
+        event,
+        {"kind": "retention", "days": days, "reason": reason, "actor": actor},
+        publish_,
+        at,
+    )
     return policies(store, tenant)[tenant]
 
 
 def set_hold(
-    settings: Settings, store: Store, tenant: str, subject: str | None, placed: bool, reason: str,
-    actor: str, *, now: UtcNow = utc_now, publish_: Publish = publish,
-) -> Policy:  # fmt: skip
+    settings: Settings,
+    store: Store,
+    tenant: str,
+    subject: str | None,
+    placed: bool,
+    reason: str,
+    actor: str,
+    *,
+    now: UtcNow = utc_now,
+    publish_: Publish = publish,
+) -> Policy:
     """Place (``placed``) or lift a legal hold on ``tenant`` or one ``subject`` (user_id)."""
     before = policies(store, tenant).get(tenant, Policy(tenant))
     held = before.held_subjects if subject else ([tenant] if before.tenant_hold else [])
     if not placed and (subject or tenant) not in held:
-        raise UserError(f"no hold on {'subject ' + subject if subject else 'tenant ' + tenant} to lift")
+        raise UserError(
+            f"no hold on {'subject ' + subject if subject else 'tenant ' + tenant} to lift"
+        )
     at = now()
     payload: dict[str, Any] = {"action": "add" if placed else "rm", "reason": reason}
     if subject:
         payload["subject"] = subject
     event = system_event("legal_hold_changed", tenant, payload, user_id=actor, now=lambda: at)
-    _record(settings, store, event, {"kind": "hold", "subject": subject or "", "active": placed,
-                                     "reason": reason, "actor": actor}, publish_, at)  # fmt: skip
+    _record(
+        settings,
+        store,
+        event,
+        {
+            "kind": "hold",
+            "subject": subject or "",
+            "active": placed,
+            "reason": reason,
+            "actor": actor,
+        },
+        publish_,
+        at,
+    )
     return policies(store, tenant).get(tenant, Policy(tenant))

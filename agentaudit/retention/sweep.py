@@ -107,23 +107,34 @@ class SweepReport:
 def last_cuts(store: Store, tenant: str = "") -> dict[tuple[str, int], LastCut]:
     """Every chain's newest cut (or ``tenant``'s chains'), by (tenant, partition)."""
     rows = store.query(_LAST_CUTS_SQL, {"t": tenant}).result_rows
-    return {(str(t), int(p)): LastCut(str(t), int(p), int(h), int(d), at)
-            for t, p, h, d, at in rows}  # fmt: skip
+    return {
+        (str(t), int(p)): LastCut(str(t), int(p), int(h), int(d), at) for t, p, h, d, at in rows
+    }
 
 
 def sweep(
-    settings: Settings, store: Store, keys: PublicKeys, *, tenant: str = "",
-    now: UtcNow = utc_now, publish_: Publish = publish,
-) -> list[Cut]:  # fmt: skip
+    settings: Settings,
+    store: Store,
+    keys: PublicKeys,
+    *,
+    tenant: str = "",
+    now: UtcNow = utc_now,
+    publish_: Publish = publish,
+) -> list[Cut]:
     """Apply every tenant's retention (or ``tenant``'s) once; the chains cut."""
     return sweep_report(settings, store, keys, tenant=tenant, now=now, publish_=publish_).cuts
 
 
 def sweep_report(
-    settings: Settings, store: Store, keys: PublicKeys, *, tenant: str = "",
-    now: UtcNow = utc_now, publish_: Publish = publish,
+    settings: Settings,
+    store: Store,
+    keys: PublicKeys,
+    *,
+    tenant: str = "",
+    now: UtcNow = utc_now,
+    publish_: Publish = publish,
     stopping: Callable[[], bool] = lambda: False,
-) -> SweepReport:  # fmt: skip
+) -> SweepReport:
     """`sweep`, also saying what was kept and why. ``stopping()`` is asked before each tenant:
     once true, no further tenant is swept (a worker shutting down)."""
     anchor = DirectoryAnchor(settings.checkpoints_dir)
@@ -143,8 +154,16 @@ def sweep_report(
     return report
 
 
-def _sweep_tenant(settings: Settings, store: Store, keys: PublicKeys, anchor: DirectoryAnchor,
-                  pol: Policy, at: datetime, publish_: Publish, report: SweepReport) -> None:  # fmt: skip
+def _sweep_tenant(
+    settings: Settings,
+    store: Store,
+    keys: PublicKeys,
+    anchor: DirectoryAnchor,
+    pol: Policy,
+    at: datetime,
+    publish_: Publish,
+    report: SweepReport,
+) -> None:
     t, days = pol.tenant_id, pol.days
     assert days is not None
     cutoff = (at - timedelta(days=days)).timestamp()
@@ -154,7 +173,9 @@ def _sweep_tenant(settings: Settings, store: Store, keys: PublicKeys, anchor: Di
         part, h0 = int(part), int(first) - 1
         floor = None
         if pol.held_subjects:
-            f = store.query(_FLOOR_SQL, {"t": t, "p": part, "subjects": pol.held_subjects}).result_rows
+            f = store.query(
+                _FLOOR_SQL, {"t": t, "p": part, "subjects": pol.held_subjects}
+            ).result_rows
             floor = int(f[0][0]) if f and f[0][0] else None
         hi = min(int(last), floor or int(last))
         h, why = _horizon(settings, store, keys, anchor, t, part, h0, hi, cutoff, days)
@@ -169,22 +190,50 @@ def _sweep_tenant(settings: Settings, store: Store, keys: PublicKeys, anchor: Di
     new = [c for c in planned if c.horizon > c.previous]
     if not new:
         return
-    payload = {"days": days, "held_subjects": pol.held_subjects,
-               "partitions": [c.partition for c in planned], "horizons": [c.horizon for c in planned],
-               "horizon_days": [c.days for c in planned], "floors": [c.floor or 0 for c in planned]}  # fmt: skip
+    payload = {
+        "days": days,
+        "held_subjects": pol.held_subjects,
+        "partitions": [c.partition for c in planned],
+        "horizons": [c.horizon for c in planned],
+        "horizon_days": [c.days for c in planned],
+        "floors": [c.floor or 0 for c in planned],
+    }
     event = system_event("retention_applied", t, payload, user_id="retention", now=lambda: at)
     publish_(settings, [event])  # recorded first: nothing is deleted unrecorded
     for c in new:
         store.command(_DELETE_SQL, {"t": t, "p": c.partition, "h": c.horizon})
-    log_rows(store, [{"changed_at": at, "tenant_id": t, "kind": "applied", "days": c.days,
-                      "kafka_partition": c.partition, "horizon": c.horizon, "actor": "retention",
-                      "reason": f"retention {c.days} days", "event_id": event["event_id"]}
-                     for c in new])  # fmt: skip
+    log_rows(
+        store,
+        [
+            {
+                "changed_at": at,
+                "tenant_id": t,
+                "kind": "applied",
+                "days": c.days,
+                "kafka_partition": c.partition,
+                "horizon": c.horizon,
+                "actor": "retention",
+                "reason": f"retention {c.days} days",
+                "event_id": event["event_id"],
+            }
+            for c in new
+        ],
+    )
     report.cuts += new
 
 
-def _horizon(settings: Settings, store: Store, keys: PublicKeys, anchor: DirectoryAnchor,
-             t: str, p: int, h0: int, below: int, cutoff: float, days: int) -> tuple[int, str]:  # fmt: skip
+def _horizon(
+    settings: Settings,
+    store: Store,
+    keys: PublicKeys,
+    anchor: DirectoryAnchor,
+    t: str,
+    p: int,
+    h0: int,
+    below: int,
+    cutoff: float,
+    days: int,
+) -> tuple[int, str]:
     """The chain's new horizon, or ``h0`` and why nothing may be cut: see the module docstring."""
     origin = origin_for(settings.deployment, t, p)
     anchored = set(anchor.notes(t, p))
@@ -207,8 +256,13 @@ def _horizon(settings: Settings, store: Store, keys: PublicKeys, anchor: Directo
         times = [int(x) for x in stamps if x.isdigit()]
         key = keys.key_for(origin, opened.verified[0].key_id)
         # What verify rejects is no horizon: one time line, signed while its key was in use.
-        if tree.root() != cp.root_hash or len(stamps) != 1 or len(times) != 1 or key is None \
-                or not in_use(key, times[0]):  # fmt: skip
+        if (
+            tree.root() != cp.root_hash
+            or len(stamps) != 1
+            or len(times) != 1
+            or key is None
+            or not in_use(key, times[0])
+        ):
             continue
         if size == h0:
             start = tree
@@ -227,13 +281,33 @@ def _horizon(settings: Settings, store: Store, keys: PublicKeys, anchor: Directo
     size, root = best
     leaves = store.query(_LEAVES_SQL, {**params, "hi": size}).result_rows
     seqs = [int(s) for s, _ in leaves]
-    if seqs != list(range(h0 + 1, size + 1)) or any(not _text(lh).strip("\x00") for _, lh in leaves):
-        log.error("retention: %s/p%s rows %s-%s are not all there with leaf hashes; not cut",
-                  t, p, h0 + 1, size)  # fmt: skip
-        return h0, f"rows #{h0 + 1}-#{size} are not all stored with leaf hashes (run agentaudit verify)"
+    if seqs != list(range(h0 + 1, size + 1)) or any(
+        not _text(lh).strip("\x00") for _, lh in leaves
+    ):
+        log.error(
+            "retention: %s/p%s rows %s-%s are not all there with leaf hashes; not cut",
+            t,
+            p,
+            h0 + 1,
+            size,
+        )
+        return (
+            h0,
+            f"rows #{h0 + 1}-#{size} are not all stored with leaf hashes (run agentaudit verify)",
+        )
     start.extend([bytes.fromhex(_text(lh)) for _, lh in leaves])
     if start.root() != root:
-        log.error("retention: %s/p%s rows %s-%s do not reproduce the signed root at %s; not cut "
-                  "(run agentaudit verify)", t, p, h0 + 1, size, size)  # fmt: skip
-        return h0, f"rows #{h0 + 1}-#{size} do not reproduce the signed root (run agentaudit verify)"
+        log.error(
+            "retention: %s/p%s rows %s-%s do not reproduce the signed root at %s; not cut "
+            "(run agentaudit verify)",
+            t,
+            p,
+            h0 + 1,
+            size,
+            size,
+        )
+        return (
+            h0,
+            f"rows #{h0 + 1}-#{size} do not reproduce the signed root (run agentaudit verify)",
+        )
     return size, ""

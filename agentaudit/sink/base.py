@@ -203,10 +203,12 @@ class PartitionSink(ABC, Generic[B]):
             # One message early when the store holds some of this epoch: the anchor must be
             # the first message fetched, or the log is not the one these offsets came from.
             self.consumer.seek(tp, self.guards[tp.topic].assign(tp.partition, resume, anchor))
-        self.log.info("assigned %s; resuming at %s (log epochs %s)",
-                      [f"{tp.topic}[{tp.partition}]" for tp in ours],
-                      {f"{tp.topic}[{tp.partition}]": starts.get(tp, (0, None))[0] for tp in ours},
-                      {f"{tp.topic}[{tp.partition}]": self._epoch(tp) for tp in ours})  # fmt: skip
+        self.log.info(
+            "assigned %s; resuming at %s (log epochs %s)",
+            [f"{tp.topic}[{tp.partition}]" for tp in ours],
+            {f"{tp.topic}[{tp.partition}]": starts.get(tp, (0, None))[0] for tp in ours},
+            {f"{tp.topic}[{tp.partition}]": self._epoch(tp) for tp in ours},
+        )
         self.ready.set()
 
     async def run(self) -> None:
@@ -220,10 +222,13 @@ class PartitionSink(ABC, Generic[B]):
             "group_id": self.group_id,
             # "none": an offset out of range is raised to `_consume`, never reset silently
             # (that is how a replaced, shorter log shows; `agentaudit.sink.logguard`).
-            "enable_auto_commit": False, "auto_offset_reset": "none",
-            "max_poll_records": s.sink_batch_size, "fetch_max_bytes": 64 << 20,
-            "max_partition_fetch_bytes": 16 << 20, **self.consumer_options,
-        }  # fmt: skip
+            "enable_auto_commit": False,
+            "auto_offset_reset": "none",
+            "max_poll_records": s.sink_batch_size,
+            "fetch_max_bytes": 64 << 20,
+            "max_partition_fetch_bytes": 16 << 20,
+            **self.consumer_options,
+        }
         self.consumer = kafka_config.consumer(connection, **options)
         # bounded, and a refused TLS handshake or login is named (aiokafka only logs it)
         await kafka_config.start(self.producer, connection, START_TIMEOUT_S)
@@ -325,8 +330,12 @@ class PartitionSink(ABC, Generic[B]):
         self.log.error(
             "log of %s[%d] was replaced (%s; topic recreated, or a broker that kept nothing): "
             "reading it again from its start as log epoch %d; what the store holds is dropped "
-            "by id", tp.topic, tp.partition, reason, epoch,
-        )  # fmt: skip
+            "by id",
+            tp.topic,
+            tp.partition,
+            reason,
+            epoch,
+        )
         self.guards[tp.topic].restarted(tp.partition)
         await self.consumer.seek_to_beginning(tp)
 
@@ -349,8 +358,12 @@ class PartitionSink(ABC, Generic[B]):
             t2 = time.perf_counter()
             self.fault("after_insert")
             await self._commit(self._offsets(batch))
-            self.last_stages = {"process": self._processing_s, "dead_letter_topic": t1 - t0,
-                                "insert": t2 - t1, "commit": time.perf_counter() - t2}  # fmt: skip
+            self.last_stages = {
+                "process": self._processing_s,
+                "dead_letter_topic": t1 - t0,
+                "insert": t2 - t1,
+                "commit": time.perf_counter() - t2,
+            }
             self._processing_s = 0.0
             self.flushes += 1
             if self.on_flush:
@@ -377,8 +390,11 @@ class PartitionSink(ABC, Generic[B]):
                         self._dlq_unsent()
                         self.log.error(
                             "dead letter %s not sent to %s even cut down (%r); its dead_letters "
-                            "row is stored", dict(headers).get("source"), topic, exc,
-                        )  # fmt: skip
+                            "row is stored",
+                            dict(headers).get("source"),
+                            topic,
+                            exc,
+                        )
                         return
                     self.log.warning(
                         "dead letter refused by %s (%r); sending it cut down", topic, exc
@@ -418,8 +434,9 @@ async def run_sink(sink: PartitionSink[Any], stop: asyncio.Event | None, what: s
     try:
         await task
     except KafkaError as exc:
-        raise UserError(f"Kafka error in the sink of {what}: {exc}; check "
-                        "AGENTAUDIT_KAFKA_BOOTSTRAP") from None  # fmt: skip
+        raise UserError(
+            f"Kafka error in the sink of {what}: {exc}; check AGENTAUDIT_KAFKA_BOOTSTRAP"
+        ) from None
     except DatabaseError as exc:
         raise StoreRefused(
             f"the store refused a batch of {what} ({' '.join(str(exc).split())[:500]}); nothing "

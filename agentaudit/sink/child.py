@@ -55,12 +55,19 @@ async def _main(parent_pid: int) -> None:
             c = worker.processor.counters
             # A flush's line also says what it stored and its stages (the worker's /metrics).
             stored = {} if batch is None else to_report(figures_of(batch, worker.last_stages))
-            _report(accepted=c.accepted, dead_lettered=c.dead_lettered, duplicates=c.duplicates,
-                    flushes=worker.flushes, **stored)  # fmt: skip
+            _report(
+                accepted=c.accepted,
+                dead_lettered=c.dead_lettered,
+                duplicates=c.duplicates,
+                flushes=worker.flushes,
+                **stored,
+            )
 
         # Reparented: the store's owner is gone for good. Asked where the loop is blocked
         # (recovery); elsewhere the parent-death SIGTERM stops the worker.
-        worker = SinkWorker(settings, store, on_flush=progress, abandoned=lambda: os.getppid() != parent_pid)
+        worker = SinkWorker(
+            settings, store, on_flush=progress, abandoned=lambda: os.getppid() != parent_pid
+        )
         tune_gc()
         task = asyncio.create_task(worker.run())
         ready = asyncio.create_task(worker.ready.wait())
@@ -78,7 +85,11 @@ async def _main(parent_pid: int) -> None:
 
 def main() -> None:
     level = os.environ.get("AGENTAUDIT_LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(level=level, stream=sys.stderr, format="sink[%(process)d] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="sink[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
     parent_pid = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
     # SIGKILL, not SIGTERM: with its store owner gone nothing this process holds can be
     # stored, and a graceful stop kept it in the consumer group (a stop waits for its flush,

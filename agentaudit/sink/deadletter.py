@@ -43,7 +43,9 @@ def keep(value: bytes) -> tuple[bytes, Headers, str]:
     return value[:KEEP_BYTES], headers, note
 
 
-def shrink(key: bytes | None, value: bytes, headers: Headers) -> tuple[bytes | None, bytes, Headers]:
+def shrink(
+    key: bytes | None, value: bytes, headers: Headers
+) -> tuple[bytes | None, bytes, Headers]:
     """A stub of a DLQ record the topic refused: key and value cut to STUB_BYTES, short
     headers. Size and hash describe the original message when `keep` recorded them, else
     the value as it was queued."""

@@ -111,7 +111,9 @@ class LogGuard:
         if anchor is None:
             self._tracks[partition] = _Track(expected=resume, last=None)
             return resume
-        self._tracks[partition] = _Track(expected=None, last=anchor, verifying=anchor, resume=resume)
+        self._tracks[partition] = _Track(
+            expected=None, last=anchor, verifying=anchor, resume=resume
+        )
         return anchor.offset
 
     def restarted(self, partition: int) -> None:
@@ -152,7 +154,9 @@ class LogGuard:
             # two fetches): nothing to compare; no message below the anchor is read.
             return _deliver(track, records)
         if not anchor.matches(first):
-            return Decision(reset=f"offset {anchor.offset} holds another message than the one the store holds")
+            return Decision(
+                reset=f"offset {anchor.offset} holds another message than the one the store holds"
+            )
         track.expected = track.resume
         if track.resume != anchor.offset + 1:
             return Decision(seek=track.resume)  # the anchor was a dead letter ahead of the events

@@ -97,7 +97,11 @@ class SinkProcesses:
         env = {**os.environ, **self.settings.to_env(), **self.extra_env}
         for index in range(self.count):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "agentaudit.sink.child", str(os.getpid()), env=env,
+                sys.executable,
+                "-m",
+                "agentaudit.sink.child",
+                str(os.getpid()),
+                env=env,
                 stdout=asyncio.subprocess.PIPE,
             )
             child = _Child(index, proc)
@@ -121,7 +125,9 @@ class SinkProcesses:
             try:
                 await asyncio.wait_for(child.proc.wait(), STOP_TIMEOUT_S)
             except TimeoutError:
-                log.warning("sink process %d did not stop in %.0fs; killing it", child.index, STOP_TIMEOUT_S)
+                log.warning(
+                    "sink process %d did not stop in %.0fs; killing it", child.index, STOP_TIMEOUT_S
+                )
                 child.proc.kill()
                 await child.proc.wait()
             if child.reader is not None:

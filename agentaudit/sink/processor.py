@@ -68,7 +68,9 @@ class Batch:
         """`insert_deduplication_token` for a server: the source ranges this batch covers."""
         # The epoch is in the token: a new log reuses offsets, and a server would drop its
         # first batches as duplicates of the old log's.
-        spans = ",".join(f"{p}@{self.epochs.get(p, 0)}:{a}-{b}" for p, (a, b) in sorted(self.ranges.items()))
+        spans = ",".join(
+            f"{p}@{self.epochs.get(p, 0)}:{a}-{b}" for p, (a, b) in sorted(self.ranges.items())
+        )
         return f"{table}|{topic}|{spans}"
 
 
@@ -187,14 +189,22 @@ class SinkProcessor:
         kept, extra, note = keep(value or b"")
         detail = verdict.detail + note
         batch.dead_letters.append(
-            dead_letter_row(source, verdict.reason.value, detail, kept, self.clock(), tenant, event_id)
+            dead_letter_row(
+                source, verdict.reason.value, detail, kept, self.clock(), tenant, event_id
+            )
         )
-        batch.dlq.append(DlqRecord(source.key, kept, [
-            ("reason", verdict.reason.value.encode()),
-            ("detail", verdict.detail[:512].encode()),
-            ("source", f"{source.topic}:{source.partition}:{source.offset}".encode()),
-            *extra,
-        ]))  # fmt: skip
+        batch.dlq.append(
+            DlqRecord(
+                source.key,
+                kept,
+                [
+                    ("reason", verdict.reason.value.encode()),
+                    ("detail", verdict.detail[:512].encode()),
+                    ("source", f"{source.topic}:{source.partition}:{source.offset}".encode()),
+                    *extra,
+                ],
+            )
+        )
         batch.dead_letter_high[source.partition] = source.offset
         self.counters.dead_lettered += 1
 
@@ -214,7 +224,9 @@ class SinkProcessor:
         cost = self.cost(event)
         leaves = self._leaves.get((tenant, source.partition))
         if leaves is None:
-            leaves = self._leaves[(tenant, source.partition)] = ChainLeaves(tenant, source.partition)
+            leaves = self._leaves[(tenant, source.partition)] = ChainLeaves(
+                tenant, source.partition
+            )
         leaf = leaves.hash(link.seq, *cost, canonical)
         self.batch.events.append(event_row(canonical, cost, link, source, leaf))
         self.batch.leaves.append((tenant, source.partition, leaf))

@@ -40,7 +40,9 @@ class Recovered:
     recent_ids: list[str]
 
 
-def _latest_epochs(store: Store, sql: str, topic: str, partitions: list[int]) -> dict[int, tuple[Any, ...]]:
+def _latest_epochs(
+    store: Store, sql: str, topic: str, partitions: list[int]
+) -> dict[int, tuple[Any, ...]]:
     """partition → (epoch, max offset, anchor fields…) of the partition's highest epoch."""
     rows = store.query(sql, {"topic": topic, "parts": partitions}).result_rows
     return {int(r[0]): tuple(r[1:]) for r in rows}

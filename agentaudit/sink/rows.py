@@ -22,14 +22,34 @@ from agentaudit_schemas.pricing.model import ZERO_USD
 
 INGEST_TABLE = "agentaudit.events_ingest"
 INGEST_COLUMNS: tuple[str, ...] = (
-    "payload", "cost_usd", "priced", "pricing_version", "kafka_topic", "kafka_partition",
-    "kafka_offset", "log_epoch", "chain_seq", "prev_hash", "row_hash", "leaf_hash",
-)  # fmt: skip
+    "payload",
+    "cost_usd",
+    "priced",
+    "pricing_version",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "log_epoch",
+    "chain_seq",
+    "prev_hash",
+    "row_hash",
+    "leaf_hash",
+)
 
 DEAD_LETTER_COLUMNS: tuple[str, ...] = (
-    "received_at", "source_topic", "kafka_partition", "kafka_offset", "log_epoch", "kafka_timestamp",
-    "kafka_key", "reason", "detail", "tenant_id", "event_id", "original",
-)  # fmt: skip
+    "received_at",
+    "source_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "log_epoch",
+    "kafka_timestamp",
+    "kafka_key",
+    "reason",
+    "detail",
+    "tenant_id",
+    "event_id",
+    "original",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +85,21 @@ class EventCost:
         if event.type != "llm_call":  # type: ignore[attr-defined]
             return self._free
         p: Any = event.payload  # type: ignore[attr-defined]
-        return self.llm_call(p.provider, p.response_model or p.request_model, p.usage,
-                             at=event.occurred_at, tenant=event.tenant_id)  # fmt: skip
+        return self.llm_call(
+            p.provider,
+            p.response_model or p.request_model,
+            p.usage,
+            at=event.occurred_at,
+            tenant=event.tenant_id,
+        )
 
     def llm_call(
-        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        self,
+        provider: str,
+        model: str,
+        usage: Usage,
+        *,
+        at: datetime | None = None,
         tenant: str = "",
     ) -> Priced:
         """The cost of one `llm_call` of `model` (the response's model, else the request's)
@@ -83,18 +113,40 @@ def event_row(
 ) -> tuple[Any, ...]:
     """One `events_ingest` row, in `INGEST_COLUMNS` order."""
     return (
-        canonical, *cost, source.topic, source.partition, source.offset, source.log_epoch, link.seq,
-        link.prev_hash, link.row_hash, leaf_hash.hex(),
-    )  # fmt: skip
+        canonical,
+        *cost,
+        source.topic,
+        source.partition,
+        source.offset,
+        source.log_epoch,
+        link.seq,
+        link.prev_hash,
+        link.row_hash,
+        leaf_hash.hex(),
+    )
 
 
 def dead_letter_row(
-    source: Source, reason: str, detail: str, original: bytes | None, received_at: datetime,
-    tenant_hint: str, event_id_hint: str,
+    source: Source,
+    reason: str,
+    detail: str,
+    original: bytes | None,
+    received_at: datetime,
+    tenant_hint: str,
+    event_id_hint: str,
 ) -> tuple[Any, ...]:
     """One `dead_letters` row, in `DEAD_LETTER_COLUMNS` order."""
     return (
-        received_at, source.topic, source.partition, source.offset, source.log_epoch,
+        received_at,
+        source.topic,
+        source.partition,
+        source.offset,
+        source.log_epoch,
         datetime.fromtimestamp(source.timestamp_ms / 1000, tz=received_at.tzinfo),
-        source.key or b"", reason, detail, tenant_hint, event_id_hint, original or b"",
+        source.key or b"",
+        reason,
+        detail,
+        tenant_hint,
+        event_id_hint,
+        original or b"",
     )

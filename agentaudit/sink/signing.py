@@ -42,11 +42,20 @@ def _stamp(key_dir: Path) -> tuple[int, int] | None:
         return None
     return st.st_mtime_ns, st.st_ino
 
+
 CHECKPOINT_TABLE = "agentaudit.checkpoints"
 CHECKPOINT_COLUMNS: tuple[str, ...] = (
-    "origin", "tenant_id", "kafka_partition", "tree_size", "root_hash", "signed_at", "key_id",
-    "is_end", "note", "frontier",
-)  # fmt: skip
+    "origin",
+    "tenant_id",
+    "kafka_partition",
+    "tree_size",
+    "root_hash",
+    "signed_at",
+    "key_id",
+    "is_end",
+    "note",
+    "frontier",
+)
 
 
 @dataclass(frozen=True)
@@ -74,10 +83,20 @@ class ChainSigner:
             named = self._named[key] = self.signer.renamed(origin_for(self.deployment, *key))
         return named.name, named
 
-    def sign(self, trees: ChainTrees, at: datetime, *, handoff: bool = False,
-             end: frozenset[ChainKey] = frozenset()) -> list[Signed]:
+    def sign(
+        self,
+        trees: ChainTrees,
+        at: datetime,
+        *,
+        handoff: bool = False,
+        end: frozenset[ChainKey] = frozenset(),
+    ) -> list[Signed]:
         """A checkpoint of every signable chain at `at`; `end` ones are final."""
-        stamp = (f"time {int(at.timestamp())}", "handoff") if handoff else (f"time {int(at.timestamp())}",)
+        stamp = (
+            (f"time {int(at.timestamp())}", "handoff")
+            if handoff
+            else (f"time {int(at.timestamp())}",)
+        )
         out: list[Signed] = []
         for key in sorted(trees.trees):
             if key in trees.unsigned or key in trees.ended:
@@ -89,8 +108,18 @@ class ChainSigner:
             is_end = key in end
             ext = (*stamp, "end") if is_end else stamp
             note = sign_checkpoint(Checkpoint(origin, size, root, ext), [named])
-            row = (origin, key[0], key[1], size, root.hex(), at, f"{named.key_id:08x}", is_end,
-                   note, [h.hex() for h in frontier])  # fmt: skip
+            row = (
+                origin,
+                key[0],
+                key[1],
+                size,
+                root.hex(),
+                at,
+                f"{named.key_id:08x}",
+                is_end,
+                note,
+                [h.hex() for h in frontier],
+            )
             out.append(Signed(key[0], key[1], note, at, row))
         return out
 
@@ -125,13 +154,20 @@ class TrailSigning:
     def from_settings(cls, settings: Settings) -> TrailSigning | None:
         """None when signing is off (interval 0); :class:`KeyMissing` when there is no key."""
         if settings.checkpoint_interval_s <= 0:
-            log.warning("checkpoint signing is off (AGENTAUDIT_CHECKPOINT_INTERVAL_S=0): the "
-                        "trail is chained but not signed")  # fmt: skip
+            log.warning(
+                "checkpoint signing is off (AGENTAUDIT_CHECKPOINT_INTERVAL_S=0): the "
+                "trail is chained but not signed"
+            )
             return None
         ring = KeyRing.load(settings.key_dir)
-        return cls(ring.signer, ring.verifiers, settings.deployment,
-                   DirectoryAnchor(settings.checkpoints_dir), settings.checkpoint_interval_s,
-                   key_dir=settings.key_dir)  # fmt: skip
+        return cls(
+            ring.signer,
+            ring.verifiers,
+            settings.deployment,
+            DirectoryAnchor(settings.checkpoints_dir),
+            settings.checkpoint_interval_s,
+            key_dir=settings.key_dir,
+        )
 
     def _follow_rotation(self) -> None:
         """After `agentaudit keys rotate` a running sink signs with the new key from its next
@@ -151,10 +187,16 @@ class TrailSigning:
         return self.monotonic() - self._last >= self.interval_s
 
     def rebuild(
-        self, store: Store, topic: str, partitions: list[int], heads: dict[ChainKey, tuple[int, str]]
+        self,
+        store: Store,
+        topic: str,
+        partitions: list[int],
+        heads: dict[ChainKey, tuple[int, str]],
     ) -> ChainTrees:
         """The assigned chains' trees, checked against the checkpoints outside the store."""
-        return rebuild(store, topic, partitions, heads, self.anchor, self.verifiers, self.deployment)
+        return rebuild(
+            store, topic, partitions, heads, self.anchor, self.verifiers, self.deployment
+        )
 
     def sign(self, trees: ChainTrees, *, handoff: bool = False) -> list[Signed]:
         """Sign every signable chain now: anchored outside the store first, then returned for

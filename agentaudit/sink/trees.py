@@ -37,7 +37,6 @@ from agentaudit.trail.note import NoteError, Verifier
 log = logging.getLogger("agentaudit.sink")
 
 
-
 @dataclass
 class ChainTrees:
     """The compact Merkle tree of every chain this sink extends, and the chains it must not sign."""
@@ -72,14 +71,21 @@ def ended_chains(store: Store, trees: ChainTrees) -> set[ChainKey]:
         return set()
     rows = store.query(
         "SELECT DISTINCT tenant_id, kafka_partition FROM agentaudit.checkpoints "
-        "WHERE is_end AND has({parts:Array(UInt32)}, kafka_partition)", {"parts": parts}
+        "WHERE is_end AND has({parts:Array(UInt32)}, kafka_partition)",
+        {"parts": parts},
     ).result_rows
     return {(str(t), int(p)) for t, p in rows} & trees.trees.keys()
 
 
 def row_leaf_hash(
-    stored: str | bytes, tenant_id: str, partition: int, seq: int, payload: str | bytes,
-    cost: Decimal, priced: bool, pricing_version: str,
+    stored: str | bytes,
+    tenant_id: str,
+    partition: int,
+    seq: int,
+    payload: str | bytes,
+    cost: Decimal,
+    priced: bool,
+    pricing_version: str,
 ) -> bytes:
     """A stored row's leaf hash: its `leaf_hash` column, or computed from the row when empty
     (rows stored before migration 0013 hold zero bytes there)."""
@@ -136,8 +142,11 @@ def anchored(
         try:
             return open_checkpoint(note, verifiers(origin), origin)[0]
         except (NoteError, CheckpointError):
-            log.error("chain %s/p%s: a checkpoint note outside the store does not verify; "
-                      "skipped (agentaudit verify reports it)", *key)  # fmt: skip
+            log.error(
+                "chain %s/p%s: a checkpoint note outside the store does not verify; "
+                "skipped (agentaudit verify reports it)",
+                *key,
+            )
     return None
 
 
@@ -156,7 +165,9 @@ def rebuild(
         return out
     latest = {
         (str(t), int(p)): (int(size), _text(root), list(frontier), bool(end))
-        for t, p, size, root, frontier, end in store.query(_LATEST_SQL, {"parts": partitions}).result_rows
+        for t, p, size, root, frontier, end in store.query(
+            _LATEST_SQL, {"parts": partitions}
+        ).result_rows
     }
     starts: dict[ChainKey, CompactTree] = {}
     checks: dict[ChainKey, Checkpoint] = {}
@@ -175,40 +186,64 @@ def rebuild(
         # the leaves after). Otherwise the chain is rebuilt from its first leaf.
         if tree is None or tree.size > heads[key][0]:
             continue
-        if cp is None or cp.size > tree.size or (cp.size == tree.size and cp.root_hash == tree.root()):
+        if (
+            cp is None
+            or cp.size > tree.size
+            or (cp.size == tree.size and cp.root_hash == tree.root())
+        ):
             starts[key] = tree
     keys = sorted(starts)
     params: dict[str, Any] = {
-        "topic": topic, "parts": partitions,
-        "keys": [f"{t}/{p}" for t, p in keys], "sizes": [starts[k].size for k in keys],
-    }  # fmt: skip
+        "topic": topic,
+        "parts": partitions,
+        "keys": [f"{t}/{p}" for t, p in keys],
+        "sizes": [starts[k].size for k in keys],
+    }
     trees = {key: starts.get(key) or CompactTree() for key in heads}
-    for t, p, seq, stored, payload, cost, priced, version in store.query(_LEAVES_SQL, params).result_rows:
+    for t, p, seq, stored, payload, cost, priced, version in store.query(
+        _LEAVES_SQL, params
+    ).result_rows:
         key = (str(t), int(p))
         tree = trees.get(key)
         if tree is None or key in out.unsigned:
             continue
         if int(seq) != tree.size + 1:
-            out.unsigned[key] = f"chain_seq {seq} follows {tree.size}: a gap or a duplicate in the store"
+            out.unsigned[key] = (
+                f"chain_seq {seq} follows {tree.size}: a gap or a duplicate in the store"
+            )
             continue
         cp = checks.get(key)
-        tree.append_hash(row_leaf_hash(stored, key[0], key[1], int(seq), payload, cost, priced, str(version)))
+        tree.append_hash(
+            row_leaf_hash(stored, key[0], key[1], int(seq), payload, cost, priced, str(version))
+        )
         if cp is not None and tree.size == cp.size and tree.root() != cp.root_hash:
-            out.unsigned[key] = f"the store's first {cp.size} rows do not reproduce the anchored root"
+            out.unsigned[key] = (
+                f"the store's first {cp.size} rows do not reproduce the anchored root"
+            )
     for key, tree in trees.items():
         cp = checks.get(key)
         if key in out.unsigned:
             pass
         elif cp is not None and tree.size < cp.size:
-            out.unsigned[key] = (f"the store holds {tree.size} rows, the anchored checkpoint "
-                                 f"signed {cp.size}: rows lost or the store rolled back")  # fmt: skip
+            out.unsigned[key] = (
+                f"the store holds {tree.size} rows, the anchored checkpoint "
+                f"signed {cp.size}: rows lost or the store rolled back"
+            )
         elif cp is not None and "handoff" in cp.extensions and tree.size > cp.size:
-            out.unsigned[key] = (f"{tree.size - cp.size} rows follow the handoff checkpoint at "
-                                 f"{cp.size}: no sink wrote them")  # fmt: skip
+            out.unsigned[key] = (
+                f"{tree.size - cp.size} rows follow the handoff checkpoint at "
+                f"{cp.size}: no sink wrote them"
+            )
         elif tree.size != heads[key][0]:
             out.unsigned[key] = f"rebuilt {tree.size} leaves, the chain's head is {heads[key][0]}"
     for key, why in out.unsigned.items():
-        log.error("chain %s/p%s will not be signed: %s. Run `agentaudit verify --tenant %s`; "
-                  "runbooks/TrailUnsigned.md", key[0], key[1], why, key[0])  # fmt: skip
+        log.error(
+            "chain %s/p%s will not be signed: %s. Run `agentaudit verify --tenant %s`; "
+            "runbooks/TrailUnsigned.md",
+            key[0],
+            key[1],
+            why,
+            key[0],
+        )
     out.trees = trees
     return out

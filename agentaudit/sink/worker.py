@@ -57,12 +57,19 @@ class SinkWorker(PartitionSink[Batch]):
     ) -> None:
         self.crash = crash_plan or CrashPlan.from_env()
         super().__init__(
-            settings, store, topics=[settings.events_topic], group_id=settings.consumer_group,
-            log=log, fault=self.crash.hit, on_flush=on_flush, abandoned=abandoned,
-        )  # fmt: skip
+            settings,
+            store,
+            topics=[settings.events_topic],
+            group_id=settings.consumer_group,
+            log=log,
+            fault=self.crash.hit,
+            on_flush=on_flush,
+            abandoned=abandoned,
+        )
         self.processor = SinkProcessor(
             current_pricing(settings.price_overrides or "", settings.data_dir),
-            settings.dedup_window, max_clock_skew_s=settings.max_clock_skew_s,
+            settings.dedup_window,
+            max_clock_skew_s=settings.max_clock_skew_s,
             seal=content_sealer(settings),
         )
         self.trees = ChainTrees()
@@ -90,10 +97,15 @@ class SinkWorker(PartitionSink[Batch]):
         logs = state.logs
         self.processor.recover(
             {p: lg.event_watermark for p, lg in logs.items() if lg.event_watermark >= 0},
-            {p: lg.dead_letter_watermark for p, lg in logs.items()
-             if lg.dead_letter_watermark >= 0},
-            state.heads, state.recent_ids, {p: lg.epoch for p, lg in logs.items()},
-        )  # fmt: skip
+            {
+                p: lg.dead_letter_watermark
+                for p, lg in logs.items()
+                if lg.dead_letter_watermark >= 0
+            },
+            state.heads,
+            state.recent_ids,
+            {p: lg.epoch for p, lg in logs.items()},
+        )
         resume = self.processor.resume_offset
         return {
             tp: (resume(tp.partition), logs[tp.partition].anchor if tp.partition in logs else None)
@@ -126,12 +138,17 @@ class SinkWorker(PartitionSink[Batch]):
     async def _write(self, batch: Batch) -> None:
         topic = self.settings.events_topic
         if batch.dead_letters:
-            await self._insert("agentaudit.dead_letters", DEAD_LETTER_COLUMNS, batch.dead_letters,
-                               batch.dedup_token(topic, "dead_letters"))  # fmt: skip
+            await self._insert(
+                "agentaudit.dead_letters",
+                DEAD_LETTER_COLUMNS,
+                batch.dead_letters,
+                batch.dedup_token(topic, "dead_letters"),
+            )
         self.crash.hit("between_inserts")
         if batch.events:
-            await self._insert(INGEST_TABLE, INGEST_COLUMNS, batch.events,
-                               batch.dedup_token(topic, "events"))  # fmt: skip
+            await self._insert(
+                INGEST_TABLE, INGEST_COLUMNS, batch.events, batch.dedup_token(topic, "events")
+            )
 
     def _stored(self, batch: Batch) -> None:
         self.processor.stored(batch)
@@ -144,8 +161,9 @@ class SinkWorker(PartitionSink[Batch]):
         signed, self._unstored_checkpoints = self._unstored_checkpoints, []
         if final or trail.due():
             if not final:  # chains ended meanwhile (`agentaudit end-trail`) are not signed again
-                self.trees.ended |= await store_call(log, ended_chains, self.store, self.trees,
-                                                     stop=self._stopping)  # fmt: skip
+                self.trees.ended |= await store_call(
+                    log, ended_chains, self.store, self.trees, stop=self._stopping
+                )
             signed += trail.sign(self.trees, handoff=final)
         if signed:
             first = signed[0]
@@ -162,8 +180,11 @@ class SinkWorker(PartitionSink[Batch]):
 
 
 async def run_worker(
-    settings: Settings, store: Store, stop: asyncio.Event | None = None,
-    *, watch: Callable[[SinkWorker], None] | None = None,
+    settings: Settings,
+    store: Store,
+    stop: asyncio.Event | None = None,
+    *,
+    watch: Callable[[SinkWorker], None] | None = None,
 ) -> SinkWorker:
     """Run a SinkWorker until `stop` is set (or forever); used by the CLI and the demo.
     `watch` sees the worker before it starts (the worker's metrics set its `on_flush`)."""

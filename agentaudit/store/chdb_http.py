@@ -32,13 +32,30 @@ AUTHENTICATION_FAILED = 516
 
 # URL parameters that steer the HTTP layer rather than the query; a server consumes them
 # itself, and chDB would reject them as unknown settings.
-_TRANSPORT = frozenset({
-    "query", "database", "default_format", "query_id", "session_id", "session_timeout",
-    "session_check", "compress", "decompress", "buffer_size", "wait_end_of_query",
-    "client_protocol_version", "quota_key", "role", "user", "password",
-    "send_progress_in_http_headers", "http_headers_progress_interval_ms",
-    "enable_http_compression", "cancel_http_readonly_queries_on_client_close",
-})  # fmt: skip
+_TRANSPORT = frozenset(
+    {
+        "query",
+        "database",
+        "default_format",
+        "query_id",
+        "session_id",
+        "session_timeout",
+        "session_check",
+        "compress",
+        "decompress",
+        "buffer_size",
+        "wait_end_of_query",
+        "client_protocol_version",
+        "quota_key",
+        "role",
+        "user",
+        "password",
+        "send_progress_in_http_headers",
+        "http_headers_progress_interval_ms",
+        "enable_http_compression",
+        "cancel_http_readonly_queries_on_client_close",
+    }
+)
 
 # `INSERT INTO t (cols) [SETTINGS ...] FORMAT F` then the data, which starts after spaces and
 # at most one newline (ClickHouse's rule, so binary data starting with whitespace is kept).
@@ -168,8 +185,11 @@ class _Handler(BaseHTTPRequestHandler):
         except (OSError, ValueError):
             self.close_connection = True  # an unreadable body: the connection cannot be reused
         status = _STATUS.get(error.code, 400 if error.code in USER_ERROR_CODES else 500)
-        headers = {"Content-Type": "text/plain; charset=UTF-8",
-                   "X-ClickHouse-Exception-Code": str(error.code), "X-ClickHouse-Query-Id": query_id}  # fmt: skip
+        headers = {
+            "Content-Type": "text/plain; charset=UTF-8",
+            "X-ClickHouse-Exception-Code": str(error.code),
+            "X-ClickHouse-Query-Id": query_id,
+        }
         self._reply(status, f"{error.message}\n".encode(), headers)
 
     def _credentials(self, params: dict[str, bytes]) -> tuple[str, str]:
@@ -185,9 +205,9 @@ class _Handler(BaseHTTPRequestHandler):
             user = self.headers.get("X-ClickHouse-User") or params.get("user", b"").decode(
                 errors="replace"
             )
-            password = self.headers.get("X-ClickHouse-Key") or params.get(
-                "password", b""
-            ).decode(errors="replace")
+            password = self.headers.get("X-ClickHouse-Key") or params.get("password", b"").decode(
+                errors="replace"
+            )
         # `default` (or no user) is the operator, who authenticates with the endpoint's token.
         return ("", "") if user == "default" else (user, password)
 

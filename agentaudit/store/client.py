@@ -32,56 +32,60 @@ from agentaudit.store.protocol import QueryResult
 T = TypeVar("T")
 
 # Caused by the statement or its data: syntax, unknown names, types, bad values or parameters.
-USER_ERROR_CODES = frozenset({
-    6,    # CANNOT_PARSE_TEXT
-    10,   # NOT_FOUND_COLUMN_IN_BLOCK
-    16,   # NO_SUCH_COLUMN_IN_TABLE
-    27,   # CANNOT_PARSE_INPUT_ASSERTION_FAILED
-    36,   # BAD_ARGUMENTS
-    38,   # CANNOT_PARSE_DATE
-    41,   # CANNOT_PARSE_DATETIME
-    42,   # NUMBER_OF_ARGUMENTS_DOESNT_MATCH
-    43,   # ILLEGAL_TYPE_OF_ARGUMENT
-    44,   # ILLEGAL_COLUMN
-    46,   # UNKNOWN_FUNCTION
-    47,   # UNKNOWN_IDENTIFIER
-    53,   # TYPE_MISMATCH
-    60,   # UNKNOWN_TABLE
-    62,   # SYNTAX_ERROR
-    69,   # ARGUMENT_OUT_OF_BOUND
-    70,   # CANNOT_CONVERT_TYPE
-    72,   # CANNOT_PARSE_NUMBER
-    81,   # UNKNOWN_DATABASE
-    115,  # UNKNOWN_SETTING
-    117,  # INCORRECT_DATA
-    164,  # READONLY
-    179,  # MULTIPLE_EXPRESSIONS_FOR_ALIAS
-    184,  # ILLEGAL_AGGREGATION
-    190,  # SIZES_OF_ARRAYS_DONT_MATCH
-    215,  # NOT_AN_AGGREGATE
-    352,  # AMBIGUOUS_COLUMN_NAME
-    386,  # NO_COMMON_TYPE
-    407,  # DECIMAL_OVERFLOW
-    456,  # UNKNOWN_QUERY_PARAMETER
-    457,  # BAD_QUERY_PARAMETER
-    497,  # ACCESS_DENIED
-})  # fmt: skip
+USER_ERROR_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        10,  # NOT_FOUND_COLUMN_IN_BLOCK
+        16,  # NO_SUCH_COLUMN_IN_TABLE
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        36,  # BAD_ARGUMENTS
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        42,  # NUMBER_OF_ARGUMENTS_DOESNT_MATCH
+        43,  # ILLEGAL_TYPE_OF_ARGUMENT
+        44,  # ILLEGAL_COLUMN
+        46,  # UNKNOWN_FUNCTION
+        47,  # UNKNOWN_IDENTIFIER
+        53,  # TYPE_MISMATCH
+        60,  # UNKNOWN_TABLE
+        62,  # SYNTAX_ERROR
+        69,  # ARGUMENT_OUT_OF_BOUND
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        81,  # UNKNOWN_DATABASE
+        115,  # UNKNOWN_SETTING
+        117,  # INCORRECT_DATA
+        164,  # READONLY
+        179,  # MULTIPLE_EXPRESSIONS_FOR_ALIAS
+        184,  # ILLEGAL_AGGREGATION
+        190,  # SIZES_OF_ARRAYS_DONT_MATCH
+        215,  # NOT_AN_AGGREGATE
+        352,  # AMBIGUOUS_COLUMN_NAME
+        386,  # NO_COMMON_TYPE
+        407,  # DECIMAL_OVERFLOW
+        456,  # UNKNOWN_QUERY_PARAMETER
+        457,  # BAD_QUERY_PARAMETER
+        497,  # ACCESS_DENIED
+    }
+)
 
 # The store is down, overloaded or refuses our credentials: retry later or fix the URL.
-UNAVAILABLE_CODES = frozenset({
-    159,  # TIMEOUT_EXCEEDED
-    194,  # REQUIRED_PASSWORD
-    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
-    209,  # SOCKET_TIMEOUT
-    210,  # NETWORK_ERROR
-    241,  # MEMORY_LIMIT_EXCEEDED
-    242,  # TABLE_IS_READ_ONLY
-    252,  # TOO_MANY_PARTS
-    319,  # UNKNOWN_STATUS_OF_INSERT
-    394,  # QUERY_WAS_CANCELLED
-    425,  # SYSTEM_ERROR
-    516,  # AUTHENTICATION_FAILED
-})  # fmt: skip
+UNAVAILABLE_CODES = frozenset(
+    {
+        159,  # TIMEOUT_EXCEEDED
+        194,  # REQUIRED_PASSWORD
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        252,  # TOO_MANY_PARTS
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        394,  # QUERY_WAS_CANCELLED
+        425,  # SYSTEM_ERROR
+        516,  # AUTHENTICATION_FAILED
+    }
+)
 
 
 # Settings of every insert. `max_partitions_per_insert_block` (default 100) refuses, with

@@ -95,8 +95,15 @@ def discover(directory: Traversable | Path | None = None) -> list[Migration]:
                 f"migration {names[version]} needs both .up.sql and .down.sql files"
             )
         up = pair["up"].read_bytes()
-        found.append(Migration(version, names[version], up.decode(), pair["down"].read_text(),
-                               hashlib.sha256(up).hexdigest()))  # fmt: skip
+        found.append(
+            Migration(
+                version,
+                names[version],
+                up.decode(),
+                pair["down"].read_text(),
+                hashlib.sha256(up).hexdigest(),
+            )
+        )
     return found
 
 
@@ -136,9 +143,12 @@ def _checked(
 
 
 def migrate(
-    store: Store, target: int | None = None, *, directory: Traversable | Path | None = None,
+    store: Store,
+    target: int | None = None,
+    *,
+    directory: Traversable | Path | None = None,
     clock: UtcNow = utc_now,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """Apply pending migrations up to `target` (default: all); returns the names applied."""
     known, done = _checked(store, directory)
     if target is not None and done and target < max(done):
@@ -152,8 +162,11 @@ def migrate(
         for sql in statements(migration.up):
             store.command(sql)
         at = clock()
-        store.insert("agentaudit.schema_migrations",
-                     [[migration.version], [migration.name], [migration.checksum], [at]], _COLUMNS)  # fmt: skip
+        store.insert(
+            "agentaudit.schema_migrations",
+            [[migration.version], [migration.name], [migration.checksum], [at]],
+            _COLUMNS,
+        )
         applied.append(migration.name)
     return applied
 

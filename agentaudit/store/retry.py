@@ -31,7 +31,11 @@ class StopRequested(Exception):
 
 
 async def store_call(
-    log: logging.Logger, fn: Callable[..., Any], *args: Any, stop: asyncio.Event | None = None, **kwargs: Any
+    log: logging.Logger,
+    fn: Callable[..., Any],
+    *args: Any,
+    stop: asyncio.Event | None = None,
+    **kwargs: Any,
 ) -> Any:
     """Run a blocking store call off the event loop; retry while the store is unreachable.
 
@@ -54,7 +58,10 @@ async def store_call(
 
 
 def blocking_store_call(
-    log: logging.Logger, fn: Callable[..., Any], *args: Any, give_up: Callable[[], bool] | None = None
+    log: logging.Logger,
+    fn: Callable[..., Any],
+    *args: Any,
+    give_up: Callable[[], bool] | None = None,
 ) -> Any:
     """`store_call` for a rebalance callback, which must not yield to the event loop.
 
@@ -71,7 +78,9 @@ def blocking_store_call(
             deadline = time.monotonic() + delay
             while True:
                 if give_up is not None and give_up():
-                    raise StopRequested(f"stopped while the store was unavailable ({exc})") from None
+                    raise StopRequested(
+                        f"stopped while the store was unavailable ({exc})"
+                    ) from None
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

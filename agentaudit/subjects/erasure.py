@@ -68,14 +68,18 @@ def erase_subject(
     keys.check()
     held = legal_hold(store, tenant, subject) if store is not None else None
     if held is not None:
-        raise UnderLegalHold(f"not erased: {held}; a hold keeps what a legal claim needs, so "
-                             "erasure waits until it is lifted (`agentaudit hold rm`)")  # fmt: skip
+        raise UnderLegalHold(
+            f"not erased: {held}; a hold keeps what a legal claim needs, so "
+            "erasure waits until it is lifted (`agentaudit hold rm`)"
+        )
     payload: dict[str, Any] = {"reason": reason, "key_ids": keys.kids(tenant, subject)}
     if subject is not None:
         payload["subject"] = subject
     try:
         event = system_event("subject_erased", tenant, payload, user_id=operator)
-    except ValueError as exc:  # pydantic's ValidationError: a tenant, subject or reason out of contract
+    except (
+        ValueError
+    ) as exc:  # pydantic's ValidationError: a tenant, subject or reason out of contract
         raise UserError(f"cannot record this erasure: {' '.join(str(exc).split())[:300]}") from None
     send(settings, [event])
     return Erased(str(event["event_id"]), keys.destroy(tenant, subject))

@@ -92,7 +92,9 @@ class SubjectKeyStore:
             try:
                 self._kek = AESGCM(self._load_or_create_kek())
             except OSError as exc:
-                raise self._down(f"cannot read or create the key-encryption key {self.kek_path}", exc) from None
+                raise self._down(
+                    f"cannot read or create the key-encryption key {self.kek_path}", exc
+                ) from None
         return self._kek
 
     def _load_or_create_kek(self) -> bytes:
@@ -129,7 +131,9 @@ class SubjectKeyStore:
                 )
             data = f.read(KEY_BYTES + 1)
         if len(data) != KEY_BYTES:
-            raise KeyStoreUnavailable(f"the key-encryption key {self.kek_path} is not {KEY_BYTES} bytes")
+            raise KeyStoreUnavailable(
+                f"the key-encryption key {self.kek_path} is not {KEY_BYTES} bytes"
+            )
         return data
 
     def _any_wrapped_key(self) -> bool:
@@ -139,8 +143,10 @@ class SubjectKeyStore:
             raise self._down(f"cannot list {self.keys_dir}", exc) from None
 
     def _down(self, what: str, exc: OSError) -> KeyStoreUnavailable:
-        return KeyStoreUnavailable(f"subject key store unavailable: {what} ({exc.strerror or exc}); "
-                                   "nothing was stored in plaintext or committed")  # fmt: skip
+        return KeyStoreUnavailable(
+            f"subject key store unavailable: {what} ({exc.strerror or exc}); "
+            "nothing was stored in plaintext or committed"
+        )
 
     # -- data keys ----------------------------------------------------------------------------
 
@@ -178,7 +184,9 @@ class SubjectKeyStore:
             where.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_atomic(where / f"{kid}.key", wrapped)
         except OSError as exc:
-            raise self._down(f"cannot write a subject key of {tenant} in {self.keys_dir}", exc) from None
+            raise self._down(
+                f"cannot write a subject key of {tenant} in {self.keys_dir}", exc
+            ) from None
         return DataKey(kid, AESGCM(dek))
 
     def get(self, tenant: str, subject: str | None, kid: str) -> DataKey | None:
@@ -193,7 +201,9 @@ class SubjectKeyStore:
         except OSError as exc:
             raise self._down(f"cannot read a subject key of {tenant}", exc) from None
         try:
-            dek = kek.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], self._aad(tenant, subject, kid))
+            dek = kek.decrypt(
+                wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], self._aad(tenant, subject, kid)
+            )
         except InvalidTag:
             raise KeyStoreUnavailable(
                 f"a subject key of {tenant} ({kid}) does not open with the key-encryption key "
@@ -216,5 +226,7 @@ class SubjectKeyStore:
             doomed.rmdir()
             fsync_dir(where.parent)
         except OSError as exc:
-            raise self._down(f"cannot destroy the keys of a subject of {tenant} in {where.parent}", exc) from None
+            raise self._down(
+                f"cannot destroy the keys of a subject of {tenant} in {where.parent}", exc
+            ) from None
         return kids

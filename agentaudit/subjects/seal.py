@@ -171,9 +171,11 @@ def open_event(payload: bytes | str, keys: SubjectKeyStore) -> Opened:
             out.erased.append(where)
             continue
         try:
-            plain = key.aead.decrypt(base64.b64decode(sealed["n"], validate=True),
-                                     base64.b64decode(sealed["ct"], validate=True),
-                                     _aad(tenant, event_id, path))  # fmt: skip
+            plain = key.aead.decrypt(
+                base64.b64decode(sealed["n"], validate=True),
+                base64.b64decode(sealed["ct"], validate=True),
+                _aad(tenant, event_id, path),
+            )
         except (InvalidTag, binascii.Error, ValueError):
             out.tampered.append(where)
             continue

@@ -40,7 +40,7 @@ from .verdicts import (
     expiry_horizon,
     in_use,
     iso,
-)  # fmt: skip
+)
 
 _REORDER_NEAR = 4  # positions either side of a disturbance tried for a moved row
 _sha256 = hashlib.sha256
@@ -147,8 +147,10 @@ class ChainAudit:
             if c.cp.size >= self.start_size:
                 self._at.setdefault(c.cp.size, []).append(c)
         sizes = self._sizes = sorted(self._at)
-        self._segs = [Segment(self.start_size + 1 if i == 0 else sizes[i - 1] + 1, s)
-                      for i, s in enumerate(sizes)]  # fmt: skip
+        self._segs = [
+            Segment(self.start_size + 1 if i == 0 else sizes[i - 1] + 1, s)
+            for i, s in enumerate(sizes)
+        ]
         self._segs.append(Segment((sizes[-1] if sizes else self.start_size) + 1, None))
         # Rows after the last checkpoint that existed when it was signed, or after an end.
         self._end = min((c.cp.size for c in live if c.end), default=None)  # type: ignore[union-attr]
@@ -165,7 +167,10 @@ class ChainAudit:
         """Leaf hashes appended since the trees were last brought up to `_pos`."""
         self._pos = self._gone_to = self.start_size  # _gone_to: the absent prefix so far
         self._expired_to, self._why = expiry_horizon(
-            self.expiry, self._at, self.start_size, lambda h: self._resume_from(self._at[h]) is not None
+            self.expiry,
+            self._at,
+            self.start_size,
+            lambda h: self._resume_from(self._at[h]) is not None,
         )
         self._anomalies: dict[int, Row] = {}
         self._breaks: dict[int, str] = {}  # seq -> row_hash the link expected (of seq - 1)
@@ -306,7 +311,11 @@ class ChainAudit:
                     anomalies[seq] = r
                 held_ok = ok and linked
             else:
-                held_lh = bytes.fromhex(stored) if stored else leaf(seq, r[2], r[3], r[4], body or b"")  # type: ignore[arg-type]
+                held_lh = (
+                    bytes.fromhex(stored)
+                    if stored
+                    else leaf(seq, r[2], r[3], r[4], body or b"")  # type: ignore[arg-type]
+                )
                 held_ok = True
             held = r
         if held is not None:
@@ -341,9 +350,11 @@ class ChainAudit:
             seg.seen += 1
             if r[10]:
                 self._derived(r[0], r[10])
-            if seg.hi is None and (self._end is not None or self._sealed or (
-                self._last_time is not None and r[8] < self._last_time
-            )):  # fmt: skip
+            if seg.hi is None and (
+                self._end is not None
+                or self._sealed
+                or (self._last_time is not None and r[8] < self._last_time)
+            ):
                 seg.flag(EXTRA, r[0])
         self._pending.append(lh)  # into the trees in blocks (`_flush`): twice as fast
         self._pos = r[0]

@@ -59,10 +59,19 @@ def _rows(path: Path) -> Iterator[Row]:
         for n, line in enumerate(f, 1):
             try:
                 d = json.loads(line)
-                yield (int(d["chain_seq"]), d["payload"].encode("utf-8"), Decimal(d["cost_usd"]),
-                       bool(d["priced"]), str(d["pricing_version"]), str(d["prev_hash"]),
-                       str(d["row_hash"]), str(d["leaf_hash"]), int(d["ingested_at_us"]) / 1e6,
-                       True, "")  # fmt: skip
+                yield (
+                    int(d["chain_seq"]),
+                    d["payload"].encode("utf-8"),
+                    Decimal(d["cost_usd"]),
+                    bool(d["priced"]),
+                    str(d["pricing_version"]),
+                    str(d["prev_hash"]),
+                    str(d["row_hash"]),
+                    str(d["leaf_hash"]),
+                    int(d["ingested_at_us"]) / 1e6,
+                    True,
+                    "",
+                )
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 raise BundleError(f"{path}:{n}: not a row: {e}") from None
 
@@ -80,9 +89,7 @@ def _found(path: Path) -> list[Found]:
     return out
 
 
-def verify_bundle(
-    root: Path, progress: Callable[[int], None] | None = None
-) -> list[ChainReport]:
+def verify_bundle(root: Path, progress: Callable[[int], None] | None = None) -> list[ChainReport]:
     """Verify every chain of the bundle in ``root``."""
     try:
         manifest = json.loads((root / MANIFEST).read_bytes())
@@ -95,12 +102,16 @@ def verify_bundle(
     for c in manifest.get("chains", []):
         try:
             audit = ChainAudit(
-                c["origin"], c["tenant_id"], int(c["partition"]), keys,
-                _found(root / c["checkpoints"]), sources=frozenset(c["sources"]),
+                c["origin"],
+                c["tenant_id"],
+                int(c["partition"]),
+                keys,
+                _found(root / c["checkpoints"]),
+                sources=frozenset(c["sources"]),
                 start_size=int(c["start_size"]),
                 start_frontier=[bytes.fromhex(h) for h in c["start_frontier"]],
                 start_prev_hash=c["start_prev_hash"],
-            )  # fmt: skip
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise BundleError(f"{root / MANIFEST}: bad chain entry: {e}") from None
         reports.append(audit.run(_rows(root / c["rows"]), progress))

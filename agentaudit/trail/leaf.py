@@ -163,10 +163,18 @@ class ChainLeaves:
             if len(self._versions) < 64:  # a handful of pricing versions in practice
                 self._versions[pricing_version] = version
         h = self._base.copy()
-        h.update(b"".join((
-            _PLACE.pack(4, self._partition, 8, chain_seq, len(cost)), cost, _PRICED[bool(priced)],
-            version, _U32.pack(len(payload)), payload,
-        )))  # fmt: skip
+        h.update(
+            b"".join(
+                (
+                    _PLACE.pack(4, self._partition, 8, chain_seq, len(cost)),
+                    cost,
+                    _PRICED[bool(priced)],
+                    version,
+                    _U32.pack(len(payload)),
+                    payload,
+                )
+            )
+        )
         return h.digest()
 
 
@@ -206,9 +214,14 @@ def decode_leaf(data: bytes) -> Leaf:
             payload=payload,
         )
         canonical = encode_leaf(
-            leaf.tenant_id, leaf.partition, leaf.chain_seq, Decimal(leaf.cost_usd),
-            leaf.priced, leaf.pricing_version, leaf.payload,
-        )  # fmt: skip
+            leaf.tenant_id,
+            leaf.partition,
+            leaf.chain_seq,
+            Decimal(leaf.cost_usd),
+            leaf.priced,
+            leaf.pricing_version,
+            leaf.payload,
+        )
     except (UnicodeDecodeError, InvalidOperation) as e:
         raise LeafError(f"malformed text field: {e}") from e
     # Catches non-canonical costs ("1.5", "+1.000000000", "01.0…") and out-of-range values.

@@ -35,8 +35,7 @@ def checkpoint_line(rep: ChainReport, c: Held, origin: str) -> None:
     else:
         key = c.key.describe() if c.key else "key ?"
         end = " end" if c.end else ""
-        text = (f"Checkpoint {origin} size {c.cp.size} time {iso(c.time)}{end} "
-                f"{key} [{where}]")  # fmt: skip
+        text = f"Checkpoint {origin} size {c.cp.size} time {iso(c.time)}{end} {key} [{where}]"
         if c.inconsistent:
             line = Line("checkpoint", text, INCONSISTENT, c.inconsistent)
         elif c.missing_from:
@@ -53,8 +52,7 @@ def problems(seg: Segment, text: str) -> list[Line]:
     out: list[Line] = []
     if seg.missing:
         spans = [
-            f"{a}-{b}" if a != b else str(a)
-            for a, b in zip(seg.missing[::2], seg.missing[1::2])
+            f"{a}-{b}" if a != b else str(a) for a, b in zip(seg.missing[::2], seg.missing[1::2])
         ]
         out.append(Line("rows", text, MISSING, "seq " + ", ".join(spans)))
     for verdict in (ROW_HASH, REORDERED, EXTRA):
@@ -63,6 +61,7 @@ def problems(seg: Segment, text: str) -> list[Line]:
     for cols, at in sorted(seg.derived.items()):
         out.append(Line("rows", text, f"{DERIVED}: {cols}", seqs(at)))
     return out
+
 
 def segment_lines(rep: ChainReport, seg: Segment, origin: str, why: str = "") -> None:
     """The lines of the rows up to a checkpoint, and their counts (``why``: the retention that
@@ -94,6 +93,7 @@ def segment_lines(rep: ChainReport, seg: Segment, origin: str, why: str = "") ->
     rep.lines.extend(lines or [Line("rows", text, VALID)])
     rep.rows += seg.seen + missing + seg.dups
     rep.rows_valid += seg.seen - min(bad, seg.seen)
+
 
 def tail_lines(rep: ChainReport, seg: Segment, origin: str, pos: int) -> None:
     """Rows after the last checkpoint: problems, else pending (not counted as rows)."""

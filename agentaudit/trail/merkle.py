@@ -144,7 +144,9 @@ class CompactTree:
                 continue
             level = list(hashes[i : i + (1 << height)])
             while len(level) > 1:
-                level = [_sha256(NODE_PREFIX + a + b).digest() for a, b in zip(level[::2], level[1::2])]
+                level = [
+                    _sha256(NODE_PREFIX + a + b).digest() for a, b in zip(level[::2], level[1::2])
+                ]
             self._push(level[0], height)
             i += 1 << height
 

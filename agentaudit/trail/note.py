@@ -109,8 +109,6 @@ def _b64decode(s: str) -> bytes:
         raise NoteError(str(e)) from None
 
 
-
-
 def _raw_public(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 

@@ -86,8 +86,6 @@ class ReceiptError(ValueError):
         self.detail = detail
 
 
-
-
 def _unb64(s: str, what: str) -> bytes:
     try:
         return strict_b64decode(s)

@@ -83,7 +83,6 @@ the row's leaf (payload None, or an unchecked row with a stored leaf hash): stor
 send it then."""
 
 
-
 class Run(NamedTuple):
     """Consecutive rows the store's engine checked, in one piece (store mode): each recomputed
     to its stored leaf and row hash there, linked to the row before it, with no other row at
@@ -240,7 +239,9 @@ def expiry_horizon(
         h = e.horizon
         if h <= best or h not in at or e.days < 1 or (e.floor is not None and h >= e.floor):
             continue
-        if any(c.time is not None and c.time + e.days * DAY <= e.at for c in at[h]) and resumable(h):
+        if any(c.time is not None and c.time + e.days * DAY <= e.at for c in at[h]) and resumable(
+            h
+        ):
             best, why = h, f"retention {e.days} days, applied {iso(e.at)}"
     return best, why
 

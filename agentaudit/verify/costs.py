@@ -45,9 +45,21 @@ from agentaudit_schemas.pricing.model import ModelPrice
 _FENCE = Limits(max_seconds=600.0, max_rows=1_000_000).clause()
 _FREE: Priced = (Decimal(0), True, "")
 _MEMO = 200_000  # remembered pricing verdicts, at most
-PRICED_BY = ("cost_usd", "priced", "pricing_version", "type", "provider", "request_model",
-             "response_model", "input_tokens", "output_tokens", "cached_input_tokens",
-             "cache_write_tokens", "occurred_at", "tenant_id")  # fmt: skip
+PRICED_BY = (
+    "cost_usd",
+    "priced",
+    "pricing_version",
+    "type",
+    "provider",
+    "request_model",
+    "response_model",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "occurred_at",
+    "tenant_id",
+)
 """A row's stored cost and the typed columns it is re-priced from."""
 _ATTO = 18  # rates in whole 10^-18 USD per token
 NEVER = 2**62
@@ -67,8 +79,7 @@ class Mode(IntEnum):
 
 _MODEL = "toString(if(response_model = '', request_model, response_model))"
 _TENANT = "if(has({ovt:Array(String)}, tenant_id), tenant_id, '')"
-_GROUP = (f"(toString(pricing_version), toString(type), toString(provider), {_MODEL}, "
-          f"{_TENANT})")  # fmt: skip
+_GROUP = f"(toString(pricing_version), toString(type), toString(provider), {_MODEL}, {_TENANT})"
 
 EXPECTED_NANOS_SQL = """(
   intDiv(atto, 1000000000)
@@ -178,8 +189,11 @@ def _epoch_rates(row: ModelPrice) -> tuple[int, list[int]] | None:
     if len(row.tiers) > 1:
         return None
     start, tier = row.tiers[0] if row.tiers else (NEVER, row)
-    rates = [_atto(r) for p in (row, tier) for r in (p.input_rate, p.cached_input_rate,
-                                                     p.cache_write_rate, p.output_rate)]  # fmt: skip
+    rates = [
+        _atto(r)
+        for p in (row, tier)
+        for r in (p.input_rate, p.cached_input_rate, p.cache_write_rate, p.output_rate)
+    ]
     if any(r is None for r in rates):
         return None
     return start, cast(list[int], rates)
@@ -214,8 +228,13 @@ class Repricer:
                 named |= cost.pricing.overrides.tenants
         spans: dict[Group, tuple[datetime, datetime]] = {}
         for version, type_, provider, model, tenant, lo, hi in rows:
-            key = (str(version), str(type_), str(provider), str(model),
-                   str(tenant) if tenant in named else "")  # fmt: skip
+            key = (
+                str(version),
+                str(type_),
+                str(provider),
+                str(model),
+                str(tenant) if tenant in named else "",
+            )
             was = spans.get(key)
             spans[key] = (lo, hi) if was is None else (min(was[0], lo), max(was[1], hi))
         out = Rules.none()
@@ -231,8 +250,14 @@ class Repricer:
         return out
 
     def rule(
-        self, version: str, type_: str, provider: str, model: str, tenant: str = "",
-        lo: datetime | None = None, hi: datetime | None = None,
+        self,
+        version: str,
+        type_: str,
+        provider: str,
+        model: str,
+        tenant: str = "",
+        lo: datetime | None = None,
+        hi: datetime | None = None,
     ) -> Rule:
         """How the engine judges one group's rows whose `occurred_at` lie in [lo, hi]."""
         if type_ != "llm_call":
@@ -248,13 +273,24 @@ class Repricer:
         epochs = [None if row is None else _epoch_rates(row) for row in window]
         if len(epochs) > 2 or any(e is None for e in epochs):
             return Rule(Mode.IN_PYTHON)
-        first, last = cast(tuple[int, list[int]], epochs[0]), cast(tuple[int, list[int]], epochs[-1])
-        return Rule(Mode.PRICED, _us(switch) if switch else NEVER, (first[0], last[0]),
-                    tuple(first[1] + last[1]))  # fmt: skip
+        first, last = (
+            cast(tuple[int, list[int]], epochs[0]),
+            cast(tuple[int, list[int]], epochs[-1]),
+        )
+        return Rule(
+            Mode.PRICED,
+            _us(switch) if switch else NEVER,
+            (first[0], last[0]),
+            tuple(first[1] + last[1]),
+        )
 
     @staticmethod
     def _window(
-        cost: EventCost, provider: str, model: str, tenant: str, lo: datetime | None,
+        cost: EventCost,
+        provider: str,
+        model: str,
+        tenant: str,
+        lo: datetime | None,
         hi: datetime | None,
     ) -> tuple[list[ModelPrice | None] | None, datetime | None]:
         """The price rows in force over [lo, hi] and the instant the second one starts;
@@ -274,8 +310,18 @@ class Repricer:
         return rows, bounds[first + 1] if len(rows) > 1 else None
 
     def _cost(self, cost: Decimal, priced: bool, version: str, pricing: tuple[Any, ...]) -> str:
-        (type_, provider, request_model, response_model, inp, out, cached, written,
-         occurred_at, tenant) = pricing  # fmt: skip
+        (
+            type_,
+            provider,
+            request_model,
+            response_model,
+            inp,
+            out,
+            cached,
+            written,
+            occurred_at,
+            tenant,
+        ) = pricing
         expected = _FREE
         if type_ == "llm_call":
             table = self._pricing(version)
@@ -284,8 +330,13 @@ class Repricer:
             # The pricing reads these four attributes only: a pydantic model per row would
             # cost more than the pricing itself.
             usage = cast(Usage, _Tokens(int(inp), int(out), int(cached), int(written)))
-            expected = table.llm_call(str(provider), str(response_model or request_model), usage,
-                                      at=_aware(occurred_at), tenant=str(tenant))  # fmt: skip
+            expected = table.llm_call(
+                str(provider),
+                str(response_model or request_model),
+                usage,
+                at=_aware(occurred_at),
+                tenant=str(tenant),
+            )
         got = (cost, priced, version)
         if got == expected:
             return ""

@@ -54,8 +54,10 @@ class DerivedCheck:
         view = str(rows[0][0]) if rows else ""
         at = view.rfind(_VIEW_FROM)
         if at < 0 or view.count(_VIEW_FROM) != 1:
-            raise StoreUnavailable("cannot read the query of agentaudit.events_ingest_mv to "
-                                   "re-derive typed columns; is the store migrated?")  # fmt: skip
+            raise StoreUnavailable(
+                "cannot read the query of agentaudit.events_ingest_mv to "
+                "re-derive typed columns; is the store migrated?"
+            )
         cols = store.query(
             "SELECT name FROM system.columns "
             "WHERE database = 'agentaudit' AND table = 'events' ORDER BY position"
@@ -65,9 +67,11 @@ class DerivedCheck:
         keys = "src.tenant_id AS `__t`, src.kafka_partition AS `__p`, src.chain_seq AS `__seq`"
         derived = (
             f"{view[:at].rstrip()}, {stored}, {keys} FROM agentaudit.events AS src "
-            f"WHERE {costs.rows_in('src.')}{view[at + len(_VIEW_FROM):]}"
+            f"WHERE {costs.rows_in('src.')}{view[at + len(_VIEW_FROM) :]}"
         )
-        flags = ", ".join(f"if(isNotDistinctFrom({n}, `__stored_{n}`), '', '{n}')" for n in compared)
+        flags = ", ".join(
+            f"if(isNotDistinctFrom({n}, `__stored_{n}`), '', '{n}')" for n in compared
+        )
         typed = (
             "SELECT `__t`, `__p`, `__seq`, "
             f"arrayStringConcat(arrayFilter(x -> x != '', [{flags}]), ',') AS disagree "

@@ -39,8 +39,18 @@ EVERYTHING = Window()
 Progress = Callable[[str, int], None]
 """(chain origin, rows read so far in it)."""
 # The modules an export bundle needs (trail/), copied verbatim.
-_SHIPPED = ("__init__", "merkle", "leaf", "note", "checkpoint", "pubkeys", "verdicts", "lines",
-            "audit", "bundle")  # fmt: skip
+_SHIPPED = (
+    "__init__",
+    "merkle",
+    "leaf",
+    "note",
+    "checkpoint",
+    "pubkeys",
+    "verdicts",
+    "lines",
+    "audit",
+    "bundle",
+)
 _VERIFY_PY = '''#!/usr/bin/env python3
 """Verify this agentaudit export: python3 verify.py (needs only the `cryptography` package)."""
 import os, sys  # noqa: E401
@@ -74,14 +84,25 @@ def verify_store(
     # The derived-value check reads every row in the window once; it runs beside the chains'
     # rows (whose verdicts take it in at the end of each chain), not before them.
     with ThreadPoolExecutor(1, thread_name_prefix="verify-derived") as pool:
-        check = pool.submit(DerivedCheck, store, tenant, window.start, window.end,
-                            settings.data_dir) if derived else None
+        check = (
+            pool.submit(DerivedCheck, store, tenant, window.start, window.end, settings.data_dir)
+            if derived
+            else None
+        )
         chains = source.chains(store, anchor, tenant)
         for chain, found, rows in source.read_chains(store, anchor, chains, window):
             t, p = chain.tenant, chain.partition
             origin = origin_for(settings.deployment, t, p)
-            audit = ChainAudit(origin, t, p, keys, found, sources=frozenset({"store", "anchor"}),
-                               started_at=started, expiry=claims.get((t, p), ()))  # fmt: skip
+            audit = ChainAudit(
+                origin,
+                t,
+                p,
+                keys,
+                found,
+                sources=frozenset({"store", "anchor"}),
+                started_at=started,
+                expiry=claims.get((t, p), ()),
+            )
             tick = None if progress is None else (lambda n, o=origin: progress(o, n))
             flags = None if check is None else (lambda c=check, t=t, p=p: c.result().of(t, p))
             reports.append(audit.run(rows, tick, flags))
@@ -135,9 +156,14 @@ def _export_rows(store: Store, t: str, p: int, lo: int, hi: int) -> Iterator[byt
 
 
 def export_bundle(
-    settings: Settings, store: Store, keys_file: Path, out: Path, tenant: str,
-    window: Window = EVERYTHING, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> dict[str, Any]:  # fmt: skip
+    settings: Settings,
+    store: Store,
+    keys_file: Path,
+    out: Path,
+    tenant: str,
+    window: Window = EVERYTHING,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> dict[str, Any]:
     """Write the bundle for ``tenant`` into ``out`` (created; must be empty); its manifest."""
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
@@ -184,25 +210,40 @@ def export_bundle(
         merged: dict[str, Found] = {}
         for fd in found:
             old = merged.get(fd.note)
-            merged[fd.note] = fd if old is None else Found(
-                fd.note, old.sources | fd.sources, old.frontier or fd.frontier)  # fmt: skip
+            merged[fd.note] = (
+                fd
+                if old is None
+                else Found(fd.note, old.sources | fd.sources, old.frontier or fd.frontier)
+            )
         with (out / rel / "checkpoints.jsonl").open("w") as cf:
             for fd in merged.values():
                 fr = None if fd.frontier is None else [h.hex() for h in fd.frontier]
-                cf.write(json.dumps({"note": fd.note, "sources": sorted(fd.sources),
-                                     "frontier": fr}) + "\n")  # fmt: skip
-        chains.append({
-            "tenant_id": t, "partition": p, "origin": origin_for(settings.deployment, t, p),
-            "rows": f"{rel}/rows.jsonl", "checkpoints": f"{rel}/checkpoints.jsonl",
-            "sources": ["anchor", "store"], "start_size": tree.size,
-            "start_frontier": [h.hex() for h in tree.state()[1]], "start_prev_hash": start_prev,
-        })  # fmt: skip
+                cf.write(
+                    json.dumps({"note": fd.note, "sources": sorted(fd.sources), "frontier": fr})
+                    + "\n"
+                )
+        chains.append(
+            {
+                "tenant_id": t,
+                "partition": p,
+                "origin": origin_for(settings.deployment, t, p),
+                "rows": f"{rel}/rows.jsonl",
+                "checkpoints": f"{rel}/checkpoints.jsonl",
+                "sources": ["anchor", "store"],
+                "start_size": tree.size,
+                "start_frontier": [h.hex() for h in tree.state()[1]],
+                "start_prev_hash": start_prev,
+            }
+        )
     manifest = {
-        "format": bundle.FORMAT, "deployment": settings.deployment, "tenant": tenant,
+        "format": bundle.FORMAT,
+        "deployment": settings.deployment,
+        "tenant": tenant,
         "from": None if window.everything else window.start.isoformat(),
         "to": None if window.everything else window.end.isoformat(),
-        "exported_at": clock().isoformat(), "chains": chains,
-    }  # fmt: skip
+        "exported_at": clock().isoformat(),
+        "chains": chains,
+    }
     (out / bundle.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -50,6 +50,7 @@ WHERE (tenant_id, kafka_partition) IN {{chains:Array(Tuple(String, UInt32))}}
 ORDER BY tenant_id, kafka_partition, tree_size, signed_at
 {_FENCE}"""
 
+
 def _field(x: str) -> str:
     """SQL of leaf v1's ``field(x)``: uint32 big-endian length, then the bytes."""
     return f"concat(reverse(reinterpretAsFixedString(toUInt32(length({x})))), {x})"
@@ -105,13 +106,15 @@ ORDER BY tenant_id, kafka_partition, chain_seq
 
 _ROWS_SQL = _rows_sql(
     "tenant_id = {tenant:String} AND kafka_partition = {partition:UInt32} "
-    f"AND chain_seq > {{after:UInt64}} AND chain_seq <= {{after:UInt64}} + {CHUNK}", ""
+    f"AND chain_seq > {{after:UInt64}} AND chain_seq <= {{after:UInt64}} + {CHUNK}",
+    "",
 )
 # Small chains (every row within the first chunk), several per query: per-query costs (~10 ms
 # each) dominate a chain of a few thousand rows.
 _SMALL_ROWS_SQL = _rows_sql(
     "(tenant_id, kafka_partition) IN {chains:Array(Tuple(String, UInt32))} "
-    f"AND chain_seq > 0 AND chain_seq <= {CHUNK}", "PARTITION BY tenant_id, kafka_partition"
+    f"AND chain_seq > 0 AND chain_seq <= {CHUNK}",
+    "PARTITION BY tenant_id, kafka_partition",
 )
 # The chunks are ranges of chain_seq, not "the next CHUNK rows": a LIMIT after ORDER BY would
 # have the engine hash every remaining row of the chain for each chunk.
@@ -149,8 +152,10 @@ class Chain:
 
 def chains(store: Store, anchor: DirectoryAnchor, tenant: str = "") -> list[Chain]:
     """Every chain with rows or checkpoints in the store, or notes in the anchor dir."""
-    found = {(str(t), int(p)): int(last or 0)
-             for t, p, last in store.query(_CHAINS_SQL, {"tenant": tenant}).result_rows}  # fmt: skip
+    found = {
+        (str(t), int(p)): int(last or 0)
+        for t, p, last in store.query(_CHAINS_SQL, {"tenant": tenant}).result_rows
+    }
     for c in anchor.chains():
         if not tenant or c[0] == tenant:
             found.setdefault(c, 0)
@@ -190,8 +195,11 @@ def read_chains(
     rows_in_last = 0  # rows of the last unit so far (a running sum: 10k tiny chains share one)
     for c in all_chains:
         last = units[-1] if units else None
-        if c.last_seq <= CHUNK and last and last[0].last_seq <= CHUNK and (
-            rows_in_last + c.last_seq <= CHUNK
+        if (
+            c.last_seq <= CHUNK
+            and last
+            and last[0].last_seq <= CHUNK
+            and (rows_in_last + c.last_seq <= CHUNK)
         ):
             last.append(c)
             rows_in_last += c.last_seq
@@ -206,7 +214,9 @@ def read_chains(
                 found = checkpoints(store, anchor, c.tenant, c.partition)
                 yield c, found, rows(store, c.tenant, c.partition, window, c.last_seq)
                 continue
-            batch = ahead.result() if ahead is not None else _read_small(store, anchor, unit, window)
+            batch = (
+                ahead.result() if ahead is not None else _read_small(store, anchor, unit, window)
+            )
             nxt = units[i + 1] if i + 1 < len(units) else None
             ahead = None
             if nxt is not None and nxt[0].last_seq <= CHUNK:
@@ -223,7 +233,9 @@ def _read_small(
     columns: Sequence[Sequence[Any]] = []
     if keys:
         params = {"chains": keys, "lo": window.start, "hi": window.end}
-        columns = store.query(_SMALL_ROWS_SQL, params, column_formats={"body": "bytes"}).result_columns  # type: ignore[call-arg]
+        columns = store.query(
+            _SMALL_ROWS_SQL, params, column_formats={"body": "bytes"}
+        ).result_columns  # type: ignore[call-arg]
     spans: dict[tuple[str, int], tuple[int, int]] = {}
     if columns and columns[0]:
         tenants, parts = columns[0], columns[1]
@@ -255,11 +267,17 @@ def rows(
 
     The next chunk is read (by a thread) while the caller verifies this one: the engine's
     hashing and the verifier's tree then share the two cores instead of taking turns."""
-    params: dict[str, Any] = {"tenant": tenant, "partition": partition, "lo": window.start,
-                              "hi": window.end}  # fmt: skip
+    params: dict[str, Any] = {
+        "tenant": tenant,
+        "partition": partition,
+        "lo": window.start,
+        "hi": window.end,
+    }
 
     def fetch(after: int) -> list[Row | Run]:
-        result = store.query(_ROWS_SQL, {**params, "after": after}, column_formats={"body": "bytes"})  # type: ignore[call-arg]
+        result = store.query(
+            _ROWS_SQL, {**params, "after": after}, column_formats={"body": "bytes"}
+        )  # type: ignore[call-arg]
         columns = result.result_columns
         return _chunk_rows(columns[2:]) if columns and columns[0] else []
 
@@ -272,7 +290,10 @@ def rows(
         while ahead is not None:
             chunk = ahead.result()
             if not chunk:  # a gap wider than a range (or a forged row far ahead): skip to it
-                after = int(store.query(_NEXT_SEQ_SQL, {**params, "after": after}).result_rows[0][0]) - 1
+                after = (
+                    int(store.query(_NEXT_SEQ_SQL, {**params, "after": after}).result_rows[0][0])
+                    - 1
+                )
                 ahead = reader.submit(fetch, after)
                 continue
             after += CHUNK
@@ -287,8 +308,19 @@ def _chunk_rows(columns: Sequence[Sequence[Any]]) -> list[Row | Run]:
 
     def row(i: int) -> Row:
         c = cost[i]
-        return (seq[i], body[i], Decimal(c) if c else None, priced[i], version[i], prev[i],
-                row_hash[i], leaf[i], ingested[i], checked[i], "")  # fmt: skip
+        return (
+            seq[i],
+            body[i],
+            Decimal(c) if c else None,
+            priced[i],
+            version[i],
+            prev[i],
+            row_hash[i],
+            leaf[i],
+            ingested[i],
+            checked[i],
+            "",
+        )
 
     out: list[Row | Run] = []
     start, n = 0, len(seq)  # start: first row of the current block of engine-checked rows

@@ -68,11 +68,22 @@ def instrument(
     """
     family = type(client).__module__.partition(".")[0]
     if family == "openai":
-        return wrap_openai(client, audit=audit, provider=provider, stream_usage=stream_usage,
-                           estimate_input_tokens=estimate_input_tokens, **bind)  # fmt: skip
+        return wrap_openai(
+            client,
+            audit=audit,
+            provider=provider,
+            stream_usage=stream_usage,
+            estimate_input_tokens=estimate_input_tokens,
+            **bind,
+        )
     if family == "anthropic":
-        return wrap_anthropic(client, audit=audit, provider=provider,
-                              estimate_input_tokens=estimate_input_tokens, **bind)  # fmt: skip
+        return wrap_anthropic(
+            client,
+            audit=audit,
+            provider=provider,
+            estimate_input_tokens=estimate_input_tokens,
+            **bind,
+        )
     raise TypeError(f"instrument: not an openai or anthropic client: {type(client)!r}")
 
 
@@ -89,11 +100,19 @@ def wrap_openai(
     Responses."""
     rec = _recorder(audit, provider or "openai", bind, stream_usage, estimate_input_tokens)
     c: Any = client
-    return _hook(client, rec, [(c.chat.completions, OPENAI_CHAT), (c.responses, OPENAI_RESPONSES)],
-                 lambda copy: wrap_openai(copy, audit=audit, provider=provider,
-                                          stream_usage=stream_usage,
-                                          estimate_input_tokens=estimate_input_tokens,
-                                          **bind))  # fmt: skip
+    return _hook(
+        client,
+        rec,
+        [(c.chat.completions, OPENAI_CHAT), (c.responses, OPENAI_RESPONSES)],
+        lambda copy: wrap_openai(
+            copy,
+            audit=audit,
+            provider=provider,
+            stream_usage=stream_usage,
+            estimate_input_tokens=estimate_input_tokens,
+            **bind,
+        ),
+    )
 
 
 def wrap_anthropic(
@@ -112,10 +131,18 @@ def wrap_anthropic(
     beta = getattr(c, "beta", None)
     if beta is not None and getattr(beta, "messages", None) is not None:
         resources.append((beta.messages, ANTHROPIC_MESSAGES))
-    return _hook(client, rec, resources,
-                 lambda copy: wrap_anthropic(copy, audit=audit, provider=provider,
-                                             estimate_input_tokens=estimate_input_tokens,
-                                             **bind))  # fmt: skip
+    return _hook(
+        client,
+        rec,
+        resources,
+        lambda copy: wrap_anthropic(
+            copy,
+            audit=audit,
+            provider=provider,
+            estimate_input_tokens=estimate_input_tokens,
+            **bind,
+        ),
+    )
 
 
 def _recorder(

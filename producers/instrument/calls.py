@@ -132,9 +132,11 @@ class Call:
             scope = rec.audit.llm_call(rec.provider, str(model or "unknown"))
         else:  # a worst case to hold against the tenant's request ceilings
             scope = rec.audit.llm_call(
-                rec.provider, str(model or "unknown"),
-                input_tokens=prompt, max_output_tokens=max_out,
-            )  # fmt: skip
+                rec.provider,
+                str(model or "unknown"),
+                input_tokens=prompt,
+                max_output_tokens=max_out,
+            )
         self._scope = scope
         self._ctx: Context = copy_context()
         self._ctx.run(_enter, rec, scope)  # raises Blocked / RequestBudgetExceeded: no request
@@ -172,8 +174,10 @@ class Call:
     def returned(self, result: Any, stream: bool, raw: str | None) -> Any:
         """Record a plain result now; hook a stream so the call is recorded when it ends."""
         if raw == "stream":  # with_streaming_response: the body is the agent's to read
-            _warn.warn("agentaudit: %s with_streaming_response calls are recorded without "
-                       "usage", self.api.path)  # fmt: skip
+            _warn.warn(
+                "agentaudit: %s with_streaming_response calls are recorded without usage",
+                self.api.path,
+            )
             self.finish()
             return result
         target = result

@@ -170,8 +170,7 @@ class AgentAuditProcessor:
 
     def _root(self, trace_id: str) -> dict[str, Any]:
         # the trace's root span: the run's own span; spans without a parent hang under it
-        return {"run_id": trace_id, "trace_id": _hex(trace_id, 32),
-                "span_id": _hex(trace_id, 16)}  # fmt: skip
+        return {"run_id": trace_id, "trace_id": _hex(trace_id, 32), "span_id": _hex(trace_id, 16)}
 
     def _status(self, error: Any) -> dict[str, Any]:
         if not error:

@@ -46,8 +46,9 @@ class _Observed:
 
     def record(self, scope: LlmCallScope) -> None:
         usage = _NO_USAGE if self.usage is None else self._usage()
-        scope.record(usage, response_model=self.model, finish_reason=self.finish_reason,
-                     ttft_ms=self.ttft_ms)  # fmt: skip
+        scope.record(
+            usage, response_model=self.model, finish_reason=self.finish_reason, ttft_ms=self.ttft_ms
+        )
 
 
 # -- OpenAI Chat Completions -------------------------------------------------------------------
@@ -86,9 +87,11 @@ class OpenAIChat:
         choices = getattr(result, "choices", None) or ()
         reason = getattr(choices[0], "finish_reason", None) if choices else None
         usage = getattr(result, "usage", None)
-        scope.record(_NO_USAGE if usage is None else usage_from_openai(usage),
-                     response_model=getattr(result, "model", None),
-                     finish_reason=None if reason is None else str(reason))  # fmt: skip
+        scope.record(
+            _NO_USAGE if usage is None else usage_from_openai(usage),
+            response_model=getattr(result, "model", None),
+            finish_reason=None if reason is None else str(reason),
+        )
 
     def observer(self, body: Mapping[str, Any], injected_usage: bool) -> _ChatStream:
         return _ChatStream(injected_usage)
@@ -144,9 +147,11 @@ class OpenAIResponses:
 
     def record(self, scope: LlmCallScope, result: Any) -> None:
         usage = getattr(result, "usage", None)
-        scope.record(_NO_USAGE if usage is None else usage_from_openai(usage),
-                     response_model=getattr(result, "model", None),
-                     finish_reason=_response_finish(result))  # fmt: skip
+        scope.record(
+            _NO_USAGE if usage is None else usage_from_openai(usage),
+            response_model=getattr(result, "model", None),
+            finish_reason=_response_finish(result),
+        )
 
     def observer(self, body: Mapping[str, Any], injected_usage: bool) -> _ResponsesStream:
         return _ResponsesStream()
@@ -210,9 +215,11 @@ class AnthropicMessages:
     def record(self, scope: LlmCallScope, result: Any) -> None:
         usage = getattr(result, "usage", None)
         reason = getattr(result, "stop_reason", None)
-        scope.record(_NO_USAGE if usage is None else usage_from_anthropic(usage),
-                     response_model=getattr(result, "model", None),
-                     finish_reason=None if reason is None else str(reason))  # fmt: skip
+        scope.record(
+            _NO_USAGE if usage is None else usage_from_anthropic(usage),
+            response_model=getattr(result, "model", None),
+            finish_reason=None if reason is None else str(reason),
+        )
 
     def observer(self, body: Mapping[str, Any], injected_usage: bool) -> _MessagesStream:
         return _MessagesStream()

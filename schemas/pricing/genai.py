@@ -42,24 +42,49 @@ must add its date here: the pricing version names the data, not the installed wh
 
 _SUPPORTED = frozenset({"input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok"})
 # Priced per unit our Usage cannot report (always 0 for us, and so for genai_prices too).
-_NEVER_REPORTED_TOKENS = frozenset({
-    "cache_write_5m_mtok", "cache_write_1h_mtok", "web_searches_kcount",
-    "storage_searches_kcount", "input_document_kpages", "input_annotated_document_kpages",
-})  # fmt: skip
+_NEVER_REPORTED_TOKENS = frozenset(
+    {
+        "cache_write_5m_mtok",
+        "cache_write_1h_mtok",
+        "web_searches_kcount",
+        "storage_searches_kcount",
+        "input_document_kpages",
+        "input_annotated_document_kpages",
+    }
+)
 # A model with one of these cannot be priced from tokens alone.
-_UNPRICEABLE = frozenset({
-    "requests_kcount", "output_reasoning_mtok", "output_citation_mtok", "input_mchars",
-    "input_text_messages_kcount", "audio_hours", "input_audio_hours",
-})  # fmt: skip
+_UNPRICEABLE = frozenset(
+    {
+        "requests_kcount",
+        "output_reasoning_mtok",
+        "output_citation_mtok",
+        "input_mchars",
+        "input_text_messages_kcount",
+        "audio_hours",
+        "input_audio_hours",
+    }
+)
 
 PROVIDER_IDS = {
     # OpenTelemetry gen_ai.provider.name / gen_ai.system values and common SDK spellings.
-    "gcp.gemini": "google", "gcp.gen_ai": "google", "gcp.vertex_ai": "google",
-    "gemini": "google", "google_genai": "google", "vertex_ai": "google",
-    "mistral_ai": "mistral", "mistralai": "mistral", "aws.bedrock": "aws", "bedrock": "aws",
-    "azure.ai.openai": "azure", "azure.ai.inference": "azure", "azure_openai": "azure",
-    "x_ai": "x-ai", "xai": "x-ai", "deepseek": "deepseek", "groq": "groq",
-}  # fmt: skip
+    "gcp.gemini": "google",
+    "gcp.gen_ai": "google",
+    "gcp.vertex_ai": "google",
+    "gemini": "google",
+    "google_genai": "google",
+    "vertex_ai": "google",
+    "mistral_ai": "mistral",
+    "mistralai": "mistral",
+    "aws.bedrock": "aws",
+    "bedrock": "aws",
+    "azure.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "azure_openai": "azure",
+    "x_ai": "x-ai",
+    "xai": "x-ai",
+    "deepseek": "deepseek",
+    "groq": "groq",
+}
 """Our provider names (OpenTelemetry's) → genai_prices provider ids; others are looked up
 as they are (genai_prices also matches its own provider aliases)."""
 
@@ -103,7 +128,9 @@ def _row_of(provider: str, model: str, price: Any) -> Any:
         cached, write, out = at("cache_read_mtok"), at("cache_write_mtok"), at("output_mtok")
         # Absent cache prices: genai_prices bills those tokens inside input at the input rate.
         return ModelPrice(
-            provider=provider, model=model, input=inp,
+            provider=provider,
+            model=model,
+            input=inp,
             cached_input=inp if cached is None else cached,
             cache_write=inp if write is None else write,
             output=Decimal(0) if out is None else out,
@@ -130,8 +157,12 @@ class ModelEpochs:
 
     def __post_init__(self) -> None:
         # A start date begins at 00:00 UTC (genai_prices' StartDateConstraint: the UTC date).
-        bounds = tuple(datetime.min.replace(tzinfo=UTC) if d == date.min
-                       else datetime(d.year, d.month, d.day, tzinfo=UTC) for d in self.starts)  # fmt: skip
+        bounds = tuple(
+            datetime.min.replace(tzinfo=UTC)
+            if d == date.min
+            else datetime(d.year, d.month, d.day, tzinfo=UTC)
+            for d in self.starts
+        )
         object.__setattr__(self, "bounds", bounds)
 
     def at(self, when: datetime | None) -> Any:
@@ -156,8 +187,10 @@ def _epochs(provider_id: str, info: Any) -> ModelEpochs:
     prices = info.prices
     if isinstance(prices, GenaiPrice):
         return ModelEpochs((date.min,), (_row_of(provider_id, info.id, prices),))
-    if any(c.constraint is not None and not isinstance(c.constraint, StartDateConstraint)
-           for c in prices):  # fmt: skip
+    if any(
+        c.constraint is not None and not isinstance(c.constraint, StartDateConstraint)
+        for c in prices
+    ):
         return ModelEpochs((), (), info=info, provider=provider_id)
     bounds = sorted({date.min} | {c.constraint.start_date for c in prices if c.constraint})
     starts: list[date] = []

@@ -72,7 +72,7 @@ class Overrides:
         while cut > 0:  # the listed name may be a prefix at a `-` boundary (snapshots)
             names.append(names[0][:cut])
             cut = names[0].rfind("-", 0, cut)
-        for who in ((tenant, "") if tenant else ("",)):
+        for who in (tenant, "") if tenant else ("",):
             for name in names:
                 hit = self.entries.get((who, prov, name))
                 if hit is not None and (name == names[0] or _snapshot_rest(names[0], name)):
@@ -116,8 +116,11 @@ def parse_overrides(text: str, source: str = "<overrides>") -> Overrides:
             raise PricingError(f"{where}: {tenant or '*'}/{provider}/{model} is listed twice")
         if "price_as" in item:
             target = item["price_as"]
-            if (not isinstance(target, dict) or set(target) != {"provider", "model"}
-                    or not all(isinstance(v, str) for v in target.values())):  # fmt: skip
+            if (
+                not isinstance(target, dict)
+                or set(target) != {"provider", "model"}
+                or not all(isinstance(v, str) for v in target.values())
+            ):
                 raise PricingError(f"{where}: price_as must be {{provider: …, model: …}}")
             entries[key] = Override(tenant, provider, model, (target["provider"], target["model"]))
         else:

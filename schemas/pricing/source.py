@@ -51,12 +51,22 @@ class Pricing(Protocol):
     ) -> ModelPrice | None: ...
 
     def cost(
-        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        self,
+        provider: str,
+        model: str,
+        usage: Usage,
+        *,
+        at: datetime | None = None,
         tenant: str = "",
     ) -> Cost: ...
 
     def total(
-        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        self,
+        provider: str,
+        model: str,
+        usage: Usage,
+        *,
+        at: datetime | None = None,
         tenant: str = "",
     ) -> Decimal | None: ...
 
@@ -64,7 +74,9 @@ class Pricing(Protocol):
 @functools.cache
 def own_rows() -> PricingTable:
     """Our own rows (`own-rows.yaml`): models the snapshot does not price."""
-    text = resources.files("agentaudit_schemas.pricing").joinpath("own-rows.yaml").read_text("utf-8")
+    text = (
+        resources.files("agentaudit_schemas.pricing").joinpath("own-rows.yaml").read_text("utf-8")
+    )
     return parse_pricing(text, source="own-rows.yaml")
 
 
@@ -75,7 +87,10 @@ class PriceSource:
     __slots__ = ("_genai", "_memo", "_own", "_unpriced", "overrides", "version")
 
     def __init__(
-        self, overrides: Overrides | None = None, *, own: PricingTable | None = None,
+        self,
+        overrides: Overrides | None = None,
+        *,
+        own: PricingTable | None = None,
         genai: GenaiSource | None = None,
     ) -> None:
         self.overrides = overrides or Overrides()
@@ -132,7 +147,12 @@ class PriceSource:
         return None if found is None else found.at(at)  # type: ignore[no-any-return]
 
     def cost(
-        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        self,
+        provider: str,
+        model: str,
+        usage: Usage,
+        *,
+        at: datetime | None = None,
         tenant: str = "",
     ) -> Cost:
         """Price one call with its breakdown; never raises for an unknown model."""
@@ -140,7 +160,12 @@ class PriceSource:
         return self._unpriced if row is None else row_cost(row, usage, self.version)
 
     def total(
-        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        self,
+        provider: str,
+        model: str,
+        usage: Usage,
+        *,
+        at: datetime | None = None,
         tenant: str = "",
     ) -> Decimal | None:
         """`cost(...).usd`, or None when unpriced: the sink's hot path."""
@@ -158,7 +183,9 @@ def _current(path: str, archive: str) -> PriceSource:
     return PriceSource(load_overrides(path or None, Path(archive) if archive else None))
 
 
-def current_pricing(overrides_file: str | Path | None = None, data_dir: Path | None = None) -> PriceSource:
+def current_pricing(
+    overrides_file: str | Path | None = None, data_dir: Path | None = None
+) -> PriceSource:
     """The current pricing, loaded once per process and override file. `overrides_file`
     None: `$AGENTAUDIT_PRICE_OVERRIDES` (unset: no overrides). With `data_dir` the file is
     archived under its digest (`archive_dir`)."""
@@ -184,7 +211,11 @@ def _for_version(version: str, data_dir: str) -> PriceSource:
         raise LookupError(f"pricing {version!r}: this installation has {snapshot_version()}")
     own = own_rows()
     fields = dict(p.split("-", 1) for p in parts if "-" in p)
-    if len(fields) != len(parts) or set(fields) - {"own", "ovr"} or fields.get("own") != own.version:
+    if (
+        len(fields) != len(parts)
+        or set(fields) - {"own", "ovr"}
+        or fields.get("own") != own.version
+    ):
         raise LookupError(f"pricing {version!r}: not a version this installation writes")
     overrides = Overrides()
     if "ovr" in fields:

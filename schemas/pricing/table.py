@@ -109,7 +109,12 @@ class PricingTable:
         return None
 
     def cost(
-        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        self,
+        provider: str,
+        model: str,
+        usage: Usage,
+        *,
+        at: datetime | None = None,
         tenant: str = "",
     ) -> Cost:
         """Price one call. Never raises for an unknown provider or model: returns `priced=False`.
@@ -121,7 +126,12 @@ class PricingTable:
         return self._unpriced if row is None else row_cost(row, usage, self.version)
 
     def total(
-        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None,
+        self,
+        provider: str,
+        model: str,
+        usage: Usage,
+        *,
+        at: datetime | None = None,
         tenant: str = "",
     ) -> Decimal | None:
         """`cost(...).usd` without the breakdown, or None when unpriced: the sink's hot path."""
@@ -176,6 +186,11 @@ def _price(row: ModelPrice, usage: Usage) -> tuple[Decimal, Decimal, Decimal, De
     total = add(add(input_usd, cached_usd), add(write_usd, output_usd))
     if not row.nano_exact:
         # Exact sum first, then round once; parts are rounded on their own.
-        return (quantize_usd(total), quantize_usd(input_usd), quantize_usd(cached_usd),
-                quantize_usd(write_usd), quantize_usd(output_usd))  # fmt: skip
+        return (
+            quantize_usd(total),
+            quantize_usd(input_usd),
+            quantize_usd(cached_usd),
+            quantize_usd(write_usd),
+            quantize_usd(output_usd),
+        )
     return total, input_usd, cached_usd, write_usd, output_usd

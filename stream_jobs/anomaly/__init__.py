@@ -9,5 +9,13 @@ from stream_jobs.anomaly.config import AnomalyConfig, MetricConfig
 from stream_jobs.anomaly.monitor import AnomalyMonitor
 from stream_jobs.anomaly.series import METRICS, Metric, MinuteAcc
 
-__all__ = ["ANOMALY_KINDS", "KIND_OF", "METRICS", "AnomalyConfig", "AnomalyMonitor", "Metric",
-           "MetricConfig", "MinuteAcc"]  # fmt: skip
+__all__ = [
+    "ANOMALY_KINDS",
+    "KIND_OF",
+    "METRICS",
+    "AnomalyConfig",
+    "AnomalyMonitor",
+    "Metric",
+    "MetricConfig",
+    "MinuteAcc",
+]

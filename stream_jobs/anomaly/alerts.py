@@ -76,8 +76,11 @@ def message(
 ) -> str:
     """One sentence an on-call engineer can act on."""
     metric = METRICS[f.metric]
-    who = f"Tenant {scope.tenant_id}" if scope.agent_id is None else (
-        f"Agent {scope.agent_id} of tenant {scope.tenant_id}")  # fmt: skip
+    who = (
+        f"Tenant {scope.tenant_id}"
+        if scope.agent_id is None
+        else (f"Agent {scope.agent_id} of tenant {scope.tenant_id}")
+    )
     when = minute_start(minute).strftime("%Y-%m-%d %H:%M UTC")
     ratio = f", {f.observed / f.baseline:.1f}x" if f.baseline > 0 else ""
     word = "rose" if f.observed >= f.baseline else "fell"
@@ -108,9 +111,11 @@ def build_alert(
     kind = KIND_OF[METRICS[f.metric]]
     start = minute_start(minute)
     details: dict[str, str | int | float | bool] = {
-        "metric": METRICS[f.metric].value, "detector": f.detector, "threshold": f.threshold,
+        "metric": METRICS[f.metric].value,
+        "detector": f.detector,
+        "threshold": f.threshold,
         "support": support,
-    }  # fmt: skip
+    }
     if not math.isnan(f.minute_value):  # a sparse minute pooled forward has no value of its own
         details["minute_value"] = round(f.minute_value, 6)
     return Alert(

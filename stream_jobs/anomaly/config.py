@@ -122,18 +122,24 @@ class Thresholds:
         return cls(
             enabled=np.array([c.enabled for c in configs]),
             sign=np.array([signs[c.direction] for c in configs]),
-            mad=arr("mad_threshold"), ewma=arr("ewma_threshold"), window=arr("window_threshold"),
-            seasonal=arr("seasonal_threshold"), gate=arr("seasonal_gate"),
+            mad=arr("mad_threshold"),
+            ewma=arr("ewma_threshold"),
+            window=arr("window_threshold"),
+            seasonal=arr("seasonal_threshold"),
+            gate=arr("seasonal_gate"),
             daily_gate=arr("daily_gate"),
-            min_abs=arr("min_abs_change"), min_rel=arr("min_rel_change"),
+            min_abs=arr("min_abs_change"),
+            min_rel=arr("min_rel_change"),
             log_floor=np.where(log_mask, np.log1p(arr("rel_floor")), 0.0),
-            min_support=arr("min_support"), min_points=arr("min_points"),
-            critical_factor=arr("critical_factor"), cooldown=arr("cooldown_minutes"),
+            min_support=arr("min_support"),
+            min_points=arr("min_points"),
+            critical_factor=arr("critical_factor"),
+            cooldown=arr("cooldown_minutes"),
             lag=np.array([c.baseline_lag_minutes for c in configs]),
             count_mask=np.array([m in COUNT_METRICS for m in METRICS]),
             rate_mask=np.array([m in RATE_METRICS for m in METRICS]),
             pooled=tuple(i for i, c in enumerate(configs) if c.min_support > 0),
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)
@@ -194,8 +200,11 @@ class AnomalyConfig:
     @cached_property
     def max_baseline_lag(self) -> int:
         """The longest baseline lag of any metric and tenant (sizes the trailing rings)."""
-        lags = [self.metric(m, t).baseline_lag_minutes
-                for m in METRICS for t in ("", *self.tenant_overrides)]  # fmt: skip
+        lags = [
+            self.metric(m, t).baseline_lag_minutes
+            for m in METRICS
+            for t in ("", *self.tenant_overrides)
+        ]
         return max(lags)
 
     def with_detectors(self, *names: str) -> AnomalyConfig:

@@ -126,9 +126,11 @@ def decide(
     elif daily is not None:
         levels, spreads = daily
         scale = floored_scale(levels, spreads, *floors)
-        gates = {"mad": _closest(robust_z(tx, levels, scale)),
-                 "ewma": _closest(robust_z(ewma, levels, scale)),
-                 "window": _closest(robust_z(wtx, levels, scale))}  # fmt: skip
+        gates = {
+            "mad": _closest(robust_z(tx, levels, scale)),
+            "ewma": _closest(robust_z(ewma, levels, scale)),
+            "window": _closest(robust_z(wtx, levels, scale)),
+        }
     use_gate = "seasonal" in detectors
     gate = th.gate if seasonal is not None else th.daily_gate
 
@@ -154,7 +156,13 @@ def decide(
         for i in np.nonzero(ratio > best_ratio)[0]:
             best_ratio[i] = ratio[i]
             best[int(i)] = Finding(
-                int(i), name, float(observed[i]), float(baseline[i]), float(z[i]), float(k[i]),
-                bool(e[i] >= th.critical_factor[i] * k[i]), float(x[i]),
-            )  # fmt: skip
+                int(i),
+                name,
+                float(observed[i]),
+                float(baseline[i]),
+                float(z[i]),
+                float(k[i]),
+                bool(e[i] >= th.critical_factor[i] * k[i]),
+                float(x[i]),
+            )
     return [best[i] for i in sorted(best)]

@@ -140,10 +140,15 @@ class SeasonalProfile:
         """Sparse: only written cells. Cached until the next `record_hour` (changes hourly)."""
         if self._cached is None:
             cells = [
-                [int(h), int(r), int(self.week[h, r]), _encode(self.levels[h, r]),
-                 _encode(self.spreads[h, r])]
+                [
+                    int(h),
+                    int(r),
+                    int(self.week[h, r]),
+                    _encode(self.levels[h, r]),
+                    _encode(self.spreads[h, r]),
+                ]
                 for h, r in zip(*np.nonzero(self.week >= 0), strict=True)
-            ]  # fmt: skip
+            ]
             self._cached = {"weeks": self.week.shape[1], "period": self.period, "cells": cells}
         return self._cached
 

@@ -154,9 +154,15 @@ class AnomalyMonitor:
                     agent_hits.setdefault(kind, []).append(key)
                 scope = Scope(tenant_id=self.tenant_id, agent_id=key or None)
                 fired[f"{kind}/{key}"] = build_alert(
-                    scope, f, minute, now, int(support[f.metric]), cfg.trailing_minutes,
-                    cfg.seasonal_weeks, cfg.window_minutes,
-                )  # fmt: skip
+                    scope,
+                    f,
+                    minute,
+                    now,
+                    int(support[f.metric]),
+                    cfg.trailing_minutes,
+                    cfg.seasonal_weeks,
+                    cfg.window_minutes,
+                )
         out: list[Alert] = []
         for name, alert in fired.items():
             kind, key = name.split("/", 1)

@@ -64,8 +64,19 @@ def inverse(t: np.ndarray) -> np.ndarray:
 class MinuteAcc:
     """Sums of one minute. Fields are public so a traffic simulator can fill them directly."""
 
-    __slots__ = ("approval_latency", "latency", "n_deny", "n_error_events", "n_failed",
-                 "n_guardrail", "n_llm", "n_policy", "n_tool", "spend", "tokens")  # fmt: skip
+    __slots__ = (
+        "approval_latency",
+        "latency",
+        "n_deny",
+        "n_error_events",
+        "n_failed",
+        "n_guardrail",
+        "n_llm",
+        "n_policy",
+        "n_tool",
+        "spend",
+        "tokens",
+    )
 
     def __init__(self) -> None:
         self.n_llm = 0
@@ -144,20 +155,47 @@ class MinuteAcc:
             self.latency.quantile(0.95),
             self.approval_latency.quantile(0.5),
         ]
-        supports = [calls, calls, self.n_llm, ops, self.n_policy, calls, self.n_llm,
-                    self.approval_latency.n]  # fmt: skip
+        supports = [
+            calls,
+            calls,
+            self.n_llm,
+            ops,
+            self.n_policy,
+            calls,
+            self.n_llm,
+            self.approval_latency.n,
+        ]
         return values, supports
 
     def to_state(self) -> list[Any]:
-        return [self.n_llm, self.n_tool, self.n_failed, self.n_error_events, self.tokens,
-                self.spend, self.n_policy, self.n_deny, self.n_guardrail,
-                self.latency.to_state(), self.approval_latency.to_state()]  # fmt: skip
+        return [
+            self.n_llm,
+            self.n_tool,
+            self.n_failed,
+            self.n_error_events,
+            self.tokens,
+            self.spend,
+            self.n_policy,
+            self.n_deny,
+            self.n_guardrail,
+            self.latency.to_state(),
+            self.approval_latency.to_state(),
+        ]
 
     @classmethod
     def from_state(cls, state: list[Any]) -> MinuteAcc:
         acc = cls()
-        (acc.n_llm, acc.n_tool, acc.n_failed, acc.n_error_events, acc.tokens, acc.spend,
-         acc.n_policy, acc.n_deny, acc.n_guardrail) = state[:9]  # fmt: skip
+        (
+            acc.n_llm,
+            acc.n_tool,
+            acc.n_failed,
+            acc.n_error_events,
+            acc.tokens,
+            acc.spend,
+            acc.n_policy,
+            acc.n_deny,
+            acc.n_guardrail,
+        ) = state[:9]
         acc.spend = float(acc.spend)
         acc.latency = LogHistogram.from_state(state[9])
         acc.approval_latency = LogHistogram.from_state(state[10])
@@ -190,8 +228,9 @@ class RollingWindow:
         if len(self.minutes) > self.size:
             del self.minutes[0]
 
-    def vector(self, quantiles: tuple[str, ...] = ("latency", "approval_latency")
-               ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def vector(
+        self, quantiles: tuple[str, ...] = ("latency", "approval_latency")
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Values (sums per minute) and supports of the pooled minutes, in `METRICS` order;
         only the histograms named in `quantiles` are merged (the others are NaN)."""
         pooled = MinuteAcc()

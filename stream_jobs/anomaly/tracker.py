@@ -151,11 +151,30 @@ class SeriesTracker:
         assert self.first_minute is not None
         if minute - self.first_minute >= config.warmup_minutes:
             assert self.window_trailing is not None
-            view = win.score(ws, wx, wsup, self.window_trailing, len(self.recent.minutes),
-                             th.count_mask, th.rate_mask, th.log_floor)  # fmt: skip
-            findings = decide(tx, x, sup, trailing, self.ewma, ewma_scale_factor(config.ewma_alpha),
-                              seasonal, th, config.detectors, daily, view,
-                              config.window_minutes)  # fmt: skip
+            view = win.score(
+                ws,
+                wx,
+                wsup,
+                self.window_trailing,
+                len(self.recent.minutes),
+                th.count_mask,
+                th.rate_mask,
+                th.log_floor,
+            )
+            findings = decide(
+                tx,
+                x,
+                sup,
+                trailing,
+                self.ewma,
+                ewma_scale_factor(config.ewma_alpha),
+                seasonal,
+                th,
+                config.detectors,
+                daily,
+                view,
+                config.window_minutes,
+            )
         self.ring.push(tx)
         self.window_ring.push(ws)
         self.closed_until = minute
@@ -229,8 +248,9 @@ class SeriesTracker:
         if "window_ring" in state:
             t.window_ring = Ring.from_state(state["window_ring"])
         rows = state.get("window_trailing")
-        t.window_trailing = None if rows is None else Baseline(
-            *(np.array(r, dtype=float) for r in rows))  # fmt: skip
+        t.window_trailing = (
+            None if rows is None else Baseline(*(np.array(r, dtype=float) for r in rows))
+        )
         if "seasonal" in state:
             t.load_profiles(state)
         t.cooldown = {str(k): int(v) for k, v in state["cooldown"].items()}

@@ -61,8 +61,16 @@ class _Call:
 
     __slots__ = ("cfg", "event", "now", "now_s", "offset", "partition", "t")
 
-    def __init__(self, event: Envelope, t: float, cfg: BreakerThresholds, now_s: float,
-                 partition: int, offset: int, now: datetime) -> None:  # fmt: skip
+    def __init__(
+        self,
+        event: Envelope,
+        t: float,
+        cfg: BreakerThresholds,
+        now_s: float,
+        partition: int,
+        offset: int,
+        now: datetime,
+    ) -> None:
         self.event, self.t, self.cfg, self.now_s = event, t, cfg, now_s
         self.partition, self.offset, self.now = partition, offset, now
 
@@ -134,14 +142,28 @@ class BreakerBoard:
             p: Any = event.payload  # type: ignore[attr-defined]
             tokens = p.usage.input_tokens + p.usage.output_tokens
             nano = round(float(cost_usd) * 1e9) if cost_usd else 0
-            at = _Call(event, event.occurred_at.timestamp(), self._cfg(tenant_id), self._clock(now),
-                       partition, offset, now)  # fmt: skip
+            at = _Call(
+                event,
+                event.occurred_at.timestamp(),
+                self._cfg(tenant_id),
+                self._clock(now),
+                partition,
+                offset,
+                now,
+            )
             return self._agent(st, at, p.status is _ERROR, nano, tokens)
         if kind == "tool_call":
             p = event.payload  # type: ignore[attr-defined]
             err = p.status is _ERROR
-            at = _Call(event, event.occurred_at.timestamp(), self._cfg(tenant_id), self._clock(now),
-                       partition, offset, now)  # fmt: skip
+            at = _Call(
+                event,
+                event.occurred_at.timestamp(),
+                self._cfg(tenant_id),
+                self._clock(now),
+                partition,
+                offset,
+                now,
+            )
             out = self._agent(st, at, err, 0, 0)
             return out + self._tool(st, at, p, err)
         if kind == "run_finished" and event.run_id is not None:
@@ -226,18 +248,33 @@ class BreakerBoard:
         return br.probe_failed(now_s, cfg) if err else br.probe_ok(cfg)
 
     def _emit(
-        self, sc: _Scope, scope: Scope, tr: Transition, cfg: BreakerThresholds,
-        event: Envelope | None, partition: int, offset: int, now: datetime, details: Details,
-    ) -> list[Record]:  # fmt: skip
+        self,
+        sc: _Scope,
+        scope: Scope,
+        tr: Transition,
+        cfg: BreakerThresholds,
+        event: Envelope | None,
+        partition: int,
+        offset: int,
+        now: datetime,
+        details: Details,
+    ) -> list[Record]:
         if tr.to_state is not OPEN:  # half_open and closed judge probes on fresh windows
             sc.ring = SlidingSums(cfg.window_s, cfg.buckets, sc.ring.k)
         cause: tuple[object, ...] = (
             ("cooldown", sc.breaker.cause) if event is None else (partition, offset)
         )
         records, transition_id = transition_records(
-            scope, tr, cause, cfg, now, self.issued_by, cooldown_s=sc.breaker.cooldown_s,
-            at_event=None if event is None else event.occurred_at, details=details,
-        )  # fmt: skip
+            scope,
+            tr,
+            cause,
+            cfg,
+            now,
+            self.issued_by,
+            cooldown_s=sc.breaker.cooldown_s,
+            at_event=None if event is None else event.occurred_at,
+            details=details,
+        )
         if tr.to_state is OPEN:
             sc.breaker.cause = transition_id
         return records
@@ -301,11 +338,13 @@ class BreakerBoard:
         if st is None:
             return None
         return {
-            "v": 1, "p": st.partition, "o": st.offset,
+            "v": 1,
+            "p": st.partition,
+            "o": st.offset,
             "a": [[a, *self._dump(sc)] for a, sc in st.agents.items()],
             "t": [[a, t, *self._dump(sc)] for (a, t), sc in st.tools.items()],
             "r": [[r, run[0], dict(run[1])] for r, run in st.loops.runs.items()],
-        }  # fmt: skip
+        }
 
     @staticmethod
     def _dump(sc: _Scope) -> list[Any]:

@@ -18,6 +18,17 @@ from stream_jobs.drift.pins import Pin, PinRegistry, make_pin
 
 DRIFT_KINDS: tuple[str, ...] = ("EvalDrift", "BehaviourDrift", "ModelVersionChanged")
 
-__all__ = ["DRIFT_KINDS", "DriftConfig", "DriftMonitor", "DriftOutput", "GoldSet", "GoldSetError",
-           "GoldSetRegistry", "Pin", "PinRegistry", "load_goldset", "make_pin",
-           "parse_goldset"]  # fmt: skip
+__all__ = [
+    "DRIFT_KINDS",
+    "DriftConfig",
+    "DriftMonitor",
+    "DriftOutput",
+    "GoldSet",
+    "GoldSetError",
+    "GoldSetRegistry",
+    "Pin",
+    "PinRegistry",
+    "load_goldset",
+    "make_pin",
+    "parse_goldset",
+]

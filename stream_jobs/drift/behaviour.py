@@ -50,8 +50,11 @@ class Summary:
         _decay_add(self.latency, window.latency, keep)
 
     def to_state(self) -> list[Any]:
-        return [self.tools, [[k, v] for k, v in self.tokens.items()],
-                [[k, v] for k, v in self.latency.items()]]  # fmt: skip
+        return [
+            self.tools,
+            [[k, v] for k, v in self.tokens.items()],
+            [[k, v] for k, v in self.latency.items()],
+        ]
 
     @classmethod
     def from_state(cls, s: list[Any]) -> Summary:
@@ -94,8 +97,10 @@ def _binned(ref: dict[int, float], cur: dict[int, float]) -> tuple[np.ndarray, n
 def _tool_shift(ref: dict[str, float], cur: dict[str, float]) -> str:
     """The three tools whose share moved most, as `tool 12% → 31%`."""
     rt, ct = sum(ref.values()) or 1.0, sum(cur.values()) or 1.0
-    moves = sorted(((cur.get(t, 0) / ct - ref.get(t, 0) / rt, t) for t in set(ref) | set(cur)),
-                   key=lambda m: -abs(m[0]))[:3]  # fmt: skip
+    moves = sorted(
+        ((cur.get(t, 0) / ct - ref.get(t, 0) / rt, t) for t in set(ref) | set(cur)),
+        key=lambda m: -abs(m[0]),
+    )[:3]
     return ", ".join(f"{t} {ref.get(t, 0) / rt:.0%} → {cur.get(t, 0) / ct:.0%}" for _, t in moves)
 
 
@@ -129,27 +134,50 @@ class AgentBehaviour:
             cur_tools, ref_tools = sum(cur.tools.values()), sum(ref.tools.values())
             if cur_tools >= config.min_behaviour_calls and ref_tools > 0:
                 r = categorical_drift(ref.tools, cur.tools, a, ps)
-                out.append(BehaviourOutcome(f"behaviour:{agent_id}/tool_mix", agent_id, r,
-                                            round(ref_tools), int(cur_tools), r.statistic, None,
-                                            _tool_shift(ref.tools, cur.tools)))  # fmt: skip
+                out.append(
+                    BehaviourOutcome(
+                        f"behaviour:{agent_id}/tool_mix",
+                        agent_id,
+                        r,
+                        round(ref_tools),
+                        int(cur_tools),
+                        r.statistic,
+                        None,
+                        _tool_shift(ref.tools, cur.tools),
+                    )
+                )
             cur_llm, ref_llm = sum(cur.tokens.values()), sum(ref.tokens.values())
             if cur_llm >= config.min_behaviour_calls and ref_llm > 0:
-                aspects = (("tokens_per_call", ref.tokens, cur.tokens, "tokens"),
-                           ("latency", ref.latency, cur.latency, "ms"))  # fmt: skip
+                aspects = (
+                    ("tokens_per_call", ref.tokens, cur.tokens, "tokens"),
+                    ("latency", ref.latency, cur.latency, "ms"),
+                )
                 for name, rh, ch, unit in aspects:
                     r = binned_drift(*_binned(rh, ch), a, ps)
                     now, before = _median(ch), _median(rh)
                     text = f"median {now:,.0f} {unit} against {before:,.0f} {unit}"
-                    out.append(BehaviourOutcome(f"behaviour:{agent_id}/{name}", agent_id, r,
-                                                round(ref_llm), int(cur_llm), now, before,
-                                                text))  # fmt: skip
+                    out.append(
+                        BehaviourOutcome(
+                            f"behaviour:{agent_id}/{name}",
+                            agent_id,
+                            r,
+                            round(ref_llm),
+                            int(cur_llm),
+                            now,
+                            before,
+                            text,
+                        )
+                    )
         self.reference.absorb(cur, 1.0 - 1.0 / config.reference_windows)
         self.windows_seen += 1
         return out
 
     def to_state(self) -> dict[str, Any]:
-        return {"open": [[w, s.to_state()] for w, s in self.open.items()],
-                "reference": self.reference.to_state(), "seen": self.windows_seen}  # fmt: skip
+        return {
+            "open": [[w, s.to_state()] for w, s in self.open.items()],
+            "reference": self.reference.to_state(),
+            "seen": self.windows_seen,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> AgentBehaviour:

@@ -113,16 +113,25 @@ class EvalWindows:
                 self.too_small += 1
                 continue
             current = np.asarray(sample.scores, dtype=float)
-            out.append(EvalOutcome(
-                gold_set_id, metric, agent_version, sample.agent_id, pin, sample,
-                numeric_drift(pin.score_array(), current, config.alpha, config.psi_threshold),
-                pass_rate_test(pin.passed, pin.n, sample.passed, sample.n, config.alpha),
-            ))  # fmt: skip
+            out.append(
+                EvalOutcome(
+                    gold_set_id,
+                    metric,
+                    agent_version,
+                    sample.agent_id,
+                    pin,
+                    sample,
+                    numeric_drift(pin.score_array(), current, config.alpha, config.psi_threshold),
+                    pass_rate_test(pin.passed, pin.n, sample.passed, sample.n, config.alpha),
+                )
+            )
         return out
 
     def to_state(self) -> dict[str, Any]:
-        return {"groups": [[list(k), s.to_state()] for k, s in self.groups.items()],
-                "counters": [self.unpinned, self.unknown_cases, self.too_small]}  # fmt: skip
+        return {
+            "groups": [[list(k), s.to_state()] for k, s in self.groups.items()],
+            "counters": [self.unpinned, self.unknown_cases, self.too_small],
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> EvalWindows:

@@ -90,8 +90,10 @@ def parse_goldset(gold_set_id: str, text: str | bytes) -> GoldSet:
         cases[case_id] = case
     if not cases:
         raise GoldSetError("empty", "the file has no cases")
-    canonical = "\n".join(json.dumps(cases[c], sort_keys=True, separators=(",", ":"),
-                                     ensure_ascii=False) for c in sorted(cases))  # fmt: skip
+    canonical = "\n".join(
+        json.dumps(cases[c], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        for c in sorted(cases)
+    )
     version = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
     return GoldSet(gold_set_id, version, cases)
 
@@ -123,8 +125,9 @@ class GoldSetRegistry:
         for v in versions:
             if v.version == gold_set.version:
                 return v, False
-        entry = GoldSetVersion(gold_set.gold_set_id, gold_set.version, len(versions) + 1,
-                               gold_set.case_ids, added_at)  # fmt: skip
+        entry = GoldSetVersion(
+            gold_set.gold_set_id, gold_set.version, len(versions) + 1, gold_set.case_ids, added_at
+        )
         versions.append(entry)
         return entry, True
 
@@ -136,8 +139,10 @@ class GoldSetRegistry:
         return next((v for v in self._versions.get(gold_set_id, []) if v.version == version), None)
 
     def to_state(self) -> dict[str, Any]:
-        return {gid: [[v.version, v.number, sorted(v.case_ids), v.added_at.isoformat()] for v in vs]
-                for gid, vs in self._versions.items()}  # fmt: skip
+        return {
+            gid: [[v.version, v.number, sorted(v.case_ids), v.added_at.isoformat()] for v in vs]
+            for gid, vs in self._versions.items()
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> GoldSetRegistry:

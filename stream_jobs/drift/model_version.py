@@ -93,12 +93,20 @@ def _alert(
         window_start=minute_start(minute),
         window_end=minute_start(minute) + timedelta(minutes=1),
         observed=1.0,
-        message=(f"Agent {event.agent_id} of tenant {tenant_id} (version {event.agent_version}) "
-                 f"asked {p.provider} for {p.request_model} and was served {served}; the "
-                 f"{how} model is {pinned}. Evals and budgets assume the {how} model."),
+        message=(
+            f"Agent {event.agent_id} of tenant {tenant_id} (version {event.agent_version}) "
+            f"asked {p.provider} for {p.request_model} and was served {served}; the "
+            f"{how} model is {pinned}. Evals and budgets assume the {how} model."
+        ),
         runbook=Alert.runbook_for(KIND),
         fired_at=at,
-        details={"provider": p.provider, "request_model": p.request_model, "pinned_model": pinned,
-                 "served_model": served, "agent_version": event.agent_version,
-                 "explicit_pin": explicit, "event_id": event.event_id},
-    )  # fmt: skip
+        details={
+            "provider": p.provider,
+            "request_model": p.request_model,
+            "pinned_model": pinned,
+            "served_model": served,
+            "agent_version": event.agent_version,
+            "explicit_pin": explicit,
+            "event_id": event.event_id,
+        },
+    )

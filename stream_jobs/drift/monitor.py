@@ -128,8 +128,20 @@ class DriftMonitor:
                 self.models.last_served.get(agent_id, ""),
             )
             for o in outcomes:
-                scores.append(drift_score(tenant, agent_id, o.subject, version, model, o.result,
-                                          o.reference_n, o.current_n, window, size))  # fmt: skip
+                scores.append(
+                    drift_score(
+                        tenant,
+                        agent_id,
+                        o.subject,
+                        version,
+                        model,
+                        o.result,
+                        o.reference_n,
+                        o.current_n,
+                        window,
+                        size,
+                    )
+                )
             drifted = [o for o in outcomes if o.result.drifted]
             key = f"behaviour/{agent_id}"
             if drifted and start_minute >= self.cooldown.get(key, start_minute):
@@ -138,13 +150,17 @@ class DriftMonitor:
 
     def to_state(self) -> dict[str, Any]:
         return {
-            "v": STATE_VERSION, "tenant": self.tenant_id, "offsets": self.guard.to_state(),
+            "v": STATE_VERSION,
+            "tenant": self.tenant_id,
+            "offsets": self.guard.to_state(),
             "evals": self.evals.to_state(),
             "behaviour": {a: b.to_state() for a, b in self.behaviour.items()},
-            "models": self.models.to_state(), "versions": self.versions,
-            "closed_until": self.closed_until, "cooldown": self.cooldown,
+            "models": self.models.to_state(),
+            "versions": self.versions,
+            "closed_until": self.closed_until,
+            "cooldown": self.cooldown,
             "counters": [self.late_events, self.untracked_agent_events, self.dropped_events],
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_state(

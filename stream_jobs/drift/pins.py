@@ -49,20 +49,35 @@ class Pin:
         return np.asarray(self.scores, dtype=float)
 
     def to_state(self) -> dict[str, Any]:
-        return {"pin_id": self.pin_id, "tenant_id": self.tenant_id, "gold_set_id": self.gold_set_id,
-                "gold_set_version": self.gold_set_version, "metric": self.metric,
-                "agent_version": self.agent_version, "model": self.model,
-                "scores": list(self.scores), "passed": self.passed,
-                "case_ids": sorted(self.case_ids),
-                "pinned_at": self.pinned_at.isoformat()}  # fmt: skip
+        return {
+            "pin_id": self.pin_id,
+            "tenant_id": self.tenant_id,
+            "gold_set_id": self.gold_set_id,
+            "gold_set_version": self.gold_set_version,
+            "metric": self.metric,
+            "agent_version": self.agent_version,
+            "model": self.model,
+            "scores": list(self.scores),
+            "passed": self.passed,
+            "case_ids": sorted(self.case_ids),
+            "pinned_at": self.pinned_at.isoformat(),
+        }
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> Pin:
-        return cls(s["pin_id"], s["tenant_id"], s["gold_set_id"], s["gold_set_version"],
-                   s["metric"], s["agent_version"], s["model"],
-                   tuple(float(v) for v in s["scores"]),
-                   int(s["passed"]), frozenset(s["case_ids"]),
-                   datetime.fromisoformat(s["pinned_at"]))  # fmt: skip
+        return cls(
+            s["pin_id"],
+            s["tenant_id"],
+            s["gold_set_id"],
+            s["gold_set_version"],
+            s["metric"],
+            s["agent_version"],
+            s["model"],
+            tuple(float(v) for v in s["scores"]),
+            int(s["passed"]),
+            frozenset(s["case_ids"]),
+            datetime.fromisoformat(s["pinned_at"]),
+        )
 
 
 def make_pin(
@@ -102,10 +117,29 @@ def make_pin(
             f"results cover {coverage:.0%} of the {len(gold_set.case_ids)} cases; "
             f"need {MIN_PIN_COVERAGE:.0%}",
         )
-    pin_id = record_id("pin", tenant_id, gold_set.gold_set_id, gold_set.version, metric,
-                       agent_version, model, pinned_at.isoformat())  # fmt: skip
-    return Pin(pin_id, tenant_id, gold_set.gold_set_id, gold_set.version, metric, agent_version,
-               model, tuple(scores), passed, gold_set.case_ids, pinned_at)  # fmt: skip
+    pin_id = record_id(
+        "pin",
+        tenant_id,
+        gold_set.gold_set_id,
+        gold_set.version,
+        metric,
+        agent_version,
+        model,
+        pinned_at.isoformat(),
+    )
+    return Pin(
+        pin_id,
+        tenant_id,
+        gold_set.gold_set_id,
+        gold_set.version,
+        metric,
+        agent_version,
+        model,
+        tuple(scores),
+        passed,
+        gold_set.case_ids,
+        pinned_at,
+    )
 
 
 PIN_KEY_SEPARATOR = "|"
@@ -156,8 +190,10 @@ class PinRegistry:
         return [p for (t, _, _), p in sorted(self._current.items()) if t == tenant_id]
 
     def to_state(self) -> dict[str, Any]:
-        return {"current": [p.to_state() for p in self._current.values()],
-                "history": [p.to_state() for p in self.history]}  # fmt: skip
+        return {
+            "current": [p.to_state() for p in self._current.values()],
+            "history": [p.to_state() for p in self.history],
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> PinRegistry:

@@ -39,8 +39,9 @@ def score_id(
     window start. Only these, so a replay re-emits the same id and the store keeps one copy;
     the agent is in it because two agents of a tenant may share a version and a gold set."""
     agent = (agent_id,) if agent_id else ()
-    return record_id("drift_score", tenant_id, *agent, subject, agent_version, test,
-                     start.isoformat())  # fmt: skip
+    return record_id(
+        "drift_score", tenant_id, *agent, subject, agent_version, test, start.isoformat()
+    )
 
 
 def drift_score(
@@ -58,11 +59,20 @@ def drift_score(
     start = minute_start(window * size)
     return DriftScore(
         score_id=score_id(tenant_id, agent_id, subject, agent_version, r.test, start),
-        tenant_id=tenant_id, agent_id=agent_id, subject=subject, agent_version=agent_version,
-        model=model, test=r.test, statistic=r.statistic, p_value=r.p_value,
-        reference_n=reference_n, current_n=current_n, drifted=r.drifted, window_start=start,
+        tenant_id=tenant_id,
+        agent_id=agent_id,
+        subject=subject,
+        agent_version=agent_version,
+        model=model,
+        test=r.test,
+        statistic=r.statistic,
+        p_value=r.p_value,
+        reference_n=reference_n,
+        current_n=current_n,
+        drifted=r.drifted,
+        window_start=start,
         window_end=minute_start((window + 1) * size),
-    )  # fmt: skip
+    )
 
 
 def eval_scores(
@@ -70,10 +80,20 @@ def eval_scores(
 ) -> list[DriftScore]:
     subject = f"goldset:{o.gold_set_id}/{o.metric}"
     return [
-        drift_score(tenant_id, o.agent_id, subject, o.agent_version, model, r, o.pin.n,
-                    o.sample.n, window, size)
+        drift_score(
+            tenant_id,
+            o.agent_id,
+            subject,
+            o.agent_version,
+            model,
+            r,
+            o.pin.n,
+            o.sample.n,
+            window,
+            size,
+        )
         for r in (o.scores_test, o.pass_test)
-    ]  # fmt: skip
+    ]
 
 
 def eval_alert(
@@ -94,17 +114,31 @@ def eval_alert(
         alert_id=record_id(EVAL_KIND, scope.key, o.gold_set_id, o.metric, o.agent_version, label),
         kind=EVAL_KIND,
         severity=Severity.CRITICAL if o.pass_test.drifted and drop >= 0.10 else Severity.WARNING,
-        scope=scope, window=label, window_start=minute_start(window * size),
-        window_end=minute_start((window + 1) * size), observed=o.pass_rate,
-        baseline=o.pin.pass_rate, score=round(_strength(strongest), 3), message=message,
-        runbook=Alert.runbook_for(EVAL_KIND), fired_at=at,
-        details={"gold_set_id": o.gold_set_id, "gold_set_version": o.pin.gold_set_version,
-                 "metric": o.metric, "agent_version": o.agent_version, "model": model,
-                 "pin_id": o.pin.pin_id, "score_test": o.scores_test.test,
-                 "score_statistic": o.scores_test.statistic, "pass_test": o.pass_test.test,
-                 "pass_p_value": o.pass_test.p_value or 0.0, "current_n": o.sample.n,
-                 "reference_n": o.pin.n},
-    )  # fmt: skip
+        scope=scope,
+        window=label,
+        window_start=minute_start(window * size),
+        window_end=minute_start((window + 1) * size),
+        observed=o.pass_rate,
+        baseline=o.pin.pass_rate,
+        score=round(_strength(strongest), 3),
+        message=message,
+        runbook=Alert.runbook_for(EVAL_KIND),
+        fired_at=at,
+        details={
+            "gold_set_id": o.gold_set_id,
+            "gold_set_version": o.pin.gold_set_version,
+            "metric": o.metric,
+            "agent_version": o.agent_version,
+            "model": model,
+            "pin_id": o.pin.pin_id,
+            "score_test": o.scores_test.test,
+            "score_statistic": o.scores_test.statistic,
+            "pass_test": o.pass_test.test,
+            "pass_p_value": o.pass_test.p_value or 0.0,
+            "current_n": o.sample.n,
+            "reference_n": o.pin.n,
+        },
+    )
 
 
 def behaviour_alert(
@@ -119,16 +153,29 @@ def behaviour_alert(
     scope = Scope(tenant_id=tenant_id, agent_id=agent_id)
     label = window_label(window, size)
     top = max(outcomes, key=lambda o: _strength(o.result))
-    aspects = "; ".join(f"{o.subject.split('/', 1)[1]}: {o.summary} ({_describe(o.result)})"
-                        for o in outcomes)  # fmt: skip
+    aspects = "; ".join(
+        f"{o.subject.split('/', 1)[1]}: {o.summary} ({_describe(o.result)})" for o in outcomes
+    )
     return Alert(
         alert_id=record_id(BEHAVIOUR_KIND, scope.key, label),
-        kind=BEHAVIOUR_KIND, severity=Severity.WARNING, scope=scope, window=label,
-        window_start=minute_start(window * size), window_end=minute_start((window + 1) * size),
-        observed=top.observed, baseline=top.baseline, score=round(_strength(top.result), 3),
-        message=(f"Agent {agent_id} of tenant {tenant_id} behaved differently in {label} than "
-                 f"in its recent windows. {aspects}.")[:1000],
-        runbook=Alert.runbook_for(BEHAVIOUR_KIND), fired_at=at,
-        details={"aspects": ",".join(o.subject.split("/", 1)[1] for o in outcomes),
-                 "current_n": top.current_n, "reference_n": top.reference_n},
-    )  # fmt: skip
+        kind=BEHAVIOUR_KIND,
+        severity=Severity.WARNING,
+        scope=scope,
+        window=label,
+        window_start=minute_start(window * size),
+        window_end=minute_start((window + 1) * size),
+        observed=top.observed,
+        baseline=top.baseline,
+        score=round(_strength(top.result), 3),
+        message=(
+            f"Agent {agent_id} of tenant {tenant_id} behaved differently in {label} than "
+            f"in its recent windows. {aspects}."
+        )[:1000],
+        runbook=Alert.runbook_for(BEHAVIOUR_KIND),
+        fired_at=at,
+        details={
+            "aspects": ",".join(o.subject.split("/", 1)[1] for o in outcomes),
+            "current_n": top.current_n,
+            "reference_n": top.reference_n,
+        },
+    )

@@ -119,8 +119,12 @@ def pass_rate_test(
 ) -> TestResult:
     """Pass-rate change, test chosen by expected cell counts and sample sizes (module doc)."""
     total_pass, total = ref_pass + cur_pass, ref_n + cur_n
-    expected = [ref_n * total_pass / total, ref_n * (total - total_pass) / total,
-                cur_n * total_pass / total, cur_n * (total - total_pass) / total]  # fmt: skip
+    expected = [
+        ref_n * total_pass / total,
+        ref_n * (total - total_pass) / total,
+        cur_n * total_pass / total,
+        cur_n * (total - total_pass) / total,
+    ]
     if min(expected) >= 5:
         return chi2(
             np.array([ref_pass, ref_n - ref_pass]), np.array([cur_pass, cur_n - cur_pass]), alpha

@@ -115,10 +115,12 @@ class TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         transport, conf = cast(faust_aiokafka.Transport, self.transport), self.app.conf
         probe = AIOKafkaConsumer(
             bootstrap_servers=faust_aiokafka.server_list(transport.url, transport.default_port),
-            enable_auto_commit=False, fetch_max_wait_ms=100,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
             **faust_aiokafka.credentials_to_aiokafka_auth(
-                conf.broker_credentials, conf.ssl_context),
-        )  # fmt: skip
+                conf.broker_credentials, conf.ssl_context
+            ),
+        )
         await probe.start()
         try:
             probe.assign(wanted)
@@ -168,10 +170,20 @@ class BatchMessage(ConsumerMessage):
     def of(cls, tp: TP, records: list[Any], generation_id: int | None) -> BatchMessage:
         last = records[-1]
         message = cls(
-            tp.topic, tp.partition, last.offset, (last.timestamp or 0) / 1000.0,
-            last.timestamp_type, None, None, [(r.offset, r.value, r.timestamp) for r in records],  # type: ignore[arg-type]
-            None, 0, 0, tp, generation_id=generation_id,
-        )  # fmt: skip
+            tp.topic,
+            tp.partition,
+            last.offset,
+            (last.timestamp or 0) / 1000.0,
+            last.timestamp_type,
+            None,
+            None,
+            [(r.offset, r.value, r.timestamp) for r in records],  # type: ignore[arg-type]
+            None,
+            0,
+            0,
+            tp,
+            generation_id=generation_id,
+        )
         message.first_offset = records[0].offset
         return message
 

@@ -36,5 +36,8 @@ async def running(
         try:
             await asyncio.wait_for(app.stop(), stop_timeout)
         except TimeoutError:
-            log.warning("faust app %s did not stop within %.0fs (broker unreachable?); "
-                        "leaving it", app.conf.id, stop_timeout)  # fmt: skip
+            log.warning(
+                "faust app %s did not stop within %.0fs (broker unreachable?); leaving it",
+                app.conf.id,
+                stop_timeout,
+            )

@@ -80,8 +80,11 @@ def window_costs(
 ) -> list[dict[str, Any]]:
     """µs per call of each window-level computation with `n` points in each sample."""
     rng = np.random.default_rng(seed)
-    return [{"computation": name, "points": n, "us": _median_us(fn, repeats)}
-            for n in sizes for name, fn in _cases(n, rng).items()]  # fmt: skip
+    return [
+        {"computation": name, "points": n, "us": _median_us(fn, repeats)}
+        for n in sizes
+        for name, fn in _cases(n, rng).items()
+    ]
 
 
 def per_event_costs(events: int = 20_000, seed: int = 5) -> dict[str, float]:
@@ -89,8 +92,10 @@ def per_event_costs(events: int = 20_000, seed: int = 5) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     t0 = datetime(2026, 11, 2, tzinfo=UTC)
     kinds = ["llm_call"] * 6 + ["tool_call"] * 3 + ["policy_decision"]
-    batch = [make_event(rng, kinds[i % len(kinds)], t0 + timedelta(milliseconds=i * 250))
-             for i in range(events)]  # fmt: skip
+    batch = [
+        make_event(rng, kinds[i % len(kinds)], t0 + timedelta(milliseconds=i * 250))
+        for i in range(events)
+    ]
     anomaly = AnomalyMonitor("acme", AnomalyConfig())
     t = time.perf_counter()
     for offset, event in enumerate(batch):
@@ -108,9 +113,11 @@ def per_event_costs(events: int = 20_000, seed: int = 5) -> dict[str, float]:
     for offset, event in enumerate(batch):
         drift.observe(event, 0, offset)
     observe_drift = (time.perf_counter() - t) / events * 1e6
-    return {"anomaly_observe_us_per_event": round(observe_anomaly, 2),
-            "drift_observe_us_per_event": round(observe_drift, 2),
-            "anomaly_close_us_per_series_minute": round(close, 1)}  # fmt: skip
+    return {
+        "anomaly_observe_us_per_event": round(observe_anomaly, 2),
+        "drift_observe_us_per_event": round(observe_drift, 2),
+        "anomaly_close_us_per_series_minute": round(close, 1),
+    }
 
 
 def quality_report(
@@ -119,11 +126,13 @@ def quality_report(
     """Everything `agentaudit bench` reports for issue #4, as plain data."""
     return {
         "anomaly": [q.as_dict() for q in anomaly_quality(size, detectors=detectors)],
-        "eval_drift": [eval_drift_quality(size).as_dict(),
-                       eval_drift_quality(size, cases=200).as_dict()],
+        "eval_drift": [
+            eval_drift_quality(size).as_dict(),
+            eval_drift_quality(size, cases=200).as_dict(),
+        ],
         "behaviour_drift": [q.as_dict() for q in behaviour_drift_quality(size)],
         "window_costs": window_costs(),
         "per_event": per_event_costs(),
         "scenario_days": {s.name: s.tenant_days for s in suites(size)},
         "start": START,
-    }  # fmt: skip
+    }

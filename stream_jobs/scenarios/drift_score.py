@@ -80,13 +80,16 @@ def _summary(
         if after and min(after) <= 1:
             delays.append(min(after))
     return DriftQuality(
-        scenario=name, trials=len(results), detected_within_two_windows=len(delays),
+        scenario=name,
+        trials=len(results),
+        detected_within_two_windows=len(delays),
         detection_rate=round(len(delays) / len(results), 3),
         median_delay_windows=float(statistics.median(delays)) if delays else None,
-        normal_windows=normal, false_alerts=false,
+        normal_windows=normal,
+        false_alerts=false,
         false_alert_rate_per_window=round(false / normal, 4) if normal else 0.0,
         tests_used=",".join(f"{t}:{n}" for t, n in sorted(tests.items())),
-    )  # fmt: skip
+    )
 
 
 def eval_drift_quality(
@@ -102,8 +105,9 @@ def eval_drift_quality(
         trial = eval_trial(i, seed, cases, 0.85, drop, before, after)
         pins = PinRegistry()
         pins.pin(trial.pin)
-        hits, used = _run(DriftMonitor(trial.tenant_id, config, pins), trial.events, before + after,
-                          "EvalDrift")  # fmt: skip
+        hits, used = _run(
+            DriftMonitor(trial.tenant_id, config, pins), trial.events, before + after, "EvalDrift"
+        )
         tests.update(used)
         results.append((hits, trial.change_window, 0))
     return _summary(f"eval:pass_rate-{round(drop * 100)}pts:{cases}cases", results, tests)
@@ -123,8 +127,12 @@ def behaviour_drift_quality(
         tests: Counter[str] = Counter()
         for i in range(trials):
             trial = behaviour_trial(c * 1000 + i, seed, change, calls, before, after)
-            hits, used = _run(DriftMonitor(trial.tenant_id, config, PinRegistry()), trial.events,
-                              before + after, "BehaviourDrift")  # fmt: skip
+            hits, used = _run(
+                DriftMonitor(trial.tenant_id, config, PinRegistry()),
+                trial.events,
+                before + after,
+                "BehaviourDrift",
+            )
             tests.update(used)
             results.append((hits, trial.change_window, config.min_reference_windows))
         out.append(_summary(f"behaviour:{change}", results, tests))

@@ -46,8 +46,9 @@ def _case_scores(rng: np.random.Generator, q: np.ndarray) -> tuple[np.ndarray, n
     return scores, passed
 
 
-def eval_trial(index: int, seed: int, cases: int, pass_rate: float, drop: float,
-               before: int, after: int) -> EvalTrial:  # fmt: skip
+def eval_trial(
+    index: int, seed: int, cases: int, pass_rate: float, drop: float, before: int, after: int
+) -> EvalTrial:
     """One tenant: pin from a reference run, `before` normal windows, `after` degraded ones."""
     rng = np.random.default_rng(seed * 10_000 + index)
     tenant = f"eval-{index:03d}"
@@ -65,12 +66,23 @@ def eval_trial(index: int, seed: int, cases: int, pass_rate: float, drop: float,
         base = START + timedelta(minutes=w * WINDOW)
         for i in range(cases):
             at = base + timedelta(seconds=int(i * 1800 / cases))
-            payload = SimpleNamespace(gold_set_id="support-gold", case_id=ids[i],
-                                      metric="helpfulness", score=float(scores[i]),
-                                      passed=bool(passed[i]))  # fmt: skip
-            events.append(SimpleNamespace(type="eval_result", occurred_at=at, tenant_id=tenant,
-                                          agent_id="support-bot", agent_version="1.1.0",
-                                          payload=payload))  # fmt: skip
+            payload = SimpleNamespace(
+                gold_set_id="support-gold",
+                case_id=ids[i],
+                metric="helpfulness",
+                score=float(scores[i]),
+                passed=bool(passed[i]),
+            )
+            events.append(
+                SimpleNamespace(
+                    type="eval_result",
+                    occurred_at=at,
+                    tenant_id=tenant,
+                    agent_id="support-bot",
+                    agent_version="1.1.0",
+                    payload=payload,
+                )
+            )
     return EvalTrial(tenant, pin, events, before)
 
 
@@ -109,9 +121,13 @@ def behaviour_trial(
             usage = SimpleNamespace(
                 input_tokens=int(tokens[i] * 0.8), output_tokens=int(tokens[i] * 0.2)
             )
-            payload = SimpleNamespace(provider="openai", request_model="gpt-5-mini",
-                                      response_model="gpt-5-mini-2026-08-07", usage=usage,
-                                      latency_ms=float(latency[i]))  # fmt: skip
+            payload = SimpleNamespace(
+                provider="openai",
+                request_model="gpt-5-mini",
+                response_model="gpt-5-mini-2026-08-07",
+                usage=usage,
+                latency_ms=float(latency[i]),
+            )
             events.append(_event("llm_call", at, tenant, payload))
             if i % 2 == 0 and i // 2 < tools.size:
                 events.append(
@@ -121,8 +137,15 @@ def behaviour_trial(
 
 
 def _event(kind: str, at: datetime, tenant: str, payload: Any) -> Any:
-    return SimpleNamespace(type=kind, occurred_at=at, tenant_id=tenant, agent_id="support-bot",
-                           agent_version="1.1.0", payload=payload, event_id="sim")  # fmt: skip
+    return SimpleNamespace(
+        type=kind,
+        occurred_at=at,
+        tenant_id=tenant,
+        agent_id="support-bot",
+        agent_version="1.1.0",
+        payload=payload,
+        event_id="sim",
+    )
 
 
 def window_end(w: int) -> datetime:

@@ -38,26 +38,55 @@ def make_event(
 ) -> Envelope:
     """One event of `kind` at `at`; `payload` overrides the defaults below."""
     defaults: dict[str, dict[str, Any]] = {
-        "llm_call": {"provider": "openai", "request_model": "gpt-5-mini",
-                     "response_model": "gpt-5-mini-2026-08-07",
-                     "usage": {"input_tokens": 1200, "output_tokens": 300}, "latency_ms": 850.0},
-        "tool_call": {"tool": "crm_lookup", "action": "lookup", "args_hash": _ARGS,
-                      "side_effect": "read", "latency_ms": 40.0},
-        "policy_decision": {"rule_id": "refund-limit", "decision": "ALLOW", "action": "refund",
-                            "resource": "order", "policy_hash": _POLICY},
+        "llm_call": {
+            "provider": "openai",
+            "request_model": "gpt-5-mini",
+            "response_model": "gpt-5-mini-2026-08-07",
+            "usage": {"input_tokens": 1200, "output_tokens": 300},
+            "latency_ms": 850.0,
+        },
+        "tool_call": {
+            "tool": "crm_lookup",
+            "action": "lookup",
+            "args_hash": _ARGS,
+            "side_effect": "read",
+            "latency_ms": 40.0,
+        },
+        "policy_decision": {
+            "rule_id": "refund-limit",
+            "decision": "ALLOW",
+            "action": "refund",
+            "resource": "order",
+            "policy_hash": _POLICY,
+        },
         "guardrail_triggered": {"guardrail": "pii", "action": "redact", "score": 0.9},
-        "approval_decided": {"approval_id": "ap-1", "approver_id": "u-1", "outcome": "approved",
-                             "latency_ms": 60_000.0},
+        "approval_decided": {
+            "approval_id": "ap-1",
+            "approver_id": "u-1",
+            "outcome": "approved",
+            "latency_ms": 60_000.0,
+        },
         "error": {"component": "retriever", "error_type": "timeout"},
-        "eval_result": {"gold_set_id": "support-gold", "case_id": "case-00001",
-                        "metric": "helpfulness", "score": 0.9, "passed": True,
-                        "evaluator": "judge"},
+        "eval_result": {
+            "gold_set_id": "support-gold",
+            "case_id": "case-00001",
+            "metric": "helpfulness",
+            "score": 0.9,
+            "passed": True,
+            "evaluator": "judge",
+        },
         "run_started": {},
-    }  # fmt: skip
+    }
     doc = {
-        "event_id": _uuid7(rng, at), "type": kind, "occurred_at": at.isoformat(),
-        "sdk": {"name": "scenarios", "version": "0"}, "tenant_id": tenant, "agent_id": agent,
-        "agent_version": "1.1.0", "trace_id": "ab" * 16, "span_id": "cd" * 8,
+        "event_id": _uuid7(rng, at),
+        "type": kind,
+        "occurred_at": at.isoformat(),
+        "sdk": {"name": "scenarios", "version": "0"},
+        "tenant_id": tenant,
+        "agent_id": agent,
+        "agent_version": "1.1.0",
+        "trace_id": "ab" * 16,
+        "span_id": "cd" * 8,
         "payload": {**defaults[kind], **payload},
-    }  # fmt: skip
+    }
     return parse_event(json.dumps(doc))

@@ -82,17 +82,26 @@ def score(
     delays: list[int] = []
     missed: list[str] = []
     for j in injections:
-        mine = [h.minute for h in hits if h.tenant_id == j.tenant_id and h.kind == j.kind
-                and j.start <= h.minute <= j.end + tolerance]  # fmt: skip
+        mine = [
+            h.minute
+            for h in hits
+            if h.tenant_id == j.tenant_id
+            and h.kind == j.kind
+            and j.start <= h.minute <= j.end + tolerance
+        ]
         if mine:
             delays.append(min(mine) - j.start)
         else:
             missed.append(f"{j.tenant_id} {j.metric.value} {j.shape}@{j.start}")
     false = [
-        h for h in hits if lo <= h.minute < hi and not any(
+        h
+        for h in hits
+        if lo <= h.minute < hi
+        and not any(
             j.tenant_id == h.tenant_id and j.start <= h.minute <= j.end + aftermath
-            for j in scenario.injections)
-    ]  # fmt: skip
+            for j in scenario.injections
+        )
+    ]
     tenant_days = len(scenario.tenants) * (hi - lo) / DAY
     return Quality(
         scenario=label or scenario.name,
@@ -126,8 +135,9 @@ def anomaly_quality(
             hits = run_anomaly(scenario, cfg)
             if history:
                 out.append(score(scenario, hits, det, (0, history), label="seasonal:weeks1-2"))
-                out.append(score(scenario, hits, det, (history, scenario.minutes),
-                                 label="seasonal:after"))  # fmt: skip
+                out.append(
+                    score(scenario, hits, det, (history, scenario.minutes), label="seasonal:after")
+                )
             else:
                 out.append(score(scenario, hits, det))
     return out

@@ -48,12 +48,20 @@ def suites(size: Size = "test", seed: int = 20261102) -> list[Scenario]:
     normal = Scenario("normal", START, days * DAY, fleet, (), seed)
     first = 300  # after the 3-hour cold start and an hour of baseline
     injected = Scenario(
-        "injected", START, days * DAY, fleet,
-        schedule(fleet, first, days * DAY, 300, seed + 1), seed + 1,
-    )  # fmt: skip
+        "injected",
+        START,
+        days * DAY,
+        fleet,
+        schedule(fleet, first, days * DAY, 300, seed + 1),
+        seed + 1,
+    )
     weeks, extra = 14 * DAY, (3 if size == "test" else 5) * DAY
     seasonal = Scenario(
-        "seasonal", START, weeks + extra, office,
-        schedule(office, weeks, weeks + extra, 300, seed + 2, offset=5), seed + 2,
-    )  # fmt: skip
+        "seasonal",
+        START,
+        weeks + extra,
+        office,
+        schedule(office, weeks, weeks + extra, 300, seed + 2, offset=5),
+        seed + 2,
+    )
     return [normal, injected, seasonal]

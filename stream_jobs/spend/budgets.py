@@ -78,9 +78,12 @@ class BudgetEvaluator:
     for global budgets) via `to_state`/`from_state`."""
 
     def __init__(
-        self, budgets: Iterable[Budget] = (), *, issued_by: str = "agentaudit.spend",
+        self,
+        budgets: Iterable[Budget] = (),
+        *,
+        issued_by: str = "agentaudit.spend",
         grace: timedelta = timedelta(hours=1),
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.grace = grace
         self._msg = Messages(issued_by)
         self._budgets: dict[str, Budget] = {}
@@ -100,9 +103,10 @@ class BudgetEvaluator:
     def calendars(self, scope: BudgetScope | None = None) -> set[Calendar]:
         """Calendars the windowed budgets (of `scope`, if given) count over."""
         return {
-            cal for b in self._budgets.values()
+            cal
+            for b in self._budgets.values()
             if (scope is None or b.scope is scope) and (cal := budget_calendar(b)) is not None
-        }  # fmt: skip
+        }
 
     def _reindex(self) -> None:
         index: dict[tuple[str, str, Calendar], list[Budget]] = {}
@@ -239,8 +243,11 @@ class BudgetEvaluator:
 
     def _holders(self, tenant: str, st: _Armed) -> list[_Armed]:
         """States blocking the same scope as `st` (in the same tenant)."""
-        return [h for h in self._states.get(tenant, {}).values()
-                if h.blocked and h.dimension == st.dimension and h.key == st.key]  # fmt: skip
+        return [
+            h
+            for h in self._states.get(tenant, {}).values()
+            if h.blocked and h.dimension == st.dimension and h.key == st.key
+        ]
 
     def _release(
         self, tenant: str, st: _Armed, now: datetime, *, reason: str, why: str
@@ -297,11 +304,22 @@ class BudgetEvaluator:
         if not states:
             return None
         rows = [
-            [s.budget, s.dimension, s.key, s.window.calendar.kind.value, s.window.calendar.tz,
-             s.window.label, epoch_us(s.window.start), epoch_us(s.window.end), s.spend,
-             list(s.fired), s.exhausted, s.blocked]
+            [
+                s.budget,
+                s.dimension,
+                s.key,
+                s.window.calendar.kind.value,
+                s.window.calendar.tz,
+                s.window.label,
+                epoch_us(s.window.start),
+                epoch_us(s.window.end),
+                s.spend,
+                list(s.fired),
+                s.exhausted,
+                s.blocked,
+            ]
             for s in states.values()
-        ]  # fmt: skip
+        ]
         return {"v": 1, "s": rows}
 
     def from_state(self, tenant: str, doc: dict[str, Any]) -> None:

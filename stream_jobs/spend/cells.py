@@ -52,12 +52,24 @@ class TenantLedger:
 def dump_tenant(state: TenantLedger) -> dict[str, Any]:
     """JSON-safe primitives; pending spend must have been folded into the windows first."""
     windows = [
-        [cal.kind.value, cal.tz, epoch_us(o.window.start), epoch_us(o.window.end),
-         o.window.label, [[d, k, *c[:3], int(c[3])] for (d, k), c in o.cells.items()]]
-        for cal, by_start in state.windows.items() for o in by_start.values()
-    ]  # fmt: skip
-    return {"v": 1, "p": state.partition, "o": state.offset, "wm": epoch_us(state.watermark),
-            "w": windows}  # fmt: skip
+        [
+            cal.kind.value,
+            cal.tz,
+            epoch_us(o.window.start),
+            epoch_us(o.window.end),
+            o.window.label,
+            [[d, k, *c[:3], int(c[3])] for (d, k), c in o.cells.items()],
+        ]
+        for cal, by_start in state.windows.items()
+        for o in by_start.values()
+    ]
+    return {
+        "v": 1,
+        "p": state.partition,
+        "o": state.offset,
+        "wm": epoch_us(state.watermark),
+        "w": windows,
+    }
 
 
 def load_tenant(doc: dict[str, Any]) -> TenantLedger:

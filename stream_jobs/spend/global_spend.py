@@ -45,10 +45,18 @@ class GlobalPartial:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form for the partials topic."""
         w = self.window
-        return {"partition": self.partition, "kind": w.calendar.kind.value, "tz": w.calendar.tz,
-                "label": w.label, "start_us": epoch_us(w.start), "end_us": epoch_us(w.end),
-                "cost_nano": self.cost_nano, "tokens": self.tokens, "calls": self.calls,
-                "as_of_offset": self.as_of_offset}  # fmt: skip
+        return {
+            "partition": self.partition,
+            "kind": w.calendar.kind.value,
+            "tz": w.calendar.tz,
+            "label": w.label,
+            "start_us": epoch_us(w.start),
+            "end_us": epoch_us(w.end),
+            "cost_nano": self.cost_nano,
+            "tokens": self.tokens,
+            "calls": self.calls,
+            "as_of_offset": self.as_of_offset,
+        }
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> GlobalPartial:
@@ -199,10 +207,20 @@ class PartitionSpend:
             return None
         self._fold(part)
         cells = [
-            [c[0].calendar.kind.value, c[0].calendar.tz, c[0].label, epoch_us(c[0].start),
-             epoch_us(c[0].end), c[1], c[2], c[3], int(c[4])]
-            for by_start in part.windows.values() for c in by_start.values()
-        ]  # fmt: skip
+            [
+                c[0].calendar.kind.value,
+                c[0].calendar.tz,
+                c[0].label,
+                epoch_us(c[0].start),
+                epoch_us(c[0].end),
+                c[1],
+                c[2],
+                c[3],
+                int(c[4]),
+            ]
+            for by_start in part.windows.values()
+            for c in by_start.values()
+        ]
         return {"v": 1, "o": part.offset, "wm": epoch_us(part.watermark), "w": cells}
 
     def from_state(self, partition: int, doc: dict[str, Any]) -> None:
@@ -269,8 +287,15 @@ class GlobalSpendCombiner:
             return None
         window = max(windows, key=lambda w: w.start)
         parts = self._windows[window].values()
-        return SpendUpdate("global", "*", "*", window, sum(v[1] for v in parts),
-                           sum(v[2] for v in parts), sum(v[3] for v in parts))  # fmt: skip
+        return SpendUpdate(
+            "global",
+            "*",
+            "*",
+            window,
+            sum(v[1] for v in parts),
+            sum(v[2] for v in parts),
+            sum(v[3] for v in parts),
+        )
 
     def expire(self, now: datetime) -> None:
         """Forget windows that ended more than `grace` ago."""
@@ -279,10 +304,16 @@ class GlobalSpendCombiner:
 
     def to_state(self) -> dict[str, Any]:
         rows = [
-            [w.calendar.kind.value, w.calendar.tz, w.label, epoch_us(w.start), epoch_us(w.end),
-             [[p, *v] for p, v in parts.items()]]
+            [
+                w.calendar.kind.value,
+                w.calendar.tz,
+                w.label,
+                epoch_us(w.start),
+                epoch_us(w.end),
+                [[p, *v] for p, v in parts.items()],
+            ]
             for w, parts in self._windows.items()
-        ]  # fmt: skip
+        ]
         return {"v": 1, "w": rows}
 
     def from_state(self, doc: dict[str, Any]) -> None:

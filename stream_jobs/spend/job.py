@@ -44,11 +44,14 @@ class SpendJob:
     """Spend ledger + tenant and user budgets for the partitions this worker owns."""
 
     def __init__(
-        self, budgets: Iterable[Budget] = (), *,
+        self,
+        budgets: Iterable[Budget] = (),
+        *,
         rollup_calendars: tuple[Calendar, ...] = DEFAULT_ROLLUP_CALENDARS,
-        grace: timedelta = timedelta(hours=1), max_skew: timedelta = timedelta(minutes=5),
+        grace: timedelta = timedelta(hours=1),
+        max_skew: timedelta = timedelta(minutes=5),
         issued_by: str = "agentaudit.spend",
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.tracker = SpendTracker(rollup_calendars, grace=grace, max_skew=max_skew)
         self.evaluator = BudgetEvaluator(budgets, issued_by=issued_by, grace=grace)
         for b in self.evaluator.budgets():
@@ -148,9 +151,12 @@ class GlobalBudgetJob:
     STATE_KEY = "*"
 
     def __init__(
-        self, budgets: Iterable[Budget] = (), *, grace: timedelta = timedelta(hours=1),
+        self,
+        budgets: Iterable[Budget] = (),
+        *,
+        grace: timedelta = timedelta(hours=1),
         issued_by: str = "agentaudit.spend.global",
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.combiner = GlobalSpendCombiner(grace=grace)
         self.evaluator = BudgetEvaluator(
             [b for b in budgets if b.scope is BudgetScope.GLOBAL], issued_by=issued_by, grace=grace

@@ -65,9 +65,12 @@ class SpendTracker:
     """
 
     def __init__(
-        self, rollup_calendars: tuple[Calendar, ...] = DEFAULT_ROLLUP_CALENDARS, *,
-        grace: timedelta = timedelta(hours=1), max_skew: timedelta = timedelta(minutes=5),
-    ) -> None:  # fmt: skip
+        self,
+        rollup_calendars: tuple[Calendar, ...] = DEFAULT_ROLLUP_CALENDARS,
+        *,
+        grace: timedelta = timedelta(hours=1),
+        max_skew: timedelta = timedelta(minutes=5),
+    ) -> None:
         self.grace = grace
         self.max_skew = max_skew
         self._rollup = set(rollup_calendars)
@@ -360,9 +363,20 @@ class SpendTracker:
         tenant_id: str, state: TenantLedger, w: Window, dim: str, key: str, cell: list[Any]
     ) -> SpendWindow:
         return SpendWindow(
-            dim, tenant_id, key, w.calendar.kind.value, w.calendar.tz, w.label, w.start, w.end,
-            nano_to_usd(cell[0]), cell[1], cell[2], state.partition, state.offset,
-        )  # fmt: skip
+            dim,
+            tenant_id,
+            key,
+            w.calendar.kind.value,
+            w.calendar.tz,
+            w.label,
+            w.start,
+            w.end,
+            nano_to_usd(cell[0]),
+            cell[1],
+            cell[2],
+            state.partition,
+            state.offset,
+        )
 
     # -- state ----------------------------------------------------------------------------
 

@@ -49,73 +49,119 @@ class Messages:
     def __init__(self, issued_by: str) -> None:
         self.issued_by = issued_by
 
-    def _alert(self, kind: str, severity: Severity, b: Budget, scope: Scope, w: Window, spend: int,
-               limit: int, message: str, now: datetime, id_parts: tuple[object, ...],
-               threshold: float | None = None) -> Alert:  # fmt: skip
+    def _alert(
+        self,
+        kind: str,
+        severity: Severity,
+        b: Budget,
+        scope: Scope,
+        w: Window,
+        spend: int,
+        limit: int,
+        message: str,
+        now: datetime,
+        id_parts: tuple[object, ...],
+        threshold: float | None = None,
+    ) -> Alert:
         details: dict[str, str | int | float | bool] = {
-            "budget": b.name, "budget_scope": b.scope.value, "window_kind": w.calendar.kind.value,
-            "timezone": w.calendar.tz, "hard_limit": b.hard_limit,
-        }  # fmt: skip
+            "budget": b.name,
+            "budget_scope": b.scope.value,
+            "window_kind": w.calendar.kind.value,
+            "timezone": w.calendar.tz,
+            "hard_limit": b.hard_limit,
+        }
         if threshold is not None:
             details["threshold"] = threshold
             details["threshold_usd"] = round(threshold * limit) / NANO_PER_USD
         return Alert(
-            alert_id=record_id(kind, b.name, scope.key, w.label, *id_parts), kind=kind,
-            severity=severity, scope=scope, window=w.label, window_start=w.start, window_end=w.end,
-            observed=spend / NANO_PER_USD, limit=limit / NANO_PER_USD, message=message,
-            runbook=Alert.runbook_for(kind), fired_at=now, details=details,
-        )  # fmt: skip
+            alert_id=record_id(kind, b.name, scope.key, w.label, *id_parts),
+            kind=kind,
+            severity=severity,
+            scope=scope,
+            window=w.label,
+            window_start=w.start,
+            window_end=w.end,
+            observed=spend / NANO_PER_USD,
+            limit=limit / NANO_PER_USD,
+            message=message,
+            runbook=Alert.runbook_for(kind),
+            fired_at=now,
+            details=details,
+        )
 
-    def threshold(self, b: Budget, scope: Scope, w: Window, spend: int, limit: int, t: float,
-                  now: datetime) -> Alert:  # fmt: skip
+    def threshold(
+        self, b: Budget, scope: Scope, w: Window, spend: int, limit: int, t: float, now: datetime
+    ) -> Alert:
         severity = Severity.CRITICAL if t >= 1.0 else Severity.WARNING
-        text = (f"{_subject(scope)} spent {_usd(spend)} of the {_usd(limit)} "
-                f"{_ADJECTIVE[w.calendar.kind]} budget {b.name!r} in {_where(w)}: past its "
-                f"{t:.0%} threshold.")  # fmt: skip
+        text = (
+            f"{_subject(scope)} spent {_usd(spend)} of the {_usd(limit)} "
+            f"{_ADJECTIVE[w.calendar.kind]} budget {b.name!r} in {_where(w)}: past its "
+            f"{t:.0%} threshold."
+        )
         return self._alert(THRESHOLD, severity, b, scope, w, spend, limit, text, now, (t, limit), t)
 
-    def exhausted(self, b: Budget, scope: Scope, w: Window, spend: int, limit: int,
-                  now: datetime) -> Alert:  # fmt: skip
+    def exhausted(
+        self, b: Budget, scope: Scope, w: Window, spend: int, limit: int, now: datetime
+    ) -> Alert:
         if w.end > now:
             effect = f"new work in {scope.key} is blocked until {_until(w.end)}."
         else:
             effect = "the window has already ended, so nothing is blocked."
-        text = (f"{_subject(scope)} spent {_usd(spend)}, reaching the {_usd(limit)} hard limit "
-                f"of the {_ADJECTIVE[w.calendar.kind]} budget {b.name!r} in {_where(w)}; "
-                f"{effect}")  # fmt: skip
+        text = (
+            f"{_subject(scope)} spent {_usd(spend)}, reaching the {_usd(limit)} hard limit "
+            f"of the {_ADJECTIVE[w.calendar.kind]} budget {b.name!r} in {_where(w)}; "
+            f"{effect}"
+        )
         return self._alert(
             EXHAUSTED, Severity.CRITICAL, b, scope, w, spend, limit, text, now, (limit,)
         )
 
-    def block(self, b: Budget, scope: Scope, w: Window, until: datetime, limit: int,
-              now: datetime) -> ControlMessage:  # fmt: skip
+    def block(
+        self, b: Budget, scope: Scope, w: Window, until: datetime, limit: int, now: datetime
+    ) -> ControlMessage:
         return ControlMessage(
             control_id=record_id("control", scope.key, "block", b.name, w.label, limit),
-            scope=scope, action=ControlAction.BLOCK, reason=ControlReason.BUDGET_EXHAUSTED,
-            message=(f"Budget {b.name!r} ({_usd(limit)} {_ADJECTIVE[w.calendar.kind]}) is "
-                     f"exhausted for {w.label}; blocked until {_until(until)}."),
-            runbook=Alert.runbook_for(EXHAUSTED), issued_at=now, issued_by=self.issued_by,
+            scope=scope,
+            action=ControlAction.BLOCK,
+            reason=ControlReason.BUDGET_EXHAUSTED,
+            message=(
+                f"Budget {b.name!r} ({_usd(limit)} {_ADJECTIVE[w.calendar.kind]}) is "
+                f"exhausted for {w.label}; blocked until {_until(until)}."
+            ),
+            runbook=Alert.runbook_for(EXHAUSTED),
+            issued_at=now,
+            issued_by=self.issued_by,
             until=until,
-        )  # fmt: skip
+        )
 
-    def block_reassert(self, budget: str, scope: Scope, w: Window, limit: int,
-                       now: datetime) -> ControlMessage:  # fmt: skip
+    def block_reassert(
+        self, budget: str, scope: Scope, w: Window, limit: int, now: datetime
+    ) -> ControlMessage:
         """The block still in force after another budget let go of the scope."""
         return ControlMessage(
-            control_id=record_id("control", scope.key, "block", "reassert", budget, w.label,
-                                 limit),
-            scope=scope, action=ControlAction.BLOCK, reason=ControlReason.BUDGET_EXHAUSTED,
-            message=(f"Budget {budget!r} is still exhausted for {w.label}; blocked until "
-                     f"{_until(w.end)}."),
-            runbook=Alert.runbook_for(EXHAUSTED), issued_at=now, issued_by=self.issued_by,
+            control_id=record_id("control", scope.key, "block", "reassert", budget, w.label, limit),
+            scope=scope,
+            action=ControlAction.BLOCK,
+            reason=ControlReason.BUDGET_EXHAUSTED,
+            message=(
+                f"Budget {budget!r} is still exhausted for {w.label}; blocked until "
+                f"{_until(w.end)}."
+            ),
+            runbook=Alert.runbook_for(EXHAUSTED),
+            issued_at=now,
+            issued_by=self.issued_by,
             until=w.end,
-        )  # fmt: skip
+        )
 
-    def unblock(self, budget: str, scope: Scope, w: Window, reason: str, why: str,
-                now: datetime) -> ControlMessage:  # fmt: skip
+    def unblock(
+        self, budget: str, scope: Scope, w: Window, reason: str, why: str, now: datetime
+    ) -> ControlMessage:
         return ControlMessage(
             control_id=record_id("control", scope.key, "unblock", reason, budget, w.label, why),
-            scope=scope, action=ControlAction.UNBLOCK, reason=ControlReason(reason),
+            scope=scope,
+            action=ControlAction.UNBLOCK,
+            reason=ControlReason(reason),
             message=f"Unblocked {scope.key}: budget {budget!r} no longer blocks it ({why}).",
-            issued_at=now, issued_by=self.issued_by,
-        )  # fmt: skip
+            issued_at=now,
+            issued_by=self.issued_by,
+        )

@@ -56,9 +56,20 @@ class SpendWindow:
     """Source offset the snapshot includes: the version column of a ReplacingMergeTree."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
-        "dimension", "tenant_id", "key", "window_kind", "timezone", "window", "window_start",
-        "window_end", "cost_usd", "tokens", "calls", "as_of_partition", "as_of_offset",
-    )  # fmt: skip
+        "dimension",
+        "tenant_id",
+        "key",
+        "window_kind",
+        "timezone",
+        "window",
+        "window_start",
+        "window_end",
+        "cost_usd",
+        "tokens",
+        "calls",
+        "as_of_partition",
+        "as_of_offset",
+    )
 
     def as_row(self) -> tuple[Any, ...]:
         """Values in `COLUMNS` order, for a ClickHouse insert."""

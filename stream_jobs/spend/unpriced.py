@@ -69,13 +69,19 @@ def _alert(key: tuple[str, str], event: object, version: str, now: datetime) -> 
         window_start=minute,
         window_end=minute + timedelta(minutes=1),
         observed=1.0,
-        message=(f"{provider}/{model} has no price (pricing {version}): its calls are stored "
-                 f"with cost 0 and priced=false, so spend and budgets under-count them. First "
-                 f"seen from tenant {event.tenant_id}. Add an override or a price row, then "  # type: ignore[attr-defined]
-                 "re-price with `agentaudit reprice`."),
+        message=(
+            f"{provider}/{model} has no price (pricing {version}): its calls are stored "
+            f"with cost 0 and priced=false, so spend and budgets under-count them. First "
+            f"seen from tenant {event.tenant_id}. Add an override or a price row, then "  # type: ignore[attr-defined]
+            "re-price with `agentaudit reprice`."
+        ),
         runbook=Alert.runbook_for(KIND),
         fired_at=now,
-        details={"provider": provider, "model": model, "pricing_version": version,
-                 "first_tenant": event.tenant_id,  # type: ignore[attr-defined]
-                 "event_id": event.event_id},  # type: ignore[attr-defined]
-    )  # fmt: skip
+        details={
+            "provider": provider,
+            "model": model,
+            "pricing_version": version,
+            "first_tenant": event.tenant_id,  # type: ignore[attr-defined]
+            "event_id": event.event_id,  # type: ignore[attr-defined]
+        },
+    )

@@ -49,7 +49,9 @@ def figures(request: pytest.FixtureRequest) -> Iterator[Callable[..., None]]:
     yield entry.update
 
 
-def fault_settings(broker: LocalBroker | str, tmp_path: Path, partitions: int = 3, **changes: Any) -> Settings:
+def fault_settings(
+    broker: LocalBroker | str, tmp_path: Path, partitions: int = 3, **changes: Any
+) -> Settings:
     """Settings with topics, consumer group and data dir of one scenario."""
     tag = uuid.uuid4().hex[:10]
     bootstrap = broker if isinstance(broker, str) else broker.bootstrap

@@ -97,8 +97,14 @@ def cases() -> list[Case]:
     now_ms = int(time.time() * 1000)
     out: list[Case] = []
 
-    def add(group: str, name: str, value: bytes | None, expect: frozenset[str] | str, **kw: Any) -> None:
-        out.append(Case(name, group, value, frozenset([expect]) if isinstance(expect, str) else expect, **kw))
+    def add(
+        group: str, name: str, value: bytes | None, expect: frozenset[str] | str, **kw: Any
+    ) -> None:
+        out.append(
+            Case(
+                name, group, value, frozenset([expect]) if isinstance(expect, str) else expect, **kw
+            )
+        )
 
     def attr(value: Any) -> bytes:
         return orjson.dumps(_doc(attributes={"v": value}))
@@ -117,10 +123,18 @@ def cases() -> list[Case]:
     add("enc", "utf32", ok().decode().encode("utf-32"), ij)
     # A lone surrogate is valid JSON text but not Unicode: it cannot be written as UTF-8
     # canonical bytes, so it can never be chained.
-    add("enc", "lone_high_surrogate_escape", ok().replace(b'"1.0.0"', b'"1.0.0\\ud800"'),
-        frozenset(["unencodable", "schema_violation", "invalid_json"]))  # fmt: skip
-    add("enc", "lone_low_surrogate_escape_in_attribute", attr(_HOLE).replace(b'"' + _HOLE.encode() + b'"', b'"\\udc00x"'),
-        frozenset(["unencodable", "schema_violation", "invalid_json"]))  # fmt: skip
+    add(
+        "enc",
+        "lone_high_surrogate_escape",
+        ok().replace(b'"1.0.0"', b'"1.0.0\\ud800"'),
+        frozenset(["unencodable", "schema_violation", "invalid_json"]),
+    )
+    add(
+        "enc",
+        "lone_low_surrogate_escape_in_attribute",
+        attr(_HOLE).replace(b'"' + _HOLE.encode() + b'"', b'"\\udc00x"'),
+        frozenset(["unencodable", "schema_violation", "invalid_json"]),
+    )
     add("enc", "surrogate_pair_escape_emoji", ok().replace(b'"1.0.0"', b'"1.0.0\\ud83d\\ude00"'), s)
     add("enc", "raw_nul_in_string", ok().replace(b'"1.0.0"', b'"1.0\x000"'), ij)
     add("enc", "escaped_nul_in_label", orjson.dumps(_with("payload.action", "look\u0000up")), s)
@@ -140,41 +154,112 @@ def cases() -> list[Case]:
     add("size", "attribute_value_257_chars", attr("x" * 257), sv)
     add("size", "attribute_key_65_chars", orjson.dumps(_doc(attributes={"k" * 65: 1})), sv)
     add("size", "33_attributes", orjson.dumps(_doc(attributes={f"a{i}": i for i in range(33)})), sv)
-    add("size", "prompt_over_32k_chars", orjson.dumps(_with("payload.content", {"prompt": "p" * 32_769}, "llm_call")), sv)
+    add(
+        "size",
+        "prompt_over_32k_chars",
+        orjson.dumps(_with("payload.content", {"prompt": "p" * 32_769}, "llm_call")),
+        sv,
+    )
     # nesting
     add("nest", "deep_array_top_level_100k", _deep(b"[", b"]", 100_000), ij)
     add("nest", "deep_object_top_level_20k", _nested_objects(20_000), ij)
-    add("nest", "deep_array_in_attribute_5k", _raw(_doc(attributes={"v": _HOLE}), _deep(b"[", b"]", 5_000)),
-        frozenset(["invalid_json", "schema_violation"]))  # fmt: skip
+    add(
+        "nest",
+        "deep_array_in_attribute_5k",
+        _raw(_doc(attributes={"v": _HOLE}), _deep(b"[", b"]", 5_000)),
+        frozenset(["invalid_json", "schema_violation"]),
+    )
     add("nest", "object_as_attribute_value", attr({"a": {"b": 1}}), sv)
     add("nest", "array_as_attribute_value", attr([1, 2]), sv)
-    add("nest", "deep_object_in_unknown_field", _raw(_doc(extra=_HOLE), _nested_objects(1_000)),
-        frozenset(["invalid_json", "schema_violation"]))  # fmt: skip
+    add(
+        "nest",
+        "deep_object_in_unknown_field",
+        _raw(_doc(extra=_HOLE), _nested_objects(1_000)),
+        frozenset(["invalid_json", "schema_violation"]),
+    )
     # numbers (attributes are signed 64-bit; token counts are bounded ints)
     add("num", "int64_max_attribute", attr(2**63 - 1), s)
     add("num", "int64_min_attribute", attr(-(2**63)), s)
     add("num", "two_pow_64_attribute", _raw(_doc(attributes={"v": _HOLE}), str(2**64).encode()), sv)
     add("num", "two_pow_63_attribute", _raw(_doc(attributes={"v": _HOLE}), str(2**63).encode()), sv)
-    add("num", "below_int64_min_attribute", _raw(_doc(attributes={"v": _HOLE}), str(-(2**63) - 1).encode()), sv)
-    add("num", "ten_pow_400_int_attribute", _raw(_doc(attributes={"v": _HOLE}), b"1" + b"0" * 400), sv)
-    add("num", "five_thousand_digit_int", _raw(_doc(attributes={"v": _HOLE}), b"9" * 5_000),
-        frozenset(["schema_violation", "invalid_json"]))  # fmt: skip
-    add("num", "float_1e400_latency", _raw(_with("payload.latency_ms", _HOLE), b"1e400"),
-        frozenset(["schema_violation", "invalid_json"]))  # fmt: skip
+    add(
+        "num",
+        "below_int64_min_attribute",
+        _raw(_doc(attributes={"v": _HOLE}), str(-(2**63) - 1).encode()),
+        sv,
+    )
+    add(
+        "num",
+        "ten_pow_400_int_attribute",
+        _raw(_doc(attributes={"v": _HOLE}), b"1" + b"0" * 400),
+        sv,
+    )
+    add(
+        "num",
+        "five_thousand_digit_int",
+        _raw(_doc(attributes={"v": _HOLE}), b"9" * 5_000),
+        frozenset(["schema_violation", "invalid_json"]),
+    )
+    add(
+        "num",
+        "float_1e400_latency",
+        _raw(_with("payload.latency_ms", _HOLE), b"1e400"),
+        frozenset(["schema_violation", "invalid_json"]),
+    )
     add("num", "nan_latency", _raw(_with("payload.latency_ms", _HOLE), b"NaN"), ij)
     add("num", "infinity_latency", _raw(_with("payload.latency_ms", _HOLE), b"Infinity"), ij)
     add("num", "minus_infinity_attribute", _raw(_doc(attributes={"v": _HOLE}), b"-Infinity"), ij)
     add("num", "nan_in_string_is_text", attr("NaN"), s)
-    add("num", "minus_zero_int_tokens", _raw(_with("payload.usage.output_tokens", _HOLE, "llm_call"), b"-0"), s)
+    add(
+        "num",
+        "minus_zero_int_tokens",
+        _raw(_with("payload.usage.output_tokens", _HOLE, "llm_call"), b"-0"),
+        s,
+    )
     add("num", "minus_zero_float_latency", _raw(_with("payload.latency_ms", _HOLE), b"-0.0"), s)
-    add("num", "float_in_int_field", orjson.dumps(_with("payload.usage.input_tokens", 1000.0, "llm_call")), sv)
-    add("num", "fraction_in_int_field", orjson.dumps(_with("payload.usage.input_tokens", 1.5, "llm_call")), sv)
-    add("num", "exponent_in_int_field", _raw(_with("payload.usage.input_tokens", _HOLE, "llm_call"), b"1e3"), sv)
-    add("num", "bool_in_int_field", orjson.dumps(_with("payload.usage.input_tokens", True, "llm_call")), sv)
-    add("num", "string_in_int_field", orjson.dumps(_with("payload.usage.input_tokens", "1000", "llm_call")), sv)
-    add("num", "negative_tokens", orjson.dumps(_with("payload.usage.input_tokens", -1, "llm_call")), sv)
+    add(
+        "num",
+        "float_in_int_field",
+        orjson.dumps(_with("payload.usage.input_tokens", 1000.0, "llm_call")),
+        sv,
+    )
+    add(
+        "num",
+        "fraction_in_int_field",
+        orjson.dumps(_with("payload.usage.input_tokens", 1.5, "llm_call")),
+        sv,
+    )
+    add(
+        "num",
+        "exponent_in_int_field",
+        _raw(_with("payload.usage.input_tokens", _HOLE, "llm_call"), b"1e3"),
+        sv,
+    )
+    add(
+        "num",
+        "bool_in_int_field",
+        orjson.dumps(_with("payload.usage.input_tokens", True, "llm_call")),
+        sv,
+    )
+    add(
+        "num",
+        "string_in_int_field",
+        orjson.dumps(_with("payload.usage.input_tokens", "1000", "llm_call")),
+        sv,
+    )
+    add(
+        "num",
+        "negative_tokens",
+        orjson.dumps(_with("payload.usage.input_tokens", -1, "llm_call")),
+        sv,
+    )
     add("num", "int_in_float_field", orjson.dumps(_with("payload.latency_ms", 3)), s)
-    add("num", "float_max_latency", orjson.dumps(_with("payload.latency_ms", 1.7976931348623157e308)), sv)
+    add(
+        "num",
+        "float_max_latency",
+        orjson.dumps(_with("payload.latency_ms", 1.7976931348623157e308)),
+        sv,
+    )
     add("num", "float_attribute_1e300", attr(1e300), sv)
     add("num", "schema_version_as_string", orjson.dumps(_doc(schema_version="1")), sv)
     add("num", "schema_version_2", orjson.dumps(_doc(schema_version=2)), sv)
@@ -189,18 +274,48 @@ def cases() -> list[Case]:
     add("time", "leap_second", orjson.dumps(_doc(occurred_at="2016-12-31T23:59:60Z")), sv)
     add("time", "february_30", orjson.dumps(_doc(occurred_at="2026-02-30T10:00:00Z")), sv)
     add("time", "plus_0530_offset", orjson.dumps(_doc(occurred_at="2026-01-02T10:00:00+05:30")), s)
-    add("time", "far_future_vs_record", orjson.dumps(_doc(occurred_at="2150-01-01T00:00:00Z")), "occurred_at_in_future")
-    add("time", "one_hour_ahead_of_record", orjson.dumps(_doc()), "occurred_at_in_future",
-        timestamp_ms=now_ms - 3_600_000)  # fmt: skip
-    add("time", "old_record_timestamp_old_event", orjson.dumps(_doc(occurred_at="2001-05-05T00:00:00Z")), s,
-        timestamp_ms=989_024_400_000)  # an hour later  # fmt: skip
+    add(
+        "time",
+        "far_future_vs_record",
+        orjson.dumps(_doc(occurred_at="2150-01-01T00:00:00Z")),
+        "occurred_at_in_future",
+    )
+    add(
+        "time",
+        "one_hour_ahead_of_record",
+        orjson.dumps(_doc()),
+        "occurred_at_in_future",
+        timestamp_ms=now_ms - 3_600_000,
+    )
+    add(
+        "time",
+        "old_record_timestamp_old_event",
+        orjson.dumps(_doc(occurred_at="2001-05-05T00:00:00Z")),
+        s,
+        timestamp_ms=989_024_400_000,
+    )  # an hour later
     # ids
     add("id", "event_id_not_uuid", orjson.dumps(_doc(event_id="not-a-uuid")), sv)
-    add("id", "event_id_uuid4", orjson.dumps(_doc(event_id="0b9e4c4e-3f0e-4a7c-9d2e-6c1f5b7a8e90")), sv)
+    add(
+        "id",
+        "event_id_uuid4",
+        orjson.dumps(_doc(event_id="0b9e4c4e-3f0e-4a7c-9d2e-6c1f5b7a8e90")),
+        sv,
+    )
     add("id", "event_id_uppercase_v7", orjson.dumps(_doc(event_id=_doc()["event_id"].upper())), sv)
-    add("id", "event_id_no_hyphens", orjson.dumps(_doc(event_id=_doc()["event_id"].replace("-", ""))), sv)
+    add(
+        "id",
+        "event_id_no_hyphens",
+        orjson.dumps(_doc(event_id=_doc()["event_id"].replace("-", ""))),
+        sv,
+    )
     add("id", "event_id_braced", orjson.dumps(_doc(event_id="{" + _doc()["event_id"] + "}")), sv)
-    add("id", "event_id_nil", orjson.dumps(_doc(event_id="00000000-0000-0000-0000-000000000000")), sv)
+    add(
+        "id",
+        "event_id_nil",
+        orjson.dumps(_doc(event_id="00000000-0000-0000-0000-000000000000")),
+        sv,
+    )
     add("id", "event_id_empty", orjson.dumps(_doc(event_id="")), sv)
     add("id", "event_id_number", orjson.dumps(_doc(event_id=7)), sv)
     add("id", "trace_id_31_hex", orjson.dumps(_doc(trace_id="a" * 31)), sv)
@@ -214,7 +329,12 @@ def cases() -> list[Case]:
     # keys: duplicates in the body are rejected; Kafka keys never decide the tenant
     dk = frozenset(["duplicate_key"])
     add("key", "duplicate_tenant_id_top", _dup(b"{", b'"tenant_id":"victim"'), dk)
-    add("key", "duplicate_event_id_top", _dup(b"{", b'"event_id":"' + _doc()["event_id"].encode() + b'"'), dk)
+    add(
+        "key",
+        "duplicate_event_id_top",
+        _dup(b"{", b'"event_id":"' + _doc()["event_id"].encode() + b'"'),
+        dk,
+    )
     add("key", "duplicate_key_in_payload", _dup(b'"payload":{', b'"tool":"other_tool"'), dk)
     add("key", "duplicate_key_in_attributes", _dup(b'"attributes":{', b'"team":"b"'), dk)
     add("key", "duplicate_key_in_sdk", _dup(b'"sdk":{', b'"name":"evil"'), dk)
@@ -238,7 +358,9 @@ def cases() -> list[Case]:
     add("type", "payload_missing", orjson.dumps(_without("payload")), sv)
     add("type", "payload_field_missing", orjson.dumps(_without("payload.tool")), sv)
     add("type", "payload_is_array", orjson.dumps(_doc(payload=[1])), sv)
-    add("type", "payload_of_other_type", orjson.dumps(_doc(payload=_doc("llm_call")["payload"])), sv)
+    add(
+        "type", "payload_of_other_type", orjson.dumps(_doc(payload=_doc("llm_call")["payload"])), sv
+    )
     add("type", "extra_top_level_field", orjson.dumps(_doc(extra=1)), sv)
     add("type", "extra_payload_field", orjson.dumps(_with("payload.extra", 1)), sv)
     add("type", "sdk_missing", orjson.dumps(_without("sdk")), sv)
@@ -247,7 +369,12 @@ def cases() -> list[Case]:
     add("type", "trailing_comma", ok()[:-1] + b",}", ij)
     add("type", "two_documents", ok() + ok(), ij)
     add("type", "valid_llm_call", orjson.dumps(_doc("llm_call")), s)
-    add("type", "valid_unknown_model_priced_zero", orjson.dumps(_with("payload.request_model", "no-such-model-9", "llm_call")), s)
+    add(
+        "type",
+        "valid_unknown_model_priced_zero",
+        orjson.dumps(_with("payload.request_model", "no-such-model-9", "llm_call")),
+        s,
+    )
     names = [c.name for c in out]
     assert len(names) == len(set(names)), "case names are unique"
     return out
@@ -256,5 +383,8 @@ def cases() -> list[Case]:
 def sample(all_cases: list[Case], pick: Callable[[int], bool]) -> list[Case]:
     """Every case whose index passes `pick`, plus every case of the groups that crashed or
     stalled the sink before (sizes, numbers, times), without the multi-megabyte ones."""
-    return [c for i, c in enumerate(all_cases)
-            if not c.big and (pick(i) or c.group in ("size", "num", "time"))]  # fmt: skip
+    return [
+        c
+        for i, c in enumerate(all_cases)
+        if not c.big and (pick(i) or c.group in ("size", "num", "time"))
+    ]

@@ -50,16 +50,21 @@ class WorkerProcess:
     started_at: float = 0.0
 
     def start(self) -> WorkerProcess:
-        env = {**os.environ, **self.settings.to_env(), **self.extra_env,
-               "AGENTAUDIT_SINK_PROCESSES": str(self.sink_processes)}  # fmt: skip
+        env = {
+            **os.environ,
+            **self.settings.to_env(),
+            **self.extra_env,
+            "AGENTAUDIT_SINK_PROCESSES": str(self.sink_processes),
+        }
         args = [sys.executable, "-m", "agentaudit.cli.main", "worker"]
         if not self.stream_jobs:
             args.append("--no-stream-jobs")
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== worker start {time.strftime('%H:%M:%S')} ===\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)  # fmt: skip
+            self.proc = subprocess.Popen(
+                args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         self.started_at = time.monotonic()
         return self
 
@@ -134,7 +139,9 @@ def wait_until(
         time.sleep(POLL_S)  # polling another process's progress; nothing to await
 
 
-def query(settings: Settings, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]] | None:
+def query(
+    settings: Settings, sql: str, params: dict[str, Any] | None = None
+) -> list[tuple[Any, ...]] | None:
     """Rows through the running worker's store endpoint; None while it is not served (starting,
     killed, migrations not applied yet)."""
     if read_live_endpoint(settings) is None:
@@ -152,9 +159,12 @@ def query(settings: Settings, sql: str, params: dict[str, Any] | None = None) ->
 
 def counts(settings: Settings) -> tuple[int, int] | None:
     """(rows in events, rows in dead_letters) of this test's events topic."""
-    rows = query(settings, "SELECT (SELECT count() FROM agentaudit.events WHERE kafka_topic = {t:String}), "
-                 "(SELECT count() FROM agentaudit.dead_letters WHERE source_topic = {t:String})",
-                 {"t": settings.events_topic})  # fmt: skip
+    rows = query(
+        settings,
+        "SELECT (SELECT count() FROM agentaudit.events WHERE kafka_topic = {t:String}), "
+        "(SELECT count() FROM agentaudit.dead_letters WHERE source_topic = {t:String})",
+        {"t": settings.events_topic},
+    )
     return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
 
@@ -210,7 +220,9 @@ def reap_orphans(pids: set[int], grace: float) -> set[int]:
 # -- the end state every scenario checks -----------------------------------------------------
 
 
-def verify_trail(settings: Settings, expected_events: int, expected_dead: int | None = None) -> dict[str, int]:
+def verify_trail(
+    settings: Settings, expected_events: int, expected_dead: int | None = None
+) -> dict[str, int]:
     """Through the running worker: `count() = uniqExact(event_id) = expected_events`, each
     dead letter once, every chain verifies, and within each (tenant, partition) chain order
     is Kafka offset order. Returns the figures."""
@@ -218,25 +230,33 @@ def verify_trail(settings: Settings, expected_events: int, expected_dead: int | 
     with open_store(settings, attach=True) as store:
         row = store.query(
             "SELECT count(), uniqExact(event_id), uniqExact(tenant_id) FROM agentaudit.events "
-            "WHERE kafka_topic = {t:String}", t).result_rows[0]
+            "WHERE kafka_topic = {t:String}",
+            t,
+        ).result_rows[0]
         dl = store.query(
             "SELECT count(), uniqExact(kafka_partition, kafka_offset) FROM agentaudit.dead_letters "
-            "WHERE source_topic = {t:String}", t).result_rows[0]
+            "WHERE source_topic = {t:String}",
+            t,
+        ).result_rows[0]
         # Order: chain_seq and kafka_offset must sort the same way in every (tenant, partition).
-        disorder = store.query("""
+        disorder = store.query(
+            """
             SELECT count() FROM (
                 SELECT groupArray(kafka_offset) AS offs FROM (
                     SELECT tenant_id, kafka_partition, kafka_offset FROM agentaudit.events
                     WHERE kafka_topic = {t:String} ORDER BY tenant_id, kafka_partition, chain_seq)
                 GROUP BY tenant_id, kafka_partition)
             WHERE NOT arrayAll((x, i) -> i = 1 OR x > offs[i - 1], offs, arrayEnumerate(offs))""",
-                               t).result_rows[0][0]  # fmt: skip
+            t,
+        ).result_rows[0][0]
         count, unique, tenants = (int(v) for v in row)
         assert (count, unique) == (expected_events, expected_events), (
-            f"count()={count} uniqExact(event_id)={unique}, expected {expected_events} unique events")
+            f"count()={count} uniqExact(event_id)={unique}, expected {expected_events} unique events"
+        )
         if expected_dead is not None:
             assert tuple(int(v) for v in dl) == (expected_dead, expected_dead), (
-                f"dead letters (rows, unique offsets) = {dl}, expected {expected_dead}")
+                f"dead letters (rows, unique offsets) = {dl}, expected {expected_dead}"
+            )
         assert disorder == 0, f"{disorder} (tenant, partition) chains out of Kafka offset order"
         checked = assert_chains_valid(store)
     return {"stored": count, "dead_letters": int(dl[0]), "tenants": tenants, "chain_rows": checked}

@@ -47,10 +47,14 @@ class SteadyStream:
         await producer.start()
         try:
             i = 0
-            while not self.stop.wait(1 / STEADY_RATE):  # pacing the load, not waiting on a condition
+            while not self.stop.wait(
+                1 / STEADY_RATE
+            ):  # pacing the load, not waiting on a condition
                 tenant = f"steady-{i % STEADY_TENANTS}"
                 doc = event_dict(tenant=tenant)
-                await producer.send_and_wait(self.settings.events_topic, wire(doc), key=tenant.encode())
+                await producer.send_and_wait(
+                    self.settings.events_topic, wire(doc), key=tenant.encode()
+                )
                 self.sent_at[doc["event_id"]] = time.time()
                 i += 1
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
@@ -60,13 +64,16 @@ class SteadyStream:
 
 
 async def _produce_cases(settings: Settings, corpus: Sequence[Case]) -> dict[tuple[int, int], Case]:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=12 << 20)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, max_request_size=12 << 20
+    )
     await producer.start()
     try:
         where: dict[tuple[int, int], Case] = {}
         for case in corpus:
-            meta = await producer.send_and_wait(settings.events_topic, case.value, key=case.key,
-                                                timestamp_ms=case.timestamp_ms)  # fmt: skip
+            meta = await producer.send_and_wait(
+                settings.events_topic, case.value, key=case.key, timestamp_ms=case.timestamp_ms
+            )
             where[(meta.partition, meta.offset)] = case
         return where
     finally:
@@ -75,10 +82,18 @@ async def _produce_cases(settings: Settings, corpus: Sequence[Case]) -> dict[tup
 
 def _outcomes(settings: Settings) -> dict[tuple[int, int], str] | None:
     t = {"t": settings.events_topic}
-    stored = query(settings, "SELECT kafka_partition, kafka_offset FROM agentaudit.events "
-                   "WHERE kafka_topic = {t:String}", t)  # fmt: skip
-    dead = query(settings, "SELECT kafka_partition, kafka_offset, reason FROM agentaudit.dead_letters "
-                 "WHERE source_topic = {t:String}", t)  # fmt: skip
+    stored = query(
+        settings,
+        "SELECT kafka_partition, kafka_offset FROM agentaudit.events "
+        "WHERE kafka_topic = {t:String}",
+        t,
+    )
+    dead = query(
+        settings,
+        "SELECT kafka_partition, kafka_offset, reason FROM agentaudit.dead_letters "
+        "WHERE source_topic = {t:String}",
+        t,
+    )
     if stored is None or dead is None:
         return None
     out = {(int(p), int(o)): STORED for p, o in stored}
@@ -92,35 +107,58 @@ def test_corpus_through_a_running_worker(broker: LocalBroker, tmp_path: Path, fi
     asyncio.run(ensure_topics(settings))
     worker = WorkerProcess(settings, tmp_path / "worker.log", 1, stream_jobs=True).start()
     steady = SteadyStream(settings)
-    figures(cases=len(corpus), valid=sum(c.valid for c in corpus), invalid=sum(not c.valid for c in corpus),
-            full=FULL)  # fmt: skip
+    figures(
+        cases=len(corpus),
+        valid=sum(c.valid for c in corpus),
+        invalid=sum(not c.valid for c in corpus),
+        full=FULL,
+    )
     began = time.monotonic()
     try:
         wait_served(worker)
         steady.thread.start()
         where = asyncio.run(_produce_cases(settings, corpus))
         try:
-            wait_until(lambda: _outcomes(settings), lambda seen: where.keys() <= seen.keys(), 120,
-                       "every corpus case stored or dead-lettered", worker)  # fmt: skip
+            wait_until(
+                lambda: _outcomes(settings),
+                lambda seen: where.keys() <= seen.keys(),
+                120,
+                "every corpus case stored or dead-lettered",
+                worker,
+            )
         finally:
             steady.stop.set()
             steady.thread.join(30)
             seen = _outcomes(settings) or {}
-            wrong = [f"{c.group}/{c.name}: {seen.get(pos, 'neither stored nor dead-lettered')}, "
-                     f"expected {'|'.join(sorted(c.expect))}"
-                     for pos, c in where.items() if seen.get(pos) not in c.expect]  # fmt: skip
+            wrong = [
+                f"{c.group}/{c.name}: {seen.get(pos, 'neither stored nor dead-lettered')}, "
+                f"expected {'|'.join(sorted(c.expect))}"
+                for pos, c in where.items()
+                if seen.get(pos) not in c.expect
+            ]
             figures(wrong=len(wrong), worker_alive=worker.alive())
         assert steady.error is None, steady.error
         assert not wrong, f"{len(wrong)} of {len(corpus)} cases wrong:\n" + "\n".join(wrong)
         ids = list(steady.sent_at)
         rows = wait_until(
-            lambda: query(settings, "SELECT toString(event_id), toUnixTimestamp64Micro(ingested_at) "
-                          "FROM agentaudit.events WHERE has({ids:Array(String)}, toString(event_id))",
-                          {"ids": ids}),
-            lambda r: len(r) == len(ids), 60, "every steady event stored", worker)
+            lambda: query(
+                settings,
+                "SELECT toString(event_id), toUnixTimestamp64Micro(ingested_at) "
+                "FROM agentaudit.events WHERE has({ids:Array(String)}, toString(event_id))",
+                {"ids": ids},
+            ),
+            lambda r: len(r) == len(ids),
+            60,
+            "every steady event stored",
+            worker,
+        )
         latency = sorted(us / 1e6 - steady.sent_at[i] for i, us in rows)
-        figures(steady_events=len(ids), steady_p50_s=round(latency[len(latency) // 2], 3),
-                steady_max_s=round(latency[-1], 3), elapsed_s=round(time.monotonic() - began, 1))
+        figures(
+            steady_events=len(ids),
+            steady_p50_s=round(latency[len(latency) // 2], 3),
+            steady_max_s=round(latency[-1], 3),
+            elapsed_s=round(time.monotonic() - began, 1),
+        )
         assert latency[-1] <= LATENCY_BOUND_S, f"a steady tenant's event took {latency[-1]:.1f}s"
         valid = sum(c.valid for c in corpus)
         trail = verify_trail(settings, valid + len(ids), len(corpus) - valid)

@@ -29,4 +29,6 @@ def verdict(case: Case) -> str:
 @pytest.mark.parametrize("case", cases(), ids=lambda c: f"{c.group}-{c.name}")
 def test_decoder_verdict(case: Case) -> None:
     got = verdict(case)
-    assert got in case.expect, f"{case.group}/{case.name}: got {got}, expected one of {sorted(case.expect)}"
+    assert got in case.expect, (
+        f"{case.group}/{case.name}: got {got}, expected one of {sorted(case.expect)}"
+    )

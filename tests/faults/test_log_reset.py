@@ -35,26 +35,41 @@ def _emit(client: Client, tenant: str, n: int) -> None:
         client.emit("tool_call", {**payload, "action": f"step-{i}"}, tenant_id=tenant)
 
 
-@pytest.mark.parametrize("stream_jobs", [False, True] if FULL else [False], ids=["no-jobs", "jobs"][:2 if FULL else 1])
-def test_broker_restarted_under_a_running_worker(tmp_path: Path, figures: Any, stream_jobs: bool) -> None:
+@pytest.mark.parametrize(
+    "stream_jobs", [False, True] if FULL else [False], ids=["no-jobs", "jobs"][: 2 if FULL else 1]
+)
+def test_broker_restarted_under_a_running_worker(
+    tmp_path: Path, figures: Any, stream_jobs: bool
+) -> None:
     port = free_port()
     broker = LocalBroker(port=port, log_path=tmp_path / "broker.log")
     broker.start()
     settings = fault_settings(broker, tmp_path)
     asyncio.run(ensure_topics(settings))
     worker = WorkerProcess(settings, tmp_path / "worker.log", 1, stream_jobs).start()
-    client = Client(KafkaTransport(settings.kafka_bootstrap, settings.events_topic),
-                    agent_id="reset-bot", kill_switch=False, reconnect_backoff=(0.2, 1.0))  # fmt: skip
+    client = Client(
+        KafkaTransport(settings.kafka_bootstrap, settings.events_topic),
+        agent_id="reset-bot",
+        kill_switch=False,
+        reconnect_backoff=(0.2, 1.0),
+    )
     began = time.monotonic()
     try:
         wait_served(worker)
         # Before: both producers, until the store holds it all (the watermarks are now high).
         _emit(client, "sdk-before", PER_PHASE)
-        asyncio.run(produce(settings.kafka_bootstrap, settings.events_topic,
-                            [(b"raw-before", wire(event_dict(tenant="raw-before"))) for _ in range(PER_PHASE)]))  # fmt: skip
+        asyncio.run(
+            produce(
+                settings.kafka_bootstrap,
+                settings.events_topic,
+                [(b"raw-before", wire(event_dict(tenant="raw-before"))) for _ in range(PER_PHASE)],
+            )
+        )
         assert client.flush(60, delivered=True), client.stats
         before = {"sdk-before": PER_PHASE, "raw-before": PER_PHASE}
-        wait_until(lambda: _per_tenant(settings), lambda c: c == before, 90, "phase 1 stored", worker)
+        wait_until(
+            lambda: _per_tenant(settings), lambda c: c == before, 90, "phase 1 stored", worker
+        )
 
         broker.stop()  # the log is gone; the worker and the SDK client keep running
         restart = LocalBroker(port=port, log_path=tmp_path / "broker.log")
@@ -62,24 +77,41 @@ def test_broker_restarted_under_a_running_worker(tmp_path: Path, figures: Any, s
         broker = restart
         asyncio.run(ensure_topics(settings))
         _emit(client, "sdk-after", PER_PHASE)
-        asyncio.run(produce(settings.kafka_bootstrap, settings.events_topic,
-                            [(b"raw-after", wire(event_dict(tenant="raw-after"))) for _ in range(PER_PHASE)]))  # fmt: skip
+        asyncio.run(
+            produce(
+                settings.kafka_bootstrap,
+                settings.events_topic,
+                [(b"raw-after", wire(event_dict(tenant="raw-after"))) for _ in range(PER_PHASE)],
+            )
+        )
         assert client.flush(60, delivered=True), client.stats
         stats = client.stats
-        figures(stream_jobs=stream_jobs, sdk_sent=stats.sent, sdk_invalid=stats.invalid,
-                sdk_dropped=stats.dropped_queue_full + stats.dropped_spool_full, raw_sent=2 * PER_PHASE)  # fmt: skip
+        figures(
+            stream_jobs=stream_jobs,
+            sdk_sent=stats.sent,
+            sdk_invalid=stats.invalid,
+            sdk_dropped=stats.dropped_queue_full + stats.dropped_spool_full,
+            raw_sent=2 * PER_PHASE,
+        )
         assert stats.sent == 2 * PER_PHASE, stats
         want = {**before, "sdk-after": PER_PHASE, "raw-after": PER_PHASE}
         try:
-            got = wait_until(lambda: _per_tenant(settings), lambda c: c == want, 90,
-                             "every event emitted after the broker restart stored", worker)  # fmt: skip
+            got = wait_until(
+                lambda: _per_tenant(settings),
+                lambda c: c == want,
+                90,
+                "every event emitted after the broker restart stored",
+                worker,
+            )
         finally:
             figures(stored_by_tenant=_per_tenant(settings))
         trail = verify_trail(settings, sum(got.values()))
         figures(chain_rows=trail["chain_rows"])
         code, took = worker.terminate()
         figures(stop_s=round(took, 1), elapsed_s=round(time.monotonic() - began, 1))
-        assert code == 0, f"worker exit code {code} on SIGTERM after {took:.0f}s:\n{worker.output_tail()}"
+        assert code == 0, (
+            f"worker exit code {code} on SIGTERM after {took:.0f}s:\n{worker.output_tail()}"
+        )
         assert took < 30, f"SIGTERM took {took:.0f}s after the log reset"
     finally:
         client.shutdown(10)

@@ -23,8 +23,10 @@ from tests.faults.harness import WorkerProcess, counts, query, verify_trail, wai
 from tests.faults.traffic import Message, produce
 
 # kafka-python 3.0 loads its protocol schemas with deprecated importlib.resources calls.
-pytestmark = [pytest.mark.filterwarnings("ignore:read_text is deprecated:DeprecationWarning"),
-              pytest.mark.filterwarnings("ignore:open_text is deprecated:DeprecationWarning")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:read_text is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:open_text is deprecated:DeprecationWarning"),
+]
 
 TENANTS = ["kf-b", "pt-0", "pt-1", "pt-2", "pt-3"]
 """`kf-b`: librdkafka puts it on partition 5 of 6, murmur2 on partition 1 (issue 9, item G)."""
@@ -35,15 +37,21 @@ def _events(rng: random.Random, n: int, key: Callable[[str, int], bytes | None])
     out: list[Message] = []
     for i in range(n):
         tenant = TENANTS[rng.randrange(len(TENANTS))]
-        out.append((key(tenant, i), wire(event_dict(tenant=tenant, kind=rng.choice(["llm_call", "tool_call"])))))
+        out.append(
+            (
+                key(tenant, i),
+                wire(event_dict(tenant=tenant, kind=rng.choice(["llm_call", "tool_call"]))),
+            )
+        )
     return out
 
 
 def _librdkafka(bootstrap: str, topic: str, messages: list[Message]) -> None:
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": False, "acks": "all",
-                         "linger.ms": 5})  # default partitioner: consistent_random  # fmt: skip
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": False, "acks": "all", "linger.ms": 5}
+    )  # default partitioner: consistent_random
     errors: list[str] = []
 
     def report(err: Any, _msg: Any) -> None:
@@ -74,7 +82,9 @@ def _aiokafka(bootstrap: str, topic: str, messages: list[Message]) -> None:
     asyncio.run(produce(bootstrap, topic, messages))  # murmur2; null keys: a random partition
 
 
-def test_mixed_partitioners_two_sink_processes(broker: LocalBroker, tmp_path: Path, figures: Any) -> None:
+def test_mixed_partitioners_two_sink_processes(
+    broker: LocalBroker, tmp_path: Path, figures: Any
+) -> None:
     rng = random.Random(9)
     per = 1500 if FULL else 400
     settings = fault_settings(broker, tmp_path, partitions=PARTITIONS)
@@ -83,7 +93,10 @@ def test_mixed_partitioners_two_sink_processes(broker: LocalBroker, tmp_path: Pa
         "librdkafka_null_key": (_librdkafka, _events(rng, per // 2, lambda t, i: None)),
         "kafka_python_murmur2": (_kafka_python, _events(rng, per, lambda t, i: t.encode())),
         "aiokafka_murmur2": (_aiokafka, _events(rng, per // 2, lambda t, i: t.encode())),
-        "aiokafka_other_tenant_key": (_aiokafka, _events(rng, per // 2, lambda t, i: f"other-{i % 7}".encode())),
+        "aiokafka_other_tenant_key": (
+            _aiokafka,
+            _events(rng, per // 2, lambda t, i: f"other-{i % 7}".encode()),
+        ),
         "aiokafka_binary_key": (_aiokafka, _events(rng, per // 4, lambda t, i: os.urandom(4))),
         "aiokafka_null_key": (_aiokafka, _events(rng, per // 4, lambda t, i: None)),
     }
@@ -109,16 +122,31 @@ def test_mixed_partitioners_two_sink_processes(broker: LocalBroker, tmp_path: Pa
         for t in threads:
             t.join(120)
         assert not failures, failures
-        stored = wait_until(lambda: counts(settings), lambda c: c[0] >= sent, 120,
-                            f"{sent} events stored by two sink processes", worker)  # fmt: skip
-        spread = query(settings, "SELECT tenant_id, uniqExact(kafka_partition) FROM agentaudit.events "
-                       "GROUP BY tenant_id ORDER BY tenant_id") or []  # fmt: skip
+        stored = wait_until(
+            lambda: counts(settings),
+            lambda c: c[0] >= sent,
+            120,
+            f"{sent} events stored by two sink processes",
+            worker,
+        )
+        spread = (
+            query(
+                settings,
+                "SELECT tenant_id, uniqExact(kafka_partition) FROM agentaudit.events "
+                "GROUP BY tenant_id ORDER BY tenant_id",
+            )
+            or []
+        )
         figures(stored=stored[0], partitions_per_tenant=dict(spread))
         # The scenario is only a test if tenants really are spread over partitions.
         assert all(n >= 2 for _, n in spread), spread
         trail = verify_trail(settings, sent, 0)
         code, took = worker.terminate()
-        figures(chain_rows=trail["chain_rows"], stop_s=round(took, 1), elapsed_s=round(time.monotonic() - began, 1))
+        figures(
+            chain_rows=trail["chain_rows"],
+            stop_s=round(took, 1),
+            elapsed_s=round(time.monotonic() - began, 1),
+        )
         assert code == 0, worker.output_tail()
     finally:
         worker.ensure_stopped()

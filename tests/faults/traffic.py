@@ -31,8 +31,14 @@ class Traffic:
         return self.duplicates / max(1, self.unique_events)
 
 
-def build_traffic(rng: random.Random, events: int, tenants: int, dup_rate: float = 0.06,
-                  junk_every: int = 250, prefix: str = "kt") -> Traffic:  # fmt: skip
+def build_traffic(
+    rng: random.Random,
+    events: int,
+    tenants: int,
+    dup_rate: float = 0.06,
+    junk_every: int = 250,
+    prefix: str = "kt",
+) -> Traffic:
     """`events` unique events over `tenants` tenants. A share `dup_rate` of them is delivered
     twice, the same bytes under the same key (an SDK retry whose first attempt did land), the
     copy either right behind the original or up to 400 messages later; one undecodable
@@ -42,7 +48,10 @@ def build_traffic(rng: random.Random, events: int, tenants: int, dup_rate: float
     dups = junk = 0
     for i in range(events):
         tenant = f"{prefix}-{rng.randrange(tenants)}"
-        msg: Message = (tenant.encode(), wire(event_dict(tenant=tenant, kind=rng.choice(["llm_call", "tool_call"]))))
+        msg: Message = (
+            tenant.encode(),
+            wire(event_dict(tenant=tenant, kind=rng.choice(["llm_call", "tool_call"]))),
+        )
         out.append(msg)
         if rng.random() < dup_rate:
             dups += 1
@@ -56,16 +65,26 @@ def build_traffic(rng: random.Random, events: int, tenants: int, dup_rate: float
     return Traffic(out, events, dups, junk)
 
 
-async def produce(bootstrap: str, topic: str, messages: Sequence[Message], rate: float | None = None,
-                  chunk: int = 100, max_request_size: int = 2 << 20) -> None:  # fmt: skip
+async def produce(
+    bootstrap: str,
+    topic: str,
+    messages: Sequence[Message],
+    rate: float | None = None,
+    chunk: int = 100,
+    max_request_size: int = 2 << 20,
+) -> None:
     """Send in order, `chunk` messages at a time, at most `rate` messages/s (pacing the load
     generator, not waiting for anything)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=max_request_size, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, max_request_size=max_request_size, linger_ms=5
+    )
     await producer.start()
     try:
         began = time.monotonic()
         for start in range(0, len(messages), chunk):
-            futures = [await producer.send(topic, v, key=k) for k, v in messages[start:start + chunk]]
+            futures = [
+                await producer.send(topic, v, key=k) for k, v in messages[start : start + chunk]
+            ]
             await asyncio.gather(*futures)
             if rate:
                 ahead = (start + chunk) / rate - (time.monotonic() - began)

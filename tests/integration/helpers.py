@@ -21,10 +21,14 @@ from agentaudit_schemas.canonical import GENESIS_HASH
 
 
 async def produce_raw(
-    settings: Settings, messages: Sequence[tuple[bytes | None, bytes | None]], topic: str | None = None
+    settings: Settings,
+    messages: Sequence[tuple[bytes | None, bytes | None]],
+    topic: str | None = None,
 ) -> None:
     """Write (key, value) pairs in order to `topic` (default: the events topic)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=2 << 20)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, max_request_size=2 << 20
+    )
     await producer.start()
     try:
         for key, value in messages:
@@ -35,7 +39,9 @@ async def produce_raw(
 
 
 async def produce_placed(
-    settings: Settings, messages: Sequence[tuple[int | None, bytes | None, bytes | None]], **options: Any
+    settings: Settings,
+    messages: Sequence[tuple[int | None, bytes | None, bytes | None]],
+    **options: Any,
 ) -> None:
     """Write (partition, key, value) triples in order to the events topic; partition None
     leaves it to the producer's partitioner."""
@@ -49,7 +55,9 @@ async def produce_placed(
         await producer.stop()
 
 
-async def sink_until(settings: Settings, store: Store, done: Callable[[SinkWorker], bool], timeout: float = 60) -> SinkWorker:
+async def sink_until(
+    settings: Settings, store: Store, done: Callable[[SinkWorker], bool], timeout: float = 60
+) -> SinkWorker:
     """Run an in-process sink until `done(worker)` holds after a flush; fail after `timeout`."""
     flushed = asyncio.Event()
     worker = SinkWorker(settings, store, on_flush=lambda _b: flushed.set())
@@ -75,7 +83,10 @@ async def sink_until(settings: Settings, store: Store, done: Callable[[SinkWorke
 def served_scalar(settings: Settings, sql: str) -> Any | None:
     """`sql`'s one value through the process that owns the store; None while it is not
     served yet, or served before its migrations ran (the worker starts serving first)."""
-    with contextlib.suppress(StoreUnavailable, BadQuery, DatabaseError), open_store(settings, attach=True) as store:
+    with (
+        contextlib.suppress(StoreUnavailable, BadQuery, DatabaseError),
+        open_store(settings, attach=True) as store,
+    ):
         return scalar(store, sql)
     return None
 
@@ -103,7 +114,11 @@ def assert_chains_valid(store: Store) -> int:
         row_hash = row_hash.decode() if isinstance(row_hash, bytes) else row_hash
         assert seq == expected_seq, f"{chain}: gap or repeat at seq {seq}, expected {expected_seq}"
         assert prev_hash == prev, f"{chain}: broken link at seq {seq}"
-        assert row_hash == hashlib.sha256(prev.encode() + payload).hexdigest(), f"{chain}: bad hash at {seq}"
-        assert (epoch, offset) > source, f"{chain}: seq {seq} at {(epoch, offset)} is not after {source}"
+        assert row_hash == hashlib.sha256(prev.encode() + payload).hexdigest(), (
+            f"{chain}: bad hash at {seq}"
+        )
+        assert (epoch, offset) > source, (
+            f"{chain}: seq {seq} at {(epoch, offset)} is not after {source}"
+        )
         prev, source = row_hash, (epoch, offset)
     return len(rows)

@@ -86,10 +86,13 @@ class RunningSink:
 
     async def wait(self, accepted: int = 0, signed: int = 0, timeout: float = 60) -> None:
         """Until at least `accepted` events are stored and `signed` checkpoints signed."""
-        await poll_until(lambda: self.accepted >= accepted and self.signed >= signed, timeout,
-                         f"{accepted} events stored and {signed} checkpoints signed",
-                         check=lambda: self.task.result() if self.task.done() else None,
-                         detail=lambda: f"{self.worker.processor.counters}, {self.signed} signed")  # fmt: skip
+        await poll_until(
+            lambda: self.accepted >= accepted and self.signed >= signed,
+            timeout,
+            f"{accepted} events stored and {signed} checkpoints signed",
+            check=lambda: self.task.result() if self.task.done() else None,
+            detail=lambda: f"{self.worker.processor.counters}, {self.signed} signed",
+        )
 
     async def stop(self) -> None:
         self.worker.stop()
@@ -107,7 +110,9 @@ async def running_sink(settings: Settings, store: Store) -> AsyncIterator[Runnin
 
 
 @contextlib.contextmanager
-def built_store(tmp_path: Path, rows: int, chains: int, every: int) -> Iterator[tuple[Settings, Store]]:
+def built_store(
+    tmp_path: Path, rows: int, chains: int, every: int
+) -> Iterator[tuple[Settings, Store]]:
     """A fresh owned store with a signing key and `build_signed_store`'s trail in it."""
     from agentaudit.bench.trail_measure import build_signed_store
     from agentaudit.keyring import init_keys

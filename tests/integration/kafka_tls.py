@@ -67,12 +67,18 @@ def _cert(
     if ca:
         builder = builder.add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
-        )  # fmt: skip
+        )
     if san:
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
     if usage:
@@ -96,25 +102,34 @@ def make_certs(directory: Path, *, key_password: bytes | None = None) -> CertFil
     def write_key(name: str, k: ec.EllipticCurvePrivateKey, password: bytes | None = None) -> Path:
         path = directory / name
         encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(password) if password
+            serialization.BestAvailableEncryption(password)
+            if password
             else serialization.NoEncryption()
-        )  # fmt: skip
+        )
         path.write_bytes(
-            k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+            k.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+            )
         )
         return path
 
     ca_key, server_key, client_key, other_key = key(), key(), key(), key()
     ca = _cert("agentaudit-test-ca", ca_key, "agentaudit-test-ca", ca_key, ca=True)
     server = _cert(
-        "localhost", server_key, "agentaudit-test-ca", ca_key,
+        "localhost",
+        server_key,
+        "agentaudit-test-ca",
+        ca_key,
         san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
         usage=[ExtendedKeyUsageOID.SERVER_AUTH],
-    )  # fmt: skip
+    )
     client = _cert(
-        "agentaudit-client", client_key, "agentaudit-test-ca", ca_key,
+        "agentaudit-client",
+        client_key,
+        "agentaudit-test-ca",
+        ca_key,
         usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
-    )  # fmt: skip
+    )
     other = _cert("other-ca", other_key, "other-ca", other_key, ca=True)
     return CertFiles(
         ca=write_cert("ca.pem", ca),
@@ -131,7 +146,9 @@ class TlsProxy:
     (plaintext), on its own event loop in a daemon thread. `require_client_cert`: the
     handshake fails unless the client presents a certificate signed by the CA (mutual TLS)."""
 
-    def __init__(self, certs: CertFiles, port: int, upstream_port: int, *, require_client_cert: bool) -> None:
+    def __init__(
+        self, certs: CertFiles, port: int, upstream_port: int, *, require_client_cert: bool
+    ) -> None:
         self.port = port
         self._upstream_port = upstream_port
         self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -140,7 +157,9 @@ class TlsProxy:
             self._context.load_verify_locations(certs.ca)
             self._context.verify_mode = ssl.CERT_REQUIRED
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="tls-proxy")
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="tls-proxy"
+        )
         self._server: asyncio.Server | None = None
 
     def start(self) -> None:

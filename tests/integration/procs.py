@@ -15,7 +15,11 @@ def stat(pid: int) -> list[str] | None:
 
 
 def children_of(pid: int) -> set[int]:
-    return {int(e) for e in os.listdir("/proc") if e.isdigit() and (f := stat(int(e))) and int(f[1]) == pid}
+    return {
+        int(e)
+        for e in os.listdir("/proc")
+        if e.isdigit() and (f := stat(int(e))) and int(f[1]) == pid
+    }
 
 
 def alive(pid: int) -> bool:

@@ -69,8 +69,9 @@ async def _sink_batches(settings: Settings, store: Store, first: int, batches: i
 
 def build_trail(broker: LocalBroker, base: Path) -> Trail:
     """Sink PHASE1 batches, copy the store (`early`), sink PHASE2 more; all in `base`."""
-    settings = isolated_settings(broker.bootstrap, base, checkpoint_dir=base / "anchors",
-                                 checkpoint_interval_s=0.2)  # fmt: skip
+    settings = isolated_settings(
+        broker.bootstrap, base, checkpoint_dir=base / "anchors", checkpoint_interval_s=0.2
+    )
 
     async def build() -> tuple[Chain, ...]:
         await ensure_topics(settings)

@@ -89,8 +89,11 @@ async def test_demo_fleet_trail_finds_every_injected_case_and_flags_nothing_else
 
         # every REQUIRE_APPROVAL decision is joined to its approval and, if approved, its execution
         required = [a for a in actions if a["decision"] == "REQUIRE_APPROVAL"]
-        assert len(required) == _count(store, "SELECT count() FROM agentaudit.events "
-                                       "WHERE type = 'policy_decision' AND decision = 'REQUIRE_APPROVAL'")  # fmt: skip
+        assert len(required) == _count(
+            store,
+            "SELECT count() FROM agentaudit.events "
+            "WHERE type = 'policy_decision' AND decision = 'REQUIRE_APPROVAL'",
+        )
         assert len(required) >= 5
         for a in required:
             assert a["approval_id"], a
@@ -114,13 +117,18 @@ async def test_demo_fleet_trail_finds_every_injected_case_and_flags_nothing_else
 
 
 def _check_cli(
-    env: dict[str, str], injected: dict[str, str], by_id: dict[str, dict[str, Any]], runs: dict[str, Any]
+    env: dict[str, str],
+    injected: dict[str, str],
+    by_id: dict[str, dict[str, Any]],
+    runs: dict[str, Any],
 ) -> None:
     """The command line, against the same store (now opened by the CLI itself)."""
 
     def trail(*args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "agentaudit.cli.main", "trail", *args]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+        return subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
 
     done = trail("--run", runs["rogue"], "--flagged", "--format", "json")
     assert done.returncode == 1, done.stderr  # flagged actions found

@@ -63,8 +63,15 @@ def llm_call(
     tenant: str, at: datetime, rng: random.Random, served: str = SERVED_A, **changes: Any
 ) -> Message:
     usage = {"input_tokens": rng.randint(18_000, 22_000), "output_tokens": rng.randint(900, 1100)}
-    return event(tenant, "llm_call", at, usage=usage, response_model=served,
-                 latency_ms=round(rng.uniform(700, 1000), 1), **changes)  # fmt: skip
+    return event(
+        tenant,
+        "llm_call",
+        at,
+        usage=usage,
+        response_model=served,
+        latency_ms=round(rng.uniform(700, 1000), 1),
+        **changes,
+    )
 
 
 def minute_floor(at: datetime) -> datetime:
@@ -78,8 +85,9 @@ def jobs_app(settings: Settings, clock: FakeClock) -> StreamJobsApp:
 async def process(jobs: StreamJobsApp, settings: Settings, messages: list[Message]) -> None:
     sent = jobs.jobs.counters.events
     await produce_raw(settings, messages)
-    await poll_until(lambda: jobs.jobs.counters.events >= sent + len(messages), 60,
-                     "events processed")  # fmt: skip
+    await poll_until(
+        lambda: jobs.jobs.counters.events >= sent + len(messages), 60, "events processed"
+    )
 
 
 async def idle_closed(jobs: StreamJobsApp, now: datetime) -> None:
@@ -140,8 +148,14 @@ async def test_a_spend_spike_raises_one_spend_anomaly_for_that_tenant_only(
 
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**settings_env(settings), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "agentaudit.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "agentaudit.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def cli(settings: Settings, *args: str) -> str:
@@ -161,8 +175,9 @@ def one_line_error(settings: Settings, *args: str) -> str:
     return lines[0]
 
 
-def eval_run(tenant: str, start: datetime, version: str, cases: list[str], runs: int,
-             fail_every: int) -> list[Message]:  # fmt: skip
+def eval_run(
+    tenant: str, start: datetime, version: str, cases: list[str], runs: int, fail_every: int
+) -> list[Message]:
     """`runs` passes over the gold set, one result a minute's fraction apart; case i fails when
     i % fail_every == 0 (a score near 0.3), else passes (near 0.85)."""
     out, at = [], start
@@ -170,9 +185,20 @@ def eval_run(tenant: str, start: datetime, version: str, cases: list[str], runs:
         for i, case in enumerate(cases):
             passed = i % fail_every != 0
             score = (0.8 + 0.003 * (i % 30) if passed else 0.25 + 0.003 * (i % 30)) + 0.001 * run
-            out.append(event(tenant, "eval_result", at, version, gold_set_id="support-gold",
-                             case_id=case, metric="correctness", score=round(score, 4),
-                             passed=passed, evaluator="judge"))  # fmt: skip
+            out.append(
+                event(
+                    tenant,
+                    "eval_result",
+                    at,
+                    version,
+                    gold_set_id="support-gold",
+                    case_id=case,
+                    metric="correctness",
+                    score=round(score, 4),
+                    passed=passed,
+                    evaluator="judge",
+                )
+            )
             at += timedelta(seconds=20)
     return out
 
@@ -191,21 +217,47 @@ async def test_b_a_degraded_agent_version_raises_eval_drift_against_its_pin(
     reference += [llm_call(tenant, hour + timedelta(minutes=i), rng) for i in range(20)]
     # Version 1.1.0 an hour later passes 30 of 60 (50 %), on the same model.
     degraded = eval_run(tenant, hour + timedelta(hours=1), "1.1.0", cases, runs=1, fail_every=2)
-    degraded += [llm_call(tenant, hour + timedelta(hours=1, minutes=i), rng, agent_version="1.1.0")
-                 for i in range(20)]  # fmt: skip
+    degraded += [
+        llm_call(tenant, hour + timedelta(hours=1, minutes=i), rng, agent_version="1.1.0")
+        for i in range(20)
+    ]
     with open_store(settings) as store:
         migrate(store)
         added = cli(settings, "goldsets", "add", str(gold))
         assert "support-gold" in added and "sha256:" in added and "#1" in added, added
         await produce_raw(settings, reference)
         await sink_until(settings, store, lambda w: w.processor.counters.accepted >= len(reference))
-        pinned = cli(settings, "goldsets", "pin", "--tenant", tenant, "--goldset", "support-gold",
-                     "--metric", "correctness", "--agent-version", "1.0.0",
-                     "--model", SERVED_A)  # fmt: skip
+        pinned = cli(
+            settings,
+            "goldsets",
+            "pin",
+            "--tenant",
+            tenant,
+            "--goldset",
+            "support-gold",
+            "--metric",
+            "correctness",
+            "--agent-version",
+            "1.0.0",
+            "--model",
+            SERVED_A,
+        )
         assert f"{tenant}|support-gold|correctness" in pinned and "0.9" in pinned, pinned
-        error = one_line_error(settings, "goldsets", "pin", "--tenant", tenant, "--goldset",
-                               "support-gold", "--metric", "correctness", "--agent-version",
-                               "9.9.9", "--model", SERVED_A)  # fmt: skip
+        error = one_line_error(
+            settings,
+            "goldsets",
+            "pin",
+            "--tenant",
+            tenant,
+            "--goldset",
+            "support-gold",
+            "--metric",
+            "correctness",
+            "--agent-version",
+            "9.9.9",
+            "--model",
+            SERVED_A,
+        )
         assert "no eval_result events" in error and "1.0.0 (120)" in error, error
 
         clock = FakeClock()
@@ -217,14 +269,16 @@ async def test_b_a_degraded_agent_version_raises_eval_drift_against_its_pin(
                 await poll_until(jobs.pins_seen.is_set, 30, "the pins topic read")
                 assert jobs.jobs.detection.pins.current(tenant, "support-gold", "correctness")
                 # the jobs read the topic from the start: the reference first, by the real clock
-                await poll_until(lambda: jobs.jobs.counters.events >= len(reference), 60,
-                                 "reference read")  # fmt: skip
+                await poll_until(
+                    lambda: jobs.jobs.counters.events >= len(reference), 60, "reference read"
+                )
                 await process(jobs, settings, degraded)
                 clock.at = datetime.now(UTC) + timedelta(minutes=1)  # idle: the windows close
                 await idle_closed(jobs, clock.at)
                 sql = "SELECT count() FROM agentaudit.drift_scores WHERE tenant_id = {t:String}"
-                await poll_until(lambda: scalar(store, sql, {"t": tenant}) >= 4, 30,
-                                 "drift scores stored")  # fmt: skip
+                await poll_until(
+                    lambda: scalar(store, sql, {"t": tenant}) >= 4, 30, "drift scores stored"
+                )
         finally:
             records.stop()
             await sink_task
@@ -232,23 +286,31 @@ async def test_b_a_degraded_agent_version_raises_eval_drift_against_its_pin(
             "SELECT agent_id, agent_version, test, drifted, reference_n, current_n "
             "FROM agentaudit.drift_scores WHERE tenant_id = {t:String} "
             "AND subject = 'goldset:support-gold/correctness' ORDER BY window_start, test",
-            {"t": tenant}).result_rows  # fmt: skip
-        alerts = store.query("SELECT kind, agent_id, observed, baseline FROM agentaudit.alerts "
-                             "WHERE tenant_id = {t:String}", {"t": tenant}).result_rows  # fmt: skip
+            {"t": tenant},
+        ).result_rows
+        alerts = store.query(
+            "SELECT kind, agent_id, observed, baseline FROM agentaudit.alerts "
+            "WHERE tenant_id = {t:String}",
+            {"t": tenant},
+        ).result_rows
     # The approved version measured against its own pin does not drift; 1.1.0 does on both tests.
     assert [tuple(r) for r in scores] == [
         ("support-bot", "1.0.0", "chi2", False, 120, 120),
         ("support-bot", "1.0.0", "ks", False, 120, 120),
         ("support-bot", "1.1.0", "chi2", True, 120, 60),
         ("support-bot", "1.1.0", "ks", True, 120, 60),
-    ]  # fmt: skip
+    ]
     assert [(k, a) for k, a, _, _ in alerts] == [("EvalDrift", "support-bot")], alerts
     assert (alerts[0][2], alerts[0][3]) == (0.5, 0.9)
     [pin] = [
         json.loads(line) for line in cli(settings, "goldsets", "pins", "-f", "json").splitlines()
     ]
     assert (pin["tenant"], pin["agent_version"], pin["results"], pin["pass_rate"]) == (
-        tenant, "1.0.0", 120, 0.9)  # fmt: skip
+        tenant,
+        "1.0.0",
+        120,
+        0.9,
+    )
     assert pin["served_models"] == f"support-bot: gpt-5-mini → {SERVED_A}"
 
 
@@ -269,17 +331,46 @@ async def test_goldsets_add_is_idempotent_and_mistakes_are_one_line_errors(
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"case_id": "r-1"}\n{"case_id": "r-1"}\n')
     assert "line 2" in one_line_error(settings, "goldsets", "add", str(bad))
-    error = one_line_error(settings, "goldsets", "pin", "--tenant", "acme", "--goldset", "nope",
-                           "--metric", "m", "--agent-version", "1", "--model", "x")  # fmt: skip
+    error = one_line_error(
+        settings,
+        "goldsets",
+        "pin",
+        "--tenant",
+        "acme",
+        "--goldset",
+        "nope",
+        "--metric",
+        "m",
+        "--agent-version",
+        "1",
+        "--model",
+        "x",
+    )
     assert "no gold set 'nope'" in error, error
     # A pin on the topic (published as `goldsets pin` would), then unpinned with a tombstone.
     version = resolve_version(await read_goldsets(settings), "refunds", None)
-    pin = make_pin("acme", version, "m", "1.0.0", "x", [("r-1", 1.0, True), ("r-2", 0.5, False)],
-                   datetime.now(UTC))  # fmt: skip
+    pin = make_pin(
+        "acme",
+        version,
+        "m",
+        "1.0.0",
+        "x",
+        [("r-1", 1.0, True), ("r-2", 0.5, False)],
+        datetime.now(UTC),
+    )
     await publish_pin(settings, PinRecord(pin))
     target = ("--tenant", "acme", "--goldset", "refunds", "--metric", "m")
-    wrong = one_line_error(settings, "goldsets", "unpin", "--tenant", "acme", "--goldset",
-                           "refunds", "--metric", "other")  # fmt: skip
+    wrong = one_line_error(
+        settings,
+        "goldsets",
+        "unpin",
+        "--tenant",
+        "acme",
+        "--goldset",
+        "refunds",
+        "--metric",
+        "other",
+    )
     assert "no pin acme|refunds|other" in wrong and "(pins: acme|refunds|m)" in wrong, wrong
     jobs = jobs_app(settings, FakeClock())
     pinned = lambda: jobs.jobs.detection.pins.current("acme", "refunds", "m")
@@ -303,8 +394,10 @@ async def test_c_a_model_switch_raises_model_version_changed_once_also_across_a_
     clock.at = start + timedelta(minutes=30)
 
     def calls(first: int, n: int, served: str) -> list[Message]:
-        return [llm_call(tenant, start + timedelta(seconds=10 * (first + i)), rng, served)
-                for i in range(n)]  # fmt: skip
+        return [
+            llm_call(tenant, start + timedelta(seconds=10 * (first + i)), rng, served)
+            for i in range(n)
+        ]
 
     jobs = jobs_app(settings, clock)
     async with running(jobs.app, timeout=90):
@@ -323,5 +416,9 @@ async def test_c_a_model_switch_raises_model_version_changed_once_also_across_a_
     assert len(changed) == 1, changed  # one record on the topic, not one id published twice
     details = changed[0]["details"]
     assert (details["pinned_model"], details["served_model"]) == (SERVED_A, SERVED_B)
-    assert changed[0]["scope"] == {"tenant_id": tenant, "user_id": None, "agent_id": "support-bot",
-                                   "tool": None}  # fmt: skip
+    assert changed[0]["scope"] == {
+        "tenant_id": tenant,
+        "user_id": None,
+        "agent_id": "support-bot",
+        "tool": None,
+    }

@@ -26,8 +26,14 @@ pytestmark = pytest.mark.integration
 def cli(
     settings: Settings, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([".venv/bin/agentaudit", *args], capture_output=True, text=True, timeout=120, check=False,
-                          env={**settings_env(settings), **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [".venv/bin/agentaudit", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**settings_env(settings), **(env or {})},
+    )
 
 
 def test_add_query_as_list_rm_through_the_cli(settings: Settings) -> None:
@@ -40,8 +46,16 @@ def test_add_query_as_list_rm_through_the_cli(settings: Settings) -> None:
     assert added.returncode == 0, added.stderr
     token = added.stdout.split("token (shown once; give it to the auditor): ")[1].split()[0]
     env = {"AGENTAUDIT_AUDITOR_TOKEN": token}
-    ran = cli(settings, "query", "--as", "kim", "-f", "csv",
-              "SELECT tenant_id, count() FROM agentaudit.events GROUP BY tenant_id", env=env)  # fmt: skip
+    ran = cli(
+        settings,
+        "query",
+        "--as",
+        "kim",
+        "-f",
+        "csv",
+        "SELECT tenant_id, count() FROM agentaudit.events GROUP BY tenant_id",
+        env=env,
+    )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split() == ["tenant_id,count()", "tenant-1,5"]
     refused = cli(settings, "query", "--as", "kim", "SELECT * FROM system.one", env=env)

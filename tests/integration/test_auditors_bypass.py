@@ -80,7 +80,10 @@ def test_attempt_is_scoped_or_refused_on_both_channels(trail: Trail, case: dict[
         trail.expected["refused"] += 2
     else:
         expected = _rows(trail.store.query(case["same_as"]).result_rows)
-        assert _rows(run_cli(trail.settings, trail.store, "kim", trail.token, sql).result_rows) == expected
+        assert (
+            _rows(run_cli(trail.settings, trail.store, "kim", trail.token, sql).result_rows)
+            == expected
+        )
         assert _rows(trail.http.query(sql).result_rows) == expected
         trail.expected["allowed"] += 2
     assert fingerprint(trail.store) == trail.before  # no write, whatever the attempt
@@ -89,7 +92,9 @@ def test_attempt_is_scoped_or_refused_on_both_channels(trail: Trail, case: dict[
 def test_every_attempt_is_recorded_in_the_tenants_trail(trail: Trail) -> None:
     n = sum(trail.expected.values())
     assert n == 2 * len(CORPUS)
-    asyncio.run(sink_until(trail.settings, trail.store, lambda w: w.processor.counters.accepted >= n))
+    asyncio.run(
+        sink_until(trail.settings, trail.store, lambda w: w.processor.counters.accepted >= n)
+    )
     rows = trail.store.query(
         "SELECT verdict, channel, auditor, tenant_id, tenants FROM agentaudit.auditor_queries"
     ).result_rows

@@ -39,8 +39,11 @@ async def test_store_verify_reads_every_signed_row(settings: Settings) -> None:
     await ensure_topics(settings)
     with open_store(settings, own=True) as store:
         migrate(store)
-        await produce_raw(settings, [(b"b-1", wire(event_dict(tenant="b-1", kind="llm_call")))] * 1
-                          + [(b"b-2", wire(event_dict(tenant="b-2"))) for _ in range(30)])  # fmt: skip
+        await produce_raw(
+            settings,
+            [(b"b-1", wire(event_dict(tenant="b-1", kind="llm_call")))] * 1
+            + [(b"b-2", wire(event_dict(tenant="b-2"))) for _ in range(30)],
+        )
         await sink_until(settings, store, lambda w: w.processor.counters.accepted >= 31)
         figures = measure_store_verify(settings, store)
     assert figures.valid and figures.rows == 31 and figures.chains == 2
@@ -69,10 +72,23 @@ def test_a_forged_row_far_ahead_is_reached_without_walking_the_gap(tmp_path: Pat
     with built_store(tmp_path, 100, 1, every=100) as (settings, store):
         far = 10**12
         payload = b'{"event_id":"0190c1f2-0000-7000-8000-000000000001","occurred_at":"2026-11-06T10:00:00Z","tenant_id":"bench-0","type":"tool_call"}'
-        row = [payload, Decimal(0), True, "", settings.events_topic, 0, far, 0, far, "0" * 64,
-               "0" * 64, "0" * 64]  # fmt: skip
+        row = [
+            payload,
+            Decimal(0),
+            True,
+            "",
+            settings.events_topic,
+            0,
+            far,
+            0,
+            far,
+            "0" * 64,
+            "0" * 64,
+            "0" * 64,
+        ]
         store.insert(INGEST_TABLE, [[v] for v in row], INGEST_COLUMNS)
         reports = verify_store(settings, store, public_keys(settings))
     lines = [ln.render() for rep in reports for ln in rep.lines]
-    assert f"Rows localhost/agentaudit/bench-0/p0 101-{far}\tmissing rows (seq 101-{far - 1})" in lines
-
+    assert (
+        f"Rows localhost/agentaudit/bench-0/p0 101-{far}\tmissing rows (seq 101-{far - 1})" in lines
+    )

@@ -14,8 +14,12 @@ pytestmark = pytest.mark.integration
 
 
 async def _read_all(settings: Settings, n: int) -> list[bytes]:
-    consumer = AIOKafkaConsumer(settings.events_topic, bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", group_id=None)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        settings.events_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
     await consumer.start()
     try:
         values: list[bytes] = []
@@ -33,12 +37,16 @@ def test_events_emitted_while_broker_down_all_arrive_in_order(settings: Settings
 
     port = free_port()
     settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{port}", "partitions": 1})
-    client = Client.from_settings(settings, tenant_id="acme", agent_id="support-bot", agent_version="1.0.0")
+    client = Client.from_settings(
+        settings, tenant_id="acme", agent_id="support-bot", agent_version="1.0.0"
+    )
     try:
         for i in range(300):
             client.error("checkout", "timeout", message=f"attempt {i}")
         assert client.flush(30), "with the broker down, flush() returns once everything is spooled"
-        assert not client.flush(1, delivered=True), "delivery cannot succeed while the broker is down"
+        assert not client.flush(1, delivered=True), (
+            "delivery cannot succeed while the broker is down"
+        )
         assert client.stats.spooled >= 1 and client.stats.sent == 0
 
         with LocalBroker(port=port):

@@ -49,8 +49,10 @@ async def _migrated(settings: Settings) -> AsyncIterator[Store]:
 
 
 def _events(n: int, offset: int = 0) -> list[tuple[bytes, bytes]]:
-    return [(TENANTS[i % 2].encode(), wire(event_dict(tenant=TENANTS[i % 2], kind="llm_call")))
-            for i in range(offset, offset + n)]  # fmt: skip
+    return [
+        (TENANTS[i % 2].encode(), wire(event_dict(tenant=TENANTS[i % 2], kind="llm_call")))
+        for i in range(offset, offset + n)
+    ]
 
 
 async def _sink(settings: Settings, store: Store, total: int) -> SinkWorker:
@@ -64,7 +66,9 @@ async def test_every_chain_is_signed_anchored_and_grows_consistently(settings: S
         first = await _sink(settings, store, 200)
         assert first.checkpoints_signed >= 2
         before = assert_signed(settings, store)
-        assert all("handoff" in cps[-1].extensions for cps in before.values()), "stop signs a handoff"
+        assert all("handoff" in cps[-1].extensions for cps in before.values()), (
+            "stop signs a handoff"
+        )
         # A second sink (a restart) resumes the trees from the store and the anchor.
         await produce_raw(settings, _events(100, 200))
         await _sink(settings, store, 100)
@@ -106,11 +110,17 @@ async def test_a_store_behind_its_anchored_checkpoints_is_never_signed_again(
         caplog.set_level(logging.ERROR, logger="agentaudit.sink")
         await produce_raw(settings, _events(40, 40))
         await _sink(settings, store, 40)
-        assert anchored_checkpoints(settings, (tenant, part))[-1].size == size, "the shortened chain was signed"
-        assert any("will not be signed" in r.getMessage() and tenant in r.getMessage()
-                   for r in caplog.records)  # fmt: skip
+        assert anchored_checkpoints(settings, (tenant, part))[-1].size == size, (
+            "the shortened chain was signed"
+        )
+        assert any(
+            "will not be signed" in r.getMessage() and tenant in r.getMessage()
+            for r in caplog.records
+        )
         others = [k for k in signed if k != (tenant, part)]
-        assert others and all(anchored_checkpoints(settings, k)[-1].size > signed[k][-1].size for k in others)
+        assert others and all(
+            anchored_checkpoints(settings, k)[-1].size > signed[k][-1].size for k in others
+        )
 
 
 async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings) -> None:
@@ -122,7 +132,8 @@ async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings
         # A forged row with every hash recomputed, inserted straight into the store.
         last = store.query(
             "SELECT chain_seq, row_hash, payload FROM agentaudit.events WHERE tenant_id = {t:String} "
-            "AND kafka_partition = {p:UInt32} ORDER BY chain_seq DESC LIMIT 1", {"t": tenant, "p": part}
+            "AND kafka_partition = {p:UInt32} ORDER BY chain_seq DESC LIMIT 1",
+            {"t": tenant, "p": part},
         ).result_rows[0]
         forged = wire(event_dict(tenant=tenant, kind="tool_call"))
         from agentaudit_schemas.canonical import chain_hash
@@ -130,12 +141,37 @@ async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings
         prev = last[1].decode() if isinstance(last[1], bytes) else last[1]
         seq = int(last[0]) + 1
         lh = leaf_hash(encode_leaf(tenant, part, seq, Decimal(0), True, "", forged)).hex()
-        store.insert("agentaudit.events_ingest",
-                     [[forged], [Decimal(0)], [True], [""], [settings.events_topic], [part], [10**9],
-                      [0], [seq], [prev], [chain_hash(prev, forged)], [lh]],
-                     ("payload", "cost_usd", "priced", "pricing_version", "kafka_topic",
-                      "kafka_partition", "kafka_offset", "log_epoch", "chain_seq", "prev_hash",
-                      "row_hash", "leaf_hash"))  # fmt: skip
+        store.insert(
+            "agentaudit.events_ingest",
+            [
+                [forged],
+                [Decimal(0)],
+                [True],
+                [""],
+                [settings.events_topic],
+                [part],
+                [10**9],
+                [0],
+                [seq],
+                [prev],
+                [chain_hash(prev, forged)],
+                [lh],
+            ],
+            (
+                "payload",
+                "cost_usd",
+                "priced",
+                "pricing_version",
+                "kafka_topic",
+                "kafka_partition",
+                "kafka_offset",
+                "log_epoch",
+                "chain_seq",
+                "prev_hash",
+                "row_hash",
+                "leaf_hash",
+            ),
+        )
         await produce_raw(settings, _events(20, 20))
         await _sink(settings, store, 20)
         assert all(c.size <= cps[-1].size for c in anchored_checkpoints(settings, (tenant, part)))
@@ -185,14 +221,19 @@ async def test_an_ended_tenant_is_not_signed_again_while_the_sink_runs(settings:
             at = next(i for i, c in enumerate(cps) if "end" in c.extensions)
             assert cps[at].size == e.size
             assert all(c.size == e.size for c in cps[at:]), "a chain was signed past its end"
-            rows = scalar(store, "SELECT count() FROM agentaudit.events WHERE tenant_id = 'cp-a' "
-                                 f"AND kafka_partition = {e.chain[1]}")  # fmt: skip
+            rows = scalar(
+                store,
+                "SELECT count() FROM agentaudit.events WHERE tenant_id = 'cp-a' "
+                f"AND kafka_partition = {e.chain[1]}",
+            )
             assert rows > e.size, "events after the end are stored, not dropped"
         other = [(k, n) for k, n in assert_signed_keys(store) if k[0] == "cp-b"]
         assert other and all(anchored_checkpoints(settings, k)[-1].size == n for k, n in other)
 
 
 def assert_signed_keys(store: Store) -> list[tuple[tuple[str, int], int]]:
-    rows = store.query("SELECT tenant_id, kafka_partition, count() FROM agentaudit.events "
-                       "GROUP BY tenant_id, kafka_partition").result_rows  # fmt: skip
+    rows = store.query(
+        "SELECT tenant_id, kafka_partition, count() FROM agentaudit.events "
+        "GROUP BY tenant_id, kafka_partition"
+    ).result_rows
     return [((str(t), int(p)), int(n)) for t, p, n in rows]

@@ -17,10 +17,18 @@ from tests.conftest import DemoRun
 pytestmark = pytest.mark.integration
 
 
-def cli(*args: str, data_dir: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, data_dir: Path, timeout: float = 300, **env: str
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "AGENTAUDIT_DATA_DIR": str(data_dir), "COLUMNS": "200", **env}
-    return subprocess.run([sys.executable, "-m", "agentaudit.cli.main", *args], env=full_env,
-                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "agentaudit.cli.main", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def rows(result: subprocess.CompletedProcess[str]) -> list[dict]:
@@ -33,30 +41,83 @@ def test_demo_end_to_end_then_query(demo_run: DemoRun) -> None:
     # dashboards' and the report's tests.
     demo, tmp_path = demo_run, demo_run.data_dir
     # A short summary; the charts and tables are in the report it writes next to the store.
-    for line in ("events stored: ", f"dead letters: {len(MALFORMED)} (", "alerts: ", "breaker trips: ",
-                 "agentaudit verify: ", "agentaudit report --tenant"):  # fmt: skip
+    for line in (
+        "events stored: ",
+        f"dead letters: {len(MALFORMED)} (",
+        "alerts: ",
+        "breaker trips: ",
+        "agentaudit verify: ",
+        "agentaudit report --tenant",
+    ):
         assert line in demo.stdout
     assert "runs the SDK stopped" in demo.stdout
     report = (tmp_path / "report.html").resolve()
     assert f"report: {report}" in demo.stdout
-    assert report.read_text().startswith("<!DOCTYPE html>") and 'id="budget-burn"' in report.read_text()
+    assert (
+        report.read_text().startswith("<!DOCTYPE html>")
+        and 'id="budget-burn"' in report.read_text()
+    )
     assert len(demo.stdout.splitlines()) < 40, demo.stdout  # was ~200 lines of tables
 
-    tenants = rows(cli("query", "SELECT tenant_id, count() AS n, max(chain_seq) AS last FROM agentaudit.events "
-                       "GROUP BY tenant_id, kafka_partition ORDER BY tenant_id", "--format", "json",
-                       data_dir=tmp_path))  # fmt: skip  (a chain is (tenant, partition))
-    assert sorted({t["tenant_id"] for t in tenants}) == ["acme", "globex", "hooli", "initech", "umbrella"]
+    tenants = rows(
+        cli(
+            "query",
+            "SELECT tenant_id, count() AS n, max(chain_seq) AS last FROM agentaudit.events "
+            "GROUP BY tenant_id, kafka_partition ORDER BY tenant_id",
+            "--format",
+            "json",
+            data_dir=tmp_path,
+        )
+    )  # a chain is (tenant, partition)
+    assert sorted({t["tenant_id"] for t in tenants}) == [
+        "acme",
+        "globex",
+        "hooli",
+        "initech",
+        "umbrella",
+    ]
     assert all(int(t["n"]) == int(t["last"]) for t in tenants)
 
-    kinds = {r["type"] for r in rows(cli("query", "SELECT DISTINCT type FROM agentaudit.events", "-f", "json", data_dir=tmp_path))}
-    assert {"run_started", "run_finished", "llm_call", "tool_call", "policy_decision",
-            "approval_requested", "approval_decided"} <= kinds  # fmt: skip
+    kinds = {
+        r["type"]
+        for r in rows(
+            cli(
+                "query",
+                "SELECT DISTINCT type FROM agentaudit.events",
+                "-f",
+                "json",
+                data_dir=tmp_path,
+            )
+        )
+    }
+    assert {
+        "run_started",
+        "run_finished",
+        "llm_call",
+        "tool_call",
+        "policy_decision",
+        "approval_requested",
+        "approval_decided",
+    } <= kinds
 
-    decisions = {r["decision"] for r in rows(cli("query", "SELECT DISTINCT decision FROM agentaudit.events "
-                                                 "WHERE type = 'policy_decision'", "-f", "json", data_dir=tmp_path))}  # fmt: skip
+    decisions = {
+        r["decision"]
+        for r in rows(
+            cli(
+                "query",
+                "SELECT DISTINCT decision FROM agentaudit.events WHERE type = 'policy_decision'",
+                "-f",
+                "json",
+                data_dir=tmp_path,
+            )
+        )
+    }
     assert {"DENY", "REQUIRE_APPROVAL"} <= decisions
 
-    faults = rows(cli("query", """
+    faults = rows(
+        cli(
+            "query",
+            """
         SELECT
           (SELECT max(c) FROM (SELECT run_id, args_hash, count() AS c FROM (
               SELECT run_id, JSONExtractString(payload, 'payload', 'args_hash') AS args_hash
@@ -64,44 +125,110 @@ def test_demo_end_to_end_then_query(demo_run: DemoRun) -> None:
           (SELECT max(output_tokens) FROM agentaudit.events WHERE agent_id = 'code-assistant' AND tenant_id = 'initech') AS flood,
           (SELECT countIf(cached_input_tokens > 0) FROM agentaudit.events WHERE type = 'llm_call') AS cached,
           (SELECT count() FROM agentaudit.events WHERE request_model = 'claude-opus-4-1') AS burst
-        """, "-f", "json", data_dir=tmp_path))[0]  # fmt: skip
+        """,
+            "-f",
+            "json",
+            data_dir=tmp_path,
+        )
+    )[0]
     assert int(faults["max_loop"]) >= 20 and int(faults["flood"]) >= 60_000
     assert int(faults["cached"]) > 0 and int(faults["burst"]) > 0
 
     # The looping agent trips its breaker: a transition, a BreakerOpen alert and a block are stored.
-    trips = rows(cli("query", "SELECT tenant_id, agent_id, tool, signal FROM agentaudit.breaker_transitions "
-                     "WHERE to_state = 'open' AND signal = 'loop'", "-f", "json", data_dir=tmp_path))  # fmt: skip
-    assert {(t["tenant_id"], t["agent_id"], t["tool"]) for t in trips} == {("globex", "research-agent", "web_search")}
-    blocks = rows(cli("query", "SELECT count() AS n FROM agentaudit.control WHERE action = 'block' "
-                      "AND scope_key = 'tenant=globex/agent=research-agent/tool=web_search'", "-f", "json",
-                      data_dir=tmp_path))  # fmt: skip
+    trips = rows(
+        cli(
+            "query",
+            "SELECT tenant_id, agent_id, tool, signal FROM agentaudit.breaker_transitions "
+            "WHERE to_state = 'open' AND signal = 'loop'",
+            "-f",
+            "json",
+            data_dir=tmp_path,
+        )
+    )
+    assert {(t["tenant_id"], t["agent_id"], t["tool"]) for t in trips} == {
+        ("globex", "research-agent", "web_search")
+    }
+    blocks = rows(
+        cli(
+            "query",
+            "SELECT count() AS n FROM agentaudit.control WHERE action = 'block' "
+            "AND scope_key = 'tenant=globex/agent=research-agent/tool=web_search'",
+            "-f",
+            "json",
+            data_dir=tmp_path,
+        )
+    )
     assert int(blocks[0]["n"]) == 1
 
     # The backfilled history (agentaudit.demo.history) makes every anomaly kind and the drift
     # kinds fire, each for the tenant its scenario targets.
-    fired = {(a["tenant_id"], a["kind"]) for a in rows(cli(
-        "query", "SELECT DISTINCT tenant_id, kind FROM agentaudit.alerts", "-f", "json", data_dir=tmp_path))}
-    assert {("acme", "CallVolumeAnomaly"), ("acme", "GuardrailSpike"), ("globex", "LatencyAnomaly"),
-            ("globex", "TokensPerCallAnomaly"), ("initech", "ErrorRateAnomaly"),
-            ("initech", "ModelVersionChanged"), ("umbrella", "SpendAnomaly"),
-            ("umbrella", "ApprovalLatencyAnomaly"), ("hooli", "DenyRateSpike"),
-            ("hooli", "EvalDrift")} <= fired, fired  # fmt: skip
-    drift = rows(cli("query", "SELECT DISTINCT agent_version, test FROM agentaudit.drift_scores "
-                     "WHERE tenant_id = 'hooli' AND subject = 'goldset:demo-gold/correctness' AND drifted",
-                     "-f", "json", data_dir=tmp_path))  # fmt: skip
+    fired = {
+        (a["tenant_id"], a["kind"])
+        for a in rows(
+            cli(
+                "query",
+                "SELECT DISTINCT tenant_id, kind FROM agentaudit.alerts",
+                "-f",
+                "json",
+                data_dir=tmp_path,
+            )
+        )
+    }
+    assert {
+        ("acme", "CallVolumeAnomaly"),
+        ("acme", "GuardrailSpike"),
+        ("globex", "LatencyAnomaly"),
+        ("globex", "TokensPerCallAnomaly"),
+        ("initech", "ErrorRateAnomaly"),
+        ("initech", "ModelVersionChanged"),
+        ("umbrella", "SpendAnomaly"),
+        ("umbrella", "ApprovalLatencyAnomaly"),
+        ("hooli", "DenyRateSpike"),
+        ("hooli", "EvalDrift"),
+    } <= fired, fired
+    drift = rows(
+        cli(
+            "query",
+            "SELECT DISTINCT agent_version, test FROM agentaudit.drift_scores "
+            "WHERE tenant_id = 'hooli' AND subject = 'goldset:demo-gold/correctness' AND drifted",
+            "-f",
+            "json",
+            data_dir=tmp_path,
+        )
+    )
     assert {(d["agent_version"], d["test"]) for d in drift} == {("1.1.0", "chi2"), ("1.1.0", "ks")}
 
-    dead = rows(cli("query", "SELECT reason, count() AS n FROM agentaudit.dead_letters GROUP BY reason",
-                    "-f", "json", data_dir=tmp_path))  # fmt: skip
+    dead = rows(
+        cli(
+            "query",
+            "SELECT reason, count() AS n FROM agentaudit.dead_letters GROUP BY reason",
+            "-f",
+            "json",
+            data_dir=tmp_path,
+        )
+    )
     assert sum(int(d["n"]) for d in dead) == len(MALFORMED)
 
     csv_out = cli("query", "SELECT 1 AS one", "--format", "csv", data_dir=tmp_path)
     assert csv_out.stdout == "one\n1\n"
 
     # A second demo must not drop this trail unasked (not a terminal here: it refuses).
-    stored = rows(cli("query", "SELECT count() AS n FROM agentaudit.events", "-f", "json", data_dir=tmp_path))
+    stored = rows(
+        cli("query", "SELECT count() AS n FROM agentaudit.events", "-f", "json", data_dir=tmp_path)
+    )
     _one_line_error(cli("demo", "--duration", "1", data_dir=tmp_path), 2, "--reset")
-    assert rows(cli("query", "SELECT count() AS n FROM agentaudit.events", "-f", "json", data_dir=tmp_path)) == stored
+    assert (
+        rows(
+            cli(
+                "query",
+                "SELECT count() AS n FROM agentaudit.events",
+                "-f",
+                "json",
+                data_dir=tmp_path,
+            )
+        )
+        == stored
+    )
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str], code: int, hint: str) -> None:
@@ -116,10 +243,19 @@ def test_query_without_a_store_says_what_to_do(tmp_path: Path) -> None:
 
 def test_bad_sql_is_one_line_with_exit_code(tmp_path: Path) -> None:
     assert cli("migrate", data_dir=tmp_path).returncode == 0
-    _one_line_error(cli("query", "SELEC count() FROM agentaudit.events", data_dir=tmp_path), 5, "Syntax error")
-    _one_line_error(cli("query", "SELECT nope FROM agentaudit.events", data_dir=tmp_path), 5, "nope")
+    _one_line_error(
+        cli("query", "SELEC count() FROM agentaudit.events", data_dir=tmp_path), 5, "Syntax error"
+    )
+    _one_line_error(
+        cli("query", "SELECT nope FROM agentaudit.events", data_dir=tmp_path), 5, "nope"
+    )
 
 
 def test_worker_with_unreachable_broker_says_what_to_do(tmp_path: Path) -> None:
-    result = cli("worker", data_dir=tmp_path, timeout=60, AGENTAUDIT_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}")
+    result = cli(
+        "worker",
+        data_dir=tmp_path,
+        timeout=60,
+        AGENTAUDIT_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
+    )
     _one_line_error(result, 3, "agentaudit broker")

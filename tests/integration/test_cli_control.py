@@ -52,8 +52,14 @@ budgets:
 
 def cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {**settings_env(settings), "COLUMNS": "200", **env}
-    return subprocess.run([sys.executable, "-m", "agentaudit.cli.main", *args], env=full_env, check=False,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "agentaudit.cli.main", *args],
+        env=full_env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -99,15 +105,35 @@ def test_set_list_rm(topics: Settings, tmp_path: Path) -> None:
 
     again = ok(cli(topics, "budgets", "set", str(file)))
     assert again.count(" same ") == 4  # re-applying the file changes nothing
-    ok(cli(topics, "budgets", "set", "acme-daily", "--scope", "tenant", "--tenant", "acme",
-           "--window", "day", "--limit-usd", "75"))  # fmt: skip
+    ok(
+        cli(
+            topics,
+            "budgets",
+            "set",
+            "acme-daily",
+            "--scope",
+            "tenant",
+            "--tenant",
+            "acme",
+            "--window",
+            "day",
+            "--limit-usd",
+            "75",
+        )
+    )
 
     assert "removed budget 'fleet-monthly'" in ok(cli(topics, "budgets", "rm", "fleet-monthly"))
     csv_out = ok(cli(topics, "budgets", "list", "--format", "csv")).splitlines()
     assert csv_out[0].startswith("name,scope,tenant_id")
-    assert [line.split(",")[0] for line in csv_out[1:]] == ["acme-daily", "acme-per-call", "acme-user-daily"]
+    assert [line.split(",")[0] for line in csv_out[1:]] == [
+        "acme-daily",
+        "acme-per-call",
+        "acme-user-daily",
+    ]
     assert csv_out[1].split(",")[5] == "75.0"  # the options replaced the file's definition
-    one_line_error(cli(topics, "budgets", "rm", "fleet-monthly"), 2, "no budget named 'fleet-monthly'")
+    one_line_error(
+        cli(topics, "budgets", "rm", "fleet-monthly"), 2, "no budget named 'fleet-monthly'"
+    )
 
     # on the wire: the budget JSON keyed by name, a tombstone for the removed one
     current = asyncio.run(control_plane.read_budgets(topics))
@@ -124,17 +150,36 @@ def test_a_bad_file_is_one_line_and_publishes_nothing(topics: Settings, tmp_path
 
 
 def test_block_stops_the_sdk_and_unblock_lets_it_go(topics: Settings) -> None:
-    client = Client.from_settings(topics, tenant_id="acme", agent_id="support-bot",
-                                  agent_version="1.0.0", reconnect_backoff=(0.05, 0.5))  # fmt: skip
+    client = Client.from_settings(
+        topics,
+        tenant_id="acme",
+        agent_id="support-bot",
+        agent_version="1.0.0",
+        reconnect_backoff=(0.05, 0.5),
+    )
     control = client.control
     try:
         assert control.wait_ready(WAIT_S), control.stats
         client.check()
 
-        out = ok(cli(topics, "block", "--tenant", "acme", "--agent", "support-bot",
-                     "--reason", "runaway loop, INC-42", "--for", "30m"))  # fmt: skip
+        out = ok(
+            cli(
+                topics,
+                "block",
+                "--tenant",
+                "acme",
+                "--agent",
+                "support-bot",
+                "--reason",
+                "runaway loop, INC-42",
+                "--for",
+                "30m",
+            )
+        )
         assert "blocked tenant=acme/agent=support-bot until" in out
-        assert control.wait_for(lambda: control.blocked("acme", None, "support-bot") is not None, WAIT_S)
+        assert control.wait_for(
+            lambda: control.blocked("acme", None, "support-bot") is not None, WAIT_S
+        )
         with pytest.raises(Blocked) as refused:
             client.check()
         err = refused.value
@@ -149,7 +194,9 @@ def test_block_stops_the_sdk_and_unblock_lets_it_go(topics: Settings) -> None:
 
         out = ok(cli(topics, "unblock", "--tenant", "acme", "--agent", "support-bot"))
         assert "unblocked tenant=acme/agent=support-bot" in out and "not blocked" not in out
-        assert control.wait_for(lambda: control.blocked("acme", None, "support-bot") is None, WAIT_S)
+        assert control.wait_for(
+            lambda: control.blocked("acme", None, "support-bot") is None, WAIT_S
+        )
         client.check()
         assert json_rows(cli(topics, "blocks", "--format", "json")) == []
 
@@ -158,8 +205,20 @@ def test_block_stops_the_sdk_and_unblock_lets_it_go(topics: Settings) -> None:
         assert latest.action is ControlAction.UNBLOCK and latest.reason is ControlReason.MANUAL
 
         # a request budget set from the command line reaches the SDK too
-        ok(cli(topics, "budgets", "set", "acme-per-call", "--scope", "request", "--tenant", "acme",
-               "--max-tokens", "1000"))  # fmt: skip
+        ok(
+            cli(
+                topics,
+                "budgets",
+                "set",
+                "acme-per-call",
+                "--scope",
+                "request",
+                "--tenant",
+                "acme",
+                "--max-tokens",
+                "1000",
+            )
+        )
         assert control.wait_for(lambda: bool(control.state.request_budgets("acme")), WAIT_S)
         with pytest.raises(RequestBudgetExceeded):
             client.check_request("openai", "gpt-5", input_tokens=900, max_output_tokens=200)
@@ -192,8 +251,13 @@ def test_reads_reach_the_end_of_a_topic_larger_than_one_fetch(topics: Settings) 
     from agentaudit_schemas.budgets import Budget, BudgetScope, WindowKind
 
     def budget(i: int, limit: float) -> Budget:
-        return Budget(name=f"b{i:04d}", scope=BudgetScope.TENANT, tenant_id=f"t{i}",
-                      window=WindowKind.DAY, limit_usd=limit)  # fmt: skip
+        return Budget(
+            name=f"b{i:04d}",
+            scope=BudgetScope.TENANT,
+            tenant_id=f"t{i}",
+            window=WindowKind.DAY,
+            limit_usd=limit,
+        )
 
     n = 3000
     asyncio.run(control_plane.publish_budgets(topics, [budget(i, 1.0) for i in range(n)]))

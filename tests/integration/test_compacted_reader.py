@@ -36,8 +36,9 @@ async def test_read_latest_keeps_the_last_value_per_key_and_tombstones_delete(
     records += [(b"k1", None), (b"k2", b""), (None, b"keyless"), (b"k3", b"last")]
     await produce_raw(settings, records, topic)
     # Tiny fetches: the end is reached over many polls, not one.
-    latest = await read_latest(settings.kafka_bootstrap, topic, timeout_s=15, client_id="t",
-                               max_partition_fetch_bytes=64)  # fmt: skip
+    latest = await read_latest(
+        settings.kafka_bootstrap, topic, timeout_s=15, client_id="t", max_partition_fetch_bytes=64
+    )
     want = {f"k{i % 7}".encode(): f"v{i}".encode() for i in range(40)}
     del want[b"k1"], want[b"k2"]
     want[b"k3"] = b"last"
@@ -45,8 +46,10 @@ async def test_read_latest_keeps_the_last_value_per_key_and_tombstones_delete(
 
 
 async def test_a_missing_topic_reads_as_empty(settings: Settings) -> None:
-    assert await read_latest(settings.kafka_bootstrap, "no-such-topic-x", timeout_s=10,
-                             client_id="t") == {}  # fmt: skip
+    assert (
+        await read_latest(settings.kafka_bootstrap, "no-such-topic-x", timeout_s=10, client_id="t")
+        == {}
+    )
 
 
 async def test_an_unreachable_broker_is_a_clear_error_within_the_timeout() -> None:
@@ -57,8 +60,9 @@ async def test_an_unreachable_broker_is_a_clear_error_within_the_timeout() -> No
 
 
 async def test_a_required_topic_that_is_missing_is_a_clear_error(settings: Settings) -> None:
-    reader = CompactedReader(settings.kafka_bootstrap, ["no-such-topic-y"], client_id="t",
-                             require_topics=True)  # fmt: skip
+    reader = CompactedReader(
+        settings.kafka_bootstrap, ["no-such-topic-y"], client_id="t", require_topics=True
+    )
     with pytest.raises(TopicMissing, match="no-such-topic-y"):
         await reader.open(10)
     await reader.close()
@@ -86,8 +90,9 @@ async def test_follow_calls_back_per_record_catches_up_once_and_resumes_after_re
     try:
         await poll_until(lambda: bool(caught_up), 15, "the end of both topics")
         assert caught_up == [3]  # the end is reached after the records already there
-        assert sorted(seen) == sorted([(topics[0], b"a", b"1"), (topics[0], b"b", b"2"),
-                                       (topics[1], b"c", b"3")])  # fmt: skip
+        assert sorted(seen) == sorted(
+            [(topics[0], b"a", b"1"), (topics[0], b"b", b"2"), (topics[1], b"c", b"3")]
+        )
         await produce_raw(settings, [(b"a", None)], topics[0])
         await poll_until(lambda: len(seen) == 4, 15, "the tombstone", detail=lambda: repr(seen))
         assert seen[-1] == (topics[0], b"a", None)
@@ -99,8 +104,9 @@ async def test_follow_calls_back_per_record_catches_up_once_and_resumes_after_re
     await produce_raw(settings, [(b"d", b"4")], topics[1])
     task = asyncio.create_task(session())
     try:
-        await poll_until(lambda: len(seen) == 5, 15, "the record after reopening",
-                         detail=lambda: repr(seen))  # fmt: skip
+        await poll_until(
+            lambda: len(seen) == 5, 15, "the record after reopening", detail=lambda: repr(seen)
+        )
         assert seen[-1] == (topics[1], b"d", b"4")
         assert caught_up == [3]  # once in the reader's life
     finally:

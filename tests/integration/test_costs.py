@@ -54,12 +54,29 @@ def test_the_engines_cost_is_the_pricing_tables_for_every_model(tmp_path: Path) 
                 rule = repricer.rule(version, "llm_call", row.provider, row.model)
                 if rule.mode is not Mode.PRICED:
                     continue  # judged in Python (rates finer than an atto-dollar)
-                params = {"usages": usages, "sw": [rule.switch_us], "ts0": [rule.tiers[0]],
-                          "ts1": [rule.tiers[1]], "r": [list(rule.rates)]}  # fmt: skip
+                params = {
+                    "usages": usages,
+                    "sw": [rule.switch_us],
+                    "ts0": [rule.tiers[0]],
+                    "ts1": [rule.tiers[1]],
+                    "r": [list(rule.rates)],
+                }
                 got = [int(n) for (n,) in store.query(_NANOS_SQL, params).result_rows]
-                want = [int(cost.llm_call(row.provider, row.model, Usage.model_construct(
-                    input_tokens=i, output_tokens=o, cached_input_tokens=c, cache_write_tokens=w,
-                ))[0].scaleb(9)) for i, o, c, w in usages]  # fmt: skip
+                want = [
+                    int(
+                        cost.llm_call(
+                            row.provider,
+                            row.model,
+                            Usage.model_construct(
+                                input_tokens=i,
+                                output_tokens=o,
+                                cached_input_tokens=c,
+                                cache_write_tokens=w,
+                            ),
+                        )[0].scaleb(9)
+                    )
+                    for i, o, c, w in usages
+                ]
                 assert got == want, (version, row.provider, row.model)
                 checked += 1
     assert checked >= 10, "the pricing table has priced models"
@@ -74,12 +91,19 @@ def test_a_changed_cost_is_found_among_rows_whose_usages_all_differ(tmp_path: Pa
         distinct = store.query("SELECT uniqExact(input_tokens) FROM agentaudit.events").result_rows
         assert distinct[0][0] == 300
         assert _flags(store) == {}
-        for sql in ("UPDATE cost_usd = cost_usd + toDecimal64('0.000000001', 9) WHERE chain_seq = 3",
-                    "UPDATE priced = false WHERE chain_seq = 250",
-                    "UPDATE pricing_version = '2099-01-01' WHERE chain_seq = 17",
-                    "UPDATE cost_usd = 0 WHERE chain_seq = 299"):  # fmt: skip
+        for sql in (
+            "UPDATE cost_usd = cost_usd + toDecimal64('0.000000001', 9) WHERE chain_seq = 3",
+            "UPDATE priced = false WHERE chain_seq = 250",
+            "UPDATE pricing_version = '2099-01-01' WHERE chain_seq = 17",
+            "UPDATE cost_usd = 0 WHERE chain_seq = 299",
+        ):
             store.command(f"ALTER TABLE agentaudit.events {sql} SETTINGS mutations_sync = 2")
-        assert _flags(store) == {3: "cost_usd", 250: "priced", 17: "pricing_version", 299: "cost_usd"}
+        assert _flags(store) == {
+            3: "cost_usd",
+            250: "priced",
+            17: "pricing_version",
+            299: "cost_usd",
+        }
 
 
 def test_every_row_of_a_group_without_a_rule_is_judged_in_python(tmp_path: Path) -> None:
@@ -87,8 +111,10 @@ def test_every_row_of_a_group_without_a_rule_is_judged_in_python(tmp_path: Path)
     from agentaudit.verify import costs
 
     with built_store(tmp_path, 50, 1, every=50) as (_, store):
-        store.command("ALTER TABLE agentaudit.events UPDATE cost_usd = cost_usd * 2 "
-                      "WHERE chain_seq = 7 SETTINGS mutations_sync = 2")  # fmt: skip
+        store.command(
+            "ALTER TABLE agentaudit.events UPDATE cost_usd = cost_usd * 2 "
+            "WHERE chain_seq = 7 SETTINGS mutations_sync = 2"
+        )
         params = {"tenant": "", "lo": EVERYTHING.start, "hi": EVERYTHING.end}
         no_rules = costs.Rules.none()
         found = store.query(costs.CANDIDATES_SQL, {**params, **no_rules.params()}).result_rows
@@ -100,8 +126,19 @@ def test_every_row_of_a_group_without_a_rule_is_judged_in_python(tmp_path: Path)
 def test_the_engine_rounds_to_nano_dollars_half_to_even_like_the_pricing(tmp_path: Path) -> None:
     from agentaudit_schemas.pricing.model import quantize_usd
 
-    attos = [0, 1, 499_999_999, 500_000_000, 500_000_001, 1_500_000_000, 2_500_000_000,
-             112_500_000_000, 113_500_000_000, 10**27 + 500_000_000, 10**27 + 1_500_000_000]  # fmt: skip
+    attos = [
+        0,
+        1,
+        499_999_999,
+        500_000_000,
+        500_000_001,
+        1_500_000_000,
+        2_500_000_000,
+        112_500_000_000,
+        113_500_000_000,
+        10**27 + 500_000_000,
+        10**27 + 1_500_000_000,
+    ]
     settings = Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys")
     sql = f"SELECT {EXPECTED_NANOS_SQL} FROM (SELECT arrayJoin({{a:Array(Int128)}}) AS atto)"
     with open_store(settings, own=True) as store:

@@ -136,6 +136,10 @@ def test_promql_of_panels_and_rules_evaluates_in_promtool(tmp_path: Path) -> Non
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(spec))
     done = subprocess.run(
         ["promtool", "test", "rules", "test.yaml"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -145,10 +145,12 @@ def test_push_creates_everything_then_a_second_push_writes_nothing(grafana: Fake
     grafana.rules[f"agentaudit-{next(iter(ALERT_KINDS))}"]["for"] = "9m"
     grafana.requests.clear()
     assert _push(grafana).exit_code == 0
-    assert sorted(grafana.writes()) == sorted([
-        ("POST", "/api/dashboards/db"),  # /db is Grafana's create-or-overwrite
-        ("PUT", f"/api/v1/provisioning/alert-rules/agentaudit-{next(iter(ALERT_KINDS))}"),
-    ])  # fmt: skip
+    assert sorted(grafana.writes()) == sorted(
+        [
+            ("POST", "/api/dashboards/db"),  # /db is Grafana's create-or-overwrite
+            ("PUT", f"/api/v1/provisioning/alert-rules/agentaudit-{next(iter(ALERT_KINDS))}"),
+        ]
+    )
 
 
 def test_push_reports_grafana_refusing_as_one_line(grafana: FakeGrafana) -> None:

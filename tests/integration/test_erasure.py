@@ -40,8 +40,11 @@ def secret(tenant: str, user: str | None, i: int) -> str:
 
 def content_event(tenant: str, user: str | None, i: int) -> dict[str, Any]:
     s = secret(tenant, user, i)
-    doc = event_dict(tenant=tenant, kind="llm_call",
-                     content={"handling": "plain", "prompt": f"{s} prompt", "response": f"{s} response"})  # fmt: skip
+    doc = event_dict(
+        tenant=tenant,
+        kind="llm_call",
+        content={"handling": "plain", "prompt": f"{s} prompt", "response": f"{s} response"},
+    )
     doc["attributes"] = {"email": f"{s}@example.com", "n": i}
     if user is not None:
         doc["user_id"] = user
@@ -49,26 +52,43 @@ def content_event(tenant: str, user: str | None, i: int) -> dict[str, Any]:
 
 
 def isolated_keys(settings: Settings, tmp_path: Path) -> Settings:
-    return settings.model_copy(update={"subject_key_dir": tmp_path / "subjects",
-                                       "subject_kek_file": tmp_path / "subject-kek"})  # fmt: skip
+    return settings.model_copy(
+        update={
+            "subject_key_dir": tmp_path / "subjects",
+            "subject_kek_file": tmp_path / "subject-kek",
+        }
+    )
 
 
 def plaintext_rows(store: Store, needle: str) -> int:
-    return int(scalar(store, "SELECT (SELECT count() FROM agentaudit.events WHERE position(payload, {s:String}) > 0)"
-                             " + (SELECT count() FROM agentaudit.dead_letters WHERE position(original, {s:String}) > 0)",
-                      {"s": needle}))  # fmt: skip
+    return int(
+        scalar(
+            store,
+            "SELECT (SELECT count() FROM agentaudit.events WHERE position(payload, {s:String}) > 0)"
+            " + (SELECT count() FROM agentaudit.dead_letters WHERE position(original, {s:String}) > 0)",
+            {"s": needle},
+        )
+    )
 
 
 def event_ids(store: Store, tenant: str, user: str) -> list[str]:
-    rows = store.query("SELECT toString(event_id) FROM agentaudit.events WHERE tenant_id = {t:String} "
-                       "AND user_id = {u:String} AND type = 'llm_call' ORDER BY event_id",
-                       {"t": tenant, "u": user}).result_rows  # fmt: skip
+    rows = store.query(
+        "SELECT toString(event_id) FROM agentaudit.events WHERE tenant_id = {t:String} "
+        "AND user_id = {u:String} AND type = 'llm_call' ORDER BY event_id",
+        {"t": tenant, "u": user},
+    ).result_rows
     return [r[0] for r in rows]
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agentaudit.cli.main", *args], env=settings_env(settings),
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "agentaudit.cli.main", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 async def test_erase_makes_one_subjects_content_unreadable_and_the_trail_still_verifies(
@@ -85,37 +105,65 @@ async def test_erase_makes_one_subjects_content_unreadable_and_the_trail_still_v
         # Nothing personal reached the store; the typed columns are all there.
         for t, u in people:
             assert plaintext_rows(store, secret(t, u, 0)) == 0
-        assert scalar(store, "SELECT countIf(input_tokens = 1000 AND provider = 'openai' AND "
-                             "user_id IN ('u-1', 'u-2', '')) FROM agentaudit.events") == len(docs)  # fmt: skip
+        assert scalar(
+            store,
+            "SELECT countIf(input_tokens = 1000 AND provider = 'openai' AND "
+            "user_id IN ('u-1', 'u-2', '')) FROM agentaudit.events",
+        ) == len(docs)
         mine = event_ids(store, "er-a", "u-1")
         opened = reveal_event(settings, store, mine[0])
-        assert opened.erased == [] and opened.doc["attributes"]["email"].startswith("SECRET-er-a-u-1-")
+        assert opened.erased == [] and opened.doc["attributes"]["email"].startswith(
+            "SECRET-er-a-u-1-"
+        )
 
-        erased = cli(settings, "erase", "--tenant", "er-a", "--subject", "u-1", "--reason", "request 7",
-                     "--by", "dpo")  # fmt: skip
+        erased = cli(
+            settings,
+            "erase",
+            "--tenant",
+            "er-a",
+            "--subject",
+            "u-1",
+            "--reason",
+            "request 7",
+            "--by",
+            "dpo",
+        )
         assert erased.returncode == 0, erased.stderr
         assert SubjectKeyStore.from_settings(settings).kids("er-a", "u-1") == []
         await sink_until(settings, store, lambda w: w.processor.counters.accepted >= 1)
-        row = store.query("SELECT user_id, payload FROM agentaudit.events WHERE type = 'subject_erased'").result_rows
+        row = store.query(
+            "SELECT user_id, payload FROM agentaudit.events WHERE type = 'subject_erased'"
+        ).result_rows
         assert len(row) == 1 and row[0][0] == "dpo"
         assert json.loads(row[0][1])["payload"]["subject"] == "u-1"
 
         for event_id in mine:  # no command reads the erased content any more
             gone = reveal_event(settings, store, event_id)
-            assert len(gone.erased) == 4 and gone.opened == [] and "SECRET" not in json.dumps(gone.doc)
+            assert (
+                len(gone.erased) == 4 and gone.opened == [] and "SECRET" not in json.dumps(gone.doc)
+            )
         shown = cli(settings, "reveal", "--event", mine[0])
-        assert shown.returncode == 0 and "SECRET" not in shown.stdout and '"erased": true' in shown.stdout
+        assert (
+            shown.returncode == 0
+            and "SECRET" not in shown.stdout
+            and '"erased": true' in shown.stdout
+        )
         for t, u in [("er-a", "u-2"), ("er-b", "u-1")]:  # other subjects, same id in another tenant
             for event_id in event_ids(store, t, u):
                 intact = reveal_event(settings, store, event_id)
-                assert intact.erased == [] and intact.doc["payload"]["content"]["prompt"].startswith(f"SECRET-{t}-{u}-")
+                assert intact.erased == [] and intact.doc["payload"]["content"][
+                    "prompt"
+                ].startswith(f"SECRET-{t}-{u}-")
         unattributed = event_ids(store, "er-a", "")
         assert reveal_event(settings, store, unattributed[0]).erased == []
 
         reports = verify_store(settings, store, public_keys(settings))
         text, ok = summary(reports)
         assert ok, text
-        assert sum(r.rows_valid for r in reports) == len(docs) + 1 and sum(r.pending for r in reports) == 0
+        assert (
+            sum(r.rows_valid for r in reports) == len(docs) + 1
+            and sum(r.pending for r in reports) == 0
+        )
 
 
 async def test_a_key_store_outage_stops_the_sink_without_plaintext_or_loss(
@@ -141,17 +189,26 @@ async def test_a_key_store_outage_stops_the_sink_without_plaintext_or_loss(
             assert plaintext_rows(store, secret("ks", "u-1", i)) == 0
 
         keys_dir.unlink()  # the key store is back: the same events are read again
-        await sink_until(settings, store, lambda w: scalar(store, "SELECT count() FROM agentaudit.events")
-                         >= len(docs))  # fmt: skip
-        counts = store.query("SELECT count(), uniqExact(event_id) FROM agentaudit.events").result_rows[0]
+        await sink_until(
+            settings,
+            store,
+            lambda w: scalar(store, "SELECT count() FROM agentaudit.events") >= len(docs),
+        )
+        counts = store.query(
+            "SELECT count(), uniqExact(event_id) FROM agentaudit.events"
+        ).result_rows[0]
         assert tuple(counts) == (len(docs), len(docs))
         assert assert_chains_valid(store) == len(docs)
         for i in range(5):
             assert plaintext_rows(store, secret("ks", "u-1", i)) == 0
-        assert all(reveal_event(settings, store, e).erased == [] for e in event_ids(store, "ks", "u-1"))
+        assert all(
+            reveal_event(settings, store, e).erased == [] for e in event_ids(store, "ks", "u-1")
+        )
 
 
-def test_erase_refuses_before_publishing_when_the_key_store_is_down(settings: Settings, tmp_path: Path) -> None:
+def test_erase_refuses_before_publishing_when_the_key_store_is_down(
+    settings: Settings, tmp_path: Path
+) -> None:
     settings = isolated_keys(settings, tmp_path)
     keys = SubjectKeyStore.from_settings(settings)
     keys.create("ks", "u-1")
@@ -162,7 +219,9 @@ def test_erase_refuses_before_publishing_when_the_key_store_is_down(settings: Se
     assert len(keys.kids("ks", "u-1")) == 1
 
 
-async def test_erase_waits_while_a_legal_hold_keeps_the_subject(settings: Settings, tmp_path: Path) -> None:
+async def test_erase_waits_while_a_legal_hold_keeps_the_subject(
+    settings: Settings, tmp_path: Path
+) -> None:
     from agentaudit.retention.policy import set_hold
 
     settings = isolated_keys(settings, tmp_path)
@@ -175,10 +234,14 @@ async def test_erase_waits_while_a_legal_hold_keeps_the_subject(settings: Settin
         held = cli(settings, "erase", "--tenant", "lh", "--subject", "u-1", "--reason", "request 9")
         assert held.returncode != 0 and "legal hold" in held.stderr, held.stderr
         assert len(keys.kids("lh", "u-1")) == 1, "nothing destroyed under a hold"
-        await asyncio.to_thread(set_hold, settings, store, "lh", "u-1", False, "case closed", "legal")
+        await asyncio.to_thread(
+            set_hold, settings, store, "lh", "u-1", False, "case closed", "legal"
+        )
         done = cli(settings, "erase", "--tenant", "lh", "--subject", "u-1", "--reason", "request 9")
         assert done.returncode == 0, done.stderr
         assert keys.kids("lh", "u-1") == []
         await sink_until(settings, store, lambda w: w.processor.counters.accepted >= 3)
-        kinds = store.query("SELECT type FROM agentaudit.events WHERE tenant_id = 'lh' ORDER BY chain_seq").result_rows
+        kinds = store.query(
+            "SELECT type FROM agentaudit.events WHERE tenant_id = 'lh' ORDER BY chain_seq"
+        ).result_rows
     assert [k for (k,) in kinds] == ["legal_hold_changed", "legal_hold_changed", "subject_erased"]

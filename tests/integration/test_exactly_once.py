@@ -34,7 +34,12 @@ def _messages() -> list[tuple[bytes | None, bytes]]:
     out: list[tuple[bytes | None, bytes]] = []
     for i in range(EVENTS):
         tenant = f"tenant-{i % 7}"
-        out.append((tenant.encode(), wire(event_dict(tenant=tenant, kind="llm_call" if i % 3 else "tool_call"))))
+        out.append(
+            (
+                tenant.encode(),
+                wire(event_dict(tenant=tenant, kind="llm_call" if i % 3 else "tool_call")),
+            )
+        )
         if i % JUNK_EVERY == 0:
             out.append((tenant.encode(), b"{broken " + str(i).encode()))
     return out
@@ -43,20 +48,30 @@ def _messages() -> list[tuple[bytes | None, bytes]]:
 def _worker(settings: Settings, crash: str | None) -> subprocess.Popen[bytes]:
     env = settings_env(settings)
     env["AGENTAUDIT_SINK_BATCH_SIZE"] = str(BATCH)
-    env["AGENTAUDIT_STREAM_JOBS"] = "false"  # the sink alone is under test; the jobs have their own fault tests
+    env["AGENTAUDIT_STREAM_JOBS"] = (
+        "false"  # the sink alone is under test; the jobs have their own fault tests
+    )
     if crash:
         env["AGENTAUDIT_SINK_CRASH"] = crash
-    return subprocess.Popen([sys.executable, "-m", "agentaudit.cli.main", "worker"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentaudit.cli.main", "worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _counts(settings: Settings) -> tuple[int, int]:
     with open_store(settings) as store:
-        return (scalar(store, "SELECT count() FROM agentaudit.events"),
-                scalar(store, "SELECT count() FROM agentaudit.dead_letters"))  # fmt: skip
+        return (
+            scalar(store, "SELECT count() FROM agentaudit.events"),
+            scalar(store, "SELECT count() FROM agentaudit.dead_letters"),
+        )
 
 
-def _wait_for_endpoint(settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def _wait_for_endpoint(
+    settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 60
+) -> None:
     deadline = time.monotonic() + timeout
     endpoint = settings.data_dir / "store.endpoint.json"
     while not endpoint.exists():
@@ -65,7 +80,9 @@ def _wait_for_endpoint(settings: Settings, proc: subprocess.Popen[bytes], timeou
         time.sleep(0.1)  # polling another process's start-up; nothing to await
 
 
-@pytest.mark.parametrize("crash", ["mid_batch:3", "before_insert:2", "between_inserts:2", "after_insert:2"])
+@pytest.mark.parametrize(
+    "crash", ["mid_batch:3", "before_insert:2", "between_inserts:2", "after_insert:2"]
+)
 def test_sink_killed_at_each_window_then_restarted(settings: Settings, crash: str) -> None:
     messages = _messages()
     junk = len(messages) - EVENTS
@@ -95,15 +112,24 @@ def test_sink_killed_at_each_window_then_restarted(settings: Settings, crash: st
         assert scalar(store, "SELECT count() FROM agentaudit.events") == EVENTS
         assert scalar(store, "SELECT uniqExact(event_id) FROM agentaudit.events") == EVENTS
         assert scalar(store, "SELECT count() FROM agentaudit.dead_letters") == junk
-        assert scalar(store, "SELECT uniqExact(kafka_partition, kafka_offset) FROM agentaudit.dead_letters") == junk
+        assert (
+            scalar(
+                store,
+                "SELECT uniqExact(kafka_partition, kafka_offset) FROM agentaudit.dead_letters",
+            )
+            == junk
+        )
         assert assert_chains_valid(store) == EVENTS
         # Per-tenant order kept: chain order follows Kafka offsets within each chain, which is
         # (tenant, partition); assert_chains_valid checks it row by row, this checks it in SQL.
-        disorder = scalar(store, """
+        disorder = scalar(
+            store,
+            """
             SELECT count() FROM (
                 SELECT tenant_id, kafka_partition, groupArray((log_epoch, kafka_offset)) AS offs
                 FROM (SELECT tenant_id, kafka_partition, log_epoch, kafka_offset FROM agentaudit.events
                       ORDER BY tenant_id, kafka_partition, chain_seq)
                 GROUP BY tenant_id, kafka_partition)
-            WHERE NOT arrayAll((x, i) -> i = 1 OR x > offs[i - 1], offs, arrayEnumerate(offs))""")
+            WHERE NOT arrayAll((x, i) -> i = 1 OR x > offs[i - 1], offs, arrayEnumerate(offs))""",
+        )
         assert disorder == 0

@@ -85,8 +85,11 @@ def counting_app(settings: Settings, app_id: str, seen: Seen) -> tuple[faust.App
 async def test_table_is_recovered_from_its_changelog_after_restart(settings: Settings) -> None:
     await ensure_topics(settings)
     # each tenant in one partition, as the SDK keys them; 40 events each
-    events = [(i % settings.partitions, t.encode(), wire(event_dict(tenant=t)))
-              for i, t in enumerate(TENANTS) for _ in range(40)]  # fmt: skip
+    events = [
+        (i % settings.partitions, t.encode(), wire(event_dict(tenant=t)))
+        for i, t in enumerate(TENANTS)
+        for _ in range(40)
+    ]
     await produce_placed(settings, events)
     app_id = f"tables-{uuid.uuid4().hex[:8]}"
 
@@ -129,7 +132,11 @@ class Crash:
 
 
 def taking_app(
-    settings: Settings, app_id: str, batched: bool, take: int, *handlers: Callable[[list[bytes]], None]
+    settings: Settings,
+    app_id: str,
+    batched: bool,
+    take: int,
+    *handlers: Callable[[list[bytes]], None],
 ) -> faust.App:
     """An agent taking lists of up to `take` (events or polled batches) and passing the values
     to each handler in turn; a handler that raises crashes the batch."""
@@ -146,7 +153,9 @@ def taking_app(
 
 
 @BATCHED
-async def test_offsets_are_committed_only_for_processed_batches(settings: Settings, batched: bool) -> None:
+async def test_offsets_are_committed_only_for_processed_batches(
+    settings: Settings, batched: bool
+) -> None:
     await ensure_topics(settings)
     parts = settings.partitions
     events = [(i % parts, b"k", f"event-{i}".encode()) for i in range(90)]
@@ -188,7 +197,9 @@ def owned(app: faust.App, topic: str) -> set[int]:
 
 
 @BATCHED
-async def test_two_instances_in_one_process_share_the_partitions(settings: Settings, batched: bool) -> None:
+async def test_two_instances_in_one_process_share_the_partitions(
+    settings: Settings, batched: bool
+) -> None:
     await ensure_topics(settings)
     topic, everything = settings.events_topic, set(range(settings.partitions))
     app_id = f"shared-{uuid.uuid4().hex[:8]}"
@@ -212,7 +223,6 @@ async def test_two_instances_in_one_process_share_the_partitions(settings: Setti
         assert owned(app_a, topic) == everything
     handled = seen_a.values + seen_b.values
     assert len(handled) == len(set(handled)), "events handled twice across the rebalance"
-
 
 
 async def test_stopping_with_the_broker_gone_is_bounded(tmp_path: Any) -> None:

@@ -46,8 +46,12 @@ START_S = 60.0
 
 def start_jobs(settings: Settings, tmp: str) -> subprocess.Popen[bytes]:
     log = open(os.path.join(tmp, f"jobs-{time.monotonic_ns()}.log"), "wb")  # noqa: SIM115 - kept by the child
-    return subprocess.Popen([sys.executable, "-m", "agentaudit.cli.main", "jobs"],
-                            env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentaudit.cli.main", "jobs"],
+        env=settings_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def stop_jobs(proc: subprocess.Popen[bytes]) -> None:
@@ -77,18 +81,26 @@ def jobs(hb_settings: Settings, tmp_path: object) -> Iterator[list[subprocess.Po
 
 
 def test_jobs_killed_a_fail_closed_sdk_refuses_within_interval_plus_limit(
-    hb_settings: Settings, jobs: list[subprocess.Popen[bytes]], tmp_path: object,
+    hb_settings: Settings,
+    jobs: list[subprocess.Popen[bytes]],
+    tmp_path: object,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     caplog.set_level(logging.INFO, "agentaudit.producers")
     jobs.append(start_jobs(hb_settings, str(tmp_path)))
-    client = Client.from_settings(hb_settings, tenant_id="acme", fail_closed_after_s=FAIL_CLOSED_S,
-                                  stale_after_s=FAIL_CLOSED_S, reconnect_backoff=(0.05, 0.5))  # fmt: skip
+    client = Client.from_settings(
+        hb_settings,
+        tenant_id="acme",
+        fail_closed_after_s=FAIL_CLOSED_S,
+        stale_after_s=FAIL_CLOSED_S,
+        reconnect_backoff=(0.05, 0.5),
+    )
     control_view = client.control
     try:
         # Two beats from the jobs process: it beats on, not once.
-        assert control_view.wait_for(lambda: (control_view.state.heartbeat() or _NONE).seq >= 1,
-                                     START_S), control_view.stats  # fmt: skip
+        assert control_view.wait_for(
+            lambda: (control_view.state.heartbeat() or _NONE).seq >= 1, START_S
+        ), control_view.stats
         beat = control_view.state.heartbeat()
         assert beat is not None and beat.worker.endswith(f":{jobs[0].pid}")
         assert beat.interval_s == INTERVAL_S
@@ -113,8 +125,10 @@ def test_jobs_killed_a_fail_closed_sdk_refuses_within_interval_plus_limit(
 
         wait_until("the SDK to refuse", refuses, killed + INTERVAL_S + FAIL_CLOSED_S + SLACK_S)
         delay = time.monotonic() - killed
-        print(f"\njobs SIGKILLed → fail-closed SDK refuses: {delay:.2f}s "
-              f"(heartbeat every {INTERVAL_S:g}s, fail-closed past {FAIL_CLOSED_S:g}s)")  # fmt: skip
+        print(
+            f"\njobs SIGKILLed → fail-closed SDK refuses: {delay:.2f}s "
+            f"(heartbeat every {INTERVAL_S:g}s, fail-closed past {FAIL_CLOSED_S:g}s)"
+        )
         # Not before the limit counted from the last beat, which was at most a beat ago.
         assert delay >= FAIL_CLOSED_S - INTERVAL_S - 1.0
         assert refused[0].reason == "kill_switch_blind" and refused[0].scope == "tenant=acme"
@@ -124,14 +138,24 @@ def test_jobs_killed_a_fail_closed_sdk_refuses_within_interval_plus_limit(
         # A beat arrives again (as a restarted jobs process's first would: restarting one here
         # costs ~20 s of group rejoin): work passes again, one recovery line.
         back = Heartbeat.make("stream_jobs", datetime.now(UTC), 0, "restarted:1", INTERVAL_S)
-        asyncio.run(produce_raw(hb_settings, [(back.key.encode(), back.model_dump_json().encode())],
-                                hb_settings.control_topic))  # fmt: skip
+        asyncio.run(
+            produce_raw(
+                hb_settings,
+                [(back.key.encode(), back.model_dump_json().encode())],
+                hb_settings.control_topic,
+            )
+        )
         wait_until("the SDK to pass again", lambda: not refuses(), time.monotonic() + 10.0)
-        wait_until("the recovery to be noticed", lambda: not control_view.blind.stale,
-                   time.monotonic() + 5.0)  # fmt: skip
+        wait_until(
+            "the recovery to be noticed",
+            lambda: not control_view.blind.stale,
+            time.monotonic() + 5.0,
+        )
         lines = [r.getMessage() for r in caplog.records[logged:] if "kill switch" in r.getMessage()]
         assert [("blind" in line, "sees again" in line) for line in lines] == [
-            (True, False), (False, True)], lines  # fmt: skip
+            (True, False),
+            (False, True),
+        ], lines
         assert control_view.counters.invalid == 0  # heartbeats are not invalid records
         assert control_view.state.active_blocks(datetime.now(UTC)) == []  # nor blocks
     finally:
@@ -149,8 +173,10 @@ def test_heartbeats_land_in_their_table_once_not_in_control_nor_as_dead_letters(
     hb_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)  # the table's TTL drops rows over 7 days old
-    beats = [Heartbeat.make("stream_jobs", now - timedelta(seconds=10 - i), i, "host:7", 5.0)
-             for i in range(3)]  # fmt: skip
+    beats = [
+        Heartbeat.make("stream_jobs", now - timedelta(seconds=10 - i), i, "host:7", 5.0)
+        for i in range(3)
+    ]
     block = control()
     messages = [(b.key.encode(), b.model_dump_json().encode()) for b in beats]
     messages.insert(2, (block.scope.key.encode(), wire(block)))
@@ -166,15 +192,25 @@ def test_heartbeats_land_in_their_table_once_not_in_control_nor_as_dead_letters(
     with open_store(hb_settings, own=True) as store:
         migrate(store)
         assert last_heartbeat(store) is None
-        sink = asyncio.run(records_until(hb_settings, store,
-                                         lambda s: s.processor.counters.handled >= len(messages)))  # fmt: skip
+        sink = asyncio.run(
+            records_until(
+                hb_settings, store, lambda s: s.processor.counters.handled >= len(messages)
+            )
+        )
         c = sink.processor.counters
         assert (c.stored, c.duplicates, c.tombstones, c.dead_lettered) == (
-            {"heartbeat": 3, "control": 1}, 1, 1, 0)  # fmt: skip
-        rows = store.query("SELECT source, seq, worker, interval_s, heartbeat_id "
-                           "FROM agentaudit.heartbeats ORDER BY seq").result_rows  # fmt: skip
+            {"heartbeat": 3, "control": 1},
+            1,
+            1,
+            0,
+        )
+        rows = store.query(
+            "SELECT source, seq, worker, interval_s, heartbeat_id "
+            "FROM agentaudit.heartbeats ORDER BY seq"
+        ).result_rows
         assert [tuple(r) for r in rows] == [
-            ("stream_jobs", b.seq, "host:7", 5.0, b.heartbeat_id) for b in beats]  # fmt: skip
+            ("stream_jobs", b.seq, "host:7", 5.0, b.heartbeat_id) for b in beats
+        ]
         assert scalar(store, "SELECT count() FROM agentaudit.control") == 1
         assert scalar(store, "SELECT count() FROM agentaudit.dead_letters") == 0
         assert last_heartbeat(store) == beats[-1].at
@@ -182,7 +218,8 @@ def test_heartbeats_land_in_their_table_once_not_in_control_nor_as_dead_letters(
 
         # A restarted record sink reads on from where it stopped: nothing stored twice.
         asyncio.run(produce_raw(hb_settings, messages[:1], hb_settings.control_topic))
-        again = asyncio.run(records_until(hb_settings, store,
-                                          lambda s: s.processor.counters.handled >= 1))  # fmt: skip
+        again = asyncio.run(
+            records_until(hb_settings, store, lambda s: s.processor.counters.handled >= 1)
+        )
         assert again.processor.counters.stored == {}
         assert scalar(store, "SELECT count() FROM agentaudit.heartbeats") == 3

@@ -24,12 +24,15 @@ MSGS = [{"role": "user", "content": "hi"}]
 
 
 def _agent(settings: Settings, server: FakeLLM) -> int:
-    audit = Client.from_settings(settings, tenant_id="acme", agent_id="support-bot",
-                                 kill_switch=False)  # fmt: skip
-    o = instrument(openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0),
-                   audit=audit)  # fmt: skip
-    a = instrument(anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0),
-                   audit=audit)  # fmt: skip
+    audit = Client.from_settings(
+        settings, tenant_id="acme", agent_id="support-bot", kill_switch=False
+    )
+    o = instrument(
+        openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0), audit=audit
+    )
+    a = instrument(
+        anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0), audit=audit
+    )
     o.chat.completions.create(model="gpt-5-mini", messages=MSGS)
     with a.messages.stream(model="claude-sonnet-4-5", max_tokens=100, messages=MSGS) as s:
         s.until_done()
@@ -55,9 +58,31 @@ async def test_wrapped_calls_land_in_the_store_with_usage_and_cost(settings: Set
         # reads x 0.30 + 500 cache writes x 3.75 + 60 output x 15 = 3675 -> 0.003675.
         # gpt-5-mini: 200 uncached x 0.25 + 1000 cached x 0.025 + 50 output x 2 = 175.
         assert [tuple(r) for r in rows] == [
-            ("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929",
-             2600, 60, 2000, 500, 0, "ok", True, "0.003675"),
-            ("openai", "gpt-5-mini", "gpt-5-mini-2025-08-07", 1200, 50, 1000, 0, 10, "ok",
-             True, "0.000175"),
-        ]  # fmt: skip
+            (
+                "anthropic",
+                "claude-sonnet-4-5",
+                "claude-sonnet-4-5-20250929",
+                2600,
+                60,
+                2000,
+                500,
+                0,
+                "ok",
+                True,
+                "0.003675",
+            ),
+            (
+                "openai",
+                "gpt-5-mini",
+                "gpt-5-mini-2025-08-07",
+                1200,
+                50,
+                1000,
+                0,
+                10,
+                "ok",
+                True,
+                "0.000175",
+            ),
+        ]
         assert assert_chains_valid(store) == 2

@@ -63,10 +63,13 @@ def tls_bootstrap(certs: CertFiles) -> Iterator[str]:
 
 def tls_settings(bootstrap: str, certs: CertFiles, base: Path, **changes: Any) -> Settings:
     fields: dict[str, Any] = {
-        "kafka_security_protocol": "SSL", "kafka_ssl_cafile": certs.ca,
-        "kafka_ssl_certfile": certs.client_cert, "kafka_ssl_keyfile": certs.client_key,
-        "kafka_ssl_key_password": "client-key-pass", **changes,
-    }  # fmt: skip
+        "kafka_security_protocol": "SSL",
+        "kafka_ssl_cafile": certs.ca,
+        "kafka_ssl_certfile": certs.client_cert,
+        "kafka_ssl_keyfile": certs.client_key,
+        "kafka_ssl_key_password": "client-key-pass",
+        **changes,
+    }
     return isolated_settings(bootstrap, base, **fields)
 
 
@@ -90,8 +93,13 @@ async def test_sdk_sink_and_faust_over_mutual_tls(
 
     with open_store(settings, own=True) as store:
         migrate(store)
-        await sink_until(settings, store, lambda w: w.processor.counters.accepted >= EVENTS, timeout=30)
-        assert scalar(store, "SELECT count() FROM agentaudit.events WHERE tenant_id = 'tls-tenant'") == EVENTS
+        await sink_until(
+            settings, store, lambda w: w.processor.counters.accepted >= EVENTS, timeout=30
+        )
+        assert (
+            scalar(store, "SELECT count() FROM agentaudit.events WHERE tenant_id = 'tls-tenant'")
+            == EVENTS
+        )
         assert assert_chains_valid(store) >= 1
 
     # A faust app of the stream-jobs runtime reads the same events over TLS.
@@ -111,15 +119,21 @@ async def test_sdk_sink_and_faust_over_mutual_tls(
     assert len(seen) == EVENTS
 
 
-async def test_wrong_ca_is_named_not_a_hang(tls_bootstrap: str, certs: CertFiles, tmp_path: Path) -> None:
+async def test_wrong_ca_is_named_not_a_hang(
+    tls_bootstrap: str, certs: CertFiles, tmp_path: Path
+) -> None:
     settings = tls_settings(tls_bootstrap, certs, tmp_path, kafka_ssl_cafile=certs.other_ca)
     started = time.monotonic()
-    with pytest.raises(BrokerUnreachable, match="TLS handshake .* failed: CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(
+        BrokerUnreachable, match="TLS handshake .* failed: CERTIFICATE_VERIFY_FAILED"
+    ):
         await ensure_topics(settings, timeout=10)
     assert time.monotonic() - started < 10
 
     # the SDK's transport says the same in its error (the client logs it and spools)
-    transport = KafkaTransport(settings.kafka_connection(), settings.events_topic, connect_timeout_s=10)
+    transport = KafkaTransport(
+        settings.kafka_connection(), settings.events_topic, connect_timeout_s=10
+    )
     with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
         await transport.start()
     await transport.close()
@@ -128,10 +142,18 @@ async def test_wrong_ca_is_named_not_a_hang(tls_bootstrap: str, certs: CertFiles
 async def test_missing_client_certificate_is_named(
     tls_bootstrap: str, certs: CertFiles, tmp_path: Path
 ) -> None:
-    settings = tls_settings(tls_bootstrap, certs, tmp_path, kafka_ssl_certfile=None,
-                            kafka_ssl_keyfile=None, kafka_ssl_key_password=None)  # fmt: skip
+    settings = tls_settings(
+        tls_bootstrap,
+        certs,
+        tmp_path,
+        kafka_ssl_certfile=None,
+        kafka_ssl_keyfile=None,
+        kafka_ssl_key_password=None,
+    )
     connection = settings.kafka_connection()
-    with pytest.raises(KafkaSetupError, match="TLS handshake .* failed: .*requires a client certificate") as err:
+    with pytest.raises(
+        KafkaSetupError, match="TLS handshake .* failed: .*requires a client certificate"
+    ) as err:
         await start(producer(connection), connection, 10)
     assert err.value.kind == "tls"
 
@@ -143,12 +165,19 @@ def sasl_bootstrap() -> Iterator[str]:
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
-async def test_refused_login_is_an_auth_error(sasl_bootstrap: str, tmp_path: Path, mechanism: str) -> None:
+async def test_refused_login_is_an_auth_error(
+    sasl_bootstrap: str, tmp_path: Path, mechanism: str
+) -> None:
     settings = isolated_settings(
-        sasl_bootstrap, tmp_path, kafka_security_protocol="SASL_PLAINTEXT",
-        kafka_sasl_mechanism=mechanism, kafka_sasl_username="alice",
+        sasl_bootstrap,
+        tmp_path,
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username="alice",
         kafka_sasl_password="not-the-password",
-    )  # fmt: skip
-    with pytest.raises(BrokerUnreachable, match=f"SASL_PLAINTEXT {mechanism} as 'alice'.* refused the credentials") as err:
+    )
+    with pytest.raises(
+        BrokerUnreachable, match=f"SASL_PLAINTEXT {mechanism} as 'alice'.* refused the credentials"
+    ) as err:
         await ensure_topics(settings, timeout=10)
     assert "not-the-password" not in str(err.value)

@@ -20,10 +20,20 @@ pytestmark = pytest.mark.integration
 
 
 def keys(*args: str, key_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AGENTAUDIT_KEY_DIR": str(key_dir), "AGENTAUDIT_LOG_LEVEL": "DEBUG",
-           "COLUMNS": "200"}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "agentaudit.cli.main", "keys", *args], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    env = {
+        **os.environ,
+        "AGENTAUDIT_KEY_DIR": str(key_dir),
+        "AGENTAUDIT_LOG_LEVEL": "DEBUG",
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "agentaudit.cli.main", "keys", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def secret_forms(key_file: Path) -> list[str]:
@@ -32,8 +42,14 @@ def secret_forms(key_file: Path) -> list[str]:
     seed = Signer.parse(skey).seed
     # PRIVATE+KEY+<name>+<hash>+<base64 key>: the base64 may itself hold "+" (and end with one:
     # splitting at the last "+" then gave "" about 1 run in 64, and the check below failed)
-    return [skey, skey.split("+", 4)[4], base64.b64encode(seed).decode(), seed.hex(),
-            seed.hex().upper(), repr(seed)[2:-1]]  # fmt: skip
+    return [
+        skey,
+        skey.split("+", 4)[4],
+        base64.b64encode(seed).decode(),
+        seed.hex(),
+        seed.hex().upper(),
+        repr(seed)[2:-1],
+    ]
 
 
 def test_init_public_rotate_and_no_private_key_in_any_output(tmp_path: Path) -> None:

@@ -126,14 +126,18 @@ def test_a_block_already_on_the_topic_is_enforced_once_ready(ks_settings: Settin
     garbage = b'{"not": "a control message"}'
     other = control("globex")
     asyncio.run(
-        publish(ks_settings, control_topic, [
-            ("tenant=initech", control("initech").model_dump_json().encode()),
-            ("tenant=initech", None),  # tombstoned later: not blocked
-            ("junk", garbage),
-            (other.scope.key, other.model_dump_json().encode()),
-            (old.scope.key, old.model_dump_json().encode()),
-        ])
-    )  # fmt: skip
+        publish(
+            ks_settings,
+            control_topic,
+            [
+                ("tenant=initech", control("initech").model_dump_json().encode()),
+                ("tenant=initech", None),  # tombstoned later: not blocked
+                ("junk", garbage),
+                (other.scope.key, other.model_dump_json().encode()),
+                (old.scope.key, old.model_dump_json().encode()),
+            ],
+        )
+    )
     client = make_client(ks_settings)
     try:
         assert client.control.wait_ready(WAIT_S), client.control.stats

@@ -55,8 +55,11 @@ async def produce(settings: Settings, messages: Sequence[tuple[int, bytes]]) -> 
 
 
 def events(per_partition: dict[int, int], tenants: int = 4) -> list[tuple[int, bytes]]:
-    return [(p, wire(event_dict(tenant=f"tenant-{i % tenants}")))
-            for p, n in per_partition.items() for i in range(n)]  # fmt: skip
+    return [
+        (p, wire(event_dict(tenant=f"tenant-{i % tenants}")))
+        for p, n in per_partition.items()
+        for i in range(n)
+    ]
 
 
 async def restart(broker: LocalBroker, settings: Settings) -> None:
@@ -70,7 +73,9 @@ def count(store: Store) -> int:
     return int(scalar(store, "SELECT count() FROM agentaudit.events"))
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float, what: Callable[[], object]) -> None:
+async def wait_for(
+    condition: Callable[[], bool], timeout: float, what: Callable[[], object]
+) -> None:
     # polling the store another task writes
     await poll_until(condition, timeout, "the store", interval=0.2, detail=lambda: repr(what()))
 
@@ -98,14 +103,19 @@ async def test_broker_restarted_under_a_running_sink_loses_nothing(
             await restart(own_broker, s)
             await produce(s, after)
             total = len(before) + len(after)
-            await wait_for(lambda: task.done() or count(store) == total, 120,
-                           lambda: (count(store), worker.processor.counters))  # fmt: skip
+            await wait_for(
+                lambda: task.done() or count(store) == total,
+                120,
+                lambda: (count(store), worker.processor.counters),
+            )
         finally:
             worker.stop()
             await task
         assert_exactly(store, total)
-        epochs = store.query("SELECT kafka_partition, log_epoch, count() FROM agentaudit.events "
-                             "GROUP BY ALL ORDER BY ALL").result_rows  # fmt: skip
+        epochs = store.query(
+            "SELECT kafka_partition, log_epoch, count() FROM agentaudit.events "
+            "GROUP BY ALL ORDER BY ALL"
+        ).result_rows
         assert epochs == [(0, 0, 120), (0, 1, 40), (1, 0, 120), (1, 1, 200), (2, 0, 60), (2, 1, 5)]
 
 
@@ -127,7 +137,9 @@ async def test_sink_restarted_after_a_log_reset_continues_the_chains(
         await produce(s, after)
         new = len(after) - 1
         worker = await sink_until(
-            s, store, lambda w: w.processor.counters.accepted >= new and w.processor.counters.duplicates >= 1,
+            s,
+            store,
+            lambda w: w.processor.counters.accepted >= new and w.processor.counters.duplicates >= 1,
             timeout=90,
         )
         assert worker.processor.epochs == {0: 1, 1: 1, 2: 1}

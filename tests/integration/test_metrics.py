@@ -49,14 +49,19 @@ def _store_counts(settings: Settings) -> tuple[int, dict[str, int], float]:
         events, last = store.query(
             "SELECT count(), toUnixTimestamp64Micro(max(ingested_at)) / 1e6 FROM agentaudit.events"
         ).result_rows[0]
-        reasons = store.query("SELECT reason, count() FROM agentaudit.dead_letters GROUP BY reason").result_rows
+        reasons = store.query(
+            "SELECT reason, count() FROM agentaudit.dead_letters GROUP BY reason"
+        ).result_rows
     return int(events), {str(r): int(n) for r, n in reasons}, float(last)
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def _run_worker(settings: Settings, body: Any) -> None:
@@ -78,14 +83,25 @@ async def _all_stored(settings: Settings, worker: asyncio.Task[None]) -> None:
             return False
         return events == VALID and sum(reasons.values()) == len(JUNK)
 
-    await poll_until(lambda: asyncio.to_thread(done), 90, "every message stored",
-                     interval=0.2, check=lambda: worker.done() and worker.result())  # fmt: skip
+    await poll_until(
+        lambda: asyncio.to_thread(done),
+        90,
+        "every message stored",
+        interval=0.2,
+        check=lambda: worker.done() and worker.result(),
+    )
 
 
 async def test_counters_equal_the_store_with_two_sink_processes(settings: Settings) -> None:
     port = free_port()
-    settings = settings.model_copy(update={"metrics_port": port, "sink_processes": 2,
-                                           "stream_jobs": False, "metrics_refresh_s": 0.2})  # fmt: skip
+    settings = settings.model_copy(
+        update={
+            "metrics_port": port,
+            "sink_processes": 2,
+            "stream_jobs": False,
+            "metrics_refresh_s": 0.2,
+        }
+    )
 
     async def body(worker: asyncio.Task[None]) -> None:
         await produce_raw(settings, _messages())
@@ -94,23 +110,40 @@ async def test_counters_equal_the_store_with_two_sink_processes(settings: Settin
 
         async def agrees() -> bool:
             m = await asyncio.to_thread(_scrape, port)
-            return (m.get(("agentaudit_events_stored_total", ())) == events
-                    and all(m.get(("agentaudit_dead_letters_total", (("reason", r),))) == n
-                            for r, n in reasons.items())
-                    and m.get(("agentaudit_last_insert_timestamp_seconds", ())) == pytest.approx(last))  # fmt: skip
+            return (
+                m.get(("agentaudit_events_stored_total", ())) == events
+                and all(
+                    m.get(("agentaudit_dead_letters_total", (("reason", r),))) == n
+                    for r, n in reasons.items()
+                )
+                and m.get(("agentaudit_last_insert_timestamp_seconds", ())) == pytest.approx(last)
+            )
 
-        await poll_until(agrees, 30, "metrics equal to the store", interval=0.2,
-                         detail=lambda: repr(_scrape(port)))  # fmt: skip
+        await poll_until(
+            agrees,
+            30,
+            "metrics equal to the store",
+            interval=0.2,
+            detail=lambda: repr(_scrape(port)),
+        )
         m = await asyncio.to_thread(_scrape, port)
         for stage in ("process", "dead_letter_topic", "insert", "commit"):
             assert m[("agentaudit_sink_stage_seconds_count", (("stage", stage),))] >= 1, stage
 
         def sink_lag() -> dict[Any, float]:
-            return {k: v for k, v in _scrape(port).items() if k[0] == "agentaudit_consumer_lag"
-                    and ("group", settings.consumer_group) in k[1]}  # fmt: skip
+            return {
+                k: v
+                for k, v in _scrape(port).items()
+                if k[0] == "agentaudit_consumer_lag" and ("group", settings.consumer_group) in k[1]
+            }
 
-        await poll_until(lambda: len(lag := sink_lag()) == settings.partitions and set(lag.values()) == {0.0},
-                         30, "no lag once all is stored", interval=0.2, detail=lambda: repr(sink_lag()))  # fmt: skip
+        await poll_until(
+            lambda: len(lag := sink_lag()) == settings.partitions and set(lag.values()) == {0.0},
+            30,
+            "no lag once all is stored",
+            interval=0.2,
+            detail=lambda: repr(sink_lag()),
+        )
         assert m[("agentaudit_checkpoint_age_seconds", ())] >= 0  # signed on assignment
 
     await _run_worker(settings, body)
@@ -131,10 +164,18 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
             f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
         )
         log = (tmp_path / "prometheus.log").open("wb")
-        procs.append(subprocess.Popen(
-            [str(PROMETHEUS), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT,
-        ))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(PROMETHEUS),
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         return f"http://127.0.0.1:{port}"
 
     yield start
@@ -153,14 +194,21 @@ def _prom_query(base: str, promql: str) -> dict[tuple[tuple[str, str], ...], flo
         body = json.loads(urllib.request.urlopen(url, timeout=5).read())
     except OSError:
         return {}  # not up yet
-    return {tuple(sorted((k, v) for k, v in r["metric"].items() if k not in ("job", "instance", "__name__"))):
-            float(r["value"][1]) for r in body["data"]["result"]}  # fmt: skip
+    return {
+        tuple(
+            sorted(
+                (k, v) for k, v in r["metric"].items() if k not in ("job", "instance", "__name__")
+            )
+        ): float(r["value"][1])
+        for r in body["data"]["result"]
+    }
 
 
 async def test_a_real_prometheus_scrapes_the_worker(settings: Settings, prometheus: Any) -> None:
     port = free_port()
-    settings = settings.model_copy(update={"metrics_port": port, "stream_jobs": False,
-                                           "metrics_refresh_s": 0.2})  # fmt: skip
+    settings = settings.model_copy(
+        update={"metrics_port": port, "stream_jobs": False, "metrics_refresh_s": 0.2}
+    )
     base = prometheus(port)
 
     async def body(worker: asyncio.Task[None]) -> None:
@@ -169,12 +217,19 @@ async def test_a_real_prometheus_scrapes_the_worker(settings: Settings, promethe
         events, reasons, last = await asyncio.to_thread(_store_counts, settings)
         expected = {
             "agentaudit_events_stored_total": {(): float(events)},
-            "agentaudit_dead_letters_total": {(("reason", r),): float(n) for r, n in reasons.items()},
+            "agentaudit_dead_letters_total": {
+                (("reason", r),): float(n) for r, n in reasons.items()
+            },
             "agentaudit_last_insert_timestamp_seconds": {(): last},
-            f'agentaudit_consumer_lag{{group="{settings.consumer_group}"}}':
-                {(("group", settings.consumer_group), ("partition", str(p)), ("topic", settings.events_topic)): 0.0
-                 for p in range(settings.partitions)},
-        }  # fmt: skip
+            f'agentaudit_consumer_lag{{group="{settings.consumer_group}"}}': {
+                (
+                    ("group", settings.consumer_group),
+                    ("partition", str(p)),
+                    ("topic", settings.events_topic),
+                ): 0.0
+                for p in range(settings.partitions)
+            },
+        }
         got: dict[str, Any] = {}
 
         async def scraped() -> bool:
@@ -182,8 +237,13 @@ async def test_a_real_prometheus_scrapes_the_worker(settings: Settings, promethe
                 got[promql] = await asyncio.to_thread(_prom_query, base, promql)
             return all(got[q] == pytest.approx(v) for q, v in expected.items())
 
-        await poll_until(scraped, 60, "Prometheus to hold the store's figures", interval=0.5,
-                         detail=lambda: f"got {got}, expected {expected}")  # fmt: skip
+        await poll_until(
+            scraped,
+            60,
+            "Prometheus to hold the store's figures",
+            interval=0.5,
+            detail=lambda: f"got {got}, expected {expected}",
+        )
         stages = await asyncio.to_thread(_prom_query, base, "agentaudit_sink_stage_seconds_count")
         assert {dict(k)["stage"] for k in stages} >= {"process", "insert", "commit"}
 

@@ -86,11 +86,16 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}/hook"
 
     def start(self, **env: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(self.script), str(self.port), str(self.log)],
-                                     env={**os.environ, **env})  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, str(self.script), str(self.port), str(self.log)],
+            env={**os.environ, **env},
+        )
         deadline = time.monotonic() + 15
         while True:  # listening: a connection is accepted
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 1):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 1),
+            ):
                 break
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise AssertionError(f"receiver on {self.port} did not start")
@@ -112,19 +117,26 @@ class Receiver:
 
 def _alerts(start: int, n: int, **kw: Any) -> list[Alert]:
     now = datetime.now(UTC)
-    return [make_alert(i, tenant=TENANTS[i % 3], fired_at=now, **kw) for i in range(start, start + n)]
+    return [
+        make_alert(i, tenant=TENANTS[i % 3], fired_at=now, **kw) for i in range(start, start + n)
+    ]
 
 
 async def _publish(settings: Settings, alerts: list[Alert]) -> None:
-    await produce_raw(settings, [(a.scope.tenant_id.encode(), a.model_dump_json().encode())
-                                 for a in alerts], topic=settings.alerts_topic)  # fmt: skip
+    await produce_raw(
+        settings,
+        [(a.scope.tenant_id.encode(), a.model_dump_json().encode()) for a in alerts],
+        topic=settings.alerts_topic,
+    )
 
 
 def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def _start(settings: Settings, routes_yaml: str) -> tuple[Notifier, asyncio.Event, asyncio.Task[None]]:
+def _start(
+    settings: Settings, routes_yaml: str
+) -> tuple[Notifier, asyncio.Event, asyncio.Task[None]]:
     notifier = Notifier(settings, parse_routes(routes_yaml), consumer_options=FAST_GROUP)
     stop = asyncio.Event()
     return notifier, stop, asyncio.create_task(notifier.run(stop))
@@ -159,21 +171,35 @@ routes:
     hook.start(DIE_AT="8")
     slack.start()
     strict.start(REFUSE='"kind":"DenyRateSpike"')
-    refused_before = _sample("agentaudit_alert_dead_letters_total", receiver="strict", reason="http_400")
+    refused_before = _sample(
+        "agentaudit_alert_dead_letters_total", receiver="strict", reason="http_400"
+    )
 
     first = _alerts(0, 20)
-    refused = make_alert(99, tenant="nt-a", kind="DenyRateSpike", fired_at=datetime.now(UTC),
-                         severity=Severity.WARNING)  # fmt: skip
+    refused = make_alert(
+        99,
+        tenant="nt-a",
+        kind="DenyRateSpike",
+        fired_at=datetime.now(UTC),
+        severity=Severity.WARNING,
+    )
     await _publish(settings, first[:10] + [refused] + first[10:])
     notifier, stop, task = _start(settings, routes)
     ids = {a.alert_id for a in first}
 
     # The dead receiver holds only itself: slack and strict get every alert meanwhile, and hook
     # every alert up to the one it died on.
-    await poll_until(lambda: set(slack.keys()) == ids | {refused.alert_id}, 60,
-                     "slack got the first 21 alerts", detail=lambda: str(len(slack.keys())))  # fmt: skip
-    await poll_until(lambda: strict.keys().keys() == ids | {refused.alert_id}, 30,
-                     "strict got the first 21 alerts")  # fmt: skip
+    await poll_until(
+        lambda: set(slack.keys()) == ids | {refused.alert_id},
+        60,
+        "slack got the first 21 alerts",
+        detail=lambda: str(len(slack.keys())),
+    )
+    await poll_until(
+        lambda: strict.keys().keys() == ids | {refused.alert_id},
+        30,
+        "strict got the first 21 alerts",
+    )
     dead_loop = notifier.loops["dead"]
     assert dead_loop.handled.get("delivered", 0) == 0 and "dead" not in {*slack.keys()}
     assert hook.proc is not None and hook.proc.wait(30) == 9  # died on its 8th post
@@ -190,9 +216,12 @@ routes:
     hook.start()  # on the same port, without the fault
     all_ids = ids | {a.alert_id for a in second} | {refused.alert_id}
     try:
-        await poll_until(lambda: set(hook.keys()) == all_ids and set(slack.keys()) == all_ids, 60,
-                         "hook and slack got all 31 alerts",
-                         detail=lambda: f"hook {len(hook.keys())}, slack {len(slack.keys())}")  # fmt: skip
+        await poll_until(
+            lambda: set(hook.keys()) == all_ids and set(slack.keys()) == all_ids,
+            60,
+            "hook and slack got all 31 alerts",
+            detail=lambda: f"hook {len(hook.keys())}, slack {len(slack.keys())}",
+        )
         await poll_until(lambda: set(strict.keys()) == all_ids, 30, "strict got all 31 alerts")
     finally:
         stop.set()
@@ -207,7 +236,9 @@ routes:
     posts = hook.posts()
     assert len(doubles) == 1 and hook.keys()[doubles[0]] == 2
     assert posts[7]["key"] == doubles[0]  # the post it died on
-    assert all(p["key"] == p["body"]["idempotency_key"] == p["body"]["alert"]["alert_id"] for p in posts)
+    assert all(
+        p["key"] == p["body"]["idempotency_key"] == p["body"]["alert"]["alert_id"] for p in posts
+    )
     # The permanent refusal went to the dead-letter path once, with its reason, and was not
     # retried after the restart.
     assert sum(1 for p in strict.posts() if p["key"] == refused.alert_id) == 1
@@ -215,13 +246,19 @@ routes:
     assert dlq[0]["refusal"] == b"http_400" and dlq[0]["receiver"] == b"strict"
     assert dlq[0]["value"] == refused.model_dump_json().encode()
     assert b"refused: kind not accepted here" in dlq[0]["detail"]
-    assert _sample("agentaudit_alert_dead_letters_total", receiver="strict",
-                   reason="http_400") == refused_before + 1  # fmt: skip
+    assert (
+        _sample("agentaudit_alert_dead_letters_total", receiver="strict", reason="http_400")
+        == refused_before + 1
+    )
 
 
 async def _read_dlq(settings: Settings, n: int) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(settings.dlq_topic, bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        settings.dlq_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         out: list[dict[str, Any]] = []
@@ -254,18 +291,30 @@ class Alertmanager:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([
-            "/usr/bin/prometheus-alertmanager", f"--config.file={self.dir / 'am.yml'}",
-            f"--storage.path={self.dir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=", "--log.level=warn",
-        ], stdout=subprocess.DEVNULL, stderr=open(self.dir / "am.log", "ab"))  # noqa: SIM115 fmt: skip
+        self.proc = subprocess.Popen(
+            [
+                "/usr/bin/prometheus-alertmanager",
+                f"--config.file={self.dir / 'am.yml'}",
+                f"--storage.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "am.log", "ab"),  # noqa: SIM115
+        )
         deadline = time.monotonic() + 30
         while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r,
+            ):
                 if r.status == 200:
                     return
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(f"alertmanager not ready: {(self.dir / 'am.log').read_text()[-2000:]}")
+                raise AssertionError(
+                    f"alertmanager not ready: {(self.dir / 'am.log').read_text()[-2000:]}"
+                )
             time.sleep(0.05)  # a child's readiness: nothing to await instead
 
     def kill(self) -> None:
@@ -284,7 +333,9 @@ class Alertmanager:
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
     if not Path("/usr/bin/prometheus-alertmanager").exists():
-        pytest.fail("/usr/bin/prometheus-alertmanager is missing: apt-get install prometheus-alertmanager")
+        pytest.fail(
+            "/usr/bin/prometheus-alertmanager is missing: apt-get install prometheus-alertmanager"
+        )
     am = Alertmanager(tmp_path)
     am.start()
     yield am
@@ -298,39 +349,60 @@ async def test_alertmanager_killed_and_restarted_gets_every_alert_once(
     posted since. So every alert acknowledged before the kill must be absent afterwards (a
     resend would show), and every alert published meanwhile present."""
     await ensure_topics(settings)
-    routes = (f'receivers: [{{name: am, type: alertmanager, url: "{alertmanager.url}"}}]\n'
-              f"routes: [{{receiver: am}}]\nrunbook_base_url: https://runbooks.example/\n{FAST_BACKOFF}")  # fmt: skip
+    routes = (
+        f'receivers: [{{name: am, type: alertmanager, url: "{alertmanager.url}"}}]\n'
+        f"routes: [{{receiver: am}}]\nrunbook_base_url: https://runbooks.example/\n{FAST_BACKOFF}"
+    )
     first, second = _alerts(0, 10), _alerts(10, 10)
     notifier, stop, task = _start(settings, routes)
     loop = notifier.loops["am"]
     retried_before = _sample("agentaudit_alert_deliveries_total", receiver="am", outcome="retried")
     try:
         await _publish(settings, first)
-        await poll_until(lambda: alertmanager.ids() == {a.alert_id for a in first}, 60,
-                         "alertmanager holds the first 10")  # fmt: skip
+        await poll_until(
+            lambda: alertmanager.ids() == {a.alert_id for a in first},
+            60,
+            "alertmanager holds the first 10",
+        )
         shown = {a["labels"]["alert_id"]: a for a in alertmanager.alerts()}[first[0].alert_id]
-        assert shown["labels"] == {"alertname": "BudgetExceeded", "tenant": first[0].scope.tenant_id,
-                                   "severity": "critical", "scope": first[0].scope.key,
-                                   "alert_id": first[0].alert_id}  # fmt: skip
-        assert shown["annotations"]["runbook_url"] == "https://runbooks.example/runbooks/BudgetExceeded.md"
+        assert shown["labels"] == {
+            "alertname": "BudgetExceeded",
+            "tenant": first[0].scope.tenant_id,
+            "severity": "critical",
+            "scope": first[0].scope.key,
+            "alert_id": first[0].alert_id,
+        }
+        assert (
+            shown["annotations"]["runbook_url"]
+            == "https://runbooks.example/runbooks/BudgetExceeded.md"
+        )
         assert shown["annotations"]["summary"] == first[0].message
         assert shown["status"]["state"] == "active"
         assert datetime.fromisoformat(shown["startsAt"]) == first[0].fired_at.replace(
-            microsecond=first[0].fired_at.microsecond // 1000 * 1000)
+            microsecond=first[0].fired_at.microsecond // 1000 * 1000
+        )
 
         await poll_until(lambda: loop.handled.get("delivered", 0) == 10, 10, "10 acknowledged")
         alertmanager.kill()
         await _publish(settings, second)
         # The notifier is retrying the next alert against the dead Alertmanager.
-        await poll_until(lambda: _sample("agentaudit_alert_delivery_pending", receiver="am") > 0
-                         and _sample("agentaudit_alert_deliveries_total", receiver="am",
-                                     outcome="retried") > retried_before, 20,
-                         "deliveries held while alertmanager is down")  # fmt: skip
+        await poll_until(
+            lambda: (
+                _sample("agentaudit_alert_delivery_pending", receiver="am") > 0
+                and _sample("agentaudit_alert_deliveries_total", receiver="am", outcome="retried")
+                > retried_before
+            ),
+            20,
+            "deliveries held while alertmanager is down",
+        )
         assert loop.handled == {"delivered": 10}
         alertmanager.start()  # the same port and storage
-        await poll_until(lambda: alertmanager.ids() == {a.alert_id for a in second}, 60,
-                         "alertmanager holds the second 10, and only those",
-                         detail=lambda: str(sorted(alertmanager.ids())))  # fmt: skip
+        await poll_until(
+            lambda: alertmanager.ids() == {a.alert_id for a in second},
+            60,
+            "alertmanager holds the second 10, and only those",
+            detail=lambda: str(sorted(alertmanager.ids())),
+        )
         await poll_until(lambda: loop.handled.get("delivered", 0) == 20, 10, "20 delivered")
     finally:
         stop.set()
@@ -373,8 +445,13 @@ routes:
     notifier, stop, task = _start(settings, routes)
     loop = notifier.loops["strict"]
     try:
-        await poll_until(lambda: loop.handled.get("duplicate", 0) + loop.handled.get("delivered", 0)
-                         >= len(alerts), 30, "the re-published alerts handled")  # fmt: skip
+        await poll_until(
+            lambda: (
+                loop.handled.get("duplicate", 0) + loop.handled.get("delivered", 0) >= len(alerts)
+            ),
+            30,
+            "the re-published alerts handled",
+        )
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)

@@ -34,18 +34,25 @@ TOKEN = "T0SECRET/B0SECRET/xoxbSecretToken123"
 
 
 def _failed() -> float:
-    return REGISTRY.get_sample_value("agentaudit_alert_deliveries_total",
-                                     {"receiver": "*", "outcome": "failed"}) or 0.0  # fmt: skip
+    return (
+        REGISTRY.get_sample_value(
+            "agentaudit_alert_deliveries_total", {"receiver": "*", "outcome": "failed"}
+        )
+        or 0.0
+    )
 
 
 async def test_worker_delivers_and_a_broken_routing_file_never_stops_the_sink(
     settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text(f'receivers: [{{name: hook, type: webhook, url: "https://h.example/{TOKEN}",'
-                      " timeout_s: -1}]\nroutes: [{receiver: hook}]\n")  # fmt: skip
-    settings = settings.model_copy(update={"alert_routes": routes, "stream_jobs": False,
-                                           "checkpoint_interval_s": 0})  # fmt: skip
+    routes.write_text(
+        f'receivers: [{{name: hook, type: webhook, url: "https://h.example/{TOKEN}",'
+        " timeout_s: -1}]\nroutes: [{receiver: hook}]\n"
+    )
+    settings = settings.model_copy(
+        update={"alert_routes": routes, "stream_jobs": False, "checkpoint_interval_s": 0}
+    )
     hook = Receiver(tmp_path, "hook")
     failed_before = _failed()
     stop = asyncio.Event()
@@ -56,20 +63,31 @@ async def test_worker_delivers_and_a_broken_routing_file_never_stops_the_sink(
         await poll_until(lambda: _failed() > failed_before, 30, "the bad file counted", **alive)  # type: ignore[arg-type]
         await produce_raw(settings, [(b"nw-a", wire(event_dict(tenant="nw-a"))) for _ in range(5)])
         with open_store(settings) as store:
-            await poll_until(lambda: scalar(store, "SELECT count() FROM agentaudit.events") == 5, 30,
-                             "the sink stores on", **alive)  # type: ignore[arg-type]  # fmt: skip
+            await poll_until(
+                lambda: scalar(store, "SELECT count() FROM agentaudit.events") == 5,
+                30,
+                "the sink stores on",
+                **alive,
+            )  # type: ignore[arg-type]
         logged = caplog.text
         assert "alert delivery is not running" in logged and "timeout_s" in logged
         assert TOKEN not in logged
 
         hook.start()
-        routes.write_text(f'receivers: [{{name: hook, type: webhook, url: "{hook.url}"}}]\n'
-                          "routes: [{receiver: hook}]\n")  # fmt: skip
+        routes.write_text(
+            f'receivers: [{{name: hook, type: webhook, url: "{hook.url}"}}]\n'
+            "routes: [{receiver: hook}]\n"
+        )
         alert = make_alert(1, tenant="nw-a", fired_at=datetime.now(UTC))
-        await produce_raw(settings, [(b"nw-a", alert.model_dump_json().encode())],
-                          topic=settings.alerts_topic)  # fmt: skip
-        await poll_until(lambda: [p["key"] for p in hook.posts()] == [alert.alert_id], 60,
-                         "the fixed file read again and the alert delivered", **alive)  # type: ignore[arg-type]  # fmt: skip
+        await produce_raw(
+            settings, [(b"nw-a", alert.model_dump_json().encode())], topic=settings.alerts_topic
+        )
+        await poll_until(
+            lambda: [p["key"] for p in hook.posts()] == [alert.alert_id],
+            60,
+            "the fixed file read again and the alert delivered",
+            **alive,
+        )  # type: ignore[arg-type]
     finally:
         stop.set()
         await asyncio.wait_for(worker, 60)
@@ -80,10 +98,17 @@ def test_notify_cli_refuses_a_bad_routing_file_without_showing_secrets(
     settings: Settings, tmp_path: Path
 ) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text(f'receivers: [{{name: s, type: slack, url: "https://h.example/{TOKEN}", '
-                      "colour: red}]\nroutes: [{receiver: s}]\n")  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "agentaudit.cli.main", "notify", "--routes", str(routes)],
-                          env=settings_env(settings), capture_output=True, text=True, timeout=60,
-                          check=False)  # fmt: skip
+    routes.write_text(
+        f'receivers: [{{name: s, type: slack, url: "https://h.example/{TOKEN}", '
+        "colour: red}]\nroutes: [{receiver: s}]\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "agentaudit.cli.main", "notify", "--routes", str(routes)],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2, done.stderr
     assert "receivers.0.colour" in done.stderr and TOKEN not in done.stdout + done.stderr

@@ -37,10 +37,18 @@ from tests.unit.otlp.test_decode import spec_json
 
 pytestmark = pytest.mark.integration
 
-USAGE = {"prompt_tokens": 1200, "completion_tokens": 80, "total_tokens": 1280,
-         "prompt_tokens_details": {"cached_tokens": 1000}}  # fmt: skip
+USAGE = {
+    "prompt_tokens": 1200,
+    "completion_tokens": 80,
+    "total_tokens": 1280,
+    "prompt_tokens_details": {"cached_tokens": 1000},
+}
 # gpt-4o-mini per 1M tokens: input 0.15, cached input 0.075, output 0.60 (hand calculation).
-COST = (Decimal(200) * Decimal("0.15") + Decimal(1000) * Decimal("0.075") + Decimal(80) * Decimal("0.60")) / 10**6
+COST = (
+    Decimal(200) * Decimal("0.15")
+    + Decimal(1000) * Decimal("0.075")
+    + Decimal(80) * Decimal("0.60")
+) / 10**6
 UNCACHED_COST = (Decimal(1200) * Decimal("0.15") + Decimal(80) * Decimal("0.60")) / 10**6
 
 
@@ -61,7 +69,9 @@ async def receiver(settings: Settings, tmp_path: Path) -> AsyncIterator[tuple[st
         box.append(r)
         ready.set()
 
-    task = asyncio.create_task(serve_otlp(settings, stop, port=port, keys=KeyTable(keys), on_ready=on_ready))
+    task = asyncio.create_task(
+        serve_otlp(settings, stop, port=port, keys=KeyTable(keys), on_ready=on_ready)
+    )
     await asyncio.wait_for(ready.wait(), 10)
     try:
         yield f"http://127.0.0.1:{port}", key, box[0]
@@ -76,12 +86,22 @@ async def fake_openai() -> AsyncIterator[str]:
 
     async def completions(request: web.Request) -> web.Response:
         body = await request.json()
-        return web.json_response({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 1790000000,
-            "model": body["model"], "usage": USAGE,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "hello"}}],
-        })  # fmt: skip
+        return web.json_response(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1790000000,
+                "model": body["model"],
+                "usage": USAGE,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "hello"},
+                    }
+                ],
+            }
+        )
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)
@@ -98,12 +118,24 @@ async def fake_openai() -> AsyncIterator[str]:
 def _agent_run_spans() -> list[ReadableSpan]:
     """An agent run with the attributes the GenAI conventions (and openai-v2) put on spans:
     invoke_agent with an aggregate usage, a chat with cached tokens, a tool, a non-GenAI span."""
-    return make_spans(("invoke_agent support", {
-        "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support",
-        "gen_ai.usage.input_tokens": 99_999}, [  # an aggregate: must not be counted
-        chat(input_tokens=1200, output_tokens=80, **{"cache_read.input_tokens": 1000}),
-        ("execute_tool lookup", {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup"}),
-        ("GET /internal", {})]))  # fmt: skip
+    return make_spans(
+        (
+            "invoke_agent support",
+            {
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": "support",
+                "gen_ai.usage.input_tokens": 99_999,
+            },
+            [  # an aggregate: must not be counted
+                chat(input_tokens=1200, output_tokens=80, **{"cache_read.input_tokens": 1000}),
+                (
+                    "execute_tool lookup",
+                    {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup"},
+                ),
+                ("GET /internal", {}),
+            ],
+        )
+    )
 
 
 def _instrumented_agent_run(base_url: str) -> list[ReadableSpan]:
@@ -112,13 +144,17 @@ def _instrumented_agent_run(base_url: str) -> list[ReadableSpan]:
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
     mem = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "support-bot", "service.version": "1.2.0"}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "support-bot", "service.version": "1.2.0"})
+    )
     provider.add_span_processor(SimpleSpanProcessor(mem))
     instrumentor = OpenAIInstrumentor()
     instrumentor.instrument(tracer_provider=provider)
     try:
         client = openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0)
-        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
     finally:
         instrumentor.uninstrument()
         provider.shutdown()
@@ -126,8 +162,12 @@ def _instrumented_agent_run(base_url: str) -> list[ReadableSpan]:
 
 
 def _export(url: str, key: str, spans: list[ReadableSpan]) -> SpanExportResult:
-    exporter = OTLPSpanExporter(endpoint=f"{url}/v1/traces", headers={"Authorization": f"Bearer {key}"},
-                                compression=Compression.Gzip, timeout=10)  # fmt: skip
+    exporter = OTLPSpanExporter(
+        endpoint=f"{url}/v1/traces",
+        headers={"Authorization": f"Bearer {key}"},
+        compression=Compression.Gzip,
+        timeout=10,
+    )
     try:
         return exporter.export(spans)
     finally:
@@ -135,8 +175,12 @@ def _export(url: str, key: str, spans: list[ReadableSpan]) -> SpanExportResult:
 
 
 async def _dlq(settings: Settings, n: int) -> list[dict[str, bytes]]:
-    consumer = AIOKafkaConsumer(settings.dlq_topic, bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", group_id=None)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        settings.dlq_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
     await consumer.start()
     got: list[dict[str, bytes]] = []
     try:
@@ -154,29 +198,48 @@ async def test_genai_spans_land_priced_once_and_unmapped_ones_are_dead_letters(
 ) -> None:
     await ensure_topics(settings)
     spans = _agent_run_spans()
-    json_spans = make_spans(("invoke_agent json", {"gen_ai.operation.name": "invoke_agent"},
-                             [chat(input_tokens=10, output_tokens=2)]))  # fmt: skip
+    json_spans = make_spans(
+        (
+            "invoke_agent json",
+            {"gen_ai.operation.name": "invoke_agent"},
+            [chat(input_tokens=10, output_tokens=2)],
+        )
+    )
     async with receiver(settings, tmp_path) as (url, key, rx):
         # protobuf + gzip through the real exporter, then the same batch again (a retry).
         assert await asyncio.to_thread(_export, url, key, spans) is SpanExportResult.SUCCESS
         assert await asyncio.to_thread(_export, url, key, spans) is SpanExportResult.SUCCESS
         # The Python exporter speaks only protobuf: the spec's JSON (hex ids) is sent by hand.
         body = gzip.compress(orjson.dumps(spec_json(encode_spans(json_spans))))
-        async with aiohttp.ClientSession() as http, http.post(f"{url}/v1/traces", data=body, headers={
-                "Content-Type": "application/json", "Content-Encoding": "gzip", "x-api-key": key}) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{url}/v1/traces",
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "Content-Encoding": "gzip",
+                    "x-api-key": key,
+                },
+            ) as resp,
+        ):
             assert resp.status == 200, await resp.text()
             assert await resp.json() == {}
         assert rx.counters["events"] == 2 * 4 + 3 and rx.counters["dead_letters"] == 2
 
     with open_store(settings, own=True) as store:
         migrate(store)
-        worker = await sink_until(settings, store, lambda w: w.processor.counters.accepted
-                                  + w.processor.counters.duplicates >= 11)  # fmt: skip
+        worker = await sink_until(
+            settings,
+            store,
+            lambda w: w.processor.counters.accepted + w.processor.counters.duplicates >= 11,
+        )
         assert worker.processor.counters.accepted == 7 and worker.processor.counters.duplicates == 4
         rows = store.query(
             "SELECT type, trace_id, run_id, request_model, input_tokens, cached_input_tokens, "
             "output_tokens, cost_usd, priced FROM agentaudit.events WHERE tenant_id = 'acme' "
-            "AND type = 'llm_call' ORDER BY input_tokens DESC").result_rows  # fmt: skip
+            "AND type = 'llm_call' ORDER BY input_tokens DESC"
+        ).result_rows
         (_, trace, run, model, inp, cached, out, cost, priced), json_call = rows
         trace, run = _text(trace), _text(run)
         assert (model, inp, cached, out, priced) == ("gpt-4o-mini", 1200, 1000, 80, True)
@@ -186,10 +249,16 @@ async def test_genai_spans_land_priced_once_and_unmapped_ones_are_dead_letters(
         # The hand-sent JSON kept its hex ids: the row's trace id is the SDK's.
         assert _text(json_call[1]) == json_spans[0].context.trace_id.to_bytes(16, "big").hex()
         # Run usage = its inference spans only (the agent span's 99,999 is not in any row).
-        assert scalar(store, f"SELECT sum(input_tokens) FROM agentaudit.events WHERE run_id = '{run}'") == 1200
-        assert sorted(r[0] for r in store.query(
-            f"SELECT type FROM agentaudit.events WHERE run_id = '{run}'").result_rows) == [
-            "llm_call", "run_finished", "run_started", "tool_call"]  # fmt: skip
+        assert (
+            scalar(store, f"SELECT sum(input_tokens) FROM agentaudit.events WHERE run_id = '{run}'")
+            == 1200
+        )
+        assert sorted(
+            r[0]
+            for r in store.query(
+                f"SELECT type FROM agentaudit.events WHERE run_id = '{run}'"
+            ).result_rows
+        ) == ["llm_call", "run_finished", "run_started", "tool_call"]
         assert assert_chains_valid(store) == 7
     dead = await _dlq(settings, 2)
     assert [d["reason"] for d in dead] == [b"unknown_type"] * 2
@@ -203,6 +272,7 @@ async def test_status_codes_exporters_act_on(settings: Settings, tmp_path: Path)
     proto = {"Content-Type": "application/x-protobuf"}
 
     async with receiver(small, tmp_path) as (url, key, _rx), aiohttp.ClientSession() as http:
+
         async def post(data: bytes, **headers: str) -> tuple[int, Any, bytes]:
             async with http.post(f"{url}/v1/traces", data=data, headers=headers) as r:
                 return r.status, r.headers, await r.read()
@@ -226,32 +296,49 @@ async def test_status_codes_exporters_act_on(settings: Settings, tmp_path: Path)
         assert (await post(bomb, **proto, **auth, **{"Content-Encoding": "gzip"}))[0] == 413
 
     # The broker does not answer: 503 with Retry-After (exporters retry), never 200.
-    down = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}", "otlp_send_timeout_s": 2.0})
+    down = settings.model_copy(
+        update={"kafka_bootstrap": f"127.0.0.1:{free_port()}", "otlp_send_timeout_s": 2.0}
+    )
     async with receiver(down, tmp_path / "down") as (url, key, rx), aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/v1/traces", data=ok_body,
-                             headers={**proto, "x-api-key": key}) as r:  # fmt: skip
+        async with http.post(
+            f"{url}/v1/traces", data=ok_body, headers={**proto, "x-api-key": key}
+        ) as r:
             assert r.status == 503 and r.headers["Retry-After"] == "5"
         assert rx.counters["unavailable"] == 1 and rx.counters["events"] == 0
 
 
-async def test_evaluation_log_events_land_as_eval_results(settings: Settings, tmp_path: Path) -> None:
+async def test_evaluation_log_events_land_as_eval_results(
+    settings: Settings, tmp_path: Path
+) -> None:
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
     from tests.unit.otlp.test_mapping import _log
 
     await ensure_topics(settings)
-    req = _log({"gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": 0.25,
-                "gen_ai.evaluation.score.label": "fail"})  # fmt: skip
+    req = _log(
+        {
+            "gen_ai.evaluation.name": "relevance",
+            "gen_ai.evaluation.score.value": 0.25,
+            "gen_ai.evaluation.score.label": "fail",
+        }
+    )
     headers = {"Content-Type": "application/x-protobuf"}
-    async with receiver(settings, tmp_path) as (url, key, _rx), aiohttp.ClientSession() as http, \
-            http.post(f"{url}/v1/logs", data=req.SerializeToString(), headers={**headers, "x-api-key": key}) as r:
+    async with (
+        receiver(settings, tmp_path) as (url, key, _rx),
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{url}/v1/logs", data=req.SerializeToString(), headers={**headers, "x-api-key": key}
+        ) as r,
+    ):
         assert r.status == 200
         assert not ExportLogsServiceResponse.FromString(await r.read()).HasField("partial_success")
     with open_store(settings, own=True) as store:
         migrate(store)
         await sink_until(settings, store, lambda w: w.processor.counters.accepted >= 1)
-        assert [(t, _text(s)) for t, s in store.query("SELECT type, span_id FROM agentaudit.events").result_rows] == [
-            ("eval_result", "0001020304050607")]
+        assert [
+            (t, _text(s))
+            for t, s in store.query("SELECT type, span_id FROM agentaudit.events").result_rows
+        ] == [("eval_result", "0001020304050607")]
 
 
 async def test_openai_v2_instrumentation_spans_land_with_usage_and_cost(
@@ -268,6 +355,10 @@ async def test_openai_v2_instrumentation_spans_land_with_usage_and_cost(
     with open_store(settings, own=True) as store:
         migrate(store)
         await sink_until(settings, store, lambda w: w.processor.counters.accepted >= 1)
-        row = store.query("SELECT request_model, input_tokens, cached_input_tokens, output_tokens, "
-                          "cost_usd FROM agentaudit.events WHERE type = 'llm_call'").result_rows  # fmt: skip
-        assert [(m, i, c, o, Decimal(usd)) for m, i, c, o, usd in row] == [("gpt-4o-mini", 1200, 0, 80, UNCACHED_COST)]
+        row = store.query(
+            "SELECT request_model, input_tokens, cached_input_tokens, output_tokens, "
+            "cost_usd FROM agentaudit.events WHERE type = 'llm_call'"
+        ).result_rows
+        assert [(m, i, c, o, Decimal(usd)) for m, i, c, o, usd in row] == [
+            ("gpt-4o-mini", 1200, 0, 80, UNCACHED_COST)
+        ]

@@ -41,10 +41,15 @@ SWITCH = datetime(2026, 8, 21, tzinfo=UTC)  # gpt-5.6: 5/30 before, 4/20 from
 
 def _calls() -> Iterator[dict[str, Any]]:
     i = 0
-    plan = [("acme", "openai", "gpt-5-mini"), ("globex", "openai", "gpt-5-mini"),
-            ("acme", "openai", "gpt-5.6"), ("acme", "azure.ai.openai", "prod-gpt5"),
-            ("globex", "anthropic", "claude-sonnet-4-5"), ("acme", "gcp.gemini", "gemini-3.1-pro-preview"),
-            ("acme", "openai", "gpt-9-ultra")]  # fmt: skip
+    plan = [
+        ("acme", "openai", "gpt-5-mini"),
+        ("globex", "openai", "gpt-5-mini"),
+        ("acme", "openai", "gpt-5.6"),
+        ("acme", "azure.ai.openai", "prod-gpt5"),
+        ("globex", "anthropic", "claude-sonnet-4-5"),
+        ("acme", "gcp.gemini", "gemini-3.1-pro-preview"),
+        ("acme", "openai", "gpt-9-ultra"),
+    ]
     for tenant, provider, model in plan:
         for hours in (-30, -2, 1, 30):  # both sides of the gpt-5.6 price cut
             for inp in (1_000, 200_000, 272_001, 300_000):  # both sides of each tier
@@ -52,15 +57,24 @@ def _calls() -> Iterator[dict[str, Any]]:
                 doc = event_dict(tenant, "llm_call")
                 doc["event_id"] = f"0190c1f2-0000-7000-8000-{i:012d}"
                 doc["occurred_at"] = (SWITCH + timedelta(hours=hours, seconds=i)).isoformat()
-                doc["payload"].update(provider=provider, request_model=model, response_model=None,
-                                      usage={"input_tokens": inp, "output_tokens": 777 + i,
-                                             "cached_input_tokens": inp // 3,
-                                             "cache_write_tokens": inp // 9})  # fmt: skip
+                doc["payload"].update(
+                    provider=provider,
+                    request_model=model,
+                    response_model=None,
+                    usage={
+                        "input_tokens": inp,
+                        "output_tokens": 777 + i,
+                        "cached_input_tokens": inp // 3,
+                        "cache_write_tokens": inp // 9,
+                    },
+                )
                 yield doc
 
 
 @pytest.fixture(scope="module")
-def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClickHouseStore, Path, PriceSource]]:
+def trail(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ClickHouseStore, Path, PriceSource]]:
     data = tmp_path_factory.mktemp("pricing-verify")
     path = data / "prices.yaml"
     path.write_text(OVERRIDES)
@@ -70,7 +84,9 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClickHouse
         sink = SinkProcessor(pricing, dedup_capacity=10_000)
         stamp = int((SWITCH + timedelta(days=3)).timestamp() * 1000)
         for offset, doc in enumerate(_calls()):
-            sink.add(Source("events", 0, offset, stamp, doc["tenant_id"].encode()), orjson.dumps(doc))
+            sink.add(
+                Source("events", 0, offset, stamp, doc["tenant_id"].encode()), orjson.dumps(doc)
+            )
         batch = sink.take()
         assert sink.counters.accepted == len(batch.events) == 7 * 16
         store.insert(INGEST_TABLE, [list(c) for c in zip(*batch.events)], INGEST_COLUMNS)
@@ -86,30 +102,40 @@ def test_the_engine_clears_every_row_the_current_pricing_wrote(trail: Any) -> No
     rules = repricer.rules(store, PARAMS)
     modes = dict(zip(rules.groups, rules.modes, strict=True))
     assert rules.ovt == ["acme"]
-    assert modes[(pricing.version, "llm_call", "openai", "gpt-9-ultra", "acme")] == costs.Mode.UNPRICED
+    assert (
+        modes[(pricing.version, "llm_call", "openai", "gpt-9-ultra", "acme")] == costs.Mode.UNPRICED
+    )
     assert set(modes.values()) == {costs.Mode.PRICED, costs.Mode.UNPRICED}  # none left to Python
     assert store.query(costs.CANDIDATES_SQL, {**PARAMS, **rules.params()}).result_rows == []
     assert costs.disagreeing(store, PARAMS, data) == []
-    priced = store.query("SELECT countIf(priced), countIf(NOT priced), uniqExact(pricing_version) "
-                         "FROM agentaudit.events").result_rows[0]  # fmt: skip
+    priced = store.query(
+        "SELECT countIf(priced), countIf(NOT priced), uniqExact(pricing_version) "
+        "FROM agentaudit.events"
+    ).result_rows[0]
     assert priced == (6 * 16, 16, 1)
 
 
 def test_a_tampered_cost_is_found(trail: Any) -> None:
     store, data, _ = trail
-    seqs = store.query("SELECT chain_seq FROM agentaudit.events WHERE tenant_id = 'acme' "
-                       "AND provider = 'azure.ai.openai' AND input_tokens = 300000 "
-                       "ORDER BY occurred_at LIMIT 1").result_rows  # fmt: skip
+    seqs = store.query(
+        "SELECT chain_seq FROM agentaudit.events WHERE tenant_id = 'acme' "
+        "AND provider = 'azure.ai.openai' AND input_tokens = 300000 "
+        "ORDER BY occurred_at LIMIT 1"
+    ).result_rows
     seq = int(seqs[0][0])
-    store.command("ALTER TABLE agentaudit.events UPDATE cost_usd = cost_usd + "
-                  f"toDecimal64('0.000000001', 9) WHERE tenant_id = 'acme' AND chain_seq = {seq} "
-                  "SETTINGS mutations_sync = 2")  # fmt: skip
+    store.command(
+        "ALTER TABLE agentaudit.events UPDATE cost_usd = cost_usd + "
+        f"toDecimal64('0.000000001', 9) WHERE tenant_id = 'acme' AND chain_seq = {seq} "
+        "SETTINGS mutations_sync = 2"
+    )
     try:
         assert costs.disagreeing(store, PARAMS, data) == [("acme", 0, seq, "cost_usd")]
     finally:
-        store.command("ALTER TABLE agentaudit.events UPDATE cost_usd = cost_usd - "
-                      f"toDecimal64('0.000000001', 9) WHERE tenant_id = 'acme' AND chain_seq = {seq} "
-                      "SETTINGS mutations_sync = 2")  # fmt: skip
+        store.command(
+            "ALTER TABLE agentaudit.events UPDATE cost_usd = cost_usd - "
+            f"toDecimal64('0.000000001', 9) WHERE tenant_id = 'acme' AND chain_seq = {seq} "
+            "SETTINGS mutations_sync = 2"
+        )
 
 
 _NANOS_SQL = f"""
@@ -140,8 +166,9 @@ def test_the_engines_arithmetic_is_the_pricings_for_every_snapshot_model(trail: 
             for first in range(max(1, len(epochs.rows) - 1)):
                 lo = max(epochs.bounds[first], datetime(2020, 1, 1, tzinfo=UTC))
                 hi = epochs.bounds[first + 1] if first + 1 < len(epochs.rows) else lo
-                rule = repricer.rule(pricing.version, "llm_call", provider.id, info.id,
-                                     lo=lo, hi=hi)  # fmt: skip
+                rule = repricer.rule(
+                    pricing.version, "llm_call", provider.id, info.id, lo=lo, hi=hi
+                )
                 if rule.mode is not costs.Mode.PRICED:
                     continue
                 rules.append(rule)
@@ -151,12 +178,25 @@ def test_the_engines_arithmetic_is_the_pricings_for_every_snapshot_model(trail: 
                         usage = (inp, 3_001, inp // 3, inp // 7)
                         us = int((at - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 10**6)
                         rows.append((len(rules), *usage, us))
-                        got = cost.llm_call(provider.id, info.id, Usage.model_construct(
-                            input_tokens=usage[0], output_tokens=usage[1],
-                            cached_input_tokens=usage[2], cache_write_tokens=usage[3]), at=at)
-                        want.append(int(got[0].scaleb(9)))  # fmt: skip
-    params = {"rows": rows, "sw": [r.switch_us for r in rules], "ts0": [r.tiers[0] for r in rules],
-              "ts1": [r.tiers[1] for r in rules], "r": [list(r.rates) for r in rules]}  # fmt: skip
+                        got = cost.llm_call(
+                            provider.id,
+                            info.id,
+                            Usage.model_construct(
+                                input_tokens=usage[0],
+                                output_tokens=usage[1],
+                                cached_input_tokens=usage[2],
+                                cache_write_tokens=usage[3],
+                            ),
+                            at=at,
+                        )
+                        want.append(int(got[0].scaleb(9)))
+    params = {
+        "rows": rows,
+        "sw": [r.switch_us for r in rules],
+        "ts0": [r.tiers[0] for r in rules],
+        "ts1": [r.tiers[1] for r in rules],
+        "r": [list(r.rates) for r in rules],
+    }
     got = [int(n) for (n,) in store.query(_NANOS_SQL, params).result_rows]
     assert got == want
     assert len(rules) > 1_000 and any(r.switch_us != costs.NEVER for r in rules)

@@ -43,13 +43,22 @@ TENANTS = ("rc-a", "rc-b")
 
 def _cli(settings: Settings, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**settings_env(settings), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "agentaudit.cli.main", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "agentaudit.cli.main", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _events(n: int, offset: int = 0) -> list[tuple[bytes, bytes]]:
-    return [(TENANTS[i % 2].encode(), wire(event_dict(tenant=TENANTS[i % 2], kind="llm_call")))
-            for i in range(offset, offset + n)]  # fmt: skip
+    return [
+        (TENANTS[i % 2].encode(), wire(event_dict(tenant=TENANTS[i % 2], kind="llm_call")))
+        for i in range(offset, offset + n)
+    ]
 
 
 async def _sink(settings: Settings, store: Store, total: int) -> int:
@@ -168,8 +177,20 @@ async def test_prove_and_verify_a_receipt(settings: Settings, tmp_path: Path) ->
         ).result_rows[0][0]
         assert newest > size
         out = tmp_path / "c.tlog-consistency"
-        cons = _cli(settings, "prove", "--consistency", "--tenant", TENANTS[0], "--partition",
-                    str(part), "--old", str(size), "--out", str(out), cwd=tmp_path)  # fmt: skip
+        cons = _cli(
+            settings,
+            "prove",
+            "--consistency",
+            "--tenant",
+            TENANTS[0],
+            "--partition",
+            str(part),
+            "--old",
+            str(size),
+            "--out",
+            str(out),
+            cwd=tmp_path,
+        )
         assert cons.returncode == 0, cons.stdout + cons.stderr
         checked = _cli(settings, "verify", "--proof", str(out), cwd=tmp_path)
         assert checked.returncode == 0, checked.stdout + checked.stderr

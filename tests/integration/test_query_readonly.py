@@ -182,8 +182,11 @@ def test_legitimate_reads_still_work(trail: tuple[Settings, ClickHouseStore]) ->
 
 def test_the_run_is_fenced_by_readonly_and_limits(trail: tuple[Settings, ClickHouseStore]) -> None:
     _, store = trail
-    fence = run_readonly(store, "SELECT getSetting('readonly') AS ro, "
-                         "getSetting('max_execution_time') AS t", limits=Limits(max_seconds=7))  # fmt: skip
+    fence = run_readonly(
+        store,
+        "SELECT getSetting('readonly') AS ro, getSetting('max_execution_time') AS t",
+        limits=Limits(max_seconds=7),
+    )
     assert fence.result_rows == [(1, 7.0)]
     with pytest.raises(BadQuery, match="returned more than 5 rows"):
         run_readonly(store, "SELECT arrayJoin(range(10))", limits=Limits(max_rows=5))

@@ -74,16 +74,21 @@ async def test_broker_restarted_under_a_running_record_sink_stores_every_new_rec
         task = asyncio.create_task(sink.run())
 
         def stored() -> tuple[tuple[int, int], tuple[int, int]]:
-            return (counts(store, ALERTS.table, ALERTS.id_column),
-                    counts(store, CONTROL.table, CONTROL.id_column))  # fmt: skip
+            return (
+                counts(store, ALERTS.table, ALERTS.id_column),
+                counts(store, CONTROL.table, CONTROL.id_column),
+            )
 
         try:
             await produce_both(s, before_a, before_c)
             await wait_for(lambda: task.done() or stored() == ((30, 30), (6, 6)), 60, stored)
             await restart(own_broker, s)
             await produce_both(s, after_a, after_c)
-            await wait_for(lambda: task.done() or stored() == ((40, 40), (9, 9)), 90,
-                           lambda: (stored(), sink.processor.counters))  # fmt: skip
+            await wait_for(
+                lambda: task.done() or stored() == ((40, 40), (9, 9)),
+                90,
+                lambda: (stored(), sink.processor.counters),
+            )
         finally:
             sink.stop()
             await task

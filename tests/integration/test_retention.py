@@ -55,7 +55,9 @@ def _lines(reports: list[ChainReport]) -> list[tuple[str, str, str]]:
 
 
 def _first_seq(store: Store, t: str) -> int:
-    return int(scalar(store, f"SELECT min(chain_seq) FROM agentaudit.events WHERE tenant_id = '{t}'"))
+    return int(
+        scalar(store, f"SELECT min(chain_seq) FROM agentaudit.events WHERE tenant_id = '{t}'")
+    )
 
 
 async def test_retention_cuts_prefixes_verify_reports_expired_and_still_catches_deletions(
@@ -78,8 +80,13 @@ async def test_retention_cuts_prefixes_verify_reports_expired_and_still_catches_
             await asyncio.to_thread(set_hold, settings, store, "rt-c", HELD, True, "case 7", "ops")
             await sink.wait(accepted=3 * PER_BATCH * 3 + 3)
             await sink.wait(signed=sink.signed + 2 * len(TENANTS))
-            held_first = int(scalar(store, "SELECT min(chain_seq) FROM agentaudit.events "
-                                           f"WHERE tenant_id = 'rt-c' AND user_id = '{HELD}'"))  # fmt: skip
+            held_first = int(
+                scalar(
+                    store,
+                    "SELECT min(chain_seq) FROM agentaudit.events "
+                    f"WHERE tenant_id = 'rt-c' AND user_id = '{HELD}'",
+                )
+            )
             cuts = await asyncio.to_thread(sweep, settings, store, keys, now=lambda: later)
             await sink.wait(accepted=3 * PER_BATCH * 3 + 3 + len(cuts))
             await sink.wait(signed=sink.signed + 2 * len(TENANTS))
@@ -93,15 +100,28 @@ async def test_retention_cuts_prefixes_verify_reports_expired_and_still_catches_
         assert _first_seq(store, "rt-b") == 1
 
         # Recorded twice: in the trail (signed with everything else) and in the table.
-        kinds = store.query("SELECT tenant_id, type FROM agentaudit.events WHERE agent_id = "
-                            "'agentaudit' ORDER BY tenant_id, type").result_rows  # fmt: skip
-        assert kinds == [("rt-a", "retention_applied"), ("rt-a", "retention_changed"),
-                         ("rt-c", "legal_hold_changed"), ("rt-c", "retention_applied"),
-                         ("rt-c", "retention_changed")]  # fmt: skip
-        table = store.query("SELECT tenant_id, kind, count() FROM agentaudit.retention_log "
-                            "GROUP BY tenant_id, kind ORDER BY tenant_id, kind").result_rows  # fmt: skip
-        assert table == [("rt-a", "applied", 1), ("rt-a", "retention", 1), ("rt-c", "applied", 1),
-                         ("rt-c", "hold", 1), ("rt-c", "retention", 1)]  # fmt: skip
+        kinds = store.query(
+            "SELECT tenant_id, type FROM agentaudit.events WHERE agent_id = "
+            "'agentaudit' ORDER BY tenant_id, type"
+        ).result_rows
+        assert kinds == [
+            ("rt-a", "retention_applied"),
+            ("rt-a", "retention_changed"),
+            ("rt-c", "legal_hold_changed"),
+            ("rt-c", "retention_applied"),
+            ("rt-c", "retention_changed"),
+        ]
+        table = store.query(
+            "SELECT tenant_id, kind, count() FROM agentaudit.retention_log "
+            "GROUP BY tenant_id, kind ORDER BY tenant_id, kind"
+        ).result_rows
+        assert table == [
+            ("rt-a", "applied", 1),
+            ("rt-a", "retention", 1),
+            ("rt-c", "applied", 1),
+            ("rt-c", "hold", 1),
+            ("rt-c", "retention", 1),
+        ]
         assert policies(store)["rt-c"].held_subjects == [HELD]
 
         reports = verify_store(settings, store, keys)
@@ -119,10 +139,14 @@ async def test_retention_cuts_prefixes_verify_reports_expired_and_still_catches_
 
         # An attacker: the row after rt-a's horizon, and a prefix of rt-b (no retention).
         a = by_tenant["rt-a"].horizon
-        store.command(f"ALTER TABLE agentaudit.events DELETE WHERE tenant_id = 'rt-a' AND "
-                      f"chain_seq <= {a + 1} SETTINGS mutations_sync = 2")  # fmt: skip
-        store.command("ALTER TABLE agentaudit.events DELETE WHERE tenant_id = 'rt-b' AND "
-                      "chain_seq <= 20 SETTINGS mutations_sync = 2")  # fmt: skip
+        store.command(
+            f"ALTER TABLE agentaudit.events DELETE WHERE tenant_id = 'rt-a' AND "
+            f"chain_seq <= {a + 1} SETTINGS mutations_sync = 2"
+        )
+        store.command(
+            "ALTER TABLE agentaudit.events DELETE WHERE tenant_id = 'rt-b' AND "
+            "chain_seq <= 20 SETTINGS mutations_sync = 2"
+        )
         reports = verify_store(settings, store, keys)
         lines = _lines(reports)
         assert not summary(reports)[1]

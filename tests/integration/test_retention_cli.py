@@ -72,7 +72,9 @@ async def test_retention_and_hold_commands_record_show_and_apply(
 ) -> None:
     # A key made 50 days ago, so checkpoints signed 40 days ago are within its use.
     init_keys(tmp_path / "keys", clock=lambda: utc_now() - timedelta(days=50))
-    settings = settings.model_copy(update={"checkpoint_interval_s": 0.2, "key_dir": tmp_path / "keys"})
+    settings = settings.model_copy(
+        update={"checkpoint_interval_s": 0.2, "key_dir": tmp_path / "keys"}
+    )
     await ensure_topics(settings)
     with open_store(settings, own=True) as store:
         migrate(store)
@@ -86,40 +88,115 @@ async def test_retention_and_hold_commands_record_show_and_apply(
                 await sink.wait(signed=sink.signed + 2 * len(TENANTS))
             trail.clock = utc_now
 
-            _ok(await _cli(settings, "retention", "set", "--tenant", "rc-a", "--days", "30",
-                           "--reason", "contract", "--by", "ops"))  # fmt: skip
-            _ok(await _cli(settings, "retention", "set", "--tenant", "rc-b", "--days", "30",
-                           "--reason", "contract"))  # fmt: skip
+            _ok(
+                await _cli(
+                    settings,
+                    "retention",
+                    "set",
+                    "--tenant",
+                    "rc-a",
+                    "--days",
+                    "30",
+                    "--reason",
+                    "contract",
+                    "--by",
+                    "ops",
+                )
+            )
+            _ok(
+                await _cli(
+                    settings,
+                    "retention",
+                    "set",
+                    "--tenant",
+                    "rc-b",
+                    "--days",
+                    "30",
+                    "--reason",
+                    "contract",
+                )
+            )
             out = _ok(await _cli(settings, "hold", "add", "--tenant", "rc-b", "--reason", "case 9"))
             assert "legal hold placed on tenant rc-b" in out
-            _ok(await _cli(settings, "hold", "add", "--tenant", "rc-a", "--subject", "ghost",
-                           "--reason", "case 10"))  # fmt: skip
-            out = _ok(await _cli(settings, "hold", "rm", "--tenant", "rc-a", "--subject", "ghost",
-                                 "--reason", "closed"))  # fmt: skip
+            _ok(
+                await _cli(
+                    settings,
+                    "hold",
+                    "add",
+                    "--tenant",
+                    "rc-a",
+                    "--subject",
+                    "ghost",
+                    "--reason",
+                    "case 10",
+                )
+            )
+            out = _ok(
+                await _cli(
+                    settings,
+                    "hold",
+                    "rm",
+                    "--tenant",
+                    "rc-a",
+                    "--subject",
+                    "ghost",
+                    "--reason",
+                    "closed",
+                )
+            )
             assert "lifted from subject ghost of rc-a" in out and "held subjects" not in out
-            again = await _cli(settings, "hold", "rm", "--tenant", "rc-a", "--subject", "ghost",
-                               "--reason", "again")  # fmt: skip
+            again = await _cli(
+                settings,
+                "hold",
+                "rm",
+                "--tenant",
+                "rc-a",
+                "--subject",
+                "ghost",
+                "--reason",
+                "again",
+            )
             assert _code(again) == 2 and "no hold on subject ghost" in str(again.exception)
             neither = await _cli(settings, "retention", "set", "--tenant", "rc-a", "--reason", "r")
-            assert _code(neither) == 2 and "exactly one of --days N and --forever" in str(neither.exception)
-            zero = await _cli(settings, "retention", "set", "--tenant", "rc-a", "--days", "0", "--reason", "r")
+            assert _code(neither) == 2 and "exactly one of --days N and --forever" in str(
+                neither.exception
+            )
+            zero = await _cli(
+                settings, "retention", "set", "--tenant", "rc-a", "--days", "0", "--reason", "r"
+            )
             assert _code(zero) == 2
-            blank = await _cli(settings, "retention", "set", "--tenant", "rc-a", "--forever", "--reason", "")
+            blank = await _cli(
+                settings, "retention", "set", "--tenant", "rc-a", "--forever", "--reason", ""
+            )
             assert _code(blank) == 2 and str(blank.exception).startswith("--reason: ")
 
             changes = 2 * PER_BATCH * len(TENANTS) + 5  # 2 retention, 3 hold events
             await sink.wait(accepted=changes)
             await sink.wait(signed=sink.signed + 2 * len(TENANTS))
-            part_a = int(scalar(store, "SELECT any(kafka_partition) FROM agentaudit.events "
-                                       "WHERE tenant_id = 'rc-a'"))  # fmt: skip
+            part_a = int(
+                scalar(
+                    store,
+                    "SELECT any(kafka_partition) FROM agentaudit.events WHERE tenant_id = 'rc-a'",
+                )
+            )
 
             applied = _json(await _cli(settings, "retention", "apply", "-f", "json"))
             assert applied == [
-                {"tenant": "rc-a", "partition": part_a, "outcome": "cut", "rows": "#1-#40 deleted",
-                 "reason": "retention 30 days: up to a checkpoint signed that long ago"},
-                {"tenant": "rc-b", "partition": None, "outcome": "kept", "rows": "all kept",
-                 "reason": "legal hold on the tenant"},
-            ]  # fmt: skip
+                {
+                    "tenant": "rc-a",
+                    "partition": part_a,
+                    "outcome": "cut",
+                    "rows": "#1-#40 deleted",
+                    "reason": "retention 30 days: up to a checkpoint signed that long ago",
+                },
+                {
+                    "tenant": "rc-b",
+                    "partition": None,
+                    "outcome": "kept",
+                    "rows": "all kept",
+                    "reason": "legal hold on the tenant",
+                },
+            ]
             await sink.wait(accepted=changes + 1)  # the retention_applied event
             await sink.wait(signed=sink.signed + 2 * len(TENANTS))
 
@@ -129,22 +206,47 @@ async def test_retention_and_hold_commands_record_show_and_apply(
             assert again_b["reason"] == "legal hold on the tenant"
 
             shown = _json(await _cli(settings, "retention", "show", "-f", "json"))
-            assert [(r["tenant"], r["retention"], r["tenant_hold"], r["held_subjects"],
-                     r["partition"], r["horizon"]) for r in shown] == [
-                ("rc-a", "30 days", False, "", part_a, 40), ("rc-b", "30 days", True, "", None, None)
-            ]  # fmt: skip
-            (nobody,) = _json(await _cli(settings, "retention", "show", "--tenant", "x", "-f", "json"))
+            assert [
+                (
+                    r["tenant"],
+                    r["retention"],
+                    r["tenant_hold"],
+                    r["held_subjects"],
+                    r["partition"],
+                    r["horizon"],
+                )
+                for r in shown
+            ] == [
+                ("rc-a", "30 days", False, "", part_a, 40),
+                ("rc-b", "30 days", True, "", None, None),
+            ]
+            (nobody,) = _json(
+                await _cli(settings, "retention", "show", "--tenant", "x", "-f", "json")
+            )
             assert nobody["retention"] == "forever" and nobody["changed_at"] is None
             table = _ok(await _cli(settings, "retention", "show"))
             assert "rc-a" in table and "30 days" in table
 
-        assert scalar(store, "SELECT min(chain_seq) FROM agentaudit.events WHERE tenant_id = 'rc-a'") == 41
-        assert scalar(store, "SELECT min(chain_seq) FROM agentaudit.events WHERE tenant_id = 'rc-b'") == 1
-        log = store.query("SELECT tenant_id, kind, subject, active, actor FROM agentaudit.retention_log "
-                          "ORDER BY changed_at").result_rows  # fmt: skip
-        assert [r[:4] for r in log] == [("rc-a", "retention", "", False), ("rc-b", "retention", "", False),
-                                        ("rc-b", "hold", "", True), ("rc-a", "hold", "ghost", True),
-                                        ("rc-a", "hold", "ghost", False), ("rc-a", "applied", "", False)]  # fmt: skip
+        assert (
+            scalar(store, "SELECT min(chain_seq) FROM agentaudit.events WHERE tenant_id = 'rc-a'")
+            == 41
+        )
+        assert (
+            scalar(store, "SELECT min(chain_seq) FROM agentaudit.events WHERE tenant_id = 'rc-b'")
+            == 1
+        )
+        log = store.query(
+            "SELECT tenant_id, kind, subject, active, actor FROM agentaudit.retention_log "
+            "ORDER BY changed_at"
+        ).result_rows
+        assert [r[:4] for r in log] == [
+            ("rc-a", "retention", "", False),
+            ("rc-b", "retention", "", False),
+            ("rc-b", "hold", "", True),
+            ("rc-a", "hold", "ghost", True),
+            ("rc-a", "hold", "ghost", False),
+            ("rc-a", "applied", "", False),
+        ]
         assert log[0][4] == "ops"
         reports = verify_store(settings, store, public_keys(settings))
         text, ok = summary(reports)
@@ -156,10 +258,18 @@ def test_a_change_the_broker_cannot_record_is_not_made(settings: Settings) -> No
     with open_store(settings) as store:
         migrate(store)
     down = {**settings_env(settings), "AGENTAUDIT_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
-    for args in (["retention", "set", "--tenant", "t", "--days", "7", "--reason", "contract"],
-                 ["hold", "add", "--tenant", "t", "--reason", "case 1"]):  # fmt: skip
-        ran = subprocess.run([".venv/bin/agentaudit", *args], capture_output=True, text=True, check=False,
-                             timeout=120, env=down)  # fmt: skip
+    for args in (
+        ["retention", "set", "--tenant", "t", "--days", "7", "--reason", "contract"],
+        ["hold", "add", "--tenant", "t", "--reason", "case 1"],
+    ):
+        ran = subprocess.run(
+            [".venv/bin/agentaudit", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=down,
+        )
         assert ran.returncode == 3, (ran.stdout, ran.stderr)
         lines = ran.stderr.strip().splitlines()
         assert len(lines) == 1 and "cannot reach Kafka" in lines[0], lines
@@ -167,12 +277,16 @@ def test_a_change_the_broker_cannot_record_is_not_made(settings: Settings) -> No
         assert scalar(store, "SELECT count() FROM agentaudit.retention_log") == 0
 
 
-async def test_no_cut_at_a_checkpoint_verify_would_reject(settings: Settings, tmp_path: Path) -> None:
+async def test_no_cut_at_a_checkpoint_verify_would_reject(
+    settings: Settings, tmp_path: Path
+) -> None:
     # The key is made now, the first checkpoints say they were signed 40 days ago: outside the
     # key's use, so verify calls them INVALID. A cut there would leave rows verify reports
     # missing; the sweep keeps the chain instead.
     init_keys(tmp_path / "keys")
-    settings = settings.model_copy(update={"checkpoint_interval_s": 0.2, "key_dir": tmp_path / "keys"})
+    settings = settings.model_copy(
+        update={"checkpoint_interval_s": 0.2, "key_dir": tmp_path / "keys"}
+    )
     await ensure_topics(settings)
     with open_store(settings, own=True) as store:
         migrate(store)
@@ -185,11 +299,25 @@ async def test_no_cut_at_a_checkpoint_verify_would_reject(settings: Settings, tm
                 await sink.wait(accepted=(b + 1) * PER_BATCH * len(TENANTS))
                 await sink.wait(signed=sink.signed + 2 * len(TENANTS))
             trail.clock = utc_now
-            _ok(await _cli(settings, "retention", "set", "--tenant", "rc-a", "--days", "30",
-                           "--reason", "contract"))  # fmt: skip
+            _ok(
+                await _cli(
+                    settings,
+                    "retention",
+                    "set",
+                    "--tenant",
+                    "rc-a",
+                    "--days",
+                    "30",
+                    "--reason",
+                    "contract",
+                )
+            )
             await sink.wait(accepted=2 * PER_BATCH * len(TENANTS) + 1)
             await sink.wait(signed=sink.signed + 2 * len(TENANTS))
             (kept,) = _json(await _cli(settings, "retention", "apply", "-f", "json"))
         assert kept["outcome"] == "kept" and kept["rows"] == "all kept", kept
         assert kept["reason"].startswith("no checkpoint below #41 signed 30 days ago yet")
-        assert scalar(store, "SELECT min(chain_seq) FROM agentaudit.events WHERE tenant_id = 'rc-a'") == 1
+        assert (
+            scalar(store, "SELECT min(chain_seq) FROM agentaudit.events WHERE tenant_id = 'rc-a'")
+            == 1
+        )

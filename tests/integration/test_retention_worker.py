@@ -67,20 +67,29 @@ async def _stored_and_signed(store: Store, rows: int, worker: asyncio.Task[None]
         n = scalar(store, f"SELECT count() FROM agentaudit.events WHERE tenant_id = '{TENANT}'")
         return bool(n == rows and scalar(store, _UNSIGNED) == 0)
 
-    await poll_until(done, 60, f"{rows} rows of {TENANT} stored and signed",
-                     check=lambda: worker.result() if worker.done() else None)  # fmt: skip
+    await poll_until(
+        done,
+        60,
+        f"{rows} rows of {TENANT} stored and signed",
+        check=lambda: worker.result() if worker.done() else None,
+    )
 
 
 async def _swept(gate: Gate, n: int, worker: asyncio.Task[None]) -> None:
-    await poll_until(lambda: gate.waits >= n, 60, f"sweep {n} done",
-                     check=lambda: worker.result() if worker.done() else None)  # fmt: skip
+    await poll_until(
+        lambda: gate.waits >= n,
+        60,
+        f"sweep {n} done",
+        check=lambda: worker.result() if worker.done() else None,
+    )
 
 
 async def test_the_worker_sweeps_periodically_survives_a_failed_sweep_and_stops_cleanly(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = settings.model_copy(update={"checkpoint_interval_s": 0.2, "max_clock_skew_s": 1e9,
-                                           "stream_jobs": False})  # fmt: skip
+    settings = settings.model_copy(
+        update={"checkpoint_interval_s": 0.2, "max_clock_skew_s": 1e9, "stream_jobs": False}
+    )
     later = datetime.now(UTC) + timedelta(days=31)
     faults = [RuntimeError("clock fault")]
 
@@ -90,8 +99,14 @@ async def test_the_worker_sweeps_periodically_survives_a_failed_sweep_and_stops_
         return later
 
     gate, stop = Gate(), asyncio.Event()
-    worker = asyncio.create_task(serve_worker(settings, stop, Console(file=io.StringIO()),
-                                              sweep_clock=SweepClock(now=now, sleep=gate.sleep)))  # fmt: skip
+    worker = asyncio.create_task(
+        serve_worker(
+            settings,
+            stop,
+            Console(file=io.StringIO()),
+            sweep_clock=SweepClock(now=now, sleep=gate.sleep),
+        )
+    )
     await _swept(gate, 1, worker)  # at start: no policy, nothing to do
     with open_store(settings) as store:  # through the worker's endpoint
         await produce_raw(settings, _batch())
@@ -105,16 +120,24 @@ async def test_the_worker_sweeps_periodically_survives_a_failed_sweep_and_stops_
         (failed,) = [r for r in caplog.records if r.name == "agentaudit.retention.periodic"]
         assert failed.levelno == logging.ERROR and "retention sweep failed" in failed.getMessage()
         assert failed.exc_info is not None and "clock fault" in str(failed.exc_info[1])
-        assert scalar(store, "SELECT count() FROM agentaudit.retention_log WHERE kind = 'applied'") == 0
+        assert (
+            scalar(store, "SELECT count() FROM agentaudit.retention_log WHERE kind = 'applied'")
+            == 0
+        )
 
         await produce_raw(settings, _batch())  # the sink goes on after a failed sweep
         await _stored_and_signed(store, 2 * PER_BATCH + 1, worker)
         gate.open()
         await _swept(gate, 3, worker)
-        horizon = int(scalar(store, "SELECT max(horizon) FROM agentaudit.retention_log "
-                                    "WHERE kind = 'applied'"))  # fmt: skip
+        horizon = int(
+            scalar(
+                store, "SELECT max(horizon) FROM agentaudit.retention_log WHERE kind = 'applied'"
+            )
+        )
         assert 0 < horizon < 2 * PER_BATCH + 1
-        first = scalar(store, f"SELECT min(chain_seq) FROM agentaudit.events WHERE tenant_id = '{TENANT}'")
+        first = scalar(
+            store, f"SELECT min(chain_seq) FROM agentaudit.events WHERE tenant_id = '{TENANT}'"
+        )
         assert first == horizon + 1
         await _stored_and_signed(store, 2 * PER_BATCH + 2 - horizon, worker)  # + retention_applied
 

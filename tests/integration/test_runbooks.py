@@ -414,20 +414,70 @@ def _insert_pipeline_rows(store: ClickHouseStore, now: datetime) -> None:
     chains = store.query(
         "SELECT tenant_id, kafka_partition, count() FROM agentaudit.events GROUP BY ALL"
     ).result_rows
-    checkpoint_columns = ("origin", "tenant_id", "kafka_partition", "tree_size", "root_hash",
-                          "signed_at", "key_id", "is_end", "note", "frontier")  # fmt: skip
-    _insert(store, "agentaudit.checkpoints", checkpoint_columns, [
-        ("tests", tenant, partition, rows - 1, "0" * 64, now - timedelta(minutes=10),
-         "0" * 8, False, "", [])
-        for tenant, partition, rows in chains
-    ])  # fmt: skip
-    beat_columns = ("heartbeat_id", "source", "at", "seq", "worker", "interval_s", "record",
-                    "kafka_topic", "kafka_partition", "kafka_offset")  # fmt: skip
-    _insert(store, "agentaudit.heartbeats", beat_columns, [
-        (f"hb-{seq}", "stream_jobs", now - timedelta(seconds=90 - 5 * seq), seq, "w1", 5.0,
-         "{}", "control", 0, seq)
-        for seq in range(3)
-    ])  # fmt: skip
+    checkpoint_columns = (
+        "origin",
+        "tenant_id",
+        "kafka_partition",
+        "tree_size",
+        "root_hash",
+        "signed_at",
+        "key_id",
+        "is_end",
+        "note",
+        "frontier",
+    )
+    _insert(
+        store,
+        "agentaudit.checkpoints",
+        checkpoint_columns,
+        [
+            (
+                "tests",
+                tenant,
+                partition,
+                rows - 1,
+                "0" * 64,
+                now - timedelta(minutes=10),
+                "0" * 8,
+                False,
+                "",
+                [],
+            )
+            for tenant, partition, rows in chains
+        ],
+    )
+    beat_columns = (
+        "heartbeat_id",
+        "source",
+        "at",
+        "seq",
+        "worker",
+        "interval_s",
+        "record",
+        "kafka_topic",
+        "kafka_partition",
+        "kafka_offset",
+    )
+    _insert(
+        store,
+        "agentaudit.heartbeats",
+        beat_columns,
+        [
+            (
+                f"hb-{seq}",
+                "stream_jobs",
+                now - timedelta(seconds=90 - 5 * seq),
+                seq,
+                "w1",
+                5.0,
+                "{}",
+                "control",
+                0,
+                seq,
+            )
+            for seq in range(3)
+        ],
+    )
 
 
 @pytest.mark.parametrize(("runbook", "n", "sql"), QUERIES, ids=[f"{r}-{n}" for r, n, _ in QUERIES])

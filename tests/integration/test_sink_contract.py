@@ -37,21 +37,43 @@ def _poison() -> list[tuple[bytes, bytes, str]]:
     return [
         (b"acme", big, "oversized"),
         (b"acme", huge, "oversized"),
-        (b"acme", _raw(event_dict(tenant="acme") | {"attributes": {"n": 2**64}}), "schema_violation"),
-        (b"acme", _raw(event_dict(tenant="acme") | {"attributes": {"n": -(2**63) - 1}}), "schema_violation"),
-        (b"acme", wire(event_dict(tenant="acme")).replace(b'"latency_ms":3.5', b'"latency_ms":NaN'), "invalid_json"),
+        (
+            b"acme",
+            _raw(event_dict(tenant="acme") | {"attributes": {"n": 2**64}}),
+            "schema_violation",
+        ),
+        (
+            b"acme",
+            _raw(event_dict(tenant="acme") | {"attributes": {"n": -(2**63) - 1}}),
+            "schema_violation",
+        ),
+        (
+            b"acme",
+            wire(event_dict(tenant="acme")).replace(b'"latency_ms":3.5', b'"latency_ms":NaN'),
+            "invalid_json",
+        ),
         (b"acme", dup[:-1] + b',"tenant_id":"globex"}', "duplicate_key"),
-        (b"acme", _raw(event_dict(tenant="acme") | {"occurred_at": "0001-01-01T00:00:00Z"}), "schema_violation"),
-        (b"acme", _raw(event_dict(tenant="acme") | {"occurred_at": "9999-12-31T23:59:59-01:00"}), "schema_violation"),
+        (
+            b"acme",
+            _raw(event_dict(tenant="acme") | {"occurred_at": "0001-01-01T00:00:00Z"}),
+            "schema_violation",
+        ),
+        (
+            b"acme",
+            _raw(event_dict(tenant="acme") | {"occurred_at": "9999-12-31T23:59:59-01:00"}),
+            "schema_violation",
+        ),
         (b"acme", wire(future), "occurred_at_in_future"),
         # A 1.5 MB key: the DLQ record (key kept) is refused, then sent cut down.
         (b"k" * 1_500_000, b"{oops", "invalid_json"),
-    ]  # fmt: skip
+    ]
 
 
 async def _produce(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
     # A producer that can write what the broker accepts (10 MB), unlike the SDK's.
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=16 << 20)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, max_request_size=16 << 20
+    )
     await producer.start()
     try:
         for key, value in messages:
@@ -62,35 +84,51 @@ async def _produce(settings: Settings, messages: list[tuple[bytes, bytes]]) -> N
 
 
 async def _dlq(settings: Settings, n: int) -> list[tuple[bytes, bytes, dict[str, bytes]]]:
-    consumer = AIOKafkaConsumer(settings.dlq_topic, bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", group_id=None)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        settings.dlq_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
     await consumer.start()
     try:
         got: list[tuple[bytes, bytes, dict[str, bytes]]] = []
         while len(got) < n:
             records = await consumer.getmany(timeout_ms=5000)
             assert records, f"dead-letter topic has {len(got)} of {n} messages"
-            got += [(m.key or b"", m.value or b"", dict(m.headers)) for b in records.values() for m in b]
+            got += [
+                (m.key or b"", m.value or b"", dict(m.headers)) for b in records.values() for m in b
+            ]
         return got
     finally:
         await consumer.stop()
 
 
-async def test_poison_becomes_dead_letters_and_the_valid_events_behind_it_land(settings: Settings) -> None:
+async def test_poison_becomes_dead_letters_and_the_valid_events_behind_it_land(
+    settings: Settings,
+) -> None:
     await ensure_topics(settings)
     poison = _poison()
     valid = [event_dict(tenant=f"t-{i % 3}") for i in range(30)]
     # Poison first, on the partition the valid events share: nothing behind it may stall.
-    await _produce(settings, [(k, v) for k, v, _ in poison] + [(d["tenant_id"].encode(), wire(d)) for d in valid])
+    await _produce(
+        settings,
+        [(k, v) for k, v, _ in poison] + [(d["tenant_id"].encode(), wire(d)) for d in valid],
+    )
     total = len(poison) + len(valid)
     with open_store(settings, own=True) as store:
         migrate(store)
         worker = await sink_until(
-            settings, store,
+            settings,
+            store,
             lambda w: w.processor.counters.accepted + w.processor.counters.dead_lettered >= total,
-        )  # fmt: skip
+        )
         counters = worker.processor.counters
-        assert (counters.accepted, counters.dead_lettered, counters.dlq_unsent) == (len(valid), len(poison), 0)
+        assert (counters.accepted, counters.dead_lettered, counters.dlq_unsent) == (
+            len(valid),
+            len(poison),
+            0,
+        )
         assert scalar(store, "SELECT count() FROM agentaudit.events") == len(valid)
         assert assert_chains_valid(store) == len(valid)
         rows = store.query(
@@ -102,7 +140,10 @@ async def test_poison_becomes_dead_letters_and_the_valid_events_behind_it_land(s
             original = original if isinstance(original, bytes) else original.encode()
             if len(value) > 1_000_000:
                 assert length == KEEP_BYTES and original == value[:KEEP_BYTES]
-                assert f"original {len(value)} bytes, sha256 {hashlib.sha256(value).hexdigest()}" in detail
+                assert (
+                    f"original {len(value)} bytes, sha256 {hashlib.sha256(value).hexdigest()}"
+                    in detail
+                )
             else:
                 assert original == value
         assert "tenant_id" in rows[5][2] and "occurred_at" in rows[6][2]
@@ -110,7 +151,10 @@ async def test_poison_becomes_dead_letters_and_the_valid_events_behind_it_land(s
     dlq = await _dlq(settings, len(poison))
     assert sorted(h["reason"].decode() for _k, _v, h in dlq) == sorted(r for _k, _v, r in poison)
     oversized = [(v, h) for _k, v, h in dlq if h["reason"] == b"oversized"]
-    assert sorted(int(h["original_size"]) for _v, h in oversized) == [1_500_000 + 10, 10_000_000 + 10]
+    assert sorted(int(h["original_size"]) for _v, h in oversized) == [
+        1_500_000 + 10,
+        10_000_000 + 10,
+    ]
     for value, headers in oversized:
         assert len(value) == KEEP_BYTES and headers["kept_bytes"] == str(KEEP_BYTES).encode()
         whole = next(v for _k, v, _r in poison if len(v) == int(headers["original_size"]))

@@ -23,7 +23,10 @@ def _emit_fleet(settings: Settings, n: int) -> int:
 
     client = Client.from_settings(settings, agent_id="support-bot", agent_version="1.0.0")
     for i in range(n):
-        with client.bind(tenant_id=f"tenant-{i % 5}"), client.tool_call("crm_lookup", "lookup", {"id": i}):
+        with (
+            client.bind(tenant_id=f"tenant-{i % 5}"),
+            client.tool_call("crm_lookup", "lookup", {"id": i}),
+        ):
             pass
     assert client.flush(30, delivered=True)
     sent = client.stats.sent
@@ -39,7 +42,11 @@ async def test_sdk_events_and_malformed_messages_land_exactly(settings: Settings
     total = sent + len(MALFORMED)
     with open_store(settings, own=True) as store:
         migrate(store)
-        await sink_until(settings, store, lambda w: w.processor.counters.accepted + w.processor.counters.dead_lettered >= total)
+        await sink_until(
+            settings,
+            store,
+            lambda w: w.processor.counters.accepted + w.processor.counters.dead_lettered >= total,
+        )
         assert scalar(store, "SELECT count() FROM agentaudit.events") == sent
         assert scalar(store, "SELECT uniqExact(event_id) FROM agentaudit.events") == sent
         assert assert_chains_valid(store) == sent
@@ -50,12 +57,21 @@ async def test_sdk_events_and_malformed_messages_land_exactly(settings: Settings
         for _k, _v, reason in MALFORMED:
             expected[reason] = expected.get(reason, 0) + 1
         assert dict(reasons) == expected
-        originals = {r[0] for r in store.query("SELECT original FROM agentaudit.dead_letters").result_rows}
-        assert {v for _k, v, _r in MALFORMED} == {o if isinstance(o, bytes) else o.encode() for o in originals}
+        originals = {
+            r[0] for r in store.query("SELECT original FROM agentaudit.dead_letters").result_rows
+        }
+        assert {v for _k, v, _r in MALFORMED} == {
+            o if isinstance(o, bytes) else o.encode() for o in originals
+        }
 
     # The dead-letter topic carries the same messages with the reason in a header.
-    consumer = AIOKafkaConsumer(settings.dlq_topic, bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", group_id=None, max_partition_fetch_bytes=4 << 20)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        settings.dlq_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        max_partition_fetch_bytes=4 << 20,
+    )
     await consumer.start()
     try:
         got: list[str] = []
@@ -72,10 +88,16 @@ async def test_the_same_event_delivered_twice_is_stored_once(settings: Settings)
     await ensure_topics(settings)
     docs = [event_dict(tenant="acme") for _ in range(20)]
     # Every event sent twice, as an SDK retry would: two messages, one event_id.
-    await produce_raw(settings, [(b"acme", wire(d)) for d in docs] + [(b"acme", wire(d)) for d in docs])
+    await produce_raw(
+        settings, [(b"acme", wire(d)) for d in docs] + [(b"acme", wire(d)) for d in docs]
+    )
     with open_store(settings, own=True) as store:
         migrate(store)
-        worker = await sink_until(settings, store, lambda w: w.processor.counters.accepted + w.processor.counters.duplicates >= 40)
+        worker = await sink_until(
+            settings,
+            store,
+            lambda w: w.processor.counters.accepted + w.processor.counters.duplicates >= 40,
+        )
         assert worker.processor.counters.duplicates == 20
         assert scalar(store, "SELECT count() FROM agentaudit.events") == 20
         assert_chains_valid(store)

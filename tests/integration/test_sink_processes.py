@@ -32,15 +32,20 @@ async def test_two_sink_processes_store_every_event_once(settings: Settings) -> 
         migrate(store)
         done = asyncio.Event()
         pool = SinkProcesses(
-            settings, 2,
-            on_progress=lambda: done.set() if pool.accepted + pool.totals().dead_lettered >= n + 3 else None,
-        )  # fmt: skip
+            settings,
+            2,
+            on_progress=lambda: (
+                done.set() if pool.accepted + pool.totals().dead_lettered >= n + 3 else None
+            ),
+        )
         async with pool:
             await pool.wait_ready(90)
             await produce_raw(settings, [(d["tenant_id"].encode(), wire(d)) for d in docs] + junk)
             await asyncio.wait_for(done.wait(), 120)
         assert all(child.proc.returncode == 0 for child in pool.children)
-        assert [c.counters.accepted > 0 for c in pool.children] == [True, True], "both shared the work"
+        assert [c.counters.accepted > 0 for c in pool.children] == [True, True], (
+            "both shared the work"
+        )
         assert scalar(store, "SELECT count() FROM agentaudit.events") == n
         assert scalar(store, "SELECT uniqExact(event_id) FROM agentaudit.events") == n
         assert scalar(store, "SELECT count() FROM agentaudit.dead_letters") == 3
@@ -49,21 +54,31 @@ async def test_two_sink_processes_store_every_event_once(settings: Settings) -> 
 
 def test_a_sink_process_needs_a_running_store_owner(settings: Settings) -> None:
 
-    with pytest.raises(StoreUnavailable, match="no process serves"), open_store(settings, attach=True):
+    with (
+        pytest.raises(StoreUnavailable, match="no process serves"),
+        open_store(settings, attach=True),
+    ):
         pass
 
 
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="parent-death signal is Linux only"
+)
 async def test_sink_processes_stop_when_their_store_owner_dies(settings: Settings) -> None:
     """A worker killed with SIGKILL cannot stop its sink processes; they must not linger as
     orphans in the consumer group (they insert through the dead worker's store)."""
     await ensure_topics(settings)
     env = {**os.environ, **settings.to_env(), "AGENTAUDIT_SINK_PROCESSES": "2"}
     worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agentaudit.cli.main", "worker", "--no-stream-jobs", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "agentaudit.cli.main",
+        "worker",
+        "--no-stream-jobs",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         docs = [event_dict(tenant=f"tenant-{i % 20}") for i in range(200)]
         await produce_raw(settings, [(d["tenant_id"].encode(), wire(d)) for d in docs])
@@ -98,9 +113,15 @@ def _inserts_waiting_on(port: int) -> int:
 async def _start_worker(settings: Settings, sink_processes: int) -> asyncio.subprocess.Process:
     env = {**os.environ, **settings.to_env(), "AGENTAUDIT_SINK_PROCESSES": str(sink_processes)}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agentaudit.cli.main", "worker", "--no-stream-jobs", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "agentaudit.cli.main",
+        "worker",
+        "--no-stream-jobs",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
 
 
 async def _wait_stored(settings: Settings, n: int, timeout: float) -> None:
@@ -111,8 +132,9 @@ async def _wait_stored(settings: Settings, n: int, timeout: float) -> None:
         return last[0] == n
 
     # polling another process's progress
-    await poll_until(stored, timeout, f"{n} events stored", interval=0.5,
-                     detail=lambda: f"{last[0]} stored")  # fmt: skip
+    await poll_until(
+        stored, timeout, f"{n} events stored", interval=0.5, detail=lambda: f"{last[0]} stored"
+    )
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal, /proc")
@@ -135,7 +157,11 @@ async def test_sink_processes_killed_mid_insert_exit_and_a_restarted_worker_inge
         await _wait_stored(settings, len(first), 120)
         children = children_of(worker.pid)
         assert len(children) == 2, children
-        port = int(json.loads((settings.data_dir / "store.endpoint.json").read_text())["url"].rsplit(":", 1)[1].strip("/"))
+        port = int(
+            json.loads((settings.data_dir / "store.endpoint.json").read_text())["url"]
+            .rsplit(":", 1)[1]
+            .strip("/")
+        )
         # The store endpoint stops answering: both sink processes' next inserts wait on it.
         worker.send_signal(signal.SIGSTOP)
         await produce_raw(settings, [(d["tenant_id"].encode(), wire(d)) for d in more])
@@ -156,5 +182,7 @@ async def test_sink_processes_killed_mid_insert_exit_and_a_restarted_worker_inge
                 proc.terminate()  # the restarted worker stops its sink processes itself
                 await proc.wait()
     with open_store(settings) as store:
-        assert scalar(store, "SELECT uniqExact(event_id) FROM agentaudit.events") == len(first) + len(more)
+        assert scalar(store, "SELECT uniqExact(event_id) FROM agentaudit.events") == len(
+            first
+        ) + len(more)
         assert assert_chains_valid(store) == len(first) + len(more)

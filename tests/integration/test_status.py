@@ -23,9 +23,14 @@ pytestmark = pytest.mark.integration
 
 
 def _cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agentaudit.cli.main", *args],
-                          env={**settings_env(settings), **env}, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "agentaudit.cli.main", *args],
+        env={**settings_env(settings), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _status(settings: Settings) -> tuple[int, dict[str, str], dict]:
@@ -49,7 +54,9 @@ async def test_status_and_query_warn_while_the_writer_is_down_then_not(settings:
     query = _cli(settings, "query", "SELECT count() AS n FROM agentaudit.events", "-f", "json")
     assert query.returncode == 0 and json.loads(query.stdout) == {"n": 0}
     warning = query.stderr.strip().splitlines()
-    assert len(warning) == 1 and warning[0].startswith("warning: the store's writer is down"), query.stderr
+    assert len(warning) == 1 and warning[0].startswith("warning: the store's writer is down"), (
+        query.stderr
+    )
 
     with open_store(settings) as store:
         await sink_until(settings, store, lambda w: w.processor.counters.accepted == 30)

@@ -115,10 +115,32 @@ def test_dead_letters_round_trip_raw_bytes(store: ClickHouseStore) -> None:
     received = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
     kafka_ts = datetime(2026, 3, 1, 11, 59, 59, 999000, tzinfo=UTC)
     original = bytes(range(256))
-    row = [received, "agentaudit.events.v1", 3, 2**63, kafka_ts, b"\x00key\xff", "invalid_json",
-           "Expecting value: line 1 column 1 (char 0)", "", "", original]  # fmt: skip
-    names = ["received_at", "source_topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
-             "kafka_key", "reason", "detail", "tenant_id", "event_id", "original"]  # fmt: skip
+    row = [
+        received,
+        "agentaudit.events.v1",
+        3,
+        2**63,
+        kafka_ts,
+        b"\x00key\xff",
+        "invalid_json",
+        "Expecting value: line 1 column 1 (char 0)",
+        "",
+        "",
+        original,
+    ]
+    names = [
+        "received_at",
+        "source_topic",
+        "kafka_partition",
+        "kafka_offset",
+        "kafka_timestamp",
+        "kafka_key",
+        "reason",
+        "detail",
+        "tenant_id",
+        "event_id",
+        "original",
+    ]
     store.insert("agentaudit.dead_letters", [[v] for v in row], names)
     back = store.query(
         f"SELECT {', '.join(names)} FROM agentaudit.dead_letters",
@@ -130,8 +152,14 @@ def test_dead_letters_round_trip_raw_bytes(store: ClickHouseStore) -> None:
 def test_query_parameters_of_many_types(store: ClickHouseStore) -> None:
     tricky = "it's a\ttab, a\nnewline, a \\ backslash and ünïcödé"
     event_id = uuid.uuid4()
-    params = {"s": tricky, "n": 2**64 - 1, "at": datetime(2026, 1, 2, 3, 4, 5, 6789, tzinfo=UTC),
-              "ids": [1, 2, 3], "u": event_id, "d": Decimal("0.000000001")}  # fmt: skip
+    params = {
+        "s": tricky,
+        "n": 2**64 - 1,
+        "at": datetime(2026, 1, 2, 3, 4, 5, 6789, tzinfo=UTC),
+        "ids": [1, 2, 3],
+        "u": event_id,
+        "d": Decimal("0.000000001"),
+    }
     row = store.query(
         "SELECT {s:String}, {n:UInt64}, {at:DateTime64(6, 'UTC')}, {ids:Array(UInt32)}, {u:UUID}, "
         "{d:Decimal(18, 9)}",
@@ -199,9 +227,15 @@ def test_concurrent_callers_share_the_session_safely(store: ClickHouseStore) -> 
 
 @pytest.mark.parametrize(
     ("sql", "code"),
-    [("SELEC 1", 62), ("SELECT nope FROM agentaudit.events", 47), ("SELECT * FROM agentaudit.nope", 60),
-     ("SELECT toUInt8('x')", 6), ("SELECT {p:UInt8}", 456), ("SELECT nosuchfunction(1)", 46)],
-)  # fmt: skip
+    [
+        ("SELEC 1", 62),
+        ("SELECT nope FROM agentaudit.events", 47),
+        ("SELECT * FROM agentaudit.nope", 60),
+        ("SELECT toUInt8('x')", 6),
+        ("SELECT {p:UInt8}", 456),
+        ("SELECT nosuchfunction(1)", 46),
+    ],
+)
 def test_errors_carry_their_code_and_map_to_bad_query(
     store: ClickHouseStore, settings: Settings, sql: str, code: int
 ) -> None:
@@ -225,8 +259,13 @@ def test_failed_insert_reports_its_code_and_the_store_keeps_working(
     client = raw_client(settings)
     for _ in range(2):  # the same pooled connection must stay usable after a failed insert
         with pytest.raises(DatabaseError) as info:
-            client.insert("agentaudit.events", [["not a number"] * 50_000], column_names=["input_tokens"],
-                          column_type_names=["String"], column_oriented=True)  # fmt: skip
+            client.insert(
+                "agentaudit.events",
+                [["not a number"] * 50_000],
+                column_names=["input_tokens"],
+                column_type_names=["String"],
+                column_oriented=True,
+            )
         assert info.value.code == 6  # CANNOT_PARSE_TEXT, raised by the engine mid-stream
         assert client.command("SELECT count() FROM agentaudit.events") == 0
     with pytest.raises(BadQuery, match="code 60"):
@@ -268,8 +307,16 @@ def test_wrong_token_is_rejected(store: ClickHouseStore, settings: Settings) -> 
     assert (ping.status, ping.read()) == (200, b"Ok.\n")  # liveness needs no token, as on a server
     published = read_live_endpoint(settings)
     assert published is not None
-    wrong = Endpoint(published.endpoint().host, published.endpoint().port, "default", "nope", None, False,
-                     compress=False, direct=True)  # fmt: skip
+    wrong = Endpoint(
+        published.endpoint().host,
+        published.endpoint().port,
+        "default",
+        "nope",
+        None,
+        False,
+        compress=False,
+        direct=True,
+    )
     with pytest.raises(StoreUnavailable, match="code 516"):
         ClickHouseStore(wrong)
 
@@ -304,8 +351,13 @@ sys.stdin.read()
 
 
 def spawn(code: str, arg: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", code, str(arg)], cwd=REPO, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(arg)],
+        cwd=REPO,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
 
 
 def stop(child: subprocess.Popen[str]) -> None:
@@ -346,8 +398,12 @@ def test_reader_goes_through_the_owning_process(settings: Settings) -> None:
 
 
 def test_stale_endpoint_file_is_replaced(settings: Settings) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     settings.data_dir.mkdir(parents=True)
     endpoint_path(settings).write_text(
         json.dumps({"url": "http://127.0.0.1:9", "token": "x", "pid": int(dead.stdout)})

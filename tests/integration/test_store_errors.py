@@ -41,8 +41,18 @@ def _month(i: int) -> datetime:
     return datetime(2001 + i // 12, 1 + i % 12, 15, 12, 0, tzinfo=UTC)
 
 
-INGEST_COLUMNS = ("payload", "cost_usd", "priced", "pricing_version", "kafka_topic",
-                  "kafka_partition", "kafka_offset", "chain_seq", "prev_hash", "row_hash")
+INGEST_COLUMNS = (
+    "payload",
+    "cost_usd",
+    "priced",
+    "pricing_version",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "chain_seq",
+    "prev_hash",
+    "row_hash",
+)
 
 
 def _ingest_columns(months: int) -> list[list[object]]:
@@ -51,7 +61,9 @@ def _ingest_columns(months: int) -> list[list[object]]:
     for i in range(months):
         doc = event_dict(tenant=f"tenant-{i % 4}")
         doc["occurred_at"] = _month(i).isoformat()
-        rows.append((json.dumps(doc, sort_keys=True), 0, True, "v", "t", 0, i, i + 1, "0" * 64, "1" * 64))
+        rows.append(
+            (json.dumps(doc, sort_keys=True), 0, True, "v", "t", 0, i, i + 1, "0" * 64, "1" * 64)
+        )
     return [list(col) for col in zip(*rows, strict=True)]
 
 
@@ -73,8 +85,11 @@ def test_engine_insert_raises_what_a_materialized_view_throws(tmp_path: Path) ->
     try:
         for sql in _throwing_view_sql():
             engine.query(sql.encode(), "TabSeparated", {}, "default", {})
-        native = bytes(engine.query(b"SELECT toUInt32(number + 1) AS x FROM numbers(5)",
-                                    "Native", {}, "default", {}).body)
+        native = bytes(
+            engine.query(
+                b"SELECT toUInt32(number + 1) AS x FROM numbers(5)", "Native", {}, "default", {}
+            ).body
+        )
         with pytest.raises(EngineError) as raised:
             engine.insert("INSERT INTO errs.source (x)", "Native", [native], "default", {})
         assert raised.value.code == THROW_IF_VALUE_IS_NON_ZERO
@@ -115,11 +130,15 @@ def test_one_insert_spanning_150_months_is_stored_with_its_rollups(tmp_path: Pat
         migrate(store)
         store.insert(INGEST_TABLE, _ingest_columns(150), INGEST_COLUMNS)
         assert scalar(store, "SELECT count() FROM agentaudit.events") == 150
-        assert scalar(store, "SELECT uniqExact(toYYYYMM(occurred_at)) FROM agentaudit.events") == 150
+        assert (
+            scalar(store, "SELECT uniqExact(toYYYYMM(occurred_at)) FROM agentaudit.events") == 150
+        )
         assert scalar(store, "SELECT uniqExact(toYYYYMM(hour)) FROM agentaudit.spend_hourly") == 150
 
 
-async def test_sink_stores_a_batch_spanning_160_months_from_several_tenants(settings: Settings) -> None:
+async def test_sink_stores_a_batch_spanning_160_months_from_several_tenants(
+    settings: Settings,
+) -> None:
     await ensure_topics(settings)
     docs = []
     for i in range(160):
@@ -131,25 +150,36 @@ async def test_sink_stores_a_batch_spanning_160_months_from_several_tenants(sett
     settings = settings.model_copy(update={"sink_flush_interval_ms": 2000})  # one batch
     with open_store(settings, own=True) as store:
         migrate(store)
-        worker = await sink_until(settings, store, lambda w: w.processor.counters.accepted >= len(docs))
+        worker = await sink_until(
+            settings, store, lambda w: w.processor.counters.accepted >= len(docs)
+        )
         assert worker.flushes == 1, "the events were meant to arrive as one batch"
         assert scalar(store, "SELECT count() FROM agentaudit.events") == len(docs)
-        assert scalar(store, "SELECT uniqExact(toYYYYMM(occurred_at)) FROM agentaudit.events") == 161
+        assert (
+            scalar(store, "SELECT uniqExact(toYYYYMM(occurred_at)) FROM agentaudit.events") == 161
+        )
         assert assert_chains_valid(store) == len(docs)
 
 
 async def _committed(settings: Settings) -> dict[int, int | None]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group,
-                                enable_auto_commit=False)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
-        return {p: await consumer.committed(TopicPartition(settings.events_topic, p))
-                for p in range(settings.partitions)}  # fmt: skip
+        return {
+            p: await consumer.committed(TopicPartition(settings.events_topic, p))
+            for p in range(settings.partitions)
+        }
     finally:
         await consumer.stop()
 
 
-async def test_sink_stops_on_an_engine_error_without_committing_or_advancing(settings: Settings) -> None:
+async def test_sink_stops_on_an_engine_error_without_committing_or_advancing(
+    settings: Settings,
+) -> None:
     """A deterministic engine error for a batch: the worker exits with it; nothing of the
     batch is committed to Kafka or counted as stored (watermarks stay where they were)."""
     await ensure_topics(settings)
@@ -161,7 +191,9 @@ async def test_sink_stops_on_an_engine_error_without_committing_or_advancing(set
     with open_store(settings, own=True) as store:
         migrate(store)
         # Raised inside `events_ingest_mv`'s insert into `events`, where error 252 was lost.
-        store.command("ALTER TABLE agentaudit.events ADD CONSTRAINT no_poison CHECK tenant_id != 'poison'")
+        store.command(
+            "ALTER TABLE agentaudit.events ADD CONSTRAINT no_poison CHECK tenant_id != 'poison'"
+        )
         with pytest.raises(DatabaseError) as raised:
             await sink_until(settings, store, lambda w: workers.append(w) or False)
         assert getattr(raised.value, "code", None) == VIOLATED_CONSTRAINT
@@ -178,10 +210,20 @@ def test_cli_with_an_unreachable_clickhouse_prints_one_line_without_the_password
     tmp_path: Path, args: tuple[str, ...]
 ) -> None:
     port = free_port()  # nothing listens there: connection refused
-    env = {**os.environ, "AGENTAUDIT_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "200",
-           "AGENTAUDIT_CLICKHOUSE_URL": f"http://auditor:s3cret-pw@127.0.0.1:{port}/agentaudit"}  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "agentaudit.cli.main", *args], env=env,
-                            capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    env = {
+        **os.environ,
+        "AGENTAUDIT_DATA_DIR": str(tmp_path / "data"),
+        "COLUMNS": "200",
+        "AGENTAUDIT_CLICKHOUSE_URL": f"http://auditor:s3cret-pw@127.0.0.1:{port}/agentaudit",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "agentaudit.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 4, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -190,21 +232,26 @@ def test_cli_with_an_unreachable_clickhouse_prints_one_line_without_the_password
     assert "s3cret-pw" not in result.stderr + result.stdout
 
 
-async def test_the_worker_stops_on_an_engine_error_with_one_line_and_exit_6(settings: Settings) -> None:
+async def test_the_worker_stops_on_an_engine_error_with_one_line_and_exit_6(
+    settings: Settings,
+) -> None:
     """What an operator sees when the store refuses a batch: one line and its own exit code,
     not a traceback (and not the exit code of an unreachable store)."""
     await ensure_topics(settings)
     docs = [event_dict(tenant="poison") for _ in range(3)]
     await produce_raw(settings, [(d["tenant_id"].encode(), wire(d)) for d in docs])
     await _worker_refused_by_the_store(
-        settings, "ALTER TABLE agentaudit.events ADD CONSTRAINT no_poison CHECK tenant_id != 'poison'",
+        settings,
+        "ALTER TABLE agentaudit.events ADD CONSTRAINT no_poison CHECK tenant_id != 'poison'",
         "store refused a batch of events",
-    )  # fmt: skip
+    )
     with open_store(settings) as store:
         assert scalar(store, "SELECT count() FROM agentaudit.events") == 0
 
 
-async def test_a_record_sink_the_store_refuses_stops_the_worker_with_one_line(settings: Settings) -> None:
+async def test_a_record_sink_the_store_refuses_stops_the_worker_with_one_line(
+    settings: Settings,
+) -> None:
     """The record sink ran as a task nobody watched: had the store refused its batch, events
     would have flowed on while alerts silently stopped being stored."""
     from tests.unit.records.factories import alert
@@ -213,9 +260,10 @@ async def test_a_record_sink_the_store_refuses_stops_the_worker_with_one_line(se
     await ensure_topics(settings)
     await produce_raw(settings, [(b"acme", record_wire(alert()))], topic=settings.alerts_topic)
     await _worker_refused_by_the_store(
-        settings, "ALTER TABLE agentaudit.alerts ADD CONSTRAINT none_allowed CHECK kind = ''",
+        settings,
+        "ALTER TABLE agentaudit.alerts ADD CONSTRAINT none_allowed CHECK kind = ''",
         "store refused a batch of pipeline records",
-    )  # fmt: skip
+    )
 
 
 async def _worker_refused_by_the_store(settings: Settings, constraint: str, says: str) -> None:
@@ -226,9 +274,14 @@ async def _worker_refused_by_the_store(settings: Settings, constraint: str, says
         store.command(constraint)
     env = {**os.environ, **settings.to_env(), "COLUMNS": "200"}
     result = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "agentaudit.cli.main", "worker", "--no-stream-jobs"],
-        env=env, capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
+        subprocess.run,
+        [sys.executable, "-m", "agentaudit.cli.main", "worker", "--no-stream-jobs"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert result.returncode == 6, (result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr
     assert says in result.stderr.strip().splitlines()[-1]

@@ -36,9 +36,10 @@ def migrations_dir(tmp_path: Path) -> Path:
     (later shipped migrations are left out so these tests do not change with each one)."""
     target = tmp_path / "migrations"
     shutil.copytree(
-        Path(str(default_directory())), target,
+        Path(str(default_directory())),
+        target,
         ignore=lambda _d, names: [n for n in names if not n.startswith(("0001_", "0002_"))],
-    )  # fmt: skip
+    )
     (target / "0003_create_scratch.up.sql").write_text(
         "-- two statements in one file\n"
         "CREATE TABLE IF NOT EXISTS agentaudit.scratch (a UInt8) ENGINE = MergeTree ORDER BY a;\n"
@@ -70,10 +71,15 @@ def test_up_is_idempotent_and_recorded(store: ClickHouseStore, migrations_dir: P
     assert {"events", "dead_letters", "scratch", "schema_migrations"} <= tables(store)
     assert store.command("SELECT sum(a) FROM agentaudit.scratch") == 3
     assert migrate(store, directory=migrations_dir) == []
-    rows = store.query("SELECT version, name, length(checksum), applied_at FROM agentaudit.schema_migrations "
-                       "ORDER BY version").result_rows  # fmt: skip
-    assert rows == [(1, "0001_create_events", 64, AT), (2, "0002_create_dead_letters", 64, AT),
-                    (3, "0003_create_scratch", 64, AT)]  # fmt: skip
+    rows = store.query(
+        "SELECT version, name, length(checksum), applied_at FROM agentaudit.schema_migrations "
+        "ORDER BY version"
+    ).result_rows
+    assert rows == [
+        (1, "0001_create_events", 64, AT),
+        (2, "0002_create_dead_letters", 64, AT),
+        (3, "0003_create_scratch", 64, AT),
+    ]
     assert [s.state for s in status(store, directory=migrations_dir)] == ["applied"] * 3
 
 

@@ -37,8 +37,13 @@ class FakeClock:
 
 async def read_records(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """Every record on `topic` so far (the local broker answers an idle fetch after ~0.5 s)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=200)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=200,
+    )
     await consumer.start()
     try:
         found: list[dict[str, Any]] = []
@@ -52,7 +57,9 @@ async def read_records(settings: Settings, topic: str) -> list[dict[str, Any]]:
 def sdk_client(settings: Settings, tenant: str) -> Any:
     from agentaudit_sdk import Client
 
-    client = Client.from_settings(settings, tenant_id=tenant, agent_id="support-bot", agent_version="1.0.0")
+    client = Client.from_settings(
+        settings, tenant_id=tenant, agent_id="support-bot", agent_version="1.0.0"
+    )
     assert client.control.wait_ready(15), "the SDK did not read the control topic"
     return client
 
@@ -73,10 +80,18 @@ async def test_a_looping_agent_trips_its_breaker_and_the_sdk_refuses_the_next_to
                         pass
                 assert await asyncio.to_thread(client.flush, 15, delivered=True)
                 refused = await asyncio.to_thread(
-                    client.control.wait_for, lambda: client.control.blocked("loopy", None, "support-bot", "crm_lookup") is not None, 30
-                )  # fmt: skip
+                    client.control.wait_for,
+                    lambda: (
+                        client.control.blocked("loopy", None, "support-bot", "crm_lookup")
+                        is not None
+                    ),
+                    30,
+                )
                 assert refused, f"no block arrived; jobs counters {jobs.jobs.counters}"
-                with pytest.raises(Blocked) as caught, client.tool_call("crm_lookup", "lookup", {"customer": 42}):
+                with (
+                    pytest.raises(Blocked) as caught,
+                    client.tool_call("crm_lookup", "lookup", {"customer": 42}),
+                ):
                     pytest.fail("the blocked tool call ran")
                 with client.tool_call("kb_search", "search", {"q": "refund"}):
                     pass  # only the looping tool is blocked, not the agent
@@ -94,7 +109,9 @@ async def test_a_looping_agent_trips_its_breaker_and_the_sdk_refuses_the_next_to
     assert "tool=crm_lookup" in err.scope
     records = await read_records(settings, settings.alerts_topic)
     transitions = [r for r in records if r["record"] == "breaker_transition"]
-    assert [(t["from_state"], t["to_state"], t["signal"]) for t in transitions] == [("closed", "open", "loop")]
+    assert [(t["from_state"], t["to_state"], t["signal"]) for t in transitions] == [
+        ("closed", "open", "loop")
+    ]
     assert [r["kind"] for r in records if r["record"] == "alert"] == ["BreakerOpen"]
 
 
@@ -105,17 +122,30 @@ async def test_budget_alerts_once_per_threshold_blocks_at_the_limit_and_unblocks
 
     await ensure_topics(settings)
     tenant, per_call = "acme-budget", 0.00047  # tests.factories' llm_call costs $0.00047
-    await publish_budgets(settings, [Budget(
-        name="acme-month", scope="tenant", tenant_id=tenant, window="month", limit_usd=10 * per_call,
-    )])  # fmt: skip
+    await publish_budgets(
+        settings,
+        [
+            Budget(
+                name="acme-month",
+                scope="tenant",
+                tenant_id=tenant,
+                window="month",
+                limit_usd=10 * per_call,
+            )
+        ],
+    )
     clock = FakeClock()
     jobs = StreamJobsApp(settings, clock=clock, app_id=f"jobs-{settings.consumer_group}")
 
     async def send(count: int) -> None:
         sent = jobs.jobs.counters.events
-        await produce_raw(settings, [(tenant.encode(), wire(event_dict(tenant, kind="llm_call"))) for _ in range(count)])
-        await poll_until(lambda: jobs.jobs.counters.events >= sent + count, 30,
-                         f"{count} events processed")  # fmt: skip
+        await produce_raw(
+            settings,
+            [(tenant.encode(), wire(event_dict(tenant, kind="llm_call"))) for _ in range(count)],
+        )
+        await poll_until(
+            lambda: jobs.jobs.counters.events >= sent + count, 30, f"{count} events processed"
+        )
 
     async with running(jobs.app, timeout=90):
         await poll_until(jobs.budgets_seen.is_set, 30, "the budgets topic read")
@@ -134,7 +164,9 @@ async def test_budget_alerts_once_per_threshold_blocks_at_the_limit_and_unblocks
             assert caught.value.reason == "budget_exhausted"
 
             now = datetime.now(UTC)
-            next_month = (now.replace(day=28) + timedelta(days=4)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            next_month = (now.replace(day=28) + timedelta(days=4)).replace(
+                day=1, hour=0, minute=0, second=0, microsecond=0
+            )
             clock.at = next_month + timedelta(seconds=1)  # the window ends: the job unblocks
             lifted = await asyncio.to_thread(
                 client.control.wait_for, lambda: client.control.blocked(tenant) is None, 15
@@ -144,9 +176,15 @@ async def test_budget_alerts_once_per_threshold_blocks_at_the_limit_and_unblocks
         finally:
             await asyncio.to_thread(client.shutdown, 10)
 
-    alerts = [r for r in await read_records(settings, settings.alerts_topic) if r["record"] == "alert"]
+    alerts = [
+        r for r in await read_records(settings, settings.alerts_topic) if r["record"] == "alert"
+    ]
     fired = sorted((a["kind"], a["details"].get("threshold")) for a in alerts)
-    assert fired == [("BudgetExhausted", None), ("BudgetThresholdCrossed", 0.5), ("BudgetThresholdCrossed", 0.8)]
+    assert fired == [
+        ("BudgetExhausted", None),
+        ("BudgetThresholdCrossed", 0.5),
+        ("BudgetThresholdCrossed", 0.8),
+    ]
     assert len({a["alert_id"] for a in alerts}) == len(alerts) == 3
     on_control = await read_records(settings, settings.control_topic)
     assert any(c["record"] == "heartbeat" for c in on_control), "the jobs beat (issue 12)"

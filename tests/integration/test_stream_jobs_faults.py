@@ -156,22 +156,43 @@ def _workload(now: datetime) -> tuple[list[Budget], list[Message], list[Message]
     for i in range(PER_TENANT * PARTITIONS):
         tenant = TENANTS[i % PARTITIONS]
         doc = event_dict(kind="llm_call", tenant=tenant)
-        doc |= {"occurred_at": (start + i * step).isoformat(), "agent_id": rng.choice(AGENTS),
-                "user_id": rng.choice(USERS)}  # fmt: skip
+        doc |= {
+            "occurred_at": (start + i * step).isoformat(),
+            "agent_id": rng.choice(AGENTS),
+            "user_id": rng.choice(USERS),
+        }
         doc["payload"]["request_model"] = rng.choice(MODELS)
-        doc["payload"]["usage"] = {"input_tokens": rng.randint(200, 2000),
-                                   "output_tokens": rng.randint(50, 600),
-                                   "cached_input_tokens": rng.randint(0, 150)}  # fmt: skip
+        doc["payload"]["usage"] = {
+            "input_tokens": rng.randint(200, 2000),
+            "output_tokens": rng.randint(50, 600),
+            "cached_input_tokens": rng.randint(0, 150),
+        }
         cost = _cost(doc, pricing)
         spent[tenant] += cost
         user_spent[doc["user_id"]] += cost if tenant == TENANTS[1] else 0
         messages.append((tenant.encode(), wire(doc)))
-    budgets = [Budget(name=f"{t}-daily", scope=BudgetScope.TENANT, tenant_id=t, hard_limit=i == 0,
-                      window=WindowKind.DAY, limit_usd=round(float(spent[t]) / 1.1, 4))
-               for i, t in enumerate(TENANTS)]  # fmt: skip
-    budgets.append(Budget(name="users-daily", scope=BudgetScope.USER, tenant_id=TENANTS[1],
-                          user_id="*", window=WindowKind.DAY, hard_limit=False,
-                          limit_usd=round(float(max(user_spent.values())) / 0.9, 4)))  # fmt: skip
+    budgets = [
+        Budget(
+            name=f"{t}-daily",
+            scope=BudgetScope.TENANT,
+            tenant_id=t,
+            hard_limit=i == 0,
+            window=WindowKind.DAY,
+            limit_usd=round(float(spent[t]) / 1.1, 4),
+        )
+        for i, t in enumerate(TENANTS)
+    ]
+    budgets.append(
+        Budget(
+            name="users-daily",
+            scope=BudgetScope.USER,
+            tenant_id=TENANTS[1],
+            user_id="*",
+            window=WindowKind.DAY,
+            hard_limit=False,
+            limit_usd=round(float(max(user_spent.values())) / 0.9, 4),
+        )
+    )
     half = len(messages) // 2
     return budgets, messages[:half], messages[half:]
 
@@ -189,8 +210,12 @@ def _expected_cells(placed: list[Placed]) -> dict[str, Cells]:
     for _p, _o, value in placed:
         doc = orjson.loads(value)
         usd, at = _cost(doc, pricing), datetime.fromisoformat(doc["occurred_at"])
-        keys = [("tenant", doc["tenant_id"]), ("user", doc["user_id"]),
-                ("agent", doc["agent_id"]), ("model", doc["payload"]["request_model"])]  # fmt: skip
+        keys = [
+            ("tenant", doc["tenant_id"]),
+            ("user", doc["user_id"]),
+            ("agent", doc["agent_id"]),
+            ("model", doc["payload"]["request_model"]),
+        ]
         cells = out[doc["tenant_id"]]
         for label in (window_at(at, Calendar(kind)).label for kind in WindowKind):
             for dim, key in keys:
@@ -242,8 +267,12 @@ async def _produce(settings: Settings, messages: list[Message]) -> list[Placed]:
 async def _read(settings: Settings, topic: str) -> list[Any]:
     """Every record of `topic`, from the beginning to each partition's high watermark (from
     the last fetch: the local broker under-reports ListOffsets, see `control_plane`)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                enable_auto_commit=False, fetch_max_wait_ms=20)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
+    )
     await consumer.start()
     out: list[Any] = []
     try:
@@ -257,8 +286,13 @@ async def _read(settings: Settings, topic: str) -> list[Any]:
             while True:
                 for records in (await consumer.getmany(timeout_ms=50)).values():
                     out += records
-                if all([(hw := consumer.highwater(tp)) is not None
-                          and await consumer.position(tp) >= hw for tp in tps]):  # fmt: skip
+                if all(
+                    [
+                        (hw := consumer.highwater(tp)) is not None
+                        and await consumer.position(tp) >= hw
+                        for tp in tps
+                    ]
+                ):
                     return out
     finally:
         await consumer.stop()
@@ -292,26 +326,41 @@ class JobsProcess:
     takes one poll's records of a partition and delivers only the last one (what faust's
     consumer did when it dropped a poll mid-rebalance and its seek back failed)."""
 
-    def __init__(self, settings: Settings, app_id: str, log: Path, crash: str | None = None,
-                 fault: str | None = None):  # fmt: skip
-        env = {**settings_env(settings), "AGENTAUDIT_JOBS_APP_ID": app_id,
-               "AGENTAUDIT_TEST_CLOCK_SHIFT_S": str(CLOCK_SHIFT.total_seconds())}  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        app_id: str,
+        log: Path,
+        crash: str | None = None,
+        fault: str | None = None,
+    ):
+        env = {
+            **settings_env(settings),
+            "AGENTAUDIT_JOBS_APP_ID": app_id,
+            "AGENTAUDIT_TEST_CLOCK_SHIFT_S": str(CLOCK_SHIFT.total_seconds()),
+        }
         if crash:
-            env |= {"AGENTAUDIT_TEST_JOBS_CRASH": crash,
-                    "AGENTAUDIT_TEST_CRASH_CODE": str(CRASH_EXIT_CODE)}  # fmt: skip
+            env |= {
+                "AGENTAUDIT_TEST_JOBS_CRASH": crash,
+                "AGENTAUDIT_TEST_CRASH_CODE": str(CRASH_EXIT_CODE),
+            }
         if fault:
             env["AGENTAUDIT_TEST_JOBS_FAULT"] = fault
         self.log = log
         with log.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-c", _RUNNER], env=env, stdout=out,
-                                         stderr=subprocess.STDOUT)  # fmt: skip
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _RUNNER], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
     def assignments(self) -> list[list[int]]:
-        return [[int(p) for p in line.split()[1:]] for line in self.output().splitlines()
-                if line.startswith("ASSIGNED")]  # fmt: skip
+        return [
+            [int(p) for p in line.split()[1:]]
+            for line in self.output().splitlines()
+            if line.startswith("ASSIGNED")
+        ]
 
     def alive(self) -> None:
         assert self.proc.poll() is None, f"worker exited {self.proc.returncode}:\n{self.output()}"
@@ -327,7 +376,9 @@ class JobsProcess:
             code = self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.kill()  # never leave a worker behind a failed test
-            raise AssertionError(f"did not stop within 30 s after SIGTERM:\n{self.output()}") from None
+            raise AssertionError(
+                f"did not stop within 30 s after SIGTERM:\n{self.output()}"
+            ) from None
         assert code == 0, self.output()
 
 
@@ -341,8 +392,9 @@ async def _until(
         logs = "\n".join(w.output()[-3000:] for w in workers)
         return f"{getattr(check, 'status', '')}\n{logs}"
 
-    await poll_until(check, 45, what, interval=0.2, detail=detail,
-                     check=lambda: [w.alive() for w in workers])  # fmt: skip
+    await poll_until(
+        check, 45, what, interval=0.2, detail=detail, check=lambda: [w.alive() for w in workers]
+    )
 
 
 class _Done:
@@ -350,8 +402,14 @@ class _Done:
     with `raised` budget names, also every tenant's state has evaluated its raised budget (at
     twice the limit, a tenant's 1.1x spend is past the 50 % threshold only)."""
 
-    def __init__(self, settings: Settings, app_id: str, records: list[Record],
-                 last: dict[str, Position], raised: Sequence[Budget] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        app_id: str,
+        records: list[Record],
+        last: dict[str, Position],
+        raised: Sequence[Budget] = (),
+    ) -> None:
         self.settings, self.app_id, self.last = settings, app_id, last
         self.records = {_id(r): r for r in records}
         self.raised = {b.name for b in raised}
@@ -365,8 +423,10 @@ class _Done:
         rows = [row for s in states.values() for row in (s["budgets"] or {"s": []})["s"]]
         fired = sorted((row[0], row[9]) for row in rows if row[0] in self.raised)  # 9: fired
         missing = sorted(_describe(self.records[i]) for i in unpublished)
-        self.status = (f"records not published: {missing}; (state, last event) behind: "
-                       f"{behind}; raised budgets' thresholds fired: {fired}")  # fmt: skip
+        self.status = (
+            f"records not published: {missing}; (state, last event) behind: "
+            f"{behind}; raised budgets' thresholds fired: {fired}"
+        )
         raised_ok = len(fired) == len(self.raised) and all(f == [0.5] for _n, f in fired)
         return not unpublished and not behind and raised_ok
 
@@ -375,8 +435,10 @@ def _check_spend(states: dict[str, dict[str, Any]], placed: list[Placed]) -> Non
     expected = _expected_cells(placed)
     assert sorted(states) == sorted(expected)
     for tenant, cells in expected.items():
-        got = {(c.window, c.dimension, c.key): (c.cost_usd, c.calls)
-               for c in spend_cells(states[tenant])}  # fmt: skip
+        got = {
+            (c.window, c.dimension, c.key): (c.cost_usd, c.calls)
+            for c in spend_cells(states[tenant])
+        }
         assert got == cells, f"{tenant}: spend differs from the events' sum"
 
 
@@ -400,8 +462,12 @@ async def _check_store(settings: Settings, expected: list[Record]) -> dict[str, 
     with open_store(settings, own=True) as store:
         migrate(store)
         flushes: asyncio.Queue[None] = asyncio.Queue()
-        sink = RecordSink(settings, store, on_flush=lambda _b: flushes.put_nowait(None),
-                          consumer_options=FAST_GROUP)  # fmt: skip
+        sink = RecordSink(
+            settings,
+            store,
+            on_flush=lambda _b: flushes.put_nowait(None),
+            consumer_options=FAST_GROUP,
+        )
         task = asyncio.create_task(sink.run())
         try:
             async with asyncio.timeout(30):  # until every message of both topics is handled
@@ -410,15 +476,18 @@ async def _check_store(settings: Settings, expected: list[Record]) -> dict[str, 
         finally:
             sink.stop()
             await task
-        alerts = store.query("SELECT alert_id, kind, scope_key, window, details "
-                             "FROM agentaudit.alerts").result_rows  # fmt: skip
-        controls = store.query("SELECT control_id, scope_key, action "
-                               "FROM agentaudit.control").result_rows  # fmt: skip
+        alerts = store.query(
+            "SELECT alert_id, kind, scope_key, window, details FROM agentaudit.alerts"
+        ).result_rows
+        controls = store.query(
+            "SELECT control_id, scope_key, action FROM agentaudit.control"
+        ).result_rows
     assert len({r[0] for r in alerts}) == len(alerts), "an alert id stored twice"
     assert len({r[0] for r in controls}) == len(controls), "a control id stored twice"
     want = [r for r in expected if isinstance(r, Alert)]
     assert {(k, s, w, orjson.loads(d).get("threshold")) for _i, k, s, w, d in alerts} == {
-        (a.kind, a.scope.key, a.window, a.details.get("threshold")) for a in want}  # fmt: skip
+        (a.kind, a.scope.key, a.window, a.details.get("threshold")) for a in want
+    }
     assert {r[0] for r in alerts} == {a.alert_id for a in want}
     want_controls = [c for c in expected if isinstance(c, ControlMessage)]
     assert sorted(tuple(r) for r in controls) == sorted(
@@ -475,8 +544,11 @@ async def test_jobs_killed_and_restarted_lose_no_spend_and_store_each_alert_once
             assert worker.proc.wait(45) == CRASH_EXIT_CODE, worker.output()
         else:
             want_first = _expected_records(budgets, first)
-            await _until("the first half", _Done(settings, app_id, want_first,
-                                                 _last_positions(first)), [worker])  # fmt: skip
+            await _until(
+                "the first half",
+                _Done(settings, app_id, want_first, _last_positions(first)),
+                [worker],
+            )
     finally:
         worker.kill()
     at_kill = {t: applied_position(s) for t, s in (await _spend_states(settings, app_id)).items()}
@@ -500,8 +572,10 @@ async def test_jobs_killed_and_restarted_lose_no_spend_and_store_each_alert_once
     republished = await _check_store(settings, want)
     if crash:
         assert republished, "the replayed batch re-publishes its records under the same ids"
-    print(f"\n{fault}: {applied}/{len(first)} first-half events in the persisted state at the "
-          f"kill; {len(want)} records expected; {len(republished)} published twice")  # fmt: skip
+    print(
+        f"\n{fault}: {applied}/{len(first)} first-half events in the persisted state at the "
+        f"kill; {len(want)} records expected; {len(republished)} published twice"
+    )
 
 
 @pytest.mark.faults
@@ -524,8 +598,11 @@ async def test_two_workers_share_the_partitions_and_agree_with_one(
     missed). The jobs must notice the hole, seek back and apply every event once."""
     settings, app_id = _six(settings)
     budgets, first_half, second_half = _workload(_now())
-    raised = [b.model_copy(update={"limit_usd": 2 * (b.limit_usd or 0)}) for b in budgets
-              if b.scope is BudgetScope.TENANT]  # fmt: skip
+    raised = [
+        b.model_copy(update={"limit_usd": 2 * (b.limit_usd or 0)})
+        for b in budgets
+        if b.scope is BudgetScope.TENANT
+    ]
     await ensure_topics(settings)
     await publish_budgets(settings, budgets)
     a = JobsProcess(settings, app_id, tmp_path / "jobs-a.log", fault="skip_ahead_after_rebalance")
@@ -538,8 +615,13 @@ async def test_two_workers_share_the_partitions_and_agree_with_one(
 
         async def split() -> bool:
             got_a, got_b = a.assignments(), b.assignments() if b else []
-            return bool(got_a and got_b and got_a[-1] and got_b[-1]
-                        and sorted(got_a[-1] + got_b[-1]) == list(range(PARTITIONS)))  # fmt: skip
+            return bool(
+                got_a
+                and got_b
+                and got_a[-1]
+                and got_b[-1]
+                and sorted(got_a[-1] + got_b[-1]) == list(range(PARTITIONS))
+            )
 
         await _until("both workers assigned", split, [a, b])
         placed = first + await _produce(settings, second_half)
@@ -562,5 +644,7 @@ async def test_two_workers_share_the_partitions_and_agree_with_one(
     _check_spend(await _spend_states(settings, app_id), placed)
     republished = await _check_store(settings, want)
     assert skipped, "A's consumer was meant to skip ahead once after the rebalance"
-    print(f"\nA owned partitions {assignment[0]}, B {assignment[1]}; A {skipped[0].lower()}; "
-          f"{len(republished)} ids published more than once")  # fmt: skip
+    print(
+        f"\nA owned partitions {assignment[0]}, B {assignment[1]}; A {skipped[0].lower()}; "
+        f"{len(republished)} ids published more than once"
+    )

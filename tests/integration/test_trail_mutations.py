@@ -46,7 +46,7 @@ from agentaudit.trail.verdicts import (
     ROW_HASH,
     SIGNATURE,
     VALID,
-)  # fmt: skip
+)
 from agentaudit_schemas.canonical import chain_hash
 from tests.conftest import settings_env
 from tests.factories import event_dict, wire
@@ -59,7 +59,7 @@ from tests.integration.signed_trail import (
     Trail,
     build_trail,
     copy_trail,
-)  # fmt: skip
+)
 from tests.integration.verdict_lines import Verified, run_lines, run_verify
 from tests.integration.verdict_lines import assert_caught as caught
 
@@ -94,17 +94,25 @@ def _text(value: Any) -> str:
 
 
 def _row(store: Store, chain: Chain, seq: int) -> dict[str, Any]:
-    return _one(store, "SELECT * FROM agentaudit.events WHERE tenant_id = {t:String} AND "
-                "kafka_partition = {p:UInt32} AND chain_seq = {s:UInt64}",
-                {"t": chain[0], "p": chain[1], "s": seq})  # fmt: skip
+    return _one(
+        store,
+        "SELECT * FROM agentaudit.events WHERE tenant_id = {t:String} AND "
+        "kafka_partition = {p:UInt32} AND chain_seq = {s:UInt64}",
+        {"t": chain[0], "p": chain[1], "s": seq},
+    )
 
 
 def _seq_of(store: Store, chain: Chain, kind: str, at_least: int) -> int:
     """The first `kind` row of the chain at or after seq `at_least`."""
-    return int(scalar(store, "SELECT min(chain_seq) FROM agentaudit.events WHERE tenant_id = "
-                      "{t:String} AND kafka_partition = {p:UInt32} AND type = {k:String} AND "
-                      "chain_seq >= {s:UInt64}",
-                      {"t": chain[0], "p": chain[1], "k": kind, "s": at_least}))  # fmt: skip
+    return int(
+        scalar(
+            store,
+            "SELECT min(chain_seq) FROM agentaudit.events WHERE tenant_id = "
+            "{t:String} AND kafka_partition = {p:UInt32} AND type = {k:String} AND "
+            "chain_seq >= {s:UInt64}",
+            {"t": chain[0], "p": chain[1], "k": kind, "s": at_least},
+        )
+    )
 
 
 def _alter(store: Store, sql: str, **params: Any) -> None:
@@ -159,9 +167,12 @@ def test_payload_edited(trail: Trail, copy: Settings) -> None:
         before = _text(_row(store, chain, seq)["payload"])
         assert '"side_effect":"read"' in before
         # Hide that the tool wrote: a field no typed column derives from.
-        _alter(store, "ALTER TABLE agentaudit.events UPDATE payload = replace(payload, "
-               "'\"side_effect\":\"read\"', '\"side_effect\":\"write\"') WHERE "
-               f"{_where(chain)} AND chain_seq = {seq}")  # fmt: skip
+        _alter(
+            store,
+            "ALTER TABLE agentaudit.events UPDATE payload = replace(payload, "
+            '\'"side_effect":"read"\', \'"side_effect":"write"\') WHERE '
+            f"{_where(chain)} AND chain_seq = {seq}",
+        )
         assert _text(_row(store, chain, seq)["payload"]) != before
     assert_caught(_verify(copy), trail, chain, [(ROW_HASH, seq)], {ROW_HASH})
 
@@ -169,8 +180,10 @@ def test_payload_edited(trail: Trail, copy: Settings) -> None:
 def test_middle_row_deleted(trail: Trail, copy: Settings) -> None:
     chain, seq = trail.chains[1], CHAIN_ROWS // 2
     with _store(copy) as store:
-        _alter(store, f"ALTER TABLE agentaudit.events DELETE WHERE {_where(chain)} AND "
-               f"chain_seq = {seq}")  # fmt: skip
+        _alter(
+            store,
+            f"ALTER TABLE agentaudit.events DELETE WHERE {_where(chain)} AND chain_seq = {seq}",
+        )
         assert scalar(store, f"SELECT count() FROM agentaudit.events WHERE {_where(chain)}") == (
             CHAIN_ROWS - 1
         )
@@ -180,8 +193,11 @@ def test_middle_row_deleted(trail: Trail, copy: Settings) -> None:
 def test_tail_rows_deleted(trail: Trail, copy: Settings) -> None:
     chain = trail.chains[2]
     with _store(copy) as store:
-        _alter(store, f"ALTER TABLE agentaudit.events DELETE WHERE {_where(chain)} AND "
-               f"chain_seq > {CHAIN_ROWS - 5}")  # fmt: skip
+        _alter(
+            store,
+            f"ALTER TABLE agentaudit.events DELETE WHERE {_where(chain)} AND "
+            f"chain_seq > {CHAIN_ROWS - 5}",
+        )
         assert scalar(
             store, f"SELECT max(chain_seq) FROM agentaudit.events WHERE {_where(chain)}"
         ) == (CHAIN_ROWS - 5)
@@ -200,13 +216,37 @@ def test_forged_row_appended_with_recomputed_hashes(trail: Trail, copy: Settings
         cost, priced, version = Decimal(0), True, ""  # what the sink derives for a tool call
         leaf = leaf_hash(encode_leaf(tenant, part, seq, cost, priced, version, forged)).hex()
         # Through the ingest table, like the sink: the typed columns agree with the payload.
-        store.insert("agentaudit.events_ingest",
-                     [[forged], [cost], [priced], [version], [last["kafka_topic"]], [part],
-                      [int(last["kafka_offset"]) + 1], [int(last["log_epoch"])], [seq], [prev],
-                      [chain_hash(prev, forged)], [leaf]],
-                     ("payload", "cost_usd", "priced", "pricing_version", "kafka_topic",
-                      "kafka_partition", "kafka_offset", "log_epoch", "chain_seq", "prev_hash",
-                      "row_hash", "leaf_hash"))  # fmt: skip
+        store.insert(
+            "agentaudit.events_ingest",
+            [
+                [forged],
+                [cost],
+                [priced],
+                [version],
+                [last["kafka_topic"]],
+                [part],
+                [int(last["kafka_offset"]) + 1],
+                [int(last["log_epoch"])],
+                [seq],
+                [prev],
+                [chain_hash(prev, forged)],
+                [leaf],
+            ],
+            (
+                "payload",
+                "cost_usd",
+                "priced",
+                "pricing_version",
+                "kafka_topic",
+                "kafka_partition",
+                "kafka_offset",
+                "log_epoch",
+                "chain_seq",
+                "prev_hash",
+                "row_hash",
+                "leaf_hash",
+            ),
+        )
         assert _text(_row(store, chain, seq)["prev_hash"]) == prev
     # After the chain's handoff checkpoint no row may follow that no checkpoint covers.
     assert_caught(_verify(copy), trail, chain, [(EXTRA, seq)], {EXTRA})
@@ -217,14 +257,19 @@ def test_derived_cost_changed(trail: Trail, copy: Settings) -> None:
     with _store(copy) as store:
         seq = _seq_of(store, chain, "llm_call", CHAIN_ROWS // 3)
         assert _row(store, chain, seq)["cost_usd"] > 0
-        _alter(store, "ALTER TABLE agentaudit.events UPDATE cost_usd = 0 WHERE "
-               f"{_where(chain)} AND chain_seq = {seq}")  # fmt: skip
+        _alter(
+            store,
+            "ALTER TABLE agentaudit.events UPDATE cost_usd = 0 WHERE "
+            f"{_where(chain)} AND chain_seq = {seq}",
+        )
         assert _row(store, chain, seq)["cost_usd"] == 0
     result = _verify(copy)
     # The leaf commits to the cost (row hash); a verifier re-pricing the payload also says so.
     assert_caught(result, trail, chain, [], {ROW_HASH, DERIVED})
-    assert any((v.is_(ROW_HASH) or v.is_(DERIVED)) and v.covers(seq)
-               for v in result.failing(trail.origin(chain))), str(result)  # fmt: skip
+    assert any(
+        (v.is_(ROW_HASH) or v.is_(DERIVED)) and v.covers(seq)
+        for v in result.failing(trail.origin(chain))
+    ), str(result)
 
 
 def _zero_cost_with_leaf_hash(store: Store, chain: Chain) -> int:
@@ -233,10 +278,16 @@ def _zero_cost_with_leaf_hash(store: Store, chain: Chain) -> int:
     seq = _seq_of(store, chain, "llm_call", CHAIN_ROWS // 3)
     row = _row(store, chain, seq)
     payload = _text(row["payload"]).encode()
-    leaf = leaf_hash(encode_leaf(tenant, part, seq, Decimal(0), bool(row["priced"]),
-                                 str(row["pricing_version"]), payload)).hex()  # fmt: skip
-    _alter(store, "ALTER TABLE agentaudit.events UPDATE cost_usd = 0, leaf_hash = "
-           f"'{leaf}' WHERE {_where(chain)} AND chain_seq = {seq}")  # fmt: skip
+    leaf = leaf_hash(
+        encode_leaf(
+            tenant, part, seq, Decimal(0), bool(row["priced"]), str(row["pricing_version"]), payload
+        )
+    ).hex()
+    _alter(
+        store,
+        "ALTER TABLE agentaudit.events UPDATE cost_usd = 0, leaf_hash = "
+        f"'{leaf}' WHERE {_where(chain)} AND chain_seq = {seq}",
+    )
     assert _text(_row(store, chain, seq)["leaf_hash"]) == leaf
     return seq
 
@@ -249,8 +300,10 @@ def test_derived_cost_changed_with_the_leaf_hash_recomputed(trail: Trail, copy: 
         seq = _zero_cost_with_leaf_hash(store, chain)
     result = _verify(copy)
     assert_caught(result, trail, chain, [], {ROW_HASH, DERIVED})
-    assert any((v.is_(ROW_HASH) or v.is_(DERIVED)) and v.covers(seq)
-               for v in result.failing(trail.origin(chain))), str(result)  # fmt: skip
+    assert any(
+        (v.is_(ROW_HASH) or v.is_(DERIVED)) and v.covers(seq)
+        for v in result.failing(trail.origin(chain))
+    ), str(result)
 
 
 def test_an_auditors_export_catches_a_cost_changed_with_its_leaf_hash(
@@ -264,12 +317,18 @@ def test_an_auditors_export_catches_a_cost_changed_with_its_leaf_hash(
         seq = _zero_cost_with_leaf_hash(store, chain)
     out = tmp_path / "bundle"
     env = {**settings_env(copy), "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-m", "agentaudit.cli.main", "export", str(out),
-                           "--tenant", chain[0]], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "agentaudit.cli.main", "export", str(out), "--tenant", chain[0]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    result = run_lines([sys.executable, str(out / "verify.py")], {"PATH": os.environ["PATH"]},
-                       cwd=tmp_path)  # fmt: skip
+    result = run_lines(
+        [sys.executable, str(out / "verify.py")], {"PATH": os.environ["PATH"]}, cwd=tmp_path
+    )
     caught(result, trail.origin(chain), [(ROW_HASH, seq)], {ROW_HASH})
 
 
@@ -278,13 +337,17 @@ def test_typed_column_user_id_changed(trail: Trail, copy: Settings) -> None:
     seq = CHAIN_ROWS // 2
     with _store(copy) as store:
         assert _row(store, chain, seq)["user_id"].startswith("user-")
-        _alter(store, "ALTER TABLE agentaudit.events UPDATE user_id = 'someone-else' WHERE "
-               f"{_where(chain)} AND chain_seq = {seq}")  # fmt: skip
+        _alter(
+            store,
+            "ALTER TABLE agentaudit.events UPDATE user_id = 'someone-else' WHERE "
+            f"{_where(chain)} AND chain_seq = {seq}",
+        )
         assert _row(store, chain, seq)["user_id"] == "someone-else"
     result = _verify(copy)
     assert_caught(result, trail, chain, [(DERIVED, seq)], {DERIVED})
-    assert any(v.is_(DERIVED) and "user_id" in v.verdict
-               for v in result.failing(trail.origin(chain))), str(result)  # fmt: skip
+    assert any(
+        v.is_(DERIVED) and "user_id" in v.verdict for v in result.failing(trail.origin(chain))
+    ), str(result)
 
 
 def test_rows_reordered(trail: Trail, copy: Settings) -> None:
@@ -292,8 +355,11 @@ def test_rows_reordered(trail: Trail, copy: Settings) -> None:
     a, b = CHAIN_ROWS // 2, CHAIN_ROWS // 2 + 1
     with _store(copy) as store:
         ids = (_row(store, chain, a)["event_id"], _row(store, chain, b)["event_id"])
-        _alter(store, f"ALTER TABLE agentaudit.events UPDATE chain_seq = if(chain_seq = {a}, {b}, "
-               f"{a}) WHERE {_where(chain)} AND chain_seq IN ({a}, {b})")  # fmt: skip
+        _alter(
+            store,
+            f"ALTER TABLE agentaudit.events UPDATE chain_seq = if(chain_seq = {a}, {b}, "
+            f"{a}) WHERE {_where(chain)} AND chain_seq IN ({a}, {b})",
+        )
         assert (_row(store, chain, b)["event_id"], _row(store, chain, a)["event_id"]) == ids
     assert_caught(_verify(copy), trail, chain, [(REORDERED, a), (REORDERED, b)], {REORDERED})
 
@@ -313,10 +379,17 @@ def test_two_tenants_rows_swapped(trail: Trail, copy: Settings) -> None:
                 "{p:UInt32} AS kafka_partition, {s:UInt64} AS chain_seq, {ph:String} AS prev_hash, "
                 "{rh:String} AS row_hash, {lh:String} AS leaf_hash) FROM (SELECT * FROM "
                 "agentaudit.events WHERE tenant_id = {st:String} AND event_id = {e:UUID})",
-                {"t": dst["tenant_id"], "p": dst["kafka_partition"], "s": dst["chain_seq"],
-                 "ph": _text(dst["prev_hash"]), "rh": _text(dst["row_hash"]),
-                 "lh": _text(dst["leaf_hash"]), "st": src["tenant_id"], "e": str(src["event_id"])},
-            )  # fmt: skip
+                {
+                    "t": dst["tenant_id"],
+                    "p": dst["kafka_partition"],
+                    "s": dst["chain_seq"],
+                    "ph": _text(dst["prev_hash"]),
+                    "rh": _text(dst["row_hash"]),
+                    "lh": _text(dst["leaf_hash"]),
+                    "st": src["tenant_id"],
+                    "e": str(src["event_id"]),
+                },
+            )
         _alter(
             store,
             "ALTER TABLE agentaudit.events DELETE WHERE (tenant_id, event_id) IN "
@@ -361,8 +434,9 @@ def test_anchor_checkpoint_file_replaced(trail: Trail, copy: Settings) -> None:
     lines[k] = lines[k].replace(root, forged, 1)
     path.write_text("\n".join(lines) + "\n")
     assert forged in DirectoryAnchor(copy.checkpoints_dir).notes(*chain)[k]
-    assert_caught(_verify(copy), trail, chain, [(SIGNATURE, None), (NOT_FOUND, None)],
-                  {SIGNATURE, NOT_FOUND})  # fmt: skip
+    assert_caught(
+        _verify(copy), trail, chain, [(SIGNATURE, None), (NOT_FOUND, None)], {SIGNATURE, NOT_FOUND}
+    )
 
 
 def test_checkpoint_row_deleted_from_the_table_only(trail: Trail, copy: Settings) -> None:
@@ -371,8 +445,14 @@ def test_checkpoint_row_deleted_from_the_table_only(trail: Trail, copy: Settings
     note = notes[len(notes) // 2]
     with _store(copy) as store:
         _alter(store, "ALTER TABLE agentaudit.checkpoints DELETE WHERE note = {n:String}", n=note)
-        assert scalar(store, "SELECT count() FROM agentaudit.checkpoints WHERE note = {n:String}",
-                      {"n": note}) == 0  # fmt: skip
+        assert (
+            scalar(
+                store,
+                "SELECT count() FROM agentaudit.checkpoints WHERE note = {n:String}",
+                {"n": note},
+            )
+            == 0
+        )
     assert_caught(_verify(copy), trail, chain, [(NOT_FOUND, None)], {NOT_FOUND})
 
 
@@ -411,5 +491,6 @@ def test_whole_store_rolled_back_to_an_earlier_copy(trail: Trail, tmp_path: Path
     result = _verify(rolled)
     assert result.code == 1, str(result)
     for chain in trail.chains:
-        assert_caught(result, trail, chain, [(MISSING, CHAIN_ROWS)], {MISSING, NOT_FOUND},
-                      others_valid=False)  # fmt: skip
+        assert_caught(
+            result, trail, chain, [(MISSING, CHAIN_ROWS)], {MISSING, NOT_FOUND}, others_valid=False
+        )

@@ -37,8 +37,10 @@ N = 120
 async def _signed_store(settings: Settings, store: Store) -> None:
     await ensure_topics(settings)
     migrate(store)
-    events = [(TENANTS[i % 2].encode(), wire(event_dict(tenant=TENANTS[i % 2], kind="llm_call")))
-              for i in range(N)]  # fmt: skip
+    events = [
+        (TENANTS[i % 2].encode(), wire(event_dict(tenant=TENANTS[i % 2], kind="llm_call")))
+        for i in range(N)
+    ]
     await produce_raw(settings, events)
     await sink_until(settings, store, lambda w: w.processor.counters.accepted >= N)
 
@@ -67,16 +69,24 @@ async def test_clean_store_verifies_then_mutations_get_their_verdicts(settings: 
 
         t = TENANTS[0]
         chain = f"tenant_id = '{t}'"
-        seq_of = store.query(f"SELECT kafka_partition, max(chain_seq) FROM agentaudit.events "
-                             f"WHERE {chain} GROUP BY kafka_partition").result_rows  # fmt: skip
+        seq_of = store.query(
+            f"SELECT kafka_partition, max(chain_seq) FROM agentaudit.events "
+            f"WHERE {chain} GROUP BY kafka_partition"
+        ).result_rows
         part, last = int(seq_of[0][0]), int(seq_of[0][1])
         where = f"{chain} AND kafka_partition = {part}"
-        _mutate(store, f"ALTER TABLE agentaudit.events UPDATE user_id = 'mallory' "
-                       f"WHERE {where} AND chain_seq = 2")  # fmt: skip
-        _mutate(store, f"ALTER TABLE agentaudit.events UPDATE cost_usd = 0 "
-                       f"WHERE {where} AND chain_seq = 4")  # fmt: skip
-        _mutate(store, f"ALTER TABLE agentaudit.events DELETE "
-                       f"WHERE {where} AND chain_seq > {last - 3}")  # fmt: skip
+        _mutate(
+            store,
+            f"ALTER TABLE agentaudit.events UPDATE user_id = 'mallory' "
+            f"WHERE {where} AND chain_seq = 2",
+        )
+        _mutate(
+            store,
+            f"ALTER TABLE agentaudit.events UPDATE cost_usd = 0 WHERE {where} AND chain_seq = 4",
+        )
+        _mutate(
+            store, f"ALTER TABLE agentaudit.events DELETE WHERE {where} AND chain_seq > {last - 3}"
+        )
         lines = "\n".join(_lines(_verify(settings, store, tenant=t)))
         assert "\tderived value disagrees: user_id (seq 2)" in lines, lines
         assert "\tderived value disagrees: cost_usd (seq 4)" in lines, lines
@@ -91,8 +101,12 @@ def _bare_python_path() -> Path:
     site = Path(cryptography.__file__).parent.parent
     d = Path(tempfile.mkdtemp(prefix="bare-site-"))
     for p in site.iterdir():
-        if p.name.split("-")[0].split(".")[0] in {"cryptography", "cffi", "_cffi_backend",
-                                                   "pycparser"}:  # fmt: skip
+        if p.name.split("-")[0].split(".")[0] in {
+            "cryptography",
+            "cffi",
+            "_cffi_backend",
+            "pycparser",
+        }:
             (d / p.name).symlink_to(p)
     return d
 
@@ -101,13 +115,22 @@ def _run_bundle(out: Path) -> subprocess.CompletedProcess[str]:
     bare = _bare_python_path()
     # -I: no PYTHON* variables, no user site, no cwd on the path; -S: no site-packages at all.
     # The path holds cryptography only, so importing anything of ours would fail.
-    code = (f"import sys, runpy; sys.path.insert(0, {str(bare)!r}); "
-            f"sys.argv = [{str(out / 'verify.py')!r}]; "
-            f"runpy.run_path(sys.argv[0], run_name='__main__')")  # fmt: skip
+    code = (
+        f"import sys, runpy; sys.path.insert(0, {str(bare)!r}); "
+        f"sys.argv = [{str(out / 'verify.py')!r}]; "
+        f"runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
     python = getattr(sys, "_base_executable", sys.executable)
     env = {"PATH": os.environ.get("PATH", "")}
-    return subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True,
-                          check=False, env=env, timeout=120, cwd=tempfile.gettempdir())  # fmt: skip
+    return subprocess.run(
+        [python, "-I", "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=120,
+        cwd=tempfile.gettempdir(),
+    )
 
 
 async def test_export_bundle_verifies_with_bare_python_and_catches_an_edit(

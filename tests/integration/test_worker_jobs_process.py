@@ -52,9 +52,13 @@ def _jobs_pid(worker_pid: int) -> int | None:
 async def _worker(settings: Settings) -> AsyncIterator[asyncio.subprocess.Process]:
     env = {**os.environ, **settings.to_env()}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agentaudit.cli.main", "worker", env=env,
+        sys.executable,
+        "-m",
+        "agentaudit.cli.main",
+        "worker",
+        env=env,
         stdout=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     try:
         yield proc
     finally:
@@ -63,13 +67,24 @@ async def _worker(settings: Settings) -> AsyncIterator[asyncio.subprocess.Proces
             await proc.wait()
 
 
-async def test_the_sink_stores_while_the_jobs_are_frozen_and_the_jobs_come_back(settings: Settings) -> None:
+async def test_the_sink_stores_while_the_jobs_are_frozen_and_the_jobs_come_back(
+    settings: Settings,
+) -> None:
     await ensure_topics(settings)
     # tenant-0's llm_calls (about $0.00047 each) exhaust this budget: the jobs' alert shows
     # that the jobs, once thawed, did their work and the record sink stored it.
-    await publish_budgets(settings, [Budget(
-        name="t0-day", scope="tenant", tenant_id="tenant-0", window="day", limit_usd=0.002,
-    )])  # fmt: skip
+    await publish_budgets(
+        settings,
+        [
+            Budget(
+                name="t0-day",
+                scope="tenant",
+                tenant_id="tenant-0",
+                window="day",
+                limit_usd=0.002,
+            )
+        ],
+    )
     async with _worker(settings) as worker:
         await _until(lambda: _jobs_pid(worker.pid) is not None, 60, "the jobs process")
         await _until(lambda: _count(settings) >= 0, 60, "the store to be served")
@@ -85,8 +100,11 @@ async def test_the_sink_stores_while_the_jobs_are_frozen_and_the_jobs_come_back(
             os.kill(jobs, signal.SIGCONT)
         await _until(lambda: _count(settings, _EXHAUSTED) == 1, 90, "the jobs' budget alert")
         os.kill(jobs, signal.SIGKILL)
-        await _until(lambda: (p := _jobs_pid(worker.pid)) is not None and p != jobs, 60,
-                     "the worker to restart the jobs")  # fmt: skip
+        await _until(
+            lambda: (p := _jobs_pid(worker.pid)) is not None and p != jobs,
+            60,
+            "the worker to restart the jobs",
+        )
         restarted = _jobs_pid(worker.pid)
         assert restarted is not None
         worker.kill()

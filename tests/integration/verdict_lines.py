@@ -21,11 +21,21 @@ from agentaudit.trail.verdicts import (
     ROW_HASH,
     SIGNATURE,
     VALID,
-)  # fmt: skip
+)
 from tests.conftest import settings_env
 
-KNOWN = (VALID, SIGNATURE, INCONSISTENT, NOT_FOUND, ROW_HASH, MISSING, EXTRA, REORDERED, DERIVED,
-         PENDING)  # fmt: skip
+KNOWN = (
+    VALID,
+    SIGNATURE,
+    INCONSISTENT,
+    NOT_FOUND,
+    ROW_HASH,
+    MISSING,
+    EXTRA,
+    REORDERED,
+    DERIVED,
+    PENDING,
+)
 
 
 @dataclass(frozen=True)
@@ -107,8 +117,9 @@ def run_verify(settings: Settings, *args: str) -> Verified:
 
 def run_lines(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> Verified:
     """Run a verifier (the CLI, or an export bundle's own `verify.py`) and read its lines."""
-    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
-                          check=False)  # fmt: skip
+    done = subprocess.run(
+        argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
     assert "Traceback" not in done.stderr, done.stderr
     lines = [v for v in map(parse_line, done.stdout.splitlines()) if v is not None]
     return Verified(done.returncode, lines, done.stdout + done.stderr)

@@ -17,13 +17,19 @@ import agentaudit_sdk
 ROOT = Path(__file__).resolve().parents[2]
 OWN = {"agentaudit_sdk", "agentaudit_schemas"}
 # distribution name -> import name, for the SDK's declared dependencies
-IMPORT_NAMES = {"pyyaml": "yaml", "uuid-utils": "uuid_utils", "genai-prices": "genai_prices",
-                "pydantic-settings": "pydantic_settings"}  # fmt: skip
+IMPORT_NAMES = {
+    "pyyaml": "yaml",
+    "uuid-utils": "uuid_utils",
+    "genai-prices": "genai_prices",
+    "pydantic-settings": "pydantic_settings",
+}
 
 
 def _declared() -> set[str]:
     project = tomllib.loads((ROOT / "sdk" / "pyproject.toml").read_text())["project"]
-    names = {re.split(r"[\s\[<>=!~;]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    names = {
+        re.split(r"[\s\[<>=!~;]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]
+    }
     return {IMPORT_NAMES.get(n, n.replace("-", "_")) for n in names}
 
 

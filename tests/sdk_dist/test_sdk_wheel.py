@@ -20,9 +20,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 def test_sdk_wheel_installs_alone_and_emits(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(ROOT / "sdk")],
-        check=True, timeout=180,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(dist),
+            str(ROOT / "sdk"),
+        ],
+        check=True,
+        timeout=180,
+    )
     (wheel,) = dist.glob("agentaudit_sdk-*.whl")
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
@@ -36,8 +47,12 @@ def test_sdk_wheel_installs_alone_and_emits(tmp_path: Path) -> None:
     # run from tmp_path so the checkout's folders are not on sys.path
     out = subprocess.run(
         [python, str(ROOT / "tests" / "sdk_dist" / "smoke.py")],
-        check=True, capture_output=True, text=True, cwd=tmp_path, timeout=60,
-    ).stdout  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    ).stdout
     verdict = json.loads(out.strip().splitlines()[-1])
     assert verdict["type"] == "tool_call" and verdict["tenant"] == "acme"
     assert verdict["sdk"] == {"name": "agentaudit-python", "version": verdict["version"]}

@@ -85,7 +85,9 @@ def test_the_private_key_is_never_readable_by_others_even_briefly(
         seen.append((f"{Path(src).name} -> {Path(dst).name}", stat.S_IMODE(os.stat(src).st_mode)))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)  # the keys are written by agentaudit.files
+    monkeypatch.setattr(
+        files.tempfile, "mkstemp", mkstemp
+    )  # the keys are written by agentaudit.files
     monkeypatch.setattr(kr.os, "fchmod", fchmod)
     monkeypatch.setattr(kr.os, "replace", replace)
     kr.init_keys(key_dir, clock=lambda: T0)
@@ -151,8 +153,13 @@ def test_rotate_deletes_the_old_private_key(key_dir: Path) -> None:
 
 def _secret_forms(signer: Signer) -> list[bytes]:
     skey = signer.skey()
-    return [signer.seed, signer.seed.hex().encode(), base64.b64encode(signer.seed),
-            skey.encode(), skey.split("+", 4)[4].encode()]  # fmt: skip
+    return [
+        signer.seed,
+        signer.seed.hex().encode(),
+        base64.b64encode(signer.seed),
+        skey.encode(),
+        skey.split("+", 4)[4].encode(),
+    ]
     # PRIVATE+KEY+<name>+<hash>+<base64>: the base64 may hold '+' itself (rsplit made a
     # one-letter "secret" that any file contains: the test failed 1 run in 25)
 

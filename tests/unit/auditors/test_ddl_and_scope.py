@@ -24,8 +24,9 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[chdb.session.S
 
 
 def _parsed(session: chdb.session.Session, statement: str) -> str:
-    result = session.query("SELECT formatQuerySingleLine({s:String})", "TabSeparated",
-                           params={"s": statement})  # fmt: skip
+    result = session.query(
+        "SELECT formatQuerySingleLine({s:String})", "TabSeparated", params={"s": statement}
+    )
     return result.bytes().decode().strip()
 
 
@@ -40,10 +41,15 @@ def test_policies_are_both_kinds_on_every_table_and_settings_are_locked() -> Non
     text = "\n".join(create_statements(AUDITOR, TABLES))
     for table in TABLES:
         for kind in ("PERMISSIVE", "RESTRICTIVE"):
-            assert (f"ON {table} AS {kind} FOR SELECT USING tenant_id IN ('acme', 'globex') "
-                    "TO kim") in text  # fmt: skip
+            assert (
+                f"ON {table} AS {kind} FOR SELECT USING tenant_id IN ('acme', 'globex') TO kim"
+            ) in text
         assert f"GRANT SELECT ON {table} TO kim" in text
-    for setting in ("readonly = 1 CONST", "allow_ddl = 0 CONST", "allow_introspection_functions = 0 CONST"):
+    for setting in (
+        "readonly = 1 CONST",
+        "allow_ddl = 0 CONST",
+        "allow_introspection_functions = 0 CONST",
+    ):
         assert setting in text
     assert f"sha256_hash BY '{AUDITOR.token_sha256}'" in text
 
@@ -54,10 +60,16 @@ def test_a_broken_statement_would_be_caught(session: chdb.session.Session) -> No
 
 
 def test_tree_lines_are_read_exactly() -> None:
-    lines = ["QUERY id: 0", "  JOIN TREE", "    TABLE id: 3, alias: __table1, table_name: agentaudit.events"]
+    lines = [
+        "QUERY id: 0",
+        "  JOIN TREE",
+        "    TABLE id: 3, alias: __table1, table_name: agentaudit.events",
+    ]
     assert tables_of_tree(lines) == ["agentaudit.events"]
     # A table whose quoted name holds a forged suffix cannot pass as a readable one.
-    forged = "    TABLE id: 3, alias: __table1, table_name: default.x, table_name: agentaudit.events"
+    forged = (
+        "    TABLE id: 3, alias: __table1, table_name: default.x, table_name: agentaudit.events"
+    )
     with pytest.raises(Unscoped):
         tables_of_tree([*lines, forged])
     # A forged extra line only adds a name; the real one is still there to be judged.
@@ -71,6 +83,8 @@ def test_scope_settings_quote_tenants(session: chdb.session.Session) -> None:
     session.query("CREATE TABLE IF NOT EXISTS t (tenant_id String) ENGINE = Memory", "TabSeparated")
     session.query("INSERT INTO t VALUES ('acme'), ('o''brien'), ('globex')", "TabSeparated")
     filters = text.replace("agentaudit.events", "default.t")
-    got = session.query(f"SELECT count(), countIf(tenant_id = 'o\\'brien') FROM default.t "
-                        f"SETTINGS {filters}", "TabSeparated")  # fmt: skip
+    got = session.query(
+        f"SELECT count(), countIf(tenant_id = 'o\\'brien') FROM default.t SETTINGS {filters}",
+        "TabSeparated",
+    )
     assert got.bytes().decode().split() == ["2", "1"]

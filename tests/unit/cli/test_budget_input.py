@@ -68,8 +68,14 @@ def error_lines(tmp_path: Path, text: str) -> list[str]:
 
 
 def one_budget(**fields: object) -> str:
-    doc = {"name": "acme-daily", "scope": "tenant", "tenant_id": "acme", "window": "day",
-           "limit_usd": 50, **fields}  # fmt: skip
+    doc = {
+        "name": "acme-daily",
+        "scope": "tenant",
+        "tenant_id": "acme",
+        "window": "day",
+        "limit_usd": 50,
+        **fields,
+    }
     return orjson.dumps({"budgets": [doc]}).decode()  # JSON is YAML
 
 
@@ -100,8 +106,12 @@ def test_a_bad_field_is_one_line_naming_the_budget_and_field(tmp_path: Path) -> 
 def test_every_problem_gets_its_own_line(tmp_path: Path) -> None:
     lines = error_lines(tmp_path, one_budget(limit_usd=-1, timezone="Mars/Base", limitusd=3))
     assert len(lines) == 3
-    by_field = {field: line for line in lines for field in ("limit_usd", "timezone", "limitusd")
-                if f": {field}:" in line}  # fmt: skip
+    by_field = {
+        field: line
+        for line in lines
+        for field in ("limit_usd", "timezone", "limitusd")
+        if f": {field}:" in line
+    }
     assert "greater than 0" in by_field["limit_usd"]
     assert "Mars/Base" in by_field["timezone"] and "IANA" in by_field["timezone"]
     assert "unknown field" in by_field["limitusd"] and "limit_usd" in by_field["limitusd"]
@@ -117,12 +127,15 @@ def test_alternatives_of_one_field_are_merged_and_ids_explained_in_words(tmp_pat
 
 
 def test_a_budget_without_a_usable_name_is_named_by_position(tmp_path: Path) -> None:
-    text = orjson.dumps({"budgets": [{"scope": "global", "window": "day", "limit_usd": 1},
-                                     "just a string"]}).decode()  # fmt: skip
+    text = orjson.dumps(
+        {"budgets": [{"scope": "global", "window": "day", "limit_usd": 1}, "just a string"]}
+    ).decode()
     lines = error_lines(tmp_path, text)
     assert any("budgets[0]: name: Field required" in line for line in lines), lines
-    assert any(line.endswith("budgets[1]: Input should be a valid dictionary or instance of Budget")
-               for line in lines), lines  # fmt: skip
+    assert any(
+        line.endswith("budgets[1]: Input should be a valid dictionary or instance of Budget")
+        for line in lines
+    ), lines
 
 
 def test_shape_rules_name_the_budget(tmp_path: Path) -> None:
@@ -160,21 +173,35 @@ def test_an_empty_file_is_no_budgets(tmp_path: Path) -> None:
 
 
 def test_options_build_one_budget() -> None:
-    budget = budget_from_options(name="acme-daily", scope=BudgetScope.TENANT, tenant_id="acme",
-                                 window=WindowKind.DAY, limit_usd=50.0, thresholds="50%,90%",
-                                 hard_limit=None, timezone="Europe/Berlin")  # fmt: skip
+    budget = budget_from_options(
+        name="acme-daily",
+        scope=BudgetScope.TENANT,
+        tenant_id="acme",
+        window=WindowKind.DAY,
+        limit_usd=50.0,
+        thresholds="50%,90%",
+        hard_limit=None,
+        timezone="Europe/Berlin",
+    )
     assert budget.thresholds == (0.5, 0.9) and budget.hard_limit is True
     assert budget.timezone == "Europe/Berlin" and budget.limit_usd == 50.0
 
 
 def test_option_errors_name_the_option() -> None:
     with pytest.raises(InvalidBudget) as failed:
-        budget_from_options(name="x", scope=BudgetScope.TENANT, tenant_id="acme",
-                            window=WindowKind.DAY, limit_usd=-5.0, timezone="Nowhere/Land")  # fmt: skip
+        budget_from_options(
+            name="x",
+            scope=BudgetScope.TENANT,
+            tenant_id="acme",
+            window=WindowKind.DAY,
+            limit_usd=-5.0,
+            timezone="Nowhere/Land",
+        )
     lines = str(failed.value).splitlines()
     assert len(lines) == 2
-    assert any(line.startswith("budget 'x': --limit-usd: ") and "greater than 0" in line
-               for line in lines)  # fmt: skip
+    assert any(
+        line.startswith("budget 'x': --limit-usd: ") and "greater than 0" in line for line in lines
+    )
     assert any(line.startswith("budget 'x': --timezone: ") for line in lines)
 
 
@@ -184,14 +211,22 @@ def test_thresholds_accept_fractions_and_percentages() -> None:
     with pytest.raises(InvalidBudget, match="--thresholds: 'half' is not a number"):
         parse_thresholds("half,1")
     with pytest.raises(InvalidBudget, match=r"--thresholds: .*\(0, 1\]"):
-        budget_from_options(name="x", scope=BudgetScope.GLOBAL, window=WindowKind.DAY,
-                            limit_usd=1.0, thresholds="150%")  # fmt: skip
+        budget_from_options(
+            name="x",
+            scope=BudgetScope.GLOBAL,
+            window=WindowKind.DAY,
+            limit_usd=1.0,
+            thresholds="150%",
+        )
 
 
 def test_set_rejects_mixed_or_missing_input_before_any_broker(tmp_path: Path) -> None:
     runner = CliRunner()
     cases = [
-        (["set", "--tenant", "acme", "--window", "day"], "--tenant, --window: options set one budget"),
+        (
+            ["set", "--tenant", "acme", "--window", "day"],
+            "--tenant, --window: options set one budget",
+        ),
         (["set"], "give a budgets YAML file"),
         (["set", "--scope", "global", "--window", "day", "--limit-usd", "1"], "needs a name"),
         (["set", "a", "--name", "b", "--scope", "global"], "two names given"),
@@ -203,10 +238,16 @@ def test_set_rejects_mixed_or_missing_input_before_any_broker(tmp_path: Path) ->
 
 
 def test_dry_run_validates_a_file_without_a_broker(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli_budgets.app, ["set", str(write(tmp_path, FOUR_SCOPES)), "--dry-run"],
-                                env={"COLUMNS": "200"})  # fmt: skip
+    result = CliRunner().invoke(
+        cli_budgets.app,
+        ["set", str(write(tmp_path, FOUR_SCOPES)), "--dry-run"],
+        env={"COLUMNS": "200"},
+    )
     assert result.exit_code == 0, result.output
-    assert "fleet-monthly" in result.output and "valid: 4 budget(s); nothing published" in result.output
+    assert (
+        "fleet-monthly" in result.output
+        and "valid: 4 budget(s); nothing published" in result.output
+    )
 
 
 # -- rendering ------------------------------------------------------------------------------
@@ -215,7 +256,11 @@ def test_dry_run_validates_a_file_without_a_broker(tmp_path: Path) -> None:
 def test_rows_per_format(tmp_path: Path) -> None:
     budgets = budgets_from_file(write(tmp_path, FOUR_SCOPES))
     assert [limit_text(b) for b in budgets] == [
-        "0.5 USD, 50000 tokens/call", "5 USD/day", "50 USD/day", "10000 USD/month"]  # fmt: skip
+        "0.5 USD, 50000 tokens/call",
+        "5 USD/day",
+        "50 USD/day",
+        "10000 USD/month",
+    ]
     columns, rows = rows_of(budgets, "json")
     doc = dict(zip(columns, rows[2]))
     assert doc["thresholds"] == [0.5, 0.8, 1.0] and doc["tenant_id"] == "acme"
@@ -232,7 +277,9 @@ def test_rows_per_format(tmp_path: Path) -> None:
 def test_durations() -> None:
     assert parse_duration("30m") == timedelta(minutes=30)
     assert parse_duration("1h30m") == timedelta(hours=1, minutes=30)
-    assert parse_duration("2d") == timedelta(days=2) and parse_duration("45s") == timedelta(seconds=45)
+    assert parse_duration("2d") == timedelta(days=2) and parse_duration("45s") == timedelta(
+        seconds=45
+    )
     for bad in ("", "30", "m", "1h30", "30x", "0m", "-5m", "99999999999d"):
         with pytest.raises(UserError, match="--for"):
             parse_duration(bad)
@@ -241,7 +288,9 @@ def test_durations() -> None:
 def test_until_and_for() -> None:
     assert parse_until(None, None, NOW) is None
     assert parse_until(None, "2h", NOW) == NOW + timedelta(hours=2)
-    assert parse_until("2026-11-21T18:00+01:00", None, NOW) == datetime(2026, 11, 21, 17, tzinfo=UTC)
+    assert parse_until("2026-11-21T18:00+01:00", None, NOW) == datetime(
+        2026, 11, 21, 17, tzinfo=UTC
+    )
     assert parse_until("2026-11-21T18:00Z", None, NOW) == datetime(2026, 11, 21, 18, tzinfo=UTC)
     for until, for_, message in [
         ("2026-11-21T18:00", None, "no timezone"),
@@ -254,7 +303,9 @@ def test_until_and_for() -> None:
 
 
 def test_scope_options_and_their_errors() -> None:
-    assert scope_from_options("acme", None, "support-bot", None).key == "tenant=acme/agent=support-bot"
+    assert (
+        scope_from_options("acme", None, "support-bot", None).key == "tenant=acme/agent=support-bot"
+    )
     assert scope_from_options("*", None, None, "shell").key == "tenant=*/tool=shell"
     with pytest.raises(UserError) as failed:
         scope_from_options("Acme", None, "a b", None)
@@ -265,12 +316,26 @@ def test_scope_options_and_their_errors() -> None:
 def test_manual_control_messages() -> None:
     scope = Scope(tenant_id="acme", agent_id="support-bot")
     until = NOW + timedelta(minutes=30)
-    block = manual_control(scope, ControlAction.BLOCK, issued_by="cli:alice", now=NOW,
-                           message="runaway loop", until=until)  # fmt: skip
+    block = manual_control(
+        scope,
+        ControlAction.BLOCK,
+        issued_by="cli:alice",
+        now=NOW,
+        message="runaway loop",
+        until=until,
+    )
     assert block.reason is ControlReason.MANUAL and block.runbook == MANUAL_RUNBOOK
-    assert block.until == until and block.message == "runaway loop" and block.issued_by == "cli:alice"
-    again = manual_control(scope, ControlAction.BLOCK, issued_by="cli:alice", now=NOW,
-                           message="runaway loop", until=until)  # fmt: skip
+    assert (
+        block.until == until and block.message == "runaway loop" and block.issued_by == "cli:alice"
+    )
+    again = manual_control(
+        scope,
+        ControlAction.BLOCK,
+        issued_by="cli:alice",
+        now=NOW,
+        message="runaway loop",
+        until=until,
+    )
     assert again.control_id == block.control_id  # deterministic: a re-send is the same record
     lift = manual_control(scope, ControlAction.UNBLOCK, issued_by="cli:bob", now=NOW, until=until)
     assert lift.until is None and lift.message == "unblocked by cli:bob"
@@ -279,7 +344,9 @@ def test_manual_control_messages() -> None:
 
 def test_active_blocks_keeps_current_blocks_only() -> None:
     def msg(tenant: str, action: ControlAction, until: datetime | None = None):  # type: ignore[no-untyped-def]
-        return manual_control(Scope(tenant_id=tenant), action, issued_by="cli:t", now=NOW, until=until)
+        return manual_control(
+            Scope(tenant_id=tenant), action, issued_by="cli:t", now=NOW, until=until
+        )
 
     controls = {
         "tenant=a": msg("a", ControlAction.BLOCK),

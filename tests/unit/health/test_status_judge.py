@@ -26,8 +26,12 @@ def lag(n: int, group: str = "sink", partition: int = 0) -> Lag:
 
 
 def healthy(**changes: object) -> Observed:
-    figures = StoreFigures(Inserts(ago(2), 1000, 500), [DeadLetterRate("invalid_json", 1, 3)],
-                           Heartbeat(True, ago(5)), Checkpoints(4, ("acme", 1), ago(30)))  # fmt: skip
+    figures = StoreFigures(
+        Inserts(ago(2), 1000, 500),
+        [DeadLetterRate("invalid_json", 1, 3)],
+        Heartbeat(True, ago(5)),
+        Checkpoints(4, ("acme", 1), ago(30)),
+    )
     seen = Observed(NOW, "pid 1 serves the store", [lag(0), lag(3, "agentaudit")], None, figures)
     for k, v in changes.items():
         setattr(seen, k, v)
@@ -63,9 +67,13 @@ def test_writer_down_no_owner_or_no_recent_insert_while_events_wait() -> None:
 
 def test_dead_letter_share_of_the_last_five_minutes() -> None:
     seen = healthy()
-    seen.figures = StoreFigures(Inserts(ago(1), 100, 94), [DeadLetterRate("schema_violation", 6, 6)])
+    seen.figures = StoreFigures(
+        Inserts(ago(1), 100, 94), [DeadLetterRate("schema_violation", 6, 6)]
+    )
     assert states(seen)["dead letters"] == "degraded"  # 6 of 100 rows > 5 %
-    seen.figures = StoreFigures(Inserts(ago(1), 100, 95), [DeadLetterRate("schema_violation", 5, 6)])
+    seen.figures = StoreFigures(
+        Inserts(ago(1), 100, 95), [DeadLetterRate("schema_violation", 5, 6)]
+    )
     assert states(seen)["dead letters"] == "ok"
 
 
@@ -97,7 +105,9 @@ def test_checkpoints_stale_or_never_signed() -> None:
 def test_broker_and_store_errors_are_the_cli_exit_codes() -> None:
     assert judge(S, healthy(lags=None, broker_error="down")).exit_code == 3
     assert judge(S, healthy(figures=None, store_error="gone")).exit_code == 4
-    assert judge(S, healthy(lags=None, broker_error="x", figures=None, store_error="y")).exit_code == 3
+    assert (
+        judge(S, healthy(lags=None, broker_error="x", figures=None, store_error="y")).exit_code == 3
+    )
 
 
 def test_query_warning_says_down_behind_or_cannot_tell() -> None:
@@ -115,6 +125,10 @@ def test_flush_figures_count_events_and_dead_letters_by_reason_and_cross_the_pip
     src = Source("ev", 0, 1, 0, b"k", 0)
     batch.dead_letters = [dead_letter_row(src, r, "", b"", NOW, "", "") for r in ("a", "b", "a")]
     figures = figures_of(batch, {"insert": 0.5})
-    assert (figures.events, figures.dead_letters, figures.stages) == (7, {"a": 2, "b": 1}, {"insert": 0.5})
+    assert (figures.events, figures.dead_letters, figures.stages) == (
+        7,
+        {"a": 2, "b": 1},
+        {"insert": 0.5},
+    )
     assert from_report(to_report(figures)) == figures
     assert from_report({"ready": True}) is None

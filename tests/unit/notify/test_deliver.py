@@ -28,16 +28,30 @@ backoff: {{base_s: 1, factor: 2, cap_s: 10}}
 
 
 def _deliverer(transport: ScriptedTransport, sleeper: RecordingSleeper) -> Deliverer:
-    return Deliverer(ROUTES.receiver("slack"), ROUTES, transport, sleeper=sleeper,
-                     rng=random.Random(7))  # fmt: skip
+    return Deliverer(
+        ROUTES.receiver("slack"), ROUTES, transport, sleeper=sleeper, rng=random.Random(7)
+    )
 
 
 @pytest.mark.parametrize(
     ("status", "permanent"),
-    [(200, False), (204, False), (301, True), (400, True), (401, True), (403, True),
-     (404, True), (408, False), (410, True), (422, True), (429, False), (500, False),
-     (502, False), (503, False)],
-)  # fmt: skip
+    [
+        (200, False),
+        (204, False),
+        (301, True),
+        (400, True),
+        (401, True),
+        (403, True),
+        (404, True),
+        (408, False),
+        (410, True),
+        (422, True),
+        (429, False),
+        (500, False),
+        (502, False),
+        (503, False),
+    ],
+)
 def test_permanent_or_transient(status: int, permanent: bool) -> None:
     assert is_permanent(status) is permanent
 
@@ -55,8 +69,16 @@ def test_backoff_grows_to_the_cap_with_jitter_in_the_upper_half() -> None:
 
 
 async def test_transient_failures_are_retried_until_acknowledged() -> None:
-    transport = ScriptedTransport([refused(), Answer(503), Answer(429, retry_after="3"),
-                                   Answer(408), Answer(500), Answer(200)])  # fmt: skip
+    transport = ScriptedTransport(
+        [
+            refused(),
+            Answer(503),
+            Answer(429, retry_after="3"),
+            Answer(408),
+            Answer(500),
+            Answer(200),
+        ]
+    )
     sleeper = RecordingSleeper()
     result = await _deliverer(transport, sleeper).deliver(make_alert(), asyncio.Event())
     assert result == Delivered(attempts=6)
@@ -87,12 +109,16 @@ async def test_stop_while_waiting_to_retry() -> None:
 
 async def test_secrets_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     url = f"https://hooks.slack.example/services/{TOKEN}"
-    transport = ScriptedTransport([
-        refused(f"ClientConnectorError: Cannot connect to {url} (sekrit-bearer-token)"),
-        Answer(400, body=f"invalid_token for /services/{TOKEN}"),
-    ])  # fmt: skip
+    transport = ScriptedTransport(
+        [
+            refused(f"ClientConnectorError: Cannot connect to {url} (sekrit-bearer-token)"),
+            Answer(400, body=f"invalid_token for /services/{TOKEN}"),
+        ]
+    )
     with caplog.at_level(logging.DEBUG, logger="agentaudit.notify"):
-        result = await _deliverer(transport, RecordingSleeper()).deliver(make_alert(), asyncio.Event())
+        result = await _deliverer(transport, RecordingSleeper()).deliver(
+            make_alert(), asyncio.Event()
+        )
     assert isinstance(result, DeadLettered)
     logged = caplog.text
     assert "hooks.slack.example" in logged and "[redacted]" in logged

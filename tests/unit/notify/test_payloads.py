@@ -28,7 +28,9 @@ def test_webhook_carries_the_alert_and_its_key() -> None:
     assert isinstance(body, dict)
     assert body["idempotency_key"] == alert.alert_id
     assert body["alert"] == orjson.loads(alert.model_dump_json())
-    assert body["runbook_url"] == "https://git.example/agentaudit/blob/main/runbooks/BudgetExceeded.md"
+    assert (
+        body["runbook_url"] == "https://git.example/agentaudit/blob/main/runbooks/BudgetExceeded.md"
+    )
 
 
 def test_alertmanager_v2_postable_alert() -> None:
@@ -36,8 +38,13 @@ def test_alertmanager_v2_postable_alert() -> None:
     body = _body("am")
     assert isinstance(body, list) and len(body) == 1
     (am,) = body
-    assert am["labels"] == {"alertname": "BudgetExceeded", "tenant": "acme", "severity": "critical",
-                            "scope": "tenant=acme/agent=support-bot", "alert_id": alert.alert_id}  # fmt: skip
+    assert am["labels"] == {
+        "alertname": "BudgetExceeded",
+        "tenant": "acme",
+        "severity": "critical",
+        "scope": "tenant=acme/agent=support-bot",
+        "alert_id": alert.alert_id,
+    }
     assert am["annotations"]["summary"] == alert.message
     assert am["annotations"]["runbook_url"].endswith("runbooks/BudgetExceeded.md")
     assert am["startsAt"] == "2026-03-01T12:00:00.000Z"
@@ -53,5 +60,7 @@ def test_slack_text_and_blocks() -> None:
     assert types == ["header", "section", "section", "context"]
     assert len(body["blocks"][0]["text"]["text"]) <= 150
     context = body["blocks"][3]["elements"][0]["text"]
-    assert "<https://git.example/agentaudit/blob/main/runbooks/BudgetExceeded.md|runbook>" in context
+    assert (
+        "<https://git.example/agentaudit/blob/main/runbooks/BudgetExceeded.md|runbook>" in context
+    )
     assert make_alert().alert_id in context

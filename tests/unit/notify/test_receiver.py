@@ -36,16 +36,28 @@ class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, Any, Any, list[tuple[str, bytes]]]] = []
 
-    async def send_and_wait(self, topic: str, value: Any, key: Any = None,
-                            headers: list[tuple[str, bytes]] | None = None) -> None:  # fmt: skip
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: Any,
+        key: Any = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         self.sent.append((topic, value, key, headers or []))
 
 
 def _loop(transport: ScriptedTransport, **kw: Any) -> ReceiverLoop:
     settings = Settings(alerts_topic="alerts", dlq_topic="dlq")
-    loop = ReceiverLoop(settings, ROUTES, ROUTES.receiver("hook"), transport=transport,
-                        sleeper=RecordingSleeper(), rng=random.Random(0),
-                        clock=lambda: T0 + timedelta(minutes=5), **kw)  # fmt: skip
+    loop = ReceiverLoop(
+        settings,
+        ROUTES,
+        ROUTES.receiver("hook"),
+        transport=transport,
+        sleeper=RecordingSleeper(),
+        rng=random.Random(0),
+        clock=lambda: T0 + timedelta(minutes=5),
+        **kw,
+    )
     loop.producer = FakeProducer()  # type: ignore[assignment]
     return loop
 
@@ -62,10 +74,17 @@ async def test_dedup_routing_and_expiry() -> None:
     old = make_alert(3, fired_at=T0 - timedelta(hours=2))
     warning = make_alert(4, severity=Severity.WARNING)
     transition = b'{"record":"breaker_transition","transition_id":"x"}'
-    await _feed(loop, [v.model_dump_json().encode() for v in (a, b, a, old, warning)] + [transition])
+    await _feed(
+        loop, [v.model_dump_json().encode() for v in (a, b, a, old, warning)] + [transition]
+    )
     assert [r[2]["Idempotency-Key"] for r in transport.requests] == [a.alert_id, b.alert_id]
-    assert loop.handled == {"delivered": 2, "duplicate": 1, "expired": 1, "skipped": 1,
-                            "not_alert": 1}  # fmt: skip
+    assert loop.handled == {
+        "delivered": 2,
+        "duplicate": 1,
+        "expired": 1,
+        "skipped": 1,
+        "not_alert": 1,
+    }
     assert loop.next[TP] == 6  # every message handled: all of them committed
 
 
@@ -76,8 +95,15 @@ async def test_ids_seen_before_the_committed_offset_are_remembered_not_sent() ->
     loop = _loop(transport)
     a, b = make_alert(1), make_alert(2)
     loop.replay_until[TP] = 2  # offsets 0 and 1 were handled before this start
-    await _feed(loop, [a.model_dump_json().encode(), b.model_dump_json().encode(),
-                       a.model_dump_json().encode(), make_alert(5).model_dump_json().encode()])  # fmt: skip
+    await _feed(
+        loop,
+        [
+            a.model_dump_json().encode(),
+            b.model_dump_json().encode(),
+            a.model_dump_json().encode(),
+            make_alert(5).model_dump_json().encode(),
+        ],
+    )
     assert [r[2]["Idempotency-Key"] for r in transport.requests] == [make_alert(5).alert_id]
     assert loop.handled == {"duplicate": 1, "delivered": 1}
 
@@ -88,7 +114,7 @@ async def test_permanent_refusal_goes_to_the_dead_letter_topic_with_reason() -> 
     await _feed(loop, [make_alert(1).model_dump_json().encode()])
     assert loop.handled == {"dead_lettered": 1}
     assert loop.next[TP] == 1  # handled: its offset is committed
-    (topic, value, key, headers), = loop.producer.sent  # type: ignore[union-attr]
+    ((topic, value, key, headers),) = loop.producer.sent  # type: ignore[union-attr]
     h = dict(headers)
     assert topic == "dlq" and key == b"acme" and value == make_alert(1).model_dump_json().encode()
     assert h["reason"] == b"alert_refused" and h["refusal"] == b"http_422"

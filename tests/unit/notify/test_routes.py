@@ -56,17 +56,36 @@ routes:
 @pytest.mark.parametrize(
     ("doc", "says"),
     [
-        ("receivers: [{name: a, type: webhook, url: 'http://h/x'}]\nroutes: [{receiver: b}]",
-         "unknown receivers: b"),
-        (("receivers: [{name: a, type: webhook, url: 'http://h/x'}, {name: a, type: slack, "
-         "url: 'http://h/y'}]\nroutes: [{receiver: a}]"), "unique: a"),
-        ("receivers: [{name: a, type: pager, url: 'http://h/x'}]\nroutes: [{receiver: a}]",
-         "receivers.0.type"),
+        (
+            "receivers: [{name: a, type: webhook, url: 'http://h/x'}]\nroutes: [{receiver: b}]",
+            "unknown receivers: b",
+        ),
+        (
+            (
+                "receivers: [{name: a, type: webhook, url: 'http://h/x'}, {name: a, type: slack, "
+                "url: 'http://h/y'}]\nroutes: [{receiver: a}]"
+            ),
+            "unique: a",
+        ),
+        (
+            "receivers: [{name: a, type: pager, url: 'http://h/x'}]\nroutes: [{receiver: a}]",
+            "receivers.0.type",
+        ),
         ("receivers: [{name: a, type: webhook}]\nroutes: [{receiver: a}]", "exactly one of url"),
-        (("receivers: [{name: a, type: webhook, url: 'http://h/x', colour: red}]\n"
-         "routes: [{receiver: a}]"), "receivers.0.colour"),
-        (("receivers: [{name: a, type: webhook, url: 'http://h/x'}]\n"
-         "routes: [{receiver: a, match: {severity: [loud]}}]"), "routes.0.match.severity.0"),
+        (
+            (
+                "receivers: [{name: a, type: webhook, url: 'http://h/x', colour: red}]\n"
+                "routes: [{receiver: a}]"
+            ),
+            "receivers.0.colour",
+        ),
+        (
+            (
+                "receivers: [{name: a, type: webhook, url: 'http://h/x'}]\n"
+                "routes: [{receiver: a, match: {severity: [loud]}}]"
+            ),
+            "routes.0.match.severity.0",
+        ),
         ("receivers: [\n", "not valid YAML at line"),
     ],
 )
@@ -92,8 +111,9 @@ def test_errors_never_show_a_secret(tmp_path: Path) -> None:
 
 def test_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "routes.yaml"
-    path.write_text("receivers: [{name: s, type: slack, url_env: TEST_SLACK_URL}]\n"
-                    "routes: [{receiver: s}]\n")  # fmt: skip
+    path.write_text(
+        "receivers: [{name: s, type: slack, url_env: TEST_SLACK_URL}]\nroutes: [{receiver: s}]\n"
+    )
     monkeypatch.delenv("TEST_SLACK_URL", raising=False)
     with pytest.raises(UserError, match="TEST_SLACK_URL is not set"):
         load_routes(path)
@@ -115,4 +135,6 @@ def test_the_readme_example_is_a_valid_routing_file(monkeypatch: pytest.MonkeyPa
     for receiver in routes.receivers:
         receiver.resolved_url()
     assert routes.receivers_for(make_alert()) == ["oncall-slack", "audit-hook"]
-    assert routes.receivers_for(make_alert(tenant="globex", severity=Severity.INFO)) == ["alertmanager"]
+    assert routes.receivers_for(make_alert(tenant="globex", severity=Severity.INFO)) == [
+        "alertmanager"
+    ]

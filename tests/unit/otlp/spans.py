@@ -18,7 +18,9 @@ RESOURCE = {"service.name": "support-bot", "service.version": "1.2.0"}
 Spec = tuple[str, Mapping[str, Any], Sequence["Spec"]] | tuple[str, Mapping[str, Any]]
 
 
-def make_spans(*tree: Spec, resource: Mapping[str, Any] = RESOURCE, error: str = "") -> list[ReadableSpan]:
+def make_spans(
+    *tree: Spec, resource: Mapping[str, Any] = RESOURCE, error: str = ""
+) -> list[ReadableSpan]:
     """Finished SDK spans of `tree`: (name, attributes[, children]); spans named in `error`
     end with status ERROR."""
     mem = InMemorySpanExporter()
@@ -45,7 +47,11 @@ def request(*tree: Spec, **kw: Any) -> ExportTraceServiceRequest:
 
 
 def chat(model: str = "gpt-4o-mini", **usage: int) -> Spec:
-    a: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
-                         "gen_ai.request.model": model, "gen_ai.response.model": model + "-2024-07-18"}
+    a: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": model,
+        "gen_ai.response.model": model + "-2024-07-18",
+    }
     a.update({f"gen_ai.usage.{k}": v for k, v in usage.items()})
     return (f"chat {model}", a)

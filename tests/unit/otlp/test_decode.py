@@ -41,12 +41,33 @@ def test_spec_json_hex_ids_decode_to_the_original_bytes() -> None:
 
 
 def test_json_enums_as_names_or_numbers_and_int64_as_strings() -> None:
-    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [{
-        "traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
-        "name": "chat", "kind": "SPAN_KIND_CLIENT", "startTimeUnixNano": "1700000000000000000",
-        "endTimeUnixNano": 1700000000500000000, "status": {"code": 2},
-        "attributes": [{"key": "gen_ai.usage.input_tokens", "value": {"intValue": "42"}}],
-    }]}]}]}  # fmt: skip
+    doc = {
+        "resourceSpans": [
+            {
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "0af7651916cd43dd8448eb211c80319c",
+                                "spanId": "b7ad6b7169203331",
+                                "name": "chat",
+                                "kind": "SPAN_KIND_CLIENT",
+                                "startTimeUnixNano": "1700000000000000000",
+                                "endTimeUnixNano": 1700000000500000000,
+                                "status": {"code": 2},
+                                "attributes": [
+                                    {
+                                        "key": "gen_ai.usage.input_tokens",
+                                        "value": {"intValue": "42"},
+                                    }
+                                ],
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
     span = decode.traces(orjson.dumps(doc), decode.JSON).resource_spans[0].scope_spans[0].spans[0]
     assert span.kind == 3 and span.status.code == 2
     assert span.start_time_unix_nano == 1700000000000000000
@@ -55,7 +76,11 @@ def test_json_enums_as_names_or_numbers_and_int64_as_strings() -> None:
 
 @pytest.mark.parametrize("bad_id", ["zz" * 16, "AAAAAAAAAAAAAAAAAAAAAA==", "ab" * 15])
 def test_ids_that_are_not_hex_of_the_right_size_are_a_bad_request(bad_id: str) -> None:
-    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": bad_id, "spanId": "b7ad6b7169203331"}]}]}]}
+    doc = {
+        "resourceSpans": [
+            {"scopeSpans": [{"spans": [{"traceId": bad_id, "spanId": "b7ad6b7169203331"}]}]}
+        ]
+    }
     with pytest.raises(decode.BadRequest):
         decode.traces(orjson.dumps(doc), decode.JSON)
 

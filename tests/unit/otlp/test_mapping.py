@@ -24,20 +24,36 @@ def by_type(out: ingest.Outcome) -> dict[str, list[dict]]:
 
 
 def test_openai_usage_includes_cache_and_anthropic_style_counts_are_added() -> None:
-    out = ingest.traces("acme", request(
-        chat(input_tokens=1000, output_tokens=50, **{"cache_read.input_tokens": 400}),
-        # Anthropic's API count (uncached tail only) passed through: cache exceeds input.
-        ("chat claude", {"gen_ai.operation.name": "chat", "gen_ai.system": "anthropic",
-                         "gen_ai.request.model": "claude-sonnet-4-5", "gen_ai.usage.input_tokens": 2,
-                         "gen_ai.usage.cache_read.input_tokens": 47105,
-                         "gen_ai.usage.cache_creation.input_tokens": 1076,
-                         "gen_ai.usage.output_tokens": 10}),
-    ))  # fmt: skip
+    out = ingest.traces(
+        "acme",
+        request(
+            chat(input_tokens=1000, output_tokens=50, **{"cache_read.input_tokens": 400}),
+            # Anthropic's API count (uncached tail only) passed through: cache exceeds input.
+            (
+                "chat claude",
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.system": "anthropic",
+                    "gen_ai.request.model": "claude-sonnet-4-5",
+                    "gen_ai.usage.input_tokens": 2,
+                    "gen_ai.usage.cache_read.input_tokens": 47105,
+                    "gen_ai.usage.cache_creation.input_tokens": 1076,
+                    "gen_ai.usage.output_tokens": 10,
+                },
+            ),
+        ),
+    )
     assert out.rejected == 0
-    openai, claude = sorted(by_type(out)["llm_call"], key=lambda e: e["payload"]["provider"],
-                            reverse=True)  # fmt: skip
-    assert openai["payload"]["usage"] == {"input_tokens": 1000, "output_tokens": 50,
-        "cached_input_tokens": 400, "cache_write_tokens": 0, "reasoning_tokens": 0}  # fmt: skip
+    openai, claude = sorted(
+        by_type(out)["llm_call"], key=lambda e: e["payload"]["provider"], reverse=True
+    )
+    assert openai["payload"]["usage"] == {
+        "input_tokens": 1000,
+        "output_tokens": 50,
+        "cached_input_tokens": 400,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
+    }
     assert openai["payload"]["response_model"] == "gpt-4o-mini-2024-07-18"
     assert claude["payload"]["provider"] == "anthropic"  # from the older gen_ai.system
     assert claude["payload"]["usage"]["input_tokens"] == 2 + 47105 + 1076
@@ -45,11 +61,28 @@ def test_openai_usage_includes_cache_and_anthropic_style_counts_are_added() -> N
 
 
 def test_agent_span_gives_a_run_and_its_own_usage_is_never_counted() -> None:
-    agent = ("invoke_agent bot", {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "bot",
-             "gen_ai.usage.input_tokens": 999_999, "gen_ai.usage.output_tokens": 999_999},
-             [chat(input_tokens=100, output_tokens=10), chat(input_tokens=200, output_tokens=20),
-              ("execute_tool search", {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search",
-               "gen_ai.tool.call.id": "call_1", "gen_ai.tool.call.arguments": '{"q": "x"}'})])  # fmt: skip
+    agent = (
+        "invoke_agent bot",
+        {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": "bot",
+            "gen_ai.usage.input_tokens": 999_999,
+            "gen_ai.usage.output_tokens": 999_999,
+        },
+        [
+            chat(input_tokens=100, output_tokens=10),
+            chat(input_tokens=200, output_tokens=20),
+            (
+                "execute_tool search",
+                {
+                    "gen_ai.operation.name": "execute_tool",
+                    "gen_ai.tool.name": "search",
+                    "gen_ai.tool.call.id": "call_1",
+                    "gen_ai.tool.call.arguments": '{"q": "x"}',
+                },
+            ),
+        ],
+    )
     out = ingest.traces("acme", request(agent))
     t = by_type(out)
     assert sorted(t) == ["llm_call", "run_finished", "run_started", "tool_call"]
@@ -66,9 +99,14 @@ def test_agent_span_gives_a_run_and_its_own_usage_is_never_counted() -> None:
 
 
 def test_errors_come_from_status_or_error_type() -> None:
-    out = ingest.traces("acme", request(
-        ("chat gpt-4o", {**chat()[1], "error.type": "RateLimitError"}),
-        ("chat failed", chat()[1]), error="chat failed"))  # fmt: skip
+    out = ingest.traces(
+        "acme",
+        request(
+            ("chat gpt-4o", {**chat()[1], "error.type": "RateLimitError"}),
+            ("chat failed", chat()[1]),
+            error="chat failed",
+        ),
+    )
     calls = by_type(out)["llm_call"]
     assert [c["payload"]["status"] for c in calls] == ["error", "error"]
     assert sorted(c["payload"]["error_type"] for c in calls) == ["RateLimitError", "error"]
@@ -85,19 +123,29 @@ def test_event_ids_are_deterministic_uuid7_and_differ_by_tenant() -> None:
 
 
 def test_unmapped_spans_are_dead_letters_with_the_sinks_reasons() -> None:
-    out = ingest.traces("acme", request(
-        ("GET /health", {"http.method": "GET"}),
-        ("retrieval", {"gen_ai.operation.name": "retrieval"}),
-        ("chat ?", {"gen_ai.operation.name": "chat"}),  # no model
-        ("chat bad", {**chat()[1], "gen_ai.usage.input_tokens": "many"}),
-        ("chat caps", {**chat()[1], "gen_ai.request.model": "has spaces in it"}),  # not a Slug
-        chat(input_tokens=1),
-    ))  # fmt: skip
+    out = ingest.traces(
+        "acme",
+        request(
+            ("GET /health", {"http.method": "GET"}),
+            ("retrieval", {"gen_ai.operation.name": "retrieval"}),
+            ("chat ?", {"gen_ai.operation.name": "chat"}),  # no model
+            ("chat bad", {**chat()[1], "gen_ai.usage.input_tokens": "many"}),
+            ("chat caps", {**chat()[1], "gen_ai.request.model": "has spaces in it"}),  # not a Slug
+            chat(input_tokens=1),
+        ),
+    )
     assert out.items == 6 and out.rejected == 5 and len(out.events) == 1
     reasons = [dict(h)["reason"] for _k, _v, h in out.dead_letters]
-    assert reasons == [b"unknown_type", b"unknown_type", b"schema_violation", b"schema_violation",
-                       b"schema_violation"]  # fmt: skip
-    assert all(k == b"acme" and dict(h)["source"] == b"otlp:/v1/traces" for k, _v, h in out.dead_letters)
+    assert reasons == [
+        b"unknown_type",
+        b"unknown_type",
+        b"schema_violation",
+        b"schema_violation",
+        b"schema_violation",
+    ]
+    assert all(
+        k == b"acme" and dict(h)["source"] == b"otlp:/v1/traces" for k, _v, h in out.dead_letters
+    )
     kept = orjson.loads(out.dead_letters[0][1])
     assert kept["item"]["name"] == "GET /health" and len(kept["item"]["traceId"]) == 32
     assert out.message() == "5 of 6 dead-lettered (3 schema_violation, 2 unknown_type)"
@@ -106,28 +154,67 @@ def test_unmapped_spans_are_dead_letters_with_the_sinks_reasons() -> None:
 def _log(attrs: dict, event_name: str = "gen_ai.evaluation.result") -> ExportLogsServiceRequest:
     from google.protobuf import json_format
 
-    kv = [{"key": k, "value": {"stringValue": v} if isinstance(v, str) else {"doubleValue": v}}
-          for k, v in attrs.items()]  # fmt: skip
-    return json_format.ParseDict({"resourceLogs": [{"resource": {"attributes": [
-        {"key": "service.name", "value": {"stringValue": "support-bot"}}]},
-        "scopeLogs": [{"scope": {"name": "judge"}, "logRecords": [{
-            "timeUnixNano": "1790000000000000000", "eventName": event_name,
-            "traceId": "AAECAwQFBgcICQoLDA0ODw==", "spanId": "AAECAwQFBgc=", "attributes": kv}]}]}]},
-        ExportLogsServiceRequest())  # fmt: skip
+    kv = [
+        {"key": k, "value": {"stringValue": v} if isinstance(v, str) else {"doubleValue": v}}
+        for k, v in attrs.items()
+    ]
+    return json_format.ParseDict(
+        {
+            "resourceLogs": [
+                {
+                    "resource": {
+                        "attributes": [
+                            {"key": "service.name", "value": {"stringValue": "support-bot"}}
+                        ]
+                    },
+                    "scopeLogs": [
+                        {
+                            "scope": {"name": "judge"},
+                            "logRecords": [
+                                {
+                                    "timeUnixNano": "1790000000000000000",
+                                    "eventName": event_name,
+                                    "traceId": "AAECAwQFBgcICQoLDA0ODw==",
+                                    "spanId": "AAECAwQFBgc=",
+                                    "attributes": kv,
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ]
+        },
+        ExportLogsServiceRequest(),
+    )
 
 
 def test_evaluation_events_become_eval_results_other_logs_dead_letters() -> None:
-    out = ingest.logs("acme", _log({"gen_ai.evaluation.name": "relevance",
-                                    "gen_ai.evaluation.score.value": 0.83,
-                                    "gen_ai.evaluation.score.label": "relevant",
-                                    "gen_ai.response.id": "chatcmpl-1"}))  # fmt: skip
+    out = ingest.logs(
+        "acme",
+        _log(
+            {
+                "gen_ai.evaluation.name": "relevance",
+                "gen_ai.evaluation.score.value": 0.83,
+                "gen_ai.evaluation.score.label": "relevant",
+                "gen_ai.response.id": "chatcmpl-1",
+            }
+        ),
+    )
     (e,) = events(out)
     assert e["type"] == "eval_result" and e["span_id"] == "0001020304050607"
-    assert e["payload"] == {"gold_set_id": "otlp", "case_id": "chatcmpl-1", "metric": "relevance",
-                            "score": 0.83, "passed": True, "evaluator": "judge"}  # fmt: skip
+    assert e["payload"] == {
+        "gold_set_id": "otlp",
+        "case_id": "chatcmpl-1",
+        "metric": "relevance",
+        "score": 0.83,
+        "passed": True,
+        "evaluator": "judge",
+    }
     other = ingest.logs("acme", _log({"x": "y"}, event_name="app.log"))
     assert other.rejected == 1 and dict(other.dead_letters[0][2])["reason"] == b"unknown_type"
-    unsure = ingest.logs("acme", _log({"gen_ai.evaluation.name": "tone", "gen_ai.evaluation.score.label": "meh"}))
+    unsure = ingest.logs(
+        "acme", _log({"gen_ai.evaluation.name": "tone", "gen_ai.evaluation.score.label": "meh"})
+    )
     assert dict(unsure.dead_letters[0][2])["reason"] == b"schema_violation"
 
 

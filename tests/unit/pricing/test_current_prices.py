@@ -29,13 +29,19 @@ def prices() -> PriceSource:
 
 def test_the_version_names_the_snapshot_and_our_rows(prices: PriceSource) -> None:
     assert prices.version == "genai-prices-0.2.5@2026-11-19+own-2026-12-07"
-    assert prices.cost("openai", "gpt-5", Usage(input_tokens=1, output_tokens=1),
-                       at=AT).pricing_version == prices.version  # fmt: skip
+    assert (
+        prices.cost(
+            "openai", "gpt-5", Usage(input_tokens=1, output_tokens=1), at=AT
+        ).pricing_version
+        == prices.version
+    )
 
 
 def test_the_snapshot_date_is_the_newest_date_its_data_was_checked() -> None:
     data = Path(genai_prices.__file__).with_name("data.py").read_text(encoding="utf-8")
-    checked = re.findall(r"(?i)(?:verified|checked|as of|updated)[a-z ]{0,12}(20\d\d-\d\d-\d\d)", data)
+    checked = re.findall(
+        r"(?i)(?:verified|checked|as of|updated)[a-z ]{0,12}(20\d\d-\d\d-\d\d)", data
+    )
     assert SNAPSHOT_DATES[genai_prices.__version__] == max(checked)
 
 
@@ -54,7 +60,11 @@ def test_claude_sonnet_4_5_with_cache_reads_and_writes_as_by_hand(prices: PriceS
     expected = (50 * D(3) + 12000 * D("0.30") + 1800 * D("3.75") + 420 * D(15)) / M
     assert cost.usd == expected == D("0.0168")
     assert (cost.input_usd, cost.cached_input_usd, cost.cache_write_usd, cost.output_usd) == (
-        D("0.00015"), D("0.0036"), D("0.00675"), D("0.0063"))  # fmt: skip
+        D("0.00015"),
+        D("0.0036"),
+        D("0.00675"),
+        D("0.0063"),
+    )
 
 
 def test_above_200k_prompt_tokens_the_whole_call_is_at_the_long_context_tier(
@@ -63,10 +73,16 @@ def test_above_200k_prompt_tokens_the_whole_call_is_at_the_long_context_tier(
     at_edge = Usage(input_tokens=200_000, output_tokens=1000, cached_input_tokens=100_000)
     above = Usage(input_tokens=200_001, output_tokens=1000, cached_input_tokens=100_000)
     # <= 200k: 3.00 / 0.30 / 15.00; > 200k: 6.00 / 0.60 / 22.50 for every token of the call
-    assert prices.total("anthropic", "claude-sonnet-4-5", at_edge, at=AT) == (
-        100_000 * D(3) + 100_000 * D("0.30") + 1000 * D(15)) / M == D("0.345")  # fmt: skip
-    assert prices.total("anthropic", "claude-sonnet-4-5", above, at=AT) == (
-        100_001 * D(6) + 100_000 * D("0.60") + 1000 * D("22.50")) / M == D("0.682506")  # fmt: skip
+    assert (
+        prices.total("anthropic", "claude-sonnet-4-5", at_edge, at=AT)
+        == (100_000 * D(3) + 100_000 * D("0.30") + 1000 * D(15)) / M
+        == D("0.345")
+    )
+    assert (
+        prices.total("anthropic", "claude-sonnet-4-5", above, at=AT)
+        == (100_001 * D(6) + 100_000 * D("0.60") + 1000 * D("22.50")) / M
+        == D("0.682506")
+    )
 
 
 @pytest.mark.parametrize(
@@ -85,8 +101,9 @@ def test_above_200k_prompt_tokens_the_whole_call_is_at_the_long_context_tier(
 def test_current_models_are_priced_as_by_hand(
     prices: PriceSource, provider: str, model: str, rates: tuple[str, ...]
 ) -> None:
-    usage = Usage(input_tokens=12_345, output_tokens=678, cached_input_tokens=10_000,
-                  cache_write_tokens=1_000)  # fmt: skip
+    usage = Usage(
+        input_tokens=12_345, output_tokens=678, cached_input_tokens=10_000, cache_write_tokens=1_000
+    )
     i, c, w, o = (D(r) for r in rates)
     expected = (1_345 * i + 10_000 * c + 1_000 * w + 678 * o) / M
     cost = prices.cost(provider, model, usage, at=AT)
@@ -103,10 +120,12 @@ def test_the_price_in_force_at_occurred_at_is_used(prices: PriceSource) -> None:
     assert prices.total("openai", "gpt-5.6", usage, at=from_) == (1000 * D(4) + 100 * D(20)) / M
     # claude-sonnet-4-6's long-context premium ended on 2026-03-13
     big = Usage(input_tokens=300_000, output_tokens=0)
-    assert prices.total("anthropic", "claude-sonnet-4-6", big,
-                        at=datetime(2026, 3, 12, tzinfo=UTC)) == D("1.8")  # 300k x 6.00
-    assert prices.total("anthropic", "claude-sonnet-4-6", big,
-                        at=datetime(2026, 3, 13, tzinfo=UTC)) == D("0.9")  # 300k x 3.00
+    assert prices.total(
+        "anthropic", "claude-sonnet-4-6", big, at=datetime(2026, 3, 12, tzinfo=UTC)
+    ) == D("1.8")  # 300k x 6.00
+    assert prices.total(
+        "anthropic", "claude-sonnet-4-6", big, at=datetime(2026, 3, 13, tzinfo=UTC)
+    ) == D("0.9")  # 300k x 3.00
 
 
 def test_our_own_rows_price_only_what_the_snapshot_lacks(prices: PriceSource) -> None:
@@ -118,10 +137,14 @@ def test_our_own_rows_price_only_what_the_snapshot_lacks(prices: PriceSource) ->
 
 
 def test_an_unknown_model_is_unpriced_not_free(prices: PriceSource) -> None:
-    cost = prices.cost("openai", "gpt-9-turbo-ultra", Usage(input_tokens=10, output_tokens=10),
-                       at=AT)  # fmt: skip
+    cost = prices.cost(
+        "openai", "gpt-9-turbo-ultra", Usage(input_tokens=10, output_tokens=10), at=AT
+    )
     assert (cost.priced, cost.usd, cost.pricing_version) == (False, 0, prices.version)
-    assert prices.cost("my-proxy", "gpt-5", Usage(input_tokens=1, output_tokens=1), at=AT).priced is False
+    assert (
+        prices.cost("my-proxy", "gpt-5", Usage(input_tokens=1, output_tokens=1), at=AT).priced
+        is False
+    )
 
 
 def test_version_pin_is_checked() -> None:

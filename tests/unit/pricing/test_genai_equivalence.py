@@ -17,12 +17,26 @@ from agentaudit_schemas.pricing.table import price_total
 
 
 def _usages(tier_starts: set[int]) -> list[Usage]:
-    out = [Usage(input_tokens=0, output_tokens=0), Usage(input_tokens=1, output_tokens=1),
-           Usage(input_tokens=9_999, output_tokens=777, cached_input_tokens=5_000,
-                 cache_write_tokens=1_234)]  # fmt: skip
+    out = [
+        Usage(input_tokens=0, output_tokens=0),
+        Usage(input_tokens=1, output_tokens=1),
+        Usage(
+            input_tokens=9_999,
+            output_tokens=777,
+            cached_input_tokens=5_000,
+            cache_write_tokens=1_234,
+        ),
+    ]
     for s in tier_starts:
-        out += [Usage(input_tokens=n, output_tokens=3_001, cached_input_tokens=n // 3,
-                      cache_write_tokens=n // 7) for n in (s, s + 1)]  # fmt: skip
+        out += [
+            Usage(
+                input_tokens=n,
+                output_tokens=3_001,
+                cached_input_tokens=n // 3,
+                cache_write_tokens=n // 7,
+            )
+            for n in (s, s + 1)
+        ]
     return out
 
 
@@ -42,11 +56,14 @@ def test_every_token_priced_model_costs_what_genai_prices_says() -> None:
                         warnings.simplefilter("ignore")
                         theirs = info.calc_price(
                             genai_prices.Usage(
-                                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                                input_tokens=usage.input_tokens,
+                                output_tokens=usage.output_tokens,
                                 cache_read_tokens=usage.cached_input_tokens,
-                                cache_write_tokens=usage.cache_write_tokens),
-                            provider, genai_request_timestamp=at,
-                        ).total_price  # fmt: skip
+                                cache_write_tokens=usage.cache_write_tokens,
+                            ),
+                            provider,
+                            genai_request_timestamp=at,
+                        ).total_price
                     ours = price_total(row, usage)
                     assert ours == quantize_usd(theirs), (provider.id, info.id, at, usage)
                     checked += 1

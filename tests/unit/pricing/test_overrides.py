@@ -64,7 +64,8 @@ def test_the_files_digest_is_part_of_the_version_and_reloads_from_the_archive(
     assert current.version.endswith(f"+ovr-{digest_of(FILE)}")
     again = pricing_for_version(current.version, tmp_path)
     assert again.total("openai", "gpt-5-mini", U, at=AT, tenant="acme") == current.total(
-        "openai", "gpt-5-mini", U, at=AT, tenant="acme")  # fmt: skip
+        "openai", "gpt-5-mini", U, at=AT, tenant="acme"
+    )
     changed = FILE.replace("0.20", "0.21")
     assert digest_of(changed) != digest_of(FILE)
     with pytest.raises(LookupError, match="is not in"):  # another data dir: file not kept
@@ -81,10 +82,14 @@ def test_the_files_digest_is_part_of_the_version_and_reloads_from_the_archive(
     [
         ("overrides:\n  - {provider: openai, model: x}\n", "exactly one of"),
         ("overrides:\n  - {provider: openai, model: x, rates: {input: 1}}\n", "missing 'output'"),
-        ("overrides:\n  - {provider: openai, model: x, rates: {input: 1, output: 2}, tennant: a}\n",
-         "takes only"),
-        ("overrides:\n  - {provider: a, model: x, price_as: {provider: openai, model: nope-9}}\n",
-         "not a priced model"),
+        (
+            "overrides:\n  - {provider: openai, model: x, rates: {input: 1, output: 2}, tennant: a}\n",
+            "takes only",
+        ),
+        (
+            "overrides:\n  - {provider: a, model: x, price_as: {provider: openai, model: nope-9}}\n",
+            "not a priced model",
+        ),
     ],
 )
 def test_a_malformed_file_fails_at_load(text: str, message: str) -> None:

@@ -27,9 +27,18 @@ def _call(i: int, model: str, tenant: str = "acme") -> bytes:
 
 def test_an_unknown_model_is_counted_and_alerted_once_per_model() -> None:
     jobs = StreamJobs(current_pricing(""))
-    batch = [(i, _call(i, m, t)) for i, (m, t) in enumerate(
-        [("gpt-9-ultra", "acme"), ("gpt-5-mini", "acme"), ("gpt-9-ultra", "globex"),
-         ("my-deploy", "acme"), ("gpt-9-ultra", "acme")])]  # fmt: skip
+    batch = [
+        (i, _call(i, m, t))
+        for i, (m, t) in enumerate(
+            [
+                ("gpt-9-ultra", "acme"),
+                ("gpt-5-mini", "acme"),
+                ("gpt-9-ultra", "globex"),
+                ("my-deploy", "acme"),
+                ("gpt-9-ultra", "acme"),
+            ]
+        )
+    ]
     out = jobs.process(0, batch[:3], NOW) + jobs.process(0, batch[3:], NOW)
     alerts = [r for r in out if isinstance(r, Alert) and r.kind == "UnpricedModel"]
     assert sorted(a.details["model"] for a in alerts) == ["gpt-9-ultra", "my-deploy"]

@@ -20,16 +20,30 @@ from tests.fake_llm import CHAT_USAGE
 N = 20_000
 MSGS = [{"role": "user", "content": "x" * 200}] * 10
 
-ANSWER = ChatCompletion.model_validate({
-    "id": "c", "object": "chat.completion", "created": 0, "model": "gpt-5-mini-2025-08-07",
-    "choices": [{"index": 0, "finish_reason": "stop",
-                 "message": {"role": "assistant", "content": "hi"}}],
-    "usage": CHAT_USAGE,
-})  # fmt: skip
-CHUNKS = [ChatCompletionChunk.model_validate({
-    "id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-    "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}],
-}) for _ in range(10)]  # fmt: skip
+ANSWER = ChatCompletion.model_validate(
+    {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-5-mini-2025-08-07",
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}
+        ],
+        "usage": CHAT_USAGE,
+    }
+)
+CHUNKS = [
+    ChatCompletionChunk.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}],
+        }
+    )
+    for _ in range(10)
+]
 
 
 class FakeStream:
@@ -60,8 +74,13 @@ def per_call_us(c: openai.OpenAI, audit: Client, **args: Any) -> tuple[float, fl
     body = {"model": "gpt-5-mini", "messages": MSGS, **args}
     t0, p0 = time.thread_time(), time.process_time()
     for _ in range(N):
-        r = post("/chat/completions", body=body, cast_to=ChatCompletion, options={},
-                 stream=bool(args.get("stream")))  # fmt: skip
+        r = post(
+            "/chat/completions",
+            body=body,
+            cast_to=ChatCompletion,
+            options={},
+            stream=bool(args.get("stream")),
+        )
         if args.get("stream"):
             for _chunk in r:
                 pass
@@ -73,17 +92,24 @@ def per_call_us(c: openai.OpenAI, audit: Client, **args: Any) -> tuple[float, fl
 def main() -> None:
     audit = Client(InMemoryTransport(), tenant_id="acme", max_queue=10 * N)
     plain, wrapped = client(None), client(audit)
-    for label, args in (("chat", {}), ("chat+max_tokens", {"max_tokens": 500}),
-                        ("stream x10 chunks", {"stream": True})):  # fmt: skip
+    for label, args in (
+        ("chat", {}),
+        ("chat+max_tokens", {"max_tokens": 500}),
+        ("stream x10 chunks", {"stream": True}),
+    ):
         per_call_us(wrapped, audit, **args)  # warm up
         (base, _), (inst, total) = (
             per_call_us(plain, audit, **args),
             per_call_us(wrapped, audit, **args),
         )
-        print(f"{label:18} unwrapped {base:7.1f} µs  wrapped {inst:7.1f} µs: +{inst - base:5.1f} "
-              f"µs CPU on the agent's thread, +{total - base:5.1f} µs in all")  # fmt: skip
-    print(f"{'hand-written':18} client.llm_call + record(usage_from_openai(...)): "
-          f"{hand_written_us(audit):5.1f} µs CPU on the agent's thread")  # fmt: skip
+        print(
+            f"{label:18} unwrapped {base:7.1f} µs  wrapped {inst:7.1f} µs: +{inst - base:5.1f} "
+            f"µs CPU on the agent's thread, +{total - base:5.1f} µs in all"
+        )
+    print(
+        f"{'hand-written':18} client.llm_call + record(usage_from_openai(...)): "
+        f"{hand_written_us(audit):5.1f} µs CPU on the agent's thread"
+    )
     audit.shutdown(30)
 
 

@@ -25,10 +25,17 @@ def events_of(client: Client, transport: InMemoryTransport) -> list[dict[str, An
 def test_decision_approval_and_execution_share_the_action_span(
     client: Client, transport: InMemoryTransport, clock: FakeClock
 ) -> None:
-    with client.run(goal="refund") as run, client.action(
-        "payments", "refund", {"order": 123}, resource="order/123", side_effect="write",
-        idempotency_key="refund-123",
-    ) as act:
+    with (
+        client.run(goal="refund") as run,
+        client.action(
+            "payments",
+            "refund",
+            {"order": 123},
+            resource="order/123",
+            side_effect="write",
+            idempotency_key="refund-123",
+        ) as act,
+    ):
         assert act.decide("refunds-over-100", "REQUIRE_APPROVAL", HASH, "over limit") == (
             "REQUIRE_APPROVAL"
         )
@@ -44,7 +51,10 @@ def test_decision_approval_and_execution_share_the_action_span(
     assert len(action_id) == 16 and action_id != run_span
     for kind in ("policy_decision", "approval_requested", "approval_decided"):
         assert by[kind]["parent_span_id"] == action_id, kind
-        assert by[kind]["run_id"] == run.run_id and by[kind]["trace_id"] == by["run_started"]["trace_id"]
+        assert (
+            by[kind]["run_id"] == run.run_id
+            and by[kind]["trace_id"] == by["run_started"]["trace_id"]
+        )
     call = by["tool_call"]
     assert call["span_id"] == action_id and call["parent_span_id"] == run_span
     assert call["payload"]["args_hash"] == args_hash({"order": 123})
@@ -57,7 +67,9 @@ def test_decision_approval_and_execution_share_the_action_span(
     assert by["run_finished"]["payload"]["steps"] == 1  # the execution is the run's one step
 
 
-def test_a_denied_action_is_its_decision_alone(client: Client, transport: InMemoryTransport) -> None:
+def test_a_denied_action_is_its_decision_alone(
+    client: Client, transport: InMemoryTransport
+) -> None:
     with client.run(), client.action("shell", "rm -rf", {"path": "/"}) as act:
         act.decide("no-destructive", "DENY", HASH, "destructive")
     events = events_of(client, transport)

@@ -32,7 +32,9 @@ def clock() -> FakeClock:
     return fake
 
 
-def beat(clock: FakeClock, seq: int = 0, *, ago_s: float = 0.0, interval_s: float = 5.0) -> Heartbeat:
+def beat(
+    clock: FakeClock, seq: int = 0, *, ago_s: float = 0.0, interval_s: float = 5.0
+) -> Heartbeat:
     at = utc_from_ns(clock.ns) - timedelta(seconds=ago_s)
     return Heartbeat.make("stream_jobs", at, seq, "jobs-host:42", interval_s)
 
@@ -103,7 +105,9 @@ def test_no_heartbeat_at_all_goes_stale_counting_from_the_start(
     assert client.control.staleness_s is None  # still "never", not a number
 
 
-def test_stale_threshold_follows_the_jobs_announced_interval(client: Client, clock: FakeClock) -> None:
+def test_stale_threshold_follows_the_jobs_announced_interval(
+    client: Client, clock: FakeClock
+) -> None:
     client.control.apply_heartbeat(beat(clock, interval_s=1.0))
     clock.advance(3.1)
     assert client.control.blind.observe()
@@ -122,14 +126,23 @@ def test_fail_closed_refuses_past_its_limit_and_passes_again_after_a_beat(
     with pytest.raises(Blocked) as err:
         client.check(tool="search")
     e = err.value
-    assert (e.reason, e.scope, e.stop_reason) == ("kill_switch_blind", "tenant=acme", "policy_denied")
+    assert (e.reason, e.scope, e.stop_reason) == (
+        "kill_switch_blind",
+        "tenant=acme",
+        "policy_denied",
+    )
     assert e.runbook == "runbooks/StreamJobsSilent.md" and e.until is None
     assert "30.0s old" in e.message and "fails closed past 30s" in e.message
     assert "while the kill switch is blind" in str(e)
     with pytest.raises(Blocked), client.run(goal="x"):
         pytest.fail("the body must not run")
     stats = client.control.stats
-    assert (stats.blind_refused, stats.refused, stats.stale, stats.stale_episodes) == (2, 0, True, 1)
+    assert (stats.blind_refused, stats.refused, stats.stale, stats.stale_episodes) == (
+        2,
+        0,
+        True,
+        1,
+    )
     client.control.apply_heartbeat(beat(clock, 1))
     client.check()
 
@@ -146,7 +159,9 @@ def test_fail_closed_before_any_heartbeat_counts_from_the_client_start(
 
 
 def test_fail_closed_is_per_tenant(make_client: Callable[..., Client], clock: FakeClock) -> None:
-    client = make_client(InMemoryTransport(), clock=clock, fail_closed_after_s={"acme": 20.0, "bank": 60.0})
+    client = make_client(
+        InMemoryTransport(), clock=clock, fail_closed_after_s={"acme": 20.0, "bank": 60.0}
+    )
     client.control.apply_heartbeat(beat(clock))
     clock.advance(45.0)
     with pytest.raises(Blocked, match="fails closed past 20s"):
@@ -166,7 +181,9 @@ def test_fail_closed_is_per_tenant(make_client: Callable[..., Client], clock: Fa
 def test_fail_closed_is_off_with_the_kill_switch_off(
     make_client: Callable[..., Client], clock: FakeClock
 ) -> None:
-    client = make_client(InMemoryTransport(), clock=clock, kill_switch=False, fail_closed_after_s=1.0)
+    client = make_client(
+        InMemoryTransport(), clock=clock, kill_switch=False, fail_closed_after_s=1.0
+    )
     clock.advance(3600)
     client.check()
     assert not client.control.fail_closed
@@ -194,6 +211,8 @@ def test_heartbeat_records_are_neither_blocks_nor_invalid(clock: FakeClock) -> N
     assert switch.state.heartbeat() == hb
     assert switch.counters.invalid == 1  # only the broken heartbeat
     assert switch.counters.records == 3
-    assert [m.scope.key for m in switch.state.active_blocks(utc_from_ns(clock.ns))] == ["tenant=acme"]
+    assert [m.scope.key for m in switch.state.active_blocks(utc_from_ns(clock.ns))] == [
+        "tenant=acme"
+    ]
     assert switch.state.get(hb.key) is None  # no scope state under the heartbeat key
     assert switch.stats.blocked_scopes == 1

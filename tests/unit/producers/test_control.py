@@ -254,9 +254,13 @@ def test_estimate_prices_prompt_plus_max_output_like_the_pipeline() -> None:
     expected = PRICING.cost("openai", "gpt-5-mini", Usage(input_tokens=10_000, output_tokens=2_000))
     assert est.cost_usd == expected.usd and est.pricing_version == PRICING.version
     cached = estimate_request(
-        PRICING, "openai", "gpt-5-mini", input_tokens=10_000, max_output_tokens=2_000,
+        PRICING,
+        "openai",
+        "gpt-5-mini",
+        input_tokens=10_000,
+        max_output_tokens=2_000,
         cached_input_tokens=8_000,
-    )  # fmt: skip
+    )
     assert cached.cost_usd is not None and cached.cost_usd < est.cost_usd
 
 

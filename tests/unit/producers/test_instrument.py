@@ -20,13 +20,28 @@ from .conftest import FakeClock
 from .test_control import control, request_budget
 
 MSGS = [{"role": "user", "content": "hi"}]
-CHAT_USAGE = {"input_tokens": 1200, "output_tokens": 50, "cached_input_tokens": 1000,
-              "cache_write_tokens": 0, "reasoning_tokens": 10}  # fmt: skip
-RESPONSES_USAGE = {"input_tokens": 900, "output_tokens": 40, "cached_input_tokens": 512,
-                   "cache_write_tokens": 0, "reasoning_tokens": 8}  # fmt: skip
+CHAT_USAGE = {
+    "input_tokens": 1200,
+    "output_tokens": 50,
+    "cached_input_tokens": 1000,
+    "cache_write_tokens": 0,
+    "reasoning_tokens": 10,
+}
+RESPONSES_USAGE = {
+    "input_tokens": 900,
+    "output_tokens": 40,
+    "cached_input_tokens": 512,
+    "cache_write_tokens": 0,
+    "reasoning_tokens": 8,
+}
 # Anthropic: 100 uncached + 2000 cache reads + 500 cache writes = 2600 input tokens for us
-ANTHROPIC_USAGE = {"input_tokens": 2600, "output_tokens": 60, "cached_input_tokens": 2000,
-                   "cache_write_tokens": 500, "reasoning_tokens": 0}  # fmt: skip
+ANTHROPIC_USAGE = {
+    "input_tokens": 2600,
+    "output_tokens": 60,
+    "cached_input_tokens": 2000,
+    "cache_write_tokens": 500,
+    "reasoning_tokens": 0,
+}
 
 
 class TickingClock(FakeClock):
@@ -48,13 +63,15 @@ def calls(audit: Client, transport: InMemoryTransport) -> list[dict[str, Any]]:
 
 
 def oai(server: FakeLLM, audit: Client, **bind: Any) -> openai.OpenAI:
-    return instrument(openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0),
-                      audit=audit, **bind)  # fmt: skip
+    return instrument(
+        openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0), audit=audit, **bind
+    )
 
 
 def anth(server: FakeLLM, audit: Client) -> anthropic.Anthropic:
-    return instrument(anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0),
-                      audit=audit)  # fmt: skip
+    return instrument(
+        anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0), audit=audit
+    )
 
 
 def test_openai_chat_records_normalised_usage_served_model_and_latency(
@@ -67,7 +84,10 @@ def test_openai_chat_records_normalised_usage_served_model_and_latency(
     p = event["payload"]
     assert event["agent_id"] == "triage-bot" and event["tenant_id"] == "acme"
     assert (p["provider"], p["request_model"], p["response_model"]) == (
-        "openai", "gpt-5-mini", "gpt-5-mini-2025-08-07")  # fmt: skip
+        "openai",
+        "gpt-5-mini",
+        "gpt-5-mini-2025-08-07",
+    )
     assert p["usage"] == CHAT_USAGE  # cached tokens stay inside input_tokens (OpenAI's way)
     assert p["status"] == "ok" and p["finish_reason"] == "stop" and p["latency_ms"] > 0
 
@@ -76,10 +96,13 @@ def test_openai_chat_stream_asks_for_usage_and_hides_the_extra_chunk(
     server: FakeLLM, audit: Client, transport: InMemoryTransport
 ) -> None:
     plain = openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
-    expected = [c.model_dump() for c in plain.chat.completions.create(
-        model="gpt-5-mini", messages=MSGS, stream=True)]  # fmt: skip
-    stream = oai(server, audit).chat.completions.create(model="gpt-5-mini", messages=MSGS,
-                                                        stream=True)  # fmt: skip
+    expected = [
+        c.model_dump()
+        for c in plain.chat.completions.create(model="gpt-5-mini", messages=MSGS, stream=True)
+    ]
+    stream = oai(server, audit).chat.completions.create(
+        model="gpt-5-mini", messages=MSGS, stream=True
+    )
     with stream:
         seen = [c.model_dump() for c in stream]
     assert seen == expected  # what the agent sees is unchanged
@@ -93,9 +116,11 @@ def test_openai_chat_stream_asks_for_usage_and_hides_the_extra_chunk(
 def test_openai_stream_whose_caller_asked_for_usage_sees_the_usage_chunk(
     server: FakeLLM, audit: Client, transport: InMemoryTransport
 ) -> None:
-    chunks = list(oai(server, audit).chat.completions.create(
-        model="gpt-5-mini", messages=MSGS, stream=True,
-        stream_options={"include_usage": True}))  # fmt: skip
+    chunks = list(
+        oai(server, audit).chat.completions.create(
+            model="gpt-5-mini", messages=MSGS, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert calls(audit, transport)[0]["payload"]["usage"] == CHAT_USAGE
 
@@ -138,16 +163,17 @@ def test_async_clients_record_calls_and_streams(
     server: FakeLLM, audit: Client, transport: InMemoryTransport
 ) -> None:
     async def agent() -> None:
-        o = instrument(openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="k",
-                                          max_retries=0), audit=audit)  # fmt: skip
-        a = instrument(anthropic.AsyncAnthropic(base_url=server.url, api_key="k",
-                                                max_retries=0), audit=audit)  # fmt: skip
+        o = instrument(
+            openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0), audit=audit
+        )
+        a = instrument(
+            anthropic.AsyncAnthropic(base_url=server.url, api_key="k", max_retries=0), audit=audit
+        )
         await o.chat.completions.create(model="gpt-5-mini", messages=MSGS)
         stream = await o.chat.completions.create(model="gpt-5-mini", messages=MSGS, stream=True)
         assert [c async for c in stream][-1].choices[0].finish_reason == "stop"
         await a.messages.create(model="claude-sonnet-4-5", max_tokens=9, messages=MSGS)
-        async with a.messages.stream(model="claude-sonnet-4-5", max_tokens=9,
-                                     messages=MSGS) as s:  # fmt: skip
+        async with a.messages.stream(model="claude-sonnet-4-5", max_tokens=9, messages=MSGS) as s:
             assert "".join([t async for t in s.text_stream]) == "Hello there."
 
     asyncio.run(agent())
@@ -172,7 +198,9 @@ def test_provider_error_is_recorded_and_re_raised_unchanged(
         anth(server, audit).messages.create(model="fail-429", max_tokens=5, messages=MSGS)
     events = calls(audit, transport)
     assert [(e["payload"]["status"], e["payload"]["error_type"]) for e in events] == [
-        ("error", "RateLimitError"), ("error", "RateLimitError")]  # fmt: skip
+        ("error", "RateLimitError"),
+        ("error", "RateLimitError"),
+    ]
 
 
 def test_blocked_tenant_is_refused_before_any_request(
@@ -224,9 +252,19 @@ def test_the_client_stays_the_sdks_own_object(
 
 
 def test_prompt_estimate_skips_images_and_urls() -> None:
-    body = {"model": "m" * 400, "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "x" * 400},
-                                     {"type": "image_url", "image_url": {"url": "d" * 10**6}}]},
-    ]}  # fmt: skip
-    assert estimate_prompt_tokens(body) == (400 + len("user") + len("text") + len("image_url")
-                                            + 3) // 4  # fmt: skip
+    body = {
+        "model": "m" * 400,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "x" * 400},
+                    {"type": "image_url", "image_url": {"url": "d" * 10**6}},
+                ],
+            },
+        ],
+    }
+    assert (
+        estimate_prompt_tokens(body)
+        == (400 + len("user") + len("text") + len("image_url") + 3) // 4
+    )

@@ -36,27 +36,45 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
     return make_certs(tmp_path_factory.mktemp("certs"), key_password=KEY_SECRET.encode())
 
 
-def sasl(protocol: str = "SASL_SSL", mechanism: str = "SCRAM-SHA-512", **more: Any) -> KafkaConnection:
-    return KafkaConnection(bootstrap="b-1:9096,b-2:9096", security_protocol=protocol,
-                           sasl_mechanism=mechanism, username="svc", password=SECRET, **more)  # fmt: skip
+def sasl(
+    protocol: str = "SASL_SSL", mechanism: str = "SCRAM-SHA-512", **more: Any
+) -> KafkaConnection:
+    return KafkaConnection(
+        bootstrap="b-1:9096,b-2:9096",
+        security_protocol=protocol,
+        sasl_mechanism=mechanism,
+        username="svc",
+        password=SECRET,
+        **more,
+    )
 
 
 def test_plaintext_is_the_default_and_adds_nothing() -> None:
     assert KafkaConnection(bootstrap="h:1").aiokafka_options() == {
-        "bootstrap_servers": "h:1", "security_protocol": "PLAINTEXT",
-    }  # fmt: skip
+        "bootstrap_servers": "h:1",
+        "security_protocol": "PLAINTEXT",
+    }
 
 
-def test_ssl_verifies_the_broker_with_the_ca_and_presents_the_client_certificate(certs: CertFiles) -> None:
-    conn = KafkaConnection(bootstrap="h:1", security_protocol="SSL", ssl_cafile=certs.ca,
-                           ssl_certfile=certs.client_cert, ssl_keyfile=certs.client_key,
-                           ssl_key_password=KEY_SECRET)  # fmt: skip
+def test_ssl_verifies_the_broker_with_the_ca_and_presents_the_client_certificate(
+    certs: CertFiles,
+) -> None:
+    conn = KafkaConnection(
+        bootstrap="h:1",
+        security_protocol="SSL",
+        ssl_cafile=certs.ca,
+        ssl_certfile=certs.client_cert,
+        ssl_keyfile=certs.client_key,
+        ssl_key_password=KEY_SECRET,
+    )
     options = conn.aiokafka_options()
     context = options.pop("ssl_context")
     assert options == {"bootstrap_servers": "h:1", "security_protocol": "SSL"}
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
-    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "agentaudit-test-ca"),),)]
+    assert [c["subject"] for c in context.get_ca_certs()] == [
+        ((("commonName", "agentaudit-test-ca"),),)
+    ]
 
 
 def test_ssl_without_a_ca_file_trusts_the_system_store_and_may_skip_hostnames() -> None:
@@ -66,8 +84,9 @@ def test_ssl_without_a_ca_file_trusts_the_system_store_and_may_skip_hostnames() 
 
 
 def test_an_encrypted_key_without_its_password_is_an_error_not_a_prompt(certs: CertFiles) -> None:
-    conn = KafkaConnection(security_protocol="SSL", ssl_certfile=certs.client_cert,
-                           ssl_keyfile=certs.client_key)  # fmt: skip
+    conn = KafkaConnection(
+        security_protocol="SSL", ssl_certfile=certs.client_cert, ssl_keyfile=certs.client_key
+    )
     with pytest.raises(ValueError, match="AGENTAUDIT_KAFKA_SSL_KEY_PASSWORD"):
         conn.ssl_context()
 
@@ -79,29 +98,53 @@ def test_sasl_options_per_protocol_and_mechanism(protocol: str, mechanism: str) 
     context = options.pop("ssl_context", None)
     assert (context is not None) == (protocol == "SASL_SSL")
     assert options == {
-        "bootstrap_servers": "b-1:9096,b-2:9096", "security_protocol": protocol,
-        "sasl_mechanism": mechanism, "sasl_plain_username": "svc", "sasl_plain_password": SECRET,
-    }  # fmt: skip
+        "bootstrap_servers": "b-1:9096,b-2:9096",
+        "security_protocol": protocol,
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": "svc",
+        "sasl_plain_password": SECRET,
+    }
 
 
 @pytest.mark.parametrize(
     ("fields", "complaint"),
     [
-        ({"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "username": "u"},
-         "AGENTAUDIT_KAFKA_SASL_PASSWORD"),
-        ({"security_protocol": "SASL_PLAINTEXT", "username": "u", "password": "p"},
-         "AGENTAUDIT_KAFKA_SASL_MECHANISM"),
+        (
+            {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "username": "u"},
+            "AGENTAUDIT_KAFKA_SASL_PASSWORD",
+        ),
+        (
+            {"security_protocol": "SASL_PLAINTEXT", "username": "u", "password": "p"},
+            "AGENTAUDIT_KAFKA_SASL_MECHANISM",
+        ),
         ({"username": "u", "password": "p", "sasl_mechanism": "PLAIN"}, "use SASL_SSL"),
-        ({"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "username": "u",
-          "password": "p", "ssl_cafile": "/ca.pem"}, "use SSL"),
+        (
+            {
+                "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": "PLAIN",
+                "username": "u",
+                "password": "p",
+                "ssl_cafile": "/ca.pem",
+            },
+            "use SSL",
+        ),
         ({"ssl_cafile": "/ca.pem"}, "use SSL"),
         ({"security_protocol": "SSL", "ssl_keyfile": "/k.pem"}, "needs its certificate"),
-        ({"security_protocol": "SASL_SSL", "sasl_mechanism": "GSSAPI", "username": "u",
-          "password": "p"}, "sasl_mechanism"),
+        (
+            {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "GSSAPI",
+                "username": "u",
+                "password": "p",
+            },
+            "sasl_mechanism",
+        ),
         ({"security_protocol": "TLS"}, "security_protocol"),
     ],
-)  # fmt: skip
-def test_settings_a_protocol_would_ignore_are_refused(fields: dict[str, Any], complaint: str) -> None:
+)
+def test_settings_a_protocol_would_ignore_are_refused(
+    fields: dict[str, Any], complaint: str
+) -> None:
     with pytest.raises(ValidationError, match=complaint):
         KafkaConnection(**fields)
 
@@ -109,24 +152,42 @@ def test_settings_a_protocol_would_ignore_are_refused(fields: dict[str, Any], co
 async def test_secrets_are_never_in_repr_str_descriptions_or_logs(
     caplog: pytest.LogCaptureFixture, certs: CertFiles
 ) -> None:
-    conn = sasl(ssl_cafile=certs.ca, ssl_certfile=certs.client_cert, ssl_keyfile=certs.client_key,
-                ssl_key_password=KEY_SECRET)  # fmt: skip
-    settings = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="PLAIN",
-                        kafka_sasl_username="svc", kafka_sasl_password=SECRET)  # fmt: skip
+    conn = sasl(
+        ssl_cafile=certs.ca,
+        ssl_certfile=certs.client_cert,
+        ssl_keyfile=certs.client_key,
+        ssl_key_password=KEY_SECRET,
+    )
+    settings = Settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="PLAIN",
+        kafka_sasl_username="svc",
+        kafka_sasl_password=SECRET,
+    )
     faust_creds = faust_broker_settings(conn)["broker_credentials"]
     with caplog.at_level(logging.DEBUG):
         p, c, a = producer(conn), consumer(conn), admin(conn)
         await p.stop()
         await c.stop()
         await a.close()
-    shown = [repr(conn), str(conn), conn.describe(), repr(settings), str(settings),
-             repr(settings.kafka_connection()), repr(faust_creds), caplog.text]  # fmt: skip
+    shown = [
+        repr(conn),
+        str(conn),
+        conn.describe(),
+        repr(settings),
+        str(settings),
+        repr(settings.kafka_connection()),
+        repr(faust_creds),
+        caplog.text,
+    ]
     for text in shown:
         assert SECRET not in text and KEY_SECRET not in text, text
     assert "svc" in conn.describe() and "SCRAM-SHA-512" in conn.describe()
 
 
-def test_settings_environment_and_child_processes_agree(monkeypatch: pytest.MonkeyPatch, certs: CertFiles) -> None:
+def test_settings_environment_and_child_processes_agree(
+    monkeypatch: pytest.MonkeyPatch, certs: CertFiles
+) -> None:
     env = {
         "AGENTAUDIT_KAFKA_BOOTSTRAP": "pkc-1.example:9092",
         "AGENTAUDIT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
@@ -152,11 +213,25 @@ def test_settings_environment_and_child_processes_agree(monkeypatch: pytest.Monk
 
 def test_the_connection_decides_where_and_how_a_configured_client_id_wins() -> None:
     conn = KafkaConnection(bootstrap="h:1", client_id="fleet-7")
-    merged = client_options(conn, {"bootstrap_servers": "elsewhere:1", "security_protocol": "SSL",
-                                   "client_id": "agentaudit-sdk", "acks": "all"})  # fmt: skip
-    assert merged == {"bootstrap_servers": "h:1", "security_protocol": "PLAINTEXT",
-                      "client_id": "fleet-7", "acks": "all"}  # fmt: skip
-    assert client_options(KafkaConnection(), {"client_id": "agentaudit-sdk"})["client_id"] == "agentaudit-sdk"
+    merged = client_options(
+        conn,
+        {
+            "bootstrap_servers": "elsewhere:1",
+            "security_protocol": "SSL",
+            "client_id": "agentaudit-sdk",
+            "acks": "all",
+        },
+    )
+    assert merged == {
+        "bootstrap_servers": "h:1",
+        "security_protocol": "PLAINTEXT",
+        "client_id": "fleet-7",
+        "acks": "all",
+    }
+    assert (
+        client_options(KafkaConnection(), {"client_id": "agentaudit-sdk"})["client_id"]
+        == "agentaudit-sdk"
+    )
 
 
 async def test_built_clients_carry_the_options() -> None:
@@ -184,7 +259,12 @@ def test_faust_gets_the_same_connection(protocol: str, mechanism: str) -> None:
     assert settings["broker"] == ["kafka://b-1:9096", "kafka://b-2:9096"]
     faust_options = credentials_to_aiokafka_auth(settings["broker_credentials"])
     ours = conn.aiokafka_options()
-    for key in ("security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password"):
+    for key in (
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+    ):
         assert faust_options[key] == ours[key], key
     assert (faust_options["ssl_context"] is not None) == (protocol == "SASL_SSL")
 
@@ -192,7 +272,9 @@ def test_faust_gets_the_same_connection(protocol: str, mechanism: str) -> None:
 def test_faust_over_tls_and_plaintext(certs: CertFiles) -> None:
     tls = faust_broker_settings(KafkaConnection(security_protocol="SSL", ssl_cafile=certs.ca))
     options = credentials_to_aiokafka_auth(tls["broker_credentials"])
-    assert options["security_protocol"] == "SSL" and isinstance(options["ssl_context"], ssl.SSLContext)
+    assert options["security_protocol"] == "SSL" and isinstance(
+        options["ssl_context"], ssl.SSLContext
+    )
     assert faust_broker_settings(KafkaConnection(bootstrap="h:1")) == {"broker": ["kafka://h:1"]}
 
 
@@ -206,5 +288,7 @@ async def test_refused_credentials_are_an_auth_error_without_the_password() -> N
 
 
 async def test_nothing_listening_is_unreachable(tmp_path: Path) -> None:
-    err = await explain(KafkaConnection(bootstrap="127.0.0.1:1", security_protocol="SSL"), TimeoutError())
+    err = await explain(
+        KafkaConnection(bootstrap="127.0.0.1:1", security_protocol="SSL"), TimeoutError()
+    )
     assert err.kind == "unreachable" and "no answer in time" in str(err)

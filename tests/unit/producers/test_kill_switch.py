@@ -37,8 +37,11 @@ def test_nothing_blocked_everything_works(client: Client, transport: InMemoryTra
     with client.run(), client.tool_call("search", "q", {}), client.llm_call("openai", "gpt-5"):
         pass
     assert [e["type"] for e in events(client, transport)] == [
-        "run_started", "llm_call", "tool_call", "run_finished",
-    ]  # fmt: skip
+        "run_started",
+        "llm_call",
+        "tool_call",
+        "run_finished",
+    ]
     assert client.control.stats.refused == 0 and client.control.ready.is_set()
 
 
@@ -51,8 +54,10 @@ def test_blocked_tenant_refuses_helpers_with_a_typed_error(
     err = refused.value
     assert isinstance(err, AgentAuditError) and err.code == "blocked"
     assert (err.scope, err.reason, err.runbook) == (
-        "tenant=acme", "budget_exhausted", "runbooks/BudgetExhausted.md",
-    )  # fmt: skip
+        "tenant=acme",
+        "budget_exhausted",
+        "runbooks/BudgetExhausted.md",
+    )
     assert err.stop_reason == "budget_exhausted" and err.until is None
     text = str(err)
     for part in ("tenant=acme", "budget_exhausted", "runbooks/BudgetExhausted.md", "stop this run"):
@@ -81,8 +86,9 @@ def test_other_tenants_and_agents_are_not_blocked(
 def test_a_blocked_tool_refuses_only_that_tool(
     client: Client, transport: InMemoryTransport
 ) -> None:
-    client.control.apply(control("acme", agent_id="support-bot", tool="refund",
-                                 reason=ControlReason.BREAKER_OPEN))  # fmt: skip
+    client.control.apply(
+        control("acme", agent_id="support-bot", tool="refund", reason=ControlReason.BREAKER_OPEN)
+    )
     with client.run():
         with client.tool_call("search", "q", {}):
             pass
@@ -218,8 +224,11 @@ def test_errors_survive_pickling(client: Client) -> None:
         client.check("crm")
     copy = pickle.loads(pickle.dumps(refused.value))
     assert (copy.scope, copy.reason, copy.tool, str(copy)) == (
-        refused.value.scope, refused.value.reason, "crm", str(refused.value),
-    )  # fmt: skip
+        refused.value.scope,
+        refused.value.reason,
+        "crm",
+        str(refused.value),
+    )
 
 
 # -- per-request ceiling ---------------------------------------------------------------------
@@ -234,8 +243,11 @@ def test_check_request_refuses_a_call_over_a_request_budget(client: Client) -> N
         client.check_request("openai", "gpt-5", input_tokens=8_000, max_output_tokens=8_000)
     err = over.value
     assert (err.budget, err.limit_kind, err.limit, err.estimate) == (
-        "per-call", "max_cost_usd", Decimal("0.05"), Decimal("0.090000000"),
-    )  # fmt: skip
+        "per-call",
+        "max_cost_usd",
+        Decimal("0.05"),
+        Decimal("0.090000000"),
+    )
     assert err.stop_reason == "budget_exhausted" and err.code == "request_budget_exceeded"
     for part in ("'per-call'", "max_cost_usd=0.05", "0.090000000 USD", "max_output_tokens"):
         assert part in str(err)
@@ -256,8 +268,11 @@ def test_request_ceiling_edges_and_user_budgets(client: Client) -> None:
     with client.bind(user_id="u-1"), pytest.raises(RequestBudgetExceeded) as over:
         client.check_request("openai", "gpt-5", **kwargs)
     assert (over.value.budget, over.value.limit_kind, over.value.limit, over.value.estimate) == (
-        "a-user", "max_tokens", 1_500, 2_000,
-    )  # fmt: skip
+        "a-user",
+        "max_tokens",
+        1_500,
+        2_000,
+    )
     client.control.remove_budget("a-user")
     with client.bind(user_id="u-1"):
         assert client.check_request("openai", "gpt-5", **kwargs) is not None

@@ -18,8 +18,13 @@ from tests.fake_llm import FakeLLM
 
 from .test_control import control
 
-RESPONSES_USAGE = {"input_tokens": 900, "output_tokens": 40, "cached_input_tokens": 512,
-                   "cache_write_tokens": 0, "reasoning_tokens": 8}  # fmt: skip
+RESPONSES_USAGE = {
+    "input_tokens": 900,
+    "output_tokens": 40,
+    "cached_input_tokens": 512,
+    "cache_write_tokens": 0,
+    "reasoning_tokens": 8,
+}
 
 
 @pytest.fixture
@@ -43,8 +48,9 @@ def run_agent(server: FakeLLM, client: openai.AsyncOpenAI) -> Any:
         return "sunny"
 
     model = agents.OpenAIResponsesModel(model="gpt-5-mini", openai_client=client)
-    agent = agents.Agent(name="forecaster", instructions="Answer.", tools=[get_weather],
-                         model=model)  # fmt: skip
+    agent = agents.Agent(
+        name="forecaster", instructions="Answer.", tools=[get_weather], model=model
+    )
     result = asyncio.run(agents.Runner.run(agent, "Weather in Paris?"))
     assert weather == ["Paris"]
     return result
@@ -67,7 +73,11 @@ def test_a_run_with_a_tool_becomes_run_tool_and_llm_events(
     assert finished["payload"]["stop_reason"] == "completed" and finished["payload"]["steps"] == 3
     tool = events[2]["payload"]
     assert (tool["tool"], tool["action"], tool["side_effect"], tool["status"]) == (
-        "get_weather", "get_weather", "read", "ok")  # fmt: skip
+        "get_weather",
+        "get_weather",
+        "read",
+        "ok",
+    )
     from agentaudit_sdk.fields import args_hash
 
     assert tool["args_hash"] == args_hash({"city": "Paris"})
@@ -80,8 +90,9 @@ def test_blocked_tenant_with_the_agents_client_instrumented(
     server: FakeLLM, audit: Client, transport: InMemoryTransport
 ) -> None:
     agents.set_trace_processors([AgentAuditProcessor(audit, record_llm_calls=False)])
-    client = instrument(openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="k",
-                                           max_retries=0), audit=audit)  # fmt: skip
+    client = instrument(
+        openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0), audit=audit
+    )
     audit.control.apply(control("acme"))
     before = server.count
     with pytest.raises(Blocked):

@@ -145,4 +145,4 @@ def test_columns_are_the_table_columns_in_the_migrations(table: RecordTable) -> 
     inserted = set(table.columns)
     assert inserted <= set(declared)
     assert set(declared) - inserted == {"ingested_at"} and "DEFAULT" in declared["ingested_at"]
-    assert table.columns[-len(SOURCE_COLUMNS):] == SOURCE_COLUMNS
+    assert table.columns[-len(SOURCE_COLUMNS) :] == SOURCE_COLUMNS

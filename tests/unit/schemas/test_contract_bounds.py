@@ -42,11 +42,23 @@ def test_examples_are_valid_on_both_sides() -> None:
 @pytest.mark.parametrize(
     ("value", "valid"),
     [
-        (INT64_MAX, True), (INT64_MIN, True), (INT64_MAX + 1, False), (INT64_MIN - 1, False),
-        (2**64, False), (-(2**64), False), (10**30, False), (1.5, True), (-9.2e18, True),
-        (1e19, False), (-1e19, False), (1e300, False), (0, True), (True, True), ("x", True),
+        (INT64_MAX, True),
+        (INT64_MIN, True),
+        (INT64_MAX + 1, False),
+        (INT64_MIN - 1, False),
+        (2**64, False),
+        (-(2**64), False),
+        (10**30, False),
+        (1.5, True),
+        (-9.2e18, True),
+        (1e19, False),
+        (-1e19, False),
+        (1e300, False),
+        (0, True),
+        (True, True),
+        ("x", True),
     ],
-)  # fmt: skip
+)
 def test_attribute_number_bounds(value: object, valid: bool) -> None:
     assert _agree(event("tool_call", attributes={"n": value})) is valid
 
@@ -54,14 +66,19 @@ def test_attribute_number_bounds(value: object, valid: bool) -> None:
 @pytest.mark.parametrize(
     ("stamp", "valid"),
     [
-        ("2026-11-21T10:00:00Z", True), ("2000-01-01T00:00:00Z", True),
-        ("2199-12-31T23:59:59.999999Z", True), ("2000-01-01T00:00:00-05:00", True),
-        ("1999-12-31T23:59:59Z", False), ("2200-01-01T00:00:00Z", False),
-        ("0001-01-01T00:00:00Z", False), ("9999-12-31T23:59:59Z", False),
+        ("2026-11-21T10:00:00Z", True),
+        ("2000-01-01T00:00:00Z", True),
+        ("2199-12-31T23:59:59.999999Z", True),
+        ("2000-01-01T00:00:00-05:00", True),
+        ("1999-12-31T23:59:59Z", False),
+        ("2200-01-01T00:00:00Z", False),
+        ("0001-01-01T00:00:00Z", False),
+        ("9999-12-31T23:59:59Z", False),
         ("1999-12-31T20:00:00-05:00", False),  # 2000-01-01T01:00Z, but written in 1999
-        ("1900-01-01T00:00:00Z", False), ("2300-01-01T00:00:00Z", False),
+        ("1900-01-01T00:00:00Z", False),
+        ("2300-01-01T00:00:00Z", False),
     ],
-)  # fmt: skip
+)
 def test_occurred_at_bounds(stamp: str, valid: bool) -> None:
     assert _agree(event("tool_call", occurred_at=stamp)) is valid
 
@@ -80,9 +97,13 @@ def _keys_written(raw: bytes) -> int:
 
 def test_key_token_bound_is_never_below_the_keys_written() -> None:
     docs = [
-        b'{"a":1}', b'{ "a" : 1 , "b"\n:\t{"c" :2}}', b'{"a\\"":"\\":","b":"x"}',
-        b'{"a":"\\\\","b":"\\\\\\":"}', b'{"a":[{"b":1},{"b":2}]}', b'{"\\u0061":1,"a":2}',
-    ]  # fmt: skip
+        b'{"a":1}',
+        b'{ "a" : 1 , "b"\n:\t{"c" :2}}',
+        b'{"a\\"":"\\":","b":"x"}',
+        b'{"a":"\\\\","b":"\\\\\\":"}',
+        b'{"a":[{"b":1},{"b":2}]}',
+        b'{"\\u0061":1,"a":2}',
+    ]
     for raw in docs:
         assert key_token_bound(raw) >= _keys_written(raw), raw
 

@@ -165,7 +165,11 @@ def test_anthropic_cache_write_is_one_and_a_quarter_input(table: PricingTable) -
 def test_yaml_rows_as_written() -> None:
     # Read the raw files too, so a default filled in by the loader cannot hide a bad row.
     for version in available_versions():
-        text = resources.files("agentaudit_schemas.pricing").joinpath(f"{version}.yaml").read_text("utf-8")
+        text = (
+            resources.files("agentaudit_schemas.pricing")
+            .joinpath(f"{version}.yaml")
+            .read_text("utf-8")
+        )
         doc = yaml.safe_load(text)
         assert doc["version"] == version
         for provider, models in doc["providers"].items():

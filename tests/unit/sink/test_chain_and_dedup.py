@@ -10,7 +10,9 @@ def test_chain_is_gap_free_per_tenant_and_partition_and_links_hashes() -> None:
     a1 = heads.append("acme", 0, b"one")
     b1 = heads.append("globex", 0, b"x")
     a2 = heads.append("acme", 0, b"two")
-    other = heads.append("acme", 3, b"elsewhere")  # the same tenant on another partition: its own chain
+    other = heads.append(
+        "acme", 3, b"elsewhere"
+    )  # the same tenant on another partition: its own chain
     assert (a1.seq, a2.seq, b1.seq, other.seq) == (1, 2, 1, 1)
     assert other.prev_hash == GENESIS_HASH and heads.head("acme", 0) == (2, a2.row_hash)
     assert a1.prev_hash == GENESIS_HASH

@@ -53,7 +53,9 @@ def test_rejected_messages_up_to_the_limit_are_kept_whole() -> None:
     kept, headers, note = keep(value)
     assert kept == value and headers == [] and note == ""
     kept, headers, note = keep(value + b" ")
-    assert kept == value[:KEEP_BYTES] and dict(headers)["original_size"] == b"%d" % (WHOLE_BYTES + 1)
+    assert kept == value[:KEEP_BYTES] and dict(headers)["original_size"] == b"%d" % (
+        WHOLE_BYTES + 1
+    )
 
 
 def test_shrink_cuts_value_and_key_and_names_the_whole() -> None:

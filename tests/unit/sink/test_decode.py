@@ -127,7 +127,9 @@ def _with_repeat(raw: bytes, repeat: bytes, before: bytes) -> bytes:
         (b'"k":"a",', b'"k"', "attributes.k"),
     ],
 )
-def test_duplicate_keys_at_any_depth_are_dead_letters(repeat: bytes, before: bytes, path: str) -> None:
+def test_duplicate_keys_at_any_depth_are_dead_letters(
+    repeat: bytes, before: bytes, path: str
+) -> None:
     raw = _with_repeat(_raw(_doc(attributes={"k": "b"})), repeat, before)
     verdict = decode(raw)
     assert isinstance(verdict, Rejected) and verdict.reason is Reason.DUPLICATE_KEY, verdict
@@ -136,7 +138,7 @@ def test_duplicate_keys_at_any_depth_are_dead_letters(repeat: bytes, before: byt
 
 def test_a_duplicate_hidden_among_string_values_that_look_like_keys() -> None:
     # Values holding `":` and escaped quotes raise the cheap bound: the exact check decides.
-    doc = _doc(attributes={"a": 'say "x": 1', "b": '{"k": "v"}', "c": "\\\":"})
+    doc = _doc(attributes={"a": 'say "x": 1', "b": '{"k": "v"}', "c": '\\":'})
     raw = _raw(doc)
     assert isinstance(decode(raw), Accepted)
     assert _reason(_with_repeat(raw, b'"tenant_id":"evil",', b'"agent_id"')) == "duplicate_key"
@@ -190,7 +192,9 @@ def test_occurred_at_after_the_record_timestamp_plus_skew_is_in_the_future() -> 
     assert _reason(old, STAMP_MS) == "accepted"
 
 
-def test_an_unforeseen_exception_is_a_dead_letter_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unforeseen_exception_is_a_dead_letter_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def boom(event: object) -> bytes:
         raise TypeError("Integer exceeds 64-bit range")
 
@@ -202,18 +206,72 @@ def test_an_unforeseen_exception_is_a_dead_letter_not_a_crash(monkeypatch: pytes
 
 def _nasty_values() -> list[object]:
     return [
-        2**64, -(2**63) - 1, 2**63 - 1, -(2**63), 10**400, -(10**400), 2**53 + 1, 0, -0.0, 1e308,
-        1e-320, 5e-324, 1.7976931348623157e308, "", "\x00", "a\x00b", "\ud83d\ude00", "\u2028",
-        "x" * 300, "é" * 200, True, False, None, [], {}, [[[[[]]]]], {"a": {"b": {"c": 1}}},
+        2**64,
+        -(2**63) - 1,
+        2**63 - 1,
+        -(2**63),
+        10**400,
+        -(10**400),
+        2**53 + 1,
+        0,
+        -0.0,
+        1e308,
+        1e-320,
+        5e-324,
+        1.7976931348623157e308,
+        "",
+        "\x00",
+        "a\x00b",
+        "\ud83d\ude00",
+        "\u2028",
+        "x" * 300,
+        "é" * 200,
+        True,
+        False,
+        None,
+        [],
+        {},
+        [[[[[]]]]],
+        {"a": {"b": {"c": 1}}},
         [1, "a", None],
     ]
 
 
-_RAW_NUMBERS = [b"1e400", b"-1e400", b"1" + b"0" * 5000, b"-0", b"0e0", b"1E+2", b"NaN", b"-Infinity"]
-_RAW_STRINGS = [b'"\\ud800"', b'"\\udc00x"', b'"\\ud800\\u0041"', b'"\xed\xa0\x80"', b'"\xff\xfe"',
-                b'"\xc0\xaf"', b'"\\u0000"', b'"\\/"', b'"\x01"', b'"unterminated']  # fmt: skip
-_FIELDS = ["tenant_id", "event_id", "occurred_at", "agent_version", "latency_ms", "attributes",
-           "payload", "type", "schema_version", "sdk", "user_id"]  # fmt: skip
+_RAW_NUMBERS = [
+    b"1e400",
+    b"-1e400",
+    b"1" + b"0" * 5000,
+    b"-0",
+    b"0e0",
+    b"1E+2",
+    b"NaN",
+    b"-Infinity",
+]
+_RAW_STRINGS = [
+    b'"\\ud800"',
+    b'"\\udc00x"',
+    b'"\\ud800\\u0041"',
+    b'"\xed\xa0\x80"',
+    b'"\xff\xfe"',
+    b'"\xc0\xaf"',
+    b'"\\u0000"',
+    b'"\\/"',
+    b'"\x01"',
+    b'"unterminated',
+]
+_FIELDS = [
+    "tenant_id",
+    "event_id",
+    "occurred_at",
+    "agent_version",
+    "latency_ms",
+    "attributes",
+    "payload",
+    "type",
+    "schema_version",
+    "sdk",
+    "user_id",
+]
 _KNOWN = {r.value for r in Reason}
 
 
@@ -244,9 +302,21 @@ def test_decode_never_raises_on_nasty_input() -> None:
             end += 1
         for literal in _RAW_NUMBERS + _RAW_STRINGS + [b"[" * 10_000 + b"]" * 10_000, b"{" * 600]:
             cases.append(base[:start] + literal + base[end:])
-    cases += [b"", b"{}", b"null", b"[]", b'"x"', b"1", b"\xff" * 10, b"{" * 100_000, base[:-1],
-              base + b"x", b"\xef\xbb\xbf" + base, base.replace(b"{", b"{ ", 1),
-              b"x" * (MAX_EVENT_BYTES + 1)]  # fmt: skip
+    cases += [
+        b"",
+        b"{}",
+        b"null",
+        b"[]",
+        b'"x"',
+        b"1",
+        b"\xff" * 10,
+        b"{" * 100_000,
+        base[:-1],
+        base + b"x",
+        b"\xef\xbb\xbf" + base,
+        base.replace(b"{", b"{ ", 1),
+        b"x" * (MAX_EVENT_BYTES + 1),
+    ]
     for raw in cases:
         for not_after in (None, 0, STAMP_MS):
             verdict = decode(raw, not_after)  # must not raise

@@ -40,7 +40,9 @@ def test_invalid_goes_to_dead_letters_and_dlq_with_reason() -> None:
     batch = p.take()
     assert not batch.events and len(batch.dead_letters) == 1
     row = dict(zip(DEAD_LETTER_COLUMNS, batch.dead_letters[0]))
-    assert row["reason"] == "invalid_json" and row["original"] == b"{oops" and row["kafka_offset"] == 5
+    assert (
+        row["reason"] == "invalid_json" and row["original"] == b"{oops" and row["kafka_offset"] == 5
+    )
     assert dict(batch.dlq[0].headers)["reason"] == b"invalid_json"
 
 

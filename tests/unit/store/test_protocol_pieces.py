@@ -32,10 +32,21 @@ from agentaudit.store.migrations import statements
 def test_endpoint_from_url() -> None:
     ep = Endpoint.from_url("https://auditor:p%40ss@ch.example:9440/agentaudit")
     assert (ep.host, ep.port, ep.username, ep.password, ep.database, ep.secure) == (
-        "ch.example", 9440, "auditor", "p@ss", "agentaudit", True)  # fmt: skip
+        "ch.example",
+        9440,
+        "auditor",
+        "p@ss",
+        "agentaudit",
+        True,
+    )
     plain = Endpoint.from_url("http://localhost")
     assert (plain.port, plain.username, plain.password, plain.database, plain.secure) == (
-        8123, "default", "", None, False)  # fmt: skip
+        8123,
+        "default",
+        "",
+        None,
+        False,
+    )
     assert Endpoint.from_url("https://h/").port == 8443
     with pytest.raises(StoreUnavailable, match="AGENTAUDIT_CLICKHOUSE_URL"):
         Endpoint.from_url("tcp://h:9000")
@@ -120,9 +131,13 @@ def test_body_chunked_and_compressed() -> None:
 
 @pytest.mark.parametrize(
     ("encoding", "compress"),
-    [("lz4", lz4.frame.compress), ("zstd", zstd.compress),
-     ("gzip", lambda b: zlib.compress(b, wbits=31)), ("deflate", zlib.compress)],
-)  # fmt: skip
+    [
+        ("lz4", lz4.frame.compress),
+        ("zstd", zstd.compress),
+        ("gzip", lambda b: zlib.compress(b, wbits=31)),
+        ("deflate", zlib.compress),
+    ],
+)
 def test_body_with_one_compressed_frame_per_block(
     encoding: str, compress: Callable[[bytes], bytes]
 ) -> None:
@@ -140,8 +155,10 @@ def test_unknown_content_encoding_is_a_clickhouse_error() -> None:
 
 
 def test_multipart_form() -> None:
-    form = (b"--B\r\nContent-Disposition: form-data; name=\"query\"\r\n\r\nSELECT {t:String}\r\n"
-            b"--B\r\nContent-Disposition: form-data; name=\"param_t\"\r\n\r\nv\xc3\xa9\r\n--B--\r\n")  # fmt: skip
+    form = (
+        b'--B\r\nContent-Disposition: form-data; name="query"\r\n\r\nSELECT {t:String}\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="param_t"\r\n\r\nv\xc3\xa9\r\n--B--\r\n'
+    )
     assert parse_form("multipart/form-data; boundary=B", form) == {
         "query": b"SELECT {t:String}",
         "param_t": "vé".encode(),

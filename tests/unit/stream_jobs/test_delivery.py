@@ -39,9 +39,19 @@ def _jobs(limit_usd: float | None = None) -> StreamJobs:
     """The jobs with a daily tenant budget: by default 400 events' cost (50 % crossed at
     event 200, in the first 250; 80 % at 320 and 100 % at 400, after the hole's start)."""
     limit = limit_usd if limit_usd is not None else float(_PER_EVENT * 400)
-    return StreamJobs(load_pricing(), [budget(name="acme-daily", scope="tenant",
-                                              tenant_id="acme", window="day",
-                                              limit_usd=limit, hard_limit=False)])  # fmt: skip
+    return StreamJobs(
+        load_pricing(),
+        [
+            budget(
+                name="acme-daily",
+                scope="tenant",
+                tenant_id="acme",
+                window="day",
+                limit_usd=limit,
+                hard_limit=False,
+            )
+        ],
+    )
 
 
 def _deliver(jobs: StreamJobs, batch: list[tuple[int, bytes]]) -> Hole | None:
@@ -59,8 +69,11 @@ def _spend(jobs: StreamJobs) -> Decimal:
 
 
 def _crossed(records: list[Record]) -> list[float]:
-    return [float(r.details["threshold"]) for r in records
-            if isinstance(r, Alert) and r.kind == "BudgetThresholdCrossed"]  # fmt: skip
+    return [
+        float(r.details["threshold"])
+        for r in records
+        if isinstance(r, Alert) and r.kind == "BudgetThresholdCrossed"
+    ]
 
 
 _USAGE = parse_event(_events(1)[0][1]).payload.usage  # type: ignore[attr-defined]
@@ -95,8 +108,11 @@ def test_without_the_fence_the_later_batch_hides_the_hole() -> None:
     """What happened before the fence: the replay guard skips the hole's events."""
     events = _events(500)
     jobs = _jobs()
-    records = [r for batch in (events[:250], events[481:], events[250:])
-               for r in jobs.process(0, batch, NOW)]  # fmt: skip
+    records = [
+        r
+        for batch in (events[:250], events[481:], events[250:])
+        for r in jobs.process(0, batch, NOW)
+    ]
     assert jobs.spend.tracker.replayed == 250  # 250..499, of which only 481..499 were applied
     assert _spend(jobs) == _PER_EVENT * (250 + 19)  # 250..480 lost
     assert _crossed(records) == [0.5]  # 80 % and 100 % never reached

@@ -25,10 +25,17 @@ SERVED = "gpt-5-mini-2026-08-07"
 
 def calls(seed: int, tenant: str, minutes: range, per_minute: int = 6, **payload: Any) -> list[Any]:
     rng = np.random.default_rng(seed)
-    out = [make_event(rng, "llm_call" if i % 3 else "tool_call",
-                      T0 + timedelta(minutes=m, seconds=int(rng.integers(0, 60))), tenant=tenant,
-                      **(payload if i % 3 else {}))
-           for m in minutes for i in range(per_minute)]  # fmt: skip
+    out = [
+        make_event(
+            rng,
+            "llm_call" if i % 3 else "tool_call",
+            T0 + timedelta(minutes=m, seconds=int(rng.integers(0, 60))),
+            tenant=tenant,
+            **(payload if i % 3 else {}),
+        )
+        for m in minutes
+        for i in range(per_minute)
+    ]
     return sorted(out, key=lambda e: e.occurred_at)
 
 
@@ -107,7 +114,8 @@ def test_a_model_pin_makes_another_served_model_a_critical_alert_once_also_after
     other = calls(1, "acme", range(3), response_model="gpt-5-mini-2026-11-01")
     alerts = [r for r in feed(job, other, 4, T0 + timedelta(minutes=3)) if isinstance(r, Alert)]
     assert [(a.kind, a.severity, a.fired_at) for a in alerts] == [
-        ("ModelVersionChanged", Severity.CRITICAL, T0 + timedelta(minutes=3))]  # fmt: skip
+        ("ModelVersionChanged", Severity.CRITICAL, T0 + timedelta(minutes=3))
+    ]
     assert job.pins.current("acme", "support-gold", "helpfulness") == pin
     table = {(t, k): v for t, k, _p, v in job.dirty_states()}
     again = DetectionJob()
@@ -158,8 +166,9 @@ def test_stream_jobs_publish_detection_records_and_write_their_state_per_partiti
 
 def test_sensitivity_loads_per_tenant_from_one_yaml_file(tmp_path: Any) -> None:
     path = tmp_path / "detection.yaml"
-    path.write_text("anomaly:\n  tenants: {acme: {spend: {mad_threshold: 9}}}\n"
-                    "drift:\n  window_minutes: 30\n")  # fmt: skip
+    path.write_text(
+        "anomaly:\n  tenants: {acme: {spend: {mad_threshold: 9}}}\ndrift:\n  window_minutes: 30\n"
+    )
     anomaly, drift = load_detection_config(path)
     assert anomaly.metric(Metric.SPEND, "acme").mad_threshold == 9
     assert anomaly.metric(Metric.SPEND, "globex").mad_threshold == 6

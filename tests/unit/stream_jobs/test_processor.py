@@ -20,7 +20,9 @@ def _event(tenant: str) -> bytes:
     return wire(doc)
 
 
-def test_an_event_a_job_raises_on_is_counted_and_the_batch_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_event_a_job_raises_on_is_counted_and_the_batch_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     jobs = StreamJobs(load_pricing())
     observe = jobs.spend.observe
 

@@ -19,11 +19,17 @@ from agentaudit.subjects.seal import Sealer, is_sealed, open_event
 from agentaudit_schemas.pricing import load_pricing
 from tests.factories import event_dict, wire
 
-PROMPT, RESPONSE, MESSAGE = "my card is 4111 and I live at 1 Elm St", "noted, Ann", "Ann's row failed"
+PROMPT, RESPONSE, MESSAGE = (
+    "my card is 4111 and I live at 1 Elm St",
+    "noted, Ann",
+    "Ann's row failed",
+)
 
 
 def llm(user: str | None = "u-1", **extra: Any) -> dict[str, Any]:
-    doc = event_dict(kind="llm_call", content={"handling": "plain", "prompt": PROMPT, "response": RESPONSE})
+    doc = event_dict(
+        kind="llm_call", content={"handling": "plain", "prompt": PROMPT, "response": RESPONSE}
+    )
     doc["attributes"] = {"email": "ann@example.com", "n": 7, "vip": True}
     if user is not None:
         doc["user_id"] = user
@@ -32,8 +38,11 @@ def llm(user: str | None = "u-1", **extra: Any) -> dict[str, Any]:
 
 def error_event(user: str = "u-1") -> dict[str, Any]:
     doc = event_dict(kind="tool_call")
-    doc.update(type="error", user_id=user, payload={"component": "crm", "error_type": "Boom",
-                                                      "message": MESSAGE})  # fmt: skip
+    doc.update(
+        type="error",
+        user_id=user,
+        payload={"component": "crm", "error_type": "Boom", "message": MESSAGE},
+    )
     return doc
 
 
@@ -76,22 +85,43 @@ def test_content_attributes_and_messages_are_sealed_and_open_back(tmp_path: Path
 def test_a_sealed_value_moved_to_another_field_or_event_does_not_open(tmp_path: Path) -> None:
     seal = sealer(tmp_path)
     one, two = accepted(llm()), accepted(llm())
-    first, second = orjson.loads(seal(one.event, one.canonical)), orjson.loads(seal(two.event, two.canonical))
+    first, second = (
+        orjson.loads(seal(one.event, one.canonical)),
+        orjson.loads(seal(two.event, two.canonical)),
+    )
     first["payload"]["content"]["prompt"], first["payload"]["content"]["response"] = (
-        first["payload"]["content"]["response"], first["payload"]["content"]["prompt"])  # fmt: skip
+        first["payload"]["content"]["response"],
+        first["payload"]["content"]["prompt"],
+    )
     first["attributes"]["email"] = second["attributes"]["email"]
     opened = open_event(orjson.dumps(first), seal.keys)
-    assert sorted(opened.tampered) == ["attributes.email", "payload.content.prompt", "payload.content.response"]
+    assert sorted(opened.tampered) == [
+        "attributes.email",
+        "payload.content.prompt",
+        "payload.content.response",
+    ]
 
 
-def test_after_the_key_is_destroyed_content_reads_as_erased_other_subjects_intact(tmp_path: Path) -> None:
+def test_after_the_key_is_destroyed_content_reads_as_erased_other_subjects_intact(
+    tmp_path: Path,
+) -> None:
     seal = sealer(tmp_path)
     mine, theirs = accepted(llm("u-1")), accepted(llm("u-2"))
-    sealed_mine, sealed_theirs = seal(mine.event, mine.canonical), seal(theirs.event, theirs.canonical)
+    sealed_mine, sealed_theirs = (
+        seal(mine.event, mine.canonical),
+        seal(theirs.event, theirs.canonical),
+    )
     seal.keys.destroy("acme", "u-1")
     gone = open_event(sealed_mine, seal.keys)
-    assert len(gone.erased) == 5 and gone.opened == [] and PROMPT.encode() not in orjson.dumps(gone.doc)
-    assert orjson.dumps(open_event(sealed_theirs, seal.keys).doc, option=orjson.OPT_SORT_KEYS) == theirs.canonical
+    assert (
+        len(gone.erased) == 5
+        and gone.opened == []
+        and PROMPT.encode() not in orjson.dumps(gone.doc)
+    )
+    assert (
+        orjson.dumps(open_event(sealed_theirs, seal.keys).doc, option=orjson.OPT_SORT_KEYS)
+        == theirs.canonical
+    )
 
 
 def test_after_a_subject_erased_event_the_subject_gets_a_new_key(tmp_path: Path) -> None:
@@ -99,7 +129,9 @@ def test_after_a_subject_erased_event_the_subject_gets_a_new_key(tmp_path: Path)
     before = accepted(llm())
     kid = orjson.loads(seal(before.event, before.canonical))["attributes"]["n"]["kid"]
     erased = event_dict()
-    erased.update(type="subject_erased", payload={"subject": "u-1", "reason": "r", "key_ids": [kid]})
+    erased.update(
+        type="subject_erased", payload={"subject": "u-1", "reason": "r", "key_ids": [kid]}
+    )
     a = accepted(erased)
     assert seal(a.event, a.canonical) is a.canonical
     after = accepted(llm())

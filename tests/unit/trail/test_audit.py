@@ -53,9 +53,16 @@ def tree_of(rows: list[vd.Row], size: int) -> CompactTree:
 
 
 def note(
-    rows: list[vd.Row], size: int, *, t: int | None = None, end: bool = False,
-    root: bytes | None = None, signer: Signer = KEY, origin: str = ORIGIN, handoff: bool = False,
-) -> str:  # fmt: skip
+    rows: list[vd.Row],
+    size: int,
+    *,
+    t: int | None = None,
+    end: bool = False,
+    root: bytes | None = None,
+    signer: Signer = KEY,
+    origin: str = ORIGIN,
+    handoff: bool = False,
+) -> str:
     ext = (f"time {BASE + size if t is None else t}",) + (("end",) if end else ())
     ext += ("handoff",) if handoff else ()
     cp = Checkpoint(origin, size, root or tree_of(rows, size).root(), ext)
@@ -283,8 +290,10 @@ def test_middle_row_deleted_is_missing_and_later_ranges_unverifiable_without_fro
     assert ("1-3", vd.VALID, "") in v
     assert ("4-6", vd.MISSING, "seq 5") in v
     assert (
-        "7-9", vd.MISSING, "cannot be checked against its checkpoint: earlier rows are missing"
-    ) in v  # fmt: skip
+        "7-9",
+        vd.MISSING,
+        "cannot be checked against its checkpoint: earlier rows are missing",
+    ) in v
     assert summary(rep) == (3, 3, 3, 9, 0)
 
 
@@ -316,9 +325,7 @@ def test_duplicate_chain_seq_is_an_extra_row_and_the_linking_one_is_kept() -> No
     forged = (3, b'{"n":99}', *rows[2][2:])
     for dup in ([*rows[:2], forged, *rows[2:]], [*rows[:3], forged, *rows[3:]]):
         rep = Run(dup, [note(rows, 5)]).report()
-        assert verdicts(rep) == [
-            ("size 5", vd.VALID, ""), ("1-5", vd.EXTRA, "seq 3")
-        ], dup  # fmt: skip
+        assert verdicts(rep) == [("size 5", vd.VALID, ""), ("1-5", vd.EXTRA, "seq 3")], dup
         assert summary(rep) == (1, 1, 5, 6, 0)
 
 
@@ -445,8 +452,9 @@ def rendered(rep: vd.ChainReport) -> tuple[list[str], tuple[int, ...]]:
     return [line.render() for line in rep.lines], summary(rep)
 
 
-@pytest.mark.parametrize(("n", "sizes"), [(1, [1]), (2, [1, 2]), (9, [4, 8]), (17, [1, 2, 3, 16]),
-                                          (17, [5]), (8, [])])  # fmt: skip
+@pytest.mark.parametrize(
+    ("n", "sizes"), [(1, [1]), (2, [1, 2]), (9, [4, 8]), (17, [1, 2, 3, 16]), (17, [5]), (8, [])]
+)
 @pytest.mark.parametrize("tail", ["pending", "extra", "handoff", "end"])
 def test_runs_of_engine_checked_rows_report_exactly_what_their_rows_do(
     n: int, sizes: list[int], tail: str
@@ -455,8 +463,13 @@ def test_runs_of_engine_checked_rows_report_exactly_what_their_rows_do(
     notes = [note(rows, s) for s in sizes]
     if sizes and tail != "pending":
         last = sizes[-1]
-        notes[-1] = note(rows, last, t=BASE + n + 100 if tail == "extra" else None,
-                         handoff=tail == "handoff", end=tail == "end")  # fmt: skip
+        notes[-1] = note(
+            rows,
+            last,
+            t=BASE + n + 100 if tail == "extra" else None,
+            handoff=tail == "handoff",
+            end=tail == "end",
+        )
     expected = rendered(Run(rows, notes).report())
     assert rendered(Run(engine_checked(rows), notes).report()) == expected  # type: ignore[arg-type]
     # Split where a tampered row comes whole between two blocks, as the store sends it.

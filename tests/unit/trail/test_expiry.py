@@ -30,7 +30,10 @@ def test_prefix_cut_at_a_justified_horizon_is_expired_and_the_rest_still_checked
     assert ("4-6", vd.EXPIRED, f"seq 4-6; {why}") in v
     assert ("7-9", vd.VALID, "") in v
     assert rep.ok and rep.expired == 6 and (rep.rows_valid, rep.rows) == (3, 3)
-    assert vd.summary([rep]) == ("3/3 checkpoints valid, 3/3 rows valid, 6 rows expired by policy", True)
+    assert vd.summary([rep]) == (
+        "3/3 checkpoints valid, 3/3 rows valid, 6 rows expired by policy",
+        True,
+    )
 
 
 def test_no_retention_event_leaves_a_deleted_prefix_missing() -> None:
@@ -53,7 +56,11 @@ def test_a_horizon_at_or_past_a_held_subjects_first_row_is_not_justified() -> No
     v = verdicts(_report(FULL[6:], vd.Expiry(6, DAYS, OLD_ENOUGH, floor=5)))
     assert ("4-6", vd.MISSING, "seq 4-6") in v and all(x[1] != vd.EXPIRED for x in v)
     ok = verdicts(_report(FULL[6:], vd.Expiry(6, DAYS, OLD_ENOUGH, floor=7)))
-    assert ("4-6", vd.EXPIRED, f"seq 4-6; retention {DAYS} days, applied {vd.iso(OLD_ENOUGH)}") in ok
+    assert (
+        "4-6",
+        vd.EXPIRED,
+        f"seq 4-6; retention {DAYS} days, applied {vd.iso(OLD_ENOUGH)}",
+    ) in ok
 
 
 def test_without_a_frontier_reproducing_the_horizon_root_the_prefix_is_missing() -> None:

@@ -13,9 +13,14 @@ from agentaudit.trail.merkle import leaf_hash
 
 PAYLOAD = b'{"event_id":"e1","tenant_id":"acme","type":"llm_call"}'
 ROW = {
-    "tenant_id": "acme", "partition": 3, "chain_seq": 7, "cost_usd": Decimal("0.001250000"),
-    "priced": True, "pricing_version": "2026-05-01", "payload": PAYLOAD,
-}  # fmt: skip
+    "tenant_id": "acme",
+    "partition": 3,
+    "chain_seq": 7,
+    "cost_usd": Decimal("0.001250000"),
+    "priced": True,
+    "pricing_version": "2026-05-01",
+    "payload": PAYLOAD,
+}
 
 
 def _enc(**override: object) -> bytes:
@@ -103,8 +108,16 @@ def _raw(*fields: bytes) -> bytes:
     return b"".join(len(x).to_bytes(4, "big") + x for x in fields)
 
 
-GOOD = [b"agentaudit.leaf.v1", b"acme", (3).to_bytes(4, "big"), (7).to_bytes(8, "big"),
-        b"0.001250000", b"\x01", b"v", b"{}"]  # fmt: skip
+GOOD = [
+    b"agentaudit.leaf.v1",
+    b"acme",
+    (3).to_bytes(4, "big"),
+    (7).to_bytes(8, "big"),
+    b"0.001250000",
+    b"\x01",
+    b"v",
+    b"{}",
+]
 
 
 @pytest.mark.parametrize(
@@ -151,7 +164,10 @@ def test_encode_cost_per_row_is_small() -> None:
 @pytest.mark.parametrize("version", ["", "2026-11-01", "vé"])
 def test_chain_leaves_hash_is_the_leaf_hash_of_encode_leaf(seq: int, version: str) -> None:
     chain = lf.ChainLeaves("acme-1", 7)
-    for cost, priced, payload in ((Decimal("0.001250000"), True, PAYLOAD), (Decimal(0), False, b"")):
+    for cost, priced, payload in (
+        (Decimal("0.001250000"), True, PAYLOAD),
+        (Decimal(0), False, b""),
+    ):
         expected = leaf_hash(lf.encode_leaf("acme-1", 7, seq, cost, priced, version, payload))
         assert chain.hash(seq, cost, priced, version, payload) == expected
         assert chain.hash(seq, cost, priced, version, payload) == expected  # cached version

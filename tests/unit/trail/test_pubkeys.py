@@ -66,8 +66,10 @@ def test_in_use_at_and_describe() -> None:
     old, new = _history().keys
     assert old.in_use_at(T0) and not old.in_use_at(T1) and new.in_use_at(T1)
     assert not old.in_use_at(T0 - timedelta(microseconds=1))
-    assert old.describe() == (f"key {old.fingerprint} (created 2031-05-06T07:08:09.123456Z, "
-                              "retired 2031-06-05T07:08:09.123456Z)")  # fmt: skip
+    assert old.describe() == (
+        f"key {old.fingerprint} (created 2031-05-06T07:08:09.123456Z, "
+        "retired 2031-06-05T07:08:09.123456Z)"
+    )
     assert new.describe().endswith(", current)")
 
 

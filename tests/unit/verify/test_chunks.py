@@ -16,18 +16,38 @@ def _columns(whole: list[bool]) -> list[list[Any]]:
     seq = list(range(1, n + 1))
     body = [b'{"n":%d}' % s if w else None for s, w in zip(seq, whole, strict=True)]
     cost = ["0.000001500" if w else "" for w in whole]
-    return [seq, [True] * n, [not w for w in whole], list(whole), body, cost, [True] * n,
-            ["v1"] * n, [f"{s - 1:064x}" for s in seq], [f"{s:064x}" for s in seq],
-            [f"{s + 100:064x}" for s in seq], [1000.0 + s for s in seq]]  # fmt: skip
+    return [
+        seq,
+        [True] * n,
+        [not w for w in whole],
+        list(whole),
+        body,
+        cost,
+        [True] * n,
+        ["v1"] * n,
+        [f"{s - 1:064x}" for s in seq],
+        [f"{s:064x}" for s in seq],
+        [f"{s + 100:064x}" for s in seq],
+        [1000.0 + s for s in seq],
+    ]
 
 
 def test_each_block_of_engine_checked_rows_is_a_row_then_a_run() -> None:
     whole = [True, False, False, False, False, True, False, False, False, True, False]
     out = _chunk_rows(_columns(whole))
-    kinds = [("run", r.first, r.last) if isinstance(r, Run) else ("row", r[0], r[1] is None)
-             for r in out]  # fmt: skip
-    assert kinds == [("row", 1, False), ("row", 2, True), ("run", 3, 5), ("row", 6, False),
-                     ("row", 7, True), ("run", 8, 9), ("row", 10, False), ("row", 11, True)]  # fmt: skip
+    kinds = [
+        ("run", r.first, r.last) if isinstance(r, Run) else ("row", r[0], r[1] is None) for r in out
+    ]
+    assert kinds == [
+        ("row", 1, False),
+        ("row", 2, True),
+        ("run", 3, 5),
+        ("row", 6, False),
+        ("row", 7, True),
+        ("run", 8, 9),
+        ("row", 10, False),
+        ("row", 11, True),
+    ]
     run = out[2]
     assert isinstance(run, Run)
     assert run.leaves == [bytes.fromhex(f"{s + 100:064x}") for s in (3, 4, 5)]

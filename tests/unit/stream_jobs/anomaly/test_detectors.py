@@ -62,16 +62,25 @@ def test_robust_baseline_agrees_with_scipy() -> None:
 def test_floors_counts_rates_and_log_metrics() -> None:
     zero = np.zeros(3)
     out = floored_scale(
-        level=np.array([0.05, 100.0, 5.0]), spread=zero, support=np.array([100.0, 0.0, 0.0]),
-        rate_mask=np.array([True, False, False]), count_mask=np.array([False, True, False]),
+        level=np.array([0.05, 100.0, 5.0]),
+        spread=zero,
+        support=np.array([100.0, 0.0, 0.0]),
+        rate_mask=np.array([True, False, False]),
+        count_mask=np.array([False, True, False]),
         log_floor=np.array([0.0, 0.0, math.log1p(0.1)]),
-    )  # fmt: skip
+    )
     assert out[0] == pytest.approx(math.sqrt(0.05 * 0.95 / 100))  # binomial standard error
     assert out[1] == 1.0  # Poisson on Anscombe's scale
     assert out[2] == pytest.approx(math.log(1.1))
     # A real spread above the floors is kept.
-    big = floored_scale(np.array([0.05]), np.array([0.3]), np.array([100.0]), np.array([True]),
-                        np.array([False]), np.array([0.0]))  # fmt: skip
+    big = floored_scale(
+        np.array([0.05]),
+        np.array([0.3]),
+        np.array([100.0]),
+        np.array([True]),
+        np.array([False]),
+        np.array([0.0]),
+    )
     assert big[0] == 0.3
 
 

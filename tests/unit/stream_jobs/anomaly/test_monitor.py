@@ -97,8 +97,11 @@ def test_cooldown_suppresses_a_repeat_within_the_hour_but_not_after() -> None:
 
 
 def test_a_drop_in_volume_alerts_downwards() -> None:
-    alerts = feed(AnomalyMonitor("acme", AnomalyConfig()), range(280),
-                  steady(4, lambda m: 4.0 if m >= 250 else 60.0))  # fmt: skip
+    alerts = feed(
+        AnomalyMonitor("acme", AnomalyConfig()),
+        range(280),
+        steady(4, lambda m: 4.0 if m >= 250 else 60.0),
+    )
     drop = [a for a in alerts if a.kind == "CallVolumeAnomaly"]
     assert len(drop) == 1 and drop[0].score is not None and drop[0].score < 0
     assert "fell to" in drop[0].message
@@ -198,8 +201,12 @@ def test_config_rejects_unknown_names() -> None:
             assert "unknown" in str(exc)
         else:
             raise AssertionError(f"{bad} accepted")
-    assert AnomalyConfig.from_mapping({"metrics": {"spend": {"mad_threshold": 7}}}).metric(
-        Metric.SPEND).mad_threshold == 7  # fmt: skip
+    assert (
+        AnomalyConfig.from_mapping({"metrics": {"spend": {"mad_threshold": 7}}})
+        .metric(Metric.SPEND)
+        .mad_threshold
+        == 7
+    )
 
 
 def test_a_week_of_silence_restarts_cold_but_keeps_the_new_minute() -> None:

@@ -56,10 +56,28 @@ def _minute() -> MinuteAcc:
     rng = np.random.default_rng(5)
     acc = MinuteAcc()
     events = [
-        (make_event(rng, "llm_call", AT, usage={"input_tokens": 1000, "output_tokens": 200},
-                    latency_ms=400.0), 0.01),
-        (make_event(rng, "llm_call", AT, usage={"input_tokens": 3000, "output_tokens": 800},
-                    latency_ms=2000.0, status="error", error_type="timeout"), 0.03),
+        (
+            make_event(
+                rng,
+                "llm_call",
+                AT,
+                usage={"input_tokens": 1000, "output_tokens": 200},
+                latency_ms=400.0,
+            ),
+            0.01,
+        ),
+        (
+            make_event(
+                rng,
+                "llm_call",
+                AT,
+                usage={"input_tokens": 3000, "output_tokens": 800},
+                latency_ms=2000.0,
+                status="error",
+                error_type="timeout",
+            ),
+            0.03,
+        ),
         (make_event(rng, "tool_call", AT), 0.0),
         (make_event(rng, "tool_call", AT, status="error", error_type="http_500"), 0.0),
         (make_event(rng, "policy_decision", AT, decision="DENY"), 0.0),
@@ -70,7 +88,7 @@ def _minute() -> MinuteAcc:
         (make_event(rng, "approval_decided", AT, latency_ms=30_000.0), 0.0),
         (make_event(rng, "error", AT), 0.0),
         (make_event(rng, "run_started", AT), 0.0),
-    ]  # fmt: skip
+    ]
     for event, cost in events:
         acc.add(event, cost)
     return acc

@@ -43,8 +43,9 @@ def test_a_rare_failure_burst_scores_like_the_exact_binomial_tail_not_the_raw_ra
     b = robust_baseline(_rates(past.astype(float), n).T)
     now = _rates(np.array([float(k)]), n)[0]
     support = np.full(N_METRICS, float(n))
-    view = win.score(now, np.full(N_METRICS, k / n), support, b, 5, TH.count_mask,
-                     TH.rate_mask, TH.log_floor)  # fmt: skip
+    view = win.score(
+        now, np.full(N_METRICS, k / n), support, b, 5, TH.count_mask, TH.rate_mask, TH.log_floor
+    )
     exact = stats.norm.isf(stats.binom.sf(k - 1, n, p))
     raw = (k / n - p) / np.sqrt(p * (1 - p) / n)
     assert abs(view.z[ERR] - exact) < 0.5, (view.z[ERR], exact)
@@ -105,8 +106,9 @@ def _small_tenant_alerts(config: AnomalyConfig, seed: int) -> list[tuple[str, st
     for i, acc in enumerate(simulate(profile, start, 360, effects, seed)):
         monitor.ingest_minute(start + i, acc)
         for a in monitor.close_until(minute_start(start + i + 3)):
-            out.append((a.kind, str(a.details["detector"]), int(a.window_start.timestamp()) // 60
-                        - start))  # fmt: skip
+            out.append(
+                (a.kind, str(a.details["detector"]), int(a.window_start.timestamp()) // 60 - start)
+            )
     return out
 
 
@@ -118,8 +120,9 @@ def _spike_found(config: AnomalyConfig, seed: int) -> bool:
 def test_short_spend_spikes_of_a_small_tenant_are_found_thanks_to_the_window() -> None:
     seeds = range(8)
     with_window = sum(_spike_found(AnomalyConfig(), s) for s in seeds)
-    without = sum(_spike_found(AnomalyConfig().with_detectors("mad", "ewma", "seasonal"), s)
-                  for s in seeds)  # fmt: skip
+    without = sum(
+        _spike_found(AnomalyConfig().with_detectors("mad", "ewma", "seasonal"), s) for s in seeds
+    )
     assert with_window >= 7, with_window
     assert without <= with_window - 2, (without, with_window)
 

@@ -12,8 +12,9 @@ from stream_jobs.breaker.config import BreakerConfig
 from tests.factories import event_dict, wire
 
 
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
-        micro: int = 0) -> datetime:  # fmt: skip
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, micro: int = 0
+) -> datetime:
     return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
 
 
@@ -34,8 +35,15 @@ def _event(
     return parse_event(wire(d))
 
 
-def llm(at: datetime, *, tenant: str = "acme", agent: str = "bot", status: str = "ok",
-        tokens: int = 1200, run: str | None = "r1") -> Envelope:  # fmt: skip
+def llm(
+    at: datetime,
+    *,
+    tenant: str = "acme",
+    agent: str = "bot",
+    status: str = "ok",
+    tokens: int = 1200,
+    run: str | None = "r1",
+) -> Envelope:
     usage = {"input_tokens": tokens - tokens // 6, "output_tokens": tokens // 6}
     payload: dict[str, Any] = {"usage": usage, "status": status}
     if status == "error":
@@ -43,8 +51,16 @@ def llm(at: datetime, *, tenant: str = "acme", agent: str = "bot", status: str =
     return _event("llm_call", at, tenant, agent, run, payload)
 
 
-def tool(at: datetime, *, tenant: str = "acme", agent: str = "bot", name: str = "search",
-         args: str = "q=1", status: str = "ok", run: str | None = "r1") -> Envelope:  # fmt: skip
+def tool(
+    at: datetime,
+    *,
+    tenant: str = "acme",
+    agent: str = "bot",
+    name: str = "search",
+    args: str = "q=1",
+    status: str = "ok",
+    run: str | None = "r1",
+) -> Envelope:
     payload: dict[str, Any] = {
         "tool": name,
         "args_hash": hashlib.sha256(args.encode()).hexdigest(),

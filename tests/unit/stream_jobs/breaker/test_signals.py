@@ -121,10 +121,12 @@ def test_loop_trip() -> None:
 
 
 def test_config_overrides_per_tenant_from_yaml_dict() -> None:
-    cfg = BreakerConfig.from_dict({
-        "defaults": {"error_rate": 0.4, "cost_per_min_usd": 10},
-        "tenants": {"acme": {"cost_per_min_usd": 50, "loop_repeats": None}},
-    })  # fmt: skip
+    cfg = BreakerConfig.from_dict(
+        {
+            "defaults": {"error_rate": 0.4, "cost_per_min_usd": 10},
+            "tenants": {"acme": {"cost_per_min_usd": 50, "loop_repeats": None}},
+        }
+    )
     acme, other = cfg.for_tenant("acme"), cfg.for_tenant("beta")
     assert (acme.cost_per_min_usd, acme.error_rate, acme.loop_repeats) == (50, 0.4, None)
     assert (other.cost_per_min_usd, other.loop_repeats) == (10, BreakerThresholds().loop_repeats)

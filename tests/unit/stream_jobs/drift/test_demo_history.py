@@ -31,6 +31,9 @@ def test_the_backfill_raises_behaviour_drift_for_the_drifting_agent_only(minute:
         monitor = monitors.setdefault(tenant, DriftMonitor(tenant, DriftConfig(), PinRegistry()))
         monitor.observe(event, 0, offset)
         out = monitor.close_until(at)
-        fired += [(a.kind, a.scope.tenant_id, a.scope.agent_id) for a in out.alerts
-                  if a.kind == "BehaviourDrift"]  # fmt: skip
+        fired += [
+            (a.kind, a.scope.tenant_id, a.scope.agent_id)
+            for a in out.alerts
+            if a.kind == "BehaviourDrift"
+        ]
     assert fired == [("BehaviourDrift", "globex", DRIFT_AGENT)]

@@ -90,9 +90,11 @@ def test_pin_validates_results_and_replaces_the_current_pin() -> None:
     results = [("r-1", 0.9, True), ("r-2", 0.4, False), ("r-3", 0.8, True)]
     pin = make_pin("acme", version, "accuracy", "1.0.0", "model-a", results, AT)
     assert pin.n == 3 and pin.passed == 2 and pin.pass_rate == pytest.approx(2 / 3)
-    for bad, code in ((results + [("zz", 0.5, True)], "unknown_case"),
-                      ([("r-1", float("nan"), True)] + results, "bad_score"),
-                      (results[:2], "incomplete_reference")):  # fmt: skip
+    for bad, code in (
+        (results + [("zz", 0.5, True)], "unknown_case"),
+        ([("r-1", float("nan"), True)] + results, "bad_score"),
+        (results[:2], "incomplete_reference"),
+    ):
         with pytest.raises(GoldSetError) as exc:
             make_pin("acme", version, "accuracy", "1.0.0", "model-a", bad, AT)
         assert exc.value.code == code

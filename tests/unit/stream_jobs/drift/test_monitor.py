@@ -42,10 +42,17 @@ def _pins() -> PinRegistry:
 
 def _run_events(rng: np.random.Generator, window: int, passing: int, n: int = 200) -> list[Any]:
     base = T0 + timedelta(minutes=60 * window)
-    return [make_event(rng, "eval_result", base + timedelta(seconds=5 * i), case_id=CASES[i],
-                       score=0.8 + 0.001 * i if i < passing else 0.3 - 0.001 * i,
-                       passed=i < passing)
-            for i in range(n)]  # fmt: skip
+    return [
+        make_event(
+            rng,
+            "eval_result",
+            base + timedelta(seconds=5 * i),
+            case_id=CASES[i],
+            score=0.8 + 0.001 * i if i < passing else 0.3 - 0.001 * i,
+            passed=i < passing,
+        )
+        for i in range(n)
+    ]
 
 
 def _close(monitor: DriftMonitor, window: int) -> DriftOutput:
@@ -106,8 +113,13 @@ def test_results_without_pin_or_outside_the_pinned_cases_are_counted_not_compare
 def test_model_version_change_fires_once_per_new_model() -> None:
     rng = np.random.default_rng(3)
     monitor = DriftMonitor("acme", DriftConfig(), PinRegistry())
-    served = ["gpt-5-mini-2026-08-07", "gpt-5-mini-2026-10-01", "gpt-5-mini-2026-10-01",
-              "gpt-5-mini-2026-08-07", "gpt-5-mini-2026-11-15"]  # fmt: skip
+    served = [
+        "gpt-5-mini-2026-08-07",
+        "gpt-5-mini-2026-10-01",
+        "gpt-5-mini-2026-10-01",
+        "gpt-5-mini-2026-08-07",
+        "gpt-5-mini-2026-11-15",
+    ]
     fired = []
     for i, model in enumerate(served):
         event = make_event(rng, "llm_call", T0 + timedelta(seconds=i), response_model=model)
@@ -119,8 +131,13 @@ def test_model_version_change_fires_once_per_new_model() -> None:
     assert first.runbook == "runbooks/ModelVersionChanged.md"
     # An explicit (approved) pin makes it critical and forgets earlier alerts.
     monitor.models.pin("support-bot", "gpt-5-mini", "gpt-5-mini-2026-08-07")
-    again = monitor.observe(make_event(rng, "llm_call", T0 + timedelta(seconds=9),
-                                       response_model="gpt-5-mini-2026-10-01"), 0, 9)  # fmt: skip
+    again = monitor.observe(
+        make_event(
+            rng, "llm_call", T0 + timedelta(seconds=9), response_model="gpt-5-mini-2026-10-01"
+        ),
+        0,
+        9,
+    )
     assert [a.severity for a in again] == [Severity.CRITICAL]
 
 
@@ -208,22 +225,27 @@ def test_two_agents_sharing_a_version_get_their_own_eval_scores_ids_and_alerts()
     monitor = DriftMonitor("acme", DriftConfig(), _pins())
     # Same tenant, gold set, metric, agent_version (1.1.0) and window; billing-bot passes
     # fewer cases, so merged results would show neither agent's rate.
-    events = [e.model_copy(update={"agent_id": agent})
-              for agent, passing in (("support-bot", 120), ("billing-bot", 100))
-              for e in _run_events(rng, 0, passing)]  # fmt: skip
+    events = [
+        e.model_copy(update={"agent_id": agent})
+        for agent, passing in (("support-bot", 120), ("billing-bot", 100))
+        for e in _run_events(rng, 0, passing)
+    ]
     for offset, event in enumerate(events):
         monitor.observe(event, 0, offset)
     out = _close(monitor, 0)
     assert sorted((s.agent_id, s.test, s.current_n) for s in out.scores) == [
-        ("billing-bot", "chi2", 200), ("billing-bot", "ks", 200),
-        ("support-bot", "chi2", 200), ("support-bot", "ks", 200),
-    ]  # fmt: skip
+        ("billing-bot", "chi2", 200),
+        ("billing-bot", "ks", 200),
+        ("support-bot", "chi2", 200),
+        ("support-bot", "ks", 200),
+    ]
     assert len({s.score_id for s in out.scores}) == 4
     assert {s.subject for s in out.scores} == {"goldset:support-gold/helpfulness"}
     # Each agent alerts with its own pass rate; one agent's cooldown does not mute the other.
     assert sorted((a.scope.agent_id, a.observed) for a in out.alerts) == [
-        ("billing-bot", 0.5), ("support-bot", 0.6)
-    ]  # fmt: skip
+        ("billing-bot", 0.5),
+        ("support-bot", 0.6),
+    ]
 
 
 def _as_agent(event: Any, agent: str) -> Any:
@@ -238,16 +260,18 @@ def test_two_agents_sharing_a_version_drifting_in_one_window_keep_distinct_score
     outs = _feed(DriftMonitor(trial.tenant_id, DriftConfig(), PinRegistry()), events)
     drifted = outs[8].scores
     assert {(s.agent_id, s.agent_version) for s in drifted} == {
-        ("support-bot", "1.1.0"), ("billing-bot", "1.1.0")
-    }  # fmt: skip
+        ("support-bot", "1.1.0"),
+        ("billing-bot", "1.1.0"),
+    }
     assert len(drifted) == 6 and len({s.score_id for s in drifted}) == 6
     for s in drifted:
         assert s.subject.startswith(f"behaviour:{s.agent_id}/")
     by_agent = {s.agent_id for s in drifted if s.subject.endswith("tool_mix") and s.drifted}
     assert by_agent == {"support-bot", "billing-bot"}
     assert sorted(a.scope.agent_id or "" for a in outs[8].alerts if a.kind == "BehaviourDrift") == [
-        "billing-bot", "support-bot"
-    ]  # fmt: skip
+        "billing-bot",
+        "support-bot",
+    ]
 
 
 def test_score_ids_are_deterministic_and_name_the_agent_only_when_there_is_one() -> None:
@@ -269,8 +293,12 @@ def test_score_ids_are_deterministic_and_name_the_agent_only_when_there_is_one()
 
 
 def test_eval_state_from_before_the_agent_key_restores_under_the_samples_agent() -> None:
-    old = {"groups": [[[5, "support-gold", "helpfulness", "1.1.0"],
-                       ["billing-bot", [0.5, 0.7], 2, 1]]], "counters": [0, 0, 0]}  # fmt: skip
+    old = {
+        "groups": [
+            [[5, "support-gold", "helpfulness", "1.1.0"], ["billing-bot", [0.5, 0.7], 2, 1]]
+        ],
+        "counters": [0, 0, 0],
+    }
     w = EvalWindows.from_state(old)
     assert list(w.groups) == [(5, "support-gold", "helpfulness", "1.1.0", "billing-bot")]
     again = EvalWindows.from_state(json.loads(json.dumps(w.to_state())))

@@ -20,8 +20,9 @@ CASES = [f"case-{i:05d}" for i in range(1, 41)]
 def _pin(metric: str = "helpfulness", version: str = "1.0.0"):  # type: ignore[no-untyped-def]
     text = "".join(f'{{"case_id": "{c}"}}\n' for c in CASES)
     gold, _ = GoldSetRegistry().add(parse_goldset("support-gold", text), T0)
-    return make_pin("acme", gold, metric, version, "gpt-5-mini-2026-08-07",
-                    [(c, 0.9, True) for c in CASES], T0)  # fmt: skip
+    return make_pin(
+        "acme", gold, metric, version, "gpt-5-mini-2026-08-07", [(c, 0.9, True) for c in CASES], T0
+    )
 
 
 def test_pin_keys_round_trip_and_reject_other_shapes() -> None:
@@ -56,8 +57,9 @@ def test_eval_results_after_an_unpin_are_not_compared() -> None:
     rng = np.random.default_rng(1)
     reg.unpin("acme", "support-gold", "helpfulness")
     for i, case in enumerate(CASES):
-        event = make_event(rng, "eval_result", T0.replace(minute=1), case_id=case, score=0.2,
-                           passed=False)  # fmt: skip
+        event = make_event(
+            rng, "eval_result", T0.replace(minute=1), case_id=case, score=0.2, passed=False
+        )
         monitor.observe(event, 0, i)
     out = monitor.close_until(T0.replace(hour=2))
     assert out.scores == [] and out.alerts == []

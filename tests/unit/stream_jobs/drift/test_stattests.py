@@ -97,8 +97,10 @@ def test_categorical_and_binned_drift_switch_to_psi_for_large_references() -> No
     big = st.categorical_drift({"a": 6000, "b": 4000}, {"a": 610, "b": 390})
     assert big.test == "psi" and not big.drifted
     rng = np.random.default_rng(5)
-    ref, same, shifted = (np.histogram(rng.lognormal(m, 0.8, n), bins=np.geomspace(1, 1e6, 200))[0]
-                          for m, n in ((7, 5000), (7, 500), (7.7, 500)))  # fmt: skip
+    ref, same, shifted = (
+        np.histogram(rng.lognormal(m, 0.8, n), bins=np.geomspace(1, 1e6, 200))[0]
+        for m, n in ((7, 5000), (7, 500), (7.7, 500))
+    )
     assert st.binned_drift(ref.astype(float), same.astype(float)).test == "psi"
     assert not st.binned_drift(ref.astype(float), same.astype(float)).drifted
     assert st.binned_drift(ref.astype(float), shifted.astype(float)).drifted

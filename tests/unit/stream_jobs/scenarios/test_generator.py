@@ -85,9 +85,14 @@ def test_the_event_path_and_the_aggregate_path_agree() -> None:
     latencies = [v for b, c in acc.latency.items() for v in [b] * c]
     for i in range(acc.n_llm):
         tokens = per_call + (acc.tokens - per_call * acc.n_llm if i == 0 else 0)
-        event = make_event(rng, "llm_call", at, usage={"input_tokens": tokens, "output_tokens": 0},
-                           latency_ms=bucket_value(latencies[i]),
-                           status="error" if i < acc.n_failed else "ok")  # fmt: skip
+        event = make_event(
+            rng,
+            "llm_call",
+            at,
+            usage={"input_tokens": tokens, "output_tokens": 0},
+            latency_ms=bucket_value(latencies[i]),
+            status="error" if i < acc.n_failed else "ok",
+        )
         rebuilt.add(event, acc.spend / acc.n_llm)
     for i in range(acc.n_tool):
         failed = acc.n_llm + i < acc.n_failed  # failures beyond the LLM calls fall on tools
@@ -100,8 +105,13 @@ def test_the_event_path_and_the_aggregate_path_agree() -> None:
     for _ in range(acc.n_guardrail):
         rebuilt.add(make_event(rng, "guardrail_triggered", at), 0.0)
     got, want = rebuilt.vector()[0], acc.vector()[0]
-    for m in (Metric.CALLS, Metric.TOKENS_PER_CALL, Metric.DENY_RATE, Metric.GUARDRAIL_TRIGGERS,
-              Metric.LATENCY_P95):  # fmt: skip
+    for m in (
+        Metric.CALLS,
+        Metric.TOKENS_PER_CALL,
+        Metric.DENY_RATE,
+        Metric.GUARDRAIL_TRIGGERS,
+        Metric.LATENCY_P95,
+    ):
         assert got[INDEX[m]] == pytest.approx(want[INDEX[m]], rel=1e-9), m
     assert got[INDEX[Metric.SPEND]] == pytest.approx(want[INDEX[Metric.SPEND]])
     assert got[INDEX[Metric.ERROR_RATE]] == pytest.approx(want[INDEX[Metric.ERROR_RATE]])

@@ -11,15 +11,22 @@ from agentaudit_schemas.events import parse_event
 from tests.factories import event_dict, wire
 
 
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
-        micro: int = 0) -> datetime:  # fmt: skip
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, micro: int = 0
+) -> datetime:
     return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
 
 
 def llm(
-    at: datetime, *, tenant: str = "acme", user: str | None = "u1", agent: str = "support-bot",
-    model: str = "gpt-5-mini", input_tokens: int = 1000, output_tokens: int = 200,
-) -> Envelope:  # fmt: skip
+    at: datetime,
+    *,
+    tenant: str = "acme",
+    user: str | None = "u1",
+    agent: str = "support-bot",
+    model: str = "gpt-5-mini",
+    input_tokens: int = 1000,
+    output_tokens: int = 200,
+) -> Envelope:
     d = event_dict(tenant=tenant, kind="llm_call")
     d["occurred_at"] = at.isoformat()
     d["agent_id"] = agent

@@ -24,9 +24,14 @@ def daily(limit: float = 1.0, **extra: object) -> Budget:
 
 
 def feed(
-    job: SpendJob, n: int, *, first_offset: int = 0, cost: Decimal = TEN_CENTS,
-    user: str | None = "u1", now: datetime = NOW,
-) -> list[Alert | ControlMessage]:  # fmt: skip
+    job: SpendJob,
+    n: int,
+    *,
+    first_offset: int = 0,
+    cost: Decimal = TEN_CENTS,
+    user: str | None = "u1",
+    now: datetime = NOW,
+) -> list[Alert | ControlMessage]:
     """`n` calls of `cost` by `user` from 10:00 on 21 Nov, one a second, from `first_offset`."""
     out: list[Alert | ControlMessage] = []
     for i in range(n):
@@ -250,9 +255,13 @@ def test_user_budget_for_one_user_ignores_the_others() -> None:
 
 def test_budget_in_a_timezone_counts_its_local_day() -> None:
     berlin = budget(
-        name="acme-berlin", scope="tenant", tenant_id="acme", window="day", limit_usd=0.3,
+        name="acme-berlin",
+        scope="tenant",
+        tenant_id="acme",
+        window="day",
+        limit_usd=0.3,
         timezone="Europe/Berlin",
-    )  # fmt: skip
+    )
     job = SpendJob([berlin])
     now = utc(2026, 11, 22, 1)
     out = []

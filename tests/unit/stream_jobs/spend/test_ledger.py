@@ -164,8 +164,9 @@ def test_budget_calendar_reports_tenant_and_user_totals() -> None:
     tr.observe(llm(utc(2026, 11, 21, 22, 30), user="u9"), C, 0, 1, now)  # 23:30 Berlin
     ups = tr.observe(llm(utc(2026, 11, 21, 23, 30), user="u9"), C, 0, 2, now)  # 00:30 next day
     assert {(u.dimension, u.key, u.window.label, u.cost_nano) for u in ups} == {
-        ("tenant", "acme", "day:2026-11-22", 437_500), ("user", "u9", "day:2026-11-22", 437_500),
-    }  # fmt: skip
+        ("tenant", "acme", "day:2026-11-22", 437_500),
+        ("user", "u9", "day:2026-11-22", 437_500),
+    }
     assert (
         tr.observe(llm(utc(2026, 11, 21, 23, 31), user="u9"), C, 0, 3, now)[0].cost_nano == 875_000
     )

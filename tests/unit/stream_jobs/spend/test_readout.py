@@ -24,9 +24,18 @@ def _persisted(job: SpendJob, key: str) -> dict:  # type: ignore[type-arg]
 
 def test_tenant_totals_are_the_sums_per_window_of_each_kind() -> None:
     job = SpendJob()
-    costs = [Decimal("0.000437500"), Decimal("0.001000001"), Decimal("0.25"), Decimal("0.000000007")]
-    times = [utc(2026, 11, 21, 9, 59), utc(2026, 11, 21, 10, 1), utc(2026, 11, 21, 10, 30),
-             utc(2026, 11, 21, 11, 0)]  # fmt: skip
+    costs = [
+        Decimal("0.000437500"),
+        Decimal("0.001000001"),
+        Decimal("0.25"),
+        Decimal("0.000000007"),
+    ]
+    times = [
+        utc(2026, 11, 21, 9, 59),
+        utc(2026, 11, 21, 10, 1),
+        utc(2026, 11, 21, 10, 30),
+        utc(2026, 11, 21, 11, 0),
+    ]
     expected: dict[str, Decimal] = defaultdict(Decimal)
     for offset, (at, cost) in enumerate(zip(times, costs, strict=True)):
         job.observe(llm(at, tenant="acme"), cost, 2, offset, NOW)
@@ -44,8 +53,18 @@ def test_tenant_totals_are_the_sums_per_window_of_each_kind() -> None:
 
 
 def test_windows_of_another_timezone_are_kept_apart() -> None:
-    job = SpendJob([budget(name="b", scope="tenant", tenant_id="acme", window="day",
-                           limit_usd=100, timezone="Asia/Tokyo")])  # fmt: skip
+    job = SpendJob(
+        [
+            budget(
+                name="b",
+                scope="tenant",
+                tenant_id="acme",
+                window="day",
+                limit_usd=100,
+                timezone="Asia/Tokyo",
+            )
+        ]
+    )
     at = utc(2026, 11, 21, 20)  # 05:00 on the 22nd in Tokyo
     job.observe(llm(at, tenant="acme"), Decimal("1.5"), 0, 0, NOW)
     job.observe(llm(utc(2026, 11, 21, 21), tenant="acme"), Decimal(2), 0, 1, NOW)

@@ -14,26 +14,52 @@ HOUR, DAY, MONTH = WindowKind.HOUR, WindowKind.DAY, WindowKind.MONTH
 LAST = 999_999  # the last microsecond of a second
 
 
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
-        micro: int = 0) -> datetime:  # fmt: skip
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, micro: int = 0
+) -> datetime:
     return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
     ("kind", "last", "first_next", "label", "next_label"),
     [
-        (HOUR, utc(2026, 11, 21, 10, 59, 59, LAST), utc(2026, 11, 21, 11),
-         "hour:2026-11-21T10", "hour:2026-11-21T11"),
-        (DAY, utc(2026, 11, 21, 23, 59, 59, LAST), utc(2026, 11, 22),
-         "day:2026-11-21", "day:2026-11-22"),
-        (MONTH, utc(2026, 1, 31, 23, 59, 59, LAST), utc(2026, 2, 1),
-         "month:2026-01", "month:2026-02"),
-        (MONTH, utc(2026, 12, 31, 23, 59, 59, LAST), utc(2027, 1, 1),
-         "month:2026-12", "month:2027-01"),
-        (DAY, utc(2028, 2, 29, 23, 59, 59, LAST), utc(2028, 3, 1),
-         "day:2028-02-29", "day:2028-03-01"),
+        (
+            HOUR,
+            utc(2026, 11, 21, 10, 59, 59, LAST),
+            utc(2026, 11, 21, 11),
+            "hour:2026-11-21T10",
+            "hour:2026-11-21T11",
+        ),
+        (
+            DAY,
+            utc(2026, 11, 21, 23, 59, 59, LAST),
+            utc(2026, 11, 22),
+            "day:2026-11-21",
+            "day:2026-11-22",
+        ),
+        (
+            MONTH,
+            utc(2026, 1, 31, 23, 59, 59, LAST),
+            utc(2026, 2, 1),
+            "month:2026-01",
+            "month:2026-02",
+        ),
+        (
+            MONTH,
+            utc(2026, 12, 31, 23, 59, 59, LAST),
+            utc(2027, 1, 1),
+            "month:2026-12",
+            "month:2027-01",
+        ),
+        (
+            DAY,
+            utc(2028, 2, 29, 23, 59, 59, LAST),
+            utc(2028, 3, 1),
+            "day:2028-02-29",
+            "day:2028-03-01",
+        ),
     ],
-)  # fmt: skip
+)
 def test_last_microsecond_and_next_window(
     kind: WindowKind, last: datetime, first_next: datetime, label: str, next_label: str
 ) -> None:
