@@ -312,9 +312,7 @@ class ChainAudit:
                 held_ok = ok and linked
             else:
                 held_lh = (
-                    bytes.fromhex(stored)
-                    if stored
-                    else leaf(seq, r[2], r[3], r[4], body or b"")  # type: ignore[arg-type]
+                    bytes.fromhex(stored) if stored else leaf(seq, r[2], r[3], r[4], body or b"")  # type: ignore[arg-type]
                 )
                 held_ok = True
             held = r
