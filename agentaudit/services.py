@@ -79,7 +79,7 @@ async def serve_worker(
             )
         # /metrics (AGENTAUDIT_METRICS_PORT, 0 = off): counts every sink's flushes.
         from agentaudit.health.metrics import start_worker_metrics
-        from agentaudit.records.sink import run_record_sink
+        from agentaudit.sink.pipeline_records.sink import run_record_sink
 
         metrics = start_worker_metrics(settings, store, stop)
         watch = metrics.metrics.watch if metrics is not None else None

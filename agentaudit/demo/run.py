@@ -183,7 +183,7 @@ async def _demo(
 ) -> int:
     """Run the fleet through the pipeline; returns the number of checkpoints signed."""
     from agentaudit.control_plane import publish_budgets
-    from agentaudit.records.sink import RecordSink
+    from agentaudit.sink.pipeline_records.sink import RecordSink
     from agentaudit_sdk import Client
     from stream_jobs.app import StreamJobsApp
     from stream_jobs.runtime import running

@@ -3,7 +3,7 @@
 `PartitionSink` is a plain aiokafka consumer group member that lands its topics in the store
 exactly once. Subclasses say which topics, how to recover from the store, what a message
 becomes and what a flush inserts (`agentaudit.sink.worker.SinkWorker` for events,
-`agentaudit.records.sink.RecordSink` for alerts and control records). The steps:
+`agentaudit.sink.pipeline_records.sink.RecordSink` for alerts and control records). The steps:
 
 1. Assignment (`recover`): where each partition stands is read from the store, never from
    Kafka's committed offsets (its log epoch, per-table watermarks, the anchor), and every

@@ -28,8 +28,8 @@ import pytest
 
 from agentaudit.broker import ensure_topics
 from agentaudit.goldsets_plane import PinRecord, publish_pin, read_goldsets, resolve_version
-from agentaudit.records.sink import RecordSink
 from agentaudit.settings import Settings
+from agentaudit.sink.pipeline_records.sink import RecordSink
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from stream_jobs.anomaly import ANOMALY_KINDS

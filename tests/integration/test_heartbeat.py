@@ -30,7 +30,7 @@ from tests.conftest import settings_env
 from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_raw, scalar
 from tests.integration.test_record_sink import records_until
-from tests.unit.records.factories import control, wire
+from tests.unit.sink.pipeline_records.factories import control, wire
 
 pytestmark = pytest.mark.integration
 

@@ -17,17 +17,17 @@ import pytest
 
 from agentaudit.broker import LocalBroker, ensure_topics
 from agentaudit.errors import StoreUnavailable
-from agentaudit.records.rows import ALERTS, CONTROL
-from agentaudit.records.sink import RecordSink, run_record_sink
 from agentaudit.settings import Settings
 from agentaudit.sink.deadletter import KEEP_BYTES
+from agentaudit.sink.pipeline_records.rows import ALERTS, CONTROL
+from agentaudit.sink.pipeline_records.sink import RecordSink, run_record_sink
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from agentaudit.store.protocol import Store
 from tests.integration.helpers import produce_raw, scalar
 from tests.integration.test_log_reset import own_broker, reset_settings, restart, wait_for
 from tests.integration.test_record_sink import FAST_GROUP, Message, handled, records_until
-from tests.unit.records.factories import alert, control, wire
+from tests.unit.sink.pipeline_records.factories import alert, control, wire
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from agentaudit.broker import ensure_topics
-from agentaudit.records.rows import RECORD_TABLES
-from agentaudit.records.sink import RecordSink, run_record_sink
 from agentaudit.settings import Settings
+from agentaudit.sink.pipeline_records.rows import RECORD_TABLES
+from agentaudit.sink.pipeline_records.sink import RecordSink, run_record_sink
 from agentaudit.sink.worker import SinkWorker
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
@@ -23,7 +23,7 @@ from agentaudit_schemas.records import ControlAction
 from tests.factories import event_dict
 from tests.factories import wire as event_wire
 from tests.integration.helpers import produce_raw, scalar, sink_until
-from tests.unit.records.factories import alert, control, drift, transition, wire
+from tests.unit.sink.pipeline_records.factories import alert, control, drift, transition, wire
 
 pytestmark = pytest.mark.integration
 

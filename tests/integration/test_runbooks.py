@@ -24,9 +24,9 @@ from typing import Any
 import orjson
 import pytest
 
-from agentaudit.records.processor import RecordProcessor
-from agentaudit.records.rows import RECORD_TABLES
 from agentaudit.settings import Settings
+from agentaudit.sink.pipeline_records.routing import RecordProcessor
+from agentaudit.sink.pipeline_records.rows import RECORD_TABLES
 from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
 from agentaudit.store import ClickHouseStore, open_store

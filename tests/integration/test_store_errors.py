@@ -254,8 +254,8 @@ async def test_a_record_sink_the_store_refuses_stops_the_worker_with_one_line(
 ) -> None:
     """The record sink ran as a task nobody watched: had the store refused its batch, events
     would have flowed on while alerts silently stopped being stored."""
-    from tests.unit.records.factories import alert
-    from tests.unit.records.factories import wire as record_wire
+    from tests.unit.sink.pipeline_records.factories import alert
+    from tests.unit.sink.pipeline_records.factories import wire as record_wire
 
     await ensure_topics(settings)
     await produce_raw(settings, [(b"acme", record_wire(alert()))], topic=settings.alerts_topic)

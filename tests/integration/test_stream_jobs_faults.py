@@ -42,9 +42,9 @@ from aiokafka.partitioner import murmur2
 
 from agentaudit.broker import ensure_topics
 from agentaudit.control_plane import publish_budgets
-from agentaudit.records.sink import RecordSink
 from agentaudit.settings import Settings
 from agentaudit.sink.faults import CRASH_EXIT_CODE
+from agentaudit.sink.pipeline_records.sink import RecordSink
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from agentaudit_schemas.budgets import Budget, BudgetScope, WindowKind

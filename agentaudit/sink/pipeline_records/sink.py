@@ -18,16 +18,20 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from agentaudit.records.processor import DEAD_LETTERS_TABLE, RecordBatch, RecordProcessor
-from agentaudit.records.recovery import RecordRecovery, recover_records
-from agentaudit.records.rows import OFFSETS_COLUMNS, OFFSETS_TABLE, RECORD_TABLES
 from agentaudit.settings import Settings
 from agentaudit.sink.base import Fault, PartitionSink, Start, no_fault, run_sink
+from agentaudit.sink.pipeline_records.recovery import RecordRecovery, recover_records
+from agentaudit.sink.pipeline_records.routing import (
+    DEAD_LETTERS_TABLE,
+    RecordBatch,
+    RecordProcessor,
+)
+from agentaudit.sink.pipeline_records.rows import OFFSETS_COLUMNS, OFFSETS_TABLE, RECORD_TABLES
 from agentaudit.sink.processor import DlqRecord
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, Source
 from agentaudit.store.protocol import Store
 
-log = logging.getLogger("agentaudit.records")
+log = logging.getLogger("agentaudit.sink.pipeline_records")
 
 FaultHook = Fault
 """Called at `mid_batch`, `before_insert`, `between_inserts`, `after_insert`; tests raise to

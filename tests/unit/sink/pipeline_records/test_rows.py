@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agentaudit.records.rows import (
+from agentaudit.sink.pipeline_records.rows import (
     ALERTS,
     BREAKER_TRANSITIONS,
     CONTROL,
@@ -21,7 +21,7 @@ from agentaudit.records.rows import (
 from agentaudit.sink.rows import Source
 from agentaudit.store.migrations import default_directory, discover, statements
 from agentaudit_schemas.records import Scope
-from tests.unit.records.factories import AT, alert, control, drift, transition, wire
+from tests.unit.sink.pipeline_records.factories import AT, alert, control, drift, transition, wire
 
 SRC = Source("alerts", 2, 17, 1_700_000_000_000, b"acme")
 

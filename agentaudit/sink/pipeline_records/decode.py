@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import orjson
 from pydantic import Field, TypeAdapter, ValidationError
 
-from agentaudit.records.rows import Record
 from agentaudit.sink.decode import Reason, Rejected, _detail  # one wording for both sinks
+from agentaudit.sink.pipeline_records.rows import Record
 from agentaudit_schemas.events import MAX_EVENT_BYTES
 from agentaudit_schemas.records import (
     HEARTBEAT_KEY_PREFIX,

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentaudit.records.processor import DEAD_LETTERS_TABLE, TopicPartitionKey
-from agentaudit.records.rows import OFFSETS_TABLE, RECORD_TABLES
 from agentaudit.sink.logguard import Anchor
+from agentaudit.sink.pipeline_records.routing import DEAD_LETTERS_TABLE, TopicPartitionKey
+from agentaudit.sink.pipeline_records.rows import OFFSETS_TABLE, RECORD_TABLES
 from agentaudit.sink.recovery import ANCHOR_PREFIX_BYTES
 from agentaudit.store.protocol import Store
 

@@ -29,11 +29,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentaudit.records.decode import Parsed, Tombstone, decode_record, hints
-from agentaudit.records.rows import RECORD_TABLES, Record
 from agentaudit.sink.deadletter import keep
 from agentaudit.sink.decode import Reason, Rejected
 from agentaudit.sink.dedup import RecentIds
+from agentaudit.sink.pipeline_records.decode import Parsed, Tombstone, decode_record, hints
+from agentaudit.sink.pipeline_records.rows import RECORD_TABLES, Record
 from agentaudit.sink.processor import DlqRecord
 from agentaudit.sink.rows import Source, dead_letter_row
 from agentaudit_sdk.clock import UtcNow, utc_now

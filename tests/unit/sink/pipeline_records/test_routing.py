@@ -8,11 +8,15 @@ from typing import Any
 import orjson
 import pytest
 
-from agentaudit.records.decode import MAX_RECORD_BYTES
-from agentaudit.records.processor import DEAD_LETTERS_TABLE, RecordBatch, RecordProcessor
-from agentaudit.records.rows import ALERTS, DRIFT_SCORES, RECORD_TABLES
+from agentaudit.sink.pipeline_records.decode import MAX_RECORD_BYTES
+from agentaudit.sink.pipeline_records.routing import (
+    DEAD_LETTERS_TABLE,
+    RecordBatch,
+    RecordProcessor,
+)
+from agentaudit.sink.pipeline_records.rows import ALERTS, DRIFT_SCORES, RECORD_TABLES
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, Source
-from tests.unit.records.factories import alert, control, drift, transition, wire
+from tests.unit.sink.pipeline_records.factories import alert, control, drift, transition, wire
 
 FIXED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
