@@ -49,7 +49,7 @@ from stream_jobs.delivery import Hole
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.pins import parse_pin_key
 from stream_jobs.heartbeat import HeartbeatPublisher
-from stream_jobs.processor import Record, StreamJobs
+from stream_jobs.jobs import Record, StreamJobs
 from stream_jobs.runtime import make_app, source_topic
 
 log = logging.getLogger("agentaudit.stream_jobs")

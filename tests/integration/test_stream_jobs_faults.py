@@ -51,7 +51,7 @@ from agentaudit_schemas.budgets import Budget, BudgetScope, WindowKind
 from agentaudit_schemas.events import parse_event
 from agentaudit_schemas.pricing import PricingTable, load_pricing
 from agentaudit_schemas.records import Alert, BreakerTransition, ControlMessage
-from stream_jobs.processor import Record, StreamJobs
+from stream_jobs.jobs import Record, StreamJobs
 from stream_jobs.spend.readout import applied_position, spend_cells
 from stream_jobs.spend.windows import Calendar, window_at
 from tests.conftest import settings_env

@@ -10,7 +10,7 @@ from agentaudit_schemas.events import parse_event
 from agentaudit_schemas.pricing import current_pricing
 from agentaudit_schemas.records import Alert
 from stream_jobs.alert_kinds import ALERT_KINDS
-from stream_jobs.processor import StreamJobs
+from stream_jobs.jobs import StreamJobs
 from tests.factories import event_dict, wire
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)

@@ -15,7 +15,7 @@ from agentaudit_schemas.events import parse_event
 from agentaudit_schemas.pricing import load_pricing
 from agentaudit_schemas.records import Alert
 from stream_jobs.delivery import DeliveryFence, Hole
-from stream_jobs.processor import Record, StreamJobs
+from stream_jobs.jobs import Record, StreamJobs
 from stream_jobs.spend.readout import tenant_totals
 from tests.factories import event_dict, wire
 from tests.unit.stream_jobs.spend.factory import budget, utc

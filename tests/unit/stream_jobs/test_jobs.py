@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agentaudit_schemas.pricing import load_pricing
-from stream_jobs.processor import StreamJobs
+from stream_jobs.jobs import StreamJobs
 from tests.factories import event_dict, wire
 
 NOW = datetime(2026, 11, 2, 12, tzinfo=UTC)
