@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Self
 from uuid_utils import uuid7
 
 from agentaudit_sdk.api import BaseClient
+from agentaudit_sdk.background import Worker
 from agentaudit_sdk.backoff import Backoff
 from agentaudit_sdk.clock import SYSTEM_CLOCK, TimeSource
 from agentaudit_sdk.context import CURRENT
@@ -33,7 +34,6 @@ from agentaudit_sdk.pipeline import STEP_TYPES, EventEncoder
 from agentaudit_sdk.spool_memory import MemorySpool, SpoolBackend
 from agentaudit_sdk.stats import ClientStats, Counters, WarnLimiter
 from agentaudit_sdk.transport import Transport
-from agentaudit_sdk.worker import Worker
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
