@@ -3,13 +3,15 @@
     import agentaudit_sdk
 
     audit = agentaudit_sdk.get_client()          # no-op until configured: safe at import time
-    agentaudit_sdk.configure(tenant_id="acme", agent_id="support-bot")   # from AGENTAUDIT_* settings
+    # tenant and agent given here; the rest from AGENTAUDIT_* settings
+    agentaudit_sdk.configure(tenant_id="acme", agent_id="support-bot")
 
     with audit.bind(user_id="u-42", session_id="s-1"):
         with audit.run(goal="answer the ticket") as run:
             with audit.llm_call("openai", "gpt-4o", content_prompt=prompt) as call:
                 reply = llm(prompt)
-                call.record({"input_tokens": 812, "output_tokens": 95}, response_model="gpt-4o-2024-08-06")
+                usage = {"input_tokens": 812, "output_tokens": 95}
+                call.record(usage, response_model="gpt-4o-2024-08-06")
             with audit.tool_call("zendesk", "update_ticket", {"id": 7}, side_effect="write"):
                 update_ticket(7)
     audit.flush(5)

@@ -61,6 +61,11 @@ class ActionScope(_Scope):
         """The action's id in the trail: its span id (set once the scope is entered)."""
         return self.span_id
 
+    @property
+    def parent_span_id(self) -> str | None:
+        """The span the action hangs under (the enclosing run's, usually; set once entered)."""
+        return self._parent.span_id
+
     def _child(self) -> dict[str, Any]:
         # explicit, so a decision recorded from another task or thread still names the action
         return {"trace_id": self.trace_id, "parent_span_id": self.span_id}
@@ -105,21 +110,23 @@ class ActionScope(_Scope):
     def execute(self) -> ActionExecution:
         """`with act.execute():` — run the tool; emits the action's `tool_call` on exit.
         Entering raises `Blocked` if the kill switch blocks the agent or this tool."""
-        return ActionExecution(self)
+        return ActionExecution(
+            self, self._client, self._args, self._side_effect, self._idempotency_key
+        )
 
 
 class ActionExecution(ToolCallScope):
     """The execution of an action: a tool call whose span is the action's own."""
 
-    def __init__(self, action: ActionScope) -> None:
-        super().__init__(
-            action._client,
-            action.tool,
-            action.action,
-            action._args,
-            action._side_effect,
-            action._idempotency_key,
-        )
+    def __init__(
+        self,
+        action: ActionScope,
+        client: Emitter,
+        args: Any,
+        side_effect: str,
+        idempotency_key: str | None,
+    ) -> None:
+        super().__init__(client, action.tool, action.action, args, side_effect, idempotency_key)
         self._action = action
 
     def _new_span_id(self) -> str:
@@ -134,5 +141,5 @@ class ActionExecution(ToolCallScope):
         return {
             "trace_id": self._action.trace_id,
             "span_id": self._action.span_id,
-            "parent_span_id": self._action._parent.span_id,
+            "parent_span_id": self._action.parent_span_id,
         }

@@ -32,7 +32,8 @@ class BaseClient(ABC):
 
     @abstractmethod
     def emit(self, type: str, payload: Mapping[str, Any], **envelope: Any) -> None:
-        """Queue one event of `type`; never blocks, never raises. `envelope` overrides bound fields."""
+        """Queue one event of `type`; never blocks, never raises. `envelope` overrides bound
+        fields."""
 
     @abstractmethod
     def emit_event(self, event: BaseModel) -> None:
@@ -70,6 +71,7 @@ class BaseClient(ABC):
     def check(self, tool: str | None = None) -> None:
         """Raise `agentaudit_sdk.Blocked` if the kill switch blocks work (or calls to `tool`) in the
         bound context. The helpers call it before the work starts; no-op without a pipeline."""
+        return None  # deliberately not abstract: the no-op client blocks nothing
 
     def check_request(
         self,
@@ -192,7 +194,8 @@ class BaseClient(ABC):
         reason: str | None = None,
         **envelope: Any,
     ) -> None:
-        """Emit `policy_decision` (decision ∈ ALLOW, DENY, REQUIRE_APPROVAL, ALLOW_WITH_CONSTRAINTS)."""
+        """Emit `policy_decision` (decision ∈ ALLOW, DENY, REQUIRE_APPROVAL,
+        ALLOW_WITH_CONSTRAINTS)."""
         payload = {
             "rule_id": rule_id,
             "decision": decision,
@@ -226,7 +229,8 @@ class BaseClient(ABC):
     def guardrail_triggered(
         self, guardrail: str, action: str, score: float, **envelope: Any
     ) -> None:
-        """Emit `guardrail_triggered` (guardrail ∈ prompt_injection, pii, token_flood, output_policy)."""
+        """Emit `guardrail_triggered` (guardrail ∈ prompt_injection, pii, token_flood,
+        output_policy)."""
         self.emit(
             "guardrail_triggered",
             {"guardrail": guardrail, "action": action, "score": score},

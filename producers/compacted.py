@@ -3,7 +3,8 @@
 An aiokafka consumer with no group assigns every partition of its topics and reads them from
 the beginning: the latest record per key is the state (what compaction keeps), a record with
 an empty value (a tombstone) deletes its key. Used by the SDK's kill-switch listener
-(`agentaudit_sdk.control_listener`), the CLI (`agentaudit.control_plane`, `agentaudit.goldsets_plane`)
+(`agentaudit_sdk.control_listener`), the CLI (`agentaudit.control_plane`,
+`agentaudit.goldsets_plane`)
 and the stream jobs' budget and pin followers (`stream_jobs.app`).
 
 "The end" is judged per partition from the high watermark that fetch responses carry, not
@@ -146,7 +147,7 @@ class CompactedReader:
             # attribute, pinned version; without it, nothing worse than the leak happens).
             with contextlib.suppress(BaseException):
                 async with asyncio.timeout(self._close_timeout_s):
-                    await consumer._client.close()
+                    await consumer._client.close()  # noqa: SLF001 - aiokafka: see above
 
     async def read_to_end(self, on_record: OnRecord, timeout_s: float) -> None:
         """Read until every assigned partition is at its end; `EndNotReached` after

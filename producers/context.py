@@ -59,7 +59,8 @@ class Bound:
     run: RunState | None = None
 
     def with_fields(self, fields: Mapping[str, Any]) -> Bound:
-        """A copy with `fields` merged in: `None` leaves a field as bound, attributes merge by key."""
+        """A copy with `fields` merged in: `None` leaves a field as bound, attributes merge by
+        key."""
         merged = dict(self.fields)
         for key, value in fields.items():
             if value is None:

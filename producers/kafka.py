@@ -149,7 +149,8 @@ class KafkaTransport:
             )
             await self._abort(futures, reason)
             raise TransportUnavailable(
-                f"{len(pending) + len(failures)} of {len(records)} records not acknowledged: {reason!r}"
+                f"{len(pending) + len(failures)} of {len(records)} records not "
+                f"acknowledged: {reason!r}"
             ) from reason
 
     async def close(self) -> None:
@@ -180,9 +181,10 @@ class KafkaTransport:
         # change, fall back to a plain bounded stop().
         try:
             async with asyncio.timeout(self._close_timeout_s):
-                await producer._sender.close()
+                await producer._sender.close()  # noqa: SLF001 - aiokafka has no abort()
                 await producer.client.close()
-                producer._closed = True  # what stop() would set; silences "Unclosed" on GC
+                # what stop() would set; silences "Unclosed" on GC
+                producer._closed = True  # noqa: SLF001 - aiokafka's own flag
         except Exception:  # noqa: BLE001 - any surprise in the internals: fall back to stop()
             await self._stop(producer)
 

@@ -120,4 +120,4 @@ class EventEncoder:
                 f"{data.get('type')} event {data.get('event_id')} is {len(wire)} bytes, "
                 f"over MAX_EVENT_BYTES={MAX_EVENT_BYTES}"
             )
-        return event.tenant_id.encode(), wire  # type: ignore[attr-defined]
+        return event.tenant_id.encode(), wire

@@ -87,7 +87,8 @@ def get_client() -> BaseClient:
 def configure(
     client: BaseClient | None = None, *, settings: SdkSettings | None = None, **options: Any
 ) -> BaseClient:
-    """Install `client`, or build one with `Client.from_settings(settings or SdkSettings(), **options)`.
+    """Install `client`, or build one with
+    `Client.from_settings(settings or SdkSettings(), **options)`.
 
     Returns the installed client. A previously installed client is not shut down here (it may
     still be in use); it flushes at exit. `configure(NoOpClient())` turns emitting off again.

@@ -23,7 +23,8 @@ class ClientStats:
     - dropped_closed: emitted after `shutdown()`.
     - dropped_at_shutdown: still in an in-memory spool when the client shut down.
     - invalid: failed contract validation or exceeded MAX_EVENT_BYTES (see `recent_errors`).
-    - queue_depth / spool_depth: events waiting now; spool_torn: torn or corrupt spool tails skipped.
+    - queue_depth / spool_depth: events waiting now; spool_torn: torn or corrupt spool tails
+      skipped.
     """
 
     enqueued: int = 0

@@ -166,9 +166,10 @@ def _hook(
     if getattr(c, _MARK, False):
         raise ValueError("this client is already instrumented")
     for resource, api in resources:
-        post = resource._post
+        # every request of a Stainless resource (openai, anthropic) goes through its `_post`
+        post = resource._post  # noqa: SLF001 - the SDK's one request path
         wrap = wrap_apost if inspect.iscoroutinefunction(post) else wrap_post
-        resource._post = wrap(post, api, rec)
+        resource._post = wrap(post, api, rec)  # noqa: SLF001 - the SDK's one request path
     copy = c.copy
 
     def copied(*args: Any, **kwargs: Any) -> Any:  # with_options(...) is an alias of copy

@@ -211,7 +211,7 @@ class Call:
     def _hook_sync(self, stream: Any) -> None:
         # The Stainless Stream iterates `self._iterator` in __iter__ and __next__: replacing it
         # keeps the very object (type, attributes, `response`, context manager) the SDK made.
-        stream._iterator = _observe(stream._iterator, self)
+        stream._iterator = _observe(stream._iterator, self)  # noqa: SLF001 - see above
         close = stream.close
 
         def closed() -> None:  # closed before the end (`with` / `close()`): record what we saw
@@ -223,7 +223,7 @@ class Call:
         stream.close = closed
 
     def _hook_async(self, stream: Any) -> None:
-        stream._iterator = _aobserve(stream._iterator, self)
+        stream._iterator = _aobserve(stream._iterator, self)  # noqa: SLF001 - as in _hook_sync
         close = stream.close
 
         async def closed() -> None:
