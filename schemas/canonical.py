@@ -48,5 +48,6 @@ def canonical_bytes(event: BaseModel) -> bytes:
 
 
 def chain_hash(prev_hash: str, canonical: bytes) -> str:
-    """`row_hash = SHA-256(prev_hash ‖ canonical bytes)`, hex; `prev_hash` is the previous row's hex hash."""
+    """`row_hash = SHA-256(prev_hash ‖ canonical bytes)`, hex; `prev_hash` is the previous row's hex
+    hash."""
     return hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()

@@ -101,7 +101,8 @@ def _occurred_at(value: datetime) -> datetime:
     years 1 and 9999 (an OverflowError would escape validation)."""
     if not OCCURRED_AT_MIN.year <= value.year < OCCURRED_AT_END.year:
         raise ValueError(
-            f"occurred_at year {value.year} outside {OCCURRED_AT_MIN.year}-{OCCURRED_AT_END.year - 1}"
+            f"occurred_at year {value.year} outside "
+            f"{OCCURRED_AT_MIN.year}-{OCCURRED_AT_END.year - 1}"
         )
     value = _utc(value)
     if not OCCURRED_AT_MIN <= value < OCCURRED_AT_END:

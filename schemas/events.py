@@ -6,7 +6,7 @@ union type producers build.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
 
@@ -154,9 +154,9 @@ EVENT_ADAPTER: TypeAdapter[TraceEvent] = TypeAdapter(TraceEvent)
 
 def parse_event(data: bytes | str) -> Envelope:
     """Validate wire JSON into its event model; raises `pydantic.ValidationError` when invalid."""
-    return EVENT_ADAPTER.validate_json(data)  # type: ignore[return-value]
+    return EVENT_ADAPTER.validate_json(data)
 
 
-def event_from_dict(data: dict) -> Envelope:
+def event_from_dict(data: dict[str, Any]) -> Envelope:
     """Validate a Python mapping (as the SDK builds it) into its event model."""
-    return EVENT_ADAPTER.validate_python(data)  # type: ignore[return-value]
+    return EVENT_ADAPTER.validate_python(data)

@@ -1,7 +1,7 @@
 """Export the event contract as a versioned JSON Schema, and check the committed copy is current.
 
     python -m agentaudit_schemas.export           # (re)write schemas/jsonschema/trace-event.v1.json
-    python -m agentaudit_schemas.export --check   # exit 1 if the committed file differs from the models
+    python -m agentaudit_schemas.export --check   # exit 1 if the committed file is not current
 
 The output is deterministic (sorted keys, two-space indent, UTF-8, trailing newline), so the
 committed file changes exactly when the contract does and a stale copy fails CI.
@@ -55,7 +55,8 @@ def trace_event_schema() -> dict[str, Any]:
         "title": "agentaudit trace event",
         "description": (
             "One event an agent emits to agentaudit.events.v1: the common envelope plus a "
-            "payload selected by `type`. Generated from agentaudit_schemas.events; do not edit by hand."
+            "payload selected by `type`. Generated from agentaudit_schemas.events; do not "
+            "edit by hand."
         ),
         "version": SCHEMA_VERSION,
         **schema,

@@ -1,4 +1,5 @@
-"""Payload models, one per event type. Names follow OpenTelemetry GenAI attributes where one exists."""
+"""Payload models, one per event type. Names follow OpenTelemetry GenAI attributes where one
+exists."""
 
 from __future__ import annotations
 

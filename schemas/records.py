@@ -141,7 +141,8 @@ class BreakerTransition(StrictModel):
     from_state: BreakerState
     to_state: BreakerState
     signal: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    """What moved it: error_rate, loop, cost_velocity, token_flood, cooldown, probe_ok, probe_failed."""
+    """What moved it: error_rate, loop, cost_velocity, token_flood, cooldown, probe_ok,
+    probe_failed."""
     observed: float
     threshold: float
     at: UtcDatetime
@@ -154,7 +155,8 @@ class DriftScore(StrictModel):
     agent_id: Slug | Literal[""] = ""
     """The agent whose results or behaviour were tested; "" when the score is not per agent."""
     subject: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    """What drifted: `goldset:<id>/<metric>` or `behaviour:<agent>/tool_mix`, `…/tokens_per_call`, …"""
+    """What drifted: `goldset:<id>/<metric>` or `behaviour:<agent>/tool_mix`,
+    `…/tokens_per_call`, …"""
     agent_version: str = ""
     model: str = ""
     test: Literal["ks", "psi", "chi2", "binomial", "fisher"]
