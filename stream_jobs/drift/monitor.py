@@ -24,8 +24,8 @@ from stream_jobs.drift.behaviour import AgentBehaviour
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.eval_drift import EvalWindows
 from stream_jobs.drift.model_version import ModelVersionTracker
+from stream_jobs.drift.outputs import behaviour_alert, drift_score, eval_alert, eval_scores
 from stream_jobs.drift.pins import PinRegistry
-from stream_jobs.drift.records import behaviour_alert, drift_score, eval_alert, eval_scores
 
 STATE_VERSION = 1
 MAX_OPEN_WINDOWS = 48

@@ -20,7 +20,7 @@ from stream_jobs.drift import (
 )
 from stream_jobs.drift.eval_drift import EvalWindows
 from stream_jobs.drift.monitor import DriftOutput
-from stream_jobs.drift.records import drift_score
+from stream_jobs.drift.outputs import drift_score
 from stream_jobs.drift.stattests import TestResult as Result
 from stream_jobs.scenarios.drift_suite import behaviour_trial
 from stream_jobs.scenarios.events import make_event
