@@ -101,6 +101,7 @@ def store_exists(settings: Settings) -> bool:
         return (settings.store_dir / "metadata" / "agentaudit" / "schema_migrations.sql").exists()
     with open_store(settings) as store:
         rows = store.query(
-            "SELECT count() FROM system.tables WHERE database = 'agentaudit' AND name = 'schema_migrations'"
+            "SELECT count() FROM system.tables "
+            "WHERE database = 'agentaudit' AND name = 'schema_migrations'"
         ).result_rows
     return bool(rows and rows[0][0])

@@ -111,15 +111,10 @@ def measure(rows: int = 50_000, runs: int = 3) -> dict[str, float]:
 def _run(
     store: Any, session: Any, columns: list[list[Any]], names: list[str], runs: int, timed: Any
 ) -> None:
-    client = store._client  # bench-only peek at the clickhouse-connect client
     statement = f"INSERT INTO agentaudit.events ({', '.join(names)})"
 
     def encode() -> bytes:
-        ctx = client.create_insert_context(
-            "agentaudit.events", names, data=columns, column_oriented=True
-        )
-        native = b"".join(client._transform.build_insert(ctx))
-        return native[native.index(b"FORMAT Native\n") + len(b"FORMAT Native\n") :]
+        return bytes(store.encode("agentaudit.events", columns, names))
 
     def send(native: bytes) -> None:
         inserter = session.send_insert(statement, "Native")

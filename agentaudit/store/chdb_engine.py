@@ -43,6 +43,10 @@ _ERRORS_SQL = (
 )
 
 
+ErrorCounts = dict[int, tuple[int, str, str, bool]]
+"""code → (times raised, name, last message, last raised by a query), from `system.errors`."""
+
+
 class EngineError(Exception):
     """A ClickHouse exception from chDB, with its numeric code and the server-style text."""
 
@@ -83,6 +87,8 @@ class ChdbEngine:
         self._database: str | None = None  # None: unknown, `USE` before the next call
         self._restore: dict[str, str] = {}
         self._closed = False
+        self._counts_after: ErrorCounts | None = None
+        """`system.errors` right after the last call, if it was an insert (see `insert`)."""
         try:
             self._session = chdb.session.Session(str(path))
         except CHDB_ERRORS as exc:
@@ -117,7 +123,7 @@ class ChdbEngine:
         database: str,
         settings: Mapping[str, str],
     ) -> Outcome:
-        """Run one statement whose output format is `fmt` (its own FORMAT clause, or the default)."""
+        """Run one statement whose output format is `fmt` (its FORMAT clause, or the default)."""
         start = time.perf_counter_ns()
         with self._scope(database, settings):
             try:
@@ -170,8 +176,11 @@ class ChdbEngine:
     ) -> Outcome:
         """Stream `chunks` of `fmt`-encoded data into `statement` (an INSERT without FORMAT)."""
         start = time.perf_counter_ns()
-        with self._scope(database, settings):
-            before = self._error_counts()
+        with self._scope(database, settings) as previous:
+            # The counts after the previous call, when that was an insert that succeeded: no
+            # statement ran since (every call goes through `_scope`), so they are still the
+            # counts before this one. Saves one `system.errors` query (1.5-6 ms) per insert.
+            before = previous if previous is not None else self._error_counts()
             try:
                 inserter = self._session.send_insert(statement, fmt)
             except CHDB_ERRORS as exc:
@@ -185,7 +194,7 @@ class ChdbEngine:
                 if isinstance(exc, CHDB_ERRORS):
                     raise EngineError.wrap(exc) from None
                 raise
-            self._raise_swallowed(before)
+            self._counts_after = self._raise_swallowed(before)
         return Outcome(
             b"",
             {
@@ -197,21 +206,22 @@ class ChdbEngine:
             },
         )
 
-    def _error_counts(self) -> dict[int, tuple[int, str, str, bool]]:
+    def _error_counts(self) -> ErrorCounts:
         """code → (times raised, name, last message, last raised by a query), `system.errors`."""
         try:
             result = self._session.query(_ERRORS_SQL, "JSONCompactEachRow")
         except CHDB_ERRORS as exc:
             raise EngineError.wrap(exc) from None
-        counts: dict[int, tuple[int, str, str, bool]] = {}
+        counts: ErrorCounts = {}
         for line in result.bytes().splitlines():
             # Messages may quote the data (any bytes); ClickHouse does not re-encode them.
             code, value, name, message, in_query = json.loads(line.decode("utf-8", "replace"))
             counts[int(code)] = (int(value), name, message, bool(in_query))
         return counts
 
-    def _raise_swallowed(self, before: Mapping[int, tuple[int, str, str, bool]]) -> None:
-        """Raise the error an insert hit after chDB's `finish()` reported success.
+    def _raise_swallowed(self, before: ErrorCounts) -> ErrorCounts:
+        """Raise the error an insert hit after chDB's `finish()` reported success; else
+        return the counts now.
 
         chDB 4.4's streaming insert drops exceptions thrown while the parsed blocks are
         written (a materialized view that throws, a CHECK constraint, error 252 "too many
@@ -220,13 +230,14 @@ class ChdbEngine:
         `_lock`, so a count that grew during the insert, last raised by a query (background
         merges run without one), is the insert's own failure.
         """
+        now = self._error_counts()
         grown = [
             (code, name, message)
-            for code, (value, name, message, in_query) in sorted(self._error_counts().items())
+            for code, (value, name, message, in_query) in sorted(now.items())
             if in_query and value > before.get(code, (0, "", "", False))[0]
         ]
         if not grown:
-            return
+            return now
         code, name, message = grown[0]
         others = f" (and {len(grown) - 1} more error(s))" if len(grown) > 1 else ""
         raise EngineError(
@@ -236,9 +247,14 @@ class ChdbEngine:
         )
 
     @contextmanager
-    def _scope(self, database: str, settings: Mapping[str, str]) -> Iterator[None]:
-        """Hold the session with `database` current and `settings` applied, then restore them."""
+    def _scope(self, database: str, settings: Mapping[str, str]) -> Iterator[ErrorCounts | None]:
+        """Hold the session with `database` current and `settings` applied, then restore them.
+
+        Yields `system.errors` as the previous call left them if it was a successful insert
+        (None otherwise: any other statement may have raised and counted errors).
+        """
         with self._lock:
+            previous, self._counts_after = self._counts_after, None
             if self._closed:
                 raise EngineError(
                     NETWORK_ERROR,
@@ -246,6 +262,7 @@ class ChdbEngine:
                     "reconnect to its next owner. (NETWORK_ERROR)",
                 )
             if database != self._database:
+                previous = None  # a statement ran in between
                 self._run(f"USE `{database.replace('`', '``')}`")
                 self._database = database
             changed = {k: v for k, v in settings.items() if self._values.get(k) != v}
@@ -261,8 +278,10 @@ class ChdbEngine:
                 for name, value in changed.items():
                     self._run(f"SET {_ident(name)} = {_literal(value)}")
                     applied.append(name)
-                yield
+                yield None if applied else previous
             finally:
+                if applied:  # statements run after the call: its counts are not the next's
+                    self._counts_after = None
                 for name in applied:
                     self._run(f"SET {name} = {self._restore.get(name, 'DEFAULT')}")
 

@@ -1,4 +1,4 @@
-"""`ClickHouseStore`: the `Store` protocol on clickhouse-connect, for a server or the embedded store.
+"""`ClickHouseStore`: the `Store` protocol on clickhouse-connect, for a server or embedded chDB.
 
 Errors are classified by ClickHouse error code only (the message text is for people):
 mistakes in the SQL or the data become `BadQuery`, anything that retrying or fixing the
@@ -25,8 +25,10 @@ from clickhouse_connect.driver.exceptions import (
     ProgrammingError,
 )
 from clickhouse_connect.driver.httputil import default_pool_manager
+from clickhouse_connect.driver.transform import NativeTransform
 
 from agentaudit.errors import BadQuery, StoreUnavailable
+from agentaudit.store.column_types import ColumnTypes
 from agentaudit.store.protocol import QueryResult
 
 T = TypeVar("T")
@@ -109,10 +111,13 @@ class Endpoint:
     secure: bool
     compress: bool = True
     direct: bool = False  # loopback: ignore HTTP(S)_PROXY from the environment
+    embedded: bool = False
+    """The embedded chDB store's server: it ignores `insert_deduplication_token`."""
 
     @classmethod
     def from_url(cls, url: str) -> Endpoint:
-        """Parse `http[s]://user:password@host:port/database` (user, password, database optional)."""
+        """Parse `http[s]://user:password@host:port/database` (user, password, database
+        optional)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise StoreUnavailable(
@@ -232,6 +237,10 @@ class ClickHouseStore:
         self, endpoint: Endpoint, *, connect_timeout: float = 10, timeout: float = 300
     ) -> None:
         self._where = endpoint.describe()
+        # chDB ignores the token; sending it only cost a SET and its restore per insert.
+        # Exactly once never relied on it: the sink recovers its positions from the store.
+        self._dedup_tokens = not endpoint.embedded
+        self._types = ColumnTypes()
         with self._errors():
             self._client = clickhouse_connect.get_client(
                 host=endpoint.host,
@@ -294,7 +303,10 @@ class ClickHouseStore:
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         """Run DDL or a statement with a small result (a scalar, a row, or a summary)."""
-        return self._call(self._client.command, sql, parameters=parameters)
+        try:
+            return self._call(self._client.command, sql, parameters=parameters)
+        finally:
+            self._types.statement_ran(sql)
 
     def insert(
         self,
@@ -304,16 +316,48 @@ class ClickHouseStore:
         *,
         dedup_token: str | None = None,
     ) -> None:
-        """Insert column-oriented data as one INSERT; `dedup_token` lets a server drop a retry."""
-        settings = INSERT_SETTINGS | (
-            {"insert_deduplication_token": dedup_token} if dedup_token else {}
-        )
+        """Insert column-oriented data as one INSERT; `dedup_token` lets a server drop a retry.
+
+        Column types are asked once per table and column list (`ColumnTypes`), not per insert.
+        """
+        token = dedup_token if dedup_token and self._dedup_tokens else None
+        settings = INSERT_SETTINGS | ({"insert_deduplication_token": token} if token else {})
+        names = list(column_names)
+        try:
+            with self._errors():
+                types = self._types.get(table, names, self._describe)
+                context = self._client.create_insert_context(
+                    table,
+                    names,
+                    data=columns,
+                    column_oriented=True,
+                    settings=settings,
+                    column_types=types,
+                )
+                _check_uuids(context.column_names, context.column_types, columns)
+                self._client.data_insert(context)
+        except Exception:
+            self._types.forget(table)  # it may have been altered: ask its types again
+            raise
+
+    def encode(
+        self, table: str, columns: Sequence[Sequence[Any]], column_names: Sequence[str]
+    ) -> bytes:
+        """The Native data `insert` would send for these columns (benchmarks time it alone)."""
+        names = list(column_names)
         with self._errors():
+            types = self._types.get(table, names, self._describe)
             context = self._client.create_insert_context(
-                table, list(column_names), data=columns, column_oriented=True, settings=settings
+                table, names, data=columns, column_oriented=True, column_types=types
             )
-            _check_uuids(context.column_names, context.column_types, columns)
-            self._client.data_insert(context)
+        native = b"".join(NativeTransform.build_insert(context))
+        _, found, data = native.partition(b"FORMAT Native\n")
+        return data if found else native
+
+    def _describe(self, table: str, names: list[str]) -> list[Any]:
+        """The ClickHouse types of `names` in `table`, as clickhouse-connect finds them."""
+        context = self._client.create_insert_context(table, names, settings=INSERT_SETTINGS)
+        return list(context.column_types)
 
     def ping(self) -> bool:
         return bool(self._client.ping())

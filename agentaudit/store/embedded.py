@@ -26,6 +26,11 @@ from agentaudit.store.chdb_http import ChdbHttpServer
 from agentaudit.store.client import INSERT_SETTINGS, Endpoint
 
 ENDPOINT_FILE = "store.endpoint.json"
+# clickhouse-connect sends this with every request when the server lets it be written
+# (`driver/_backend/orchestration.py`); `date_time_input_format=best_effort`, which it sends
+# too, is already chDB's default.
+CLIENT_SETTINGS = {"cast_string_to_dynamic_use_inference": "1"}
+SESSION_SETTINGS = INSERT_SETTINGS | CLIENT_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,19 @@ class Published:
     pid: int
 
     def endpoint(self) -> Endpoint:
-        """How clickhouse-connect reaches it: the token is the password; no compression on loopback."""
+        """How clickhouse-connect reaches it: the token is the password; no compression on
+        loopback."""
         host, _, port = self.url.removeprefix("http://").partition(":")
         return Endpoint(
-            host, int(port), "default", self.token, None, secure=False, compress=False, direct=True
+            host,
+            int(port),
+            "default",
+            self.token,
+            None,
+            secure=False,
+            compress=False,
+            direct=True,
+            embedded=True,
         )
 
 
@@ -124,9 +138,10 @@ class EmbeddedOwner:
                 f"endpoint; stop that process (or wait for it) and retry"
             )
         try:
-            # The session starts with the insert settings every client sends, so the engine
-            # need not change and restore them around each insert.
-            self._engine = ChdbEngine(store_dir, session_settings=INSERT_SETTINGS)
+            # The session starts with the settings every client sends (the insert settings,
+            # and what clickhouse-connect sends with each request), so the engine need not
+            # change and restore them around each call: 2 SET statements per call otherwise.
+            self._engine = ChdbEngine(store_dir, session_settings=SESSION_SETTINGS)
         except EngineError as exc:
             raise StoreUnavailable(
                 f"cannot open the embedded store {store_dir} ({exc.message}); chDB opens one data "

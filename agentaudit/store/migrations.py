@@ -132,7 +132,8 @@ def _checked(
         migration = by_version.get(version)
         if migration is None:
             raise MigrationError(
-                f"the store has migration {name}, which this agentaudit does not ship; upgrade agentaudit"
+                f"the store has migration {name}, which this agentaudit does not ship; "
+                "upgrade agentaudit"
             )
         if migration.checksum != checksum:
             raise MigrationError(
