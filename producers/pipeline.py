@@ -28,7 +28,7 @@ SDK_INFO = {"name": "agentaudit-python", "version": __version__}
 STEP_TYPES = frozenset({"llm_call", "tool_call"})
 """Event types counted as steps of the enclosing run."""
 
-Record = tuple[str, Mapping[str, Any], Bound, dict[str, Any], uuid_utils.UUID, int]
+QueuedEmit = tuple[str, Mapping[str, Any], Bound, dict[str, Any], uuid_utils.UUID, int]
 """What `emit` queues: (type, payload, bound context, envelope overrides, event id, epoch ns)."""
 WireRecord = tuple[bytes, bytes]
 """(Kafka key = tenant_id UTF-8, value = event JSON)."""
@@ -85,14 +85,14 @@ def redact_event(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class EventEncoder:
-    """Record → (key, wire bytes), or an exception (ValidationError, InvalidEvent, TypeError)."""
+    """QueuedEmit → (key, wire bytes); raises ValidationError, InvalidEvent or TypeError."""
 
     def __init__(self, defaults: Mapping[str, Any], *, redact: bool = True) -> None:
         self._defaults = {key: value for key, value in defaults.items() if value is not None}
         self._defaults["sdk"] = SDK_INFO
         self._redact = redact
 
-    def event_dict(self, record: Record) -> dict[str, Any]:
+    def event_dict(self, record: QueuedEmit) -> dict[str, Any]:
         """Client defaults < bound context < per-call overrides; ids and trace filled in."""
         kind, payload, bound, envelope, event_id, ns = record
         data = {**self._defaults, **bound.fields, **envelope}
@@ -109,7 +109,7 @@ class EventEncoder:
             data["parent_span_id"] = bound.span_id
         return data
 
-    def encode(self, item: Record | BaseModel) -> WireRecord:
+    def encode(self, item: QueuedEmit | BaseModel) -> WireRecord:
         data = item.model_dump() if isinstance(item, BaseModel) else self.event_dict(item)
         if self._redact:
             data = redact_event(data)

@@ -67,7 +67,7 @@ class AccessLogUnavailable(UserError):
 
 
 @dataclass(frozen=True)
-class Record:
+class AccessEntry:
     """One statement's entry in the access log (before it becomes events)."""
 
     statement: str
@@ -121,7 +121,7 @@ class AuditorGate(Generic[T]):
             stopped = stopped_by_limit(exc, self.limits, auditor_policy(()))
             error = stopped or exc
             reason = f"failed: {error}"
-        record = Record(statement, verdict, reason, counts, (self.clock() - start) * 1000)
+        record = AccessEntry(statement, verdict, reason, counts, (self.clock() - start) * 1000)
         self._record(auditor, channel, record)
         if verdict == "refused":
             raise BadQuery(reason) from error
@@ -146,7 +146,7 @@ class AuditorGate(Generic[T]):
             )
         return judged
 
-    def _record(self, auditor: Auditor, channel: str, record: Record) -> None:
+    def _record(self, auditor: Auditor, channel: str, record: AccessEntry) -> None:
         events = access_events(auditor, channel, record, self.now)
         try:
             self.publish(self.settings, events)
@@ -158,7 +158,7 @@ class AuditorGate(Generic[T]):
 
 
 def access_events(
-    auditor: Auditor, channel: str, record: Record, now: UtcNow = utc_now
+    auditor: Auditor, channel: str, record: AccessEntry, now: UtcNow = utc_now
 ) -> list[dict[str, Any]]:
     """One `auditor_query` event per tenant in the auditor's scope."""
     text = record.statement

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 
-class Record(Protocol):
+class ConsumedMessage(Protocol):
     """What the guard reads of a consumed message (aiokafka's ConsumerRecord has it)."""
 
     offset: int
@@ -48,11 +48,11 @@ class Anchor:
     value_prefix: bytes | None = None
 
     @classmethod
-    def of(cls, record: Record) -> Anchor:
+    def of(cls, record: ConsumedMessage) -> Anchor:
         """The exact message just read (a reference to its bytes, no copy)."""
         return cls(record.offset, timestamp_ms=record.timestamp, value_prefix=record.value or b"")
 
-    def matches(self, record: Record) -> bool:
+    def matches(self, record: ConsumedMessage) -> bool:
         data = record.value or b""
         if self.event_id is not None and self.event_id.lower().encode() not in data.lower():
             return False
@@ -90,7 +90,7 @@ class _Track:
 _DROP = Decision()
 
 
-def _deliver(track: _Track, records: Sequence[Record]) -> Decision:
+def _deliver(track: _Track, records: Sequence[ConsumedMessage]) -> Decision:
     track.expected = records[-1].offset + 1
     track.last = Anchor.of(records[-1])
     return Decision(records=records)
@@ -120,7 +120,7 @@ class LogGuard:
         """The worker began a new epoch and sought to the start of the new log."""
         self._tracks[partition] = _Track(expected=None, last=None)
 
-    def check(self, partition: int, records: Sequence[Record]) -> Decision:
+    def check(self, partition: int, records: Sequence[ConsumedMessage]) -> Decision:
         """Decide about a non-empty chunk fetched from `partition`, in offset order."""
         track = self._tracks.get(partition)
         if track is None:
@@ -141,7 +141,7 @@ class LogGuard:
             return Decision(seek=track.last.offset)
         return _deliver(track, records)
 
-    def _verify(self, track: _Track, records: Sequence[Record]) -> Decision | None:
+    def _verify(self, track: _Track, records: Sequence[ConsumedMessage]) -> Decision | None:
         """None when the anchor matched and reading goes on with the messages after it."""
         anchor = track.verifying
         assert anchor is not None
