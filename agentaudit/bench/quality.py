@@ -1,5 +1,5 @@
 """`agentaudit bench`'s detector tables (issue #4): quality on the labelled scenarios and the
-per-window cost of each test, from `stream_jobs.scenarios.bench.quality_report`."""
+per-window cost of each test, from `agentaudit.bench.scenarios.report.quality_report`."""
 
 from __future__ import annotations
 

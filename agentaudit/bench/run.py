@@ -216,7 +216,7 @@ def run_bench(
     console.print(table)
     if quality_size != "none":
         from agentaudit.bench.quality import print_quality
-        from stream_jobs.scenarios.bench import quality_report
+        from agentaudit.bench.scenarios.report import quality_report
 
         with console.status(f"detector quality on the labelled scenarios ({quality_size})…"):
             report = quality_report(quality_size)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from agentaudit_schemas.payloads import Usage
 from agentaudit_schemas.pricing import PriceSource, current_pricing
 from agentaudit_schemas.pricing.genai import SNAPSHOT_DATES, genai_source, snapshot_version
 from agentaudit_sdk.usage import usage_from_anthropic, usage_from_openai
-from tests.unit.test_usage import ANTHROPIC, OPENAI_CHAT
+from tests.unit.producers.test_usage import ANTHROPIC, OPENAI_CHAT
 
 M = 10**6
 AT = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -24,7 +24,7 @@ from agentaudit_sdk.usage import (
     usage_from_mistral,
     usage_from_openai,
 )
-from tests.unit.test_usage import ANTHROPIC, GEMINI, OPENAI_CHAT, OPENAI_RESPONSES
+from tests.unit.producers.test_usage import ANTHROPIC, GEMINI, OPENAI_CHAT, OPENAI_RESPONSES
 
 M = 10**6
 

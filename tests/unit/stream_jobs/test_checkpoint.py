@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from agentaudit.bench.scenarios.events import make_event
 from stream_jobs.detection import DetectionJob
-from stream_jobs.scenarios.events import make_event
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 Table = dict[tuple[str, str], bytes]

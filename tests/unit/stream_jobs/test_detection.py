@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from agentaudit.bench.scenarios.events import make_event
 from agentaudit_schemas.pricing import load_pricing
 from agentaudit_schemas.records import Alert, Severity
 from stream_jobs.anomaly import Metric
 from stream_jobs.detection import DetectionJob, load_detection_config
 from stream_jobs.drift import GoldSetRegistry, make_pin, parse_goldset
 from stream_jobs.jobs import StreamJobs
-from stream_jobs.scenarios.events import make_event
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 M0 = int(T0.timestamp() // 60)

@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from agentaudit.bench.scenarios.events import make_event
 from agentaudit_schemas.records import Alert, record_id
 from stream_jobs.anomaly import AnomalyConfig, AnomalyMonitor, Metric, MinuteAcc
 from stream_jobs.anomaly.timebase import minute_label, minute_of, minute_start
-from stream_jobs.scenarios.events import make_event
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 START = minute_of(T0)

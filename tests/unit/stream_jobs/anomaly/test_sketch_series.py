@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from agentaudit.bench.scenarios.events import make_event
 from stream_jobs.anomaly.series import INDEX, Metric, MinuteAcc
 from stream_jobs.anomaly.sketch import GAMMA, LogHistogram, bucket_of, bucket_value
-from stream_jobs.scenarios.events import make_event
 
 AT = datetime(2026, 11, 2, 10, 0, 30, tzinfo=UTC)
 

@@ -7,6 +7,8 @@ import json
 import numpy as np
 from scipy import stats
 
+from agentaudit.bench.scenarios.inject import Injection
+from agentaudit.bench.scenarios.traffic import Effects, TenantProfile, simulate
 from stream_jobs.anomaly import window as win
 from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.anomaly.detectors import robust_baseline
@@ -21,8 +23,6 @@ from stream_jobs.anomaly.series import (
     RollingWindow,
 )
 from stream_jobs.anomaly.timebase import minute_start
-from stream_jobs.scenarios.inject import Injection
-from stream_jobs.scenarios.traffic import Effects, TenantProfile, simulate
 
 TH = AnomalyConfig().thresholds("acme")
 ERR = INDEX[Metric.ERROR_RATE]

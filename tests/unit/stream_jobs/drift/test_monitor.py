@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from agentaudit.bench.scenarios.drift_suite import behaviour_trial
+from agentaudit.bench.scenarios.events import make_event
 from agentaudit_schemas.records import DriftScore, Severity, record_id
 from stream_jobs.drift import (
     DriftConfig,
@@ -22,8 +24,6 @@ from stream_jobs.drift.eval_drift import EvalWindows
 from stream_jobs.drift.monitor import DriftOutput
 from stream_jobs.drift.outputs import drift_score
 from stream_jobs.drift.stattests import TestResult as Result
-from stream_jobs.scenarios.drift_suite import behaviour_trial
-from stream_jobs.scenarios.events import make_event
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 CASES = [f"c-{i:03d}" for i in range(200)]

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from agentaudit.bench.scenarios.events import make_event
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.goldsets import GoldSetRegistry, parse_goldset
 from stream_jobs.drift.monitor import DriftMonitor
 from stream_jobs.drift.pins import PinRegistry, make_pin, parse_pin_key, pin_key
-from stream_jobs.scenarios.events import make_event
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 CASES = [f"case-{i:05d}" for i in range(1, 41)]

@@ -19,9 +19,9 @@ from typing import Literal
 
 import numpy as np
 
+from agentaudit.bench.scenarios.traffic import Effects, TenantProfile, simulate
 from stream_jobs.anomaly.alerts import KIND_OF
 from stream_jobs.anomaly.series import Metric, MinuteAcc
-from stream_jobs.scenarios.traffic import Effects, TenantProfile, simulate
 
 Shape = Literal["spike", "level_shift", "ramp", "drop"]
 RAMP_HOLD = 60

@@ -17,9 +17,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
+from agentaudit.bench.scenarios.inject import Scenario, schedule
+from agentaudit.bench.scenarios.traffic import TenantProfile
 from stream_jobs.anomaly.timebase import minute_of
-from stream_jobs.scenarios.inject import Scenario, schedule
-from stream_jobs.scenarios.traffic import TenantProfile
 
 Size = Literal["test", "full"]
 START = minute_of(datetime(2026, 11, 2, tzinfo=UTC))

@@ -16,6 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from agentaudit.bench.scenarios.drift_score import behaviour_drift_quality, eval_drift_quality
+from agentaudit.bench.scenarios.events import make_event
+from agentaudit.bench.scenarios.score import ALL_DETECTORS, anomaly_quality
+from agentaudit.bench.scenarios.suites import START, Size, suites
 from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.anomaly.detectors import ewma_series, robust_baseline, seasonal_baseline
 from stream_jobs.anomaly.monitor import AnomalyMonitor
@@ -25,10 +29,6 @@ from stream_jobs.drift import stattests
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.monitor import DriftMonitor
 from stream_jobs.drift.pins import PinRegistry
-from stream_jobs.scenarios.drift_score import behaviour_drift_quality, eval_drift_quality
-from stream_jobs.scenarios.events import make_event
-from stream_jobs.scenarios.score import ALL_DETECTORS, anomaly_quality
-from stream_jobs.scenarios.suites import START, Size, suites
 
 
 def _median_us(fn: Callable[[], object], repeats: int) -> float:

@@ -17,11 +17,11 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
+from agentaudit.bench.scenarios.inject import Scenario
+from agentaudit.bench.scenarios.suites import DAY, Size, suites
 from stream_jobs.anomaly.config import DETECTORS, AnomalyConfig
 from stream_jobs.anomaly.monitor import AnomalyMonitor
 from stream_jobs.anomaly.timebase import minute_of, minute_start
-from stream_jobs.scenarios.inject import Scenario
-from stream_jobs.scenarios.suites import DAY, Size, suites
 
 
 class Hit(NamedTuple):

@@ -7,13 +7,13 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from agentaudit.bench.scenarios.events import make_event
+from agentaudit.bench.scenarios.inject import RAMP_HOLD, Injection, Scenario, schedule
+from agentaudit.bench.scenarios.suites import FLEET, START, suites
+from agentaudit.bench.scenarios.traffic import Effects, TenantProfile, simulate
 from stream_jobs.anomaly.series import INDEX, Metric, MinuteAcc
 from stream_jobs.anomaly.sketch import bucket_value
 from stream_jobs.anomaly.timebase import minute_start
-from stream_jobs.scenarios.events import make_event
-from stream_jobs.scenarios.inject import RAMP_HOLD, Injection, Scenario, schedule
-from stream_jobs.scenarios.suites import FLEET, START, suites
-from stream_jobs.scenarios.traffic import Effects, TenantProfile, simulate
 
 
 def _vectors(accs: list[MinuteAcc]) -> list[tuple[list[float], list[int]]]:

@@ -12,11 +12,11 @@ import dataclasses
 
 import pytest
 
+from agentaudit.bench.scenarios.drift_score import behaviour_drift_quality, eval_drift_quality
+from agentaudit.bench.scenarios.inject import Scenario
+from agentaudit.bench.scenarios.score import Quality, anomaly_quality, run_anomaly, score
+from agentaudit.bench.scenarios.suites import FLEET, START
 from stream_jobs.anomaly.config import DEFAULT_METRICS, AnomalyConfig
-from stream_jobs.scenarios.drift_score import behaviour_drift_quality, eval_drift_quality
-from stream_jobs.scenarios.inject import Scenario
-from stream_jobs.scenarios.score import Quality, anomaly_quality, run_anomaly, score
-from stream_jobs.scenarios.suites import FLEET, START
 
 
 @pytest.fixture(scope="module")

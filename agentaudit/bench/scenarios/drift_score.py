@@ -12,11 +12,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from stream_jobs.anomaly.timebase import minute_of
-from stream_jobs.drift.config import DriftConfig
-from stream_jobs.drift.monitor import DriftMonitor
-from stream_jobs.drift.pins import PinRegistry
-from stream_jobs.scenarios.drift_suite import (
+from agentaudit.bench.scenarios.drift_suite import (
     START,
     WINDOW,
     Change,
@@ -24,6 +20,10 @@ from stream_jobs.scenarios.drift_suite import (
     eval_trial,
     window_end,
 )
+from stream_jobs.anomaly.timebase import minute_of
+from stream_jobs.drift.config import DriftConfig
+from stream_jobs.drift.monitor import DriftMonitor
+from stream_jobs.drift.pins import PinRegistry
 
 Size = Literal["test", "full"]
 
