@@ -59,8 +59,8 @@ class ModelPrice:
         # scaleb only moves the exponent: exact, no rounding.
         rates = [getattr(self, kind).scaleb(_PER_TOKEN, DECIMAL_CONTEXT) for kind in kinds]
         nano = [quantize_usd(rate) for rate in rates]
-        exact = all(q == r for q, r in zip(nano, rates))
-        for kind, rate in zip(kinds, nano if exact else rates):
+        exact = all(q == r for q, r in zip(nano, rates, strict=True))
+        for kind, rate in zip(kinds, nano if exact else rates, strict=True):
             object.__setattr__(self, f"{kind}_rate", rate)
         object.__setattr__(self, "nano_exact", exact)
 
@@ -87,3 +87,6 @@ class Cost:
     cache_write_usd: Decimal = ZERO_USD
     output_usd: Decimal = ZERO_USD
     """All output tokens, reasoning included (they are a subset of output_tokens)."""
+    fallback: str | None = None
+    """Set when the price is a fallback, not the model's own: the undated model whose price
+    was used for a dated snapshot the price data does not list (`PriceSource.fallback`)."""

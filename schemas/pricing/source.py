@@ -3,13 +3,17 @@
 A call is priced by, in order: the override file (the tenant's own entry, then one for every
 tenant: an alias such as an Azure deployment name priced as a model, or negotiated rates),
 the pinned genai_prices snapshot (the price in force at the call's `occurred_at`, tiers and
-cache prices included), our own rows (`own-rows.yaml`: only models the snapshot lacks), and
-otherwise *unpriced* (cost 0, `priced` false: counted and alerted, never reported as free).
+cache prices included), our own rows (`own-rows.yaml`: only models the snapshot lacks), a
+served dated snapshot the snapshot does not list priced as its undated model (see
+`undated_name`), and otherwise *unpriced* (cost 0, `priced` false: counted and alerted,
+never reported as free).
 
 The pricing version stored on each row names all of it, so any row can be re-priced exactly:
 
-    genai-prices-0.2.5@2026-11-19+own-2026-12-07               no override file
-    genai-prices-0.2.5@2026-11-19+own-2026-12-07+ovr-3f2a9c1b7e00   with overrides (digest)
+    genai-prices-0.2.5@2026-11-19+own-2026-12-07+fallback-dated          no override file
+    genai-prices-0.2.5@2026-11-19+own-2026-12-07+fallback-dated+ovr-3f2a9c1b7e00   (digest)
+
+Versions without `+fallback-dated` (written before that rule) are rebuilt without it.
 
 Hand-kept tables (`2026-11-01`) stay loadable by their version for rows they priced.
 """
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+from dataclasses import replace
 from datetime import date, datetime
 from decimal import Decimal
 from importlib import resources
@@ -39,6 +45,22 @@ from agentaudit_schemas.pricing.table import PricingTable, price_total, row_cost
 OVERRIDES_ENV = "AGENTAUDIT_PRICE_OVERRIDES"
 """The override file's path, read by `current_pricing()` where no settings exist (the SDK)."""
 SOURCE_PREFIX = "genai-prices-"
+DATED_FALLBACK = "fallback-dated"
+"""Version part naming the dated-snapshot rule (`undated_name`)."""
+_DATED = re.compile(r"(.+)-(?:\d{4}-\d{2}-\d{2}|\d{8})")
+
+
+def undated_name(model: str) -> str | None:
+    """`gpt-5-mini` for a served `gpt-5-mini-2025-06-12` (or `...-20250612`), else None.
+
+    Providers answer with a dated snapshot of the model asked for; the snapshot lists the
+    dated names it knew when it was cut, and a newer (or older) date is the same model at, as
+    far as anyone can know, the same price. Only a date is cut: `-preview`, `-latest`, `-001`
+    and words name other models with other prices."""
+    from agentaudit_schemas.pricing.table import normalise_model_name
+
+    found = _DATED.fullmatch(normalise_model_name(model))
+    return None if found is None else found.group(1)
 
 
 class Pricing(Protocol):
@@ -81,10 +103,19 @@ def own_rows() -> PricingTable:
 
 
 class PriceSource:
-    """Overrides → genai_prices snapshot at `at` → own rows → unpriced. Immutable; resolution
-    is memoised per (tenant with overrides of its own or '', provider, model)."""
+    """Overrides → genai_prices snapshot at `at` → own rows → the snapshot's price of a dated
+    name's undated model (`dated_fallback`) → unpriced. Immutable; resolution is memoised per
+    (tenant with overrides of its own or '', provider, model)."""
 
-    __slots__ = ("_genai", "_memo", "_own", "_unpriced", "overrides", "version")
+    __slots__ = (
+        "_genai",
+        "_memo",
+        "_own",
+        "_unpriced",
+        "dated_fallback",
+        "overrides",
+        "version",
+    )
 
     def __init__(
         self,
@@ -92,12 +123,15 @@ class PriceSource:
         *,
         own: PricingTable | None = None,
         genai: GenaiSource | None = None,
+        dated_fallback: bool = True,
     ) -> None:
         self.overrides = overrides or Overrides()
         self._own = own if own is not None else own_rows()
         self._genai = genai if genai is not None else genai_source()
+        self.dated_fallback = dated_fallback
+        rule = f"+{DATED_FALLBACK}" if dated_fallback else ""
         ovr = f"+ovr-{self.overrides.digest}" if self.overrides.digest else ""
-        self.version = f"{snapshot_version()}+own-{self._own.version}{ovr}"
+        self.version = f"{snapshot_version()}+own-{self._own.version}{rule}{ovr}"
         self._memo: dict[tuple[str, str, str], ModelEpochs | None] = {}
         self._unpriced = Cost(usd=ZERO_USD, pricing_version=self.version, priced=False)
         for entry in self.overrides.entries.values():
@@ -137,14 +171,30 @@ class PriceSource:
         if found is not None:
             return found
         row = self._own.resolve(provider, model)
-        return None if row is None else ModelEpochs((date.min,), (row,))
+        if row is not None:
+            return ModelEpochs((date.min,), (row,))
+        base = self.fallback(provider, model)
+        return None if base is None else self._genai.lookup(provider, base)
+
+    def fallback(self, provider: str, model: str, tenant: str = "") -> str | None:
+        """The undated model whose snapshot price prices `model`, when only the dated-snapshot
+        rule prices it (None: priced by its own name, an override, our rows, or unpriced).
+        `Cost.fallback` carries it, so such a price is never mistaken for an exact one."""
+        if not self.dated_fallback:
+            return None
+        base = undated_name(model)
+        if base is None or self.overrides.find(tenant, provider, model) is not None:
+            return None
+        if self._genai.lookup(provider, model) or self._own.resolve(provider, model):
+            return None
+        return base if self._genai.lookup(provider, base) is not None else None
 
     def resolve(
         self, provider: str, model: str, *, at: datetime | None = None, tenant: str = ""
     ) -> ModelPrice | None:
         """The price row in force at `at` (None: now), or None when unpriced."""
         found = self.epochs(provider, model, tenant)
-        return None if found is None else found.at(at)  # type: ignore[no-any-return]
+        return None if found is None else found.at(at)
 
     def cost(
         self,
@@ -157,7 +207,11 @@ class PriceSource:
     ) -> Cost:
         """Price one call with its breakdown; never raises for an unknown model."""
         row = self.resolve(provider, model, at=at, tenant=tenant)
-        return self._unpriced if row is None else row_cost(row, usage, self.version)
+        if row is None:
+            return self._unpriced
+        cost = row_cost(row, usage, self.version)
+        base = self.fallback(provider, model, tenant)
+        return cost if base is None else replace(cost, fallback=base)
 
     def total(
         self,
@@ -213,8 +267,9 @@ def _for_version(version: str, data_dir: str) -> PriceSource:
     fields = dict(p.split("-", 1) for p in parts if "-" in p)
     if (
         len(fields) != len(parts)
-        or set(fields) - {"own", "ovr"}
+        or set(fields) - {"own", "ovr", "fallback"}
         or fields.get("own") != own.version
+        or fields.get("fallback", "dated") != "dated"
     ):
         raise LookupError(f"pricing {version!r}: not a version this installation writes")
     overrides = Overrides()
@@ -222,7 +277,7 @@ def _for_version(version: str, data_dir: str) -> PriceSource:
         if not data_dir:
             raise LookupError(f"pricing {version!r} names an override file; no data dir given")
         overrides = archived_overrides(fields["ovr"], archive_dir(Path(data_dir)))
-    source = PriceSource(overrides, own=own)
+    source = PriceSource(overrides, own=own, dated_fallback="fallback" in fields)
     if source.version != version:
         raise LookupError(f"pricing {version!r} rebuilt as {source.version!r}")
     return source

@@ -28,7 +28,7 @@ def prices() -> PriceSource:
 
 
 def test_the_version_names_the_snapshot_and_our_rows(prices: PriceSource) -> None:
-    assert prices.version == "genai-prices-0.2.5@2026-11-19+own-2026-12-07"
+    assert prices.version == "genai-prices-0.2.5@2026-11-19+own-2026-12-07+fallback-dated"
     assert (
         prices.cost(
             "openai", "gpt-5", Usage(input_tokens=1, output_tokens=1), at=AT
