@@ -23,7 +23,9 @@ the client, transports, spool and the event contract load on first use, aiokafka
 a `KafkaTransport` starts.
 
 Kill switch: the helpers refuse blocked work by raising `Blocked` (and, for an llm call with
-a size estimate over a request budget, `RequestBudgetExceeded`); both are `AgentAuditError`.
+a size estimate over a request budget, `RequestBudgetExceeded`, or its subclass
+`CostCeilingUnenforceable` when a cost ceiling applies and the SDK was installed without its
+`prices` extra); all are `AgentAuditError`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from agentaudit_sdk.api import BaseClient, NoOpClient
-from agentaudit_sdk.errors import AgentAuditError, Blocked, RequestBudgetExceeded
+from agentaudit_sdk.errors import (
+    AgentAuditError,
+    Blocked,
+    CostCeilingUnenforceable,
+    RequestBudgetExceeded,
+)
 from agentaudit_sdk.registry import configure, get_client
 from agentaudit_sdk.stats import ClientStats
 from agentaudit_sdk.version import __version__
@@ -40,7 +47,7 @@ from agentaudit_sdk.version import __version__
 if TYPE_CHECKING:
     from agentaudit_sdk.client import Client
     from agentaudit_sdk.control import ControlState
-    from agentaudit_sdk.kafka import KafkaTransport
+    from agentaudit_sdk.kafka import CodecUnavailable, KafkaTransport
     from agentaudit_sdk.killswitch import ControlStats, KillSwitch
     from agentaudit_sdk.redaction import RedactionResult, redact
     from agentaudit_sdk.request_budget import RequestEstimate
@@ -55,6 +62,7 @@ _LAZY = {
     "KillSwitch": "agentaudit_sdk.killswitch",
     "RequestEstimate": "agentaudit_sdk.request_budget",
     "KafkaTransport": "agentaudit_sdk.kafka",
+    "CodecUnavailable": "agentaudit_sdk.kafka",
     "InMemoryTransport": "agentaudit_sdk.transport",
     "Transport": "agentaudit_sdk.transport",
     "TransportUnavailable": "agentaudit_sdk.transport",
@@ -81,8 +89,10 @@ __all__ = [
     "Blocked",
     "Client",
     "ClientStats",
+    "CodecUnavailable",
     "ControlState",
     "ControlStats",
+    "CostCeilingUnenforceable",
     "InMemoryTransport",
     "KafkaTransport",
     "KillSwitch",

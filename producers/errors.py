@@ -3,7 +3,8 @@
 Everything else the SDK does is silent towards the agent (counted in `client.stats`, logged);
 these are the exceptions. Agents handle them by class or by `code`, never by message text.
 Each carries the `stop_reason` that a `client.run(...)` scope records when the error ends
-the run. Standard library only: `agentaudit_sdk.scopes` imports this module at `import agentaudit_sdk`.
+the run. Standard library only: `agentaudit_sdk.scopes` imports this module at
+`import agentaudit_sdk`.
 """
 
 from __future__ import annotations
@@ -196,6 +197,24 @@ class RequestBudgetExceeded(AgentAuditError):
             "max_output_tokens",
         )
         return (_rebuild, (type(self), {name: getattr(self, name) for name in names}))
+
+
+class CostCeilingUnenforceable(RequestBudgetExceeded):
+    """A `request` budget caps one call's cost, and this SDK cannot price the call: it was
+    installed without the price data (`pip install 'agentaudit-sdk[prices]'`). Refused
+    rather than let the ceiling pass unchecked; `estimate` is None. A `RequestBudgetExceeded`,
+    so agents that handle refused requests handle this one too."""
+
+    code: ClassVar[str] = "cost_ceiling_unenforceable"
+
+    def __init__(self, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.args = (
+            f"agentaudit request budget {self.budget!r} of tenant {self.tenant_id} caps one "
+            f"call at max_cost_usd={self.limit}, and this SDK cannot price the call to "
+            f"{self.provider}/{self.model}: it was installed without the price data. Nothing "
+            "was sent. Install it: pip install 'agentaudit-sdk[prices]'.",
+        )
 
 
 def _rebuild(cls: type[AgentAuditError], fields: dict[str, Any]) -> AgentAuditError:

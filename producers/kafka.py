@@ -1,8 +1,11 @@
 """Kafka transport on aiokafka; aiokafka is imported on first `start()`, never at import time.
 
-Defaults suit an audit stream: `acks="all"`, lz4 compression, a short producer linger (the
-client already batches). Idempotence is off by default because the local Tansu broker
-rejects InitProducerId; production clusters may turn it on. Any failure maps to
+Defaults suit an audit stream: `acks="all"`, compression, a short producer linger (the
+client already batches). Compression `"auto"` (the default) is lz4 when cramjam is installed
+(the SDK's `lz4`, `zstd` or `snappy` extra; the server has it) and gzip (standard library)
+otherwise; a codec named explicitly whose package is missing is `CodecUnavailable` at once.
+Idempotence is off by default because the local Tansu broker rejects InitProducerId;
+production clusters may turn it on. Any failure maps to
 `TransportUnavailable`: the client spools the batch and, on its next reconnect, `start()`
 builds a fresh producer.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -28,6 +32,36 @@ from agentaudit_sdk.kafka_config import producer as new_producer
 from agentaudit_sdk.transport import TransportUnavailable
 
 logger = logging.getLogger("agentaudit.producers")
+
+CRAMJAM_CODECS = ("lz4", "zstd", "snappy")
+"""aiokafka 0.14 compresses these through cramjam: the SDK's extra of the same name has it."""
+
+
+class CodecUnavailable(ImportError):
+    """A compression codec was configured whose package is not installed."""
+
+    def __init__(self, codec: str) -> None:
+        super().__init__(
+            f"Kafka compression {codec!r} needs the cramjam package, which is not installed: "
+            f"pip install 'agentaudit-sdk[{codec}]' (or use compression='gzip' or 'auto')",
+            name="cramjam",
+        )
+
+
+def resolve_compression(compression: str | None) -> str | None:
+    """The codec to produce with: `"auto"` → lz4 with cramjam, else gzip; a cramjam codec
+    without cramjam → `CodecUnavailable` (never a silent fallback to uncompressed)."""
+    if compression not in (None, "auto", "gzip", *CRAMJAM_CODECS):
+        raise ValueError(f"unsupported compression {compression!r}")
+    # find_spec locates the package without importing it (the SDK's import stays cheap).
+    has_cramjam = compression in ("auto", *CRAMJAM_CODECS) and bool(
+        importlib.util.find_spec("cramjam")
+    )
+    if compression == "auto":
+        return "lz4" if has_cramjam else "gzip"
+    if compression in CRAMJAM_CODECS and not has_cramjam:
+        raise CodecUnavailable(compression)
+    return compression
 
 
 class KafkaTransport:
@@ -41,7 +75,7 @@ class KafkaTransport:
         topic: str,
         *,
         acks: str | int = "all",
-        compression: str | None = "lz4",
+        compression: str | None = "auto",
         enable_idempotence: bool = False,
         linger_ms: int = 5,
         request_timeout_ms: int = 30_000,
@@ -54,8 +88,7 @@ class KafkaTransport:
     ) -> None:
         if acks not in (0, 1, -1, "all"):
             raise ValueError(f"acks must be 0, 1, -1 or 'all', not {acks!r}")
-        if compression not in (None, "gzip", "snappy", "lz4", "zstd"):
-            raise ValueError(f"unsupported compression {compression!r}")
+        compression = resolve_compression(compression)
         if send_timeout_s >= request_timeout_ms / 1000:
             raise ValueError(
                 "send_timeout_s must be shorter than request_timeout_ms (the batch TTL)"
@@ -77,7 +110,6 @@ class KafkaTransport:
         self._send_timeout_s = send_timeout_s
         self._close_timeout_s = close_timeout_s
         self._producer: Any = None
-        self._warned_codec = False
         self._companion_factories: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._companions: list[asyncio.Task[None]] = []
 
@@ -95,31 +127,12 @@ class KafkaTransport:
             for factory in self._companion_factories[len(self._companions) :]:
                 self._companions.append(loop.create_task(factory()))
         await self._close_producer()
-        producer = new_producer(self.connection, **self._producer_options())
+        producer = new_producer(self.connection, **self._options)
         try:
             await start(producer, self.connection, self._connect_timeout_s)
         except KafkaSetupError as exc:  # says which: TLS, credentials, or nothing answering
             raise TransportUnavailable(str(exc)) from exc
         self._producer = producer
-
-    def _producer_options(self) -> dict[str, Any]:
-        from aiokafka import codec
-
-        options = dict(self._options)
-        compression = options["compression_type"]
-        # aiokafka 0.14 compresses through cramjam (the `aiokafka[lz4]` extra), not the `lz4`
-        # package: without it, send uncompressed rather than never connect at all.
-        if compression and not getattr(codec, f"has_{compression}")():
-            if not self._warned_codec:
-                logger.warning(
-                    "agentaudit: %s codec unavailable (pip install 'aiokafka[%s]'); "
-                    "producing uncompressed",
-                    compression,
-                    compression,
-                )
-                self._warned_codec = True
-            options["compression_type"] = None
-        return options
 
     async def send_batch(self, records: list[tuple[bytes, bytes]]) -> None:
         """Send every record, then wait for all acknowledgements, within `send_timeout_s`."""

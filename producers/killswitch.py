@@ -24,12 +24,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from agentaudit_schemas.budgets import Budget
-from agentaudit_schemas.pricing import Pricing, current_pricing
+from agentaudit_schemas.pricing import PricesUnavailable, Pricing, current_pricing
 from agentaudit_schemas.records import ControlMessage, Heartbeat
 from agentaudit_sdk.blind import BlindWatch, FailClosed
 from agentaudit_sdk.clock import SYSTEM_CLOCK, TimeSource, utc_from_ns
 from agentaudit_sdk.control import ControlState
-from agentaudit_sdk.errors import Blocked, RequestBudgetExceeded
+from agentaudit_sdk.errors import Blocked, CostCeilingUnenforceable, RequestBudgetExceeded
 from agentaudit_sdk.request_budget import RequestEstimate, estimate_request
 from agentaudit_sdk.stats import WarnLimiter
 
@@ -113,6 +113,7 @@ class KillSwitch:
         self.listening = False
         self._clock = clock
         self._pricing = pricing
+        self._no_prices = False
         self._warn_unpriced = WarnLimiter(logger)
 
     # -- feeding the state (the listener, or tests with the in-memory transport) -------------
@@ -198,18 +199,16 @@ class KillSwitch:
         cache_write_tokens: int = 0,
     ) -> RequestEstimate | None:
         """Raise `RequestBudgetExceeded` if the call's worst case exceeds a request budget of
-        the tenant; returns the estimate, or None when no request budget applies."""
+        the tenant; returns the estimate, or None when no request budget applies. Without the
+        price data (the SDK's `prices` extra) a cost ceiling refuses every call it covers
+        (`CostCeilingUnenforceable`): it is never passed unchecked; token ceilings still work."""
         if not self.enabled or not tenant_id or not self.state.any_request_budgets:
             return None
         budgets = self.state.request_budgets(tenant_id, user_id)
         if not budgets:
             return None
-        if self._pricing is None:
-            # The pipeline's current pricing (overrides from $AGENTAUDIT_PRICE_OVERRIDES), loaded
-            # once per process on first use: most clients have no request budgets.
-            self._pricing = current_pricing()
         estimate = estimate_request(
-            self._pricing,
+            self._prices(),
             provider,
             model,
             input_tokens=input_tokens,
@@ -219,7 +218,11 @@ class KillSwitch:
             tenant=tenant_id,
             at=utc_from_ns(self._clock.time_ns()),
         )
-        if estimate.cost_usd is None and any(b.max_cost_usd is not None for b in budgets):
+        if (
+            estimate.cost_usd is None
+            and not self._no_prices
+            and any(b.max_cost_usd is not None for b in budgets)
+        ):
             self.counters.unpriced += 1
             self._warn_unpriced.warn(
                 "agentaudit: %s/%s is not in pricing table %s: its request cost ceiling "
@@ -242,7 +245,41 @@ class KillSwitch:
         if violation is not None:
             self.counters.request_refused += 1
             raise _exceeded(violation, budgets, estimate, tenant_id)
+        if self._no_prices:  # token ceilings held; a cost ceiling cannot be evaluated
+            self._refuse_cost_ceiling(budgets, estimate, tenant_id)
         return estimate
+
+    def _prices(self) -> Pricing | None:
+        """The pipeline's current pricing (overrides from $AGENTAUDIT_PRICE_OVERRIDES), loaded
+        once per process on first use (most clients have no request budgets); None when this
+        SDK was installed without the price data."""
+        if self._pricing is None and not self._no_prices:
+            try:
+                self._pricing = current_pricing()
+            except PricesUnavailable as exc:
+                self._no_prices = True
+                logger.warning("agentaudit: %s; calls under a cost ceiling are refused", exc)
+        return self._pricing
+
+    def _refuse_cost_ceiling(
+        self, budgets: list[Budget], estimate: RequestEstimate, tenant_id: str
+    ) -> None:
+        """Raise `CostCeilingUnenforceable` for the first (by name) budget with a cost ceiling."""
+        budget = next((b for b in budgets if b.max_cost_usd is not None), None)
+        if budget is None:
+            return
+        self.counters.request_refused += 1
+        raise CostCeilingUnenforceable(
+            budget=budget.name,
+            tenant_id=tenant_id,
+            limit_kind="max_cost_usd",
+            limit=Decimal(repr(budget.max_cost_usd)),
+            estimate=None,
+            provider=estimate.provider,
+            model=estimate.model,
+            input_tokens=estimate.input_tokens,
+            max_output_tokens=estimate.max_output_tokens,
+        )
 
     # -- waiting and observing ---------------------------------------------------------------
 

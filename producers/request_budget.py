@@ -11,7 +11,8 @@ provider's cache (OpenTelemetry semantics: both are subsets of `input_tokens`).
 
 A model missing from the pricing table cannot be held to a cost ceiling: its estimate has
 `cost_usd=None` and only `max_tokens` limits apply to it (the pipeline reports such calls as
-unpriced too; add the model to the table to cap it).
+unpriced too; add the model to the table to cap it). Without a pricing at all (the SDK
+installed without its `prices` extra) every estimate has `cost_usd=None`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class RequestEstimate:
 
 
 def estimate_request(
-    pricing: Pricing,
+    pricing: Pricing | None,
     provider: str,
     model: str,
     *,
@@ -53,7 +54,7 @@ def estimate_request(
 ) -> RequestEstimate:
     """Worst-case tokens and cost; `ValueError` for negative counts or cache counts that do
     not fit in `input_tokens`. Priced as the pipeline will price it: `tenant`'s overrides,
-    the price in force `at` (the call's time; None: now)."""
+    the price in force `at` (the call's time; None: now). `pricing` None: not priced."""
     counts = (input_tokens, max_output_tokens, cached_input_tokens, cache_write_tokens)
     if any(n < 0 for n in counts):
         raise ValueError("token counts must be >= 0")
@@ -66,6 +67,16 @@ def estimate_request(
         cache_write_tokens=cache_write_tokens,
         reasoning_tokens=0,
     )
+    if pricing is None:
+        return RequestEstimate(
+            provider=provider,
+            model=model,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output_tokens,
+            tokens=input_tokens + max_output_tokens,
+            cost_usd=None,
+            pricing_version="",
+        )
     cost = pricing.cost(provider, model, usage, at=at or datetime.now(UTC), tenant=tenant)
     return RequestEstimate(
         provider=provider,

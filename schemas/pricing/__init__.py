@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
+from agentaudit_schemas.pricing.genai import PRICES_EXTRA, PricesUnavailable
 from agentaudit_schemas.pricing.loader import VERSION_RE, PricingError, parse_pricing
 from agentaudit_schemas.pricing.model import USD_PLACES, Cost, ModelPrice
 from agentaudit_schemas.pricing.source import (
@@ -31,10 +32,12 @@ from agentaudit_schemas.pricing.source import (
 from agentaudit_schemas.pricing.table import PricingTable, normalise_model_name
 
 __all__ = [
+    "PRICES_EXTRA",
     "USD_PLACES",
     "Cost",
     "ModelPrice",
     "PriceSource",
+    "PricesUnavailable",
     "Pricing",
     "PricingError",
     "PricingTable",

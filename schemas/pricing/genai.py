@@ -28,12 +28,37 @@ import functools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 from typing import Any
 
 from agentaudit_schemas.pricing.table import normalise_model_name
 
-GENAI_PRICES_VERSION = _dist_version("genai-prices")
+PRICES_EXTRA = "agentaudit-sdk[prices]"
+"""The SDK's extra that installs the price data (genai-prices); the server always has it."""
+
+
+class PricesUnavailable(ImportError):
+    """genai-prices is not installed: the SDK was installed without its `prices` extra, so
+    nothing can be priced from the snapshot (the server pins it; only an SDK can lack it)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the price data (genai-prices) is not installed: a request cost ceiling needs "
+            f"it; pip install '{PRICES_EXTRA}'",
+            name="genai_prices",
+        )
+
+
+@functools.cache
+def genai_prices_version() -> str:
+    """The installed genai-prices release; `PricesUnavailable` when it is not installed.
+    Looked up on first use, so importing the pricing modules never needs it."""
+    try:
+        return _dist_version("genai-prices")
+    except PackageNotFoundError:
+        raise PricesUnavailable() from None
+
 
 SNAPSHOT_DATES = {"0.2.5": "2026-11-19"}
 """Snapshot date of each pinned genai_prices release: the newest "checked"/"verified on" date
@@ -91,13 +116,14 @@ as they are (genai_prices also matches its own provider aliases)."""
 
 def snapshot_version() -> str:
     """`genai-prices-<version>@<snapshot date>`: names the base price data of a pricing version."""
-    snap = SNAPSHOT_DATES.get(GENAI_PRICES_VERSION)
+    installed = genai_prices_version()
+    snap = SNAPSHOT_DATES.get(installed)
     if snap is None:
         raise LookupError(
-            f"genai-prices {GENAI_PRICES_VERSION} is not a recorded snapshot "
+            f"genai-prices {installed} is not a recorded snapshot "
             f"({sorted(SNAPSHOT_DATES)}): add its snapshot date to schemas/pricing/genai.py"
         )
-    return f"genai-prices-{GENAI_PRICES_VERSION}@{snap}"
+    return f"genai-prices-{installed}@{snap}"
 
 
 def _row_of(provider: str, model: str, price: Any) -> Any:
@@ -215,6 +241,7 @@ class GenaiSource:
     """Name resolution over the snapshot: (provider, model) → `ModelEpochs` | None, memoised."""
 
     def __init__(self) -> None:
+        genai_prices_version()  # PricesUnavailable, naming the extra, when not installed
         from genai_prices.data_snapshot import get_snapshot
 
         self._snapshot = get_snapshot()

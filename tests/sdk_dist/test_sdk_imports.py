@@ -25,11 +25,13 @@ IMPORT_NAMES = {
 }
 
 
-def _declared() -> set[str]:
+def _declared(*, extras: bool = True) -> set[str]:
+    """Import names of the SDK's dependencies (and of its extras' packages)."""
     project = tomllib.loads((ROOT / "sdk" / "pyproject.toml").read_text())["project"]
-    names = {
-        re.split(r"[\s\[<>=!~;]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]
-    }
+    deps = list(project["dependencies"])
+    if extras:
+        deps += [d for group in project["optional-dependencies"].values() for d in group]
+    names = {re.split(r"[\s\[<>=!~;]", dep, maxsplit=1)[0].lower() for dep in deps}
     return {IMPORT_NAMES.get(n, n.replace("-", "_")) for n in names}
 
 
@@ -51,6 +53,24 @@ def test_sdk_sources_import_nothing_outside_the_sdk() -> None:
         for path in sorted((ROOT / folder).rglob("*.py"))
         for name in _imports(path) - allowed
     }
+    assert not bad, sorted(bad)
+
+
+def test_extras_are_imported_only_inside_functions() -> None:
+    """A package of an extra (genai_prices) may be missing: importing no SDK module needs it."""
+    optional = _declared() - _declared(extras=False)
+    assert optional, "the SDK has extras"
+    bad = set()
+    for folder in ("producers", "schemas"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in tree.body:  # module level only: function bodies run on first use
+                names: set[str] = set()
+                if isinstance(node, ast.Import):
+                    names = {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = {node.module.split(".")[0]}
+                bad |= {f"{path.relative_to(ROOT)}: {n}" for n in names & optional}
     assert not bad, sorted(bad)
 
 
