@@ -31,6 +31,7 @@ from stream_jobs.delivery import DeliveryFence
 from stream_jobs.detection import DetectionJob, ModelPin
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.pins import Pin
+from stream_jobs.keyed_state import PartitionedState
 from stream_jobs.spend.job import SpendJob
 from stream_jobs.spend.readout import applied_position
 from stream_jobs.spend.unpriced import UnpricedModels
@@ -186,14 +187,10 @@ class StreamJobs:
         # Only keys this worker holds (a known partition): a forgotten tenant marked dirty by a
         # budget change must not be written as an empty or partial value.
         writes = [
-            StateWrite("spend", k, p, self.spend.to_state(k))
-            for k in sorted(self.spend.pop_dirty())
-            if (p := self.spend.partition_of(k)) is not None
-        ]
-        writes += [
-            StateWrite("breakers", k, p, self.breakers.to_state(k))
-            for k in sorted(self.breakers.pop_dirty())
-            if (p := self.breakers.partition_of(k)) is not None
+            StateWrite(job, k, p, state.to_state(k))
+            for job, state in self._tables()
+            for k in sorted(state.pop_dirty())
+            if (p := state.partition_of(k)) is not None
         ]
         writes += [StateWrite(*write) for write in self.detection.dirty_states()]
         return writes
@@ -224,12 +221,13 @@ class StreamJobs:
         self.detection.forget_partitions(revoked)
         self._drop_tenants(lambda p: p in revoked)
 
+    def _tables(self) -> tuple[tuple[str, PartitionedState], ...]:
+        """The JSON tables' jobs by table name, in the order their values are written."""
+        return (("spend", self.spend), ("breakers", self.breakers))
+
     def _drop_tenants(self, gone: Callable[[int], bool]) -> None:
-        for tenant in self.spend.tracker.tenants():
-            partition = self.spend.partition_of(tenant)
-            if partition is not None and gone(partition):
-                self.spend.forget(tenant)
-        for tenant in self.breakers.tenants():
-            partition = self.breakers.partition_of(tenant)
-            if partition is not None and gone(partition):
-                self.breakers.forget(tenant)
+        for _, state in self._tables():
+            for tenant in state.tenants():
+                partition = state.partition_of(tenant)
+                if partition is not None and gone(partition):
+                    state.forget(tenant)

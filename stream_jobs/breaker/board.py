@@ -39,6 +39,7 @@ from stream_jobs.breaker.signals import (
     token_flood_trip,
 )
 from stream_jobs.breaker.state import CLOSED, OPEN, Breaker, Transition
+from stream_jobs.keyed_state import PartitionedState
 
 Record = Alert | BreakerTransition | ControlMessage
 Details = dict[str, str | int | float | bool]
@@ -86,7 +87,7 @@ class _Tenant:
         self.loops = RunLoops()
 
 
-class BreakerBoard:
+class BreakerBoard(PartitionedState):
     """Per agent and per agent+tool circuit breakers; state per tenant via `to_state`."""
 
     def __init__(

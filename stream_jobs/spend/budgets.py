@@ -36,6 +36,7 @@ from typing import Any
 
 from agentaudit_schemas.budgets import Budget, BudgetScope, WindowKind
 from agentaudit_schemas.records import Alert, ControlMessage, Scope
+from stream_jobs.keyed_state import KeyedState
 from stream_jobs.spend.messages import Messages
 from stream_jobs.spend.request import RequestViolation, check_request
 from stream_jobs.spend.types import NANO_PER_USD, SpendUpdate, usd_to_nano
@@ -73,7 +74,7 @@ class _Armed:
     """Smallest spend at which something new happens: the one comparison on the hot path."""
 
 
-class BudgetEvaluator:
+class BudgetEvaluator(KeyedState[str]):
     """Evaluates spend updates against the current budget set. State per tenant key (`*`
     for global budgets) via `to_state`/`from_state`."""
 

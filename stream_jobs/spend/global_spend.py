@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agentaudit_schemas.budgets import WindowKind
+from stream_jobs.keyed_state import KeyedState
 from stream_jobs.spend.types import SpendUpdate
 from stream_jobs.spend.windows import Calendar, CalendarCache, Window, epoch_us, from_epoch_us
 
@@ -90,7 +91,7 @@ class _Part:
         self.pending = [0, 0, 0]
 
 
-class PartitionSpend:
+class PartitionSpend(KeyedState[int]):
     """Per source partition partial sums of all tenants' spend, replay-safe by offset."""
 
     def __init__(self, *, grace: timedelta, max_skew: timedelta) -> None:

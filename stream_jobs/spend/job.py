@@ -32,6 +32,7 @@ from typing import Any
 
 from agentaudit_schemas.budgets import Budget, BudgetScope
 from agentaudit_schemas.envelope import Envelope
+from stream_jobs.keyed_state import PartitionedState
 from stream_jobs.spend.budgets import BudgetEvaluator, Record, budget_calendar
 from stream_jobs.spend.global_spend import GlobalPartial, GlobalSpendCombiner
 from stream_jobs.spend.ledger import DEFAULT_ROLLUP_CALENDARS, SpendTracker, SpendWindow
@@ -40,7 +41,7 @@ from stream_jobs.spend.windows import Calendar
 _PARTITION = "partition:"
 
 
-class SpendJob:
+class SpendJob(PartitionedState):
     """Spend ledger + tenant and user budgets for the partitions this worker owns."""
 
     def __init__(
@@ -112,6 +113,10 @@ class SpendJob:
         keys = self.tracker.pop_dirty() | self.evaluator.pop_dirty()
         keys.update(f"{_PARTITION}{p}" for p in self.tracker.partitions.pop_dirty())
         return keys
+
+    def tenants(self) -> list[str]:
+        """The tenants held in memory (not the `partition:<n>` keys: those are never dropped)."""
+        return self.tracker.tenants()
 
     def partition_of(self, key: str) -> int | None:
         """The source partition a state key belongs to: write its changelog there (a faust

@@ -35,6 +35,7 @@ from typing import Any
 
 from agentaudit_schemas.budgets import WindowKind
 from agentaudit_schemas.envelope import Envelope
+from stream_jobs.keyed_state import KeyedState
 from stream_jobs.spend.cells import Open, TenantLedger, dump_tenant, load_tenant
 from stream_jobs.spend.global_spend import PartitionSpend
 from stream_jobs.spend.types import SpendUpdate, SpendWindow, nano_to_usd, usd_to_nano
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 
-class SpendTracker:
+class SpendTracker(KeyedState[str]):
     """Running spend of the tenants whose partitions this worker owns.
 
     `rollup_calendars` count all four dimensions and produce `SpendWindow` rows; budget
