@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from agentaudit.bench.cpu import own_cpu_s
 from agentaudit.bench.workload import payloads
 from agentaudit.settings import Settings
 from agentaudit.sink.processor import Batch
@@ -130,12 +131,16 @@ class EndToEnd:
     p50_ms: float
     p99_ms: float
     events: int
+    cpu_us_per_event: float = float("nan")
+    """CPU of this process (the sink and the store it owns) per event stored, from the
+    emitter's start until the last event is stored."""
 
 
 async def measure_end_to_end(
     settings: Settings, store: Store, rate: float, seconds: float
 ) -> EndToEnd:
-    """Emit at `rate` from another process; latency = insert acknowledged − occurred_at, per event."""
+    """Emit at `rate` from another process; latency per event = insert acknowledged −
+    occurred_at."""
     latencies: list[float] = []
 
     def on_flush(batch: Batch) -> None:
@@ -148,6 +153,7 @@ async def measure_end_to_end(
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.ready.wait(), 60)
     env = {**os.environ, "AGENTAUDIT_DATA_DIR": str(settings.data_dir / "emitter")}
+    cpu0 = own_cpu_s()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -164,6 +170,7 @@ async def measure_end_to_end(
     deadline = time.monotonic() + 60
     while len(latencies) < sent and time.monotonic() < deadline:
         await asyncio.sleep(0.05)  # polling an in-process counter the sink updates on flush
+    cpu_us = (own_cpu_s() - cpu0) / max(1, len(latencies)) * 1e6
     worker.stop()
     await task
-    return EndToEnd(percentile(latencies, 0.5), percentile(latencies, 0.99), len(latencies))
+    return EndToEnd(percentile(latencies, 0.5), percentile(latencies, 0.99), len(latencies), cpu_us)

@@ -10,13 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from agentaudit.bench.jobs_measure import measure_budget_propagation, measure_stream_jobs
-from agentaudit.bench.measure import (
-    measure_bare_consumer,
-    measure_end_to_end,
-    measure_sdk,
-    measure_sink,
-    measure_sink_processes,
-)
+from agentaudit.bench.measure import measure_bare_consumer, measure_sdk
+from agentaudit.bench.sink_bench import fresh_trail, measure_sink_section, print_sink_section
 from agentaudit.bench.trail_measure import (
     build_signed_store,
     measure_checkpoint_cost,
@@ -26,7 +21,6 @@ from agentaudit.bench.trail_measure import (
 from agentaudit.broker import LocalBroker, ensure_topics
 from agentaudit.gc_tuning import tune_gc
 from agentaudit.settings import Settings
-from agentaudit.store.protocol import Store
 
 TARGETS = {
     "emit_p50": 10.0,
@@ -36,16 +30,6 @@ TARGETS = {
     "jobs": 20_000.0,
     "verify_1m_s": 10.0,
 }
-
-
-def _fresh_trail(
-    store: Store, settings: Settings, tmp: Path, name: str, **changes: object
-) -> Settings:
-    """An empty trail for the next measurement, with its own anchor directory: the previous
-    run's checkpoints would make every chain look rolled back."""
-    for table in ("events", "dead_letters", "checkpoints"):
-        store.command(f"TRUNCATE TABLE agentaudit.{table}")
-    return settings.model_copy(update={"checkpoint_dir": tmp / f"checkpoints-{name}", **changes})
 
 
 def run_bench(
@@ -58,7 +42,11 @@ def run_bench(
     budget_rounds: int = 20,
     budget_rate: float = 1000.0,
     quality_size: str = "full",
+    only: str = "all",
+    stage_rows: int = 20_000,
 ) -> None:
+    """The whole bench, or with `only="sink"` the SDK's produce and the sink section
+    (`stage_rows`: see `measure_sink_section`)."""
     from agentaudit.keyring import init_keys
     from agentaudit.store import open_store
     from agentaudit.store.migrations import migrate
@@ -76,6 +64,28 @@ def run_bench(
         # The SDK ran with the agent's default GC; the rest measures pipeline processes, which
         # tune the collector at start (agentaudit.gc_tuning), as the worker and jobs do.
         tune_gc()
+        with open_store(settings, own=True) as store:
+            migrate(store)
+            section, trail_settings = measure_sink_section(
+                settings,
+                store,
+                Path(tmp),
+                events=events,
+                processes=tuple(sorted({1, sink_processes})),
+                low_rate=e2e_rate,
+                low_rate_seconds=e2e_seconds,
+                console=console,
+                stage_rows=stage_rows,
+            )
+            if only == "sink":
+                print_sink_section(section, console)
+                return
+            with console.status("agentaudit verify over the last sink run's signed events…"):
+                verified = measure_store_verify(trail_settings, store)
+            big_settings = fresh_trail(store, settings, Path(tmp), "verify-1m")
+            with console.status("a signed trail of 1M rows (4 chains) for agentaudit verify…"):
+                build_signed_store(big_settings, store, 1_000_000, 4)
+                verified_1m = measure_store_verify(big_settings, store)
         with console.status("bare aiokafka consumer…"):
             bare = asyncio.run(measure_bare_consumer(settings, events))
         with console.status("stream jobs (spend, budgets, breakers)…"):
@@ -84,27 +94,6 @@ def run_bench(
             f"budget crossings, {budget_rounds} rounds at {budget_rate:.0f} events/s…"
         ):
             budget = asyncio.run(measure_budget_propagation(settings, budget_rounds, budget_rate))
-        with open_store(settings, own=True) as store:
-            migrate(store)
-            with console.status("sink into chDB…"):
-                sink = asyncio.run(measure_sink(settings, store, events))
-            # Same events again, now split over processes: empty trail, fresh consumer group.
-            pool_settings = _fresh_trail(
-                store, settings, Path(tmp), "pool", consumer_group="bench-sink-processes"
-            )
-            with console.status(f"sink into chDB, {sink_processes} processes…"):
-                sink_pool = asyncio.run(
-                    measure_sink_processes(pool_settings, events, sink_processes)
-                )
-            with console.status(f"agentaudit verify over the {events:,} signed events…"):
-                verified = measure_store_verify(pool_settings, store)
-            # On top of the pool's trail (its anchors): the store's positions skip what it holds.
-            with console.status(f"end to end at {e2e_rate:.0f} events/s for {e2e_seconds:.0f}s…"):
-                e2e = asyncio.run(measure_end_to_end(pool_settings, store, e2e_rate, e2e_seconds))
-            big_settings = _fresh_trail(store, settings, Path(tmp), "verify-1m")
-            with console.status("a signed trail of 1M rows (4 chains) for agentaudit verify…"):
-                build_signed_store(big_settings, store, 1_000_000, 4)
-                verified_1m = measure_store_verify(big_settings, store)
         with console.status("verifier core on 1M synthetic rows; checkpoints of 10k chains…"):
             core = measure_verify(1_000_000)
             cps = measure_checkpoint_cost(10_000, Path(tmp) / "checkpoint-cost")
@@ -164,20 +153,14 @@ def run_bench(
         "",
         None,
     )
-    row(
-        "sink into chDB, 1 process (validate, price, chain, insert, commit)",
-        f"{sink:,.0f} events/s",
-        "",
-        None,
-    )
-    row("sink ÷ bare consumer, 1 process", f"{sink / bare:.2f}", "", None)
-    row(
-        f"sink into chDB, {sink_processes} processes",
-        f"{sink_pool:,.0f} events/s",
-        "≥ 50,000",
-        max(sink, sink_pool) >= TARGETS["sink"],
-    )
-    row(f"sink ÷ bare consumer, {sink_processes} processes", f"{sink_pool / bare:.2f}", "", None)
+    for run in section.runs:
+        row(
+            f"sink into chDB, {run.processes} process(es) (table below)",
+            f"{run.rate:,.0f} events/s; ÷ bare consumer {run.rate / bare:.2f}",
+            "≥ 50,000",
+            run.rate >= TARGETS["sink"],
+        )
+    e2e = section.low_rate
     row(f"end to end emit → queryable p50 at {e2e_rate:.0f}/s", f"{e2e.p50_ms:.0f} ms", "", None)
     row(
         f"end to end emit → queryable p99 at {e2e_rate:.0f}/s",
@@ -189,7 +172,8 @@ def run_bench(
     row(
         f"agentaudit verify from the store ({verified.rows:,} rows, {verified.chains} chains; "
         "typed columns, costs, leaves, roots)",
-        f"{verified.rows_per_s:,.0f} rows/s = 1M in {per_m:.1f} s; {verified.cpu_us_per_row:.1f} µs CPU/row"
+        f"{verified.rows_per_s:,.0f} rows/s = 1M in {per_m:.1f} s; "
+        f"{verified.cpu_us_per_row:.1f} µs CPU/row"
         f"{'' if verified.valid else ' [red]INVALID[/red]'}",
         "1M rows ≤ 10 s",
         per_m <= TARGETS["verify_1m_s"],
@@ -209,11 +193,13 @@ def run_bench(
     )
     row(
         f"checkpoints per interval, {cps.chains:,} chains (sign + anchor)",
-        f"{cps.sign_cpu_s + cps.anchor_cpu_s:.2f} s CPU ({cps.sign_cpu_s:.2f} sign, {cps.anchor_cpu_s:.2f} anchor)",
+        f"{cps.sign_cpu_s + cps.anchor_cpu_s:.2f} s CPU "
+        f"({cps.sign_cpu_s:.2f} sign, {cps.anchor_cpu_s:.2f} anchor)",
         "",
         None,
     )
     console.print(table)
+    print_sink_section(section, console)
     if quality_size != "none":
         from agentaudit.bench.quality import print_quality
         from agentaudit.bench.scenarios.report import quality_report

@@ -221,8 +221,14 @@ def bench(
     quality: Annotated[
         str, typer.Option(help="Detector-quality scenarios: full, test (smaller, faster) or none.")
     ] = "full",
+    only: Annotated[
+        str,
+        typer.Option(help="all, or sink: the SDK's produce and the sink's figures only (~2 min)."),
+    ] = "all",
 ) -> None:
     """Measure SDK, broker, sink, stream-job and end-to-end figures side by side in one run."""
+    if only not in ("all", "sink"):
+        raise typer.BadParameter("--only takes all or sink")
     from agentaudit.bench.run import run_bench
 
     run_bench(
@@ -234,6 +240,7 @@ def bench(
         budget_rounds=budget_rounds,
         budget_rate=budget_rate,
         quality_size=quality,
+        only=only,
     )
 
 
