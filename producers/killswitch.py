@@ -46,9 +46,9 @@ class ControlCounters:
     - records: control and budget records applied; invalid: records that did not decode
       (skipped); errors: listener sessions that failed (broker unreachable, …), each
       followed by a backoff and a reconnect; refused: `Blocked` raised;
-      request_refused: `RequestBudgetExceeded` raised; unpriced: request checks on a model
-      the pricing table does not price (only `max_tokens` applied); last_error: the latest
-      listener error, as text.
+      request_refused: `RequestBudgetExceeded` raised (`CostCeilingUnenforceable`, without
+      the price data, included); unpriced: request checks on a model the pricing table does
+      not price (only `max_tokens` applied); last_error: the latest listener error, as text.
     """
 
     records: int = 0
