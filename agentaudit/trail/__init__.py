@@ -4,7 +4,7 @@ No I/O here, and only relative imports, so `agentaudit export` copies these modu
 auditor's bundle verbatim: `merkle` (RFC 6962/9162 trees and proofs), `leaf` (the bytes a row
 commits to), `note` (C2SP signed notes, Ed25519), `checkpoint` (C2SP tlog checkpoints, chain
 origins), `pubkeys` (the public-key history), `audit` (one chain's rows against its signed
-checkpoints), `verdicts` and `lines` (its rules and report lines), `bundle` (the export
-layout and its `verify.py`), `proof` (tlog-proof receipts). The sink, the store and the CLI
-build on these.
+checkpoints; `reorder` judges its disturbed rows), `verdicts` and `lines` (its rules and
+report lines), `bundle` (the export layout and its `verify.py`), `proof` (tlog-proof
+receipts). The sink, the store and the CLI build on these.
 """

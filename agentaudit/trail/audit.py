@@ -20,16 +20,15 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .checkpoint import CheckpointError, open_checkpoint
-from .leaf import ChainLeaves, LeafError, encode_leaf
+from .leaf import ChainLeaves, LeafError
 from .lines import checkpoint_line, segment_lines, tail_lines
 from .merkle import CompactTree
 from .note import NoteError
 from .pubkeys import PublicKeys
+from .reorder import leaf_hex, reordered_verdicts, row_hash_ok
 from .verdicts import (
     EXTRA,
     GENESIS,
-    REORDERED,
-    ROW_HASH,
     ChainReport,
     Expiry,
     Found,
@@ -42,7 +41,6 @@ from .verdicts import (
     iso,
 )
 
-_REORDER_NEAR = 4  # positions either side of a disturbance tried for a moved row
 _sha256 = hashlib.sha256
 
 
@@ -328,7 +326,7 @@ class ChainAudit:
         neither do); the other is an extra row."""
         seq = r[0]
         lh = bytes.fromhex(self._leaf_hex(r, seq) or "00" * 32)
-        ok = (not r[7] or r[7] == lh.hex()) and self._row_hash_ok(r)
+        ok = (not r[7] or r[7] == lh.hex()) and row_hash_ok(r)
         ok = ok and (prev is None or r[5] == prev)
         seg = self._segment_of(seq)
         if ok and not held_ok:
@@ -407,66 +405,17 @@ class ChainAudit:
             seg.missing += (a, b)
 
     def _classify_reordered(self) -> None:
-        """Judge the disturbed rows (a check failed, or the link to the previous row broke).
-
-        Each row's place in *link order* is found by following ``prev_hash`` back to a row
-        that sits where it should (or genesis); a row whose link-order place differs from
-        its ``chain_seq`` (and whose stored leaf, if any, is its leaf at that place) is
-        ``reordered``; a row whose leaf fits another place near a disturbance is too. A
-        row whose only fault is a broken link to a moved predecessor is innocent; other
-        faults are ``row hash``.
-        """
+        """Judge the disturbed rows (a check failed, or the link to the previous row broke):
+        :func:`~.reorder.reordered_verdicts`."""
         disturbed = {**{s: self._link_rows[s] for s in self._link_only}, **self._anomalies}
-        by_hash = {r[6]: (s, r[5]) for s, r in disturbed.items()}
-        # row_hash -> place in link order; a link break names its predecessor's hash, whose
-        # place is its seq unless that row is disturbed itself (then its links decide).
-        placed = {h: s - 1 for s, h in self._breaks.items() if h not in by_hash}
-        placed[GENESIS] = 0
-
-        def link_place(h: str) -> int | None:
-            path: list[str] = []
-            while h not in placed and h in by_hash and len(path) <= len(by_hash):
-                path.append(h)
-                h = by_hash[h][1]
-            base = placed.get(h)
-            for x in reversed(path):
-                base = None if base is None else base + 1
-                placed[x] = base  # type: ignore[assignment]
-            return base
-
-        near: set[int] = set()
-        for s in (*self._anomalies, *self._breaks):
-            near.update(range(max(s - _REORDER_NEAR, 1), s + _REORDER_NEAR + 1))
-        near.update(disturbed)
-        for seq, r in sorted(disturbed.items()):
-            verdict: str | None = ROW_HASH
-            if self._row_hash_ok(r):
-                lp = link_place(r[5])
-                place = None if lp is None else lp + 1
-                if place is not None and place != seq:
-                    if not r[7] or self._leaf_hex(r, place) == r[7]:
-                        verdict = REORDERED
-                elif r[7] and any(t != seq and self._leaf_hex(r, t) == r[7] for t in sorted(near)):
-                    verdict = REORDERED
-                elif place == seq and seq in self._link_only:
-                    verdict = None  # its predecessor moved, not this row
-            if verdict is not None:
-                self._segment_of(seq).flag(verdict, seq)
-
-    @staticmethod
-    def _row_hash_ok(r: Row) -> bool:
-        """The row's row_hash is SHA-256(prev_hash ‖ payload); a row the store's engine
-        checked (payload None) passed exactly that check there."""
-        return r[1] is None or _sha256(r[5].encode("ascii") + r[1]).hexdigest() == r[6]
+        verdicts = reordered_verdicts(
+            disturbed, self._anomalies, self._breaks, self._link_only, self._leaf_hex
+        )
+        for seq, verdict in verdicts:
+            self._segment_of(seq).flag(verdict, seq)
 
     def _leaf_hex(self, r: Row, seq: int) -> str:
-        if r[1] is None or r[2] is None:  # the engine checked it at its own place only
-            return r[7] if seq == r[0] else ""
-        try:
-            leaf = encode_leaf(self.tenant, self.partition, seq, r[2], r[3], r[4], r[1])
-        except LeafError:
-            return ""
-        return _sha256(b"\x00" + leaf).hexdigest()
+        return leaf_hex(self.tenant, self.partition, r, seq)
 
     # ---- verdicts -----------------------------------------------------------------------
 

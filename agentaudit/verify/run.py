@@ -48,6 +48,7 @@ _SHIPPED = (
     "pubkeys",
     "verdicts",
     "lines",
+    "reorder",
     "audit",
     "bundle",
 )

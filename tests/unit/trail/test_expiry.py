@@ -8,7 +8,7 @@ frontier that reproduces the checkpoint's root. Built on test_audit's signed syn
 from __future__ import annotations
 
 from agentaudit.trail import verdicts as vd
-from tests.unit.trail.test_audit import BASE, Run, make_rows, note, verdicts
+from tests.unit.trail.chains import BASE, Run, make_rows, note, verdicts
 
 DAYS = 30
 FULL = make_rows(9)
