@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import orjson
@@ -93,31 +94,41 @@ def _each(obj: Any, key: str) -> list[Any]:
     return items
 
 
+_RECORDS = {
+    "traces": (("resourceSpans", "scopeSpans", "spans"), "a span"),
+    "logs": (("resourceLogs", "scopeLogs", "logRecords"), "a log record"),
+}
+"""Per signal: the nesting from the request down to its records, and what a record is called."""
+
+
+def _records(node: Any, path: tuple[str, ...]) -> Iterator[Any]:
+    """The items at the end of `path`, in document order (each level checked as it is read)."""
+    if not path:
+        yield node
+        return
+    for child in _each(node, path[0]):
+        yield from _records(child, path[1:])
+
+
+def _b64_ids(obj: dict[str, Any]) -> None:
+    _b64_of_hex(obj, "traceId", 16)
+    _b64_of_hex(obj, "spanId", 8)
+
+
 def _hex_ids(doc: Any, signal: str) -> None:
     """Rewrite OTLP/JSON hex ids in place to the base64 `json_format` expects."""
     if not isinstance(doc, dict):
         raise BadRequest("the JSON body must be an object")
-    if signal == "traces":
-        for rs in _each(doc, "resourceSpans"):
-            for ss in _each(rs, "scopeSpans"):
-                for span in _each(ss, "spans"):
-                    if not isinstance(span, dict):
-                        raise BadRequest("a span must be an object")
-                    _b64_of_hex(span, "traceId", 16)
-                    _b64_of_hex(span, "spanId", 8)
-                    _b64_of_hex(span, "parentSpanId", 8)
-                    for link in _each(span, "links"):
-                        if isinstance(link, dict):
-                            _b64_of_hex(link, "traceId", 16)
-                            _b64_of_hex(link, "spanId", 8)
-    else:
-        for rl in _each(doc, "resourceLogs"):
-            for sl in _each(rl, "scopeLogs"):
-                for rec in _each(sl, "logRecords"):
-                    if not isinstance(rec, dict):
-                        raise BadRequest("a log record must be an object")
-                    _b64_of_hex(rec, "traceId", 16)
-                    _b64_of_hex(rec, "spanId", 8)
+    path, what = _RECORDS[signal]
+    for record in _records(doc, path):
+        if not isinstance(record, dict):
+            raise BadRequest(f"{what} must be an object")
+        _b64_ids(record)
+        if signal == "traces":
+            _b64_of_hex(record, "parentSpanId", 8)
+            for link in _each(record, "links"):
+                if isinstance(link, dict):
+                    _b64_ids(link)
 
 
 def _parse(message: M, body: bytes, media: str, signal: str) -> M:

@@ -59,6 +59,23 @@ def _status_body(code: int, message: str, media: str) -> bytes:
     return b"\x08" + varint(code) + b"\x12" + varint(len(text)) + text
 
 
+def _export_response(response: Any, rejected_field: str, out: ingest.Outcome) -> Any:
+    """`response` (an `Export*ServiceResponse`) with `partial_success` set when records were
+    dead-lettered; `rejected_field` names the signal's count (`rejected_spans`, ...)."""
+    if out.rejected:
+        setattr(response.partial_success, rejected_field, out.rejected)
+        response.partial_success.error_message = out.message()
+    return response
+
+
+def _traces_response(out: ingest.Outcome) -> Any:
+    return _export_response(ExportTraceServiceResponse(), "rejected_spans", out)
+
+
+def _logs_response(out: ingest.Outcome) -> Any:
+    return _export_response(ExportLogsServiceResponse(), "rejected_log_records", out)
+
+
 class BrokerUnavailable(Exception):
     """The broker did not take the request's records in time."""
 
@@ -145,26 +162,10 @@ class Receiver:
         self.app.router.add_post("/v1/logs", self._logs)
 
     async def _traces(self, request: web.Request) -> web.Response:
-        return await self._export(request, decode.traces, ingest.traces, self._trace_response)
+        return await self._export(request, decode.traces, ingest.traces, _traces_response)
 
     async def _logs(self, request: web.Request) -> web.Response:
-        return await self._export(request, decode.logs, ingest.logs, self._logs_response)
-
-    @staticmethod
-    def _trace_response(out: ingest.Outcome) -> Any:
-        resp = ExportTraceServiceResponse()
-        if out.rejected:
-            resp.partial_success.rejected_spans = out.rejected
-            resp.partial_success.error_message = out.message()
-        return resp
-
-    @staticmethod
-    def _logs_response(out: ingest.Outcome) -> Any:
-        resp = ExportLogsServiceResponse()
-        if out.rejected:
-            resp.partial_success.rejected_log_records = out.rejected
-            resp.partial_success.error_message = out.message()
-        return resp
+        return await self._export(request, decode.logs, ingest.logs, _logs_response)
 
     def _error(
         self, status: int, message: str, media: str, retry_after: int | None = None

@@ -108,3 +108,35 @@ def test_undecodable_bodies_and_media_types() -> None:
     assert decode.media_type("application/json; charset=utf-8") == decode.JSON
     with pytest.raises(decode.UnsupportedMediaType):
         decode.media_type("text/plain")
+
+
+TRACE, SPAN = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
+
+
+def test_hex_ids_of_span_links_and_log_records_decode_too() -> None:
+    link = {"traceId": TRACE, "spanId": SPAN}
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": TRACE, "links": [link]}]}]}]}
+    span = decode.traces(orjson.dumps(doc), decode.JSON).resource_spans[0].scope_spans[0].spans[0]
+    assert span.links[0].trace_id.hex() == TRACE and span.links[0].span_id.hex() == SPAN
+    record = {"traceId": TRACE, "spanId": SPAN}
+    doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]}
+    got = decode.logs(orjson.dumps(doc), decode.JSON).resource_logs[0].scope_logs[0]
+    assert got.log_records[0].trace_id.hex() == TRACE
+    assert got.log_records[0].span_id.hex() == SPAN
+
+
+@pytest.mark.parametrize(
+    ("signal", "doc", "message"),
+    [
+        ("traces", {"resourceSpans": [{"scopeSpans": [{"spans": [3]}]}]}, "a span must be"),
+        ("logs", {"resourceLogs": [{"scopeLogs": [{"logRecords": ["x"]}]}]}, "a log record must"),
+        ("logs", {"resourceLogs": [{"scopeLogs": 7}]}, "scopeLogs must be a list"),
+        ("traces", [1], "the JSON body must be an object"),
+    ],
+)
+def test_records_that_are_not_objects_are_a_bad_request_naming_them(
+    signal: str, doc: object, message: str
+) -> None:
+    parse = decode.traces if signal == "traces" else decode.logs
+    with pytest.raises(decode.BadRequest, match=message):
+        parse(orjson.dumps(doc), decode.JSON)
