@@ -11,7 +11,7 @@ never against a real Grafana (none can run here).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -63,30 +63,49 @@ def _same(current: Any, wanted: Any) -> bool:
     return bool(current == wanted)
 
 
+def _upsert(
+    kind: str,
+    uid: str,
+    current: Any,
+    same: Callable[[Any], bool],
+    create: Callable[[], object],
+    update: Callable[[], object],
+) -> Change:
+    """Create `kind` `uid` when Grafana lacks it (`current` None), update it when `same(current)`
+    says it differs from what is wanted, else leave it."""
+    if current is None:
+        create()
+        return Change(kind, uid, "created")
+    if not same(current):
+        update()
+        return Change(kind, uid, "updated")
+    return Change(kind, uid, "unchanged")
+
+
 def push_folder(api: GrafanaApi, uid: str, title: str) -> Change:
     """The folder dashboards and rules live in."""
-    current = _get(api.folder.get_folder, uid)
-    if current is None:
-        api.folder.create_folder(title, uid=uid)
-        return Change("folder", uid, "created")
-    if current.get("title") != title:
-        api.folder.update_folder(uid, title=title, overwrite=True)
-        return Change("folder", uid, "updated")
-    return Change("folder", uid, "unchanged")
+    return _upsert(
+        "folder",
+        uid,
+        _get(api.folder.get_folder, uid),
+        lambda current: current.get("title") == title,
+        lambda: api.folder.create_folder(title, uid=uid),
+        lambda: api.folder.update_folder(uid, title=title, overwrite=True),
+    )
 
 
 def push_datasource(api: GrafanaApi, wanted: dict[str, Any]) -> Change:
     """One datasource, by uid (secure fields are sent on create and update, never compared)."""
     uid = wanted["uid"]
-    current = _get(api.datasource.get_datasource_by_uid, uid)
     visible = {k: v for k, v in wanted.items() if k != "secureJsonData"}
-    if current is None:
-        api.datasource.create_datasource(wanted)
-        return Change("datasource", uid, "created")
-    if not _same(current, visible):
-        api.datasource.update_datasource_by_uid(uid, wanted)
-        return Change("datasource", uid, "updated")
-    return Change("datasource", uid, "unchanged")
+    return _upsert(
+        "datasource",
+        uid,
+        _get(api.datasource.get_datasource_by_uid, uid),
+        lambda current: _same(current, visible),
+        lambda: api.datasource.create_datasource(wanted),
+        lambda: api.datasource.update_datasource_by_uid(uid, wanted),
+    )
 
 
 def push_dashboard(api: GrafanaApi, model: dict[str, Any], folder_uid: str) -> Change:
@@ -105,14 +124,14 @@ def push_dashboard(api: GrafanaApi, model: dict[str, Any], folder_uid: str) -> C
 def push_rule(api: GrafanaApi, wanted: dict[str, Any]) -> Change:
     """One alert rule through the provisioning API, by uid."""
     uid = wanted["uid"]
-    current = _get(api.alertingprovisioning.get_alertrule, uid)
-    if current is None:
-        api.alertingprovisioning.create_alertrule(wanted)
-        return Change("alert-rule", uid, "created")
-    if not _same(current, wanted):
-        api.alertingprovisioning.update_alertrule(uid, wanted)
-        return Change("alert-rule", uid, "updated")
-    return Change("alert-rule", uid, "unchanged")
+    return _upsert(
+        "alert-rule",
+        uid,
+        _get(api.alertingprovisioning.get_alertrule, uid),
+        lambda current: _same(current, wanted),
+        lambda: api.alertingprovisioning.create_alertrule(wanted),
+        lambda: api.alertingprovisioning.update_alertrule(uid, wanted),
+    )
 
 
 def push(
