@@ -1,4 +1,5 @@
-"""Errors a user can fix. The CLI prints their message on one line and exits non-zero, no traceback."""
+"""Errors a user can fix. The CLI prints their message on one line and exits non-zero, no
+traceback."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 A worker starts helper processes (the stream jobs, sink processes); if the worker is
 SIGKILLed, helpers left running keep their consumer-group memberships and stall every
-restarted worker. The parent passes its pid (in `AGENTAUDIT_PARENT_PID`, or on the command line); the child asks
-Linux for a signal when that parent dies (the parent-death signal), and takes it at once if
-the parent is already gone (it may die between the fork and the request).
+restarted worker. The parent passes its pid (in `AGENTAUDIT_PARENT_PID`, or on the command
+line); the child asks Linux for a signal when that parent dies (the parent-death signal), and
+takes it at once if the parent is already gone (it may die between the fork and the request).
 """
 
 from __future__ import annotations

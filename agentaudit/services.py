@@ -32,7 +32,8 @@ def serve_broker(port: int, partitions: int, console: Console) -> None:
         settings = Settings(kafka_bootstrap=local.bootstrap, partitions=partitions)
         created = asyncio.run(ensure_topics(settings))
         console.print(
-            f"broker ready: [bold]{local.bootstrap}[/bold]  (topics created: {', '.join(created) or 'none'})"
+            f"broker ready: [bold]{local.bootstrap}[/bold]  (topics created: "
+            f"{', '.join(created) or 'none'})"
         )
         console.print(
             f"export AGENTAUDIT_KAFKA_BOOTSTRAP={local.bootstrap}   # Ctrl-C stops; nothing is kept"
@@ -68,9 +69,11 @@ async def serve_worker(
         if applied:
             console.print(f"migrations applied: {', '.join(applied)}")
         tune_gc()
+        n = settings.sink_processes
+        into = f"chDB at {settings.store_dir}" if settings.embedded else "ClickHouse server"
         console.print(
-            f"worker ({settings.sink_processes} sink process{'es' if settings.sink_processes > 1 else ''}) consuming {settings.events_topic} from {settings.kafka_bootstrap} into "
-            f"{'chDB at ' + str(settings.store_dir) if settings.embedded else 'ClickHouse server'}; Ctrl-C stops"
+            f"worker ({n} sink process{'es' if n > 1 else ''}) consuming "
+            f"{settings.events_topic} from {settings.kafka_bootstrap} into {into}; Ctrl-C stops"
         )
         if settings.checkpoint_interval_s > 0:
             console.print(
@@ -217,8 +220,8 @@ def run_query(
 
     if settings.embedded and not store_exists(settings):
         raise StoreUnavailable(
-            f"no store at {settings.store_dir}: run `agentaudit demo` or `agentaudit migrate` first, "
-            "or set AGENTAUDIT_DATA_DIR / AGENTAUDIT_CLICKHOUSE_URL"
+            f"no store at {settings.store_dir}: run `agentaudit demo` or "
+            "`agentaudit migrate` first, or set AGENTAUDIT_DATA_DIR / AGENTAUDIT_CLICKHOUSE_URL"
         )
     from agentaudit.health.status import store_owner
 

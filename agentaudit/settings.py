@@ -40,7 +40,8 @@ class Settings(SdkSettings):
 
     clickhouse_url: str | None = Field(
         default=None,
-        description="ClickHouse server URL (http[s]://user:password@host:port/). Unset = embedded chDB.",
+        description="ClickHouse server URL (http[s]://user:password@host:port/). Unset = "
+        "embedded chDB.",
     )
     dlq_topic: str = DLQ_TOPIC
     alerts_topic: str = ALERTS_TOPIC
@@ -60,7 +61,8 @@ class Settings(SdkSettings):
         default=1,
         ge=1,
         le=64,
-        description="Sink processes the worker runs (they share the partitions); up to one per core.",
+        description="Sink processes the worker runs (they share the partitions); up to one per "
+        "core.",
     )
     stream_jobs: bool = Field(
         default=True,
@@ -74,22 +76,26 @@ class Settings(SdkSettings):
     )
     deployment: str = Field(
         default="localhost",
-        description="Names this installation in checkpoint origins: <deployment>/agentaudit/<tenant>/p<partition> "
+        description="Names this installation in checkpoint origins: "
+        "<deployment>/agentaudit/<tenant>/p<partition> "
         "(a schema-less URL, need not be reachable).",
     )
     key_dir: Path = Field(
         default_factory=lambda: Path.home() / ".config" / "agentaudit" / "keys",
-        description="The checkpoint signing key (0600) and the public-key history; outside the data dir.",
+        description="The checkpoint signing key (0600) and the public-key history; outside the "
+        "data dir.",
     )
     checkpoint_dir: Path | None = Field(
         default=None,
-        description="Append-only directory the signed checkpoints are written to (besides the store); "
+        description="Append-only directory the signed checkpoints are written to (besides the "
+        "store); "
         "default <data_dir>/checkpoints. Point it somewhere the store's owner cannot rewrite.",
     )
     checkpoint_interval_s: float = Field(
         default=60.0,
         ge=0,
-        description="Every chain's checkpoint is signed this often, also when unchanged; 0 = unsigned trail.",
+        description="Every chain's checkpoint is signed this often, also when unchanged; 0 = "
+        "unsigned trail.",
     )
     content_encryption: bool = Field(
         default=True,
@@ -98,11 +104,13 @@ class Settings(SdkSettings):
     )
     subject_key_dir: Path | None = Field(
         default=None,
-        description="Per-subject data keys, wrapped by the key-encryption key; default <key_dir>/subjects.",
+        description="Per-subject data keys, wrapped by the key-encryption key; default "
+        "<key_dir>/subjects.",
     )
     subject_kek_file: Path | None = Field(
         default=None,
-        description="The key-encryption key (0600) wrapping the subject keys; default <key_dir>/subject-kek.",
+        description="The key-encryption key (0600) wrapping the subject keys; default "
+        "<key_dir>/subject-kek.",
     )
     retention_sweep_interval_s: float = Field(
         default=3600.0,
@@ -119,7 +127,8 @@ class Settings(SdkSettings):
     alert_routes: Path | None = Field(
         default=None,
         description="Routing file (YAML) for alert delivery; set, the worker also delivers the "
-        "alerts topic to its receivers (README, Alert delivery). Unset = no delivery in the worker.",
+        "alerts topic to its receivers (README, Alert delivery). Unset = no delivery in the "
+        "worker.",
     )
     # -- health: `agentaudit status`, the worker's /metrics, query's warning --
     metrics_port: int = Field(
@@ -142,13 +151,15 @@ class Settings(SdkSettings):
     health_max_insert_age_s: float = Field(
         default=120.0,
         gt=0,
-        description="With lag on the events topic, no insert for this long means the writer is down.",
+        description="With lag on the events topic, no insert for this long means the writer is "
+        "down.",
     )
     health_max_dead_letter_ratio: float = Field(
         default=0.05,
         ge=0,
         le=1,
-        description="Share of dead letters among the last 5 minutes' rows above which status is degraded.",
+        description="Share of dead letters among the last 5 minutes' rows above which status is "
+        "degraded.",
     )
     health_max_heartbeat_age_s: float = Field(
         default=60.0, gt=0, description="Stream-jobs heartbeat older than this: degraded."
@@ -180,7 +191,8 @@ class Settings(SdkSettings):
     otlp_host: str = Field(default="127.0.0.1", description="Address the OTLP receiver binds to.")
     otlp_keys_file: Path | None = Field(
         default=None,
-        description="API keys of the OTLP receiver (SHA-256 → tenant); default <key_dir>/otlp-keys.json.",
+        description="API keys of the OTLP receiver (SHA-256 → tenant); default "
+        "<key_dir>/otlp-keys.json.",
     )
     otlp_max_body_bytes: int = Field(
         default=16 << 20,
@@ -190,7 +202,8 @@ class Settings(SdkSettings):
     otlp_send_timeout_s: float = Field(
         default=10.0,
         gt=0,
-        description="How long a request waits for the broker's acknowledgements before answering 503.",
+        description="How long a request waits for the broker's acknowledgements before answering "
+        "503.",
     )
     otlp_max_inflight: int = Field(
         default=64,

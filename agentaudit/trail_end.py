@@ -65,6 +65,8 @@ def end_tenant(
     )
     anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in signed)
     store.insert(
-        CHECKPOINT_TABLE, [list(col) for col in zip(*(c.row for c in signed))], CHECKPOINT_COLUMNS
+        CHECKPOINT_TABLE,
+        [list(col) for col in zip(*(c.row for c in signed), strict=True)],
+        CHECKPOINT_COLUMNS,
     )
     return [Ended((c.tenant_id, c.partition), c.row[3]) for c in signed]

@@ -51,7 +51,8 @@ def create_statements(
             "timeout_overflow_mode = 'throw' CONST, "
             f"max_result_rows = {limits.max_rows} CONST, result_overflow_mode = 'throw' CONST, "
             f"max_memory_usage = {limits.max_memory_bytes} CONST, "
-            f"max_rows_to_read = {limits.max_rows * 1000} CONST, read_overflow_mode = 'throw' CONST, "
+            f"max_rows_to_read = {limits.max_rows * 1000} CONST, read_overflow_mode = "
+            "'throw' CONST, "
             "additional_table_filters = '{}' CONST"
         ),
         (

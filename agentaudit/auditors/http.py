@@ -24,7 +24,9 @@ from agentaudit.store.protocol import Store
 DATABASE = "default"  # auditors' statements run here whatever the client asks (explained once)
 HANDSHAKE = {
     "SELECT version(), timezone()": "SELECT version(), timezone()",
-    "SELECT name, value, readonly FROM system.settings LIMIT 10000": "SELECT name, value, 1 AS readonly FROM system.settings LIMIT 10000",
+    "SELECT name, value, readonly FROM system.settings LIMIT 10000": (
+        "SELECT name, value, 1 AS readonly FROM system.settings LIMIT 10000"
+    ),
     "SELECT 1 AS check": "SELECT 1 AS check",
 }
 

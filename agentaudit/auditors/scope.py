@@ -163,7 +163,8 @@ WHERE c.database = {db:String} AND c.name = 'tenant_id' AND t.engine != 'Materia
   AND NOT startsWith(c.table, '.inner')
 """
 _TABLE_LINE_RE = re.compile(
-    r"TABLE id: \d+(?:, alias: __table\d+)?, table_name: ([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)"
+    r"TABLE id: \d+(?:, alias: __table\d+)?, table_name: "
+    r"([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)"
 )
 
 

@@ -154,7 +154,8 @@ def parse_thresholds(text: str) -> list[float]:
             values.append(float(part[:-1]) / 100 if part.endswith("%") else float(part))
         except ValueError:
             raise InvalidBudget(
-                f"--thresholds: {part!r} is not a number; give fractions like 0.5,0.8,1 or 50%,80%,100%"
+                f"--thresholds: {part!r} is not a number; give fractions like 0.5,0.8,1 or "
+                "50%,80%,100%"
             ) from None
     return values
 
@@ -221,7 +222,10 @@ def _render(budgets: list[Budget], fmt: str, change: list[str] | None = None) ->
 
     columns, rows = rows_of(budgets, fmt)
     if change is not None:
-        columns, rows = ["change", *columns], [[c, *row] for c, row in zip(change, rows)]
+        columns, rows = (
+            ["change", *columns],
+            [[c, *row] for c, row in zip(change, rows, strict=True)],
+        )
     if fmt == "table":
         render_table(columns, rows, ("change", "name", "scope", "tenant"), "budget", console)
     else:

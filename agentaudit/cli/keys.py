@@ -26,7 +26,8 @@ KeyDirOption = Annotated[
     Path | None,
     typer.Option(
         "--key-dir",
-        help="Directory of the signing key [env AGENTAUDIT_KEY_DIR; default ~/.config/agentaudit/keys].",
+        help="Directory of the signing key [env AGENTAUDIT_KEY_DIR; default "
+        "~/.config/agentaudit/keys].",
     ),
 ]
 

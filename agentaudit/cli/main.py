@@ -35,7 +35,8 @@ from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 
 app = typer.Typer(
-    help="Audit and monitoring pipeline for AI agents: local broker, sink, trail queries, demo, bench.",
+    help="Audit and monitoring pipeline for AI agents: local broker, sink, trail queries, demo, "
+    "bench.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -65,7 +66,8 @@ def worker(
         int | None,
         typer.Option(
             min=1,
-            help="Sink processes sharing the partitions [env AGENTAUDIT_SINK_PROCESSES; default 1].",
+            help="Sink processes sharing the partitions "
+            "[env AGENTAUDIT_SINK_PROCESSES; default 1].",
         ),
     ] = None,
     stream_jobs: Annotated[
@@ -103,7 +105,8 @@ def jobs() -> None:
     async def serve(stop: asyncio.Event) -> None:
         await ensure_topics(settings)
         console.print(
-            f"stream jobs consuming {settings.events_topic} from {settings.kafka_bootstrap}; Ctrl-C stops"
+            f"stream jobs consuming {settings.events_topic} from "
+            f"{settings.kafka_bootstrap}; Ctrl-C stops"
         )
         await run_stream_jobs(settings, stop)
         console.print("stream jobs stopped")
@@ -288,7 +291,8 @@ reprice.register(app)
 
 
 def main() -> None:
-    """Console-script entry point: user errors are one line and a non-zero exit, never a traceback."""
+    """Console-script entry point: user errors are one line and a non-zero exit, never a
+    traceback."""
     level = os.environ.get("AGENTAUDIT_LOG_LEVEL", "WARNING").upper()  # DEBUG, INFO, WARNING, ERROR
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

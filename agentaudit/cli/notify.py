@@ -35,7 +35,8 @@ def notify(
         await ensure_topics(settings)
         names = ", ".join(r.name for r in table.receivers)
         console.print(
-            f"delivering {settings.alerts_topic} from {settings.kafka_bootstrap} to {names}; Ctrl-C stops"
+            f"delivering {settings.alerts_topic} from {settings.kafka_bootstrap} to "
+            f"{names}; Ctrl-C stops"
         )
         await Notifier(settings, table).run(stop)
         console.print("notify stopped")

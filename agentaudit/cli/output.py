@@ -59,7 +59,7 @@ def render(columns: Sequence[str], rows: list[Sequence[Any]], fmt: str, console:
         for row in rows:
             doc = {
                 c: (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
-                for c, v in zip(columns, row)
+                for c, v in zip(columns, row, strict=True)
             }
             console.file.write(orjson.dumps(doc, default=_json_default).decode() + "\n")
     else:

@@ -35,14 +35,16 @@ def reprice(
         str | None,
         typer.Option(
             "--pricing",
-            help="A pricing version rows carry (default: the current pricing with --overrides or AGENTAUDIT_PRICE_OVERRIDES).",
+            help="A pricing version rows carry (default: the current pricing with --overrides or "
+            "AGENTAUDIT_PRICE_OVERRIDES).",
         ),
     ] = None,
     overrides: Annotated[
         Path | None,
         typer.Option(
             "--overrides",
-            help="Price-override file for the current pricing (instead of AGENTAUDIT_PRICE_OVERRIDES).",
+            help="Price-override file for the current pricing (instead of "
+            "AGENTAUDIT_PRICE_OVERRIDES).",
         ),
     ] = None,
     tenant: Annotated[str, typer.Option("--tenant", help="Only this tenant.")] = "",

@@ -11,7 +11,8 @@ T = TypeVar("T")
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
-    """Run `main(stop)` in a fresh loop; SIGINT and SIGTERM set `stop` so it can shut down cleanly."""
+    """Run `main(stop)` in a fresh loop; SIGINT and SIGTERM set `stop` so it can shut down
+    cleanly."""
 
     async def runner() -> T:
         stop = asyncio.Event()

@@ -32,25 +32,29 @@ def status(
     max_insert_age: Annotated[
         float | None,
         typer.Option(
-            help="Writer down: events wait and no insert for this many s [AGENTAUDIT_HEALTH_MAX_INSERT_AGE_S; 120]."
+            help="Writer down: events wait and no insert for this many s "
+            "[AGENTAUDIT_HEALTH_MAX_INSERT_AGE_S; 120]."
         ),
     ] = None,
     max_dead_letter_ratio: Annotated[
         float | None,
         typer.Option(
-            help="Degraded above this share of dead letters in 5 min [AGENTAUDIT_HEALTH_MAX_DEAD_LETTER_RATIO; 0.05]."
+            help="Degraded above this share of dead letters in 5 min "
+            "[AGENTAUDIT_HEALTH_MAX_DEAD_LETTER_RATIO; 0.05]."
         ),
     ] = None,
     max_heartbeat_age: Annotated[
         float | None,
         typer.Option(
-            help="Degraded: stream-jobs heartbeat older, s [AGENTAUDIT_HEALTH_MAX_HEARTBEAT_AGE_S; 60]."
+            help="Degraded: stream-jobs heartbeat older, s "
+            "[AGENTAUDIT_HEALTH_MAX_HEARTBEAT_AGE_S; 60]."
         ),
     ] = None,
     max_checkpoint_age: Annotated[
         float | None,
         typer.Option(
-            help="Degraded: a chain's newest checkpoint older, s [AGENTAUDIT_HEALTH_MAX_CHECKPOINT_AGE_S; 300]."
+            help="Degraded: a chain's newest checkpoint older, s "
+            "[AGENTAUDIT_HEALTH_MAX_CHECKPOINT_AGE_S; 300]."
         ),
     ] = None,
 ) -> None:

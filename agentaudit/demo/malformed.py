@@ -1,4 +1,5 @@
-"""Messages a buggy or hostile producer might write to the events topic, with the reason each must get."""
+"""Messages a buggy or hostile producer might write to the events topic, with the reason each must
+get."""
 
 from __future__ import annotations
 

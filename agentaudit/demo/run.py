@@ -85,8 +85,8 @@ def _set_aside_checkpoints(settings: Settings, console: Console) -> None:
         return
     if settings.checkpoint_dir is not None:
         raise UserError(
-            f"{anchors} (AGENTAUDIT_CHECKPOINT_DIR) holds checkpoints of an earlier trail; the demo "
-            "starts a new one: point AGENTAUDIT_CHECKPOINT_DIR at an empty directory"
+            f"{anchors} (AGENTAUDIT_CHECKPOINT_DIR) holds checkpoints of an earlier trail; "
+            "the demo starts a new one: point AGENTAUDIT_CHECKPOINT_DIR at an empty directory"
         )
     aside = anchors.with_name(f"{anchors.name}-before-{time.strftime('%Y%m%dT%H%M%S')}")
     anchors.rename(aside)
@@ -155,7 +155,8 @@ def run_demo(
     console.print(
         f"The store stays in {settings.store_dir}. Try:\n"
         "  agentaudit report --tenant umbrella --out umbrella.html  # one tenant's report\n"
-        "  agentaudit trail --tenant acme --flagged # actions without a decision, an approval, or after a DENY",
+        "  agentaudit trail --tenant acme --flagged "
+        "# actions without a decision, an approval, or after a DENY",
         highlight=False,
         soft_wrap=True,
     )
@@ -210,7 +211,8 @@ async def _demo(
                 await _drive(fleet, duration, rate, console)
                 if not await client.aflush(30, delivered=True):
                     raise UserError(
-                        "the SDK could not deliver the fleet's events within 30s; is the broker healthy?"
+                        "the SDK could not deliver the fleet's events within 30s; is the "
+                        "broker healthy?"
                     )
                 expected = client.stats.sent + malformed + past
                 await _drain(worker, expected, console)
@@ -227,7 +229,8 @@ async def _demo(
                 )
         console.print(
             f"fleet: {fleet.stats.runs} runs, {fleet.stats.events} events emitted "
-            f"(faults: {fleet.stats.by_fault}; runs the SDK stopped: {fleet.stats.refused or 'none'}); "
+            f"(faults: {fleet.stats.by_fault}; runs the SDK stopped: "
+            f"{fleet.stats.refused or 'none'}); "
             f"SDK: {client.stats}"
         )
     finally:

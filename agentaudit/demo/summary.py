@@ -46,11 +46,13 @@ def print_summary(store: Store, console: Console) -> None:
     usd = _one(store, "SELECT toFloat64(sum(cost_usd)) FROM agentaudit.events")[0][0] or 0.0
     dead = _one(
         store,
-        "SELECT reason, count() AS n FROM agentaudit.dead_letters GROUP BY reason ORDER BY n DESC, reason",
+        "SELECT reason, count() AS n FROM agentaudit.dead_letters GROUP BY reason ORDER BY "
+        "n DESC, reason",
     )
     alerts = _one(
         store,
-        "SELECT severity, uniqExact(alert_id) FROM agentaudit.alerts GROUP BY severity ORDER BY severity",
+        "SELECT severity, uniqExact(alert_id) FROM agentaudit.alerts GROUP BY severity "
+        "ORDER BY severity",
     )
     trips = _one(
         store, "SELECT count() FROM agentaudit.breaker_transitions WHERE to_state = 'open'"

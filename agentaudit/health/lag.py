@@ -2,8 +2,8 @@
 
 The groups are the pipeline's three: the event sink (`Settings.consumer_group` on the events
 topic), the record sink (`<consumer_group>-records` on the alerts and control topics,
-`agentaudit.sink.pipeline_records.sink`) and the stream jobs (faust's group is its app id, `agentaudit`,
-`stream_jobs.app.StreamJobsApp`, on the events topic).
+`agentaudit.sink.pipeline_records.sink`) and the stream jobs (faust's group is its app id,
+`agentaudit`, `stream_jobs.app.StreamJobsApp`, on the events topic).
 
 Committed offsets only report progress (the sinks resume from what the store holds), so lag
 here is "messages not yet acknowledged by the group": right for alerting, and an over-estimate

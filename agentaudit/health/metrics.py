@@ -9,7 +9,8 @@ Names (dashboards and alert rules use them; keep them):
   in this process's sinks and, with N sink processes, from their report lines
 - `agentaudit_sink_stage_seconds{stage}` histogram: `process`, `dead_letter_topic`, `insert`,
   `commit` per flush (`PartitionSink.last_stages`)
-- `agentaudit_last_insert_timestamp_seconds` gauge, unix s; `agentaudit_stream_jobs_heartbeat_age_seconds`,
+- `agentaudit_last_insert_timestamp_seconds` gauge, unix s;
+  `agentaudit_stream_jobs_heartbeat_age_seconds`,
   `agentaudit_checkpoint_age_seconds` (the stalest chain's newest checkpoint) gauges
 
 The figures `agentaudit status` reads (lag, store) are re-read every `metrics_refresh_s` by a

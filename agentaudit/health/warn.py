@@ -35,7 +35,8 @@ def judge_staleness(settings: Settings, seen: Observed) -> str | None:
         worst = max(behind, key=lambda x: x.lag)
         return (
             f"the pipeline is behind: {worst.group} lags {worst.lag} messages on "
-            f"{worst.topic}[{worst.partition}] (max {settings.health_max_lag}); this answer may be stale"
+            f"{worst.topic}[{worst.partition}] (max {settings.health_max_lag}); this answer "
+            "may be stale"
         )
     return None
 

@@ -123,7 +123,8 @@ class Routes(_Model):
     """Alerts fired longer ago than this are not delivered (counted `expired`): a receiver
     added today does not page for last month's alerts; 0 = no limit."""
     dedup_window: int = Field(default=10_000, ge=0)
-    """Alert ids per receiver remembered (and re-read from the topic on start) to drop re-sent alerts."""
+    """Alert ids per receiver remembered (and re-read from the topic on start) to drop re-sent
+    alerts."""
     backoff: Backoff = Field(default_factory=Backoff)
 
     @model_validator(mode="after")

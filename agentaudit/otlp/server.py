@@ -4,13 +4,15 @@ Answers as OTLP exporters expect (OTLP spec, "OTLP/HTTP Response"):
 
 | status | when | exporter |
 | --- | --- | --- |
-| 200 + `Export*ServiceResponse` | every record acknowledged by Kafka; `partial_success` counts what was dead-lettered | done |
+| 200 + `Export*ServiceResponse` | every record acknowledged by Kafka (1) | done |
 | 400 | body does not decode | drops the batch |
 | 401 / 403 | no or unknown API key / revoked key | drops the batch |
 | 413 | body over `AGENTAUDIT_OTLP_MAX_BODY_BYTES` (also after gzip inflation) | drops |
 | 415 | neither protobuf nor JSON, or an encoding other than gzip | drops |
 | 429 + Retry-After | more than `AGENTAUDIT_OTLP_MAX_INFLIGHT` requests at once | retries |
 | 503 + Retry-After | the broker did not acknowledge in `AGENTAUDIT_OTLP_SEND_TIMEOUT_S` | retries |
+
+(1) `partial_success` counts what was dead-lettered.
 
 200 is only sent after the broker acknowledged every record of the request (acks=all), the
 dead letters included: a crash before that loses nothing the exporter was told is stored.

@@ -71,8 +71,10 @@ def spend_between(
         f"  WHERE hour >= {{a:DateTime('UTC')}} AND hour < {{b:DateTime('UTC')}}{cond} GROUP BY k"
         f" UNION ALL"
         f" SELECT {key} AS k, sum(cost_usd) AS usd FROM agentaudit.events"
-        f"  WHERE ((occurred_at >= {{start:DateTime64(6, 'UTC')}} AND occurred_at < {{a:DateTime64(6, 'UTC')}})"
-        f"     OR (occurred_at >= {{b:DateTime64(6, 'UTC')}} AND occurred_at < {{end:DateTime64(6, 'UTC')}}))"
+        f"  WHERE ((occurred_at >= {{start:DateTime64(6, 'UTC')}} AND occurred_at < "
+        f"{{a:DateTime64(6, 'UTC')}})"
+        f"     OR (occurred_at >= {{b:DateTime64(6, 'UTC')}} AND occurred_at < "
+        f"{{end:DateTime64(6, 'UTC')}}))"
         f"{cond} GROUP BY k"
         f") GROUP BY k ORDER BY usd DESC, k LIMIT {int(limit)}"
     )

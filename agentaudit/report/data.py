@@ -111,7 +111,8 @@ def read(store: Store, rng: Range, store_name: str, now: datetime) -> ReportData
     data.alerts = _dicts(
         store,
         (
-            "SELECT alert_id, kind, severity, tenant_id, scope_key, least(fired_at, window_end) AS at, "
+            "SELECT alert_id, kind, severity, tenant_id, scope_key, least(fired_at, "
+            "window_end) AS at, "
             "fired_at, message, runbook FROM agentaudit.alerts "
             f"WHERE {rng.where('least(fired_at, window_end)')} "
             "ORDER BY at, alert_id LIMIT 1 BY alert_id"
@@ -121,7 +122,8 @@ def read(store: Store, rng: Range, store_name: str, now: datetime) -> ReportData
     data.breakers = _dicts(
         store,
         (
-            "SELECT at, tenant_id, agent_id, tool, from_state, to_state, signal, observed, threshold "
+            "SELECT at, tenant_id, agent_id, tool, from_state, to_state, signal, observed, "
+            "threshold "
             f"FROM agentaudit.breaker_transitions WHERE {rng.where('at')} "
             "ORDER BY at, transition_id LIMIT 1 BY transition_id"
         ),
@@ -135,7 +137,8 @@ def read(store: Store, rng: Range, store_name: str, now: datetime) -> ReportData
             " SELECT * FROM agentaudit.drift_scores "
             f" WHERE {rng.where('window_end')} ORDER BY score_id LIMIT 1 BY score_id) "
             # the latest window of each test; then drifted first, most significant first
-            "ORDER BY window_end DESC, score_id LIMIT 1 BY tenant_id, agent_id, subject, agent_version, model, test"
+            "ORDER BY window_end DESC, score_id LIMIT 1 BY tenant_id, agent_id, subject, "
+            "agent_version, model, test"
         ),
         p,
     )
@@ -144,7 +147,8 @@ def read(store: Store, rng: Range, store_name: str, now: datetime) -> ReportData
     data.dead_letters = [
         (str(r), int(n), str(d))
         for r, n, d in store.query(
-            "SELECT reason, count() AS n, min(left(detail, 120)) AS example FROM agentaudit.dead_letters "
+            "SELECT reason, count() AS n, min(left(detail, 120)) AS example FROM "
+            "agentaudit.dead_letters "
             f"WHERE {rng.where('received_at')} GROUP BY reason ORDER BY n DESC, reason",
             p,
         ).result_rows
@@ -158,7 +162,8 @@ def read(store: Store, rng: Range, store_name: str, now: datetime) -> ReportData
             "FROM agentaudit.control WHERE issued_at < {until:DateTime64(6, 'UTC')}"
             + (" AND tenant_id = {tenant:String}" if rng.tenant else "")
             + " GROUP BY scope_key HAVING action = 'block' "
-            "AND (isNull(block_until) OR block_until > {until:DateTime64(6, 'UTC')}) ORDER BY scope_key"
+            "AND (isNull(block_until) OR block_until > {until:DateTime64(6, 'UTC')}) "
+            "ORDER BY scope_key"
         ),
         p,
     )
@@ -183,7 +188,8 @@ def _drift_order(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def _totals(store: Store, rng: Range, p: dict[str, Any]) -> dict[str, float]:
     events, usd, tenants, llm = store.query(
-        "SELECT count(), toFloat64(sum(cost_usd)), uniqExact(tenant_id), countIf(type = 'llm_call') "
+        "SELECT count(), toFloat64(sum(cost_usd)), uniqExact(tenant_id), "
+        "countIf(type = 'llm_call') "
         f"FROM agentaudit.events WHERE {rng.where('occurred_at')}",
         p,
     ).result_rows[0]

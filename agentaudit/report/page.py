@@ -16,19 +16,23 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 MAX_TABLE_ROWS = 40
 
 CSS = """
-:root{--fg:#1d2330;--muted:#5b6475;--line:#e3e6ec;--bg:#f6f7f9;--card:#fff;--bad:#d62728;--warn:#f0a202;--ok:#2e9d4f}
+:root{--fg:#1d2330;--muted:#5b6475;--line:#e3e6ec;--bg:#f6f7f9;--card:#fff;--bad:#d62728;
+  --warn:#f0a202;--ok:#2e9d4f}
 *{box-sizing:border-box}
-body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--fg);background:var(--bg)}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
+  color:var(--fg);background:var(--bg)}
 header{background:#1d2330;color:#fff;padding:18px 28px}
 header h1{margin:0 0 4px;font-size:20px}
 header .meta{color:#c3c9d4;font-size:13px}
 main{max-width:960px;margin:0 auto;padding:18px 20px 40px}
-.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(130px,1fr));gap:10px;margin:0 0 18px}
+.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(130px,1fr));gap:10px;
+  margin:0 0 18px}
 .tile{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 12px}
 .tile b{display:block;font-size:22px}
 .tile span{color:var(--muted);font-size:12px}
 .tile.bad b{color:var(--bad)}
-section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:14px 18px;margin:0 0 16px}
+section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:14px 18px;
+  margin:0 0 16px}
 section h2{font-size:16px;margin:0 0 2px}
 section p.what{color:var(--muted);margin:0 0 10px;font-size:13px}
 svg.chart{display:block;font-size:11px}
@@ -40,9 +44,12 @@ svg .tick,svg .axis-title{fill:var(--muted)}
 svg .ref-label{font-size:10px;fill:#1d2330}
 svg .value{fill:var(--muted)}
 svg .mark:hover{opacity:.75}
-.legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin:6px 0 0 4px;font-size:12px;color:var(--muted)}
-.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:-1px}
-.nodata{margin:6px 0;padding:18px;border:1px dashed #c3c9d4;border-radius:6px;color:var(--muted);text-align:center}
+.legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin:6px 0 0 4px;font-size:12px;
+  color:var(--muted)}
+.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;
+  vertical-align:-1px}
+.nodata{margin:6px 0;padding:18px;border:1px dashed #c3c9d4;border-radius:6px;color:var(--muted);
+  text-align:center}
 table{border-collapse:collapse;width:100%;margin-top:10px;font-size:12.5px}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
 th{color:var(--muted);font-weight:600}
@@ -117,7 +124,8 @@ def _tiles(d: ReportData) -> str:
     return (
         '<div class="tiles">'
         + "".join(
-            f'<div class="tile{" bad" if bad else ""}"><b>{esc(v)}</b><span>{esc(label)}</span></div>'
+            f'<div class="tile{" bad" if bad else ""}">'
+            f"<b>{esc(v)}</b><span>{esc(label)}</span></div>"
             for v, label, bad in tiles
         )
         + "</div>"

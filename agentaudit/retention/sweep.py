@@ -39,7 +39,8 @@ SELECT kafka_partition, min(chain_seq), max(chain_seq) FROM agentaudit.events
 WHERE tenant_id = {t:String} GROUP BY kafka_partition ORDER BY kafka_partition"""
 _FLOOR_SQL = """
 SELECT min(chain_seq) FROM agentaudit.events
-WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32} AND has({subjects:Array(String)}, user_id)"""
+WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32}
+  AND has({subjects:Array(String)}, user_id)"""
 _CHECKPOINTS_SQL = """
 SELECT tree_size, note, frontier FROM agentaudit.checkpoints
 WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32}

@@ -5,7 +5,8 @@ Which fields (README, "Erasure"): every value of the envelope's `attributes`, `l
 subject is the event's `user_id`; events without one use the tenant's own key (subject
 None). Each sealed value becomes, in place::
 
-    {"enc": "aes-256-gcm", "kid": "<16 hex>", "n": "<base64 nonce>", "ct": "<base64 ciphertext+tag>"}
+    {"enc": "aes-256-gcm", "kid": "<16 hex>", "n": "<base64 nonce>",
+     "ct": "<base64 ciphertext+tag>"}
 
 The plaintext is the value's JSON text (so an attribute keeps its type: string, number, bool);
 the associated data binds `agentaudit.seal.v1`, the tenant, the event id and the field's path

@@ -52,7 +52,8 @@ def problems(seg: Segment, text: str) -> list[Line]:
     out: list[Line] = []
     if seg.missing:
         spans = [
-            f"{a}-{b}" if a != b else str(a) for a, b in zip(seg.missing[::2], seg.missing[1::2])
+            f"{a}-{b}" if a != b else str(a)
+            for a, b in zip(seg.missing[::2], seg.missing[1::2], strict=True)
         ]
         out.append(Line("rows", text, MISSING, "seq " + ", ".join(spans)))
     for verdict in (ROW_HASH, REORDERED, EXTRA):
@@ -67,7 +68,7 @@ def segment_lines(rep: ChainReport, seg: Segment, origin: str, why: str = "") ->
     """The lines of the rows up to a checkpoint, and their counts (``why``: the retention that
     explains rows expired by policy)."""
     assert seg.hi is not None
-    missing = sum(b - a + 1 for a, b in zip(seg.missing[::2], seg.missing[1::2]))
+    missing = sum(b - a + 1 for a, b in zip(seg.missing[::2], seg.missing[1::2], strict=True))
     if not seg.seen and not missing and not seg.issues and not seg.derived and not seg.expired:
         return
     text = f"Rows {origin} {seg.lo}-{seg.hi}"

@@ -67,7 +67,8 @@ def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
     while len(level) > 1:
         odd = level[-1] if len(level) & 1 else None
         it = iter(level)
-        level = [h(p + a + b).digest() for a, b in zip(it, it)]
+        # pairs; an odd last hash is left out here and carried up below
+        level = [h(p + a + b).digest() for a, b in zip(it, it, strict=False)]
         if odd is not None:
             level.append(odd)
     return level[0]
@@ -145,7 +146,8 @@ class CompactTree:
             level = list(hashes[i : i + (1 << height)])
             while len(level) > 1:
                 level = [
-                    _sha256(NODE_PREFIX + a + b).digest() for a, b in zip(level[::2], level[1::2])
+                    _sha256(NODE_PREFIX + a + b).digest()
+                    for a, b in zip(level[::2], level[1::2], strict=True)
                 ]
             self._push(level[0], height)
             i += 1 << height

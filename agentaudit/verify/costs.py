@@ -9,13 +9,13 @@ against the pricing, passed to the one query as arrays (`CANDIDATES_SQL`):
 
 - not an ``llm_call``: free — cost 0, priced, no version;
 - an ``llm_call`` of a model the pricing does not know: cost 0, not priced;
-- an ``llm_call`` of a known model: per-token rates as whole atto-dollars (10^-18 USD),
-  ``Σ rate × tokens`` in 128-bit integers, rounded half to even to nano-dollars —
-  `agentaudit_schemas.pricing.table._price`'s arithmetic, exactly. A rule holds two price epochs (the
-  price before and from a switch instant: a price change inside the group's rows) and, per
-  epoch, one long-context tier (the whole call at the tier's rates when ``input_tokens`` >
-  its start): 16 rates per group (tests/integration/test_costs.py compares the engine with
-  the pricing over every model of every hand-kept table and of the genai_prices snapshot);
+- an ``llm_call`` of a known model: per-token rates as whole atto-dollars (10^-18 USD), ``Σ rate ×
+  tokens`` in 128-bit integers, rounded half to even to nano-dollars —
+  `agentaudit_schemas.pricing.table._price`'s arithmetic, exactly. A rule holds two price epochs
+  (the price before and from a switch instant: a price change inside the group's rows) and, per
+  epoch, one long-context tier (the whole call at the tier's rates when ``input_tokens`` > its
+  start): 16 rates per group (tests/integration/test_costs.py compares the engine with the pricing
+  over every model of every hand-kept table and of the genai_prices snapshot);
 - anything else (an unknown pricing version, a rate finer than an atto-dollar, more than two
   price epochs in the window, more than one tier, time-of-day prices): no rule, every row goes
   to Python.

@@ -134,7 +134,8 @@ def _event_row(store: Store, settings: Settings, event_id: str) -> tuple[Any, ..
         raise NotProvable(f"event {uid} is not in the trail")
     if len(rows) > 1:
         raise NotProvable(
-            f"event {uid} is stored {len(rows)} times: run `agentaudit verify --tenant {rows[0][0]}`"
+            f"event {uid} is stored {len(rows)} times: run `agentaudit verify --tenant "
+            f"{rows[0][0]}`"
         )
     return tuple(rows[0])
 

@@ -37,10 +37,12 @@ _FENCE = Limits(max_seconds=300.0, max_rows=10 * CHUNK).clause()
 _CHAINS_SQL = f"""
 SELECT tenant_id, kafka_partition, max(last) FROM (
   SELECT tenant_id, kafka_partition, max(chain_seq) AS last FROM agentaudit.events
-  WHERE ({{tenant:String}} = '' OR tenant_id = {{tenant:String}}) GROUP BY tenant_id, kafka_partition
+  WHERE ({{tenant:String}} = '' OR tenant_id = {{tenant:String}})
+  GROUP BY tenant_id, kafka_partition
   UNION ALL
   SELECT tenant_id, kafka_partition, toUInt64(0) FROM agentaudit.checkpoints
-  WHERE ({{tenant:String}} = '' OR tenant_id = {{tenant:String}}) GROUP BY tenant_id, kafka_partition
+  WHERE ({{tenant:String}} = '' OR tenant_id = {{tenant:String}})
+  GROUP BY tenant_id, kafka_partition
 ) GROUP BY tenant_id, kafka_partition
 {_FENCE}"""
 
@@ -82,8 +84,8 @@ def _rows_sql(where: str, chain: str) -> str:
     window's PARTITION BY, empty for one chain), in chain and ``chain_seq`` order."""
     return f"""
 SELECT tenant_id, kafka_partition, chain_seq,
-       toBool(occurred_at >= {{lo:DateTime64(6, 'UTC')}} AND occurred_at < {{hi:DateTime64(6, 'UTC')}})
-         AS checked,
+       toBool(occurred_at >= {{lo:DateTime64(6, 'UTC')}}
+              AND occurred_at < {{hi:DateTime64(6, 'UTC')}}) AS checked,
        NOT empty(leaf_hash)
          AND lower(hex(SHA256({_LEAF_SQL}))) = leaf_hash
          AND lower(hex(SHA256(concat(prev_hash, payload)))) = row_hash
