@@ -49,7 +49,8 @@ def build() -> Dashboard:
                 "median and p95 per interval.",
                 Sql(
                     "SELECT $__timeInterval(occurred_at) AS time, "
-                    "quantile(0.5)(latency_ms) / 1000 AS p50, quantile(0.95)(latency_ms) / 1000 AS p95 "
+                    "quantile(0.5)(latency_ms) / 1000 AS p50, quantile(0.95)(latency_ms) / "
+                    "1000 AS p95 "
                     f"{_EVENTS} AND type = 'approval_decided' GROUP BY time ORDER BY time",
                     Format.TIME_SERIES,
                 ),
@@ -88,7 +89,8 @@ def build() -> Dashboard:
                 "finished in each interval.",
                 Sql(
                     "SELECT $__timeInterval(occurred_at) AS time, "
-                    "quantile(0.5)(latency_ms) / 1000 AS p50, quantile(0.95)(latency_ms) / 1000 AS p95 "
+                    "quantile(0.5)(latency_ms) / 1000 AS p50, quantile(0.95)(latency_ms) / "
+                    "1000 AS p95 "
                     f"{_EVENTS} AND type = 'run_finished' GROUP BY time ORDER BY time",
                     Format.TIME_SERIES,
                 ),

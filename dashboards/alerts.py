@@ -108,7 +108,8 @@ PIPELINE_SPECS: dict[str, AlertSpec] = {
 
 
 def specs() -> list[AlertSpec]:
-    """Every rule: the jobs' alert kinds (an alert of the kind in the window) then the pipeline's."""
+    """Every rule: the jobs' alert kinds (an alert of the kind in the window) then the
+    pipeline's."""
     kinds = [
         AlertSpec(kind, summary, "clickhouse", _kind_query(kind), 0)
         for kind, summary in ALERT_KINDS.items()

@@ -63,7 +63,8 @@ def build() -> Dashboard:
                 "Drift tests per subject in the range: how many found drift and how many did "
                 "not (the baseline).",
                 Sql(
-                    "SELECT subject, countIf(drifted) AS drifted_tests, countIf(NOT drifted) AS stable_tests "
+                    "SELECT subject, countIf(drifted) AS drifted_tests, countIf(NOT "
+                    "drifted) AS stable_tests "
                     f"{_DRIFT} GROUP BY subject ORDER BY drifted_tests DESC, subject LIMIT 30"
                 ),
             ),

@@ -19,7 +19,8 @@ _BREAKER_STATE = (
 _BLOCKS = (
     "SELECT scope_key, argMax(action, issued_at) AS last_action, "
     "argMax(reason, issued_at) AS reason, argMax(issued_by, issued_at) AS issued_by, "
-    "max(issued_at) AS since, argMax(until, issued_at) AS until, argMax(runbook, issued_at) AS runbook "
+    "max(issued_at) AS since, argMax(until, issued_at) AS until, argMax(runbook, issued_at) "
+    "AS runbook "
     f"FROM agentaudit.control WHERE {TENANT} GROUP BY scope_key"
 )
 
@@ -37,7 +38,8 @@ def build() -> Dashboard:
                 "Breakers whose newest transition is open or half_open (any time, not only "
                 "the range): their scopes' calls are refused or probing.",
                 Sql(
-                    f"SELECT countIf(state IN ('open', 'half_open')) AS open FROM ({_BREAKER_STATE})"
+                    "SELECT countIf(state IN ('open', 'half_open')) AS open FROM "
+                    f"({_BREAKER_STATE})"
                 ),
                 width=6,
             ),
@@ -94,7 +96,8 @@ def build() -> Dashboard:
                 "Blocks and unblocks per interval, by reason (breaker_open, budget_exhausted, "
                 "manual, …).",
                 Sql(
-                    "SELECT $__timeInterval(issued_at) AS time, concat(action, ' ', reason) AS what, "
+                    "SELECT $__timeInterval(issued_at) AS time, concat(action, ' ', reason) "
+                    "AS what, "
                     f"count() AS messages FROM agentaudit.control WHERE $__timeFilter(issued_at) "
                     f"AND {TENANT} GROUP BY time, what ORDER BY time",
                     Format.TIME_SERIES,

@@ -85,7 +85,8 @@ def build() -> Dashboard:
                 "The newest auditor statements: who, through which channel, the verdict and "
                 "reason, rows returned and read.",
                 Sql(
-                    "SELECT occurred_at, auditor, channel, verdict, reason, statement, result_rows, "
+                    "SELECT occurred_at, auditor, channel, verdict, reason, statement, "
+                    "result_rows, "
                     f"read_rows {_AUDITORS} ORDER BY occurred_at DESC LIMIT 100"
                 ),
             ),
@@ -97,7 +98,8 @@ def build() -> Dashboard:
                 Sql(
                     "SELECT changed_at, tenant_id, kind, subject, days, active, kafka_partition, "
                     "horizon, reason, actor FROM agentaudit.retention_log "
-                    f"WHERE $__timeFilter(changed_at) AND {TENANT} ORDER BY changed_at DESC LIMIT 100"
+                    f"WHERE $__timeFilter(changed_at) AND {TENANT} ORDER BY changed_at DESC "
+                    "LIMIT 100"
                 ),
                 width=24,
             ),

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 ALL = "$__all"
-"""The value Grafana gives a variable whose 'All' option is selected (without a custom all value)."""
+"""The value Grafana gives a variable whose 'All' option is selected (without a custom all
+value)."""
 
 
 @dataclass(frozen=True)

@@ -85,8 +85,10 @@ def build() -> Dashboard:
                 "large values.",
                 Sql(
                     "SELECT $__timeInterval(ingested_at) AS time, "
-                    "quantile(0.5)(dateDiff('millisecond', occurred_at, ingested_at)) / 1000 AS p50, "
-                    "quantile(0.95)(dateDiff('millisecond', occurred_at, ingested_at)) / 1000 AS p95 "
+                    "quantile(0.5)(dateDiff('millisecond', occurred_at, ingested_at)) / "
+                    "1000 AS p50, "
+                    "quantile(0.95)(dateDiff('millisecond', occurred_at, ingested_at)) / "
+                    "1000 AS p95 "
                     f"FROM agentaudit.events WHERE $__timeFilter(ingested_at) AND {TENANT} "
                     "GROUP BY time ORDER BY time",
                     Format.TIME_SERIES,
@@ -111,7 +113,8 @@ def build() -> Dashboard:
                 "Seconds since the stream jobs' newest heartbeat in the store (empty: none in "
                 "a day). Not per tenant. Above a minute fires StreamJobsSilent.",
                 Sql(
-                    "SELECT if(count() = 0, NULL, dateDiff('second', max(at), now())) AS seconds_ago "
+                    "SELECT if(count() = 0, NULL, dateDiff('second', max(at), now())) AS "
+                    "seconds_ago "
                     "FROM agentaudit.heartbeats WHERE source = 'stream_jobs' "
                     "AND at >= now() - INTERVAL 1 DAY"
                 ),

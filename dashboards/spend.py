@@ -86,7 +86,8 @@ def build() -> Dashboard:
                 "first, with spend and limit in USD.",
                 Sql(
                     "SELECT fired_at, kind, severity, scope_key, `window`, observed AS spent_usd, "
-                    f"`limit` AS limit_usd, message {_BUDGET_ALERTS} ORDER BY fired_at DESC LIMIT 100"
+                    f"`limit` AS limit_usd, message {_BUDGET_ALERTS} ORDER BY fired_at DESC "
+                    "LIMIT 100"
                 ),
             ),
             sql_panel(

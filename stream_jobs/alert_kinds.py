@@ -32,7 +32,8 @@ ALERT_KINDS: dict[str, str] = {
 
 NON_ALERT_RUNBOOKS: dict[str, str] = {
     "ManualBlock": "An operator blocked a scope by hand (`agentaudit block`).",
-    "TrailUnsigned": "A sink refused to sign a chain whose store disagrees with its anchored checkpoints.",
+    "TrailUnsigned": "A sink refused to sign a chain whose store disagrees with its anchored "
+    "checkpoints.",
 }
 """Runbooks that no alert fires but that records link to (a control message's `runbook`)."""
 

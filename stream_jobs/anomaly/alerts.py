@@ -1,4 +1,5 @@
-"""Anomaly findings → `agentaudit_schemas.records.Alert`: kind, deterministic id, a readable sentence.
+"""Anomaly findings → `agentaudit_schemas.records.Alert`: kind, deterministic id, a readable
+sentence.
 
 One alert kind per metric, each with `runbooks/<Kind>.md`. The id is derived from kind,
 scope and minute only, so a replay after a crash re-emits the same id and the store keeps

@@ -12,11 +12,11 @@ reported in raw units. The rules, per metric:
   median/MAD of such windows: a low-volume tenant's minute rests on a handful of calls,
   five minutes of it on enough to see a short spike; its noise floors follow the pooled
   support (binomial) and the number of minutes (Poisson: 1/√k on Anscombe's scale);
-- once an hour of week has enough history, `mad`, `ewma` and `window` also need the seasonal score to
-  agree in sign and pass `seasonal_gate`: a Monday 09:00 ramp that happens every week is
-  not an anomaly even though it is one against the last hour; until then the same hour of
-  the last three days gates instead (a level seen at this hour on any of them is not an
-  anomaly), so daily and weekday ramps stop alerting after a day;
+- once an hour of week has enough history, `mad`, `ewma` and `window` also need the seasonal score
+  to agree in sign and pass `seasonal_gate`: a Monday 09:00 ramp that happens every week is not an
+  anomaly even though it is one against the last hour; until then the same hour of the last three
+  days gates instead (a level seen at this hour on any of them is not an anomaly), so daily and
+  weekday ramps stop alerting after a day;
 - every alert also needs a material change (`min_abs_change`, `min_rel_change`), so a
   statistically clear but tiny move (0.1 % → 0.3 % errors) stays quiet;
 - direction: `up` metrics only alert on increases, `down` on decreases, `both` on either.
