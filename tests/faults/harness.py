@@ -251,7 +251,8 @@ def verify_trail(
         ).result_rows[0][0]
         count, unique, tenants = (int(v) for v in row)
         assert (count, unique) == (expected_events, expected_events), (
-            f"count()={count} uniqExact(event_id)={unique}, expected {expected_events} unique events"
+            f"count()={count} uniqExact(event_id)={unique}, expected {expected_events} "
+            "unique events"
         )
         if expected_dead is not None:
             assert tuple(int(v) for v in dl) == (expected_dead, expected_dead), (

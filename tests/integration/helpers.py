@@ -1,4 +1,5 @@
-"""Helpers for integration tests: produce raw messages, run a sink until a condition, read the trail."""
+"""Helpers for integration tests: produce raw messages, run a sink until a condition, read the
+trail."""
 
 from __future__ import annotations
 

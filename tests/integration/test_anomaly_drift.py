@@ -94,7 +94,10 @@ async def idle_closed(jobs: StreamJobsApp, now: datetime) -> None:
     """Wait for the 1 s tick to close every partition's tenants up to `now`."""
     detection, minute = jobs.jobs.detection, int(now.timestamp() // 60)
     parts = detection.partition_minute
-    closed = lambda: all(parts.get(p, -1) >= minute for p in detection.by_partition)
+
+    def closed() -> bool:
+        return all(parts.get(p, -1) >= minute for p in detection.by_partition)
+
     await poll_until(closed, 30, "idle partitions closed")
 
 
@@ -373,7 +376,10 @@ async def test_goldsets_add_is_idempotent_and_mistakes_are_one_line_errors(
     )
     assert "no pin acme|refunds|other" in wrong and "(pins: acme|refunds|m)" in wrong, wrong
     jobs = jobs_app(settings, FakeClock())
-    pinned = lambda: jobs.jobs.detection.pins.current("acme", "refunds", "m")
+
+    def pinned() -> object:
+        return jobs.jobs.detection.pins.current("acme", "refunds", "m")
+
     async with running(jobs.app, timeout=90):
         await poll_until(jobs.pins_seen.is_set, 30, "the pins topic read")
         assert pinned() is not None

@@ -71,7 +71,10 @@ def test_a_forged_row_far_ahead_is_reached_without_walking_the_gap(tmp_path: Pat
 
     with built_store(tmp_path, 100, 1, every=100) as (settings, store):
         far = 10**12
-        payload = b'{"event_id":"0190c1f2-0000-7000-8000-000000000001","occurred_at":"2026-11-06T10:00:00Z","tenant_id":"bench-0","type":"tool_call"}'
+        payload = (
+            b'{"event_id":"0190c1f2-0000-7000-8000-000000000001",'
+            b'"occurred_at":"2026-11-06T10:00:00Z","tenant_id":"bench-0","type":"tool_call"}'
+        )
         row = [
             payload,
             Decimal(0),

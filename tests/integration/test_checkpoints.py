@@ -131,7 +131,8 @@ async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings
         (tenant, part), cps = min(assert_signed(settings, store).items())
         # A forged row with every hash recomputed, inserted straight into the store.
         last = store.query(
-            "SELECT chain_seq, row_hash, payload FROM agentaudit.events WHERE tenant_id = {t:String} "
+            "SELECT chain_seq, row_hash, payload FROM agentaudit.events WHERE tenant_id = "
+            "{t:String} "
             "AND kafka_partition = {p:UInt32} ORDER BY chain_seq DESC LIMIT 1",
             {"t": tenant, "p": part},
         ).result_rows[0]

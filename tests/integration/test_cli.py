@@ -121,9 +121,12 @@ def test_demo_end_to_end_then_query(demo_run: DemoRun) -> None:
         SELECT
           (SELECT max(c) FROM (SELECT run_id, args_hash, count() AS c FROM (
               SELECT run_id, JSONExtractString(payload, 'payload', 'args_hash') AS args_hash
-              FROM agentaudit.events WHERE type = 'tool_call') GROUP BY run_id, args_hash)) AS max_loop,
-          (SELECT max(output_tokens) FROM agentaudit.events WHERE agent_id = 'code-assistant' AND tenant_id = 'initech') AS flood,
-          (SELECT countIf(cached_input_tokens > 0) FROM agentaudit.events WHERE type = 'llm_call') AS cached,
+              FROM agentaudit.events WHERE type = 'tool_call')
+            GROUP BY run_id, args_hash)) AS max_loop,
+          (SELECT max(output_tokens) FROM agentaudit.events
+            WHERE agent_id = 'code-assistant' AND tenant_id = 'initech') AS flood,
+          (SELECT countIf(cached_input_tokens > 0) FROM agentaudit.events
+            WHERE type = 'llm_call') AS cached,
           (SELECT count() FROM agentaudit.events WHERE request_model = 'claude-opus-4-1') AS burst
         """,
             "-f",

@@ -2,7 +2,8 @@
 and variables expanded the way the ClickHouse plugin expands them (dashboards/macros.py), for
 a fixed time range (the demo's last insert + 1 min, back 7 days) and tenant; the panels that
 should show data return rows. The PromQL of the Prometheus panels and the ConsumerLag rule is
-evaluated by Debian's promtool against synthetic series of the metrics the worker's /metrics exports.
+evaluated by Debian's promtool against synthetic series of the metrics the worker's /metrics
+exports.
 """
 
 from __future__ import annotations

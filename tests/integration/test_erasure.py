@@ -65,7 +65,8 @@ def plaintext_rows(store: Store, needle: str) -> int:
         scalar(
             store,
             "SELECT (SELECT count() FROM agentaudit.events WHERE position(payload, {s:String}) > 0)"
-            " + (SELECT count() FROM agentaudit.dead_letters WHERE position(original, {s:String}) > 0)",
+            " + (SELECT count() FROM agentaudit.dead_letters WHERE position(original, "
+            "{s:String}) > 0)",
             {"s": needle},
         )
     )

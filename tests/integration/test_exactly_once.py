@@ -127,8 +127,8 @@ def test_sink_killed_at_each_window_then_restarted(settings: Settings, crash: st
             """
             SELECT count() FROM (
                 SELECT tenant_id, kafka_partition, groupArray((log_epoch, kafka_offset)) AS offs
-                FROM (SELECT tenant_id, kafka_partition, log_epoch, kafka_offset FROM agentaudit.events
-                      ORDER BY tenant_id, kafka_partition, chain_seq)
+                FROM (SELECT tenant_id, kafka_partition, log_epoch, kafka_offset
+                      FROM agentaudit.events ORDER BY tenant_id, kafka_partition, chain_seq)
                 GROUP BY tenant_id, kafka_partition)
             WHERE NOT arrayAll((x, i) -> i = 1 OR x > offs[i - 1], offs, arrayEnumerate(offs))""",
         )

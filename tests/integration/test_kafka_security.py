@@ -125,7 +125,7 @@ async def test_wrong_ca_is_named_not_a_hang(
     settings = tls_settings(tls_bootstrap, certs, tmp_path, kafka_ssl_cafile=certs.other_ca)
     started = time.monotonic()
     with pytest.raises(
-        BrokerUnreachable, match="TLS handshake .* failed: CERTIFICATE_VERIFY_FAILED"
+        BrokerUnreachable, match=r"TLS handshake .* failed: CERTIFICATE_VERIFY_FAILED"
     ):
         await ensure_topics(settings, timeout=10)
     assert time.monotonic() - started < 10
@@ -152,7 +152,7 @@ async def test_missing_client_certificate_is_named(
     )
     connection = settings.kafka_connection()
     with pytest.raises(
-        KafkaSetupError, match="TLS handshake .* failed: .*requires a client certificate"
+        KafkaSetupError, match=r"TLS handshake .* failed: .*requires a client certificate"
     ) as err:
         await start(producer(connection), connection, 10)
     assert err.value.kind == "tls"

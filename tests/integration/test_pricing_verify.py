@@ -89,7 +89,9 @@ def trail(
             )
         batch = sink.take()
         assert sink.counters.accepted == len(batch.events) == 7 * 16
-        store.insert(INGEST_TABLE, [list(c) for c in zip(*batch.events)], INGEST_COLUMNS)
+        store.insert(
+            INGEST_TABLE, [list(c) for c in zip(*batch.events, strict=True)], INGEST_COLUMNS
+        )
         yield store, data, pricing
 
 

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.integration
 FINGERPRINT = """
 SELECT (SELECT groupArray((name, total_rows)) FROM (SELECT name, total_rows FROM system.tables
           WHERE database = 'agentaudit' ORDER BY name)),
-       (SELECT (count(), sum(cityHash64(event_id, tenant_id, payload, row_hash))) FROM agentaudit.events)
+       (SELECT (count(), sum(cityHash64(event_id, tenant_id, payload, row_hash)))
+          FROM agentaudit.events)
 """
 
 
@@ -101,7 +102,8 @@ def destructive(tmp: Path) -> list[str]:
         f"SELECT count() FROM agentaudit.events WHERE tenant_id IN (SELECT * FROM {passwd})",
         "SELECT (SELECT count() FROM merge('agentaudit', '.*'))",  # scalar subquery
         f"SELECT 1 UNION ALL SELECT count() FROM {passwd}",
-        f"SELECT * FROM {passwd} AS `f\n      TableIdentifier agentaudit.events`",  # fake dump lines
+        # fake dump lines
+        f"SELECT * FROM {passwd} AS `f\n      TableIdentifier agentaudit.events`",
         f"DESCRIBE TABLE {passwd}",
         f"SELECT 1 INTO OUTFILE '{tmp}/out.txt'",
         "SELECT 1 FORMAT CSV",

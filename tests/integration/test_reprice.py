@@ -46,12 +46,15 @@ def test_reprice_writes_a_new_versioned_result_and_leaves_the_trail_alone(tmp_pa
                 Source("events", 0, i, int(AT.timestamp() * 1000) + 10**6, b"k"), orjson.dumps(doc)
             )
         batch = sink.take()
-        store.insert(INGEST_TABLE, [list(c) for c in zip(*batch.events)], INGEST_COLUMNS)
+        store.insert(
+            INGEST_TABLE, [list(c) for c in zip(*batch.events, strict=True)], INGEST_COLUMNS
+        )
         before = store.query(SNAPSHOT).result_rows
 
         new = PriceSource(
             parse_overrides(
-                "overrides:\n  - {provider: openai, model: my-deploy, price_as: {provider: openai, model: gpt-5}}\n"
+                "overrides:\n  - {provider: openai, model: my-deploy, price_as: {provider: "
+                "openai, model: gpt-5}}\n"
             )
         )
         done = reprice(
@@ -70,7 +73,8 @@ def test_reprice_writes_a_new_versioned_result_and_leaves_the_trail_alone(tmp_pa
         assert (done.usd_after, done.unpriced_after) == (2 * mini + opus + gpt5, 0)
         stored = store.query(
             "SELECT count(), sum(cost_usd), sum(original_cost_usd), any(pricing_version), "
-            "uniqExact(original_pricing_version) FROM agentaudit.repriced WHERE run_id = {r:String}",
+            "uniqExact(original_pricing_version) FROM agentaudit.repriced WHERE run_id = "
+            "{r:String}",
             {"r": done.run_id},
         ).result_rows[0]
         assert stored == (4, done.usd_after, done.usd_before, new.version, 1)

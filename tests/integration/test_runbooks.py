@@ -360,7 +360,7 @@ def _records(now: datetime) -> list[Alert | ControlMessage | BreakerTransition |
 def _insert(
     store: ClickHouseStore, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
 ) -> None:
-    store.insert(table, [list(c) for c in zip(*rows)], columns)
+    store.insert(table, [list(c) for c in zip(*rows, strict=True)], columns)
 
 
 def _fixture_now(real: datetime) -> datetime:

@@ -132,11 +132,14 @@ async def test_poison_becomes_dead_letters_and_the_valid_events_behind_it_land(
         assert scalar(store, "SELECT count() FROM agentaudit.events") == len(valid)
         assert assert_chains_valid(store) == len(valid)
         rows = store.query(
-            "SELECT kafka_offset, reason, detail, length(original), original FROM agentaudit.dead_letters "
+            "SELECT kafka_offset, reason, detail, length(original), original FROM "
+            "agentaudit.dead_letters "
             "ORDER BY kafka_offset"
         ).result_rows
         assert [r[1] for r in rows] == [reason for _k, _v, reason in poison]
-        for (_offset, _reason, detail, length, original), (_k, value, _r) in zip(rows, poison):
+        for (_offset, _reason, detail, length, original), (_k, value, _r) in zip(
+            rows, poison, strict=True
+        ):
             original = original if isinstance(original, bytes) else original.encode()
             if len(value) > 1_000_000:
                 assert length == KEEP_BYTES and original == value[:KEEP_BYTES]

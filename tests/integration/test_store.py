@@ -1,4 +1,5 @@
-"""The store against the real ClickHouse engine (chDB) through its HTTP server and clickhouse-connect."""
+"""The store against the real ClickHouse engine (chDB) through its HTTP server and
+clickhouse-connect."""
 
 from __future__ import annotations
 
@@ -281,7 +282,8 @@ def test_uuid_values_clickhouse_connect_would_zero_are_refused(store: ClickHouse
     store.insert("agentaudit.events", columns, names)
     assert (
         store.command(
-            "SELECT countIf(event_id = toUUID('00000000-0000-0000-0000-000000000000')) FROM agentaudit.events"
+            "SELECT countIf(event_id = toUUID('00000000-0000-0000-0000-000000000000')) FROM "
+            "agentaudit.events"
         )
         == 0
     )

@@ -172,7 +172,7 @@ async def test_every_event_type_gets_its_typed_columns(settings: Settings) -> No
             *TYPED,
         )
         result = store.query(f"SELECT {', '.join(cols)} FROM agentaudit.events")
-        rows = {r[0]: dict(zip(cols, r)) for r in result.result_rows}
+        rows = {r[0]: dict(zip(cols, r, strict=True)) for r in result.result_rows}
     assert set(rows) == set(CASES)
     for kind, (_payload, expected) in CASES.items():
         row, doc = rows[kind], docs[kind]

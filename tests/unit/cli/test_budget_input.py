@@ -161,7 +161,7 @@ def test_yaml_syntax_error_gives_the_line(tmp_path: Path) -> None:
 
 
 def test_a_missing_file_says_so(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="cannot read .*nope.yaml"):
+    with pytest.raises(UserError, match=r"cannot read .*nope\.yaml"):
         budgets_from_file(tmp_path / "nope.yaml")
 
 
@@ -262,12 +262,12 @@ def test_rows_per_format(tmp_path: Path) -> None:
         "10000 USD/month",
     ]
     columns, rows = rows_of(budgets, "json")
-    doc = dict(zip(columns, rows[2]))
+    doc = dict(zip(columns, rows[2], strict=True))
     assert doc["thresholds"] == [0.5, 0.8, 1.0] and doc["tenant_id"] == "acme"
     columns, rows = rows_of(budgets, "csv")
-    assert dict(zip(columns, rows[3]))["thresholds"] == "0.5,0.8,1"
+    assert dict(zip(columns, rows[3], strict=True))["thresholds"] == "0.5,0.8,1"
     columns, rows = rows_of(budgets, "table")
-    request_row = dict(zip(columns, rows[0]))
+    request_row = dict(zip(columns, rows[0], strict=True))
     assert request_row["thresholds"] is None and request_row["hard"] is None  # n/a per call
 
 

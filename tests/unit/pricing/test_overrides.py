@@ -83,11 +83,13 @@ def test_the_files_digest_is_part_of_the_version_and_reloads_from_the_archive(
         ("overrides:\n  - {provider: openai, model: x}\n", "exactly one of"),
         ("overrides:\n  - {provider: openai, model: x, rates: {input: 1}}\n", "missing 'output'"),
         (
-            "overrides:\n  - {provider: openai, model: x, rates: {input: 1, output: 2}, tennant: a}\n",
+            "overrides:\n  - {provider: openai, model: x, rates: {input: 1, output: 2}, "
+            "tennant: a}\n",
             "takes only",
         ),
         (
-            "overrides:\n  - {provider: a, model: x, price_as: {provider: openai, model: nope-9}}\n",
+            "overrides:\n  - {provider: a, model: x, price_as: {provider: openai, model: "
+            "nope-9}}\n",
             "not a priced model",
         ),
     ],

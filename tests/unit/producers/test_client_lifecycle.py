@@ -191,7 +191,10 @@ def test_kafka_transport_unreachable_raises_unavailable_quickly() -> None:
 
 
 def test_importing_producers_does_not_import_aiokafka_or_the_contract() -> None:
-    code = "import sys, producers; print('aiokafka' in sys.modules, 'agentaudit_schemas.events' in sys.modules)"
+    code = (
+        "import sys, producers; print('aiokafka' in sys.modules, 'agentaudit_schemas.events' in "
+        "sys.modules)"
+    )
     root = Path(__file__).resolve().parents[3]
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root

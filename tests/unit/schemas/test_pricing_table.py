@@ -201,7 +201,8 @@ def test_load_pricing_versions_and_cache() -> None:
     "text,message",
     [
         (
-            'version: "2099-01-01"\nproviders:\n  a: {m: {input: 1, output: 2}, m: {input: 1, output: 2}}',
+            'version: "2099-01-01"\nproviders:\n  a: {m: {input: 1, output: 2}, m: {input: '
+            "1, output: 2}}",
             "duplicate",
         ),
         (
@@ -222,7 +223,8 @@ def test_load_pricing_versions_and_cache() -> None:
             "listed twice",
         ),
         (
-            'version: "2099-01-01"\nprovider_aliases: {x: b}\nproviders:\n  a: {m: {input: 1, output: 2}}',
+            'version: "2099-01-01"\nprovider_aliases: {x: b}\nproviders:\n  a: {m: {input: '
+            "1, output: 2}}",
             "unknown 'b'",
         ),
         (

@@ -34,7 +34,7 @@ def test_oversized_message_keeps_a_prefix_its_size_and_hash() -> None:
     p = _processor()
     p.add(Source("events", 0, 7, FIXED_MS, b"acme"), big)
     batch = p.take()
-    row = dict(zip(DEAD_LETTER_COLUMNS, batch.dead_letters[0]))
+    row = dict(zip(DEAD_LETTER_COLUMNS, batch.dead_letters[0], strict=True))
     digest = hashlib.sha256(big).hexdigest()
     assert row["reason"] == "oversized" and row["original"] == big[:KEEP_BYTES]
     assert f"original {len(big)} bytes, sha256 {digest}" in row["detail"]
@@ -84,7 +84,7 @@ def test_occurred_at_is_judged_against_the_record_timestamp() -> None:
     p.add(Source("events", 0, 4, 0, b"acme"), _event(FIXED + timedelta(days=30)))
     batch = p.take()
     assert len(batch.events) == 4
-    (row,) = [dict(zip(DEAD_LETTER_COLUMNS, r)) for r in batch.dead_letters]
+    (row,) = [dict(zip(DEAD_LETTER_COLUMNS, r, strict=True)) for r in batch.dead_letters]
     assert row["reason"] == "occurred_at_in_future" and row["kafka_offset"] == 1
     assert p.counters.accepted == 4 and p.counters.dead_lettered == 1
 

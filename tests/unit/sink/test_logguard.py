@@ -82,7 +82,7 @@ def test_new_epoch_starts_fresh_watermarks_and_continues_chains() -> None:
     assert p.new_epoch(0) == 3 and p.resume_offset(0) == 0
     p.add(Source("events", 0, 0, 0, b"acme", p.epochs[0]), wire(event_dict(tenant="acme")))
     batch = p.take()
-    row = dict(zip(INGEST_COLUMNS, batch.events[0]))
+    row = dict(zip(INGEST_COLUMNS, batch.events[0], strict=True))
     assert (row["log_epoch"], row["kafka_offset"], row["chain_seq"]) == (3, 0, 8)
     assert row["prev_hash"] == "e" * 64
     assert "0@3:0-0" in batch.dedup_token("events", "events")

@@ -39,7 +39,7 @@ def test_invalid_goes_to_dead_letters_and_dlq_with_reason() -> None:
     p.add(src(5), b"{oops")
     batch = p.take()
     assert not batch.events and len(batch.dead_letters) == 1
-    row = dict(zip(DEAD_LETTER_COLUMNS, batch.dead_letters[0]))
+    row = dict(zip(DEAD_LETTER_COLUMNS, batch.dead_letters[0], strict=True))
     assert (
         row["reason"] == "invalid_json" and row["original"] == b"{oops" and row["kafka_offset"] == 5
     )

@@ -166,7 +166,10 @@ def test_multipart_form() -> None:
 
 
 def test_statements_split_at_semicolons_ending_lines() -> None:
-    sql = "-- header; comment\nCREATE TABLE a (s String DEFAULT 'x;y');\n  -- note\nDROP TABLE b ;  \n\n"
+    sql = (
+        "-- header; comment\nCREATE TABLE a (s String DEFAULT 'x;y');\n  -- note\nDROP TABLE b "
+        ";  \n\n"
+    )
     assert statements(sql) == ["CREATE TABLE a (s String DEFAULT 'x;y')", "DROP TABLE b"]
 
 

@@ -1,4 +1,5 @@
-"""The public-key history file: strict parsing, history rules, key-ID lookup, bundle-safe imports."""
+"""The public-key history file: strict parsing, history rules, key-ID lookup, bundle-safe
+imports."""
 
 from __future__ import annotations
 
