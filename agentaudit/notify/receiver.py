@@ -21,8 +21,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -43,10 +44,10 @@ from agentaudit.settings import Settings
 from agentaudit.sink.dedup import RecentIds
 from agentaudit_schemas.records import Alert
 from agentaudit_sdk import kafka_config
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 log = logging.getLogger("agentaudit.notify")
 
-Clock = Callable[[], datetime]
 Fault = Callable[[str], None]
 """Called at `after_ack` (the receiver answered 2xx, nothing committed yet); tests raise."""
 
@@ -61,12 +62,25 @@ GROUP_OPTIONS: dict[str, Any] = {
 }
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def no_fault(_point: str) -> None:
     """The production `Fault`: nothing happens."""
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """How receiver loops wait, draw back-off jitter, tell the time, consume and fail: the
+    real ones by default; tests pass their own (one object for `Notifier` and each loop)."""
+
+    sleeper: Sleeper = sleep_unless_stopped
+    rng: random.Random | None = None
+    clock: UtcNow = utc_now
+    consumer_options: Mapping[str, Any] = field(default_factory=dict)
+    """Over `GROUP_OPTIONS` (tests shorten the group's timeouts)."""
+    fault: Fault = no_fault
+
+
+REAL = LoopOptions()
+"""The production options."""
 
 
 def parse_alert(value: bytes | None) -> Alert | None:
@@ -106,11 +120,7 @@ class ReceiverLoop:
         receiver: ReceiverConfig,
         *,
         transport: Transport | None = None,
-        sleeper: Sleeper = sleep_unless_stopped,
-        rng: random.Random | None = None,
-        clock: Clock = utc_now,
-        consumer_options: dict[str, Any] | None = None,
-        fault: Fault = no_fault,
+        options: LoopOptions = REAL,
     ) -> None:
         self.settings = settings
         self.routes = routes
@@ -118,11 +128,11 @@ class ReceiverLoop:
         self.group_id = f"{settings.consumer_group}-notify-{receiver.name}"
         self.transport = transport
         self.deliverer = Deliverer(
-            receiver, routes, transport or HttpTransport(), sleeper=sleeper, rng=rng
+            receiver, routes, transport or HttpTransport(), sleeper=options.sleeper, rng=options.rng
         )
-        self.clock = clock
-        self.consumer_options = {**GROUP_OPTIONS, **(consumer_options or {})}
-        self.fault = fault
+        self.clock = options.clock
+        self.consumer_options = {**GROUP_OPTIONS, **options.consumer_options}
+        self.fault = options.fault
         self.recent = RecentIds(routes.dedup_window)
         self.replay_until: dict[TopicPartition, int] = {}
         """Per partition: offsets below this were handled before (the group's committed offset)."""

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
-from typing import Any
 
 from agentaudit.errors import UserError
 from agentaudit.notify import metrics
 from agentaudit.notify.backoff import BackoffPolicy, Sleeper, sleep_unless_stopped
 from agentaudit.notify.deliver import Transport
-from agentaudit.notify.receiver import Clock, Fault, ReceiverLoop, no_fault, utc_now
+from agentaudit.notify.receiver import REAL, LoopOptions, ReceiverLoop
 from agentaudit.notify.routes import Backoff, Routes, load_routes
 from agentaudit.settings import Settings
 
@@ -40,26 +38,12 @@ class Notifier:
         routes: Routes,
         *,
         transport: Callable[[str], Transport | None] = lambda _name: None,
-        sleeper: Sleeper = sleep_unless_stopped,
-        rng: random.Random | None = None,
-        clock: Clock = utc_now,
-        consumer_options: dict[str, Any] | None = None,
-        fault: Fault = no_fault,
+        options: LoopOptions = REAL,
     ) -> None:
-        self.sleeper = sleeper
-        self.rng = rng
+        self.sleeper = options.sleeper
+        self.rng = options.rng
         self.loops = {
-            r.name: ReceiverLoop(
-                settings,
-                routes,
-                r,
-                transport=transport(r.name),
-                sleeper=sleeper,
-                rng=rng,
-                clock=clock,
-                consumer_options=consumer_options,
-                fault=fault,
-            )
+            r.name: ReceiverLoop(settings, routes, r, transport=transport(r.name), options=options)
             for r in routes.receivers
         }
 
@@ -104,7 +88,7 @@ async def deliver_in_worker(
                 settings.alerts_topic,
                 ", ".join(r.name for r in routes.receivers),
             )
-            await Notifier(settings, routes, sleeper=sleeper).run(stop)
+            await Notifier(settings, routes, options=LoopOptions(sleeper=sleeper)).run(stop)
             return
         except Exception as exc:  # noqa: BLE001 (the sink must go on, whatever this was)
             failures += 1

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import REGISTRY
 
 from agentaudit.broker import ensure_topics, free_port
-from agentaudit.notify.receiver import ReceiverLoop
+from agentaudit.notify.receiver import LoopOptions, ReceiverLoop
 from agentaudit.notify.routes import parse_routes
 from agentaudit.notify.service import Notifier
 from agentaudit.settings import Settings
@@ -137,7 +137,9 @@ def _sample(name: str, **labels: str) -> float:
 def _start(
     settings: Settings, routes_yaml: str
 ) -> tuple[Notifier, asyncio.Event, asyncio.Task[None]]:
-    notifier = Notifier(settings, parse_routes(routes_yaml), consumer_options=FAST_GROUP)
+    notifier = Notifier(
+        settings, parse_routes(routes_yaml), options=LoopOptions(consumer_options=FAST_GROUP)
+    )
     stop = asyncio.Event()
     return notifier, stop, asyncio.create_task(notifier.run(stop))
 

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from agentaudit.notify.deliver import Answer
-from agentaudit.notify.receiver import ReceiverLoop
+from agentaudit.notify.receiver import LoopOptions, ReceiverLoop
 from agentaudit.notify.routes import parse_routes
 from agentaudit.settings import Settings
 from agentaudit_schemas.records import Severity
@@ -53,10 +53,12 @@ def _loop(transport: ScriptedTransport, **kw: Any) -> ReceiverLoop:
         ROUTES,
         ROUTES.receiver("hook"),
         transport=transport,
-        sleeper=RecordingSleeper(),
-        rng=random.Random(0),
-        clock=lambda: T0 + timedelta(minutes=5),
-        **kw,
+        options=LoopOptions(
+            sleeper=RecordingSleeper(),
+            rng=random.Random(0),
+            clock=lambda: T0 + timedelta(minutes=5),
+            **kw,
+        ),
     )
     loop.producer = FakeProducer()  # type: ignore[assignment]
     return loop
