@@ -152,9 +152,15 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
 EVENT_ADAPTER: TypeAdapter[TraceEvent] = TypeAdapter(TraceEvent)
 
 
+# The adapter's own validator, called without `TypeAdapter.validate_json`'s Python argument
+# handling: the same validation, measurably cheaper on the sink's hot path.
+_VALIDATE_JSON = EVENT_ADAPTER.validator.validate_json
+
+
 def parse_event(data: bytes | str) -> Envelope:
     """Validate wire JSON into its event model; raises `pydantic.ValidationError` when invalid."""
-    return EVENT_ADAPTER.validate_json(data)
+    event: Envelope = _VALIDATE_JSON(data)
+    return event
 
 
 def event_from_dict(data: dict[str, Any]) -> Envelope:

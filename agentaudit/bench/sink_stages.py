@@ -2,12 +2,13 @@
 
 `measure_sink_stages(n, repeats)` returns µs of CPU (`time.process_time`) per event, the
 minimum over `repeats`, per stage: each stage runs alone over the same `n` events with its
-inputs prepared outside the timing, and `add` is the whole `SinkProcessor.add` + `take`
+inputs prepared outside the timing (`source`: building the message's `Source`, as the
+worker does per message), and `add` is the whole `SinkProcessor.add` + `take`
 (every stage together, as the sink runs them); `total` adds the chains' trees growing by
 the batch's leaves after the store took it. The stages overlap nothing and leave out the
 processor's own bookkeeping, so their sum is a little below `add`.
 
-`python -m agentaudit.bench.sink_stages [events] [repeats]` prints the table.
+`python -m agentaudit.bench.sink_stages [events] [repeats] [stage,stage…]` prints the table.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import orjson
 
 from agentaudit.bench.workload import payloads
+from agentaudit.gc_tuning import THRESHOLDS
 from agentaudit.sink.chain import ChainHeads
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.processor import SinkProcessor
@@ -35,6 +37,7 @@ from agentaudit_schemas.json_keys import duplicate_key
 from agentaudit_schemas.pricing import load_pricing
 
 STAGES = (
+    "source",
     "decode",
     "duplicate_key",
     "skew",
@@ -107,8 +110,11 @@ def _cpu(fn: Callable[[], object], repeats: int, n: int) -> float:
     return best / n * 1e6
 
 
-def measure_sink_stages(n: int = 20_000, repeats: int = 5, seed: int = 1) -> dict[str, float]:
-    """µs of CPU per event of each of `STAGES`, min of `repeats`, over `n` SDK events."""
+def measure_sink_stages(
+    n: int = 20_000, repeats: int = 5, seed: int = 1, only: tuple[str, ...] = STAGES
+) -> dict[str, float]:
+    """µs of CPU per event of each of `STAGES` (or `only` those), min of `repeats`, over `n`
+    SDK events."""
     events = sdk_events(n, seed)
     pricing = load_pricing()
     values = [v for _, v in events]
@@ -129,6 +135,7 @@ def measure_sink_stages(n: int = 20_000, repeats: int = 5, seed: int = 1) -> dic
     leaves_by: dict[tuple[str, int], ChainLeaves] = {}
 
     def leaf() -> list[bytes]:
+        leaves_by.clear()  # each run builds the chains' hashers, as a new processor does
         out = []
         for (s, _), m, c, link, p in zip(events, models, canon, links, costs, strict=True):
             key = (m.tenant_id, s.partition)
@@ -154,6 +161,10 @@ def measure_sink_stages(n: int = 20_000, repeats: int = 5, seed: int = 1) -> dic
             ChainTrees().extend(batch.leaves)
 
     stages: dict[str, Callable[[], object]] = {
+        "source": lambda: [
+            Source(s.topic, s.partition, s.offset, s.timestamp_ms, s.key, s.log_epoch)
+            for s, _ in events
+        ],
         "decode": lambda: [parse_event(v) for v in values],
         "duplicate_key": lambda: [duplicate_key(v, m) for v, m in zip(values, models, strict=True)],
         "skew": lambda: [
@@ -165,7 +176,7 @@ def measure_sink_stages(n: int = 20_000, repeats: int = 5, seed: int = 1) -> dic
             recent.add(m.event_id) for recent in [RecentIds(100_000)] for m in models
         ],
         "chain": chain,
-        "leaf": lambda: (leaves_by.clear(), leaf()),
+        "leaf": leaf,
         "rows": lambda: [
             event_row(c, p, link, s, h)
             for (s, _), c, p, link, h in zip(events, canon, costs, links, leaf_hashes, strict=True)
@@ -174,13 +185,21 @@ def measure_sink_stages(n: int = 20_000, repeats: int = 5, seed: int = 1) -> dic
         "add": lambda: whole(False),
         "total": lambda: whole(True),
     }
-    return {name: _cpu(stages[name], repeats, n) for name in STAGES}
+    # As in a sink process (`agentaudit.gc_tuning`): its thresholds decide how often the
+    # collector walks the batch's young objects.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*THRESHOLDS)
+    try:
+        return {name: _cpu(stages[name], repeats, n) for name in STAGES if name in only}
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    for name, us in measure_sink_stages(n, repeats).items():
+    only = tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else STAGES
+    for name, us in measure_sink_stages(n, repeats, only=only).items():
         print(f"{name:14} {us:7.2f} µs/event")
 
 

@@ -15,7 +15,7 @@ partition on every assignment (`agentaudit.sink.recovery`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from agentaudit_schemas.canonical import GENESIS_HASH, chain_hash
 
@@ -23,11 +23,15 @@ ChainKey = tuple[str, int]
 """(tenant_id, kafka_partition)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
+class Link(NamedTuple):
+    """One row's place in its chain (a named tuple: one is built per event)."""
+
     seq: int
     prev_hash: str
     row_hash: str
+
+
+_START = (0, GENESIS_HASH)
 
 
 class ChainHeads:
@@ -42,11 +46,15 @@ class ChainHeads:
 
     def append(self, tenant_id: str, partition: int, canonical: bytes) -> Link:
         """Extend the (tenant, partition) chain by one row and return its link."""
-        key = (tenant_id, partition)
-        seq, prev = self._heads.get(key, (0, GENESIS_HASH))
-        link = Link(seq + 1, prev, chain_hash(prev, canonical))
-        self._heads[key] = (link.seq, link.row_hash)
-        return link
+        return self.extend((tenant_id, partition), canonical)
+
+    def extend(self, key: ChainKey, canonical: bytes) -> Link:
+        """`append` for a chain key the caller already holds (the sink's hot path)."""
+        seq, prev = self._heads.get(key, _START)
+        seq += 1
+        row_hash = chain_hash(prev, canonical)
+        self._heads[key] = (seq, row_hash)
+        return Link(seq, prev, row_hash)
 
     def head(self, tenant_id: str, partition: int) -> tuple[int, str]:
         return self._heads.get((tenant_id, partition), (0, GENESIS_HASH))

@@ -9,9 +9,9 @@ from message text. `decode` never raises: an exception nobody foresaw becomes a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from pydantic import ValidationError
 from pydantic_core import from_json
@@ -34,14 +34,13 @@ class Reason(StrEnum):
     UNENCODABLE = "unencodable"
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+# Named tuples, not frozen dataclasses: one verdict is built per message, three times cheaper.
+class Accepted(NamedTuple):
     event: Envelope
     canonical: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(NamedTuple):
     reason: Reason
     detail: str
 

@@ -19,7 +19,7 @@ import orjson
 
 from agentaudit.sink.chain import ChainHeads
 from agentaudit.sink.deadletter import keep
-from agentaudit.sink.decode import Accepted, decode, not_after
+from agentaudit.sink.decode import Accepted, Rejected, decode, not_after
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
 from agentaudit.trail.leaf import ChainLeaves
@@ -117,7 +117,8 @@ class SinkProcessor:
         # Encrypts an event's personal content before it is chained (agentaudit.subjects.seal);
         # raises when the key store is down: the event is then neither stored nor committed.
         self.seal = seal
-        # `occurred_at` may be this far after its Kafka record's timestamp (AGENTAUDIT_MAX_CLOCK_SKEW_S).
+        # `occurred_at` may be this far after its Kafka record's timestamp
+        # (AGENTAUDIT_MAX_CLOCK_SKEW_S).
         self.max_skew_ms = max_clock_skew_s * 1000
         self.clock = clock
         self.chains = ChainHeads()
@@ -170,16 +171,19 @@ class SinkProcessor:
     def add(self, source: Source, value: bytes | None) -> None:
         """Route one consumed message into the pending batch."""
         batch = self.batch
-        if not batch.ranges:
+        ranges = batch.ranges
+        partition, offset = source.partition, source.offset
+        if not ranges:
             batch.started = time.monotonic()
-        first, _ = batch.ranges.get(source.partition, (source.offset, source.offset))
-        batch.ranges[source.partition] = (first, source.offset)
+        span = ranges.get(partition)
+        ranges[partition] = (offset, offset) if span is None else (span[0], offset)
         # Judged against the record's timestamp, never the wall clock: a replay decides the same.
         # Kafka's "no timestamp" is -1; some clients leave 0: neither is a time to judge by.
         verdict = decode(value, not_after(source.timestamp_ms, self.max_skew_ms))
-        if isinstance(verdict, Accepted):
+        if type(verdict) is Accepted:
             self._add_event(source, verdict)
             return
+        assert isinstance(verdict, Rejected)
         if source.offset <= self.dead_letter_watermark.get(source.partition, -1):
             self.counters.already_stored += 1
             return
@@ -209,10 +213,11 @@ class SinkProcessor:
         self.counters.dead_lettered += 1
 
     def _add_event(self, source: Source, verdict: Accepted) -> None:
-        if source.offset <= self.event_watermark.get(source.partition, -1):
+        partition, offset = source.partition, source.offset
+        if offset <= self.event_watermark.get(partition, -1):
             self.counters.already_stored += 1
             return
-        event, canonical = verdict.event, verdict.canonical
+        event, canonical = verdict
         if self.seal is not None:
             # Before the id is remembered: a failed seal must not make a replay a "duplicate".
             canonical = self.seal(event, canonical)
@@ -220,18 +225,18 @@ class SinkProcessor:
             self.counters.duplicates += 1
             return
         tenant = event.tenant_id
-        link = self.chains.append(tenant, source.partition, canonical)
+        key = (tenant, partition)
+        link = self.chains.extend(key, canonical)
         cost = self.cost(event)
-        leaves = self._leaves.get((tenant, source.partition))
+        leaves = self._leaves.get(key)
         if leaves is None:
-            leaves = self._leaves[(tenant, source.partition)] = ChainLeaves(
-                tenant, source.partition
-            )
+            leaves = self._leaves[key] = ChainLeaves(tenant, partition)
         leaf = leaves.hash(link.seq, *cost, canonical)
-        self.batch.events.append(event_row(canonical, cost, link, source, leaf))
-        self.batch.leaves.append((tenant, source.partition, leaf))
-        self.batch.occurred_at.append(event.occurred_at)
-        self.batch.event_high[source.partition] = source.offset
+        batch = self.batch
+        batch.events.append(event_row(canonical, cost, link, source, leaf))
+        batch.leaves.append((tenant, partition, leaf))
+        batch.occurred_at.append(event.occurred_at)
+        batch.event_high[partition] = offset
         self.counters.accepted += 1
 
     def take(self) -> Batch:
