@@ -67,23 +67,17 @@ def estimate_request(
         cache_write_tokens=cache_write_tokens,
         reasoning_tokens=0,
     )
-    if pricing is None:
-        return RequestEstimate(
-            provider=provider,
-            model=model,
-            input_tokens=input_tokens,
-            max_output_tokens=max_output_tokens,
-            tokens=input_tokens + max_output_tokens,
-            cost_usd=None,
-            pricing_version="",
-        )
-    cost = pricing.cost(provider, model, usage, at=at or datetime.now(UTC), tenant=tenant)
+    cost = (
+        None
+        if pricing is None
+        else pricing.cost(provider, model, usage, at=at or datetime.now(UTC), tenant=tenant)
+    )
     return RequestEstimate(
         provider=provider,
         model=model,
         input_tokens=input_tokens,
         max_output_tokens=max_output_tokens,
         tokens=input_tokens + max_output_tokens,
-        cost_usd=cost.usd if cost.priced else None,
-        pricing_version=cost.pricing_version,
+        cost_usd=cost.usd if cost is not None and cost.priced else None,
+        pricing_version="" if cost is None else cost.pricing_version,
     )

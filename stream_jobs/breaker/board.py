@@ -125,6 +125,20 @@ class BreakerBoard(PartitionedState):
             self._now, self._now_s = now, now.timestamp()
         return self._now_s
 
+    def _call(
+        self, event: Any, tenant_id: str, partition: int, offset: int, now: datetime
+    ) -> _Call:
+        """The call `event` records, with its tenant's thresholds and clock."""
+        return _Call(
+            event,
+            event.occurred_at.timestamp(),
+            self._cfg(tenant_id),
+            self._clock(now),
+            partition,
+            offset,
+            now,
+        )
+
     def observe(
         self, event: Envelope, cost_usd: Decimal | float, partition: int, offset: int, now: datetime
     ) -> list[Record]:
@@ -143,28 +157,12 @@ class BreakerBoard(PartitionedState):
             p: Any = event.payload  # type: ignore[attr-defined]
             tokens = p.usage.input_tokens + p.usage.output_tokens
             nano = round(float(cost_usd) * 1e9) if cost_usd else 0
-            at = _Call(
-                event,
-                event.occurred_at.timestamp(),
-                self._cfg(tenant_id),
-                self._clock(now),
-                partition,
-                offset,
-                now,
-            )
+            at = self._call(event, tenant_id, partition, offset, now)
             return self._agent(st, at, p.status is _ERROR, nano, tokens)
         if kind == "tool_call":
             p = event.payload  # type: ignore[attr-defined]
             err = p.status is _ERROR
-            at = _Call(
-                event,
-                event.occurred_at.timestamp(),
-                self._cfg(tenant_id),
-                self._clock(now),
-                partition,
-                offset,
-                now,
-            )
+            at = self._call(event, tenant_id, partition, offset, now)
             out = self._agent(st, at, err, 0, 0)
             return out + self._tool(st, at, p, err)
         if kind == "run_finished" and event.run_id is not None:
