@@ -17,7 +17,11 @@ becomes and what a flush inserts (`agentaudit.sink.worker.SinkWorker` for events
 3. Flush (`flush`), in this order: the dead-letter topic (a record it refuses is sent cut
    down, `deadletter.shrink`, never fatal), the subclass's inserts (each through
    `store_call`, which stops retrying when the sink stops), the in-memory watermarks, and
-   only then the Kafka offset commit (which only reports progress).
+   only then the Kafka offset commit (which only reports progress). A full or due batch is
+   flushed behind consuming (`_flush_behind`): the next batch is read while the store
+   takes this one (the insert is most of a batch's wall time), with one flush in flight at
+   most, so batches are stored and committed in order; its error stops the sink at the
+   next poll. A rebalance, a replaced log and stopping wait for the flush in flight first.
 Why not a faust agent: see README "Why the sink is not a faust agent".
 """
 
@@ -62,10 +66,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.sink = sink
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.sink.flush()
-        await self.sink._periodic(final=True)
-        for guard in self.sink.guards.values():
-            guard.clear()
+        await self.sink.hand_over()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.sink.recover(list(assigned))
@@ -104,6 +105,8 @@ class PartitionSink(ABC, Generic[B]):
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._flush_lock = asyncio.Lock()
+        self._in_flight: asyncio.Task[None] | None = None
+        """The batch being stored while the next one is read (`_flush_behind`)."""
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.flushes = 0
@@ -176,6 +179,13 @@ class PartitionSink(ABC, Generic[B]):
     def stop(self) -> None:
         self._stopping.set()
 
+    async def hand_over(self) -> None:
+        """Partitions are revoked: store and commit everything, sign, forget the logs."""
+        await self.flush()
+        await self._periodic(final=True)
+        for guard in self.guards.values():
+            guard.clear()
+
     def _give_up(self) -> bool:
         if self.abandoned is not None and self.abandoned():
             self._stopping.set()
@@ -243,6 +253,8 @@ class PartitionSink(ABC, Generic[B]):
             # either; whoever owns these partitions next reads it again.
             self.log.warning("sink stopped before the store took its last batch: %s", exc)
         finally:
+            if self._in_flight is not None:  # stopped by an error: let its insert end first
+                await asyncio.wait([self._in_flight])
             await self.consumer.stop()
             await self.producer.stop()
 
@@ -269,6 +281,8 @@ class PartitionSink(ABC, Generic[B]):
                 if self._assignments != assignments:
                     break  # a rebalance during a reset's flush: the rest was fetched before it
                 await self._apply(tp, self.guards[tp.topic].check(tp.partition, messages))
+            if self._in_flight is not None and self._in_flight.done():
+                await self._in_flight  # its error, if any, stops the sink here
             await self._check_high_watermarks()
             await self._periodic(final=False)
             now = self._pending()
@@ -277,7 +291,7 @@ class PartitionSink(ABC, Generic[B]):
             if pending is None:
                 self.fault("mid_batch")  # once per batch: "mid_batch:3" dies inside the 3rd batch
             if now[0] >= self.settings.sink_batch_size or loop.time() - now[1] >= interval:
-                await self.flush()
+                await self._flush_behind()
 
     async def _apply(self, tp: TopicPartition, decision: Decision) -> None:
         """Process a chunk the log guard passed, or act on what it found."""
@@ -342,32 +356,71 @@ class PartitionSink(ABC, Generic[B]):
     # -- flushing -----------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Insert the pending batch, then commit its offsets. Serialised with rebalances."""
+        """Insert the pending batch, then commit its offsets, after the flush in flight (if
+        any). Serialised with rebalances."""
+        await self._settle()
         async with self._flush_lock:
             batch = self._take()
             if batch is None:
                 return
-            self.fault("before_insert")
-            t0 = time.perf_counter()
-            dlq = self._dead_letters_out(batch)
-            if dlq:
-                await self._send_dead_letters(dlq)
-            t1 = time.perf_counter()
-            await self._write(batch)
-            self._stored(batch)
-            t2 = time.perf_counter()
-            self.fault("after_insert")
-            await self._commit(self._offsets(batch))
-            self.last_stages = {
-                "process": self._processing_s,
-                "dead_letter_topic": t1 - t0,
-                "insert": t2 - t1,
-                "commit": time.perf_counter() - t2,
-            }
-            self._processing_s = 0.0
-            self.flushes += 1
-            if self.on_flush:
-                self.on_flush(batch)
+            await self._store(batch, self._taken_processing())
+
+    async def _flush_behind(self) -> None:
+        """Start storing the pending batch and return: consuming goes on meanwhile.
+
+        Waits for the previous flush first (batches are stored and committed in order; one
+        in flight). Nothing is awaited between taking the batch and starting its task, so
+        whoever flushes next (a rebalance, stopping) waits for this one through `_settle`.
+        """
+        await self._settle()
+        batch = self._take()
+        if batch is None:
+            return
+        self._in_flight = asyncio.create_task(self._store_locked(batch, self._taken_processing()))
+
+    async def _settle(self) -> None:
+        """Wait until no flush is in flight; its error is raised (to every caller that waits).
+
+        A loop: while this waited, the consume loop may have started the next flush (it
+        waited for the same one), and a caller that goes on to give partitions up must not
+        leave it running.
+        """
+        while self._in_flight is not None:
+            task = self._in_flight
+            await task
+            if self._in_flight is task:
+                self._in_flight = None
+
+    def _taken_processing(self) -> float:
+        processing, self._processing_s = self._processing_s, 0.0
+        return processing
+
+    async def _store_locked(self, batch: B, processing_s: float) -> None:
+        async with self._flush_lock:
+            await self._store(batch, processing_s)
+
+    async def _store(self, batch: B, processing_s: float) -> None:
+        """Dead letters out, the inserts, the watermarks, then the offset commit."""
+        self.fault("before_insert")
+        t0 = time.perf_counter()
+        dlq = self._dead_letters_out(batch)
+        if dlq:
+            await self._send_dead_letters(dlq)
+        t1 = time.perf_counter()
+        await self._write(batch)
+        self._stored(batch)
+        t2 = time.perf_counter()
+        self.fault("after_insert")
+        await self._commit(self._offsets(batch))
+        self.last_stages = {
+            "process": processing_s,
+            "dead_letter_topic": t1 - t0,
+            "insert": t2 - t1,
+            "commit": time.perf_counter() - t2,
+        }
+        self.flushes += 1
+        if self.on_flush:
+            self.on_flush(batch)
 
     async def _send_dead_letters(self, records: list[DlqRecord]) -> None:
         """At least once to the DLQ topic; the `dead_letters` table is the exact record.
@@ -407,7 +460,7 @@ class PartitionSink(ABC, Generic[B]):
         self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], token: str
     ) -> None:
         """One insert of row tuples; retried while the store is unreachable, until `stop()`."""
-        data = [list(col) for col in zip(*rows)]
+        data = [list(col) for col in zip(*rows, strict=True)]
         insert, stop = self.store.insert, self._stopping
         await store_call(self.log, insert, table, data, columns, dedup_token=token, stop=stop)
 

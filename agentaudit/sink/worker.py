@@ -76,7 +76,8 @@ class SinkWorker(PartitionSink[Batch]):
         self.trail = TrailSigning.from_settings(settings)
         self.checkpoints_signed = 0
         self._unstored_checkpoints: list[Signed] = []
-        """Signed (and anchored) on assignment, in a callback that cannot await the table's insert."""
+        """Signed (and anchored) on assignment, in a callback that cannot await the table's
+        insert."""
 
     def _read_store(self, assigned: list[TopicPartition]) -> tuple[Recovered, ChainTrees]:
         parts, topic = [tp.partition for tp in assigned], self.settings.events_topic
@@ -167,7 +168,10 @@ class SinkWorker(PartitionSink[Batch]):
             signed += trail.sign(self.trees, handoff=final)
         if signed:
             first = signed[0]
-            token = f"checkpoints|{first.signed_at.isoformat()}|{first.tenant_id}/{first.partition}|{len(signed)}"
+            token = (
+                f"checkpoints|{first.signed_at.isoformat()}|{first.tenant_id}/{first.partition}"
+                f"|{len(signed)}"
+            )
             await self._insert(CHECKPOINT_TABLE, CHECKPOINT_COLUMNS, [c.row for c in signed], token)
             self.checkpoints_signed += len(signed)
 
