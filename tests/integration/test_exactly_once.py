@@ -11,7 +11,7 @@ import asyncio
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 
 import pytest
 
@@ -21,6 +21,7 @@ from agentaudit.sink.faults import CRASH_EXIT_CODE
 from agentaudit.store import open_store
 from tests.conftest import settings_env
 from tests.factories import event_dict, wire
+from tests.helpers_wait import poll_value
 from tests.integration.helpers import assert_chains_valid, produce_raw, scalar
 
 pytestmark = pytest.mark.integration
@@ -72,12 +73,17 @@ def _counts(settings: Settings) -> tuple[int, int]:
 def _wait_for_endpoint(
     settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 60
 ) -> None:
-    deadline = time.monotonic() + timeout
     endpoint = settings.data_dir / "store.endpoint.json"
-    while not endpoint.exists():
+    poll_value(endpoint.exists, timeout, "its store endpoint", interval=0.1, check=_alive(proc))
+
+
+def _alive(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
+    """A `check` for `poll_value`: fails with the process's output once it has exited."""
+
+    def check() -> None:
         assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        assert time.monotonic() < deadline, "worker never published its store endpoint"
-        time.sleep(0.1)  # polling another process's start-up; nothing to await
+
+    return check
 
 
 @pytest.mark.parametrize(
@@ -98,11 +104,14 @@ def test_sink_killed_at_each_window_then_restarted(settings: Settings, crash: st
     second = _worker(settings, None)
     try:
         _wait_for_endpoint(settings, second)
-        deadline = time.monotonic() + 120
-        while _counts(settings) != (EVENTS, junk):  # read through the running worker
-            assert second.poll() is None, second.stdout.read().decode() if second.stdout else ""
-            assert time.monotonic() < deadline, f"stuck at {_counts(settings)}"
-            time.sleep(0.2)  # polling another process's progress
+        poll_value(  # read through the running worker
+            lambda: _counts(settings) == (EVENTS, junk),
+            120,
+            "every event and dead letter stored",
+            interval=0.2,
+            check=_alive(second),
+            detail=lambda: f"stuck at {_counts(settings)}",
+        )
     finally:
         second.send_signal(signal.SIGTERM)
         out, _ = second.communicate(timeout=60)

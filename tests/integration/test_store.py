@@ -8,14 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import clickhouse_connect
 import pytest
@@ -30,22 +29,10 @@ from agentaudit.store.bench import events_like
 from agentaudit.store.client import Endpoint
 from agentaudit.store.embedded import Published, endpoint_path, read_live_endpoint
 from agentaudit.store.migrations import migrate
+from tests.helpers_wait import poll_value
 
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def poll(check: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
-    """Call `check` until it returns something truthy, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -376,9 +363,9 @@ def test_reader_goes_through_the_owning_process(settings: Settings) -> None:
             published = read_live_endpoint(settings)
             return published if published is not None and published.pid == child.pid else None
 
-        owner = poll(child_published, what="the owner's endpoint")
+        owner = poll_value(child_published, 30, "the owner's endpoint")
         assert os.stat(endpoint_path(settings)).st_mode & 0o777 == 0o600
-        poll(lambda: store_exists(settings), what="migrations in the owner")
+        poll_value(lambda: store_exists(settings), 30, "migrations in the owner")
         with open_store(settings) as reader:
             columns, names = events_like(500)
             reader.insert("agentaudit.events", columns, names)
