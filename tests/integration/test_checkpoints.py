@@ -19,6 +19,7 @@ import pytest
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.broker import ensure_topics
 from agentaudit.settings import Settings
+from agentaudit.sink.rows import INGEST_COLUMNS, INGEST_TABLE
 from agentaudit.sink.worker import SinkWorker
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
@@ -143,7 +144,7 @@ async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings
         seq = int(last[0]) + 1
         lh = leaf_hash(encode_leaf(tenant, part, seq, Decimal(0), True, "", forged)).hex()
         store.insert(
-            "agentaudit.events_ingest",
+            INGEST_TABLE,
             [
                 [forged],
                 [Decimal(0)],
@@ -158,20 +159,7 @@ async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings
                 [chain_hash(prev, forged)],
                 [lh],
             ],
-            (
-                "payload",
-                "cost_usd",
-                "priced",
-                "pricing_version",
-                "kafka_topic",
-                "kafka_partition",
-                "kafka_offset",
-                "log_epoch",
-                "chain_seq",
-                "prev_hash",
-                "row_hash",
-                "leaf_hash",
-            ),
+            INGEST_COLUMNS,
         )
         await produce_raw(settings, _events(20, 20))
         await _sink(settings, store, 20)

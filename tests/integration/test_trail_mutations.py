@@ -30,6 +30,7 @@ from agentaudit.anchors import DirectoryAnchor
 from agentaudit.broker import LocalBroker
 from agentaudit.keyring import KeyRing
 from agentaudit.settings import Settings
+from agentaudit.sink.rows import INGEST_COLUMNS, INGEST_TABLE
 from agentaudit.store import open_store
 from agentaudit.store.protocol import Store
 from agentaudit.trail.checkpoint import Checkpoint, sign_checkpoint
@@ -217,7 +218,7 @@ def test_forged_row_appended_with_recomputed_hashes(trail: Trail, copy: Settings
         leaf = leaf_hash(encode_leaf(tenant, part, seq, cost, priced, version, forged)).hex()
         # Through the ingest table, like the sink: the typed columns agree with the payload.
         store.insert(
-            "agentaudit.events_ingest",
+            INGEST_TABLE,
             [
                 [forged],
                 [cost],
@@ -232,20 +233,7 @@ def test_forged_row_appended_with_recomputed_hashes(trail: Trail, copy: Settings
                 [chain_hash(prev, forged)],
                 [leaf],
             ],
-            (
-                "payload",
-                "cost_usd",
-                "priced",
-                "pricing_version",
-                "kafka_topic",
-                "kafka_partition",
-                "kafka_offset",
-                "log_epoch",
-                "chain_seq",
-                "prev_hash",
-                "row_hash",
-                "leaf_hash",
-            ),
+            INGEST_COLUMNS,
         )
         assert _text(_row(store, chain, seq)["prev_hash"]) == prev
     # After the chain's handoff checkpoint no row may follow that no checkpoint covers.
