@@ -34,7 +34,7 @@ from agentaudit_sdk.clock import utc_now
 from tests.conftest import settings_env
 from tests.factories import event_dict, wire
 from tests.integration.helpers import produce_raw, scalar
-from tests.integration.helpers_trail import running_sink
+from tests.integration.helpers_trail import RunningSink, running_sink
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +67,19 @@ def _json(result: Result) -> list[dict[str, Any]]:
     return [json.loads(line) for line in _ok(result).splitlines() if line.strip()]
 
 
+async def _two_batches_signed_40_days_ago(settings: Settings, sink: RunningSink) -> None:
+    """Two batches for every tenant, each checkpointed by a trail clock 40 days behind (old
+    checkpoints first, as a retention cut needs), then the real clock again."""
+    trail = sink.worker.trail
+    assert trail is not None
+    trail.clock = lambda: utc_now() - timedelta(days=40)
+    for b in range(2):
+        await produce_raw(settings, _batch())
+        await sink.wait(accepted=(b + 1) * PER_BATCH * len(TENANTS))
+        await sink.wait(signed=sink.signed + 2 * len(TENANTS))
+    trail.clock = utc_now
+
+
 async def test_retention_and_hold_commands_record_show_and_apply(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -79,14 +92,7 @@ async def test_retention_and_hold_commands_record_show_and_apply(
     with open_store(settings, own=True) as store:
         migrate(store)
         async with running_sink(settings, store) as sink:
-            trail = sink.worker.trail
-            assert trail is not None
-            trail.clock = lambda: utc_now() - timedelta(days=40)  # old checkpoints first
-            for b in range(2):
-                await produce_raw(settings, _batch())
-                await sink.wait(accepted=(b + 1) * PER_BATCH * len(TENANTS))
-                await sink.wait(signed=sink.signed + 2 * len(TENANTS))
-            trail.clock = utc_now
+            await _two_batches_signed_40_days_ago(settings, sink)
 
             _ok(
                 await _cli(
@@ -291,14 +297,7 @@ async def test_no_cut_at_a_checkpoint_verify_would_reject(
     with open_store(settings, own=True) as store:
         migrate(store)
         async with running_sink(settings, store) as sink:
-            trail = sink.worker.trail
-            assert trail is not None
-            trail.clock = lambda: utc_now() - timedelta(days=40)
-            for b in range(2):
-                await produce_raw(settings, _batch())
-                await sink.wait(accepted=(b + 1) * PER_BATCH * len(TENANTS))
-                await sink.wait(signed=sink.signed + 2 * len(TENANTS))
-            trail.clock = utc_now
+            await _two_batches_signed_40_days_ago(settings, sink)
             _ok(
                 await _cli(
                     settings,
