@@ -130,6 +130,22 @@ ZERO: dict[str, Any] = (
 )
 
 
+ENVELOPE = (
+    "tenant_id",
+    "user_id",
+    "agent_id",
+    "agent_version",
+    "deployment",
+    "variant",
+    "session_id",
+    "run_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+)
+"""The envelope's string columns: stored exactly as the event carried them."""
+
+
 async def test_every_event_type_gets_its_typed_columns(settings: Settings) -> None:
     await ensure_topics(settings)
     docs = {}
@@ -153,17 +169,7 @@ async def test_every_event_type_gets_its_typed_columns(settings: Settings) -> No
         cols = (
             "type",
             "toString(event_id)",
-            "tenant_id",
-            "user_id",
-            "agent_id",
-            "agent_version",
-            "deployment",
-            "variant",
-            "session_id",
-            "run_id",
-            "trace_id",
-            "span_id",
-            "parent_span_id",
+            *ENVELOPE,
             "sdk_name",
             "sdk_version",
             "schema_version",
@@ -178,19 +184,7 @@ async def test_every_event_type_gets_its_typed_columns(settings: Settings) -> No
         row, doc = rows[kind], docs[kind]
         text = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in row.items()}
         assert text["toString(event_id)"] == doc["event_id"]
-        for name in (
-            "tenant_id",
-            "user_id",
-            "agent_id",
-            "agent_version",
-            "deployment",
-            "variant",
-            "session_id",
-            "run_id",
-            "trace_id",
-            "span_id",
-            "parent_span_id",
-        ):
+        for name in ENVELOPE:
             assert text[name] == doc[name], (kind, name)
         assert (text["sdk_name"], text["sdk_version"], text["schema_version"]) == ("tests", "0", 1)
         assert text["occurred_at"].isoformat().replace("+00:00", "") == doc["occurred_at"].replace(
