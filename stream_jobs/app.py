@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -50,7 +51,8 @@ from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.pins import parse_pin_key
 from stream_jobs.heartbeat import HeartbeatPublisher
 from stream_jobs.jobs import Record, StreamJobs
-from stream_jobs.runtime import make_app, source_topic
+from stream_jobs.runtime import FastConsumer, make_app, source_topic
+from stream_jobs.runtime.watchdog import StallWatch
 
 log = logging.getLogger("agentaudit.stream_jobs")
 
@@ -117,6 +119,9 @@ class StreamJobsApp:
         """Set once the budgets topic was read to its end (as `pins_seen` for the pins topic)."""
         self.pins_seen = asyncio.Event()
         self._lock = asyncio.Lock()  # one of: a batch, a tick, a budget/pin update, a commit
+        self.stalls = StallWatch()
+        """Partitions with records to apply and no progress (see `_watch_stalls`)."""
+        self._holding = False  # the first batch waits for the pins: no progress, no stall
         app = self.app = make_app(
             settings, app_id=app_id, **{**THROUGHPUT_SETTINGS, **faust_overrides}
         )
@@ -150,7 +155,7 @@ class StreamJobsApp:
         waited = False
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             if not waited:  # once: a pin must be known before its eval results are counted
-                waited = True
+                waited = self._holding = True
                 try:
                     await asyncio.wait_for(self.pins_seen.wait(), PINS_WAIT_S)
                 except TimeoutError:
@@ -158,6 +163,8 @@ class StreamJobsApp:
                         "pins topic not read within %.0fs; eval drift may miss results until it is",
                         PINS_WAIT_S,
                     )
+                finally:
+                    self._holding = False
             partition = events[0].message.partition
             async with (
                 self._lock
@@ -231,6 +238,38 @@ class StreamJobsApp:
                     hole.expected,
                 )
                 await self._seek_back(TP(self.settings.events_topic, hole.partition), hole)
+            await self._watch_stalls()
+
+    async def _watch_stalls(self) -> None:
+        """Seek back a partition that the log has records for and that applied nothing for
+        `StallWatch`'s bound (see `stream_jobs.runtime.watchdog`). Nothing counts while the
+        app rebalances or the agent holds its first batch for the pins."""
+        consumer = self.app.consumer
+        if self.app.rebalancing or self._holding or not isinstance(consumer, FastConsumer):
+            self.stalls.reset()
+            return
+        behind: dict[int, tuple[int, int | None]] = {}
+        for tp in consumer.assignment():
+            if tp.topic == self.settings.events_topic:
+                last = self.jobs.fence.last_applied(tp.partition)
+                expected = last + 1 if last is not None else consumer.committed_offset(tp) or 0
+                behind[tp.partition] = (expected, consumer.highwater_of(tp))
+        for stall in self.stalls.check(time.monotonic(), behind):
+            tp = TP(self.settings.events_topic, stall.partition)
+            log.warning(
+                "partition %d: nothing applied from offset %d for %.0fs although the log "
+                "reaches %d (%s); seeking back to %d",
+                stall.partition,
+                stall.expected,
+                stall.stalled_s,
+                stall.highwater,
+                await consumer.describe(tp),
+                stall.expected,
+            )
+            try:
+                await consumer.unstall(tp, stall.expected)
+            except (KafkaError, TimeoutError) as exc:  # revoked meanwhile; asked again if not
+                log.warning("partition %d: seeking back failed (%r)", stall.partition, exc)
 
     @contextlib.asynccontextmanager
     async def commit_guard(self) -> AsyncIterator[None]:

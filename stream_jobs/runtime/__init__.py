@@ -13,7 +13,9 @@ aiokafka costs. The fixes are contained subclasses, one module per layer:
   `RawSchema`);
 - `app`: the app and its settings (`make_app`, `AuditApp` with its declared `batched_topics`
   and `commit_guard`, `source_topic`, `LeanMonitor`, `PromptTableManager`);
-- `runner`: run the app in this event loop, stop it within a bound (`running`).
+- `runner`: run the app in this event loop, stop it within a bound (`running`);
+- `watchdog`: notice a partition that stopped being delivered (`StallWatch`; the consumer
+  describes and unstalls it: `FastConsumer.describe`/`unstall`).
 
 Each module's docstring lists the faust and broker defects its layer works around. Measured
 stage by stage by `agentaudit.bench.faust_measure`; the figures are in the README
