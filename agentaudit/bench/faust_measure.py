@@ -131,7 +131,7 @@ async def produce(settings: Settings, topic: str, messages: list[tuple[bytes, by
 
 
 async def measure_bare(settings: Settings, topic: str, n: int) -> float:
-    """Messages/s of a bare aiokafka group consumer (the same measurement `agentaudit bench` makes)."""
+    """Messages/s of a bare aiokafka group consumer (the measurement `agentaudit bench` makes)."""
     from agentaudit.bench.measure import measure_bare_consumer
 
     return await measure_bare_consumer(settings, n, topic)

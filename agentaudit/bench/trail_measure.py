@@ -244,11 +244,13 @@ def build_signed_store(
                     )
                 )
                 trees.extend([(tenant, part, leaf)])
-        store.insert(INGEST_TABLE, [list(c) for c in zip(*batch)], INGEST_COLUMNS)
+        store.insert(INGEST_TABLE, [list(c) for c in zip(*batch, strict=True)], INGEST_COLUMNS)
         made = signer.sign(trees, datetime.now(UTC))
         anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in made)
         store.insert(
-            CHECKPOINT_TABLE, [list(c) for c in zip(*(c.row for c in made))], CHECKPOINT_COLUMNS
+            CHECKPOINT_TABLE,
+            [list(c) for c in zip(*(c.row for c in made), strict=True)],
+            CHECKPOINT_COLUMNS,
         )
         signed += len(made)
     return signed

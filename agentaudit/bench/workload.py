@@ -1,4 +1,5 @@
-"""Event shapes the benchmarks emit: a realistic mix, built once so generation stays out of the timings."""
+"""Event shapes the benchmarks emit: a realistic mix, built once so generation stays out of the
+timings."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import random
 from typing import Any
 
 TENANTS = [f"bench-{i}" for i in range(100)]
-"""100 tenants: keyed by tenant, they spread over 6 partitions within 52/48 between two sink processes
-(12 tenants put two thirds of the work on one of them)."""
+"""100 tenants: keyed by tenant, they spread over 6 partitions within 52/48 between two sink
+processes (12 tenants put two thirds of the work on one of them)."""
 
 
 def payloads(n: int, seed: int = 1) -> list[tuple[str, str, dict[str, Any]]]:
