@@ -41,6 +41,7 @@ from agentaudit.notify.deliver import (
 )
 from agentaudit.notify.routes import ReceiverConfig, Routes
 from agentaudit.settings import Settings
+from agentaudit.sink.deadletter import LAND
 from agentaudit.sink.dedup import RecentIds
 from agentaudit_schemas.records import Alert
 from agentaudit_sdk import kafka_config
@@ -294,6 +295,8 @@ class ReceiverLoop:
                 ("receiver", self.name.encode()),
                 ("detail", detail.encode()),
                 ("source", f"{tp.topic}:{tp.partition}:{offset}".encode()),
+                ("event_id", alert.alert_id.encode()),
+                LAND,
             ],
         )
         metrics.DEAD_LETTERS.labels(receiver=self.name, reason=result.reason).inc()

@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from agentaudit.otlp import attrs as A
 from agentaudit.otlp.evals import eval_result
 from agentaudit.otlp.genai import Origin, Unmapped, map_span, origin
-from agentaudit.sink.deadletter import keep
+from agentaudit.sink.deadletter import LAND, keep
 from agentaudit.sink.decode import Rejected, validate
 
 Headers = list[tuple[str, bytes]]
@@ -89,6 +89,7 @@ class _Collector:
                     ("reason", reason.encode()),
                     ("detail", (detail + note)[:512].encode()),
                     ("source", self.source),
+                    LAND,
                     *extra,
                 ],
             )

@@ -3,8 +3,8 @@
 A message up to `WHOLE_BYTES` (twice the sink's own limit, `MAX_EVENT_BYTES`) is kept whole.
 A bigger one (the broker took 1.5 MB and 10 MB messages; the DLQ producer's limit is 1 MiB)
 keeps its first `KEEP_BYTES`, and its size and SHA-256 are recorded: in headers on the topic,
-in `detail` in the table. If the topic still refuses a record (a broker with a smaller message limit, a huge
-key), `shrink` cuts it to a stub that names the whole by size and hash.
+in `detail` in the table. If the topic still refuses a record (a broker with a smaller message
+limit, a huge key), `shrink` cuts it to a stub that names the whole by size and hash.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ STUB_BYTES = 1024
 """Prefix of value (and key) kept by `shrink`, the last attempt before giving up on the topic."""
 
 Headers = list[tuple[str, bytes]]
+LAND = ("land", b"dead_letters")
+"""Header of a dead letter written only to the DLQ topic (OTLP ingest, alert delivery): the
+record sink lands it in the `dead_letters` table, so every dead letter is counted in one place.
+The sinks' own dead letters do not carry it: their sink inserts their row itself."""
 
 
 def _whole(value: bytes, kept: int) -> Headers:

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from agentaudit.broker import ensure_topics
 from agentaudit.settings import Settings
+from agentaudit.sink.deadletter import LAND
 from agentaudit.sink.pipeline_records.rows import RECORD_TABLES
 from agentaudit.sink.pipeline_records.sink import RecordSink, run_record_sink
 from agentaudit.sink.worker import SinkWorker
@@ -272,3 +274,46 @@ async def test_spend_hourly_rollup_is_fed_through_the_event_sink(settings: Setti
         assert {r[2] for r in from_rollup} >= {"gpt-5-mini", "gpt-5", "gpt-5-2026-08-07", ""}
         assert sum(r[3] for r in from_rollup) > 0 and sum(r[6] for r in from_rollup) == len(docs)
         assert sum(r[8] for r in from_rollup) == 6
+
+
+async def test_dead_letters_only_the_dlq_topic_holds_land_once_and_the_sinks_own_are_not_doubled(
+    settings: Settings,
+) -> None:
+    """OTLP ingest and alert delivery write their dead letters only to the DLQ topic (marked
+    `LAND`): the record sink stores each once in `dead_letters`, across a restart; a sink's own
+    dead letter on that topic (no `LAND`, its row already stored by that sink) is left alone."""
+    await ensure_topics(settings)
+    otlp = [("reason", b"unknown_type"), ("detail", b"span maps to no event"), LAND]
+    own = [("reason", b"invalid_json"), ("source", b"agentaudit.events.v1:0:3")]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+
+    async def send(value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        await producer.send_and_wait(settings.dlq_topic, value, key=b"acme", headers=headers)
+
+    def landed(n: int) -> Callable[[RecordSink], bool]:
+        return lambda sink: sink.processor.counters.landed >= n
+
+    def rows(store: Store) -> list[tuple[Any, ...]]:
+        return store.query(
+            "SELECT reason, detail, tenant_id, original FROM agentaudit.dead_letters "
+            "WHERE source_topic = {t:String} ORDER BY kafka_offset",
+            {"t": settings.dlq_topic},
+        ).result_rows
+
+    try:
+        await send(b"{oops", own)
+        await send(b'{"item": "span-1"}', otlp)
+        with open_store(settings, own=True) as store:
+            migrate(store)
+            sink = await records_until(settings, store, landed(1))
+            assert sink.processor.counters.not_landed == 1
+            assert rows(store) == [
+                ("unknown_type", "span maps to no event", "acme", '{"item": "span-1"}')
+            ]
+            # a restart reads on from its last flush: the first row is not stored again
+            await send(b'{"item": "span-2"}', otlp)
+            await records_until(settings, store, landed(1))
+            assert [r[3] for r in rows(store)] == ['{"item": "span-1"}', '{"item": "span-2"}']
+    finally:
+        await producer.stop()

@@ -26,10 +26,11 @@ drops those (and the records of a replaced log that the store already holds).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentaudit.sink.deadletter import keep
+from agentaudit.sink.deadletter import LAND, keep
 from agentaudit.sink.decode import Reason, Rejected
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.pipeline_records.decode import Parsed, Tombstone, decode_record, hints
@@ -88,10 +89,17 @@ class RecordCounters:
     tombstones: int = 0
     dlq_unsent: int = 0
     """Dead letters the DLQ topic refused even cut down (their table rows are stored)."""
+    landed: int = 0
+    """Dead letters of the DLQ topic stored in `dead_letters` (those carrying `LAND`)."""
+    not_landed: int = 0
+    """DLQ messages without `LAND`: a sink's own dead letters, whose row that sink stored."""
+    landed_before: int = 0
+    """`LAND` dead letters read again that the store already holds (a replay)."""
 
     @property
     def handled(self) -> int:
-        """Messages seen since start, whatever became of them."""
+        """Messages of the record topics seen since start, whatever became of them (the DLQ
+        topic's are `landed` and `not_landed`: a job's record count compares with this)."""
         return (
             sum(self.stored.values())
             + self.dead_lettered
@@ -104,8 +112,12 @@ class RecordCounters:
 class RecordProcessor:
     """Per-sink state: per-table watermarks, resume positions, recent ids, the pending batch."""
 
-    def __init__(self, dedup_capacity: int, clock: UtcNow = utc_now) -> None:
+    def __init__(
+        self, dedup_capacity: int, clock: UtcNow = utc_now, dlq_topic: str | None = None
+    ) -> None:
         self.clock = clock
+        self.dlq_topic = dlq_topic
+        """The dead-letter topic, when this sink also lands its `LAND` dead letters."""
         self.dedup_capacity = dedup_capacity
         self.recent = {kind: RecentIds(dedup_capacity) for kind in RECORD_TABLES}
         self.watermarks: dict[str, dict[TopicPartitionKey, int]] = {}
@@ -151,7 +163,9 @@ class RecordProcessor:
             (source.topic, source.partition), -1
         )
 
-    def add(self, source: Source, value: bytes | None) -> None:
+    def add(
+        self, source: Source, value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
         """Route one consumed message into the pending batch."""
         batch = self.batch
         if not batch.ranges:
@@ -159,6 +173,9 @@ class RecordProcessor:
         tp = (source.topic, source.partition)
         first, _ = batch.ranges.get(tp, (source.offset, source.offset))
         batch.ranges[tp] = (first, source.offset)
+        if source.topic == self.dlq_topic:
+            self._land(source, value, headers)
+            return
         verdict = decode_record(value)
         if isinstance(verdict, Parsed):
             table = RECORD_TABLES[verdict.record.record]
@@ -200,6 +217,42 @@ class RecordProcessor:
             )
             batch.high.setdefault(DEAD_LETTERS_TABLE, {})[tp] = source.offset
             self.counters.dead_lettered += 1
+
+    def _land(
+        self, source: Source, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """A DLQ message: its `dead_letters` row when it carries `LAND`, else nothing."""
+        found = dict(headers)
+        if found.get(LAND[0]) != LAND[1]:
+            self.counters.not_landed += 1
+            return
+        if self._held(DEAD_LETTERS_TABLE, source):
+            self.counters.landed_before += 1
+            return
+
+        def text(name: str) -> str:
+            return found.get(name, b"").decode("utf-8", "replace")
+
+        # reason and detail as the writer set them; where the input came from (an OTLP
+        # endpoint, an alert's topic position) follows the detail
+        detail = text("detail") + (f" (from {text('source')})" if "source" in found else "")
+        kept, _, note = keep(value or b"")
+        tenant = (source.key or b"").decode("utf-8", "replace")
+        self.batch.dead_letters.append(
+            dead_letter_row(
+                source,
+                text("reason") or "unknown",
+                detail + note,
+                kept,
+                self.clock(),
+                tenant,
+                text("event_id"),
+            )
+        )
+        self.batch.high.setdefault(DEAD_LETTERS_TABLE, {})[(source.topic, source.partition)] = (
+            source.offset
+        )
+        self.counters.landed += 1
 
     def _add_row(self, source: Source, record: Record, row: tuple[Any, ...]) -> None:
         table = RECORD_TABLES[record.record]

@@ -3,10 +3,10 @@
 One `RecordTable` per record kind: its table, its columns in insert order, its id column and
 the function that builds a row. These names are the single source of truth for the record
 sink's inserts and its recovery queries; the DDL lives in `schemas/clickhouse/migrations`
-(0004-0007, 0009; 0010 adds drift_scores.agent_id; 0012 log_epoch; 0017 heartbeats). Every row ends with the
-Kafka source (`kafka_topic`, `kafka_partition`, `kafka_offset`, `log_epoch`), which is what
-makes the sink exactly once; `ingested_at` is left to the
-column's DEFAULT (the server's insert time).
+(0004-0007, 0009; 0010 adds drift_scores.agent_id; 0012 log_epoch; 0017 heartbeats). Every
+row ends with the Kafka source (`kafka_topic`, `kafka_partition`, `kafka_offset`,
+`log_epoch`), which is what makes the sink exactly once; `ingested_at` is left to the column's
+DEFAULT (the server's insert time).
 """
 
 from __future__ import annotations

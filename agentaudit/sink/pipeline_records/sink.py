@@ -39,7 +39,8 @@ simulate a crash."""
 
 
 class RecordSink(PartitionSink[RecordBatch]):
-    """Consumes the alerts and control topics into the store until `stop()`."""
+    """Consumes the alerts and control topics (and the DLQ topic's `LAND` dead letters) into
+    the store until `stop()`."""
 
     def __init__(
         self,
@@ -54,7 +55,8 @@ class RecordSink(PartitionSink[RecordBatch]):
         super().__init__(
             settings,
             store,
-            topics=[settings.alerts_topic, settings.control_topic],
+            # the DLQ topic for the dead letters only it holds (OTLP, alert delivery): `LAND`
+            topics=[settings.alerts_topic, settings.control_topic, settings.dlq_topic],
             group_id=settings.consumer_group + "-records",
             log=log,
             fault=fault,
@@ -62,7 +64,7 @@ class RecordSink(PartitionSink[RecordBatch]):
             abandoned=abandoned,
             consumer_options=consumer_options,
         )
-        self.processor = RecordProcessor(settings.dedup_window)
+        self.processor = RecordProcessor(settings.dedup_window, dlq_topic=settings.dlq_topic)
 
     def _read_store(self, assigned: list[TopicPartition]) -> RecordRecovery:
         return recover_records(self.store, self.topics, self.settings.dedup_window)
@@ -87,7 +89,7 @@ class RecordSink(PartitionSink[RecordBatch]):
     def _process(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
         add, topic, partition, epoch = self.processor.add, tp.topic, tp.partition, self._epoch(tp)
         for m in messages:
-            add(Source(topic, partition, m.offset, m.timestamp, m.key, epoch), m.value)
+            add(Source(topic, partition, m.offset, m.timestamp, m.key, epoch), m.value, m.headers)
 
     def _pending(self) -> tuple[int, float] | None:
         batch = self.processor.batch

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from agentaudit.sink.deadletter import LAND
 from agentaudit.sink.pipeline_records.decode import MAX_RECORD_BYTES
 from agentaudit.sink.pipeline_records.routing import (
     DEAD_LETTERS_TABLE,
@@ -243,3 +244,40 @@ def test_a_valid_record_that_cannot_be_stored_is_a_dead_letter_not_a_crash() -> 
     batch = p.take()
     assert [r[DEAD_LETTER_COLUMNS.index("reason")] for r in batch.dead_letters] == ["unencodable"]
     assert len(batch.rows[ALERTS.table]) == 1
+
+
+def _landing() -> RecordProcessor:
+    return RecordProcessor(dedup_capacity=1000, clock=lambda: FIXED, dlq_topic="dlq")
+
+
+def test_a_dead_letter_only_the_dlq_topic_holds_lands_in_dead_letters_once() -> None:
+    p = _landing()
+    headers = [
+        ("reason", b"unknown_type"),
+        ("detail", b"span 'chat' maps to no event"),
+        ("source", b"otlp:/v1/traces"),
+        LAND,
+    ]
+    p.add(src(7, "dlq", key=b"acme"), b'{"item": 1}', headers)
+    batch = p.take()
+    (row,) = batch.dead_letters
+    named = dict(zip(DEAD_LETTER_COLUMNS, row, strict=True))
+    assert named["source_topic"] == "dlq" and named["kafka_offset"] == 7
+    assert named["reason"] == "unknown_type"
+    assert named["detail"] == "span 'chat' maps to no event (from otlp:/v1/traces)"
+    assert named["tenant_id"] == "acme" and named["original"] == b'{"item": 1}'
+    assert batch.high == {DEAD_LETTERS_TABLE: {("dlq", 0): 7}}
+    assert p.counters.landed == 1 and p.counters.handled == 0  # not a record
+    p.stored(batch)
+    # replayed after a crash: the store holds it, nothing is added
+    p.add(src(7, "dlq", key=b"acme"), b'{"item": 1}', headers)
+    assert p.take().dead_letters == [] and p.counters.landed_before == 1
+
+
+def test_a_sinks_own_dead_letter_on_the_dlq_topic_is_not_stored_twice() -> None:
+    p = _landing()
+    p.add(src(0, "dlq"), b"{oops", [("reason", b"invalid_json"), ("source", b"events:0:5")])
+    batch = p.take()
+    assert batch.dead_letters == [] and batch.dlq == []
+    assert batch.ranges == {("dlq", 0): (0, 0)}  # its offset still counts as read
+    assert p.counters.not_landed == 1 and p.counters.landed == 0
