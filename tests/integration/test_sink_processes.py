@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -68,30 +69,17 @@ async def test_sink_processes_stop_when_their_store_owner_dies(settings: Setting
     """A worker killed with SIGKILL cannot stop its sink processes; they must not linger as
     orphans in the consumer group (they insert through the dead worker's store)."""
     await ensure_topics(settings)
-    env = {**os.environ, **settings.to_env(), "AGENTAUDIT_SINK_PROCESSES": "2"}
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agentaudit.cli.main",
-        "worker",
-        "--no-stream-jobs",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    worker = await _start_worker(settings, 2)
     try:
         docs = [event_dict(tenant=f"tenant-{i % 20}") for i in range(200)]
         await produce_raw(settings, [(d["tenant_id"].encode(), wire(d)) for d in docs])
-        async with asyncio.timeout(120):  # both children consumed: they are up and idle now
-            while served_scalar(settings, "SELECT count() FROM agentaudit.events") != len(docs):
-                await asyncio.sleep(0.5)  # polling another process's progress
+        await _wait_stored(settings, len(docs), 120)  # both children are up and idle now
         children = children_of(worker.pid)
         assert len(children) == 2, children
         worker.kill()
         await worker.wait()
-        async with asyncio.timeout(30):  # before the fix: still there after minutes
-            while any(alive(c) for c in children):
-                await asyncio.sleep(0.2)
+        # before the fix: still there after minutes
+        await _wait_gone(children, 30)
     finally:
         if worker.returncode is None:
             worker.kill()
@@ -137,6 +125,16 @@ async def _wait_stored(settings: Settings, n: int, timeout: float) -> None:
     )
 
 
+async def _wait_gone(pids: Collection[int], timeout: float) -> None:
+    await poll_until(
+        lambda: not any(alive(p) for p in pids),
+        timeout,
+        "the sink processes to exit",
+        interval=0.2,
+        detail=lambda: f"alive: {[p for p in pids if alive(p)]}",
+    )
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal, /proc")
 async def test_sink_processes_killed_mid_insert_exit_and_a_restarted_worker_ingests_everything(
     settings: Settings,
@@ -165,15 +163,12 @@ async def test_sink_processes_killed_mid_insert_exit_and_a_restarted_worker_inge
         # The store endpoint stops answering: both sink processes' next inserts wait on it.
         worker.send_signal(signal.SIGSTOP)
         await produce_raw(settings, [(d["tenant_id"].encode(), wire(d)) for d in more])
-        async with asyncio.timeout(60):
-            while _inserts_waiting_on(port) < 2:
-                await asyncio.sleep(0.1)  # polling the kernel's socket table
+        await poll_until(  # polling the kernel's socket table
+            lambda: _inserts_waiting_on(port) >= 2, 60, "both inserts waiting", interval=0.1
+        )
         worker.kill()  # the endpoint is gone for good, mid-insert
         await worker.wait()
-        async with asyncio.timeout(30):  # before the fix: still retrying after minutes
-            while left := [c for c in children if alive(c)]:
-                await asyncio.sleep(0.2)
-        assert not left
+        await _wait_gone(children, 30)  # before the fix: still retrying after minutes
         restarted = await _start_worker(settings, 2)
         await _wait_stored(settings, len(first) + len(more), 120)
     finally:
