@@ -98,15 +98,29 @@ class ControlListener:
                 logger.exception("agentaudit: kill-switch staleness watch failed")
 
     def _failed(self, exc: BaseException) -> None:
+        from aiokafka.errors import UnsupportedCodecError
+
         counters = self.switch.counters
         counters.errors += 1
         counters.connected = False
         counters.last_error = repr(exc)[:500]
-        self._warn.warn(
-            "agentaudit: kill-switch listener lost %s (%r); keeping the last known state",
-            self.bootstrap,
-            exc,
-        )
+        if isinstance(exc, UnsupportedCodecError):
+            # Not a lost broker: a record on the topics is compressed with a codec this
+            # install cannot read (the bare SDK has gzip only), and it will stay there.
+            self._warn.warn(
+                "agentaudit: the kill switch cannot read %s: a record there is compressed with "
+                "a codec this install lacks (%s); pip install 'agentaudit-sdk[lz4,zstd,snappy]'. "
+                "Until then no block, budget or heartbeat after it is seen",
+                ", ".join(self.topics),
+                exc,
+                level=logging.ERROR,
+            )
+        else:
+            self._warn.warn(
+                "agentaudit: kill-switch listener lost %s (%r); keeping the last known state",
+                self.bootstrap,
+                exc,
+            )
         self.switch.state.wake_waiters()
 
     async def _session(self) -> None:

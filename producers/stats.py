@@ -80,7 +80,13 @@ class WarnLimiter:
         self._last = -float("inf")
         self._suppressed = 0
 
-    def warn(self, msg: str, *args: object, exc_info: BaseException | None = None) -> None:
+    def warn(
+        self,
+        msg: str,
+        *args: object,
+        exc_info: BaseException | None = None,
+        level: int = logging.WARNING,
+    ) -> None:
         now = self._monotonic()
         if now - self._last < self._interval:
             self._suppressed += 1
@@ -89,4 +95,4 @@ class WarnLimiter:
         if suppressed:
             msg += " (%d similar warnings suppressed)"
             args = (*args, suppressed)
-        self._logger.warning(msg, *args, exc_info=exc_info)
+        self._logger.log(level, msg, *args, exc_info=exc_info)

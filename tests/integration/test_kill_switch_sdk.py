@@ -187,3 +187,38 @@ def test_propagation_measurement_runs(broker: LocalBroker) -> None:
     samples = asyncio.run(propagation_samples(broker.bootstrap, 3))
     assert len(samples.block_ms) == len(samples.unblock_ms) == 3
     assert all(0 < ms < WAIT_S * 1000 for ms in samples.block_ms + samples.unblock_ms)
+
+
+def test_a_control_record_in_a_codec_the_sdk_lacks_is_named_not_a_lost_broker(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bare SDK reads gzip only (cramjam is an extra): an operator's lz4-compressed block
+    is logged as an ERROR naming the extra, not as a lost broker, and counted as an error."""
+    import aiokafka.codec
+
+    asyncio.run(create_topics(settings))
+    control_topic, _ = topics_of(settings)
+    block = control("acme")
+
+    async def publish_lz4() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, compression_type="lz4"
+        )
+        await producer.start()
+        try:
+            value = block.model_dump_json().encode()
+            await producer.send_and_wait(control_topic, value, key=block.scope.key.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish_lz4())
+    monkeypatch.setattr(aiokafka.codec, "cramjam", None)  # the SDK installed without extras
+    client = make_client(settings)
+    try:
+        assert client.control.wait_for(lambda: client.control.counters.errors >= 1, WAIT_S)
+        assert "UnsupportedCodecError" in client.control.counters.last_error
+        named = [r for r in caplog.records if "agentaudit-sdk[lz4" in r.getMessage()]
+        assert named and named[0].levelname == "ERROR"
+        assert not any("listener lost" in r.getMessage() for r in caplog.records)
+    finally:
+        client.shutdown(5)
