@@ -165,3 +165,31 @@ async def test_poison_becomes_dead_letters_and_the_valid_events_behind_it_land(
     (key, value, headers) = next((k, v, h) for k, v, h in dlq if "original_key_sha256" in h)
     assert value == b"{oops" and key == b"k" * 1024 and headers["reason"] == b"invalid_json"
     assert headers["original_key_sha256"] == hashlib.sha256(b"k" * 1_500_000).hexdigest().encode()
+
+
+async def test_batches_from_producers_with_every_kafka_codec_land(settings: Settings) -> None:
+    """Other producers compress (Java's and librdkafka's `compression.type`): a batch in
+    gzip, snappy, lz4 or zstd is read like an uncompressed one, each event stored once."""
+    await ensure_topics(settings)
+    codecs = [None, "gzip", "snappy", "lz4", "zstd"]
+    for codec in codecs:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, compression_type=codec, linger_ms=50
+        )
+        await producer.start()
+        try:
+            for _ in range(20):  # one batch per codec: linger lets them share it
+                await producer.send(
+                    settings.events_topic, wire(event_dict(tenant="acme")), key=b"acme"
+                )
+            await producer.flush()
+        finally:
+            await producer.stop()
+    total = 20 * len(codecs)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        worker = await sink_until(settings, store, lambda w: w.processor.counters.accepted >= total)
+        assert worker.processor.counters.dead_lettered == 0
+        assert scalar(store, "SELECT count() FROM agentaudit.events") == total
+        assert scalar(store, "SELECT uniqExact(event_id) FROM agentaudit.events") == total
+        assert_chains_valid(store)
