@@ -19,7 +19,8 @@ becomes and what a flush inserts (`agentaudit.sink.worker.SinkWorker` for events
    `store_call`, which stops retrying when the sink stops), the in-memory watermarks, and
    only then the Kafka offset commit (which only reports progress). A full or due batch is
    flushed behind consuming (`_flush_behind`): the next batch is read while the store
-   takes this one (the insert is most of a batch's wall time), with one flush in flight at
+   takes this one (the insert is most of a batch's wall time), and keeps growing past the
+   flush interval until that insert ends (up to the batch size); one flush in flight at
    most, so batches are stored and committed in order; its error stops the sink at the
    next poll. A rebalance, a replaced log and stopping wait for the flush in flight first.
 Why not a faust agent: see README "Why the sink is not a faust agent".
@@ -53,6 +54,8 @@ Start = tuple[int, Anchor | None]
 """Where a partition resumes after recovery, and the stored message proving its log (if any)."""
 START_TIMEOUT_S = 60.0
 """Longest a Kafka client of the sink may take to connect (bootstrap, TLS, SASL)."""
+STORE_BUSY_POLL_MS = 10
+"""While a due batch waits for the insert in flight, how often the loop looks for its end."""
 Fault = Callable[[str], None]
 """Called at `mid_batch`, `before_insert`, `between_inserts`, `after_insert` (fault tests)."""
 
@@ -269,7 +272,9 @@ class PartitionSink(ABC, Generic[B]):
             if pending is None:
                 wait_ms, room = int(interval * 1000), self.settings.sink_batch_size
             else:
-                wait_ms = max(1, int((interval - (loop.time() - pending[1])) * 1000))
+                # A due batch waiting for the insert in flight looks every few ms for its end.
+                least = STORE_BUSY_POLL_MS if self._storing() else 1
+                wait_ms = max(least, int((interval - (loop.time() - pending[1])) * 1000))
                 room = max(1, self.settings.sink_batch_size - pending[0])
             try:
                 records = await self.consumer.getmany(timeout_ms=wait_ms, max_records=room)
@@ -290,7 +295,11 @@ class PartitionSink(ABC, Generic[B]):
                 continue
             if pending is None:
                 self.fault("mid_batch")  # once per batch: "mid_batch:3" dies inside the 3rd batch
-            if now[0] >= self.settings.sink_batch_size or loop.time() - now[1] >= interval:
+            full = now[0] >= self.settings.sink_batch_size
+            # Due while the store still takes the previous batch: keep reading into this one
+            # (the batch grows with the insert's time, not with a fixed interval) until that
+            # insert ends; a full batch waits for it (memory stays bounded).
+            if full or (loop.time() - now[1] >= interval and not self._storing()):
                 await self._flush_behind()
 
     async def _apply(self, tp: TopicPartition, decision: Decision) -> None:
@@ -377,6 +386,9 @@ class PartitionSink(ABC, Generic[B]):
         if batch is None:
             return
         self._in_flight = asyncio.create_task(self._store_locked(batch, self._taken_processing()))
+
+    def _storing(self) -> bool:
+        return self._in_flight is not None and not self._in_flight.done()
 
     async def _settle(self) -> None:
         """Wait until no flush is in flight; its error is raised (to every caller that waits).

@@ -98,3 +98,43 @@ async def test_the_sink_consumes_while_an_insert_is_in_flight(settings: Settings
         assert scalar(real, "SELECT count() FROM agentaudit.events") == EVENTS
         assert scalar(real, "SELECT uniqExact(event_id) FROM agentaudit.events") == EVENTS
         assert assert_chains_valid(real) == EVENTS  # one chain, in order, no gap
+
+
+async def test_a_due_batch_keeps_growing_until_the_insert_in_flight_ends(
+    settings: Settings,
+) -> None:
+    """Past its flush interval, the next batch still takes what arrives while the store is
+    busy, instead of the sink waiting idle for the insert in flight."""
+    settings = settings.model_copy(
+        update={"sink_batch_size": 10_000, "partitions": 1, "sink_flush_interval_ms": 50}
+    )
+    await ensure_topics(settings)
+    first = [(b"acme", wire(event_dict("acme"))) for _ in range(100)]
+    second = [(b"acme", wire(event_dict("acme"))) for _ in range(100)]
+    await produce_raw(settings, first)
+    with open_store(settings, own=True) as real:
+        migrate(real)
+        store = GatedStore(real)
+        worker = SinkWorker(settings, store)  # type: ignore[arg-type]
+        task = asyncio.create_task(worker.run())
+        try:
+            await _until(store.waiting.is_set, "the first insert started")
+            assert worker.processor.counters.accepted == 100
+            await produce_raw(settings, second[:1])
+            await _until(lambda: worker.processor.batch.rows == 1, "the next batch started")
+            loop = asyncio.get_running_loop()
+            started = worker.processor.batch.started
+            await _until(lambda: loop.time() - started > 0.05, "the next batch is due")
+            await produce_raw(settings, second[1:])
+            await _until(
+                lambda: worker.processor.batch.rows == 100,
+                "the due batch took what arrived while the insert waits",
+            )
+            store.gate.set()
+            await _until(lambda: worker.flushes >= 2, "both batches stored")
+        finally:
+            store.gate.set()
+            worker.stop()
+            await task
+        assert scalar(real, "SELECT count() FROM agentaudit.events") == 200
+        assert assert_chains_valid(real) == 200
