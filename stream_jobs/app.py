@@ -251,8 +251,13 @@ class StreamJobsApp:
         behind: dict[int, tuple[int, int | None]] = {}
         for tp in consumer.assignment():
             if tp.topic == self.settings.events_topic:
+                # the next offset neither applied nor handed to the agent (a batch waiting in
+                # the stream's buffer is the agent being busy, not a stall)
                 last = self.jobs.fence.last_applied(tp.partition)
                 expected = last + 1 if last is not None else consumer.committed_offset(tp) or 0
+                handed = consumer.handed_to(tp)
+                if handed is not None:
+                    expected = max(expected, handed + 1)
                 behind[tp.partition] = (expected, consumer.highwater_of(tp))
         for stall in self.stalls.check(time.monotonic(), behind):
             tp = TP(self.settings.events_topic, stall.partition)

@@ -19,7 +19,9 @@ Why it is beaten from the jobs' `_tick` and nowhere else (`StreamJobsApp._tick`)
 - faust starts timers only once the tables are recovered, so the first beat means "ready".
 
 What it does not prove: that the consumer is still fetching events (a partition faust
-stopped delivering looks like an idle one). Consumer lag (`agentaudit status`) covers that.
+stopped delivering looks like an idle one). Consumer lag (`agentaudit status`) covers that,
+and the jobs' stall watchdog logs and seeks back such a partition when the log has records
+for it (`stream_jobs/runtime/watchdog.py`).
 The interval is rounded up to the 1 s tick: beats are `interval_s` to `interval_s + 1` s apart.
 """
 

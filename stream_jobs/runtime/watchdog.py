@@ -8,10 +8,11 @@ layer's docstring); when they were a partition's whole backlog, nothing later ar
 the restarted jobs left that partition's second half unapplied, logging nothing.
 
 `StallWatch` is the pure part, fed once per tick: per assigned partition, the next offset
-to apply and the high watermark. A partition whose next offset stays below the high
-watermark for `stall_after_s` seconds is reported (once per `stall_after_s` while it stays
-so); the caller logs the partition's consumer state and seeks it to that next offset, which
-is safe because the jobs skip what they already applied.
+neither applied nor handed to the jobs (a batch waiting in the stream's buffer is the jobs
+being busy, not a stall) and the high watermark. A partition whose next offset stays below
+the high watermark for `stall_after_s` seconds is reported (once per `stall_after_s` while it
+stays so); the caller logs the partition's consumer state and seeks it to that next offset,
+which is safe because the jobs skip what they already applied.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ class StallWatch:
     def check(self, now: float, partitions: Mapping[int, tuple[int, int | None]]) -> list[Stall]:
         """The stalled partitions at monotonic time `now`.
 
-        `partitions`: every assigned partition → (next offset to apply, high watermark; None
-        while unknown). A partition not listed is forgotten."""
+        `partitions`: every assigned partition → (next offset neither applied nor handed to
+        the jobs, high watermark; None while unknown). A partition not listed is forgotten."""
         for gone in [p for p in self._behind if p not in partitions]:
             del self._behind[gone]
         stalls = []

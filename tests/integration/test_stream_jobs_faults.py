@@ -69,7 +69,7 @@ async def test_jobs_killed_and_restarted_lose_no_spend_and_store_each_alert_once
 
     Without the fault no partition may stall: the watchdog would repair a silent drop, so
     its warning is what shows one (faust's end-of-rebalance clear stalled this case 3 runs in
-    15 under load before the consumer layer held stream fetches until the rebalance ends).
+    18 under load before the consumer layer held stream fetches until the rebalance ends).
     """
     settings, app_id = six(settings)
     budgets, first_half, second_half = workload(shifted_now())

@@ -6,7 +6,7 @@ faust ends a recovery by resuming the stream partitions, seeking them to their c
 offsets and then resuming the app's flow control, which clears every stream queue; its fetch
 loop runs meanwhile. A record taken from aiokafka after the seek was queued, then cleared:
 never delivered, and aiokafka's position already past it (the jobs' restart test stalled on
-that 3 runs in 15 under load). These tests drive the real `FastConsumer.getmany` and
+that 3 runs in 18 under load). These tests drive the real `FastConsumer.getmany` and
 `perform_seek` in that order; only the consumer thread (aiokafka's side) is a stand-in that
 holds a partition's records and hands each out once, as aiokafka's fetcher does.
 """
