@@ -40,7 +40,7 @@ from tests.conftest import settings_env
 from tests.factories import event_dict, wire
 from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_raw, scalar, sink_until
-from tests.integration.test_stream_jobs import FakeClock, read_records
+from tests.integration.test_stream_jobs import SettableNow, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ def minute_floor(at: datetime) -> datetime:
     return at.replace(second=0, microsecond=0)
 
 
-def jobs_app(settings: Settings, clock: FakeClock) -> StreamJobsApp:
+def jobs_app(settings: Settings, clock: SettableNow) -> StreamJobsApp:
     return StreamJobsApp(settings, clock=clock, app_id=f"jobs-{settings.consumer_group}")
 
 
@@ -122,7 +122,7 @@ async def test_a_spend_spike_raises_one_spend_anomaly_for_that_tenant_only(
                 at = start + timedelta(seconds=rng.uniform(0, 59.9))
                 history.append((at, event(tenant, "tool_call", at, latency_ms=40.0)))
     history.sort(key=lambda h: h[0])
-    clock = FakeClock()
+    clock = SettableNow()
     clock.at = end
     jobs = jobs_app(settings, clock)
     async with running(jobs.app, timeout=90):
@@ -263,7 +263,7 @@ async def test_b_a_degraded_agent_version_raises_eval_drift_against_its_pin(
         )
         assert "no eval_result events" in error and "1.0.0 (120)" in error, error
 
-        clock = FakeClock()
+        clock = SettableNow()
         jobs = jobs_app(settings, clock)
         records = RecordSink(settings, store, consumer_options=FAST_GROUP)
         sink_task = asyncio.create_task(records.run())
@@ -375,7 +375,7 @@ async def test_goldsets_add_is_idempotent_and_mistakes_are_one_line_errors(
         "other",
     )
     assert "no pin acme|refunds|other" in wrong and "(pins: acme|refunds|m)" in wrong, wrong
-    jobs = jobs_app(settings, FakeClock())
+    jobs = jobs_app(settings, SettableNow())
 
     def pinned() -> object:
         return jobs.jobs.detection.pins.current("acme", "refunds", "m")
@@ -396,7 +396,7 @@ async def test_c_a_model_switch_raises_model_version_changed_once_also_across_a_
     await ensure_topics(settings)
     tenant, rng = "modelco", random.Random(11)
     start = minute_floor(datetime.now(UTC)) - timedelta(minutes=30)
-    clock = FakeClock()
+    clock = SettableNow()
     clock.at = start + timedelta(minutes=30)
 
     def calls(first: int, n: int, served: str) -> list[Message]:

@@ -25,8 +25,8 @@ from tests.integration.helpers import produce_raw
 pytestmark = pytest.mark.integration
 
 
-class FakeClock:
-    """The jobs' clock: real time until the test moves it."""
+class SettableNow:
+    """The jobs' `UtcNow`: real time until the test sets `at`."""
 
     def __init__(self) -> None:
         self.at: datetime | None = None
@@ -134,7 +134,7 @@ async def test_budget_alerts_once_per_threshold_blocks_at_the_limit_and_unblocks
             )
         ],
     )
-    clock = FakeClock()
+    clock = SettableNow()
     jobs = StreamJobsApp(settings, clock=clock, app_id=f"jobs-{settings.consumer_group}")
 
     async def send(count: int) -> None:
