@@ -114,6 +114,18 @@ def _split_note(rest: str, what: str) -> tuple[str, str]:
     return f"{body}\n\n{sigs}" + ("\n" if sep else ""), after
 
 
+def _head(text: str, header: str, what: str) -> tuple[list[str], str]:
+    """A proof file's head lines (the first checked to be `header`) and the signed `what`
+    after the empty line; malformed when either is missing."""
+    head, sep, rest = text.partition("\n\n")
+    if not sep:
+        raise ReceiptError("malformed", f"no empty line before the {what}")
+    lines = head.split("\n")
+    if lines[0] != header:
+        raise ReceiptError("malformed", f"first line is not {header}")
+    return lines, rest
+
+
 @dataclass(frozen=True)
 class TlogProof:
     """A parsed ``c2sp.org/tlog-proof@v1``: index, inclusion path, signed checkpoint, extra."""
@@ -136,12 +148,7 @@ class TlogProof:
     @classmethod
     def parse(cls, text: str) -> TlogProof:
         """Parse a proof strictly: any deviation from the spec's layout is malformed."""
-        head, sep, note = text.partition("\n\n")
-        if not sep:
-            raise ReceiptError("malformed", "no empty line before the checkpoint")
-        lines = head.split("\n")
-        if lines[0] != PROOF_HEADER:
-            raise ReceiptError("malformed", f"first line is not {PROOF_HEADER}")
+        lines, note = _head(text, PROOF_HEADER, "checkpoint")
         at = 1
         extra = None
         if len(lines) > at and lines[at].startswith("extra "):
@@ -177,16 +184,11 @@ class ConsistencyProof:
     @classmethod
     def parse(cls, text: str) -> ConsistencyProof:
         """Parse strictly."""
-        head, sep, rest = text.partition("\n\n")
-        if not sep:
-            raise ReceiptError("malformed", "no empty line before the checkpoints")
-        lines = head.split("\n")
-        if lines[0] != CONSISTENCY_HEADER:
-            raise ReceiptError("malformed", f"first line is not {CONSISTENCY_HEADER}")
+        lines, notes = _head(text, CONSISTENCY_HEADER, "checkpoints")
         path = _hash_lines(lines[1:])
-        old, rest = _split_note(rest, "old checkpoint")
+        old, rest = _split_note(notes, "old checkpoint")
         new, after = _split_note(rest, "new checkpoint")
-        if after or not new.endswith("\n") or old + "\n" + new != text[len(head) + 2 :]:
+        if after or not new.endswith("\n") or old + "\n" + new != notes:
             raise ReceiptError("malformed", "not exactly two signed checkpoints")
         return cls(old, new, path)
 
