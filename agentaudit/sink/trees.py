@@ -98,7 +98,8 @@ def row_leaf_hash(
 
 _LATEST_SQL = (
     "SELECT tenant_id, kafka_partition, argMax(tree_size, (tree_size, signed_at)), "
-    "argMax(root_hash, (tree_size, signed_at)), argMax(frontier, (tree_size, signed_at)), max(is_end) "
+    "argMax(root_hash, (tree_size, signed_at)), argMax(frontier, (tree_size, signed_at)), "
+    "max(is_end) "
     "FROM agentaudit.checkpoints WHERE has({parts:Array(UInt32)}, kafka_partition) "
     "GROUP BY tenant_id, kafka_partition"
 )
