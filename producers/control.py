@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agentaudit_schemas.budgets import Budget, BudgetScope
 from agentaudit_schemas.records import (
@@ -38,6 +38,7 @@ GLOBAL = "*"
 _HEARTBEAT_KEY = HEARTBEAT_KEY_PREFIX.encode()
 _K = TypeVar("_K")
 _V = TypeVar("_V")
+_M = TypeVar("_M", bound=BaseModel)
 
 Listener = Callable[[], object]
 
@@ -46,28 +47,26 @@ class InvalidRecord(ValueError):
     """A record on a control or budgets topic that does not decode; it is skipped and counted."""
 
 
+def _decode(model: type[_M], value: bytes, what: str) -> _M:
+    try:
+        return model.model_validate_json(value)
+    except ValidationError as exc:
+        raise InvalidRecord(f"invalid {what}: {exc.error_count()} errors") from exc
+
+
 def decode_control(value: bytes) -> ControlMessage:
     """A control record's value → `ControlMessage`; `InvalidRecord` if it is not one."""
-    try:
-        return ControlMessage.model_validate_json(value)
-    except ValidationError as exc:
-        raise InvalidRecord(f"invalid control message: {exc.error_count()} errors") from exc
+    return _decode(ControlMessage, value, "control message")
 
 
 def decode_heartbeat(value: bytes) -> Heartbeat:
     """A heartbeat record's value → `Heartbeat`; `InvalidRecord` if it is not one."""
-    try:
-        return Heartbeat.model_validate_json(value)
-    except ValidationError as exc:
-        raise InvalidRecord(f"invalid heartbeat: {exc.error_count()} errors") from exc
+    return _decode(Heartbeat, value, "heartbeat")
 
 
 def decode_budget(value: bytes) -> Budget:
     """A budgets record's value → `Budget`; `InvalidRecord` if it is not one."""
-    try:
-        return Budget.model_validate_json(value)
-    except ValidationError as exc:
-        raise InvalidRecord(f"invalid budget: {exc.error_count()} errors") from exc
+    return _decode(Budget, value, "budget")
 
 
 def _aware(value: datetime) -> datetime:
