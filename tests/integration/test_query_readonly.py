@@ -20,8 +20,9 @@ from agentaudit.sqlguard import Limits, run_readonly
 from agentaudit.store import ClickHouseStore, open_store
 from agentaudit.store.bench import events_like
 from agentaudit.store.migrations import migrate
+from tests.helpers_wait import poll_value
 from tests.integration.test_cli import cli
-from tests.integration.test_store import OWNER, poll, spawn, stop
+from tests.integration.test_store import OWNER, spawn, stop
 
 pytestmark = pytest.mark.integration
 
@@ -218,7 +219,11 @@ def _seeded_owner(data_dir: Path) -> subprocess.Popen[str]:
     with open_store(Settings(data_dir=data_dir), attach=True) as store:
         columns, names = events_like(300)
         store.insert("agentaudit.events", columns, names)
-        poll(lambda: store.command("SELECT count() FROM agentaudit.events") == 300)
+        poll_value(
+            lambda: store.command("SELECT count() FROM agentaudit.events") == 300,
+            30,
+            "the 300 events stored",
+        )
     return owner
 
 
