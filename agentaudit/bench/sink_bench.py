@@ -91,6 +91,12 @@ def _us(value: float) -> str:
     return f"{value:.1f} µs"
 
 
+def _process_cell(run: SinkRun, i: int) -> str:
+    own = run.events_per_process[i]
+    per_own = run.sink_cpu_s[i] / own * 1e6 if own else float("nan")
+    return f"{_us(run.us_per_event(run.sink_cpu_s[i]))}; {_us(per_own)} ({own:,})"
+
+
 def print_sink_section(section: SinkSection, console: Console) -> None:
     """The section's tables: runs side by side, then stages."""
     runs, bare = section.runs, section.bare
@@ -113,14 +119,10 @@ def print_sink_section(section: SinkSection, console: Console) -> None:
     )
     width = max(r.processes for r in runs)
     for i in range(width):
+        # Its share of the total (÷ all events stored), then per event it stored itself.
         row(
-            f"  sink process {i + 1}",
-            [
-                f"{_us(r.us_per_event(r.sink_cpu_s[i]))} ({r.events_per_process[i]:,} events)"
-                if i < r.processes
-                else ""
-                for r in runs
-            ],
+            f"  sink process {i + 1}: share; per own event (own events)",
+            [_process_cell(r, i) if i < r.processes else "" for r in runs],
         )
     row("  store owner (HTTP, chDB, merges)", [_us(r.us_per_event(r.owner_cpu_s)) for r in runs])
     row("cores busy (CPU ÷ wall)", [f"{r.cores_busy:.2f} of 2" for r in runs])
