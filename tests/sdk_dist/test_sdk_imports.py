@@ -22,6 +22,7 @@ IMPORT_NAMES = {
     "uuid-utils": "uuid_utils",
     "genai-prices": "genai_prices",
     "pydantic-settings": "pydantic_settings",
+    "pydantic-core": "pydantic_core",
 }
 
 
