@@ -14,8 +14,9 @@ message delivered; it is checked again whenever offsets go backwards under the c
 A fetch position beyond the end of the log means the log is shorter than the one read
 before: replaced. Kafka says so with OffsetOutOfRange (the consumer runs with
 `auto_offset_reset="none"`, so it is never reset silently); the local broker answers such a
-fetch with nothing, but its high watermark in the fetch response is below the position. A position before the start of the log means retention
-deleted messages the sink had not read: logged as an error, the sink goes on from the start.
+fetch with nothing, but its high watermark in the fetch response is below the position. A
+position before the start of the log means retention deleted messages the sink had not read:
+logged as an error, the sink goes on from the start.
 
 On a replaced log the worker flushes what it holds, starts a new log epoch for the partition
 (watermarks start fresh, `log_epoch` + 1 on every row) and reads the new log from its
@@ -107,7 +108,8 @@ class LogGuard:
         self._tracks.clear()
 
     def assign(self, partition: int, resume: int, anchor: Anchor | None) -> int:
-        """Start reading `partition` at `resume`, after checking `anchor`; returns the seek offset."""
+        """Start reading `partition` at `resume`, after checking `anchor`; returns the seek
+        offset."""
         if anchor is None:
             self._tracks[partition] = _Track(expected=resume, last=None)
             return resume

@@ -49,7 +49,8 @@ def _latest_epochs(
 
 
 _EVENTS_SQL = (
-    "SELECT kafka_partition, log_epoch, max(kafka_offset), argMax(toString(event_id), kafka_offset) "
+    "SELECT kafka_partition, log_epoch, max(kafka_offset), "
+    "argMax(toString(event_id), kafka_offset) "
     "FROM agentaudit.events "
     "WHERE kafka_topic = {topic:String} AND has({parts:Array(UInt32)}, kafka_partition) "
     "GROUP BY kafka_partition, log_epoch ORDER BY log_epoch DESC LIMIT 1 BY kafka_partition"

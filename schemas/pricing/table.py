@@ -51,7 +51,8 @@ def normalise_model_name(model: str) -> str:
 
 
 class PricingTable:
-    """One immutable version of the price list. Build it with `agentaudit_schemas.pricing.load_pricing`."""
+    """One immutable version of the price list. Build it with
+    `agentaudit_schemas.pricing.load_pricing`."""
 
     __slots__ = ("_memo", "_provider_aliases", "_rows", "_unpriced", "version")
 
