@@ -37,8 +37,11 @@ _SELECT_RE = re.compile(rb"\s*(SELECT|WITH)\b", re.IGNORECASE)
 TRAILING_FORMAT_RE = re.compile(rb"\bFORMAT\s+(\w+)\s*;?\s*\Z", re.IGNORECASE)
 # Errors raised in this process (not received from remote servers), to detect insert failures
 # that chDB's streaming insert does not report (see `ChdbEngine._raise_swallowed`).
+# "Raised by a query": a query id that is not a background merge's or mutation's, which
+# ClickHouse names `<table uuid>::<part>` (a merge cancelled by a DROP or TRUNCATE counts
+# ABORTED under such an id, at any moment: it was blamed on the insert running then).
 _ERRORS_SQL = (
-    "SELECT code, value, name, last_error_message, query_id != '' "
+    "SELECT code, value, name, last_error_message, query_id != '' AND position(query_id, '::') = 0 "
     "FROM system.errors WHERE NOT remote"
 )
 
@@ -227,8 +230,8 @@ class ChdbEngine:
         written (a materialized view that throws, a CHECK constraint, error 252 "too many
         partitions"): nothing is stored, yet it returns rows_written. Every DB::Exception
         counts itself in `system.errors`, and this session runs one call at a time under
-        `_lock`, so a count that grew during the insert, last raised by a query (background
-        merges run without one), is the insert's own failure.
+        `_lock`, so a count that grew during the insert, last raised by a query (not by a
+        background merge or mutation), is the insert's own failure.
         """
         now = self._error_counts()
         grown = [
