@@ -111,6 +111,9 @@ sys.argv = ["agentaudit", "jobs"]
 main()
 """
 
+PROGRESS_DEADLINE_S = 120.0
+"""Longest a jobs worker may take to reach a test's next milestone (start included)."""
+
 
 async def read_topic(settings: Settings, topic: str) -> list[Any]:
     """Every record of `topic`, from the beginning to each partition's high watermark (from
@@ -248,8 +251,15 @@ async def until(
         logs = "\n".join(w.output()[-3000:] for w in workers)
         return f"{getattr(check, 'status', '')}\n{logs}"
 
+    # A deadline, not a wait: generous because a faust worker's start, recovery and rebalances
+    # took over 45 s at load averages of 13-18 (a passing run takes a few seconds)
     await poll_until(
-        check, 45, what, interval=0.2, detail=detail, check=lambda: [w.alive() for w in workers]
+        check,
+        PROGRESS_DEADLINE_S,
+        what,
+        interval=0.2,
+        detail=detail,
+        check=lambda: [w.alive() for w in workers],
     )
 
 

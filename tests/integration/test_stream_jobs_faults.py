@@ -29,6 +29,7 @@ from agentaudit.sink.faults import CRASH_EXIT_CODE
 from agentaudit_schemas.records import Alert
 from stream_jobs.spend.readout import applied_position
 from tests.integration.jobs_workers import (
+    PROGRESS_DEADLINE_S,
     Done,
     JobsProcess,
     check_positions_never_go_back,
@@ -82,7 +83,7 @@ async def test_jobs_killed_and_restarted_lose_no_spend_and_store_each_alert_once
     worker = JobsProcess(settings, app_id, tmp_path / "jobs-1.log", crash=crash)
     try:
         if crash:
-            assert worker.proc.wait(45) == CRASH_EXIT_CODE, worker.output()
+            assert worker.proc.wait(PROGRESS_DEADLINE_S) == CRASH_EXIT_CODE, worker.output()
         else:
             want_first = expected_records(budgets, first)
             await until(
