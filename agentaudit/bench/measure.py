@@ -90,42 +90,6 @@ async def measure_bare_consumer(settings: Settings, n: int, topic: str | None = 
         await consumer.stop()
 
 
-async def measure_sink(settings: Settings, store: Store, n: int) -> float:
-    """Rows/s the sink stores, from its first poll after recovery until all `n` are inserted."""
-    done = asyncio.Event()
-    worker = SinkWorker(
-        settings,
-        store,
-        on_flush=lambda _b: done.set() if worker.processor.counters.accepted >= n else None,
-    )
-    task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(worker.ready.wait(), 60)
-    started = time.perf_counter()
-    await asyncio.wait_for(done.wait(), 600)
-    elapsed = time.perf_counter() - started
-    worker.stop()
-    await task
-    return worker.processor.counters.accepted / elapsed
-
-
-async def measure_sink_processes(settings: Settings, n: int, processes: int) -> float:
-    """Rows/s of `processes` sink processes sharing the partitions, from the moment the first
-    of them has partitions until all `n` are inserted (the rebalance as the others join is
-    included). The store must be served by this process."""
-    from agentaudit.sink.pool import SinkProcesses
-
-    done = asyncio.Event()
-    pool = SinkProcesses(
-        settings, processes, on_progress=lambda: done.set() if pool.accepted >= n else None
-    )
-    async with pool:
-        await asyncio.wait_for(pool.first_ready.wait(), 120)
-        started = time.perf_counter()
-        await asyncio.wait_for(done.wait(), 600)
-        elapsed = time.perf_counter() - started
-    return pool.accepted / elapsed
-
-
 @dataclass
 class EndToEnd:
     p50_ms: float
