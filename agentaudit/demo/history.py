@@ -51,9 +51,12 @@ MAX_TENANTS = 5
 GOLD_SET, METRIC, EVAL_TENANT_INDEX = "demo-gold", "correctness", 4
 CASES = [f"case-{i:03d}" for i in range(60)]
 MODEL, SERVED = "gpt-5-mini", "gpt-5-mini-2025-08-07"
-FINE_TUNE = "ft:gpt-5-mini-2025-08-07:initech::support-v3"
+OLD_SNAPSHOT = "gpt-5-mini-2025-06-12"
+FINE_TUNE = "ft:gpt-5-mini-2025-08-07:hooli::support-v3"
 """A tenant's own fine-tune, which no price table knows: its calls are stored unpriced (cost 0,
-`priced = false`) and fire UnpricedModel, so the demo shows that path."""
+`priced = false`) and fire UnpricedModel, so the demo shows that path. Used in the detectors'
+cold start (the first 180 minutes), so the dip in priced spend alerts nothing else."""
+FINE_TUNE_TENANT_INDEX, FINE_TUNE_MINUTES = 4, range(30, 40)
 WAIT_S = 60.0
 DRIFT_TENANT_INDEX, DRIFT_AGENT, DRIFT_AGENT_VERSION = 1, "triage-agent", "2.0.0"
 BEFORE_MIX = ("crm_lookup",) * 5 + ("web_search",) * 3 + ("update_ticket",) * 2
@@ -272,7 +275,9 @@ def build_history(tenants: int, end: datetime, seed: int) -> History:
             slow = 4.0 if i == 1 and 212 <= m < 222 else 1.0
             small = 0.2 if i == 1 and 224 <= m < 230 else 1.0
             error = 0.5 if i == 2 and 218 <= m < 227 else 0.03
-            model = (FINE_TUNE, FINE_TUNE) if i == 2 and m < 230 else (MODEL, SERVED)
+            model = (MODEL, OLD_SNAPSHOT if i == 2 and m < 230 else SERVED)
+            if i == FINE_TUNE_TENANT_INDEX and m in FINE_TUNE_MINUTES:
+                model = (FINE_TUNE, FINE_TUNE)
             if i == 3 and 222 <= m < 224:
                 model = ("claude-opus-4-1", "claude-opus-4-1-20250805")
             for _ in range(4):
