@@ -25,7 +25,8 @@ __all__ = ["STALL_AFTER_S", "Stall", "StallWatch"]
 STALL_AFTER_S = 10.0
 """Seconds without progress, with records to apply, before a partition counts as stalled.
 Long enough for a busy worker's slowest partition (each poll delivers every partition that
-has records, and the jobs take 16 polled batches at once), short next to a 45 s test."""
+has records, and the jobs take 16 polled batches at once), short next to the fault tests'
+120 s progress deadline."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from agentaudit.sink.pipeline_records.routing import RecordProcessor
 from agentaudit.sink.pipeline_records.rows import RECORD_TABLES
 from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
+from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE
 from agentaudit.store import ClickHouseStore, open_store
 from agentaudit.store.migrations import discover, migrate
 from agentaudit_schemas.pricing import load_pricing
@@ -414,22 +415,10 @@ def _insert_pipeline_rows(store: ClickHouseStore, now: datetime) -> None:
     chains = store.query(
         "SELECT tenant_id, kafka_partition, count() FROM agentaudit.events GROUP BY ALL"
     ).result_rows
-    checkpoint_columns = (
-        "origin",
-        "tenant_id",
-        "kafka_partition",
-        "tree_size",
-        "root_hash",
-        "signed_at",
-        "key_id",
-        "is_end",
-        "note",
-        "frontier",
-    )
     _insert(
         store,
-        "agentaudit.checkpoints",
-        checkpoint_columns,
+        CHECKPOINT_TABLE,
+        CHECKPOINT_COLUMNS,
         [
             (
                 "tests",

@@ -198,10 +198,11 @@ class RecordProcessor:
             reason = verdict.reason.value
             # An oversized message keeps a prefix, its size and hash (as in the event sink).
             kept, extra, note = keep(value or b"")
-            batch.dead_letters.append(
+            self._dead_letter_row(
+                source,
                 dead_letter_row(
                     source, reason, verdict.detail + note, kept, self.clock(), tenant, record_id
-                )
+                ),
             )
             batch.dlq.append(
                 DlqRecord(
@@ -215,7 +216,6 @@ class RecordProcessor:
                     ],
                 )
             )
-            batch.high.setdefault(DEAD_LETTERS_TABLE, {})[tp] = source.offset
             self.counters.dead_lettered += 1
 
     def _land(
@@ -238,7 +238,8 @@ class RecordProcessor:
         detail = text("detail") + (f" (from {text('source')})" if "source" in found else "")
         kept, _, note = keep(value or b"")
         tenant = (source.key or b"").decode("utf-8", "replace")
-        self.batch.dead_letters.append(
+        self._dead_letter_row(
+            source,
             dead_letter_row(
                 source,
                 text("reason") or "unknown",
@@ -247,12 +248,16 @@ class RecordProcessor:
                 self.clock(),
                 tenant,
                 text("event_id"),
-            )
+            ),
         )
+        self.counters.landed += 1
+
+    def _dead_letter_row(self, source: Source, row: tuple[Any, ...]) -> None:
+        """A `dead_letters` row into the batch, and the table's watermark for its partition."""
+        self.batch.dead_letters.append(row)
         self.batch.high.setdefault(DEAD_LETTERS_TABLE, {})[(source.topic, source.partition)] = (
             source.offset
         )
-        self.counters.landed += 1
 
     def _add_row(self, source: Source, record: Record, row: tuple[Any, ...]) -> None:
         table = RECORD_TABLES[record.record]
