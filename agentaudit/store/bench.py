@@ -18,8 +18,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import chdb.session
-
 from agentaudit.settings import Settings
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
@@ -131,6 +129,8 @@ def _run(
 @contextmanager
 def _second_session(store_dir: Path) -> Iterator[Any]:
     """Another chDB session on the engine this process already runs (same directory is allowed)."""
+    import chdb.session  # here: `events_like` serves tests in processes that must not load chDB
+
     session = chdb.session.Session(str(store_dir))
     try:
         yield session

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import chdb.session
-
 # chDB reports errors as exceptions whose text is the server's own `Code: N. DB::Exception: ...`
 # line; the code is only available there (no attribute), so it is parsed once, here.
 _CODE_RE = re.compile(r"Code: (\d+)\. DB::Exception")
@@ -92,6 +90,11 @@ class ChdbEngine:
         self._closed = False
         self._counts_after: ErrorCounts | None = None
         """`system.errors` right after the last call, if it was an insert (see `insert`)."""
+        # Imported here, not at the top: only the store's owner needs chDB, and importing it
+        # loads its native library, pyarrow and numpy (~0.45 s of CPU) into every process that
+        # imports the store package, sink processes and CLI commands attached over HTTP too.
+        import chdb.session
+
         try:
             self._session = chdb.session.Session(str(path))
         except CHDB_ERRORS as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +19,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
+from clickhouse_connect.driver import options
 from clickhouse_connect.driver.exceptions import (
     DatabaseError,
     DataError,
@@ -160,6 +162,29 @@ class _TransportNoise(logging.Filter):
 
 for _name in ("clickhouse_connect.driver._backend.http_sync", "urllib3.connectionpool"):
     logging.getLogger(_name).addFilter(_TransportNoise())
+
+
+def _skip_unloaded_dataframe_libraries() -> None:
+    """Tell clickhouse-connect that pandas and numpy are absent when this process has not
+    imported them, so that asking whether insert data is a DataFrame does not import them.
+
+    `InsertContext.data` asks `isinstance(data, options.pd.DataFrame)` (and `options.np.ndarray`)
+    on every insert, and `options` resolves `pd`/`np` on first use by importing the library:
+    ~0.6 s of CPU on every sink process start for a question whose answer is no (an object
+    cannot be a DataFrame while pandas is not imported). None is the library's own value for
+    "not installed", which its Python paths support. The cost: clickhouse-connect's DataFrame
+    and NumPy methods (query_df, insert_df, query_np) then fail as if pandas were absent in
+    such a process; the store never uses them, and a process that imported pandas before the
+    store keeps them.
+    """
+    if "pandas" not in sys.modules:
+        options.pd = None
+        options.pd_time_test = None
+    if "numpy" not in sys.modules:
+        options.np = None
+
+
+_skip_unloaded_dataframe_libraries()
 
 
 def _transport_cause(exc: BaseException) -> str | None:
