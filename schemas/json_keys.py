@@ -119,7 +119,12 @@ def first_duplicate_key(raw: bytes) -> str | None:
 
 def duplicate_key(raw: bytes, model: BaseModel) -> str | None:
     """Path of a repeated key in `raw`, which validated into `model`; None when there is none."""
-    keys = model_key_count(model)
+    return repeated_key(raw, model_key_count(model))
+
+
+def repeated_key(raw: bytes, keys: int) -> str | None:
+    """Path of a repeated key in `raw` (valid JSON) whose objects hold `keys` distinct keys in
+    all (`model_key_count`); None when there is none."""
     bound = key_token_bound(raw)
     if bound <= keys or bound - _escaped_quote_keys(raw) <= keys:
         return None

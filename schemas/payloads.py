@@ -4,7 +4,7 @@ exists."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import Field, Strict, StringConstraints, model_validator
 
@@ -126,6 +126,21 @@ class Usage(StrictModel):
                 "reasoning_tokens exceed output_tokens; output_tokens must include them"
             )
         return self
+
+
+class TokenCounts(NamedTuple):
+    """A validated `Usage`'s five counts as a tuple: the sink prices the plain document of an
+    event (`agentaudit.sink.plain_validator`), not a model. Same names, so pricing takes either."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+UsageCounts = Usage | TokenCounts
+"""What pricing reads token counts from (validated: the subsets fit)."""
 
 
 class LlmContent(StrictModel):

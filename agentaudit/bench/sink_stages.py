@@ -13,12 +13,15 @@ processor's own bookkeeping, so their sum is a little below `add`.
 
 from __future__ import annotations
 
+import copy
 import gc
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,13 +30,16 @@ from agentaudit.bench.workload import payloads
 from agentaudit.gc_tuning import THRESHOLDS
 from agentaudit.sink.chain import ChainHeads
 from agentaudit.sink.dedup import RecentIds
+from agentaudit.sink.plain_validator import plain_event
 from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import EventCost, Source, event_row
 from agentaudit.sink.trees import ChainTrees
+from agentaudit.subjects.keystore import SubjectKeyStore
+from agentaudit.subjects.seal import Sealer
 from agentaudit.trail.leaf import ChainLeaves
-from agentaudit_schemas.canonical import canonical_bytes
+from agentaudit_schemas.canonical import canonical_timestamp, document_bytes
 from agentaudit_schemas.events import parse_event
-from agentaudit_schemas.json_keys import duplicate_key
+from agentaudit_schemas.json_keys import repeated_key
 from agentaudit_schemas.pricing import load_pricing
 
 STAGES = (
@@ -42,6 +48,7 @@ STAGES = (
     "duplicate_key",
     "skew",
     "canonical",
+    "seal",
     "price",
     "dedup",
     "chain",
@@ -118,17 +125,22 @@ def measure_sink_stages(
     events = sdk_events(n, seed)
     pricing = load_pricing()
     values = [v for _, v in events]
-    models = [parse_event(v) for v in values]
-    canon = [canonical_bytes(m) for m in models]
+    plain = [plain_event(v) for v in values]
+    occurred = [p.document["occurred_at"] for p in plain]
+    documents = []
+    for p, at in zip(plain, occurred, strict=True):
+        p.document["occurred_at"] = canonical_timestamp(at)
+        documents.append(p.document)
+    canon = [document_bytes(d) for d in documents]
     cost = EventCost(pricing)
-    costs = [cost(m) for m in models]
+    costs = [cost.of_document(d, at) for d, at in zip(documents, occurred, strict=True)]
     limits = [s.timestamp_ms + 900_000.0 for s, _ in events]
 
     def chain() -> list[Any]:
         heads = ChainHeads()
         return [
-            heads.append(m.tenant_id, s.partition, c)
-            for (s, _), m, c in zip(events, models, canon, strict=True)
+            heads.append(d["tenant_id"], s.partition, c)
+            for (s, _), d, c in zip(events, documents, canon, strict=True)
         ]
 
     links = chain()
@@ -137,8 +149,8 @@ def measure_sink_stages(
     def leaf() -> list[bytes]:
         leaves_by.clear()  # each run builds the chains' hashers, as a new processor does
         out = []
-        for (s, _), m, c, link, p in zip(events, models, canon, links, costs, strict=True):
-            key = (m.tenant_id, s.partition)
+        for (s, _), d, c, link, p in zip(events, documents, canon, links, costs, strict=True):
+            key = (d["tenant_id"], s.partition)
             hasher = leaves_by.get(key)
             if hasher is None:
                 hasher = leaves_by[key] = ChainLeaves(*key)
@@ -147,12 +159,21 @@ def measure_sink_stages(
 
     leaf_hashes = leaf()
     tree_input = [
-        (m.tenant_id, s.partition, h)
-        for (s, _), m, h in zip(events, models, leaf_hashes, strict=True)
+        (d["tenant_id"], s.partition, h)
+        for (s, _), d, h in zip(events, documents, leaf_hashes, strict=True)
     ]
 
+    # Content encryption is on by default (AGENTAUDIT_CONTENT_ENCRYPTION): the bench seals too,
+    # with a throwaway key store. The bench events' attributes are content: every one is sealed.
+    keys = tempfile.TemporaryDirectory(prefix="agentaudit-stages-")
+    sealer = Sealer(SubjectKeyStore(Path(keys.name) / "subjects", Path(keys.name) / "kek"))
+    fresh = [copy.deepcopy(documents) for _ in range(repeats)]  # sealing changes them
+
+    def seal() -> list[bytes]:
+        return [sealer(d, c) for d, c in zip(fresh.pop(), canon, strict=True)]
+
     def whole(with_tree: bool) -> None:
-        processor = SinkProcessor(pricing, dedup_capacity=100_000, clock=lambda: START)
+        processor = SinkProcessor(pricing, dedup_capacity=100_000, clock=lambda: START, seal=sealer)
         for source, value in events:
             processor.add(source, value)
         batch = processor.take()
@@ -165,17 +186,25 @@ def measure_sink_stages(
             Source(s.topic, s.partition, s.offset, s.timestamp_ms, s.key, s.log_epoch)
             for s, _ in events
         ],
-        "decode": lambda: [parse_event(v) for v in values],
-        "duplicate_key": lambda: [duplicate_key(v, m) for v, m in zip(values, models, strict=True)],
-        "skew": lambda: [
-            m.occurred_at.timestamp() * 1000 > lim for m, lim in zip(models, limits, strict=True)
+        "decode": lambda: [plain_event(v) for v in values],
+        "duplicate_key": lambda: [
+            repeated_key(v, p.keys) for v, p in zip(values, plain, strict=True)
         ],
-        "canonical": lambda: [canonical_bytes(m) for m in models],
-        "price": lambda: [cost(m) for m in models],
+        "skew": lambda: [
+            at.timestamp() * 1000 > lim for at, lim in zip(occurred, limits, strict=True)
+        ],
+        "canonical": lambda: [
+            (canonical_timestamp(at), document_bytes(d))
+            for d, at in zip(documents, occurred, strict=True)
+        ],
+        "price": lambda: [
+            cost.of_document(d, at) for d, at in zip(documents, occurred, strict=True)
+        ],
         "dedup": lambda: [
-            recent.add(m.event_id) for recent in [RecentIds(100_000)] for m in models
+            recent.add(d["event_id"]) for recent in [RecentIds(100_000)] for d in documents
         ],
         "chain": chain,
+        "seal": seal,
         "leaf": leaf,
         "rows": lambda: [
             event_row(c, p, link, s, h)
@@ -193,6 +222,7 @@ def measure_sink_stages(
         return {name: _cpu(stages[name], repeats, n) for name in STAGES if name in only}
     finally:
         gc.set_threshold(*thresholds)
+        keys.cleanup()
 
 
 def main() -> None:

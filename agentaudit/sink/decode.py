@@ -1,25 +1,31 @@
 """Turn one Kafka message into an accepted event or a dead letter with a reason code.
 
-Pure and deterministic: the same bytes (and the same record timestamp) always give the
-same verdict, which the exactly-once recovery relies on (a replayed message must land in the
+Pure and deterministic: the same bytes (and the same record timestamp) always give the same
+verdict, which the exactly-once recovery relies on (a replayed message must land in the
 same table). Reasons are classified from pydantic's error *type codes* and locations, never
 from message text. `decode` never raises: an exception nobody foresaw becomes a dead letter
 (`unencodable`) rather than a crash loop on the same message.
+
+Two validators, one contract: `decode` (the sink's hot path) first tries the plain validator
+derived from the models (`agentaudit.sink.plain_validator`), which can only *accept*; when it
+does not, the models themselves (`validate`, also what the stream jobs and OTLP use) give the
+verdict, so every reason and error detail is theirs.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from agentaudit_schemas.canonical import canonical_bytes
+from agentaudit.sink.plain_validator import plain_event
+from agentaudit_schemas.canonical import canonical_document, canonical_timestamp, document_bytes
 from agentaudit_schemas.envelope import Envelope
 from agentaudit_schemas.events import MAX_EVENT_BYTES, parse_event
-from agentaudit_schemas.json_keys import duplicate_key
+from agentaudit_schemas.json_keys import model_key_count, repeated_key
 
 
 class Reason(StrEnum):
@@ -36,8 +42,11 @@ class Reason(StrEnum):
 
 # Named tuples, not frozen dataclasses: one verdict is built per message, three times cheaper.
 class Accepted(NamedTuple):
-    event: Envelope
+    document: dict[str, Any]
+    """The event as its canonical bytes encode it (no nulls, defaults filled, `occurred_at`
+    formatted): what the sink seals, prices and chains."""
     canonical: bytes
+    occurred_at: datetime
 
 
 class Rejected(NamedTuple):
@@ -84,6 +93,23 @@ def _not_json_number(value: bytes) -> str | None:
     return None
 
 
+def _checks(
+    value: bytes, keys: int, occurred_at: datetime, not_after_ms: float | None
+) -> Rejected | None:
+    """What the contract's validation cannot see: repeated keys, and `occurred_at` after the
+    record's time + the allowed skew. `keys`: the distinct keys the producer wrote."""
+    repeated = repeated_key(value, keys)
+    if repeated is not None:
+        return Rejected(Reason.DUPLICATE_KEY, f"{repeated[:200]}: key appears more than once")
+    if not_after_ms is not None and occurred_at.timestamp() * 1000 > not_after_ms:
+        return Rejected(
+            Reason.OCCURRED_AT_IN_FUTURE,
+            f"occurred_at: {occurred_at.isoformat()} is after the latest accepted "
+            f"time {_iso_ms(not_after_ms)} (Kafka record timestamp + allowed clock skew)",
+        )
+    return None
+
+
 def _validate(value: bytes, not_after_ms: float | None) -> Envelope | Rejected:
     try:
         event = parse_event(value)
@@ -94,16 +120,7 @@ def _validate(value: bytes, not_after_ms: float | None) -> Envelope | Rejected:
             if not_json:
                 return Rejected(Reason.INVALID_JSON, not_json[:_DETAIL_LIMIT])
         return Rejected(reason, _detail(exc))
-    repeated = duplicate_key(value, event)
-    if repeated is not None:
-        return Rejected(Reason.DUPLICATE_KEY, f"{repeated[:200]}: key appears more than once")
-    if not_after_ms is not None and event.occurred_at.timestamp() * 1000 > not_after_ms:
-        return Rejected(
-            Reason.OCCURRED_AT_IN_FUTURE,
-            f"occurred_at: {event.occurred_at.isoformat()} is after the latest accepted "
-            f"time {_iso_ms(not_after_ms)} (Kafka record timestamp + allowed clock skew)",
-        )
-    return event
+    return _checks(value, model_key_count(event), event.occurred_at, not_after_ms) or event
 
 
 def _iso_ms(ms: float) -> str:
@@ -114,6 +131,10 @@ def not_after(timestamp_ms: int | None, max_skew_ms: float) -> float | None:
     """The latest `occurred_at` accepted for a record with this Kafka timestamp (ms), or
     None when the record carries none (-1; some clients leave 0): then skew is not checked."""
     return timestamp_ms + max_skew_ms if timestamp_ms is not None and timestamp_ms > 0 else None
+
+
+def _unforeseen(exc: Exception) -> Rejected:
+    return Rejected(Reason.UNENCODABLE, f"{type(exc).__name__}: {exc}"[:_DETAIL_LIMIT])
 
 
 def validate(value: bytes | None, not_after_ms: float | None = None) -> Envelope | Rejected:
@@ -132,17 +153,42 @@ def validate(value: bytes | None, not_after_ms: float | None = None) -> Envelope
     except MemoryError:
         raise  # not a property of the message: a replay may succeed
     except Exception as exc:  # noqa: BLE001 - the point: no input may crash-loop the sink
-        return Rejected(Reason.UNENCODABLE, f"{type(exc).__name__}: {exc}"[:_DETAIL_LIMIT])
+        return _unforeseen(exc)
 
 
-def decode(value: bytes | None, not_after_ms: float | None = None) -> Accepted | Rejected:
-    """`validate`, and the canonical bytes of an accepted event; never raises."""
+def _encoded(document: dict[str, Any], occurred_at: datetime) -> Accepted | Rejected:
+    try:
+        document["occurred_at"] = canonical_timestamp(occurred_at)
+        return Accepted(document, document_bytes(document), occurred_at)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - valid but not storable: a dead letter, not a crash
+        return _unforeseen(exc)
+
+
+def _by_the_models(value: bytes | None, not_after_ms: float | None) -> Accepted | Rejected:
     verdict = validate(value, not_after_ms)
     if isinstance(verdict, Rejected):
         return verdict
     try:
-        return Accepted(verdict, canonical_bytes(verdict))
+        document = canonical_document(verdict)
     except MemoryError:
         raise
-    except Exception as exc:  # noqa: BLE001 - valid but not storable: a dead letter, not a crash
-        return Rejected(Reason.UNENCODABLE, f"{type(exc).__name__}: {exc}"[:_DETAIL_LIMIT])
+    except Exception as exc:  # noqa: BLE001 - as in `_encoded`
+        return _unforeseen(exc)
+    return _encoded(document, verdict.occurred_at)
+
+
+def decode(value: bytes | None, not_after_ms: float | None = None) -> Accepted | Rejected:
+    """`validate`, and the document and canonical bytes of an accepted event; never raises."""
+    if value is None or len(value) > MAX_EVENT_BYTES:
+        return _by_the_models(value, not_after_ms)  # its reasons for these
+    try:
+        document, keys = plain_event(value)
+        occurred_at = document["occurred_at"]
+        rejected = _checks(value, keys, occurred_at, not_after_ms)
+    except MemoryError:
+        raise
+    except Exception:  # noqa: BLE001 - not accepted here (mostly a ValidationError): the models decide
+        return _by_the_models(value, not_after_ms)
+    return rejected or _encoded(document, occurred_at)

@@ -23,7 +23,6 @@ from agentaudit.sink.decode import Accepted, Rejected, decode, not_after
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
 from agentaudit.trail.leaf import ChainLeaves
-from agentaudit_schemas.envelope import Envelope
 from agentaudit_schemas.events import MAX_EVENT_BYTES
 from agentaudit_schemas.pricing import Pricing
 from agentaudit_sdk.clock import UtcNow, utc_now
@@ -111,10 +110,11 @@ class SinkProcessor:
         dedup_capacity: int,
         clock: UtcNow = utc_now,
         max_clock_skew_s: float = 900.0,
-        seal: Callable[[Envelope, bytes], bytes] | None = None,
+        seal: Callable[[dict[str, Any], bytes], bytes] | None = None,
     ) -> None:
         self.cost = EventCost(pricing)
-        # Encrypts an event's personal content before it is chained (agentaudit.subjects.seal);
+        # Encrypts an accepted event's personal content (in its document, and returns its new
+        # canonical bytes) before it is chained (agentaudit.subjects.seal);
         # raises when the key store is down: the event is then neither stored nor committed.
         self.seal = seal
         # `occurred_at` may be this far after its Kafka record's timestamp
@@ -217,17 +217,17 @@ class SinkProcessor:
         if offset <= self.event_watermark.get(partition, -1):
             self.counters.already_stored += 1
             return
-        event, canonical = verdict
+        document, canonical, occurred_at = verdict
         if self.seal is not None:
             # Before the id is remembered: a failed seal must not make a replay a "duplicate".
-            canonical = self.seal(event, canonical)
-        if not self.recent.add(event.event_id):
+            canonical = self.seal(document, canonical)
+        if not self.recent.add(document["event_id"]):
             self.counters.duplicates += 1
             return
-        tenant = event.tenant_id
+        tenant = document["tenant_id"]
         key = (tenant, partition)
         link = self.chains.extend(key, canonical)
-        cost = self.cost(event)
+        cost = self.cost.of_document(document, occurred_at)
         leaves = self._leaves.get(key)
         if leaves is None:
             leaves = self._leaves[key] = ChainLeaves(tenant, partition)
@@ -235,7 +235,7 @@ class SinkProcessor:
         batch = self.batch
         batch.events.append(event_row(canonical, cost, link, source, leaf))
         batch.leaves.append((tenant, partition, leaf))
-        batch.occurred_at.append(event.occurred_at)
+        batch.occurred_at.append(occurred_at)
         batch.event_high[partition] = offset
         self.counters.accepted += 1
 

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from agentaudit.sink.chain import Link
 from agentaudit_schemas.envelope import Envelope
-from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.payloads import TokenCounts, UsageCounts
 from agentaudit_schemas.pricing import Pricing
 from agentaudit_schemas.pricing.model import ZERO_USD
 
@@ -92,11 +92,25 @@ class EventCost:
             tenant=event.tenant_id,
         )
 
+    def of_document(self, document: dict[str, Any], occurred_at: datetime) -> Priced:
+        """`self(event)` for the event's plain document (`agentaudit.sink.decode.Accepted`):
+        the sink's hot path, which builds no model per event."""
+        if document["type"] != "llm_call":
+            return self._free
+        p = document["payload"]
+        return self.llm_call(
+            p["provider"],
+            p.get("response_model") or p["request_model"],
+            TokenCounts(**p["usage"]),
+            at=occurred_at,
+            tenant=document["tenant_id"],
+        )
+
     def llm_call(
         self,
         provider: str,
         model: str,
-        usage: Usage,
+        usage: UsageCounts,
         *,
         at: datetime | None = None,
         tenant: str = "",

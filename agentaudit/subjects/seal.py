@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidTag
 
 from agentaudit.settings import Settings
 from agentaudit.subjects.keystore import NONCE_BYTES, DataKey, SubjectKeyStore
-from agentaudit_schemas.envelope import Envelope
+from agentaudit_schemas.canonical import document_bytes
 
 ALGORITHM = "aes-256-gcm"
 SEALED_KEYS = frozenset({"enc", "kid", "n", "ct"})
@@ -51,14 +51,15 @@ def _aad(tenant: str, event_id: str, path: Path_) -> bytes:
     return _AAD + f"{tenant}\x00{event_id}\x00{'.'.join(path)}".encode()
 
 
-def sealed_paths(event: Envelope) -> list[Path_]:
-    """The paths of `event`'s personal content that are present (empty: nothing to seal)."""
-    kind = event.type  # type: ignore[attr-defined]
-    paths: list[Path_] = [("attributes", k) for k in event.attributes]
-    p: Any = event.payload  # type: ignore[attr-defined]
-    if kind == "llm_call" and p.content is not None:
-        paths += [path for path in _CONTENT_PATHS if getattr(p.content, path[-1]) is not None]
-    elif kind == "error" and p.message is not None:
+def sealed_paths(document: dict[str, Any]) -> list[Path_]:
+    """The paths of an event's personal content that are present (empty: nothing to seal), in
+    its canonical document (no nulls: a key present holds content)."""
+    kind = document["type"]
+    paths: list[Path_] = [("attributes", k) for k in document.get("attributes", ())]
+    p = document["payload"]
+    if kind == "llm_call" and "content" in p:
+        paths += [path for path in _CONTENT_PATHS if path[-1] in p["content"]]
+    elif kind == "error" and "message" in p:
         paths += _MESSAGE_PATH
     return paths
 
@@ -83,32 +84,32 @@ class Sealer:
         self._renew: set[tuple[str, str | None]] = set()
         self.sealed_events = 0
 
-    def __call__(self, event: Envelope, canonical: bytes) -> bytes:
-        """`canonical` with its personal content sealed (the same bytes when there is none).
+    def __call__(self, document: dict[str, Any], canonical: bytes) -> bytes:
+        """Seal an accepted event's personal content in its canonical `document` (in place) and
+        return its canonical bytes then (`canonical`, the same object, when there is none).
         Raises `KeyStoreUnavailable` when the subject's key cannot be had."""
-        if event.type == "subject_erased":  # type: ignore[attr-defined]
-            self.forget(event.tenant_id, event.payload.subject)  # type: ignore[attr-defined]
+        if document["type"] == "subject_erased":
+            self.forget(document["tenant_id"], document["payload"].get("subject"))
             return canonical
-        paths = sealed_paths(event)
+        paths = sealed_paths(document)
         if not paths:
             return canonical
-        tenant, event_id = event.tenant_id, event.event_id
-        key = self._key(tenant, event.user_id)
-        doc = orjson.loads(canonical)  # loads/dumps keeps the canonical form (both orjson, sorted)
+        tenant, event_id = document["tenant_id"], document["event_id"]
+        key = self._key(tenant, document.get("user_id"))
         # One random 96-bit nonce per event, +i per field (at most 34 fields): unique per key
         # like independent random nonces, one urandom call instead of one per field.
         base = int.from_bytes(secrets.token_bytes(NONCE_BYTES), "big")
         prefix = _aad(tenant, event_id, ())
         encrypt, kid = key.aead.encrypt, key.kid
         for i, path in enumerate(paths):
-            parent = doc
+            parent = document
             for name in path[:-1]:
                 parent = parent[name]
             nonce = ((base + i) % _NONCE_SPACE).to_bytes(NONCE_BYTES, "big")
             ct = encrypt(nonce, orjson.dumps(parent[path[-1]]), prefix + ".".join(path).encode())
             parent[path[-1]] = {"enc": ALGORITHM, "kid": kid, "n": _b64(nonce), "ct": _b64(ct)}
         self.sealed_events += 1
-        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+        return document_bytes(document)
 
     def _key(self, tenant: str, subject: str | None) -> DataKey:
         at = (tenant, subject)

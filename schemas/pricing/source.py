@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
-from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.payloads import UsageCounts
 from agentaudit_schemas.pricing.genai import (
     GenaiSource,
     ModelEpochs,
@@ -76,7 +76,7 @@ class Pricing(Protocol):
         self,
         provider: str,
         model: str,
-        usage: Usage,
+        usage: UsageCounts,
         *,
         at: datetime | None = None,
         tenant: str = "",
@@ -86,7 +86,7 @@ class Pricing(Protocol):
         self,
         provider: str,
         model: str,
-        usage: Usage,
+        usage: UsageCounts,
         *,
         at: datetime | None = None,
         tenant: str = "",
@@ -200,7 +200,7 @@ class PriceSource:
         self,
         provider: str,
         model: str,
-        usage: Usage,
+        usage: UsageCounts,
         *,
         at: datetime | None = None,
         tenant: str = "",
@@ -217,7 +217,7 @@ class PriceSource:
         self,
         provider: str,
         model: str,
-        usage: Usage,
+        usage: UsageCounts,
         *,
         at: datetime | None = None,
         tenant: str = "",

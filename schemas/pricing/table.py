@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 
-from agentaudit_schemas.payloads import Usage
+from agentaudit_schemas.payloads import UsageCounts
 from agentaudit_schemas.pricing.model import (
     DECIMAL_CONTEXT,
     ZERO_USD,
@@ -113,7 +113,7 @@ class PricingTable:
         self,
         provider: str,
         model: str,
-        usage: Usage,
+        usage: UsageCounts,
         *,
         at: datetime | None = None,
         tenant: str = "",
@@ -130,7 +130,7 @@ class PricingTable:
         self,
         provider: str,
         model: str,
-        usage: Usage,
+        usage: UsageCounts,
         *,
         at: datetime | None = None,
         tenant: str = "",
@@ -140,7 +140,7 @@ class PricingTable:
         return None if row is None else _price(row, usage)[0]
 
 
-def row_cost(row: ModelPrice, usage: Usage, version: str) -> Cost:
+def row_cost(row: ModelPrice, usage: UsageCounts, version: str) -> Cost:
     """The `Cost` of one call at `row`'s prices, with its breakdown."""
     total, input_usd, cached_usd, write_usd, output_usd = _price(row, usage)
     return Cost(
@@ -155,7 +155,7 @@ def row_cost(row: ModelPrice, usage: Usage, version: str) -> Cost:
     )
 
 
-def price_total(row: ModelPrice, usage: Usage) -> Decimal:
+def price_total(row: ModelPrice, usage: UsageCounts) -> Decimal:
     """`row_cost(...).usd` without the breakdown: the hot path."""
     return _price(row, usage)[0]
 
@@ -169,7 +169,9 @@ def tier_row(row: ModelPrice, input_tokens: int) -> ModelPrice:
     return row
 
 
-def _price(row: ModelPrice, usage: Usage) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
+def _price(
+    row: ModelPrice, usage: UsageCounts
+) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
     """(total, input, cached input, cache write, output) USD of one call at `row`'s prices."""
     # Context methods, not operators: the ambient (thread-local) context may have been
     # changed by the host application; results must not depend on it.

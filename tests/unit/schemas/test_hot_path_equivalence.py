@@ -1,6 +1,6 @@
 """The sink's cheaper paths give exactly what the plain ones give (issue 14, hot path).
 
-`canonical._occurred_at` lets orjson write `occurred_at` when it can (a UTC datetime with a
+`canonical.canonical_timestamp` lets orjson write `occurred_at` when it can (a UTC datetime with a
 fraction) and `_timestamp` otherwise; `envelope._utc` skips asking pydantic's fixed offsets
 whether they have one; `parse_event` calls the adapter's validator directly.
 """
@@ -14,7 +14,7 @@ import orjson
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from agentaudit_schemas.canonical import _occurred_at, _timestamp
+from agentaudit_schemas.canonical import _timestamp, canonical_timestamp
 from agentaudit_schemas.envelope import UtcDatetime
 from agentaudit_schemas.events import EVENT_ADAPTER, parse_event
 from tests.faults.corpus import cases
@@ -36,17 +36,17 @@ def _instants(n: int) -> list[datetime]:
 
 def test_occurred_at_text_is_the_canonical_timestamp() -> None:
     for at in _instants(20_000):
-        assert _occurred_at(at) == _timestamp(at), at
+        assert canonical_timestamp(at) == _timestamp(at), at
         # The same instants in other zones, as pydantic parses them, and as fixed offsets.
         for tz in (timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=11))):
-            assert _occurred_at(at.astimezone(tz)) == _timestamp(at), at
+            assert canonical_timestamp(at.astimezone(tz)) == _timestamp(at), at
 
 
 def test_occurred_at_text_refuses_what_timestamp_refuses() -> None:
     with pytest.raises(TypeError):
-        _occurred_at(datetime(2026, 1, 1, 0, 0, 0, 5))  # naive
+        canonical_timestamp(datetime(2026, 1, 1, 0, 0, 0, 5))  # naive
     with pytest.raises(TypeError):
-        _occurred_at("2026-01-01T00:00:00Z")
+        canonical_timestamp("2026-01-01T00:00:00Z")
 
 
 class _NoOffset(tzinfo):

@@ -68,7 +68,7 @@ def _reason(raw: bytes, not_after_ms: float | None = None) -> str:
 def test_stamp_constant_is_right() -> None:
     event = decode(_raw(_doc()))
     assert isinstance(event, Accepted)
-    assert event.event.occurred_at.timestamp() * 1000 == STAMP_MS
+    assert event.occurred_at.timestamp() * 1000 == STAMP_MS
 
 
 @pytest.mark.parametrize("value", [2**64, 2**63, -(2**63) - 1, 10**30, -(10**30), 2**63 + 1])
@@ -83,7 +83,7 @@ def test_attribute_values_in_range_are_stored_as_given(value: object) -> None:
     verdict = decode(_raw(_doc(attributes={"n": value})))
     assert isinstance(verdict, Accepted), verdict
     assert json.loads(verdict.canonical)["attributes"]["n"] == value
-    assert type(verdict.event.attributes["n"]) is type(value)
+    assert type(verdict.document["attributes"]["n"]) is type(value)
 
 
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
@@ -195,13 +195,27 @@ def test_occurred_at_after_the_record_timestamp_plus_skew_is_in_the_future() -> 
 def test_an_unforeseen_exception_is_a_dead_letter_not_a_crash(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def boom(event: object) -> bytes:
+    def boom(document: object) -> bytes:
         raise TypeError("Integer exceeds 64-bit range")
 
-    monkeypatch.setattr(decode_module, "canonical_bytes", boom)
+    monkeypatch.setattr(decode_module, "document_bytes", boom)
     verdict = decode(_raw(_doc()))
     assert isinstance(verdict, Rejected) and verdict.reason is Reason.UNENCODABLE
     assert verdict.detail == "TypeError: Integer exceeds 64-bit range"
+
+
+def test_an_exception_in_the_plain_validator_leaves_the_verdict_to_the_models(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = _raw(_doc())
+    expected = decode(raw)
+    assert isinstance(expected, Accepted)
+
+    def boom(value: object) -> object:
+        raise RuntimeError("not foreseen")
+
+    monkeypatch.setattr(decode_module, "plain_event", boom)
+    assert decode(raw) == expected
 
 
 def _nasty_values() -> list[object]:
@@ -324,4 +338,4 @@ def test_decode_never_raises_on_nasty_input() -> None:
                 assert verdict.reason.value in _KNOWN and verdict.detail, raw[:100]
             else:
                 # What is accepted can be stored: canonical bytes that parse back to it.
-                assert decode(verdict.canonical).event == verdict.event  # type: ignore[union-attr]
+                assert decode(verdict.canonical).document == verdict.document  # type: ignore[union-attr]

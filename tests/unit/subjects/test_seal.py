@@ -60,7 +60,7 @@ def test_events_without_personal_content_keep_their_bytes(tmp_path: Path) -> Non
     seal = sealer(tmp_path)
     for doc in (event_dict(), event_dict(kind="llm_call")):
         a = accepted(doc)
-        assert seal(a.event, a.canonical) is a.canonical
+        assert seal(a.document, a.canonical) is a.canonical
     assert not (tmp_path / "subjects").exists()  # no key made for nothing
 
 
@@ -68,7 +68,7 @@ def test_content_attributes_and_messages_are_sealed_and_open_back(tmp_path: Path
     seal = sealer(tmp_path)
     for doc in (llm(), llm(user=None), error_event()):
         a = accepted(doc)
-        sealed = seal(a.event, a.canonical)
+        sealed = seal(a.document, a.canonical)
         for plain in (PROMPT, RESPONSE, MESSAGE, "ann@example.com"):
             assert plain.encode() not in sealed
         stored = orjson.loads(sealed)
@@ -86,8 +86,8 @@ def test_a_sealed_value_moved_to_another_field_or_event_does_not_open(tmp_path: 
     seal = sealer(tmp_path)
     one, two = accepted(llm()), accepted(llm())
     first, second = (
-        orjson.loads(seal(one.event, one.canonical)),
-        orjson.loads(seal(two.event, two.canonical)),
+        orjson.loads(seal(one.document, one.canonical)),
+        orjson.loads(seal(two.document, two.canonical)),
     )
     first["payload"]["content"]["prompt"], first["payload"]["content"]["response"] = (
         first["payload"]["content"]["response"],
@@ -108,8 +108,8 @@ def test_after_the_key_is_destroyed_content_reads_as_erased_other_subjects_intac
     seal = sealer(tmp_path)
     mine, theirs = accepted(llm("u-1")), accepted(llm("u-2"))
     sealed_mine, sealed_theirs = (
-        seal(mine.event, mine.canonical),
-        seal(theirs.event, theirs.canonical),
+        seal(mine.document, mine.canonical),
+        seal(theirs.document, theirs.canonical),
     )
     seal.keys.destroy("acme", "u-1")
     gone = open_event(sealed_mine, seal.keys)
@@ -127,16 +127,16 @@ def test_after_the_key_is_destroyed_content_reads_as_erased_other_subjects_intac
 def test_after_a_subject_erased_event_the_subject_gets_a_new_key(tmp_path: Path) -> None:
     seal = sealer(tmp_path)
     before = accepted(llm())
-    kid = orjson.loads(seal(before.event, before.canonical))["attributes"]["n"]["kid"]
+    kid = orjson.loads(seal(before.document, before.canonical))["attributes"]["n"]["kid"]
     erased = event_dict()
     erased.update(
         type="subject_erased", payload={"subject": "u-1", "reason": "r", "key_ids": [kid]}
     )
     a = accepted(erased)
-    assert seal(a.event, a.canonical) is a.canonical
+    assert seal(a.document, a.canonical) is a.canonical
     after = accepted(llm())
     # The key file still exists (erase destroys it after publishing): it must not be reused.
-    assert orjson.loads(seal(after.event, after.canonical))["attributes"]["n"]["kid"] != kid
+    assert orjson.loads(seal(after.document, after.canonical))["attributes"]["n"]["kid"] != kid
 
 
 class DownStore(SubjectKeyStore):
