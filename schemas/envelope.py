@@ -65,12 +65,17 @@ def _not_an_int(value: object) -> object:
     return value
 
 
-AttributeValue = (
+# Left to right: in strict mode each JSON type fits one member (a float takes a JSON integer,
+# but the integer member comes first), so the first fit is the only one, as in the default
+# "smart" mode, which tries every member and so called `_not_an_int` for every attribute
+# (1.6 µs per event on the sink's hot path).
+AttributeValue = Annotated[
     Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE)]
     | Annotated[int, AttributeNumber]
     | Annotated[float, AttributeNumber, BeforeValidator(_not_an_int)]
-    | bool
-)
+    | bool,
+    Field(union_mode="left_to_right"),
+]
 
 
 def _utc(value: datetime) -> datetime:

@@ -39,12 +39,8 @@ log = logging.getLogger("agentaudit.sink")
 
 
 class SinkWorker(PartitionSink[Batch]):
-    """Consumes the events topic into the store until `stop()`.
-
-    `abandoned` says the store is gone for good (a sink process whose store owner died): it
-    is asked while a store call is retried where the loop is blocked (recovery), and stops
-    the worker instead of retrying forever.
-    """
+    """Consumes the events topic into the store until `stop()` (`abandoned`: see
+    `agentaudit.sink.assignment.AssignedSink`)."""
 
     def __init__(
         self,
