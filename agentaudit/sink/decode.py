@@ -14,6 +14,7 @@ verdict, so every reason and error detail is theirs.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -26,6 +27,8 @@ from agentaudit_schemas.canonical import canonical_document, canonical_timestamp
 from agentaudit_schemas.envelope import Envelope
 from agentaudit_schemas.events import MAX_EVENT_BYTES, parse_event
 from agentaudit_schemas.json_keys import model_key_count, repeated_key
+
+log = logging.getLogger("agentaudit.sink")
 
 
 class Reason(StrEnum):
@@ -179,6 +182,27 @@ def _by_the_models(value: bytes | None, not_after_ms: float | None) -> Accepted 
     return _encoded(document, verdict.occurred_at)
 
 
+class Disagreements:
+    """Events the plain validator did not accept and the models did: each one is a gap in the
+    derivation (tests require none) that costs the slow path; logged once, counted."""
+
+    count = 0
+
+
+def _declined(value: bytes, not_after_ms: float | None, exc: Exception) -> Accepted | Rejected:
+    verdict = _by_the_models(value, not_after_ms)
+    if isinstance(verdict, Accepted):
+        Disagreements.count += 1
+        if Disagreements.count == 1:
+            log.warning(
+                "the plain validator declined an event the models accept (%s: %s); such events "
+                "take the models' slower path (agentaudit.sink.plain_validator)",
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+    return verdict
+
+
 def decode(value: bytes | None, not_after_ms: float | None = None) -> Accepted | Rejected:
     """`validate`, and the document and canonical bytes of an accepted event; never raises."""
     if value is None or len(value) > MAX_EVENT_BYTES:
@@ -189,6 +213,6 @@ def decode(value: bytes | None, not_after_ms: float | None = None) -> Accepted |
         rejected = _checks(value, keys, occurred_at, not_after_ms)
     except MemoryError:
         raise
-    except Exception:  # noqa: BLE001 - not accepted here (mostly a ValidationError): the models decide
-        return _by_the_models(value, not_after_ms)
+    except Exception as exc:  # noqa: BLE001 - not accepted here (mostly invalid): the models decide
+        return _declined(value, not_after_ms, exc)
     return rejected or _encoded(document, occurred_at)

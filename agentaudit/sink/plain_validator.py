@@ -81,9 +81,13 @@ def _model_validator(node: Schema) -> Schema:
         raise _refuse("a model validator that takes validation info")
     check: Callable[[Any], Any] = function["function"]
     inner, shape = _typed_dict(node["schema"])
-    defaults = dict(shape.defaults)
-    for name, factory in shape.factories:
-        defaults[name] = factory()
+    defaults = {  # every default, None ones too: the model's `self` has them all
+        name: field["schema"]["default_factory"]()
+        if "default_factory" in field["schema"]
+        else field["schema"]["default"]
+        for name, field in node["schema"]["schema"]["fields"].items()
+        if field["schema"]["type"] == "default"
+    }
 
     def after(values: dict[str, Any]) -> dict[str, Any]:
         # The model's `self`: its attributes, defaults included. Raises as on the model.

@@ -215,7 +215,9 @@ def test_an_exception_in_the_plain_validator_leaves_the_verdict_to_the_models(
         raise RuntimeError("not foreseen")
 
     monkeypatch.setattr(decode_module, "plain_event", boom)
+    before = decode_module.Disagreements.count
     assert decode(raw) == expected
+    assert decode_module.Disagreements.count == before + 1  # counted: a gap, not a verdict
 
 
 def _nasty_values() -> list[object]:

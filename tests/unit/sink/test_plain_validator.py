@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from agentaudit.bench.sink_stages import sdk_events
 from agentaudit.sink import plain_validator
-from agentaudit.sink.decode import Accepted, _by_the_models, decode
+from agentaudit.sink.decode import Accepted, Disagreements, _by_the_models, decode
 from agentaudit_schemas.events import EVENT_CLASSES, parse_event
 from agentaudit_schemas.json_keys import model_key_count
 from tests.faults.corpus import cases
@@ -168,6 +168,7 @@ def test_the_mutations_reach_both_verdicts_and_every_type() -> None:
 
 @pytest.mark.parametrize("chunk", range(4))
 def test_plain_and_model_verdicts_are_the_same(chunk: int) -> None:
+    before = Disagreements.count
     for raw in INPUTS[chunk::4]:
         for not_after in NOT_AFTER:
             plain, models = decode(raw, not_after), _by_the_models(raw, not_after)
@@ -176,6 +177,7 @@ def test_plain_and_model_verdicts_are_the_same(chunk: int) -> None:
                 assert plain.canonical == models.canonical  # type: ignore[union-attr]
                 keys = plain_validator.plain_event(raw).keys
                 assert keys == model_key_count(parse_event(raw)), raw
+    assert Disagreements.count == before  # the plain validator accepted all the models did
 
 
 def test_every_event_type_has_a_shape() -> None:
