@@ -25,6 +25,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from agentaudit.settings import Settings
 from agentaudit_sdk import kafka_config
 
+READ_COMMITTED = "read_committed"
+"""Every consumer of the events topic reads committed records only: the sink and the stream
+jobs (`stream_jobs.runtime.consumer`) then see the same events."""
+
 START_TIMEOUT_S = 60.0
 """Longest a Kafka client of the sink may take to connect (bootstrap, TLS, SASL)."""
 
@@ -38,6 +42,10 @@ def consumer_options(settings: Settings, group_id: str, extra: dict[str, Any]) -
         # "none": an offset out of range is raised to the consume loop, never reset silently
         # (that is how a replaced, shorter log shows; `agentaudit.sink.logguard`).
         "auto_offset_reset": "none",
+        # Records of an aborted Kafka transaction never happened: they must not land in the
+        # trail. (The local broker has no transactions: untested here; it reports the last
+        # stable offset as the high watermark, so nothing waits.)
+        "isolation_level": READ_COMMITTED,
         "max_poll_records": settings.sink_batch_size,
         "fetch_max_bytes": 64 << 20,
         "max_partition_fetch_bytes": 16 << 20,

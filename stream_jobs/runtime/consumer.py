@@ -56,6 +56,8 @@ from faust.types import TP, Message
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
 
+from agentaudit.sink.clients import READ_COMMITTED
+
 if TYPE_CHECKING:  # the app layer builds its transport from this module
     from stream_jobs.runtime.app import AuditApp
 
@@ -98,6 +100,9 @@ class TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # broker: a fetch that names only idle partitions (the assignor topic, a partition
         # no key hashes to) is held 1.5 s while busy partitions run dry. Set before start().
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        # faust reads committed records only inside its own transactions: the jobs must count
+        # exactly the events the sink stores, which skips aborted transactions' records.
+        consumer._isolation_level = READ_COMMITTED
         return consumer
 
     async def on_start(self) -> None:

@@ -9,7 +9,8 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from agentaudit.sink.clients import _closer
+from agentaudit.settings import Settings
+from agentaudit.sink.clients import _closer, consumer_options
 
 log = logging.getLogger("test")
 
@@ -56,3 +57,9 @@ async def test_a_failed_close_is_raised_when_nothing_else_failed() -> None:
     with pytest.raises(RuntimeError, match="consumer did not close"):
         await _run(stopped, consumer_fails=True, error=None)
     assert stopped == ["consumer", "producer"]
+
+
+def test_the_sink_reads_committed_records_only() -> None:
+    # Records of an aborted Kafka transaction must never land in the trail.
+    options = consumer_options(Settings(), "group", {})
+    assert options["isolation_level"] == "read_committed"
