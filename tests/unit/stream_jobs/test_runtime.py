@@ -33,14 +33,3 @@ def test_batched_topic_needs_an_app_that_batches(tmp_path: Path) -> None:
     source_topic(stock, "plain")  # per record: any app
     with pytest.raises(TypeError, match="make_app"):
         source_topic(stock, "events", batched=True)
-
-
-async def test_the_jobs_read_committed_records_only_as_the_sink_does(tmp_path: Path) -> None:
-    # faust reads committed records only inside its own transactions; the jobs must count the
-    # events the sink stores, and the sink skips aborted transactions' records.
-    app = make_app(_settings(tmp_path))
-    consumer = app.consumer._thread._create_worker_consumer(app.transport)  # type: ignore[attr-defined]
-    try:
-        assert consumer._isolation_level == "read_committed"
-    finally:
-        await consumer.stop()
