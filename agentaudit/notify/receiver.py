@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 
@@ -40,6 +40,7 @@ from agentaudit.notify.deliver import (
     Transport,
 )
 from agentaudit.notify.routes import ReceiverConfig, Routes
+from agentaudit.rebalance import RebalanceListener
 from agentaudit.settings import Settings
 from agentaudit.sink.deadletter import LAND
 from agentaudit.sink.dedup import RecentIds
@@ -95,19 +96,23 @@ def parse_alert(value: bytes | None) -> Alert | None:
         return None
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(RebalanceListener):
+    """Commits on revoke, recovers on assignment; `run` raises the first error of either
+    (aiokafka would only log it, and `run` would wait for `assigned` forever)."""
+
     def __init__(self, loop: ReceiverLoop) -> None:
+        super().__init__()
         self.loop = loop
 
-    async def on_partitions_revoked(self, revoked: Any) -> None:
+    async def revoked(self, revoked: list[TopicPartition]) -> None:
         self.loop.assigned.clear()  # until `recover` has run for the next assignment
         await self.loop.commit()
         for tp in revoked:
             self.loop.replay_until.pop(tp, None)
             self.loop.next.pop(tp, None)
 
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.loop.recover(list(assigned))
+    async def assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.loop.recover(assigned)
 
 
 class ReceiverLoop:
@@ -161,11 +166,13 @@ class ReceiverLoop:
             **self.consumer_options,
         )
         self.producer = kafka_config.producer(connection, acks="all")
+        listener = _Listener(self)
         try:
             await self.producer.start()
             await self.consumer.start()
-            self.consumer.subscribe([s.alerts_topic], listener=_Listener(self))
+            self.consumer.subscribe([s.alerts_topic], listener=listener)
             while not stop.is_set():
+                listener.raise_failure()  # a failed recovery never sets `assigned`
                 # Nothing is handled before the assignment's replay has learned the ids
                 # already delivered and sought back: aiokafka may fetch from the committed
                 # offset meanwhile (its awaits before the listener, and ours in `recover`),
@@ -174,7 +181,12 @@ class ReceiverLoop:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.assigned.wait(), 0.2)
                     continue
-                fetched = await self.consumer.getmany(timeout_ms=200, max_records=500)
+                try:
+                    fetched = await self.consumer.getmany(timeout_ms=200, max_records=500)
+                finally:
+                    # Before what was fetched is used: a rebalance during this poll whose
+                    # recovery failed learned no ids and sought nothing.
+                    listener.raise_failure()
                 for tp, messages in fetched.items():
                     for message in messages:
                         await self._handle(tp, message.offset, message.key, message.value, stop)

@@ -16,8 +16,9 @@ whether its log is still the one the store's offsets came from:
 - on revoke (`hand_over`), everything is stored and committed before the partitions go.
 
 aiokafka only logs an error raised in a rebalance listener, and goes on fetching (after a
-failed recovery: from Kafka's committed offsets). `_Rebalance` keeps it instead; the consume
-loop raises it (`raise_failure`) before it uses anything fetched.
+failed recovery: from Kafka's committed offsets). `_Rebalance` keeps it instead
+(`agentaudit.rebalance`); the consume loop raises it (`raise_failure`) before it uses
+anything fetched.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import TopicPartition
 
+from agentaudit.rebalance import RebalanceListener
 from agentaudit.settings import Settings
 from agentaudit.sink.flushing import B, Fault, FlushingSink
 from agentaudit.sink.logguard import Anchor, Decision, LogGuard
@@ -41,34 +43,19 @@ Start = tuple[int, Anchor | None]
 """Where a partition resumes after recovery, and the stored message proving its log (if any)."""
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Hands partitions over on revoke, recovers them on assignment.
-
-    aiokafka logs an error raised here and goes on (after a failed recovery: fetching from
-    Kafka's committed offsets, unrecovered). So the first error is kept and `raise_failure`,
-    called by the consume loop after every poll, raises it to the sink's caller.
-    """
+class _Rebalance(RebalanceListener):
+    """Hands partitions over on revoke, recovers them on assignment; the first error is kept
+    for the consume loop to raise (`agentaudit.rebalance`)."""
 
     def __init__(self, sink: AssignedSink[Any]) -> None:
+        super().__init__()
         self.sink = sink
-        self.failure: Exception | None = None
 
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        try:
-            await self.sink.hand_over()
-        except Exception as exc:  # noqa: BLE001 - kept and raised to the caller (above)
-            self.failure = self.failure or exc
+    async def revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.sink.hand_over()
 
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        try:
-            self.sink.recover(list(assigned))
-        except Exception as exc:  # noqa: BLE001 - kept and raised to the caller (above)
-            self.failure = self.failure or exc
-
-    def raise_failure(self) -> None:
-        """Raise the first error of a revoke or an assignment, if there was one."""
-        if self.failure is not None:
-            raise self.failure
+    async def assigned(self, assigned: list[TopicPartition]) -> None:
+        self.sink.recover(assigned)  # no await before it: see `AssignedSink.recover`
 
 
 class AssignedSink(FlushingSink[B]):
