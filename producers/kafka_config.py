@@ -5,8 +5,9 @@
 SCRAM-SHA-512) with username and password, and TLS files (CA, client certificate and key).
 `producer()`, `consumer()` and `admin()` build aiokafka clients from it; `start()` starts one
 and turns a failure into a `KafkaSetupError` that says what is wrong (a certificate the CA
-does not vouch for, credentials the broker refused, nothing listening) instead of aiokafka's
-"Unable to bootstrap", whose cause only goes to its log.
+does not vouch for, a SASL mechanism the broker does not offer, credentials the broker
+refused, nothing listening) instead of aiokafka's "Unable to bootstrap", whose cause only goes
+to its log.
 
 Secrets are `SecretStr`: never in `repr`, `str` or logs; they leave the object only in the
 options handed to aiokafka. `KafkaConnection.from_env()` reads the same `AGENTAUDIT_KAFKA_*`
@@ -23,9 +24,11 @@ import socket
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+
+from agentaudit_sdk.sasl_probe import offered_mechanisms
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -232,16 +235,24 @@ async def start(client: Any, connection: KafkaConnection, timeout_s: float) -> N
 
 
 async def explain(connection: KafkaConnection, exc: BaseException) -> KafkaSetupError:
-    """Why a client for `connection` failed with `exc`. aiokafka raises SASL failures
-    itself but only logs a refused TLS handshake, so with TLS the cause is found by one
-    handshake of our own with the first bootstrap address."""
+    """Why a client for `connection` failed with `exc`. aiokafka raises refused SASL
+    credentials itself but only logs a refused TLS handshake or SASL mechanism, so those
+    causes are found by handshakes of our own with the first bootstrap address."""
     from aiokafka.errors import (
         IllegalSaslStateError,
+        KafkaConnectionError,
         SaslAuthenticationFailed,
         UnsupportedSaslMechanismError,
     )
 
     sasl_errors = (SaslAuthenticationFailed, UnsupportedSaslMechanismError, IllegalSaslStateError)
+    if connection.uses_sasl and isinstance(
+        exc, (KafkaConnectionError, TimeoutError, UnsupportedSaslMechanismError)
+    ):
+        # aiokafka logs a mechanism the broker does not offer and raises "Unable to bootstrap"
+        unoffered = await mechanism_problem(connection)
+        if unoffered:
+            return KafkaSetupError("auth", unoffered)
     # A SCRAM server-final message carrying an error ("e=…") instead of a verifier ("v=…")
     # surfaces from aiokafka 0.14 as KeyError('v'): the broker rejected user or password.
     if isinstance(exc, sasl_errors) or (connection.uses_sasl and isinstance(exc, KeyError)):
@@ -265,19 +276,44 @@ async def explain(connection: KafkaConnection, exc: BaseException) -> KafkaSetup
     return KafkaSetupError("unreachable", f"cannot connect to {connection.describe()}: {reason}")
 
 
+async def mechanism_problem(connection: KafkaConnection, timeout_s: float = 3.0) -> str | None:
+    """A message naming the configured SASL mechanism and the ones the first bootstrap
+    address offers when ours is not among them, else None (offered, or not found out)."""
+    if not connection.uses_sasl or connection.sasl_mechanism is None:
+        return None
+    host, port = _first_address(connection)
+    ours = connection.sasl_mechanism
+    offered = await offered_mechanisms(host, port, connection.ssl_context(), ours, timeout_s)
+    if offered is None or ours in offered:
+        return None
+    supported = [m for m in offered if m in get_args(SaslMechanism)]
+    return (
+        f"{connection.describe()}: the broker does not offer the SASL mechanism {ours}; it "
+        f"offers {', '.join(offered) or 'none'}"
+        + (
+            f"; set {ENV_PREFIX}SASL_MECHANISM to {' or '.join(supported)}"
+            if supported
+            else f" ({ENV_PREFIX}SASL_MECHANISM takes {', '.join(get_args(SaslMechanism))})"
+        )
+    )
+
+
+def _first_address(connection: KafkaConnection) -> tuple[str, int]:
+    host, _, port = connection.bootstrap.split(",")[0].strip().rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 async def tls_problem(connection: KafkaConnection, timeout_s: float = 3.0) -> str | None:
     """The TLS error a handshake with the first bootstrap address gives, or None (no TLS
     problem seen: handshake done, or the address does not answer at all)."""
     context = connection.ssl_context()
     if context is None:
         return None
-    host, _, port = connection.bootstrap.split(",")[0].strip().rpartition(":")
+    host, port = _first_address(connection)
     # blocking sockets in a thread: asyncio's SSL transport reports a TLS alert received
     # after the handshake as a plain end of stream, losing the reason
     with_cert = connection.ssl_certfile is not None
-    return await asyncio.to_thread(
-        _handshake, host.strip("[]"), int(port), context, timeout_s, with_cert
-    )
+    return await asyncio.to_thread(_handshake, host, port, context, timeout_s, with_cert)
 
 
 def _handshake(

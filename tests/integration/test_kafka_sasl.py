@@ -126,6 +126,29 @@ async def test_sink_stops_with_the_refused_login(
     assert err.value.kind == "auth"
 
 
+async def test_a_mechanism_the_broker_does_not_offer_is_named_with_the_offered_ones(
+    sasl_ssl_bootstrap: str, certs: CertFiles, tmp_path: Path
+) -> None:
+    # aiokafka only logs it (Tansu hangs up on the handshake) and raises "Unable to bootstrap"
+    settings = sasl_ssl_settings(sasl_ssl_bootstrap, certs, tmp_path, "PLAIN")
+    transport = KafkaTransport(
+        KafkaConnection.from_env(settings.to_env()), settings.events_topic, connect_timeout_s=10
+    )
+    try:
+        with pytest.raises(TransportUnavailable) as err:
+            await transport.start()
+    finally:
+        await transport.close()
+    message = str(err.value)
+    assert (
+        "(SASL_SSL PLAIN as 'agent'): the broker does not offer the SASL mechanism PLAIN; "
+        "it offers SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER; set "
+        "AGENTAUDIT_KAFKA_SASL_MECHANISM to SCRAM-SHA-256 or SCRAM-SHA-512"
+    ) in message
+    assert "bootstrap" not in message and PASSWORD not in message
+    assert isinstance(err.value.__cause__, KafkaSetupError) and err.value.__cause__.kind == "auth"
+
+
 async def test_wrong_ca_under_sasl_ssl_is_a_tls_fault_not_credentials(
     sasl_ssl_bootstrap: str, certs: CertFiles, tmp_path: Path
 ) -> None:
