@@ -7,7 +7,8 @@ Each kind of client we build (the SDK's `KafkaTransport` producer configured fro
 makes it, and the sink itself) completes the TLS handshake, runs the SCRAM-SHA-256 or -512
 exchange with the broker, and a refused login is named as refused credentials, not as a TLS
 fault nor as "unreachable", with no password in the message. With SASL_SSL a TLS fault (a
-wrong CA) is named as TLS, not as credentials.
+wrong CA) is named as TLS, not as credentials, and a mechanism the broker does not offer
+(PLAIN) is named with the ones it offers, not as aiokafka's "Unable to bootstrap".
 
 Not here, because Tansu 0.6 (the only broker on this machine) cannot do it, measured part by
 part: a login that SUCCEEDS. Its `user create` sends the credential, but the only storage
@@ -16,7 +17,12 @@ compiled into this build ("dynostore": memory://, s3://) drops it
 answers None: tansu-storage/src/dynostore.rs at v0.6.0), even on s3:// storage that keeps
 topics across a restart; postgres:// storage, which does store users, is not compiled in
 (`Storage(FeatureNotEnabled { feature: "postgres", ... })` against a running PostgreSQL 15).
-PLAIN: Tansu's SASL library is built without it (the broker logs `NoSharedMechanism`).
+PLAIN: Tansu's SASL library is built without it. Measured with SaslHandshake v0 and v1
+requests: Tansu answers one naming SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER with error 0
+and only that mechanism as its list; one naming PLAIN (or anything unknown) it answers by
+closing the connection (logging `NoSharedMechanism`), which aiokafka logs and reports only as
+"Unable to bootstrap". Apache Kafka answers error 33 with its whole list instead
+(tests/unit/producers/test_sasl_probe.py).
 """
 
 from __future__ import annotations
