@@ -204,6 +204,9 @@ class ReceiverLoop:
                     await self.deliverer.transport.close()  # type: ignore[attr-defined]
                 self.replay_until.clear()
                 self.next.clear()
+                # The next `run` (the supervisor's restart) joins again: nothing of it may be
+                # handled before its own recovery has learned the ids and sought back.
+                self.assigned.clear()
 
     async def recover(self, assigned: list[TopicPartition]) -> None:
         """On assignment: re-read up to `dedup_window` already handled messages per partition

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from agentaudit.notify.deliver import Answer
 from agentaudit.notify.receiver import LoopOptions, ReceiverLoop
@@ -135,3 +136,14 @@ async def test_a_crash_after_the_2xx_leaves_the_offset_uncommitted() -> None:
         await _feed(loop, [make_alert(1).model_dump_json().encode()])
     assert TP not in loop.next and not loop._uncommitted  # not committed: posted again on restart
     assert make_alert(1).alert_id not in loop.recent
+
+
+async def test_a_failed_run_leaves_nothing_assigned_for_the_next_run() -> None:
+    # The supervisor calls `run` again after a failure: that run must wait for its own
+    # recovery, not handle records fetched from the committed offset before it seeks back.
+    loop = _loop(ScriptedTransport([]))
+    loop.settings = Settings(kafka_bootstrap="127.0.0.1:1", alerts_topic="alerts")
+    loop.assigned.set()  # as a run that got partitions leaves it
+    with pytest.raises(KafkaConnectionError):  # nothing listens there
+        await loop.run(asyncio.Event())
+    assert not loop.assigned.is_set()
