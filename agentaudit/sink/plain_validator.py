@@ -127,6 +127,8 @@ def _typed_dict(model: Schema) -> tuple[Schema, Shape]:
                 if node.get("default_factory_takes_data"):
                     raise _refuse(f"a default factory that takes data ({name})")
                 factories.append((name, node["default_factory"]))
+            elif isinstance(node["default"], list | dict | set):
+                raise _refuse(f"a mutable default ({name}): documents would share it")
             elif node["default"] is not None:
                 defaults.append((name, node["default"]))
             node = node["schema"]
