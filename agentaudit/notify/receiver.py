@@ -42,10 +42,10 @@ from agentaudit.notify.deliver import (
 from agentaudit.notify.routes import ReceiverConfig, Routes
 from agentaudit.rebalance import RebalanceListener
 from agentaudit.settings import Settings
+from agentaudit.sink.clients import START_TIMEOUT_S, closer, kafka_clients
 from agentaudit.sink.deadletter import LAND
 from agentaudit.sink.dedup import RecentIds
 from agentaudit_schemas.records import Alert
-from agentaudit_sdk import kafka_config
 from agentaudit_sdk.clock import UtcNow, utc_now
 
 log = logging.getLogger("agentaudit.notify")
@@ -79,6 +79,8 @@ class LoopOptions:
     consumer_options: Mapping[str, Any] = field(default_factory=dict)
     """Over `GROUP_OPTIONS` (tests shorten the group's timeouts)."""
     fault: Fault = no_fault
+    start_timeout_s: float = START_TIMEOUT_S
+    """Longest each Kafka client may take to start (`kafka_config.start`)."""
 
 
 REAL = LoopOptions()
@@ -133,9 +135,14 @@ class ReceiverLoop:
         self.name = receiver.name
         self.group_id = f"{settings.consumer_group}-notify-{receiver.name}"
         self.transport = transport
+        self._own_transport: HttpTransport | None = None
+        """The transport this loop made, and so closes when a run ends."""
+        if transport is None:
+            transport = self._own_transport = HttpTransport()
         self.deliverer = Deliverer(
-            receiver, routes, transport or HttpTransport(), sleeper=options.sleeper, rng=options.rng
+            receiver, routes, transport, sleeper=options.sleeper, rng=options.rng
         )
+        self.start_timeout_s = options.start_timeout_s
         self.clock = options.clock
         self.consumer_options = {**GROUP_OPTIONS, **options.consumer_options}
         self.fault = options.fault
@@ -155,58 +162,67 @@ class ReceiverLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume and deliver until `stop`; raises what it cannot handle (the supervisor logs
-        it and calls `run` again)."""
-        s = self.settings
-        connection = s.kafka_connection()
-        self.consumer = kafka_config.consumer(
-            connection,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        it and calls `run` again). Its Kafka clients (and its own HTTP transport) are closed
+        however it ends; a failed close never hides the error that ended it."""
+        consumer = {
+            "group_id": self.group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
             **self.consumer_options,
+        }
+        clients = kafka_clients(
+            self.settings.kafka_connection(),
+            consumer,
+            {"acks": "all"},
+            f"receiver {self.name}",
+            log,
+            self.start_timeout_s,
         )
-        self.producer = kafka_config.producer(connection, acks="all")
-        listener = _Listener(self)
         try:
-            await self.producer.start()
-            await self.consumer.start()
-            self.consumer.subscribe([s.alerts_topic], listener=listener)
-            while not stop.is_set():
-                listener.raise_failure()  # a failed recovery never sets `assigned`
-                # Nothing is handled before the assignment's replay has learned the ids
-                # already delivered and sought back: aiokafka may fetch from the committed
-                # offset meanwhile (its awaits before the listener, and ours in `recover`),
-                # and a re-published alert fetched then was posted again (seen under load).
-                if not self.assigned.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.assigned.wait(), 0.2)
-                    continue
+            async with contextlib.AsyncExitStack() as opened:
+                if self._own_transport is not None:  # closed last, after both clients
+                    what = f"receiver {self.name}'s HTTP transport"
+                    opened.push_async_exit(closer(self._own_transport.close, what, log))
+                self.consumer, self.producer = await opened.enter_async_context(clients)
                 try:
-                    fetched = await self.consumer.getmany(timeout_ms=200, max_records=500)
+                    await self._consume(stop)
+                except Stopped:
+                    pass  # stop set while an alert waited to be retried: it stays uncommitted
                 finally:
-                    # Before what was fetched is used: a rebalance during this poll whose
-                    # recovery failed learned no ids and sought nothing.
-                    listener.raise_failure()
-                for tp, messages in fetched.items():
-                    for message in messages:
-                        await self._handle(tp, message.offset, message.key, message.value, stop)
-                    await self.commit()
-                self._gauge()
-        except Stopped:
-            pass  # stop set while an alert waited to be retried: it stays uncommitted
+                    await self.commit()  # what was handled; never what was not
         finally:
+            self.replay_until.clear()
+            self.next.clear()
+            # The next `run` (the supervisor's restart) joins again: nothing of it may be
+            # handled before its own recovery has learned the ids and sought back.
+            self.assigned.clear()
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        """Subscribe, then handle what is fetched, in order, until `stop`."""
+        assert self.consumer is not None
+        listener = _Listener(self)
+        self.consumer.subscribe([self.settings.alerts_topic], listener=listener)
+        while not stop.is_set():
+            listener.raise_failure()  # a failed recovery never sets `assigned`
+            # Nothing is handled before the assignment's replay has learned the ids
+            # already delivered and sought back: aiokafka may fetch from the committed
+            # offset meanwhile (its awaits before the listener, and ours in `recover`),
+            # and a re-published alert fetched then was posted again (seen under load).
+            if not self.assigned.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.assigned.wait(), 0.2)
+                continue
             try:
-                await self.commit()  # what was handled; never what was not
+                fetched = await self.consumer.getmany(timeout_ms=200, max_records=500)
             finally:
-                await self.consumer.stop()
-                await self.producer.stop()
-                if self.transport is None:
-                    await self.deliverer.transport.close()  # type: ignore[attr-defined]
-                self.replay_until.clear()
-                self.next.clear()
-                # The next `run` (the supervisor's restart) joins again: nothing of it may be
-                # handled before its own recovery has learned the ids and sought back.
-                self.assigned.clear()
+                # Before what was fetched is used: a rebalance during this poll whose
+                # recovery failed learned no ids and sought nothing.
+                listener.raise_failure()
+            for tp, messages in fetched.items():
+                for message in messages:
+                    await self._handle(tp, message.offset, message.key, message.value, stop)
+                await self.commit()
+            self._gauge()
 
     async def recover(self, assigned: list[TopicPartition]) -> None:
         """On assignment: re-read up to `dedup_window` already handled messages per partition

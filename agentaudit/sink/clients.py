@@ -4,9 +4,12 @@ The producer sends dead letters; the consumer is the group member that reads the
 topics. `open_clients` starts the producer, then the consumer, and closes whatever of them it
 created, in reverse order, however the sink ends: a refused login or an unreachable bootstrap
 for either client, a failed subscribe, a store error while recovering partitions, an error
-while consuming, or cancellation. A client left open keeps its connections (and a consumer its
-group membership, holding partitions until the session times out) and is only reported by
-aiokafka's "Unclosed AIOKafkaConsumer" warning when it is garbage collected.
+while consuming, or cancellation. `kafka_clients` is the same with the options and timeout
+given: the notify receivers (`agentaudit.notify.receiver`) use it for their own pair.
+
+A client left open keeps its connections (and a consumer its group membership, holding
+partitions until the session times out) and is only reported by aiokafka's "Unclosed
+AIOKafkaConsumer" warning when it is garbage collected.
 
 The error that ended the sink is the one its caller sees: a client that then fails to close
 is logged, not raised over it.
@@ -24,13 +27,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agentaudit.settings import Settings
 from agentaudit_sdk import kafka_config
+from agentaudit_sdk.kafka_config import KafkaConnection
 
 READ_COMMITTED = "read_committed"
 """Every consumer of the events topic reads committed records only: the sink and the stream
 jobs (`stream_jobs.runtime.consumer`) then see the same events."""
 
 START_TIMEOUT_S = 60.0
-"""Longest a Kafka client of the sink may take to connect (bootstrap, TLS, SASL)."""
+"""Longest a Kafka client of the sink (or a notify receiver) may take to connect (bootstrap,
+TLS, SASL)."""
 
 
 def consumer_options(settings: Settings, group_id: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -57,31 +62,52 @@ def consumer_options(settings: Settings, group_id: str, extra: dict[str, Any]) -
 async def open_clients(
     settings: Settings, group_id: str, extra: dict[str, Any], log: logging.Logger
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, AIOKafkaProducer]]:
-    """(consumer, producer), both started; both closed on leaving, consumer first.
+    """The sink's (consumer, producer), both started; both closed on leaving, consumer first
+    (`kafka_clients`)."""
+    clients = kafka_clients(
+        settings.kafka_connection(),
+        consumer_options(settings, group_id, extra),
+        {"acks": "all", "compression_type": "lz4", "linger_ms": 5},
+        "the sink",
+        log,
+    )
+    async with clients as pair:
+        yield pair
+
+
+@asynccontextmanager
+async def kafka_clients(
+    connection: KafkaConnection,
+    consumer: dict[str, Any],
+    producer: dict[str, Any],
+    owner: str,
+    log: logging.Logger,
+    timeout_s: float = START_TIMEOUT_S,
+) -> AsyncIterator[tuple[AIOKafkaConsumer, AIOKafkaProducer]]:
+    """(consumer, producer) with these options, both started, the producer first; both
+    closed on leaving, consumer first. `owner` names them in the log ("the sink").
 
     Each client is registered for closing as soon as it exists (before its start: aiokafka
-    warns about a client created and never stopped, started or not). Starts are bounded and
-    name a refused TLS handshake or login (`kafka_config.start`; aiokafka only logs those).
+    warns about a client created and never stopped, started or not). Starts are bounded by
+    `timeout_s` and name a refused TLS handshake or login (`kafka_config.start`; aiokafka only
+    logs those).
     """
-    connection = settings.kafka_connection()
     async with AsyncExitStack() as opened:
-        producer = kafka_config.producer(
-            connection, acks="all", compression_type="lz4", linger_ms=5
-        )
-        opened.push_async_exit(_closer(producer.stop, "producer", log))
-        await kafka_config.start(producer, connection, START_TIMEOUT_S)
-        consumer = kafka_config.consumer(connection, **consumer_options(settings, group_id, extra))
-        opened.push_async_exit(_closer(consumer.stop, "consumer", log))
-        await kafka_config.start(consumer, connection, START_TIMEOUT_S)
-        yield consumer, producer
+        started_producer = kafka_config.producer(connection, **producer)
+        opened.push_async_exit(closer(started_producer.stop, f"{owner}'s Kafka producer", log))
+        await kafka_config.start(started_producer, connection, timeout_s)
+        started_consumer = kafka_config.consumer(connection, **consumer)
+        opened.push_async_exit(closer(started_consumer.stop, f"{owner}'s Kafka consumer", log))
+        await kafka_config.start(started_consumer, connection, timeout_s)
+        yield started_consumer, started_producer
 
 
-def _closer(
+def closer(
     stop: Callable[[], Awaitable[None]], what: str, log: logging.Logger
 ) -> Callable[..., Awaitable[bool]]:
-    """An exit callback stopping one client. Its failure is raised only when nothing else
-    failed (an engine error must not hide behind a failed close); the next client (the stack
-    unwinds in reverse order) is closed either way."""
+    """An exit callback (`AsyncExitStack.push_async_exit`) closing one thing, `what`. Its
+    failure is raised only when nothing else failed (an engine error must not hide behind a
+    failed close); the next thing (the stack unwinds in reverse order) is closed either way."""
 
     async def close(
         _type: type[BaseException] | None,
@@ -93,7 +119,7 @@ def _closer(
         except Exception as exc:
             if error is None:
                 raise
-            log.warning("the sink's Kafka %s did not close cleanly: %r", what, exc)
+            log.warning("%s did not close cleanly: %r", what, exc)
         return False  # never swallows `error`
 
     return close

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError
 
 from agentaudit.notify.deliver import Answer
 from agentaudit.notify.receiver import LoopOptions, ReceiverLoop
 from agentaudit.notify.routes import parse_routes
 from agentaudit.settings import Settings
 from agentaudit_schemas.records import Severity
+from agentaudit_sdk.kafka_config import KafkaSetupError
 from tests.unit.notify.alerts import T0, make_alert
 from tests.unit.notify.fakes import RecordingSleeper, ScriptedTransport
 
@@ -144,6 +144,6 @@ async def test_a_failed_run_leaves_nothing_assigned_for_the_next_run() -> None:
     loop = _loop(ScriptedTransport([]))
     loop.settings = Settings(kafka_bootstrap="127.0.0.1:1", alerts_topic="alerts")
     loop.assigned.set()  # as a run that got partitions leaves it
-    with pytest.raises(KafkaConnectionError):  # nothing listens there
+    with pytest.raises(KafkaSetupError):  # nothing listens there
         await loop.run(asyncio.Event())
     assert not loop.assigned.is_set()

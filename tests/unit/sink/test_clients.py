@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 import pytest
 
 from agentaudit.settings import Settings
-from agentaudit.sink.clients import _closer, consumer_options
+from agentaudit.sink.clients import closer, consumer_options
 
 log = logging.getLogger("test")
 
@@ -30,8 +30,8 @@ class Client:
 async def _run(stopped: list[str], consumer_fails: bool, error: Exception | None) -> None:
     producer, consumer = Client("producer", stopped), Client("consumer", stopped, consumer_fails)
     async with AsyncExitStack() as opened:
-        opened.push_async_exit(_closer(producer.stop, "producer", log))
-        opened.push_async_exit(_closer(consumer.stop, "consumer", log))
+        opened.push_async_exit(closer(producer.stop, "producer", log))
+        opened.push_async_exit(closer(consumer.stop, "consumer", log))
         if error is not None:
             raise error
 
