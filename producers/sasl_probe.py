@@ -80,7 +80,9 @@ async def _ask(
             raise ValueError(f"response size {size}")
         return parse_handshake_response(await reader.readexactly(size))
     finally:
-        writer.close()
+        # abort, not close: a probe owes the broker no TLS close_notify, and a close that
+        # waits for one could outlast the caller's loop (an unclosed transport)
+        writer.transport.abort()
 
 
 async def offered_mechanisms(
