@@ -107,8 +107,14 @@ async def offered_mechanisms(
                 return enabled if error_code == UNSUPPORTED_SASL_MECHANISM else None
             # Hung up (Tansu): ours is refused; each other one the broker accepts is offered.
             others = [m for m in KNOWN_MECHANISMS if m != mechanism]
-            answers = await asyncio.gather(*(_ask(host, port, context, m) for m in others))
-            offered = [m for m, a in zip(others, answers, strict=True) if a and a[0] == 0]
+            answers = await asyncio.gather(
+                *(_ask(host, port, context, m) for m in others), return_exceptions=True
+            )
+            offered = [
+                m
+                for m, a in zip(others, answers, strict=True)
+                if isinstance(a, tuple) and a[0] == 0
+            ]
             return offered or None
     except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
         return None
