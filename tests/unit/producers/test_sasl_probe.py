@@ -81,6 +81,16 @@ def kafka_answer(enabled: list[str]) -> Reply:
     return reply
 
 
+def _connection(port: int, mechanism: str) -> KafkaConnection:
+    return KafkaConnection(
+        bootstrap=f"127.0.0.1:{port}",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism=mechanism,
+        username="u",
+        password="p",
+    )
+
+
 async def test_a_kafka_style_answer_gives_the_list(
     server: Serve,
 ) -> None:
@@ -90,14 +100,7 @@ async def test_a_kafka_style_answer_gives_the_list(
         "SCRAM-SHA-512",
         "GSSAPI",
     ]
-    conn = KafkaConnection(
-        bootstrap=f"127.0.0.1:{port}",
-        security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism="SCRAM-SHA-256",
-        username="u",
-        password="p",
-    )
-    assert await mechanism_problem(conn) == (
+    assert await mechanism_problem(_connection(port, "SCRAM-SHA-256")) == (
         f"Kafka at 127.0.0.1:{port} (SASL_PLAINTEXT SCRAM-SHA-256 as 'u'): the broker does not "
         "offer the SASL mechanism SCRAM-SHA-256; it offers SCRAM-SHA-512, GSSAPI; set "
         "AGENTAUDIT_KAFKA_SASL_MECHANISM to SCRAM-SHA-512"
@@ -108,14 +111,7 @@ async def test_only_mechanisms_we_cannot_use_are_named_with_the_ones_we_can(
     server: Serve,
 ) -> None:
     port = await server(kafka_answer(["AWS_MSK_IAM"]))
-    conn = KafkaConnection(
-        bootstrap=f"127.0.0.1:{port}",
-        security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism="PLAIN",
-        username="u",
-        password="p",
-    )
-    message = await mechanism_problem(conn)
+    message = await mechanism_problem(_connection(port, "PLAIN"))
     assert message is not None and message.endswith(
         "it offers AWS_MSK_IAM (AGENTAUDIT_KAFKA_SASL_MECHANISM takes PLAIN, SCRAM-SHA-256, "
         "SCRAM-SHA-512)"
