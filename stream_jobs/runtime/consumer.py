@@ -56,7 +56,7 @@ from faust.types import TP, Message
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
 
-from agentaudit.sink.clients import READ_COMMITTED
+from agentaudit.sink.clients import READ_COMMITTED, stop_consumer
 
 if TYPE_CHECKING:  # the app layer builds its transport from this module
     from stream_jobs.runtime.app import AuditApp
@@ -104,6 +104,14 @@ class TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # exactly the events the sink stores, which skips aborted transactions' records.
         consumer._isolation_level = READ_COMMITTED
         return consumer
+
+    async def on_thread_stop(self) -> None:
+        # faust's own two steps (the method queue, then the consumer), the consumer stopped by
+        # `stop_consumer`: aiokafka's stop raised a fetch task's CancelledError with the broker
+        # gone, which killed this thread and left the client's connections open.
+        await super(faust_aiokafka.AIOKafkaConsumerThread, self).on_thread_stop()
+        if self._consumer is not None:
+            await stop_consumer(self._consumer)
 
     async def on_start(self) -> None:
         await super().on_start()

@@ -225,6 +225,9 @@ async def test_two_instances_in_one_process_share_the_partitions(
     assert len(handled) == len(set(handled)), "events handled twice across the rebalance"
 
 
+# aiokafka's consumer stop raised a fetch task's CancelledError there, killing faust's
+# consumer thread (and leaving the client's connections open): a thread exception fails it.
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 async def test_stopping_with_the_broker_gone_is_bounded(tmp_path: Any) -> None:
     """faust's own stop waits forever on a broker that went away (final commit, group leave);
     `running` abandons it after `stop_timeout`, so a worker can be stopped during an outage."""
