@@ -32,6 +32,7 @@ from agentaudit_sdk.kafka_config import (
     as_connection,
     consumer,
     start,
+    stop_consumer,
 )
 
 logger = logging.getLogger("agentaudit.producers")
@@ -137,17 +138,9 @@ class CompactedReader:
         consumer, self._consumer = self._consumer, None
         if consumer is None:
             return
-        try:
-            async with asyncio.timeout(self._close_timeout_s):
-                await consumer.stop()
-        except BaseException:  # noqa: BLE001 - see below; the caller's own error goes on
-            # aiokafka 0.14: with the broker gone, Fetcher.close() re-raises a cancelled
-            # internal task's CancelledError before the client is closed, which would leak
-            # the client's metadata task and sockets. Close the client ourselves (private
-            # attribute, pinned version; without it, nothing worse than the leak happens).
-            with contextlib.suppress(BaseException):
-                async with asyncio.timeout(self._close_timeout_s):
-                    await consumer._client.close()  # noqa: SLF001 - aiokafka: see above
+        # Not aiokafka's own stop: it leaks the client with the broker gone (`stop_consumer`).
+        with contextlib.suppress(BaseException):  # the caller's own error goes on
+            await stop_consumer(consumer, self._close_timeout_s)
 
     async def read_to_end(self, on_record: OnRecord, timeout_s: float) -> None:
         """Read until every assigned partition is at its end; `EndNotReached` after

@@ -350,3 +350,23 @@ async def _close(client: Any) -> None:
             await stop()
     except Exception:  # noqa: BLE001, S110 - the start failure is what the caller reports
         pass
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer, timeout_s: float | None = None) -> None:
+    """`consumer.stop()`, finished also when aiokafka (0.14) cuts it short or it hangs.
+
+    With the broker gone, a fetch task backs off in a sleep; `stop()` cancels it and awaits it
+    without suppressing its CancelledError, which then ends `stop()` before the client is
+    closed: its connections and metadata task are left running, and the error escapes as if
+    the caller were being cancelled (a faust consumer thread died of it). Then, or when the
+    stop takes longer than `timeout_s` (None: no limit), the client is closed (within
+    `timeout_s` again, else TimeoutError). The caller's own cancellation is still raised."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await consumer.stop()
+    except (asyncio.CancelledError, TimeoutError):
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        async with asyncio.timeout(timeout_s):
+            await consumer._client.close()  # noqa: SLF001 - the step stop() skipped (pinned aiokafka)

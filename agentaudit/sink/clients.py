@@ -17,7 +17,6 @@ is logged, not raised over it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -29,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agentaudit.settings import Settings
 from agentaudit_sdk import kafka_config
-from agentaudit_sdk.kafka_config import KafkaConnection
+from agentaudit_sdk.kafka_config import KafkaConnection, stop_consumer
 
 READ_COMMITTED = "read_committed"
 """Every consumer of the events topic reads committed records only: the sink and the stream
@@ -104,26 +103,6 @@ async def kafka_clients(
         )
         await kafka_config.start(started_consumer, connection, timeout_s)
         yield started_consumer, started_producer
-
-
-async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
-    """`consumer.stop()`, finished also when aiokafka (0.14) cuts it short.
-
-    With the broker gone, a fetch task backs off in a sleep; `stop()` cancels it and awaits it
-    without suppressing its CancelledError, which then ends `stop()` before the client is
-    closed: its connections and metadata task are left running, and the error escapes as if
-    we were being cancelled (a faust consumer thread died of it). Our own cancellation is
-    still raised."""
-    try:
-        await consumer.stop()
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-        logging.getLogger(__name__).warning(
-            "a Kafka consumer's stop was cut short (broker gone?); closing its client"
-        )
-        await consumer._client.close()  # noqa: SLF001 - the step stop() skipped
 
 
 def closer(

@@ -4,14 +4,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import AsyncExitStack
 
 import pytest
 
 from agentaudit.settings import Settings
-from agentaudit.sink.clients import closer, consumer_options, stop_consumer
+from agentaudit.sink.clients import closer, consumer_options
 
 log = logging.getLogger("test")
 
@@ -64,51 +63,3 @@ def test_the_sink_reads_committed_records_only() -> None:
     # Records of an aborted Kafka transaction must never land in the trail.
     options = consumer_options(Settings(), "group", {})
     assert options["isolation_level"] == "read_committed"
-
-
-class _CutShort:
-    """A consumer whose `stop()` ends as aiokafka 0.14's does with the broker gone."""
-
-    class _Client:
-        closed = False
-
-        async def close(self) -> None:
-            self.closed = True
-
-    def __init__(self) -> None:
-        self._client = self._Client()
-
-    async def stop(self) -> None:
-        raise asyncio.CancelledError  # a cancelled fetch task's, re-raised by its close
-
-    @property
-    def client_closed(self) -> bool:
-        return self._client.closed
-
-
-async def test_a_stop_cut_short_by_a_fetch_tasks_cancellation_still_closes_the_client() -> None:
-    consumer = _CutShort()
-    await stop_consumer(consumer)  # type: ignore[arg-type]
-    assert consumer.client_closed
-
-
-async def test_our_own_cancellation_while_stopping_is_still_raised() -> None:
-    consumer = _CutShort()
-    entered = asyncio.Event()
-
-    async def stopping() -> None:
-        entered.set()
-        await asyncio.sleep(3600)  # cancelled here, then the stop below sees cancelling()
-
-    async def stop_while_cancelled() -> None:
-        try:
-            await stopping()
-        finally:
-            await stop_consumer(consumer)  # type: ignore[arg-type]
-
-    task = asyncio.create_task(stop_while_cancelled())
-    await entered.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert not consumer.client_closed
