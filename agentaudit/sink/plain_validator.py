@@ -43,20 +43,19 @@ _WRAPPERS = ("default", "nullable", "function-after", "function-before", "functi
 _DROPPED_KEYS = ("ref", "metadata", "serialization")
 
 
-class Shape:
-    """What `_normalize` needs of one model: its non-None defaults and where its keys nest."""
+class Shape(NamedTuple):
+    """What `_normalize` needs of one model: its defaults and where its keys nest."""
 
-    __slots__ = ("defaults", "factories", "free", "nested")
-
-    def __init__(self) -> None:
-        self.defaults: tuple[tuple[str, Any], ...] = ()
-        """(field, default) of fields whose default is not None (None defaults are omitted)."""
-        self.factories: tuple[tuple[str, Callable[[], Any]], ...] = ()
-        """(field, default factory): a fresh value per event (`attributes`: `{}`)."""
-        self.free: tuple[str, ...] = ()
-        """Free-form dict fields (`attributes`): each of their keys counts."""
-        self.nested: tuple[tuple[str, Shape], ...] = ()
-        """Fields holding a model (possibly nullable), with that model's shape."""
+    defaults: tuple[tuple[str, Any], ...]
+    """(field, default) of fields whose default is not None."""
+    nulls: tuple[str, ...]
+    """Fields whose default is None (absent from the document, as `exclude_none` drops them)."""
+    factories: tuple[tuple[str, Callable[[], Any]], ...]
+    """(field, default factory): a fresh value per event (`attributes`: `{}`)."""
+    free: tuple[str, ...]
+    """Free-form dict fields (`attributes`): each of their keys counts."""
+    nested: tuple[tuple[str, Shape], ...]
+    """Fields holding a model (possibly nullable), with that model's shape."""
 
 
 def _refuse(what: str) -> NotImplementedError:
@@ -82,11 +81,9 @@ def _model_validator(node: Schema) -> Schema:
     check: Callable[[Any], Any] = function["function"]
     inner, shape = _typed_dict(node["schema"])
     defaults = {  # every default, None ones too: the model's `self` has them all
-        name: field["schema"]["default_factory"]()
-        if "default_factory" in field["schema"]
-        else field["schema"]["default"]
-        for name, field in node["schema"]["schema"]["fields"].items()
-        if field["schema"]["type"] == "default"
+        **dict(shape.defaults),
+        **dict.fromkeys(shape.nulls),
+        **{name: factory() for name, factory in shape.factories},
     }
 
     def after(values: dict[str, Any]) -> dict[str, Any]:
@@ -114,8 +111,11 @@ def _typed_dict(model: Schema) -> tuple[Schema, Shape]:
         or fields_node.get("model_validator")
     ):
         raise _refuse(f"an unusual model ({model.get('config', {}).get('title')})")
-    shape = Shape()
-    defaults, factories, free, nested = [], [], [], []
+    defaults: list[tuple[str, Any]] = []
+    nulls: list[str] = []
+    factories: list[tuple[str, Callable[[], Any]]] = []
+    free: list[str] = []
+    nested: list[tuple[str, Shape]] = []
     fields: dict[str, Schema] = {}
     for name, field in fields_node["fields"].items():
         if field.get("validation_alias") or field.get("serialization_alias"):
@@ -129,7 +129,9 @@ def _typed_dict(model: Schema) -> tuple[Schema, Shape]:
                 factories.append((name, node["default_factory"]))
             elif isinstance(node["default"], list | dict | set):
                 raise _refuse(f"a mutable default ({name}): documents would share it")
-            elif node["default"] is not None:
+            elif node["default"] is None:
+                nulls.append(name)
+            else:
                 defaults.append((name, node["default"]))
             node = node["schema"]
         rewritten = plain_schema(node)
@@ -141,8 +143,7 @@ def _typed_dict(model: Schema) -> tuple[Schema, Shape]:
             free.append(name)
         elif _holds_model(node):
             raise _refuse(f"a model inside a {inner['type']} ({name})")
-    shape.defaults, shape.factories = tuple(defaults), tuple(factories)
-    shape.free, shape.nested = tuple(free), tuple(nested)
+    shape = Shape(tuple(defaults), tuple(nulls), tuple(factories), tuple(free), tuple(nested))
     config = dict(model.get("config", {}))
     extra = fields_node.get("extra_behavior") or config.get("extra_fields_behavior")
     if extra != "forbid" or not config.get("strict"):
