@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -21,7 +23,11 @@ for _name in [n for n in os.environ if n.startswith("AGENTAUDIT_")]:
 
 # Workers sign their chains' checkpoints and refuse to start without a key: one key per test
 # process, in a temporary directory (never the user's ~/.config), inherited by child processes.
-os.environ["AGENTAUDIT_KEY_DIR"] = str(Path(tempfile.mkdtemp(prefix="agentaudit-test-")) / "keys")
+_KEY_ROOT = tempfile.mkdtemp(prefix="agentaudit-test-")
+atexit.register(
+    shutil.rmtree, _KEY_ROOT, ignore_errors=True
+)  # one per test process: not left in /tmp
+os.environ["AGENTAUDIT_KEY_DIR"] = str(Path(_KEY_ROOT) / "keys")
 init_keys(Path(os.environ["AGENTAUDIT_KEY_DIR"]))
 
 

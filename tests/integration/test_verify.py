@@ -96,10 +96,9 @@ async def test_clean_store_verifies_then_mutations_get_their_verdicts(settings: 
         assert ok, "the other tenant's chains are untouched"
 
 
-def _bare_python_path() -> Path:
-    """A directory holding only `cryptography` and what it imports (cffi), by symlinks."""
+def _link_bare_site(d: Path) -> None:
+    """Fill `d` with only `cryptography` and what it imports (cffi), by symlinks."""
     site = Path(cryptography.__file__).parent.parent
-    d = Path(tempfile.mkdtemp(prefix="bare-site-"))
     for p in site.iterdir():
         if p.name.split("-")[0].split(".")[0] in {
             "cryptography",
@@ -108,11 +107,16 @@ def _bare_python_path() -> Path:
             "pycparser",
         }:
             (d / p.name).symlink_to(p)
-    return d
 
 
 def _run_bundle(out: Path) -> subprocess.CompletedProcess[str]:
-    bare = _bare_python_path()
+    with tempfile.TemporaryDirectory(prefix="bare-site-") as tmp:
+        bare = Path(tmp)
+        _link_bare_site(bare)
+        return _run_python_on(bare, out)
+
+
+def _run_python_on(bare: Path, out: Path) -> subprocess.CompletedProcess[str]:
     # -I: no PYTHON* variables, no user site, no cwd on the path; -S: no site-packages at all.
     # The path holds cryptography only, so importing anything of ours would fail.
     code = (
