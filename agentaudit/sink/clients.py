@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agentaudit.settings import Settings
 from agentaudit_sdk import kafka_config
+from agentaudit_sdk.compacted import FETCH_MAX_WAIT_MS
 from agentaudit_sdk.kafka_config import KafkaConnection, stop_consumer
 
 READ_COMMITTED = "read_committed"
@@ -53,6 +54,11 @@ def consumer_options(settings: Settings, group_id: str, extra: dict[str, Any]) -
         # stable offset as the high watermark, so nothing waits.)
         "isolation_level": READ_COMMITTED,
         "max_poll_records": settings.sink_batch_size,
+        # aiokafka's 500 ms is how long a fetch may wait for records: a broker that does not
+        # answer early when records arrive (the local one) held them that long. Measured at
+        # 2,000 events/s: record → sink p50 / p99 134 / 330 ms at 500, 31 / 108 ms at 100,
+        # the same CPU; on a broker that answers early only an idle sink asks more often.
+        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
         "fetch_max_bytes": 64 << 20,
         "max_partition_fetch_bytes": 16 << 20,
         **extra,

@@ -11,6 +11,7 @@ import pytest
 
 from agentaudit.settings import Settings
 from agentaudit.sink.clients import closer, consumer_options
+from agentaudit_sdk.compacted import FETCH_MAX_WAIT_MS
 
 log = logging.getLogger("test")
 
@@ -63,3 +64,10 @@ def test_the_sink_reads_committed_records_only() -> None:
     # Records of an aborted Kafka transaction must never land in the trail.
     options = consumer_options(Settings(), "group", {})
     assert options["isolation_level"] == "read_committed"
+
+
+def test_a_fetch_waits_at_most_the_short_long_poll() -> None:
+    # A broker that does not answer a fetch early when records arrive (the local one) holds
+    # them for the whole wait: aiokafka's 500 ms default doubled the trail's latency.
+    options = consumer_options(Settings(), "group", {})
+    assert options["fetch_max_wait_ms"] == FETCH_MAX_WAIT_MS <= 100
