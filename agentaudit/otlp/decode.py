@@ -3,8 +3,9 @@
 OTLP/JSON is not protobuf's canonical JSON: trace and span ids are **hex** strings, where
 protobuf's JSON mapping expects base64 for `bytes` fields. Hex text is also valid base64, so
 `json_format.Parse` accepts a spec body without error and decodes a 16-byte trace id into 24
-wrong bytes. `_hex_ids` rewrites the id fields to base64 before the generic parse; everything
-else (lowerCamelCase names, enums as integers or names, 64-bit integers as strings) is what
+wrong bytes. `_hex_ids` rewrites the id fields to base64 before the generic parse, under
+their lowerCamelCase names and under the snake_case ones `json_format` (and the Collector)
+also accept; everything else (enums as integers or names, 64-bit integers as strings) is what
 `json_format` already accepts. Unknown fields are ignored, as the OTLP spec asks of receivers.
 """
 
@@ -55,20 +56,38 @@ def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
         return body
     if enc != "gzip":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r}: use gzip or none")
-    # Bounded inflation: a small gzip bomb must not become gigabytes in memory.
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"gzip body does not inflate: {exc}") from None
-    if len(out) > limit:
-        raise TooLarge(f"gzip body inflates to more than {limit} bytes")
-    if not inflater.eof:
-        raise BadRequest("gzip body is truncated")
-    return out
+    # A gzip body may be several members back to back (RFC 1952; Go's and Python's readers
+    # take them all): each is inflated in turn, or the spans after the first member would be
+    # dropped while the request is answered 200. Bounded: a gzip bomb stops at `limit` + 1.
+    out = bytearray()
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise BadRequest(f"gzip body does not inflate: {exc}") from None
+        if len(out) > limit:
+            raise TooLarge(f"gzip body inflates to more than {limit} bytes")
+        if not inflater.eof:
+            raise BadRequest("gzip body is truncated")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
 
 
-def _b64_of_hex(obj: dict[str, Any], field: str, size: int) -> None:
+def _spellings(camel: str) -> tuple[str, ...]:
+    """`camel` and its snake_case form (once when they are the same: `spans`, `links`)."""
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+    return (camel, snake) if snake != camel else (camel,)
+
+
+def _b64_of_hex(obj: dict[str, Any], camel: str, size: int) -> None:
+    for field in _spellings(camel):
+        _field_b64_of_hex(obj, field, size)
+
+
+def _field_b64_of_hex(obj: dict[str, Any], field: str, size: int) -> None:
     text = obj.get(field)
     if text is None or text == "":
         return
@@ -85,13 +104,18 @@ def _b64_of_hex(obj: dict[str, Any], field: str, size: int) -> None:
     obj[field] = base64.b64encode(raw).decode()
 
 
-def _each(obj: Any, key: str) -> list[Any]:
-    items = obj.get(key) if isinstance(obj, dict) else None
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise BadRequest(f"{key} must be a list")
-    return items
+def _each(obj: Any, camel: str) -> list[Any]:
+    """The list under `camel` and under its snake_case name (`json_format` takes both, as the
+    Collector's OTLP/JSON reader does: ids under either name must be read as hex)."""
+    out: list[Any] = []
+    for key in _spellings(camel):
+        items = obj.get(key) if isinstance(obj, dict) else None
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise BadRequest(f"{key} must be a list")
+        out += items
+    return out
 
 
 _RECORDS = {

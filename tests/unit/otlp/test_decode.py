@@ -140,3 +140,59 @@ def test_records_that_are_not_objects_are_a_bad_request_naming_them(
     parse = decode.traces if signal == "traces" else decode.logs
     with pytest.raises(decode.BadRequest, match=message):
         parse(orjson.dumps(doc), decode.JSON)
+
+
+def test_gzip_of_several_members_inflates_whole_and_trailing_garbage_is_refused() -> None:
+    # Concatenated members are one gzip body (RFC 1952): reading only the first dropped the
+    # second member's spans while the request was answered 200.
+    first = request(chat(input_tokens=1)).SerializeToString()
+    second = request(chat(input_tokens=2), chat(input_tokens=3)).SerializeToString()
+    body = decode.inflate(gzip.compress(first) + gzip.compress(second), "gzip", 1 << 20)
+    spans = [
+        s
+        for rs in decode.traces(body, decode.PROTOBUF).resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+    assert len(spans) == 3
+    with pytest.raises(decode.BadRequest):
+        decode.inflate(gzip.compress(first) + b"trailing garbage", "gzip", 1 << 20)
+    with pytest.raises(decode.BadRequest):
+        decode.inflate(gzip.compress(first) + gzip.compress(second)[:-12], "gzip", 1 << 20)
+    # The limit holds for the members together, not each.
+    member = gzip.compress(b"\0" * (600 << 10))
+    with pytest.raises(decode.TooLarge):
+        decode.inflate(member + member, "gzip", 1 << 20)
+
+
+def _snake_keys(doc: object) -> object:
+    if isinstance(doc, dict):
+        return {
+            "".join(f"_{c.lower()}" if c.isupper() else c for c in k): _snake_keys(v)
+            for k, v in doc.items()
+        }
+    if isinstance(doc, list):
+        return [_snake_keys(v) for v in doc]
+    return doc
+
+
+def test_snake_case_json_names_carry_hex_ids_too() -> None:
+    # json_format (and the Collector) accept original field names: their hex ids were read
+    # as base64 (24-byte trace ids) and every span was dead-lettered.
+    req = request(("agent", {"gen_ai.operation.name": "invoke_agent"}, [chat(input_tokens=5)]))
+    doc = spec_json(req)
+    for rs in doc["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for span in ss["spans"]:
+                span["links"] = [{"traceId": TRACE, "spanId": SPAN}]
+    got = decode.traces(orjson.dumps(_snake_keys(doc)), decode.JSON)
+    want = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    spans = [s for rs in got.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert [(s.trace_id, s.span_id, s.parent_span_id) for s in spans] == [
+        (s.trace_id, s.span_id, s.parent_span_id) for s in want
+    ]
+    assert all(s.links[0].trace_id.hex() == TRACE for s in spans)
+    record = {"trace_id": TRACE, "span_id": SPAN}
+    doc2 = {"resource_logs": [{"scope_logs": [{"log_records": [record]}]}]}
+    rec = decode.logs(orjson.dumps(doc2), decode.JSON).resource_logs[0].scope_logs[0].log_records[0]
+    assert (rec.trace_id.hex(), rec.span_id.hex()) == (TRACE, SPAN)
