@@ -29,7 +29,7 @@ from typing import Any
 
 from agentaudit_sdk.kafka_config import KafkaConnection, KafkaSetupError, as_connection, start
 from agentaudit_sdk.kafka_config import producer as new_producer
-from agentaudit_sdk.transport import TransportUnavailable
+from agentaudit_sdk.transport import RecordsRefused, TransportUnavailable
 
 logger = logging.getLogger("agentaudit.producers")
 
@@ -135,36 +135,53 @@ class KafkaTransport:
         self._producer = producer
 
     async def send_batch(self, records: list[tuple[bytes, bytes]]) -> None:
-        """Send every record, then wait for all acknowledgements, within `send_timeout_s`."""
+        """Send every record, then wait for all acknowledgements, within `send_timeout_s`.
+        Records refused for good (too large) are reported by `RecordsRefused` once all the
+        others are acknowledged."""
         producer = self._producer
         if producer is None:
             raise TransportUnavailable("Kafka producer not started")
+        too_large = _too_large_errors()
         loop = asyncio.get_running_loop()
         # aiokafka retries without end while a dead leader's address is still known; bound it.
         deadline = loop.time() + self._send_timeout_s
-        futures: list[asyncio.Future[Any]] = []
+        futures: dict[int, asyncio.Future[Any]] = {}  # by index in the batch
+        refused: dict[int, BaseException] = {}
         try:
             async with asyncio.timeout_at(deadline):
                 # send() only appends to the accumulator; the futures resolve on the broker's
                 # acks, so the whole batch is in flight at once.
-                for key, value in records:
-                    futures.append(await producer.send(self.topic, value=value, key=key))
-            done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+                for index, (key, value) in enumerate(records):
+                    try:
+                        futures[index] = await producer.send(self.topic, value=value, key=key)
+                    except too_large as exc:  # aiokafka checks max_request_size before sending
+                        refused[index] = exc
+            pending: set[asyncio.Future[Any]] = set()
+            if futures:
+                _, pending = await asyncio.wait(
+                    futures.values(), timeout=max(0.0, deadline - loop.time())
+                )
         except Exception as exc:
-            await self._abort(futures, exc)
+            await self._abort(list(futures.values()), exc)
             raise TransportUnavailable(f"Kafka send failed: {exc!r}") from exc
-        failures = [
-            exc for exc in (f.exception() for f in done if not f.cancelled()) if exc is not None
-        ]
+        failures: list[BaseException] = []
+        for index, future in futures.items():
+            error = None if future in pending or future.cancelled() else future.exception()
+            if isinstance(error, too_large):  # the broker's MESSAGE_TOO_LARGE & co.
+                refused[index] = error
+            elif error is not None:
+                failures.append(error)
         if pending or failures:
             reason = (
                 failures[0] if failures else TimeoutError(f"no ack within {self._send_timeout_s}s")
             )
-            await self._abort(futures, reason)
+            await self._abort(list(futures.values()), reason)
             raise TransportUnavailable(
                 f"{len(pending) + len(failures)} of {len(records)} records not "
                 f"acknowledged: {reason!r}"
             ) from reason
+        if refused:
+            raise RecordsRefused(refused)
 
     async def close(self) -> None:
         """Stop the companions and the producer (the client calls this once, at shutdown)."""
@@ -194,7 +211,7 @@ class KafkaTransport:
         # change, fall back to a plain bounded stop().
         try:
             async with asyncio.timeout(self._close_timeout_s):
-                await producer._sender.close()  # noqa: SLF001 - aiokafka has no abort()
+                await _close_sender(producer)
                 await producer.client.close()
                 # what stop() would set; silences "Unclosed" on GC
                 producer._closed = True  # noqa: SLF001 - aiokafka's own flag
@@ -206,3 +223,29 @@ class KafkaTransport:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self._close_timeout_s):
                 await producer.stop()
+
+
+def _too_large_errors() -> tuple[type[Exception], ...]:
+    """aiokafka's errors for a record the producer or broker will never take: retrying it
+    cannot succeed. (An authorization or unknown-topic error is not one: an operator can
+    fix it, so those records are spooled and retried like any outage.)"""
+    from aiokafka.errors import (
+        MessageSizeTooLargeError,
+        RecordListTooLargeError,
+        RecordTooLargeError,
+    )
+
+    return MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+
+
+async def _close_sender(producer: Any) -> None:
+    """Cancel and await aiokafka's sender task. A task cancelled before it first ran re-raises
+    its CancelledError from the await (a send refused right after `start()`): that one is not
+    ours and must not escape, or it ends the client's background thread; our own
+    cancellation (the task is being cancelled) still propagates."""
+    try:
+        await producer._sender.close()  # noqa: SLF001 - aiokafka has no abort()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise

@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from concurrent.futures import Future, InvalidStateError
 
 from agentaudit_sdk.backoff import Backoff
 from agentaudit_sdk.pipeline import WireRecord
 from agentaudit_sdk.spool_memory import SpoolBackend
 from agentaudit_sdk.stats import Counters, WarnLimiter
-from agentaudit_sdk.transport import Transport
+from agentaudit_sdk.transport import RecordsRefused, Transport
 
 logger = logging.getLogger("agentaudit.producers")
 
 SEND_TIMEOUT_S = 120.0
 """Safety net over the transport's own timeouts: a hung send is treated as a failure."""
+
+
+def stray_cancel(exc: BaseException) -> bool:
+    """A CancelledError that a transport let escape while our task is not being cancelled
+    (aiokafka re-raises a cancelled internal task's): a failure of that call, not a request
+    to stop, so it must not end the background thread."""
+    task = asyncio.current_task()
+    return isinstance(exc, asyncio.CancelledError) and not (task and task.cancelling())
 
 
 def resolve(future: Future[bool], value: bool) -> None:
@@ -41,11 +50,13 @@ class Outbox:
         transport: Transport,
         spool: SpoolBackend,
         counters: Counters,
+        errors: deque[Exception],
         batch_size: int,
         backoff: Backoff,
         connect_timeout_s: float,
     ) -> None:
         self.transport, self.spool, self._counters = transport, spool, counters
+        self._errors = errors
         self._batch_size, self._backoff = batch_size, backoff
         self._connect_timeout_s = connect_timeout_s
         self.connected = False
@@ -57,6 +68,7 @@ class Outbox:
         self._awaiting: list[tuple[int, Future[bool]]] = []
         self._warn_broker = WarnLimiter(logger)
         self._warn_drop = WarnLimiter(logger)
+        self._warn_refused = WarnLimiter(logger)
 
     async def connect_if_due(self) -> None:
         loop = asyncio.get_running_loop()
@@ -65,8 +77,10 @@ class Outbox:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 await self.transport.start()
-        except Exception as exc:  # noqa: BLE001 - whatever the reason, the broker is unusable now
-            self._failed("broker unavailable", exc)
+        except (Exception, asyncio.CancelledError) as exc:
+            if not isinstance(exc, Exception) and not stray_cancel(exc):
+                raise
+            self._failed("broker unavailable", exc)  # whatever the reason: unusable now
             return
         self.connected = True
         self._backoff.reset()
@@ -81,8 +95,7 @@ class Outbox:
 
     async def ship(self, batch: list[WireRecord]) -> None:
         """Send `batch`, or append it to the spool if that is needed to keep the order."""
-        if self.connected and not len(self.spool) and await self._send(batch):
-            self._counters.sent += len(batch)
+        if self.connected and not len(self.spool) and await self._send(batch) is not None:
             return
         try:
             kept = self.spool.append(batch)
@@ -98,14 +111,31 @@ class Outbox:
                 len(batch) - kept,
             )
 
-    async def _send(self, batch: list[WireRecord]) -> bool:
+    async def _send(self, batch: list[WireRecord]) -> int | None:
+        """Send `batch`; how many records were delivered (and counted as sent), or None if
+        it must be spooled (or stay there). Records refused for good are counted as dropped."""
         try:
             async with asyncio.timeout(SEND_TIMEOUT_S):
                 await self.transport.send_batch(batch)
-        except Exception as exc:  # noqa: BLE001 - spool rather than lose, whatever the error
-            self._failed("send failed", exc)
-            return False
-        return True
+        except RecordsRefused as exc:
+            self._refused(exc)
+            delivered = len(batch) - len(exc.refused)
+        except (Exception, asyncio.CancelledError) as exc:
+            if not isinstance(exc, Exception) and not stray_cancel(exc):
+                raise
+            self._failed("send failed", exc)  # spool rather than lose, whatever the error
+            return None
+        else:
+            delivered = len(batch)
+        self._counters.sent += delivered
+        return delivered
+
+    def _refused(self, exc: RecordsRefused) -> None:
+        self._counters.dropped_refused += len(exc.refused)
+        self._errors.append(exc.with_traceback(None))
+        self._warn_refused.warn(
+            "agentaudit: %s (stats.dropped_refused, client.recent_errors)", exc, level=logging.ERROR
+        )
 
     def when_replayed(self, future: Future[bool]) -> None:
         """Resolve `future` once everything spooled so far has been replayed."""
@@ -119,11 +149,11 @@ class Outbox:
         sent = 0
         while self.connected and len(self.spool) and (max_batches is None or sent < max_batches):
             batch = self.spool.read(self._batch_size)
-            if not batch or not await self._send(batch):
+            delivered = await self._send(batch) if batch else None
+            if delivered is None:
                 break
             self.spool.ack(len(batch))
-            self._counters.replayed += len(batch)
-            self._counters.sent += len(batch)
+            self._counters.replayed += delivered
             self._acked += len(batch)
             sent += 1
         if sent and self._awaiting:

@@ -22,6 +22,8 @@ class ClientStats:
     - dropped_spool_full: the spool was full (or absent) when the broker was unreachable.
     - dropped_closed: emitted after `shutdown()`.
     - dropped_at_shutdown: still in an in-memory spool when the client shut down.
+    - dropped_refused: refused by the broker for good (larger than the topic or producer
+      allows; the reasons are in `recent_errors`): retrying them could never succeed.
     - invalid: failed contract validation or exceeded MAX_EVENT_BYTES (see `recent_errors`).
     - queue_depth / spool_depth: events waiting now; spool_torn: torn or corrupt spool tails
       skipped.
@@ -35,6 +37,7 @@ class ClientStats:
     dropped_spool_full: int = 0
     dropped_closed: int = 0
     dropped_at_shutdown: int = 0
+    dropped_refused: int = 0
     invalid: int = 0
     queue_depth: int = 0
     spool_depth: int = 0
@@ -52,6 +55,7 @@ class Counters:
         self.replayed = 0
         self.dropped_spool_full = 0
         self.dropped_at_shutdown = 0
+        self.dropped_refused = 0
         self.invalid = 0
         self.dropped_queue_full = 0
         self.dropped_closed = 0

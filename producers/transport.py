@@ -15,6 +15,19 @@ class TransportUnavailable(Exception):
     """The broker cannot take records right now; the client spools them and reconnects later."""
 
 
+class RecordsRefused(Exception):
+    """`send_batch` delivered every record but `refused` (index in the batch → reason), which
+    the broker will never take (larger than the topic or producer allows): sending them again
+    cannot succeed, and would hold up every later record behind them in the spool. The
+    client drops them, counts them in `stats.dropped_refused` and keeps the reasons in
+    `client.recent_errors`."""
+
+    def __init__(self, refused: dict[int, BaseException]) -> None:
+        first = next(iter(refused.values()), None)
+        super().__init__(f"{len(refused)} record(s) refused by the broker, dropped: {first!r}")
+        self.refused = refused
+
+
 @runtime_checkable
 class Transport(Protocol):
     """Where batches go. Implementations must bound the time of every call."""
@@ -27,7 +40,8 @@ class Transport(Protocol):
     async def send_batch(self, records: list[tuple[bytes, bytes]]) -> None:
         """Deliver (key, value) records in order and return once all are acknowledged; raise
         `TransportUnavailable` if any was not (the client spools the whole batch: duplicates
-        are possible and dropped downstream by event_id, losses are not)."""
+        are possible and dropped downstream by event_id, losses are not), or
+        `RecordsRefused` if all were acknowledged except records refused for good."""
         ...
 
     async def close(self) -> None:

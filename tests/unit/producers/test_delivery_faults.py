@@ -1,0 +1,82 @@
+"""Faults on the way from `emit` to the broker: a transport that refuses records for good or
+lets a stray CancelledError escape, and what the stats say afterwards. Every event is
+delivered or counted, and the background thread never dies of a transport's failure."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agentaudit_sdk import Client, InMemoryTransport
+from agentaudit_sdk.transport import RecordsRefused, TransportUnavailable
+
+
+def messages(transport: InMemoryTransport) -> list[str]:
+    return [event["payload"]["message"] for event in transport.events]
+
+
+class RefusingTransport(InMemoryTransport):
+    """Refuses for good every record whose value contains b"poison" (as Kafka refuses one
+    over the topic's max.message.bytes) and delivers the rest of the batch."""
+
+    async def send_batch(self, records: list[tuple[bytes, bytes]]) -> None:
+        if not self.available:
+            raise TransportUnavailable("marked unavailable")
+        refused = {i: ValueError("too large") for i, (_, v) in enumerate(records) if b"poison" in v}
+        await super().send_batch([r for i, r in enumerate(records) if i not in refused])
+        if refused:
+            raise RecordsRefused(refused)
+
+
+class StrayCancelTransport(InMemoryTransport):
+    """Its first send raises a CancelledError nobody asked for (aiokafka re-raises the one
+    of an internal task it cancelled)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.strays = 1
+
+    async def send_batch(self, records: list[tuple[bytes, bytes]]) -> None:
+        if self.strays:
+            self.strays -= 1
+            raise asyncio.CancelledError
+        await super().send_batch(records)
+
+
+def test_refused_records_are_counted_and_the_rest_is_delivered(make_client: Any) -> None:
+    transport = RefusingTransport()
+    client: Client = make_client(transport, batch_size=4)
+    for i in range(10):
+        client.error("c", "E", message="poison" if i in (2, 7) else f"m{i}")
+    assert client.flush(10, delivered=True)
+    stats = client.stats
+    assert (stats.sent, stats.dropped_refused, stats.spool_depth) == (8, 2, 0)
+    assert isinstance(client.recent_errors[-1], RecordsRefused)
+    assert messages(transport) == [f"m{i}" for i in range(10) if i not in (2, 7)]
+
+
+def test_a_refused_record_in_the_spool_does_not_hold_up_the_replay(make_client: Any) -> None:
+    """Spooled during an outage, the poison record is refused on replay: it is dropped and
+    counted, and the records spooled behind it are delivered (before: replayed forever)."""
+    transport = RefusingTransport(available=False)
+    client: Client = make_client(transport, batch_size=4)
+    for i in range(10):
+        client.error("c", "E", message="poison" if i == 1 else f"m{i}")
+    assert client.flush(10) and client.stats.spooled == 10
+    transport.available = True
+    assert client.flush(10, delivered=True), client.stats
+    stats = client.stats
+    assert (stats.sent, stats.replayed, stats.dropped_refused, stats.spool_depth) == (9, 9, 1, 0)
+    assert messages(transport) == [f"m{i}" for i in range(10) if i != 1]
+
+
+def test_a_stray_cancelled_error_does_not_end_the_background_thread(make_client: Any) -> None:
+    """Before, it escaped the loop's `except Exception` and the thread died: every later
+    event waited in the queue forever."""
+    transport = StrayCancelTransport()
+    client: Client = make_client(transport, batch_size=2)
+    for i in range(6):
+        client.error("c", "E", message=f"m{i}")
+    assert client.flush(10, delivered=True), client.stats
+    assert messages(transport) == [f"m{i}" for i in range(6)]
+    assert client.stats.sent == 6 and client.stats.spooled >= 1
