@@ -180,6 +180,7 @@ class Outbox:
         leftovers = len(self.spool)
         if leftovers and not self.spool.durable:
             self._counters.dropped_at_shutdown += leftovers
+            self.spool.ack(len(self.spool.read(leftovers)))  # counted as lost, no longer waiting
             logger.error("agentaudit: %d events lost at shutdown (broker unreachable)", leftovers)
         elif leftovers:
             logger.warning("agentaudit: %d events left in the spool for the next start", leftovers)

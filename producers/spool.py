@@ -138,6 +138,26 @@ class Spool:
         return self._pending
 
     def append(self, records: list[WireRecord]) -> int:
+        """Append a prefix of `records`; how many. A write error (disk full, file too large,
+        read-only) after part of the batch is on disk keeps that part: its count is returned
+        (the rest is refused, the error logged). A write error before anything was written
+        is raised."""
+        written_before = self._pending
+        try:
+            return self._append(records)
+        except OSError as exc:
+            written = self._pending - written_before
+            if not written:
+                raise
+            logger.error(
+                "agentaudit spool: write failed after %d of %d records: %s",
+                written,
+                len(records),
+                exc,
+            )
+            return written
+
+    def _append(self, records: list[WireRecord]) -> int:
         buffer, count, kept = bytearray(), 0, 0
         for key, value in records:
             data = encode_record(key, value)
@@ -171,6 +191,10 @@ class Spool:
                 writer.truncate(segment.end)
             with contextlib.suppress(OSError):
                 writer.close()
+            if segment.end == 0:  # nothing in it: don't leave one empty file per failed batch
+                self._segments.pop()
+                with contextlib.suppress(OSError):
+                    segment.path.unlink()
             raise
         segment.end += len(buffer)
         segment.count += count

@@ -80,3 +80,15 @@ def test_a_stray_cancelled_error_does_not_end_the_background_thread(make_client:
     assert client.flush(10, delivered=True), client.stats
     assert messages(transport) == [f"m{i}" for i in range(6)]
     assert client.stats.sent == 6 and client.stats.spooled >= 1
+
+
+def test_events_lost_at_shutdown_are_no_longer_counted_as_waiting(make_client: Any) -> None:
+    """Every event is in exactly one place: those an in-memory spool still held at shutdown
+    are `dropped_at_shutdown`, not also `spool_depth` (before: counted in both)."""
+    client: Client = make_client(InMemoryTransport(available=False))
+    for i in range(3):
+        client.error("c", "E", message=f"m{i}")
+    assert client.flush(10) and client.stats.spool_depth == 3
+    assert client.shutdown(0.5) is False
+    stats = client.stats
+    assert (stats.dropped_at_shutdown, stats.spool_depth, stats.enqueued) == (3, 0, 3)
