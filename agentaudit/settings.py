@@ -213,6 +213,11 @@ class Settings(SdkSettings):
         ge=1,
         description="Requests handled at once; more are answered 429 (retry later).",
     )
+    otlp_read_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a client may take to send its OTLP request body (408 after).",
+    )
 
     def to_env(self) -> dict[str, str]:
         """`AGENTAUDIT_*` variables that rebuild these settings in a child process (secrets

@@ -6,10 +6,12 @@ Answers as OTLP exporters expect (OTLP spec, "OTLP/HTTP Response"):
 | --- | --- | --- |
 | 200 + `Export*ServiceResponse` | every record acknowledged by Kafka (1) | done |
 | 400 | body does not decode | drops the batch |
+| 408 | the body took longer than `AGENTAUDIT_OTLP_READ_TIMEOUT_S` to arrive | drops |
 | 401 / 403 | no or unknown API key / revoked key | drops the batch |
 | 413 | body over `AGENTAUDIT_OTLP_MAX_BODY_BYTES` (also after gzip inflation) | drops |
 | 415 | neither protobuf nor JSON, or an encoding other than gzip | drops |
-| 429 + Retry-After | more than `AGENTAUDIT_OTLP_MAX_INFLIGHT` requests at once | retries |
+| 429 + Retry-After | more than `AGENTAUDIT_OTLP_MAX_INFLIGHT` requests at once (or 4× as many
+  bodies being read) | retries |
 | 503 + Retry-After | the broker did not acknowledge in `AGENTAUDIT_OTLP_SEND_TIMEOUT_S` | retries |
 
 (1) `partial_success` counts what was dead-lettered.
@@ -18,6 +20,12 @@ Answers as OTLP exporters expect (OTLP spec, "OTLP/HTTP Response"):
 dead letters included: a crash before that loses nothing the exporter was told is stored.
 A retried batch after a 503 is harmless: event ids are deterministic and the sink drops the
 copies. Error bodies are a `google.rpc.Status` (code, message) in the request's encoding.
+
+No request holds up the others: a body is read before the request takes one of the
+`otlp_max_inflight` slots (a slow sender holds only its own connection, and that for at most
+`otlp_read_timeout_s`), and inflating, decoding and mapping (~150 µs of CPU per span, seconds
+for a large batch) run on a small thread pool, not on the event loop the receiver shares with
+the worker's sink.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -40,6 +49,12 @@ log = logging.getLogger("agentaudit.otlp")
 
 RETRY_AFTER_BUSY_S = 1
 RETRY_AFTER_BROKER_S = 5
+READERS_PER_SLOT = 4
+"""Bodies being read at once, per `otlp_max_inflight` slot: bounds the memory held by clients
+that are still sending, without letting them hold the slots."""
+DECODE_THREADS = 4
+"""Threads that inflate, decode and map bodies: CPU-bound under the GIL, so more add no
+throughput; several let a small request finish beside a large one."""
 
 
 def _status_body(code: int, message: str, media: str) -> bytes:
@@ -143,6 +158,19 @@ async def _quietly_stop(client: Any) -> None:
             await client.stop()
 
 
+def _prepare(
+    parse: Callable[[bytes, str], Any],
+    mapping: Callable[..., ingest.Outcome],
+    tenant: str,
+    body: bytes,
+    encoding: str | None,
+    media: str,
+    limit: int,
+) -> ingest.Outcome:
+    """Inflate, decode and map one body: pure and CPU-bound, run off the event loop."""
+    return mapping(tenant, parse(decode.inflate(body, encoding, limit), media))
+
+
 class Receiver:
     """The receiver's state: keys, producer, counters; `app` is its aiohttp application."""
 
@@ -151,6 +179,8 @@ class Receiver:
         self.keys = keys if keys is not None else KeyTable(keys_path(settings))
         self.sender = Sender(settings)
         self._inflight = 0
+        self._reading = 0
+        self._pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="otlp-decode")
         self.counters = {
             "requests": 0,
             "items": 0,
@@ -158,6 +188,7 @@ class Receiver:
             "dead_letters": 0,
             "refused": 0,
             "unavailable": 0,
+            "read_timeouts": 0,
         }
         self.app = web.Application(client_max_size=settings.otlp_max_body_bytes)
         self.app.router.add_post("/v1/traces", self._traces)
@@ -207,17 +238,24 @@ class Receiver:
         limit = self.settings.otlp_max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return self._error(413, f"body of {request.content_length} bytes > {limit}", media)
+        body = await self._read(request, media)
+        if isinstance(body, web.Response):
+            return body
         if self._inflight >= self.settings.otlp_max_inflight:
             return self._error(429, "receiver busy", media, RETRY_AFTER_BUSY_S)
         self._inflight += 1
         try:
             try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                return self._error(413, f"body over {limit} bytes", media)
-            try:
-                message = parse(
-                    decode.inflate(body, request.headers.get("Content-Encoding"), limit), media
+                out = await asyncio.get_running_loop().run_in_executor(
+                    self._pool,
+                    _prepare,
+                    parse,
+                    mapping,
+                    tenant,
+                    body,
+                    request.headers.get("Content-Encoding"),
+                    media,
+                    limit,
                 )
             except decode.TooLarge as exc:
                 return self._error(413, str(exc), media)
@@ -225,7 +263,6 @@ class Receiver:
                 return self._error(415, str(exc), media)
             except decode.BadRequest as exc:
                 return self._error(400, str(exc), media)
-            out = mapping(tenant, message)
             try:
                 await self.sender.send(out)
             except BrokerUnavailable as exc:
@@ -243,8 +280,30 @@ class Receiver:
             log.warning("OTLP export for %s: %s", tenant, out.message())
         return web.Response(status=200, body=decode.encode(respond(out), media), content_type=media)
 
+    async def _read(self, request: web.Request, media: str) -> bytes | web.Response:
+        """The request's body, or the error response: 413 over the limit, 429 when too many
+        bodies are being read, 408 when it does not arrive within `otlp_read_timeout_s`."""
+        limit = self.settings.otlp_max_body_bytes
+        if self._reading >= READERS_PER_SLOT * self.settings.otlp_max_inflight:
+            return self._error(429, "receiver busy", media, RETRY_AFTER_BUSY_S)
+        self._reading += 1
+        try:
+            async with asyncio.timeout(self.settings.otlp_read_timeout_s):
+                return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._error(413, f"body over {limit} bytes", media)
+        except TimeoutError:
+            self.counters["read_timeouts"] += 1
+            timeout = self.settings.otlp_read_timeout_s
+            response = self._error(408, f"body not received within {timeout} s", media)
+            response.force_close()  # the rest of the body is not worth waiting for
+            return response
+        finally:
+            self._reading -= 1
+
     async def close(self) -> None:
         await self.sender.reset()
+        await asyncio.to_thread(self._pool.shutdown)
 
 
 async def serve_otlp(

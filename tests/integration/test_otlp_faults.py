@@ -1,0 +1,95 @@
+"""OTLP receiver under hostile load: no request holds up the others. A large batch is decoded
+and mapped off the event loop; a client that sends its body slowly holds no slot and is cut
+off at its deadline. The other client is the real OTLP exporter, landing on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from agentaudit.broker import ensure_topics
+from agentaudit.otlp import ingest
+from agentaudit.settings import Settings
+from tests.integration.test_otlp import _export, receiver
+from tests.unit.otlp.spans import chat, make_spans, request
+
+pytestmark = pytest.mark.integration
+
+GATE_S = 10.0
+"""How long the large request's mapping waits for the small request to be answered."""
+
+
+async def test_a_large_batch_being_mapped_does_not_hold_up_a_small_one(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The large request's mapping (the real one) waits until the small request was answered:
+    # mapped on the event loop (as it was: ~150 µs of CPU per span, 2.2 s for a 4 MB batch,
+    # with the worker's sink on the same loop), nothing else is served meanwhile and the
+    # gate only opens at its deadline.
+    await ensure_topics(settings)
+    entered, small_answered = threading.Event(), threading.Event()
+    opened: list[bool] = []
+    real = ingest.traces
+
+    def gated(tenant: str, message: Any) -> ingest.Outcome:
+        if len(message.resource_spans[0].scope_spans[0].spans) > 1:
+            entered.set()
+            opened.append(small_answered.wait(GATE_S))
+        return real(tenant, message)
+
+    monkeypatch.setattr(ingest, "traces", gated)
+    large = request(chat(input_tokens=1), chat(input_tokens=2)).SerializeToString()
+    async with receiver(settings, tmp_path) as (url, key, rx), aiohttp.ClientSession() as http:
+
+        async def post(body: bytes) -> int:
+            headers = {"Content-Type": "application/x-protobuf", "x-api-key": key}
+            async with http.post(f"{url}/v1/traces", data=body, headers=headers) as r:
+                return r.status
+
+        big = asyncio.create_task(post(large))
+        assert await asyncio.to_thread(entered.wait, GATE_S)
+        spans = make_spans(chat(input_tokens=3))
+        assert await asyncio.to_thread(_export, url, key, spans) is SpanExportResult.SUCCESS
+        small_answered.set()
+        assert await big == 200
+    assert opened == [True]
+    assert rx.counters["events"] == 3
+
+
+async def test_a_slow_sender_holds_no_slot_and_is_cut_off_at_its_deadline(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # One slot: a client that sent its headers and part of its body used to hold it for as
+    # long as it liked (every other exporter got 429; 64 such connections stall the default).
+    await ensure_topics(settings)
+    slow = settings.model_copy(update={"otlp_max_inflight": 1, "otlp_read_timeout_s": 1.0})
+    body = encode_spans(make_spans(chat(input_tokens=1))).SerializeToString()
+    async with receiver(slow, tmp_path) as (url, key, rx):
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            (
+                "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                f"x-api-key: {key}\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body[:10]
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            while rx.counters["requests"] < 1:
+                await asyncio.sleep(0.01)
+        spans = make_spans(chat(input_tokens=2))
+        assert await asyncio.to_thread(_export, url, key, spans) is SpanExportResult.SUCCESS
+        async with asyncio.timeout(10):
+            status_line = await reader.readline()
+        writer.close()
+        await writer.wait_closed()  # before the receiver stops: it would linger on the body
+        assert status_line.startswith(b"HTTP/1.1 408"), status_line
+        assert rx.counters["read_timeouts"] == 1 and rx.counters["events"] == 1
