@@ -8,13 +8,16 @@ SHA-256 of each key, never the key (`agentaudit otlp add-key` prints a new key o
                "revoked": false}]}
 
 A request names its key as `Authorization: Bearer <key>` or `x-api-key: <key>`. Unknown or
-missing: 401; revoked: 403. The file is re-read when its modification time changes, so an
-added or revoked key takes effect without a restart.
+missing: 401; revoked: 403. The file is re-read when its modification time or size changes,
+so an added or revoked key takes effect without a restart. A changed file that does not load
+(a typo, or a file caught half-written) keeps the keys in force and is logged: answering every
+exporter 500 (which they do not retry) would drop every tenant's spans.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -30,6 +33,8 @@ from agentaudit.settings import Settings
 TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # the contract's TenantId
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 KEY_PREFIX = "aa_otlp_"
+
+log = logging.getLogger("agentaudit.otlp")
 
 
 def keys_path(settings: Settings) -> Path:
@@ -92,24 +97,41 @@ class KeyTable:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._mtime: int | None = None
+        self._stamp: tuple[int, int] | None = None
         self._keys: dict[str, KeyEntry] = {}
-        self.reload()
+        stamp = self._changed()
+        if stamp is not None:
+            self._keys, self._stamp = self._read(), stamp  # a bad file at start is an error
 
-    def reload(self) -> None:
-        """Read the file if it changed since the last read; a missing file holds no keys."""
+    def _changed(self) -> tuple[int, int] | None:
+        """The file's (mtime, size) when it differs from the last read's, else None; a
+        missing file holds no keys."""
         try:
-            mtime = self.path.stat().st_mtime_ns
+            st = self.path.stat()
         except FileNotFoundError:
-            self._mtime, self._keys = None, {}
-            return
-        if mtime == self._mtime:
-            return
+            self._stamp, self._keys = None, {}
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        return None if stamp == self._stamp else stamp
+
+    def _read(self) -> dict[str, KeyEntry]:
         try:
             doc = orjson.loads(self.path.read_bytes())
         except orjson.JSONDecodeError as exc:
             raise UserError(f"{self.path}: not JSON ({exc})") from None
-        self._keys, self._mtime = _entries(doc, self.path), mtime
+        return _entries(doc, self.path)
+
+    def reload(self) -> None:
+        """Read the file if it changed since the last read. One that does not load keeps the
+        keys in force (logged once per change of the file)."""
+        stamp = self._changed()
+        if stamp is None:
+            return
+        try:
+            self._keys = self._read()
+        except (UserError, OSError) as exc:
+            log.error("OTLP keys file not reloaded, %d keys kept in force: %s", len(self), exc)
+        self._stamp = stamp
 
     def __len__(self) -> int:
         return len(self._keys)

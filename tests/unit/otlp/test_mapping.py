@@ -4,8 +4,10 @@ dead-lettered with the sink's reasons."""
 from __future__ import annotations
 
 import orjson
+import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from agentaudit.errors import UserError
 from agentaudit.otlp import ingest
 from agentaudit.otlp.keys import Forbidden, KeyTable, Unauthorized, add_key, presented_key
 from agentaudit_schemas.events import parse_event
@@ -244,3 +246,26 @@ def test_keys_file_stores_only_hashes_and_refuses_unknown_and_revoked(tmp_path) 
         raise AssertionError("revoked key accepted")
     except Forbidden:
         pass
+
+
+def test_a_keys_file_that_no_longer_loads_keeps_the_keys_in_force(tmp_path, caplog) -> None:
+    # Reloading raised on every request (answered 500, which exporters do not retry) from
+    # the moment an operator's edit broke the file until it was fixed.
+    path = tmp_path / "otlp-keys.json"
+    key = add_key(path, "acme", "collector")
+    table = KeyTable(path)
+    good = path.read_bytes()
+    for broken in (good[:-5], b'{"keys": [{"sha256": "nope", "tenant_id": "acme"}]}'):
+        path.write_bytes(broken)
+        table.reload()
+        assert table.tenant(key) == "acme"
+    assert "not reloaded, 1 keys kept" in caplog.text
+    second = add_key(path.with_name("next.json"), "beta")
+    doc = orjson.loads(good)
+    doc["keys"] += orjson.loads(path.with_name("next.json").read_bytes())["keys"]
+    path.write_bytes(orjson.dumps(doc))
+    table.reload()
+    assert (table.tenant(key), table.tenant(second)) == ("acme", "beta")
+    path.write_bytes(b"{")
+    with pytest.raises(UserError):
+        KeyTable(path)  # at start, a bad file is an error the operator sees
