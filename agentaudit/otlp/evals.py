@@ -19,6 +19,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from agentaudit.otlp import attrs as A
 from agentaudit.otlp.genai import Origin, Unmapped, base_event
+from agentaudit.otlp.ids import valid
 
 EVAL_EVENT = "gen_ai.evaluation.result"
 PASS_WORDS = frozenset({"pass", "passed", "true", "yes", "correct", "relevant", "good", "ok"})
@@ -42,7 +43,8 @@ def _passed(a: dict[str, Any]) -> bool | None:
 def _ids(rec: LogRecord, a: dict[str, Any]) -> tuple[str, str] | None:
     """(trace id, span id) of the evaluated operation; derived from the response id when the
     record carries none (the conventions allow either)."""
-    if len(rec.trace_id) == 16 and len(rec.span_id) == 8:
+    # All-zero ids mean "no trace context" (OTLP logs): read as absent, not as an id.
+    if valid(rec.trace_id, 16) and valid(rec.span_id, 8):
         return rec.trace_id.hex(), rec.span_id.hex()
     response = a.get("gen_ai.response.id")
     if not response:

@@ -28,7 +28,7 @@ from typing import Any
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from agentaudit.otlp import attrs as A
-from agentaudit.otlp.ids import event_id
+from agentaudit.otlp.ids import event_id, valid
 from agentaudit_schemas.payloads import MAX_CONTENT_CHARS
 
 INFERENCE = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
@@ -282,6 +282,15 @@ def map_span(o: Origin, span: Span) -> list[dict[str, Any]] | Unmapped:
     """The event documents of one span (not yet validated), or why it gives none."""
     a = A.to_dict(span.attributes)
     op = operation(a)
+    if (op in INFERENCE or op in (TOOL, AGENT)) and not (
+        valid(span.trace_id, 16) and valid(span.span_id, 8)
+    ):
+        # The event ids derive from these: spans without real ids would share one.
+        return Unmapped(
+            "schema_violation",
+            f"span {span.name[:100]!r} has no valid trace and span id "
+            f"(trace {span.trace_id.hex()[:32]!r}, span {span.span_id.hex()[:16]!r})",
+        )
     if op in INFERENCE:
         doc = llm_call(o, span, a)
         return doc if isinstance(doc, Unmapped) else [doc]

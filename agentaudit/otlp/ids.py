@@ -6,6 +6,10 @@ come from SHA-256 over (tenant, trace id, span id, what the event is). A re-sent
 exporter's retry after a timeout) thus carries the ids already stored, and the sink drops the
 copies (`agentaudit.sink.dedup`). The tenant is part of the hash: two tenants' spans never share
 an id even if their trace and span ids collide.
+
+So the ids must be real: an all-zero trace or span id is OTLP's "none" (the spec's invalid id),
+and every record carrying it would share one event id, all but the first dropped by the sink
+as copies. `valid` tells them apart.
 """
 
 from __future__ import annotations
@@ -13,6 +17,11 @@ from __future__ import annotations
 import hashlib
 
 _MS_MAX = (1 << 48) - 1
+
+
+def valid(raw: bytes, size: int) -> bool:
+    """A trace (16 bytes) or span (8 bytes) id that names something: right size, not all zero."""
+    return len(raw) == size and any(raw)
 
 
 def event_id(tenant: str, trace_id: str, span_id: str, kind: str, at_ms: int) -> str:

@@ -269,3 +269,24 @@ def test_a_keys_file_that_no_longer_loads_keeps_the_keys_in_force(tmp_path, capl
     path.write_bytes(b"{")
     with pytest.raises(UserError):
         KeyTable(path)  # at start, a bad file is an error the operator sees
+
+
+def test_all_zero_ids_are_no_ids_so_records_never_share_an_event_id() -> None:
+    # OTLP's all-zero id means "none". Taken as an id, every such record got one event id
+    # per type (and metric): the sink kept the first and dropped the rest as copies.
+    evals = _log({"gen_ai.evaluation.name": "tone", "gen_ai.evaluation.score.label": "pass"})
+    records = evals.resource_logs[0].scope_logs[0].log_records
+    records[0].trace_id, records[0].span_id = bytes(16), bytes(8)
+    records[0].attributes.add(key="gen_ai.response.id").value.string_value = "resp-1"
+    records.add().CopyFrom(records[0])
+    records[1].attributes[-1].value.string_value = "resp-2"
+    out = ingest.logs("acme", evals)
+    docs = [orjson.loads(v) for _, v in out.events]
+    assert len({d["event_id"] for d in docs}) == 2
+    assert {d["trace_id"] for d in docs}.isdisjoint({"0" * 32})
+    spans = request(chat(input_tokens=1), chat(input_tokens=2))
+    for span in spans.resource_spans[0].scope_spans[0].spans:
+        span.trace_id, span.span_id = bytes(16), bytes(8)
+    out = ingest.traces("acme", spans)
+    assert (len(out.events), out.rejected) == (0, 2)
+    assert [dict(h)["reason"] for _, _, h in out.dead_letters] == [b"schema_violation"] * 2
