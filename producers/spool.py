@@ -15,7 +15,8 @@ Durability (fsync policy, `fsync=`):
 Acknowledged records are never rewritten: the cursor moves on (written without fsync — a
 stale cursor only replays records again, which the sink drops by event_id) and a segment
 file is deleted once all its records are acknowledged. After a restart the spool never
-appends to old segments; a torn tail there is skipped and counted in `torn`.
+appends to old segments; a torn tail there is skipped and counted in `torn`, and so is a
+damaged region in the middle (only the records it hits are lost, see `spool_format`).
 """
 
 from __future__ import annotations
@@ -112,8 +113,15 @@ class Spool:
         for path in paths:
             seq = int(path.stem)
             with path.open("rb") as file:
-                ends, size = scan(file)
+                ends, gaps, size = scan(file)
             segment = _Segment(seq, path, ends[-1] if ends else 0, len(ends))
+            if gaps:
+                self.torn += gaps
+                logger.warning(
+                    "agentaudit spool: %d corrupt regions skipped in %s (records in them lost)",
+                    gaps,
+                    path,
+                )
             if segment.end < size:
                 self.torn += 1
                 logger.warning(
@@ -224,24 +232,28 @@ class Spool:
                 break
             reader, reached = self._open_reader(segment), segment.read_offset
             for record, reached in iter_records(reader, segment.read_offset, segment.end):
+                if record is None:  # damage: `_reconcile` counts what it took, if not yet known
+                    continue
                 out.append(record)
                 self._peeked.append((segment, reached))
                 if len(out) >= max_records:
                     break
-            else:
-                if reached < segment.end:  # corrupted on disk since it was written or scanned
-                    self._truncate(segment, reached)
+            else:  # read to its end: count what damage since the write or scan took
+                self._reconcile(segment, reached)
         return out
 
-    def _truncate(self, segment: _Segment, offset: int) -> None:
-        self.torn += 1
+    def _reconcile(self, segment: _Segment, reached: int) -> None:
         readable = sum(1 for seg, _ in self._peeked if seg is segment)
         lost = segment.count - segment.read_count - readable
-        logger.warning("agentaudit spool: %d records unreadable in %s", lost, segment.path)
-        segment.end, segment.count = offset, segment.count - lost
-        self._pending -= lost
-        if segment is self._segments[-1]:
-            self._close_writer()  # never append after a corrupt region
+        if reached < segment.end:  # damage up to the end: nothing intact after it
+            segment.end = reached
+            if segment is self._segments[-1]:
+                self._close_writer()  # never append after a corrupt region
+        if lost:  # damaged since it was written or scanned (known gaps took nothing counted)
+            self.torn += 1
+            logger.warning("agentaudit spool: %d records unreadable in %s", lost, segment.path)
+            segment.count -= lost
+            self._pending -= lost
 
     def _open_reader(self, segment: _Segment) -> BinaryIO:
         if self._reader is None or self._reader[0] is not segment:

@@ -7,12 +7,17 @@ A segment file is a sequence of records, each
 big-endian. A crash can leave a torn record at the tail of the segment being written; the
 reader stops at the first record that is short, has an absurd length or fails its CRC, and
 the caller compares where it stopped with the file size to detect (and count) the tear.
+Damage in the middle (a corrupt byte) costs only the records it hits: the reader finds the
+next record that reads back intact and goes on from there. A length field below MAX_BODY
+starts with a zero byte, which JSON text (the values) and tenant ids (the keys) never hold,
+so only record headers are candidates, and the CRC decides.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -25,6 +30,9 @@ MAX_BODY = 16 * 1024 * 1024
 """Larger than any event (MAX_EVENT_BYTES) by far: a bigger length field is torn garbage."""
 
 WireRecord = tuple[bytes, bytes]
+_CANDIDATE = re.compile(rb"\x00(?!\x00{3})")
+"""Where a record may start: a length's zero top byte, but not inside a run of zeros (a file
+extended with zeros by a crash is skipped in C, not byte by byte)."""
 
 
 def encode_record(key: bytes, value: bytes) -> bytes:
@@ -35,34 +43,67 @@ def encode_record(key: bytes, value: bytes) -> bytes:
 
 def iter_records(
     file: BinaryIO, offset: int, end: int | None = None
-) -> Iterator[tuple[WireRecord, int]]:
-    """Yield (record, offset just after it) from `offset` until `end`, the end of the file, or
-    the first torn/corrupt record — whichever comes first."""
+) -> Iterator[tuple[WireRecord | None, int]]:
+    """Yield (record, offset just after it) from `offset` until `end` or the end of the file.
+    A damaged region followed by an intact record is yielded as (None, offset of that
+    record); damage with nothing intact after it (a torn tail) ends the iteration."""
     file.seek(offset)
     while end is None or offset < end:
         header = file.read(HEADER.size)
-        if len(header) < HEADER.size:
+        if len(header) == HEADER.size:
+            length, crc = HEADER.unpack(header)
+            body = file.read(length) if KEY_LEN.size <= length <= MAX_BODY else None
+            if body is not None and len(body) == length and zlib.crc32(body) == crc:
+                key_end = KEY_LEN.size + KEY_LEN.unpack_from(body)[0]
+                if key_end <= length:
+                    offset += HEADER.size + length
+                    yield (body[KEY_LEN.size : key_end], body[key_end:]), offset
+                    continue
+        resumed = _next_intact(file, offset + 1, end)
+        if resumed is None:
             return
-        length, crc = HEADER.unpack(header)
-        if not KEY_LEN.size <= length <= MAX_BODY:
-            return
-        body = file.read(length)
-        if len(body) < length or zlib.crc32(body) != crc:
-            return
-        (key_len,) = KEY_LEN.unpack_from(body)
-        if KEY_LEN.size + key_len > length:
-            return
-        offset += HEADER.size + length
-        key_end = KEY_LEN.size + key_len
-        yield (body[KEY_LEN.size : key_end], body[key_end:]), offset
+        offset = resumed
+        file.seek(offset)
+        yield None, offset
 
 
-def scan(file: BinaryIO) -> tuple[list[int], int]:
-    """Offsets just after each valid record from the start, and the file size. The last
-    offset (or 0) < size means the tail is torn or corrupt."""
-    ends = [end for _, end in iter_records(file, 0)]
+def _intact(header: bytes | memoryview, body: bytes | memoryview) -> bool:
+    length, crc = HEADER.unpack(header)
+    if len(body) != length or not KEY_LEN.size <= length <= MAX_BODY:
+        return False
+    (key_len,) = KEY_LEN.unpack_from(body)
+    return KEY_LEN.size + key_len <= length and zlib.crc32(body) == int(crc)
+
+
+def _next_intact(file: BinaryIO, start: int, end: int | None) -> int | None:
+    """The offset of the first intact record at or after `start` (and before `end`)."""
+    file.seek(start)
+    raw = file.read(-1 if end is None else max(0, end - start))
+    data = memoryview(raw)  # slices without copies
+    for match in _CANDIDATE.finditer(raw):
+        at = match.start()
+        if at + HEADER.size > len(raw):
+            return None
+        header = data[at : at + HEADER.size]
+        body = at + HEADER.size
+        if _intact(header, data[body : body + HEADER.unpack(header)[0]]):
+            return start + at
+    return None
+
+
+def scan(file: BinaryIO) -> tuple[list[int], int, int]:
+    """Offsets just after each intact record from the start, the number of damaged regions
+    skipped between them, and the file size. The last offset (or 0) < size means the tail
+    is torn or corrupt."""
+    ends: list[int] = []
+    gaps = 0
+    for record, end in iter_records(file, 0):
+        if record is None:
+            gaps += 1
+        else:
+            ends.append(end)
     file.seek(0, 2)
-    return ends, file.tell()
+    return ends, gaps, file.tell()
 
 
 class SpoolLocked(OSError):

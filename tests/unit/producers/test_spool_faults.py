@@ -87,3 +87,58 @@ def test_a_write_failing_half_way_keeps_and_counts_what_is_on_disk(tmp_path: Pat
     files, spooled, dropped, depth, sent, depth_after, records = json.loads(done.stdout)
     assert (files, spooled, dropped, depth) == (1, 2, 1, 2)
     assert (sent, depth_after, records) == (2, 0, 2)
+
+
+def test_a_corrupt_byte_anywhere_in_a_record_loses_that_record_only(tmp_path: Path) -> None:
+    """Before, everything after the damage in its segment was lost too (up to 16 MB)."""
+    first = Spool(tmp_path / "src")
+    first.append(recs(0, 6))
+    first.close()
+    (segment,) = (tmp_path / "src").glob("*.seg")
+    data = segment.read_bytes()
+    size = len(encode_record(*recs(0, 1)[0]))
+    for at in range(2 * size, 3 * size):  # every byte of record 2: length, CRC, key, value
+        copy = tmp_path / f"flip-{at}"
+        shutil.copytree(tmp_path / "src", copy)
+        damaged = bytearray(data)
+        damaged[at] ^= 0xFF
+        (copy / segment.name).write_bytes(bytes(damaged))
+        spool = Spool(copy)
+        assert (len(spool), spool.torn) == (5, 1), at
+        assert drain(spool) == recs(0, 2) + recs(3, 6), at
+        spool.close()
+
+
+def test_damage_after_the_scan_is_counted_and_the_spool_still_drains(tmp_path: Path) -> None:
+    """Records damaged on disk while the process runs are found when read, counted as torn,
+    and the spool's depth drops to zero (it must not wait for them forever)."""
+    spool = Spool(tmp_path)
+    spool.append(recs(0, 6))
+    (segment,) = tmp_path.glob("*.seg")
+    size = len(encode_record(*recs(0, 1)[0]))
+    with segment.open("r+b") as file:
+        file.seek(size + 12)
+        file.write(b"X")  # inside record 1's value
+    assert drain(spool) == recs(0, 1) + recs(2, 6)
+    assert (len(spool), spool.torn) == (0, 1)
+    spool.append(recs(6, 7))
+    assert drain(spool) == recs(6, 7)
+    spool.close()
+
+
+def test_zeroed_blocks_are_skipped(tmp_path: Path) -> None:
+    """A crash can leave a file extended with zeros (delayed allocation) or a zeroed block:
+    the records around them are kept."""
+    records = [encode_record(*record) for record in recs(0, 6)]
+    zeros = bytes(1 << 20)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "000000000001.seg").write_bytes(b"".join(records[:3]) + zeros)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "000000000001.seg").write_bytes(
+        b"".join(records[:3]) + zeros + b"".join(records[3:])
+    )
+    tail, middle = Spool(tmp_path / "a"), Spool(tmp_path / "b")
+    assert (len(tail), tail.torn, drain(tail)) == (3, 1, recs(0, 3))
+    assert (len(middle), middle.torn, drain(middle)) == (6, 1, recs(0, 6))
+    tail.close()
+    middle.close()
