@@ -11,7 +11,9 @@ Pure: no I/O, the same request always gives the same records.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -24,11 +26,14 @@ from agentaudit.otlp import attrs as A
 from agentaudit.otlp.evals import eval_result
 from agentaudit.otlp.genai import Origin, Unmapped, map_span, origin
 from agentaudit.sink.deadletter import LAND, keep
-from agentaudit.sink.decode import Rejected, validate
+from agentaudit.sink.decode import Reason, Rejected, validate
 
 Headers = list[tuple[str, bytes]]
 MAX_MESSAGES = 5
 """Distinct dead-letter reasons quoted in the response's error message."""
+SPAN_IDS = ("trace_id", "span_id", "parent_span_id")
+LOG_IDS = ("trace_id", "span_id")
+"""The id fields written as hex in a dead letter's OTLP/JSON copy of a span or log record."""
 
 
 @dataclass
@@ -103,10 +108,32 @@ class _Collector:
         self.dead(why.reason, why.detail, value)
         self.out.rejected += 1
 
-    def events(self, docs: list[dict[str, Any]]) -> None:
+    def item(
+        self,
+        produce: Callable[[], list[dict[str, Any]] | Unmapped],
+        item: Message,
+        ids: tuple[str, ...],
+        ctx: dict[str, Any],
+    ) -> None:
+        """One span or log record: its events, or its dead letter. Whatever one item holds
+        that the mapping did not foresee (a token sum past 64 bits, ...) makes it a dead
+        letter (`unencodable`, as in the sink), never an error for the whole request."""
+        self.out.items += 1
+        try:
+            mapped = produce()
+            values = mapped if isinstance(mapped, Unmapped) else [orjson.dumps(d) for d in mapped]
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one item's dead letter, not a 500 for all
+            values = Unmapped(Reason.UNENCODABLE.value, f"{type(exc).__name__}: {exc}"[:500])
+        if isinstance(values, Unmapped):
+            self.unmapped(values, item, ids, ctx)
+        else:
+            self.events(values)
+
+    def events(self, values: list[bytes]) -> None:
         bad = False
-        for doc in docs:
-            value = orjson.dumps(doc)
+        for value in values:
             verdict = validate(value)
             if isinstance(verdict, Rejected):
                 self.dead(verdict.reason.value, verdict.detail, value)
@@ -114,6 +141,11 @@ class _Collector:
             else:
                 self.out.events.append((self.key, value))
         self.out.rejected += bad
+
+
+def _eval_events(o: Origin, rec: Any) -> list[dict[str, Any]] | Unmapped:
+    mapped = eval_result(o, rec)
+    return mapped if isinstance(mapped, Unmapped) else [mapped]
 
 
 def traces(
@@ -125,14 +157,9 @@ def traces(
         resource = A.to_dict(rs.resource.attributes)
         for ss in rs.scope_spans:
             o: Origin = origin(tenant, resource, ss.scope.name, ss.scope.version)
+            ctx = {"resource": resource, "scope": ss.scope.name}
             for span in ss.spans:
-                c.out.items += 1
-                mapped = map_span(o, span)
-                if isinstance(mapped, Unmapped):
-                    ctx = {"resource": resource, "scope": ss.scope.name}
-                    c.unmapped(mapped, span, ("trace_id", "span_id", "parent_span_id"), ctx)
-                else:
-                    c.events(mapped)
+                c.item(partial(map_span, o, span), span, SPAN_IDS, ctx)
     return c.out
 
 
@@ -144,12 +171,7 @@ def logs(tenant: str, request: ExportLogsServiceRequest, source: str = "otlp:/v1
         resource = A.to_dict(rl.resource.attributes)
         for sl in rl.scope_logs:
             o = origin(tenant, resource, sl.scope.name, sl.scope.version)
+            ctx = {"resource": resource, "scope": sl.scope.name}
             for rec in sl.log_records:
-                c.out.items += 1
-                mapped = eval_result(o, rec)
-                if isinstance(mapped, Unmapped):
-                    ctx = {"resource": resource, "scope": sl.scope.name}
-                    c.unmapped(mapped, rec, ("trace_id", "span_id"), ctx)
-                else:
-                    c.events([mapped])
+                c.item(partial(_eval_events, o, rec), rec, LOG_IDS, ctx)
     return c.out

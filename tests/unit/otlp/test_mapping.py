@@ -290,3 +290,19 @@ def test_all_zero_ids_are_no_ids_so_records_never_share_an_event_id() -> None:
     out = ingest.traces("acme", spans)
     assert (len(out.events), out.rejected) == (0, 2)
     assert [dict(h)["reason"] for _, _, h in out.dead_letters] == [b"schema_violation"] * 2
+
+
+def test_an_item_the_mapping_did_not_foresee_is_its_own_dead_letter() -> None:
+    # Token counts are int64 each; their sum (input + cache reads + cache writes) went past
+    # 64 bits and orjson raised: the request was answered 500 (not retried by exporters),
+    # the valid span beside it lost with it, nothing counted.
+    top = 2**63 - 1
+    huge = chat(
+        input_tokens=top, **{"cache_read.input_tokens": top, "cache_creation.input_tokens": top}
+    )
+    out = ingest.traces("acme", request(huge, chat(input_tokens=5)))
+    assert (out.items, len(out.events), out.rejected) == (2, 1, 1)
+    headers = dict(out.dead_letters[0][2])
+    assert headers["reason"] == b"unencodable"
+    assert b"64-bit" in headers["detail"]
+    assert orjson.loads(out.dead_letters[0][1])["item"]["name"] == "chat gpt-4o-mini"
