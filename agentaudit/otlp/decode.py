@@ -53,6 +53,8 @@ def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
     """The body without its Content-Encoding (identity or gzip), at most `limit` bytes."""
     enc = (encoding or "identity").strip().lower()
     if enc in ("", "identity"):
+        if len(body) > limit:
+            raise TooLarge(f"body of {len(body)} bytes > {limit}")
         return body
     if enc != "gzip":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r}: use gzip or none")

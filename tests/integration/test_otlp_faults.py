@@ -45,7 +45,9 @@ async def test_a_large_batch_being_mapped_does_not_hold_up_a_small_one(
         return real(tenant, message)
 
     monkeypatch.setattr(ingest, "traces", gated)
-    large = request(chat(input_tokens=1), chat(input_tokens=2)).SerializeToString()
+    # Over INLINE_BYTES: small requests are mapped inline, a thread hop costing as much.
+    padded = (chat(input_tokens=2)[0], {**chat(input_tokens=2)[1], "padding": "x" * (20 << 10)})
+    large = request(chat(input_tokens=1), padded).SerializeToString()
     async with receiver(settings, tmp_path) as (url, key, rx), aiohttp.ClientSession() as http:
 
         async def post(body: bytes) -> int:

@@ -96,6 +96,8 @@ def test_gzip_inflates_within_the_limit_and_a_bomb_is_too_large() -> None:
         decode.inflate(gzip.compress(body)[:-12], "gzip", 1 << 20)
     with pytest.raises(decode.UnsupportedMediaType):
         decode.inflate(body, "br", 1 << 20)
+    with pytest.raises(decode.TooLarge):
+        decode.inflate(body, None, len(body) - 1)  # the limit holds without gzip too
 
 
 def test_undecodable_bodies_and_media_types() -> None:
