@@ -4,36 +4,43 @@ must not stall everything behind it, and what `flush`/`stats` say agrees with th
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agentaudit.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
-async def _read_topic(settings: Settings, at_least: int, idle_ms: int = 1500) -> list[bytes]:
-    """Every value on the events topic: reads until `at_least` arrived, then until the topic
-    stays quiet for `idle_ms` (so extra records would be seen too)."""
+async def _read_topic(settings: Settings) -> list[bytes]:
+    """Every value on the events topic, up to its end offsets when called."""
     consumer = AIOKafkaConsumer(
-        settings.events_topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        group_id=None,
+        bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
     try:
+        assert settings.events_topic in await consumer.topics()  # also loads its metadata
+        partitions = consumer.partitions_for_topic(settings.events_topic) or set()
+        tps = [TopicPartition(settings.events_topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(tps)
+        consumer.assign(tps)
         values: list[bytes] = []
-        while True:
-            got = await consumer.getmany(timeout_ms=idle_ms if len(values) >= at_least else 10_000)
-            if not got:
-                assert len(values) >= at_least, f"only {len(values)} of {at_least} arrived"
-                return values
-            values += [m.value for batch in got.values() for m in batch]
+        async with asyncio.timeout(30):
+            for tp, end in ends.items():
+                while await consumer.position(tp) < end:
+                    got = await consumer.getmany(tp, timeout_ms=1000)
+                    values += [m.value for batch in got.values() for m in batch]
+        return values
     finally:
         await consumer.stop()
+
+
+def numbers(values: list[bytes]) -> set[int]:
+    """The event numbers (the error messages) among `values`."""
+    return {int(orjson.loads(value)["payload"]["message"]) for value in values}
 
 
 def test_a_refused_record_is_counted_and_does_not_stall_the_rest(settings: Settings) -> None:
@@ -57,7 +64,7 @@ def test_a_refused_record_is_counted_and_does_not_stall_the_rest(settings: Setti
         stats = client.stats
         assert (stats.sent, stats.dropped_refused, stats.spool_depth) == (10, 1, 0), stats
         assert "max_request_size" in str(client.recent_errors[-1])
-        values = asyncio.run(_read_topic(settings, 10))
+        values = asyncio.run(_read_topic(settings))
     finally:
         client.shutdown(5)
     messages = sorted(orjson.loads(v)["payload"]["message"] for v in values)
@@ -86,3 +93,137 @@ def test_a_send_failing_before_the_sender_ran_is_a_transport_failure(settings: S
             await transport.close()
 
     asyncio.run(scenario())
+
+
+# The agent: the broker unreachable, it spools; after each flush it says how many events
+# are on disk, and keeps emitting until it is killed (SIGKILL) in the middle of that.
+AGENT = """
+import sys
+from agentaudit_sdk import Client
+from agentaudit_sdk.settings import SdkSettings
+
+client = Client.from_settings(SdkSettings(), tenant_id="acme", agent_id="bot", kill_switch=False,
+                              batch_size=20, reconnect_backoff=(0.05, 0.2))
+i = 0
+while True:
+    client.error("c", "E", message=str(i))
+    i += 1
+    if i % 100 == 0:
+        assert client.flush(30)
+        print(i, flush=True)
+"""
+
+
+def test_kill_9_while_spooling_loses_nothing_flushed_and_replays_once(settings: Settings) -> None:
+    """Everything a flush reported as spooled survives kill -9 (the lock dies with the
+    process), is replayed by the next start exactly once, and a start after that replays
+    nothing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from agentaudit.broker import free_port
+    from agentaudit_sdk import Client
+    from tests.conftest import settings_env
+
+    env = {**settings_env(settings), "AGENTAUDIT_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
+    agent = subprocess.Popen(
+        [sys.executable, "-c", AGENT], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert agent.stdout is not None
+        flushed = 0
+        while flushed < 1000:  # blocks on the child's next line; it dies on a failed flush
+            line = agent.stdout.readline()
+            assert line, f"the agent exited with {agent.wait()}"
+            flushed = int(line)
+    finally:
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+
+    options = {"tenant_id": "acme", "agent_id": "bot", "kill_switch": False}
+    restarted = Client.from_settings(settings, **options)
+    try:
+        assert restarted.flush(60, delivered=True), restarted.stats
+        replayed = restarted.stats.replayed
+    finally:
+        assert restarted.shutdown(10)
+    values = asyncio.run(_read_topic(settings))
+    numbers = [int(orjson.loads(v)["payload"]["message"]) for v in values]
+    assert len(numbers) == len(set(numbers)) == replayed  # each once
+    assert set(range(flushed)) <= set(numbers)  # and everything flushed before the kill
+    again = Client.from_settings(settings, **options)
+    try:
+        assert again.flush(10, delivered=True) and again.stats.replayed == 0
+    finally:
+        again.shutdown(10)
+
+
+def test_a_hanging_broker_flush_shutdown_and_stats_agree_with_the_topic(tmp_path: Path) -> None:
+    """The broker stops answering (SIGSTOP: connections are accepted, nothing is answered)
+    mid-stream: `flush` returns once the stuck batch is spooled, `shutdown` keeps it in the
+    disk spool, `sent` counts only records that are on the topic, and the next start delivers
+    the rest (a batch the broker took without answering may arrive twice: the sink drops
+    the copy by event_id)."""
+    import os
+    import signal
+
+    from agentaudit.broker import LocalBroker, ensure_topics
+    from agentaudit_sdk import Client
+    from agentaudit_sdk.kafka import KafkaTransport
+    from agentaudit_sdk.spool import Spool
+    from tests.conftest import isolated_settings
+    from tests.integration.procs import children_of, cmdline
+
+    def client(settings: Settings) -> Client:
+        transport = KafkaTransport(
+            settings.kafka_bootstrap,
+            settings.events_topic,
+            send_timeout_s=1,
+            request_timeout_ms=3000,
+            connect_timeout_s=2,
+            close_timeout_s=1,  # an aborted producer waits that long for its in-flight request
+        )
+        spool = Spool(tmp_path / "spool")
+        return Client(
+            transport,
+            tenant_id="acme",
+            agent_id="bot",
+            kill_switch=False,
+            spool=spool,
+            batch_size=10,
+            connect_timeout_s=2,
+            reconnect_backoff=(0.05, 0.2),
+        )
+
+    def emit(audit: Client, numbers: range) -> None:
+        for i in numbers:
+            audit.error("c", "E", message=str(i))
+
+    with LocalBroker() as broker:
+        settings = isolated_settings(broker.bootstrap, tmp_path, partitions=1)
+        asyncio.run(ensure_topics(settings))
+        (pid,) = [p for p in children_of(os.getpid()) if str(broker.port) in cmdline(p)]
+        first = client(settings)
+        emit(first, range(30))
+        assert first.flush(30, delivered=True)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            emit(first, range(30, 60))
+            assert first.flush(30), first.stats  # returns: the stuck batch went to the spool
+            assert not first.flush(0.5, delivered=True)
+            stats = first.stats
+            assert first.shutdown(5), "the disk spool keeps what the broker did not take"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        on_topic = numbers(asyncio.run(_read_topic(settings)))
+        assert stats.sent == 30 and set(range(30)) <= on_topic <= set(range(60))
+        assert stats.spool_depth == stats.spooled == 30  # all of the rest, nothing dropped
+        second = client(settings)
+        try:
+            assert second.flush(30, delivered=True), second.stats
+        finally:
+            second.shutdown(5)
+        values = asyncio.run(_read_topic(settings))
+    assert numbers(values) == set(range(60))
