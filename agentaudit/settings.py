@@ -203,10 +203,10 @@ class Settings(SdkSettings):
         description="Largest OTLP request body, compressed or not (413 above).",
     )
     otlp_send_timeout_s: float = Field(
-        default=10.0,
+        default=4.0,
         gt=0,
         description="How long a request waits for the broker's acknowledgements before answering "
-        "503.",
+        "503; well under exporters' own 10 s, so that they still retry.",
     )
     otlp_max_inflight: int = Field(
         default=64,

@@ -48,7 +48,9 @@ from agentaudit.settings import Settings
 log = logging.getLogger("agentaudit.otlp")
 
 RETRY_AFTER_BUSY_S = 1
-RETRY_AFTER_BROKER_S = 5
+RETRY_AFTER_BROKER_S = 2
+"""With the default 4 s send timeout, an exporter with the SDKs' 10 s budget for an export
+(retries included; a Retry-After beyond what is left ends it) still gets its retry in."""
 READERS_PER_SLOT = 4
 """Bodies being read at once, per `otlp_max_inflight` slot: bounds the memory held by clients
 that are still sending, without letting them hold the slots."""

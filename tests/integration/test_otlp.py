@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from agentaudit.broker import ensure_topics, free_port
 from agentaudit.otlp.keys import KeyTable, add_key
-from agentaudit.otlp.server import Receiver, serve_otlp
+from agentaudit.otlp.server import RETRY_AFTER_BROKER_S, Receiver, serve_otlp
 from agentaudit.settings import Settings
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
@@ -303,7 +303,7 @@ async def test_status_codes_exporters_act_on(settings: Settings, tmp_path: Path)
         async with http.post(
             f"{url}/v1/traces", data=ok_body, headers={**proto, "x-api-key": key}
         ) as r:
-            assert r.status == 503 and r.headers["Retry-After"] == "5"
+            assert r.status == 503 and r.headers["Retry-After"] == str(RETRY_AFTER_BROKER_S)
         assert rx.counters["unavailable"] == 1 and rx.counters["events"] == 0
 
 

@@ -5,6 +5,8 @@ off at its deadline. The other client is the real OTLP exporter, landing on the 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,11 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from agentaudit.broker import ensure_topics
+from agentaudit.broker import LocalBroker, ensure_topics
 from agentaudit.otlp import ingest
 from agentaudit.settings import Settings
+from tests.conftest import isolated_settings
+from tests.integration.procs import children_of, cmdline
 from tests.integration.test_otlp import _export, receiver
 from tests.unit.otlp.spans import chat, make_spans, request
 
@@ -95,3 +99,31 @@ async def test_a_slow_sender_holds_no_slot_and_is_cut_off_at_its_deadline(
         await writer.wait_closed()  # before the receiver stops: it would linger on the body
         assert status_line.startswith(b"HTTP/1.1 408"), status_line
         assert rx.counters["read_timeouts"] == 1 and rx.counters["events"] == 1
+
+
+async def test_a_broker_stall_is_answered_503_in_time_for_the_exporter_to_retry(
+    tmp_path: Path,
+) -> None:
+    # The broker stops answering (SIGSTOP) and comes back once the receiver said 503. The
+    # real exporter has 10 s for an export, retries included (the SDK's default). With the
+    # receiver's defaults, its 503 came after 10 s with Retry-After 5: the exporter had
+    # given up (a read timeout, which it does not retry), and dropped spans the receiver
+    # would have landed on a retry.
+    with LocalBroker() as broker:
+        settings = isolated_settings(broker.bootstrap, tmp_path, partitions=1)
+        await ensure_topics(settings)
+        (pid,) = [p for p in children_of(os.getpid()) if str(broker.port) in cmdline(p)]
+        async with receiver(settings, tmp_path) as (url, key, rx):
+            warm = make_spans(chat(input_tokens=1))
+            assert await asyncio.to_thread(_export, url, key, warm) is SpanExportResult.SUCCESS
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                spans = make_spans(chat(input_tokens=2))
+                export = asyncio.create_task(asyncio.to_thread(_export, url, key, spans))
+                async with asyncio.timeout(30):
+                    while rx.counters["unavailable"] < 1 and not export.done():
+                        await asyncio.sleep(0.05)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert await export is SpanExportResult.SUCCESS
+            assert rx.counters["events"] == 2
