@@ -65,6 +65,19 @@ class Worker:
         self._warn_invalid = WarnLimiter(logger)
         self.thread = threading.Thread(target=self._run, name="agentaudit-producer", daemon=True)
 
+    def restart_in_child(self) -> None:
+        """In a forked child: a new loop and thread (fork copies only the forking thread),
+        and an empty queue — what it held was emitted before the fork and is the parent's
+        to deliver. Called with the outbox already set up for the child."""
+        self.queue.clear()
+        self.wake_pending, self.markers, self._batch = False, 0, []
+        self._lock = threading.Lock()
+        # The parent's loop is left alone: closing it would close descriptors it shares.
+        self._loop = asyncio.new_event_loop()
+        self._wakeup = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, name="agentaudit-producer", daemon=True)
+        self.thread.start()
+
     # -- called from agent threads ----------------------------------------------------------
 
     def wake(self) -> None:

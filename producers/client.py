@@ -13,8 +13,10 @@ import asyncio
 import atexit
 import concurrent.futures
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Mapping
 from types import TracebackType
@@ -151,6 +153,9 @@ class Client(BaseClient):
             self.control.ready.set()  # nothing to catch up with
         self._worker.thread.start()
         atexit.register(self._atexit)
+        if hasattr(os, "register_at_fork"):  # a weak reference: the hook cannot be removed
+            restart = weakref.WeakMethod(self._after_fork_in_child)
+            os.register_at_fork(after_in_child=lambda: (hook := restart()) and hook())
 
     @classmethod
     def from_settings(cls, settings: SdkSettings, **options: Any) -> Client:
@@ -273,6 +278,18 @@ class Client(BaseClient):
             self._worker.wake()  # a full batch waits: don't make it wait for the linger timer
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child (a pre-fork server's worker) has the client but not its thread:
+        give it its own thread, producer and spool, so its events are delivered too."""
+        if self._closed:
+            return
+        for_child = getattr(
+            self._spool, "for_child", None
+        )  # a spool of the agent's own may lack it
+        self._spool = for_child() if callable(for_child) else MemorySpool()
+        self._worker.outbox.reset_in_child(self._spool)
+        self._worker.restart_in_child()
 
     def flush(self, timeout: float | None = None, *, delivered: bool = False) -> bool:
         """Block until every event emitted before this call was acknowledged by the broker or

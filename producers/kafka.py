@@ -183,6 +183,12 @@ class KafkaTransport:
         if refused:
             raise RecordsRefused(refused)
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: forget the parent's producer and companion tasks (they live on
+        the parent's loop, which does not run here); the next `start()` makes the child's."""
+        self._producer = None
+        self._companions = []
+
     async def close(self) -> None:
         """Stop the companions and the producer (the client calls this once, at shutdown)."""
         companions, self._companions = self._companions, []

@@ -70,6 +70,16 @@ class Outbox:
         self._warn_drop = WarnLimiter(logger)
         self._warn_refused = WarnLimiter(logger)
 
+    def reset_in_child(self, spool: SpoolBackend) -> None:
+        """In a forked child: `spool` instead of the parent's, no connection (the next
+        attempt builds the child's own producer), no flush waiting (they were the parent's)."""
+        self.spool = spool
+        self.connected, self.next_attempt = False, 0.0
+        self._appended, self._acked, self._awaiting = len(spool), 0, []
+        after_fork = getattr(self.transport, "after_fork_in_child", None)
+        if callable(after_fork):
+            after_fork()
+
     async def connect_if_due(self) -> None:
         loop = asyncio.get_running_loop()
         if self.connected or loop.time() < self.next_attempt:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections import deque
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -39,10 +40,12 @@ from agentaudit_sdk.spool_format import (
     scan,
     write_cursor,
 )
+from agentaudit_sdk.spool_memory import MemorySpool, SpoolBackend
 
 logger = logging.getLogger("agentaudit.producers")
 
 FsyncPolicy = Literal["rotate", "always"]
+_SLOT = re.compile(r"slot-\d\d")
 __all__ = ["FsyncPolicy", "Spool", "SpoolLocked"]
 
 
@@ -291,6 +294,26 @@ class Spool:
             write_cursor(self.directory, head.seq if head else 0, head.read_offset if head else 0)
         except OSError as exc:  # a stale cursor only means replaying acknowledged records again
             logger.warning("agentaudit spool: cannot write cursor: %s", exc)
+
+    def for_child(self) -> SpoolBackend:
+        """In a forked child: a free slot next to this one (`claim`), or a `MemorySpool` if
+        this spool was not claimed or no slot is free. The parent's files and lock stay the
+        parent's: the child closes only its copies of their descriptors (a `flock` lasts
+        while any copy is open, so the parent keeps the lock)."""
+        if self._writer is not None:
+            self._writer.close()  # flushed after every append: nothing buffered to write
+            self._writer = None
+        self._close_reader()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        options = {"max_bytes": self.max_bytes, "segment_bytes": self.segment_bytes}
+        try:
+            if _SLOT.fullmatch(self.directory.name):
+                return Spool.claim(self.directory.parent, fsync=self.fsync, **options)
+        except OSError as exc:
+            logger.warning("agentaudit spool: no slot for a forked child (%s): memory", exc)
+        return MemorySpool(self.max_bytes)
 
     def close(self) -> None:
         """fsync the segment being written and release the directory lock; idempotent."""

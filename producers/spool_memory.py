@@ -40,6 +40,11 @@ class SpoolBackend(Protocol):
         """Make everything durable (where that applies) and release resources; idempotent."""
         ...
 
+    def for_child(self) -> SpoolBackend:
+        """In a forked child: the spool the child uses instead (what this one holds is the
+        parent's to deliver; the child must not touch it)."""
+        ...
+
 
 class MemorySpool:
     """`SpoolBackend` in process memory, bounded by `max_bytes` (0 disables spooling)."""
@@ -76,3 +81,6 @@ class MemorySpool:
 
     def close(self) -> None:
         return None
+
+    def for_child(self) -> MemorySpool:
+        return MemorySpool(self.max_bytes)

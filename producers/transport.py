@@ -30,7 +30,10 @@ class RecordsRefused(Exception):
 
 @runtime_checkable
 class Transport(Protocol):
-    """Where batches go. Implementations must bound the time of every call."""
+    """Where batches go. Implementations must bound the time of every call.
+
+    Optional: `after_fork_in_child()`, called in a forked child before its first `start()`,
+    to drop connections inherited from the parent without closing them."""
 
     async def start(self) -> None:
         """Connect (or reconnect after a failure). Raise `TransportUnavailable` if the broker

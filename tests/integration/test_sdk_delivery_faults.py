@@ -227,3 +227,48 @@ def test_a_hanging_broker_flush_shutdown_and_stats_agree_with_the_topic(tmp_path
             second.shutdown(5)
         values = asyncio.run(_read_topic(settings))
     assert numbers(values) == set(range(60))
+
+
+# A pre-fork server's pattern (gunicorn --preload, multiprocessing's fork): the client is
+# made in the parent, the worker processes are forked from it and emit.
+FORKING_AGENT = """
+import os, sys
+from agentaudit_sdk import Client
+from agentaudit_sdk.settings import SdkSettings
+
+client = Client.from_settings(SdkSettings(), tenant_id="acme", agent_id="bot", kill_switch=False)
+client.error("c", "E", message="1")
+assert client.flush(30, delivered=True)
+pid = os.fork()
+if pid == 0:
+    for i in range(100, 110):
+        client.error("c", "E", message=str(i))
+    ok = client.flush(30, delivered=True) and client.shutdown(10)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+client.error("c", "E", message="2")
+assert client.shutdown(10)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_delivers_through_its_own_client(settings: Settings) -> None:
+    """After fork the child had the client but not its background thread: its events
+    queued for ever (neither sent nor counted as lost), flush and shutdown timed out, and
+    its exit waited for the atexit shutdown. Now the child restarts the thread with its own
+    producer and its own spool slot (the parent's stays the parent's)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import settings_env
+
+    done = subprocess.run(
+        [sys.executable, "-c", FORKING_AGENT],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert numbers(asyncio.run(_read_topic(settings))) == {1, 2, *range(100, 110)}
+    assert sorted(p.name for p in settings.spool_dir.iterdir()) == ["slot-00", "slot-01"]
