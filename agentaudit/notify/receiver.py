@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 
+from agentaudit.kafka_clients import START_TIMEOUT_S, closer, kafka_clients
 from agentaudit.notify import metrics
 from agentaudit.notify.backoff import Sleeper, sleep_unless_stopped
 from agentaudit.notify.deliver import (
@@ -42,7 +43,6 @@ from agentaudit.notify.deliver import (
 from agentaudit.notify.routes import ReceiverConfig, Routes
 from agentaudit.rebalance import RebalanceListener
 from agentaudit.settings import Settings
-from agentaudit.sink.clients import START_TIMEOUT_S, closer, kafka_clients
 from agentaudit.sink.deadletter import LAND
 from agentaudit.sink.dedup import RecentIds
 from agentaudit_schemas.records import Alert

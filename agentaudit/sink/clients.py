@@ -4,40 +4,22 @@ The producer sends dead letters; the consumer is the group member that reads the
 topics. `open_clients` starts the producer, then the consumer, and closes whatever of them it
 created, in reverse order, however the sink ends: a refused login or an unreachable bootstrap
 for either client, a failed subscribe, a store error while recovering partitions, an error
-while consuming, or cancellation. `kafka_clients` is the same with the options and timeout
-given: the notify receivers (`agentaudit.notify.receiver`) use it for their own pair.
-
-A client left open keeps its connections (and a consumer its group membership, holding
-partitions until the session times out) and is only reported by aiokafka's "Unclosed
-AIOKafkaConsumer" warning when it is garbage collected.
-
-The error that ended the sink is the one its caller sees: a client that then fails to close
-is logged, not raised over it.
+while consuming, or cancellation (`agentaudit.kafka_clients`, shared with the notify
+receivers). The error that ended the sink is the one its caller sees.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from functools import partial
-from types import TracebackType
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from agentaudit.kafka_clients import READ_COMMITTED, kafka_clients
 from agentaudit.settings import Settings
-from agentaudit_sdk import kafka_config
 from agentaudit_sdk.compacted import FETCH_MAX_WAIT_MS
-from agentaudit_sdk.kafka_config import KafkaConnection, stop_consumer
-
-READ_COMMITTED = "read_committed"
-"""Every consumer of the events topic reads committed records only: the sink and the stream
-jobs (`stream_jobs.runtime.consumer`) then see the same events."""
-
-START_TIMEOUT_S = 60.0
-"""Longest a Kafka client of the sink (or a notify receiver) may take to connect (bootstrap,
-TLS, SASL)."""
 
 
 def consumer_options(settings: Settings, group_id: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -80,55 +62,3 @@ async def open_clients(
     )
     async with clients as pair:
         yield pair
-
-
-@asynccontextmanager
-async def kafka_clients(
-    connection: KafkaConnection,
-    consumer: dict[str, Any],
-    producer: dict[str, Any],
-    owner: str,
-    log: logging.Logger,
-    timeout_s: float = START_TIMEOUT_S,
-) -> AsyncIterator[tuple[AIOKafkaConsumer, AIOKafkaProducer]]:
-    """(consumer, producer) with these options, both started, the producer first; both
-    closed on leaving, consumer first. `owner` names them in the log ("the sink").
-
-    Each client is registered for closing as soon as it exists (before its start: aiokafka
-    warns about a client created and never stopped, started or not). Starts are bounded by
-    `timeout_s` and name a refused TLS handshake or login (`kafka_config.start`; aiokafka only
-    logs those).
-    """
-    async with AsyncExitStack() as opened:
-        started_producer = kafka_config.producer(connection, **producer)
-        opened.push_async_exit(closer(started_producer.stop, f"{owner}'s Kafka producer", log))
-        await kafka_config.start(started_producer, connection, timeout_s)
-        started_consumer = kafka_config.consumer(connection, **consumer)
-        opened.push_async_exit(
-            closer(partial(stop_consumer, started_consumer), f"{owner}'s Kafka consumer", log)
-        )
-        await kafka_config.start(started_consumer, connection, timeout_s)
-        yield started_consumer, started_producer
-
-
-def closer(
-    stop: Callable[[], Awaitable[None]], what: str, log: logging.Logger
-) -> Callable[..., Awaitable[bool]]:
-    """An exit callback (`AsyncExitStack.push_async_exit`) closing one thing, `what`. Its
-    failure is raised only when nothing else failed (an engine error must not hide behind a
-    failed close); the next thing (the stack unwinds in reverse order) is closed either way."""
-
-    async def close(
-        _type: type[BaseException] | None,
-        error: BaseException | None,
-        _tb: TracebackType | None,
-    ) -> bool:
-        try:
-            await stop()
-        except Exception as exc:
-            if error is None:
-                raise
-            log.warning("%s did not close cleanly: %r", what, exc)
-        return False  # never swallows `error`
-
-    return close

@@ -56,7 +56,7 @@ from faust.types import TP, Message
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
 
-from agentaudit.sink.clients import READ_COMMITTED
+from agentaudit.kafka_clients import READ_COMMITTED
 from agentaudit_sdk.kafka_config import stop_consumer
 
 if TYPE_CHECKING:  # the app layer builds its transport from this module

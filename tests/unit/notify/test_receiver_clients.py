@@ -1,7 +1,7 @@
 """A notify receiver's Kafka clients: started within a bound and explained when they cannot be
 (`kafka_config.start`), and closed, with its own HTTP transport, however its run ends: a client
 that fails to close never leaves the others open nor hides the error that ended the run
-(`agentaudit.sink.clients.kafka_clients`, shared with the sink).
+(`agentaudit.kafka_clients.kafka_clients`, shared with the sink).
 
 No broker is needed: a closed port, a listener that never answers, and recording clients."""
 

@@ -9,8 +9,9 @@ from contextlib import AsyncExitStack
 
 import pytest
 
+from agentaudit.kafka_clients import closer
 from agentaudit.settings import Settings
-from agentaudit.sink.clients import closer, consumer_options
+from agentaudit.sink.clients import consumer_options
 from agentaudit_sdk.compacted import FETCH_MAX_WAIT_MS
 
 log = logging.getLogger("test")
