@@ -167,7 +167,8 @@ def measure_sink_stages(
     # with a throwaway key store. The bench events' attributes are content: every one is sealed.
     keys = tempfile.TemporaryDirectory(prefix="agentaudit-stages-")
     sealer = Sealer(SubjectKeyStore(Path(keys.name) / "subjects", Path(keys.name) / "kek"))
-    fresh = [copy.deepcopy(documents) for _ in range(repeats)]  # sealing changes them
+    # Sealing changes the documents: each repeat seals fresh copies (made only when asked).
+    fresh = [copy.deepcopy(documents) for _ in range(repeats if "seal" in only else 0)]
 
     def seal() -> list[bytes]:
         return [sealer(d, c) for d, c in zip(fresh.pop(), canon, strict=True)]
