@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from agentaudit.broker import LocalBroker, ensure_topics
 from agentaudit.otlp import ingest
+from agentaudit.otlp.server import READERS_PER_SLOT, RETRY_AFTER_BUSY_S
 from agentaudit.settings import Settings
 from tests.conftest import isolated_settings
 from tests.integration.procs import children_of, cmdline
@@ -69,6 +70,27 @@ async def test_a_large_batch_being_mapped_does_not_hold_up_a_small_one(
     assert rx.counters["events"] == 3
 
 
+async def _slow_sender(url: str, key: str, body: bytes) -> tuple[Any, Any]:
+    """A connection that sent its headers and 10 bytes of `body`, and then nothing."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        (
+            "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            f"x-api-key: {key}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body[:10]
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def _until(condition: Any) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 async def test_a_slow_sender_holds_no_slot_and_is_cut_off_at_its_deadline(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -78,19 +100,8 @@ async def test_a_slow_sender_holds_no_slot_and_is_cut_off_at_its_deadline(
     slow = settings.model_copy(update={"otlp_max_inflight": 1, "otlp_read_timeout_s": 1.0})
     body = encode_spans(make_spans(chat(input_tokens=1))).SerializeToString()
     async with receiver(slow, tmp_path) as (url, key, rx):
-        host, port = url.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(
-            (
-                "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-                f"x-api-key: {key}\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode()
-            + body[:10]
-        )
-        await writer.drain()
-        async with asyncio.timeout(10):
-            while rx.counters["requests"] < 1:
-                await asyncio.sleep(0.01)
+        reader, writer = await _slow_sender(url, key, body)
+        await _until(lambda: rx.counters["requests"] == 1)
         spans = make_spans(chat(input_tokens=2))
         assert await asyncio.to_thread(_export, url, key, spans) is SpanExportResult.SUCCESS
         async with asyncio.timeout(10):
@@ -99,6 +110,22 @@ async def test_a_slow_sender_holds_no_slot_and_is_cut_off_at_its_deadline(
         await writer.wait_closed()  # before the receiver stops: it would linger on the body
         assert status_line.startswith(b"HTTP/1.1 408"), status_line
         assert rx.counters["read_timeouts"] == 1 and rx.counters["events"] == 1
+
+
+async def test_bodies_being_read_are_bounded(settings: Settings, tmp_path: Path) -> None:
+    # Reads hold no slot, so their number is bounded on its own (memory): past
+    # READERS_PER_SLOT x otlp_max_inflight, 429 before reading.
+    busy = settings.model_copy(update={"otlp_max_inflight": 1, "otlp_read_timeout_s": 60.0})
+    body = encode_spans(make_spans(chat(input_tokens=1))).SerializeToString()
+    async with receiver(busy, tmp_path) as (url, key, rx), aiohttp.ClientSession() as http:
+        slow = [await _slow_sender(url, key, body) for _ in range(READERS_PER_SLOT)]
+        await _until(lambda: rx.counters["requests"] == READERS_PER_SLOT)
+        headers = {"Content-Type": "application/x-protobuf", "x-api-key": key}
+        async with http.post(f"{url}/v1/traces", data=body, headers=headers) as r:
+            assert (r.status, r.headers["Retry-After"]) == (429, str(RETRY_AFTER_BUSY_S))
+        for _, writer in slow:
+            writer.close()
+            await writer.wait_closed()
 
 
 async def test_a_broker_stall_is_answered_503_in_time_for_the_exporter_to_retry(
