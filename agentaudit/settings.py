@@ -105,6 +105,12 @@ class Settings(SdkSettings):
         description="The sink encrypts personal content (prompts, responses, error messages, "
         "attribute values) per subject before it is chained and stored (README, Erasure).",
     )
+    subject_key_cache: int = Field(
+        default=20_000,
+        ge=1,
+        description="Subjects whose current data key a sink process keeps in memory (~3.5 KiB "
+        "each); the least recently used is dropped and read from disk again when needed.",
+    )
     subject_key_dir: Path | None = Field(
         default=None,
         description="Per-subject data keys, wrapped by the key-encryption key; default "

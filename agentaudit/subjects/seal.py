@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,15 +73,18 @@ def is_sealed(value: Any) -> bool:
 class Sealer:
     """The sink's hook: seals an accepted event's content before it is chained.
 
-    Keeps each (tenant, subject)'s current key in memory (loading or creating it costs file
-    I/O). A `subject_erased` event drops the subject's key from memory and makes the next
-    event of that subject use a NEW key: content after the erasure never lands under the
+    Keeps the current key of the `capacity` most recently used (tenant, subject)s in memory
+    (loading one costs file I/O, ~0.15 ms of CPU; creating one ~1 ms). Bounded because each
+    key holds ~3.5 KiB of OpenSSL state: one per user ever seen grew a sink by 3.5 GB per
+    million users. A `subject_erased` event drops the subject's key from memory and makes the
+    next event of that subject use a NEW key: content after the erasure never lands under the
     destroyed key (`agentaudit erase` publishes that event first and destroys the keys after).
     """
 
-    def __init__(self, keys: SubjectKeyStore) -> None:
+    def __init__(self, keys: SubjectKeyStore, capacity: int = 20_000) -> None:
         self.keys = keys
-        self._current: dict[tuple[str, str | None], DataKey] = {}
+        self.capacity = capacity
+        self._current: OrderedDict[tuple[str, str | None], DataKey] = OrderedDict()
         self._renew: set[tuple[str, str | None]] = set()
         self.sealed_events = 0
 
@@ -114,14 +118,24 @@ class Sealer:
     def _key(self, tenant: str, subject: str | None) -> DataKey:
         at = (tenant, subject)
         key = self._current.get(at)
-        if key is None:
-            if at in self._renew:
-                key = self.keys.create(tenant, subject)
-                self._renew.discard(at)
-            else:
-                key = self.keys.current(tenant, subject)
-            self._current[at] = key
+        if key is not None:
+            self._current.move_to_end(at)
+            return key
+        if at in self._renew:
+            key = self.keys.create(tenant, subject)
+            self._renew.discard(at)
+        else:
+            # A key dropped from memory is read back: any existing key of the subject seals.
+            key = self.keys.current(tenant, subject)
+        self._current[at] = key
+        if len(self._current) > self.capacity:
+            self._current.popitem(last=False)
         return key
+
+    @property
+    def keys_in_memory(self) -> int:
+        """How many subjects' keys are held in memory now (at most `capacity`)."""
+        return len(self._current)
 
     def forget(self, tenant: str, subject: str | None) -> None:
         """The subject was erased: its next content gets a new key."""
@@ -136,7 +150,7 @@ def content_sealer(settings: Settings) -> Sealer | None:
         return None
     keys = SubjectKeyStore.from_settings(settings)
     keys.check()
-    return Sealer(keys)
+    return Sealer(keys, settings.subject_key_cache)
 
 
 @dataclass

@@ -158,3 +158,33 @@ def test_the_sink_never_stores_plaintext_when_the_key_store_is_down(tmp_path: Pa
     p.seal = sealer(tmp_path)
     p.add(Source("events", 0, 1, now, b"acme"), wire(doc))
     assert p.counters.duplicates == 0 and len(p.take().events) == 1
+
+
+class CountingStore(SubjectKeyStore):
+    """A key store that counts the keys it reads from disk."""
+
+    reads: list[str | None]
+
+    def current(self, tenant: str, subject: str | None) -> Any:
+        self.reads.append(subject)
+        return super().current(tenant, subject)
+
+
+def test_keys_in_memory_are_bounded_and_a_dropped_key_is_read_back(tmp_path: Path) -> None:
+    # Each key holds ~3.5 KiB of OpenSSL state: one per user ever seen grew without bound.
+    store = CountingStore(tmp_path / "subjects", tmp_path / "kek")
+    store.reads = []
+    seal = Sealer(store, capacity=2)
+
+    def kid(user: str) -> str:
+        a = accepted(llm(user))
+        return str(orjson.loads(seal(a.document, a.canonical))["attributes"]["n"]["kid"])
+
+    first = {u: kid(u) for u in ("u-1", "u-2")}
+    assert kid("u-1") == first["u-1"]  # in memory: u-1 is now the most recently used
+    kid("u-3")  # drops u-2, the least recently used
+    assert seal.keys_in_memory == 2 and store.reads == ["u-1", "u-2", "u-3"]
+    assert kid("u-1") == first["u-1"] and store.reads == ["u-1", "u-2", "u-3"]
+    # A dropped key is read back from disk, never replaced by a new one.
+    assert kid("u-2") == first["u-2"] and store.reads[-1] == "u-2"
+    assert seal.keys_in_memory == 2
