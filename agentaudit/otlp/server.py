@@ -195,6 +195,7 @@ class Receiver:
             "refused": 0,
             "unavailable": 0,
             "read_timeouts": 0,
+            "aborted": 0,
         }
         self.app = web.Application(client_max_size=settings.otlp_max_body_bytes)
         self.app.router.add_post("/v1/traces", self._traces)
@@ -313,6 +314,12 @@ class Receiver:
                 return await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._error(413, f"body over {limit} bytes", media)
+        except ConnectionResetError:
+            # The client went away mid-body: nothing to answer, nothing taken (aiohttp logged
+            # it as an unhandled error with a traceback, and no counter said where it went).
+            self.counters["aborted"] += 1
+            log.info("OTLP client disconnected before its body arrived")
+            return web.Response(status=400)
         except TimeoutError:
             self.counters["read_timeouts"] += 1
             timeout = self.settings.otlp_read_timeout_s

@@ -112,6 +112,19 @@ async def test_a_slow_sender_holds_no_slot_and_is_cut_off_at_its_deadline(
         assert rx.counters["read_timeouts"] == 1 and rx.counters["events"] == 1
 
 
+async def test_a_client_gone_mid_body_is_counted_not_an_error(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = encode_spans(make_spans(chat(input_tokens=1))).SerializeToString()
+    async with receiver(settings, tmp_path) as (url, key, rx):
+        _, writer = await _slow_sender(url, key, body)
+        await _until(lambda: rx.counters["requests"] == 1)
+        writer.close()
+        await writer.wait_closed()
+        await _until(lambda: rx.counters.get("aborted") == 1)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 async def test_bodies_being_read_are_bounded(settings: Settings, tmp_path: Path) -> None:
     # Reads hold no slot, so their number is bounded on its own (memory): past
     # READERS_PER_SLOT x otlp_max_inflight, 429 before reading.
