@@ -60,7 +60,8 @@ def otlp(
         c = receiver.counters
         console.print(
             f"otlp stopped: {c['requests']} requests, {c['items']} spans/records, "
-            f"{c['events']} events, {c['dead_letters']} dead letters, {c['refused']} refused"
+            f"{c['events']} events, {c['dead_letters']} dead letters, {c['refused']} refused, "
+            f"{c['aborted']} aborted by the client"
         )
 
     run_until_signal(serve)
