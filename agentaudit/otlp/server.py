@@ -6,12 +6,11 @@ Answers as OTLP exporters expect (OTLP spec, "OTLP/HTTP Response"):
 | --- | --- | --- |
 | 200 + `Export*ServiceResponse` | every record acknowledged by Kafka (1) | done |
 | 400 | body does not decode | drops the batch |
-| 408 | the body took longer than `AGENTAUDIT_OTLP_READ_TIMEOUT_S` to arrive | drops |
 | 401 / 403 | no or unknown API key / revoked key | drops the batch |
+| 408 | the body took longer than `AGENTAUDIT_OTLP_READ_TIMEOUT_S` to arrive | drops |
 | 413 | body over `AGENTAUDIT_OTLP_MAX_BODY_BYTES` (also after gzip inflation) | drops |
 | 415 | neither protobuf nor JSON, or an encoding other than gzip | drops |
-| 429 + Retry-After | more than `AGENTAUDIT_OTLP_MAX_INFLIGHT` requests at once (or 4× as many
-  bodies being read) | retries |
+| 429 + Retry-After | over `AGENTAUDIT_OTLP_MAX_INFLIGHT` requests (4× that reading) | retries |
 | 503 + Retry-After | the broker did not acknowledge in `AGENTAUDIT_OTLP_SEND_TIMEOUT_S` | retries |
 
 (1) `partial_success` counts what was dead-lettered.
