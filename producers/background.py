@@ -10,8 +10,10 @@ own monotonic clock; the client's injectable clock only stamps events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from typing import Any
@@ -24,6 +26,9 @@ logger = logging.getLogger("agentaudit.producers")
 
 REPLAY_BATCHES_PER_TURN = 8
 """Spool batches replayed between two drains of the queue, so new events keep moving too."""
+STOP_RESERVE_S = 1.0
+"""At most this much of a shutdown's timeout (and at most a tenth of it) is kept for spooling
+what a broker call still held up and closing the spool: broker calls end before it."""
 
 
 class FlushMarker:
@@ -59,6 +64,7 @@ class Worker:
         self._batch: list[WireRecord] = []
         self._stop: Future[bool] | None = None
         self._stop_deadline: float | None = None
+        self._stop_cut: float | None = None  # broker calls end by then (`Outbox.cut`)
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._wakeup = asyncio.Event()
@@ -105,6 +111,11 @@ class Worker:
         with self._lock:
             if self._stop is None:
                 self._stop, self._stop_deadline = Future(), deadline
+                if deadline is not None:
+                    left = max(0.0, deadline - time.monotonic())
+                    self._stop_cut = deadline - min(STOP_RESERVE_S, left / 10)
+                    with contextlib.suppress(RuntimeError):  # loop closed: nothing to cut
+                        self._loop.call_soon_threadsafe(self.outbox.cut, self._stop_cut)
         self.wake()
         return self._stop
 
@@ -143,7 +154,8 @@ class Worker:
         await self._drain()  # an emit racing with shutdown may have queued one more record
         # time.monotonic and the loop's clock are the same clock (asyncio uses time.monotonic).
         assert self._stop is not None
-        resolve(self._stop, await outbox.close(self._stop_deadline))
+        resolve(self._stop, await outbox.finish(self._stop_cut))  # before the caller gives up
+        await outbox.close_transport(self._stop_deadline)
 
     async def _sleep(self) -> None:
         timeout = self._linger_s

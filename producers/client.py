@@ -146,6 +146,7 @@ class Client(BaseClient):
         self._queue = self._worker.queue
         self._shutdown_lock = threading.Lock()
         self._stop: concurrent.futures.Future[bool] | None = None
+        self._stop_deadline: float | None = None  # time.monotonic
         self._atexit_timeout_s = atexit_timeout_s
         if kill_switch and isinstance(transport, KafkaTransport):
             self._listen(transport, control_topic, budgets_topic, reconnect_backoff)
@@ -313,6 +314,7 @@ class Client(BaseClient):
             if self._stop is None:
                 self._closed = True
                 deadline = None if timeout is None else time.monotonic() + timeout
+                self._stop_deadline = deadline
                 self._stop = self._worker.request_stop(deadline)
                 atexit.unregister(self._atexit)
             return self._stop
@@ -324,14 +326,19 @@ class Client(BaseClient):
             ok = self._begin_shutdown(timeout).result(timeout)
         except concurrent.futures.TimeoutError:
             return False
-        self._worker.thread.join(timeout)
+        self._worker.thread.join(self._time_left())  # it closes the transport meanwhile
         return ok
 
     async def ashutdown(self, timeout: float | None = None) -> bool:
         """`shutdown` for async agents, without blocking the event loop."""
         ok = await _await(self._begin_shutdown(timeout), timeout)
-        await asyncio.to_thread(self._worker.thread.join, timeout)
+        await asyncio.to_thread(self._worker.thread.join, self._time_left())
         return ok
+
+    def _time_left(self) -> float | None:
+        """Until the first shutdown's deadline (None: no deadline)."""
+        deadline = self._stop_deadline
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def _atexit(self) -> None:
         self.shutdown(self._atexit_timeout_s)

@@ -9,8 +9,10 @@ directly. Reconnects follow capped exponential backoff. Runs on the worker's eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
+from collections.abc import AsyncIterator
 from concurrent.futures import Future, InvalidStateError
 
 from agentaudit_sdk.backoff import Backoff
@@ -61,6 +63,8 @@ class Outbox:
         self._connect_timeout_s = connect_timeout_s
         self.connected = False
         self.next_attempt = 0.0  # loop time of the next reconnect attempt
+        self.cut_at: float | None = None  # loop time by which every broker call ends (stop)
+        self._call: asyncio.Timeout | None = None  # the broker call in progress
         # Records ever appended to / acknowledged from the spool (a previous process's
         # leftovers count as appended): a delivered-flush waits until acked reaches its mark.
         self._appended = len(spool)
@@ -80,12 +84,38 @@ class Outbox:
         if callable(after_fork):
             after_fork()
 
+    def cut(self, at: float) -> None:
+        """From now on every broker call ends by `at` (loop time), the one in progress too:
+        a shutdown's deadline less a reserve, so what a hung broker holds up is spooled
+        before the deadline instead of waiting in memory for a connect or send to time out."""
+        self.cut_at = at
+        call = self._call
+        when = None if call is None else call.when()
+        if call is not None and (when is None or when > at):
+            call.reschedule(at)
+
+    @contextlib.asynccontextmanager
+    async def _bounded(self, limit_s: float) -> AsyncIterator[None]:
+        """A broker call: at most `limit_s`, and never past the cut."""
+        when = asyncio.get_running_loop().time() + limit_s
+        async with asyncio.timeout_at(
+            when if self.cut_at is None else min(when, self.cut_at)
+        ) as call:
+            self._call = call
+            try:
+                yield
+            finally:
+                self._call = None
+
     async def connect_if_due(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.connected or loop.time() < self.next_attempt:
+        now = loop.time()
+        if self.connected or now < self.next_attempt:
             return
+        if self.cut_at is not None and now >= self.cut_at:
+            return  # shutting down, out of time: what is left goes to the spool
         try:
-            async with asyncio.timeout(self._connect_timeout_s):
+            async with self._bounded(self._connect_timeout_s):
                 await self.transport.start()
         except (Exception, asyncio.CancelledError) as exc:
             if not isinstance(exc, Exception) and not stray_cancel(exc):
@@ -125,7 +155,7 @@ class Outbox:
         """Send `batch`; how many records were delivered (and counted as sent), or None if
         it must be spooled (or stay there). Records refused for good are counted as dropped."""
         try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
+            async with self._bounded(SEND_TIMEOUT_S):
                 await self.transport.send_batch(batch)
         except RecordsRefused as exc:
             self._refused(exc)
@@ -175,10 +205,9 @@ class Outbox:
                     self._awaiting.append((mark, future))
         return sent > 0
 
-    async def close(self, deadline: float | None) -> bool:
-        """Last reconnect/replay before `deadline` (loop time), then close transport and
-        spool. True if nothing is lost: all delivered, or left in a durable spool."""
-        loop = asyncio.get_running_loop()
+    async def finish(self, deadline: float | None) -> bool:
+        """Last reconnect/replay before `deadline` (loop time), then account for what is left
+        and close the spool. True if nothing is lost: all delivered, or in a durable spool."""
         try:
             async with asyncio.timeout_at(deadline):
                 await self.connect_if_due()
@@ -194,11 +223,15 @@ class Outbox:
             logger.error("agentaudit: %d events lost at shutdown (broker unreachable)", leftovers)
         elif leftovers:
             logger.warning("agentaudit: %d events left in the spool for the next start", leftovers)
-        remaining = 5.0 if deadline is None else deadline - loop.time()
-        try:
-            async with asyncio.timeout(max(remaining, 1.0)):
-                await self.transport.close()
-        except Exception as exc:  # noqa: BLE001 - shutdown goes on: the spool must still close
-            logger.warning("agentaudit: transport close failed: %r", exc)
         self.spool.close()
         return leftovers == 0 or self.spool.durable
+
+    async def close_transport(self, deadline: float | None) -> None:
+        """Close the transport in what is left before `deadline` (loop time; 5 s without)."""
+        loop = asyncio.get_running_loop()
+        remaining = 5.0 if deadline is None else max(0.0, deadline - loop.time())
+        try:
+            async with asyncio.timeout(remaining):
+                await self.transport.close()
+        except Exception as exc:  # noqa: BLE001 - nothing is waiting on it any more
+            logger.warning("agentaudit: transport close failed: %r", exc)

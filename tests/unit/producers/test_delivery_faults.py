@@ -5,9 +5,14 @@ delivered or counted, and the background thread never dies of a transport's fail
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+from pathlib import Path
 from typing import Any
 
 from agentaudit_sdk import Client, InMemoryTransport
+from agentaudit_sdk.kafka import KafkaTransport
+from agentaudit_sdk.spool import Spool
 from agentaudit_sdk.transport import RecordsRefused, TransportUnavailable
 
 
@@ -92,3 +97,59 @@ def test_events_lost_at_shutdown_are_no_longer_counted_as_waiting(make_client: A
     assert client.shutdown(0.5) is False
     stats = client.stats
     assert (stats.dropped_at_shutdown, stats.spool_depth, stats.enqueued) == (3, 0, 3)
+
+
+class HangingTransport(InMemoryTransport):
+    """Connects, then never answers a send (a broker that accepts and stalls)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+
+    async def send_batch(self, records: list[tuple[bytes, bytes]]) -> None:
+        self.entered.set()
+        await asyncio.Event().wait()
+
+
+def spooled_after(directory: Path) -> int:
+    spool = Spool(directory)
+    try:
+        return len(spool)
+    finally:
+        spool.close()
+
+
+def test_shutdown_with_a_timeout_spools_what_a_hanging_send_holds(
+    make_client: Any, tmp_path: Path
+) -> None:
+    """Before, the stop waited for the send to time out (20 s by default) while the events
+    sat in memory: `shutdown(1.5)` returned False and, once the process exited, they were gone
+    without a count or a log line. Now the send is cut before the deadline and they are
+    spooled: nothing is lost, and shutdown says so."""
+    transport = HangingTransport()
+    client: Client = make_client(transport, spool=Spool(tmp_path / "spool"), batch_size=10)
+    client.error("c", "E", message="first")
+    assert transport.entered.wait(10)
+    for i in range(30):
+        client.error("c", "E", message=f"m{i}")
+    assert client.shutdown(1.5), client.stats
+    stats = client.stats
+    assert (stats.spooled, stats.spool_depth, stats.queue_depth, stats.sent) == (31, 31, 0, 0)
+    assert spooled_after(tmp_path / "spool") == 31
+
+
+def test_shutdown_with_a_timeout_spools_while_a_connect_hangs(
+    make_client: Any, tmp_path: Path
+) -> None:
+    """The same for a connect that gets no answer (the real Kafka transport against a
+    listener that accepts and never replies): before, the events waited behind the connect
+    timeout (10 s) and were lost at exit."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        transport = KafkaTransport(f"127.0.0.1:{silent.getsockname()[1]}", "events")
+        client: Client = make_client(transport, spool=Spool(tmp_path / "spool"), kill_switch=False)
+        for i in range(30):
+            client.error("c", "E", message=f"m{i}")
+        assert client.shutdown(1.5), client.stats
+    assert client.stats.spool_depth == 30 and spooled_after(tmp_path / "spool") == 30
