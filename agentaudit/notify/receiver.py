@@ -47,6 +47,7 @@ from agentaudit.sink.deadletter import LAND
 from agentaudit.sink.dedup import RecentIds
 from agentaudit_schemas.records import Alert
 from agentaudit_sdk.clock import UtcNow, utc_now
+from agentaudit_sdk.compacted import FETCH_MAX_WAIT_MS
 
 log = logging.getLogger("agentaudit.notify")
 
@@ -168,6 +169,9 @@ class ReceiverLoop:
             "group_id": self.group_id,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
+            # A page waits for no long poll: a broker that does not answer a fetch early when
+            # records arrive (the local one) would hold an alert for aiokafka's 500 ms.
+            "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
             **self.consumer_options,
         }
         clients = kafka_clients(
