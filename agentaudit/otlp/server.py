@@ -34,6 +34,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -172,7 +173,8 @@ def _prepare(
     media: str,
     limit: int,
 ) -> ingest.Outcome:
-    """Inflate, decode and map one body: pure and CPU-bound, run off the event loop."""
+    """Inflate (at most `limit` bytes), decode and map one body: pure and CPU-bound; a large
+    body is run off the event loop (`Receiver._outcome`)."""
     return mapping(tenant, parse(decode.inflate(body, encoding, limit), media))
 
 
@@ -252,8 +254,9 @@ class Receiver:
         self._inflight += 1
         try:
             try:
+                encoding = request.headers.get("Content-Encoding")
                 out = await self._outcome(
-                    parse, mapping, tenant, body, request.headers.get("Content-Encoding"), media
+                    partial(_prepare, parse, mapping, tenant, body, encoding, media)
                 )
             except decode.TooLarge as exc:
                 return self._error(413, str(exc), media)
@@ -278,28 +281,18 @@ class Receiver:
             log.warning("OTLP export for %s: %s", tenant, out.message())
         return web.Response(status=200, body=decode.encode(respond(out), media), content_type=media)
 
-    async def _outcome(
-        self,
-        parse: Callable[[bytes, str], Any],
-        mapping: Callable[..., ingest.Outcome],
-        tenant: str,
-        body: bytes,
-        encoding: str | None,
-        media: str,
-    ) -> ingest.Outcome:
-        """The request's records: a small body on the loop, a larger one on the pool (its
-        inflation is tried inline only up to `INLINE_BYTES`, so a gzip bomb costs no more)."""
+    async def _outcome(self, prepare: Callable[[int], ingest.Outcome]) -> ingest.Outcome:
+        """The request's records (`prepare(limit)`: `_prepare` of its body): a small body on
+        the loop, a larger one on the pool (its inflation is tried inline only up to
+        `INLINE_BYTES`, so a gzip bomb costs no more)."""
         limit = self.settings.otlp_max_body_bytes
         inline = min(limit, INLINE_BYTES)
         try:
-            plain = decode.inflate(body, encoding, inline)
+            return prepare(inline)
         except decode.TooLarge:
             if inline == limit:
                 raise
-            return await asyncio.get_running_loop().run_in_executor(
-                self._pool, _prepare, parse, mapping, tenant, body, encoding, media, limit
-            )
-        return mapping(tenant, parse(plain, media))
+        return await asyncio.get_running_loop().run_in_executor(self._pool, prepare, limit)
 
     async def _read(self, request: web.Request, media: str) -> bytes | web.Response:
         """The request's body, or the error response: 413 over the limit, 429 when too many
