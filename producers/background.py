@@ -70,6 +70,7 @@ class Worker:
         self._wakeup = asyncio.Event()
         self._warn_invalid = WarnLimiter(logger)
         self.thread = threading.Thread(target=self._run, name="agentaudit-producer", daemon=True)
+        outbox.wake = lambda: self._wakeup.set()  # on the loop: a connect attempt ended
 
     def restart_in_child(self) -> None:
         """In a forked child: a new loop and thread (fork copies only the forking thread),
@@ -139,7 +140,7 @@ class Worker:
         while True:
             try:
                 self.wake_pending = False
-                await outbox.connect_if_due()
+                await outbox.connect_if_due(self._linger_s)  # a quick connect before sending
                 await self._drain()
                 progressed = await outbox.replay(REPLAY_BATCHES_PER_TURN)
                 if self._stop is not None and not self.queue:
@@ -159,7 +160,7 @@ class Worker:
 
     async def _sleep(self) -> None:
         timeout = self._linger_s
-        if not self.outbox.connected:
+        if not self.outbox.connected and not self.outbox.connecting:
             timeout = min(timeout, max(0.0, self.outbox.next_attempt - self._loop.time()))
         try:
             async with asyncio.timeout(timeout):

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, InvalidStateError
 
 from agentaudit_sdk.backoff import Backoff
@@ -65,6 +65,8 @@ class Outbox:
         self.next_attempt = 0.0  # loop time of the next reconnect attempt
         self.cut_at: float | None = None  # loop time by which every broker call ends (stop)
         self._call: asyncio.Timeout | None = None  # the broker call in progress
+        self._connecting: asyncio.Task[None] | None = None
+        self.wake: Callable[[], None] = lambda: None  # the worker's: a connect attempt ended
         # Records ever appended to / acknowledged from the spool (a previous process's
         # leftovers count as appended): a delivered-flush waits until acked reaches its mark.
         self._appended = len(spool)
@@ -79,6 +81,7 @@ class Outbox:
         attempt builds the child's own producer), no flush waiting (they were the parent's)."""
         self.spool = spool
         self.connected, self.next_attempt = False, 0.0
+        self._call, self._connecting = None, None  # the parent's loop's
         self._appended, self._acked, self._awaiting = len(spool), 0, []
         after_fork = getattr(self.transport, "after_fork_in_child", None)
         if callable(after_fork):
@@ -107,13 +110,27 @@ class Outbox:
             finally:
                 self._call = None
 
-    async def connect_if_due(self) -> None:
+    @property
+    def connecting(self) -> bool:
+        """A (re)connect attempt is in progress."""
+        return self._connecting is not None
+
+    async def connect_if_due(self, wait_s: float | None) -> None:
+        """Start a (re)connect attempt if one is due, and give the attempt in progress up to
+        `wait_s` (None: until it ends). The attempt runs on in the background after that:
+        batches go to the spool meanwhile instead of waiting in memory for an answer that a
+        hung broker gives only at the connect timeout."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if self.connected or now < self.next_attempt:
-            return
-        if self.cut_at is not None and now >= self.cut_at:
-            return  # shutting down, out of time: what is left goes to the spool
+        if self._connecting is None and not self.connected and now >= self.next_attempt:
+            if self.cut_at is not None and now >= self.cut_at:
+                return  # shutting down, out of time: what is left goes to the spool
+            self._connecting = loop.create_task(self._connect())
+        if self._connecting is not None:
+            # wait() does not cancel the attempt on timeout; a cancelled caller does
+            await asyncio.wait([self._connecting], timeout=wait_s)
+
+    async def _connect(self) -> None:
         try:
             async with self._bounded(self._connect_timeout_s):
                 await self.transport.start()
@@ -121,9 +138,12 @@ class Outbox:
             if not isinstance(exc, Exception) and not stray_cancel(exc):
                 raise
             self._failed("broker unavailable", exc)  # whatever the reason: unusable now
-            return
-        self.connected = True
-        self._backoff.reset()
+        else:
+            self.connected = True
+            self._backoff.reset()
+        finally:
+            self._connecting = None
+            self.wake()
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.connected = False
@@ -210,7 +230,7 @@ class Outbox:
         and close the spool. True if nothing is lost: all delivered, or in a durable spool."""
         try:
             async with asyncio.timeout_at(deadline):
-                await self.connect_if_due()
+                await self.connect_if_due(None)
                 await self.replay(None)
         except TimeoutError:
             pass
@@ -232,6 +252,9 @@ class Outbox:
         remaining = 5.0 if deadline is None else max(0.0, deadline - loop.time())
         try:
             async with asyncio.timeout(remaining):
+                if self._connecting is not None:  # one transport call at a time
+                    self._connecting.cancel()
+                    await asyncio.wait([self._connecting])
                 await self.transport.close()
         except Exception as exc:  # noqa: BLE001 - nothing is waiting on it any more
             logger.warning("agentaudit: transport close failed: %r", exc)

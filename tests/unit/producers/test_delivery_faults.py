@@ -153,3 +153,25 @@ def test_shutdown_with_a_timeout_spools_while_a_connect_hangs(
             client.error("c", "E", message=f"m{i}")
         assert client.shutdown(1.5), client.stats
     assert client.stats.spool_depth == 30 and spooled_after(tmp_path / "spool") == 30
+
+
+class SilentStart(InMemoryTransport):
+    """A broker that accepts the connection and never answers: start() never returns."""
+
+    async def start(self) -> None:
+        self.start_calls += 1
+        await asyncio.Event().wait()
+
+
+def test_a_hanging_connect_does_not_hold_events_in_memory(make_client: Any, tmp_path: Path) -> None:
+    """Before, the worker waited for the connect attempt (up to `connect_timeout_s`, 30 s by
+    default, on every retry) before it drained the queue: events sat in memory, where a
+    crash loses them, and `flush` could not return. Now they go to the spool meanwhile."""
+    transport = SilentStart()
+    client: Client = make_client(transport, spool=Spool(tmp_path / "spool"))
+    for i in range(30):
+        client.error("c", "E", message=f"m{i}")
+    assert client.flush(5), client.stats
+    stats = client.stats
+    assert (stats.spool_depth, stats.queue_depth, transport.start_calls) == (30, 0, 1)
+    assert client.shutdown(1)  # the attempt still hangs: cut, the spool keeps the events
