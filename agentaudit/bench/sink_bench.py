@@ -10,6 +10,7 @@ process's per-event stages (`agentaudit.bench.sink_stages`), and the sink at a l
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,10 +82,23 @@ def measure_sink_section(
         )
     with console.status("sink process stages per event…"):
         sink_stages = measure_sink_stages(stage_rows, 3)
+    with console.status("waiting for the store's merges of the runs above to end…"):
+        # Their merges would be counted as the low-rate run's CPU (the same process).
+        settle_merges(store)
     with console.status(f"sink at {low_rate:.0f} events/s for {low_rate_seconds:.0f}s…"):
         e2e = asyncio.run(measure_end_to_end(run_settings, store, low_rate, low_rate_seconds))
     section = SinkSection(runs, bare, store_stages, sink_stages, e2e, low_rate)
     return section, run_settings
+
+
+def settle_merges(store: ClickHouseStore, timeout_s: float = 120.0) -> bool:
+    """Wait until the store runs no merge (or `timeout_s` passed); whether it settled."""
+    deadline = time.monotonic() + timeout_s
+    while store.query("SELECT count() FROM system.merges").result_rows[0][0]:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)  # polling the engine's own list of running merges
+    return True
 
 
 def _us(value: float) -> str:

@@ -210,7 +210,7 @@ def bench(
     e2e_rate: Annotated[
         float, typer.Option(help="Events/s for the end-to-end latency run.")
     ] = 2000.0,
-    e2e_seconds: Annotated[float, typer.Option(help="Length of the end-to-end run.")] = 10.0,
+    e2e_seconds: Annotated[float, typer.Option(help="Length of the end-to-end run.")] = 30.0,
     sink_processes: Annotated[
         int,
         typer.Option(min=1, help="Sink processes for the multi-process sink run (default: cores)."),
@@ -226,7 +226,7 @@ def bench(
     ] = "full",
     only: Annotated[
         str,
-        typer.Option(help="all, or sink: the SDK's produce and the sink's figures only (~2 min)."),
+        typer.Option(help="all, or sink: the SDK's produce and the sink's figures only (~4 min)."),
     ] = "all",
 ) -> None:
     """Measure SDK, broker, sink, stream-job and end-to-end figures side by side in one run."""
