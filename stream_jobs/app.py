@@ -347,7 +347,12 @@ class StreamJobsApp:
 
         async def on_record(_topic: str, key: bytes | None, value: bytes | None) -> None:
             async with self._lock:  # state changes; written at the next commit
-                await self._publish(apply(key, value))
+                try:
+                    records = apply(key, value)
+                except Exception:  # a poison record: re-read on every start, so never fatal
+                    log.exception("%s: skipping a record the jobs could not apply %r", topic, key)
+                    return
+                await self._publish(records)
 
         reader = CompactedReader(
             self.settings.kafka_bootstrap,
@@ -371,7 +376,12 @@ class StreamJobsApp:
     def _apply_budget(self, key: bytes | None, value: bytes | None) -> list[Record]:
         now = self.clock()
         if not value:
-            return self.jobs.remove_budget((key or b"").decode(), now) if key else []
+            try:
+                name = (key or b"").decode()
+            except UnicodeDecodeError:  # no budget has this name: nothing to remove
+                log.warning("skipping a budget tombstone with an unreadable key %r", key)
+                return []
+            return self.jobs.remove_budget(name, now) if name else []
         try:
             budget = Budget.model_validate_json(value)
         except (ValidationError, orjson.JSONDecodeError) as exc:

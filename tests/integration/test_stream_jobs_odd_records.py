@@ -1,0 +1,45 @@
+"""Odd records on the compacted budgets and pins topics (a tombstone whose key is not UTF-8,
+garbage, an unknown version): each is skipped with a warning and the follower goes on to the
+records after it. Before, a tombstone with an undecodable key raised out of the follower task:
+the worker crashed, and re-read the same record on every restart (a crash loop)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentaudit.broker import ensure_topics
+from agentaudit.settings import Settings
+from agentaudit_schemas.budgets import Budget
+from stream_jobs.app import StreamJobsApp
+from stream_jobs.runtime import running
+from tests.helpers_wait import poll_until
+from tests.integration.helpers import produce_raw
+
+pytestmark = pytest.mark.integration
+
+
+async def test_odd_budget_records_are_skipped_and_the_next_budget_still_applies(
+    settings: Settings,
+) -> None:
+    await ensure_topics(settings)
+    valid = Budget(name="after-odd", scope="tenant", tenant_id="acme", window="day", limit_usd=5)
+    odd: list[tuple[bytes | None, bytes | None]] = [
+        (b"\xff\xfe", None),  # a tombstone whose key is not UTF-8
+        (b"garbage", b"\x00\xff not json"),
+        (b"future", b'{"v": 2, "name": "future", "limits": {}}'),  # an unknown version
+        (b"null", b"null"),
+    ]
+    await produce_raw(
+        settings,
+        [*odd, (valid.name.encode(), valid.model_dump_json().encode())],
+        topic=settings.budgets_topic,
+    )
+    jobs = StreamJobsApp(settings, app_id=f"jobs-{settings.consumer_group}")
+    async with running(jobs.app, timeout=60):
+        await poll_until(jobs.budgets_seen.is_set, 30, "the budgets topic read to its end")
+        await poll_until(
+            lambda: [b.name for b in jobs.jobs.spend.evaluator.budgets()] == ["after-odd"],
+            10,
+            "the budget after the odd records applied",
+        )
+        assert not jobs.app.crashed, jobs.app.crash_reason
