@@ -35,3 +35,15 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_dirs(path: Path, mode: int = 0o700) -> None:
+    """`mkdir -p path`, each directory it creates made durable in its parent: a file fsynced
+    in a new directory is lost with that directory if the directory's own entry is not."""
+    missing: list[Path] = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for made in reversed(missing):
+        made.mkdir(mode=mode, exist_ok=True)  # exist_ok: another process may make it first
+        fsync_dir(made.parent)

@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agentaudit.errors import UserError
-from agentaudit.files import fsync_dir, write_atomic
+from agentaudit.files import fsync_dir, make_dirs, write_atomic
 from agentaudit.settings import Settings
 
 KEY_BYTES = 32
@@ -108,7 +108,7 @@ class SubjectKeyStore:
                 "wrapped subject keys: restore it from its backup (a new one would make every "
                 "subject's content unreadable); nothing was stored"
             )
-        self.kek_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_dirs(self.kek_path.parent)
         tmp = self.kek_path.with_name(f".{self.kek_path.name}.{secrets.token_hex(4)}.new")
         write_atomic(tmp, secrets.token_bytes(KEY_BYTES))
         try:
@@ -181,7 +181,9 @@ class SubjectKeyStore:
         wrapped = nonce + kek.encrypt(nonce, dek, self._aad(tenant, subject, kid))
         where = self._dir(tenant, subject)
         try:
-            where.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # A key must survive a power loss once content is sealed with it: the new
+            # directories' entries are made durable too, not only the key file.
+            make_dirs(where)
             write_atomic(where / f"{kid}.key", wrapped)
         except OSError as exc:
             raise self._down(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agentaudit import files
 from agentaudit.subjects.keystore import KeyStoreUnavailable, SubjectKeyStore, subject_dir
 
 
@@ -124,3 +125,27 @@ def test_erase_publishes_first_and_destroys_after_never_before(tmp_path: Path) -
     (event,) = sent
     assert event["type"] == "subject_erased" and event["user_id"] == "dpo"
     assert event["payload"] == {"subject": "u-1", "reason": "request 7", "key_ids": [kid]}
+
+
+def test_a_new_subjects_directories_are_durable_before_its_key_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A key file fsynced in a directory whose own entry is not durable is lost with it at a
+    # power loss, and with it the content already sealed under the key.
+    synced: list[Path] = []
+    real = files.fsync_dir
+
+    def recording(path: Path) -> None:
+        synced.append(path)
+        real(path)
+
+    monkeypatch.setattr(files, "fsync_dir", recording)
+    keys = store(tmp_path)
+    keys.create("acme", "u-1")  # a new tenant and subject: three new directories
+    subjects = tmp_path / "subjects"
+    where = subjects / "acme" / subject_dir("u-1")
+    assert {tmp_path, subjects, subjects / "acme", where} <= set(synced)
+    synced.clear()
+    keys.create("acme", "u-2")  # a new subject of a known tenant
+    assert {subjects / "acme", subjects / "acme" / subject_dir("u-2")} <= set(synced)
+    assert subjects not in synced  # nothing new there
