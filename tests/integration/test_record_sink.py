@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from agentaudit.broker import ensure_topics
+from agentaudit.otlp.ingest import traces as otlp_traces
 from agentaudit.settings import Settings
 from agentaudit.sink.deadletter import LAND
 from agentaudit.sink.pipeline_records.rows import RECORD_TABLES
@@ -315,5 +317,56 @@ async def test_dead_letters_only_the_dlq_topic_holds_land_once_and_the_sinks_own
             await send(b'{"item": "span-2"}', otlp)
             await records_until(settings, store, landed(1))
             assert [r[3] for r in rows(store)] == ['{"item": "span-1"}', '{"item": "span-2"}']
+    finally:
+        await producer.stop()
+
+
+async def test_an_otlp_retry_writes_its_dead_letters_again_and_each_is_stored_once(
+    settings: Settings,
+) -> None:
+    """The OTLP receiver answers 503 when the broker stalls after a request's dead letters were
+    sent; the exporter retries and the same dead letters reach the DLQ topic again. Each lands
+    once, the copies are counted, and a copy arriving after a restart is still recognised (the
+    identities are read back from the store)."""
+    await ensure_topics(settings)
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for i in range(3):
+        spans.add(name=f"not-genai-{i}", trace_id=bytes(16), span_id=bytes([i + 1] * 8))
+    outcome = otlp_traces("acme", request)
+    assert len(outcome.dead_letters) == 3
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+
+    async def export() -> None:  # what the receiver does with one request's dead letters
+        for key, value, headers in outcome.dead_letters:
+            await producer.send_and_wait(settings.dlq_topic, value, key=key, headers=headers)
+
+    def seen(n: int) -> Callable[[RecordSink], bool]:
+        def done(sink: RecordSink) -> bool:
+            counters = sink.processor.counters
+            return counters.landed + counters.landed_copies >= n
+
+        return done
+
+    def stored(store: Store) -> tuple[int, int]:
+        return store.query(
+            "SELECT count(), uniqExact(original) FROM agentaudit.dead_letters "
+            "WHERE source_topic = {t:String}",
+            {"t": settings.dlq_topic},
+        ).result_rows[0]
+
+    try:
+        await export()
+        await export()
+        with open_store(settings, own=True) as store:
+            migrate(store)
+            sink = await records_until(settings, store, seen(6))
+            assert (sink.processor.counters.landed, sink.processor.counters.landed_copies) == (3, 3)
+            assert stored(store) == (3, 3)
+            await export()  # a third attempt, after a restart
+            sink = await records_until(settings, store, seen(3))
+            assert (sink.processor.counters.landed, sink.processor.counters.landed_copies) == (0, 3)
+            assert stored(store) == (3, 3)
     finally:
         await producer.stop()

@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentaudit.sink.logguard import Anchor
-from agentaudit.sink.pipeline_records.routing import DEAD_LETTERS_TABLE, TopicPartitionKey
+from agentaudit.sink.pipeline_records.routing import (
+    DEAD_LETTER_KIND,
+    DEAD_LETTERS_TABLE,
+    TopicPartitionKey,
+)
 from agentaudit.sink.pipeline_records.rows import OFFSETS_TABLE, RECORD_TABLES
 from agentaudit.sink.recovery import ANCHOR_PREFIX_BYTES
 from agentaudit.store.protocol import Store
@@ -70,12 +74,23 @@ def _positions_sql() -> str:
 
 def _recent_sql() -> str:
     # Every partition, not only the assigned ones: a re-published record may be keyed to
-    # another partition than its first copy.
+    # another partition than its first copy. Landed dead letters by their identity (a writer's
+    # retry is another message, maybe on another partition of the DLQ topic).
+    sources = [(t.record, t.table, t.id_column, "ingested_at", "1") for t in RECORD_TABLES.values()]
+    sources.append(
+        (
+            DEAD_LETTER_KIND,
+            DEAD_LETTERS_TABLE,
+            "dead_letter_id",
+            "received_at",
+            "dead_letter_id != ''",
+        )
+    )
     return "\nUNION ALL\n".join(
-        f"SELECT '{t.record}' AS kind, id FROM (SELECT {t.id_column} AS id, ingested_at, "
-        f"kafka_offset FROM {t.table} ORDER BY ingested_at DESC, kafka_offset DESC "
-        f"LIMIT {{n:UInt64}}) ORDER BY ingested_at, kafka_offset"
-        for t in RECORD_TABLES.values()
+        f"SELECT '{kind}' AS kind, id FROM (SELECT {column} AS id, {at} AS at, kafka_offset "
+        f"FROM {table} WHERE {where} ORDER BY at DESC, kafka_offset DESC "
+        f"LIMIT {{n:UInt64}}) ORDER BY at, kafka_offset"
+        for kind, table, column, at, where in sources
     )
 
 
@@ -109,7 +124,7 @@ def recover_records(store: Store, topics: list[str], recent_limit: int) -> Recor
         # Ties (a record table and dead_letters at one offset cannot happen) keep the first.
         if held is None or int(offset) > held.offset:
             anchors[key] = _anchor(str(label), int(offset), str(record_id), int(ts_ms), prefix)
-    recent: dict[str, list[str]] = {kind: [] for kind in RECORD_TABLES}
+    recent: dict[str, list[str]] = {kind: [] for kind in (*RECORD_TABLES, DEAD_LETTER_KIND)}
     if recent_limit > 0:
         for kind, record_id in store.query(_recent_sql(), {"n": recent_limit}).result_rows:
             recent[str(kind)].append(str(record_id))

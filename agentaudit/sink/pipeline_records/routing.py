@@ -34,12 +34,18 @@ from agentaudit.sink.deadletter import LAND, keep
 from agentaudit.sink.decode import Reason, Rejected
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.pipeline_records.decode import Parsed, Tombstone, decode_record, hints
+from agentaudit.sink.pipeline_records.identity import dead_letter_id
 from agentaudit.sink.pipeline_records.rows import RECORD_TABLES, Record
 from agentaudit.sink.processor import DlqRecord
-from agentaudit.sink.rows import Source, dead_letter_row
+from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, Source, dead_letter_row
 from agentaudit_sdk.clock import UtcNow, utc_now
 
 DEAD_LETTERS_TABLE = "agentaudit.dead_letters"
+DEAD_LETTER_KIND = "dead_letter"
+"""The recent-ids window of landed dead letters (by `identity.dead_letter_id`)."""
+RECORD_DEAD_LETTER_COLUMNS: tuple[str, ...] = (*DEAD_LETTER_COLUMNS, "dead_letter_id")
+"""The record sink's `dead_letters` rows: the event sink's columns and the landed identity
+(migration 0022; '' for the record sink's own dead letters)."""
 TopicPartitionKey = tuple[str, int]
 
 
@@ -91,6 +97,9 @@ class RecordCounters:
     """Dead letters the DLQ topic refused even cut down (their table rows are stored)."""
     landed: int = 0
     """Dead letters of the DLQ topic stored in `dead_letters` (those carrying `LAND`)."""
+    landed_copies: int = 0
+    """`LAND` dead letters dropped as copies of one already landed (a writer's retry: same
+    `identity.dead_letter_id`, another offset)."""
     not_landed: int = 0
     """DLQ messages without `LAND`: a sink's own dead letters, whose row that sink stored."""
     landed_before: int = 0
@@ -119,7 +128,9 @@ class RecordProcessor:
         self.dlq_topic = dlq_topic
         """The dead-letter topic, when this sink also lands its `LAND` dead letters."""
         self.dedup_capacity = dedup_capacity
-        self.recent = {kind: RecentIds(dedup_capacity) for kind in RECORD_TABLES}
+        self.recent = {
+            kind: RecentIds(dedup_capacity) for kind in (*RECORD_TABLES, DEAD_LETTER_KIND)
+        }
         self.watermarks: dict[str, dict[TopicPartitionKey, int]] = {}
         self.progress: dict[TopicPartitionKey, int] = {}
         self.epochs: dict[TopicPartitionKey, int] = {}
@@ -229,6 +240,10 @@ class RecordProcessor:
         if self._held(DEAD_LETTERS_TABLE, source):
             self.counters.landed_before += 1
             return
+        identity = dead_letter_id(source.key, value, found)
+        if not self.recent[DEAD_LETTER_KIND].add(identity):
+            self.counters.landed_copies += 1
+            return
 
         def text(name: str) -> str:
             return found.get(name, b"").decode("utf-8", "replace")
@@ -249,12 +264,14 @@ class RecordProcessor:
                 tenant,
                 text("event_id"),
             ),
+            identity,
         )
         self.counters.landed += 1
 
-    def _dead_letter_row(self, source: Source, row: tuple[Any, ...]) -> None:
-        """A `dead_letters` row into the batch, and the table's watermark for its partition."""
-        self.batch.dead_letters.append(row)
+    def _dead_letter_row(self, source: Source, row: tuple[Any, ...], identity: str = "") -> None:
+        """A `dead_letters` row (`RECORD_DEAD_LETTER_COLUMNS`) into the batch, and the table's
+        watermark for its partition."""
+        self.batch.dead_letters.append((*row, identity))
         self.batch.high.setdefault(DEAD_LETTERS_TABLE, {})[(source.topic, source.partition)] = (
             source.offset
         )

@@ -23,12 +23,13 @@ from agentaudit.sink.base import Fault, PartitionSink, Start, no_fault, run_sink
 from agentaudit.sink.pipeline_records.recovery import RecordRecovery, recover_records
 from agentaudit.sink.pipeline_records.routing import (
     DEAD_LETTERS_TABLE,
+    RECORD_DEAD_LETTER_COLUMNS,
     RecordBatch,
     RecordProcessor,
 )
 from agentaudit.sink.pipeline_records.rows import OFFSETS_COLUMNS, OFFSETS_TABLE, RECORD_TABLES
 from agentaudit.sink.processor import DlqRecord
-from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, Source
+from agentaudit.sink.rows import Source
 from agentaudit.store.protocol import Store
 
 log = logging.getLogger("agentaudit.sink.pipeline_records")
@@ -106,7 +107,7 @@ class RecordSink(PartitionSink[RecordBatch]):
         if batch.dead_letters:
             await self._insert(
                 DEAD_LETTERS_TABLE,
-                DEAD_LETTER_COLUMNS,
+                RECORD_DEAD_LETTER_COLUMNS,
                 batch.dead_letters,
                 batch.dedup_token(DEAD_LETTERS_TABLE),
             )

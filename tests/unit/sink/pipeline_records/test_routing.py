@@ -11,12 +11,14 @@ import pytest
 from agentaudit.sink.deadletter import LAND
 from agentaudit.sink.pipeline_records.decode import MAX_RECORD_BYTES
 from agentaudit.sink.pipeline_records.routing import (
+    DEAD_LETTER_KIND,
     DEAD_LETTERS_TABLE,
+    RECORD_DEAD_LETTER_COLUMNS,
     RecordBatch,
     RecordProcessor,
 )
 from agentaudit.sink.pipeline_records.rows import ALERTS, DRIFT_SCORES, RECORD_TABLES
-from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, Source
+from agentaudit.sink.rows import Source
 from tests.unit.sink.pipeline_records.factories import alert, control, drift, transition, wire
 
 FIXED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -87,7 +89,7 @@ def test_junk_is_dead_lettered_with_a_reason_code(value: bytes, reason: str) -> 
     p.add(src(7, key=b"tenant=acme/agent=bot"), value)
     batch = p.take()
     assert not batch.rows and len(batch.dead_letters) == 1
-    row = dict(zip(DEAD_LETTER_COLUMNS, batch.dead_letters[0], strict=True))
+    row = dict(zip(RECORD_DEAD_LETTER_COLUMNS, batch.dead_letters[0], strict=True))
     assert (row["reason"], row["original"], row["kafka_offset"], row["source_topic"]) == (
         reason,
         value,
@@ -103,7 +105,7 @@ def test_dead_letter_names_the_record_id_it_carried() -> None:
     doc = {**orjson.loads(wire(alert())), "severity": "apocalyptic"}
     p = processor()
     p.add(src(0), orjson.dumps(doc))
-    row = dict(zip(DEAD_LETTER_COLUMNS, p.take().dead_letters[0], strict=True))
+    row = dict(zip(RECORD_DEAD_LETTER_COLUMNS, p.take().dead_letters[0], strict=True))
     assert row["event_id"] == doc["alert_id"] and row["tenant_id"] == "acme"
 
 
@@ -225,7 +227,7 @@ def test_an_oversized_dead_letter_keeps_a_prefix_its_size_and_hash() -> None:
     big = b'{"record": "alert", "pad": "' + b"x" * (2 * MAX_RECORD_BYTES) + b'"}'
     p.add(src(0), big)
     batch = p.take()
-    row = dict(zip(DEAD_LETTER_COLUMNS, batch.dead_letters[0], strict=True))
+    row = dict(zip(RECORD_DEAD_LETTER_COLUMNS, batch.dead_letters[0], strict=True))
     headers = dict(batch.dlq[0].headers)
     assert len(row["original"]) == len(batch.dlq[0].value) < len(big)
     assert f"original {len(big)} bytes" in row["detail"]
@@ -242,7 +244,9 @@ def test_a_valid_record_that_cannot_be_stored_is_a_dead_letter_not_a_crash() -> 
     p.add(src(3), raw)
     p.add(src(4), wire(alert(tenant="globex")))
     batch = p.take()
-    assert [r[DEAD_LETTER_COLUMNS.index("reason")] for r in batch.dead_letters] == ["unencodable"]
+    assert [r[RECORD_DEAD_LETTER_COLUMNS.index("reason")] for r in batch.dead_letters] == [
+        "unencodable"
+    ]
     assert len(batch.rows[ALERTS.table]) == 1
 
 
@@ -261,7 +265,7 @@ def test_a_dead_letter_only_the_dlq_topic_holds_lands_in_dead_letters_once() -> 
     p.add(src(7, "dlq", key=b"acme"), b'{"item": 1}', headers)
     batch = p.take()
     (row,) = batch.dead_letters
-    named = dict(zip(DEAD_LETTER_COLUMNS, row, strict=True))
+    named = dict(zip(RECORD_DEAD_LETTER_COLUMNS, row, strict=True))
     assert named["source_topic"] == "dlq" and named["kafka_offset"] == 7
     assert named["reason"] == "unknown_type"
     assert named["detail"] == "span 'chat' maps to no event (from otlp:/v1/traces)"
@@ -281,3 +285,43 @@ def test_a_sinks_own_dead_letter_on_the_dlq_topic_is_not_stored_twice() -> None:
     assert batch.dead_letters == [] and batch.dlq == []
     assert batch.ranges == {("dlq", 0): (0, 0)}  # its offset still counts as read
     assert p.counters.not_landed == 1 and p.counters.landed == 0
+
+
+def test_a_writers_retry_of_a_dead_letter_lands_once_and_is_counted_as_a_copy() -> None:
+    """The OTLP exporter re-sends a request the receiver answered 503: its dead letters reach
+    the DLQ topic again at new offsets; one row each, the copies counted."""
+    p = _landing()
+    span = [("reason", b"unknown_type"), ("source", b"otlp:/v1/traces"), LAND]
+    alert_refused = [("reason", b"alert_refused"), ("source", b"alerts:0:4"), LAND]
+    p.add(src(0, "dlq", key=b"acme"), b'{"item": 1}', span)
+    p.add(src(1, "dlq", key=b"acme"), b'{"item": 2}', span)
+    p.add(src(2, "dlq", key=b"acme"), b'{"item": 1}', [*span, ("detail", b"other words")])
+    # the same alert refused by two receivers: two dead letters, not copies
+    p.add(src(3, "dlq", key=b"acme"), b"{}", [*alert_refused, ("receiver", b"a")])
+    p.add(src(4, "dlq", key=b"acme"), b"{}", [*alert_refused, ("receiver", b"b")])
+    p.add(src(5, "dlq", key=b"acme"), b"{}", [*alert_refused, ("receiver", b"b")])
+    batch = p.take()
+    ids = [r[RECORD_DEAD_LETTER_COLUMNS.index("dead_letter_id")] for r in batch.dead_letters]
+    assert [r[RECORD_DEAD_LETTER_COLUMNS.index("kafka_offset")] for r in batch.dead_letters] == [
+        0,
+        1,
+        3,
+        4,
+    ]
+    assert len(set(ids)) == 4 and all(len(i) == 32 for i in ids)
+    assert p.counters.landed == 4 and p.counters.landed_copies == 2
+    assert batch.high == {DEAD_LETTERS_TABLE: {("dlq", 0): 4}}  # a copy moves no watermark
+    assert batch.ranges == {("dlq", 0): (0, 5)}  # but its offset is read
+    # a writer naming the identity: that is the id; after a restart the window comes back
+    p.recover({}, {}, {DEAD_LETTER_KIND: ["w-1"]})
+    p.add(src(6, "dlq"), b"x", [*span, ("dead_letter_id", b"w-1")])
+    p.add(src(7, "dlq"), b"y", [*span, ("dead_letter_id", b"w-2")])
+    assert [r[-1] for r in p.take().dead_letters] == ["w-2"]
+    assert p.counters.landed_copies == 3
+
+
+def test_the_sinks_own_dead_letters_carry_no_landed_identity() -> None:
+    p = processor()
+    p.add(src(7), b"{oops")
+    (row,) = p.take().dead_letters
+    assert row[RECORD_DEAD_LETTER_COLUMNS.index("dead_letter_id")] == ""
