@@ -14,7 +14,8 @@ run's loop counters.
 Replays: per tenant the last applied (partition, offset) is kept; anything at or below it
 is skipped. Ids are stable: a transition caused by an event is named by (scope, partition,
 offset, new state); a cooldown by the transition that opened the breaker. A replay after a
-crash therefore re-publishes the same ids. Signals run on event time; cooldowns on the
+crash therefore re-publishes the same ids. Signals run on event time (capped at the worker's
+clock: one event dated ahead must not slide the window past everyone's); cooldowns on the
 processing clock (`now`), since an open breaker stops the events that would move it.
 """
 
@@ -129,11 +130,15 @@ class BreakerBoard(PartitionedState):
         self, event: Any, tenant_id: str, partition: int, offset: int, now: datetime
     ) -> _Call:
         """The call `event` records, with its tenant's thresholds and clock."""
+        now_s = self._clock(now)
+        # Event time, but never past the worker's clock: an event dated ahead (a host clock
+        # within the sink's skew) would move the sliding window forward and make every
+        # correctly dated call after it "too old", blinding the breaker for that long.
         return _Call(
             event,
-            event.occurred_at.timestamp(),
+            min(event.occurred_at.timestamp(), now_s),
             self._cfg(tenant_id),
-            self._clock(now),
+            now_s,
             partition,
             offset,
             now,

@@ -72,8 +72,9 @@ def test_errors_spread_beyond_the_window_do_not_trip() -> None:
     feed = Feed(BreakerBoard(config(min_calls=4, error_rate=0.5, window_s=60)))
     out: list[Record] = []
     for i in range(10):  # one failed and one good call every 40 s: 50% but never 4 calls a window
-        out += feed(llm(T0 + timedelta(seconds=40 * i), status="error"))
-        out += feed(llm(T0 + timedelta(seconds=40 * i + 1)))
+        at = T0 + timedelta(seconds=40 * i)  # the clock follows the events (past NOW)
+        out += feed(llm(at, status="error"), now=at)
+        out += feed(llm(at + timedelta(seconds=1)), now=at + timedelta(seconds=1))
     assert out == []
 
 
@@ -132,7 +133,8 @@ def test_cost_velocity_does_not_trip_when_spend_is_slow() -> None:
     feed = Feed(BreakerBoard(config(cost_per_min_usd=1.0, window_s=60)))
     out: list[Record] = []
     for i in range(30):  # $0.40 every 40 s: at most $0.80 in any minute
-        out += feed(llm(T0 + timedelta(seconds=40 * i)), Decimal("0.4"))
+        at = T0 + timedelta(seconds=40 * i)  # the clock follows the events (past NOW)
+        out += feed(llm(at), Decimal("0.4"), now=at)
     assert out == []
 
 
@@ -274,3 +276,15 @@ def test_other_event_types_only_move_the_offset() -> None:
     assert board.observe(run_finished(T0), ZERO, 0, 1, NOW) == []
     assert board.pop_dirty() == {"acme"}
     assert board.observe(run_finished(T0), ZERO, 0, 1, NOW) == [] and board.replayed == 1
+
+
+def test_one_event_dated_ahead_of_the_clock_does_not_blind_the_agents_breaker() -> None:
+    """An agent host whose clock runs 10 min ahead (within the sink's 15 min skew, so the
+    event is stored) used to move the agent's sliding minute 10 min forward: every correctly
+    dated call after it was "too old" and the breaker ignored them for 10 minutes."""
+    feed = Feed(BreakerBoard(config(min_calls=10, error_rate=0.5)))
+    assert feed(llm(NOW + timedelta(minutes=10))) == []
+    out: list[Record] = []
+    for i in range(10):
+        out += feed(llm(NOW - timedelta(seconds=30 - i), status="error"))
+    assert transitions(out) == [("tenant=acme/agent=bot", "closed", "open", "error_rate")]
