@@ -102,6 +102,8 @@ async def test_records_land_once_each_junk_dead_lettered_and_restart_duplicates_
     on_alerts += [
         (b"acme", b"{not json"),
         (b"acme", b'{"record": "spend_window", "tenant_id": "acme"}'),
+        # valid, but the store refuses the count (UInt64): it must not stall the rest
+        (b"acme", wire(drift(5).model_copy(update={"current_n": 2**64}))),
     ]
     blocked = control(0)
     on_control: list[Message] = [(blocked.scope.key.encode(), wire(blocked))]
@@ -118,7 +120,7 @@ async def test_records_land_once_each_junk_dead_lettered_and_restart_duplicates_
         sink = await records_until(settings, store, handled(len(on_alerts) + len(on_control)))
         c = sink.processor.counters
         assert c.stored == {"alert": 5, "breaker_transition": 3, "drift_score": 3, "control": 2}
-        assert (c.duplicates, c.dead_lettered, c.tombstones) == (2, 2, 1)
+        assert (c.duplicates, c.dead_lettered, c.tombstones) == (2, 3, 1)
         expected = {
             "agentaudit.alerts": (5, 5),
             "agentaudit.breaker_transitions": (3, 3),
@@ -144,6 +146,7 @@ async def test_records_land_once_each_junk_dead_lettered_and_restart_duplicates_
         ).result_rows
         assert reasons == [
             ("invalid_json", settings.alerts_topic),
+            ("unencodable", settings.alerts_topic),
             ("unknown_type", settings.alerts_topic),
         ]
         row = store.query(
@@ -176,7 +179,7 @@ async def test_records_land_once_each_junk_dead_lettered_and_restart_duplicates_
         expected["agentaudit.alerts"] = (6, 6)
         expected["agentaudit.breaker_transitions"] = (4, 4)
         assert ids_per_table(store) == expected
-        assert scalar(store, "SELECT count() FROM agentaudit.dead_letters") == 2
+        assert scalar(store, "SELECT count() FROM agentaudit.dead_letters") == 3
 
         # The worker's entry point starts on this store and stops when asked.
         stop = asyncio.Event()

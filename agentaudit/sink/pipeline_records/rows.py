@@ -29,6 +29,7 @@ from agentaudit_schemas.records import (
 
 Record = Alert | ControlMessage | BreakerTransition | DriftScore | Heartbeat
 RowBuilder = Callable[[Any, bytes, Source], tuple[Any, ...]]
+_UINT64_END = 1 << 64
 
 SOURCE_COLUMNS: tuple[str, ...] = ("kafka_topic", "kafka_partition", "kafka_offset", "log_epoch")
 """`log_epoch`: which log of the partition (migration 0012, as 0011 for events)."""
@@ -50,8 +51,16 @@ class RecordTable:
     build: RowBuilder
 
     def row(self, model: Record, raw: bytes, source: Source) -> tuple[Any, ...]:
-        """One row in `columns` order; `raw` is the record as published (the `record` column)."""
-        return self.build(model, raw, source)
+        """One row in `columns` order; `raw` is the record as published (the `record` column).
+        Raises ValueError for a value no column of the table can hold."""
+        row = self.build(model, raw, source)
+        for name, value in zip(self.columns, row, strict=True):
+            # Every integer column is UInt32/UInt64 and the contract bounds counts only below:
+            # a count of 2**64 validates, and the store then refuses the whole batch (every
+            # record in it, again after each restart). Refused here, it is one dead letter.
+            if type(value) is int and not 0 <= value < _UINT64_END:
+                raise ValueError(f"{name} = {value} does not fit UInt64")
+        return row
 
 
 def _source(source: Source) -> tuple[str, int, int, int]:

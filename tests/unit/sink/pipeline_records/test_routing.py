@@ -325,3 +325,15 @@ def test_the_sinks_own_dead_letters_carry_no_landed_identity() -> None:
     p.add(src(7), b"{oops")
     (row,) = p.take().dead_letters
     assert row[RECORD_DEAD_LETTER_COLUMNS.index("dead_letter_id")] == ""
+
+
+@pytest.mark.parametrize("field", ["current_n", "reference_n"])
+def test_a_count_past_uint64_is_a_dead_letter_not_a_batch_the_store_refuses(field: str) -> None:
+    p = processor()
+    p.add(src(3), wire(drift(5).model_copy(update={field: 2**64})))
+    p.add(src(4), wire(drift(6).model_copy(update={field: 2**64 - 1})))  # the largest UInt64
+    batch = p.take()
+    (row,) = batch.dead_letters
+    named = dict(zip(RECORD_DEAD_LETTER_COLUMNS, row, strict=True))
+    assert named["reason"] == "unencodable" and f"{field} = {2**64}" in named["detail"]
+    assert len(batch.rows[DRIFT_SCORES.table]) == 1
