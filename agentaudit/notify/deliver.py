@@ -93,7 +93,8 @@ class Delivered:
 @dataclass(frozen=True, slots=True)
 class DeadLettered:
     reason: str
-    """`http_<status>`: the counter's label and the dead-letter record's reason."""
+    """`http_<status>`, or `unencodable` (no request body could be built; nothing was
+    posted): the counter's label and the dead-letter record's `refusal`."""
     detail: str
     """Redacted: the receiver's answer, cut to DETAIL_BYTES."""
     attempts: int
@@ -130,7 +131,12 @@ class Deliverer:
     async def deliver(self, alert: Alert, stop: asyncio.Event) -> Delivered | DeadLettered:
         """Post until 2xx (`Delivered`) or a permanent refusal (`DeadLettered`); `Stopped` if
         `stop` is set while waiting to retry."""
-        body = request_body(alert, self.receiver, self.runbook_base)
+        try:
+            body = request_body(alert, self.receiver, self.runbook_base)
+        except Exception as exc:  # noqa: BLE001 - this alert's dead letter, not a crash loop
+            # A valid alert no JSON body can carry (a detail past 64 bits): raised, it would
+            # fail the loop, and every restart would meet it again: nothing more delivered.
+            return DeadLettered("unencodable", f"{type(exc).__name__}: {exc}"[:DETAIL_BYTES], 0)
         # The alert id is the idempotency key: a receiver that keeps it drops our resend
         # after a crash between its 2xx and our offset commit.
         headers = {**self.headers, "Idempotency-Key": alert.alert_id}

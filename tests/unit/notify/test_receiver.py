@@ -147,3 +147,19 @@ async def test_a_failed_run_leaves_nothing_assigned_for_the_next_run() -> None:
     with pytest.raises(KafkaSetupError):  # nothing listens there
         await loop.run(asyncio.Event())
     assert not loop.assigned.is_set()
+
+
+async def test_an_alert_no_payload_can_carry_is_dead_lettered_and_the_next_one_delivered() -> None:
+    """A detail past 64 bits validates as an alert but no JSON payload can carry it: before,
+    building the body raised out of the loop, the supervisor restarted it onto the same alert,
+    and the receiver delivered nothing ever again."""
+    transport = ScriptedTransport([Answer(200)])
+    loop = _loop(transport)
+    huge = make_alert(1).model_copy(update={"details": {"tokens": 2**64}})
+    await _feed(loop, [huge.model_dump_json().encode(), make_alert(2).model_dump_json().encode()])
+    assert loop.handled == {"dead_lettered": 1, "delivered": 1}
+    assert [r[2]["Idempotency-Key"] for r in transport.requests] == [make_alert(2).alert_id]
+    ((_topic, _value, _key, headers),) = loop.producer.sent  # type: ignore[union-attr]
+    h = dict(headers)
+    assert h["refusal"] == b"unencodable" and b"64-bit" in h["detail"]
+    assert loop.next[TP] == 2
