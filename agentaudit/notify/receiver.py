@@ -91,8 +91,10 @@ REAL = LoopOptions()
 def parse_alert(value: bytes | None) -> Alert | None:
     """The alert in a message of the alerts topic; None for any other record or bad bytes
     (the record sink dead-letters those; delivery has nothing to send)."""
-    if not value or b'"alert"' not in value:
-        return None  # transitions, drift scores: no pydantic parse for what is not an alert
+    if not value or (b'"alert"' not in value and b"\\u" not in value):
+        # transitions, drift scores: no pydantic parse for what is not an alert; but JSON may
+        # spell "alert" with escapes, and the record sink stores such a message as an alert
+        return None
     try:
         return Alert.model_validate_json(value)
     except ValidationError:

@@ -163,3 +163,14 @@ async def test_an_alert_no_payload_can_carry_is_dead_lettered_and_the_next_one_d
     h = dict(headers)
     assert h["refusal"] == b"unencodable" and b"64-bit" in h["detail"]
     assert loop.next[TP] == 2
+
+
+async def test_an_alert_spelled_with_json_escapes_is_delivered() -> None:
+    """JSON may spell `"alert"` as `"\\u0061lert"`: the record sink stores that message as an
+    alert, so delivery must not pass it over as `not_alert` (its byte pre-filter did)."""
+    transport = ScriptedTransport([Answer(200)])
+    loop = _loop(transport)
+    escaped = make_alert(1).model_dump_json().encode().replace(b'"alert"', b'"\\u0061lert"', 1)
+    assert b'"alert"' not in escaped
+    await _feed(loop, [escaped])
+    assert loop.handled == {"delivered": 1}
