@@ -184,6 +184,9 @@ class StreamJobs:
     def dirty_states(self) -> list[StateWrite]:
         """Table values changed since the last call. Write them after publishing the records
         of the same batch: a crash in between replays the batch and re-publishes the same ids."""
+        # No rollups are stored from here: windows past their grace are forgotten before the
+        # write (a tenant whose window was dropped is dirty, so its smaller state is written).
+        self.spend.expire_windows()
         # Only keys this worker holds (a known partition): a forgotten tenant marked dirty by a
         # budget change must not be written as an empty or partial value.
         writes = [

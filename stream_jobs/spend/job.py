@@ -105,6 +105,10 @@ class SpendJob(PartitionedState):
     def drain_rollups(self) -> list[SpendWindow]:
         return self.tracker.drain_rollups()
 
+    def expire_windows(self) -> None:
+        """Forget windows past their grace without rollup rows (see `SpendTracker.expire`)."""
+        self.tracker.expire()
+
     def drain_global_partials(self) -> list[GlobalPartial]:
         return self.tracker.partitions.drain()
 

@@ -333,6 +333,15 @@ class SpendTracker(KeyedState[str]):
     def drain_rollups(self) -> list[SpendWindow]:
         """Snapshots of every rollup cell changed since the last drain; then forget windows
         the watermark has passed by more than `grace`."""
+        return self._drain(rows=True)
+
+    def expire(self) -> None:
+        """Forget windows the watermark has passed by more than `grace`, as `drain_rollups`
+        does, for a worker that stores no rollups: without either, every window a tenant
+        ever had stays in memory and in each of its state writes."""
+        self._drain(rows=False)
+
+    def _drain(self, *, rows: bool) -> list[SpendWindow]:
         out: list[SpendWindow] = []
         for tenant_id in self._rollup_dirty:
             state = self._tenants.get(tenant_id)
@@ -347,7 +356,7 @@ class SpendTracker(KeyedState[str]):
                         for (dim, key), cell in opened.cells.items():
                             if cell[3]:
                                 cell[3] = False
-                                if rollup:
+                                if rollup and rows:
                                     out.append(
                                         self._row(tenant_id, state, opened.window, dim, key, cell)
                                     )

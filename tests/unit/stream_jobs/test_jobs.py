@@ -62,3 +62,20 @@ def test_a_re_sent_event_counts_once_in_spend_as_it_is_stored_once() -> None:
     once.process(0, [(1, event)], NOW)
     assert (jobs.counters.events, jobs.counters.duplicates, jobs.counters.handled) == (1, 1, 2)
     assert jobs.spend.to_state("acme") == once.spend.to_state("acme")
+
+
+def test_spend_state_forgets_windows_past_their_grace_as_the_worker_runs() -> None:
+    """Windows were forgotten only by `drain_rollups`, which the worker never calls: every
+    tenant's state kept every hour/day/month window it ever had (40 days: 1,000 windows,
+    318 kB for one user a hour), in memory and in each changelog write of that tenant."""
+    jobs = StreamJobs(load_pricing())
+    for hour in (0, 1, 2, 70, 71):  # into the fourth day
+        at = NOW + timedelta(hours=hour)
+        doc = event_dict("acme", "llm_call")
+        doc["occurred_at"] = at.isoformat()
+        jobs.process(0, [(hour, wire(doc))], at)
+        jobs.dirty_states()
+    state = jobs.spend.to_state("acme")
+    kept = sorted(label for *_, label, _ in state["ledger"]["w"])
+    # the current windows, and the hour still within its 1 h grace after its end
+    assert kept == ["day:2026-11-05", "hour:2026-11-05T10", "hour:2026-11-05T11", "month:2026-11"]
