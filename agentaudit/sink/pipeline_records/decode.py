@@ -80,6 +80,10 @@ def decode_record(value: bytes | None) -> Parsed | Rejected | Tombstone:
         record = _ADAPTER.validate_json(value)
     except ValidationError as exc:
         return Rejected(_classify(exc), _detail(exc))
+    except Exception as exc:  # noqa: BLE001 - a validator's own error: a dead letter, not a crash loop
+        # pydantic wraps only ValueError: a timestamp whose UTC is outside years 1-9999
+        # ("0001-01-01T00:30:00+01:00") raises OverflowError from `astimezone`.
+        return Rejected(Reason.SCHEMA_VIOLATION, f"{type(exc).__name__}: {exc}"[:2000])
     return Parsed(record, value)
 
 

@@ -174,3 +174,17 @@ async def test_an_alert_spelled_with_json_escapes_is_delivered() -> None:
     assert b'"alert"' not in escaped
     await _feed(loop, [escaped])
     assert loop.handled == {"delivered": 1}
+
+
+async def test_an_alert_whose_time_overflows_in_utc_is_passed_over_not_a_crash_loop() -> None:
+    """`fired_at` "0001-01-01T00:30:00+01:00" is valid RFC 3339 but before year 1 in UTC: the
+    conversion's OverflowError escaped pydantic and failed the loop on every restart."""
+    transport = ScriptedTransport([Answer(200)])
+    loop = _loop(transport)
+    doc = make_alert(1).model_dump_json().encode()
+    bad = doc.replace(
+        b'"fired_at":"2026-03-01T12:00:00Z"', b'"fired_at":"0001-01-01T00:30:00+01:00"'
+    )
+    assert bad != doc
+    await _feed(loop, [bad, make_alert(2).model_dump_json().encode()])
+    assert loop.handled == {"not_alert": 1, "delivered": 1}  # the record sink dead-letters it
