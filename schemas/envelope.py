@@ -85,7 +85,12 @@ def _utc(value: datetime) -> datetime:
     # (1.5 µs per event on the sink's hot path); any other tzinfo may answer None.
     if tz is None or (type(tz) is not TzInfo and value.utcoffset() is None):
         raise ValueError("timestamp must carry a timezone (UTC recommended)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # "0001-01-01T00:30:00+01:00": pydantic wraps only ValueError, and an OverflowError
+        # escaped every reader of records (the SDK's control listener, the record sink).
+        raise ValueError("timestamp is outside years 1-9999 in UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]

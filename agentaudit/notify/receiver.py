@@ -99,10 +99,6 @@ def parse_alert(value: bytes | None) -> Alert | None:
         return Alert.model_validate_json(value)
     except ValidationError:
         return None
-    except OverflowError:
-        # a time whose UTC is outside years 1-9999: pydantic wraps only ValueError. Raised,
-        # it failed the loop on every restart (the record sink dead-letters the message).
-        return None
 
 
 class _Listener(RebalanceListener):
