@@ -114,13 +114,24 @@ async def test_records_land_once_each_junk_dead_lettered_and_restart_duplicates_
     ]
     await produce_raw(settings, on_alerts, topic=settings.alerts_topic)
     await produce_raw(settings, on_control, topic=settings.control_topic)
+    # Junk whose Kafka timestamp (producer-set; the broker takes any) is past any date: the
+    # last message of its partition, so after the restart it is the anchor the sink checks.
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.alerts_topic, b"{far future", key=b"acme", timestamp_ms=10**16
+        )
+    finally:
+        await producer.stop()
+    on_alerts.append((b"acme", b"{far future"))
 
     with open_store(settings, own=True) as store:
         migrate(store)
         sink = await records_until(settings, store, handled(len(on_alerts) + len(on_control)))
         c = sink.processor.counters
         assert c.stored == {"alert": 5, "breaker_transition": 3, "drift_score": 3, "control": 2}
-        assert (c.duplicates, c.dead_lettered, c.tombstones) == (2, 3, 1)
+        assert (c.duplicates, c.dead_lettered, c.tombstones) == (2, 4, 1)
         expected = {
             "agentaudit.alerts": (5, 5),
             "agentaudit.breaker_transitions": (3, 3),
@@ -145,6 +156,7 @@ async def test_records_land_once_each_junk_dead_lettered_and_restart_duplicates_
             "SELECT reason, source_topic FROM agentaudit.dead_letters ORDER BY reason"
         ).result_rows
         assert reasons == [
+            ("invalid_json", settings.alerts_topic),
             ("invalid_json", settings.alerts_topic),
             ("unencodable", settings.alerts_topic),
             ("unknown_type", settings.alerts_topic),
@@ -179,7 +191,12 @@ async def test_records_land_once_each_junk_dead_lettered_and_restart_duplicates_
         expected["agentaudit.alerts"] = (6, 6)
         expected["agentaudit.breaker_transitions"] = (4, 4)
         assert ids_per_table(store) == expected
-        assert scalar(store, "SELECT count() FROM agentaudit.dead_letters") == 3
+        assert scalar(store, "SELECT count() FROM agentaudit.dead_letters") == 4
+        assert "kafka timestamp 10000000000000000 ms" in str(
+            scalar(
+                store, "SELECT detail FROM agentaudit.dead_letters WHERE original = '{far future'"
+            )
+        )
 
         # The worker's entry point starts on this store and stops when asked.
         stop = asyncio.Event()

@@ -19,6 +19,8 @@ from agentaudit.sink.logguard import Anchor
 from agentaudit.sink.pipeline_records.routing import (
     DEAD_LETTER_KIND,
     DEAD_LETTERS_TABLE,
+    KAFKA_TS_MAX_MS,
+    KAFKA_TS_MIN_MS,
     TopicPartitionKey,
 )
 from agentaudit.sink.pipeline_records.rows import OFFSETS_TABLE, RECORD_TABLES
@@ -98,7 +100,9 @@ def _anchor(label: str, offset: int, record_id: str, ts_ms: int, prefix: Any) ->
     if label != DEAD_LETTERS_TABLE:
         return Anchor(offset, event_id=record_id)
     original = prefix if isinstance(prefix, bytes) else str(prefix).encode()
-    return Anchor(offset, timestamp_ms=ts_ms, value_prefix=original)
+    # A clamped Kafka timestamp (`routing.KAFKA_TS_*`) is not the message's: the prefix decides.
+    clamped = min(abs(ts_ms - KAFKA_TS_MIN_MS), abs(ts_ms - KAFKA_TS_MAX_MS)) <= 1
+    return Anchor(offset, timestamp_ms=None if clamped else ts_ms, value_prefix=original)
 
 
 def recover_records(store: Store, topics: list[str], recent_limit: int) -> RecordRecovery:
