@@ -47,6 +47,8 @@ RECORD_DEAD_LETTER_COLUMNS: tuple[str, ...] = (*DEAD_LETTER_COLUMNS, "dead_lette
 """The record sink's `dead_letters` rows: the event sink's columns and the landed identity
 (migration 0022; '' for the record sink's own dead letters)."""
 TopicPartitionKey = tuple[str, int]
+Header = tuple[str, bytes | None]
+"""A Kafka header as aiokafka gives it: its value may be null."""
 KAFKA_TS_MIN_MS = -2_208_988_800_000  # 1900-01-01T00:00:00Z
 KAFKA_TS_MAX_MS = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z
 """A dead letter's `kafka_timestamp` is kept in ClickHouse's DateTime64 range: a producer sets
@@ -192,9 +194,7 @@ class RecordProcessor:
             (source.topic, source.partition), -1
         )
 
-    def add(
-        self, source: Source, value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()
-    ) -> None:
+    def add(self, source: Source, value: bytes | None, headers: Sequence[Header] = ()) -> None:
         """Route one consumed message into the pending batch."""
         batch = self.batch
         if not batch.ranges:
@@ -248,11 +248,10 @@ class RecordProcessor:
             )
             self.counters.dead_lettered += 1
 
-    def _land(
-        self, source: Source, value: bytes | None, headers: Sequence[tuple[str, bytes]]
-    ) -> None:
+    def _land(self, source: Source, value: bytes | None, headers: Sequence[Header]) -> None:
         """A DLQ message: its `dead_letters` row when it carries `LAND`, else nothing."""
-        found = dict(headers)
+        # A null header value is as good as absent (Kafka allows it; `.decode` of None raised).
+        found = {name: data for name, data in headers if data is not None}
         if found.get(LAND[0]) != LAND[1]:
             self.counters.not_landed += 1
             return

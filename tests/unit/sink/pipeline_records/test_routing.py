@@ -347,3 +347,21 @@ def test_a_count_past_uint64_is_a_dead_letter_not_a_batch_the_store_refuses(fiel
     named = dict(zip(RECORD_DEAD_LETTER_COLUMNS, row, strict=True))
     assert named["reason"] == "unencodable" and f"{field} = {2**64}" in named["detail"]
     assert len(batch.rows[DRIFT_SCORES.table]) == 1
+
+
+def test_a_landed_dead_letter_with_null_header_values_lands_not_a_crash() -> None:
+    """Kafka headers may have null values (the broker passes them, aiokafka gives None): one
+    such `LAND` message made `add` raise, and the sink stopped on it after every restart."""
+    p = _landing()
+    nulls: list[tuple[str, bytes | None]] = [
+        LAND,
+        ("reason", None),
+        ("detail", None),
+        ("source", None),
+        ("dead_letter_id", None),
+    ]
+    p.add(src(0, "dlq", key=b"acme"), b"{}", nulls)
+    (row,) = p.take().dead_letters
+    named = dict(zip(RECORD_DEAD_LETTER_COLUMNS, row, strict=True))
+    assert (named["reason"], named["detail"], named["original"]) == ("unknown", "", b"{}")
+    assert len(named["dead_letter_id"]) == 32
