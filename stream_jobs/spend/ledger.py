@@ -338,7 +338,8 @@ class SpendTracker(KeyedState[str]):
     def expire(self) -> None:
         """Forget windows the watermark has passed by more than `grace`, as `drain_rollups`
         does, for a worker that stores no rollups: without either, every window a tenant
-        ever had stays in memory and in each of its state writes."""
+        ever had stays in memory and in each of its state writes. It consumes what
+        `drain_rollups` would report: call one or the other."""
         self._drain(rows=False)
 
     def _drain(self, *, rows: bool) -> list[SpendWindow]:
