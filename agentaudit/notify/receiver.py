@@ -45,6 +45,7 @@ from agentaudit.rebalance import RebalanceListener
 from agentaudit.settings import Settings
 from agentaudit.sink.deadletter import LAND
 from agentaudit.sink.dedup import RecentIds
+from agentaudit.sink.pipeline_records.decode import MAX_RECORD_BYTES
 from agentaudit_schemas.records import Alert
 from agentaudit_sdk.clock import UtcNow, utc_now
 from agentaudit_sdk.compacted import FETCH_MAX_WAIT_MS
@@ -91,7 +92,11 @@ REAL = LoopOptions()
 def parse_alert(value: bytes | None) -> Alert | None:
     """The alert in a message of the alerts topic; None for any other record or bad bytes
     (the record sink dead-letters those; delivery has nothing to send)."""
-    if not value or (b'"alert"' not in value and b"\\u" not in value):
+    if not value or len(value) > MAX_RECORD_BYTES:
+        # the record sink's verdict (`oversized`); posted, a refusal's dead letter could
+        # exceed the DLQ producer's 1 MiB, and that failed the loop on every restart
+        return None
+    if b'"alert"' not in value and b"\\u" not in value:
         # transitions, drift scores: no pydantic parse for what is not an alert; but JSON may
         # spell "alert" with escapes, and the record sink stores such a message as an alert
         return None

@@ -15,6 +15,7 @@ from agentaudit.notify.deliver import Answer
 from agentaudit.notify.receiver import LoopOptions, ReceiverLoop
 from agentaudit.notify.routes import parse_routes
 from agentaudit.settings import Settings
+from agentaudit.sink.pipeline_records.decode import MAX_RECORD_BYTES
 from agentaudit_schemas.records import Severity
 from agentaudit_sdk.kafka_config import KafkaSetupError
 from tests.unit.notify.alerts import T0, make_alert
@@ -188,3 +189,17 @@ async def test_an_alert_whose_time_overflows_in_utc_is_passed_over_not_a_crash_l
     assert bad != doc
     await _feed(loop, [bad, make_alert(2).model_dump_json().encode()])
     assert loop.handled == {"not_alert": 1, "delivered": 1}  # the record sink dead-letters it
+
+
+async def test_an_alert_the_record_sink_calls_oversized_is_not_posted() -> None:
+    """Over `MAX_RECORD_BYTES` (details are unbounded) the record sink dead-letters the message
+    as `oversized`; delivery posted it anyway, and on a refusal (413) sent it whole to the DLQ
+    topic: over the DLQ producer's 1 MiB that send fails, the loop failed, and every restart
+    met the alert again (the fake producer here takes any size: the test shows no post)."""
+    transport = ScriptedTransport([Answer(200)])
+    loop = _loop(transport)
+    big = make_alert(1).model_copy(update={"details": {"pad": "x" * (2 << 20)}})
+    assert len(big.model_dump_json()) > MAX_RECORD_BYTES
+    await _feed(loop, [big.model_dump_json().encode(), make_alert(2).model_dump_json().encode()])
+    assert loop.handled == {"not_alert": 1, "delivered": 1}
+    assert [r[2]["Idempotency-Key"] for r in transport.requests] == [make_alert(2).alert_id]
