@@ -49,16 +49,18 @@ class RecordTable:
     columns: tuple[str, ...]
     id_column: str
     build: RowBuilder
+    uint64: tuple[str, ...] = ()
+    """The record's UInt64 columns: the contract bounds those counts only below."""
 
     def row(self, model: Record, raw: bytes, source: Source) -> tuple[Any, ...]:
         """One row in `columns` order; `raw` is the record as published (the `record` column).
         Raises ValueError for a value no column of the table can hold."""
         row = self.build(model, raw, source)
-        for name, value in zip(self.columns, row, strict=True):
-            # Every integer column is UInt32/UInt64 and the contract bounds counts only below:
-            # a count of 2**64 validates, and the store then refuses the whole batch (every
+        for name in self.uint64:
+            # A count of 2**64 validates, and the store then refused the whole batch (every
             # record in it, again after each restart). Refused here, it is one dead letter.
-            if type(value) is int and not 0 <= value < _UINT64_END:
+            value = row[self.columns.index(name)]
+            if not 0 <= value < _UINT64_END:
                 raise ValueError(f"{name} = {value} does not fit UInt64")
         return row
 
@@ -265,6 +267,7 @@ DRIFT_SCORES = RecordTable(
     ),
     "score_id",
     _drift,
+    ("reference_n", "current_n"),
 )
 
 HEARTBEATS = RecordTable(
@@ -273,6 +276,7 @@ HEARTBEATS = RecordTable(
     ("heartbeat_id", "source", "at", "seq", "worker", "interval_s", "record", *SOURCE_COLUMNS),
     "heartbeat_id",
     _heartbeat,
+    ("seq",),
 )
 """A job's liveness (control topic, key `heartbeat/<source>`): its own table, never a control
 row (it is no scope) and never a dead letter (migration 0017)."""

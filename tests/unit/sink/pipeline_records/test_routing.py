@@ -19,6 +19,7 @@ from agentaudit.sink.pipeline_records.routing import (
 )
 from agentaudit.sink.pipeline_records.rows import ALERTS, DRIFT_SCORES, RECORD_TABLES
 from agentaudit.sink.rows import Source
+from agentaudit_schemas.records import Heartbeat
 from tests.unit.sink.pipeline_records.factories import alert, control, drift, transition, wire
 
 FIXED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -365,3 +366,11 @@ def test_a_landed_dead_letter_with_null_header_values_lands_not_a_crash() -> Non
     named = dict(zip(RECORD_DEAD_LETTER_COLUMNS, row, strict=True))
     assert (named["reason"], named["detail"], named["original"]) == ("unknown", "", b"{}")
     assert len(named["dead_letter_id"]) == 32
+
+
+def test_a_heartbeat_seq_past_uint64_is_a_dead_letter() -> None:
+    beat = Heartbeat.make("stream_jobs", FIXED, 0, "host:1", 5.0).model_copy(update={"seq": 2**64})
+    p = processor()
+    p.add(src(3, "control", key=b"heartbeat/stream_jobs"), wire(beat))
+    (row,) = p.take().dead_letters
+    assert row[RECORD_DEAD_LETTER_COLUMNS.index("reason")] == "unencodable"
