@@ -47,6 +47,9 @@ class JobCounters:
     records: int = 0
     failed: int = 0
     """Valid events a job raised on: logged with their offset and skipped (never a stall)."""
+    failed_ticks: int = 0
+    """Timer runs a job raised in: logged and skipped (the other jobs' timer work still runs;
+    an exception out of the timer ended the app, and the restart raised again)."""
     duplicates: int = 0
     """Re-sent events (an `event_id` seen recently): the sink stores them once, so the jobs
     count them once."""
@@ -156,11 +159,17 @@ class StreamJobs:
     def tick(self, now: datetime) -> list[Record]:
         """Timer work: budget window resets, breaker cooldowns (open → half_open), minutes and
         windows of idle partitions closing by the clock (anomaly, drift)."""
-        out: list[Record] = [
-            *self.spend.tick(now),
-            *self.breakers.tick(now),
-            *self.detection.tick(now),
-        ]
+        out: list[Record] = []
+        for name, tick in (
+            ("spend", self.spend.tick),
+            ("breakers", self.breakers.tick),
+            ("detection", self.detection.tick),
+        ):
+            try:
+                out += tick(now)
+            except Exception:  # one job's timer work must not stop the others (or the app)
+                self.counters.failed_ticks += 1
+                log.exception("stream jobs: the %s timer work raised; skipped this tick", name)
         self.counters.records += len(out)
         return out
 

@@ -79,3 +79,24 @@ def test_spend_state_forgets_windows_past_their_grace_as_the_worker_runs() -> No
     kept = sorted(label for *_, label, _ in state["ledger"]["w"])
     # the current windows, and the hour still within its 1 h grace after its end
     assert kept == ["day:2026-11-05", "hour:2026-11-05T10", "hour:2026-11-05T11", "month:2026-11"]
+
+
+def test_a_job_whose_tick_raises_does_not_stop_the_other_jobs_ticks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The timer's exception used to end the faust app; restarted on the same state, the same
+    tick raised again (a crash loop, nothing processed). Now it is logged, counted and the
+    other jobs' timer work (window resets, breaker cooldowns) still happens."""
+    from agentaudit_schemas.budgets import Budget
+
+    budget = Budget(name="h", scope="tenant", tenant_id="acme", window="hour", limit_usd=0.0001)
+    jobs = StreamJobs(load_pricing(), budgets=[budget])
+    jobs.process(0, [(1, _event("acme"))], NOW)  # exhausted: blocked until the hour ends
+
+    def broken(now: datetime) -> list[Any]:
+        raise ValueError("The internally computed table of expected frequencies has a zero")
+
+    monkeypatch.setattr(jobs.detection, "tick", broken)
+    out = jobs.tick(NOW + timedelta(hours=1, seconds=1))
+    assert [r.action.value for r in out if hasattr(r, "action")] == ["unblock"]
+    assert jobs.counters.failed_ticks == 1
