@@ -20,7 +20,7 @@ from typing import Any
 from agentaudit.sink.decode import Rejected, not_after, validate
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost
-from agentaudit_schemas.budgets import Budget
+from agentaudit_schemas.budgets import Budget, BudgetScope
 from agentaudit_schemas.pricing import Pricing
 from agentaudit_schemas.records import Alert, BreakerTransition, ControlMessage, DriftScore
 from stream_jobs.anomaly.config import AnomalyConfig
@@ -174,6 +174,16 @@ class StreamJobs:
         return out
 
     def set_budget(self, budget: Budget, now: datetime) -> list[Record]:
+        if budget.scope is BudgetScope.GLOBAL:
+            # Nothing publishes the per-partition partials or runs their aggregator
+            # (`GlobalBudgetJob`), so it would never alert nor block: say so, keep no partials
+            # for it, and drop a budget of that name this one replaces.
+            log.error(
+                "budget %r (scope global) is not evaluated: the stream jobs do not aggregate "
+                "spend across partitions yet; it will neither alert nor block",
+                budget.name,
+            )
+            return list(self.spend.remove_budget(budget.name, now))
         return list(self.spend.set_budget(budget, now))
 
     def remove_budget(self, name: str, now: datetime) -> list[Record]:

@@ -100,3 +100,19 @@ def test_a_job_whose_tick_raises_does_not_stop_the_other_jobs_ticks(
     out = jobs.tick(NOW + timedelta(hours=1, seconds=1))
     assert [r.action.value for r in out if hasattr(r, "action")] == ["unblock"]
     assert jobs.counters.failed_ticks == 1
+
+
+def test_a_global_budget_is_reported_as_not_evaluated_rather_than_accepted_silently(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Global budgets need the per-partition partials published and one aggregator
+    (`GlobalBudgetJob`); the app wires neither, so a global budget at 470 % of its limit
+    never alerted, and its partials were kept and never drained."""
+    from agentaudit_schemas.budgets import Budget
+
+    fleet = Budget(name="fleet", scope="global", window="month", limit_usd=0.0001)
+    jobs = StreamJobs(load_pricing())
+    with caplog.at_level("ERROR", logger="agentaudit.stream_jobs"):
+        assert jobs.set_budget(fleet, NOW) == []
+    assert "'fleet' (scope global) is not evaluated" in caplog.text
+    assert not jobs.spend.tracker.partitions.active  # no partials kept for nothing
