@@ -387,6 +387,9 @@ class StreamJobsApp:
         except (ValidationError, orjson.JSONDecodeError) as exc:
             log.warning("skipping an invalid budget record %r: %s", key, exc)
             return []
+        if key != budget.name.encode():  # the key is what `budgets rm` tombstones
+            log.warning("skipping budget %r keyed %r: the key must be its name", budget.name, key)
+            return []
         return self.jobs.set_budget(budget, now)
 
     def _apply_pin(self, key: bytes | None, value: bytes | None) -> list[Record]:

@@ -1,7 +1,8 @@
-"""Odd records on the compacted budgets and pins topics (a tombstone whose key is not UTF-8,
-garbage, an unknown version): each is skipped with a warning and the follower goes on to the
-records after it. Before, a tombstone with an undecodable key raised out of the follower task:
-the worker crashed, and re-read the same record on every restart (a crash loop)."""
+"""Odd records on the compacted budgets topic (a tombstone whose key is not UTF-8, garbage,
+an unknown version, a budget keyed by another name): each is skipped with a warning and the
+follower goes on to the records after it. Before, a tombstone with an undecodable key raised
+out of the follower task: the worker crashed, and re-read the same record on every restart
+(a crash loop)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ async def test_odd_budget_records_are_skipped_and_the_next_budget_still_applies(
         (b"garbage", b"\x00\xff not json"),
         (b"future", b'{"v": 2, "name": "future", "limits": {}}'),  # an unknown version
         (b"null", b"null"),
+        # keyed by another name: `budgets rm mismatch` could never remove it
+        (b"other", valid.model_copy(update={"name": "mismatch"}).model_dump_json().encode()),
     ]
     await produce_raw(
         settings,
