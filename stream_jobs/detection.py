@@ -9,8 +9,11 @@ close in **event time**, driven per source partition:
   event is applied. A tenant that went quiet in a busy partition still closes, and where a
   minute closes is fixed by the partition's event order, not by batch boundaries or the
   wall clock, so a replay after a crash decides exactly as the first run. Events dated more
-  than `MAX_FUTURE` ahead of the worker clock do not move it (one tenant's skewed clock must
-  not close everyone's minutes early).
+  than `MAX_FUTURE` ahead of the worker clock do not move it, and nearer ones move it only
+  up to the worker clock + `CLOCK_TOLERANCE` (one tenant's skewed clock must not close
+  everyone's minutes early: their events would be dropped as late). In a backlog the clock
+  is far ahead of the events, so this changes nothing there; a skewed event within a
+  backlog still closes early.
 - **wall clock, for idle partitions**: on `tick(now)`, a partition that delivered nothing for
   `idle_seconds` is closed up to `now` (the monitors still wait `grace_minutes` past a
   minute's end), so a tenant whose whole partition went silent still gets its minutes and
@@ -48,6 +51,9 @@ from stream_jobs.drift.pins import Pin, PinRegistry
 log = logging.getLogger("agentaudit.stream_jobs.detection")
 
 MAX_FUTURE = timedelta(minutes=5)
+CLOCK_TOLERANCE = timedelta(minutes=1)
+"""How far past the worker clock an event still moves its partition's watermark: host clocks
+differ by seconds, and within a batch later events may be dated after its start."""
 IDLE_SECONDS = 10.0
 DRIFT_TYPES = frozenset({"llm_call", "tool_call", "eval_result"})
 Detected = Alert | DriftScore
@@ -118,8 +124,14 @@ class DetectionJob:
         if minute > self.partition_minute.get(partition, -1):
             now = self._now or at
             if at <= now + MAX_FUTURE:
-                self.partition_minute[partition] = minute
-                out = self._close_partition(partition, at, now)
+                # Not past the worker clock (give or take `CLOCK_TOLERANCE`): one event dated
+                # a few minutes ahead would close every tenant's next minutes, dropping their
+                # events as late.
+                until = min(at, now + CLOCK_TOLERANCE)
+                until_minute = int(until.timestamp() // 60)
+                if until_minute > self.partition_minute.get(partition, -1):
+                    self.partition_minute[partition] = until_minute
+                    out = self._close_partition(partition, until, now)
         tenant = self.tenants.get(event.tenant_id)
         if tenant is None or tenant.partition != partition:
             tenant = self._tenant(event.tenant_id, partition)

@@ -99,6 +99,25 @@ def test_an_event_from_the_future_does_not_close_everyone_s_minutes() -> None:
     assert job.partition_minute[0] == M0 + 4
 
 
+def test_an_event_a_few_minutes_ahead_does_not_make_the_others_events_late() -> None:
+    """Within `MAX_FUTURE` (so not ignored) an event dated 4 min ahead closed every tenant of
+    its partition up to then: their next minutes' events were dropped as late and the empty
+    minutes judged (in a day-long run: a CallVolumeAnomaly for every tenant of the partition)."""
+    job = DetectionJob()
+    now = T0 + timedelta(minutes=5)
+    skewed = calls(2, "skewed", range(9, 10), per_minute=1)  # a host 4 min ahead
+    batches = [(calls(1, "acme", range(5)), now), (skewed, now)]
+    batches.append((calls(3, "acme", range(5, 6)), now + timedelta(seconds=59)))
+    offset = 0
+    for events, at in batches:
+        job.begin_batch(0, at)
+        for event in events:
+            job.observe(event, 0.002, 0, offset)
+            offset += 1
+    assert job.tenants["acme"].anomaly.late_events == 0
+    assert closed(job, "acme") < M0 + 5  # the minute of the worker clock stays open
+
+
 def _pin(models: bool) -> tuple[Any, list[tuple[str, str, str]]]:
     text = "\n".join(json.dumps({"case_id": f"c-{i}"}) for i in range(40))
     version, _ = GoldSetRegistry().add(parse_goldset("support-gold", text), T0)
