@@ -129,6 +129,18 @@ def event_row(
     return (canonical, *cost, topic, partition, offset, log_epoch, *link, leaf_hash.hex())
 
 
+KAFKA_TS_MIN_MS = -2_208_988_800_000  # 1900-01-01T00:00:00Z
+KAFKA_TS_MAX_MS = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z
+"""A dead letter's `kafka_timestamp` is kept in ClickHouse's DateTime64 range: the producer
+sets the Kafka timestamp, the broker takes any int64, and Python's datetime ends at year 9999."""
+
+
+def clamped_kafka_time(timestamp_ms: int) -> bool:
+    """Whether a stored `kafka_timestamp` (ms) is a clamp (`dead_letter_row`), not the
+    record's own: then it cannot tell a replaced log from the original."""
+    return min(abs(timestamp_ms - KAFKA_TS_MIN_MS), abs(timestamp_ms - KAFKA_TS_MAX_MS)) <= 1
+
+
 def dead_letter_row(
     source: Source,
     reason: str,
@@ -138,14 +150,21 @@ def dead_letter_row(
     tenant_hint: str,
     event_id_hint: str,
 ) -> tuple[Any, ...]:
-    """One `dead_letters` row, in `DEAD_LETTER_COLUMNS` order."""
+    """One `dead_letters` row, in `DEAD_LETTER_COLUMNS` order. A Kafka timestamp past the
+    storable range is clamped to it and named in `detail` (building the row raised on it
+    before, and the sink stopped on that message again after every restart)."""
+    ts = source.timestamp_ms
+    if not KAFKA_TS_MIN_MS <= ts <= KAFKA_TS_MAX_MS:
+        kept = min(max(ts, KAFKA_TS_MIN_MS), KAFKA_TS_MAX_MS)
+        detail += f"; kafka timestamp {ts} ms out of range, stored as {kept}"
+        ts = kept
     return (
         received_at,
         source.topic,
         source.partition,
         source.offset,
         source.log_epoch,
-        datetime.fromtimestamp(source.timestamp_ms / 1000, tz=received_at.tzinfo),
+        datetime.fromtimestamp(ts / 1000, tz=received_at.tzinfo),
         source.key or b"",
         reason,
         detail,

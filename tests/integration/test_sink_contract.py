@@ -193,3 +193,43 @@ async def test_batches_from_producers_with_every_kafka_codec_land(settings: Sett
         assert scalar(store, "SELECT count() FROM agentaudit.events") == total
         assert scalar(store, "SELECT uniqExact(event_id) FROM agentaudit.events") == total
         assert_chains_valid(store)
+
+
+async def _produce_at(settings: Settings, value: bytes, timestamp_ms: int | None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.events_topic, value, key=b"acme", partition=0, timestamp_ms=timestamp_ms
+        )
+    finally:
+        await producer.stop()
+
+
+async def test_a_kafka_timestamp_past_any_date_neither_stops_the_sink_nor_fools_its_restart(
+    settings: Settings,
+) -> None:
+    # The producer sets the record's timestamp and the broker takes any int64. Building the
+    # dead letter's row raised on it: the sink stopped on that message after every restart.
+    # Its stored timestamp is a clamp, so a restart must not compare it with the record's (the
+    # log would look replaced and be stored again).
+    await ensure_topics(settings)
+    valid = [event_dict(tenant="acme") for _ in range(3)]
+    await _produce(settings, [(b"acme", wire(d)) for d in valid])
+    await _produce_at(settings, b"{far future", 10**16)  # the partition's last message
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        worker = await sink_until(
+            settings, store, lambda w: w.processor.counters.dead_lettered == 1
+        )
+        assert worker.processor.counters.accepted == 3
+        detail = scalar(store, "SELECT detail FROM agentaudit.dead_letters")
+        assert "kafka timestamp 10000000000000000 ms out of range" in str(detail)
+
+        late = event_dict(tenant="acme")
+        await _produce_at(settings, wire(late), None)
+        again = await sink_until(settings, store, lambda w: w.processor.counters.accepted == 1)
+        assert again.processor.counters.dead_lettered == 0  # not stored again
+        assert scalar(store, "SELECT count() FROM agentaudit.dead_letters") == 1
+        assert scalar(store, "SELECT count() FROM agentaudit.events") == 4
+        assert assert_chains_valid(store) == 4

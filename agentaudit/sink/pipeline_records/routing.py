@@ -49,24 +49,6 @@ RECORD_DEAD_LETTER_COLUMNS: tuple[str, ...] = (*DEAD_LETTER_COLUMNS, "dead_lette
 TopicPartitionKey = tuple[str, int]
 Header = tuple[str, bytes | None]
 """A Kafka header as aiokafka gives it: its value may be null."""
-KAFKA_TS_MIN_MS = -2_208_988_800_000  # 1900-01-01T00:00:00Z
-KAFKA_TS_MAX_MS = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z
-"""A dead letter's `kafka_timestamp` is kept in ClickHouse's DateTime64 range: a producer sets
-the Kafka timestamp, the broker takes any int64, and Python's datetime stops at year 9999."""
-
-
-def _storable_time(source: Source) -> tuple[Source, str]:
-    """`source` with its Kafka timestamp clamped to the storable range, and a note for the
-    dead letter's `detail` when it was (before, `datetime.fromtimestamp` raised out of `add`,
-    and the sink stopped on that message again after every restart)."""
-    ts = source.timestamp_ms
-    if KAFKA_TS_MIN_MS <= ts <= KAFKA_TS_MAX_MS:
-        return source, ""
-    kept = min(max(ts, KAFKA_TS_MIN_MS), KAFKA_TS_MAX_MS)
-    clamped = Source(
-        source.topic, source.partition, source.offset, kept, source.key, source.log_epoch
-    )
-    return clamped, f"; kafka timestamp {ts} ms out of range, stored as {kept}"
 
 
 @dataclass
@@ -227,11 +209,10 @@ class RecordProcessor:
             reason = verdict.reason.value
             # An oversized message keeps a prefix, its size and hash (as in the event sink).
             kept, extra, note = keep(value or b"")
-            at, when = _storable_time(source)
             self._dead_letter_row(
                 source,
                 dead_letter_row(
-                    at, reason, verdict.detail + note + when, kept, self.clock(), tenant, record_id
+                    source, reason, verdict.detail + note, kept, self.clock(), tenant, record_id
                 ),
             )
             batch.dlq.append(
@@ -271,13 +252,12 @@ class RecordProcessor:
         detail = text("detail") + (f" (from {text('source')})" if "source" in found else "")
         kept, _, note = keep(value or b"")
         tenant = (source.key or b"").decode("utf-8", "replace")
-        at, when = _storable_time(source)
         self._dead_letter_row(
             source,
             dead_letter_row(
-                at,
+                source,
                 text("reason") or "unknown",
-                detail + note + when,
+                detail + note,
                 kept,
                 self.clock(),
                 tenant,

@@ -68,3 +68,16 @@ def test_watermarks_skip_what_the_store_holds_per_table() -> None:
     assert batch.events[0][INGEST_COLUMNS.index("chain_seq")] == 8
     p.stored(batch)
     assert p.event_watermark[0] == 11 and p.dead_letter_watermark[0] == 4
+
+
+def test_a_kafka_timestamp_past_any_date_is_a_dead_letter_with_a_storable_time() -> None:
+    # The producer sets the record's timestamp and the broker takes any int64: building the
+    # dead letter's row raised out of `add`, and the sink stopped on that message again after
+    # every restart, stalling its partition.
+    p = processor()
+    for offset, ts in enumerate((10**16, 2**63 - 1, -(10**15))):
+        p.add(Source("events", 0, offset, ts, b"acme"), b"{oops")
+    rows = [dict(zip(DEAD_LETTER_COLUMNS, r, strict=True)) for r in p.take().dead_letters]
+    assert [r["kafka_timestamp"].year for r in rows] == [2299, 2299, 1900]
+    assert all("out of range, stored as" in r["detail"] for r in rows)
+    assert p.counters.dead_lettered == 3
