@@ -169,6 +169,7 @@ class StreamJobsApp:
             async with (
                 self._lock
             ):  # each event: one poll's (offset, value, ms) list, same partition
+                self._seed_committed(events[0].message.tp)
                 hole = self.jobs.fence.admit(partition, events[0].value[0][0])
                 if hole is not None:  # not applied; delivered again after the seek
                     await self._rewind(events[0].message.tp, hole)
@@ -177,6 +178,17 @@ class StreamJobsApp:
                     partition, (item for e in events for item in e.value), self.clock()
                 )
                 await self._publish(records)
+
+    def _seed_committed(self, tp: Any) -> None:
+        """Offsets before the committed one were handled: the commit guard wrote their state
+        first. The restored state only says where the last *applied* event was; a re-sent or
+        invalid message after it changes no state, and the fence would seek back into it,
+        where a re-sent copy (its original no longer in the in-memory recent ids) counted
+        again."""
+        consumer = self.app.consumer
+        committed = consumer.committed_offset(tp) if isinstance(consumer, FastConsumer) else None
+        if committed:
+            self.jobs.fence.seed(tp.partition, committed - 1)
 
     async def _rewind(self, tp: Any, hole: Hole) -> None:
         """A batch past a hole (see `stream_jobs.delivery`): seek back to the offset the
