@@ -285,11 +285,13 @@ class SpendTracker(KeyedState[str]):
 
     def _open(self, state: TenantLedger, cal: Calendar, window: Window) -> Open | None:
         """The retained window (opened if new), or None when the watermark is past it."""
+        if window.end + self.grace <= state.watermark:
+            # Final, also while still held (expiry runs at state writes): when that ran must
+            # not decide what a late event counts, or a replay could differ from the first run.
+            return None
         by_start = state.windows.setdefault(cal, {})
         opened = by_start.get(window.start)
         if opened is None:
-            if window.end + self.grace <= state.watermark:
-                return None
             opened = by_start[window.start] = Open(window)
         return opened
 

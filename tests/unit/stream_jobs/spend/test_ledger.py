@@ -116,6 +116,21 @@ def test_a_new_partition_for_a_tenant_is_not_mistaken_for_a_replay() -> None:
     assert rows_by_key(tr.drain_rollups())[("tenant", "acme", "day", "day:2026-11-21")].calls == 2
 
 
+def test_a_late_event_past_the_grace_is_dropped_whether_or_not_its_window_was_expired() -> None:
+    """Expiry runs at state writes, not per event: whether a late event past the grace
+    counted depended on when the worker last wrote state, so a replay after a crash could
+    count it differently from the first run."""
+    tr = SpendTracker(grace=timedelta(minutes=30))
+    now = utc(2026, 11, 21, 13)
+    tr.observe(llm(utc(2026, 11, 21, 10, 50)), C, 0, 1, now)
+    tr.observe(llm(utc(2026, 11, 21, 12)), C, 0, 2, now)  # watermark 12:00 > 11:00 + 30 min
+    tr.observe(llm(utc(2026, 11, 21, 10, 57)), C, 0, 3, now)  # hour 10 not expired yet
+    assert tr.late_dropped == 1
+    rows = rows_by_key(tr.drain_rollups())
+    assert rows[("tenant", "acme", "hour", "hour:2026-11-21T10")].cost_usd == C  # not 2 C
+    assert rows[("tenant", "acme", "day", "day:2026-11-21")].cost_usd == C * 3
+
+
 def test_late_event_counts_within_grace_and_is_dropped_after() -> None:
     tr = SpendTracker(grace=timedelta(minutes=30))
     now = utc(2026, 11, 21, 13)
