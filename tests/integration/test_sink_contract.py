@@ -69,7 +69,9 @@ def _poison() -> list[tuple[bytes, bytes, str]]:
     ]
 
 
-async def _produce(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
+async def _produce(
+    settings: Settings, messages: list[tuple[bytes, bytes]], timestamp_ms: int | None = None
+) -> None:
     # A producer that can write what the broker accepts (10 MB), unlike the SDK's.
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, max_request_size=16 << 20
@@ -77,7 +79,9 @@ async def _produce(settings: Settings, messages: list[tuple[bytes, bytes]]) -> N
     await producer.start()
     try:
         for key, value in messages:
-            await producer.send(settings.events_topic, value, key=key, partition=0)
+            await producer.send(
+                settings.events_topic, value, key=key, partition=0, timestamp_ms=timestamp_ms
+            )
         await producer.flush()
     finally:
         await producer.stop()
@@ -195,17 +199,6 @@ async def test_batches_from_producers_with_every_kafka_codec_land(settings: Sett
         assert_chains_valid(store)
 
 
-async def _produce_at(settings: Settings, value: bytes, timestamp_ms: int | None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            settings.events_topic, value, key=b"acme", partition=0, timestamp_ms=timestamp_ms
-        )
-    finally:
-        await producer.stop()
-
-
 async def test_a_kafka_timestamp_past_any_date_neither_stops_the_sink_nor_fools_its_restart(
     settings: Settings,
 ) -> None:
@@ -216,7 +209,7 @@ async def test_a_kafka_timestamp_past_any_date_neither_stops_the_sink_nor_fools_
     await ensure_topics(settings)
     valid = [event_dict(tenant="acme") for _ in range(3)]
     await _produce(settings, [(b"acme", wire(d)) for d in valid])
-    await _produce_at(settings, b"{far future", 10**16)  # the partition's last message
+    await _produce(settings, [(b"acme", b"{far future")], 10**16)  # the partition's last one
     with open_store(settings, own=True) as store:
         migrate(store)
         worker = await sink_until(
@@ -227,7 +220,7 @@ async def test_a_kafka_timestamp_past_any_date_neither_stops_the_sink_nor_fools_
         assert "kafka timestamp 10000000000000000 ms out of range" in str(detail)
 
         late = event_dict(tenant="acme")
-        await _produce_at(settings, wire(late), None)
+        await _produce(settings, [(b"acme", wire(late))])
         again = await sink_until(settings, store, lambda w: w.processor.counters.accepted == 1)
         assert again.processor.counters.dead_lettered == 0  # not stored again
         assert scalar(store, "SELECT count() FROM agentaudit.dead_letters") == 1

@@ -28,12 +28,17 @@ def drain(spool: Spool) -> list[tuple[bytes, bytes]]:
     return out
 
 
+def _spooled(where: Path, n: int) -> tuple[Path, bytes]:
+    """A closed spool of `n` records in one segment: the segment and its bytes."""
+    spool = Spool(where)
+    spool.append(recs(0, n))
+    spool.close()
+    (segment,) = where.glob("*.seg")
+    return segment, segment.read_bytes()
+
+
 def test_a_tear_at_any_byte_of_the_last_record_loses_only_that_record(tmp_path: Path) -> None:
-    first = Spool(tmp_path / "src")
-    first.append(recs(0, 5))
-    first.close()
-    (segment,) = (tmp_path / "src").glob("*.seg")
-    data = segment.read_bytes()
+    segment, data = _spooled(tmp_path / "src", 5)
     last = len(data) - len(encode_record(*recs(4, 5)[0]))
     for cut in range(last, len(data)):
         copy = tmp_path / f"cut-{cut}"
@@ -91,11 +96,7 @@ def test_a_write_failing_half_way_keeps_and_counts_what_is_on_disk(tmp_path: Pat
 
 def test_a_corrupt_byte_anywhere_in_a_record_loses_that_record_only(tmp_path: Path) -> None:
     """Before, everything after the damage in its segment was lost too (up to 16 MB)."""
-    first = Spool(tmp_path / "src")
-    first.append(recs(0, 6))
-    first.close()
-    (segment,) = (tmp_path / "src").glob("*.seg")
-    data = segment.read_bytes()
+    segment, data = _spooled(tmp_path / "src", 6)
     size = len(encode_record(*recs(0, 1)[0]))
     for at in range(2 * size, 3 * size):  # every byte of record 2: length, CRC, key, value
         copy = tmp_path / f"flip-{at}"
