@@ -184,7 +184,7 @@ def test_report_of_the_demo_store_renders_offline_with_data_in_every_chart(
     for sid, body in sections.items():
         assert "<svg" in body and 'class="mark"' in body, sid
         assert "nodata" not in body and "No data" not in body, sid
-    for name in ("umbrella-daily", "acme-daily", "hooli-per-user", "fleet-monthly"):
+    for name in ("umbrella-daily", "acme-daily", "hooli-per-user"):
         assert name in sections["budget-burn"]
     for reason in ("invalid_json", "schema_violation", "oversized"):
         assert reason in sections["dead-letters"]
