@@ -27,7 +27,13 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agentaudit_sdk.kafka_config import KafkaConnection, KafkaSetupError, as_connection, start
+from agentaudit_sdk.kafka_config import (
+    KafkaConnection,
+    KafkaSetupError,
+    as_connection,
+    cancelled_ourselves,
+    start,
+)
 from agentaudit_sdk.kafka_config import producer as new_producer
 from agentaudit_sdk.transport import RecordsRefused, TransportUnavailable
 
@@ -252,6 +258,5 @@ async def _close_sender(producer: Any) -> None:
     try:
         await producer._sender.close()  # noqa: SLF001 - aiokafka has no abort()
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if cancelled_ourselves():
             raise

@@ -352,6 +352,14 @@ async def _close(client: Any) -> None:
         pass
 
 
+def cancelled_ourselves() -> bool:
+    """Whether a CancelledError caught now is this task's own cancellation (to re-raise), not
+    one aiokafka re-raised from a task of its own that it cancelled (0.14 does, from a fetch
+    task's or the sender's await)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 async def stop_consumer(consumer: AIOKafkaConsumer, timeout_s: float | None = None) -> None:
     """`consumer.stop()`, finished also when aiokafka (0.14) cuts it short or it hangs.
 
@@ -365,8 +373,7 @@ async def stop_consumer(consumer: AIOKafkaConsumer, timeout_s: float | None = No
         async with asyncio.timeout(timeout_s):
             await consumer.stop()
     except (asyncio.CancelledError, TimeoutError):
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if cancelled_ourselves():
             raise
         async with asyncio.timeout(timeout_s):
             await consumer._client.close()  # noqa: SLF001 - the step stop() skipped (pinned aiokafka)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, InvalidStateError
 
 from agentaudit_sdk.backoff import Backoff
+from agentaudit_sdk.kafka_config import cancelled_ourselves
 from agentaudit_sdk.pipeline import WireRecord
 from agentaudit_sdk.spool_memory import SpoolBackend
 from agentaudit_sdk.stats import Counters, WarnLimiter
@@ -31,8 +32,7 @@ def stray_cancel(exc: BaseException) -> bool:
     """A CancelledError that a transport let escape while our task is not being cancelled
     (aiokafka re-raises a cancelled internal task's): a failure of that call, not a request
     to stop, so it must not end the background thread."""
-    task = asyncio.current_task()
-    return isinstance(exc, asyncio.CancelledError) and not (task and task.cancelling())
+    return isinstance(exc, asyncio.CancelledError) and not cancelled_ourselves()
 
 
 def resolve(future: Future[bool], value: bool) -> None:

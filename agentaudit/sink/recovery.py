@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentaudit.sink.logguard import Anchor
-from agentaudit.sink.rows import clamped_kafka_time
+from agentaudit.sink.rows import anchor_time
 from agentaudit.store.protocol import Store
 from agentaudit.store.protocol import column_text as _text
 
@@ -76,9 +76,7 @@ def _partition_log(events: tuple[Any, ...] | None, dead: tuple[Any, ...] | None)
         return PartitionLog(epoch, event_wm, dead_wm, Anchor(event_wm, event_id=str(events[2])))
     assert dead is not None
     original = dead[3] if isinstance(dead[3], bytes) else str(dead[3]).encode()
-    # A clamped Kafka timestamp (`rows.dead_letter_row`) is not the message's: the prefix decides.
-    stamp = None if clamped_kafka_time(int(dead[2])) else int(dead[2])
-    anchor = Anchor(dead_wm, timestamp_ms=stamp, value_prefix=original)
+    anchor = Anchor(dead_wm, timestamp_ms=anchor_time(int(dead[2])), value_prefix=original)
     return PartitionLog(epoch, event_wm, dead_wm, anchor)
 
 

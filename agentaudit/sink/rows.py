@@ -135,10 +135,11 @@ KAFKA_TS_MAX_MS = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z
 sets the Kafka timestamp, the broker takes any int64, and Python's datetime ends at year 9999."""
 
 
-def clamped_kafka_time(timestamp_ms: int) -> bool:
-    """Whether a stored `kafka_timestamp` (ms) is a clamp (`dead_letter_row`), not the
-    record's own: then it cannot tell a replaced log from the original."""
-    return min(abs(timestamp_ms - KAFKA_TS_MIN_MS), abs(timestamp_ms - KAFKA_TS_MAX_MS)) <= 1
+def anchor_time(timestamp_ms: int) -> int | None:
+    """A stored dead letter's `kafka_timestamp` (ms) as a log anchor's time: None when it is a
+    clamp (`dead_letter_row`), not the record's own, which cannot tell a replaced log."""
+    clamped = min(abs(timestamp_ms - KAFKA_TS_MIN_MS), abs(timestamp_ms - KAFKA_TS_MAX_MS)) <= 1
+    return None if clamped else timestamp_ms
 
 
 def dead_letter_row(

@@ -21,6 +21,7 @@ from agentaudit.otlp import ingest
 from agentaudit.otlp.server import READERS_PER_SLOT, RETRY_AFTER_BUSY_S
 from agentaudit.settings import Settings
 from tests.conftest import isolated_settings
+from tests.helpers_wait import poll_until
 from tests.integration.procs import children_of, cmdline
 from tests.integration.test_otlp import _export, receiver
 from tests.unit.otlp.spans import chat, make_spans, request
@@ -85,12 +86,6 @@ async def _slow_sender(url: str, key: str, body: bytes) -> tuple[Any, Any]:
     return reader, writer
 
 
-async def _until(condition: Any) -> None:
-    async with asyncio.timeout(10):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
 async def test_a_slow_sender_holds_no_slot_and_is_cut_off_at_its_deadline(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -101,7 +96,7 @@ async def test_a_slow_sender_holds_no_slot_and_is_cut_off_at_its_deadline(
     body = encode_spans(make_spans(chat(input_tokens=1))).SerializeToString()
     async with receiver(slow, tmp_path) as (url, key, rx):
         reader, writer = await _slow_sender(url, key, body)
-        await _until(lambda: rx.counters["requests"] == 1)
+        await poll_until(lambda: rx.counters["requests"] == 1, 10, "the request")
         spans = make_spans(chat(input_tokens=2))
         assert await asyncio.to_thread(_export, url, key, spans) is SpanExportResult.SUCCESS
         async with asyncio.timeout(10):
@@ -118,10 +113,10 @@ async def test_a_client_gone_mid_body_is_counted_not_an_error(
     body = encode_spans(make_spans(chat(input_tokens=1))).SerializeToString()
     async with receiver(settings, tmp_path) as (url, key, rx):
         _, writer = await _slow_sender(url, key, body)
-        await _until(lambda: rx.counters["requests"] == 1)
+        await poll_until(lambda: rx.counters["requests"] == 1, 10, "the request")
         writer.close()
         await writer.wait_closed()
-        await _until(lambda: rx.counters.get("aborted") == 1)
+        await poll_until(lambda: rx.counters.get("aborted") == 1, 10, "the abort counted")
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
@@ -132,7 +127,9 @@ async def test_bodies_being_read_are_bounded(settings: Settings, tmp_path: Path)
     body = encode_spans(make_spans(chat(input_tokens=1))).SerializeToString()
     async with receiver(busy, tmp_path) as (url, key, rx), aiohttp.ClientSession() as http:
         slow = [await _slow_sender(url, key, body) for _ in range(READERS_PER_SLOT)]
-        await _until(lambda: rx.counters["requests"] == READERS_PER_SLOT)
+        await poll_until(
+            lambda: rx.counters["requests"] == READERS_PER_SLOT, 10, "every reader busy"
+        )
         headers = {"Content-Type": "application/x-protobuf", "x-api-key": key}
         async with http.post(f"{url}/v1/traces", data=body, headers=headers) as r:
             assert (r.status, r.headers["Retry-After"]) == (429, str(RETRY_AFTER_BUSY_S))
@@ -160,9 +157,9 @@ async def test_a_broker_stall_is_answered_503_in_time_for_the_exporter_to_retry(
             try:
                 spans = make_spans(chat(input_tokens=2))
                 export = asyncio.create_task(asyncio.to_thread(_export, url, key, spans))
-                async with asyncio.timeout(30):
-                    while rx.counters["unavailable"] < 1 and not export.done():
-                        await asyncio.sleep(0.05)
+                await poll_until(
+                    lambda: rx.counters["unavailable"] >= 1 or export.done(), 30, "a 503"
+                )
             finally:
                 os.kill(pid, signal.SIGCONT)
             assert await export is SpanExportResult.SUCCESS

@@ -23,7 +23,7 @@ from agentaudit.sink.pipeline_records.routing import (
 )
 from agentaudit.sink.pipeline_records.rows import OFFSETS_TABLE, RECORD_TABLES
 from agentaudit.sink.recovery import ANCHOR_PREFIX_BYTES
-from agentaudit.sink.rows import clamped_kafka_time
+from agentaudit.sink.rows import anchor_time
 from agentaudit.store.protocol import Store
 
 # The offsets table under a name no record table has, in the watermark query's results.
@@ -99,9 +99,7 @@ def _anchor(label: str, offset: int, record_id: str, ts_ms: int, prefix: Any) ->
     if label != DEAD_LETTERS_TABLE:
         return Anchor(offset, event_id=record_id)
     original = prefix if isinstance(prefix, bytes) else str(prefix).encode()
-    # A clamped Kafka timestamp is not the message's: the prefix decides.
-    stamp = None if clamped_kafka_time(ts_ms) else ts_ms
-    return Anchor(offset, timestamp_ms=stamp, value_prefix=original)
+    return Anchor(offset, timestamp_ms=anchor_time(ts_ms), value_prefix=original)
 
 
 def recover_records(store: Store, topics: list[str], recent_limit: int) -> RecordRecovery:
