@@ -81,10 +81,12 @@ class DirectoryAnchor:
             try:
                 doc = orjson.loads(line)
             except orjson.JSONDecodeError:
-                # A torn or garbled line is kept visible to the verifier, never dropped.
-                out.append(line.decode("utf-8", "replace"))
-                continue
-            out.append(doc.get("note", "") if isinstance(doc, dict) else str(doc))
+                doc = None
+            note = doc.get("note") if isinstance(doc, dict) else None
+            # A torn or garbled line, or one whose "note" is not text, is kept visible to the
+            # verifier as the line itself, never dropped, and always as a str: a number or a
+            # list there crashed `verify` and the sink's rebuild (a crash loop).
+            out.append(note if isinstance(note, str) else line.decode("utf-8", "replace"))
         return out
 
     def notes(self, tenant_id: str, partition: int) -> list[str]:
