@@ -13,6 +13,13 @@ A statement runs only if it passes three walls, any of which alone refuses:
 3. the run itself carries `additional_table_filters` (`tenant_id IN (...)`) for every readable
    table, applied by the engine to every read of it, inside views and subqueries too; the
    auditor cannot send settings (wall 1), and `readonly = 1` follows the filters.
+
+The engine applies those filters AFTER the read, while a PREWHERE runs inside it: a condition
+there (written, or moved there by `optimize_move_to_prewhere`) saw every tenant's rows, and its
+errors and `throwIf` told them (`toUInt8(payload)` printed another tenant's value). So PREWHERE
+is refused (wall 2) and nothing is moved there: the statement's conditions then run in filters
+after the tenant filter, or in the one conjunction the planner builds with it first, whose
+later terms are evaluated lazily (the default short-circuit evaluation) on the rows it kept.
 """
 
 from __future__ import annotations
@@ -208,6 +215,8 @@ def tables_of_tree(lines: Sequence[str]) -> list[str]:
         word = line.lstrip().split(" ", 1)[0]
         if word.startswith("TABLE_FUNCTION"):
             raise Unscoped("a table function is read")
+        if word == "PREWHERE":  # runs before the tenant filter (module docstring)
+            raise Unscoped("PREWHERE runs before the tenant scope; use WHERE")
         if word != "TABLE":
             continue
         match = _TABLE_LINE_RE.fullmatch(line.strip())
@@ -221,9 +230,14 @@ def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# With this the auditor's conditions see only rows the filters kept (module docstring).
+_FILTER_FIRST = "optimize_move_to_prewhere = 0"
+
+
 def scope_settings(tables: Iterable[str], tenants: Sequence[str]) -> str:
-    """`additional_table_filters = {...}`: `tenant_id IN (tenants)` on every table in `tables`."""
+    """`additional_table_filters = {...}`: `tenant_id IN (tenants)` on every table in `tables`,
+    and the settings that make the engine apply them before any condition of the statement."""
     in_list = ", ".join(_quote(t) for t in sorted(tenants))
     condition = f"tenant_id IN ({in_list})"
     entries = ", ".join(f"{_quote(t)}: {_quote(condition)}" for t in sorted(tables))
-    return f"additional_table_filters = {{{entries}}}"
+    return f"additional_table_filters = {{{entries}}}, {_FILTER_FIRST}"

@@ -76,6 +76,8 @@ def test_tree_lines_are_read_exactly() -> None:
     assert tables_of_tree([*lines, "TABLE id: 9, table_name: default.x"])[-1] == "default.x"
     with pytest.raises(Unscoped):
         tables_of_tree(["    TABLE_FUNCTION id: 3, alias: __table1, table_function_name: numbers"])
+    with pytest.raises(Unscoped, match="PREWHERE"):  # it runs before the tenant filter
+        tables_of_tree([*lines, "  PREWHERE"])
 
 
 def test_scope_settings_quote_tenants(session: chdb.session.Session) -> None:
