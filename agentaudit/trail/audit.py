@@ -23,7 +23,7 @@ from .checkpoint import CheckpointError, open_checkpoint
 from .leaf import ChainLeaves, LeafError
 from .lines import checkpoint_line, segment_lines, tail_lines
 from .merkle import CompactTree
-from .note import NoteError
+from .note import NoteError, Verifier
 from .pubkeys import PublicKeys
 from .reorder import leaf_hex, reordered_verdicts, row_hash_ok
 from .verdicts import (
@@ -42,6 +42,30 @@ from .verdicts import (
 )
 
 _sha256 = hashlib.sha256
+
+
+def open_held(c: Held, keys: PublicKeys, verifiers: list[Verifier], origin: str) -> None:
+    """Open ``c``'s note as a checkpoint of ``origin``: its ``cp``, ``time``, ``end``,
+    ``handoff`` and ``key`` are set when one of ``keys`` (``verifiers``: theirs under
+    ``origin``) signed it with one ``time`` line while that key was in use, else its ``error``
+    (a checkpoint line's ``INVALID: signature``)."""
+    try:
+        cp, note = open_checkpoint(c.note, verifiers, origin)
+    except (NoteError, CheckpointError) as e:
+        c.error = str(e)
+        return
+    times = [x[5:] for x in cp.extensions if x.startswith("time ")]
+    if len(times) != 1 or not times[0].isdigit():
+        c.error = "no single 'time <unix seconds>' line"
+        return
+    c.cp, c.time, c.end = cp, int(times[0]), "end" in cp.extensions
+    c.handoff = "handoff" in cp.extensions
+    c.key = keys.key_for(origin, note.verified[0].key_id)
+    if c.key is not None and not in_use(c.key, c.time):
+        # A key signs only while it is current: a retired (perhaps leaked) key's later
+        # signature, or one dated before the key existed, is not the log's.
+        c.error = f"signed at {iso(c.time)}, outside the key's use ({c.key.describe()})"
+        c.cp = None
 
 
 class ChainAudit:
@@ -89,24 +113,9 @@ class ChainAudit:
             self._open(c, keys, verifiers)
         self._time_rules()
 
-    def _open(self, c: Held, keys: PublicKeys, verifiers: list) -> None:  # type: ignore[type-arg]
-        try:
-            cp, note = open_checkpoint(c.note, verifiers, self.origin)
-        except (NoteError, CheckpointError) as e:
-            c.error = str(e)
-            return
-        times = [x[5:] for x in cp.extensions if x.startswith("time ")]
-        if len(times) != 1 or not times[0].isdigit():
-            c.error = "no single 'time <unix seconds>' line"
-            return
-        c.cp, c.time, c.end = cp, int(times[0]), "end" in cp.extensions
-        c.handoff = "handoff" in cp.extensions
-        c.key = keys.key_for(self.origin, note.verified[0].key_id)
-        if c.key is not None and not in_use(c.key, c.time):
-            # A key signs only while it is current: a retired (perhaps leaked) key's later
-            # signature, or one dated before the key existed, is not the log's.
-            c.error = f"signed at {iso(c.time)}, outside the key's use ({c.key.describe()})"
-            c.cp = None
+    def _open(self, c: Held, keys: PublicKeys, verifiers: list[Verifier]) -> None:
+        open_held(c, keys, verifiers, self.origin)
+        if c.cp is None or c.time is None:
             return
         late = self.started_at is not None and c.time + 1 > self.started_at
         if len(self.sources) > 1 and not late:

@@ -30,7 +30,7 @@ Row range lines (``Rows <origin> <first>-<last>``)
   (not yet checkpointed)`` (rows after the last checkpoint ingested after it: not invalid);
   ``expired by policy`` (not invalid: the chain's first rows, ``chain_seq`` 1 to a horizon H,
   are gone and an :class:`Expiry` in the trail explains it: a ``retention_applied`` event of
-  the tenant names H for the chain, H is the size of a valid checkpoint whose ``time`` is at
+  the tenant that a signed checkpoint of its chain covers names H for the chain, H is the size of a valid checkpoint whose ``time`` is at
   least the policy's days before the event, H is below the first row of every held subject,
   and a frontier stored with that checkpoint reproduces its signed root, so the rows after H
   are still checked. Rows gone beyond H, or with no such event, stay ``missing rows``).

@@ -79,8 +79,15 @@ def verify_store(
 ) -> list[ChainReport]:
     """Verify every chain (of ``tenant``) in the store against both checkpoint sources."""
     started = clock()
-    claims = expiries(store, tenant)  # retention sweeps' claims (`expired by policy`)
     anchor = DirectoryAnchor(settings.checkpoints_dir)
+    # Retention sweeps' claims (`expired by policy`) that a signed checkpoint covers.
+    claims = expiries(
+        store,
+        keys,
+        settings.deployment,
+        lambda t, p: source.checkpoints(store, anchor, t, p),
+        tenant,
+    )
     reports = []
     # The derived-value check reads every row in the window once; it runs beside the chains'
     # rows (whose verdicts take it in at the end of each chain), not before them.
