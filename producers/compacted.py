@@ -12,6 +12,22 @@ from `end_offsets()`: the local broker under-reports end offsets when records we
 in batches. A reader keeps its positions across `open`/`close`, so a new session after a
 lost broker resumes where the last one stopped instead of replaying the topic.
 
+A position is only good on the log it was read from. A broker that keeps nothing across a
+restart (the local one), or a topic deleted and recreated, starts the log again at offset 0;
+once it has grown past our position, resuming there would silently skip every record below
+it (a probe: a block written at offset 5 of the new log never reached the SDK, which had read
+to offset 10 before the restart; aiokafka reconnects inside the consumer, so no session
+ends). So the reader remembers the last record it read per partition (its anchor), and only
+delivers records that came in one fetch response with the anchor in front of them: a batch
+that starts past the anchor is dropped and the anchor's offset fetched again. The same record
+there means the same log; anything else (another record, the next offset, a log now shorter)
+means the log was replaced, and the partition is read again from its beginning (logged,
+counted in `replaced_logs`): records come again in log order, so the latest per key wins as
+for a fresh reader; keys the new log never mentions keep the state they had. The price is one
+more fetch per batch of new records (rare on these topics). On a real cluster compaction can
+remove an anchor that a newer record of its key replaced; that reads as replaced too (a
+needless re-read, never a skipped record).
+
 Every wait is bounded: `open` and `read_to_end` take a timeout and raise `Unreachable` or
 `EndNotReached` (both `CompactedReadError`) with the bootstrap, topics and timeout in the
 message. aiokafka is imported when a reader opens, never at `import agentaudit_sdk`.
@@ -21,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -100,6 +117,12 @@ class CompactedReader:
         }
         self._consumer: Any = None
         self._positions: dict[Any, int] = {}  # TopicPartition → next offset to read
+        # TopicPartition → (offset, fingerprint) of the last record read: the anchor that
+        # tells the same log from a replaced one (module doc)
+        self._anchors: dict[Any, tuple[int, bytes]] = {}
+        self._verifying: set[Any] = set()  # partitions sought back to their anchor
+        self.replaced_logs = 0
+        """Partitions found replaced under the reader (and read again from the beginning)."""
         self._missing: set[str] = set(self.topics)
         self._topic_backoff = Backoff(1.0, 30.0)
         self._next_topic_check = 0.0
@@ -175,9 +198,37 @@ class CompactedReader:
     async def _poll(self, on_record: OnRecord, timeout_ms: int) -> None:
         batches = await self._consumer.getmany(timeout_ms=timeout_ms)
         for tp, messages in batches.items():
+            anchor = self._anchors.get(tp)
+            if anchor is not None:
+                if (messages[0].offset, _fingerprint(messages[0])) != anchor:
+                    self._seek_anchor(tp, anchor)  # not (known to be) on the same log: check
+                    continue
+                self._verifying.discard(tp)
+                messages = messages[1:]  # the anchor: delivered already
             for message in messages:
                 self._positions[tp] = message.offset + 1
+                self._anchors[tp] = (message.offset, _fingerprint(message))
                 await on_record(tp.topic, message.key, message.value)
+
+    def _seek_anchor(self, tp: Any, anchor: tuple[int, bytes]) -> None:
+        """Fetch `tp`'s anchor again (with what follows it); if that was done already, what
+        came instead proves the log replaced: read the partition again from its beginning."""
+        if tp not in self._verifying:
+            self._verifying.add(tp)
+            self._consumer.seek(tp, anchor[0])
+            return
+        self._verifying.discard(tp)
+        self.replaced_logs += 1
+        logger.warning(
+            "agentaudit: the log of %s-%d was replaced (broker restarted empty or topic "
+            "recreated: its record at offset %d is gone); reading it again from the beginning",
+            tp.topic,
+            tp.partition,
+            anchor[0],
+        )
+        self._positions.pop(tp, None)
+        self._anchors.pop(tp, None)
+        self._consumer.seek(tp, 0)
 
     async def _at_end(self) -> bool:
         for tp in self._consumer.assignment():
@@ -203,15 +254,27 @@ class CompactedReader:
         if self._missing and self._require:
             raise TopicMissing(f"topic {', '.join(sorted(self._missing))} does not exist yet")
         consumer.assign(tps)
+        self._verifying.clear()
         fresh = [tp for tp in tps if tp not in self._positions]
         for tp in tps:
-            if tp in self._positions:
+            anchor = self._anchors.get(tp)
+            if anchor is not None:  # resuming: check the log at once (see `_poll`)
+                self._seek_anchor(tp, anchor)
+            elif tp in self._positions:
                 consumer.seek(tp, self._positions[tp])
         if fresh:
             await consumer.seek_to_beginning(*fresh)
         self._next_topic_check = (
             asyncio.get_running_loop().time() + self._topic_backoff.next_delay()
         )
+
+
+def _fingerprint(message: Any) -> bytes:
+    """What identifies a record beyond its offset: its timestamp, key and value."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (str(message.timestamp).encode(), message.key, message.value):
+        digest.update(b"-" if part is None else b"+%d:" % len(part) + part)
+    return digest.digest()
 
 
 async def read_latest(

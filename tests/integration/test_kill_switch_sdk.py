@@ -25,14 +25,14 @@ def topics_of(settings: Settings) -> tuple[str, str]:
     return f"{settings.events_topic}.control", f"{settings.events_topic}.budgets"
 
 
-async def create_topics(settings: Settings) -> None:
+async def create_topics(settings: Settings, partitions: int = 3) -> None:
     await ensure_topics(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
         compacted = {"cleanup.policy": "compact"}
         await admin.create_topics(
-            [NewTopic(name, 3, 1, topic_configs=compacted) for name in topics_of(settings)]
+            [NewTopic(name, partitions, 1, topic_configs=compacted) for name in topics_of(settings)]
         )
     finally:
         await admin.close()
@@ -222,3 +222,40 @@ def test_a_control_record_in_a_codec_the_sdk_lacks_is_named_not_a_lost_broker(
         assert not any("listener lost" in r.getMessage() for r in caplog.records)
     finally:
         client.shutdown(5)
+
+
+def test_a_block_on_a_log_replaced_by_a_broker_restart_is_not_skipped(settings: Settings) -> None:
+    """The local broker keeps nothing across a restart: the control log starts again at 0.
+    Before, the SDK resumed at the offset it had reached on the old log (10) and silently
+    skipped the new log's records below it, among them a block (at offset 5)."""
+    with LocalBroker() as own:
+        local = settings.model_copy(update={"kafka_bootstrap": own.bootstrap})
+        control_topic, _ = topics_of(local)
+
+        def fill(tenants: list[str]) -> None:
+            asyncio.run(create_topics(local, partitions=1))
+            blocks = [control(t) for t in tenants]
+            records = [(b.scope.key, b.model_dump_json().encode()) for b in blocks]
+            asyncio.run(publish(local, control_topic, records))
+
+        fill([f"old-{i}" for i in range(10)])
+        client = make_client(local)
+        try:
+            assert client.control.wait_for(
+                lambda: client.control.blocked("old-9") is not None, WAIT_S
+            ), client.control.stats
+            own.stop()
+            own.start()
+            fill([f"new-{i}" for i in range(5)] + ["acme"] + [f"new-{i}" for i in range(5, 13)])
+            assert client.control.wait_for(
+                lambda: client.control.blocked("new-12") is not None, WAIT_S
+            ), client.control.stats
+            assert client.control.wait_for(
+                lambda: client.control.blocked("acme") is not None, WAIT_S
+            ), "the block at offset 5 of the new log was skipped"
+            with pytest.raises(Blocked):
+                client.check()
+            # what the new log never mentions keeps its last known state (still blocked)
+            assert client.control.blocked("old-0") is not None
+        finally:
+            client.shutdown(10)
