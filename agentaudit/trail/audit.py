@@ -142,11 +142,16 @@ class ChainAudit:
         rows: Iterable[Row | Run],
         progress: Callable[[int], None] | None = None,
         derived: Callable[[], Mapping[int, str]] | None = None,
+        siblings: tuple[int, bool] | None = None,
     ) -> ChainReport:
         """Stream ``rows`` (``chain_seq`` order; rows or runs of them) through the tree; the
         report. ``derived``, called once the rows are read: chain_seq -> columns whose stored
         value disagrees with the payload, for checked rows (as a row's own ``derived`` field;
-        store mode finds them in a query that runs while the rows are read)."""
+        store mode finds them in a query that runs while the rows are read). ``siblings``: for
+        a chain none of whose checkpoints verifies (:attr:`signed` false), the newest sink
+        checkpoint of another chain of its partition (its ``time``, whether it is a
+        ``handoff``): the sink signs every chain of a partition it owns at each tick, so the
+        chain's rows are judged against that one as against a checkpoint of its own."""
         live = [c for c in self.cps if c.cp is not None and not c.inconsistent]
         self._at: dict[int, list[Held]] = {}
         for c in live:
@@ -166,6 +171,10 @@ class ChainAudit:
         # that takes the chain over signs before it stores: a row after it is no sink's.
         newest = max(live, key=lambda c: (c.time or 0, self._order[c.note]), default=None)
         self._sealed = newest is not None and newest.handoff
+        if not live and siblings is not None:
+            # A forged chain (another tenant's, another partition) has no checkpoint: its rows
+            # were pending forever. Rows its partition's sink signed around are extra rows.
+            self._last_time, self._sealed = siblings
         self._si = 0
         self._next = sizes[0] if sizes else -1
         self._tree: CompactTree | None = CompactTree(self.start_size, self.start_frontier)
@@ -191,6 +200,11 @@ class ChainAudit:
         self._finish_tail()
         self._classify_reordered()
         return self._report()
+
+    @property
+    def signed(self) -> bool:
+        """Whether any of the chain's checkpoints verifies (signature, time and size rules)."""
+        return any(c.cp is not None and not c.inconsistent for c in self.cps)
 
     def _seg(self) -> Segment:
         return self._segs[self._si]

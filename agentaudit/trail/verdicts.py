@@ -27,13 +27,16 @@ Row range lines (``Rows <origin> <first>-<last>``)
   its leaf there; or its stored leaf hash is its leaf at another position near a
   disturbance); ``derived value disagrees: <columns>`` (supplied by the caller: store mode
   re-derives typed columns and cost); ``pending
-  (not yet checkpointed)`` (rows after the last checkpoint ingested after it: not invalid);
+  (not yet checkpointed)`` (rows after the last checkpoint ingested after it: not invalid; a
+  chain with no checkpoint that verifies is judged against its partition's newest sink
+  checkpoint, of another chain, when the caller supplies it);
   ``expired by policy`` (not invalid: the chain's first rows, ``chain_seq`` 1 to a horizon H,
   are gone and an :class:`Expiry` in the trail explains it: a ``retention_applied`` event of
-  the tenant that a signed checkpoint of its chain covers names H for the chain, H is the size of a valid checkpoint whose ``time`` is at
-  least the policy's days before the event, H is below the first row of every held subject,
-  and a frontier stored with that checkpoint reproduces its signed root, so the rows after H
-  are still checked. Rows gone beyond H, or with no such event, stay ``missing rows``).
+  the tenant that a signed checkpoint of its chain covers names H for the chain, H is the size
+  of a valid checkpoint whose ``time`` is at least the policy's days before the event, H is
+  below the first row of every held subject, and a frontier stored with that checkpoint
+  reproduces its signed root, so the rows after H are still checked. Rows gone beyond H, or
+  with no such event, stay ``missing rows``).
 
 A range with several kinds of problem gets one line per kind. A row counts once; rows a range's
 root failure leaves unexplained all count invalid. Once a range fails, later ranges are checked

@@ -89,6 +89,7 @@ def verify_store(
         tenant,
     )
     reports = []
+    newest: dict[int, tuple[int, bool] | None] = {}  # per partition (`partition_newest`)
     # The derived-value check reads every row in the window once; it runs beside the chains'
     # rows (whose verdicts take it in at the end of each chain), not before them.
     with ThreadPoolExecutor(1, thread_name_prefix="verify-derived") as pool:
@@ -113,7 +114,12 @@ def verify_store(
             )
             tick = None if progress is None else (lambda n, o=origin: progress(o, n))
             flags = None if check is None else (lambda c=check, t=t, p=p: c.result().of(t, p))
-            reports.append(audit.run(rows, tick, flags))
+            siblings = None
+            if not audit.signed:  # rare: a new chain before its first tick, or a forged one
+                if p not in newest:
+                    newest[p] = source.partition_newest(store, anchor, keys, settings.deployment, p)
+                siblings = newest[p]
+            reports.append(audit.run(rows, tick, flags, siblings))
     return reports
 
 

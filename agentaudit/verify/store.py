@@ -25,8 +25,11 @@ from agentaudit.anchors import DirectoryAnchor
 from agentaudit.sqlguard import Limits
 from agentaudit.store.protocol import Store
 from agentaudit.store.protocol import column_text as _text
+from agentaudit.trail.audit import open_held
+from agentaudit.trail.checkpoint import CheckpointError, origin_for
 from agentaudit.trail.leaf import LEAF_VERSION
-from agentaudit.trail.verdicts import Found, Row, Run
+from agentaudit.trail.pubkeys import PublicKeys
+from agentaudit.trail.verdicts import Found, Held, Row, Run
 
 CHUNK = 50_000
 _FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -44,6 +47,13 @@ SELECT tenant_id, kafka_partition, max(last) FROM (
   WHERE ({{tenant:String}} = '' OR tenant_id = {{tenant:String}})
   GROUP BY tenant_id, kafka_partition
 ) GROUP BY tenant_id, kafka_partition
+{_FENCE}"""
+
+# A partition's newest sink checkpoints, of any chain (`partition_newest`).
+_NEWEST_SQL = f"""
+SELECT tenant_id, note FROM agentaudit.checkpoints
+WHERE kafka_partition = {{partition:UInt32}} AND NOT is_end
+ORDER BY signed_at DESC LIMIT 50
 {_FENCE}"""
 
 _CHECKPOINTS_SQL = f"""
@@ -179,6 +189,35 @@ def _checkpoints(
     for t, p in keys:
         out[(t, p)] += [Found(n, frozenset({"anchor"})) for n in anchor.notes(t, p)]
     return out
+
+
+def partition_newest(
+    store: Store, anchor: DirectoryAnchor, keys: PublicKeys, deployment: str, partition: int
+) -> tuple[int, bool] | None:
+    """The newest checkpoint a sink signed of any chain of ``partition`` that verifies: its
+    ``time`` and whether it is a ``handoff`` (a tie: not one); None if there is none. Read
+    from the table's newest notes and each chain's newest note in the anchor directory (the
+    table alone could be rolled back); ``end`` checkpoints are no sink's tick."""
+    notes = [
+        (str(t), _text(n))
+        for t, n in store.query(_NEWEST_SQL, {"partition": partition}).result_rows
+    ]
+    for t, p in anchor.chains():
+        if p == partition and (n := anchor.latest(t, p)) is not None:
+            notes.append((t, n))
+    best: tuple[int, bool] | None = None
+    for t, n in notes:
+        try:
+            origin = origin_for(deployment, t, partition)
+        except CheckpointError:
+            continue
+        held = Held(n, frozenset(), None)
+        open_held(held, keys, keys.verifiers(origin), origin)
+        if held.cp is None or held.time is None or held.end:
+            continue
+        if best is None or (held.time, not held.handoff) > (best[0], not best[1]):
+            best = (held.time, held.handoff)
+    return best
 
 
 Chained = tuple[Chain, list[Found], Iterable[Row | Run]]

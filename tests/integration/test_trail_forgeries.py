@@ -1,11 +1,17 @@
-"""Retention claims an attacker forges: a `retention_applied` event counts for `agentaudit
-verify` only when a signed checkpoint of its own chain covers its row (and the row is the one
-whose leaf that chain committed to). Before, any such row counted, also one no checkpoint
-covered (reported `pending`, not failing): deleting a chain's first rows and appending a forged
-claim for them verified valid ("expired by policy", exit 0).
+"""Rows an attacker with SQL write access forges, each with every hash right (as the sink would
+store them), that `agentaudit verify` must not take for the trail's own.
+
+* Retention claims: a `retention_applied` event counts only when a signed checkpoint of its own
+  chain covers its row (and the row is the one whose leaf that chain committed to). Before, any
+  such row counted, also one no checkpoint covered (reported `pending`, not failing): deleting
+  a chain's first rows and appending a forged claim for them verified valid ("expired by
+  policy", exit 0).
+* A forged chain (another tenant, same partition) has no checkpoint: its rows were `pending`
+  forever whatever their `ingested_at`; now rows stored before the partition's newest sink
+  checkpoint (the sink signs every chain of its partitions at each tick) are extra rows.
 
 A small signed store written as the sink writes it (`built_store`: one chain, a checkpoint
-every 10 rows), so each case takes about a second."""
+every 10 rows), so each case takes a few seconds."""
 
 from __future__ import annotations
 
@@ -27,9 +33,10 @@ from agentaudit.system_events import system_event
 from agentaudit.trail.checkpoint import note_size
 from agentaudit.trail.leaf import encode_leaf
 from agentaudit.trail.merkle import leaf_hash
-from agentaudit.trail.verdicts import EXPIRED, MISSING, PENDING, summary
+from agentaudit.trail.verdicts import EXPIRED, EXTRA, MISSING, PENDING, summary
 from agentaudit.verify.run import public_keys, verify_store
 from agentaudit_schemas.canonical import GENESIS_HASH, chain_hash
+from tests.factories import event_dict, wire
 from tests.integration.helpers_trail import built_store
 
 pytestmark = pytest.mark.integration
@@ -64,27 +71,26 @@ def _claim(settings: Settings, store: Store, at: datetime) -> bytes:
         user_id="retention",
         now=lambda: at,
     )
-    body = orjson.dumps(doc)
-    leaf = leaf_hash(encode_leaf(TENANT, CLAIM_PART, 1, Decimal(0), True, "", body))
-    store.insert(
-        INGEST_TABLE,
-        [
-            [body],
-            [Decimal(0)],
-            [True],
-            [""],
-            [settings.events_topic],
-            [CLAIM_PART],
-            [0],
-            [0],
-            [1],
-            [GENESIS_HASH],
-            [chain_hash(GENESIS_HASH, body)],
-            [leaf.hex()],
-        ],
-        INGEST_COLUMNS,
-    )
-    return leaf
+    return _forge(settings, store, TENANT, CLAIM_PART, [orjson.dumps(doc)])[0]
+
+
+def _forge(
+    settings: Settings, store: Store, tenant: str, part: int, bodies: list[bytes]
+) -> list[bytes]:
+    """Rows 1.. of chain (tenant, part) with `bodies`, linked and with their leaf hashes,
+    through the ingest table as the sink stores them; their leaf hashes."""
+    prev, leaves, cols = GENESIS_HASH, [], []
+    for seq, body in enumerate(bodies, 1):
+        leaf = leaf_hash(encode_leaf(tenant, part, seq, Decimal(0), True, "", body))
+        row_hash = chain_hash(prev, body)
+        topic = settings.events_topic
+        cols.append(
+            (body, Decimal(0), True, "", topic, part, seq, 0, seq, prev, row_hash, leaf.hex())
+        )
+        prev = row_hash
+        leaves.append(leaf)
+    store.insert(INGEST_TABLE, [list(c) for c in zip(*cols, strict=True)], INGEST_COLUMNS)
+    return leaves
 
 
 def _sign_claim_chain(settings: Settings, store: Store, leaf: bytes) -> None:
@@ -130,3 +136,21 @@ def test_a_forged_unsigned_retention_claim_does_not_excuse_deleted_rows(tmp_path
         ok, lines = _verdicts(settings, store)
         assert ok, lines
         assert (f"p{PART}", EXPIRED) in lines and (f"p{PART}", MISSING) not in lines
+
+
+def test_a_forged_chain_stored_before_its_partitions_last_tick_is_extra(tmp_path: Path) -> None:
+    with built_store(tmp_path, 30, 1, every=10) as (settings, store):
+        forged = "forged"
+        bodies = [wire(event_dict(tenant=forged, kind="tool_call")) for _ in range(3)]
+        _forge(settings, store, forged, PART, bodies)
+        ok, lines = _verdicts(settings, store)
+        assert ok and (f"p{PART}", PENDING) in lines, lines  # stored after the last tick
+        # Dated before the partition's newest checkpoint, which would then have covered it.
+        store.command(
+            "ALTER TABLE agentaudit.events UPDATE ingested_at = ingested_at - INTERVAL 1 HOUR "
+            "WHERE tenant_id = {t:String} SETTINGS mutations_sync = 2",
+            {"t": forged},
+        )
+        ok, lines = _verdicts(settings, store)
+        assert not ok, lines  # was: valid, 3 rows pending
+        assert (f"p{PART}", EXTRA) in lines and (f"p{PART}", PENDING) not in lines

@@ -73,7 +73,12 @@ class Run:
     frontiers: bool = False
     started_at: float | None = None
 
-    def report(self, keys: PublicKeys = KEYS, **kw: object) -> vd.ChainReport:
+    def report(
+        self,
+        keys: PublicKeys = KEYS,
+        siblings: tuple[int, bool] | None = None,
+        **kw: object,
+    ) -> vd.ChainReport:
         found = []
         for i, n in enumerate(self.notes):
             src = self.sources[i] if i < len(self.sources) else BOTH
@@ -85,7 +90,7 @@ class Run:
         audit = a.ChainAudit(
             ORIGIN, TENANT, PART, keys, found, sources=BOTH, started_at=self.started_at, **kw
         )  # type: ignore[arg-type]
-        return audit.run(self.rows)
+        return audit.run(self.rows, siblings=siblings)
 
     def __post_init__(self) -> None:
         self.rows_orig = list(self.rows)
