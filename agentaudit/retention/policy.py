@@ -2,14 +2,17 @@
 
 A change is published as a system event in the tenant's trail first (acknowledged by the
 broker, or nothing happens) and then written to `agentaudit.retention_log`; the state is read
-back from that table's history (latest change wins).
+back from that table's history (latest change wins). "Latest" is by `changed_at`, so a change
+is dated after every change the tenant already has, whatever the clock says: before, a hold
+placed again from a host whose clock was 30 minutes behind the one that had lifted it was
+recorded (trail and table) but not in force: the sweep took the tenant for not held.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from agentaudit.errors import UserError
@@ -41,6 +44,11 @@ WHERE kind IN ('retention', 'hold') AND ({tenant:String} = '' OR tenant_id = {te
 GROUP BY tenant_id, kind, subject
 ORDER BY tenant_id, kind, subject
 SETTINGS readonly = 1"""
+_LAST_CHANGE_SQL = """
+SELECT max(changed_at), count() FROM agentaudit.retention_log
+WHERE tenant_id = {tenant:String} AND kind IN ('retention', 'hold')
+SETTINGS readonly = 1"""
+_TICK = timedelta(microseconds=1)  # changed_at is DateTime64(6)
 
 
 @dataclass
@@ -69,6 +77,19 @@ def policies(store: Store, tenant: str = "") -> dict[str, Policy]:
         elif active:
             p.tenant_hold = True
     return out
+
+
+def _change_time(store: Store, tenant: str, now: UtcNow) -> datetime:
+    """``now()``, or just after the tenant's latest policy change if that is not earlier (a
+    clock behind or a tie must not leave the new change out of force: see the module)."""
+    at = now()
+    rows = store.query(_LAST_CHANGE_SQL, {"tenant": tenant}).result_rows
+    if rows and rows[0][1]:
+        last: datetime = rows[0][0]
+        last = last if last.tzinfo else last.replace(tzinfo=at.tzinfo)
+        if at <= last:
+            return last + _TICK
+    return at
 
 
 def log_rows(store: Store, rows: list[dict[str, Any]]) -> None:
@@ -123,7 +144,7 @@ def set_retention(
     if days is not None and days < 1:
         raise UserError("retention is at least 1 day (or forever)")
     before = policies(store, tenant).get(tenant, Policy(tenant))
-    at = now()
+    at = _change_time(store, tenant, now)
     payload = {"days": days, "previous_days": before.days, "reason": reason}
     event = system_event(
         "retention_changed",
@@ -162,7 +183,7 @@ def set_hold(
         raise UserError(
             f"no hold on {'subject ' + subject if subject else 'tenant ' + tenant} to lift"
         )
-    at = now()
+    at = _change_time(store, tenant, now)
     payload: dict[str, Any] = {"action": "add" if placed else "rm", "reason": reason}
     if subject:
         payload["subject"] = subject

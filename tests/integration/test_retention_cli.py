@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,11 @@ from agentaudit.broker import ensure_topics, free_port
 from agentaudit.cli.main import app
 from agentaudit.errors import UserError
 from agentaudit.keyring import init_keys
+from agentaudit.retention.policy import set_hold
 from agentaudit.settings import Settings
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
+from agentaudit.store.protocol import Store
 from agentaudit.trail.verdicts import EXPIRED, summary
 from agentaudit.verify.run import public_keys, verify_store
 from agentaudit_sdk.clock import utc_now
@@ -281,6 +283,27 @@ def test_a_change_the_broker_cannot_record_is_not_made(settings: Settings) -> No
         assert len(lines) == 1 and "cannot reach Kafka" in lines[0], lines
     with open_store(settings) as store:
         assert scalar(store, "SELECT count() FROM agentaudit.retention_log") == 0
+        _changes_take_force_in_the_order_made(settings, store)
+
+
+def _changes_take_force_in_the_order_made(settings: Settings, store: Store) -> None:
+    """Before, `changed_at` was the writer's clock and the newest by it won: a hold placed
+    again from a host 30 min behind the one that lifted it was recorded but not in force.
+    (Here, not in a test of its own: that would cost a store's 5 s set-up.)"""
+    asyncio.run(ensure_topics(settings))
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    for placed, minutes in ((True, 0), (False, 60), (True, 30)):  # the last from a clock behind
+        policy = set_hold(
+            settings,
+            store,
+            "acme",
+            None,
+            placed,
+            "case 7",
+            "ops",
+            now=lambda m=minutes: t0 + timedelta(minutes=m),
+        )
+        assert policy.tenant_hold is placed
 
 
 async def test_no_cut_at_a_checkpoint_verify_would_reject(
