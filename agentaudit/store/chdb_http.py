@@ -76,6 +76,10 @@ _NAMES = {AUTHENTICATION_FAILED: "AUTHENTICATION_FAILED", _USER_ERROR: "ACCESS_D
 # (user, password, statement without FORMAT, format) -> the answer; raises UserError to refuse.
 AuditorRoute = Callable[[str, str, bytes, str], Outcome]
 _HEAD_LIMIT = 1 << 18  # an INSERT statement longer than this is not a data insert
+# An auditor's request is one statement, read whole before anyone is authenticated: bounded,
+# far above what ClickHouse parses (max_query_size, 256 KiB), so a small compressed body cannot
+# make the store owner (and its sink) hold gigabytes.
+AUDITOR_BODY_LIMIT = 1 << 20
 
 _CONTENT_TYPES = {
     "Native": "application/octet-stream",
@@ -217,9 +221,12 @@ class _Handler(BaseHTTPRequestHandler):
         """An auditor's request: the whole body is one statement, judged by the route."""
         assert self.server.auditors is not None
         if body.content_type.startswith("multipart/form-data"):
-            params = {**params, **parse_form(body.content_type, body.read_all())}
+            form = body.read_all(AUDITOR_BODY_LIMIT)
+            params = {**params, **parse_form(body.content_type, form)}
         # Several statements are refused by the route's parser check, and recorded.
-        sql = (params["query"] + b"\n" if "query" in params else b"") + body.read_all()
+        sql = (params["query"] + b"\n" if "query" in params else b"") + body.read_all(
+            AUDITOR_BODY_LIMIT
+        )
         trailing = TRAILING_FORMAT_RE.search(sql)
         fmt = params.get("default_format", b"").decode() or "TabSeparated"
         if trailing:

@@ -33,6 +33,9 @@ _DECODERS: dict[str, Callable[[], Any]] = {
     "deflate": zlib.decompressobj,
 }
 UNKNOWN_COMPRESSION_METHOD = 89
+SYNTAX_ERROR = 62  # a server's code for "Max query size exceeded"
+# What `decompress(data, max_length)` takes for "no limit": zlib 0, lz4 and zstd -1.
+_NO_CAP = {"gzip": 0, "deflate": 0}
 
 
 def parse_query_string(query: str) -> dict[str, bytes]:
@@ -86,8 +89,22 @@ class Body:
             self._rfile.readline(_LINE_LIMIT)  # the CRLF after each chunk
             yield data
 
-    def chunks(self) -> Iterator[bytes]:
-        """Decoded body chunks (Content-Encoding lz4, zstd, gzip, deflate or none)."""
+    def chunks(self, limit: int | None = None) -> Iterator[bytes]:
+        """Decoded body chunks (Content-Encoding lz4, zstd, gzip, deflate or none). With `limit`:
+        EngineError as soon as the body decodes to more than `limit` bytes; nothing past it is
+        decoded (32 KiB of zstd decode to 1 GiB of spaces)."""
+        size = 0
+        for chunk in self._decoded(limit):
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise EngineError(
+                    SYNTAX_ERROR,
+                    f"Code: 62. DB::Exception: Max query size exceeded: the body decodes to more "
+                    f"than {limit} bytes. (SYNTAX_ERROR)",
+                )
+            yield chunk
+
+    def _decoded(self, limit: int | None) -> Iterator[bytes]:
         if self._encoding in ("", "identity"):
             yield from self._raw()
             return
@@ -98,6 +115,9 @@ class Body:
                 f"Code: 89. DB::Exception: Unknown Content-Encoding {self._encoding!r}; send lz4, "
                 "zstd, gzip, deflate or none. (UNKNOWN_COMPRESSION_METHOD)",
             )
+        # One more byte than the limit per call tells "over" (the caller stops there); a call
+        # that returns less consumed its input, so nothing is left behind in the decoder.
+        cap = _NO_CAP.get(self._encoding, -1) if limit is None else limit + 1
         decoder = make()
         for raw in self._raw():
             while (
@@ -105,13 +125,14 @@ class Body:
             ):  # clients may send one compressed frame per block: start a new one at each end
                 if decoder.eof:
                     decoder = make()
-                out = decoder.decompress(raw)
+                out = decoder.decompress(raw, cap)
                 if out:
                     yield out
                 raw = decoder.unused_data if decoder.eof else b""
 
-    def read_all(self) -> bytes:
-        return b"".join(self.chunks())
+    def read_all(self, limit: int | None = None) -> bytes:
+        """The whole decoded body; EngineError past `limit` bytes (see `chunks`)."""
+        return b"".join(self.chunks(limit))
 
     def drain(self) -> None:
         """Consume what the client is still sending so the response reaches it intact."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+import tracemalloc
 import zlib
 from collections.abc import Callable
 
@@ -145,6 +146,36 @@ def test_body_with_one_compressed_frame_per_block(
     wire = b"".join(compress(b) for b in blocks)
     headers = _headers(content_length=str(len(wire)), content_encoding=encoding)
     assert b"".join(Body(io.BytesIO(wire), headers).chunks()) == b"".join(blocks)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        ("lz4", lz4.frame.compress),
+        ("zstd", zstd.compress),
+        ("gzip", lambda b: zlib.compress(b, wbits=31)),
+        ("deflate", zlib.compress),
+    ],
+)
+def test_a_limited_body_stops_decoding_past_the_limit(
+    encoding: str, compress: Callable[[bytes], bytes]
+) -> None:
+    # 16 MiB of spaces is a few KiB compressed (the probe's 32 KiB of zstd decoded to 1 GiB in
+    # the store owner, before any authentication); a limit of 256 KiB must not decode them all.
+    decoded = b" " * (16 << 20)
+    wire = compress(decoded)
+    headers = _headers(content_length=str(len(wire)), content_encoding=encoding)
+    tracemalloc.start()
+    try:
+        with pytest.raises(EngineError, match="Max query size exceeded") as info:
+            Body(io.BytesIO(wire), headers).read_all(256 << 10)  # type: ignore[arg-type]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.code == 62
+    assert peak < 4 << 20  # about the limit, not the 16 MiB
+    within = Body(io.BytesIO(wire), headers).read_all(16 << 20)  # type: ignore[arg-type]
+    assert within == decoded  # up to the limit, the whole body
 
 
 def test_unknown_content_encoding_is_a_clickhouse_error() -> None:
