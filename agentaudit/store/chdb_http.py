@@ -75,6 +75,7 @@ _USER_ERROR = 497  # ACCESS_DENIED: a refused auditor statement, an unrecorded o
 _NAMES = {AUTHENTICATION_FAILED: "AUTHENTICATION_FAILED", _USER_ERROR: "ACCESS_DENIED"}
 # (user, password, statement without FORMAT, format) -> the answer; raises UserError to refuse.
 AuditorRoute = Callable[[str, str, bytes, str], Outcome]
+_QUERY_STRING_RE = re.compile(r"\?[^\s'\"]*")
 _HEAD_LIMIT = 1 << 18  # an INSERT statement longer than this is not a data insert
 # An auditor's request is one statement, read whole before anyone is authenticated: bounded,
 # far above what ClickHouse parses (max_query_size, 256 KiB), so a small compressed body cannot
@@ -127,7 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
     server: ChdbHttpServer
 
     def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+        # The request line's query string may carry `password=` (the store's or an auditor's
+        # token, also percent-encoded) and the statement: it never reaches the log.
+        text = _QUERY_STRING_RE.sub("?...", format % args)
+        log.debug("%s %s", self.address_string(), text)
 
     def do_HEAD(self) -> None:
         self._serve(head=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import http.client
+import logging
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,3 +62,30 @@ def test_a_compressed_body_is_not_decoded_past_the_statement_limit(
     assert str(AUDITOR_BODY_LIMIT) in text
     # The connection and the store still serve.
     assert store.query("SELECT 1").result_rows == [(1,)]
+
+
+def test_a_token_in_the_url_is_not_logged(
+    store: ClickHouseStore, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by probe: with AGENTAUDIT_LOG_LEVEL=DEBUG every request line was logged whole,
+    # `GET /?user=kim&password=<token>&query=...`, so the log held the tokens of whoever used
+    # ClickHouse's URL credentials (the store's own token too). Also a malformed request line.
+    published = read_live_endpoint(settings)
+    assert published is not None
+    ep = published.endpoint()
+    secret = published.token
+    caplog.set_level(logging.DEBUG, logger="agentaudit.store.chdb_http")
+    answers = []
+    for line in (
+        f"GET /?user=default&password={secret}&query=SELECT%201 HTTP/1.1",
+        f"GET /?user=default&pass%77ord={secret}&query=SELECT%201 HTTP/1.1",  # name encoded
+        f"GET /?password={secret} HTTP/1.1 junk",  # a request line the server cannot parse
+    ):
+        with socket.create_connection((ep.host, ep.port), timeout=10) as sock:
+            sock.sendall(f"{line}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            answers.append(sock.makefile("rb").read())
+    assert [a.split(b"\r\n")[0] for a in answers[:2]] == [b"HTTP/1.1 200 OK"] * 2
+    assert b"Error code: 400" in answers[2]  # an HTTP/0.9-style error page
+    records = [r.getMessage() for r in caplog.records if r.name == "agentaudit.store.chdb_http"]
+    assert len(records) >= 3
+    assert not [r for r in records if secret in r], records
