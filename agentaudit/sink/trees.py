@@ -151,6 +151,20 @@ def anchored(
     return None
 
 
+def _handed_off(checks: dict[ChainKey, Checkpoint]) -> set[int]:
+    """Partitions whose newest anchored sink checkpoint (``end`` ones are no sink's tick) is a
+    ``handoff``: their previous owner gave them up cleanly (a same-second tie: not)."""
+    newest: dict[int, tuple[int, bool]] = {}
+    for (_, p), cp in checks.items():
+        times = [x[5:] for x in cp.extensions if x.startswith("time ")]
+        if "end" in cp.extensions or len(times) != 1 or not times[0].isdigit():
+            continue
+        at = (int(times[0]), "handoff" not in cp.extensions)
+        if p not in newest or at > newest[p]:
+            newest[p] = at
+    return {p for p, (_, not_handoff) in newest.items() if not not_handoff}
+
+
 def rebuild(
     store: Store,
     topic: str,
@@ -221,10 +235,18 @@ def rebuild(
             out.unsigned[key] = (
                 f"the store's first {cp.size} rows do not reproduce the anchored root"
             )
+    handed_off = _handed_off(checks)
     for key, tree in trees.items():
         cp = checks.get(key)
         if key in out.unsigned:
             pass
+        elif cp is None and key[1] in handed_off:
+            # A sink hands off every chain it stored, and the one taking over (this one)
+            # has signed nothing yet: a chain with rows but no checkpoint was no sink's.
+            out.unsigned[key] = (
+                f"{tree.size} rows and no anchored checkpoint, though partition {key[1]} "
+                "was handed off: no sink wrote them"
+            )
         elif cp is not None and tree.size < cp.size:
             out.unsigned[key] = (
                 f"the store holds {tree.size} rows, the anchored checkpoint "

@@ -27,7 +27,7 @@ from agentaudit.keyring import KeyRing
 from agentaudit.settings import Settings
 from agentaudit.sink.rows import INGEST_COLUMNS, INGEST_TABLE
 from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE, ChainSigner
-from agentaudit.sink.trees import ChainTrees
+from agentaudit.sink.trees import ChainTrees, rebuild
 from agentaudit.store.protocol import Store
 from agentaudit.system_events import system_event
 from agentaudit.trail.checkpoint import note_size
@@ -154,3 +154,36 @@ def test_a_forged_chain_stored_before_its_partitions_last_tick_is_extra(tmp_path
         ok, lines = _verdicts(settings, store)
         assert not ok, lines  # was: valid, 3 rows pending
         assert (f"p{PART}", EXTRA) in lines and (f"p{PART}", PENDING) not in lines
+
+
+def test_a_sink_taking_over_a_handed_off_partition_does_not_sign_a_forged_chain(
+    tmp_path: Path,
+) -> None:
+    """The sink would have blessed the forged chain: on assignment it rebuilt every chain the
+    store holds and signed those without an anchored checkpoint as they were."""
+    with built_store(tmp_path, 30, 1, every=10) as (settings, store):
+        anchor = DirectoryAnchor(settings.checkpoints_dir)
+        ring = KeyRing.load(settings.key_dir)
+
+        def rebuilt() -> ChainTrees:
+            heads = {
+                (str(t), int(p)): (int(n), "")
+                for t, p, n in store.query(
+                    "SELECT tenant_id, kafka_partition, max(chain_seq) FROM agentaudit.events "
+                    "GROUP BY tenant_id, kafka_partition"
+                ).result_rows
+            }
+            topic, parts = settings.events_topic, [PART]
+            return rebuild(store, topic, parts, heads, anchor, ring.verifiers, settings.deployment)
+
+        # The owner gives the partition up cleanly (a second after its last tick).
+        handoff = ChainSigner(ring.signer, settings.deployment).sign(
+            rebuilt(), datetime.now(UTC) + timedelta(seconds=2), handoff=True
+        )
+        anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in handoff)
+        _forge(settings, store, "forged", PART, [wire(event_dict(tenant="forged"))])
+
+        trees = rebuilt()
+        assert ("forged", PART) in trees.unsigned, trees.unsigned  # was: signed next tick
+        assert "no sink wrote them" in trees.unsigned[("forged", PART)]
+        assert (TENANT, PART) not in trees.unsigned and (TENANT, PART) in trees.trees
