@@ -8,8 +8,8 @@ below the chain's last row (the chain's head and the sink's recovery stay in the
 (5) below the first row of every held subject in the chain. Before cutting, the stored leaf
 hashes of the rows to go must reproduce H's signed root (a prefix that does not verify is
 evidence: it is never deleted). Then a `retention_applied` event naming every horizon of the
-tenant is published (acknowledged, or nothing is deleted), the rows with chain_seq <= H are
-deleted, and one `retention_log` row per cut chain is written.
+tenant is published (acknowledged, or nothing is deleted), one `retention_log` row per cut
+chain is written, and the rows with chain_seq <= H are deleted.
 """
 
 from __future__ import annotations
@@ -201,8 +201,10 @@ def _sweep_tenant(
     }
     event = system_event("retention_applied", t, payload, user_id="retention", now=lambda: at)
     publish_(settings, [event])  # recorded first: nothing is deleted unrecorded
-    for c in new:
-        store.command(_DELETE_SQL, {"t": t, "p": c.partition, "h": c.horizon})
+    # The table too, before the deletes: a sweep killed after a delete and before its row left
+    # rows gone that `retention_log` never named (and that no later sweep restated: `prior`
+    # comes from it). Killed before a delete instead, the row names a cut not made yet; the
+    # next sweep finds those rows still there and cuts them again (a delete is idempotent).
     log_rows(
         store,
         [
@@ -220,6 +222,8 @@ def _sweep_tenant(
             for c in new
         ],
     )
+    for c in new:
+        store.command(_DELETE_SQL, {"t": t, "p": c.partition, "h": c.horizon})
     report.cuts += new
 
 

@@ -1,0 +1,67 @@
+"""A retention sweep killed half-way leaves nothing a rerun cannot account for."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from agentaudit.bench.trail_measure import build_signed_store
+from agentaudit.broker import ensure_topics
+from agentaudit.keyring import init_keys
+from agentaudit.retention.policy import set_retention
+from agentaudit.retention.sweep import last_cuts, sweep
+from agentaudit.settings import Settings
+from agentaudit.store import open_store
+from agentaudit.store.migrations import migrate
+from agentaudit.store.protocol import Store
+from agentaudit.verify.run import public_keys
+from tests.integration.helpers import scalar
+
+# marked `faults` and `integration` by tests/faults/conftest.py (a store costs 5 s to set up)
+
+
+class Killed(BaseException):
+    """The process ends here (not an Exception: nothing may catch it)."""
+
+
+class DiesAfterDelete:
+    """The real store, except that the process dies right after its first row delete."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        done = self._store.command(sql, params)
+        if "DELETE" in sql:
+            raise Killed
+        return done
+
+
+def test_a_sweep_killed_after_its_delete_is_still_in_the_retention_log(
+    settings: Settings,
+) -> None:
+    """Before, the sweep deleted and then wrote its `retention_log` row: killed between the
+    two, the rows were gone with no row naming the cut, and no rerun wrote one (the chain's
+    horizon had moved: nothing new to cut, nothing in the log to restate)."""
+    settings = settings.model_copy(update={"key_dir": settings.data_dir / "keys"})
+    init_keys(settings.key_dir)
+    asyncio.run(ensure_topics(settings))
+    later = datetime.now(UTC) + timedelta(days=31)  # checkpoints are signed now
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        build_signed_store(settings, store, 30, 1, every=10)  # tenant bench-0, one chain
+        set_retention(settings, store, "bench-0", 30, "contract", "ops")
+        keys = public_keys(settings)
+        with pytest.raises(Killed):
+            sweep(settings, DiesAfterDelete(store), keys, now=lambda: later)  # type: ignore[arg-type]
+        sweep(settings, store, keys, now=lambda: later)  # the rerun after the restart
+        first = int(scalar(store, "SELECT min(chain_seq) FROM agentaudit.events"))
+        assert first == 21  # the newest checkpoint below the head (30) is at 20
+        cuts = last_cuts(store, "bench-0")
+        assert [(p, c.horizon) for (_, p), c in cuts.items()] == [(0, 20)], cuts
