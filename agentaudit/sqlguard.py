@@ -149,7 +149,9 @@ OPERATOR = Policy(
         {"system.one", "system.tables", "system.columns", "system.parts", "system.databases"}
     ),
     denied_functions=_REACHING_OUT,
-    denied_function_prefixes=("dict", "joinget"),
+    # aiGenerate, AIClassify, ...: send their arguments to the LLM provider (an HTTP endpoint)
+    # of a named collection, which the parameter map's `credentials` may name.
+    denied_function_prefixes=("dict", "joinget", "ai"),
 )
 
 

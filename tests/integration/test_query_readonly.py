@@ -86,6 +86,8 @@ def destructive(tmp: Path) -> list[str]:
         "SELECT * FROM s3('http://127.0.0.1:9/bucket/x.csv')",
         "SELECT * FROM view(SELECT * FROM agentaudit.events)",
         "SELECT dictGet('d', 'x', toUInt64(1))",
+        "SELECT aiGenerate('x', map('credentials', 'c'))",  # an LLM provider over HTTP
+        "SELECT AIClassify('x', ['a', 'b'])",
         "SELECT * FROM system.users",
         "SELECT query FROM system.query_log",
         "SELECT 1 WHERE 'x' IN system.query_log",
