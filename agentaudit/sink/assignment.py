@@ -34,7 +34,7 @@ from aiokafka import TopicPartition
 
 from agentaudit.rebalance import RebalanceListener
 from agentaudit.settings import Settings
-from agentaudit.sink.flushing import B, Fault, FlushingSink
+from agentaudit.sink.flushing import B, Fault, Fenced, FlushingSink
 from agentaudit.sink.logguard import Anchor, Decision, LogGuard
 from agentaudit.store.protocol import Store
 from agentaudit.store.retry import blocking_store_call
@@ -117,9 +117,13 @@ class AssignedSink(FlushingSink[B]):
     # -- assignment and revocation ------------------------------------------------------------
 
     async def hand_over(self) -> None:
-        """Partitions are revoked: store and commit everything, sign, forget the logs."""
-        await self.flush()
-        await self._periodic(final=True)
+        """Partitions are revoked: store and commit everything, sign, forget the logs. A member
+        the group already dropped (`Fenced`) stores and signs nothing."""
+        try:
+            await self.flush()
+            await self._periodic(final=True)
+        except Fenced as exc:
+            self._lost(exc)
         for guard in self.guards.values():
             guard.clear()
 
@@ -145,6 +149,7 @@ class AssignedSink(FlushingSink[B]):
         for guard in self.guards.values():
             guard.clear()
         self._assignments += 1
+        self._assigned({tp: starts.get(tp, (0, None))[0] for tp in ours})
         for tp in ours:
             resume, anchor = starts.get(tp, (0, None))
             # One message early when the store holds some of this epoch: the anchor must be

@@ -39,8 +39,9 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from agentaudit.errors import StoreRefused, UserError
 from agentaudit.settings import Settings
 from agentaudit.sink.assignment import AssignedSink, Start
-from agentaudit.sink.clients import open_clients
-from agentaudit.sink.flushing import B, Fault, no_fault
+from agentaudit.sink.clients import consumer_options as _consumer_options
+from agentaudit.sink.clients import membership_lease_s, open_clients
+from agentaudit.sink.flushing import B, Fault, Fenced, no_fault
 from agentaudit.store.protocol import Store
 from agentaudit.store.retry import StopRequested
 
@@ -81,6 +82,9 @@ class PartitionSink(AssignedSink[B]):
         )
         self.group_id = group_id
         self.consumer_options = consumer_options or {}
+        self.lease_s = membership_lease_s(
+            _consumer_options(settings, group_id, self.consumer_options)
+        )
 
     # -- what a subclass provides -------------------------------------------------------------
 
@@ -104,6 +108,8 @@ class PartitionSink(AssignedSink[B]):
                 await self._consume()
                 await self.flush()
                 await self._periodic(final=True)
+            except Fenced as exc:
+                self._lost(exc)
             except StopRequested as exc:
                 # Stopping with the store unreachable: what was not stored was not committed
                 # either; whoever owns these partitions next reads it again.
@@ -136,29 +142,43 @@ class PartitionSink(AssignedSink[B]):
                 # Before what was fetched (or the error fetching gave) is used: after a failed
                 # recovery both come from Kafka's committed offsets, not from the store.
                 self._rebalance.raise_failure()
-            if beyond:
-                await self._out_of_range(beyond)
-                continue
-            assignments = self._assignments
-            for tp, messages in records.items():
-                if self._assignments != assignments:
-                    break  # a rebalance during a reset's flush: the rest was fetched before it
-                await self._apply(tp, self.guards[tp.topic].check(tp.partition, messages))
-            if self._in_flight is not None and self._in_flight.done():
-                await self._in_flight  # its error, if any, stops the sink here
-            await self._check_high_watermarks()
-            await self._periodic(final=False)
-            now = self._pending()
-            if now is None:
-                continue
-            if pending is None:
-                self.fault("mid_batch")  # once per batch: "mid_batch:3" dies inside the 3rd batch
-            full = now[0] >= self.settings.sink_batch_size
-            # Due while the store still takes the previous batch: keep reading into this one
-            # (the batch grows with the insert's time, not with a fixed interval) until that
-            # insert ends; a full batch waits for it (memory stays bounded).
-            if full or (loop.time() - now[1] >= interval and not self._storing()):
-                await self._flush_behind()
+            try:
+                await self._consumed(records, beyond, pending)
+            except Fenced as exc:
+                self._lost(exc)
+
+    async def _consumed(
+        self,
+        records: dict[TopicPartition, list[Any]],
+        beyond: dict[TopicPartition, int],
+        pending: tuple[int, float] | None,
+    ) -> None:
+        """Process one poll's records (or its out-of-range positions), flush when due."""
+        interval = self.settings.sink_flush_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        if beyond:
+            await self._out_of_range(beyond)
+            return
+        assignments = self._assignments
+        for tp, messages in records.items():
+            if self._assignments != assignments:
+                break  # a rebalance during a reset's flush: the rest was fetched before it
+            await self._apply(tp, self.guards[tp.topic].check(tp.partition, messages))
+        if self._in_flight is not None and self._in_flight.done():
+            await self._in_flight  # its error, if any, stops the sink here
+        await self._check_high_watermarks()
+        await self._periodic(final=False)
+        now = self._pending()
+        if now is None:
+            return
+        if pending is None:
+            self.fault("mid_batch")  # once per batch: "mid_batch:3" dies inside the 3rd batch
+        full = now[0] >= self.settings.sink_batch_size
+        # Due while the store still takes the previous batch: keep reading into this one
+        # (the batch grows with the insert's time, not with a fixed interval) until that
+        # insert ends; a full batch waits for it (memory stays bounded).
+        if full or (loop.time() - now[1] >= interval and not self._storing()):
+            await self._flush_behind()
 
 
 async def run_sink(sink: PartitionSink[Any], stop: asyncio.Event | None, what: str) -> None:

@@ -25,6 +25,7 @@ from aiokafka import TopicPartition
 from agentaudit.settings import Settings
 from agentaudit.sink.base import PartitionSink, Start, run_sink
 from agentaudit.sink.faults import CrashPlan
+from agentaudit.sink.flushing import Fenced
 from agentaudit.sink.processor import Batch, DlqRecord, SinkProcessor
 from agentaudit.sink.recovery import Recovered, recover
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
@@ -155,6 +156,9 @@ class SinkWorker(PartitionSink[Batch]):
         trail = self.trail
         if trail is None:
             return
+        if (final or trail.due()) and self.consumer is not None and self.consumer.assignment():
+            # A member the group dropped signs nothing: its trees may lag the new owner's.
+            await self._ensure_member()
         signed, self._unstored_checkpoints = self._unstored_checkpoints, []
         if final or trail.due():
             if not final:  # chains ended meanwhile (`agentaudit end-trail`) are not signed again
@@ -170,6 +174,10 @@ class SinkWorker(PartitionSink[Batch]):
             )
             await self._insert(CHECKPOINT_TABLE, CHECKPOINT_COLUMNS, [c.row for c in signed], token)
             self.checkpoints_signed += len(signed)
+
+    def _lost(self, exc: Fenced) -> None:
+        super()._lost(exc)
+        self.trees.load(ChainTrees())  # the new owner signs these chains now
 
     def _offsets(self, batch: Batch) -> dict[TopicPartition, int]:
         topic = self.settings.events_topic
