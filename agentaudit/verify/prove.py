@@ -41,6 +41,24 @@ from agentaudit.trail.proof import (
     verify_proof,
 )
 from agentaudit.trail.pubkeys import PublicKeys
+from agentaudit.trail.verdicts import in_use, iso
+
+
+def key_in_use(head: SignedHead, keys: PublicKeys) -> None:
+    """`agentaudit verify`'s key rule for a receipt's checkpoint (ReceiptError ``INVALID:
+    signature`` else): it states when it was signed (``time``), and a key that signed it was
+    in use then. A retired (perhaps leaked) key's later signature is not the log's: a receipt
+    on such a checkpoint verified valid before."""
+    cp = head.checkpoint
+    if head.signed_at is None:
+        raise ReceiptError("INVALID: signature", "no time line: the key's period cannot be checked")
+    t = int(head.signed_at)
+    used = [k for kid in head.key_ids if (k := keys.key_for(cp.origin, kid)) is not None]
+    if not any(in_use(k, t) for k in used):
+        names = "; ".join(k.describe() for k in used) or "key ?"
+        raise ReceiptError(
+            "INVALID: signature", f"signed at {iso(t)}, outside the key's use ({names})"
+        )
 
 
 class NotProvable(UserError):
@@ -163,6 +181,7 @@ def prove_event(store: Store, settings: Settings, event_id: str, keys: PublicKey
         try:
             text = build_proof(leaf, seq - 1, hashes[:size], note).format()
             receipt = verify_proof(text, keys.verifiers)
+            key_in_use(receipt.head, keys)
         except ProofError as e:
             why.add(str(e))
         except ReceiptError as e:
@@ -208,6 +227,8 @@ def prove_consistency(
             try:
                 proof = build_consistency(old_note, new_note, hashes)
                 a, b = verify_consistency_proof(proof.format(), keys.verifiers)
+                key_in_use(a, keys)
+                key_in_use(b, keys)
             except (ProofError, ReceiptError) as e:
                 why.add(str(e))
             else:
@@ -293,9 +314,13 @@ def verify_proof_file(path: Path, keys: PublicKeys) -> tuple[bool, list[str]]:
     try:
         if text.startswith(CONSISTENCY_HEADER + "\n"):
             a, b = verify_consistency_proof(text, keys.verifiers)
+            key_in_use(a, keys)
+            key_in_use(b, keys)
             old, new = a.checkpoint, b.checkpoint
             lines = [f"Consistency {old.origin} size {old.size} -> {new.size}: valid"]
             return True, lines + head_lines(a, keys) + head_lines(b, keys)
-        return True, receipt_lines(verify_proof(text, keys.verifiers), keys)
+        receipt = verify_proof(text, keys.verifiers)
+        key_in_use(receipt.head, keys)
+        return True, receipt_lines(receipt, keys)
     except ReceiptError as e:
         return False, [f"Receipt {path}: {e}"]
