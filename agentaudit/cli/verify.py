@@ -92,8 +92,14 @@ def verify(
             bar.update(task, description=f"{origin}: {n:,} rows")
 
         if export is not None:
+            # --keys: the auditor's own copy, never silently the bundle's (it could be forged).
+            pinned = None
+            if keys_file is not None:
+                from agentaudit.keyring import load_public_keys
+
+                pinned = load_public_keys(keys_file)
             try:
-                reports = verify_bundle(export, lambda n: tick(str(export), n))
+                reports = verify_bundle(export, lambda n: tick(str(export), n), pinned)
             except BundleError as e:
                 raise UserError(str(e)) from None
         else:

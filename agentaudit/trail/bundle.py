@@ -89,11 +89,16 @@ def _found(path: Path) -> list[Found]:
     return out
 
 
-def verify_bundle(root: Path, progress: Callable[[int], None] | None = None) -> list[ChainReport]:
-    """Verify every chain of the bundle in ``root``."""
+def verify_bundle(
+    root: Path, progress: Callable[[int], None] | None = None, keys: PublicKeys | None = None
+) -> list[ChainReport]:
+    """Verify every chain of the bundle in ``root`` against ``keys`` (an auditor's own copy of
+    the public keys), or else the bundle's own ``public-keys.json``: whoever made the bundle
+    could have replaced that one with a key of theirs and re-signed everything."""
     try:
         manifest = json.loads((root / MANIFEST).read_bytes())
-        keys = PublicKeys.parse((root / PUBLIC_KEYS).read_bytes())
+        if keys is None:
+            keys = PublicKeys.parse((root / PUBLIC_KEYS).read_bytes())
     except (OSError, ValueError, PublicKeysError) as e:
         raise BundleError(f"{root}: not an export bundle: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -129,11 +134,22 @@ def print_reports(reports: list[ChainReport], out: Callable[[str], None] = print
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``verify.py [BUNDLE_DIR]``: exit 0 all valid, 1 something invalid, 2 unreadable."""
-    args = sys.argv[1:] if argv is None else argv
-    root = Path(args[0]) if args else Path(__file__).resolve().parent.parent
+    """``verify.py [--keys PUBLIC_KEYS_FILE] [BUNDLE_DIR]``: exit 0 all valid, 1 something
+    invalid, 2 unreadable. ``--keys``: the auditor's own copy of the deployment's public keys
+    (``agentaudit keys public``), used instead of the bundle's."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    keys = None
     try:
-        reports = verify_bundle(root)
+        if args[:1] == ["--keys"]:
+            if len(args) < 2:
+                raise BundleError("--keys needs a public-key file")
+            keys = PublicKeys.parse(Path(args[1]).read_bytes())
+            args = args[2:]
+        root = Path(args[0]) if args else Path(__file__).resolve().parent.parent
+        reports = verify_bundle(root, keys=keys)
+    except (OSError, PublicKeysError) as e:
+        print(f"error: public keys: {e}", file=sys.stderr)
+        return 2
     except BundleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
