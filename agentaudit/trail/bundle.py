@@ -72,8 +72,10 @@ def _rows(path: Path) -> Iterator[Row]:
                     True,
                     "",
                 )
-            except (ValueError, KeyError, TypeError, AttributeError) as e:
-                raise BundleError(f"{path}:{n}: not a row: {e}") from None
+            # ArithmeticError: decimal's InvalidOperation ("abc" as a cost) and a time past
+            # any float are no ValueError; they escaped as a traceback.
+            except (ValueError, ArithmeticError, KeyError, TypeError, AttributeError) as e:
+                raise BundleError(f"{path}:{n}: not a row: {e!r}") from None
 
 
 def _found(path: Path) -> list[Found]:
