@@ -35,6 +35,22 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
+_FIELD_MARKS = ("/user=", "/agent=", "/tool=")
+
+
+def _key_part(value: str) -> str:
+    """A user id as written in `Scope.key`: as is, unless it could fake a field or pass for
+    an escaped one. User ids are any printable ASCII, so before, user "u/agent=bot" and user
+    "u" with agent "bot" had the same key, and one scope's record replaced the other's state
+    (a budget's unblock of the first lifted an operator's block of the second; compaction
+    keeps one of them). Such an id, or one starting with "%", becomes "%" + the id with "%"
+    and "=" percent-escaped: it has no "=" left, starts with "%" (no id left as is does), and
+    every other id (agent and tool slugs have no "="; tenants are slugs) keeps its key."""
+    if not value.startswith("%") and not any(mark in value for mark in _FIELD_MARKS):
+        return value
+    return "%" + value.replace("%", "%25").replace("=", "%3D")
+
+
 class Scope(StrictModel):
     """What a budget, breaker or block applies to. Unset parts mean "any".
 
@@ -49,9 +65,11 @@ class Scope(StrictModel):
 
     @property
     def key(self) -> str:
+        """`tenant=T[/user=U][/agent=A][/tool=X]`: one key per scope, and one scope per key
+        (a user id that could fake a field is escaped: `_key_part`)."""
         parts = [f"tenant={self.tenant_id}"]
         if self.user_id is not None:
-            parts.append(f"user={self.user_id}")
+            parts.append(f"user={_key_part(self.user_id)}")
         if self.agent_id is not None:
             parts.append(f"agent={self.agent_id}")
         if self.tool is not None:

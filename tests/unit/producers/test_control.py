@@ -286,3 +286,33 @@ def test_estimate_of_an_unpriced_model_has_no_cost() -> None:
 def test_estimate_rejects_impossible_counts(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         estimate_request(PRICING, "openai", "gpt-5", **kwargs)
+
+
+def _record(msg: ControlMessage) -> tuple[bytes, bytes]:
+    return msg.scope.key.encode(), msg.model_dump_json().encode()
+
+
+def test_a_user_id_that_spells_another_scope_has_its_own_key() -> None:
+    """Before, user "u/agent=bot" and (user "u", agent "bot") had one key: the window reset
+    of the first's budget block (an unblock) lifted an operator's block of the second."""
+    state = ControlState()
+    state.apply_control_record(*_record(control(user_id="u", agent_id="bot")))
+    state.apply_control_record(*_record(unblock(user_id="u/agent=bot")))
+    assert state.blocked("acme", "u", "bot", None, NOW) is not None
+    keys = {
+        Scope(tenant_id="acme", **scope).key
+        for scope in (
+            {"user_id": "u", "agent_id": "bot"},
+            {"user_id": "u/agent=bot"},
+            {"user_id": "u", "tool": "t"},
+            {"user_id": "u/tool=t"},
+            {"user_id": "%u/agent%3Dbot"},  # what the escaped one reads as
+            {"user_id": "%"},
+            {"user_id": "%25"},
+        )
+    }
+    assert len(keys) == 7
+    # every other id keeps its key (records already on the topic still match)
+    assert Scope(tenant_id="acme", user_id="dXNlcjE=", agent_id="a/b").key == (
+        "tenant=acme/user=dXNlcjE=/agent=a/b"
+    )
