@@ -5,21 +5,24 @@ password = token. `chdb_http` hands such requests here (never to the raw engine)
 statement goes through `AuditorGate` (channel `http`), which checks, scopes and records it
 through an operator connection to the same endpoint, and the allowed, fenced statement runs on
 the engine in the format the client asked for. clickhouse-connect's connection handshake
-(server version and time zone, the settings list, the protocol probe) is answered without
-touching the trail and is not recorded; it reports every setting read-only, so the client
-sends none.
+(server version and time zone, the settings list, the protocol probe) is answered, once the
+auditor is authenticated, without touching the trail and is not recorded; it reports every
+setting read-only, so the client sends none. A failed authentication is logged (WARNING).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from agentaudit.auditors.gate import AuditorGate, Counts, Fenced
-from agentaudit.auditors.registry import authenticate
+from agentaudit.auditors.registry import AuthenticationFailed, authenticate
 from agentaudit.settings import Settings
 from agentaudit.store.chdb_engine import ChdbEngine, Outcome
 from agentaudit.store.client import ClickHouseStore
 from agentaudit.store.protocol import Store
+
+log = logging.getLogger(__name__)
 
 DATABASE = "default"  # auditors' statements run here whatever the client asks (explained once)
 HANDSHAKE = {
@@ -54,6 +57,15 @@ class AuditorRoute:
         """The auditor's answer: AuthenticationFailed, BadQuery, AccessLogUnavailable or the
         run's error propagate (the server turns them into ClickHouse-style errors)."""
         text = sql.decode("utf-8", "replace").strip().rstrip(";").strip()
+        try:
+            # First, the handshake too: it reads the engine (system.settings), and anyone who
+            # names a user other than `default` reaches this route.
+            auditor = authenticate(self.store, user, password)
+        except AuthenticationFailed:
+            # Not in any tenant's trail (no auditor, no tenant), but not unseen: the claimed
+            # name as a repr, so a newline or an escape in it cannot forge or hide a log line.
+            log.warning("auditor authentication failed on the store endpoint for %r", user)
+            raise
         for asked, answered in HANDSHAKE.items():
             if (
                 text == asked
@@ -61,7 +73,6 @@ class AuditorRoute:
                 or text == f"{asked} FORMAT {fmt}"
             ):
                 return self.engine.query(answered.encode(), fmt, {}, DATABASE, {})
-        auditor = authenticate(self.store, user, password)
 
         def execute(fenced: Fenced) -> tuple[Outcome, Counts]:
             outcome = self.engine.query(fenced.text.encode(), fmt, {}, DATABASE, {})

@@ -9,7 +9,6 @@ import logging
 import socket
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,6 +16,7 @@ from agentaudit.settings import Settings
 from agentaudit.store import ClickHouseStore, open_store
 from agentaudit.store.chdb_http import AUDITOR_BODY_LIMIT
 from agentaudit.store.embedded import read_live_endpoint
+from agentaudit.store.migrations import migrate
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -26,14 +26,15 @@ else:
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data")
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(data_dir=tmp_path_factory.mktemp("endpoint") / "data")
 
 
-@pytest.fixture
-def store(settings: Settings) -> Iterator[ClickHouseStore]:
+@pytest.fixture(scope="module")
+def store(settings: Settings) -> Iterator[ClickHouseStore]:  # one owner for the module
     with open_store(settings) as s:
+        migrate(s)  # the auditor registry
         yield s
 
 
@@ -89,3 +90,21 @@ def test_a_token_in_the_url_is_not_logged(
     records = [r.getMessage() for r in caplog.records if r.name == "agentaudit.store.chdb_http"]
     assert len(records) >= 3
     assert not [r for r in records if secret in r], records
+
+
+def test_the_handshake_needs_an_auditor_and_a_failed_one_is_logged(
+    store: ClickHouseStore, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by probe: clickhouse-connect's handshake statements were answered before any
+    # authentication, so any local caller naming a user other than `default` read the
+    # engine's settings (system.settings, every value), and failed attempts left no trace.
+    caplog.set_level(logging.WARNING, logger="agentaudit.auditors.http")
+    sql = b"SELECT name, value, readonly FROM system.settings LIMIT 10000"
+    forged = "kim\nWARNING agentaudit \x1b[2Kall clear"
+    response = post_as(settings, forged, "wrong", sql, {})
+    text = response.read().decode()
+    assert (response.status, response.getheader("X-ClickHouse-Exception-Code")) == (401, "516")
+    assert "max_threads" not in text
+    logged = [r.getMessage() for r in caplog.records if r.name == "agentaudit.auditors.http"]
+    assert logged == [f"auditor authentication failed on the store endpoint for {forged!r}"]
+    assert "\n" not in logged[0] and "\x1b" not in logged[0]
