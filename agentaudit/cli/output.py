@@ -11,12 +11,25 @@ from typing import Any
 import orjson
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
+
+
+# Control characters other than newline and tab, shown as escapes: a stored value (an auditor's
+# statement, an agent's attribute) must not move the cursor, erase lines or retitle the terminal.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]}
+_CONTROL |= {c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}  # bidi
+
+
+def cell(value: Any) -> Text:
+    """A table cell showing `value` as it is: text, not rich markup (`[/dim]` in a value
+    raised MarkupError, `[red]` restyled it), and control characters escaped."""
+    return Text(_text(value).translate(_CONTROL))
 
 
 def render_table(
@@ -32,7 +45,7 @@ def render_table(
     for column in columns:
         table.add_column(column, no_wrap=column in keep)
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(cell(v) for v in row))
     console.print(table)
     console.print(f"[dim]{len(rows)} {noun}{'s' if len(rows) != 1 else ''}[/dim]")
 
@@ -65,6 +78,6 @@ def render(columns: Sequence[str], rows: list[Sequence[Any]], fmt: str, console:
     else:
         table = Table(*columns, header_style="bold")
         for row in rows:
-            table.add_row(*(_text(v) for v in row))
+            table.add_row(*(cell(v) for v in row))
         console.print(table)
         console.print(f"[dim]{len(rows)} row{'s' if len(rows) != 1 else ''}[/dim]")
