@@ -13,7 +13,10 @@ import fcntl
 import http.client
 import json
 import os
+import resource
 import secrets
+import signal
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -119,6 +122,30 @@ def _write_private(path: Path, text: str) -> None:
     write_atomic(path, text.encode(), 0o600)
 
 
+def lift_file_size_limit(store_dir: Path) -> None:
+    """Make sure chDB's writes are never cut short by the file size limit (RLIMIT_FSIZE).
+
+    Python ignores SIGXFSZ, so a write past the limit fails with EFBIG, and chDB 4.4 does not
+    raise it: the insert is reported done, its rows are read back while the process runs, and
+    the next start detaches the part as broken (measured: 3,000 events stored and committed by
+    the sink, 0 after a restart). So the soft limit is lifted to the hard one; a finite hard
+    limit refuses the store; and SIGXFSZ gets its default action back, so that a limit set
+    while the store is open ends the process before the insert is acknowledged (the sink then
+    reads the batch again) instead of losing it silently.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if hard != resource.RLIM_INFINITY:
+        raise StoreUnavailable(
+            f"the file size limit of this process is {hard} bytes (ulimit -f): chDB would "
+            f"report writes to {store_dir} done that the limit cut short, and lose them; "
+            "start it with no file size limit (ulimit -f unlimited)"
+        )
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+    if threading.current_thread() is threading.main_thread():  # only it may set handlers
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+
+
 class EmbeddedOwner:
     """Opens the chDB store of `settings`, serves it over HTTP and publishes the endpoint."""
 
@@ -137,6 +164,7 @@ class EmbeddedOwner:
                 f"the embedded store {store_dir} is open in another process that publishes no "
                 f"endpoint; stop that process (or wait for it) and retry"
             )
+        lift_file_size_limit(store_dir)
         try:
             # The session starts with the settings every client sends (the insert settings,
             # and what clickhouse-connect sends with each request), so the engine need not
