@@ -6,7 +6,8 @@ kill switch is only as fresh as the newest beat it has read: if the jobs are dow
 SDK's listener cannot reach the broker, no block will reach it while budgets go unenforced.
 
 - Staleness = the client's clock now − the newest beat's `at` (the jobs' clock; a host
-  clock d seconds ahead of the jobs' sees its view d seconds older). None before any beat.
+  clock d seconds ahead of the jobs' sees its view d seconds older; a beat dated past the
+  client's clock counts as sent when it was read). None before any beat.
 - Stale = staleness over `stale_after_s` (default: 3 of the beat's announced intervals);
   before any beat, from the moment the client started. Going stale and recovering are
   counted and logged once each, whichever notices first: the listener's watchdog (once a
@@ -95,6 +96,7 @@ class BlindWatch:
         self._time_ns = clock.time_ns
         self.started_ns = clock.time_ns()
         self._beat_ns: int | None = None
+        self._beat: object = None  # the latest beat taken (a new one is a new object)
         self._seen_ns = self.started_ns
         """The newest beat's `at` (ns), or the start before any: what fail-closed ages from."""
         self._all_ns, self._tenant_ns = _limits_ns(fail_closed_after_s)
@@ -110,11 +112,16 @@ class BlindWatch:
     def _changed(self) -> None:
         """After every state change (listener thread): take a new beat, note a recovery."""
         beat = self.state.heartbeat(self.source)
-        if beat is None:
-            return
-        at_ns = (beat.at - _EPOCH) // _MICROSECOND * 1000
+        if beat is None or beat is self._beat:
+            return  # no beat, or another record changed the state: the view is no fresher
+        self._beat = beat
+        # A beat was sent before it was read: one dated past the client's clock (a jobs host
+        # ahead, any producer's record) counts from now, or it would keep the view "fresh"
+        # until that time came, jobs dead or not.
+        at_ns = min((beat.at - _EPOCH) // _MICROSECOND * 1000, self._time_ns())
         # The first beat counts even if older than the client: the topic's newest beat, read
-        # at start-up an hour old, means the view is an hour old, not fresh.
+        # at start-up an hour old, means the view is an hour old, not fresh. An older beat
+        # than the newest (a second worker, a replay) changes nothing.
         if self._beat_ns is None or at_ns > self._beat_ns:
             self._beat_ns = self._seen_ns = at_ns
             if self.stale:

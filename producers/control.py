@@ -168,7 +168,7 @@ class ControlState:
         return sorted(found, key=lambda m: m.scope.key)
 
     def heartbeat(self, source: str = "stream_jobs") -> Heartbeat | None:
-        """The newest heartbeat read from `source`, or None before any."""
+        """The latest heartbeat read from `source`, or None before any."""
         return self._heartbeats.get(source)
 
     def get(self, key: str) -> ControlMessage | None:
@@ -212,11 +212,10 @@ class ControlState:
         self._notify()
 
     def apply_heartbeat(self, beat: Heartbeat) -> None:
-        """A job's heartbeat; an older one than held (two workers, a replay) is ignored."""
+        """A job's heartbeat: the latest read (`producers/blind.py` keeps the newest time, a
+        beat dated past the client's clock counting as sent when read). Before, the state
+        kept the newest `at`, so one beat dated in the future hid every later one."""
         with self._lock:
-            held = self._heartbeats.get(beat.source)
-            if held is not None and held.at >= beat.at:
-                return
             self._heartbeats = {**self._heartbeats, beat.source: beat}
             self._bump()
         self._notify()

@@ -216,3 +216,28 @@ def test_heartbeat_records_are_neither_blocks_nor_invalid(clock: FakeClock) -> N
     ]
     assert switch.state.get(hb.key) is None  # no scope state under the heartbeat key
     assert switch.stats.blocked_scopes == 1
+
+
+def test_a_beat_dated_ahead_of_the_client_does_not_keep_the_view_fresh(
+    make_client: Callable[..., Client], clock: FakeClock
+) -> None:
+    """Before, a beat dated an hour ahead (a jobs host whose clock is ahead, or any producer's
+    record) made the staleness 0 for that hour, and every later beat, dated earlier, was
+    ignored: with the jobs gone, a fail-closed tenant ran on unrefused. A beat now counts as
+    sent when it was read if it claims a later time."""
+    client = make_client(InMemoryTransport(), clock=clock, fail_closed_after_s=30.0)
+    client.control.apply_heartbeat(beat(clock, 1, ago_s=-3600))
+    assert client.control.staleness_s == 0.0
+    clock.advance(20.0)
+    client.control.apply_heartbeat(beat(clock, 2))  # a worker on time: it counts
+    assert client.control.staleness_s == 0.0
+    clock.advance(30.001)  # then the jobs are gone
+    with pytest.raises(Blocked) as err:
+        client.check()
+    assert err.value.reason == "kill_switch_blind"
+    assert client.control.staleness_s == pytest.approx(30.001)
+    client.control.apply_heartbeat(beat(clock, 3, ago_s=-3600))
+    client.control.apply(control("other"))  # another record: no beat, no fresher view
+    clock.advance(30.001)
+    with pytest.raises(Blocked):
+        client.check()
