@@ -294,6 +294,11 @@ class RetentionApplied(StrictModel):
         list[Annotated[int, Field(ge=1, le=100_000)]], Field(min_length=1, max_length=1_024)
     ]
     floors: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=1_024)]
+    signature: Annotated[str, Field(min_length=1, max_length=1_024)] | None = None
+    """The signature lines of a C2SP signed note by the deployment's checkpoint key over the
+    claim (tenant, time and the fields above; `agentaudit.retention.evidence.claim_text`):
+    anyone who can produce to the events topic can publish this event, only the deployment
+    can sign it. `agentaudit verify` counts no unsigned claim."""
 
     @model_validator(mode="after")
     def _one_entry_per_chain(self) -> RetentionApplied:

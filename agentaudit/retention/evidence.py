@@ -8,12 +8,19 @@ chain is verified in the same run (same tenant), so a forged or edited claim fai
 A claim after its chain's newest checkpoint (``pending``) does not count: before, deleting a
 chain's first rows and appending a forged claim for them verified valid. So a sweep's cut is
 reported ``missing rows`` until the next checkpoint covers its claim (one interval).
+
+The sink signs whatever reaches the events topic, and anyone who can produce there can publish
+a ``retention_applied`` event: so the claim itself carries the signature lines of a C2SP
+signed note (``signature``) by the deployment's checkpoint key, under key name
+``<deployment>/agentaudit/<tenant>/retention``, over :func:`claim_text`, made while that key
+was in use; a claim without one does not count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 
@@ -24,8 +31,9 @@ from agentaudit.trail.audit import open_held
 from agentaudit.trail.checkpoint import note_size, origin_for
 from agentaudit.trail.leaf import LeafError, encode_leaf
 from agentaudit.trail.merkle import CompactTree, leaf_hash
+from agentaudit.trail.note import NoteError, Signer, open_note, sign, signature_block
 from agentaudit.trail.pubkeys import PublicKeys
-from agentaudit.trail.verdicts import Expiry, Found, Held
+from agentaudit.trail.verdicts import Expiry, Found, Held, in_use
 
 _SQL = f"""
 SELECT tenant_id, kafka_partition, chain_seq, payload, toString(leaf_hash), cost_usd, priced,
@@ -63,9 +71,53 @@ def expiries(
             signed[(t, p)] = signed_size(notes(t, p), keys, origin_for(deployment, t, p))
         if seq > signed[(t, p)]:
             continue
-        for p_claimed, claim in _claims(body, t):
+        for p_claimed, claim in _claims(body, t, keys, deployment):
             out.setdefault((t, p_claimed), []).append(claim)
     return out
+
+
+CLAIM_FORMAT = "agentaudit.retention-claim.v1"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def claim_key_name(deployment: str, tenant: str) -> str:
+    """The key name a tenant's retention claims are signed under."""
+    return f"{deployment}/agentaudit/{tenant}/retention"
+
+
+def claim_text(tenant: str, at: datetime, payload: Mapping[str, Any]) -> str:
+    """The signed text of a claim: format, tenant, time (unix µs), the payload but its
+    signature as JSON with sorted keys, one line each."""
+    body = {k: v for k, v in payload.items() if k != "signature"}
+    us = (at - _EPOCH) // timedelta(microseconds=1)
+    fields = orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+    return f"{CLAIM_FORMAT}\n{tenant}\n{us}\n{fields}\n"
+
+
+def sign_claim(
+    signer: Signer, deployment: str, tenant: str, at: datetime, payload: Mapping[str, Any]
+) -> str:
+    """The ``signature`` of a `retention_applied` payload (see the module docstring)."""
+    name = claim_key_name(deployment, tenant)
+    # The signature lines only: the text is the claim itself (it may list 10k held subjects).
+    return signature_block(sign(claim_text(tenant, at, payload), [signer.renamed(name)]))
+
+
+def claim_signed(
+    keys: PublicKeys, deployment: str, tenant: str, at: datetime, payload: Mapping[str, Any]
+) -> bool:
+    """Whether the payload's ``signature`` is the deployment's, over this claim, made while
+    its key was in use."""
+    sig = payload.get("signature")
+    if not isinstance(sig, str):
+        return False
+    name = claim_key_name(deployment, tenant)
+    try:
+        note = open_note(claim_text(tenant, at, payload) + "\n" + sig, keys.verifiers(name))
+    except NoteError:
+        return False
+    key = keys.key_for(name, note.verified[0].key_id)
+    return key is not None and in_use(key, int(at.timestamp()))
 
 
 def signed_size(found: Iterable[Found], keys: PublicKeys, origin: str) -> int:
@@ -81,9 +133,12 @@ def signed_size(found: Iterable[Found], keys: PublicKeys, origin: str) -> int:
     return 0
 
 
-def _claims(body: bytes, tenant: str) -> list[tuple[int, Expiry]]:
-    """(partition, claim) of a `retention_applied` event of ``tenant``; none if it is not one
-    (a typed column edited to look like one: the derived-value check names it)."""
+def _claims(
+    body: bytes, tenant: str, keys: PublicKeys, deployment: str
+) -> list[tuple[int, Expiry]]:
+    """(partition, claim) of a signed `retention_applied` event of ``tenant``; none if it is
+    not one (a typed column edited to look like one: the derived-value check names it) or its
+    signature is not the deployment's."""
     try:
         doc = orjson.loads(body)
         if (doc["type"], doc["agent_id"], doc["tenant_id"]) != (
@@ -92,8 +147,11 @@ def _claims(body: bytes, tenant: str) -> list[tuple[int, Expiry]]:
             tenant,
         ):
             return []
-        at = datetime.fromisoformat(doc["occurred_at"]).timestamp()
+        when = datetime.fromisoformat(doc["occurred_at"])
         d = doc["payload"]
+        if not claim_signed(keys, deployment, tenant, when, d):
+            return []
+        at = when.timestamp()
         return [
             (int(p), Expiry(int(h), int(days), at, int(floor) or None))
             for p, h, days, floor in zip(

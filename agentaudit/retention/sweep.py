@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from agentaudit.anchors import DirectoryAnchor
+from agentaudit.keyring import KeyRing
+from agentaudit.retention.evidence import sign_claim
 from agentaudit.retention.policy import Policy, Publish, log_rows, policies
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
@@ -199,8 +201,16 @@ def _sweep_tenant(
         "horizon_days": [c.days for c in planned],
         "floors": [c.floor or 0 for c in planned],
     }
+    # Signed: anyone who can produce to the events topic could publish such a claim.
+    payload["signature"] = sign_claim(
+        KeyRing.load(settings.key_dir).signer, settings.deployment, t, at, payload
+    )
+    if _policy_moved(store, pol, report):
+        return
     event = system_event("retention_applied", t, payload, user_id="retention", now=lambda: at)
     publish_(settings, [event])  # recorded first: nothing is deleted unrecorded
+    if _policy_moved(store, pol, report):  # placed while the event was being published
+        return
     # The table too, before the deletes: a sweep killed after a delete and before its row left
     # rows gone that `retention_log` never named (and that no later sweep restated: `prior`
     # comes from it). Killed before a delete instead, the row names a cut not made yet; the
@@ -225,6 +235,19 @@ def _sweep_tenant(
     for c in new:
         store.command(_DELETE_SQL, {"t": t, "p": c.partition, "h": c.horizon})
     report.cuts += new
+
+
+def _policy_moved(store: Store, pol: Policy, report: SweepReport) -> bool:
+    """Whether the tenant's policy changed since the sweep read it (a legal hold placed while
+    it ran, say): then nothing of the tenant is cut now, the next sweep plans afresh. Before,
+    the policy read at the sweep's start held for the whole sweep, so a hold placed meanwhile
+    did not stop the deletes. Asked again after the event's publish, just before deleting."""
+    now = policies(store, pol.tenant_id).get(pol.tenant_id)
+    if now is not None and now.changed_at == pol.changed_at:
+        return False
+    log.warning("retention: %s's policy changed during the sweep; not cut", pol.tenant_id)
+    report.kept.append(Kept(pol.tenant_id, None, 0, "policy changed during the sweep: not cut"))
+    return True
 
 
 def _horizon(

@@ -2,10 +2,11 @@
 store them), that `agentaudit verify` must not take for the trail's own.
 
 * Retention claims: a `retention_applied` event counts only when a signed checkpoint of its own
-  chain covers its row (and the row is the one whose leaf that chain committed to). Before, any
-  such row counted, also one no checkpoint covered (reported `pending`, not failing): deleting
-  a chain's first rows and appending a forged claim for them verified valid ("expired by
-  policy", exit 0).
+  chain covers its row (and the row is the one whose leaf that chain committed to), and it
+  carries the deployment's signature (anyone producing to the events topic can publish one,
+  which the sink then stores and signs). Before, any such row counted, also one no checkpoint
+  covered (reported `pending`, not failing): deleting a chain's first rows and appending a
+  forged claim for them verified valid ("expired by policy", exit 0).
 * A forged chain (another tenant, same partition) has no checkpoint: its rows were `pending`
   forever whatever their `ingested_at`; now rows stored before the partition's newest sink
   checkpoint (the sink signs every chain of its partitions at each tick) are extra rows.
@@ -24,6 +25,7 @@ import pytest
 
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.keyring import KeyRing
+from agentaudit.retention.evidence import sign_claim
 from agentaudit.settings import Settings
 from agentaudit.sink.rows import INGEST_COLUMNS, INGEST_TABLE
 from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE, ChainSigner
@@ -54,33 +56,37 @@ def _first_checkpoint_time(settings: Settings) -> int:
     return int(next(x for x in note.split("\n") if x.startswith("time "))[5:])
 
 
-def _claim(settings: Settings, store: Store, at: datetime) -> bytes:
-    """A `retention_applied` event for the chain's first HORIZON rows, stored as the first row
-    of another chain of the tenant (with every hash right, as the sink would store it)."""
-    doc = system_event(
-        "retention_applied",
-        TENANT,
-        {
-            "days": 1,
-            "held_subjects": [],
-            "partitions": [PART],
-            "horizons": [HORIZON],
-            "horizon_days": [1],
-            "floors": [0],
-        },
-        user_id="retention",
-        now=lambda: at,
-    )
-    return _forge(settings, store, TENANT, CLAIM_PART, [orjson.dumps(doc)])[0]
+def _claim(settings: Settings, at: datetime, *, signed: bool) -> bytes:
+    """A `retention_applied` event for the chain's first HORIZON rows: as a sweep makes it
+    (signed with the deployment's key), or as anyone producing to the events topic can."""
+    payload: dict[str, object] = {
+        "days": 1,
+        "held_subjects": [],
+        "partitions": [PART],
+        "horizons": [HORIZON],
+        "horizon_days": [1],
+        "floors": [0],
+    }
+    if signed:
+        signer = KeyRing.load(settings.key_dir).signer
+        payload["signature"] = sign_claim(signer, settings.deployment, TENANT, at, payload)
+    doc = system_event("retention_applied", TENANT, payload, user_id="retention", now=lambda: at)
+    return orjson.dumps(doc)
 
 
 def _forge(
-    settings: Settings, store: Store, tenant: str, part: int, bodies: list[bytes]
-) -> list[bytes]:
-    """Rows 1.. of chain (tenant, part) with `bodies`, linked and with their leaf hashes,
-    through the ingest table as the sink stores them; their leaf hashes."""
-    prev, leaves, cols = GENESIS_HASH, [], []
-    for seq, body in enumerate(bodies, 1):
+    settings: Settings,
+    store: Store,
+    tenant: str,
+    part: int,
+    bodies: list[bytes],
+    start: int = 1,
+    prev: str = GENESIS_HASH,
+) -> list[tuple[bytes, str]]:
+    """Rows start.. of chain (tenant, part) with `bodies`, linked (to `prev`) and with their
+    leaf hashes, through the ingest table as the sink stores them; (leaf hash, row hash) each."""
+    leaves, cols = [], []
+    for seq, body in enumerate(bodies, start):
         leaf = leaf_hash(encode_leaf(tenant, part, seq, Decimal(0), True, "", body))
         row_hash = chain_hash(prev, body)
         topic = settings.events_topic
@@ -88,15 +94,15 @@ def _forge(
             (body, Decimal(0), True, "", topic, part, seq, 0, seq, prev, row_hash, leaf.hex())
         )
         prev = row_hash
-        leaves.append(leaf)
+        leaves.append((leaf, row_hash))
     store.insert(INGEST_TABLE, [list(c) for c in zip(*cols, strict=True)], INGEST_COLUMNS)
     return leaves
 
 
-def _sign_claim_chain(settings: Settings, store: Store, leaf: bytes) -> None:
-    """What the sink does next: a signed checkpoint of the claim's chain, covering its row."""
+def _sign_claim_chain(settings: Settings, store: Store, leaves: list[bytes]) -> None:
+    """What the sink does next: a signed checkpoint of the claims' chain, covering its rows."""
     trees = ChainTrees()
-    trees.extend([(TENANT, CLAIM_PART, leaf)])
+    trees.extend([(TENANT, CLAIM_PART, leaf) for leaf in leaves])
     signer = ChainSigner(KeyRing.load(settings.key_dir).signer, settings.deployment)
     made = signer.sign(trees, datetime.now(UTC))
     DirectoryAnchor(settings.checkpoints_dir).append(
@@ -115,7 +121,7 @@ def _verdicts(settings: Settings, store: Store) -> tuple[bool, set[tuple[str, st
     return summary(reports)[1], lines
 
 
-def test_a_forged_unsigned_retention_claim_does_not_excuse_deleted_rows(tmp_path: Path) -> None:
+def test_only_a_signed_claim_a_checkpoint_covers_excuses_deleted_rows(tmp_path: Path) -> None:
     with built_store(tmp_path, 30, 1, every=10) as (settings, store):
         signed_at = _first_checkpoint_time(settings)
         store.command(
@@ -124,18 +130,27 @@ def test_a_forged_unsigned_retention_claim_does_not_excuse_deleted_rows(tmp_path
             {"t": TENANT, "p": PART, "h": HORIZON},
         )
         at = datetime.fromtimestamp(signed_at, UTC) + timedelta(days=2)
-        leaf = _claim(settings, store, at)
 
-        ok, lines = _verdicts(settings, store)
-        assert not ok, lines  # was: valid, the deleted rows "expired by policy"
-        assert (f"p{PART}", MISSING) in lines and (f"p{PART}", EXPIRED) not in lines
-        assert (f"p{CLAIM_PART}", PENDING) in lines
+        def gone_rows_are(verdict: str, ok: bool) -> None:
+            valid, lines = _verdicts(settings, store)
+            assert valid is ok and (f"p{PART}", verdict) in lines, lines
+            other = MISSING if verdict == EXPIRED else EXPIRED
+            assert (f"p{PART}", other) not in lines, lines
 
-        # Once a checkpoint of its chain covers the claim, it is the trail's own: it counts.
-        _sign_claim_chain(settings, store, leaf)
-        ok, lines = _verdicts(settings, store)
-        assert ok, lines
-        assert (f"p{PART}", EXPIRED) in lines and (f"p{PART}", MISSING) not in lines
+        # Published by any producer and stored and signed by the sink: unsigned, no excuse.
+        unsigned = _forge(settings, store, TENANT, CLAIM_PART, [_claim(settings, at, signed=False)])
+        _sign_claim_chain(settings, store, [unsigned[0][0]])
+        gone_rows_are(MISSING, False)  # was: valid, the deleted rows "expired by policy"
+
+        # The sweep's own claim, not yet covered by a checkpoint (or appended by a forger).
+        body = _claim(settings, at, signed=True)
+        claim = _forge(settings, store, TENANT, CLAIM_PART, [body], 2, unsigned[0][1])
+        gone_rows_are(MISSING, False)  # was: valid, the deleted rows "expired by policy"
+        assert (f"p{CLAIM_PART}", PENDING) in _verdicts(settings, store)[1]
+
+        # Once a checkpoint of its chain covers it, it is the trail's own: it counts.
+        _sign_claim_chain(settings, store, [unsigned[0][0], claim[0][0]])
+        gone_rows_are(EXPIRED, True)
 
 
 def test_a_forged_chain_stored_before_its_partitions_last_tick_is_extra(tmp_path: Path) -> None:
