@@ -1,4 +1,5 @@
-"""A retention sweep killed half-way leaves nothing a rerun cannot account for."""
+"""A retention sweep killed half-way leaves nothing a rerun cannot account for; a legal hold
+placed while a sweep runs stops its deletes."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import pytest
 from agentaudit.bench.trail_measure import build_signed_store
 from agentaudit.broker import ensure_topics
 from agentaudit.keyring import init_keys
-from agentaudit.retention.policy import set_retention
+from agentaudit.retention.policy import set_hold, set_retention
 from agentaudit.retention.sweep import last_cuts, sweep
 from agentaudit.settings import Settings
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from agentaudit.store.protocol import Store
+from agentaudit.system_events import publish
 from agentaudit.verify.run import public_keys
 from tests.integration.helpers import scalar
 
@@ -65,3 +67,27 @@ def test_a_sweep_killed_after_its_delete_is_still_in_the_retention_log(
         assert first == 21  # the newest checkpoint below the head (30) is at 20
         cuts = last_cuts(store, "bench-0")
         assert [(p, c.horizon) for (_, p), c in cuts.items()] == [(0, 20)], cuts
+
+
+def test_a_hold_placed_while_a_sweep_runs_stops_its_deletes(settings: Settings) -> None:
+    """Before, the policies read at the sweep's start held for the whole sweep: a hold placed
+    by on-call while it ran (here, while it published its event) did not stop the delete."""
+    settings = settings.model_copy(update={"key_dir": settings.data_dir / "keys"})
+    init_keys(settings.key_dir)
+    asyncio.run(ensure_topics(settings))
+    later = datetime.now(UTC) + timedelta(days=31)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        build_signed_store(settings, store, 30, 1, every=10)
+        set_retention(settings, store, "bench-0", 30, "contract", "ops")
+
+        def on_call_meanwhile(s: Settings, events: list[dict[str, Any]]) -> None:
+            set_hold(s, store, "bench-0", None, True, "litigation", "oncall")
+            publish(s, events)
+
+        cuts = sweep(
+            settings, store, public_keys(settings), now=lambda: later, publish_=on_call_meanwhile
+        )
+        assert cuts == []
+        assert int(scalar(store, "SELECT min(chain_seq) FROM agentaudit.events")) == 1
+        assert last_cuts(store, "bench-0") == {}
