@@ -173,6 +173,9 @@ class Limits:
     max_seconds: float = 30.0
     max_rows: int = 1_000_000
     max_memory_bytes: int = 4 << 30
+    # The HTTP endpoint holds a result until its client has read it: without a bound, two
+    # auditors reading slowly held 3.4 GB in the store owner (the sink's process).
+    max_result_bytes: int = 256 << 20
 
     def clause(self, first: str = "") -> str:
         """The SETTINGS clause; `first` (settings text) goes before `readonly`, which locks
@@ -182,6 +185,7 @@ class Limits:
         return (
             f"SETTINGS {lead}readonly = 1, max_execution_time = {self.max_seconds:g}, "
             f"timeout_overflow_mode = 'throw', max_result_rows = {int(self.max_rows)}, "
+            f"max_result_bytes = {int(self.max_result_bytes)}, "
             f"result_overflow_mode = 'throw', max_memory_usage = {int(self.max_memory_bytes)}"
         )
 
@@ -365,7 +369,7 @@ def _allowed_statements(policy: Policy) -> str:
 _LIMIT_CODES = {
     159: "it ran longer than {s:g} s",  # TIMEOUT_EXCEEDED
     158: "it returned more than {r} rows",  # TOO_MANY_ROWS
-    396: "it returned more than {r} rows",  # TOO_MANY_ROWS_OR_BYTES
+    396: "it returned more than {r} rows or {b} MiB",  # TOO_MANY_ROWS_OR_BYTES
     241: "it needed more than {m} MiB of memory",  # MEMORY_LIMIT_EXCEEDED
 }
 
@@ -406,6 +410,9 @@ def stopped_by_limit(exc: Exception, limits: Limits, policy: Policy) -> BadQuery
     if code not in _LIMIT_CODES:
         return None
     why = _LIMIT_CODES[code].format(
-        s=limits.max_seconds, r=limits.max_rows, m=limits.max_memory_bytes >> 20
+        s=limits.max_seconds,
+        r=limits.max_rows,
+        m=limits.max_memory_bytes >> 20,
+        b=limits.max_result_bytes >> 20,
     )
     return BadQuery(f"stopped: {why} ({policy.name} limit); narrow the query")

@@ -195,6 +195,18 @@ def test_the_run_is_fenced_by_readonly_and_limits(trail: tuple[Settings, ClickHo
     assert fence.result_rows == [(1, 7.0)]
     with pytest.raises(BadQuery, match="returned more than 5 rows"):
         run_readonly(store, "SELECT arrayJoin(range(10))", limits=Limits(max_rows=5))
+    # Few rows, many bytes (the probe: 20 rows of repeat(), 720 MB held per slow reader).
+    big = "SELECT repeat(toString(event_id), 4096) FROM agentaudit.events"
+    with pytest.raises(BadQuery, match=r"returned more than 1000000 rows or 1 MiB"):
+        run_readonly(store, big, limits=Limits(max_result_bytes=1 << 20))
+    assert (
+        len(
+            run_readonly(
+                store, big + " LIMIT 5", limits=Limits(max_result_bytes=1 << 20)
+            ).result_rows
+        )
+        == 5
+    )
     # The shared embedded session is left as it was for the next caller (the sink).
     assert store.command("SELECT getSetting('readonly')") == 0
 
