@@ -69,6 +69,13 @@ def decode_budget(value: bytes) -> Budget:
     return _decode(Budget, value, "budget")
 
 
+def _text(key: bytes) -> str:
+    """A record key as the state's key: one str per bytes, also for keys that are not UTF-8
+    (with "replace", b"k\xfe" and b"k\xff" were one key, and a tombstone of a key never set
+    removed another key's block)."""
+    return key.decode("utf-8", "surrogateescape")
+
+
 def _aware(value: datetime) -> datetime:
     # `ControlMessage.until` is a plain datetime in the contract: a naive one is read as UTC.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
@@ -255,19 +262,19 @@ class ControlState:
             return
         if not value:
             if key:
-                self.remove(key.decode("utf-8", "replace"))
+                self.remove(_text(key))
             return
         msg = decode_control(value)
-        self.apply(msg, key.decode("utf-8", "replace") if key else None)
+        self.apply(msg, _text(key) if key else None)
 
     def apply_budget_record(self, key: bytes | None, value: bytes | None) -> None:
         """One record of the budgets topic; `InvalidRecord` if it does not decode."""
         if not value:
             if key:
-                self.remove_budget(key.decode("utf-8", "replace"))
+                self.remove_budget(_text(key))
             return
         budget = decode_budget(value)
-        self.apply_budget(budget, key.decode("utf-8", "replace") if key else None)
+        self.apply_budget(budget, _text(key) if key else None)
 
     def _drop_budget(self, name: str) -> None:
         tenant = self._budget_tenant.pop(name, None)

@@ -316,3 +316,19 @@ def test_a_user_id_that_spells_another_scope_has_its_own_key() -> None:
     assert Scope(tenant_id="acme", user_id="dXNlcjE=", agent_id="a/b").key == (
         "tenant=acme/user=dXNlcjE=/agent=a/b"
     )
+
+
+def test_a_tombstone_of_a_key_never_set_lifts_nothing_even_if_it_is_not_utf8() -> None:
+    """Before, keys were decoded with "replace": b"...\\xfe" and b"...\\xff" both read as
+    "...\\ufffd", so another producer's tombstone of a key never set lifted a block."""
+    state = ControlState()
+    block = control()
+    state.apply_control_record(b"tenant=acme\xff", block.model_dump_json().encode())
+    state.apply_control_record(b"tenant=acme\xfe", None)
+    assert state.blocked("acme", None, None, None, NOW) is not None
+    state.apply_control_record(b"tenant=acme\xff", None)  # its own key's tombstone does
+    assert state.blocked("acme", None, None, None, NOW) is None
+    budget = request_budget(max_tokens=1_000).model_dump_json().encode()
+    state.apply_budget_record(b"per-call\xff", budget)
+    state.apply_budget_record(b"per-call\xfe", None)
+    assert state.request_budgets("acme")
