@@ -224,13 +224,18 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> tuple[str, Outcome]:
         """An auditor's request: the whole body is one statement, judged by the route."""
         assert self.server.auditors is not None
-        if body.content_type.startswith("multipart/form-data"):
-            form = body.read_all(AUDITOR_BODY_LIMIT)
-            params = {**params, **parse_form(body.content_type, form)}
-        # Several statements are refused by the route's parser check, and recorded.
-        sql = (params["query"] + b"\n" if "query" in params else b"") + body.read_all(
-            AUDITOR_BODY_LIMIT
-        )
+        try:
+            if body.content_type.startswith("multipart/form-data"):
+                form = body.read_all(AUDITOR_BODY_LIMIT)
+                params = {**params, **parse_form(body.content_type, form)}
+            # Several statements are refused by the route's parser check, and recorded.
+            sql = (params["query"] + b"\n" if "query" in params else b"") + body.read_all(
+                AUDITOR_BODY_LIMIT
+            )
+        except EngineError:
+            # Refused before anyone is authenticated, so in no tenant's trail: logged instead.
+            log.warning("oversized request body refused for auditor user %r", user)
+            raise
         trailing = TRAILING_FORMAT_RE.search(sql)
         fmt = params.get("default_format", b"").decode() or "TabSeparated"
         if trailing:

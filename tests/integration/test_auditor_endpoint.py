@@ -51,7 +51,7 @@ def post_as(
 
 
 def test_a_compressed_body_is_not_decoded_past_the_statement_limit(
-    store: ClickHouseStore, settings: Settings
+    store: ClickHouseStore, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Found by probe: 32 KiB of zstd under any user name and a wrong password made the owner
     # decode 1 GiB (peak RSS +2.1 GB) and spend 31 s on it before refusing the credentials.
@@ -61,6 +61,7 @@ def test_a_compressed_body_is_not_decoded_past_the_statement_limit(
     assert response.getheader("X-ClickHouse-Exception-Code") == "62", text
     assert response.status == 400 and "Max query size exceeded" in text
     assert str(AUDITOR_BODY_LIMIT) in text
+    assert "oversized request body refused for auditor user 'nobody'" in caplog.messages
     # The connection and the store still serve.
     assert store.query("SELECT 1").result_rows == [(1,)]
 
