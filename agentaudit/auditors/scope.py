@@ -175,8 +175,10 @@ WHERE c.database = {db:String} AND c.name = 'tenant_id' AND t.engine != 'Materia
 """
 _TABLE_LINE_RE = re.compile(
     r"TABLE id: \d+(?:, alias: __table\d+)?, table_name: "
-    r"([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)"
+    r"([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)(?:, final: 1)?"
 )
+# The label over an operand of a comma join or ARRAY JOIN; the operand's own line follows.
+_OPERAND_LABEL = "TABLE EXPRESSION"
 
 
 def readable_tables(store: Store) -> frozenset[str]:
@@ -221,7 +223,7 @@ def tables_of_tree(lines: Sequence[str]) -> list[str]:
             raise Unscoped("a table function is read")
         if word == "PREWHERE":  # runs before the tenant filter (module docstring)
             raise Unscoped("PREWHERE runs before the tenant scope; use WHERE")
-        if word != "TABLE":
+        if word != "TABLE" or line.strip() == _OPERAND_LABEL:
             continue
         match = _TABLE_LINE_RE.fullmatch(line.strip())
         if match is None:

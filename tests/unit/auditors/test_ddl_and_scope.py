@@ -78,6 +78,14 @@ def test_tree_lines_are_read_exactly() -> None:
         tables_of_tree(["    TABLE_FUNCTION id: 3, alias: __table1, table_function_name: numbers"])
     with pytest.raises(Unscoped, match="PREWHERE"):  # it runs before the tenant filter
         tables_of_tree([*lines, "  PREWHERE"])
+    # A comma join's or ARRAY JOIN's operand label, and FINAL, are read; the name still is.
+    operand = [
+        "      TABLE EXPRESSION",
+        "        TABLE id: 4, table_name: agentaudit.alerts, final: 1",
+    ]
+    assert tables_of_tree([*lines, *operand]) == ["agentaudit.events", "agentaudit.alerts"]
+    with pytest.raises(Unscoped):
+        tables_of_tree([*lines, "      TABLE EXPRESSION x"])
 
 
 def test_scope_settings_quote_tenants(session: chdb.session.Session) -> None:
