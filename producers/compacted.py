@@ -63,7 +63,8 @@ FOLLOW_POLL_MS = 1000
 """Poll wait once caught up: `getmany` returns as soon as records arrive."""
 
 OnRecord = Callable[[str, bytes | None, bytes | None], Awaitable[None]]
-"""Called once per record read, in offset order per partition: (topic, key, value)."""
+"""Called once per record read, in offset order per partition: (topic, key, value); the
+record's partition and timestamp are `CompactedReader.placed` meanwhile."""
 
 
 class CompactedReadError(Exception):
@@ -122,6 +123,10 @@ class CompactedReader:
         self._anchors: dict[Any, tuple[int, bytes]] = {}
         self._verifying: set[Any] = set()  # partitions sought back to their anchor
         self.replaced_logs = 0
+        self.placed: tuple[int, int] = (0, 0)
+        """(partition, Kafka timestamp in ms) of the record being delivered: a key written to
+        two partitions (another client's partitioner, partitions added) has no offset order
+        across them, only time (see `agentaudit_sdk.control`)."""
         """Partitions found replaced under the reader (and read again from the beginning)."""
         self._missing: set[str] = set(self.topics)
         self._topic_backoff = Backoff(1.0, 30.0)
@@ -208,6 +213,7 @@ class CompactedReader:
             for message in messages:
                 self._positions[tp] = message.offset + 1
                 self._anchors[tp] = (message.offset, _fingerprint(message))
+                self.placed = (tp.partition, message.timestamp)
                 await on_record(tp.topic, message.key, message.value)
 
     def _seek_anchor(self, tp: Any, anchor: tuple[int, bytes]) -> None:

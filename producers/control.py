@@ -41,6 +41,8 @@ _V = TypeVar("_V")
 _M = TypeVar("_M", bound=BaseModel)
 
 Listener = Callable[[], object]
+Placed = tuple[int, int]
+"""Where and when a record was written: (partition, Kafka timestamp in ms)."""
 
 
 class InvalidRecord(ValueError):
@@ -117,6 +119,8 @@ class ControlState:
         self._request_budgets: dict[str, Mapping[str, Budget]] = {}
         self._listeners: list[Listener] = []
         self._heartbeats: dict[str, Heartbeat] = {}  # source → newest beat (replaced, COW)
+        # (topic kind, record key) → (partition, timestamp) of the record it holds: `_superseded`
+        self._placed: dict[tuple[str, bytes], Placed] = {}
         self.version = 0
 
     # -- reads (any thread, no lock) ---------------------------------------------------------
@@ -254,27 +258,57 @@ class ControlState:
             self._bump()
         self._notify()
 
-    def apply_control_record(self, key: bytes | None, value: bytes | None) -> None:
-        """One record of the control topic; `InvalidRecord` if it does not decode."""
+    def apply_control_record(
+        self, key: bytes | None, value: bytes | None, placed: Placed | None = None
+    ) -> None:
+        """One record of the control topic; `InvalidRecord` if it does not decode. `placed`:
+        its (partition, Kafka timestamp), see `_superseded`."""
         if key is not None and key.startswith(_HEARTBEAT_KEY):
             if value:  # a heartbeat's tombstone forgets nothing: the last beat stays the last
                 self.apply_heartbeat(decode_heartbeat(value))
             return
+        if self._superseded("control", key, placed):
+            return
         if not value:
             if key:
                 self.remove(_text(key))
-            return
-        msg = decode_control(value)
-        self.apply(msg, _text(key) if key else None)
+        else:
+            msg = decode_control(value)
+            self.apply(msg, _text(key) if key else None)
+        self._note("control", key, placed)
 
-    def apply_budget_record(self, key: bytes | None, value: bytes | None) -> None:
+    def apply_budget_record(
+        self, key: bytes | None, value: bytes | None, placed: Placed | None = None
+    ) -> None:
         """One record of the budgets topic; `InvalidRecord` if it does not decode."""
+        if self._superseded("budget", key, placed):
+            return
         if not value:
             if key:
                 self.remove_budget(_text(key))
-            return
-        budget = decode_budget(value)
-        self.apply_budget(budget, _text(key) if key else None)
+        else:
+            budget = decode_budget(value)
+            self.apply_budget(budget, _text(key) if key else None)
+        self._note("budget", key, placed)
+
+    def _superseded(self, kind: str, key: bytes | None, placed: Placed | None) -> bool:
+        """Whether a record is older than what its key holds from another partition.
+
+        Compaction keeps one record per key per partition, and the offset order holds within
+        a partition only. A key written to two partitions (a client with another partitioner,
+        e.g. librdkafka's default, or partitions added to the topic) left the state to the
+        order the partitions were read in: a fresh reader could take an old block over a
+        later unblock, or the reverse. Across partitions the later Kafka timestamp wins (a
+        tie goes to the record read last, as before); within one, the offset order."""
+        if placed is None or key is None:
+            return False
+        held = self._placed.get((kind, key))
+        return held is not None and held[0] != placed[0] and placed[1] < held[1]
+
+    def _note(self, kind: str, key: bytes | None, placed: Placed | None) -> None:
+        """Remember where the record a key now holds was written (after it applied)."""
+        if placed is not None and key is not None:
+            self._placed[(kind, key)] = placed
 
     def _drop_budget(self, name: str) -> None:
         tenant = self._budget_tenant.pop(name, None)

@@ -135,7 +135,7 @@ class ControlListener:
 
     async def _record(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         try:
-            self._apply[topic](key, value)
+            self._apply[topic](key, value, self._reader.placed)
         except InvalidRecord as exc:
             self.switch.counters.invalid += 1
             self._warn.warn("agentaudit: skipped a kill-switch record (key %r): %s", key, exc)

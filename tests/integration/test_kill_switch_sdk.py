@@ -18,6 +18,7 @@ from tests.unit.producers.test_control import control, request_budget, unblock
 
 pytestmark = pytest.mark.integration
 
+T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 WAIT_S = 20.0  # upper bound for one record to reach the SDK; a pass takes well under a second
 
 
@@ -259,3 +260,41 @@ def test_a_block_on_a_log_replaced_by_a_broker_restart_is_not_skipped(settings: 
             assert client.control.blocked("old-0") is not None
         finally:
             client.shutdown(10)
+
+
+def test_a_key_written_to_two_partitions_ends_in_its_latest_state(settings: Settings) -> None:
+    """Another client's partitioner (librdkafka's default) or partitions added put one scope
+    key in two partitions; compaction keeps both records. Before, a fresh SDK took the record
+    of the partition it read last: one of these two scopes stayed blocked after its unblock."""
+    asyncio.run(create_topics(settings, partitions=2))
+    control_topic, _ = topics_of(settings)
+    k1, k2 = control("t1"), control("t2")
+    order = [  # (partition, message), in the order written
+        (1, k1),
+        (0, k2),
+        (0, unblock("t1")),
+        (1, unblock("t2")),
+    ]
+
+    async def write() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            for i, (partition, msg) in enumerate(order):
+                value = msg.model_dump_json().encode()
+                key = msg.scope.key.encode()
+                at = T0_MS + 1000 * i  # pinned: a tie in ms would leave it to the read order
+                await producer.send_and_wait(
+                    control_topic, value, key=key, partition=partition, timestamp_ms=at
+                )
+        finally:
+            await producer.stop()
+
+    asyncio.run(write())
+    client = make_client(settings)
+    try:
+        assert client.control.wait_ready(WAIT_S), client.control.stats
+        assert client.control.stats.records == 4
+        assert client.control.blocked("t1") is None and client.control.blocked("t2") is None
+    finally:
+        client.shutdown(10)

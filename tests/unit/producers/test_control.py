@@ -332,3 +332,24 @@ def test_a_tombstone_of_a_key_never_set_lifts_nothing_even_if_it_is_not_utf8() -
     state.apply_budget_record(b"per-call\xff", budget)
     state.apply_budget_record(b"per-call\xfe", None)
     assert state.request_budgets("acme")
+
+
+def test_a_key_in_two_partitions_keeps_the_later_record_whatever_the_read_order() -> None:
+    """Before, the partition read last won: a block on partition 1 read after the later
+    unblock on partition 0 (another client's partitioner, or partitions added) held on."""
+    block, lift = _record(control()), _record(unblock())
+    for order in ([(block, (1, 1000)), (lift, (0, 2000))], [(lift, (0, 2000)), (block, (1, 1000))]):
+        state = ControlState()
+        for (key, value), placed in order:
+            state.apply_control_record(key, value, placed)
+        assert state.blocked("acme", None, None, None, NOW) is None, order
+    state = ControlState()  # within one partition the offset order holds, times aside
+    state.apply_control_record(*lift, (0, 2000))
+    state.apply_control_record(*block, (0, 1000))
+    assert state.blocked("acme", None, None, None, NOW) is not None
+    state.apply_control_record(block[0], None, (1, 500))  # older tombstone elsewhere: no
+    assert state.blocked("acme", None, None, None, NOW) is not None
+    with pytest.raises(InvalidRecord):  # invalid: skipped, its time not taken
+        state.apply_control_record(b"tenant=acme", b"junk", (1, 9000))
+    state.apply_control_record(*lift, (0, 3000))
+    assert state.blocked("acme", None, None, None, NOW) is None
