@@ -352,7 +352,7 @@ def _judge_table(text: str, policy: Policy) -> None:
 def _scope(policy: Policy) -> str:
     tables = ", ".join(sorted(policy.tables))
     databases = ", ".join(f"{db}.*" for db in sorted(policy.databases))
-    return databases + (f" and {tables}" if tables else "")
+    return " and ".join(part for part in (databases, tables) if part)
 
 
 def _settings_message(policy: Policy) -> str:

@@ -65,3 +65,13 @@ def test_policy_can_refuse_unqualified_names() -> None:
     assert judge(dump, "", OPERATOR).allowed
     strict = replace(OPERATOR, unqualified_tables=False)
     assert "name every table with its database" in judge(dump, "", strict).reason
+
+
+def test_a_refusal_names_the_readable_tables() -> None:
+    from dataclasses import replace
+
+    dump = SELECT_FROM_EVENTS[:8] + ["      TableIdentifier agentaudit.x", " Identifier Native"]
+    tables_only = replace(OPERATOR, databases=frozenset(), tables=frozenset({"agentaudit.a"}))
+    # An auditor's policy names tables only: the message once read "reads ( and agentaudit.a)".
+    assert judge(dump, "", tables_only).reason.endswith("reads (agentaudit.a)")
+    assert judge(dump, "", OPERATOR).allowed
