@@ -16,6 +16,7 @@ Verdicts and their exact meaning: :mod:`.verdicts`.
 from __future__ import annotations
 
 import hashlib
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -85,12 +86,16 @@ class ChainAudit:
         start_frontier: Sequence[bytes] = (),
         start_prev_hash: str | None = None,
         expiry: Sequence[Expiry] = (),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``sources``: the sources that were read (``not found`` needs two); ``started_at``:
         unix time the reading began (later notes may be in one source only); ``start_*``: the
         tree and chain link before the first row given (an export of a later part);
-        ``expiry``: retention sweeps' claims about this chain (``expired by policy``)."""
+        ``expiry``: retention sweeps' claims about this chain (``expired by policy``);
+        ``clock``: unix time now (rows stored while the chain is read, see
+        :meth:`_stored_during_run`)."""
         self.expiry = tuple(expiry)
+        self._clock = clock
         self.origin, self.tenant, self.partition = origin, tenant_id, partition
         self.sources, self.started_at = sources, started_at
         self.start_size, self.start_frontier = start_size, tuple(start_frontier)
@@ -371,7 +376,7 @@ class ChainAudit:
                 self._derived(r[0], r[10])
             if seg.hi is None and (
                 self._end is not None
-                or self._sealed
+                or (self._sealed and not self._stored_during_run(r[8]))
                 or (self._last_time is not None and r[8] < self._last_time)
             ):
                 seg.flag(EXTRA, r[0])
@@ -391,16 +396,31 @@ class ChainAudit:
             stop = n if self._next < 0 else min(n, i + self._next - self._pos)
             seg.seen += stop - i
             if seg.hi is None:
-                sealed = self._end is not None or self._sealed
+                ended, sealed = self._end is not None, self._sealed
                 last_time = self._last_time
                 for k in range(i, stop):
-                    if sealed or (last_time is not None and ingested[k] < last_time):
+                    t = ingested[k]
+                    if (
+                        ended
+                        or (sealed and not self._stored_during_run(t))
+                        or (last_time is not None and t < last_time)
+                    ):
                         seg.flag(EXTRA, run.first + k)
             self._pending.extend(leaves[i:stop])
             self._pos += stop - i
             i = stop
             if self._pos == self._next:
                 self._reach()
+
+    def _stored_during_run(self, ingested: float) -> bool:
+        """Whether a row was stored while this run read the chain (between its start and now,
+        a second of slack each side): a sink taking a handed-off chain over signs a checkpoint
+        before it stores, but one signed after the checkpoints were read is not among them, so
+        such a row after a newest ``handoff`` is pending, not extra (a false alarm during any
+        rebalance before). A row dated before the run or after now stays extra."""
+        if self.started_at is None:
+            return False
+        return self.started_at - 1 <= ingested <= self._clock() + 1
 
     def _derived(self, seq: int, names: str) -> None:
         seg = self._segment_of(seq)

@@ -15,21 +15,20 @@ Checkpoint lines
   signed within a second of the verifier starting is exempt: the signer anchors, then stores).
 
 Row range lines (``Rows <origin> <first>-<last>``)
-  ``valid`` (the rows reproduce the range's checkpoint root and every row checks);
-  ``INVALID: row hash`` (a row's recomputed leaf differs from its stored ``leaf_hash``, its
-  ``row_hash`` is not SHA-256(prev_hash ‖ payload), its ``prev_hash`` is not the previous row's
-  ``row_hash``, or the range's root differs from the checkpoint's with no row to blame);
-  ``missing rows`` (a gap in ``chain_seq``, or fewer rows than a checkpoint's size); ``extra
-  rows`` (a duplicate ``chain_seq``; a row after the last checkpoint whose ``ingested_at`` is
-  before that checkpoint's latest ``time``; any row after an ``end``, or after the newest
-  checkpoint when that one is a ``handoff``); ``reordered`` (following
-  ``prev_hash`` links puts the row at another position, and its stored leaf hash, if any, is
-  its leaf there; or its stored leaf hash is its leaf at another position near a
-  disturbance); ``derived value disagrees: <columns>`` (supplied by the caller: store mode
-  re-derives typed columns and cost); ``pending
-  (not yet checkpointed)`` (rows after the last checkpoint ingested after it: not invalid; a
-  chain with no checkpoint that verifies is judged against its partition's newest sink
-  checkpoint, of another chain, when the caller supplies it);
+  ``valid`` (the rows reproduce the range's checkpoint root and every row checks); ``INVALID: row
+  hash`` (a row's recomputed leaf differs from its stored ``leaf_hash``, its ``row_hash`` is not
+  SHA-256(prev_hash ‖ payload), its ``prev_hash`` is not the previous row's ``row_hash``, or the
+  range's root differs from the checkpoint's with no row to blame); ``missing rows`` (a gap in
+  ``chain_seq``, or fewer rows than a checkpoint's size); ``extra rows`` (a duplicate ``chain_seq``;
+  a row after the last checkpoint whose ``ingested_at`` is before that checkpoint's latest ``time``;
+  any row after an ``end``, or after the newest checkpoint when that one is a ``handoff``, unless
+  stored while the verifier ran); ``reordered`` (following ``prev_hash`` links puts the row at
+  another position, and its stored leaf hash, if any, is its leaf there; or its stored leaf hash is
+  its leaf at another position near a disturbance); ``derived value disagrees: <columns>`` (supplied
+  by the caller: store mode re-derives typed columns and cost); ``pending (not yet checkpointed)``
+  (rows after the last checkpoint ingested after it: not invalid; a chain with no checkpoint that
+  verifies is judged against its partition's newest sink checkpoint, of another chain, when the
+  caller supplies it);
   ``expired by policy`` (not invalid: the chain's first rows, ``chain_seq`` 1 to a horizon H,
   are gone and an :class:`Expiry` in the trail explains it: a ``retention_applied`` event of
   the tenant that a signed checkpoint of its chain covers names H for the chain, H is the size

@@ -111,6 +111,7 @@ def verify_store(
                 sources=frozenset({"store", "anchor"}),
                 started_at=started,
                 expiry=claims.get((t, p), ()),
+                clock=clock,
             )
             tick = None if progress is None else (lambda n, o=origin: progress(o, n))
             flags = None if check is None else (lambda c=check, t=t, p=p: c.result().of(t, p))
