@@ -54,6 +54,12 @@ class Settings(SdkSettings):
     partitions: int = Field(default=6, ge=1, le=1024, description="Partitions for created topics.")
     consumer_group: str = "agentaudit-sink"
     sink_batch_size: int = Field(default=20_000, ge=1, description="Rows per insert, at most.")
+    sink_batch_bytes: int = Field(
+        default=64 << 20,
+        ge=1,
+        description="Message bytes a batch is flushed at (it may hold one fetch more): bounds "
+        "the sink's memory when messages are large.",
+    )
     sink_flush_interval_ms: int = Field(
         default=400,
         ge=1,

@@ -54,6 +54,8 @@ class Batch:
     event_high: dict[int, int] = field(default_factory=dict)
     dead_letter_high: dict[int, int] = field(default_factory=dict)
     started: float = 0.0
+    size: int = 0
+    """Bytes of the messages this batch covers (values and keys): `sink_batch_bytes`."""
 
     @property
     def messages(self) -> int:
@@ -177,6 +179,7 @@ class SinkProcessor:
             batch.started = time.monotonic()
         span = ranges.get(partition)
         ranges[partition] = (offset, offset) if span is None else (span[0], offset)
+        batch.size += len(value or b"") + len(source.key or b"")
         # Judged against the record's timestamp, never the wall clock: a replay decides the same.
         # Kafka's "no timestamp" is -1; some clients leave 0: neither is a time to judge by.
         verdict = decode(value, not_after(source.timestamp_ms, self.max_skew_ms))

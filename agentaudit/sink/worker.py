@@ -126,6 +126,9 @@ class SinkWorker(PartitionSink[Batch]):
         batch = self.processor.batch
         return (batch.rows, batch.started) if batch.ranges else None
 
+    def _pending_bytes(self) -> int:
+        return self.processor.batch.size
+
     def _take(self) -> Batch | None:
         batch = self.processor.take()
         return batch if batch.ranges else None
