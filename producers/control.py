@@ -288,7 +288,13 @@ class ControlState:
                 self.remove_budget(_text(key))
         else:
             budget = decode_budget(value)
-            self.apply_budget(budget, _text(key) if key else None)
+            if key is not None and key != budget.name.encode():
+                # as the stream jobs do: `budgets rm NAME` tombstones the key NAME, so a budget
+                # under another key could never be removed (nor listed under its name)
+                raise InvalidRecord(
+                    f"budget {budget.name!r} keyed {key!r}: the key must be its name"
+                )
+            self.apply_budget(budget, budget.name)
         self._note("budget", key, placed)
 
     def _superseded(self, kind: str, key: bytes | None, placed: Placed | None) -> bool:

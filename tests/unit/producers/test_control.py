@@ -328,10 +328,6 @@ def test_a_tombstone_of_a_key_never_set_lifts_nothing_even_if_it_is_not_utf8() -
     assert state.blocked("acme", None, None, None, NOW) is not None
     state.apply_control_record(b"tenant=acme\xff", None)  # its own key's tombstone does
     assert state.blocked("acme", None, None, None, NOW) is None
-    budget = request_budget(max_tokens=1_000).model_dump_json().encode()
-    state.apply_budget_record(b"per-call\xff", budget)
-    state.apply_budget_record(b"per-call\xfe", None)
-    assert state.request_budgets("acme")
 
 
 def test_a_key_in_two_partitions_keeps_the_later_record_whatever_the_read_order() -> None:
@@ -353,3 +349,15 @@ def test_a_key_in_two_partitions_keeps_the_later_record_whatever_the_read_order(
         state.apply_control_record(b"tenant=acme", b"junk", (1, 9000))
     state.apply_control_record(*lift, (0, 3000))
     assert state.blocked("acme", None, None, None, NOW) is None
+
+
+def test_a_budget_keyed_by_another_name_is_skipped_as_the_jobs_skip_it() -> None:
+    """Before, the SDK enforced it under its key, though `budgets rm NAME` tombstones NAME
+    (and `budgets list` could not name it for removal) and the jobs skip it."""
+    state = ControlState()
+    budget = request_budget("per-call", max_tokens=1_000).model_dump_json().encode()
+    with pytest.raises(InvalidRecord):
+        state.apply_budget_record(b"other", budget)
+    assert not state.request_budgets("acme")
+    state.apply_budget_record(b"per-call", budget)
+    assert [b.name for b in state.request_budgets("acme")] == ["per-call"]
