@@ -8,6 +8,7 @@ twice; clickhouse-connect sends inserts with `Transfer-Encoding: chunked`.
 from __future__ import annotations
 
 import io
+import re
 import sys
 import zlib
 from collections.abc import Callable, Iterator
@@ -26,6 +27,8 @@ else:  # clickhouse-connect depends on the backport below 3.14
     from backports import zstd
 
 _LINE_LIMIT = 65_536
+_PIECE = 1 << 24  # the most read from the socket at once
+_CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _DECODERS: dict[str, Callable[[], Any]] = {
     "lz4": lz4.frame.LZ4FrameDecompressor,
     "zstd": zstd.ZstdDecompressor,
@@ -71,7 +74,7 @@ class Body:
     def _raw(self) -> Iterator[bytes]:
         if not self._chunked:
             while self._remaining > 0:
-                data = self._rfile.read(min(self._remaining, 1 << 24))
+                data = self._rfile.read(min(self._remaining, _PIECE))
                 if not data:
                     raise ConnectionError("client closed the connection mid-body")
                 self._remaining -= len(data)
@@ -79,15 +82,24 @@ class Body:
             self.done = True
             return
         while True:
-            size = int(self._rfile.readline(_LINE_LIMIT).split(b";", 1)[0], 16)
+            line = self._rfile.readline(_LINE_LIMIT).split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE_RE.fullmatch(line):
+                # int(..., 16) alone took "-1", and read(-1) held all the client sent until it
+                # closed: a stream of any size in memory, before any authentication.
+                raise ValueError(f"invalid chunk size {line[:20]!r}")
+            size = int(line, 16)
             if size == 0:  # last chunk, then optional trailers up to a blank line
                 while self._rfile.readline(_LINE_LIMIT) not in (b"\r\n", b"\n", b""):
                     pass
                 self.done = True
                 return
-            data = self._rfile.read(size)
+            while size > 0:  # a large chunk in pieces, so a reader's limit stops it early
+                data = self._rfile.read(min(size, _PIECE))
+                if not data:
+                    raise ConnectionError("client closed the connection mid-chunk")
+                size -= len(data)
+                yield data
             self._rfile.readline(_LINE_LIMIT)  # the CRLF after each chunk
-            yield data
 
     def chunks(self, limit: int | None = None) -> Iterator[bytes]:
         """Decoded body chunks (Content-Encoding lz4, zstd, gzip, deflate or none). With `limit`:

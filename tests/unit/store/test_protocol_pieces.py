@@ -178,6 +178,23 @@ def test_a_limited_body_stops_decoding_past_the_limit(
     assert within == decoded  # up to the limit, the whole body
 
 
+def test_a_chunk_size_cannot_make_the_body_read_everything() -> None:
+    # Found by probe: a chunk size of -1 made read(-1) hold what the client sent until it
+    # closed (300 MB streamed: owner +310 MB, peak 2.8 GB), and one huge declared chunk was read
+    # whole before any limit could look at it.
+    payload = b" " * (48 << 20)
+    negative = io.BytesIO(b"-1\r\n" + payload)
+    with pytest.raises(ValueError, match="invalid chunk size"):
+        Body(negative, _headers(transfer_encoding="chunked")).read_all(1 << 20)  # type: ignore[arg-type]
+    assert negative.tell() < 100  # nothing of the payload was read
+    huge = io.BytesIO(b"%x\r\n" % len(payload) + payload + b"\r\n0\r\n\r\n")
+    with pytest.raises(EngineError, match="Max query size exceeded"):
+        Body(huge, _headers(transfer_encoding="chunked")).read_all(1 << 20)  # type: ignore[arg-type]
+    assert huge.tell() <= (16 << 20) + 100  # one piece, not the 48 MiB chunk
+    whole = io.BytesIO(huge.getvalue())
+    assert Body(whole, _headers(transfer_encoding="chunked")).read_all() == payload  # type: ignore[arg-type]
+
+
 def test_unknown_content_encoding_is_a_clickhouse_error() -> None:
     body = Body(io.BytesIO(b"abc"), _headers(content_length="3", content_encoding="br"))  # type: ignore[arg-type]
     with pytest.raises(EngineError) as info:
