@@ -16,6 +16,7 @@ ones only, so it costs a few dict reads however many tenants are blocked.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -30,6 +31,7 @@ from agentaudit_schemas.records import (
     ControlAction,
     ControlMessage,
     Heartbeat,
+    Scope,
 )
 
 logger = logging.getLogger("agentaudit.producers")
@@ -57,8 +59,26 @@ def _decode(model: type[_M], value: bytes, what: str) -> _M:
 
 
 def decode_control(value: bytes) -> ControlMessage:
-    """A control record's value → `ControlMessage`; `InvalidRecord` if it is not one."""
-    return _decode(ControlMessage, value, "control message")
+    """A control record's value → `ControlMessage`; `InvalidRecord` if it is not one.
+
+    Fields this SDK does not know (a newer pipeline's, at the top or in the scope) are
+    dropped, not fatal: the contract forbids them, so before, every block a newer pipeline
+    wrote with one more field was skipped as invalid by the agents not yet upgraded, and
+    their kill switch let the blocked work run. What is left still names a scope and an
+    action; a scope part it drops makes the block cover more, never less."""
+    try:
+        return ControlMessage.model_validate_json(value)
+    except ValidationError as exc:
+        if not all(e["type"] == "extra_forbidden" for e in exc.errors()):
+            raise InvalidRecord(f"invalid control message: {exc.error_count()} errors") from exc
+    data = json.loads(value)  # valid JSON: only extra fields were refused
+    known = {k: v for k, v in data.items() if k in ControlMessage.model_fields}
+    if isinstance(known.get("scope"), dict):
+        known["scope"] = {k: v for k, v in known["scope"].items() if k in Scope.model_fields}
+    try:  # JSON mode: the same strictness as from bytes (datetimes as RFC 3339 text)
+        return ControlMessage.model_validate_json(json.dumps(known))
+    except ValidationError as exc:
+        raise InvalidRecord(f"invalid control message: {exc.error_count()} errors") from exc
 
 
 def decode_heartbeat(value: bytes) -> Heartbeat:

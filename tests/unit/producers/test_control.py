@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -361,3 +362,20 @@ def test_a_budget_keyed_by_another_name_is_skipped_as_the_jobs_skip_it() -> None
     assert not state.request_budgets("acme")
     state.apply_budget_record(b"per-call", budget)
     assert [b.name for b in state.request_budgets("acme")] == ["per-call"]
+
+
+def test_a_block_from_a_newer_pipeline_with_more_fields_is_still_a_block() -> None:
+    """Before, a field this SDK does not know made the whole block invalid: skipped, so the
+    agents not yet upgraded ran on under a newer pipeline's blocks."""
+    doc = json.loads(control(agent_id="bot").model_dump_json())
+    doc["priority"] = "high"
+    doc["scope"]["model"] = "gpt-5"  # a narrower scope part we cannot honour: block more
+    state = ControlState()
+    state.apply_control_record(b"tenant=acme/agent=bot", json.dumps(doc).encode())
+    held = state.blocked("acme", None, "bot", None, NOW)
+    assert held is not None and held.scope == Scope(tenant_id="acme", agent_id="bot")
+    doc["action"] = "throttle"  # what it cannot interpret stays invalid
+    with pytest.raises(InvalidRecord):
+        state.apply_control_record(b"tenant=acme/agent=bot", json.dumps(doc).encode())
+    with pytest.raises(InvalidRecord):
+        state.apply_control_record(b"tenant=acme/agent=bot", b'["not", "an", "object"]')
