@@ -122,8 +122,10 @@ class Endpoint:
         optional)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
+            # The URL as given, but never its password (this message reaches terminals and logs).
+            shown = url.replace(parts.password, "***") if parts.password else url
             raise StoreUnavailable(
-                f"invalid ClickHouse URL {url!r}: set AGENTAUDIT_CLICKHOUSE_URL to "
+                f"invalid ClickHouse URL {shown!r}: set AGENTAUDIT_CLICKHOUSE_URL to "
                 "http[s]://user:password@host:port/database"
             )
         secure = parts.scheme == "https"

@@ -51,6 +51,10 @@ def test_endpoint_from_url() -> None:
     assert Endpoint.from_url("https://h/").port == 8443
     with pytest.raises(StoreUnavailable, match="AGENTAUDIT_CLICKHOUSE_URL"):
         Endpoint.from_url("tcp://h:9000")
+    # A wrong scheme is named, but not the password (found by the auditor-access probe).
+    with pytest.raises(StoreUnavailable) as info:
+        Endpoint.from_url("clickhouse://kim:s3cret-token@ch.example:9440/agentaudit")
+    assert "s3cret-token" not in str(info.value) and "kim:***@ch.example" in str(info.value)
 
 
 @pytest.mark.parametrize("code", [62, 47, 60, 46, 43, 53, 386, 6, 27, 36, 456, 457])
