@@ -5,6 +5,8 @@ Entry point: `DriftMonitor` (one per tenant, JSON state); tests: `stattests`; go
 and pins: `goldsets`, `pins`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.goldsets import (
     GoldSet,
@@ -13,8 +15,21 @@ from stream_jobs.drift.goldsets import (
     load_goldset,
     parse_goldset,
 )
-from stream_jobs.drift.monitor import DriftMonitor, DriftOutput
 from stream_jobs.drift.pins import Pin, PinRegistry, make_pin
+
+if TYPE_CHECKING:
+    from stream_jobs.drift.monitor import DriftMonitor, DriftOutput
+
+
+def __getattr__(name: str) -> Any:
+    # The monitor pulls in scipy (~1 s to import): the CLI's `goldsets` commands, which need
+    # only the gold sets and pins, no longer pay it (PEP 562).
+    if name in ("DriftMonitor", "DriftOutput"):
+        from stream_jobs.drift import monitor
+
+        return getattr(monitor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 DRIFT_KINDS: tuple[str, ...] = ("EvalDrift", "BehaviourDrift", "ModelVersionChanged")
 
