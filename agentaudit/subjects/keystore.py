@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import secrets
 import stat
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class KeyStoreUnavailable(UserError):
     so the sink stops with this (nothing of the batch committed) until it is back."""
 
     exit_code = 7
+
+
+_TOKEN = re.compile(r"[0-9a-f]{12}")  # the suffix `destroy` gives a directory it renames aside
 
 
 def subject_dir(subject: str | None) -> str:
@@ -214,21 +218,34 @@ class SubjectKeyStore:
         return DataKey(kid, AESGCM(dek))
 
     def destroy(self, tenant: str, subject: str | None) -> list[str]:
-        """Delete every key of the subject; returns their ids. Idempotent."""
+        """Delete every key of the subject; returns their ids. Idempotent, and a rerun
+        finishes a destroy that was killed half-way (its keys renamed aside but not deleted:
+        before, they stayed there for good, still opening the content, and the rerun said
+        nothing was left to destroy)."""
         where = self._dir(tenant, subject)
-        doomed = where.with_name(f".erased-{secrets.token_hex(6)}")
+        prefix = f".erased-{where.name}-"
         try:
+            aside = [  # exactly this subject's: base64url has "-", so a prefix is not enough
+                p
+                for p in where.parent.glob(prefix + "*")
+                if p.is_dir() and _TOKEN.fullmatch(p.name[len(prefix) :])
+            ]
             try:
+                doomed = where.with_name(prefix + secrets.token_hex(6))
                 os.rename(where, doomed)  # atomic: a key created from now on is a new subject dir
+                aside.append(doomed)
             except FileNotFoundError:
-                return []
-            kids = sorted(p.stem for p in doomed.glob("*.key"))
-            for p in doomed.iterdir():
-                p.unlink()
-            doomed.rmdir()
-            fsync_dir(where.parent)
+                pass
+            kids: list[str] = []
+            for gone in aside:
+                kids += [p.stem for p in gone.glob("*.key")]
+                for p in gone.iterdir():
+                    p.unlink()
+                gone.rmdir()
+            if aside:
+                fsync_dir(where.parent)
         except OSError as exc:
             raise self._down(
                 f"cannot destroy the keys of a subject of {tenant} in {where.parent}", exc
             ) from None
-        return kids
+        return sorted(kids)

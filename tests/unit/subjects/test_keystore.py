@@ -149,3 +149,30 @@ def test_a_new_subjects_directories_are_durable_before_its_key_is_used(
     keys.create("acme", "u-2")  # a new subject of a known tenant
     assert {subjects / "acme", subjects / "acme" / subject_dir("u-2")} <= set(synced)
     assert subjects not in synced  # nothing new there
+
+
+class Killed(BaseException):
+    """The process ends here."""
+
+
+def test_a_destroy_killed_after_its_rename_is_finished_by_the_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the keys renamed aside stayed there for good: the rerun found no subject
+    directory, destroyed nothing and said so, while the keys still opened the content."""
+    keys = store(tmp_path)
+    made = keys.create("acme", "u-1")
+    other = keys.create("acme", "u-2")
+    real_unlink = Path.unlink
+
+    def dies(self: Path, missing_ok: bool = False) -> None:
+        raise Killed
+
+    monkeypatch.setattr(Path, "unlink", dies)
+    with pytest.raises(Killed):
+        keys.destroy("acme", "u-1")
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert keys.destroy("acme", "u-1") == [made.kid]  # the rerun finishes the job
+    left = sorted(p.stem for p in (tmp_path / "subjects").rglob("*.key"))
+    assert left == [other.kid]  # and touches no other subject
+    assert keys.destroy("acme", "u-1") == []
