@@ -293,13 +293,22 @@ async def read_latest(
 ) -> dict[bytes, bytes]:
     """Key → latest non-empty value of `topic`, read from the beginning to its end once; keys
     whose latest record is a tombstone are absent, keyless records are skipped (logged). A
-    missing topic reads as empty. `Unreachable` / `EndNotReached` past `timeout_s` (each)."""
+    key found in two partitions keeps its later record by Kafka timestamp, as the SDK's kill
+    switch does (`agentaudit_sdk.control`): before, the CLI listed what the partition read last
+    held. A missing topic reads as empty. `Unreachable` / `EndNotReached` past `timeout_s`
+    (each)."""
     latest: dict[bytes, bytes] = {}
+    placed: dict[bytes, tuple[int, int]] = {}
 
     async def keep(_topic: str, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             logger.warning("skipped a record without a key on %s", topic)
-        elif value:
+            return
+        held, now = placed.get(key), reader.placed
+        if held is not None and held[0] != now[0] and now[1] < held[1]:
+            return  # older than what another partition holds for this key
+        placed[key] = now
+        if value:
             latest[key] = value
         else:
             latest.pop(key, None)

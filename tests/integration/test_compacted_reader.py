@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from agentaudit.broker import ensure_topics
 from agentaudit.settings import Settings
@@ -114,3 +115,25 @@ async def test_follow_calls_back_per_record_catches_up_once_and_resumes_after_re
         with pytest.raises(asyncio.CancelledError):
             await task
     assert len(seen) == 5
+
+
+async def test_read_latest_keeps_a_keys_later_record_across_partitions(
+    settings: Settings,
+) -> None:
+    """Before, a key in two partitions read as what the partition read last held."""
+    await ensure_topics(settings)
+    topic = settings.control_topic
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        t0 = 1_767_225_600_000  # pinned record times
+        for i, (partition, key, value) in enumerate(
+            [(1, b"a", b"old"), (0, b"b", b"old"), (0, b"a", b"new"), (1, b"b", b"new")]
+        ):
+            await producer.send_and_wait(
+                topic, value, key=key, partition=partition, timestamp_ms=t0 + 1000 * i
+            )
+    finally:
+        await producer.stop()
+    latest = await read_latest(settings.kafka_bootstrap, topic, timeout_s=15, client_id="t")
+    assert latest == {b"a": b"new", b"b": b"new"}
