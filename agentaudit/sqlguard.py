@@ -6,9 +6,11 @@ the same two requests) to:
 1. re-print it with `formatQuerySingleLine({sql:String})`: the statement travels as a bound
    parameter, so it cannot change the request; ClickHouse refuses several statements and
    syntax errors, and drops comments. The canonical text is what is judged and what runs.
-2. dump its syntax tree with `EXPLAIN AST <canonical>`. clickhouse-connect appends
-   `FORMAT Native`, which binds to the EXPLAIN when the statement has a FORMAT of its own,
-   so the statement cannot choose how the tree comes back.
+2. dump its syntax tree with `EXPLAIN AST <canonical> FORMAT Native` (what clickhouse-connect
+   appends anyway, written out so a statement ending in `LIMIT 0` is not taken for its
+   columns-only probe), or, for a statement with a FORMAT of its own, `EXPLAIN AST
+   <canonical>`: clickhouse-connect's `FORMAT Native` then binds to the EXPLAIN, so the
+   statement cannot choose how the tree comes back.
 
 `judge(lines, policy)` turns the tree into a `Verdict`. The tree is verified before it is
 trusted: one root and every node with exactly the children it declares. Identifiers are
@@ -217,7 +219,12 @@ def check(store: Store, sql: str, policy: Policy = OPERATOR) -> Verdict:
         # The parser's own sentence; the wrapper it names is ours, not the user's.
         raise BadQuery(str(exc).split(". : In scope")[0].split(": In scope")[0]) from None
     canonical = str(rows[0][0])
-    dump = store.query("EXPLAIN AST " + canonical).result_rows
+    try:
+        # The FORMAT clickhouse-connect would append, written out: a text ending in `LIMIT 0`
+        # is otherwise its "columns only" probe, which fails when rows (the dump) come back.
+        dump = store.query(f"EXPLAIN AST {canonical} FORMAT Native").result_rows
+    except BadQuery:  # the statement has a FORMAT of its own, so it does not end in LIMIT 0
+        dump = store.query("EXPLAIN AST " + canonical).result_rows
     return judge([str(row[0]) for row in dump], canonical, policy)
 
 

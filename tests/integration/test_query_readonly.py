@@ -193,6 +193,9 @@ def test_the_run_is_fenced_by_readonly_and_limits(trail: tuple[Settings, ClickHo
         limits=Limits(max_seconds=7),
     )
     assert fence.result_rows == [(1, 7.0)]
+    # Columns only (clickhouse-connect took the judge's EXPLAIN of it for its LIMIT 0 probe).
+    columns = run_readonly(store, "SELECT tenant_id, chain_seq FROM agentaudit.events LIMIT 0")
+    assert (columns.result_rows, list(columns.column_names)) == ([], ["tenant_id", "chain_seq"])
     with pytest.raises(BadQuery, match="returned more than 5 rows"):
         run_readonly(store, "SELECT arrayJoin(range(10))", limits=Limits(max_rows=5))
     # Few rows, many bytes (the probe: 20 rows of repeat(), 720 MB held per slow reader).
