@@ -25,7 +25,7 @@ from agentaudit.store.migrations import migrate
 from agentaudit.store.protocol import Store
 from agentaudit.subjects.erasure import reveal_event
 from agentaudit.subjects.keystore import KeyStoreUnavailable, SubjectKeyStore
-from agentaudit.trail.verdicts import summary
+from agentaudit.trail.verdicts import ROW_HASH, summary
 from agentaudit.verify.run import public_keys, verify_store
 from tests.conftest import settings_env
 from tests.factories import event_dict, wire
@@ -165,6 +165,23 @@ async def test_erase_makes_one_subjects_content_unreadable_and_the_trail_still_v
             sum(r.rows_valid for r in reports) == len(docs) + 1
             and sum(r.pending for r in reports) == 0
         )
+
+        # Erased content nobody can read any more is still evidence: a changed ciphertext (one
+        # base64 character of the first sealed value) fails verify like any edited payload.
+        (payload,) = store.query(
+            "SELECT payload FROM agentaudit.events WHERE toString(event_id) = {id:String}",
+            {"id": mine[0]},
+        ).result_rows[0]
+        at = payload.index('"ct":"') + len('"ct":"')
+        edited = payload[:at] + ("B" if payload[at] == "A" else "A") + payload[at + 1 :]
+        store.command(
+            "ALTER TABLE agentaudit.events UPDATE payload = {p:String} "
+            "WHERE toString(event_id) = {id:String} SETTINGS mutations_sync = 2",
+            {"p": edited, "id": mine[0]},
+        )
+        tampered = verify_store(settings, store, public_keys(settings))
+        bad = [ln.verdict for r in tampered for ln in r.lines if ln.failing]
+        assert not summary(tampered)[1] and bad == [ROW_HASH], bad
 
 
 async def test_a_key_store_outage_stops_the_sink_without_plaintext_or_loss(
