@@ -357,7 +357,20 @@ class StreamJobsApp:
         end is reached. Retries with backoff while the broker or the topic is missing,
         resuming from the offsets already applied."""
 
+        placed: dict[bytes, tuple[int, int]] = {}
+
         async def on_record(_topic: str, key: bytes | None, value: bytes | None) -> None:
+            # A key in two partitions (another client's partitioner, partitions added): the
+            # later record by Kafka timestamp holds, as in the SDK and the CLI (before, the
+            # partition read last won; `agentaudit_sdk.control._superseded`).
+            if key is not None:
+                held, now = placed.get(key), reader.placed
+                if held is not None and held[0] != now[0] and now[1] < held[1]:
+                    log.warning(
+                        "%s: skipping %r, older than its key's record elsewhere", topic, key
+                    )
+                    return
+                placed[key] = now
             async with self._lock:  # state changes; written at the next commit
                 try:
                     records = apply(key, value)
