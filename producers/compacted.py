@@ -62,6 +62,22 @@ CATCH_UP_POLL_MS = 50
 FOLLOW_POLL_MS = 1000
 """Poll wait once caught up: `getmany` returns as soon as records arrive."""
 
+Placed = tuple[int, int]
+"""Where and when a record was written: (partition, Kafka timestamp in ms)."""
+
+
+def older_elsewhere(held: Placed | None, record: Placed) -> bool:
+    """Whether a record is older than the one its key holds from another partition.
+
+    Compaction keeps one record per key per partition, and offsets order one partition only.
+    A key written to two partitions (a client with another partitioner, e.g. librdkafka's
+    default, or partitions added to the topic) was left to the order the partitions were
+    read in: a fresh reader could take an old block over a later unblock, or the reverse.
+    Across partitions the later Kafka timestamp wins (a tie goes to the record read last);
+    within one, the offset order. One rule for the SDK, the CLI and the stream jobs."""
+    return held is not None and held[0] != record[0] and record[1] < held[1]
+
+
 OnRecord = Callable[[str, bytes | None, bytes | None], Awaitable[None]]
 """Called once per record read, in offset order per partition: (topic, key, value); the
 record's partition and timestamp are `CompactedReader.placed` meanwhile."""
@@ -123,7 +139,7 @@ class CompactedReader:
         self._anchors: dict[Any, tuple[int, bytes]] = {}
         self._verifying: set[Any] = set()  # partitions sought back to their anchor
         self.replaced_logs = 0
-        self.placed: tuple[int, int] = (0, 0)
+        self.placed: Placed = (0, 0)
         """(partition, Kafka timestamp in ms) of the record being delivered: a key written to
         two partitions (another client's partitioner, partitions added) has no offset order
         across them, only time (see `agentaudit_sdk.control`)."""
@@ -298,16 +314,15 @@ async def read_latest(
     held. A missing topic reads as empty. `Unreachable` / `EndNotReached` past `timeout_s`
     (each)."""
     latest: dict[bytes, bytes] = {}
-    placed: dict[bytes, tuple[int, int]] = {}
+    placed: dict[bytes, Placed] = {}
 
     async def keep(_topic: str, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             logger.warning("skipped a record without a key on %s", topic)
             return
-        held, now = placed.get(key), reader.placed
-        if held is not None and held[0] != now[0] and now[1] < held[1]:
-            return  # older than what another partition holds for this key
-        placed[key] = now
+        if older_elsewhere(placed.get(key), reader.placed):
+            return
+        placed[key] = reader.placed
         if value:
             latest[key] = value
         else:

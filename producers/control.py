@@ -33,6 +33,7 @@ from agentaudit_schemas.records import (
     Heartbeat,
     Scope,
 )
+from agentaudit_sdk.compacted import Placed, older_elsewhere
 
 logger = logging.getLogger("agentaudit.producers")
 
@@ -43,8 +44,6 @@ _V = TypeVar("_V")
 _M = TypeVar("_M", bound=BaseModel)
 
 Listener = Callable[[], object]
-Placed = tuple[int, int]
-"""Where and when a record was written: (partition, Kafka timestamp in ms)."""
 
 
 class InvalidRecord(ValueError):
@@ -318,18 +317,11 @@ class ControlState:
         self._note("budget", key, placed)
 
     def _superseded(self, kind: str, key: bytes | None, placed: Placed | None) -> bool:
-        """Whether a record is older than what its key holds from another partition.
-
-        Compaction keeps one record per key per partition, and the offset order holds within
-        a partition only. A key written to two partitions (a client with another partitioner,
-        e.g. librdkafka's default, or partitions added to the topic) left the state to the
-        order the partitions were read in: a fresh reader could take an old block over a
-        later unblock, or the reverse. Across partitions the later Kafka timestamp wins (a
-        tie goes to the record read last, as before); within one, the offset order."""
+        """Whether a record is older than what its key holds from another partition
+        (`agentaudit_sdk.compacted.older_elsewhere`)."""
         if placed is None or key is None:
             return False
-        held = self._placed.get((kind, key))
-        return held is not None and held[0] != placed[0] and placed[1] < held[1]
+        return older_elsewhere(self._placed.get((kind, key)), placed)
 
     def _note(self, kind: str, key: bytes | None, placed: Placed | None) -> None:
         """Remember where the record a key now holds was written (after it applied)."""

@@ -43,7 +43,12 @@ from agentaudit_schemas.pricing import current_pricing
 from agentaudit_schemas.records import ControlMessage, DriftScore
 from agentaudit_sdk.backoff import Backoff
 from agentaudit_sdk.clock import UtcNow, utc_now
-from agentaudit_sdk.compacted import CompactedReader, CompactedReadError
+from agentaudit_sdk.compacted import (
+    CompactedReader,
+    CompactedReadError,
+    Placed,
+    older_elsewhere,
+)
 from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.breaker.config import BreakerConfig
 from stream_jobs.delivery import Hole
@@ -357,20 +362,18 @@ class StreamJobsApp:
         end is reached. Retries with backoff while the broker or the topic is missing,
         resuming from the offsets already applied."""
 
-        placed: dict[bytes, tuple[int, int]] = {}
+        placed: dict[bytes, Placed] = {}
 
         async def on_record(_topic: str, key: bytes | None, value: bytes | None) -> None:
-            # A key in two partitions (another client's partitioner, partitions added): the
-            # later record by Kafka timestamp holds, as in the SDK and the CLI (before, the
-            # partition read last won; `agentaudit_sdk.control._superseded`).
+            # A key in two partitions: the later record holds, as in the SDK and the CLI
+            # (before, the partition read last won).
             if key is not None:
-                held, now = placed.get(key), reader.placed
-                if held is not None and held[0] != now[0] and now[1] < held[1]:
+                if older_elsewhere(placed.get(key), reader.placed):
                     log.warning(
                         "%s: skipping %r, older than its key's record elsewhere", topic, key
                     )
                     return
-                placed[key] = now
+                placed[key] = reader.placed
             async with self._lock:  # state changes; written at the next commit
                 try:
                     records = apply(key, value)
