@@ -11,9 +11,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from agentaudit.cli.output import OutputFormat
+from agentaudit.cli.output import OutputFormat, plain
 
 console = Console()
 
@@ -39,7 +38,7 @@ def _block(action: dict[str, Any], console: Console) -> None:
     """One action as a readable block: what was asked, decided, approved, executed; flags red."""
     from agentaudit.action_trail import flags_of
 
-    a = {k: escape(str(v)) if isinstance(v, str) else v for k, v in action.items()}
+    a = {k: plain(v) if isinstance(v, str) else v for k, v in action.items()}
     flags = flags_of(action)
     title = f"[bold]action {a['action_id']}[/bold]  {a['tenant_id']}  run {a['run_id'] or '-'}"
     title += f"  agent {a['agent_id']}  {action['requested_at']:%Y-%m-%d %H:%M:%S.%f} UTC"

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -24,6 +25,11 @@ class OutputFormat(StrEnum):
 # statement, an agent's attribute) must not move the cursor, erase lines or retitle the terminal.
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]}
 _CONTROL |= {c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}  # bidi
+
+
+def plain(text: str) -> str:
+    """`text` for a rich markup string: markup escaped, control characters shown as escapes."""
+    return escape(text.translate(_CONTROL))
 
 
 def cell(value: Any) -> Text:
