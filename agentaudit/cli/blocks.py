@@ -227,3 +227,18 @@ def list_blocks(
         render_table(columns, rows, ("scope", "action"), "scope", console)
     else:
         render(columns, rows, format.value, console)
+
+
+def restore_blocks() -> None:
+    """Put back on the control topic the blocks in force that it lost (a broker restarted
+    empty, a topic recreated), from the store's copy of every control message."""
+    from agentaudit.control_restore import restore_blocks as restore
+    from agentaudit.store import open_store
+
+    settings = Settings()
+    with open_store(settings) as store:
+        restored = run(restore(settings, store, datetime.now(UTC)))
+    if not restored:
+        console.print("every block in force is on the control topic: nothing to restore")
+    for msg in restored:
+        console.print(f"restored [bold]{msg.scope.key}[/bold] {_when(msg.until)}", highlight=False)
