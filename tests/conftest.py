@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,12 +76,38 @@ class DemoRun:
     stderr: str
 
 
+DEMO_READERS = frozenset(
+    {
+        "tests/integration/test_cli.py",
+        "tests/integration/test_dashboards.py",
+        "tests/integration/test_report.py",
+    }
+)
+"""The test files that use `demo_run`: pytest-xdist runs them in one test process, so the
+demo runs once per suite (it ran in two or three processes, ~40 s each)."""
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, with the files of `DEMO_READERS` as one unit of work."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class DemoReadersTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "demo-readers" if scope in DEMO_READERS else scope
+
+    return DemoReadersTogether(config, log)
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    """`agentaudit demo` run once per test process (5 tenants, 6 s at 400 events/s, with its
-    backfilled history, alerts, drift, breakers and report), for the tests that look at what a
-    person would see: the demo's own output, dashboards' queries, the report. Read its store
-    with `Settings(data_dir=...)` and `open_store`, or the CLI; never write to it."""
+    """`agentaudit demo` run once per test process, which the files using it share
+    (`DEMO_READERS`): 5 tenants, 6 s at 400 events/s, with its backfilled history, alerts,
+    drift, breakers and report, for the tests that look at what a person would see: the
+    demo's own output, dashboards' queries, the report. Read its store with
+    `Settings(data_dir=...)` and `open_store`, or the CLI; never write to it."""
     import subprocess
     import sys
 

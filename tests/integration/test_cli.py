@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agentaudit.broker import free_port
 from agentaudit.demo.malformed import MALFORMED
+from agentaudit.settings import Settings
+from agentaudit.store import open_store
 from tests.conftest import DemoRun
 
 pytestmark = pytest.mark.integration
@@ -78,139 +81,95 @@ def test_demo_end_to_end_then_query(demo_run: DemoRun) -> None:
     ]
     assert all(int(t["n"]) == int(t["last"]) for t in tenants)
 
-    kinds = {
-        r["type"]
-        for r in rows(
-            cli(
-                "query",
-                "SELECT DISTINCT type FROM agentaudit.events",
-                "-f",
-                "json",
-                data_dir=tmp_path,
+    # What the demo stored, read in this process (one store open, not a CLI run per query):
+    # the CLI's own output formats are checked above and below.
+    with open_store(Settings(data_dir=tmp_path)) as store:
+
+        def from_store(sql: str) -> list[dict[str, Any]]:
+            result = store.query(sql)
+            return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+        kinds = {r["type"] for r in from_store("SELECT DISTINCT type FROM agentaudit.events")}
+        assert {
+            "run_started",
+            "run_finished",
+            "llm_call",
+            "tool_call",
+            "policy_decision",
+            "approval_requested",
+            "approval_decided",
+        } <= kinds
+
+        decisions = {
+            r["decision"]
+            for r in from_store(
+                "SELECT DISTINCT decision FROM agentaudit.events WHERE type = 'policy_decision'"
             )
-        )
-    }
-    assert {
-        "run_started",
-        "run_finished",
-        "llm_call",
-        "tool_call",
-        "policy_decision",
-        "approval_requested",
-        "approval_decided",
-    } <= kinds
+        }
+        assert {"DENY", "REQUIRE_APPROVAL"} <= decisions
 
-    decisions = {
-        r["decision"]
-        for r in rows(
-            cli(
-                "query",
-                "SELECT DISTINCT decision FROM agentaudit.events WHERE type = 'policy_decision'",
-                "-f",
-                "json",
-                data_dir=tmp_path,
-            )
-        )
-    }
-    assert {"DENY", "REQUIRE_APPROVAL"} <= decisions
+        faults = from_store("""
+            SELECT
+              (SELECT max(c) FROM (SELECT run_id, args_hash, count() AS c FROM (
+                  SELECT run_id, JSONExtractString(payload, 'payload', 'args_hash') AS args_hash
+                  FROM agentaudit.events WHERE type = 'tool_call')
+                GROUP BY run_id, args_hash)) AS max_loop,
+              (SELECT max(output_tokens) FROM agentaudit.events
+                WHERE agent_id = 'code-assistant' AND tenant_id = 'initech') AS flood,
+              (SELECT countIf(cached_input_tokens > 0) FROM agentaudit.events
+                WHERE type = 'llm_call') AS cached,
+              (SELECT count() FROM agentaudit.events
+            WHERE request_model = 'claude-opus-4-1') AS burst
+            """)[0]
+        assert int(faults["max_loop"]) >= 20 and int(faults["flood"]) >= 60_000
+        assert int(faults["cached"]) > 0 and int(faults["burst"]) > 0
 
-    faults = rows(
-        cli(
-            "query",
-            """
-        SELECT
-          (SELECT max(c) FROM (SELECT run_id, args_hash, count() AS c FROM (
-              SELECT run_id, JSONExtractString(payload, 'payload', 'args_hash') AS args_hash
-              FROM agentaudit.events WHERE type = 'tool_call')
-            GROUP BY run_id, args_hash)) AS max_loop,
-          (SELECT max(output_tokens) FROM agentaudit.events
-            WHERE agent_id = 'code-assistant' AND tenant_id = 'initech') AS flood,
-          (SELECT countIf(cached_input_tokens > 0) FROM agentaudit.events
-            WHERE type = 'llm_call') AS cached,
-          (SELECT count() FROM agentaudit.events WHERE request_model = 'claude-opus-4-1') AS burst
-        """,
-            "-f",
-            "json",
-            data_dir=tmp_path,
-        )
-    )[0]
-    assert int(faults["max_loop"]) >= 20 and int(faults["flood"]) >= 60_000
-    assert int(faults["cached"]) > 0 and int(faults["burst"]) > 0
-
-    # The looping agent trips its breaker: a transition, a BreakerOpen alert and a block are stored.
-    trips = rows(
-        cli(
-            "query",
+        # The looping agent trips its breaker: a transition, a BreakerOpen alert and a block
+        # are stored.
+        trips = from_store(
             "SELECT tenant_id, agent_id, tool, signal FROM agentaudit.breaker_transitions "
-            "WHERE to_state = 'open' AND signal = 'loop'",
-            "-f",
-            "json",
-            data_dir=tmp_path,
+            "WHERE to_state = 'open' AND signal = 'loop'"
         )
-    )
-    assert {(t["tenant_id"], t["agent_id"], t["tool"]) for t in trips} == {
-        ("globex", "research-agent", "web_search")
-    }
-    blocks = rows(
-        cli(
-            "query",
+        assert {(t["tenant_id"], t["agent_id"], t["tool"]) for t in trips} == {
+            ("globex", "research-agent", "web_search")
+        }
+        blocks = from_store(
             "SELECT count() AS n FROM agentaudit.control WHERE action = 'block' "
-            "AND scope_key = 'tenant=globex/agent=research-agent/tool=web_search'",
-            "-f",
-            "json",
-            data_dir=tmp_path,
+            "AND scope_key = 'tenant=globex/agent=research-agent/tool=web_search'"
         )
-    )
-    assert int(blocks[0]["n"]) == 1
+        assert int(blocks[0]["n"]) == 1
 
-    # The backfilled history (agentaudit.demo.history) makes every anomaly kind and the drift
-    # kinds fire, each for the tenant its scenario targets.
-    fired = {
-        (a["tenant_id"], a["kind"])
-        for a in rows(
-            cli(
-                "query",
-                "SELECT DISTINCT tenant_id, kind FROM agentaudit.alerts",
-                "-f",
-                "json",
-                data_dir=tmp_path,
-            )
-        )
-    }
-    assert {
-        ("acme", "CallVolumeAnomaly"),
-        ("acme", "GuardrailSpike"),
-        ("globex", "LatencyAnomaly"),
-        ("globex", "TokensPerCallAnomaly"),
-        ("initech", "ErrorRateAnomaly"),
-        ("initech", "ModelVersionChanged"),
-        ("umbrella", "SpendAnomaly"),
-        ("umbrella", "ApprovalLatencyAnomaly"),
-        ("hooli", "DenyRateSpike"),
-        ("hooli", "EvalDrift"),
-    } <= fired, fired
-    drift = rows(
-        cli(
-            "query",
+        # The backfilled history (agentaudit.demo.history) makes every anomaly kind and the drift
+        # kinds fire, each for the tenant its scenario targets.
+        fired = {
+            (a["tenant_id"], a["kind"])
+            for a in from_store("SELECT DISTINCT tenant_id, kind FROM agentaudit.alerts")
+        }
+        assert {
+            ("acme", "CallVolumeAnomaly"),
+            ("acme", "GuardrailSpike"),
+            ("globex", "LatencyAnomaly"),
+            ("globex", "TokensPerCallAnomaly"),
+            ("initech", "ErrorRateAnomaly"),
+            ("initech", "ModelVersionChanged"),
+            ("umbrella", "SpendAnomaly"),
+            ("umbrella", "ApprovalLatencyAnomaly"),
+            ("hooli", "DenyRateSpike"),
+            ("hooli", "EvalDrift"),
+        } <= fired, fired
+        drift = from_store(
             "SELECT DISTINCT agent_version, test FROM agentaudit.drift_scores "
-            "WHERE tenant_id = 'hooli' AND subject = 'goldset:demo-gold/correctness' AND drifted",
-            "-f",
-            "json",
-            data_dir=tmp_path,
+            "WHERE tenant_id = 'hooli' AND subject = 'goldset:demo-gold/correctness' AND drifted"
         )
-    )
-    assert {(d["agent_version"], d["test"]) for d in drift} == {("1.1.0", "chi2"), ("1.1.0", "ks")}
+        assert {(d["agent_version"], d["test"]) for d in drift} == {
+            ("1.1.0", "chi2"),
+            ("1.1.0", "ks"),
+        }
 
-    dead = rows(
-        cli(
-            "query",
-            "SELECT reason, count() AS n FROM agentaudit.dead_letters GROUP BY reason",
-            "-f",
-            "json",
-            data_dir=tmp_path,
+        dead = from_store(
+            "SELECT reason, count() AS n FROM agentaudit.dead_letters GROUP BY reason"
         )
-    )
-    assert sum(int(d["n"]) for d in dead) == len(MALFORMED)
+        assert sum(int(d["n"]) for d in dead) == len(MALFORMED)
 
     csv_out = cli("query", "SELECT 1 AS one", "--format", "csv", data_dir=tmp_path)
     assert csv_out.stdout == "one\n1\n"
