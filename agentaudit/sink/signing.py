@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,15 @@ from agentaudit.keyring import PUBLIC_KEYS_FILE, KeyRing
 from agentaudit.settings import Settings
 from agentaudit.sink.trees import ChainKey, ChainTrees, rebuild
 from agentaudit.store.protocol import Store
-from agentaudit.trail.checkpoint import Checkpoint, origin_for, sign_checkpoint
-from agentaudit.trail.note import Signer, Verifier
+from agentaudit.store.protocol import column_text as _text
+from agentaudit.trail.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    open_checkpoint,
+    origin_for,
+    sign_checkpoint,
+)
+from agentaudit.trail.note import NoteError, Signer, Verifier
 from agentaudit_sdk.clock import UtcNow, utc_now
 
 log = logging.getLogger("agentaudit.sink")
@@ -44,6 +51,10 @@ def _stamp(key_dir: Path) -> tuple[int, int] | None:
 
 
 CHECKPOINT_TABLE = "agentaudit.checkpoints"
+_TABLE_NOTES_SQL = (
+    "SELECT note FROM agentaudit.checkpoints "
+    "WHERE (tenant_id, kafka_partition, tree_size) IN {keys:Array(Tuple(String, UInt32, UInt64))}"
+)
 CHECKPOINT_COLUMNS: tuple[str, ...] = (
     "origin",
     "tenant_id",
@@ -197,6 +208,43 @@ class TrailSigning:
         return rebuild(
             store, topic, partitions, heads, self.anchor, self.verifiers, self.deployment
         )
+
+    def unstored(self, store: Store, trees: ChainTrees) -> list[Signed]:
+        """Each chain's newest anchored note that the checkpoints table lacks, for the table.
+
+        The sink anchors a checkpoint, then inserts it into the table: one that died in
+        between (or right after a takeover, whose notes wait for the next poll) left a note in
+        the anchor only, which `agentaudit verify` then reported `not found` on every run. On
+        assignment such a note is stored (only one our keys signed; its frontier when the
+        rebuilt tree is at its size, else none: a frontier is never trusted anyway)."""
+        latest = {k: n for k in sorted(trees.trees) if (n := self.anchor.latest(*k)) is not None}
+        opened: dict[ChainKey, tuple[str, Checkpoint, int]] = {}
+        for key, note in latest.items():
+            origin = origin_for(self.deployment, *key)
+            try:
+                cp, signed = open_checkpoint(note, self.verifiers(origin), origin)
+            except (NoteError, CheckpointError):
+                continue  # rebuild() has logged it; verify reports it
+            opened[key] = (note, cp, signed.verified[0].key_id)
+        if not opened:
+            return []
+        wanted = [(t, p, cp.size) for (t, p), (_, cp, _) in opened.items()]
+        have = {_text(n) for (n,) in store.query(_TABLE_NOTES_SQL, {"keys": wanted}).result_rows}
+        out = []
+        for key, (note, cp, kid) in opened.items():
+            times = [x[5:] for x in cp.extensions if x.startswith("time ")]
+            if note in have or len(times) != 1 or not times[0].isdigit():
+                continue
+            at = datetime.fromtimestamp(int(times[0]), UTC)
+            tree = trees.trees[key]
+            same = tree.size == cp.size and tree.root() == cp.root_hash
+            frontier = [h.hex() for h in tree.state()[1]] if same else []
+            is_end = "end" in cp.extensions
+            row = (cp.origin, *key, cp.size, cp.root_hash.hex(), at, f"{kid:08x}", is_end, note)
+            out.append(Signed(key[0], key[1], note, at, (*row, frontier)))
+        if out:
+            log.warning("%d anchored checkpoints were not in the table; stored now", len(out))
+        return out
 
     def sign(self, trees: ChainTrees, *, handoff: bool = False) -> list[Signed]:
         """Sign every signable chain now: anchored outside the store first, then returned for

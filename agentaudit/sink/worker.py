@@ -73,6 +73,7 @@ class SinkWorker(PartitionSink[Batch]):
         self.trail = TrailSigning.from_settings(settings)
         self.checkpoints_signed = 0
         self._unstored_checkpoints: list[Signed] = []
+        self._anchor_only: list[Signed] = []
         """Signed (and anchored) on assignment, in a callback that cannot await the table's
         insert."""
 
@@ -81,7 +82,9 @@ class SinkWorker(PartitionSink[Batch]):
         state = recover(self.store, topic, parts, self.settings.dedup_window)
         if self.trail is None:
             return state, ChainTrees()
-        return state, self.trail.rebuild(self.store, topic, parts, state.heads)
+        trees = self.trail.rebuild(self.store, topic, parts, state.heads)
+        self._anchor_only = self.trail.unstored(self.store, trees)
+        return state, trees
 
     def _restore(
         self, read: tuple[Recovered, ChainTrees], assigned: list[TopicPartition]
@@ -92,6 +95,8 @@ class SinkWorker(PartitionSink[Batch]):
             # Take the chains over with a checkpoint before storing anything: so a row found
             # after a handoff checkpoint with none after it was written by no sink.
             self._unstored_checkpoints += self.trail.sign(self.trees)
+            # Anchored by a sink that died before its table insert (`TrailSigning.unstored`).
+            self._unstored_checkpoints += self._anchor_only
         logs = state.logs
         self.processor.recover(
             {p: lg.event_watermark for p, lg in logs.items() if lg.event_watermark >= 0},
