@@ -164,18 +164,22 @@ class SinkWorker(PartitionSink[Batch]):
         trail = self.trail
         if trail is None:
             return
-        if (final or trail.due()) and self.consumer is not None and self.consumer.assignment():
+        due = final or trail.due()
+        if due and not final:
+            # A tick signs what the store acknowledged. Rows of an insert in flight are
+            # already dated (ingested_at: the insert's start), so a tick signed meanwhile
+            # stated a time past rows it did not cover, and verify called them extra rows
+            # until the next tick. Waiting for that insert keeps every row dated before a
+            # tick inside it (no new insert starts: this is the consume loop).
+            await self._settle()
+        if due and self.consumer is not None and self.consumer.assignment():
             # A member the group dropped signs nothing: its trees may lag the new owner's.
+            # Checked after the wait above: an insert slower than the check's age would
+            # leave it stale.
             await self._ensure_member()
         signed, self._unstored_checkpoints = self._unstored_checkpoints, []
-        if final or trail.due():
+        if due:
             if not final:
-                # A tick signs what the store acknowledged. Rows of an insert in flight are
-                # already dated (ingested_at: the insert's start), so a tick signed meanwhile
-                # stated a time past rows it did not cover, and verify called them extra rows
-                # until the next tick. Waiting for that insert keeps every row dated before a
-                # tick inside it (no new insert starts: this is the consume loop).
-                await self._settle()
                 # Chains ended meanwhile (`agentaudit end-trail`) are not signed again.
                 self.trees.ended |= await store_call(
                     log, ended_chains, self.store, self.trees, stop=self._stopping
