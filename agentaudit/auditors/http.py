@@ -13,16 +13,27 @@ setting read-only, so the client sends none. A failed authentication is logged (
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from agentaudit.auditors.gate import AuditorGate, Counts, Fenced
 from agentaudit.auditors.registry import AuthenticationFailed, authenticate
 from agentaudit.settings import Settings
-from agentaudit.store.chdb_engine import ChdbEngine, Outcome
+from agentaudit.sqlguard import Limits
+from agentaudit.store.chdb_engine import ChdbEngine, EngineError, Outcome
 from agentaudit.store.client import ClickHouseStore
 from agentaudit.store.protocol import Store
 
 log = logging.getLogger(__name__)
+
+# The embedded engine runs one call at a time, the sink's inserts included, and each auditor
+# statement holds it for up to twice the time limit (its run, then its count): N auditor
+# requests at once queued up to N x 60 s ahead of an insert (a 3.3 s statement made a 7 s
+# request and held an operator's SELECT 1 for 4.6 s). One auditor statement runs at a time;
+# the others wait here, off the engine, at most RUN_WAIT_S, then get Code 202 (recorded).
+RUNNING = threading.BoundedSemaphore(1)
+RUN_WAIT_S = 2 * Limits().max_seconds + 10
+TOO_MANY_SIMULTANEOUS_QUERIES = 202
 
 DATABASE = "default"  # auditors' statements run here whatever the client asks (explained once)
 HANDSHAKE = {
@@ -75,10 +86,19 @@ class AuditorRoute:
                 return self.engine.query(answered.encode(), fmt, {}, DATABASE, {})
 
         def execute(fenced: Fenced) -> tuple[Outcome, Counts]:
-            outcome = self.engine.query(fenced.text.encode(), fmt, {}, DATABASE, {})
-            # chDB reports no result row count, and the client's format (Native) is not
-            # parsed here: a second run, equally scoped and fenced, counts the rows.
-            rows = int(self.store.query(fenced.count_text).result_rows[0][0])
+            if not RUNNING.acquire(timeout=RUN_WAIT_S):
+                raise EngineError(
+                    TOO_MANY_SIMULTANEOUS_QUERIES,
+                    f"Code: 202. DB::Exception: other auditors' statements kept the store busy "
+                    f"for {RUN_WAIT_S:g} s; retry. (TOO_MANY_SIMULTANEOUS_QUERIES)",
+                )
+            try:
+                outcome = self.engine.query(fenced.text.encode(), fmt, {}, DATABASE, {})
+                # chDB reports no result row count, and the client's format (Native) is not
+                # parsed here: a second run, equally scoped and fenced, counts the rows.
+                rows = int(self.store.query(fenced.count_text).result_rows[0][0])
+            finally:
+                RUNNING.release()
             summary = outcome.summary
             return outcome, Counts(
                 rows, int(summary.get("read_rows", 0)), int(summary.get("read_bytes", 0))

@@ -3,6 +3,7 @@ before (or without) authentication must not cost the store owner, which also run
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import logging
@@ -12,11 +13,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from agentaudit.auditors import http as auditor_http
+from agentaudit.auditors import registry
+from agentaudit.broker import LocalBroker, ensure_topics
 from agentaudit.settings import Settings
 from agentaudit.store import ClickHouseStore, open_store
 from agentaudit.store.chdb_http import AUDITOR_BODY_LIMIT
 from agentaudit.store.embedded import read_live_endpoint
 from agentaudit.store.migrations import migrate
+from tests.conftest import isolated_settings
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -27,8 +32,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("endpoint") / "data")
+def settings(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    settings = isolated_settings(broker.bootstrap, tmp_path_factory.mktemp("endpoint"))
+    asyncio.run(ensure_topics(settings))  # the access log of the auditor's statements
+    return settings
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +116,20 @@ def test_the_handshake_needs_an_auditor_and_a_failed_one_is_logged(
     logged = [r.getMessage() for r in caplog.records if r.name == "agentaudit.auditors.http"]
     assert logged == [f"auditor authentication failed on the store endpoint for {forged!r}"]
     assert "\n" not in logged[0] and "\x1b" not in logged[0]
+
+
+def test_one_auditor_statement_runs_at_a_time(
+    store: ClickHouseStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every auditor statement holds the one embedded engine (that the sink inserts through)
+    # for its run and its count; concurrent auditors queued up without bound ahead of it.
+    _, token = registry.add(store, "ana", ["tenant-1"])
+    sql = b"SELECT count() FROM agentaudit.events"
+    monkeypatch.setattr(auditor_http, "RUN_WAIT_S", 0)
+    with auditor_http.RUNNING:  # another auditor's statement is running
+        busy = post_as(settings, "ana", token, sql, {})
+        text = busy.read().decode()
+    assert busy.getheader("X-ClickHouse-Exception-Code") == "202", text
+    assert "TOO_MANY_SIMULTANEOUS_QUERIES" in text
+    done = post_as(settings, "ana", token, sql, {})
+    assert (done.status, done.read()) == (200, b"0\n")
