@@ -54,8 +54,8 @@ WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32}
   AND chain_seq > {lo:UInt64} AND chain_seq <= {hi:UInt64}
 ORDER BY chain_seq"""
 _LAST_CUTS_SQL = """
-SELECT tenant_id, kafka_partition, argMax(horizon, changed_at), argMax(days, changed_at),
-       max(changed_at)
+SELECT tenant_id, kafka_partition, max(horizon), argMax(days, horizon),
+       argMax(changed_at, horizon)
 FROM agentaudit.retention_log
 WHERE kind = 'applied' AND ({t:String} = '' OR tenant_id = {t:String})
 GROUP BY tenant_id, kafka_partition ORDER BY tenant_id, kafka_partition"""
@@ -108,7 +108,10 @@ class SweepReport:
 
 
 def last_cuts(store: Store, tenant: str = "") -> dict[tuple[str, int], LastCut]:
-    """Every chain's newest cut (or ``tenant``'s chains'), by (tenant, partition)."""
+    """Every chain's newest cut (or ``tenant``'s chains'), by (tenant, partition): the
+    highest horizon, since a cut only grows (rows deleted do not come back). Before, the
+    newest by `changed_at` (the sweeping host's clock): a sweep with a clock behind the last
+    one left its deeper cut out, from `retention show` and from the next sweep's restatement."""
     rows = store.query(_LAST_CUTS_SQL, {"t": tenant}).result_rows
     return {
         (str(t), int(p)): LastCut(str(t), int(p), int(h), int(d), at) for t, p, h, d, at in rows

@@ -4,6 +4,7 @@ placed while a sweep runs stops its deletes."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from agentaudit.bench.trail_measure import build_signed_store
 from agentaudit.broker import ensure_topics
 from agentaudit.keyring import init_keys
-from agentaudit.retention.policy import set_hold, set_retention
+from agentaudit.retention.policy import log_rows, set_hold, set_retention
 from agentaudit.retention.sweep import last_cuts, sweep
 from agentaudit.settings import Settings
 from agentaudit.store import open_store
@@ -91,3 +92,29 @@ def test_a_hold_placed_while_a_sweep_runs_stops_its_deletes(settings: Settings) 
         assert cuts == []
         assert int(scalar(store, "SELECT min(chain_seq) FROM agentaudit.events")) == 1
         assert last_cuts(store, "bench-0") == {}
+
+
+def test_the_last_cut_is_the_deepest_whatever_the_sweeping_clock_said(settings: Settings) -> None:
+    """Before, the newest by the sweeper's clock: a deeper cut made by a host whose clock was
+    an hour behind the previous sweep's was not the chain's last cut."""
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    with open_store(settings, own=True) as store:
+        migrate(store)
+        log_rows(
+            store,
+            [
+                {
+                    "changed_at": at,
+                    "tenant_id": "acme",
+                    "kind": "applied",
+                    "days": days,
+                    "kafka_partition": 0,
+                    "horizon": horizon,
+                    "actor": "retention",
+                    "event_id": str(uuid.uuid4()),
+                }
+                for at, horizon, days in ((t0, 10, 30), (t0 - timedelta(hours=1), 20, 7))
+            ],
+        )
+        cut = last_cuts(store, "acme")[("acme", 0)]
+        assert (cut.horizon, cut.days) == (20, 7)
