@@ -134,8 +134,8 @@ async def serve_worker(
             if otlp is not None:
                 await otlp
         console.print(
-            f"worker stopped: {c.accepted} events, {c.dead_lettered} dead letters, "
-            f"{c.duplicates} duplicates dropped, {flushes} flushes; "
+            f"worker stopped: {c.events_stored} events and {c.dead_letters_stored} dead letters "
+            f"stored, {c.duplicates} duplicates dropped, {flushes} flushes; "
             f"{sum(record_sink.processor.counters.stored.values())} pipeline records stored"
         )
 

@@ -60,6 +60,8 @@ async def _main(parent_pid: int) -> None:
                 dead_lettered=c.dead_lettered,
                 duplicates=c.duplicates,
                 flushes=worker.flushes,
+                events_stored=c.events_stored,
+                dead_letters_stored=c.dead_letters_stored,
                 **stored,
             )
 

@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Self
 
 import orjson
@@ -36,10 +36,17 @@ STOP_TIMEOUT_S = 30.0
 
 @dataclass
 class ChildCounters:
+    """A sink process's counters, as its last report line gave them."""
+
     accepted: int = 0
     dead_lettered: int = 0
     duplicates: int = 0
     flushes: int = 0
+    events_stored: int = 0
+    dead_letters_stored: int = 0
+
+
+_COUNTERS = tuple(f.name for f in fields(ChildCounters))
 
 
 @dataclass
@@ -89,7 +96,7 @@ class SinkProcesses:
     def totals(self) -> ChildCounters:
         total = ChildCounters()
         for child in self.children:
-            for name in ("accepted", "dead_lettered", "duplicates", "flushes"):
+            for name in _COUNTERS:
                 setattr(total, name, getattr(total, name) + getattr(child.counters, name))
         return total
 
@@ -143,7 +150,7 @@ class SinkProcesses:
             if report.get("ready"):
                 child.ready.set()
                 self.first_ready.set()
-            for name in ("accepted", "dead_lettered", "duplicates", "flushes"):
+            for name in _COUNTERS:
                 if name in report:
                     setattr(child.counters, name, int(report[name]))
             if self.on_report is not None:

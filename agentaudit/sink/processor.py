@@ -83,6 +83,11 @@ class SinkCounters:
     already_stored: int = 0
     dlq_unsent: int = 0
     """Dead letters the DLQ topic refused even cut down (their table rows are stored)."""
+    events_stored: int = 0
+    """Event rows the store acknowledged (`accepted` counts them as they join a batch: a
+    batch dropped unstored, fenced or at a stop with the store down, is in that count only)."""
+    dead_letters_stored: int = 0
+    """Dead-letter rows the store acknowledged."""
 
 
 def _hints(value: bytes | None, key: bytes | None) -> tuple[str, str]:
@@ -252,3 +257,5 @@ class SinkProcessor:
         """Advance the watermarks once the batch's inserts are acknowledged."""
         self.event_watermark.update(batch.event_high)
         self.dead_letter_watermark.update(batch.dead_letter_high)
+        self.counters.events_stored += len(batch.events)
+        self.counters.dead_letters_stored += len(batch.dead_letters)

@@ -64,15 +64,18 @@ def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-async def _run_worker(settings: Settings, body: Any) -> None:
+async def _run_worker(settings: Settings, body: Any) -> str:
+    """Run the worker around `body`; what it printed."""
     await ensure_topics(settings)  # before producing: an auto-created topic has other partitions
     stop = asyncio.Event()
-    worker = asyncio.create_task(serve_worker(settings, stop, Console(file=io.StringIO())))
+    printed = io.StringIO()
+    worker = asyncio.create_task(serve_worker(settings, stop, Console(file=printed, width=300)))
     try:
         await body(worker)
     finally:
         stop.set()
         await worker
+    return printed.getvalue()
 
 
 async def _all_stored(settings: Settings, worker: asyncio.Task[None]) -> None:
@@ -146,7 +149,11 @@ async def test_counters_equal_the_store_with_two_sink_processes(settings: Settin
         )
         assert m[("agentaudit_checkpoint_age_seconds", ())] >= 0  # signed on assignment
 
-    await _run_worker(settings, body)
+    printed = await _run_worker(settings, body)
+    # The stop line counts what the store took (it counted events as they joined a batch).
+    events, reasons, _ = await asyncio.to_thread(_store_counts, settings)
+    stored = f"worker stopped: {events} events and {sum(reasons.values())} dead letters stored,"
+    assert stored in printed, printed
 
 
 @pytest.fixture

@@ -55,6 +55,18 @@ def test_resent_event_is_stored_once() -> None:
     assert p.counters.duplicates == 1
 
 
+def test_stored_counts_only_what_the_store_acknowledged() -> None:
+    p = processor()
+    p.add(src(0), wire(event_dict()))
+    p.add(src(1), b"{oops")
+    dropped = p.take()  # never stored: a fenced sink drops it, a stop with the store down too
+    p.add(src(2), wire(event_dict()))
+    p.stored(p.take())
+    c = p.counters
+    assert (c.accepted, c.dead_lettered) == (2, 1) and len(dropped.events) == 1
+    assert (c.events_stored, c.dead_letters_stored) == (1, 0)
+
+
 def test_watermarks_skip_what_the_store_holds_per_table() -> None:
     p = processor()
     p.recover({0: 10}, {0: 3}, {("acme", 0): (7, "e" * 64), ("acme", 1): (40, "f" * 64)}, [])
