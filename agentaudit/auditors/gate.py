@@ -101,6 +101,7 @@ class AuditorGate(Generic[T]):
         statement, result = sql, None
         error: Exception | None = None
         counts, verdict, reason = Counts(), "failed", ""
+        ran = False  # the statement was judged allowed and handed to `execute`
         try:
             tables = readable_tables(self.store)
             judged = check(self.store, sql, auditor_policy(tables))
@@ -113,14 +114,16 @@ class AuditorGate(Generic[T]):
             if not judged.allowed:
                 verdict, reason = "refused", judged.reason
             else:
+                ran = True
                 result, counts = execute(fenced)
                 verdict, reason = "allowed", "allowed"
-        except BadQuery as exc:  # ClickHouse's parser could not read it
-            verdict, reason, error = "refused", f"refused: {exc}", exc
-        except Exception as exc:  # noqa: BLE001 - recorded as failed, then re-raised
-            stopped = stopped_by_limit(exc, self.limits, auditor_policy(()))
-            error = stopped or exc
-            reason = f"failed: {error}"
+        except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
+            if isinstance(exc, BadQuery) and not ran:  # ClickHouse's parser could not read it
+                verdict, reason, error = "refused", f"refused: {exc}", exc
+            else:  # it ran and failed (an error while reading rows is not a refusal)
+                stopped = stopped_by_limit(exc, self.limits, auditor_policy(()))
+                error = stopped or exc
+                reason = f"failed: {stopped}" if stopped else failure(exc)
         record = AccessEntry(statement, verdict, reason, counts, (self.clock() - start) * 1000)
         self._record(auditor, channel, record)
         if verdict == "refused":
@@ -155,6 +158,18 @@ class AuditorGate(Generic[T]):
                 f"the statement could not be recorded in the access log ({exc}); nothing is "
                 "returned unrecorded: retry once the broker is reachable"
             ) from exc
+
+
+def failure(exc: Exception) -> str:
+    """What the access log keeps of a run that failed: the error's kind and ClickHouse code,
+    never its text. The text can quote values of the rows read ("Cannot parse string 'x' as
+    UInt8"), and the entry goes to every tenant of the auditor: a two-tenant auditor's failed
+    read of tenant B put B's values in tenant A's trail, where A's auditors read them. The
+    auditor still gets the whole message in its answer."""
+    code = getattr(exc, "code", None)
+    if code is None and exc.__cause__ is not None:
+        code = getattr(exc.__cause__, "code", None)
+    return f"failed: {type(exc).__name__}" + (f" (ClickHouse code {code})" if code else "")
 
 
 def access_events(

@@ -94,3 +94,31 @@ def test_no_rows_when_the_statement_cannot_be_recorded(settings: Settings) -> No
         with pytest.raises(AccessLogUnavailable):  # a refusal is not answered unrecorded either
             gate.run(auditor, "SELECT * FROM system.tables", "cli", execute)
     assert len(ran) == 1  # it ran, but its rows never reached the caller
+
+
+def test_a_failed_run_leaves_no_row_values_in_the_other_tenants_trail(
+    settings: Settings,
+) -> None:
+    # Found by the auditor probe: the access log kept a failed run's error text, which quotes
+    # the values read, and every tenant of the auditor gets the entry; so an auditor of
+    # tenant-1 alone read tenant-2's values in the entry of a tenant-1 + tenant-2 auditor.
+    published: list[dict[str, Any]] = []
+
+    def keep(_settings: Settings, events: Sequence[dict[str, Any]]) -> None:
+        published.extend(events)
+
+    def execute(fenced: Fenced) -> tuple[Any, Counts]:
+        return store.query(fenced.text), Counts()
+
+    with open_store(settings) as store:
+        migrate(store)
+        columns, names = events_like(100)
+        store.insert("agentaudit.events", columns, names)
+        both, _ = registry.add(store, "kim", ["tenant-1", "tenant-2"])
+        gate: AuditorGate[Any] = AuditorGate(settings, store, publish=keep)
+        sql = "SELECT toUInt8(tenant_id) FROM agentaudit.events WHERE tenant_id = 'tenant-2'"
+        with pytest.raises(Exception, match="Cannot parse string 'tenant-2'"):
+            gate.run(both, sql, "cli", execute)  # the auditor itself is told
+    assert {e["tenant_id"] for e in published} == {"tenant-1", "tenant-2"}
+    reasons = {e["payload"]["reason"] for e in published}
+    assert reasons == {"failed: BadQuery (ClickHouse code 6)"}, reasons
