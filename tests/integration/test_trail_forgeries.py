@@ -36,7 +36,9 @@ from agentaudit.trail.checkpoint import note_size
 from agentaudit.trail.leaf import encode_leaf
 from agentaudit.trail.merkle import leaf_hash
 from agentaudit.trail.verdicts import EXPIRED, EXTRA, MISSING, PENDING, summary
+from agentaudit.verify.derived import DerivedCheck
 from agentaudit.verify.run import public_keys, verify_store
+from agentaudit.verify.store import Window
 from agentaudit_schemas.canonical import GENESIS_HASH, chain_hash
 from tests.factories import event_dict, wire
 from tests.integration.helpers_trail import built_store
@@ -202,3 +204,31 @@ def test_a_sink_taking_over_a_handed_off_partition_does_not_sign_a_forged_chain(
         assert ("forged", PART) in trees.unsigned, trees.unsigned  # was: signed next tick
         assert "no sink wrote them" in trees.unsigned[("forged", PART)]
         assert (TENANT, PART) not in trees.unsigned and (TENANT, PART) in trees.trees
+
+
+def test_a_view_rewritten_to_hide_an_edited_typed_column_does_not_hide_it(
+    tmp_path: Path,
+) -> None:
+    """The derived-value check re-derived typed columns with the store's own view query, which
+    whoever can run DDL can rewrite: here `agent_id` read back from a column added to the
+    ingest table, i.e. over the stored rows the stored value itself."""
+    with built_store(tmp_path, 30, 1, every=10) as (_, store):
+        store.command(
+            "ALTER TABLE agentaudit.events UPDATE agent_id = 'forged-agent' "
+            "WHERE chain_seq = 5 SETTINGS mutations_sync = 2"
+        )
+        window = Window()
+        assert DerivedCheck(store, "", window.start, window.end).of(TENANT, PART) == {5: "agent_id"}
+        store.command(
+            "ALTER TABLE agentaudit.events_ingest ADD COLUMN agent_id String "
+            "DEFAULT JSONExtractString(payload, 'agent_id')"
+        )
+        view = store.query(
+            "SELECT as_select FROM system.tables "
+            "WHERE database = 'agentaudit' AND name = 'events_ingest_mv'"
+        ).result_rows[0][0]
+        hidden = view.replace("tupleElement(e, 'agent_id') AS agent_id", "agent_id AS agent_id")
+        assert hidden != view
+        store.command(f"ALTER TABLE agentaudit.events_ingest_mv MODIFY QUERY {hidden}")
+        # Before: {} (the edited column compared with itself).
+        assert DerivedCheck(store, "", window.start, window.end).of(TENANT, PART) == {5: "agent_id"}
