@@ -134,15 +134,16 @@ def test_body_chunked_and_compressed() -> None:
     assert body.read_all() == data and body.done
 
 
-@pytest.mark.parametrize(
-    ("encoding", "compress"),
-    [
-        ("lz4", lz4.frame.compress),
-        ("zstd", zstd.compress),
-        ("gzip", lambda b: zlib.compress(b, wbits=31)),
-        ("deflate", zlib.compress),
-    ],
-)
+CODECS = [
+    ("lz4", lz4.frame.compress),
+    ("zstd", zstd.compress),
+    ("gzip", lambda b: zlib.compress(b, wbits=31)),
+    ("deflate", zlib.compress),
+]
+"""The body encodings clickhouse-connect may send, each with its compressor."""
+
+
+@pytest.mark.parametrize(("encoding", "compress"), CODECS)
 def test_body_with_one_compressed_frame_per_block(
     encoding: str, compress: Callable[[bytes], bytes]
 ) -> None:
@@ -152,15 +153,7 @@ def test_body_with_one_compressed_frame_per_block(
     assert b"".join(Body(io.BytesIO(wire), headers).chunks()) == b"".join(blocks)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("encoding", "compress"),
-    [
-        ("lz4", lz4.frame.compress),
-        ("zstd", zstd.compress),
-        ("gzip", lambda b: zlib.compress(b, wbits=31)),
-        ("deflate", zlib.compress),
-    ],
-)
+@pytest.mark.parametrize(("encoding", "compress"), CODECS)
 def test_a_limited_body_stops_decoding_past_the_limit(
     encoding: str, compress: Callable[[bytes], bytes]
 ) -> None:
