@@ -11,53 +11,21 @@ line (whole seconds) is past the rows' `ingested_at`."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Sequence
-from typing import Any
 
 from agentaudit.broker import ensure_topics
 from agentaudit.settings import Settings
-from agentaudit.sink.rows import INGEST_TABLE
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
-from agentaudit.store.protocol import Store
 from tests.factories import event_dict, wire
 from tests.helpers_wait import poll_until
+from tests.integration.held_store import HeldInsert
 from tests.integration.helpers import produce_raw
 from tests.integration.helpers_trail import anchored_checkpoints, running_sink
 
 # marked `faults` and `integration` by tests/faults/conftest.py (a sink run of a few seconds)
 
 TENANT = "slow-ack"
-
-
-class LateAck:
-    """The real store; once armed, the next events insert is stored, then acknowledged only
-    when `release` is set."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.armed = False
-        self.stored = threading.Event()
-        self.release = threading.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def insert(
-        self,
-        table: str,
-        columns: Sequence[Sequence[Any]],
-        column_names: Sequence[str],
-        *,
-        dedup_token: str | None = None,
-    ) -> None:
-        self._store.insert(table, columns, column_names, dedup_token=dedup_token)
-        if table == INGEST_TABLE and self.armed:
-            self.armed = False
-            self.stored.set()
-            assert self.release.wait(60), "the test never released the insert"
 
 
 def _batch(n: int) -> list[tuple[bytes, bytes]]:
@@ -69,13 +37,13 @@ async def test_no_tick_signs_past_an_insert_in_flight(settings: Settings) -> Non
     await ensure_topics(settings)
     with open_store(settings, own=True) as real:
         migrate(real)
-        store = LateAck(real)
+        store = HeldInsert(real, stored_first=True, armed=False)
         async with running_sink(settings, store) as sink:  # type: ignore[arg-type]
             await produce_raw(settings, _batch(5))
             await sink.wait(accepted=5, signed=2)
             store.armed = True
             await produce_raw(settings, _batch(5))
-            await poll_until(store.stored.is_set, 30, "the second insert stored")
+            await poll_until(store.held.is_set, 30, "the second insert stored")
             stored_at = time.time()
             # Ticks come every 0.2 s; once a whole second has passed, a tick's time line is
             # past the rows' ingested_at.
