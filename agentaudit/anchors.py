@@ -16,6 +16,7 @@ control" lists the options, including a C2SP witness. Another destination implem
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Protocol
 import orjson
 
 from agentaudit.sink.chain import ChainKey
+from agentaudit.trail.checkpoint import CheckpointError, origin_for
 
 
 class Anchor(Protocol):
@@ -104,7 +106,22 @@ class DirectoryAnchor:
             return []
         out: list[ChainKey] = []
         for tenant in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            for part in sorted(p for p in tenant.iterdir() if p.is_dir() and p.name[:1] == "p"):
-                if part.name[1:].isdigit():
-                    out.append((tenant.name, int(part.name[1:])))
+            for part in sorted(p for p in tenant.iterdir() if p.is_dir()):
+                # Only names a sink writes (`_dir`): a directory named otherwise holds no
+                # chain's notes (`notes` never reads it), and naming no origin it made
+                # `agentaudit verify` raise (CheckpointError) before reporting anything.
+                key = (tenant.name, int(part.name[1:])) if _PART.fullmatch(part.name) else None
+                if key is not None and self._dir(*key) == part and _is_tenant(key[0]):
+                    out.append(key)
         return out
+
+
+_PART = re.compile(r"p(0|[1-9][0-9]*)")
+
+
+def _is_tenant(name: str) -> bool:
+    try:
+        origin_for("anchor", name, 0)
+    except CheckpointError:
+        return False
+    return True

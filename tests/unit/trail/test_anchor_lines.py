@@ -47,3 +47,10 @@ def test_the_sinks_rebuild_skips_an_odd_newest_anchor_line(tmp_path: Path) -> No
     deployment = ORIGIN.split("/agentaudit/")[0]
     cp = anchored(anchor, lambda o: [KEY.renamed(o).verifier()], deployment, (TENANT, PART))
     assert cp is not None and cp.size == 4
+
+
+def test_directories_no_sink_writes_name_no_chain(tmp_path: Path) -> None:
+    # Before: ("BAD_Tenant", 0) made `agentaudit verify` raise CheckpointError (no origin).
+    for name in ("BAD_Tenant/p0", "acme/p03", "acme/px", "acme/p3", "-x/p1", "ok/p"):
+        (tmp_path / name).mkdir(parents=True)
+    assert DirectoryAnchor(tmp_path).chains() == [("acme", 3)]
