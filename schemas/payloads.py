@@ -249,6 +249,11 @@ class AuditorQuery(StrictModel):
     read_rows: Annotated[int, Field(ge=0)]
     read_bytes: Annotated[int, Field(ge=0)]
     duration_ms: Millis
+    signature: Annotated[str, Field(min_length=1, max_length=1_024)] | None = None
+    """The signature lines of a C2SP signed note by the deployment's checkpoint key over the
+    entry (tenant, time and the fields above; `agentaudit.trail.system_signature`): anyone who
+    can produce to the events topic can publish this event, only the gate can sign it.
+    `agentaudit auditors log` shows an entry without a valid one as forged."""
 
 
 class RetentionChanged(StrictModel):

@@ -25,10 +25,13 @@ from agentaudit.auditors.scope import (
     scope_settings,
 )
 from agentaudit.errors import BadQuery, UserError
+from agentaudit.keyring import KeyRing
 from agentaudit.settings import Settings
 from agentaudit.sqlguard import Limits, Verdict, check, fence, stopped_by_limit
 from agentaudit.store.protocol import Store
 from agentaudit.system_events import publish, system_event
+from agentaudit.trail.note import Signer
+from agentaudit.trail.system_signature import ACCESS_LOG, sign_payload
 from agentaudit_schemas.payloads import MAX_MESSAGE_CHARS, MAX_STATEMENT_CHARS
 from agentaudit_sdk.clock import UtcNow, utc_now
 
@@ -150,8 +153,13 @@ class AuditorGate(Generic[T]):
         return judged
 
     def _record(self, auditor: Auditor, channel: str, record: AccessEntry) -> None:
-        events = access_events(auditor, channel, record, self.now)
         try:
+            # Read per statement: after `agentaudit keys rotate` the new key signs at once (an
+            # entry signed by a retired key does not verify for its time).
+            signer = KeyRing.load(self.settings.key_dir).signer
+            events = access_events(
+                auditor, channel, record, signer, self.settings.deployment, self.now
+            )
             self.publish(self.settings, events)
         except Exception as exc:
             raise AccessLogUnavailable(
@@ -173,11 +181,19 @@ def failure(exc: Exception) -> str:
 
 
 def access_events(
-    auditor: Auditor, channel: str, record: AccessEntry, now: UtcNow = utc_now
+    auditor: Auditor,
+    channel: str,
+    record: AccessEntry,
+    signer: Signer,
+    deployment: str,
+    now: UtcNow = utc_now,
 ) -> list[dict[str, Any]]:
-    """One `auditor_query` event per tenant in the auditor's scope."""
+    """One `auditor_query` event per tenant in the auditor's scope, each signed by ``signer``
+    (the deployment's checkpoint key): anyone who can produce to the events topic can write an
+    `auditor_query` event, only the gate can sign one (`agentaudit.auditors.access_log`)."""
     text = record.statement
-    payload = {
+    at = now()
+    payload: dict[str, Any] = {
         "auditor": auditor.name,
         "tenants": list(auditor.tenants),
         "channel": channel,
@@ -192,7 +208,16 @@ def access_events(
         "duration_ms": min(round(record.duration_ms, 3), 86_400_000.0),
     }
     return [
-        system_event("auditor_query", tenant, payload, user_id=auditor.name, now=now)
+        system_event(
+            "auditor_query",
+            tenant,
+            {
+                **payload,
+                "signature": sign_payload(ACCESS_LOG, signer, deployment, tenant, at, payload),
+            },
+            user_id=auditor.name,
+            now=lambda: at,
+        )
         for tenant in auditor.tenants
     ]
 

@@ -13,13 +13,14 @@ The sink signs whatever reaches the events topic, and anyone who can produce the
 a ``retention_applied`` event: so the claim itself carries the signature lines of a C2SP
 signed note (``signature``) by the deployment's checkpoint key, under key name
 ``<deployment>/agentaudit/<tenant>/retention``, over :func:`claim_text`, made while that key
-was in use; a claim without one does not count.
+was in use; a claim without one does not count (`agentaudit.trail.system_signature`, the one
+mechanism for every event agentaudit signs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -31,9 +32,15 @@ from agentaudit.trail.audit import open_held
 from agentaudit.trail.checkpoint import note_size, origin_for
 from agentaudit.trail.leaf import LeafError, encode_leaf
 from agentaudit.trail.merkle import CompactTree, leaf_hash
-from agentaudit.trail.note import NoteError, Signer, open_note, sign, signature_block
+from agentaudit.trail.note import Signer
 from agentaudit.trail.pubkeys import PublicKeys
-from agentaudit.trail.verdicts import Expiry, Found, Held, in_use
+from agentaudit.trail.system_signature import (
+    RETENTION_CLAIM,
+    payload_signed,
+    sign_payload,
+    signed_text,
+)
+from agentaudit.trail.verdicts import Expiry, Found, Held
 
 _SQL = f"""
 SELECT tenant_id, kafka_partition, chain_seq, payload, toString(leaf_hash), cost_usd, priced,
@@ -76,31 +83,16 @@ def expiries(
     return out
 
 
-CLAIM_FORMAT = "agentaudit.retention-claim.v1"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def claim_key_name(deployment: str, tenant: str) -> str:
-    """The key name a tenant's retention claims are signed under."""
-    return f"{deployment}/agentaudit/{tenant}/retention"
-
-
 def claim_text(tenant: str, at: datetime, payload: Mapping[str, Any]) -> str:
-    """The signed text of a claim: format, tenant, time (unix µs), the payload but its
-    signature as JSON with sorted keys, one line each."""
-    body = {k: v for k, v in payload.items() if k != "signature"}
-    us = (at - _EPOCH) // timedelta(microseconds=1)
-    fields = orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
-    return f"{CLAIM_FORMAT}\n{tenant}\n{us}\n{fields}\n"
+    """The signed text of a claim (`agentaudit.trail.system_signature.signed_text`)."""
+    return signed_text(RETENTION_CLAIM, tenant, at, payload)
 
 
 def sign_claim(
     signer: Signer, deployment: str, tenant: str, at: datetime, payload: Mapping[str, Any]
 ) -> str:
     """The ``signature`` of a `retention_applied` payload (see the module docstring)."""
-    name = claim_key_name(deployment, tenant)
-    # The signature lines only: the text is the claim itself (it may list 10k held subjects).
-    return signature_block(sign(claim_text(tenant, at, payload), [signer.renamed(name)]))
+    return sign_payload(RETENTION_CLAIM, signer, deployment, tenant, at, payload)
 
 
 def claim_signed(
@@ -108,16 +100,7 @@ def claim_signed(
 ) -> bool:
     """Whether the payload's ``signature`` is the deployment's, over this claim, made while
     its key was in use."""
-    sig = payload.get("signature")
-    if not isinstance(sig, str):
-        return False
-    name = claim_key_name(deployment, tenant)
-    try:
-        note = open_note(claim_text(tenant, at, payload) + "\n" + sig, keys.verifiers(name))
-    except NoteError:
-        return False
-    key = keys.key_for(name, note.verified[0].key_id)
-    return key is not None and in_use(key, int(at.timestamp()))
+    return payload_signed(RETENTION_CLAIM, keys, deployment, tenant, at, payload)
 
 
 def signed_size(found: Iterable[Found], keys: PublicKeys, origin: str) -> int:

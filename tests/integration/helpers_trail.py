@@ -11,11 +11,13 @@ from pathlib import Path
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.keyring import KeyRing
 from agentaudit.settings import Settings
+from agentaudit.sink.rows import INGEST_COLUMNS, INGEST_TABLE
 from agentaudit.sink.worker import SinkWorker
 from agentaudit.store.protocol import Store
 from agentaudit.trail.checkpoint import Checkpoint, open_checkpoint, origin_for
 from agentaudit.trail.leaf import encode_leaf
 from agentaudit.trail.merkle import leaf_hash, root_from_leaf_hashes
+from agentaudit_schemas.canonical import GENESIS_HASH, chain_hash
 from tests.helpers_wait import poll_until
 
 
@@ -125,3 +127,28 @@ def built_store(
         migrate(store)
         build_signed_store(settings, store, rows, chains, every=every)
         yield settings, store
+
+
+def stored_chain(
+    settings: Settings,
+    store: Store,
+    tenant: str,
+    part: int,
+    bodies: list[bytes],
+    start: int = 1,
+    prev: str = GENESIS_HASH,
+) -> list[tuple[bytes, str]]:
+    """Rows start.. of chain (tenant, part) with `bodies`, linked (to `prev`) and with their
+    leaf hashes, through the ingest table as the sink stores them; (leaf hash, row hash) each."""
+    leaves, cols = [], []
+    for seq, body in enumerate(bodies, start):
+        leaf = leaf_hash(encode_leaf(tenant, part, seq, Decimal(0), True, "", body))
+        row_hash = chain_hash(prev, body)
+        topic = settings.events_topic
+        cols.append(
+            (body, Decimal(0), True, "", topic, part, seq, 0, seq, prev, row_hash, leaf.hex())
+        )
+        prev = row_hash
+        leaves.append((leaf, row_hash))
+    store.insert(INGEST_TABLE, [list(c) for c in zip(*cols, strict=True)], INGEST_COLUMNS)
+    return leaves

@@ -17,7 +17,6 @@ every 10 rows), so each case takes a few seconds."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 import orjson
@@ -27,21 +26,17 @@ from agentaudit.anchors import DirectoryAnchor
 from agentaudit.keyring import KeyRing
 from agentaudit.retention.evidence import sign_claim
 from agentaudit.settings import Settings
-from agentaudit.sink.rows import INGEST_COLUMNS, INGEST_TABLE
 from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE, ChainSigner
 from agentaudit.sink.trees import ChainTrees, rebuild
 from agentaudit.store.protocol import Store
 from agentaudit.system_events import system_event
 from agentaudit.trail.checkpoint import note_size
-from agentaudit.trail.leaf import encode_leaf
-from agentaudit.trail.merkle import leaf_hash
 from agentaudit.trail.verdicts import EXPIRED, EXTRA, MISSING, PENDING, summary
 from agentaudit.verify.derived import DerivedCheck
 from agentaudit.verify.run import public_keys, verify_store
 from agentaudit.verify.store import Window
-from agentaudit_schemas.canonical import GENESIS_HASH, chain_hash
 from tests.factories import event_dict, wire
-from tests.integration.helpers_trail import built_store
+from tests.integration.helpers_trail import built_store, stored_chain
 
 pytestmark = pytest.mark.integration
 
@@ -74,31 +69,6 @@ def _claim(settings: Settings, at: datetime, *, signed: bool) -> bytes:
         payload["signature"] = sign_claim(signer, settings.deployment, TENANT, at, payload)
     doc = system_event("retention_applied", TENANT, payload, user_id="retention", now=lambda: at)
     return orjson.dumps(doc)
-
-
-def _forge(
-    settings: Settings,
-    store: Store,
-    tenant: str,
-    part: int,
-    bodies: list[bytes],
-    start: int = 1,
-    prev: str = GENESIS_HASH,
-) -> list[tuple[bytes, str]]:
-    """Rows start.. of chain (tenant, part) with `bodies`, linked (to `prev`) and with their
-    leaf hashes, through the ingest table as the sink stores them; (leaf hash, row hash) each."""
-    leaves, cols = [], []
-    for seq, body in enumerate(bodies, start):
-        leaf = leaf_hash(encode_leaf(tenant, part, seq, Decimal(0), True, "", body))
-        row_hash = chain_hash(prev, body)
-        topic = settings.events_topic
-        cols.append(
-            (body, Decimal(0), True, "", topic, part, seq, 0, seq, prev, row_hash, leaf.hex())
-        )
-        prev = row_hash
-        leaves.append((leaf, row_hash))
-    store.insert(INGEST_TABLE, [list(c) for c in zip(*cols, strict=True)], INGEST_COLUMNS)
-    return leaves
 
 
 def _sign_claim_chain(settings: Settings, store: Store, leaves: list[bytes]) -> None:
@@ -140,13 +110,15 @@ def test_only_a_signed_claim_a_checkpoint_covers_excuses_deleted_rows(tmp_path: 
             assert (f"p{PART}", other) not in lines, lines
 
         # Published by any producer and stored and signed by the sink: unsigned, no excuse.
-        unsigned = _forge(settings, store, TENANT, CLAIM_PART, [_claim(settings, at, signed=False)])
+        unsigned = stored_chain(
+            settings, store, TENANT, CLAIM_PART, [_claim(settings, at, signed=False)]
+        )
         _sign_claim_chain(settings, store, [unsigned[0][0]])
         gone_rows_are(MISSING, False)  # was: valid, the deleted rows "expired by policy"
 
         # The sweep's own claim, not yet covered by a checkpoint (or appended by a forger).
         body = _claim(settings, at, signed=True)
-        claim = _forge(settings, store, TENANT, CLAIM_PART, [body], 2, unsigned[0][1])
+        claim = stored_chain(settings, store, TENANT, CLAIM_PART, [body], 2, unsigned[0][1])
         gone_rows_are(MISSING, False)  # was: valid, the deleted rows "expired by policy"
         assert (f"p{CLAIM_PART}", PENDING) in _verdicts(settings, store)[1]
 
@@ -159,7 +131,7 @@ def test_a_forged_chain_stored_before_its_partitions_last_tick_is_extra(tmp_path
     with built_store(tmp_path, 30, 1, every=10) as (settings, store):
         forged = "forged"
         bodies = [wire(event_dict(tenant=forged, kind="tool_call")) for _ in range(3)]
-        _forge(settings, store, forged, PART, bodies)
+        stored_chain(settings, store, forged, PART, bodies)
         ok, lines = _verdicts(settings, store)
         assert ok and (f"p{PART}", PENDING) in lines, lines  # stored after the last tick
         # Dated before the partition's newest checkpoint, which would then have covered it.
@@ -198,7 +170,7 @@ def test_a_sink_taking_over_a_handed_off_partition_does_not_sign_a_forged_chain(
             rebuilt(), datetime.now(UTC) + timedelta(seconds=2), handoff=True
         )
         anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in handoff)
-        _forge(settings, store, "forged", PART, [wire(event_dict(tenant="forged"))])
+        stored_chain(settings, store, "forged", PART, [wire(event_dict(tenant="forged"))])
 
         trees = rebuilt()
         assert ("forged", PART) in trees.unsigned, trees.unsigned  # was: signed next tick
