@@ -21,6 +21,12 @@ _INSERTS_SQL = """
 SELECT max(ingested_at), count(), countIf(ingested_at >= {since:DateTime64(6, 'UTC')})
 FROM agentaudit.events"""
 
+# The newest insert per partition of the events topic: the sink's partitions are independent
+# (one may be stuck, on a frozen sink process or a batch the store refuses, while the others
+# flow), so the newest insert overall says nothing about a partition whose events wait.
+_PARTITION_INSERTS_SQL = """
+SELECT kafka_partition, max(ingested_at) FROM agentaudit.events GROUP BY kafka_partition"""
+
 _DEAD_LETTERS_SQL = """
 SELECT reason, countIf(received_at >= {t5m:DateTime64(6, 'UTC')}), count()
 FROM agentaudit.dead_letters WHERE received_at >= {t1h:DateTime64(6, 'UTC')}
@@ -47,6 +53,9 @@ class Inserts:
     total: int
     recent: int
     """Events ingested in the last 5 minutes."""
+    by_partition: dict[int, datetime] | None = None
+    """Newest `ingested_at` per Kafka partition of the events topic (a partition with no stored
+    event is absent); None: not read."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,9 @@ class StoreFigures:
 def inserts(store: Store, now: datetime) -> Inserts:
     since = now - timedelta(seconds=WINDOWS_S["5m"])
     last, total, recent = store.query(_INSERTS_SQL, {"since": since}).result_rows[0]
-    return Inserts(_utc(last) if int(total) else None, int(total), int(recent))
+    rows = store.query(_PARTITION_INSERTS_SQL).result_rows if int(total) else []
+    by_partition = {int(p): _utc(at) for p, at in rows}
+    return Inserts(_utc(last) if int(total) else None, int(total), int(recent), by_partition)
 
 
 def dead_letter_rates(store: Store, now: datetime) -> list[DeadLetterRate]:

@@ -90,7 +90,8 @@ def sink_lag(lags: list[Lag], settings: Settings) -> int:
 
 def writer_check(settings: Settings, seen: Observed) -> Check:
     """Is the store's writer taking what the topic holds? Down: events wait (sink lag) while
-    no process owns the embedded store, or no insert landed for `health_max_insert_age_s`."""
+    no process owns the embedded store, or no insert landed for `health_max_insert_age_s`;
+    stuck: the same for one partition while others flow."""
     if seen.figures is None or seen.lags is None:
         return Check("writer", State.unknown, "needs both the broker and the store")
     waiting = sink_lag(seen.lags, settings)
@@ -109,8 +110,33 @@ def writer_check(settings: Settings, seen: Observed) -> Check:
             State.degraded,
             f"down: {waiting} events wait, last insert {since} (max {limit:g} s)",
         )
+    stuck = _stuck_partition(settings, seen)
+    if stuck is not None:
+        return Check("writer", State.degraded, stuck)
     who = seen.owner or "no worker serves the store"
     return Check("writer", State.ok, f"{who}; last insert {since}; {waiting} events wait")
+
+
+def _stuck_partition(settings: Settings, seen: Observed) -> str | None:
+    """A partition of the events topic whose events wait while nothing from it was stored for
+    `health_max_insert_age_s` (the newest insert overall is another partition's when one
+    partition stalls and the others flow); None when every waiting partition moves."""
+    assert seen.figures is not None and seen.lags is not None
+    by_partition = seen.figures.inserts.by_partition
+    if by_partition is None:
+        return None
+    limit = settings.health_max_insert_age_s
+    for x in seen.lags:
+        if x.group != settings.consumer_group or x.topic != settings.events_topic or not x.lag:
+            continue
+        last = by_partition.get(x.partition)
+        if last is None or _age(seen.now, last) > limit:
+            since = "never" if last is None else f"{_age(seen.now, last):.1f} s ago"
+            return (
+                f"partition {x.partition} stuck: {x.lag} events wait on {x.topic}"
+                f"[{x.partition}], last insert from it {since} (max {limit:g} s)"
+            )
+    return None
 
 
 def _lag_check(settings: Settings, lags: list[Lag]) -> Check:
@@ -242,7 +268,7 @@ def to_json(report: Report) -> dict[str, Any]:
         if isinstance(value, datetime):
             return value.isoformat()
         if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
+            return {str(k): clean(v) for k, v in value.items()}  # JSON keys: partitions too
         if isinstance(value, list | tuple):
             return [clean(v) for v in value]
         return value

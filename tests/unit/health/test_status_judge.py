@@ -65,6 +65,25 @@ def test_writer_down_no_owner_or_no_recent_insert_while_events_wait() -> None:
     assert states(old)["writer"] == "ok"
 
 
+def test_one_stuck_partition_is_degraded_while_the_others_flow() -> None:
+    # Partition 0 stored 2 s ago (the newest insert overall); partition 3's events wait and
+    # nothing from it was stored for 10 min: before, 'writer ok' and exit 0.
+    seen = healthy(lags=[lag(0), lag(40, partition=3)])
+    seen.figures = StoreFigures(Inserts(ago(2), 1000, 500, {0: ago(2), 3: ago(600)}))
+    writer = next(c for c in judge(S, seen).checks if c.name == "writer")
+    assert writer.state.value == "degraded" and "partition 3 stuck: 40 events wait" in writer.detail
+    assert judge(S, seen).exit_code == 1
+    assert "partition 3 stuck" in (judge_staleness(S, seen) or "")
+    seen.figures = StoreFigures(Inserts(ago(2), 1000, 500, {0: ago(2)}))  # never stored from 3
+    assert "last insert from it never" in judge_staleness(S, seen) or ""
+    # moving (stored within the limit), idle (nothing waits), or another group's lag: ok
+    seen.figures = StoreFigures(Inserts(ago(2), 1000, 500, {0: ago(2), 3: ago(119)}))
+    assert states(seen)["writer"] == "ok"
+    seen.figures = StoreFigures(Inserts(ago(2), 1000, 500, {0: ago(2), 3: ago(600)}))
+    seen.lags = [lag(0), lag(0, partition=3), lag(40, "agentaudit", partition=3)]
+    assert states(seen)["writer"] == "ok"
+
+
 def test_dead_letter_share_of_the_last_five_minutes() -> None:
     seen = healthy()
     seen.figures = StoreFigures(
