@@ -101,7 +101,15 @@ PIPELINE_SPECS: dict[str, AlertSpec] = {
         "SELECT tenant_id, toString(kafka_partition) AS kafka_partition, "
         "toFloat64(dateDiff('second', max(signed_at), now())) AS checkpoint_age_s "
         "FROM agentaudit.checkpoints GROUP BY tenant_id, kafka_partition "
-        "HAVING NOT argMax(is_end, signed_at)",
+        "HAVING NOT argMax(is_end, signed_at) "
+        # A chain with rows and no checkpoint at all (a sink that refuses to sign it, or has
+        # no key) has no row above: its age is counted from its first stored row, so a new
+        # chain gets the same grace as a late signature.
+        "UNION ALL SELECT tenant_id, toString(kafka_partition) AS kafka_partition, "
+        "toFloat64(dateDiff('second', min(ingested_at), now())) AS checkpoint_age_s "
+        "FROM agentaudit.events WHERE (tenant_id, kafka_partition) NOT IN "
+        "(SELECT tenant_id, kafka_partition FROM agentaudit.checkpoints) "
+        "GROUP BY tenant_id, kafka_partition",
         CHECKPOINT_STALE_S,
     ),
 }
