@@ -171,8 +171,11 @@ def _heartbeat_check(settings: Settings, now: datetime, figures: StoreFigures) -
     if beat.last is None:
         state = State.degraded if settings.stream_jobs else State.ok
         return Check("heartbeat", state, "stream jobs never beat")
+    # A stale beat is degraded whether or not this worker runs the jobs: jobs that beat run
+    # somewhere (`agentaudit jobs` beside a worker with AGENTAUDIT_STREAM_JOBS=false), and
+    # their silence is what the StreamJobsSilent rule pages on.
     age = _age(now, beat.last)
-    state = State.degraded if age > limit and settings.stream_jobs else State.ok
+    state = State.degraded if age > limit else State.ok
     return Check("heartbeat", state, f"stream jobs last beat {age:.1f} s ago (max {limit:g} s)")
 
 

@@ -107,6 +107,11 @@ def test_heartbeat_unknown_without_table_stale_or_never() -> None:
     assert with_beat(Heartbeat(True, ago(61))) == "degraded"
     assert with_beat(Heartbeat(True, ago(59))) == "ok"
     assert with_beat(Heartbeat(True, None), S.model_copy(update={"stream_jobs": False})) == "ok"
+    # jobs run apart from the worker (`agentaudit jobs`, AGENTAUDIT_STREAM_JOBS=false) and
+    # stopped beating: before, 'ok' (exit 0) while the StreamJobsSilent rule fired
+    apart = S.model_copy(update={"stream_jobs": False})
+    assert with_beat(Heartbeat(True, ago(94)), apart) == "degraded"
+    assert with_beat(Heartbeat(True, ago(59)), apart) == "ok"
 
 
 def test_checkpoints_stale_or_never_signed() -> None:
