@@ -74,6 +74,18 @@ PIPELINE_SPECS: dict[str, AlertSpec] = {
         CONSUMER_LAG_MESSAGES,
         for_="5m",
     ),
+    "SinkStalled": AlertSpec(
+        "SinkStalled",
+        PIPELINE_ALERTS["SinkStalled"],
+        "prometheus",
+        # The worker judges each partition (lag > 0, nothing stored from it for
+        # AGENTAUDIT_HEALTH_MAX_INSERT_AGE_S): ConsumerLag alone waits for 10,000 messages,
+        # hours of a quiet tenant's events.
+        "max(agentaudit_sink_stuck_partitions)",
+        0,
+        for_="1m",
+        severity="critical",
+    ),
     "DeadLetterRate": AlertSpec(
         "DeadLetterRate",
         PIPELINE_ALERTS["DeadLetterRate"],

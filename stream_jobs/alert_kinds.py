@@ -39,6 +39,7 @@ NON_ALERT_RUNBOOKS: dict[str, str] = {
 
 PIPELINE_ALERTS: dict[str, str] = {
     "ConsumerLag": "A sink's consumer group is far behind the newest offsets of its topic.",
+    "SinkStalled": "Events wait on a partition and nothing from it was stored for minutes.",
     "DeadLetterRate": "Messages are being refused into dead letters at a sustained rate.",
     "StreamJobsSilent": "The stream jobs' heartbeat stopped: budgets, breakers, alerts stopped.",
     "CheckpointsStale": "A chain's newest signed checkpoint is older than a few signing intervals.",

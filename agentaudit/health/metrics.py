@@ -9,6 +9,8 @@ Names (dashboards and alert rules use them; keep them):
   in this process's sinks and, with N sink processes, from their report lines
 - `agentaudit_sink_stage_seconds{stage}` histogram: `process`, `dead_letter_topic`, `insert`,
   `commit` per flush (`PartitionSink.last_stages`)
+- `agentaudit_sink_stuck_partitions` gauge: partitions of the events topic whose events wait
+  while nothing from them was stored for `health_max_insert_age_s` (`status`'s writer check)
 - `agentaudit_last_insert_timestamp_seconds` gauge, unix s;
   `agentaudit_stream_jobs_heartbeat_age_seconds`,
   `agentaudit_checkpoint_age_seconds` (the stalest chain's newest checkpoint) gauges
@@ -35,6 +37,7 @@ from agentaudit.errors import BrokerUnreachable
 from agentaudit.health.figures import StoreFigures, store_figures
 from agentaudit.health.flushes import FlushFigures, figures_of, from_report
 from agentaudit.health.lag import Lag, LagReader
+from agentaudit.health.status import stuck_partitions
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
 from agentaudit_sdk.clock import UtcNow, utc_now
@@ -166,6 +169,15 @@ class WorkerMetrics(Collector):
                 "agentaudit_last_insert_timestamp_seconds",
                 "Newest ingested_at in agentaudit.events (unix s).",
                 value=figures.inserts.last.timestamp(),
+            )
+        if self.lags is not None:
+            # Judged at scrape time: figures frozen by a stuck refresh still age.
+            stuck = stuck_partitions(self.settings, self.lags, figures.inserts, now)
+            yield GaugeMetricFamily(
+                "agentaudit_sink_stuck_partitions",
+                "Event-topic partitions whose events wait with nothing stored from them for "
+                "health_max_insert_age_s.",
+                value=len(stuck),
             )
         if figures.heartbeat.last is not None:
             yield _age(

@@ -18,7 +18,7 @@ from typing import Any
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from agentaudit.errors import BrokerUnreachable, StoreUnavailable
-from agentaudit.health.figures import StoreFigures, store_figures
+from agentaudit.health.figures import Inserts, StoreFigures, store_figures
 from agentaudit.health.lag import Lag, quiet_kafka_logs, read_lag
 from agentaudit.settings import Settings
 
@@ -122,21 +122,35 @@ def _stuck_partition(settings: Settings, seen: Observed) -> str | None:
     `health_max_insert_age_s` (the newest insert overall is another partition's when one
     partition stalls and the others flow); None when every waiting partition moves."""
     assert seen.figures is not None and seen.lags is not None
-    by_partition = seen.figures.inserts.by_partition
-    if by_partition is None:
+    stuck = stuck_partitions(settings, seen.lags, seen.figures.inserts, seen.now)
+    if not stuck:
         return None
+    x, last = stuck[0]
     limit = settings.health_max_insert_age_s
-    for x in seen.lags:
+    since = "never" if last is None else f"{_age(seen.now, last):.1f} s ago"
+    return (
+        f"partition {x.partition} stuck: {x.lag} events wait on {x.topic}"
+        f"[{x.partition}], last insert from it {since} (max {limit:g} s)"
+    )
+
+
+def stuck_partitions(
+    settings: Settings, lags: list[Lag], inserts: Inserts, now: datetime
+) -> list[tuple[Lag, datetime | None]]:
+    """The event sink's partitions whose events wait while nothing from them was stored for
+    `health_max_insert_age_s`, each with its newest insert (None: never); `status` and the
+    worker's /metrics (`agentaudit_sink_stuck_partitions`) judge with this."""
+    if inserts.by_partition is None:
+        return []
+    limit = settings.health_max_insert_age_s
+    out: list[tuple[Lag, datetime | None]] = []
+    for x in lags:
         if x.group != settings.consumer_group or x.topic != settings.events_topic or not x.lag:
             continue
-        last = by_partition.get(x.partition)
-        if last is None or _age(seen.now, last) > limit:
-            since = "never" if last is None else f"{_age(seen.now, last):.1f} s ago"
-            return (
-                f"partition {x.partition} stuck: {x.lag} events wait on {x.topic}"
-                f"[{x.partition}], last insert from it {since} (max {limit:g} s)"
-            )
-    return None
+        last = inserts.by_partition.get(x.partition)
+        if last is None or _age(now, last) > limit:
+            out.append((x, last))
+    return out
 
 
 def _lag_check(settings: Settings, lags: list[Lag]) -> Check:

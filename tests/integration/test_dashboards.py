@@ -97,6 +97,7 @@ SERIES = [
     ('agentaudit_consumer_lag{group="sink",topic="events",partition="0"}', "5+0x10"),
     ('agentaudit_consumer_lag{group="sink",topic="events",partition="1"}', "7+0x10"),
     ("agentaudit_events_stored_total", "0+60x10"),
+    ("agentaudit_sink_stuck_partitions", "0 0 0 1 1 1 1 2 2 1 1"),
     ('agentaudit_sink_stage_seconds_bucket{stage="insert",le="0.5"}', "0+10x10"),
     ('agentaudit_sink_stage_seconds_bucket{stage="insert",le="1"}', "0+20x10"),
     ('agentaudit_sink_stage_seconds_bucket{stage="insert",le="+Inf"}', "0+20x10"),
@@ -106,6 +107,7 @@ EXPECTED = {
     pipeline.STORED_RATE: [("{}", 1)],
     pipeline.STAGE_P95: [('{stage="insert"}', 0.95)],
     alerts.PIPELINE_SPECS["ConsumerLag"].query: [('{group="sink",topic="events"}', 7)],
+    alerts.PIPELINE_SPECS["SinkStalled"].query: [("{}", 1)],
 }
 
 
