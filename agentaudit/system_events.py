@@ -60,6 +60,29 @@ def system_event(
     return doc
 
 
+def signed_event(
+    settings: Settings,
+    type_: str,
+    tenant_id: str,
+    payload: Mapping[str, Any],
+    *,
+    user_id: str | None = None,
+    now: UtcNow = utc_now,
+) -> dict[str, Any]:
+    """`system_event` with its payload signed by the deployment's checkpoint key (read from
+    ``settings.key_dir`` now: `KeyMissing` without one), so a reader can tell it from one that
+    another producer of the events topic wrote (`agentaudit.trail.system_signature`)."""
+    from agentaudit.keyring import KeyRing
+    from agentaudit.trail.system_signature import KINDS, sign_payload
+
+    at = now()
+    signer = KeyRing.load(settings.key_dir).signer
+    sig = sign_payload(KINDS[type_], signer, settings.deployment, tenant_id, at, payload)
+    return system_event(
+        type_, tenant_id, {**payload, "signature": sig}, user_id=user_id, now=lambda: at
+    )
+
+
 def publish(settings: Settings, events: Sequence[dict[str, Any]], timeout: float = 15.0) -> None:
     """Send ``events`` to the events topic (key: tenant) and wait for every acknowledgement.
 

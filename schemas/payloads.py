@@ -263,6 +263,10 @@ class RetentionChanged(StrictModel):
     days: Annotated[int, Field(ge=1, le=100_000)] | None = None
     previous_days: Annotated[int, Field(ge=1, le=100_000)] | None = None
     reason: Label
+    signature: Annotated[str, Field(min_length=1, max_length=1_024)] | None = None
+    """The deployment's signature of this event (`agentaudit.trail.system_signature`): anyone
+    who can produce to the events topic can publish this event, only agentaudit can sign it;
+    `agentaudit system-log` shows an unsigned one as forged."""
 
 
 class HoldAction(StrEnum):
@@ -277,6 +281,10 @@ class LegalHoldChanged(StrictModel):
     action: Annotated[HoldAction, _BY_VALUE]
     subject: OpaqueId | None = None
     reason: Label
+    signature: Annotated[str, Field(min_length=1, max_length=1_024)] | None = None
+    """The deployment's signature of this event (`agentaudit.trail.system_signature`): anyone
+    who can produce to the events topic can publish this event, only agentaudit can sign it;
+    `agentaudit system-log` shows an unsigned one as forged."""
 
 
 class RetentionApplied(StrictModel):
@@ -325,3 +333,7 @@ class SubjectErased(StrictModel):
     subject: OpaqueId | None = None
     reason: Label
     key_ids: Annotated[list[KeyId], Field(max_length=4_096)]
+    signature: Annotated[str, Field(min_length=1, max_length=1_024)] | None = None
+    """The deployment's signature of this event (`agentaudit.trail.system_signature`): anyone
+    who can produce to the events topic can publish this event, only agentaudit can sign it;
+    `agentaudit system-log` shows an unsigned one as forged."""

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from agentaudit.cli import system_log
 from agentaudit.cli.actor import os_user
 from agentaudit.cli.output import render_table
 from agentaudit.errors import UserError
@@ -90,45 +91,8 @@ def rm(name: Annotated[str, typer.Argument(help="The auditor to revoke.")]) -> N
 
 
 @app.command("log")
-def log(
-    tenant: Annotated[str, typer.Option("--tenant", help="Only this tenant's entries.")] = "",
-    keys_file: Annotated[
-        Path | None,
-        typer.Option("--keys", help="Public-key file (default: public-keys.json in the key dir)."),
-    ] = None,
-) -> None:
+def log(tenant: system_log.TenantOption = "", keys_file: system_log.KeysOption = None) -> None:
     """The access log: every auditor statement recorded, each checked against the gate's
     signature. Entries not signed by the deployment (written by another producer) are shown
     as FORGED, and the command then exits 1."""
-    from agentaudit.auditors.access_log import access_log
-    from agentaudit.store import open_store
-    from agentaudit.verify.run import public_keys
-
-    settings = Settings()
-    keys = public_keys(settings, keys_file)
-    with open_store(settings) as store:
-        entries = access_log(store, keys, settings.deployment, tenant)
-    rows = [
-        (
-            e.occurred_at,
-            e.tenant_id,
-            e.auditor,
-            e.channel,
-            e.verdict,
-            e.result_rows,
-            e.status,
-            e.statement,
-        )
-        for e in entries
-    ]
-    columns = ["time", "tenant", "auditor", "channel", "verdict", "rows", "status", "statement"]
-    render_table(columns, rows, ["time", "tenant", "auditor", "status"], "record", console)
-    forged = sum(not e.genuine for e in entries)
-    if forged:
-        console.print(
-            f"[red]{forged} access-log entr{'ies' if forged != 1 else 'y'} not written by the "
-            "gate (no valid signature of the deployment): forged by a producer of the events "
-            "topic[/red]",
-            highlight=False,
-        )
-        raise typer.Exit(1)
+    system_log.access_log_command(tenant, keys_file)

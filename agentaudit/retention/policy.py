@@ -18,7 +18,7 @@ from typing import Any
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
-from agentaudit.system_events import publish, system_event
+from agentaudit.system_events import publish, signed_event
 from agentaudit_sdk.clock import UtcNow, utc_now
 
 Publish = Callable[[Settings, list[dict[str, Any]]], None]
@@ -146,7 +146,8 @@ def set_retention(
     before = policies(store, tenant).get(tenant, Policy(tenant))
     at = _change_time(store, tenant, now)
     payload = {"days": days, "previous_days": before.days, "reason": reason}
-    event = system_event(
+    event = signed_event(
+        settings,
         "retention_changed",
         tenant,
         {k: v for k, v in payload.items() if v is not None},
@@ -187,7 +188,9 @@ def set_hold(
     payload: dict[str, Any] = {"action": "add" if placed else "rm", "reason": reason}
     if subject:
         payload["subject"] = subject
-    event = system_event("legal_hold_changed", tenant, payload, user_id=actor, now=lambda: at)
+    event = signed_event(
+        settings, "legal_hold_changed", tenant, payload, user_id=actor, now=lambda: at
+    )
     _record(
         settings,
         store,

@@ -17,7 +17,7 @@ from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
 from agentaudit.subjects.keystore import SubjectKeyStore
 from agentaudit.subjects.seal import Opened, open_event
-from agentaudit.system_events import publish, system_event
+from agentaudit.system_events import publish, signed_event
 
 Publish = Callable[[Settings, Sequence[dict[str, Any]]], None]
 
@@ -76,7 +76,7 @@ def erase_subject(
     if subject is not None:
         payload["subject"] = subject
     try:
-        event = system_event("subject_erased", tenant, payload, user_id=operator)
+        event = signed_event(settings, "subject_erased", tenant, payload, user_id=operator)
     except (
         ValueError
     ) as exc:  # pydantic's ValidationError: a tenant, subject or reason out of contract

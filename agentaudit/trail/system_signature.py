@@ -40,6 +40,18 @@ class Kind:
 
 RETENTION_CLAIM = Kind("agentaudit.retention-claim.v1", "retention")
 ACCESS_LOG = Kind("agentaudit.access-log-entry.v1", "access-log")
+RETENTION_POLICY = Kind("agentaudit.retention-policy.v1", "retention-policy")
+LEGAL_HOLD = Kind("agentaudit.legal-hold.v1", "legal-hold")
+ERASURE = Kind("agentaudit.erasure.v1", "erasure")
+
+KINDS: dict[str, Kind] = {
+    "retention_applied": RETENTION_CLAIM,
+    "auditor_query": ACCESS_LOG,
+    "retention_changed": RETENTION_POLICY,
+    "legal_hold_changed": LEGAL_HOLD,
+    "subject_erased": ERASURE,
+}
+"""The kind of each event type only agentaudit writes (every one it writes is signed)."""
 
 
 def key_name(kind: Kind, deployment: str, tenant: str) -> str:

@@ -17,21 +17,18 @@ from typer.testing import CliRunner
 from uuid_utils import uuid7
 
 from agentaudit.auditors import registry
-from agentaudit.auditors.access_log import (
-    BAD_SIGNATURE,
-    GENUINE,
-    REPLAYED,
-    UNSIGNED,
-    access_log,
-)
+from agentaudit.auditors.access_log import access_log
 from agentaudit.auditors.gate import AuditorGate, Counts, Fenced
 from agentaudit.cli.main import app
 from agentaudit.keyring import KeyRing
+from agentaudit.retention.policy import set_hold, set_retention
 from agentaudit.settings import Settings
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
+from agentaudit.subjects.erasure import erase_subject
 from agentaudit.system_events import system_event
 from agentaudit.trail.note import Signer
+from agentaudit.trail.system_log import BAD_SIGNATURE, GENUINE, REPLAYED, UNSIGNED, system_log
 from agentaudit.trail.system_signature import ACCESS_LOG, RETENTION_CLAIM, sign_payload
 from agentaudit.verify.run import public_keys
 from tests.conftest import settings_env
@@ -106,5 +103,43 @@ def test_forged_access_log_entries_are_shown_as_forged(settings: Settings) -> No
     env = settings_env(settings)
     shown = CliRunner().invoke(app, ["auditors", "log", "--tenant", "tenant-1"], env=env)
     assert shown.exit_code == 1, shown.output
-    assert "5 access-log entries not written by the gate" in " ".join(shown.output.split())
+    assert "5 access-log entries not written by agentaudit" in " ".join(shown.output.split())
     assert "FORGED: unsigned" in shown.output and "genuine" in shown.output
+
+
+def test_forged_policy_hold_and_erasure_events_are_shown_as_forged(settings: Settings) -> None:
+    # The same class: a producer's "retention set", "hold lifted" or "subject erased" read, in
+    # the trail, like the operator's own (an auditor checking a hold or an erasure was misled).
+    published: list[dict[str, Any]] = []
+
+    def keep(_settings: Settings, events: Sequence[dict[str, Any]]) -> None:
+        published.extend(events)
+
+    with open_store(settings) as store:
+        migrate(store)
+        set_retention(settings, store, "tenant-1", 30, "policy", "ops", publish_=keep)
+        set_hold(settings, store, "tenant-1", "u-1", True, "claim", "ops", publish_=keep)
+        erase_subject(settings, "tenant-1", "u-2", "request", "ops", send=keep)
+        forged = []
+        for genuine in published:
+            body = {k: v for k, v in genuine["payload"].items() if k != "signature"}
+            if genuine["type"] == "legal_hold_changed":
+                body["action"] = "rm"  # "the hold was lifted"
+            forged.append(system_event(genuine["type"], "tenant-1", body, user_id="ops"))
+        docs = published + forged
+        stored_chain(settings, store, "tenant-1", 0, [orjson.dumps(d) for d in docs])
+        entries = system_log(store, public_keys(settings), settings.deployment)
+    by_id = {e.event_id: (e.type, e.status) for e in entries}
+    assert [by_id[d["event_id"]] for d in docs] == [
+        ("retention_changed", GENUINE),  # was: no signature at all, forged or not
+        ("legal_hold_changed", GENUINE),
+        ("subject_erased", GENUINE),
+        ("retention_changed", UNSIGNED),
+        ("legal_hold_changed", UNSIGNED),
+        ("subject_erased", UNSIGNED),
+    ]
+    shown = CliRunner().invoke(
+        app, ["system-log", "--type", "legal_hold_changed"], env=settings_env(settings)
+    )
+    assert shown.exit_code == 1, shown.output
+    assert "1 system event not written by agentaudit" in " ".join(shown.output.split())
