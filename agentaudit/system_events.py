@@ -22,6 +22,8 @@ from uuid_utils import uuid7
 
 from agentaudit import __version__
 from agentaudit.settings import Settings
+from agentaudit.trail.note import Signer
+from agentaudit_schemas.canonical import canonical_bytes
 from agentaudit_schemas.events import parse_event
 from agentaudit_sdk.clock import UtcNow, utc_now
 
@@ -73,14 +75,27 @@ def signed_event(
     ``settings.key_dir`` now: `KeyMissing` without one), so a reader can tell it from one that
     another producer of the events topic wrote (`agentaudit.trail.system_signature`)."""
     from agentaudit.keyring import KeyRing
+
+    signer = KeyRing.load(settings.key_dir).signer
+    doc = system_event(type_, tenant_id, payload, user_id=user_id, now=now)
+    return sign_event(doc, signer, settings.deployment)
+
+
+def sign_event(doc: dict[str, Any], signer: Signer, deployment: str) -> dict[str, Any]:
+    """``doc`` (a `system_event`) with its payload replaced by the payload as the sink will
+    store it (its canonical form, as JSON) plus its ``signature``: signed over what readers
+    get back, so a field the contract normalises cannot turn a genuine event into a forged
+    one."""
     from agentaudit.trail.system_signature import KINDS, sign_payload
 
-    at = now()
-    signer = KeyRing.load(settings.key_dir).signer
-    sig = sign_payload(KINDS[type_], signer, settings.deployment, tenant_id, at, payload)
-    return system_event(
-        type_, tenant_id, {**payload, "signature": sig}, user_id=user_id, now=lambda: at
+    event = parse_event(orjson.dumps(doc))
+    stored: dict[str, Any] = orjson.loads(canonical_bytes(event))
+    payload = stored["payload"]
+    tenant = str(doc["tenant_id"])
+    payload["signature"] = sign_payload(
+        KINDS[str(doc["type"])], signer, deployment, tenant, event.occurred_at, payload
     )
+    return {**doc, "payload": payload}
 
 
 def publish(settings: Settings, events: Sequence[dict[str, Any]], timeout: float = 15.0) -> None:

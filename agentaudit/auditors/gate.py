@@ -29,9 +29,8 @@ from agentaudit.keyring import KeyRing
 from agentaudit.settings import Settings
 from agentaudit.sqlguard import Limits, Verdict, check, fence, stopped_by_limit
 from agentaudit.store.protocol import Store
-from agentaudit.system_events import publish, system_event
+from agentaudit.system_events import publish, sign_event, system_event
 from agentaudit.trail.note import Signer
-from agentaudit.trail.system_signature import ACCESS_LOG, sign_payload
 from agentaudit_schemas.payloads import MAX_MESSAGE_CHARS, MAX_STATEMENT_CHARS
 from agentaudit_sdk.clock import UtcNow, utc_now
 
@@ -192,7 +191,6 @@ def access_events(
     (the deployment's checkpoint key): anyone who can produce to the events topic can write an
     `auditor_query` event, only the gate can sign one (`agentaudit.auditors.access_log`)."""
     text = record.statement
-    at = now()
     payload: dict[str, Any] = {
         "auditor": auditor.name,
         "tenants": list(auditor.tenants),
@@ -208,15 +206,10 @@ def access_events(
         "duration_ms": min(round(record.duration_ms, 3), 86_400_000.0),
     }
     return [
-        system_event(
-            "auditor_query",
-            tenant,
-            {
-                **payload,
-                "signature": sign_payload(ACCESS_LOG, signer, deployment, tenant, at, payload),
-            },
-            user_id=auditor.name,
-            now=lambda: at,
+        sign_event(
+            system_event("auditor_query", tenant, payload, user_id=auditor.name, now=now),
+            signer,
+            deployment,
         )
         for tenant in auditor.tenants
     ]

@@ -18,7 +18,8 @@ from uuid_utils import uuid7
 
 from agentaudit.auditors import registry
 from agentaudit.auditors.access_log import access_log
-from agentaudit.auditors.gate import AuditorGate, Counts, Fenced
+from agentaudit.auditors.gate import AccessEntry, AuditorGate, Counts, Fenced, access_events
+from agentaudit.auditors.registry import Auditor
 from agentaudit.cli.main import app
 from agentaudit.keyring import KeyRing
 from agentaudit.retention.policy import set_hold, set_retention
@@ -29,12 +30,24 @@ from agentaudit.subjects.erasure import erase_subject
 from agentaudit.system_events import system_event
 from agentaudit.trail.note import Signer
 from agentaudit.trail.system_log import BAD_SIGNATURE, GENUINE, REPLAYED, UNSIGNED, system_log
-from agentaudit.trail.system_signature import ACCESS_LOG, RETENTION_CLAIM, sign_payload
+from agentaudit.trail.system_signature import (
+    ACCESS_LOG,
+    RETENTION_CLAIM,
+    payload_signed,
+    sign_payload,
+)
 from agentaudit.verify.run import public_keys
+from agentaudit_schemas.canonical import canonical_bytes
+from agentaudit_schemas.events import parse_event
 from tests.conftest import settings_env
 from tests.integration.helpers_trail import stored_chain
 
 pytestmark = pytest.mark.integration
+
+
+def _as_stored(doc: dict[str, Any]) -> bytes:
+    """The bytes the sink stores for a published event: its canonical form."""
+    return canonical_bytes(parse_event(orjson.dumps(doc)))
 
 
 def test_forged_access_log_entries_are_shown_as_forged(settings: Settings) -> None:
@@ -80,9 +93,9 @@ def test_forged_access_log_entries_are_shown_as_forged(settings: Settings) -> No
         }
         replay = {**genuine, "event_id": str(uuid7())}
         docs = [genuine, unsigned, bad, moved_sig, wrong_kind, replay]
-        stored_chain(settings, store, "tenant-1", 0, [orjson.dumps(d) for d in docs])
-        stored_chain(settings, store, "tenant-2", 0, [orjson.dumps(other_tenant)])
-        stored_chain(settings, store, "tenant-3", 0, [orjson.dumps(clean)])
+        stored_chain(settings, store, "tenant-1", 0, [_as_stored(d) for d in docs])
+        stored_chain(settings, store, "tenant-2", 0, [_as_stored(other_tenant)])
+        stored_chain(settings, store, "tenant-3", 0, [_as_stored(clean)])
 
         entries = access_log(store, public_keys(settings), settings.deployment)
         # The view, plain SQL, still lists all of them (it cannot check a signature).
@@ -127,7 +140,7 @@ def test_forged_policy_hold_and_erasure_events_are_shown_as_forged(settings: Set
                 body["action"] = "rm"  # "the hold was lifted"
             forged.append(system_event(genuine["type"], "tenant-1", body, user_id="ops"))
         docs = published + forged
-        stored_chain(settings, store, "tenant-1", 0, [orjson.dumps(d) for d in docs])
+        stored_chain(settings, store, "tenant-1", 0, [_as_stored(d) for d in docs])
         entries = system_log(store, public_keys(settings), settings.deployment)
     by_id = {e.event_id: (e.type, e.status) for e in entries}
     assert [by_id[d["event_id"]] for d in docs] == [
@@ -143,3 +156,16 @@ def test_forged_policy_hold_and_erasure_events_are_shown_as_forged(settings: Set
     )
     assert shown.exit_code == 1, shown.output
     assert "1 system event not written by agentaudit" in " ".join(shown.output.split())
+
+
+def test_an_entry_is_signed_as_the_sink_stores_it(settings: Settings) -> None:
+    # The contract normalises some values (an integral duration is stored as a float: 5 ->
+    # 5.0); signed before that, a genuine entry read back as forged.
+    kim = Auditor("kim", ("tenant-1",), "0" * 64)
+    record = AccessEntry("SELECT 1", "allowed", "allowed", Counts(1, 1, 1), 5)
+    signer = KeyRing.load(settings.key_dir).signer
+    (event,) = access_events(kim, "cli", record, signer, settings.deployment)
+    stored = orjson.loads(_as_stored(event))
+    at = datetime.fromisoformat(stored["occurred_at"])
+    keys, deployment = public_keys(settings), settings.deployment
+    assert payload_signed(ACCESS_LOG, keys, deployment, "tenant-1", at, stored["payload"])
