@@ -37,7 +37,7 @@ from agentaudit.errors import BrokerUnreachable
 from agentaudit.health.figures import StoreFigures, store_figures
 from agentaudit.health.flushes import FlushFigures, figures_of, from_report
 from agentaudit.health.lag import Lag, LagReader
-from agentaudit.health.status import stuck_partitions
+from agentaudit.health.status import judged_lags, stuck_partitions
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
 from agentaudit_sdk.clock import UtcNow, utc_now
@@ -158,7 +158,7 @@ class WorkerMetrics(Collector):
             "Messages not yet committed by the group.",
             labels=["group", "topic", "partition"],
         )
-        for x in self.lags or []:
+        for x in judged_lags(self.settings, self.lags or []):
             lag.add_metric([x.group, x.topic, str(x.partition)], x.lag)
         yield lag
         figures, now = self.figures, self.clock()

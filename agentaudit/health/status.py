@@ -19,7 +19,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from agentaudit.errors import BrokerUnreachable, StoreUnavailable
 from agentaudit.health.figures import Inserts, StoreFigures, store_figures
-from agentaudit.health.lag import Lag, quiet_kafka_logs, read_lag
+from agentaudit.health.lag import JOBS_GROUP, Lag, quiet_kafka_logs, read_lag
 from agentaudit.settings import Settings
 
 HEALTHY, DEGRADED = 0, 1
@@ -153,9 +153,23 @@ def stuck_partitions(
     return out
 
 
+def judged_lags(settings: Settings, lags: list[Lag]) -> list[Lag]:
+    """The lags to judge: without the stream jobs' group when the jobs are off here
+    (AGENTAUDIT_STREAM_JOBS=false) and that group never committed an offset, i.e. no jobs run
+    anywhere. Its lag then counts the whole topic, which is no one falling behind (and paged
+    ConsumerLag for ever past 10,000 events); jobs run apart (`agentaudit jobs`) commit, and
+    stay judged."""
+    if settings.stream_jobs:
+        return lags
+    jobs = [x for x in lags if x.group == JOBS_GROUP]
+    if any(x.committed is not None for x in jobs):
+        return lags
+    return [x for x in lags if x.group != JOBS_GROUP]
+
+
 def _lag_check(settings: Settings, lags: list[Lag]) -> Check:
     worst: dict[str, int] = {}
-    for x in lags:
+    for x in judged_lags(settings, lags):
         worst[x.group] = max(worst.get(x.group, 0), x.lag)
     text = ", ".join(f"{g} {n}" for g, n in worst.items()) or "no pipeline topic yet"
     behind = [g for g, n in worst.items() if n > settings.health_max_lag]

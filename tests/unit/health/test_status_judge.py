@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from agentaudit.health.figures import Checkpoints, DeadLetterRate, Heartbeat, Inserts, StoreFigures
 from agentaudit.health.flushes import figures_of, from_report, to_report
 from agentaudit.health.lag import Lag
+from agentaudit.health.metrics import WorkerMetrics
 from agentaudit.health.status import Observed, judge, to_json, to_text
 from agentaudit.health.warn import judge_staleness
 from agentaudit.settings import Settings
@@ -82,6 +83,31 @@ def test_one_stuck_partition_is_degraded_while_the_others_flow() -> None:
     seen.figures = StoreFigures(Inserts(ago(2), 1000, 500, {0: ago(2), 3: ago(600)}))
     seen.lags = [lag(0), lag(0, partition=3), lag(40, "agentaudit", partition=3)]
     assert states(seen)["writer"] == "ok"
+
+
+def test_the_jobs_group_is_not_judged_when_no_jobs_run() -> None:
+    """Jobs off here and their group never committed: its lag is the whole topic, not a
+    falling-behind (before: degraded, and ConsumerLag, past 10,000 events for ever)."""
+    never = Lag("agentaudit", "ev", 0, 20_000, None, 20_000)
+    off = S.model_copy(update={"stream_jobs": False})
+    assert states(healthy(lags=[lag(0), never]), off)["lag"] == "ok"
+    assert states(healthy(lags=[lag(0), never]))["lag"] == "degraded"  # jobs on: behind
+    apart = Lag("agentaudit", "ev", 0, 20_000, 5, 19_995)  # run apart (`agentaudit jobs`)
+    assert states(healthy(lags=[lag(0), apart]), off)["lag"] == "degraded"
+    metrics = WorkerMetrics(off)
+    metrics.lags = [lag(0), never]
+    assert (
+        metrics.registry.get_sample_value(
+            "agentaudit_consumer_lag", {"group": "agentaudit", "topic": "ev", "partition": "0"}
+        )
+        is None
+    )
+    assert (
+        metrics.registry.get_sample_value(
+            "agentaudit_consumer_lag", {"group": "sink", "topic": "ev", "partition": "0"}
+        )
+        == 0
+    )
 
 
 def test_dead_letter_share_of_the_last_five_minutes() -> None:
