@@ -8,6 +8,7 @@ it has stopped.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -86,8 +87,26 @@ def _alive(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
     return check
 
 
+# CI keeps the two windows where the store holds part of a batch when the sink dies (dead
+# letters without their events; rows without their commit); the two where it holds nothing of
+# it run in `./run faults` (~35 s each: CI stays under its 15 minutes).
+FULL_ONLY = (
+    pytest.mark.faults,
+    pytest.mark.skipif(
+        os.environ.get("FAULT_MATRIX") != "full",
+        reason="~35 s: runs in `./run faults` (FAULT_MATRIX=full) with the rest of the matrix",
+    ),
+)
+
+
 @pytest.mark.parametrize(
-    "crash", ["mid_batch:3", "before_insert:2", "between_inserts:2", "after_insert:2"]
+    "crash",
+    [
+        pytest.param("mid_batch:3", marks=FULL_ONLY),
+        pytest.param("before_insert:2", marks=FULL_ONLY),
+        "between_inserts:2",
+        "after_insert:2",
+    ],
 )
 def test_sink_killed_at_each_window_then_restarted(settings: Settings, crash: str) -> None:
     messages = _messages()

@@ -17,6 +17,7 @@ Each test has its own faust app id (group, changelogs), topics and store (`jobs_
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import orjson
@@ -50,7 +51,24 @@ from tests.integration.jobs_workload import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("fault", ["sigkill_after_first_half", "crash_after_publish"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        # ~30 s each; CI keeps the crash right after publishing (records out, offsets not
+        # committed: the replay must not count or alert twice).
+        pytest.param(
+            "sigkill_after_first_half",
+            marks=(
+                pytest.mark.faults,
+                pytest.mark.skipif(
+                    os.environ.get("FAULT_MATRIX") != "full",
+                    reason="~30 s: runs in `./run faults` (FAULT_MATRIX=full)",
+                ),
+            ),
+        ),
+        "crash_after_publish",
+    ],
+)
 async def test_jobs_killed_and_restarted_lose_no_spend_and_store_each_alert_once(
     settings: Settings, tmp_path: Path, fault: str
 ) -> None:
