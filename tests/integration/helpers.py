@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -90,6 +90,27 @@ def served_scalar(settings: Settings, sql: str) -> Any | None:
     ):
         return scalar(store, sql)
     return None
+
+
+@contextlib.asynccontextmanager
+async def served_store(
+    settings: Settings, worker: asyncio.Task[Any], timeout_s: float = 60
+) -> AsyncIterator[Store]:
+    """The store through the worker that owns it, once it serves it.
+
+    A test reading beside an in-process worker must never open the store itself: opening
+    it before the worker does would make the test its owner, and the worker would then
+    fail to own it ("already owned by this process")."""
+    deadline = time.monotonic() + timeout_s
+    while served_scalar(settings, "SELECT count() FROM agentaudit.events") is None:
+        if worker.done():
+            worker.result()  # the worker's own error, not a timeout
+            raise AssertionError("the worker stopped before it served the store")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the worker did not serve the store within {timeout_s} s")
+        await asyncio.sleep(0.1)
+    with open_store(settings, attach=True) as store:
+        yield store
 
 
 def scalar(store: Store, sql: str, params: dict[str, Any] | None = None) -> Any:

@@ -44,8 +44,12 @@ def _messages() -> list[tuple[bytes | None, bytes | None]]:
     return [(d["tenant_id"].encode(), wire(d)) for d in docs] + [(b"t0", j) for j in JUNK]
 
 
-def _store_counts(settings: Settings) -> tuple[int, dict[str, int], float]:
-    with open_store(settings) as store:
+def _store_counts(
+    settings: Settings, *, attach: bool = True
+) -> tuple[int, dict[str, int], float]:
+    """The store's counts; `attach` while the worker runs: opening the store before the worker
+    does would make this test its owner, and the worker could not own it."""
+    with open_store(settings, attach=attach) as store:
         events, last = store.query(
             "SELECT count(), toUnixTimestamp64Micro(max(ingested_at)) / 1e6 FROM agentaudit.events"
         ).result_rows[0]
@@ -151,7 +155,7 @@ async def test_counters_equal_the_store_with_two_sink_processes(settings: Settin
 
     printed = await _run_worker(settings, body)
     # The stop line counts what the store took (it counted events as they joined a batch).
-    events, reasons, _ = await asyncio.to_thread(_store_counts, settings)
+    events, reasons, _ = await asyncio.to_thread(_store_counts, settings, attach=False)
     stored = f"worker stopped: {events} events and {sum(reasons.values())} dead letters stored,"
     assert stored in printed, printed
 

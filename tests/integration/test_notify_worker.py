@@ -20,11 +20,10 @@ from rich.console import Console
 
 from agentaudit.services import serve_worker
 from agentaudit.settings import Settings
-from agentaudit.store import open_store
 from tests.conftest import settings_env
 from tests.factories import event_dict, wire
 from tests.helpers_wait import poll_until
-from tests.integration.helpers import produce_raw, scalar
+from tests.integration.helpers import produce_raw, scalar, served_store
 from tests.integration.test_notify import Receiver
 from tests.unit.notify.alerts import make_alert
 
@@ -62,7 +61,7 @@ async def test_worker_delivers_and_a_broken_routing_file_never_stops_the_sink(
     try:
         await poll_until(lambda: _failed() > failed_before, 30, "the bad file counted", **alive)  # type: ignore[arg-type]
         await produce_raw(settings, [(b"nw-a", wire(event_dict(tenant="nw-a"))) for _ in range(5)])
-        with open_store(settings) as store:
+        async with served_store(settings, worker) as store:
             await poll_until(
                 lambda: scalar(store, "SELECT count() FROM agentaudit.events") == 5,
                 30,

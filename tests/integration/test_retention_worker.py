@@ -28,7 +28,7 @@ from agentaudit.trail.verdicts import EXPIRED, summary
 from agentaudit.verify.run import public_keys, verify_store
 from tests.factories import event_dict, wire
 from tests.helpers_wait import poll_until
-from tests.integration.helpers import produce_raw, scalar
+from tests.integration.helpers import produce_raw, scalar, served_store
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +108,7 @@ async def test_the_worker_sweeps_periodically_survives_a_failed_sweep_and_stops_
         )
     )
     await _swept(gate, 1, worker)  # at start: no policy, nothing to do
-    with open_store(settings) as store:  # through the worker's endpoint
+    async with served_store(settings, worker) as store:
         await produce_raw(settings, _batch())
         await _stored_and_signed(store, PER_BATCH, worker)
         await asyncio.to_thread(set_retention, settings, store, TENANT, 30, "contract", "ops")
