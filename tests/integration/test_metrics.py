@@ -44,9 +44,7 @@ def _messages() -> list[tuple[bytes | None, bytes | None]]:
     return [(d["tenant_id"].encode(), wire(d)) for d in docs] + [(b"t0", j) for j in JUNK]
 
 
-def _store_counts(
-    settings: Settings, *, attach: bool = True
-) -> tuple[int, dict[str, int], float]:
+def _store_counts(settings: Settings, *, attach: bool = True) -> tuple[int, dict[str, int], float]:
     """The store's counts; `attach` while the worker runs: opening the store before the worker
     does would make this test its owner, and the worker could not own it."""
     with open_store(settings, attach=attach) as store:
