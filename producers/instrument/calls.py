@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextvars import Context, copy_context
 from typing import TYPE_CHECKING, Any, Protocol
@@ -221,6 +222,7 @@ class Call:
                 self.finish()
 
         stream.close = closed
+        _finish_when_dropped(stream, self)
 
     def _hook_async(self, stream: Any) -> None:
         stream._iterator = _aobserve(stream._iterator, self)  # noqa: SLF001 - as in _hook_sync
@@ -233,6 +235,15 @@ class Call:
                 self.finish()
 
         stream.close = closed
+        _finish_when_dropped(stream, self)
+
+
+def _finish_when_dropped(stream: Any, call: Call) -> None:
+    """Record the call when `stream` is garbage collected, if nothing else did. A generator
+    that never started runs no `finally` when it is dropped, so a stream returned and never
+    iterated (or a stream helper left without reading, whose exit closes only the HTTP
+    response) would otherwise never emit its `llm_call`: the request was made and billed."""
+    weakref.finalize(stream, call.finish)
 
 
 def _enter(rec: Recorder, scope: LlmCallScope) -> None:

@@ -5,6 +5,7 @@ an in-memory transport."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -268,3 +269,25 @@ def test_prompt_estimate_skips_images_and_urls() -> None:
         estimate_prompt_tokens(body)
         == (400 + len("user") + len("text") + len("image_url") + 3) // 4
     )
+
+
+def test_a_stream_dropped_before_it_was_read_is_still_recorded(
+    server: FakeLLM, audit: Client, transport: InMemoryTransport
+) -> None:
+    """The request was made (and billed) even if the agent never reads the stream: a generator
+    that never started runs no `finally`, so only a finalizer on the stream records the call."""
+    o, a = oai(server, audit), anth(server, audit)
+    before = server.count
+    o.chat.completions.create(model="gpt-5-mini", messages=MSGS, stream=True)
+    a.messages.create(model="claude-sonnet-4-5", max_tokens=5, messages=MSGS, stream=True)
+
+    async def agent() -> None:
+        ao = instrument(
+            openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0), audit=audit
+        )
+        await ao.chat.completions.create(model="gpt-5-mini", messages=MSGS, stream=True)
+
+    asyncio.run(agent())
+    gc.collect()  # the SDKs' streams hold reference cycles (stream -> generator -> stream)
+    assert server.count - before == 3
+    assert [e["payload"]["status"] for e in calls(audit, transport)] == ["ok"] * 3
