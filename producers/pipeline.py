@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 import uuid_utils
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails, InitErrorDetails
 
 from agentaudit_schemas.events import MAX_EVENT_BYTES, parse_event
 from agentaudit_sdk.clock import utc_from_ns
@@ -84,6 +85,33 @@ def redact_event(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def without_input(exc: ValidationError) -> ValidationError | InvalidEvent:
+    """`exc` without the input values: a ValidationError's text shows each failing value
+    (its first and last characters when long), and the client logs it and keeps it in
+    `recent_errors`. A field that redaction does not reach (a prompt given as a list of
+    messages, a nested attribute, a label) may hold a secret there, e.g. the tail of an
+    API key. Locations, error types and limits stay, so the reason is still readable."""
+    details = exc.errors(include_url=False, include_input=False)
+    try:
+        return ValidationError.from_exception_data(
+            exc.title,
+            [_detail(d) for d in details],
+            input_type="json",
+            hide_input=True,
+        )
+    except Exception:  # noqa: BLE001 - an error type pydantic cannot rebuild: plain text then
+        return InvalidEvent(
+            "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
+        )
+
+
+def _detail(error: ErrorDetails) -> InitErrorDetails:
+    detail = InitErrorDetails(type=error["type"], loc=error["loc"], input=None)
+    if "ctx" in error:
+        detail["ctx"] = error["ctx"]
+    return detail
+
+
 class EventEncoder:
     """QueuedEmit → (key, wire bytes); raises ValidationError, InvalidEvent or TypeError."""
 
@@ -113,7 +141,10 @@ class EventEncoder:
         data = item.model_dump() if isinstance(item, BaseModel) else self.event_dict(item)
         if self._redact:
             data = redact_event(data)
-        event = parse_event(orjson.dumps(data, default=_json_default))
+        try:
+            event = parse_event(orjson.dumps(data, default=_json_default))
+        except ValidationError as exc:
+            raise without_input(exc) from None
         wire = event.model_dump_json(exclude_none=True).encode()
         if len(wire) > MAX_EVENT_BYTES:
             raise InvalidEvent(

@@ -113,6 +113,38 @@ def test_invalid_input_is_counted_not_raised(client: Client, transport: InMemory
     assert len(client.recent_errors) == 6
 
 
+@pytest.mark.parametrize(
+    "emit",
+    [
+        # a prompt given as messages (redaction reads strings only), the key at the end
+        lambda c, key: c.emit(
+            "llm_call",
+            {"provider": "openai", "content": {"prompt": [{"role": "user", "content": key}]}},
+        ),
+        lambda c, key: c.emit("run_started", {}, attributes={"headers": {"x-api-key": key}}),
+        lambda c, key: c.policy_decision("r", "ALLOW", "fetch", "x" * 300 + key, "0" * 64),
+    ],
+    ids=["prompt-as-messages", "nested-attribute", "label-too-long"],
+)
+def test_an_invalid_event_never_puts_its_values_in_the_log_or_recent_errors(
+    make_client: Any,
+    transport: InMemoryTransport,
+    caplog: pytest.LogCaptureFixture,
+    emit: Any,
+) -> None:
+    """A validation error's text shows the failing value's first and last characters: the
+    tail of an API key reached the log line and `recent_errors` (found by the SDK probe)."""
+    key = "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+    client = make_client(transport, kill_switch=False)
+    emit(client, key)
+    assert flushed(client, transport) == [] and client.stats.invalid == 1
+    [error] = client.recent_errors
+    assert isinstance(error, ValidationError)
+    shown = caplog.text + str(error) + repr(error) + str(error.errors())
+    assert "validation error" in caplog.text  # still logged, with the reason
+    assert "012345" not in shown and "ABCDEF" not in shown
+
+
 def test_oversized_event_is_invalid(client: Client, transport: InMemoryTransport) -> None:
     huge = "\N{GRINNING FACE}" * 32_768  # within the char cap, 128 KiB of UTF-8 each
     with client.llm_call("openai", "gpt-4o", content_prompt=huge) as call:
