@@ -133,6 +133,13 @@ class Settings(SdkSettings):
         description="The worker applies every tenant's retention this often (README, Retention "
         "and legal hold); 0 = never (run `agentaudit retention apply` instead).",
     )
+    retention_clock_tolerance_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="How far the host clock may run ahead of the trail's newest events (their "
+        "median occurred_at) before a retention sweep stops trusting it and cuts as of the "
+        "trail's time plus this instead (README, Retention and legal hold).",
+    )
     dedup_window: int = Field(
         default=200_000,
         ge=0,

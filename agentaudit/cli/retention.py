@@ -151,10 +151,19 @@ def show(
 @app.command("apply")
 def apply(
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    trust_clock: Annotated[
+        bool,
+        typer.Option(
+            "--trust-clock",
+            help="Cut as of this host's clock even when it runs ahead of the trail's newest "
+            "events (after a backfill or a pause in traffic: check the clock first).",
+        ),
+    ] = False,
     format: FormatOption = OutputFormat.table,
 ) -> None:
     """Run one retention sweep now: per chain, what was cut (a `retention_applied` event is
-    published first) and what was kept and why."""
+    published first) and what was kept and why. A host clock ahead of the trail's newest
+    events by more than AGENTAUDIT_RETENTION_CLOCK_TOLERANCE_S is not trusted (says so)."""
     from agentaudit.retention.sweep import sweep_report
     from agentaudit.store import open_store
     from agentaudit.verify.run import public_keys
@@ -162,7 +171,8 @@ def apply(
     settings = _settings()
     keys = public_keys(settings)
     with open_store(settings) as store, _valid_input():
-        report = sweep_report(settings, store, keys, tenant=tenant or "")
+        report = sweep_report(settings, store, keys, tenant=tenant or "", trust_clock=trust_clock)
+    # A refused clock is on stderr already: `sweep_time` logs a WARNING.
     render(
         ["tenant", "partition", "outcome", "rows", "reason"],
         apply_rows(report),

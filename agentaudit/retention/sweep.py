@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.keyring import KeyRing
+from agentaudit.retention.clock import SweepTime, sweep_time
 from agentaudit.retention.evidence import sign_claim
 from agentaudit.retention.policy import Policy, Publish, log_rows, policies
 from agentaudit.settings import Settings
@@ -101,10 +102,12 @@ class LastCut:
 
 @dataclass
 class SweepReport:
-    """One sweep: the chains cut, and what it kept and why."""
+    """One sweep: the chains cut, what it kept and why, and (when the host clock ran ahead
+    of the trail) why it cut as of an earlier time (`agentaudit.retention.clock`)."""
 
     cuts: list[Cut] = field(default_factory=list)
     kept: list[Kept] = field(default_factory=list)
+    clock_refused: str = ""
 
 
 def last_cuts(store: Store, tenant: str = "") -> dict[tuple[str, int], LastCut]:
@@ -126,9 +129,12 @@ def sweep(
     tenant: str = "",
     now: UtcNow = utc_now,
     publish_: Publish = publish,
+    trust_clock: bool = False,
 ) -> list[Cut]:
     """Apply every tenant's retention (or ``tenant``'s) once; the chains cut."""
-    return sweep_report(settings, store, keys, tenant=tenant, now=now, publish_=publish_).cuts
+    return sweep_report(
+        settings, store, keys, tenant=tenant, now=now, publish_=publish_, trust_clock=trust_clock
+    ).cuts
 
 
 def sweep_report(
@@ -140,12 +146,15 @@ def sweep_report(
     now: UtcNow = utc_now,
     publish_: Publish = publish,
     stopping: Callable[[], bool] = lambda: False,
+    trust_clock: bool = False,
 ) -> SweepReport:
     """`sweep`, also saying what was kept and why. ``stopping()`` is asked before each tenant:
-    once true, no further tenant is swept (a worker shutting down)."""
+    once true, no further tenant is swept (a worker shutting down). The host clock (`now`) is
+    checked against the trail's own (`sweep_time`) unless ``trust_clock``."""
     anchor = DirectoryAnchor(settings.checkpoints_dir)
     report = SweepReport()
     found = policies(store, tenant)
+    when: SweepTime | None = None  # asked once, and only when a tenant has something to cut
     if tenant and tenant not in found:
         report.kept.append(Kept(tenant, None, 0, "no retention policy: kept forever"))
     for _, pol in sorted(found.items()):
@@ -156,7 +165,11 @@ def sweep_report(
         elif pol.days is None:
             report.kept.append(Kept(pol.tenant_id, None, 0, "retention: forever"))
         else:
-            _sweep_tenant(settings, store, keys, anchor, pol, now(), publish_, report)
+            if when is None:
+                tolerance = None if trust_clock else settings.retention_clock_tolerance_s
+                when = sweep_time(store, now(), tolerance)
+                report.clock_refused = when.refused
+            _sweep_tenant(settings, store, keys, anchor, pol, when.at, publish_, report)
     return report
 
 

@@ -62,8 +62,15 @@ def test_a_sweep_killed_after_its_delete_is_still_in_the_retention_log(
         set_retention(settings, store, "bench-0", 30, "contract", "ops")
         keys = public_keys(settings)
         with pytest.raises(Killed):
-            sweep(settings, DiesAfterDelete(store), keys, now=lambda: later)  # type: ignore[arg-type]
-        sweep(settings, store, keys, now=lambda: later)  # the rerun after the restart
+            sweep(
+                settings,
+                DiesAfterDelete(store),  # type: ignore[arg-type]
+                keys,
+                now=lambda: later,
+                trust_clock=True,
+            )
+        # the rerun after the restart
+        sweep(settings, store, keys, now=lambda: later, trust_clock=True)
         first = int(scalar(store, "SELECT min(chain_seq) FROM agentaudit.events"))
         assert first == 21  # the newest checkpoint below the head (30) is at 20
         cuts = last_cuts(store, "bench-0")
@@ -87,7 +94,12 @@ def test_a_hold_placed_while_a_sweep_runs_stops_its_deletes(settings: Settings) 
             publish(s, events)
 
         cuts = sweep(
-            settings, store, public_keys(settings), now=lambda: later, publish_=on_call_meanwhile
+            settings,
+            store,
+            public_keys(settings),
+            now=lambda: later,
+            publish_=on_call_meanwhile,
+            trust_clock=True,
         )
         assert cuts == []
         assert int(scalar(store, "SELECT min(chain_seq) FROM agentaudit.events")) == 1

@@ -21,7 +21,7 @@ import pytest
 from agentaudit.broker import ensure_topics
 from agentaudit.keyring import PUBLIC_KEYS_FILE
 from agentaudit.retention.policy import policies, set_hold, set_retention
-from agentaudit.retention.sweep import sweep
+from agentaudit.retention.sweep import sweep, sweep_report
 from agentaudit.settings import Settings
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
@@ -87,7 +87,16 @@ async def test_retention_cuts_prefixes_verify_reports_expired_and_still_catches_
                     f"WHERE tenant_id = 'rt-c' AND user_id = '{HELD}'",
                 )
             )
-            cuts = await asyncio.to_thread(sweep, settings, store, keys, now=lambda: later)
+            # The clock 31 days ahead of every event: not trusted (a clock that jumped), so
+            # nothing is cut; then an operator vouches for it (time did pass).
+            jumped = await asyncio.to_thread(sweep_report, settings, store, keys, now=lambda: later)
+            assert (
+                jumped.cuts == [] and "ahead of the trail's newest events" in jumped.clock_refused
+            )
+            assert _first_seq(store, "rt-a") == 1
+            cuts = await asyncio.to_thread(
+                sweep, settings, store, keys, now=lambda: later, trust_clock=True
+            )
             await sink.wait(accepted=3 * PER_BATCH * 3 + 3 + len(cuts))
             await sink.wait(signed=sink.signed + 2 * len(TENANTS))
 
