@@ -5,7 +5,7 @@
                      alerts topic ◄── alerts, transitions, drift scores (key = tenant)
                      control topic ◄── block / unblock ───────┘ (key = scope)
                      tables `spend`, `breakers`, `anomaly`, `drift` ◄── state per tenant
-                                                             (changelog = recovery)
+                     table `recent` ◄── recent event ids     (changelog = recovery)
     budgets topic ──► follower task (every worker reads all of it) ──► budgets
     pins topic ─────► follower task (every worker reads all of it) ──► drift pins
     timer `tick` (1 s) ──► window resets, breaker cooldowns, idle partitions' minutes close
@@ -80,7 +80,7 @@ TICK_INTERVAL_S = 1.0
 PINS_WAIT_S = 15.0
 FOLLOW_CONNECT_TIMEOUT_S = 30.0
 """Bound on connecting a budget/pin follower; past it, the follower retries with backoff."""
-TABLES = ("spend", "breakers", "anomaly", "drift")
+TABLES = ("spend", "breakers", "anomaly", "drift", "recent")
 RAW_TABLES = ("anomaly", "drift")
 Apply = Callable[[bytes | None, bytes | None], list[Record]]
 

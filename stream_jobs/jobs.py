@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 from agentaudit.sink.decode import Rejected, not_after, validate
-from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.rows import EventCost
 from agentaudit_schemas.budgets import Budget, BudgetScope
 from agentaudit_schemas.pricing import Pricing
@@ -32,11 +31,14 @@ from stream_jobs.detection import DetectionJob, ModelPin
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.pins import Pin
 from stream_jobs.keyed_state import PartitionedState
+from stream_jobs.recent_log import RecentLog
 from stream_jobs.spend.job import SpendJob
 from stream_jobs.spend.readout import applied_position
 from stream_jobs.spend.unpriced import UnpricedModels
 
 Record = Alert | ControlMessage | BreakerTransition | DriftScore
+RECENT = "recent"
+"""The table of the recent event ids (`stream_jobs.recent_log`)."""
 log = logging.getLogger("agentaudit.stream_jobs")
 
 
@@ -88,9 +90,10 @@ class StreamJobs:
     ) -> None:
         self.cost = EventCost(pricing)
         self.max_skew_ms = max_clock_skew_s * 1000
-        self.recent = RecentIds(dedup_window)
-        """Recent event ids: an SDK retry is a new message with the same id (in memory: a
-        duplicate straddling a restart or a rebalance can still count twice)."""
+        self.recent = RecentLog(dedup_window)
+        """Recent event ids: an SDK retry is a new message with the same id. Persisted in the
+        table `recent` (see `stream_jobs.recent_log`), so a copy arriving after a restart or a
+        rebalance is known too, as it is to the sink."""
         self.spend = SpendJob(budgets, issued_by=issued_by)
         self.breakers = BreakerBoard(breaker_config, issued_by=issued_by)
         self.detection = DetectionJob(anomaly_config, drift_config)
@@ -124,7 +127,7 @@ class StreamJobs:
                 continue
             # Re-delivered offsets are the replay guards' business (they keep their own
             # count); only a new message carrying a known id is a re-sent event.
-            if not recent_add(event.event_id) and offset > applied:
+            if not recent_add(partition, event.event_id) and offset > applied:
                 counters.duplicates += 1
                 continue
             counters.events += 1
@@ -215,6 +218,7 @@ class StreamJobs:
             if (p := state.partition_of(k)) is not None
         ]
         writes += [StateWrite(*write) for write in self.detection.dirty_states()]
+        writes += [StateWrite(RECENT, k, p, v) for k, p, v in self.recent.writes()]
         return writes
 
     def restore(self, job: str, key: str, value: Any) -> None:
@@ -226,12 +230,15 @@ class StreamJobs:
                 self.fence.seed(*applied)
         elif job in (ANOMALY, DRIFT):
             self.detection.restore(job, key, value)
+        elif job == RECENT:
+            self.recent.restore(key, value)
         else:
             self.breakers.from_state(key, value)
 
     def retain_partitions(self, assigned: set[int]) -> None:
         """After a rebalance: keep only the tenants of `assigned` partitions in memory."""
         self.detection.retain_partitions(assigned)
+        self.recent.retain(assigned)
         self._drop_tenants(lambda p: p not in assigned)
         self.fence.retain(assigned)
 
@@ -241,6 +248,7 @@ class StreamJobs:
         tenant it no longer owns: a budget change would otherwise write its stale copy over the
         new owner's changelog value."""
         self.detection.forget_partitions(revoked)
+        self.recent.forget(revoked)
         self._drop_tenants(lambda p: p in revoked)
 
     def _tables(self) -> tuple[tuple[str, PartitionedState], ...]:

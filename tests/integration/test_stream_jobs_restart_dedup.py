@@ -57,3 +57,28 @@ async def test_a_re_sent_event_before_the_commit_counts_once_after_a_restart(
         await poll_until(lambda: second.jobs.counters.events >= 1, 30, "the new event applied")
         assert _calls(second) == 2  # the event once, and the new one
         assert second.jobs.counters.events == 1
+
+
+@pytest.mark.faults  # ~10 s; the fast case: tests/unit/stream_jobs/test_recent_log.py
+async def test_a_re_sent_event_after_the_commit_counts_once_after_a_restart(
+    settings: Settings,
+) -> None:
+    """The copy arrives after the restart: the original was applied and committed before it,
+    so only remembered ids can tell it is a duplicate (the sink recovers its recent ids from
+    the store and stores it once)."""
+    await ensure_topics(settings)
+    event = wire(event_dict(TENANT, "llm_call"))
+    app_id = f"jobs-{settings.consumer_group}"
+    await produce_raw(settings, [(TENANT.encode(), event)])
+    first = StreamJobsApp(settings, app_id=app_id)
+    async with running(first.app, timeout=60):
+        await poll_until(lambda: first.jobs.counters.handled >= 1, 30, "the event handled")
+        await poll_until(lambda: _committed(first) >= 1, 30, "its offset committed")
+
+    fresh = wire(event_dict(TENANT, "llm_call"))
+    await produce_raw(settings, [(TENANT.encode(), event), (TENANT.encode(), fresh)])
+    second = StreamJobsApp(settings, app_id=app_id)
+    async with running(second.app, timeout=60):
+        await poll_until(lambda: second.jobs.counters.handled >= 2, 30, "copy and new handled")
+        assert (second.jobs.counters.events, second.jobs.counters.duplicates) == (1, 1)
+        assert _calls(second) == 2  # the event once, and the new one

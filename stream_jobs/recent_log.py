@@ -1,0 +1,112 @@
+"""The jobs' recent event ids, kept across restarts and rebalances (table `recent`).
+
+A re-sent event (an SDK retry, a spool replay) is a new message carrying a known
+`event_id`. The sink stores it once: its window of recent ids is recovered from the store
+on start and on every rebalance. The jobs held theirs in memory only, so a copy arriving
+after a restart (the original applied and committed before it) was counted again: spend,
+calls, breaker and anomaly inputs twice, while the trail holds the event once.
+
+So each partition's ids are also logged, in the order they were first seen, in chunks of
+`CHUNK` ids under the keys `<partition>:<slot>` of the table `recent` (its changelog
+partition is the source partition, so the ids move with it on a rebalance). Slots are a
+ring: chunk number `seq` goes to slot `seq % slots`, and `slots * CHUNK` covers the dedup
+window plus the chunk being filled, so compaction keeps the table bounded while every id
+the window can hold stays stored. Only the chunks changed since the last write are written
+(at commit time, with the other states), which costs about one id's bytes per event.
+
+Restore takes, per partition, the chunks of the highest numbers (a slot never written
+since an older epoch holds a lower `seq`), oldest first, into the worker's window, and
+continues the newest chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentaudit.sink.dedup import RecentIds
+
+__all__ = ["CHUNK", "RecentLog"]
+
+CHUNK = 1000
+"""Ids per table value: ~38 kB of JSON, far below a broker's message limit."""
+
+
+@dataclass
+class _Partition:
+    seq: int = 0
+    """Number of the chunk being filled."""
+    ids: list[str] = field(default_factory=list)
+    """The ids of chunk `seq` so far."""
+    full: list[tuple[int, list[str]]] = field(default_factory=list)
+    """Chunks filled since the last write: written once more, whole."""
+    dirty: bool = False
+
+
+class RecentLog:
+    """A worker's window of recent event ids plus, per owned partition, its persisted log."""
+
+    def __init__(self, window: int, chunk: int = CHUNK) -> None:
+        self.ids = RecentIds(window)
+        self._chunk = chunk
+        self._slots = -(-window // chunk) + 1 if window > 0 else 0
+        self._parts: dict[int, _Partition] = {}
+        self._restored: dict[int, dict[int, list[str]]] = {}
+
+    def add(self, partition: int, event_id: str) -> bool:
+        """Remember an id seen in `partition`; False if the window already holds it."""
+        if not self.ids.add(event_id):
+            return False
+        if self._slots:
+            part = self._parts.get(partition)
+            if part is None:
+                part = self._parts[partition] = _Partition()
+            part.ids.append(event_id)
+            part.dirty = True
+            if len(part.ids) >= self._chunk:
+                part.full.append((part.seq, part.ids))
+                part.seq, part.ids = part.seq + 1, []
+        return True
+
+    def writes(self) -> list[tuple[str, int, dict[str, Any]]]:
+        """(key, partition, value) of every chunk changed since the last call, oldest first."""
+        out: list[tuple[str, int, dict[str, Any]]] = []
+        for partition, part in self._parts.items():
+            if not part.dirty:
+                continue
+            chunks = [*part.full, (part.seq, list(part.ids))] if part.ids else part.full
+            for seq, ids in chunks:
+                out.append(
+                    (f"{partition}:{seq % self._slots}", partition, {"seq": seq, "ids": ids})
+                )
+            part.full, part.dirty = [], False
+        return out
+
+    def restore(self, key: str, value: dict[str, Any]) -> None:
+        """Take one recovered chunk; applied by `retain` (after the table's recovery)."""
+        partition = int(key.split(":", 1)[0])
+        self._restored.setdefault(partition, {})[int(value["seq"])] = list(value["ids"])
+
+    def retain(self, assigned: set[int]) -> None:
+        """After a recovery: keep the logs of `assigned` partitions only, and load the
+        recovered ids of the partitions this worker did not hold already."""
+        for partition in [p for p in self._parts if p not in assigned]:
+            del self._parts[partition]
+        restored, self._restored = self._restored, {}
+        for partition, chunks in sorted(restored.items()):
+            if partition not in assigned or partition in self._parts:
+                continue  # held all along: memory is at least as new as what it wrote
+            newest = max(chunks)
+            for seq in sorted(s for s in chunks if s > newest - self._slots):
+                for event_id in chunks[seq]:
+                    self.ids.add(event_id)
+            ids = chunks[newest]
+            part = self._parts[partition] = _Partition(newest, ids)
+            if len(ids) >= self._chunk:
+                part.seq, part.ids = newest + 1, []
+
+    def forget(self, revoked: set[int]) -> None:
+        """Partitions were revoked: their logs are the next owner's to write (the ids stay in
+        the window: they are events of the log, so a later copy is a duplicate anyway)."""
+        for partition in revoked:
+            self._parts.pop(partition, None)
