@@ -224,8 +224,8 @@ class Settings(SdkSettings):
     otlp_send_timeout_s: float = Field(
         default=4.0,
         gt=0,
-        description="How long a request waits for the broker's acknowledgements before answering "
-        "503; well under exporters' own 10 s, so that they still retry.",
+        description="How long a request waits for the broker's next acknowledgement before "
+        "answering 503; well under exporters' own 10 s, so that they still retry.",
     )
     otlp_max_inflight: int = Field(
         default=64,

@@ -11,7 +11,7 @@ Answers as OTLP exporters expect (OTLP spec, "OTLP/HTTP Response"):
 | 413 | body over `AGENTAUDIT_OTLP_MAX_BODY_BYTES` (also after gzip inflation) | drops |
 | 415 | neither protobuf nor JSON, or an encoding other than gzip | drops |
 | 429 + Retry-After | over `AGENTAUDIT_OTLP_MAX_INFLIGHT` requests (4× that reading) | retries |
-| 503 + Retry-After | the broker did not acknowledge in `AGENTAUDIT_OTLP_SEND_TIMEOUT_S` | retries |
+| 503 + Retry-After | no broker acknowledgement for `AGENTAUDIT_OTLP_SEND_TIMEOUT_S` | retries |
 
 (1) `partial_success` counts what was dead-lettered.
 
@@ -134,28 +134,67 @@ class Sender:
             return self._producer
 
     async def send(self, outcome: ingest.Outcome) -> None:
-        """Every record of `outcome` acknowledged, or BrokerUnavailable."""
+        """Every record of `outcome` acknowledged, or BrokerUnavailable when the broker
+        acknowledged none of them for `otlp_send_timeout_s`.
+
+        The deadline is renewed by each acknowledgement, not set for the whole request: a
+        large batch (60,000 spans, within the body limit, take ~8 s to send to a healthy
+        local broker) was answered 503 "broker unavailable" on every retry, never stored
+        whole, while a stalled broker is still answered 503 in `otlp_send_timeout_s`."""
         from aiokafka.errors import KafkaError
 
-        s = self.settings
+        loop = asyncio.get_running_loop()
+        progress = [loop.time()]
+        work = asyncio.ensure_future(self._send_all(outcome, progress))
         try:
-            async with asyncio.timeout(s.otlp_send_timeout_s):
-                producer = await self._get()
-                pending = [await producer.send(s.events_topic, v, key=k) for k, v in outcome.events]
-                pending += [
-                    await producer.send(s.dlq_topic, v, key=k, headers=h)
-                    for k, v, h in outcome.dead_letters
-                ]
-                await asyncio.gather(*pending)
+            while not work.done():
+                left = progress[0] + self.settings.otlp_send_timeout_s - loop.time()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"nothing acknowledged in {self.settings.otlp_send_timeout_s} s"
+                    )
+                await asyncio.wait({work}, timeout=left)
+            work.result()
         except (TimeoutError, KafkaError, OSError) as exc:
+            await _cancel(work)
             await self.reset()  # a fresh producer next time: the old one may hold a dead connection
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            await _cancel(work)  # the request itself cancelled: its sends go with it
+
+    async def _send_all(self, outcome: ingest.Outcome, progress: list[float]) -> None:
+        """Send `outcome`'s records and wait for their acknowledgements; each one received
+        (and the producer's start) sets `progress[0]` to the loop's time."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+
+        def acked(done: asyncio.Future[Any] | None) -> None:
+            if done is None or (not done.cancelled() and done.exception() is None):
+                progress[0] = loop.time()
+
+        producer = await self._get()
+        acked(None)
+        pending = []
+        for k, v in outcome.events:
+            pending.append(await producer.send(s.events_topic, v, key=k))
+            pending[-1].add_done_callback(acked)
+        for k, v, h in outcome.dead_letters:
+            pending.append(await producer.send(s.dlq_topic, v, key=k, headers=h))
+            pending[-1].add_done_callback(acked)
+        await asyncio.gather(*pending)
 
     async def reset(self) -> None:
         async with self._lock:
             producer, self._producer = self._producer, None
         if producer is not None:
             await _quietly_stop(producer)
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
 
 
 async def _quietly_stop(client: Any) -> None:

@@ -16,13 +16,14 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from agentaudit.broker import LocalBroker, ensure_topics
+from agentaudit.broker import LocalBroker, ensure_topics, free_port
 from agentaudit.otlp import ingest
 from agentaudit.otlp.server import READERS_PER_SLOT, RETRY_AFTER_BUSY_S
 from agentaudit.settings import Settings
 from tests.conftest import isolated_settings
 from tests.helpers_wait import poll_until
 from tests.integration.procs import children_of, cmdline
+from tests.integration.slow_link import slow_link
 from tests.integration.test_otlp import _export, receiver
 from tests.unit.otlp.spans import chat, make_spans, request
 
@@ -164,3 +165,33 @@ async def test_a_broker_stall_is_answered_503_in_time_for_the_exporter_to_retry(
                 os.kill(pid, signal.SIGCONT)
             assert await export is SpanExportResult.SUCCESS
             assert rx.counters["events"] == 2
+
+
+async def test_a_batch_slower_to_send_than_the_send_timeout_is_stored_not_refused(
+    tmp_path: Path,
+) -> None:
+    # The broker answers every produce request, each 0.1 s late (a slow link); the batch
+    # needs more produce requests than fit in otlp_send_timeout_s. The deadline was for the
+    # whole request, so such a batch (as 60,000 spans within the body limit are to a healthy
+    # local broker: ~8 s of sending against 4 s) was answered 503 "broker unavailable" on
+    # every retry and never stored whole. Now it runs while acknowledgements keep coming.
+    link = free_port()
+    with LocalBroker(advertised_port=link) as broker:
+        async with slow_link(link, broker.port, delay=0.1):
+            settings = isolated_settings(
+                f"127.0.0.1:{link}", tmp_path, partitions=1, otlp_send_timeout_s=0.6
+            )
+            await ensure_topics(settings)
+            spans = 200  # ~20 per 16 KiB produce batch, one request in flight: > 1 s of acks
+            body = request(*[chat(input_tokens=i + 1) for i in range(spans)]).SerializeToString()
+            headers = {"Content-Type": "application/x-protobuf"}
+            async with receiver(settings, tmp_path) as (url, key, rx), aiohttp.ClientSession() as s:
+                loop = asyncio.get_running_loop()
+                began = loop.time()
+                async with s.post(
+                    f"{url}/v1/traces", data=body, headers={**headers, "x-api-key": key}
+                ) as r:
+                    status, took = r.status, loop.time() - began
+            assert status == 200, (status, rx.counters)
+            assert took > settings.otlp_send_timeout_s  # the case: longer than the old deadline
+            assert rx.counters["events"] == spans and rx.counters["unavailable"] == 0
