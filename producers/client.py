@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import logging
 import os
 import threading
@@ -291,6 +292,15 @@ class Client(BaseClient):
         self._spool = for_child() if callable(for_child) else MemorySpool()
         self._worker.outbox.reset_in_child(self._spool)
         self._worker.restart_in_child()
+        # A multiprocessing child (Process, Pool worker) ends with os._exit once its target
+        # returns: atexit never runs there, and everything it emitted since its last flush
+        # (all of it, for most targets) was lost without a count. threading's exit hooks run
+        # on that path (multiprocessing calls threading._shutdown) and on a normal exit.
+        register = getattr(threading, "_register_atexit", None)  # CPython, private, 3.9+
+        if callable(register):
+            stop = weakref.WeakMethod(self._atexit)
+            with contextlib.suppress(RuntimeError):  # forked while the interpreter exits
+                register(lambda: (hook := stop()) and hook())
 
     def flush(self, timeout: float | None = None, *, delivered: bool = False) -> bool:
         """Block until every event emitted before this call was acknowledged by the broker or
