@@ -8,7 +8,15 @@ from typing import Annotated, NamedTuple
 
 from pydantic import Field, Strict, StringConstraints, model_validator
 
-from agentaudit_schemas.envelope import Label, OpaqueId, Sha256Hex, Slug, StrictModel, TenantId
+from agentaudit_schemas.envelope import (
+    INT64_MAX,
+    Label,
+    OpaqueId,
+    Sha256Hex,
+    Slug,
+    StrictModel,
+    TenantId,
+)
 
 MAX_CONTENT_CHARS = 32_768
 MAX_MESSAGE_CHARS = 2_048
@@ -16,6 +24,11 @@ MAX_MESSAGE_CHARS = 2_048
 Content = Annotated[str, StringConstraints(max_length=MAX_CONTENT_CHARS)]
 Millis = Annotated[float, Field(ge=0, le=86_400_000)]
 Tokens = Annotated[int, Field(ge=0, le=100_000_000)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+"""A count with no natural bound (rows, bytes, a chain position): still a signed 64-bit
+number, as every number of the contract. Unbounded, 2**64 validated and then could not be
+written as canonical bytes (orjson stops at 64 bits): an `unencodable` dead letter for an event
+the published JSON Schema calls valid."""
 
 
 class StopReason(StrEnum):
@@ -245,9 +258,9 @@ class AuditorQuery(StrictModel):
     truncated: bool
     verdict: Annotated[AuditorVerdict, _BY_VALUE]
     reason: Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)]
-    result_rows: Annotated[int, Field(ge=0)]
-    read_rows: Annotated[int, Field(ge=0)]
-    read_bytes: Annotated[int, Field(ge=0)]
+    result_rows: Count
+    read_rows: Count
+    read_bytes: Count
     duration_ms: Millis
     signature: Annotated[str, Field(min_length=1, max_length=1_024)] | None = None
     """The signature lines of a C2SP signed note by the deployment's checkpoint key over the
@@ -302,11 +315,11 @@ class RetentionApplied(StrictModel):
     partitions: Annotated[
         list[Annotated[int, Field(ge=0, le=1_000_000)]], Field(min_length=1, max_length=1_024)
     ]
-    horizons: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=1_024)]
+    horizons: Annotated[list[Count], Field(min_length=1, max_length=1_024)]
     horizon_days: Annotated[
         list[Annotated[int, Field(ge=1, le=100_000)]], Field(min_length=1, max_length=1_024)
     ]
-    floors: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=1_024)]
+    floors: Annotated[list[Count], Field(min_length=1, max_length=1_024)]
     signature: Annotated[str, Field(min_length=1, max_length=1_024)] | None = None
     """The signature lines of a C2SP signed note by the deployment's checkpoint key over the
     claim (tenant, time and the fields above; `agentaudit.retention.evidence.claim_text`):

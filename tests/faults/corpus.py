@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from tests.factories import event_dict
+from tests.unit.schemas.examples import event
 
 TENANT = "poison"
 STORED = "stored"
@@ -49,6 +50,15 @@ def _raw(doc: dict[str, Any], token: bytes) -> bytes:
     out = orjson.dumps(doc)
     assert _HOLE.encode() in out
     return out.replace(b'"' + _HOLE.encode() + b'"', token)
+
+
+def _example(kind: str, **payload: Any) -> dict[str, Any]:
+    """A valid event of any type (`examples.event`) with its own id, now, in this corpus'
+    tenant, and `payload`'s fields changed."""
+    doc = event(kind, tenant_id=TENANT, event_id=_doc()["event_id"])
+    doc["occurred_at"] = _doc()["occurred_at"]
+    doc["payload"].update(payload)
+    return doc
 
 
 def _with(path: str, value: Any, kind: str = "tool_call") -> dict[str, Any]:
@@ -261,6 +271,20 @@ def cases() -> list[Case]:
         sv,
     )
     add("num", "float_attribute_1e300", attr(1e300), sv)
+    # Counts with no natural bound are signed 64-bit like every number: beyond, the canonical
+    # bytes cannot be written (an `unencodable` dead letter of an event the schema called valid).
+    big = str(2**64).encode()
+    add("num", "count_int64_max", orjson.dumps(_example("auditor_query", read_bytes=2**63 - 1)), s)
+    add(
+        "num", "count_above_int64", _raw(_example("auditor_query", read_bytes=_HOLE), b"9" * 19), sv
+    )
+    add("num", "count_two_pow_64", _raw(_example("auditor_query", result_rows=_HOLE), big), sv)
+    add(
+        "num",
+        "list_count_two_pow_64",
+        _raw(_example("retention_applied", floors=_HOLE), b"[" + big + b"]"),
+        sv,
+    )
     add("num", "schema_version_as_string", orjson.dumps(_doc(schema_version="1")), sv)
     add("num", "schema_version_2", orjson.dumps(_doc(schema_version=2)), sv)
     # times (2000–2199, an explicit offset, at most the allowed skew after the record's timestamp)

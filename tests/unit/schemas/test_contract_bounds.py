@@ -118,3 +118,16 @@ def test_model_key_count_counts_every_key_read() -> None:
     doc = event("llm_call", attributes={"x": 1, "y": "z"}, user_id=None)
     raw = json.dumps(doc).encode()
     assert model_key_count(parse_event(raw)) == _keys_written(raw)
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"), [(0, True), (INT64_MAX, True), (INT64_MAX + 1, False), (2**64, False)]
+)
+def test_unbounded_counts_are_signed_64_bit(value: int, valid: bool) -> None:
+    # Unbounded before: 2**64 passed both and could not be written as canonical bytes.
+    query = event("auditor_query")
+    query["payload"]["read_rows"] = value
+    assert _agree(query) is valid
+    retention = event("retention_applied")
+    retention["payload"]["horizons"] = [value]
+    assert _agree(retention) is valid
