@@ -13,8 +13,10 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import importlib
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -46,6 +48,26 @@ if TYPE_CHECKING:
     from agentaudit_sdk.settings import SdkSettings
 
 logger = logging.getLogger("agentaudit.producers")
+
+
+def _finish_pending_imports() -> None:
+    """Before a fork: wait for an import of aiokafka that another thread (the client's
+    background thread, on its first connect) has under way. A child forked in the middle
+    inherits the half-run module for good: every connect there failed with "cannot import
+    name 'AIOKafkaProducer' from partially initialized module 'aiokafka'", so the child's
+    events only ever reached its spool (gunicorn --preload forks right after the client is
+    made, when that import runs). importlib returns once the owner has finished."""
+    for name, module in list(sys.modules.items()):
+        spec = getattr(module, "__spec__", None)
+        if (name == "aiokafka" or name.startswith("aiokafka.")) and getattr(
+            spec, "_initializing", False
+        ):
+            with contextlib.suppress(Exception):  # ours never to break a fork over
+                importlib.import_module(name)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_finish_pending_imports)
 
 
 class Client(BaseClient):

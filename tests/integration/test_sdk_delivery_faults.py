@@ -325,3 +325,59 @@ def test_multiprocessing_children_deliver_what_they_emitted(settings: Settings) 
     assert done.returncode == 0, done.stderr[-3000:]
     expected = {1, *range(100, 110), *range(200, 210), *range(300, 310)}
     assert numbers(asyncio.run(_read_topic(settings))) == expected
+
+
+# The background thread is held inside its first `import aiokafka` (the gate), released, and
+# the agent forks at once: the import is still under way in the parent when fork is called.
+FORK_DURING_IMPORT_AGENT = """
+import os, sys, threading
+from agentaudit_sdk import Client
+from agentaudit_sdk.settings import SdkSettings
+
+inside, release = threading.Event(), threading.Event()
+
+class Gate:
+    def find_spec(self, name, path=None, target=None):
+        if name == "aiokafka.producer":
+            inside.set()
+            release.wait(30)
+        return None
+
+sys.meta_path.insert(0, Gate())
+client = Client.from_settings(SdkSettings(), tenant_id="acme", agent_id="bot", kill_switch=False)
+assert inside.wait(30)
+release.set()
+pid = os.fork()
+if pid == 0:
+    for i in range(100, 110):
+        client.error("c", "E", message=str(i))
+    os._exit(0 if client.flush(15, delivered=True) and client.shutdown(10) else 3)
+_, status = os.waitpid(pid, 0)
+client.error("c", "E", message="1")
+assert client.shutdown(10)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_child_forked_while_aiokafka_is_being_imported_still_delivers(
+    settings: Settings,
+) -> None:
+    """The client imports aiokafka on its background thread at its first connect; a fork
+    landing in that import (gunicorn --preload forks right after start-up) left the child a
+    half-initialised module for good: every connect failed ('partially initialized module
+    aiokafka'), its events only reached its spool. Found by the SDK probe (a Pool forked
+    right after the client was made). A before-fork hook now waits for that import."""
+    import subprocess
+    import sys
+
+    from tests.conftest import settings_env
+
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_DURING_IMPORT_AGENT],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert numbers(asyncio.run(_read_topic(settings))) == {1, *range(100, 110)}
