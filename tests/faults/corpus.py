@@ -271,20 +271,6 @@ def cases() -> list[Case]:
         sv,
     )
     add("num", "float_attribute_1e300", attr(1e300), sv)
-    # Counts with no natural bound are signed 64-bit like every number: beyond, the canonical
-    # bytes cannot be written (an `unencodable` dead letter of an event the schema called valid).
-    big = str(2**64).encode()
-    add("num", "count_int64_max", orjson.dumps(_example("auditor_query", read_bytes=2**63 - 1)), s)
-    add(
-        "num", "count_above_int64", _raw(_example("auditor_query", read_bytes=_HOLE), b"9" * 19), sv
-    )
-    add("num", "count_two_pow_64", _raw(_example("auditor_query", result_rows=_HOLE), big), sv)
-    add(
-        "num",
-        "list_count_two_pow_64",
-        _raw(_example("retention_applied", floors=_HOLE), b"[" + big + b"]"),
-        sv,
-    )
     add("num", "schema_version_as_string", orjson.dumps(_doc(schema_version="1")), sv)
     add("num", "schema_version_2", orjson.dumps(_doc(schema_version=2)), sv)
     # times (2000–2199, an explicit offset, at most the allowed skew after the record's timestamp)
@@ -399,8 +385,44 @@ def cases() -> list[Case]:
         orjson.dumps(_with("payload.request_model", "no-such-model-9", "llm_call")),
         s,
     )
+    out += _added_cases()
     names = [c.name for c in out]
     assert len(names) == len(set(names)), "case names are unique"
+    return out
+
+
+ADDED = (
+    "count_int64_max",
+    "count_above_int64",
+    "count_two_pow_64",
+    "list_count_two_pow_64",
+)
+"""Cases added after `tests/unit/sink/test_hot_path_golden.py` pinned the corpus's digest
+(last, so the ids and clocks of the pinned cases stay the same; that test leaves these out)."""
+
+
+def _added_cases() -> list[Case]:
+    s, sv = frozenset([STORED]), frozenset(["schema_violation"])
+    out: list[Case] = []
+
+    def add(group: str, name: str, value: bytes, expect: frozenset[str]) -> None:
+        out.append(Case(name, group, value, expect))
+
+    # Counts with no natural bound are signed 64-bit like every number: beyond, the canonical
+    # bytes cannot be written (an `unencodable` dead letter of an event the schema called valid).
+    big = str(2**64).encode()
+    add("num", "count_int64_max", orjson.dumps(_example("auditor_query", read_bytes=2**63 - 1)), s)
+    add(
+        "num", "count_above_int64", _raw(_example("auditor_query", read_bytes=_HOLE), b"9" * 19), sv
+    )
+    add("num", "count_two_pow_64", _raw(_example("auditor_query", result_rows=_HOLE), big), sv)
+    add(
+        "num",
+        "list_count_two_pow_64",
+        _raw(_example("retention_applied", floors=_HOLE), b"[" + big + b"]"),
+        sv,
+    )
+    assert tuple(c.name for c in out) == ADDED
     return out
 
 
