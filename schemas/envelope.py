@@ -55,6 +55,10 @@ it), so it is a `schema_violation`. Floats share the range, so that one rule cov
 number (an independent JSON Schema validator counts `1e20` as an integer).
 """
 AttributeNumber = Field(ge=INT64_MIN, le=INT64_MAX)
+AttributeFloat = Field(ge=INT64_MIN, lt=INT64_MAX + 1)
+"""The same range for floats, open at the top: `le=INT64_MAX` compares as a float, and
+float(INT64_MAX) is 2**63, so 2**63 (also written `9223372036854775807.0`) passed the models
+while the JSON Schema and the README put it outside."""
 
 
 def _not_an_int(value: object) -> object:
@@ -72,7 +76,7 @@ def _not_an_int(value: object) -> object:
 AttributeValue = Annotated[
     Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE)]
     | Annotated[int, AttributeNumber]
-    | Annotated[float, AttributeNumber, BeforeValidator(_not_an_int)]
+    | Annotated[float, AttributeFloat, BeforeValidator(_not_an_int)]
     | bool,
     Field(union_mode="left_to_right"),
 ]

@@ -392,6 +392,7 @@ def cases() -> list[Case]:
 
 
 ADDED = (
+    "int64_max_as_float_attribute",
     "count_int64_max",
     "count_above_int64",
     "count_two_pow_64",
@@ -408,6 +409,13 @@ def _added_cases() -> list[Case]:
     def add(group: str, name: str, value: bytes, expect: frozenset[str]) -> None:
         out.append(Case(name, group, value, expect))
 
+    # A float literal of INT64_MAX is 2**63 once parsed: outside the range, as 2**63 is.
+    add(
+        "num",
+        "int64_max_as_float_attribute",
+        _raw(_doc(attributes={"v": _HOLE}), b"9223372036854775807.0"),
+        sv,
+    )
     # Counts with no natural bound are signed 64-bit like every number: beyond, the canonical
     # bytes cannot be written (an `unencodable` dead letter of an event the schema called valid).
     big = str(2**64).encode()

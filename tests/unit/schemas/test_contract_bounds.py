@@ -52,6 +52,9 @@ def test_examples_are_valid_on_both_sides() -> None:
         (1.5, True),
         (-9.2e18, True),
         (1e19, False),
+        (float(2**63), False),  # also what `9223372036854775807.0` parses to
+        (float(2**63 - 1024), True),  # the largest float below it
+        (-float(2**63), True),
         (-1e19, False),
         (1e300, False),
         (0, True),
