@@ -237,6 +237,18 @@ class Settings(SdkSettings):
         gt=0,
         description="How long a client may take to send its OTLP request body (408 after).",
     )
+    otlp_idle_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="An OTLP connection idle this long, or still sending its request's headers "
+        "after it, is closed.",
+    )
+    otlp_max_connections: int = Field(
+        default=512,
+        ge=1,
+        description="OTLP connections held at once (at most half the open-file limit); past it "
+        "the oldest not in a request is closed, or the new one answered 503 when all are.",
+    )
 
     def to_env(self) -> dict[str, str]:
         """`AGENTAUDIT_*` variables that rebuild these settings in a child process (secrets

@@ -42,6 +42,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from agentaudit.otlp import decode, ingest
+from agentaudit.otlp.conns import CappedSite, connection_limit
 from agentaudit.otlp.keys import Forbidden, KeyTable, Unauthorized, keys_path, presented_key
 from agentaudit.settings import Settings
 
@@ -226,6 +227,7 @@ class Receiver:
         self.sender = Sender(settings)
         self._inflight = 0
         self._reading = 0
+        self._serving: set[object] = set()
         self._pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="otlp-decode")
         self.counters = {
             "requests": 0,
@@ -259,7 +261,24 @@ class Receiver:
             headers=headers,
         )
 
+    def serving(self, connection: object) -> bool:
+        """Whether `connection` (an aiohttp request handler) is in an export request."""
+        return connection in self._serving
+
     async def _export(
+        self,
+        request: web.Request,
+        parse: Callable[[bytes, str], Any],
+        mapping: Callable[..., ingest.Outcome],
+        respond: Callable[[ingest.Outcome], Any],
+    ) -> web.Response:
+        self._serving.add(request.protocol)
+        try:
+            return await self._answer(request, parse, mapping, respond)
+        finally:
+            self._serving.discard(request.protocol)
+
+    async def _answer(
         self,
         request: web.Request,
         parse: Callable[[bytes, str], Any],
@@ -378,10 +397,25 @@ async def serve_otlp(
     receiver = Receiver(settings, keys)
     # auto_decompress off: gzip is inflated by `decode.inflate`, bounded by the body limit
     # (aiohttp's own inflation would hand over a gzip bomb's output before any check).
-    runner = web.AppRunner(receiver.app, access_log=None, auto_decompress=False)
+    # keepalive_timeout: an idle connection, or one still sending its headers, is closed after
+    # otlp_idle_timeout_s (aiohttp's default under AppRunner is 3,630 s); see conns.py.
+    runner = web.AppRunner(
+        receiver.app,
+        access_log=None,
+        auto_decompress=False,
+        keepalive_timeout=settings.otlp_idle_timeout_s,
+    )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.otlp_host, settings.otlp_port if port is None else port)
+        site = CappedSite(
+            runner,
+            settings.otlp_host,
+            settings.otlp_port if port is None else port,
+            limit=connection_limit(settings.otlp_max_connections),
+            busy=receiver.serving,
+            counters=receiver.counters,
+            retry_after=RETRY_AFTER_BUSY_S,
+        )
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else (port or settings.otlp_port)
         log.info(

@@ -5,6 +5,7 @@ off at its deadline. The other client is the real OTLP exporter, landing on the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -195,3 +196,84 @@ async def test_a_batch_slower_to_send_than_the_send_timeout_is_stored_not_refuse
             assert status == 200, (status, rx.counters)
             assert took > settings.otlp_send_timeout_s  # the case: longer than the old deadline
             assert rx.counters["events"] == spans and rx.counters["unavailable"] == 0
+
+
+async def _half_requests(url: str, n: int) -> list[tuple[asyncio.StreamReader, Any]]:
+    """`n` connections that sent part of a request line and nothing since (no API key)."""
+    host, port = url.removeprefix("http://").split(":")
+    out = []
+    for _ in range(n):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /v1/traces HTTP/1.1\r\nHo")
+        await writer.drain()
+        out.append((reader, writer))
+    return out
+
+
+async def _closed_by_server(conns: list[tuple[asyncio.StreamReader, Any]]) -> int:
+    """How many of `conns` the server closed (EOF) or answered, reading without waiting."""
+    n = 0
+    for reader, _ in conns:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader.read(1 << 16), 0.001)
+        n += reader.at_eof()
+    return n
+
+
+async def _close_all(conns: list[tuple[asyncio.StreamReader, Any]]) -> None:
+    for _, writer in conns:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def test_connections_that_never_finish_a_request_are_capped(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # No key needed: the headers never arrive. Each such connection was held for aiohttp's
+    # 3,630 s default, without bound: 1,100 of them took every file descriptor of the worker
+    # process (open-file limit 1,024), its store and Kafka clients included. Now at most
+    # otlp_max_connections are held, the oldest not in a request closed to make room, and
+    # the real exporter still gets through.
+    await ensure_topics(settings)
+    capped = settings.model_copy(update={"otlp_max_connections": 4})
+    async with receiver(capped, tmp_path) as (url, key, rx):
+        flood = await _half_requests(url, 10)
+        spans = make_spans(chat(input_tokens=1))
+        assert await asyncio.to_thread(_export, url, key, spans) is SpanExportResult.SUCCESS
+
+        async def seven_closed() -> bool:
+            return await _closed_by_server(flood) >= 7
+
+        await poll_until(seven_closed, 10, "the flood's connections closed")
+        await _close_all(flood)
+    assert rx.counters["events"] == 1 and rx.counters["connections_closed_idle"] >= 7
+
+
+async def test_a_connection_that_does_not_finish_its_headers_is_closed_in_time(
+    settings: Settings, tmp_path: Path
+) -> None:
+    idle = settings.model_copy(update={"otlp_idle_timeout_s": 0.5})
+    async with receiver(idle, tmp_path) as (url, _key, _rx):
+        conns = await _half_requests(url, 1)
+        async with asyncio.timeout(10):  # was 3,630 s
+            assert await conns[0][0].read() == b""
+        await _close_all(conns)
+
+
+async def test_past_the_connection_limit_with_all_in_a_request_a_new_one_gets_503(
+    settings: Settings, tmp_path: Path
+) -> None:
+    busy = settings.model_copy(update={"otlp_max_connections": 2, "otlp_read_timeout_s": 60.0})
+    body = encode_spans(make_spans(chat(input_tokens=1))).SerializeToString()
+    async with receiver(busy, tmp_path) as (url, key, rx):
+        slow = [await _slow_sender(url, key, body) for _ in range(2)]
+        await poll_until(lambda: rx.counters["requests"] == 2, 10, "both in a request")
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in answer
+        assert rx.counters["connections_refused"] == 1
+        writer.close()
+        await _close_all(slow)
