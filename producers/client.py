@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from uuid_utils import uuid7
 
+from agentaudit_sdk import exit_signal
 from agentaudit_sdk.api import BaseClient
 from agentaudit_sdk.background import Worker
 from agentaudit_sdk.backoff import Backoff
@@ -94,6 +95,11 @@ class Client(BaseClient):
     their intervals, 15 s); going stale and recovering are counted and logged once each.
     `fail_closed_after_s`: refuse work (`Blocked`, reason `kill_switch_blind`) while the view
     is older than this: seconds for every tenant, or a tenant → seconds map (others fail open).
+
+    `atexit_timeout_s`: how long the shutdown at exit may take. `handle_sigterm`: when SIGTERM
+    has Python's default disposition (which ends the process without atexit, losing what is
+    queued), install a handler that shuts the clients down first, then lets SIGTERM end the
+    process as before (`agentaudit_sdk.exit_signal`); an application's own handler is kept.
     """
 
     def __init__(
@@ -122,6 +128,7 @@ class Client(BaseClient):
         pricing: Pricing | None = None,
         stale_after_s: float | None = None,
         fail_closed_after_s: float | Mapping[str, float] | None = None,
+        handle_sigterm: bool = True,
     ) -> None:
         if max_queue < 1 or batch_size < 1 or linger_ms <= 0:
             raise ValueError("max_queue and batch_size must be >= 1 and linger_ms > 0")
@@ -177,6 +184,8 @@ class Client(BaseClient):
             self.control.ready.set()  # nothing to catch up with
         self._worker.thread.start()
         atexit.register(self._atexit)
+        if handle_sigterm:
+            exit_signal.watch(self, atexit_timeout_s)
         if hasattr(os, "register_at_fork"):  # a weak reference: the hook cannot be removed
             restart = weakref.WeakMethod(self._after_fork_in_child)
             os.register_at_fork(after_in_child=lambda: (hook := restart()) and hook())

@@ -381,3 +381,39 @@ def test_a_child_forked_while_aiokafka_is_being_imported_still_delivers(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert numbers(asyncio.run(_read_topic(settings))) == {1, *range(100, 110)}
+
+
+SIGTERMED_AGENT = """
+import os, signal, time
+from agentaudit_sdk import Client
+from agentaudit_sdk.settings import SdkSettings
+
+client = Client.from_settings(SdkSettings(), tenant_id="acme", agent_id="bot", kill_switch=False)
+client.error("c", "E", message="1")
+assert client.flush(30, delivered=True)
+for i in range(100, 150):
+    client.error("c", "E", message=str(i))
+os.kill(os.getpid(), signal.SIGTERM)  # what a container stop or Pool.terminate sends
+time.sleep(60)
+"""
+
+
+def test_sigterm_delivers_what_was_queued_and_still_ends_the_process(settings: Settings) -> None:
+    """SIGTERM's default disposition ends Python without atexit: the events queued in the
+    linger window (here all 50) vanished uncounted. The SDK now shuts its clients down
+    first, then lets SIGTERM end the process as before (exit by signal 15)."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import settings_env
+
+    done = subprocess.run(
+        [sys.executable, "-c", SIGTERMED_AGENT],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == -signal.SIGTERM, done.stderr[-3000:]
+    assert numbers(asyncio.run(_read_topic(settings))) == {1, *range(100, 150)}
