@@ -31,9 +31,12 @@ from agentaudit.trail.merkle import CompactTree
 from agentaudit.trail.note import Signer
 from agentaudit.trail.pubkeys import PublicKeys
 from agentaudit.trail.verdicts import Found, Row
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 # A realistic llm_call (priced with the shipped table), numbered per row: the typed columns
 # re-derived from it and its re-priced cost agree with what is stored.
+OCCURRED_AT = datetime(2026, 11, 6, 10, 0, 0, 123456, tzinfo=UTC)
+"""Every row's `occurred_at` in `build_signed_store` (written into `_PAYLOAD`)."""
 _PAYLOAD = (
     '{"agent_id":"support-bot","agent_version":"1.4.2","deployment":"prod","event_id":'
     '"0190c1f2-0000-7000-8000-%012d","occurred_at":"2026-11-06T10:00:00.123456Z","payload":'
@@ -196,12 +199,17 @@ def measure_checkpoint_cost(chains: int, anchor_dir: Path) -> CheckpointFigures:
 
 
 def build_signed_store(
-    settings: Settings, store: Store, rows: int, chains: int, every: int = 10_000
+    settings: Settings,
+    store: Store,
+    rows: int,
+    chains: int,
+    every: int = 10_000,
+    signed_at: UtcNow = utc_now,
 ) -> int:
     """Fill an empty trail with `rows` rows over `chains` chains exactly as the sink stores
     them (chain link, leaf hash, priced cost, through the ingest view), with a checkpoint of
-    every chain signed every `every` rows into the table and the anchor directory. Returns
-    the number of checkpoints signed."""
+    every chain signed every `every` rows (at `signed_at()`) into the table and the anchor
+    directory. Every row occurred at `OCCURRED_AT`. Returns the number of checkpoints signed."""
     from agentaudit.keyring import KeyRing
     from agentaudit.sink.chain import ChainHeads, Link
     from agentaudit.sink.rows import INGEST_COLUMNS, INGEST_TABLE, EventCost, Source, event_row
@@ -211,7 +219,7 @@ def build_signed_store(
     from agentaudit_schemas.pricing import current_pricing
 
     price = EventCost(current_pricing(""))  # the sink's pricing (no override file)
-    at = datetime(2026, 11, 6, 10, 0, 0, 123456, tzinfo=UTC)  # the payload's occurred_at
+    at = OCCURRED_AT
     signer = ChainSigner(KeyRing.load(settings.key_dir).signer, settings.deployment)
     anchor = DirectoryAnchor(settings.checkpoints_dir)
     heads, trees, signed = ChainHeads(), ChainTrees(), 0
@@ -245,7 +253,7 @@ def build_signed_store(
                 )
                 trees.extend([(tenant, part, leaf)])
         store.insert(INGEST_TABLE, [list(c) for c in zip(*batch, strict=True)], INGEST_COLUMNS)
-        made = signer.sign(trees, datetime.now(UTC))
+        made = signer.sign(trees, signed_at())
         anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in made)
         store.insert(
             CHECKPOINT_TABLE,

@@ -2,10 +2,12 @@
 
 Per chain (tenant, partition) of a tenant with a retention of D days and no tenant hold, the
 horizon H is the largest size of a checkpoint that (1) is in the anchor directory and verifies
-with the deployment's public keys, (2) was signed at least D days before now, (3) has a stored
-frontier that reproduces its root (the tree, and so verification, resumes there), (4) is
-below the chain's last row (the chain's head and the sink's recovery stay in the store) and
-(5) below the first row of every held subject in the chain. Before cutting, the stored leaf
+with the deployment's public keys, (2) was signed at least D days before now (the host's
+clock, checked against the trail's: `agentaudit.retention.clock`), (3) has a stored frontier
+that reproduces its root (the tree, and so verification, resumes there), (4) is below the
+chain's last row (the chain's head and the sink's recovery stay in the store), (5) below the
+first row of every held subject in the chain and (6) below the first row that occurred less
+than D days ago by the agents' clocks (less the clock tolerance). Before cutting, the stored leaf
 hashes of the rows to go must reproduce H's signed root (a prefix that does not verify is
 evidence: it is never deleted). Then a `retention_applied` event naming every horizon of the
 tenant is published (acknowledged, or nothing is deleted), one `retention_log` row per cut
@@ -44,6 +46,10 @@ _FLOOR_SQL = """
 SELECT min(chain_seq) FROM agentaudit.events
 WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32}
   AND has({subjects:Array(String)}, user_id)"""
+_YOUNG_SQL = """
+SELECT min(chain_seq) FROM agentaudit.events
+WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32} AND chain_seq > {lo:UInt64}
+  AND toUnixTimestamp64Micro(occurred_at) > {bound:Int64}"""
 _CHECKPOINTS_SQL = """
 SELECT tree_size, note, frontier FROM agentaudit.checkpoints
 WHERE tenant_id = {t:String} AND kafka_partition = {p:UInt32}
@@ -186,6 +192,11 @@ def _sweep_tenant(
     t, days = pol.tenant_id, pol.days
     assert days is not None
     cutoff = (at - timedelta(days=days)).timestamp()
+    # Checkpoint times are the signing host's clock: one that ran behind while it signed made
+    # new rows look old enough. Rows are cut only if the agents' clocks agree (`_first_young`).
+    young_bound = (
+        at - timedelta(days=days) + timedelta(seconds=settings.retention_clock_tolerance_s)
+    )
     prior = {p: (c.horizon, c.days) for (_, p), c in last_cuts(store, t).items()}
     planned: list[Cut] = []
     for part, first, last in store.query(_CHAINS_SQL, {"t": t}).result_rows:
@@ -196,8 +207,15 @@ def _sweep_tenant(
                 _FLOOR_SQL, {"t": t, "p": part, "subjects": pol.held_subjects}
             ).result_rows
             floor = int(f[0][0]) if f and f[0][0] else None
-        hi = min(int(last), floor or int(last))
-        h, why = _horizon(settings, store, keys, anchor, t, part, h0, hi, cutoff, days)
+        young = _first_young(store, t, part, h0, young_bound)
+        hi = min(int(last), floor or int(last), young or int(last))
+        too_young = f"#{young} occurred less than {days} days ago by the agents' clocks"
+        if young == h0 + 1:  # the first row left: no checkpoint can be below it
+            h, why = h0, too_young
+        else:
+            h, why = _horizon(settings, store, keys, anchor, t, part, h0, hi, cutoff, days)
+            if young is not None and young < int(last):
+                why += f" ({too_young})"
         if h > h0:
             planned.append(Cut(t, part, h, h0, days, floor))
             continue
@@ -251,6 +269,15 @@ def _sweep_tenant(
     for c in new:
         store.command(_DELETE_SQL, {"t": t, "p": c.partition, "h": c.horizon})
     report.cuts += new
+
+
+def _first_young(store: Store, t: str, p: int, h0: int, bound: datetime) -> int | None:
+    """The chain's first row after ``h0`` whose `occurred_at` is after ``bound`` (None: none):
+    no cut may reach it. Before, a signer whose clock ran 40 days behind made rows stored that
+    day look 40 days old, and a 30-day retention deleted them at the next sweep."""
+    micros = int(bound.timestamp() * 1_000_000)
+    row = store.query(_YOUNG_SQL, {"t": t, "p": p, "lo": h0, "bound": micros}).result_rows
+    return int(row[0][0]) if row and row[0][0] else None
 
 
 def _policy_moved(store: Store, pol: Policy, report: SweepReport) -> bool:

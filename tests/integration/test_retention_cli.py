@@ -44,8 +44,15 @@ TENANTS = ("rc-a", "rc-b")
 PER_BATCH = 20
 
 
-def _batch() -> list[tuple[bytes, bytes]]:
-    return [(t.encode(), wire(event_dict(tenant=t))) for _ in range(PER_BATCH) for t in TENANTS]
+def _batch(age: timedelta = timedelta(0)) -> list[tuple[bytes, bytes]]:
+    """`PER_BATCH` events per tenant that occurred `age` ago."""
+    out = []
+    for _ in range(PER_BATCH):
+        for t in TENANTS:
+            doc = event_dict(tenant=t)
+            doc["occurred_at"] = (utc_now() - age).isoformat()
+            out.append((t.encode(), wire(doc)))
+    return out
 
 
 def _code(result: Result) -> int:
@@ -69,14 +76,17 @@ def _json(result: Result) -> list[dict[str, Any]]:
     return [json.loads(line) for line in _ok(result).splitlines() if line.strip()]
 
 
-async def _two_batches_signed_40_days_ago(settings: Settings, sink: RunningSink) -> None:
-    """Two batches for every tenant, each checkpointed by a trail clock 40 days behind (old
-    checkpoints first, as a retention cut needs), then the real clock again."""
+async def _two_batches_signed_40_days_ago(
+    settings: Settings, sink: RunningSink, age: timedelta = timedelta(days=40)
+) -> None:
+    """Two batches for every tenant that occurred `age` ago, each checkpointed by a trail clock
+    40 days behind (old checkpoints first, as a retention cut needs), then the real clock
+    again. The events' own age is the agents' clocks: a cut needs both to agree."""
     trail = sink.worker.trail
     assert trail is not None
     trail.clock = lambda: utc_now() - timedelta(days=40)
     for b in range(2):
-        await produce_raw(settings, _batch())
+        await produce_raw(settings, _batch(age))
         await sink.wait(accepted=(b + 1) * PER_BATCH * len(TENANTS))
         await sink.wait(signed=sink.signed + 2 * len(TENANTS))
     trail.clock = utc_now
@@ -188,7 +198,9 @@ async def test_retention_and_hold_commands_record_show_and_apply(
                 )
             )
 
-            applied = _json(await _cli(settings, "retention", "apply", "-f", "json"))
+            applied = _json(
+                await _cli(settings, "retention", "apply", "--trust-clock", "-f", "json")
+            )
             assert applied == [
                 {
                     "tenant": "rc-a",
@@ -208,9 +220,12 @@ async def test_retention_and_hold_commands_record_show_and_apply(
             await sink.wait(accepted=changes + 1)  # the retention_applied event
             await sink.wait(signed=sink.signed + 2 * len(TENANTS))
 
-            (again_a, again_b) = _json(await _cli(settings, "retention", "apply", "-f", "json"))
+            (again_a, again_b) = _json(
+                await _cli(settings, "retention", "apply", "--trust-clock", "-f", "json")
+            )
             assert again_a["outcome"] == "kept" and again_a["rows"] == "kept from #41"
-            assert again_a["reason"].startswith("no checkpoint below #44 signed 30 days ago yet")
+            # the first row left is a policy change's event, made now
+            assert again_a["reason"] == "#41 occurred less than 30 days ago by the agents' clocks"
             assert again_b["reason"] == "legal hold on the tenant"
 
             shown = _json(await _cli(settings, "retention", "show", "-f", "json"))
@@ -336,7 +351,9 @@ async def test_no_cut_at_a_checkpoint_verify_would_reject(
             )
             await sink.wait(accepted=2 * PER_BATCH * len(TENANTS) + 1)
             await sink.wait(signed=sink.signed + 2 * len(TENANTS))
-            (kept,) = _json(await _cli(settings, "retention", "apply", "-f", "json"))
+            (kept,) = _json(
+                await _cli(settings, "retention", "apply", "--trust-clock", "-f", "json")
+            )
         assert kept["outcome"] == "kept" and kept["rows"] == "all kept", kept
         assert kept["reason"].startswith("no checkpoint below #41 signed 30 days ago yet")
         assert (
