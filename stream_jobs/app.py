@@ -8,10 +8,13 @@
                      table `recent` ◄── recent event ids     (changelog = recovery)
     budgets topic ──► follower task (every worker reads all of it) ──► budgets
     pins topic ─────► follower task (every worker reads all of it) ──► drift pins
+    control topic ──► follower task (every worker reads all of it) ──► operators' blocks
     timer `tick` (1 s) ──► window resets, breaker cooldowns, idle partitions' minutes close
 
 The agent waits (at most `PINS_WAIT_S`) for the pins topic to be read to its end before its
-first batch: eval results that arrive before their pin is known are not compared.
+first batch: eval results that arrive before their pin is known are not compared. It and
+the timer's job work wait as long for the control topic: a control message the jobs publish
+must not lift or shorten an operator's block (`stream_jobs.operator_blocks`).
 
 Per batch: records are published and acknowledged, then the batch's offsets are acked.
 State is checkpointed on commit: faust's consumer commits inside `commit_guard`, which
@@ -56,6 +59,7 @@ from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.pins import parse_pin_key
 from stream_jobs.heartbeat import HeartbeatPublisher
 from stream_jobs.jobs import Record, StreamJobs
+from stream_jobs.operator_blocks import OperatorBlocks
 from stream_jobs.runtime import FastConsumer, make_app, source_topic
 from stream_jobs.runtime.watchdog import StallWatch
 
@@ -123,6 +127,10 @@ class StreamJobsApp:
         self.budgets_seen = asyncio.Event()
         """Set once the budgets topic was read to its end (as `pins_seen` for the pins topic)."""
         self.pins_seen = asyncio.Event()
+        self.control_seen = asyncio.Event()
+        self.operator_blocks = OperatorBlocks(self.jobs.issued_by)
+        """Operators' blocks on the control topic: what the jobs' control messages keep."""
+        self._started: float | None = None
         self._lock = asyncio.Lock()  # one of: a batch, a tick, a budget/pin update, a commit
         self.stalls = StallWatch()
         """Partitions with records to apply and no progress (see `_watch_stalls`)."""
@@ -152,6 +160,7 @@ class StreamJobsApp:
         self.heartbeat = HeartbeatPublisher(settings.jobs_heartbeat_interval_s, clock=clock)
         app.task(self._follow_budgets)
         app.task(self._follow_pins)
+        app.task(self._follow_control)
         app.on_partitions_revoked.connect(self._on_revoked)
 
     # -- the agent ------------------------------------------------------------------------
@@ -162,12 +171,7 @@ class StreamJobsApp:
             if not waited:  # once: a pin must be known before its eval results are counted
                 waited = self._holding = True
                 try:
-                    await asyncio.wait_for(self.pins_seen.wait(), PINS_WAIT_S)
-                except TimeoutError:
-                    log.warning(
-                        "pins topic not read within %.0fs; eval drift may miss results until it is",
-                        PINS_WAIT_S,
-                    )
+                    await self._await_followers()
                 finally:
                     self._holding = False
             partition = events[0].message.partition
@@ -241,9 +245,37 @@ class StreamJobsApp:
         async with running(self.app, timeout=timeout):
             await stop.wait()
 
+    async def _await_followers(self) -> None:
+        """Before the first batch: the pins and the operators' blocks, each within its bound."""
+        try:
+            await asyncio.wait_for(self.pins_seen.wait(), PINS_WAIT_S)
+        except TimeoutError:
+            log.warning(
+                "pins topic not read within %.0fs; eval drift may miss results until it is",
+                PINS_WAIT_S,
+            )
+        try:
+            await asyncio.wait_for(self.control_seen.wait(), self._control_wait_left())
+        except TimeoutError:
+            log.warning(
+                "control topic not read within %.0fs; the jobs' control messages may lift an "
+                "operator's block until it is",
+                PINS_WAIT_S,
+            )
+
+    def _control_wait_left(self) -> float:
+        """Seconds left of the bound (`PINS_WAIT_S`, from the first ask) on waiting for the
+        control topic."""
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        return max(0.0, PINS_WAIT_S - (now - self._started))
+
     async def _tick(self) -> None:
         async with self._lock:
-            await self._publish(self.jobs.tick(self.clock()))
+            if self.control_seen.is_set() or not self._control_wait_left():
+                # the timer's unblocks wait for the operators' blocks to be known (bounded)
+                await self._publish(self.jobs.tick(self.clock()))
             # Under the processing lock, so a stuck batch or commit stops the beats (see
             # stream_jobs/heartbeat.py: why a beat proves the jobs are processing).
             await self.heartbeat.maybe_beat(self.control)
@@ -309,7 +341,10 @@ class StreamJobsApp:
         if not records:
             return
         pending = []
+        now = self.clock()
         for record in records:
+            if isinstance(record, ControlMessage) and not self.operator_blocks.admit(record, now):
+                continue
             topic = self.control if isinstance(record, ControlMessage) else self.alerts
             pending.append(
                 await topic.send(key=record_key(record), value=record.model_dump_json().encode())
@@ -356,6 +391,13 @@ class StreamJobsApp:
 
     async def _follow_pins(self) -> None:
         await self._follow(self.settings.pins_topic, self._apply_pin, self.pins_seen)
+
+    async def _follow_control(self) -> None:
+        await self._follow(self.settings.control_topic, self._apply_control, self.control_seen)
+
+    def _apply_control(self, key: bytes | None, value: bytes | None) -> list[Record]:
+        self.operator_blocks.apply(key, value)
+        return []
 
     async def _follow(self, topic: str, apply: Apply, seen: asyncio.Event) -> None:
         """Read `topic` from the beginning and keep following it; `seen` is set once the

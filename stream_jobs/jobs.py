@@ -88,6 +88,8 @@ class StreamJobs:
         max_clock_skew_s: float = 900.0,
         dedup_window: int = 200_000,
     ) -> None:
+        self.issued_by = issued_by
+        """Who the jobs' control messages name (an operator's name anything else)."""
         self.cost = EventCost(pricing)
         self.max_skew_ms = max_clock_skew_s * 1000
         self.recent = RecentLog(dedup_window)

@@ -1,0 +1,88 @@
+"""Operators' blocks on the control topic, which the jobs' own control messages must not lift.
+
+The control topic is compacted and keyed by scope: the SDK takes the latest message of a
+scope as its state. An operator's `agentaudit block` and the jobs' budget and breaker
+blocks share those keys, so the jobs' UNBLOCK of a scope (a budget window reset, a breaker
+going half-open or closed, a budget removed, a replayed UNBLOCK re-published after a crash)
+silently lifted an operator's block of the same scope, and a jobs' BLOCK with an `until`
+turned an operator's indefinite block into one that lifts at the budget window's end.
+
+`OperatorBlocks` follows the topic (every worker reads all of it) and holds, per scope key,
+the operator block in force: the latest BLOCK with reason `manual` that the jobs did not
+issue, until an UNBLOCK the jobs did not issue (the operator's `unblock`) or its `until`.
+While one holds, the jobs publish no UNBLOCK of that scope, nor a BLOCK lifting before the
+operator's: the scope stays blocked by the operator, who lifts it (the transitions and
+alerts are still published). A jobs' BLOCK that lasts at least as long (a breaker's, until
+unblocked) is published: the scope stays blocked at least as long as the operator said.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from agentaudit_schemas.records import (
+    HEARTBEAT_KEY_PREFIX,
+    ControlAction,
+    ControlMessage,
+    ControlReason,
+)
+
+__all__ = ["OperatorBlocks"]
+
+log = logging.getLogger("agentaudit.stream_jobs")
+_NEVER = None
+
+
+class OperatorBlocks:
+    """Per scope key, the operator's block in force (its `until`, None = until unblocked)."""
+
+    def __init__(self, issued_by: str) -> None:
+        self.issued_by = issued_by
+        """Who the jobs' own control messages name: those are not an operator's."""
+        self._blocks: dict[str, datetime | None] = {}
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """One control-topic record (heartbeats, tombstones and invalid records are skipped:
+        a tombstone is no operator's decision, and the SDK reports invalid ones)."""
+        if not value or key is None or key.startswith(HEARTBEAT_KEY_PREFIX.encode()):
+            return
+        try:
+            message = ControlMessage.model_validate_json(value)
+        except ValidationError:
+            return
+        if message.issued_by == self.issued_by:
+            return
+        scope = message.scope.key
+        if message.action is ControlAction.UNBLOCK:
+            self._blocks.pop(scope, None)
+        elif message.reason is ControlReason.MANUAL:
+            self._blocks[scope] = message.until
+
+    def holds(self, scope_key: str, now: datetime) -> bool:
+        """True while an operator's block of exactly this scope is in force at `now`."""
+        if scope_key not in self._blocks:
+            return False
+        until = self._blocks[scope_key]
+        return until is _NEVER or until > now
+
+    def admit(self, message: ControlMessage, now: datetime) -> bool:
+        """Whether the jobs may publish `message` (False: an operator's block holds, and the
+        message would lift it or shorten it)."""
+        key = message.scope.key
+        if not self.holds(key, now):
+            return True
+        if message.action is ControlAction.BLOCK:
+            mine, theirs = message.until, self._blocks[key]
+            if mine is _NEVER or (theirs is not _NEVER and mine >= theirs):
+                return True
+        log.warning(
+            "not publishing %s of %s (%s): an operator's block of the scope is in force; "
+            "it stays blocked until the operator lifts it",
+            message.action.value,
+            message.scope.key,
+            message.reason.value,
+        )
+        return False

@@ -1,0 +1,75 @@
+"""`OperatorBlocks`: the jobs' control messages neither lift nor shorten an operator's block.
+(The broker case: tests/integration/test_stream_jobs_operator_blocks.py, behind faults.)"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from agentaudit.control_plane import manual_control
+from agentaudit_schemas.records import ControlAction, ControlMessage, ControlReason, Scope
+from stream_jobs.operator_blocks import OperatorBlocks
+
+NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
+JOBS = "agentaudit.stream_jobs"
+ACME = Scope(tenant_id="acme")
+
+
+def _jobs(
+    action: ControlAction, until: datetime | None = None, scope: Scope = ACME
+) -> ControlMessage:
+    reason = (
+        ControlReason.BUDGET_EXHAUSTED
+        if action is ControlAction.BLOCK
+        else ControlReason.WINDOW_RESET
+    )
+    return ControlMessage(
+        control_id="c" * 32,
+        scope=scope,
+        action=action,
+        reason=reason,
+        message="by the jobs",
+        issued_at=NOW,
+        issued_by=JOBS,
+        until=until,
+    )
+
+
+def _wire(msg: ControlMessage) -> tuple[bytes, bytes]:
+    return msg.scope.key.encode(), msg.model_dump_json().encode()
+
+
+def _operator(action: ControlAction, until: datetime | None = None) -> ControlMessage:
+    return manual_control(ACME, action, issued_by="oncall", now=NOW, until=until)
+
+
+def test_an_operator_block_keeps_the_scope_from_the_jobs_unblock_and_shorter_blocks() -> None:
+    blocks = OperatorBlocks(JOBS)
+    assert blocks.admit(_jobs(ControlAction.UNBLOCK), NOW)  # nothing held yet
+    blocks.apply(*_wire(_operator(ControlAction.BLOCK)))
+    assert not blocks.admit(_jobs(ControlAction.UNBLOCK), NOW)
+    assert not blocks.admit(_jobs(ControlAction.BLOCK, NOW + timedelta(hours=1)), NOW)
+    assert blocks.admit(_jobs(ControlAction.BLOCK), NOW)  # a breaker's: until unblocked
+    assert blocks.admit(_jobs(ControlAction.UNBLOCK, scope=Scope(tenant_id="globex")), NOW)
+    blocks.apply(*_wire(_jobs(ControlAction.UNBLOCK)))  # the jobs' own echo: no decision
+    assert not blocks.admit(_jobs(ControlAction.UNBLOCK), NOW)
+    blocks.apply(*_wire(_operator(ControlAction.UNBLOCK)))  # the operator lifts it
+    assert blocks.admit(_jobs(ControlAction.UNBLOCK), NOW)
+
+
+def test_an_operator_block_with_an_end_holds_until_then_and_longer_blocks_pass() -> None:
+    end = NOW + timedelta(hours=2)
+    blocks = OperatorBlocks(JOBS)
+    blocks.apply(*_wire(_operator(ControlAction.BLOCK, until=end)))
+    assert not blocks.admit(_jobs(ControlAction.BLOCK, NOW + timedelta(hours=1)), NOW)
+    assert blocks.admit(_jobs(ControlAction.BLOCK, end + timedelta(hours=1)), NOW)
+    assert not blocks.admit(_jobs(ControlAction.UNBLOCK), end - timedelta(seconds=1))
+    assert blocks.admit(_jobs(ControlAction.UNBLOCK), end)
+
+
+def test_heartbeats_tombstones_and_invalid_records_are_no_operator_decision() -> None:
+    blocks = OperatorBlocks(JOBS)
+    blocks.apply(*_wire(_operator(ControlAction.BLOCK)))
+    blocks.apply(b"tenant=acme", None)
+    blocks.apply(b"tenant=acme", b"{not json")
+    blocks.apply(b"heartbeat/stream_jobs", b'{"record": "heartbeat"}')
+    assert blocks.holds("tenant=acme", NOW)
