@@ -15,10 +15,12 @@ import base64
 import binascii
 import zlib
 from collections.abc import Iterator
+from functools import cache
 from typing import Any, TypeVar
 
 import orjson
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -157,6 +159,40 @@ def _hex_ids(doc: Any, signal: str) -> None:
                     _b64_ids(link)
 
 
+@cache
+def _json_fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
+    """A message's fields by JSON name and by proto name (the two `json_format` reads)."""
+    return {**{f.json_name: f for f in descriptor.fields}, **descriptor.fields_by_name}
+
+
+def _one_spelling(obj: Any, descriptor: Descriptor) -> None:
+    """BadRequest when an object of `obj` names one field twice, by its JSON name and by its
+    proto name (`resourceSpans` and `resource_spans`): `json_format` keeps one of the two
+    silently (its duplicate check compares the keys as written), so a list of spans was
+    dropped from a request answered 200. The Collector's reader refuses it ("duplicate
+    field"); so does this."""
+    if not isinstance(obj, dict):
+        return
+    fields = _json_fields(descriptor)
+    seen: dict[str, str] = {}
+    for key, value in obj.items():
+        field = fields.get(key)
+        if field is None:
+            continue
+        if field.name in seen:
+            raise BadRequest(
+                f"{descriptor.name}.{field.name} given twice ({seen[field.name]}, {key})"
+            )
+        seen[field.name] = key
+        if field.message_type is None or value is None:
+            continue
+        if field.is_repeated and isinstance(value, list):
+            for item in value:
+                _one_spelling(item, field.message_type)
+        else:
+            _one_spelling(value, field.message_type)
+
+
 def _parse(message: M, body: bytes, media: str, signal: str) -> M:
     if media == PROTOBUF:
         try:
@@ -170,6 +206,7 @@ def _parse(message: M, body: bytes, media: str, signal: str) -> M:
         raise BadRequest(f"JSON body does not parse: {exc}") from None
     _hex_ids(doc, signal)
     try:
+        _one_spelling(doc, message.DESCRIPTOR)
         json_format.ParseDict(doc, message, ignore_unknown_fields=True)
     except (json_format.ParseError, binascii.Error, RecursionError, ValueError, TypeError) as exc:
         raise BadRequest(f"JSON body is not OTLP: {str(exc)[:500]}") from None
