@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import re
+import select
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +22,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from agentaudit.errors import UserError
-from agentaudit.store.chdb_engine import TRAILING_FORMAT_RE, ChdbEngine, EngineError, Outcome
+from agentaudit.store.chdb_engine import (
+    TRAILING_FORMAT_RE,
+    CallerGone,
+    ChdbEngine,
+    EngineError,
+    Outcome,
+)
 from agentaudit.store.client import USER_ERROR_CODES
 from agentaudit.store.http_body import Body, param_text, parse_form, parse_query_string
 
@@ -76,6 +83,8 @@ _NAMES = {AUTHENTICATION_FAILED: "AUTHENTICATION_FAILED", _USER_ERROR: "ACCESS_D
 # (user, password, statement without FORMAT, format) -> the answer; raises UserError to refuse.
 AuditorRoute = Callable[[str, str, bytes, str], Outcome]
 _QUERY_STRING_RE = re.compile(r"\?[^\s'\"]*")
+# The peer's FIN shows as POLLRDHUP (Linux) even while its request data is still unread.
+_HANG_UP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 _HEAD_LIMIT = 1 << 18  # an INSERT statement longer than this is not a data insert
 # An auditor's request is one statement, read whole before anyone is authenticated: bounded,
 # far above what ClickHouse parses (max_query_size, 256 KiB), so a small compressed body cannot
@@ -170,6 +179,10 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 fmt, outcome = self._execute(body, params)
         except OSError:  # the client went away mid-request: nobody to answer
+            self.close_connection = True
+            return
+        except CallerGone:
+            log.info("query %r not run: its client closed the connection while it waited", query_id)
             self.close_connection = True
             return
         except Exception as exc:  # answered like a server would, never a dropped connection
@@ -293,13 +306,20 @@ class _Handler(BaseHTTPRequestHandler):
                     yield head[offset:]
                 yield from chunks
 
-            return fmt, engine.insert(statement, fmt, data(), database, settings)
+            return fmt, engine.insert(statement, fmt, data(), database, settings, self._gone)
         sql = head + b"".join(chunks)
         _refuse_several(sql)
         trailing = TRAILING_FORMAT_RE.search(sql)
         fmt = trailing.group(1).decode() if trailing else default_fmt
         query_params = {k[6:]: param_text(v) for k, v in params.items() if k.startswith("param_")}
-        return fmt, engine.query(sql, fmt, query_params, database, settings)
+        return fmt, engine.query(sql, fmt, query_params, database, settings, self._gone)
+
+    def _gone(self) -> bool:
+        """Whether the client closed its end: it gave up waiting (a read timeout) and may retry
+        elsewhere, so a statement still waiting for the session must not run for nobody."""
+        poller = select.poll()
+        poller.register(self.connection, _HANG_UP)
+        return bool(poller.poll(0))
 
     def _reply(
         self, status: int, body: bytes | memoryview, headers: dict[str, str], head: bool = False
