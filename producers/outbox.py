@@ -72,6 +72,10 @@ class Outbox:
         self._appended = len(spool)
         self._acked = 0
         self._awaiting: list[tuple[int, Future[bool]]] = []
+        # Another process's leftover spool slot being replayed (`Spool.adopt_orphan`), and
+        # whether to look for one: after each connect, once our own spool is empty.
+        self._orphan: SpoolBackend | None = None
+        self._orphans_due = True
         self._warn_broker = WarnLimiter(logger)
         self._warn_drop = WarnLimiter(logger)
         self._warn_refused = WarnLimiter(logger)
@@ -83,6 +87,7 @@ class Outbox:
         self.connected, self.next_attempt = False, 0.0
         self._call, self._connecting = None, None  # the parent's loop's
         self._appended, self._acked, self._awaiting = len(spool), 0, []
+        self._orphan, self._orphans_due = None, True  # an adopted slot stays the parent's
         after_fork = getattr(self.transport, "after_fork_in_child", None)
         if callable(after_fork):
             after_fork()
@@ -140,6 +145,7 @@ class Outbox:
             self._failed("broker unavailable", exc)  # whatever the reason: unusable now
         else:
             self.connected = True
+            self._orphans_due = True
             self._backoff.reset()
         finally:
             self._connecting = None
@@ -216,6 +222,8 @@ class Outbox:
             self._counters.replayed += delivered
             self._acked += len(batch)
             sent += 1
+        if self.connected and not len(self.spool) and (max_batches is None or sent < max_batches):
+            sent += await self._replay_orphan(None if max_batches is None else max_batches - sent)
         if sent and self._awaiting:
             waiting, self._awaiting = self._awaiting, []
             for mark, future in waiting:
@@ -224,6 +232,38 @@ class Outbox:
                 else:
                     self._awaiting.append((mark, future))
         return sent > 0
+
+    async def _replay_orphan(self, max_batches: int | None) -> int:
+        """Replay another process's abandoned spool slot, when our own spool is empty."""
+        if self._orphan is None:
+            adopt = getattr(self.spool, "adopt_orphan", None)
+            if not self._orphans_due or not callable(adopt):
+                return 0
+            try:
+                self._orphan = adopt()
+            except OSError as exc:
+                logger.warning("agentaudit spool: cannot open a leftover slot: %s", exc)
+            if self._orphan is None:
+                self._orphans_due = False  # none now: look again after the next connect
+                return 0
+            logger.info(
+                "agentaudit: replaying %d events another process spooled", len(self._orphan)
+            )
+        orphan, sent = self._orphan, 0
+        while self.connected and len(orphan) and (max_batches is None or sent < max_batches):
+            batch = orphan.read(self._batch_size)
+            if not batch:
+                break
+            delivered = await self._send(batch)
+            if delivered is None:
+                return sent  # broker gone again: go on after the next connect
+            orphan.ack(len(batch))
+            self._counters.replayed += delivered
+            sent += 1
+        if not len(orphan) or not sent:
+            orphan.close()
+            self._orphan = None
+        return sent
 
     async def finish(self, deadline: float | None) -> bool:
         """Last reconnect/replay before `deadline` (loop time), then account for what is left
@@ -244,6 +284,9 @@ class Outbox:
         elif leftovers:
             logger.warning("agentaudit: %d events left in the spool for the next start", leftovers)
         self.spool.close()
+        if self._orphan is not None:
+            self._orphan.close()
+            self._orphan = None
         return leftovers == 0 or self.spool.durable
 
     async def close_transport(self, deadline: float | None) -> None:

@@ -315,6 +315,34 @@ class Spool:
             logger.warning("agentaudit spool: no slot for a forked child (%s): memory", exc)
         return MemorySpool(self.max_bytes)
 
+    def adopt_orphan(self) -> Spool | None:
+        """Another slot under this one's base directory holding records that no process owns,
+        opened for replay (its damage counted in this spool's `torn`); None if there is none
+        or this spool was not claimed. `claim` adopts leftovers only by reusing their slot, so
+        slots of a larger set of processes than the one started again (fewer workers after a
+        redeploy, a Pool whose children spooled and ended) were never replayed."""
+        if not _SLOT.fullmatch(self.directory.name):
+            return None
+        for path in sorted(self.directory.parent.iterdir()):
+            if path == self.directory or not _SLOT.fullmatch(path.name):
+                continue
+            if not any(path.glob("*.seg")):
+                continue
+            try:
+                orphan = Spool(
+                    path,
+                    max_bytes=self.max_bytes,
+                    segment_bytes=self.segment_bytes,
+                    fsync=self.fsync,
+                )
+            except OSError:  # SpoolLocked: a live process owns it; or unreadable
+                continue
+            self.torn += orphan.torn
+            if len(orphan):
+                return orphan
+            orphan.close()
+        return None
+
     def close(self) -> None:
         """fsync the segment being written and release the directory lock; idempotent."""
         self._close_writer()

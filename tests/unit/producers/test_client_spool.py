@@ -77,3 +77,33 @@ def test_restart_replays_the_disk_spool(make_client: Any, tmp_path: Path) -> Non
     assert seqs(up) == list(range(50))
     assert [key for key, _ in up.records] == [b"t-a"] * 40 + [b"t-b"] * 10
     assert second.stats.replayed == 50 and len(list((tmp_path / "spool").glob("*.seg"))) == 0
+
+
+def test_slots_left_by_more_processes_than_restart_are_replayed(
+    make_client: Any, tmp_path: Path
+) -> None:
+    """Three processes spooled (broker down) into slots 00-02 and ended; one starts again. It
+    claims one slot; the other two were replayed only when more processes claimed them,
+    so after a scale-down they sat on disk for good, in no one's stats (found by the SDK
+    probe). A connected client with an empty spool now replays slots nobody owns."""
+    base = tmp_path / "spool"
+    down = InMemoryTransport(available=False)
+    for k in range(3):
+        ended: Client = make_client(down, spool=Spool(base / f"slot-{k:02d}"))
+        emit_range(ended, 100 * k, 100 * k + 10)
+        assert ended.shutdown(10) and ended.stats.spooled == 10
+    live = Spool(base / "slot-01")  # a live process's slot: not another's to take
+    emit_live: Client = make_client(InMemoryTransport(available=False), spool=live)
+    emit_range(emit_live, 500, 505)
+    assert emit_live.flush(10)
+
+    up = InMemoryTransport()
+    restarted: Client = make_client(up, spool=Spool.claim(base))
+    assert restarted.flush(10, delivered=True)
+    emit_range(restarted, 900, 901)
+    assert restarted.flush(10)
+    assert restarted.shutdown(10)
+    assert sorted(seqs(up)) == [*range(0, 10), *range(200, 210), 900]
+    assert restarted.stats.replayed == 20
+    assert not list((base / "slot-00").glob("*.seg")) and not list((base / "slot-02").glob("*.seg"))
+    assert len(list((base / "slot-01").glob("*.seg"))) > 0  # still the live process's
