@@ -33,12 +33,20 @@ _SECRET_TOKENS = re.compile(
     | \bAIza[0-9A-Za-z_-]{35}                                    # Google API key
     | \b[rs]k_(?:live|test)_[0-9A-Za-z]{16,}                     # Stripe secret/restricted keys
     | \beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*  # JWT header.payload.sig
+    | \bhf_[A-Za-z0-9]{30,}\b                                    # Hugging Face tokens
+    | -----BEGIN[A-Z\ ]*PRIVATE\ KEY-----                       # PEM private key, to its end
+      (?:[\s\S]*?-----END[A-Z\ ]*PRIVATE\ KEY-----|[\s\S]*)     # (or to the text's end)
     """,
     re.VERBOSE,
 )
-# Label kept, value replaced: "Authorization: Bearer <tok>", "Basic <b64>", "password=<v>".
+# Label kept, value replaced: "Authorization: Bearer <tok>", "Basic <b64>", "password=<v>",
+# any "Authorization: <scheme> <credentials>", "token=<v>" (URL query, env), the password of
+# a URL's user info ("postgres://user:<pw>@host").
 _SECRET_VALUES = re.compile(
     r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/-]{16,}=*"
+    r"|(\bauthorization\s*[:=]\s*[\"']?[a-z-]+\s+)(?!\[REDACTED)(?=[^\s\"',;]*\d)[^\s\"',;]{8,}"
+    r"|(\b(?:[a-z0-9]+[_-])*token=)(?!\[REDACTED)[^\s&\"',;]{8,}"
+    r"|(\b[a-z][a-z0-9+.-]*://[^\s/:@\"']+:)(?!\[REDACTED)[^\s/@\"']+(?=@)"
     r"|(\bbasic\s+)[A-Za-z0-9+/]{12,}={0,2}"
     r"|(\b(?:[a-z0-9]+[_-])*(?:password|passwd|pwd|secret|secret[_-]?(?:access[_-]?)?key|api[_-]?key"
     r"|access[_-]?token|auth[_-]?token|client[_-]?secret|private[_-]?key)"

@@ -62,6 +62,16 @@ SAMPLE: list[tuple[str, dict[str, int]]] = [
     ("export OPENAI_API_KEY=sk-proj-abcDEF123456ghiJKL789mnoPQR", {SECRET: 1}),
     ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", {SECRET: 1}),
     ("DB_PASSWORD='s3cr3t-pass'", {SECRET: 1}),
+    # shapes the SDK probe found passing through (session 23)
+    ("DATABASE_URL=postgres://admin:Sup3r-S3cret!@db.internal:5432/app", {SECRET: 1}),
+    ("GET https://api.example.com/v1/items?token=7f3a9c2e41d84b6f&page=2", {SECRET: 1}),
+    ("Authorization: Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b", {SECRET: 1}),
+    ("HF_TOKEN is hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567", {SECRET: 1}),
+    (
+        "use\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x\n-----END RSA PRIVATE KEY-----",
+        {SECRET: 1},
+    ),
+    ("truncated -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA", {SECRET: 1}),
     # -- mixed
     (
         "Reach jane@corp.com or +1 415 555 2671 re card 4111-1111-1111-1111",
@@ -94,6 +104,8 @@ SAMPLE: list[tuple[str, dict[str, int]]] = [
     ("tracking 1Z999AA10123456784", {}),
     ("build 20240115.3 took 1234 ms", {}),
     ("between 10 and 20 tokens; 512 max", {}),
+    ("Authorization: is documented in the wiki", {}),
+    ("see https://example.com/docs/a@b and max_token=4096", {}),
 ]
 
 
@@ -156,6 +168,12 @@ def test_exact_outputs_keep_labels() -> None:
         "mail [REDACTED:EMAIL], call [REDACTED:PHONE]"
     )
     assert redact("no pii here").counts == {}
+    assert redact("postgres://admin:pw0rd@db:5432/x").text == (
+        "postgres://admin:[REDACTED:SECRET]@db:5432/x"
+    )
+    assert redact(
+        "k\n-----BEGIN EC PRIVATE KEY-----\nAB12\n-----END EC PRIVATE KEY-----\nok"
+    ).text == ("k\n[REDACTED:SECRET]\nok")
 
 
 def test_luhn() -> None:
