@@ -112,7 +112,13 @@ class Spool:
 
     def _load(self) -> None:
         cursor_seq, cursor_offset = read_cursor(self.directory)
-        paths = sorted(self.directory.glob("*.seg"), key=lambda p: int(p.stem))
+        paths = []
+        for path in self.directory.glob("*.seg"):
+            if path.stem.isdigit() and path.stem.isascii():
+                paths.append(path)
+            else:  # not one this spool wrote ("copy.seg"): int() of its name crashed start-up
+                logger.warning("agentaudit spool: ignoring %s (not a spool segment name)", path)
+        paths.sort(key=lambda p: int(p.stem))
         for path in paths:
             seq = int(path.stem)
             with path.open("rb") as file:

@@ -145,3 +145,16 @@ def test_one_owner_per_directory_and_slots(tmp_path: Path) -> None:
     again = Spool.claim(tmp_path / "base")  # leftovers are adopted first
     assert again.directory == b.directory and len(again) == 2
     again.close()
+
+
+def test_a_foreign_seg_file_is_ignored_not_a_crash(tmp_path: Path) -> None:
+    """A file in the spool directory named like a segment but not numbered ('copy.seg', left by
+    an operator or a backup tool) made Spool() raise ValueError, so Client.from_settings
+    crashed the agent at every start (it falls back to memory only on OSError)."""
+    first = Spool(tmp_path / "slot-00")
+    first.append([(b"k", b"v1")])
+    first.close()
+    (tmp_path / "slot-00" / "copy.seg").write_bytes(b"junk")
+    again = Spool.claim(tmp_path)
+    assert again.directory.name == "slot-00" and again.read(10) == [(b"k", b"v1")]
+    again.close()
