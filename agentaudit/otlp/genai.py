@@ -22,7 +22,7 @@ the sum of its inference spans' `llm_call`s; usage an instrumentation puts on th
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -66,18 +66,35 @@ class Unmapped:
     detail: str
 
 
+SHARED_CHARS = 1024
+"""Resource values copied into every event are cut to this many characters, more than any
+contract limit on them (so the verdict on an event is the same): a resource is sent once for
+all its spans, and a megabyte `service.version` was copied into each span's event document."""
+
+
+def _text(value: Any) -> str:
+    return (value if isinstance(value, str) else str(value))[:SHARED_CHARS]
+
+
 def origin(tenant: str, resource: dict[str, Any], scope_name: str, scope_version: str) -> Origin:
     """The shared identity of a resource's spans (see the module docstring)."""
     env = resource.get("deployment.environment.name", resource.get("deployment.environment"))
-    return Origin(
+    user = resource.get("user.id", resource.get("enduser.id"))
+    base = Origin(
         tenant_id=tenant,
-        agent_id=A.slug(str(resource.get("service.name") or ""), "unknown_service"),
-        agent_version=str(resource.get("service.version") or "unknown"),
-        deployment=str(env).lower() if env else None,
-        sdk_name=(scope_name or "otlp")[:64],
-        sdk_version=(scope_version or "0")[:32],
-        user_id=resource.get("user.id", resource.get("enduser.id")),
+        agent_id=A.slug(_text(resource.get("service.name") or ""), "unknown_service"),
+        agent_version=_text(resource.get("service.version") or "unknown"),
+        deployment=_text(env).lower() if env else None,
+        sdk_name="",
+        sdk_version="",
+        user_id=_text(user) if user is not None else None,
     )
+    return scoped(base, scope_name, scope_version)
+
+
+def scoped(o: Origin, scope_name: str, scope_version: str) -> Origin:
+    """`o` for the instrumentation scope `scope_name` `scope_version` (the event's sdk)."""
+    return replace(o, sdk_name=(scope_name or "otlp")[:64], sdk_version=(scope_version or "0")[:32])
 
 
 def operation(a: dict[str, Any]) -> str | None:

@@ -11,6 +11,7 @@ Pure: no I/O, the same request always gives the same records.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,11 +25,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from agentaudit.otlp import attrs as A
 from agentaudit.otlp.evals import eval_result
-from agentaudit.otlp.genai import Origin, Unmapped, map_span, origin
+from agentaudit.otlp.genai import Origin, Unmapped, map_span, origin, scoped
 from agentaudit.sink.deadletter import LAND, keep
 from agentaudit.sink.decode import Reason, Rejected, validate
 
 Headers = list[tuple[str, bytes]]
+WHOLE_RESOURCE_BYTES = 2048
+"""A resource (as JSON) up to this size is copied into every dead letter of its items."""
 MAX_MESSAGES = 5
 """Distinct dead-letter reasons quoted in the response's error message."""
 SPAN_IDS = ("trace_id", "span_id", "parent_span_id")
@@ -102,9 +105,10 @@ class _Collector:
         self.out.reasons[reason] = self.out.reasons.get(reason, 0) + 1
 
     def unmapped(
-        self, why: Unmapped, item: Message, ids: tuple[str, ...], ctx: dict[str, Any]
+        self, why: Unmapped, item: Message, ids: tuple[str, ...], ctx: tuple[_Resource, str]
     ) -> None:
-        value = orjson.dumps({**ctx, "item": _otlp_json(item, ids)}, default=_jsonable)
+        res, scope = ctx
+        value = orjson.dumps({**res.ctx(scope), "item": _otlp_json(item, ids)}, default=_jsonable)
         self.dead(why.reason, why.detail, value)
         self.out.rejected += 1
 
@@ -113,7 +117,7 @@ class _Collector:
         produce: Callable[[], list[dict[str, Any]] | Unmapped],
         item: Message,
         ids: tuple[str, ...],
-        ctx: dict[str, Any],
+        ctx: tuple[_Resource, str],
     ) -> None:
         """One span or log record: its events, or its dead letter. Whatever one item holds
         that the mapping did not foresee (a token sum past 64 bits, ...) makes it a dead
@@ -143,6 +147,37 @@ class _Collector:
         self.out.rejected += bad
 
 
+class _Resource:
+    """What a dead letter says of its item's resource, bounded per request.
+
+    A resource is sent once for all its items, but every dead letter carried it whole: a
+    170 KB request (a 100 KB resource attribute, 2,000 non-GenAI spans) held 200 MB of dead
+    letters in the worker's memory and sent them all to the DLQ topic; within the 16 MiB body
+    limit that reaches hundreds of GB, an out-of-memory kill of the worker (and its sink)
+    that the exporter's retry repeats. A resource up to `WHOLE_RESOURCE_BYTES` (as JSON) is
+    still in every dead letter; a larger one is whole in its first dead letter of the
+    request, and the others name it (service.name, size, SHA-256 of its JSON)."""
+
+    def __init__(self, resource: dict[str, Any]) -> None:
+        self.resource = resource
+        self._json = orjson.dumps(resource, default=_jsonable)
+        self._given = False
+
+    def ctx(self, scope: str) -> dict[str, Any]:
+        """The `resource` and `scope` of one dead letter."""
+        if len(self._json) <= WHOLE_RESOURCE_BYTES or not self._given:
+            self._given = True
+            return {"resource": self.resource, "scope": scope[:256]}
+        name = self.resource.get("service.name")
+        reference = {
+            "service.name": str(name)[:256] if name is not None else None,
+            "otlp.resource_bytes": len(self._json),
+            "otlp.resource_sha256": hashlib.sha256(self._json).hexdigest(),
+            "otlp.resource_in": "the first dead letter of its request",
+        }
+        return {"resource": reference, "scope": scope[:256]}
+
+
 def _eval_events(o: Origin, rec: Any) -> list[dict[str, Any]] | Unmapped:
     mapped = eval_result(o, rec)
     return mapped if isinstance(mapped, Unmapped) else [mapped]
@@ -155,9 +190,11 @@ def traces(
     c = _Collector(tenant, source)
     for rs in request.resource_spans:
         resource = A.to_dict(rs.resource.attributes)
+        # Once per resource, not per scope: a scope costs a few bytes to send.
+        base, res = origin(tenant, resource, "", ""), _Resource(resource)
         for ss in rs.scope_spans:
-            o: Origin = origin(tenant, resource, ss.scope.name, ss.scope.version)
-            ctx = {"resource": resource, "scope": ss.scope.name}
+            o = scoped(base, ss.scope.name, ss.scope.version)
+            ctx = (res, ss.scope.name)
             for span in ss.spans:
                 c.item(partial(map_span, o, span), span, SPAN_IDS, ctx)
     return c.out
@@ -169,9 +206,10 @@ def logs(tenant: str, request: ExportLogsServiceRequest, source: str = "otlp:/v1
     c = _Collector(tenant, source)
     for rl in request.resource_logs:
         resource = A.to_dict(rl.resource.attributes)
+        base, res = origin(tenant, resource, "", ""), _Resource(resource)
         for sl in rl.scope_logs:
-            o = origin(tenant, resource, sl.scope.name, sl.scope.version)
-            ctx = {"resource": resource, "scope": sl.scope.name}
+            o = scoped(base, sl.scope.name, sl.scope.version)
+            ctx = (res, sl.scope.name)
             for rec in sl.log_records:
                 c.item(partial(_eval_events, o, rec), rec, LOG_IDS, ctx)
     return c.out
