@@ -19,6 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
 
 from agentaudit.errors import UserError
@@ -335,19 +336,61 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
+MAX_CONNECTIONS = 256
+"""Connections served at once. Any local process may connect (the token is asked per request),
+and each connection holds a thread and a file descriptor for up to `_Handler.timeout` idle:
+unbounded, ~1,000 idle connections took every descriptor of an owner under the usual limit of
+1,024 (ulimit -n), and chDB then failed the sink's insert (Code 1001 'Too many open files',
+which stops the worker). Past the bound a new connection is closed at once. The pipeline's own
+clients hold a few each (one per concurrent call)."""
+
+
 class ChdbHttpServer(ThreadingHTTPServer):
-    """Serves `engine` on 127.0.0.1:`port` (0 = any free port) to callers presenting `token`."""
+    """Serves `engine` on 127.0.0.1:`port` (0 = any free port) to callers presenting `token`,
+    on at most `max_connections` connections at once."""
 
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, engine: ChdbEngine, token: str, port: int = 0) -> None:
+    def __init__(
+        self, engine: ChdbEngine, token: str, port: int = 0, max_connections: int = MAX_CONNECTIONS
+    ) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.engine = engine
         self.token = token
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._max_connections = max_connections
+        self._refusing = False  # a warning per episode of refusals, not per connection
         # Requests with other credentials go here (agentaudit/auditors/http.py); None: refused.
         self.auditors: AuditorRoute | None = None
         self._thread: threading.Thread | None = None
+
+    def verify_request(self, request: object, client_address: object) -> bool:
+        """Take a connection slot, or refuse (socketserver then closes the connection)."""
+        if self._slots.acquire(blocking=False):
+            self._refusing = False
+            return True
+        if not self._refusing:
+            self._refusing = True
+            log.warning(
+                "embedded store endpoint: %d connections open, refusing new ones until one "
+                "closes (a client holding connections idle?)",
+                self._max_connections,
+            )
+        return False
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started (none left?): the slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     @property
     def url(self) -> str:

@@ -1,0 +1,80 @@
+"""The embedded store endpoint holds a bounded number of connections.
+
+Any local process may connect to it (the token is asked per request). Each connection held a
+thread and a file descriptor for up to two minutes idle, unbounded: ~1,000 idle connections
+took every descriptor of an owner under `ulimit -n 1024`, and chDB failed the sink's next
+insert with 'Too many open files'.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentaudit.errors import StoreUnavailable
+from agentaudit.store.chdb_engine import ChdbEngine
+from agentaudit.store.chdb_http import ChdbHttpServer
+from agentaudit.store.client import ClickHouseStore
+from agentaudit.store.embedded import Published
+from tests.helpers_wait import poll_value
+
+pytestmark = pytest.mark.integration
+
+SLOTS = 4
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ChdbHttpServer]:
+    engine = ChdbEngine(tmp_path / "chdb")
+    served = ChdbHttpServer(engine, "t0ken", max_connections=SLOTS).start()
+    try:
+        yield served
+    finally:
+        served.close()
+        engine.close()
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False  # open, nothing to read
+    except ConnectionResetError:
+        return True
+
+
+def test_idle_connections_past_the_bound_are_closed_and_slots_come_back(
+    server: ChdbHttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    host, port = server.server_address[:2]
+    idle = [socket.create_connection((str(host), port)) for _ in range(SLOTS + 6)]
+    try:
+
+        def refused() -> list[socket.socket] | None:
+            closed = [s for s in idle if _closed_by_server(s)]
+            return closed if len(closed) >= 6 else None
+
+        # Before: all 10 held (threads, descriptors) until each idled out, 120 s.
+        closed = poll_value(refused, 5, "connections past the bound to be closed")
+        assert len(closed) == 6
+        assert "refusing new ones" in caplog.text
+        assert caplog.text.count("refusing new ones") == 1  # once per episode, not per socket
+    finally:
+        for s in idle:
+            s.close()
+    # The slots come back as the server sees the idle connections close.
+    assert poll_value(lambda: _answers(server), 5, "a slot for an operator") == 1
+
+
+def _answers(server: ChdbHttpServer) -> int | None:
+    try:
+        store = ClickHouseStore(Published(server.url, "t0ken", 0).endpoint())
+    except StoreUnavailable:  # refused: the slots are still being released
+        return None
+    try:
+        return int(store.command("SELECT 1"))
+    finally:
+        store.close()
