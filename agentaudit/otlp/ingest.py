@@ -49,6 +49,9 @@ class Outcome:
     """(key, value, headers) for the dead-letter topic."""
     items: int = 0
     rejected: int = 0
+    timestamp_ms: int | None = None
+    """The records' Kafka timestamp (ms): the time they were judged against; None = the
+    producer's clock."""
     reasons: dict[str, int] = field(default_factory=dict)
 
     def message(self) -> str:
@@ -82,9 +85,10 @@ def _camel(name: str) -> str:
 
 
 class _Collector:
-    def __init__(self, tenant: str, source: str) -> None:
+    def __init__(self, tenant: str, source: str, not_after_ms: float | None) -> None:
         self.key = tenant.encode()
         self.source = source.encode()
+        self.not_after_ms = not_after_ms
         self.out = Outcome()
 
     def dead(self, reason: str, detail: str, value: bytes) -> None:
@@ -138,7 +142,7 @@ class _Collector:
     def events(self, values: list[bytes]) -> None:
         bad = False
         for value in values:
-            verdict = validate(value)
+            verdict = validate(value, self.not_after_ms)
             if isinstance(verdict, Rejected):
                 self.dead(verdict.reason.value, verdict.detail, value)
                 bad = True
@@ -184,10 +188,16 @@ def _eval_events(o: Origin, rec: Any) -> list[dict[str, Any]] | Unmapped:
 
 
 def traces(
-    tenant: str, request: ExportTraceServiceRequest, source: str = "otlp:/v1/traces"
+    tenant: str,
+    request: ExportTraceServiceRequest,
+    source: str = "otlp:/v1/traces",
+    *,
+    not_after_ms: float | None = None,
 ) -> Outcome:
-    """The records of a trace export request for `tenant` (from its API key)."""
-    c = _Collector(tenant, source)
+    """The records of a trace export request for `tenant` (from its API key); an event dated
+    after `not_after_ms` (the records' Kafka timestamp plus the allowed clock skew: the sink's
+    `not_after`) is a dead letter, as the sink would make it."""
+    c = _Collector(tenant, source, not_after_ms)
     for rs in request.resource_spans:
         resource = A.to_dict(rs.resource.attributes)
         # Once per resource, not per scope: a scope costs a few bytes to send.
@@ -200,10 +210,16 @@ def traces(
     return c.out
 
 
-def logs(tenant: str, request: ExportLogsServiceRequest, source: str = "otlp:/v1/logs") -> Outcome:
+def logs(
+    tenant: str,
+    request: ExportLogsServiceRequest,
+    source: str = "otlp:/v1/logs",
+    *,
+    not_after_ms: float | None = None,
+) -> Outcome:
     """The records of a logs export request: `gen_ai.evaluation.result` events become
-    `eval_result`s; other records are dead letters."""
-    c = _Collector(tenant, source)
+    `eval_result`s; other records are dead letters (`not_after_ms` as for `traces`)."""
+    c = _Collector(tenant, source, not_after_ms)
     for rl in request.resource_logs:
         resource = A.to_dict(rl.resource.attributes)
         base, res = origin(tenant, resource, "", ""), _Resource(resource)

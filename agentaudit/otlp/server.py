@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -45,6 +46,7 @@ from agentaudit.otlp import decode, ingest
 from agentaudit.otlp.conns import CappedSite, connection_limit
 from agentaudit.otlp.keys import Forbidden, KeyTable, Unauthorized, keys_path, presented_key
 from agentaudit.settings import Settings
+from agentaudit.sink.decode import not_after
 
 log = logging.getLogger("agentaudit.otlp")
 
@@ -176,11 +178,12 @@ class Sender:
         producer = await self._get()
         acked(None)
         pending = []
+        at = outcome.timestamp_ms  # the time the events were judged against (sink: the same)
         for k, v in outcome.events:
-            pending.append(await producer.send(s.events_topic, v, key=k))
+            pending.append(await producer.send(s.events_topic, v, key=k, timestamp_ms=at))
             pending[-1].add_done_callback(acked)
         for k, v, h in outcome.dead_letters:
-            pending.append(await producer.send(s.dlq_topic, v, key=k, headers=h))
+            pending.append(await producer.send(s.dlq_topic, v, key=k, headers=h, timestamp_ms=at))
             pending[-1].add_done_callback(acked)
         await asyncio.gather(*pending)
 
@@ -211,18 +214,26 @@ def _prepare(
     body: bytes,
     encoding: str | None,
     media: str,
+    not_after_ms: float | None,
     limit: int,
 ) -> ingest.Outcome:
     """Inflate (at most `limit` bytes), decode and map one body: pure and CPU-bound; a large
     body is run off the event loop (`Receiver._outcome`)."""
-    return mapping(tenant, parse(decode.inflate(body, encoding, limit), media))
+    message = parse(decode.inflate(body, encoding, limit), media)
+    return mapping(tenant, message, not_after_ms=not_after_ms)
 
 
 class Receiver:
     """The receiver's state: keys, producer, counters; `app` is its aiohttp application."""
 
-    def __init__(self, settings: Settings, keys: KeyTable | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyTable | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
         self.settings = settings
+        self.clock_ms = clock_ms
         self.keys = keys if keys is not None else KeyTable(keys_path(settings))
         self.sender = Sender(settings)
         self._inflight = 0
@@ -313,9 +324,16 @@ class Receiver:
         try:
             try:
                 encoding = request.headers.get("Content-Encoding")
+                # The records' Kafka timestamp, fixed now: the sink dead-letters an event dated
+                # more than max_clock_skew_s after it (occurred_at_in_future), so that check is
+                # made here too, on the same time, and such a span is reported as rejected (it
+                # was answered 200 and then dead-lettered by the sink, unseen by the exporter).
+                now_ms = self.clock_ms()
+                not_after_ms = not_after(now_ms, self.settings.max_clock_skew_s * 1000)
                 out = await self._outcome(
-                    partial(_prepare, parse, mapping, tenant, body, encoding, media)
+                    partial(_prepare, parse, mapping, tenant, body, encoding, media, not_after_ms)
                 )
+                out.timestamp_ms = now_ms
             except decode.TooLarge as exc:
                 return self._error(413, str(exc), media)
             except decode.UnsupportedMediaType as exc:

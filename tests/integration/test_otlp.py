@@ -362,3 +362,36 @@ async def test_openai_v2_instrumentation_spans_land_with_usage_and_cost(
         assert [(m, i, c, o, Decimal(usd)) for m, i, c, o, usd in row] == [
             ("gpt-4o-mini", 1200, 0, 80, UNCACHED_COST)
         ]
+
+
+async def test_a_span_dated_past_the_allowed_clock_skew_is_reported_rejected(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # The sink dead-letters an event dated more than max_clock_skew_s (900 s) after its
+    # Kafka record's timestamp (occurred_at_in_future); the receiver judged events without
+    # that check, so a span from a client whose clock runs an hour ahead was answered 200
+    # with no partial_success, then dead-lettered by the sink: lost, and the exporter never
+    # knew. Now it is judged on the records' own timestamp and reported rejected.
+    import time
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
+
+    await ensure_topics(settings)
+    req = encode_spans(make_spans(chat(input_tokens=1), chat(input_tokens=2)))
+    ahead = req.resource_spans[0].scope_spans[0].spans[1]
+    hour_ahead = time.time_ns() + 3600 * 10**9  # relative to this run's clock: no date pinned
+    ahead.start_time_unix_nano, ahead.end_time_unix_nano = hour_ahead, hour_ahead + 10**9
+    headers = {"Content-Type": "application/x-protobuf"}
+    async with (
+        receiver(settings, tmp_path) as (url, key, rx),
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{url}/v1/traces", data=req.SerializeToString(), headers={**headers, "x-api-key": key}
+        ) as r,
+    ):
+        assert r.status == 200
+        partial = ExportTraceServiceResponse.FromString(await r.read()).partial_success
+    assert partial.rejected_spans == 1 and "occurred_at_in_future" in partial.error_message
+    assert rx.counters["events"] == 1 and rx.counters["dead_letters"] == 1

@@ -46,11 +46,11 @@ async def test_a_large_batch_being_mapped_does_not_hold_up_a_small_one(
     opened: list[bool] = []
     real = ingest.traces
 
-    def gated(tenant: str, message: Any) -> ingest.Outcome:
+    def gated(tenant: str, message: Any, **kw: Any) -> ingest.Outcome:
         if len(message.resource_spans[0].scope_spans[0].spans) > 1:
             entered.set()
             opened.append(small_answered.wait(GATE_S))
-        return real(tenant, message)
+        return real(tenant, message, **kw)
 
     monkeypatch.setattr(ingest, "traces", gated)
     # Over INLINE_BYTES: small requests are mapped inline, a thread hop costing as much.

@@ -306,3 +306,15 @@ def test_an_item_the_mapping_did_not_foresee_is_its_own_dead_letter() -> None:
     assert headers["reason"] == b"unencodable"
     assert b"64-bit" in headers["detail"]
     assert orjson.loads(out.dead_letters[0][1])["item"]["name"] == "chat gpt-4o-mini"
+
+
+def test_an_event_dated_after_not_after_is_dead_lettered_as_the_sink_would() -> None:
+    # The sink's occurred_at_in_future check (record timestamp + max clock skew), made on
+    # the receiver's side too: without it the span was answered 200 and lost at the sink.
+    req = request(chat(input_tokens=1))
+    span = req.resource_spans[0].scope_spans[0].spans[0]
+    start_ms = span.start_time_unix_nano // 1_000_000
+    assert len(ingest.traces("acme", req, not_after_ms=start_ms + 1).events) == 1
+    late = ingest.traces("acme", req, not_after_ms=start_ms - 1)
+    assert (len(late.events), late.rejected) == (0, 1)
+    assert late.dead_letters[0][2][0] == ("reason", b"occurred_at_in_future")
