@@ -321,6 +321,7 @@ class Client(BaseClient):
             self._spool, "for_child", None
         )  # a spool of the agent's own may lack it
         self._spool = for_child() if callable(for_child) else MemorySpool()
+        self._counters.reset()  # the child's own figures, from zero
         self._worker.outbox.reset_in_child(self._spool)
         self._worker.restart_in_child()
         # A multiprocessing child (Process, Pool worker) ends with os._exit once its target

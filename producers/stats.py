@@ -49,6 +49,12 @@ class Counters:
     `emit` bumps from agent threads go through a lock (only on the rare drop path)."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """All counters to zero and a new lock. A forked child starts here: the parent's
+        counts are the parent's (the child's `sent` included every event the parent had sent),
+        and a lock some other parent thread held at the fork would stay held in the child."""
         self.dequeued = 0
         self.sent = 0
         self.spooled = 0

@@ -417,3 +417,30 @@ def test_sigterm_delivers_what_was_queued_and_still_ends_the_process(settings: S
     )
     assert done.returncode == -signal.SIGTERM, done.stderr[-3000:]
     assert numbers(asyncio.run(_read_topic(settings))) == {1, *range(100, 150)}
+
+
+def test_a_forked_childs_stats_count_only_its_own_events(settings: Settings) -> None:
+    """The child inherited the parent's counters: its `stats.sent` counted every event the
+    parent had sent before the fork (here 5 + its own 10 = 15), so its stats disagreed with
+    what it delivered (found by the SDK probe comparing stats with the topic)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import settings_env
+
+    script = FORKING_AGENT.replace(
+        'client.error("c", "E", message="1")',
+        'for i in range(1, 6):\n    client.error("c", "E", message=str(i))',
+    ).replace(
+        "os._exit(0 if ok else 3)",
+        "s = client.stats\n    os._exit(0 if ok and (s.sent, s.enqueued) == (10, 10) else 3)",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert numbers(asyncio.run(_read_topic(settings))) == {*range(1, 6), *range(100, 110), 2}
