@@ -91,7 +91,7 @@ class _Collector:
         self.not_after_ms = not_after_ms
         self.out = Outcome()
 
-    def dead(self, reason: str, detail: str, value: bytes) -> None:
+    def dead(self, reason: str, detail: str, value: bytes, *, count: bool = True) -> None:
         kept, extra, note = keep(value)
         self.out.dead_letters.append(
             (
@@ -106,7 +106,8 @@ class _Collector:
                 ],
             )
         )
-        self.out.reasons[reason] = self.out.reasons.get(reason, 0) + 1
+        if count:
+            self.out.reasons[reason] = self.out.reasons.get(reason, 0) + 1
 
     def unmapped(
         self, why: Unmapped, item: Message, ids: tuple[str, ...], ctx: tuple[_Resource, str]
@@ -140,15 +141,23 @@ class _Collector:
             self.events(values)
 
     def events(self, values: list[bytes]) -> None:
-        bad = False
-        for value in values:
-            verdict = validate(value, self.not_after_ms)
+        """One item's events: all sent, or all dead letters when any is refused. An item is
+        whole or rejected: an `invoke_agent` span whose end failed the contract (dated past
+        the clock skew, say) had its `run_started` stored, a run that never finishes, while
+        the response reported the span as dead-lettered."""
+        verdicts = [validate(value, self.not_after_ms) for value in values]
+        refused = [v for v in verdicts if isinstance(v, Rejected)]
+        if not refused:
+            self.out.events += [(self.key, value) for value in values]
+            return
+        first = refused[0]
+        for value, verdict in zip(values, verdicts, strict=True):
             if isinstance(verdict, Rejected):
                 self.dead(verdict.reason.value, verdict.detail, value)
-                bad = True
-            else:
-                self.out.events.append((self.key, value))
-        self.out.rejected += bad
+            else:  # counted once, under its item's reason
+                detail = f"another event of its span was refused: {first.detail}"
+                self.dead(first.reason.value, detail, value, count=False)
+        self.out.rejected += 1
 
 
 class _Resource:

@@ -318,3 +318,17 @@ def test_an_event_dated_after_not_after_is_dead_lettered_as_the_sink_would() -> 
     late = ingest.traces("acme", req, not_after_ms=start_ms - 1)
     assert (len(late.events), late.rejected) == (0, 1)
     assert late.dead_letters[0][2][0] == ("reason", b"occurred_at_in_future")
+
+
+def test_a_span_is_stored_whole_or_rejected_whole() -> None:
+    # invoke_agent gives run_started (its start) and run_finished (its end): with the end
+    # refused, run_started was still sent, a run that never finishes, while the response
+    # said the span was dead-lettered.
+    req = request(("invoke_agent a", {"gen_ai.operation.name": "invoke_agent"}))
+    span = req.resource_spans[0].scope_spans[0].spans[0]
+    span.start_time_unix_nano = 1_790_000_000_000_000_000  # pinned: a 10 s run
+    span.end_time_unix_nano = span.start_time_unix_nano + 10 * 10**9
+    out = ingest.traces("acme", req, not_after_ms=1_790_000_001_000)  # 1 s after its start
+    assert (len(out.events), len(out.dead_letters), out.rejected) == (0, 2, 1)
+    assert out.message() == "1 of 1 dead-lettered (1 occurred_at_in_future)"
+    assert [dict(h)["reason"] for _, _, h in out.dead_letters] == [b"occurred_at_in_future"] * 2
