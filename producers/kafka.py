@@ -191,7 +191,11 @@ class KafkaTransport:
 
     def after_fork_in_child(self) -> None:
         """In a forked child: forget the parent's producer and companion tasks (they live on
-        the parent's loop, which does not run here); the next `start()` makes the child's."""
+        the parent's loop, which does not run here); the next `start()` makes the child's.
+        The parent's producer is marked closed here: collected in the child, it logged
+        "Unclosed AIOKafkaProducer" through the parent's loop in every forked worker."""
+        if self._producer is not None:
+            self._producer._closed = True  # noqa: SLF001 - aiokafka's own flag, as in _abort
         self._producer = None
         self._companions = []
 
