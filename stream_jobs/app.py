@@ -61,6 +61,7 @@ from stream_jobs.heartbeat import HeartbeatPublisher
 from stream_jobs.jobs import Record, StreamJobs
 from stream_jobs.operator_blocks import OperatorBlocks
 from stream_jobs.runtime import FastConsumer, make_app, source_topic
+from stream_jobs.runtime.stream import split_take
 from stream_jobs.runtime.watchdog import StallWatch
 
 log = logging.getLogger("agentaudit.stream_jobs")
@@ -77,6 +78,8 @@ THROUGHPUT_SETTINGS: dict[str, Any] = {
     "broker_max_poll_records": 5000,
     "stream_buffer_maxsize": 64,
 }
+HOLD_MAX_EVENTS = 5000
+"""Records applied between two runs of the timer work (one poll's worth): see `split_take`."""
 BATCH_WITHIN_S = 0.02
 """How long the agent waits for more polled batches; each already holds a whole poll (A/B on
 the bench's jobs run, 100k events, two pairs: 0.1 s 18.0k/13.7k → 0.02 s 20.2k/23.4k per s)."""
@@ -174,19 +177,28 @@ class StreamJobsApp:
                     await self._await_followers()
                 finally:
                     self._holding = False
-            partition = events[0].message.partition
-            async with (
-                self._lock
-            ):  # each event: one poll's (offset, value, ms) list, same partition
-                self._seed_committed(events[0].message.tp)
-                hole = self.jobs.fence.admit(partition, events[0].value[0][0])
-                if hole is not None:  # not applied; delivered again after the seek
-                    await self._rewind(events[0].message.tp, hole)
-                    continue
-                records = self.jobs.process(
-                    partition, (item for e in events for item in e.value), self.clock()
-                )
-                await self._publish(records)
+            async with self._lock:  # the whole take, as one batch was: see `_apply_run`
+                for i, run in enumerate(split_take(events, HOLD_MAX_EVENTS)):
+                    if i:  # a long take must not stop the heartbeat nor unblocks by time
+                        await self._timer_work()
+                    if not await self._apply_run(run):
+                        break  # past a hole: the rest is delivered again after the seek
+
+    async def _apply_run(self, events: list[Any]) -> bool:
+        """Apply polled batches of one partition; False if they were skipped (they start past
+        a hole in the partition's delivery). The caller holds the lock for the whole take, as
+        before takes were split: no commit comes between the runs of one take."""
+        partition, tp = events[0].message.partition, events[0].message.tp
+        self._seed_committed(tp)
+        hole = self.jobs.fence.admit(partition, events[0].value[0][0])
+        if hole is not None:  # not applied; delivered again after the seek
+            await self._rewind(tp, hole)
+            return False
+        records = self.jobs.process(
+            partition, (item for e in events for item in e.value), self.clock()
+        )
+        await self._publish(records)
+        return True
 
     def _seed_committed(self, tp: Any) -> None:
         """Offsets before the committed one were handled: the commit guard wrote their state
@@ -273,12 +285,7 @@ class StreamJobsApp:
 
     async def _tick(self) -> None:
         async with self._lock:
-            if self.control_seen.is_set() or not self._control_wait_left():
-                # the timer's unblocks wait for the operators' blocks to be known (bounded)
-                await self._publish(self.jobs.tick(self.clock()))
-            # Under the processing lock, so a stuck batch or commit stops the beats (see
-            # stream_jobs/heartbeat.py: why a beat proves the jobs are processing).
-            await self.heartbeat.maybe_beat(self.control)
+            await self._timer_work()
             for hole in self.jobs.fence.overdue():
                 log.warning(
                     "partition %d: nothing delivered from offset %d since seeking back; "
@@ -288,6 +295,16 @@ class StreamJobsApp:
                 )
                 await self._seek_back(TP(self.settings.events_topic, hole.partition), hole)
             await self._watch_stalls()
+
+    async def _timer_work(self) -> None:
+        """The jobs' timer work and the heartbeat; the caller holds the lock. Also run between
+        the runs of a long take (`split_take`), so its records and the beat do not wait for it."""
+        if self.control_seen.is_set() or not self._control_wait_left():
+            # the timer's unblocks wait for the operators' blocks to be known (bounded)
+            await self._publish(self.jobs.tick(self.clock()))
+        # Under the processing lock, so a stuck batch or commit stops the beats (see
+        # stream_jobs/heartbeat.py: why a beat proves the jobs are processing).
+        await self.heartbeat.maybe_beat(self.control)
 
     async def _watch_stalls(self) -> None:
         """Seek back a partition that the log has records for and that applied nothing for

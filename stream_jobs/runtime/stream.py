@@ -141,3 +141,24 @@ class BatchingStream(faust.Stream):
         unacked = self.app.consumer.unacked
         for event in group:
             unacked.discard(event.message)
+
+
+def split_take(events: list[Any], max_items: int) -> list[list[Any]]:
+    """A take of polled batches (each event's value a list of records) cut, in order, into
+    runs of at most `max_items` records (a run holds at least one polled batch). The jobs
+    do their timer work (heartbeat, unblocks by time) between runs: a whole take is up to
+    16 polls of 5,000 records, and 80k events took 17 s on a loaded 2-core box, past the
+    15 s after which the SDK takes its kill-switch view for stale."""
+    runs: list[list[Any]] = []
+    run: list[Any] = []
+    size = 0
+    for event in events:
+        n = len(event.value)
+        if run and size + n > max_items:
+            runs.append(run)
+            run, size = [], 0
+        run.append(event)
+        size += n
+    if run:
+        runs.append(run)
+    return runs
