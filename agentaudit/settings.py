@@ -237,6 +237,12 @@ class Settings(SdkSettings):
         gt=0,
         description="How long a client may take to send its OTLP request body (408 after).",
     )
+    otlp_max_inflight_bytes: int = Field(
+        default=64 << 20,
+        ge=1024,
+        description="Bytes OTLP requests may hold at once (bodies being read, then body and "
+        "records until acknowledged; ~18x a body at peak): more are answered 429 (retry later).",
+    )
     otlp_idle_timeout_s: float = Field(
         default=60.0,
         gt=0,

@@ -54,6 +54,10 @@ class Outcome:
     producer's clock."""
     reasons: dict[str, int] = field(default_factory=dict)
 
+    def size(self) -> int:
+        """Bytes of the records (values) this outcome holds."""
+        return sum(len(v) for _, v in self.events) + sum(len(v) for _, v, _ in self.dead_letters)
+
     def message(self) -> str:
         """The partial-success message: counts per reason and where the records went."""
         if not self.rejected:

@@ -43,6 +43,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from agentaudit.otlp import decode, ingest
+from agentaudit.otlp.budget import ByteBudget, Held
 from agentaudit.otlp.conns import CappedSite, connection_limit
 from agentaudit.otlp.keys import Forbidden, KeyTable, Unauthorized, keys_path, presented_key
 from agentaudit.settings import Settings
@@ -239,6 +240,7 @@ class Receiver:
         self._inflight = 0
         self._reading = 0
         self._serving: set[object] = set()
+        self._budget = ByteBudget(settings.otlp_max_inflight_bytes)
         self._pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="otlp-decode")
         self.counters = {
             "requests": 0,
@@ -315,9 +317,29 @@ class Receiver:
         limit = self.settings.otlp_max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return self._error(413, f"body of {request.content_length} bytes > {limit}", media)
+        held = self._budget.take(request.content_length or limit)
+        if held is None:
+            budget = self.settings.otlp_max_inflight_bytes
+            return self._error(429, f"receiver holds {budget} bytes", media, RETRY_AFTER_BUSY_S)
+        try:
+            return await self._held(request, parse, mapping, respond, media, tenant, held)
+        finally:
+            held.release()
+
+    async def _held(
+        self,
+        request: web.Request,
+        parse: Callable[[bytes, str], Any],
+        mapping: Callable[..., ingest.Outcome],
+        respond: Callable[[ingest.Outcome], Any],
+        media: str,
+        tenant: str,
+        held: Held,
+    ) -> web.Response:
         body = await self._read(request, media)
         if isinstance(body, web.Response):
             return body
+        held.resize(len(body))
         if self._inflight >= self.settings.otlp_max_inflight:
             return self._error(429, "receiver busy", media, RETRY_AFTER_BUSY_S)
         self._inflight += 1
@@ -334,6 +356,7 @@ class Receiver:
                     partial(_prepare, parse, mapping, tenant, body, encoding, media, not_after_ms)
                 )
                 out.timestamp_ms = now_ms
+                held.resize(len(body) + out.size())
             except decode.TooLarge as exc:
                 return self._error(413, str(exc), media)
             except decode.UnsupportedMediaType as exc:

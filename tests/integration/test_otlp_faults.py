@@ -277,3 +277,32 @@ async def test_past_the_connection_limit_with_all_in_a_request_a_new_one_gets_50
         assert rx.counters["connections_refused"] == 1
         writer.close()
         await _close_all(slow)
+
+
+async def test_bytes_held_by_requests_are_bounded(settings: Settings, tmp_path: Path) -> None:
+    # The count of requests was bounded, not their size: 64 requests of 16 MiB (each ~18x
+    # that at peak while mapped and sent) wanted ~19 GB. A request declaring more than the
+    # budget has left is now answered 429 (one is always let in).
+    await ensure_topics(settings)
+    body = encode_spans(make_spans(*[chat(input_tokens=i + 1) for i in range(2)]))
+    data = body.SerializeToString()
+    assert 1024 // 2 < len(data) <= 1024  # one fits the budget, two do not
+    tight = settings.model_copy(
+        update={"otlp_max_inflight_bytes": 1024, "otlp_read_timeout_s": 60.0}
+    )
+    headers = {"Content-Type": "application/x-protobuf"}
+    async with receiver(tight, tmp_path) as (url, key, rx), aiohttp.ClientSession() as http:
+
+        async def post() -> tuple[int, str | None]:
+            async with http.post(
+                f"{url}/v1/traces", data=data, headers={**headers, "x-api-key": key}
+            ) as r:
+                return r.status, r.headers.get("Retry-After")
+
+        slow = await _slow_sender(url, key, data)
+        await poll_until(lambda: rx.counters["requests"] == 1, 10, "the slow request")
+        assert await post() == (429, str(RETRY_AFTER_BUSY_S))
+        await _close_all([slow])
+        await poll_until(lambda: rx.counters.get("aborted") == 1, 10, "the slow one gone")
+        assert (await post())[0] == 200
+    assert rx.counters["events"] == 2
