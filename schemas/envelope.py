@@ -6,18 +6,24 @@ with the reason, never truncated silently.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
 )
-from pydantic_core import TzInfo
+from pydantic_core import PydanticCustomError, SchemaValidator, TzInfo, core_schema
 
 SCHEMA_VERSION = 1
 
@@ -103,8 +109,13 @@ OCCURRED_AT_MIN = datetime(2000, 1, 1, tzinfo=UTC)
 OCCURRED_AT_END = datetime(2200, 1, 1, tzinfo=UTC)
 """`occurred_at` lies in [OCCURRED_AT_MIN, OCCURRED_AT_END): inside ClickHouse's DateTime64
 range (1900–2299) with a margin for any UTC offset, and far from Python's year 1 and 9999."""
-OCCURRED_AT_PATTERN = r"^2[01][0-9]{2}-"
-"""The JSON Schema's form of the range: the year as written is 2000–2199."""
+OCCURRED_AT_PATTERN = (
+    r"^2[01][0-9]{2}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+"""RFC 3339's date-time (section 5.6) with the year as written 2000–2199: the JSON Schema's
+`pattern` and the models' own check (`_rfc3339`)."""
+_OCCURRED_AT_TEXT = re.compile(OCCURRED_AT_PATTERN)
 OCCURRED_AT_DESCRIPTION = (
     "When the event happened: an RFC 3339 date-time with an explicit offset (UTC recommended). "
     "The year as written is 2000-2199 and the instant, in UTC, is from 2000-01-01T00:00:00Z up "
@@ -131,9 +142,53 @@ def _occurred_at(value: datetime) -> datetime:
     return value
 
 
+_STRICT_DATETIME = SchemaValidator(core_schema.datetime_schema(strict=True))
+"""What `occurred_at` was before `_rfc3339`: pydantic's strict datetime, from JSON."""
+
+
+def _strict_refusal(value: object) -> None:
+    """Raise what strict mode said of `value` from JSON, word for word, if it refused it."""
+    try:
+        _STRICT_DATETIME.validate_json(orjson.dumps(value))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise PydanticCustomError(first["type"], first["msg"]) from None
+    except orjson.JSONEncodeError:  # not from JSON: what strict mode said of a Python object
+        raise PydanticCustomError("datetime_type", "Input should be a valid datetime") from None
+
+
+def _rfc3339(value: object, handler: ValidatorFunctionWrapHandler) -> datetime:
+    """The text must be RFC 3339's date-time. pydantic's parser also takes what is none, and
+    the sink stored it while the JSON Schema refused it: a string of unix seconds or
+    milliseconds ("1763719200", "1763719200000": no offset, the unit guessed), "10:00Z"
+    without seconds, "10:00:00,5Z", "+0100", a space for the "T".
+
+    The value reaches this function as a Python object, and strict mode would refuse a Python
+    str, so the parse inside is lax (`Strict(False)`). Whatever it refuses is judged as strict
+    mode judged it from JSON, so every error given before stays word for word; only text
+    strict mode took and RFC 3339 does not is refused here (on the error path only: an event
+    with an RFC 3339 time costs one regex match more)."""
+    if type(value) is str and _OCCURRED_AT_TEXT.match(value):
+        try:
+            parsed: datetime = handler(value)
+        except ValidationError:
+            _strict_refusal(value)
+            raise
+        return _occurred_at(parsed)
+    if isinstance(value, datetime):  # built in Python (the SDK)
+        return _occurred_at(handler(value))
+    _strict_refusal(value)
+    _occurred_at(handler(value))  # its errors first (timezone, range), as before
+    raise ValueError(
+        "occurred_at must be an RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.fraction] followed by "
+        "Z or +hh:mm / -hh:mm"
+    )
+
+
 OccurredAt = Annotated[
     datetime,
-    AfterValidator(_occurred_at),
+    Strict(False),  # the text reaches it as a Python str: see `_rfc3339`
+    WrapValidator(_rfc3339),  # and the range (`_occurred_at`), in the same call
     Field(description=OCCURRED_AT_DESCRIPTION, json_schema_extra={"pattern": OCCURRED_AT_PATTERN}),
 ]
 

@@ -397,6 +397,14 @@ ADDED = (
     "count_above_int64",
     "count_two_pow_64",
     "list_count_two_pow_64",
+    "unix_seconds_string",
+    "unix_millis_string",
+    "time_without_seconds",
+    "decimal_comma_fraction",
+    "offset_without_colon",
+    "space_for_t",
+    "lowercase_t_and_z",
+    "nine_fraction_digits",
 )
 """Cases added after `tests/unit/sink/test_hot_path_golden.py` pinned the corpus's digest
 (last, so the ids and clocks of the pinned cases stay the same; that test leaves these out)."""
@@ -430,6 +438,19 @@ def _added_cases() -> list[Case]:
         _raw(_example("retention_applied", floors=_HOLE), b"[" + big + b"]"),
         sv,
     )
+    # `occurred_at` is RFC 3339's date-time: pydantic's parser took more, and the JSON Schema
+    # refused it (a string of unix seconds or ms had its unit guessed).
+    for name, stamp, expect in [
+        ("unix_seconds_string", "1795255200", sv),
+        ("unix_millis_string", "1795255200000", sv),
+        ("time_without_seconds", "2026-11-21T10:00Z", sv),
+        ("decimal_comma_fraction", "2026-11-21T10:00:00,5Z", sv),
+        ("offset_without_colon", "2026-11-21T10:00:00+0100", sv),
+        ("space_for_t", "2026-11-21 10:00:00Z", sv),
+        ("lowercase_t_and_z", "2026-11-21t10:00:00.5z", s),  # RFC 3339 allows both
+        ("nine_fraction_digits", "2026-11-21T10:00:00.123456789Z", s),  # kept to the µs
+    ]:
+        add("time", name, orjson.dumps(_doc(occurred_at=stamp)), expect)
     assert tuple(c.name for c in out) == ADDED
     return out
 

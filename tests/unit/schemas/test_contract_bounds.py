@@ -80,6 +80,13 @@ def test_attribute_number_bounds(value: object, valid: bool) -> None:
         ("1999-12-31T20:00:00-05:00", False),  # 2000-01-01T01:00Z, but written in 1999
         ("1900-01-01T00:00:00Z", False),
         ("2300-01-01T00:00:00Z", False),
+        ("2026-11-21t10:00:00.5z", True),
+        ("1795255200", False),  # unix seconds as text: pydantic's parser took it
+        ("1795255200000", False),
+        ("2026-11-21T10:00Z", False),
+        ("2026-11-21T10:00:00,5Z", False),
+        ("2026-11-21T10:00:00+0100", False),
+        ("2026-11-21 10:00:00Z", False),
     ],
 )
 def test_occurred_at_bounds(stamp: str, valid: bool) -> None:
