@@ -15,12 +15,17 @@ the window can hold stays stored. Only the chunks changed since the last write a
 (at commit time, with the other states), which costs about one id's bytes per event.
 
 Restore takes, per partition, the chunks of the highest numbers (a slot never written
-since an older epoch holds a lower `seq`), oldest first, into the worker's window, and
-continues the newest chunk.
+since an older epoch holds a lower `seq`) and adds them to the worker's window oldest
+first across partitions, by the time each chunk was last written (`at`): with more ids
+stored than the window holds, it keeps the most recent ones of all partitions, as the
+sink's recovery does (newest `ingested_at` first), not the partitions loaded last.
+It then continues each partition's newest chunk.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,12 +51,16 @@ class _Partition:
 class RecentLog:
     """A worker's window of recent event ids plus, per owned partition, its persisted log."""
 
-    def __init__(self, window: int, chunk: int = CHUNK) -> None:
+    def __init__(
+        self, window: int, chunk: int = CHUNK, clock: Callable[[], float] = time.time
+    ) -> None:
         self.ids = RecentIds(window)
+        self._clock = clock
+        """When a chunk is written (unix seconds): orders chunks across partitions."""
         self._chunk = chunk
         self._slots = -(-window // chunk) + 1 if window > 0 else 0
         self._parts: dict[int, _Partition] = {}
-        self._restored: dict[int, dict[int, list[str]]] = {}
+        self._restored: dict[int, dict[int, tuple[float, list[str]]]] = {}
 
     def add(self, partition: int, event_id: str) -> bool:
         """Remember an id seen in `partition`; False if the window already holds it."""
@@ -71,21 +80,22 @@ class RecentLog:
     def writes(self) -> list[tuple[str, int, dict[str, Any]]]:
         """(key, partition, value) of every chunk changed since the last call, oldest first."""
         out: list[tuple[str, int, dict[str, Any]]] = []
+        at = self._clock()
         for partition, part in self._parts.items():
             if not part.dirty:
                 continue
             chunks = [*part.full, (part.seq, list(part.ids))] if part.ids else part.full
             for seq, ids in chunks:
-                out.append(
-                    (f"{partition}:{seq % self._slots}", partition, {"seq": seq, "ids": ids})
-                )
+                value = {"seq": seq, "at": at, "ids": ids}
+                out.append((f"{partition}:{seq % self._slots}", partition, value))
             part.full, part.dirty = [], False
         return out
 
     def restore(self, key: str, value: dict[str, Any]) -> None:
         """Take one recovered chunk; applied by `retain` (after the table's recovery)."""
         partition = int(key.split(":", 1)[0])
-        self._restored.setdefault(partition, {})[int(value["seq"])] = list(value["ids"])
+        chunk = (float(value.get("at", 0.0)), list(value["ids"]))
+        self._restored.setdefault(partition, {})[int(value["seq"])] = chunk
 
     def retain(self, assigned: set[int]) -> None:
         """After a recovery: keep the logs of `assigned` partitions only, and load the
@@ -93,17 +103,24 @@ class RecentLog:
         for partition in [p for p in self._parts if p not in assigned]:
             del self._parts[partition]
         restored, self._restored = self._restored, {}
+        loaded: list[tuple[float, int, int, list[str]]] = []
         for partition, chunks in sorted(restored.items()):
             if partition not in assigned or partition in self._parts:
                 continue  # held all along: memory is at least as new as what it wrote
             newest = max(chunks)
-            for seq in sorted(s for s in chunks if s > newest - self._slots):
-                for event_id in chunks[seq]:
-                    self.ids.add(event_id)
-            ids = chunks[newest]
+            loaded += [
+                (chunks[s][0], partition, s, chunks[s][1])
+                for s in chunks
+                if s > newest - self._slots
+            ]
+            ids = chunks[newest][1]
             part = self._parts[partition] = _Partition(newest, ids)
             if len(ids) >= self._chunk:
                 part.seq, part.ids = newest + 1, []
+        loaded.sort(key=lambda c: c[:3])  # oldest first: the window keeps the newest
+        for *_, ids in loaded:
+            for event_id in ids:
+                self.ids.add(event_id)
 
     def forget(self, revoked: set[int]) -> None:
         """Partitions were revoked: their logs are the next owner's to write (the ids stay in

@@ -85,7 +85,9 @@ def test_the_ring_keeps_the_window_and_continues_after_a_restore() -> None:
     assert [f"e{i}" in fresh.ids for i in range(9)] == [False] * 4 + [True] * 5
     assert not fresh.add(0, "e8")
     fresh.add(0, "e9")  # completes chunk 4 (slot 0): e8, e9
-    assert fresh.writes() == [("0:0", 0, {"seq": 4, "ids": ["e8", "e9"]})]
+    assert [(k, p, v["seq"], v["ids"]) for k, p, v in fresh.writes()] == [
+        ("0:0", 0, 4, ["e8", "e9"])
+    ]
 
 
 def test_a_revoked_partition_s_ids_are_not_written_and_others_are_not_loaded() -> None:
@@ -98,3 +100,24 @@ def test_a_revoked_partition_s_ids_are_not_written_and_others_are_not_loaded() -
     other.add(2, "c")
     fresh = _restored(other, 10, 4, {0})
     assert "c" not in fresh.ids
+
+
+def test_a_window_smaller_than_what_is_stored_keeps_the_newest_ids_of_all_partitions() -> None:
+    """As the sink's recovery (newest ingested first), not the partitions loaded last."""
+    clock = iter([1.0, 2.0])
+    log = RecentLog(4, chunk=2, clock=lambda: next(clock))
+    log.add(1, "old-1")
+    log.add(1, "old-2")
+    first = log.writes()  # partition 1 at t=1
+    log.add(0, "new-1")
+    log.add(0, "new-2")
+    fresh = RecentLog(3, chunk=2)
+    for key, _partition, value in first + log.writes():  # partition 0 at t=2
+        fresh.restore(key, orjson.loads(orjson.dumps(value)))
+    fresh.retain({0, 1})
+    assert [i in fresh.ids for i in ("old-1", "old-2", "new-1", "new-2")] == [
+        False,
+        True,
+        True,
+        True,
+    ]
