@@ -52,8 +52,17 @@ def _redact_str(value: Any) -> tuple[Any, bool]:
     return result.text, result.changed
 
 
+_LABELLED = {
+    "policy_decision": ("action", "resource", "reason"),
+    "tool_call": ("action",),
+    "approval_requested": ("action",),
+}
+"""Free-text labels per event type, redacted like error messages."""
+
+
 def redact_event(data: dict[str, Any]) -> dict[str, Any]:
-    """Redact llm_call prompt/response, error message and string attributes in `data`.
+    """Redact llm_call prompt/response, error message, the free-text labels of policy
+    decisions, tool calls and approval requests, and string attributes in `data`.
 
     Copy-on-write below the top level: the payload dicts may be the caller's own objects.
     Encrypted content is left alone (redacting ciphertext only corrupts it).
@@ -79,6 +88,16 @@ def redact_event(data: dict[str, Any]) -> dict[str, Any]:
         message, hit = _redact_str(payload.get("message"))
         if hit:
             data["payload"] = {**payload, "message": message}
+    elif kind in _LABELLED and isinstance(payload, Mapping):
+        # free text the agent writes: a resource is often a URL ("...?api_key=..."), a reason
+        # quotes the request; they went out unredacted
+        new_labels = {}
+        for key in _LABELLED[kind]:
+            value, hit = _redact_str(payload.get(key))
+            if hit:
+                new_labels[key] = value
+        if new_labels:
+            data["payload"] = {**payload, **new_labels}
     attributes = data.get("attributes")
     if isinstance(attributes, Mapping):
         data["attributes"] = {key: _redact_str(value)[0] for key, value in attributes.items()}

@@ -185,6 +185,34 @@ def test_content_fields_are_redacted_before_leaving(
     assert error["attributes"] == {"who": "[REDACTED:EMAIL]", "n": 3}
 
 
+def test_free_text_labels_are_redacted_before_leaving(
+    client: Client, transport: InMemoryTransport
+) -> None:
+    """A policy decision's resource is often a URL and its reason quotes the request: both
+    went out as written, API key included (found by the SDK probe)."""
+    key = "sk-proj-abcdefghijklmnopqrstuvwx0123"
+    client.policy_decision(
+        "egress",
+        "DENY",
+        "GET",
+        "https://api.example.com/v1/users?api_key=9f8e7d6c5b4a",
+        "0" * 64,
+        reason=f"request carried {key}",
+    )
+    with client.tool_call("http", f"post with Bearer {key}", {}):
+        pass
+    client.approval_requested("a-1", f"refund for bob@example.com via {key}", "high")
+    policy, tool, approval = flushed(client, transport)
+    assert (
+        policy["payload"]["resource"]
+        == "https://api.example.com/v1/users?api_key=[REDACTED:SECRET]"
+    )
+    assert policy["payload"]["reason"] == "request carried [REDACTED:SECRET]"
+    assert policy["payload"]["action"] == "GET"
+    assert tool["payload"]["action"] == "post with Bearer [REDACTED:SECRET]"
+    assert approval["payload"]["action"] == ("refund for [REDACTED:EMAIL] via [REDACTED:SECRET]")
+
+
 def test_redaction_can_be_turned_off(make_client: Any, transport: InMemoryTransport) -> None:
     client = make_client(transport, redact=False)
     client.error("auth", "Denied", "mail bob@example.com")
