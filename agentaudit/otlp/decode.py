@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import zlib
 from collections.abc import Iterator
 from functools import cache
 from typing import Any, TypeVar
 
-import orjson
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
@@ -193,6 +193,24 @@ def _one_spelling(obj: Any, descriptor: Descriptor) -> None:
             _one_spelling(value, field.message_type)
 
 
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when it repeats a name: a parser keeps one of the two values
+    silently (orjson the last), so `{"resourceSpans": [A], "resourceSpans": [B]}` was read as
+    B alone and answered 200. The Collector's reader refuses it ("duplicate field")."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise ValueError(f"name {name[:80]!r} given twice in one object")
+            seen.add(name)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse(message: M, body: bytes, media: str, signal: str) -> M:
     if media == PROTOBUF:
         try:
@@ -201,9 +219,9 @@ def _parse(message: M, body: bytes, media: str, signal: str) -> M:
             raise BadRequest(f"protobuf body does not decode: {exc}") from None
         return message
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"JSON body does not parse: {exc}") from None
+        doc = json.loads(body, object_pairs_hook=_object, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        raise BadRequest(f"JSON body does not parse: {str(exc)[:500]}") from None
     _hex_ids(doc, signal)
     try:
         _one_spelling(doc, message.DESCRIPTOR)

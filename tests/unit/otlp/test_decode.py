@@ -218,3 +218,22 @@ def test_a_field_under_both_its_json_and_proto_names_is_a_bad_request(level: str
         first["span_id"] = second["spanId"]
     with pytest.raises(decode.BadRequest, match="given twice"):
         decode.traces(orjson.dumps(doc), decode.JSON)
+
+
+def test_a_name_repeated_in_one_json_object_is_a_bad_request() -> None:
+    # orjson kept the last of two values: two resourceSpans lists were read as the second
+    # alone (measured: 2 spans sent, 1 decoded, answered 200).
+    doc = spec_json(request(chat(input_tokens=1), chat(input_tokens=2)))
+    rs = doc["resourceSpans"][0]
+    first, second = rs["scopeSpans"][0]["spans"]
+    one = orjson.dumps([{**rs, "scopeSpans": [{"spans": [first]}]}])
+    two = orjson.dumps([{**rs, "scopeSpans": [{"spans": [second]}]}])
+    body = b'{"resourceSpans": ' + one + b', "resourceSpans": ' + two + b"}"
+    with pytest.raises(decode.BadRequest, match="given twice"):
+        decode.traces(body, decode.JSON)
+    assert len(decode.traces(b'{"resourceSpans": ' + one + b"}", decode.JSON).resource_spans) == 1
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):  # not JSON: refused as before
+        with pytest.raises(decode.BadRequest):
+            decode.traces(b'{"x": ' + constant + b"}", decode.JSON)
+    with pytest.raises(decode.BadRequest):
+        decode.traces(b"\xff\xfe{", decode.JSON)
