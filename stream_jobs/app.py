@@ -301,7 +301,8 @@ class StreamJobsApp:
         the runs of a long take (`split_take`), so its records and the beat do not wait for it."""
         if self.control_seen.is_set() or not self._control_wait_left():
             # the timer's unblocks wait for the operators' blocks to be known (bounded)
-            await self._publish(self.jobs.tick(self.clock()))
+            now = self.clock()
+            await self._publish([*self.operator_blocks.released(now), *self.jobs.tick(now)])
         # Under the processing lock, so a stuck batch or commit stops the beats (see
         # stream_jobs/heartbeat.py: why a beat proves the jobs are processing).
         await self.heartbeat.maybe_beat(self.control)

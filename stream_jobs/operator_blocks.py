@@ -14,6 +14,10 @@ While one holds, the jobs publish no UNBLOCK of that scope, nor a BLOCK lifting 
 operator's: the scope stays blocked by the operator, who lifts it (the transitions and
 alerts are still published). A jobs' BLOCK that lasts at least as long (a breaker's, until
 unblocked) is published: the scope stays blocked at least as long as the operator said.
+The newest message held back per scope is published when the operator's block ends by its
+`until` (`released`): the scope must then be in the state the jobs decided meanwhile (a
+breaker's BLOCK admitted over the operator's must not outlive it when the breaker went
+half-open). An operator's UNBLOCK drops it: the operator decided.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class OperatorBlocks:
         self.issued_by = issued_by
         """Who the jobs' own control messages name: those are not an operator's."""
         self._blocks: dict[str, datetime | None] = {}
+        self._held: dict[str, ControlMessage] = {}
+        """Per scope, the newest jobs' message not published while the operator's block holds."""
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """One control-topic record (heartbeats, tombstones and invalid records are skipped:
@@ -58,6 +64,7 @@ class OperatorBlocks:
         scope = message.scope.key
         if message.action is ControlAction.UNBLOCK:
             self._blocks.pop(scope, None)
+            self._held.pop(scope, None)
         elif message.reason is ControlReason.MANUAL:
             self._blocks[scope] = message.until
 
@@ -77,12 +84,25 @@ class OperatorBlocks:
         if message.action is ControlAction.BLOCK:
             mine, theirs = message.until, self._blocks[key]
             if mine is _NEVER or (theirs is not _NEVER and mine >= theirs):
+                self._held.pop(key, None)  # this one is newer than what was held back
                 return True
+        self._held[key] = message
         log.warning(
             "not publishing %s of %s (%s): an operator's block of the scope is in force; "
-            "it stays blocked until the operator lifts it",
+            "published when that block ends by itself, dropped if the operator lifts it",
             message.action.value,
             message.scope.key,
             message.reason.value,
         )
         return False
+
+    def released(self, now: datetime) -> list[ControlMessage]:
+        """The messages held back for scopes whose operator's block ended by its `until`
+        before `now`: publish them now (call from the timer)."""
+        out = []
+        for key in [k for k, until in self._blocks.items() if until is not _NEVER and until <= now]:
+            del self._blocks[key]
+            held = self._held.pop(key, None)
+            if held is not None:
+                out.append(held)
+        return out

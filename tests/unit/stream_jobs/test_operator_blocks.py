@@ -73,3 +73,26 @@ def test_heartbeats_tombstones_and_invalid_records_are_no_operator_decision() ->
     blocks.apply(b"tenant=acme", b"{not json")
     blocks.apply(b"heartbeat/stream_jobs", b'{"record": "heartbeat"}')
     assert blocks.holds("tenant=acme", NOW)
+
+
+def test_what_was_held_back_is_published_when_the_operator_s_block_ends_by_itself() -> None:
+    """A breaker's BLOCK (until unblocked) replaced an operator's block ending at `end`; the
+    breaker's half-open UNBLOCK came before `end` and was held back. Without publishing it
+    at `end`, the breaker's BLOCK stayed the scope's state: blocked for good, no probes."""
+    end = NOW + timedelta(hours=2)
+    blocks = OperatorBlocks(JOBS)
+    blocks.apply(*_wire(_operator(ControlAction.BLOCK, until=end)))
+    assert blocks.admit(_jobs(ControlAction.BLOCK), NOW)
+    half_open = _jobs(ControlAction.UNBLOCK)
+    assert not blocks.admit(half_open, end - timedelta(minutes=1))
+    assert blocks.released(end - timedelta(seconds=1)) == []
+    assert blocks.released(end) == [half_open]
+    assert blocks.released(end) == []
+
+
+def test_an_operator_s_unblock_drops_what_was_held_back() -> None:
+    blocks = OperatorBlocks(JOBS)
+    blocks.apply(*_wire(_operator(ControlAction.BLOCK, until=NOW + timedelta(hours=1))))
+    assert not blocks.admit(_jobs(ControlAction.UNBLOCK), NOW)
+    blocks.apply(*_wire(_operator(ControlAction.UNBLOCK)))
+    assert blocks.released(NOW + timedelta(hours=2)) == []
