@@ -33,6 +33,8 @@ from agentaudit.settings import Settings
 TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # the contract's TenantId
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 KEY_PREFIX = "aa_otlp_"
+_MISSING = (-1, -1)
+"""The stamp of a keys file that went missing after it was read (its keys stay in force)."""
 
 log = logging.getLogger("agentaudit.otlp")
 
@@ -104,12 +106,21 @@ class KeyTable:
             self._keys, self._stamp = self._read(), stamp  # a bad file at start is an error
 
     def _changed(self) -> tuple[int, int] | None:
-        """The file's (mtime, size) when it differs from the last read's, else None; a
-        missing file holds no keys."""
+        """The file's (mtime, size) when it differs from the last read's, else None. A file
+        missing at start holds no keys; one that goes missing later keeps the keys in force
+        (logged once): an editor that moves the file aside while it writes the new one, or a
+        `rm` then `mv`, left it missing for a moment, and every request then got 401, which
+        exporters do not retry: every tenant's spans of that moment were dropped. To revoke
+        every key, write {"keys": []}."""
         try:
             st = self.path.stat()
         except FileNotFoundError:
-            self._stamp, self._keys = None, {}
+            if self._stamp is not None and self._stamp != _MISSING:
+                log.error(
+                    "OTLP keys file %s is missing, %d keys kept in force", self.path, len(self)
+                )
+            if self._stamp is not None:
+                self._stamp = _MISSING
             return None
         stamp = (st.st_mtime_ns, st.st_size)
         return None if stamp == self._stamp else stamp

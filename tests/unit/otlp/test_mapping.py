@@ -332,3 +332,22 @@ def test_a_span_is_stored_whole_or_rejected_whole() -> None:
     assert (len(out.events), len(out.dead_letters), out.rejected) == (0, 2, 1)
     assert out.message() == "1 of 1 dead-lettered (1 occurred_at_in_future)"
     assert [dict(h)["reason"] for _, _, h in out.dead_letters] == [b"occurred_at_in_future"] * 2
+
+
+def test_a_keys_file_missing_for_a_moment_keeps_the_keys_in_force(tmp_path, caplog) -> None:
+    # A missing file dropped every key at once: while an editor moved it aside to write the
+    # new one (or rm then mv), every exporter got 401, not retried, and its spans dropped.
+    path = tmp_path / "otlp-keys.json"
+    key = add_key(path, "acme", "collector")
+    table = KeyTable(path)
+    aside = path.with_name("otlp-keys.json~")
+    path.rename(aside)
+    table.reload()
+    assert table.tenant(key) == "acme"
+    assert "is missing, 1 keys kept in force" in caplog.text
+    aside.rename(path)
+    path.write_bytes(b'{"keys": []}')  # revoking every key is an explicit empty list
+    table.reload()
+    with pytest.raises(Unauthorized):
+        table.tenant(key)
+    assert len(KeyTable(tmp_path / "none.json")) == 0  # missing at start: no keys
