@@ -155,7 +155,9 @@ class Worker:
         await self._drain()  # an emit racing with shutdown may have queued one more record
         # time.monotonic and the loop's clock are the same clock (asyncio uses time.monotonic).
         assert self._stop is not None
-        resolve(self._stop, await outbox.finish(self._stop_cut))  # before the caller gives up
+        # "nothing lost" also means nothing dropped before (queue or spool full, refused)
+        kept = await outbox.finish(self._stop_cut)
+        resolve(self._stop, kept and not self._counters.dropped)  # before the caller gives up
         await outbox.close_transport(self._stop_deadline)
 
     async def _sleep(self) -> None:

@@ -363,7 +363,8 @@ class Client(BaseClient):
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush, try a last spool replay, close transport and spool, stop the thread.
-        Idempotent; True if nothing was lost (everything sent or left in a disk spool)."""
+        Idempotent; True if nothing was lost: everything sent or left in a disk spool, and
+        nothing dropped since the client started (any `stats.dropped_*`)."""
         try:
             ok = self._begin_shutdown(timeout).result(timeout)
         except concurrent.futures.TimeoutError:

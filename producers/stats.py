@@ -67,6 +67,18 @@ class Counters:
         self.dropped_closed = 0
         self._lock = threading.Lock()
 
+    @property
+    def dropped(self) -> int:
+        """Accepted or offered events lost for good: every `dropped_*` counter (not `invalid`,
+        which the contract refused)."""
+        return (
+            self.dropped_queue_full
+            + self.dropped_spool_full
+            + self.dropped_closed
+            + self.dropped_at_shutdown
+            + self.dropped_refused
+        )
+
     def drop_on_emit(self, closed: bool) -> None:
         with self._lock:
             if closed:

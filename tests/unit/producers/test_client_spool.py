@@ -107,3 +107,21 @@ def test_slots_left_by_more_processes_than_restart_are_replayed(
     assert restarted.stats.replayed == 20
     assert not list((base / "slot-00").glob("*.seg")) and not list((base / "slot-02").glob("*.seg"))
     assert len(list((base / "slot-01").glob("*.seg"))) > 0  # still the live process's
+
+
+def test_shutdown_says_false_when_events_were_dropped_before(
+    make_client: Any, tmp_path: Path
+) -> None:
+    """shutdown() promises True only if nothing was lost, but it judged only what was left at
+    the end: with a full disk spool (41 of 50 dropped) or a full queue it still said True
+    (found by the SDK probe comparing shutdown's answer with stats)."""
+    full = Spool(tmp_path / "spool", max_bytes=4096)
+    client: Client = make_client(InMemoryTransport(available=False), spool=full)
+    emit_range(client, 0, 50)
+    assert client.flush(10)
+    dropped = client.stats.dropped_spool_full
+    assert 0 < dropped < 50 and client.shutdown(10) is False
+
+    ok: Client = make_client(InMemoryTransport(available=False), spool=Spool(tmp_path / "big"))
+    emit_range(ok, 0, 50)
+    assert ok.shutdown(10)  # all of it in the disk spool: nothing lost
