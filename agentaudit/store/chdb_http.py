@@ -13,6 +13,7 @@ import base64
 import hmac
 import json
 import logging
+import os
 import re
 import select
 import threading
@@ -36,6 +37,7 @@ from agentaudit.store.http_body import Body, param_text, parse_form, parse_query
 log = logging.getLogger(__name__)
 
 DISPLAY_NAME = "agentaudit-embedded"
+OWNER_PID_HEADER = "X-AgentAudit-Owner-Pid"
 AUTHENTICATION_FAILED = 516
 
 # URL parameters that steer the HTTP layer rather than the query; a server consumes them
@@ -157,7 +159,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = Body(self.rfile, self.headers)
         params = parse_query_string(url.query)
         if url.path == "/ping" or (url.path == "/" and "query" not in params and body.done):
-            self._reply(200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8"}, head=head)
+            # The pid lets a reader tell this owner from whatever serves the port an owner
+            # that died had published (`embedded.read_live_endpoint`).
+            ok = {"Content-Type": "text/plain; charset=UTF-8", OWNER_PID_HEADER: str(os.getpid())}
+            self._reply(200, b"Ok.\n", ok, head=head)
             return
         if url.path != "/":
             body.drain()

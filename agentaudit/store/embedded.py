@@ -25,7 +25,7 @@ from agentaudit.errors import StoreUnavailable
 from agentaudit.files import write_atomic
 from agentaudit.settings import Settings
 from agentaudit.store.chdb_engine import ChdbEngine, EngineError
-from agentaudit.store.chdb_http import ChdbHttpServer
+from agentaudit.store.chdb_http import OWNER_PID_HEADER, ChdbHttpServer
 from agentaudit.store.client import INSERT_SETTINGS, Endpoint
 
 ENDPOINT_FILE = "store.endpoint.json"
@@ -73,14 +73,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _pings(url: str) -> bool:
-    """A direct GET /ping (http.client: no proxy from the environment gets in the way)."""
+def _pings(url: str, pid: int) -> bool:
+    """A direct GET /ping (http.client: no proxy from the environment gets in the way) answered
+    by the store server of process `pid`.
+
+    Without the pid, a file left by an owner that was SIGKILLed, whose pid another process
+    took, named any server now on its port that answers `Ok.` (another store's owner): readers
+    sent it this store's statements (refused: the token is not its own) and `agentaudit
+    worker` refused to start ('already owned by another agentaudit process') until the file
+    was deleted by hand.
+    """
     host, _, port = url.removeprefix("http://").partition(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=2)
     try:
         conn.request("GET", "/ping")
         response = conn.getresponse()
-        return response.status == 200 and response.read() == b"Ok.\n"
+        return (
+            response.status == 200
+            and response.read() == b"Ok.\n"
+            and response.getheader(OWNER_PID_HEADER) == str(pid)
+        )
     except (OSError, http.client.HTTPException):
         return False
     finally:
@@ -93,7 +105,7 @@ def read_live_endpoint(settings: Settings) -> Published | None:
         published = Published(**json.loads(endpoint_path(settings).read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    if not _pid_alive(published.pid) or not _pings(published.url):
+    if not _pid_alive(published.pid) or not _pings(published.url, published.pid):
         return None
     return published
 
