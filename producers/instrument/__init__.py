@@ -100,10 +100,23 @@ def wrap_openai(
     Responses."""
     rec = _recorder(audit, provider or "openai", bind, stream_usage, estimate_input_tokens)
     c: Any = client
+    resources: list[tuple[Any, Api]] = [
+        (c.chat.completions, OPENAI_CHAT),
+        (c.responses, OPENAI_RESPONSES),
+    ]
+    # `client.beta.chat.completions` and `client.beta.responses` are resources of their own
+    # (their own `_post`) sending the same requests: unhooked, their calls went unrecorded
+    beta = getattr(c, "beta", None)
+    for path, api in ((("chat", "completions"), OPENAI_CHAT), (("responses",), OPENAI_RESPONSES)):
+        resource = beta
+        for name in path:
+            resource = getattr(resource, name, None)
+        if resource is not None and callable(getattr(resource, "_post", None)):
+            resources.append((resource, api))
     return _hook(
         client,
         rec,
-        [(c.chat.completions, OPENAI_CHAT), (c.responses, OPENAI_RESPONSES)],
+        resources,
         lambda copy: wrap_openai(
             copy,
             audit=audit,

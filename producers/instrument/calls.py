@@ -303,11 +303,12 @@ def raw_mode(kwargs: Mapping[str, Any]) -> str | None:
 
 
 def wrap_post(post: Callable[..., Any], api: Api, rec: Recorder) -> Callable[..., Any]:
-    """A resource's `_post` that records calls to `api.path` and passes others through."""
+    """A resource's `_post` that records calls to `api.path` (whatever query follows it:
+    the beta resources post `/responses?beta=true`) and passes others through."""
 
     def _post(path: str, *args: Any, **kwargs: Any) -> Any:
         body = kwargs.get("body")
-        if path != api.path or not isinstance(body, Mapping):
+        if path.partition("?")[0] != api.path or not isinstance(body, Mapping):
             return post(path, *args, **kwargs)
         call = Call(rec, api, body)
         stream = bool(kwargs.get("stream"))
@@ -329,7 +330,7 @@ def wrap_apost(post: Callable[..., Any], api: Api, rec: Recorder) -> Callable[..
 
     async def _post(path: str, *args: Any, **kwargs: Any) -> Any:
         body = kwargs.get("body")
-        if path != api.path or not isinstance(body, Mapping):
+        if path.partition("?")[0] != api.path or not isinstance(body, Mapping):
             return await post(path, *args, **kwargs)
         call = Call(rec, api, body)
         stream = bool(kwargs.get("stream"))

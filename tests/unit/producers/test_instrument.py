@@ -291,3 +291,21 @@ def test_a_stream_dropped_before_it_was_read_is_still_recorded(
     gc.collect()  # the SDKs' streams hold reference cycles (stream -> generator -> stream)
     assert server.count - before == 3
     assert [e["payload"]["status"] for e in calls(audit, transport)] == ["ok"] * 3
+
+
+def test_openai_beta_resources_are_recorded_too(
+    server: FakeLLM, audit: Client, transport: InMemoryTransport
+) -> None:
+    """`client.beta.chat.completions` and `client.beta.responses` are resources of their own
+    (own `_post`; beta responses post `/responses?beta=true`): their requests were made and
+    nothing was recorded (found by the SDK probe: 4 requests, 0 llm_call)."""
+    o = oai(server, audit)
+    before = server.count
+    o.beta.chat.completions.create(model="gpt-5-mini", messages=MSGS)
+    o.beta.chat.completions.parse(model="gpt-5-mini", messages=MSGS)
+    with o.beta.chat.completions.stream(model="gpt-5-mini", messages=MSGS) as stream:
+        list(stream)
+    o.beta.responses.create(model="gpt-5-mini", input="hi")
+    assert server.count - before == 4
+    usages = [e["payload"]["usage"] for e in calls(audit, transport)]
+    assert usages == [CHAT_USAGE, CHAT_USAGE, CHAT_USAGE, RESPONSES_USAGE]
