@@ -20,6 +20,7 @@ from pydantic import (
     Strict,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
 )
@@ -153,11 +154,13 @@ def _strict_refusal(value: object) -> None:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise PydanticCustomError(first["type"], first["msg"]) from None
-    except orjson.JSONEncodeError:  # not from JSON: what strict mode said of a Python object
+    except orjson.JSONEncodeError:  # an integer past 64 bits: strict mode said this of numbers
         raise PydanticCustomError("datetime_type", "Input should be a valid datetime") from None
 
 
-def _rfc3339(value: object, handler: ValidatorFunctionWrapHandler) -> datetime:
+def _rfc3339(
+    value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+) -> datetime:
     """The text must be RFC 3339's date-time. pydantic's parser also takes what is none, and
     the sink stored it while the JSON Schema refused it: a string of unix seconds or
     milliseconds ("1763719200", "1763719200000": no offset, the unit guessed), "10:00Z"
@@ -168,6 +171,10 @@ def _rfc3339(value: object, handler: ValidatorFunctionWrapHandler) -> datetime:
     mode judged it from JSON, so every error given before stays word for word; only text
     strict mode took and RFC 3339 does not is refused here (on the error path only: an event
     with an RFC 3339 time costs one regex match more)."""
+    if isinstance(value, datetime):  # built in Python (the SDK)
+        return _occurred_at(handler(value))
+    if info.mode == "python":  # strict: a datetime only, as before
+        raise PydanticCustomError("datetime_type", "Input should be a valid datetime")
     if type(value) is str and _OCCURRED_AT_TEXT.match(value):
         try:
             parsed: datetime = handler(value)
@@ -175,8 +182,6 @@ def _rfc3339(value: object, handler: ValidatorFunctionWrapHandler) -> datetime:
             _strict_refusal(value)
             raise
         return _occurred_at(parsed)
-    if isinstance(value, datetime):  # built in Python (the SDK)
-        return _occurred_at(handler(value))
     _strict_refusal(value)
     _occurred_at(handler(value))  # its errors first (timezone, range), as before
     raise ValueError(
