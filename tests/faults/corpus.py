@@ -405,6 +405,7 @@ ADDED = (
     "space_for_t",
     "lowercase_t_and_z",
     "nine_fraction_digits",
+    "occurred_at_int_past_64_bits",
 )
 """Cases added after `tests/unit/sink/test_hot_path_golden.py` pinned the corpus's digest
 (last, so the ids and clocks of the pinned cases stay the same; that test leaves these out)."""
@@ -451,6 +452,7 @@ def _added_cases() -> list[Case]:
         ("nine_fraction_digits", "2026-11-21T10:00:00.123456789Z", s),  # kept to the µs
     ]:
         add("time", name, orjson.dumps(_doc(occurred_at=stamp)), expect)
+    add("time", "occurred_at_int_past_64_bits", _raw(_doc(occurred_at=_HOLE), b"9" * 25), sv)
     assert tuple(c.name for c in out) == ADDED
     return out
 

@@ -141,3 +141,15 @@ def test_unbounded_counts_are_signed_64_bit(value: int, valid: bool) -> None:
     retention = event("retention_applied")
     retention["payload"]["horizons"] = [value]
     assert _agree(retention) is valid
+
+
+def test_occurred_at_from_python_is_a_datetime_only() -> None:
+    # Built in Python (the SDK), the field takes a datetime, as strict mode always did: the
+    # text check of JSON input must not make it parse strings there.
+    from pydantic import ValidationError as Invalid
+
+    from agentaudit_schemas.events import event_from_dict
+
+    for value in ("2026-11-21T10:00:00Z", "1795255200", 1_795_255_200):
+        with pytest.raises(Invalid, match="datetime_type"):
+            event_from_dict(event("tool_call", occurred_at=value))
