@@ -4,10 +4,10 @@ The number of requests was bounded (`otlp_max_inflight` handled, 4x that being r
 their size: each may be `otlp_max_body_bytes` (16 MiB) and holds ~18x its size while mapped and
 sent (a 5 MiB body of 20,000 spans: +94 MB peak, 12 MB of records kept until acknowledged), so
 a burst of large batches (64 Collectors flushing at once) wanted ~19 GB in the worker's process.
-A request takes its declared size (or the largest allowed, when it declares none) before its
-body is read, then what it actually holds (body and records); past `otlp_max_inflight_bytes`
-it is answered 429 and retried. One request is always let in, however large: a budget below
-the body limit must not refuse every large batch.
+A request holds its body's bytes as they arrive (a slow sender holds only what it sent), then
+its body and records until it is answered. A request is let in while the budget is not spent;
+one still reading when others have spent it is answered 429 (exporters retry), unless it is the
+only one holding bytes: a budget below the body limit must not refuse every large batch.
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ class ByteBudget:
         self.limit = limit
         self.used = 0
 
-    def take(self, n: int) -> Held | None:
-        """A hold of `n` bytes, or None when that would pass the limit (and one is held)."""
-        if self.used and self.used + n > self.limit:
+    def take(self) -> Held | None:
+        """A new, empty hold; None when the budget is spent."""
+        if self.used >= self.limit:
             return None
-        self.used += n
-        return Held(self, n)
+        return Held(self, 0)
+
+    def over(self, held: Held) -> bool:
+        """The budget is passed and not by `held` alone."""
+        return self.used > self.limit and self.used > held.n
 
 
 class Held:

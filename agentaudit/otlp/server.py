@@ -274,6 +274,11 @@ class Receiver:
             headers=headers,
         )
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes the requests under way hold (bodies, then records): see budget.py."""
+        return self._budget.used
+
     def serving(self, connection: object) -> bool:
         """Whether `connection` (an aiohttp request handler) is in an export request."""
         return connection in self._serving
@@ -317,7 +322,7 @@ class Receiver:
         limit = self.settings.otlp_max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return self._error(413, f"body of {request.content_length} bytes > {limit}", media)
-        held = self._budget.take(request.content_length or limit)
+        held = self._budget.take()
         if held is None:
             budget = self.settings.otlp_max_inflight_bytes
             return self._error(429, f"receiver holds {budget} bytes", media, RETRY_AFTER_BUSY_S)
@@ -336,10 +341,9 @@ class Receiver:
         tenant: str,
         held: Held,
     ) -> web.Response:
-        body = await self._read(request, media)
+        body = await self._read(request, media, held)
         if isinstance(body, web.Response):
             return body
-        held.resize(len(body))
         if self._inflight >= self.settings.otlp_max_inflight:
             return self._error(429, "receiver busy", media, RETRY_AFTER_BUSY_S)
         self._inflight += 1
@@ -393,18 +397,34 @@ class Receiver:
                 raise
         return await asyncio.get_running_loop().run_in_executor(self._pool, prepare, limit)
 
-    async def _read(self, request: web.Request, media: str) -> bytes | web.Response:
+    async def _read(self, request: web.Request, media: str, held: Held) -> bytes | web.Response:
         """The request's body, or the error response: 413 over the limit, 429 when too many
-        bodies are being read, 408 when it does not arrive within `otlp_read_timeout_s`."""
+        bodies are being read or the byte budget is spent by others, 408 when it does not
+        arrive within `otlp_read_timeout_s`. `held` counts the bytes as they arrive: a slow
+        sender holds only what it sent (reserving its declared length let four slow senders
+        of 16 MiB bodies lock every other exporter out of a 64 MiB budget)."""
         limit = self.settings.otlp_max_body_bytes
         if self._reading >= READERS_PER_SLOT * self.settings.otlp_max_inflight:
             return self._error(429, "receiver busy", media, RETRY_AFTER_BUSY_S)
         self._reading += 1
         try:
             async with asyncio.timeout(self.settings.otlp_read_timeout_s):
-                return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._error(413, f"body over {limit} bytes", media)
+                chunks: list[bytes] = []
+                async for chunk in request.content.iter_any():
+                    chunks.append(chunk)
+                    held.resize(held.n + len(chunk))
+                    if held.n > limit:
+                        response = self._error(413, f"body over {limit} bytes", media)
+                        response.force_close()
+                        return response
+                    if self._budget.over(held):
+                        budget = self.settings.otlp_max_inflight_bytes
+                        response = self._error(
+                            429, f"receiver holds {budget} bytes", media, RETRY_AFTER_BUSY_S
+                        )
+                        response.force_close()
+                        return response
+                return b"".join(chunks)
         except ConnectionResetError:
             # The client went away mid-body: nothing to answer, nothing taken (aiohttp logged
             # it as an unhandled error with a traceback, and no counter said where it went).

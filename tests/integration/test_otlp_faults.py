@@ -73,8 +73,8 @@ async def test_a_large_batch_being_mapped_does_not_hold_up_a_small_one(
     assert rx.counters["events"] == 3
 
 
-async def _slow_sender(url: str, key: str, body: bytes) -> tuple[Any, Any]:
-    """A connection that sent its headers and 10 bytes of `body`, and then nothing."""
+async def _slow_sender(url: str, key: str, body: bytes, sent: int = 10) -> tuple[Any, Any]:
+    """A connection that sent its headers and `sent` bytes of `body`, and then nothing."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
@@ -82,7 +82,7 @@ async def _slow_sender(url: str, key: str, body: bytes) -> tuple[Any, Any]:
             "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
             f"x-api-key: {key}\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
-        + body[:10]
+        + body[:sent]
     )
     await writer.drain()
     return reader, writer
@@ -281,28 +281,35 @@ async def test_past_the_connection_limit_with_all_in_a_request_a_new_one_gets_50
 
 async def test_bytes_held_by_requests_are_bounded(settings: Settings, tmp_path: Path) -> None:
     # The count of requests was bounded, not their size: 64 requests of 16 MiB (each ~18x
-    # that at peak while mapped and sent) wanted ~19 GB. A request declaring more than the
-    # budget has left is now answered 429 (one is always let in).
+    # that at peak while mapped and sent) wanted ~19 GB. A request reading when others hold
+    # the budget is now answered 429; a slow sender holds only the bytes it sent, whatever
+    # length it declared, so it cannot lock the others out.
     await ensure_topics(settings)
-    body = encode_spans(make_spans(*[chat(input_tokens=i + 1) for i in range(2)]))
-    data = body.SerializeToString()
-    assert 1024 // 2 < len(data) <= 1024  # one fits the budget, two do not
+    data = encode_spans(make_spans(*[chat(input_tokens=i + 1) for i in range(2)]))
+    body = data.SerializeToString()
+    budget = 1024
+    assert budget // 2 < len(body) <= budget
     tight = settings.model_copy(
-        update={"otlp_max_inflight_bytes": 1024, "otlp_read_timeout_s": 60.0}
+        update={"otlp_max_inflight_bytes": budget, "otlp_read_timeout_s": 60.0}
     )
     headers = {"Content-Type": "application/x-protobuf"}
     async with receiver(tight, tmp_path) as (url, key, rx), aiohttp.ClientSession() as http:
 
         async def post() -> tuple[int, str | None]:
             async with http.post(
-                f"{url}/v1/traces", data=data, headers={**headers, "x-api-key": key}
+                f"{url}/v1/traces", data=body, headers={**headers, "x-api-key": key}
             ) as r:
                 return r.status, r.headers.get("Retry-After")
 
-        slow = await _slow_sender(url, key, data)
-        await poll_until(lambda: rx.counters["requests"] == 1, 10, "the slow request")
+        # Half of a 2 KiB body sent and held: no room for another body.
+        holder = await _slow_sender(url, key, b"x" * 2 * budget, sent=budget - 24)
+        await poll_until(lambda: rx.held_bytes == budget - 24, 10, "the half body held")
         assert await post() == (429, str(RETRY_AFTER_BUSY_S))
-        await _close_all([slow])
-        await poll_until(lambda: rx.counters.get("aborted") == 1, 10, "the slow one gone")
+        await _close_all([holder])
+        await poll_until(lambda: rx.held_bytes == 0, 10, "the holder gone")
+        # Declaring 1 MiB and sending 10 bytes holds 10 bytes: the others get through.
+        slow = await _slow_sender(url, key, b"x" * (1 << 20), sent=10)
+        await poll_until(lambda: rx.held_bytes == 10, 10, "the slow sender's bytes")
         assert (await post())[0] == 200
+        await _close_all([slow])
     assert rx.counters["events"] == 2
