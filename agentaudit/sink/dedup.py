@@ -12,6 +12,16 @@ from collections import deque
 from collections.abc import Iterable
 
 
+def event_key(tenant_id: str, event_id: str) -> str:
+    """What the sink's window remembers of an event: its id *within its tenant*. A re-send
+    comes from the same tenant; with the id alone, any producer could make another tenant's
+    event a "duplicate" by sending its id first (OTLP ids are a function of tenant, trace id,
+    span id, type and time, and trace context travels to other services), and that event was
+    dropped: in neither `events` nor `dead_letters`, counted only as a duplicate. Tenants are
+    slugs (no '/'), so the key names one (tenant, id) pair."""
+    return f"{tenant_id}/{event_id}"
+
+
 class RecentIds:
     """A FIFO-bounded set of event ids."""
 

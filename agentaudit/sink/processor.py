@@ -20,7 +20,7 @@ import orjson
 from agentaudit.sink.chain import ChainHeads
 from agentaudit.sink.deadletter import keep
 from agentaudit.sink.decode import Accepted, Rejected, decode, not_after
-from agentaudit.sink.dedup import RecentIds
+from agentaudit.sink.dedup import RecentIds, event_key
 from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
 from agentaudit.trail.leaf import ChainLeaves
 from agentaudit_schemas.events import MAX_EVENT_BYTES
@@ -148,7 +148,8 @@ class SinkProcessor:
         epochs: dict[int, int] | None = None,
     ) -> None:
         """Load what the store holds of the assigned partitions' current log epochs (the
-        watermarks are that epoch's); call with an empty pending batch."""
+        watermarks are that epoch's; `recent_ids` are `dedup.event_key`s, oldest first); call
+        with an empty pending batch."""
         self.event_watermark = dict(event_watermark)
         self.dead_letter_watermark = dict(dead_letter_watermark)
         self.epochs = dict(epochs or {})
@@ -229,10 +230,10 @@ class SinkProcessor:
         if self.seal is not None:
             # Before the id is remembered: a failed seal must not make a replay a "duplicate".
             canonical = self.seal(document, canonical)
-        if not self.recent.add(document["event_id"]):
+        tenant = document["tenant_id"]
+        if not self.recent.add(event_key(tenant, document["event_id"])):
             self.counters.duplicates += 1
             return
-        tenant = document["tenant_id"]
         key = (tenant, partition)
         link = self.chains.extend(key, canonical)
         cost = self.cost.of_document(document, occurred_at)

@@ -39,6 +39,7 @@ class Recovered:
     heads: dict[tuple[str, int], tuple[int, str]]
     """(tenant_id, partition) → (chain_seq, row_hash) of that chain's last row."""
     recent_ids: list[str]
+    """The newest events' `dedup.event_key`s (tenant/event id), oldest first."""
 
 
 def _latest_epochs(
@@ -98,7 +99,8 @@ def recover(store: Store, topic: str, partitions: list[int], recent_limit: int) 
     recent: list[str] = []
     if recent_limit > 0:
         rows = store.query(
-            "SELECT toString(event_id) FROM agentaudit.events "
+            # `dedup.event_key`: the id within its tenant.
+            "SELECT concat(toString(tenant_id), '/', toString(event_id)) FROM agentaudit.events "
             "WHERE kafka_topic = {topic:String} AND has({parts:Array(UInt32)}, kafka_partition) "
             "ORDER BY ingested_at DESC, kafka_offset DESC LIMIT {n:UInt64}",
             {"topic": topic, "parts": partitions, "n": recent_limit},

@@ -102,9 +102,18 @@ async def test_the_same_event_delivered_twice_is_stored_once(settings: Settings)
         assert scalar(store, "SELECT count() FROM agentaudit.events") == 20
         assert_chains_valid(store)
     # A new sink on the same store, in a new consumer group (positions come from the store,
-    # not from Kafka), recovers the ids and drops a third copy.
-    await produce_raw(settings, [(b"acme", wire(docs[0]))])
+    # not from Kafka), recovers the ids and drops a third copy; the same id from another
+    # tenant is that tenant's event, stored (ids are remembered within their tenant).
+    other = event_dict(tenant="globex") | {"event_id": docs[0]["event_id"]}
+    await produce_raw(settings, [(b"acme", wire(docs[0])), (b"globex", wire(other))])
     settings = settings.model_copy(update={"consumer_group": settings.consumer_group + "-b"})
     with open_store(settings, own=True) as store:
-        worker = await sink_until(settings, store, lambda w: w.processor.counters.duplicates >= 1)
-        assert scalar(store, "SELECT count() FROM agentaudit.events") == 20
+        worker = await sink_until(
+            settings,
+            store,
+            # the 20 second copies (after the stored offsets) and the third are re-read
+            lambda w: w.processor.counters.duplicates + w.processor.counters.accepted >= 22,
+        )
+        assert (worker.processor.counters.duplicates, worker.processor.counters.accepted) == (21, 1)
+        assert scalar(store, "SELECT count() FROM agentaudit.events") == 21
+        assert scalar(store, "SELECT count() FROM agentaudit.events WHERE tenant_id = 'globex'")

@@ -3,6 +3,9 @@
 import time
 from datetime import UTC, datetime
 
+import orjson
+
+from agentaudit.sink.dedup import event_key
 from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, Source
 from agentaudit_schemas.pricing import load_pricing
@@ -93,3 +96,23 @@ def test_a_kafka_timestamp_past_any_date_is_a_dead_letter_with_a_storable_time()
     assert [r["kafka_timestamp"].year for r in rows] == [2299, 2299, 1900]
     assert all("out of range, stored as" in r["detail"] for r in rows)
     assert p.counters.dead_lettered == 3
+
+
+def test_an_event_id_is_remembered_within_its_tenant() -> None:
+    # With the id alone, a producer sending another tenant's event id first (OTLP ids are
+    # computable from trace context) made that tenant's event a "duplicate": dropped, in
+    # neither table. A re-send by the same tenant is still dropped, after recovery too.
+    p = processor()
+    mallory, victim = event_dict(tenant="mallory"), event_dict(tenant="victim")
+    victim["event_id"] = mallory["event_id"]
+    p.add(src(0), wire(mallory))
+    p.add(src(1), wire(victim))
+    p.add(src(2), wire(victim))  # the victim's SDK re-sends it
+    batch = p.take()
+    assert [orjson.loads(row[0])["tenant_id"] for row in batch.events] == ["mallory", "victim"]
+    assert p.counters.duplicates == 1
+    again = processor()
+    again.recover({}, {}, {}, [event_key("mallory", mallory["event_id"])])
+    again.add(src(3), wire(victim))
+    again.add(src(4), wire(mallory))
+    assert len(again.take().events) == 1 and again.counters.duplicates == 1
