@@ -89,6 +89,7 @@ FOLLOW_CONNECT_TIMEOUT_S = 30.0
 """Bound on connecting a budget/pin follower; past it, the follower retries with backoff."""
 TABLES = ("spend", "breakers", "anomaly", "drift", "recent")
 RAW_TABLES = ("anomaly", "drift")
+LOG_TABLES = ("recent",)  # written and recovered only: not kept in the table's memory too
 Apply = Callable[[bytes | None, bytes | None], list[Record]]
 
 
@@ -276,8 +277,7 @@ class StreamJobsApp:
             )
 
     def _control_wait_left(self) -> float:
-        """Seconds left of the bound (`PINS_WAIT_S`, from the first ask) on waiting for the
-        control topic."""
+        """Seconds left of waiting for the control topic (`PINS_WAIT_S` from the first ask)."""
         now = time.monotonic()
         if self._started is None:
             self._started = now
@@ -377,7 +377,8 @@ class StreamJobsApp:
             if write.value is None:
                 continue  # nothing held for this key: never tombstone state another worker owns
             table = self.tables[write.job]
-            table.data[write.key] = write.value
+            if write.job not in LOG_TABLES:
+                table.data[write.key] = write.value
             partition = write.partition if write.partition is not None else 0
             await table.send_changelog(partition, write.key, write.value)
         await self.app.producer.flush()
@@ -385,12 +386,15 @@ class StreamJobsApp:
     def _restorer(self, name: str) -> Callable[[], Any]:
         async def restore() -> None:
             table = self.tables[name]
+            stored = len(table.data)
             for key, value in list(table.data.items()):
                 if value is not None:
                     self.jobs.restore(name, key, value)
+                if name in LOG_TABLES:
+                    del table.data[key]  # loaded: the jobs hold what they need of it
             # The memory store keeps keys written at run time after their partition is gone.
             self.jobs.retain_partitions(self._assigned())
-            log.info("restored %d %s states", len(table.data), name)
+            log.info("restored %d %s states", stored, name)
 
         return restore
 

@@ -82,3 +82,5 @@ async def test_a_re_sent_event_after_the_commit_counts_once_after_a_restart(
         await poll_until(lambda: second.jobs.counters.handled >= 2, 30, "copy and new handled")
         assert (second.jobs.counters.events, second.jobs.counters.duplicates) == (1, 1)
         assert _calls(second) == 2  # the event once, and the new one
+        # the ids live in the jobs' window only, not also in the table's memory
+        assert len(second.tables["recent"].data) == 0
