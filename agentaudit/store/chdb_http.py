@@ -89,6 +89,9 @@ _QUERY_STRING_RE = re.compile(r"\?[^\s'\"]*")
 # The peer's FIN shows as POLLRDHUP (Linux) even while its request data is still unread.
 _HANG_UP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 _HEAD_LIMIT = 1 << 18  # an INSERT statement longer than this is not a data insert
+# Insert data read before the session is held (see `_execute`): a sink batch is at most
+# sink_batch_bytes (64 MiB) and one fetch; larger inserts stream the rest under the session.
+_PREREAD = 128 << 20
 # An auditor's request is one statement, read whole before anyone is authenticated: bounded,
 # far above what ClickHouse parses (max_query_size, 256 KiB), so a small compressed body cannot
 # make the store owner (and its sink) hold gigabytes.
@@ -307,9 +310,19 @@ class _Handler(BaseHTTPRequestHandler):
             statement, fmt, offset = insert
             _refuse_several(statement.encode())
 
+            # The body is read before the session is held, up to _PREREAD bytes: read under
+            # it, a client that stopped sending mid-body (a sink process frozen mid-insert)
+            # held every other caller, the sink's inserts included, for the socket timeout.
+            early = [head[offset:]] if offset < len(head) else []
+            size = len(early[0]) if early else 0
+            for chunk in chunks:  # breaking off leaves the rest of the body to `data()`
+                early.append(chunk)
+                size += len(chunk)
+                if size >= _PREREAD:
+                    break
+
             def data() -> Iterator[bytes]:
-                if offset < len(head):
-                    yield head[offset:]
+                yield from early
                 yield from chunks
 
             return fmt, engine.insert(statement, fmt, data(), database, settings, self._gone)

@@ -93,3 +93,28 @@ def test_closing_the_server_does_not_wait_out_a_half_second_poll(tmp_path: Path)
         assert time.monotonic() - start < 1.5
     finally:
         engine.close()
+
+
+def test_a_client_that_stops_mid_insert_body_holds_no_one_else(server: ChdbHttpServer) -> None:
+    host, port = server.server_address[:2]
+    operator = ClickHouseStore(Published(server.url, "t0ken", 0).endpoint(), timeout=5)
+    try:
+        operator.command("CREATE TABLE default.t (x UInt32) ENGINE = MergeTree ORDER BY x")
+        frozen = socket.create_connection((str(host), port))  # a sink process frozen mid-send
+        statement = b"INSERT INTO default.t (x) FORMAT TabSeparated\n1\n"
+        frozen.sendall(
+            b"POST /?password=t0ken HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + f"{len(statement):x}\r\n".encode()
+            + statement
+            + b"\r\n"  # ... and the rest of the body never comes
+        )
+        try:
+            # Before: the session was held while the body was read, until the handler's
+            # 120 s socket timeout; this call timed out (5 s) instead.
+            assert operator.command("SELECT 1") == 1
+            operator.insert("default.t", [[2]], ["x"])
+        finally:
+            frozen.close()
+        assert operator.query("SELECT x FROM default.t").result_rows == [(2,)]
+    finally:
+        operator.close()
