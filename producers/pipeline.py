@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails, InitErrorDetails
 
 from agentaudit_schemas.events import MAX_EVENT_BYTES, parse_event
+from agentaudit_schemas.payloads import MAX_CONTENT_CHARS
 from agentaudit_sdk.clock import utc_from_ns
 from agentaudit_sdk.context import Bound, new_span_id, new_trace_id
 from agentaudit_sdk.redaction import redact
@@ -104,6 +105,44 @@ def redact_event(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+CONTENT_OMITTED = "agentaudit.content_omitted"
+"""The attribute naming an llm_call's prompt or response left out for its length."""
+
+
+def omit_oversized_content(data: dict[str, Any]) -> dict[str, Any]:
+    """Leave out an llm_call's prompt or response longer than the contract's
+    `MAX_CONTENT_CHARS` and name it in the attribute `agentaudit.content_omitted`; never cut
+    (a cut text would read as the whole). The call, its usage and cost are kept. Before, the
+    whole event failed the contract: a RAG-sized prompt cost the call's spend record (counted
+    in `stats.invalid`, nothing on the topic). The OTLP receiver does the same
+    (`otlp.content_omitted`)."""
+    payload = data.get("payload")
+    if data.get("type") != "llm_call":
+        return data
+    if isinstance(payload, BaseModel):
+        payload = payload.model_dump()
+    content = payload.get("content") if isinstance(payload, Mapping) else None
+    if isinstance(content, BaseModel):
+        content = content.model_dump()
+    if not isinstance(payload, Mapping) or not isinstance(content, Mapping):
+        return data
+    long = [
+        key
+        for key in ("prompt", "response")
+        if isinstance(content.get(key), str) and len(content[key]) > MAX_CONTENT_CHARS
+    ]
+    if not long:
+        return data
+    kept = {key: value for key, value in content.items() if key not in long}
+    data["payload"] = {**payload, "content": kept}
+    attributes = data.get("attributes")
+    data["attributes"] = {
+        **(attributes if isinstance(attributes, Mapping) else {}),
+        CONTENT_OMITTED: ", ".join(f"{key} over {MAX_CONTENT_CHARS} chars" for key in long),
+    }
+    return data
+
+
 def without_input(exc: ValidationError) -> ValidationError | InvalidEvent:
     """`exc` without the input values: a ValidationError's text shows each failing value
     (its first and last characters when long), and the client logs it and keeps it in
@@ -160,6 +199,7 @@ class EventEncoder:
         data = item.model_dump() if isinstance(item, BaseModel) else self.event_dict(item)
         if self._redact:
             data = redact_event(data)
+        data = omit_oversized_content(data)  # after redaction, which changes lengths
         try:
             event = parse_event(orjson.dumps(data, default=_json_default))
         except ValidationError as exc:

@@ -177,3 +177,27 @@ def test_latency_and_duration_come_from_the_injected_clock(
     found = by_type(events_of(client, transport))
     assert found["llm_call"]["payload"]["latency_ms"] == pytest.approx(1250.0)
     assert found["run_finished"]["payload"]["duration_ms"] == pytest.approx(2000.0)
+
+
+def test_an_oversized_prompt_is_left_out_and_named_and_the_call_kept(
+    client: Client, transport: InMemoryTransport
+) -> None:
+    """Before, a prompt over the contract's 32,768 characters failed the whole event: the
+    call's usage and cost never reached the trail (`stats.invalid` 1, nothing sent)."""
+    from agentaudit_schemas.payloads import MAX_CONTENT_CHARS
+
+    with client.llm_call("openai", "gpt-4o", content_prompt="x" * (MAX_CONTENT_CHARS + 1)) as call:
+        call.record(Usage(input_tokens=9000, output_tokens=20), response="short answer")
+    (event,) = events_of(client, transport)
+    assert client.stats.invalid == 0
+    assert event["payload"]["usage"]["input_tokens"] == 9000
+    assert event["payload"]["content"] == {"handling": "plain", "response": "short answer"}
+    assert event["attributes"]["agentaudit.content_omitted"] == (
+        f"prompt over {MAX_CONTENT_CHARS} chars"
+    )
+    # exactly at the limit: kept whole
+    with client.llm_call("openai", "gpt-4o", content_prompt="y" * MAX_CONTENT_CHARS) as call:
+        call.record(Usage(input_tokens=1, output_tokens=1))
+    last = events_of(client, transport)[-1]
+    assert len(last["payload"]["content"]["prompt"]) == MAX_CONTENT_CHARS
+    assert "agentaudit.content_omitted" not in last.get("attributes", {})
