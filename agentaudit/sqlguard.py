@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from agentaudit.errors import BadQuery, StoreUnavailable
+from agentaudit.store.client import refused_statement
 from agentaudit.store.protocol import QueryResult, Store
 
 SELECT = "SelectWithUnionQuery"
@@ -392,7 +393,9 @@ def run_readonly(
     try:
         return store.query(fence(verdict, limits))
     except Exception as exc:
-        stopped = stopped_by_limit(exc, limits, policy)
+        # The statement is the caller's: an error it ran into is theirs to fix, one line and
+        # exit code 5 (a code the store client leaves unclassified was a traceback, exit 1).
+        stopped = stopped_by_limit(exc, limits, policy) or refused_statement(exc)
         if stopped is None:
             raise
         raise stopped from exc

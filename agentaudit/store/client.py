@@ -241,6 +241,16 @@ def classify(exc: Exception, where: str) -> Exception:
     return exc
 
 
+def refused_statement(exc: Exception) -> BadQuery | None:
+    """BadQuery for any ClickHouse error a statement ran into that `classify` left as it was
+    (a code of neither list: throwIf's 395, a division by zero, ...), for callers whose
+    statement is the user's own (`agentaudit query`); None for anything else."""
+    code = getattr(exc, "code", None)
+    if not isinstance(exc, DatabaseError) or not isinstance(code, int):
+        return None
+    return BadQuery(f"ClickHouse could not run the statement (code {code}): {_message(exc)}")
+
+
 def _check_uuids(
     names: Sequence[str], types: Sequence[Any], columns: Sequence[Sequence[Any]]
 ) -> None:
