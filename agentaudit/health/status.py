@@ -269,7 +269,18 @@ def store_owner(settings: Settings) -> str | None:
     return None if live is None else f"pid {live.pid} serves the store"
 
 
-def gather(settings: Settings, now: datetime, *, broker_timeout_s: float = 5.0) -> Observed:
+STORE_TIMEOUT_S = 30
+"""How long status waits for the store's answers. The embedded store answers one call at a time:
+behind a long query status waited for it (up to the client's 300 s) and then said 'store ok'."""
+
+
+def gather(
+    settings: Settings,
+    now: datetime,
+    *,
+    broker_timeout_s: float = 5.0,
+    store_timeout_s: int = STORE_TIMEOUT_S,
+) -> Observed:
     """Read the broker and the store; each one's failure is recorded, not raised."""
     from agentaudit.store import open_store, store_exists
 
@@ -282,7 +293,7 @@ def gather(settings: Settings, now: datetime, *, broker_timeout_s: float = 5.0) 
     try:
         if settings.embedded and not store_exists(settings):
             raise StoreUnavailable(f"no store at {settings.store_dir} (AGENTAUDIT_DATA_DIR)")
-        with open_store(settings) as store:
+        with open_store(settings, timeout=store_timeout_s) as store:
             seen.figures = store_figures(store, now, signed=settings.checkpoint_interval_s > 0)
     except StoreUnavailable as exc:
         seen.store_error = str(exc)

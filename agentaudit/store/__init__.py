@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from agentaudit.errors import StoreUnavailable
 from agentaudit.settings import Settings
-from agentaudit.store.client import ClickHouseStore
+from agentaudit.store.client import ClickHouseStore, Endpoint
 from agentaudit.store.embedded import EmbeddedOwner, Published, directory_locked, read_live_endpoint
 from agentaudit.store.protocol import QueryResult, Store
 
@@ -28,9 +28,10 @@ _POLL_S = 0.05
 
 @contextmanager
 def open_store(
-    settings: Settings, *, own: bool = False, attach: bool = False
+    settings: Settings, *, own: bool = False, attach: bool = False, timeout: float = 300
 ) -> Iterator[ClickHouseStore]:
-    """A connected `Store` (a `ClickHouseStore`) for the context's duration.
+    """A connected `Store` (a `ClickHouseStore`) for the context's duration; `timeout`: how long
+    a call waits for an answer (whole seconds) before it raises StoreUnavailable.
 
     `own=True` is for the one process meant to own the embedded store (the worker, the demo):
     it raises StoreUnavailable, naming the owner's pid, instead of connecting to an owner.
@@ -39,20 +40,25 @@ def open_store(
     """
     if not settings.embedded:
         assert settings.clickhouse_url is not None
-        with _closing(ClickHouseStore.from_url(settings.clickhouse_url)) as store:
+        endpoint = Endpoint.from_url(settings.clickhouse_url)
+        with _closing(ClickHouseStore(endpoint, timeout=timeout)) as store:
             yield store
         return
     if attach:
         live = read_live_endpoint(settings)
         if live is None:
             raise StoreUnavailable(f"no process serves the embedded store {settings.store_dir}")
-        with _closing(ClickHouseStore(live.endpoint(), connect_timeout=3)) as store:
+        with _closing(
+            ClickHouseStore(live.endpoint(), connect_timeout=3, timeout=timeout)
+        ) as store:
             yield store
         return
     owner = EmbeddedOwner(settings)
     published = _find_or_become_owner(settings, owner, own)
     try:
-        with _closing(ClickHouseStore(published.endpoint(), connect_timeout=3)) as store:
+        with _closing(
+            ClickHouseStore(published.endpoint(), connect_timeout=3, timeout=timeout)
+        ) as store:
             yield store
     finally:
         owner.close()  # no-op when another process owns the store
