@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from agentaudit.sink.decode import Rejected, not_after, validate
+from agentaudit.sink.dedup import event_key
 from agentaudit.sink.rows import EventCost
 from agentaudit_schemas.budgets import Budget, BudgetScope
 from agentaudit_schemas.pricing import Pricing
@@ -129,7 +130,11 @@ class StreamJobs:
                 continue
             # Re-delivered offsets are the replay guards' business (they keep their own
             # count); only a new message carrying a known id is a re-sent event.
-            if not recent_add(partition, event.event_id) and offset > applied:
+            # Per tenant, as the sink remembers them (`event_key`): an id another tenant
+            # sent first is a different event, and the trail stores it.
+            if not recent_add(partition, event_key(event.tenant_id, event.event_id)) and (
+                offset > applied
+            ):
                 counters.duplicates += 1
                 continue
             counters.events += 1

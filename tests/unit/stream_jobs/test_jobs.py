@@ -64,6 +64,20 @@ def test_a_re_sent_event_counts_once_in_spend_as_it_is_stored_once() -> None:
     assert jobs.spend.to_state("acme") == once.spend.to_state("acme")
 
 
+def test_an_event_id_another_tenant_sent_first_still_counts() -> None:
+    """The sink remembers ids per tenant (8398c8a: any producer could make another tenant's
+    event a "duplicate" by sending its id first), so it stores both events; the jobs must
+    count both too. Before, they remembered bare ids and dropped the second as a re-send."""
+    jobs = StreamJobs(load_pricing())
+    first = event_dict("mallory", "llm_call")
+    second = {**event_dict("acme", "llm_call"), "event_id": first["event_id"]}
+    for doc in (first, second):
+        doc["occurred_at"] = NOW.isoformat()
+    jobs.process(0, [(1, wire(first)), (2, wire(second)), (3, wire(second))], NOW)
+    assert (jobs.counters.events, jobs.counters.duplicates) == (2, 1)
+    assert set(jobs.spend.tracker.tenants()) == {"mallory", "acme"}
+
+
 def test_spend_state_forgets_windows_past_their_grace_as_the_worker_runs() -> None:
     """Windows were forgotten only by `drain_rollups`, which the worker never calls: every
     tenant's state kept every hour/day/month window it ever had (40 days: 1,000 windows,
