@@ -159,7 +159,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, head: bool = False) -> None:
         url = urlsplit(self.path)
-        body = Body(self.rfile, self.headers)
+        try:
+            body = Body(self.rfile, self.headers)
+        except ValueError as exc:  # e.g. Content-Length 'abc' or '-5': the request is unreadable
+            self.send_error(400, str(exc))
+            return
         params = parse_query_string(url.query)
         if url.path == "/ping" or (url.path == "/" and "query" not in params and body.done):
             # The pid lets a reader tell this owner from whatever serves the port an owner

@@ -29,6 +29,7 @@ else:  # clickhouse-connect depends on the backport below 3.14
 _LINE_LIMIT = 65_536
 _PIECE = 1 << 24  # the most read from the socket at once
 _CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_LENGTH_RE = re.compile(r"[0-9]{1,18}")
 _DECODERS: dict[str, Callable[[], Any]] = {
     "lz4": lz4.frame.LZ4FrameDecompressor,
     "zstd": zstd.ZstdDecompressor,
@@ -66,7 +67,12 @@ class Body:
     def __init__(self, rfile: io.BufferedIOBase, headers: Any) -> None:
         self._rfile = rfile
         self._chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        self._remaining = int(headers.get("Content-Length") or 0)
+        length = headers.get("Content-Length") or "0"
+        if not self._chunked and not _LENGTH_RE.fullmatch(length):
+            # int() took '-5' (the body then read as the next request) and raised on 'abc',
+            # which ended the handler with a traceback and no answer.
+            raise ValueError(f"invalid Content-Length {length[:20]!r}")
+        self._remaining = int(length) if not self._chunked else 0
         self._encoding = headers.get("Content-Encoding", "identity").strip().lower()
         self.content_type: str = headers.get("Content-Type", "")
         self.done = not self._chunked and self._remaining == 0

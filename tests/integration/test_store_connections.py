@@ -118,3 +118,21 @@ def test_a_client_that_stops_mid_insert_body_holds_no_one_else(server: ChdbHttpS
         assert operator.query("SELECT x FROM default.t").result_rows == [(2,)]
     finally:
         operator.close()
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-5"])
+def test_an_unreadable_content_length_is_answered_400(
+    server: ChdbHttpServer, length: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, port = server.server_address[:2]
+    with socket.create_connection((str(host), port), timeout=5) as client:
+        client.sendall(
+            b"POST /?password=t0ken HTTP/1.1\r\nHost: h\r\nContent-Length: "
+            + length
+            + b"\r\n\r\nSELECT 1"
+        )
+        # Before: 'abc' ended the handler with a traceback and no answer; '-5' ran the URL's
+        # statement and read the body as the next request.
+        answer = client.recv(200)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert "Traceback" not in capsys.readouterr().err
