@@ -41,6 +41,7 @@ class Reason(StrEnum):
     DUPLICATE_KEY = "duplicate_key"
     OCCURRED_AT_IN_FUTURE = "occurred_at_in_future"
     UNENCODABLE = "unencodable"
+    EVENT_ID_CONFLICT = "event_id_conflict"
 
 
 # Named tuples, not frozen dataclasses: one verdict is built per message, three times cheaper.

@@ -10,6 +10,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from enum import Enum
+
+
+class Seen(Enum):
+    """What `RecentIds.seen` found."""
+
+    NEW = "new"
+    REPEAT = "repeat"
+    CONFLICT = "conflict"
 
 
 def event_key(tenant_id: str, event_id: str) -> str:
@@ -23,12 +32,12 @@ def event_key(tenant_id: str, event_id: str) -> str:
 
 
 class RecentIds:
-    """A FIFO-bounded set of event ids."""
+    """A FIFO-bounded set of event ids; with `seen`, each id's content digest too."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._order: deque[str] = deque()
-        self._ids: set[str] = set()
+        self._ids: dict[str, bytes | None] = {}
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -38,18 +47,28 @@ class RecentIds:
 
     def add(self, event_id: str) -> bool:
         """Record an id; False if it was already there (a duplicate)."""
+        return self.seen(event_id, None) is Seen.NEW
+
+    def seen(self, event_id: str, digest: bytes | None) -> Seen:
+        """Record an id with its content's digest: NEW, REPEAT (the same content, or an id
+        whose digest is unknown: recovered from the store) or CONFLICT (other content: the id
+        was reused, not re-sent, and the message must not vanish as a duplicate)."""
         if self.capacity <= 0:
-            return True
+            return Seen.NEW
         if event_id in self._ids:
-            return False
-        self._ids.add(event_id)
+            known = self._ids[event_id]
+            if known is None or digest is None or known == digest:
+                return Seen.REPEAT
+            return Seen.CONFLICT
+        self._ids[event_id] = digest
         self._order.append(event_id)
         if len(self._order) > self.capacity:
-            self._ids.discard(self._order.popleft())
-        return True
+            del self._ids[self._order.popleft()]
+        return Seen.NEW
 
     def reset(self, ids: Iterable[str]) -> None:
-        """Replace the window with ids recovered from the store, oldest first."""
+        """Replace the window with ids recovered from the store, oldest first (their
+        digests unknown)."""
         self._order.clear()
         self._ids.clear()
         for event_id in ids:

@@ -13,19 +13,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from hashlib import blake2b
 from typing import Any
 
 import orjson
 
 from agentaudit.sink.chain import ChainHeads
 from agentaudit.sink.deadletter import keep
-from agentaudit.sink.decode import Accepted, Rejected, decode, not_after
-from agentaudit.sink.dedup import RecentIds, event_key
+from agentaudit.sink.decode import Accepted, Reason, Rejected, decode, not_after
+from agentaudit.sink.dedup import RecentIds, Seen, event_key
 from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
 from agentaudit.trail.leaf import ChainLeaves
 from agentaudit_schemas.events import MAX_EVENT_BYTES
 from agentaudit_schemas.pricing import Pricing
 from agentaudit_sdk.clock import UtcNow, utc_now
+
+_CONFLICT = Rejected(
+    Reason.EVENT_ID_CONFLICT,
+    "this tenant's event_id was stored with other content: a re-sent event is byte-identical, "
+    "a new event needs a new id",
+)
 
 
 @dataclass
@@ -190,13 +197,23 @@ class SinkProcessor:
         # Kafka's "no timestamp" is -1; some clients leave 0: neither is a time to judge by.
         verdict = decode(value, not_after(source.timestamp_ms, self.max_skew_ms))
         if type(verdict) is Accepted:
-            self._add_event(source, verdict)
+            self._add_event(source, verdict, value)
             return
         assert isinstance(verdict, Rejected)
+        self._dead_letter(source, value, verdict, *_hints(value, source.key))
+
+    def _dead_letter(
+        self,
+        source: Source,
+        value: bytes | None,
+        verdict: Rejected,
+        tenant: str,
+        event_id: str,
+    ) -> None:
         if source.offset <= self.dead_letter_watermark.get(source.partition, -1):
             self.counters.already_stored += 1
             return
-        tenant, event_id = _hints(value, source.key)
+        batch = self.batch
         # An oversized message keeps a prefix, its size and hash: a whole 10 MB message would
         # not fit the DLQ topic (and the table gains nothing from it).
         kept, extra, note = keep(value or b"")
@@ -221,18 +238,25 @@ class SinkProcessor:
         batch.dead_letter_high[source.partition] = source.offset
         self.counters.dead_lettered += 1
 
-    def _add_event(self, source: Source, verdict: Accepted) -> None:
+    def _add_event(self, source: Source, verdict: Accepted, value: bytes | None) -> None:
         partition, offset = source.partition, source.offset
         if offset <= self.event_watermark.get(partition, -1):
             self.counters.already_stored += 1
             return
         document, canonical, occurred_at = verdict
+        # Of the content as sent (before sealing, whose nonces differ per message): a re-sent
+        # event is byte-identical, a reused id is not.
+        digest = blake2b(canonical, digest_size=16).digest()
         if self.seal is not None:
             # Before the id is remembered: a failed seal must not make a replay a "duplicate".
             canonical = self.seal(document, canonical)
-        tenant = document["tenant_id"]
-        if not self.recent.add(event_key(tenant, document["event_id"])):
+        tenant, event_id = document["tenant_id"], document["event_id"]
+        seen = self.recent.seen(event_key(tenant, event_id), digest)
+        if seen is Seen.REPEAT:
             self.counters.duplicates += 1
+            return
+        if seen is Seen.CONFLICT:  # a reused id: the message is kept, not dropped as a re-send
+            self._dead_letter(source, value, _CONFLICT, tenant, event_id)
             return
         key = (tenant, partition)
         link = self.chains.extend(key, canonical)

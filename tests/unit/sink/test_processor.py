@@ -116,3 +116,29 @@ def test_an_event_id_is_remembered_within_its_tenant() -> None:
     again.add(src(3), wire(victim))
     again.add(src(4), wire(mallory))
     assert len(again.take().events) == 1 and again.counters.duplicates == 1
+
+
+def test_a_reused_event_id_with_other_content_is_a_dead_letter_not_a_duplicate() -> None:
+    # Before, the first event with an id won and every later one with that id vanished as a
+    # "duplicate" (a producer that reuses ids: produced 3, stored 1, dead letters 0). A
+    # re-send is byte-identical; anything else is kept as a dead letter with its bytes.
+    p = processor()
+    first = event_dict(kind="llm_call")
+    other = {**event_dict(kind="tool_call"), "event_id": first["event_id"]}
+    p.add(src(0), wire(first))
+    p.add(src(1), wire(first))  # a re-send: dropped, counted
+    p.add(src(2), wire(other))  # a reused id: kept
+    batch = p.take()
+    assert len(batch.events) == 1
+    assert (p.counters.accepted, p.counters.duplicates, p.counters.dead_lettered) == (1, 1, 1)
+    (row,) = [dict(zip(DEAD_LETTER_COLUMNS, r, strict=True)) for r in batch.dead_letters]
+    assert row["reason"] == "event_id_conflict" and row["kafka_offset"] == 2
+    assert orjson.loads(row["original"])["type"] == "tool_call" and row["tenant_id"] == "acme"
+    (dlq,) = batch.dlq
+    assert ("reason", b"event_id_conflict") in dlq.headers
+    # Ids recovered from the store carry no digest: a reused id then counts as a re-send
+    # (README: the window's limit).
+    again = processor()
+    again.recover({}, {}, {}, [event_key("acme", first["event_id"])])
+    again.add(src(3), wire(other))
+    assert (again.counters.duplicates, again.counters.dead_lettered) == (1, 0)
