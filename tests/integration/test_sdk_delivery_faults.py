@@ -4,6 +4,8 @@ must not stall everything behind it, and what `flush`/`stats` say agrees with th
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -11,6 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agentaudit.settings import Settings
+from tests.conftest import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +44,17 @@ async def _read_topic(settings: Settings) -> list[bytes]:
 def numbers(values: list[bytes]) -> set[int]:
     """The event numbers (the error messages) among `values`."""
     return {int(orjson.loads(value)["payload"]["message"]) for value in values}
+
+
+def _run_agent(settings: Settings, script: str) -> subprocess.CompletedProcess[str]:
+    """`script` as an agent process of its own, on this test's broker (its output kept)."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_refused_record_is_counted_and_does_not_stall_the_rest(settings: Settings) -> None:
@@ -120,12 +134,9 @@ def test_kill_9_while_spooling_loses_nothing_flushed_and_replays_once(settings: 
     nothing."""
     import os
     import signal
-    import subprocess
-    import sys
 
     from agentaudit.broker import free_port
     from agentaudit_sdk import Client
-    from tests.conftest import settings_env
 
     env = {**settings_env(settings), "AGENTAUDIT_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
     agent = subprocess.Popen(
@@ -257,18 +268,8 @@ def test_a_forked_child_delivers_through_its_own_client(settings: Settings) -> N
     queued for ever (neither sent nor counted as lost), flush and shutdown timed out, and
     its exit waited for the atexit shutdown. Now the child restarts the thread with its own
     producer and its own spool slot (the parent's stays the parent's)."""
-    import subprocess
-    import sys
 
-    from tests.conftest import settings_env
-
-    done = subprocess.run(
-        [sys.executable, "-c", FORKING_AGENT],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _run_agent(settings, FORKING_AGENT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert numbers(asyncio.run(_read_topic(settings))) == {1, 2, *range(100, 110)}
     assert sorted(p.name for p in settings.spool_dir.iterdir()) == ["slot-00", "slot-01"]
@@ -310,18 +311,8 @@ def test_multiprocessing_children_deliver_what_they_emitted(settings: Settings) 
     after its last flush stayed in memory and was lost without a count (measured: 0 of 20
     from two Process children, 0 of 40 from a Pool closed and joined). Its client now shuts
     down on threading's exit hook, which that path and a normal exit both run."""
-    import subprocess
-    import sys
 
-    from tests.conftest import settings_env
-
-    done = subprocess.run(
-        [sys.executable, "-c", MULTIPROCESSING_AGENT],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _run_agent(settings, MULTIPROCESSING_AGENT)
     assert done.returncode == 0, done.stderr[-3000:]
     expected = {1, *range(100, 110), *range(200, 210), *range(300, 310)}
     assert numbers(asyncio.run(_read_topic(settings))) == expected
@@ -367,18 +358,8 @@ def test_a_child_forked_while_aiokafka_is_being_imported_still_delivers(
     half-initialised module for good: every connect failed ('partially initialized module
     aiokafka'), its events only reached its spool. Found by the SDK probe (a Pool forked
     right after the client was made). A before-fork hook now waits for that import."""
-    import subprocess
-    import sys
 
-    from tests.conftest import settings_env
-
-    done = subprocess.run(
-        [sys.executable, "-c", FORK_DURING_IMPORT_AGENT],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _run_agent(settings, FORK_DURING_IMPORT_AGENT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert numbers(asyncio.run(_read_topic(settings))) == {1, *range(100, 110)}
 
@@ -403,18 +384,8 @@ def test_sigterm_delivers_what_was_queued_and_still_ends_the_process(settings: S
     linger window (here all 50) vanished uncounted. The SDK now shuts its clients down
     first, then lets SIGTERM end the process as before (exit by signal 15)."""
     import signal
-    import subprocess
-    import sys
 
-    from tests.conftest import settings_env
-
-    done = subprocess.run(
-        [sys.executable, "-c", SIGTERMED_AGENT],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _run_agent(settings, SIGTERMED_AGENT)
     assert done.returncode == -signal.SIGTERM, done.stderr[-3000:]
     assert numbers(asyncio.run(_read_topic(settings))) == {1, *range(100, 150)}
 
@@ -423,10 +394,6 @@ def test_a_forked_childs_stats_count_only_its_own_events(settings: Settings) -> 
     """The child inherited the parent's counters: its `stats.sent` counted every event the
     parent had sent before the fork (here 5 + its own 10 = 15), so its stats disagreed with
     what it delivered (found by the SDK probe comparing stats with the topic)."""
-    import subprocess
-    import sys
-
-    from tests.conftest import settings_env
 
     script = FORKING_AGENT.replace(
         'client.error("c", "E", message="1")',
@@ -435,13 +402,7 @@ def test_a_forked_childs_stats_count_only_its_own_events(settings: Settings) -> 
         "os._exit(0 if ok else 3)",
         "s = client.stats\n    os._exit(0 if ok and (s.sent, s.enqueued) == (10, 10) else 3)",
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _run_agent(settings, script)
     assert done.returncode == 0, done.stderr[-3000:]
     assert numbers(asyncio.run(_read_topic(settings))) == {*range(1, 6), *range(100, 110), 2}
     # the parent's producer, copied into the child, is not reported there as left unclosed
