@@ -37,7 +37,7 @@ class RecentIds:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._order: deque[str] = deque()
-        self._ids: dict[str, bytes | None] = {}
+        self._ids: dict[str, int | None] = {}
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -49,7 +49,7 @@ class RecentIds:
         """Record an id; False if it was already there (a duplicate)."""
         return self.seen(event_id, None) is Seen.NEW
 
-    def seen(self, event_id: str, digest: bytes | None) -> Seen:
+    def seen(self, event_id: str, digest: int | None) -> Seen:
         """Record an id with its content's digest: NEW, REPEAT (the same content, or an id
         whose digest is unknown: recovered from the store) or CONFLICT (other content: the id
         was reused, not re-sent, and the message must not vanish as a duplicate)."""
