@@ -198,6 +198,30 @@ OccurredAt = Annotated[
 ]
 
 
+def _as_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)  # aware and within 2000-2199: cannot overflow
+
+
+OCCURRED_AT_FROM_JSON = core_schema.no_info_after_validator_function(
+    _as_utc,
+    core_schema.chain_schema(
+        [
+            core_schema.str_schema(pattern=OCCURRED_AT_PATTERN),
+            core_schema.datetime_schema(strict=False, ge=OCCURRED_AT_MIN, lt=OCCURRED_AT_END),
+        ]
+    ),
+)
+"""What `_rfc3339` accepts from JSON, and the same UTC datetime, with the pattern, the parse and
+the range compiled in pydantic-core instead of a Python call around the parser (1.9 instead of
+3.1 µs per event). For validators that only decide acceptance (the sink's plain validator asks
+the models for every refusal's wording); the two are checked equal over the timestamp edges and
+the mutation corpus (`tests/unit/sink/test_plain_validator.py`)."""
+
+JSON_EQUIVALENTS: dict[object, core_schema.CoreSchema] = {_rfc3339: OCCURRED_AT_FROM_JSON}
+"""Python validators of the contract → a compiled core schema accepting exactly what they accept
+from JSON (`agentaudit.sink.plain_validator` substitutes them)."""
+
+
 def _check_attributes(value: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
     if len(value) > MAX_ATTRIBUTES:
         raise ValueError(f"at most {MAX_ATTRIBUTES} attributes, got {len(value)}")

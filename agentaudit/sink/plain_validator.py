@@ -15,7 +15,10 @@ the models (`EVENT_ADAPTER.core_schema`) — every field, constraint, pattern, s
   wrote (that is the key count); `_normalize` then drops explicit nulls and fills the non-None
   defaults, which is what `model_dump(exclude_none=True)` gives for the model;
 * a model validator (`@model_validator(mode="after")`) is called on a read-only view of the
-  dict with its defaults, as it would be on the model.
+  dict with its defaults, as it would be on the model;
+* a field validator listed in `envelope.JSON_EQUIVALENTS` (`occurred_at`'s RFC 3339 check, a
+  Python call around the parser) becomes the compiled schema declared beside it, which accepts
+  the same JSON and gives the same value.
 
 Anything the rewrite does not understand around a model (a before/wrap validator, a model in
 a list or an untagged union, computed fields, recursive definitions) raises at import: the
@@ -34,6 +37,7 @@ from typing import Any, NamedTuple
 
 from pydantic_core import SchemaValidator
 
+from agentaudit_schemas.envelope import JSON_EQUIVALENTS
 from agentaudit_schemas.events import EVENT_ADAPTER
 
 Schema = dict[str, Any]
@@ -169,6 +173,8 @@ def plain_schema(node: Schema) -> Schema:
     """The core schema `node` with every model turned into a typed-dict (see the module
     docstring); raises `NotImplementedError` for what it does not understand."""
     kind = node["type"]
+    if kind == "function-wrap" and node["function"]["function"] in JSON_EQUIVALENTS:
+        return JSON_EQUIVALENTS[node["function"]["function"]]
     if kind == "model":
         return _typed_dict(node)[0]
     if kind == "function-after" and node["schema"]["type"] == "model":

@@ -15,6 +15,7 @@ import copy
 import json
 import random
 from collections.abc import Iterator
+from datetime import UTC
 from typing import Any
 
 import orjson
@@ -230,3 +231,61 @@ def test_models_that_are_lax_or_validate_before_refuse_to_build() -> None:
     for model in (Lax, Before, SharedDefault):
         with pytest.raises(NotImplementedError):
             _derive(model)
+
+
+TIMESTAMPS: list[Any] = [
+    "2026-11-21T10:00:00Z",
+    "2026-11-21T10:00:00.000000Z",
+    "2026-11-21T10:00:00.123456789Z",
+    "2026-11-21t10:00:00z",
+    "2026-11-21T10:00:00+00:00",
+    "2026-11-21T10:00:00-00:00",
+    "2026-11-21T10:00:00.5+05:30",
+    "2026-11-21T10:00:00.5-23:59",
+    "2026-11-21T10:00:00+24:00",
+    "2026-06-30T23:59:60Z",
+    "2026-02-29T10:00:00Z",
+    "2026-13-01T10:00:00Z",
+    "2026-11-21T25:00:00Z",
+    "2000-01-01T00:00:00Z",
+    "2000-01-01T00:30:00+01:00",
+    "1999-12-31T23:30:00-01:00",
+    "1999-12-31T23:59:59.999999Z",
+    "2199-12-31T23:59:59.999999Z",
+    "2199-12-31T23:30:00-01:00",
+    "2200-01-01T00:00:00Z",
+    "2026-11-21T10:00:00",
+    "2026-11-21 10:00:00Z",
+    "2026-11-21T10:00Z",
+    "2026-11-21T10:00:00,5Z",
+    "2026-11-21T10:00:00+0100",
+    "2026-11-21T10:00:00Z\n",
+    " 2026-11-21T10:00:00Z",
+    "2026-11-21",
+    "1795255200",
+    "1795255200000",
+    "",
+    1795255200,
+    1795255200.5,
+    None,
+    True,
+    [],
+    {},
+]
+"""`occurred_at` values at every edge of `envelope._rfc3339` and its compiled equivalent:
+offsets across the 2000 and 2200 bounds, fractions, case, what RFC 3339 refuses but pydantic
+parses, what JSON gives that is no text."""
+
+
+def test_occurred_at_compiled_and_python_checks_agree() -> None:
+    seed = _seeds()[0]
+    verdicts = set()
+    for value in TIMESTAMPS:
+        raw = _json({**seed, "occurred_at": value})
+        plain, models = decode(raw, None), _by_the_models(raw, None)
+        assert plain == models, value
+        verdicts.add(type(plain).__name__)
+        if isinstance(plain, Accepted):
+            assert plain.canonical == models.canonical  # type: ignore[union-attr]
+            assert plain.occurred_at.tzinfo is UTC, value  # as `_rfc3339` gives it
+    assert verdicts == {"Accepted", "Rejected"}
