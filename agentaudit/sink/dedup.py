@@ -3,14 +3,40 @@
 Kafka offsets make redelivery of the *same message* harmless; a re-*sent* event is a new
 message with the same `event_id`. Those arrive close together (a retry, a spool replay), so a
 bounded window of recent ids per worker catches them without a store round trip per batch.
-The window is recovered from the store on start and rebalance.
+The window is recovered from the store on start and rebalance, each id with the digest of its
+first copy's content (`ContentDigest`, stored in `events.content_digest`), so that whether a
+message is a re-send or a reused id is judged the same before and after a restart.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Iterable
 from enum import Enum
+
+_DIGEST_LABEL = b"agentaudit.content_digest.v1\x00"
+
+
+class ContentDigest:
+    """A stable 64-bit digest of an event's canonical bytes as sent (before sealing), stored
+    with its row (`events.content_digest`, migration 0023) and recovered with its id.
+
+    Stable, unlike Python's `hash` (keyed per process): a digest recovered from the store must
+    equal the one the next process computes for a byte-identical re-send. SHA-256 (hardware
+    accelerated here: ~1.2 us per 700-byte event, against ~0.4 us for `hash`), cut to 64 bits:
+    a collision (2**-64) makes a reused id a re-send. Keyed (`key`, a secret the store does not
+    hold) when personal content is sealed: an unkeyed digest of the plaintext would let anyone
+    who reads the store confirm a guess of content whose key was destroyed. Never 0, which
+    stands for "unknown" (rows stored before migration 0023)."""
+
+    def __init__(self, key: bytes = b"") -> None:
+        self._base = hashlib.sha256(_DIGEST_LABEL + key)
+
+    def __call__(self, canonical: bytes) -> int:
+        h = self._base.copy()
+        h.update(canonical)
+        return int.from_bytes(h.digest()[:8]) or 1
 
 
 class Seen(Enum):
@@ -51,8 +77,8 @@ class RecentIds:
 
     def seen(self, event_id: str, digest: int | None) -> Seen:
         """Record an id with its content's digest: NEW, REPEAT (the same content, or an id
-        whose digest is unknown: recovered from the store) or CONFLICT (other content: the id
-        was reused, not re-sent, and the message must not vanish as a duplicate)."""
+        whose digest is unknown: stored before migration 0023) or CONFLICT (other content: the
+        id was reused, not re-sent, and the message must not vanish as a duplicate)."""
         if self.capacity <= 0:
             return Seen.NEW
         if event_id in self._ids:
@@ -66,10 +92,14 @@ class RecentIds:
             del self._ids[self._order.popleft()]
         return Seen.NEW
 
-    def reset(self, ids: Iterable[str]) -> None:
-        """Replace the window with ids recovered from the store, oldest first (their
-        digests unknown)."""
+    def reset(self, ids: Iterable[str], digests: Iterable[int] | None = None) -> None:
+        """Replace the window with ids recovered from the store, oldest first, with their
+        content digests (same order; 0 or none given: unknown)."""
         self._order.clear()
         self._ids.clear()
-        for event_id in ids:
-            self.add(event_id)
+        if digests is None:
+            for event_id in ids:
+                self.add(event_id)
+            return
+        for event_id, digest in zip(ids, digests, strict=True):
+            self.seen(event_id, digest or None)

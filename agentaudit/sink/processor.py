@@ -20,7 +20,7 @@ import orjson
 from agentaudit.sink.chain import ChainHeads
 from agentaudit.sink.deadletter import keep
 from agentaudit.sink.decode import Accepted, Reason, Rejected, decode, not_after
-from agentaudit.sink.dedup import RecentIds, Seen, event_key
+from agentaudit.sink.dedup import ContentDigest, RecentIds, Seen, event_key
 from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
 from agentaudit.trail.leaf import ChainLeaves
 from agentaudit_schemas.events import MAX_EVENT_BYTES
@@ -124,8 +124,12 @@ class SinkProcessor:
         clock: UtcNow = utc_now,
         max_clock_skew_s: float = 900.0,
         seal: Callable[[dict[str, Any], bytes], bytes] | None = None,
+        digest_key: bytes = b"",
     ) -> None:
         self.cost = EventCost(pricing)
+        # Of each event's content as sent, kept in the window and with its row (`dedup`); keyed
+        # with `digest_key` (a secret outside the store) when content is sealed.
+        self.digest = ContentDigest(digest_key)
         # Encrypts an accepted event's personal content (in its document, and returns its new
         # canonical bytes) before it is chained (agentaudit.subjects.seal);
         # raises when the key store is down: the event is then neither stored nor committed.
@@ -152,15 +156,16 @@ class SinkProcessor:
         heads: dict[tuple[str, int], tuple[int, str]],
         recent_ids: list[str],
         epochs: dict[int, int] | None = None,
+        recent_digests: list[int] | None = None,
     ) -> None:
         """Load what the store holds of the assigned partitions' current log epochs (the
-        watermarks are that epoch's; `recent_ids` are `dedup.event_key`s, oldest first); call
-        with an empty pending batch."""
+        watermarks are that epoch's; `recent_ids` are `dedup.event_key`s, oldest first, with
+        their `recent_digests`, 0 when unknown); call with an empty pending batch."""
         self.event_watermark = dict(event_watermark)
         self.dead_letter_watermark = dict(dead_letter_watermark)
         self.epochs = dict(epochs or {})
         self.chains.load(heads)
-        self.recent.reset(recent_ids)
+        self.recent.reset(recent_ids, recent_digests)
 
     def new_epoch(self, partition: int) -> int:
         """The partition's log was replaced: its offsets start again, the store holds nothing
@@ -244,10 +249,9 @@ class SinkProcessor:
             return
         document, canonical, occurred_at = verdict
         # Of the content as sent (before sealing, whose nonces differ per message): a re-sent
-        # event is byte-identical, a reused id is not. Python's own hash of the bytes (SipHash,
-        # keyed per process: digests never leave it), ~6x cheaper here than a 16-byte BLAKE2b;
-        # a collision (2**-64) would make a reused id a re-send, as every one was before.
-        digest = hash(canonical)
+        # event is byte-identical, a reused id is not. Stored with the row and recovered with
+        # its id, so the verdict is the same after a restart (`dedup.ContentDigest`).
+        digest = self.digest(canonical)
         if self.seal is not None:
             # Before the id is remembered: a failed seal must not make a replay a "duplicate".
             canonical = self.seal(document, canonical)
@@ -267,7 +271,7 @@ class SinkProcessor:
             leaves = self._leaves[key] = ChainLeaves(tenant, partition)
         leaf = leaves.hash(link.seq, *cost, canonical)
         batch = self.batch
-        batch.events.append(event_row(canonical, cost, link, source, leaf))
+        batch.events.append(event_row(canonical, cost, link, source, leaf, digest))
         batch.leaves.append((tenant, partition, leaf))
         batch.occurred_at.append(occurred_at)
         batch.event_high[partition] = offset

@@ -40,6 +40,8 @@ class Recovered:
     """(tenant_id, partition) → (chain_seq, row_hash) of that chain's last row."""
     recent_ids: list[str]
     """The newest events' `dedup.event_key`s (tenant/event id), oldest first."""
+    recent_digests: list[int] | None = None
+    """Their content digests (`dedup.ContentDigest`; 0 when stored before migration 0023)."""
 
 
 def _latest_epochs(
@@ -97,17 +99,22 @@ def recover(store: Store, topic: str, partitions: list[int], recent_limit: int) 
         {"topic": topic, "parts": partitions},
     ).result_rows
     recent: list[str] = []
+    digests: list[int] = []
     if recent_limit > 0:
         rows = store.query(
-            # `dedup.event_key`: the id within its tenant.
-            "SELECT concat(toString(tenant_id), '/', toString(event_id)) FROM agentaudit.events "
+            # `dedup.event_key`: the id within its tenant; with the digest of its content, so a
+            # reused id is a conflict after a restart too, not a re-send.
+            "SELECT concat(toString(tenant_id), '/', toString(event_id)), content_digest "
+            "FROM agentaudit.events "
             "WHERE kafka_topic = {topic:String} AND has({parts:Array(UInt32)}, kafka_partition) "
             "ORDER BY ingested_at DESC, kafka_offset DESC LIMIT {n:UInt64}",
             {"topic": topic, "parts": partitions, "n": recent_limit},
         ).result_rows
         recent = [r[0] for r in reversed(rows)]
+        digests = [int(r[1]) for r in reversed(rows)]
     return Recovered(
         logs=logs,
         heads={(str(t), int(p)): (int(seq), _text(h)) for t, p, seq, h in heads},
         recent_ids=recent,
+        recent_digests=digests,
     )

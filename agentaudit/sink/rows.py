@@ -33,6 +33,7 @@ INGEST_COLUMNS: tuple[str, ...] = (
     "prev_hash",
     "row_hash",
     "leaf_hash",
+    "content_digest",
 )
 
 DEAD_LETTER_COLUMNS: tuple[str, ...] = (
@@ -122,11 +123,27 @@ class EventCost:
 
 
 def event_row(
-    canonical: bytes, cost: Priced, link: Link, source: Source, leaf_hash: bytes
+    canonical: bytes,
+    cost: Priced,
+    link: Link,
+    source: Source,
+    leaf_hash: bytes,
+    content_digest: int = 0,
 ) -> tuple[Any, ...]:
-    """One `events_ingest` row, in `INGEST_COLUMNS` order."""
+    """One `events_ingest` row, in `INGEST_COLUMNS` order. `content_digest`: of the event as
+    sent (`agentaudit.sink.dedup.ContentDigest`), 0 when unknown."""
     topic, partition, offset, _, _, log_epoch = source  # one unpack, not four attribute reads
-    return (canonical, *cost, topic, partition, offset, log_epoch, *link, leaf_hash.hex())
+    return (
+        canonical,
+        *cost,
+        topic,
+        partition,
+        offset,
+        log_epoch,
+        *link,
+        leaf_hash.hex(),
+        content_digest,
+    )
 
 
 KAFKA_TS_MIN_MS = -2_208_988_800_000  # 1900-01-01T00:00:00Z

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -90,6 +91,19 @@ class SubjectKeyStore:
     def check(self) -> None:
         """Load (or, on an empty store, create) the KEK now: an outage shows at start."""
         self._wrapper()
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte secret for `purpose`, derived from the KEK (one-way: never the KEK itself),
+        the same in every process that reads this KEK. The sink keys its content digests with
+        it (`agentaudit.sink.dedup.ContentDigest`): a secret the store does not hold."""
+        try:
+            kek = self._load_or_create_kek()
+        except OSError as exc:
+            raise self._down(
+                f"cannot read or create the key-encryption key {self.kek_path}", exc
+            ) from None
+        label = b"agentaudit.kek-derived.v1\x00" + purpose.encode() + b"\x00"
+        return hashlib.sha256(label + kek).digest()
 
     def _wrapper(self) -> AESGCM:
         if self._kek is None:

@@ -88,6 +88,11 @@ class Sealer:
         self._renew: set[tuple[str, str | None]] = set()
         self.sealed_events = 0
 
+    def digest_key(self) -> bytes:
+        """The key of the sink's content digests (`agentaudit.sink.dedup.ContentDigest`):
+        digests of plaintext must not confirm a guess of content whose key was destroyed."""
+        return self.keys.derived_key("content_digest")
+
     def __call__(self, document: dict[str, Any], canonical: bytes) -> bytes:
         """Seal an accepted event's personal content in its canonical `document` (in place) and
         return its canonical bytes then (`canonical`, the same object, when there is none).

@@ -146,7 +146,7 @@ def stored_chain(
         row_hash = chain_hash(prev, body)
         topic = settings.events_topic
         cols.append(
-            (body, Decimal(0), True, "", topic, part, seq, 0, seq, prev, row_hash, leaf.hex())
+            (body, Decimal(0), True, "", topic, part, seq, 0, seq, prev, row_hash, leaf.hex(), 0)
         )
         prev = row_hash
         leaves.append((leaf, row_hash))

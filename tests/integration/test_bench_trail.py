@@ -88,6 +88,7 @@ def test_a_forged_row_far_ahead_is_reached_without_walking_the_gap(tmp_path: Pat
             "0" * 64,
             "0" * 64,
             "0" * 64,
+            0,
         ]
         store.insert(INGEST_TABLE, [[v] for v in row], INGEST_COLUMNS)
         reports = verify_store(settings, store, public_keys(settings))

@@ -158,6 +158,7 @@ async def test_a_row_appended_after_a_handoff_is_never_signed(settings: Settings
                 [prev],
                 [chain_hash(prev, forged)],
                 [lh],
+                [0],
             ],
             INGEST_COLUMNS,
         )

@@ -232,6 +232,7 @@ def test_forged_row_appended_with_recomputed_hashes(trail: Trail, copy: Settings
                 [prev],
                 [chain_hash(prev, forged)],
                 [leaf],
+                [0],
             ],
             INGEST_COLUMNS,
         )

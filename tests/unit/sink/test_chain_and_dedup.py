@@ -1,7 +1,7 @@
 import hashlib
 
 from agentaudit.sink.chain import ChainHeads
-from agentaudit.sink.dedup import RecentIds
+from agentaudit.sink.dedup import ContentDigest, RecentIds, Seen
 from agentaudit_schemas.canonical import GENESIS_HASH
 
 
@@ -36,3 +36,15 @@ def test_recent_ids_detects_duplicates_within_capacity_and_forgets_oldest() -> N
     assert "a" not in recent and len(recent) == 2
     recent.reset(["x", "y", "z"])
     assert "x" not in recent and "y" in recent and "z" in recent and len(recent) == 2
+
+
+def test_content_digest_is_stable_keyed_and_never_unknown() -> None:
+    # Stored with the row and compared after a restart: a value pinned here, not Python's
+    # per-process `hash`. Keyed digests differ from unkeyed ones; 0 means "unknown".
+    assert ContentDigest()(b'{"a":1}') == 1320902695361816254
+    assert ContentDigest(b"k" * 32)(b'{"a":1}') == 9031867449261008599
+    window = RecentIds(capacity=4)
+    window.reset(["acme/1", "acme/2"], [0, 7])
+    assert window.seen("acme/1", 5) is Seen.REPEAT  # stored before migration 0023: by id
+    assert window.seen("acme/2", 7) is Seen.REPEAT
+    assert window.seen("acme/2", 8) is Seen.CONFLICT

@@ -136,8 +136,8 @@ def test_a_reused_event_id_with_other_content_is_a_dead_letter_not_a_duplicate()
     assert orjson.loads(row["original"])["type"] == "tool_call" and row["tenant_id"] == "acme"
     (dlq,) = batch.dlq
     assert ("reason", b"event_id_conflict") in dlq.headers
-    # Ids recovered from the store carry no digest: a reused id then counts as a re-send
-    # (README: the window's limit).
+    # Ids recovered without a digest (rows stored before migration 0023): a reused id then
+    # counts as a re-send (README).
     again = processor()
     again.recover({}, {}, {}, [event_key("acme", first["event_id"])])
     again.add(src(3), wire(other))
