@@ -26,11 +26,11 @@ from agentaudit.store.protocol import Store
 
 log = logging.getLogger(__name__)
 
-# The embedded engine runs one call at a time, the sink's inserts included, and each auditor
-# statement holds it for up to twice the time limit (its run, then its count): N auditor
-# requests at once queued up to N x 60 s ahead of an insert (a 3.3 s statement made a 7 s
-# request and held an operator's SELECT 1 for 4.6 s). One auditor statement runs at a time;
-# the others wait here, off the engine, at most RUN_WAIT_S, then get Code 202 (recorded).
+# Each auditor statement holds one of the engine's few read lanes for up to twice the time
+# limit (its run, then its count): N auditor requests at once took every read lane (on the one
+# session the engine had before, they queued up to N x 60 s ahead of the sink's inserts). One
+# auditor statement runs at a time; the others wait here, off the engine, at most RUN_WAIT_S,
+# then get Code 202 (recorded).
 RUNNING = threading.BoundedSemaphore(1)
 RUN_WAIT_S = 2 * Limits().max_seconds + 10
 TOO_MANY_SIMULTANEOUS_QUERIES = 202

@@ -270,8 +270,8 @@ def store_owner(settings: Settings) -> str | None:
 
 
 STORE_TIMEOUT_S = 30
-"""How long status waits for the store's answers. The embedded store answers one call at a time:
-behind a long query status waited for it (up to the client's 300 s) and then said 'store ok'."""
+"""How long status waits for the store's answers. The embedded store runs a few reads at a time:
+behind long queries status waited for them (up to the client's 300 s) and then said 'store ok'."""
 
 
 def gather(

@@ -1,41 +1,59 @@
-"""One chDB session shared by every request of the embedded store server, one call at a time.
+"""The chDB store of the embedded server: a read lane and a write lane on one data directory.
 
-chDB sessions must not be used concurrently, and a session carries state (current database,
-settings) that ClickHouse's HTTP interface scopes to a single query. `ChdbEngine` serialises
-calls with a lock and gives each call the per-query database and settings it asked for,
-restoring the session afterwards, so clients cannot leak state into each other.
+chDB sessions must not be used concurrently, so each lane (`chdb_lane.Lane`) runs one call at
+a time. Reads (SELECT, WITH, DESCRIBE, SHOW, EXISTS, EXPLAIN) take one of `READ_LANES` read
+lanes, everything else (inserts, DDL, commands) the write lane: a reader's long query no longer
+queues the sink's inserts (on one shared session `SELECT 1` waited 1.95 s behind a 2.5 s query,
+and an auditor's 30 s statement was a 30 s stall of the trail's ingest).
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# chDB reports errors as exceptions whose text is the server's own `Code: N. DB::Exception: ...`
-# line; the code is only available there (no attribute), so it is parsed once, here.
-_CODE_RE = re.compile(r"Code: (\d+)\. DB::Exception")
-CHDB_ERRORS = (RuntimeError, ValueError)  # what chDB raises (ChdbError is a RuntimeError)
-STD_EXCEPTION = 1001  # ClickHouse's code for an error with no code of its own
-NOT_IMPLEMENTED = 48
-NETWORK_ERROR = 210  # clients treat it as "unavailable, retry"
-QUERY_WAS_CANCELLED = 394
+from agentaudit.store.chdb_lane import (
+    CHDB_ERRORS,
+    NETWORK_ERROR,
+    NOT_IMPLEMENTED,
+    QUERY_WAS_CANCELLED,
+    STD_EXCEPTION,
+    Abandoned,
+    CallerGone,
+    EngineError,
+    Lane,
+    check_caller,
+)
 
-Abandoned = Callable[[], bool]
-"""Whether the caller of a call has gone (closed its connection). See `CallerGone`."""
+__all__ = [
+    "CHDB_ERRORS",
+    "NETWORK_ERROR",
+    "NOT_IMPLEMENTED",
+    "QUERY_WAS_CANCELLED",
+    "STD_EXCEPTION",
+    "TRAILING_FORMAT_RE",
+    "Abandoned",
+    "CallerGone",
+    "ChdbEngine",
+    "EngineError",
+    "Outcome",
+]
 
-# Settings that only a server would apply after the query (read-only mode) cannot be undone
-# on a shared session: `SET readonly = 1` would lock every later caller out.
-_UNRESTORABLE = frozenset({"readonly"})
 _USE_RE = re.compile(rb"\s*USE\s", re.IGNORECASE)
 _SET_RE = re.compile(rb"\s*SET\s", re.IGNORECASE)
 _SELECT_RE = re.compile(rb"\s*(SELECT|WITH)\b", re.IGNORECASE)
+READ_LANES = 4
+"""Reads that run at once; more wait for a read lane (never for the write lane)."""
+# Statements that only read: they run on a read lane.
+_READ_RE = re.compile(rb"\s*(SELECT|WITH|DESCRIBE|DESC|SHOW|EXISTS|EXPLAIN)\b", re.IGNORECASE)
 TRAILING_FORMAT_RE = re.compile(rb"\bFORMAT\s+(\w+)\s*;?\s*\Z", re.IGNORECASE)
 # Errors raised in this process (not received from remote servers), to detect insert failures
 # that chDB's streaming insert does not report (see `ChdbEngine._raise_swallowed`).
@@ -43,54 +61,18 @@ TRAILING_FORMAT_RE = re.compile(rb"\bFORMAT\s+(\w+)\s*;?\s*\Z", re.IGNORECASE)
 # ClickHouse names `<table uuid>::<part>` (a merge cancelled by a DROP or TRUNCATE counts
 # ABORTED under such an id, at any moment: it was blamed on the insert running then).
 _ERRORS_SQL = (
-    "SELECT code, value, name, last_error_message, query_id != '' AND position(query_id, '::') = 0 "
-    "FROM system.errors WHERE NOT remote"
+    "SELECT code, value, name, last_error_message, "
+    "query_id != '' AND position(query_id, '::') = 0, query_id FROM system.errors WHERE NOT remote"
+)
+# The running insert's query id (inserts run on the write lane only, one at a time).
+_INSERT_ID_SQL = (
+    "SELECT query_id FROM system.processes WHERE query_kind = 'Insert' AND is_initial_query"
 )
 
 
-ErrorCounts = dict[int, tuple[int, str, str, bool]]
-"""code → (times raised, name, last message, last raised by a query), from `system.errors`."""
-
-
-class EngineError(Exception):
-    """A ClickHouse exception from chDB, with its numeric code and the server-style text."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    @classmethod
-    def wrap(cls, exc: BaseException) -> EngineError:
-        text = str(exc)
-        match = _CODE_RE.search(text)
-        if match is None:
-            return cls(
-                STD_EXCEPTION, f"Code: {STD_EXCEPTION}. DB::Exception: {text}. (STD_EXCEPTION)"
-            )
-        return cls(int(match.group(1)), text[match.start() :].strip())
-
-
-class CallerGone(EngineError):
-    """The caller closed its connection before its call ran (or before its insert finished),
-    so the call is not run: nobody would learn its outcome.
-
-    A client that stops waiting (a read timeout: 300 s for the sink's client) retries its
-    insert; the abandoned request, queued on the session behind a long query, then stored
-    the same rows too (measured: 3 rows inserted once by the client, stored 6 times).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            QUERY_WAS_CANCELLED,
-            f"Code: {QUERY_WAS_CANCELLED}. DB::Exception: The client closed the connection "
-            "before its statement ran; not run. (QUERY_WAS_CANCELLED)",
-        )
-
-
-def _check_caller(abandoned: Abandoned | None) -> None:
-    if abandoned is not None and abandoned():
-        raise CallerGone()
+ErrorCounts = dict[int, tuple[int, str, str, bool, str]]
+"""code → (times raised, name, last message, last raised by a query, its query id), from
+`system.errors`."""
 
 
 @dataclass
@@ -103,49 +85,83 @@ class Outcome:
 
 
 class ChdbEngine:
-    """A chDB session on `path`, safe to call from many threads."""
+    """chDB sessions on `path` (read lanes, a write lane), safe to call from many threads."""
 
     def __init__(self, path: Path, session_settings: Mapping[str, str] | None = None) -> None:
-        """Open the session; EngineError if chDB refuses (e.g. another directory is open here).
+        """Open the sessions; EngineError if chDB refuses (e.g. another directory is open here).
 
-        `session_settings` become the session's own values: what a call does not ask for.
+        `session_settings` become the sessions' own values: what a call does not ask for.
         """
-        self._lock = threading.Lock()
-        self._database: str | None = None  # None: unknown, `USE` before the next call
-        self._restore: dict[str, str] = {}
-        self._closed = False
-        self._counts_after: ErrorCounts | None = None
-        """`system.errors` right after the last call, if it was an insert (see `insert`)."""
         # Imported here, not at the top: only the store's owner needs chDB, and importing it
         # loads its native library, pyarrow and numpy (~0.45 s of CPU) into every process that
         # imports the store package, sink processes and CLI commands attached over HTTP too.
         import chdb.session
 
+        self._counts_after: tuple[ErrorCounts, int] | None = None
+        """`system.errors` right after the last call, if it was an insert that succeeded with
+        no read running, and how many reads had started then (see `insert`)."""
+        # Reads started and running, and the end of an insert (its error check), during which
+        # no read starts: see `_reading` and `insert`.
+        self._gate = threading.Condition()
+        self._reads_started = 0
+        self._reads_running = 0
+        self._checking = False
+        self._idle: queue.SimpleQueue[Lane] = queue.SimpleQueue()  # read lanes not in use
+        sessions: list[Any] = []
         try:
-            self._session = chdb.session.Session(str(path))
+            # The write lane, READ_LANES read lanes, and one that looks up the running insert.
+            for _ in range(READ_LANES + 2):
+                sessions.append(chdb.session.Session(str(path)))
+            self._write = Lane(sessions[0], session_settings)
+            self._reads = [Lane(session, session_settings) for session in sessions[1:-1]]
+            self._probe = sessions[-1]
+            version_tz = sessions[0].query("SELECT version(), timezone()", "TabSeparated").bytes()
         except CHDB_ERRORS as exc:
+            for session in reversed(sessions):
+                session.close()
             raise EngineError.wrap(exc) from None
-        try:
-            for name, value in (session_settings or {}).items():
-                self._session.query(f"SET {_ident(name)} = {_literal(value)}", "TabSeparated")
-            self._values = self._current_settings()
-            version_tz = self._session.query("SELECT version(), timezone()", "TabSeparated").bytes()
-        except CHDB_ERRORS as exc:
-            self._session.close()
-            raise EngineError.wrap(exc) from None
+        for lane in self._reads:
+            self._idle.put(lane)
         self.version, self.timezone = version_tz.decode().strip().split("\t")
 
-    def _current_settings(self) -> dict[str, str]:
-        """Each setting's value and how to put it back: `DEFAULT` unless the session changed it."""
-        rows = self._session.query(
-            "SELECT name, value, changed FROM system.settings", "TabSeparated"
-        )
-        values: dict[str, str] = {}
-        for line in rows.bytes().decode().splitlines():
-            name, value, changed = line.split("\t")
-            values[name] = value
-            self._restore[name] = _literal(value) if changed == "1" else "DEFAULT"
-        return values
+    @property
+    def _session(self) -> Any:
+        """The write lane's chDB session (tests count the statements run on it)."""
+        return self._write.session
+
+    @_session.setter
+    def _session(self, session: Any) -> None:
+        self._write.session = session
+
+    @property
+    def _lock(self) -> threading.Lock:
+        """Held while the write lane runs a call (tests hold it: a busy writer)."""
+        return self._write.lock
+
+    @property
+    def reads_running(self) -> int:
+        """Reads between their start and their end (waiting for the read lane or running)."""
+        with self._gate:
+            return self._reads_running
+
+    @contextmanager
+    def _reading(self) -> Iterator[Lane]:
+        """A read lane, the read counted while it waits and runs; a read does not start while
+        an insert checks its errors."""
+        with self._gate:
+            while self._checking:
+                self._gate.wait()
+            self._reads_started += 1
+            self._reads_running += 1
+        try:
+            lane = self._idle.get()  # reads wait for each other, never for the write lane
+            try:
+                yield lane
+            finally:
+                self._idle.put(lane)
+        finally:
+            with self._gate:
+                self._reads_running -= 1
 
     def query(
         self,
@@ -160,19 +176,18 @@ class ChdbEngine:
 
         `abandoned`: asked once the session is held; true raises `CallerGone`, nothing run."""
         start = time.perf_counter_ns()
-        with self._scope(database, settings, abandoned):
-            try:
-                result = self._session.query(sql, fmt, params=dict(params))
-                size = result.size()
-                # chDB writes nothing at all for an empty Native result where a server sends
-                # a header block; clients then lose the column names and types.
-                header = b"" if size or fmt != "Native" else self._empty_header(sql, params)
+        if _READ_RE.match(sql):
+            with self._reading() as lane, lane.scope(database, settings, abandoned):
+                result, header = self._run_query(lane, sql, fmt, params)
+        else:
+            with self._write.scope(database, settings, abandoned):
+                self._counts_after = None  # any statement may raise and count errors
+                result, header = self._run_query(self._write, sql, fmt, params)
                 if _USE_RE.match(sql):
-                    self._database = None  # re-`USE` the database the next request asks for
+                    self._write.database = None  # re-`USE` the database the next call asks for
                 elif _SET_RE.match(sql):
-                    self._reset_settings()  # over HTTP without a session, SET lasts one query
-            except CHDB_ERRORS as exc:
-                raise EngineError.wrap(exc) from None
+                    self._write.reset_settings()  # over HTTP without a session, SET lasts one query
+        size = result.size()
         summary = {
             "read_rows": str(result.rows_read()),
             "read_bytes": str(result.bytes_read()),
@@ -184,14 +199,26 @@ class ChdbEngine:
         body = result.get_memview().view() if size else header  # zero-copy; `result` owns it
         return Outcome(body, summary, keep_alive=result)
 
-    def _empty_header(self, sql: bytes, params: Mapping[str, str]) -> bytes:
+    def _run_query(
+        self, lane: Lane, sql: bytes, fmt: str, params: Mapping[str, str]
+    ) -> tuple[Any, bytes]:
+        try:
+            result = lane.session.query(sql, fmt, params=dict(params))
+            # chDB writes nothing at all for an empty Native result where a server sends
+            # a header block; clients then lose the column names and types.
+            empty = not result.size() and fmt == "Native"
+            return result, self._empty_header(lane, sql, params) if empty else b""
+        except CHDB_ERRORS as exc:
+            raise EngineError.wrap(exc) from None
+
+    def _empty_header(self, lane: Lane, sql: bytes, params: Mapping[str, str]) -> bytes:
         """A zero-row Native block naming the columns a SELECT would return (DESCRIBE: no scan)."""
         if not _SELECT_RE.match(sql):
             return b""
         inner = TRAILING_FORMAT_RE.sub(b"", sql).rstrip().rstrip(b";")
         describe = b"DESCRIBE TABLE (" + inner + b"\n)"
         try:
-            described = self._session.query(describe, "TabSeparated", params=dict(params))
+            described = lane.session.query(describe, "TabSeparated", params=dict(params))
         except CHDB_ERRORS:  # the statement itself succeeded; a nameless empty result is right
             return b""
         block = bytearray(_leb128(len(described.bytes().splitlines())) + _leb128(0))
@@ -215,26 +242,45 @@ class ChdbEngine:
         `abandoned`: asked once the session is held and again before the insert is finished;
         true raises `CallerGone`, nothing stored."""
         start = time.perf_counter_ns()
-        with self._scope(database, settings, abandoned) as previous:
+        with self._write.scope(database, settings, abandoned) as (quiet, restored):
+            previous, self._counts_after = self._counts_after, None
+            with self._gate:
+                reads_before, read_at_start = self._reads_started, self._reads_running > 0
             # The counts after the previous call, when that was an insert that succeeded: no
-            # statement ran since (every call goes through `_scope`), so they are still the
-            # counts before this one. Saves one `system.errors` query (1.5-6 ms) per insert.
-            before = previous if previous is not None else self._error_counts()
+            # statement ran since on either lane, so they are still the counts before this one.
+            # Saves one `system.errors` query (1.5-6 ms) per insert.
+            reuse = quiet and previous is not None and previous[1] == reads_before
+            before = previous[0] if reuse and previous is not None else self._error_counts()
+            session = self._write.session
             try:
-                inserter = self._session.send_insert(statement, fmt)
+                inserter = session.send_insert(statement, fmt)
             except CHDB_ERRORS as exc:
                 raise EngineError.wrap(exc) from None
             try:
-                for chunk in chunks:
-                    inserter.append(chunk)
-                _check_caller(abandoned)  # the data may all have been buffered before it left
-                done = inserter.finish()
-            except BaseException as exc:
-                inserter.cancel()  # idempotent; a finished inserter ignores it
-                if isinstance(exc, CHDB_ERRORS):
-                    raise EngineError.wrap(exc) from None
-                raise
-            self._counts_after = self._raise_swallowed(before)
+                try:
+                    for chunk in chunks:
+                        inserter.append(chunk)
+                    check_caller(abandoned)  # the data may all have been buffered before it left
+                    with self._gate:
+                        self._checking = True  # no read starts until the errors are counted
+                        overlapped = read_at_start or self._reads_running > 0
+                        overlapped = overlapped or self._reads_started != reads_before
+                    insert_id = self._insert_id() if overlapped else None
+                    done = inserter.finish()
+                except BaseException as exc:
+                    inserter.cancel()  # idempotent; a finished inserter ignores it
+                    if isinstance(exc, CHDB_ERRORS):
+                        raise EngineError.wrap(exc) from None
+                    raise
+                after = self._raise_swallowed(before, insert_id, overlapped)
+                # Reused by the next insert only if nothing else can have counted since: no
+                # read ran beside this one (none runs), no setting is restored after it.
+                cacheable = not overlapped and not restored
+                self._counts_after = (after, reads_before) if cacheable else None
+            finally:
+                with self._gate:
+                    self._checking = False
+                    self._gate.notify_all()
         return Outcome(
             b"",
             {
@@ -246,36 +292,55 @@ class ChdbEngine:
             },
         )
 
-    def _error_counts(self) -> ErrorCounts:
-        """code → (times raised, name, last message, last raised by a query), `system.errors`."""
+    def _insert_id(self) -> str | None:
+        """The query id of the insert running on the write lane; None if not found."""
         try:
-            result = self._session.query(_ERRORS_SQL, "JSONCompactEachRow")
+            rows = self._probe.query(_INSERT_ID_SQL, "TabSeparated").bytes().split()
+        except CHDB_ERRORS:
+            return None
+        return rows[0].decode() if len(rows) == 1 else None
+
+    def _error_counts(self) -> ErrorCounts:
+        """code → (times raised, name, last message, last raised by a query, its query id)."""
+        try:
+            result = self._write.session.query(_ERRORS_SQL, "JSONCompactEachRow")
         except CHDB_ERRORS as exc:
             raise EngineError.wrap(exc) from None
         counts: ErrorCounts = {}
         for line in result.bytes().splitlines():
             # Messages may quote the data (any bytes); ClickHouse does not re-encode them.
-            code, value, name, message, in_query = json.loads(line.decode("utf-8", "replace"))
-            counts[int(code)] = (int(value), name, message, bool(in_query))
+            code, value, name, message, in_query, query_id = json.loads(
+                line.decode("utf-8", "replace")
+            )
+            counts[int(code)] = (int(value), name, message, bool(in_query), query_id)
         return counts
 
-    def _raise_swallowed(self, before: ErrorCounts) -> ErrorCounts:
+    def _raise_swallowed(
+        self, before: ErrorCounts, insert_id: str | None, overlapped: bool
+    ) -> ErrorCounts:
         """Raise the error an insert hit after chDB's `finish()` reported success; else
         return the counts now.
 
         chDB 4.4's streaming insert drops exceptions thrown while the parsed blocks are
         written (a materialized view that throws, a CHECK constraint, error 252 "too many
         partitions"): nothing is stored, yet it returns rows_written. Every DB::Exception
-        counts itself in `system.errors`, and this session runs one call at a time under
-        `_lock`, so a count that grew during the insert, last raised by a query (not by a
-        background merge or mutation), is the insert's own failure.
+        counts itself in `system.errors`, and the write lane runs one call at a time, so a
+        count that grew during the insert, last raised by a query (not by a background merge
+        or mutation), is the insert's own failure, unless a read ran meanwhile
+        (`overlapped`): then a code counted once more, last raised by another query than the
+        insert (`insert_id`), is that read's error. A code counted more than once with a read
+        running, or with the insert's id unknown, is still blamed on the insert: a spurious
+        failure (the sink stops and reads the batch again) rather than a silent loss.
         """
         now = self._error_counts()
-        grown = [
-            (code, name, message)
-            for code, (value, name, message, in_query) in sorted(now.items())
-            if in_query and value > before.get(code, (0, "", "", False))[0]
-        ]
+        grown = []
+        for code, (value, name, message, in_query, query_id) in sorted(now.items()):
+            more = value - before.get(code, (0, "", "", False, ""))[0]
+            if not in_query or more <= 0:
+                continue
+            if overlapped and insert_id and query_id != insert_id and more == 1:
+                continue  # one error, raised by a read running beside the insert
+            grown.append((code, name, message))
         if not grown:
             return now
         code, name, message = grown[0]
@@ -286,83 +351,13 @@ class ChdbEngine:
             f"chDB reported it done){others}. ({name})",
         )
 
-    @contextmanager
-    def _scope(
-        self, database: str, settings: Mapping[str, str], abandoned: Abandoned | None = None
-    ) -> Iterator[ErrorCounts | None]:
-        """Hold the session with `database` current and `settings` applied, then restore them.
-        `CallerGone` if `abandoned()` once the session is held (a call may wait long for it).
-
-        Yields `system.errors` as the previous call left them if it was a successful insert
-        (None otherwise: any other statement may have raised and counted errors).
-        """
-        with self._lock:
-            previous, self._counts_after = self._counts_after, None
-            if self._closed:
-                raise EngineError(
-                    NETWORK_ERROR,
-                    f"Code: {NETWORK_ERROR}. DB::Exception: The embedded store is shutting down; "
-                    "reconnect to its next owner. (NETWORK_ERROR)",
-                )
-            _check_caller(abandoned)
-            if database != self._database:
-                previous = None  # a statement ran in between
-                self._run(f"USE `{database.replace('`', '``')}`")
-                self._database = database
-            changed = {k: v for k, v in settings.items() if self._values.get(k) != v}
-            blocked = _UNRESTORABLE.intersection(changed)
-            if blocked:
-                raise EngineError(
-                    NOT_IMPLEMENTED,
-                    f"Code: {NOT_IMPLEMENTED}. DB::Exception: Setting {min(blocked)} is not "
-                    "supported per query by the embedded store server. (NOT_IMPLEMENTED)",
-                )
-            applied: list[str] = []
-            try:
-                for name, value in changed.items():
-                    self._run(f"SET {_ident(name)} = {_literal(value)}")
-                    applied.append(name)
-                yield None if applied else previous
-            finally:
-                if applied:  # statements run after the call: its counts are not the next's
-                    self._counts_after = None
-                for name in applied:
-                    self._run(f"SET {name} = {self._restore.get(name, 'DEFAULT')}")
-
-    def _reset_settings(self) -> None:
-        """Put back every setting a client's `SET` statement changed on the shared session."""
-        changed = self._session.query(
-            "SELECT name, value FROM system.settings WHERE changed", "TabSeparated"
-        )
-        for line in changed.bytes().decode().splitlines():
-            name, value = line.split("\t")
-            if self._values.get(name) != value:
-                self._run(f"SET {name} = {self._restore.get(name, 'DEFAULT')}")
-
-    def _run(self, sql: str) -> None:
-        try:
-            self._session.query(sql, "TabSeparated")
-        except CHDB_ERRORS as exc:
-            raise EngineError.wrap(exc) from None
-
     def close(self) -> None:
-        """Close the session once no call is running; chDB releases the directory lock."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._session.close()
-
-
-def _ident(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise EngineError(
-            115, f"Code: 115. DB::Exception: Unknown setting '{name}'. (UNKNOWN_SETTING)"
-        )
-    return name
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        """Close the sessions once no call runs; chDB releases the directory lock."""
+        self._write.close()
+        for lane in self._reads:
+            lane.close()
+        with self._write.lock:
+            self._probe.close()
 
 
 def _leb128(value: int) -> bytes:

@@ -1,6 +1,6 @@
 """`agentaudit status` answers within its own bound while the embedded store is busy.
 
-The store's owner runs one call at a time: behind a long query, status waited for it (up to the
+With the owner's read lanes all held by long queries, status waited for them (up to the
 client's 300 s) and then reported 'store ok' as if nothing had held it.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agentaudit.health.status import gather
+from agentaudit.store.chdb_engine import READ_LANES
 from agentaudit.store.client import ClickHouseStore
 from agentaudit.store.embedded import EmbeddedOwner
 from agentaudit.store.migrations import migrate
@@ -30,19 +31,19 @@ def test_status_reports_a_store_that_does_not_answer_in_time(tmp_path: Path) -> 
         store = ClickHouseStore(published.endpoint())
         migrate(store)
         store.close()
-        engine = owner._engine  # noqa: SLF001 (the test holds the session: a long query, in life)
+        engine = owner._engine  # noqa: SLF001 (the test holds the read lanes: long queries)
         assert engine is not None
-        lock = engine._lock  # noqa: SLF001
-        lock.acquire()
+        lanes = [engine._idle.get() for _ in range(READ_LANES)]  # noqa: SLF001
         guard, held = threading.Lock(), [True]
 
         def let_go() -> None:
             with guard:
                 if held[0]:
                     held[0] = False
-                    lock.release()
+                    for lane in lanes:
+                        engine._idle.put(lane)  # noqa: SLF001
 
-        # Lets the session go in 5 s should gather not return before (it did not: it waited).
+        # Lets the lanes go in 5 s should gather not return before (it did not: it waited).
         timer = threading.Timer(5, let_go)
         timer.start()
         try:

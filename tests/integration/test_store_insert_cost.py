@@ -62,6 +62,10 @@ def counted(tmp_path: Path) -> Iterator[tuple[ClickHouseStore, _Counting]]:
         engine = _engine_of(settings)
         counting = _Counting(engine._session)  # noqa: SLF001 (the test watches the session)
         engine._session = counting  # noqa: SLF001
+        for lane in engine._reads:  # noqa: SLF001 (and the read lanes', in one list)
+            reads = _Counting(lane.session)
+            reads.statements = counting.statements
+            lane.session = reads
         yield store, counting
 
 
