@@ -10,6 +10,7 @@ limit, a huge key), `shrink` cuts it to a stub that names the whole by size and 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 from agentaudit_schemas.events import MAX_EVENT_BYTES
 
@@ -25,6 +26,19 @@ LAND = ("land", b"dead_letters")
 """Header of a dead letter written only to the DLQ topic (OTLP ingest, alert delivery): the
 record sink lands it in the `dead_letters` table, so every dead letter is counted in one place.
 The sinks' own dead letters do not carry it: their sink inserts their row itself."""
+
+
+SOURCE_HEADER_PREFIX = "source_header:"
+"""A dead letter's record on the DLQ topic carries the source record's headers, in order, each
+under this prefix: verbatim they could pass for the sink's own (`reason`, `source`) or for
+`LAND`, which would have the record sink land the dead letter a second time. A replay takes
+the headers with the prefix and strips it."""
+
+
+def source_headers(headers: Sequence[tuple[str, bytes | None]]) -> Headers:
+    """The source record's headers as a DLQ record carries them (`SOURCE_HEADER_PREFIX`); a
+    null value is sent as b''."""
+    return [(SOURCE_HEADER_PREFIX + name, value or b"") for name, value in headers]
 
 
 def _whole(value: bytes, kept: int) -> Headers:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from agentaudit.sink.chain import ChainHeads
-from agentaudit.sink.deadletter import keep
+from agentaudit.sink.deadletter import keep, source_headers
 from agentaudit.sink.decode import Accepted, Reason, Rejected, decode, not_after
 from agentaudit.sink.dedup import ContentDigest, RecentIds, Seen, event_key
 from agentaudit.sink.rows import EventCost, Source, dead_letter_row, event_row
@@ -236,6 +236,7 @@ class SinkProcessor:
                     ("detail", verdict.detail[:512].encode()),
                     ("source", f"{source.topic}:{source.partition}:{source.offset}".encode()),
                     *extra,
+                    *source_headers(source.headers),
                 ],
             )
         )

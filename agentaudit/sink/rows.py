@@ -9,6 +9,7 @@ single source of truth for the inserts; the DDL lives in `schemas/clickhouse/mig
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -49,6 +50,7 @@ DEAD_LETTER_COLUMNS: tuple[str, ...] = (
     "tenant_id",
     "event_id",
     "original",
+    "kafka_headers",
 )
 
 
@@ -63,6 +65,9 @@ class Source(NamedTuple):
     key: bytes | None
     log_epoch: int = 0
     """Which log of the partition (+1 each time the sink found it replaced, migration 0011)."""
+    headers: Sequence[tuple[str, bytes | None]] = ()
+    """The record's Kafka headers, in order: kept with a dead letter (migration 0024) so it can
+    be replayed as it came."""
 
 
 Priced = tuple[Decimal, bool, str]
@@ -132,7 +137,7 @@ def event_row(
 ) -> tuple[Any, ...]:
     """One `events_ingest` row, in `INGEST_COLUMNS` order. `content_digest`: of the event as
     sent (`agentaudit.sink.dedup.ContentDigest`), 0 when unknown."""
-    topic, partition, offset, _, _, log_epoch = source  # one unpack, not four attribute reads
+    topic, partition, offset, _, _, log_epoch, _ = source  # one unpack, not 4 attribute reads
     return (
         canonical,
         *cost,
@@ -168,7 +173,8 @@ def dead_letter_row(
     tenant_hint: str,
     event_id_hint: str,
 ) -> tuple[Any, ...]:
-    """One `dead_letters` row, in `DEAD_LETTER_COLUMNS` order. A Kafka timestamp past the
+    """One `dead_letters` row, in `DEAD_LETTER_COLUMNS` order, with the record's headers (a
+    null value stored as ''). A Kafka timestamp past the
     storable range is clamped to it and named in `detail` (building the row raised on it
     before, and the sink stopped on that message again after every restart)."""
     ts = source.timestamp_ms
@@ -189,4 +195,5 @@ def dead_letter_row(
         tenant_hint,
         event_id_hint,
         original or b"",
+        [(name, value or b"") for name, value in source.headers],
     )

@@ -128,7 +128,7 @@ class SinkWorker(PartitionSink[Batch]):
         add, topic, partition = self.processor.add, tp.topic, tp.partition
         epoch = self.processor.epochs.get(partition, 0)
         for m in messages:
-            add(Source(topic, partition, m.offset, m.timestamp, m.key, epoch), m.value)
+            add(Source(topic, partition, m.offset, m.timestamp, m.key, epoch, m.headers), m.value)
 
     def _pending(self) -> tuple[int, float] | None:
         batch = self.processor.batch

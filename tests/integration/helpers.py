@@ -25,15 +25,17 @@ async def produce_raw(
     settings: Settings,
     messages: Sequence[tuple[bytes | None, bytes | None]],
     topic: str | None = None,
+    headers: Sequence[tuple[str, bytes]] | None = None,
 ) -> None:
-    """Write (key, value) pairs in order to `topic` (default: the events topic)."""
+    """Write (key, value) pairs in order to `topic` (default: the events topic), each with
+    `headers`."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, max_request_size=2 << 20
     )
     await producer.start()
     try:
         for key, value in messages:
-            await producer.send(topic or settings.events_topic, value, key=key)
+            await producer.send(topic or settings.events_topic, value, key=key, headers=headers)
         await producer.flush()
     finally:
         await producer.stop()

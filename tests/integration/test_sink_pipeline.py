@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer
 from agentaudit.broker import ensure_topics
 from agentaudit.demo.malformed import MALFORMED
 from agentaudit.settings import Settings
+from agentaudit.sink.deadletter import SOURCE_HEADER_PREFIX
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
 from tests.factories import event_dict, wire
@@ -38,7 +39,9 @@ async def test_sdk_events_and_malformed_messages_land_exactly(settings: Settings
     await ensure_topics(settings)
     sent = await asyncio.to_thread(_emit_fleet, settings, 600)
     assert sent == 600
-    await produce_raw(settings, [(k, v) for k, v, _ in MALFORMED])
+    # With headers, among them names of the sink's own DLQ headers and the record sink's `land`.
+    headers = [("traceparent", b"00-ab-01"), ("land", b"dead_letters"), ("reason", b"x")]
+    await produce_raw(settings, [(k, v) for k, v, _ in MALFORMED], headers=headers)
     total = sent + len(MALFORMED)
     with open_store(settings, own=True) as store:
         migrate(store)
@@ -63,6 +66,9 @@ async def test_sdk_events_and_malformed_messages_land_exactly(settings: Settings
         assert {v for _k, v, _r in MALFORMED} == {
             o if isinstance(o, bytes) else o.encode() for o in originals
         }
+        # Each dead letter keeps its record's headers (replayable as it came; kept since 0024).
+        kept = store.query("SELECT DISTINCT kafka_headers FROM agentaudit.dead_letters")
+        assert kept.result_rows == [([{"name": n, "value": v.decode()} for n, v in headers],)]
 
     # The dead-letter topic carries the same messages with the reason in a header.
     consumer = AIOKafkaConsumer(
@@ -75,11 +81,18 @@ async def test_sdk_events_and_malformed_messages_land_exactly(settings: Settings
     await consumer.start()
     try:
         got: list[str] = []
+        carried: list[list[tuple[str, bytes]]] = []
         while len(got) < len(MALFORMED):
             records = await consumer.getmany(timeout_ms=5000)
             assert records, "dead-letter topic is missing messages"
             got += [dict(m.headers)["reason"].decode() for batch in records.values() for m in batch]
+            carried += [list(m.headers)[-3:] for batch in records.values() for m in batch]
         assert sorted(got) == sorted(r for _k, _v, r in MALFORMED)
+        # ... and the source's headers, under a prefix: verbatim, `land` would have the record
+        # sink land each one again, and `reason` would pass for the sink's own.
+        assert {tuple(c) for c in carried} == {
+            tuple((SOURCE_HEADER_PREFIX + n, v) for n, v in headers)
+        }
     finally:
         await consumer.stop()
 

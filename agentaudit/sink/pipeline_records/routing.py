@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentaudit.sink.deadletter import LAND, keep
+from agentaudit.sink.deadletter import LAND, keep, source_headers
 from agentaudit.sink.decode import Reason, Rejected
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.pipeline_records.decode import Parsed, Tombstone, decode_record, hints
@@ -224,6 +224,7 @@ class RecordProcessor:
                         ("detail", verdict.detail[:512].encode()),
                         ("source", f"{source.topic}:{source.partition}:{source.offset}".encode()),
                         *extra,
+                        *source_headers(source.headers),
                     ],
                 )
             )

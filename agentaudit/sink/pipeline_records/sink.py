@@ -90,7 +90,11 @@ class RecordSink(PartitionSink[RecordBatch]):
     def _process(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
         add, topic, partition, epoch = self.processor.add, tp.topic, tp.partition, self._epoch(tp)
         for m in messages:
-            add(Source(topic, partition, m.offset, m.timestamp, m.key, epoch), m.value, m.headers)
+            add(
+                Source(topic, partition, m.offset, m.timestamp, m.key, epoch, m.headers),
+                m.value,
+                m.headers,
+            )
 
     def _pending(self) -> tuple[int, float] | None:
         batch = self.processor.batch

@@ -54,6 +54,9 @@ LATER_COUNTERS = ("events_stored", "dead_letters_stored")
 LATER_COLUMNS = 1
 """Event row columns added after the pin, at the end: `content_digest` (migration 0023),
 checked against its definition instead (unsealed here: of the stored payload itself)."""
+LATER_DEAD_LETTER_COLUMNS = 1
+"""Dead-letter row columns added after the pin, at the end: `kafka_headers` (migration 0024),
+empty here (no source record has headers)."""
 
 
 def _digest(processor: SinkProcessor, verdicts: list[Any]) -> str:
@@ -61,13 +64,14 @@ def _digest(processor: SinkProcessor, verdicts: list[Any]) -> str:
     batch = processor.take()
     digest = ContentDigest()
     assert [row[-1] for row in batch.events] == [digest(row[0]) for row in batch.events]
+    assert all(row[-1] == [] for row in batch.dead_letters)
     trees = ChainTrees()
     trees.extend(batch.leaves)
     doc = {
         "events": [row[:-LATER_COLUMNS] for row in batch.events],
         "leaves": batch.leaves,
         "occurred_at": [t.isoformat() for t in batch.occurred_at],
-        "dead_letters": batch.dead_letters,
+        "dead_letters": [row[:-LATER_DEAD_LETTER_COLUMNS] for row in batch.dead_letters],
         "dlq": [(r.key, r.value, r.headers) for r in batch.dlq],
         "ranges": sorted(batch.ranges.items()),
         "high": [sorted(batch.event_high.items()), sorted(batch.dead_letter_high.items())],

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from agentaudit.sink.deadletter import SOURCE_HEADER_PREFIX
 from agentaudit.sink.dedup import event_key
 from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, Source
@@ -142,3 +143,21 @@ def test_a_reused_event_id_with_other_content_is_a_dead_letter_not_a_duplicate()
     again.recover({}, {}, {}, [event_key("acme", first["event_id"])])
     again.add(src(3), wire(other))
     assert (again.counters.duplicates, again.counters.dead_lettered) == (1, 0)
+
+
+def test_a_dead_letter_keeps_its_records_headers() -> None:
+    # Before, key and value were kept and the headers lost (the row and the DLQ record): a
+    # dead letter could not be replayed as it came.
+    headers = [("traceparent", b"00-ab-01"), ("reason", b"mine"), ("empty", None)]
+    p = processor()
+    p.add(src(5)._replace(headers=headers), b"{not json")
+    batch = p.take()
+    row = dict(zip(DEAD_LETTER_COLUMNS, batch.dead_letters[0], strict=True))
+    assert row["kafka_headers"] == [
+        ("traceparent", b"00-ab-01"),
+        ("reason", b"mine"),
+        ("empty", b""),
+    ]
+    (dlq,) = batch.dlq
+    assert dlq.headers[-3:] == [(SOURCE_HEADER_PREFIX + n, v or b"") for n, v in headers]
+    assert dict(dlq.headers)["reason"] == b"invalid_json"  # the sink's own, not the source's

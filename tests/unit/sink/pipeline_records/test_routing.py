@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agentaudit.sink.deadletter import LAND
+from agentaudit.sink.deadletter import LAND, SOURCE_HEADER_PREFIX
 from agentaudit.sink.pipeline_records.decode import MAX_RECORD_BYTES
 from agentaudit.sink.pipeline_records.routing import (
     DEAD_LETTER_KIND,
@@ -374,3 +374,23 @@ def test_a_heartbeat_seq_past_uint64_is_a_dead_letter() -> None:
     p.add(src(3, "control", key=b"heartbeat/stream_jobs"), wire(beat))
     (row,) = p.take().dead_letters
     assert row[RECORD_DEAD_LETTER_COLUMNS.index("reason")] == "unencodable"
+
+
+def test_a_dead_letter_keeps_its_records_headers() -> None:
+    # Before, key and value were kept and the headers lost: a dead letter could not be
+    # replayed as it came. On the DLQ topic they go under a prefix: a verbatim `land` would
+    # have this very sink land the dead letter a second time.
+    headers = [("traceparent", b"00-ab-01"), ("land", b"dead_letters"), ("empty", None)]
+    p = processor()
+    source = src(3)._replace(headers=headers)
+    p.add(source, b"not json", headers)
+    batch = p.take()
+    row = dict(zip(RECORD_DEAD_LETTER_COLUMNS, batch.dead_letters[0], strict=True))
+    assert row["kafka_headers"] == [
+        ("traceparent", b"00-ab-01"),
+        ("land", b"dead_letters"),
+        ("empty", b""),
+    ]
+    carried = [(n, v) for n, v in batch.dlq[0].headers if n.startswith(SOURCE_HEADER_PREFIX)]
+    assert carried == [(SOURCE_HEADER_PREFIX + n, v or b"") for n, v in headers]
+    assert dict(batch.dlq[0].headers).get(LAND[0]) is None

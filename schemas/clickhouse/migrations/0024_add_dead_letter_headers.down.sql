@@ -1,0 +1,1 @@
+ALTER TABLE agentaudit.dead_letters DROP COLUMN IF EXISTS kafka_headers;
