@@ -14,6 +14,9 @@ Names (dashboards and alert rules use them; keep them):
 - `agentaudit_last_insert_timestamp_seconds` gauge, unix s;
   `agentaudit_stream_jobs_heartbeat_age_seconds`,
   `agentaudit_checkpoint_age_seconds` (the stalest chain's newest checkpoint) gauges
+- `agentaudit_trail_tail_rows_checked_total`, `agentaudit_trail_tail_chains_refused_total{verdict}`
+  counters (default registry, in-process sinks): unsigned tail rows checked against Kafka at a
+  takeover, and chains not signed for it (`forged`, `unreadable`; `agentaudit.sink.tailread`)
 
 The figures `agentaudit status` reads (lag, store) are re-read every `metrics_refresh_s` by a
 task in the worker's loop, not on each scrape: a scrape is served from memory (and ages are

@@ -35,6 +35,7 @@ from agentaudit.trail.checkpoint import (
     origin_for,
     sign_checkpoint,
 )
+from agentaudit.trail.merkle import CompactTree
 from agentaudit.trail.note import NoteError, Signer, Verifier
 from agentaudit_sdk.clock import UtcNow, utc_now
 
@@ -110,29 +111,33 @@ class ChainSigner:
         )
         out: list[Signed] = []
         for key in sorted(trees.trees):
-            if key in trees.unsigned or key in trees.ended:
+            if not trees.signable(key):
                 continue
-            tree = trees.trees[key]
-            origin, named = self._for(key)
-            size, frontier = tree.state()
-            root = tree.root()
-            is_end = key in end
-            ext = (*stamp, "end") if is_end else stamp
-            note = sign_checkpoint(Checkpoint(origin, size, root, ext), [named])
-            row = (
-                origin,
-                key[0],
-                key[1],
-                size,
-                root.hex(),
-                at,
-                f"{named.key_id:08x}",
-                is_end,
-                note,
-                [h.hex() for h in frontier],
-            )
-            out.append(Signed(key[0], key[1], note, at, row))
+            ext = (*stamp, "end") if key in end else stamp
+            out.append(self.sign_tree(key, trees.trees[key], at, ext))
         return out
+
+    def sign_tree(
+        self, key: ChainKey, tree: CompactTree, at: datetime, ext: tuple[str, ...]
+    ) -> Signed:
+        """One chain's checkpoint of `tree` with the extension lines `ext`."""
+        origin, named = self._for(key)
+        size, frontier = tree.state()
+        root = tree.root()
+        note = sign_checkpoint(Checkpoint(origin, size, root, ext), [named])
+        row = (
+            origin,
+            key[0],
+            key[1],
+            size,
+            root.hex(),
+            at,
+            f"{named.key_id:08x}",
+            "end" in ext,
+            note,
+            [h.hex() for h in frontier],
+        )
+        return Signed(key[0], key[1], note, at, row)
 
 
 class TrailSigning:
@@ -246,6 +251,26 @@ class TrailSigning:
             log.warning("%d anchored checkpoints were not in the table; stored now", len(out))
         return out
 
+    def sign_prefix(self, key: ChainKey, tree: CompactTree) -> Signed:
+        """A checkpoint of a chain's rows up to the last one found good (`tree`), anchored
+        first: the chain is not signed past it (`agentaudit.sink.tailcheck`), and verify then
+        reports the rows after it stored before now as extra."""
+        self._follow_rotation()
+        at = self.clock()
+        signed = self.chains.sign_tree(key, tree, at, (f"time {int(at.timestamp())}",))
+        self._anchor([signed])
+        return signed
+
+    def _anchor(self, signed: list[Signed]) -> None:
+        try:
+            self.anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in signed)
+        except OSError as exc:
+            raise UserError(
+                f"cannot write checkpoints outside the store ({exc}); the sink stops rather "
+                "than leave the trail unanchored: fix AGENTAUDIT_CHECKPOINT_DIR and restart "
+                "(nothing unstored was committed)"
+            ) from None
+
     def sign(self, trees: ChainTrees, *, handoff: bool = False) -> list[Signed]:
         """Sign every signable chain now: anchored outside the store first, then returned for
         the table. An anchor that cannot be written raises: an unanchored trail is not
@@ -255,12 +280,5 @@ class TrailSigning:
         self._follow_rotation()
         signed = self.chains.sign(trees, self.clock(), handoff=handoff)
         if signed:
-            try:
-                self.anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in signed)
-            except OSError as exc:
-                raise UserError(
-                    f"cannot write checkpoints outside the store ({exc}); the sink stops rather "
-                    "than leave the trail unanchored: fix AGENTAUDIT_CHECKPOINT_DIR and restart "
-                    "(nothing unstored was committed)"
-                ) from None
+            self._anchor(signed)
         return signed

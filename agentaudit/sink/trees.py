@@ -15,6 +15,12 @@ store must still hold at least that many rows and reproduce that root. A chain t
 never signed again by this sink (a log must not sign a checkpoint inconsistent with one it
 signed before; C2SP tlog-checkpoint): it is logged as an error and counted, and the verifier
 shows what is wrong with it. Events keep being stored either way.
+
+Rows after a chain's newest anchored checkpoint when its previous owner did not hand it off
+(it crashed) are no checkpoint's: anyone with write access to the store may have forged,
+edited or deleted some of them before this sink took over. Such a chain's tail is held
+(`ChainTrees.tails`): it is signed only once `agentaudit.sink.tailcheck` found every tail row
+to be what the sink stores for its Kafka record.
 """
 
 from __future__ import annotations
@@ -37,6 +43,18 @@ from agentaudit.trail.note import NoteError, Verifier
 log = logging.getLogger("agentaudit.sink")
 
 
+@dataclass(frozen=True)
+class Tail:
+    """A chain's rows no anchored checkpoint covers, left by a sink that did not hand off."""
+
+    signed: CompactTree
+    """The chain's tree at its newest anchored checkpoint (empty: none)."""
+    head: int
+    """The chain's last `chain_seq` in the store when it was rebuilt."""
+    root: bytes
+    """The rebuilt tree's root at `head` (of the stored `leaf_hash`es)."""
+
+
 @dataclass
 class ChainTrees:
     """The compact Merkle tree of every chain this sink extends, and the chains it must not sign."""
@@ -46,10 +64,21 @@ class ChainTrees:
     """Chains whose store disagrees with their anchored checkpoints → the reason."""
     ended: set[ChainKey] = field(default_factory=set)
     """Chains closed by an end checkpoint (tenant off-boarded): not signed again."""
+    tails: dict[ChainKey, Tail] = field(default_factory=dict)
+    """Chains whose rows after their newest anchored checkpoint were stored by a sink that did
+    not hand them off: not signed until the tail is checked against Kafka."""
+
+    anchored: dict[ChainKey, int] = field(default_factory=dict)
+    """Each chain's newest anchored checkpoint's size (chains with one)."""
 
     def load(self, other: ChainTrees) -> None:
         """Replace everything with what was rebuilt for a new assignment."""
         self.trees, self.unsigned, self.ended = other.trees, other.unsigned, other.ended
+        self.tails, self.anchored = other.tails, other.anchored
+
+    def signable(self, key: ChainKey) -> bool:
+        """Whether the sink may sign the chain now."""
+        return key not in self.unsigned and key not in self.ended and key not in self.tails
 
     def extend(self, leaves: Iterable[tuple[str, int, bytes]]) -> None:
         """Append the leaf hashes of rows the store has taken, in chain order."""
@@ -215,6 +244,12 @@ def rebuild(
         "sizes": [starts[k].size for k in keys],
     }
     trees = {key: starts.get(key) or CompactTree() for key in heads}
+    # Each chain's tree at its anchored checkpoint: where a held tail starts (`Tail.signed`).
+    at_anchor = {
+        key: CompactTree(*tree.state())
+        for key, tree in trees.items()
+        if tree.size == (checks[key].size if key in checks else 0)
+    }
     for t, p, seq, stored, payload, cost, priced, version in store.query(
         _LEAVES_SQL, params
     ).result_rows:
@@ -231,11 +266,15 @@ def rebuild(
         tree.append_hash(
             row_leaf_hash(stored, key[0], key[1], int(seq), payload, cost, priced, str(version))
         )
-        if cp is not None and tree.size == cp.size and tree.root() != cp.root_hash:
-            out.unsigned[key] = (
-                f"the store's first {cp.size} rows do not reproduce the anchored root"
-            )
+        if cp is not None and tree.size == cp.size:
+            if tree.root() != cp.root_hash:
+                out.unsigned[key] = (
+                    f"the store's first {cp.size} rows do not reproduce the anchored root"
+                )
+            else:
+                at_anchor[key] = CompactTree(*tree.state())
     handed_off = _handed_off(checks)
+    out.anchored = {key: cp.size for key, cp in checks.items()}
     for key, tree in trees.items():
         cp = checks.get(key)
         if key in out.unsigned:
@@ -259,6 +298,17 @@ def rebuild(
             )
         elif tree.size != heads[key][0]:
             out.unsigned[key] = f"rebuilt {tree.size} leaves, the chain's head is {heads[key][0]}"
+        elif key not in out.ended and tree.size > (cp.size if cp is not None else 0):
+            # Not handed off (that case is above): its last owner died with these rows
+            # unsigned. Held until `agentaudit.sink.tailcheck` has checked them against Kafka.
+            start = at_anchor.get(key)
+            if start is None:  # resumed from a table checkpoint the anchor does not hold
+                out.unsigned[key] = (
+                    f"{tree.size} rows, resumed from a checkpoint row the anchor does not hold: "
+                    "the rows after the anchored checkpoint cannot be checked"
+                )
+            else:
+                out.tails[key] = Tail(start, tree.size, tree.root())
     for key, why in out.unsigned.items():
         log.error(
             "chain %s/p%s will not be signed: %s. Run `agentaudit verify --tenant %s`; "

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from agentaudit.settings import Settings
 from agentaudit.sink.base import PartitionSink, Start, run_sink
@@ -30,11 +32,13 @@ from agentaudit.sink.processor import Batch, DlqRecord, SinkProcessor
 from agentaudit.sink.recovery import Recovered, recover
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
 from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE, Signed, TrailSigning
+from agentaudit.sink.tailread import check_tails
 from agentaudit.sink.trees import ChainTrees, ended_chains
 from agentaudit.store.protocol import Store
 from agentaudit.store.retry import store_call
-from agentaudit.subjects.seal import content_sealer
+from agentaudit.subjects.seal import Sealer, content_sealer
 from agentaudit_schemas.pricing import current_pricing
+from agentaudit_sdk.kafka_config import KafkaSetupError
 
 log = logging.getLogger("agentaudit.sink")
 
@@ -78,6 +82,11 @@ class SinkWorker(PartitionSink[Batch]):
         self._anchor_only: list[Signed] = []
         """Signed (and anchored) on assignment, in a callback that cannot await the table's
         insert."""
+        self._tail_logs: dict[int, tuple[int, int]] = {}
+        """partition → (log epoch, event watermark) at assignment: what held tails are read to."""
+        self._tails_retry_at = 0.0
+        seal: object = self.processor.seal
+        self._keys = seal.keys if isinstance(seal, Sealer) else None
 
     def _read_store(self, assigned: list[TopicPartition]) -> tuple[Recovered, ChainTrees]:
         parts, topic = [tp.partition for tp in assigned], self.settings.events_topic
@@ -100,6 +109,8 @@ class SinkWorker(PartitionSink[Batch]):
             # Anchored by a sink that died before its table insert (`TrailSigning.unstored`).
             self._unstored_checkpoints += self._anchor_only
         logs = state.logs
+        self._tail_logs = {p: (lg.epoch, lg.event_watermark) for p, lg in logs.items()}
+        self._tails_retry_at = 0.0
         self.processor.recover(
             {p: lg.event_watermark for p, lg in logs.items() if lg.event_watermark >= 0},
             {
@@ -167,7 +178,12 @@ class SinkWorker(PartitionSink[Batch]):
         trail = self.trail
         if trail is None:
             return
-        due = final or trail.due()
+        signed, self._unstored_checkpoints = self._unstored_checkpoints, []
+        released = False
+        if self.trees.tails and time.monotonic() >= self._tails_retry_at:
+            released, prefixes = await self._check_tails(trail)
+            signed += prefixes
+        due = final or released or trail.due()
         if due and not final:
             # A tick signs what the store acknowledged. Rows of an insert in flight are
             # already dated (ingested_at: the insert's start), so a tick signed meanwhile
@@ -180,7 +196,6 @@ class SinkWorker(PartitionSink[Batch]):
             # Checked after the wait above: an insert slower than the check's age would
             # leave it stale.
             await self._ensure_member()
-        signed, self._unstored_checkpoints = self._unstored_checkpoints, []
         if due:
             if not final:
                 # Chains ended meanwhile (`agentaudit end-trail`) are not signed again.
@@ -196,6 +211,61 @@ class SinkWorker(PartitionSink[Batch]):
             )
             await self._insert(CHECKPOINT_TABLE, CHECKPOINT_COLUMNS, [c.row for c in signed], token)
             self.checkpoints_signed += len(signed)
+
+    async def _check_tails(self, trail: TrailSigning) -> tuple[bool, list[Signed]]:
+        """Check the held tails against Kafka (`agentaudit.sink.tailread`): a good one is
+        signable from now on (True: sign now); a bad one is unsigned, its checkpoint signed up
+        to its last good row (returned for the table). Kafka unreachable: tried again after a
+        checkpoint interval, the tails still held."""
+        assignments, tails = self._assignments, dict(self.trees.tails)
+        started = time.perf_counter()
+        try:
+            outcomes = await check_tails(
+                self.settings, self.store, tails, self.trees.anchored, self._tail_logs, self._keys
+            )
+        except (KafkaError, KafkaSetupError, OSError, TimeoutError) as exc:
+            self._tails_retry_at = time.monotonic() + trail.interval_s
+            log.warning("unsigned tails not checked yet, Kafka did not answer (%r)", exc)
+            return False, []
+        if self._assignments != assignments:
+            return False, []  # reassigned meanwhile: the new assignment's tails are checked
+        prefixes: list[Signed] = []
+        for out in outcomes:
+            self.trees.tails.pop(out.key, None)
+            if out.bad is None:
+                continue
+            tenant, part = out.key
+            self.trees.unsigned[out.key] = f"row {out.bad_seq}: {out.bad}"
+            if out.unreadable:
+                log.error(
+                    "chain %s/p%s will not be signed: its rows after checkpoint %d cannot be "
+                    "checked against Kafka (%s); runbooks/TrailUnsigned.md",
+                    tenant,
+                    part,
+                    out.tree.size,
+                    out.bad,
+                )
+                continue
+            prefixes.append(trail.sign_prefix(out.key, out.tree))
+            log.critical(
+                "chain %s/p%s: row %s of its unsigned tail is not what Kafka holds: %s. Signed "
+                "up to row %d, never past it; its new events are stored unsigned. Run "
+                "`agentaudit verify --tenant %s`; runbooks/TrailUnsigned.md",
+                tenant,
+                part,
+                out.bad_seq,
+                out.bad,
+                out.tree.size,
+                tenant,
+            )
+        rows = sum(out.checked for out in outcomes)
+        log.info(
+            "checked %d unsigned tail rows of %d chains against Kafka in %.3f s",
+            rows,
+            len(outcomes),
+            time.perf_counter() - started,
+        )
+        return any(out.bad is None for out in outcomes), prefixes
 
     def _lost(self, exc: Fenced) -> None:
         super()._lost(exc)

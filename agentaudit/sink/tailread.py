@@ -1,0 +1,138 @@
+"""Reading the Kafka records a held tail came from, for `agentaudit.sink.tailcheck`.
+
+`check_tails` opens one consumer outside the sink's group (assigned partitions, no commits,
+committed records only: what the sink reads), reads each partition with held chains from the
+first offset their tails can start at to the watermark the store held at assignment, and
+feeds the records to the partition's `PartitionCheck` (store reads in a thread). A partition
+whose records Kafka no longer holds (retention deleted them, or the log was replaced) cannot
+be checked: its held chains get the verdict `unreadable`, and are not signed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
+from prometheus_client import Counter
+
+from agentaudit.kafka_clients import READ_COMMITTED, START_TIMEOUT_S
+from agentaudit.settings import Settings
+from agentaudit.sink.chain import ChainKey
+from agentaudit.sink.tailcheck import Outcome, PartitionCheck, Record
+from agentaudit.sink.trees import Tail
+from agentaudit.store.protocol import Store
+from agentaudit.subjects.keystore import SubjectKeyStore
+from agentaudit_sdk import kafka_config
+from agentaudit_sdk.kafka_config import stop_consumer
+
+STALL_S = 30.0
+"""How long Kafka may return nothing below the watermark before the tail counts as unreadable."""
+FETCH_RECORDS = 5_000
+
+TAIL_ROWS_CHECKED = Counter(
+    "agentaudit_trail_tail_rows_checked",
+    "Unsigned tail rows a sink checked against their Kafka records at takeover and found good.",
+)
+TAIL_CHAINS_REFUSED = Counter(
+    "agentaudit_trail_tail_chains_refused",
+    "Chains a sink did not sign at takeover: a tail row is not what Kafka holds, or Kafka no "
+    "longer holds the tail's records (runbooks/TrailUnsigned.md).",
+    ["verdict"],
+)
+
+
+class Unreadable(Exception):
+    """The partition's records for the tail cannot be read from Kafka."""
+
+
+async def _records(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, low: int, high: int
+) -> AsyncIterator[list[Record]]:
+    """The partition's records from `low` to `high`, in offset order, a fetch at a time."""
+    begin = (await consumer.beginning_offsets([tp]))[tp]
+    if begin > low:
+        raise Unreadable(
+            f"Kafka holds partition {tp.partition} from offset {begin} on, the tail needs "
+            f"offset {low}: deleted by retention (or the log was replaced)"
+        )
+    consumer.assign([tp])
+    consumer.seek(tp, low)
+    position, progress = low, time.monotonic()
+    while position <= high:
+        try:
+            got = await consumer.getmany(tp, timeout_ms=200, max_records=FETCH_RECORDS)
+        except OffsetOutOfRangeError:
+            raise Unreadable(
+                f"offset {position} of partition {tp.partition} is out of range"
+            ) from None
+        messages = got.get(tp, [])
+        if messages:
+            progress = time.monotonic()
+            position = messages[-1].offset + 1
+            yield [Record(m.offset, m.timestamp, m.value) for m in messages if m.offset <= high]
+            continue
+        if await consumer.position(tp) > high:
+            return  # control records (transaction markers) end the range
+        end = consumer.highwater(tp)  # of the last fetch (ListOffsets may admit less)
+        if end is not None and position >= end:
+            return  # a row claiming an offset past the log's end has no record to wait for
+        if time.monotonic() - progress > STALL_S:
+            raise Unreadable(
+                f"Kafka returned nothing of partition {tp.partition} past offset {position} "
+                f"for {STALL_S:.0f} s (the store holds up to {high})"
+            )
+
+
+async def check_tails(
+    settings: Settings,
+    store: Store,
+    tails: dict[ChainKey, Tail],
+    anchored: dict[ChainKey, int],
+    logs: dict[int, tuple[int, int]],
+    keys: SubjectKeyStore | None,
+) -> list[Outcome]:
+    """Every held chain's verdict; `logs`: partition → (log epoch, event watermark) as the
+    store held them when the tails were rebuilt. Kafka errors (unreachable) are raised."""
+    connection = settings.kafka_connection()
+    consumer = kafka_config.consumer(
+        connection,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="none",
+        isolation_level=READ_COMMITTED,
+    )
+    outcomes: list[Outcome] = []
+    try:
+        await kafka_config.start(consumer, connection, START_TIMEOUT_S)
+        for part in sorted({p for _, p in tails}):
+            epoch, high = logs.get(part, (0, -1))
+            held = {k: t for k, t in tails.items() if k[1] == part}
+            check = await asyncio.to_thread(
+                PartitionCheck,
+                store,
+                settings.events_topic,
+                part,
+                epoch,
+                held,
+                anchored,
+                max_skew_ms=settings.max_clock_skew_s * 1000,
+                keys=keys,
+            )
+            try:
+                if high >= check.low:
+                    tp = TopicPartition(settings.events_topic, part)
+                    async for chunk in _records(consumer, tp, check.low, high):
+                        await asyncio.to_thread(check.feed, chunk)
+                outcomes += await asyncio.to_thread(check.finish)
+            except Unreadable as exc:
+                outcomes += check.fail_all(str(exc))
+    finally:
+        await stop_consumer(consumer)
+    for outcome in outcomes:
+        TAIL_ROWS_CHECKED.inc(outcome.checked)
+        if outcome.bad is not None:
+            TAIL_CHAINS_REFUSED.labels("unreadable" if outcome.unreadable else "forged").inc()
+    return outcomes
