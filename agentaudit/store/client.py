@@ -83,6 +83,10 @@ UNAVAILABLE_CODES = frozenset(
         210,  # NETWORK_ERROR
         241,  # MEMORY_LIMIT_EXCEEDED
         242,  # TABLE_IS_READ_ONLY
+        # NOT_ENOUGH_SPACE: a full disk (chDB and a server alike: "Cannot reserve 1.00 MiB").
+        # Freeing space is the fix, not a restart: as an engine error it stopped the sink
+        # (exit 6), which then stayed down after the space was freed.
+        243,
         252,  # TOO_MANY_PARTS
         319,  # UNKNOWN_STATUS_OF_INSERT
         394,  # QUERY_WAS_CANCELLED

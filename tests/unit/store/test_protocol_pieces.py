@@ -65,7 +65,7 @@ def test_user_caused_codes_are_bad_query(code: int) -> None:
     )
 
 
-@pytest.mark.parametrize("code", [516, 241, 252, 159, 202])
+@pytest.mark.parametrize("code", [516, 241, 243, 252, 159, 202])
 def test_retryable_or_credential_codes_are_unavailable(code: int) -> None:
     assert isinstance(classify(DatabaseError("x", code=code), "http://h:1"), StoreUnavailable)
 
