@@ -103,16 +103,17 @@ class ChainSigner:
         handoff: bool = False,
         end: frozenset[ChainKey] = frozenset(),
     ) -> list[Signed]:
-        """A checkpoint of every signable chain at `at`; `end` ones are final."""
-        stamp = (
-            (f"time {int(at.timestamp())}", "handoff")
-            if handoff
-            else (f"time {int(at.timestamp())}",)
-        )
+        """A checkpoint of every signable chain at `at`; `end` ones are final. `handoff` is not
+        stated for a partition with a chain whose tail is still held (not checked yet): its next
+        owner must check that tail too, and a chain it holds with no checkpoint at all would
+        otherwise look forged to it (no sink's chain in a handed-off partition)."""
+        plain = (f"time {int(at.timestamp())}",)
+        held = {p for _, p in trees.tails}
         out: list[Signed] = []
         for key in sorted(trees.trees):
             if not trees.signable(key):
                 continue
+            stamp = (*plain, "handoff") if handoff and key[1] not in held else plain
             ext = (*stamp, "end") if key in end else stamp
             out.append(self.sign_tree(key, trees.trees[key], at, ext))
         return out

@@ -136,3 +136,45 @@ async def check_tails(
         if outcome.bad is not None:
             TAIL_CHAINS_REFUSED.labels("unreadable" if outcome.unreadable else "forged").inc()
     return outcomes
+
+
+class TailChecks:
+    """A sink's check of its held tails, run as a task beside consuming: a tail of one
+    interval's rows takes seconds (README), and ingest must not wait for it."""
+
+    def __init__(self, settings: Settings, store: Store, keys: SubjectKeyStore | None) -> None:
+        self.settings, self.store, self.keys = settings, store, keys
+        self.task: asyncio.Task[list[Outcome]] | None = None
+        self.assignment = -1
+        """The assignment the running check is of."""
+        self.retry_at = 0.0
+        self.started = 0.0
+
+    def reset(self) -> None:
+        """The chains were reassigned or given up: a running check is of no use any more."""
+        if self.task is not None:
+            self.task.cancel()
+        self.task, self.retry_at = None, 0.0
+
+    async def poll(
+        self,
+        tails: dict[ChainKey, Tail],
+        anchored: dict[ChainKey, int],
+        logs: dict[int, tuple[int, int]],
+        assignment: int,
+    ) -> list[Outcome] | None:
+        """Start a check of `tails` if none runs; its outcomes once it is done (None: not yet).
+        Its errors are raised (Kafka unreachable: retry later)."""
+        if self.task is not None and self.assignment != assignment:
+            self.reset()
+        if self.task is None:
+            if time.monotonic() < self.retry_at:
+                return None
+            self.assignment, self.started = assignment, time.perf_counter()
+            self.task = asyncio.create_task(
+                check_tails(self.settings, self.store, dict(tails), anchored, logs, self.keys)
+            )
+        if not self.task.done():
+            return None
+        task, self.task = self.task, None
+        return task.result()

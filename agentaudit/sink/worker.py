@@ -32,7 +32,7 @@ from agentaudit.sink.processor import Batch, DlqRecord, SinkProcessor
 from agentaudit.sink.recovery import Recovered, recover
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
 from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE, Signed, TrailSigning
-from agentaudit.sink.tailread import check_tails
+from agentaudit.sink.tailread import TailChecks
 from agentaudit.sink.trees import ChainTrees, ended_chains
 from agentaudit.store.protocol import Store
 from agentaudit.store.retry import store_call
@@ -84,9 +84,8 @@ class SinkWorker(PartitionSink[Batch]):
         insert."""
         self._tail_logs: dict[int, tuple[int, int]] = {}
         """partition → (log epoch, event watermark) at assignment: what held tails are read to."""
-        self._tails_retry_at = 0.0
         seal: object = self.processor.seal
-        self._keys = seal.keys if isinstance(seal, Sealer) else None
+        self._tails = TailChecks(settings, store, seal.keys if isinstance(seal, Sealer) else None)
 
     def _read_store(self, assigned: list[TopicPartition]) -> tuple[Recovered, ChainTrees]:
         parts, topic = [tp.partition for tp in assigned], self.settings.events_topic
@@ -110,7 +109,7 @@ class SinkWorker(PartitionSink[Batch]):
             self._unstored_checkpoints += self._anchor_only
         logs = state.logs
         self._tail_logs = {p: (lg.epoch, lg.event_watermark) for p, lg in logs.items()}
-        self._tails_retry_at = 0.0
+        self._tails.reset()
         self.processor.recover(
             {p: lg.event_watermark for p, lg in logs.items() if lg.event_watermark >= 0},
             {
@@ -180,9 +179,13 @@ class SinkWorker(PartitionSink[Batch]):
             return
         signed, self._unstored_checkpoints = self._unstored_checkpoints, []
         released = False
-        if self.trees.tails and time.monotonic() >= self._tails_retry_at:
+        if self.trees.tails:
+            # Not waited for at a handoff (a revoke must be quick): a tail still held is not
+            # handed off (`ChainSigner.sign`), its next owner checks it.
             released, prefixes = await self._check_tails(trail)
             signed += prefixes
+            if final:
+                self._tails.reset()
         due = final or released or trail.due()
         if due and not final:
             # A tick signs what the store acknowledged. Rows of an insert in flight are
@@ -213,22 +216,25 @@ class SinkWorker(PartitionSink[Batch]):
             self.checkpoints_signed += len(signed)
 
     async def _check_tails(self, trail: TrailSigning) -> tuple[bool, list[Signed]]:
-        """Check the held tails against Kafka (`agentaudit.sink.tailread`): a good one is
-        signable from now on (True: sign now); a bad one is unsigned, its checkpoint signed up
-        to its last good row (returned for the table). Kafka unreachable: tried again after a
-        checkpoint interval, the tails still held."""
-        assignments, tails = self._assignments, dict(self.trees.tails)
-        started = time.perf_counter()
+        """The held tails' check against Kafka (`agentaudit.sink.tailread`), beside consuming.
+        Once done, a good chain is signable from
+        now on (True: sign now); a bad one is unsigned, its checkpoint signed up to its last
+        good row (returned for the table). Kafka unreachable: tried again an interval later."""
+        assignments = self._assignments
         try:
-            outcomes = await check_tails(
-                self.settings, self.store, tails, self.trees.anchored, self._tail_logs, self._keys
+            outcomes = await self._tails.poll(
+                self.trees.tails, self.trees.anchored, self._tail_logs, assignments
             )
         except (KafkaError, KafkaSetupError, OSError, TimeoutError) as exc:
-            self._tails_retry_at = time.monotonic() + trail.interval_s
+            self._tails.retry_at = time.monotonic() + trail.interval_s
             log.warning("unsigned tails not checked yet, Kafka did not answer (%r)", exc)
             return False, []
-        if self._assignments != assignments:
-            return False, []  # reassigned meanwhile: the new assignment's tails are checked
+        except Exception:  # never a crash loop at every takeover: the tails stay held
+            self._tails.retry_at = time.monotonic() + trail.interval_s
+            log.exception("unsigned tails not checked (tried again in an interval)")
+            return False, []
+        if outcomes is None or self._assignments != assignments:
+            return False, []
         prefixes: list[Signed] = []
         for out in outcomes:
             self.trees.tails.pop(out.key, None)
@@ -263,12 +269,13 @@ class SinkWorker(PartitionSink[Batch]):
             "checked %d unsigned tail rows of %d chains against Kafka in %.3f s",
             rows,
             len(outcomes),
-            time.perf_counter() - started,
+            time.perf_counter() - self._tails.started,
         )
         return any(out.bad is None for out in outcomes), prefixes
 
     def _lost(self, exc: Fenced) -> None:
         super()._lost(exc)
+        self._tails.reset()
         self.trees.load(ChainTrees())  # the new owner signs these chains now
 
     def _offsets(self, batch: Batch) -> dict[TopicPartition, int]:

@@ -48,6 +48,7 @@ pytestmark = pytest.mark.integration
 
 GOOD, FORGE, EDIT, DELETE = "tail-good", "tail-forge", "tail-edit", "tail-delete"
 TENANTS = (GOOD, FORGE, EDIT, DELETE)
+NEW = "tail-new"
 # Explicit, so a column added to the ingest table later keeps its default here.
 COLUMNS = (
     "payload",
@@ -170,7 +171,9 @@ async def test_forged_edited_and_deleted_tail_rows_are_not_signed_after_a_crash(
         refused = _refused()
         caplog.set_level(logging.INFO, logger="agentaudit.sink")
         await produce_raw(settings, _events(2))
-        await sink_until(settings, store, lambda w: w.processor.counters.events_stored >= 8)
+        await sink_until(  # the check runs beside consuming: until it is done
+            settings, store, lambda w: w.processor.counters.events_stored >= 8 and not w.trees.tails
+        )
 
         newest = {t: anchored_checkpoints(settings, (t, _chain(store, t)[0])) for t in TENANTS}
         sizes = {t: max(c.size for c in cps) for t, cps in newest.items()}
@@ -210,9 +213,10 @@ def test_a_tail_is_checked_row_by_row_against_the_records(tmp_path: Path) -> Non
     with open_store(settings, own=True) as store:
         migrate(store)
         offset = 0
-        for tenant in TENANTS:
+        # NEW: a chain none of whose rows a checkpoint covers (its first row after the crash).
+        for tenant in (*TENANTS, NEW):
             tail = []
-            for _ in range(6):
+            for _ in range(6 if tenant != NEW else 3):
                 body = wire(event_dict(tenant=tenant))
                 records.append(Record(offset, 0, body))
                 tail.append((decode(body).canonical, offset))  # type: ignore[union-attr]
@@ -233,7 +237,7 @@ def test_a_tail_is_checked_row_by_row_against_the_records(tmp_path: Path) -> Non
             settings.events_topic,
             0,
             0,
-            {(t, 0): _tail_of(store, t, 2)[1] for t in TENANTS},
+            {(t, 0): _tail_of(store, t, 0 if t == NEW else 2)[1] for t in (*TENANTS, NEW)},
             {(t, 0): 2 for t in TENANTS},
             max_skew_ms=900_000,
             keys=None,
@@ -246,7 +250,9 @@ def test_a_tail_is_checked_row_by_row_against_the_records(tmp_path: Path) -> Non
             FORGE: (7, 6, 4),
             EDIT: (6, 5, 3),
             DELETE: (5, 4, 2),
+            NEW: (None, 3, 3),
         }, out
+        assert check.floor == 20  # past DELETE's signed 2nd row, the newest covered offset
 
 
 def _stored_chain(
@@ -297,3 +303,28 @@ def test_sealed_content_is_compared_opened(tmp_path: Path) -> None:
     forged = decode(wire(other))
     forged_stored = sealer(orjson.loads(forged.canonical), forged.canonical)  # type: ignore[union-attr]
     assert content_differs(forged_stored, accepted, keys) is not None  # type: ignore[arg-type]
+
+
+def test_a_partition_with_a_held_tail_is_not_handed_off() -> None:
+    """A sink that gives partitions up before its tail check ended must not state `handoff` for
+    them: the next owner then checks the tail itself (and a held chain with no checkpoint
+    would look forged to it after a handoff)."""
+    from datetime import UTC, datetime
+
+    from agentaudit.keyring import KeyRing
+    from agentaudit.sink.signing import ChainSigner
+    from agentaudit.sink.trees import ChainTrees
+
+    trees = ChainTrees()
+    trees.extend([("a", 0, b"\x01" * 32), ("b", 1, b"\x02" * 32), ("c", 1, b"\x03" * 32)])
+    trees.tails[("c", 1)] = Tail(CompactTree(), 1, trees.trees[("c", 1)].root())
+    import os
+
+    signer = ChainSigner(KeyRing.load(Path(os.environ["AGENTAUDIT_KEY_DIR"])).signer, "test")
+    made = {
+        (c.tenant_id, c.partition): c.note
+        for c in signer.sign(trees, datetime.now(UTC), handoff=True)
+    }
+    assert set(made) == {("a", 0), ("b", 1)}  # the held chain is not signed
+    assert "\nhandoff\n" in made[("a", 0)]
+    assert "handoff" not in made[("b", 1)]
