@@ -61,7 +61,8 @@ class Batch:
     dead_letter_high: dict[int, int] = field(default_factory=dict)
     started: float = 0.0
     size: int = 0
-    """Bytes of the messages this batch covers (values and keys): `sink_batch_bytes`."""
+    """Bytes of the messages this batch covers (values and keys, and the headers of its dead
+    letters, which it holds): `sink_batch_bytes`."""
 
     @property
     def messages(self) -> int:
@@ -218,6 +219,11 @@ class SinkProcessor:
             self.counters.already_stored += 1
             return
         batch = self.batch
+        if source.headers:
+            # Held with the dead letter (its row and DLQ record) until the flush: counted toward
+            # `sink_batch_bytes` like values, or a flood of rejected records carrying megabytes
+            # of headers each would grow a batch far past it.
+            batch.size += sum(len(name) + len(data or b"") for name, data in source.headers)
         # An oversized message keeps a prefix, its size and hash: a whole 10 MB message would
         # not fit the DLQ topic (and the table gains nothing from it).
         kept, extra, note = keep(value or b"")

@@ -161,3 +161,11 @@ def test_a_dead_letter_keeps_its_records_headers() -> None:
     (dlq,) = batch.dlq
     assert dlq.headers[-3:] == [(SOURCE_HEADER_PREFIX + n, v or b"") for n, v in headers]
     assert dict(dlq.headers)["reason"] == b"invalid_json"  # the sink's own, not the source's
+
+
+def test_a_dead_letters_headers_count_toward_the_batch_bytes() -> None:
+    # The batch holds them until the flush (row and DLQ record): uncounted, rejected records
+    # with a megabyte of headers each grew a batch far past `sink_batch_bytes`.
+    p = processor()
+    p.add(src(0)._replace(headers=[("h", b"x" * 1_000_000)]), b"{not json")
+    assert p.batch.size >= 1_000_000
