@@ -28,7 +28,6 @@ import orjson
 from agentaudit.store.protocol import Store
 from agentaudit.store.protocol import column_text as _text
 from agentaudit.system_events import AGENT_ID
-from agentaudit.trail.audit import open_held
 from agentaudit.trail.checkpoint import note_size, origin_for
 from agentaudit.trail.leaf import LeafError, encode_leaf
 from agentaudit.trail.merkle import CompactTree, leaf_hash
@@ -40,7 +39,7 @@ from agentaudit.trail.system_signature import (
     sign_payload,
     signed_text,
 )
-from agentaudit.trail.verdicts import Expiry, Found, Held
+from agentaudit.trail.verdicts import Expiry, Found, Held, open_held
 
 _SQL = f"""
 SELECT tenant_id, kafka_partition, chain_seq, payload, toString(leaf_hash), cost_usd, priced,

@@ -20,11 +20,10 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from .checkpoint import CheckpointError, open_checkpoint
 from .leaf import ChainLeaves, LeafError
 from .lines import checkpoint_line, segment_lines, tail_lines
 from .merkle import CompactTree
-from .note import NoteError, Verifier
+from .note import Verifier
 from .pubkeys import PublicKeys
 from .reorder import leaf_hex, reordered_verdicts, row_hash_ok
 from .verdicts import (
@@ -38,35 +37,10 @@ from .verdicts import (
     Run,
     Segment,
     expiry_horizon,
-    in_use,
-    iso,
+    open_held,
 )
 
 _sha256 = hashlib.sha256
-
-
-def open_held(c: Held, keys: PublicKeys, verifiers: list[Verifier], origin: str) -> None:
-    """Open ``c``'s note as a checkpoint of ``origin``: its ``cp``, ``time``, ``end``,
-    ``handoff`` and ``key`` are set when one of ``keys`` (``verifiers``: theirs under
-    ``origin``) signed it with one ``time`` line while that key was in use, else its ``error``
-    (a checkpoint line's ``INVALID: signature``)."""
-    try:
-        cp, note = open_checkpoint(c.note, verifiers, origin)
-    except (NoteError, CheckpointError) as e:
-        c.error = str(e)
-        return
-    times = [x[5:] for x in cp.extensions if x.startswith("time ")]
-    if len(times) != 1 or not times[0].isdigit():
-        c.error = "no single 'time <unix seconds>' line"
-        return
-    c.cp, c.time, c.end = cp, int(times[0]), "end" in cp.extensions
-    c.handoff = "handoff" in cp.extensions
-    c.key = keys.key_for(origin, note.verified[0].key_id)
-    if c.key is not None and not in_use(c.key, c.time):
-        # A key signs only while it is current: a retired (perhaps leaked) key's later
-        # signature, or one dated before the key existed, is not the log's.
-        c.error = f"signed at {iso(c.time)}, outside the key's use ({c.key.describe()})"
-        c.cp = None
 
 
 class ChainAudit:

@@ -53,8 +53,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
-from .checkpoint import Checkpoint
-from .pubkeys import PublicKey
+from .checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from .note import NoteError, Verifier
+from .pubkeys import PublicKey, PublicKeys
 
 VALID = "valid"
 SIGNATURE = "INVALID: signature"
@@ -270,3 +271,27 @@ def summary(reports: Iterable[ChainReport]) -> tuple[str, bool]:
     if expired:
         text += f", {expired} rows {EXPIRED}"
     return text, all(r.ok for r in reps)
+
+
+def open_held(c: Held, keys: PublicKeys, verifiers: list[Verifier], origin: str) -> None:
+    """Open ``c``'s note as a checkpoint of ``origin``: its ``cp``, ``time``, ``end``,
+    ``handoff`` and ``key`` are set when one of ``keys`` (``verifiers``: theirs under
+    ``origin``) signed it with one ``time`` line while that key was in use, else its ``error``
+    (a checkpoint line's ``INVALID: signature``)."""
+    try:
+        cp, note = open_checkpoint(c.note, verifiers, origin)
+    except (NoteError, CheckpointError) as e:
+        c.error = str(e)
+        return
+    times = [x[5:] for x in cp.extensions if x.startswith("time ")]
+    if len(times) != 1 or not times[0].isdigit():
+        c.error = "no single 'time <unix seconds>' line"
+        return
+    c.cp, c.time, c.end = cp, int(times[0]), "end" in cp.extensions
+    c.handoff = "handoff" in cp.extensions
+    c.key = keys.key_for(origin, note.verified[0].key_id)
+    if c.key is not None and not in_use(c.key, c.time):
+        # A key signs only while it is current: a retired (perhaps leaked) key's later
+        # signature, or one dated before the key existed, is not the log's.
+        c.error = f"signed at {iso(c.time)}, outside the key's use ({c.key.describe()})"
+        c.cp = None

@@ -25,11 +25,10 @@ from agentaudit.anchors import DirectoryAnchor
 from agentaudit.sqlguard import Limits
 from agentaudit.store.protocol import Store
 from agentaudit.store.protocol import column_text as _text
-from agentaudit.trail.audit import open_held
 from agentaudit.trail.checkpoint import CheckpointError, origin_for
 from agentaudit.trail.leaf import LEAF_VERSION
 from agentaudit.trail.pubkeys import PublicKeys
-from agentaudit.trail.verdicts import Found, Held, Row, Run
+from agentaudit.trail.verdicts import Found, Held, Row, Run, open_held
 
 CHUNK = 50_000
 _FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
