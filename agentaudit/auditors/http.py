@@ -35,6 +35,10 @@ RUNNING = threading.BoundedSemaphore(1)
 RUN_WAIT_S = 2 * Limits().max_seconds + 10
 TOO_MANY_SIMULTANEOUS_QUERIES = 202
 
+RESULT_BYTES = Limits().max_result_bytes
+"""The gate's result limit, counted on the bytes the endpoint sends: ClickHouse's own (in the
+fence's SETTINGS) is blind to constant columns (800 MB of `repeat('x', 1000000)` passed it)."""
+
 DATABASE = "default"  # auditors' statements run here whatever the client asks (explained once)
 HANDSHAKE = {
     "SELECT version(), timezone()": "SELECT version(), timezone()",
@@ -85,6 +89,8 @@ class AuditorRoute:
             ):
                 return self.engine.query(answered.encode(), fmt, {}, DATABASE, {})
 
+        started: list[Outcome] = []
+
         def execute(fenced: Fenced) -> tuple[Outcome, Counts]:
             if not RUNNING.acquire(timeout=RUN_WAIT_S):
                 raise EngineError(
@@ -94,6 +100,8 @@ class AuditorRoute:
                 )
             try:
                 outcome = self.engine.query(fenced.text.encode(), fmt, {}, DATABASE, {})
+                started.append(outcome)
+                outcome.limit = RESULT_BYTES
                 # chDB reports no result row count, and the client's format (Native) is not
                 # parsed here: a second run, equally scoped and fenced, counts the rows.
                 rows = int(self.store.query(fenced.count_text).result_rows[0][0])
@@ -105,7 +113,12 @@ class AuditorRoute:
             )
 
         gate: AuditorGate[Outcome] = AuditorGate(self.settings, self.store)
-        return gate.run(auditor, text, "http", execute)
+        try:
+            return gate.run(auditor, text, "http", execute)
+        except BaseException:
+            for outcome in started:  # not answered: a streamed result frees its read lane
+                outcome.close()
+            raise
 
 
 class _LazyStore:

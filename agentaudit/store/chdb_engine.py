@@ -14,8 +14,8 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,13 +75,31 @@ ErrorCounts = dict[int, tuple[int, str, str, bool, str]]
 `system.errors`."""
 
 
+# Formats whose streamed blocks make the whole result when joined (chDB's streamed JSON,
+# ...WithNames and Pretty repeat their header per block, and drop it for an empty result).
+_STREAMED_FORMATS = frozenset(
+    {"Native", "RowBinary", "TabSeparated", "TSV", "CSV", "JSONEachRow", "JSONCompactEachRow"}
+)
+STREAM_AFTER = 1 << 20
+"""A SELECT's result (in a format of `_STREAMED_FORMATS`, Native among them) is gathered up to
+this many bytes; a larger one is streamed (`Outcome.rest`) block by block: held whole, one
+result took ~3.6x its size of the owner's memory."""
+
+
 @dataclass
 class Outcome:
-    """A finished call: the result bytes (a zero-copy view for queries) and HTTP-style summary."""
+    """A finished call: the result bytes (a zero-copy view for queries) and HTTP-style summary.
+
+    A result larger than `STREAM_AFTER` comes as its first part (`body`) and the `rest`, read
+    from chDB as it is sent; it holds a read lane until the rest is read or `close()` is called
+    (always call it). The summary then counts the first part only."""
 
     body: memoryview | bytes = b""
     summary: dict[str, str] = field(default_factory=dict)
     keep_alive: Any = None  # the chDB result object backing `body`; must outlive the write
+    rest: Iterator[bytes] | None = None
+    close: Callable[[], None] = lambda: None
+    limit: int | None = None  # the most bytes the caller may be sent (None: the server's own)
 
 
 class ChdbEngine:
@@ -176,6 +194,8 @@ class ChdbEngine:
 
         `abandoned`: asked once the session is held; true raises `CallerGone`, nothing run."""
         start = time.perf_counter_ns()
+        if _SELECT_RE.match(sql) and fmt in _STREAMED_FORMATS:
+            return self._select(sql, fmt, params, database, settings, abandoned)
         if _READ_RE.match(sql):
             with self._reading() as lane, lane.scope(database, settings, abandoned):
                 result, header = self._run_query(lane, sql, fmt, params)
@@ -198,6 +218,62 @@ class ChdbEngine:
         }
         body = result.get_memview().view() if size else header  # zero-copy; `result` owns it
         return Outcome(body, summary, keep_alive=result)
+
+    def _select(
+        self,
+        sql: bytes,
+        fmt: str,
+        params: Mapping[str, str],
+        database: str,
+        settings: Mapping[str, str],
+        abandoned: Abandoned | None,
+    ) -> Outcome:
+        """A SELECT on a read lane, streamed from chDB: gathered whole up to `STREAM_AFTER`,
+        else the first part and the rest (the lane is held until the rest is read)."""
+        start = time.perf_counter_ns()
+        held = ExitStack()
+        try:
+            lane = held.enter_context(self._reading())
+            held.enter_context(lane.scope(database, settings, abandoned))
+            try:
+                stream = lane.session.send_query(sql, fmt, params=dict(params))
+            except CHDB_ERRORS as exc:
+                raise EngineError.wrap(exc) from None
+            held.callback(_cancel, stream)  # ends the query if the rest is not read
+            parts: list[bytes] = []
+            rows = size = 0
+            while size < STREAM_AFTER and (chunk := _fetch(stream)) is not None:
+                parts.append(chunk.bytes())
+                rows, size = rows + chunk.rows_read(), size + len(parts[-1])
+            done = size < STREAM_AFTER
+            if not parts and fmt == "Native":
+                # chDB writes nothing at all for an empty Native result where a server sends
+                # a header block; clients then lose the column names and types.
+                parts.append(self._empty_header(lane, sql, params))
+        except BaseException:
+            held.close()
+            raise
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        summary = {
+            "read_rows": str(rows),
+            "read_bytes": str(size),
+            "written_rows": "0",
+            "written_bytes": "0",
+            "result_bytes": str(len(body)),
+            "elapsed_ns": str(time.perf_counter_ns() - start),
+        }
+        if done:
+            held.close()
+            return Outcome(body, summary)
+
+        def rest() -> Iterator[bytes]:
+            try:
+                while (chunk := _fetch(stream)) is not None:
+                    yield chunk.bytes()
+            finally:
+                held.close()
+
+        return Outcome(body, summary, rest=rest(), close=held.close)
 
     def _run_query(
         self, lane: Lane, sql: bytes, fmt: str, params: Mapping[str, str]
@@ -358,6 +434,20 @@ class ChdbEngine:
             lane.close()
         with self._write.lock:
             self._probe.close()
+
+
+def _fetch(stream: Any) -> Any:
+    """The next block of a streamed result (a chDB result), None at its end."""
+    try:
+        return stream.fetch()
+    except CHDB_ERRORS as exc:
+        raise EngineError.wrap(exc) from None
+
+
+def _cancel(stream: Any) -> None:
+    """End a streamed query (idempotent); a failure to cancel leaves nothing to report."""
+    with suppress(*CHDB_ERRORS):
+        stream.cancel()
 
 
 def _leb128(value: int) -> bytes:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import select
 import threading
 import uuid
@@ -33,6 +34,12 @@ from agentaudit.store.chdb_engine import (
 )
 from agentaudit.store.client import USER_ERROR_CODES
 from agentaudit.store.http_body import Body, param_text, parse_form, parse_query_string
+from agentaudit.store.http_result import (
+    RESULT_BYTES_LIMIT,
+    asked_limit,
+    result_too_large,
+    write_chunked,
+)
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +218,37 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if outcome.body:  # a statement with a result set
             headers["X-ClickHouse-Format"] = fmt
-        self._reply(200, outcome.body, headers)
+        limit = outcome.limit or RESULT_BYTES_LIMIT
+        try:
+            if outcome.rest is not None:
+                self._stream(outcome, headers, limit)
+            elif memoryview(outcome.body).nbytes > limit:
+                self._fail(body, result_too_large(limit), query_id)
+            else:
+                self._reply(200, outcome.body, headers)
+        except OSError:  # the client went away mid-answer
+            self.close_connection = True
+        finally:
+            outcome.close()  # a streamed result's query ends, its read lane is free again
+
+    def _stream(self, outcome: Outcome, headers: dict[str, str], limit: int) -> None:
+        """Send a result block by block (chunked), never more than `limit` bytes of it.
+
+        An error after the head is sent (the limit, or one the query ran into) is written the
+        way a ClickHouse server writes it, between `__exception__` markers with the tag of
+        `X-ClickHouse-Exception-Tag`, and the connection is closed: clients raise it with its
+        code instead of taking the rows sent so far for the whole result."""
+        tag = secrets.token_hex(8)
+        self.send_response(200)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("X-ClickHouse-Server-Display-Name", DISPLAY_NAME)
+        self.send_header("X-ClickHouse-Timezone", self.server.engine.timezone)
+        self.send_header("X-ClickHouse-Exception-Tag", tag)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if not write_chunked(self.wfile, outcome, limit, tag):
+            self.close_connection = True
 
     def _fail(self, body: Body, error: EngineError, query_id: str) -> None:
         try:
@@ -335,7 +372,9 @@ class _Handler(BaseHTTPRequestHandler):
         trailing = TRAILING_FORMAT_RE.search(sql)
         fmt = trailing.group(1).decode() if trailing else default_fmt
         query_params = {k[6:]: param_text(v) for k, v in params.items() if k.startswith("param_")}
-        return fmt, engine.query(sql, fmt, query_params, database, settings, self._gone)
+        outcome = engine.query(sql, fmt, query_params, database, settings, self._gone)
+        outcome.limit = asked_limit(settings)  # counted on the bytes sent, constants too
+        return fmt, outcome
 
     def _gone(self) -> bool:
         """Whether the client closed its end: it gave up waiting (a read timeout) and may retry

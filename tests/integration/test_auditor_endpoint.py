@@ -10,8 +10,10 @@ import logging
 import socket
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from agentaudit.auditors import http as auditor_http
 from agentaudit.auditors import registry
@@ -133,3 +135,29 @@ def test_one_auditor_statement_runs_at_a_time(
     assert "TOO_MANY_SIMULTANEOUS_QUERIES" in text
     done = post_as(settings, "ana", token, sql, {})
     assert (done.status, done.read()) == (200, b"0\n")
+
+
+def test_a_result_past_the_auditor_limit_is_cut_with_its_error(
+    store: ClickHouseStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gate's max_result_bytes is ClickHouse's, blind to constant columns: 800 rows of
+    # repeat('x', 1000000) passed its 256 MiB as 800 MB. The endpoint counts the bytes it sends
+    # (here a 4 MiB limit for a 20 MB result of a constant column).
+    _, token = registry.add(store, "rae", ["tenant-1"])
+    monkeypatch.setattr(auditor_http, "RESULT_BYTES", 4 << 20, raising=False)
+    sql = b"SELECT arrayJoin(range(20)) AS i, repeat('x', 1000000) AS s FORMAT Native"
+    response = post_as(settings, "rae", token, sql, {})
+    body = response.read()
+    assert response.status == 200 and response.getheader("Transfer-Encoding") == "chunked"
+    assert len(body) < (4 << 20) + 4096  # what was sent: within the limit, then the error
+    assert b"Code: 396" in body[-1024:] and b"__exception__" in body[-100:]
+    published = read_live_endpoint(settings)
+    assert published is not None
+    auditor = ClickHouseStore(replace(published.endpoint(), username="rae", password=token))
+    with pytest.raises(DatabaseError) as raised:
+        _ = auditor.query(sql.decode().removesuffix(" FORMAT Native")).result_rows
+    assert getattr(raised.value, "code", None) == 396
+    assert "larger than 4194304 bytes" in str(raised.value)
+    small = auditor.query("SELECT arrayJoin(range(3)) AS i, repeat('x', 1000) AS s")
+    assert [len(s) for _, s in small.result_rows] == [1000] * 3  # and the store still serves
+    auditor.close()
