@@ -10,6 +10,7 @@ server answers them: `Ok.` on `/ping`, results in the requested format with the
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import json
 import logging
@@ -17,7 +18,9 @@ import os
 import re
 import secrets
 import select
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,12 +36,23 @@ from agentaudit.store.chdb_engine import (
     Outcome,
 )
 from agentaudit.store.client import USER_ERROR_CODES
-from agentaudit.store.http_body import Body, param_text, parse_form, parse_query_string
+from agentaudit.store.http_body import (
+    TRANSPORT,
+    Body,
+    param_text,
+    parse_form,
+    parse_query_string,
+)
 from agentaudit.store.http_result import (
     RESULT_BYTES_LIMIT,
     asked_limit,
     result_too_large,
     write_chunked,
+)
+from agentaudit.store.http_statement import (
+    INSERT_RE,
+    refuse_several,
+    split_insert,
 )
 
 log = logging.getLogger(__name__)
@@ -47,47 +61,6 @@ DISPLAY_NAME = "agentaudit-embedded"
 OWNER_PID_HEADER = "X-AgentAudit-Owner-Pid"
 AUTHENTICATION_FAILED = 516
 
-# URL parameters that steer the HTTP layer rather than the query; a server consumes them
-# itself, and chDB would reject them as unknown settings.
-_TRANSPORT = frozenset(
-    {
-        "query",
-        "database",
-        "default_format",
-        "query_id",
-        "session_id",
-        "session_timeout",
-        "session_check",
-        "compress",
-        "decompress",
-        "buffer_size",
-        "wait_end_of_query",
-        "client_protocol_version",
-        "quota_key",
-        "role",
-        "user",
-        "password",
-        "send_progress_in_http_headers",
-        "http_headers_progress_interval_ms",
-        "enable_http_compression",
-        "cancel_http_readonly_queries_on_client_close",
-    }
-)
-
-# `INSERT INTO t (cols) [SETTINGS ...] FORMAT F` then the data, which starts after spaces and
-# at most one newline (ClickHouse's rule, so binary data starting with whitespace is kept).
-_INSERT_RE = re.compile(
-    rb"\A\s*(INSERT\s+INTO\s.*?)\sFORMAT\s+(\w+)[ \t\f]*\r?\n?", re.IGNORECASE | re.DOTALL
-)
-_NOT_DATA_RE = re.compile(rb"\b(VALUES|SELECT|WITH)\b", re.IGNORECASE)
-# Literals, quoted names, comments and heredocs, where a `;` does not end a statement. Where
-# this is cruder than ClickHouse's lexer (nested comments), it errs towards "several".
-_OPAQUE_RE = re.compile(
-    rb"""'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|`(?:[^`\\]|\\.|``)*`"""
-    rb"""|--[^\n]*|\#[ !][^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$""",
-    re.DOTALL,
-)
-SYNTAX_ERROR = 62
 _USER_ERROR = 497  # ACCESS_DENIED: a refused auditor statement, an unrecorded one
 _NAMES = {AUTHENTICATION_FAILED: "AUTHENTICATION_FAILED", _USER_ERROR: "ACCESS_DENIED"}
 # (user, password, statement without FORMAT, format) -> the answer; raises UserError to refuse.
@@ -114,33 +87,6 @@ _CONTENT_TYPES = {
 _STATUS = {516: 401, 194: 401, 497: 403, 164: 403, 60: 404, 81: 404, 46: 404, 48: 501}
 
 
-def split_insert(head: bytes) -> tuple[str, str, int] | None:
-    """(statement without FORMAT, format, offset where the data starts) for a data INSERT.
-
-    None for anything else, including `INSERT ... VALUES` and `INSERT ... SELECT`, which
-    chDB runs as ordinary statements.
-    """
-    match = _INSERT_RE.match(head)
-    if match is None or _NOT_DATA_RE.search(match.group(1)):
-        return None
-    return match.group(1).decode(), match.group(2).decode(), match.end()
-
-
-def several_statements(sql: bytes) -> bool:
-    """Whether `sql` holds more than one statement. A server's HTTP interface refuses those;
-    chDB would run them all (even after an EXPLAIN), so the server must refuse them too."""
-    return re.search(rb";\s*\S", _OPAQUE_RE.sub(b" ", sql)) is not None
-
-
-def _refuse_several(sql: bytes) -> None:
-    if several_statements(sql):
-        raise EngineError(
-            SYNTAX_ERROR,
-            "Code: 62. DB::Exception: Syntax error (Multi-statements are not allowed): send one "
-            "statement per request. (SYNTAX_ERROR)",
-        )
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clickhouse-connect pools connections
     disable_nagle_algorithm = True  # headers and body go out as separate writes
@@ -154,6 +100,18 @@ class _Handler(BaseHTTPRequestHandler):
         # token, also percent-encoded) and the statement: it never reaches the log.
         text = _QUERY_STRING_RE.sub("?...", format % args)
         log.debug("%s %s", self.address_string(), text)
+
+    def handle_one_request(self) -> None:
+        # Until it is authenticated, a request's connection may be closed for a new one when
+        # every slot is taken (`ChdbHttpServer.verify_request`): idle ones included.
+        self.server.evictable(self.connection)
+        super().handle_one_request()
+
+    def _hold_slot(self) -> None:
+        """The request is authenticated: its connection is no longer closed for a new one.
+        OSError if it was, a moment ago (the request is then not run)."""
+        if not self.server.hold(self.connection):
+            raise OSError("connection closed for a new one")
 
     def do_HEAD(self) -> None:
         self._serve(head=True)
@@ -197,6 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "token from store.endpoint.json as the password. (AUTHENTICATION_FAILED)",
                 )
             else:
+                self._hold_slot()
                 fmt, outcome = self._execute(body, params)
         except OSError:  # the client went away mid-request: nobody to answer
             self.close_connection = True
@@ -303,6 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         fmt = params.get("default_format", b"").decode() or "TabSeparated"
         if trailing:
             fmt, sql = trailing.group(1).decode(), sql[: trailing.start()]
+        self._hold_slot()  # the route authenticates before anything else
         try:
             return fmt, self.server.auditors(user, password, sql, fmt)
         except EngineError:
@@ -334,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
         settings = {
             k: v.decode()
             for k, v in params.items()
-            if k not in _TRANSPORT and not k.startswith("param_")
+            if k not in TRANSPORT and not k.startswith("param_")
         }
         chunks = body.chunks()
         if body.content_type.startswith("multipart/form-data"):
@@ -344,12 +304,12 @@ class _Handler(BaseHTTPRequestHandler):
         head = prefix
         for chunk in chunks:  # gather enough of the body to see where the statement ends
             head = head + chunk if head else chunk
-            if len(head) >= _HEAD_LIMIT or _INSERT_RE.match(head):
+            if len(head) >= _HEAD_LIMIT or INSERT_RE.match(head):
                 break
         insert = split_insert(head)
         if insert is not None:
             statement, fmt, offset = insert
-            _refuse_several(statement.encode())
+            refuse_several(statement.encode())
 
             # The body is read before the session is held, up to _PREREAD bytes: read under
             # it, a client that stopped sending mid-body (a sink process frozen mid-insert)
@@ -368,7 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
 
             return fmt, engine.insert(statement, fmt, data(), database, settings, self._gone)
         sql = head + b"".join(chunks)
-        _refuse_several(sql)
+        refuse_several(sql)
         trailing = TRAILING_FORMAT_RE.search(sql)
         fmt = trailing.group(1).decode() if trailing else default_fmt
         query_params = {k[6:]: param_text(v) for k, v in params.items() if k.startswith("param_")}
@@ -402,8 +362,13 @@ MAX_CONNECTIONS = 256
 and each connection holds a thread and a file descriptor for up to `_Handler.timeout` idle:
 unbounded, ~1,000 idle connections took every descriptor of an owner under the usual limit of
 1,024 (ulimit -n), and chDB then failed the sink's insert (Code 1001 'Too many open files',
-which stops the worker). Past the bound a new connection is closed at once. The pipeline's own
-clients hold a few each (one per concurrent call)."""
+which stops the worker). At the bound, a new connection takes the slot of the one that has
+waited longest without an authenticated request (idle, or sending a head or an auditor's body),
+which is closed: 256 idle connections (no token needed) refused every new client, the sink's
+next connection included, for as long as they were kept open. The pipeline's own clients hold a
+few each (one per concurrent call) and reconnect when one is closed."""
+EVICT_WAIT_S = 2.0
+"""How long a new connection waits for the slot of the connection closed for it."""
 
 
 SHUTDOWN_POLL_S = 0.05
@@ -425,25 +390,65 @@ class ChdbHttpServer(ThreadingHTTPServer):
         self.engine = engine
         self.token = token
         self._slots = threading.BoundedSemaphore(max_connections)
+        # Connections waiting for a request or serving one not yet authenticated, and since when.
+        self._evictable: dict[socket.socket, float] = {}
+        self._evictable_lock = threading.Lock()
         self._max_connections = max_connections
         self._refusing = False  # a warning per episode of refusals, not per connection
+        self._evicting = False  # the same for connections closed for new ones
         # Requests with other credentials go here (agentaudit/auditors/http.py); None: refused.
         self.auditors: AuditorRoute | None = None
         self._thread: threading.Thread | None = None
 
+    def evictable(self, connection: socket.socket) -> None:
+        """`connection` waits for a request, or serves one not yet authenticated."""
+        with self._evictable_lock:
+            self._evictable[connection] = time.monotonic()
+
+    def hold(self, connection: socket.socket) -> bool:
+        """`connection` serves an authenticated request; False if it was closed for a new one."""
+        with self._evictable_lock:
+            return self._evictable.pop(connection, None) is not None
+
+    def _evict(self) -> bool:
+        """Close the connection that has waited longest without an authenticated request."""
+        with self._evictable_lock:
+            if not self._evictable:
+                return False
+            oldest = min(self._evictable, key=self._evictable.__getitem__)
+            del self._evictable[oldest]
+        if not self._evicting:  # a warning per episode, not per connection
+            self._evicting = True
+            log.warning(
+                "embedded store endpoint: %d connections open, closing the ones that waited "
+                "longest without an authenticated request for new ones",
+                self._max_connections,
+            )
+        with contextlib.suppress(OSError):
+            oldest.shutdown(socket.SHUT_RDWR)  # its handler reads EOF, ends, frees its slot
+        return True
+
     def verify_request(self, request: object, client_address: object) -> bool:
-        """Take a connection slot, or refuse (socketserver then closes the connection)."""
+        """Take a connection slot; with none free, close the connection that has waited longest
+        without an authenticated request for it, or refuse (socketserver closes this one)."""
         if self._slots.acquire(blocking=False):
-            self._refusing = False
+            self._refusing = self._evicting = False
+            return True
+        if self._evict() and self._slots.acquire(timeout=EVICT_WAIT_S):
             return True
         if not self._refusing:
             self._refusing = True
             log.warning(
-                "embedded store endpoint: %d connections open, refusing new ones until one "
-                "closes (a client holding connections idle?)",
+                "embedded store endpoint: %d connections serve authenticated requests, refusing "
+                "new ones until one closes",
                 self._max_connections,
             )
         return False
+
+    def close_request(self, request: Any) -> None:
+        with self._evictable_lock:
+            self._evictable.pop(request, None)
+        super().close_request(request)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         try:

@@ -42,6 +42,34 @@ SYNTAX_ERROR = 62  # a server's code for "Max query size exceeded"
 _NO_CAP = {"gzip": 0, "deflate": 0}
 
 
+# URL parameters that steer the HTTP layer rather than the query; a server consumes them
+# itself, and chDB would reject them as unknown settings.
+TRANSPORT = frozenset(
+    {
+        "query",
+        "database",
+        "default_format",
+        "query_id",
+        "session_id",
+        "session_timeout",
+        "session_check",
+        "compress",
+        "decompress",
+        "buffer_size",
+        "wait_end_of_query",
+        "client_protocol_version",
+        "quota_key",
+        "role",
+        "user",
+        "password",
+        "send_progress_in_http_headers",
+        "http_headers_progress_interval_ms",
+        "enable_http_compression",
+        "cancel_http_readonly_queries_on_client_close",
+    }
+)
+
+
 def parse_query_string(query: str) -> dict[str, bytes]:
     """URL parameters as raw bytes (last one wins): SQL and parameter values may be any bytes."""
     params: dict[str, bytes] = {}

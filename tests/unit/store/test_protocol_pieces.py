@@ -24,9 +24,9 @@ from clickhouse_connect.driver.exceptions import (
 
 from agentaudit.errors import BadQuery, StoreUnavailable
 from agentaudit.store.chdb_engine import STD_EXCEPTION, EngineError
-from agentaudit.store.chdb_http import several_statements, split_insert
 from agentaudit.store.client import Endpoint, classify
 from agentaudit.store.http_body import Body, param_text, parse_form, parse_query_string
+from agentaudit.store.http_statement import several_statements, split_insert
 from agentaudit.store.migrations import statements
 
 
