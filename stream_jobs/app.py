@@ -78,6 +78,7 @@ THROUGHPUT_SETTINGS: dict[str, Any] = {
     "broker_max_poll_records": 5000,
     "stream_buffer_maxsize": 64,
 }
+PARTITION_BUFFER = 2  # polled batches per partition waiting for the agent: see `fairness`
 HOLD_MAX_EVENTS = 5000
 """Records applied between two runs of the timer work (one poll's worth): see `split_take`."""
 BATCH_WITHIN_S = 0.02
@@ -143,6 +144,7 @@ class StreamJobsApp:
             settings, app_id=app_id, **{**THROUGHPUT_SETTINGS, **faust_overrides}
         )
         app.commit_guard = self.commit_guard  # see runtime.AuditApp.commit_guard
+        app.partition_buffer = PARTITION_BUFFER
         self.events = source_topic(app, settings.events_topic, batched=True)
         self.alerts = app.topic(settings.alerts_topic, key_serializer="raw", value_serializer="raw")
         self.control = app.topic(
@@ -171,7 +173,9 @@ class StreamJobsApp:
 
     async def _consume(self, stream: Any) -> None:
         waited = False
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+        # Partitions take turns, a run of at most one poll's records each (`fairness`).
+        takes = stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S, max_records=HOLD_MAX_EVENTS)
+        async for events in takes:
             if not waited:  # once: a pin must be known before its eval results are counted
                 waited = self._holding = True
                 try:
@@ -323,7 +327,8 @@ class StreamJobsApp:
                 last = self.jobs.fence.last_applied(tp.partition)
                 expected = last + 1 if last is not None else consumer.committed_offset(tp) or 0
                 handed = consumer.handed_to(tp)
-                if handed is not None:
+                # A held partition (`fairness`) progresses by what is applied, else unstall it.
+                if handed is not None and not consumer.holding(tp):
                     expected = max(expected, handed + 1)
                 behind[tp.partition] = (expected, consumer.highwater_of(tp))
         for stall in self.stalls.check(time.monotonic(), behind):

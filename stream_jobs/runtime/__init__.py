@@ -7,8 +7,10 @@ turn per event, slow settings read per message, a Monitor booking five counters 
 message); even tuned, ~25 µs per record stayed in its per-record delivery, about 7× what
 aiokafka costs. The fixes are contained subclasses, one module per layer:
 
-- `consumer`: broker → faust (`FastConsumer`, `BatchMessage`, offsets and acks, the fetch
-  thread, `FastTransport`);
+- `consumer`: broker → faust (`FastConsumer`, `BatchMessage` in `batch`, offsets and acks,
+  the fetch thread, `FastTransport`);
+- `fairness`: one partition's backlog does not hold back another's (`PartitionHolds` in the
+  consumer, `RoundRobin` in the stream);
 - `stream`: faust's buffer → an agent's body (`BatchingStream.take`/`take_events`,
   `RawSchema`);
 - `app`: the app and its settings (`make_app`, `AuditApp` with its declared `batched_topics`
@@ -29,10 +31,10 @@ from stream_jobs.runtime.app import (
     make_app,
     source_topic,
 )
+from stream_jobs.runtime.batch import BatchMessage
 from stream_jobs.runtime.consumer import (
     FETCH_MAX_WAIT_MS,
     POLL_TIMEOUT,
-    BatchMessage,
     FastConsumer,
     FastTransport,
     TunedConsumerThread,

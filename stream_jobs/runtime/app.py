@@ -26,6 +26,7 @@ from faust.types import TP, EventT, Message
 from agentaudit.settings import Settings
 from agentaudit_sdk.kafka_config import KafkaConnection
 from stream_jobs.runtime.consumer import FastTransport
+from stream_jobs.runtime.fairness import PARTITION_BUFFER_MAX
 from stream_jobs.runtime.stream import BatchingStream, RawSchema
 
 
@@ -57,6 +58,9 @@ class AuditApp(faust.App):
     batched_topics: frozenset[str] = frozenset()
     """Topics whose records `FastConsumer` delivers as one `BatchMessage` per partition and
     poll; set by `source_topic(batched=True)`."""
+    partition_buffer: int = PARTITION_BUFFER_MAX
+    """Polled batches of one partition that may wait for the streams before `FastConsumer`
+    stops fetching it (`stream_jobs.runtime.fairness`); set before the app starts."""
     commit_guard: Callable[[], AbstractAsyncContextManager[Any]] | None = None
     """Entered by `FastConsumer` around every offset commit, when set: the stream jobs write
     their state there, so every committed offset is covered by state already written."""

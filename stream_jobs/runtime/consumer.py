@@ -53,11 +53,13 @@ from faust.exceptions import ConsumerNotStarted
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
-from faust.types.tuples import ConsumerMessage, ack_lock
+from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 from agentaudit.kafka_clients import READ_COMMITTED
 from agentaudit_sdk.kafka_config import stop_consumer
+from stream_jobs.runtime.batch import BatchMessage
+from stream_jobs.runtime.fairness import PartitionHolds
 
 if TYPE_CHECKING:  # the app layer builds its transport from this module
     from stream_jobs.runtime.app import AuditApp
@@ -177,41 +179,6 @@ def _leave_group_of(coordinator: Any) -> Callable[[], Awaitable[None]]:
     return leave
 
 
-class BatchMessage(ConsumerMessage):
-    """All records one poll brought for one partition of a batched topic, as one faust message.
-
-    `value` is the list of `(offset, value bytes, timestamp ms)` in offset order; `offset` is
-    the last record's offset and `first_offset` the first's. Acking it acks every offset from
-    `first_offset` to `offset` (`FastConsumer.ack`), so faust's commits, gaps, rebalances and
-    generation checks work unchanged; only the per-record Event, queue hop and ack are gone.
-    """
-
-    __slots__ = ("first_offset",)
-
-    first_offset: int
-
-    @classmethod
-    def of(cls, tp: TP, records: list[Any], generation_id: int | None) -> BatchMessage:
-        last = records[-1]
-        message = cls(
-            tp.topic,
-            tp.partition,
-            last.offset,
-            (last.timestamp or 0) / 1000.0,
-            last.timestamp_type,
-            None,
-            None,
-            [(r.offset, r.value, r.timestamp) for r in records],  # type: ignore[arg-type]
-            None,
-            0,
-            0,
-            tp,
-            generation_id=generation_id,
-        )
-        message.first_offset = records[0].offset
-        return message
-
-
 class FastConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer without per-message tasks and without the fixed waits."""
 
@@ -227,6 +194,9 @@ class FastConsumer(faust_aiokafka.Consumer):
         self._handed: dict[TP, int] = {}
         """Per partition, the last offset handed to the streams since the last rebalance
         (what a rebalance may clear from their queues is not counted)."""
+        self.holds = PartitionHolds(cast("AuditApp", self.app).partition_buffer)
+        """Partitions with too many batches waiting for the streams are not fetched
+        (`stream_jobs.runtime.fairness`: one partition's backlog must not delay another's)."""
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return TunedConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -239,6 +209,7 @@ class FastConsumer(faust_aiokafka.Consumer):
         the events since the last periodic commit were processed again.
         """
         self._handed.clear()  # the streams' queues are cleared before the rebalance ends
+        self.holds.reset()
         if revoked and not self.app.should_stop:
             await self.commit(revoked)
         await super().on_partitions_revoked(revoked)
@@ -295,6 +266,7 @@ class FastConsumer(faust_aiokafka.Consumer):
         """faust's `ack`; a `BatchMessage` acks its whole offset range at once."""
         if not isinstance(message, BatchMessage):
             return bool(super().ack(message))
+        self.release(message)
         with ack_lock:
             if message.acked or not self.app.topics.acks_enabled_for(message.topic):
                 return False
@@ -317,6 +289,16 @@ class FastConsumer(faust_aiokafka.Consumer):
                 return False
             finally:
                 notify(self._waiting_for_ack)
+
+    def release(self, message: Message) -> None:
+        """The streams are done with `message` (acked, or released unacknowledged): it no
+        longer counts towards its partition's hold."""
+        if self.holds.done(message):
+            self._wake()
+
+    def holding(self, tp: TP) -> bool:
+        """Whether `tp` is left out of fetches because its batches wait for the streams."""
+        return tp in self.holds.held
 
     def _new_offset(self, tp: TP) -> int | None:
         """faust's, but never past an unacked offset at the head of a partition.
@@ -348,6 +330,11 @@ class FastConsumer(faust_aiokafka.Consumer):
                 await asyncio.sleep(timeout)
                 return {}
             return await super()._getmany(changelogs, timeout)
+        if active_partitions is not None:
+            active_partitions = self.holds.active(active_partitions)
+            if not active_partitions:  # all held: wait for the streams to take their batches
+                await self._wait_resumed(timeout)
+                return {}
         self._fetch_idle.clear()
         try:
             return await super()._getmany(active_partitions, timeout)
@@ -374,7 +361,8 @@ class FastConsumer(faust_aiokafka.Consumer):
             f"position {position}, high watermark {self.highwater_of(tp)}, "
             f"read offset {self._read_offset.get(tp)}, committed {self._committed_offset.get(tp)}, "
             f"paused {tp in self._paused_partitions}, "
-            f"buffer-paused {tp in self._buffered_partitions}, "
+            f"buffer-paused {tp in self._buffered_partitions}, held {self.holding(tp)} "
+            f"({self.holds.waiting(tp)} batches waiting), "
             f"active {active is None or tp in active}, flow {self.flow_active}, "
             f"rebalancing {self.app.rebalancing}, in recovery {self.app.in_recovery}"
         )
@@ -401,6 +389,7 @@ class FastConsumer(faust_aiokafka.Consumer):
         outside a rebalance, and seek it there (in the consumer's thread, as `seek_wait`)."""
         if tp in self._paused_partitions and not self.app.rebalancing:
             self.resume_partitions({tp})
+        self.holds.release(tp)
         await self.seek_wait({tp: offset})
 
     def on_buffer_drop(self, tp: TP) -> None:
@@ -419,11 +408,14 @@ class FastConsumer(faust_aiokafka.Consumer):
         if not self.flow_active or self.app.client_only or self._get_active_partitions():
             return await super()._wait_next_records(timeout)
         # Every partition is paused (buffer pressure, rebalance): wait for one to resume, not 1 s.
+        await self._wait_resumed(1.0)
+        return {}, self._get_active_partitions()
+
+    async def _wait_resumed(self, timeout: float) -> None:
         self._resumed = self._resumed or asyncio.Event()
         self._resumed.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._resumed.wait(), 1.0)
-        return {}, self._get_active_partitions()
+            await asyncio.wait_for(self._resumed.wait(), timeout)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover (needs a broker)
         """faust's loop (transport/consumer.py), changed where marked."""
@@ -466,6 +458,8 @@ class FastConsumer(faust_aiokafka.Consumer):
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
+                    if isinstance(message, BatchMessage):  # changed: see `PartitionHolds`
+                        self.holds.handed(message)
                     # changed: step the callback inline; only a callback that suspends is
                     # raced against suspend_flow as faust does for every message.
                     delivery = cast(Coroutine[Any, Any, None], callback(message))

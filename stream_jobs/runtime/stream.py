@@ -16,8 +16,10 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import faust
-from faust.types import TP, EventT, Message
+from faust.types import EventT, Message
 from mode import Seconds, want_seconds
+
+from stream_jobs.runtime.fairness import RoundRobin
 
 
 class RawSchema(faust.Schema):
@@ -52,24 +54,30 @@ class BatchingStream(faust.Stream):
 
         The values of one list come from one partition and that partition's last event is
         current while the body runs, so `table[key] = value` goes to the co-partitioned
-        changelog partition. A list's events are acknowledged when the body asks for the
-        next list; if the body raises or is cancelled they are not (they are released
-        unacknowledged: the committed offset stays before them and they are delivered
-        again after the partition is next assigned).
+        changelog partition. Partitions take turns (`stream_jobs.runtime.fairness`): one
+        partition's backlog does not hold back another's events. A list's events are
+        acknowledged when the body asks for the next list; if the body raises or is
+        cancelled they are not (they are released unacknowledged: the committed offset
+        stays before them and they are delivered again after the partition is next
+        assigned), nor are the events buffered behind them.
         """
         return self._tracked(self._batches(max_, within, values=True))
 
-    def take_events(self, max_: int, within: Seconds) -> AsyncGenerator[list[Any], None]:
+    def take_events(
+        self, max_: int, within: Seconds, *, max_records: int | None = None
+    ) -> AsyncGenerator[list[Any], None]:
         """`take`, but lists of faust events: `event.message.partition`/`.offset` and
-        `event.value` (what replay-safe jobs need to skip what they already applied)."""
-        return self._tracked(self._batches(max_, within, values=False))
+        `event.value` (what replay-safe jobs need to skip what they already applied).
+        `max_records`: on a batched topic, a list also holds at most this many records (at
+        least one polled batch): the other partitions' turn comes after that many."""
+        return self._tracked(self._batches(max_, within, values=False, max_records=max_records))
 
     def _tracked(self, batches: AsyncGenerator[list[Any], None]) -> AsyncGenerator[list[Any], None]:
         self._active_agens.add(batches)  # so Stream.on_stop closes it, as faust does for take
         return batches
 
     async def _batches(
-        self, max_: int, within: Seconds, *, values: bool
+        self, max_: int, within: Seconds, *, values: bool, max_records: int | None = None
     ) -> AsyncGenerator[list[Any], None]:
         channel = self.channel
         if self._processors or self.join_strategy or not isinstance(channel, faust.ChannelT):
@@ -79,27 +87,47 @@ class BatchingStream(faust.Stream):
                 yield list(found)
             return
         queue, timeout = channel.queue, want_seconds(within)
+        buffered = RoundRobin()
+        group: list[EventT] = []
         async with self._owned():
-            while not self.should_stop:
-                try:
-                    events = await self._collect(queue, max_, timeout)
-                except StopAsyncIteration:
-                    return  # faust ends a channel's iteration this way on stop
-                by_tp: dict[TP, list[EventT]] = {}
-                for event in events:
-                    if self._track(event):
-                        by_tp.setdefault(event.message.tp, []).append(event)
-                pending = list(by_tp.values())
-                try:
-                    while pending:
-                        group = pending[0]
-                        self._set_current_event(group[-1])
-                        yield [event.value for event in group] if values else group
-                        pending.pop(0)
-                        self._ack_all(group)
-                finally:
-                    for group in pending:  # interrupted: release, do not ack (see docstring)
-                        self._release(group)
+            try:
+                while not self.should_stop:
+                    # A turn of the loop between runs: nothing else in the body need suspend
+                    # (a free lock, nothing to publish), and the fetch loop and the timers
+                    # wait for one (seen: 8 runs of one partition applied back to back while
+                    # another partition's record, already in the log, was not fetched).
+                    for _ in range(3):
+                        await asyncio.sleep(0)
+                    try:
+                        # Wait only when nothing is buffered; else take what has arrived, so
+                        # a partition that was quiet gets its turn next (see `fairness`).
+                        events = (
+                            _drain(queue) if buffered else await self._collect(queue, max_, timeout)
+                        )
+                    except StopAsyncIteration:
+                        return  # faust ends a channel's iteration this way on stop
+                    for event in events:
+                        if self._track(event):
+                            buffered.add(event.message.tp, event)
+                    group = self._current(buffered.next_run(max_, max_records, _size))
+                    if not group:
+                        continue
+                    self._set_current_event(group[-1])
+                    yield [event.value for event in group] if values else group
+                    done, group = group, []
+                    self._ack_all(done)
+            finally:  # interrupted or stopped: release, do not ack (see `take`)
+                self._release(group)
+                self._release(list(buffered.drain()))
+
+    def _current(self, run: list[EventT]) -> list[EventT]:
+        """`run` without events taken before the consumer's last rebalance (released, not
+        acked: the partition is sought to its committed offset, or is another worker's)."""
+        generation = self.app.consumer_generation_id
+        if all(event.message.generation_id == generation for event in run):
+            return run
+        self._release([e for e in run if e.message.generation_id != generation])
+        return [e for e in run if e.message.generation_id == generation]
 
     async def _collect(self, queue: Any, max_: int, timeout: float) -> list[EventT]:
         events = [await queue.get()]
@@ -113,6 +141,7 @@ class BatchingStream(faust.Stream):
                     events.append(await queue.get())
             except TimeoutError:
                 break
+        events += _drain(queue)  # the rest that has arrived: every partition gets its turn
         return events
 
     def _track(self, event: EventT) -> bool:
@@ -138,9 +167,27 @@ class BatchingStream(faust.Stream):
                 self._on_message_out(message.tp, message.offset, message)
 
     def _release(self, group: list[EventT]) -> None:
-        unacked = self.app.consumer.unacked
+        consumer = self.app.consumer
+        unacked = consumer.unacked
+        done = getattr(consumer, "release", None)  # `FastConsumer`: the partition's hold
         for event in group:
             unacked.discard(event.message)
+            if done is not None:
+                done(event.message)
+
+
+def _drain(queue: Any) -> list[Any]:
+    """Everything `queue` holds now, without waiting."""
+    events = []
+    while not queue.empty():
+        events.append(queue.get_nowait())
+    return events
+
+
+def _size(event: Any) -> int:
+    """Records in a batched topic's event (a polled batch: `value` is its list of records)."""
+    value = event.value
+    return len(value) if isinstance(value, list) else 1
 
 
 def split_take(events: list[Any], max_items: int) -> list[list[Any]]:
