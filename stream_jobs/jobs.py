@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -49,10 +49,15 @@ class JobCounters:
     invalid: int = 0
     records: int = 0
     failed: int = 0
-    """Valid events a job raised on: logged with their offset and skipped (never a stall)."""
+    """Valid events a job raised on (once per event and job): logged with their offset and
+    skipped by that job only (never a stall); `failed_by_job` says which job."""
     failed_ticks: int = 0
     """Timer runs a job raised in: logged and skipped (the other jobs' timer work still runs;
     an exception out of the timer ended the app, and the restart raised again)."""
+    failed_by_job: dict[str, int] = field(default_factory=dict)
+    """`failed` per job: `pricing` (no job saw the event), `spend`, `breakers`, `detection`."""
+    failed_ticks_by_job: dict[str, int] = field(default_factory=dict)
+    """`failed_ticks` per job: `spend`, `breakers`, `detection`."""
     duplicates: int = 0
     """Re-sent events (an `event_id` seen recently): the sink stores them once, so the jobs
     count them once."""
@@ -138,33 +143,48 @@ class StreamJobs:
                 counters.duplicates += 1
                 continue
             counters.events += 1
+            # One event must not stop the partition (or the worker), and one job raising on
+            # it must not keep it from the others: a spend bug used to skip the event's
+            # breaker signal too, so a poison event could hide a trip.
             try:
                 usd, priced, version = cost(event)
                 if not priced:  # counted per model, alerted once per model
                     unpriced = self.unpriced.observe(event, version, now)
                     if unpriced is not None:
                         out.append(unpriced)
+            except Exception:  # noqa: BLE001 (logged by _failed) no cost: no job can take it
+                self._failed("pricing", partition, offset, event.tenant_id)
+                continue
+            try:
                 spent = spend.observe(event, usd, partition, offset, now)
                 if spent:
                     out += spent
+            except Exception:  # noqa: BLE001 (logged by _failed)
+                self._failed("spend", partition, offset, event.tenant_id)
+            try:
                 tripped = breakers.observe(event, usd, partition, offset, now)
                 if tripped:
                     out += tripped
+            except Exception:  # noqa: BLE001 (logged by _failed)
+                self._failed("breakers", partition, offset, event.tenant_id)
+            try:
                 detected = detection.observe(event, usd, partition, offset)
                 if detected:
                     out += detected
-            except Exception:  # one event must not stop the partition (or the worker)
-                counters.failed += 1
-                log.exception(
-                    "stream jobs skipped event at %d:%d (tenant %s)",
-                    partition,
-                    offset,
-                    event.tenant_id,
-                )
+            except Exception:  # noqa: BLE001 (logged by _failed)
+                self._failed("detection", partition, offset, event.tenant_id)
         if offset >= 0:
             self.fence.applied(partition, offset)
         counters.records += len(out)
         return out
+
+    def _failed(self, job: str, partition: int, offset: int, tenant: str) -> None:
+        counters = self.counters
+        counters.failed += 1
+        counters.failed_by_job[job] = counters.failed_by_job.get(job, 0) + 1
+        log.exception(
+            "stream jobs: %s skipped event at %d:%d (tenant %s)", job, partition, offset, tenant
+        )
 
     def tick(self, now: datetime) -> list[Record]:
         """Timer work: budget window resets, breaker cooldowns (open → half_open), minutes and
@@ -179,6 +199,8 @@ class StreamJobs:
                 out += tick(now)
             except Exception:  # one job's timer work must not stop the others (or the app)
                 self.counters.failed_ticks += 1
+                by_job = self.counters.failed_ticks_by_job
+                by_job[name] = by_job.get(name, 0) + 1
                 log.exception("stream jobs: the %s timer work raised; skipped this tick", name)
         self.counters.records += len(out)
         return out

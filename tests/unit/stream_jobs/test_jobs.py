@@ -39,6 +39,33 @@ def test_an_event_a_job_raises_on_is_counted_and_the_batch_goes_on(
     assert jobs.fence.admit(0, 4) is None  # the partition moves on past the failed event
 
 
+def test_an_event_one_job_raises_on_still_reaches_the_other_jobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One try covered every job, so an event the spend job raised on was never seen by the
+    breakers or detection (a poison event could hide a breaker trip); each job now fails
+    alone, counted per job."""
+    jobs = StreamJobs(load_pricing())
+    seen: dict[str, list[str]] = {"breakers": [], "detection": []}
+    for name in seen:
+        job = getattr(jobs, name)
+        original = job.observe
+
+        def observed(event: Any, *args: Any, _name: str = name, _orig: Any = original) -> Any:
+            seen[_name].append(event.tenant_id)
+            return _orig(event, *args)
+
+        monkeypatch.setattr(job, "observe", observed)
+
+    def poisoned(event: Any, *args: Any) -> Any:
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr(jobs.spend, "observe", poisoned)
+    jobs.process(0, [(1, _event("poison"))], NOW)
+    assert seen == {"breakers": ["poison"], "detection": ["poison"]}
+    assert (jobs.counters.failed, jobs.counters.failed_by_job) == (1, {"spend": 1})
+
+
 def test_the_jobs_skip_exactly_what_the_sink_dead_letters() -> None:
     """Duplicate keys and a clock ahead of the record's timestamp: the sink dead-letters
     them, so spend and alerts must not count them either."""
@@ -114,6 +141,7 @@ def test_a_job_whose_tick_raises_does_not_stop_the_other_jobs_ticks(
     out = jobs.tick(NOW + timedelta(hours=1, seconds=1))
     assert [r.action.value for r in out if hasattr(r, "action")] == ["unblock"]
     assert jobs.counters.failed_ticks == 1
+    assert jobs.counters.failed_ticks_by_job == {"detection": 1}
 
 
 def test_a_global_budget_is_reported_as_not_evaluated_rather_than_accepted_silently(
