@@ -19,11 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agentaudit.kafka_clients import READ_COMMITTED, kafka_clients
 from agentaudit.settings import Settings
-from agentaudit.sink import header_keys
 from agentaudit_sdk.compacted import FETCH_MAX_WAIT_MS
-
-# A record whose header key is not UTF-8 crash-looped the sink (`header_keys`).
-header_keys.install()
 
 
 def consumer_options(settings: Settings, group_id: str, extra: dict[str, Any]) -> dict[str, Any]:
