@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from agentaudit.auditors.gate import AuditorGate, Counts, Fenced
@@ -98,6 +99,7 @@ class AuditorRoute:
                     f"Code: 202. DB::Exception: other auditors' statements kept the store busy "
                     f"for {RUN_WAIT_S:g} s; retry. (TOO_MANY_SIMULTANEOUS_QUERIES)",
                 )
+            streamed = False
             try:
                 outcome = self.engine.query(fenced.text.encode(), fmt, {}, DATABASE, {})
                 started.append(outcome)
@@ -105,8 +107,15 @@ class AuditorRoute:
                 # chDB reports no result row count, and the client's format (Native) is not
                 # parsed here: a second run, equally scoped and fenced, counts the rows.
                 rows = int(self.store.query(fenced.count_text).result_rows[0][0])
+                if outcome.rest is not None:
+                    # A streamed result holds a read lane until its client has read it: the
+                    # statement still runs, for RUNNING, so that auditors reading slowly hold
+                    # one lane, not every one (every read of the store waited then).
+                    outcome.close = _then_release(outcome.close)
+                    streamed = True
             finally:
-                RUNNING.release()
+                if not streamed:
+                    RUNNING.release()
             summary = outcome.summary
             return outcome, Counts(
                 rows, int(summary.get("read_rows", 0)), int(summary.get("read_bytes", 0))
@@ -119,6 +128,20 @@ class AuditorRoute:
             for outcome in started:  # not answered: a streamed result frees its read lane
                 outcome.close()
             raise
+
+
+def _then_release(close: Callable[[], None]) -> Callable[[], None]:
+    """`close`, then RUNNING released, once however often it is called."""
+    done = threading.Lock()
+
+    def close_once() -> None:
+        if done.acquire(blocking=False):
+            try:
+                close()
+            finally:
+                RUNNING.release()
+
+    return close_once
 
 
 class _LazyStore:

@@ -24,6 +24,7 @@ from agentaudit.store.chdb_http import AUDITOR_BODY_LIMIT
 from agentaudit.store.embedded import read_live_endpoint
 from agentaudit.store.migrations import migrate
 from tests.conftest import isolated_settings
+from tests.helpers_wait import poll_value
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -161,3 +162,36 @@ def test_a_result_past_the_auditor_limit_is_cut_with_its_error(
     small = auditor.query("SELECT arrayJoin(range(3)) AS i, repeat('x', 1000) AS s")
     assert [len(s) for _, s in small.result_rows] == [1000] * 3  # and the store still serves
     auditor.close()
+
+
+def test_an_auditor_reading_a_streamed_result_slowly_holds_one_read_lane(
+    store: ClickHouseStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A streamed result holds a read lane until its client has read it. RUNNING (one auditor
+    # statement at a time) was let go once the statement had started, so auditors that did not
+    # read their answers held every read lane, and every read of the store waited for them.
+    _, token = registry.add(store, "sol", ["tenant-1"])
+    monkeypatch.setattr(auditor_http, "RUN_WAIT_S", 0)
+    published = read_live_endpoint(settings)
+    assert published is not None
+    ep = published.endpoint()
+    big = b"SELECT arrayJoin(range(100)) AS i, repeat('x', 100000) AS s FORMAT Native"  # 10 MB
+    basic = base64.b64encode(f"sol:{token}".encode()).decode()
+    with socket.create_connection((ep.host, ep.port)) as slow:
+        slow.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
+            + basic.encode()
+            + f"\r\nContent-Length: {len(big)}\r\n\r\n".encode()
+            + big
+        )
+        assert slow.recv(4096).startswith(b"HTTP/1.1 200")  # streaming, then not read on
+        other = post_as(settings, "sol", token, b"SELECT count() FROM agentaudit.events", {})
+        text = other.read().decode()
+        assert other.getheader("X-ClickHouse-Exception-Code") == "202", text
+
+    # The slow client gone, its lane and its turn come back.
+    def answered() -> bool:
+        again = post_as(settings, "sol", token, b"SELECT count() FROM agentaudit.events", {})
+        return (again.status, again.read()) == (200, b"0\n")
+
+    poll_value(answered, 10, "the next auditor statement")
