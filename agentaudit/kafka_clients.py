@@ -19,13 +19,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from agentaudit.sink import header_keys
-from agentaudit_sdk import kafka_config
+from agentaudit_sdk import header_keys, kafka_config
 from agentaudit_sdk.kafka_config import KafkaConnection, stop_consumer
 
 # A record whose header key is not UTF-8 stopped every consumer that fetched it: the sinks died
-# (a crash loop), the stream jobs' partition stalled (`agentaudit.sink.header_keys`). Installed
-# here, the module the sinks, the stream jobs' consumer and the alert receivers all import.
+# (a crash loop), the stream jobs' partition stalled (`agentaudit_sdk.header_keys`). Installed
+# here, the module the sinks, the stream jobs' consumer (faust's consumers are not made by
+# `kafka_config.consumer`) and the alert receivers all import.
 header_keys.install()
 
 READ_COMMITTED = "read_committed"

@@ -207,9 +207,13 @@ def producer(connection: KafkaConnection, **options: Any) -> AIOKafkaProducer:
 
 
 def consumer(connection: KafkaConnection, *topics: str, **options: Any) -> AIOKafkaConsumer:
-    """An (unstarted) aiokafka consumer for `connection`; `options` are aiokafka's."""
+    """An (unstarted) aiokafka consumer for `connection`; `options` are aiokafka's. Fetched
+    records whose header keys are not UTF-8 are read, not fatal (`header_keys`)."""
     from aiokafka import AIOKafkaConsumer
 
+    from agentaudit_sdk import header_keys
+
+    header_keys.install()
     return AIOKafkaConsumer(*topics, **client_options(connection, options))
 
 

@@ -1,4 +1,4 @@
-"""A fetched record whose header key is not UTF-8 is read, not fatal (`sink.header_keys`),
+"""A fetched record whose header key is not UTF-8 is read, not fatal (`agentaudit_sdk.header_keys`),
 through aiokafka's own fetcher code (`PartitionRecords`) over real record batch bytes."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
 
-from agentaudit.sink.header_keys import LenientMemoryRecords
+from agentaudit_sdk.header_keys import LenientMemoryRecords
 
 LZ4 = 0x03
 
@@ -60,7 +60,27 @@ def test_the_stream_jobs_consumer_reads_leniently_too() -> None:
     # applied in 40 s; 4 with it). A fresh interpreter, as the jobs' process.
     code = (
         "import aiokafka.consumer.fetcher as f, stream_jobs.runtime.consumer\n"
-        "from agentaudit.sink.header_keys import LenientMemoryRecords\n"
+        "from agentaudit_sdk.header_keys import LenientMemoryRecords\n"
         "assert f.MemoryRecords is LenientMemoryRecords\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_an_sdk_consumer_reads_leniently() -> None:
+    # The kill-switch listener (SDK, in the agent's process: no agentaudit module) re-reads the
+    # control topic from its start after a failure: on aiokafka's strict reader one such
+    # record made it blind for good (a block published after it: not honoured in 20 s).
+    code = (
+        "import asyncio, sys\n"
+        "from agentaudit_sdk import kafka_config\n"
+        "assert 'aiokafka' not in sys.modules  # importing the SDK stays cheap\n"
+        "async def make():\n"
+        "    conn = kafka_config.KafkaConnection(bootstrap='127.0.0.1:1')\n"
+        "    kafka_config.consumer(conn, 'control')\n"
+        "asyncio.run(make())\n"
+        "import aiokafka.consumer.fetcher as f\n"
+        "from agentaudit_sdk.header_keys import LenientMemoryRecords\n"
+        "assert f.MemoryRecords is LenientMemoryRecords\n"
+        "assert not any(m.startswith('agentaudit.') for m in sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -4,14 +4,19 @@ Kafka's protocol types a header key as a string, but a broker stores whatever by
 wrote (the local broker took `b"\\xff\\xfe"` as a key). aiokafka decodes every key as strict
 UTF-8 while it unpacks a fetched batch, so one such record raised `UnicodeDecodeError` out of
 `getmany`: the sink died before it saw any record of that batch, and again at the same offset
-after every restart (a crash loop; the partition's events, valid ones included, never stored).
+after every restart (a crash loop; the partition's events, valid ones included, never stored);
+the stream jobs' partition stalled; and the SDK's kill-switch listener, which reads the control
+topic again from its start after each failure, never saw a block published after such a
+record (one record made every agent's kill switch blind).
 
-`install` makes the consumer's fetcher unpack batches through `LenientMemoryRecords`: batches
+`install` (called by `kafka_config.consumer` and by `agentaudit.kafka_clients`, idempotent)
+makes aiokafka's fetcher unpack batches through `LenientMemoryRecords`: batches
 are read by aiokafka's own (C) reader as before; only a batch whose reading fails on a header
 key is read again by aiokafka's pure-Python reader, with undecodable bytes of a key kept as
 `\\xNN` escapes (`backslashreplace`). Its records then reach the sink as any others (a valid
-event is stored; a dead letter keeps the escaped key with its headers). No cost per record
-otherwise.
+event is stored; a dead letter keeps the escaped key with its headers; a control record is
+applied). No cost per record otherwise. Importing this module imports aiokafka: the SDK does
+so only when it makes a consumer.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ class _LenientBuffer(bytearray):
         return _KeyBytes(got) if isinstance(index, slice) else got
 
 
-class _LenientBatch(_DefaultRecordBatchPy):
+class _LenientBatch(_DefaultRecordBatchPy):  # type: ignore[misc]
     """aiokafka's pure-Python v2 batch reader over a `_LenientBuffer`."""
 
     def __iter__(self) -> _LenientBatch:
@@ -107,4 +112,4 @@ class LenientMemoryRecords:
 
 def install() -> None:
     """Have aiokafka's consumers in this process unpack fetched records leniently."""
-    _fetcher.MemoryRecords = LenientMemoryRecords  # type: ignore[misc,assignment]
+    _fetcher.MemoryRecords = LenientMemoryRecords
