@@ -81,6 +81,7 @@ async def serve_worker(
                 f"anchored in {settings.checkpoints_dir}"
             )
         # /metrics (AGENTAUDIT_METRICS_PORT, 0 = off): counts every sink's flushes.
+        from agentaudit.health.jobs_counters import JobsCounters
         from agentaudit.health.metrics import start_worker_metrics
         from agentaudit.sink.pipeline_records.sink import run_record_sink
 
@@ -91,10 +92,13 @@ async def serve_worker(
         # A record sink that ends before `stop` failed: stop the worker so its error is
         # reported, instead of events flowing on while alerts silently stop being stored.
         records.add_done_callback(lambda _task: stop.set())
-        # The jobs run in their own process: storing never waits for analysis.
-        jobs = (
-            asyncio.create_task(JobsProcess(settings).run(stop)) if settings.stream_jobs else None
-        )
+        # The jobs run in their own process: storing never waits for analysis. Their counters
+        # (failed, invalid, duplicates per job) come on its report lines to /metrics.
+        jobs = None
+        if settings.stream_jobs:
+            counters = JobsCounters(metrics.metrics.registry) if metrics is not None else None
+            on_jobs_report = counters.observe if counters is not None else None
+            jobs = asyncio.create_task(JobsProcess(settings, on_report=on_jobs_report).run(stop))
         sweeps = _start_sweeps(settings, store, stop, sweep_clock, console)
         # Alert delivery when a routing file is set: it never raises and never
         # stops the sink (a failure is logged and counted, then retried).
@@ -156,12 +160,18 @@ def _start_sweeps(
     return asyncio.create_task(Sweeper(settings, store, clock).run(stop))
 
 
-async def run_stream_jobs(settings: Settings, stop: asyncio.Event) -> None:
-    """The faust stream jobs (spend, budgets, breakers) in this event loop until `stop`."""
+async def run_stream_jobs(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    on_report: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """The faust stream jobs (spend, budgets, breakers) in this event loop until `stop`;
+    `on_report` sees their counters when they change (`StreamJobsApp.on_report`)."""
     from agentaudit.gc_tuning import tune_gc
     from stream_jobs.app import StreamJobsApp
 
-    jobs = StreamJobsApp(settings)
+    jobs = StreamJobsApp(settings, on_report=on_report)
     tune_gc()
     await jobs.run(stop)
 

@@ -16,7 +16,13 @@ STAGE_P95 = (
     "(rate(agentaudit_sink_stage_seconds_bucket[$__rate_interval])))"
 )
 STORED_RATE = "sum(rate(agentaudit_events_stored_total[$__rate_interval]))"
-PROMQL = (CONSUMER_LAG, STAGE_P95, STORED_RATE)
+JOBS_FAILED = "sum by (job) (increase(agentaudit_stream_jobs_failed_total[$__rate_interval]))"
+JOBS_SKIPPED = (
+    'label_replace(sum(increase(agentaudit_stream_jobs_invalid_total[$__rate_interval])), "kind", '
+    '"invalid", "", "") or label_replace(sum(increase('
+    'agentaudit_stream_jobs_duplicates_total[$__rate_interval])), "kind", "duplicate", "", "")'
+)
+PROMQL = (CONSUMER_LAG, STAGE_P95, STORED_RATE, JOBS_FAILED, JOBS_SKIPPED)
 _DEAD = f"FROM agentaudit.dead_letters WHERE $__timeFilter(received_at) AND {TENANT}"
 
 
@@ -128,6 +134,21 @@ def build() -> Dashboard:
                 STORED_RATE,
                 "stored",
                 unit="reqps",
+            ),
+            prometheus_panel(
+                "Stream jobs: events a job failed on",
+                "Events a stream job raised on and skipped, per job and interval "
+                "(agentaudit_stream_jobs_failed_total{job}; pricing: no job saw the event). "
+                "Should stay 0: the jobs log each with its partition:offset. Not per tenant.",
+                JOBS_FAILED,
+                "{{job}}",
+            ),
+            prometheus_panel(
+                "Stream jobs: skipped messages",
+                "Messages the stream jobs skipped per interval: invalid (the sink dead-letters "
+                "them) and re-sent duplicates (stored once). Not per tenant.",
+                JOBS_SKIPPED,
+                "{{kind}}",
             ),
         ],
         with_prometheus=True,

@@ -116,9 +116,13 @@ class StreamJobsApp:
         drift_config: DriftConfig | None = None,
         clock: UtcNow = utc_now,
         app_id: str = "agentaudit",
+        on_report: Callable[[dict[str, Any]], None] | None = None,
         **faust_overrides: Any,
     ) -> None:
         self.settings = settings
+        self.on_report = on_report
+        """Called from the tick with the jobs' counters when they changed (`JobCounters.report`)."""
+        self._reported: dict[str, Any] | None = None
         self.clock = clock
         pricing = current_pricing(settings.price_overrides or "", settings.data_dir)
         self.jobs = StreamJobs(
@@ -310,6 +314,9 @@ class StreamJobsApp:
         # Under the processing lock, so a stuck batch or commit stops the beats (see
         # stream_jobs/heartbeat.py: why a beat proves the jobs are processing).
         await self.heartbeat.maybe_beat(self.control)
+        if self.on_report is not None and (report := self.jobs.counters.report()) != self._reported:
+            self._reported = report
+            self.on_report(report)
 
     async def _watch_stalls(self) -> None:
         """Seek back a partition that the log has records for and that applied nothing for

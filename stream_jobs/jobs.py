@@ -67,6 +67,18 @@ class JobCounters:
         """Messages taken in any way (applied, invalid or duplicate): progress through a topic."""
         return self.events + self.invalid + self.duplicates
 
+    def report(self) -> dict[str, Any]:
+        """The counters as JSON fields, totals since this process started: what the jobs
+        process reports to its worker for /metrics (`agentaudit.health.jobs_counters`)."""
+        return {
+            "events": self.events,
+            "invalid": self.invalid,
+            "duplicates": self.duplicates,
+            "records": self.records,
+            "failed": dict(self.failed_by_job),
+            "failed_ticks": dict(self.failed_ticks_by_job),
+        }
+
 
 @dataclass(frozen=True)
 class StateWrite:

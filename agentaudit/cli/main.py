@@ -91,11 +91,21 @@ def worker(
 
 
 @app.command()
-def jobs() -> None:
+def jobs(
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            hidden=True,
+            help="Print the jobs' counters as JSON lines (for the worker's /metrics).",
+        ),
+    ] = False,
+) -> None:
     """Run only the stream jobs (a faust worker: spend, budgets, breakers) until Ctrl-C.
     Start several to share the partitions; no store is needed."""
     from agentaudit.broker import ensure_topics
     from agentaudit.cli.runtime import run_until_signal
+    from agentaudit.jobs_process import print_jobs_report
     from agentaudit.lifeline import follow_parent
     from agentaudit.services import run_stream_jobs
 
@@ -108,7 +118,7 @@ def jobs() -> None:
             f"stream jobs consuming {settings.events_topic} from "
             f"{settings.kafka_bootstrap}; Ctrl-C stops"
         )
-        await run_stream_jobs(settings, stop)
+        await run_stream_jobs(settings, stop, on_report=print_jobs_report if report else None)
         console.print("stream jobs stopped")
 
     run_until_signal(serve)
