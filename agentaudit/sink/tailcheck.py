@@ -214,6 +214,7 @@ class PartitionCheck:
         epoch: int,
         tails: dict[ChainKey, Tail],
         anchored: dict[ChainKey, int],
+        known: set[str] | None,
         *,
         max_skew_ms: float,
         keys: SubjectKeyStore | None,
@@ -222,6 +223,9 @@ class PartitionCheck:
         self.max_skew_ms = max_skew_ms
         self.keys = None if keys is None else KeyMemo(keys)
         self.walks: dict[str, _Walk] = {}
+        self.known = known
+        self.orphans: dict[str, tuple[int, str]] = {}
+        """Tenants with no chain in the partition whose events have no row: offset, event id."""
         self.floor = self._floor(anchored)
         for key, tail in tails.items():
             tree = CompactTree(*tail.signed.state())
@@ -253,7 +257,10 @@ class PartitionCheck:
         here = rows[0][1] if rows and int(rows[0][0]) == self.epoch else None
         if size == 0:
             return self.floor if here is None else min(self.floor, int(here))
-        return 0 if here is None else int(here) + 1  # an earlier log's row: this log's start
+        low = 0 if here is None else int(here) + 1  # an earlier log's row: this log's start
+        # No row after the checkpoint: it is the newest tick's (a chain held or unsigned then
+        # has rows after it), so a deleted row came after what that tick covered.
+        return max(low, self.floor) if walk.tail.head == size else low
 
     @property
     def low(self) -> int:
@@ -306,6 +313,19 @@ class PartitionCheck:
             f"{self.epoch}'s log: it cannot be checked"
         )
 
+    def _orphan(self, offset: int, tenant: str, event_id: str) -> None:
+        """An event of a tenant with no chain in the partition (every row of a new chain
+        deleted); `known` None: the caller holds only some chains, nothing is an orphan."""
+        if (
+            self.known is None
+            or tenant in self.known
+            or tenant in self.orphans
+            or offset < self.floor
+        ):
+            return
+        if not self._explained(offset, event_id, tenant):
+            self.orphans[tenant] = (offset, event_id)
+
     def feed(self, records: list[Record]) -> None:
         """The partition's next records, in offset order."""
         self.records += len(records)
@@ -313,8 +333,12 @@ class PartitionCheck:
             verdict = decode(value, not_after(timestamp_ms, self.max_skew_ms))
             if type(verdict) is not Accepted:
                 continue
-            walk = self.walks.get(verdict.document["tenant_id"])
-            if walk is None or walk.outcome is not None or offset < walk.low:
+            tenant = verdict.document["tenant_id"]
+            walk = self.walks.get(tenant)
+            if walk is None:
+                self._orphan(offset, tenant, verdict.document["event_id"])
+                continue
+            if walk.outcome is not None or offset < walk.low:
                 continue
             row = self._row(walk)
             if row is not None and row.epoch != self.epoch:
@@ -354,6 +378,12 @@ class PartitionCheck:
                     )
             assert walk.outcome is not None
             out.append(walk.outcome)
+        for tenant, (offset, event_id) in sorted(self.orphans.items()):
+            why = (
+                f"the event at offset {offset} ({event_id}) has no row, and the store holds "
+                "no chain of its tenant in the partition: its rows were deleted"
+            )
+            out.append(Outcome((tenant, self.partition), CompactTree(), 0, 1, why))
         return out
 
     def fail_all(self, why: str) -> list[Outcome]:

@@ -28,6 +28,8 @@ from agentaudit.subjects.keystore import SubjectKeyStore
 from agentaudit_sdk import kafka_config
 from agentaudit_sdk.kafka_config import stop_consumer
 
+STOP_WAIT_S = 60.0
+"""How long a stopping sink waits for its tail check, so that it can sign those chains."""
 STALL_S = 30.0
 """How long Kafka may return nothing below the watermark before the tail counts as unreadable."""
 FETCH_RECORDS = 5_000
@@ -93,9 +95,17 @@ async def check_tails(
     anchored: dict[ChainKey, int],
     logs: dict[int, tuple[int, int]],
     keys: SubjectKeyStore | None,
+    chains: set[ChainKey] | None = None,
 ) -> list[Outcome]:
     """Every held chain's verdict; `logs`: partition → (log epoch, event watermark) as the
-    store held them when the tails were rebuilt. Kafka errors (unreachable) are raised."""
+    store held them when the tails were rebuilt; `chains`: every chain stored in the
+    partitions (an event of a tenant with none has lost its rows), None: only the held ones.
+    Kafka errors (unreachable) are raised."""
+    known: dict[int, set[str]] | None = None
+    if chains is not None:
+        known = {}
+        for tenant, part in tails.keys() | chains:
+            known.setdefault(part, set()).add(tenant)
     connection = settings.kafka_connection()
     consumer = kafka_config.consumer(
         connection,
@@ -118,6 +128,7 @@ async def check_tails(
                 epoch,
                 held,
                 anchored,
+                None if known is None else known.get(part, set()),
                 max_skew_ms=settings.max_clock_skew_s * 1000,
                 keys=keys,
             )
@@ -162,9 +173,11 @@ class TailChecks:
         anchored: dict[ChainKey, int],
         logs: dict[int, tuple[int, int]],
         assignment: int,
+        chains: set[ChainKey],
+        wait_s: float = 0.0,
     ) -> list[Outcome] | None:
-        """Start a check of `tails` if none runs; its outcomes once it is done (None: not yet).
-        Its errors are raised (Kafka unreachable: retry later)."""
+        """Start a check of `tails` if none runs; its outcomes once it is done (None: not yet;
+        `wait_s`: wait that long for it). Its errors are raised (Kafka unreachable: retry)."""
         if self.task is not None and self.assignment != assignment:
             self.reset()
         if self.task is None:
@@ -172,8 +185,12 @@ class TailChecks:
                 return None
             self.assignment, self.started = assignment, time.perf_counter()
             self.task = asyncio.create_task(
-                check_tails(self.settings, self.store, dict(tails), anchored, logs, self.keys)
+                check_tails(
+                    self.settings, self.store, dict(tails), anchored, logs, self.keys, chains
+                )
             )
+        if wait_s > 0:
+            await asyncio.wait([self.task], timeout=wait_s)
         if not self.task.done():
             return None
         task, self.task = self.task, None

@@ -309,6 +309,16 @@ def rebuild(
                 )
             else:
                 out.tails[key] = Tail(start, tree.size, tree.root())
+        elif (
+            cp is not None
+            and key not in out.ended
+            and key[1] not in handed_off
+            and "handoff" not in cp.extensions
+            and key in at_anchor
+        ):
+            # No row after the checkpoint, and its last owner died: rows it stored after it
+            # may have been deleted. Checked too (for events of the chain with no row).
+            out.tails[key] = Tail(at_anchor[key], tree.size, tree.root())
     for key, why in out.unsigned.items():
         log.error(
             "chain %s/p%s will not be signed: %s. Run `agentaudit verify --tenant %s`; "

@@ -32,7 +32,7 @@ from agentaudit.sink.processor import Batch, DlqRecord, SinkProcessor
 from agentaudit.sink.recovery import Recovered, recover
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
 from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE, Signed, TrailSigning
-from agentaudit.sink.tailread import TailChecks
+from agentaudit.sink.tailread import STOP_WAIT_S, TailChecks
 from agentaudit.sink.trees import ChainTrees, ended_chains
 from agentaudit.store.protocol import Store
 from agentaudit.store.retry import store_call
@@ -180,9 +180,11 @@ class SinkWorker(PartitionSink[Batch]):
         signed, self._unstored_checkpoints = self._unstored_checkpoints, []
         released = False
         if self.trees.tails:
-            # Not waited for at a handoff (a revoke must be quick): a tail still held is not
-            # handed off (`ChainSigner.sign`), its next owner checks it.
-            released, prefixes = await self._check_tails(trail)
+            # Waited for at a stop (up to STOP_WAIT_S), not at a revoke (a rebalance must be
+            # quick): a tail still held is not handed off (`ChainSigner.sign`), its next owner
+            # checks it.
+            wait = STOP_WAIT_S if final and self._stopping.is_set() else 0.0
+            released, prefixes = await self._check_tails(trail, wait)
             signed += prefixes
             if final:
                 self._tails.reset()
@@ -215,7 +217,7 @@ class SinkWorker(PartitionSink[Batch]):
             await self._insert(CHECKPOINT_TABLE, CHECKPOINT_COLUMNS, [c.row for c in signed], token)
             self.checkpoints_signed += len(signed)
 
-    async def _check_tails(self, trail: TrailSigning) -> tuple[bool, list[Signed]]:
+    async def _check_tails(self, trail: TrailSigning, wait_s: float) -> tuple[bool, list[Signed]]:
         """The held tails' check against Kafka (`agentaudit.sink.tailread`), beside consuming.
         Once done, a good chain is signable from
         now on (True: sign now); a bad one is unsigned, its checkpoint signed up to its last
@@ -223,7 +225,12 @@ class SinkWorker(PartitionSink[Batch]):
         assignments = self._assignments
         try:
             outcomes = await self._tails.poll(
-                self.trees.tails, self.trees.anchored, self._tail_logs, assignments
+                self.trees.tails,
+                self.trees.anchored,
+                self._tail_logs,
+                assignments,
+                set(self.trees.trees),
+                wait_s,
             )
         except (KafkaError, KafkaSetupError, OSError, TimeoutError) as exc:
             self._tails.retry_at = time.monotonic() + trail.interval_s
@@ -250,6 +257,16 @@ class SinkWorker(PartitionSink[Batch]):
                     part,
                     out.tree.size,
                     out.bad,
+                )
+                continue
+            if out.key not in self.trees.trees:  # every row of the chain gone
+                log.critical(
+                    "tenant %s, partition %s: %s. Run `agentaudit verify --tenant %s`; "
+                    "runbooks/TrailUnsigned.md",
+                    tenant,
+                    part,
+                    out.bad,
+                    tenant,
                 )
                 continue
             prefixes.append(trail.sign_prefix(out.key, out.tree))

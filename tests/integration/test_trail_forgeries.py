@@ -165,9 +165,12 @@ def test_a_sink_taking_over_a_handed_off_partition_does_not_sign_a_forged_chain(
             topic, parts = settings.events_topic, [PART]
             return rebuild(store, topic, parts, heads, anchor, ring.verifiers, settings.deployment)
 
-        # The owner gives the partition up cleanly (a second after its last tick).
+        # The owner gives the partition up cleanly (a second after its last tick); its own
+        # trees hold no tail left unchecked (a rebuild holds the rows after the last tick).
+        owned = rebuilt()
+        owned.tails.clear()
         handoff = ChainSigner(ring.signer, settings.deployment).sign(
-            rebuilt(), datetime.now(UTC) + timedelta(seconds=2), handoff=True
+            owned, datetime.now(UTC) + timedelta(seconds=2), handoff=True
         )
         anchor.append((c.tenant_id, c.partition, c.note, c.signed_at) for c in handoff)
         stored_chain(settings, store, "forged", PART, [wire(event_dict(tenant="forged"))])

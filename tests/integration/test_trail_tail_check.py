@@ -48,7 +48,12 @@ pytestmark = pytest.mark.integration
 
 GOOD, FORGE, EDIT, DELETE = "tail-good", "tail-forge", "tail-edit", "tail-delete"
 TENANTS = (GOOD, FORGE, EDIT, DELETE)
-NEW = "tail-new"
+NEW, CUT, GONE = "tail-new", "tail-cut", "tail-gone"
+WIPE = "tail-wipe"
+CRASHED = (WIPE, *TENANTS)
+"""The crash test's tenants; WIPE first in each round, so its partition's other chains (the
+local broker puts it on GOOD's and FORGE's) are ahead of it: its deleted events are not read
+again on their own."""
 # Explicit, so a column added to the ingest table later keeps its default here.
 COLUMNS = (
     "payload",
@@ -69,7 +74,7 @@ COLUMNS = (
 def _events(per_tenant: int) -> list[tuple[bytes, bytes]]:
     out = []
     for i in range(per_tenant):
-        for tenant in TENANTS:
+        for tenant in CRASHED:
             doc = event_dict(tenant=tenant)
             doc["attributes"] = {"customer": f"c{i}"}  # sealed by the sink: compared opened
             out.append((tenant.encode(), wire(doc)))
@@ -105,15 +110,22 @@ def _rewrite_tail(
         topic = settings.events_topic
         cols.append((body, Decimal(0), True, "", topic, part, offset, 0, seq, prev, row_hash, leaf))
         prev = row_hash
-    store.insert(INGEST_TABLE, [list(c) for c in zip(*cols, strict=True)], COLUMNS)
+    if cols:
+        store.insert(INGEST_TABLE, [list(c) for c in zip(*cols, strict=True)], COLUMNS)
 
 
 def _tamper(
-    settings: Settings, store: Store, signed: int, forged_offset: int | None = None
+    settings: Settings,
+    store: Store,
+    signed: int,
+    forged_offset: int | None = None,
+    *,
+    wipe: bool = False,
 ) -> None:
     """A forged row appended (at `forged_offset`, default: its last row's), a row's content
-    edited, a row deleted (the rest renumbered)."""
-    for tenant in (FORGE, EDIT, DELETE):
+    edited, a row deleted (the rest renumbered); with `wipe`, every row after `signed` of
+    WIPE deleted."""
+    for tenant in (FORGE, EDIT, DELETE, *((WIPE,) if wipe else ())):
         _, rows = _chain(store, tenant)
         tail = [(r[1] if isinstance(r[1], bytes) else r[1].encode(), r[2]) for r in rows[signed:]]
         if tenant == FORGE:
@@ -123,8 +135,10 @@ def _tamper(
             doc = orjson.loads(tail[3][0])
             doc["payload"]["tool"] = "wire_transfer"
             tail[3] = (document_bytes(doc), tail[3][1])
-        else:
+        elif tenant == DELETE:
             del tail[2]
+        else:
+            tail = []
         _rewrite_tail(settings, store, tenant, signed, tail)
 
 
@@ -158,34 +172,39 @@ async def test_forged_edited_and_deleted_tail_rows_are_not_signed_after_a_crash(
     with open_store(settings, own=True) as store:
         migrate(store)
         await produce_raw(settings, _events(4))
-        await sink_until(settings, store, lambda w: w.processor.counters.events_stored >= 16)
+        await sink_until(settings, store, lambda w: w.processor.counters.events_stored >= 20)
         # The next owner signs every chain at 4 on takeover, stores 4 more each and dies.
         await produce_raw(settings, _events(4))
-        await _crash_after(settings, store, 16)
+        await _crash_after(settings, store, 20)
         assert {
-            anchored_checkpoints(settings, (t, _chain(store, t)[0]))[-1].size for t in TENANTS
+            anchored_checkpoints(settings, (t, _chain(store, t)[0]))[-1].size for t in CRASHED
         } == {4}
-        _tamper(settings, store, 4)
+        part = _chain(store, WIPE)[0]
+        _tamper(settings, store, 4, wipe=True)
         with pytest.raises(UserError, match=r"not ended: p\d: row 9: Kafka holds no event"):
             await asyncio.to_thread(end_tenant, settings, store, FORGE)
         refused = _refused()
         caplog.set_level(logging.INFO, logger="agentaudit.sink")
         await produce_raw(settings, _events(2))
         await sink_until(  # the check runs beside consuming: until it is done
-            settings, store, lambda w: w.processor.counters.events_stored >= 8 and not w.trees.tails
+            settings,
+            store,
+            lambda w: w.processor.counters.events_stored >= 10 and not w.trees.tails,
         )
 
         newest = {t: anchored_checkpoints(settings, (t, _chain(store, t)[0])) for t in TENANTS}
+        newest[WIPE] = anchored_checkpoints(settings, (WIPE, part))
         sizes = {t: max(c.size for c in cps) for t, cps in newest.items()}
         # Genuine: every row signed (4 + 4 checked + 2 new). Tampered: signed up to the last
-        # good row (forged 9th: 8; edited 4th of the tail: 7; deleted 3rd: 6), never past it.
-        assert sizes == {GOOD: 10, FORGE: 8, EDIT: 7, DELETE: 6}, sizes
-        rows = {t: len(_chain(store, t)[1]) for t in TENANTS}
-        assert rows == {GOOD: 10, FORGE: 11, EDIT: 10, DELETE: 9}, rows  # ingest went on
+        # good row (forged 9th: 8; edited 4th of the tail: 7; deleted 3rd: 6; all 4 after the
+        # checkpoint deleted: 4), never past it.
+        assert sizes == {GOOD: 10, FORGE: 8, EDIT: 7, DELETE: 6, WIPE: 4}, sizes
+        rows = {t: len(_chain(store, t)[1]) for t in CRASHED}
+        assert rows == {GOOD: 10, FORGE: 11, EDIT: 10, DELETE: 9, WIPE: 6}, rows  # ingest went on
         critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
-        for tenant, seq in ((FORGE, 9), (EDIT, 8), (DELETE, 7)):
+        for tenant, seq in ((FORGE, 9), (EDIT, 8), (DELETE, 7), (WIPE, 5)):
             assert any(f"chain {tenant}/p" in m and f"row {seq} " in m for m in critical), critical
-        assert _refused() == refused + 3
+        assert _refused() == refused + 4
         reports = verify_store(settings, store, public_keys(settings), derived=False)
         assert summary(reports)[1] is False, "verify says valid over forged rows"
 
@@ -213,10 +232,11 @@ def test_a_tail_is_checked_row_by_row_against_the_records(tmp_path: Path) -> Non
     with open_store(settings, own=True) as store:
         migrate(store)
         offset = 0
-        # NEW: a chain none of whose rows a checkpoint covers (its first row after the crash).
-        for tenant in (*TENANTS, NEW):
+        # NEW: a chain none of whose rows a checkpoint covers (its first row after the crash);
+        # CUT: both rows after its checkpoint deleted; GONE: a new chain, every row deleted.
+        for tenant in (*TENANTS, NEW, CUT, GONE):
             tail = []
-            for _ in range(6 if tenant != NEW else 3):
+            for _ in range(6 if tenant not in (NEW, GONE) else 3):
                 body = wire(event_dict(tenant=tenant))
                 records.append(Record(offset, 0, body))
                 tail.append((decode(body).canonical, offset))  # type: ignore[union-attr]
@@ -231,18 +251,24 @@ def test_a_tail_is_checked_row_by_row_against_the_records(tmp_path: Path) -> Non
                 tail[5] = (document_bytes(doc), tail[5][1])
             elif tenant == DELETE:
                 del tail[4]
-            _stored_chain(settings, store, tenant, tail)
+            elif tenant == CUT:
+                del tail[2:]
+            if tenant != GONE:
+                _stored_chain(settings, store, tenant, tail)
         check = PartitionCheck(
             store,
             settings.events_topic,
             0,
             0,
-            {(t, 0): _tail_of(store, t, 0 if t == NEW else 2)[1] for t in (*TENANTS, NEW)},
-            {(t, 0): 2 for t in TENANTS},
+            {(t, 0): _tail_of(store, t, 0 if t == NEW else 2)[1] for t in (*TENANTS, NEW, CUT)},
+            {(t, 0): 2 for t in (*TENANTS, CUT)},
+            {*TENANTS, NEW, CUT},
             max_skew_ms=900_000,
             keys=None,
         )
         assert check.low == 2  # after the chains' signed rows: the first chain's 2nd row
+        # A re-send of a GOOD event (the sink dropped it: its id is stored): not a lost row.
+        records.append(Record(records[-1].offset + 1, 0, records[3].value))
         check.feed(records[check.low :])
         out = {o.key[0]: (o.bad_seq, o.tree.size, o.checked) for o in check.finish()}
         assert out == {
@@ -251,8 +277,10 @@ def test_a_tail_is_checked_row_by_row_against_the_records(tmp_path: Path) -> Non
             EDIT: (6, 5, 3),
             DELETE: (5, 4, 2),
             NEW: (None, 3, 3),
+            CUT: (3, 2, 0),
+            GONE: (1, 0, 0),
         }, out
-        assert check.floor == 20  # past DELETE's signed 2nd row, the newest covered offset
+        assert check.floor == 29  # past CUT's signed 2nd row, the newest covered offset
 
 
 def _stored_chain(
