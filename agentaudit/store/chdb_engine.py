@@ -52,8 +52,10 @@ _SET_RE = re.compile(rb"\s*SET\s", re.IGNORECASE)
 _SELECT_RE = re.compile(rb"\s*(SELECT|WITH)\b", re.IGNORECASE)
 READ_LANES = 4
 """Reads that run at once; more wait for a read lane (never for the write lane)."""
-# Statements that only read: they run on a read lane.
-_READ_RE = re.compile(rb"\s*(SELECT|WITH|DESCRIBE|DESC|SHOW|EXISTS|EXPLAIN)\b", re.IGNORECASE)
+# Statements that only read run on a read lane; so does KILL (QUERY, MUTATION), which on the
+# write lane waited behind the very statement it was sent to stop (an INSERT ... SELECT, an
+# OPTIMIZE, a synchronous mutation: each stalls the sink's inserts while it runs).
+_READ_RE = re.compile(rb"\s*(SELECT|WITH|DESCRIBE|DESC|SHOW|EXISTS|EXPLAIN|KILL)\b", re.IGNORECASE)
 TRAILING_FORMAT_RE = re.compile(rb"\bFORMAT\s+(\w+)\s*;?\s*\Z", re.IGNORECASE)
 # Errors raised in this process (not received from remote servers), to detect insert failures
 # that chDB's streaming insert does not report (see `ChdbEngine._raise_swallowed`).

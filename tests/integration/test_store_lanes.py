@@ -164,3 +164,22 @@ def test_over_http_the_operator_writes_while_another_client_reads(tmp_path: Path
         assert operator.query("SELECT count() FROM default.t").result_rows[0][0] == 2
         reader.close()
         operator.close()
+
+
+def test_a_long_write_can_be_killed_while_it_runs(engine: ChdbEngine) -> None:
+    """KILL QUERY ran on the write lane, behind the very statement it was sent to stop: a long
+    INSERT ... SELECT (or OPTIMIZE) held the sink's inserts and could not be ended."""
+    slow = _InThread(
+        lambda: _run(
+            engine,
+            b"INSERT INTO t SELECT toUInt32(sleepEachRow(0.5)) FROM numbers(60) "
+            b"SETTINGS max_block_size = 1",
+        )
+    )
+    running = b"SELECT count() FROM system.processes WHERE query LIKE 'INSERT INTO t SELECT%'"
+    poll_value(lambda: _run(engine, running) == b"1\n", 10, "the slow write to run")
+    kill = _InThread(lambda: _run(engine, KILL_SLOW_READ))
+    poll_value(lambda: kill.done.is_set() or slow.done.is_set(), 20, "the kill or the write")
+    assert kill.done.is_set() and kill.error is None, kill.error
+    assert slow.done.wait(10)
+    assert isinstance(slow.error, EngineError) and slow.error.code == QUERY_WAS_CANCELLED
