@@ -197,10 +197,10 @@ class _Walk:
     last_offset: int = -1
     outcome: Outcome | None = None
 
-    def fail(self, seq: int, why: str) -> None:
-        self.outcome = Outcome(
-            self.key, self.tree, self.tree.size - self.tail.signed.size, seq, why
-        )
+    def fail(self, seq: int, why: str, *, unreadable: bool = False) -> None:
+        """Stop at row `seq`; `unreadable`: it cannot be checked (not found bad)."""
+        checked = self.tree.size - self.tail.signed.size
+        self.outcome = Outcome(self.key, self.tree, checked, seq, why, unreadable)
 
 
 class PartitionCheck:
@@ -342,7 +342,7 @@ class PartitionCheck:
                 continue
             row = self._row(walk)
             if row is not None and row.epoch != self.epoch:
-                walk.fail(row.seq, self._other_log(row))
+                walk.fail(row.seq, self._other_log(row), unreadable=True)
             elif row is not None and row.offset < offset:
                 walk.fail(row.seq, _NO_RECORD.format(row.offset))
             elif row is not None and row.offset == offset:
@@ -367,7 +367,7 @@ class PartitionCheck:
             if walk.outcome is None:
                 row = self._row(walk)
                 if row is not None and row.epoch != self.epoch:
-                    walk.fail(row.seq, self._other_log(row))
+                    walk.fail(row.seq, self._other_log(row), unreadable=True)
                 elif row is not None:
                     walk.fail(row.seq, _NO_RECORD.format(row.offset))
                 elif walk.tree.root() != walk.tail.root:

@@ -281,6 +281,22 @@ def test_a_tail_is_checked_row_by_row_against_the_records(tmp_path: Path) -> Non
             GONE: (1, 0, 0),
         }, out
         assert check.floor == 29  # past CUT's signed 2nd row, the newest covered offset
+        # The partition's log was replaced (epoch 1) since GOOD's rows: they cannot be checked,
+        # which is not found forged (no checkpoint up to the row before is signed for it).
+        newer = PartitionCheck(
+            store,
+            settings.events_topic,
+            0,
+            1,
+            {(GOOD, 0): _tail_of(store, GOOD, 2)[1]},
+            {(GOOD, 0): 2},
+            None,
+            max_skew_ms=900_000,
+            keys=None,
+        )
+        newer.feed(records)
+        (old_log,) = newer.finish()
+        assert (old_log.bad_seq, old_log.unreadable) == (3, True), old_log
 
 
 def _stored_chain(
