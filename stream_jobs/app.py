@@ -34,14 +34,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import orjson
 from aiokafka.errors import KafkaError
 from faust.types import TP
-from pydantic import ValidationError
 
-from agentaudit.goldsets_plane import PinRecord
 from agentaudit.settings import Settings
-from agentaudit_schemas.budgets import Budget
 from agentaudit_schemas.pricing import current_pricing
 from agentaudit_schemas.records import ControlMessage, DriftScore
 from agentaudit_sdk.backoff import Backoff
@@ -56,7 +52,7 @@ from stream_jobs.anomaly.config import AnomalyConfig
 from stream_jobs.breaker.config import BreakerConfig
 from stream_jobs.delivery import Hole
 from stream_jobs.drift.config import DriftConfig
-from stream_jobs.drift.pins import parse_pin_key
+from stream_jobs.follow_records import apply_budget, apply_pin
 from stream_jobs.heartbeat import HeartbeatPublisher
 from stream_jobs.jobs import Record, StreamJobs
 from stream_jobs.operator_blocks import OperatorBlocks
@@ -478,35 +474,7 @@ class StreamJobsApp:
                 await reader.close()
 
     def _apply_budget(self, key: bytes | None, value: bytes | None) -> list[Record]:
-        now = self.clock()
-        if not value:
-            try:
-                name = (key or b"").decode()
-            except UnicodeDecodeError:  # no budget has this name: nothing to remove
-                log.warning("skipping a budget tombstone with an unreadable key %r", key)
-                return []
-            return self.jobs.remove_budget(name, now) if name else []
-        try:
-            budget = Budget.model_validate_json(value)
-        except (ValidationError, orjson.JSONDecodeError) as exc:
-            log.warning("skipping an invalid budget record %r: %s", key, exc)
-            return []
-        if key != budget.name.encode():  # the key is what `budgets rm` tombstones
-            log.warning("skipping budget %r keyed %r: the key must be its name", budget.name, key)
-            return []
-        return self.jobs.set_budget(budget, now)
+        return apply_budget(self.jobs, key, value, self.clock())
 
     def _apply_pin(self, key: bytes | None, value: bytes | None) -> list[Record]:
-        if not value:  # `agentaudit goldsets unpin`: that metric is no longer compared
-            try:
-                tenant, gold_set, metric = parse_pin_key((key or b"").decode())
-            except (UnicodeDecodeError, ValueError) as exc:
-                log.warning("skipping a pin tombstone with an unreadable key %r: %s", key, exc)
-                return []
-            return self.jobs.remove_pin(tenant, gold_set, metric)
-        try:
-            record = PinRecord.decode(value)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("skipping an invalid pin record %r: %r", key, exc)
-            return []
-        return self.jobs.set_pin(record.pin, record.models)
+        return apply_pin(self.jobs, key, value)
