@@ -426,8 +426,8 @@ class StreamJobsApp:
         await self._follow(self.settings.control_topic, self._apply_control, self.control_seen)
 
     def _apply_control(self, key: bytes | None, value: bytes | None) -> list[Record]:
-        self.operator_blocks.apply(key, value)
-        return []
+        unblock = self.operator_blocks.apply(key, value)
+        return [] if unblock is None else self.jobs.operator_unblocked(unblock, self.clock())
 
     async def _follow(self, topic: str, apply: Apply, seen: asyncio.Event) -> None:
         """Read `topic` from the beginning and keep following it; `seen` is set once the

@@ -217,6 +217,14 @@ class StreamJobs:
         self.counters.records += len(out)
         return out
 
+    def operator_unblocked(self, message: ControlMessage, now: datetime) -> list[Record]:
+        """An operator's UNBLOCK: the breaker of that scope, if open, judges calls again."""
+        return list(
+            self.breakers.operator_unblocked(
+                message.scope, message.issued_at, message.control_id, now
+            )
+        )
+
     def set_budget(self, budget: Budget, now: datetime) -> list[Record]:
         if budget.scope is BudgetScope.GLOBAL:
             # Nothing publishes the per-partition partials or runs their aggregator

@@ -50,23 +50,26 @@ class OperatorBlocks:
         self._held: dict[str, ControlMessage] = {}
         """Per scope, the newest jobs' message not published while the operator's block holds."""
 
-    def apply(self, key: bytes | None, value: bytes | None) -> None:
+    def apply(self, key: bytes | None, value: bytes | None) -> ControlMessage | None:
         """One control-topic record (heartbeats, tombstones and invalid records are skipped:
-        a tombstone is no operator's decision, and the SDK reports invalid ones)."""
+        a tombstone is no operator's decision, and the SDK reports invalid ones). Returns an
+        operator's UNBLOCK (the breakers re-arm on it: `StreamJobs.operator_unblocked`)."""
         if not value or key is None or key.startswith(HEARTBEAT_KEY_PREFIX.encode()):
-            return
+            return None
         try:
             message = ControlMessage.model_validate_json(value)
         except ValidationError:
-            return
+            return None
         if message.issued_by == self.issued_by:
-            return
+            return None
         scope = message.scope.key
         if message.action is ControlAction.UNBLOCK:
             self._blocks.pop(scope, None)
             self._held.pop(scope, None)
-        elif message.reason is ControlReason.MANUAL:
+            return message
+        if message.reason is ControlReason.MANUAL:
             self._blocks[scope] = message.until
+        return None
 
     def holds(self, scope_key: str, now: datetime) -> bool:
         """True while an operator's block of exactly this scope is in force at `now`."""

@@ -262,12 +262,13 @@ class BreakerBoard(PartitionedState):
         offset: int,
         now: datetime,
         details: Details,
+        *,
+        cause: tuple[object, ...] | None = None,
     ) -> list[Record]:
         if tr.to_state is not OPEN:  # half_open and closed judge probes on fresh windows
             sc.ring = SlidingSums(cfg.window_s, cfg.buckets, sc.ring.k)
-        cause: tuple[object, ...] = (
-            ("cooldown", sc.breaker.cause) if event is None else (partition, offset)
-        )
+        if cause is None:
+            cause = ("cooldown", sc.breaker.cause) if event is None else (partition, offset)
         records, transition_id = transition_records(
             scope,
             tr,
@@ -311,6 +312,32 @@ class BreakerBoard(PartitionedState):
             if sweep and st.loops.expire(now_s, cfg.run_idle_s):
                 self._dirty.add(tenant_id)
         return out
+
+    def operator_unblocked(
+        self, scope: Scope, issued_at: datetime, control_id: str, now: datetime
+    ) -> list[Record]:
+        """An operator's UNBLOCK of exactly `scope`: its breaker, open since before
+        `issued_at`, closes and judges calls again (`Breaker.operator_unblocked`). Replayed
+        (a restart re-reads the control topic), it finds the breaker closed or opened later."""
+        st = self._tenants.get(scope.tenant_id)
+        if st is None or scope.agent_id is None or scope.user_id is not None:
+            return []
+        tools: dict[Any, _Scope] = st.tools
+        sc = (
+            st.agents.get(scope.agent_id)
+            if scope.tool is None
+            else tools.get((scope.agent_id, scope.tool))
+        )
+        if sc is None or sc.breaker.opened_at > issued_at.timestamp():
+            return []
+        tr = sc.breaker.operator_unblocked(self._clock(now))
+        if tr is None:
+            return []
+        self._dirty.add(scope.tenant_id)
+        cfg = self._cfg(scope.tenant_id)
+        return self._emit(
+            sc, scope, tr, cfg, None, -1, -1, now, {}, cause=("operator_unblock", control_id)
+        )
 
     def state_of(self, tenant_id: str, agent_id: str, tool: str | None = None) -> BreakerState:
         """Current state of one breaker (closed when unknown)."""

@@ -9,7 +9,8 @@
 - closed: signals are evaluated on every call; a `Trip` opens the breaker.
 - open: the scope is blocked; calls that still arrive (in flight, or from an SDK that has
   not seen the block yet) are ignored by the signals. After `cooldown_s` of processing time
-  `tick` moves it to half_open.
+  `tick` moves it to half_open. An operator's UNBLOCK of the scope (`agentaudit unblock`)
+  closes it at once (`operator_unblocked`): the scope's calls run again, so they are judged.
 - half_open: the scope is unblocked so probe calls can run. `probe_successes` successful
   calls in a row close it; an error or a tripping signal re-opens it with the cooldown
   multiplied by `cooldown_backoff` (capped at `max_cooldown_s`). Closing resets the backoff.
@@ -100,6 +101,19 @@ class Breaker:
         self.reopens = 0
         return Transition(
             HALF_OPEN, CLOSED, "probe_ok", self.probes_ok, cfg.probe_successes, "successful probes"
+        )
+
+    def operator_unblocked(self, now: float) -> Transition | None:
+        """open -> closed: an operator lifted the block. While open, calls are ignored (they
+        are taken for leftovers of a blocked scope); once an operator lets the scope's calls
+        run, the breaker judges them again, from fresh windows, with the backoff reset."""
+        if self.state is not OPEN:
+            return None
+        self.state = CLOSED
+        self.reopens = 0
+        self.probes_ok = 0
+        return Transition(
+            OPEN, CLOSED, "operator_unblock", now - self.opened_at, self.cooldown_s, "seconds open"
         )
 
     def cooldown_elapsed(self, now: float) -> Transition | None:
