@@ -95,12 +95,15 @@ _ROWS_SQL = (
     "AND chain_seq BETWEEN {a:UInt64} AND {b:UInt64} ORDER BY chain_seq"
 )
 _OFFSET_SQL = (
-    "SELECT log_epoch, kafka_offset FROM agentaudit.events WHERE kafka_topic = {topic:String} "
+    "SELECT log_epoch, kafka_offset, toString(event_id) FROM agentaudit.events "
+    "WHERE kafka_topic = {topic:String} "
     "AND tenant_id = {t:String} AND kafka_partition = {p:UInt32} AND chain_seq = {s:UInt64} "
     "LIMIT 1"
 )
 _FLOOR_SQL = (
-    "SELECT max(kafka_offset), count() FROM agentaudit.events WHERE kafka_topic = {topic:String} "
+    "SELECT max(kafka_offset), count(), argMax(tenant_id, kafka_offset), "
+    "argMax(toString(event_id), kafka_offset) FROM agentaudit.events "
+    "WHERE kafka_topic = {topic:String} "
     "AND kafka_partition = {p:UInt32} AND log_epoch = {e:UInt32} "
     "AND (tenant_id, chain_seq) IN {pairs:Array(Tuple(String, UInt64))}"
 )
@@ -226,6 +229,10 @@ class PartitionCheck:
         self.known = known
         self.orphans: dict[str, tuple[int, str]] = {}
         """Tenants with no chain in the partition whose events have no row: offset, event id."""
+        self.anchors: dict[int, tuple[str, str]] = {}
+        """offset → (tenant, event id) of the signed rows the read range starts after: their
+        `kafka_offset` is in no leaf, so it is checked against Kafka before it is relied on."""
+        self.moved: str | None = None
         self.floor = self._floor(anchored)
         for key, tail in tails.items():
             tree = CompactTree(*tail.signed.state())
@@ -246,7 +253,10 @@ class PartitionCheck:
         if not pairs:
             return 0
         rows = self._q(_FLOOR_SQL, e=self.epoch, pairs=pairs)
-        return int(rows[0][0]) + 1 if rows and rows[0][1] else 0
+        if not rows or not rows[0][1]:
+            return 0
+        self.anchors[int(rows[0][0])] = (_text(rows[0][2]), _text(rows[0][3]))
+        return int(rows[0][0]) + 1
 
     def _low(self, walk: _Walk) -> int:
         """After the row the anchored checkpoint ends with (its offset, in this log epoch); a
@@ -257,6 +267,8 @@ class PartitionCheck:
         here = rows[0][1] if rows and int(rows[0][0]) == self.epoch else None
         if size == 0:
             return self.floor if here is None else min(self.floor, int(here))
+        if here is not None:
+            self.anchors[int(here)] = (walk.key[0], _text(rows[0][2]))
         low = 0 if here is None else int(here) + 1  # an earlier log's row: this log's start
         # No row after the checkpoint: it is the newest tick's (a chain held or unsigned then
         # has rows after it), so a deleted row came after what that tick covered.
@@ -264,8 +276,10 @@ class PartitionCheck:
 
     @property
     def low(self) -> int:
-        """Where the partition's records must be read from."""
-        return min((w.low for w in self.walks.values() if w.outcome is None), default=0)
+        """Where the partition's records must be read from (the signed rows it starts after
+        included: `anchors`)."""
+        lows = [w.low for w in self.walks.values() if w.outcome is None]
+        return min([*lows, *self.anchors], default=0)
 
     def _row(self, walk: _Walk) -> TailRow | None:
         if not walk.rows and walk.next_seq <= walk.tail.head:
@@ -326,11 +340,24 @@ class PartitionCheck:
         if not self._explained(offset, event_id, tenant):
             self.orphans[tenant] = (offset, event_id)
 
+    def _anchor(self, offset: int, stored: tuple[str, str], verdict: object) -> None:
+        if type(verdict) is Accepted:
+            doc = verdict.document  # type: ignore[attr-defined]
+            if (doc["tenant_id"], doc["event_id"]) == stored:
+                return
+        self.moved = (
+            f"the signed row of {stored[0]} said to come from offset {offset} ({stored[1]}) does "
+            "not: kafka_offset values in the store were changed, the tail cannot be located"
+        )
+
     def feed(self, records: list[Record]) -> None:
         """The partition's next records, in offset order."""
         self.records += len(records)
         for offset, timestamp_ms, value in records:
             verdict = decode(value, not_after(timestamp_ms, self.max_skew_ms))
+            anchor = self.anchors.pop(offset, None)
+            if anchor is not None:
+                self._anchor(offset, anchor, verdict)
             if type(verdict) is not Accepted:
                 continue
             tenant = verdict.document["tenant_id"]
@@ -363,6 +390,17 @@ class PartitionCheck:
     def finish(self) -> list[Outcome]:
         """Every held chain's verdict, once the records up to the watermark were fed."""
         out = []
+        if self.moved is None and self.anchors:
+            offset, (tenant, event_id) = min(self.anchors.items())
+            self.moved = (
+                f"Kafka holds no record at offset {offset}, where the signed row of {tenant} "
+                f"({event_id}) says it came from: kafka_offset values in the store were changed"
+            )
+        if self.moved is not None:  # no verdict from a walk that may have started wrong
+            return [
+                Outcome(w.key, w.tail.signed, 0, w.tail.signed.size + 1, self.moved)
+                for w in self.walks.values()
+            ]
         for walk in self.walks.values():
             if walk.outcome is None:
                 row = self._row(walk)

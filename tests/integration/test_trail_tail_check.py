@@ -266,7 +266,7 @@ def test_a_tail_is_checked_row_by_row_against_the_records(tmp_path: Path) -> Non
             max_skew_ms=900_000,
             keys=None,
         )
-        assert check.low == 2  # after the chains' signed rows: the first chain's 2nd row
+        assert check.low == 1  # the first chain's 2nd (signed) row: its offset is checked too
         # A re-send of a GOOD event (the sink dropped it: its id is stored): not a lost row.
         records.append(Record(records[-1].offset + 1, 0, records[3].value))
         check.feed(records[check.low :])
@@ -297,6 +297,29 @@ def test_a_tail_is_checked_row_by_row_against_the_records(tmp_path: Path) -> Non
         newer.feed(records)
         (old_log,) = newer.finish()
         assert (old_log.bad_seq, old_log.unreadable) == (3, True), old_log
+
+        # A signed row's kafka_offset (in no leaf) moved onto another chain's record, so that
+        # the read would start past the tail: no walk is trusted, nothing is signed past it.
+        store.command(
+            "ALTER TABLE agentaudit.events UPDATE kafka_offset = 7 WHERE tenant_id = {t:String} "
+            "AND chain_seq = 2 SETTINGS mutations_sync = 2",
+            {"t": GOOD},
+        )
+        moved = PartitionCheck(
+            store,
+            settings.events_topic,
+            0,
+            0,
+            {(GOOD, 0): _tail_of(store, GOOD, 2)[1]},
+            {(GOOD, 0): 2},
+            None,
+            max_skew_ms=900_000,
+            keys=None,
+        )
+        moved.feed(records[moved.low :])
+        (out_moved,) = moved.finish()
+        assert out_moved.bad is not None and "kafka_offset values" in out_moved.bad, out_moved
+        assert out_moved.tree.size == 2
 
 
 def _stored_chain(
