@@ -21,6 +21,13 @@ class DriftConfig:
     """Eval results a (gold set, metric, agent_version) needs in a window to be tested."""
     max_eval_results: int = 10_000
     """Scores kept per group and window; beyond, only the pass count grows."""
+    max_eval_groups: int = 400
+    """(window, gold set, metric, agent version, agent) groups a tenant may have open (400:
+    `max_agents` agents x 10 pinned metrics x 2 open windows, ~0.7 s of tests); the
+    results of further groups are counted (`EvalWindows.overflow`), not compared. Agent
+    versions and ids are the producer's: without a bound one tenant's results made groups
+    without end, each tested when its window closed (~1.7 ms each), all at once under the
+    jobs' lock: 1,000 groups held every tenant's breakers for ~1.7 s."""
     min_behaviour_calls: int = 50
     """Calls an agent needs in a window for its behaviour to be tested."""
     min_reference_windows: int = 3

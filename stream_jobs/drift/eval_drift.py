@@ -10,6 +10,7 @@ a drifted one is an `EvalDrift` alert.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ import numpy as np
 from stream_jobs.drift.config import DriftConfig
 from stream_jobs.drift.pins import Pin, PinRegistry
 from stream_jobs.drift.stattests import TestResult, numeric_drift, pass_rate_test
+
+log = logging.getLogger("agentaudit.stream_jobs")
 
 
 @dataclass
@@ -76,6 +79,8 @@ class EvalWindows:
         """Results for cases outside the pinned gold set version."""
         self.too_small = 0
         """Groups that closed with fewer than `min_eval_results` results."""
+        self.overflow = 0
+        """Results of new groups past `max_eval_groups`: not compared."""
 
     def observe(self, event: Any, window: int, pins: PinRegistry, config: DriftConfig) -> None:
         """Count one `eval_result` event (constant time)."""
@@ -92,6 +97,16 @@ class EvalWindows:
         key = (window, p.gold_set_id, p.metric, event.agent_version, event.agent_id)
         sample = self.groups.get(key)
         if sample is None:
+            if len(self.groups) >= config.max_eval_groups:
+                if not self.overflow:
+                    log.warning(
+                        "tenant %s: more than %d eval groups (gold set, metric, agent version, "
+                        "agent) open; results of further groups are not compared",
+                        event.tenant_id,
+                        config.max_eval_groups,
+                    )
+                self.overflow += 1
+                return
             sample = self.groups[key] = EvalSample(event.agent_id)
         if len(sample.scores) < config.max_eval_results:
             sample.scores.append(float(p.score))
@@ -130,7 +145,7 @@ class EvalWindows:
     def to_state(self) -> dict[str, Any]:
         return {
             "groups": [[list(k), s.to_state()] for k, s in self.groups.items()],
-            "counters": [self.unpinned, self.unknown_cases, self.too_small],
+            "counters": [self.unpinned, self.unknown_cases, self.too_small, self.overflow],
         }
 
     @classmethod
@@ -141,5 +156,7 @@ class EvalWindows:
             # State written before the agent joined the key (4 parts): the sample names it.
             agent = str(k[4]) if len(k) > 4 else sample.agent_id
             w.groups[(int(k[0]), str(k[1]), str(k[2]), str(k[3]), agent)] = sample
-        w.unpinned, w.unknown_cases, w.too_small = state["counters"]
+        counters = state["counters"]  # a 4th (overflow) since max_eval_groups
+        w.unpinned, w.unknown_cases, w.too_small = counters[:3]
+        w.overflow = counters[3] if len(counters) > 3 else 0
         return w

@@ -303,3 +303,20 @@ def test_eval_state_from_before_the_agent_key_restores_under_the_samples_agent()
     assert list(w.groups) == [(5, "support-gold", "helpfulness", "1.1.0", "billing-bot")]
     again = EvalWindows.from_state(json.loads(json.dumps(w.to_state())))
     assert again.groups == w.groups
+
+
+def test_eval_groups_per_tenant_are_bounded_so_one_window_close_stays_short() -> None:
+    """Agent versions and ids are the producer's: results under ever new versions made ever
+    new groups, each tested at its window's close, all in one tick under the jobs' lock
+    (~1.7 ms a group: 1,000 groups stalled every tenant's breakers ~1.7 s)."""
+    rng = np.random.default_rng(4)
+    monitor = DriftMonitor("acme", DriftConfig(max_eval_groups=3), _pins())
+    offset = 0
+    for version in ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4"):
+        for event in _run_events(rng, 0, 170, n=40):
+            offset += 1
+            monitor.observe(SimpleNamespace(**{**vars(event), "agent_version": version}), 0, offset)
+    assert len(monitor.evals.groups) == 3  # before: 5
+    assert monitor.evals.overflow == 80
+    state = monitor.evals.to_state()
+    assert EvalWindows.from_state(state).overflow == 80
