@@ -174,7 +174,7 @@ def plain_schema(node: Schema) -> Schema:
     docstring); raises `NotImplementedError` for what it does not understand."""
     kind = node["type"]
     if kind == "function-wrap" and node["function"]["function"] in JSON_EQUIVALENTS:
-        return JSON_EQUIVALENTS[node["function"]["function"]]
+        return dict(JSON_EQUIVALENTS[node["function"]["function"]])
     if kind == "model":
         return _typed_dict(node)[0]
     if kind == "function-after" and node["schema"]["type"] == "model":
