@@ -72,6 +72,9 @@ _HEAD_LIMIT = 1 << 18  # an INSERT statement longer than this is not a data inse
 # Insert data read before the session is held (see `_execute`): a sink batch is at most
 # sink_batch_bytes (64 MiB) and one fetch; larger inserts stream the rest under the session.
 _PREREAD = 128 << 20
+LANE_READ_TIMEOUT_S = 10.0
+"""How long the rest of an insert past `_PREREAD`, read holding the write lane, may wait for the
+client's next bytes (a larger insert from a healthy client on loopback never pauses that long)."""
 # An auditor's request is one statement, read whole before anyone is authenticated: bounded,
 # far above what ClickHouse parses (max_query_size, 256 KiB), so a small compressed body cannot
 # make the store owner (and its sink) hold gigabytes.
@@ -316,15 +319,20 @@ class _Handler(BaseHTTPRequestHandler):
             # held every other caller, the sink's inserts included, for the socket timeout.
             early = [head[offset:]] if offset < len(head) else []
             size = len(early[0]) if early else 0
-            for chunk in chunks:  # breaking off leaves the rest of the body to `data()`
-                early.append(chunk)
-                size += len(chunk)
-                if size >= _PREREAD:
-                    break
+            # Stopping leaves the rest of the body to `data()`.
+            while size < _PREREAD and (more := next(chunks, None)) is not None:
+                early.append(more)
+                size += len(more)
 
             def data() -> Iterator[bytes]:
                 yield from early
-                yield from chunks
+                # The rest is read holding the write lane: a client frozen there (a sink
+                # process stopped mid-send) held every writer for the 120 s idle timeout.
+                self.connection.settimeout(LANE_READ_TIMEOUT_S)
+                try:
+                    yield from chunks
+                finally:
+                    self.connection.settimeout(self.timeout)
 
             return fmt, engine.insert(statement, fmt, data(), database, settings, self._gone)
         sql = head + b"".join(chunks)

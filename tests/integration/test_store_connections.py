@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from agentaudit.errors import StoreUnavailable
+from agentaudit.store import chdb_http
 from agentaudit.store.chdb_engine import ChdbEngine
 from agentaudit.store.chdb_http import SHUTDOWN_POLL_S, ChdbHttpServer
 from agentaudit.store.client import ClickHouseStore
@@ -179,3 +180,36 @@ def test_a_request_being_served_is_not_closed_for_a_new_connection(
         for s in idle:
             s.close()
         reader.close()
+
+
+def test_a_client_frozen_past_the_preread_holds_writers_briefly(
+    server: ChdbHttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past _PREREAD (128 MiB; 1 KiB here) an insert's body is read holding the write lane; a
+    client frozen there held every writer for the handler's 120 s idle timeout."""
+    monkeypatch.setattr(chdb_http, "_PREREAD", 1024)
+    monkeypatch.setattr(chdb_http, "LANE_READ_TIMEOUT_S", 0.5, raising=False)
+    host, port = server.server_address[:2]
+    operator = ClickHouseStore(Published(server.url, "t0ken", 0).endpoint(), timeout=5)
+    try:
+        operator.command("CREATE TABLE default.t (x UInt32) ENGINE = MergeTree ORDER BY x")
+        frozen = socket.create_connection((str(host), port))
+        statement = b"INSERT INTO default.t (x) FORMAT TabSeparated\n" + b"1\n" * 1024
+        more = b"1\n" * 512
+        frozen.sendall(
+            b"POST /?password=t0ken HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + f"{len(statement):x}\r\n".encode()
+            + statement
+            + f"\r\n{len(more):x}\r\n".encode()
+            + more
+            + b"\r\n"  # ... and the rest of the body never comes
+        )
+        try:
+            poll_value(lambda: server.engine._lock.locked(), 10, "the frozen insert")  # noqa: SLF001
+            # Before: this waited out the frozen request (120 s) and timed out (5 s).
+            operator.insert("default.t", [[2]], ["x"])
+        finally:
+            frozen.close()
+        assert operator.query("SELECT x FROM default.t").result_rows == [(2,)]
+    finally:
+        operator.close()
