@@ -78,7 +78,7 @@ class _Call:
 
 
 class _Tenant:
-    __slots__ = ("agents", "loops", "offset", "partition", "tools")
+    __slots__ = ("agents", "loops", "offset", "opened", "partition", "tools")
 
     def __init__(self) -> None:
         self.partition = -1
@@ -86,6 +86,13 @@ class _Tenant:
         self.agents: dict[str, _Scope] = {}
         self.tools: dict[tuple[str, str], _Scope] = {}
         self.loops = RunLoops()
+        self.opened: set[str | tuple[str, str]] = set()
+        """Keys of `agents`/`tools` whose breaker opened and may still be open: what `tick`
+        looks at between sweeps (scopes are the producer's: a tick over all of them, every
+        second, under the jobs' lock, took 0.34 s at 100k tool scopes of one tenant)."""
+
+    def scope(self, key: str | tuple[str, str]) -> _Scope | None:
+        return self.agents.get(key) if isinstance(key, str) else self.tools.get(key)
 
 
 class BreakerBoard(PartitionedState):
@@ -282,6 +289,11 @@ class BreakerBoard(PartitionedState):
         )
         if tr.to_state is OPEN:
             sc.breaker.cause = transition_id
+            st = self._tenants.get(scope.tenant_id)
+            if st is not None and scope.agent_id is not None:
+                st.opened.add(
+                    scope.agent_id if scope.tool is None else (scope.agent_id, scope.tool)
+                )
         return records
 
     def tick(self, now: datetime) -> list[Record]:
@@ -293,11 +305,18 @@ class BreakerBoard(PartitionedState):
         if sweep:
             self._swept = now_s
         for tenant_id, st in self._tenants.items():
+            if not sweep and not st.opened:
+                continue  # between sweeps only open breakers have timer work
             cfg = self._cfg(tenant_id)
             agents: dict[Any, _Scope] = st.agents
             tools: dict[Any, _Scope] = st.tools
             for scopes in (agents, tools):
-                for key, sc in list(scopes.items()):
+                if sweep:
+                    items = list(scopes.items())
+                else:
+                    kind = str if scopes is agents else tuple
+                    items = [(k, scopes[k]) for k in st.opened if type(k) is kind and k in scopes]
+                for key, sc in items:
                     tr = sc.breaker.cooldown_elapsed(now_s)
                     if tr is not None:
                         agent, tool = (key, None) if isinstance(key, str) else key
@@ -311,6 +330,7 @@ class BreakerBoard(PartitionedState):
                         self._dirty.add(tenant_id)
             if sweep and st.loops.expire(now_s, cfg.run_idle_s):
                 self._dirty.add(tenant_id)
+            st.opened = {k for k in st.opened if _is_open(st.scope(k))}
         return out
 
     def operator_unblocked(
@@ -389,6 +409,8 @@ class BreakerBoard(PartitionedState):
             st.agents[agent] = self._restore(cfg, _AGENT_K, breaker, ring, seen)
         for agent, tool, breaker, ring, seen in doc["t"]:
             st.tools[(agent, tool)] = self._restore(cfg, _TOOL_K, breaker, ring, seen)
+        st.opened = {a for a, sc in st.agents.items() if sc.breaker.state is OPEN}
+        st.opened |= {t for t, sc in st.tools.items() if sc.breaker.state is OPEN}
         for run_id, last, counts in doc["r"]:
             st.loops.runs[run_id] = [last, dict(counts)]
         self._tenants[tenant_id] = st
@@ -402,3 +424,7 @@ class BreakerBoard(PartitionedState):
         sc.ring = SlidingSums.from_state(ring, cfg.window_s, cfg.buckets, k)
         sc.seen = seen
         return sc
+
+
+def _is_open(sc: _Scope | None) -> bool:
+    return sc is not None and sc.breaker.state is OPEN
