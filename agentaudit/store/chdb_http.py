@@ -341,7 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
         fmt = trailing.group(1).decode() if trailing else default_fmt
         query_params = {k[6:]: param_text(v) for k, v in params.items() if k.startswith("param_")}
         outcome = engine.query(sql, fmt, query_params, database, settings, self._gone)
-        outcome.limit = asked_limit(settings)  # counted on the bytes sent, constants too
+        outcome.limit = asked_limit(settings, sql)  # counted on the bytes sent, constants too
         return fmt, outcome
 
     def _gone(self) -> bool:

@@ -336,11 +336,19 @@ class ClickHouseStore:
         String columns come back as `str`, and clickhouse-connect turns invalid UTF-8 into
         a hex string; pass `column_formats={"payload": "bytes"}` to get such a column as bytes.
         """
-        result = self._call(
-            self._client.query, sql, parameters=parameters, column_formats=column_formats
-        )
+
+        def run() -> Any:
+            formats: Any = column_formats
+            result = self._client.query(sql, parameters=parameters, column_formats=formats)
+            # Read the whole answer here: clickhouse-connect reads past its first block lazily,
+            # and an error sent mid-stream (a result limit, a row the query failed on; the
+            # embedded store streams large results as a server does) then escaped this call's
+            # classification, raised wherever the rows were first read.
+            _ = result.result_columns
+            return result
+
         # clickhouse-connect's QueryResult has the protocol's members as read-only properties.
-        return cast(QueryResult, result)
+        return cast(QueryResult, self._call(run))
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         """Run DDL or a statement with a small result (a scalar, a row, or a summary)."""

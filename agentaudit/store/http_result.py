@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from io import BufferedIOBase
 
 from agentaudit.store.chdb_engine import EngineError, Outcome
@@ -32,10 +33,18 @@ def result_too_large(limit: int) -> EngineError:
     )
 
 
-def asked_limit(settings: dict[str, str]) -> int | None:
-    """The caller's own `max_result_bytes`, when below the server's limit."""
-    asked = settings.get("max_result_bytes", "")
-    return int(asked) if asked.isdigit() and 0 < int(asked) < RESULT_BYTES_LIMIT else None
+_ASKED_RE = re.compile(rb"\bmax_result_bytes\s*=\s*(\d{1,19})\b", re.IGNORECASE)
+
+
+def asked_limit(settings: dict[str, str], sql: bytes = b"") -> int | None:
+    """The caller's own `max_result_bytes` (a URL setting, or in the statement's SETTINGS, as
+    `agentaudit query` sends it), the smallest when below the server's limit. A mention of it
+    elsewhere in the statement can only lower the caller's own limit."""
+    asked = [int(v) for v in _ASKED_RE.findall(sql)]
+    value = settings.get("max_result_bytes", "")
+    asked += [int(value)] if value.isdigit() else []
+    lowest = min((a for a in asked if a > 0), default=RESULT_BYTES_LIMIT)
+    return lowest if lowest < RESULT_BYTES_LIMIT else None
 
 
 def write_chunked(wfile: BufferedIOBase, outcome: Outcome, limit: int, tag: str) -> bool:

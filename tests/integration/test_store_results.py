@@ -16,6 +16,8 @@ from urllib.parse import quote
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from agentaudit.errors import BadQuery
+from agentaudit.sqlguard import Limits, run_readonly
 from agentaudit.store.chdb_engine import ChdbEngine
 from agentaudit.store.client import ClickHouseStore
 from agentaudit.store.embedded import EmbeddedOwner, Published
@@ -88,13 +90,39 @@ def test_a_limit_hit_mid_stream_sends_no_more_than_the_limit(
 
 
 def test_an_error_mid_stream_reaches_the_client(owned: tuple[Published, ChdbEngine]) -> None:
-    """The rows before the failing one are not taken for the whole result."""
+    """The rows before the failing one are not taken for the whole result, and the error is
+    raised by the store's call (clickhouse-connect reads past the first block lazily: it was
+    raised wherever the rows were first read, past the store's and the CLI's handling)."""
     published, _ = owned
     store = ClickHouseStore(published.endpoint())
+    failing = "SELECT throwIf(number = 2000000) AS t FROM numbers(3000000)"
     with pytest.raises(DatabaseError) as raised:
-        _ = store.query("SELECT throwIf(number = 2000000) AS t FROM numbers(3000000)").result_rows
+        store.query(failing)
     assert getattr(raised.value, "code", None) == THROW_IF_VALUE_IS_NON_ZERO
+    store.command("CREATE DATABASE agentaudit")
+    store.command(
+        "CREATE TABLE agentaudit.n ENGINE = MergeTree ORDER BY n AS "
+        "SELECT number AS n FROM numbers(900000)"
+    )
+    ordered = (  # ~7 MB streamed before row 600,000 fails (under the 1M-row limit)
+        "SELECT throwIf(n = 600000) AS t, repeat('x', 10) AS s "
+        "FROM (SELECT n FROM agentaudit.n ORDER BY n)"
+    )
+    with pytest.raises(BadQuery, match="code 395"):  # agentaudit query: one line, exit code 5
+        run_readonly(store, ordered)
     assert store.query("SELECT count() FROM numbers(3000000)").result_rows == [(3_000_000,)]
+    store.close()
+
+
+def test_agentaudit_query_limit_counts_constant_columns(
+    owned: tuple[Published, ChdbEngine],
+) -> None:
+    """`agentaudit query` sends its limit in the statement's SETTINGS; it is counted on the bytes
+    sent too (ClickHouse's own passed 20 MB of a constant with a 4 MiB limit)."""
+    published, _ = owned
+    store = ClickHouseStore(published.endpoint())
+    with pytest.raises(BadQuery, match="stopped: it returned more than"):
+        run_readonly(store, CONSTANT_20_MB, limits=Limits(max_result_bytes=4 << 20))
     store.close()
 
 
