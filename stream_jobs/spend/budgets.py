@@ -91,6 +91,10 @@ class BudgetEvaluator(KeyedState[str]):
         self._index: dict[tuple[str, str, Calendar], list[Budget]] = {}
         self._states: dict[str, dict[tuple[str, str], _Armed]] = {}
         self._dirty: set[str] = set()
+        self._due: datetime | None = None
+        """No state needs `tick` before this (the earliest window end, or end + grace once
+        ended); None: look. States are per user for user budgets (ids the producer's): a
+        tick over all of them every second, under the jobs' lock, stalled every tenant."""
         for budget in budgets:
             if budget.scope is not BudgetScope.REQUEST:
                 self._budgets[budget.name] = budget
@@ -193,6 +197,7 @@ class BudgetEvaluator(KeyedState[str]):
                 st = states[(b.name, update.key)] = _Armed(
                     b.name, update.dimension, update.key, update.window
                 )
+                self._due_by(st.window.end)
             elif st.window.start > update.window.start:
                 continue  # late spend for a window already left behind
             st.spend = update.cost_nano
@@ -274,6 +279,9 @@ class BudgetEvaluator(KeyedState[str]):
         """Window rollover: UNBLOCK scopes whose blocking windows ended; forget windows that
         ended more than `grace` ago."""
         out: list[Record] = []
+        if self._due is not None and now < self._due:
+            return out
+        due: datetime | None = None
         for tenant, states in self._states.items():
             for key, st in list(states.items()):
                 if st.blocked and st.window.end <= now:
@@ -283,7 +291,15 @@ class BudgetEvaluator(KeyedState[str]):
                 if st.window.end + self.grace <= now:
                     del states[key]
                     self._dirty.add(tenant)
+                    continue
+                at = st.window.end if st.window.end > now else st.window.end + self.grace
+                due = at if due is None or at < due else due
+        self._due = due
         return out
+
+    def _due_by(self, at: datetime) -> None:
+        if self._due is not None and at < self._due:
+            self._due = at
 
     def _scope(self, tenant: str, st: _Armed) -> Scope:
         if st.dimension == "user":
@@ -354,4 +370,5 @@ class BudgetEvaluator(KeyedState[str]):
                     pending.append(limit)
                 st.next_nano = min(pending, default=_NEVER)
             states[(name, key)] = st
+            self._due = None  # restored: look at the next tick
         self._states[tenant] = states
