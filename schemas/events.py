@@ -26,6 +26,7 @@ from agentaudit_schemas.payloads import (
     RunFinished,
     RunStarted,
     SubjectErased,
+    TailAccepted,
     ToolCall,
 )
 
@@ -108,6 +109,11 @@ class SubjectErasedEvent(Envelope):
     payload: SubjectErased
 
 
+class TailAcceptedEvent(Envelope):
+    type: Literal["tail_accepted"] = "tail_accepted"
+    payload: TailAccepted
+
+
 TraceEvent = Annotated[
     RunStartedEvent
     | RunFinishedEvent
@@ -123,7 +129,8 @@ TraceEvent = Annotated[
     | RetentionChangedEvent
     | LegalHoldChangedEvent
     | RetentionAppliedEvent
-    | SubjectErasedEvent,
+    | SubjectErasedEvent
+    | TailAcceptedEvent,
     Field(discriminator="type"),
 ]
 
@@ -145,6 +152,7 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
         LegalHoldChangedEvent,
         RetentionAppliedEvent,
         SubjectErasedEvent,
+        TailAcceptedEvent,
     )
 }
 """Event type name → model class."""

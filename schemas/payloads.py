@@ -350,3 +350,22 @@ class SubjectErased(StrictModel):
     """The deployment's signature of this event (`agentaudit.trail.system_signature`): anyone
     who can produce to the events topic can publish this event, only agentaudit can sign it;
     `agentaudit system-log` shows an unsigned one as forged."""
+
+
+class TailAccepted(StrictModel):
+    """An operator vouched for a chain's rows that Kafka can no longer confirm (`agentaudit
+    accept-tail`): the sink held the chain's rows `from_seq`..`through_seq` after its newest
+    checkpoint as unreadable (`verdict`: why they could not be checked) and signs the chain
+    again once it finds this genuine event matching what it holds (`root`: the chain's Merkle
+    root at `through_seq`). The acting operator is the `user_id`."""
+
+    partition: Annotated[int, Field(ge=0, le=1_000_000)]
+    from_seq: Count
+    through_seq: Count
+    root: Sha256Hex
+    verdict: Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE_CHARS)]
+    reason: Label
+    signature: Annotated[str, Field(min_length=1, max_length=1_024)] | None = None
+    """The deployment's signature of this event (`agentaudit.trail.system_signature`): anyone
+    who can produce to the events topic can publish this event, only agentaudit can sign it;
+    the sink acts on a signed one only."""

@@ -268,6 +268,36 @@ def end_trail(
     run_end_trail(_settings(), tenant, console)
 
 
+@app.command("accept-tail")
+def accept_tail(
+    tenant: Annotated[str, typer.Option("--tenant", help="The chain's tenant.")],
+    partition: Annotated[int, typer.Option("--partition", help="The chain's partition.")],
+    through_seq: Annotated[
+        int, typer.Option("--through-seq", help="The held tail's last row (the sink's log says).")
+    ],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the rows can be vouched for (recorded).")
+    ],
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="Who accepts (the event's user_id) [default: the OS user]."),
+    ] = None,
+) -> None:
+    """Vouch for a chain's rows that Kafka can no longer confirm (held `unreadable` after a
+    crash: runbooks/TrailUnsigned.md), so the sink signs the chain again. Recorded in the
+    tenant's trail as a signed `tail_accepted` event (who, when, rows, root, the verdict it
+    overrides, why); refused for a chain not held unreadable (a forged one is evidence)."""
+    from agentaudit.cli.actor import acting
+    from agentaudit.sink.tail_accept import accept_tail as record
+
+    settings = _settings()
+    event_id = record(settings, tenant, partition, through_seq, reason, acting(by))
+    console.print(
+        f"{tenant}/p{partition}: rows up to {through_seq} accepted, recorded as event "
+        f"{event_id}; the sink holding the chain signs it at its next checkpoint"
+    )
+
+
 # operator control plane: budgets and manual blocks (issue #3)
 app.add_typer(budgets.app, name="budgets")
 app.command("block")(blocks.block)

@@ -115,6 +115,8 @@ class ChainSigner:
                 continue
             stamp = (*plain, "handoff") if handoff and key[1] not in held else plain
             ext = (*stamp, "end") if key in end else stamp
+            if key in trees.accepted:  # signed on an operator's acceptance: say which
+                ext = (*ext, f"accepted {trees.accepted[key]}")
             out.append(self.sign_tree(key, trees.trees[key], at, ext))
         return out
 
@@ -252,13 +254,14 @@ class TrailSigning:
             log.warning("%d anchored checkpoints were not in the table; stored now", len(out))
         return out
 
-    def sign_prefix(self, key: ChainKey, tree: CompactTree) -> Signed:
+    def sign_prefix(self, key: ChainKey, tree: CompactTree, extra: tuple[str, ...] = ()) -> Signed:
         """A checkpoint of a chain's rows up to the last one found good (`tree`), anchored
         first: the chain is not signed past it (`agentaudit.sink.tailcheck`), and verify then
-        reports the rows after it stored before now as extra."""
+        reports the rows after it stored before now as extra. `extra`: more extension lines
+        (a tail held unreadable: `agentaudit.sink.tail_accept.held_line`)."""
         self._follow_rotation()
         at = self.clock()
-        signed = self.chains.sign_tree(key, tree, at, (f"time {int(at.timestamp())}",))
+        signed = self.chains.sign_tree(key, tree, at, (f"time {int(at.timestamp())}", *extra))
         self._anchor([signed])
         return signed
 
@@ -282,4 +285,5 @@ class TrailSigning:
         signed = self.chains.sign(trees, self.clock(), handoff=handoff)
         if signed:
             self._anchor(signed)
+        trees.accepted.clear()  # stated once: the checkpoints after it are ordinary ticks'
         return signed

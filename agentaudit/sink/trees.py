@@ -70,11 +70,17 @@ class ChainTrees:
 
     anchored: dict[ChainKey, int] = field(default_factory=dict)
     """Each chain's newest anchored checkpoint's size (chains with one)."""
+    unreadable: dict[ChainKey, Tail] = field(default_factory=dict)
+    """Chains of `unsigned` whose tail Kafka could not confirm (`signed`: where the held rows
+    start): an operator's acceptance makes them signable again (`agentaudit.sink.tail_accept`)."""
+    accepted: dict[ChainKey, str] = field(default_factory=dict)
+    """Chains accepted since the last checkpoint → the acceptance's event id (its next line)."""
 
     def load(self, other: ChainTrees) -> None:
         """Replace everything with what was rebuilt for a new assignment."""
         self.trees, self.unsigned, self.ended = other.trees, other.unsigned, other.ended
         self.tails, self.anchored = other.tails, other.anchored
+        self.unreadable, self.accepted = other.unreadable, other.accepted
 
     def signable(self, key: ChainKey) -> bool:
         """Whether the sink may sign the chain now."""

@@ -32,11 +32,13 @@ from agentaudit.sink.processor import Batch, DlqRecord, SinkProcessor
 from agentaudit.sink.recovery import Recovered, recover
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, INGEST_COLUMNS, INGEST_TABLE, Source
 from agentaudit.sink.signing import CHECKPOINT_COLUMNS, CHECKPOINT_TABLE, Signed, TrailSigning
+from agentaudit.sink.tail_accept import acceptances, held_line
 from agentaudit.sink.tailread import STOP_WAIT_S, TailChecks
-from agentaudit.sink.trees import ChainTrees, ended_chains
+from agentaudit.sink.trees import ChainTrees, Tail, ended_chains
 from agentaudit.store.protocol import Store
 from agentaudit.store.retry import store_call
 from agentaudit.subjects.seal import Sealer, content_sealer
+from agentaudit.verify.run import public_keys
 from agentaudit_schemas.pricing import current_pricing
 from agentaudit_sdk.kafka_config import KafkaSetupError
 
@@ -207,6 +209,8 @@ class SinkWorker(PartitionSink[Batch]):
                 self.trees.ended |= await store_call(
                     log, ended_chains, self.store, self.trees, stop=self._stopping
                 )
+                if self.trees.unreadable:
+                    await self._take_acceptances()
             signed += trail.sign(self.trees, handoff=final)
         if signed:
             first = signed[0]
@@ -244,19 +248,30 @@ class SinkWorker(PartitionSink[Batch]):
             return False, []
         prefixes: list[Signed] = []
         for out in outcomes:
-            self.trees.tails.pop(out.key, None)
+            tail = self.trees.tails.pop(out.key, None)
             if out.bad is None:
                 continue
             tenant, part = out.key
             self.trees.unsigned[out.key] = f"row {out.bad_seq}: {out.bad}"
-            if out.unreadable:
+            if out.unreadable and tail is not None:
+                # Stated in a signed checkpoint (nothing new signed): what `agentaudit
+                # accept-tail` reads, and what an acceptance must name to be acted on.
+                held = Tail(out.tree, tail.head, tail.root)
+                self.trees.unreadable[out.key] = held
+                prefixes.append(trail.sign_prefix(out.key, out.tree, (held_line(held, out.bad),)))
                 log.error(
-                    "chain %s/p%s will not be signed: its rows after checkpoint %d cannot be "
-                    "checked against Kafka (%s); runbooks/TrailUnsigned.md",
+                    "chain %s/p%s will not be signed: its rows %d..%d cannot be checked against "
+                    "Kafka (%s). Events stay stored unsigned until an operator vouches for "
+                    "them: `agentaudit accept-tail --tenant %s --partition %s --through-seq %d "
+                    "--reason ...`; runbooks/TrailUnsigned.md",
                     tenant,
                     part,
-                    out.tree.size,
+                    out.tree.size + 1,
+                    tail.head,
                     out.bad,
+                    tenant,
+                    part,
+                    tail.head,
                 )
                 continue
             if out.key not in self.trees.trees:  # every row of the chain gone
@@ -289,6 +304,31 @@ class SinkWorker(PartitionSink[Batch]):
             time.perf_counter() - self._tails.started,
         )
         return any(out.bad is None for out in outcomes), prefixes
+
+    async def _take_acceptances(self) -> None:
+        """Chains held unreadable that an operator accepted (`agentaudit accept-tail`) are
+        signable again from this tick on (`agentaudit.sink.tail_accept`)."""
+        trees, settings = self.trees, self.settings
+        found = await store_call(
+            log,
+            acceptances,
+            self.store,
+            public_keys(settings),
+            settings.deployment,
+            dict(trees.unreadable),
+            stop=self._stopping,
+        )
+        for key, event_id in found.items():
+            held = trees.unreadable.pop(key)
+            trees.unsigned.pop(key, None)
+            trees.accepted[key] = event_id
+            log.warning(
+                "chain %s/p%s: rows %d..%d accepted by an operator (event %s); signed again",
+                *key,
+                held.signed.size + 1,
+                held.head,
+                event_id,
+            )
 
     def _lost(self, exc: Fenced) -> None:
         super()._lost(exc)

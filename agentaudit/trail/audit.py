@@ -145,7 +145,8 @@ class ChainAudit:
         self._segs.append(Segment((sizes[-1] if sizes else self.start_size) + 1, None))
         # Rows after the last checkpoint that existed when it was signed, or after an end.
         self._end = min((c.cp.size for c in live if c.end), default=None)  # type: ignore[union-attr]
-        self._last_time = max((c.time or 0 for c in live), default=None)
+        # A checkpoint stating a held tail re-states the size before those rows: not after them.
+        self._last_time = max((c.time or 0 for c in live if not c.holds), default=None)
         # The newest checkpoint is a handoff: every row a sink stored is in it, and a sink
         # that takes the chain over signs before it stores: a row after it is no sink's.
         newest = max(live, key=lambda c: (c.time or 0, self._order[c.note]), default=None)

@@ -43,6 +43,7 @@ ACCESS_LOG = Kind("agentaudit.access-log-entry.v1", "access-log")
 RETENTION_POLICY = Kind("agentaudit.retention-policy.v1", "retention-policy")
 LEGAL_HOLD = Kind("agentaudit.legal-hold.v1", "legal-hold")
 ERASURE = Kind("agentaudit.erasure.v1", "erasure")
+TAIL_ACCEPTANCE = Kind("agentaudit.tail-acceptance.v1", "tail-acceptance")
 
 KINDS: dict[str, Kind] = {
     "retention_applied": RETENTION_CLAIM,
@@ -50,6 +51,7 @@ KINDS: dict[str, Kind] = {
     "retention_changed": RETENTION_POLICY,
     "legal_hold_changed": LEGAL_HOLD,
     "subject_erased": ERASURE,
+    "tail_accepted": TAIL_ACCEPTANCE,
 }
 """The kind of each event type only agentaudit writes (every one it writes is signed)."""
 

@@ -148,6 +148,9 @@ class Held:
     handoff: bool = False
     """Signed by a sink giving the chain up after its last insert: no row may follow it
     until a later checkpoint (a sink taking a chain over signs one before it stores)."""
+    holds: bool = False
+    """It states a tail held unreadable (`agentaudit.sink.tail_accept`): signed after those
+    rows, it does not make them extra."""
     error: str = ""
     inconsistent: str = ""
     missing_from: tuple[str, ...] = ()
@@ -289,6 +292,7 @@ def open_held(c: Held, keys: PublicKeys, verifiers: list[Verifier], origin: str)
         return
     c.cp, c.time, c.end = cp, int(times[0]), "end" in cp.extensions
     c.handoff = "handoff" in cp.extensions
+    c.holds = any(x.startswith("unreadable-tail ") for x in cp.extensions)
     c.key = keys.key_for(origin, note.verified[0].key_id)
     if c.key is not None and not in_use(c.key, c.time):
         # A key signs only while it is current: a retired (perhaps leaked) key's later

@@ -85,6 +85,14 @@ PAYLOADS: dict[str, dict[str, Any]] = {
         "floors": [0],
     },
     "subject_erased": {"reason": "GDPR art. 17 request 7", "key_ids": []},
+    "tail_accepted": {
+        "partition": 0,
+        "from_seq": 1,
+        "through_seq": 3,
+        "root": "0" * 64,
+        "verdict": "unreadable",
+        "reason": "log lost in a power cut",
+    },
 }
 """Minimal valid payload per event type: required fields only."""
 
