@@ -17,11 +17,16 @@ from agentaudit.broker import ensure_topics, free_port
 from agentaudit.services import serve_worker
 from agentaudit.settings import Settings
 from tests.factories import event_dict, wire
+from tests.faults.conftest import FULL
 from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_raw
 from tests.integration.test_metrics import _scrape
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]  # ~15 s: a worker and its jobs
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.faults,
+    pytest.mark.skipif(not FULL, reason="~15 s, a worker and its jobs: ./run faults"),
+]  # the report parsing: unit tests, in CI
 VALID, RESENT, JUNK = 30, 7, [b"{not json", b'{"tenant_id": "acme"}', b"[1, 2]"]
 
 

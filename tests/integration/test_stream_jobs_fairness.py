@@ -22,10 +22,15 @@ from stream_jobs.app import HOLD_MAX_EVENTS, StreamJobsApp
 from stream_jobs.jobs import Record
 from stream_jobs.runtime import running
 from tests.factories import event_dict, wire
+from tests.faults.conftest import FULL
 from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_placed
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]  # ~15 s: a backlog of 60k events
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.faults,
+    pytest.mark.skipif(not FULL, reason="~15 s, a backlog of 60k events: ./run faults"),
+]  # the queueing itself: tests/unit/stream_jobs/test_runtime_fairness.py, in CI
 BACKLOG = 60_000
 A, B = 0, 1  # partitions
 

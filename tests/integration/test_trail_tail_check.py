@@ -40,6 +40,7 @@ from agentaudit.trail_end import end_tenant
 from agentaudit.verify.run import public_keys, verify_store
 from agentaudit_schemas.canonical import chain_hash, document_bytes
 from tests.factories import event_dict, wire
+from tests.faults.conftest import FULL
 from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_raw, sink_until
 from tests.integration.helpers_trail import anchored_checkpoints
@@ -164,6 +165,7 @@ async def _crash_after(settings: Settings, store: Store, stored: int) -> None:
 
 
 @pytest.mark.faults
+@pytest.mark.skipif(not FULL, reason="~40 s, three group joins: ./run faults")
 async def test_forged_edited_and_deleted_tail_rows_are_not_signed_after_a_crash(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
