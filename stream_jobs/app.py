@@ -183,11 +183,15 @@ class StreamJobsApp:
                 finally:
                     self._holding = False
             async with self._lock:  # the whole take, as one batch was: see `_apply_run`
-                for i, run in enumerate(split_take(events, HOLD_MAX_EVENTS)):
+                runs = split_take(events, HOLD_MAX_EVENTS)
+                for i, run in enumerate(runs):
                     if i:  # a long take must not stop the heartbeat nor unblocks by time
                         await self._timer_work()
                     if not await self._apply_run(run):
-                        break  # past a hole: the rest is delivered again after the seek
+                        # past a hole: this run and the rest come again after the seek; not
+                        # acked, so no commit passes over them before they are applied
+                        stream.skip([event for skipped in runs[i:] for event in skipped])
+                        break
 
     async def _apply_run(self, events: list[Any]) -> bool:
         """Apply polled batches of one partition; False if they were skipped (they start past

@@ -13,8 +13,10 @@ replays; 231 events of each kept partition lost, their budget thresholds never c
 `DeliveryFence` keeps, per partition, the last offset the jobs applied. A batch starting past
 it + 1 is a hole: the caller seeks the partition back to the expected offset and skips the
 batch; later batches that still start past that offset (fetched from the old position before
-the seek) are skipped too, until the rewound delivery arrives. A skipped batch is delivered
-again after the seek, so it may be acknowledged.
+the seek) are skipped too, until the rewound delivery arrives. A skipped batch is not
+acknowledged (`BatchingStream.skip`): it is delivered again after the seek and acked once
+applied. Acked when skipped, the next commit could pass over it before it came back (faust
+counts the offsets a delivery jumped over as acked), and a crash in between lost its events.
 
 Which offsets count: after a rebalance, the restored states seed the fence (`seed`: the
 highest offset any tenant of the partition applied); a partition this worker kept through the

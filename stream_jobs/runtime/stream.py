@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
 
 import faust
@@ -37,6 +37,9 @@ class RawSchema(faust.Schema):
 class BatchingStream(faust.Stream):
     """A `faust.Stream` whose `take` drains the buffer in bulk and acks only finished batches."""
 
+    _skipped: set[int]
+    """Ids of the current list's events the body `skip`ped (set per `take`)."""
+
     @contextlib.asynccontextmanager
     async def _owned(self) -> AsyncIterator[None]:
         self._finalized = True
@@ -56,10 +59,10 @@ class BatchingStream(faust.Stream):
         current while the body runs, so `table[key] = value` goes to the co-partitioned
         changelog partition. Partitions take turns (`stream_jobs.runtime.fairness`): one
         partition's backlog does not hold back another's events. A list's events are
-        acknowledged when the body asks for the next list; if the body raises or is
-        cancelled they are not (they are released unacknowledged: the committed offset
-        stays before them and they are delivered again after the partition is next
-        assigned), nor are the events buffered behind them.
+        acknowledged when the body asks for the next list, except those it `skip`ped; if
+        the body raises or is cancelled they are not (they are released unacknowledged:
+        the committed offset stays before them and they are delivered again after the
+        partition is next assigned), nor are the events buffered behind them.
         """
         return self._tracked(self._batches(max_, within, values=True))
 
@@ -71,6 +74,15 @@ class BatchingStream(faust.Stream):
         `max_records`: on a batched topic, a list also holds at most this many records (at
         least one polled batch): the other partitions' turn comes after that many."""
         return self._tracked(self._batches(max_, within, values=False, max_records=max_records))
+
+    def skip(self, events: Iterable[Any]) -> None:
+        """The body did not apply `events` (of the list it was last given) and expects them
+        to be delivered again (the jobs' delivery fence skips batches past a hole and seeks
+        back): when it asks for the next list they are released, not acknowledged, as an
+        interrupted list is. Acked, the next commit could pass over them before they come
+        back (faust fills a delivery's skipped offsets in as acked), and a crash then lost
+        them."""
+        self._skipped.update(id(event) for event in events)
 
     def _tracked(self, batches: AsyncGenerator[list[Any], None]) -> AsyncGenerator[list[Any], None]:
         self._active_agens.add(batches)  # so Stream.on_stop closes it, as faust does for take
@@ -89,6 +101,7 @@ class BatchingStream(faust.Stream):
         queue, timeout = channel.queue, want_seconds(within)
         buffered = RoundRobin()
         group: list[EventT] = []
+        self._skipped = set()
         async with self._owned():
             try:
                 while not self.should_stop:
@@ -115,7 +128,7 @@ class BatchingStream(faust.Stream):
                     self._set_current_event(group[-1])
                     yield [event.value for event in group] if values else group
                     done, group = group, []
-                    self._ack_all(done)
+                    self._done_with(done)
             finally:  # interrupted or stopped: release, do not ack (see `take`)
                 self._release(group)
                 self._release(list(buffered.drain()))
@@ -157,6 +170,14 @@ class BatchingStream(faust.Stream):
         self._on_stream_event_in(message.tp, message.offset, self, event)
         self.events_total += 1
         return True
+
+    def _done_with(self, group: list[EventT]) -> None:
+        """The body asked for the next list: ack `group`, but release what it `skip`ped."""
+        skipped, self._skipped = self._skipped, set()
+        if skipped:
+            self._release([event for event in group if id(event) in skipped])
+            group = [event for event in group if id(event) not in skipped]
+        self._ack_all(group)
 
     def _ack_all(self, group: list[EventT]) -> None:
         for event in group:
