@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from agentaudit.anchors import DirectoryAnchor
 from agentaudit.errors import UserError
@@ -129,14 +130,28 @@ def accept_tail(
     return str(event["event_id"])
 
 
+SINCE_SLACK = timedelta(hours=1)
+"""How far before a tail was held an acceptance of it may be dated (the operator's clock)."""
+
+
 def acceptances(
-    store: Store, keys: PublicKeys, deployment: str, held: dict[ChainKey, Tail]
+    store: Store,
+    keys: PublicKeys,
+    deployment: str,
+    held: dict[ChainKey, Tail],
+    since: datetime,
+    seen: set[str] | None = None,
 ) -> dict[ChainKey, str]:
     """The chains of `held` a genuine `tail_accepted` event accepts exactly (its rows and
-    root are the held tail's) → the event id. Others are logged, not acted on."""
+    root are the held tail's) → the event id. Read from `since` (when the tails were held)
+    less `SINCE_SLACK`: a range of the store's key, not the tenant's whole history at every
+    tick. Others are logged once (`seen`: the event ids logged), not acted on."""
     out: dict[ChainKey, str] = {}
+    seen = set() if seen is None else seen
     for tenant in sorted({t for t, _ in held}):
-        for entry in system_log(store, keys, deployment, (EVENT_TYPE,), tenant):
+        for entry in system_log(
+            store, keys, deployment, (EVENT_TYPE,), tenant, since - SINCE_SLACK
+        ):
             p = entry.payload
             key = (tenant, p.get("partition"))
             tail = held.get(key)  # type: ignore[arg-type]
@@ -147,6 +162,9 @@ def acceptances(
             want = (tail.signed.size + 1, tail.head, tail.root.hex())
             got = (p.get("from_seq"), p.get("through_seq"), p.get("root"))
             if not entry.genuine or got != want:
+                if entry.event_id in seen:
+                    continue
+                seen.add(entry.event_id)
                 log.error(
                     "chain %s/p%s: tail acceptance %s not acted on (%s; held: rows %d..%d, "
                     "root %s)",

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -86,6 +87,9 @@ class SinkWorker(PartitionSink[Batch]):
         insert."""
         self._tail_logs: dict[int, tuple[int, int]] = {}
         """partition → (log epoch, event watermark) at assignment: what held tails are read to."""
+        self._held_since = datetime.now(UTC)
+        """When the first chain of `trees.unreadable` was held: acceptances are read from then."""
+        self._acceptances_logged: set[str] = set()
         seal: object = self.processor.seal
         self._tails = TailChecks(settings, store, seal.keys if isinstance(seal, Sealer) else None)
 
@@ -257,6 +261,8 @@ class SinkWorker(PartitionSink[Batch]):
                 # Stated in a signed checkpoint (nothing new signed): what `agentaudit
                 # accept-tail` reads, and what an acceptance must name to be acted on.
                 held = Tail(out.tree, tail.head, tail.root)
+                if not self.trees.unreadable:
+                    self._held_since = trail.clock()
                 self.trees.unreadable[out.key] = held
                 prefixes.append(trail.sign_prefix(out.key, out.tree, (held_line(held, out.bad),)))
                 log.error(
@@ -316,6 +322,8 @@ class SinkWorker(PartitionSink[Batch]):
             public_keys(settings),
             settings.deployment,
             dict(trees.unreadable),
+            self._held_since,
+            self._acceptances_logged,
             stop=self._stopping,
         )
         for key, event_id in found.items():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -23,6 +23,7 @@ from agentaudit.store.protocol import Store
 from agentaudit.trail.pubkeys import PublicKeys
 from agentaudit.trail.system_signature import KINDS, payload_signed
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 GENUINE = "genuine"
 UNSIGNED = "FORGED: unsigned"
 BAD_SIGNATURE = "FORGED: signature not the deployment's"
@@ -32,6 +33,7 @@ _SQL = """
 SELECT tenant_id, event_id, type, payload
 FROM agentaudit.events
 WHERE has({types:Array(String)}, type) AND ({tenant:String} = '' OR tenant_id = {tenant:String})
+  AND occurred_at >= {since:DateTime64(6, 'UTC')}
 ORDER BY tenant_id, occurred_at, kafka_partition, chain_seq
 SETTINGS readonly = 1"""
 
@@ -60,12 +62,15 @@ def system_log(
     deployment: str,
     types: Sequence[str] = tuple(KINDS),
     tenant: str = "",
+    since: datetime = _EPOCH,
 ) -> list[SystemEntry]:
     """Every stored event of ``types`` of ``tenant`` (all tenants if empty), oldest first per
-    tenant, each with its status (see the module docstring)."""
+    tenant, each with its status (see the module docstring); ``since``: only those dated from
+    then on (a replay of an earlier one then looks genuine)."""
     out: list[SystemEntry] = []
     seen: set[tuple[str, str, str]] = set()  # (tenant, type, signature) of genuine ones so far
-    rows = store.query(_SQL, {"types": list(types), "tenant": tenant}).result_rows
+    params = {"types": list(types), "tenant": tenant, "since": since}
+    rows = store.query(_SQL, params).result_rows
     for t, event_id, type_, body in rows:
         doc = _document(body)
         p = doc.get("payload")

@@ -8,6 +8,7 @@ events were stored unsigned for good, and no command could change that.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
@@ -19,6 +20,7 @@ from agentaudit.sink.rows import INGEST_TABLE
 from agentaudit.sink.signing import TrailSigning
 from agentaudit.sink.tail_accept import (
     EVENT_TYPE,
+    SINCE_SLACK,
     acceptance_payload,
     acceptances,
     held_line,
@@ -87,11 +89,14 @@ def test_only_a_tail_the_sink_holds_unreadable_is_accepted_as_it_stands(
             COLUMNS[:9],
         )
         keys = public_keys(settings)
-        held = {(HELD, 0): tail}
-        assert acceptances(store, keys, settings.deployment, held) == {
+        held, since = {(HELD, 0): tail}, datetime.now(UTC)
+        assert acceptances(store, keys, settings.deployment, held, since) == {
             (HELD, 0): genuine["event_id"]
         }
-        assert acceptances(store, keys, settings.deployment, {(HELD, 0): _tail6()}) == {}
+        assert acceptances(store, keys, settings.deployment, {(HELD, 0): _tail6()}, since) == {}
+        # Dated more than SINCE_SLACK before the tail was held: not read.
+        later = since + SINCE_SLACK + timedelta(minutes=1)
+        assert acceptances(store, keys, settings.deployment, held, later) == {}
 
 
 def _tail6() -> Tail:
