@@ -59,7 +59,7 @@ def system_log_command(
     keys_file: KeysOption = None,
 ) -> None:
     """The events agentaudit writes about itself (auditor_query, retention_changed,
-    legal_hold_changed, retention_applied, subject_erased), each checked against the
+    legal_hold_changed, retention_applied, subject_erased, tail_accepted), each checked against the
     deployment's signature. Events not signed by it are shown as FORGED, then exit 1."""
     from agentaudit.trail.system_signature import KINDS
 
