@@ -267,12 +267,17 @@ class PartitionCheck:
         here = rows[0][1] if rows and int(rows[0][0]) == self.epoch else None
         if size == 0:
             return self.floor if here is None else min(self.floor, int(here))
+        low = 0 if here is None else int(here) + 1  # an earlier log's row: this log's start
+        if walk.tail.head == size:
+            # No row after the checkpoint: it is the newest tick's (a chain held or unsigned
+            # then has rows after it), so a deleted row came after what that tick covered. Its
+            # own row's offset is then not where the read starts (the floor, anchored itself,
+            # is at least one past it): not read either. A chain quiet for longer than Kafka
+            # keeps records made every held chain of its partition unreadable before.
+            return max(low, self.floor)
         if here is not None:
             self.anchors[int(here)] = (walk.key[0], _text(rows[0][2]))
-        low = 0 if here is None else int(here) + 1  # an earlier log's row: this log's start
-        # No row after the checkpoint: it is the newest tick's (a chain held or unsigned then
-        # has rows after it), so a deleted row came after what that tick covered.
-        return max(low, self.floor) if walk.tail.head == size else low
+        return low
 
     @property
     def low(self) -> int:
