@@ -44,10 +44,18 @@ GOLDEN = {
     # Re-pinned once: a float attribute's upper bound became `lt=2**63` (it admitted 2**63),
     # which changes one dead letter's detail (float_attribute_1e300: "less than or equal to
     # 9223372036854776000" -> "less than 9223372036854776000"); every verdict is the same.
-    "corpus": "fe3fee58dc976c5722b9a8a951917562d4c3789f34d760082d78e6b45f0423ec",
-    "malformed": "343876bd130797b0dfc778d9f3fbafb21340efcaf3733470207feb516823bf7b",
+    # Re-pinned again (corpus, malformed): the event type tail_accepted was added, and a dead
+    # letter of an unknown type lists the expected tags. With it left out of the TraceEvent
+    # union (its class kept) both digests were the ones before: nothing else changed.
+    "corpus": "b9745bdc90501226075de85bc78c6fb3fb61f5d695ee423caa45aa78d4d0da1c",
+    "malformed": "db1a6bf06472dc09a2f640ff3670e1c55134fee0d096d8dc14facddf1343343d",
     "random": "478a1add2dad79b3aa5d9f000aabf30af46551c63b1c8e13709e0dbb34556385",
 }
+
+LATER_TYPES = ("tail_accepted",)
+"""Event types added after the pin: not among the inputs (the events of every type, the random
+mix), so those digests keep pinning the types they were computed over."""
+PINNED = [t for t in PAYLOADS if t not in LATER_TYPES]
 
 LATER_COUNTERS = ("events_stored", "dead_letters_stored")
 """Counters added after the pin, advanced when the store acknowledges a batch (never here)."""
@@ -136,8 +144,8 @@ def test_bench_events() -> None:
 
 
 def test_every_type_with_every_optional_field() -> None:
-    values = [orjson.dumps(event(t, event_id=_id(i))) for i, t in enumerate(PAYLOADS)]
-    values += [orjson.dumps(_full(t, 100 + i)) for i, t in enumerate(PAYLOADS)]
+    values = [orjson.dumps(event(t, event_id=_id(i))) for i, t in enumerate(PINNED)]
+    values += [orjson.dumps(_full(t, 100 + i)) for i, t in enumerate(PINNED)]
     assert _run(_sources(values)) == GOLDEN["types"]
 
 
@@ -197,7 +205,7 @@ def _random_events(n: int, seed: int) -> list[bytes]:
     texts = ["", "a", 'ü\u00e9\u2028\t"\\', "\U0001f600" * 3, "x" * 300]
     out = []
     for i in range(n):
-        kind = rng.choice(sorted(PAYLOADS))
+        kind = rng.choice(sorted(PINNED))
         doc = _full(kind, 1000 + i) if rng.random() < 0.5 else event(kind, event_id=_id(1000 + i))
         for name in ("user_id", "variant", "session_id", "run_id", "parent_span_id"):
             roll = rng.random()
