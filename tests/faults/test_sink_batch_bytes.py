@@ -15,6 +15,7 @@ import pytest
 from agentaudit.broker import ensure_topics
 from agentaudit.settings import Settings
 from agentaudit.sink.processor import Batch
+from agentaudit.sink.rows import DEAD_LETTER_COLUMNS
 from agentaudit.sink.worker import SinkWorker
 from agentaudit.store import open_store
 from agentaudit.store.migrations import migrate
@@ -29,8 +30,11 @@ MESSAGE = 300_000
 COUNT = 30  # 9 MB: one fetch took all of it
 
 
+_ORIGINAL = DEAD_LETTER_COLUMNS.index("original")  # kept whole here
+
+
 def _bytes(batch: Batch) -> int:
-    return sum(len(row[-1]) for row in batch.dead_letters)  # `original`: kept whole here
+    return sum(len(row[_ORIGINAL]) for row in batch.dead_letters)
 
 
 async def test_batches_of_large_messages_stay_near_the_byte_cap(settings: Settings) -> None:
