@@ -1,9 +1,9 @@
 """A statement whose client closed its connection while it waited is not run.
 
-The owner's chDB session runs one call at a time, so a request can wait long behind a slow
-query. A client that stopped waiting retries (the sink's `store_call` does, for its inserts);
-if the abandoned request ran as well, the batch was stored twice. Here the session is held by
-the test itself; tests/faults/test_store_abandoned.py does it with a slow read and the sink's
+The owner's write lane runs one call at a time, so a request can wait long behind a slow
+write. A client that stopped waiting retries (the sink's `store_call` does, for its inserts);
+if the abandoned request ran as well, the batch was stored twice. Here the lane is held by the
+test itself; tests/faults/test_store_abandoned.py does it with a slow write and the sink's
 client.
 """
 
