@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from agentaudit.broker import ensure_topics
 from agentaudit.settings import Settings
-from stream_jobs.app import HOLD_MAX_EVENTS, StreamJobsApp
+from stream_jobs.app import StreamJobsApp
 from stream_jobs.jobs import Record
 from stream_jobs.runtime import running
 from tests.factories import event_dict, wire
@@ -29,9 +29,9 @@ from tests.integration.helpers import produce_placed
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.faults,
-    pytest.mark.skipif(not FULL, reason="~15 s, a backlog of 60k events: ./run faults"),
+    pytest.mark.skipif(not FULL, reason="~30 s, a backlog of 120k events: ./run faults"),
 ]  # the queueing itself: tests/unit/stream_jobs/test_runtime_fairness.py, in CI
-BACKLOG = 60_000
+BACKLOG = 120_000
 A, B = 0, 1  # partitions
 
 
@@ -60,7 +60,7 @@ async def test_a_backlog_on_one_partition_does_not_delay_another(settings: Setti
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
     try:
-        async with running(jobs.app, timeout=90):
+        async with running(jobs.app, timeout=300):
             # A's backlog is being applied (fetched and buffered ahead of the jobs) ...
             await poll_until(lambda: applied[A] > 0, 60, "A's backlog started")
             # ... when B's event arrives on another partition.
@@ -68,13 +68,16 @@ async def test_a_backlog_on_one_partition_does_not_delay_another(settings: Setti
             await (await producer.send(settings.events_topic, value, b"tenant-b", partition=B))
             a_before = applied[A]  # B's event is in the log
             await poll_until(lambda: applied[B] == 1, 60, "B's event applied")
-            await poll_until(lambda: applied[A] == BACKLOG, 60, "A's backlog applied")
+            await poll_until(lambda: applied[A] == BACKLOG, 240, "A's backlog applied")
     finally:
         await producer.stop()
     a_between = a_when_b_applied[0] - a_before
     print("fairness: A applied", a_before, "when B was produced,", a_when_b_applied, "when applied")
-    # At most the run the jobs were applying and the runs the fetch takes meanwhile (it
-    # needs a turn of the loop between runs): B's event does not wait for A's backlog.
-    assert a_between <= 3 * HOLD_MAX_EVENTS, (a_before, a_when_b_applied, BACKLOG)
+    # The run the jobs were applying, what was held for A, and the runs the fetch of B's event
+    # takes meanwhile (it needs a turn of the loop between runs; more runs on a loaded box):
+    # 791-11,582 of A's events measured, 15,791 at load ~12. Not A's backlog: with one queue
+    # for the topic B's event waited behind what was buffered (up to 64 polls of 5,000), 27,373
+    # and 55,000 of a 60k backlog; this one is twice that, so the bound is far from both.
+    assert a_between <= BACKLOG // 4, (a_before, a_when_b_applied, BACKLOG)
     assert a_when_b_applied[0] < BACKLOG // 2, (a_before, a_when_b_applied, BACKLOG)
     assert jobs.jobs.counters.events == BACKLOG + 1
