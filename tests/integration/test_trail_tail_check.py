@@ -224,6 +224,21 @@ def _tail_of(store: Store, tenant: str, signed: int) -> tuple[int, Tail]:
     return part, Tail(tree, len(rows), head.root())
 
 
+def _good_check(store: Store, settings: Settings, *, epoch: int) -> PartitionCheck:
+    """GOOD's chain on partition 0 from its 2nd (signed) row, read at log `epoch`."""
+    return PartitionCheck(
+        store,
+        settings.events_topic,
+        0,
+        epoch,
+        {(GOOD, 0): _tail_of(store, GOOD, 2)[1]},
+        {(GOOD, 0): 2},
+        None,
+        max_skew_ms=900_000,
+        keys=None,
+    )
+
+
 def test_a_tail_is_checked_row_by_row_against_the_records(tmp_path: Path) -> None:
     """The walk itself, fed records as Kafka would give them (fast, no broker): a genuine tail
     passes; one forged row, one edited row, one deleted row each stop the chain there."""
@@ -285,17 +300,7 @@ def test_a_tail_is_checked_row_by_row_against_the_records(tmp_path: Path) -> Non
         assert check.floor == 29  # past CUT's signed 2nd row, the newest covered offset
         # The partition's log was replaced (epoch 1) since GOOD's rows: they cannot be checked,
         # which is not found forged (no checkpoint up to the row before is signed for it).
-        newer = PartitionCheck(
-            store,
-            settings.events_topic,
-            0,
-            1,
-            {(GOOD, 0): _tail_of(store, GOOD, 2)[1]},
-            {(GOOD, 0): 2},
-            None,
-            max_skew_ms=900_000,
-            keys=None,
-        )
+        newer = _good_check(store, settings, epoch=1)
         newer.feed(records)
         (old_log,) = newer.finish()
         assert (old_log.bad_seq, old_log.unreadable) == (3, True), old_log
@@ -307,17 +312,7 @@ def test_a_tail_is_checked_row_by_row_against_the_records(tmp_path: Path) -> Non
             "AND chain_seq = 2 SETTINGS mutations_sync = 2",
             {"t": GOOD},
         )
-        moved = PartitionCheck(
-            store,
-            settings.events_topic,
-            0,
-            0,
-            {(GOOD, 0): _tail_of(store, GOOD, 2)[1]},
-            {(GOOD, 0): 2},
-            None,
-            max_skew_ms=900_000,
-            keys=None,
-        )
+        moved = _good_check(store, settings, epoch=0)
         moved.feed(records[moved.low :])
         (out_moved,) = moved.finish()
         assert out_moved.bad is not None and "kafka_offset values" in out_moved.bad, out_moved
