@@ -106,6 +106,10 @@ class DetectionJob:
         """Tenants whose anomaly / drift state changed since the last `dirty_states`."""
         self._pending: dict[str, cp.Pieces] = {}
         self._now: datetime | None = None
+        self.late: dict[str, int] = {ANOMALY: 0, DRIFT: 0}
+        """Events this process found late (their minute or window already closed), per job:
+        still in the trail, not in the series. Totals of this process, for /metrics (the
+        monitors' own `late_events` are per tenant and move with its partition's state)."""
 
     # -- per batch, per event -----------------------------------------------------------------
 
@@ -136,10 +140,18 @@ class DetectionJob:
         if tenant is None or tenant.partition != partition:
             tenant = self._tenant(event.tenant_id, partition)
         self._dirty[ANOMALY].add(event.tenant_id)
-        tenant.anomaly.observe(event, usd, partition, offset)
+        anomaly = tenant.anomaly
+        late = anomaly.late_events
+        anomaly.observe(event, usd, partition, offset)
+        if anomaly.late_events != late:
+            self.late[ANOMALY] += 1
         if event.type in DRIFT_TYPES:
             self._dirty[DRIFT].add(event.tenant_id)
-            changed = tenant.drift.observe(event, partition, offset)
+            drift = tenant.drift
+            late = drift.late_events
+            changed = drift.observe(event, partition, offset)
+            if drift.late_events != late:
+                self.late[DRIFT] += 1
             if changed:
                 now = self._now or at
                 out += [a.model_copy(update={"fired_at": now}) for a in changed]

@@ -61,6 +61,10 @@ class JobCounters:
     duplicates: int = 0
     """Re-sent events (an `event_id` seen recently): the sink stores them once, so the jobs
     count them once."""
+    late_by_job: dict[str, int] = field(default_factory=dict)
+    """Events a job found late, per job: `spend` (a window of some calendar was already
+    final: not added there, still in longer open windows), `anomaly` (its minute closed),
+    `drift` (its window closed). Still in the trail; not in that job's figures."""
 
     @property
     def handled(self) -> int:
@@ -77,6 +81,7 @@ class JobCounters:
             "records": self.records,
             "failed": dict(self.failed_by_job),
             "failed_ticks": dict(self.failed_ticks_by_job),
+            "late": dict(self.late_by_job),
         }
 
 
@@ -188,7 +193,13 @@ class StreamJobs:
         if offset >= 0:
             self.fence.applied(partition, offset)
         counters.records += len(out)
+        self._count_late()
         return out
+
+    def _count_late(self) -> None:
+        """The jobs' late events so far (totals of this process, as the other counters)."""
+        late = {"spend": self.spend.tracker.late_dropped, **self.detection.late}
+        self.counters.late_by_job = {job: n for job, n in late.items() if n}
 
     def _failed(self, job: str, partition: int, offset: int, tenant: str) -> None:
         counters = self.counters

@@ -16,6 +16,10 @@ Names (house naming, as the sink's `agentaudit_dead_letters_total{reason}`):
   (`pricing`: no job saw it; `spend`, `breakers`, `detection`): any increase is a bug to
   look at (the jobs log the event's partition:offset);
 - `agentaudit_stream_jobs_failed_ticks_total{job}`: timer runs a job raised in;
+- `agentaudit_stream_jobs_late_total{job}`: events a job found late, dated in a window it had
+  already closed (`spend`: a window of some calendar was final, the event still counts in the
+  longer ones; `anomaly`: its minute; `drift`: its window); they are in the trail, not in that
+  job's figures. A rise means agents' clocks or a backlog older than the grace periods;
 - `agentaudit_stream_jobs_records_total`: alerts, control messages, transitions and drift
   scores the jobs published.
 
@@ -31,7 +35,7 @@ from prometheus_client import CollectorRegistry, Counter
 from agentaudit.jobs_process import REPORT_KEY
 
 _PLAIN = ("events", "invalid", "duplicates", "records")
-_BY_JOB = ("failed", "failed_ticks")
+_BY_JOB = ("failed", "failed_ticks", "late")
 
 
 class JobsCounters:
@@ -70,6 +74,12 @@ class JobsCounters:
             "failed_ticks": Counter(
                 "agentaudit_stream_jobs_failed_ticks",
                 "Timer runs a stream job raised in, per job.",
+                ["job"],
+                registry=registry,
+            ),
+            "late": Counter(
+                "agentaudit_stream_jobs_late",
+                "Events a stream job found late (their window already closed), per job.",
                 ["job"],
                 registry=registry,
             ),

@@ -101,11 +101,24 @@ SERIES = [
     ('agentaudit_sink_stage_seconds_bucket{stage="insert",le="0.5"}', "0+10x10"),
     ('agentaudit_sink_stage_seconds_bucket{stage="insert",le="1"}', "0+20x10"),
     ('agentaudit_sink_stage_seconds_bucket{stage="insert",le="+Inf"}', "0+20x10"),
+    ('agentaudit_stream_jobs_failed_total{job="spend"}', "0+1x10"),
+    ("agentaudit_stream_jobs_invalid_total", "0+2x10"),
+    ("agentaudit_stream_jobs_duplicates_total", "0+1x10"),
+    ('agentaudit_stream_jobs_late_total{job="spend"}', "0+3x10"),
+    ('agentaudit_stream_jobs_late_total{job="drift"}', "0+0x10"),
 ]
 EXPECTED = {
     pipeline.CONSUMER_LAG: [('{group="sink",topic="events"}', 12)],
     pipeline.STORED_RATE: [("{}", 1)],
     pipeline.STAGE_P95: [('{stage="insert"}', 0.95)],
+    # increase over 2m of a counter growing n per minute: 2n
+    pipeline.JOBS_FAILED: [('{job="spend"}', 2)],
+    pipeline.JOBS_SKIPPED: [
+        ('{kind="invalid"}', 4),
+        ('{kind="duplicate"}', 2),
+        ('{job="spend",kind="late (spend)"}', 6),
+        ('{job="drift",kind="late (drift)"}', 0),
+    ],
     alerts.PIPELINE_SPECS["ConsumerLag"].query: [('{group="sink",topic="events"}', 7)],
     alerts.PIPELINE_SPECS["SinkStalled"].query: [("{}", 1)],
 }

@@ -26,12 +26,20 @@ def test_reports_add_what_grew_and_a_restarted_process_adds_its_own() -> None:
     counters = JobsCounters(registry)
     counters.observe(_report(10, events=5, invalid=2, failed={"spend": 1}))
     counters.observe(_report(10, events=9, invalid=2, duplicates=3, failed={"spend": 2}))
+    counters.observe(
+        _report(10, events=9, invalid=2, duplicates=3, failed={"spend": 2}, late={"spend": 2})
+    )
     counters.observe(_report(11, events=4, failed_ticks={"detection": 1}))  # restarted
+    counters.observe(
+        _report(11, events=4, failed_ticks={"detection": 1}, late={"spend": 1, "drift": 1})
+    )
     assert _value(registry, "agentaudit_stream_jobs_events_total") == 13
     assert _value(registry, "agentaudit_stream_jobs_invalid_total") == 2
     assert _value(registry, "agentaudit_stream_jobs_duplicates_total") == 3
     assert _value(registry, "agentaudit_stream_jobs_failed_total", job="spend") == 2
     assert _value(registry, "agentaudit_stream_jobs_failed_ticks_total", job="detection") == 1
+    assert _value(registry, "agentaudit_stream_jobs_late_total", job="spend") == 3
+    assert _value(registry, "agentaudit_stream_jobs_late_total", job="drift") == 1
     assert b"agentaudit_stream_jobs_failed_total" in generate_latest(registry)
 
 

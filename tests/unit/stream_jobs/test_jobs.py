@@ -158,3 +158,18 @@ def test_a_global_budget_is_reported_as_not_evaluated_rather_than_accepted_silen
         assert jobs.set_budget(fleet, NOW) == []
     assert "'fleet' (scope global) is not evaluated" in caplog.text
     assert not jobs.spend.tracker.partitions.active  # no partials kept for nothing
+
+
+def test_late_events_are_counted_per_job_for_metrics() -> None:
+    """An event dated in windows the jobs already closed is in the trail but not in the jobs'
+    figures; on-call sees how many per job (`agentaudit_stream_jobs_late_total{job}`)."""
+    jobs = StreamJobs(load_pricing())
+    later = NOW + timedelta(hours=3)
+    fresh = event_dict("acme", "llm_call")
+    fresh["occurred_at"] = later.isoformat()
+    jobs.process(0, [(1, _event("acme")), (2, wire(fresh))], later)
+    assert jobs.counters.late_by_job == {}  # in order: nothing late yet
+    jobs.process(0, [(3, _event("acme"))], later)  # dated 3 h back: every window closed
+    assert jobs.counters.late_by_job == {"spend": 1, "anomaly": 1, "drift": 1}
+    assert jobs.counters.events == 3  # counted as an event all the same
+    assert jobs.counters.report()["late"] == {"spend": 1, "anomaly": 1, "drift": 1}
