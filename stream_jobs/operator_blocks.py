@@ -23,7 +23,7 @@ half-open). An operator's UNBLOCK drops it: the operator decided.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
@@ -38,6 +38,8 @@ __all__ = ["OperatorBlocks"]
 
 log = logging.getLogger("agentaudit.stream_jobs")
 _NEVER = None
+_ENDED = datetime.min.replace(tzinfo=UTC)
+"""The `until` of an operator's block a tombstone ended: past at any `now`."""
 
 
 class OperatorBlocks:
@@ -51,10 +53,14 @@ class OperatorBlocks:
         """Per scope, the newest jobs' message not published while the operator's block holds."""
 
     def apply(self, key: bytes | None, value: bytes | None) -> ControlMessage | None:
-        """One control-topic record (heartbeats, tombstones and invalid records are skipped:
-        a tombstone is no operator's decision, and the SDK reports invalid ones). Returns an
-        operator's UNBLOCK (the breakers re-arm on it: `StreamJobs.operator_unblocked`)."""
-        if not value or key is None or key.startswith(HEARTBEAT_KEY_PREFIX.encode()):
+        """One control-topic record (heartbeats and invalid records are skipped: the SDK
+        reports invalid ones; a tombstone ends the scope's operator's block, see the module).
+        Returns an operator's UNBLOCK (the breakers re-arm on it:
+        `StreamJobs.operator_unblocked`)."""
+        if key is None or key.startswith(HEARTBEAT_KEY_PREFIX.encode()):
+            return None
+        if not value:
+            self._tombstone(key)
             return None
         try:
             message = ControlMessage.model_validate_json(value)
@@ -71,6 +77,13 @@ class OperatorBlocks:
             self._blocks[scope] = message.until
         return None
 
+    def _tombstone(self, key: bytes) -> None:
+        """The SDK forgets the scope (`agentaudit_sdk.control`, the same text of the key): an
+        operator's block of it ends now; `released` publishes what was held back."""
+        scope = key.decode("utf-8", "surrogateescape")
+        if scope in self._blocks:
+            self._blocks[scope] = _ENDED
+
     def holds(self, scope_key: str, now: datetime) -> bool:
         """True while an operator's block of exactly this scope is in force at `now`."""
         if scope_key not in self._blocks:
@@ -83,6 +96,9 @@ class OperatorBlocks:
         message would lift it or shorten it)."""
         key = message.scope.key
         if not self.holds(key, now):
+            # newer than anything held back (a block ended by `until` or a tombstone and not
+            # yet `released`): publishing the held one after it would undo it
+            self._held.pop(key, None)
             return True
         if message.action is ControlAction.BLOCK:
             mine, theirs = message.until, self._blocks[key]

@@ -66,13 +66,38 @@ def test_an_operator_block_with_an_end_holds_until_then_and_longer_blocks_pass()
     assert blocks.admit(_jobs(ControlAction.UNBLOCK), end)
 
 
-def test_heartbeats_tombstones_and_invalid_records_are_no_operator_decision() -> None:
+def test_heartbeats_and_invalid_records_are_no_operator_decision() -> None:
     blocks = OperatorBlocks(JOBS)
     blocks.apply(*_wire(_operator(ControlAction.BLOCK)))
-    blocks.apply(b"tenant=acme", None)
     blocks.apply(b"tenant=acme", b"{not json")
     blocks.apply(b"heartbeat/stream_jobs", b'{"record": "heartbeat"}')
+    blocks.apply(b"heartbeat/stream_jobs", None)
+    blocks.apply(b"tenant=globex", None)  # another scope's tombstone
     assert blocks.holds("tenant=acme", NOW)
+
+
+def test_a_tombstone_ends_the_operator_s_block_and_the_held_budget_block_is_published() -> None:
+    """A hand-made tombstone of the scope leaves the SDK with no state: nothing is blocked.
+    Before, the jobs kept the operator's block for good and held back every budget BLOCK of
+    the scope (it lifts at the window's end, before the operator's "never"): the hard budget
+    was exhausted and the SDK never saw a block."""
+    blocks = OperatorBlocks(JOBS)
+    blocks.apply(*_wire(_operator(ControlAction.BLOCK)))
+    exhausted = _jobs(ControlAction.BLOCK, NOW + timedelta(hours=1))
+    assert not blocks.admit(exhausted, NOW)  # shorter than the operator's: held back
+    blocks.apply(b"tenant=acme", None)
+    assert not blocks.holds("tenant=acme", NOW)
+    assert blocks.released(NOW) == [exhausted]  # the jobs' decision reaches the topic
+    assert blocks.admit(_jobs(ControlAction.BLOCK, NOW + timedelta(hours=2)), NOW)
+
+
+def test_a_message_admitted_after_the_block_ended_drops_the_older_held_one() -> None:
+    blocks = OperatorBlocks(JOBS)
+    blocks.apply(*_wire(_operator(ControlAction.BLOCK)))
+    assert not blocks.admit(_jobs(ControlAction.BLOCK, NOW + timedelta(hours=1)), NOW)
+    blocks.apply(b"tenant=acme", None)
+    assert blocks.admit(_jobs(ControlAction.UNBLOCK), NOW)  # newer: published at once
+    assert blocks.released(NOW) == []  # the older BLOCK must not follow it
 
 
 def test_what_was_held_back_is_published_when_the_operator_s_block_ends_by_itself() -> None:
