@@ -25,14 +25,13 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from agentaudit_schemas.records import (
     HEARTBEAT_KEY_PREFIX,
     ControlAction,
     ControlMessage,
     ControlReason,
 )
+from agentaudit_sdk.control import InvalidRecord, decode_control
 
 __all__ = ["OperatorBlocks"]
 
@@ -63,8 +62,11 @@ class OperatorBlocks:
             self._tombstone(key)
             return None
         try:
-            message = ControlMessage.model_validate_json(value)
-        except ValidationError:
+            # As the SDK reads it: a newer CLI's block with a field this version does not
+            # know is in force for the agents, so it must hold here too (strictly parsed, it
+            # was skipped and the jobs' UNBLOCK of the scope lifted it)
+            message = decode_control(value)
+        except InvalidRecord:
             return None
         if message.issued_by == self.issued_by:
             return None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from agentaudit.control_plane import manual_control
@@ -98,6 +99,19 @@ def test_a_message_admitted_after_the_block_ended_drops_the_older_held_one() -> 
     blocks.apply(b"tenant=acme", None)
     assert blocks.admit(_jobs(ControlAction.UNBLOCK), NOW)  # newer: published at once
     assert blocks.released(NOW) == []  # the older BLOCK must not follow it
+
+
+def test_an_operator_block_with_fields_this_version_does_not_know_holds() -> None:
+    """A newer CLI's block (one more field, at the top and in the scope): the SDK applies it
+    with them dropped (`decode_control`), so the agents are blocked; the jobs parsed it
+    strictly, skipped it, and their UNBLOCK of the scope (a window reset) lifted it."""
+    doc = json.loads(_operator(ControlAction.BLOCK).model_dump_json())
+    doc["ticket"] = "INC-1"
+    doc["scope"]["region"] = "eu"
+    blocks = OperatorBlocks(JOBS)
+    blocks.apply(b"tenant=acme", json.dumps(doc).encode())
+    assert blocks.holds("tenant=acme", NOW)
+    assert not blocks.admit(_jobs(ControlAction.UNBLOCK), NOW)
 
 
 def test_what_was_held_back_is_published_when_the_operator_s_block_ends_by_itself() -> None:
