@@ -42,6 +42,7 @@ from agentaudit.health.flushes import FlushFigures, figures_of, from_report
 from agentaudit.health.lag import Lag, LagReader
 from agentaudit.health.status import judged_lags, stuck_partitions
 from agentaudit.settings import Settings
+from agentaudit.sink.tailread import count_tail_checks
 from agentaudit.store.protocol import Store
 from agentaudit_sdk.clock import UtcNow, utc_now
 
@@ -117,6 +118,9 @@ class WorkerMetrics(Collector):
         figures = from_report(report)
         if figures is not None:
             self.observe(figures)
+        tail = report.get("tail_checks")
+        if tail:  # the process's tail checks since its last line (`sink.tailread`)
+            count_tail_checks({str(k): int(n) for k, n in tail.items()})
 
     # -- re-read periodically -------------------------------------------------------------
 

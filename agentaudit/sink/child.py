@@ -26,6 +26,7 @@ from agentaudit.health.flushes import figures_of, to_report
 from agentaudit.lifeline import follow_parent
 from agentaudit.settings import Settings
 from agentaudit.sink.processor import Batch
+from agentaudit.sink.tailread import take_tail_counts
 from agentaudit.sink.worker import SinkWorker
 
 
@@ -38,6 +39,19 @@ def _report(**fields: object) -> None:
         # SIGTERM, quietly; whatever was not committed is replayed by the next sink.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
         signal.raise_signal(signal.SIGTERM)
+
+
+TAIL_REPORT_S = 1.0
+"""How often a sink process says what its tail checks counted (they run beside consuming, at
+takeover: a refused chain must reach /metrics without waiting for a flush)."""
+
+
+async def _report_tail_checks() -> None:
+    while True:
+        await asyncio.sleep(TAIL_REPORT_S)
+        tail = take_tail_counts()
+        if tail:
+            _report(tail_checks=tail)
 
 
 async def _main(parent_pid: int) -> None:
@@ -55,7 +69,9 @@ async def _main(parent_pid: int) -> None:
             c = worker.processor.counters
             # A flush's line also says what it stored and its stages (the worker's /metrics).
             stored = {} if batch is None else to_report(figures_of(batch, worker.last_stages))
+            tail = take_tail_counts()
             _report(
+                **({"tail_checks": tail} if tail else {}),
                 accepted=c.accepted,
                 dead_lettered=c.dead_lettered,
                 duplicates=c.duplicates,
@@ -72,6 +88,7 @@ async def _main(parent_pid: int) -> None:
         )
         tune_gc()
         task = asyncio.create_task(worker.run())
+        tails = asyncio.create_task(_report_tail_checks())
         ready = asyncio.create_task(worker.ready.wait())
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({task, ready, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -82,6 +99,7 @@ async def _main(parent_pid: int) -> None:
         worker.stop()
         waiter.cancel()
         await task
+        tails.cancel()
         progress(None)
 
 

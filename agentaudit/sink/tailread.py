@@ -142,11 +142,44 @@ async def check_tails(
                 outcomes += check.fail_all(str(exc))
     finally:
         await stop_consumer(consumer)
+    grew: dict[str, int] = {"checked": sum(o.checked for o in outcomes)}
     for outcome in outcomes:
-        TAIL_ROWS_CHECKED.inc(outcome.checked)
         if outcome.bad is not None:
-            TAIL_CHAINS_REFUSED.labels("unreadable" if outcome.unreadable else "forged").inc()
+            verdict = "unreadable" if outcome.unreadable else "forged"
+            grew[verdict] = grew.get(verdict, 0) + 1
+    record_tail_checks(grew)
     return outcomes
+
+
+_unreported: dict[str, int] = {}
+"""What this process's tail checks counted since `take_tail_counts`: a sink process puts it
+on its report line, since the worker's /metrics is served by its parent (the counters above
+live in this process's registry)."""
+
+
+def count_tail_checks(grew: dict[str, int]) -> None:
+    """Add tail-check counts (`checked` rows; chains refused per verdict) to the counters."""
+    for key, n in grew.items():
+        if n <= 0:
+            continue
+        if key == "checked":
+            TAIL_ROWS_CHECKED.inc(n)
+        else:
+            TAIL_CHAINS_REFUSED.labels(key).inc(n)
+
+
+def record_tail_checks(grew: dict[str, int]) -> None:
+    """Count a check's results here, and keep them for this process's next report."""
+    count_tail_checks(grew)
+    for key, n in grew.items():
+        _unreported[key] = _unreported.get(key, 0) + n
+
+
+def take_tail_counts() -> dict[str, int]:
+    """The counts since the last call (empty: nothing new), for a sink process's report."""
+    grew = {key: n for key, n in _unreported.items() if n > 0}
+    _unreported.clear()
+    return grew
 
 
 class TailChecks:
