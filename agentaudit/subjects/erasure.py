@@ -1,9 +1,11 @@
 """`agentaudit erase` and `agentaudit reveal`: the library side.
 
-Erasure publishes `subject_erased` FIRST (acknowledged by the broker, so the sink chains and
-signs it like any event) and destroys the subject's keys only after: there is no erasure the
-trail does not record. If the publish fails nothing is destroyed; if the destruction fails
-after it, the command fails loudly and running it again finishes the job (a second event).
+Erasure marks the subject erased through now (`SubjectKeyStore.mark_erased`), lists its keys,
+publishes `subject_erased` (acknowledged by the broker, so the sink chains and signs it like
+any event) and destroys the listed keys only after: there is no erasure the trail does not
+record. If the publish fails nothing is destroyed and the mark is taken back; if the
+destruction fails after it, the command fails loudly and running it again finishes the job (a
+second event).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from agentaudit.store.protocol import Store
 from agentaudit.subjects.keystore import SubjectKeyStore
 from agentaudit.subjects.seal import Opened, open_event
 from agentaudit.system_events import publish, signed_event
+from agentaudit_schemas.canonical import canonical_timestamp
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 Publish = Callable[[Settings, Sequence[dict[str, Any]]], None]
 
@@ -59,11 +63,13 @@ def erase_subject(
     *,
     store: Store | None = None,
     send: Publish = publish,
+    now: UtcNow = utc_now,
 ) -> Erased:
-    """Record the erasure of `subject` (None: the tenant's unattributed content) in the trail,
-    then destroy its keys. Raises `KeyStoreUnavailable` before publishing when the key store
-    cannot be read, `UnderLegalHold` when ``store`` holds a legal hold on it,
-    `BrokerUnreachable`/`UserError` when the event is not acknowledged."""
+    """Mark `subject` (None: the tenant's unattributed content) erased through ``now()``, record
+    the erasure in the trail, then destroy the keys it had. Raises `KeyStoreUnavailable`
+    before publishing when the key store cannot be read, `UnderLegalHold` when ``store``
+    holds a legal hold on it, `BrokerUnreachable`/`UserError` when the event is not
+    acknowledged."""
     keys = SubjectKeyStore.from_settings(settings)
     keys.check()
     held = legal_hold(store, tenant, subject) if store is not None else None
@@ -72,17 +78,36 @@ def erase_subject(
             f"not erased: {held}; a hold keeps what a legal claim needs, so "
             "erasure waits until it is lifted (`agentaudit hold rm`)"
         )
-    payload: dict[str, Any] = {"reason": reason, "key_ids": keys.kids(tenant, subject)}
+    at = now()
+    payload: dict[str, Any] = {"reason": reason, "key_ids": []}
     if subject is not None:
         payload["subject"] = subject
+
+    def event() -> dict[str, Any]:
+        try:
+            return signed_event(
+                settings, "subject_erased", tenant, payload, user_id=operator, now=lambda: at
+            )
+        except ValueError as exc:  # pydantic's: a tenant, subject or reason out of contract
+            raise UserError(
+                f"cannot record this erasure: {' '.join(str(exc).split())[:300]}"
+            ) from None
+
+    event()  # checked against the contract before anything is marked
+    through = canonical_timestamp(at)  # the event's occurred_at as the sink stores it
+    # Marked before the keys are listed: a sink that makes a key after the listing finds the
+    # mark, so what it seals of the subject's content up to now is never under a kept key
+    # (`Sealer`). Before, content a sink had not sealed yet when `erase` ran (a sink behind or
+    # down) was sealed after it with a new key and read back in plaintext.
+    before = keys.mark_erased(tenant, subject, through)
+    payload["key_ids"] = keys.kids(tenant, subject)
     try:
-        event = signed_event(settings, "subject_erased", tenant, payload, user_id=operator)
-    except (
-        ValueError
-    ) as exc:  # pydantic's ValidationError: a tenant, subject or reason out of contract
-        raise UserError(f"cannot record this erasure: {' '.join(str(exc).split())[:300]}") from None
-    send(settings, [event])
-    return Erased(str(event["event_id"]), keys.destroy(tenant, subject))
+        recorded = event()
+        send(settings, [recorded])
+    except BaseException:
+        keys.unmark(tenant, subject, before)  # not recorded: nothing erased
+        raise
+    return Erased(str(recorded["event_id"]), keys.destroy(tenant, subject, payload["key_ids"]))
 
 
 def reveal_event(settings: Settings, store: Store, event_id: str) -> Opened:

@@ -12,10 +12,15 @@ Layout (README, "Erasure"), outside the data directory like the signing key:
   not open. A subject may hold several keys (two sink processes creating one at once, or a
   new key after an erasure); each ciphertext names its kid.
 
-Erasure (`destroy`) renames the subject's directory away, unlinks every key file and fsyncs:
-afterwards no key of the subject exists here. Copies elsewhere (backups, snapshots) are the
-operator's to expire. Every failure to read or write here is `KeyStoreUnavailable`: the sink
-stops on it (exit 7) instead of storing plaintext or dropping the event.
+Erasure marks the subject erased through an instant (`mark_erased`: ``<tenant>/<subject
+dir>.erased`` holds the canonical `occurred_at` of the `subject_erased` event), then lists its
+keys, and after the event is published unlinks those keys (`destroy`) and fsyncs. The mark
+outlives the keys: content of the subject that occurred by then but reaches a sink only
+afterwards (a sink behind, an SDK spool re-sent) is sealed with a key never stored
+(`agentaudit.subjects.seal`), so it is erased on arrival instead of landing under a new key.
+Copies elsewhere (backups, snapshots) are the operator's to expire. Every failure to read or
+write here is `KeyStoreUnavailable`: the sink stops on it (exit 7) instead of storing
+plaintext or dropping the event.
 Key bytes are never logged, printed or part of a repr.
 """
 
@@ -28,6 +33,7 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +59,11 @@ class KeyStoreUnavailable(UserError):
     exit_code = 7
 
 
-_TOKEN = re.compile(r"[0-9a-f]{12}")  # the suffix `destroy` gives a directory it renames aside
+_TOKEN = re.compile(r"[0-9a-f]{12}")  # the suffix an older `destroy` gave a directory renamed aside
+_TENANT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # the contract's tenant slug: one path segment
+_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")  # a canonical occurred_at
+ERASED_SUFFIX = ".erased"
+"""The mark `mark_erased` leaves beside a subject's directory (no subject directory has a dot)."""
 
 
 def subject_dir(subject: str | None) -> str:
@@ -169,7 +179,61 @@ class SubjectKeyStore:
     # -- data keys ----------------------------------------------------------------------------
 
     def _dir(self, tenant: str, subject: str | None) -> Path:
+        if not _TENANT.fullmatch(tenant):  # a tenant is one path segment: never '..' or '/'
+            raise UserError(f"not a tenant id: {tenant[:80]!r}")
         return self.keys_dir / tenant / subject_dir(subject)
+
+    def _mark(self, tenant: str, subject: str | None) -> Path:
+        where = self._dir(tenant, subject)
+        return where.with_name(where.name + ERASED_SUFFIX)
+
+    def erased_through(self, tenant: str, subject: str | None) -> str | None:
+        """The canonical `occurred_at` through which the subject's content is erased (None:
+        never erased). Content that occurred by then is sealed with no stored key."""
+        try:
+            text = self._mark(tenant, subject).read_bytes().decode("ascii", "replace").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._down(f"cannot read an erasure mark of {tenant}", exc) from None
+        if not _INSTANT.fullmatch(text):  # never guess what a damaged mark meant
+            raise KeyStoreUnavailable(
+                f"the erasure mark {self._mark(tenant, subject)} is damaged ({text[:40]!r})"
+            )
+        return text
+
+    def mark_erased(self, tenant: str, subject: str | None, through: str) -> str | None:
+        """Record that the subject's content through ``through`` (a canonical `occurred_at`)
+        is erased; a later mark already there stays. Returns the mark before (`unmark`)."""
+        if not _INSTANT.fullmatch(through):
+            raise ValueError(f"not a canonical occurred_at: {through!r}")
+        before = self.erased_through(tenant, subject)
+        if before is not None and before >= through:
+            return before
+        mark = self._mark(tenant, subject)
+        try:
+            make_dirs(mark.parent)
+            write_atomic(mark, through.encode("ascii"))
+        except OSError as exc:
+            raise self._down(f"cannot write an erasure mark of {tenant}", exc) from None
+        return before
+
+    def unmark(self, tenant: str, subject: str | None, before: str | None) -> None:
+        """Put back the mark `mark_erased` replaced (an erasure the broker did not record)."""
+        mark = self._mark(tenant, subject)
+        try:
+            if before is None:
+                mark.unlink(missing_ok=True)
+                fsync_dir(mark.parent)
+            else:
+                write_atomic(mark, before.encode("ascii"))
+        except OSError as exc:
+            raise self._down(f"cannot restore an erasure mark of {tenant}", exc) from None
+
+    @staticmethod
+    def ephemeral() -> DataKey:
+        """A key that is never stored: what it seals is erased the moment it is sealed."""
+        return DataKey(secrets.token_hex(KID_BYTES), AESGCM(secrets.token_bytes(KEY_BYTES)))
 
     @staticmethod
     def _aad(tenant: str, subject: str | None, kid: str) -> bytes:
@@ -231,35 +295,45 @@ class SubjectKeyStore:
             ) from None
         return DataKey(kid, AESGCM(dek))
 
-    def destroy(self, tenant: str, subject: str | None) -> list[str]:
-        """Delete every key of the subject; returns their ids. Idempotent, and a rerun
-        finishes a destroy that was killed half-way (its keys renamed aside but not deleted:
-        before, they stayed there for good, still opening the content, and the rerun said
-        nothing was left to destroy)."""
+    def destroy(
+        self, tenant: str, subject: str | None, kids: Sequence[str] | None = None
+    ) -> list[str]:
+        """Delete the subject's keys ``kids`` (None: every key it has); returns the ids deleted.
+        Idempotent: a rerun finishes a destroy that was killed half-way. `agentaudit erase`
+        passes the keys it listed after marking the subject erased: a key a sink made after
+        that seals only content that occurred after the erasure (`erased_through`), and stays.
+        Before, the whole directory was renamed away after the `subject_erased` event was
+        published, taking along a key a sink had just made for content after the erasure."""
         where = self._dir(tenant, subject)
         prefix = f".erased-{where.name}-"
         try:
+            # Directories an older `destroy` renamed aside and was killed before emptying.
             aside = [  # exactly this subject's: base64url has "-", so a prefix is not enough
                 p
                 for p in where.parent.glob(prefix + "*")
                 if p.is_dir() and _TOKEN.fullmatch(p.name[len(prefix) :])
             ]
-            try:
-                doomed = where.with_name(prefix + secrets.token_hex(6))
-                os.rename(where, doomed)  # atomic: a key created from now on is a new subject dir
-                aside.append(doomed)
-            except FileNotFoundError:
-                pass
-            kids: list[str] = []
-            for gone in aside:
-                kids += [p.stem for p in gone.glob("*.key")]
-                for p in gone.iterdir():
+            gone: list[str] = []
+            for d in aside:
+                gone += [p.stem for p in d.glob("*.key")]
+                for p in d.iterdir():
                     p.unlink()
-                gone.rmdir()
+                d.rmdir()
+            chosen = self.kids(tenant, subject) if kids is None else list(kids)
+            for kid in chosen:
+                if len(kid) != 2 * KID_BYTES or not all(c in "0123456789abcdef" for c in kid):
+                    continue
+                try:
+                    (where / f"{kid}.key").unlink()
+                except FileNotFoundError:
+                    continue
+                gone.append(kid)
+            if gone:
+                fsync_dir(where if where.is_dir() else where.parent)
             if aside:
                 fsync_dir(where.parent)
         except OSError as exc:
             raise self._down(
                 f"cannot destroy the keys of a subject of {tenant} in {where.parent}", exc
             ) from None
-        return sorted(kids)
+        return sorted(gone)

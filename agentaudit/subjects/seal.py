@@ -79,14 +79,22 @@ class Sealer:
     million users. A `subject_erased` event drops the subject's key from memory and makes the
     next event of that subject use a NEW key: content after the erasure never lands under the
     destroyed key (`agentaudit erase` publishes that event first and destroys the keys after).
+    Content that occurred by the subject's erasure mark (`SubjectKeyStore.erased_through`) is
+    sealed with a key that is never stored (`erased_on_arrival`): before, an event of an erased
+    subject that reached the sink after the erasure (the sink behind or down when `erase` ran,
+    an SDK spool re-sent) was sealed with a new, kept key, and read back in plaintext.
     """
 
     def __init__(self, keys: SubjectKeyStore, capacity: int = 20_000) -> None:
         self.keys = keys
         self.capacity = capacity
-        self._current: OrderedDict[tuple[str, str | None], DataKey] = OrderedDict()
+        # Each subject's key and its erasure mark, read after the key (see `_key`).
+        self._current: OrderedDict[tuple[str, str | None], tuple[DataKey, str | None]] = (
+            OrderedDict()
+        )
         self._renew: set[tuple[str, str | None]] = set()
         self.sealed_events = 0
+        self.erased_on_arrival = 0
 
     def digest_key(self) -> bytes:
         """The key of the sink's content digests (`agentaudit.sink.dedup.ContentDigest`):
@@ -104,7 +112,7 @@ class Sealer:
         if not paths:
             return canonical
         tenant, event_id = document["tenant_id"], document["event_id"]
-        key = self._key(tenant, document.get("user_id"))
+        key = self._key(tenant, document.get("user_id"), document["occurred_at"])
         # One random 96-bit nonce per event, +i per field (at most 34 fields): unique per key
         # like independent random nonces, one urandom call instead of one per field.
         base = int.from_bytes(secrets.token_bytes(NONCE_BYTES), "big")
@@ -120,21 +128,28 @@ class Sealer:
         self.sealed_events += 1
         return document_bytes(document)
 
-    def _key(self, tenant: str, subject: str | None) -> DataKey:
+    def _key(self, tenant: str, subject: str | None, occurred_at: str) -> DataKey:
         at = (tenant, subject)
-        key = self._current.get(at)
-        if key is not None:
+        held = self._current.get(at)
+        if held is not None:
             self._current.move_to_end(at)
-            return key
-        if at in self._renew:
-            key = self.keys.create(tenant, subject)
-            self._renew.discard(at)
         else:
-            # A key dropped from memory is read back: any existing key of the subject seals.
-            key = self.keys.current(tenant, subject)
-        self._current[at] = key
-        if len(self._current) > self.capacity:
-            self._current.popitem(last=False)
+            if at in self._renew:
+                key = self.keys.create(tenant, subject)
+                self._renew.discard(at)
+            else:
+                # A key dropped from memory is read back: any existing key of the subject seals.
+                key = self.keys.current(tenant, subject)
+            # The mark is read AFTER the key is had: `erase` marks before it lists the keys it
+            # destroys, so a key made after that listing (and kept) finds the mark here.
+            held = self._current[at] = (key, self.keys.erased_through(tenant, subject))
+            if len(self._current) > self.capacity:
+                self._current.popitem(last=False)
+        key, through = held
+        # Canonical `occurred_at`s (fixed width, UTC) compare as text.
+        if through is not None and occurred_at <= through:
+            self.erased_on_arrival += 1
+            return self.keys.ephemeral()
         return key
 
     @property
