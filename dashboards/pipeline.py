@@ -21,6 +21,8 @@ JOBS_SKIPPED = (
     'label_replace(sum(increase(agentaudit_stream_jobs_invalid_total[$__rate_interval])), "kind", '
     '"invalid", "", "") or label_replace(sum(increase('
     'agentaudit_stream_jobs_duplicates_total[$__rate_interval])), "kind", "duplicate", "", "")'
+    " or label_replace(sum(increase(agentaudit_stream_jobs_replayed_total[$__rate_interval])), "
+    '"kind", "replayed", "", "")'
     " or label_replace(sum by (job) (increase(agentaudit_stream_jobs_late_total"
     '[$__rate_interval])), "kind", "late ($1)", "job", "(.*)")'
 )
@@ -148,8 +150,9 @@ def build() -> Dashboard:
             prometheus_panel(
                 "Stream jobs: skipped messages",
                 "Messages the stream jobs skipped per interval: invalid (the sink dead-letters "
-                "them), re-sent duplicates (stored once), and late events per job (dated in a "
-                "window that job had closed: in the trail, not in its figures). Not per tenant.",
+                "them), re-sent duplicates (stored once), messages replayed after a rebalance "
+                "or restart (applied before), and late events per job (dated in a window that "
+                "job had closed: in the trail, not in its figures). Not per tenant.",
                 JOBS_SKIPPED,
                 "{{kind}}",
             ),

@@ -61,6 +61,9 @@ class JobCounters:
     duplicates: int = 0
     """Re-sent events (an `event_id` seen recently): the sink stores them once, so the jobs
     count them once."""
+    replayed: int = 0
+    """Messages delivered again at or below the offset the jobs had applied (after a
+    rebalance or a restart): skipped, each job having applied them once."""
     late_by_job: dict[str, int] = field(default_factory=dict)
     """Events a job found late, per job: `spend` (a window of some calendar was already
     final: not added there, still in longer open windows), `anomaly` (its minute closed),
@@ -69,7 +72,7 @@ class JobCounters:
     @property
     def handled(self) -> int:
         """Messages taken in any way (applied, invalid or duplicate): progress through a topic."""
-        return self.events + self.invalid + self.duplicates
+        return self.events + self.invalid + self.duplicates + self.replayed
 
     def report(self) -> dict[str, Any]:
         """The counters as JSON fields, totals since this process started: what the jobs
@@ -78,6 +81,7 @@ class JobCounters:
             "events": self.events,
             "invalid": self.invalid,
             "duplicates": self.duplicates,
+            "replayed": self.replayed,
             "records": self.records,
             "failed": dict(self.failed_by_job),
             "failed_ticks": dict(self.failed_ticks_by_job),
@@ -144,22 +148,30 @@ class StreamJobs:
         applied = -1 if applied is None else applied
         for item in items:
             offset, value = item[0], item[1]
+            # Delivered again after a rebalance or a restart: each job's own replay guard
+            # decides (one job's state may be older than another's after a crash mid-write,
+            # so it is not skipped here), but it is counted apart: events, invalid and
+            # duplicates count each message of the log once.
+            replay = offset <= applied
             # The sink's own verdict (duplicate keys, clock skew against the record's
             # timestamp included): the jobs count exactly the events the trail holds.
             event = validate(value, not_after(item[2], skew) if len(item) > 2 else None)
             if isinstance(event, Rejected):
-                counters.invalid += 1
+                if replay:
+                    counters.replayed += 1
+                else:
+                    counters.invalid += 1
                 continue
-            # Re-delivered offsets are the replay guards' business (they keep their own
-            # count); only a new message carrying a known id is a re-sent event.
-            # Per tenant, as the sink remembers them (`event_key`): an id another tenant
-            # sent first is a different event, and the trail stores it.
-            if not recent_add(partition, event_key(event.tenant_id, event.event_id)) and (
-                offset > applied
-            ):
+            # A new message carrying a known id is a re-sent event. Per tenant, as the sink
+            # remembers them (`event_key`): an id another tenant sent first is a different
+            # event, and the trail stores it.
+            if not recent_add(partition, event_key(event.tenant_id, event.event_id)) and not replay:
                 counters.duplicates += 1
                 continue
-            counters.events += 1
+            if replay:
+                counters.replayed += 1
+            else:
+                counters.events += 1
             # One event must not stop the partition (or the worker), and one job raising on
             # it must not keep it from the others: a spend bug used to skip the event's
             # breaker signal too, so a poison event could hide a trip.

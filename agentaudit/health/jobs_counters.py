@@ -11,7 +11,9 @@ Names (house naming, as the sink's `agentaudit_dead_letters_total{reason}`):
 - `agentaudit_stream_jobs_events_total`: valid events the jobs applied (spend, breakers,
   anomaly, drift); `agentaudit_stream_jobs_invalid_total`: messages skipped as the sink
   dead-letters them; `agentaudit_stream_jobs_duplicates_total`: re-sent events (an event id
-  seen recently for its tenant) counted once;
+  seen recently for its tenant) counted once; `agentaudit_stream_jobs_replayed_total`:
+  messages delivered again after a rebalance or a restart (the jobs had applied them; each
+  job's replay guard skips them), so that the other three count each message of the log once;
 - `agentaudit_stream_jobs_failed_total{job}`: events a job raised on, skipped by that job
   (`pricing`: no job saw it; `spend`, `breakers`, `detection`): any increase is a bug to
   look at (the jobs log the event's partition:offset);
@@ -34,7 +36,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from agentaudit.jobs_process import REPORT_KEY
 
-_PLAIN = ("events", "invalid", "duplicates", "records")
+_PLAIN = ("events", "invalid", "duplicates", "replayed", "records")
 _BY_JOB = ("failed", "failed_ticks", "late")
 
 
@@ -56,6 +58,12 @@ class JobsCounters:
             "duplicates": Counter(
                 "agentaudit_stream_jobs_duplicates",
                 "Re-sent events (event id seen recently for its tenant) the jobs counted once.",
+                registry=registry,
+            ),
+            "replayed": Counter(
+                "agentaudit_stream_jobs_replayed",
+                "Messages delivered to the stream jobs again after a rebalance or restart, "
+                "below the offset they had applied (each job skips what it applied).",
                 registry=registry,
             ),
             "records": Counter(

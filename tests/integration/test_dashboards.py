@@ -104,6 +104,7 @@ SERIES = [
     ('agentaudit_stream_jobs_failed_total{job="spend"}', "0+1x10"),
     ("agentaudit_stream_jobs_invalid_total", "0+2x10"),
     ("agentaudit_stream_jobs_duplicates_total", "0+1x10"),
+    ("agentaudit_stream_jobs_replayed_total", "0+5x10"),
     ('agentaudit_stream_jobs_late_total{job="spend"}', "0+3x10"),
     ('agentaudit_stream_jobs_late_total{job="drift"}', "0+0x10"),
 ]
@@ -116,6 +117,7 @@ EXPECTED = {
     pipeline.JOBS_SKIPPED: [
         ('{kind="invalid"}', 4),
         ('{kind="duplicate"}', 2),
+        ('{kind="replayed"}', 10),
         ('{job="spend",kind="late (spend)"}', 6),
         ('{job="drift",kind="late (drift)"}', 0),
     ],

@@ -173,3 +173,20 @@ def test_late_events_are_counted_per_job_for_metrics() -> None:
     assert jobs.counters.late_by_job == {"spend": 1, "anomaly": 1, "drift": 1}
     assert jobs.counters.events == 3  # counted as an event all the same
     assert jobs.counters.report()["late"] == {"spend": 1, "anomaly": 1, "drift": 1}
+
+
+def test_messages_delivered_again_are_counted_as_replayed_not_as_new() -> None:
+    """After a rebalance or a restart a partition is delivered again from its committed
+    offset. Each job skips what it applied (its replay guard), but the counters took the
+    replayed messages as new events, invalid messages and all: /metrics said more events
+    than the log holds."""
+    jobs = StreamJobs(load_pricing())
+    once = StreamJobs(load_pricing())
+    events = [(i, _event("acme")) for i in range(1, 4)]
+    jobs.process(0, [*events, (4, b"{not json")], NOW)
+    jobs.process(0, [*events, (4, b"{not json"), (5, events[0][1])], NOW)  # again, + a re-send
+    once.process(0, events, NOW)
+    counted = jobs.counters
+    assert (counted.events, counted.invalid, counted.duplicates, counted.replayed) == (3, 1, 1, 4)
+    assert counted.handled == 9
+    assert jobs.spend.to_state("acme") == once.spend.to_state("acme")  # applied once
