@@ -13,6 +13,14 @@ dead-letter topic, acknowledged, before the commit) on a permanent refusal. Then
 is committed. On every assignment the group's last committed offset is read and the
 `dedup_window` messages before it are re-read only to learn their alert ids, so a duplicate
 is recognised across restarts too.
+
+A rebalance (another member of the group joins or leaves) interrupts the batch in hand: the
+alert waiting to be retried and the rest of what was fetched are left to the partitions' new
+owners, who start at the group's commit (this member too, for the partitions it keeps).
+Before, a member went on posting what it had fetched from partitions it no longer owned, and
+their new owner posted the same alerts again (a probe: 4 of 12 alerts posted twice after a
+second notifier joined while the receiver was down), or stayed stuck retrying an alert of a
+partition now someone else's while its own partitions waited.
 """
 
 from __future__ import annotations
@@ -115,6 +123,7 @@ class _Listener(RebalanceListener):
         self.loop = loop
 
     async def revoked(self, revoked: list[TopicPartition]) -> None:
+        self.loop.interrupt.set()  # nothing more of the batch fetched under this assignment
         self.loop.assigned.clear()  # until `recover` has run for the next assignment
         await self.loop.commit()
         for tp in revoked:
@@ -165,6 +174,8 @@ class ReceiverLoop:
         self.handled: dict[str, int] = {}
         """Outcome → count in this process (what the Prometheus counter also got)."""
         self.assigned = asyncio.Event()
+        self.interrupt = asyncio.Event()
+        """Set by a revocation (or `stop`): the batch in hand is dropped, a retry wait ends."""
 
     # -- Kafka ---------------------------------------------------------------------------------
 
@@ -195,11 +206,13 @@ class ReceiverLoop:
                     what = f"receiver {self.name}'s HTTP transport"
                     opened.push_async_exit(closer(self._own_transport.close, what, log))
                 self.consumer, self.producer = await opened.enter_async_context(clients)
+                relay = asyncio.create_task(self._interrupt_on(stop))
                 try:
                     await self._consume(stop)
                 except Stopped:
                     pass  # stop set while an alert waited to be retried: it stays uncommitted
                 finally:
+                    relay.cancel()
                     await self.commit()  # what was handled; never what was not
         finally:
             self.replay_until.clear()
@@ -207,6 +220,10 @@ class ReceiverLoop:
             # The next `run` (the supervisor's restart) joins again: nothing of it may be
             # handled before its own recovery has learned the ids and sought back.
             self.assigned.clear()
+
+    async def _interrupt_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.interrupt.set()
 
     async def _consume(self, stop: asyncio.Event) -> None:
         """Subscribe, then handle what is fetched, in order, until `stop`."""
@@ -223,17 +240,31 @@ class ReceiverLoop:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.assigned.wait(), 0.2)
                 continue
+            if not stop.is_set():  # (no await since: a stop set later sets it again)
+                self.interrupt.clear()
             try:
                 fetched = await self.consumer.getmany(timeout_ms=200, max_records=500)
             finally:
                 # Before what was fetched is used: a rebalance during this poll whose
                 # recovery failed learned no ids and sought nothing.
                 listener.raise_failure()
-            for tp, messages in fetched.items():
-                for message in messages:
-                    await self._handle(tp, message.offset, message.key, message.value, stop)
-                await self.commit()
+            try:
+                await self._handle_batch(fetched)
+            except Stopped:
+                if stop.is_set():
+                    raise
+                # revoked while an alert waited to be retried: its partition's new owner
+                # (perhaps this member again) posts it, from the group's commit
             self._gauge()
+
+    async def _handle_batch(self, fetched: Mapping[TopicPartition, list[Any]]) -> None:
+        """Handle a fetch in order, committing per partition; stop at a revocation."""
+        for tp, messages in fetched.items():
+            for message in messages:
+                if self.interrupt.is_set():
+                    return  # revoked (or stopping): the rest is the new owner's to post
+                await self._handle(tp, message.offset, message.key, message.value, self.interrupt)
+            await self.commit()
 
     async def recover(self, assigned: list[TopicPartition]) -> None:
         """On assignment: re-read up to `dedup_window` already handled messages per partition
@@ -256,6 +287,12 @@ class ReceiverLoop:
         if not self._uncommitted or self.consumer is None:
             return
         offsets, self._uncommitted = self._uncommitted, {}
+        # A partition revoked since (an alert whose 2xx came after the rebalance) is its
+        # new owner's now; aiokafka refuses the whole commit for it, the others' offsets too.
+        owned = self.consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in owned}
+        if not offsets:
+            return
         try:
             await self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from agentaudit.notify.deliver import Answer
-from agentaudit.notify.receiver import LoopOptions, ReceiverLoop
+from agentaudit.notify.deliver import Answer, Stopped, TransportError
+from agentaudit.notify.receiver import LoopOptions, ReceiverLoop, _Listener
 from agentaudit.notify.routes import parse_routes
 from agentaudit.settings import Settings
 from agentaudit.sink.pipeline_records.decode import MAX_RECORD_BYTES
@@ -203,3 +203,38 @@ async def test_an_alert_the_record_sink_calls_oversized_is_not_posted() -> None:
     await _feed(loop, [big.model_dump_json().encode(), make_alert(2).model_dump_json().encode()])
     assert loop.handled == {"not_alert": 1, "delivered": 1}
     assert [r[2]["Idempotency-Key"] for r in transport.requests] == [make_alert(2).alert_id]
+
+
+class _Message:
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.offset, self.key, self.value = offset, b"acme", value
+
+
+async def test_a_revocation_ends_the_retries_and_the_rest_of_the_batch() -> None:
+    """The group rebalanced while the receiver was down: the alert being retried and the
+    rest of the fetch belong to the partitions' new owners now, who post them from the
+    group's commit. Before, the member went on retrying and then posted the whole batch, so
+    the new owners' posts made doubles (tests/integration/test_notify_rebalance.py)."""
+    loop = _loop(ScriptedTransport([TransportError("connection refused")]))
+    listener = _Listener(loop)
+    waits = 0
+
+    async def revoked_at_third_wait(seconds: float, stop: asyncio.Event) -> bool:
+        nonlocal waits
+        waits += 1
+        if waits == 3:
+            await listener.revoked([TP])
+        return stop.is_set()
+
+    loop.deliverer.sleeper = revoked_at_third_wait
+    other = TopicPartition("alerts", 1)
+    batch = {
+        TP: [_Message(0, make_alert(1).model_dump_json().encode())],
+        other: [_Message(0, make_alert(2).model_dump_json().encode())],
+    }
+    with pytest.raises(Stopped):
+        await loop._handle_batch(batch)  # type: ignore[arg-type]
+    transport = loop.deliverer.transport
+    assert isinstance(transport, ScriptedTransport)
+    assert {r[2]["Idempotency-Key"] for r in transport.requests} == {make_alert(1).alert_id}
+    assert waits == 3 and not loop.next and not loop._uncommitted
