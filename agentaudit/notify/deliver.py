@@ -74,8 +74,14 @@ class HttpTransport:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
-                text = (await resp.content.read(DETAIL_BYTES)).decode("utf-8", "replace")
-                return Answer(resp.status, resp.headers.get("Retry-After"), text)
+                # The status line is the answer. Before, the body was read first: a receiver
+                # that sent its 2xx (or 4xx) head and no body within the timeout was "no
+                # answer", so a taken alert was posted again at every retry, and a permanent
+                # refusal was retried for ever instead of dead-lettered.
+                retry = resp.headers.get("Retry-After")
+                if is_success(resp.status):
+                    return Answer(resp.status, retry)
+                return Answer(resp.status, retry, await _detail(resp))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
 
@@ -83,6 +89,15 @@ class HttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _detail(resp: aiohttp.ClientResponse) -> str:
+    """What the refusal's body says (its first DETAIL_BYTES), or "" if it does not come
+    within what is left of the timeout: the status stands either way."""
+    try:
+        return (await resp.content.read(DETAIL_BYTES)).decode("utf-8", "replace")
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return ""
 
 
 @dataclass(frozen=True, slots=True)

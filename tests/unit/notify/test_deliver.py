@@ -10,7 +10,14 @@ import random
 import pytest
 
 from agentaudit.notify.backoff import BackoffPolicy, is_permanent, retry_after
-from agentaudit.notify.deliver import Answer, DeadLettered, Delivered, Deliverer, Stopped
+from agentaudit.notify.deliver import (
+    Answer,
+    DeadLettered,
+    Delivered,
+    Deliverer,
+    HttpTransport,
+    Stopped,
+)
 from agentaudit.notify.routes import Backoff, parse_routes
 from tests.unit.notify.alerts import make_alert
 from tests.unit.notify.fakes import RecordingSleeper, ScriptedTransport, refused
@@ -127,3 +134,52 @@ async def test_secrets_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     # The request did carry them.
     assert transport.requests[0][0] == url
     assert transport.requests[0][2]["Authorization"] == "Bearer sekrit-bearer-token"
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n", Delivered(1)),
+        (
+            b"HTTP/1.1 422 Unprocessable\r\nContent-Length: 64\r\n\r\n",
+            DeadLettered("http_422", "", 1),
+        ),
+    ],
+    ids=["2xx", "422"],
+)
+async def test_an_answer_whose_body_never_comes_is_still_the_answer(
+    head: bytes, expected: Delivered | DeadLettered
+) -> None:
+    """A receiver that sends its status line and headers, then no body (a proxy, a server
+    that streams). Before, the body was read before the status counted: past the timeout it
+    was "no answer", so a 2xx alert was posted again at every retry and a 422 was retried for
+    ever instead of dead-lettered. A real HTTP client and a real socket server."""
+    posts = 0
+    held: list[asyncio.StreamWriter] = []
+
+    async def answer_head_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal posts
+        await reader.readuntil(b"\r\n\r\n")
+        posts += 1
+        writer.write(head)
+        held.append(writer)  # open, body never sent
+
+    server = await asyncio.start_server(answer_head_only, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    routes = parse_routes(
+        f'receivers: [{{name: hook, type: webhook, url: "http://127.0.0.1:{port}/h", '
+        "timeout_s: 0.2}]\nroutes: [{receiver: hook}]\n"
+    )
+    transport = HttpTransport()
+    deliverer = Deliverer(
+        routes.receiver("hook"), routes, transport, sleeper=RecordingSleeper(stop_after=3)
+    )
+    try:
+        assert await deliverer.deliver(make_alert(), asyncio.Event()) == expected
+    finally:
+        await transport.close()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert posts == 1
