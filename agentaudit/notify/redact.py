@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from yarl import URL
+
 MASK = "[redacted]"
 
 
@@ -30,6 +32,10 @@ class Redactor:
         # The path and query alone appear in some messages (a proxy's, a server's echo).
         tail = parts.path + (f"?{parts.query}" if parts.query else "")
         candidates += [tail, parts.query, parts.password or "", parts.username or ""]
+        # aiohttp's errors (a malformed answer's ClientResponseError) quote the URL as yarl
+        # writes it: percent-escapes decoded or upper-cased, a space as "+". Before, a token
+        # written "abc%7e…" in the routing file was logged as "abc~…", unredacted.
+        candidates += _as_yarl_writes(url)
         # Longest first, so a secret that contains another is replaced whole; very short
         # strings (a path of "/") are not secrets and would mangle every message.
         self._secrets = sorted({c for c in candidates if len(c) >= 6}, key=len, reverse=True)
@@ -39,3 +45,24 @@ class Redactor:
             if secret in text:
                 text = text.replace(secret, MASK)
         return text
+
+
+def _as_yarl_writes(url: str) -> list[str]:
+    """The URL and its parts as yarl (so aiohttp) renders them."""
+    try:
+        parsed = URL(url)
+        forms = [
+            str(parsed),
+            str(parsed.with_user(None)),
+            parsed.path_qs,
+            parsed.raw_path_qs,
+            parsed.path,
+            parsed.raw_path,
+            parsed.query_string,
+            parsed.raw_query_string,
+            parsed.password or "",
+            parsed.user or "",
+        ]
+    except (ValueError, TypeError):  # not a URL yarl takes: aiohttp could not post to it
+        return []
+    return [str(form) for form in forms]

@@ -183,3 +183,47 @@ async def test_an_answer_whose_body_never_comes_is_still_the_answer(
         server.close()
         await server.wait_closed()
     assert posts == 1
+
+
+@pytest.mark.parametrize(
+    ("tail", "secret"),
+    [
+        ("/hook/T0KEN%7eS3CRETS3CRET", "S3CRETS3CRET"),
+        ("/hook?token=s3cr3t%2fw0rd", "s3cr3t/w0rd"),
+        ("/hook?token=s3cr3t p4ss", "s3cr3t+p4ss"),
+    ],
+    ids=["escaped-path", "escaped-query", "space"],
+)
+async def test_a_malformed_answer_s_error_never_logs_the_url_as_aiohttp_writes_it(
+    tail: str, secret: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp's error for a malformed answer quotes the request URL as yarl writes it
+    (escapes decoded or upper-cased, a space as "+"). The redactor knew the URL only as the
+    routing file spells it: a token written "%7e…" was logged as "~…" in every retry line."""
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"NOT HTTP\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    routes = parse_routes(
+        f'receivers: [{{name: hook, type: webhook, url: "http://127.0.0.1:{port}{tail}"}}]\n'
+        "routes: [{receiver: hook}]\n"
+    )
+    transport = HttpTransport()
+    deliverer = Deliverer(
+        routes.receiver("hook"), routes, transport, sleeper=RecordingSleeper(stop_after=1)
+    )
+    try:
+        with caplog.at_level(logging.DEBUG, logger="agentaudit.notify"), pytest.raises(Stopped):
+            await deliverer.deliver(make_alert(), asyncio.Event())
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
+    assert "ClientResponseError" in caplog.text  # the error was logged …
+    assert secret not in caplog.text  # … without the token in any spelling
+    assert secret.split("/")[0].split("+")[0] not in caplog.text
