@@ -59,7 +59,8 @@ def erase(
     who = f"subject {subject}" if subject is not None else "unattributed content"
     keys = ", ".join(done.destroyed) or "none existed"
     console.print(
-        f"erased {who} of {tenant}: recorded as event {done.event_id}; keys destroyed: {keys}",
+        f"erased {who} of {tenant}: recorded as event {done.event_id}; keys destroyed: {keys}; "
+        f"dead letters erased: {done.dead_letters}",
         highlight=False,
         soft_wrap=True,
     )

@@ -10,9 +10,12 @@ second event).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
@@ -28,10 +31,50 @@ Publish = Callable[[Settings, Sequence[dict[str, Any]]], None]
 
 @dataclass(frozen=True)
 class Erased:
-    """What `erase_subject` did: the recording event and the keys destroyed after it."""
+    """What `erase_subject` did: the recording event, the keys destroyed after it and how many
+    of the tenant's dead letters of the subject had their bytes erased (`redact_dead_letters`)."""
 
     event_id: str
     destroyed: list[str]
+    dead_letters: int = 0
+
+
+_ERASED_WHERE = """tenant_id = {t:String} AND original != '' AND (
+    JSONExtractString(original, 'user_id') = {s:String} OR match(original, {p:String}))"""
+_UNATTRIBUTED_WHERE = """tenant_id = {t:String} AND original != ''
+    AND isValidJSON(original) AND NOT match(original, {p:String})"""
+_REDACT_SQL = """ALTER TABLE agentaudit.dead_letters
+UPDATE original = '', kafka_headers = [], detail = concat(detail, {note:String})
+WHERE """
+
+
+def redact_dead_letters(store: Store, tenant: str, subject: str | None, event_id: str) -> int:
+    """Erase the bytes (and source headers) of ``tenant``'s dead letters that name ``subject``
+    as their `user_id` (None: valid JSON naming none); their row, reason and source offset stay
+    (the sinks' recovery and tail check count dead letters by offset). How many were erased.
+
+    A dead letter keeps the rejected message as sent, in plaintext: before, every one of an
+    erased subject (an event the contract refused, an id conflict, an oversized one) stayed
+    readable after `erase`, and auditors' SQL reads `dead_letters` of their tenant. A message
+    cut at 64 KiB is found by the text of its `user_id` member; one that names the subject only
+    in a form JSON allows but no producer writes (escaped letters) is not."""
+    if subject is None:
+        where, params = _UNATTRIBUTED_WHERE, {"t": tenant, "p": r'"user_id"\s*:'}
+    else:
+        member = re.escape(orjson.dumps(subject).decode())  # as JSON writes it, quotes and all
+        where, params = (
+            _ERASED_WHERE,
+            {"t": tenant, "s": subject, "p": r'"user_id"\s*:\s*' + member},
+        )
+    count = store.query(
+        f"SELECT count() FROM agentaudit.dead_letters WHERE {where}", params
+    ).result_rows[0][0]
+    if int(count):
+        note = f"; original erased (subject_erased {event_id})"
+        store.command(
+            _REDACT_SQL + where + " SETTINGS mutations_sync = 2", {**params, "note": note}
+        )
+    return int(count)
 
 
 class UnderLegalHold(UserError):
@@ -107,7 +150,10 @@ def erase_subject(
     except BaseException:
         keys.unmark(tenant, subject, before)  # not recorded: nothing erased
         raise
-    return Erased(str(recorded["event_id"]), keys.destroy(tenant, subject, payload["key_ids"]))
+    destroyed = keys.destroy(tenant, subject, payload["key_ids"])
+    event_id = str(recorded["event_id"])
+    dead = redact_dead_letters(store, tenant, subject, event_id) if store is not None else 0
+    return Erased(event_id, destroyed, dead)
 
 
 def reveal_event(settings: Settings, store: Store, event_id: str) -> Opened:
