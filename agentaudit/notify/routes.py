@@ -30,6 +30,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from yarl import URL
 
 from agentaudit.errors import UserError
 from agentaudit_schemas.records import Alert, Severity
@@ -74,9 +75,17 @@ class ReceiverConfig(_Model):
                 raise UserError(
                     f"receiver {self.name}: environment variable {self.url_env} is not set"
                 )
-        parts = urlsplit(url)
+        bad = UserError(f"receiver {self.name}: its URL must be http(s)://host[:port]/…")
+        try:
+            # the port and yarl's parse too: a port past 65535 or a broken IPv6 literal
+            # passed here and failed every start of the receiver's loop (in the worker, a
+            # restart with back-off for ever, logged as a bare ValueError)
+            parts = urlsplit(url)
+            _ = parts.port, URL(url)
+        except ValueError:
+            raise bad from None  # the text would quote the URL: it may be a token
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UserError(f"receiver {self.name}: its URL must be http(s)://host[:port]/…")
+            raise bad
         if self.type == "alertmanager":
             url = url.rstrip("/") + "/api/v2/alerts"
         return url

@@ -109,6 +109,21 @@ def test_errors_never_show_a_secret(tmp_path: Path) -> None:
     assert TOKEN not in repr(parse_routes(ROUTES))
 
 
+@pytest.mark.parametrize(
+    "url", [f"http://hooks.example:99999/{TOKEN}", f"http://[::1/{TOKEN}"], ids=["port", "ipv6"]
+)
+def test_a_url_no_client_can_post_to_is_refused_at_start(url: str, tmp_path: Path) -> None:
+    """A port past 65535 or a broken IPv6 literal passed `load_routes`, then every start of
+    the receiver raised a ValueError (the worker restarted it with back-off for ever)."""
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        f'receivers: [{{name: hook, type: webhook, url: "{url}"}}]\nroutes: [{{receiver: hook}}]\n'
+    )
+    with pytest.raises(UserError, match="hook: its URL must be") as caught:
+        load_routes(path)
+    assert TOKEN not in str(caught.value)
+
+
 def test_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "routes.yaml"
     path.write_text(
