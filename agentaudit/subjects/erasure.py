@@ -48,23 +48,33 @@ UPDATE original = '', kafka_headers = [], detail = concat(detail, {note:String})
 WHERE """
 
 
+# Where a dead letter names its user: the event's `user_id`; an OTLP dead letter's resource
+# (`"user.id": …`, flat) or span/log attribute (`{"key": "user.id", "value": {"stringValue": …`),
+# `enduser.id` too (the OTLP mapping takes either: agentaudit.otlp.genai).
+_USER_MEMBER = (
+    r'(?:"user_id"|"(?:end)?user\.id")\s*:\s*{v}'
+    r'|"key"\s*:\s*"(?:end)?user\.id"\s*,\s*"value"\s*:\s*\{{\s*"stringValue"\s*:\s*{v}'
+)
+
+
 def redact_dead_letters(store: Store, tenant: str, subject: str | None, event_id: str) -> int:
     """Erase the bytes (and source headers) of ``tenant``'s dead letters that name ``subject``
-    as their `user_id` (None: valid JSON naming none); their row, reason and source offset stay
+    as their user (None: valid JSON naming none); their row, reason and source offset stay
     (the sinks' recovery and tail check count dead letters by offset). How many were erased.
 
     A dead letter keeps the rejected message as sent, in plaintext: before, every one of an
-    erased subject (an event the contract refused, an id conflict, an oversized one) stayed
-    readable after `erase`, and auditors' SQL reads `dead_letters` of their tenant. A message
-    cut at 64 KiB is found by the text of its `user_id` member; one that names the subject only
-    in a form JSON allows but no producer writes (escaped letters) is not."""
+    erased subject (an event the contract refused, an id conflict, an oversized one, an OTLP
+    span the mapping refused) stayed readable after `erase`, and auditors' SQL reads
+    `dead_letters` of their tenant. The user is found by the text of its JSON member, so a
+    message cut at 64 KiB is found too; one that names the subject only in a form JSON allows
+    but no producer writes (escaped letters) is not."""
     if subject is None:
-        where, params = _UNATTRIBUTED_WHERE, {"t": tenant, "p": r'"user_id"\s*:'}
+        where, params = _UNATTRIBUTED_WHERE, {"t": tenant, "p": _USER_MEMBER.format(v='"')}
     else:
         member = re.escape(orjson.dumps(subject).decode())  # as JSON writes it, quotes and all
         where, params = (
             _ERASED_WHERE,
-            {"t": tenant, "s": subject, "p": r'"user_id"\s*:\s*' + member},
+            {"t": tenant, "s": subject, "p": _USER_MEMBER.format(v=member)},
         )
     count = store.query(
         f"SELECT count() FROM agentaudit.dead_letters WHERE {where}", params

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from agentaudit.otlp import ingest
 from agentaudit.settings import Settings
 from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, Source
@@ -23,6 +24,7 @@ from agentaudit.store.protocol import Store
 from agentaudit.subjects.erasure import erase_subject
 from agentaudit_schemas.pricing import load_pricing
 from tests.factories import event_dict, wire
+from tests.unit.otlp.spans import RESOURCE, request
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +36,17 @@ def rejected(tenant: str, user: str | None, tag: str, *, big: bool = False) -> b
     doc["payload"]["content"] = {"handling": "plain", "prompt": f"SECRET-{tag}"}
     doc["payload"]["not_in_the_contract"] = "x" * (300_000 if big else 1)
     return wire(doc)
+
+
+def otlp_rejected(tenant: str, resource_user: str | None, span_user: str | None, tag: str) -> bytes:
+    """An OTLP span the mapping refuses (no model), as the OTLP receiver dead-letters it."""
+    resource = dict(RESOURCE) | ({"user.id": resource_user} if resource_user else {})
+    attributes = {"gen_ai.operation.name": "chat", "gen_ai.prompt": f"SECRET-{tag}"}
+    if span_user:
+        attributes["enduser.id"] = span_user
+    out = ingest.traces(tenant, request(("chat ?", attributes), resource=resource))
+    ((_key, value, _headers),) = out.dead_letters
+    return value
 
 
 def secrets_left(store: Store) -> list[str]:
@@ -58,14 +71,19 @@ def test_erase_erases_the_subjects_dead_letters_and_only_theirs(
         ("acme", None, "a-none", False),
         ("other", "u-1", "o1", False),  # the same id in another tenant
     ]
-    for offset, (tenant, user, tag, big) in enumerate(messages):
+    values = [rejected(t, u, tag, big=big) for t, u, tag, big in messages]
+    values += [  # OTLP: the user in the resource, in a span attribute, another user
+        otlp_rejected("acme", "u-1", None, "r1"),
+        otlp_rejected("acme", None, "u-1", "s1"),
+        otlp_rejected("acme", None, "u-2", "s2"),
+    ]
+    tags = [tag for _t, _u, tag, _b in messages] + ["r1", "s1", "s2"]
+    for offset, (tag, value) in enumerate(zip(tags, values, strict=True)):
         headers = [("note", f"SECRET-{tag}-header".encode())]
-        processor.add(
-            Source("events", 0, offset, 1_700_000_000_000, tenant.encode(), 0, headers),
-            rejected(tenant, user, tag, big=big),
-        )
+        source = Source("events", 0, offset, 1_700_000_000_000, b"acme", 0, headers)
+        processor.add(source, value)
     rows = processor.take().dead_letters
-    assert len(rows) == len(messages)
+    assert len(rows) == len(values)
     published: list[dict[str, Any]] = []
     with open_store(settings, own=True) as store:
         migrate(store)
@@ -82,15 +100,14 @@ def test_erase_erases_the_subjects_dead_letters_and_only_theirs(
             store=store,
             send=lambda _s, e: published.extend(e),
         )
-        assert done.dead_letters == 2
-        left = secrets_left(store)
-        assert not any(s.startswith("a1-") or s.startswith("a1big") for s in left), left
-        assert sorted(set(s.split("-header")[0] for s in left)) == ["a-none", "a12", "o1"]
+        assert done.dead_letters == 4
+        left = sorted(set(s.split("-header")[0] for s in secrets_left(store)))
+        assert left == ["a-none", "a12", "o1", "s2"]
         kept = store.query(
             "SELECT kafka_offset, reason, detail FROM agentaudit.dead_letters "
             "WHERE original = '' ORDER BY kafka_offset"
         ).result_rows
-        assert [o for o, _, _ in kept] == [0, 1]  # the rows stay, with their source offsets
+        assert [o for o, _, _ in kept] == [0, 1, 5, 6]  # the rows stay, with their offsets
         assert all(published[0]["event_id"] in d for _, _, d in kept)
 
         unattributed = erase_subject(
@@ -103,4 +120,8 @@ def test_erase_erases_the_subjects_dead_letters_and_only_theirs(
             send=lambda _s, e: published.extend(e),
         )
         assert unattributed.dead_letters == 1
-        assert sorted(set(s.split("-header")[0] for s in secrets_left(store))) == ["a12", "o1"]
+        assert sorted(set(s.split("-header")[0] for s in secrets_left(store))) == [
+            "a12",
+            "o1",
+            "s2",
+        ]
