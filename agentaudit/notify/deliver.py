@@ -31,6 +31,7 @@ from agentaudit.notify.payloads import request_body
 from agentaudit.notify.redact import Redactor, display_url
 from agentaudit.notify.routes import ReceiverConfig, Routes
 from agentaudit_schemas.records import Alert
+from agentaudit_sdk.clock import UtcNow, utc_now
 
 log = logging.getLogger("agentaudit.notify")
 
@@ -130,8 +131,10 @@ class Deliverer:
         *,
         sleeper: Sleeper = sleep_unless_stopped,
         rng: random.Random | None = None,
+        clock: UtcNow = utc_now,
     ) -> None:
         self.receiver = receiver
+        self.clock = clock
         self.name = receiver.name
         self.url = receiver.resolved_url()
         secret_headers = {k: v.get_secret_value() for k, v in receiver.headers.items()}
@@ -146,17 +149,19 @@ class Deliverer:
     async def deliver(self, alert: Alert, stop: asyncio.Event) -> Delivered | DeadLettered:
         """Post until 2xx (`Delivered`) or a permanent refusal (`DeadLettered`); `Stopped` if
         `stop` is set while waiting to retry."""
-        try:
-            body = request_body(alert, self.receiver, self.runbook_base)
-        except Exception as exc:  # noqa: BLE001 - this alert's dead letter, not a crash loop
-            # A valid alert no JSON body can carry (a detail past 64 bits): raised, it would
-            # fail the loop, and every restart would meet it again: nothing more delivered.
-            return DeadLettered("unencodable", f"{type(exc).__name__}: {exc}"[:DETAIL_BYTES], 0)
         # The alert id is the idempotency key: a receiver that keeps it drops our resend
         # after a crash between its 2xx and our offset commit.
         headers = {**self.headers, "Idempotency-Key": alert.alert_id}
         attempt = 0
         while True:
+            try:
+                # per attempt: Alertmanager's endsAt counts from the post (`alertmanager_body`)
+                body = request_body(alert, self.receiver, self.runbook_base, self.clock())
+            except Exception as exc:  # noqa: BLE001 - this alert's dead letter, not a crash loop
+                # A valid alert no JSON body can carry (a detail past 64 bits): raised, it
+                # would fail the loop, and every restart would meet it again.
+                why = f"{type(exc).__name__}: {exc}"[:DETAIL_BYTES]
+                return DeadLettered("unencodable", why, attempt)
             attempt += 1
             after: float | None = None
             try:

@@ -8,7 +8,7 @@ Slack itself cannot use it to drop a resend).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -81,14 +81,20 @@ def slack_body(alert: Alert, base: str) -> dict[str, Any]:
     }
 
 
-def alertmanager_body(alert: Alert, resolve_after_s: float, base: str) -> list[dict[str, Any]]:
+def alertmanager_body(
+    alert: Alert, resolve_after_s: float, base: str, now: datetime | None = None
+) -> list[dict[str, Any]]:
     """Alertmanager v2 `postableAlerts` with one alert.
 
     Labels identify it (Alertmanager's fingerprint is the label set, so a resend of the same
     alert id merges into the alert it already holds); `alert_id` is a label for that reason.
-    startsAt is when it fired; endsAt `resolve_after_s` later, because nothing ever resolves
-    our alerts (they are events, not states) and an alert without endsAt would be resolved
-    by Alertmanager's own `resolve_timeout` instead.
+    startsAt is when it fired; endsAt `resolve_after_s` after it fired or after `now` (the
+    post), whichever is later, because nothing ever resolves our alerts (they are events,
+    not states) and an alert without endsAt would be resolved by Alertmanager's own
+    `resolve_timeout` instead. Counted from `fired_at` alone, an alert posted more than
+    `resolve_after_s` late (Alertmanager or the notifier down for an hour, a backlog) arrived
+    already resolved: Alertmanager took it (2xx, counted delivered), listed it nowhere and
+    notified no one.
     """
     labels = {
         "alertname": alert.kind,
@@ -102,7 +108,7 @@ def alertmanager_body(alert: Alert, resolve_after_s: float, base: str) -> list[d
         "description": f"{alert.window}: {_figures(alert)}",
         "runbook_url": runbook_url(alert, base),
     }
-    ends = alert.fired_at + timedelta(seconds=resolve_after_s)
+    ends = max(alert.fired_at, now or alert.fired_at) + timedelta(seconds=resolve_after_s)
     return [
         {
             "labels": labels,
@@ -113,13 +119,15 @@ def alertmanager_body(alert: Alert, resolve_after_s: float, base: str) -> list[d
     ]
 
 
-def request_body(alert: Alert, receiver: ReceiverConfig, runbook_base: str) -> bytes:
-    """The JSON bytes posted to `receiver` for `alert`."""
+def request_body(
+    alert: Alert, receiver: ReceiverConfig, runbook_base: str, now: datetime | None = None
+) -> bytes:
+    """The JSON bytes posted to `receiver` for `alert` at `now` (the time of the post)."""
     body: Any
     if receiver.type == "slack":
         body = slack_body(alert, runbook_base)
     elif receiver.type == "alertmanager":
-        body = alertmanager_body(alert, receiver.resolve_after_s, runbook_base)
+        body = alertmanager_body(alert, receiver.resolve_after_s, runbook_base, now)
     else:
         body = webhook_body(alert, receiver.name, runbook_base)
     return orjson.dumps(body)

@@ -157,7 +157,12 @@ class ReceiverLoop:
         if transport is None:
             transport = self._own_transport = HttpTransport()
         self.deliverer = Deliverer(
-            receiver, routes, transport, sleeper=options.sleeper, rng=options.rng
+            receiver,
+            routes,
+            transport,
+            sleeper=options.sleeper,
+            rng=options.rng,
+            clock=options.clock,
         )
         self.start_timeout_s = options.start_timeout_s
         self.clock = options.clock

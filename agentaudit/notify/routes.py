@@ -56,7 +56,8 @@ class ReceiverConfig(_Model):
     """Extra request headers (e.g. Authorization); their values are secrets."""
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     resolve_after_s: float = Field(default=3600.0, gt=0)
-    """alertmanager: endsAt = fired_at + this (our alerts are events; nothing resolves them)."""
+    """alertmanager: endsAt = this after fired_at or after the post, whichever is later (our
+    alerts are events; nothing resolves them)."""
 
     @model_validator(mode="after")
     def _one_url(self) -> ReceiverConfig:

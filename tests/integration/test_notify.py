@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import REGISTRY
 
 from agentaudit.broker import ensure_topics, free_port
+from agentaudit.notify.deliver import Delivered, Deliverer, HttpTransport
 from agentaudit.notify.receiver import LoopOptions, ReceiverLoop
 from agentaudit.notify.routes import parse_routes
 from agentaudit.notify.service import Notifier
@@ -459,3 +460,23 @@ routes:
         await asyncio.wait_for(task, 30)
     assert max(strict.keys().values()) == 1, strict.keys()
     assert loop.handled.get("duplicate") == len(alerts) and not loop.handled.get("delivered")
+
+
+async def test_an_alert_posted_late_is_active_in_alertmanager(alertmanager: Alertmanager) -> None:
+    """Debian's Alertmanager, an alert fired 2 h before it is posted (within the default
+    `max_alert_age_s` of a day). Before, endsAt was fired_at + resolve_after_s (1 h): in the
+    past, so Alertmanager answered 200 (counted delivered) and listed and notified nothing."""
+    routes = parse_routes(
+        f'receivers: [{{name: am, type: alertmanager, url: "{alertmanager.url}"}}]\n'
+        "routes: [{receiver: am}]\n"
+    )
+    late = make_alert(900, fired_at=datetime.now(UTC) - timedelta(hours=2))
+    transport = HttpTransport()
+    deliverer = Deliverer(routes.receiver("am"), routes, transport)  # the real clock: posted now
+    try:
+        assert await deliverer.deliver(late, asyncio.Event()) == Delivered(1)
+    finally:
+        await transport.close()
+    shown = {a["labels"]["alert_id"]: a for a in alertmanager.alerts()}
+    assert late.alert_id in shown, "Alertmanager holds it"
+    assert shown[late.alert_id]["status"]["state"] == "active"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import orjson
 
 from agentaudit.notify.payloads import request_body
@@ -64,3 +66,15 @@ def test_slack_text_and_blocks() -> None:
         "<https://git.example/agentaudit/blob/main/runbooks/BudgetExceeded.md|runbook>" in context
     )
     assert make_alert().alert_id in context
+
+
+def test_alertmanager_end_counts_from_the_post_when_that_is_later() -> None:
+    """Posted two hours after it fired (Alertmanager or the notifier down, a backlog), an
+    alert whose endsAt is fired_at + resolve_after_s arrives resolved: Alertmanager takes it
+    and pages no one. The end counts from the post then; on time, from fired_at as before."""
+    alert, am = make_alert(), ROUTES.receiver("am")
+    late = orjson.loads(request_body(alert, am, "", alert.fired_at + timedelta(hours=3)))
+    assert late[0]["startsAt"] == "2026-03-01T12:00:00.000Z"  # when it fired, still
+    assert late[0]["endsAt"] == "2026-03-01T17:00:00.000Z"  # the post + resolve_after_s
+    early = orjson.loads(request_body(alert, am, "", alert.fired_at - timedelta(minutes=5)))
+    assert early[0]["endsAt"] == "2026-03-01T14:00:00.000Z"
