@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -33,6 +34,8 @@ from cryptography.exceptions import InvalidTag
 from agentaudit.settings import Settings
 from agentaudit.subjects.keystore import NONCE_BYTES, DataKey, SubjectKeyStore
 from agentaudit_schemas.canonical import document_bytes
+
+log = logging.getLogger(__name__)
 
 ALGORITHM = "aes-256-gcm"
 SEALED_KEYS = frozenset({"enc", "kid", "n", "ct"})
@@ -95,6 +98,7 @@ class Sealer:
         self._renew: set[tuple[str, str | None]] = set()
         self.sealed_events = 0
         self.erased_on_arrival = 0
+        self._told: set[tuple[str, str | None]] = set()  # erased subjects logged about
 
     def digest_key(self) -> bytes:
         """The key of the sink's content digests (`agentaudit.sink.dedup.ContentDigest`):
@@ -149,6 +153,15 @@ class Sealer:
         # Canonical `occurred_at`s (fixed width, UTC) compare as text.
         if through is not None and occurred_at <= through:
             self.erased_on_arrival += 1
+            if at not in self._told:  # once a subject: a spool re-sent may hold thousands
+                self._told.add(at)
+                log.warning(
+                    "content of a subject of %s erased through %s arrived after its erasure "
+                    "(occurred %s): sealed with a key that is never stored",
+                    tenant,
+                    through,
+                    occurred_at,
+                )
             return self.keys.ephemeral()
         return key
 

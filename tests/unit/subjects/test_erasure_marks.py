@@ -46,7 +46,7 @@ def llm_at(when: datetime, user: str = "u-1") -> dict[str, Any]:
 
 
 def test_content_sealed_after_the_erasure_is_erased_up_to_it_and_kept_after(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = settings_at(tmp_path)
     keys = SubjectKeyStore.from_settings(settings)
@@ -74,6 +74,8 @@ def test_content_sealed_after_the_erasure_is_erased_up_to_it_and_kept_after(
     assert prompt(keys, after) == PROMPT
     assert prompt(keys, other) == PROMPT
     assert seal.erased_on_arrival == 2
+    told = [r for r in caplog.records if "arrived after its erasure" in r.getMessage()]
+    assert len(told) == 1 and "u-1" not in told[0].getMessage()  # once, without the subject
     # A sink restarted (nothing in memory) decides the same.
     again = Sealer(SubjectKeyStore.from_settings(settings))
     assert prompt(keys, sealed(again, llm_at(T0)))["erased"] is True
