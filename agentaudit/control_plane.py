@@ -34,6 +34,7 @@ from agentaudit_schemas.records import (
     record_id,
 )
 from agentaudit_sdk.compacted import EndNotReached, Unreachable, read_latest
+from agentaudit_sdk.control import InvalidRecord, decode_control
 from agentaudit_sdk.kafka_config import KafkaSetupError, start
 from agentaudit_sdk.kafka_config import producer as kafka_producer
 
@@ -176,10 +177,9 @@ def _decode(values: dict[str, bytes], parse: Callable[[bytes], T], topic: str) -
     for key in sorted(values):
         try:
             decoded[key] = parse(values[key])
-        except ValidationError as exc:  # someone else's bad record must not hide the rest
-            log.warning(
-                "skipped key %r on %s: not valid (%d errors)", key, topic, exc.error_count()
-            )
+        except (ValidationError, InvalidRecord) as exc:  # another's bad record hides nothing
+            why = f"{exc.error_count()} errors" if isinstance(exc, ValidationError) else str(exc)
+            log.warning("skipped key %r on %s: not valid (%s)", key, topic, why)
     return decoded
 
 
@@ -199,7 +199,10 @@ async def read_controls(
     values = await _read_latest(settings, settings.control_topic, timeout, consumer_options)
     # The jobs' heartbeats share the topic (issue 12): no scope, not an invalid control message.
     values = {k: v for k, v in values.items() if not k.startswith(HEARTBEAT_KEY_PREFIX)}
-    return _decode(values, ControlMessage.model_validate_json, settings.control_topic)
+    # As the SDK reads them (`decode_control`): a newer pipeline's block with a field this
+    # version does not know is in force for the agents. Parsed strictly, `agentaudit blocks`
+    # did not list it and `unblock` said "(it was not blocked)".
+    return _decode(values, decode_control, settings.control_topic)
 
 
 def active_blocks(controls: dict[str, ControlMessage], now: datetime) -> list[ControlMessage]:

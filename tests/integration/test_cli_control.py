@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,10 @@ import pytest
 from agentaudit import control_plane
 from agentaudit.broker import ensure_topics, free_port
 from agentaudit.settings import Settings
-from agentaudit_schemas.records import ControlAction, ControlReason
+from agentaudit_schemas.records import ControlAction, ControlReason, Scope
 from agentaudit_sdk import Blocked, Client, RequestBudgetExceeded
 from tests.conftest import settings_env
+from tests.integration.helpers import produce_raw
 
 pytestmark = pytest.mark.integration
 
@@ -266,3 +268,25 @@ def test_reads_reach_the_end_of_a_topic_larger_than_one_fetch(topics: Settings) 
     current = asyncio.run(control_plane.read_budgets(topics, max_partition_fetch_bytes=16 << 10))
     assert len(current) == n - 1 and f"b{n - 1:04d}" not in current
     assert sum(b.limit_usd == 2.0 for b in current.values()) == len(range(0, n - 1, 7))
+
+
+def test_a_block_with_a_field_this_version_does_not_know_is_listed(topics: Settings) -> None:
+    """A newer CLI's or pipeline's block (one more field) is in force for the agents: the SDK
+    applies it with the field dropped. `agentaudit blocks` parsed strictly, skipped it and
+    listed nothing, and `unblock` said "(it was not blocked)"."""
+    now = datetime(2026, 11, 21, 12, tzinfo=UTC)
+    block = control_plane.manual_control(
+        Scope(tenant_id="acme-newer"), ControlAction.BLOCK, issued_by="oncall", now=now
+    )
+    doc = json.loads(block.model_dump_json())
+    doc["ticket"] = "INC-7"
+    asyncio.run(
+        produce_raw(
+            topics,
+            [(block.scope.key.encode(), json.dumps(doc).encode())],
+            topic=topics.control_topic,
+        )
+    )
+    controls = asyncio.run(control_plane.read_controls(topics))
+    assert controls[block.scope.key] == block
+    assert control_plane.active_blocks(controls, now) == [block]
