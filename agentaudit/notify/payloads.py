@@ -51,22 +51,48 @@ def webhook_body(alert: Alert, receiver: str, base: str) -> dict[str, Any]:
     }
 
 
+_SLACK_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_SLACK_TABLE = str.maketrans(_SLACK_ESCAPES)
+
+
+def _mrkdwn(text: str, limit: int = SLACK_TEXT_MAX) -> str:
+    """`text` as Slack mrkdwn shows it literally, at most `limit` characters. Slack reads
+    `<!channel>`, `<@U…>` and `<url|label>` in text as mentions and links: a user id is any
+    printable ASCII and lands in budget alerts' messages and scope keys, so a user called
+    `<!channel>` paged the whole on-call channel. `&`, `<`, `>` are escaped as Slack asks;
+    the text is cut before escaping, never inside an escape."""
+    escaped = text.translate(_SLACK_TABLE)
+    if len(escaped) <= limit:
+        return escaped
+    kept, size = [], 0
+    for char in text:
+        shown = _SLACK_ESCAPES.get(char, char)
+        if size + len(shown) > limit:
+            break
+        kept.append(shown)
+        size += len(shown)
+    return "".join(kept)
+
+
 def slack_body(alert: Alert, base: str) -> dict[str, Any]:
     """Slack's incoming-webhook payload: `text` (notifications, fallback) and `blocks`."""
     title = f"[{alert.severity.value.upper()}] {alert.kind} · {alert.scope.tenant_id}"
-    text = f"{title}: {alert.message}"[:SLACK_TEXT_MAX]
+    text = _mrkdwn(f"{title}: {alert.message}", SLACK_TEXT_MAX)
     url = runbook_url(alert, base)
     runbook = f"<{url}|runbook>" if url.startswith(("http://", "https://")) else f"runbook: `{url}`"
     return {
         "text": text,
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": alert.message[:SLACK_TEXT_MAX]}},
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _mrkdwn(alert.message, SLACK_TEXT_MAX)},
+            },
             {
                 "type": "section",
                 "fields": [
-                    {"type": "mrkdwn", "text": f"*Scope*\n`{alert.scope.key}`"},
-                    {"type": "mrkdwn", "text": f"*Window*\n{alert.window}"},
+                    {"type": "mrkdwn", "text": f"*Scope*\n`{_mrkdwn(alert.scope.key)}`"},
+                    {"type": "mrkdwn", "text": f"*Window*\n{_mrkdwn(alert.window)}"},
                     {"type": "mrkdwn", "text": f"*Figures*\n{_figures(alert)}"},
                     {"type": "mrkdwn", "text": f"*Fired*\n{_ts(alert.fired_at)}"},
                 ],

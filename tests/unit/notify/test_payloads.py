@@ -8,6 +8,7 @@ import orjson
 
 from agentaudit.notify.payloads import request_body
 from agentaudit.notify.routes import parse_routes
+from agentaudit_schemas.records import Scope
 from tests.unit.notify.alerts import make_alert
 
 ROUTES = parse_routes("""
@@ -78,3 +79,31 @@ def test_alertmanager_end_counts_from_the_post_when_that_is_later() -> None:
     assert late[0]["endsAt"] == "2026-03-01T17:00:00.000Z"  # the post + resolve_after_s
     early = orjson.loads(request_body(alert, am, "", alert.fired_at - timedelta(minutes=5)))
     assert early[0]["endsAt"] == "2026-03-01T14:00:00.000Z"
+
+
+def test_slack_shows_mentions_and_links_in_an_alert_literally() -> None:
+    """A user id is any printable ASCII and budget alerts name it (message, scope key): a
+    user called `<!channel>` paged the whole on-call channel, and `<https://…|…>` made a link
+    in it. Slack reads `<…>` in mrkdwn text; escaped, it shows the characters."""
+    user = "<!channel>"
+    alert = make_alert().model_copy(
+        update={
+            "scope": Scope(tenant_id="acme", user_id=user),
+            "message": f"User {user} spent it all, see <https://evil.example|the runbook> & pay",
+        }
+    )
+    raw = request_body(alert, ROUTES.receiver("slack"), ROUTES.runbook_base_url).decode()
+    assert "<!channel>" not in raw and "<https://evil" not in raw
+    body = orjson.loads(raw)
+    assert "User &lt;!channel&gt; spent it all" in body["text"]
+    assert "&amp; pay" in body["blocks"][1]["text"]["text"]
+    assert "user=&lt;!channel&gt;" in body["blocks"][2]["fields"][0]["text"]
+    assert body["blocks"][3]["elements"][0]["text"].startswith("<https://git.example/")
+
+
+def test_slack_text_escaped_stays_within_slack_s_limit() -> None:
+    alert = make_alert().model_copy(update={"message": "<" * 1000})
+    body = orjson.loads(request_body(alert, ROUTES.receiver("slack"), ""))
+    section = body["blocks"][1]["text"]["text"]
+    assert section == "&lt;" * 750 and len(body["text"]) <= 3000
+    assert body["text"].endswith("&lt;")  # cut between escapes, not inside one
