@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -97,22 +97,47 @@ class SinkCounters:
     """Dead-letter rows the store acknowledged."""
 
 
-def _hints(value: bytes | None, key: bytes | None) -> tuple[str, str]:
-    """Best-effort tenant and event id of a rejected message, for the dead-letter row."""
+class Hints(NamedTuple):
+    """Best-effort identity of a rejected message, for its dead-letter row and for erasure."""
+
+    tenant: str
+    event_id: str
+    user: str | None = None
+    """Its `user_id` (None: none, or not JSON: see `parsed`)."""
+    occurred_at: str = ""
+    """Its `occurred_at` as sent ('' when absent or not text)."""
+    parsed: bool = False
+    """Whether it is a JSON object (only then do `user` and `occurred_at` say anything)."""
+
+
+def _hints(value: bytes | None, key: bytes | None) -> Hints:
+    """Best-effort tenant, event id, user and time of a rejected message."""
     tenant = (key or b"")[:256].decode("utf-8", "replace")[:64]
-    event_id = ""
     if value is not None and len(value) > MAX_EVENT_BYTES:
-        return tenant, event_id  # not parsed: megabytes of JSON on the consumer's loop
+        return Hints(tenant, "")  # not parsed: megabytes of JSON on the consumer's loop
     try:
         doc = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
-        return tenant, event_id
-    if isinstance(doc, dict):
-        if isinstance(doc.get("tenant_id"), str):
-            tenant = doc["tenant_id"][:64]
-        if isinstance(doc.get("event_id"), str):
-            event_id = doc["event_id"][:64]
-    return tenant, event_id
+        return Hints(tenant, "")
+    if not isinstance(doc, dict):
+        return Hints(tenant, "")
+    if isinstance(doc.get("tenant_id"), str):
+        tenant = doc["tenant_id"][:64]
+    event_id = doc["event_id"][:64] if isinstance(doc.get("event_id"), str) else ""
+    user = doc.get("user_id")
+    occurred = doc.get("occurred_at")
+    return Hints(
+        tenant,
+        event_id,
+        user if isinstance(user, str) else None,
+        occurred if isinstance(occurred, str) else "",
+        True,
+    )
+
+
+ErasedBy = Callable[[str, str | None, str], str | None]
+"""(tenant, user_id, occurred_at as sent) -> the subject's erasure mark when content that
+occurred then is erased (`agentaudit.subjects.seal.Sealer.erased_by`), else None."""
 
 
 class SinkProcessor:
@@ -126,6 +151,7 @@ class SinkProcessor:
         max_clock_skew_s: float = 900.0,
         seal: Callable[[dict[str, Any], bytes], bytes] | None = None,
         digest_key: bytes = b"",
+        erased_by: ErasedBy | None = None,
     ) -> None:
         self.cost = EventCost(pricing)
         # Of each event's content as sent, kept in the window and with its row (`dedup`); keyed
@@ -135,6 +161,8 @@ class SinkProcessor:
         # canonical bytes) before it is chained (agentaudit.subjects.seal);
         # raises when the key store is down: the event is then neither stored nor committed.
         self.seal = seal
+        # A dead letter of a subject erased by the time its content occurred keeps no bytes.
+        self.erased_by = erased_by
         # `occurred_at` may be this far after its Kafka record's timestamp
         # (AGENTAUDIT_MAX_CLOCK_SKEW_S).
         self.max_skew_ms = max_clock_skew_s * 1000
@@ -205,19 +233,23 @@ class SinkProcessor:
             self._add_event(source, verdict, value)
             return
         assert isinstance(verdict, Rejected)
-        self._dead_letter(source, value, verdict, *_hints(value, source.key))
+        self._dead_letter(source, value, verdict, _hints(value, source.key))
 
     def _dead_letter(
-        self,
-        source: Source,
-        value: bytes | None,
-        verdict: Rejected,
-        tenant: str,
-        event_id: str,
+        self, source: Source, value: bytes | None, verdict: Rejected, hints: Hints
     ) -> None:
         if source.offset <= self.dead_letter_watermark.get(source.partition, -1):
             self.counters.already_stored += 1
             return
+        tenant, event_id = hints.tenant, hints.event_id
+        mark = self._erased(hints)
+        if mark is not None:
+            # Its subject was erased by the time it occurred (`agentaudit erase`, which erases
+            # the dead letters stored by then): it arrived later, so it keeps no bytes either.
+            value, source = b"", source._replace(headers=())
+            verdict = Rejected(
+                verdict.reason, f"{verdict.detail}; original erased on arrival (erased {mark})"
+            )
         batch = self.batch
         if source.headers:
             # Held with the dead letter (its row and DLQ record) until the flush: counted toward
@@ -249,6 +281,13 @@ class SinkProcessor:
         batch.dead_letter_high[source.partition] = source.offset
         self.counters.dead_lettered += 1
 
+    def _erased(self, hints: Hints) -> str | None:
+        """The erasure mark that covers a rejected message's content, or None (not JSON, no
+        tenant slug or time that can be read: kept as sent)."""
+        if self.erased_by is None or not hints.parsed or not hints.occurred_at:
+            return None
+        return self.erased_by(hints.tenant, hints.user, hints.occurred_at)
+
     def _add_event(self, source: Source, verdict: Accepted, value: bytes | None) -> None:
         partition, offset = source.partition, source.offset
         if offset <= self.event_watermark.get(partition, -1):
@@ -268,7 +307,9 @@ class SinkProcessor:
             self.counters.duplicates += 1
             return
         if seen is Seen.CONFLICT:  # a reused id: the message is kept, not dropped as a re-send
-            self._dead_letter(source, value, _CONFLICT, tenant, event_id)
+            user = document.get("user_id")
+            hints = Hints(tenant, event_id, user, document["occurred_at"], True)
+            self._dead_letter(source, value, _CONFLICT, hints)
             return
         key = (tenant, partition)
         link = self.chains.extend(key, canonical)

@@ -77,6 +77,7 @@ class SinkWorker(PartitionSink[Batch]):
             max_clock_skew_s=settings.max_clock_skew_s,
             seal=sealer,
             digest_key=sealer.digest_key() if sealer is not None else b"",
+            erased_by=sealer.erased_by if sealer is not None else None,
         )
         self.trees = ChainTrees()
         self.trail = TrailSigning.from_settings(settings)

@@ -26,14 +26,21 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from cryptography.exceptions import InvalidTag
 
+from agentaudit.errors import UserError
 from agentaudit.settings import Settings
-from agentaudit.subjects.keystore import NONCE_BYTES, DataKey, SubjectKeyStore
-from agentaudit_schemas.canonical import document_bytes
+from agentaudit.subjects.keystore import (
+    NONCE_BYTES,
+    DataKey,
+    KeyStoreUnavailable,
+    SubjectKeyStore,
+)
+from agentaudit_schemas.canonical import canonical_timestamp, document_bytes
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +171,24 @@ class Sealer:
                 )
             return self.keys.ephemeral()
         return key
+
+    def erased_by(self, tenant: str, subject: str | None, occurred_at: str) -> str | None:
+        """The subject's erasure mark when content that occurred at ``occurred_at`` (RFC 3339
+        as sent) is erased by it, else None: for a dead letter that arrives after its subject's
+        erasure (`agentaudit.sink.processor`). A tenant that is no slug or a time that does not
+        parse: None (the dead letter is kept as sent). Reads the mark each time (dead letters
+        are rare; `erase` in another process moves it)."""
+        try:
+            when = datetime.fromisoformat(occurred_at)
+            if when.tzinfo is None:
+                return None
+            at = canonical_timestamp(when.astimezone(UTC))
+            through = self.keys.erased_through(tenant, subject)
+        except (ValueError, OverflowError, UserError) as exc:
+            if isinstance(exc, KeyStoreUnavailable):  # a damaged mark: never guess
+                raise
+            return None
+        return through if through is not None and at <= through else None
 
     @property
     def keys_in_memory(self) -> int:

@@ -19,9 +19,14 @@ import pytest
 
 from agentaudit.errors import BrokerUnreachable, UserError
 from agentaudit.settings import Settings
+from agentaudit.sink.processor import SinkProcessor
+from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, Source
 from agentaudit.subjects.erasure import erase_subject
 from agentaudit.subjects.keystore import SubjectKeyStore
 from agentaudit.subjects.seal import Sealer, open_event
+from agentaudit_schemas.canonical import canonical_timestamp
+from agentaudit_schemas.pricing import load_pricing
+from tests.factories import wire
 from tests.unit.subjects.test_seal import PROMPT, accepted, llm
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -139,3 +144,44 @@ def test_a_tenant_that_is_not_one_path_segment_reaches_no_key(tmp_path: Path, te
             touch()
     assert len(keys.kids("other", "u-1")) == 1
     assert orjson.dumps(sorted(p.name for p in tmp_path.rglob("*"))).count(b".key") == 1
+
+
+def test_a_dead_letter_that_arrives_after_its_subjects_erasure_keeps_no_bytes(
+    tmp_path: Path,
+) -> None:
+    """`erase` erases the dead letters stored by then; one the sink makes later (a spool
+    re-sent, the sink behind) kept the rejected content as sent, in the table auditors read."""
+    keys = SubjectKeyStore(tmp_path / "subjects", tmp_path / "kek")
+    seal = Sealer(keys)
+    keys.mark_erased("acme", "u-1", canonical_timestamp(ERASED_AT))
+    processor = SinkProcessor(
+        load_pricing(), dedup_capacity=100, seal=seal, erased_by=seal.erased_by
+    )
+
+    def refused(user: str | None, when: datetime, **changes: Any) -> bytes:
+        doc = llm_at(when, user) if user is not None else llm(None, occurred_at=when.isoformat())
+        doc["payload"]["not_in_the_contract"] = True
+        return wire(doc | changes)
+
+    before, after = ERASED_AT - timedelta(minutes=5), ERASED_AT + timedelta(minutes=5)
+    cases = [
+        refused("u-1", before),  # erased
+        refused("u-1", before, occurred_at="2026-03-02T11:55:00+02:00"),  # the same, offset
+        refused("u-1", after),  # occurred after the erasure: kept
+        refused("u-2", before),  # another subject: kept
+        refused(None, before),  # unattributed, not erased: kept
+        refused("u-1", before, occurred_at="yesterday"),  # no time to judge by: kept
+    ]
+    for offset, value in enumerate(cases):
+        source = Source("events", 0, offset, 1_700_000_000_000, b"acme", 0, [("h", b"x")])
+        processor.add(source, value)
+    batch = processor.take()
+    original = DEAD_LETTER_COLUMNS.index("original")
+    headers = DEAD_LETTER_COLUMNS.index("kafka_headers")
+    kept = [bool(row[original]) for row in batch.dead_letters]
+    assert kept == [False, False, True, True, True, True], kept
+    assert [bool(row[headers]) for row in batch.dead_letters] == kept
+    assert [bool(r.value) for r in batch.dlq] == kept  # the DLQ topic's copy too
+    assert (
+        "original erased on arrival" in batch.dead_letters[0][DEAD_LETTER_COLUMNS.index("detail")]
+    )
