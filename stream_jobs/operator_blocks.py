@@ -12,8 +12,12 @@ the operator block in force: the latest BLOCK with reason `manual` that the jobs
 issue, until an UNBLOCK the jobs did not issue (the operator's `unblock`) or its `until`.
 While one holds, the jobs publish no UNBLOCK of that scope, nor a BLOCK lifting before the
 operator's: the scope stays blocked by the operator, who lifts it (the transitions and
-alerts are still published). A jobs' BLOCK that lasts at least as long (a breaker's, until
-unblocked) is published: the scope stays blocked at least as long as the operator said.
+alerts are still published). Against an operator's block with an `until`, a jobs' BLOCK that
+lasts at least as long (a breaker's, until unblocked) is published: the scope stays blocked
+at least as long as the operator said. Against an indefinite one, no jobs' BLOCK is
+published (it could only replace the operator's record): on a compacted topic the operator's
+BLOCK was then removed by compaction, a restarted worker read no operator's block any more,
+and the breaker's next UNBLOCK (half-open) lifted a block the operator never lifted.
 The newest message held back per scope is published when the operator's block ends by its
 `until` (`released`): the scope must then be in the state the jobs decided meanwhile (a
 breaker's BLOCK admitted over the operator's must not outlive it when the breaker went
@@ -104,7 +108,9 @@ class OperatorBlocks:
             return True
         if message.action is ControlAction.BLOCK:
             mine, theirs = message.until, self._blocks[key]
-            if mine is _NEVER or (theirs is not _NEVER and mine >= theirs):
+            # an indefinite operator's block is never outlasted: publishing would only put
+            # the jobs' record where compaction keeps one per scope (module doc)
+            if theirs is not _NEVER and (mine is _NEVER or mine >= theirs):
                 self._held.pop(key, None)  # this one is newer than what was held back
                 return True
         self._held[key] = message

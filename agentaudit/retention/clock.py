@@ -24,15 +24,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from agentaudit.store.protocol import Store
+from agentaudit.system_events import AGENT_ID
 
 log = logging.getLogger(__name__)
 
 WITNESSES = 1001
 """How many of the newest events (by `ingested_at`) the median is taken over."""
 
+# Not the pipeline's own events (`agent_id` 'agentaudit': auditor_query, retention_applied,
+# retention_changed, subject_erased…): they are stamped by this host's clock, the one being
+# checked. Before, an auditor running queries over many tenants (one auditor_query event per
+# tenant and statement) filled the newest 1,001 with the host's time and the check passed a
+# clock months ahead; and each sweep's retention_applied events, dated at the cut time, moved
+# the witness on by the tolerance per sweep on a quiet trail.
 _WITNESS_SQL = f"""
 SELECT count(), quantileExact(0.5)(toUnixTimestamp64Micro(occurred_at)) FROM (
-    SELECT occurred_at FROM agentaudit.events ORDER BY ingested_at DESC LIMIT {WITNESSES}
+    SELECT occurred_at FROM agentaudit.events WHERE agent_id != '{AGENT_ID}'
+    ORDER BY ingested_at DESC LIMIT {WITNESSES}
 )"""
 
 
@@ -45,7 +53,8 @@ class SweepTime:
 
 
 def trail_witness(store: Store) -> datetime | None:
-    """The median `occurred_at` of the newest stored events; None when the trail is empty."""
+    """The median `occurred_at` of the newest stored events of agents (none of the pipeline's
+    own); None when there is none."""
     count, micros = store.query(_WITNESS_SQL).result_rows[0]
     if not int(count):
         return None

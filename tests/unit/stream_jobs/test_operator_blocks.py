@@ -49,7 +49,7 @@ def test_an_operator_block_keeps_the_scope_from_the_jobs_unblock_and_shorter_blo
     blocks.apply(*_wire(_operator(ControlAction.BLOCK)))
     assert not blocks.admit(_jobs(ControlAction.UNBLOCK), NOW)
     assert not blocks.admit(_jobs(ControlAction.BLOCK, NOW + timedelta(hours=1)), NOW)
-    assert blocks.admit(_jobs(ControlAction.BLOCK), NOW)  # a breaker's: until unblocked
+    assert not blocks.admit(_jobs(ControlAction.BLOCK), NOW)  # no longer than "never"
     assert blocks.admit(_jobs(ControlAction.UNBLOCK, scope=Scope(tenant_id="globex")), NOW)
     blocks.apply(*_wire(_jobs(ControlAction.UNBLOCK)))  # the jobs' own echo: no decision
     assert not blocks.admit(_jobs(ControlAction.UNBLOCK), NOW)
@@ -135,3 +135,28 @@ def test_an_operator_s_unblock_drops_what_was_held_back() -> None:
     assert not blocks.admit(_jobs(ControlAction.UNBLOCK), NOW)
     blocks.apply(*_wire(_operator(ControlAction.UNBLOCK)))
     assert blocks.released(NOW + timedelta(hours=2)) == []
+
+
+def test_an_indefinite_operator_block_survives_compaction_and_a_restart_of_the_jobs() -> None:
+    """A breaker opens on a scope an operator blocked until further notice. Its BLOCK was
+    published over the operator's: compaction keeps one record per key, so the operator's
+    was removed; a restarted worker read no operator's block, and the breaker's half-open
+    UNBLOCK lifted the scope although the operator never did. The topic is modelled as
+    compaction leaves it (the latest value per key)."""
+    topic: dict[bytes, bytes] = {}
+    blocks = OperatorBlocks(JOBS)
+
+    def publish(message: ControlMessage) -> None:
+        if blocks.admit(message, NOW):
+            key, value = _wire(message)
+            topic[key] = value
+            blocks.apply(key, value)
+
+    key, value = _wire(_operator(ControlAction.BLOCK))
+    topic[key] = value
+    blocks.apply(key, value)
+    publish(_jobs(ControlAction.BLOCK))  # the breaker opens
+    restarted = OperatorBlocks(JOBS)
+    for key, value in topic.items():  # the compacted topic, read from its beginning
+        restarted.apply(key, value)
+    assert not restarted.admit(_jobs(ControlAction.UNBLOCK), NOW)  # half-open: held back
