@@ -11,13 +11,11 @@ as of the agents' time: nothing.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import pytest
 
 from agentaudit.bench.trail_measure import OCCURRED_AT, build_signed_store
-from agentaudit.broker import ensure_topics
 from agentaudit.keyring import init_keys
 from agentaudit.retention.clock import trail_witness
 from agentaudit.retention.policy import set_retention
@@ -34,7 +32,6 @@ pytestmark = pytest.mark.integration
 def test_the_pipelines_own_events_are_no_witness_for_the_host_clock(settings: Settings) -> None:
     settings = settings.model_copy(update={"key_dir": settings.data_dir / "keys"})
     init_keys(settings.key_dir, clock=lambda: OCCURRED_AT - timedelta(days=50))
-    asyncio.run(ensure_topics(settings))
     jumped = OCCURRED_AT + timedelta(days=60)
     with open_store(settings, own=True) as store:
         migrate(store)
@@ -47,7 +44,13 @@ def test_the_pipelines_own_events_are_no_witness_for_the_host_clock(settings: Se
             {"at": jumped},
         )
         assert trail_witness(store) == OCCURRED_AT
-        report = sweep_report(settings, store, public_keys(settings), now=lambda: jumped)
+        report = sweep_report(
+            settings,
+            store,
+            public_keys(settings),
+            now=lambda: jumped,
+            publish_=lambda _s, _e: None,
+        )
         assert report.cuts == [], report
         assert "ahead of the trail's newest events" in report.clock_refused
         assert (
