@@ -153,8 +153,8 @@ def erase_subject(
     # (`Sealer`). Before, content a sink had not sealed yet when `erase` ran (a sink behind or
     # down) was sealed after it with a new key and read back in plaintext.
     before = keys.mark_erased(tenant, subject, through)
-    payload["key_ids"] = keys.kids(tenant, subject)
     try:
+        payload["key_ids"] = keys.kids(tenant, subject)
         recorded = event()
         send(settings, [recorded])
     except BaseException:
