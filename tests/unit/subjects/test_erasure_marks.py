@@ -22,7 +22,7 @@ from agentaudit.settings import Settings
 from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, Source
 from agentaudit.subjects.erasure import erase_subject
-from agentaudit.subjects.keystore import SubjectKeyStore
+from agentaudit.subjects.keystore import KeyStoreUnavailable, SubjectKeyStore
 from agentaudit.subjects.seal import Sealer, open_event
 from agentaudit_schemas.canonical import canonical_timestamp
 from agentaudit_schemas.pricing import load_pricing
@@ -185,3 +185,27 @@ def test_a_dead_letter_that_arrives_after_its_subjects_erasure_keeps_no_bytes(
     assert (
         "original erased on arrival" in batch.dead_letters[0][DEAD_LETTER_COLUMNS.index("detail")]
     )
+
+
+def test_an_erasure_that_fails_before_its_publish_marks_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_at(tmp_path)
+    keys = SubjectKeyStore.from_settings(settings)
+    sent: list[object] = []
+
+    def unreadable(self: SubjectKeyStore, tenant: str, subject: str | None) -> list[str]:
+        raise KeyStoreUnavailable("subject key store unavailable: cannot list (test)")
+
+    monkeypatch.setattr(SubjectKeyStore, "kids", unreadable)
+    with pytest.raises(KeyStoreUnavailable):
+        erase_subject(
+            settings,
+            "acme",
+            "u-1",
+            "r",
+            "dpo",
+            send=lambda _s, e: sent.append(e),
+            now=lambda: ERASED_AT,
+        )
+    assert sent == [] and keys.erased_through("acme", "u-1") is None
