@@ -77,6 +77,12 @@ class Settings(SdkSettings):
         default=True,
         description="Run the faust stream jobs (spend, budgets, breakers) in the worker.",
     )
+    jobs_app_id: str | None = Field(
+        default=None,
+        description="The stream jobs' faust app id: their consumer group and the prefix of "
+        "their tables' changelog topics. Unset = `agentaudit` for the default events topic, "
+        "`agentaudit-<events topic>` for any other (see `jobs_group`).",
+    )
     max_clock_skew_s: float = Field(
         default=900.0,
         ge=0,
@@ -266,6 +272,22 @@ class Settings(SdkSettings):
             for name, value in self.model_dump().items()
             if value is not None
         }
+
+    @property
+    def jobs_group(self) -> str:
+        """The stream jobs' faust app id, which is also their consumer group and the prefix of
+        their changelog topics (`<id>-spend-changelog`, ...). Their state describes the events
+        topic's partitions and offsets, so it is named after that topic: with one fixed id,
+        a second pipeline on the same Kafka (another events topic) joined the first one's
+        group and restored its tables: the other pipeline's spend states (totals, offsets)
+        came back as this one's, seeded the delivery fence, and every message at or below
+        those offsets was taken for a replay (spend skipped the new events; re-sent copies
+        were not counted as duplicates). The default topic keeps its id (`agentaudit`)."""
+        if self.jobs_app_id:
+            return self.jobs_app_id
+        if self.events_topic == EVENTS_TOPIC:
+            return "agentaudit"
+        return f"agentaudit-{self.events_topic}"
 
     @property
     def store_dir(self) -> Path:

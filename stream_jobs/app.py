@@ -111,7 +111,7 @@ class StreamJobsApp:
         anomaly_config: AnomalyConfig | None = None,
         drift_config: DriftConfig | None = None,
         clock: UtcNow = utc_now,
-        app_id: str = "agentaudit",
+        app_id: str | None = None,
         on_report: Callable[[dict[str, Any]], None] | None = None,
         **faust_overrides: Any,
     ) -> None:
@@ -142,7 +142,7 @@ class StreamJobsApp:
         self._holding = False  # the first batch waits for the pins: no progress, no stall
         app = self.app = make_app(
             settings, app_id=app_id, **{**THROUGHPUT_SETTINGS, **faust_overrides}
-        )
+        )  # app_id None: `settings.jobs_group` (one per events topic)
         app.commit_guard = self.commit_guard  # see runtime.AuditApp.commit_guard
         app.partition_buffer = PARTITION_BUFFER
         self.events = source_topic(app, settings.events_topic, batched=True)

@@ -32,9 +32,6 @@ from agentaudit.errors import BrokerUnreachable
 from agentaudit.settings import Settings
 from agentaudit_sdk import kafka_config
 
-JOBS_GROUP = "agentaudit"
-"""The stream jobs' consumer group: faust uses the app id (`StreamJobsApp(app_id=...)`)."""
-
 
 @dataclass(frozen=True)
 class Lag:
@@ -54,7 +51,7 @@ def pipeline_groups(settings: Settings) -> dict[str, list[str]]:
     return {
         settings.consumer_group: [settings.events_topic],
         settings.consumer_group + "-records": [settings.alerts_topic, settings.control_topic],
-        JOBS_GROUP: [settings.events_topic],
+        settings.jobs_group: [settings.events_topic],  # the jobs' faust app id
     }
 
 

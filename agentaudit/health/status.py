@@ -19,7 +19,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from agentaudit.errors import BrokerUnreachable, StoreUnavailable
 from agentaudit.health.figures import Inserts, StoreFigures, store_figures
-from agentaudit.health.lag import JOBS_GROUP, Lag, quiet_kafka_logs, read_lag
+from agentaudit.health.lag import Lag, quiet_kafka_logs, read_lag
 from agentaudit.settings import Settings
 
 HEALTHY, DEGRADED = 0, 1
@@ -161,10 +161,10 @@ def judged_lags(settings: Settings, lags: list[Lag]) -> list[Lag]:
     stay judged."""
     if settings.stream_jobs:
         return lags
-    jobs = [x for x in lags if x.group == JOBS_GROUP]
+    jobs = [x for x in lags if x.group == settings.jobs_group]
     if any(x.committed is not None for x in jobs):
         return lags
-    return [x for x in lags if x.group != JOBS_GROUP]
+    return [x for x in lags if x.group != settings.jobs_group]
 
 
 def _lag_check(settings: Settings, lags: list[Lag]) -> Check:

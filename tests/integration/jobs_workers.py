@@ -2,8 +2,8 @@
 hooks, waiting on their progress, and reading back what they left on the topics and in a store.
 
 `RUNNER` runs the real CLI (`agentaudit jobs`) plus test-only hooks: the app id from
-`AGENTAUDIT_JOBS_APP_ID` (no such setting yet; the hard-coded id would make all tests on the
-session's broker share a group and changelogs), the stall watchdog's bound from
+`AGENTAUDIT_JOBS_APP_ID` (now also the setting `jobs_app_id`, whose default is one id per
+events topic; the tests name theirs to read its changelogs), the stall watchdog's bound from
 `AGENTAUDIT_TEST_STALL_AFTER_S`, an `ASSIGNED <partitions>` line per rebalance, an optional
 crash and an optional consumer fault (`JobsProcess`).
 """

@@ -16,6 +16,7 @@ from agentaudit.sink.rows import Source, dead_letter_row
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 S = Settings(consumer_group="sink", events_topic="ev")
+JOBS = S.jobs_group  # the stream jobs' group (their faust app id): "agentaudit-ev"
 
 
 def ago(seconds: float) -> datetime:
@@ -33,7 +34,7 @@ def healthy(**changes: object) -> Observed:
         Heartbeat(True, ago(5)),
         Checkpoints(4, ("acme", 1), ago(30)),
     )
-    seen = Observed(NOW, "pid 1 serves the store", [lag(0), lag(3, "agentaudit")], None, figures)
+    seen = Observed(NOW, "pid 1 serves the store", [lag(0), lag(3, JOBS)], None, figures)
     for k, v in changes.items():
         setattr(seen, k, v)
     return seen
@@ -50,7 +51,7 @@ def test_healthy_is_exit_0_and_every_check_ok() -> None:
 
 
 def test_lag_above_the_threshold_is_degraded() -> None:
-    seen = healthy(lags=[lag(11, "agentaudit")])
+    seen = healthy(lags=[lag(11, JOBS)])
     assert judge(S.model_copy(update={"health_max_lag": 10}), seen).exit_code == 1
     assert judge(S.model_copy(update={"health_max_lag": 11}), seen).exit_code == 0
 
@@ -81,24 +82,24 @@ def test_one_stuck_partition_is_degraded_while_the_others_flow() -> None:
     seen.figures = StoreFigures(Inserts(ago(2), 1000, 500, {0: ago(2), 3: ago(119)}))
     assert states(seen)["writer"] == "ok"
     seen.figures = StoreFigures(Inserts(ago(2), 1000, 500, {0: ago(2), 3: ago(600)}))
-    seen.lags = [lag(0), lag(0, partition=3), lag(40, "agentaudit", partition=3)]
+    seen.lags = [lag(0), lag(0, partition=3), lag(40, JOBS, partition=3)]
     assert states(seen)["writer"] == "ok"
 
 
 def test_the_jobs_group_is_not_judged_when_no_jobs_run() -> None:
     """Jobs off here and their group never committed: its lag is the whole topic, not a
     falling-behind (before: degraded, and ConsumerLag, past 10,000 events for ever)."""
-    never = Lag("agentaudit", "ev", 0, 20_000, None, 20_000)
+    never = Lag(JOBS, "ev", 0, 20_000, None, 20_000)
     off = S.model_copy(update={"stream_jobs": False})
     assert states(healthy(lags=[lag(0), never]), off)["lag"] == "ok"
     assert states(healthy(lags=[lag(0), never]))["lag"] == "degraded"  # jobs on: behind
-    apart = Lag("agentaudit", "ev", 0, 20_000, 5, 19_995)  # run apart (`agentaudit jobs`)
+    apart = Lag(JOBS, "ev", 0, 20_000, 5, 19_995)  # run apart (`agentaudit jobs`)
     assert states(healthy(lags=[lag(0), apart]), off)["lag"] == "degraded"
     metrics = WorkerMetrics(off)
     metrics.lags = [lag(0), never]
     assert (
         metrics.registry.get_sample_value(
-            "agentaudit_consumer_lag", {"group": "agentaudit", "topic": "ev", "partition": "0"}
+            "agentaudit_consumer_lag", {"group": JOBS, "topic": "ev", "partition": "0"}
         )
         is None
     )
@@ -165,7 +166,7 @@ def test_query_warning_says_down_behind_or_cannot_tell() -> None:
     down = judge_staleness(S, healthy(owner=None, lags=[lag(5)]))
     assert down is not None and "writer is down" in down and "\n" not in down
     behind = judge_staleness(S.model_copy(update={"health_max_lag": 2}), healthy())
-    assert behind is not None and "behind" in behind and "agentaudit lags 3" in behind
+    assert behind is not None and "behind" in behind and f"{JOBS} lags 3" in behind
     unknown = judge_staleness(S, healthy(lags=None, broker_error="Kafka at x did not answer"))
     assert unknown is not None and "cannot tell" in unknown
 
