@@ -148,14 +148,21 @@ class KeyMemo:
             self._got[at] = self.keys.get(tenant, subject, kid)
         return self._got[at]
 
+    def erased_through(self, tenant: str, subject: str | None) -> str | None:
+        return self.keys.erased_through(tenant, subject)
+
 
 def content_differs(
     stored: bytes, accepted: Accepted, keys: SubjectKeyStore | KeyMemo | None
 ) -> str | None:
     """Why a stored payload is not what the sink stores for the accepted event (None: it is).
 
-    Sealed values are opened with `keys` and compared; one whose key was destroyed is taken as
-    it is; without `keys` (encryption off now) a sealed value at a sealed path is not compared.
+    Sealed values are opened with `keys` and compared; one whose key does not exist is taken
+    as it is when its subject was erased (`SubjectKeyStore.erased_through`: its keys destroyed,
+    or its content erased on arrival); without `keys` (encryption off now) a sealed value at a
+    sealed path is not compared. Before, any value under a key id that does not exist passed:
+    a row whose content was replaced by ciphertext under a made-up key id (no key needed)
+    passed the check and was signed, its content gone with no erasure in the trail.
     """
     if stored == accepted.canonical:
         return None
@@ -172,13 +179,18 @@ def content_differs(
     if not isinstance(doc, dict):
         return "its payload is not an event document"
     expected = orjson.loads(accepted.canonical)
+    subject_erased: bool | None = None  # asked once, and only for a value that does not open
     for path in sealed_paths(expected):
         mine, theirs = _at(doc, path), _at(expected, path)
         if mine is None or theirs is None:
             continue
         value = mine[0][mine[1]]
         erased = isinstance(value, dict) and value.get("erased") is True and keys is not None
-        if erased or (keys is None and is_sealed(value)):
+        if erased and subject_erased is None:
+            assert keys is not None
+            mark = keys.erased_through(expected["tenant_id"], expected.get("user_id"))
+            subject_erased = mark is not None
+        if (erased and subject_erased) or (keys is None and is_sealed(value)):
             theirs[0][theirs[1]] = value  # not comparable: the same on both sides
     if document_bytes(doc) != document_bytes(expected):
         return "its payload differs from the Kafka record's event"

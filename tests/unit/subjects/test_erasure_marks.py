@@ -21,6 +21,7 @@ from agentaudit.errors import BrokerUnreachable, UserError
 from agentaudit.settings import Settings
 from agentaudit.sink.processor import SinkProcessor
 from agentaudit.sink.rows import DEAD_LETTER_COLUMNS, Source
+from agentaudit.sink.tailcheck import KeyMemo, content_differs
 from agentaudit.subjects.erasure import erase_subject
 from agentaudit.subjects.keystore import KeyStoreUnavailable, SubjectKeyStore
 from agentaudit.subjects.seal import Sealer, open_event
@@ -209,3 +210,27 @@ def test_an_erasure_that_fails_before_its_publish_marks_nothing(
             now=lambda: ERASED_AT,
         )
     assert sent == [] and keys.erased_through("acme", "u-1") is None
+
+
+def test_the_tail_check_takes_unopenable_content_only_of_an_erased_subject(
+    tmp_path: Path,
+) -> None:
+    """A row whose sealed content is under a key id that does not exist passed the tail check
+    as 'erased' whoever its subject: content replaced by ciphertext under a made-up key id (no
+    key needed) was signed, gone with no erasure in the trail. Now only for a subject erased."""
+    keys = SubjectKeyStore(tmp_path / "subjects", tmp_path / "kek")
+    memo = KeyMemo(keys)
+    doc = llm_at(T0)
+    sent = accepted(doc)
+    honest = sealed(Sealer(keys), doc)
+    assert content_differs(honest, sent, memo) is None
+    forged = orjson.loads(honest)
+    kid, n = "0123456789abcdef", forged["attributes"]["email"]["n"]
+    for path in (("attributes", "email"), ("attributes", "n"), ("attributes", "vip")):
+        forged[path[0]][path[1]] = {"enc": "aes-256-gcm", "kid": kid, "n": n, "ct": "AAAA"}
+    forged_bytes = orjson.dumps(forged)
+    assert content_differs(forged_bytes, sent, memo) is not None, "before: None (passed)"
+    # Content of an erased subject that a sink sealed on arrival, with no stored key: passes.
+    keys.mark_erased("acme", "u-1", canonical_timestamp(ERASED_AT))
+    on_arrival = sealed(Sealer(keys), doc)
+    assert content_differs(on_arrival, sent, KeyMemo(keys)) is None
