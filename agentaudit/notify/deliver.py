@@ -1,11 +1,12 @@
 """One alert to one receiver: attempts until it is acknowledged (2xx) or refused for good.
 
-Pure of Kafka: `Deliverer.deliver` takes a decoded `Alert` and answers `Delivered` or
-`DeadLettered`, or raises `Stopped` when `stop` is set while it waits to retry (nothing is
-committed then; the alert is posted again by whoever reads it next, with the same key).
-Transient failures (5xx, 408, 429, no connection, a timeout) are retried for as long as it
-takes: an alert is never dropped because a receiver was down. The HTTP client and the
-sleeper are injected, so the retry schedule is tested without a network or a clock.
+Pure of Kafka: `Deliverer.deliver` takes a decoded `Alert` and answers `Delivered`,
+`DeadLettered` or `Expired`, or raises `Stopped` when `stop` is set while it waits to retry
+(nothing is committed then; the alert is posted again by whoever reads it next, with the
+same key). Transient failures (5xx, 408, 429, no connection, a timeout) are retried until
+the alert is older than the routing file's `max_alert_age_s`, the age past which no alert is
+delivered: a younger alert is never dropped because a receiver was down. The HTTP client,
+the sleeper and the clock are injected, so the retry schedule is tested without a network.
 """
 
 from __future__ import annotations
@@ -116,6 +117,14 @@ class DeadLettered:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """Still refused (transiently) when the alert passed the routing file's
+    `max_alert_age_s`: not delivered, as an alert that old is not when first read."""
+
+    attempts: int
+
+
 class Stopped(Exception):
     """`stop` was set while an alert waited to be retried; it was not delivered."""
 
@@ -142,13 +151,17 @@ class Deliverer:
         self.where = display_url(self.url)
         self.headers = {"Content-Type": "application/json", **secret_headers}
         self.runbook_base = routes.runbook_base_url
+        self.routes = routes
         self.transport = transport
         self.sleeper = sleeper
         self.backoff = BackoffPolicy(routes.backoff, rng)
 
-    async def deliver(self, alert: Alert, stop: asyncio.Event) -> Delivered | DeadLettered:
-        """Post until 2xx (`Delivered`) or a permanent refusal (`DeadLettered`); `Stopped` if
-        `stop` is set while waiting to retry."""
+    async def deliver(
+        self, alert: Alert, stop: asyncio.Event
+    ) -> Delivered | DeadLettered | Expired:
+        """Post until 2xx (`Delivered`), a permanent refusal (`DeadLettered`) or, still
+        failing, the alert's age passes `max_alert_age_s` (`Expired`); `Stopped` if `stop` is
+        set while waiting to retry."""
         # The alert id is the idempotency key: a receiver that keeps it drops our resend
         # after a crash between its 2xx and our offset commit.
         headers = {**self.headers, "Idempotency-Key": alert.alert_id}
@@ -174,6 +187,20 @@ class Deliverer:
                 if is_permanent(answer.status):
                     return DeadLettered(f"http_{answer.status}", self.redact(answer.body), attempt)
                 why, after = f"HTTP {answer.status}", retry_after(answer.retry_after)
+            if self.routes.expired(alert, self.clock()):
+                # Before, an alert was retried for ever, also past the age at which the alerts
+                # behind it are passed over: a receiver failing on this one alert (5xx for its
+                # payload, a dead route) held every later alert of every tenant for good.
+                log.warning(
+                    "receiver %s (%s): alert %s is older than max_alert_age_s after %d "
+                    "attempts (%s); not delivered (expired)",
+                    self.name,
+                    self.where,
+                    alert.alert_id,
+                    attempt,
+                    why,
+                )
+                return Expired(attempt)
             metrics.count(self.name, "retried")
             delay = self.backoff.delay(attempt - 1, after)
             # WARNING once, then every 10th: a receiver down for an hour must not flood the log.

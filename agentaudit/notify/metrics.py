@@ -7,7 +7,8 @@
   below, the alert on the dead-letter topic, one ERROR line;
 - `retried`: one failed attempt that will be tried again (5xx, 408, 429, connection, timeout);
 - `duplicate`: an alert id this receiver already handled (a re-published alert) dropped;
-- `skipped`: not routed to this receiver; `expired`: older than `max_alert_age_s`;
+- `skipped`: not routed to this receiver; `expired`: older than `max_alert_age_s` when read,
+  or still refused (transiently) when it grew that old;
 - `failed`: the receiver's loop itself failed (broker gone, a bug); logged with its error and
   restarted with back-off. Receiver `*`: the routing file could not be loaded.
 `agentaudit_alert_delivery_pending{receiver}`: messages on the alerts topic this receiver's

@@ -31,7 +31,6 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -44,6 +43,7 @@ from agentaudit.notify.backoff import Sleeper, sleep_unless_stopped
 from agentaudit.notify.deliver import (
     DeadLettered,
     Deliverer,
+    Expired,
     HttpTransport,
     Stopped,
     Transport,
@@ -335,12 +335,14 @@ class ReceiverLoop:
             if isinstance(result, DeadLettered):
                 await self._dead_letter(tp, offset, key, value, alert, result)
                 outcome = "dead_lettered"
+            elif isinstance(result, Expired):
+                outcome = "expired"  # aged past max_alert_age_s while the receiver failed
             else:
                 outcome = "delivered"
             self.recent.add(alert.alert_id)
         self._count(outcome)
         self.next[tp] = self._uncommitted[tp] = offset + 1
-        if outcome in ("delivered", "dead_lettered"):
+        if outcome in ("delivered", "dead_lettered", "expired"):
             await self.commit()  # at once: the smaller the window, the fewer resends
 
     def _triage(self, alert: Alert | None) -> str | None:
@@ -351,8 +353,7 @@ class ReceiverLoop:
             return "duplicate"
         if self.name not in self.routes.receivers_for(alert):
             return "skipped"
-        age = self.routes.max_alert_age_s
-        if age > 0 and alert.fired_at < self.clock() - timedelta(seconds=age):
+        if self.routes.expired(alert, self.clock()):
             return "expired"
         return None
 

@@ -16,6 +16,7 @@ validation errors without the offending values, so a typo never prints a token.
 from __future__ import annotations
 
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -161,6 +162,11 @@ class Routes(_Model):
 
     def receiver(self, name: str) -> ReceiverConfig:
         return next(r for r in self.receivers if r.name == name)
+
+    def expired(self, alert: Alert, now: datetime) -> bool:
+        """Whether `alert` fired longer than `max_alert_age_s` before `now` (never if 0)."""
+        age = self.max_alert_age_s
+        return age > 0 and alert.fired_at < now - timedelta(seconds=age)
 
 
 def parse_routes(text: str, source: str = "routes") -> Routes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from datetime import timedelta
 
 import pytest
 
@@ -19,7 +20,7 @@ from agentaudit.notify.deliver import (
     Stopped,
 )
 from agentaudit.notify.routes import Backoff, parse_routes
-from tests.unit.notify.alerts import make_alert
+from tests.unit.notify.alerts import T0, make_alert
 from tests.unit.notify.fakes import RecordingSleeper, ScriptedTransport, refused
 
 TOKEN = "T0SECRET/B0SECRET/xoxbSecretToken123"
@@ -36,7 +37,12 @@ backoff: {{base_s: 1, factor: 2, cap_s: 10}}
 
 def _deliverer(transport: ScriptedTransport, sleeper: RecordingSleeper) -> Deliverer:
     return Deliverer(
-        ROUTES.receiver("slack"), ROUTES, transport, sleeper=sleeper, rng=random.Random(7)
+        ROUTES.receiver("slack"),
+        ROUTES,
+        transport,
+        sleeper=sleeper,
+        rng=random.Random(7),
+        clock=lambda: T0 + timedelta(minutes=5),
     )
 
 
@@ -172,7 +178,11 @@ async def test_an_answer_whose_body_never_comes_is_still_the_answer(
     )
     transport = HttpTransport()
     deliverer = Deliverer(
-        routes.receiver("hook"), routes, transport, sleeper=RecordingSleeper(stop_after=3)
+        routes.receiver("hook"),
+        routes,
+        transport,
+        sleeper=RecordingSleeper(stop_after=3),
+        clock=lambda: T0,
     )
     try:
         assert await deliverer.deliver(make_alert(), asyncio.Event()) == expected
@@ -215,7 +225,11 @@ async def test_a_malformed_answer_s_error_never_logs_the_url_as_aiohttp_writes_i
     )
     transport = HttpTransport()
     deliverer = Deliverer(
-        routes.receiver("hook"), routes, transport, sleeper=RecordingSleeper(stop_after=1)
+        routes.receiver("hook"),
+        routes,
+        transport,
+        sleeper=RecordingSleeper(stop_after=1),
+        clock=lambda: T0,
     )
     try:
         with caplog.at_level(logging.DEBUG, logger="agentaudit.notify"), pytest.raises(Stopped):

@@ -238,3 +238,39 @@ async def test_a_revocation_ends_the_retries_and_the_rest_of_the_batch() -> None
     assert isinstance(transport, ScriptedTransport)
     assert {r[2]["Idempotency-Key"] for r in transport.requests} == {make_alert(1).alert_id}
     assert waits == 3 and not loop.next and not loop._uncommitted
+
+
+async def test_an_alert_that_ages_out_while_retried_expires_and_the_next_is_delivered() -> None:
+    """A receiver that fails on one alert for good (a 503 for its payload, a dead route of its
+    own): before, it was retried for ever, past the age at which the alerts behind it are
+    passed over, and every later alert of every tenant waited behind it. Now it expires at
+    `max_alert_age_s` (here 1 h) like an alert read that old, and the queue moves on."""
+    stuck, fine = make_alert(1), make_alert(2, fired_at=T0 + timedelta(minutes=30))
+    now = [T0 + timedelta(minutes=5)]
+    posts: list[str] = []
+
+    class FailsOnOne:
+        async def post(
+            self, url: str, body: bytes, headers: dict[str, str], timeout: float
+        ) -> Answer:
+            posts.append(headers["Idempotency-Key"])
+            return Answer(503 if headers["Idempotency-Key"] == stuck.alert_id else 200)
+
+    async def time_passes(seconds: float, stop: asyncio.Event) -> bool:
+        now[0] += timedelta(seconds=seconds)
+        if len(posts) > 1000:  # never reached when it expires (~80 attempts)
+            stop.set()
+        return stop.is_set()
+
+    loop = ReceiverLoop(
+        Settings(alerts_topic="alerts", dlq_topic="dlq"),
+        ROUTES,
+        ROUTES.receiver("hook"),
+        transport=FailsOnOne(),
+        options=LoopOptions(sleeper=time_passes, rng=random.Random(0), clock=lambda: now[0]),
+    )
+    await _feed(loop, [stuck.model_dump_json().encode(), fine.model_dump_json().encode()])
+    assert loop.handled == {"expired": 1, "delivered": 1}
+    assert loop.next[TP] == 2  # both handled: committed
+    assert posts.count(fine.alert_id) == 1
+    assert T0 + timedelta(hours=1) <= now[0] < T0 + timedelta(hours=1, minutes=2)
