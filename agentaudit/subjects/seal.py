@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -52,6 +53,7 @@ _MESSAGE_PATH = (("payload", "message"),)
 
 Path_ = tuple[str, ...]
 _NONCE_SPACE = 1 << (8 * NONCE_BYTES)
+_USER_ID = re.compile(r"[\x21-\x7e]{1,128}")  # the contract's OpaqueId (a `user_id`)
 
 
 def _b64(data: bytes) -> str:
@@ -178,6 +180,11 @@ class Sealer:
         erasure (`agentaudit.sink.processor`). A tenant that is no slug or a time that does not
         parse: None (the dead letter is kept as sent). Reads the mark each time (dead letters
         are rare; `erase` in another process moves it)."""
+        if subject is not None and not _USER_ID.fullmatch(subject):
+            # Not a user id the contract takes, so no subject `erase` could name; and a long one
+            # made the mark's file name too long: KeyStoreUnavailable, the sink stopped on it,
+            # and on the same message after every restart.
+            return None
         try:
             when = datetime.fromisoformat(occurred_at)
             if when.tzinfo is None:
