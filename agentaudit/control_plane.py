@@ -125,6 +125,31 @@ async def publish_control(
     )
 
 
+async def publish_unblock(
+    settings: Settings, msg: ControlMessage, *, timeout: float = DEFAULT_TIMEOUT_S
+) -> tuple[dict[str, ControlMessage], list[str]]:
+    """Publish an UNBLOCK of `msg.scope` under its key and under every other record key whose
+    latest message is a BLOCK of exactly that scope; returns the controls read before and the
+    keys published to.
+
+    The SDK keeps one state per record key (what compaction keeps), so a block another
+    producer put under another key (the bare tenant id, say) was not lifted by an UNBLOCK
+    under the scope's key: `agentaudit unblock` printed "unblocked" and the agents stayed
+    blocked until someone wrote to that other key."""
+    before = await read_controls(settings, timeout=timeout)
+    keys = [msg.scope.key] + [
+        key
+        for key, held in before.items()
+        if key != msg.scope.key
+        and "\ufffd" not in key  # not UTF-8: cannot be written back as read
+        and held.scope.key == msg.scope.key
+        and held.action is ControlAction.BLOCK
+    ]
+    value = msg.model_dump_json().encode()
+    await produce(settings, settings.control_topic, [(key, value) for key in keys], timeout)
+    return before, keys
+
+
 def manual_control(
     scope: Scope,
     action: ControlAction,

@@ -23,7 +23,7 @@ from agentaudit.cli.budgets import run
 from agentaudit.cli.output import OutputFormat, render_table
 from agentaudit.errors import UserError
 from agentaudit.settings import Settings
-from agentaudit_schemas.records import ControlAction, ControlMessage, Scope
+from agentaudit_schemas.records import ControlAction, Scope
 
 console = Console()
 MAX_REASON = 1000  # ControlMessage.message
@@ -178,14 +178,16 @@ def unblock(tenant: Tenant, agent: Agent = None, tool: Tool = None, user: User =
     msg = control_plane.manual_control(scope, ControlAction.UNBLOCK, issued_by=operator(), now=now)
     settings = Settings()
 
-    async def read_then_publish() -> dict[str, ControlMessage]:
-        before = await control_plane.read_controls(settings)  # to say what still holds
-        await control_plane.publish_control(settings, msg)
-        return before
-
-    active = control_plane.active_blocks(run(read_then_publish()), now)
+    before, keys = run(control_plane.publish_unblock(settings, msg))  # before: what holds
+    active = control_plane.active_blocks(before, now)
     was = "" if any(b.scope.key == scope.key for b in active) else " (it was not blocked)"
     console.print(f"unblocked [bold]{scope.key}[/bold]{was}")
+    if keys[1:]:
+        console.print(
+            f"also lifted under record key {', '.join(map(repr, keys[1:]))}, where another "
+            "producer had put a block of this scope",
+            highlight=False,
+        )
     others = [b.scope.key for b in active if b.scope.key != scope.key and _overlaps(b.scope, scope)]
     if others:
         console.print(

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -290,3 +290,37 @@ def test_a_block_with_a_field_this_version_does_not_know_is_listed(topics: Setti
     controls = asyncio.run(control_plane.read_controls(topics))
     assert controls[block.scope.key] == block
     assert control_plane.active_blocks(controls, now) == [block]
+
+
+def test_unblock_lifts_a_block_another_producer_keyed_otherwise(topics: Settings) -> None:
+    """Another producer put a block of tenant=acme under the record key `acme` (the bare
+    tenant id). The SDK keeps one state per record key, so the operator's UNBLOCK under
+    `tenant=acme` left it in force: "unblocked", and the agents stayed blocked."""
+    client = Client.from_settings(
+        topics, tenant_id="acme", agent_id="support-bot", reconnect_backoff=(0.05, 0.5)
+    )
+    control = client.control
+    now = datetime(2026, 11, 21, 12, tzinfo=UTC)
+    acme = Scope(tenant_id="acme")
+    block = control_plane.manual_control(acme, ControlAction.BLOCK, issued_by="tool", now=now)
+    try:
+        assert control.wait_ready(WAIT_S), control.stats
+        asyncio.run(
+            produce_raw(
+                topics, [(b"acme", block.model_dump_json().encode())], topic=topics.control_topic
+            )
+        )
+        assert control.wait_for(lambda: control.blocked("acme") is not None, WAIT_S)
+        lift = control_plane.manual_control(
+            acme, ControlAction.UNBLOCK, issued_by="oncall", now=now + timedelta(minutes=1)
+        )
+        before, keys = asyncio.run(control_plane.publish_unblock(topics, lift))
+        assert keys == ["tenant=acme", "acme"]
+        assert [b.scope.key for b in control_plane.active_blocks(before, now)] == ["tenant=acme"]
+        assert control.wait_for(lambda: control.blocked("acme") is None, WAIT_S)
+        client.check()
+        assert (
+            control_plane.active_blocks(asyncio.run(control_plane.read_controls(topics)), now) == []
+        )
+    finally:
+        client.shutdown(10)
