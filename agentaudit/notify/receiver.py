@@ -51,7 +51,7 @@ from agentaudit.notify.deliver import (
 from agentaudit.notify.routes import ReceiverConfig, Routes
 from agentaudit.rebalance import RebalanceListener
 from agentaudit.settings import Settings
-from agentaudit.sink.deadletter import LAND
+from agentaudit.sink.deadletter import LAND, shrink
 from agentaudit.sink.dedup import RecentIds
 from agentaudit.sink.pipeline_records.decode import MAX_RECORD_BYTES
 from agentaudit_schemas.records import Alert
@@ -370,20 +370,36 @@ class ReceiverLoop:
         committed (a crash in between posts it once more; it is refused again)."""
         assert self.producer is not None
         detail = f"receiver {self.name}: {result.reason}: {result.detail}"[:512]
-        await self.producer.send_and_wait(
-            self.settings.dlq_topic,
-            value,
-            key=key,
-            headers=[
-                ("reason", DLQ_REASON),
-                ("refusal", result.reason.encode()),
-                ("receiver", self.name.encode()),
-                ("detail", detail.encode()),
-                ("source", f"{tp.topic}:{tp.partition}:{offset}".encode()),
-                ("event_id", alert.alert_id.encode()),
-                LAND,
-            ],
-        )
+        headers = [
+            ("reason", DLQ_REASON),
+            ("refusal", result.reason.encode()),
+            ("receiver", self.name.encode()),
+            ("detail", detail.encode()),
+            ("source", f"{tp.topic}:{tp.partition}:{offset}".encode()),
+            ("event_id", alert.alert_id.encode()),
+            LAND,
+        ]
+        try:
+            await self.producer.send_and_wait(
+                self.settings.dlq_topic, value, key=key, headers=headers
+            )
+        except KafkaError as exc:
+            # Too large for the DLQ producer or topic (a key of a megabyte: the alert itself
+            # is at most MAX_RECORD_BYTES): before, the loop failed here on every restart,
+            # posting the refused alert again each time and nothing after it. A stub as the
+            # sinks send (`shrink`: key and value cut, sizes and hashes in headers); a stub
+            # refused too is a broker fault, and fails the loop as before.
+            log.warning(
+                "receiver %s: dead letter of alert %s refused by %s (%r); sending it cut down",
+                self.name,
+                alert.alert_id,
+                self.settings.dlq_topic,
+                exc,
+            )
+            key, value, headers = shrink(key, value or b"", headers)
+            await self.producer.send_and_wait(
+                self.settings.dlq_topic, value, key=key, headers=headers
+            )
         metrics.DEAD_LETTERS.labels(receiver=self.name, reason=result.reason).inc()
         log.error(
             "receiver %s (%s) refused alert %s (%s, tenant %s) for good: %s %s; "

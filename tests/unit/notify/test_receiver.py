@@ -4,12 +4,14 @@ expiry by an injected clock, the dead-letter path, and the crash window after a 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
 
 from agentaudit.notify.deliver import Answer, Stopped, TransportError
 from agentaudit.notify.receiver import LoopOptions, ReceiverLoop, _Listener
@@ -274,3 +276,35 @@ async def test_an_alert_that_ages_out_while_retried_expires_and_the_next_is_deli
     assert loop.next[TP] == 2  # both handled: committed
     assert posts.count(fine.alert_id) == 1
     assert T0 + timedelta(hours=1) <= now[0] < T0 + timedelta(hours=1, minutes=2)
+
+
+class SizeLimitedProducer(FakeProducer):
+    """Refuses what aiokafka's producer refuses before sending: a record over 1 MiB."""
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: Any,
+        key: Any = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        size = len(value or b"") + len(key or b"") + sum(len(v) for _, v in headers or [])
+        if size > 1 << 20:
+            raise MessageSizeTooLargeError(f"{size} bytes")
+        await super().send_and_wait(topic, value, key, headers)
+
+
+async def test_a_dead_letter_too_large_to_send_is_sent_as_a_stub() -> None:
+    """A refused alert keyed with a megabyte (another producer's key): its dead letter did
+    not fit the DLQ producer, the loop failed on every restart, re-posting the alert, and
+    nothing after it was delivered (tests/integration/test_notify_dead_letter_size.py)."""
+    transport = ScriptedTransport([Answer(400, body="no"), Answer(200)])
+    loop = _loop(transport)
+    producer = loop.producer = SizeLimitedProducer()  # type: ignore[assignment]
+    huge = b"k" * 1_100_000
+    await loop._handle(TP, 0, huge, make_alert(1).model_dump_json().encode(), asyncio.Event())
+    await loop._handle(TP, 1, b"acme", make_alert(2).model_dump_json().encode(), asyncio.Event())
+    assert loop.handled == {"dead_lettered": 1, "delivered": 1} and loop.next[TP] == 2
+    ((_topic, _value, key, headers),) = producer.sent
+    assert len(key) == 1024 and dict(headers)["refusal"] == b"http_400"
+    assert dict(headers)["original_key_sha256"] == hashlib.sha256(huge).hexdigest().encode()
