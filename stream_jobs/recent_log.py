@@ -60,6 +60,8 @@ class RecentLog:
         self._chunk = chunk
         self._slots = -(-window // chunk) + 1 if window > 0 else 0
         self._parts: dict[int, _Partition] = {}
+        self._revoked: dict[int, _Partition] = {}
+        """Logs of partitions revoked by a rebalance whose recovery has not ended (`forget`)."""
         self._restored: dict[int, dict[int, tuple[float, list[str]]]] = {}
 
     def add(self, partition: int, event_id: str) -> bool:
@@ -102,12 +104,24 @@ class RecentLog:
         recovered ids of the partitions this worker did not hold already."""
         for partition in [p for p in self._parts if p not in assigned]:
             del self._parts[partition]
+        # A rebalance revokes every partition (aiokafka's eager protocol) and faust does not
+        # read the changelog of a partition it keeps again: only what was written since its
+        # last read comes back, often nothing. Such a log continues where it was; started
+        # again from chunk 0, it overwrote the stored chunks, and their ids were gone after
+        # the next restart (a re-sent event then counted twice).
+        revoked, self._revoked = self._revoked, {}
+        for partition, part in revoked.items():
+            if partition in assigned and partition not in self._parts:
+                self._parts[partition] = part
         restored, self._restored = self._restored, {}
         loaded: list[tuple[float, int, int, list[str]]] = []
         for partition, chunks in sorted(restored.items()):
-            if partition not in assigned or partition in self._parts:
-                continue  # held all along: memory is at least as new as what it wrote
+            if partition not in assigned:
+                continue
             newest = max(chunks)
+            held = self._parts.get(partition)
+            if held is not None and (held.seq, len(held.ids)) >= self._position(chunks, newest):
+                continue  # held all along: memory is at least as new as what it wrote
             loaded += [
                 (chunks[s][0], partition, s, chunks[s][1])
                 for s in chunks
@@ -122,8 +136,18 @@ class RecentLog:
             for event_id in ids:
                 self.ids.add(event_id)
 
+    def _position(self, chunks: dict[int, tuple[float, list[str]]], newest: int) -> tuple[int, int]:
+        """(chunk number, ids in it) where a log restored from `chunks` continues."""
+        ids = len(chunks[newest][1])
+        return (newest + 1, 0) if ids >= self._chunk else (newest, ids)
+
     def forget(self, revoked: set[int]) -> None:
-        """Partitions were revoked: their logs are the next owner's to write (the ids stay in
-        the window: they are events of the log, so a later copy is a duplicate anyway)."""
+        """Partitions were revoked: their logs are not written (if another worker gets them,
+        they are its to write; the ids stay in the window: they are events of the log, so a
+        later copy is a duplicate anyway). Kept aside until the recovery ends: `retain`
+        continues the log of a partition the rebalance gave back to this worker, unless the
+        recovered chunks are newer (another worker wrote them meanwhile)."""
         for partition in revoked:
-            self._parts.pop(partition, None)
+            part = self._parts.pop(partition, None)
+            if part is not None:
+                self._revoked[partition] = part

@@ -121,3 +121,55 @@ def test_a_window_smaller_than_what_is_stored_keeps_the_newest_ids_of_all_partit
         True,
         True,
     ]
+
+
+def test_a_partition_kept_through_a_rebalance_continues_its_log() -> None:
+    """A rebalance revokes every partition and faust does not read again the changelog of one
+    it keeps (nothing was written since its last read, so nothing is recovered). The log
+    started again at chunk 0 and overwrote the stored chunks: after the next restart their
+    ids were gone, and a re-sent event counted twice (the real broker case:
+    tests/integration/test_stream_jobs_rebalance_dedup.py)."""
+    stored: dict[str, Any] = {}
+
+    def commit(log: RecentLog) -> None:
+        for key, _partition, value in log.writes():
+            stored[key] = orjson.loads(orjson.dumps(value))  # compaction: the latest per key
+
+    first = RecentLog(6, chunk=2)  # 4 slots
+    for i in range(5):
+        first.add(0, f"e{i}")  # chunks 0, 1 full; chunk 2 holds e4
+    commit(first)
+    worker = RecentLog(6, chunk=2)  # restarted: recovers the chunks
+    for key, value in stored.items():
+        worker.restore(key, value)
+    worker.retain({0})
+    worker.forget({0})  # a rebalance (another worker joins) keeps partition 0 here
+    worker.retain({0})  # nothing recovered for it
+    worker.add(0, "n0")
+    commit(worker)
+    # the log went on in chunk 2 (before: chunk 0 again, written over e0, e1 as [n0])
+    assert [stored[k]["ids"] for k in ("0:0", "0:2")] == [["e0", "e1"], ["e4", "n0"]]
+    restarted = RecentLog(6, chunk=2)
+    for key, value in stored.items():
+        restarted.restore(key, value)
+    restarted.retain({0})
+    assert [i in restarted.ids for i in ("e0", "e1", "e2", "e3", "e4", "n0")] == [True] * 6
+
+
+def test_a_partition_another_worker_wrote_meanwhile_continues_from_its_chunks() -> None:
+    """Revoked here, written by another worker, assigned back: the recovered chunks are newer
+    than the log kept aside, and the log continues from them."""
+    log = RecentLog(10, chunk=4)
+    log.add(0, "a")
+    written = log.writes()
+    log.forget({0})
+    other = RecentLog(10, chunk=4)
+    for key, _partition, value in written:
+        other.restore(key, value)
+    other.retain({0})
+    other.add(0, "b")
+    for key, _partition, value in other.writes():
+        log.restore(key, value)
+    log.retain({0})
+    log.add(0, "c")
+    assert [v["ids"] for _k, _p, v in log.writes()] == [["a", "b", "c"]]
