@@ -42,6 +42,10 @@ CONSUMER_LAG_MESSAGES = 10_000
 DEAD_LETTERS_PER_MINUTE = 1.0
 HEARTBEAT_SILENT_S = 60  # the jobs beat every few seconds; a minute without one is down
 CHECKPOINT_STALE_S = 300  # 5 × the default signing interval (60 s, also when unchanged)
+ALERT_DELIVERY_PENDING = "max by (receiver) (agentaudit_alert_delivery_pending)"
+"""Per receiver, alerts-topic messages its group has not handled: above 0 for 15 minutes is a
+receiver down or refusing transiently (retried), a notifier stuck, or a backlog it cannot
+clear; nothing else pages for it, and the alerts it holds page nobody meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,15 @@ PIPELINE_SPECS: dict[str, AlertSpec] = {
         "AND at >= now() - INTERVAL 1 DAY",
         HEARTBEAT_SILENT_S,
         no_data="Alerting",
+        severity="critical",
+    ),
+    "AlertDeliveryStalled": AlertSpec(
+        "AlertDeliveryStalled",
+        PIPELINE_ALERTS["AlertDeliveryStalled"],
+        "prometheus",
+        ALERT_DELIVERY_PENDING,
+        0,
+        for_="15m",
         severity="critical",
     ),
     "CheckpointsStale": AlertSpec(

@@ -43,6 +43,7 @@ PIPELINE_ALERTS: dict[str, str] = {
     "DeadLetterRate": "Messages are being refused into dead letters at a sustained rate.",
     "StreamJobsSilent": "The stream jobs' heartbeat stopped: budgets, breakers, alerts stopped.",
     "CheckpointsStale": "A chain's newest signed checkpoint is older than a few signing intervals.",
+    "AlertDeliveryStalled": "Alerts have waited on the alerts topic for a receiver for 15 minutes.",
 }
 """Alerts on the pipeline itself, fired by Grafana rules (dashboards/alerts.py), not by the jobs:
 same runbook convention, `runbooks/<Kind>.md`."""

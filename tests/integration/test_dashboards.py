@@ -107,6 +107,8 @@ SERIES = [
     ("agentaudit_stream_jobs_replayed_total", "0+5x10"),
     ('agentaudit_stream_jobs_late_total{job="spend"}', "0+3x10"),
     ('agentaudit_stream_jobs_late_total{job="drift"}', "0+0x10"),
+    ('agentaudit_alert_delivery_pending{receiver="oncall-slack"}', "0 0 1 2 3 3 3 4 4 5 5"),
+    ('agentaudit_alert_delivery_pending{receiver="alertmanager"}', "0+0x10"),
 ]
 EXPECTED = {
     pipeline.CONSUMER_LAG: [('{group="sink",topic="events"}', 12)],
@@ -123,6 +125,10 @@ EXPECTED = {
     ],
     alerts.PIPELINE_SPECS["ConsumerLag"].query: [('{group="sink",topic="events"}', 7)],
     alerts.PIPELINE_SPECS["SinkStalled"].query: [("{}", 1)],
+    alerts.PIPELINE_SPECS["AlertDeliveryStalled"].query: [
+        ('{receiver="oncall-slack"}', 3),  # at 5m; a receiver that keeps up stays at 0
+        ('{receiver="alertmanager"}', 0),
+    ],
 }
 
 
