@@ -57,6 +57,7 @@ from stream_jobs.heartbeat import HeartbeatPublisher
 from stream_jobs.jobs import Record, StreamJobs
 from stream_jobs.operator_blocks import OperatorBlocks
 from stream_jobs.runtime import FastConsumer, make_app, source_topic
+from stream_jobs.runtime.log_probe import LogProbe
 from stream_jobs.runtime.stream import split_take
 from stream_jobs.runtime.watchdog import StallWatch
 
@@ -138,6 +139,8 @@ class StreamJobsApp:
         self._started: float | None = None
         self._lock = asyncio.Lock()  # one of: a batch, a tick, a budget/pin update, a commit
         self.stalls = StallWatch()
+        self.log_probe = LogProbe(settings)
+        """Asked before seeking back: offsets that hold no record are never delivered."""
         """Partitions with records to apply and no progress (see `_watch_stalls`)."""
         self._holding = False  # the first batch waits for the pins: no progress, no stall
         app = self.app = make_app(
@@ -200,6 +203,12 @@ class StreamJobsApp:
         partition, tp = events[0].message.partition, events[0].message.tp
         self._seed_committed(tp)
         hole = self.jobs.fence.admit(partition, events[0].value[0][0])
+        if hole is not None and hole.seek and not hole.gap:  # markers are never delivered
+            if await self.log_probe.nothing_to_apply(
+                tp.topic, partition, hole.expected, hole.first
+            ):
+                self.jobs.fence.no_records(partition, hole.first)
+                hole = None
         if hole is not None:  # not applied; delivered again after the seek
             await self._rewind(tp, hole)
             return False
@@ -340,6 +349,12 @@ class StreamJobsApp:
                 behind[tp.partition] = (expected, consumer.highwater_of(tp))
         for stall in self.stalls.check(time.monotonic(), behind):
             tp = TP(self.settings.events_topic, stall.partition)
+            applied = self.jobs.fence.last_applied(stall.partition)
+            if stall.expected - 1 == applied and await self.log_probe.nothing_to_apply(
+                tp.topic, stall.partition, stall.expected, stall.highwater
+            ):  # the log ends with transaction markers: nothing was left to apply
+                self.jobs.fence.applied(stall.partition, stall.highwater - 1)
+                continue
             log.warning(
                 "partition %d: nothing applied from offset %d for %.0fs although the log "
                 "reaches %d (%s); seeking back to %d",

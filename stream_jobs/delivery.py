@@ -23,8 +23,10 @@ highest offset any tenant of the partition applied); a partition this worker kep
 rebalance also keeps what it applied itself. A partition not assigned any more is forgotten
 (`retain`).
 
-A real gap in the log (retention deleted offsets the jobs had not read; transaction markers)
-is never delivered, however often the partition seeks back: after `GIVE_UP_AFTER` skipped
+Offsets that hold no record (transaction markers, aborted transactions, retention) are never
+delivered: before seeking back, the jobs ask the log (`stream_jobs.runtime.log_probe`) and,
+when nothing readable lies in the hole, take the batch (`no_records`). Without an answer, a
+real gap is never delivered, however often the partition seeks back: after `GIVE_UP_AFTER` skipped
 batches in one hole the fence takes it for such a gap, declares the missing offsets lost,
 and the partition continues from the lowest offset delivered since (`Hole.gap`; the agent
 logs it as an error). Stale batches fetched before a seek number at most the stream buffer
@@ -132,6 +134,13 @@ class DeliveryFence:
                 rewind.ticks = 0
                 due.append(Hole(partition, rewind.expected, rewind.lowest_first, seek=True))
         return due
+
+    def no_records(self, partition: int, first_offset: int) -> None:
+        """The offsets from the expected one up to `first_offset` − 1 hold no record the jobs
+        can read (transaction markers, aborted transactions, retention: the log says so, see
+        `stream_jobs.runtime.log_probe`): the batch starting at `first_offset` is next."""
+        self.applied(partition, first_offset - 1)
+        self._rewinding.pop(partition, None)
 
     def seek_failed(self, partition: int) -> None:
         """The seek a `Hole` asked for failed: the next batch past the hole asks again."""

@@ -210,3 +210,19 @@ def test_a_seek_with_nothing_delivered_after_it_is_asked_for_again_every_few_tic
     assert fence.overdue() == []
     assert fence.admit(5, 250) is None
     assert [fence.overdue() for _ in range(4)] == [[]] * 4, "repaired: nothing to ask"
+
+
+def test_offsets_the_log_holds_no_record_at_are_passed_once_the_log_says_so() -> None:
+    """A transaction marker at offset 5: the batch after it starts at 6. The fence asks for a
+    seek back; when the log says nothing readable lies at 5 (`no_records`), the batch is
+    next, the rewind is over, and later batches follow on."""
+    fence = DeliveryFence()
+    fence.applied(0, 4)
+    hole = fence.admit(0, 6)
+    assert hole == Hole(0, 5, 6, seek=True)
+    fence.no_records(0, 6)
+    assert fence.last_applied(0) == 5
+    assert fence.admit(0, 6) is None
+    fence.applied(0, 9)
+    assert fence.admit(0, 10) is None
+    assert fence.overdue() == []  # no rewind left to ask again for
