@@ -32,6 +32,21 @@ READ_COMMITTED = "read_committed"
 """Every consumer of the events topic reads committed records only: the sink and the stream
 jobs (`stream_jobs.runtime.consumer`) then see the same events."""
 
+
+def log_reader(connection: KafkaConnection) -> AIOKafkaConsumer:
+    """An (unstarted) consumer outside any group that reads assigned partitions of the events
+    topic as the sink and the jobs do (committed records only), commits nothing, and raises
+    on an offset the log no longer holds rather than jumping elsewhere: for checking the log
+    itself (the sink's tail check, the jobs' log probe)."""
+    return kafka_config.consumer(
+        connection,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="none",
+        isolation_level=READ_COMMITTED,
+    )
+
+
 START_TIMEOUT_S = 60.0
 """Longest a Kafka client of the sink (or a notify receiver) may take to connect (bootstrap,
 TLS, SASL)."""

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 from prometheus_client import Counter
 
-from agentaudit.kafka_clients import READ_COMMITTED, START_TIMEOUT_S
+from agentaudit.kafka_clients import START_TIMEOUT_S, log_reader
 from agentaudit.settings import Settings
 from agentaudit.sink.chain import ChainKey
 from agentaudit.sink.tailcheck import Outcome, PartitionCheck, Record
@@ -107,13 +107,7 @@ async def check_tails(
         for tenant, part in tails.keys() | chains:
             known.setdefault(part, set()).add(tenant)
     connection = settings.kafka_connection()
-    consumer = kafka_config.consumer(
-        connection,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="none",
-        isolation_level=READ_COMMITTED,
-    )
+    consumer = log_reader(connection)
     outcomes: list[Outcome] = []
     try:
         await kafka_config.start(consumer, connection, START_TIMEOUT_S)

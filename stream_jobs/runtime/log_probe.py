@@ -29,7 +29,7 @@ import logging
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from agentaudit.kafka_clients import READ_COMMITTED
+from agentaudit.kafka_clients import log_reader
 from agentaudit.settings import Settings
 from agentaudit_sdk import kafka_config
 from agentaudit_sdk.kafka_config import stop_consumer
@@ -77,13 +77,7 @@ class LogProbe:
         """What `[start, end)` of `topic`'s `partition` holds for the jobs."""
         self.asked += 1
         connection = self.settings.kafka_connection()
-        consumer = kafka_config.consumer(
-            connection,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="none",
-            isolation_level=READ_COMMITTED,
-        )
+        consumer = log_reader(connection)
         tp = TopicPartition(topic, partition)
         try:
             async with asyncio.timeout(self.timeout_s):  # the caller holds the jobs' lock
