@@ -11,6 +11,7 @@ import io
 import logging
 import subprocess
 import sys
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,10 +19,12 @@ import pytest
 from prometheus_client import REGISTRY
 from rich.console import Console
 
+from agentaudit.broker import ensure_topics, free_port
 from agentaudit.services import serve_worker
 from agentaudit.settings import Settings
 from tests.conftest import settings_env
 from tests.factories import event_dict, wire
+from tests.faults.conftest import FULL
 from tests.helpers_wait import poll_until
 from tests.integration.helpers import produce_raw, scalar, served_store
 from tests.integration.test_notify import Receiver
@@ -111,3 +114,57 @@ def test_notify_cli_refuses_a_bad_routing_file_without_showing_secrets(
     )
     assert done.returncode == 2, done.stderr
     assert "receivers.0.colour" in done.stderr and TOKEN not in done.stdout + done.stderr
+
+
+@pytest.mark.faults
+@pytest.mark.skipif(not FULL, reason="~6 s, the CLI's start and a group join: ./run faults")
+async def test_notify_cli_serves_the_delivery_counters_on_metrics(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`agentaudit notify` alone served no /metrics: its pending and retried counters, and the
+    AlertDeliveryStalled rule on them, saw only the worker's delivery. A receiver with nothing
+    listening: the alert waits (pending 1) and is retried, as /metrics says."""
+    await ensure_topics(settings)
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        'receivers: [{name: down, type: webhook, url: "http://127.0.0.1:1/hook"}]\n'
+        "routes: [{receiver: down}]\nbackoff: {base_s: 0.05, cap_s: 0.2}\n"
+    )
+    alert = make_alert(1, fired_at=datetime.now(UTC))
+    await produce_raw(
+        settings, [(b"acme", alert.model_dump_json().encode())], topic=settings.alerts_topic
+    )
+    port = free_port()
+    env = {**settings_env(settings), "AGENTAUDIT_METRICS_PORT": str(port)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentaudit.cli.main", "notify", "--routes", str(routes)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def scrape() -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                return str(r.read().decode())
+        except OSError:
+            return ""
+
+    def waiting_and_retried() -> bool:
+        text = scrape()
+        return (
+            'agentaudit_alert_delivery_pending{receiver="down"} 1.0' in text
+            and 'agentaudit_alert_deliveries_total{outcome="retried",receiver="down"}' in text
+        )
+
+    try:
+        await poll_until(
+            waiting_and_retried,
+            60,
+            "pending and retried on the notifier's /metrics",
+            check=lambda: proc.poll() is None or pytest.fail(proc.stderr.read().decode()[-2000:]),  # type: ignore[union-attr]
+            detail=lambda: scrape()[-1500:],
+        )
+    finally:
+        proc.terminate()
+        proc.wait(30)
