@@ -22,6 +22,12 @@ from stream_jobs.drift.stattests import TestResult, binned_drift, categorical_dr
 K = TypeVar("K", str, int)
 MAX_TOOLS = 100
 OTHER_TOOL = "(other)"
+MIN_REFERENCE_WEIGHT = 1.0
+"""A histogram of the reference holding less than one call's weight is not compared with: a
+reference decays when windows without LLM calls close (tool calls only), and its small buckets
+are dropped one by one, so the tokens and latency histograms can hold ~0 while the other does
+not. Compared, KS took round(n·m/(n+m)) = 0 as its sample size and answered p = NaN, which no
+`DriftScore` accepts: the window's close raised and lost its records."""
 
 
 @dataclass
@@ -153,6 +159,8 @@ class AgentBehaviour:
                     ("latency", ref.latency, cur.latency, "ms"),
                 )
                 for name, rh, ch, unit in aspects:
+                    if sum(rh.values()) < MIN_REFERENCE_WEIGHT:
+                        continue  # decayed to less than one call (see MIN_REFERENCE_WEIGHT)
                     r = binned_drift(*_binned(rh, ch), a, ps)
                     now, before = _median(ch), _median(rh)
                     text = f"median {now:,.0f} {unit} against {before:,.0f} {unit}"

@@ -58,7 +58,9 @@ def ks_binned(ref_counts: np.ndarray, cur_counts: np.ndarray, alpha: float = 0.0
     """
     n, m = float(ref_counts.sum()), float(cur_counts.sum())
     d = float(np.max(np.abs(np.cumsum(ref_counts) / n - np.cumsum(cur_counts) / m)))
-    p = float(np.clip(stats.kstwo.sf(d, np.round(n * m / (n + m))), 0.0, 1.0))
+    # Decayed (behaviour) counts may sum to under one: a sample size of 0 made p NaN.
+    en = max(1.0, float(np.round(n * m / (n + m))))
+    p = float(np.clip(stats.kstwo.sf(d, en), 0.0, 1.0))
     return _decide("ks", d, p, alpha)
 
 
