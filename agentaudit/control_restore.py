@@ -7,8 +7,10 @@ reads an empty topic and runs, its operator's block silently gone. The record si
 control message in `agentaudit.control`; this puts back, under its scope key, the newest
 stored message of each scope whose newest is a block still in force and which the topic does
 not hold (or holds only an older message for). The stored bytes are published as they are,
-so the record keeps its id and the sink does not store it twice. Tombstones are not stored:
-a block lifted by a hand-made tombstone instead of `agentaudit unblock` comes back.
+so the record keeps its id and the sink does not store it twice. Stored messages are read as
+the SDK reads them (`decode_control`): a newer CLI's block with a field this version does not
+know was obeyed by the agents, so it is restored, unknown fields and all. Tombstones are not
+stored: a block lifted by a hand-made tombstone instead of `agentaudit unblock` comes back.
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from pydantic import ValidationError
-
 from agentaudit.control_plane import DEFAULT_TIMEOUT_S, produce, read_controls
 from agentaudit.settings import Settings
 from agentaudit.store.protocol import Store
 from agentaudit_schemas.records import ControlAction, ControlMessage
+from agentaudit_sdk.control import InvalidRecord, decode_control
 
 log = logging.getLogger("agentaudit.control_plane")
 
@@ -41,8 +42,8 @@ async def restore_blocks(
     for key, raw in store.query(_NEWEST_SQL).result_rows:
         data = raw.encode() if isinstance(raw, str) else bytes(raw)
         try:
-            msg = ControlMessage.model_validate_json(data)
-        except ValidationError:
+            msg = decode_control(data)
+        except InvalidRecord:
             log.warning("skipped the stored control message of %r: not valid", key)
             continue
         if msg.action is ControlAction.BLOCK and (msg.until is None or msg.until > now):

@@ -85,6 +85,19 @@ def decode_heartbeat(value: bytes) -> Heartbeat:
     return _decode(Heartbeat, value, "heartbeat")
 
 
+def is_heartbeat_key(key: bytes | None) -> bool:
+    """Whether a control-topic record key is a job's heartbeat (`heartbeat/<source>`)."""
+    return key is not None and key.startswith(_HEARTBEAT_KEY)
+
+
+def decode_control_value(key: bytes | None, value: bytes) -> ControlMessage | Heartbeat:
+    """A control-topic record (non-empty value) as the kill switch reads it: a `Heartbeat`
+    under a heartbeat key, else a `ControlMessage` (`decode_control`); `InvalidRecord` if it
+    is not one. The one reading of the topic: whoever must agree with what the agents obey
+    (the record sink, which keeps the trail of it) calls this."""
+    return decode_heartbeat(value) if is_heartbeat_key(key) else decode_control(value)
+
+
 def decode_budget(value: bytes) -> Budget:
     """A budgets record's value → `Budget`; `InvalidRecord` if it is not one."""
     return _decode(Budget, value, "budget")
@@ -282,7 +295,7 @@ class ControlState:
     ) -> None:
         """One record of the control topic; `InvalidRecord` if it does not decode. `placed`:
         its (partition, Kafka timestamp), see `_superseded`."""
-        if key is not None and key.startswith(_HEARTBEAT_KEY):
+        if is_heartbeat_key(key):
             if value:  # a heartbeat's tombstone forgets nothing: the last beat stays the last
                 self.apply_heartbeat(decode_heartbeat(value))
             return

@@ -33,7 +33,13 @@ from typing import Any
 from agentaudit.sink.deadletter import LAND, keep, source_headers
 from agentaudit.sink.decode import Reason, Rejected
 from agentaudit.sink.dedup import RecentIds
-from agentaudit.sink.pipeline_records.decode import Parsed, Tombstone, decode_record, hints
+from agentaudit.sink.pipeline_records.decode import (
+    Parsed,
+    Tombstone,
+    decode_control_record,
+    decode_record,
+    hints,
+)
 from agentaudit.sink.pipeline_records.identity import dead_letter_id
 from agentaudit.sink.pipeline_records.rows import RECORD_TABLES, Record
 from agentaudit.sink.processor import DlqRecord
@@ -124,11 +130,17 @@ class RecordProcessor:
     """Per-sink state: per-table watermarks, resume positions, recent ids, the pending batch."""
 
     def __init__(
-        self, dedup_capacity: int, clock: UtcNow = utc_now, dlq_topic: str | None = None
+        self,
+        dedup_capacity: int,
+        clock: UtcNow = utc_now,
+        dlq_topic: str | None = None,
+        control_topic: str | None = None,
     ) -> None:
         self.clock = clock
         self.dlq_topic = dlq_topic
         """The dead-letter topic, when this sink also lands its `LAND` dead letters."""
+        self.control_topic = control_topic
+        """The kill switch's topic: read by the SDK's rules (`decode.decode_control_record`)."""
         self.dedup_capacity = dedup_capacity
         self.recent = {
             kind: RecentIds(dedup_capacity) for kind in (*RECORD_TABLES, DEAD_LETTER_KIND)
@@ -187,7 +199,10 @@ class RecordProcessor:
         if source.topic == self.dlq_topic:
             self._land(source, value, headers)
             return
-        verdict = decode_record(value)
+        if source.topic == self.control_topic:
+            verdict = decode_control_record(source.key, value)
+        else:
+            verdict = decode_record(value)
         if isinstance(verdict, Parsed):
             table = RECORD_TABLES[verdict.record.record]
             if self._held(table.table, source):  # a replay: no row to build

@@ -65,7 +65,11 @@ class RecordSink(PartitionSink[RecordBatch]):
             abandoned=abandoned,
             consumer_options=consumer_options,
         )
-        self.processor = RecordProcessor(settings.dedup_window, dlq_topic=settings.dlq_topic)
+        self.processor = RecordProcessor(
+            settings.dedup_window,
+            dlq_topic=settings.dlq_topic,
+            control_topic=settings.control_topic,
+        )
 
     def _read_store(self, assigned: list[TopicPartition]) -> RecordRecovery:
         return recover_records(self.store, self.topics, self.settings.dedup_window)
