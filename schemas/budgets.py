@@ -28,6 +28,12 @@ from agentaudit_schemas.envelope import OpaqueId, StrictModel, TenantId
 
 BudgetName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 DEFAULT_THRESHOLDS = (0.5, 0.8, 1.0)
+MAX_LIMIT_USD = 9_223_372_036.0
+"""The largest `limit_usd` / `max_cost_usd`: budgets compare in integer nano-dollars, and as
+every number of the contract they lie in the signed 64-bit range (INT64_MAX nano-dollars is
+9,223,372,036.85 USD). Unbounded, a limit of 1e300 validated and then could not be scaled to
+nano-dollars (the float product overflows: OverflowError), so the spend job raised on every
+event of the tenant and none of its budgets, hard limits included, was evaluated again."""
 
 
 class BudgetScope(StrEnum):
@@ -51,8 +57,8 @@ class Budget(StrictModel):
     tenant_id: TenantId | None = None
     user_id: OpaqueId | Literal["*"] | None = None
     window: Annotated[WindowKind, Strict(False)] | None = None
-    limit_usd: float | None = Field(default=None, gt=0)
-    max_cost_usd: float | None = Field(default=None, gt=0)
+    limit_usd: float | None = Field(default=None, gt=0, le=MAX_LIMIT_USD)
+    max_cost_usd: float | None = Field(default=None, gt=0, le=MAX_LIMIT_USD)
     max_tokens: int | None = Field(default=None, gt=0)
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     hard_limit: bool = True
