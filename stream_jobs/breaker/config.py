@@ -61,7 +61,11 @@ class BreakerThresholds(BaseModel):
 
     def cooldown(self, reopens: int) -> float:
         """Cooldown after the `reopens`-th consecutive failed probe (0 = first open)."""
-        return min(self.cooldown_s * self.cooldown_backoff**reopens, self.max_cooldown_s)
+        try:
+            grown = self.cooldown_s * self.cooldown_backoff**reopens
+        except OverflowError:  # 2.0**1024: past the float range, so long past the cap
+            return self.max_cooldown_s
+        return min(grown, self.max_cooldown_s)
 
 
 class BreakerConfig(BaseModel):
