@@ -150,13 +150,18 @@ def numeric_drift(
     test = choose_numeric(reference)
     if test == "ks":
         return ks(reference, current, alpha)
-    if test == "psi":
-        return psi(reference, current, threshold=psi_threshold)
     values = np.unique(reference)
+    if test == "psi" and values.size > MAX_CATEGORIES_FOR_CHI2:
+        return psi(reference, current, threshold=psi_threshold)
     ref = np.array([(reference == v).sum() for v in values], dtype=float)
     other = (~np.isin(current, values)).sum()
     cur = np.array([(current == v).sum() for v in values], dtype=float)
-    # Values the reference never had form one extra category.
+    # Values the reference never had form one extra category. A large reference of few values
+    # is compared by PSI over the same categories: its quantile bins put every value at or
+    # above its largest in one bin, so a constant reference (a score always 0) saw no drift
+    # when every current score moved up (PSI 0), where a reference of 1000 saw it (chi2).
+    if test == "psi":
+        return psi_counts(np.append(ref, 0.0), np.append(cur, float(other)), psi_threshold)
     return chi2(np.append(ref, 0.0), np.append(cur, float(other)), alpha)
 
 
