@@ -394,10 +394,11 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseSt
         assert sink.counters.dead_lettered == 1 and sink.counters.accepted == len(batch.events)
         _insert(store, INGEST_TABLE, INGEST_COLUMNS, batch.events)
         _insert(store, "agentaudit.dead_letters", DEAD_LETTER_COLUMNS, batch.dead_letters)
-        records = RecordProcessor(dedup_capacity=1000)
+        records = RecordProcessor(dedup_capacity=1000, control_topic="control")
         for offset, record in enumerate(_records(now)):
+            topic = "control" if isinstance(record, ControlMessage) else "alerts"
             records.add(
-                Source("alerts", 0, offset, 1_700_000_000_000, b"acme"),
+                Source(topic, 0, offset, 1_700_000_000_000, b"acme"),
                 record.model_dump_json().encode(),
             )
         taken = records.take()

@@ -25,19 +25,17 @@ from agentaudit_schemas.records import (
     HEARTBEAT_KEY_PREFIX,
     Alert,
     BreakerTransition,
-    ControlMessage,
     DriftScore,
-    Heartbeat,
 )
 from agentaudit_sdk.control import InvalidRecord, decode_control_value
 
 MAX_RECORD_BYTES = MAX_EVENT_BYTES
-_ADAPTER: TypeAdapter[Record] = TypeAdapter(
-    Annotated[
-        Alert | ControlMessage | BreakerTransition | DriftScore | Heartbeat,
-        Field(discriminator="record"),
-    ]
+_ADAPTER: TypeAdapter[Alert | BreakerTransition | DriftScore] = TypeAdapter(
+    Annotated[Alert | BreakerTransition | DriftScore, Field(discriminator="record")]
 )
+"""The alerts topic's kinds. A control message or heartbeat there is a dead letter
+(`unknown_type`): no agent reads it, so a control row of it would be a block nobody obeyed,
+shown in force on the dashboards and published by `restore-blocks`."""
 _TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
 _NOT_OBJECT = {"dict_type", "model_type"}
 """JSON that is not an object: the union's error, one model's error."""
@@ -81,7 +79,7 @@ def _classify(exc: ValidationError, tagged: bool = True) -> Reason:
 
 
 def decode_record(value: bytes | None) -> Parsed | Rejected | Tombstone:
-    """Validate one message value; never raises."""
+    """Validate one message value of the alerts topic; never raises."""
     if not value:
         return TOMBSTONE
     if len(value) > MAX_RECORD_BYTES:

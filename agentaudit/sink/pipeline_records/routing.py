@@ -140,7 +140,8 @@ class RecordProcessor:
         self.dlq_topic = dlq_topic
         """The dead-letter topic, when this sink also lands its `LAND` dead letters."""
         self.control_topic = control_topic
-        """The kill switch's topic: read by the SDK's rules (`decode.decode_control_record`)."""
+        """The kill switch's topic: read by the SDK's rules (`decode.decode_control_record`);
+        every other topic but the DLQ is read as the alerts topic (`decode.decode_record`)."""
         self.dedup_capacity = dedup_capacity
         self.recent = {
             kind: RecentIds(dedup_capacity) for kind in (*RECORD_TABLES, DEAD_LETTER_KIND)

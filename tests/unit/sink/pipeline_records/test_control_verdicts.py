@@ -69,6 +69,7 @@ CORPUS: list[tuple[str, bytes | None, bytes, str | None]] = [
     ("bad id, unknown field", KEY, raw(doc(control_id="nope", ticket="x")), "schema_violation"),
     ("scope not an object", KEY, raw(doc(scope="tenant=acme")), "schema_violation"),
     ("year out of range", KEY, raw(doc(issued_at="0001-01-01T00:30:00+01:00")), "schema_violation"),
+    ("until past 9999", KEY, raw(doc(until="9999-12-31T23:30:00-01:00")), "schema_violation"),
     ("another record tag", KEY, raw(doc(record="control_v2")), "unknown_type"),
     ("an alert", KEY, wire(alert(0)), "unknown_type"),
     ("a heartbeat under a scope key", KEY, wire(BEAT), "unknown_type"),
@@ -134,3 +135,17 @@ def test_an_unblock_with_an_unknown_field_is_stored_as_an_unblock() -> None:
     value = raw(doc(action="unblock", ticket="INC-7"))
     (rows,) = sink_of(KEY, value).take().rows.values()
     assert rows[0][CONTROL.columns.index("action")] == ControlAction.UNBLOCK.value
+
+
+@pytest.mark.parametrize("value", [wire(BLOCK), wire(BEAT)], ids=["a block", "a heartbeat"])
+def test_a_kill_switch_record_on_the_alerts_topic_is_a_dead_letter(value: bytes) -> None:
+    """No agent reads the alerts topic. A block published there was stored as a control row:
+    a block nobody obeyed, in force on the dashboards, and `restore-blocks` (which publishes
+    the newest stored block of each scope the control topic lacks) put it on the control
+    topic, where the agents then obeyed it. A heartbeat there faked the jobs' liveness."""
+    p = RecordProcessor(dedup_capacity=10, clock=lambda: FIXED, control_topic=TOPIC)
+    p.add(Source("alerts", 0, 3, 1_700_000_000_000, KEY), value)
+    batch = p.take()
+    assert batch.rows == {}
+    (row,) = batch.dead_letters
+    assert row[DEAD_LETTER_COLUMNS.index("reason")] == "unknown_type"

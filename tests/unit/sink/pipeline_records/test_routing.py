@@ -26,7 +26,7 @@ FIXED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 def processor() -> RecordProcessor:
-    return RecordProcessor(dedup_capacity=1000, clock=lambda: FIXED)
+    return RecordProcessor(dedup_capacity=1000, clock=lambda: FIXED, control_topic="control")
 
 
 def src(
@@ -90,7 +90,7 @@ def test_each_record_goes_to_its_table() -> None:
             "schema_violation",
         ),
         (
-            orjson.dumps({**orjson.loads(wire(control())), "until": "9999-12-31T23:30:00-01:00"}),
+            orjson.dumps({**orjson.loads(wire(transition())), "at": "9999-12-31T23:30:00-01:00"}),
             "schema_violation",
         ),
     ],
