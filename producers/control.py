@@ -57,6 +57,27 @@ def _decode(model: type[_M], value: bytes, what: str) -> _M:
         raise InvalidRecord(f"invalid {what}: {exc.error_count()} errors") from exc
 
 
+def _decode_known(
+    model: type[_M], value: bytes, what: str, nested: Mapping[str, type[BaseModel]] | None = None
+) -> _M:
+    """`value` → `model` with the fields this version does not know dropped (at the top, and
+    in the `nested` objects); `InvalidRecord` if what is left is not one."""
+    try:
+        return model.model_validate_json(value)
+    except ValidationError as exc:
+        if not all(e["type"] == "extra_forbidden" for e in exc.errors()):
+            raise InvalidRecord(f"invalid {what}: {exc.error_count()} errors") from exc
+    data = json.loads(value)  # valid JSON: only extra fields were refused
+    known = {k: v for k, v in data.items() if k in model.model_fields}
+    for name, inner in (nested or {}).items():
+        if isinstance(known.get(name), dict):
+            known[name] = {k: v for k, v in known[name].items() if k in inner.model_fields}
+    try:  # JSON mode: the same strictness as from bytes (datetimes as RFC 3339 text)
+        return model.model_validate_json(json.dumps(known))
+    except ValidationError as exc:
+        raise InvalidRecord(f"invalid {what}: {exc.error_count()} errors") from exc
+
+
 def decode_control(value: bytes) -> ControlMessage:
     """A control record's value → `ControlMessage`; `InvalidRecord` if it is not one.
 
@@ -65,24 +86,16 @@ def decode_control(value: bytes) -> ControlMessage:
     wrote with one more field was skipped as invalid by the agents not yet upgraded, and
     their kill switch let the blocked work run. What is left still names a scope and an
     action; a scope part it drops makes the block cover more, never less."""
-    try:
-        return ControlMessage.model_validate_json(value)
-    except ValidationError as exc:
-        if not all(e["type"] == "extra_forbidden" for e in exc.errors()):
-            raise InvalidRecord(f"invalid control message: {exc.error_count()} errors") from exc
-    data = json.loads(value)  # valid JSON: only extra fields were refused
-    known = {k: v for k, v in data.items() if k in ControlMessage.model_fields}
-    if isinstance(known.get("scope"), dict):
-        known["scope"] = {k: v for k, v in known["scope"].items() if k in Scope.model_fields}
-    try:  # JSON mode: the same strictness as from bytes (datetimes as RFC 3339 text)
-        return ControlMessage.model_validate_json(json.dumps(known))
-    except ValidationError as exc:
-        raise InvalidRecord(f"invalid control message: {exc.error_count()} errors") from exc
+    return _decode_known(ControlMessage, value, "control message", {"scope": Scope})
 
 
 def decode_heartbeat(value: bytes) -> Heartbeat:
-    """A heartbeat record's value → `Heartbeat`; `InvalidRecord` if it is not one."""
-    return _decode(Heartbeat, value, "heartbeat")
+    """A heartbeat record's value → `Heartbeat`; `InvalidRecord` if it is not one.
+
+    Fields this SDK does not know (newer stream jobs') are dropped, as in `decode_control`:
+    before, every beat of jobs one version ahead was invalid, the view went stale with the
+    jobs alive, and a tenant that fails closed had all its work refused."""
+    return _decode_known(Heartbeat, value, "heartbeat")
 
 
 def is_heartbeat_key(key: bytes | None) -> bool:

@@ -5,6 +5,7 @@ Every clock is injected (`FakeClock`): no sleeps, no dependence on the date."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -241,3 +242,21 @@ def test_a_beat_dated_ahead_of_the_client_does_not_keep_the_view_fresh(
     clock.advance(30.001)
     with pytest.raises(Blocked):
         client.check()
+
+
+def test_a_beat_of_newer_jobs_with_a_field_this_sdk_does_not_know_keeps_the_view_fresh(
+    clock: FakeClock,
+) -> None:
+    """Before, the SDK read heartbeats strictly: every beat of stream jobs one version ahead
+    (one more field) was an invalid record, the view went stale with the jobs alive, and a
+    tenant that fails closed had all its work refused (`kill_switch_blind`)."""
+    switch = KillSwitch(clock=clock, fail_closed_after_s=30.0)
+    listener = ControlListener("127.0.0.1:1", switch, control_topic="c", budgets_topic="b")
+    clock.advance(31.0)  # no beat yet: past the limit, counted from the start
+    with pytest.raises(Blocked):
+        switch.check("acme")
+    hb = beat(clock)
+    newer = {**json.loads(hb.model_dump_json()), "region": "eu-1", "build": {"sha": "abc"}}
+    asyncio.run(listener._record("c", hb.key.encode(), json.dumps(newer).encode()))
+    assert switch.counters.invalid == 0 and switch.state.heartbeat() == hb
+    switch.check("acme")  # fresh again

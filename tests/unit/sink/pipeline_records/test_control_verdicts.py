@@ -30,6 +30,7 @@ TOPIC = "control"
 BLOCK = control(0)
 KEY = BLOCK.scope.key.encode()
 BEAT = Heartbeat.make("stream_jobs", FIXED, 3, "host:1", 5.0)
+BEAT_DOC = json.loads(BEAT.model_dump_json())
 
 
 def doc(**changes: Any) -> dict[str, Any]:
@@ -74,10 +75,11 @@ CORPUS: list[tuple[str, bytes | None, bytes, str | None]] = [
     ("an alert", KEY, wire(alert(0)), "unknown_type"),
     ("a heartbeat under a scope key", KEY, wire(BEAT), "unknown_type"),
     ("a block under a heartbeat key", BEAT.key.encode(), wire(BLOCK), "unknown_type"),
+    ("heartbeat, unknown field", BEAT.key.encode(), raw({**BEAT_DOC, "zone": "eu"}), None),
     (
-        "heartbeat, unknown field",
+        "heartbeat, bad seq",
         BEAT.key.encode(),
-        raw({**json.loads(wire(BEAT)), "x": 1}),
+        raw({**BEAT_DOC, "seq": -1, "x": 1}),
         "schema_violation",
     ),
     ("not JSON", KEY, b"{block", "invalid_json"),
