@@ -70,6 +70,10 @@ class _Armed:
     fired: tuple[float, ...] = ()
     exhausted: bool = False
     blocked: bool = False
+    blocks: int = 0
+    """BLOCKs this state issued in its window. A block issued again (the limit raised, then
+    lowered back) needs an id of its own: the record sink stores a message id once, and the
+    trail's latest word on the scope was the UNBLOCK while the agents obeyed the new BLOCK."""
     next_nano: int = 0
     """Smallest spend at which something new happens: the one comparison on the hot path."""
 
@@ -238,8 +242,9 @@ class BudgetEvaluator(KeyedState[str]):
             out.append(self._msg.exhausted(b, scope, st.window, st.spend, limit, now))
             if st.window.end > now and not st.blocked:
                 st.blocked = True
+                st.blocks += 1
                 until = max(h.window.end for h in self._holders(tenant, st))
-                out.append(self._msg.block(b, scope, st.window, until, limit, now))
+                out.append(self._msg.block(b, scope, st.window, until, limit, now, st.blocks))
         pending = [round(t * limit) for t in b.thresholds if t not in st.fired]
         if b.hard_limit and not st.exhausted:
             pending.append(limit)
@@ -267,7 +272,7 @@ class BudgetEvaluator(KeyedState[str]):
         scope = self._scope(tenant, st)
         rest = self._holders(tenant, st)
         if not rest:
-            return [self._msg.unblock(st.budget, scope, st.window, reason, why, now)]
+            return [self._msg.unblock(st.budget, scope, st.window, reason, why, now, st.blocks)]
         latest = max(rest, key=lambda h: h.window.end)
         if latest.window.end >= st.window.end:
             return []  # the block in force already carries the later `until`
@@ -334,6 +339,7 @@ class BudgetEvaluator(KeyedState[str]):
                 list(s.fired),
                 s.exhausted,
                 s.blocked,
+                s.blocks,
             ]
             for s in states.values()
         ]
@@ -341,27 +347,19 @@ class BudgetEvaluator(KeyedState[str]):
 
     def from_state(self, tenant: str, doc: dict[str, Any]) -> None:
         states: dict[tuple[str, str], _Armed] = {}
-        for (
-            name,
-            dim,
-            key,
-            kind,
-            tz,
-            label,
-            start_us,
-            end_us,
-            spend,
-            fired,
-            exhausted,
-            blocked,
-        ) in doc["s"]:
+        for row in doc["s"]:
+            # `blocks` was added later: a row written before has 12 fields (one block issued
+            # if it is blocked, which gives that block its id as before)
+            name, dim, key, kind, tz, label, start_us, end_us, spend, fired, exhausted = row[:11]
+            blocked = row[11]
+            blocks = row[12] if len(row) > 12 else int(bool(blocked))
             window = Window(
                 Calendar(WindowKind(kind), tz),
                 label,
                 from_epoch_us(start_us),
                 from_epoch_us(end_us),
             )
-            st = _Armed(name, dim, key, window, spend, tuple(fired), exhausted, blocked)
+            st = _Armed(name, dim, key, window, spend, tuple(fired), exhausted, blocked, blocks)
             b = self._budgets.get(name)
             if b is not None:
                 limit = _limit_nano(b)

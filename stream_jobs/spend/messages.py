@@ -117,10 +117,21 @@ class Messages:
         )
 
     def block(
-        self, b: Budget, scope: Scope, w: Window, until: datetime, limit: int, now: datetime
+        self,
+        b: Budget,
+        scope: Scope,
+        w: Window,
+        until: datetime,
+        limit: int,
+        now: datetime,
+        issue: int = 1,
     ) -> ControlMessage:
+        """The BLOCK of `scope` by `b` in `w`; `issue`: its number in the window (ids as
+        before for the first, so stored ids stay what they were)."""
         return ControlMessage(
-            control_id=record_id("control", scope.key, "block", b.name, w.label, limit),
+            control_id=record_id(
+                "control", scope.key, "block", b.name, w.label, limit, *_again(issue)
+            ),
             scope=scope,
             action=ControlAction.BLOCK,
             reason=ControlReason.BUDGET_EXHAUSTED,
@@ -154,10 +165,20 @@ class Messages:
         )
 
     def unblock(
-        self, budget: str, scope: Scope, w: Window, reason: str, why: str, now: datetime
+        self,
+        budget: str,
+        scope: Scope,
+        w: Window,
+        reason: str,
+        why: str,
+        now: datetime,
+        issue: int = 1,
     ) -> ControlMessage:
+        """The UNBLOCK that lifts `budget`'s block number `issue` in `w`."""
         return ControlMessage(
-            control_id=record_id("control", scope.key, "unblock", reason, budget, w.label, why),
+            control_id=record_id(
+                "control", scope.key, "unblock", reason, budget, w.label, why, *_again(issue)
+            ),
             scope=scope,
             action=ControlAction.UNBLOCK,
             reason=ControlReason(reason),
@@ -165,3 +186,9 @@ class Messages:
             issued_at=now,
             issued_by=self.issued_by,
         )
+
+
+def _again(issue: int) -> tuple[str, ...]:
+    """The id part of a block (or its unblock) issued again in one window: none for the
+    first, so ids are what they were before blocks were numbered."""
+    return () if issue <= 1 else (f"#{issue}",)

@@ -7,9 +7,17 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from agentaudit_schemas.budgets import Budget
-from agentaudit_schemas.records import Alert, ControlAction, ControlMessage, ControlReason, Severity
+from agentaudit_schemas.records import (
+    Alert,
+    ControlAction,
+    ControlMessage,
+    ControlReason,
+    Severity,
+    record_id,
+)
 from stream_jobs.spend.budgets import BudgetEvaluator
 from stream_jobs.spend.job import SpendJob
+from stream_jobs.spend.types import usd_to_nano
 from tests.unit.stream_jobs.spend.factory import budget, llm, utc
 
 DAY_START = utc(2026, 11, 21)
@@ -372,3 +380,28 @@ def test_tick_walks_the_states_only_when_a_window_ends() -> None:
     assert sorted(u.scope.key for u in controls(unblocks)) == [
         f"tenant=acme/user={u}" for u in ("u0", "u1", "u2")
     ]
+
+
+def test_a_block_issued_again_in_its_window_has_an_id_of_its_own() -> None:
+    """Limit $1 reached: BLOCK; raised to $4: UNBLOCK; lowered back to $1: BLOCK again, and
+    the same again. The second BLOCK had the first one's id: the record sink stored it once,
+    so the trail's latest word on the scope was the UNBLOCK while the agents were blocked
+    (and `restore-blocks` would not restore it). The first block keeps its old id."""
+    job = SpendJob([daily(limit=1.0)])
+    issued = controls(feed(job, 10))
+    for minutes, limit in ((1, 4.0), (2, 1.0), (3, 4.0), (4, 1.0)):
+        issued += controls(job.set_budget(daily(limit=limit), NOW + timedelta(minutes=minutes)))
+    assert [c.action for c in issued] == [ControlAction.BLOCK, ControlAction.UNBLOCK] * 2 + [
+        ControlAction.BLOCK
+    ]
+    assert len({c.control_id for c in issued}) == 5
+    # the first block's id is what it was before blocks were numbered (ids already stored)
+    limit = usd_to_nano(Decimal("1.0"))
+    old = record_id("control", "tenant=acme", "block", "acme-daily", "day:2026-11-21", limit)
+    assert issued[0].control_id == old
+    restored = SpendJob([daily(limit=1.0)])  # the count survives a restart
+    for key in job.pop_dirty():
+        restored.from_state(key, json.loads(json.dumps(job.to_state(key))))
+    again = controls(restored.set_budget(daily(limit=4.0), NOW + timedelta(minutes=5)))
+    assert [c.action for c in again] == [ControlAction.UNBLOCK]
+    assert again[0].control_id not in {c.control_id for c in issued}
