@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentaudit import files
+from agentaudit.errors import UserError
 from agentaudit.subjects.keystore import KeyStoreUnavailable, SubjectKeyStore, subject_dir
 
 
@@ -181,3 +182,24 @@ def test_a_destroy_killed_half_way_is_finished_by_the_rerun(
     left = sorted(p.stem for p in (tmp_path / "subjects").rglob("*.key"))
     assert left == [other.kid]  # and touches no other subject
     assert keys.destroy("acme", "u-1") == []
+
+
+def test_the_kept_subject_paths_follow_the_subject_the_tenant_and_the_directory(
+    tmp_path: Path,
+) -> None:
+    """The store keeps the last subject's paths (`_paths`, the sealer's new-subject cost): a
+    kept answer must never serve another subject, tenant or `keys_dir`, nor skip the tenant
+    check."""
+    keys = store(tmp_path)
+    made = {(t, s): keys.create(t, s).kid for t in ("acme", "beta") for s in ("u-1", "u-2", None)}
+    for (tenant, subject), kid in made.items():  # alternating: each call another subject
+        assert keys.kids(tenant, subject) == [kid]
+        assert keys.erased_through(tenant, subject) is None
+    keys.mark_erased("beta", "u-2", "2026-11-21T09:00:00.000000Z")
+    assert keys.erased_through("acme", "u-2") is None
+    assert keys.erased_through("beta", "u-2") == "2026-11-21T09:00:00.000000Z"
+    keys.keys_dir = tmp_path / "elsewhere"  # another directory: nothing there
+    assert keys.kids("beta", "u-2") == []
+    assert keys.erased_through("beta", "u-2") is None
+    with pytest.raises(UserError, match="not a tenant id"):
+        keys.kids("../beta", "u-2")
