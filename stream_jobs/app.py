@@ -60,6 +60,7 @@ from stream_jobs.runtime import FastConsumer, make_app, source_topic
 from stream_jobs.runtime.log_probe import LogProbe
 from stream_jobs.runtime.stream import split_take
 from stream_jobs.runtime.watchdog import StallWatch
+from stream_jobs.state_size import StateSizeGuard
 
 log = logging.getLogger("agentaudit.stream_jobs")
 
@@ -147,6 +148,7 @@ class StreamJobsApp:
             settings, app_id=app_id, **{**THROUGHPUT_SETTINGS, **faust_overrides}
         )  # app_id None: `settings.jobs_group` (one per events topic)
         app.commit_guard = self.commit_guard  # see runtime.AuditApp.commit_guard
+        self.state_size = StateSizeGuard(app.conf.producer_max_request_size)
         app.partition_buffer = PARTITION_BUFFER
         self.events = source_topic(app, settings.events_topic, batched=True)
         self.alerts = app.topic(settings.alerts_topic, key_serializer="raw", value_serializer="raw")
@@ -398,17 +400,9 @@ class StreamJobsApp:
 
     async def _write_state(self) -> None:
         writes = self.jobs.dirty_states()
-        if not writes:
-            return
-        for write in writes:
-            if write.value is None:
-                continue  # nothing held for this key: never tombstone state another worker owns
-            table = self.tables[write.job]
-            if write.job not in LOG_TABLES:
-                table.data[write.key] = write.value
-            partition = write.partition if write.partition is not None else 0
-            await table.send_changelog(partition, write.key, write.value)
-        await self.app.producer.flush()
+        if writes:
+            await self.state_size.write(self.tables, writes, LOG_TABLES)
+            await self.app.producer.flush()
 
     def _restorer(self, name: str) -> Callable[[], Any]:
         async def restore() -> None:
