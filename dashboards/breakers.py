@@ -16,11 +16,16 @@ _BREAKER_STATE = (
     "argMax(observed, at) AS observed, argMax(threshold, at) AS threshold, max(at) AS since "
     f"FROM agentaudit.breaker_transitions WHERE {TENANT} GROUP BY scope_key"
 )
+# The latest message per scope in the order the agents read them (the topic's, as the sink
+# stored them: `ingested_at`, then `kafka_offset`), not by `issued_at`: that is each issuer's
+# own clock, and with a jobs host a few seconds ahead an UNBLOCK written after a BLOCK carries
+# an earlier stamp (the panel showed a scope blocked while the agents ran). As restore-blocks.
+_ORDER = "(ingested_at, kafka_offset)"
 _BLOCKS = (
-    "SELECT scope_key, argMax(action, issued_at) AS last_action, "
-    "argMax(reason, issued_at) AS reason, argMax(issued_by, issued_at) AS issued_by, "
-    "max(issued_at) AS since, argMax(until, issued_at) AS until, argMax(runbook, issued_at) "
-    "AS runbook "
+    f"SELECT scope_key, argMax(action, {_ORDER}) AS last_action, "
+    f"argMax(reason, {_ORDER}) AS reason, argMax(issued_by, {_ORDER}) AS issued_by, "
+    f"argMax(issued_at, {_ORDER}) AS since, argMax(until, {_ORDER}) AS until, "
+    f"argMax(runbook, {_ORDER}) AS runbook "
     f"FROM agentaudit.control WHERE {TENANT} GROUP BY scope_key"
 )
 
