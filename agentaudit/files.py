@@ -13,7 +13,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
 
     mkstemp creates the temporary file 0600 (O_EXCL), so a secret is never readable by others,
     not even before the mode is set; the file and its directory are fsynced."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    parent = path.parent  # once: a pathlib `parent` costs ~6k instructions (a new key per subject)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
@@ -25,7 +26,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    fsync_dir(parent)
 
 
 def fsync_dir(path: Path) -> None:
@@ -44,6 +45,9 @@ def make_dirs(path: Path, mode: int = 0o700) -> None:
     while not path.exists():
         missing.append(path)
         path = path.parent
+    # `path` exists now; each missing directory's parent is `path` or the one made before it
+    # (the `.parent`s the loop above computed, not computed again).
     for made in reversed(missing):
         made.mkdir(mode=mode, exist_ok=True)  # exist_ok: another process may make it first
-        fsync_dir(made.parent)
+        fsync_dir(path)
+        path = made
