@@ -16,7 +16,11 @@ STAGE_P95 = (
     "(rate(agentaudit_sink_stage_seconds_bucket[$__rate_interval])))"
 )
 STORED_RATE = "sum(rate(agentaudit_events_stored_total[$__rate_interval]))"
-JOBS_FAILED = "sum by (job) (increase(agentaudit_stream_jobs_failed_total[$__rate_interval]))"
+JOBS_FAILED = (
+    "sum by (job) (increase(agentaudit_stream_jobs_failed_total[$__rate_interval])) or "
+    "label_replace(sum by (job) (increase(agentaudit_stream_jobs_failed_closes_total"
+    '[$__rate_interval])), "job", "$1 close", "job", "(.*)")'
+)
 JOBS_SKIPPED = (
     'label_replace(sum(increase(agentaudit_stream_jobs_invalid_total[$__rate_interval])), "kind", '
     '"invalid", "", "") or label_replace(sum(increase('
@@ -142,8 +146,9 @@ def build() -> Dashboard:
             prometheus_panel(
                 "Stream jobs: events a job failed on",
                 "Events a stream job raised on and skipped, per job and interval "
-                "(agentaudit_stream_jobs_failed_total{job}; pricing: no job saw the event). "
-                "Should stay 0: the jobs log each with its partition:offset. Not per tenant.",
+                "(agentaudit_stream_jobs_failed_total{job}; pricing: no job saw the event), "
+                "and one tenant's window closes that raised ('anomaly close', 'drift close'). "
+                "Should stay 0: the jobs log each (partition:offset, tenant). Not per tenant.",
                 JOBS_FAILED,
                 "{{job}}",
             ),

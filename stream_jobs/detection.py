@@ -106,6 +106,9 @@ class DetectionJob:
         """Tenants whose anomaly / drift state changed since the last `dirty_states`."""
         self._pending: dict[str, cp.Pieces] = {}
         self._now: datetime | None = None
+        self.failed_closes: dict[str, int] = {}
+        """Window closes that raised, per job (`anomaly`, `drift`), this process: logged; the
+        other tenants' closes of the same call still come out."""
         self.late: dict[str, int] = {ANOMALY: 0, DRIFT: 0}
         """Events this process found late (their minute or window already closed), per job:
         still in the trail, not in the series. Totals of this process, for /metrics (the
@@ -177,11 +180,24 @@ class DetectionJob:
             t = self.tenants[tenant_id]
             self._dirty[ANOMALY].add(tenant_id)
             self._dirty[DRIFT].add(tenant_id)
-            out += [a.model_copy(update={"fired_at": now}) for a in t.anomaly.close_until(until)]
-            drift = t.drift.close_until(until)
-            out += drift.scores
-            out += [a.model_copy(update={"fired_at": now}) for a in drift.alerts]
+            # One tenant's close raising must not lose the other tenants' scores and alerts
+            # of the same close (they were all returned together, or none).
+            try:
+                anomalies = t.anomaly.close_until(until)
+                out += [a.model_copy(update={"fired_at": now}) for a in anomalies]
+            except Exception:  # noqa: BLE001 (logged and counted)
+                self._close_failed(ANOMALY, tenant_id, until)
+            try:
+                drift = t.drift.close_until(until)
+                out += drift.scores
+                out += [a.model_copy(update={"fired_at": now}) for a in drift.alerts]
+            except Exception:  # noqa: BLE001 (logged and counted)
+                self._close_failed(DRIFT, tenant_id, until)
         return out
+
+    def _close_failed(self, job: str, tenant_id: str, until: datetime) -> None:
+        self.failed_closes[job] = self.failed_closes.get(job, 0) + 1
+        log.exception("%s: closing tenant %s's windows up to %s failed", job, tenant_id, until)
 
     def _tenant(self, tenant_id: str, partition: int) -> _Tenant:
         t = self.tenants.get(tenant_id)

@@ -64,6 +64,9 @@ class JobCounters:
     replayed: int = 0
     """Messages delivered again at or below the offset the jobs had applied (after a
     rebalance or a restart): skipped, each job having applied them once."""
+    failed_closes_by_job: dict[str, int] = field(default_factory=dict)
+    """Window closes that raised, per job (`anomaly`, `drift`): that tenant's scores and
+    alerts of the close are lost (logged with the tenant), the other tenants' are not."""
     late_by_job: dict[str, int] = field(default_factory=dict)
     """Events a job found late, per job: `spend` (a window of some calendar was already
     final: not added there, still in longer open windows), `anomaly` (its minute closed),
@@ -86,6 +89,7 @@ class JobCounters:
             "failed": dict(self.failed_by_job),
             "failed_ticks": dict(self.failed_ticks_by_job),
             "late": dict(self.late_by_job),
+            "failed_closes": dict(self.failed_closes_by_job),
         }
 
 
@@ -209,9 +213,11 @@ class StreamJobs:
         return out
 
     def _count_late(self) -> None:
-        """The jobs' late events so far (totals of this process, as the other counters)."""
+        """The jobs' late events and failed window closes so far (totals of this process, as
+        the other counters)."""
         late = {"spend": self.spend.tracker.late_dropped, **self.detection.late}
         self.counters.late_by_job = {job: n for job, n in late.items() if n}
+        self.counters.failed_closes_by_job = dict(self.detection.failed_closes)
 
     def _failed(self, job: str, partition: int, offset: int, tenant: str) -> None:
         counters = self.counters
@@ -238,6 +244,7 @@ class StreamJobs:
                 by_job[name] = by_job.get(name, 0) + 1
                 log.exception("stream jobs: the %s timer work raised; skipped this tick", name)
         self.counters.records += len(out)
+        self._count_late()
         return out
 
     def operator_unblocked(self, message: ControlMessage, now: datetime) -> list[Record]:

@@ -18,6 +18,9 @@ Names (house naming, as the sink's `agentaudit_dead_letters_total{reason}`):
   (`pricing`: no job saw it; `spend`, `breakers`, `detection`): any increase is a bug to
   look at (the jobs log the event's partition:offset);
 - `agentaudit_stream_jobs_failed_ticks_total{job}`: timer runs a job raised in;
+- `agentaudit_stream_jobs_failed_closes_total{job}`: window closes of one tenant that raised
+  (`anomaly`, `drift`): that tenant's scores and alerts of the close are lost (the jobs log
+  the tenant), the other tenants' come out; any increase is a bug to look at;
 - `agentaudit_stream_jobs_late_total{job}`: events a job found late, dated in a window it had
   already closed (`spend`: a window of some calendar was final, the event still counts in the
   longer ones; `anomaly`: its minute; `drift`: its window); they are in the trail, not in that
@@ -37,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter
 from agentaudit.jobs_process import REPORT_KEY
 
 _PLAIN = ("events", "invalid", "duplicates", "replayed", "records")
-_BY_JOB = ("failed", "failed_ticks", "late")
+_BY_JOB = ("failed", "failed_ticks", "failed_closes", "late")
 
 
 class JobsCounters:
@@ -82,6 +85,12 @@ class JobsCounters:
             "failed_ticks": Counter(
                 "agentaudit_stream_jobs_failed_ticks",
                 "Timer runs a stream job raised in, per job.",
+                ["job"],
+                registry=registry,
+            ),
+            "failed_closes": Counter(
+                "agentaudit_stream_jobs_failed_closes",
+                "Window closes of one tenant that raised, per job (anomaly, drift).",
                 ["job"],
                 registry=registry,
             ),

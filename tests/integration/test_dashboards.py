@@ -102,6 +102,7 @@ SERIES = [
     ('agentaudit_sink_stage_seconds_bucket{stage="insert",le="1"}', "0+20x10"),
     ('agentaudit_sink_stage_seconds_bucket{stage="insert",le="+Inf"}', "0+20x10"),
     ('agentaudit_stream_jobs_failed_total{job="spend"}', "0+1x10"),
+    ('agentaudit_stream_jobs_failed_closes_total{job="drift"}', "0+3x10"),
     ("agentaudit_stream_jobs_invalid_total", "0+2x10"),
     ("agentaudit_stream_jobs_duplicates_total", "0+1x10"),
     ("agentaudit_stream_jobs_replayed_total", "0+5x10"),
@@ -115,7 +116,7 @@ EXPECTED = {
     pipeline.STORED_RATE: [("{}", 1)],
     pipeline.STAGE_P95: [('{stage="insert"}', 0.95)],
     # increase over 2m of a counter growing n per minute: 2n
-    pipeline.JOBS_FAILED: [('{job="spend"}', 2)],
+    pipeline.JOBS_FAILED: [('{job="spend"}', 2), ('{job="drift close"}', 6)],
     pipeline.JOBS_SKIPPED: [
         ('{kind="invalid"}', 4),
         ('{kind="duplicate"}', 2),

@@ -190,3 +190,32 @@ def test_messages_delivered_again_are_counted_as_replayed_not_as_new() -> None:
     assert (counted.events, counted.invalid, counted.duplicates, counted.replayed) == (3, 1, 1, 4)
     assert counted.handled == 9
     assert jobs.spend.to_state("acme") == once.spend.to_state("acme")  # applied once
+
+
+def test_one_tenant_s_window_close_raising_does_not_lose_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A partition's minute closes for all its tenants in one call; one tenant's close that
+    raised lost every other tenant's scores and alerts of that close (and counted one failed
+    event). Each tenant's close now fails alone, counted per job."""
+    jobs = StreamJobs(load_pricing())
+    jobs.process(0, [(1, _event("acme")), (2, _event("globex"))], NOW)
+    closed: list[str] = []
+    for tenant in ("acme", "globex"):
+        monitors = jobs.detection.tenants[tenant]
+        for job in ("anomaly", "drift"):
+            monitor = getattr(monitors, job)
+            original = monitor.close_until
+
+            def close(until: Any, _t: str = tenant, _j: str = job, _o: Any = original) -> Any:
+                if _t == "acme" and _j == "drift":
+                    raise ZeroDivisionError("a poison window")
+                closed.append(f"{_t}/{_j}")
+                return _o(until)
+
+            monkeypatch.setattr(monitor, "close_until", close)
+    jobs.tick(NOW + timedelta(hours=1))  # the idle partition's minutes close by the clock
+    assert closed == ["acme/anomaly", "globex/anomaly", "globex/drift"]
+    assert jobs.counters.failed_closes_by_job == {"drift": 1}
+    assert jobs.counters.failed_ticks == 0  # the tick itself went on
+    assert jobs.counters.report()["failed_closes"] == {"drift": 1}
