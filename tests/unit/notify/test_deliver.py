@@ -4,8 +4,10 @@ random source, no network and no clock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import pytest
@@ -170,29 +172,42 @@ async def test_an_answer_whose_body_never_comes_is_still_the_answer(
         writer.write(head)
         held.append(writer)  # open, body never sent
 
-    server = await asyncio.start_server(answer_head_only, "127.0.0.1", 0)
+    async with _socket_receiver(answer_head_only, "/h", timeout_s=0.2, stop_after=3) as d:
+        try:
+            assert await d.deliver(make_alert(), asyncio.Event()) == expected
+        finally:  # before the server closes (it would wait for them from Python 3.12)
+            for writer in held:
+                writer.close()
+    assert posts == 1
+
+
+@contextlib.asynccontextmanager
+async def _socket_receiver(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    path: str,
+    *,
+    stop_after: int,
+    timeout_s: float | None = None,
+) -> AsyncIterator[Deliverer]:
+    """A webhook receiver at `path` answered by a raw socket `handler`, and a `Deliverer` with
+    a real HTTP client posting to it (giving up after `stop_after` sleeps)."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
+    timeout = "" if timeout_s is None else f", timeout_s: {timeout_s}"
     routes = parse_routes(
-        f'receivers: [{{name: hook, type: webhook, url: "http://127.0.0.1:{port}/h", '
-        "timeout_s: 0.2}]\nroutes: [{receiver: hook}]\n"
+        f'receivers: [{{name: hook, type: webhook, url: "http://127.0.0.1:{port}{path}"'
+        f"{timeout}}}]\nroutes: [{{receiver: hook}}]\n"
     )
     transport = HttpTransport()
-    deliverer = Deliverer(
-        routes.receiver("hook"),
-        routes,
-        transport,
-        sleeper=RecordingSleeper(stop_after=3),
-        clock=lambda: T0,
-    )
+    sleeper = RecordingSleeper(stop_after=stop_after)
     try:
-        assert await deliverer.deliver(make_alert(), asyncio.Event()) == expected
+        yield Deliverer(
+            routes.receiver("hook"), routes, transport, sleeper=sleeper, clock=lambda: T0
+        )
     finally:
         await transport.close()
-        for writer in held:
-            writer.close()
         server.close()
         await server.wait_closed()
-    assert posts == 1
 
 
 @pytest.mark.parametrize(
@@ -217,27 +232,9 @@ async def test_a_malformed_answer_s_error_never_logs_the_url_as_aiohttp_writes_i
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    routes = parse_routes(
-        f'receivers: [{{name: hook, type: webhook, url: "http://127.0.0.1:{port}{tail}"}}]\n'
-        "routes: [{receiver: hook}]\n"
-    )
-    transport = HttpTransport()
-    deliverer = Deliverer(
-        routes.receiver("hook"),
-        routes,
-        transport,
-        sleeper=RecordingSleeper(stop_after=1),
-        clock=lambda: T0,
-    )
-    try:
+    async with _socket_receiver(garbage, tail, stop_after=1) as deliverer:
         with caplog.at_level(logging.DEBUG, logger="agentaudit.notify"), pytest.raises(Stopped):
             await deliverer.deliver(make_alert(), asyncio.Event())
-    finally:
-        await transport.close()
-        server.close()
-        await server.wait_closed()
     assert "ClientResponseError" in caplog.text  # the error was logged …
     assert secret not in caplog.text  # … without the token in any spelling
     assert secret.split("/")[0].split("+")[0] not in caplog.text
