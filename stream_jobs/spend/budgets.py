@@ -239,7 +239,10 @@ class BudgetEvaluator(KeyedState[str]):
                     out.append(self._msg.threshold(b, scope, st.window, st.spend, limit, t, now))
         if b.hard_limit and not st.exhausted and st.spend >= limit:
             st.exhausted = True
-            out.append(self._msg.exhausted(b, scope, st.window, st.spend, limit, now))
+            # numbered as the block it comes with: exhausted again in one window (the limit
+            # raised, then lowered back) must page again, not be dropped as a duplicate
+            issue = st.blocks + 1
+            out.append(self._msg.exhausted(b, scope, st.window, st.spend, limit, now, issue))
             if st.window.end > now and not st.blocked:
                 st.blocked = True
                 st.blocks += 1

@@ -101,8 +101,16 @@ class Messages:
         return self._alert(THRESHOLD, severity, b, scope, w, spend, limit, text, now, (t, limit), t)
 
     def exhausted(
-        self, b: Budget, scope: Scope, w: Window, spend: int, limit: int, now: datetime
+        self,
+        b: Budget,
+        scope: Scope,
+        w: Window,
+        spend: int,
+        limit: int,
+        now: datetime,
+        issue: int = 1,
     ) -> Alert:
+        """BudgetExhausted; `issue`: its number in the window (the first keeps its old id)."""
         if w.end > now:
             effect = f"new work in {scope.key} is blocked until {_until(w.end)}."
         else:
@@ -113,7 +121,16 @@ class Messages:
             f"{effect}"
         )
         return self._alert(
-            EXHAUSTED, Severity.CRITICAL, b, scope, w, spend, limit, text, now, (limit,)
+            EXHAUSTED,
+            Severity.CRITICAL,
+            b,
+            scope,
+            w,
+            spend,
+            limit,
+            text,
+            now,
+            (limit, *_again(issue)),
         )
 
     def block(

@@ -405,3 +405,20 @@ def test_a_block_issued_again_in_its_window_has_an_id_of_its_own() -> None:
     again = controls(restored.set_budget(daily(limit=4.0), NOW + timedelta(minutes=5)))
     assert [c.action for c in again] == [ControlAction.UNBLOCK]
     assert again[0].control_id not in {c.control_id for c in issued}
+
+
+def test_a_budget_exhausted_again_in_its_window_pages_again() -> None:
+    """The same sequence for the alert: exhausted at $1, raised, lowered back: the second
+    BudgetExhausted had the first one's id, and the record sink and the notifier dropped it
+    as a duplicate (on-call was not paged while the scope was blocked again)."""
+    job = SpendJob([daily(limit=1.0)])
+    fired = alerts(feed(job, 10))
+    for minutes, limit in ((1, 4.0), (2, 1.0)):
+        fired += alerts(job.set_budget(daily(limit=limit), NOW + timedelta(minutes=minutes)))
+    exhausted = [a for a in fired if a.kind == "BudgetExhausted"]
+    assert len(exhausted) == 2
+    assert exhausted[0].alert_id != exhausted[1].alert_id
+    # the first one's id is what it always was
+    limit = usd_to_nano(Decimal("1.0"))
+    old = record_id("BudgetExhausted", "acme-daily", "tenant=acme", "day:2026-11-21", limit)
+    assert exhausted[0].alert_id == old
